@@ -1,0 +1,46 @@
+# The README's two commands: `make demo` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.alaunch-installed
+
+.PHONY: setup demo test test-fast test-deps bench cluster-up cluster-down clean
+
+# The venv with the package, the `ms` extra (mindspore 2.9.0 + mindformers 1.9.0, which
+# bring msrun) and the test tools. Re-run when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[ms,test]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import launcher, mindspore, mindformers' 2>/dev/null >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# openssh-server, rsync and iproute2 for the real SSH test cluster, installed when missing.
+test-deps:
+	@scripts/install-test-deps
+
+# The whole suite, slow end-to-end tests included (this is what CI runs).
+test: $(STAMP) test-deps
+	$(PY) -m pytest
+
+# Everything but the slow end-to-end tests, for the edit-test loop.
+test-fast: $(STAMP) test-deps
+	$(PY) -m pytest -m 'not slow'
+
+# The main job on this machine.
+demo: $(STAMP)
+	@scripts/demo
+
+bench: $(STAMP) test-deps
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+cluster-up: $(STAMP) test-deps
+	$(PY) -m tests.cluster up
+
+cluster-down:
+	$(PY) -m tests.cluster down
+
+clean:
+	rm -rf $(VENV) .demo runs output .pytest_cache

@@ -1,0 +1,31 @@
+"""Shared fixtures. The real SSH cluster fixture lives in tests/cluster/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path, monkeypatch):
+    """Every test gets its own registry/state dir; nothing touches the user's."""
+    monkeypatch.setenv("ALAUNCH_STATE_DIR", str(tmp_path / "state"))
+    yield
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `alaunch ARGS...` in-process; returns (exit_code, stdout, stderr)."""
+    from launcher.cli import main
+
+    def _run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run
