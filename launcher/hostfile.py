@@ -1,14 +1,47 @@
 """Hostfiles: DeepSpeed's ``hostname slots=N`` format plus ``user= port= identity= workdir=``.
 
-Reading a file is split from parsing its text; filters are pure functions.
+Reading a file (:func:`read_hostfile`) is split from parsing its text (:func:`parse_hostfile`),
+and the ``--include`` / ``--exclude`` resource filter (:func:`apply_filters`) is a pure
+function over hosts, as DeepSpeed's runner does it. Every bad input is one
+:class:`~launcher.errors.InputError` naming ``file:line`` (or the option) and what would be
+valid, because a hostfile is the first thing a user writes and the last thing they should
+have to debug.
+
+Format (one host per line)::
+
+    # comment
+    worker-0 slots=8                        # trailing comment
+    worker-1 slots=8 user=ma port=2222 identity=~/.ssh/id_ed25519 workdir=/srv/alaunch
+    fe80::1 slots=2                         # IPv6 addresses are written bare
+    "my alias" is not allowed: host names are letters, digits, . - _ : only
+
+Values may be quoted shell-style (``workdir="/srv/my jobs"``); a ``#`` starts a comment
+only at the start of a line or after whitespace, so ``workdir=/srv/a#b`` is literal.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import re
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from launcher.errors import InputError
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 DEFAULT_WORKDIR = "~/alaunch"
+
+KEYS = ("slots", "user", "port", "identity", "workdir")
+MAX_HOSTFILE_BYTES = 1 << 20  # a hostfile is a short text file; refuse anything bigger
+
+# Strict on purpose: a host name ends up in ssh argv, logs and remote paths. No shell
+# metacharacters, no whitespace, no leading '-' (it would read as an ssh option).
+_HOST_RE = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]{0,252}")
+_USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_SLOT_LIST_RE = re.compile(r"\d+(,\d+)*")
+_VALID_HOST = "letters, digits, '.', '-', '_' and ':' (IPv6), not starting with '-'"
 
 
 @dataclass(frozen=True)
@@ -38,3 +71,298 @@ class Host:
     @property
     def remote_workdir(self) -> str:
         return self.workdir or DEFAULT_WORKDIR
+
+    @property
+    def workers(self) -> int:
+        """Processes to start here: the slots left after filters (``slots`` is the capacity)."""
+        return len(self.slot_ids)
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _strip_comment(line: str) -> str:
+    """Drop an unquoted ``#`` comment that starts the line or follows whitespace.
+
+    shlex's own comment handling also cuts ``a#b`` in the middle of a word, which would
+    silently truncate a workdir; this keeps such a ``#`` literal.
+    """
+    quote: str | None = None
+    prev = " "
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and prev.isspace():
+            return line[:i]
+        prev = ch
+    return line
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_host_name(name: str, *, source: str | None = None, line: int | None = None,
+                    key: str | None = None) -> str:
+    """Return ``name`` if it is a safe host name, else raise naming what is valid."""
+    if not _HOST_RE.fullmatch(name):
+        raise InputError(f"invalid host name {name!r}: use {_VALID_HOST}",
+                         source=source, line=line, key=key)
+    return name
+
+
+class _LineParser:
+    """Turns one non-blank hostfile line into a :class:`Host` (one job: one line)."""
+
+    def __init__(self, source: str, lineno: int):
+        self.source = source
+        self.lineno = lineno
+
+    def error(self, message: str) -> InputError:
+        return InputError(message, source=self.source, line=self.lineno)
+
+    def parse(self, text: str) -> Host:
+        if any(ord(c) < 32 and c != "\t" for c in text):
+            raise self.error("control character in line; a hostfile is plain text")
+        try:
+            tokens = shlex.split(text, comments=False, posix=True)
+        except ValueError as exc:  # unbalanced quotes
+            raise self.error(f"cannot split line ({exc}); quote values as in a shell") from None
+        name, *pairs = tokens
+        if "=" in name:
+            raise self.error(f"line starts with {name!r}; expected 'HOSTNAME slots=N ...'")
+        check_host_name(name, source=self.source, line=self.lineno)
+        values: dict[str, str] = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                hint = f"slots={pair}" if pair.isdigit() else "slots=8"
+                raise self.error(f"expected key=value after the host name, got {pair!r} "
+                                 f"(e.g. '{hint}'); keys: {', '.join(KEYS)}")
+            if key not in KEYS:
+                raise self.error(f"unknown key {key!r}{_suggest(key, KEYS)}; "
+                                 f"valid keys: {', '.join(KEYS)}")
+            if key in values:
+                raise self.error(f"key {key!r} given twice for host {name!r}")
+            if value == "":
+                raise self.error(f"empty value for {key!r}")
+            values[key] = value
+        if "slots" not in values:
+            raise self.error(f"missing slots=N for host {name!r} (N = number of NPUs to use, >= 1)")
+        return Host(
+            name=name,
+            slots=self._slots(values["slots"]),
+            user=self._user(values.get("user")),
+            port=self._port(values.get("port")),
+            identity=self._path("identity", values.get("identity")),
+            workdir=self._workdir(values.get("workdir")),
+            source=self.source,
+            line=self.lineno,
+        )
+
+    def _slots(self, raw: str) -> int:
+        if not raw.isdigit() or not raw.isascii():
+            raise self.error(f"slots must be an integer >= 1, got {raw!r}")
+        slots = int(raw)
+        if slots < 1:
+            raise self.error(f"slots must be an integer >= 1, got {slots}")
+        return slots
+
+    def _port(self, raw: str | None) -> int | None:
+        if raw is None:
+            return None
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
+            raise self.error(f"port must be an integer from 1 to 65535, got {raw!r}")
+        return int(raw)
+
+    def _user(self, raw: str | None) -> str | None:
+        if raw is not None and not _USER_RE.fullmatch(raw):
+            raise self.error(f"invalid user {raw!r}: use letters, digits, '_', '.', '-', "
+                             "starting with a letter or '_'")
+        return raw
+
+    def _path(self, key: str, raw: str | None) -> str | None:
+        if raw is not None and raw.startswith("-"):
+            raise self.error(f"{key} must not start with '-', got {raw!r}")
+        return raw
+
+    def _workdir(self, raw: str | None) -> str | None:
+        if raw is None:
+            return None
+        if not (raw.startswith("/") or raw == "~" or raw.startswith("~/")):
+            raise self.error(f"workdir must be absolute or start with '~/', got {raw!r}")
+        if ".." in raw.split("/"):
+            raise self.error(f"workdir must not contain '..', got {raw!r}")
+        return raw
+
+
+def parse_hostfile(text: str, source: str = "<hostfile>") -> list[Host]:
+    """Parse hostfile text into hosts, in file order (node rank follows this order)."""
+    hosts: list[Host] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        body = _strip_comment(raw).strip()
+        if not body:
+            continue
+        host = _LineParser(source, lineno).parse(body)
+        if host.name in seen:
+            raise InputError(f"duplicate host {host.name!r} (first on line {seen[host.name]}); "
+                             "list each host once with its total slots",
+                             source=source, line=lineno)
+        seen[host.name] = lineno
+        hosts.append(host)
+    if not hosts:
+        raise InputError("no hosts in hostfile; expected lines like 'worker-0 slots=8'",
+                         source=source)
+    return hosts
+
+
+def read_hostfile(path: str | Path) -> list[Host]:
+    """Read and parse a hostfile; I/O problems become one clear line too."""
+    source = str(path)
+    p = Path(path).expanduser()
+    try:
+        size = p.stat().st_size
+        if p.is_dir():
+            raise InputError("is a directory, not a hostfile", source=source)
+        if size > MAX_HOSTFILE_BYTES:
+            raise InputError(f"hostfile is {size} bytes; expected a short text file "
+                             f"(at most {MAX_HOSTFILE_BYTES} bytes)", source=source)
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError("hostfile not found", source=source) from None
+    except PermissionError:
+        raise InputError("hostfile not readable (permission denied)", source=source) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the hostfile "
+                         "as UTF-8", source=source, line=line) from None
+    return parse_hostfile(text, source=source)
+
+
+def local_hosts(slots: int = 1) -> list[Host]:
+    """The implicit hostfile of ``--local``: this machine, ``slots`` workers."""
+    if slots < 1:
+        raise InputError(f"slots must be an integer >= 1, got {slots}", key="--local")
+    return [Host("localhost", slots, source="--local")]
+
+
+def format_hostfile(hosts: Sequence[Host]) -> str:
+    """Hosts back to hostfile text (parseable by :func:`parse_hostfile`), for snapshots.
+
+    Filtered slot ids are written as a comment: they come from --include/--exclude, not
+    from the hostfile format.
+    """
+    lines = []
+    for h in hosts:
+        parts = [h.name, f"slots={h.slots}"]
+        for key in ("user", "port", "identity", "workdir"):
+            value = getattr(h, key)
+            if value is not None:
+                parts.append(f"{key}={shlex.quote(str(value))}")
+        line = " ".join(parts)
+        if h.slot_ids != tuple(range(h.slots)):
+            line += f"  # uses slots {','.join(map(str, h.slot_ids))}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- filters
+
+NODE_SEP = "@"
+SLOT_LIST_START = ":"
+SLOT_SEP = ","
+
+
+def _parse_filter(spec: str, hosts: Sequence[Host], option: str) -> list[tuple[str, list[int] | None]]:
+    """``NAME[:SLOT[,SLOT...]][@...]`` -> [(host, slots or None for all)], checked against hosts.
+
+    An IPv6 host name contains ':' itself: a spec equal to a host's name means the whole
+    host; otherwise the slot list follows the *last* ':'; ``[addr]:0,1`` also works.
+    """
+    by_name = {h.name: h for h in hosts}
+    names = list(by_name)
+    if not spec.strip():
+        raise InputError("empty filter; expected NAME[:SLOT[,SLOT...]][@NAME...]", key=option)
+    out: list[tuple[str, list[int] | None]] = []
+    for node in spec.split(NODE_SEP):
+        node = node.strip()
+        if not node:
+            raise InputError(f"empty host in {spec!r} (stray '@'); expected "
+                             "NAME[:SLOT[,SLOT...]][@NAME...]", key=option)
+        slot_text: str | None = None
+        if node in by_name:
+            name = node
+        elif node.startswith("["):
+            m = re.fullmatch(r"\[([^\]]+)\](?::(.*))?", node)
+            if not m:
+                raise InputError(f"malformed {node!r}; write an IPv6 host as [ADDR]:SLOTS",
+                                 key=option)
+            name, slot_text = m.group(1), m.group(2)
+        elif SLOT_LIST_START in node:
+            name, _, slot_text = node.rpartition(SLOT_LIST_START)
+        else:
+            name = node
+        if name not in by_name:
+            raise InputError(f"host {name!r} is not in the hostfile{_suggest(name, names)}; "
+                             f"hosts: {', '.join(names)}", key=option)
+        if slot_text is None:
+            out.append((name, None))
+            continue
+        if not _SLOT_LIST_RE.fullmatch(slot_text):
+            raise InputError(f"malformed slot list {slot_text!r} for host {name!r}; expected "
+                             "comma-separated integers like 0,1", key=option)
+        slots = [int(s) for s in slot_text.split(SLOT_SEP)]
+        available = by_name[name].slot_ids
+        for s in slots:
+            if s not in available:
+                raise InputError(f"slot {s} is not on host {name!r} "
+                                 f"(its slots: {','.join(map(str, available))})", key=option)
+        out.append((name, slots))
+    return out
+
+
+def _dedup(items: Iterable[int]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def apply_filters(hosts: Sequence[Host], include: str | None = None,
+                  exclude: str | None = None) -> list[Host]:
+    """DeepSpeed's resource filter: keep (``include``) or drop (``exclude``) hosts or slots.
+
+    ``include="worker-0@worker-1:0,2"`` uses all of worker-0 and slots 0 and 2 of worker-1;
+    ``exclude="worker-1:0"`` uses everything but slot 0 of worker-1. The two are mutually
+    exclusive. Hosts keep hostfile order (it decides node ranks); a host left with no slots
+    is dropped. Unlike DeepSpeed, naming a host twice in ``include`` merges its slots
+    instead of keeping the last mention.
+    """
+    if include and exclude:
+        raise InputError("--include and --exclude are mutually exclusive; give one of them",
+                         key="--include")
+    if not include and not exclude:
+        return list(hosts)
+    option = "--include" if include else "--exclude"
+    spec = include or exclude or ""
+    chosen: dict[str, list[int]] = {}
+    if include:
+        for name, slots in _parse_filter(spec, hosts, option):
+            host_slots = next(h.slot_ids for h in hosts if h.name == name)
+            chosen.setdefault(name, []).extend(host_slots if slots is None else slots)
+    else:
+        chosen = {h.name: list(h.slot_ids) for h in hosts}
+        for name, slots in _parse_filter(spec, hosts, option):
+            drop = set(chosen[name]) if slots is None else set(slots)
+            chosen[name] = [s for s in chosen[name] if s not in drop]
+    result = []
+    for h in hosts:
+        ids = _dedup(chosen.get(h.name, ()))
+        if ids:
+            result.append(replace(h, slot_ids=ids))
+    if not result:
+        raise InputError(f"{spec!r} leaves no hosts to run on", key=option)
+    return result
