@@ -34,14 +34,16 @@ LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 DEFAULT_WORKDIR = "~/alaunch"
 
 KEYS = ("slots", "user", "port", "identity", "workdir")
-MAX_HOSTFILE_BYTES = 1 << 20  # a hostfile is a short text file; refuse anything bigger
+MAX_HOSTFILE_BYTES = 1 << 20
+MAX_SLOTS = 1024  # far above any real node; stops slots=10**12 from allocating slot ids  # a hostfile is a short text file; refuse anything bigger
 
 # Strict on purpose: a host name ends up in ssh argv, logs and remote paths. No shell
 # metacharacters, no whitespace, no leading '-' (it would read as an ssh option).
-_HOST_RE = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]{0,252}")
+_HOST_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,252}")
 _USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _SLOT_LIST_RE = re.compile(r"\d+(,\d+)*")
-_VALID_HOST = "letters, digits, '.', '-', '_' and ':' (IPv6), not starting with '-'"
+_VALID_HOST = ("letters, digits, '.', '-', '_' and ':' (IPv6), not starting with '-' or '.', "
+               "no '..'")
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ class _LineParser:
         slots = int(raw)
         if slots < 1:
             raise self.error(f"slots must be an integer >= 1, got {slots}")
+        if slots > MAX_SLOTS:
+            raise self.error(f"slots must be at most {MAX_SLOTS}, got {slots}")
         return slots
 
     def _port(self, raw: str | None) -> int | None:

@@ -162,6 +162,10 @@ BAD_HOSTFILES = [
     ("workdir-relative", "a slots=1 workdir=jobs\n", 1, "workdir must be absolute or start with '~/'"),
     ("workdir-traversal", "a slots=1 workdir=/srv/../etc\n", 1, "workdir must not contain '..'"),
     ("identity-dash", "a slots=1 identity=-oX\n", 1, "identity must not start with '-'"),
+    ("host-dotdot", "../etc slots=1\n", 1, "invalid host name '../etc'"),
+    ("host-dots-only", ".. slots=1\n", 1, "invalid host name '..'"),
+    ("host-inner-dotdot", "a..b slots=1\n", 1, "invalid host name 'a..b'"),
+    ("slots-huge", "a slots=99999999999\n", 1, "slots must be at most 1024, got 99999999999"),
     ("control-char", "a slots=1\x1b[2J\n", 1, "control character in line"),
 ]
 
