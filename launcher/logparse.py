@@ -1,0 +1,433 @@
+"""Read MindSpore / MindFormers / msrun log lines into progress, failures and a summary.
+
+Pure: no files, no terminals, no clocks. The same :class:`LogState` is fed the lines of
+a fetched ``worker_0.log`` (``alaunch logs PATH``) and, line by line, a live stream
+(``alaunch logs JOB -f``); :class:`JobLogs` keeps one state per (host, rank) and names
+the first failure across all of them, in arrival order.
+
+Formats recognised (all taken from real logs or the installed sources):
+
+* MFLossMonitor, MindFormers 1.1 sink mode: ``{ Epoch:[  1/  5], step:[    2/  234],
+  loss: 1.292, per_step_time: 383209ms, lr: ..., overflow cond: False, loss_scale: 1.0``;
+  the non-sink ``loss:[x/y]`` form; 1.9's ``loss: %5.6f`` / ``loss:[%5.6f/%5.6f]`` with
+  ``global_norm: [..]`` and an optional ``train_throughput_per_npu: 0.001T``; and the
+  progress bar line after each (``96.9% |███| 5.03999 samples/s/p  0:01:54 }``).
+* Eval / predict progress: ``Step[2/2067], cost time 1.1210s, ..., remaining time:
+  0:19:17`` (1.1) and ``Step[2 / 2067]`` (1.9).
+* ``Network Parameters: 3407872.`` (1.1: a count) and ``Network Parameters: 3 M.`` (1.9).
+* Checkpoints: ``......Saving ckpt......``, ``Finish saving ckpt of epoch E step S``,
+  1.9's ``... successfully saved at '<path>'`` and ``saved checkpoint from step 'N' to``.
+* Failures, see :data:`FAILURE_PATTERNS` and the traceback reader in :class:`LogState`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable
+
+# ---------------------------------------------------------------- line patterns
+_FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
+_LOSS = re.compile(
+    r"\{ Epoch:\[\s*(?P<epoch>\d+)/\s*(?P<epochs>\d+)\], step:\[\s*(?P<step>\d+)/\s*(?P<steps>\d+)\], "
+    r"loss:\s*(?:\[\s*(?P<loss_b>" + _FLOAT + r")/\s*(?P<avg>" + _FLOAT + r")\]|(?P<loss>" + _FLOAT + r"))"
+)
+_PER_STEP = re.compile(r"per_step_time: (\d+)ms")
+_LR = re.compile(r"\blr: \[?\s*(" + _FLOAT + r")")
+_GNORM = re.compile(r"global_norm: \[?\s*(" + _FLOAT + r")")
+_TFLOPS = re.compile(r"train_throughput_per_npu: (" + _FLOAT + r")T")
+_DURATION = r"(?:\d+ days?, )?\d+:\d\d:\d\d"
+_BAR = re.compile(r"(\d+(?:\.\d+)?)% \|[^|]*\| (" + _FLOAT + r") samples/s/p\s+(" + _DURATION + r")")
+_EVAL_STEP = re.compile(r"Step\[\s*(\d+)\s*/\s*(\d+)\s*\], cost time (" + _FLOAT + r")s"
+                        r"(?:.*remaining time: (" + _DURATION + r"))?")
+_PARAMS = re.compile(r"Network Parameters: (\d+)(\s*M)?")
+_TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\d)[ -](\d\d:\d\d:\d\d)(?:[,.](\d{1,6}))?")
+_CKPT_SAVING = re.compile(r"\.{3,}Saving ckpt\.{3,}")
+_CKPT_FINISH = re.compile(r"Finish saving ckpt of epoch (\d+) step (\d+)")
+_CKPT_PATH = re.compile(r"(?:Model|Optimizer) checkpoint successfully saved at '([^']+)'"
+                        r"|saved checkpoint from step '(\d+)' to '([^']+)'")
+
+#: (kind, fatal, pattern) for failures that fit on one line. Fatal ones fail the job;
+#: the others (ERROR lines) are reported but do not by themselves stop anything.
+FAILURE_PATTERNS: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
+    # mindspore/parallel/cluster/process_entity/_api.py (msrun)
+    ("worker_exit", True, re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")),
+    ("scheduler_exit", True, re.compile(r"Scheduler process (\d+) exit with exception")),
+    ("job_exit", True, re.compile(r"Distributed job exited with exception")),
+    # cluster build: "Topology build timed out., retry(1/200)." is a retry, not a failure
+    ("cluster_timeout", True, re.compile(r"Time out nodes are:?\s*(.*)")),
+    ("cluster_timeout", True, re.compile(r"Timed out node list is:?\s*(.*)|is the first one timed out")),
+    ("cluster_timeout", True, re.compile(r"Topology build timed out\.?(?!,? ?retry)(?!.*retry\()")),
+    # HCCL: its own log lines and the CANN error codes of the collective library
+    ("hccl", True, re.compile(r"^\[ERROR\] HCC[LP]\(|\bE[IJ]\d{4}\b[:)]|(?i:hccl\w*\b.*\b(?:error|failed)\b)")),
+    # MindFormers (stdout and file format) and MindSpore ERROR / CRITICAL lines
+    ("error", False, re.compile(r" - (?:ERROR|CRITICAL) - |^\[(?:ERROR|CRITICAL)\] ")),
+)
+_TRACEBACK_START = "Traceback (most recent call last):"
+_CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+TRACEBACK_TAIL = 10  # lines of a traceback kept for the report
+
+
+@dataclass(frozen=True)
+class LossPoint:
+    """One MFLossMonitor line."""
+
+    epoch: int
+    epochs: int
+    step: int  # step within the epoch
+    steps: int  # steps per epoch
+    loss: float
+    per_step_ms: int | None = None
+    lr: float | None = None
+    global_norm: float | None = None
+    tflops_per_npu: float | None = None
+    avg_loss: float | None = None  # the non-sink form prints the running mean too
+
+    @property
+    def global_step(self) -> int:
+        return (self.epoch - 1) * self.steps + self.step
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps
+
+
+@dataclass(frozen=True)
+class EvalStep:
+    step: int
+    total: int
+    cost_s: float
+    remaining_s: int | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A recognised failure: its kind, the line (1-based) it starts on, its text."""
+
+    kind: str
+    fatal: bool
+    line: int
+    message: str
+    lines: tuple[str, ...] = ()  # traceback tail (last TRACEBACK_TAIL lines)
+    host: str | None = None
+    rank: int | None = None
+
+
+@dataclass
+class Checkpoint:
+    step: int | None
+    epoch: int | None = None
+    path: str | None = None
+    done: bool = False
+
+
+def parse_duration(text: str) -> int:
+    """Seconds of a ``datetime.timedelta`` string: ``0:19:17``, ``1 day, 2:03:04``."""
+    days = 0
+    if "day" in text:
+        head, text = text.split(",", 1)
+        days = int(head.split()[0])
+    h, m, s = (int(x) for x in text.strip().split(":"))
+    return days * 86400 + h * 3600 + m * 60 + s
+
+
+def parse_timestamp(line: str) -> datetime | None:
+    """The first timestamp of a line, in the MindFormers or MindSpore format."""
+    m = _TIMESTAMP.search(line)
+    if not m:
+        return None
+    frac = (m.group(3) or "0")[:3].ljust(3, "0")
+    try:
+        return datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H:%M:%S") + \
+            timedelta(milliseconds=int(frac))
+    except ValueError:
+        return None
+
+
+def parse_loss(line: str) -> LossPoint | None:
+    m = _LOSS.search(line)
+    if not m:
+        return None
+    loss = m.group("loss") if m.group("loss") is not None else m.group("loss_b")
+    opt = (lambda rx, conv: (lambda mm: conv(mm.group(1)) if mm else None)(rx.search(line, m.end())))
+    return LossPoint(
+        epoch=int(m.group("epoch")), epochs=int(m.group("epochs")),
+        step=int(m.group("step")), steps=int(m.group("steps")), loss=float(loss),
+        per_step_ms=opt(_PER_STEP, int), lr=opt(_LR, float), global_norm=opt(_GNORM, float),
+        tflops_per_npu=opt(_TFLOPS, float),
+        avg_loss=float(m.group("avg")) if m.group("avg") is not None else None,
+    )
+
+
+def parse_eval_step(line: str) -> EvalStep | None:
+    m = _EVAL_STEP.search(line)
+    if not m:
+        return None
+    return EvalStep(int(m.group(1)), int(m.group(2)), float(m.group(3)),
+                    parse_duration(m.group(4)) if m.group(4) else None)
+
+
+def match_failure(line: str) -> tuple[str, bool, str] | None:
+    """(kind, fatal, message) of a one-line failure, or None."""
+    for kind, fatal, rx in FAILURE_PATTERNS:
+        if rx.search(line):
+            return kind, fatal, line.strip()
+    return None
+
+
+def _is_exception_line(line: str) -> bool:
+    return bool(line) and not line[0].isspace()
+
+
+# ---------------------------------------------------------------- per-stream state
+@dataclass
+class LogState:
+    """What one log stream (one host, one rank) has said so far. Feed it lines in order."""
+
+    host: str | None = None
+    rank: int | None = None
+    lines: int = 0
+    losses: list[LossPoint] = field(default_factory=list)
+    eval_step: EvalStep | None = None
+    samples_per_s: float | None = None  # per process, from the progress bar
+    eta_s: int | None = None
+    network_params: int | None = None
+    network_params_millions: bool = False
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    failure: Failure | None = None  # the first fatal one
+    errors: list[Failure] = field(default_factory=list)  # non-fatal ERROR lines (first 20)
+    cluster_retries: int = 0
+    first_time: datetime | None = None
+    last_time: datetime | None = None
+    _traceback: list[str] | None = None
+    _traceback_line: int = 0
+
+    # -- feeding
+    def feed_lines(self, lines: Iterable[str]) -> "LogState":
+        for line in lines:
+            self.feed(line)
+        return self
+
+    def feed(self, line: str) -> None:
+        line = line.rstrip("\r\n")
+        self.lines += 1
+        if self._traceback is not None and self._feed_traceback(line):
+            return
+        if _TRACEBACK_START in line:
+            self._traceback = [line]
+            self._traceback_line = self.lines
+            return
+        ts = parse_timestamp(line) if line[:1] in "[0123456789-\\|/" else None
+        if ts is not None:
+            self.first_time = self.first_time or ts
+            self.last_time = ts
+        if "Epoch:[" in line:
+            point = parse_loss(line)
+            if point is not None:
+                self.losses.append(point)
+                self.eta_s = None
+                return
+        if "samples/s/p" in line:
+            m = _BAR.search(line)
+            if m:
+                self.samples_per_s = float(m.group(2))
+                self.eta_s = parse_duration(m.group(3))
+                return
+        if "Step[" in line:
+            step = parse_eval_step(line)
+            if step is not None:
+                self.eval_step = step
+                self.eta_s = step.remaining_s
+                return
+        if "Network Parameters" in line:
+            m = _PARAMS.search(line)
+            if m:
+                self.network_params = int(m.group(1))
+                self.network_params_millions = bool(m.group(2))
+                return
+        if "ckpt" in line or "checkpoint" in line:
+            if self._feed_checkpoint(line):
+                return
+        if "retry(" in line and "Topology build timed out" in line:
+            self.cluster_retries += 1
+            return
+        found = match_failure(line)
+        if found:
+            self._record(Failure(found[0], found[1], self.lines, found[2],
+                                 host=self.host, rank=self.rank))
+
+    def finish(self) -> None:
+        """End of stream: a traceback still open is complete now."""
+        if self._traceback is not None:
+            self._close_traceback(self._traceback[-1])
+
+    def _feed_traceback(self, line: str) -> bool:
+        """Collect a traceback block; True when the line belonged to it."""
+        block = self._traceback
+        assert block is not None
+        if not line.strip():
+            return True
+        if any(line.startswith(c) for c in _CHAINED) or line.startswith(_TRACEBACK_START):
+            block.append(line)
+            return True
+        block.append(line)
+        if _is_exception_line(line) and not line.startswith("Traceback"):
+            self._close_traceback(line.strip())
+        return True
+
+    def _close_traceback(self, message: str) -> None:
+        block = self._traceback or []
+        self._traceback = None
+        self._record(Failure("traceback", True, self._traceback_line, message,
+                             lines=tuple(block[-TRACEBACK_TAIL:]), host=self.host, rank=self.rank))
+
+    def _record(self, failure: Failure) -> None:
+        if failure.fatal:
+            if self.failure is None:
+                self.failure = failure
+        elif len(self.errors) < 20:
+            self.errors.append(failure)
+
+    def _feed_checkpoint(self, line: str) -> bool:
+        last = self.losses[-1] if self.losses else None
+        if _CKPT_SAVING.search(line):
+            self.checkpoints.append(Checkpoint(last.global_step if last else None,
+                                               last.epoch if last else None))
+            return True
+        m = _CKPT_FINISH.search(line)
+        if m:
+            epoch, step = int(m.group(1)), int(m.group(2))
+            if self.checkpoints and not self.checkpoints[-1].done:
+                self.checkpoints[-1].done = True
+                self.checkpoints[-1].epoch = epoch
+            else:
+                self.checkpoints.append(Checkpoint(None, epoch, done=True))
+            return True
+        m = _CKPT_PATH.search(line)
+        if m:
+            path = m.group(1) or m.group(3)
+            step = int(m.group(2)) if m.group(2) else (last.global_step if last else None)
+            if self.checkpoints and self.checkpoints[-1].path is None and not self.checkpoints[-1].done:
+                self.checkpoints[-1].path = path
+            else:
+                self.checkpoints.append(Checkpoint(step, last.epoch if last else None, path))
+            return True
+        return False
+
+    # -- reading
+    @property
+    def kind(self) -> str:
+        if self.losses:
+            return "train"
+        if self.eval_step is not None:
+            return "eval"
+        return "unknown"
+
+    def progress(self) -> tuple[int, int] | None:
+        """(done, total) steps: global train steps, or eval/predict examples."""
+        if self.losses:
+            last = self.losses[-1]
+            return last.global_step, last.total_steps
+        if self.eval_step is not None:
+            return self.eval_step.step, self.eval_step.total
+        return None
+
+    def summary(self) -> "Summary":
+        losses = [p.loss for p in self.losses]
+        progress = self.progress()
+        duration = ((self.last_time - self.first_time).total_seconds()
+                    if self.first_time and self.last_time else None)
+        per_step = [p.per_step_ms for p in self.losses[1:] if p.per_step_ms]  # first includes compile
+        last = self.losses[-1] if self.losses else None
+        return Summary(
+            host=self.host, rank=self.rank, kind=self.kind,
+            steps_done=progress[0] if progress else None, steps_total=progress[1] if progress else None,
+            epoch=last.epoch if last else None, epochs=last.epochs if last else None,
+            loss_lines=len(losses),
+            first_loss=losses[0] if losses else None, last_loss=losses[-1] if losses else None,
+            min_loss=min(losses) if losses else None,
+            mean_step_ms=(sum(per_step) / len(per_step)) if per_step else None,
+            samples_per_s=self.samples_per_s, eta_s=self.eta_s, duration_s=duration,
+            network_params=self.network_params, network_params_millions=self.network_params_millions,
+            checkpoints=[asdict(c) for c in self.checkpoints],
+            failure=asdict(self.failure) if self.failure else None,
+            errors=len(self.errors), cluster_retries=self.cluster_retries,
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The end-of-run facts of one stream, ready for a table or ``--json``."""
+
+    host: str | None
+    rank: int | None
+    kind: str
+    steps_done: int | None
+    steps_total: int | None
+    epoch: int | None
+    epochs: int | None
+    loss_lines: int
+    first_loss: float | None
+    last_loss: float | None
+    min_loss: float | None
+    mean_step_ms: float | None
+    samples_per_s: float | None
+    eta_s: int | None
+    duration_s: float | None
+    network_params: int | None
+    network_params_millions: bool
+    checkpoints: list[dict]
+    failure: dict | None
+    errors: int
+    cluster_retries: int
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        if d["failure"] is not None:
+            d["failure"]["lines"] = list(d["failure"]["lines"])
+        return d
+
+
+# ---------------------------------------------------------------- all streams of a job
+@dataclass
+class JobLogs:
+    """One :class:`LogState` per (host, rank); the first fatal failure across all of them,
+    in the order lines arrived (which is what gang cancel needs)."""
+
+    states: dict[tuple[str, int | None], LogState] = field(default_factory=dict)
+    first_failure: Failure | None = None
+
+    def state(self, host: str, rank: int | None) -> LogState:
+        key = (host, rank)
+        if key not in self.states:
+            self.states[key] = LogState(host=host, rank=rank)
+        return self.states[key]
+
+    def feed(self, host: str, rank: int | None, line: str) -> Failure | None:
+        """Feed one line; returns the job's first failure when this line revealed it."""
+        st = self.state(host, rank)
+        st.feed(line)
+        return self._note(st)
+
+    def finish(self) -> Failure | None:
+        for st in self.states.values():
+            st.finish()
+            self._note(st)
+        return self.first_failure
+
+    def _note(self, st: LogState) -> Failure | None:
+        if self.first_failure is None and st.failure is not None:
+            self.first_failure = st.failure
+            return st.failure
+        return None
+
+    def best_traceback(self) -> Failure | None:
+        """The traceback to show: of the failing rank if it has one, else the first one."""
+        tracebacks = [s.failure for s in self.states.values()
+                      if s.failure is not None and s.failure.kind == "traceback"]
+        first = self.first_failure
+        for tb in tracebacks:
+            if first is not None and tb.host == first.host and tb.rank == first.rank:
+                return tb
+        return tracebacks[0] if tracebacks else None
