@@ -1,0 +1,98 @@
+"""Where a job's files live on a host: ``<workdir>/alaunch/<job-id>/`` and its parts.
+
+One place for these paths so render (which rewrites config paths), stage (which puts files
+there), launch (which runs from there) and collect (which fetches from there) agree. All
+values are POSIX strings; nothing here touches a filesystem.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+CONFIG_NAME = "job.yaml"
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    """The remote job directory ``root`` (e.g. ``~/alaunch/alaunch/<job-id>``) and its parts.
+
+    ``root`` may start with ``~`` (expanded by the remote shell); callers that build argv
+    lists must resolve it first (``with_root``) if the remote program does not expand ``~``.
+    """
+
+    root: str
+
+    @classmethod
+    def for_job(cls, workdir: str, job_id: str) -> "JobLayout":
+        """``<workdir>/alaunch/<job-id>``: every job in its own directory under the host's workdir."""
+        return cls(posixpath.join(workdir.rstrip("/") or "/", "alaunch", job_id))
+
+    def with_root(self, root: str) -> "JobLayout":
+        return JobLayout(root)
+
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    @property
+    def code(self) -> str:
+        """Staged code: a MindFormers tree, research scripts, and the CPU entry."""
+        return self._join("code")
+
+    @property
+    def data(self) -> str:
+        """Staged inputs, one entry per named input."""
+        return self._join("data")
+
+    def data_path(self, input_name: str, basename: str) -> str:
+        """Where a local input (file or directory ``basename``) lands: ``data/<name>/<basename>``."""
+        return self._join("data", input_name, basename)
+
+    @property
+    def config_dir(self) -> str:
+        return self._join("config")
+
+    @property
+    def config(self) -> str:
+        """The rendered MindFormers YAML the entry is started with."""
+        return self._join("config", CONFIG_NAME)
+
+    @property
+    def output(self) -> str:
+        """MindFormers ``output_dir``: log/, checkpoint/, strategy/ under it."""
+        return self._join("output")
+
+    @property
+    def logs(self) -> str:
+        """MindFormers' own logs (``output/log/rank_N/info.log``)."""
+        return self._join("output", "log")
+
+    @property
+    def ckpt(self) -> str:
+        """Checkpoints written by the CheckpointMonitor (``output/checkpoint/rank_N``)."""
+        return self._join("output", "checkpoint")
+
+    @property
+    def msrun_log(self) -> str:
+        """msrun ``--log_dir``: ``worker_N.log`` and ``scheduler.log``."""
+        return self._join("msrun_log")
+
+    @property
+    def checkpoint_in(self) -> str:
+        """Where a local checkpoint to load is staged."""
+        return self._join("ckpt")
+
+    @property
+    def tokenizer(self) -> str:
+        """Where a local tokenizer file is staged."""
+        return self._join("tokenizer")
+
+    @property
+    def predictions(self) -> str:
+        """Predictions written by the entry (``output/predictions.jsonl``)."""
+        return self._join("output", "predictions.jsonl")
+
+    @property
+    def state(self) -> str:
+        """Launcher bookkeeping on the host (pids, exit codes)."""
+        return self._join("state")
