@@ -152,6 +152,9 @@ def run(raw: RawSet, recipe: Recipe, *, seed: int | None = None, test_rows: int 
     test = [build(i) for i in test_idx]
     notes = [f"{s.bucket}: quota {s.quota} but only {s.available} available; took all"
              for s in stats if s.shortfall]
+    if len(test) < test_rows:
+        notes.append(f"test split: asked for {test_rows}, only {len(test)} held-out rows left "
+                     "in the sampled buckets")
     return Outcome(
         train=train, test=test, buckets=stats, family_counts=dict(family_counts),
         unclassified=len(unclassified),
@@ -183,7 +186,7 @@ def _test_split(raw: RawSet, groups: dict[str, list[int]], chosen: list[int],
             # plenty left: draw at random and reject train rows, without a pass over the pool
             got: list[int] = []
             seen: set[int] = set()
-            while len(got) < want:
+            while len(got) < want and len(seen) < len(pool):
                 i = pool[int(rng.random() * len(pool))]
                 if i not in seen:
                     seen.add(i)
