@@ -72,8 +72,8 @@ class Rendered:
             rows += [("LoRA rank / alpha", f"{d['lora_rank']} / {d['lora_alpha']}"),
                      ("LoRA targets", f"{d['target_modules']} -> {', '.join(d['lora_matched']) or 'nothing'}")]
         if d.get("trainable_params") is not None:
-            rows.append(("trainable params", f"{d['trainable_params']:,} of {d['total_params']:,} "
-                                             f"({d['trainable_percent']})"))
+            rows.append(("trainable params", f"{d['trainable_params']:,} ({d['trainable_percent']}) of "
+                                             f"{d['total_params']:,} ({d['base_params'] / 1e9:.2f}e9 base + LoRA)"))
         return rows
 
 
@@ -240,7 +240,7 @@ def derive(config: dict, world: World, *, dp: int, mp: int, pp: int, source: str
         "lora_rank": pet.get("lora_rank") if pet else None,
         "lora_alpha": pet.get("lora_alpha") if pet else None,
         "target_modules": pet.get("target_modules") if pet else None,
-        "lora_matched": [], "trainable_params": None, "total_params": None, "trainable_percent": None,
+        "lora_matched": [], "trainable_params": None, "total_params": None, "trainable_percent": None, "base_params": None,
     }
     if str(get_dotted(config, "model.arch.type", "")).startswith("Llama") and model_config:
         try:
@@ -248,7 +248,8 @@ def derive(config: dict, world: World, *, dp: int, mp: int, pp: int, source: str
         except (lora.ModelShapeError, ValueError) as exc:
             raise InputError(str(exc), source=source, key="model.model_config") from None
         derived.update(lora_matched=list(counted.matched), trainable_params=counted.trainable,
-                       total_params=counted.total, trainable_percent=counted.percent_text)
+                       total_params=counted.total, trainable_percent=counted.percent_text,
+                       base_params=counted.total - counted.lora)
     return derived
 
 
