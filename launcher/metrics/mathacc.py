@@ -8,7 +8,8 @@ The rule (also printed by ``alaunch score math --help``):
 2. **Final answer**: the response's last number (``-?digits[.digits]``, thousands
    separators not allowed); for "simplify the fraction" problems its last ``a/b``.
 3. **Reference**: the same extraction from the reference solution.
-4. **Correct** when ``|answer - reference| <= 0.01``; for fractions when both the
+4. **Correct** when ``|answer - reference| <= 0.01`` (inclusive, with 1e-9 slack for
+   binary floating point); for fractions when both the
    numerator and the denominator are equal integers. No number: wrong.
 
 Why this rule: the model's answer format is the training answer format, whose last
@@ -33,6 +34,7 @@ except ImportError:  # pragma: no cover - only while that module is absent
         return None
 
 TOLERANCE = 0.01
+_FLOAT_SLACK = 1e-9  # 5741.60 - 5741.59 is 0.0100000000002 in binary floating point
 UNCLASSIFIED = "unclassified"
 RESPONSE_MARK = "### Response:"
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -93,7 +95,7 @@ def judge(index: int, prediction: str, problem: str, solution: str) -> Verdict:
         show = (lambda f: None if f is None else f"{f[0]}/{f[1]}")
         return Verdict(index, family, response, show(got), show(want), correct)
     got_n, want_n = last_number(response), last_number(solution)
-    correct = got_n is not None and want_n is not None and abs(got_n - want_n) <= TOLERANCE + 1e-12
+    correct = got_n is not None and want_n is not None and abs(got_n - want_n) <= TOLERANCE + _FLOAT_SLACK
     fmt = (lambda v: None if v is None else repr(v))
     return Verdict(index, family, response, fmt(got_n), fmt(want_n), correct)
 
