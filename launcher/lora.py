@@ -57,6 +57,7 @@ class ModelShapeError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(f"model.model_config.{key}: {message}")
         self.key = key
+        self.detail = message
 
 
 def _int(model_config: Mapping[str, Any], key: str, default: int | None = None) -> int:

@@ -245,8 +245,10 @@ def derive(config: dict, world: World, *, dp: int, mp: int, pp: int, source: str
     if str(get_dotted(config, "model.arch.type", "")).startswith("Llama") and model_config:
         try:
             counted = lora.count(model_config)
-        except (lora.ModelShapeError, ValueError) as exc:
-            raise InputError(str(exc), source=source, key="model.model_config") from None
+        except lora.ModelShapeError as exc:
+            raise InputError(exc.detail, source=source, key=f"model.model_config.{exc.key}") from None
+        except ValueError as exc:
+            raise InputError(str(exc), source=source, key="model.model_config.pet_config.target_modules") from None
         derived.update(lora_matched=list(counted.matched), trainable_params=counted.trainable,
                        total_params=counted.total, trainable_percent=counted.percent_text,
                        base_params=counted.total - counted.lora)
