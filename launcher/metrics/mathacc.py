@@ -58,7 +58,7 @@ def response_of(prediction: str, problem: str) -> str:
         text = prediction.rsplit(RESPONSE_MARK, 1)[1]
     else:
         text = prediction
-    text = text.lstrip(" \t")
+    text = text.lstrip()  # leading newlines are not the blank line that ends a response
     m = _CUT.search(text)
     return (text[:m.start()] if m else text).strip()
 
