@@ -296,7 +296,7 @@ def register(app: typer.Typer) -> None:
         node: Optional[str] = typer.Option(None, "--node", help="Only this host."),
         raw: bool = typer.Option(False, "--raw", help="Plain lines, no colour, no summary (pipes)."),
     ) -> None:
-        """Show a run's logs tagged by host and rank, or their summary (exit 100 on failure)."""
+        """Show logs tagged by host/rank, or their summary (exit 100 on a failure)."""
         code = show_local(target, summary=summary, as_json=as_json, grep=grep, rank=rank,
                           node=node, raw=raw)
         if code:

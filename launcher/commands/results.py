@@ -239,7 +239,7 @@ def register(app: typer.Typer) -> None:
                                             help="Also draw the loss curves into FILE (png/svg/pdf)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
     ) -> None:
-        """Compare runs side by side: LoRA settings, params, steps, loss, EM/F1, math accuracy."""
+        """Compare runs side by side: LoRA, params, loss, EM/F1, math."""
         facts = [collect(resolve_run_dir(r)) for r in runs]
         env = environment.current()
         if as_json:
