@@ -1,0 +1,125 @@
+"""The plan is pure: per node rank, env, msrun argv and files, and a dry run that is real shell."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.errors import InputError
+from launcher.hostfile import Host, apply_filters, parse_hostfile
+from launcher.plan import WRAPPER, build_plan, quote_path
+from launcher.spec import load_job, parse_job
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spec(tmp_path: Path, **extra) -> object:
+    (tmp_path / "train.mindrecord").write_bytes(b"x")
+    (tmp_path / "train.mindrecord.db").write_bytes(b"y")
+    (tmp_path / "tok.model").write_bytes(b"z")
+    job = {"name": "tiny", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml",
+           "nodes": "all", "cards_per_node": "all", "entry": {"script": "alaunch:run_cpu"},
+           "inputs": {"train": {"local": "train.mindrecord", "fills": "train_dataset.data_loader.dataset_dir"}},
+           "tokenizer": {"local": "tok.model"},
+           "env": {"GLOG_v": 2, "HF_TOKEN": {"from_local": "MY_TOKEN"}, "PASS": {"value": "s3cr$t", "secret": True}},
+           **extra}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(job), encoding="utf-8")
+    return load_job(path)
+
+
+def _hosts() -> list[Host]:
+    hosts = parse_hostfile("10.0.0.1 slots=4\n10.0.0.2 slots=4 workdir=/srv/my\\ jobs\n", "hf")
+    return apply_filters(hosts, include="10.0.0.1:1,3@10.0.0.2:0,1")
+
+
+def test_two_nodes_msrun_lines_and_env(tmp_path):
+    plan = build_plan(_spec(tmp_path), "a: 1\n", _hosts(), "tiny-1", 8118,
+                      environ={"MY_TOKEN": "tok-123"}, bin_dir="/opt/venv/bin")
+    assert plan.worker_num == 4 and plan.master_addr == "10.0.0.1"
+    n0, n1 = plan.nodes
+    assert n1.layout.root == "/srv/my jobs/alaunch/tiny-1"
+    assert n0.layout.root == "~/alaunch/alaunch/tiny-1"
+    assert list(n1.argv[:10]) == [
+        "/opt/venv/bin/msrun", "--worker_num=4", "--local_worker_num=2", "--master_addr=10.0.0.1",
+        "--master_port=8118", "--node_rank=1", "--log_dir=/srv/my jobs/alaunch/tiny-1/msrun_log",
+        "--join=True", "--cluster_time_out=600", "/srv/my jobs/alaunch/tiny-1/code/run_cpu.py"]
+    assert n1.argv[10:] == ("--config", "/srv/my jobs/alaunch/tiny-1/config/job.yaml")
+    env0, env1 = n0.env_values(), n1.env_values()
+    assert env0["ASCEND_RT_VISIBLE_DEVICES"] == "1,3" and env1["ASCEND_RT_VISIBLE_DEVICES"] == "0,1"
+    assert env1["ALAUNCH_PYTHONPATH"] == "/srv/my jobs/alaunch/tiny-1/code"
+    assert env0["HF_TOKEN"] == "tok-123" and env0["PASS"] == "s3cr$t" and env0["GLOG_v"] == "2"
+    assert n0.env_display()["HF_TOKEN"] == "***" and n0.env_display()["GLOG_v"] == "2"
+    assert n0.launch_argv()[:3] == ["sh", "-c", WRAPPER]
+
+
+def test_stage_items_cover_entry_data_index_tokenizer_config(tmp_path):
+    plan = build_plan(_spec(tmp_path), "a: 1\n", _hosts(), "j", 9000, environ={"MY_TOKEN": "t"})
+    dests = {i.dest: i for i in plan.items}
+    assert set(dests) == {"code/run_cpu.py", "code/cpu_patches.py", "data/train/train.mindrecord",
+                          "data/train/train.mindrecord.db", "tokenizer/tok.model", "config/job.yaml"}
+    assert dests["config/job.yaml"].text == "a: 1\n"
+    assert Path(dests["code/run_cpu.py"].local) == ROOT / "launcher" / "entry" / "run_cpu.py"
+
+
+def test_dry_run_is_valid_shell_and_hides_secrets(tmp_path):
+    plan = build_plan(_spec(tmp_path), "a: 1\n", _hosts(), "j", 9000, environ={"MY_TOKEN": "tok-123"})
+    text = plan.render_shell()
+    assert "tok-123" not in text and "s3cr$t" not in text and "HF_TOKEN='***'" in text
+    assert "--node_rank=0" in text and "--node_rank=1" in text
+    assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+    # the '~' root still expands in the printed command, a path with a space stays one word
+    assert '"$HOME"/alaunch/alaunch/j' in text
+    assert "'--log_dir=/srv/my jobs/alaunch/j/msrun_log'" in text
+
+
+def test_dry_run_really_runs_the_wrapper(tmp_path):
+    """The printed block, executed with msrun swapped for a printer, gives the planned argv and env."""
+    spec = _spec(tmp_path, env={"ODD": "a b;$(touch pwned)"})
+    host = Host("localhost", 2, workdir=str(tmp_path / "wd"))
+    printer = tmp_path / "bin"
+    printer.mkdir()
+    (printer / "msrun").write_text("#!/bin/sh\nfor a in \"$@\"; do echo \"ARG=$a\"; done\n"
+                                   "echo \"PP=$PYTHONPATH\"; echo \"ODD=$ODD\"; echo \"DEV=$ASCEND_RT_VISIBLE_DEVICES\"\n")
+    (printer / "msrun").chmod(0o755)
+    plan = build_plan(spec, "a: 1\n", [host], "j", 9000, environ={}, bin_dir=str(printer))
+    out = subprocess.run(["bash", "-c", plan.render_shell()], capture_output=True, text=True,
+                         cwd=tmp_path, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    args = [line[4:] for line in out.stdout.splitlines() if line.startswith("ARG=")]
+    assert args == list(plan.nodes[0].argv[1:])
+    assert f"PP={tmp_path}/wd/alaunch/j/code" in out.stdout
+    assert "ODD=a b;$(touch pwned)" in out.stdout and "DEV=0,1" in out.stdout
+    assert not (tmp_path / "pwned").exists()
+    assert plan.master_addr == "127.0.0.1"
+
+
+def test_refusals(tmp_path):
+    spec = _spec(tmp_path)
+    with pytest.raises(InputError, match="MY_TOKEN is not set"):
+        build_plan(spec, "", _hosts(), "j", 9000, environ={})
+    with pytest.raises(InputError, match="out of range"):
+        build_plan(spec, "", _hosts(), "j", 70000, environ={"MY_TOKEN": "t"})
+    with pytest.raises(InputError, match="node 0 is 'localhost'"):
+        build_plan(spec, "", [Host("localhost", 1), Host("10.0.0.2", 1)], "j", 9000, environ={"MY_TOKEN": "t"})
+    bad = _spec(tmp_path, env={"ASCEND_RT_VISIBLE_DEVICES": "0"})
+    with pytest.raises(InputError, match="env.ASCEND_RT_VISIBLE_DEVICES"):
+        build_plan(bad, "", _hosts(), "j", 9000, environ={})
+
+
+def test_addresses_and_quote_path():
+    assert quote_path("~/a b") == '"$HOME"/\'a b\''
+    assert quote_path("/x;y") == "'/x;y'"
+    spec = parse_job({"name": "t", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml",
+                      "entry": {"script": "/opt/run.py", "args": ["--x", "1 2"]}}, "t.yaml", str(ROOT))
+    plan = build_plan(spec, "", [Host("host0", 1), Host("host1", 1)], "j", 9000,
+                      addresses={"host0": "10.9.0.1"}, roots={"host1": "/abs/j"}, environ={})
+    assert plan.master_addr == "10.9.0.1"
+    assert plan.nodes[1].argv[-4:] == ("/opt/run.py", "--config", "/abs/j/config/job.yaml", "--x", "1 2")[-4:]
+    assert plan.nodes[1].argv[9] == "/opt/run.py"
+    assert [i.dest for i in plan.items] == ["config/job.yaml"]
