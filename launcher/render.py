@@ -20,7 +20,7 @@ import copy
 import difflib
 import hashlib
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import yaml
@@ -213,7 +213,7 @@ def render_config(template: dict, *, overrides: dict | None = None, sets: Sequen
 
     for key, value in (paths or {}).items():
         if key in explicit and explicit[key] != value:
-            raise InputError(f"set both by the job's inputs/checkpoint/tokenizer and by an override; keep one",
+            raise InputError("set both by the job's inputs/checkpoint/tokenizer and by an override; keep one",
                              source=source, key=key)
         set_dotted(config, key, value, create=True, source=source)
 

@@ -243,24 +243,23 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [name for name in model.model_fields if name not in ("source", "base_dir")]
 
 
+# fields whose values are name -> model mappings: the name part of a loc is skipped
+_MAPPED = {"inputs": "InputSpec", "env": "EnvValue"}
+
+
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model whose field names are valid at ``loc`` (for did-you-mean)."""
     model: Any = JobSpec
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        if part in ("inputs",):
-            return None if part == loc[-1] else _walk_dict(loc, part, InputSpec)
+    parts = list(loc)
+    while parts and model is not None:
+        part = parts.pop(0)
         fields = getattr(model, "model_fields", {})
         if part not in fields:
             return model
-        annotation = fields[part].annotation
-        model = _unwrap_model(annotation)
+        model = _unwrap_model(fields[part].annotation)
+        if part in _MAPPED and parts:
+            parts.pop(0)  # the input / env name
     return model
-
-
-def _walk_dict(loc: tuple, key: str, value_model: type[BaseModel]) -> type[BaseModel]:
-    return value_model
 
 
 def _unwrap_model(annotation: Any) -> type[BaseModel] | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any
 
 from launcher import lora
 from launcher.errors import InputError
