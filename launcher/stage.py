@@ -1,0 +1,410 @@
+"""Incremental, verified staging of a plan's files to every node.
+
+Each host keeps a content-addressed store ``<workdir>/alaunch/cas/<sha[:2]>/<sha256>``;
+a job directory is hard links into it. So a second submit of the same job — new job id,
+new directory — sends only objects the host does not have yet (usually none), and a
+16 GB checkpoint already there costs one ``link()``.
+
+Per host, two round trips: INVENTORY (which objects are there, free bytes, filesystem id,
+``$HOME``) and RECEIVE (one tar stream of the missing objects, each verified by sha256 and
+renamed into place, then the manifest that materialises the job dir). Hosts reporting the
+same filesystem id for the same store are staged once. Locally, a hash cache (size, mtime,
+sha256 per file) avoids re-hashing unchanged files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import stat
+import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+from launcher import stage_remote
+from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.hostfile import Host
+from launcher.nodeexec import CHUNK, NodeExec
+from launcher.plan import StageItem
+
+DEFAULT_IGNORES = (".git", ".venv", "__pycache__")
+IGNORE_FILE = ".alaunchignore"
+WARN_CODE_BYTES = 200 << 20
+CACHE_NAME = "stage-hash-cache.json"
+STORE_DIRNAME = "alaunch"
+
+
+# ----------------------------------------------------------------------------- ignore rules
+
+def _glob_regex(pattern: str) -> str:
+    """A gitignore glob (``*``, ``?``, ``**``, ``[...]``) as a regex over a relative path."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        out.append({"*": "[^/]*", "?": "[^/]"}.get(c) or (c if c == "[" or c == "]" else re.escape(c)))
+        i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class IgnoreRules:
+    """gitignore-style rules: last match wins, ``!`` re-includes, ``/`` anchors, ``dir/`` dirs only."""
+
+    rules: tuple[tuple[re.Pattern, bool, bool], ...]  # (regex, negated, dirs only)
+
+    @classmethod
+    def parse(cls, lines: Iterable[str]) -> "IgnoreRules":
+        rules = []
+        for raw in lines:
+            line = raw.rstrip("\n").rstrip()
+            if not line or line.startswith("#"):
+                continue
+            negated = line.startswith("!")
+            line = line[1:] if negated else line
+            dir_only = line.endswith("/")
+            line = line.rstrip("/")
+            anchored = "/" in line
+            body = _glob_regex(line.lstrip("/"))
+            regex = re.compile(("" if anchored else "(?:.*/)?") + body + "$")
+            rules.append((regex, negated, dir_only))
+        return cls(tuple(rules))
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        result = False
+        for regex, negated, dir_only in self.rules:
+            if dir_only and not is_dir:
+                continue
+            if regex.match(rel):
+                result = not negated
+        return result
+
+
+def code_rules(root: Path, extra: Sequence[str] = ()) -> IgnoreRules:
+    lines = list(DEFAULT_IGNORES) + list(extra)
+    ignore_file = root / IGNORE_FILE
+    if ignore_file.is_file():
+        lines += ignore_file.read_text(encoding="utf-8").splitlines()
+    return IgnoreRules.parse(lines)
+
+
+def walk_tree(root: Path, rules: IgnoreRules) -> Iterator[tuple[str, Path]]:
+    """(relative POSIX path, path) of every file under ``root`` the rules keep."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+        dirnames[:] = sorted(d for d in dirnames
+                             if not rules.ignored(posixpath.join(rel_dir, d), True))
+        for name in sorted(filenames):
+            rel = posixpath.join(rel_dir, name)
+            if not rules.ignored(rel, False):
+                yield rel, Path(dirpath, name)
+
+
+# ----------------------------------------------------------------------------- local side
+
+@dataclass(frozen=True)
+class LocalFile:
+    dest: str  # relative to the job root
+    path: Path
+    size: int
+    sha256: str
+    mode: int
+
+
+class HashCache:
+    """(size, mtime_ns) -> sha256 per absolute path, in the state dir, so unchanged files are not re-read."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._data: dict[str, list] = {}
+        self._lock = threading.Lock()
+        if path is not None and path.is_file():
+            try:
+                self._data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self._data = {}
+        self.hashed = 0  # files actually read this run (for tests and the benchmark)
+
+    def sha256(self, path: Path, st: os.stat_result) -> str:
+        key = str(path)
+        with self._lock:
+            hit = self._data.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(CHUNK):
+                h.update(block)
+        digest = h.hexdigest()
+        with self._lock:
+            self._data[key] = [st.st_size, st.st_mtime_ns, digest]
+            self.hashed += 1
+        return digest
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._data))
+        os.replace(tmp, self.path)
+
+
+@dataclass(frozen=True)
+class LocalSet:
+    """Everything to stage: files by content, and generated texts."""
+
+    files: tuple[LocalFile, ...]
+    texts: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def objects(self) -> dict[str, LocalFile]:
+        return {f.sha256: f for f in self.files}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.objects.values())
+
+
+def collect(items: Sequence[StageItem], cache: HashCache, workers: int = 4) -> LocalSet:
+    """Expand items to files (code trees filtered), hash them (cached), in parallel."""
+    found: list[tuple[str, Path]] = []
+    texts: dict[str, str] = {}
+    warnings: list[str] = []
+    for item in items:
+        if item.text is not None:
+            texts[item.dest] = item.text
+            continue
+        path = Path(item.local)
+        if path.is_dir():
+            rules = code_rules(path, item.ignore) if item.dest == "code" or item.ignore else IgnoreRules(())
+            tree = [(posixpath.join(item.dest, rel), p) for rel, p in walk_tree(path, rules)]
+            size = sum(p.stat().st_size for _, p in tree)
+            if item.dest == "code" and size > WARN_CODE_BYTES:
+                warnings.append(f"code tree {path} is {size / 2**20:.0f} MiB after {IGNORE_FILE}; "
+                                f"add large files to {path / IGNORE_FILE}")
+            found += tree
+        elif path.is_file():
+            found.append((item.dest, path))
+        else:
+            raise InputError(f"{path} does not exist (needed at {item.dest} on the hosts)", key=item.dest)
+
+    def one(entry: tuple[str, Path]) -> LocalFile:
+        dest, p = entry
+        st = p.stat()
+        return LocalFile(dest, p, st.st_size, cache.sha256(p, st), stat.S_IMODE(st.st_mode))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        files = tuple(pool.map(one, found))
+    return LocalSet(files, texts, tuple(warnings))
+
+
+# ----------------------------------------------------------------------------- the stream
+
+def _member(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    return info.tobuf(tarfile.PAX_FORMAT)  # PAX: sizes beyond 8 GiB are fine
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % tarfile.BLOCKSIZE)
+
+
+def tar_stream(objects: Sequence[LocalFile], manifest: dict, on_bytes: Callable[[int], None]) -> Iterator[bytes]:
+    """The RECEIVE stream: objects read from disk 1 MiB at a time, then the manifest.
+
+    Written by hand (header, data, padding) so a 16 GB file is never held in memory; the
+    host reads it with ``tarfile`` in stream mode.
+    """
+    pending = bytearray()
+    for obj in objects:
+        pending += _member(f"objects/{obj.sha256}", obj.size)
+        sent = 0
+        with open(obj.path, "rb") as f:
+            while block := f.read(CHUNK):
+                sent += len(block)
+                pending += block
+                if len(pending) >= CHUNK:
+                    yield bytes(pending)
+                    pending.clear()
+                on_bytes(len(block))
+        if sent != obj.size:
+            raise AlaunchError(f"{obj.path} changed size while staging ({obj.size} -> {sent} bytes); retry")
+        pending += _padding(obj.size)
+    body = json.dumps(manifest).encode()
+    pending += _member("manifest.json", len(body)) + body + _padding(len(body))
+    pending += b"\0" * (2 * tarfile.BLOCKSIZE)
+    yield bytes(pending)
+
+
+# ----------------------------------------------------------------------------- per host
+
+@dataclass(frozen=True)
+class Inventory:
+    host: str
+    home: str
+    base: str
+    fsid: str
+    free: int
+    have: frozenset[str]
+
+
+@dataclass
+class HostReport:
+    host: str
+    objects_sent: int = 0
+    bytes_sent: int = 0
+    linked: int = 0
+    copied: int = 0
+    seconds: float = 0.0
+    shared_with: str | None = None  # staged through this host (same filesystem)
+
+
+def store_base(host: Host) -> str:
+    return posixpath.join(host.remote_workdir.rstrip("/") or "/", STORE_DIRNAME)
+
+
+def inventory(node: NodeExec, objects: Iterable[str], python: str = "python3") -> Inventory:
+    """One round trip: which objects the host has, its free bytes, filesystem id and $HOME."""
+    request = json.dumps({"base": store_base(node.host), "objects": sorted(objects)}).encode()
+    result = node.check([python, "-c", stage_remote.INVENTORY], [request], timeout=120, what="inventory")
+    try:
+        data = json.loads(result.text())
+    except ValueError:
+        raise RemoteError(node.host.name, f"inventory gave no JSON: {result.text()[:200]!r}") from None
+    return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
+                     frozenset(data["have"]))
+
+
+def resolve_home(path: str, home: str) -> str:
+    if path == "~":
+        return home
+    return posixpath.join(home, path[2:]) if path.startswith("~/") else path
+
+
+def manifest_for(local: LocalSet, root: str) -> dict:
+    dirs = sorted({"output", "msrun_log", "state"})
+    return {"root": root, "links": {f.dest: [f.sha256, f.mode] for f in local.files},
+            "texts": dict(local.texts), "dirs": dirs}
+
+
+class Progress:
+    """Byte progress per host; the CLI gives a rich one, tests and pipes get plain lines."""
+
+    def start(self, host: str, total: int, files: int) -> None: ...
+    def advance(self, host: str, n: int) -> None: ...
+    def done(self, host: str, report: HostReport) -> None: ...
+
+
+class PlainProgress(Progress):
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+
+    def done(self, host: str, report: HostReport) -> None:
+        if report.shared_with:
+            self.say(f"{host}: shares its filesystem with {report.shared_with}; staged once")
+            return
+        speed = report.bytes_sent / 2**20 / report.seconds if report.seconds else 0.0
+        self.say(f"{host}: sent {report.objects_sent} file(s), {report.bytes_sent / 2**20:.1f} MiB in "
+                 f"{report.seconds:.1f} s ({speed:.1f} MiB/s); linked {report.linked + report.copied}")
+
+
+@dataclass
+class StageResult:
+    reports: dict[str, HostReport] = field(default_factory=dict)
+    inventories: dict[str, Inventory] = field(default_factory=dict)
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(r.bytes_sent for r in self.reports.values())
+
+
+class Stager:
+    """Stage one LocalSet to many hosts: inventory all, send per filesystem, materialise."""
+
+    def __init__(self, nodes: Mapping[str, NodeExec], python: str = "python3",
+                 progress: Progress | None = None):
+        self.nodes = nodes
+        self.python = python
+        self.progress = progress or Progress()
+
+    def survey(self, local: LocalSet) -> dict[str, Inventory]:
+        """INVENTORY on every host in parallel; any failure names its host (all of them)."""
+        return _parallel(self.nodes, lambda n: inventory(n, local.objects, self.python))
+
+    def stage(self, local: LocalSet, roots: Mapping[str, str],
+              inventories: Mapping[str, Inventory] | None = None) -> StageResult:
+        inv = dict(inventories or self.survey(local))
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for name, i in inv.items():
+            groups.setdefault((i.fsid, i.base, resolve_home(roots[name], i.home)), []).append(name)
+        leaders = {members[0]: members for members in groups.values()}
+        objects = local.objects
+        for leader in leaders:
+            missing = [objects[s] for s in sorted(objects) if s not in inv[leader].have]
+            need = sum(o.size for o in missing)
+            if need > inv[leader].free:
+                raise RemoteError(leader, f"not enough disk space under {inv[leader].base}: need "
+                                          f"{need:,} bytes ({need / 2**30:.2f} GiB) for this job, "
+                                          f"{inv[leader].free:,} free")
+
+        def send(node: NodeExec) -> HostReport:
+            name = node.host.name
+            i = inv[name]
+            missing = [objects[s] for s in sorted(objects) if s not in i.have]
+            self.progress.start(name, sum(o.size for o in missing), len(missing))
+            start = time.monotonic()
+            root = resolve_home(roots[name], i.home)
+            stream = tar_stream(missing, manifest_for(local, root), lambda n: self.progress.advance(name, n))
+            result = node.check([self.python, "-c", stage_remote.RECEIVE, posixpath.join(i.base, "cas")],
+                                stream, what="staging")
+            data = json.loads(result.text())
+            report = HostReport(name, data["objects"], data["bytes"], data["linked"], data["copied"],
+                                time.monotonic() - start)
+            self.progress.done(name, report)
+            return report
+
+        reports = _parallel({n: self.nodes[n] for n in leaders}, send)
+        for leader, members in leaders.items():
+            for other in members[1:]:
+                reports[other] = HostReport(other, shared_with=leader)
+                self.progress.done(other, reports[other])
+        return StageResult(reports, inv)
+
+
+def _parallel(nodes: Mapping[str, NodeExec], fn: Callable[[NodeExec], object]) -> dict:
+    """fn on every node at once; one error naming every host that failed."""
+    results, errors = {}, {}
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(nodes)))) as pool:
+        futures = {name: pool.submit(fn, node) for name, node in nodes.items()}
+        for name, fut in futures.items():
+            try:
+                results[name] = fut.result()
+            except AlaunchError as exc:
+                errors[name] = exc.message if isinstance(exc, RemoteError) else f"{name}: {exc.message}"
+            except OSError as exc:
+                errors[name] = f"{name}: {exc}"
+    if errors:
+        raise RemoteError(", ".join(errors), "; ".join(errors.values())) if len(errors) > 1 \
+            else RemoteError(next(iter(errors)), next(iter(errors.values())).split(": ", 1)[-1])
+    return results

@@ -1,0 +1,100 @@
+"""The two fixed, stdlib-only Python scripts staging runs on a host (request on stdin).
+
+Kept as text because they run on the host with ``python3 -c``; they take everything from
+stdin (JSON, or a tar stream), never from shell text.
+
+INVENTORY: ``{"base": "<workdir>/alaunch", "objects": [sha256...]}`` ->
+``{"home", "base", "fsid", "free", "have": [...]}``. ``fsid`` is a random id created once
+per filesystem with an atomic link: hosts reporting the same fsid for the same base share
+storage and are staged once.
+
+RECEIVE: a tar stream of ``objects/<sha256>`` members (each written to a temp name, its
+sha256 checked, then renamed into the store) and a final ``manifest.json`` member
+``{"root", "links": {dest: [sha, mode]}, "texts": {dest: text}, "dirs": [...]}`` that
+materialises the job directory with hard links (a copy across filesystems).
+"""
+
+INVENTORY = r'''
+import json, os, shutil, sys, uuid
+req = json.load(sys.stdin)
+base = os.path.abspath(os.path.expanduser(req["base"]))
+cas = os.path.join(base, "cas")
+os.makedirs(os.path.join(cas, "tmp"), exist_ok=True)
+fsid_path = os.path.join(cas, ".fsid")
+if not os.path.exists(fsid_path):
+    tmp = os.path.join(cas, "tmp", ".fsid." + uuid.uuid4().hex)
+    with open(tmp, "w") as f:
+        f.write(uuid.uuid4().hex)
+    try:
+        os.link(tmp, fsid_path)
+    except FileExistsError:
+        pass
+    os.unlink(tmp)
+with open(fsid_path) as f:
+    fsid = f.read().strip()
+have = [s for s in req["objects"] if os.path.isfile(os.path.join(cas, s[:2], s))]
+print(json.dumps({"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
+                  "free": shutil.disk_usage(cas).free, "have": have}))
+'''
+
+RECEIVE = r'''
+import hashlib, json, os, shutil, sys, tarfile
+cas = os.path.abspath(os.path.expanduser(sys.argv[1]))
+tmpdir = os.path.join(cas, "tmp")
+os.makedirs(tmpdir, exist_ok=True)
+got = nbytes = linked = copied = 0
+manifest = None
+with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+    for m in tar:
+        src = tar.extractfile(m)
+        if m.name == "manifest.json":
+            manifest = json.loads(src.read().decode())
+            continue
+        sha = m.name.rsplit("/", 1)[-1]
+        if not m.name.startswith("objects/") or len(sha) != 64:
+            sys.exit("unexpected member %r" % m.name)
+        part = os.path.join(tmpdir, "%s.%d.part" % (sha, os.getpid()))
+        h = hashlib.sha256()
+        with open(part, "wb") as out:
+            while True:
+                block = src.read(1 << 20)
+                if not block:
+                    break
+                h.update(block)
+                out.write(block)
+        if h.hexdigest() != sha:
+            os.unlink(part)
+            sys.exit("sha256 mismatch for %s (got %s): transfer corrupted" % (sha, h.hexdigest()))
+        os.makedirs(os.path.join(cas, sha[:2]), exist_ok=True)
+        os.chmod(part, 0o644)
+        os.replace(part, os.path.join(cas, sha[:2], sha))
+        got += 1
+        nbytes += m.size
+if manifest is None:
+    sys.exit("no manifest in the stream")
+root = manifest["root"]
+for d in manifest["dirs"]:
+    os.makedirs(os.path.join(root, d), exist_ok=True)
+for dest, (sha, mode) in sorted(manifest["links"].items()):
+    obj = os.path.join(cas, sha[:2], sha)
+    path = os.path.join(root, dest)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):
+        os.unlink(path)
+    if mode & 0o111 and not os.stat(obj).st_mode & 0o111:
+        os.chmod(obj, 0o755)
+    try:
+        os.link(obj, path)
+        linked += 1
+    except OSError:
+        shutil.copyfile(obj, path)
+        os.chmod(path, mode & 0o777)
+        copied += 1
+for dest, text in manifest["texts"].items():
+    path = os.path.join(root, dest)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+print(json.dumps({"objects": got, "bytes": nbytes, "linked": linked, "copied": copied, "root": root}))
+'''
