@@ -149,3 +149,16 @@ def test_predict_from_checkpoint(trained_2, tmp_path, toy_data):
     rows = [yaml.safe_load(line) for line in (tmp_path / "output" / "predictions.jsonl").read_text().splitlines()]
     assert [r["input"] for r in rows] == prompts
     assert QA[0][1] in rows[0]["output"] and QA[3][1] in rows[1]["output"], rows
+
+
+def test_two_workers_continue_from_checkpoint(trained_2, tmp_path, toy_data):
+    """use_parallel + load_checkpoint reaches comm_func.barrier: the CPU patch (b) must carry it."""
+    ckpt = sorted((trained_2 / "output" / "checkpoint" / "rank_0").glob("*.ckpt"))[-1]
+    job = _finetune_job(toy_data, epochs=1) | {"checkpoint": {"remote": str(ckpt)}}
+    config = _render(job, tmp_path, 2)
+    assert yaml.safe_load(config.read_text())["load_checkpoint"] == str(ckpt)
+    result = _msrun(tmp_path, 2, config)
+    log = tmp_path / "msrun_log" / "worker_0.log"
+    assert result.returncode == 0, log.read_text()[-3000:]
+    losses = _losses(log)
+    assert len(losses) == 8 and losses[0] < 1.0, losses  # a fresh model starts at ~ln(1024) = 6.9
