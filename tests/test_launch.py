@@ -1,0 +1,100 @@
+"""Detached start, status, cancel by job marker, all-or-nothing — real processes on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.hostfile import Host
+from launcher.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch_all, pick_port
+from launcher.layout import JobLayout
+from launcher.nodeexec import LocalExec
+from launcher.plan import NodePlan, Plan
+
+PY = sys.executable
+
+
+def _node(tmp_path: Path, rank: int, argv: list[str], job: str = "j") -> NodePlan:
+    root = tmp_path / job / f"n{rank}"
+    root.mkdir(parents=True, exist_ok=True)
+    return NodePlan(Host("localhost", 1), rank, JobLayout(str(root)), (), tuple(argv))
+
+
+def _plan(nodes) -> Plan:
+    return Plan("j", "j", "127.0.0.1", 1, len(nodes), tuple(nodes))
+
+
+def _wait(pred, timeout=15.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_start_request_is_pure_and_marks_the_job(tmp_path):
+    node = _node(tmp_path, 0, ["msrun", "--x"])
+    argv, stdin = SSHLauncher(LocalExec(node.host), "job-1").start_request(node)
+    req = json.loads(stdin)
+    assert argv[:2] == ["python3", "-c"] and req["argv"][-2:] == ["msrun", "--x"]
+    assert req["env"]["ALAUNCH_JOB_ID"] == "job-1" and req["state_dir"].endswith("/n0/state")
+    assert not Path(req["state_dir"]).exists()  # building touched nothing
+
+
+def test_detached_run_status_and_exit_code(tmp_path):
+    ok = _node(tmp_path, 0, [PY, "-c", "import time; time.sleep(1.5)"])
+    bad = _node(tmp_path, 1, [PY, "-c", "import sys; sys.exit(3)"])
+    launchers = {r: LocalLauncher(LocalExec(n.host), "j1", PY) for r, n in ((0, ok), (1, bad))}
+    started = launch_all(_plan([ok, bad]), launchers)
+    assert set(started) == {0, 1} and started[0].pid != started[0].supervisor
+    assert launchers[0].status(ok.layout.state, 0).state == "running"
+    assert _wait(lambda: launchers[1].status(bad.layout.state, 1).state == "failed")
+    assert launchers[1].status(bad.layout.state, 1).exit_code == 3
+    assert _wait(lambda: launchers[0].status(ok.layout.state, 0).state == "succeeded")
+    assert (Path(ok.layout.state) / "exit_code").read_text().strip() == "0"
+
+
+def test_cancel_stops_only_this_job_even_setsid_children(tmp_path):
+    # the child starts a grandchild in its own session, as msrun does with its workers
+    script = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+              " start_new_session=True); time.sleep(60)")
+    a = _node(tmp_path, 0, [PY, "-c", script], job="a")
+    b = _node(tmp_path, 0, [PY, "-c", script], job="b")
+    la, lb = LocalLauncher(LocalExec(a.host), "job-a", PY), LocalLauncher(LocalExec(b.host), "job-b", PY)
+    sa = launch_all(_plan([a]), {0: la})[0]
+    launch_all(_plan([b]), {0: lb})
+    assert _wait(lambda: la.status(a.layout.state, 0).processes == 2)
+    result = la.cancel(sa.pid, grace=3)
+    assert result["found"] == 2 and result["left"] == []
+    assert la.status(a.layout.state, 0).processes == 0
+    assert lb.status(b.layout.state, 0).state == "running" and lb.status(b.layout.state, 0).processes == 2
+    lb.cancel(None, grace=3)
+    assert lb.status(b.layout.state, 0).processes == 0
+
+
+def test_all_or_nothing(tmp_path):
+    good = _node(tmp_path, 0, [PY, "-c", "import time; time.sleep(60)"])
+    broken = _node(tmp_path, 1, [PY, "-c", "pass"])
+    launchers = {0: LocalLauncher(LocalExec(good.host), "j2", PY),
+                 1: LocalLauncher(LocalExec(broken.host), "j2", "/nonexistent/python3")}
+    with pytest.raises(LaunchFailed, match=r"node 1: .*stopped the started node\(s\): localhost \(node 0\)"):
+        launch_all(_plan([good, broken]), launchers)
+    assert launchers[0].status(good.layout.state, 0).processes == 0
+
+
+def test_port_pick(tmp_path):
+    import socket
+    launcher = LocalLauncher(LocalExec(Host("localhost", 1)), "j", PY)
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        assert pick_port(launcher, None) != busy
+        with pytest.raises(Exception, match=f"master port {busy} is in use"):
+            pick_port(launcher, busy)
