@@ -1,0 +1,436 @@
+"""A real multi-host SSH cluster on this machine: one sshd per network + mount namespace.
+
+Each host is an OpenSSH ``sshd`` in its own network namespace (its own 10.x address on a
+bridge the cluster creates) and its own mount/UTS/PID namespace, so it has its own hostname
+and private ``/root``, ``/srv`` and ``/tmp``: a file one host writes is not on another.
+The python of the project's venv stays usable inside (its base install is bind-mounted
+read-only when it lives under a private directory), and each host has an ``npu-smi``
+emulator on its PATH (sshd ``SetEnv PATH``) for a configured set of cards.
+
+Nothing here touches processes or interfaces the cluster did not create: every pid, netns
+and link is recorded in ``state.json`` and torn down by name/pid from that record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SSHD = "/usr/sbin/sshd"
+PRIVATE_DIRS = ("/root", "/srv", "/tmp")
+SUBNET_BASE = "10.213"  # 10.213.N.0/24, N picked free at bring-up (several suites may run)
+STATE_ROOT = Path("/var/tmp/alaunch-cluster")  # not under /tmp: hosts overmount /tmp
+
+
+class ClusterUnavailable(RuntimeError):
+    """This machine cannot run the cluster (not root, no sshd, no `ip netns`)."""
+
+
+def unavailable_reason() -> str | None:
+    """Why the cluster cannot start here, or None when it can."""
+    if os.geteuid() != 0:
+        return "the SSH test cluster needs root (network namespaces)"
+    for tool in (SSHD, "ip", "unshare", "nsenter", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (run scripts/install-test-deps)"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"`ip netns` unavailable: {probe.stderr.strip()}"
+    return None
+
+
+def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check)
+
+
+def process_state(pid: int) -> str | None:
+    """State letter from /proc/PID/stat (R, S, Z, ...) or None if gone; zombies count as dead."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text.rsplit(")", 1)[1].split()[0]
+
+
+def _alive(pid: int) -> bool:
+    return process_state(pid) not in (None, "Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+@dataclass
+class HostSpec:
+    """What a test host looks like: its NPU cards (emulated) and their state."""
+
+    cards: int = 8
+    health: str | list[str] = "OK"
+    hbm_used_mb: int | list[int] = 3347
+    processes: dict[str, list] = field(default_factory=dict)
+
+    def npu_config(self) -> dict:
+        return {"cards": self.cards, "health": self.health, "hbm_used_mb": self.hbm_used_mb,
+                "processes": self.processes}
+
+
+@dataclass
+class ClusterHost:
+    index: int
+    name: str  # also the ssh_config alias and the hostname inside
+    address: str
+    netns: str
+    veth: str
+    dir: Path
+    init_pid: int | None = None  # the `unshare` process (root pid namespace)
+    sshd_pid: int | None = None  # the nsenter wrapper whose child is sshd
+
+    def path(self, inside: str) -> Path:
+        """Where a path under /root, /srv or /tmp of this host lives on the real disk."""
+        for private in PRIVATE_DIRS:
+            if inside == private or inside.startswith(private + "/"):
+                return self.dir / private.lstrip("/") / inside[len(private) + 1:]
+        raise ValueError(f"{inside} is not under a private dir {PRIVATE_DIRS}")
+
+
+class Cluster:
+    """Bring up / tear down N hosts. ``Cluster.load(dir)`` reattaches to a running one."""
+
+    def __init__(self, n: int = 3, *, state_dir: Path | None = None,
+                 specs: list[HostSpec] | None = None, shared: bool = True,
+                 python: str | None = None):
+        self.n = n
+        self.specs = specs or [HostSpec() for _ in range(n)]
+        self.shared = shared
+        self.python = python or str(REPO / ".venv" / "bin" / "python")
+        self.state_dir = state_dir
+        self.subnet: int | None = None
+        self.hosts: list[ClusterHost] = []
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def bridge(self) -> str:
+        return f"alabr{self.subnet}"
+
+    @property
+    def gateway(self) -> str:
+        return f"{SUBNET_BASE}.{self.subnet}.1"
+
+    @property
+    def client_key(self) -> Path:
+        return self.state_dir / "client_key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state_dir / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.state_dir / "ssh_config"
+
+    @property
+    def shared_dir(self) -> Path:
+        """Bound at /srv/shared on every host (same files everywhere) when ``shared``."""
+        return self.state_dir / "shared"
+
+    # ------------------------------------------------------------------ bring-up
+    def up(self) -> "Cluster":
+        reason = unavailable_reason()
+        if reason:
+            raise ClusterUnavailable(reason)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self._claim_subnet()
+        try:
+            if self.state_dir is None:
+                self.state_dir = STATE_ROOT / str(self.subnet)
+            if self.state_dir.exists():
+                shutil.rmtree(self.state_dir)
+            self.state_dir.mkdir(parents=True)
+            self.shared_dir.mkdir()
+            _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alaunch-test-client",
+                "-f", str(self.client_key))
+            self.hosts = [self._make_host(i) for i in range(self.n)]
+            self.save()
+            for h in self.hosts:
+                self._prepare_host(h)
+            self.save()
+            for h in self.hosts:
+                self._start_init(h)
+            self.save()
+            self._wait_ready()
+            for h in self.hosts:
+                self.start_sshd(h.index)
+            self.save()
+            self._write_client_files()
+            self._wait_listening()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _claim_subnet(self) -> None:
+        """Creating the bridge is the lock: the first free index wins."""
+        for n in range(0, 250):
+            res = _sh("ip", "link", "add", f"alabr{n}", "type", "bridge", check=False)
+            if res.returncode == 0:
+                self.subnet = n
+                _sh("ip", "addr", "add", f"{SUBNET_BASE}.{n}.1/24", "dev", self.bridge)
+                _sh("ip", "link", "set", self.bridge, "up")
+                return
+        raise ClusterUnavailable("no free bridge name alabr0..alabr249")
+
+    def _make_host(self, i: int) -> ClusterHost:
+        return ClusterHost(index=i, name=f"host{i}", address=f"{SUBNET_BASE}.{self.subnet}.{10 + i}",
+                           netns=f"alaunch{self.subnet}-h{i}", veth=f"alv{self.subnet}h{i}",
+                           dir=self.state_dir / f"host{i}")
+
+    def _prepare_host(self, h: ClusterHost) -> None:
+        for sub in ("root/.ssh", "srv", "tmp", "bin"):
+            (h.dir / sub).mkdir(parents=True, exist_ok=True)
+        (h.dir / "tmp").chmod(0o1777)
+        pub = Path(str(self.client_key) + ".pub").read_text()
+        (h.dir / "root/.ssh/authorized_keys").write_text(pub)
+        _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", h.name,
+            "-f", str(h.dir / "ssh_host_ed25519_key"))
+        self.write_npu_config(h.index, self.specs[h.index])
+        venv_bin = Path(self.python).parent
+        wrappers = {
+            "python3": f'exec {shlex.quote(self.python)} "$@"',
+            "python": f'exec {shlex.quote(self.python)} "$@"',
+            "msrun": f'exec {shlex.quote(str(venv_bin / "msrun"))} "$@"',
+            "npu-smi": (f"cd {shlex.quote(str(REPO))} && exec {shlex.quote(self.python)} -m "
+                        f"tests.cluster.npu_smi --config {shlex.quote(str(h.dir / 'npu.json'))} \"$@\""),
+        }
+        for name, body in wrappers.items():
+            f = h.dir / "bin" / name
+            f.write_text(f"#!/bin/sh\n{body}\n")
+            f.chmod(0o755)
+        (h.dir / "sshd_config").write_text("\n".join([
+            f"ListenAddress {h.address}", "Port 22",
+            f"HostKey {h.dir / 'ssh_host_ed25519_key'}",
+            "PidFile none", "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes", "Subsystem sftp internal-sftp", "UseDNS no",
+            "MaxStartups 100:30:200", "MaxSessions 100", "LogLevel ERROR",
+            f"SetEnv PATH={h.dir / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        ]) + "\n")
+        # the network: a veth pair, one end on the bridge, the other as eth0 in the netns
+        _sh("ip", "netns", "add", h.netns)
+        _sh("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+        _sh("ip", "link", "set", h.veth, "master", self.bridge, "up")
+        for argv in (["ip", "addr", "add", f"{h.address}/24", "dev", "eth0"],
+                     ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"],
+                     ["ip", "route", "add", "default", "via", self.gateway]):
+            _sh("ip", "netns", "exec", h.netns, *argv)
+
+    def _keep_paths(self) -> list[str]:
+        """Paths under a private dir that must stay visible (the venv's base python, the repo)."""
+        keep = []
+        for p in {os.path.realpath(sys.base_prefix), str(REPO),
+                  os.path.realpath(Path(self.python).parent.parent)}:
+            if any(p == d or p.startswith(d + "/") for d in PRIVATE_DIRS):
+                keep.append(p)
+        return sorted(keep)
+
+    def _init_script(self, h: ClusterHost) -> str:
+        q = shlex.quote
+        lines = ["set -e", f"hostname {q(h.name)}"]
+        for keep in self._keep_paths():
+            top = next(d for d in PRIVATE_DIRS if keep == d or keep.startswith(d + "/"))
+            target = h.dir / top.lstrip("/") / keep[len(top) + 1:]
+            lines += [f"mkdir -p {q(str(target))}", f"mount --bind {q(keep)} {q(str(target))}",
+                      f"mount -o remount,bind,ro {q(str(target))}"]
+        for d in PRIVATE_DIRS:
+            lines.append(f"mount --rbind {q(str(h.dir / d.lstrip('/')))} {d}")
+        if self.shared:
+            lines += ["mkdir -p /srv/shared", f"mount --bind {q(str(self.shared_dir))} /srv/shared"]
+        lines += [f"touch {q(str(h.dir / 'ready'))}", "exec sleep infinity"]
+        return "\n".join(lines)
+
+    def _start_init(self, h: ClusterHost) -> None:
+        log = open(h.dir / "init.log", "wb")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", h.netns, "unshare", "--mount", "--uts", "--pid", "--fork",
+             "--kill-child", "--mount-proc", "--propagation", "private",
+             "/bin/sh", "-c", self._init_script(h)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        h.init_pid = proc.pid  # `ip netns exec` execs unshare: same pid
+
+    def _wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        for h in self.hosts:
+            while not (h.dir / "ready").exists():
+                if not _alive(h.init_pid) or time.monotonic() > deadline:
+                    raise RuntimeError(f"{h.name} did not start: {(h.dir / 'init.log').read_text()}")
+                time.sleep(0.02)
+
+    def _inner_pid(self, h: ClusterHost) -> int:
+        """pid 1 of the host's pid namespace, as seen from here (the child of `unshare`)."""
+        kids = _children(h.init_pid)
+        if not kids:
+            raise RuntimeError(f"{h.name}: the host's init process is gone")
+        return kids[0]
+
+    # ------------------------------------------------------------------ sshd control
+    def nsenter_argv(self, i: int) -> list[str]:
+        return ["nsenter", "--target", str(self._inner_pid(self.hosts[i])), "--mount", "--uts",
+                "--net", "--pid", "--"]
+
+    def start_sshd(self, i: int) -> None:
+        h = self.hosts[i]
+        log = open(h.dir / "sshd.log", "ab")
+        proc = subprocess.Popen(self.nsenter_argv(i) + [SSHD, "-D", "-e", "-f", str(h.dir / "sshd_config")],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        log.close()
+        h.sshd_pid = proc.pid
+        self.save()
+
+    def stop_sshd(self, i: int) -> None:
+        """Stop the listener (new connections are refused; the host itself stays up)."""
+        h = self.hosts[i]
+        if h.sshd_pid is None:
+            return
+        for kid in _children(h.sshd_pid):
+            os.kill(kid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _alive(h.sshd_pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            os.waitpid(h.sshd_pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        h.sshd_pid = None
+        self.save()
+
+    def wait_listening(self, i: int, timeout: float = 10.0) -> None:
+        import socket
+        h = self.hosts[i]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((h.address, 22), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{h.name}: sshd not listening; {(h.dir / 'sshd.log').read_text()}")
+                time.sleep(0.02)
+
+    def _wait_listening(self) -> None:
+        for h in self.hosts:
+            self.wait_listening(h.index)
+
+    def _write_client_files(self) -> None:
+        entries, config = [], []
+        for h in self.hosts:
+            key = (h.dir / "ssh_host_ed25519_key.pub").read_text().split()
+            entries.append(f"{h.address} {key[0]} {key[1]}")
+            config += [f"Host {h.name}", f"    HostName {h.address}", "    User root",
+                       f"    IdentityFile {self.client_key}",
+                       f"    UserKnownHostsFile {self.known_hosts}", "    StrictHostKeyChecking yes",
+                       ""]
+        self.known_hosts.write_text("\n".join(entries) + "\n")
+        self.ssh_config.write_text("\n".join(config))
+        (self.state_dir / "hostfile").write_text(self.hostfile_text())
+
+    def write_npu_config(self, i: int, spec: HostSpec) -> None:
+        """Change what a host's npu-smi reports (takes effect on its next run)."""
+        (self.state_dir / f"host{i}" / "npu.json").write_text(json.dumps(spec.npu_config()))
+
+    def host_key_line(self, i: int) -> str:
+        h = self.hosts[i]
+        key = (h.dir / "ssh_host_ed25519_key.pub").read_text().split()
+        return f"{h.address} {key[0]} {key[1]}"
+
+    # ------------------------------------------------------------------ helpers for tests
+    def exec_on(self, i: int, argv: list[str], *, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run argv inside host i's namespaces directly (no SSH): to check host-side facts."""
+        return subprocess.run(self.nsenter_argv(i) + list(argv), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def hosts_as_launcher_hosts(self, *, slots: int = 8, by_alias: bool = False) -> list:
+        from launcher.hostfile import Host
+        if by_alias:
+            return [Host(h.name, slots) for h in self.hosts]
+        return [Host(h.address, slots, user="root", identity=str(self.client_key)) for h in self.hosts]
+
+    def hostfile_text(self, *, slots: int = 8) -> str:
+        return "".join(f"{h.address} slots={slots} user=root identity={self.client_key}\n"
+                       for h in self.hosts)
+
+    # ------------------------------------------------------------------ teardown / state
+    def down(self) -> None:
+        for h in self.hosts:
+            for pid in (h.sshd_pid, h.init_pid):
+                if pid is not None and process_state(pid) is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        for h in self.hosts:
+            for pid in (h.sshd_pid, h.init_pid):
+                if pid is None:
+                    continue
+                deadline = time.monotonic() + 5
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        for h in self.hosts:  # veths first: `ip netns del` removes them asynchronously
+            _sh("ip", "link", "del", h.veth, check=False)
+        for h in self.hosts:
+            _sh("ip", "netns", "del", h.netns, check=False)
+        if self.subnet is not None:
+            _sh("ip", "link", "del", self.bridge, check=False)
+        if self.state_dir is not None and self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.hosts = []
+
+    def save(self) -> None:
+        if self.state_dir is None or not self.state_dir.exists():
+            return
+        data = {"n": self.n, "subnet": self.subnet, "python": self.python, "shared": self.shared,
+                "hosts": [{"index": h.index, "init_pid": h.init_pid, "sshd_pid": h.sshd_pid}
+                          for h in self.hosts]}
+        tmp = self.state_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.state_dir / "state.json")
+
+    @classmethod
+    def load(cls, state_dir: Path) -> "Cluster":
+        data = json.loads((state_dir / "state.json").read_text())
+        c = cls(data["n"], state_dir=state_dir, shared=data["shared"], python=data["python"])
+        c.subnet = data["subnet"]
+        for rec in data["hosts"]:
+            h = c._make_host(rec["index"])
+            h.init_pid, h.sshd_pid = rec["init_pid"], rec["sshd_pid"]
+            c.hosts.append(h)
+        return c
+
+    def describe(self) -> str:
+        lines = [f"{self.n} hosts on {self.bridge} ({SUBNET_BASE}.{self.subnet}.0/24), state in {self.state_dir}"]
+        for h in self.hosts:
+            up = "up" if h.sshd_pid and _alive(h.sshd_pid) else "sshd stopped"
+            lines.append(f"  {h.name:<6} {h.address:<15} {up}")
+        lines += ["", "ssh into a host by hand:",
+                  f"  ssh -F {self.ssh_config} host0",
+                  f"  ssh -i {self.client_key} -o UserKnownHostsFile={self.known_hosts} root@{self.hosts[0].address}"
+                  if self.hosts else "",
+                  "alaunch against them:",
+                  f"  alaunch hosts check -H {self.state_dir / 'hostfile'} --known-hosts {self.known_hosts}"]
+        return "\n".join(lines)
