@@ -342,18 +342,24 @@ class StageResult:
 class Stager:
     """Stage one LocalSet to many hosts: inventory all, send per filesystem, materialise."""
 
-    def __init__(self, nodes: Mapping[str, NodeExec], python: str = "python3",
+    def __init__(self, nodes: Mapping[str, NodeExec], python: str | Mapping[str, str] = "python3",
                  progress: Progress | None = None):
         self.nodes = nodes
         self.python = python
         self.progress = progress or Progress()
 
+    def _py(self, host: str) -> str:
+        """The interpreter for the fixed scripts on ``host`` (stdlib only)."""
+        return self.python if isinstance(self.python, str) else self.python[host]
+
     def survey(self, local: LocalSet) -> dict[str, Inventory]:
         """INVENTORY on every host in parallel; any failure names its host (all of them)."""
-        return _parallel(self.nodes, lambda n: inventory(n, local.objects, self.python))
+        return run_parallel(self.nodes, lambda n: inventory(n, local.objects, self._py(n.host.name)))
 
     def stage(self, local: LocalSet, roots: Mapping[str, str],
-              inventories: Mapping[str, Inventory] | None = None) -> StageResult:
+              inventories: Mapping[str, Inventory] | None = None,
+              texts_by_host: Mapping[str, Mapping[str, str]] | None = None) -> StageResult:
+        """Send what each filesystem lacks, then materialise every job dir (texts may differ per host)."""
         inv = dict(inventories or self.survey(local))
         groups: dict[tuple[str, str, str], list[str]] = {}
         for name, i in inv.items():
@@ -375,8 +381,11 @@ class Stager:
             self.progress.start(name, sum(o.size for o in missing), len(missing))
             start = time.monotonic()
             root = resolve_home(roots[name], i.home)
-            stream = tar_stream(missing, manifest_for(local, root), lambda n: self.progress.advance(name, n))
-            result = node.check([self.python, "-c", stage_remote.RECEIVE, posixpath.join(i.base, "cas")],
+            manifest = manifest_for(local, root)
+            if texts_by_host and name in texts_by_host:
+                manifest["texts"] = dict(texts_by_host[name])
+            stream = tar_stream(missing, manifest, lambda n: self.progress.advance(name, n))
+            result = node.check([self._py(name), "-c", stage_remote.RECEIVE, posixpath.join(i.base, "cas")],
                                 stream, what="staging")
             data = json.loads(result.text())
             report = HostReport(name, data["objects"], data["bytes"], data["linked"], data["copied"],
@@ -384,7 +393,7 @@ class Stager:
             self.progress.done(name, report)
             return report
 
-        reports = _parallel({n: self.nodes[n] for n in leaders}, send)
+        reports = run_parallel({n: self.nodes[n] for n in leaders}, send)
         for leader, members in leaders.items():
             for other in members[1:]:
                 reports[other] = HostReport(other, shared_with=leader)
@@ -392,7 +401,7 @@ class Stager:
         return StageResult(reports, inv)
 
 
-def _parallel(nodes: Mapping[str, NodeExec], fn: Callable[[NodeExec], object]) -> dict:
+def run_parallel(nodes: Mapping[str, NodeExec], fn: Callable[[NodeExec], object]) -> dict:
     """fn on every node at once; one error naming every host that failed."""
     results, errors = {}, {}
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(nodes)))) as pool:

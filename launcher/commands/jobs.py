@@ -1,0 +1,75 @@
+"""`alaunch jobs`, `alaunch status JOB`, `alaunch cancel JOB`: the registry, refreshed from the hosts."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from launcher import environment, registry as reg
+from launcher.errors import ExitCode
+from launcher.jobs import STATE_EXIT, JobService
+
+ORDER = 35
+
+
+def _service(env) -> tuple[reg.Registry, JobService]:
+    registry = reg.Registry.in_state_dir(env.state_dir)
+    return registry, JobService(registry, env.state_dir)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("jobs", help="List jobs, newest first.")
+    def jobs_cmd(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        limit: int = typer.Option(20, "--limit", "-n", help="How many jobs to show."),
+    ) -> None:
+        env = environment.current()
+        with reg.Registry.in_state_dir(env.state_dir) as registry:
+            records = registry.list(limit=limit)
+        if as_json:
+            rows = [{"id": r.id, "name": r.name, "kind": r.kind, "state": r.state, "created_at": r.created_at,
+                     "started_at": r.started_at, "ended_at": r.ended_at, "reason": r.reason,
+                     "nodes": [{"rank": n.node_rank, "host": n.host, "state": n.state, "exit_code": n.exit_code,
+                                "pid": n.pid, "job_dir": n.job_dir} for n in r.nodes]} for r in records]
+            env.stdout.print(json.dumps(rows, indent=2), markup=False, highlight=False, soft_wrap=True)
+            return
+        table = Table("id", "name", "kind", "state", "nodes", "created", "reason")
+        for r in records:
+            table.add_row(r.id, r.name, r.kind, r.state, ", ".join(n.host for n in r.nodes),
+                          r.created_at[:19].replace("T", " "), r.reason or "")
+        env.stdout.print(table)
+
+    @app.command("status", help="Refresh a job from its hosts; exit 0/100/101/102/103 by state.")
+    def status_cmd(job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest).")) -> None:
+        env = environment.current()
+        registry, service = _service(env)
+        with registry:
+            record, statuses = service.refresh(job)
+        table = Table("node", "host", "state", "exit code", "processes", "detail",
+                      title=f"{record.id} ({record.name}): {record.state}")
+        for s in statuses:
+            table.add_row(str(s.node_rank), s.host, s.state, "" if s.exit_code is None else str(s.exit_code),
+                          str(s.processes), s.detail)
+        env.stdout.print(table)
+        if record.reason:
+            env.stdout.print(f"reason: {record.reason}", markup=False, highlight=False, soft_wrap=True)
+        code = STATE_EXIT[record.state]
+        if not record.terminal and any(s.state == "unknown" for s in statuses):
+            code = ExitCode.JOB_UNKNOWN
+        if code:
+            raise typer.Exit(int(code))
+
+    @app.command("cancel", help="Stop a job's processes on every node and verify they are gone.")
+    def cancel_cmd(
+        job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
+        grace: float = typer.Option(10.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+    ) -> None:
+        env = environment.current()
+        registry, service = _service(env)
+        with registry:
+            record, outcome = service.cancel(job, grace)
+        for host, message in outcome.items():
+            env.stdout.print(f"{host}: {message}", markup=False, highlight=False)
+        env.stdout.print(f"{record.id}: {record.state}", markup=False, highlight=False)

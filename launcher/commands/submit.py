@@ -1,0 +1,86 @@
+"""`alaunch submit JOB -H HOSTFILE|--local`: render, stage, start on every node; print the job id last."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
+
+from launcher import environment, registry as reg
+from launcher.errors import AlaunchError, ExitCode
+from launcher.jobs import STATE_EXIT, JobService, SubmitOptions, resolve_hosts
+from launcher.stage import HostReport, PlainProgress, Progress
+
+ORDER = 30
+
+
+class RichProgress(Progress):
+    """Files, bytes and speed per host, on a terminal."""
+
+    def __init__(self, bar: RichBar, say):
+        self.bar, self.tasks, self.say = bar, {}, say
+
+    def start(self, host: str, total: int, files: int) -> None:
+        self.tasks[host] = self.bar.add_task(f"{host}: {files} file(s)", total=max(total, 1))
+
+    def advance(self, host: str, n: int) -> None:
+        self.bar.advance(self.tasks[host], n)
+
+    def done(self, host: str, report: HostReport) -> None:
+        if host in self.tasks:
+            self.bar.update(self.tasks[host], completed=self.bar.tasks[self.tasks[host]].total)
+        PlainProgress(self.say).done(host, report)
+
+
+def host_options():
+    return dict(
+        hostfile=typer.Option(None, "-H", "--hostfile", help="Hostfile (DeepSpeed format)."),
+        local=typer.Option(False, "--local", help="Run on this machine, no SSH (the default without -H)."),
+        slots=typer.Option(int(os.environ.get("ALAUNCH_LOCAL_SLOTS", "1")), "--slots",
+                           help="Slots of this machine with --local."),
+        include=typer.Option(None, "--include", help="Only these hosts/slots: NAME[:0,1][@NAME...]."),
+        exclude=typer.Option(None, "--exclude", help="Not these hosts/slots: NAME[:0,1][@NAME...]."),
+    )
+
+
+def register(app: typer.Typer) -> None:
+    o = host_options()
+
+    @app.command("submit", help="Stage a job and start it on every node; prints the job id last.")
+    def submit_cmd(
+        job: Path = typer.Argument(..., help="Job file (YAML)."),
+        hostfile: Optional[Path] = o["hostfile"], local: bool = o["local"], slots: int = o["slots"],
+        include: Optional[str] = o["include"], exclude: Optional[str] = o["exclude"],
+        sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
+        master_port: Optional[int] = typer.Option(None, "--master-port", help="Pin msrun's master port."),
+        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+                                              help="Directory with msrun/python on the hosts (first on PATH)."),
+        cluster_time_out: int = typer.Option(600, "--cluster-time-out", help="Seconds msrun waits for all nodes."),
+        check_mindformers: bool = typer.Option(False, "--validate", help="Also load the config with MindFormers."),
+        follow: bool = typer.Option(False, "--follow", "-f", help="Wait for the end; exit with its status code."),
+    ) -> None:
+        env = environment.current()
+        say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+        hosts = resolve_hosts(hostfile, local, slots, include, exclude)
+        opts = SubmitOptions(tuple(sets), master_port, bin_dir, cluster_time_out, check_mindformers)
+        with reg.Registry.in_state_dir(env.state_dir) as registry:
+            if env.stderr.is_terminal and not env.raw:
+                bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                              TransferSpeedColumn(), console=env.stderr, transient=False)
+                with bar:
+                    service = JobService(registry, env.state_dir, say=say, progress=RichProgress(bar, say))
+                    record = service.submit(job, hosts, opts)
+            else:
+                service = JobService(registry, env.state_dir, say=say, progress=PlainProgress(say))
+                record = service.submit(job, hosts, opts)
+            say(f"started {record.name} on {len(record.nodes)} node(s): "
+                + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid})" for n in record.nodes))
+            if follow:
+                record = service.wait(record.id, on_status=lambda r, s: None)
+                say(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
+            env.stdout.print(record.id, markup=False, highlight=False)
+        if follow and record.state != reg.SUCCEEDED:
+            raise typer.Exit(int(STATE_EXIT[record.state]))
