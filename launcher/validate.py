@@ -10,7 +10,9 @@ when mindformers is not installed, so callers can warn visibly instead of stayin
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -142,6 +144,31 @@ def mindformers_available() -> bool:
     return importlib.util.find_spec("mindformers") is not None
 
 
+@contextlib.contextmanager
+def _quiet_output(log_path: str):
+    """Send what MindSpore/MindFormers print on import (C++ and Python loggers, fd 1 and 2) to a file.
+
+    Their warnings (deprecations, optional models that cannot import) are not the user's
+    business when all we do is load a config; our own errors still surface as exceptions.
+    """
+    os.environ.setdefault("GLOG_v", "3")
+    saved = [os.dup(1), os.dup(2)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(log_path, "wb") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 def check_with_mindformers(text: str, config: dict, source: str | None = None) -> MindFormersCheck:
     """Load ``text`` with MindFormerConfig and build LlamaConfig (no weights). Imports are slow (~8 s).
 
@@ -152,7 +179,7 @@ def check_with_mindformers(text: str, config: dict, source: str | None = None) -
         return MindFormersCheck(True, "mindformers is not installed: the MindFormers validation layer was skipped "
                                       "(install the 'ms' extra to enable it)")
     previous = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="alaunch-mf-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="alaunch-mf-") as tmp, _quiet_output(os.path.join(tmp, "import.log")):
         os.chdir(tmp)
         try:
             from mindformers.tools.register import MindFormerConfig
