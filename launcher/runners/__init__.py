@@ -1,0 +1,25 @@
+"""Transport: one :class:`CommandRunner` interface, a local and an SSH implementation.
+
+``make_runner(host, options)`` picks the runner for a hostfile entry: ``localhost`` (no
+user/port) runs here through subprocess, everything else over SSH.
+"""
+
+from __future__ import annotations
+
+from launcher.hostfile import Host
+from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
+                                   ConnectError, HostKeyError, ProcessState)
+from launcher.runners.local import LocalRunner
+from launcher.runners.ssh import ConnectOptions, SSHRunner
+
+
+def make_runner(host: Host, options: ConnectOptions | None = None) -> CommandRunner:
+    """The runner for one host (constructing it touches no network)."""
+    if host.is_local:
+        return LocalRunner(host)
+    return SSHRunner(host, options)
+
+
+__all__ = ["CommandFailed", "CommandResult", "CommandRunner", "CommandTimeout", "ConnectError",
+           "ConnectOptions", "HostKeyError", "LocalRunner", "ProcessState", "SSHRunner",
+           "make_runner"]

@@ -1,0 +1,126 @@
+"""This machine as a host (``localhost`` in a hostfile, ``--local``): subprocess, no SSH.
+
+argv is executed directly (no shell), so quoting cannot go wrong here; the detached start
+reuses the same shell script the SSH runner sends, so both behave the same.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from launcher.errors import RemoteError
+from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
+                                   LineCallback)
+from launcher.runners.shell import env_argv
+
+
+def _expand(path: str | None) -> str | None:
+    return None if path is None else os.path.expanduser(path)
+
+
+class LocalRunner(CommandRunner):
+    def _env(self, env: Mapping[str, str] | None) -> dict[str, str] | None:
+        if not env:
+            return None
+        env_argv(env)  # same validation of names as the SSH side
+        return {**os.environ, **env}
+
+    def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+            cwd: str | None = None, timeout: float | None = None, check: bool = True,
+            stdin: str | bytes | None = None) -> CommandResult:
+        argv = tuple(str(a) for a in argv)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(argv, env=self._env(env), cwd=_expand(cwd), input=data,
+                                  stdin=None if data is not None else subprocess.DEVNULL,
+                                  capture_output=True, timeout=timeout)
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
+        except subprocess.TimeoutExpired:
+            raise CommandTimeout(self.name, f"`{argv[0]}` timed out after {timeout:g} s") from None
+        except FileNotFoundError as exc:
+            if cwd and not os.path.isdir(_expand(cwd)):
+                code, out, err = 1, b"", f"cd: {cwd}: No such file or directory".encode()
+            else:
+                code, out, err = 127, b"", f"{argv[0]}: command not found ({exc.strerror})".encode()
+        result = CommandResult(self.name, argv, code, out.decode(errors="replace"),
+                               err.decode(errors="replace"), time.monotonic() - start)
+        if check and code != 0:
+            raise CommandFailed(result)
+        return result
+
+    def stream(self, argv: Sequence[str], on_line: LineCallback, *,
+               env: Mapping[str, str] | None = None, cwd: str | None = None,
+               stop: threading.Event | None = None, timeout: float | None = None) -> CommandResult:
+        argv = tuple(str(a) for a in argv)
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, env=self._env(env), cwd=_expand(cwd), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        lines: queue.Queue = queue.Queue()
+        err_chunks: list[bytes] = []
+        readers = [threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout] + [lines.put(None)],
+                                    daemon=True),
+                   threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)]
+        for t in readers:
+            t.start()
+        out: list[str] = []
+        stopped = False
+        while True:
+            if (stop is not None and stop.is_set()) or (timeout and time.monotonic() - start > timeout):
+                stopped = True
+                break
+            try:
+                raw = lines.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if raw is None:
+                break
+            line = raw.decode(errors="replace").rstrip("\n")
+            out.append(line)
+            if on_line(line) is False:
+                stopped = True
+                break
+        if stopped:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        code = proc.wait()
+        for t in readers:
+            t.join(timeout=2)
+        return CommandResult(self.name, argv, None if stopped else code, "\n".join(out),
+                             b"".join(err_chunks).decode(errors="replace"), time.monotonic() - start)
+
+    def put(self, local_path: str | Path, remote_path: str) -> None:
+        self._copy(Path(local_path), Path(_expand(remote_path)))
+
+    def get(self, remote_path: str, local_path: str | Path) -> None:
+        self._copy(Path(_expand(remote_path)), Path(local_path))
+
+    def _copy(self, src: Path, dst: Path) -> None:
+        try:
+            shutil.copyfile(src, dst)  # streams in chunks (sendfile where it can)
+        except OSError as exc:
+            raise RemoteError(self.name, f"copy {src} -> {dst}: {exc.strerror or exc}") from None
+
+    def put_tar(self, local_root: str | Path, files: Sequence[str], remote_root: str) -> int:
+        root, dest = Path(local_root), Path(_expand(remote_root))
+        sent = 0
+        for rel in files:
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._copy(root / rel, target)
+            sent += target.stat().st_size
+        return sent
+
+    def ping(self) -> float:
+        return 0.0
