@@ -6,9 +6,9 @@ a tar stream of many files, or a JSON request — without holding it in memory. 
 staging and launch do on a host is a fixed stdlib-only Python script run this way with its
 request on stdin, so user values never become shell text.
 
-The SSH side uses the fabric ``Connection`` of ``launcher.runners`` when that package
-provides one (host keys, TCP_NODELAY, ssh_config live there), else its own fabric
-``Connection`` built from the :class:`~launcher.hostfile.Host`.
+The SSH side uses the fabric ``Connection`` of :class:`launcher.runners.SSHRunner` (host-key
+policy, TCP_NODELAY, ssh_config live there) and opens its own channels on it, because
+staging needs stdin streamed into a program, which ``CommandRunner.run`` does not offer.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from launcher.hostfile import Host
 
 WINDOW = 1 << 27  # 128 MiB flow-control window: the default 2 MiB caps throughput on a fast link
 CHUNK = 1 << 20
-CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -102,54 +101,21 @@ class LocalExec(NodeExec):
         return ExecResult(self.host.name, code, out.get("out", b""), out.get("err", b""), time.monotonic() - start)
 
 
-def _connection(host: Host):
-    """A fabric Connection: launcher.runners' when available (its host-key policy), else our own."""
-    try:  # the transport package owns SSH policy; use it when it is there
-        from launcher.runners import make_runner  # type: ignore[attr-defined]
-        runner = make_runner(host, None)
-        conn = getattr(runner, "connection", None) or getattr(runner, "conn", None)
-        if conn is not None:
-            return conn
-    except (ImportError, TypeError, AttributeError):
-        pass
-    from fabric import Connection
-    kwargs: dict = {"timeout": CONNECT_TIMEOUT}
-    if host.identity:
-        kwargs["key_filename"] = [host.identity]
-    sock = socket.create_connection((_resolve(host), host.port or 22), timeout=CONNECT_TIMEOUT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    kwargs["sock"] = sock
-    return Connection(host.name, user=host.user, port=host.port, connect_kwargs=kwargs,
-                      connect_timeout=CONNECT_TIMEOUT)
-
-
-def _resolve(host: Host) -> str:
-    """The address ssh would use: ``HostName`` from ~/.ssh/config for an alias, else the name."""
-    from fabric import Config
-    return Config().base_ssh_config.lookup(host.name).get("hostname", host.name)
-
-
 class SSHExec(NodeExec):
     """A host over SSH: one connection (lazy), one channel per exec."""
 
-    def __init__(self, host: Host):
+    def __init__(self, host: Host, options=None):
         super().__init__(host)
-        self._conn = None
-        self._lock = threading.Lock()
+        from launcher.runners import SSHRunner
+        self.runner = SSHRunner(host, options)  # owns the connection, host keys, TCP_NODELAY
 
     def _transport(self):
-        with self._lock:
-            if self._conn is None:
-                try:
-                    self._conn = _connection(self.host)
-                    self._conn.open()
-                except (OSError, socket.timeout) as exc:
-                    self._conn = None
-                    raise RemoteError(self.host.name, f"unreachable: {exc}") from None
-                except Exception as exc:  # paramiko auth / host-key errors: one line, named host
-                    self._conn = None
-                    raise RemoteError(self.host.name, f"cannot connect: {type(exc).__name__}: {exc}") from None
-            return self._conn.client.get_transport()
+        try:
+            return self.runner.connection.client.get_transport()
+        except RemoteError:
+            raise
+        except (OSError, socket.timeout) as exc:
+            raise RemoteError(self.host.name, f"unreachable: {exc}") from None
 
     def exec(self, argv: list[str], stdin: Iterable[bytes] = (), timeout: float | None = None) -> ExecResult:
         start = time.monotonic()
@@ -184,9 +150,7 @@ class SSHExec(NodeExec):
             chan.close()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.runner.close()
 
 
 def _drain(chan, out: list[bytes]) -> None:
@@ -194,8 +158,9 @@ def _drain(chan, out: list[bytes]) -> None:
         out.append(data)
 
 
-def make_exec(host: Host) -> NodeExec:
-    return LocalExec(host) if host.is_local else SSHExec(host)
+def make_exec(host: Host, options=None) -> NodeExec:
+    """Local subprocess for ``localhost``, else SSH with ``options`` (launcher.runners.ConnectOptions)."""
+    return LocalExec(host) if host.is_local else SSHExec(host, options)
 
 
 def chunks(data: bytes) -> Iterator[bytes]:

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.table import Table
 
 from launcher import environment, registry as reg
+from launcher.commands.submit import exec_factory, ssh_options
 from launcher.errors import ExitCode
 from launcher.jobs import STATE_EXIT, JobService
 
 ORDER = 35
 
 
-def _service(env) -> tuple[reg.Registry, JobService]:
+def _service(env, known_hosts, ssh_config, accept_new) -> tuple[reg.Registry, JobService]:
     registry = reg.Registry.in_state_dir(env.state_dir)
-    return registry, JobService(registry, env.state_dir)
+    return registry, JobService(registry, env.state_dir,
+                                exec_factory=exec_factory(known_hosts, ssh_config, accept_new))
 
 
 def register(app: typer.Typer) -> None:
+    s = ssh_options()
     @app.command("jobs", help="List jobs, newest first.")
     def jobs_cmd(
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -42,9 +47,13 @@ def register(app: typer.Typer) -> None:
         env.stdout.print(table)
 
     @app.command("status", help="Refresh a job from its hosts; exit 0/100/101/102/103 by state.")
-    def status_cmd(job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest).")) -> None:
+    def status_cmd(
+        job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
+        known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
+        accept_new: bool = s["accept_new"],
+    ) -> None:
         env = environment.current()
-        registry, service = _service(env)
+        registry, service = _service(env, known_hosts, ssh_config, accept_new)
         with registry:
             record, statuses = service.refresh(job)
         table = Table("node", "host", "state", "exit code", "processes", "detail",
@@ -65,9 +74,11 @@ def register(app: typer.Typer) -> None:
     def cancel_cmd(
         job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
         grace: float = typer.Option(10.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+        known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
+        accept_new: bool = s["accept_new"],
     ) -> None:
         env = environment.current()
-        registry, service = _service(env)
+        registry, service = _service(env, known_hosts, ssh_config, accept_new)
         with registry:
             record, outcome = service.cancel(job, grace)
         for host, message in outcome.items():

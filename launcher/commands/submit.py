@@ -46,8 +46,28 @@ def host_options():
     )
 
 
+def ssh_options():
+    return dict(
+        known_hosts=typer.Option(None, "--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
+        ssh_config=typer.Option(None, "--ssh-config", help="ssh config file (default: ~/.ssh/config)."),
+        accept_new=typer.Option(False, "--accept-new-host-keys",
+                                help="Trust unknown host keys and add them to known_hosts."),
+    )
+
+
+def exec_factory(known_hosts: Optional[Path], ssh_config: Optional[Path], accept_new: bool):
+    """How the verbs reach hosts: the transport's ConnectOptions, shared by every host."""
+    from functools import partial
+
+    from launcher.nodeexec import make_exec
+    from launcher.runners import ConnectOptions
+    options = ConnectOptions(known_hosts=known_hosts, ssh_config=ssh_config, accept_new_host_keys=accept_new)
+    return partial(make_exec, options=options)
+
+
 def register(app: typer.Typer) -> None:
     o = host_options()
+    s = ssh_options()
 
     @app.command("submit", help="Stage a job and start it on every node; prints the job id last.")
     def submit_cmd(
@@ -61,20 +81,25 @@ def register(app: typer.Typer) -> None:
         cluster_time_out: int = typer.Option(600, "--cluster-time-out", help="Seconds msrun waits for all nodes."),
         check_mindformers: bool = typer.Option(False, "--validate", help="Also load the config with MindFormers."),
         follow: bool = typer.Option(False, "--follow", "-f", help="Wait for the end; exit with its status code."),
+        known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
+        accept_new: bool = s["accept_new"],
     ) -> None:
         env = environment.current()
         say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
         hosts = resolve_hosts(hostfile, local, slots, include, exclude)
         opts = SubmitOptions(tuple(sets), master_port, bin_dir, cluster_time_out, check_mindformers)
+        factory = exec_factory(known_hosts, ssh_config, accept_new)
         with reg.Registry.in_state_dir(env.state_dir) as registry:
             if env.stderr.is_terminal and not env.raw:
                 bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                               TransferSpeedColumn(), console=env.stderr, transient=False)
                 with bar:
-                    service = JobService(registry, env.state_dir, say=say, progress=RichProgress(bar, say))
+                    service = JobService(registry, env.state_dir, say=say, progress=RichProgress(bar, say),
+                                         exec_factory=factory)
                     record = service.submit(job, hosts, opts)
             else:
-                service = JobService(registry, env.state_dir, say=say, progress=PlainProgress(say))
+                service = JobService(registry, env.state_dir, say=say, progress=PlainProgress(say),
+                                     exec_factory=factory)
                 record = service.submit(job, hosts, opts)
             say(f"started {record.name} on {len(record.nodes)} node(s): "
                 + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid})" for n in record.nodes))
