@@ -134,7 +134,7 @@ def _npu_problems(host: Host, smi: dict | None, row: CheckRow, policy: CheckPoli
         row.npus, row.npu_summary = 0, "no NPUs (CPU only)"
         if policy.require_npus:
             return ["no NPUs: npu-smi not found"]
-        row.notes.append("no NPUs (CPU only)")
+        row.notes.append("CPU only: no npu-smi")
         return []
     if smi.get("code") != 0:
         row.npu_summary = "npu-smi failed"
