@@ -358,8 +358,9 @@ class Cluster:
     # ------------------------------------------------------------------ helpers for tests
     def exec_on(self, i: int, argv: list[str], *, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run argv inside host i's namespaces directly (no SSH): to check host-side facts."""
-        return subprocess.run(self.nsenter_argv(i) + list(argv), capture_output=True, text=True,
-                              timeout=timeout)
+        path = f"PATH={self.hosts[i].dir / 'bin'}:/usr/local/bin:/usr/bin:/bin"  # as sshd's SetEnv
+        return subprocess.run(self.nsenter_argv(i) + ["env", path] + list(argv), capture_output=True,
+                              text=True, timeout=timeout)
 
     def hosts_as_launcher_hosts(self, *, slots: int = 8, by_alias: bool = False) -> list:
         from launcher.hostfile import Host

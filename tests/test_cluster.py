@@ -1,0 +1,67 @@
+"""The test cluster itself: hosts are really separate, and npu-smi prints the real table."""
+
+import json
+import subprocess
+
+import pytest
+
+from launcher.npusmi import parse_npu_smi
+from tests.cluster.npu_smi import table_for
+
+FIXTURE = "/work/shared/fixtures/npu-smi/910B2-8cards-busy4.txt"
+
+
+def test_emulator_table_has_the_real_layout_and_config():
+    text = table_for({"cards": 4, "health": ["OK", "Alarm", "OK", "OK"], "hbm_used_mb": [100, 200, 30000, 400],
+                      "processes": {"2": [[4242, "python3.9", 29000]]}})
+    cards = parse_npu_smi(text)
+    assert [c.health for c in cards] == ["OK", "Alarm", "OK", "OK"]
+    assert [c.hbm_used_mb for c in cards] == [100, 200, 30000, 400]
+    assert cards[2].processes[0].pid == 4242
+    real = open(FIXTURE).read().splitlines()
+    ours = text.splitlines()
+    assert ours[:6] == real[:6]  # banner and headers byte for byte
+    assert {len(l) for l in ours} == {len(real[0])}
+
+
+@pytest.mark.cluster
+def test_hosts_have_own_address_hostname_and_filesystem(ssh_cluster):
+    names, addrs = [], []
+    for h in ssh_cluster.hosts:
+        res = ssh_cluster.exec_on(h.index, ["sh", "-c", "hostname; ip -4 -o addr show eth0"])
+        name, addr_line = res.stdout.splitlines()
+        names.append(name)
+        addrs.append(addr_line.split()[3].split("/")[0])
+    assert names == [h.name for h in ssh_cluster.hosts]
+    assert addrs == [h.address for h in ssh_cluster.hosts]
+    ssh_cluster.exec_on(0, ["sh", "-c", "echo mine > /root/only-on-0; echo t > /tmp/only-on-0"])
+    for i in range(1, len(ssh_cluster.hosts)):
+        res = ssh_cluster.exec_on(i, ["ls", "/root/only-on-0", "/tmp/only-on-0"])
+        assert res.returncode != 0
+    assert ssh_cluster.hosts[0].path("/root/only-on-0").read_text() == "mine\n"
+    # ... but the shared dir is shared, and the venv's python is there (read-only)
+    ssh_cluster.exec_on(1, ["sh", "-c", "echo s > /srv/shared/from-1"])
+    assert ssh_cluster.exec_on(2, ["cat", "/srv/shared/from-1"]).stdout == "s\n"
+    res = ssh_cluster.exec_on(0, ["python3", "-c", "import sys; print(sys.prefix)"])
+    assert res.stdout.strip().endswith(".venv"), res.stderr
+
+
+@pytest.mark.cluster
+def test_hosts_reach_each_other_over_tcp(ssh_cluster):
+    """What msrun's master_port needs: a port opened on one host is reachable from another."""
+    a, b = ssh_cluster.hosts[0], ssh_cluster.hosts[1]
+    res = ssh_cluster.exec_on(1, ["python3", "-c",
+                                  "import socket,sys; socket.create_connection((sys.argv[1], 22), 3).close(); print('ok')",
+                                  a.address])
+    assert res.stdout.strip() == "ok", res.stderr
+
+
+@pytest.mark.cluster
+def test_npu_smi_on_host_path_follows_config(ssh_cluster):
+    from tests.cluster import HostSpec
+    ssh_cluster.write_npu_config(2, HostSpec(cards=2, health=["OK", "Warning"]))
+    try:
+        res = ssh_cluster.exec_on(2, ["npu-smi", "info"])
+        assert [c.health for c in parse_npu_smi(res.stdout)] == ["OK", "Warning"]
+    finally:
+        ssh_cluster.write_npu_config(2, HostSpec())
