@@ -1,0 +1,96 @@
+"""Two real SSH hosts (own addresses, private filesystems), one worker each, through real msrun.
+
+Node 1's worker connects to node 0's scheduler at node 0's address; each host ends with its
+own rank's worker log and checkpoint; the LoRA weights are identical on both ranks (the
+gradients were all-reduced). Plus: a node whose sshd is down -> nothing started anywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from launcher.errors import RemoteError
+from launcher.jobs import JobService, SubmitOptions
+from launcher.nodeexec import make_exec
+from launcher.registry import Registry
+from launcher.runners import ConnectOptions
+from tests.test_e2e_local import job_procs, losses, write_job, write_toy_data
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.ms]
+
+BIN = str(Path(sys.executable).parent)
+
+
+def _service(cluster, registry, state_dir) -> JobService:
+    options = ConnectOptions(known_hosts=cluster.known_hosts)
+    lines: list[str] = []
+    service = JobService(registry, state_dir, say=lines.append, exec_factory=partial(make_exec, options=options))
+    service.lines = lines
+    return service
+
+
+def _on_host(cluster, i: int, path: str) -> Path:
+    return cluster.hosts[i].path(path)
+
+
+def _lora(ckpt: Path) -> dict:
+    import mindspore as ms
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(ckpt)).items() if "lora" in k.lower()}
+
+
+def test_two_hosts_one_worker_each(ssh_cluster, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    toy = write_toy_data(tmp_path / "toy")
+    job = write_job(tmp_path, toy, epochs=1, name="two-hosts")
+    hosts = ssh_cluster.hosts_as_launcher_hosts(slots=1)[:2]
+    with Registry(tmp_path / "state" / "r.sqlite3") as registry:
+        service = _service(ssh_cluster, registry, tmp_path / "state")
+        record = service.submit(job, hosts, SubmitOptions(bin_dir=BIN, cluster_time_out=120))
+        assert record.meta["master_addr"] == ssh_cluster.hosts[0].address
+        record = service.wait(record.id, poll=2, timeout=300)
+        assert record.state == "succeeded", (record.reason, service.refresh(record.id))
+        assert [n.exit_code for n in record.nodes] == [0, 0]
+        roots = [n.job_dir for n in record.nodes]
+        assert roots[0] == f"/root/alaunch/alaunch/{record.id}"
+        for rank in (0, 1):
+            log = _on_host(ssh_cluster, rank, f"{roots[rank]}/msrun_log/worker_{rank}.log")
+            values = losses(log)
+            assert len(values) >= 4 and values[-1] < values[0], values
+            other = _on_host(ssh_cluster, 1 - rank, f"{roots[1 - rank]}/msrun_log/worker_{rank}.log")
+            assert not other.exists()  # each rank ran on its own host
+        ckpts = [sorted(_on_host(ssh_cluster, r, f"{roots[r]}/output/checkpoint/rank_{r}").glob("*.ckpt"))[-1]
+                 for r in (0, 1)]
+        w0, w1 = _lora(ckpts[0]), _lora(ckpts[1])
+        assert w0 and w0.keys() == w1.keys()
+        assert all((w0[k] == w1[k]).all() for k in w0)
+        # the same weights on two hosts with private filesystems: node 1 joined node 0's scheduler
+        # (the plan gave it node 0's address) and the gradients were all-reduced across hosts
+        assert not all((w0[k] == 0).all() for k in w0)
+        # unchanged resubmit: nothing sent to either host
+        again = service.submit(job, hosts, SubmitOptions(bin_dir=BIN, cluster_time_out=120))
+        assert again.meta["staged_bytes"] == 0
+        service.cancel(again.id, grace=2)
+
+
+def test_sshd_down_at_launch_starts_nothing(cluster_sshd, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy").mkdir()
+    toy = {"mindrecord": tmp_path / "toy" / "t.mindrecord", "tokenizer": tmp_path / "toy" / "tok.model"}
+    for p in (*toy.values(), Path(str(toy["mindrecord"]) + ".db")):
+        p.write_bytes(b"x")
+    job = write_job(tmp_path, toy, epochs=1, name="down")
+    hosts = cluster_sshd.hosts_as_launcher_hosts(slots=1)[:2]
+    cluster_sshd.stop_sshd(1)
+    with Registry(tmp_path / "state" / "r.sqlite3") as registry:
+        service = _service(cluster_sshd, registry, tmp_path / "state")
+        with pytest.raises(RemoteError, match=cluster_sshd.hosts[1].address):
+            service.submit(job, hosts, SubmitOptions(bin_dir=BIN))
+        record = registry.list()[0]
+        assert record.state == "failed" and cluster_sshd.hosts[1].address in record.reason
+    out = cluster_sshd.exec_on(0, ["sh", "-c", f"ls /root/alaunch/alaunch/ 2>/dev/null; "
+                                             f"grep -l ALAUNCH_JOB_ID={record.id} /proc/[0-9]*/environ 2>/dev/null"])
+    assert record.id not in out.stdout
