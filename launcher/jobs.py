@@ -142,6 +142,7 @@ class JobService:
             hostfile_text=format_hostfile(hosts), nodes=[(h.name, roots[h.name]) for h in hosts],
             job_id=job_id, meta={"bin_dir": bin_dir, "pythons": pythons, "master_port": port,
                                  "master_addr": prepared.plan.master_addr, "source": spec.source,
+                                 "ssh": self._ssh_meta(),
                                  "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts}})
         try:
             self.registry.set_state(job_id, reg.STAGING)
@@ -163,6 +164,13 @@ class JobService:
                                    started_at=reg.now_iso())
         _close(execs)
         return self.registry.set_state(job_id, reg.RUNNING)
+
+    def _ssh_meta(self) -> dict:
+        """known_hosts / ssh_config used at submit, so status and cancel reach hosts the same way."""
+        options = getattr(self.exec_factory, "keywords", {}).get("options")
+        if options is None:
+            return {}
+        return {k: str(getattr(options, k)) for k in ("known_hosts", "ssh_config") if getattr(options, k)}
 
     def _record_failure(self, spec: JobSpec, hosts: Sequence[Host], job_id: str, spec_text: str,
                         exc: AlaunchError) -> None:

@@ -17,8 +17,12 @@ from launcher.jobs import STATE_EXIT, JobService
 ORDER = 35
 
 
-def _service(env, known_hosts, ssh_config, accept_new) -> tuple[reg.Registry, JobService]:
+def _service(env, known_hosts, ssh_config, accept_new, job: str) -> tuple[reg.Registry, JobService]:
+    """The service for one job; SSH files default to those its submit used."""
     registry = reg.Registry.in_state_dir(env.state_dir)
+    saved = registry.get(job).meta.get("ssh") or {}
+    known_hosts = known_hosts or (Path(saved["known_hosts"]) if "known_hosts" in saved else None)
+    ssh_config = ssh_config or (Path(saved["ssh_config"]) if "ssh_config" in saved else None)
     return registry, JobService(registry, env.state_dir,
                                 exec_factory=exec_factory(known_hosts, ssh_config, accept_new))
 
@@ -53,7 +57,7 @@ def register(app: typer.Typer) -> None:
         accept_new: bool = s["accept_new"],
     ) -> None:
         env = environment.current()
-        registry, service = _service(env, known_hosts, ssh_config, accept_new)
+        registry, service = _service(env, known_hosts, ssh_config, accept_new, job)
         with registry:
             record, statuses = service.refresh(job)
         table = Table("node", "host", "state", "exit code", "processes", "detail",
@@ -78,7 +82,7 @@ def register(app: typer.Typer) -> None:
         accept_new: bool = s["accept_new"],
     ) -> None:
         env = environment.current()
-        registry, service = _service(env, known_hosts, ssh_config, accept_new)
+        registry, service = _service(env, known_hosts, ssh_config, accept_new, job)
         with registry:
             record, outcome = service.cancel(job, grace)
         for host, message in outcome.items():
