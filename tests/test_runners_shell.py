@@ -51,8 +51,9 @@ def test_detached_script_backgrounds_only_the_job_and_quotes_everything():
 
 
 def test_signal_argv_targets_a_group_and_refuses_pid_0_and_1():
-    assert shell.signal_argv(1234, signal.SIGTERM) == ["kill", "-s", "TERM", "--", "-1234"]
-    assert shell.signal_argv(99, "SIGKILL") == ["kill", "-s", "KILL", "--", "-99"]
+    kill = ["sh", "-c", 'kill -s "$1" -- "-$2"', "alaunch-kill"]
+    assert shell.signal_argv(1234, signal.SIGTERM) == kill + ["TERM", "1234"]
+    assert shell.signal_argv(59, "SIGKILL") == kill + ["KILL", "59"]
     for bad in (0, 1, -5):
         with pytest.raises(ValueError):
             shell.signal_argv(bad, "TERM")

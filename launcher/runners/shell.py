@@ -99,11 +99,15 @@ def detached_script(argv: Sequence[str], *, env: Mapping[str, str] | None, cwd: 
 
 
 def signal_argv(pgid: int, sig: int | str) -> list[str]:
-    """``kill -s SIG -- -PGID``: the whole process group, never a name pattern."""
+    """Signal a whole process group by id, never by a name pattern.
+
+    The POSIX shell's builtin ``kill`` is used: procps' /usr/bin/kill reads ``-- -59`` as a
+    signal number when the group id is below 65 (common in a fresh pid namespace).
+    """
     if int(pgid) <= 1:
         raise ValueError(f"refusing to signal process group {pgid}")
     name = sig if isinstance(sig, str) else signal.Signals(sig).name
-    return ["kill", "-s", name.removeprefix("SIG"), "--", f"-{int(pgid)}"]
+    return ["sh", "-c", 'kill -s "$1" -- "-$2"', "alaunch-kill", name.removeprefix("SIG"), str(int(pgid))]
 
 
 def stat_argv(pid: int) -> list[str]:
