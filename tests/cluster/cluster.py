@@ -155,9 +155,9 @@ class Cluster:
         try:
             if self.state_dir is None:
                 self.state_dir = STATE_ROOT / str(self.subnet)
-            if self.state_dir.exists():
-                shutil.rmtree(self.state_dir)
-            self.state_dir.mkdir(parents=True)
+            if self.state_dir.exists():  # left by a killed run; we hold the bridge (the lock)
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
             self.shared_dir.mkdir()
             _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alaunch-test-client",
                 "-f", str(self.client_key))
@@ -396,10 +396,10 @@ class Cluster:
             _sh("ip", "link", "del", h.veth, check=False)
         for h in self.hosts:
             _sh("ip", "netns", "del", h.netns, check=False)
-        if self.subnet is not None:
-            _sh("ip", "link", "del", self.bridge, check=False)
         if self.state_dir is not None and self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self.subnet is not None:  # last: the bridge is the lock on this subnet and dir
+            _sh("ip", "link", "del", self.bridge, check=False)
         self.hosts = []
 
     def save(self) -> None:
