@@ -1,0 +1,97 @@
+"""Transport benchmark on a real 8-host sshd cluster (needs root; run with `make bench`).
+
+Prints, each against a baseline measured in the same run:
+  1. 8 hosts connected sequentially vs in parallel (launcher.group.run_parallel);
+  2. command round trip on an open connection with vs without TCP_NODELAY;
+  3. put_tar of 2,000 small files vs rsync over the same sshd.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from launcher.group import run_parallel  # noqa: E402
+from launcher.hostfile import Host  # noqa: E402
+from launcher.runners import ConnectOptions, SSHRunner  # noqa: E402
+from tests.cluster import Cluster, unavailable_reason  # noqa: E402
+
+
+def runners(cluster, nodelay=True):
+    opts = ConnectOptions(known_hosts=cluster.known_hosts, ssh_config=cluster.ssh_config, nodelay=nodelay)
+    return [SSHRunner(Host(h.name, 8), opts) for h in cluster.hosts]
+
+
+def connect_all(rs, parallel):
+    t0 = time.perf_counter()
+    if parallel:
+        run_parallel(rs, lambda r: r.ping()).raise_on_failure()
+    else:
+        for r in rs:
+            r.ping()
+    dt = time.perf_counter() - t0
+    for r in rs:
+        r.close()
+    return dt
+
+
+def round_trip(cluster, nodelay, n=30):
+    r = runners(cluster, nodelay)[0]
+    r.run(["true"])
+    times = [r.run(["true"]).duration for _ in range(n)]
+    r.close()
+    return statistics.median(times)
+
+
+def main() -> int:
+    reason = unavailable_reason()
+    if reason:
+        print(f"skipped: {reason}")
+        return 0
+    cluster = Cluster(8).up()
+    try:
+        seq = statistics.median(connect_all(runners(cluster), False) for _ in range(3))
+        par = statistics.median(connect_all(runners(cluster), True) for _ in range(3))
+        print(f"connect 8 hosts: sequential {seq:.3f} s, parallel {par:.3f} s -> {seq / par:.1f}x faster")
+
+        slow, fast = round_trip(cluster, False), round_trip(cluster, True)
+        print(f"round trip: no TCP_NODELAY {slow * 1000:.1f} ms, TCP_NODELAY {fast * 1000:.1f} ms "
+              f"-> {slow / fast:.1f}x faster")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "tree"
+            files = []
+            for i in range(2000):
+                p = src / f"d{i % 40}" / f"f{i}.py"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(bytes([i % 256]) * (25_000 + i % 1000))
+                files.append(str(p.relative_to(src)))
+            r = runners(cluster)[1]
+            r.ping()
+            tar_times, rsync_times = [], []
+            for k in range(3):
+                t0 = time.perf_counter()
+                r.put_tar(src, files, f"/tmp/tar{k}")
+                tar_times.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                subprocess.run(["rsync", "-a", "-e", f"ssh -F {cluster.ssh_config}", f"{src}/",
+                                f"host1:/tmp/rsync{k}/"], check=True)
+                rsync_times.append(time.perf_counter() - t0)
+            r.close()
+            t, rs = statistics.median(tar_times), statistics.median(rsync_times)
+            mb = sum((src / f).stat().st_size for f in files) / 2**20
+            print(f"2,000 files / {mb:.0f} MiB: put_tar {t:.2f} s, rsync {rs:.2f} s -> "
+                  f"put_tar at {rs / t:.2f}x rsync's speed")
+    finally:
+        cluster.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
