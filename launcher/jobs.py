@@ -194,8 +194,11 @@ class JobService:
         def one(node: reg.NodeRecord) -> NodeStatus:
             ex = self.exec_factory(hosts[node.host])
             try:
-                return launcher_for(ex, record.id, pythons.get(node.host, "python3")).status(
-                    JobLayout(node.job_dir).state, node.node_rank)
+                python = pythons.get(node.host, "python3")
+                status = launcher_for(ex, record.id, python).status(JobLayout(node.job_dir).state, node.node_rank)
+                if status.state == reg.RUNNING and not status.detail:
+                    status = replace(status, detail=self.progress(node, ex, python))
+                return status
             except AlaunchError as exc:
                 return NodeStatus(node.node_rank, node.host, "unknown", None, 0, exc.message)
             finally:
@@ -232,11 +235,11 @@ class JobService:
 
     # ------------------------------------------------------------------ cancel
 
-    def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:
-        """Stop every process of the job on every node; verify none is left; record CANCELLED."""
-        record = self.registry.get(ref)
-        if record.terminal:
-            raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
+    def _stop_nodes(self, record: reg.JobRecord, grace: float, state: str) -> dict[str, str]:
+        """Stop every process of the job on every node in parallel; verify none is left.
+
+        Each node stopped and verified is recorded ``state``; one that could not be verified
+        is 'unknown'. Returns host -> what happened there."""
         hosts, pythons = self._nodes(record)
 
         def one(node: reg.NodeRecord) -> str:
@@ -255,13 +258,43 @@ class JobService:
             for node, fut in futures.items():
                 try:
                     outcome[node.host] = fut.result()
-                    self.registry.set_node(record.id, node.node_rank, state=reg.CANCELLED, ended_at=reg.now_iso())
+                    self.registry.set_node(record.id, node.node_rank, state=state, ended_at=reg.now_iso())
                 except AlaunchError as exc:
                     outcome[node.host] = f"not verified: {exc.message}"
                     self.registry.set_node(record.id, node.node_rank, state="unknown")
+        return outcome
+
+    def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:
+        """Stop every process of the job on every node; verify none is left; record CANCELLED."""
+        record = self.registry.get(ref)
+        if record.terminal:
+            raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
+        outcome = self._stop_nodes(record, grace, reg.CANCELLED)
         bad = [h for h, m in outcome.items() if m.startswith("not verified")]
         reason = "cancelled by the user" + (f"; could not verify on {', '.join(bad)}" if bad else "")
         return self.registry.set_state(record.id, reg.CANCELLED, reason), outcome
+
+    def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
+        """Gang semantics: one rank failed, so record the job FAILED first (a follower killed
+        half way still leaves the right state) and stop every node's processes."""
+        record = self.registry.get(ref)
+        if record.terminal:
+            return record
+        record = self.registry.set_state(record.id, reg.FAILED, reason)
+        outcome = self._stop_nodes(record, grace, reg.FAILED)
+        self.registry.add_event(record.id, "gang-stop", "; ".join(f"{h}: {m}" for h, m in outcome.items()))
+        bad = [h for h, m in outcome.items() if m.startswith("not verified")]
+        if bad:
+            raise AlaunchError(f"job {record.id} FAILED, but could not verify it stopped on {', '.join(bad)}")
+        return self.registry.get(record.id)
+
+    def progress(self, node: reg.NodeRecord, ex: NodeExec, python: str) -> str:
+        """'step 12/234, loss 1.29' read from the last lines of the node's logs ('' if none yet)."""
+        from launcher.follow import node_progress, tail_argv
+        result = ex.exec(tail_argv(python, node.job_dir), timeout=30)
+        if not result.ok:
+            return ""
+        return node_progress(node.host, result.text())
 
 
 def _close(execs: Mapping[str, NodeExec]) -> None:

@@ -18,6 +18,7 @@ import heapq
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
@@ -104,21 +105,35 @@ class LinePrinter:
     has more than one stream; coloured per rank unless raw."""
 
     def __init__(self, *, tagged: bool, raw: bool, grep: re.Pattern[str] | None = None,
-                 rank: int | None = None, node: str | None = None):
+                 rank: int | None = None, node: str | None = None, since: datetime | None = None):
         self.tagged = tagged
         self.raw = raw
         self.grep = grep
         self.rank = rank
         self.node = node
+        self.since = since
+        self.console = None  # a live display's console while one is up
+        self._recent: dict[tuple[str, int | None], bool] = {}  # per stream: last timestamp >= since
         self.printed = 0
+
+    def _is_recent(self, host: str, rank: int | None, line: str) -> bool:
+        """--since: a line's own timestamp decides; lines without one go with their stream's last."""
+        if self.since is None:
+            return True
+        ts = parse_timestamp(line) if line[:1] in "[0123456789" else None
+        key = (host, rank)
+        if ts is not None:
+            self._recent[key] = ts >= self.since
+        return self._recent.get(key, False)
 
     def wants(self, host: str, rank: int | None) -> bool:
         return (self.rank is None or rank == self.rank) and (self.node is None or host == self.node)
 
     def emit(self, host: str, rank: int | None, line: str) -> None:
-        if not self.wants(host, rank) or (self.grep is not None and not self.grep.search(line)):
+        if not self._is_recent(host, rank, line) or not self.wants(host, rank) \
+                or (self.grep is not None and not self.grep.search(line)):
             return
-        console = environment.current().stdout
+        console = self.console or environment.current().stdout
         tag = f"{label(host, rank):<12} | " if self.tagged else ""
         if self.raw or console.no_color:
             console.file.write(tag + line + "\n")
@@ -261,7 +276,7 @@ def compile_grep(pattern: str | None) -> re.Pattern[str] | None:
 
 
 def show_local(path: Path, *, summary: bool, as_json: bool, grep: str | None, rank: int | None,
-               node: str | None, raw: bool) -> int:
+               node: str | None, raw: bool, since: str | None = None) -> int:
     """The local mode; returns the exit code (JOB_FAILED when a failure was recognised)."""
     files = discover(path)
     regex = compile_grep(grep)
@@ -274,7 +289,8 @@ def show_local(path: Path, *, summary: bool, as_json: bool, grep: str | None, ra
         job = parse_files(files)
         print_summary(job, as_json=as_json)
     else:
-        printer = LinePrinter(tagged=len(files) > 1, raw=raw, grep=regex)
+        from launcher.commands._live import parse_since
+        printer = LinePrinter(tagged=len(files) > 1, raw=raw, grep=regex, since=parse_since(since))
         job = JobLogs()
         for lf, line in merged_lines(files):
             job.feed(lf.host, lf.rank, line)
@@ -285,19 +301,57 @@ def show_local(path: Path, *, summary: bool, as_json: bool, grep: str | None, ra
     return int(ExitCode.JOB_FAILED) if job.first_failure is not None else int(ExitCode.OK)
 
 
+def show_job(ref: str, *, follow: bool, grep: str | None, rank: int | None, node: str | None, raw: bool,
+             since: str | None, known_hosts: Optional[Path], ssh_config: Optional[Path], accept_new: bool) -> int:
+    """The job mode: every node's logs over one channel each (see launcher.follow)."""
+    from launcher import registry as reg
+    from launcher.commands._live import follow_job, runner_factory
+    from launcher.commands.jobs import _service
+
+    env = environment.current()
+    registry, service = _service(env, known_hosts, ssh_config, accept_new, ref)
+    with registry:
+        record = registry.get(ref)
+        saved = record.meta.get("ssh") or {}
+        runner_for = runner_factory(known_hosts or (Path(saved["known_hosts"]) if "known_hosts" in saved else None),
+                                    ssh_config or (Path(saved["ssh_config"]) if "ssh_config" in saved else None),
+                                    accept_new)
+        if not record.nodes or (record.state in (reg.PENDING, reg.STAGING)):
+            raise InputError(f"job {record.id} is {record.state}: it has no logs on its hosts yet")
+        return follow_job(record, service, runner_for, follow=follow, raw=raw, grep=grep, rank=rank,
+                          node=node, since=since)
+
+
 def register(app: typer.Typer) -> None:
+    from launcher.commands.submit import ssh_options
+    s = ssh_options()
+
     @app.command("logs")
     def logs(
-        target: Path = typer.Argument(..., help="A log file or a fetched run directory."),
-        summary: bool = typer.Option(False, "--summary", help="Print only the summary."),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        target: str = typer.Argument(..., help="A job (id, prefix or name), a log file or a fetched run directory."),
+        follow: bool = typer.Option(False, "--follow", "-f", help="Follow the job until it ends; exit with its status code."),
+        summary: bool = typer.Option(False, "--summary", help="Print only the summary (log files)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (log files)."),
         grep: Optional[str] = typer.Option(None, "--grep", help="Only lines matching this regex."),
         rank: Optional[int] = typer.Option(None, "--rank", help="Only this rank."),
         node: Optional[str] = typer.Option(None, "--node", help="Only this host."),
         raw: bool = typer.Option(False, "--raw", help="Plain lines, no colour, no summary (pipes)."),
+        since: Optional[str] = typer.Option(None, "--since", help="Only lines since: 30s, 10m, 2h or a time."),
+        known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
+        accept_new: bool = s["accept_new"],
     ) -> None:
-        """Show logs tagged by host/rank, or their summary (exit 100 on a failure)."""
-        code = show_local(target, summary=summary, as_json=as_json, grep=grep, rank=rank,
-                          node=node, raw=raw)
+        """Show a job's or a log's lines tagged by host/rank, or their summary (exit 100 on a failure)."""
+        path = Path(target)
+        if path.exists() or any(sep in target for sep in ("/", "\\")) or target.endswith(".log"):
+            if follow:
+                raise InputError("-f follows a job from the registry, not a local file", key="--follow")
+            code = show_local(path, summary=summary, as_json=as_json, grep=grep, rank=rank,
+                              node=node, raw=raw, since=since)
+        else:
+            if summary or as_json:
+                raise InputError("--summary/--json read local logs; fetch the job first "
+                                 "(alaunch fetch JOB) or drop them", key="--summary")
+            code = show_job(target, follow=follow, grep=grep, rank=rank, node=node, raw=raw, since=since,
+                            known_hosts=known_hosts, ssh_config=ssh_config, accept_new=accept_new)
         if code:
             raise typer.Exit(code)

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextCo
 
 from launcher import environment, registry as reg
 from launcher.errors import AlaunchError, ExitCode
-from launcher.jobs import STATE_EXIT, JobService, SubmitOptions, resolve_hosts
+from launcher.jobs import JobService, SubmitOptions, resolve_hosts
 from launcher.stage import HostReport, PlainProgress, Progress
 
 ORDER = 30
@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
         cluster_time_out: int = typer.Option(600, "--cluster-time-out", help="Seconds msrun waits for all nodes."),
         check_mindformers: bool = typer.Option(False, "--validate", help="Also load the config with MindFormers."),
-        follow: bool = typer.Option(False, "--follow", "-f", help="Wait for the end; exit with its status code."),
+        follow: bool = typer.Option(False, "--follow", "-f",
+                                    help="Follow the logs live until the end; exit with the job's status code."),
         known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
         accept_new: bool = s["accept_new"],
     ) -> None:
@@ -103,9 +104,12 @@ def register(app: typer.Typer) -> None:
                 record = service.submit(job, hosts, opts)
             say(f"started {record.name} on {len(record.nodes)} node(s): "
                 + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid})" for n in record.nodes))
+            code = 0
             if follow:
-                record = service.wait(record.id, on_status=lambda r, s: None)
-                say(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
+                from launcher.commands._live import follow_job, runner_factory
+                code = follow_job(record, service, runner_factory(known_hosts, ssh_config, accept_new),
+                                  raw=env.raw)
+                record = registry.get(record.id)
             env.stdout.print(record.id, markup=False, highlight=False)
-        if follow and record.state != reg.SUCCEEDED:
-            raise typer.Exit(int(STATE_EXIT[record.state]))
+        if code:
+            raise typer.Exit(code)

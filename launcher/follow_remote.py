@@ -1,0 +1,200 @@
+"""Fixed stdlib-only scripts the follower runs on a node (``python3 -c SCRIPT REQUEST_JSON``).
+
+Why a script and not ``tail -F``: ``tail -F`` follows the files it was given, but
+``worker_N.log``, ``scheduler.log`` and ``output/log/rank_N/info.log`` appear one by one
+after the job starts, and the follower must also learn when the node's msrun ended (the
+supervisor's ``state/exit_code``) without a second connection. One process per node does
+all three over the one SSH channel: it rescans the job directory, follows every log from
+its start (re-opening a file when it is rotated or truncated, as ``tail -F`` does), and
+says when the node ended. The request travels as one quoted argv element, never as shell text.
+
+FOLLOW output protocol, one message per line (tab separated, the text is the rest):
+
+* ``L <rank> <role> <text>`` a log line; ``rank`` empty for the scheduler, ``role`` is
+  ``worker`` / ``scheduler`` / ``info`` / ``error``.
+* ``H`` heartbeat once a second: a write to a closed channel ends the script, so a
+  killed ``alaunch`` leaves nothing behind on the hosts.
+* ``X <exit code>`` the node ended (all logs were read first); ``X ?`` ended without an
+  exit code (supervisor gone), ``X -`` a snapshot (``follow`` false) is complete,
+  ``X !<reason>`` there is no such job directory.
+
+Which files: every ``worker_N.log`` and ``scheduler.log``; ``rank_N/info.log`` and
+``error.log`` only for ranks without a ``worker_N.log`` (the same MindFormers lines reach
+both, and one rank must be read from one file or its losses would count twice).
+
+TAIL: ``{"root"}`` -> JSON ``{rank: [last lines]}`` of each rank's log (its last 64 KiB),
+what ``alaunch status`` reads the current step and loss from.
+"""
+
+FOLLOW = r'''
+import json, os, re, sys, time
+req = json.loads(sys.argv[1])
+root = req["root"]
+follow = req.get("follow", True)
+interval = float(req.get("interval", 0.05))
+msrun_dir = os.path.join(root, "msrun_log")
+mf_dir = os.path.join(root, "output", "log")
+state_dir = os.path.join(root, "state")
+out = sys.stdout.buffer
+WORKER = re.compile(r"^worker_(\d+)\.log$")
+RANK = re.compile(r"^rank_(\d+)$")
+files = {}
+
+def listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+def wanted():
+    want, workers = {}, set()
+    for name in listdir(msrun_dir):
+        m = WORKER.match(name)
+        if m:
+            want[os.path.join(msrun_dir, name)] = (m.group(1), "worker")
+            workers.add(m.group(1))
+        elif name == "scheduler.log":
+            want[os.path.join(msrun_dir, name)] = ("", "scheduler")
+    for d in listdir(mf_dir):
+        m = RANK.match(d)
+        if m and m.group(1) not in workers:
+            for role in ("info", "error"):
+                path = os.path.join(mf_dir, d, role + ".log")
+                if os.path.isfile(path):
+                    want[path] = (m.group(1), role)
+    return want
+
+def emit(rank, role, raw):
+    out.write(b"L\t" + rank.encode() + b"\t" + role.encode() + b"\t" + raw.rstrip(b"\r") + b"\n")
+
+def pump(path, f):
+    wrote = False
+    while True:
+        data = f["fh"].read(1 << 20)
+        if not data:
+            break
+        *complete, f["part"] = (f["part"] + data).split(b"\n")
+        for raw in complete:
+            emit(f["rank"], f["role"], raw)
+            wrote = True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return wrote
+    pos = f["fh"].tell()
+    if st.st_ino != f["ino"] or st.st_size < pos:  # rotated or truncated: start the new file
+        if f["part"]:
+            emit(f["rank"], f["role"], f["part"])
+            f["part"] = b""
+        f["fh"].close()
+        f["fh"] = open(path, "rb")
+        f["ino"] = os.fstat(f["fh"].fileno()).st_ino
+        wrote = pump(path, f) or True
+    return wrote
+
+def rescan():
+    for path, (rank, role) in wanted().items():
+        if path not in files:
+            try:
+                fh = open(path, "rb")
+            except OSError:
+                continue
+            files[path] = {"fh": fh, "rank": rank, "role": role, "part": b"",
+                           "ino": os.fstat(fh.fileno()).st_ino}
+    workers = {f["rank"] for f in files.values() if f["role"] == "worker"}
+    for path in [p for p, f in files.items() if f["role"] in ("info", "error") and f["rank"] in workers]:
+        files.pop(path)["fh"].close()
+
+def pump_all(final=False):
+    wrote = False
+    for path, f in list(files.items()):
+        wrote = pump(path, f) or wrote
+        if final and f["part"]:
+            emit(f["rank"], f["role"], f["part"])
+            f["part"] = b""
+            wrote = True
+    return wrote
+
+def read(name):
+    try:
+        with open(os.path.join(state_dir, name)) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+def ended():
+    code = read("exit_code")
+    if code is not None:
+        return code
+    pid = read("pid")
+    if pid and not alive(int(pid.split()[1])):
+        code = read("exit_code")
+        return code if code is not None else "?"
+    return None
+
+def main():
+    if not os.path.isdir(root):
+        out.write(b"X\t!no job directory " + root.encode() + b"\n")
+        return
+    beat = time.monotonic()
+    last_scan = 0.0
+    while True:
+        code = ended() if follow else "-"
+        now = time.monotonic()
+        if code is not None or now - last_scan > 0.5:
+            rescan()
+            last_scan = now
+        wrote = pump_all(final=code is not None)
+        if code is not None:
+            out.write(b"X\t" + code.encode() + b"\n")
+            out.flush()
+            return
+        if wrote:
+            out.flush()
+        elif now - beat > 1.0:
+            out.write(b"H\n")
+            out.flush()
+            beat = now
+        if wrote:
+            beat = now
+        time.sleep(interval)
+
+try:
+    main()
+except (BrokenPipeError, KeyboardInterrupt):
+    os._exit(0)
+'''
+
+TAIL = r'''
+import json, os, re, sys
+root = json.loads(sys.argv[1])["root"]
+picked = {}
+def add(rank, path, prio):
+    if os.path.isfile(path) and (rank not in picked or picked[rank][1] > prio):
+        picked[rank] = (path, prio)
+for name in (os.listdir(os.path.join(root, "msrun_log")) if os.path.isdir(os.path.join(root, "msrun_log")) else []):
+    m = re.match(r"^worker_(\d+)\.log$", name)
+    if m:
+        add(m.group(1), os.path.join(root, "msrun_log", name), 0)
+logs = os.path.join(root, "output", "log")
+for d in (os.listdir(logs) if os.path.isdir(logs) else []):
+    m = re.match(r"^rank_(\d+)$", d)
+    if m:
+        add(m.group(1), os.path.join(logs, d, "info.log"), 1)
+result = {}
+for rank, (path, _) in picked.items():
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - 65536))
+        lines = fh.read().decode("utf-8", "replace").splitlines()
+    result[rank] = lines[1:] if size > 65536 else lines
+print(json.dumps(result))
+'''

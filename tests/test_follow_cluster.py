@@ -1,0 +1,167 @@
+"""A minimal real job for the follow tests: real msrun, a worker that prints MindFormers lines.
+
+The worker (``train.py``, staged as the job's code tree) prints MindFormers 1.9 MFLossMonitor
+lines for ``STEPS`` steps, ``STEP_S`` seconds apart, and raises on rank ``FAIL_RANK`` at step
+``FAIL_AT`` — the shape of a real failure (a Python traceback in ``worker_1.log``, msrun's
+``Worker process ... exit with exception``) in seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+WORKER = r'''
+import datetime, os, sys, time
+if os.environ.get("MS_ROLE") == "MS_SCHED":
+    print("scheduler up", flush=True)
+    sys.exit(0)
+rank = int(os.environ.get("RANK_ID", "0"))
+steps, step_s = int(os.environ.get("STEPS", "8")), float(os.environ.get("STEP_S", "0.25"))
+fail_rank, fail_at = int(os.environ.get("FAIL_RANK", "-1")), int(os.environ.get("FAIL_AT", "3"))
+
+def now():
+    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+
+def load_dataset(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError("dataset not found: " + path)
+
+for step in range(1, steps + 1):
+    if rank == fail_rank and step == fail_at:
+        print(now() + " - mindformers[train.py:20] - INFO - failing now", flush=True)
+        load_dataset("/no/such/dataset_rank%d.mindrecord" % rank)
+    loss = 2.0 / step + 0.01 * rank
+    print(now() + " - mindformers[mindformers/core/callback/callback.py:500] - INFO - "
+          "{ Epoch:[  1/  1], step:[%5d/%5d], loss: %5.6f, per_step_time: %dms, lr: 0.0001, "
+          "overflow cond: False, loss_scale: 1.0, global_norm: [0.0248], "
+          "train_throughput_per_npu: 0.001T" % (step, steps, loss, int(step_s * 1000)), flush=True)
+    time.sleep(step_s)
+print(now() + " - mindformers[train.py:40] - INFO - done", flush=True)
+'''
+
+
+def write_follow_job(dirpath: Path, name: str, *, steps: int, step_s: float = 0.25,
+                     fail_rank: int = -1, fail_at: int = 3) -> Path:
+    code = dirpath / f"{name}-code"
+    code.mkdir(parents=True, exist_ok=True)
+    (code / "train.py").write_text(WORKER, encoding="utf-8")
+    job = {"name": name, "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml", "seed": 42,
+           "nodes": "all", "cards_per_node": "all", "code": {"local": str(code)},
+           "entry": {"script": "train.py"},
+           "env": {"STEPS": steps, "STEP_S": step_s, "FAIL_RANK": fail_rank, "FAIL_AT": fail_at}}
+    path = dirpath / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(job), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------- the tests
+import datetime as dt  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from launcher.errors import ExitCode  # noqa: E402
+from launcher.registry import Registry  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+BIN = str(Path(sys.executable).parent)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _hostfile(cluster, tmp_path: Path) -> Path:
+    hf = tmp_path / "hosts"
+    hf.write_text("".join(cluster.hostfile_text(slots=1).splitlines(keepends=True)[:2]))
+    return hf
+
+
+def _ssh(cluster) -> list[str]:
+    return ["--known-hosts", str(cluster.known_hosts)]
+
+
+def _marked(cluster, job_id: str) -> list[str]:
+    """Processes carrying the job's marker on host0 and host1 (read inside each host)."""
+    found = []
+    for i in (0, 1):
+        out = cluster.exec_on(i, ["sh", "-c", f"grep -l ALAUNCH_JOB_ID={job_id} /proc/[0-9]*/environ 2>/dev/null"])
+        found += [f"host{i}:{line}" for line in out.stdout.split() if "/self/" not in line]
+    return found
+
+
+def test_failure_on_rank_1_fails_the_job_names_it_and_stops_both_hosts(ssh_cluster, run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = write_follow_job(tmp_path, "fail1", steps=400, step_s=0.25, fail_rank=1, fail_at=6)
+    t0 = time.monotonic()
+    code, out, err = run_cli("submit", str(job), "-H", str(_hostfile(ssh_cluster, tmp_path)), "--bin-dir", BIN,
+                             "--cluster-time-out", "60", "--follow", *_ssh(ssh_cluster))
+    took = time.monotonic() - t0
+    assert code == ExitCode.JOB_FAILED, err
+    job_id = out.strip().splitlines()[-1]
+    host1 = ssh_cluster.hosts[1].address
+    # the failing host and rank, and the traceback's last lines
+    assert f"first failure: {host1} rank 1 (traceback): FileNotFoundError: dataset not found: " \
+           f"/no/such/dataset_rank1.mindrecord" in err, err
+    assert 'raise FileNotFoundError("dataset not found: " + path)' in err
+    assert "load_dataset(" in err
+    # lines of both hosts, tagged host/rank, arrived while following
+    assert f"{ssh_cluster.hosts[0].address}/0" in out and f"{host1}/1" in out
+    with Registry.in_state_dir() as registry:
+        record = registry.get(job_id)
+        events = {e.kind: e for e in registry.events(job_id)}
+    assert record.state == "failed" and f"rank 1 on {host1}" in record.reason
+    # nothing of the job is left on either host ...
+    assert _marked(ssh_cluster, job_id) == []
+    # ... and the stop came within 10 s of the failure (the worker printed its time just before)
+    log = ssh_cluster.hosts[1].path(f"{record.nodes[1].job_dir}/msrun_log/worker_1.log").read_text()
+    failed_at = dt.datetime.strptime(re.search(r"^(\S+ \S+) - .* failing now$", log, re.M).group(1),
+                                     "%Y-%m-%d %H:%M:%S,%f")
+    stopped_at = dt.datetime.fromisoformat(events["gang-stop"].time).astimezone().replace(tzinfo=None)
+    assert 0 < (stopped_at - failed_at).total_seconds() < 10, (failed_at, stopped_at)
+    assert took < 90  # rank 0 alone would have run 400 * 0.25 s = 100 s
+
+
+def test_logs_follow_tags_both_hosts_survives_sigkill_and_reattaches(ssh_cluster, run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = write_follow_job(tmp_path, "reattach", steps=70, step_s=0.25)
+    code, out, err = run_cli("submit", str(job), "-H", str(_hostfile(ssh_cluster, tmp_path)), "--bin-dir", BIN,
+                             "--cluster-time-out", "60", *_ssh(ssh_cluster))
+    assert code == 0, err
+    job_id = out.strip().splitlines()[-1]
+    # a separate alaunch follows, is SIGKILLed mid-job
+    env = {**os.environ, "ALAUNCH_STATE_DIR": os.environ["ALAUNCH_STATE_DIR"]}
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", job_id, "-f", *_ssh(ssh_cluster)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if "step:[   10/   70]" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any("step:[" in s for s in seen), "".join(seen[-20:]) + proc.stderr.read()
+    # the job runs on; status reattaches and reads the progress from the logs
+    code, out, _ = run_cli("status", job_id, *_ssh(ssh_cluster))
+    assert code == ExitCode.JOB_RUNNING, out
+    assert re.search(r"step \d+/70, loss \d", out), out
+    # the remote followers of the killed alaunch go away (their heartbeat hits a closed channel)
+    time.sleep(3)
+    for i in (0, 1):
+        ps = ssh_cluster.exec_on(i, ["sh", "-c", "grep -l follow_remote /proc/[0-9]*/cmdline 2>/dev/null; "
+                                                 "grep -l WORKER.match /proc/[0-9]*/cmdline 2>/dev/null"])
+        assert [p for p in ps.stdout.split() if "/self/" not in p] == [], ps.stdout
+    # a new logs -f follows to the end: both hosts' lines, tagged, and the job's code
+    code, out, err = run_cli("logs", job_id, "-f", *_ssh(ssh_cluster))
+    assert code == ExitCode.OK, err
+    for i in (0, 1):
+        tag = f"{ssh_cluster.hosts[i].address}/{i}"
+        assert re.search(rf"^{re.escape(tag)}\s+\| .*step:\[   70/   70\]", out, re.M), out[-2000:]
+    assert f"{job_id}: succeeded" in err
+    assert run_cli("status", job_id, *_ssh(ssh_cluster))[0] == ExitCode.OK
