@@ -197,7 +197,7 @@ class JobService:
                 python = pythons.get(node.host, "python3")
                 status = launcher_for(ex, record.id, python).status(JobLayout(node.job_dir).state, node.node_rank)
                 if status.state == reg.RUNNING and not status.detail:
-                    status = replace(status, detail=self.progress(node, ex, python))
+                    status = replace(status, detail=self.log_progress(node, ex, python))
                 return status
             except AlaunchError as exc:
                 return NodeStatus(node.node_rank, node.host, "unknown", None, 0, exc.message)
@@ -288,7 +288,7 @@ class JobService:
             raise AlaunchError(f"job {record.id} FAILED, but could not verify it stopped on {', '.join(bad)}")
         return self.registry.get(record.id)
 
-    def progress(self, node: reg.NodeRecord, ex: NodeExec, python: str) -> str:
+    def log_progress(self, node: reg.NodeRecord, ex: NodeExec, python: str) -> str:
         """'step 12/234, loss 1.29' read from the last lines of the node's logs ('' if none yet)."""
         from launcher.follow import node_progress, tail_argv
         result = ex.exec(tail_argv(python, node.job_dir), timeout=30)

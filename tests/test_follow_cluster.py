@@ -154,8 +154,8 @@ def test_logs_follow_tags_both_hosts_survives_sigkill_and_reattaches(ssh_cluster
     # the remote followers of the killed alaunch go away (their heartbeat hits a closed channel)
     time.sleep(3)
     for i in (0, 1):
-        ps = ssh_cluster.exec_on(i, ["sh", "-c", "grep -l follow_remote /proc/[0-9]*/cmdline 2>/dev/null; "
-                                                 "grep -l WORKER.match /proc/[0-9]*/cmdline 2>/dev/null"])
+        # ('[.]': the grep's own command line must not match its pattern)
+        ps = ssh_cluster.exec_on(i, ["sh", "-c", "grep -l 'WORKER[.]match' /proc/[0-9]*/cmdline 2>/dev/null"])
         assert [p for p in ps.stdout.split() if "/self/" not in p] == [], ps.stdout
     # a new logs -f follows to the end: both hosts' lines, tagged, and the job's code
     code, out, err = run_cli("logs", job_id, "-f", *_ssh(ssh_cluster))
