@@ -10,6 +10,7 @@ from launcher.hostfile import Host
 from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
                                    ConnectError, HostKeyError, ProcessState)
 from launcher.runners.local import LocalRunner
+from launcher.runners.openssh import OpenSSHRunner, ssh_argv, ssh_binary, ssh_options
 from launcher.runners.ssh import ConnectOptions, SSHRunner
 
 
@@ -17,9 +18,11 @@ def make_runner(host: Host, options: ConnectOptions | None = None) -> CommandRun
     """The runner for one host (constructing it touches no network)."""
     if host.is_local:
         return LocalRunner(host)
+    if ssh_binary():
+        return OpenSSHRunner(host, options)
     return SSHRunner(host, options)
 
 
 __all__ = ["CommandFailed", "CommandResult", "CommandRunner", "CommandTimeout", "ConnectError",
-           "ConnectOptions", "HostKeyError", "LocalRunner", "ProcessState", "SSHRunner",
-           "make_runner"]
+           "ConnectOptions", "HostKeyError", "LocalRunner", "OpenSSHRunner", "ProcessState", "SSHRunner",
+           "make_runner", "ssh_argv", "ssh_binary", "ssh_options"]

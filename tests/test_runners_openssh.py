@@ -1,0 +1,151 @@
+"""The OpenSSH-client transport: pure option building, then real ssh against the sshd cluster."""
+
+import io
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from launcher.hostfile import Host
+from launcher.runners import ConnectOptions, HostKeyError, OpenSSHRunner, make_runner, ssh_argv
+from launcher.runners.openssh import classify, control_path, rsync_rsh, ssh_options
+
+HOSTILE = "/srv/we ird'dir\";$(touch /srv/CANARY);`touch /srv/CANARY2`"
+
+
+# ----------------------------------------------------------------------------- pure
+
+def _opt(argv, key):
+    return [argv[i + 1].split("=", 1)[1] for i, a in enumerate(argv)
+            if a == "-o" and argv[i + 1].startswith(key + "=")]
+
+
+def test_ssh_argv_quotes_every_remote_word_and_ends_options():
+    host = Host("h1", 8, user="bob", port=2222, identity="~/k")
+    argv = ssh_argv(host, ConnectOptions(), ["cat", "--", HOSTILE], ssh="/usr/bin/ssh")
+    assert argv[0] == "/usr/bin/ssh"
+    assert argv[-3:-1] == ["--", "h1"]
+    assert shlex.split(argv[-1]) == ["cat", "--", HOSTILE]  # the remote shell sees exactly these words
+    assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-l") + 1] == "bob"
+    assert argv[argv.index("-i") + 1] == os.path.expanduser("~/k")
+
+
+def test_host_key_policy_matches_the_paramiko_path():
+    h = Host("h1", 1)
+    strict = ssh_options(h, ConnectOptions(known_hosts=Path("/k h/known")))
+    assert _opt(strict, "StrictHostKeyChecking") == ["yes"]
+    assert _opt(strict, "BatchMode") == ["yes"]
+    assert _opt(strict, "UserKnownHostsFile") == ['"/k h/known"']  # spaces survive ssh's tokenizer
+    accept = ssh_options(h, ConnectOptions(accept_new_host_keys=True))
+    assert _opt(accept, "StrictHostKeyChecking") == ["accept-new"]  # never "no": changed keys refused
+    assert _opt(accept, "UserKnownHostsFile") == []  # default: ssh_config's, else ~/.ssh/known_hosts
+
+
+def test_config_file_timeout_and_multiplexing_options():
+    o = ConnectOptions(ssh_config=Path("/etc/x/ssh_config"), connect_timeout=2.4, control_persist=0)
+    argv = ssh_options(Host("h", 1), o)
+    assert argv[argv.index("-F") + 1] == "/etc/x/ssh_config"
+    assert _opt(argv, "ConnectTimeout") == ["2"]
+    assert control_path(o) is None and _opt(argv, "ControlMaster") == []
+    cp = control_path(ConnectOptions(), Path("/tmp"))
+    assert cp != control_path(ConnectOptions(), Path("/tmp"))  # one master per runner
+    withcp = ssh_options(Host("h", 1), ConnectOptions(), control=cp)
+    assert _opt(withcp, "ControlPath") == [cp] and _opt(withcp, "ControlMaster") == ["auto"]
+    assert shlex.split(rsync_rsh(Host("h", 1, port=22), o)) == ["ssh", *ssh_options(Host("h", 1, port=22), o)]
+
+
+def test_classify_ssh_failures():
+    changed = "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed."
+    assert isinstance(classify("h", changed, "/kh"), HostKeyError)
+    assert "CHANGED" in str(classify("h", changed, "/kh"))
+    assert "unknown host key" in str(classify("h", "No ED25519 host key is known for x and you have "
+                                                   "requested strict checking.\nHost key verification failed.", "/kh"))
+    assert "refused" in str(classify("h", "ssh: connect to host x port 22: Connection refused", None))
+    assert classify("h", "some remote program said this", None) is None
+
+
+def test_make_runner_prefers_openssh_when_installed():
+    assert isinstance(make_runner(Host("h", 1)), OpenSSHRunner)
+
+
+# ----------------------------------------------------------------------------- real ssh
+
+def runner(cluster, i=0, **opts):
+    o = ConnectOptions(known_hosts=opts.pop("known_hosts", cluster.known_hosts),
+                       ssh_config=cluster.ssh_config, **opts)
+    return OpenSSHRunner(Host(cluster.hosts[i].name, 8), o)
+
+
+@pytest.mark.cluster
+def test_upload_download_offset_hostile_path(ssh_cluster):
+    payload = os.urandom(3 << 20) + b"tail"
+    with runner(ssh_cluster) as r:
+        path = HOSTILE + "/f.bin"
+        assert r.upload_stream([payload[:1 << 20], payload[1 << 20:]], path) == len(payload)
+        buf = io.BytesIO()
+        assert r.download(path, buf) == len(payload) and buf.getvalue() == payload
+        buf = io.BytesIO()
+        assert r.download(path, buf, offset=(3 << 20) + 1) == 3 and buf.getvalue() == b"ail"
+        code, out, _ = r.exec(["sh", "-c", "ls /srv; ls /srv/CANARY* 2>/dev/null | wc -l"])
+        assert code == 0 and out.decode().split()[-1] == "0"
+        code, out, _ = r.exec(["ls", "--", HOSTILE])
+        assert code == 0 and out.decode().split() == ["f.bin"]  # no .part left behind
+        with pytest.raises(Exception, match="No such file"):
+            r.download("/srv/nope", io.BytesIO())
+
+
+@pytest.mark.cluster
+def test_put_get_put_tar_through_ssh(ssh_cluster, tmp_path):
+    for i in range(30):
+        (tmp_path / "t" / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "t" / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i))
+    files = sorted(str(p.relative_to(tmp_path / "t")) for p in (tmp_path / "t").rglob("f*"))
+    with runner(ssh_cluster, 1) as r:
+        sent = r.put_tar(tmp_path / "t", files, "/srv/tar dest")
+        assert sent >= sum((tmp_path / "t" / f).stat().st_size for f in files)
+        r.get("/srv/tar dest/" + files[7], tmp_path / "back")
+        assert (tmp_path / "back").read_bytes() == (tmp_path / "t" / files[7]).read_bytes()
+        (tmp_path / "x.sh").write_text("echo hi\n")
+        (tmp_path / "x.sh").chmod(0o750)
+        r.put(tmp_path / "x.sh", "/srv/x dir/x.sh")
+        assert r.exec(["sh", "-c", "stat -c %a '/srv/x dir/x.sh'; '/srv/x dir/x.sh'"])[1].split() == [b"750", b"hi"]
+
+
+@pytest.mark.cluster
+def test_unknown_host_key_refused_then_accepted_through_ssh(ssh_cluster, tmp_path):
+    known = tmp_path / "known hosts"
+    with pytest.raises(HostKeyError, match="unknown host key.*--accept-new-host-keys"):
+        runner(ssh_cluster, 2, known_hosts=known).exec(["true"])
+    assert not known.exists() or ssh_cluster.hosts[2].address not in known.read_text()
+    with runner(ssh_cluster, 2, known_hosts=known, accept_new_host_keys=True) as r:
+        assert r.exec(["hostname"])[1].strip() == b"host2"
+    assert ssh_cluster.host_key_line(2).split()[2] in known.read_text()
+    with runner(ssh_cluster, 2, known_hosts=known) as r:  # now known: strict mode connects
+        assert r.exec(["true"])[0] == 0
+
+
+@pytest.mark.cluster
+def test_changed_host_key_refused_through_ssh_even_with_accept_new(ssh_cluster, tmp_path):
+    known = tmp_path / "known_hosts"
+    wrong = ssh_cluster.host_key_line(2).split(" ", 1)[1]
+    known.write_text(f"{ssh_cluster.hosts[1].address} {wrong}\n")
+    for accept in (False, True):
+        r = runner(ssh_cluster, 1, known_hosts=known, accept_new_host_keys=accept)
+        with pytest.raises(HostKeyError, match="CHANGED"):
+            r.exec(["true"])
+        with pytest.raises(HostKeyError, match="CHANGED"):
+            r.download("/etc/hostname", io.BytesIO())
+        r.close()
+    assert known.read_text() == f"{ssh_cluster.hosts[1].address} {wrong}\n"
+
+
+@pytest.mark.cluster
+def test_master_connection_reused_and_closed(ssh_cluster):
+    r = runner(ssh_cluster, 0)
+    r.exec(["true"])
+    prefix = Path(r._control).name.split("%")[0]
+    socks = [p for p in Path(r._control).parent.iterdir() if p.name.startswith(prefix)]
+    assert len(socks) == 1
+    r.close()
+    assert not [p for p in Path(r._control).parent.iterdir() if p.name.startswith(prefix)]
