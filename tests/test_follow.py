@@ -1,0 +1,189 @@
+"""The follower's parts without SSH: the wire protocol, the progress view and its rendering,
+--since, status progress, and the real FOLLOW script run as a local process on a job dir
+whose files appear, grow and rotate while it runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from launcher.commands._live import parse_since
+from launcher.errors import InputError
+from launcher.follow import (Event, NodeStream, StepClock, build_view, follow_argv, loss_trend,
+                             node_progress, parse_message, progress_renderable, tail_argv, view_text)
+from launcher.hostfile import Host
+from launcher.logparse import JobLogs
+from launcher.runners import LocalRunner
+
+FIX = Path(__file__).parent / "fixtures" / "real-ascend"
+PY = __import__("sys").executable
+
+
+def test_parse_message_lines_ends_and_noise():
+    ev = parse_message("h1", "L\t3\tworker\tloss: 1.0\tstill text", 7.0)
+    assert ev == Event("h1", "line", 3, "worker", "loss: 1.0\tstill text", 7.0)
+    assert parse_message("h1", "L\t\tscheduler\tup").rank is None
+    assert parse_message("h1", "X\t1").exit_code == 1
+    assert parse_message("h1", "X\t?").exit_code is None
+    assert parse_message("h1", "H").kind == "beat"
+    assert parse_message("h1", "some login banner") is None
+
+
+def test_argv_carries_the_request_as_one_element():
+    argv = follow_argv("/opt/py 3/python3", "/root/a b/'; rm -rf ~'", follow=True)
+    assert argv[0] == "/opt/py 3/python3" and argv[1] == "-c"
+    assert json.loads(argv[3]) == {"root": "/root/a b/'; rm -rf ~'", "follow": True}
+    assert json.loads(tail_argv("python3", "/x")[3]) == {"root": "/x"}
+
+
+def test_loss_trend():
+    assert loss_trend([2.0]) == ""
+    assert loss_trend([2.0, 1.8, 1.5, 1.2, 1.0, 0.9]) == "↓"
+    assert loss_trend([1.0, 1.1, 1.3, 1.6]) == "↑"
+    assert loss_trend([1.0, 1.0, 1.001, 1.0]) == "→"
+
+
+def _job_from(path: Path, host: str = "h0", rank: int = 0) -> JobLogs:
+    job = JobLogs()
+    for line in path.read_text(errors="replace").splitlines():
+        job.feed(host, rank, line)
+    return job
+
+
+def test_view_of_the_real_4card_log():
+    view = build_view(_job_from(FIX / "train-run-4card" / "worker_0.log"))
+    assert (view.kind, view.done, view.total, view.epoch, view.epochs) == ("train", 1170, 1170, 5, 5)
+    assert view.loss == pytest.approx(1.086)
+    text = view_text(view)
+    assert text.startswith("epoch 5/5 step 1170/1170 | loss 1.086")
+    assert "ms/step" in text or "s/step" in text
+
+
+def test_view_of_the_real_eval_log():
+    view = build_view(_job_from(FIX / "train-run-1card" / "info.log"))
+    assert (view.kind, view.done, view.total) == ("eval", 2067, 2067)
+    assert view_text(view).startswith("example 2067/2067")
+
+
+def test_step_time_and_eta_from_arrival_when_the_log_has_none():
+    job, clock = JobLogs(), StepClock()
+    for step, at in ((1, 0.0), (2, 2.0), (3, 4.0)):
+        job.feed("h", 0, f"{{ Epoch:[  1/  1], step:[    {step}/   10], loss: {3 - step * 0.5:.3f}")
+        clock.note(step, at)
+    view = build_view(job, clock)
+    assert view.step_s == pytest.approx(2.0) and view.eta_s == pytest.approx(14.0)
+    assert view.trend == "↓"
+
+
+def test_failure_shows_under_the_bar_and_fits_100_columns():
+    job = JobLogs()
+    job.feed("10.213.0.11", 1, "{ Epoch:[  1/  5], step:[   98/  234], loss: 1.292, per_step_time: 383209ms")
+    job.feed("10.213.0.11", 1, "Traceback (most recent call last):")
+    job.feed("10.213.0.11", 1, "ValueError: " + "x" * 200)
+    out = io.StringIO()
+    Console(file=out, width=100, force_terminal=True, color_system=None).print(
+        progress_renderable(build_view(job)))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 100 for line in lines), lines
+    assert "epoch 1/5 step 98/1170 | loss 1.292 | 383.2 s/step | ETA 114:06:40" in lines[0]  # global steps
+    assert lines[1].startswith("FAILED 10.213.0.11/rank 1: ValueError: xxx")
+
+
+def test_parse_since():
+    now = datetime(2025, 1, 2, 12, 0, 0)
+    assert parse_since("10m", now) == datetime(2025, 1, 2, 11, 50, 0)
+    assert parse_since("1d", now) == datetime(2025, 1, 1, 12, 0, 0)
+    assert parse_since("09:30", now) == datetime(2025, 1, 2, 9, 30)
+    assert parse_since("2025-01-01 10:00:00", now) == datetime(2025, 1, 1, 10, 0)
+    with pytest.raises(InputError, match="--since: cannot read 'yesterday'"):
+        parse_since("yesterday", now)
+
+
+def test_node_progress_from_tails():
+    tails = {"0": ["{ Epoch:[  1/  2], step:[    3/   10], loss: 1.5", "noise"],
+             "1": ["{ Epoch:[  1/  2], step:[    4/   10], loss: 1.25"]}
+    assert node_progress("h", json.dumps(tails)) == "rank 0: step 3/20, loss 1.5; rank 1: step 4/20, loss 1.25"
+    assert node_progress("h", "{}") == "" and node_progress("h", "not json") == ""
+
+
+# ---------------------------------------------------------------- the real remote script, locally
+def _stream(root: Path, follow: bool = True):
+    q: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    t = NodeStream(LocalRunner(Host("localhost", 1)), follow_argv(PY, str(root), follow), q, stop)
+    t.start()
+    return q, stop, t
+
+
+def _take(q: queue.Queue, until, timeout: float = 10.0) -> list[Event]:
+    got, end = [], time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            ev = q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        got.append(ev)
+        if until(ev):
+            return got
+    raise AssertionError(f"timed out; got {got}")
+
+
+def test_follow_script_picks_up_late_files_rotation_and_the_end(tmp_path):
+    root = tmp_path / "job"
+    (root / "state").mkdir(parents=True)
+    (root / "state" / "pid").write_text(f"1 {__import__('os').getpid()}\n")  # supervisor: this test
+    q, stop, t = _stream(root)
+    try:
+        info1 = root / "output" / "log" / "rank_1" / "info.log"
+        info1.parent.mkdir(parents=True)
+        info1.write_text("from info.log of rank 1\n")
+        _take(q, lambda e: e.text == "from info.log of rank 1")
+        (root / "msrun_log").mkdir()
+        worker = root / "msrun_log" / "worker_0.log"
+        worker.write_text("first\npartial")
+        got = _take(q, lambda e: e.text == "first")
+        with worker.open("a") as fh:
+            fh.write(" line\n")
+        got = _take(q, lambda e: e.text == "partial line")
+        assert all(e.rank == 0 and e.role == "worker" for e in got)
+        worker.rename(worker.with_suffix(".log.1"))  # rotated: a new file under the same name
+        worker.write_text("after rotation\n")
+        _take(q, lambda e: e.text == "after rotation")
+        (root / "msrun_log" / "worker_1.log").write_text("rank 1 worker\n")
+        info1.write_text("from info.log of rank 1\nnot followed any more\n")
+        (root / "state" / "exit_code").write_text("3\n")
+        got = _take(q, lambda e: e.kind == "end")
+        assert got[-1].exit_code == 3
+        texts = [e.text for e in got if e.kind == "line"]
+        assert "rank 1 worker" in texts and "not followed any more" not in texts
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def test_snapshot_reads_everything_once_and_ends(tmp_path):
+    root = tmp_path / "job"
+    (root / "msrun_log").mkdir(parents=True)
+    (root / "msrun_log" / "scheduler.log").write_text("sched\n")
+    (root / "msrun_log" / "worker_2.log").write_text("a\nb\nno newline")
+    q, stop, t = _stream(root, follow=False)
+    got = _take(q, lambda e: e.kind == "end")
+    t.join(5)
+    lines = [(e.rank, e.text) for e in got if e.kind == "line"]
+    assert sorted(lines, key=str) == sorted([(None, "sched"), (2, "a"), (2, "b"), (2, "no newline")], key=str)
+    assert got[-1].text == "-"
+
+
+def test_missing_job_dir_is_an_end_with_a_reason(tmp_path):
+    q, stop, t = _stream(tmp_path / "nope")
+    ev = _take(q, lambda e: e.kind == "end")[-1]
+    t.join(5)
+    assert ev.text.startswith("!no job directory") and ev.exit_code is None
