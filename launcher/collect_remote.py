@@ -1,0 +1,85 @@
+"""The fixed, stdlib-only Python script ``fetch`` runs on a host to list a job's outputs.
+
+Kept as text because it runs on the host with ``python3 -c``; its request comes on stdin as
+JSON, never as shell text, so no glob or path becomes part of a command line.
+
+LIST: ``{"root": "<job dir>", "globs": {"logs": [...], ...}, "cache": "state/fetch-sha256.json"}``
+-> ``{"root": "<real job dir>", "files": [{"group", "path", "src", "size", "mtime_ns", "sha256"}],
+"refused": [{"group", "glob", "path", "why"}]}``. ``path`` is relative to the job dir; ``src`` is
+the real absolute file to read. A glob that is absolute or has ``..``, or a match whose real
+path (symlinks resolved) is outside the job dir, is *refused*, not listed: the caller stops.
+
+Each sha256 covers exactly ``size`` bytes (a log still being appended to hashes the prefix
+that will be sent). Hashes are cached in the job dir by (size, mtime_ns, inode), so listing a
+16 GB checkpoint a second time does not read it again; a read-only job dir just skips the cache.
+"""
+
+LIST = r'''
+import glob, hashlib, json, os, sys
+req = json.load(sys.stdin)
+root = os.path.abspath(os.path.expanduser(req["root"]))
+if not os.path.isdir(root):
+    sys.stderr.write("job directory %s does not exist on this host\n" % root)
+    sys.exit(3)
+real_root = os.path.realpath(root)
+cache_path = os.path.join(root, req["cache"]) if req.get("cache") else None
+cache = {}
+if cache_path and os.path.isfile(cache_path):
+    try:
+        with open(cache_path) as f:
+            cache = json.load(f)
+    except (OSError, ValueError):
+        cache = {}
+files, refused, seen = [], [], set()
+
+def inside(real):
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+for group, patterns in req["globs"].items():
+    for pattern in patterns:
+        if pattern.startswith("/") or ".." in pattern.split("/"):
+            refused.append({"group": group, "glob": pattern, "path": pattern,
+                            "why": "the glob is absolute or contains '..'"})
+            continue
+        for match in sorted(glob.glob(os.path.join(glob.escape(root), pattern), recursive=True)):
+            rel = os.path.relpath(match, root)
+            real = os.path.realpath(match)
+            if not inside(real):
+                refused.append({"group": group, "glob": pattern, "path": rel,
+                                "why": "it resolves to %s, outside the job directory" % real})
+                continue
+            if rel in seen or not os.path.isfile(real):
+                continue
+            seen.add(rel)
+            st = os.stat(real)
+            files.append({"group": group, "path": rel, "src": real, "size": st.st_size,
+                          "mtime_ns": st.st_mtime_ns, "ino": st.st_ino})
+changed = False
+for f in files:
+    key = [f["size"], f["mtime_ns"], f.pop("ino")]
+    hit = cache.get(f["src"])
+    if hit and hit[:3] == key:
+        f["sha256"] = hit[3]
+        continue
+    h, left = hashlib.sha256(), f["size"]
+    with open(f["src"], "rb") as fh:
+        while left > 0:
+            block = fh.read(min(1 << 20, left))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    f["sha256"] = h.hexdigest()
+    cache[f["src"]] = key + [f["sha256"]]
+    changed = True
+if changed and cache_path:
+    try:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        tmp = cache_path + ".tmp.%d" % os.getpid()
+        with open(tmp, "w") as fh:
+            json.dump(cache, fh)
+        os.replace(tmp, cache_path)
+    except OSError:
+        pass
+print(json.dumps({"root": real_root, "files": files, "refused": refused}))
+'''
