@@ -198,8 +198,8 @@ def test_prepare_templates_rounding_prompt_and_unclassified(tmp_path):
         last = NUMBER.findall(gpt["value"])[-1]
         if parsed.bucket in ROUNDED:
             assert re.fullmatch(r"-?\d+\.\d", last), gpt["value"]
-        if parsed.bucket in (F.DIVISION, F.SQUARE_ROOT, F.DISCOUNT, F.AREA, F.MASS):
-            assert "\n" in gpt["value"]  # a step-by-step template
+        if parsed.bucket in (F.DISCOUNT, F.AREA, F.MASS, F.EQUATION, F.AVERAGE):
+            assert "\n" in gpt["value"]  # a step-by-step template (shapes: test_data_templates.py)
     assert seen[F.MULTIPLICATION] == 0 and seen[F.FUNCTION_VALUE] == 0
     assert report["unclassified"]["count"] > 0 and report["unclassified"]["sample"]
     assert report["rows"]["classified"] + report["rows"]["unclassified"] == report["rows"]["unique"]
