@@ -64,7 +64,7 @@ class Launcher(ABC):
         return Started(plan.node_rank, plan.host.name, int(data["pid"]), int(data["supervisor"]))
 
     def _script(self, script: str, request: dict, timeout: float, what: str) -> dict:
-        result = self.node.check([self.python, "-c", script], [json.dumps(request).encode()],
+        result = self.node.check([self.python, "-S", "-c", script], [json.dumps(request).encode()],
                                  timeout=timeout, what=what)
         return json.loads(result.text())
 
@@ -98,7 +98,7 @@ class _DetachedLauncher(Launcher):
                "ALAUNCH_NODE_RANK": str(plan.node_rank)}
         request = {"argv": plan.launch_argv(), "env": env, "cwd": plan.layout.root,
                    "state_dir": plan.layout.state}
-        return [self.python, "-c", launch_remote.DETACH], json.dumps(request).encode()
+        return [self.python, "-S", "-c", launch_remote.DETACH], json.dumps(request).encode()
 
 
 class SSHLauncher(_DetachedLauncher):

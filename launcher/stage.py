@@ -236,17 +236,23 @@ def tar_stream(objects: Sequence[LocalFile], manifest: dict, on_bytes: Callable[
     Written by hand (header, data, padding) so a 16 GB file is never held in memory; the
     host reads it with ``tarfile`` in stream mode.
     """
-    pending = bytearray()
+    pending = bytearray()  # headers and small files gathered into ~1 MiB writes
     for obj in objects:
         pending += _member(f"objects/{obj.sha256}", obj.size)
         sent = 0
-        with open(obj.path, "rb") as f:
+        with open(obj.path, "rb", buffering=0) as f:
             while block := f.read(CHUNK):
                 sent += len(block)
-                pending += block
-                if len(pending) >= CHUNK:
-                    yield bytes(pending)
-                    pending.clear()
+                if len(block) >= CHUNK:  # big files: pass the block on, no copy
+                    if pending:
+                        yield bytes(pending)
+                        pending.clear()
+                    yield block
+                else:
+                    pending += block
+                    if len(pending) >= CHUNK:
+                        yield bytes(pending)
+                        pending.clear()
                 on_bytes(len(block))
         if sent != obj.size:
             raise AlaunchError(f"{obj.path} changed size while staging ({obj.size} -> {sent} bytes); retry")
@@ -287,7 +293,7 @@ def store_base(host: Host) -> str:
 def inventory(node: NodeExec, objects: Iterable[str], python: str = "python3") -> Inventory:
     """One round trip: which objects the host has, its free bytes, filesystem id and $HOME."""
     request = json.dumps({"base": store_base(node.host), "objects": sorted(objects)}).encode()
-    result = node.check([python, "-c", stage_remote.INVENTORY], [request], timeout=120, what="inventory")
+    result = node.check([python, "-S", "-c", stage_remote.INVENTORY], [request], timeout=120, what="inventory")
     try:
         data = json.loads(result.text())
     except ValueError:
@@ -385,7 +391,7 @@ class Stager:
             if texts_by_host and name in texts_by_host:
                 manifest["texts"] = dict(texts_by_host[name])
             stream = tar_stream(missing, manifest, lambda n: self.progress.advance(name, n))
-            result = node.check([self._py(name), "-c", stage_remote.RECEIVE, posixpath.join(i.base, "cas")],
+            result = node.check([self._py(name), "-S", "-c", stage_remote.RECEIVE, posixpath.join(i.base, "cas")],
                                 stream, what="staging")
             data = json.loads(result.text())
             report = HostReport(name, data["objects"], data["bytes"], data["linked"], data["copied"],

@@ -42,7 +42,7 @@ def test_start_request_is_pure_and_marks_the_job(tmp_path):
     node = _node(tmp_path, 0, ["msrun", "--x"])
     argv, stdin = SSHLauncher(LocalExec(node.host), "job-1").start_request(node)
     req = json.loads(stdin)
-    assert argv[:2] == ["python3", "-c"] and req["argv"][-2:] == ["msrun", "--x"]
+    assert argv[:3] == ["python3", "-S", "-c"] and req["argv"][-2:] == ["msrun", "--x"]
     assert req["env"]["ALAUNCH_JOB_ID"] == "job-1" and req["state_dir"].endswith("/n0/state")
     assert not Path(req["state_dir"]).exists()  # building touched nothing
 
