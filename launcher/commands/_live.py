@@ -101,7 +101,8 @@ def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
     err = environment.current().stderr
     say = lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     if not raw and result.job.states:
-        err.print(summary_table([s.summary() for s in result.job.states.values()]))
+        streams = sorted(result.job.states.values(), key=lambda s: (s.host or "", s.rank is None, s.rank or 0))
+        err.print(summary_table([s.summary() for s in streams]))
     first = summary_payload(result.job)["first_failure"]
     if first is not None:
         where = f"{first['host']}" + (f" rank {first['rank']}" if first["rank"] is not None else "")
