@@ -60,8 +60,9 @@ def register(app: typer.Typer) -> None:
         registry, service = _service(env, known_hosts, ssh_config, accept_new, job)
         with registry:
             record, statuses = service.refresh(job)
-        table = Table("node", "host", "state", "exit code", "processes", "detail",
+        table = Table("node", "host", "state", "exit code", "processes",
                       title=f"{record.id} ({record.name}): {record.state}")
+        table.add_column("detail", no_wrap=True)
         for s in statuses:
             table.add_row(str(s.node_rank), s.host, s.state, "" if s.exit_code is None else str(s.exit_code),
                           str(s.processes), s.detail)
