@@ -87,6 +87,10 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
         if roots[h.name] not in by_root:
             r = render_job(spec, hosts, JobLayout(roots[h.name]), opts.sets, template_text=template_text)
             validate.check_static(r.config, r.derived, source=spec.source)
+            if opts.check_mindformers:  # the real-MindFormers layer (slow import), on request
+                check = validate.check_with_mindformers(r.text, r.config, source=spec.source)
+                if check.skipped:
+                    raise AlaunchError(f"--validate: {check.detail}")
             by_root[roots[h.name]] = r
     rendered = {h.name: by_root[roots[h.name]] for h in hosts}
     plan = build_plan(spec, rendered[hosts[0].name].text, hosts, job_id, port, roots=roots,
