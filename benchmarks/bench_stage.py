@@ -26,7 +26,7 @@ from launcher.layout import JobLayout  # noqa: E402
 from launcher.nodeexec import make_exec  # noqa: E402
 from launcher.plan import NodePlan, Plan, StageItem  # noqa: E402
 from launcher.runners import ConnectOptions  # noqa: E402
-from launcher.stage import HashCache, Stager, collect  # noqa: E402
+from launcher.stage import HashCache, InventoryCache, Stager, collect  # noqa: E402
 from tests.cluster.cluster import Cluster, unavailable_reason  # noqa: E402
 
 PY = str(Path(sys.executable).parent / "python3")
@@ -51,13 +51,15 @@ def rsync(cluster: Cluster, host_i: int, src: Path, dest: str) -> float:
     return time.perf_counter() - start
 
 
-def stage(cluster: Cluster, hosts: list[Host], items, root: str, cache: HashCache) -> tuple[float, int]:
-    """As submit does it: hash (with the state dir's cache), survey, send, materialise."""
+def stage(cluster: Cluster, hosts: list[Host], items, root: str, cache: HashCache,
+          known: InventoryCache) -> tuple[float, int]:
+    """As submit does it: hash (with the state dir's caches), survey, send, materialise —
+    a fresh connection each time (no master kept from the previous call)."""
     options = ConnectOptions(known_hosts=cluster.known_hosts)
     nodes = {h.name: make_exec(h, options) for h in hosts}
     start = time.perf_counter()
     local = collect(items, cache)
-    result = Stager(nodes, python=PY).stage(local, {h.name: root for h in hosts})
+    result = Stager(nodes, python=PY, known=known).stage(local, {h.name: root for h in hosts})
     took = time.perf_counter() - start
     for n in nodes.values():
         n.close()
@@ -100,11 +102,12 @@ def main() -> None:
             if args.big_mib:
                 items.append(StageItem("data/big.bin", local=str(src / "big.bin")))
             cache = HashCache(Path(tmp) / "hash-cache.json")
+            known = InventoryCache(Path(tmp) / "inventory-cache.json")
             t_rsync = rsync(cluster, 0, src, "/root/rsync-dest")
-            t_ours, sent = stage(cluster, hosts[:1], items, "/root/alaunch/alaunch/j1", cache)
+            t_ours, sent = stage(cluster, hosts[:1], items, "/root/alaunch/alaunch/j1", cache, known)
             assert sent == total, (sent, total)
             t_rsync_noop = rsync(cluster, 0, src, "/root/rsync-dest")
-            t_noop, sent2 = stage(cluster, hosts[:1], items, "/root/alaunch/alaunch/j2", cache)
+            t_noop, sent2 = stage(cluster, hosts[:1], items, "/root/alaunch/alaunch/j2", cache, known)
             assert sent2 == 0
             mib = total / 2**20
             print(f"first staging of {args.files} files + {args.big_mib} MiB ({mib:.0f} MiB): "

@@ -286,6 +286,56 @@ class HostReport:
     shared_with: str | None = None  # staged through this host (same filesystem)
 
 
+class InventoryCache:
+    """What each host's store held after our last staging, keyed by host and store, in the state dir.
+
+    Lets a re-stage of unchanged files skip the INVENTORY round trip: one LINK round trip
+    checks the store id and every object on the host and makes the job dir. The cache is a
+    hint, never trusted: a wiped or replaced store makes LINK answer "not ok" and the normal
+    survey-and-send path runs.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._data: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        if path is not None and path.is_file():
+            try:
+                self._data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self._data = {}
+
+    @staticmethod
+    def key(host: Host) -> str:
+        return f"{host.user or ''}@{host.name}:{host.port or ''}:{store_base(host)}"
+
+    def get(self, host: Host) -> Inventory | None:
+        with self._lock:
+            e = self._data.get(self.key(host))
+        if not e:
+            return None
+        return Inventory(host.name, e["home"], e["base"], e["fsid"], 0, frozenset(e["have"]))
+
+    def record(self, host: Host, inv: Inventory, objects: Iterable[str]) -> None:
+        """After a successful stage: the host now has ``objects`` too."""
+        with self._lock:
+            self._data[self.key(host)] = {"home": inv.home, "base": inv.base, "fsid": inv.fsid,
+                                          "have": sorted(set(inv.have) | set(objects))}
+
+    def forget(self, host: Host) -> None:
+        with self._lock:
+            self._data.pop(self.key(host), None)
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        with self._lock:
+            tmp.write_text(json.dumps(self._data))
+        os.replace(tmp, self.path)
+
+
 def store_base(host: Host) -> str:
     return posixpath.join(host.remote_workdir.rstrip("/") or "/", STORE_DIRNAME)
 
@@ -349,10 +399,11 @@ class Stager:
     """Stage one LocalSet to many hosts: inventory all, send per filesystem, materialise."""
 
     def __init__(self, nodes: Mapping[str, NodeExec], python: str | Mapping[str, str] = "python3",
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, known: InventoryCache | None = None):
         self.nodes = nodes
         self.python = python
         self.progress = progress or Progress()
+        self.known = known  # cached inventories: the no-op re-stage in one round trip per host
 
     def _py(self, host: str) -> str:
         """The interpreter for the fixed scripts on ``host`` (stdlib only)."""
@@ -365,8 +416,67 @@ class Stager:
     def stage(self, local: LocalSet, roots: Mapping[str, str],
               inventories: Mapping[str, Inventory] | None = None,
               texts_by_host: Mapping[str, Mapping[str, str]] | None = None) -> StageResult:
-        """Send what each filesystem lacks, then materialise every job dir (texts may differ per host)."""
-        inv = dict(inventories or self.survey(local))
+        """Send what each filesystem lacks, then materialise every job dir (texts may differ per host).
+
+        Without ``inventories`` and with a cache (``known``), hosts whose cached store holds
+        every object are linked in one round trip; only the others are surveyed.
+        """
+        fast: dict[str, HostReport] = {}
+        if inventories is None and self.known is not None:
+            fast = self._link_known(local, roots, texts_by_host)
+        rest = {n: node for n, node in self.nodes.items() if n not in fast}
+        if not rest:
+            return StageResult(fast, {n: self.known.get(self.nodes[n].host) for n in fast})
+        if inventories is None:
+            inventories = run_parallel(rest, lambda n: inventory(n, local.objects, self._py(n.host.name)))
+        result = self._send(local, roots, {n: inventories[n] for n in rest}, texts_by_host)
+        result.reports.update(fast)
+        if self.known is not None:
+            for name, i in result.inventories.items():
+                self.known.record(self.nodes[name].host, i, local.objects)
+            self.known.save()
+        return result
+
+    def _link_known(self, local: LocalSet, roots: Mapping[str, str],
+                    texts_by_host: Mapping[str, Mapping[str, str]] | None) -> dict[str, HostReport]:
+        """LINK on every host the cache says is complete (one per shared filesystem); the
+        hosts that really were complete, with their reports."""
+        need = set(local.objects)
+        cached = {n: self.known.get(node.host) for n, node in self.nodes.items()}
+        ready = {n: i for n, i in cached.items() if i is not None and need <= i.have}
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for name, i in ready.items():
+            groups.setdefault((i.fsid, i.base, resolve_home(roots[name], i.home)), []).append(name)
+        leaders = {members[0]: members for members in groups.values()}
+
+        def link(node: NodeExec) -> HostReport | None:
+            name = node.host.name
+            i = ready[name]
+            start = time.monotonic()
+            manifest = manifest_for(local, resolve_home(roots[name], i.home))
+            if texts_by_host and name in texts_by_host:
+                manifest["texts"] = dict(texts_by_host[name])
+            request = {"cas": posixpath.join(i.base, "cas"), "fsid": i.fsid, "manifest": manifest}
+            result = node.check([self._py(name), "-S", "-c", stage_remote.LINK], [json.dumps(request).encode()],
+                                timeout=120, what="staging")
+            data = json.loads(result.text())
+            if not data["ok"]:
+                self.known.forget(node.host)
+                return None
+            report = HostReport(name, 0, 0, data["linked"], data["copied"], time.monotonic() - start)
+            self.progress.start(name, 0, 0)
+            self.progress.done(name, report)
+            return report
+
+        done = {n: r for n, r in run_parallel({n: self.nodes[n] for n in leaders}, link).items() if r}
+        for leader in list(done):
+            for other in leaders[leader][1:]:
+                done[other] = HostReport(other, shared_with=leader)
+                self.progress.done(other, done[other])
+        return done
+
+    def _send(self, local: LocalSet, roots: Mapping[str, str], inv: dict[str, Inventory],
+              texts_by_host: Mapping[str, Mapping[str, str]] | None) -> StageResult:
         groups: dict[tuple[str, str, str], list[str]] = {}
         for name, i in inv.items():
             groups.setdefault((i.fsid, i.base, resolve_home(roots[name], i.home)), []).append(name)

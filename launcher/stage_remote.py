@@ -1,4 +1,4 @@
-"""The two fixed, stdlib-only Python scripts staging runs on a host (request on stdin).
+"""The fixed, stdlib-only Python scripts staging runs on a host (request on stdin).
 
 Kept as text because they run on the host with ``python3 -c``; they take everything from
 stdin (JSON, or a tar stream), never from shell text.
@@ -12,6 +12,9 @@ RECEIVE: a tar stream of ``objects/<sha256>`` members (each written to a temp na
 sha256 checked, then renamed into the store) and a final ``manifest.json`` member
 ``{"root", "links": {dest: [sha, mode]}, "texts": {dest: text}, "dirs": [...]}`` that
 materialises the job directory with hard links (a copy across filesystems).
+
+LINK: ``{"cas", "fsid", "manifest"}`` -> materialise only if the store is the expected one
+and holds every object (the no-op re-stage: one round trip, nothing sent).
 """
 
 INVENTORY = r'''
@@ -36,6 +39,39 @@ have = [s for s in req["objects"] if os.path.isfile(os.path.join(cas, s[:2], s))
 print(json.dumps({"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
                   "free": shutil.disk_usage(cas).free, "have": have}))
 '''
+
+_MATERIALISE = r"""
+root = manifest["root"]
+for d in manifest["dirs"]:
+    os.makedirs(os.path.join(root, d), exist_ok=True)
+dirs_made = set()
+for dest, (sha, mode) in sorted(manifest["links"].items()):
+    obj = os.path.join(cas, sha[:2], sha)
+    path = os.path.join(root, dest)
+    parent = os.path.dirname(path)
+    if parent not in dirs_made:
+        os.makedirs(parent, exist_ok=True)
+        dirs_made.add(parent)
+    if mode & 0o111 and not os.stat(obj).st_mode & 0o111:
+        os.chmod(obj, 0o755)
+    try:
+        try:
+            os.link(obj, path)
+        except FileExistsError:
+            os.unlink(path)
+            os.link(obj, path)
+        linked += 1
+    except OSError:
+        shutil.copyfile(obj, path)
+        os.chmod(path, mode & 0o777)
+        copied += 1
+for dest, text in manifest["texts"].items():
+    path = os.path.join(root, dest)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+"""
 
 RECEIVE = r"""
 import hashlib, json, os, shutil, sys
@@ -121,29 +157,28 @@ while True:
     nbytes += size
 if manifest is None:
     sys.exit("no manifest in the stream")
-root = manifest["root"]
-for d in manifest["dirs"]:
-    os.makedirs(os.path.join(root, d), exist_ok=True)
-for dest, (sha, mode) in sorted(manifest["links"].items()):
-    obj = os.path.join(cas, sha[:2], sha)
-    path = os.path.join(root, dest)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if os.path.lexists(path):
-        os.unlink(path)
-    if mode & 0o111 and not os.stat(obj).st_mode & 0o111:
-        os.chmod(obj, 0o755)
-    try:
-        os.link(obj, path)
-        linked += 1
-    except OSError:
-        shutil.copyfile(obj, path)
-        os.chmod(path, mode & 0o777)
-        copied += 1
-for dest, text in manifest["texts"].items():
-    path = os.path.join(root, dest)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+""" + _MATERIALISE + r"""
 print(json.dumps({"objects": got, "bytes": nbytes, "linked": linked, "copied": copied, "root": root}))
+"""
+
+# LINK: the no-op re-stage in ONE round trip. The client's cached inventory says the host
+# has every object; this checks that (store id and each object), and only then makes the
+# job dir. Otherwise it changes nothing and answers {"ok": false} (the client then surveys).
+LINK = r"""
+import json, os, shutil, sys
+req = json.load(sys.stdin)
+cas = os.path.abspath(os.path.expanduser(req["cas"]))
+manifest = req["manifest"]
+try:
+    with open(os.path.join(cas, ".fsid")) as f:
+        fsid = f.read().strip()
+except OSError:
+    fsid = None
+shas = {sha for sha, _ in manifest["links"].values()}
+if fsid != req["fsid"] or not all(os.path.isfile(os.path.join(cas, s[:2], s)) for s in shas):
+    print(json.dumps({"ok": False}))
+    sys.exit(0)
+linked = copied = 0
+""" + _MATERIALISE + r"""
+print(json.dumps({"ok": True, "objects": 0, "bytes": 0, "linked": linked, "copied": copied, "root": root}))
 """

@@ -132,3 +132,62 @@ def test_big_file_streams_without_loading(tmp_path):
     assert max(len(c) for c in stream) < 3 << 20
     result = Stager({"localhost": LocalExec(host)}, python=PY).stage(local, {"localhost": str(tmp_path / "wd/j")})
     assert result.bytes_sent == 24 << 20 and (tmp_path / "wd/j/ckpt/big.bin").read_bytes() == big.read_bytes()
+
+
+class CountingExec(LocalExec):
+    """The real local exec, counting round trips (what the no-op fast path must keep at one)."""
+
+    def __init__(self, host):
+        super().__init__(host)
+        self.calls: list[str] = []
+
+    def exec(self, argv, stdin=(), timeout=None):
+        script = argv[argv.index("-c") + 1]
+        self.calls.append({stage_remote.LINK: "link", stage_remote.INVENTORY: "inventory",
+                           stage_remote.RECEIVE: "receive"}.get(script, "other"))
+        return super().exec(argv, stdin, timeout)
+
+
+def test_noop_restage_is_one_round_trip_with_the_inventory_cache(tmp_path):
+    from launcher.stage import InventoryCache
+    _tree(tmp_path)
+    host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
+    node = CountingExec(host)
+    local = collect(_items(tmp_path), HashCache(None))
+    first = Stager({"localhost": node}, python=PY, known=InventoryCache(tmp_path / "inv.json"))
+    first.stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
+    assert node.calls == ["inventory", "receive"]
+
+    node.calls.clear()  # a new process: the cache comes from the file
+    again = Stager({"localhost": node}, python=PY, known=InventoryCache(tmp_path / "inv.json"))
+    result = again.stage(collect(_items(tmp_path, "b: 2\n"), HashCache(None)),
+                         {"localhost": str(tmp_path / "wd/alaunch/j2")})
+    assert node.calls == ["link"]
+    assert result.bytes_sent == 0 and result.reports["localhost"].linked == 5
+    j1, j2 = tmp_path / "wd/alaunch/j1", tmp_path / "wd/alaunch/j2"
+    assert (j2 / "code/pkg/m.py").stat().st_ino == (j1 / "code/pkg/m.py").stat().st_ino
+    assert (j2 / "config/job.yaml").read_text() == "b: 2\n" and (j2 / "state").is_dir()
+
+    # a changed file: the cache lacks its object, so survey + send (only that object)
+    (tmp_path / "src/pkg/m.py").write_text("print('v3')\n")
+    node.calls.clear()
+    third = again.stage(collect(_items(tmp_path), HashCache(None)), {"localhost": str(tmp_path / "wd/alaunch/j3")})
+    assert node.calls == ["inventory", "receive"] and third.reports["localhost"].objects_sent == 1
+
+
+def test_stale_inventory_cache_falls_back_and_resends(tmp_path):
+    import shutil
+    from launcher.stage import InventoryCache
+    _tree(tmp_path)
+    host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
+    node = CountingExec(host)
+    local = collect(_items(tmp_path), HashCache(None))
+    known = InventoryCache(tmp_path / "inv.json")
+    Stager({"localhost": node}, python=PY, known=known).stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
+    shutil.rmtree(tmp_path / "wd/alaunch/cas")  # the host's store was wiped (new fsid too)
+    node.calls.clear()
+    result = Stager({"localhost": node}, python=PY, known=known).stage(
+        local, {"localhost": str(tmp_path / "wd/alaunch/j2")})
+    assert node.calls == ["link", "inventory", "receive"]
+    assert result.reports["localhost"].objects_sent == 5
+    assert (tmp_path / "wd/alaunch/j2/code/pkg/m.py").read_text() == "print('m')\n"
