@@ -18,9 +18,9 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from launcher import yamlio
 from launcher.errors import InputError
@@ -32,6 +32,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 DOTTED_KEY = re.compile(r"^\+?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 SECRET_MASK = "***"
+MAX_JOB_BYTES = 1 << 20  # a job file is a short text file; refuse anything bigger before parsing it
+# Values handed to the job verbatim (env values, entry args): never stripped, spaces are data.
+LiteralStr = Annotated[str, StringConstraints(strip_whitespace=False)]
 
 
 class _Model(BaseModel):
@@ -78,7 +81,7 @@ class EntrySpec(_Model):
     """
 
     script: str = "run_mindformer.py"
-    args: tuple[str, ...] = ()
+    args: tuple[LiteralStr, ...] = ()
 
     @property
     def builtin(self) -> bool:
@@ -104,7 +107,7 @@ class CodeSpec(_Model):
 class EnvValue(_Model):
     """An env value: literal, read from this machine's env at launch, and/or secret (printed ``***``)."""
 
-    value: Optional[str] = None
+    value: Optional[LiteralStr] = None
     from_local: Optional[str] = Field(default=None, pattern=ENV_NAME_PATTERN)
     secret: bool = False
 
@@ -168,7 +171,7 @@ class JobSpec(_Model):
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     checkpoint: Optional[PathRef] = None
     tokenizer: Optional[PathRef] = None
-    env: dict[str, Union[str, int, float, bool, EnvValue]] = Field(default_factory=dict)
+    env: dict[str, Union[LiteralStr, int, float, bool, EnvValue]] = Field(default_factory=dict)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     seed: Optional[int] = None
     source: Optional[str] = Field(default=None, exclude=True)
@@ -362,8 +365,18 @@ def load_job(path: str | os.PathLike) -> JobSpec:
     """Read, parse and validate a job file (duplicate keys, anchors and non-mappings refused)."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        size = Path(path).stat().st_size
+        if size > MAX_JOB_BYTES:
+            raise InputError(f"job file is {size} bytes; expected a short YAML text file "
+                             f"(at most {MAX_JOB_BYTES} bytes)", source=source)
+        data_bytes = Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read job file: {exc.strerror}", source=source) from None
+    try:
+        text = data_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data_bytes[: exc.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text (byte 0x{data_bytes[exc.start]:02x}); save the job file as UTF-8",
+                         source=source, line=line) from None
     data = yamlio.loads(text, source)
     return parse_job(data, source, str(Path(path).resolve().parent), text=text)

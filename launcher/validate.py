@@ -10,6 +10,8 @@ when mindformers is not installed, so callers can warn visibly instead of stayin
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import os
 import sys
@@ -34,6 +36,29 @@ def _model_limit(config: dict) -> tuple[int | None, str]:
         if name.startswith(prefix):
             return limit, f"the {prefix} model's context length"
     return None, ""
+
+
+def _finite_non_negative(value) -> bool:
+    """A number, or text that reads as one (PyYAML keeps ``1e-5`` as a string; MindFormers casts it)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and number >= 0
+
+
+def _check_numbers(config: dict, source: str | None) -> None:
+    """Run-time numbers MindFormers only reads after staging and launch: a wrong type would fail
+    there, minutes later and on the hosts, so refuse it here (epochs "three", a learning rate of inf)."""
+    epochs = get_dotted(config, "runner_config.epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise InputError(f"must be a positive integer, got {epochs!r}", source=source, key="runner_config.epochs")
+    for key in ("lr_schedule.learning_rate", "optimizer.learning_rate"):
+        lr = get_dotted(config, key)
+        if lr is not None and not _finite_non_negative(lr):
+            raise InputError(f"must be a finite number >= 0, got {lr!r}", source=source, key=key)
 
 
 def check_static(config: dict, derived: dict, source: str | None = None) -> None:
@@ -79,6 +104,7 @@ def check_static(config: dict, derived: dict, source: str | None = None) -> None
         raise InputError(f"train_dataset.batch_size {dataset_batch} differs from runner_config.batch_size {batch} "
                          f"(MindFormers uses runner_config's; make them equal)", source=source,
                          key="train_dataset.batch_size")
+    _check_numbers(config, source)
     seq = model_config.get("seq_length")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
         raise InputError(f"seq_length must be a positive integer, got {seq!r}", source=source,
