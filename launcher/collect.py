@@ -28,12 +28,11 @@ hashing and transfers are at the edges.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -41,6 +40,7 @@ import yaml
 from pydantic import ValidationError
 
 from launcher import collect_remote
+from launcher.collect_stream import Entry, Receiver, stream
 from launcher import registry as reg
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.group import run_parallel
@@ -55,7 +55,6 @@ ALWAYS = {"config": ("config/job.yaml",)}  # every host's rendered config comes 
 REMOTE_HASH_CACHE = "state/fetch-sha256.json"
 LOCAL_HASH_CACHE = "fetch-hash-cache.json"
 PART = ".part"
-CHUNK = 1 << 20
 
 
 # ----------------------------------------------------------------------------- pure planning
@@ -113,7 +112,7 @@ class RemoteFile:
     path: str  # relative to the job dir (and to the host's local dir)
     src: str  # absolute real path on the host
     size: int
-    sha256: str
+    sha256: str | None  # None: not hashed at listing time (no copy here to compare with)
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ def plan_node(listing: Listing, local: Mapping[str, LocalState]) -> list[Action]
     actions = []
     for f in listing.files:
         state = local.get(f.path, LocalState())
-        if state.final_sha256 == f.sha256:
+        if f.sha256 is not None and state.final_sha256 == f.sha256:
             actions.append(Action(f, SKIP))
         elif state.part_size and 0 < state.part_size <= f.size:
             actions.append(Action(f, RESUME, state.part_size))
@@ -244,21 +243,38 @@ class QuietProgress:
 
 # ----------------------------------------------------------------------------- I/O: listing
 
-def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str, Sequence[str]]) -> Listing:
-    """ONE round trip: the files the globs match on the host, with size and sha256."""
+def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str, Sequence[str]],
+              here: Mapping[str, int] | None = None) -> Listing:
+    """ONE round trip: the files the globs match on the host, with size and sha256 (hashed
+    there when cached or when ``here`` — path -> size of what is already fetched — has a
+    same-size copy that might be skipped)."""
     request = json.dumps({"root": root, "globs": {k: list(v) for k, v in globs.items()},
-                          "cache": REMOTE_HASH_CACHE})
-    res = runner.run([python, "-c", collect_remote.LIST], stdin=request, check=False, timeout=3600)
-    if not res.ok:
-        tail = (res.stderr.strip().splitlines() or [f"exit code {res.exit_code}"])[-1]
+                          "cache": REMOTE_HASH_CACHE, "local": dict(here or {})})
+    argv = [python, "-S", "-c", collect_remote.LIST]
+    if isinstance(runner, OpenSSHRunner):  # through the ControlMaster the transfers reuse
+        code, out_b, err_b = runner.exec(argv, [request.encode()], timeout=3600)
+        out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
+    else:
+        res = runner.run(argv, stdin=request, check=False, timeout=3600)
+        code, out, err = res.exit_code, res.stdout, res.stderr
+    if code != 0:
+        tail = (err.strip().splitlines() or [f"exit code {code}"])[-1]
         raise RemoteError(runner.name, f"listing {root} failed: {tail}")
     try:
-        data = json.loads(res.stdout.strip().splitlines()[-1])
+        data = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise RemoteError(runner.name, f"listing {root} printed no JSON: {res.stdout[-200:]!r}") from None
+        raise RemoteError(runner.name, f"listing {root} printed no JSON: {out[-200:]!r}") from None
     files = tuple(RemoteFile(f["group"], safe_relpath(f["path"], runner.name), f["src"], int(f["size"]),
                              f["sha256"]) for f in data["files"])
     return Listing(data["root"], files, tuple(data.get("refused") or ()))
+
+
+def fetched_sizes(local_dir: Path) -> dict[str, int]:
+    """path (relative, POSIX) -> size of every finished file already in a node's local dir."""
+    if not local_dir.is_dir():
+        return {}
+    return {p.relative_to(local_dir).as_posix(): p.stat().st_size for p in local_dir.rglob("*")
+            if p.is_file() and not p.name.endswith(PART)}
 
 
 class FetchedHashes(HashCache):
@@ -285,105 +301,6 @@ def local_states(listing: Listing, local_dir: Path, cache: HashCache) -> dict[st
     return out
 
 
-# ----------------------------------------------------------------------------- I/O: bytes
-
-class _Sink:
-    """Writes to the .part, feeds the sha256 and the progress, counts."""
-
-    def __init__(self, fh, hasher, on_bytes: Callable[[int], None]):
-        self.fh, self.hasher, self.on_bytes, self.count = fh, hasher, on_bytes, 0
-
-    def write(self, data) -> int:
-        self.fh.write(data)
-        self.hasher.update(data)
-        self.count += len(data)
-        self.on_bytes(len(data))
-        return len(data)
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-
-RANGE_SCRIPT = 'tail -c "+$1" -- "$3" | head -c "$2"'
-
-
-def range_argv(src: str, offset: int, length: int) -> list[str]:
-    """Remote argv sending ``length`` bytes of ``src`` from ``offset`` (values are positional
-    arguments of a fixed script, never shell text)."""
-    return ["sh", "-c", RANGE_SCRIPT, "alaunch-fetch", str(offset + 1), str(length), src]
-
-
-def read_range(runner: CommandRunner, src: str, offset: int, length: int, sink: _Sink) -> None:
-    """Stream bytes [offset, offset+length) of a host file into ``sink``."""
-    if isinstance(runner, LocalRunner):
-        with open(src, "rb") as fh:
-            fh.seek(offset)
-            left = length
-            while left > 0 and (block := fh.read(min(CHUNK, left))):
-                sink.write(block)
-                left -= len(block)
-        return
-    argv = range_argv(src, offset, length)
-    if isinstance(runner, OpenSSHRunner):
-        code, _, err = runner.exec(argv, stdout=sink)
-        if code != 0:
-            raise RemoteError(runner.name, f"transfer of {src} stopped (exit {code}): "
-                              f"{err.decode(errors='replace').strip()[-200:]}")
-        return
-    from launcher.runners import shell
-    chan = runner.connection.client.get_transport().open_session(window_size=1 << 27)
-    try:
-        chan.exec_command(shell.join_argv(argv))
-        while data := chan.recv(CHUNK):
-            sink.write(data)
-        code = chan.recv_exit_status()
-    finally:
-        chan.close()
-    if code != 0:
-        raise RemoteError(runner.name, f"transfer of {src} stopped (exit {code})")
-
-
-def _prefix_hash(part: Path, length: int):
-    h = hashlib.sha256()
-    with open(part, "rb") as fh:
-        left = length
-        while left > 0 and (block := fh.read(min(CHUNK, left))):
-            h.update(block)
-            left -= len(block)
-    return h
-
-
-def transfer(runner: CommandRunner, action: Action, local_dir: Path, node: NodeFetch,
-             on_bytes: Callable[[int], None]) -> None:
-    """Fetch one file into ``<name>.part`` (continuing at ``offset``), verify, rename."""
-    f = action.file
-    final = local_dir / f.path
-    part = final.with_name(final.name + PART)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    offset = action.offset
-    for _attempt in range(2):
-        with open(part, "r+b" if offset else "wb") as fh:
-            hasher = _prefix_hash(part, offset) if offset else hashlib.sha256()
-            fh.seek(offset)
-            fh.truncate()
-            sink = _Sink(fh, hasher, on_bytes)
-            try:
-                read_range(runner, f.src, offset, f.size - offset, sink)
-            finally:
-                node.bytes_transferred += sink.count
-        if offset + sink.count == f.size and hasher.hexdigest() == f.sha256:
-            os.replace(part, final)
-            return
-        if offset == 0:
-            part.unlink(missing_ok=True)
-            got = offset + sink.count
-            raise RemoteError(runner.name, f"{f.path}: got {got} of {f.size} bytes, sha256 "
-                              f"{hasher.hexdigest()[:12]} != listed {f.sha256[:12]} (did the file "
-                              f"change on the host during the fetch?); rerun fetch")
-        node.restarted += 1  # the .part's prefix was not this file's: start over
-        offset = 0
-
-
 # ----------------------------------------------------------------------------- one node, all nodes
 
 @dataclass(frozen=True)
@@ -401,7 +318,7 @@ def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Se
     name = target.host.name
     node = NodeFetch(name, str(target.local_dir))
     start = time.monotonic()
-    listing = list_node(runner, target.python, target.job_dir, globs)
+    listing = list_node(runner, target.python, target.job_dir, globs, fetched_sizes(target.local_dir))
     if listing.refused:
         raise RemoteError(name, refusal_message(name, listing.refused))
     actions = plan_node(listing, local_states(listing, target.local_dir, cache))
@@ -410,13 +327,37 @@ def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Se
     todo = [a for a in actions if a.kind != SKIP]
     node.skipped = len(actions) - len(todo)
     progress.start(name, len(todo), sum(a.file.size - a.offset for a in todo))
-    for a in todo:
-        transfer(runner, a, target.local_dir, node, lambda n: progress.advance(name, n))
-        node.resumed += a.kind == RESUME
-        node.fetched += a.kind == FETCH
-        cache.remember(target.local_dir / a.file.path, a.file.sha256)
+    entries = [Entry(a.file.path, a.file.src, a.file.size, a.file.sha256, a.offset, target.local_dir / a.file.path)
+               for a in todo]
+    receive(runner, target.python, entries, node, cache, lambda n: progress.advance(name, n))
     node.seconds = time.monotonic() - start
     return node, listing
+
+
+def receive(runner: CommandRunner, python: str, entries: list[Entry], node: NodeFetch,
+            cache: FetchedHashes, on_bytes: Callable[[int], None]) -> None:
+    """Stream the entries; a resumed file whose sha256 does not match goes again from zero."""
+    for _attempt in range(2):
+        if not entries:
+            return
+        rx = Receiver(entries, on_bytes, runner.name)
+        try:
+            stream(runner, python, entries, rx)
+        finally:
+            node.bytes_transferred += rx.payload
+            for e, digest in rx.verified:
+                cache.remember(e.final, digest)
+                node.resumed += e.offset > 0
+                node.fetched += e.offset == 0
+        wrong = [e for e in rx.mismatched if e.offset == 0]
+        for e in wrong:
+            e.part.unlink(missing_ok=True)
+        if wrong:
+            raise RemoteError(runner.name, f"{wrong[0].path}: sha256 of the bytes received does not match "
+                              f"the host's (did it change during the fetch?); rerun fetch"
+                              + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+        node.restarted += len(rx.mismatched)  # the .part's prefix was not this file's
+        entries = [replace(e, offset=0) for e in rx.mismatched]
 
 
 def job_targets(record: reg.JobRecord, run_dir: Path) -> list[NodeTarget]:

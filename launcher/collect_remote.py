@@ -3,7 +3,8 @@
 Kept as text because it runs on the host with ``python3 -c``; its request comes on stdin as
 JSON, never as shell text, so no glob or path becomes part of a command line.
 
-LIST: ``{"root": "<job dir>", "globs": {"logs": [...], ...}, "cache": "state/fetch-sha256.json"}``
+LIST: ``{"root": "<job dir>", "globs": {"logs": [...], ...}, "cache": "state/fetch-sha256.json",
+"local": {path: size of the file already fetched}}``
 -> ``{"root": "<real job dir>", "files": [{"group", "path", "src", "size", "mtime_ns", "sha256"}],
 "refused": [{"group", "glob", "path", "why"}]}``. ``path`` is relative to the job dir; ``src`` is
 the real absolute file to read. A glob that is absolute or has ``..``, or a match whose real
@@ -12,6 +13,16 @@ path (symlinks resolved) is outside the job dir, is *refused*, not listed: the c
 Each sha256 covers exactly ``size`` bytes (a log still being appended to hashes the prefix
 that will be sent). Hashes are cached in the job dir by (size, mtime_ns, inode), so listing a
 16 GB checkpoint a second time does not read it again; a read-only job dir just skips the cache.
+A file is hashed at listing time only when the cache has no hash and a same-size copy is
+already here (so it may be skipped); otherwise ``sha256`` is null and SEND hashes it while
+sending it, in parallel with the transfer instead of a whole read before it.
+
+SEND: ``[{"src", "offset", "length", "hash"}]`` on stdin -> for each entry, in order, exactly
+``length`` bytes of ``src`` from ``offset``, then a 32-byte trailer: the sha256 of the whole
+``[0, offset+length)`` when ``hash`` (the prefix is read and hashed, not sent), else 32 zero
+bytes. All files of a node come back in ONE stream; the receiver knows every length, so the
+framing needs no headers. A file that vanished or shrank is padded with zeros and gets a
+trailer of 32 0xff bytes: the receiver's check fails and nothing wrong is renamed into place.
 """
 
 LIST = r'''
@@ -55,11 +66,15 @@ for group, patterns in req["globs"].items():
             files.append({"group": group, "path": rel, "src": real, "size": st.st_size,
                           "mtime_ns": st.st_mtime_ns, "ino": st.st_ino})
 changed = False
+here = req.get("local") or {}
 for f in files:
     key = [f["size"], f["mtime_ns"], f.pop("ino")]
     hit = cache.get(f["src"])
     if hit and hit[:3] == key:
         f["sha256"] = hit[3]
+        continue
+    if here.get(f["path"]) != f["size"]:
+        f["sha256"] = None  # nothing here to compare with: SEND hashes it while sending
         continue
     h, left = hashlib.sha256(), f["size"]
     with open(f["src"], "rb") as fh:
@@ -82,4 +97,47 @@ if changed and cache_path:
     except OSError:
         pass
 print(json.dumps({"root": real_root, "files": files, "refused": refused}))
+'''
+
+SEND = r'''
+import hashlib, json, os, sys
+req = json.load(sys.stdin)
+out = sys.stdout.buffer
+BAD = b"\xff" * 32
+for e in req:
+    h = hashlib.sha256() if e["hash"] else None
+    left, bad = e["length"], False
+    try:
+        f = open(e["src"], "rb")
+    except OSError as exc:
+        sys.stderr.write("%s: %s\n" % (e["src"], exc.strerror))
+        f, bad = None, True
+    if f is not None:
+        with f:
+            if h is not None and e["offset"]:
+                pre = e["offset"]
+                while pre > 0:
+                    b = f.read(min(1 << 20, pre))
+                    if not b:
+                        bad = True
+                        break
+                    h.update(b)
+                    pre -= len(b)
+            f.seek(e["offset"])
+            while left > 0:
+                b = f.read(min(1 << 20, left))
+                if not b:
+                    break
+                if h is not None:
+                    h.update(b)
+                out.write(b)
+                left -= len(b)
+    if left > 0:
+        bad = True
+        zeros = b"\0" * min(left, 1 << 20)
+        while left > 0:
+            out.write(zeros[:left])
+            left -= min(left, len(zeros))
+    out.write(BAD if bad else (h.digest() if h is not None else b"\0" * 32))
+out.flush()
 '''

@@ -13,6 +13,7 @@ import pytest
 from launcher import collect
 from launcher.collect import (FETCH, RESUME, SKIP, Listing, LocalState, RemoteFile, FetchError, fetch_job,
                               globs_for, host_dirs, parse_what, plan_node, safe_relpath)
+from launcher.collect_stream import Entry, Receiver
 from launcher.environment import Environment
 from launcher.errors import InputError, RemoteError
 from launcher.registry import NodeRecord, Registry
@@ -71,9 +72,33 @@ def test_plan_skip_resume_fetch():
                     "bigpart": (FETCH, 0)}
 
 
-def test_range_argv_never_shell_text():
-    argv = collect.range_argv("/d/it's $(x).ckpt", 5, 7)
-    assert argv[:3] == ["sh", "-c", collect.RANGE_SCRIPT] and argv[-3:] == ["6", "7", "/d/it's $(x).ckpt"]
+def test_receiver_splits_verifies_and_renames(tmp_path):
+    a, b = os.urandom(3000), os.urandom(5000)
+    ea = Entry("a", "/r/a", len(a), None, 0, tmp_path / "x" / "a")  # sender-hashed: trailer = sha256
+    eb = Entry("b", "/r/b", len(b), hashlib.sha256(b).hexdigest(), 0, tmp_path / "b")  # listed sha256
+    ec = Entry("c", "/r/c", 10, None, 0, tmp_path / "c")  # vanished on the host: padded, 0xff trailer
+    wire = a + hashlib.sha256(a).digest() + b + b"\0" * 32 + b"\0" * 10 + b"\xff" * 32
+    seen = []
+    rx = Receiver([ea, eb, ec], seen.append, "h")
+    for i in range(0, len(wire), 777):  # chunk borders fall inside payloads and trailers
+        rx.write(wire[i:i + 777])
+    rx.close()
+    assert rx.complete and rx.payload == len(a) + len(b) + 10 == sum(seen)
+    assert [e.path for e, _ in rx.verified] == ["a", "b"] and [e.path for e in rx.mismatched] == ["c"]
+    assert ea.final.read_bytes() == a and eb.final.read_bytes() == b
+    assert not ec.final.exists() and ec.part.exists()
+    with pytest.raises(RemoteError, match="h: sent more bytes than requested"):
+        Receiver([eb], seen.append, "h").write(b + b"\0" * 33)
+
+
+def test_receiver_cut_mid_file_keeps_the_part(tmp_path):
+    data = os.urandom(4096)
+    e = Entry("f", "/r/f", len(data), hashlib.sha256(data).hexdigest(), 0, tmp_path / "f")
+    rx = Receiver([e], lambda n: None)
+    rx.write(data[:1000])
+    rx.close()
+    assert not rx.complete and rx.current() is e
+    assert not e.final.exists() and e.part.read_bytes() == data[:1000]
 
 
 def test_lora_meta():

@@ -1,0 +1,118 @@
+"""Fetching a checkpoint home vs rsync over the same sshd (run on demand; root).
+
+    .venv/bin/python benchmarks/bench_fetch.py [--mib 512] [--rounds 3]
+
+Both pull one ``--mib`` MiB checkpoint from a real cluster host into an empty local dir,
+rsync with exactly the ssh options alaunch uses (``rsync -e`` from the same pure function).
+alaunch's time includes everything ``fetch_job`` does: the listing with the remote sha256
+(cold: the host's hash cache is removed each round), the transfer, the local sha256 check,
+the rename and job.json. Rounds alternate; medians are compared. Goal: >= 0.9x rsync's
+throughput. Also printed: a no-op refetch (everything already here) vs rsync's no-op.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from launcher.collect import REMOTE_HASH_CACHE, fetch_job  # noqa: E402
+from launcher.environment import Environment  # noqa: E402
+from launcher.registry import Registry  # noqa: E402
+from launcher.runners import ConnectOptions  # noqa: E402
+from launcher.runners.openssh import control_path, rsync_rsh  # noqa: E402
+from tests.cluster.cluster import Cluster, unavailable_reason  # noqa: E402
+
+REL = "output/checkpoint/rank_0/llama_rank_0-1_100.ckpt"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mib", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    reason = unavailable_reason()
+    if reason:
+        sys.exit(f"cannot run: {reason}")
+    cluster = Cluster(1).up()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            run(cluster, Path(tmp), args)
+    finally:
+        cluster.down()
+
+
+def run(cluster: Cluster, tmp: Path, args) -> None:
+    h = cluster.hosts[0]
+    host = cluster.hosts_as_launcher_hosts(slots=1)[0]
+    job_dir = "/root/alaunch/alaunch/bench"
+    ckpt = h.path(f"{job_dir}/{REL}")
+    ckpt.parent.mkdir(parents=True)
+    with open(ckpt, "wb") as f:
+        for _ in range(args.mib):
+            f.write(os.urandom(1 << 20))
+    registry = Registry(tmp / "state" / "registry.sqlite3")
+    job = registry.create_job("bench", "finetune", spec_text="name: bench\noutputs:\n  checkpoints: "
+                              "['output/checkpoint/**/*.ckpt']\n  logs: []\n",
+                              hostfile_text=f"{host.name} slots=1 user=root identity={host.identity}\n",
+                              nodes=[(host.name, job_dir)], state="succeeded",
+                              meta={"pythons": {host.name: sys.executable}}).id
+    options = ConnectOptions(known_hosts=cluster.known_hosts)
+    env = Environment(state_dir=tmp / "state")
+    rsh = rsync_rsh(host, options, control=control_path(options))
+    remote_cache = h.path(f"{job_dir}/{REMOTE_HASH_CACHE}")
+
+    def ours() -> float:
+        shutil.rmtree(tmp / "runs", ignore_errors=True)
+        remote_cache.unlink(missing_ok=True)
+        start = time.perf_counter()
+        report = fetch_job(registry, job, "checkpoints", tmp / "runs", env, options=options)
+        took = time.perf_counter() - start
+        assert report.bytes_transferred == ckpt.stat().st_size, report
+        return took
+
+    def rsync() -> float:
+        shutil.rmtree(tmp / "rsync", ignore_errors=True)
+        (tmp / "rsync").mkdir()
+        start = time.perf_counter()
+        subprocess.run(["rsync", "-a", "-e", rsh, f"{host.name}:{job_dir}/{REL}", str(tmp / "rsync") + "/"],
+                       check=True)
+        return time.perf_counter() - start
+
+    ours()  # warm: ControlMaster up, page cache, imports
+    rsync()
+    t_ours, t_rsync = [], []
+    for _ in range(args.rounds):
+        t_ours.append(ours())
+        t_rsync.append(rsync())
+    a, r = statistics.median(t_ours), statistics.median(t_rsync)
+    print(f"fetch of a {args.mib} MiB checkpoint: alaunch {a:.2f} s ({args.mib / a:.0f} MiB/s), "
+          f"rsync {r:.2f} s ({args.mib / r:.0f} MiB/s) -> throughput ratio {r / a:.2f}x (goal >= 0.9x)")
+    print(f"  rounds: alaunch {', '.join(f'{t:.2f}' for t in t_ours)}; rsync {', '.join(f'{t:.2f}' for t in t_rsync)}")
+
+    start = time.perf_counter()
+    again = fetch_job(registry, job, "checkpoints", tmp / "runs", env, options=options)
+    t_noop = time.perf_counter() - start
+    assert again.bytes_transferred == 0
+    t_rsync_noop = rsync_noop(rsh, host.name, job_dir, tmp)
+    print(f"no-op refetch: alaunch {t_noop:.3f} s, rsync {t_rsync_noop:.3f} s -> time ratio "
+          f"{t_noop / t_rsync_noop:.2f}x")
+    registry.close()
+
+
+def rsync_noop(rsh: str, name: str, job_dir: str, tmp: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(["rsync", "-a", "-e", rsh, f"{name}:{job_dir}/{REL}", str(tmp / "rsync") + "/"], check=True)
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
