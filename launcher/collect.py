@@ -329,20 +329,21 @@ def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Se
     progress.start(name, len(todo), sum(a.file.size - a.offset for a in todo))
     entries = [Entry(a.file.path, a.file.src, a.file.size, a.file.sha256, a.offset, target.local_dir / a.file.path)
                for a in todo]
-    receive(runner, target.python, entries, node, cache, lambda n: progress.advance(name, n))
+    receive(runner, target.python, entries, node, cache, lambda n: progress.advance(name, n),
+            posixpath.join(listing.root, REMOTE_HASH_CACHE))
     node.seconds = time.monotonic() - start
     return node, listing
 
 
 def receive(runner: CommandRunner, python: str, entries: list[Entry], node: NodeFetch,
-            cache: FetchedHashes, on_bytes: Callable[[int], None]) -> None:
+            cache: FetchedHashes, on_bytes: Callable[[int], None], remote_cache: str | None = None) -> None:
     """Stream the entries; a resumed file whose sha256 does not match goes again from zero."""
     for _attempt in range(2):
         if not entries:
             return
         rx = Receiver(entries, on_bytes, runner.name)
         try:
-            stream(runner, python, entries, rx)
+            stream(runner, python, entries, rx, remote_cache)
         finally:
             node.bytes_transferred += rx.payload
             for e, digest in rx.verified:

@@ -17,12 +17,14 @@ A file is hashed at listing time only when the cache has no hash and a same-size
 already here (so it may be skipped); otherwise ``sha256`` is null and SEND hashes it while
 sending it, in parallel with the transfer instead of a whole read before it.
 
-SEND: ``[{"src", "offset", "length", "hash"}]`` on stdin -> for each entry, in order, exactly
+SEND: ``{"files": [{"src", "offset", "length", "hash"}], "cache": "<abs path>"}`` on stdin -> for
+each entry, in order, exactly
 ``length`` bytes of ``src`` from ``offset``, then a 32-byte trailer: the sha256 of the whole
 ``[0, offset+length)`` when ``hash`` (the prefix is read and hashed, not sent), else 32 zero
 bytes. All files of a node come back in ONE stream; the receiver knows every length, so the
 framing needs no headers. A file that vanished or shrank is padded with zeros and gets a
 trailer of 32 0xff bytes: the receiver's check fails and nothing wrong is renamed into place.
+Whole files it hashed go into the host's hash cache, so the next listing need not read them.
 """
 
 LIST = r'''
@@ -33,7 +35,7 @@ if not os.path.isdir(root):
     sys.stderr.write("job directory %s does not exist on this host\n" % root)
     sys.exit(3)
 real_root = os.path.realpath(root)
-cache_path = os.path.join(root, req["cache"]) if req.get("cache") else None
+cache_path = os.path.join(real_root, req["cache"]) if req.get("cache") else None
 cache = {}
 if cache_path and os.path.isfile(cache_path):
     try:
@@ -104,7 +106,8 @@ import hashlib, json, os, sys
 req = json.load(sys.stdin)
 out = sys.stdout.buffer
 BAD = b"\xff" * 32
-for e in req:
+learned = {}
+for e in req["files"]:
     h = hashlib.sha256() if e["hash"] else None
     left, bad = e["length"], False
     try:
@@ -114,6 +117,7 @@ for e in req:
         f, bad = None, True
     if f is not None:
         with f:
+            st = os.fstat(f.fileno())
             if h is not None and e["offset"]:
                 pre = e["offset"]
                 while pre > 0:
@@ -138,6 +142,29 @@ for e in req:
         while left > 0:
             out.write(zeros[:left])
             left -= min(left, len(zeros))
-    out.write(BAD if bad else (h.digest() if h is not None else b"\0" * 32))
+    if bad:
+        out.write(BAD)
+    elif h is not None:
+        out.write(h.digest())
+        if e["offset"] + e["length"] == st.st_size:
+            learned[e["src"]] = [st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest()]
+    else:
+        out.write(b"\0" * 32)
 out.flush()
+if learned and req.get("cache"):
+    path = req["cache"]
+    try:
+        try:
+            with open(path) as fh:
+                cache = json.load(fh)
+        except (OSError, ValueError):
+            cache = {}
+        cache.update(learned)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp.%d" % os.getpid()
+        with open(tmp, "w") as fh:
+            json.dump(cache, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 '''

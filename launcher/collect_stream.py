@@ -154,9 +154,11 @@ def send_argv(python: str) -> list[str]:
     return [python, "-S", "-c", collect_remote.SEND]
 
 
-def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receiver: Receiver) -> None:
-    """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish."""
-    request = json.dumps([e.request() for e in entries]).encode()
+def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receiver: Receiver,
+           cache: str | None = None) -> None:
+    """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish.
+    ``cache``: the host's hash cache file (absolute), where SEND records what it hashed."""
+    request = json.dumps({"files": [e.request() for e in entries], "cache": cache}).encode()
     argv = send_argv(python)
     code, err = None, b""
     try:
