@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from launcher import collect_remote
-from launcher.errors import RemoteError
+from launcher.errors import AlaunchError, RemoteError
 from launcher.runners import CommandRunner, LocalRunner, OpenSSHRunner
 from launcher.runners import shell
 
@@ -79,6 +79,7 @@ class Receiver:
         self.payload = 0  # file bytes received (what "transferred" means)
         self.verified: list[tuple[Entry, str]] = []  # (entry, its sha256), renamed into place
         self.mismatched: list[Entry] = []
+        self.error: BaseException | None = None
         self._next()
 
     @property
@@ -102,6 +103,16 @@ class Receiver:
         self.left, self.trailer = e.size - e.offset, b""
 
     def write(self, data) -> int:
+        """Never raises: the stream's pump thread must keep draining (a stalled pipe would
+        hang the sender); the first failure is kept in ``error`` and the rest discarded."""
+        if self.error is None:
+            try:
+                self._write(data)
+            except (OSError, RemoteError) as exc:
+                self.error = exc
+        return len(data)
+
+    def _write(self, data) -> None:
         view = memoryview(data)
         while len(view):
             if self.complete:
@@ -122,7 +133,6 @@ class Receiver:
             if len(self.trailer) == TRAILER:
                 self._finish()
                 self._next()
-        return len(data)
 
     def flush(self) -> None:
         if self.fh is not None:
@@ -170,6 +180,12 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
             code, err = _paramiko(runner, argv, request, receiver)
     finally:
         receiver.close()
+    if isinstance(receiver.error, RemoteError):
+        raise receiver.error
+    if receiver.error is not None:
+        where = receiver.current()
+        raise AlaunchError(f"cannot write {where.part if where else 'a fetched file'}: "
+                           f"{getattr(receiver.error, 'strerror', None) or receiver.error}")
     if code != 0 or not receiver.complete:
         where = receiver.current()
         what = f"transfer of {where.path}" if where else "transfer"
