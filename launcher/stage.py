@@ -358,10 +358,34 @@ def resolve_home(path: str, home: str) -> str:
     return posixpath.join(home, path[2:]) if path.startswith("~/") else path
 
 
-def manifest_for(local: LocalSet, root: str) -> dict:
-    dirs = sorted({"output", "msrun_log", "state"})
-    return {"root": root, "links": {f.dest: [f.sha256, f.mode] for f in local.files},
-            "texts": dict(local.texts), "dirs": dirs}
+TREE_MIN_FILES = 2
+
+
+def manifest_for(local: LocalSet, root: str, texts: Mapping[str, str] | None = None) -> dict:
+    """What RECEIVE / LINK make of the job dir (pure).
+
+    A top-level directory with many files (``code``) becomes a *tree*: built once per host
+    under ``cas/trees/<id>`` (hard links, id = hash of its (path, sha256, mode) list) and
+    symlinked into the job dir, so a re-stage of the same tree costs one symlink, not one
+    link per file. Directories holding a generated text stay plain (texts differ per job).
+    """
+    texts = dict(local.texts if texts is None else texts)
+    text_tops = {t.split("/", 1)[0] for t in texts}
+    by_top: dict[str, dict[str, list]] = {}
+    for f in local.files:
+        top, _, rest = f.dest.partition("/")
+        if rest:
+            by_top.setdefault(top, {})[rest] = [f.sha256, f.mode]
+    trees, links = {}, {}
+    for top, files in by_top.items():
+        if len(files) >= TREE_MIN_FILES and top not in text_tops:
+            tree_id = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+            trees[top] = {"id": tree_id, "links": files}
+    for f in local.files:
+        if f.dest.partition("/")[0] not in trees:
+            links[f.dest] = [f.sha256, f.mode]
+    return {"root": root, "links": links, "trees": trees, "texts": texts,
+            "dirs": sorted({"output", "msrun_log", "state"})}
 
 
 class Progress:
@@ -453,9 +477,8 @@ class Stager:
             name = node.host.name
             i = ready[name]
             start = time.monotonic()
-            manifest = manifest_for(local, resolve_home(roots[name], i.home))
-            if texts_by_host and name in texts_by_host:
-                manifest["texts"] = dict(texts_by_host[name])
+            texts = texts_by_host.get(name) if texts_by_host else None
+            manifest = manifest_for(local, resolve_home(roots[name], i.home), texts)
             request = {"cas": posixpath.join(i.base, "cas"), "fsid": i.fsid, "manifest": manifest}
             result = node.check([self._py(name), "-S", "-c", stage_remote.LINK], [json.dumps(request).encode()],
                                 timeout=120, what="staging")
@@ -497,9 +520,7 @@ class Stager:
             self.progress.start(name, sum(o.size for o in missing), len(missing))
             start = time.monotonic()
             root = resolve_home(roots[name], i.home)
-            manifest = manifest_for(local, root)
-            if texts_by_host and name in texts_by_host:
-                manifest["texts"] = dict(texts_by_host[name])
+            manifest = manifest_for(local, root, texts_by_host.get(name) if texts_by_host else None)
             stream = tar_stream(missing, manifest, lambda n: self.progress.advance(name, n))
             result = node.check([self._py(name), "-S", "-c", stage_remote.RECEIVE, posixpath.join(i.base, "cas")],
                                 stream, what="staging")

@@ -11,7 +11,9 @@ storage and are staged once.
 RECEIVE: a tar stream of ``objects/<sha256>`` members (each written to a temp name, its
 sha256 checked, then renamed into the store) and a final ``manifest.json`` member
 ``{"root", "links": {dest: [sha, mode]}, "texts": {dest: text}, "dirs": [...]}`` that
-materialises the job directory with hard links (a copy across filesystems).
+materialises the job directory with hard links (a copy across filesystems); big top-level
+directories come as ``"trees": {top: {"id", "links"}}``, built once under ``cas/trees/<id>``
+and symlinked into the job dir.
 
 LINK: ``{"cas", "fsid", "manifest"}`` -> materialise only if the store is the expected one
 and holds every object (the no-op re-stage: one round trip, nothing sent).
@@ -44,27 +46,51 @@ _MATERIALISE = r"""
 root = manifest["root"]
 for d in manifest["dirs"]:
     os.makedirs(os.path.join(root, d), exist_ok=True)
-dirs_made = set()
-for dest, (sha, mode) in sorted(manifest["links"].items()):
-    obj = os.path.join(cas, sha[:2], sha)
-    path = os.path.join(root, dest)
-    parent = os.path.dirname(path)
-    if parent not in dirs_made:
-        os.makedirs(parent, exist_ok=True)
-        dirs_made.add(parent)
-    if mode & 0o111 and not os.stat(obj).st_mode & 0o111:
-        os.chmod(obj, 0o755)
-    try:
+
+def place(links, into):
+    global linked, copied
+    made = set()
+    for dest, (sha, mode) in sorted(links.items()):
+        obj = os.path.join(cas, sha[:2], sha)
+        path = os.path.join(into, dest)
+        parent = os.path.dirname(path)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        if mode & 0o111 and not os.stat(obj).st_mode & 0o111:
+            os.chmod(obj, 0o755)
         try:
-            os.link(obj, path)
-        except FileExistsError:
-            os.unlink(path)
-            os.link(obj, path)
-        linked += 1
-    except OSError:
-        shutil.copyfile(obj, path)
-        os.chmod(path, mode & 0o777)
-        copied += 1
+            try:
+                os.link(obj, path)
+            except FileExistsError:
+                os.unlink(path)
+                os.link(obj, path)
+            linked += 1
+        except OSError:
+            shutil.copyfile(obj, path)
+            os.chmod(path, mode & 0o777)
+            copied += 1
+
+for top, tree in sorted(manifest.get("trees", {}).items()):
+    tdir = os.path.join(cas, "trees", tree["id"])
+    if not os.path.isdir(tdir):
+        tmp = os.path.join(cas, "tmp", "tree.%s.%d" % (tree["id"], os.getpid()))
+        shutil.rmtree(tmp, ignore_errors=True)
+        place(tree["links"], tmp)
+        os.makedirs(os.path.dirname(tdir), exist_ok=True)
+        try:
+            os.rename(tmp, tdir)
+        except OSError:  # built meanwhile by another run: same id, same content
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        linked += len(tree["links"])
+    path = os.path.join(root, top)
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+    os.symlink(tdir, path)
+place(manifest["links"], root)
 for dest, text in manifest["texts"].items():
     path = os.path.join(root, dest)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -175,6 +201,9 @@ try:
 except OSError:
     fsid = None
 shas = {sha for sha, _ in manifest["links"].values()}
+for tree in manifest.get("trees", {}).values():
+    if not os.path.isdir(os.path.join(cas, "trees", tree["id"])):
+        shas.update(sha for sha, _ in tree["links"].values())
 if fsid != req["fsid"] or not all(os.path.isfile(os.path.join(cas, s[:2], s)) for s in shas):
     print(json.dumps({"ok": False}))
     sys.exit(0)

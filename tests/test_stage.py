@@ -167,6 +167,9 @@ def test_noop_restage_is_one_round_trip_with_the_inventory_cache(tmp_path):
     j1, j2 = tmp_path / "wd/alaunch/j1", tmp_path / "wd/alaunch/j2"
     assert (j2 / "code/pkg/m.py").stat().st_ino == (j1 / "code/pkg/m.py").stat().st_ino
     assert (j2 / "config/job.yaml").read_text() == "b: 2\n" and (j2 / "state").is_dir()
+    # the code tree is built once on the host and symlinked: O(1) entries per re-stage
+    assert (j2 / "code").is_symlink() and os.readlink(j2 / "code") == os.readlink(j1 / "code")
+    assert os.readlink(j1 / "code").startswith(str(tmp_path / "wd/alaunch/cas/trees/"))
 
     # a changed file: the cache lacks its object, so survey + send (only that object)
     (tmp_path / "src/pkg/m.py").write_text("print('v3')\n")
