@@ -265,3 +265,39 @@ def test_full_size_set_meets_every_quota_without_duplicates(tmp_path):
     pairs = [(i["conversations"][0]["value"], i["conversations"][1]["value"]) for i in train]
     assert len(set(pairs)) == len(pairs)
     assert report["top_repeated_prompts"][0] == {"problem": "将分数 5/6 进行简化。", "count": 480}
+
+
+def test_bulk_grouping_equals_row_by_row_classification():
+    lines = synth.generate_lines(20000, seed=3)
+    problems = [p for p, _ in synth.iter_pairs(lines)]
+    problems += [json.loads(l)["problem"] for l in FIXTURE.read_text(encoding="utf-8").splitlines()]
+    problems += [" 解方程 1x + 2 = 0", "解方程 1x + 2 = 0 ", "计算 1 + 2 等于多少?", "计算 a + 2 等于多少？",
+                 "计算 2 的 02 次方？", "计算 2 的 2 次方？", "", "商品", "计算1+2等于多少？"]
+    groups, unclassified = F.group_buckets(problems)
+    expected: dict[str, list[int]] = {}
+    for i, p in enumerate(problems):
+        hit = F.classify_bucket(p)
+        if hit is not None:
+            expected.setdefault(hit[1], []).append(i)
+    assert groups == expected
+    assert unclassified == [i for i, p in enumerate(problems) if F.classify_bucket(p) is None]
+    # a problem holding a line break must not shift the tags of the rows after it
+    odd = ["解方程 1x + 2 = 0\n解方程 1x + 3 = 0", "将分数 5/6 进行简化。"]
+    assert F.group_buckets(odd) == ({F.FRACTION: [1]}, [0])
+
+
+@pytest.mark.parametrize("line", [
+    '{"problem": "a \\"q\\" b", "solution": "x"}',  # escaped quotes
+    '{"problem": "tab\\there", "solution": "x"}',  # an escape
+    '{"problem":"a","solution":"x"}',  # other spacing
+    '{"problem": "a", "solution": "x", "extra": "y"}',  # more keys
+    '{"problem": "a", "solution": "x"}\r',  # CRLF
+])
+def test_reader_fast_path_agrees_with_json_on_every_line_shape(tmp_path, line):
+    raw = tmp_path / "raw.jsonl"
+    plain = '{"problem": "解方程 2x + 4 = 0", "solution": "方程的解为：-2.0"}'
+    raw.write_text("\n".join([plain, line, plain, line]) + "\n", encoding="utf-8", newline="")
+    data = read_raw(raw)
+    expected = [(json.loads(plain)["problem"], json.loads(plain)["solution"]),
+                (json.loads(line)["problem"], json.loads(line)["solution"])]
+    assert data.rows == expected and data.counts == [2, 2] and data.raw_rows == 4

@@ -137,6 +137,80 @@ def classify_bucket(problem: str) -> tuple[str, str] | None:
     return family, bucket_of(family, m)
 
 
+def _tagging_pattern() -> re.Pattern[str]:
+    """All families as one multi-line pattern whose non-empty group is the row's tag.
+
+    Tag: the operator for arithmetic, the exponent for powers, the first character for
+    every other family (计 for square roots: arithmetic and powers never tag with it).
+    A last ``.*`` matches any other line with an empty tag, so ``findall`` yields exactly
+    one tag per line, in order. Whitespace may not cross a line break.
+    """
+    alternatives = []
+    for family, pattern in _PATTERNS.items():
+        keep = {"ar_op", "pw_exp"}
+        body = re.sub(r"\(\?P<(\w+)>", lambda m: "(" if m.group(1) in keep else "(?:", pattern)
+        body = body.replace(r"\s", r"[^\S\n]")
+        if family not in (ARITHMETIC, POWER):
+            body = f"({body[0]}){body[1:]}"
+        alternatives.append(body)
+    return re.compile("^(?:" + "|".join(alternatives) + "|.*)$", re.M)
+
+
+_TAGGER = _tagging_pattern()
+_TAG_FAMILY = {pat[0]: fam for fam, pat in _PATTERNS.items() if pat[0] != "计"} | {"计": SQUARE_ROOT}
+
+
+def _bucket_of_tag(tag: str) -> str:
+    if tag in OPERATION_BUCKETS:
+        return OPERATION_BUCKETS[tag]
+    if tag.isdigit():
+        return f"power_{int(tag)}"
+    return _TAG_FAMILY[tag]
+
+
+def group_buckets(problems: list[str]) -> tuple[dict[str, list[int]], list[int]]:
+    """Indices of ``problems`` per bucket (in order) and the indices of no family.
+
+    The same answer as :func:`classify_bucket` row by row, faster: all rows are joined
+    and tagged by one C-level ``findall`` (see :func:`_tagging_pattern`), so the only
+    Python work per row is a dict append. Rows with an empty tag (surrounding space, a
+    wrapped prompt, no family) take the row-by-row path; so does everything when a
+    problem holds a line break. (Measured alternatives, slower: a ``fullmatch`` per row,
+    prefix/suffix dispatch + a block regex per family, ``sub`` with a group template.)
+    """
+    block = "\n".join(problems)
+    tags: list[str] | None = None
+    if block.count("\n") == len(problems) - 1:
+        tags = list(map("".join, _TAGGER.findall(block)))
+    del block
+    if tags is None or len(tags) != len(problems):
+        tags = [""] * len(problems)
+    by_tag: dict[str, list[int]] = {}
+    for i, tag in enumerate(tags):
+        by_tag.setdefault(tag, []).append(i)
+    other = by_tag.pop("", [])
+    groups: dict[str, list[int]] = {}
+    for tag, idx in by_tag.items():
+        bucket = _bucket_of_tag(tag)
+        if bucket in groups:  # power exponents written 2 and 02
+            groups[bucket] = sorted(groups[bucket] + idx)
+        else:
+            groups[bucket] = idx
+    unclassified: list[int] = []
+    late = False
+    for i in other:
+        hit = classify_bucket(problems[i])
+        if hit is None:
+            unclassified.append(i)
+        else:
+            groups.setdefault(hit[1], []).append(i)
+            late = True
+    if late:
+        for idx in groups.values():
+            idx.sort()  # rows found late join their bucket in order
+    return groups, unclassified
+
+
 def is_bucket(name: str) -> bool:
     """Whether ``name`` is a bucket a recipe may set a quota for."""
     if name in OPERATION_BUCKETS.values():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from launcher.data import families as F
 from launcher.data import templates as T
+from launcher.data.bulk import gc_paused
 from launcher.data.rawio import RawSet
 from launcher.data.recipe import UNCLASSIFIED, Recipe
 
@@ -70,16 +71,7 @@ def _family_of_bucket(bucket: str) -> str:
 
 def group_by_bucket(rows: list[tuple[str, str]]) -> tuple[dict[str, list[int]], list[int]]:
     """Row indices per bucket (in first-occurrence order) and the unclassified indices."""
-    groups: dict[str, list[int]] = {}
-    unclassified: list[int] = []
-    classify = F.classify_bucket
-    for i, (problem, _) in enumerate(rows):
-        hit = classify(problem)
-        if hit is None:
-            unclassified.append(i)
-        else:
-            groups.setdefault(hit[1], []).append(i)
-    return groups, unclassified
+    return F.group_buckets([problem for problem, _ in rows])
 
 
 def sampling_order(recipe: Recipe, buckets: list[str]) -> list[str]:
@@ -109,6 +101,11 @@ def top_repeated(raw: RawSet, n: int = TOP_REPEATED) -> list[tuple[str, int]]:
 
 def run(raw: RawSet, recipe: Recipe, *, seed: int | None = None, test_rows: int = 0) -> Outcome:
     """Apply ``recipe`` to ``raw``: the train sample, an optional held-out test split, stats."""
+    with gc_paused():
+        return _run(raw, recipe, seed=seed, test_rows=test_rows)
+
+
+def _run(raw: RawSet, recipe: Recipe, *, seed: int | None, test_rows: int) -> Outcome:
     rng = random.Random(recipe.seed if seed is None else seed)
     groups, unclassified = group_by_bucket(raw.rows)
     if recipe.unclassified == "keep" and unclassified:
@@ -142,7 +139,7 @@ def run(raw: RawSet, recipe: Recipe, *, seed: int | None = None, test_rows: int 
         nonlocal missing
         problem, solution = raw.rows[i]
         parsed = F.parse(problem)
-        if parsed is not None and T.last_number(solution) is None:
+        if parsed is not None and T.NUMBER.search(solution) is None:
             missing += 1
         bucket = parsed.bucket if parsed else UNCLASSIFIED
         ans = T.answer(parsed, solution, templates=templates, rounded=rounded)
