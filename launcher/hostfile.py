@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 from launcher.errors import InputError
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-DEFAULT_WORKDIR = "~/alaunch"
+DEFAULT_WORKDIR = "~"  # jobs live in <workdir>/alaunch/<job-id>, so ~/alaunch/<job-id> by default
 
 KEYS = ("slots", "user", "port", "identity", "workdir")
 MAX_HOSTFILE_BYTES = 1 << 20

@@ -15,7 +15,7 @@ CONFIG_NAME = "job.yaml"
 
 @dataclass(frozen=True)
 class JobLayout:
-    """The remote job directory ``root`` (e.g. ``~/alaunch/alaunch/<job-id>``) and its parts.
+    """The remote job directory ``root`` (e.g. ``~/alaunch/<job-id>``) and its parts.
 
     ``root`` may start with ``~`` (expanded by the remote shell); callers that build argv
     lists must resolve it first (``with_root``) if the remote program does not expand ``~``.

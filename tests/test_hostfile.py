@@ -38,7 +38,7 @@ def test_all_keys_and_quoting():
     assert a.remote_workdir == "/srv/my jobs"
     assert b.workdir == "/srv/a#b"  # '#' inside a word is literal
     assert b.remote_workdir == "/srv/a#b"
-    assert parse_hostfile("x slots=1\n")[0].remote_workdir == "~/alaunch"
+    assert parse_hostfile("x slots=1\n")[0].remote_workdir == "~"
 
 
 def test_aliases_ipv4_ipv6_and_local():

@@ -44,7 +44,7 @@ def test_two_nodes_msrun_lines_and_env(tmp_path):
     assert plan.worker_num == 4 and plan.master_addr == "10.0.0.1"
     n0, n1 = plan.nodes
     assert n1.layout.root == "/srv/my jobs/alaunch/tiny-1"
-    assert n0.layout.root == "~/alaunch/alaunch/tiny-1"
+    assert n0.layout.root == "~/alaunch/tiny-1"
     assert list(n1.argv[:10]) == [
         "/opt/venv/bin/msrun", "--worker_num=4", "--local_worker_num=2", "--master_addr=10.0.0.1",
         "--master_port=8118", "--node_rank=1", "--log_dir=/srv/my jobs/alaunch/tiny-1/msrun_log",
@@ -74,7 +74,7 @@ def test_dry_run_is_valid_shell_and_hides_secrets(tmp_path):
     assert "--node_rank=0" in text and "--node_rank=1" in text
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
     # the '~' root still expands in the printed command, a path with a space stays one word
-    assert '"$HOME"/alaunch/alaunch/j' in text
+    assert '"$HOME"/alaunch/j' in text
     assert "'--log_dir=/srv/my jobs/alaunch/j/msrun_log'" in text
 
 

@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from launcher import environment, render as render_mod, validate, yamlio
+from launcher.hostfile import DEFAULT_WORKDIR
 from launcher.errors import InputError
 from launcher.layout import JobLayout
 from launcher.spec import load_job
@@ -38,7 +39,7 @@ def build(job: Path, hosts, sets: List[str], job_id: str = PREVIEW_JOB_ID, check
     """Everything `render` checks, with no output: (spec, rendered, mindformers check). Raises InputError."""
     spec = load_job(job)
     validate.check_local_paths(spec)
-    workdir = hosts[0].remote_workdir if hosts else "~/alaunch"
+    workdir = hosts[0].remote_workdir if hosts else DEFAULT_WORKDIR
     layout = JobLayout.for_job(workdir, job_id)
     template_path = spec.template_path()
     template_text = template_path.read_text(encoding="utf-8")

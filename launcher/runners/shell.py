@@ -3,7 +3,7 @@
 Nothing here does I/O, so each rule is a one-line test. A user value (path, argument,
 environment value) only ever reaches a shell as one ``shlex.quote``-d word; the only
 unquoted text is the fixed scaffolding written here. ``~/`` at the start of a path is kept
-expandable as ``"$HOME"/...`` because remote workdirs default to ``~/alaunch``.
+expandable as ``"$HOME"/...`` because remote workdirs default to ``~``.
 """
 
 from __future__ import annotations
