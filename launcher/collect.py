@@ -45,7 +45,7 @@ from launcher import registry as reg
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.group import run_parallel
 from launcher.hostfile import Host, parse_hostfile
-from launcher.runners import CommandRunner, ConnectOptions, LocalRunner, OpenSSHRunner, make_runner
+from launcher.runners import CommandRunner, ConnectOptions, OpenSSHRunner, make_runner
 from launcher.spec import OutputsSpec
 from launcher.stage import HashCache
 from launcher import yamlio

@@ -151,3 +151,16 @@ def test_symlink_outside_refused_over_ssh(ssh_cluster, tmp_path):
     assert (tmp_path / "runs" / job / h0 / "msrun_log" / "worker_0.log").read_bytes() == b"ok\n"
     assert not (tmp_path / "runs" / job / h1 / "msrun_log").exists()
     registry.close()
+
+
+def test_without_an_ssh_binary_paramiko_carries_the_same_stream(ssh_cluster, tmp_path):
+    from launcher.runners import SSHRunner
+    data = {"msrun_log/worker_0.log": b"a\n" * 1000, "output/checkpoint/rank_0/x.ckpt": os.urandom(1 << 20)}
+    registry, job, roots = make_job(ssh_cluster, tmp_path, 1, lambda rank: data)
+    options = ConnectOptions(known_hosts=ssh_cluster.known_hosts)
+    report = fetch_job(registry, job, "all", tmp_path / "runs", Environment(state_dir=tmp_path / "state"),
+                       runner_factory=lambda h: SSHRunner(h, options))
+    here = tmp_path / "runs" / job / ssh_cluster.hosts[0].address
+    assert report.nodes[0].fetched == 2 and report.bytes_transferred == sum(map(len, data.values()))
+    assert all((here / rel).read_bytes() == content for rel, content in data.items())
+    registry.close()

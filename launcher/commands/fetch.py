@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
-from rich.table import Table
 
 from launcher import environment, registry as reg
 from launcher.collect import FetchError, FetchReport, NodeFetch, default_options, fetch_job
