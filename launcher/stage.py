@@ -141,12 +141,19 @@ class HashCache:
                 self._data = {}
         self.hashed = 0  # files actually read this run (for tests and the benchmark)
 
-    def sha256(self, path: Path, st: os.stat_result) -> str:
-        key = str(path)
+    def lookup(self, path: Path, st: os.stat_result) -> str | None:
+        """The cached digest if the file is unchanged (size and mtime), else None."""
         with self._lock:
-            hit = self._data.get(key)
+            hit = self._data.get(str(path))
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return hit[2]
+        return None
+
+    def sha256(self, path: Path, st: os.stat_result) -> str:
+        key = str(path)
+        cached = self.lookup(path, st)
+        if cached is not None:
+            return cached
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while block := f.read(CHUNK):
@@ -206,13 +213,15 @@ def collect(items: Sequence[StageItem], cache: HashCache, workers: int = 4) -> L
         else:
             raise InputError(f"{path} does not exist (needed at {item.dest} on the hosts)", key=item.dest)
 
-    def one(entry: tuple[str, Path]) -> LocalFile:
-        dest, p = entry
-        st = p.stat()
-        return LocalFile(dest, p, st.st_size, cache.sha256(p, st), stat.S_IMODE(st.st_mode))
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        files = tuple(pool.map(one, found))
+    stats = [(dest, p, p.stat()) for dest, p in found]
+    digests = [cache.lookup(p, st) for _, p, st in stats]  # hits inline: a pool costs more than a dict
+    misses = [i for i, d in enumerate(digests) if d is None]
+    if misses:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, digest in zip(misses, pool.map(lambda i: cache.sha256(stats[i][1], stats[i][2]), misses)):
+                digests[i] = digest
+    files = tuple(LocalFile(dest, p, st.st_size, d, stat.S_IMODE(st.st_mode))
+                  for (dest, p, st), d in zip(stats, digests))
     return LocalSet(files, texts, tuple(warnings))
 
 

@@ -42,16 +42,26 @@ def test_host_key_policy_matches_the_paramiko_path():
     assert _opt(accept, "UserKnownHostsFile") == []  # default: ssh_config's, else ~/.ssh/known_hosts
 
 
-def test_config_file_timeout_and_multiplexing_options():
-    o = ConnectOptions(ssh_config=Path("/etc/x/ssh_config"), connect_timeout=2.4, control_persist=0)
+def test_config_file_timeout_and_multiplexing_options(tmp_path):
+    o = ConnectOptions(ssh_config=Path("/etc/x/ssh_config"), connect_timeout=2.4)
     argv = ssh_options(Host("h", 1), o)
     assert argv[argv.index("-F") + 1] == "/etc/x/ssh_config"
     assert _opt(argv, "ConnectTimeout") == ["2"]
-    assert control_path(o) is None and _opt(argv, "ControlMaster") == []
-    cp = control_path(ConnectOptions(), Path("/tmp"))
-    assert cp != control_path(ConnectOptions(), Path("/tmp"))  # one master per runner
-    withcp = ssh_options(Host("h", 1), ConnectOptions(), control=cp)
-    assert _opt(withcp, "ControlPath") == [cp] and _opt(withcp, "ControlMaster") == ["auto"]
+    assert _opt(argv, "ControlMaster") == []  # only with a control path
+    private = control_path(ConnectOptions(), tmp_path)
+    assert private != control_path(ConnectOptions(), tmp_path)  # default: one master per runner
+    withcp = ssh_options(Host("h", 1), ConnectOptions(), control=private)
+    assert _opt(withcp, "ControlPath") == [private] and _opt(withcp, "ControlMaster") == ["auto"]
+    known = tmp_path / "known_hosts"
+    known.write_text("a ssh-ed25519 AAAA\n")
+    shared = ConnectOptions(known_hosts=known, control_persist=60)
+    first = control_path(shared, tmp_path)
+    assert first == control_path(ConnectOptions(known_hosts=known, control_persist=60), tmp_path)
+    assert _opt(ssh_options(Host("h", 1), shared, control=first), "ControlPersist") == ["60"]
+    known.write_text("a ssh-ed25519 BBBB\n")  # an edited known_hosts never reuses the old master
+    assert control_path(shared, tmp_path) != first
+    assert first != control_path(ConnectOptions(known_hosts=known, control_persist=60,
+                                                accept_new_host_keys=True), tmp_path)
     assert shlex.split(rsync_rsh(Host("h", 1, port=22), o)) == ["ssh", *ssh_options(Host("h", 1, port=22), o)]
 
 
@@ -149,3 +159,18 @@ def test_master_connection_reused_and_closed(ssh_cluster):
     assert len(socks) == 1
     r.close()
     assert not [p for p in Path(r._control).parent.iterdir() if p.name.startswith(prefix)]
+
+
+@pytest.mark.cluster
+def test_shared_master_survives_close_and_serves_the_next_runner(ssh_cluster):
+    from launcher.runners.openssh import close_master
+    a = runner(ssh_cluster, 2, control_persist=20)
+    a.exec(["true"])
+    a.close()
+    prefix = Path(a._control).name.split("%")[0]
+    assert [p for p in Path(a._control).parent.iterdir() if p.name.startswith(prefix)]  # still there
+    b = runner(ssh_cluster, 2, control_persist=20)
+    assert b._control == a._control
+    assert b.exec(["hostname"])[1].strip() == b"host2"
+    close_master(b.ssh, b.host, b.options, b._control)  # leave no master behind for other tests
+    assert not [p for p in Path(a._control).parent.iterdir() if p.name.startswith(prefix)]

@@ -14,10 +14,11 @@ refused — OpenSSH never accepts a changed key in either mode).
 Speed choices (measured on the test cluster, see benchmarks/bench_transport.py):
 ``curve25519-sha256`` key exchange first (0.15 s per connect vs 0.26 s for the post-quantum
 default ``sntrup761x25519``; the server may still pick any other it offers), ``aes128-gcm``
-first (AES-NI), and a ControlMaster socket per runner, so the second command to a host costs
-one round trip (~15 ms), not a handshake (~150 ms). The runner closes its master in
-:meth:`OpenSSHRunner.close`; ``control_persist`` only bounds how long an orphaned master (a
-killed alaunch) lingers.
+first (AES-NI), and a ControlMaster socket, so the second command to a host costs one
+round trip (~15 ms), not a handshake (~150 ms). By default (``control_persist=0``) the
+master is the runner's own and :meth:`OpenSSHRunner.close` ends it; with
+``control_persist=N`` masters are shared across runs and live N idle seconds (see
+:func:`control_path`), which makes a re-submit within a minute skip the handshake too.
 """
 
 from __future__ import annotations
@@ -63,16 +64,28 @@ def control_dir() -> Path:
     return d
 
 
-def control_path(options: ConnectOptions, base: Path | None = None) -> str | None:
-    """A fresh master socket path for one runner (None: multiplexing off).
+def _file_tag(path: Path | str | None) -> str:
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest() if path else ""
+    except OSError:
+        return "missing"
 
-    Per runner, not shared: the runner that opened the master closes it (``ssh -O exit``), so
-    no session of another runner is cut, and a host that went down or was reinstalled is
-    never reached through a stale master of an earlier run.
+
+def control_path(options: ConnectOptions, base: Path | None = None) -> str:
+    """The master socket path for a runner with these options (``%C``: ssh's hash of host,
+    port and user).
+
+    ``control_persist > 0``: shared by every runner with the same options AND the same
+    known_hosts / ssh_config *contents*, and left running that many idle seconds, so the
+    next alaunch command skips the handshake; an edited known_hosts never reuses a master
+    opened under the old one. ``control_persist == 0``: private to one runner, closed by it.
     """
+    d = base or control_dir()
     if options.control_persist <= 0:
-        return None
-    return str((base or control_dir()) / f"{os.urandom(5).hex()}-%C")
+        return str(d / f"r{os.urandom(5).hex()}-%C")
+    key = "\0".join((str(options.known_hosts), _file_tag(options.known_hosts), str(options.ssh_config),
+                     _file_tag(options.ssh_config), str(options.accept_new_host_keys)))
+    return str(d / f"s{hashlib.sha256(key.encode()).hexdigest()[:12]}-%C")
 
 
 def ssh_options(host: Host, options: ConnectOptions, *, control: str | None = None) -> list[str]:
@@ -89,8 +102,9 @@ def ssh_options(host: Host, options: ConnectOptions, *, control: str | None = No
     if options.known_hosts:
         argv += ["-o", "UserKnownHostsFile=" + _opt_value(str(Path(options.known_hosts).expanduser()))]
     if control:
+        persist = int(options.control_persist) if options.control_persist > 0 else 30  # 30: orphan bound
         argv += ["-o", "ControlMaster=auto", "-o", "ControlPath=" + _opt_value(control),
-                 "-o", f"ControlPersist={max(1, int(options.control_persist))}"]
+                 "-o", f"ControlPersist={max(1, persist)}"]
     if host.identity:
         argv += ["-i", os.path.expanduser(host.identity)]
     if host.port:
@@ -294,7 +308,7 @@ class OpenSSHRunner(SSHRunner):
     def close(self) -> None:
         """Close the paramiko connection and this runner's ControlMaster (if one was started)."""
         super().close()
-        if self._control:
+        if self.options.control_persist <= 0:
             close_master(self.ssh, self.host, self.options, self._control)
 
 

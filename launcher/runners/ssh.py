@@ -43,9 +43,10 @@ class ConnectOptions:
     accept_new_host_keys: bool = False
     ssh_config: Path | None = None  # default: ~/.ssh/config (and /etc/ssh/ssh_config)
     nodelay: bool = True
-    # OpenSSH ControlMaster: keep one connection per host this long after the last use
-    # (seconds; 0 = no multiplexing), so the next command or alaunch run skips the handshake.
-    control_persist: float = 60.0
+    # OpenSSH ControlMaster: 0 = each runner multiplexes its own commands over one connection
+    # and closes it; N > 0 = masters shared by runs with the same options and kept N idle
+    # seconds, so the next alaunch command skips the ~150 ms handshake (see runners.openssh).
+    control_persist: float = 0.0
     _fabric_config: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
