@@ -84,7 +84,8 @@ def test_mindrecord_rows_decode_back_and_are_identical_per_seed(prepared):
         n_prompt = next((k for k, x in enumerate(labels) if x != IGNORE), None)
         if n_prompt is None:  # the prompt alone filled the row
             truncated += 1
-            assert prompt.startswith(sp.decode(ids[1:]))
+            # a cut can fall inside a character written as byte pieces: it decodes to U+FFFD
+            assert prompt.startswith(sp.decode(ids[1:]).rstrip("\ufffd"))
             continue
         assert ids[0] == 1 and sp.decode(ids[1:n_prompt]) == prompt
         answer_ids = [x for x in labels if x != IGNORE]
@@ -94,5 +95,5 @@ def test_mindrecord_rows_decode_back_and_are_identical_per_seed(prepared):
             assert set(ids[n_prompt + len(answer_ids):]) <= {0}
         else:
             truncated += 1
-            assert answer.startswith(sp.decode(answer_ids))
+            assert answer.startswith(sp.decode(answer_ids).rstrip("\ufffd"))
     assert truncated == ra["tokens"]["truncated_rows"] > 0  # seq 96 is short for the templates
