@@ -57,7 +57,8 @@ def write_job(dirpath: Path, data: dict[str, Path], epochs: int, name: str = "e2
            "nodes": "all", "cards_per_node": "all", "entry": {"script": "alaunch:run_cpu"},
            "overrides": {"runner_config.epochs": epochs},
            "inputs": {"train": {"local": str(data["mindrecord"]), "fills": "train_dataset.data_loader.dataset_dir"}},
-           "tokenizer": {"local": str(data["tokenizer"])}, "env": {"GLOG_v": 2}}
+           "tokenizer": {"local": str(data["tokenizer"])}, "env": {"GLOG_v": 2},
+           "outputs": {"logs": ["msrun_log/*.log"], "checkpoints": ["output/checkpoint/**/*.ckpt"]}}
     path = dirpath / f"{name}.yaml"
     path.write_text(yaml.safe_dump(job, allow_unicode=True), encoding="utf-8")
     return path
@@ -145,12 +146,25 @@ def test_one_worker_then_unchanged_resubmit_stages_nothing(run_cli, toy, tmp_pat
 
 def test_two_workers_data_parallel(run_cli, toy, tmp_path, workdir):
     job = write_job(tmp_path, toy, epochs=1)
-    code, out, err = run_cli("submit", str(job), "-H", str(_hostfile(tmp_path, 2, workdir)), "--follow")
+    runs = tmp_path / "runs"
+    code, out, err = run_cli("submit", str(job), "-H", str(_hostfile(tmp_path, 2, workdir)), "--fetch",
+                             "--fetch-dest", str(runs))
     assert code == 0, err
+    job_id = out.strip().splitlines()[-1]
     with Registry.in_state_dir() as registry:
-        record = registry.get(out.strip().splitlines()[-1])
+        record = registry.get(job_id)
     assert record.state == "succeeded"
-    _check_trained(Path(record.nodes[0].job_dir), range(2))
+    root = Path(record.nodes[0].job_dir)
+    _check_trained(root, range(2))
+    # --fetch brought the logs and both ranks' checkpoints home, byte for byte
+    fetched = sorted(p.relative_to(runs / job_id / "localhost") for p in (runs / job_id / "localhost").rglob("*")
+                     if p.is_file())
+    assert Path("msrun_log/worker_0.log") in fetched and Path("msrun_log/worker_1.log") in fetched
+    ckpts = [p for p in fetched if p.suffix == ".ckpt"]
+    assert {p.parts[-2] for p in ckpts} >= {"rank_0", "rank_1"}, ckpts
+    for rel in ckpts:
+        assert (runs / job_id / "localhost" / rel).read_bytes() == (root / rel).read_bytes()
+    assert (runs / job_id / "job.json").is_file()
 
 
 def test_cancel_leaves_other_job_running(run_cli, toy, tmp_path, workdir):

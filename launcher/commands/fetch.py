@@ -80,6 +80,18 @@ def report_json(report: FetchReport) -> str:
                                  for n in report.nodes]}, indent=2)
 
 
+def fetch_with_progress(env, registry: reg.Registry, job: str, what: str, dest: Path,
+                        options) -> FetchReport:
+    """Fetch with a bar per node on a terminal, plain lines otherwise (used by fetch and submit --fetch)."""
+    say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    if env.stderr.is_terminal and not env.raw:
+        bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), console=env.stderr, transient=False)
+        with bar:
+            return fetch_job(registry, job, what, dest, env, progress=RichFetchProgress(bar, say), options=options)
+    return fetch_job(registry, job, what, dest, env, progress=PlainFetchProgress(say), options=options)
+
+
 def register(app: typer.Typer) -> None:
     s = ssh_options()
 
@@ -93,22 +105,13 @@ def register(app: typer.Typer) -> None:
         accept_new: bool = s["accept_new"],
     ) -> None:
         env = environment.current()
-        say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
         with reg.Registry.in_state_dir(env.state_dir) as registry:
             options = default_options(registry.get(job))
             options.known_hosts = known_hosts or options.known_hosts
             options.ssh_config = ssh_config or options.ssh_config
             options.accept_new_host_keys = accept_new
             try:
-                if env.stderr.is_terminal and not env.raw:
-                    bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                  TransferSpeedColumn(), console=env.stderr, transient=False)
-                    with bar:
-                        report = fetch_job(registry, job, what, dest, env,
-                                           progress=RichFetchProgress(bar, say), options=options)
-                else:
-                    report = fetch_job(registry, job, what, dest, env, progress=PlainFetchProgress(say),
-                                       options=options)
+                report = fetch_with_progress(env, registry, job, what, dest, options)
             except FetchError as exc:
                 if as_json:
                     env.stdout.print(report_json(exc.report), markup=False, highlight=False, soft_wrap=True)

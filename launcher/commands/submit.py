@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
         check_mindformers: bool = typer.Option(False, "--validate", help="Also load the config with MindFormers."),
         follow: bool = typer.Option(False, "--follow", "-f",
                                     help="Follow the logs live until the end; exit with the job's status code."),
+        fetch: bool = typer.Option(False, "--fetch",
+                                   help="When the job ends, fetch its outputs into runs/<job-id>/ (implies --follow)."),
+        fetch_dest: Path = typer.Option(Path("runs"), "--fetch-dest", help="Where --fetch puts runs/<job-id>/."),
         known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
         accept_new: bool = s["accept_new"],
     ) -> None:
@@ -105,11 +108,18 @@ def register(app: typer.Typer) -> None:
             say(f"started {record.name} on {len(record.nodes)} node(s): "
                 + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid})" for n in record.nodes))
             code = 0
-            if follow:
+            if follow or fetch:
                 from launcher.commands._live import follow_job, runner_factory
                 code = follow_job(record, service, runner_factory(known_hosts, ssh_config, accept_new),
                                   raw=env.raw)
                 record = registry.get(record.id)
+            if fetch:
+                from launcher.collect import default_options
+                from launcher.commands.fetch import fetch_with_progress
+                options = default_options(record)
+                options.accept_new_host_keys = accept_new
+                report = fetch_with_progress(env, registry, record.id, "all", fetch_dest, options)
+                say(f"fetched into {report.run_dir}")
             env.stdout.print(record.id, markup=False, highlight=False)
         if code:
             raise typer.Exit(code)
