@@ -25,7 +25,7 @@ from launcher.layout import JobLayout
 from launcher.nodeexec import NodeExec, make_exec
 from launcher.plan import DEFAULT_CLUSTER_TIME_OUT, Plan, build_plan, stage_items
 from launcher.render import Rendered, render_job, resolve_world
-from launcher.spec import JobSpec, load_job
+from launcher.spec import JobSpec, load_job, redacted_text
 from launcher.stage import CACHE_NAME, HashCache, Progress, Stager, collect, resolve_home
 
 STATE_EXIT = {reg.SUCCEEDED: ExitCode.OK, reg.FAILED: ExitCode.JOB_FAILED, reg.RUNNING: ExitCode.JOB_RUNNING,
@@ -123,7 +123,7 @@ class JobService:
         opts = replace(opts, bin_dir=bin_dir)
         execs = {h.name: self.exec_factory(h) for h in hosts}
         pythons = {h.name: python_for(bin_dir, h) for h in hosts}
-        spec_text = Path(spec.source).read_text(encoding="utf-8") if spec.source else ""
+        spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
         cache = HashCache(self.state_dir / CACHE_NAME)
         try:
             local = collect([i for i in stage_items(spec, "") if i.text is None], cache)

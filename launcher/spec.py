@@ -361,6 +361,23 @@ def _absolute_locals(spec: JobSpec, base: Path) -> JobSpec:
     return spec.model_copy(update=update)
 
 
+def redacted_text(spec: "JobSpec", text: str) -> str:
+    """The job file's text as it may be stored (registry) or shown: literal secret values as ``***``.
+
+    Without literal secrets the text is returned unchanged (comments kept); with them, the
+    parsed mapping is dumped again with each ``env.X.value`` of a ``secret: true`` entry masked.
+    """
+    if not any(getattr(ev, "secret", False) and getattr(ev, "value", None) for ev in spec.env.values()):
+        return text
+    import yaml
+
+    data = yaml.safe_load(text)
+    for raw in (data.get("env") or {}).values():
+        if isinstance(raw, dict) and raw.get("secret") and "value" in raw:
+            raw["value"] = SECRET_MASK
+    return "# secret values replaced by *** by alaunch\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
 def load_job(path: str | os.PathLike) -> JobSpec:
     """Read, parse and validate a job file (duplicate keys, anchors and non-mappings refused)."""
     source = str(path)

@@ -363,7 +363,7 @@ def test_hostile_values_reach_a_real_host_literally_and_secrets_stay_secret(ssh_
     # secrets: not printed, not in the registry bytes, not in any file of the job dir on the host
     said = "\n".join(lines) + events
     assert SECRET not in said and FROM_LOCAL not in said
-    # (a from_local value is never in the registry; a literal secret is: see the xfail below)
+    # (a from_local value is never in the registry; a literal secret is masked: see below)
     assert FROM_LOCAL.encode() not in registry_path.read_bytes()
     leak = ssh_cluster.exec_on(0, ["grep", "-rlF", "-e", SECRET, "-e", FROM_LOCAL, root])
     assert leak.stdout == "" and leak.returncode == 1, leak.stdout
@@ -380,9 +380,6 @@ def env_literal(env: dict) -> dict:
     return {k: v for k, v in env.items() if k.startswith("HOSTILE_")}
 
 
-@pytest.mark.xfail(strict=True, reason="launcher/jobs.py submit()/_record_failure() store the raw job file text "
-                                       "(spec_text) in the registry, so an env value marked secret: true is "
-                                       "written to the sqlite file in clear")
 def test_hostile_secret_value_never_in_registry_bytes(tmp_path, monkeypatch):
     """A job that fails at the first host contact (name does not resolve) is still recorded; its secret must not be."""
     from launcher.jobs import JobService, SubmitOptions
