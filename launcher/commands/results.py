@@ -76,16 +76,6 @@ def resolve_run_dir(arg: str) -> Path:
                      "directory or a job id fetched into ./runs", source=arg)
 
 
-def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg})", source=str(path), line=exc.lineno) from exc
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", source=str(path))
-    return data
-
-
 def find_model_config(run_dir: Path) -> dict[str, Any] | None:
     """``model.model_config`` of the first YAML in the run that has a pet_config (else any)."""
     fallback = None
@@ -129,7 +119,7 @@ def _training_state(run_dir: Path) -> LogState | None:
 
 def collect(run_dir: Path) -> RunFacts:
     """Gather the facts of one run directory (reads files; no network)."""
-    meta = _load_json(run_dir / JOB_META) if (run_dir / JOB_META).is_file() else {}
+    meta = scorefile.load_json_object(run_dir / JOB_META) if (run_dir / JOB_META).is_file() else {}
     facts = RunFacts(path=str(run_dir), job=str(meta.get("id") or meta.get("job_id") or
                                                   meta.get("name") or run_dir.name))
     facts.template = meta.get("template")

@@ -19,6 +19,11 @@ def load(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SCORES_NAME
     if not path.exists():
         return {}
+    return load_json_object(path)
+
+
+def load_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding one object; InputError naming the file (and line) otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
