@@ -77,6 +77,14 @@ def _read_predict_data(items: list[str] | None) -> list[str] | str | None:
     return [item.replace(r"\n", "\n") for item in items]
 
 
+def padded_inputs(inputs: list[str] | str | None, batch: int | None) -> list[str] | str | None:
+    """MindFormers rejects a prompt list that is not a multiple of the batch size: repeat the
+    last prompt to fill the final batch (``_write_predictions`` pairs only the real ones)."""
+    if not isinstance(inputs, list) or not inputs or not batch or batch <= 1:
+        return inputs
+    return inputs + [inputs[-1]] * (-len(inputs) % batch)
+
+
 def build_config(args: argparse.Namespace):
     """Load the YAML and apply the command-line overrides exactly as run_mindformer.py does."""
     from mindformers.tools.register import MindFormerConfig
@@ -90,6 +98,9 @@ def build_config(args: argparse.Namespace):
         config.context.device_target = args.device_target
     if args.train_dataset_dir:
         config.train_dataset.data_loader.dataset_dir = args.train_dataset_dir
+        task = config.get("train_dataset_task")
+        if task and task.get("dataset_config"):  # the YAML anchor's copy, read by the trainer
+            task.dataset_config.data_loader.dataset_dir = args.train_dataset_dir
     if args.eval_dataset_dir:
         config.eval_dataset.data_loader.dataset_dir = args.eval_dataset_dir
     if args.epochs is not None:
@@ -112,6 +123,16 @@ def build_config(args: argparse.Namespace):
     return config
 
 
+def generated_texts(results) -> list[str]:
+    """One text per prompt, in order. With ``batch_size`` > 1 MindFormers returns one dict per
+    batch whose ``text_generation_text`` lists that batch's texts, so flatten them all."""
+    texts: list[str] = []
+    for result in results or []:
+        text = result.get("text_generation_text", result) if isinstance(result, dict) else result
+        texts.extend(text if isinstance(text, list) else [text])
+    return texts
+
+
 def _write_predictions(config, inputs, results) -> None:
     if int(os.environ.get("RANK_ID", os.environ.get("MS_NODE_ID", "0")) or 0) != 0:
         return
@@ -120,10 +141,7 @@ def _write_predictions(config, inputs, results) -> None:
     path = os.path.join(config.output_dir, "predictions.jsonl")
     os.makedirs(config.output_dir, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        for prompt, result in zip(inputs or [], results or []):
-            text = result.get("text_generation_text", result) if isinstance(result, dict) else result
-            if isinstance(text, list):
-                text = text[0] if text else ""
+        for prompt, text in zip(inputs or [], generated_texts(results)):
             handle.write(json.dumps({"input": prompt, "output": text}, ensure_ascii=False) + "\n")
 
 
@@ -143,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     elif config.run_mode == "eval":
         trainer.evaluate(eval_checkpoint=config.load_checkpoint)
     else:
+        batch = config.get("predict_batch_size")
+        inputs = padded_inputs(config.input_data, batch)
         results = trainer.predict(predict_checkpoint=config.load_checkpoint,
-                                  input_data=config.input_data,
-                                  batch_size=config.get("predict_batch_size"))
+                                  input_data=inputs, batch_size=batch)
         _write_predictions(config, config.input_data, results)
     return 0
 
