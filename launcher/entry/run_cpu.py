@@ -123,6 +123,29 @@ def build_config(args: argparse.Namespace):
     return config
 
 
+def decode_unused_ids_as_unk() -> None:
+    """Let predict decode ids that have no tokenizer piece, as ``<unk>``.
+
+    The tiny model's vocabulary (1024) is larger than a locally trained SentencePiece model
+    (a few hundred pieces): an untrained model (the demo's "before" pass) can emit such ids
+    and MindFormers' tokenizer then raises IndexError. A trained model never emits them.
+    """
+    from mindformers.models.tokenization_utils import PreTrainedTokenizer
+
+    original = PreTrainedTokenizer.convert_ids_to_tokens
+    if getattr(original, "_alaunch_unk", False):
+        return
+
+    def convert(self, ids, skip_special_tokens: bool = False):
+        size, unk = self.vocab_size, self.unk_token_id or 0
+        if isinstance(ids, int):
+            return original(self, unk if ids >= size else ids, skip_special_tokens)
+        return original(self, [unk if int(i) >= size else int(i) for i in ids], skip_special_tokens)
+
+    convert._alaunch_unk = True  # type: ignore[attr-defined]
+    PreTrainedTokenizer.convert_ids_to_tokens = convert
+
+
 def generated_texts(results) -> list[str]:
     """One text per prompt, in order. With ``batch_size`` > 1 MindFormers returns one dict per
     batch whose ``text_generation_text`` lists that batch's texts, so flatten them all."""
@@ -161,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     elif config.run_mode == "eval":
         trainer.evaluate(eval_checkpoint=config.load_checkpoint)
     else:
+        decode_unused_ids_as_unk()
         batch = config.get("predict_batch_size")
         inputs = padded_inputs(config.input_data, batch)
         results = trainer.predict(predict_checkpoint=config.load_checkpoint,
