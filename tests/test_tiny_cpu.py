@@ -7,6 +7,7 @@ FileWriter; the tokenizer is a SentencePiece model trained here. Budget: ~80 s i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ms]
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = ROOT / "launcher" / "entry" / "run_cpu.py"
 MSRUN = Path(sys.executable).with_name("msrun")
-SEQ = 64
+SEQ = yaml.safe_load((ROOT / "configs" / "tiny_llama_cpu" / "finetune.yaml").read_text())["model"]["model_config"]["seq_length"]
 QA = [(f"计算 {a} + {b} 等于多少？", f"{a} + {b} = {a + b}")
       for a, b in [(3, 4), (12, 5), (7, 8), (20, 22), (9, 1), (6, 6), (15, 3), (2, 9)]]
 LOSS = re.compile(r"loss:\s*\[?\s*([0-9.]+(?:e-?\d+)?)")
@@ -149,6 +150,24 @@ def test_predict_from_checkpoint(trained_2, tmp_path, toy_data):
     rows = [yaml.safe_load(line) for line in (tmp_path / "output" / "predictions.jsonl").read_text().splitlines()]
     assert [r["input"] for r in rows] == prompts
     assert QA[0][1] in rows[0]["output"] and QA[3][1] in rows[1]["output"], rows
+
+
+def test_predict_batched_jsonl_pairs_every_prompt(trained_2, tmp_path, toy_data):
+    """A .jsonl of {problem} read in batches of 2 with an odd count: one prediction per row, in order."""
+    ckpt = sorted((trained_2 / "output" / "checkpoint" / "rank_0").glob("*.ckpt"))[-1]
+    job = {"name": "tiny-predict", "kind": "predict", "template": "tiny_llama_cpu/predict.yaml",
+           "entry": {"script": "alaunch:run_cpu"}, "checkpoint": {"remote": str(ckpt)},
+           "tokenizer": {"remote": str(toy_data["tokenizer"])}}
+    config = _render(job, tmp_path, 1)
+    picked = [QA[1], QA[4], QA[6]]
+    prompts = tmp_path / "test.jsonl"
+    prompts.write_text("".join(json.dumps({"problem": q, "solution": a}, ensure_ascii=False) + "\n"
+                               for q, a in picked), encoding="utf-8")
+    result = _msrun(tmp_path, 1, config, "--predict_data", str(prompts), "--predict_batch_size", "2")
+    assert result.returncode == 0, (tmp_path / "msrun_log" / "worker_0.log").read_text()[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "output" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["input"] for r in rows] == [q for q, _ in picked]
+    assert all(a in r["output"] for r, (_, a) in zip(rows, picked)), rows
 
 
 def test_two_workers_continue_from_checkpoint(trained_2, tmp_path, toy_data):
