@@ -55,7 +55,7 @@ def test_two_hosts_one_worker_each(ssh_cluster, tmp_path, monkeypatch):
         assert record.state == "succeeded", (record.reason, service.refresh(record.id))
         assert [n.exit_code for n in record.nodes] == [0, 0]
         roots = [n.job_dir for n in record.nodes]
-        assert roots[0] == f"/root/alaunch/alaunch/{record.id}"
+        assert roots[0] == f"/root/alaunch/{record.id}"
         for rank in (0, 1):
             log = _on_host(ssh_cluster, rank, f"{roots[rank]}/msrun_log/worker_{rank}.log")
             values = losses(log)
@@ -91,6 +91,6 @@ def test_sshd_down_at_launch_starts_nothing(cluster_sshd, tmp_path, monkeypatch)
             service.submit(job, hosts, SubmitOptions(bin_dir=BIN))
         record = registry.list()[0]
         assert record.state == "failed" and cluster_sshd.hosts[1].address in record.reason
-    out = cluster_sshd.exec_on(0, ["sh", "-c", f"ls /root/alaunch/alaunch/ 2>/dev/null; "
+    out = cluster_sshd.exec_on(0, ["sh", "-c", f"ls /root/alaunch/ 2>/dev/null; "
                                              f"grep -l ALAUNCH_JOB_ID={record.id} /proc/[0-9]*/environ 2>/dev/null"])
     assert record.id not in out.stdout
