@@ -52,6 +52,10 @@ def test_two_hosts_one_worker_each(ssh_cluster, tmp_path, monkeypatch):
         record = service.submit(job, hosts, SubmitOptions(bin_dir=BIN, cluster_time_out=120))
         assert record.meta["master_addr"] == ssh_cluster.hosts[0].address
         record = service.wait(record.id, poll=2, timeout=300)
+        if record.state != "succeeded":  # show what the hosts logged, then fail
+            for i, node in enumerate(record.nodes):
+                for log in sorted(_on_host(ssh_cluster, i, f"{node.job_dir}/msrun_log").glob("*.log")):
+                    print(f"--- host {i} {log.name}\n" + log.read_text(errors="replace")[-3000:])
         assert record.state == "succeeded", (record.reason, service.refresh(record.id))
         assert [n.exit_code for n in record.nodes] == [0, 0]
         roots = [n.job_dir for n in record.nodes]

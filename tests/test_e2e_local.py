@@ -19,7 +19,9 @@ from launcher.registry import Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.ms]
 
-SEQ = 64
+ROOT = Path(__file__).resolve().parent.parent
+# rows must be the template's seq_length + 1 (the tiny config's length is tuned for the demo)
+SEQ = yaml.safe_load((ROOT / "configs" / "tiny_llama_cpu" / "finetune.yaml").read_text())["model"]["model_config"]["seq_length"]
 QA = [(f"计算 {a} + {b} 等于多少？", f"{a} + {b} = {a + b}")
       for a, b in [(3, 4), (12, 5), (7, 8), (20, 22), (9, 1), (6, 6), (15, 3), (2, 9)]]
 LOSS = re.compile(r"loss:\s*\[?\s*([0-9.]+(?:e-?\d+)?)")
