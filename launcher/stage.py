@@ -105,15 +105,31 @@ def code_rules(root: Path, extra: Sequence[str] = ()) -> IgnoreRules:
 
 def walk_tree(root: Path, rules: IgnoreRules) -> Iterator[tuple[str, Path]]:
     """(relative POSIX path, path) of every file under ``root`` the rules keep."""
+    real_root = os.path.realpath(root)
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
         dirnames[:] = sorted(d for d in dirnames
                              if not rules.ignored(posixpath.join(rel_dir, d), True))
+        for name in sorted(dirnames) + sorted(filenames):
+            rel = posixpath.join(rel_dir, name)
+            if os.path.islink(os.path.join(dirpath, name)) and not rules.ignored(rel, name in dirnames):
+                _check_link(root, real_root, Path(dirpath, name))
         for name in sorted(filenames):
             rel = posixpath.join(rel_dir, name)
             if not rules.ignored(rel, False):
                 yield rel, Path(dirpath, name)
+
+
+def _check_link(root: Path, real_root: str, link: Path) -> None:
+    """A symlink in a staged tree must point at something inside the tree (never ~/.ssh/id_*...)."""
+    target = os.path.realpath(link)
+    if not os.path.exists(target):
+        raise InputError(f"dangling symlink {link} -> {os.readlink(link)}; remove it or add it to {IGNORE_FILE}",
+                         source=str(root))
+    if os.path.commonpath([real_root, target]) != real_root:
+        raise InputError(f"symlink {link} points outside the staged tree (to {target}); refusing to stage it: "
+                         f"copy the file into the tree or add the link to {IGNORE_FILE}", source=str(root))
 
 
 # ----------------------------------------------------------------------------- local side
