@@ -301,3 +301,10 @@ def test_reader_fast_path_agrees_with_json_on_every_line_shape(tmp_path, line):
     expected = [(json.loads(plain)["problem"], json.loads(plain)["solution"]),
                 (json.loads(line)["problem"], json.loads(line)["solution"])]
     assert data.rows == expected and data.counts == [2, 2] and data.raw_rows == 4
+
+
+def test_synth_creates_missing_output_directory(run_cli, tmp_path):
+    out = tmp_path / "new" / "dir" / "raw.jsonl"
+    code, _, err = run_cli("data", "synth", "--rows", "50", "--seed", "3", "-o", str(out))
+    assert code == 0, err
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 50

@@ -30,6 +30,10 @@ def register(app: typer.Typer) -> None:
         from launcher.data.synth import synthesise
 
         start = time.perf_counter()
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output directory: {exc.strerror}", source=str(out.parent)) from None
         size = synthesise(rows, out, seed=seed)
         environment.current().stdout.print(
             f"wrote {rows:,} rows ({size / 1e6:.1f} MB) to {out} in {time.perf_counter() - start:.1f} s",
