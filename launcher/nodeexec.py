@@ -13,6 +13,7 @@ staging needs stdin streamed into a program, which ``CommandRunner.run`` does no
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from abc import ABC, abstractmethod
 import socket
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from launcher.runners.base import feed_stdin
 from launcher.errors import RemoteError
 from launcher.hostfile import Host
 
@@ -81,16 +83,7 @@ class LocalExec(NodeExec):
                    for k, f in (("out", proc.stdout), ("err", proc.stderr))]
         for t in readers:
             t.start()
-        try:
-            for chunk in stdin:
-                proc.stdin.write(chunk)
-        except BrokenPipeError:
-            pass
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
+        feed_stdin(proc, stdin)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -134,11 +127,9 @@ class SSHExec(NodeExec):
             t.start()
             t_out = threading.Thread(target=lambda: _drain(chan, out), daemon=True)
             t_out.start()
-            try:
+            with contextlib.suppress(OSError):  # the remote side ended early: its exit code and stderr say why
                 for chunk in stdin:
                     chan.sendall(chunk)
-            except OSError:
-                pass  # the remote side ended early: its exit code and stderr say why
             chan.shutdown_write()
             code = chan.recv_exit_status()
             t_out.join()

@@ -146,3 +146,18 @@ class CommandRunner(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def feed_stdin(proc, chunks) -> None:
+    """Write ``chunks`` to a subprocess's stdin and close it.
+
+    A remote side that ends early closes the pipe; that is not an error here: its exit code
+    and stderr, read by the caller, say why.
+    """
+    import contextlib
+
+    with contextlib.suppress(BrokenPipeError):
+        for chunk in chunks:
+            proc.stdin.write(chunk)
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.close()

@@ -37,7 +37,7 @@ from typing import BinaryIO, Iterable, Sequence
 
 from launcher.errors import RemoteError
 from launcher.hostfile import Host
-from launcher.runners.base import CommandFailed, CommandResult, ConnectError, HostKeyError
+from launcher.runners.base import CommandFailed, CommandResult, ConnectError, HostKeyError, feed_stdin
 from launcher.runners.ssh import ConnectOptions, SSHRunner
 
 CHUNK = 1 << 20
@@ -196,16 +196,7 @@ class OpenSSHRunner(SSHRunner):
                    threading.Thread(target=lambda: err.extend(proc.stderr.read()), daemon=True)]
         for t in readers:
             t.start()
-        try:
-            for chunk in stdin:
-                proc.stdin.write(chunk)
-        except BrokenPipeError:
-            pass  # the remote side ended early: its exit code and stderr say why
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
+        feed_stdin(proc, stdin)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
