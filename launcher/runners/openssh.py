@@ -51,6 +51,16 @@ def ssh_binary() -> str | None:
     return shutil.which("ssh")
 
 
+def widen_pipe(f) -> None:
+    """Grow a pipe to 1 MiB (Linux ``F_SETPIPE_SZ``): a bulk stream then moves in 1 MiB reads
+    instead of 64 KiB ones, 16x fewer wake-ups and Python loop turns per MiB. Best effort."""
+    try:
+        import fcntl
+        fcntl.fcntl(f.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+    except (ImportError, OSError, ValueError):
+        return
+
+
 def _opt_value(value: str) -> str:
     """An ``-o Key=value`` value as ssh's config tokenizer reads it (quotes only when needed)."""
     return f'"{value}"' if re.search(r'\s', value) else value
@@ -182,6 +192,8 @@ class OpenSSHRunner(SSHRunner):
         start = time.monotonic()
         proc = subprocess.Popen(self.argv(remote_argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
+        widen_pipe(proc.stdout)
+        widen_pipe(proc.stdin)
         out = bytearray()
         err = bytearray()
 
