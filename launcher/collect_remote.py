@@ -111,6 +111,8 @@ try:
 except Exception:
     pass
 BAD = b"\xff" * 32
+buf = bytearray(1 << 20)  # one buffer, reused: no 1 MiB allocation per read
+view = memoryview(buf)
 learned = {}
 for e in req["files"]:
     h = hashlib.sha256() if e["hash"] else None
@@ -134,13 +136,13 @@ for e in req["files"]:
                     pre -= len(b)
             f.seek(e["offset"])
             while left > 0:
-                b = f.read(min(1 << 20, left))
-                if not b:
+                n = f.readinto(view[:min(len(buf), left)])
+                if not n:
                     break
                 if h is not None:
-                    h.update(b)
-                out.write(b)
-                left -= len(b)
+                    h.update(view[:n])
+                out.write(view[:n])
+                left -= n
     if left > 0:
         bad = True
         zeros = b"\0" * min(left, 1 << 20)

@@ -68,6 +68,10 @@ class NodeExec(ABC):
             raise RemoteError(self.host.name, f"{what} failed: {result.error_line()}")
         return result
 
+    def warm(self) -> None:
+        """Start connecting in the background (so the handshake overlaps local work); the next
+        exec waits for it. Nothing to do where there is no connection."""
+
     def close(self) -> None:
         """Release the connection (no-op locally)."""
 
@@ -163,6 +167,9 @@ class OpenSSHExec(NodeExec):
         start = time.monotonic()
         code, out, err = self.runner.exec(argv, stdin, timeout=timeout)
         return ExecResult(self.host.name, code, out, err, time.monotonic() - start)
+
+    def warm(self) -> None:
+        self.runner.warm()
 
     def close(self) -> None:
         self.runner.close()

@@ -16,7 +16,10 @@ directories come as ``"trees": {top: {"id", "links"}}``, built once under ``cas/
 and symlinked into the job dir.
 
 LINK: ``{"cas", "fsid", "manifest"}`` -> materialise only if the store is the expected one
-and holds every object (the no-op re-stage: one round trip, nothing sent).
+and holds every object and every tree (the no-op re-stage: one round trip, nothing sent).
+Its manifest names trees by id and file count only (``{"id", "count"}``): a tree on the host
+is complete by construction (built under a temp name, renamed), so 2,000 entries need not
+travel or be checked again.
 """
 
 INVENTORY = r'''
@@ -83,7 +86,7 @@ for top, tree in sorted(manifest.get("trees", {}).items()):
         except OSError:  # built meanwhile by another run: same id, same content
             shutil.rmtree(tmp, ignore_errors=True)
     else:
-        linked += len(tree["links"])
+        linked += tree["count"] if "count" in tree else len(tree["links"])
     path = os.path.join(root, top)
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
@@ -201,10 +204,8 @@ try:
 except OSError:
     fsid = None
 shas = {sha for sha, _ in manifest["links"].values()}
-for tree in manifest.get("trees", {}).values():
-    if not os.path.isdir(os.path.join(cas, "trees", tree["id"])):
-        shas.update(sha for sha, _ in tree["links"].values())
-if fsid != req["fsid"] or not all(os.path.isfile(os.path.join(cas, s[:2], s)) for s in shas):
+trees_ok = all(os.path.isdir(os.path.join(cas, "trees", t["id"])) for t in manifest.get("trees", {}).values())
+if fsid != req["fsid"] or not trees_ok or not all(os.path.isfile(os.path.join(cas, s[:2], s)) for s in shas):
     print(json.dumps({"ok": False}))
     sys.exit(0)
 linked = copied = 0

@@ -194,3 +194,23 @@ def test_stale_inventory_cache_falls_back_and_resends(tmp_path):
     assert node.calls == ["link", "inventory", "receive"]
     assert result.reports["localhost"].objects_sent == 5
     assert (tmp_path / "wd/alaunch/j2/code/pkg/m.py").read_text() == "print('m')\n"
+
+
+def test_link_refuses_when_the_cached_tree_is_gone(tmp_path):
+    """LINK names trees by id only; a host whose tree was removed (objects kept) must not get a
+    dangling code symlink: LINK answers not-ok and the survey path rebuilds the tree."""
+    import shutil
+    from launcher.stage import InventoryCache
+    _tree(tmp_path)
+    host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
+    node = CountingExec(host)
+    local = collect(_items(tmp_path), HashCache(None))
+    known = InventoryCache(tmp_path / "inv.json")
+    Stager({"localhost": node}, python=PY, known=known).stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
+    shutil.rmtree(tmp_path / "wd/alaunch/cas/trees")
+    node.calls.clear()
+    result = Stager({"localhost": node}, python=PY, known=known).stage(
+        local, {"localhost": str(tmp_path / "wd/alaunch/j2")})
+    assert node.calls == ["link", "inventory", "receive"]
+    assert result.reports["localhost"].objects_sent == 0  # every object was still there
+    assert (tmp_path / "wd/alaunch/j2/code/pkg/m.py").read_text() == "print('m')\n"

@@ -172,9 +172,27 @@ class OpenSSHRunner(SSHRunner):
         super().__init__(host, options)
         self.ssh = ssh or ssh_binary() or "ssh"
         self._control = control_path(self.options)
+        self._warming: subprocess.Popen | None = None
 
     def argv(self, remote_argv: Sequence[str]) -> list[str]:
         return ssh_argv(self.host, self.options, remote_argv, control=self._control, ssh=self.ssh)
+
+    def warm(self) -> None:
+        """Start the connection (handshake, ControlMaster) in the background and return at once,
+        so it overlaps the caller's local work (hashing, rendering); the first :meth:`exec`
+        waits for it. A failure here is not reported: that exec reconnects and reports it."""
+        if self._warming is None:
+            self._warming = subprocess.Popen(self.argv(["true"]), stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _wait_warm(self) -> None:
+        proc, self._warming = self._warming, None
+        if proc is not None:
+            try:
+                proc.wait(timeout=self.options.connect_timeout + 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def _fail(self, argv: Sequence[str], code: int, stderr: bytes, start: float) -> RemoteError:
         text = stderr.decode(errors="replace")
@@ -189,6 +207,7 @@ class OpenSSHRunner(SSHRunner):
         """Run remote argv, stream ``stdin`` chunks in; stdout goes to ``stdout`` (a binary file,
         written as it arrives) or is returned. Returns (exit code, stdout, stderr); connection
         failures raise ConnectError / HostKeyError."""
+        self._wait_warm()
         start = time.monotonic()
         proc = subprocess.Popen(self.argv(remote_argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -311,6 +330,7 @@ class OpenSSHRunner(SSHRunner):
     def close(self) -> None:
         """Close the paramiko connection and this runner's ControlMaster (if one was started)."""
         super().close()
+        self._wait_warm()
         if self.options.control_persist <= 0:
             close_master(self.ssh, self.host, self.options, self._control)
 
