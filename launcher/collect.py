@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import yaml
 from pydantic import ValidationError
 
-from launcher import collect_remote
+from launcher import collect_remote, wire
 from launcher.collect_stream import Entry, Receiver, stream
 from launcher import registry as reg
 from launcher.errors import AlaunchError, InputError, RemoteError
@@ -52,7 +52,7 @@ from launcher import yamlio
 
 GROUPS = ("logs", "checkpoints", "predictions")
 ALWAYS = {"config": ("config/job.yaml",)}  # every host's rendered config comes along
-REMOTE_HASH_CACHE = "state/fetch-sha256.json"
+REMOTE_HASH_CACHE = "state/fetch-sha256.marshal"
 LOCAL_HASH_CACHE = "fetch-hash-cache.json"
 PART = ".part"
 
@@ -248,11 +248,11 @@ def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str,
     """ONE round trip: the files the globs match on the host, with size and sha256 (hashed
     there when cached or when ``here`` — path -> size of what is already fetched — has a
     same-size copy that might be skipped)."""
-    request = json.dumps({"root": root, "globs": {k: list(v) for k, v in globs.items()},
-                          "cache": REMOTE_HASH_CACHE, "local": dict(here or {})})
+    request = wire.request({"root": root, "globs": {k: list(v) for k, v in globs.items()},
+                            "cache": REMOTE_HASH_CACHE, "local": dict(here or {})})
     argv = [python, "-S", "-c", collect_remote.LIST]
     if isinstance(runner, OpenSSHRunner):  # through the ControlMaster the transfers reuse
-        code, out_b, err_b = runner.exec(argv, [request.encode()], timeout=3600)
+        code, out_b, err_b = runner.exec(argv, [request], timeout=3600)
         out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
     else:
         res = runner.run(argv, stdin=request, check=False, timeout=3600)

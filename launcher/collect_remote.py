@@ -3,7 +3,10 @@
 Kept as text because it runs on the host with ``python3 -c``; its request comes on stdin as
 JSON, never as shell text, so no glob or path becomes part of a command line.
 
-LIST: ``{"root": "<job dir>", "globs": {"logs": [...], ...}, "cache": "state/fetch-sha256.json",
+Requests are marshal, answers JSON (:mod:`launcher.wire`); the host's hash cache is a marshal
+file (``state/fetch-sha256.marshal``), read and written only by these scripts.
+
+LIST: ``{"root": "<job dir>", "globs": {"logs": [...], ...}, "cache": "state/fetch-sha256.marshal",
 "local": {path: size of the file already fetched}}``
 -> ``{"root": "<real job dir>", "files": [{"group", "path", "src", "size", "mtime_ns", "sha256"}],
 "refused": [{"group", "glob", "path", "why"}]}``. ``path`` is relative to the job dir; ``src`` is
@@ -27,9 +30,11 @@ trailer of 32 0xff bytes: the receiver's check fails and nothing wrong is rename
 Whole files it hashed go into the host's hash cache, so the next listing need not read them.
 """
 
-LIST = r'''
-import glob, hashlib, json, os, sys
-req = json.load(sys.stdin)
+from launcher.wire import PRELUDE
+
+LIST = PRELUDE + r'''
+import glob, hashlib
+req = read_request()
 root = os.path.abspath(os.path.expanduser(req["root"]))
 if not os.path.isdir(root):
     sys.stderr.write("job directory %s does not exist on this host\n" % root)
@@ -39,9 +44,9 @@ cache_path = os.path.join(real_root, req["cache"]) if req.get("cache") else None
 cache = {}
 if cache_path and os.path.isfile(cache_path):
     try:
-        with open(cache_path) as f:
-            cache = json.load(f)
-    except (OSError, ValueError):
+        with open(cache_path, "rb") as f:
+            cache = marshal.load(f)
+    except (OSError, ValueError, EOFError, TypeError):
         cache = {}
 files, refused, seen = [], [], set()
 
@@ -93,17 +98,17 @@ if changed and cache_path:
     try:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
         tmp = cache_path + ".tmp.%d" % os.getpid()
-        with open(tmp, "w") as fh:
-            json.dump(cache, fh)
+        with open(tmp, "wb") as fh:
+            marshal.dump(cache, fh)
         os.replace(tmp, cache_path)
     except OSError:
         pass
-print(json.dumps({"root": real_root, "files": files, "refused": refused}))
+print(dumps({"root": real_root, "files": files, "refused": refused}))
 '''
 
-SEND = r'''
-import hashlib, json, os, sys
-req = json.load(sys.stdin)
+SEND = PRELUDE + r'''
+import hashlib
+req = read_request()
 out = sys.stdout.buffer
 try:
     import fcntl
@@ -162,15 +167,15 @@ if learned and req.get("cache"):
     path = req["cache"]
     try:
         try:
-            with open(path) as fh:
-                cache = json.load(fh)
-        except (OSError, ValueError):
+            with open(path, "rb") as fh:
+                cache = marshal.load(fh)
+        except (OSError, ValueError, EOFError, TypeError):
             cache = {}
         cache.update(learned)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + ".tmp.%d" % os.getpid()
-        with open(tmp, "w") as fh:
-            json.dump(cache, fh)
+        with open(tmp, "wb") as fh:
+            marshal.dump(cache, fh)
         os.replace(tmp, path)
     except OSError:
         pass

@@ -16,7 +16,6 @@ sends: hashing a 16 GB checkpoint before sending it would serialise two full rea
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import threading
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from launcher import collect_remote
+from launcher import collect_remote, wire
 from launcher.errors import AlaunchError, RemoteError
 from launcher.runners import CommandRunner, LocalRunner, OpenSSHRunner
 from launcher.runners import shell
@@ -168,7 +167,7 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
            cache: str | None = None) -> None:
     """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish.
     ``cache``: the host's hash cache file (absolute), where SEND records what it hashed."""
-    request = json.dumps({"files": [e.request() for e in entries], "cache": cache}).encode()
+    request = wire.request({"files": [e.request() for e in entries], "cache": cache})
     argv = send_argv(python)
     code, err = None, b""
     try:

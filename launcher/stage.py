@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from launcher import stage_remote
+from launcher import stage_remote, wire
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.hostfile import Host
 from launcher.nodeexec import CHUNK, NodeExec
@@ -382,7 +382,7 @@ def store_base(host: Host) -> str:
 
 def inventory(node: NodeExec, objects: Iterable[str], python: str = "python3") -> Inventory:
     """One round trip: which objects the host has, its free bytes, filesystem id and $HOME."""
-    request = json.dumps({"base": store_base(node.host), "objects": sorted(objects)}).encode()
+    request = wire.request({"base": store_base(node.host), "objects": sorted(objects)})
     result = node.check([python, "-S", "-c", stage_remote.INVENTORY], [request], timeout=120, what="inventory")
     try:
         data = json.loads(result.text())
@@ -521,7 +521,7 @@ class Stager:
             manifest = manifest_for(local, resolve_home(roots[name], i.home), texts)
             manifest["trees"] = {top: {"id": t["id"], "count": len(t["links"])} for top, t in manifest["trees"].items()}
             request = {"cas": posixpath.join(i.base, "cas"), "fsid": i.fsid, "manifest": manifest}
-            result = node.check([self._py(name), "-S", "-c", stage_remote.LINK], [json.dumps(request).encode()],
+            result = node.check([self._py(name), "-S", "-c", stage_remote.LINK], [wire.request(request)],
                                 timeout=120, what="staging")
             data = json.loads(result.text())
             if not data["ok"]:

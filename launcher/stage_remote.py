@@ -3,6 +3,9 @@
 Kept as text because they run on the host with ``python3 -c``; they take everything from
 stdin (JSON, or a tar stream), never from shell text.
 
+INVENTORY and LINK take their request in marshal and answer JSON (:mod:`launcher.wire`: no
+``import json`` on the host's hot path); RECEIVE reads a tar stream.
+
 INVENTORY: ``{"base": "<workdir>/alaunch", "objects": [sha256...]}`` ->
 ``{"home", "base", "fsid", "free", "have": [...]}``. ``fsid`` is a random id created once
 per filesystem with an atomic link: hosts reporting the same fsid for the same base share
@@ -22,17 +25,18 @@ is complete by construction (built under a temp name, renamed), so 2,000 entries
 travel or be checked again.
 """
 
-INVENTORY = r'''
-import json, os, shutil, sys, uuid
-req = json.load(sys.stdin)
+from launcher.wire import PRELUDE
+
+INVENTORY = PRELUDE + r'''
+req = read_request()
 base = os.path.abspath(os.path.expanduser(req["base"]))
 cas = os.path.join(base, "cas")
 os.makedirs(os.path.join(cas, "tmp"), exist_ok=True)
 fsid_path = os.path.join(cas, ".fsid")
 if not os.path.exists(fsid_path):
-    tmp = os.path.join(cas, "tmp", ".fsid." + uuid.uuid4().hex)
+    tmp = os.path.join(cas, "tmp", ".fsid." + os.urandom(16).hex())
     with open(tmp, "w") as f:
-        f.write(uuid.uuid4().hex)
+        f.write(os.urandom(16).hex())
     try:
         os.link(tmp, fsid_path)
     except FileExistsError:
@@ -40,9 +44,10 @@ if not os.path.exists(fsid_path):
     os.unlink(tmp)
 with open(fsid_path) as f:
     fsid = f.read().strip()
+vfs = os.statvfs(cas)
 have = [s for s in req["objects"] if os.path.isfile(os.path.join(cas, s[:2], s))]
-print(json.dumps({"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
-                  "free": shutil.disk_usage(cas).free, "have": have}))
+print(dumps({"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
+             "free": vfs.f_bavail * vfs.f_frsize, "have": have}))
 '''
 
 _MATERIALISE = r"""
@@ -70,6 +75,7 @@ def place(links, into):
                 os.link(obj, path)
             linked += 1
         except OSError:
+            import shutil
             shutil.copyfile(obj, path)
             os.chmod(path, mode & 0o777)
             copied += 1
@@ -77,6 +83,7 @@ def place(links, into):
 for top, tree in sorted(manifest.get("trees", {}).items()):
     tdir = os.path.join(cas, "trees", tree["id"])
     if not os.path.isdir(tdir):
+        import shutil
         tmp = os.path.join(cas, "tmp", "tree.%s.%d" % (tree["id"], os.getpid()))
         shutil.rmtree(tmp, ignore_errors=True)
         place(tree["links"], tmp)
@@ -91,6 +98,7 @@ for top, tree in sorted(manifest.get("trees", {}).items()):
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
     elif os.path.isdir(path):
+        import shutil
         shutil.rmtree(path)
     os.symlink(tdir, path)
 place(manifest["links"], root)
@@ -193,9 +201,8 @@ print(json.dumps({"objects": got, "bytes": nbytes, "linked": linked, "copied": c
 # LINK: the no-op re-stage in ONE round trip. The client's cached inventory says the host
 # has every object; this checks that (store id and each object), and only then makes the
 # job dir. Otherwise it changes nothing and answers {"ok": false} (the client then surveys).
-LINK = r"""
-import json, os, shutil, sys
-req = json.load(sys.stdin)
+LINK = PRELUDE + r"""
+req = read_request()
 cas = os.path.abspath(os.path.expanduser(req["cas"]))
 manifest = req["manifest"]
 try:
@@ -206,9 +213,9 @@ except OSError:
 shas = {sha for sha, _ in manifest["links"].values()}
 trees_ok = all(os.path.isdir(os.path.join(cas, "trees", t["id"])) for t in manifest.get("trees", {}).values())
 if fsid != req["fsid"] or not trees_ok or not all(os.path.isfile(os.path.join(cas, s[:2], s)) for s in shas):
-    print(json.dumps({"ok": False}))
+    print(dumps({"ok": False}))
     sys.exit(0)
 linked = copied = 0
 """ + _MATERIALISE + r"""
-print(json.dumps({"ok": True, "objects": 0, "bytes": 0, "linked": linked, "copied": copied, "root": root}))
+print(dumps({"ok": True, "objects": 0, "bytes": 0, "linked": linked, "copied": copied, "root": root}))
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import os
 import sys
 from pathlib import Path
@@ -144,7 +145,7 @@ def test_fetch_local_then_skip(local_job, tmp_path):
     assert (tmp_path / "runs" / record.id / "job.yaml").read_text() == CONFIG
     assert not list(here.rglob("*.part"))
 
-    learned = json.loads((root / "state" / "fetch-sha256.json").read_text())  # hashed while sent
+    learned = marshal.loads((root / "state" / "fetch-sha256.marshal").read_bytes())  # hashed while sent
     ckpt = root / "output/checkpoint/rank_0/llama_rank_0-1_2.ckpt"
     assert learned[str(ckpt.resolve())][3] == sha(ckpt)
     again = fetch_job(registry, record.id, "all", tmp_path / "runs", env)
