@@ -20,7 +20,8 @@ A file is hashed at listing time only when the cache has no hash and a same-size
 already here (so it may be skipped); otherwise ``sha256`` is null and SEND hashes it while
 sending it, in parallel with the transfer instead of a whole read before it.
 
-SEND: ``{"files": [{"src", "offset", "length", "hash"}], "cache": "<abs path>"}`` on stdin -> for
+SEND: ``{"files": [{"src", "offset", "length", "hash"}], "cache": "<abs path>", "zero_copy_min"?}``
+on stdin -> for
 each entry, in order, exactly
 ``length`` bytes of ``src`` from ``offset``, then a 32-byte trailer: the sha256 of the whole
 ``[0, offset+length)`` when ``hash`` (the prefix is read and hashed, not sent), else 32 zero
@@ -119,6 +120,56 @@ BAD = b"\xff" * 32
 buf = bytearray(1 << 20)  # one buffer, reused: no 1 MiB allocation per read
 view = memoryview(buf)
 learned = {}
+
+
+ZERO_COPY_MIN = req.get("zero_copy_min", 64 << 20)
+
+
+def send_range(f, pos, left, size, h):
+    """Big ranges: kernel copies (sendfile: page cache -> pipe) and a hash over the mapped
+    file, so the bytes never pass through a Python buffer. Only for ranges of at least
+    ZERO_COPY_MIN bytes (checkpoints): a mapped file truncated under us raises SIGBUS, which
+    a log rotated by truncation could do; small files and the rest use read/write."""
+    end = min(pos + left, size)
+    if end - pos >= ZERO_COPY_MIN and hasattr(os, "sendfile"):
+        try:
+            import mmap
+            mm = mmap.mmap(f.fileno(), end, prot=mmap.PROT_READ)
+        except (OSError, ValueError, ImportError):
+            mm = None
+        if mm is not None:
+            try:
+                if hasattr(mm, "madvise"):
+                    mm.madvise(mmap.MADV_SEQUENTIAL)
+                mv = memoryview(mm)
+                out.flush()
+                try:
+                    while pos < end:
+                        n = os.sendfile(1, f.fileno(), pos, min(1 << 20, end - pos))
+                        if not n:
+                            break
+                        if h is not None:
+                            h.update(mv[pos:pos + n])
+                        pos += n
+                        left -= n
+                finally:
+                    mv.release()
+            except OSError:
+                pass  # sendfile refused (not a pipe/socket here): finish with read/write
+            finally:
+                mm.close()
+    f.seek(pos)
+    while left > 0:
+        n = f.readinto(view[:min(len(buf), left)])
+        if not n:
+            break
+        if h is not None:
+            h.update(view[:n])
+        out.write(view[:n])
+        left -= n
+    return left
+
+
 for e in req["files"]:
     h = hashlib.sha256() if e["hash"] else None
     left, bad = e["length"], False
@@ -139,15 +190,7 @@ for e in req["files"]:
                         break
                     h.update(b)
                     pre -= len(b)
-            f.seek(e["offset"])
-            while left > 0:
-                n = f.readinto(view[:min(len(buf), left)])
-                if not n:
-                    break
-                if h is not None:
-                    h.update(view[:n])
-                out.write(view[:n])
-                left -= n
+            left = send_range(f, e["offset"], left, st.st_size, h)
     if left > 0:
         bad = True
         zeros = b"\0" * min(left, 1 << 20)

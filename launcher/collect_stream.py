@@ -164,10 +164,14 @@ def send_argv(python: str) -> list[str]:
 
 
 def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receiver: Receiver,
-           cache: str | None = None) -> None:
+           cache: str | None = None, zero_copy_min: int | None = None) -> None:
     """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish.
-    ``cache``: the host's hash cache file (absolute), where SEND records what it hashed."""
-    request = wire.request({"files": [e.request() for e in entries], "cache": cache})
+    ``cache``: the host's hash cache file (absolute), where SEND records what it hashed;
+    ``zero_copy_min``: from how many bytes a range goes by sendfile + mmap (SEND's default)."""
+    req = {"files": [e.request() for e in entries], "cache": cache}
+    if zero_copy_min is not None:
+        req["zero_copy_min"] = zero_copy_min
+    request = wire.request(req)
     argv = send_argv(python)
     code, err = None, b""
     try:

@@ -214,3 +214,32 @@ def test_cli_glob_escape_in_job_file(tmp_path, run_cli):
                                      hostfile_text="localhost slots=1\n", nodes=[("localhost", str(tmp_path))])
     code, out, err = run_cli("fetch", record.id)
     assert code == 2 and "outputs.logs" in err and "'..'" in err
+
+
+@pytest.mark.parametrize("zero_copy_min", [1, None], ids=["sendfile+mmap", "read-write"])
+def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_copy_min):
+    """The real SEND script, run locally: a fresh file (sender-hashed), a resumed one (the
+    prefix is hashed, not sent) and one that shrank after the listing (padded, refused)."""
+    from launcher.collect_stream import stream
+    from launcher.hostfile import Host
+    from launcher.runners import LocalRunner
+    src = tmp_path / "host"
+    src.mkdir()
+    fresh, resumed, shrunk = os.urandom((3 << 20) + 7), os.urandom(2 << 20), os.urandom(5000)
+    for name, data in (("fresh", fresh), ("resumed", resumed), ("shrunk", shrunk)):
+        (src / name).write_bytes(data)
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "resumed.part").write_bytes(resumed[:(1 << 20) + 3])
+    entries = [Entry("fresh", str(src / "fresh"), len(fresh), None, 0, here / "fresh"),
+               Entry("resumed", str(src / "resumed"), len(resumed), None, (1 << 20) + 3, here / "resumed"),
+               Entry("shrunk", str(src / "shrunk"), 9000, None, 0, here / "shrunk")]
+    rx = Receiver(entries, lambda n: None, "h")
+    stream(LocalRunner(Host("localhost", 1)), sys.executable, entries, rx, str(tmp_path / "cache.marshal"),
+           zero_copy_min)
+    assert [e.path for e, _ in rx.verified] == ["fresh", "resumed"]
+    assert (here / "fresh").read_bytes() == fresh and (here / "resumed").read_bytes() == resumed
+    assert [e.path for e in rx.mismatched] == ["shrunk"] and not (here / "shrunk").exists()
+    assert rx.payload == len(fresh) + len(resumed) - ((1 << 20) + 3) + 9000
+    learned = marshal.loads((tmp_path / "cache.marshal").read_bytes())
+    assert learned[str(src / "fresh")][3] == hashlib.sha256(fresh).hexdigest()
