@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,6 +25,7 @@ from launcher import collect_remote, wire
 from launcher.errors import AlaunchError, RemoteError
 from launcher.runners import CommandRunner, LocalRunner, OpenSSHRunner
 from launcher.runners import shell
+from launcher.runners.base import run_piped
 
 TRAILER = 32
 ZERO = b"\0" * TRAILER
@@ -178,7 +177,7 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
         if isinstance(runner, OpenSSHRunner):
             code, _, err = runner.exec(argv, [request], stdout=receiver)
         elif isinstance(runner, LocalRunner):
-            code, err = _local(argv, request, receiver)
+            code, _, err = run_piped(argv, [request], stdout=receiver)
         else:
             code, err = _paramiko(runner, argv, request, receiver)
     finally:
@@ -195,20 +194,6 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
         tail = err.decode(errors="replace").strip()[-200:]
         raise RemoteError(runner.name, f"{what} stopped (exit {code})" + (f": {tail}" if tail else "")
                           + "; rerun fetch to continue where it stopped")
-
-
-def _local(argv: list[str], request: bytes, receiver: Receiver) -> tuple[int, bytes]:
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err = bytearray()
-    t = threading.Thread(target=lambda: err.extend(proc.stderr.read()), daemon=True)
-    t.start()
-    proc.stdin.write(request)
-    proc.stdin.close()
-    while block := proc.stdout.read1(CHUNK):
-        receiver.write(block)
-    code = proc.wait()
-    t.join()
-    return code, bytes(err)
 
 
 def _paramiko(runner, argv: list[str], request: bytes, receiver: Receiver) -> tuple[int, bytes]:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import signal
 from abc import ABC, abstractmethod
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from launcher.runners.base import feed_stdin
+from launcher.runners.base import run_piped
 from launcher.errors import RemoteError
 from launcher.hostfile import Host
 
@@ -81,21 +81,9 @@ class LocalExec(NodeExec):
 
     def exec(self, argv: list[str], stdin: Iterable[bytes] = (), timeout: float | None = None) -> ExecResult:
         start = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out: dict[str, bytes] = {}
-        readers = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()), daemon=True)
-                   for k, f in (("out", proc.stdout), ("err", proc.stderr))]
-        for t in readers:
-            t.start()
-        feed_stdin(proc, stdin)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        for t in readers:
-            t.join()
-        return ExecResult(self.host.name, code, out.get("out", b""), out.get("err", b""), time.monotonic() - start)
+        code, out, err = run_piped(argv, stdin, timeout=timeout)
+        return ExecResult(self.host.name, -signal.SIGKILL if code is None else code, out, err,
+                          time.monotonic() - start)
 
 
 class SSHExec(NodeExec):

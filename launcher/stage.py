@@ -15,7 +15,6 @@ sha256 per file) avoids re-hashing unchanged files.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import posixpath
@@ -158,6 +157,27 @@ class LocalFile:
     mode: int
 
 
+def load_state(path: Path | None) -> dict:
+    """A cache file of the state dir; a missing or damaged one is an empty cache (it is a hint)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_state(path: Path | None, data: dict) -> None:
+    """Write a cache file atomically (a temp name per process, then rename)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
 class HashCache:
     """(size, mtime_ns) -> sha256 per absolute path, in the state dir, so unchanged files are not re-read."""
 
@@ -165,11 +185,7 @@ class HashCache:
         self.path = path
         self._data: dict[str, list] = {}
         self._lock = threading.Lock()
-        if path is not None and path.is_file():
-            try:
-                self._data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                self._data = {}
+        self._data = load_state(path)
         self.hashed = 0  # files actually read this run (for tests and the benchmark)
 
     def lookup(self, path: Path, st: os.stat_result) -> str | None:
@@ -196,12 +212,8 @@ class HashCache:
         return digest
 
     def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._data))
-        os.replace(tmp, self.path)
+        with self._lock:
+            save_state(self.path, self._data)
 
 
 @dataclass(frozen=True)
@@ -339,11 +351,7 @@ class InventoryCache:
         self.path = path
         self._data: dict[str, dict] = {}
         self._lock = threading.Lock()
-        if path is not None and path.is_file():
-            try:
-                self._data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                self._data = {}
+        self._data = load_state(path)
 
     @staticmethod
     def key(host: Host) -> str:
@@ -367,13 +375,8 @@ class InventoryCache:
             self._data.pop(self.key(host), None)
 
     def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         with self._lock:
-            tmp.write_text(json.dumps(self._data))
-        os.replace(tmp, self.path)
+            save_state(self.path, self._data)
 
 
 def store_base(host: Host) -> str:

@@ -1,7 +1,5 @@
 """The test cluster itself: hosts are really separate, and npu-smi prints the real table."""
 
-import json
-import subprocess
 
 import pytest
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from launcher.data import families as F
-from launcher.data import pipeline, synth
+from launcher.data import synth
 from launcher.data.prepare import PrepareOptions, prepare
 from launcher.data.rawio import read_raw
 from launcher.data.recipe import Recipe, load_recipe

@@ -18,7 +18,7 @@ from launcher.jobs import JobService, SubmitOptions
 from launcher.nodeexec import make_exec
 from launcher.registry import Registry
 from launcher.runners import ConnectOptions
-from tests.test_e2e_local import job_procs, losses, write_job, write_toy_data
+from tests.test_e2e_local import losses, write_job, write_toy_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.ms]
 

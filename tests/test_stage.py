@@ -178,17 +178,22 @@ def test_noop_restage_is_one_round_trip_with_the_inventory_cache(tmp_path):
     assert node.calls == ["inventory", "receive"] and third.reports["localhost"].objects_sent == 1
 
 
-def test_stale_inventory_cache_falls_back_and_resends(tmp_path):
-    import shutil
+def _staged_with_cache(tmp_path):
+    """One staging with an inventory cache, as a first submit does; the node records calls."""
     from launcher.stage import InventoryCache
     _tree(tmp_path)
-    host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
-    node = CountingExec(host)
+    node = CountingExec(Host("localhost", 1, workdir=str(tmp_path / "wd")))
     local = collect(_items(tmp_path), HashCache(None))
     known = InventoryCache(tmp_path / "inv.json")
     Stager({"localhost": node}, python=PY, known=known).stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
-    shutil.rmtree(tmp_path / "wd/alaunch/cas")  # the host's store was wiped (new fsid too)
     node.calls.clear()
+    return node, local, known
+
+
+def test_stale_inventory_cache_falls_back_and_resends(tmp_path):
+    import shutil
+    node, local, known = _staged_with_cache(tmp_path)
+    shutil.rmtree(tmp_path / "wd/alaunch/cas")  # the host's store was wiped (new fsid too)
     result = Stager({"localhost": node}, python=PY, known=known).stage(
         local, {"localhost": str(tmp_path / "wd/alaunch/j2")})
     assert node.calls == ["link", "inventory", "receive"]
@@ -200,15 +205,8 @@ def test_link_refuses_when_the_cached_tree_is_gone(tmp_path):
     """LINK names trees by id only; a host whose tree was removed (objects kept) must not get a
     dangling code symlink: LINK answers not-ok and the survey path rebuilds the tree."""
     import shutil
-    from launcher.stage import InventoryCache
-    _tree(tmp_path)
-    host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
-    node = CountingExec(host)
-    local = collect(_items(tmp_path), HashCache(None))
-    known = InventoryCache(tmp_path / "inv.json")
-    Stager({"localhost": node}, python=PY, known=known).stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
+    node, local, known = _staged_with_cache(tmp_path)
     shutil.rmtree(tmp_path / "wd/alaunch/cas/trees")
-    node.calls.clear()
     result = Stager({"localhost": node}, python=PY, known=known).stage(
         local, {"localhost": str(tmp_path / "wd/alaunch/j2")})
     assert node.calls == ["link", "inventory", "receive"]

@@ -18,7 +18,7 @@ import heapq
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 

@@ -10,7 +10,6 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
 
 from launcher import environment, registry as reg
-from launcher.errors import AlaunchError, ExitCode
 from launcher.jobs import JobService, SubmitOptions, resolve_hosts
 from launcher.stage import HostReport, PlainProgress, Progress
 

@@ -161,3 +161,51 @@ def feed_stdin(proc, chunks) -> None:
             proc.stdin.write(chunk)
     with contextlib.suppress(BrokenPipeError):
         proc.stdin.close()
+
+
+def widen_pipe(f) -> None:
+    """Grow a pipe to 1 MiB (Linux ``F_SETPIPE_SZ``): a bulk stream then moves in 1 MiB reads
+    instead of 64 KiB ones, 16x fewer wake-ups and Python loop turns per MiB. Best effort."""
+    try:
+        import fcntl
+        fcntl.fcntl(f.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (ImportError, OSError, ValueError):
+        return
+
+
+def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tuple[int | None, bytes, bytes]:
+    """Run ``argv`` with ``stdin`` chunks streamed in, through 1 MiB pipes; stdout goes to
+    ``stdout`` (a binary file object, written as it arrives) or is returned.
+
+    Returns (exit code, stdout, stderr); the code is None when ``timeout`` passed (the
+    process was killed). One implementation for every subprocess that moves bytes (the
+    local node, the ssh client, the local fetch), so draining and stdin errors are alike.
+    """
+    import subprocess
+
+    proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    widen_pipe(proc.stdout)
+    widen_pipe(proc.stdin)
+    out, err = bytearray(), bytearray()
+
+    def pump_out() -> None:
+        while block := proc.stdout.read1(1 << 20):
+            if stdout is not None:
+                stdout.write(block)
+            else:
+                out.extend(block)
+
+    readers = [threading.Thread(target=pump_out, daemon=True),
+               threading.Thread(target=lambda: err.extend(proc.stderr.read()), daemon=True)]
+    for t in readers:
+        t.start()
+    feed_stdin(proc, stdin)
+    try:
+        code: int | None = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    for t in readers:
+        t.join()
+    return code, bytes(out), bytes(err)
