@@ -36,7 +36,7 @@ from launcher import follow_remote
 from launcher import registry as reg
 from launcher.errors import AlaunchError
 from launcher.hostfile import Host
-from launcher.logparse import Failure, JobLogs, LogState
+from launcher.logparse import Failure, JobLogs, LogState, exit_status_text, match_failure
 from launcher.runners import CommandRunner
 
 GANG_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping the other nodes
@@ -46,10 +46,10 @@ DRAIN_AFTER_STOP = 8.0  # seconds to keep reading the nodes' last lines after a 
 # ---------------------------------------------------------------- the wire protocol
 @dataclass(frozen=True)
 class Event:
-    """One message from a node: a log line, its end, or the channel lost."""
+    """One message from a node: a log line, a worker's pid, its end, or the channel lost."""
 
     host: str
-    kind: str  # "line" | "end" | "lost" | "beat"
+    kind: str  # "line" | "pid" | "end" | "lost" | "beat"
     rank: int | None = None
     role: str = ""
     text: str = ""
@@ -81,6 +81,10 @@ def parse_message(host: str, raw: str, at: float = 0.0) -> Event | None:
         return Event(host, "end", text=rest, at=at)
     if kind == "H":
         return Event(host, "beat", at=at)
+    if kind == "P":
+        pid, _, rank = rest.partition("\t")
+        if pid.isdigit() and rank.isdigit():
+            return Event(host, "pid", int(rank), text=pid, at=at)
     return None
 
 
@@ -321,6 +325,14 @@ class Follower:
         return FollowResult(record, self.job, self.job.first_failure, codes, failed_at, stopped_at)
 
     def _handle(self, event: Event, pending: set[str], codes: dict[str, int | None]) -> Failure | None:
+        if event.kind == "pid":
+            self.job.note_worker(event.host, int(event.text), event.rank)
+            return None
+        if event.kind == "line" and event.role == "msrun":
+            # msrun's own output: not a rank's stream; its failure lines are worth a note
+            if match_failure(event.text) and not event.text[:1].isspace():  # not traceback source
+                self.sink.note(f"{event.host}: msrun: {event.text.strip()}")
+            return self.job.feed_msrun(event.host, event.text)
         if event.kind == "line":
             failure = self.job.feed(event.host, event.rank, event.text)
             self.sink.line(event.host, event.rank, event.text)
@@ -340,7 +352,8 @@ class Follower:
         if event.exit_code not in (None, 0) and self.job.first_failure is None:
             # msrun exited non-zero and no log line said why: that is the failure
             rank = next((n.node_rank for n in self.record.nodes if n.host == event.host), None)
-            failure = Failure("node_exit", True, 0, f"msrun on node {rank} exited with code {event.exit_code}",
+            failure = Failure("node_exit", True, 0,
+                              f"msrun on node {rank} {exit_status_text(event.exit_code, shell=True)}",
                               host=event.host)
             self.job.first_failure = failure
             return failure

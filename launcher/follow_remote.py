@@ -12,13 +12,18 @@ FOLLOW output protocol, one message per line (tab separated, the text is the res
 
 * ``L <rank> <role> <text>`` a log line; ``rank`` empty for the scheduler, ``role`` is
   ``worker`` / ``scheduler`` / ``info`` / ``error``.
+* ``P <pid> <rank>`` a worker process of this node and its rank (found by its stdout, which
+  msrun points at ``worker_<rank>.log``): msrun names a dead worker only by its pid.
 * ``H`` heartbeat once a second: a write to a closed channel ends the script, so a
   killed ``alaunch`` leaves nothing behind on the hosts.
 * ``X <exit code>`` the node ended (all logs were read first); ``X ?`` ended without an
   exit code (supervisor gone), ``X -`` a snapshot (``follow`` false) is complete,
   ``X !<reason>`` there is no such job directory.
 
-Which files: every ``worker_N.log`` and ``scheduler.log``; ``rank_N/info.log`` and
+Which files: every ``worker_N.log`` and ``scheduler.log``; msrun's own output
+(``state/launcher.log``, role ``msrun``: the only place a worker killed without a word, e.g.
+by SIGKILL, is reported), read before the worker logs of the same pass but sent after them, so
+a worker's last words always precede msrun's report of its death; ``rank_N/info.log`` and
 ``error.log`` only for ranks without a ``worker_N.log`` (the same MindFormers lines reach
 both, and one rank must be read from one file or its losses would count twice).
 
@@ -39,6 +44,7 @@ out = sys.stdout.buffer
 WORKER = re.compile(r"^worker_(\d+)\.log$")
 RANK = re.compile(r"^rank_(\d+)$")
 files = {}
+pids = set()  # ranks whose worker process was found
 
 def listdir(path):
     try:
@@ -55,6 +61,8 @@ def wanted():
             workers.add(m.group(1))
         elif name == "scheduler.log":
             want[os.path.join(msrun_dir, name)] = ("", "scheduler")
+    if os.path.isfile(os.path.join(state_dir, "launcher.log")):
+        want[os.path.join(state_dir, "launcher.log")] = ("", "msrun")
     for d in listdir(mf_dir):
         m = RANK.match(d)
         if m and m.group(1) not in workers:
@@ -64,10 +72,10 @@ def wanted():
                     want[path] = (m.group(1), role)
     return want
 
-def emit(rank, role, raw):
-    out.write(b"L\t" + rank.encode() + b"\t" + role.encode() + b"\t" + raw.rstrip(b"\r") + b"\n")
+def emit(rank, role, raw, put=None):
+    (put or out.write)(b"L\t" + rank.encode() + b"\t" + role.encode() + b"\t" + raw.rstrip(b"\r") + b"\n")
 
-def pump(path, f):
+def pump(path, f, put=None):
     wrote = False
     while True:
         data = f["fh"].read(1 << 20)
@@ -75,7 +83,7 @@ def pump(path, f):
             break
         *complete, f["part"] = (f["part"] + data).split(b"\n")
         for raw in complete:
-            emit(f["rank"], f["role"], raw)
+            emit(f["rank"], f["role"], raw, put)
             wrote = True
     try:
         st = os.stat(path)
@@ -84,12 +92,12 @@ def pump(path, f):
     pos = f["fh"].tell()
     if st.st_ino != f["ino"] or st.st_size < pos:  # rotated or truncated: start the new file
         if f["part"]:
-            emit(f["rank"], f["role"], f["part"])
+            emit(f["rank"], f["role"], f["part"], put)
             f["part"] = b""
         f["fh"].close()
         f["fh"] = open(path, "rb")
         f["ino"] = os.fstat(f["fh"].fileno()).st_ino
-        wrote = pump(path, f) or True
+        wrote = pump(path, f, put) or True
     return wrote
 
 def rescan():
@@ -106,14 +114,40 @@ def rescan():
         files.pop(path)["fh"].close()
 
 def pump_all(final=False):
+    # msrun's lines first into a buffer, out after every other file's: msrun reports a worker's
+    # death only after the worker ended, so its last lines are in its log when that is read
+    later = []
     wrote = False
-    for path, f in list(files.items()):
-        wrote = pump(path, f) or wrote
+    for path, f in sorted(files.items(), key=lambda item: item[1]["role"] != "msrun"):
+        put = later.append if f["role"] == "msrun" else None
+        wrote = pump(path, f, put) or wrote
         if final and f["part"]:
-            emit(f["rank"], f["role"], f["part"])
+            emit(f["rank"], f["role"], f["part"], put)
             f["part"] = b""
             wrote = True
+    for raw in later:
+        out.write(raw)
     return wrote
+
+def find_workers():
+    """Map each worker log not yet mapped to the processes whose stdout it is."""
+    want = {os.path.realpath(p): f["rank"] for p, f in files.items()
+            if f["role"] == "worker" and f["rank"] not in pids}
+    found = False
+    if not want:
+        return found
+    for name in listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            rank = want.get(os.readlink("/proc/%s/fd/1" % name))
+        except OSError:
+            continue
+        if rank is not None:
+            pids.add(rank)
+            out.write(b"P\t" + name.encode() + b"\t" + rank.encode() + b"\n")
+            found = True
+    return found
 
 def read(name):
     try:
@@ -148,10 +182,12 @@ def main():
     while True:
         code = ended() if follow else "-"
         now = time.monotonic()
+        found = False
         if code is not None or now - last_scan > 0.5:
             rescan()
+            found = code is None and follow and find_workers()
             last_scan = now
-        wrote = pump_all(final=code is not None)
+        wrote = pump_all(final=code is not None) or found
         if code is not None:
             out.write(b"X\t" + code.encode() + b"\n")
             out.flush()

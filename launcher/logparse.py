@@ -23,6 +23,7 @@ Formats recognised (all taken from real logs or the installed sources):
 from __future__ import annotations
 
 import re
+import signal
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable
@@ -48,11 +49,12 @@ _CKPT_FINISH = re.compile(r"Finish saving ckpt of epoch (\d+) step (\d+)")
 _CKPT_PATH = re.compile(r"(?:Model|Optimizer) checkpoint successfully saved at '([^']+)'"
                         r"|saved checkpoint from step '(\d+)' to '([^']+)'")
 
+_WORKER_EXIT = re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")
 #: (kind, fatal, pattern) for failures that fit on one line. Fatal ones fail the job;
 #: the others (ERROR lines) are reported but do not by themselves stop anything.
 FAILURE_PATTERNS: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
     # mindspore/parallel/cluster/process_entity/_api.py (msrun)
-    ("worker_exit", True, re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")),
+    ("worker_exit", True, _WORKER_EXIT),
     ("scheduler_exit", True, re.compile(r"Scheduler process (\d+) exit with exception")),
     ("job_exit", True, re.compile(r"Distributed job exited with exception")),
     # cluster build: "Topology build timed out., retry(1/200)." is a retry, not a failure
@@ -166,6 +168,24 @@ def parse_eval_step(line: str) -> EvalStep | None:
         return None
     return EvalStep(int(m.group(1)), int(m.group(2)), float(m.group(3)),
                     parse_duration(m.group(4)) if m.group(4) else None)
+
+
+def signal_text(number: int) -> str:
+    """``signal 9 (SIGKILL)``: the number a user can look up and the name they know."""
+    try:
+        return f"signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"signal {number}"
+
+
+def exit_status_text(code: int, *, shell: bool = False) -> str:
+    """A process's end in words. ``Popen`` reports death by signal N as ``-N``; a shell (and
+    the launcher's supervisor) as ``128 + N`` (``shell``)."""
+    if code < 0:
+        return f"was killed by {signal_text(-code)}"
+    if shell and 128 < code < 128 + 65:
+        return f"exited with code {code} (killed by {signal_text(code - 128)})"
+    return f"exited with code {code}"
 
 
 def match_failure(line: str) -> tuple[str, bool, str] | None:
@@ -397,6 +417,35 @@ class JobLogs:
 
     states: dict[tuple[str, int | None], LogState] = field(default_factory=dict)
     first_failure: Failure | None = None
+    worker_pids: dict[tuple[str, int], int] = field(default_factory=dict)  # (host, pid) -> rank
+
+    def note_worker(self, host: str, pid: int, rank: int) -> None:
+        """Remember which rank a worker process of ``host`` is (msrun names the dead by pid)."""
+        self.worker_pids[(host, pid)] = rank
+
+    def feed_msrun(self, host: str, line: str) -> Failure | None:
+        """One line of msrun's own output on ``host``. A worker that died without a word (SIGKILL,
+        the OOM killer) leaves nothing in its log: msrun's ``Worker process <pid> exit with
+        exception. Error code: <code>`` is the only trace, and it names a pid, not a rank. The
+        rank comes from :meth:`note_worker`, or is the host's only worker rank. Returns the
+        job's first failure when this line revealed it."""
+        m = _WORKER_EXIT.search(line)
+        if not m:
+            return None
+        pid, code = int(m.group(1)), int(m.group(2))
+        rank = self.worker_pids.get((host, pid))
+        if rank is None:
+            ranks = {r for (h, r) in self.states if h == host and r is not None}
+            rank = ranks.pop() if len(ranks) == 1 else None
+        who = f"worker process {pid}" + (f" (rank {rank})" if rank is not None else "")
+        failure = Failure("worker_exit", True, 0, f"{who} {exit_status_text(code)}, as msrun reported",
+                          lines=(line.strip(),), host=host, rank=rank)
+        if rank is not None:
+            self.state(host, rank)._record(failure)
+        if self.first_failure is None:
+            self.first_failure = failure
+            return failure
+        return None
 
     def state(self, host: str, rank: int | None) -> LogState:
         key = (host, rank)
