@@ -122,6 +122,8 @@ class JobService:
         bin_dir = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts)
         opts = replace(opts, bin_dir=bin_dir)
         execs = {h.name: self.exec_factory(h) for h in hosts}
+        for ex in execs.values():
+            ex.warm()  # the ssh handshakes run while we hash the code and data
         pythons = {h.name: python_for(bin_dir, h) for h in hosts}
         spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
         cache = HashCache(self.state_dir / CACHE_NAME)
