@@ -138,25 +138,22 @@ def send_range(f, pos, left, size, h):
         except (OSError, ValueError, ImportError):
             mm = None
         if mm is not None:
+            mv = memoryview(mm)
+            out.flush()
             try:
-                if hasattr(mm, "madvise"):
-                    mm.madvise(mmap.MADV_SEQUENTIAL)
-                mv = memoryview(mm)
-                out.flush()
-                try:
-                    while pos < end:
+                while pos < end:
+                    try:
                         n = os.sendfile(1, f.fileno(), pos, min(1 << 20, end - pos))
-                        if not n:
-                            break
-                        if h is not None:
-                            h.update(mv[pos:pos + n])
-                        pos += n
-                        left -= n
-                finally:
-                    mv.release()
-            except OSError:
-                pass  # sendfile refused (not a pipe/socket here): finish with read/write
+                    except OSError:  # sendfile refused here: read/write below sends the rest
+                        break
+                    if not n:
+                        break
+                    if h is not None:
+                        h.update(mv[pos:pos + n])
+                    pos += n
+                    left -= n
             finally:
+                mv.release()
                 mm.close()
     f.seek(pos)
     while left > 0:
