@@ -138,6 +138,11 @@ def send_range(f, pos, left, size, h):
         except (OSError, ValueError, ImportError):
             mm = None
         if mm is not None:
+            if hasattr(mm, "madvise"):
+                try:
+                    mm.madvise(mmap.MADV_SEQUENTIAL)  # read-ahead for the hash
+                except OSError:
+                    mm.madvise(mmap.MADV_NORMAL)
             mv = memoryview(mm)
             out.flush()
             try:
