@@ -49,6 +49,26 @@ def round_trip(cluster, nodelay, n=30):
     return statistics.median(times)
 
 
+def remote_script_round_trips(cluster, n=20) -> str:
+    """A fixed host script's round trip (ssh session + python -S + request + answer) with its
+    request read by ``json`` vs by launcher.wire's marshal prelude (no ``import json``)."""
+    from launcher import wire
+    r = runners(cluster)[0]
+    py = str(Path(sys.executable).parent / "python3")
+    req = {"base": "/root/alaunch", "objects": ["0" * 64] * 10}
+    json_script = "import json, sys\nreq = json.load(sys.stdin)\nprint(json.dumps({'n': len(req['objects'])}))"
+    wire_script = wire.PRELUDE + "req = read_request()\nprint(dumps({'n': len(req['objects'])}))"
+    import json
+    times = {}
+    for label, argv, stdin in (("json", [py, "-S", "-c", json_script], json.dumps(req)),
+                               ("wire", [py, "-S", "-c", wire_script], wire.request(req))):
+        r.run(argv, stdin=stdin)
+        times[label] = statistics.median(r.run(argv, stdin=stdin).duration for _ in range(n))
+    r.close()
+    return (f"host script round trip: json request {times['json'] * 1000:.1f} ms, marshal (launcher.wire) "
+            f"{times['wire'] * 1000:.1f} ms -> {(times['json'] - times['wire']) * 1000:.1f} ms saved per call")
+
+
 def main() -> int:
     reason = unavailable_reason()
     if reason:
@@ -63,6 +83,8 @@ def main() -> int:
         slow, fast = round_trip(cluster, False), round_trip(cluster, True)
         print(f"round trip: no TCP_NODELAY {slow * 1000:.1f} ms, TCP_NODELAY {fast * 1000:.1f} ms "
               f"-> {slow / fast:.1f}x faster")
+
+        print(remote_script_round_trips(cluster))
 
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / "tree"

@@ -42,13 +42,7 @@ if not os.path.isdir(root):
     sys.exit(3)
 real_root = os.path.realpath(root)
 cache_path = os.path.join(real_root, req["cache"]) if req.get("cache") else None
-cache = {}
-if cache_path and os.path.isfile(cache_path):
-    try:
-        with open(cache_path, "rb") as f:
-            cache = marshal.load(f)
-    except (OSError, ValueError, EOFError, TypeError):
-        cache = {}
+cache = load_cache(cache_path) if cache_path else {}
 files, refused, seen = [], [], set()
 
 def inside(real):
@@ -96,14 +90,7 @@ for f in files:
     cache[f["src"]] = key + [f["sha256"]]
     changed = True
 if changed and cache_path:
-    try:
-        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        tmp = cache_path + ".tmp.%d" % os.getpid()
-        with open(tmp, "wb") as fh:
-            marshal.dump(cache, fh)
-        os.replace(tmp, cache_path)
-    except OSError:
-        pass
+    save_cache(cache_path, cache)
 print(dumps({"root": real_root, "files": files, "refused": refused}))
 '''
 
@@ -111,17 +98,11 @@ SEND = PRELUDE + r'''
 import hashlib
 req = read_request()
 out = sys.stdout.buffer
-try:
-    import fcntl
-    fcntl.fcntl(1, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB writes, fewer wake-ups
-except Exception:
-    pass
+widen_pipe(1)
 BAD = b"\xff" * 32
 buf = bytearray(1 << 20)  # one buffer, reused: no 1 MiB allocation per read
 view = memoryview(buf)
 learned = {}
-
-
 ZERO_COPY_MIN = req.get("zero_copy_min", 64 << 20)
 
 
@@ -139,10 +120,7 @@ def send_range(f, pos, left, size, h):
             mm = None
         if mm is not None:
             if hasattr(mm, "madvise"):
-                try:
-                    mm.madvise(mmap.MADV_SEQUENTIAL)  # read-ahead for the hash
-                except OSError:
-                    mm.madvise(mmap.MADV_NORMAL)
+                mm.madvise(mmap.MADV_SEQUENTIAL)  # read-ahead for the hash
             mv = memoryview(mm)
             out.flush()
             try:
@@ -209,19 +187,7 @@ for e in req["files"]:
         out.write(b"\0" * 32)
 out.flush()
 if learned and req.get("cache"):
-    path = req["cache"]
-    try:
-        try:
-            with open(path, "rb") as fh:
-                cache = marshal.load(fh)
-        except (OSError, ValueError, EOFError, TypeError):
-            cache = {}
-        cache.update(learned)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp.%d" % os.getpid()
-        with open(tmp, "wb") as fh:
-            marshal.dump(cache, fh)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    cache = load_cache(req["cache"])
+    cache.update(learned)
+    save_cache(req["cache"], cache)
 '''

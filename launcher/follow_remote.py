@@ -44,7 +44,7 @@ out = sys.stdout.buffer
 WORKER = re.compile(r"^worker_(\d+)\.log$")
 RANK = re.compile(r"^rank_(\d+)$")
 files = {}
-pids = set()  # ranks whose worker process was found
+mapped = set()  # ranks whose worker process was found
 
 def listdir(path):
     try:
@@ -132,7 +132,7 @@ def pump_all(final=False):
 def find_workers():
     """Map each worker log not yet mapped to the processes whose stdout it is."""
     want = {os.path.realpath(p): f["rank"] for p, f in files.items()
-            if f["role"] == "worker" and f["rank"] not in pids}
+            if f["role"] == "worker" and f["rank"] not in mapped}
     found = False
     if not want:
         return found
@@ -144,7 +144,7 @@ def find_workers():
         except OSError:
             continue
         if rank is not None:
-            pids.add(rank)
+            mapped.add(rank)
             out.write(b"P\t" + name.encode() + b"\t" + rank.encode() + b"\n")
             found = True
     return found

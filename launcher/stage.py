@@ -183,12 +183,11 @@ class HashCache:
 
     def __init__(self, path: Path | None):
         self.path = path
-        self._data: dict[str, list] = {}
         self._lock = threading.Lock()
         self._data = load_state(path)
         self.hashed = 0  # files actually read this run (for tests and the benchmark)
 
-    def lookup(self, path: Path, st: os.stat_result) -> str | None:
+    def lookup(self, path: str | Path, st: os.stat_result) -> str | None:
         """The cached digest if the file is unchanged (size and mtime), else None."""
         with self._lock:
             hit = self._data.get(str(path))
@@ -196,7 +195,7 @@ class HashCache:
             return hit[2]
         return None
 
-    def sha256(self, path: Path, st: os.stat_result) -> str:
+    def sha256(self, path: str | Path, st: os.stat_result) -> str:
         key = str(path)
         cached = self.lookup(path, st)
         if cached is not None:
@@ -256,15 +255,14 @@ def collect(items: Sequence[StageItem], cache: HashCache, workers: int = 4) -> L
         else:
             raise InputError(f"{path} does not exist (needed at {item.dest} on the hosts)", key=item.dest)
 
-    stats = found
-    digests = [cache.lookup(p, st) for _, p, st in stats]  # hits inline: a pool costs more than a dict
+    digests = [cache.lookup(p, st) for _, p, st in found]  # hits inline: a pool costs more than a dict
     misses = [i for i, d in enumerate(digests) if d is None]
     if misses:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, digest in zip(misses, pool.map(lambda i: cache.sha256(stats[i][1], stats[i][2]), misses)):
+            for i, digest in zip(misses, pool.map(lambda i: cache.sha256(found[i][1], found[i][2]), misses)):
                 digests[i] = digest
     files = tuple(LocalFile(dest, p, st.st_size, d, stat.S_IMODE(st.st_mode))
-                  for (dest, p, st), d in zip(stats, digests))
+                  for (dest, p, st), d in zip(found, digests))
     return LocalSet(files, texts, tuple(warnings))
 
 
@@ -349,7 +347,6 @@ class InventoryCache:
 
     def __init__(self, path: Path | None):
         self.path = path
-        self._data: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._data = load_state(path)
 
@@ -404,13 +401,15 @@ def resolve_home(path: str, home: str) -> str:
 TREE_MIN_FILES = 2
 
 
-def manifest_for(local: LocalSet, root: str, texts: Mapping[str, str] | None = None) -> dict:
+def manifest_for(local: LocalSet, root: str, texts: Mapping[str, str] | None = None, *,
+                 tree_links: bool = True) -> dict:
     """What RECEIVE / LINK make of the job dir (pure).
 
     A top-level directory with many files (``code``) becomes a *tree*: built once per host
     under ``cas/trees/<id>`` (hard links, id = hash of its (path, sha256, mode) list) and
     symlinked into the job dir, so a re-stage of the same tree costs one symlink, not one
     link per file. Directories holding a generated text stay plain (texts differ per job).
+    ``tree_links=False`` (LINK, the no-op re-stage): trees by id and file count only.
     """
     texts = dict(local.texts if texts is None else texts)
     text_tops = {t.split("/", 1)[0] for t in texts}
@@ -423,7 +422,9 @@ def manifest_for(local: LocalSet, root: str, texts: Mapping[str, str] | None = N
     for top, files in by_top.items():
         if len(files) >= TREE_MIN_FILES and top not in text_tops:
             tree_id = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
-            trees[top] = {"id": tree_id, "links": files}
+            trees[top] = {"id": tree_id, "count": len(files)}
+            if tree_links:
+                trees[top]["links"] = files
     for f in local.files:
         if f.dest.partition("/")[0] not in trees:
             links[f.dest] = [f.sha256, f.mode]
@@ -521,8 +522,7 @@ class Stager:
             i = ready[name]
             start = time.monotonic()
             texts = texts_by_host.get(name) if texts_by_host else None
-            manifest = manifest_for(local, resolve_home(roots[name], i.home), texts)
-            manifest["trees"] = {top: {"id": t["id"], "count": len(t["links"])} for top, t in manifest["trees"].items()}
+            manifest = manifest_for(local, resolve_home(roots[name], i.home), texts, tree_links=False)
             request = {"cas": posixpath.join(i.base, "cas"), "fsid": i.fsid, "manifest": manifest}
             result = node.check([self._py(name), "-S", "-c", stage_remote.LINK], [wire.request(request)],
                                 timeout=120, what="staging")

@@ -93,7 +93,7 @@ for top, tree in sorted(manifest.get("trees", {}).items()):
         except OSError:  # built meanwhile by another run: same id, same content
             shutil.rmtree(tmp, ignore_errors=True)
     else:
-        linked += tree["count"] if "count" in tree else len(tree["links"])
+        linked += tree["count"]
     path = os.path.join(root, top)
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
@@ -110,16 +110,12 @@ for dest, text in manifest["texts"].items():
     os.replace(path + ".tmp", path)
 """
 
-RECEIVE = r"""
-import hashlib, json, os, shutil, sys
+RECEIVE = PRELUDE + r"""
+import hashlib, json, shutil
 cas = os.path.abspath(os.path.expanduser(sys.argv[1]))
 tmpdir = os.path.join(cas, "tmp")
 os.makedirs(tmpdir, exist_ok=True)
-try:
-    import fcntl
-    fcntl.fcntl(0, 1031, 1 << 20)  # F_SETPIPE_SZ: fewer wake-ups per MiB
-except (ImportError, OSError):
-    pass
+widen_pipe(0)
 inp = open(0, "rb", buffering=1 << 20, closefd=False)
 buf = bytearray(1 << 20)
 view = memoryview(buf)

@@ -7,6 +7,7 @@ are :class:`RemoteError` subclasses that name the host and say what happened.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -181,8 +182,6 @@ def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tupl
     process was killed). One implementation for every subprocess that moves bytes (the
     local node, the ssh client, the local fetch), so draining and stdin errors are alike.
     """
-    import subprocess
-
     proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     widen_pipe(proc.stdout)
     widen_pipe(proc.stdin)
