@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launcher.collect import REMOTE_HASH_CACHE, fetch_job  # noqa: E402
-from launcher.environment import Environment  # noqa: E402
-from launcher.registry import Registry  # noqa: E402
+from launcher.ops.collect import REMOTE_HASH_CACHE, fetch_job  # noqa: E402
+from launcher.cli.environment import Environment  # noqa: E402
+from launcher.ops.registry import Registry  # noqa: E402
 from launcher.runners import ConnectOptions  # noqa: E402
 from launcher.runners.openssh import control_path, rsync_rsh  # noqa: E402
 from tests.cluster.cluster import Cluster, unavailable_reason  # noqa: E402
@@ -79,7 +79,7 @@ def run(cluster: Cluster, tmp: Path, args) -> None:
             shutil.rmtree(tmp / "runs", ignore_errors=True)
             remote_cache.unlink(missing_ok=True)
             start = time.perf_counter()
-            report = fetch_job(registry, job, "checkpoints", tmp / "runs", env, options=options)
+            report = fetch_job(registry, job, "checkpoints", tmp / "runs", env.state_dir, options=options)
             took = time.perf_counter() - start
             assert report.bytes_transferred == ckpt.stat().st_size, report
             return took
@@ -105,7 +105,7 @@ def run(cluster: Cluster, tmp: Path, args) -> None:
               f"rsync {', '.join(f'{t:.2f}' for t in t_rsync)}")
 
     start = time.perf_counter()
-    again = fetch_job(registry, job, "checkpoints", tmp / "runs", env, options=options)
+    again = fetch_job(registry, job, "checkpoints", tmp / "runs", env.state_dir, options=options)
     t_noop = time.perf_counter() - start
     assert again.bytes_transferred == 0
     t_rsync_noop = rsync_noop(rsh, host.name, job_dir, tmp)

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rich.console import Console  # noqa: E402
 
-from launcher import environment  # noqa: E402
-from launcher.commands.logs import LinePrinter  # noqa: E402
-from launcher.follow import NodeStream, follow_argv  # noqa: E402
-from launcher.hostfile import Host  # noqa: E402
+from launcher.cli import environment  # noqa: E402
+from launcher.cli.commands.logs import LinePrinter  # noqa: E402
+from launcher.ops.follow import NodeStream, follow_argv  # noqa: E402
+from launcher.core.hostfile import Host  # noqa: E402
 from launcher.runners import ConnectOptions, LocalRunner, SSHRunner  # noqa: E402
 
 LINES = 200

@@ -1,7 +1,7 @@
 """Transport benchmark on a real 8-host sshd cluster (needs root; run with `make bench`).
 
 Prints, each against a baseline measured in the same run:
-  1. 8 hosts connected sequentially vs in parallel (launcher.group.run_parallel);
+  1. 8 hosts connected sequentially vs in parallel (launcher.ops.fanout.run_parallel);
   2. command round trip on an open connection with vs without TCP_NODELAY;
   3. put_tar of 2,000 small files vs rsync over the same sshd.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launcher.group import run_parallel  # noqa: E402
-from launcher.hostfile import Host  # noqa: E402
+from launcher.ops.fanout import run_parallel  # noqa: E402
+from launcher.core.hostfile import Host  # noqa: E402
 from launcher.runners import ConnectOptions, SSHRunner  # noqa: E402
 from tests.cluster import Cluster, unavailable_reason  # noqa: E402
 
@@ -51,8 +51,8 @@ def round_trip(cluster, nodelay, n=30):
 
 def remote_script_round_trips(cluster, n=20) -> str:
     """A fixed host script's round trip (ssh session + python -S + request + answer) with its
-    request read by ``json`` vs by launcher.wire's marshal prelude (no ``import json``)."""
-    from launcher import wire
+    request read by ``json`` vs by launcher.remote.wire's marshal prelude (no ``import json``)."""
+    from launcher.remote import wire
     r = runners(cluster)[0]
     py = str(Path(sys.executable).parent / "python3")
     req = {"base": "/root/alaunch", "objects": ["0" * 64] * 10}
@@ -65,7 +65,7 @@ def remote_script_round_trips(cluster, n=20) -> str:
         r.run(argv, stdin=stdin)
         times[label] = statistics.median(r.run(argv, stdin=stdin).duration for _ in range(n))
     r.close()
-    return (f"host script round trip: json request {times['json'] * 1000:.1f} ms, marshal (launcher.wire) "
+    return (f"host script round trip: json request {times['json'] * 1000:.1f} ms, marshal (launcher.remote.wire) "
             f"{times['wire'] * 1000:.1f} ms -> {(times['json'] - times['wire']) * 1000:.1f} ms saved per call")
 
 

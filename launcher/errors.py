@@ -1,7 +1,7 @@
 """Exit codes and the error types that map to them: the one place both are defined.
 
 Every verb raises an :class:`AlaunchError` (or a subclass) for anything the user
-should read as one line; ``launcher.cli.main`` turns it into ``alaunch: error: ...``
+should read as one line; ``launcher.cli.app.main`` turns it into ``alaunch: error: ...``
 on stderr and the exit code it carries. Tracebacks are for bugs only.
 """
 

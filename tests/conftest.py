@@ -22,7 +22,7 @@ def _isolated_state(tmp_path, monkeypatch):
 @pytest.fixture
 def run_cli(capsys):
     """Run `alaunch ARGS...` in-process; returns (exit_code, stdout, stderr)."""
-    from launcher.cli import main
+    from launcher.cli.app import main
 
     def _run(*args: str) -> tuple[int, str, str]:
         code = main(list(args))

@@ -3,7 +3,7 @@
 
 import pytest
 
-from launcher.npusmi import parse_npu_smi
+from launcher.ops.npusmi import parse_npu_smi
 from tests.cluster.npu_smi import table_for
 
 FIXTURE = "/work/shared/fixtures/npu-smi/910B2-8cards-busy4.txt"

@@ -38,7 +38,7 @@ def test_generated_texts_flatten_batched_results():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    from launcher.cli import main  # the CLI is what the demo runs
+    from launcher.cli.app import main  # the CLI is what the demo runs
 
     out = tmp_path_factory.mktemp("demo")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import RemoteError
-from launcher.jobs import JobService, SubmitOptions
-from launcher.nodeexec import make_exec
-from launcher.registry import Registry
+from launcher.ops.service import JobService, SubmitOptions
+from launcher.runners.nodeexec import make_exec
+from launcher.ops.registry import Registry
 from launcher.runners import ConnectOptions
 from tests.test_e2e_local import losses, write_job, write_toy_data
 

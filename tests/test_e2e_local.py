@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from launcher.errors import ExitCode
-from launcher.registry import Registry
+from launcher.ops.registry import Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.ms]
 

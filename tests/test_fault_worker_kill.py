@@ -21,9 +21,9 @@ import time
 import pytest
 
 from launcher.errors import ExitCode
-from launcher.follow import parse_message
-from launcher.logparse import JobLogs, exit_status_text
-from launcher.registry import Registry
+from launcher.ops.follow import parse_message
+from launcher.metrics.logparse import JobLogs, exit_status_text
+from launcher.ops.registry import Registry
 from tests.test_follow import _stream, _take
 from tests.test_follow_cluster import BIN, _hostfile, _marked, _ssh, write_follow_job
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from launcher import collect
-from launcher.collect import (FETCH, RESUME, SKIP, Listing, LocalState, RemoteFile, FetchError, fetch_job,
+from launcher.ops import collect
+from launcher.ops.collect import (FETCH, RESUME, SKIP, Listing, LocalState, RemoteFile, FetchError, fetch_job,
                               globs_for, host_dirs, parse_what, plan_node, safe_relpath)
-from launcher.collect_stream import Entry, Receiver
-from launcher.environment import Environment
+from launcher.ops.collect_stream import Entry, Receiver
+from launcher.cli.environment import Environment
 from launcher.errors import InputError, RemoteError
-from launcher.registry import NodeRecord, Registry
-from launcher.spec import OutputsSpec
+from launcher.ops.registry import NodeRecord, Registry
+from launcher.core.spec import OutputsSpec
 
 CONFIG = ("model:\n  model_config:\n    pet_config: {pet_type: lora, lora_rank: 8, lora_alpha: 16,"
           " target_modules: '.*wq|.*wv'}\n")
@@ -131,7 +131,7 @@ def local_job(tmp_path):
 def test_fetch_local_then_skip(local_job, tmp_path):
     registry, record, root = local_job
     env = Environment(state_dir=tmp_path / "state")
-    report = fetch_job(registry, record.id, "all", tmp_path / "runs", env)
+    report = fetch_job(registry, record.id, "all", tmp_path / "runs", env.state_dir)
     here = tmp_path / "runs" / record.id / "localhost"
     rels = ["msrun_log/worker_0.log", "output/checkpoint/rank_0/llama_rank_0-1_2.ckpt",
             "output/text_generation_result.txt", "config/job.yaml"]
@@ -148,11 +148,11 @@ def test_fetch_local_then_skip(local_job, tmp_path):
     learned = marshal.loads((root / "state" / "fetch-sha256.marshal").read_bytes())  # hashed while sent
     ckpt = root / "output/checkpoint/rank_0/llama_rank_0-1_2.ckpt"
     assert learned[str(ckpt.resolve())][3] == sha(ckpt)
-    again = fetch_job(registry, record.id, "all", tmp_path / "runs", env)
+    again = fetch_job(registry, record.id, "all", tmp_path / "runs", env.state_dir)
     assert again.bytes_transferred == 0 and again.nodes[0].skipped == 4
 
     (root / "msrun_log" / "worker_0.log").write_bytes(b"step 2 loss 1.0\n" * 100)  # same size, new bytes
-    third = fetch_job(registry, record.id, "logs", tmp_path / "runs", env)
+    third = fetch_job(registry, record.id, "logs", tmp_path / "runs", env.state_dir)
     assert third.nodes[0].fetched == 1 and third.bytes_transferred == 1600
     assert sha(here / "msrun_log/worker_0.log") == sha(root / "msrun_log/worker_0.log")
 
@@ -166,7 +166,7 @@ def test_resume_from_part_and_restart_on_bad_prefix(local_job, tmp_path):
     part = here / (rel + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(src[:1_000_000])
-    report = fetch_job(registry, record.id, "checkpoints", tmp_path / "runs", env)
+    report = fetch_job(registry, record.id, "checkpoints", tmp_path / "runs", env.state_dir)
     n = report.nodes[0]
     assert n.resumed == 1 and n.restarted == 0
     ckpt_bytes = report.bytes_transferred - (root / "config/job.yaml").stat().st_size
@@ -175,7 +175,7 @@ def test_resume_from_part_and_restart_on_bad_prefix(local_job, tmp_path):
 
     (here / rel).unlink()
     part.write_bytes(b"\0" * 1_000_000)  # a prefix that is not this file's
-    report = fetch_job(registry, record.id, "checkpoints", tmp_path / "runs", env)
+    report = fetch_job(registry, record.id, "checkpoints", tmp_path / "runs", env.state_dir)
     assert report.nodes[0].restarted == 1
     assert (here / rel).read_bytes() == src and not part.exists()
 
@@ -188,7 +188,7 @@ def test_symlink_out_of_the_job_dir_refused(local_job, tmp_path):
     with pytest.raises(FetchError, match=r"localhost: outputs.predictions glob 'output/\*.txt' matches "
                                          r"'output/leak.txt': it resolves to .*secret.txt, outside the job"):
         fetch_job(registry, record.id, "predictions", tmp_path / "runs",
-                  Environment(state_dir=tmp_path / "state"))
+                  tmp_path / "state")
     assert not (tmp_path / "runs" / record.id / "localhost" / "output").exists()
 
 
@@ -220,8 +220,8 @@ def test_cli_glob_escape_in_job_file(tmp_path, run_cli):
 def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_copy_min):
     """The real SEND script, run locally: a fresh file (sender-hashed), a resumed one (the
     prefix is hashed, not sent) and one that shrank after the listing (padded, refused)."""
-    from launcher.collect_stream import stream
-    from launcher.hostfile import Host
+    from launcher.ops.collect_stream import stream
+    from launcher.core.hostfile import Host
     from launcher.runners import LocalRunner
     src = tmp_path / "host"
     src.mkdir()

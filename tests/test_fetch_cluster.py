@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.collect import FetchError, fetch_job
-from launcher.environment import Environment
-from launcher.registry import Registry
+from launcher.ops.collect import FetchError, fetch_job
+from launcher.cli.environment import Environment
+from launcher.ops.registry import Registry
 from launcher.runners import ConnectOptions
 
 pytestmark = [pytest.mark.cluster]
@@ -122,7 +122,7 @@ def test_killed_mid_file_resumes_with_only_the_rest(ssh_cluster, tmp_path):
     options = ConnectOptions(known_hosts=ssh_cluster.known_hosts, control_persist=0)  # ssh owns the connection
     cut = KillAfter(16 << 20)
     with pytest.raises(FetchError, match="transfer of .*big.ckpt stopped"):
-        fetch_job(registry, job, "checkpoints", tmp_path / "runs", env, progress=cut, options=options)
+        fetch_job(registry, job, "checkpoints", tmp_path / "runs", env.state_dir, progress=cut, options=options)
     assert cut.killed
     here = tmp_path / "runs" / job / ssh_cluster.hosts[0].address
     part = here / (rel + ".part")
@@ -131,7 +131,7 @@ def test_killed_mid_file_resumes_with_only_the_rest(ssh_cluster, tmp_path):
     assert (16 << 20) <= have < BIG
     assert part.read_bytes() == big[:have]
 
-    report = fetch_job(registry, job, "checkpoints", tmp_path / "runs", env, options=options)
+    report = fetch_job(registry, job, "checkpoints", tmp_path / "runs", env.state_dir, options=options)
     node = report.nodes[0]
     assert node.resumed == 1 and node.restarted == 0
     assert node.bytes_transferred == BIG - have < BIG
@@ -144,7 +144,7 @@ def test_symlink_outside_refused_over_ssh(ssh_cluster, tmp_path):
     (roots[1] / "msrun_log" / "passwd.log").symlink_to("/etc/passwd")
     env = Environment(state_dir=tmp_path / "state")
     with pytest.raises(FetchError) as info:
-        fetch_job(registry, job, "logs", tmp_path / "runs", env)
+        fetch_job(registry, job, "logs", tmp_path / "runs", env.state_dir)
     h0, h1 = (h.address for h in ssh_cluster.hosts[:2])
     assert f"{h1}: outputs.logs glob 'msrun_log/*.log' matches 'msrun_log/passwd.log': it resolves to " \
            f"/etc/passwd, outside the job directory; refusing" in info.value.message
@@ -158,7 +158,7 @@ def test_without_an_ssh_binary_paramiko_carries_the_same_stream(ssh_cluster, tmp
     data = {"msrun_log/worker_0.log": b"a\n" * 1000, "output/checkpoint/rank_0/x.ckpt": os.urandom(1 << 20)}
     registry, job, roots = make_job(ssh_cluster, tmp_path, 1, lambda rank: data)
     options = ConnectOptions(known_hosts=ssh_cluster.known_hosts)
-    report = fetch_job(registry, job, "all", tmp_path / "runs", Environment(state_dir=tmp_path / "state"),
+    report = fetch_job(registry, job, "all", tmp_path / "runs", tmp_path / "state",
                        runner_factory=lambda h: SSHRunner(h, options))
     here = tmp_path / "runs" / job / ssh_cluster.hosts[0].address
     assert report.nodes[0].fetched == 2 and report.bytes_transferred == sum(map(len, data.values()))

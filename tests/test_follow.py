@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from launcher.commands._live import parse_since
+from launcher.cli.live import parse_since
 from launcher.errors import InputError
-from launcher.follow import (Event, NodeStream, StepClock, build_view, follow_argv, loss_trend,
+from launcher.ops.follow import (Event, NodeStream, StepClock, build_view, follow_argv, loss_trend,
                              node_progress, parse_message, progress_renderable, tail_argv, view_text)
-from launcher.hostfile import Host
-from launcher.logparse import JobLogs
+from launcher.core.hostfile import Host
+from launcher.metrics.logparse import JobLogs
 from launcher.runners import LocalRunner
 
 FIX = Path(__file__).parent / "fixtures" / "real-ascend"

@@ -68,7 +68,7 @@ import time  # noqa: E402
 import pytest  # noqa: E402
 
 from launcher.errors import ExitCode  # noqa: E402
-from launcher.registry import Registry  # noqa: E402
+from launcher.ops.registry import Registry  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 BIN = str(Path(sys.executable).parent)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import ExitCode, InputError
-from launcher.hostfile import (
+from launcher.core.hostfile import (
     Host,
     apply_filters,
     format_hostfile,

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import yamlio
+from launcher.core import yamlio
 from launcher.errors import AlaunchError, InputError
-from launcher.hostfile import Host, parse_hostfile, read_hostfile
-from launcher.plan import StageItem, build_plan
-from launcher.spec import load_job
-from launcher.stage import HashCache, collect
+from launcher.core.hostfile import Host, parse_hostfile, read_hostfile
+from launcher.core.plan import StageItem, build_plan
+from launcher.core.spec import load_job
+from launcher.ops.stage import HashCache, collect
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
 BASE_JOB = {"name": "hostile", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml",
@@ -192,7 +192,7 @@ ODD_OVERRIDES = {
 def test_hostile_override_odd_types(case, tmp_path, monkeypatch):
     """Overrides of the wrong type are refused at render/validate time naming the key, not on the hosts."""
     monkeypatch.chdir(tmp_path)
-    from launcher.jobs import SubmitOptions, prepare
+    from launcher.ops.service import SubmitOptions, prepare
     over = ODD_OVERRIDES[case]
     spec = load_job(_job(tmp_path, overrides=over))
     hosts = [Host("localhost", 1, workdir=str(tmp_path / "wd"))]
@@ -308,9 +308,9 @@ def test_hostile_values_reach_a_real_host_literally_and_secrets_stay_secret(ssh_
     from dataclasses import replace
     from functools import partial
 
-    from launcher.jobs import JobService, SubmitOptions, prepare
-    from launcher.nodeexec import make_exec
-    from launcher.registry import Registry
+    from launcher.ops.service import JobService, SubmitOptions, prepare
+    from launcher.runners.nodeexec import make_exec
+    from launcher.ops.registry import Registry
     from launcher.runners import ConnectOptions
 
     monkeypatch.chdir(tmp_path)
@@ -378,9 +378,9 @@ def env_literal(env: dict) -> dict:
 
 def test_hostile_secret_value_never_in_registry_bytes(tmp_path, monkeypatch):
     """A job that fails at the first host contact (name does not resolve) is still recorded; its secret must not be."""
-    from launcher.jobs import JobService, SubmitOptions
-    from launcher.nodeexec import make_exec
-    from launcher.registry import Registry
+    from launcher.ops.service import JobService, SubmitOptions
+    from launcher.runners.nodeexec import make_exec
+    from launcher.ops.registry import Registry
 
     monkeypatch.chdir(tmp_path)
     job = _job(tmp_path, env={"SECRET_TOK": {"value": SECRET, "secret": True}})

@@ -6,8 +6,8 @@ import time
 import pytest
 
 from launcher.errors import ExitCode
-from launcher.hostfile import Host
-from launcher.probe import CheckPolicy, evaluate, probe_argv
+from launcher.core.hostfile import Host
+from launcher.ops.probe import CheckPolicy, evaluate, probe_argv
 from tests.cluster.npu_smi import table_for
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher.hostfile import Host
-from launcher.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch_all, pick_port
-from launcher.layout import JobLayout
-from launcher.nodeexec import LocalExec
-from launcher.plan import NodePlan, Plan
+from launcher.core.hostfile import Host
+from launcher.ops.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch_all, pick_port
+from launcher.core.layout import JobLayout
+from launcher.runners.nodeexec import LocalExec
+from launcher.core.plan import NodePlan, Plan
 
 PY = sys.executable
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher import logparse
-from launcher.logparse import JobLogs, LogState
+from launcher.metrics import logparse
+from launcher.metrics.logparse import JobLogs, LogState
 
 FIX = Path(__file__).parent / "fixtures" / "real-ascend"
 WORKER0 = FIX / "train-run-4card" / "worker_0.log"

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from launcher.npusmi import (
+from launcher.ops.npusmi import (
     NpuCard,
     NpuProcess,
     NpuSmiParseError,

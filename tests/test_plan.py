@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from launcher.errors import InputError
-from launcher.hostfile import Host, apply_filters, parse_hostfile
-from launcher.plan import WRAPPER, build_plan, quote_path
-from launcher.spec import load_job, parse_job
+from launcher.core.hostfile import Host, apply_filters, parse_hostfile
+from launcher.core.plan import WRAPPER, build_plan, quote_path
+from launcher.core.spec import load_job, parse_job
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from launcher.errors import ExitCode
-from launcher.registry import Registry
+from launcher.ops.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

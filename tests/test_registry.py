@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.environment import Environment, set_current
+from launcher.cli.environment import Environment
 from launcher.errors import InputError
-from launcher.registry import (
+from launcher.ops.registry import (
     DB_NAME,
     MIGRATIONS,
     IllegalTransition,
@@ -172,13 +172,16 @@ def test_file_and_dir_modes(tmp_path):
     reg.close()
 
 
-def test_default_location_is_the_state_dir(tmp_path):
-    set_current(Environment(state_dir=tmp_path / "xdg"))
-    try:
-        with Registry.in_state_dir() as reg:
-            assert reg.path == tmp_path / "xdg" / DB_NAME
-    finally:
-        set_current(None)
+def test_default_location_is_the_state_dir(tmp_path, monkeypatch):
+    """The state dir is passed in (the CLI's Environment has it); without one, the registry
+    lives where $ALAUNCH_STATE_DIR / $XDG_STATE_HOME say, as the Environment's default does."""
+    with Registry.in_state_dir(Environment(state_dir=tmp_path / "given").state_dir) as reg:
+        assert reg.path == tmp_path / "given" / DB_NAME
+    monkeypatch.delenv("ALAUNCH_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    with Registry.in_state_dir() as reg:
+        assert reg.path == tmp_path / "xdg" / "alaunch" / DB_NAME
+    assert Environment().state_dir == tmp_path / "xdg" / "alaunch"
 
 
 def test_schema_newer_than_code_is_refused(tmp_path):

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import lora, render, yamlio
+from launcher.core import lora, render, yamlio
 from launcher.errors import InputError
-from launcher.hostfile import Host
-from launcher.layout import JobLayout
-from launcher.spec import load_job
+from launcher.core.hostfile import Host
+from launcher.core.layout import JobLayout
+from launcher.core.spec import load_job
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "fixtures" / "configs"
@@ -128,7 +128,7 @@ def test_render_writes_output(run_cli, tmp_path):
 
 
 def test_skipped_mindformers_layer_is_visible(run_cli, monkeypatch):
-    from launcher import validate
+    from launcher.core import validate
     monkeypatch.setattr(validate, "mindformers_available", lambda: False)
     code, out, err = run_cli("render", str(ROOT / "jobs" / "llama3_8b_lora_math.yaml"), "--summary")
     assert code == 0

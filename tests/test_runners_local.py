@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from launcher.hostfile import Host
+from launcher.core.hostfile import Host
 from launcher.runners import CommandFailed, CommandTimeout, LocalRunner, make_runner
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.hostfile import Host
+from launcher.core.hostfile import Host
 from launcher.runners import ConnectOptions, HostKeyError, OpenSSHRunner, make_runner, ssh_argv
 from launcher.runners.openssh import classify, control_path, rsync_rsh, ssh_options
 

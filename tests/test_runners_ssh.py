@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from launcher.hostfile import Host
+from launcher.core.hostfile import Host
 from launcher.runners import ConnectOptions, HostKeyError, SSHRunner
 
 pytestmark = pytest.mark.cluster

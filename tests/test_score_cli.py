@@ -124,7 +124,7 @@ def test_logs_names_failing_rank_of_a_real_msrun_job(run_cli, tmp_path, monkeypa
     assert first["message"] == "FileNotFoundError: dataset not found: /no/such/train.mindrecord"
     assert any("load_dataset" in line for line in first["traceback"])
     # msrun's own console output, fed as a stream, is recognised too
-    from launcher.logparse import LogState
+    from launcher.metrics.logparse import LogState
     st = LogState(host="node0").feed_lines((proc.stdout + proc.stderr).splitlines())
     st.finish()
     assert st.failure is not None

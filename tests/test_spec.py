@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import yamlio
+from launcher.core import yamlio
 from launcher.errors import InputError
-from launcher.spec import BUILTIN_ENTRY, load_job
+from launcher.core.spec import BUILTIN_ENTRY, load_job
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def test_spec_is_frozen():
 
 
 def test_from_local_env_must_exist_at_launch():
-    from launcher.spec import parse_job
+    from launcher.core.spec import parse_job
     spec = parse_job({"name": "a", "kind": "eval", "template": "x", "entry": {"script": BUILTIN_ENTRY},
                       "env": {"TOKEN": {"from_local": "ALAUNCH_TEST_NOPE"}}})
     with pytest.raises(InputError, match="ALAUNCH_TEST_NOPE is not set on this machine"):

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import RemoteError
-from launcher.hostfile import Host
-from launcher.nodeexec import LocalExec
-from launcher.plan import StageItem
-from launcher.stage import HashCache, IgnoreRules, Stager, collect, tar_stream
-from launcher import stage_remote
+from launcher.core.hostfile import Host
+from launcher.runners.nodeexec import LocalExec
+from launcher.core.plan import StageItem
+from launcher.ops.stage import HashCache, IgnoreRules, Stager, collect, tar_stream
+from launcher.remote import stage as stage_remote
 
 PY = sys.executable
 
@@ -149,7 +149,7 @@ class CountingExec(LocalExec):
 
 
 def test_noop_restage_is_one_round_trip_with_the_inventory_cache(tmp_path):
-    from launcher.stage import InventoryCache
+    from launcher.ops.stage import InventoryCache
     _tree(tmp_path)
     host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
     node = CountingExec(host)
@@ -180,7 +180,7 @@ def test_noop_restage_is_one_round_trip_with_the_inventory_cache(tmp_path):
 
 def _staged_with_cache(tmp_path):
     """One staging with an inventory cache, as a first submit does; the node records calls."""
-    from launcher.stage import InventoryCache
+    from launcher.ops.stage import InventoryCache
     _tree(tmp_path)
     node = CountingExec(Host("localhost", 1, workdir=str(tmp_path / "wd")))
     local = collect(_items(tmp_path), HashCache(None))

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import yaml
 
-from launcher.hostfile import Host
-from launcher.layout import JobLayout
-from launcher.render import render_job
-from launcher.spec import parse_job
-from launcher.validate import check_static
+from launcher.core.hostfile import Host
+from launcher.core.layout import JobLayout
+from launcher.core.render import render_job
+from launcher.core.spec import parse_job
+from launcher.core.validate import check_static
 
 pytestmark = [pytest.mark.slow, pytest.mark.ms]
 

@@ -137,7 +137,7 @@ def test_every_refusal_has_its_own_message(tmp_path, run_cli, monkeypatch):
 
 
 def test_secret_env_is_masked():
-    from launcher.spec import parse_job
+    from launcher.core.spec import parse_job
     spec = parse_job({"name": "a", "kind": "finetune", "template": "x", "entry": {"script": "alaunch:run_cpu"},
                       "env": {"TOKEN": {"value": "hunter2", "secret": True}, "HOME_TOKEN": {"from_local": "HOME"},
                               "GLOG_v": 2}})

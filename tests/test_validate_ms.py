@@ -1,6 +1,6 @@
 """The real-MindFormers layer: every shipped template, rendered, loads in MindFormerConfig;
 LlamaConfig builds for Llama3-8B; the tiny model + LoRA builds and its parameter counts are
-launcher.lora's. One module-scoped import of mindformers keeps this to a few seconds."""
+launcher.core.lora's. One module-scoped import of mindformers keeps this to a few seconds."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import lora, yamlio
-from launcher.commands.render import build
-from launcher.hostfile import Host
+from launcher.core import lora, yamlio
+from launcher.cli.commands.render import build
+from launcher.core.hostfile import Host
 
 pytestmark = pytest.mark.ms
 
@@ -61,7 +61,7 @@ def test_llama3_8b_llamaconfig_from_model_config(mf_cwd):
 
 def test_mindformers_refuses_a_broken_model_config(mf_cwd):
     from launcher.errors import InputError
-    from launcher.validate import check_with_mindformers
+    from launcher.core.validate import check_with_mindformers
     config = yamlio.load_file(ROOT / "configs" / "tiny_llama_cpu" / "finetune.yaml", allow_aliases=True)
     config["model"]["model_config"]["compute_dtype"] = "float99"
     with pytest.raises(InputError, match="LlamaConfig refuses model_config"):

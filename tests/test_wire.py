@@ -1,4 +1,4 @@
-"""The marshal-in / JSON-out protocol of the fixed remote scripts (launcher.wire)."""
+"""The marshal-in / JSON-out protocol of the fixed remote scripts (launcher.remote.wire)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from launcher import wire
+from launcher.remote import wire
 
 TRICKY = [
     None, True, False, 0, -7, 2**70, "", "plain", 'quo"te\\back', "new\nline\ttab\x00nul", "中文 и émoji 🚀",

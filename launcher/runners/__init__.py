@@ -20,7 +20,7 @@ Both paths enforce the same host-key policy (unknown refused unless
 
 from __future__ import annotations
 
-from launcher.hostfile import Host
+from launcher.core.hostfile import Host
 from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
                                    ConnectError, HostKeyError, ProcessState)
 from launcher.runners.local import LocalRunner

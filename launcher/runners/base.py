@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from launcher.errors import RemoteError
-from launcher.hostfile import Host
+from launcher.core.hostfile import Host
 from launcher.runners import shell
 
 LineCallback = Callable[[str], "bool | None"]  # return False to stop streaming

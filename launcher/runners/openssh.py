@@ -5,7 +5,7 @@ in threads share that one core. ``/usr/bin/ssh`` (what rsync itself runs) is C, 
 and each host gets its own process, so fan-out really runs in parallel.
 
 Everything here derives from ONE pure function, :func:`ssh_options`, computed from a
-:class:`~launcher.hostfile.Host` and the shared :class:`~launcher.runners.ssh.ConnectOptions`
+:class:`~launcher.core.hostfile.Host` and the shared :class:`~launcher.runners.ssh.ConnectOptions`
 (SkyPilot's pattern: the same options serve ``ssh`` and ``rsync -e``). The host-key policy is
 exactly the paramiko path's: ``StrictHostKeyChecking=yes`` (unknown key refused), or
 ``accept-new`` with ``--accept-new-host-keys`` (unknown key appended; a CHANGED key is still
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
 from launcher.errors import RemoteError
-from launcher.hostfile import Host
+from launcher.core.hostfile import Host
 from launcher.runners.base import CommandFailed, CommandResult, ConnectError, HostKeyError, run_piped
 from launcher.runners.ssh import ConnectOptions, SSHRunner
 

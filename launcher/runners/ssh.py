@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import paramiko
 
 from launcher.errors import RemoteError
-from launcher.hostfile import Host
+from launcher.core.hostfile import Host
 from launcher.runners import shell
 from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
                                    ConnectError, HostKeyError, LineCallback)

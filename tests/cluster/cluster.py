@@ -363,7 +363,7 @@ class Cluster:
                               text=True, timeout=timeout)
 
     def hosts_as_launcher_hosts(self, *, slots: int = 8, by_alias: bool = False) -> list:
-        from launcher.hostfile import Host
+        from launcher.core.hostfile import Host
         if by_alias:
             return [Host(h.name, slots) for h in self.hosts]
         return [Host(h.address, slots, user="root", identity=str(self.client_key)) for h in self.hosts]

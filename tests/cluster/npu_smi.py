@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from launcher.npusmi import make_910b_cards, render_npu_smi_table
+from launcher.ops.npusmi import make_910b_cards, render_npu_smi_table
 
 
 def table_for(cfg: dict) -> str:

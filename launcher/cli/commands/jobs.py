@@ -1,0 +1,93 @@
+"""`alaunch jobs`, `alaunch status JOB`, `alaunch cancel JOB`: the registry, refreshed from the hosts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from launcher.cli import environment
+
+from launcher.ops import registry as reg
+from launcher.cli.commands.submit import exec_factory, ssh_options
+from launcher.errors import ExitCode
+from launcher.ops.service import STATE_EXIT, JobService
+
+ORDER = 35
+
+
+def _service(env, known_hosts, ssh_config, accept_new, job: str) -> tuple[reg.Registry, JobService]:
+    """The service for one job; SSH files default to those its submit used."""
+    registry = reg.Registry.in_state_dir(env.state_dir)
+    saved = registry.get(job).meta.get("ssh") or {}
+    known_hosts = known_hosts or (Path(saved["known_hosts"]) if "known_hosts" in saved else None)
+    ssh_config = ssh_config or (Path(saved["ssh_config"]) if "ssh_config" in saved else None)
+    return registry, JobService(registry, env.state_dir,
+                                exec_factory=exec_factory(known_hosts, ssh_config, accept_new))
+
+
+def register(app: typer.Typer) -> None:
+    s = ssh_options()
+    @app.command("jobs", help="List jobs, newest first.")
+    def jobs_cmd(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        limit: int = typer.Option(20, "--limit", "-n", help="How many jobs to show."),
+    ) -> None:
+        env = environment.current()
+        with reg.Registry.in_state_dir(env.state_dir) as registry:
+            records = registry.list(limit=limit)
+        if as_json:
+            rows = [{"id": r.id, "name": r.name, "kind": r.kind, "state": r.state, "created_at": r.created_at,
+                     "started_at": r.started_at, "ended_at": r.ended_at, "reason": r.reason,
+                     "nodes": [{"rank": n.node_rank, "host": n.host, "state": n.state, "exit_code": n.exit_code,
+                                "pid": n.pid, "job_dir": n.job_dir} for n in r.nodes]} for r in records]
+            env.stdout.print(json.dumps(rows, indent=2), markup=False, highlight=False, soft_wrap=True)
+            return
+        table = Table("id", "name", "kind", "state", "nodes", "created", "reason")
+        for r in records:
+            table.add_row(r.id, r.name, r.kind, r.state, ", ".join(n.host for n in r.nodes),
+                          r.created_at[:19].replace("T", " "), r.reason or "")
+        env.stdout.print(table)
+
+    @app.command("status", help="Refresh a job from its hosts; exit 0/100/101/102/103 by state.")
+    def status_cmd(
+        job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
+        known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
+        accept_new: bool = s["accept_new"],
+    ) -> None:
+        env = environment.current()
+        registry, service = _service(env, known_hosts, ssh_config, accept_new, job)
+        with registry:
+            record, statuses = service.refresh(job)
+        table = Table("node", "host", "state", "exit code", "processes",
+                      title=f"{record.id} ({record.name}): {record.state}")
+        table.add_column("detail", no_wrap=True)
+        for s in statuses:
+            table.add_row(str(s.node_rank), s.host, s.state, "" if s.exit_code is None else str(s.exit_code),
+                          str(s.processes), s.detail)
+        env.stdout.print(table)
+        if record.reason:
+            env.stdout.print(f"reason: {record.reason}", markup=False, highlight=False, soft_wrap=True)
+        code = STATE_EXIT[record.state]
+        if not record.terminal and any(s.state == "unknown" for s in statuses):
+            code = ExitCode.JOB_UNKNOWN
+        if code:
+            raise typer.Exit(int(code))
+
+    @app.command("cancel", help="Stop a job's processes on every node and verify they are gone.")
+    def cancel_cmd(
+        job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
+        grace: float = typer.Option(10.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+        known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
+        accept_new: bool = s["accept_new"],
+    ) -> None:
+        env = environment.current()
+        registry, service = _service(env, known_hosts, ssh_config, accept_new, job)
+        with registry:
+            record, outcome = service.cancel(job, grace)
+        for host, message in outcome.items():
+            env.stdout.print(f"{host}: {message}", markup=False, highlight=False)
+        env.stdout.print(f"{record.id}: {record.state}", markup=False, highlight=False)

@@ -1,0 +1,39 @@
+"""`alaunch plan JOB -H HOSTFILE`: the dry run — exactly the commands each node would run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from launcher.cli import environment
+from launcher.cli.commands.submit import host_options
+from launcher.ops.service import SubmitOptions, prepare, resolve_hosts, used_hosts
+from launcher.ops.registry import new_job_id
+from launcher.core.spec import load_job
+
+ORDER = 25
+DEFAULT_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
+
+
+def register(app: typer.Typer) -> None:
+    o = host_options()
+
+    @app.command("plan", help="Print each node's exact commands (dry run: nothing is sent or started).")
+    def plan_cmd(
+        job: Path = typer.Argument(..., help="Job file (YAML)."),
+        hostfile: Optional[Path] = o["hostfile"], local: bool = o["local"], slots: int = o["slots"],
+        include: Optional[str] = o["include"], exclude: Optional[str] = o["exclude"],
+        sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
+        master_port: int = typer.Option(DEFAULT_PORT, "--master-port", help="msrun's master port."),
+        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+                                              help="Directory with msrun/python on the hosts (first on PATH)."),
+        job_id: Optional[str] = typer.Option(None, "--job-id", help="Job id to plan for (default: a new one)."),
+    ) -> None:
+        env = environment.current()
+        spec = load_job(job)
+        hosts = used_hosts(spec, resolve_hosts(hostfile, local, slots, include, exclude))
+        prepared = prepare(spec, hosts, job_id or new_job_id(spec.name), master_port,
+                           SubmitOptions(tuple(sets), master_port, bin_dir))
+        env.stdout.print(prepared.plan.render_shell(), markup=False, highlight=False, soft_wrap=True, end="")

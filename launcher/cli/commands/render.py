@@ -1,0 +1,96 @@
+"""`alaunch render JOB`: write the MindFormers YAML the hosts will run, after every check.
+
+Order: load the job -> refuse missing local paths -> render (overrides, --set, derived
+values, host paths) -> static checks -> real MindFormers (or a visible warning that the
+layer was skipped) -> only then print or write. A refused job writes nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from launcher.cli import environment
+
+from launcher.core import render as render_mod, validate, yamlio
+from launcher.core.hostfile import DEFAULT_WORKDIR
+from launcher.errors import InputError
+from launcher.core.layout import JobLayout
+from launcher.core.spec import load_job
+
+ORDER = 20
+PREVIEW_JOB_ID = "<job-id>"
+
+
+def _hosts(hostfile: Optional[Path], local: bool, local_slots: int):
+    from launcher.core import hostfile as hostfile_mod
+
+    if hostfile is not None and local:
+        raise InputError("give either -H HOSTFILE or --local, not both", key="--local")
+    if hostfile is not None:
+        return hostfile_mod.read_hostfile(hostfile)
+    return hostfile_mod.local_hosts(local_slots)
+
+
+def build(job: Path, hosts, sets: List[str], job_id: str = PREVIEW_JOB_ID, check_mindformers: bool = True):
+    """Everything `render` checks, with no output: (spec, rendered, mindformers check). Raises InputError."""
+    spec = load_job(job)
+    validate.check_local_paths(spec)
+    workdir = hosts[0].remote_workdir if hosts else DEFAULT_WORKDIR
+    layout = JobLayout.for_job(workdir, job_id)
+    template_path = spec.template_path()
+    template_text = template_path.read_text(encoding="utf-8")
+    rendered = render_mod.render_job(spec, hosts, layout, sets, template_text=template_text)
+    validate.check_static(rendered.config, rendered.derived, source=spec.source)
+    mf = validate.check_with_mindformers(rendered.text, rendered.config, source=spec.source) \
+        if check_mindformers else validate.MindFormersCheck(True, "MindFormers validation not requested")
+    return spec, rendered, mf, template_text, str(template_path)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("render", help="Render and check a job's MindFormers YAML (nothing is sent).")
+    def render_cmd(
+        job: Path = typer.Argument(..., help="Job file (YAML)."),
+        hostfile: Optional[Path] = typer.Option(None, "-H", "--hostfile", help="Hostfile (DeepSpeed format)."),
+        local: bool = typer.Option(False, "--local", help="Run on this machine (the default without -H)."),
+        local_slots: int = typer.Option(int(os.environ.get("ALAUNCH_LOCAL_SLOTS", "1")), "--slots",
+                                        help="Slots of this machine with --local."),
+        sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed); +key=value adds one."),
+        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the rendered YAML here."),
+        summary: bool = typer.Option(False, "--summary", help="Print a table of the derived values."),
+        diff: bool = typer.Option(False, "--diff", help="Print a unified diff against the template."),
+        no_mindformers: bool = typer.Option(False, "--no-mindformers",
+                                            help="Skip the real-MindFormers validation (faster)."),
+    ) -> None:
+        env = environment.current()
+        hosts = _hosts(hostfile, local, local_slots)
+        spec, rendered, mf, template_text, template_path = build(job, hosts, sets,
+                                                                 check_mindformers=not no_mindformers)
+        if mf.skipped:
+            env.stderr.print(f"warning: {mf.detail}", style="yellow", markup=False, soft_wrap=True)
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(rendered.text, encoding="utf-8")
+        if summary:
+            table = Table(title=f"{spec.name} ({spec.kind}) <- {spec.template}", show_header=False)
+            table.add_column("what", style="bold")
+            table.add_column("value")
+            for label, value in rendered.summary_rows():
+                table.add_row(label, value)
+            env.stdout.print(table)
+        if diff:
+            template = yamlio.loads(template_text, template_path, allow_aliases=True)
+            before = yamlio.dumps(template).splitlines(keepends=True)
+            after = rendered.text.splitlines(keepends=True)
+            text = "".join(difflib.unified_diff(before, after, fromfile=spec.template, tofile="rendered"))
+            env.stdout.print(text or "(no change against the template)", markup=False, highlight=False,
+                             soft_wrap=True)
+        if not (summary or diff or output):
+            env.stdout.print(rendered.text, markup=False, highlight=False, soft_wrap=True, end="")
+        if output is not None:
+            env.stderr.print(f"wrote {output} (sha256 {rendered.sha256[:12]}); {mf.detail}", markup=False)

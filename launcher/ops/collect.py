@@ -1,0 +1,476 @@
+"""Bring a job's results home: verified, incremental, resumable fetch from every node at once.
+
+Local layout (``--dest``, default ``runs/``)::
+
+    runs/<job-id>/
+        job.json                      id, name, kind, state, template, lora {rank, alpha, targets},
+                                      nodes, and what this fetch brought (read by `alaunch results`)
+        job.yaml                      the rendered MindFormers config as recorded at submit (node 0's)
+        <host>/<path in the job dir>  e.g. runs/J/ascend-0/msrun_log/worker_0.log,
+                                      runs/J/ascend-0/output/checkpoint/rank_0/x.ckpt,
+                                      runs/J/ascend-0/config/job.yaml (that host's config as it ran)
+
+``<host>`` is the node's hostfile name (``<host>-node<rank>`` if one host runs two nodes).
+
+Per node: ONE round trip lists the files the job's ``outputs`` globs match, each with size
+and sha256 (computed on the host by :mod:`launcher.remote.collect`, which also refuses any
+glob or symlink leaving the job dir). Then, per file: already here with that sha256 ->
+skipped; a ``<name>.part`` from an interrupted fetch -> continued from its size; else sent
+whole. Bytes arrive through the OpenSSH client when there is one (C speed, one process per
+host; see :mod:`launcher.runners.openssh`), hashed as they are written; the ``.part`` is
+renamed to its final name only when the sha256 of the whole file matches the listing. A
+resumed file whose sha256 does not match (the prefix changed) is fetched again from zero. So
+a final name never holds a truncated or corrupt file.
+
+Planning (:func:`plan_node`, :func:`host_dirs`, :func:`globs_for`) is pure; listing,
+hashing and transfers are at the edges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import yaml
+from pydantic import ValidationError
+
+from launcher.remote import collect as collect_remote, wire
+from launcher.ops.collect_stream import Entry, Receiver, stream
+from launcher.ops import registry as reg
+from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.ops.fanout import run_parallel
+from launcher.core.hostfile import Host, parse_hostfile
+from launcher.runners import CommandRunner, ConnectOptions, OpenSSHRunner, make_runner
+from launcher.core.spec import OutputsSpec
+from launcher.ops.stage import HashCache
+from launcher.core import yamlio
+
+GROUPS = ("logs", "checkpoints", "predictions")
+ALWAYS = {"config": ("config/job.yaml",)}  # every host's rendered config comes along
+REMOTE_HASH_CACHE = "state/fetch-sha256.marshal"
+LOCAL_HASH_CACHE = "fetch-hash-cache.json"
+PART = ".part"
+
+
+# ----------------------------------------------------------------------------- pure planning
+
+def parse_what(what: str | Sequence[str]) -> tuple[str, ...]:
+    """``logs,checkpoints`` / ``all`` -> the output groups, in a fixed order."""
+    items = [w.strip() for w in (what.split(",") if isinstance(what, str) else what) if w.strip()]
+    if not items:
+        raise InputError(f"nothing to fetch; valid: {', '.join(GROUPS)}, all", key="--what")
+    bad = [w for w in items if w not in GROUPS + ("all",)]
+    if bad:
+        raise InputError(f"unknown output group {bad[0]!r}; valid: {', '.join(GROUPS)}, all", key="--what")
+    return GROUPS if "all" in items else tuple(g for g in GROUPS if g in items)
+
+
+def check_glob(group: str, pattern: str) -> None:
+    """A glob may not leave the job directory: no absolute paths, no ``..``."""
+    if pattern.startswith("/") or ".." in pattern.split("/") or pattern.startswith("~"):
+        raise InputError(f"glob {pattern!r} leaves the job directory; give a path relative to "
+                         f"it without '..' (e.g. output/checkpoint/**/*.ckpt)", key=f"outputs.{group}")
+
+
+def globs_for(outputs: OutputsSpec, groups: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The globs to list on each host for these groups (checked), plus the config."""
+    chosen = {g: tuple(getattr(outputs, g)) for g in groups}
+    for group, patterns in chosen.items():
+        for p in patterns:
+            check_glob(group, p)
+    return {**chosen, **ALWAYS}
+
+
+def host_dirs(nodes: Sequence[reg.NodeRecord]) -> dict[int, str]:
+    """node rank -> local directory name: the host name, made unique and path-safe."""
+    names: dict[int, str] = {}
+    counts: dict[str, int] = {}
+    for n in nodes:
+        counts[n.host] = counts.get(n.host, 0) + 1
+    for n in nodes:
+        safe = "".join(c if c.isalnum() or c in "._-@" else "_" for c in n.host).lstrip(".") or "host"
+        names[n.node_rank] = f"{safe}-node{n.node_rank}" if counts[n.host] > 1 else safe
+    return names
+
+
+def safe_relpath(rel: str, host: str) -> str:
+    """A path a host listed, checked before it names a local file (a host cannot write elsewhere)."""
+    norm = posixpath.normpath(rel)
+    if not rel or rel.startswith("/") or norm.startswith("..") or norm != rel.rstrip("/") or "\\" in rel:
+        raise RemoteError(host, f"listed a path {rel!r} that is not inside the job directory; refusing")
+    return norm
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    group: str
+    path: str  # relative to the job dir (and to the host's local dir)
+    src: str  # absolute real path on the host
+    size: int
+    sha256: str | None  # None: not hashed at listing time (no copy here to compare with)
+
+
+@dataclass(frozen=True)
+class Listing:
+    root: str
+    files: tuple[RemoteFile, ...]
+    refused: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """What is already here for one listed file: the final file's sha256 (when its size
+    matches, else None) and the size of a ``.part`` left by an interrupted fetch."""
+
+    final_sha256: str | None = None
+    part_size: int | None = None
+
+
+SKIP, RESUME, FETCH = "skip", "resume", "fetch"
+
+
+@dataclass(frozen=True)
+class Action:
+    file: RemoteFile
+    kind: str  # skip | resume | fetch
+    offset: int = 0  # bytes already here (resume)
+
+
+def plan_node(listing: Listing, local: Mapping[str, LocalState]) -> list[Action]:
+    """Per listed file: skip it (same sha256 here), resume its .part, or fetch it whole."""
+    actions = []
+    for f in listing.files:
+        state = local.get(f.path, LocalState())
+        if f.sha256 is not None and state.final_sha256 == f.sha256:
+            actions.append(Action(f, SKIP))
+        elif state.part_size and 0 < state.part_size <= f.size:
+            actions.append(Action(f, RESUME, state.part_size))
+        else:
+            actions.append(Action(f, FETCH))
+    return actions
+
+
+def refusal_message(host: str, refused: Sequence[dict]) -> str:
+    r = refused[0]
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    return (f"outputs.{r['group']} glob {r['glob']!r} matches {r['path']!r}: {r['why']}; "
+            f"refusing to fetch from {host}{more}")
+
+
+def lora_meta(config_text: str) -> dict[str, Any]:
+    """``{rank, alpha, targets}`` from a rendered config's pet_config ({} when there is none)."""
+    try:
+        config = yaml.safe_load(config_text) if config_text else None
+    except yaml.YAMLError:
+        return {}
+    pet = (((config or {}).get("model") or {}).get("model_config") or {}).get("pet_config") \
+        if isinstance(config, dict) else None
+    if not isinstance(pet, dict):
+        return {}
+    return {"rank": pet.get("lora_rank"), "alpha": pet.get("lora_alpha"), "targets": pet.get("target_modules")}
+
+
+# ----------------------------------------------------------------------------- reports / progress
+
+@dataclass
+class NodeFetch:
+    """What one node's fetch did."""
+
+    host: str
+    local_dir: str
+    files: int = 0
+    fetched: int = 0
+    resumed: int = 0
+    skipped: int = 0
+    restarted: int = 0  # resumed files whose sha256 did not match, fetched again from zero
+    bytes_total: int = 0  # of the listed files
+    bytes_transferred: int = 0  # what actually came over the wire this run
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.bytes_transferred / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class FetchReport:
+    job_id: str
+    run_dir: Path
+    nodes: list[NodeFetch] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def bytes_transferred(self) -> int:
+        return sum(n.bytes_transferred for n in self.nodes)
+
+    @property
+    def failed(self) -> list[NodeFetch]:
+        return [n for n in self.nodes if n.error]
+
+
+class FetchError(AlaunchError):
+    """Some nodes could not be fetched; ``report`` still says what the others brought."""
+
+    def __init__(self, report: FetchReport):
+        lines = [f"fetch of {report.job_id}: {len(report.failed)} node(s) failed:"]
+        lines += [f"  {n.error}" for n in report.failed]
+        super().__init__("\n".join(lines))
+        self.report = report
+
+
+class FetchProgress(Protocol):
+    def start(self, host: str, files: int, total_bytes: int) -> None: ...
+    def advance(self, host: str, n: int) -> None: ...
+    def done(self, host: str, node: NodeFetch) -> None: ...
+
+
+class QuietProgress:
+    def start(self, host: str, files: int, total_bytes: int) -> None:
+        pass
+
+    def advance(self, host: str, n: int) -> None:
+        pass
+
+    def done(self, host: str, node: NodeFetch) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- I/O: listing
+
+def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str, Sequence[str]],
+              here: Mapping[str, int] | None = None) -> Listing:
+    """ONE round trip: the files the globs match on the host, with size and sha256 (hashed
+    there when cached or when ``here`` — path -> size of what is already fetched — has a
+    same-size copy that might be skipped)."""
+    request = wire.request({"root": root, "globs": {k: list(v) for k, v in globs.items()},
+                            "cache": REMOTE_HASH_CACHE, "local": dict(here or {})})
+    argv = [python, "-S", "-c", collect_remote.LIST]
+    if isinstance(runner, OpenSSHRunner):  # through the ControlMaster the transfers reuse
+        code, out_b, err_b = runner.exec(argv, [request], timeout=3600)
+        out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
+    else:
+        res = runner.run(argv, stdin=request, check=False, timeout=3600)
+        code, out, err = res.exit_code, res.stdout, res.stderr
+    if code != 0:
+        tail = (err.strip().splitlines() or [f"exit code {code}"])[-1]
+        raise RemoteError(runner.name, f"listing {root} failed: {tail}")
+    try:
+        data = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RemoteError(runner.name, f"listing {root} printed no JSON: {out[-200:]!r}") from None
+    files = tuple(RemoteFile(f["group"], safe_relpath(f["path"], runner.name), f["src"], int(f["size"]),
+                             f["sha256"]) for f in data["files"])
+    return Listing(data["root"], files, tuple(data.get("refused") or ()))
+
+
+def fetched_sizes(local_dir: Path) -> dict[str, int]:
+    """path (relative, POSIX) -> size of every finished file already in a node's local dir."""
+    if not local_dir.is_dir():
+        return {}
+    return {p.relative_to(local_dir).as_posix(): p.stat().st_size for p in local_dir.rglob("*")
+            if p.is_file() and not p.name.endswith(PART)}
+
+
+class FetchedHashes(HashCache):
+    """The local hash cache, told the sha256 of a file we just verified (no re-read next time)."""
+
+    def remember(self, path: Path, sha256: str) -> None:
+        st = path.stat()
+        with self._lock:
+            self._data[str(path)] = [st.st_size, st.st_mtime_ns, sha256]
+
+
+def local_states(listing: Listing, local_dir: Path, cache: HashCache) -> dict[str, LocalState]:
+    """What is already in ``local_dir`` for each listed file (hashing only size matches)."""
+    out = {}
+    for f in listing.files:
+        final = local_dir / f.path
+        part = final.with_name(final.name + PART)
+        sha = None
+        if final.is_file():
+            st = final.stat()
+            if st.st_size == f.size:
+                sha = cache.sha256(final, st)
+        out[f.path] = LocalState(sha, part.stat().st_size if part.is_file() else None)
+    return out
+
+
+# ----------------------------------------------------------------------------- one node, all nodes
+
+@dataclass(frozen=True)
+class NodeTarget:
+    rank: int
+    host: Host
+    job_dir: str
+    python: str
+    local_dir: Path
+
+
+def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Sequence[str]],
+               cache: FetchedHashes, progress: FetchProgress) -> tuple[NodeFetch, Listing]:
+    """List, refuse unsafe matches, plan, and transfer one node's files."""
+    name = target.host.name
+    node = NodeFetch(name, str(target.local_dir))
+    start = time.monotonic()
+    listing = list_node(runner, target.python, target.job_dir, globs, fetched_sizes(target.local_dir))
+    if listing.refused:
+        raise RemoteError(name, refusal_message(name, listing.refused))
+    actions = plan_node(listing, local_states(listing, target.local_dir, cache))
+    node.files = len(actions)
+    node.bytes_total = sum(a.file.size for a in actions)
+    todo = [a for a in actions if a.kind != SKIP]
+    node.skipped = len(actions) - len(todo)
+    progress.start(name, len(todo), sum(a.file.size - a.offset for a in todo))
+    entries = [Entry(a.file.path, a.file.src, a.file.size, a.file.sha256, a.offset, target.local_dir / a.file.path)
+               for a in todo]
+    receive(runner, target.python, entries, node, cache, lambda n: progress.advance(name, n),
+            posixpath.join(listing.root, REMOTE_HASH_CACHE))
+    node.seconds = time.monotonic() - start
+    return node, listing
+
+
+def receive(runner: CommandRunner, python: str, entries: list[Entry], node: NodeFetch,
+            cache: FetchedHashes, on_bytes: Callable[[int], None], remote_cache: str | None = None) -> None:
+    """Stream the entries; a resumed file whose sha256 does not match goes again from zero."""
+    for _attempt in range(2):
+        if not entries:
+            return
+        rx = Receiver(entries, on_bytes, runner.name)
+        try:
+            stream(runner, python, entries, rx, remote_cache)
+        finally:
+            node.bytes_transferred += rx.payload
+            for e, digest in rx.verified:
+                cache.remember(e.final, digest)
+                node.resumed += e.offset > 0
+                node.fetched += e.offset == 0
+        wrong = [e for e in rx.mismatched if e.offset == 0]
+        for e in wrong:
+            e.part.unlink(missing_ok=True)
+        if wrong:
+            raise RemoteError(runner.name, f"{wrong[0].path}: sha256 of the bytes received does not match "
+                              f"the host's (did it change during the fetch?); rerun fetch"
+                              + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+        node.restarted += len(rx.mismatched)  # the .part's prefix was not this file's
+        entries = [replace(e, offset=0) for e in rx.mismatched]
+
+
+def job_targets(record: reg.JobRecord, run_dir: Path) -> list[NodeTarget]:
+    """Every node of the job: its Host (from the recorded hostfile), job dir, python, local dir."""
+    hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
+    pythons = dict(record.meta.get("pythons") or {})
+    dirs = host_dirs(record.nodes)
+    out = []
+    for n in record.nodes:
+        if not n.job_dir:
+            raise AlaunchError(f"job {record.id}: node {n.node_rank} ({n.host}) has no job directory "
+                               f"recorded (it never started); nothing to fetch")
+        host = hosts.get(n.host) or Host(n.host, 1)
+        out.append(NodeTarget(n.node_rank, host, n.job_dir, pythons.get(n.host, "python3"),
+                              run_dir / dirs[n.node_rank]))
+    return out
+
+
+def job_outputs(record: reg.JobRecord) -> tuple[OutputsSpec, str | None]:
+    """The job's ``outputs`` globs and template, from the job file recorded at submit."""
+    if not record.spec_text.strip():
+        return OutputsSpec(), None
+    source = f"registry:{record.id}"
+    data = yamlio.loads(record.spec_text, source)
+    data = data if isinstance(data, dict) else {}
+    try:
+        outputs = OutputsSpec.model_validate(data.get("outputs") or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(["outputs", *(str(p) for p in first["loc"])])
+        raise InputError(first["msg"], source=source, key=key) from None
+    template = data.get("template")
+    return outputs, template if isinstance(template, str) else None
+
+
+def job_meta(record: reg.JobRecord, template: str | None, groups: Sequence[str],
+             report: FetchReport) -> dict[str, Any]:
+    """What ``runs/<job-id>/job.json`` says (``alaunch results`` reads id, template, lora)."""
+    return {
+        "id": record.id, "name": record.name, "kind": record.kind, "state": record.state,
+        "template": template, "lora": lora_meta(record.config_text),
+        "created_at": record.created_at, "started_at": record.started_at, "ended_at": record.ended_at,
+        "reason": record.reason, "config_sha256": record.config_sha256,
+        "nodes": [{"rank": n.node_rank, "host": n.host, "job_dir": n.job_dir, "state": n.state,
+                   "exit_code": n.exit_code} for n in record.nodes],
+        "fetch": {"what": list(groups), "at": reg.now_iso(),
+                  "nodes": [{"host": n.host, "dir": Path(n.local_dir).name, "files": n.files,
+                             "skipped": n.skipped, "bytes": n.bytes_total, "error": n.error}
+                            for n in report.nodes]},
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + PART)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def default_options(record: reg.JobRecord) -> ConnectOptions:
+    """The SSH files the job's submit used (known_hosts, ssh_config)."""
+    saved = record.meta.get("ssh") or {}
+    return ConnectOptions(known_hosts=Path(saved["known_hosts"]) if "known_hosts" in saved else None,
+                          ssh_config=Path(saved["ssh_config"]) if "ssh_config" in saved else None)
+
+
+def fetch_job(registry: reg.Registry, job_id: str, what: str | Sequence[str] = "all",
+              dest: str | Path = "runs", state_dir: str | Path | None = None, *, progress: FetchProgress | None = None,
+              options: ConnectOptions | None = None,
+              runner_factory: Callable[[Host], CommandRunner] | None = None) -> FetchReport:
+    """Fetch a job's outputs from all its nodes in parallel into ``dest/<job-id>/``.
+
+    Raises :class:`FetchError` (carrying the report) if any node failed, after every other
+    node finished and job.json was written. ``state_dir`` holds the local hash cache
+    (default: the registry's own directory).
+    """
+    state_dir = Path(state_dir) if state_dir is not None else registry.path.parent
+    groups = parse_what(what)
+    record = registry.get(job_id)
+    outputs, template = job_outputs(record)
+    globs = globs_for(outputs, groups)
+    run_dir = Path(dest) / record.id
+    targets = job_targets(record, run_dir)
+    options = options or default_options(record)
+    factory = runner_factory or (lambda h: make_runner(h, options))
+    cache = FetchedHashes(state_dir / LOCAL_HASH_CACHE)
+    progress = progress or QuietProgress()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+
+    def one(t: NodeTarget) -> NodeFetch:
+        runner = factory(t.host)
+        try:
+            node, _ = fetch_node(t, runner, globs, cache, progress)
+        finally:
+            runner.close()
+        progress.done(t.host.name, node)
+        return node
+
+    results = run_parallel(targets, one)
+    report = FetchReport(record.id, run_dir, seconds=0.0)
+    for t in targets:
+        r = results[t]
+        if isinstance(r, BaseException):
+            msg = getattr(r, "message", None) or f"{t.host.name}: {type(r).__name__}: {r}"
+            r = NodeFetch(t.host.name, str(t.local_dir), error=msg)
+            progress.done(t.host.name, r)
+        report.nodes.append(r)
+    report.seconds = time.monotonic() - start
+    cache.save()
+    if record.config_text:
+        _write_atomic(run_dir / "job.yaml", record.config_text)
+    _write_atomic(run_dir / "job.json", json.dumps(job_meta(record, template, groups, report), indent=2) + "\n")
+    if report.failed:
+        raise FetchError(report)
+    return report

@@ -1,0 +1,214 @@
+"""The byte path of ``fetch``: all of a node's files in ONE stream, split, verified, renamed.
+
+The host runs :data:`launcher.remote.collect.SEND` (one process, one ssh channel) which
+writes each requested range followed by a 32-byte sha256 trailer. :class:`Receiver` knows
+every length, so it cuts the stream into the files' ``.part`` files, hashes what it writes
+(after the ``.part``'s existing prefix, for a resumed file) and, as soon as a file's trailer
+arrives, renames the ``.part`` to its final name if the sha256 matches — so an interruption
+keeps every finished file and the ``.part`` of the current one (resumed next time), and a
+final name never holds a wrong byte.
+
+Why one stream and not a command per file: a job's logs are dozens of small files; one
+stream costs one round trip per node, not one per file. Why the remote hashes while it
+sends: hashing a 16 GB checkpoint before sending it would serialise two full reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from launcher.remote import collect as collect_remote, wire
+from launcher.errors import AlaunchError, RemoteError
+from launcher.runners import CommandRunner, LocalRunner, OpenSSHRunner
+from launcher.runners import shell
+from launcher.runners.base import run_piped
+
+TRAILER = 32
+ZERO = b"\0" * TRAILER
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file to receive: its listed facts, where it goes, and where to start."""
+
+    path: str  # relative, for messages
+    src: str
+    size: int
+    sha256: str | None  # from the listing; None: the sender hashes it
+    offset: int
+    final: Path
+
+    @property
+    def part(self) -> Path:
+        return self.final.with_name(self.final.name + ".part")
+
+    def request(self) -> dict:
+        return {"src": self.src, "offset": self.offset, "length": self.size - self.offset,
+                "hash": self.sha256 is None}
+
+
+def prefix_sha256(path: Path, length: int):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        left = length
+        while left > 0 and (block := fh.read(min(CHUNK, left))):
+            h.update(block)
+            left -= len(block)
+    return h
+
+
+class Receiver:
+    """A write-only file object: splits the SEND stream into verified files."""
+
+    def __init__(self, entries: Sequence[Entry], on_bytes: Callable[[int], None], host: str = "host"):
+        self.entries = list(entries)
+        self.host = host
+        self.on_bytes = on_bytes
+        self.i = -1
+        self.fh = None
+        self.hasher = None
+        self.left = 0  # payload bytes still due for the current entry
+        self.trailer = b""
+        self.payload = 0  # file bytes received (what "transferred" means)
+        self.verified: list[tuple[Entry, str]] = []  # (entry, its sha256), renamed into place
+        self.mismatched: list[Entry] = []
+        self.error: BaseException | None = None
+        self._next()
+
+    @property
+    def complete(self) -> bool:
+        return self.i >= len(self.entries)
+
+    def _next(self) -> None:
+        self.i += 1
+        if self.complete:
+            return
+        e = self.entries[self.i]
+        e.final.parent.mkdir(parents=True, exist_ok=True)
+        if e.offset:
+            self.hasher = prefix_sha256(e.part, e.offset)
+            self.fh = open(e.part, "r+b")
+            self.fh.seek(e.offset)
+            self.fh.truncate()
+        else:
+            self.hasher = hashlib.sha256()
+            self.fh = open(e.part, "wb")
+        self.left, self.trailer = e.size - e.offset, b""
+
+    def write(self, data) -> int:
+        """Never raises: the stream's pump thread must keep draining (a stalled pipe would
+        hang the sender); the first failure is kept in ``error`` and the rest discarded."""
+        if self.error is None:
+            try:
+                self._write(data)
+            except (OSError, RemoteError) as exc:
+                self.error = exc
+        return len(data)
+
+    def _write(self, data) -> None:
+        view = memoryview(data)
+        while len(view):
+            if self.complete:
+                raise RemoteError(self.host, "sent more bytes than requested; refusing the rest")
+            if self.left:
+                n = min(self.left, len(view))
+                chunk = view[:n]
+                self.fh.write(chunk)
+                self.hasher.update(chunk)
+                self.left -= n
+                self.payload += n
+                self.on_bytes(n)
+                view = view[n:]
+                continue
+            n = min(TRAILER - len(self.trailer), len(view))
+            self.trailer += bytes(view[:n])
+            view = view[n:]
+            if len(self.trailer) == TRAILER:
+                self._finish()
+                self._next()
+
+    def flush(self) -> None:
+        if self.fh is not None:
+            self.fh.flush()
+
+    def _finish(self) -> None:
+        e = self.entries[self.i]
+        self.fh.close()
+        self.fh = None
+        expected = e.sha256 or (self.trailer.hex() if self.trailer != ZERO else None)
+        digest = self.hasher.hexdigest()
+        if expected is not None and digest == expected:
+            os.replace(e.part, e.final)
+            self.verified.append((e, digest))
+        else:
+            self.mismatched.append(e)
+
+    def close(self) -> None:
+        """Stream over (finished or not): the current .part keeps what arrived."""
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+    def current(self) -> Entry | None:
+        return None if self.complete else self.entries[self.i]
+
+
+def send_argv(python: str) -> list[str]:
+    return [python, "-S", "-c", collect_remote.SEND]
+
+
+def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receiver: Receiver,
+           cache: str | None = None, zero_copy_min: int | None = None) -> None:
+    """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish.
+    ``cache``: the host's hash cache file (absolute), where SEND records what it hashed;
+    ``zero_copy_min``: from how many bytes a range goes by sendfile + mmap (SEND's default)."""
+    req = {"files": [e.request() for e in entries], "cache": cache}
+    if zero_copy_min is not None:
+        req["zero_copy_min"] = zero_copy_min
+    request = wire.request(req)
+    argv = send_argv(python)
+    code, err = None, b""
+    try:
+        if isinstance(runner, OpenSSHRunner):
+            code, _, err = runner.exec(argv, [request], stdout=receiver)
+        elif isinstance(runner, LocalRunner):
+            code, _, err = run_piped(argv, [request], stdout=receiver)
+        else:
+            code, err = _paramiko(runner, argv, request, receiver)
+    finally:
+        receiver.close()
+    if isinstance(receiver.error, RemoteError):
+        raise receiver.error
+    if receiver.error is not None:
+        where = receiver.current()
+        raise AlaunchError(f"cannot write {where.part if where else 'a fetched file'}: "
+                           f"{getattr(receiver.error, 'strerror', None) or receiver.error}")
+    if code != 0 or not receiver.complete:
+        where = receiver.current()
+        what = f"transfer of {where.path}" if where else "transfer"
+        tail = err.decode(errors="replace").strip()[-200:]
+        raise RemoteError(runner.name, f"{what} stopped (exit {code})" + (f": {tail}" if tail else "")
+                          + "; rerun fetch to continue where it stopped")
+
+
+def _paramiko(runner, argv: list[str], request: bytes, receiver: Receiver) -> tuple[int, bytes]:
+    """Without an ssh binary: one paramiko channel (slower, same protocol)."""
+    chan = runner.connection.client.get_transport().open_session(window_size=1 << 27)
+    try:
+        chan.exec_command(shell.join_argv(argv))
+        chan.sendall(request)
+        chan.shutdown_write()
+        while data := chan.recv(CHUNK):
+            receiver.write(data)
+        code = chan.recv_exit_status()
+        err = b""
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(CHUNK)
+    finally:
+        chan.close()
+    return code, err

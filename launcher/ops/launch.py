@@ -1,0 +1,149 @@
+"""Start a plan on every node at once — all or nothing — and look at or stop what was started.
+
+A backend is a small class (DeepSpeed's multinode runners): :meth:`Launcher.start_request`
+builds what to run with no side effects (so a test is two lines) and :meth:`Launcher.start`
+runs it. ``SSHLauncher`` and ``LocalLauncher`` start a detached supervisor through a
+:class:`~launcher.runners.nodeexec.NodeExec`; a Slurm backend would be one more class whose
+``start_request`` is an ``sbatch`` argv.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Mapping
+
+from launcher.remote import launch as launch_remote
+from launcher.errors import AlaunchError, RemoteError
+from launcher.runners.nodeexec import NodeExec
+from launcher.core.plan import NodePlan, Plan
+
+CANCEL_GRACE = 10.0
+
+
+@dataclass(frozen=True)
+class Started:
+    node_rank: int
+    host: str
+    pid: int  # msrun; its process group id too (own session)
+    supervisor: int  # waits for msrun and writes the exit code
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_rank: int
+    host: str
+    state: str  # running | succeeded | failed | unknown
+    exit_code: int | None
+    processes: int
+    detail: str = ""
+
+
+class LaunchFailed(AlaunchError):
+    """Some node did not start; the ones that did were stopped."""
+
+
+class Launcher(ABC):
+    """How nodes of a job are started, inspected and stopped on one kind of backend."""
+
+    def __init__(self, node: NodeExec, job_id: str, python: str = "python3"):
+        self.node = node
+        self.job_id = job_id
+        self.python = python
+
+    @abstractmethod
+    def start_request(self, plan: NodePlan) -> tuple[list[str], bytes]:
+        """(argv, stdin) that starts this node: pure, no side effects."""
+
+    def start(self, plan: NodePlan) -> Started:
+        argv, stdin = self.start_request(plan)
+        result = self.node.check(argv, [stdin], timeout=60, what="start")
+        data = json.loads(result.text())
+        return Started(plan.node_rank, plan.host.name, int(data["pid"]), int(data["supervisor"]))
+
+    def _script(self, script: str, request: dict, timeout: float, what: str) -> dict:
+        result = self.node.check([self.python, "-S", "-c", script], [json.dumps(request).encode()],
+                                 timeout=timeout, what=what)
+        return json.loads(result.text())
+
+    def status(self, plan_state_dir: str, node_rank: int) -> NodeStatus:
+        data = self._script(launch_remote.STATUS, {"state_dir": plan_state_dir, "job_id": self.job_id},
+                            30, "status")
+        host, procs = self.node.host.name, len(data["processes"])
+        if data["exit_code"] is not None:
+            code = data["exit_code"]
+            return NodeStatus(node_rank, host, "succeeded" if code == 0 else "failed", code, procs)
+        if data["pid"] is None:
+            return NodeStatus(node_rank, host, "unknown", None, procs, "not started")
+        if data["supervisor_alive"] or procs:
+            return NodeStatus(node_rank, host, "running", None, procs)
+        return NodeStatus(node_rank, host, "failed", None, 0, "supervisor gone without an exit code")
+
+    def cancel(self, msrun_pid: int | None, grace: float = CANCEL_GRACE) -> dict:
+        """Stop every process of this job on the host and verify none is left."""
+        return self._script(launch_remote.CANCEL, {"job_id": self.job_id, "msrun_pid": msrun_pid,
+                                                   "grace": grace}, grace + 60, "cancel")
+
+    def free_port(self, port: int | None, pinned: bool) -> int | None:
+        return self._script(launch_remote.PORT, {"port": port, "pinned": pinned}, 30, "port check")["port"]
+
+
+class _DetachedLauncher(Launcher):
+    """A supervisor started detached through the node's exec channel (SSH or local)."""
+
+    def start_request(self, plan: NodePlan) -> tuple[list[str], bytes]:
+        env = {**plan.env_values(), launch_remote.MARKER: self.job_id,
+               "ALAUNCH_NODE_RANK": str(plan.node_rank)}
+        request = {"argv": plan.launch_argv(), "env": env, "cwd": plan.layout.root,
+                   "state_dir": plan.layout.state}
+        return [self.python, "-S", "-c", launch_remote.DETACH], json.dumps(request).encode()
+
+
+class SSHLauncher(_DetachedLauncher):
+    """A remote host: the supervisor outlives the SSH connection (own session, stdio to a file)."""
+
+
+class LocalLauncher(_DetachedLauncher):
+    """This machine: the same supervisor through a subprocess, outliving ``alaunch``."""
+
+
+def launcher_for(node: NodeExec, job_id: str, python: str = "python3") -> Launcher:
+    cls = LocalLauncher if node.host.is_local else SSHLauncher
+    return cls(node, job_id, python)
+
+
+def launch_all(plan: Plan, launchers: Mapping[int, Launcher]) -> dict[int, Started]:
+    """Start every node in parallel; if any fails, stop the started ones and raise LaunchFailed."""
+    started: dict[int, Started] = {}
+    errors: dict[int, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(plan.nodes)))) as pool:
+        futures = {n.node_rank: pool.submit(launchers[n.node_rank].start, n) for n in plan.nodes}
+        for rank, fut in futures.items():
+            try:
+                started[rank] = fut.result()
+            except (AlaunchError, OSError, ValueError) as exc:
+                errors[rank] = getattr(exc, "message", str(exc))
+    if not errors:
+        return started
+    stopped = []
+    for rank, s in started.items():
+        try:
+            launchers[rank].cancel(s.pid, grace=3.0)
+            stopped.append(f"{s.host} (node {rank})")
+        except AlaunchError as exc:
+            stopped.append(f"{s.host} (node {rank}: stop failed: {exc.message})")
+    reason = "; ".join(f"node {r}: {m}" for r, m in sorted(errors.items()))
+    if stopped:
+        reason += f"; stopped the started node(s): {', '.join(stopped)}"
+    raise LaunchFailed(f"launch failed, nothing left running: {reason}")
+
+
+def pick_port(launcher: Launcher, port: int | None) -> int:
+    """The master port, checked free on node 0 (another free one unless the user pinned it)."""
+    chosen = launcher.free_port(port, pinned=port is not None)
+    if chosen is None:
+        raise RemoteError(launcher.node.host.name, f"master port {port} is in use; pick another with "
+                                                   "--master-port or leave it out to choose a free one")
+    return chosen

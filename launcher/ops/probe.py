@@ -1,0 +1,187 @@
+"""`hosts check`: one probe command per host, and a pure verdict on what it found.
+
+The probe is a fixed stdlib-only Python script sent as ``python3 -c SCRIPT WORKDIR`` (every
+word quoted by the runner): it prints one JSON object with the host's facts. Versions come
+from package metadata plus ``find_spec`` rather than importing: importing mindformers takes
+~7 s of CPU and writes ``output/log`` into the current directory, which a check must not do.
+The verdict (:func:`evaluate`) is pure, so every rule has a unit test without a host.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+
+from launcher.core.hostfile import Host
+from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi, summarize
+from launcher.runners import CommandRunner
+from launcher.errors import RemoteError
+
+MIN_PYTHON = (3, 9)
+
+PROBE_SCRIPT = r"""
+import importlib.metadata as md, importlib.util as iu, json, os, platform, shutil, socket, subprocess, sys
+wd = os.path.expanduser(sys.argv[1])
+r = {"hostname": socket.gethostname(), "arch": platform.machine(), "python": platform.python_version(),
+     "python_path": sys.executable, "os": platform.system()}
+try:
+    with open("/etc/os-release") as fh:
+        kv = dict(l.rstrip("\n").split("=", 1) for l in fh if "=" in l)
+    r["os"] = kv.get("PRETTY_NAME", r["os"]).strip('"')
+except OSError:
+    pass
+def version(name):
+    try:
+        return md.version(name) if iu.find_spec(name) else None
+    except Exception:
+        return None
+r["mindspore"], r["mindformers"] = version("mindspore"), version("mindformers")
+near = os.path.join(os.path.dirname(sys.executable), "msrun")
+r["msrun"] = shutil.which("msrun") or (near if os.access(near, os.X_OK) else None)
+smi = shutil.which("npu-smi")
+r["npu_smi"] = None
+if smi:
+    try:
+        p = subprocess.run([smi, "info"], capture_output=True, text=True, timeout=20)
+        r["npu_smi"] = {"path": smi, "code": p.returncode, "out": p.stdout, "err": p.stderr[-2000:]}
+    except Exception as exc:
+        r["npu_smi"] = {"path": smi, "code": -1, "out": "", "err": str(exc)}
+p = wd
+while not os.path.exists(p) and os.path.dirname(p) != p:
+    p = os.path.dirname(p)
+du = shutil.disk_usage(p)
+r["disk"] = {"path": p, "workdir_exists": p == wd, "free": du.free, "total": du.total}
+print(json.dumps(r))
+"""
+
+
+def probe_argv(workdir: str, python: str = "python3") -> list[str]:
+    """The one command a host runs; ``workdir`` is an argument, never pasted into code."""
+    return [python, "-c", PROBE_SCRIPT, workdir]
+
+
+@dataclass(frozen=True)
+class CheckPolicy:
+    require_npus: bool = False
+    min_disk_gb: float = 5.0
+    python: str | None = None  # None: "python3" on remote hosts, this interpreter locally
+
+
+@dataclass
+class CheckRow:
+    """One line of the table (and of ``--json``)."""
+
+    host: str
+    reachable: bool
+    passed: bool
+    reason: str
+    rtt_ms: float | None = None
+    hostname: str | None = None
+    os: str | None = None
+    arch: str | None = None
+    python: str | None = None
+    mindspore: str | None = None
+    mindformers: str | None = None
+    msrun: str | None = None
+    npus: int | None = None
+    npu_summary: str | None = None
+    disk_path: str | None = None
+    disk_free_gb: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def unreachable_row(host: Host, exc: BaseException) -> CheckRow:
+    reason = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
+    return CheckRow(host=host.name, reachable=False, passed=False, reason=reason)
+
+
+def evaluate(host: Host, facts: dict, rtt_ms: float | None, policy: CheckPolicy) -> CheckRow:
+    """Facts from the probe -> a row with a verdict and every reason it fails (pure)."""
+    row = CheckRow(host=host.name, reachable=True, passed=True, reason="", rtt_ms=rtt_ms,
+                   hostname=facts.get("hostname"), os=facts.get("os"), arch=facts.get("arch"),
+                   python=facts.get("python"), mindspore=facts.get("mindspore"),
+                   mindformers=facts.get("mindformers"), msrun=facts.get("msrun"))
+    problems: list[str] = []
+    try:
+        pyver = tuple(int(x) for x in (row.python or "0").split(".")[:2])
+    except ValueError:
+        pyver = (0, 0)
+    if pyver < MIN_PYTHON:
+        problems.append(f"python {row.python} < {'.'.join(map(str, MIN_PYTHON))}")
+    for pkg in ("mindspore", "mindformers"):
+        if not facts.get(pkg):
+            problems.append(f"{pkg} not installed")
+    if not row.msrun:
+        problems.append("msrun not found (comes with the mindspore wheel)")
+    problems += _npu_problems(host, facts.get("npu_smi"), row, policy)
+    disk = facts.get("disk") or {}
+    if disk:
+        row.disk_path = disk.get("path")
+        row.disk_free_gb = round(disk.get("free", 0) / 2**30, 1)
+        if row.disk_free_gb < policy.min_disk_gb:
+            problems.append(f"{row.disk_free_gb} GB free at {row.disk_path} < {policy.min_disk_gb:g} GB")
+    row.passed = not problems
+    row.reason = "; ".join(problems) if problems else "ok" + (f" ({'; '.join(row.notes)})" if row.notes else "")
+    return row
+
+
+def _npu_problems(host: Host, smi: dict | None, row: CheckRow, policy: CheckPolicy) -> list[str]:
+    if smi is None:
+        row.npus, row.npu_summary = 0, "no NPUs (CPU only)"
+        if policy.require_npus:
+            return ["no NPUs: npu-smi not found"]
+        row.notes.append("CPU only: no npu-smi")
+        return []
+    if smi.get("code") != 0:
+        row.npu_summary = "npu-smi failed"
+        err = (smi.get("err") or smi.get("out") or "").strip().splitlines()[-1:] or [""]
+        return [f"`npu-smi info` exited {smi.get('code')}: {err[0]}"]
+    try:
+        cards = parse_npu_smi(smi.get("out", ""))
+    except NpuSmiParseError as exc:
+        row.npu_summary = "unreadable"
+        return [f"cannot read `npu-smi info`: {exc.message}"]
+    summary = summarize(cards)
+    row.npus, row.npu_summary = summary.count, summary.description
+    problems = []
+    ids = {c.npu_id: c for c in cards}
+    missing = [i for i in host.slot_ids if i not in ids]
+    if missing:
+        problems.append(f"hostfile uses NPU {','.join(map(str, missing))} but npu-smi shows "
+                        f"{len(cards)} card(s)")
+    bad = [f"NPU {i} {ids[i].health}" for i in host.slot_ids if i in ids and not ids[i].healthy]
+    if bad:
+        problems.append("unhealthy: " + ", ".join(bad))
+    busy = [str(i) for i in host.slot_ids if i in ids and i in summary.busy]
+    if busy:
+        problems.append(f"NPU {','.join(busy)} busy (another job holds them)")
+    return problems
+
+
+def check_host(runner: CommandRunner, policy: CheckPolicy, timeout: float) -> CheckRow:
+    """Connect, time one round trip, run the probe once; any failure becomes the row's reason."""
+    host = runner.host
+    python = policy.python or (sys.executable if host.is_local else "python3")
+    try:
+        runner.ping()  # connects
+        rtt_ms = round(min(runner.ping() for _ in range(3)) * 1000, 2)
+        res = runner.run(probe_argv(host.remote_workdir, python), timeout=timeout * 3,
+                         check=False)
+    except RemoteError as exc:
+        return unreachable_row(host, exc)
+    except Exception as exc:  # a broken transport must still be a row, not a traceback
+        return unreachable_row(host, RuntimeError(f"{type(exc).__name__}: {exc}"))
+    if res.exit_code == 127:
+        return CheckRow(host.name, True, False, f"{python} not found on the host", rtt_ms=rtt_ms)
+    try:
+        facts = json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        return CheckRow(host.name, True, False, f"probe failed (exit {res.exit_code}): {tail}",
+                        rtt_ms=rtt_ms)
+    return evaluate(host, facts, rtt_ms, policy)
+

@@ -1,0 +1,429 @@
+"""The job registry: one sqlite file in the state dir that remembers every job and its nodes.
+
+Why sqlite: ``submit``, ``status``, ``logs -f`` and ``cancel`` may run at the same time in
+different terminals, and ``alaunch`` may be killed at any moment (Ctrl-C, SIGKILL, a laptop
+lid). sqlite gives atomic transactions and a crash-safe journal for free. Every write here is
+exactly one transaction, started with ``BEGIN IMMEDIATE`` so that a read-check-write (a state
+transition, a meta merge) holds the write lock from the start: two processes never interleave
+and never deadlock upgrading a read lock (``busy_timeout`` makes the second one wait).
+
+The file is private (0600, directory 0700): it holds job specs, configs and hostfiles.
+Schema changes are new entries in ``MIGRATIONS``; ``schema_version`` records how far a file is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import secrets
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from launcher.errors import AlaunchError, InputError
+
+DB_NAME = "registry.sqlite3"
+BUSY_TIMEOUT_MS = 15_000
+
+PENDING, STAGING, RUNNING = "pending", "staging", "running"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+JOB_STATES = (PENDING, STAGING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+NODE_STATES = JOB_STATES + ("unknown",)  # a node we could not reach is 'unknown', not failed
+
+# Forward-only lifecycle; terminal states are left only with force=True (e.g. a resubmit).
+TRANSITIONS: Mapping[str, frozenset[str]] = {
+    PENDING: frozenset({STAGING, RUNNING, FAILED, CANCELLED}),
+    STAGING: frozenset({RUNNING, FAILED, CANCELLED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED}),
+    SUCCEEDED: frozenset(),
+    FAILED: frozenset(),
+    CANCELLED: frozenset(),
+}
+
+_STATE_LIST = ", ".join(f"'{s}'" for s in JOB_STATES)
+_NODE_STATE_LIST = ", ".join(f"'{s}'" for s in NODE_STATES)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, their nodes, and an append-only event history.
+    f"""
+    CREATE TABLE jobs (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ({_STATE_LIST})),
+        spec_text     TEXT NOT NULL DEFAULT '',
+        config_text   TEXT NOT NULL DEFAULT '',
+        config_sha256 TEXT NOT NULL DEFAULT '',
+        hostfile_text TEXT NOT NULL DEFAULT '',
+        created_at    TEXT NOT NULL,
+        started_at    TEXT,
+        ended_at      TEXT,
+        reason        TEXT,
+        meta          TEXT NOT NULL DEFAULT '{{}}'
+    );
+    CREATE INDEX jobs_by_name ON jobs (name, created_at);
+    CREATE INDEX jobs_by_created ON jobs (created_at);
+    CREATE TABLE nodes (
+        job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        node_rank  INTEGER NOT NULL,
+        host       TEXT NOT NULL,
+        job_dir    TEXT NOT NULL DEFAULT '',
+        pid        INTEGER,
+        pgid       INTEGER,
+        state      TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ({_NODE_STATE_LIST})),
+        exit_code  INTEGER,
+        started_at TEXT,
+        ended_at   TEXT,
+        PRIMARY KEY (job_id, node_rank)
+    );
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        time    TEXT NOT NULL,
+        job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        host    TEXT,
+        kind    TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_by_job ON events (job_id, id);
+    """,
+)
+
+_NODE_FIELDS = ("host", "job_dir", "pid", "pgid", "state", "exit_code", "started_at", "ended_at")
+
+
+class IllegalTransition(AlaunchError):
+    """A state change the lifecycle does not allow (e.g. out of a terminal state)."""
+
+
+def now_iso() -> str:
+    """UTC, microseconds, sortable as text."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def slug(name: str) -> str:
+    """A job name as it may appear in a job id (and so in remote paths): [a-z0-9-], <= 32."""
+    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32].strip("-")
+    return s or "job"
+
+
+def new_job_id(name: str, when: dt.datetime | None = None) -> str:
+    """``<name>-<yyyymmdd-hhmmss>-<4 hex>``: short, readable, sorts by time within a name."""
+    when = when or dt.datetime.now(dt.timezone.utc)
+    return f"{slug(name)}-{when.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    node_rank: int
+    host: str
+    job_dir: str = ""
+    pid: int | None = None
+    pgid: int | None = None
+    state: str = PENDING
+    exit_code: int | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    name: str
+    kind: str
+    state: str
+    spec_text: str
+    config_text: str
+    config_sha256: str
+    hostfile_text: str
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    reason: str | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    nodes: tuple[NodeRecord, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    time: str
+    job_id: str
+    host: str | None
+    kind: str
+    message: str
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create the db file 0600 before sqlite does (sqlite gives -wal/-shm the same mode)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+
+def default_state_dir(environ: dict[str, str] | None = None) -> Path:
+    """``$ALAUNCH_STATE_DIR``, else ``$XDG_STATE_HOME/alaunch``, else ``~/.local/state/alaunch``."""
+    env = os.environ if environ is None else environ
+    if env.get("ALAUNCH_STATE_DIR"):
+        return Path(env["ALAUNCH_STATE_DIR"]).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
+    return Path(base).expanduser() / "alaunch"
+
+
+class Registry:
+    """The jobs of this user: create, look up, move through states, record nodes and events."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        _private_dir(self.path.parent)
+        _private_file(self.path)
+        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                     isolation_level=None, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: safe against crashes
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str | Path | None = None) -> "Registry":
+        """The registry in ``state_dir`` (default: ``$ALAUNCH_STATE_DIR`` / XDG, see :func:`default_state_dir`)."""
+        if state_dir is None:
+            state_dir = default_state_dir()
+        return cls(Path(state_dir) / DB_NAME)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the write lock from its first statement."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One snapshot for a multi-statement read (a job and its nodes agree)."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self._conn
+        finally:
+            self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = c.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            if row is None:
+                c.execute("INSERT INTO schema_version (version) VALUES (0)")
+            if version > len(MIGRATIONS):
+                raise AlaunchError(f"{self.path}: registry schema {version} is newer than this "
+                                   f"alaunch knows ({len(MIGRATIONS)}); upgrade alaunch")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    c.execute(statement)
+                c.execute("UPDATE schema_version SET version = ?", (number,))
+
+    @property
+    def schema_version(self) -> int:
+        return self._conn.execute("SELECT version FROM schema_version").fetchone()[0]
+
+    # ------------------------------------------------------------------ writes
+
+    def create_job(self, name: str, kind: str, *, spec_text: str = "", config_text: str = "",
+                   hostfile_text: str = "", nodes: Sequence[tuple[str, str] | str] = (),
+                   meta: Mapping[str, Any] | None = None, state: str = PENDING,
+                   job_id: str | None = None) -> JobRecord:
+        """Record a new job and its nodes (``(host, job_dir)`` or host, in node-rank order)."""
+        if state not in JOB_STATES:
+            raise InputError(f"unknown job state {state!r}; valid: {', '.join(JOB_STATES)}")
+        created = now_iso()
+        sha = hashlib.sha256(config_text.encode()).hexdigest() if config_text else ""
+        meta_text = json.dumps(dict(meta or {}), sort_keys=True)
+        for _ in range(8):
+            jid = job_id or new_job_id(name)
+            try:
+                with self._write() as c:
+                    c.execute(
+                        "INSERT INTO jobs (id, name, kind, state, spec_text, config_text, "
+                        "config_sha256, hostfile_text, created_at, meta) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (jid, name, kind, state, spec_text, config_text, sha, hostfile_text,
+                         created, meta_text))
+                    for rank, node in enumerate(nodes):
+                        host, job_dir = (node, "") if isinstance(node, str) else node
+                        c.execute("INSERT INTO nodes (job_id, node_rank, host, job_dir) "
+                                  "VALUES (?,?,?,?)", (jid, rank, host, job_dir))
+                    self._event(c, jid, "created", f"{kind} job {name!r} on {len(nodes)} node(s)")
+                return self.get(jid)
+            except sqlite3.IntegrityError:
+                if job_id is not None:
+                    raise InputError(f"job id {job_id!r} already exists") from None
+        raise AlaunchError("could not allocate a unique job id")  # pragma: no cover
+
+    def set_state(self, job_id: str, state: str, reason: str | None = None, *,
+                  force: bool = False) -> JobRecord:
+        """Move a job along its lifecycle; refuses going back (``force`` for explicit resets)."""
+        if state not in JOB_STATES:
+            raise InputError(f"unknown job state {state!r}; valid: {', '.join(JOB_STATES)}")
+        with self._write() as c:
+            row = c.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise InputError(f"no job with id {job_id!r}")
+            old = row["state"]
+            if old == state and reason is None:
+                return self._load(job_id)
+            if old != state and state not in TRANSITIONS[old] and not force:
+                allowed = ", ".join(sorted(TRANSITIONS[old])) or "none (terminal)"
+                raise IllegalTransition(f"job {job_id}: cannot go from {old} to {state}; "
+                                        f"allowed from {old}: {allowed}")
+            ts = now_iso()
+            c.execute(
+                "UPDATE jobs SET state = ?, reason = COALESCE(?, reason), "
+                "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
+                "ended_at = CASE WHEN ? IN ('succeeded','failed','cancelled') THEN ? "
+                "ELSE (CASE WHEN ? THEN NULL ELSE ended_at END) END WHERE id = ?",
+                (state, reason, state, ts, state, ts, state not in TERMINAL, job_id))
+            self._event(c, job_id, "state", f"{old} -> {state}" + (f": {reason}" if reason else ""))
+        return self.get(job_id)
+
+    def set_node(self, job_id: str, node_rank: int, **fields: Any) -> NodeRecord:
+        """Create or update one node's row (host, job_dir, pid, pgid, state, exit_code, times)."""
+        unknown = set(fields) - set(_NODE_FIELDS)
+        if unknown:
+            raise InputError(f"unknown node field(s) {sorted(unknown)}; valid: {', '.join(_NODE_FIELDS)}")
+        if "state" in fields and fields["state"] not in NODE_STATES:
+            raise InputError(f"unknown node state {fields['state']!r}; valid: {', '.join(NODE_STATES)}")
+        with self._write() as c:
+            if c.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+                raise InputError(f"no job with id {job_id!r}")
+            exists = c.execute("SELECT 1 FROM nodes WHERE job_id = ? AND node_rank = ?",
+                               (job_id, node_rank)).fetchone()
+            if exists is None:
+                if "host" not in fields:
+                    raise InputError(f"job {job_id}: node {node_rank} is new; give its host")
+                c.execute("INSERT INTO nodes (job_id, node_rank, host) VALUES (?,?,?)",
+                          (job_id, node_rank, fields["host"]))
+            if fields:
+                cols = ", ".join(f"{k} = ?" for k in fields)  # keys checked against _NODE_FIELDS
+                c.execute(f"UPDATE nodes SET {cols} WHERE job_id = ? AND node_rank = ?",
+                          (*fields.values(), job_id, node_rank))
+            if "state" in fields or "exit_code" in fields:
+                host = c.execute("SELECT host FROM nodes WHERE job_id = ? AND node_rank = ?",
+                                 (job_id, node_rank)).fetchone()[0]
+                desc = ", ".join(f"{k}={fields[k]}" for k in ("state", "exit_code") if k in fields)
+                self._event(c, job_id, "node", f"node {node_rank}: {desc}", host=host)
+            row = c.execute("SELECT * FROM nodes WHERE job_id = ? AND node_rank = ?",
+                            (job_id, node_rank)).fetchone()
+        return _node(row)
+
+    def update_meta(self, job_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge keys into the job's meta JSON (atomically: concurrent merges are not lost)."""
+        with self._write() as c:
+            row = c.execute("SELECT meta FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise InputError(f"no job with id {job_id!r}")
+            meta = {**json.loads(row[0]), **values}
+            c.execute("UPDATE jobs SET meta = ? WHERE id = ?", (json.dumps(meta, sort_keys=True), job_id))
+        return meta
+
+    def add_event(self, job_id: str, kind: str, message: str = "", host: str | None = None) -> None:
+        with self._write() as c:
+            self._event(c, job_id, kind, message, host=host)
+
+    @staticmethod
+    def _event(c: sqlite3.Connection, job_id: str, kind: str, message: str,
+               host: str | None = None) -> None:
+        c.execute("INSERT INTO events (time, job_id, host, kind, message) VALUES (?,?,?,?,?)",
+                  (now_iso(), job_id, host, kind, message))
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, ref: str) -> JobRecord:
+        """A job by id, by name (the newest of that name), or by a unique id prefix."""
+        with self._read() as c:
+            return self._find(c, ref)
+
+    def _find(self, c: sqlite3.Connection, ref: str) -> JobRecord:
+        if c.execute("SELECT 1 FROM jobs WHERE id = ?", (ref,)).fetchone():
+            return self._load(ref)
+        row = c.execute("SELECT id FROM jobs WHERE name = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+                        (ref,)).fetchone()
+        if row:
+            return self._load(row[0])
+        if ref:
+            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            ids = [r[0] for r in c.execute(
+                "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 11",
+                (escaped + "%",))]
+            if len(ids) == 1:
+                return self._load(ids[0])
+            if ids:
+                shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+                raise InputError(f"job {ref!r} is ambiguous: it matches {shown}; give more of the id")
+        raise InputError(f"no job {ref!r} (not an id, a unique id prefix or a job name); "
+                         "see `alaunch jobs`")
+
+    def list(self, limit: int | None = 20, states: Iterable[str] | None = None) -> list[JobRecord]:
+        """Newest first, optionally only in the given states."""
+        sql, args = "SELECT id FROM jobs", []
+        if states is not None:
+            states = list(states)
+            bad = [s for s in states if s not in JOB_STATES]
+            if bad:
+                raise InputError(f"unknown job state(s) {bad}; valid: {', '.join(JOB_STATES)}")
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            args += states
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._read() as c:
+            return [self._load(r[0]) for r in c.execute(sql, args).fetchall()]
+
+    def events(self, job_id: str) -> list[Event]:
+        rows = self._conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
+        return [Event(**dict(r)) for r in rows]
+
+    def _load(self, job_id: str) -> JobRecord:
+        c = self._conn
+        row = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        nodes = c.execute("SELECT * FROM nodes WHERE job_id = ? ORDER BY node_rank", (job_id,))
+        data = dict(row)
+        data["meta"] = json.loads(data["meta"])
+        return JobRecord(**data, nodes=tuple(_node(n) for n in nodes))
+
+
+def _node(row: sqlite3.Row) -> NodeRecord:
+    data = dict(row)
+    data.pop("job_id")
+    return NodeRecord(**data)

@@ -1,0 +1,318 @@
+"""The job service: submit (load -> hosts -> survey -> render -> registry -> plan -> stage ->
+launch), status refresh from the hosts, cancel, and a simple wait for ``--follow``.
+
+This is the one place that writes the registry for a job's lifecycle; plan, stage and launch
+stay pure or host-facing. Every failure after the job is recorded leaves it FAILED with the
+reason, so ``alaunch jobs`` tells the story even when ``submit`` died half way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from launcher.ops import registry as reg
+from launcher.core import validate
+from launcher.errors import AlaunchError, ExitCode, InputError
+from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
+from launcher.ops.launch import Launcher, NodeStatus, launch_all, launcher_for, pick_port
+from launcher.core.layout import JobLayout
+from launcher.runners.nodeexec import NodeExec, make_exec
+from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, Plan, build_plan, stage_items
+from launcher.core.render import Rendered, render_job, resolve_world
+from launcher.core.spec import JobSpec, load_job, redacted_text
+from launcher.ops.stage import CACHE_NAME, HashCache, Progress, Stager, collect, resolve_home
+
+STATE_EXIT = {reg.SUCCEEDED: ExitCode.OK, reg.FAILED: ExitCode.JOB_FAILED, reg.RUNNING: ExitCode.JOB_RUNNING,
+              reg.STAGING: ExitCode.JOB_RUNNING, reg.PENDING: ExitCode.JOB_RUNNING,
+              reg.CANCELLED: ExitCode.JOB_CANCELLED}
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    sets: tuple[str, ...] = ()
+    master_port: int | None = None  # pinned by the user; else a free one on node 0
+    bin_dir: str | None = None  # put first on PATH on the hosts (where msrun and python live)
+    cluster_time_out: int = DEFAULT_CLUSTER_TIME_OUT
+    check_mindformers: bool = False
+
+
+def used_hosts(spec: JobSpec, hosts: Sequence[Host]) -> list[Host]:
+    """The first ``nodes`` hosts, each with ``cards_per_node`` of its (filtered) slots."""
+    world = resolve_world(spec, hosts)
+    return [replace(h, slot_ids=h.slot_ids[:world.cards_per_node]) for h in list(hosts)[:world.nodes]]
+
+
+def default_bin_dir(hosts: Sequence[Host]) -> str | None:
+    """Local-only jobs use this interpreter's bin dir (msrun starts workers with the `python` on PATH)."""
+    if all(h.is_local for h in hosts):
+        return str(Path(sys.executable).parent)
+    return os.environ.get("ALAUNCH_REMOTE_BIN_DIR") or None
+
+
+def python_for(bin_dir: str | None, host: Host) -> str:
+    if host.is_local:
+        return sys.executable
+    return f"{bin_dir}/python3" if bin_dir else "python3"
+
+
+def _resolve_address(host: Host) -> str:
+    """An ssh alias as the other nodes reach it: its ``HostName`` from ~/.ssh/config."""
+    if host.is_local:
+        return host.name
+    from fabric import Config
+    return Config().base_ssh_config.lookup(host.name).get("hostname", host.name)
+
+
+@dataclass
+class Prepared:
+    spec: JobSpec
+    hosts: list[Host]
+    rendered: dict[str, Rendered]  # per host name (same object when roots agree)
+    plan: Plan
+
+
+def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: SubmitOptions,
+            roots: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None) -> Prepared:
+    """Render (once per distinct job root) and plan: pure apart from reading the template."""
+    template_text = spec.template_path().read_text(encoding="utf-8")
+    roots = dict(roots or {h.name: JobLayout.for_job(h.remote_workdir, job_id).root for h in hosts})
+    by_root: dict[str, Rendered] = {}
+    for h in hosts:
+        if roots[h.name] not in by_root:
+            r = render_job(spec, hosts, JobLayout(roots[h.name]), opts.sets, template_text=template_text)
+            validate.check_static(r.config, r.derived, source=spec.source)
+            if opts.check_mindformers:  # the real-MindFormers layer (slow import), on request
+                check = validate.check_with_mindformers(r.text, r.config, source=spec.source)
+                if check.skipped:
+                    raise AlaunchError(f"--validate: {check.detail}")
+            by_root[roots[h.name]] = r
+    rendered = {h.name: by_root[roots[h.name]] for h in hosts}
+    plan = build_plan(spec, rendered[hosts[0].name].text, hosts, job_id, port, roots=roots,
+                      addresses={h.name: _resolve_address(h) for h in hosts[:1]}, environ=environ,
+                      bin_dir=opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts),
+                      cluster_time_out=opts.cluster_time_out)
+    return Prepared(spec, list(hosts), rendered, plan)
+
+
+class JobService:
+    """Submit, refresh, cancel and wait, against one registry; hosts reached through ``exec_factory``."""
+
+    def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
+                 progress: Progress | None = None, exec_factory: Callable[[Host], NodeExec] = make_exec):
+        self.registry = registry
+        self.state_dir = Path(state_dir)
+        self.say = say
+        self.progress = progress
+        self.exec_factory = exec_factory
+        self.last_stage_bytes = 0
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(self, job_path: str | Path, hosts: Sequence[Host], opts: SubmitOptions = SubmitOptions()) -> reg.JobRecord:
+        spec = load_job(job_path)
+        validate.check_local_paths(spec)
+        hosts = used_hosts(spec, hosts)
+        job_id = reg.new_job_id(spec.name)
+        bin_dir = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts)
+        opts = replace(opts, bin_dir=bin_dir)
+        execs = {h.name: self.exec_factory(h) for h in hosts}
+        for ex in execs.values():
+            ex.warm()  # the ssh handshakes run while we hash the code and data
+        pythons = {h.name: python_for(bin_dir, h) for h in hosts}
+        spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
+        cache = HashCache(self.state_dir / CACHE_NAME)
+        try:
+            local = collect([i for i in stage_items(spec, "") if i.text is None], cache)
+            cache.save()
+            for warning in local.warnings:
+                self.say(f"warning: {warning}")
+            inventories = Stager(execs, python=pythons).survey(local)
+            roots = {h.name: resolve_home(JobLayout.for_job(h.remote_workdir, job_id).root,
+                                          inventories[h.name].home) for h in hosts}
+            node0 = launcher_for(execs[hosts[0].name], job_id, pythons[hosts[0].name])
+            port = pick_port(node0, opts.master_port)
+            prepared = prepare(spec, hosts, job_id, port, opts, roots=roots)
+        except AlaunchError as exc:
+            self._record_failure(spec, hosts, job_id, spec_text, exc)
+            _close(execs)
+            raise
+        first = prepared.rendered[hosts[0].name]
+        record = self.registry.create_job(
+            spec.name, spec.kind, spec_text=spec_text, config_text=first.text,
+            hostfile_text=format_hostfile(hosts), nodes=[(h.name, roots[h.name]) for h in hosts],
+            job_id=job_id, meta={"bin_dir": bin_dir, "pythons": pythons, "master_port": port,
+                                 "master_addr": prepared.plan.master_addr, "source": spec.source,
+                                 "ssh": self._ssh_meta(),
+                                 "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts}})
+        try:
+            self.registry.set_state(job_id, reg.STAGING)
+            texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in hosts}
+            result = Stager(execs, python=pythons, progress=self.progress).stage(
+                replace(local, texts=texts[hosts[0].name]), roots, inventories, texts_by_host=texts)
+            self.last_stage_bytes = result.bytes_sent
+            self.registry.update_meta(job_id, {"staged_bytes": result.bytes_sent})
+            self.registry.add_event(job_id, "staged", f"{result.bytes_sent} bytes sent")
+            launchers = {n.node_rank: launcher_for(execs[n.host.name], job_id, pythons[n.host.name])
+                         for n in prepared.plan.nodes}
+            started = launch_all(prepared.plan, launchers)
+        except AlaunchError as exc:
+            self.registry.set_state(job_id, reg.FAILED, exc.message)
+            _close(execs)
+            raise
+        for rank, s in started.items():
+            self.registry.set_node(job_id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING,
+                                   started_at=reg.now_iso())
+        _close(execs)
+        return self.registry.set_state(job_id, reg.RUNNING)
+
+    def _ssh_meta(self) -> dict:
+        """known_hosts / ssh_config used at submit, so status and cancel reach hosts the same way."""
+        options = getattr(self.exec_factory, "keywords", {}).get("options")
+        if options is None:
+            return {}
+        return {k: str(getattr(options, k)) for k in ("known_hosts", "ssh_config") if getattr(options, k)}
+
+    def _record_failure(self, spec: JobSpec, hosts: Sequence[Host], job_id: str, spec_text: str,
+                        exc: AlaunchError) -> None:
+        self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile(hosts),
+                                 nodes=[h.name for h in hosts], job_id=job_id, state=reg.FAILED)
+        self.registry.set_state(job_id, reg.FAILED, exc.message)
+
+    # ------------------------------------------------------------------ status
+
+    def _nodes(self, record: reg.JobRecord) -> tuple[dict[str, Host], dict[str, str]]:
+        hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
+        return hosts, dict(record.meta.get("pythons") or {})
+
+    def refresh(self, ref: str) -> tuple[reg.JobRecord, list[NodeStatus]]:
+        """Ask every node of a non-terminal job how it is; update the registry; return both."""
+        record = self.registry.get(ref)
+        if record.terminal or not record.nodes or record.nodes[0].pid is None:
+            return record, [NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0) for n in record.nodes]
+        hosts, pythons = self._nodes(record)
+
+        def one(node: reg.NodeRecord) -> NodeStatus:
+            ex = self.exec_factory(hosts[node.host])
+            try:
+                python = pythons.get(node.host, "python3")
+                status = launcher_for(ex, record.id, python).status(JobLayout(node.job_dir).state, node.node_rank)
+                if status.state == reg.RUNNING and not status.detail:
+                    status = replace(status, detail=self.log_progress(node, ex, python))
+                return status
+            except AlaunchError as exc:
+                return NodeStatus(node.node_rank, node.host, "unknown", None, 0, exc.message)
+            finally:
+                ex.close()
+
+        with ThreadPoolExecutor(max_workers=max(1, min(32, len(record.nodes)))) as pool:
+            statuses = list(pool.map(one, record.nodes))
+        for s in statuses:
+            fields = {"state": s.state, "exit_code": s.exit_code}
+            if s.state in reg.TERMINAL:
+                fields["ended_at"] = reg.now_iso()
+            self.registry.set_node(record.id, s.node_rank, **fields)
+        states = {s.state for s in statuses}
+        failed = [s for s in statuses if s.state == reg.FAILED]
+        if failed:
+            why = "; ".join(f"node {s.node_rank} ({s.host}) exited with code {s.exit_code}"
+                            + (f": {s.detail}" if s.detail else "") for s in failed)
+            self.registry.set_state(record.id, reg.FAILED, why)
+        elif states == {reg.SUCCEEDED}:
+            self.registry.set_state(record.id, reg.SUCCEEDED)
+        return self.registry.get(record.id), statuses
+
+    def wait(self, ref: str, poll: float = 2.0, timeout: float | None = None,
+             on_status: Callable[[reg.JobRecord, list[NodeStatus]], None] | None = None) -> reg.JobRecord:
+        """Poll until the job ends (the hook the live log follower will replace)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record, statuses = self.refresh(ref)
+            if on_status:
+                on_status(record, statuses)
+            if record.terminal or (end is not None and time.monotonic() > end):
+                return record
+            time.sleep(poll)
+
+    # ------------------------------------------------------------------ cancel
+
+    def _stop_nodes(self, record: reg.JobRecord, grace: float, state: str) -> dict[str, str]:
+        """Stop every process of the job on every node in parallel; verify none is left.
+
+        Each node stopped and verified is recorded ``state``; one that could not be verified
+        is 'unknown'. Returns host -> what happened there."""
+        hosts, pythons = self._nodes(record)
+
+        def one(node: reg.NodeRecord) -> str:
+            ex = self.exec_factory(hosts[node.host])
+            try:
+                out = launcher_for(ex, record.id, pythons.get(node.host, "python3")).cancel(node.pid, grace)
+            finally:
+                ex.close()
+            if out["left"]:
+                raise AlaunchError(f"{node.host}: processes {out['left']} still alive after SIGKILL")
+            return f"stopped {out['found']} process(es)" + (" (SIGKILL after the grace period)" if out["sigkill"] else "")
+
+        outcome: dict[str, str] = {}
+        with ThreadPoolExecutor(max_workers=max(1, min(32, len(record.nodes)))) as pool:
+            futures = {n: pool.submit(one, n) for n in record.nodes}
+            for node, fut in futures.items():
+                try:
+                    outcome[node.host] = fut.result()
+                    self.registry.set_node(record.id, node.node_rank, state=state, ended_at=reg.now_iso())
+                except AlaunchError as exc:
+                    outcome[node.host] = f"not verified: {exc.message}"
+                    self.registry.set_node(record.id, node.node_rank, state="unknown")
+        return outcome
+
+    def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:
+        """Stop every process of the job on every node; verify none is left; record CANCELLED."""
+        record = self.registry.get(ref)
+        if record.terminal:
+            raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
+        outcome = self._stop_nodes(record, grace, reg.CANCELLED)
+        bad = [h for h, m in outcome.items() if m.startswith("not verified")]
+        reason = "cancelled by the user" + (f"; could not verify on {', '.join(bad)}" if bad else "")
+        return self.registry.set_state(record.id, reg.CANCELLED, reason), outcome
+
+    def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
+        """Gang semantics: one rank failed, so record the job FAILED first (a follower killed
+        half way still leaves the right state) and stop every node's processes."""
+        record = self.registry.get(ref)
+        if record.terminal:
+            return record
+        record = self.registry.set_state(record.id, reg.FAILED, reason)
+        outcome = self._stop_nodes(record, grace, reg.FAILED)
+        self.registry.add_event(record.id, "gang-stop", "; ".join(f"{h}: {m}" for h, m in outcome.items()))
+        bad = [h for h, m in outcome.items() if m.startswith("not verified")]
+        if bad:
+            raise AlaunchError(f"job {record.id} FAILED, but could not verify it stopped on {', '.join(bad)}")
+        return self.registry.get(record.id)
+
+    def log_progress(self, node: reg.NodeRecord, ex: NodeExec, python: str) -> str:
+        """'step 12/234, loss 1.29' read from the last lines of the node's logs ('' if none yet)."""
+        from launcher.ops.follow import node_progress, tail_argv
+        result = ex.exec(tail_argv(python, node.job_dir), timeout=30)
+        if not result.ok:
+            return ""
+        return node_progress(node.host, result.text())
+
+
+def _close(execs: Mapping[str, NodeExec]) -> None:
+    for ex in execs.values():
+        ex.close()
+
+
+def resolve_hosts(hostfile: str | Path | None, local: bool, slots: int,
+                  include: str | None = None, exclude: str | None = None) -> list[Host]:
+    """``-H HOSTFILE`` or ``--local`` (the default), then DeepSpeed's --include/--exclude."""
+    from launcher.core.hostfile import apply_filters, local_hosts, read_hostfile
+    if hostfile is not None and local:
+        raise InputError("give either -H HOSTFILE or --local, not both", key="--local")
+    hosts = read_hostfile(hostfile) if hostfile is not None else local_hosts(slots)
+    return apply_filters(hosts, include, exclude)

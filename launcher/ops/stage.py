@@ -1,0 +1,600 @@
+"""Incremental, verified staging of a plan's files to every node.
+
+Each host keeps a content-addressed store ``<workdir>/alaunch/cas/<sha[:2]>/<sha256>``;
+a job directory is hard links into it. So a second submit of the same job — new job id,
+new directory — sends only objects the host does not have yet (usually none), and a
+16 GB checkpoint already there costs one ``link()``.
+
+Per host, two round trips: INVENTORY (which objects are there, free bytes, filesystem id,
+``$HOME``) and RECEIVE (one tar stream of the missing objects, each verified by sha256 and
+renamed into place, then the manifest that materialises the job dir). Hosts reporting the
+same filesystem id for the same store are staged once. Locally, a hash cache (size, mtime,
+sha256 per file) avoids re-hashing unchanged files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import re
+import stat
+import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+from launcher.remote import stage as stage_remote, wire
+from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.core.hostfile import Host
+from launcher.runners.nodeexec import CHUNK, NodeExec
+from launcher.core.plan import StageItem
+
+DEFAULT_IGNORES = (".git", ".venv", "__pycache__")
+IGNORE_FILE = ".alaunchignore"
+WARN_CODE_BYTES = 200 << 20
+CACHE_NAME = "stage-hash-cache.json"
+STORE_DIRNAME = "alaunch"
+
+
+# ----------------------------------------------------------------------------- ignore rules
+
+def _glob_regex(pattern: str) -> str:
+    """A gitignore glob (``*``, ``?``, ``**``, ``[...]``) as a regex over a relative path."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        out.append({"*": "[^/]*", "?": "[^/]"}.get(c) or (c if c == "[" or c == "]" else re.escape(c)))
+        i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class IgnoreRules:
+    """gitignore-style rules: last match wins, ``!`` re-includes, ``/`` anchors, ``dir/`` dirs only."""
+
+    rules: tuple[tuple[re.Pattern, bool, bool], ...]  # (regex, negated, dirs only)
+
+    @classmethod
+    def parse(cls, lines: Iterable[str]) -> "IgnoreRules":
+        rules = []
+        for raw in lines:
+            line = raw.rstrip("\n").rstrip()
+            if not line or line.startswith("#"):
+                continue
+            negated = line.startswith("!")
+            line = line[1:] if negated else line
+            dir_only = line.endswith("/")
+            line = line.rstrip("/")
+            anchored = "/" in line
+            body = _glob_regex(line.lstrip("/"))
+            regex = re.compile(("" if anchored else "(?:.*/)?") + body + "$")
+            rules.append((regex, negated, dir_only))
+        return cls(tuple(rules))
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        result = False
+        for regex, negated, dir_only in self.rules:
+            if dir_only and not is_dir:
+                continue
+            if regex.match(rel):
+                result = not negated
+        return result
+
+
+def code_rules(root: Path, extra: Sequence[str] = ()) -> IgnoreRules:
+    lines = list(DEFAULT_IGNORES) + list(extra)
+    ignore_file = root / IGNORE_FILE
+    if ignore_file.is_file():
+        lines += ignore_file.read_text(encoding="utf-8").splitlines()
+    return IgnoreRules.parse(lines)
+
+
+def walk_tree(root: Path, rules: IgnoreRules) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(relative POSIX path, path, stat) of every file under ``root`` the rules keep, sorted.
+
+    One ``scandir`` per directory and one ``stat`` per kept file (the entry's type comes
+    from the directory listing): a re-stage of an unchanged 2,000-file tree is a few
+    milliseconds of walking, not a stat storm. Symlinks are checked (inside the tree, not
+    dangling); a symlinked directory is not descended into, as with ``os.walk``.
+    """
+    real_root = os.path.realpath(root)
+
+    def walk(path: str, rel_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        subdirs = []
+        for e in entries:
+            rel = posixpath.join(rel_dir, e.name)
+            is_dir = e.is_dir()
+            if rules.ignored(rel, is_dir):
+                continue
+            if e.is_symlink():
+                _check_link(root, real_root, Path(e.path))
+            if is_dir:
+                if not e.is_symlink():
+                    subdirs.append((e.path, rel))
+                continue
+            if e.is_file():
+                yield rel, e.path, e.stat()
+        for sub, rel in subdirs:
+            yield from walk(sub, rel)
+
+    yield from walk(os.fspath(root), "")
+
+
+def _check_link(root: Path, real_root: str, link: Path) -> None:
+    """A symlink in a staged tree must point at something inside the tree (never ~/.ssh/id_*...)."""
+    target = os.path.realpath(link)
+    if not os.path.exists(target):
+        raise InputError(f"dangling symlink {link} -> {os.readlink(link)}; remove it or add it to {IGNORE_FILE}",
+                         source=str(root))
+    if os.path.commonpath([real_root, target]) != real_root:
+        raise InputError(f"symlink {link} points outside the staged tree (to {target}); refusing to stage it: "
+                         f"copy the file into the tree or add the link to {IGNORE_FILE}", source=str(root))
+
+
+# ----------------------------------------------------------------------------- local side
+
+@dataclass(frozen=True)
+class LocalFile:
+    dest: str  # relative to the job root
+    path: str  # the local file (a str: 2,000 Path objects cost more than the walk)
+    size: int
+    sha256: str
+    mode: int
+
+
+def load_state(path: Path | None) -> dict:
+    """A cache file of the state dir; a missing or damaged one is an empty cache (it is a hint)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_state(path: Path | None, data: dict) -> None:
+    """Write a cache file atomically (a temp name per process, then rename)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class HashCache:
+    """(size, mtime_ns) -> sha256 per absolute path, in the state dir, so unchanged files are not re-read."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._data = load_state(path)
+        self.hashed = 0  # files actually read this run (for tests and the benchmark)
+
+    def lookup(self, path: str | Path, st: os.stat_result) -> str | None:
+        """The cached digest if the file is unchanged (size and mtime), else None."""
+        with self._lock:
+            hit = self._data.get(str(path))
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        return None
+
+    def sha256(self, path: str | Path, st: os.stat_result) -> str:
+        key = str(path)
+        cached = self.lookup(path, st)
+        if cached is not None:
+            return cached
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(CHUNK):
+                h.update(block)
+        digest = h.hexdigest()
+        with self._lock:
+            self._data[key] = [st.st_size, st.st_mtime_ns, digest]
+            self.hashed += 1
+        return digest
+
+    def save(self) -> None:
+        with self._lock:
+            save_state(self.path, self._data)
+
+
+@dataclass(frozen=True)
+class LocalSet:
+    """Everything to stage: files by content, and generated texts."""
+
+    files: tuple[LocalFile, ...]
+    texts: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def objects(self) -> dict[str, LocalFile]:
+        return {f.sha256: f for f in self.files}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.objects.values())
+
+
+def collect(items: Sequence[StageItem], cache: HashCache, workers: int = 4) -> LocalSet:
+    """Expand items to files (code trees filtered), hash them (cached), in parallel."""
+    found: list[tuple[str, str, os.stat_result]] = []
+    texts: dict[str, str] = {}
+    warnings: list[str] = []
+    for item in items:
+        if item.text is not None:
+            texts[item.dest] = item.text
+            continue
+        path = Path(item.local)
+        if path.is_dir():
+            rules = code_rules(path, item.ignore) if item.dest == "code" or item.ignore else IgnoreRules(())
+            tree = [(posixpath.join(item.dest, rel), p, st) for rel, p, st in walk_tree(path, rules)]
+            size = sum(st.st_size for _, _, st in tree)
+            if item.dest == "code" and size > WARN_CODE_BYTES:
+                warnings.append(f"code tree {path} is {size / 2**20:.0f} MiB after {IGNORE_FILE}; "
+                                f"add large files to {path / IGNORE_FILE}")
+            found += tree
+        elif path.is_file():
+            found.append((item.dest, str(path), path.stat()))
+        else:
+            raise InputError(f"{path} does not exist (needed at {item.dest} on the hosts)", key=item.dest)
+
+    digests = [cache.lookup(p, st) for _, p, st in found]  # hits inline: a pool costs more than a dict
+    misses = [i for i, d in enumerate(digests) if d is None]
+    if misses:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, digest in zip(misses, pool.map(lambda i: cache.sha256(found[i][1], found[i][2]), misses)):
+                digests[i] = digest
+    files = tuple(LocalFile(dest, p, st.st_size, d, stat.S_IMODE(st.st_mode))
+                  for (dest, p, st), d in zip(found, digests))
+    return LocalSet(files, texts, tuple(warnings))
+
+
+# ----------------------------------------------------------------------------- the stream
+
+def _member(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    return info.tobuf(tarfile.PAX_FORMAT)  # PAX: sizes beyond 8 GiB are fine
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % tarfile.BLOCKSIZE)
+
+
+def tar_stream(objects: Sequence[LocalFile], manifest: dict, on_bytes: Callable[[int], None]) -> Iterator[bytes]:
+    """The RECEIVE stream: objects read from disk 1 MiB at a time, then the manifest.
+
+    Written by hand (header, data, padding) so a 16 GB file is never held in memory; the
+    host reads it with ``tarfile`` in stream mode.
+    """
+    pending = bytearray()  # headers and small files gathered into ~1 MiB writes
+    for obj in objects:
+        pending += _member(f"objects/{obj.sha256}", obj.size)
+        sent = 0
+        with open(obj.path, "rb", buffering=0) as f:
+            while block := f.read(CHUNK):
+                sent += len(block)
+                if len(block) >= CHUNK:  # big files: pass the block on, no copy
+                    if pending:
+                        yield bytes(pending)
+                        pending.clear()
+                    yield block
+                else:
+                    pending += block
+                    if len(pending) >= CHUNK:
+                        yield bytes(pending)
+                        pending.clear()
+                on_bytes(len(block))
+        if sent != obj.size:
+            raise AlaunchError(f"{obj.path} changed size while staging ({obj.size} -> {sent} bytes); retry")
+        pending += _padding(obj.size)
+    body = json.dumps(manifest).encode()
+    pending += _member("manifest.json", len(body)) + body + _padding(len(body))
+    pending += b"\0" * (2 * tarfile.BLOCKSIZE)
+    yield bytes(pending)
+
+
+# ----------------------------------------------------------------------------- per host
+
+@dataclass(frozen=True)
+class Inventory:
+    host: str
+    home: str
+    base: str
+    fsid: str
+    free: int
+    have: frozenset[str]
+
+
+@dataclass
+class HostReport:
+    host: str
+    objects_sent: int = 0
+    bytes_sent: int = 0
+    linked: int = 0
+    copied: int = 0
+    seconds: float = 0.0
+    shared_with: str | None = None  # staged through this host (same filesystem)
+
+
+class InventoryCache:
+    """What each host's store held after our last staging, keyed by host and store, in the state dir.
+
+    Lets a re-stage of unchanged files skip the INVENTORY round trip: one LINK round trip
+    checks the store id and every object on the host and makes the job dir. The cache is a
+    hint, never trusted: a wiped or replaced store makes LINK answer "not ok" and the normal
+    survey-and-send path runs.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._data = load_state(path)
+
+    @staticmethod
+    def key(host: Host) -> str:
+        return f"{host.user or ''}@{host.name}:{host.port or ''}:{store_base(host)}"
+
+    def get(self, host: Host) -> Inventory | None:
+        with self._lock:
+            e = self._data.get(self.key(host))
+        if not e:
+            return None
+        return Inventory(host.name, e["home"], e["base"], e["fsid"], 0, frozenset(e["have"]))
+
+    def record(self, host: Host, inv: Inventory, objects: Iterable[str]) -> None:
+        """After a successful stage: the host now has ``objects`` too."""
+        with self._lock:
+            self._data[self.key(host)] = {"home": inv.home, "base": inv.base, "fsid": inv.fsid,
+                                          "have": sorted(set(inv.have) | set(objects))}
+
+    def forget(self, host: Host) -> None:
+        with self._lock:
+            self._data.pop(self.key(host), None)
+
+    def save(self) -> None:
+        with self._lock:
+            save_state(self.path, self._data)
+
+
+def store_base(host: Host) -> str:
+    return posixpath.join(host.remote_workdir.rstrip("/") or "/", STORE_DIRNAME)
+
+
+def inventory(node: NodeExec, objects: Iterable[str], python: str = "python3") -> Inventory:
+    """One round trip: which objects the host has, its free bytes, filesystem id and $HOME."""
+    request = wire.request({"base": store_base(node.host), "objects": sorted(objects)})
+    result = node.check([python, "-S", "-c", stage_remote.INVENTORY], [request], timeout=120, what="inventory")
+    try:
+        data = json.loads(result.text())
+    except ValueError:
+        raise RemoteError(node.host.name, f"inventory gave no JSON: {result.text()[:200]!r}") from None
+    return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
+                     frozenset(data["have"]))
+
+
+def resolve_home(path: str, home: str) -> str:
+    if path == "~":
+        return home
+    return posixpath.join(home, path[2:]) if path.startswith("~/") else path
+
+
+TREE_MIN_FILES = 2
+
+
+def manifest_for(local: LocalSet, root: str, texts: Mapping[str, str] | None = None, *,
+                 tree_links: bool = True) -> dict:
+    """What RECEIVE / LINK make of the job dir (pure).
+
+    A top-level directory with many files (``code``) becomes a *tree*: built once per host
+    under ``cas/trees/<id>`` (hard links, id = hash of its (path, sha256, mode) list) and
+    symlinked into the job dir, so a re-stage of the same tree costs one symlink, not one
+    link per file. Directories holding a generated text stay plain (texts differ per job).
+    ``tree_links=False`` (LINK, the no-op re-stage): trees by id and file count only.
+    """
+    texts = dict(local.texts if texts is None else texts)
+    text_tops = {t.split("/", 1)[0] for t in texts}
+    by_top: dict[str, dict[str, list]] = {}
+    for f in local.files:
+        top, _, rest = f.dest.partition("/")
+        if rest:
+            by_top.setdefault(top, {})[rest] = [f.sha256, f.mode]
+    trees, links = {}, {}
+    for top, files in by_top.items():
+        if len(files) >= TREE_MIN_FILES and top not in text_tops:
+            tree_id = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+            trees[top] = {"id": tree_id, "count": len(files)}
+            if tree_links:
+                trees[top]["links"] = files
+    for f in local.files:
+        if f.dest.partition("/")[0] not in trees:
+            links[f.dest] = [f.sha256, f.mode]
+    return {"root": root, "links": links, "trees": trees, "texts": texts,
+            "dirs": sorted({"output", "msrun_log", "state"})}
+
+
+class Progress:
+    """Byte progress per host; the CLI gives a rich one, tests and pipes get plain lines."""
+
+    def start(self, host: str, total: int, files: int) -> None: ...
+    def advance(self, host: str, n: int) -> None: ...
+    def done(self, host: str, report: HostReport) -> None: ...
+
+
+class PlainProgress(Progress):
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+
+    def done(self, host: str, report: HostReport) -> None:
+        if report.shared_with:
+            self.say(f"{host}: shares its filesystem with {report.shared_with}; staged once")
+            return
+        speed = report.bytes_sent / 2**20 / report.seconds if report.seconds else 0.0
+        self.say(f"{host}: sent {report.objects_sent} file(s), {report.bytes_sent / 2**20:.1f} MiB in "
+                 f"{report.seconds:.1f} s ({speed:.1f} MiB/s); linked {report.linked + report.copied}")
+
+
+@dataclass
+class StageResult:
+    reports: dict[str, HostReport] = field(default_factory=dict)
+    inventories: dict[str, Inventory] = field(default_factory=dict)
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(r.bytes_sent for r in self.reports.values())
+
+
+class Stager:
+    """Stage one LocalSet to many hosts: inventory all, send per filesystem, materialise."""
+
+    def __init__(self, nodes: Mapping[str, NodeExec], python: str | Mapping[str, str] = "python3",
+                 progress: Progress | None = None, known: InventoryCache | None = None):
+        self.nodes = nodes
+        self.python = python
+        self.progress = progress or Progress()
+        self.known = known  # cached inventories: the no-op re-stage in one round trip per host
+
+    def _py(self, host: str) -> str:
+        """The interpreter for the fixed scripts on ``host`` (stdlib only)."""
+        return self.python if isinstance(self.python, str) else self.python[host]
+
+    def survey(self, local: LocalSet) -> dict[str, Inventory]:
+        """INVENTORY on every host in parallel; any failure names its host (all of them)."""
+        return run_parallel(self.nodes, lambda n: inventory(n, local.objects, self._py(n.host.name)))
+
+    def stage(self, local: LocalSet, roots: Mapping[str, str],
+              inventories: Mapping[str, Inventory] | None = None,
+              texts_by_host: Mapping[str, Mapping[str, str]] | None = None) -> StageResult:
+        """Send what each filesystem lacks, then materialise every job dir (texts may differ per host).
+
+        Without ``inventories`` and with a cache (``known``), hosts whose cached store holds
+        every object are linked in one round trip; only the others are surveyed.
+        """
+        fast: dict[str, HostReport] = {}
+        if inventories is None and self.known is not None:
+            fast = self._link_known(local, roots, texts_by_host)
+        rest = {n: node for n, node in self.nodes.items() if n not in fast}
+        if not rest:
+            return StageResult(fast, {n: self.known.get(self.nodes[n].host) for n in fast})
+        if inventories is None:
+            inventories = run_parallel(rest, lambda n: inventory(n, local.objects, self._py(n.host.name)))
+        result = self._send(local, roots, {n: inventories[n] for n in rest}, texts_by_host)
+        result.reports.update(fast)
+        if self.known is not None:
+            for name, i in result.inventories.items():
+                self.known.record(self.nodes[name].host, i, local.objects)
+            self.known.save()
+        return result
+
+    def _link_known(self, local: LocalSet, roots: Mapping[str, str],
+                    texts_by_host: Mapping[str, Mapping[str, str]] | None) -> dict[str, HostReport]:
+        """LINK on every host the cache says is complete (one per shared filesystem); the
+        hosts that really were complete, with their reports."""
+        need = set(local.objects)
+        cached = {n: self.known.get(node.host) for n, node in self.nodes.items()}
+        ready = {n: i for n, i in cached.items() if i is not None and need <= i.have}
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for name, i in ready.items():
+            groups.setdefault((i.fsid, i.base, resolve_home(roots[name], i.home)), []).append(name)
+        leaders = {members[0]: members for members in groups.values()}
+
+        def link(node: NodeExec) -> HostReport | None:
+            name = node.host.name
+            i = ready[name]
+            start = time.monotonic()
+            texts = texts_by_host.get(name) if texts_by_host else None
+            manifest = manifest_for(local, resolve_home(roots[name], i.home), texts, tree_links=False)
+            request = {"cas": posixpath.join(i.base, "cas"), "fsid": i.fsid, "manifest": manifest}
+            result = node.check([self._py(name), "-S", "-c", stage_remote.LINK], [wire.request(request)],
+                                timeout=120, what="staging")
+            data = json.loads(result.text())
+            if not data["ok"]:
+                self.known.forget(node.host)
+                return None
+            report = HostReport(name, 0, 0, data["linked"], data["copied"], time.monotonic() - start)
+            self.progress.start(name, 0, 0)
+            self.progress.done(name, report)
+            return report
+
+        done = {n: r for n, r in run_parallel({n: self.nodes[n] for n in leaders}, link).items() if r}
+        for leader in list(done):
+            for other in leaders[leader][1:]:
+                done[other] = HostReport(other, shared_with=leader)
+                self.progress.done(other, done[other])
+        return done
+
+    def _send(self, local: LocalSet, roots: Mapping[str, str], inv: dict[str, Inventory],
+              texts_by_host: Mapping[str, Mapping[str, str]] | None) -> StageResult:
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for name, i in inv.items():
+            groups.setdefault((i.fsid, i.base, resolve_home(roots[name], i.home)), []).append(name)
+        leaders = {members[0]: members for members in groups.values()}
+        objects = local.objects
+        for leader in leaders:
+            missing = [objects[s] for s in sorted(objects) if s not in inv[leader].have]
+            need = sum(o.size for o in missing)
+            if need > inv[leader].free:
+                raise RemoteError(leader, f"not enough disk space under {inv[leader].base}: need "
+                                          f"{need:,} bytes ({need / 2**30:.2f} GiB) for this job, "
+                                          f"{inv[leader].free:,} free")
+
+        def send(node: NodeExec) -> HostReport:
+            name = node.host.name
+            i = inv[name]
+            missing = [objects[s] for s in sorted(objects) if s not in i.have]
+            self.progress.start(name, sum(o.size for o in missing), len(missing))
+            start = time.monotonic()
+            root = resolve_home(roots[name], i.home)
+            manifest = manifest_for(local, root, texts_by_host.get(name) if texts_by_host else None)
+            stream = tar_stream(missing, manifest, lambda n: self.progress.advance(name, n))
+            result = node.check([self._py(name), "-S", "-c", stage_remote.RECEIVE, posixpath.join(i.base, "cas")],
+                                stream, what="staging")
+            data = json.loads(result.text())
+            report = HostReport(name, data["objects"], data["bytes"], data["linked"], data["copied"],
+                                time.monotonic() - start)
+            self.progress.done(name, report)
+            return report
+
+        reports = run_parallel({n: self.nodes[n] for n in leaders}, send)
+        for leader, members in leaders.items():
+            for other in members[1:]:
+                reports[other] = HostReport(other, shared_with=leader)
+                self.progress.done(other, reports[other])
+        return StageResult(reports, inv)
+
+
+def run_parallel(nodes: Mapping[str, NodeExec], fn: Callable[[NodeExec], object]) -> dict:
+    """fn on every node at once; one error naming every host that failed."""
+    results, errors = {}, {}
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(nodes)))) as pool:
+        futures = {name: pool.submit(fn, node) for name, node in nodes.items()}
+        for name, fut in futures.items():
+            try:
+                results[name] = fut.result()
+            except AlaunchError as exc:
+                errors[name] = exc.message if isinstance(exc, RemoteError) else f"{name}: {exc.message}"
+            except OSError as exc:
+                errors[name] = f"{name}: {exc}"
+    if errors:
+        raise RemoteError(", ".join(errors), "; ".join(errors.values())) if len(errors) > 1 \
+            else RemoteError(next(iter(errors)), next(iter(errors.values())).split(": ", 1)[-1])
+    return results

@@ -1,0 +1,1 @@
+"""Scripts that run on the hosts (stdlib only; never import launcher)."""
