@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from launcher.core.hostfile import Host  # noqa: E402
 from launcher.ops.launch import launch_all, launcher_for  # noqa: E402
 from launcher.core.layout import JobLayout  # noqa: E402
-from launcher.runners.nodeexec import make_exec  # noqa: E402
+from launcher.runners import make_runner as make_exec  # noqa: E402
 from launcher.core.plan import NodePlan, Plan, StageItem  # noqa: E402
 from launcher.runners import ConnectOptions  # noqa: E402
 from launcher.runners.openssh import control_path, rsync_rsh  # noqa: E402

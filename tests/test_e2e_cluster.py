@@ -15,7 +15,7 @@ import pytest
 
 from launcher.errors import RemoteError
 from launcher.ops.service import JobService, SubmitOptions
-from launcher.runners.nodeexec import make_exec
+from launcher.runners import make_runner as make_exec
 from launcher.ops.registry import Registry
 from launcher.runners import ConnectOptions
 from tests.test_e2e_local import losses, write_job, write_toy_data

@@ -21,7 +21,7 @@ import pytest
 from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
 from launcher.ops.launch import launcher_for, pick_port
-from launcher.runners.nodeexec import make_exec
+from launcher.runners import make_runner as make_exec
 from launcher.core.plan import StageItem
 from launcher.runners import ConnectOptions
 from launcher.ops.stage import HashCache, Progress, Stager, collect

@@ -309,7 +309,7 @@ def test_hostile_values_reach_a_real_host_literally_and_secrets_stay_secret(ssh_
     from functools import partial
 
     from launcher.ops.service import JobService, SubmitOptions, prepare
-    from launcher.runners.nodeexec import make_exec
+    from launcher.runners import make_runner as make_exec
     from launcher.ops.registry import Registry
     from launcher.runners import ConnectOptions
 
@@ -379,7 +379,7 @@ def env_literal(env: dict) -> dict:
 def test_hostile_secret_value_never_in_registry_bytes(tmp_path, monkeypatch):
     """A job that fails at the first host contact (name does not resolve) is still recorded; its secret must not be."""
     from launcher.ops.service import JobService, SubmitOptions
-    from launcher.runners.nodeexec import make_exec
+    from launcher.runners import make_runner as make_exec
     from launcher.ops.registry import Registry
 
     monkeypatch.chdir(tmp_path)

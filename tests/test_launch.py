@@ -12,7 +12,7 @@ import pytest
 from launcher.core.hostfile import Host
 from launcher.ops.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch_all, pick_port
 from launcher.core.layout import JobLayout
-from launcher.runners.nodeexec import LocalExec
+from launcher.runners import LocalRunner as LocalExec
 from launcher.core.plan import NodePlan, Plan
 
 PY = sys.executable

@@ -1,13 +1,16 @@
 """LocalRunner against real processes on this machine (subprocess, setsid, /proc)."""
 
-import signal
 import threading
 import time
 
 import pytest
 
 from launcher.core.hostfile import Host
+from launcher.errors import RemoteError
 from launcher.runners import CommandFailed, CommandTimeout, LocalRunner, make_runner
+
+
+HOSTILE = "a b'c\"d $(x) `y` ; z"
 
 
 @pytest.fixture
@@ -48,44 +51,22 @@ def test_stream_delivers_lines_and_stops(local):
     assert res.exit_code is None and time.monotonic() - t0 < 5
 
 
-def test_detached_records_pid_and_exit_code_and_group_signal(local, tmp_path):
-    d = tmp_path / "job dir"
-    pid = local.start_detached(["sh", "-c", "echo hi; exit 7"], cwd=str(tmp_path),
-                               log_path=str(d / "log"), pid_path=str(d / "pid"),
-                               exit_code_path=str(d / "exit"))
-    deadline = time.monotonic() + 10
-    while not (d / "exit").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert (d / "exit").read_text().strip() == "7"
-    assert (d / "log").read_text() == "hi\n" and int((d / "pid").read_text()) == pid
-    assert not local.process_state(pid).alive
-
-    pid = local.start_detached(["sh", "-c", "sleep 60 & sleep 60; wait"], log_path=str(d / "l2"),
-                               pid_path=str(d / "p2"), exit_code_path=str(d / "e2"))
-    assert local.process_state(pid).alive
-    assert local.signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while local.process_state(pid).alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not local.process_state(pid).alive
-    assert (d / "e2").read_text().strip() == "143"  # the wrapper saw its child die of TERM
-    assert _live_group_members(pid) == []  # the background `sleep 60` died too
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Processes of a group that are not zombies (zombies still answer `kill`)."""
-    import os
-    live = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            live.append(int(entry))
-    return live
+def test_exec_streams_stdin_and_stdout_and_times_out(local, tmp_path):
+    """The one primitive every runner has: chunks in, bytes out (or into a file), code as data."""
+    res = local.exec(["sh", "-c", "cat; echo err >&2; exit 3"], [b"a" * 70000, b"b\n"])
+    assert res.exit_code == 3 and res.stdout == b"a" * 70000 + b"b\n" and res.stderr == b"err\n"
+    with open(tmp_path / "out", "wb") as f:
+        res = local.exec(["printf", "%s", HOSTILE], stdout=f)
+    assert res.ok and res.stdout == b"" and (tmp_path / "out").read_text() == HOSTILE
+    with pytest.raises(CommandTimeout):
+        local.exec(["sleep", "5"], timeout=0.2)
+    with pytest.raises(RemoteError, match="sh failed: boom"):
+        local.check(["sh", "-c", "echo boom >&2; exit 1"], what="sh")
+    dest = tmp_path / "up" / "file"
+    assert local.upload_stream([b"x" * 10, b"y"], str(dest), 0o600) == 11
+    with open(tmp_path / "down", "wb") as f:
+        assert local.download(str(dest), f, offset=4) == 7
+    assert (tmp_path / "down").read_bytes() == b"x" * 6 + b"y" and (dest.stat().st_mode & 0o777) == 0o600
 
 
 def test_put_get_put_tar(local, tmp_path):

@@ -97,9 +97,11 @@ def test_upload_download_offset_hostile_path(ssh_cluster):
         assert r.download(path, buf) == len(payload) and buf.getvalue() == payload
         buf = io.BytesIO()
         assert r.download(path, buf, offset=(3 << 20) + 1) == 3 and buf.getvalue() == b"ail"
-        code, out, _ = r.exec(["sh", "-c", "ls /srv/CANARY* 2>/dev/null | wc -l"])
+        res = r.exec(["sh", "-c", "ls /srv/CANARY* 2>/dev/null | wc -l"])
+        code, out = res.exit_code, res.stdout
         assert code == 0 and out.decode().split()[-1] == "0"
-        code, out, _ = r.exec(["ls", "--", HOSTILE])
+        res = r.exec(["ls", "--", HOSTILE])
+        code, out = res.exit_code, res.stdout
         assert code == 0 and out.decode().split() == ["f.bin"]  # no .part left behind
         with pytest.raises(Exception, match="No such file"):
             r.download("/srv/nope", io.BytesIO())
@@ -119,7 +121,7 @@ def test_put_get_put_tar_through_ssh(ssh_cluster, tmp_path):
         (tmp_path / "x.sh").write_text("echo hi\n")
         (tmp_path / "x.sh").chmod(0o750)
         r.put(tmp_path / "x.sh", "/srv/x dir/x.sh")
-        assert r.exec(["sh", "-c", "stat -c %a '/srv/x dir/x.sh'; '/srv/x dir/x.sh'"])[1].split() == [b"750", b"hi"]
+        assert r.exec(["sh", "-c", "stat -c %a '/srv/x dir/x.sh'; '/srv/x dir/x.sh'"]).stdout.split() == [b"750", b"hi"]
 
 
 @pytest.mark.cluster
@@ -129,10 +131,10 @@ def test_unknown_host_key_refused_then_accepted_through_ssh(ssh_cluster, tmp_pat
         runner(ssh_cluster, 2, known_hosts=known).exec(["true"])
     assert not known.exists() or ssh_cluster.hosts[2].address not in known.read_text()
     with runner(ssh_cluster, 2, known_hosts=known, accept_new_host_keys=True) as r:
-        assert r.exec(["hostname"])[1].strip() == b"host2"
+        assert r.exec(["hostname"]).stdout.strip() == b"host2"
     assert ssh_cluster.host_key_line(2).split()[2] in known.read_text()
     with runner(ssh_cluster, 2, known_hosts=known) as r:  # now known: strict mode connects
-        assert r.exec(["true"])[0] == 0
+        assert r.exec(["true"]).exit_code == 0
 
 
 @pytest.mark.cluster
@@ -171,6 +173,6 @@ def test_shared_master_survives_close_and_serves_the_next_runner(ssh_cluster):
     assert [p for p in Path(a._control).parent.iterdir() if p.name.startswith(prefix)]  # still there
     b = runner(ssh_cluster, 2, control_persist=20)
     assert b._control == a._control
-    assert b.exec(["hostname"])[1].strip() == b"host2"
+    assert b.exec(["hostname"]).stdout.strip() == b"host2"
     close_master(b.ssh, b.host, b.options, b._control)  # leave no master behind for other tests
     assert not [p for p in Path(a._control).parent.iterdir() if p.name.startswith(prefix)]

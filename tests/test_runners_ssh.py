@@ -1,14 +1,13 @@
 """SSHRunner against the real sshd cluster: quoting, files, detached processes, host keys."""
 
-import signal
-import time
 
 import pytest
 
 from launcher.core.hostfile import Host
-from launcher.runners import ConnectOptions, HostKeyError, SSHRunner
+from launcher.runners import CommandTimeout, ConnectOptions, HostKeyError, SSHRunner
 
 pytestmark = pytest.mark.cluster
+HOSTILE = "a b'c\"d $(x) `y` ; z"
 HOSTILE_DIR = "/srv/we ird'dir\";$(touch /srv/CANARY);`touch /srv/CANARY2`"
 
 
@@ -50,39 +49,17 @@ def test_put_tar_many_files(ssh_cluster, tmp_path):
     r.close()
 
 
-def test_detached_survives_disconnect_and_records_exit_code(ssh_cluster):
+def test_paramiko_exec_streams_both_ways_and_times_out(ssh_cluster, tmp_path):
+    """The paramiko runner's exec (the fallback without an ssh binary): stdin chunks in,
+    stdout into a file as it arrives, the exit code as data, a bounded wait."""
     r = runner(ssh_cluster, 2)
-    pid = r.start_detached(["sh", "-c", "sleep 1; echo finished; exit 5"], cwd="~",
-                           log_path="~/job/log", pid_path="~/job/pid", exit_code_path="~/job/exit")
-    assert r.process_state(pid).alive
-    r.close()  # the connection goes; the job must not
-    job = ssh_cluster.hosts[2].path("/root/job")
-    deadline = time.monotonic() + 15
-    while not (job / "exit").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (job / "exit").read_text().strip() == "5"
-    assert (job / "log").read_text() == "finished\n"
-    assert int((job / "pid").read_text()) == pid
-    r2 = runner(ssh_cluster, 2)
-    assert not r2.process_state(pid).alive  # exited (maybe a zombie): not alive
-    r2.close()
-
-
-def test_signal_group_kills_the_whole_group(ssh_cluster):
-    r = runner(ssh_cluster, 0)
-    pid = r.start_detached(["sh", "-c", "sleep 300 & sleep 300 & wait"], log_path="/tmp/g/log",
-                           pid_path="/tmp/g/pid", exit_code_path="/tmp/g/exit")
-    group = lambda: r.run(["ps", "-o", "pid=,stat=", "-g", str(pid)], check=False).stdout.split("\n")
-    live = [l for l in group() if l.strip() and "Z" not in l.split()[-1]]
-    assert len(live) == 4  # the wrapper, the job's sh and its two sleeps
-    assert r.signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        live = [l for l in group() if l.strip() and "Z" not in l.split()[-1]]
-        if not live:
-            break
-        time.sleep(0.05)
-    assert live == []
+    res = r.exec(["sh", "-c", "cat; echo err >&2; exit 4"], [b"z" * 300000, b"!"])
+    assert res.exit_code == 4 and res.stdout == b"z" * 300000 + b"!" and res.stderr == b"err\n"
+    with open(tmp_path / "out", "wb") as f:
+        assert r.exec(["printf", "%s", HOSTILE], stdout=f).ok
+    assert (tmp_path / "out").read_text() == HOSTILE
+    with pytest.raises(CommandTimeout):
+        r.exec(["sleep", "30"], timeout=0.5)
     r.close()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
-from launcher.runners.nodeexec import LocalExec
+from launcher.runners import LocalRunner as LocalExec
 from launcher.core.plan import StageItem
 from launcher.ops.stage import HashCache, IgnoreRules, Stager, collect, tar_stream
 from launcher.remote import stage as stage_remote
@@ -141,11 +141,11 @@ class CountingExec(LocalExec):
         super().__init__(host)
         self.calls: list[str] = []
 
-    def exec(self, argv, stdin=(), timeout=None):
+    def exec(self, argv, stdin=(), *, stdout=None, timeout=None):
         script = argv[argv.index("-c") + 1]
         self.calls.append({stage_remote.LINK: "link", stage_remote.INVENTORY: "inventory",
                            stage_remote.RECEIVE: "receive"}.get(script, "other"))
-        return super().exec(argv, stdin, timeout)
+        return super().exec(argv, stdin, stdout=stdout, timeout=timeout)
 
 
 def test_noop_restage_is_one_round_trip_with_the_inventory_cache(tmp_path):

@@ -45,7 +45,7 @@ from launcher.ops import registry as reg
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.ops.fanout import run_parallel
 from launcher.core.hostfile import Host, parse_hostfile
-from launcher.runners import CommandRunner, ConnectOptions, OpenSSHRunner, make_runner
+from launcher.runners import CommandRunner, ConnectOptions, make_runner
 from launcher.core.spec import OutputsSpec
 from launcher.ops.stage import HashCache
 from launcher.core import yamlio
@@ -251,12 +251,8 @@ def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str,
     request = wire.request({"root": root, "globs": {k: list(v) for k, v in globs.items()},
                             "cache": REMOTE_HASH_CACHE, "local": dict(here or {})})
     argv = [python, "-S", "-c", collect_remote.LIST]
-    if isinstance(runner, OpenSSHRunner):  # through the ControlMaster the transfers reuse
-        code, out_b, err_b = runner.exec(argv, [request], timeout=3600)
-        out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
-    else:
-        res = runner.run(argv, stdin=request, check=False, timeout=3600)
-        code, out, err = res.exit_code, res.stdout, res.stderr
+    res = runner.exec(argv, [request], timeout=3600)  # OpenSSH: through the ControlMaster the transfers reuse
+    code, out, err = res.exit_code, res.text(), res.stderr.decode(errors="replace")
     if code != 0:
         tail = (err.strip().splitlines() or [f"exit code {code}"])[-1]
         raise RemoteError(runner.name, f"listing {root} failed: {tail}")

@@ -23,9 +23,7 @@ from typing import Callable, Sequence
 
 from launcher.remote import collect as collect_remote, wire
 from launcher.errors import AlaunchError, RemoteError
-from launcher.runners import CommandRunner, LocalRunner, OpenSSHRunner
-from launcher.runners import shell
-from launcher.runners.base import run_piped
+from launcher.runners import CommandRunner
 
 TRAILER = 32
 ZERO = b"\0" * TRAILER
@@ -174,12 +172,8 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
     argv = send_argv(python)
     code, err = None, b""
     try:
-        if isinstance(runner, OpenSSHRunner):
-            code, _, err = runner.exec(argv, [request], stdout=receiver)
-        elif isinstance(runner, LocalRunner):
-            code, _, err = run_piped(argv, [request], stdout=receiver)
-        else:
-            code, err = _paramiko(runner, argv, request, receiver)
+        res = runner.exec(argv, [request], stdout=receiver)
+        code, err = res.exit_code, res.stderr
     finally:
         receiver.close()
     if isinstance(receiver.error, RemoteError):
@@ -195,20 +189,3 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
         raise RemoteError(runner.name, f"{what} stopped (exit {code})" + (f": {tail}" if tail else "")
                           + "; rerun fetch to continue where it stopped")
 
-
-def _paramiko(runner, argv: list[str], request: bytes, receiver: Receiver) -> tuple[int, bytes]:
-    """Without an ssh binary: one paramiko channel (slower, same protocol)."""
-    chan = runner.connection.client.get_transport().open_session(window_size=1 << 27)
-    try:
-        chan.exec_command(shell.join_argv(argv))
-        chan.sendall(request)
-        chan.shutdown_write()
-        while data := chan.recv(CHUNK):
-            receiver.write(data)
-        code = chan.recv_exit_status()
-        err = b""
-        while chan.recv_stderr_ready():
-            err += chan.recv_stderr(CHUNK)
-    finally:
-        chan.close()
-    return code, err

@@ -3,7 +3,7 @@
 A backend is a small class (DeepSpeed's multinode runners): :meth:`Launcher.start_request`
 builds what to run with no side effects (so a test is two lines) and :meth:`Launcher.start`
 runs it. ``SSHLauncher`` and ``LocalLauncher`` start a detached supervisor through a
-:class:`~launcher.runners.nodeexec.NodeExec`; a Slurm backend would be one more class whose
+:class:`~launcher.runners.CommandRunner`; a Slurm backend would be one more class whose
 ``start_request`` is an ``sbatch`` argv.
 """
 
@@ -17,7 +17,7 @@ from typing import Mapping
 
 from launcher.remote import launch as launch_remote
 from launcher.errors import AlaunchError, RemoteError
-from launcher.runners.nodeexec import NodeExec
+from launcher.runners import CommandRunner
 from launcher.core.plan import NodePlan, Plan
 
 CANCEL_GRACE = 10.0
@@ -48,7 +48,7 @@ class LaunchFailed(AlaunchError):
 class Launcher(ABC):
     """How nodes of a job are started, inspected and stopped on one kind of backend."""
 
-    def __init__(self, node: NodeExec, job_id: str, python: str = "python3"):
+    def __init__(self, node: CommandRunner, job_id: str, python: str = "python3"):
         self.node = node
         self.job_id = job_id
         self.python = python
@@ -109,7 +109,7 @@ class LocalLauncher(_DetachedLauncher):
     """This machine: the same supervisor through a subprocess, outliving ``alaunch``."""
 
 
-def launcher_for(node: NodeExec, job_id: str, python: str = "python3") -> Launcher:
+def launcher_for(node: CommandRunner, job_id: str, python: str = "python3") -> Launcher:
     cls = LocalLauncher if node.host.is_local else SSHLauncher
     return cls(node, job_id, python)
 

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -20,9 +20,9 @@ from launcher.ops import registry as reg
 from launcher.core import validate
 from launcher.errors import AlaunchError, ExitCode, InputError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
-from launcher.ops.launch import Launcher, NodeStatus, launch_all, launcher_for, pick_port
+from launcher.ops.launch import NodeStatus, launch_all, launcher_for, pick_port
 from launcher.core.layout import JobLayout
-from launcher.runners.nodeexec import NodeExec, make_exec
+from launcher.runners import CommandRunner, make_runner
 from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, Plan, build_plan, stage_items
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job, redacted_text
@@ -104,7 +104,7 @@ class JobService:
     """Submit, refresh, cancel and wait, against one registry; hosts reached through ``exec_factory``."""
 
     def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
-                 progress: Progress | None = None, exec_factory: Callable[[Host], NodeExec] = make_exec):
+                 progress: Progress | None = None, exec_factory: Callable[[Host], CommandRunner] = make_runner):
         self.registry = registry
         self.state_dir = Path(state_dir)
         self.say = say
@@ -294,7 +294,7 @@ class JobService:
             raise AlaunchError(f"job {record.id} FAILED, but could not verify it stopped on {', '.join(bad)}")
         return self.registry.get(record.id)
 
-    def log_progress(self, node: reg.NodeRecord, ex: NodeExec, python: str) -> str:
+    def log_progress(self, node: reg.NodeRecord, ex: CommandRunner, python: str) -> str:
         """'step 12/234, loss 1.29' read from the last lines of the node's logs ('' if none yet)."""
         from launcher.ops.follow import node_progress, tail_argv
         result = ex.exec(tail_argv(python, node.job_dir), timeout=30)
@@ -303,7 +303,7 @@ class JobService:
         return node_progress(node.host, result.text())
 
 
-def _close(execs: Mapping[str, NodeExec]) -> None:
+def _close(execs: Mapping[str, CommandRunner]) -> None:
     for ex in execs.values():
         ex.close()
 

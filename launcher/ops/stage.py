@@ -31,7 +31,9 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 from launcher.remote import stage as stage_remote, wire
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.core.hostfile import Host
-from launcher.runners.nodeexec import CHUNK, NodeExec
+from launcher.runners import CommandRunner
+
+CHUNK = 1 << 20  # read/write block for hashing and the tar stream
 from launcher.core.plan import StageItem
 
 DEFAULT_IGNORES = (".git", ".venv", "__pycache__")
@@ -380,7 +382,7 @@ def store_base(host: Host) -> str:
     return posixpath.join(host.remote_workdir.rstrip("/") or "/", STORE_DIRNAME)
 
 
-def inventory(node: NodeExec, objects: Iterable[str], python: str = "python3") -> Inventory:
+def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python3") -> Inventory:
     """One round trip: which objects the host has, its free bytes, filesystem id and $HOME."""
     request = wire.request({"base": store_base(node.host), "objects": sorted(objects)})
     result = node.check([python, "-S", "-c", stage_remote.INVENTORY], [request], timeout=120, what="inventory")
@@ -466,7 +468,7 @@ class StageResult:
 class Stager:
     """Stage one LocalSet to many hosts: inventory all, send per filesystem, materialise."""
 
-    def __init__(self, nodes: Mapping[str, NodeExec], python: str | Mapping[str, str] = "python3",
+    def __init__(self, nodes: Mapping[str, CommandRunner], python: str | Mapping[str, str] = "python3",
                  progress: Progress | None = None, known: InventoryCache | None = None):
         self.nodes = nodes
         self.python = python
@@ -517,7 +519,7 @@ class Stager:
             groups.setdefault((i.fsid, i.base, resolve_home(roots[name], i.home)), []).append(name)
         leaders = {members[0]: members for members in groups.values()}
 
-        def link(node: NodeExec) -> HostReport | None:
+        def link(node: CommandRunner) -> HostReport | None:
             name = node.host.name
             i = ready[name]
             start = time.monotonic()
@@ -557,7 +559,7 @@ class Stager:
                                           f"{need:,} bytes ({need / 2**30:.2f} GiB) for this job, "
                                           f"{inv[leader].free:,} free")
 
-        def send(node: NodeExec) -> HostReport:
+        def send(node: CommandRunner) -> HostReport:
             name = node.host.name
             i = inv[name]
             missing = [objects[s] for s in sorted(objects) if s not in i.have]
@@ -582,7 +584,7 @@ class Stager:
         return StageResult(reports, inv)
 
 
-def run_parallel(nodes: Mapping[str, NodeExec], fn: Callable[[NodeExec], object]) -> dict:
+def run_parallel(nodes: Mapping[str, CommandRunner], fn: Callable[[CommandRunner], object]) -> dict:
     """fn on every node at once; one error naming every host that failed."""
     results, errors = {}, {}
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(nodes)))) as pool:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from launcher.core.hostfile import Host
 from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
-                                   ConnectError, HostKeyError, ProcessState)
+                                   ConnectError, ExecResult, HostKeyError)
 from launcher.runners.local import LocalRunner
 from launcher.runners.openssh import OpenSSHRunner, ssh_argv, ssh_binary, ssh_options
 from launcher.runners.ssh import ConnectOptions, SSHRunner
@@ -38,5 +38,5 @@ def make_runner(host: Host, options: ConnectOptions | None = None) -> CommandRun
 
 
 __all__ = ["CommandFailed", "CommandResult", "CommandRunner", "CommandTimeout", "ConnectError",
-           "ConnectOptions", "HostKeyError", "LocalRunner", "OpenSSHRunner", "ProcessState", "SSHRunner",
+           "ConnectOptions", "ExecResult", "HostKeyError", "LocalRunner", "OpenSSHRunner", "SSHRunner",
            "make_runner", "ssh_argv", "ssh_binary", "ssh_options"]

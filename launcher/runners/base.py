@@ -1,8 +1,20 @@
-"""The one transport interface (SkyPilot's CommandRunner): run, stream, move files, detach.
+"""The one transport interface (SkyPilot's CommandRunner): exec, run, stream, move files.
 
-Local and SSH runners implement the same small set of primitives, so everything above
-(hosts check, stage, launch, follow, collect) is written once. Results are typed; failures
-are :class:`RemoteError` subclasses that name the host and say what happened.
+Every way of reaching a node (local subprocess, OpenSSH client, paramiko) is one
+:class:`CommandRunner` subclass with the same primitives, so everything above (hosts check,
+stage, launch, follow, collect) is written once:
+
+- :meth:`CommandRunner.exec`: argv with stdin streamed in as byte chunks and stdout returned
+  or written to a file object as it arrives; the exit code is data. Staging, launch and
+  fetch run their fixed host scripts (launcher/remote/) this way, so user values never
+  become shell text.
+- :meth:`~CommandRunner.run` / :meth:`~CommandRunner.stream`: text commands and line streams
+  (hosts check, follow).
+- :meth:`~CommandRunner.download` / :meth:`~CommandRunner.upload_stream` and put/get/put_tar,
+  built on exec unless a runner has a better way.
+
+Results are typed; failures are :class:`RemoteError` subclasses that name the host and say
+what happened.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
 
 from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
@@ -36,14 +48,25 @@ class CommandResult:
 
 
 @dataclass(frozen=True)
-class ProcessState:
-    pid: int
-    state: str | None  # /proc/PID/stat state letter; None when there is no such process
+class ExecResult:
+    """What :meth:`CommandRunner.exec` returns: bytes, and the exit code as data."""
+
+    host: str
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    duration: float
 
     @property
-    def alive(self) -> bool:
-        """Zombies (Z) and dead (X) are not alive, although `kill -0` would say they are."""
-        return self.state is not None and self.state not in ("Z", "X")
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    def error_line(self) -> str:
+        lines = self.stderr.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else f"exit code {self.exit_code}"
 
 
 class CommandFailed(RemoteError):
@@ -90,6 +113,14 @@ class CommandRunner(ABC):
 
     # --- primitives each runner implements
     @abstractmethod
+    def exec(self, argv: Sequence[str], stdin: Iterable[bytes] = (), *, stdout: BinaryIO | None = None,
+             timeout: float | None = None) -> ExecResult:
+        """Run ``argv`` (no shell on this side; quoted for the remote one), streaming ``stdin``
+        chunks in; stdout goes to ``stdout`` (a binary file object, written as it arrives; the
+        result's ``stdout`` is then empty) or into the result. The exit code is data;
+        connection failures raise :class:`ConnectError`, a timeout :class:`CommandTimeout`."""
+
+    @abstractmethod
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
             cwd: str | None = None, timeout: float | None = None, check: bool = True,
             stdin: str | bytes | None = None) -> CommandResult:
@@ -121,26 +152,50 @@ class CommandRunner(ABC):
     def close(self) -> None:
         """Release the connection (idempotent)."""
 
-    # --- built on run()
-    def start_detached(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                       cwd: str | None = None, log_path: str, pid_path: str,
-                       exit_code_path: str) -> int:
-        """Start argv in its own session; returns its pid (= its process group id)."""
-        script = shell.detached_script(argv, env=env, cwd=cwd, log_path=log_path,
-                                       pid_path=pid_path, exit_code_path=exit_code_path)
-        res = self.run(["sh", "-c", script], timeout=shell.DETACHED_START_WAIT_S + 20)
-        try:
-            return int(res.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise RemoteError(self.name, f"detached start printed no pid: {res.stdout!r}") from None
+    # --- built on exec()
+    def check(self, argv: Sequence[str], stdin: Iterable[bytes] = (), timeout: float | None = None,
+              what: str = "command") -> ExecResult:
+        """:meth:`exec`, raising when the command exits non-zero (``what`` names it)."""
+        result = self.exec(argv, stdin, timeout=timeout)
+        if not result.ok:
+            raise RemoteError(self.name, f"{what} failed: {result.error_line()}")
+        return result
 
-    def signal_group(self, pgid: int, sig: int | str) -> bool:
-        """Signal a whole process group; False when no such group exists any more."""
-        return self.run(shell.signal_argv(pgid, sig), check=False).exit_code == 0
+    def warm(self) -> None:
+        """Start connecting in the background (so the handshake overlaps local work); the next
+        exec waits for it. Nothing to do where there is no connection."""
 
-    def process_state(self, pid: int) -> ProcessState:
-        res = self.run(shell.stat_argv(pid), check=False)
-        return ProcessState(pid, shell.parse_proc_stat(res.stdout) if res.ok else None)
+    def download(self, remote_path: str, fileobj: BinaryIO, offset: int = 0) -> int:
+        """Write the remote file (from byte ``offset``) into ``fileobj``; returns bytes written.
+
+        One ``tail -c +N`` (or ``cat``) through :meth:`exec`: streamed, never whole in memory,
+        resumable by passing the size already fetched.
+        """
+        counter = _Counting(fileobj)
+        remote = ["tail", "-c", f"+{offset + 1}", "--", remote_path] if offset else ["cat", "--", remote_path]
+        result = self.exec(remote, stdout=counter)
+        if not result.ok:
+            raise CommandFailed(CommandResult(self.name, tuple(remote), result.exit_code, "",
+                                              result.stderr.decode(errors="replace"), result.duration))
+        return counter.count
+
+    def upload_stream(self, chunks: Iterable[bytes], remote_path: str, mode: int = 0o644) -> int:
+        """Write chunks to ``remote_path`` atomically (temp name, then rename); returns bytes sent."""
+        sent = [0]
+
+        def counted() -> Iterable[bytes]:
+            for c in chunks:
+                sent[0] += len(c)
+                yield c
+
+        script = ('set -e; d=$(dirname -- "$1"); mkdir -p -- "$d"; t="$1.part.$$"; '
+                  'cat > "$t"; chmod "$2" "$t"; mv -f -- "$t" "$1"')
+        remote = ["sh", "-c", script, "alaunch-upload", remote_path, f"{mode:o}"]
+        result = self.exec(remote, counted())
+        if not result.ok:
+            raise CommandFailed(CommandResult(self.name, tuple(remote), result.exit_code, "",
+                                              result.stderr.decode(errors="replace"), result.duration))
+        return sent[0]
 
     def __enter__(self) -> "CommandRunner":
         return self
@@ -208,3 +263,18 @@ def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tupl
     for t in readers:
         t.join()
     return code, bytes(out), bytes(err)
+
+
+class _Counting:
+    """A binary file wrapper that counts what is written through it."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.count = f, 0
+
+    def write(self, data) -> int:
+        n = self.f.write(data)
+        self.count += len(data)
+        return n if n is not None else len(data)
+
+    def flush(self) -> None:
+        self.f.flush()

@@ -1,7 +1,7 @@
 """This machine as a host (``localhost`` in a hostfile, ``--local``): subprocess, no SSH.
 
-argv is executed directly (no shell), so quoting cannot go wrong here; the detached start
-reuses the same shell script the SSH runner sends, so both behave the same.
+argv is executed directly (no shell), so quoting cannot go wrong here; the host scripts
+(launcher/remote/) run as the same subprocess argv the SSH runners send.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import BinaryIO, Iterable, Mapping, Sequence
 
 from launcher.errors import RemoteError
 from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
-                                   LineCallback)
+                                   ExecResult, LineCallback, run_piped)
 from launcher.runners.shell import env_argv
 
 
@@ -27,6 +27,17 @@ def _expand(path: str | None) -> str | None:
 
 
 class LocalRunner(CommandRunner):
+    def exec(self, argv: Sequence[str], stdin: Iterable[bytes] = (), *, stdout: BinaryIO | None = None,
+             timeout: float | None = None) -> ExecResult:
+        start = time.monotonic()
+        try:
+            code, out, err = run_piped([str(a) for a in argv], stdin, stdout, timeout)
+        except FileNotFoundError as exc:
+            code, out, err = 127, b"", f"{argv[0]}: command not found ({exc.strerror})".encode()
+        if code is None:
+            raise CommandTimeout(self.name, f"`{argv[0]}` timed out after {timeout:g} s")
+        return ExecResult(self.name, code, out, err, time.monotonic() - start)
+
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str] | None:
         if not env:
             return None

@@ -37,7 +37,8 @@ from typing import BinaryIO, Iterable, Sequence
 
 from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
-from launcher.runners.base import CommandFailed, CommandResult, ConnectError, HostKeyError, run_piped
+from launcher.runners.base import (CommandFailed, CommandResult, CommandTimeout, ConnectError, ExecResult,
+                                   HostKeyError, _Counting, run_piped)
 from launcher.runners.ssh import ConnectOptions, SSHRunner
 
 CHUNK = 1 << 20
@@ -151,12 +152,9 @@ def classify(host: str, stderr: str, known_hosts: Path | str | None) -> ConnectE
 
 
 class OpenSSHRunner(SSHRunner):
-    """SSHRunner whose bulk file moves go through ``ssh`` processes; commands stay on paramiko.
-
-    Extra primitives: :meth:`exec` (argv with streamed stdin), :meth:`download` (a remote
-    file, optionally from an offset, into any binary file object) and :meth:`upload_stream`
-    (chunks into a remote file, written to a temp name and renamed).
-    """
+    """SSHRunner whose :meth:`exec` (and so staging, launch, fetch and put/get/put_tar) goes
+    through ``ssh`` processes; ``run``/``stream``/``ping`` stay on paramiko (~2 ms a round trip
+    on the open connection, and fine control of the channel for follow)."""
 
     def __init__(self, host: Host, options: ConnectOptions | None = None, ssh: str | None = None):
         super().__init__(host, options)
@@ -193,51 +191,20 @@ class OpenSSHRunner(SSHRunner):
         return CommandFailed(CommandResult(self.name, tuple(argv), code, "", text, time.monotonic() - start))
 
     def exec(self, remote_argv: Sequence[str], stdin: Iterable[bytes] = (), *,
-             stdout: BinaryIO | None = None, timeout: float | None = None) -> tuple[int, bytes, bytes]:
-        """Run remote argv, stream ``stdin`` chunks in; stdout goes to ``stdout`` (a binary file,
-        written as it arrives) or is returned. Returns (exit code, stdout, stderr); connection
-        failures raise ConnectError / HostKeyError."""
+             stdout: BinaryIO | None = None, timeout: float | None = None) -> ExecResult:
+        """One ``ssh`` process over this runner's ControlMaster: ``stdin`` chunks streamed in,
+        stdout to ``stdout`` (as it arrives) or returned. Connection failures raise
+        ConnectError / HostKeyError (ssh's exit 255 with its message classified)."""
         self._wait_warm()
+        start = time.monotonic()
         code, out, err = run_piped(self.argv(remote_argv), stdin, stdout, timeout)
         if code is None:
-            raise RemoteError(self.name, f"timed out after {timeout:g} s: {remote_argv[0]}")
+            raise CommandTimeout(self.name, f"`{remote_argv[0]}` timed out after {timeout:g} s")
         if code == SSH_FAILED:
             conn = classify(self.name, err.decode(errors="replace"), self.options.known_hosts)
             if conn is not None:
                 raise conn
-        return code, out, err
-
-    def download(self, remote_path: str, fileobj: BinaryIO, offset: int = 0) -> int:
-        """Write the remote file (from byte ``offset``) into ``fileobj``; returns bytes written.
-
-        One ``ssh`` process running ``tail -c +N`` (or ``cat``): streamed, never whole in memory,
-        resumable by passing the size already fetched.
-        """
-        start = time.monotonic()
-        counter = _Counting(fileobj)
-        remote = ["tail", "-c", f"+{offset + 1}", "--", remote_path] if offset else ["cat", "--", remote_path]
-        code, _, err = self.exec(remote, stdout=counter)
-        if code != 0:
-            raise self._fail(remote, code, err, start)
-        return counter.count
-
-    def upload_stream(self, chunks: Iterable[bytes], remote_path: str, mode: int = 0o644) -> int:
-        """Write chunks to ``remote_path`` atomically (temp name, then rename); returns bytes sent."""
-        start = time.monotonic()
-        sent = [0]
-
-        def counted() -> Iterable[bytes]:
-            for c in chunks:
-                sent[0] += len(c)
-                yield c
-
-        script = ('set -e; d=$(dirname -- "$1"); mkdir -p -- "$d"; t="$1.part.$$"; '
-                  'cat > "$t"; chmod "$2" "$t"; mv -f -- "$t" "$1"')
-        remote = ["sh", "-c", script, "alaunch-upload", remote_path, f"{mode:o}"]
-        code, _, err = self.exec(remote, counted())
-        if code != 0:
-            raise self._fail(remote, code, err, start)
-        return sent[0]
+        return ExecResult(self.name, code, out, err, time.monotonic() - start)
 
     # --- CommandRunner file primitives, through ssh processes
     def put(self, local_path: str | Path, remote_path: str) -> None:
@@ -282,7 +249,8 @@ class OpenSSHRunner(SSHRunner):
         t = threading.Thread(target=produce, daemon=True)
         t.start()
         try:
-            code, _, err = self.exec(remote, iter(lambda: reader.read1(CHUNK), b""))
+            result = self.exec(remote, iter(lambda: reader.read1(CHUNK), b""))
+            code, err = result.exit_code, result.stderr
         finally:
             reader.close()
             t.join()
@@ -309,18 +277,3 @@ def close_master(ssh: str, host: Host, options: ConnectOptions, control: str) ->
     argv = [ssh, *ssh_options(host, options, control=control), "-O", "exit", "--", host.name]
     subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=10, check=False)
-
-
-class _Counting:
-    """A write-only file wrapper that counts bytes (tarfile and download write through it)."""
-
-    def __init__(self, f: BinaryIO):
-        self.f, self.count = f, 0
-
-    def write(self, data) -> int:
-        self.f.write(data)
-        self.count += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self.f.flush()

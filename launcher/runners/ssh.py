@@ -20,14 +20,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+import contextlib
+from typing import BinaryIO, Iterable, Mapping, Sequence
 
 import paramiko
 
 from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
 from launcher.runners import shell
-from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
+from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout, ExecResult,
                                    ConnectError, HostKeyError, LineCallback)
 
 WINDOW = 1 << 27  # a large flow-control window: paramiko's 2 MiB default caps throughput
@@ -192,7 +193,50 @@ class SSHRunner(CommandRunner):
 
     # ------------------------------------------------------------------ commands
     def _session(self):
-        return self.connection.client.get_transport().open_session(window_size=WINDOW)
+        try:
+            return self.connection.client.get_transport().open_session(window_size=WINDOW)
+        except RemoteError:
+            raise
+        except (OSError, socket.timeout, paramiko.SSHException) as exc:
+            raise RemoteError(self.name, f"unreachable: {exc}") from None
+
+    def exec(self, argv: Sequence[str], stdin: Iterable[bytes] = (), *, stdout: BinaryIO | None = None,
+             timeout: float | None = None) -> ExecResult:
+        """One channel (128 MiB window: the 2 MiB default caps a fast link): stdin chunks
+        streamed in while two threads drain stdout and stderr, so neither side blocks.
+        ``timeout`` bounds the whole command, the exit status included."""
+        argv = tuple(str(a) for a in argv)
+        start = time.monotonic()
+        chan = self._session()
+        out, err = bytearray(), bytearray()
+
+        def drain(recv, sink) -> None:
+            with contextlib.suppress(OSError, socket.timeout):
+                while data := recv(1 << 20):
+                    sink(data)
+
+        try:
+            chan.settimeout(timeout)
+            chan.exec_command(shell.join_argv(argv))
+            readers = [threading.Thread(target=drain, args=(chan.recv, stdout.write if stdout else out.extend),
+                                        daemon=True),
+                       threading.Thread(target=drain, args=(chan.recv_stderr, err.extend), daemon=True)]
+            for r in readers:
+                r.start()
+            with contextlib.suppress(OSError):  # the remote side ended early: its exit code and stderr say why
+                for chunk in stdin:
+                    chan.sendall(chunk)
+            chan.shutdown_write()
+            if not chan.status_event.wait(timeout):
+                raise CommandTimeout(self.name, f"`{argv[0]}` timed out after {timeout:g} s")
+            code = chan.recv_exit_status()
+            for r in readers:
+                r.join(timeout)
+        except socket.timeout:
+            raise CommandTimeout(self.name, f"`{argv[0]}` timed out after {timeout:g} s") from None
+        finally:
+            chan.close()
+        return ExecResult(self.name, code, bytes(out), bytes(err), time.monotonic() - start)
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
             cwd: str | None = None, timeout: float | None = None, check: bool = True,

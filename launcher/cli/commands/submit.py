@@ -60,10 +60,10 @@ def exec_factory(known_hosts: Optional[Path], ssh_config: Optional[Path], accept
     """How the verbs reach hosts: the transport's ConnectOptions, shared by every host."""
     from functools import partial
 
-    from launcher.runners.nodeexec import make_exec
+    from launcher.runners import make_runner
     from launcher.runners import ConnectOptions
     options = ConnectOptions(known_hosts=known_hosts, ssh_config=ssh_config, accept_new_host_keys=accept_new)
-    return partial(make_exec, options=options)
+    return partial(make_runner, options=options)
 
 
 def register(app: typer.Typer) -> None:
