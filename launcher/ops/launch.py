@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from launcher.ops.fanout import run_parallel
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -116,15 +116,13 @@ def launcher_for(node: CommandRunner, job_id: str, python: str = "python3") -> L
 
 def launch_all(plan: Plan, launchers: Mapping[int, Launcher]) -> dict[int, Started]:
     """Start every node in parallel; if any fails, stop the started ones and raise LaunchFailed."""
-    started: dict[int, Started] = {}
+    results = run_parallel(plan.nodes, lambda n: launchers[n.node_rank].start(n))
+    started: dict[int, Started] = {n.node_rank: s for n, s in results.succeeded.items()}
     errors: dict[int, str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(32, len(plan.nodes)))) as pool:
-        futures = {n.node_rank: pool.submit(launchers[n.node_rank].start, n) for n in plan.nodes}
-        for rank, fut in futures.items():
-            try:
-                started[rank] = fut.result()
-            except (AlaunchError, OSError, ValueError) as exc:
-                errors[rank] = getattr(exc, "message", str(exc))
+    for n, exc in results.failed.items():
+        if not isinstance(exc, (AlaunchError, OSError, ValueError)):
+            raise exc
+        errors[n.node_rank] = getattr(exc, "message", str(exc))
     if not errors:
         return started
     stopped = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -26,6 +26,7 @@ from launcher.runners import CommandRunner, make_runner
 from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, Plan, build_plan, stage_items
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job, redacted_text
+from launcher.ops.fanout import run_parallel
 from launcher.ops.stage import CACHE_NAME, HashCache, Progress, Stager, collect, resolve_home
 
 STATE_EXIT = {reg.SUCCEEDED: ExitCode.OK, reg.FAILED: ExitCode.JOB_FAILED, reg.RUNNING: ExitCode.JOB_RUNNING,
@@ -210,8 +211,7 @@ class JobService:
             finally:
                 ex.close()
 
-        with ThreadPoolExecutor(max_workers=max(1, min(32, len(record.nodes)))) as pool:
-            statuses = list(pool.map(one, record.nodes))
+        statuses = list(run_parallel(record.nodes, one).raise_on_failure().values())
         for s in statuses:
             fields = {"state": s.state, "exit_code": s.exit_code}
             if s.state in reg.TERMINAL:
@@ -259,15 +259,15 @@ class JobService:
             return f"stopped {out['found']} process(es)" + (" (SIGKILL after the grace period)" if out["sigkill"] else "")
 
         outcome: dict[str, str] = {}
-        with ThreadPoolExecutor(max_workers=max(1, min(32, len(record.nodes)))) as pool:
-            futures = {n: pool.submit(one, n) for n in record.nodes}
-            for node, fut in futures.items():
-                try:
-                    outcome[node.host] = fut.result()
-                    self.registry.set_node(record.id, node.node_rank, state=state, ended_at=reg.now_iso())
-                except AlaunchError as exc:
-                    outcome[node.host] = f"not verified: {exc.message}"
-                    self.registry.set_node(record.id, node.node_rank, state="unknown")
+        for node, result in run_parallel(record.nodes, one).items():
+            if isinstance(result, AlaunchError):
+                outcome[node.host] = f"not verified: {result.message}"
+                self.registry.set_node(record.id, node.node_rank, state="unknown")
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                outcome[node.host] = result
+                self.registry.set_node(record.id, node.node_rank, state=state, ended_at=reg.now_iso())
         return outcome
 
     def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:

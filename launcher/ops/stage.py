@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 from launcher.remote import stage as stage_remote, wire
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.core.hostfile import Host
+from launcher.ops import fanout
 from launcher.runners import CommandRunner
 
 CHUNK = 1 << 20  # read/write block for hashing and the tar stream
@@ -584,19 +585,9 @@ class Stager:
         return StageResult(reports, inv)
 
 
+
 def run_parallel(nodes: Mapping[str, CommandRunner], fn: Callable[[CommandRunner], object]) -> dict:
-    """fn on every node at once; one error naming every host that failed."""
-    results, errors = {}, {}
-    with ThreadPoolExecutor(max_workers=max(1, min(32, len(nodes)))) as pool:
-        futures = {name: pool.submit(fn, node) for name, node in nodes.items()}
-        for name, fut in futures.items():
-            try:
-                results[name] = fut.result()
-            except AlaunchError as exc:
-                errors[name] = exc.message if isinstance(exc, RemoteError) else f"{name}: {exc.message}"
-            except OSError as exc:
-                errors[name] = f"{name}: {exc}"
-    if errors:
-        raise RemoteError(", ".join(errors), "; ".join(errors.values())) if len(errors) > 1 \
-            else RemoteError(next(iter(errors)), next(iter(errors.values())).split(": ", 1)[-1])
-    return results
+    """``fn`` on every node at once through the one fan-out; host name -> result, or one
+    error naming every host that failed."""
+    done = fanout.run_parallel(nodes.values(), fn).raise_on_failure()
+    return {node.host.name: r for node, r in done.items()}
