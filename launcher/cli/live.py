@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from functools import partial
-from pathlib import Path
 from typing import Callable
 
 from rich.live import Live
@@ -19,7 +17,7 @@ from rich.live import Live
 from launcher.cli import environment
 
 from launcher.ops import registry as reg
-from launcher.cli.commands.logs import LinePrinter, compile_grep, summary_payload, summary_table
+from launcher.cli.logview import LinePrinter, compile_grep, summary_payload, summary_table
 from launcher.errors import ExitCode, InputError
 from launcher.ops.follow import Follower, FollowResult, ProgressView, progress_renderable
 from launcher.core.hostfile import Host, parse_hostfile
@@ -90,12 +88,6 @@ class LiveSink(PlainSink):
 
     def note(self, text: str) -> None:
         self.console.print(f"alaunch: {text}", style="bold", markup=False, highlight=False, soft_wrap=True)
-
-
-def runner_factory(known_hosts: Path | None, ssh_config: Path | None, accept_new: bool) -> Callable:
-    from launcher.runners import ConnectOptions, make_runner
-    return partial(make_runner, options=ConnectOptions(known_hosts=known_hosts, ssh_config=ssh_config,
-                                                       accept_new_host_keys=accept_new))
 
 
 def report(result: FollowResult, *, raw: bool, follow: bool) -> int:

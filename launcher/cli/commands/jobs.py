@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
 from launcher.cli import environment
+from launcher.cli.options import KnownHostsOpt, SshConfigOpt, AcceptNewOpt
 
 from launcher.ops import registry as reg
-from launcher.cli.commands.submit import exec_factory, ssh_options
 from launcher.errors import ExitCode
-from launcher.ops.service import STATE_EXIT, JobService
+from launcher.cli.connect import job_service
+from launcher.ops.service import STATE_EXIT
 
 ORDER = 35
 
 
-def _service(env, known_hosts, ssh_config, accept_new, job: str) -> tuple[reg.Registry, JobService]:
-    """The service for one job; SSH files default to those its submit used."""
-    registry = reg.Registry.in_state_dir(env.state_dir)
-    saved = registry.get(job).meta.get("ssh") or {}
-    known_hosts = known_hosts or (Path(saved["known_hosts"]) if "known_hosts" in saved else None)
-    ssh_config = ssh_config or (Path(saved["ssh_config"]) if "ssh_config" in saved else None)
-    return registry, JobService(registry, env.state_dir,
-                                exec_factory=exec_factory(known_hosts, ssh_config, accept_new))
-
-
 def register(app: typer.Typer) -> None:
-    s = ssh_options()
     @app.command("jobs", help="List jobs, newest first.")
     def jobs_cmd(
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -55,11 +43,11 @@ def register(app: typer.Typer) -> None:
     @app.command("status", help="Refresh a job from its hosts; exit 0/100/101/102/103 by state.")
     def status_cmd(
         job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
-        known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
-        accept_new: bool = s["accept_new"],
+        known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
+        accept_new: AcceptNewOpt = False,
     ) -> None:
         env = environment.current()
-        registry, service = _service(env, known_hosts, ssh_config, accept_new, job)
+        registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         with registry:
             record, statuses = service.refresh(job)
         table = Table("node", "host", "state", "exit code", "processes",
@@ -81,11 +69,11 @@ def register(app: typer.Typer) -> None:
     def cancel_cmd(
         job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
         grace: float = typer.Option(10.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
-        known_hosts: Optional[Path] = s["known_hosts"], ssh_config: Optional[Path] = s["ssh_config"],
-        accept_new: bool = s["accept_new"],
+        known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
+        accept_new: AcceptNewOpt = False,
     ) -> None:
         env = environment.current()
-        registry, service = _service(env, known_hosts, ssh_config, accept_new, job)
+        registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         with registry:
             record, outcome = service.cancel(job, grace)
         for host, message in outcome.items():

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from launcher.cli import environment
-from launcher.cli.commands.submit import host_options
+from launcher.cli.options import HostfileOpt, LocalOpt, SlotsOpt, IncludeOpt, ExcludeOpt, default_slots
 from launcher.ops.service import SubmitOptions, prepare, resolve_hosts, used_hosts
 from launcher.ops.registry import new_job_id
 from launcher.core.spec import load_job
@@ -18,13 +18,12 @@ DEFAULT_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on
 
 
 def register(app: typer.Typer) -> None:
-    o = host_options()
 
     @app.command("plan", help="Print each node's exact commands (dry run: nothing is sent or started).")
     def plan_cmd(
         job: Path = typer.Argument(..., help="Job file (YAML)."),
-        hostfile: Optional[Path] = o["hostfile"], local: bool = o["local"], slots: int = o["slots"],
-        include: Optional[str] = o["include"], exclude: Optional[str] = o["exclude"],
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+        include: IncludeOpt = None, exclude: ExcludeOpt = None,
         sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
         master_port: int = typer.Option(DEFAULT_PORT, "--master-port", help="msrun's master port."),
         bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",

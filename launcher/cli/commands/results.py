@@ -26,7 +26,8 @@ import yaml
 from rich.table import Table
 
 from launcher.cli import environment
-from launcher.cli.commands.logs import _fmt_duration, discover, parse_files
+from launcher.cli.logview import fmt_duration
+from launcher.metrics.logfiles import discover, parse_files
 from launcher.errors import AlaunchError, InputError
 from launcher.metrics.logparse import LogState
 from launcher.metrics import scorefile
@@ -171,7 +172,7 @@ def results_rows(f: RunFacts) -> dict[str, str]:
         f"{100 * f.math_accuracy:.1f}% ({f.math_correct}/{f.math_total})"
     return {
         "template": f.template or "-", "LoRA": lora, "trainable params": params,
-        "steps": _cell(f.steps), "duration": _fmt_duration(f.duration_s),
+        "steps": _cell(f.steps), "duration": fmt_duration(f.duration_s),
         "final loss": _cell(f.final_loss, ".4g"), "EM": _cell(f.em, ".2f"),
         "F1": _cell(f.f1, ".2f"), "math accuracy": math,
     }

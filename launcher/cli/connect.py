@@ -1,0 +1,36 @@
+"""How the verbs reach hosts: one factory of runners from the SSH options, and the job service.
+
+The SSH files a job was submitted with are kept in its registry record, so ``status``,
+``cancel``, ``logs`` and ``fetch`` reach its hosts the same way unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
+
+from launcher.ops import registry as reg
+
+
+def runner_factory(known_hosts: Optional[Path], ssh_config: Optional[Path], accept_new: bool) -> Callable:
+    """Host -> runner, with the transport's ConnectOptions shared by every host."""
+    from launcher.runners import ConnectOptions, make_runner
+    options = ConnectOptions(known_hosts=known_hosts, ssh_config=ssh_config, accept_new_host_keys=accept_new)
+    return partial(make_runner, options=options)
+
+
+def saved_ssh(record: reg.JobRecord, known_hosts: Optional[Path], ssh_config: Optional[Path]) -> tuple:
+    """The SSH files given now, else those the job's submit used."""
+    saved = record.meta.get("ssh") or {}
+    return (known_hosts or (Path(saved["known_hosts"]) if "known_hosts" in saved else None),
+            ssh_config or (Path(saved["ssh_config"]) if "ssh_config" in saved else None))
+
+
+def job_service(env, known_hosts, ssh_config, accept_new, job: str):
+    """The registry and the service for one job; SSH files default to those its submit used."""
+    from launcher.ops.service import JobService
+    registry = reg.Registry.in_state_dir(env.state_dir)
+    known_hosts, ssh_config = saved_ssh(registry.get(job), known_hosts, ssh_config)
+    return registry, JobService(registry, env.state_dir,
+                                exec_factory=runner_factory(known_hosts, ssh_config, accept_new))

@@ -1,0 +1,165 @@
+"""Log lines and summaries on the terminal: tag, filter and colour a line; the summary table.
+
+Used by ``logs`` (files and jobs), ``submit --follow`` (through :mod:`launcher.cli.live`)
+and ``results``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+from rich.table import Table
+from rich.text import Text
+
+from launcher.cli import environment
+from launcher.errors import InputError
+from launcher.metrics.logfiles import LOCAL_HOST
+from launcher.metrics.logparse import JobLogs, Summary, parse_timestamp
+
+RANK_COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green")
+
+
+def label(host: str, rank: int | None) -> str:
+    return f"{host}/{'sched' if rank is None else rank}"
+
+
+class LinePrinter:
+    """Filters one line by rank/host/regex and prints it, tagged with host/rank when the job
+    has more than one stream; coloured per rank unless raw."""
+
+    def __init__(self, *, tagged: bool, raw: bool, grep: re.Pattern[str] | None = None,
+                 rank: int | None = None, node: str | None = None, since: datetime | None = None):
+        self.tagged = tagged
+        self.raw = raw
+        self.grep = grep
+        self.rank = rank
+        self.node = node
+        self.since = since
+        self.console = None  # a live display's console while one is up
+        self._recent: dict[tuple[str, int | None], bool] = {}  # per stream: last timestamp >= since
+        self.printed = 0
+
+    def _is_recent(self, host: str, rank: int | None, line: str) -> bool:
+        """--since: a line's own timestamp decides; lines without one go with their stream's last."""
+        if self.since is None:
+            return True
+        ts = parse_timestamp(line) if line[:1] in "[0123456789" else None
+        key = (host, rank)
+        if ts is not None:
+            self._recent[key] = ts >= self.since
+        return self._recent.get(key, False)
+
+    def wants(self, host: str, rank: int | None) -> bool:
+        return (self.rank is None or rank == self.rank) and (self.node is None or host == self.node)
+
+    def emit(self, host: str, rank: int | None, line: str) -> None:
+        if not self._is_recent(host, rank, line) or not self.wants(host, rank) \
+                or (self.grep is not None and not self.grep.search(line)):
+            return
+        console = self.console or environment.current().stdout
+        tag = f"{label(host, rank):<12} | " if self.tagged else ""
+        if self.raw or console.no_color:
+            console.file.write(tag + line + "\n")
+        else:
+            colour = "bright_black" if rank is None else RANK_COLOURS[rank % len(RANK_COLOURS)]
+            console.print(Text(tag, style=colour) + Text(line), soft_wrap=True, highlight=False)
+        self.printed += 1
+
+
+def _fmt(value: float | None, spec: str = ".4g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def summary_payload(job: JobLogs) -> dict:
+    streams = [s.summary().as_dict() for s in job.states.values()]
+    first = job.first_failure
+    tb = job.best_traceback()
+    return {
+        "streams": streams,
+        "first_failure": None if first is None else {
+            "host": first.host, "rank": first.rank, "kind": first.kind, "line": first.line,
+            "message": first.message,
+            "traceback": list(tb.lines) if tb is not None else list(first.lines),
+        },
+    }
+
+
+def summary_rows(s: Summary) -> dict[str, str]:
+    """The summary of one stream as (field, text) pairs, in reading order."""
+    rows = {"kind": s.kind}
+    if s.steps_done is not None:
+        unit = "steps" if s.kind == "train" else "examples"
+        rows["progress"] = f"{s.steps_done}/{s.steps_total} {unit}"
+    if s.epoch is not None:
+        rows["epoch"] = f"{s.epoch}/{s.epochs}"
+    if s.first_loss is not None:
+        rows["loss first/last/min"] = f"{s.first_loss:.4g} / {s.last_loss:.4g} / {s.min_loss:.4g}"
+        rows["loss lines"] = str(s.loss_lines)
+    if s.mean_step_ms is not None:
+        rows["step time"] = f"{s.mean_step_ms:.0f} ms"
+    if s.samples_per_s is not None:
+        rows["samples/s per process"] = _fmt(s.samples_per_s)
+    rows["duration"] = fmt_duration(s.duration_s)
+    if s.network_params is not None:
+        rows["trainable params"] = (f"{s.network_params} M" if s.network_params_millions
+                                    else f"{s.network_params:,}")
+    if s.checkpoints:
+        rows["checkpoints"] = ", ".join(f"step {c['step']}" if c["path"] is None else c["path"]
+                                        for c in s.checkpoints)
+    if s.cluster_retries:
+        rows["cluster build retries"] = str(s.cluster_retries)
+    if s.errors:
+        rows["ERROR lines"] = str(s.errors)
+    rows["status"] = "ok" if s.failure is None else f"FAILED ({s.failure['kind']})"
+    return rows
+
+
+def summary_table(summaries: list[Summary]) -> Table:
+    """One column per stream, one row per fact: narrow enough for many streams' facts."""
+    table = Table(title="Log summary", show_header=True)
+    table.add_column("")
+    rows = [summary_rows(s) for s in summaries]
+    for s in summaries:
+        table.add_column(label(s.host or LOCAL_HOST, s.rank))
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    for key in keys:
+        table.add_row(key, *(r.get(key, "-") for r in rows))
+    return table
+
+
+def print_summary(job: JobLogs, *, as_json: bool, to_stderr: bool = False) -> None:
+    """The end-of-run summary (also what ``logs JOB -f`` prints when the job ends)."""
+    env = environment.current()
+    console = env.stderr if to_stderr else env.stdout
+    payload = summary_payload(job)
+    if as_json:
+        console.file.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+        return
+    console.print(summary_table([s.summary() for s in job.states.values()]))
+    first = payload["first_failure"]
+    if first is not None:
+        console.print(f"first failure: {label(first['host'], first['rank'])} line {first['line']}: "
+                      f"{first['message']}", markup=False, highlight=False, soft_wrap=True)
+        for line in first["traceback"]:
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def compile_grep(pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"not a valid regular expression ({exc}); e.g. --grep 'loss|ERROR'",
+                         key="--grep") from None

@@ -1,0 +1,33 @@
+"""Option sets shared by the verbs, as typer ``Annotated`` aliases (defaults stay in each verb's
+signature, so ``--help`` and the function agree).
+
+Which hosts: ``-H HOSTFILE`` or ``--local`` (the default without -H), ``--slots`` for local,
+DeepSpeed's ``--include``/``--exclude`` filters. How to reach them: ``--known-hosts``,
+``--ssh-config``, ``--accept-new-host-keys``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+HostfileOpt = Annotated[Optional[Path], typer.Option("-H", "--hostfile", help="Hostfile (DeepSpeed format).")]
+LocalOpt = Annotated[bool, typer.Option("--local", help="Run on this machine, no SSH (the default without -H).")]
+SlotsOpt = Annotated[int, typer.Option("--slots", help="Slots of this machine with --local.")]
+IncludeOpt = Annotated[Optional[str], typer.Option("--include", help="Only these hosts/slots: NAME[:0,1][@NAME...].")]
+ExcludeOpt = Annotated[Optional[str], typer.Option("--exclude", help="Not these hosts/slots: NAME[:0,1][@NAME...].")]
+
+KnownHostsOpt = Annotated[Optional[Path], typer.Option("--known-hosts",
+                                                       help="known_hosts file (default: ~/.ssh/known_hosts).")]
+SshConfigOpt = Annotated[Optional[Path], typer.Option("--ssh-config", help="ssh config file (default: ~/.ssh/config).")]
+AcceptNewOpt = Annotated[bool, typer.Option("--accept-new-host-keys",
+                                            help="Trust unknown host keys and add them to known_hosts.")]
+
+
+def default_slots() -> int:
+    """``--slots`` default: ``$ALAUNCH_LOCAL_SLOTS`` or 1."""
+    return int(os.environ.get("ALAUNCH_LOCAL_SLOTS", "1"))
