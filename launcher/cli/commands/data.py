@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
     ) -> None:
         """Dedup, classify, sample per quota and rewrite answers; write the training files."""
-        from launcher.data import report as report_mod
+        from launcher.cli.dataview import render as render_report
         from launcher.data.prepare import PrepareOptions, prepare
         from launcher.data.recipe import load_recipe
 
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
             env.stdout.print(json.dumps(report, ensure_ascii=False, indent=2), markup=False,
                              highlight=False, soft_wrap=True)
         else:
-            report_mod.render(report, env.stdout)
+            render_report(report, env.stdout)
             env.stdout.print(f"wrote {out_dir}", markup=False)
 
     @data.command("tokenizer")
