@@ -11,6 +11,8 @@ import stat
 import time
 from pathlib import Path
 
+from datetime import datetime, timezone
+
 import pytest
 
 from launcher.cli.environment import Environment
@@ -20,9 +22,8 @@ from launcher.ops.registry import (
     MIGRATIONS,
     IllegalTransition,
     Registry,
-    new_job_id,
-    slug,
 )
+from launcher.core.layout import job_id, new_job_id, slug
 
 CONFIG = "model:\n  arch: llama\nlora: {rank: 8}\n"
 
@@ -170,6 +171,13 @@ def test_file_and_dir_modes(tmp_path):
         assert p.exists(), p
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     reg.close()
+
+
+def test_job_id_is_a_pure_value_of_name_time_and_token():
+    when = datetime(2026, 11, 30, 4, 5, 6, tzinfo=timezone.utc)
+    assert job_id("LoRA Math / v2!", when, "0a1f") == "lora-math-v2-20261130-040506-0a1f"
+    with pytest.raises(ValueError):
+        job_id("x", when, "not-hex")
 
 
 def test_default_location_is_the_state_dir(tmp_path, monkeypatch):

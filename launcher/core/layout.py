@@ -7,10 +7,32 @@ values are POSIX strings; nothing here touches a filesystem.
 
 from __future__ import annotations
 
+import datetime as dt
 import posixpath
+import re
+import secrets
 from dataclasses import dataclass
 
 CONFIG_NAME = "job.yaml"
+
+
+def slug(name: str) -> str:
+    """A job name as it may appear in a job id (and so in remote paths): [a-z0-9-], <= 32."""
+    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32].strip("-")
+    return s or "job"
+
+
+def job_id(name: str, when: dt.datetime, token: str) -> str:
+    """``<name>-<yyyymmdd-hhmmss>-<token>``: a pure value of the job's name, the time and a
+    random token (given by the caller), short, readable, sorted by time within a name."""
+    if not re.fullmatch(r"[0-9a-f]{4}", token):
+        raise ValueError(f"job id token must be 4 hex digits, not {token!r}")
+    return f"{slug(name)}-{when.strftime('%Y%m%d-%H%M%S')}-{token}"
+
+
+def new_job_id(name: str, when: dt.datetime | None = None) -> str:
+    """:func:`job_id` now (UTC) with a fresh random token: the one impure edge of naming."""
+    return job_id(name, when or dt.datetime.now(dt.timezone.utc), secrets.token_hex(2))
 
 
 @dataclass(frozen=True)

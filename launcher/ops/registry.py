@@ -17,14 +17,13 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
-import secrets
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from launcher.core.layout import new_job_id
 from launcher.errors import AlaunchError, InputError
 
 DB_NAME = "registry.sqlite3"
@@ -106,18 +105,6 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def slug(name: str) -> str:
-    """A job name as it may appear in a job id (and so in remote paths): [a-z0-9-], <= 32."""
-    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32].strip("-")
-    return s or "job"
-
-
-def new_job_id(name: str, when: dt.datetime | None = None) -> str:
-    """``<name>-<yyyymmdd-hhmmss>-<4 hex>``: short, readable, sorts by time within a name."""
-    when = when or dt.datetime.now(dt.timezone.utc)
-    return f"{slug(name)}-{when.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
 @dataclass(frozen=True)
 class NodeRecord:
     node_rank: int
@@ -173,7 +160,6 @@ def _private_file(path: Path) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
-
 
 
 def default_state_dir(environ: dict[str, str] | None = None) -> Path:

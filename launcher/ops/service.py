@@ -27,7 +27,9 @@ from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, Plan, build_plan, stage
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job, redacted_text
 from launcher.ops.fanout import run_parallel
-from launcher.ops.stage import CACHE_NAME, HashCache, Progress, Stager, collect, resolve_home
+from launcher.core.layout import new_job_id
+from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
+                                resolve_home)
 
 STATE_EXIT = {reg.SUCCEEDED: ExitCode.OK, reg.FAILED: ExitCode.JOB_FAILED, reg.RUNNING: ExitCode.JOB_RUNNING,
               reg.STAGING: ExitCode.JOB_RUNNING, reg.PENDING: ExitCode.JOB_RUNNING,
@@ -68,6 +70,28 @@ def _resolve_address(host: Host) -> str:
         return host.name
     from fabric import Config
     return Config().base_ssh_config.lookup(host.name).get("hostname", host.name)
+
+
+@dataclass(frozen=True)
+class LocalJob:
+    """What submit knows before touching a host (phase 1)."""
+
+    spec: JobSpec
+    hosts: tuple[Host, ...]
+    job_id: str
+    opts: SubmitOptions
+    spec_text: str
+    pythons: dict[str, str]
+    files: LocalSet | None = None  # hashed code and data (phase 1b)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What one round of questions to the hosts told us (phase 2)."""
+
+    inventories: dict[str, Inventory]
+    roots: dict[str, str]  # host -> job root, home resolved
+    port: int
 
 
 @dataclass
@@ -116,61 +140,98 @@ class JobService:
     # ------------------------------------------------------------------ submit
 
     def submit(self, job_path: str | Path, hosts: Sequence[Host], opts: SubmitOptions = SubmitOptions()) -> reg.JobRecord:
+        """The phases, in order: :meth:`local` (load, check, hash — no host) -> :meth:`preflight`
+        (one fan-out: each host's home and store inventory, node 0's free port) -> :func:`prepare`
+        (pure: render, plan) -> record -> :meth:`stage` -> :meth:`launch` -> record the pids."""
+        job = self.local(job_path, hosts, opts)
+        runners = {h.name: self.exec_factory(h) for h in job.hosts}
+        try:
+            for r in runners.values():
+                r.warm()  # the ssh handshakes run while we hash the code and data
+            try:
+                job = self.hash(job)
+                pre = self.preflight(job, runners)
+                prepared = prepare(job.spec, job.hosts, job.job_id, pre.port, job.opts, roots=pre.roots)
+            except AlaunchError as exc:
+                self._record_failure(job.spec, job.hosts, job.job_id, job.spec_text, exc)
+                raise
+            self._record(job, pre, prepared)
+            try:
+                self.registry.set_state(job.job_id, reg.STAGING)
+                self.stage(job, pre, prepared, runners)
+                started = self.launch(job, prepared, runners)
+            except AlaunchError as exc:
+                self.registry.set_state(job.job_id, reg.FAILED, exc.message)
+                raise
+        finally:
+            _close(runners)
+        for rank, s in started.items():
+            self.registry.set_node(job.job_id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING,
+                                   started_at=reg.now_iso())
+        return self.registry.set_state(job.job_id, reg.RUNNING)
+
+    def local(self, job_path: str | Path, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
+        """Phase 1, no host touched: the job file, its local paths, the hosts it uses, its id."""
         spec = load_job(job_path)
         validate.check_local_paths(spec)
         hosts = used_hosts(spec, hosts)
-        job_id = reg.new_job_id(spec.name)
         bin_dir = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts)
-        opts = replace(opts, bin_dir=bin_dir)
-        execs = {h.name: self.exec_factory(h) for h in hosts}
-        for ex in execs.values():
-            ex.warm()  # the ssh handshakes run while we hash the code and data
-        pythons = {h.name: python_for(bin_dir, h) for h in hosts}
         spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
+        return LocalJob(spec, tuple(hosts), new_job_id(spec.name), replace(opts, bin_dir=bin_dir), spec_text,
+                        {h.name: python_for(bin_dir, h) for h in hosts})
+
+    def hash(self, job: LocalJob) -> LocalJob:
+        """Phase 1b: hash the code and data to stage (render-independent; a local cache)."""
         cache = HashCache(self.state_dir / CACHE_NAME)
-        try:
-            local = collect([i for i in stage_items(spec, "") if i.text is None], cache)
-            cache.save()
-            for warning in local.warnings:
-                self.say(f"warning: {warning}")
-            inventories = Stager(execs, python=pythons).survey(local)
-            roots = {h.name: resolve_home(JobLayout.for_job(h.remote_workdir, job_id).root,
-                                          inventories[h.name].home) for h in hosts}
-            node0 = launcher_for(execs[hosts[0].name], job_id, pythons[hosts[0].name])
-            port = pick_port(node0, opts.master_port)
-            prepared = prepare(spec, hosts, job_id, port, opts, roots=roots)
-        except AlaunchError as exc:
-            self._record_failure(spec, hosts, job_id, spec_text, exc)
-            _close(execs)
-            raise
-        first = prepared.rendered[hosts[0].name]
-        record = self.registry.create_job(
-            spec.name, spec.kind, spec_text=spec_text, config_text=first.text,
-            hostfile_text=format_hostfile(hosts), nodes=[(h.name, roots[h.name]) for h in hosts],
-            job_id=job_id, meta={"bin_dir": bin_dir, "pythons": pythons, "master_port": port,
-                                 "master_addr": prepared.plan.master_addr, "source": spec.source,
-                                 "ssh": self._ssh_meta(),
-                                 "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts}})
-        try:
-            self.registry.set_state(job_id, reg.STAGING)
-            texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in hosts}
-            result = Stager(execs, python=pythons, progress=self.progress).stage(
-                replace(local, texts=texts[hosts[0].name]), roots, inventories, texts_by_host=texts)
-            self.last_stage_bytes = result.bytes_sent
-            self.registry.update_meta(job_id, {"staged_bytes": result.bytes_sent})
-            self.registry.add_event(job_id, "staged", f"{result.bytes_sent} bytes sent")
-            launchers = {n.node_rank: launcher_for(execs[n.host.name], job_id, pythons[n.host.name])
-                         for n in prepared.plan.nodes}
-            started = launch_all(prepared.plan, launchers)
-        except AlaunchError as exc:
-            self.registry.set_state(job_id, reg.FAILED, exc.message)
-            _close(execs)
-            raise
-        for rank, s in started.items():
-            self.registry.set_node(job_id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING,
-                                   started_at=reg.now_iso())
-        _close(execs)
-        return self.registry.set_state(job_id, reg.RUNNING)
+        files = collect([i for i in stage_items(job.spec, "") if i.text is None], cache)
+        cache.save()
+        for warning in files.warnings:
+            self.say(f"warning: {warning}")
+        return replace(job, files=files)
+
+    def preflight(self, job: LocalJob, runners: Mapping[str, CommandRunner]) -> Preflight:
+        """Phase 2, one fan-out over the hosts: each host's home and what its store already
+        holds (so its job root and what to send), and on node 0 a free master port."""
+        node0 = job.hosts[0].name
+
+        def one(host: Host):
+            runner = runners[host.name]
+            inv = inventory(runner, job.files.objects, job.pythons[host.name])
+            port = None
+            if host.name == node0:
+                port = pick_port(launcher_for(runner, job.job_id, job.pythons[host.name]), job.opts.master_port)
+            return inv, port
+
+        done = run_parallel(job.hosts, one).raise_on_failure()
+        inventories = {h.name: inv for h, (inv, _) in done.items()}
+        roots = {h.name: resolve_home(JobLayout.for_job(h.remote_workdir, job.job_id).root, inventories[h.name].home)
+                 for h in job.hosts}
+        return Preflight(inventories, roots, done[job.hosts[0]][1])
+
+    def _record(self, job: LocalJob, pre: Preflight, prepared: Prepared) -> None:
+        hosts = job.hosts
+        self.registry.create_job(
+            job.spec.name, job.spec.kind, spec_text=job.spec_text, config_text=prepared.rendered[hosts[0].name].text,
+            hostfile_text=format_hostfile(hosts), nodes=[(h.name, pre.roots[h.name]) for h in hosts],
+            job_id=job.job_id, meta={"bin_dir": job.opts.bin_dir, "pythons": job.pythons, "master_port": pre.port,
+                                     "master_addr": prepared.plan.master_addr, "source": job.spec.source,
+                                     "ssh": self._ssh_meta(),
+                                     "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts}})
+
+    def stage(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> None:
+        """Phase 4: send what each filesystem lacks, make every job dir (config text per host)."""
+        texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in job.hosts}
+        result = Stager(runners, python=job.pythons, progress=self.progress).stage(
+            replace(job.files, texts=texts[job.hosts[0].name]), pre.roots, pre.inventories, texts_by_host=texts)
+        self.last_stage_bytes = result.bytes_sent
+        self.registry.update_meta(job.job_id, {"staged_bytes": result.bytes_sent})
+        self.registry.add_event(job.job_id, "staged", f"{result.bytes_sent} bytes sent")
+
+    def launch(self, job: LocalJob, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> dict:
+        """Phase 5: start msrun detached on every node (all or none)."""
+        launchers = {n.node_rank: launcher_for(runners[n.host.name], job.job_id, job.pythons[n.host.name])
+                     for n in prepared.plan.nodes}
+        return launch_all(prepared.plan, launchers)
 
     def _ssh_meta(self) -> dict:
         """known_hosts / ssh_config used at submit, so status and cancel reach hosts the same way."""

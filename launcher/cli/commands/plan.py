@@ -10,7 +10,7 @@ import typer
 from launcher.cli import environment
 from launcher.cli.options import HostfileOpt, LocalOpt, SlotsOpt, IncludeOpt, ExcludeOpt, default_slots
 from launcher.ops.service import SubmitOptions, prepare, resolve_hosts, used_hosts
-from launcher.ops.registry import new_job_id
+from launcher.core.layout import new_job_id
 from launcher.core.spec import load_job
 
 ORDER = 25
