@@ -76,6 +76,7 @@ class Prepared:
     hosts: list[Host]
     rendered: dict[str, Rendered]  # per host name (same object when roots agree)
     plan: Plan
+    warnings: list[str] = field(default_factory=list)  # what MindFormers resolves by itself (validate)
 
 
 def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: SubmitOptions,
@@ -84,10 +85,12 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
     template_text = spec.template_path().read_text(encoding="utf-8")
     roots = dict(roots or {h.name: JobLayout.for_job(h.remote_workdir, job_id).root for h in hosts})
     by_root: dict[str, Rendered] = {}
+    warnings: list[str] = []
     for h in hosts:
         if roots[h.name] not in by_root:
             r = render_job(spec, hosts, JobLayout(roots[h.name]), opts.sets, template_text=template_text)
-            validate.check_static(r.config, r.derived, source=spec.source)
+            warnings += [w for w in validate.check_static(r.config, r.derived, source=spec.source)
+                         if w not in warnings]
             if opts.check_mindformers:  # the real-MindFormers layer (slow import), on request
                 check = validate.check_with_mindformers(r.text, r.config, source=spec.source)
                 if check.skipped:
@@ -98,7 +101,7 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
                       addresses={h.name: _resolve_address(h) for h in hosts[:1]}, environ=environ,
                       bin_dir=opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts),
                       cluster_time_out=opts.cluster_time_out)
-    return Prepared(spec, list(hosts), rendered, plan)
+    return Prepared(spec, list(hosts), rendered, plan, warnings)
 
 
 class JobService:
@@ -139,6 +142,8 @@ class JobService:
             node0 = launcher_for(execs[hosts[0].name], job_id, pythons[hosts[0].name])
             port = pick_port(node0, opts.master_port)
             prepared = prepare(spec, hosts, job_id, port, opts, roots=roots)
+            for warning in prepared.warnings:
+                self.say(f"warning: {warning}")
         except AlaunchError as exc:
             self._record_failure(spec, hosts, job_id, spec_text, exc)
             _close(execs)
