@@ -68,8 +68,6 @@ CASES = [
     ("micro-batch-pp", lambda t: _job(REFERENCE, t, cards_per_node=2,
                                       overrides=_ov(REFERENCE, **{"parallel_config.pipeline_stage": 2})),
      ["--slots", "2"], "micro_batch_num 1 is smaller than pipeline_stage 2"),
-    ("dataset-batch", lambda t: _job(REFERENCE, t, overrides=_ov(REFERENCE, **{"train_dataset.batch_size": 8})), [],
-     "train_dataset.batch_size 8 differs from runner_config.batch_size 4"),
     ("target-nothing", lambda t: _job(REFERENCE, t, overrides=_ov(
         REFERENCE, **{"model.model_config.pet_config.target_modules": ".*wz"})), [], "matches no projection"),
     ("target-bad-regex", lambda t: _job(REFERENCE, t, overrides=_ov(
@@ -106,6 +104,21 @@ CASES = [
         REFERENCE, **{"model.model_config.pet_config.lora_rank": 0})), [], "pet_config.lora_rank: needs a positive integer, got 0"),
     ("nodes-zero", lambda t: _job(REFERENCE, t, nodes=0), [], "nodes: must be a positive integer or 'all', got 0"),
 ]
+
+
+def test_dataset_batch_differs_warns_and_renders(tmp_path, run_cli, monkeypatch):
+    """MindFormers' check_dataset_config sets train_dataset.batch_size = runner_config.batch_size:
+    a difference runs (a real Llama2-7B config had 4 vs 2), so it is a warning naming the value used."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(_job(REFERENCE, tmp_path, overrides=_ov(REFERENCE, **{"train_dataset.batch_size": 8})),
+                                   sort_keys=False))
+    out_file = tmp_path / "rendered.yaml"
+    code, out, err = run_cli("render", str(path), "--no-mindformers", "-o", str(out_file))
+    assert code == 0, err
+    assert ("warning: train_dataset.batch_size 8 differs from runner_config.batch_size 4: "
+            "MindFormers overwrites it and uses 4") in err
+    assert out_file.exists()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

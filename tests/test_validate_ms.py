@@ -46,7 +46,7 @@ def _demo_inputs(tmp_path: Path, job: Path) -> Path:
 
 @pytest.mark.parametrize("job", JOBS, ids=[j.stem for j in JOBS])
 def test_shipped_jobs_render_and_load_in_mindformers(job, tmp_path, mf_cwd):
-    spec, rendered, check, _, _ = build(_demo_inputs(tmp_path, job), [Host("localhost", 2)], [])
+    spec, rendered, check, _, _, _ = build(_demo_inputs(tmp_path, job), [Host("localhost", 2)], [])
     assert not check.skipped
     assert "MindFormerConfig loaded" in check.detail and "LlamaConfig built" in check.detail
 

@@ -60,6 +60,7 @@ class Rendered:
         """(label, value) rows for ``render --summary``."""
         d = self.derived
         rows = [
+            ("model family", str(d.get("family") or "unknown")),
             ("world size", f"{d['world_size']} ({d['nodes']} node(s) x {d['cards_per_node']} card(s))"),
             ("parallel (dp x mp x pp)", f"{d['data_parallel']} x {d['model_parallel']} x {d['pipeline_stage']}"
                                         f"  use_parallel={d['use_parallel']}"),
@@ -70,7 +71,8 @@ class Rendered:
         ]
         if d.get("lora_rank") is not None:
             rows += [("LoRA rank / alpha", f"{d['lora_rank']} / {d['lora_alpha']}"),
-                     ("LoRA targets", f"{d['target_modules']} -> {', '.join(d['lora_matched']) or 'nothing'}")]
+                     ("LoRA targets", f"{d['target_modules']} -> "
+                                      f"{', '.join(d['lora_matched']) or ('nothing' if d.get('trainable_params') is not None else 'unknown')}")]
         if d.get("trainable_params") is not None:
             rows.append(("trainable params", f"{d['trainable_params']:,} ({d['trainable_percent']}) of "
                                              f"{d['total_params']:,} ({d['base_params'] / 1e9:.2f}e9 base + LoRA)"))
@@ -227,7 +229,8 @@ def derive(config: dict, world: World, *, dp: int, mp: int, pp: int, source: str
     micro = _int_at(config, "parallel_config.micro_batch_num", 1, source)
     accumulation = _int_at(config, "runner_config.gradient_accumulation_steps", 1, source)
     model_config = get_dotted(config, "model.model_config", {}) or {}
-    pet = model_config.get("pet_config") or {}
+    pet, pet_key = lora.pet_config_of(config)
+    family = lora.family_for(config)
     derived: dict[str, Any] = {
         "world_size": world.size, "nodes": world.nodes, "cards_per_node": world.cards_per_node,
         "hosts": list(world.host_names),
@@ -241,17 +244,30 @@ def derive(config: dict, world: World, *, dp: int, mp: int, pp: int, source: str
         "lora_alpha": pet.get("lora_alpha") if pet else None,
         "target_modules": pet.get("target_modules") if pet else None,
         "lora_matched": [], "trainable_params": None, "total_params": None, "trainable_percent": None, "base_params": None,
+        "family": family.key if family else None, "warnings": [],
     }
-    if str(get_dotted(config, "model.arch.type", "")).startswith("Llama") and model_config:
-        try:
-            counted = lora.count(model_config)
-        except lora.ModelShapeError as exc:
-            raise InputError(exc.detail, source=source, key=f"model.model_config.{exc.key}") from None
-        except ValueError as exc:
-            raise InputError(str(exc), source=source, key="model.model_config.pet_config.target_modules") from None
-        derived.update(lora_matched=list(counted.matched), trainable_params=counted.trainable,
-                       total_params=counted.total, trainable_percent=counted.percent_text,
-                       base_params=counted.total - counted.lora)
+    if pet_key == "model.arch.pet":
+        derived["warnings"].append("model.arch.pet is the MindFormers 0.x layout (1.x reads "
+                                   "model.model_config.pet_config); read here for counting only")
+    if not model_config:
+        return derived
+    if family is None:
+        arch = get_dotted(config, "model.arch.type") or model_config.get("type") or "?"
+        derived["warnings"].append(f"model {arch}: not a model family alaunch knows "
+                                   f"({', '.join(f.key for f in lora.FAMILIES)}); trainable parameter count unknown")
+        return derived
+    try:
+        counted = lora.count(model_config, pet, family)
+    except lora.ModelShapeError as exc:
+        raise InputError(exc.detail, source=source, key=f"model.model_config.{exc.key}") from None
+    except lora.UnknownShape as exc:
+        derived["warnings"].append(f"{family.label}: {exc}; trainable parameter count unknown")
+        return derived
+    except ValueError as exc:
+        raise InputError(str(exc), source=source, key=f"{pet_key}.target_modules") from None
+    derived.update(lora_matched=list(counted.matched), trainable_params=counted.trainable,
+                   total_params=counted.total, trainable_percent=counted.percent_text,
+                   base_params=counted.total - counted.lora)
     return derived
 
 

@@ -61,8 +61,56 @@ def _check_numbers(config: dict, source: str | None) -> None:
             raise InputError(f"must be a finite number >= 0, got {lr!r}", source=source, key=key)
 
 
-def check_static(config: dict, derived: dict, source: str | None = None) -> None:
-    """The checks of issue 3, in the order a user would fix them."""
+def _check_lora(config: dict, source: str | None) -> list[str]:
+    """LoRA settings MindFormers would reject or silently ignore. Returns warnings; raises for refusals."""
+    pet, pet_key = lora.pet_config_of(config)
+    if not pet or str(pet.get("pet_type", "")).lower() != "lora":
+        return []
+    warnings: list[str] = []
+    for key in ("lora_rank", "lora_alpha"):
+        value = pet.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise InputError(f"must be a positive number, got {value!r}", source=source, key=f"{pet_key}.{key}")
+    family = lora.family_for(config)
+    model_config = get_dotted(config, "model.model_config", {}) or {}
+    if family is None:
+        return warnings  # render already warned: family unknown, no count
+    arch = str(get_dotted(config, "model.arch.type", "") or "")
+    if family.key in ("internlm", "internlm2", "glm-0.x") or arch.startswith("Baichuan"):
+        warnings.append(f"{arch or family.label} is not in MindFormers 1.9 (a research/ or 0.x model): the hosts "
+                        f"must run the MindFormers version that has it")
+    if family.key == "mcore" and not pet.get("freeze_include") and not pet.get("freeze_exclude"):
+        # pet_model.py -> PetAdapter.freeze_mcore_pretrained_model -> mindpet freeze_modules raises
+        # "Argument 'include' (pos 2) and 'exclude' (pos 3) can't be None together." (measured, 1.9)
+        raise InputError("a 1.6+ model (use_legacy: False) needs freeze_include and/or freeze_exclude for LoRA "
+                         "(MindFormers refuses both unset); e.g. freeze_include: ['*'], freeze_exclude: ['*lora*']",
+                         source=source, key=f"{pet_key}.freeze_include")
+    try:
+        matched = lora.matched_projections(model_config, pet, family)
+    except lora.ModelShapeError as exc:
+        raise InputError(exc.detail, source=source, key=f"model.model_config.{exc.key}") from None
+    except lora.UnknownShape:
+        probe = {"pet_type": "lora", "target_modules": pet.get("target_modules")}
+        names = [n for n in family.projections if lora.target_regex(probe).match(n)]
+        if pet.get("target_modules") and not names:
+            raise InputError(f"target_modules {pet.get('target_modules')!r} matches no projection of {family.label} "
+                             f"(projections: {', '.join(family.projections)})", source=source,
+                             key=f"{pet_key}.target_modules") from None
+        return warnings
+    except ValueError as exc:
+        raise InputError(str(exc), source=source, key=f"{pet_key}.target_modules") from None
+    if not matched:
+        example = "|".join(f".*{n}" for n in family.projections[:2])
+        raise InputError(f"target_modules {pet.get('target_modules')!r} matches no projection LoRA can reach in "
+                         f"{family.label} (projections: {', '.join(family.projections)}; e.g. '{example}')",
+                         source=source, key=f"{pet_key}.target_modules")
+    return warnings
+
+
+def check_static(config: dict, derived: dict, source: str | None = None) -> list[str]:
+    """The checks of issue 3, in the order a user would fix them. Raises the first refusal; returns
+    warnings for what MindFormers resolves by itself (each says which value it will use)."""
+    warnings: list[str] = list(derived.get("warnings") or [])
     world = derived["world_size"]
     dp, mp, pp = derived["data_parallel"], derived["model_parallel"], derived["pipeline_stage"]
     if dp * mp * pp != world:
@@ -100,10 +148,10 @@ def check_static(config: dict, derived: dict, source: str | None = None) -> None
     batch = derived["batch_size"]
     dataset_batch = get_dotted(config, "train_dataset.batch_size")
     if config.get("run_mode") in ("finetune", "train") and isinstance(dataset_batch, int) \
-            and "runner_config" in config and dataset_batch != batch and dataset_batch != 1:
-        raise InputError(f"train_dataset.batch_size {dataset_batch} differs from runner_config.batch_size {batch} "
-                         f"(MindFormers uses runner_config's; make them equal)", source=source,
-                         key="train_dataset.batch_size")
+            and "runner_config" in config and dataset_batch != batch:
+        # mindformers/dataset/utils.py check_dataset_config: train_dataset.batch_size = runner_config.batch_size
+        warnings.append(f"train_dataset.batch_size {dataset_batch} differs from runner_config.batch_size {batch}: "
+                        f"MindFormers overwrites it and uses {batch}")
     _check_numbers(config, source)
     seq = model_config.get("seq_length")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
@@ -113,22 +161,7 @@ def check_static(config: dict, derived: dict, source: str | None = None) -> None
     if isinstance(seq, int) and limit is not None and seq > limit:
         raise InputError(f"seq_length {seq} is beyond {why} ({limit})", source=source,
                          key="model.model_config.seq_length")
-    pet = model_config.get("pet_config") or {}
-    if pet and str(pet.get("pet_type", "")).lower() == "lora":
-        for key in ("lora_rank", "lora_alpha"):
-            value = pet.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise InputError(f"must be a positive number, got {value!r}", source=source,
-                                 key=f"model.model_config.pet_config.{key}")
-        try:
-            matched = lora.matched_projections(model_config, pet)
-        except (ValueError, lora.ModelShapeError) as exc:
-            raise InputError(str(exc), source=source, key="model.model_config.pet_config.target_modules") from None
-        if not matched:
-            names = "wq, wk, wv, wo, w1, w2, w3, lm_head"
-            raise InputError(f"target_modules {pet.get('target_modules')!r} matches no projection of the model "
-                             f"(projections: {names}; e.g. '.*wq|.*wv')", source=source,
-                             key="model.model_config.pet_config.target_modules")
+    warnings += _check_lora(config, source)
     device = str(get_dotted(config, "context.device_target", "") or "")
     if device == "CPU" and world > 1:
         mode = get_dotted(config, "parallel.parallel_mode", 0)
@@ -141,6 +174,27 @@ def check_static(config: dict, derived: dict, source: str | None = None) -> None
             if dtype in ("float16", "bfloat16"):
                 raise InputError(f"{dtype} does not train on CPU (float16: NaN loss, bfloat16: Gather "
                                  f"unsupported); use float32", source=source, key=f"model.model_config.{key}")
+    warnings += _check_layout(config)
+    return warnings
+
+
+def _check_layout(config: dict) -> list[str]:
+    """The 1.6+/2.x layout (use_legacy: False, pretrained_model_dir, safetensors, HF data loaders)
+    against the legacy one: mixes MindFormers does not resolve the way a user expects."""
+    out: list[str] = []
+    legacy = lora.is_legacy(config)
+    loader = str(get_dotted(config, "train_dataset.data_loader.type", "") or "")
+    if legacy and loader == "HFDataLoader":
+        out.append("train_dataset.data_loader HFDataLoader belongs to the 1.6+ layout; with use_legacy "
+                   "unset (legacy models) check the MindFormers version on the hosts supports it")
+    if not legacy and not config.get("pretrained_model_dir") and not get_dotted(config, "model.model_config.num_hidden_layers"):
+        out.append("use_legacy: False without pretrained_model_dir: MindFormers reads the model's sizes "
+                   "from pretrained_model_dir/config.json; set it")
+    fmt = str(config.get("load_ckpt_format", "") or "")
+    ckpt = str(config.get("load_checkpoint", "") or "")
+    if fmt == "safetensors" and ckpt.endswith(".ckpt"):
+        out.append(f"load_checkpoint {ckpt} is a .ckpt file but load_ckpt_format is safetensors")
+    return out
 
 
 def check_local_paths(spec) -> None:

@@ -30,14 +30,47 @@ from typing import Iterable
 
 # ---------------------------------------------------------------- line patterns
 _FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
-_LOSS = re.compile(
-    r"\{ Epoch:\[\s*(?P<epoch>\d+)/\s*(?P<epochs>\d+)\], step:\[\s*(?P<step>\d+)/\s*(?P<steps>\d+)\], "
-    r"loss:\s*(?:\[\s*(?P<loss_b>" + _FLOAT + r")/\s*(?P<avg>" + _FLOAT + r")\]|(?P<loss>" + _FLOAT + r"))"
+_NUM = r"(?P<{}>" + _FLOAT + r")"
+
+
+@dataclass(frozen=True)
+class LossFormat:
+    """One generation's loss line: a name and a regex with named groups ``step``/``steps``/``loss``
+    (and ``epoch``/``epochs``, ``avg``, ``ms`` when that generation prints them)."""
+
+    generation: str
+    pattern: re.Pattern[str]
+
+
+#: Every MindFormers loss-line generation, newest first (all from real logs or installed sources).
+LOSS_FORMATS: tuple[LossFormat, ...] = (
+    # 2.x dynamic graph, mindformers/pynative/callback/loss_callback.py _print_log: no epoch,
+    # ``{ step:[    1/   10], loss:  11.813965, per_step_time:  13570ms, lr: .., grad_norm: .., throughput: 1.36T }``
+    LossFormat("2.x", re.compile(r"\{ step:\[\s*(?P<step>\d+)/\s*(?P<steps>\d+)\], loss:\s*" + _NUM.format("loss"))),
+    # 1.1 - 1.9 MFLossMonitor (core/callback/callback.py print_output_info), sink and non-sink forms; 1.5+
+    # drops the ``mindformers[`` logger prefix and the closing ``}``, adds global_norm / throughput
+    LossFormat("1.x", re.compile(
+        r"\{ Epoch:\[\s*(?P<epoch>\d+)/\s*(?P<epochs>\d+)\], step:\[\s*(?P<step>\d+)/\s*(?P<steps>\d+)\], "
+        r"loss:\s*(?:\[\s*" + _NUM.format("loss_b") + r"/\s*" + _NUM.format("avg") + r"\]|" + _NUM.format("loss") + ")")),
+    # 0.x ``print_output_info: Epoch:[  1/  1], step:[  124/  125], loss:[2.346/2.346], time:1949.995 ms, ..``
+    LossFormat("0.x", re.compile(
+        r"Epoch:\[\s*(?P<epoch>\d+)/\s*(?P<epochs>\d+)\], step:\[\s*(?P<step>\d+)/\s*(?P<steps>\d+)\], "
+        r"loss:\s*\[\s*" + _NUM.format("loss_b") + r"/\s*" + _NUM.format("avg") + r"\], time:\s*(?P<ms>[\d.]+) ?ms")),
 )
-_PER_STEP = re.compile(r"per_step_time: (\d+)ms")
+
+#: (kind, pattern) of the lines each generation writes when a run ends normally
+#: (trainer/base_trainer.py: ``.........Training Over!.............`` since 0.x; Evaluate / Predict).
+#: The 2.x dynamic-graph trainer prints no end line: its run is complete when step == steps.
+END_MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("train", re.compile(r"\.{3,}Training Over!")),
+    ("eval", re.compile(r"Evaluate Over!")),
+    ("predict", re.compile(r"\.{3,}Predict Over!")),
+)
+
+_PER_STEP = re.compile(r"per_step_time:\s*(\d+)ms")
 _LR = re.compile(r"\blr: \[?\s*(" + _FLOAT + r")")
-_GNORM = re.compile(r"global_norm: \[?\s*(" + _FLOAT + r")")
-_TFLOPS = re.compile(r"train_throughput_per_npu: (" + _FLOAT + r")T")
+_GNORM = re.compile(r"(?:global|grad)_norm:? \[?\s*(" + _FLOAT + r"|NaN)")
+_TFLOPS = re.compile(r"(?:train_throughput_per_npu|throughput):\s*(" + _FLOAT + r")T")
 _DURATION = r"(?:\d+ days?, )?\d+:\d\d:\d\d"
 _BAR = re.compile(r"(\d+(?:\.\d+)?)% \|[^|]*\| (" + _FLOAT + r") samples/s/p\s+(" + _DURATION + r")")
 _EVAL_STEP = re.compile(r"Step\[\s*(\d+)\s*/\s*(\d+)\s*\], cost time (" + _FLOAT + r")s"
@@ -85,6 +118,7 @@ class LossPoint:
     global_norm: float | None = None
     tflops_per_npu: float | None = None
     avg_loss: float | None = None  # the non-sink form prints the running mean too
+    generation: str = "1.x"  # which of LOSS_FORMATS printed it
 
     @property
     def global_step(self) -> int:
@@ -148,17 +182,26 @@ def parse_timestamp(line: str) -> datetime | None:
 
 
 def parse_loss(line: str) -> LossPoint | None:
-    m = _LOSS.search(line)
-    if not m:
+    for fmt in LOSS_FORMATS:
+        m = fmt.pattern.search(line)
+        if m:
+            break
+    else:
         return None
-    loss = m.group("loss") if m.group("loss") is not None else m.group("loss_b")
+    groups = m.groupdict()
+    loss = groups.get("loss") if groups.get("loss") is not None else groups.get("loss_b")
     opt = (lambda rx, conv: (lambda mm: conv(mm.group(1)) if mm else None)(rx.search(line, m.end())))
+    per_step = opt(_PER_STEP, int)
+    if per_step is None and groups.get("ms"):
+        per_step = int(float(groups["ms"]))
+    gnorm = opt(_GNORM, lambda v: float(v))
     return LossPoint(
-        epoch=int(m.group("epoch")), epochs=int(m.group("epochs")),
+        epoch=int(groups.get("epoch") or 1), epochs=int(groups.get("epochs") or 1),
         step=int(m.group("step")), steps=int(m.group("steps")), loss=float(loss),
-        per_step_ms=opt(_PER_STEP, int), lr=opt(_LR, float), global_norm=opt(_GNORM, float),
+        per_step_ms=per_step, lr=opt(_LR, float), global_norm=gnorm,
         tflops_per_npu=opt(_TFLOPS, float),
-        avg_loss=float(m.group("avg")) if m.group("avg") is not None else None,
+        avg_loss=float(groups["avg"]) if groups.get("avg") is not None else None,
+        generation=fmt.generation,
     )
 
 
@@ -218,6 +261,7 @@ class LogState:
     failure: Failure | None = None  # the first fatal one
     errors: list[Failure] = field(default_factory=list)  # non-fatal ERROR lines (first 20)
     cluster_retries: int = 0
+    ended: str | None = None  # the END_MARKERS kind seen ("train", "eval", "predict")
     first_time: datetime | None = None
     last_time: datetime | None = None
     _traceback: list[str] | None = None
@@ -242,7 +286,7 @@ class LogState:
         if ts is not None:
             self.first_time = self.first_time or ts
             self.last_time = ts
-        if "Epoch:[" in line:
+        if "step:[" in line:
             point = parse_loss(line)
             if point is not None:
                 self.losses.append(point)
@@ -269,6 +313,11 @@ class LogState:
         if "ckpt" in line or "checkpoint" in line:
             if self._feed_checkpoint(line):
                 return
+        if "Over!" in line:
+            for kind, rx in END_MARKERS:
+                if rx.search(line):
+                    self.ended = kind
+                    return
         if "retry(" in line and "Topology build timed out" in line:
             self.cluster_retries += 1
             return
@@ -372,7 +421,7 @@ class LogState:
             network_params=self.network_params, network_params_millions=self.network_params_millions,
             checkpoints=[asdict(c) for c in self.checkpoints],
             failure=asdict(self.failure) if self.failure else None,
-            errors=len(self.errors), cluster_retries=self.cluster_retries,
+            errors=len(self.errors), cluster_retries=self.cluster_retries, ended=self.ended,
         )
 
 
@@ -401,6 +450,7 @@ class Summary:
     failure: dict | None
     errors: int
     cluster_retries: int
+    ended: str | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)

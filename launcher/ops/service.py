@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -100,6 +100,7 @@ class Prepared:
     hosts: list[Host]
     rendered: dict[str, Rendered]  # per host name (same object when roots agree)
     plan: Plan
+    warnings: list[str] = field(default_factory=list)  # what MindFormers resolves by itself (validate)
 
 
 def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: SubmitOptions,
@@ -108,10 +109,12 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
     template_text = spec.template_path().read_text(encoding="utf-8")
     roots = dict(roots or {h.name: JobLayout.for_job(h.remote_workdir, job_id).root for h in hosts})
     by_root: dict[str, Rendered] = {}
+    warnings: list[str] = []
     for h in hosts:
         if roots[h.name] not in by_root:
             r = render_job(spec, hosts, JobLayout(roots[h.name]), opts.sets, template_text=template_text)
-            validate.check_static(r.config, r.derived, source=spec.source)
+            warnings += [w for w in validate.check_static(r.config, r.derived, source=spec.source)
+                         if w not in warnings]
             if opts.check_mindformers:  # the real-MindFormers layer (slow import), on request
                 check = validate.check_with_mindformers(r.text, r.config, source=spec.source)
                 if check.skipped:
@@ -122,7 +125,7 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
                       addresses={h.name: _resolve_address(h) for h in hosts[:1]}, environ=environ,
                       bin_dir=opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts),
                       cluster_time_out=opts.cluster_time_out)
-    return Prepared(spec, list(hosts), rendered, plan)
+    return Prepared(spec, list(hosts), rendered, plan, warnings)
 
 
 class JobService:
@@ -152,6 +155,8 @@ class JobService:
                 job = self.hash(job)
                 pre = self.preflight(job, runners)
                 prepared = prepare(job.spec, job.hosts, job.job_id, pre.port, job.opts, roots=pre.roots)
+                for warning in prepared.warnings:
+                    self.say(f"warning: {warning}")
             except AlaunchError as exc:
                 self._record_failure(job.spec, job.hosts, job.job_id, job.spec_text, exc)
                 raise

@@ -46,10 +46,10 @@ def build(job: Path, hosts, sets: List[str], job_id: str = PREVIEW_JOB_ID, check
     template_path = spec.template_path()
     template_text = template_path.read_text(encoding="utf-8")
     rendered = render_mod.render_job(spec, hosts, layout, sets, template_text=template_text)
-    validate.check_static(rendered.config, rendered.derived, source=spec.source)
+    warnings = validate.check_static(rendered.config, rendered.derived, source=spec.source)
     mf = validate.check_with_mindformers(rendered.text, rendered.config, source=spec.source) \
         if check_mindformers else validate.MindFormersCheck(True, "MindFormers validation not requested")
-    return spec, rendered, mf, template_text, str(template_path)
+    return spec, rendered, mf, template_text, str(template_path), warnings
 
 
 def register(app: typer.Typer) -> None:
@@ -69,8 +69,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         env = environment.current()
         hosts = _hosts(hostfile, local, local_slots)
-        spec, rendered, mf, template_text, template_path = build(job, hosts, sets,
-                                                                 check_mindformers=not no_mindformers)
+        spec, rendered, mf, template_text, template_path, warnings = build(job, hosts, sets,
+                                                                           check_mindformers=not no_mindformers)
+        for warning in warnings:
+            env.stderr.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
         if mf.skipped:
             env.stderr.print(f"warning: {mf.detail}", style="yellow", markup=False, soft_wrap=True)
         if output is not None:
