@@ -51,13 +51,13 @@ def round_trip(cluster, nodelay, n=30):
 
 def remote_script_round_trips(cluster, n=20) -> str:
     """A fixed host script's round trip (ssh session + python -S + request + answer) with its
-    request read by ``json`` vs by launcher.remote.wire's marshal prelude (no ``import json``)."""
+    request read by ``json`` vs by the marshal prelude (launcher/remote/_prelude.py, no ``import json``)."""
     from launcher.remote import wire
     r = runners(cluster)[0]
     py = str(Path(sys.executable).parent / "python3")
     req = {"base": "/root/alaunch", "objects": ["0" * 64] * 10}
     json_script = "import json, sys\nreq = json.load(sys.stdin)\nprint(json.dumps({'n': len(req['objects'])}))"
-    wire_script = wire.PRELUDE + "req = read_request()\nprint(dumps({'n': len(req['objects'])}))"
+    wire_script = wire.source("_prelude") + "req = read_request()\nprint(dumps({'n': len(req['objects'])}))"
     import json
     times = {}
     for label, argv, stdin in (("json", [py, "-S", "-c", json_script], json.dumps(req)),

@@ -22,6 +22,7 @@ from launcher.ops.follow import (Event, NodeStream, StepClock, build_view, follo
 from launcher.core.hostfile import Host
 from launcher.metrics.logparse import JobLogs
 from launcher.runners import LocalRunner
+from launcher.remote import wire
 
 FIX = Path(__file__).parent / "fixtures" / "real-ascend"
 PY = __import__("sys").executable
@@ -40,8 +41,8 @@ def test_parse_message_lines_ends_and_noise():
 def test_argv_carries_the_request_as_one_element():
     argv = follow_argv("/opt/py 3/python3", "/root/a b/'; rm -rf ~'", follow=True)
     assert argv[0] == "/opt/py 3/python3" and argv[1] == "-c"
-    assert json.loads(argv[3]) == {"root": "/root/a b/'; rm -rf ~'", "follow": True}
-    assert json.loads(tail_argv("python3", "/x")[3]) == {"root": "/x"}
+    assert wire.decode(argv[3]) == {"op": "follow", "root": "/root/a b/'; rm -rf ~'", "follow": True}
+    assert wire.decode(tail_argv("python3", "/x")[3]) == {"op": "tail", "root": "/x"}
 
 
 def test_loss_trend():

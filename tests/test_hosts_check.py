@@ -8,6 +8,7 @@ import pytest
 from launcher.errors import ExitCode
 from launcher.core.hostfile import Host
 from launcher.ops.probe import CheckPolicy, evaluate, probe_argv
+from launcher.remote import wire
 from tests.cluster.npu_smi import table_for
 
 
@@ -31,7 +32,8 @@ def test_healthy_host_passes():
 
 def test_probe_is_one_argv_with_workdir_as_argument():
     argv = probe_argv("~/my dir;$(x)", "python3")
-    assert argv[0] == "python3" and argv[1] == "-c" and argv[3] == "~/my dir;$(x)" and len(argv) == 4
+    assert argv[0] == "python3" and argv[1] == "-c" and len(argv) == 4
+    assert wire.decode(argv[3]) == {"op": "probe", "workdir": "~/my dir;$(x)"}
 
 
 @pytest.mark.parametrize("over,needle", [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from launcher.ops.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch
 from launcher.core.layout import JobLayout
 from launcher.runners import LocalRunner as LocalExec
 from launcher.core.plan import NodePlan, Plan
+from launcher.remote import wire
 
 PY = sys.executable
 
@@ -40,7 +40,7 @@ def _wait(pred, timeout=15.0):
 def test_start_request_is_pure_and_marks_the_job(tmp_path):
     node = _node(tmp_path, 0, ["msrun", "--x"])
     argv, stdin = SSHLauncher(LocalExec(node.host), "job-1").start_request(node)
-    req = json.loads(stdin)
+    req = wire.decode(stdin)
     assert argv[:3] == ["python3", "-S", "-c"] and req["argv"][-2:] == ["msrun", "--x"]
     assert req["env"]["ALAUNCH_JOB_ID"] == "job-1" and req["state_dir"].endswith("/n0/state")
     assert not Path(req["state_dir"]).exists()  # building touched nothing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from dataclasses import replace
@@ -14,7 +15,7 @@ from launcher.core.hostfile import Host
 from launcher.runners import LocalRunner as LocalExec
 from launcher.core.plan import StageItem
 from launcher.ops.stage import HashCache, IgnoreRules, Stager, collect, tar_stream
-from launcher.remote import stage as stage_remote
+from launcher.remote import wire
 
 PY = sys.executable
 
@@ -102,7 +103,8 @@ def test_corrupted_object_is_refused_and_not_stored(tmp_path):
     node = LocalExec(Host("localhost", 1))
     cas = tmp_path / "cas"
     stream = tar_stream([bad], {"root": str(tmp_path / "j"), "links": {}, "texts": {}, "dirs": []}, lambda n: None)
-    result = node.exec([PY, "-c", stage_remote.RECEIVE, str(cas)], stream)
+    request = wire.request({"op": "receive", "cas": str(cas)})
+    result = node.exec([PY, "-c", wire.program("stage", "receive")], [request, *stream])
     assert result.exit_code != 0 and b"sha256 mismatch" in result.stderr
     assert not (cas / "00" / ("0" * 64)).exists() and list((cas / "tmp").iterdir()) == []
 
@@ -142,10 +144,11 @@ class CountingExec(LocalExec):
         self.calls: list[str] = []
 
     def exec(self, argv, stdin=(), *, stdout=None, timeout=None):
-        script = argv[argv.index("-c") + 1]
-        self.calls.append({stage_remote.LINK: "link", stage_remote.INVENTORY: "inventory",
-                           stage_remote.RECEIVE: "receive"}.get(script, "other"))
-        return super().exec(argv, stdin, stdout=stdout, timeout=timeout)
+        chunks = iter(stdin)
+        first = next(chunks, b"")
+        stage = {wire.program("stage", op) for op in wire.ops("stage")}
+        self.calls.append(wire.decode(first)["op"] if argv[-1] in stage else "other")
+        return super().exec(argv, itertools.chain([first], chunks), stdout=stdout, timeout=timeout)
 
 
 def test_noop_restage_is_one_round_trip_with_the_inventory_cache(tmp_path):

@@ -19,7 +19,7 @@ TRICKY = [
 
 def _dumps():
     ns: dict = {}
-    exec(wire.PRELUDE, ns)  # noqa: S102 - our own fixed script text
+    exec(wire.source("_prelude"), ns)  # noqa: S102 - our own fixed script text
     return ns["dumps"]
 
 
@@ -37,7 +37,7 @@ def test_dumps_refuses_what_json_cannot_say():
 
 
 def test_a_remote_script_reads_marshal_and_never_imports_json():
-    script = wire.PRELUDE + "req = read_request()\nprint(dumps({'echo': req, 'json': 'json' in sys.modules}))\n"
+    script = wire.source("_prelude") + "req = read_request()\nprint(dumps({'echo': req, 'json': 'json' in sys.modules}))\n"
     req = {"root": "/srv/a b/$(x)", "globs": {"logs": ["**/*.log"]}, "n": 3, "local": {"p": 1}}
     out = subprocess.run([sys.executable, "-S", "-c", script], input=wire.request(req), capture_output=True,
                          check=True).stdout

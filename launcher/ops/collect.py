@@ -13,7 +13,7 @@ Local layout (``--dest``, default ``runs/``)::
 ``<host>`` is the node's hostfile name (``<host>-node<rank>`` if one host runs two nodes).
 
 Per node: ONE round trip lists the files the job's ``outputs`` globs match, each with size
-and sha256 (computed on the host by :mod:`launcher.remote.collect`, which also refuses any
+and sha256 (computed on the host by ``launcher/remote/collect.py``, which also refuses any
 glob or symlink leaving the job dir). Then, per file: already here with that sha256 ->
 skipped; a ``<name>.part`` from an interrupted fetch -> continued from its size; else sent
 whole. Bytes arrive through the OpenSSH client when there is one (C speed, one process per
@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import yaml
 from pydantic import ValidationError
 
-from launcher.remote import collect as collect_remote, wire
+from launcher.remote import wire
 from launcher.ops.collect_stream import Entry, Receiver, stream
 from launcher.ops import registry as reg
 from launcher.errors import AlaunchError, InputError, RemoteError
@@ -248,9 +248,9 @@ def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str,
     """ONE round trip: the files the globs match on the host, with size and sha256 (hashed
     there when cached or when ``here`` — path -> size of what is already fetched — has a
     same-size copy that might be skipped)."""
-    request = wire.request({"root": root, "globs": {k: list(v) for k, v in globs.items()},
+    request = wire.request({"op": "list", "root": root, "globs": {k: list(v) for k, v in globs.items()},
                             "cache": REMOTE_HASH_CACHE, "local": dict(here or {})})
-    argv = [python, "-S", "-c", collect_remote.LIST]
+    argv = [python, "-S", "-c", wire.program("collect", "list")]
     res = runner.exec(argv, [request], timeout=3600)  # OpenSSH: through the ControlMaster the transfers reuse
     code, out, err = res.exit_code, res.text(), res.stderr.decode(errors="replace")
     if code != 0:

@@ -1,6 +1,6 @@
 """The byte path of ``fetch``: all of a node's files in ONE stream, split, verified, renamed.
 
-The host runs :data:`launcher.remote.collect.SEND` (one process, one ssh channel) which
+The host runs SEND of ``launcher/remote/collect.py`` (one process, one ssh channel) which
 writes each requested range followed by a 32-byte sha256 trailer. :class:`Receiver` knows
 every length, so it cuts the stream into the files' ``.part`` files, hashes what it writes
 (after the ``.part``'s existing prefix, for a resumed file) and, as soon as a file's trailer
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from launcher.remote import collect as collect_remote, wire
+from launcher.remote import wire
 from launcher.errors import AlaunchError, RemoteError
 from launcher.runners import CommandRunner
 
@@ -157,7 +157,7 @@ class Receiver:
 
 
 def send_argv(python: str) -> list[str]:
-    return [python, "-S", "-c", collect_remote.SEND]
+    return [python, "-S", "-c", wire.program("collect", "send")]
 
 
 def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receiver: Receiver,
@@ -165,7 +165,7 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
     """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish.
     ``cache``: the host's hash cache file (absolute), where SEND records what it hashed;
     ``zero_copy_min``: from how many bytes a range goes by sendfile + mmap (SEND's default)."""
-    req = {"files": [e.request() for e in entries], "cache": cache}
+    req = {"op": "send", "files": [e.request() for e in entries], "cache": cache}
     if zero_copy_min is not None:
         req["zero_copy_min"] = zero_copy_min
     request = wire.request(req)

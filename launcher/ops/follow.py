@@ -4,7 +4,7 @@ end detection, and gang stop on the first failure.
 Pieces, each with one job:
 
 * :func:`follow_argv` / :func:`parse_message`: what runs on a node (the fixed script of
-  :mod:`launcher.remote.follow`, its request one quoted argv element) and how one line it
+  ``launcher/remote/follow.py``, its request one quoted argv element) and how one line it
   prints becomes an :class:`Event` (pure).
 * :class:`NodeStream`: a thread per node that runs that script through the node's
   :class:`~launcher.runners.CommandRunner` ``stream`` and puts events on one queue, so lines
@@ -32,7 +32,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from launcher.remote import follow as follow_remote
+from launcher.remote import wire
 from launcher.ops import registry as reg
 from launcher.errors import AlaunchError
 from launcher.core.hostfile import Host
@@ -62,12 +62,12 @@ class Event:
 
 def follow_argv(python: str, root: str, follow: bool = True) -> list[str]:
     """The argv that follows one node's job directory (every element is quoted by the runner)."""
-    request = json.dumps({"root": root, "follow": follow})
-    return [python, "-c", follow_remote.FOLLOW, request]
+    request = wire.request_arg({"op": "follow", "root": root, "follow": follow})
+    return [python, "-c", wire.program("follow", "follow"), request]
 
 
 def tail_argv(python: str, root: str) -> list[str]:
-    return [python, "-c", follow_remote.TAIL, json.dumps({"root": root})]
+    return [python, "-c", wire.program("follow", "tail"), wire.request_arg({"op": "tail", "root": root})]
 
 
 def parse_message(host: str, raw: str, at: float = 0.0) -> Event | None:

@@ -15,7 +15,7 @@ from launcher.ops.fanout import run_parallel
 from dataclasses import dataclass
 from typing import Mapping
 
-from launcher.remote import launch as launch_remote
+from launcher.remote import wire
 from launcher.errors import AlaunchError, RemoteError
 from launcher.runners import CommandRunner
 from launcher.core.plan import NodePlan, Plan
@@ -63,13 +63,13 @@ class Launcher(ABC):
         data = json.loads(result.text())
         return Started(plan.node_rank, plan.host.name, int(data["pid"]), int(data["supervisor"]))
 
-    def _script(self, script: str, request: dict, timeout: float, what: str) -> dict:
-        result = self.node.check([self.python, "-S", "-c", script], [json.dumps(request).encode()],
+    def _script(self, request: dict, timeout: float, what: str) -> dict:
+        result = self.node.check([self.python, "-S", "-c", wire.program("launch", request["op"])], [wire.request(request)],
                                  timeout=timeout, what=what)
         return json.loads(result.text())
 
     def status(self, plan_state_dir: str, node_rank: int) -> NodeStatus:
-        data = self._script(launch_remote.STATUS, {"state_dir": plan_state_dir, "job_id": self.job_id},
+        data = self._script({"op": "status", "state_dir": plan_state_dir, "job_id": self.job_id},
                             30, "status")
         host, procs = self.node.host.name, len(data["processes"])
         if data["exit_code"] is not None:
@@ -83,22 +83,22 @@ class Launcher(ABC):
 
     def cancel(self, msrun_pid: int | None, grace: float = CANCEL_GRACE) -> dict:
         """Stop every process of this job on the host and verify none is left."""
-        return self._script(launch_remote.CANCEL, {"job_id": self.job_id, "msrun_pid": msrun_pid,
-                                                   "grace": grace}, grace + 60, "cancel")
+        return self._script({"op": "cancel", "job_id": self.job_id, "msrun_pid": msrun_pid, "grace": grace},
+                            grace + 60, "cancel")
 
     def free_port(self, port: int | None, pinned: bool) -> int | None:
-        return self._script(launch_remote.PORT, {"port": port, "pinned": pinned}, 30, "port check")["port"]
+        return self._script({"op": "port", "port": port, "pinned": pinned}, 30, "port check")["port"]
 
 
 class _DetachedLauncher(Launcher):
     """A supervisor started detached through the node's exec channel (SSH or local)."""
 
     def start_request(self, plan: NodePlan) -> tuple[list[str], bytes]:
-        env = {**plan.env_values(), launch_remote.MARKER: self.job_id,
+        env = {**plan.env_values(), wire.JOB_MARKER: self.job_id,
                "ALAUNCH_NODE_RANK": str(plan.node_rank)}
-        request = {"argv": plan.launch_argv(), "env": env, "cwd": plan.layout.root,
+        request = {"op": "detach", "argv": plan.launch_argv(), "env": env, "cwd": plan.layout.root,
                    "state_dir": plan.layout.state}
-        return [self.python, "-S", "-c", launch_remote.DETACH], json.dumps(request).encode()
+        return [self.python, "-S", "-c", wire.program("launch", "detach")], wire.request(request)
 
 
 class SSHLauncher(_DetachedLauncher):

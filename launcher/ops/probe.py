@@ -1,7 +1,8 @@
 """`hosts check`: one probe command per host, and a pure verdict on what it found.
 
-The probe is a fixed stdlib-only Python script sent as ``python3 -c SCRIPT WORKDIR`` (every
-word quoted by the runner): it prints one JSON object with the host's facts. Versions come
+The probe is the stdlib-only host script ``launcher/remote/probe.py`` sent as
+``python3 -c PROGRAM REQUEST`` (every word quoted by the runner): it prints one JSON object
+with the host's facts. Versions come
 from package metadata plus ``find_spec`` rather than importing: importing mindformers takes
 ~7 s of CPU and writes ``output/log`` into the current directory, which a check must not do.
 The verdict (:func:`evaluate`) is pure, so every rule has a unit test without a host.
@@ -17,48 +18,13 @@ from launcher.core.hostfile import Host
 from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi, summarize
 from launcher.runners import CommandRunner
 from launcher.errors import RemoteError
+from launcher.remote import wire
 
 MIN_PYTHON = (3, 9)
 
-PROBE_SCRIPT = r"""
-import importlib.metadata as md, importlib.util as iu, json, os, platform, shutil, socket, subprocess, sys
-wd = os.path.expanduser(sys.argv[1])
-r = {"hostname": socket.gethostname(), "arch": platform.machine(), "python": platform.python_version(),
-     "python_path": sys.executable, "os": platform.system()}
-try:
-    with open("/etc/os-release") as fh:
-        kv = dict(l.rstrip("\n").split("=", 1) for l in fh if "=" in l)
-    r["os"] = kv.get("PRETTY_NAME", r["os"]).strip('"')
-except OSError:
-    pass
-def version(name):
-    try:
-        return md.version(name) if iu.find_spec(name) else None
-    except Exception:
-        return None
-r["mindspore"], r["mindformers"] = version("mindspore"), version("mindformers")
-near = os.path.join(os.path.dirname(sys.executable), "msrun")
-r["msrun"] = shutil.which("msrun") or (near if os.access(near, os.X_OK) else None)
-smi = shutil.which("npu-smi")
-r["npu_smi"] = None
-if smi:
-    try:
-        p = subprocess.run([smi, "info"], capture_output=True, text=True, timeout=20)
-        r["npu_smi"] = {"path": smi, "code": p.returncode, "out": p.stdout, "err": p.stderr[-2000:]}
-    except Exception as exc:
-        r["npu_smi"] = {"path": smi, "code": -1, "out": "", "err": str(exc)}
-p = wd
-while not os.path.exists(p) and os.path.dirname(p) != p:
-    p = os.path.dirname(p)
-du = shutil.disk_usage(p)
-r["disk"] = {"path": p, "workdir_exists": p == wd, "free": du.free, "total": du.total}
-print(json.dumps(r))
-"""
-
-
 def probe_argv(workdir: str, python: str = "python3") -> list[str]:
     """The one command a host runs; ``workdir`` is an argument, never pasted into code."""
-    return [python, "-c", PROBE_SCRIPT, workdir]
+    return [python, "-c", wire.program("probe", "probe"), wire.request_arg({"op": "probe", "workdir": workdir})]
 
 
 @dataclass(frozen=True)

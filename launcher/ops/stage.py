@@ -15,6 +15,7 @@ sha256 per file) avoids re-hashing unchanged files.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import posixpath
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from launcher.remote import stage as stage_remote, wire
+from launcher.remote import wire
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.core.hostfile import Host
 from launcher.ops import fanout
@@ -287,7 +288,8 @@ def tar_stream(objects: Sequence[LocalFile], manifest: dict, on_bytes: Callable[
     """The RECEIVE stream: objects read from disk 1 MiB at a time, then the manifest.
 
     Written by hand (header, data, padding) so a 16 GB file is never held in memory; the
-    host reads it with ``tarfile`` in stream mode.
+    host parses it by hand after the request frame (``launcher/remote/stage.py``, not ``tarfile``)
+    with 1 MiB reads.
     """
     pending = bytearray()  # headers and small files gathered into ~1 MiB writes
     for obj in objects:
@@ -385,8 +387,9 @@ def store_base(host: Host) -> str:
 
 def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python3") -> Inventory:
     """One round trip: which objects the host has, its free bytes, filesystem id and $HOME."""
-    request = wire.request({"base": store_base(node.host), "objects": sorted(objects)})
-    result = node.check([python, "-S", "-c", stage_remote.INVENTORY], [request], timeout=120, what="inventory")
+    request = wire.request({"op": "inventory", "base": store_base(node.host), "objects": sorted(objects)})
+    result = node.check([python, "-S", "-c", wire.program("stage", "inventory")], [request], timeout=120,
+                        what="inventory")
     try:
         data = json.loads(result.text())
     except ValueError:
@@ -526,8 +529,8 @@ class Stager:
             start = time.monotonic()
             texts = texts_by_host.get(name) if texts_by_host else None
             manifest = manifest_for(local, resolve_home(roots[name], i.home), texts, tree_links=False)
-            request = {"cas": posixpath.join(i.base, "cas"), "fsid": i.fsid, "manifest": manifest}
-            result = node.check([self._py(name), "-S", "-c", stage_remote.LINK], [wire.request(request)],
+            request = {"op": "link", "cas": posixpath.join(i.base, "cas"), "fsid": i.fsid, "manifest": manifest}
+            result = node.check([self._py(name), "-S", "-c", wire.program("stage", "link")], [wire.request(request)],
                                 timeout=120, what="staging")
             data = json.loads(result.text())
             if not data["ok"]:
@@ -569,8 +572,9 @@ class Stager:
             root = resolve_home(roots[name], i.home)
             manifest = manifest_for(local, root, texts_by_host.get(name) if texts_by_host else None)
             stream = tar_stream(missing, manifest, lambda n: self.progress.advance(name, n))
-            result = node.check([self._py(name), "-S", "-c", stage_remote.RECEIVE, posixpath.join(i.base, "cas")],
-                                stream, what="staging")
+            request = wire.request({"op": "receive", "cas": posixpath.join(i.base, "cas")})
+            result = node.check([self._py(name), "-S", "-c", wire.program("stage", "receive")],
+                                itertools.chain([request], stream), what="staging")
             data = json.loads(result.text())
             report = HostReport(name, data["objects"], data["bytes"], data["linked"], data["copied"],
                                 time.monotonic() - start)

@@ -1,12 +1,11 @@
-"""The fixed, stdlib-only Python script ``fetch`` runs on a host to list a job's outputs.
+"""The host script ``fetch`` runs (stdlib only; ``python3 -S -c PROGRAM``, request on stdin).
 
-Kept as text because it runs on the host with ``python3 -c``; its request comes on stdin as
-JSON, never as shell text, so no glob or path becomes part of a command line.
+Its request is the marshal frame of :func:`launcher.remote.wire.request` (``_prelude.py``) on
+stdin, never shell text, so no glob or path becomes part of a command line; ``op`` picks the
+operation. Answers are JSON (LIST) or the raw stream (SEND); the host's hash cache is a marshal
+file (``state/fetch-sha256.marshal``), read and written only by this script.
 
-Requests are marshal, answers JSON (:mod:`launcher.remote.wire`); the host's hash cache is a marshal
-file (``state/fetch-sha256.marshal``), read and written only by these scripts.
-
-LIST: ``{"root": "<job dir>", "globs": {"logs": [...], ...}, "cache": "state/fetch-sha256.marshal",
+LIST: ``{"op": "list", "root": "<job dir>", "globs": {"logs": [...], ...}, "cache": "state/fetch-sha256.marshal",
 "local": {path: size of the file already fetched}}``
 -> ``{"root": "<real job dir>", "files": [{"group", "path", "src", "size", "mtime_ns", "sha256"}],
 "refused": [{"group", "glob", "path", "why"}]}``. ``path`` is relative to the job dir; ``src`` is
@@ -20,9 +19,8 @@ A file is hashed at listing time only when the cache has no hash and a same-size
 already here (so it may be skipped); otherwise ``sha256`` is null and SEND hashes it while
 sending it, in parallel with the transfer instead of a whole read before it.
 
-SEND: ``{"files": [{"src", "offset", "length", "hash"}], "cache": "<abs path>", "zero_copy_min"?}``
-on stdin -> for
-each entry, in order, exactly
+SEND: ``{"op": "send", "files": [{"src", "offset", "length", "hash"}], "cache": "<abs path>",
+"zero_copy_min"?}`` -> for each entry, in order, exactly
 ``length`` bytes of ``src`` from ``offset``, then a 32-byte trailer: the sha256 of the whole
 ``[0, offset+length)`` when ``hash`` (the prefix is read and hashed, not sent), else 32 zero
 bytes. All files of a node come back in ONE stream; the receiver knows every length, so the
@@ -31,79 +29,77 @@ trailer of 32 0xff bytes: the receiver's check fails and nothing wrong is rename
 Whole files it hashed go into the host's hash cache, so the next listing need not read them.
 """
 
-from launcher.remote.wire import PRELUDE
+import os
+import sys
 
-LIST = PRELUDE + r'''
-import glob, hashlib
-req = read_request()
-root = os.path.abspath(os.path.expanduser(req["root"]))
-if not os.path.isdir(root):
-    sys.stderr.write("job directory %s does not exist on this host\n" % root)
-    sys.exit(3)
-real_root = os.path.realpath(root)
-cache_path = os.path.join(real_root, req["cache"]) if req.get("cache") else None
-cache = load_cache(cache_path) if cache_path else {}
-files, refused, seen = [], [], set()
+from _prelude import dumps, load_cache, run, save_cache, widen_pipe
 
-def inside(real):
-    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
-
-for group, patterns in req["globs"].items():
-    for pattern in patterns:
-        if pattern.startswith("/") or ".." in pattern.split("/"):
-            refused.append({"group": group, "glob": pattern, "path": pattern,
-                            "why": "the glob is absolute or contains '..'"})
-            continue
-        for match in sorted(glob.glob(os.path.join(glob.escape(root), pattern), recursive=True)):
-            rel = os.path.relpath(match, root)
-            real = os.path.realpath(match)
-            if not inside(real):
-                refused.append({"group": group, "glob": pattern, "path": rel,
-                                "why": "it resolves to %s, outside the job directory" % real})
-                continue
-            if rel in seen or not os.path.isfile(real):
-                continue
-            seen.add(rel)
-            st = os.stat(real)
-            files.append({"group": group, "path": rel, "src": real, "size": st.st_size,
-                          "mtime_ns": st.st_mtime_ns, "ino": st.st_ino})
-changed = False
-here = req.get("local") or {}
-for f in files:
-    key = [f["size"], f["mtime_ns"], f.pop("ino")]
-    hit = cache.get(f["src"])
-    if hit and hit[:3] == key:
-        f["sha256"] = hit[3]
-        continue
-    if here.get(f["path"]) != f["size"]:
-        f["sha256"] = None  # nothing here to compare with: SEND hashes it while sending
-        continue
-    h, left = hashlib.sha256(), f["size"]
-    with open(f["src"], "rb") as fh:
-        while left > 0:
-            block = fh.read(min(1 << 20, left))
-            if not block:
-                break
-            h.update(block)
-            left -= len(block)
-    f["sha256"] = h.hexdigest()
-    cache[f["src"]] = key + [f["sha256"]]
-    changed = True
-if changed and cache_path:
-    save_cache(cache_path, cache)
-print(dumps({"root": real_root, "files": files, "refused": refused}))
-'''
-
-SEND = PRELUDE + r'''
-import hashlib
-req = read_request()
-out = sys.stdout.buffer
-widen_pipe(1)
 BAD = b"\xff" * 32
-buf = bytearray(1 << 20)  # one buffer, reused: no 1 MiB allocation per read
+ZERO_COPY_MIN = 64 << 20  # the request's "zero_copy_min" overrides it
+out = sys.stdout.buffer
+buf = bytearray()
 view = memoryview(buf)
-learned = {}
-ZERO_COPY_MIN = req.get("zero_copy_min", 64 << 20)
+
+
+def list_op(req):
+    import glob
+    import hashlib
+    root = os.path.abspath(os.path.expanduser(req["root"]))
+    if not os.path.isdir(root):
+        sys.stderr.write("job directory %s does not exist on this host\n" % root)
+        sys.exit(3)
+    real_root = os.path.realpath(root)
+    cache_path = os.path.join(real_root, req["cache"]) if req.get("cache") else None
+    cache = load_cache(cache_path) if cache_path else {}
+    files, refused, seen = [], [], set()
+
+    def inside(real):
+        return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+    for group, patterns in req["globs"].items():
+        for pattern in patterns:
+            if pattern.startswith("/") or ".." in pattern.split("/"):
+                refused.append({"group": group, "glob": pattern, "path": pattern,
+                                "why": "the glob is absolute or contains '..'"})
+                continue
+            for match in sorted(glob.glob(os.path.join(glob.escape(root), pattern), recursive=True)):
+                rel = os.path.relpath(match, root)
+                real = os.path.realpath(match)
+                if not inside(real):
+                    refused.append({"group": group, "glob": pattern, "path": rel,
+                                    "why": "it resolves to %s, outside the job directory" % real})
+                    continue
+                if rel in seen or not os.path.isfile(real):
+                    continue
+                seen.add(rel)
+                st = os.stat(real)
+                files.append({"group": group, "path": rel, "src": real, "size": st.st_size,
+                              "mtime_ns": st.st_mtime_ns, "ino": st.st_ino})
+    changed = False
+    here = req.get("local") or {}
+    for f in files:
+        key = [f["size"], f["mtime_ns"], f.pop("ino")]
+        hit = cache.get(f["src"])
+        if hit and hit[:3] == key:
+            f["sha256"] = hit[3]
+            continue
+        if here.get(f["path"]) != f["size"]:
+            f["sha256"] = None  # nothing here to compare with: SEND hashes it while sending
+            continue
+        h, left = hashlib.sha256(), f["size"]
+        with open(f["src"], "rb") as fh:
+            while left > 0:
+                block = fh.read(min(1 << 20, left))
+                if not block:
+                    break
+                h.update(block)
+                left -= len(block)
+        f["sha256"] = h.hexdigest()
+        cache[f["src"]] = key + [f["sha256"]]
+        changed = True
+    if changed and cache_path:
+        save_cache(cache_path, cache)
+    print(dumps({"root": real_root, "files": files, "refused": refused}))
 
 
 def send_range(f, pos, left, size, h):
@@ -150,44 +146,55 @@ def send_range(f, pos, left, size, h):
     return left
 
 
-for e in req["files"]:
-    h = hashlib.sha256() if e["hash"] else None
-    left, bad = e["length"], False
-    try:
-        f = open(e["src"], "rb")
-    except OSError as exc:
-        sys.stderr.write("%s: %s\n" % (e["src"], exc.strerror))
-        f, bad = None, True
-    if f is not None:
-        with f:
-            st = os.fstat(f.fileno())
-            if h is not None and e["offset"]:
-                pre = e["offset"]
-                while pre > 0:
-                    b = f.read(min(1 << 20, pre))
-                    if not b:
-                        bad = True
-                        break
-                    h.update(b)
-                    pre -= len(b)
-            left = send_range(f, e["offset"], left, st.st_size, h)
-    if left > 0:
-        bad = True
-        zeros = b"\0" * min(left, 1 << 20)
-        while left > 0:
-            out.write(zeros[:left])
-            left -= min(left, len(zeros))
-    if bad:
-        out.write(BAD)
-    elif h is not None:
-        out.write(h.digest())
-        if e["offset"] + e["length"] == st.st_size:
-            learned[e["src"]] = [st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest()]
-    else:
-        out.write(b"\0" * 32)
-out.flush()
-if learned and req.get("cache"):
-    cache = load_cache(req["cache"])
-    cache.update(learned)
-    save_cache(req["cache"], cache)
-'''
+def send_op(req):
+    import hashlib
+    global ZERO_COPY_MIN, buf, view
+    widen_pipe(1)
+    buf = bytearray(1 << 20)  # one buffer, reused: no 1 MiB allocation per read
+    view = memoryview(buf)
+    learned = {}
+    ZERO_COPY_MIN = req.get("zero_copy_min", ZERO_COPY_MIN)
+    for e in req["files"]:
+        h = hashlib.sha256() if e["hash"] else None
+        left, bad = e["length"], False
+        try:
+            f = open(e["src"], "rb")
+        except OSError as exc:
+            sys.stderr.write("%s: %s\n" % (e["src"], exc.strerror))
+            f, bad = None, True
+        if f is not None:
+            with f:
+                st = os.fstat(f.fileno())
+                if h is not None and e["offset"]:
+                    pre = e["offset"]
+                    while pre > 0:
+                        b = f.read(min(1 << 20, pre))
+                        if not b:
+                            bad = True
+                            break
+                        h.update(b)
+                        pre -= len(b)
+                left = send_range(f, e["offset"], left, st.st_size, h)
+        if left > 0:
+            bad = True
+            zeros = b"\0" * min(left, 1 << 20)
+            while left > 0:
+                out.write(zeros[:left])
+                left -= min(left, len(zeros))
+        if bad:
+            out.write(BAD)
+        elif h is not None:
+            out.write(h.digest())
+            if e["offset"] + e["length"] == st.st_size:
+                learned[e["src"]] = [st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest()]
+        else:
+            out.write(b"\0" * 32)
+    out.flush()
+    if learned and req.get("cache"):
+        cache = load_cache(req["cache"])
+        cache.update(learned)
+        save_cache(req["cache"], cache)
+
+
+if __name__ == "__main__":
+    run({"list": list_op, "send": send_op})

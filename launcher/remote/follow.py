@@ -1,4 +1,4 @@
-"""Fixed stdlib-only scripts the follower runs on a node (``python3 -c SCRIPT REQUEST_JSON``).
+"""The host script the follower runs on a node (stdlib only; ``python3 -c PROGRAM REQUEST``).
 
 Why a script and not ``tail -F``: ``tail -F`` follows the files it was given, but
 ``worker_N.log``, ``scheduler.log`` and ``output/log/rank_N/info.log`` appear one by one
@@ -6,9 +6,10 @@ after the job starts, and the follower must also learn when the node's msrun end
 supervisor's ``state/exit_code``) without a second connection. One process per node does
 all three over the one SSH channel: it rescans the job directory, follows every log from
 its start (re-opening a file when it is rotated or truncated, as ``tail -F`` does), and
-says when the node ended. The request travels as one quoted argv element, never as shell text.
+says when the node ended. The request (:func:`launcher.remote.wire.request_arg`: the follower's
+runner call has no stdin) travels as one quoted argv element, never as shell text.
 
-FOLLOW output protocol, one message per line (tab separated, the text is the rest):
+FOLLOW (``{"op": "follow", "root", "follow"?, "interval"?}``) output protocol, one message per line (tab separated, the text is the rest):
 
 * ``L <rank> <role> <text>`` a log line; ``rank`` empty for the scheduler, ``role`` is
   ``worker`` / ``scheduler`` / ``info`` / ``error``.
@@ -27,19 +28,19 @@ a worker's last words always precede msrun's report of its death; ``rank_N/info.
 ``error.log`` only for ranks without a ``worker_N.log`` (the same MindFormers lines reach
 both, and one rank must be read from one file or its losses would count twice).
 
-TAIL: ``{"root"}`` -> JSON ``{rank: [last lines]}`` of each rank's log (its last 64 KiB),
+TAIL: ``{"op": "tail", "root"}`` -> JSON ``{rank: [last lines]}`` of each rank's log (its last 64 KiB),
 what ``alaunch status`` reads the current step and loss from.
 """
 
-FOLLOW = r'''
-import json, os, re, sys, time
-req = json.loads(sys.argv[1])
-root = req["root"]
-follow = req.get("follow", True)
-interval = float(req.get("interval", 0.05))
-msrun_dir = os.path.join(root, "msrun_log")
-mf_dir = os.path.join(root, "output", "log")
-state_dir = os.path.join(root, "state")
+import os
+import re
+import sys
+import time
+
+from _prelude import dumps, run
+
+root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
+follow, interval = True, 0.05
 out = sys.stdout.buffer
 WORKER = re.compile(r"^worker_(\d+)\.log$")
 RANK = re.compile(r"^rank_(\d+)$")
@@ -202,35 +203,48 @@ def main():
             beat = now
         time.sleep(interval)
 
-try:
-    main()
-except (BrokenPipeError, KeyboardInterrupt):
-    os._exit(0)
-'''
 
-TAIL = r'''
-import json, os, re, sys
-root = json.loads(sys.argv[1])["root"]
-picked = {}
-def add(rank, path, prio):
-    if os.path.isfile(path) and (rank not in picked or picked[rank][1] > prio):
-        picked[rank] = (path, prio)
-for name in (os.listdir(os.path.join(root, "msrun_log")) if os.path.isdir(os.path.join(root, "msrun_log")) else []):
-    m = re.match(r"^worker_(\d+)\.log$", name)
-    if m:
-        add(m.group(1), os.path.join(root, "msrun_log", name), 0)
-logs = os.path.join(root, "output", "log")
-for d in (os.listdir(logs) if os.path.isdir(logs) else []):
-    m = re.match(r"^rank_(\d+)$", d)
-    if m:
-        add(m.group(1), os.path.join(logs, d, "info.log"), 1)
-result = {}
-for rank, (path, _) in picked.items():
-    with open(path, "rb") as fh:
-        fh.seek(0, 2)
-        size = fh.tell()
-        fh.seek(max(0, size - 65536))
-        lines = fh.read().decode("utf-8", "replace").splitlines()
-    result[rank] = lines[1:] if size > 65536 else lines
-print(json.dumps(result))
-'''
+def follow_op(req):
+    global root, follow, interval, msrun_dir, mf_dir, state_dir
+    root = req["root"]
+    follow = req.get("follow", True)
+    interval = float(req.get("interval", 0.05))
+    msrun_dir = os.path.join(root, "msrun_log")
+    mf_dir = os.path.join(root, "output", "log")
+    state_dir = os.path.join(root, "state")
+    try:
+        main()
+    except (BrokenPipeError, KeyboardInterrupt):
+        os._exit(0)
+
+
+def tail_op(req):
+    root = req["root"]
+    picked = {}
+
+    def add(rank, path, prio):
+        if os.path.isfile(path) and (rank not in picked or picked[rank][1] > prio):
+            picked[rank] = (path, prio)
+    msrun_log = os.path.join(root, "msrun_log")
+    for name in (os.listdir(msrun_log) if os.path.isdir(msrun_log) else []):
+        m = re.match(r"^worker_(\d+)\.log$", name)
+        if m:
+            add(m.group(1), os.path.join(msrun_log, name), 0)
+    logs = os.path.join(root, "output", "log")
+    for d in (os.listdir(logs) if os.path.isdir(logs) else []):
+        m = re.match(r"^rank_(\d+)$", d)
+        if m:
+            add(m.group(1), os.path.join(logs, d, "info.log"), 1)
+    result = {}
+    for rank, (path, _) in picked.items():
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+        result[rank] = lines[1:] if size > 65536 else lines
+    print(dumps(result))
+
+
+if __name__ == "__main__":
+    run({"follow": follow_op, "tail": tail_op})

@@ -1,24 +1,36 @@
-"""Fixed stdlib-only Python scripts launch runs on a host (``python3 -c``; request as JSON on stdin).
+"""The host script launch runs (stdlib only; ``python3 -S -c PROGRAM``, request on stdin).
+
+Every request is the marshal frame of :func:`launcher.remote.wire.request` (``_prelude.py``)
+on stdin, never shell text; ``op`` picks the operation; answers are JSON.
 
 How a job's processes are found again: every process of a node carries the environment
-marker ``ALAUNCH_JOB_ID=<job id>`` (inherited by msrun, its scheduler and its workers — which
-msrun starts with ``setsid``, so a process group alone would miss them). Cancel and status
-look the marker up in ``/proc/<pid>/environ``: exact, per job, never a name pattern.
+marker ``ALAUNCH_JOB_ID=<job id>`` (:data:`MARKER`, the same as
+``launcher.remote.wire.JOB_MARKER``; inherited by msrun, its scheduler and its workers —
+which msrun starts with ``setsid``, so a process group alone would miss them). Cancel and
+status look the marker up in ``/proc/<pid>/environ``: exact, per job, never a name pattern.
 
-DETACH: fork a supervisor (own session, stdio to the log) that starts the argv in a new
-session, writes ``pid`` ("<child pid> <supervisor pid>") and, when it ends, ``exit_code``
-(written to a temp name and renamed). Prints ``{"pid", "supervisor"}`` once started.
-STATUS: ``{"state_dir", "job_id"}`` -> pid/exit code files, supervisor alive, job processes.
-CANCEL: ``{"job_id", "grace"}`` -> SIGINT msrun, SIGTERM the rest, SIGKILL after the grace,
-then verify none is left. PORT: ``{"port", "pinned"}`` -> a free TCP port.
+DETACH ``{"op": "detach", "argv", "env", "cwd", "state_dir"}``: fork a supervisor (own
+session, stdio to the log) that starts the argv in a new session, writes ``pid``
+("<child pid> <supervisor pid>") and, when it ends, ``exit_code`` (written to a temp name and
+renamed). Prints ``{"pid", "supervisor"}`` once started.
+STATUS ``{"op": "status", "state_dir", "job_id"}`` -> pid/exit code files, supervisor alive,
+job processes.
+CANCEL ``{"op": "cancel", "job_id", "msrun_pid", "grace"}`` -> SIGINT msrun, SIGTERM the
+rest, SIGKILL after the grace, then verify none is left.
+PORT ``{"op": "port", "port", "pinned"}`` -> a free TCP port.
 """
+
+import os
+import sys
+import time
+
+from _prelude import dumps, run
 
 MARKER = "ALAUNCH_JOB_ID"
 
-_FIND = r'''
-import os
+
 def job_pids(job_id):
-    want = ("ALAUNCH_JOB_ID=" + job_id).encode()
+    want = (MARKER + "=" + job_id).encode()
     me = os.getpid()
     out = []
     for name in os.listdir("/proc"):
@@ -34,120 +46,122 @@ def job_pids(job_id):
         if want in env and state not in ("Z", "X"):
             out.append(int(name))
     return out
-'''
 
-DETACH = r'''
-import json, os, subprocess, sys, time
-req = json.load(sys.stdin)
-state = req["state_dir"]
-os.makedirs(state, exist_ok=True)
-os.makedirs(req["cwd"], exist_ok=True)
-pid_path, exit_path, log_path = (os.path.join(state, n) for n in ("pid", "exit_code", "launcher.log"))
-for p in (pid_path, exit_path):
-    if os.path.exists(p):
-        sys.exit("job already started here: %s exists" % p)
 
-def atomic(path, text):
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+def detach(req):
+    import subprocess
+    state = req["state_dir"]
+    os.makedirs(state, exist_ok=True)
+    os.makedirs(req["cwd"], exist_ok=True)
+    pid_path, exit_path, log_path = (os.path.join(state, n) for n in ("pid", "exit_code", "launcher.log"))
+    for p in (pid_path, exit_path):
+        if os.path.exists(p):
+            sys.exit("job already started here: %s exists" % p)
 
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() != 0:
-        os._exit(0)
-    null = os.open(os.devnull, os.O_RDWR)
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(null, 0); os.dup2(log, 1); os.dup2(log, 2)
-    env = dict(os.environ)
-    env.update(req["env"])
-    try:
-        child = subprocess.Popen(req["argv"], cwd=req["cwd"], env=env, stdin=null, stdout=log, stderr=log,
-                                 start_new_session=True)
-    except OSError as exc:
-        os.write(2, ("cannot start %s: %s\n" % (req["argv"][0], exc)).encode())
-        atomic(exit_path, "127\n")
-        os._exit(0)
-    atomic(pid_path, "%d %d\n" % (child.pid, os.getpid()))
-    code = child.wait()
-    atomic(exit_path, "%d\n" % (code if code >= 0 else 128 - code))
-    os._exit(0)
-deadline = time.time() + 20
-while time.time() < deadline:
-    if os.path.exists(pid_path):
-        child, sup = map(int, open(pid_path).read().split())
-        print(json.dumps({"pid": child, "supervisor": sup}))
-        sys.exit(0)
-    if os.path.exists(exit_path):
-        sys.exit("did not start: " + open(log_path).read().strip().splitlines()[-1])
-    time.sleep(0.02)
-sys.exit("did not start within 20 s")
-'''
+    def atomic(path, text):
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
 
-STATUS = _FIND + r'''
-import json, sys
-req = json.load(sys.stdin)
-def read(name):
-    try:
-        with open(os.path.join(req["state_dir"], name)) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-pid = read("pid")
-code = read("exit_code")
-sup_alive = False
-if pid:
-    sup = int(pid.split()[1])
-    try:
-        with open("/proc/%d/stat" % sup) as f:
-            sup_alive = f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        pass
-print(json.dumps({"pid": pid, "exit_code": None if code is None else int(code),
-                  "supervisor_alive": sup_alive, "processes": job_pids(req["job_id"])}))
-'''
-
-CANCEL = _FIND + r'''
-import json, signal, sys, time
-req = json.load(sys.stdin)
-pids = job_pids(req["job_id"])
-found = len(pids)
-def send(sig, pids):
-    for p in pids:
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        env = dict(os.environ)
+        env.update(req["env"])
         try:
-            os.kill(p, sig)
+            child = subprocess.Popen(req["argv"], cwd=req["cwd"], env=env, stdin=null, stdout=log, stderr=log,
+                                     start_new_session=True)
+        except OSError as exc:
+            os.write(2, ("cannot start %s: %s\n" % (req["argv"][0], exc)).encode())
+            atomic(exit_path, "127\n")
+            os._exit(0)
+        atomic(pid_path, "%d %d\n" % (child.pid, os.getpid()))
+        code = child.wait()
+        atomic(exit_path, "%d\n" % (code if code >= 0 else 128 - code))
+        os._exit(0)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if os.path.exists(pid_path):
+            child, sup = map(int, open(pid_path).read().split())
+            print(dumps({"pid": child, "supervisor": sup}))
+            sys.exit(0)
+        if os.path.exists(exit_path):
+            sys.exit("did not start: " + open(log_path).read().strip().splitlines()[-1])
+        time.sleep(0.02)
+    sys.exit("did not start within 20 s")
+
+
+def status(req):
+    def read(name):
+        try:
+            with open(os.path.join(req["state_dir"], name)) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+    pid = read("pid")
+    code = read("exit_code")
+    sup_alive = False
+    if pid:
+        sup = int(pid.split()[1])
+        try:
+            with open("/proc/%d/stat" % sup) as f:
+                sup_alive = f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
         except OSError:
             pass
-if req.get("msrun_pid") in pids:
-    send(signal.SIGINT, [req["msrun_pid"]])  # msrun stops its workers on SIGINT
-    time.sleep(0.5)
-send(signal.SIGTERM, job_pids(req["job_id"]))
-deadline = time.time() + req["grace"]
-while time.time() < deadline and job_pids(req["job_id"]):
-    time.sleep(0.1)
-left = job_pids(req["job_id"])
-killed = bool(left)
-send(signal.SIGKILL, left)
-deadline = time.time() + 10
-while time.time() < deadline and job_pids(req["job_id"]):
-    time.sleep(0.1)
-print(json.dumps({"found": found, "sigkill": killed, "left": job_pids(req["job_id"])}))
-'''
+    print(dumps({"pid": pid, "exit_code": None if code is None else int(code),
+                 "supervisor_alive": sup_alive, "processes": job_pids(req["job_id"])}))
 
-PORT = r'''
-import json, socket, sys
-req = json.load(sys.stdin)
-def free(port):
-    s = socket.socket()
-    try:
-        s.bind(("0.0.0.0", port))
-        return s.getsockname()[1]
-    except OSError:
-        return None
-    finally:
-        s.close()
-port = free(req["port"]) if req["port"] else None
-if port is None and not req["pinned"]:
-    port = free(0)
-print(json.dumps({"port": port}))
-'''
+
+def cancel(req):
+    import signal
+    pids = job_pids(req["job_id"])
+    found = len(pids)
+
+    def send(sig, pids):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+    if req.get("msrun_pid") in pids:
+        send(signal.SIGINT, [req["msrun_pid"]])  # msrun stops its workers on SIGINT
+        time.sleep(0.5)
+    send(signal.SIGTERM, job_pids(req["job_id"]))
+    deadline = time.time() + req["grace"]
+    while time.time() < deadline and job_pids(req["job_id"]):
+        time.sleep(0.1)
+    left = job_pids(req["job_id"])
+    killed = bool(left)
+    send(signal.SIGKILL, left)
+    deadline = time.time() + 10
+    while time.time() < deadline and job_pids(req["job_id"]):
+        time.sleep(0.1)
+    print(dumps({"found": found, "sigkill": killed, "left": job_pids(req["job_id"])}))
+
+
+def port(req):
+    import socket
+
+    def free(port):
+        s = socket.socket()
+        try:
+            s.bind(("0.0.0.0", port))
+            return s.getsockname()[1]
+        except OSError:
+            return None
+        finally:
+            s.close()
+    found = free(req["port"]) if req["port"] else None
+    if found is None and not req["pinned"]:
+        found = free(0)
+    print(dumps({"port": found}))
+
+
+if __name__ == "__main__":
+    run({"detach": detach, "status": status, "cancel": cancel, "port": port})

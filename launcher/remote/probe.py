@@ -1,0 +1,61 @@
+"""The host script ``alaunch hosts check`` runs (stdlib only; ``python3 -c PROGRAM REQUEST``).
+
+PROBE ``{"op": "probe", "workdir"}`` (the marshal frame of
+:func:`launcher.remote.wire.request_arg`, one argv element: the runner's ``run`` carries it as
+a word, never as code) -> one JSON object with the host's facts. Run without ``-S``: the
+versions come from the site's package metadata plus ``find_spec`` rather than importing
+(importing mindformers takes ~7 s of CPU and writes ``output/log`` into the current
+directory, which a check must not do).
+"""
+
+import json
+import os
+import sys
+
+from _prelude import run
+
+
+def probe(req):
+    import importlib.metadata as md
+    import importlib.util as iu
+    import platform
+    import shutil
+    import socket
+    import subprocess
+    wd = os.path.expanduser(req["workdir"])
+    r = {"hostname": socket.gethostname(), "arch": platform.machine(), "python": platform.python_version(),
+         "python_path": sys.executable, "os": platform.system()}
+    try:
+        with open("/etc/os-release") as fh:
+            kv = dict(line.rstrip("\n").split("=", 1) for line in fh if "=" in line)
+        r["os"] = kv.get("PRETTY_NAME", r["os"]).strip('"')
+    except OSError:
+        pass
+
+    def version(name):
+        try:
+            return md.version(name) if iu.find_spec(name) else None
+        except Exception:
+            return None
+    r["mindspore"], r["mindformers"] = version("mindspore"), version("mindformers")
+
+    near = os.path.join(os.path.dirname(sys.executable), "msrun")
+    r["msrun"] = shutil.which("msrun") or (near if os.access(near, os.X_OK) else None)
+    smi = shutil.which("npu-smi")
+    r["npu_smi"] = None
+    if smi:
+        try:
+            p = subprocess.run([smi, "info"], capture_output=True, text=True, timeout=20)
+            r["npu_smi"] = {"path": smi, "code": p.returncode, "out": p.stdout, "err": p.stderr[-2000:]}
+        except Exception as exc:
+            r["npu_smi"] = {"path": smi, "code": -1, "out": "", "err": str(exc)}
+    p = wd
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    du = shutil.disk_usage(p)
+    r["disk"] = {"path": p, "workdir_exists": p == wd, "free": du.free, "total": du.total}
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    run({"probe": probe})
