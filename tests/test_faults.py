@@ -20,7 +20,8 @@ import pytest
 
 from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
-from launcher.ops.launch import launcher_for, pick_port
+from launcher.ops.launch import master_port
+from launcher.ops.stage import inventory
 from launcher.runners import make_runner as make_exec
 from launcher.core.plan import StageItem
 from launcher.runners import ConnectOptions
@@ -181,11 +182,13 @@ def test_master_port_taken_on_node0(ssh_cluster):
                 break
             threading.Event().wait(0.02)
         assert port
-        launcher = launcher_for(_exec(ssh_cluster, host), "port-job", PY)
+        runner = _exec(ssh_cluster, host)  # submit's preflight: the port rides on node 0's inventory
+        pinned = inventory(runner, [], PY, port=port, pinned=True)
         with pytest.raises(RemoteError) as err:
-            pick_port(launcher, port)
+            master_port(host.name, pinned.port, port)
         assert host.name in str(err.value) and f"master port {port} is in use" in str(err.value)
-        chosen = pick_port(launcher, None)
+        chosen = master_port(host.name, inventory(runner, [], PY, port=port).port, port)
         assert chosen != port and 0 < chosen < 65536
+        assert master_port(host.name, inventory(runner, [], PY, port=None).port, None) > 0
     finally:
         ssh_cluster.exec_on(0, ["kill", str(pid)])

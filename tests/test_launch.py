@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from launcher.core.hostfile import Host
-from launcher.ops.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch_all, pick_port
+from launcher.ops.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch_all, master_port
+from launcher.ops.stage import inventory
 from launcher.core.layout import JobLayout
 from launcher.runners import LocalRunner as LocalExec
 from launcher.core.plan import NodePlan, Plan
@@ -89,11 +90,12 @@ def test_all_or_nothing(tmp_path):
 
 def test_port_pick(tmp_path):
     import socket
-    launcher = LocalLauncher(LocalExec(Host("localhost", 1)), "j", PY)
+    node = LocalExec(Host("localhost", 1, workdir=str(tmp_path)))
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
         s.listen()
         busy = s.getsockname()[1]
-        assert pick_port(launcher, None) != busy
+        assert master_port("localhost", inventory(node, [], PY, port=None).port, None) != busy
+        assert master_port("localhost", inventory(node, [], PY, port=busy).port, busy) != busy
         with pytest.raises(Exception, match=f"master port {busy} is in use"):
-            pick_port(launcher, busy)
+            master_port("localhost", inventory(node, [], PY, port=busy, pinned=True).port, busy)

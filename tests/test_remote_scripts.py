@@ -166,7 +166,8 @@ def test_launch_detach_status_cancel_port(tmp_path):
     status = answer("launch", {"op": "status", "state_dir": str(state), "job_id": job_id})
     assert status["exit_code"] is not None and status["exit_code"] != 0 and status["processes"] == []
 
-    port = answer("launch", {"op": "port", "port": None, "pinned": False})["port"]
+    port = answer("stage", {"op": "inventory", "base": str(tmp_path / "store"), "objects": [],
+                            "port": None, "pinned": False})["port"]
     assert isinstance(port, int) and port > 0
 
 

@@ -86,8 +86,6 @@ class Launcher(ABC):
         return self._script({"op": "cancel", "job_id": self.job_id, "msrun_pid": msrun_pid, "grace": grace},
                             grace + 60, "cancel")
 
-    def free_port(self, port: int | None, pinned: bool) -> int | None:
-        return self._script({"op": "port", "port": port, "pinned": pinned}, 30, "port check")["port"]
 
 
 class _DetachedLauncher(Launcher):
@@ -138,10 +136,10 @@ def launch_all(plan: Plan, launchers: Mapping[int, Launcher]) -> dict[int, Start
     raise LaunchFailed(f"launch failed, nothing left running: {reason}")
 
 
-def pick_port(launcher: Launcher, port: int | None) -> int:
-    """The master port, checked free on node 0 (another free one unless the user pinned it)."""
-    chosen = launcher.free_port(port, pinned=port is not None)
-    if chosen is None:
-        raise RemoteError(launcher.node.host.name, f"master port {port} is in use; pick another with "
-                                                   "--master-port or leave it out to choose a free one")
-    return chosen
+def master_port(host: str, found: int | None, requested: int | None) -> int:
+    """The port node 0's preflight found free (``found``), or the one-line refusal when the
+    user pinned ``requested`` and it is taken there."""
+    if found is None:
+        raise RemoteError(host, f"master port {requested} is in use; pick another with "
+                                "--master-port or leave it out to choose a free one")
+    return found

@@ -20,7 +20,7 @@ from launcher.ops import registry as reg
 from launcher.core import validate
 from launcher.errors import AlaunchError, ExitCode, InputError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
-from launcher.ops.launch import NodeStatus, launch_all, launcher_for, pick_port
+from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port
 from launcher.core.layout import JobLayout
 from launcher.runners import CommandRunner, make_runner
 from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, Plan, build_plan, stage_items
@@ -195,23 +195,18 @@ class JobService:
         return replace(job, files=files)
 
     def preflight(self, job: LocalJob, runners: Mapping[str, CommandRunner]) -> Preflight:
-        """Phase 2, one fan-out over the hosts: each host's home and what its store already
-        holds (so its job root and what to send), and on node 0 a free master port."""
+        """Phase 2, one round trip per host in one fan-out: each host's home and what its store
+        already holds (so its job root and what to send), and on node 0 a free master port."""
         node0 = job.hosts[0].name
 
-        def one(host: Host):
-            runner = runners[host.name]
-            inv = inventory(runner, job.files.objects, job.pythons[host.name])
-            port = None
-            if host.name == node0:
-                port = pick_port(launcher_for(runner, job.job_id, job.pythons[host.name]), job.opts.master_port)
-            return inv, port
+        def one(host: Host) -> Inventory:
+            ask = dict(port=job.opts.master_port, pinned=job.opts.master_port is not None) if host.name == node0 else {}
+            return inventory(runners[host.name], job.files.objects, job.pythons[host.name], **ask)
 
-        done = run_parallel(job.hosts, one).raise_on_failure()
-        inventories = {h.name: inv for h, (inv, _) in done.items()}
+        inventories = {h.name: inv for h, inv in run_parallel(job.hosts, one).raise_on_failure().items()}
         roots = {h.name: resolve_home(JobLayout.for_job(h.remote_workdir, job.job_id).root, inventories[h.name].home)
                  for h in job.hosts}
-        return Preflight(inventories, roots, done[job.hosts[0]][1])
+        return Preflight(inventories, roots, master_port(node0, inventories[node0].port, job.opts.master_port))
 
     def _record(self, job: LocalJob, pre: Preflight, prepared: Prepared) -> None:
         hosts = job.hosts

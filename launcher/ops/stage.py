@@ -328,6 +328,7 @@ class Inventory:
     fsid: str
     free: int
     have: frozenset[str]
+    port: int | None = None  # a free TCP port, when one was asked for (node 0)
 
 
 @dataclass
@@ -385,9 +386,15 @@ def store_base(host: Host) -> str:
     return posixpath.join(host.remote_workdir.rstrip("/") or "/", STORE_DIRNAME)
 
 
-def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python3") -> Inventory:
-    """One round trip: which objects the host has, its free bytes, filesystem id and $HOME."""
-    request = wire.request({"op": "inventory", "base": store_base(node.host), "objects": sorted(objects)})
+def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python3",
+              port: int | None | bool = False, pinned: bool = False) -> Inventory:
+    """One round trip: which objects the host has, its free bytes, filesystem id and $HOME;
+    with ``port`` (None: any; an int: that one, or another unless ``pinned``) also a free
+    TCP port there (node 0's msrun master port), so submit's preflight is one round trip."""
+    req = {"op": "inventory", "base": store_base(node.host), "objects": sorted(objects)}
+    if port is not False:
+        req.update(port=port, pinned=pinned)
+    request = wire.request(req)
     result = node.check([python, "-S", "-c", wire.program("stage", "inventory")], [request], timeout=120,
                         what="inventory")
     try:
@@ -395,7 +402,7 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
     except ValueError:
         raise RemoteError(node.host.name, f"inventory gave no JSON: {result.text()[:200]!r}") from None
     return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
-                     frozenset(data["have"]))
+                     frozenset(data["have"]), data.get("port"))
 
 
 def resolve_home(path: str, home: str) -> str:

@@ -17,7 +17,6 @@ STATUS ``{"op": "status", "state_dir", "job_id"}`` -> pid/exit code files, super
 job processes.
 CANCEL ``{"op": "cancel", "job_id", "msrun_pid", "grace"}`` -> SIGINT msrun, SIGTERM the
 rest, SIGKILL after the grace, then verify none is left.
-PORT ``{"op": "port", "port", "pinned"}`` -> a free TCP port.
 """
 
 import os
@@ -145,23 +144,5 @@ def cancel(req):
     print(dumps({"found": found, "sigkill": killed, "left": job_pids(req["job_id"])}))
 
 
-def port(req):
-    import socket
-
-    def free(port):
-        s = socket.socket()
-        try:
-            s.bind(("0.0.0.0", port))
-            return s.getsockname()[1]
-        except OSError:
-            return None
-        finally:
-            s.close()
-    found = free(req["port"]) if req["port"] else None
-    if found is None and not req["pinned"]:
-        found = free(0)
-    print(dumps({"port": found}))
-
-
 if __name__ == "__main__":
-    run({"detach": detach, "status": status, "cancel": cancel, "port": port})
+    run({"detach": detach, "status": status, "cancel": cancel})

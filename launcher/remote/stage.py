@@ -50,8 +50,31 @@ def inventory(req):
         fsid = f.read().strip()
     vfs = os.statvfs(cas)
     have = [s for s in req["objects"] if os.path.isfile(os.path.join(cas, s[:2], s))]
-    print(dumps({"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
-                 "free": vfs.f_bavail * vfs.f_frsize, "have": have}))
+    answer = {"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
+              "free": vfs.f_bavail * vfs.f_frsize, "have": have}
+    if "port" in req:  # node 0 of a submit: msrun's master port, in the same round trip
+        answer["port"] = free_port(req["port"], req.get("pinned", False))
+    print(dumps(answer))
+
+
+def free_port(port, pinned):
+    """``port`` if it can be bound here, else (unless pinned) one the kernel picks; None when
+    a pinned port is taken."""
+    import socket
+
+    def bindable(p):
+        s = socket.socket()
+        try:
+            s.bind(("0.0.0.0", p))
+            return s.getsockname()[1]
+        except OSError:
+            return None
+        finally:
+            s.close()
+    found = bindable(port) if port else None
+    if found is None and not pinned:
+        found = bindable(0)
+    return found
 
 
 def materialise(cas, manifest):
