@@ -22,9 +22,10 @@ from launcher.errors import InputError
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
 from launcher.core.spec import SECRET_MASK, JobSpec
+from launcher.resources import package_path
 
 DEFAULT_CLUSTER_TIME_OUT = 600  # seconds msrun waits for every node to join
-ENTRY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "entry")
+ENTRY_DIR = str(package_path("entry"))  # launcher/entry/, shipped with the package
 BUILTIN_ENTRY_FILES = ("run_cpu.py", "cpu_patches.py")
 CANN_SET_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
 LOOPBACK = "127.0.0.1"

@@ -7,7 +7,7 @@ what to bring along. Public interface (used by render, plan, stage, launch, fetc
     parse_job(data, source, base_dir, text=None) -> JobSpec   # the pure core
 
 Local paths in a job file are relative to the job file's directory; ``load_job`` stores
-them absolute. ``template`` is looked up next to the job file first, then in the repo's
+them absolute. ``template`` is looked up next to the job file first, then in the shipped
 ``configs/``. Secrets (``env: {X: {value: ..., secret: true}}`` or ``from_local``) print as
 ``***`` through :meth:`EnvValue.display` / :meth:`JobSpec.env_display`.
 """
@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from launcher.core import yamlio
 from launcher.errors import InputError
+from launcher.resources import package_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIGS_DIR = REPO_ROOT / "configs"
+CONFIGS_DIR = package_path("configs")  # the top-level configs/, shipped as launcher/configs
 BUILTIN_ENTRY = "alaunch:run_cpu"  # the CPU entry shipped in launcher/entry/, staged with the job
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
