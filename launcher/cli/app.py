@@ -1,13 +1,21 @@
 """The `alaunch` command line: parse, run the verb, map errors to exit codes.
 
-Verbs live in ``launcher/commands/<name>.py``; each module defines
+Verbs live in ``launcher/cli/commands/<name>.py``; each module defines
 ``register(app: typer.Typer)`` and an ``ORDER`` (its place in ``--help``). The CLI
 finds them by listing that package, so adding a verb is adding one file.
+
+Start-up is part of the interface (benchmarks/bench_cli.py, goal < 0.15 s): a verb
+module imports only typer and the light launcher.cli/errors modules at its top, and its
+stack (ops, runners/paramiko, pydantic models, rich widgets, metrics) inside the
+function that runs. When the verb on the command line names a module (``alaunch jobs``
+-> ``commands/jobs.py``), only that module is loaded; anything else (``--help``, a verb
+registered by a module of another name, a typo) loads them all.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -31,7 +39,30 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def build_app() -> typer.Typer:
+def _verb_of(argv: list[str]) -> str | None:
+    """The verb on the command line: the first word that is not a root option (or None)."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--state-dir":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _verb_modules(verb: str | None) -> list[str]:
+    """Names of the verb modules to load for this command line (see the module docstring)."""
+    import launcher.cli.commands as commands_pkg
+
+    if verb and not verb.startswith("_"):
+        for path in commands_pkg.__path__:
+            if os.path.isfile(os.path.join(path, f"{verb}.py")):
+                return [verb]
+    return [info.name for info in pkgutil.iter_modules(commands_pkg.__path__) if not info.name.startswith("_")]
+
+
+def build_app(argv: list[str] | None = None) -> typer.Typer:
+    """The app with the verbs ``argv`` needs (all of them when argv is None)."""
     app = typer.Typer(
         name="alaunch",
         help=HELP,
@@ -53,13 +84,8 @@ def build_app() -> typer.Typer:
         env = environment.Environment.for_output(state_dir=state_dir)
         environment.set_current(env)
 
-    import launcher.cli.commands as commands_pkg
-
-    modules = []
-    for info in pkgutil.iter_modules(commands_pkg.__path__):
-        if info.name.startswith("_"):
-            continue
-        modules.append(importlib.import_module(f"launcher.cli.commands.{info.name}"))
+    names = _verb_modules(None if argv is None else _verb_of(argv))
+    modules = [importlib.import_module(f"launcher.cli.commands.{name}") for name in names]
     for module in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
         module.register(app)
     return app
@@ -67,7 +93,7 @@ def build_app() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns (and exits with) the exit code."""
-    app = build_app()
+    app = build_app(sys.argv[1:] if argv is None else argv)
     try:
         # standalone mode: click/typer print usage errors and help themselves and exit
         # through SystemExit with their codes (2 for usage); our errors come through here.

@@ -10,17 +10,29 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:  # rich and the registry load when a verb runs, not for `alaunch --help`
+    from rich.console import Console
 
-from launcher.ops.registry import default_state_dir
+
+def _console(**kwargs) -> "Console":
+    from rich.console import Console
+
+    return Console(**kwargs)
+
+
+def _default_state_dir() -> Path:
+    from launcher.ops.registry import default_state_dir
+
+    return default_state_dir()
 
 
 @dataclass
 class Environment:
-    stdout: Console = field(default_factory=lambda: Console(highlight=False))
-    stderr: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
-    state_dir: Path = field(default_factory=default_state_dir)
+    stdout: Console = field(default_factory=lambda: _console(highlight=False))
+    stderr: Console = field(default_factory=lambda: _console(stderr=True, highlight=False))
+    state_dir: Path = field(default_factory=_default_state_dir)
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     raw: bool = False  # plain lines, no colour, no live widgets (pipes, scripts)
 
@@ -32,8 +44,8 @@ class Environment:
     def for_output(cls, *, raw: bool = False, state_dir: Path | None = None) -> "Environment":
         no_colour = raw or bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
         env = cls(
-            stdout=Console(highlight=False, no_color=no_colour, soft_wrap=raw),
-            stderr=Console(stderr=True, highlight=False, no_color=raw or bool(os.environ.get("NO_COLOR"))),
+            stdout=_console(highlight=False, no_color=no_colour, soft_wrap=raw),
+            stderr=_console(stderr=True, highlight=False, no_color=raw or bool(os.environ.get("NO_COLOR"))),
             raw=raw,
         )
         if state_dir is not None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from launcher.cli import environment
 from launcher.cli.options import KnownHostsOpt, SshConfigOpt, AcceptNewOpt
 
-from launcher.ops import registry as reg
-from launcher.cli.progress import fetch_with_progress
-from launcher.ops.collect import FetchError, FetchReport, default_options
+if TYPE_CHECKING:  # imported when the verb runs (cli/app.py)
+    from launcher.ops.collect import FetchReport
 
 ORDER = 45
 
@@ -37,6 +37,10 @@ def register(app: typer.Typer) -> None:
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
     ) -> None:
+        from launcher.cli.progress import fetch_with_progress
+        from launcher.ops import registry as reg
+        from launcher.ops.collect import FetchError, default_options
+
         env = environment.current()
         with reg.Registry.in_state_dir(env.state_dir) as registry:
             options = default_options(registry.get(job))

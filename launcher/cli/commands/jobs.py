@@ -5,15 +5,10 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
 
 from launcher.cli import environment
 from launcher.cli.options import KnownHostsOpt, SshConfigOpt, AcceptNewOpt
-
-from launcher.ops import registry as reg
 from launcher.errors import ExitCode
-from launcher.cli.connect import job_service
-from launcher.ops.service import STATE_EXIT
 
 ORDER = 35
 
@@ -24,6 +19,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         limit: int = typer.Option(20, "--limit", "-n", help="How many jobs to show."),
     ) -> None:
+        from rich.table import Table
+
+        from launcher.ops import registry as reg
+
         env = environment.current()
         with reg.Registry.in_state_dir(env.state_dir) as registry:
             records = registry.list(limit=limit)
@@ -46,6 +45,11 @@ def register(app: typer.Typer) -> None:
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
     ) -> None:
+        from rich.table import Table
+
+        from launcher.cli.connect import job_service
+        from launcher.ops.service import STATE_EXIT
+
         env = environment.current()
         registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         with registry:
@@ -72,6 +76,8 @@ def register(app: typer.Typer) -> None:
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
     ) -> None:
+        from launcher.cli.connect import job_service
+
         env = environment.current()
         registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         with registry:

@@ -22,9 +22,6 @@ import typer
 from launcher.cli import environment
 from launcher.cli.options import KnownHostsOpt, SshConfigOpt, AcceptNewOpt
 from launcher.errors import ExitCode, InputError
-from launcher.cli.logview import LinePrinter, compile_grep, print_summary
-from launcher.metrics.logfiles import discover, merged_lines, parse_files
-from launcher.metrics.logparse import JobLogs
 
 ORDER = 60
 
@@ -32,6 +29,10 @@ ORDER = 60
 def show_local(path: Path, *, summary: bool, as_json: bool, grep: str | None, rank: int | None,
                node: str | None, raw: bool, since: str | None = None) -> int:
     """The local mode; returns the exit code (JOB_FAILED when a failure was recognised)."""
+    from launcher.cli.logview import LinePrinter, compile_grep, print_summary
+    from launcher.metrics.logfiles import discover, merged_lines, parse_files
+    from launcher.metrics.logparse import JobLogs
+
     files = discover(path)
     regex = compile_grep(grep)
     if rank is not None or node is not None:

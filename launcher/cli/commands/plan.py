@@ -9,9 +9,6 @@ import typer
 
 from launcher.cli import environment
 from launcher.cli.options import HostfileOpt, LocalOpt, SlotsOpt, IncludeOpt, ExcludeOpt, default_slots
-from launcher.ops.service import SubmitOptions, prepare, resolve_hosts, used_hosts
-from launcher.core.layout import new_job_id
-from launcher.core.spec import load_job
 
 ORDER = 25
 DEFAULT_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
@@ -30,6 +27,10 @@ def register(app: typer.Typer) -> None:
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
         job_id: Optional[str] = typer.Option(None, "--job-id", help="Job id to plan for (default: a new one)."),
     ) -> None:
+        from launcher.core.spec import load_job
+        from launcher.core.layout import new_job_id
+        from launcher.ops.service import SubmitOptions, prepare, resolve_hosts, used_hosts
+
         env = environment.current()
         spec = load_job(job)
         hosts = used_hosts(spec, resolve_hosts(hostfile, local, slots, include, exclude))

@@ -13,15 +13,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
 from launcher.cli import environment
 
-from launcher.core import render as render_mod, validate, yamlio
-from launcher.core.hostfile import DEFAULT_WORKDIR
 from launcher.errors import InputError
-from launcher.core.layout import JobLayout
-from launcher.core.spec import load_job
 
 ORDER = 20
 PREVIEW_JOB_ID = "<job-id>"
@@ -39,6 +34,11 @@ def _hosts(hostfile: Optional[Path], local: bool, local_slots: int):
 
 def build(job: Path, hosts, sets: List[str], job_id: str = PREVIEW_JOB_ID, check_mindformers: bool = True):
     """Everything `render` checks, with no output: (spec, rendered, mindformers check). Raises InputError."""
+    from launcher.core import render as render_mod, validate
+    from launcher.core.hostfile import DEFAULT_WORKDIR
+    from launcher.core.layout import JobLayout
+    from launcher.core.spec import load_job
+
     spec = load_job(job)
     validate.check_local_paths(spec)
     workdir = hosts[0].remote_workdir if hosts else DEFAULT_WORKDIR
@@ -79,6 +79,8 @@ def register(app: typer.Typer) -> None:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(rendered.text, encoding="utf-8")
         if summary:
+            from rich.table import Table
+
             table = Table(title=f"{spec.name} ({spec.kind}) <- {spec.template}", show_header=False)
             table.add_column("what", style="bold")
             table.add_column("value")
@@ -86,6 +88,8 @@ def register(app: typer.Typer) -> None:
                 table.add_row(label, value)
             env.stdout.print(table)
         if diff:
+            from launcher.core import yamlio
+
             template = yamlio.loads(template_text, template_path, allow_aliases=True)
             before = yamlio.dumps(template).splitlines(keepends=True)
             after = rendered.text.splitlines(keepends=True)

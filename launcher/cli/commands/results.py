@@ -19,18 +19,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-import yaml
-from rich.table import Table
 
 from launcher.cli import environment
-from launcher.cli.logview import fmt_duration
-from launcher.metrics.logfiles import discover, parse_files
 from launcher.errors import AlaunchError, InputError
-from launcher.metrics.logparse import LogState
-from launcher.metrics import scorefile
+
+if TYPE_CHECKING:  # imported when the verb runs (cli/app.py)
+    from rich.table import Table
+
+    from launcher.metrics.logparse import LogState
 
 ORDER = 85
 JOB_META = "job.json"
@@ -79,6 +78,8 @@ def resolve_run_dir(arg: str) -> Path:
 
 def find_model_config(run_dir: Path) -> dict[str, Any] | None:
     """``model.model_config`` of the first YAML in the run that has a pet_config (else any)."""
+    import yaml
+
     fallback = None
     for path in sorted(run_dir.rglob("*.yaml")):
         try:
@@ -106,6 +107,8 @@ def _count_from_config(model_config: dict[str, Any]) -> int | None:
 
 
 def _training_state(run_dir: Path) -> LogState | None:
+    from launcher.metrics.logfiles import discover, parse_files
+
     try:
         files = discover(run_dir)
     except InputError:
@@ -120,6 +123,8 @@ def _training_state(run_dir: Path) -> LogState | None:
 
 def collect(run_dir: Path) -> RunFacts:
     """Gather the facts of one run directory (reads files; no network)."""
+    from launcher.metrics import scorefile
+
     meta = scorefile.load_json_object(run_dir / JOB_META) if (run_dir / JOB_META).is_file() else {}
     facts = RunFacts(path=str(run_dir), job=str(meta.get("id") or meta.get("job_id") or
                                                   meta.get("name") or run_dir.name))
@@ -163,6 +168,8 @@ def _cell(value: Any, spec: str = "") -> str:
 
 
 def results_rows(f: RunFacts) -> dict[str, str]:
+    from launcher.cli.logview import fmt_duration
+
     lora = "-" if f.lora_rank is None and f.lora_targets is None else \
         f"r={_cell(f.lora_rank)} α={_cell(f.lora_alpha, 'g')} {f.lora_targets or ''}".strip()
     params = _cell(f.trainable_params, ",")
@@ -180,6 +187,8 @@ def results_rows(f: RunFacts) -> dict[str, str]:
 
 def results_table(runs: list[RunFacts]) -> Table:
     """Runs as columns, facts as rows: side by side, readable in 80 columns for a few runs."""
+    from rich.table import Table
+
     table = Table(title="Runs")
     table.add_column("job")
     rows = [results_rows(f) for f in runs]

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.table import Table
 
 from launcher.cli import environment
 from launcher.errors import InputError
-from launcher.metrics import mathacc, predictions, scorefile, squad
+from launcher.metrics import mathacc
+
+if TYPE_CHECKING:  # the stacks load when a verb runs, not for `alaunch --help` (bench_cli.py)
+    from rich.table import Table
+
+    from launcher.metrics import predictions
 
 ORDER = 80
 
@@ -29,6 +33,8 @@ def _emit_json(payload: dict) -> None:
 
 def read_squad_pairs(path: Path) -> list[predictions.EvalPair]:
     """Pairs from an eval log (``pred is:`` / ``label is:``) or JSON lines with references."""
+    from launcher.metrics import predictions
+
     text = predictions.read_text(path)
     if predictions.looks_like_eval_log(text):
         pairs = predictions.parse_eval_log(text, str(path))
@@ -41,6 +47,8 @@ def read_squad_pairs(path: Path) -> list[predictions.EvalPair]:
 
 
 def squad_command(input_path: Path, as_json: bool, save: Optional[Path]) -> None:
+    from launcher.metrics import scorefile, squad
+
     pairs = read_squad_pairs(input_path)
     result = squad.score((p.prediction, p.reference) for p in pairs)
     payload = {"input": str(input_path), **result.as_dict()}
@@ -56,6 +64,8 @@ def squad_command(input_path: Path, as_json: bool, save: Optional[Path]) -> None
 
 
 def math_table(report: mathacc.MathReport) -> Table:
+    from rich.table import Table
+
     table = Table(title="Math accuracy")
     for col, justify in (("family", "left"), ("correct", "right"), ("total", "right"), ("accuracy", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -67,6 +77,8 @@ def math_table(report: mathacc.MathReport) -> Table:
 
 
 def math_command(preds_path: Path, reference: Path, as_json: bool, save: Optional[Path]) -> None:
+    from launcher.metrics import predictions, scorefile
+
     preds = predictions.parse_generation_result(predictions.read_text(preds_path), str(preds_path))
     refs = predictions.parse_math_reference(predictions.read_text(reference), str(reference))
     if len(preds) != len(refs):

@@ -6,16 +6,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
 
 from launcher.cli import environment
 from launcher.cli.options import HostfileOpt, LocalOpt, SlotsOpt, IncludeOpt, ExcludeOpt, KnownHostsOpt, SshConfigOpt, AcceptNewOpt, default_slots
-
-from launcher.ops import registry as reg
-from launcher.ops.service import JobService, SubmitOptions, resolve_hosts
-from launcher.cli.connect import runner_factory
-from launcher.cli.progress import RichProgress
-from launcher.ops.stage import PlainProgress
 
 ORDER = 30
 
@@ -41,6 +34,14 @@ def register(app: typer.Typer) -> None:
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
     ) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
+
+        from launcher.cli.connect import runner_factory
+        from launcher.cli.progress import RichProgress
+        from launcher.ops import registry as reg
+        from launcher.ops.service import JobService, SubmitOptions, resolve_hosts
+        from launcher.ops.stage import PlainProgress
+
         env = environment.current()
         say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
         hosts = resolve_hosts(hostfile, local, slots, include, exclude)
