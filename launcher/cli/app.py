@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import pkgutil
 import sys
 from pathlib import Path
 from typing import Optional
@@ -39,11 +38,14 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+ROOT_VALUE_OPTIONS = ("--state-dir",)  # root options that take a value (see _root below)
+
+
 def _verb_of(argv: list[str]) -> str | None:
     """The verb on the command line: the first word that is not a root option (or None)."""
     args = iter(argv)
     for arg in args:
-        if arg == "--state-dir":
+        if arg in ROOT_VALUE_OPTIONS:
             next(args, None)
         elif not arg.startswith("-"):
             return arg
@@ -58,6 +60,8 @@ def _verb_modules(verb: str | None) -> list[str]:
         for path in commands_pkg.__path__:
             if os.path.isfile(os.path.join(path, f"{verb}.py")):
                 return [verb]
+    import pkgutil  # 5 ms: only when every verb is needed
+
     return [info.name for info in pkgutil.iter_modules(commands_pkg.__path__) if not info.name.startswith("_")]
 
 
