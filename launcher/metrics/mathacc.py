@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from launcher.metrics.mathrule import RULE  # noqa: F401  (its own module: `alaunch --help` shows it)
+
 try:  # the family patterns are shared with the data recipe (launcher/data/families.py)
     from launcher.data.families import FAMILIES, FRACTION, classify
 except ImportError:  # pragma: no cover - only while that module is absent
@@ -40,14 +42,6 @@ RESPONSE_MARK = "### Response:"
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _FRACTION = re.compile(r"(-?\d+)\s*/\s*(-?\d+)")
 _CUT = re.compile(r"###|\n[ \t]*\n")
-
-RULE = (
-    "Correct when the final answer is within 0.01 of the reference's: the response is the "
-    "prediction with the echoed prompt removed, cut at the first '###' or blank line; its "
-    "final answer is its last number (for 'simplify the fraction' problems its last a/b, "
-    "correct when numerator and denominator are equal); the reference's is the last number "
-    "of the reference solution."
-)
 
 
 def response_of(prediction: str, problem: str) -> str:

@@ -15,16 +15,16 @@ import typer
 
 from launcher.cli import environment
 from launcher.errors import InputError
-from launcher.metrics import mathacc
+from launcher.metrics.mathrule import RULE
 
 if TYPE_CHECKING:  # the stacks load when a verb runs, not for `alaunch --help` (bench_cli.py)
     from rich.table import Table
 
-    from launcher.metrics import predictions
+    from launcher.metrics import mathacc, predictions
 
 ORDER = 80
 
-MATH_HELP = "Math accuracy of predictions against reference solutions. Rule: " + mathacc.RULE
+MATH_HELP = "Math accuracy of predictions against reference solutions. Rule: " + RULE
 
 
 def _emit_json(payload: dict) -> None:
@@ -77,7 +77,7 @@ def math_table(report: mathacc.MathReport) -> Table:
 
 
 def math_command(preds_path: Path, reference: Path, as_json: bool, save: Optional[Path]) -> None:
-    from launcher.metrics import predictions, scorefile
+    from launcher.metrics import mathacc, predictions, scorefile
 
     preds = predictions.parse_generation_result(predictions.read_text(preds_path), str(preds_path))
     refs = predictions.parse_math_reference(predictions.read_text(reference), str(reference))
