@@ -75,7 +75,7 @@ def installed(tmp_path_factory):
     proc = _run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", str(wheel)], base, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     times["install"] = time.monotonic() - t
-    print(f"\ninstall test phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
+    print("\ninstall test phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
     return wheel, venv_dir
 
 
