@@ -9,7 +9,9 @@ wall time of N runs, the median CPU (user+sys) of the child, and the ratio to th
 self time summed by top-level package).
 
 Goal (issue 21): both under 0.15 s on the 2-core dev machine. Run:
-``.venv/bin/python benchmarks/bench_cli.py [-n 11] [--importtime]``.
+``.venv/bin/python benchmarks/bench_cli.py [-n 11] [--importtime] [--python VENV/bin/python]``
+(``--python``: an installed alaunch, as a user has it: no editable-install finder, no
+PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -96,13 +98,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=11, help="runs per command (median)")
     parser.add_argument("--importtime", action="store_true", help="also show where the import time goes")
+    parser.add_argument("--python", metavar="PY",
+                        help="time the alaunch installed for this interpreter (e.g. a venv's bin/python made "
+                             "with `pip install .`) instead of this checkout on PYTHONPATH")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-                   ALAUNCH_STATE_DIR=str(Path(tmp) / "state"), NO_COLOR="1")
+        env = dict(os.environ, ALAUNCH_STATE_DIR=str(Path(tmp) / "state"), NO_COLOR="1")
+        if args.python:
+            env.pop("PYTHONPATH", None)
+        else:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         seed_registry(Path(tmp) / "state")
-        py = sys.executable
+        py = args.python or sys.executable
         cases = {
             "python -c pass": [py, "-c", "pass"],
             "alaunch --help": [py, "-c", CONSOLE_SCRIPT, "--help"],
@@ -110,7 +118,9 @@ def main() -> int:
         }
         results = measure(cases, env, args.n)
         base_wall = results["python -c pass"][0]
-        print(f"CLI start-up, median of {args.n} (wall s, child cpu s, fastest wall s, wall / python -c pass):")
+        where = f"installed for {py}" if args.python else f"{ROOT} on PYTHONPATH"
+        print(f"CLI start-up ({where}), median of {args.n} (wall s, child cpu s, fastest wall s, "
+              "wall / python -c pass):")
         failed = []
         for name, (wall, cpu, fastest) in results.items():
             goal = ""
