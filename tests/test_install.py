@@ -8,10 +8,10 @@ is not the repository and with no PYTHONPATH: ``alaunch render ... --summary`` a
 ``alaunch plan ...`` on the reference job. The installed output must equal the source
 tree's, byte for byte.
 
-Measured here (2 cores, shared; quiet / under a load of 6): wheel build 5 / 12 s (pip's
+Measured here (2 cores, shared; quiet / under a load of 6): wheel build 3–5 / 12 s (pip's
 isolated build env from the local wheel cache), venv 0.2 s (no ensurepip: this pip installs
-into it with ``--python``), the wheel and its dependencies 16 / 35 s (pip's cache and the
-configured find-links; nothing is compiled), the commands < 2 s.
+into it with ``--python``), the wheel and its dependencies 11–16 / 35 s (pip's cache and the
+configured find-links; nothing is compiled), the commands < 2 s; the whole file 30–70 s.
 """
 
 from __future__ import annotations
