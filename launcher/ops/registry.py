@@ -30,16 +30,19 @@ DB_NAME = "registry.sqlite3"
 BUSY_TIMEOUT_MS = 15_000
 
 PENDING, STAGING, RUNNING = "pending", "staging", "running"
+QUEUED = "queued"  # submitted to a scheduler (Slurm), waiting for its allocation
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-JOB_STATES = (PENDING, STAGING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+JOB_STATES = (PENDING, STAGING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 NODE_STATES = JOB_STATES + ("unknown",)  # a node we could not reach is 'unknown', not failed
 
 # Forward-only lifecycle; terminal states are left only with force=True (e.g. a resubmit).
 TRANSITIONS: Mapping[str, frozenset[str]] = {
-    PENDING: frozenset({STAGING, RUNNING, FAILED, CANCELLED}),
-    STAGING: frozenset({RUNNING, FAILED, CANCELLED}),
-    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED}),
+    PENDING: frozenset({STAGING, QUEUED, RUNNING, FAILED, CANCELLED}),
+    STAGING: frozenset({QUEUED, RUNNING, FAILED, CANCELLED}),
+    # a short job may start and end between two polls of the scheduler
+    QUEUED: frozenset({RUNNING, SUCCEEDED, FAILED, CANCELLED}),
+    RUNNING: frozenset({QUEUED, SUCCEEDED, FAILED, CANCELLED}),  # QUEUED: requeued by Slurm
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),
     CANCELLED: frozenset(),
@@ -47,10 +50,59 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 
 _STATE_LIST = ", ".join(f"'{s}'" for s in JOB_STATES)
 _NODE_STATE_LIST = ", ".join(f"'{s}'" for s in NODE_STATES)
+# Schema 1's CHECK lists, frozen: a migration must create what it created then.
+_V1_STATE_LIST = "'pending', 'staging', 'running', 'succeeded', 'failed', 'cancelled'"
+_V1_NODE_STATE_LIST = _V1_STATE_LIST + ", 'unknown'"
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: jobs, their nodes, and an append-only event history.
     f"""
+    CREATE TABLE jobs (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ({_V1_STATE_LIST})),
+        spec_text     TEXT NOT NULL DEFAULT '',
+        config_text   TEXT NOT NULL DEFAULT '',
+        config_sha256 TEXT NOT NULL DEFAULT '',
+        hostfile_text TEXT NOT NULL DEFAULT '',
+        created_at    TEXT NOT NULL,
+        started_at    TEXT,
+        ended_at      TEXT,
+        reason        TEXT,
+        meta          TEXT NOT NULL DEFAULT '{{}}'
+    );
+    CREATE INDEX jobs_by_name ON jobs (name, created_at);
+    CREATE INDEX jobs_by_created ON jobs (created_at);
+    CREATE TABLE nodes (
+        job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        node_rank  INTEGER NOT NULL,
+        host       TEXT NOT NULL,
+        job_dir    TEXT NOT NULL DEFAULT '',
+        pid        INTEGER,
+        pgid       INTEGER,
+        state      TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ({_V1_NODE_STATE_LIST})),
+        exit_code  INTEGER,
+        started_at TEXT,
+        ended_at   TEXT,
+        PRIMARY KEY (job_id, node_rank)
+    );
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        time    TEXT NOT NULL,
+        job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        host    TEXT,
+        kind    TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_by_job ON events (job_id, id);
+    """,
+    # 2: the 'queued' state (a scheduler holds the job). sqlite cannot change a CHECK in place:
+    # rename the old tables (foreign keys follow the rename), create the new ones, copy, drop.
+    f"""
+    ALTER TABLE events RENAME TO events_v1;
+    ALTER TABLE nodes RENAME TO nodes_v1;
+    ALTER TABLE jobs RENAME TO jobs_v1;
     CREATE TABLE jobs (
         id            TEXT PRIMARY KEY,
         name          TEXT NOT NULL,
@@ -66,8 +118,6 @@ MIGRATIONS: tuple[str, ...] = (
         reason        TEXT,
         meta          TEXT NOT NULL DEFAULT '{{}}'
     );
-    CREATE INDEX jobs_by_name ON jobs (name, created_at);
-    CREATE INDEX jobs_by_created ON jobs (created_at);
     CREATE TABLE nodes (
         job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
         node_rank  INTEGER NOT NULL,
@@ -89,6 +139,14 @@ MIGRATIONS: tuple[str, ...] = (
         kind    TEXT NOT NULL,
         message TEXT NOT NULL DEFAULT ''
     );
+    INSERT INTO jobs SELECT * FROM jobs_v1;
+    INSERT INTO nodes SELECT * FROM nodes_v1;
+    INSERT INTO events SELECT * FROM events_v1;
+    DROP TABLE events_v1;
+    DROP TABLE nodes_v1;
+    DROP TABLE jobs_v1;
+    CREATE INDEX jobs_by_name ON jobs (name, created_at);
+    CREATE INDEX jobs_by_created ON jobs (created_at);
     CREATE INDEX events_by_job ON events (job_id, id);
     """,
 )

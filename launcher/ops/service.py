@@ -32,7 +32,7 @@ from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Prog
                                 resolve_home)
 
 STATE_EXIT = {reg.SUCCEEDED: ExitCode.OK, reg.FAILED: ExitCode.JOB_FAILED, reg.RUNNING: ExitCode.JOB_RUNNING,
-              reg.STAGING: ExitCode.JOB_RUNNING, reg.PENDING: ExitCode.JOB_RUNNING,
+              reg.STAGING: ExitCode.JOB_RUNNING, reg.PENDING: ExitCode.JOB_RUNNING, reg.QUEUED: ExitCode.JOB_RUNNING,
               reg.CANCELLED: ExitCode.JOB_CANCELLED}
 
 
