@@ -32,5 +32,9 @@ def job_service(env, known_hosts, ssh_config, accept_new, job: str):
     from launcher.ops.service import JobService
     registry = reg.Registry.in_state_dir(env.state_dir)
     known_hosts, ssh_config = saved_ssh(registry.get(job), known_hosts, ssh_config)
+    from launcher.ops.slurm import SlurmService, is_slurm
+    if is_slurm(registry.get(job)):  # Slurm owns the job: ask the scheduler through the login node
+        return registry, SlurmService(registry, env.state_dir,
+                                      exec_factory=runner_factory(known_hosts, ssh_config, accept_new))
     return registry, JobService(registry, env.state_dir,
                                 exec_factory=runner_factory(known_hosts, ssh_config, accept_new))

@@ -115,6 +115,9 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                node: str | None = None, since: str | None = None) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
+    from launcher.ops.slurm import is_slurm, login_view
+    if is_slurm(record):  # one shared job dir, read through the login node
+        record = login_view(record)
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:
         raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")

@@ -359,6 +359,9 @@ def receive(runner: CommandRunner, python: str, entries: list[Entry], node: Node
 
 def job_targets(record: reg.JobRecord, run_dir: Path) -> list[NodeTarget]:
     """Every node of the job: its Host (from the recorded hostfile), job dir, python, local dir."""
+    if record.meta.get("backend") == "slurm":  # one shared job dir, read through the login node
+        from launcher.ops.slurm import login_view
+        record = login_view(record)
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     pythons = dict(record.meta.get("pythons") or {})
     dirs = host_dirs(record.nodes)

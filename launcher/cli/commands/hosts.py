@@ -79,6 +79,12 @@ def register(app: typer.Typer) -> None:
         from launcher.runners import ConnectOptions, make_runner
 
         env = environment.current()
+        from launcher.cli import slurm
+        if (target := slurm.target_of(hostfile)) is not None:  # the login node and sinfo
+            from functools import partial
+            return slurm.hosts_check(target, partial(make_runner, options=ConnectOptions(
+                connect_timeout=timeout, known_hosts=known_hosts, accept_new_host_keys=accept_new,
+                ssh_config=ssh_config)), as_json)
         hosts = _load_hosts(hostfile, local, include, exclude)
         options = ConnectOptions(connect_timeout=timeout, known_hosts=known_hosts,
                                  accept_new_host_keys=accept_new, ssh_config=ssh_config)

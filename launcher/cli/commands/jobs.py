@@ -26,6 +26,12 @@ def register(app: typer.Typer) -> None:
         env = environment.current()
         with reg.Registry.in_state_dir(env.state_dir) as registry:
             records = registry.list(limit=limit)
+            if any(r.meta.get("backend") == "slurm" and not r.terminal for r in records):
+                from launcher.cli.connect import runner_factory  # only then: `jobs` starts fast
+                from launcher.ops.slurm import SlurmService
+                SlurmService(registry, env.state_dir,  # one squeue per login node for all live jobs
+                             exec_factory=runner_factory(None, None, False)).refresh_many(records)
+                records = registry.list(limit=limit)
         if as_json:
             rows = [{"id": r.id, "name": r.name, "kind": r.kind, "state": r.state, "created_at": r.created_at,
                      "started_at": r.started_at, "ended_at": r.ended_at, "reason": r.reason,

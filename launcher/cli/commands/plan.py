@@ -32,6 +32,12 @@ def register(app: typer.Typer) -> None:
         from launcher.ops.service import SubmitOptions, prepare, resolve_hosts, used_hosts
 
         env = environment.current()
+        from launcher.cli import slurm
+        if (target := slurm.target_of(hostfile)) is not None:  # -H names a Slurm target
+            text = slurm.plan_text(job, target, tuple(sets), None if master_port == DEFAULT_PORT else master_port,
+                                   bin_dir, job_id or new_job_id(load_job(job).name))
+            env.stdout.print(text, markup=False, highlight=False, soft_wrap=True, end="")
+            return
         spec = load_job(job)
         hosts = used_hosts(spec, resolve_hosts(hostfile, local, slots, include, exclude))
         prepared = prepare(spec, hosts, job_id or new_job_id(spec.name), master_port,

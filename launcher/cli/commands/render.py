@@ -27,6 +27,9 @@ def _hosts(hostfile: Optional[Path], local: bool, local_slots: int):
 
     if hostfile is not None and local:
         raise InputError("give either -H HOSTFILE or --local, not both", key="--local")
+    from launcher.cli import slurm
+    if (target := slurm.target_of(hostfile)) is not None:  # a Slurm target: its nodes, its workdir
+        return target.node_hosts()
     if hostfile is not None:
         return hostfile_mod.read_hostfile(hostfile)
     return hostfile_mod.local_hosts(local_slots)

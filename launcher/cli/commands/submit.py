@@ -44,9 +44,13 @@ def register(app: typer.Typer) -> None:
 
         env = environment.current()
         say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
-        hosts = resolve_hosts(hostfile, local, slots, include, exclude)
         opts = SubmitOptions(tuple(sets), master_port, bin_dir, cluster_time_out, check_mindformers)
         factory = runner_factory(known_hosts, ssh_config, accept_new)
+        from launcher.cli import slurm
+        if (target := slurm.target_of(hostfile)) is not None:  # -H names a Slurm target
+            return slurm.submit(job, target, opts, factory, follow=follow, fetch=fetch, fetch_dest=fetch_dest,
+                                runner_for=factory, accept_new=accept_new)
+        hosts = resolve_hosts(hostfile, local, slots, include, exclude)
         with reg.Registry.in_state_dir(env.state_dir) as registry:
             if env.stderr.is_terminal and not env.raw:
                 bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

@@ -1,0 +1,440 @@
+"""Slurm, the I/O half: stage through the login node, sbatch, states from squeue/scontrol, scancel.
+
+Everything goes through one runner to the login node (``localhost`` runs here, else SSH):
+staging is the same content-addressed :class:`~launcher.ops.stage.Stager` the SSH backend
+uses, aimed at one host (the workdir is the cluster's shared filesystem, so every compute
+node sees the job dir); the batch script comes from :func:`launcher.core.slurm.build_batch`.
+Slurm, not alaunch, owns the job's processes: states are read from ``squeue`` (one call for
+every job asked about) and, for jobs that left the queue, ``scontrol show job``; ``sacct`` is
+not used because many clusters (and the test cluster) run without accounting. When Slurm has
+forgotten a job (``MinJobAge`` passed), the batch script's ``state/exit_code`` decides.
+
+The registry rows: one node row per Slurm node (``slurm-node<i>`` until the allocation is
+known, then Slurm's node name), all with the shared job dir; ``meta.backend = "slurm"``.
+Followers and fetch read the shared job dir once, through the login node
+(:func:`login_view`).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from launcher.core import slurm as core
+from launcher.core import validate
+from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
+from launcher.core.layout import JobLayout
+from launcher.core.plan import stage_items
+from launcher.core.render import render_job, resolve_world
+from launcher.core.spec import JobSpec, load_job, redacted_text
+from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.ops import registry as reg
+from launcher.ops.launch import NodeStatus
+from launcher.ops.stage import CACHE_NAME, HashCache, Progress, Stager, collect, resolve_home
+from launcher.runners import CommandRunner, make_runner
+
+BACKEND = "slurm"
+LEAVE_QUEUE_TIMEOUT = 60.0
+SETTLE_TIMEOUT = 30.0  # seconds from the batch script's last line to Slurm's final state  # seconds scancel may take until the job is out of the queue
+ALIVE_SLURM = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED",
+               "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
+
+# Write the batch script, then exec sbatch with the job's environment (stdin JSON: secrets never
+# reach an argv or the script file).
+SUBMIT = r'''
+import json, os, sys
+r = json.load(sys.stdin)
+os.makedirs(os.path.dirname(r["script_path"]), exist_ok=True)
+with open(r["script_path"] + ".tmp", "w") as fh:
+    fh.write(r["script"])
+os.chmod(r["script_path"] + ".tmp", 0o700)
+os.replace(r["script_path"] + ".tmp", r["script_path"])
+env = dict(os.environ)
+env.update(r["env"])
+sys.stdout.flush()
+os.execvpe(r["argv"][0], r["argv"], env)
+'''
+
+READ = r'''
+import json, sys
+out = {}
+for p in json.loads(sys.argv[1]):
+    try:
+        with open(p, "rb") as fh:
+            fh.seek(0, 2); n = fh.tell(); fh.seek(max(0, n - 8192))
+            out[p] = fh.read().decode("utf-8", "replace")
+    except OSError:
+        out[p] = None
+print(json.dumps(out))
+'''
+
+
+def is_slurm(record: reg.JobRecord) -> bool:
+    return record.meta.get("backend") == BACKEND
+
+
+def target_of(record: reg.JobRecord) -> core.SlurmTarget:
+    data = dict(record.meta["target"])
+    data["extra_sbatch"] = tuple(data.get("extra_sbatch") or ())
+    return core.SlurmTarget(**data)
+
+
+def login_view(record: reg.JobRecord) -> reg.JobRecord:
+    """The record as followers and fetch see it: one node, the login host, the shared job dir."""
+    login = parse_hostfile(record.hostfile_text, f"registry:{record.id}")[0]
+    first = record.nodes[0] if record.nodes else reg.NodeRecord(0, login.name)
+    return replace(record, nodes=(replace(first, node_rank=0, host=login.name,
+                                          job_dir=record.meta.get("root", first.job_dir)),))
+
+
+def srun_failures(text: str) -> list[str]:
+    """``srun: error: n2: task 1: Exited with exit code 1`` -> 'node 1 (n2): exited with exit code 1'."""
+    found = []
+    for m in re.finditer(r"srun: error: (\S+): tasks? ([\d,-]+): (.+)", text):
+        found.append(f"node {m.group(2)} ({m.group(1)}): {m.group(3).strip()[:1].lower()}{m.group(3).strip()[1:]}")
+    return found
+
+
+@dataclass(frozen=True)
+class SinfoNode:
+    name: str
+    state: str
+    gres: str
+    cpus: str
+
+
+def parse_sinfo(text: str) -> list[SinfoNode]:
+    nodes = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 4:
+            nodes.append(SinfoNode(*parts))
+    return nodes
+
+
+class SlurmService:
+    """Submit, refresh, cancel and fail Slurm jobs through the login node; one registry."""
+
+    def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
+                 progress: Progress | None = None, exec_factory: Callable[[Host], CommandRunner] = make_runner,
+                 poll: float = 2.0):
+        self.registry = registry
+        self.state_dir = Path(state_dir)
+        self.say = say
+        self.progress = progress
+        self.exec_factory = exec_factory
+        self.poll = poll
+        self.last_stage_bytes = 0
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def python_for(target: core.SlurmTarget) -> str:
+        if target.python:
+            return target.python
+        return sys.executable if target.login_host().is_local else "python3"
+
+    @staticmethod
+    def effective_target(spec: JobSpec, target: core.SlurmTarget, bin_dir: str | None = None) -> core.SlurmTarget:
+        """The job's nodes/cards against the target (``all`` = the target's), bin dir resolved."""
+        world = resolve_world(spec, target.node_hosts())
+        bin_dir = bin_dir or target.bin_dir
+        if bin_dir is None and target.login_host().is_local:
+            bin_dir = str(Path(sys.executable).parent)  # a local cluster: this venv's msrun/python
+        return replace(target, nodes=world.nodes, cards_per_node=world.cards_per_node, bin_dir=bin_dir)
+
+    def _run(self, ex: CommandRunner, argv: list[str], what: str, timeout: float = 60, stdin: bytes = b"") -> str:
+        result = ex.exec(argv, [stdin] if stdin else [], timeout=timeout)
+        if not result.ok:
+            raise RemoteError(ex.host.name, f"{what} failed: {result.error_line()}")
+        return result.text()
+
+    def _login(self, record: reg.JobRecord) -> tuple[CommandRunner, str]:
+        login = parse_hostfile(record.hostfile_text, f"registry:{record.id}")[0]
+        return self.exec_factory(login), (record.meta.get("pythons") or {}).get(login.name, "python3")
+
+    # ------------------------------------------------------------------ plan / submit
+    def prepare(self, spec: JobSpec, target: core.SlurmTarget, job_id: str, sets: Sequence[str] = (),
+                root: str | None = None, master_port: int | None = None, cluster_time_out: int = 600,
+                check_mindformers: bool = False):
+        """Render + batch script (pure but reading the template): what plan prints, submit sends."""
+        root = root or JobLayout.for_job(target.workdir, job_id).root
+        rendered = render_job(spec, target.node_hosts(), JobLayout(root), tuple(sets),
+                              template_text=spec.template_path().read_text(encoding="utf-8"))
+        validate.check_static(rendered.config, rendered.derived, source=spec.source)
+        if check_mindformers:
+            check = validate.check_with_mindformers(rendered.text, rendered.config, source=spec.source)
+            if check.skipped:
+                raise AlaunchError(f"--validate: {check.detail}")
+        batch = core.build_batch(spec, target, job_id, root=root, master_port=master_port,
+                                 cluster_time_out=cluster_time_out)
+        return rendered, batch
+
+    def submit(self, job_path: str | Path, target: core.SlurmTarget, opts) -> reg.JobRecord:
+        spec = load_job(job_path)
+        validate.check_local_paths(spec)
+        target = self.effective_target(spec, target, opts.bin_dir)
+        job_id = reg.new_job_id(spec.name)
+        login = target.login_host()
+        python = self.python_for(target)
+        ex = self.exec_factory(login)
+        spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
+        meta = {"backend": BACKEND, "target": {k: v for k, v in asdict(target).items()},
+                "pythons": {login.name: python}, "bin_dir": target.bin_dir, "source": spec.source}
+        nodes = [f"slurm-node{i}" for i in range(target.nodes)]
+        try:
+            ex.warm()
+            cache = HashCache(self.state_dir / CACHE_NAME)
+            local = collect([i for i in stage_items(spec, "") if i.text is None], cache)
+            cache.save()
+            for warning in local.warnings:
+                self.say(f"warning: {warning}")
+            stager = Stager({login.name: ex}, python={login.name: python}, progress=self.progress)
+            inventories = stager.survey(local)
+            root = resolve_home(JobLayout.for_job(target.workdir, job_id).root, inventories[login.name].home)
+            rendered, batch = self.prepare(spec, target, job_id, opts.sets, root, opts.master_port,
+                                           opts.cluster_time_out, opts.check_mindformers)
+        except AlaunchError as exc:
+            self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile([login]),
+                                     nodes=nodes, job_id=job_id, meta=meta, state=reg.FAILED)
+            self.registry.set_state(job_id, reg.FAILED, exc.message)
+            ex.close()
+            raise
+        meta.update(root=root, config_sha256={login.name: rendered.sha256})
+        record = self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, config_text=rendered.text,
+                                          hostfile_text=format_hostfile([login]),
+                                          nodes=[(n, root) for n in nodes], job_id=job_id, meta=meta)
+        try:
+            self.registry.set_state(job_id, reg.STAGING)
+            result = stager.stage(replace(local, texts={"config/job.yaml": rendered.text}), {login.name: root},
+                                  inventories, texts_by_host={login.name: {"config/job.yaml": rendered.text}})
+            self.last_stage_bytes = result.bytes_sent
+            self.registry.update_meta(job_id, {"staged_bytes": result.bytes_sent})
+            self.registry.add_event(job_id, "staged", f"{result.bytes_sent} bytes sent")
+            request = {"script_path": batch.script_path, "script": batch.script, "env": batch.env_values(),
+                       "argv": ["sbatch", "--parsable", batch.script_path]}
+            out = self._run(ex, [python, "-S", "-c", SUBMIT], "sbatch", stdin=json.dumps(request).encode())
+            try:
+                slurm_id = core.sbatch_job_id(out)
+            except ValueError as exc:
+                raise RemoteError(login.name, str(exc)) from None
+        except AlaunchError as exc:
+            self.registry.set_state(job_id, reg.FAILED, exc.message)
+            raise
+        finally:
+            ex.close()
+        self.registry.update_meta(job_id, {"slurm_job_id": slurm_id})
+        self.registry.add_event(job_id, "sbatch", f"Slurm job {slurm_id}")
+        return self.registry.set_state(job_id, reg.QUEUED, f"Slurm job {slurm_id} submitted")
+
+    # ------------------------------------------------------------------ states
+    def query(self, ex: CommandRunner, slurm_ids: Sequence[str]) -> dict[str, core.SlurmJobState]:
+        """One squeue for all ids; one scontrol for those squeue no longer lists."""
+        if not slurm_ids:
+            return {}
+        res = ex.exec(core.squeue_argv(slurm_ids), timeout=60)
+        found = core.parse_squeue(res.text()) if res.ok else {}
+        missing = [i for i in slurm_ids if i not in found or found[i].state in reg.TERMINAL]
+        for jid in missing:  # scontrol has the exit code and reason of an ended job
+            r = ex.exec(["scontrol", "show", "job", "-o", jid], timeout=60)
+            if r.ok:
+                found.update(core.parse_scontrol(r.text()))
+        return found
+
+    def _node_names(self, ex: CommandRunner, nodelist: str) -> list[str]:
+        if not nodelist or nodelist in ("(null)", "None"):
+            return []
+        res = ex.exec(["scontrol", "show", "hostnames", nodelist], timeout=60)
+        return res.text().split() if res.ok else []
+
+    def _read(self, ex: CommandRunner, python: str, paths: Sequence[str]) -> dict[str, str | None]:
+        res = ex.exec([python, "-S", "-c", READ, json.dumps(list(paths))], timeout=60)
+        return json.loads(res.text()) if res.ok else {p: None for p in paths}
+
+    def _script_ended(self, ex: CommandRunner, python: str, record: reg.JobRecord) -> bool:
+        path = posixpath.join(JobLayout(record.meta["root"]).state, "exit_code")
+        return next(iter(self._read(ex, python, [path]).values())) is not None
+
+    def refresh(self, ref: str) -> tuple[reg.JobRecord, list[NodeStatus]]:
+        record = self.registry.get(ref)
+        if record.terminal or "slurm_job_id" not in record.meta:
+            return record, self._statuses(record)
+        ex, python = self._login(record)
+        sid = record.meta["slurm_job_id"]
+        try:
+            states = self.query(ex, [sid])
+            if sid in states and states[sid].state == reg.RUNNING and self._script_ended(ex, python, record):
+                # the batch script wrote its exit code: Slurm says COMPLETED/FAILED within seconds
+                deadline = time.monotonic() + SETTLE_TIMEOUT
+                while sid in states and states[sid].state == reg.RUNNING and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    states = self.query(ex, [sid])
+            self._apply(record, states, ex, python)
+        except AlaunchError as exc:
+            record = self.registry.get(record.id)
+            return record, [replace(s, state="unknown", detail=exc.message) for s in self._statuses(record)]
+        finally:
+            ex.close()
+        record = self.registry.get(record.id)
+        return record, self._statuses(record)
+
+    def refresh_many(self, records: Sequence[reg.JobRecord]) -> None:
+        """Every live Slurm job of ``records`` with one squeue per login node (for ``jobs``)."""
+        by_login: dict[str, list[reg.JobRecord]] = {}
+        for r in records:
+            if is_slurm(r) and not r.terminal and "slurm_job_id" in r.meta:
+                by_login.setdefault(r.hostfile_text, []).append(r)
+        for group in by_login.values():
+            ex, python = self._login(group[0])
+            try:
+                states = self.query(ex, [r.meta["slurm_job_id"] for r in group])
+                for r in group:
+                    self._apply(r, states, ex, python)
+            except AlaunchError:
+                pass  # `jobs` shows the registry as it was
+            finally:
+                ex.close()
+
+    def _apply(self, record: reg.JobRecord, states: Mapping[str, core.SlurmJobState], ex: CommandRunner,
+               python: str) -> None:
+        sid = record.meta["slurm_job_id"]
+        st = states.get(sid)
+        layout = JobLayout(record.meta["root"])
+        if st is None:  # Slurm forgot it: the batch script's exit code decides
+            code = self._read(ex, python, [posixpath.join(layout.state, "exit_code")])
+            text = next(iter(code.values()))
+            if text is None or not text.strip().lstrip("-").isdigit():
+                if record.state != reg.QUEUED:
+                    self.registry.set_state(record.id, reg.FAILED,
+                                            f"Slurm job {sid} is gone from squeue/scontrol without an exit code")
+                return
+            rc = int(text.strip())
+            st = core.SlurmJobState(sid, "COMPLETED" if rc == 0 else "FAILED", "", (), rc)
+        state = st.state
+        names = self._node_names(ex, st.fields.get("NodeList", ""))
+        for rank, name in enumerate(names[: len(record.nodes)]):
+            if record.nodes[rank].host != name:
+                self.registry.set_node(record.id, rank, host=name)
+        if state == reg.QUEUED:
+            reason = f"Slurm job {sid}: {st.describe()}"
+            if record.state != reg.QUEUED or record.reason != reason:
+                self.registry.set_state(record.id, reg.QUEUED, reason, force=record.state == reg.RUNNING)
+            return
+        if state in (reg.RUNNING, "unknown"):
+            if record.state != reg.RUNNING:
+                self.registry.set_state(record.id, reg.RUNNING, f"Slurm job {sid} running on {', '.join(names)}")
+                for n in record.nodes:
+                    self.registry.set_node(record.id, n.node_rank, state=reg.RUNNING, started_at=reg.now_iso())
+            return
+        reason = f"Slurm job {sid}: {st.describe()}"
+        if state == reg.FAILED:
+            out = self._read(ex, python, [posixpath.join(layout.state, core.SLURM_OUT.replace("%j", sid))])
+            failures = srun_failures(next(iter(out.values())) or "")
+            if failures:
+                reason += "; " + "; ".join(failures)
+        exit_code = st.exit_code
+        for n in record.nodes:
+            self.registry.set_node(record.id, n.node_rank, state=state, exit_code=exit_code, ended_at=reg.now_iso())
+        self.registry.set_state(record.id, state, reason)
+
+    @staticmethod
+    def _statuses(record: reg.JobRecord) -> list[NodeStatus]:
+        return [NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0,
+                           record.reason if n.node_rank == 0 and record.state == reg.QUEUED else "")
+                for n in record.nodes]
+
+    def wait(self, ref: str, poll: float | None = None, timeout: float | None = None,
+             on_status=None) -> reg.JobRecord:
+        """Poll with backoff (2 s doubling to 30 s): a queue may hold a job for hours."""
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = poll or self.poll
+        while True:
+            record, statuses = self.refresh(ref)
+            if on_status:
+                on_status(record, statuses)
+            if record.terminal or (end is not None and time.monotonic() > end):
+                return record
+            time.sleep(delay)
+            delay = min(30.0, delay * 1.5)
+
+    # ------------------------------------------------------------------ cancel / fail
+    def _scancel(self, record: reg.JobRecord, grace: float) -> str:
+        """scancel, then wait until the job has left the queue (no RUNNING/COMPLETING step left)."""
+        sid = record.meta.get("slurm_job_id")
+        if sid is None:
+            return "never reached Slurm"
+        ex, _ = self._login(record)
+        try:
+            self._run(ex, ["scancel", sid], "scancel")
+            start = time.monotonic()
+            deadline = start + grace + LEAVE_QUEUE_TIMEOUT
+            while True:
+                st = self.query(ex, [sid]).get(sid)
+                if st is None or st.slurm_state.split()[0].rstrip("+") not in ALIVE_SLURM:
+                    return (f"scancel {sid}: left the queue after {time.monotonic() - start:.1f} s"
+                            + (f" ({st.slurm_state})" if st else ""))
+                if time.monotonic() > deadline:
+                    raise RemoteError(ex.host.name, f"Slurm job {sid} still {st.slurm_state} "
+                                                    f"{deadline - start:.0f} s after scancel")
+                time.sleep(0.5)
+        finally:
+            ex.close()
+
+    def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:
+        record = self.registry.get(ref)
+        if record.terminal:
+            raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
+        login = parse_hostfile(record.hostfile_text, f"registry:{record.id}")[0].name
+        message = self._scancel(record, grace)
+        for n in record.nodes:
+            self.registry.set_node(record.id, n.node_rank, state=reg.CANCELLED, ended_at=reg.now_iso())
+        return self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user"), {login: message}
+
+    def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
+        """A rank failed (seen by the follower): record FAILED first, then scancel the job."""
+        record = self.registry.get(ref)
+        if record.terminal:
+            return record
+        record = self.registry.set_state(record.id, reg.FAILED, reason)
+        message = self._scancel(record, grace)
+        for n in record.nodes:
+            self.registry.set_node(record.id, n.node_rank, state=reg.FAILED, ended_at=reg.now_iso())
+        self.registry.add_event(record.id, "gang-stop", message)
+        return self.registry.get(record.id)
+
+    # ------------------------------------------------------------------ hosts check
+    def check(self, target: core.SlurmTarget) -> tuple[list[SinfoNode], list[str]]:
+        """The login node answers and the partition exists: its nodes, states and gres; problems."""
+        ex = self.exec_factory(target.login_host())
+        problems: list[str] = []
+        try:
+            argv = ["sinfo", "-h", "-N", "-o", "%N|%t|%G|%c"]
+            if target.partition:
+                argv += ["-p", target.partition]
+            res = ex.exec(argv, timeout=60)
+        except AlaunchError as exc:
+            return [], [exc.message]
+        finally:
+            ex.close()
+        if not res.ok:
+            return [], [f"{target.login}: sinfo failed: {res.error_line()}"]
+        nodes = parse_sinfo(res.text())
+        if not nodes:
+            problems.append(f"partition {target.partition or '(default)'} has no nodes (sinfo printed none)")
+        elif len(nodes) < target.nodes:
+            problems.append(f"the target asks for {target.nodes} node(s) but the partition has {len(nodes)}")
+        usable = [n for n in nodes if n.state.rstrip("*~#!%$@^-") in ("idle", "mix", "alloc", "comp")]
+        if nodes and len(usable) < target.nodes:
+            problems.append(f"only {len(usable)} node(s) up (idle/mixed/allocated); the target asks for {target.nodes}")
+        if target.gres_option:
+            name = target.gres_option.split(":")[0]
+            if not any(name in n.gres for n in nodes):
+                problems.append(f"no node of the partition has gres {name!r} (gres: "
+                                f"{', '.join(sorted({n.gres for n in nodes})) or 'none'}); set gres: \"\" "
+                                "in the target for a cluster without gres")
+        return nodes, problems

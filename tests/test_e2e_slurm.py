@@ -1,0 +1,115 @@
+"""The job file on a real Slurm cluster: sbatch + srun + msrun, states from the scheduler.
+
+The cluster (tests/slurm/cluster.py) is a real munged + slurmctld on this machine and one
+slurmd per network namespace (n1, n2; 1 CPU each), no accounting. The login node is
+``localhost``; the workdir is this machine's disk, shared by both nodes as a cluster's shared
+filesystem would be. Every test drives the CLI (``-H target.yaml``) as a user would.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.errors import ExitCode
+from launcher.ops.registry import Registry
+from tests.test_e2e_local import losses, write_job, write_toy_data
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.ms]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_data(tmp_path_factory.mktemp("toy"))
+
+
+def _target(cluster, tmp_path: Path, **extra) -> Path:
+    path = tmp_path / f"slurm-{len(extra)}-{'-'.join(map(str, extra.values()))}.yaml".replace(":", "")
+    path.write_text(cluster.target_text(tmp_path / "shared", **extra))
+    return path
+
+
+def _record(job_id: str):
+    with Registry.in_state_dir() as registry:
+        return registry.get(job_id)
+
+
+def _lora(ckpt: Path) -> dict:
+    import mindspore as ms
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(ckpt)).items() if "lora" in k.lower()}
+
+
+def _wait(run_cli, job_id: str, states: set[str], timeout: float = 300) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        run_cli("status", job_id)
+        state = _record(job_id).state
+        if state in states:
+            return state
+        time.sleep(1)
+    raise AssertionError(f"{job_id} still {_record(job_id).state} after {timeout} s, not in {states}")
+
+
+def _sleeper(tmp_path: Path, toy, name: str, seconds: int, fail_rank: int | None = None) -> Path:
+    """A job whose entry (a real python under msrun) sleeps, or exits 3 on one rank."""
+    code = tmp_path / f"{name}-code"
+    code.mkdir()
+    (code / "entry.py").write_text(
+        "import os, sys, time\n"
+        "rank = int(os.environ.get('RANK_ID', os.environ.get('MS_NODE_ID', '0')))\n"
+        "print('entry started rank', rank, flush=True)\n"
+        f"if rank == {fail_rank!r}:\n"
+        "    time.sleep(2)\n"
+        "    raise RuntimeError('injected failure on rank %d' % rank)\n"
+        f"time.sleep({seconds})\n")
+    job = yaml.safe_load(write_job(tmp_path, toy, epochs=1, name=name).read_text())
+    job["code"] = {"local": str(code)}
+    job["entry"] = {"script": "entry.py"}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(job, allow_unicode=True))
+    return path
+
+
+def test_two_nodes_train_through_sbatch_srun_msrun(slurm_env, run_cli, toy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = _target(slurm_env, tmp_path)
+    job = write_job(tmp_path, toy, epochs=1, name="slurm-tiny")
+    code, out, err = run_cli("hosts", "check", "-H", str(target))
+    assert code == 0 and "n1" in out and "n2" in out and "idle" in out, out + err
+    code, plan, err = run_cli("plan", str(job), "-H", str(target))
+    assert code == 0, err
+    assert "sbatch --parsable" in plan and "#SBATCH --nodes=2" in plan and "--worker_num=2" in plan
+    assert "srun --ntasks-per-node=1 --kill-on-bad-exit=1" in plan and "--join=True" in plan
+
+    code, out, err = run_cli("submit", str(job), "-H", str(target), "--follow")
+    assert out.strip(), err
+    job_id = out.strip().splitlines()[-1]
+    record = _record(job_id)
+    root = Path(record.meta["root"])
+    if code != 0:
+        for f in sorted((root / "msrun_log").glob("*.log")) + sorted((root / "state").glob("*.out")):
+            print(f"--- {f.name}\n" + f.read_text(errors="replace")[-3000:])
+    assert code == 0, err[-3000:]
+    assert record.state == "succeeded", record.reason
+    assert sorted(n.host for n in record.nodes) == ["n1", "n2"]  # Slurm's nodes, from the allocation
+    assert (root / "state" / "exit_code").read_text().strip() == "0"
+    assert "localhost/0" in out and "localhost/1" in out  # both ranks' lines came through the follower
+    for rank in (0, 1):
+        values = losses(root / "msrun_log" / f"worker_{rank}.log")
+        assert len(values) >= 4 and values[-1] < values[0], values
+    ckpts = [sorted((root / "output" / "checkpoint" / f"rank_{r}").glob("*.ckpt"))[-1] for r in (0, 1)]
+    w0, w1 = _lora(ckpts[0]), _lora(ckpts[1])
+    assert w0 and w0.keys() == w1.keys() and all((w0[k] == w1[k]).all() for k in w0)
+    assert not all((w0[k] == 0).all() for k in w0)
+    # each node ran its own msrun, and only node 0 a scheduler (its address is local to it only)
+    sched = (root / "msrun_log" / "scheduler.log")
+    assert sched.exists()
+    assert run_cli("status", job_id)[0] == ExitCode.OK
+    code, out, _ = run_cli("jobs", "--json")
+    assert '"state": "succeeded"' in out
+    code, out, err = run_cli("fetch", job_id, "--dest", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert list((tmp_path / "runs" / job_id).rglob("worker_1.log"))
