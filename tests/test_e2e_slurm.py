@@ -113,3 +113,69 @@ def test_two_nodes_train_through_sbatch_srun_msrun(slurm_env, run_cli, toy, tmp_
     code, out, err = run_cli("fetch", job_id, "--dest", str(tmp_path / "runs"))
     assert code == 0, err
     assert list((tmp_path / "runs" / job_id).rglob("worker_1.log"))
+
+
+def _job_procs(slurm_id: str) -> list[int]:
+    """Processes of one Slurm job on this machine (its tasks carry SLURM_JOB_ID in their env)."""
+    want = f"SLURM_JOB_ID={slurm_id}".encode()
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if want in (p / "environ").read_bytes().split(b"\0"):
+                    found.append(int(p.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_queued_with_reason_then_runs_cancel_and_timeout(slurm_env, run_cli, toy, tmp_path, monkeypatch):
+    """A holds both nodes; B (time limit 1 min) waits `queued` (Resources); cancelling A leaves
+    none of its processes and B starts; B then outlives its limit -> failed (TIMEOUT)."""
+    monkeypatch.chdir(tmp_path)
+    first = _sleeper(tmp_path, toy, "holder", 600)
+    second = _sleeper(tmp_path, toy, "limited", 600)
+    code, out, err = run_cli("submit", str(first), "-H", str(_target(slurm_env, tmp_path)))
+    assert code == 0, err
+    a = out.strip().splitlines()[-1]
+    assert _wait(run_cli, a, {"running"}, 120) == "running"
+    code, out, err = run_cli("submit", str(second), "-H", str(_target(slurm_env, tmp_path, time="1")))
+    assert code == 0, err
+    b = out.strip().splitlines()[-1]
+    time.sleep(2)
+    code, out, _ = run_cli("status", b)
+    assert code == ExitCode.JOB_RUNNING and "queued" in out
+    record = _record(b)
+    assert record.state == "queued" and "PENDING (Resources)" in record.reason, record.reason
+    code, out, _ = run_cli("jobs")
+    assert "queued" in out and "running" in out
+
+    sid_a = _record(a).meta["slurm_job_id"]
+    deadline = time.monotonic() + 60
+    while not _job_procs(sid_a) and time.monotonic() < deadline:  # msrun + the entry are up
+        time.sleep(0.5)
+    assert _job_procs(sid_a)
+    code, out, err = run_cli("cancel", a)
+    assert code == 0 and "left the queue" in out, out + err
+    assert _record(a).state == "cancelled"
+    assert _job_procs(sid_a) == []  # nothing of A is left on either node
+
+    assert _wait(run_cli, b, {"running"}, 60) == "running"
+    state = _wait(run_cli, b, {"failed", "succeeded", "cancelled"}, 240)
+    record = _record(b)
+    assert state == "failed" and "TIMEOUT" in record.reason, record.reason
+    assert run_cli("status", b)[0] == ExitCode.JOB_FAILED
+    assert _job_procs(record.meta["slurm_job_id"]) == []
+
+
+def test_failing_rank_fails_the_job_naming_rank_and_cause(slurm_env, run_cli, toy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = _sleeper(tmp_path, toy, "bad-rank", 600, fail_rank=1)
+    code, out, err = run_cli("submit", str(job), "-H", str(_target(slurm_env, tmp_path)), "--follow")
+    assert code == ExitCode.JOB_FAILED, err[-2000:]
+    job_id = out.strip().splitlines()[-1]
+    record = _record(job_id)
+    assert record.state == "failed"
+    assert "rank 1" in record.reason and "injected failure on rank 1" in record.reason, record.reason
+    assert "first failure: localhost rank 1" in err
+    assert _job_procs(record.meta["slurm_job_id"]) == []  # rank 0's sleeper was stopped too
