@@ -117,6 +117,12 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     env = environment.current()
     from launcher.ops.slurm import is_slurm, login_view
     if is_slurm(record):  # one shared job dir, read through the login node
+        if follow and record.state == reg.QUEUED:
+            note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
+            record = service.wait_started(record.id, note)
+            if record.terminal and record.started_at is None:  # ended in the queue: no logs
+                note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
+                return int(STATE_EXIT[record.state])
         record = login_view(record)
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:

@@ -362,6 +362,23 @@ class SlurmService:
             time.sleep(delay)
             delay = min(30.0, delay * 1.5)
 
+    def wait_started(self, ref: str, note: Callable[[str], None] = lambda s: None,
+                     timeout: float | None = None) -> reg.JobRecord:
+        """While Slurm holds the job: poll with backoff, say each new reason; return when it
+        runs or ended (a follower started on a queued job that is then cancelled would wait
+        for a batch script that never ran)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        delay, said = 1.0, None
+        while True:
+            record, _ = self.refresh(ref)
+            if record.state != reg.QUEUED or (end is not None and time.monotonic() > end):
+                return record
+            if record.reason != said:
+                note(f"queued: {record.reason}")
+                said = record.reason
+            time.sleep(delay)
+            delay = min(30.0, delay * 1.5)
+
     # ------------------------------------------------------------------ cancel / fail
     def _scancel(self, record: reg.JobRecord, grace: float) -> str:
         """scancel, then wait until the job has left the queue (no RUNNING/COMPLETING step left)."""
