@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alaunch-installed
 
-.PHONY: setup demo test test-fast test-deps bench cluster-up cluster-down clean
+.PHONY: setup demo test test-fast test-deps bench cluster-up cluster-down slurm-up slurm-down clean
 
 # The venv with the package, the `ms` extra (mindspore 2.9.0 + mindformers 1.9.0, which
 # bring msrun) and the test tools. Re-run when pyproject.toml changes.
@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# openssh-server, rsync and iproute2 for the real SSH test cluster, installed when missing.
+# openssh-server, rsync and iproute2 for the real SSH test cluster, slurm-wlm and munge for the
+# real Slurm one, installed when missing.
 test-deps:
 	@scripts/install-test-deps
 
@@ -41,6 +42,13 @@ cluster-up: $(STAMP) test-deps
 
 cluster-down:
 	$(PY) -m tests.cluster down
+
+# A real Slurm (munged, slurmctld, 2 slurmd in network namespaces) for trying `-H slurm.yaml` by hand.
+slurm-up: $(STAMP) test-deps
+	$(PY) -m tests.slurm up
+
+slurm-down:
+	$(PY) -m tests.slurm down
 
 clean:
 	rm -rf $(VENV) .demo runs output .pytest_cache

@@ -108,6 +108,8 @@ def test_two_nodes_train_through_sbatch_srun_msrun(slurm_env, run_cli, toy, tmp_
     sched = (root / "msrun_log" / "scheduler.log")
     assert sched.exists()
     assert run_cli("status", job_id)[0] == ExitCode.OK
+    code, out, _ = run_cli("logs", job_id, "--rank", "1")  # the shared job dir, via the login node
+    assert code == 0 and "Training Over" in out
     code, out, _ = run_cli("jobs", "--json")
     assert '"state": "succeeded"' in out
     code, out, err = run_cli("fetch", job_id, "--dest", str(tmp_path / "runs"))
