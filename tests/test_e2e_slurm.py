@@ -144,10 +144,14 @@ def test_queued_with_reason_then_runs_cancel_and_timeout(slurm_env, run_cli, toy
     code, out, err = run_cli("submit", str(second), "-H", str(_target(slurm_env, tmp_path, time="1")))
     assert code == 0, err
     b = out.strip().splitlines()[-1]
-    time.sleep(2)
-    code, out, _ = run_cli("status", b)
+    deadline = time.monotonic() + 30  # Slurm gives the reason at its next scheduling pass
+    while True:
+        code, out, _ = run_cli("status", b)
+        record = _record(b)
+        if "(Resources)" in (record.reason or "") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert code == ExitCode.JOB_RUNNING and "queued" in out
-    record = _record(b)
     assert record.state == "queued" and "PENDING (Resources)" in record.reason, record.reason
     code, out, _ = run_cli("jobs")
     assert "queued" in out and "running" in out
