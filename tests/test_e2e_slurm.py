@@ -185,3 +185,45 @@ def test_failing_rank_fails_the_job_naming_rank_and_cause(slurm_env, run_cli, to
     assert "rank 1" in record.reason and "injected failure on rank 1" in record.reason, record.reason
     assert "first failure: localhost rank 1" in err
     assert _job_procs(record.meta["slurm_job_id"]) == []  # rank 0's sleeper was stopped too
+
+
+def test_follow_ends_when_slurm_kills_the_script_without_a_word(slurm_env, toy, tmp_path):
+    """SIGKILL to the batch script (no trap runs, no exit code written; Slurm ends the job and
+    kills its steps): the follower still ends, because the watcher writes the end from Slurm's
+    verdict."""
+    import os
+    import subprocess
+    import sys
+    job = _sleeper(tmp_path, toy, "killed", 600)
+    env = {**os.environ, "SLURM_CONF": str(slurm_env.conf), "ALAUNCH_STATE_DIR": str(tmp_path / "st")}
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "submit", str(job), "-H",
+                             str(_target(slurm_env, tmp_path)), "--follow"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        sid = None
+        while time.monotonic() < deadline and sid is None:
+            with Registry(tmp_path / "st" / "registry.sqlite3") as registry:
+                jobs = registry.list()
+                if jobs and jobs[0].state == "running":
+                    sid = jobs[0].meta["slurm_job_id"]
+            time.sleep(0.5)
+        assert sid, "the job did not start"
+        while not _job_procs(sid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        script = [p for p in _job_procs(sid)  # the batch shell (slurmd runs its copy, slurm_script)
+                  if b"slurm_script" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert script
+        for pid in script:
+            os.kill(pid, 9)  # as a crash would: no trap runs, nothing written
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, err[-2000:]
+    with Registry(tmp_path / "st" / "registry.sqlite3") as registry:
+        record = registry.list()[0]
+    assert record.state in ("failed", "cancelled"), record.reason
+    assert "Slurm job" in record.reason and "FAILED" in record.reason, record.reason  # Slurm's verdict
+    assert (Path(record.meta["root"]) / "state" / "exit_code").exists()
+    assert _job_procs(sid) == []

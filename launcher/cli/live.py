@@ -116,6 +116,7 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
     from launcher.ops.slurm import is_slurm, login_view
+    stop_watch = None
     if is_slurm(record):  # one shared job dir, read through the login node
         if follow and record.state == reg.QUEUED:
             note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
@@ -124,6 +125,10 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                 note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
                 return int(STATE_EXIT[record.state])
         record = login_view(record)
+        if follow and not record.terminal:  # Slurm may end a job whose script never says so
+            import threading
+            stop_watch = threading.Event()
+            threading.Thread(target=service.watch, args=(record.id, stop_watch), daemon=True).start()
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:
         raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
@@ -133,9 +138,13 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     sink = LiveSink(printer) if live else PlainSink(printer)
     follower = Follower(record, runner_for, hosts, sink, service if follow else None, follow=follow,
                         gang_stop=not record.terminal)
-    if live:
-        with sink:
+    try:
+        if live:
+            with sink:
+                result = follower.run()
+        else:
             result = follower.run()
-    else:
-        result = follower.run()
+    finally:
+        if stop_watch is not None:
+            stop_watch.set()
     return report(result, raw=raw, follow=follow)

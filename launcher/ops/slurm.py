@@ -61,6 +61,21 @@ sys.stdout.flush()
 os.execvpe(r["argv"][0], r["argv"], env)
 '''
 
+# Write state/exit_code unless the batch script already did (atomic; never overwrites).
+MARK_END = r'''
+import json, os, sys
+r = json.loads(sys.argv[1])
+path = r["path"]
+if not os.path.exists(path):
+    with open(path + ".alaunch", "w") as fh:
+        fh.write(r["code"] + "\n")
+    try:
+        os.link(path + ".alaunch", path)
+    except FileExistsError:
+        pass
+    os.unlink(path + ".alaunch")
+'''
+
 READ = r'''
 import json, sys
 out = {}
@@ -377,6 +392,38 @@ class SlurmService:
                 note(f"queued: {record.reason}")
                 said = record.reason
             time.sleep(delay)
+            delay = min(30.0, delay * 1.5)
+
+    def mark_end(self, ref: str) -> bool:
+        """When Slurm ended the job but its batch script never wrote ``state/exit_code``
+        (killed before its trap ran: NODE_FAIL, SIGKILL, cancelled while starting), write it
+        from Slurm's verdict so a follower of the shared job dir learns the end. True if the
+        job is over."""
+        record = self.registry.get(ref)
+        if not record.terminal or "root" not in record.meta:
+            return False
+        ex, python = self._login(record)
+        try:
+            path = posixpath.join(JobLayout(record.meta["root"]).state, "exit_code")
+            code = {reg.SUCCEEDED: "0", reg.CANCELLED: "143"}.get(record.state, "1")
+            ex.exec([python, "-S", "-c", MARK_END, json.dumps({"path": path, "code": code})], timeout=60)
+        finally:
+            ex.close()
+        return True
+
+    def watch(self, ref: str, stop, first: float = 5.0) -> None:
+        """For a follower: poll Slurm with backoff until the job ends or ``stop`` is set, then
+        :meth:`mark_end` after a grace for the batch script's own last line."""
+        delay = first
+        while not stop.wait(delay):
+            try:
+                record, _ = self.refresh(ref)
+                if record.terminal:
+                    if not stop.wait(SETTLE_TIMEOUT / 3):
+                        self.mark_end(ref)
+                    return
+            except AlaunchError:
+                pass  # the follower goes on; the next poll may reach the login node
             delay = min(30.0, delay * 1.5)
 
     # ------------------------------------------------------------------ cancel / fail
