@@ -26,3 +26,35 @@ def test_login_view_is_one_node_on_the_login_host(tmp_path):
         view = slurm.login_view(r.get(job.id))
     assert slurm.is_slurm(view)
     assert [(n.node_rank, n.host, n.job_dir) for n in view.nodes] == [(0, "login01", "/shared/a/j")]
+
+
+def _cli_files(tmp_path):
+    import yaml
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"name": "tiny", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml",
+                                   "entry": {"script": "alaunch:run_cpu"}, "nodes": "all",
+                                   "cards_per_node": "all", "env": {"TOKEN": {"value": "s3cret", "secret": True}}}))
+    target = tmp_path / "slurm.yaml"
+    target.write_text("slurm:\n  login: login01\n  partition: npu\n  nodes: 2\n  cards_per_node: 4\n"
+                      "  workdir: /shared/w\n  time: '1:00:00'\n  bin_dir: /opt/ms/bin\n")
+    return job, target
+
+
+def test_plan_and_render_take_a_slurm_target(run_cli, tmp_path):
+    job, target = _cli_files(tmp_path)
+    code, out, err = run_cli("plan", str(job), "-H", str(target), "--job-id", "tiny-1")
+    assert code == 0, err
+    assert "#SBATCH --nodes=2\n" in out and "#SBATCH --gres=npu:4\n" in out and "#SBATCH --time=1:00:00\n" in out
+    assert "/opt/ms/bin/msrun --worker_num=8 --local_worker_num=4" in out
+    assert "sbatch --parsable /shared/w/alaunch/tiny-1/state/job.sbatch" in out
+    assert "TOKEN='***'" in out and "s3cret" not in out
+    code, out, err = run_cli("render", str(job), "-H", str(target), "--no-mindformers", "--summary")
+    assert code == 0, err
+    assert "8 (2 node(s) x 4 card(s))" in out  # the target's nodes x cards, not a hostfile's
+
+
+def test_a_bad_target_is_one_line_naming_file_line_key(run_cli, tmp_path):
+    job, target = _cli_files(tmp_path)
+    target.write_text(target.read_text().replace("nodes: 2", "nodes: two"))
+    code, _, err = run_cli("plan", str(job), "-H", str(target))
+    assert code != 0 and f"{target}:4" in err and "slurm.nodes" in err and "positive integer" in err
