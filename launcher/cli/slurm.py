@@ -9,25 +9,38 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
+from typing import TYPE_CHECKING
+
 from launcher.cli import environment
-from launcher.core import slurm as core
-from launcher.ops import registry as reg
+
+if TYPE_CHECKING:
+    from launcher.core import slurm as core
+    from launcher.ops import registry as reg
 
 
-def target_of(hostfile: Optional[Path]) -> core.SlurmTarget | None:
-    """The Slurm target when ``-H`` names one, else None (a hostfile)."""
-    if hostfile is not None and core.is_slurm_target(hostfile):
-        return core.read_target(hostfile)
-    return None
+def target_of(hostfile: Optional[Path]) -> "core.SlurmTarget | None":
+    """The Slurm target when ``-H`` names one, else None (a hostfile). The sniff reads one line
+    and imports nothing, so hostfile runs pay nothing for the Slurm branch."""
+    if hostfile is None:
+        return None
+    try:
+        with open(hostfile, encoding="utf-8", errors="replace") as fh:
+            first = next((ln.split("#")[0].strip() for ln in fh if ln.split("#")[0].strip()), "")
+    except OSError:
+        return None  # the hostfile reader names the problem
+    if first != "slurm:":
+        return None
+    from launcher.core import slurm as core
+    return core.read_target(hostfile)
 
 
-def service(registry: reg.Registry, factory, say: Callable[[str], None] = lambda s: None, progress=None):
+def service(registry: "reg.Registry", factory, say: Callable[[str], None] = lambda s: None, progress=None):
     from launcher.ops.slurm import SlurmService
     env = environment.current()
     return SlurmService(registry, env.state_dir, say=say, progress=progress, exec_factory=factory)
 
 
-def plan_text(job: Path, target: core.SlurmTarget, sets, master_port: Optional[int], bin_dir: Optional[str],
+def plan_text(job: Path, target: "core.SlurmTarget", sets, master_port: Optional[int], bin_dir: Optional[str],
               job_id: str) -> str:
     from launcher.core.spec import load_job
     from launcher.ops.slurm import SlurmService
@@ -38,11 +51,12 @@ def plan_text(job: Path, target: core.SlurmTarget, sets, master_port: Optional[i
     return batch.render()
 
 
-def submit(job: Path, target: core.SlurmTarget, opts, factory, *, follow: bool, fetch: bool, fetch_dest: Path,
+def submit(job: Path, target: "core.SlurmTarget", opts, factory, *, follow: bool, fetch: bool, fetch_dest: Path,
            runner_for, accept_new: bool) -> None:
     """``submit -H target.yaml``: stage through the login node, sbatch; optionally follow/fetch."""
     import typer
 
+    from launcher.ops import registry as reg
     env = environment.current()
     say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     from launcher.ops.stage import PlainProgress
@@ -69,13 +83,14 @@ def submit(job: Path, target: core.SlurmTarget, opts, factory, *, follow: bool, 
         raise typer.Exit(code)
 
 
-def hosts_check(target: core.SlurmTarget, factory, as_json: bool) -> None:
+def hosts_check(target: "core.SlurmTarget", factory, as_json: bool) -> None:
     """``hosts check -H target.yaml``: the login node answers, sinfo shows the partition's nodes."""
     import json
 
     from rich.table import Table
 
     from launcher.errors import AlaunchError, ExitCode
+    from launcher.ops import registry as reg
     env = environment.current()
     with reg.Registry(env.state_dir / reg.DB_NAME) as registry:
         nodes, problems = service(registry, factory).check(target)
