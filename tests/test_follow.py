@@ -111,7 +111,9 @@ def test_parse_since():
 def test_node_progress_from_tails():
     tails = {"0": ["{ Epoch:[  1/  2], step:[    3/   10], loss: 1.5", "noise"],
              "1": ["{ Epoch:[  1/  2], step:[    4/   10], loss: 1.25"]}
-    assert node_progress("h", json.dumps(tails)) == "rank 0: step 3/20, loss 1.5; rank 1: step 4/20, loss 1.25"
+    framed = "Welcome to node h\n" + wire.ANSWER_MARK + json.dumps(tails) + "\n"  # a chatty shell first
+    assert node_progress("h", framed) == "rank 0: step 3/20, loss 1.5; rank 1: step 4/20, loss 1.25"
+    assert node_progress("h", json.dumps(tails)) == ""  # unframed: not an answer
     assert node_progress("h", "{}") == "" and node_progress("h", "not json") == ""
 
 

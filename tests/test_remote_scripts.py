@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import re
+import io
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ def run_script(name: str, req: dict, *payload: bytes, argv_request: bool = False
 
 
 def answer(name: str, req: dict, *payload: bytes) -> dict:
-    return json.loads(run_script(name, req, *payload).stdout)
+    return wire.answer(run_script(name, req, *payload).stdout)
 
 
 # ---------------------------------------------------------------- staging: INVENTORY, RECEIVE, LINK
@@ -125,6 +126,14 @@ def test_collect_list_and_send(tmp_path):
         {"src": str(job / "gone"), "offset": 0, "length": 5, "hash": True}]}
     out = run_script("collect", req).stdout
     import hashlib
+    mark = (wire.ANSWER_MARK + "\n").encode()
+    assert out.startswith(b"\n" + mark)  # the stream starts after the mark's line
+    kept = io.BytesIO()
+    sink = wire.AfterMark(kept)
+    for i in range(0, len(out), 7):  # chatter first, then the stream in small pieces
+        sink.write(b"Welcome!\n" + out[:7] if i == 0 else out[i:i + 7])
+    out = out[len(mark) + 1:]
+    assert kept.getvalue() == out
     assert out == (a + hashlib.sha256(a).digest() + b[100:] + b"\0" * 32 + b"\0" * 5 + b"\xff" * 32)
     # what SEND hashed is in the host's cache: the next listing has it without reading
     again = answer("collect", {"op": "list", "root": str(job), "globs": {"out": ["output/a.bin"]},
@@ -188,7 +197,7 @@ def test_follow_snapshot_and_tail_with_the_request_in_argv(tmp_path):
     assert lines[-1] == "X\t-"
     missing = run_script("follow", {"op": "follow", "root": str(tmp_path / "no")}, argv_request=True).stdout
     assert missing.decode().startswith("X\t!no job directory")
-    tail = json.loads(run_script("follow", {"op": "tail", "root": str(root)}, argv_request=True).stdout)
+    tail = wire.answer(run_script("follow", {"op": "tail", "root": str(root)}, argv_request=True).stdout)
     assert tail == {"0": ["step 1 loss 2.0", "step 2 loss 1.5"]}
 
 
@@ -197,7 +206,7 @@ def test_probe_reports_this_host(tmp_path):
     res = subprocess.run([PY, str(REMOTE / "probe.py"), wire.request_arg({"op": "probe", "workdir": str(tmp_path / "no/wd")})],
                          capture_output=True, timeout=120)
     assert res.returncode == 0, res.stderr.decode()
-    facts = json.loads(res.stdout)
+    facts = wire.answer(res.stdout)
     assert facts["python"] == "%d.%d.%d" % sys.version_info[:3] and facts["python_path"] == PY
     assert facts["disk"]["path"] == str(tmp_path) and facts["disk"]["workdir_exists"] is False
 
@@ -218,7 +227,7 @@ def test_program_is_prelude_plus_what_the_op_needs_and_runs_like_the_file(tmp_pa
     req = {"op": "inventory", "base": str(tmp_path / "b"), "objects": []}
     shipped = subprocess.run([PY, "-S", "-c", text], input=wire.request(req), capture_output=True, check=True)
     direct = run_script("stage", req)
-    one, other = json.loads(shipped.stdout), json.loads(direct.stdout)
+    one, other = wire.answer(shipped.stdout), wire.answer(direct.stdout)
     assert one.pop("free") > 0 and other.pop("free") > 0  # the disk's free bytes move meanwhile
     assert one == other and one["base"] == req["base"]
 
@@ -276,3 +285,14 @@ def test_a_request_reads_back_equal_on_every_python_here(python):
     assert res.returncode == 0, f"{python} ({version}): {res.stderr.decode()}"
     expected = dict(TRICKY, n=[0, -7, 2**70, 3])
     assert json.loads(res.stdout) == expected
+
+
+def test_answer_is_the_last_marked_line_whatever_a_shell_prints_around_it():
+    framed = ("Welcome to Ubuntu 22.04 LTS\n{\"not\": \"this\"}\nlast login: today"
+              + "\n" + wire.ANSWER_MARK + json.dumps({"pid": 7}) + "\nbye from .bash_logout\n")
+    assert wire.answer(framed) == {"pid": 7}
+    assert wire.answer(framed.encode()) == {"pid": 7}
+    with pytest.raises(wire.NoAnswer, match="Welcome"):
+        wire.answer("Welcome\n{\"pid\": 7}\n")  # bare JSON is not an answer: never guess
+    with pytest.raises(wire.NoAnswer):
+        wire.answer(wire.ANSWER_MARK + "{cut")

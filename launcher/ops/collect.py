@@ -257,8 +257,8 @@ def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str,
         tail = (err.strip().splitlines() or [f"exit code {code}"])[-1]
         raise RemoteError(runner.name, f"listing {root} failed: {tail}")
     try:
-        data = json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+        data = wire.answer(out)
+    except ValueError:
         raise RemoteError(runner.name, f"listing {root} printed no JSON: {out[-200:]!r}") from None
     files = tuple(RemoteFile(f["group"], safe_relpath(f["path"], runner.name), f["src"], int(f["size"]),
                              f["sha256"]) for f in data["files"])

@@ -172,7 +172,7 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
     argv = send_argv(python)
     code, err = None, b""
     try:
-        res = runner.exec(argv, [request], stdout=receiver)
+        res = runner.exec(argv, [request], stdout=wire.AfterMark(receiver))
         code, err = res.exit_code, res.stderr
     finally:
         receiver.close()

@@ -19,7 +19,6 @@ Pieces, each with one job:
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -384,7 +383,7 @@ class Follower:
 def node_progress(host: str, tail_json: str) -> str:
     """The TAIL script's output -> 'rank 0: epoch 1/5 step 12/234, loss 1.29' per rank (pure)."""
     try:
-        tails = json.loads(tail_json or "{}")
+        tails = wire.answer(tail_json) if tail_json else {}
     except ValueError:
         return ""
     parts = []

@@ -9,7 +9,6 @@ runs it. ``SSHLauncher`` and ``LocalLauncher`` start a detached supervisor throu
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from launcher.ops.fanout import run_parallel
 from dataclasses import dataclass
@@ -60,13 +59,13 @@ class Launcher(ABC):
     def start(self, plan: NodePlan) -> Started:
         argv, stdin = self.start_request(plan)
         result = self.node.check(argv, [stdin], timeout=60, what="start")
-        data = json.loads(result.text())
+        data = wire.answer(result.stdout)
         return Started(plan.node_rank, plan.host.name, int(data["pid"]), int(data["supervisor"]))
 
     def _script(self, request: dict, timeout: float, what: str) -> dict:
         result = self.node.check([self.python, "-S", "-c", wire.program("launch", request["op"])], [wire.request(request)],
                                  timeout=timeout, what=what)
-        return json.loads(result.text())
+        return wire.answer(result.stdout)
 
     def status(self, plan_state_dir: str, node_rank: int) -> NodeStatus:
         data = self._script({"op": "status", "state_dir": plan_state_dir, "job_id": self.job_id},

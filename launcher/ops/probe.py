@@ -10,7 +10,6 @@ The verdict (:func:`evaluate`) is pure, so every rule has a unit test without a 
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 
@@ -144,8 +143,8 @@ def check_host(runner: CommandRunner, policy: CheckPolicy, timeout: float) -> Ch
     if res.exit_code == 127:
         return CheckRow(host.name, True, False, f"{python} not found on the host", rtt_ms=rtt_ms)
     try:
-        facts = json.loads(res.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+        facts = wire.answer(res.stdout)
+    except ValueError:
         tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
         return CheckRow(host.name, True, False, f"probe failed (exit {res.exit_code}): {tail}",
                         rtt_ms=rtt_ms)

@@ -398,7 +398,7 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
     result = node.check([python, "-S", "-c", wire.program("stage", "inventory")], [request], timeout=120,
                         what="inventory")
     try:
-        data = json.loads(result.text())
+        data = wire.answer(result.stdout)
     except ValueError:
         raise RemoteError(node.host.name, f"inventory gave no JSON: {result.text()[:200]!r}") from None
     return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
@@ -539,7 +539,7 @@ class Stager:
             request = {"op": "link", "cas": posixpath.join(i.base, "cas"), "fsid": i.fsid, "manifest": manifest}
             result = node.check([self._py(name), "-S", "-c", wire.program("stage", "link")], [wire.request(request)],
                                 timeout=120, what="staging")
-            data = json.loads(result.text())
+            data = wire.answer(result.stdout)
             if not data["ok"]:
                 self.known.forget(node.host)
                 return None
@@ -582,7 +582,7 @@ class Stager:
             request = wire.request({"op": "receive", "cas": posixpath.join(i.base, "cas")})
             result = node.check([self._py(name), "-S", "-c", wire.program("stage", "receive")],
                                 itertools.chain([request], stream), what="staging")
-            data = json.loads(result.text())
+            data = wire.answer(result.stdout)
             report = HostReport(name, data["objects"], data["bytes"], data["linked"], data["copied"],
                                 time.monotonic() - start)
             self.progress.done(name, report)

@@ -15,7 +15,11 @@ round trip at 42.6 ms with a json request and 26.8 ms with marshal. Why a length
 not ``marshal.load(stdin)``: ``marshal.load`` on a stream calls ``readinto`` once per object,
 16.5 ms for a 5,000-file LINK manifest against 0.8 ms for ``marshal.loads`` of its bytes.
 
-Answers are JSON, written by :func:`dumps` with the C string escaper of ``_json`` (what
+Answers are framed: :func:`answer` writes one line, :data:`MARK` then the JSON, so whatever
+a login shell prints first (a ``.bashrc`` that echoes, a banner, a CANN ``set_env.sh`` that
+talks) is skipped by the laptop (``launcher.remote.wire.answer``: the last marked line wins);
+byte streams (collect's SEND) start with the same mark and a newline (:func:`begin_stream`).
+The JSON is written by :func:`dumps` with the C string escaper of ``_json`` (what
 ``json.dumps`` uses, so a file name that is not UTF-8 comes back as the same
 surrogate-escaped text): the laptop never unmarshals bytes a host produced.
 """
@@ -30,6 +34,7 @@ except ImportError:
     from json.encoder import py_encode_basestring_ascii as _q
 
 _STDIN = []
+MARK = "\x1eALAUNCH-ANSWER\x1e"  # starts the one line a laptop parses (wire.ANSWER_MARK)
 
 
 def stdin():
@@ -98,6 +103,18 @@ def dumps(o):
     if isinstance(o, (list, tuple, set, frozenset)):
         return "[" + ",".join(dumps(v) for v in o) + "]"
     raise TypeError("cannot encode %s" % type(o).__name__)
+
+
+def answer(o):
+    """Print the answer ``o`` framed: a newline (a banner may not end in one), the mark, JSON."""
+    sys.stdout.write("\n" + MARK + dumps(o) + "\n")
+    sys.stdout.flush()
+
+
+def begin_stream():
+    """Mark where a binary answer starts on stdout (anything before it is a shell's chatter)."""
+    sys.stdout.write("\n" + MARK + "\n")
+    sys.stdout.flush()
 
 
 def run(ops):

@@ -32,7 +32,7 @@ Whole files it hashed go into the host's hash cache, so the next listing need no
 import os
 import sys
 
-from _prelude import dumps, load_cache, run, save_cache, widen_pipe
+from _prelude import answer, begin_stream, load_cache, run, save_cache, widen_pipe
 
 BAD = b"\xff" * 32
 ZERO_COPY_MIN = 64 << 20  # the request's "zero_copy_min" overrides it
@@ -99,7 +99,7 @@ def list_op(req):
         changed = True
     if changed and cache_path:
         save_cache(cache_path, cache)
-    print(dumps({"root": real_root, "files": files, "refused": refused}))
+    answer({"root": real_root, "files": files, "refused": refused})
 
 
 def send_range(f, pos, left, size, h):
@@ -154,6 +154,7 @@ def send_op(req):
     view = memoryview(buf)
     learned = {}
     ZERO_COPY_MIN = req.get("zero_copy_min", ZERO_COPY_MIN)
+    begin_stream()
     for e in req["files"]:
         h = hashlib.sha256() if e["hash"] else None
         left, bad = e["length"], False

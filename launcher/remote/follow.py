@@ -37,7 +37,7 @@ import re
 import sys
 import time
 
-from _prelude import dumps, run
+from _prelude import answer, run
 
 root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
 follow, interval = True, 0.05
@@ -243,7 +243,7 @@ def tail_op(req):
             fh.seek(max(0, size - 65536))
             lines = fh.read().decode("utf-8", "replace").splitlines()
         result[rank] = lines[1:] if size > 65536 else lines
-    print(dumps(result))
+    answer(result)
 
 
 if __name__ == "__main__":

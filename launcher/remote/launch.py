@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from _prelude import dumps, run
+from _prelude import answer, run
 
 MARKER = "ALAUNCH_JOB_ID"
 
@@ -88,7 +88,7 @@ def detach(req):
     while time.time() < deadline:
         if os.path.exists(pid_path):
             child, sup = map(int, open(pid_path).read().split())
-            print(dumps({"pid": child, "supervisor": sup}))
+            answer({"pid": child, "supervisor": sup})
             sys.exit(0)
         if os.path.exists(exit_path):
             sys.exit("did not start: " + open(log_path).read().strip().splitlines()[-1])
@@ -113,8 +113,8 @@ def status(req):
                 sup_alive = f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
         except OSError:
             pass
-    print(dumps({"pid": pid, "exit_code": None if code is None else int(code),
-                 "supervisor_alive": sup_alive, "processes": job_pids(req["job_id"])}))
+    answer({"pid": pid, "exit_code": None if code is None else int(code),
+                 "supervisor_alive": sup_alive, "processes": job_pids(req["job_id"])})
 
 
 def cancel(req):
@@ -141,7 +141,7 @@ def cancel(req):
     deadline = time.time() + 10
     while time.time() < deadline and job_pids(req["job_id"]):
         time.sleep(0.1)
-    print(dumps({"found": found, "sigkill": killed, "left": job_pids(req["job_id"])}))
+    answer({"found": found, "sigkill": killed, "left": job_pids(req["job_id"])})
 
 
 if __name__ == "__main__":

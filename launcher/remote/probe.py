@@ -8,11 +8,10 @@ versions come from the site's package metadata plus ``find_spec`` rather than im
 directory, which a check must not do).
 """
 
-import json
 import os
 import sys
 
-from _prelude import run
+from _prelude import answer, run
 
 
 def probe(req):
@@ -54,7 +53,7 @@ def probe(req):
         p = os.path.dirname(p)
     du = shutil.disk_usage(p)
     r["disk"] = {"path": p, "workdir_exists": p == wd, "free": du.free, "total": du.total}
-    print(json.dumps(r))
+    answer(r)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ travel or be checked again.
 import os
 import sys
 
-from _prelude import dumps, run, stdin, widen_pipe
+from _prelude import answer, run, stdin, widen_pipe
 
 
 def inventory(req):
@@ -50,11 +50,11 @@ def inventory(req):
         fsid = f.read().strip()
     vfs = os.statvfs(cas)
     have = [s for s in req["objects"] if os.path.isfile(os.path.join(cas, s[:2], s))]
-    answer = {"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
+    facts = {"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
               "free": vfs.f_bavail * vfs.f_frsize, "have": have}
     if "port" in req:  # node 0 of a submit: msrun's master port, in the same round trip
-        answer["port"] = free_port(req["port"], req.get("pinned", False))
-    print(dumps(answer))
+        facts["port"] = free_port(req["port"], req.get("pinned", False))
+    answer(facts)
 
 
 def free_port(port, pinned):
@@ -221,7 +221,7 @@ def receive(req):
     if manifest is None:
         sys.exit("no manifest in the stream")
     root, linked, copied = materialise(cas, manifest)
-    print(json.dumps({"objects": got, "bytes": nbytes, "linked": linked, "copied": copied, "root": root}))
+    answer({"objects": got, "bytes": nbytes, "linked": linked, "copied": copied, "root": root})
 
 
 def link(req):
@@ -238,10 +238,10 @@ def link(req):
     shas = {sha for sha, _ in manifest["links"].values()}
     trees_ok = all(os.path.isdir(os.path.join(cas, "trees", t["id"])) for t in manifest.get("trees", {}).values())
     if fsid != req["fsid"] or not trees_ok or not all(os.path.isfile(os.path.join(cas, s[:2], s)) for s in shas):
-        print(dumps({"ok": False}))
+        answer({"ok": False})
         return
     root, linked, copied = materialise(cas, manifest)
-    print(dumps({"ok": True, "objects": 0, "bytes": 0, "linked": linked, "copied": copied, "root": root}))
+    answer({"ok": True, "objects": 0, "bytes": 0, "linked": linked, "copied": copied, "root": root})
 
 
 if __name__ == "__main__":

@@ -12,13 +12,19 @@ is real and its ``__main__`` block picks the op from the request.
 big-endian length then ``marshal.dumps(obj, 4)``, sent first on stdin; :func:`request_arg`
 is the same frame as hex for the one script whose runner call has no stdin (the follower).
 Marshal format 4 is read by CPython 3.4 and later (tests/test_remote_scripts.py round-trips
-a request from this Python to every interpreter on the machine: 3.6 to 3.13). Answers are
-JSON. Stdlib only, imports nothing from ``launcher``.
+a request from this Python to every interpreter on the machine: 3.6 to 3.13).
+
+Answers are framed (``_prelude.answer``): one line, :data:`ANSWER_MARK` then JSON, found by
+:func:`answer` — the ONE parse of every host answer on the laptop — so a login shell that
+prints (``.bashrc`` echoes, banners, a chatty ``set_env.sh``) cannot break a round trip;
+binary answers start after the mark's line (:class:`AfterMark`). Stdlib only, imports
+nothing from ``launcher``.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import marshal
 from functools import lru_cache
 from importlib import resources
@@ -27,6 +33,55 @@ from typing import Any
 MARSHAL_VERSION = 4  # pinned: CPython >= 3.4 reads it; never the interpreter's default
 SCRIPTS = ("stage", "collect", "launch", "follow", "probe")
 JOB_MARKER = "ALAUNCH_JOB_ID"  # env var on every process of a job (launch.py's MARKER)
+ANSWER_MARK = "\x1eALAUNCH-ANSWER\x1e"  # _prelude.MARK: starts the answer line
+
+
+class NoAnswer(ValueError):
+    """A host printed no framed answer; ``output`` is (the tail of) what it did print."""
+
+    def __init__(self, output: str):
+        self.output = output[-300:]
+        super().__init__(f"no answer in the host's output: {self.output!r}")
+
+
+def answer(output: str | bytes) -> Any:
+    """The JSON object of the last :data:`ANSWER_MARK` line in a host script's stdout;
+    everything else (a shell's chatter, before or after) is ignored."""
+    text = output.decode("utf-8", "replace") if isinstance(output, (bytes, bytearray)) else output
+    at = text.rfind(ANSWER_MARK)
+    if at < 0:
+        raise NoAnswer(text)
+    line = text[at + len(ANSWER_MARK):].split("\n", 1)[0]
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise NoAnswer(text) from None
+
+
+class AfterMark:
+    """A write-only file object that drops what comes before the mark's line, then passes
+    every byte to ``sink`` (a binary answer after a login shell's chatter)."""
+
+    def __init__(self, sink: Any, limit: int = 1 << 20):
+        self.sink, self.limit, self.head, self.open = sink, limit, b"", False
+
+    def write(self, data: bytes) -> int:
+        if self.open:
+            return self.sink.write(data) or len(data)
+        self.head += bytes(data)
+        mark = ANSWER_MARK.encode() + b"\n"
+        at = self.head.find(mark)
+        if at < 0:
+            self.head = self.head[-self.limit:]  # no mark yet: keep only a bounded tail
+            return len(data)
+        rest, self.head, self.open = self.head[at + len(mark):], b"", True
+        if rest:
+            self.sink.write(rest)
+        return len(data)
+
+    def flush(self) -> None:
+        if hasattr(self.sink, "flush"):
+            self.sink.flush()
 
 
 def source(name: str) -> str:
