@@ -43,7 +43,7 @@ def test_start_request_is_pure_and_marks_the_job(tmp_path):
     argv, stdin = SSHLauncher(LocalExec(node.host), "job-1").start_request(node)
     req = wire.decode(stdin)
     assert argv[:3] == ["python3", "-S", "-c"] and req["argv"][-2:] == ["msrun", "--x"]
-    assert req["env"]["ALAUNCH_JOB_ID"] == "job-1" and req["state_dir"].endswith("/n0/state")
+    assert req["env"]["ALAUNCH_JOB_ID"] == "job-1" and req["state_dir"].endswith("/n0/state/node-0")
     assert not Path(req["state_dir"]).exists()  # building touched nothing
 
 
@@ -53,11 +53,31 @@ def test_detached_run_status_and_exit_code(tmp_path):
     launchers = {r: LocalLauncher(LocalExec(n.host), "j1", PY) for r, n in ((0, ok), (1, bad))}
     started = launch_all(_plan([ok, bad]), launchers)
     assert set(started) == {0, 1} and started[0].pid != started[0].supervisor
-    assert launchers[0].status(ok.layout.state, 0).state == "running"
-    assert _wait(lambda: launchers[1].status(bad.layout.state, 1).state == "failed")
-    assert launchers[1].status(bad.layout.state, 1).exit_code == 3
-    assert _wait(lambda: launchers[0].status(ok.layout.state, 0).state == "succeeded")
-    assert (Path(ok.layout.state) / "exit_code").read_text().strip() == "0"
+    assert launchers[0].status(ok.state_dir, 0).state == "running"
+    assert _wait(lambda: launchers[1].status(bad.state_dir, 1).state == "failed")
+    assert launchers[1].status(bad.state_dir, 1).exit_code == 3
+    assert _wait(lambda: launchers[0].status(ok.state_dir, 0).state == "succeeded")
+    assert (Path(ok.state_dir) / "exit_code").read_text().strip() == "0"
+
+
+def test_two_nodes_in_one_shared_job_dir_each_keep_their_own_state(tmp_path):
+    """An NFS workdir: both nodes' job dir is the same path. Each node's pid, exit code and
+    msrun output live in its own state/node-<rank>; a second start of a node is refused."""
+    root = tmp_path / "shared" / "job"
+    root.mkdir(parents=True)
+    nodes = [NodePlan(Host("localhost", 1), r, JobLayout(str(root)), (),
+                      (PY, "-c", f"import sys; print('node {r} here'); sys.exit({r + 4})")) for r in (0, 1)]
+    launchers = {r: LocalLauncher(LocalExec(n.host), "jshared", PY) for r, n in enumerate(nodes)}
+    started = launch_all(_plan(nodes), launchers)
+    assert set(started) == {0, 1} and started[0].pid != started[1].pid
+    for r, n in enumerate(nodes):
+        assert _wait(lambda: launchers[r].status(n.state_dir, r).exit_code == r + 4)
+        assert Path(n.state_dir) == root / "state" / f"node-{r}"
+        assert Path(n.log_path).read_text().strip() == f"node {r} here"
+        assert int(Path(n.pid_path).read_text().split()[0]) == started[r].pid
+    with pytest.raises(LaunchFailed, match="job already started here: .*node-1 exists"):
+        launch_all(_plan(nodes[1:]), {1: launchers[1]})
+    assert Path(nodes[1].exit_code_path).read_text().strip() == "5"  # untouched
 
 
 def test_cancel_stops_only_this_job_even_setsid_children(tmp_path):
@@ -69,13 +89,13 @@ def test_cancel_stops_only_this_job_even_setsid_children(tmp_path):
     la, lb = LocalLauncher(LocalExec(a.host), "job-a", PY), LocalLauncher(LocalExec(b.host), "job-b", PY)
     sa = launch_all(_plan([a]), {0: la})[0]
     launch_all(_plan([b]), {0: lb})
-    assert _wait(lambda: la.status(a.layout.state, 0).processes == 2)
+    assert _wait(lambda: la.status(a.state_dir, 0).processes == 2)
     result = la.cancel(sa.pid, grace=3)
     assert result["found"] == 2 and result["left"] == []
-    assert la.status(a.layout.state, 0).processes == 0
-    assert lb.status(b.layout.state, 0).state == "running" and lb.status(b.layout.state, 0).processes == 2
+    assert la.status(a.state_dir, 0).processes == 0
+    assert lb.status(b.state_dir, 0).state == "running" and lb.status(b.state_dir, 0).processes == 2
     lb.cancel(None, grace=3)
-    assert lb.status(b.layout.state, 0).processes == 0
+    assert lb.status(b.state_dir, 0).processes == 0
 
 
 def test_all_or_nothing(tmp_path):
@@ -85,7 +105,7 @@ def test_all_or_nothing(tmp_path):
                  1: LocalLauncher(LocalExec(broken.host), "j2", "/nonexistent/python3")}
     with pytest.raises(LaunchFailed, match=r"node 1: .*stopped the started node\(s\): localhost \(node 0\)"):
         launch_all(_plan([good, broken]), launchers)
-    assert launchers[0].status(good.layout.state, 0).processes == 0
+    assert launchers[0].status(good.state_dir, 0).processes == 0
 
 
 def test_port_pick(tmp_path):

@@ -116,5 +116,13 @@ class JobLayout:
 
     @property
     def state(self) -> str:
-        """Launcher bookkeeping on the host (pids, exit codes)."""
+        """Launcher bookkeeping on the host: one :meth:`node_state` per node under it."""
         return self._join("state")
+
+    def node_state(self, node_rank: int) -> str:
+        """``state/node-<rank>``: one node's pid, exit code and msrun output (``launcher.log``).
+
+        Per node because the job dir may be ONE directory on every node (an NFS/SFS workdir):
+        with one ``state/`` the nodes shared pid, exit code and log, and node 1 refused to start
+        ("already started") or overwrote node 0's. The one place this path is spelled."""
+        return self._join("state", f"node-{int(node_rank)}")

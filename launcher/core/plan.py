@@ -94,18 +94,24 @@ class NodePlan:
     layout: JobLayout
     env: tuple[EnvVar, ...]
     argv: tuple[str, ...]  # msrun and its arguments, as the process gets them
+    ranks: tuple[int, ...] = ()  # the global ranks of this node's workers (msrun: node_rank * local + i)
+
+    @property
+    def state_dir(self) -> str:
+        """This node's own state dir (a shared job dir holds every node's)."""
+        return self.layout.node_state(self.node_rank)
 
     @property
     def pid_path(self) -> str:
-        return posixpath.join(self.layout.state, "pid")
+        return posixpath.join(self.state_dir, "pid")
 
     @property
     def exit_code_path(self) -> str:
-        return posixpath.join(self.layout.state, "exit_code")
+        return posixpath.join(self.state_dir, "exit_code")
 
     @property
     def log_path(self) -> str:
-        return posixpath.join(self.layout.state, "launcher.log")
+        return posixpath.join(self.state_dir, "launcher.log")
 
     def launch_argv(self) -> list[str]:
         """The argv a runner starts: the fixed wrapper, then msrun."""
@@ -235,6 +241,7 @@ def build_plan(spec: JobSpec, config_text: str, hosts: Sequence[Host], job_id: s
         raise InputError(f"env {clash[0]} is set by alaunch from the hostfile; remove it from the job",
                          source=spec.source, key=f"env.{clash[0]}")
     nodes = []
+    first_rank = 0
     for rank, host in enumerate(hosts):
         root = (roots or {}).get(host.name) or JobLayout.for_job(host.remote_workdir, job_id).root
         layout = JobLayout(root)
@@ -248,6 +255,8 @@ def build_plan(spec: JobSpec, config_text: str, hosts: Sequence[Host], job_id: s
                 f"--master_addr={master}", f"--master_port={master_port}", f"--node_rank={rank}",
                 f"--log_dir={layout.msrun_log}", "--join=True", f"--cluster_time_out={cluster_time_out}",
                 entry_path(spec, layout), "--config", layout.config, *spec.entry.args)
-        nodes.append(NodePlan(host, rank, layout, tuple(env), argv))
+        nodes.append(NodePlan(host, rank, layout, tuple(env), argv,
+                              tuple(range(first_rank, first_rank + host.workers))))
+        first_rank += host.workers
     return Plan(job_id, spec.name, master, master_port, worker_num, tuple(nodes),
                 tuple(stage_items(spec, config_text)))

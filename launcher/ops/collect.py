@@ -358,15 +358,20 @@ def receive(runner: CommandRunner, python: str, entries: list[Entry], node: Node
 
 
 def job_targets(record: reg.JobRecord, run_dir: Path) -> list[NodeTarget]:
-    """Every node of the job: its Host (from the recorded hostfile), job dir, python, local dir."""
+    """Every node of the job: its Host (from the recorded hostfile), job dir, python, local dir;
+    a node whose job dir is an earlier node's (a shared workdir, meta ``shared_with``) is
+    left out, so each file is fetched once, into the first node's local dir."""
     if record.meta.get("backend") == "slurm":  # one shared job dir, read through the login node
         from launcher.ops.slurm import login_view
         record = login_view(record)
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     pythons = dict(record.meta.get("pythons") or {})
     dirs = host_dirs(record.nodes)
+    shared = {int(k) for k in (record.meta.get("shared_with") or {})}  # same job dir as an earlier node
     out = []
     for n in record.nodes:
+        if n.node_rank in shared:
+            continue  # its files are the earlier node's files: fetched once, there
         if not n.job_dir:
             raise AlaunchError(f"job {record.id}: node {n.node_rank} ({n.host}) has no job directory "
                                f"recorded (it never started); nothing to fetch")

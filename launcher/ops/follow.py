@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from rich.console import Group
 from rich.progress_bar import ProgressBar
@@ -35,6 +35,7 @@ from launcher.remote import wire
 from launcher.ops import registry as reg
 from launcher.errors import AlaunchError
 from launcher.core.hostfile import Host
+from launcher.core.layout import JobLayout
 from launcher.metrics.logparse import Failure, JobLogs, LogState, exit_status_text, match_failure
 from launcher.runners import CommandRunner
 
@@ -59,9 +60,19 @@ class Event:
         return int(self.text) if self.kind == "end" and self.text.lstrip("-").isdigit() else None
 
 
-def follow_argv(python: str, root: str, follow: bool = True) -> list[str]:
-    """The argv that follows one node's job directory (every element is quoted by the runner)."""
-    request = wire.request_arg({"op": "follow", "root": root, "follow": follow})
+def follow_argv(python: str, root: str, follow: bool = True, node_rank: int | None = None,
+                ranks: Sequence[int] | None = None) -> list[str]:
+    """The argv that follows one node's job directory (every element is quoted by the runner).
+
+    ``node_rank``: read that node's state (``JobLayout.node_state``); ``ranks``: follow only
+    these workers' logs (and the scheduler's only on node 0), so nodes that share one job dir
+    (NFS) do not each report every node's logs."""
+    req = {"op": "follow", "root": root, "follow": follow}
+    if node_rank is not None:
+        req.update(state=JobLayout(root).node_state(node_rank), scheduler=node_rank == 0)
+    if ranks is not None:
+        req["ranks"] = [str(r) for r in ranks]
+    request = wire.request_arg(req)
     return [python, "-c", wire.program("follow", "follow"), request]
 
 
@@ -289,7 +300,8 @@ class Follower:
         streams = {}
         for node in self.record.nodes:
             runner = self.runner_for(self.hosts[node.host])
-            argv = follow_argv(pythons.get(node.host, "python3"), node.job_dir, self.follow)
+            ranks = (self.record.meta.get("ranks") or {}).get(str(node.node_rank))
+            argv = follow_argv(pythons.get(node.host, "python3"), node.job_dir, self.follow, node.node_rank, ranks)
             streams[node.host] = NodeStream(runner, argv, self.queue, self.stop)
         for s in streams.values():
             s.start()

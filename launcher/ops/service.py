@@ -94,6 +94,20 @@ class Preflight:
     port: int
 
 
+def shared_job_dirs(hosts: Sequence[Host], pre: "Preflight") -> dict[str, int]:
+    """node rank -> the first node rank whose job dir is the same directory (same store id
+    on the same filesystem, same path): an NFS/SFS workdir. Fetch reads such a dir once."""
+    first: dict[tuple[str, str], int] = {}
+    out: dict[str, int] = {}
+    for rank, h in enumerate(hosts):
+        key = (pre.inventories[h.name].fsid, pre.roots[h.name])
+        if key in first:
+            out[str(rank)] = first[key]
+        else:
+            first[key] = rank
+    return out
+
+
 @dataclass
 class Prepared:
     spec: JobSpec
@@ -215,6 +229,8 @@ class JobService:
             hostfile_text=format_hostfile(hosts), nodes=[(h.name, pre.roots[h.name]) for h in hosts],
             job_id=job.job_id, meta={"bin_dir": job.opts.bin_dir, "pythons": job.pythons, "master_port": pre.port,
                                      "master_addr": prepared.plan.master_addr, "source": job.spec.source,
+                                     "ranks": {str(n.node_rank): list(n.ranks) for n in prepared.plan.nodes},
+                                     "shared_with": shared_job_dirs(hosts, pre),
                                      "ssh": self._ssh_meta(),
                                      "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts}})
 
@@ -263,7 +279,8 @@ class JobService:
             ex = self.exec_factory(hosts[node.host])
             try:
                 python = pythons.get(node.host, "python3")
-                status = launcher_for(ex, record.id, python).status(JobLayout(node.job_dir).state, node.node_rank)
+                status = launcher_for(ex, record.id, python).status(JobLayout(node.job_dir).node_state(node.node_rank),
+                                                                       node.node_rank)
                 if status.state == reg.RUNNING and not status.detail:
                     status = replace(status, detail=self.log_progress(node, ex, python))
                 return status

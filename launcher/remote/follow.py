@@ -22,7 +22,7 @@ FOLLOW (``{"op": "follow", "root", "follow"?, "interval"?}``) output protocol, o
   ``X !<reason>`` there is no such job directory.
 
 Which files: every ``worker_N.log`` and ``scheduler.log``; msrun's own output
-(``state/launcher.log``, role ``msrun``: the only place a worker killed without a word, e.g.
+(``state/node-<rank>/launcher.log``, role ``msrun``: the only place a worker killed without a word, e.g.
 by SIGKILL, is reported), read before the worker logs of the same pass but sent after them, so
 a worker's last words always precede msrun's report of its death; ``rank_N/info.log`` and
 ``error.log`` only for ranks without a ``worker_N.log`` (the same MindFormers lines reach
@@ -40,6 +40,8 @@ import time
 from _prelude import answer, run
 
 root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
+ranks = None  # the worker ranks this node runs (None: every log found), scheduler: node 0's
+scheduler = True
 follow, interval = True, 0.05
 out = sys.stdout.buffer
 WORKER = re.compile(r"^worker_(\d+)\.log$")
@@ -57,16 +59,16 @@ def wanted():
     want, workers = {}, set()
     for name in listdir(msrun_dir):
         m = WORKER.match(name)
-        if m:
+        if m and (ranks is None or m.group(1) in ranks):
             want[os.path.join(msrun_dir, name)] = (m.group(1), "worker")
             workers.add(m.group(1))
-        elif name == "scheduler.log":
+        elif name == "scheduler.log" and scheduler:
             want[os.path.join(msrun_dir, name)] = ("", "scheduler")
     if os.path.isfile(os.path.join(state_dir, "launcher.log")):
         want[os.path.join(state_dir, "launcher.log")] = ("", "msrun")
     for d in listdir(mf_dir):
         m = RANK.match(d)
-        if m and m.group(1) not in workers:
+        if m and m.group(1) not in workers and (ranks is None or m.group(1) in ranks):
             for role in ("info", "error"):
                 path = os.path.join(mf_dir, d, role + ".log")
                 if os.path.isfile(path):
@@ -205,13 +207,15 @@ def main():
 
 
 def follow_op(req):
-    global root, follow, interval, msrun_dir, mf_dir, state_dir
+    global root, follow, interval, msrun_dir, mf_dir, state_dir, ranks, scheduler
     root = req["root"]
+    ranks = set(req["ranks"]) if req.get("ranks") is not None else None
+    scheduler = req.get("scheduler", True)
     follow = req.get("follow", True)
     interval = float(req.get("interval", 0.05))
     msrun_dir = os.path.join(root, "msrun_log")
     mf_dir = os.path.join(root, "output", "log")
-    state_dir = os.path.join(root, "state")
+    state_dir = req.get("state") or os.path.join(root, "state")
     try:
         main()
     except (BrokenPipeError, KeyboardInterrupt):

@@ -9,7 +9,9 @@ marker ``ALAUNCH_JOB_ID=<job id>`` (:data:`MARKER`, the same as
 which msrun starts with ``setsid``, so a process group alone would miss them). Cancel and
 status look the marker up in ``/proc/<pid>/environ``: exact, per job, never a name pattern.
 
-DETACH ``{"op": "detach", "argv", "env", "cwd", "state_dir"}``: fork a supervisor (own
+DETACH ``{"op": "detach", "argv", "env", "cwd", "state_dir"}``: make ``state_dir`` (the node's
+own, ``state/node-<rank>``; it must not exist: ``mkdir`` is the exclusive claim, so two starts
+of one node, or two nodes given one dir, cannot both run), then fork a supervisor (own
 session, stdio to the log) that starts the argv in a new session, writes ``pid``
 ("<child pid> <supervisor pid>") and, when it ends, ``exit_code`` (written to a temp name and
 renamed). Prints ``{"pid", "supervisor"}`` once started.
@@ -50,12 +52,13 @@ def job_pids(job_id):
 def detach(req):
     import subprocess
     state = req["state_dir"]
-    os.makedirs(state, exist_ok=True)
+    os.makedirs(os.path.dirname(state), exist_ok=True)
     os.makedirs(req["cwd"], exist_ok=True)
+    try:  # the node's own state dir, made exclusively (mkdir is atomic on NFS too): one start only
+        os.mkdir(state)
+    except FileExistsError:
+        sys.exit("job already started here: %s exists" % state)
     pid_path, exit_path, log_path = (os.path.join(state, n) for n in ("pid", "exit_code", "launcher.log"))
-    for p in (pid_path, exit_path):
-        if os.path.exists(p):
-            sys.exit("job already started here: %s exists" % p)
 
     def atomic(path, text):
         with open(path + ".tmp", "w") as f:
