@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,16 @@ def test_malformed_filter(include, exclude, phrase):
         apply_filters(HOSTS, include=include, exclude=exclude)
     assert phrase in str(info.value), str(info.value)
     assert info.value.exit_code == ExitCode.USAGE
+
+
+def test_addr_and_env_scripts_parse_round_trip_and_refuse_bad_values():
+    text = ("h0 slots=2 addr=192.168.10.3 env_scripts=/usr/local/Ascend/ascend-toolkit/set_env.sh,~/nnal.sh\n"
+            "h1 slots=2 env_scripts=none\nh2 slots=1\n")
+    h0, h1, h2 = parse_hostfile(text, "hf")
+    assert h0.addr == "192.168.10.3" and h0.env_scripts == ("/usr/local/Ascend/ascend-toolkit/set_env.sh", "~/nnal.sh")
+    assert h1.env_scripts == () and h2.env_scripts is None and h2.addr is None
+    assert parse_hostfile(format_hostfile([h0, h1, h2]), "hf")[:3] == [replace(h, source="hf") for h in (h0, h1, h2)]
+    with pytest.raises(InputError, match=r"hf:1: invalid addr '\$\(x\)'"):
+        parse_hostfile("h slots=1 addr=$(x)\n", "hf")
+    with pytest.raises(InputError, match=r"hf:1: env_scripts entry 'set_env.sh' must be an absolute path"):
+        parse_hostfile("h slots=1 env_scripts=set_env.sh\n", "hf")

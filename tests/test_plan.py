@@ -122,3 +122,41 @@ def test_addresses_and_quote_path():
     assert plan.nodes[1].argv[-4:] == ("/opt/run.py", "--config", "/abs/j/config/job.yaml", "--x", "1 2")[-4:]
     assert plan.nodes[1].argv[9] == "/opt/run.py"
     assert [i.dest for i in plan.items] == ["config/job.yaml"]
+
+
+def _wrapper(tmp_path, scripts, optional=False, argv=("sh", "-c", 'echo "A=$A B=$B"')):
+    import subprocess
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ALAUNCH_ENV_SCRIPTS": "\n".join(scripts)}
+    if optional:
+        env["ALAUNCH_ENV_OPTIONAL"] = "1"
+    from launcher.core.plan import WRAPPER, WRAPPER_NAME
+    return subprocess.run(["sh", "-c", WRAPPER, WRAPPER_NAME, *argv], env=env, capture_output=True, text=True)
+
+
+def test_wrapper_sources_env_scripts_in_order_and_reports_a_failing_one(tmp_path):
+    (tmp_path / "a.sh").write_text("echo 'Welcome to CANN'\nexport A=1 B=from-a\n")
+    (tmp_path / "b.sh").write_text("export B=from-b-after-$A\necho warn >&2\n")
+    (tmp_path / "bad.sh").write_text("echo 'atb: libascend_hal.so not found' >&2\nfalse\n")
+    ok = _wrapper(tmp_path, [str(tmp_path / "a.sh"), "~/b.sh"])
+    assert ok.returncode == 0 and ok.stdout == "A=1 B=from-b-after-1\n"  # in order; ~/ is $HOME
+    assert "Welcome to CANN" in ok.stderr and "warn" in ok.stderr  # a script's chatter: stderr (launcher.log)
+    bad = _wrapper(tmp_path, [str(tmp_path / "a.sh"), str(tmp_path / "bad.sh")])
+    assert bad.returncode == 126 and bad.stdout == ""
+    assert f"alaunch: env script {tmp_path / 'bad.sh'} failed (exit 1): atb: libascend_hal.so not found" in bad.stderr
+    missing = _wrapper(tmp_path, [str(tmp_path / "nope.sh")])
+    assert missing.returncode == 126 and "env script" in missing.stderr and "nope.sh not found" in missing.stderr
+    assert _wrapper(tmp_path, [str(tmp_path / "nope.sh"), str(tmp_path / "a.sh")], optional=True).stdout == "A=1 B=from-a\n"
+    star = _wrapper(tmp_path, [str(tmp_path / "*.sh")])  # no glob expansion of a path
+    assert star.returncode == 126 and "*.sh not found" in star.stderr
+
+
+def test_plan_env_scripts_and_addr_from_the_hostfile():
+    from launcher.core.hostfile import parse_hostfile
+    from launcher.core.plan import DEFAULT_ENV_SCRIPTS, master_address
+    h0, h1 = parse_hostfile("n0 slots=1 addr=192.168.9.1 env_scripts=/opt/a.sh,/opt/b.sh\nn1 slots=1\n", "hf")
+    assert master_address([h0, h1], {"n0": "10.0.0.1"}) == "192.168.9.1"  # addr= beats the ssh HostName
+    assert master_address([h1, h0], {"n1": "10.0.0.2"}) == "10.0.0.2"
+    from launcher.core.plan import env_script_vars
+    assert {v.name: v.value for v in env_script_vars(h0)} == {"ALAUNCH_ENV_SCRIPTS": "/opt/a.sh\n/opt/b.sh"}
+    assert {v.name: v.value for v in env_script_vars(h1)} == {"ALAUNCH_ENV_SCRIPTS": "\n".join(DEFAULT_ENV_SCRIPTS),
+                                                              "ALAUNCH_ENV_OPTIONAL": "1"}

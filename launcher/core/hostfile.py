@@ -1,4 +1,5 @@
-"""Hostfiles: DeepSpeed's ``hostname slots=N`` format plus ``user= port= identity= workdir=``.
+"""Hostfiles: DeepSpeed's ``hostname slots=N`` format plus ``user= port= identity= workdir=
+addr= env_scripts=``.
 
 Reading a file (:func:`read_hostfile`) is split from parsing its text (:func:`parse_hostfile`),
 and the ``--include`` / ``--exclude`` resource filter (:func:`apply_filters`) is a pure
@@ -13,6 +14,14 @@ Format (one host per line)::
     worker-0 slots=8                        # trailing comment
     worker-1 slots=8 user=ma port=2222 identity=~/.ssh/id_ed25519 workdir=/srv/alaunch
     fe80::1 slots=2                         # IPv6 addresses are written bare
+    login-3 slots=8 addr=192.168.10.3       # the other nodes reach it at addr (RoCE/cluster NIC)
+    ascend-2 slots=8 env_scripts=/usr/local/Ascend/ascend-toolkit/set_env.sh,/usr/local/Ascend/nnal/atb/set_env.sh
+
+``addr`` is the address the *other nodes* use to reach this host (msrun's ``--master_addr``
+when it is node 0), when that is not the SSH name (NAT, a jump host, a cluster network).
+``env_scripts`` lists scripts sourced in order before msrun starts (default: the usual CANN
+``set_env.sh`` locations that exist; ``env_scripts=none`` sources nothing); a script that
+fails stops the node with its stderr.
     "my alias" is not allowed: host names are letters, digits, . - _ : only
 
 Values may be quoted shell-style (``workdir="/srv/my jobs"``); a ``#`` starts a comment
@@ -33,7 +42,7 @@ from launcher.errors import InputError
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 DEFAULT_WORKDIR = "~"  # jobs live in <workdir>/alaunch/<job-id>, so ~/alaunch/<job-id> by default
 
-KEYS = ("slots", "user", "port", "identity", "workdir")
+KEYS = ("slots", "user", "port", "identity", "workdir", "addr", "env_scripts")
 MAX_HOSTFILE_BYTES = 1 << 20
 MAX_SLOTS = 1024  # far above any real node; stops slots=10**12 from allocating slot ids  # a hostfile is a short text file; refuse anything bigger
 
@@ -60,6 +69,8 @@ class Host:
     line: int | None = None  # line in that file
     # The device ids a job uses on this host, after --include/--exclude (default: all slots).
     slot_ids: tuple[int, ...] = field(default=())
+    addr: str | None = None  # how the other nodes reach this host (default: its ssh HostName)
+    env_scripts: tuple[str, ...] | None = None  # sourced in order before msrun; None: the CANN defaults
 
     def __post_init__(self) -> None:
         if not self.slot_ids:
@@ -161,6 +172,8 @@ class _LineParser:
             port=self._port(values.get("port")),
             identity=self._path("identity", values.get("identity")),
             workdir=self._workdir(values.get("workdir")),
+            addr=self._addr(values.get("addr")),
+            env_scripts=self._env_scripts(values.get("env_scripts")),
             source=self.source,
             line=self.lineno,
         )
@@ -192,6 +205,24 @@ class _LineParser:
         if raw is not None and raw.startswith("-"):
             raise self.error(f"{key} must not start with '-', got {raw!r}")
         return raw
+
+    def _addr(self, raw: str | None) -> str | None:
+        if raw is not None and not _HOST_RE.fullmatch(raw):
+            raise self.error(f"invalid addr {raw!r}: an address or name the other nodes reach, "
+                             f"using {_VALID_HOST}")
+        return raw
+
+    def _env_scripts(self, raw: str | None) -> tuple[str, ...] | None:
+        if raw is None:
+            return None
+        if raw == "none":
+            return ()
+        scripts = tuple(raw.split(","))
+        for s in scripts:
+            if not (s.startswith("/") or s.startswith("~/")):
+                raise self.error(f"env_scripts entry {s!r} must be an absolute path or start with '~/' "
+                                 "(comma-separated, in the order to source; or 'none')")
+        return scripts
 
     def _workdir(self, raw: str | None) -> str | None:
         if raw is None:
@@ -265,10 +296,12 @@ def format_hostfile(hosts: Sequence[Host]) -> str:
     lines = []
     for h in hosts:
         parts = [h.name, f"slots={h.slots}"]
-        for key in ("user", "port", "identity", "workdir"):
+        for key in ("user", "port", "identity", "workdir", "addr"):
             value = getattr(h, key)
             if value is not None:
                 parts.append(f"{key}={shlex.quote(str(value))}")
+        if h.env_scripts is not None:
+            parts.append("env_scripts=" + (shlex.quote(",".join(h.env_scripts)) if h.env_scripts else "none"))
         line = " ".join(parts)
         if h.slot_ids != tuple(range(h.slots)):
             line += f"  # uses slots {','.join(map(str, h.slot_ids))}"

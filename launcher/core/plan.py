@@ -7,7 +7,12 @@ job + rendered config + hosts + job id + master port -> one :class:`NodePlan` pe
 real run cannot drift apart.
 
 The CANN environment is sourced by a small *fixed* wrapper (:data:`WRAPPER`): user values
-never become shell text; they are positional arguments or environment values.
+never become shell text; they are positional arguments or environment values. The scripts
+it sources are the host's ``env_scripts=`` (in order; each must exist) or, by default, the
+usual CANN ``set_env.sh`` locations that exist (:data:`DEFAULT_ENV_SCRIPTS`); a script that
+fails stops the node with exit 126 and the script's stderr (it used to go to /dev/null).
+Submit's preflight runs the same wrapper with ``true`` on every host, so a broken script is
+refused before anything starts.
 """
 
 from __future__ import annotations
@@ -28,14 +33,28 @@ DEFAULT_CLUSTER_TIME_OUT = 600  # seconds msrun waits for every node to join
 ENTRY_DIR = str(package_path("entry"))  # launcher/entry/, shipped with the package
 BUILTIN_ENTRY_FILES = ("run_cpu.py", "cpu_patches.py")
 CANN_SET_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
+# Sourced when the hostfile names no env_scripts, each only if it exists: the toolkit as
+# installed by root, and as installed by a user into ~/Ascend.
+DEFAULT_ENV_SCRIPTS = (CANN_SET_ENV, "~/Ascend/ascend-toolkit/set_env.sh")
 LOOPBACK = "127.0.0.1"
 
-# Sourced CANN env when present, the staged code first on PYTHONPATH, an optional bin dir
-# first on PATH (msrun starts workers with the `python` on PATH), then exec the argv.
-# Fixed text: it is the same for every job, and takes nothing from the user as code.
+# Source the env scripts ($ALAUNCH_ENV_SCRIPTS, one per line, in order; missing ones are
+# skipped only when $ALAUNCH_ENV_OPTIONAL is set: the defaults) with their stdout to our
+# stderr (the node's launcher.log: a chatty set_env.sh must not talk on a protocol channel)
+# and their stderr kept: a failing script stops here with exit 126 and that stderr. Then the
+# staged code first on PYTHONPATH, an optional bin dir first on PATH (msrun starts workers
+# with the `python` on PATH), then exec the argv. Fixed text: the same for every job, taking
+# nothing from the user as code (the script paths are data in the environment).
 WRAPPER = (
-    'for f in "${ALAUNCH_CANN_SET_ENV:-' + CANN_SET_ENV + '}"; do '
-    '[ -f "$f" ] && . "$f" >/dev/null 2>&1; done; '
+    "set -f; IFS='\n'; "
+    'for f in $ALAUNCH_ENV_SCRIPTS; do '
+    'case "$f" in "~/"*) f="$HOME/${f#??}";; esac; '
+    'if [ ! -f "$f" ]; then [ -n "$ALAUNCH_ENV_OPTIONAL" ] && continue; '
+    'echo "alaunch: env script $f not found" >&2; exit 126; fi; '
+    'e=$(mktemp "${TMPDIR:-/tmp}/alaunch-env.XXXXXX") || exit 126; '
+    '. "$f" >&2 2>"$e"; c=$?; '
+    'if [ $c -ne 0 ]; then echo "alaunch: env script $f failed (exit $c): $(tail -c 1500 "$e")" >&2; '
+    'rm -f "$e"; exit 126; fi; cat "$e" >&2; rm -f "$e"; done; unset IFS; set +f; '
     'export PYTHONPATH="$ALAUNCH_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}"; '
     'if [ -n "$ALAUNCH_BIN_DIR" ]; then export PATH="$ALAUNCH_BIN_DIR:$PATH"; fi; '
     'exec "$@"'
@@ -195,6 +214,14 @@ def stage_items(spec: JobSpec, config_text: str) -> list[StageItem]:
     return items
 
 
+def env_script_vars(host: Host) -> list[EnvVar]:
+    """The wrapper's env for ``host``'s env scripts: its ``env_scripts=`` (each required),
+    else :data:`DEFAULT_ENV_SCRIPTS` (each only if present)."""
+    if host.env_scripts is None:
+        return [EnvVar("ALAUNCH_ENV_SCRIPTS", "\n".join(DEFAULT_ENV_SCRIPTS)), EnvVar("ALAUNCH_ENV_OPTIONAL", "1")]
+    return [EnvVar("ALAUNCH_ENV_SCRIPTS", "\n".join(host.env_scripts))]
+
+
 def job_env(spec: JobSpec, environ: Mapping[str, str]) -> list[EnvVar]:
     """The job file's env, resolved (``from_local`` read here), secrets kept marked."""
     return [EnvVar(name, value.resolve(environ), value.is_secret)
@@ -202,7 +229,8 @@ def job_env(spec: JobSpec, environ: Mapping[str, str]) -> list[EnvVar]:
 
 
 def master_address(hosts: Sequence[Host], addresses: Mapping[str, str] | None = None) -> str:
-    """Node 0's address as the other nodes reach it (loopback when it is the only node)."""
+    """Node 0's address as the other nodes reach it (loopback when it is the only node): its
+    hostfile ``addr=``, else ``addresses`` (its ssh HostName), else its name."""
     first = hosts[0]
     if len(hosts) == 1:
         return LOOPBACK
@@ -210,6 +238,8 @@ def master_address(hosts: Sequence[Host], addresses: Mapping[str, str] | None = 
         raise InputError("node 0 is 'localhost' but the job spans several hosts: the other nodes "
                          "cannot reach it by that name; list this machine by an address they reach",
                          source=first.source, line=first.line)
+    if first.addr:
+        return first.addr
     return (addresses or {}).get(first.name, first.name)
 
 
@@ -235,7 +265,8 @@ def build_plan(spec: JobSpec, config_text: str, hosts: Sequence[Host], job_id: s
     worker_num = sum(h.workers for h in hosts)
     master = master_address(hosts, addresses)
     user_env = job_env(spec, environ)
-    reserved = {"ASCEND_RT_VISIBLE_DEVICES", "ALAUNCH_PYTHONPATH", "ALAUNCH_BIN_DIR"}
+    reserved = {"ASCEND_RT_VISIBLE_DEVICES", "ALAUNCH_PYTHONPATH", "ALAUNCH_BIN_DIR", "ALAUNCH_ENV_SCRIPTS",
+                "ALAUNCH_ENV_OPTIONAL"}
     clash = [v.name for v in user_env if v.name in reserved]
     if clash:
         raise InputError(f"env {clash[0]} is set by alaunch from the hostfile; remove it from the job",
@@ -249,6 +280,7 @@ def build_plan(spec: JobSpec, config_text: str, hosts: Sequence[Host], job_id: s
                EnvVar("ALAUNCH_PYTHONPATH", layout.code)]
         if bin_dir:
             env.append(EnvVar("ALAUNCH_BIN_DIR", bin_dir))
+        env += env_script_vars(host)
         env += user_env
         msrun = posixpath.join(bin_dir, "msrun") if bin_dir else "msrun"
         argv = (msrun, f"--worker_num={worker_num}", f"--local_worker_num={host.workers}",
