@@ -119,3 +119,24 @@ def test_port_pick(tmp_path):
         assert master_port("localhost", inventory(node, [], PY, port=busy).port, busy) != busy
         with pytest.raises(Exception, match=f"master port {busy} is in use"):
             master_port("localhost", inventory(node, [], PY, port=busy, pinned=True).port, busy)
+
+
+def test_reach_check_passes_when_node0_is_reachable_and_names_the_node_that_is_not(tmp_path):
+    from launcher.ops.launch import Unreachable, reach_check
+    from launcher.ops.stage import inventory
+    node0, node1 = _node(tmp_path, 0, ["x"]), _node(tmp_path, 1, ["x"])
+    launchers = {r: LocalLauncher(LocalExec(n.host), "jreach", PY) for r, n in ((0, node0), (1, node1))}
+    port = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], PY, port=None,
+                     port_range=(29500, 29899)).port
+    assert 29500 <= port <= 29899
+    good = Plan("j", "j", "127.0.0.1", port, 2, (node0, node1))
+    took = reach_check(good, launchers, timeout=5)
+    assert set(took) == {1} and took[1] < 5
+    import socket
+    with socket.socket() as s:  # the listener left nothing bound: msrun can take the port now
+        s.bind(("0.0.0.0", port))
+    bad = Plan("j", "j", "192.0.2.1", port, 2, (node0, node1))  # TEST-NET-1: reaches nobody
+    start = time.time()
+    with pytest.raises(Unreachable, match=rf"node 1 \(localhost\) cannot reach node 0 at 192.0.2.1:{port}"):
+        reach_check(bad, launchers, timeout=1.5)
+    assert time.time() - start < 15

@@ -135,6 +135,46 @@ def launch_all(plan: Plan, launchers: Mapping[int, Launcher]) -> dict[int, Start
     raise LaunchFailed(f"launch failed, nothing left running: {reason}")
 
 
+REACH_TIMEOUT = 8.0  # seconds a node gets to connect to node 0 (msrun would wait cluster_time_out)
+
+
+class Unreachable(AlaunchError):
+    """A node could not open a TCP connection to node 0's master address and port."""
+
+
+def reach_check(plan: Plan, launchers: Mapping[int, Launcher], timeout: float = REACH_TIMEOUT) -> dict[int, float]:
+    """Before launch: node 0 listens on the master port; every other node connects to
+    ``plan.master_addr:master_port`` at once. A wrong ``addr=`` (or a firewall) fails here in
+    seconds, naming the node, instead of after msrun's cluster timeout (600 s by default).
+    Returns node rank -> seconds its connection took."""
+    others = [n for n in plan.nodes if n.node_rank != 0]
+    if not others:
+        return {}
+
+    def one(n: NodePlan) -> dict:
+        la = launchers[n.node_rank]
+        if n.node_rank == 0:
+            return la._script({"op": "listen", "port": plan.master_port, "expect": len(others),
+                               "timeout": timeout + 2}, timeout + 30, "listen")
+        return la._script({"op": "reach", "addr": plan.master_addr, "port": plan.master_port,
+                           "timeout": timeout}, timeout + 30, "reach")
+
+    results = run_parallel(plan.nodes, one)
+    problems = []
+    for n, r in results.items():
+        if isinstance(r, BaseException):
+            problems.append(f"node {n.node_rank} ({n.host.name}): {getattr(r, 'message', r)}")
+        elif n.node_rank == 0 and not r["bound"]:
+            problems.append(f"node 0 ({n.host.name}) cannot listen on master port {plan.master_port}: {r['error']}")
+        elif n.node_rank != 0 and not r["ok"]:
+            problems.append(f"node {n.node_rank} ({n.host.name}) cannot reach node 0 at "
+                            f"{plan.master_addr}:{plan.master_port}: {r['error']} after {r['ms'] / 1000:.1f} s "
+                            f"(set addr= on node 0's hostfile line to an address the other nodes reach)")
+    if problems:
+        raise Unreachable("; ".join(problems))
+    return {n.node_rank: r["ms"] / 1000 for n, r in results.items() if n.node_rank != 0}
+
+
 def master_port(host: str, found: int | None, requested: int | None) -> int:
     """The port node 0's preflight found free (``found``), or the one-line refusal when the
     user pinned ``requested`` and it is taken there."""

@@ -18,18 +18,25 @@ from typing import Callable, Mapping, Sequence
 
 from launcher.ops import registry as reg
 from launcher.core import validate
-from launcher.errors import AlaunchError, ExitCode, InputError
+from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
-from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port
+from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
 from launcher.core.layout import JobLayout
 from launcher.runners import CommandRunner, make_runner
-from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, Plan, build_plan, stage_items
+from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, WRAPPER, Plan, build_plan, env_script_vars, stage_items
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job, redacted_text
 from launcher.ops.fanout import run_parallel
 from launcher.core.layout import new_job_id
 from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
                                 resolve_home)
+
+# msrun's master port when none is pinned: clear of HCCL's ports (HCCL_IF_BASE_PORT, 60000 up,
+# 16 or more per device) and of the kernel's ephemeral range (32768-60999), where a port free
+# at preflight is likelier to be taken by an outgoing connection before msrun binds it.
+DEFAULT_PORT_RANGE = (29500, 29899)
+# Versions that must agree on every node of one job (a mixed cluster fails late and obscurely).
+SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
 
 STATE_EXIT = {reg.SUCCEEDED: ExitCode.OK, reg.FAILED: ExitCode.JOB_FAILED, reg.RUNNING: ExitCode.JOB_RUNNING,
               reg.STAGING: ExitCode.JOB_RUNNING, reg.PENDING: ExitCode.JOB_RUNNING, reg.QUEUED: ExitCode.JOB_RUNNING,
@@ -43,6 +50,8 @@ class SubmitOptions:
     bin_dir: str | None = None  # put first on PATH on the hosts (where msrun and python live)
     cluster_time_out: int = DEFAULT_CLUSTER_TIME_OUT
     check_mindformers: bool = False
+    ssh_config: str | None = None  # resolves node 0's address (its HostName) as the runners do
+    master_port_range: tuple[int, int] = DEFAULT_PORT_RANGE  # where node 0's free port is picked
 
 
 def used_hosts(spec: JobSpec, hosts: Sequence[Host]) -> list[Host]:
@@ -64,12 +73,32 @@ def python_for(bin_dir: str | None, host: Host) -> str:
     return f"{bin_dir}/python3" if bin_dir else "python3"
 
 
-def _resolve_address(host: Host) -> str:
-    """An ssh alias as the other nodes reach it: its ``HostName`` from ~/.ssh/config."""
+def _resolve_address(host: Host, ssh_config: str | None = None) -> str:
+    """An ssh alias as the other nodes reach it: its ``addr=``, else its ``HostName`` in the ssh
+    config the run uses (``--ssh-config``, else ~/.ssh/config), else the name itself."""
+    if host.addr:
+        return host.addr
     if host.is_local:
         return host.name
-    from fabric import Config
-    return Config().base_ssh_config.lookup(host.name).get("hostname", host.name)
+    import paramiko
+    path = Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
+    if not path.is_file():
+        return host.name
+    return paramiko.SSHConfig.from_path(str(path)).lookup(host.name).get("hostname", host.name)
+
+
+def version_skew(versions: Mapping[str, Mapping[str, str | None] | None]) -> list[str]:
+    """host -> its versions (in node order) -> one line per package whose versions differ,
+    naming the hosts on each side (a package absent everywhere is no skew)."""
+    problems = []
+    for key in SKEW_KEYS:
+        seen: dict[str, list[str]] = {}
+        for host, v in versions.items():
+            seen.setdefault(str((v or {}).get(key) or "none"), []).append(host)
+        if len(seen) > 1:
+            problems.append(f"{key} differs between nodes: " + "; ".join(
+                f"{ver} on {', '.join(hosts)}" for ver, hosts in seen.items()))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -136,7 +165,7 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
             by_root[roots[h.name]] = r
     rendered = {h.name: by_root[roots[h.name]] for h in hosts}
     plan = build_plan(spec, rendered[hosts[0].name].text, hosts, job_id, port, roots=roots,
-                      addresses={h.name: _resolve_address(h) for h in hosts[:1]}, environ=environ,
+                      addresses={h.name: _resolve_address(h, opts.ssh_config) for h in hosts[:1]}, environ=environ,
                       bin_dir=opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts),
                       cluster_time_out=opts.cluster_time_out)
     return Prepared(spec, list(hosts), rendered, plan, warnings)
@@ -214,10 +243,21 @@ class JobService:
         node0 = job.hosts[0].name
 
         def one(host: Host) -> Inventory:
-            ask = dict(port=job.opts.master_port, pinned=job.opts.master_port is not None) if host.name == node0 else {}
-            return inventory(runners[host.name], job.files.objects, job.pythons[host.name], **ask)
+            ask = dict(port=job.opts.master_port, pinned=job.opts.master_port is not None,
+                       port_range=job.opts.master_port_range) if host.name == node0 else {}
+            env = {v.name: v.value for v in env_script_vars(host)}
+            return inventory(runners[host.name], job.files.objects, job.pythons[host.name], **ask,
+                             versions=True, wrapper=WRAPPER, env=env)
 
         inventories = {h.name: inv for h, inv in run_parallel(job.hosts, one).raise_on_failure().items()}
+        for h in job.hosts:
+            if inventories[h.name].env_error:
+                raise RemoteError(h.name, inventories[h.name].env_error)
+        if len(job.hosts) > 1:
+            skew = version_skew({h.name: inventories[h.name].versions for h in job.hosts})
+            if skew:
+                raise InputError("the nodes run different software; a job needs the same everywhere: "
+                                 + " | ".join(skew), key="hostfile")
         roots = {h.name: resolve_home(JobLayout.for_job(h.remote_workdir, job.job_id).root, inventories[h.name].home)
                  for h in job.hosts}
         return Preflight(inventories, roots, master_port(node0, inventories[node0].port, job.opts.master_port))
@@ -247,6 +287,7 @@ class JobService:
         """Phase 5: start msrun detached on every node (all or none)."""
         launchers = {n.node_rank: launcher_for(runners[n.host.name], job.job_id, job.pythons[n.host.name])
                      for n in prepared.plan.nodes}
+        reach_check(prepared.plan, launchers)
         return launch_all(prepared.plan, launchers)
 
     def _ssh_meta(self) -> dict:

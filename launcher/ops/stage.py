@@ -329,6 +329,8 @@ class Inventory:
     free: int
     have: frozenset[str]
     port: int | None = None  # a free TCP port, when one was asked for (node 0)
+    versions: dict | None = None  # mindspore, mindformers, cann, driver (None each where absent)
+    env_error: str | None = None  # the launch wrapper's report when an env script failed
 
 
 @dataclass
@@ -387,13 +389,21 @@ def store_base(host: Host) -> str:
 
 
 def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python3",
-              port: int | None | bool = False, pinned: bool = False) -> Inventory:
+              port: int | None | bool = False, pinned: bool = False, *, port_range: tuple[int, int] | None = None,
+              versions: bool = False, wrapper: str | None = None, env: Mapping[str, str] | None = None) -> Inventory:
     """One round trip: which objects the host has, its free bytes, filesystem id and $HOME;
     with ``port`` (None: any; an int: that one, or another unless ``pinned``) also a free
-    TCP port there (node 0's msrun master port), so submit's preflight is one round trip."""
+    TCP port there (node 0's msrun master port, from ``port_range`` when given), so submit's
+    preflight is one round trip. ``versions``: also MindSpore/MindFormers/CANN/driver versions
+    (files only, no import); ``wrapper`` + ``env``: run the launch wrapper with ``true`` there,
+    so a failing env script is reported now (``env_error``)."""
     req = {"op": "inventory", "base": store_base(node.host), "objects": sorted(objects)}
     if port is not False:
-        req.update(port=port, pinned=pinned)
+        req.update(port=port, pinned=pinned, port_range=list(port_range) if port_range else None)
+    if versions:
+        req["versions"] = True
+    if wrapper:
+        req.update(wrapper=wrapper, env=dict(env or {}))
     request = wire.request(req)
     result = node.check([python, "-S", "-c", wire.program("stage", "inventory")], [request], timeout=120,
                         what="inventory")
@@ -402,7 +412,7 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
     except ValueError:
         raise RemoteError(node.host.name, f"inventory gave no JSON: {result.text()[:200]!r}") from None
     return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
-                     frozenset(data["have"]), data.get("port"))
+                     frozenset(data["have"]), data.get("port"), data.get("versions"), data.get("env_error"))
 
 
 def resolve_home(path: str, home: str) -> str:

@@ -147,5 +147,60 @@ def cancel(req):
     answer({"found": found, "sigkill": killed, "left": job_pids(req["job_id"])})
 
 
+def listen(req):
+    """Node 0 before launch: listen on msrun's master port until ``expect`` peers connected
+    (each read to EOF, so the peer closes first and the TIME_WAIT is on its side: msrun can
+    bind the port right after) or ``timeout`` s passed. -> {"bound", "peers": [addresses]}."""
+    import socket
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", req["port"]))
+    except OSError as exc:
+        answer({"bound": False, "error": str(exc), "peers": []})
+        return
+    s.listen(64)
+    peers, deadline = [], time.time() + req["timeout"]
+    while len(peers) < req["expect"] and time.time() < deadline:
+        s.settimeout(max(0.05, deadline - time.time()))
+        try:
+            conn, addr = s.accept()
+        except OSError:
+            break
+        conn.settimeout(2)
+        try:
+            while conn.recv(64):
+                pass
+        except OSError:
+            pass
+        conn.close()
+        peers.append(addr[0])
+    s.close()
+    answer({"bound": True, "peers": peers})
+
+
+def reach(req):
+    """Another node before launch: open a TCP connection to node 0's ``addr``:``port`` (retried
+    while refused: node 0's listener may not be up yet) within ``timeout`` s; close it first.
+    -> {"ok", "error", "ms"}."""
+    import socket
+    start = time.time()
+    deadline = start + req["timeout"]
+    error = "timed out"
+    while time.time() < deadline:
+        try:
+            c = socket.create_connection((req["addr"], req["port"]), timeout=max(0.1, deadline - time.time()))
+        except ConnectionRefusedError as exc:
+            error = str(exc)
+            time.sleep(0.1)
+            continue
+        except OSError as exc:
+            error = str(exc) or type(exc).__name__
+            break
+        c.close()
+        answer({"ok": True, "error": None, "ms": int((time.time() - start) * 1000)})
+        return
+    answer({"ok": False, "error": error, "ms": int((time.time() - start) * 1000)})
+
+
 if __name__ == "__main__":
-    run({"detach": detach, "status": status, "cancel": cancel})
+    run({"detach": detach, "status": status, "cancel": cancel, "listen": listen, "reach": reach})

@@ -53,13 +53,67 @@ def inventory(req):
     facts = {"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
               "free": vfs.f_bavail * vfs.f_frsize, "have": have}
     if "port" in req:  # node 0 of a submit: msrun's master port, in the same round trip
-        facts["port"] = free_port(req["port"], req.get("pinned", False))
+        facts["port"] = free_port(req["port"], req.get("pinned", False), req.get("port_range"))
+    if req.get("versions"):
+        facts["versions"] = versions()
+    if req.get("wrapper"):  # source the env scripts as the launch will: a broken one fails now
+        facts["env_error"] = env_error(req["wrapper"], req.get("env") or {})
     answer(facts)
 
 
-def free_port(port, pinned):
-    """``port`` if it can be bound here, else (unless pinned) one the kernel picks; None when
-    a pinned port is taken."""
+def versions():
+    """MindSpore / MindFormers (their dist-info names in this python's site dirs: no import,
+    ~1 ms), the CANN toolkit and the NPU driver (their install files) — None where absent."""
+    import sysconfig
+    out = {"mindspore": None, "mindformers": None, "cann": None, "driver": None}
+    paths = sysconfig.get_paths()
+    for d in dict.fromkeys([paths.get("purelib"), paths.get("platlib")] + [p for p in sys.path if p.endswith("-packages")]):
+        for name in (os.listdir(d) if d and os.path.isdir(d) else ()):
+            if name.endswith(".dist-info") and "-" in name:
+                dist, ver = name[:-len(".dist-info")].split("-", 1)
+                if dist.lower() in out and out[dist.lower()] is None:
+                    out[dist.lower()] = ver
+
+    def field(path, key):
+        try:
+            with open(path) as f:
+                for line in f:
+                    k, _, v = line.strip().partition("=")
+                    if k.strip().lower() == key:
+                        return v.strip().strip('"') or None
+        except OSError:
+            return None
+    home = os.environ.get("ASCEND_TOOLKIT_HOME") or "/usr/local/Ascend/ascend-toolkit/latest"
+    for sub in sorted(os.listdir(home)) if os.path.isdir(home) else ():
+        out["cann"] = out["cann"] or field(os.path.join(home, sub, "ascend_toolkit_install.info"), "version")
+    out["cann"] = out["cann"] or field(os.path.join(home, "version.info"), "version")
+    out["driver"] = field("/usr/local/Ascend/driver/version.info", "version")
+    return out
+
+
+def env_error(wrapper, env):
+    """Run the launch wrapper with ``true``: None when every env script sourced, else the
+    wrapper's report (the script, its exit code and stderr)."""
+    import subprocess
+    full = dict(os.environ)
+    full.update(env)
+    try:
+        p = subprocess.run(["sh", "-c", wrapper, "alaunch-node", "true"], env=full, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "sourcing the env scripts: %s" % exc
+    if p.returncode == 0:
+        return None
+    lines = [l for l in p.stderr.decode("utf-8", "replace").splitlines() if l.startswith("alaunch: ")]
+    return (lines or p.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["exit %d" % p.returncode])[-1]
+
+
+def free_port(port, pinned, port_range=None):
+    """``port`` if it can be bound here, else (unless pinned) a free one from ``port_range``
+    (``[lo, hi]``, tried in a random order: HCCL's 60000-60015+ and the kernel's ephemeral
+    ports stay clear) or, with no range, one the kernel picks; None when a pinned port is
+    taken or the range is full."""
+    import random
     import socket
 
     def bindable(p):
@@ -72,7 +126,13 @@ def free_port(port, pinned):
         finally:
             s.close()
     found = bindable(port) if port else None
-    if found is None and not pinned:
+    if found is None and not pinned and port_range:
+        lo, hi = port_range
+        for p in random.sample(range(lo, hi + 1), min(hi - lo + 1, 200)):
+            found = bindable(p)
+            if found is not None:
+                break
+    elif found is None and not pinned:
         found = bindable(0)
     return found
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from launcher.cli import environment
-from launcher.cli.options import HostfileOpt, LocalOpt, SlotsOpt, IncludeOpt, ExcludeOpt, default_slots
+from launcher.cli.options import HostfileOpt, LocalOpt, SlotsOpt, IncludeOpt, ExcludeOpt, default_slots, SshConfigOpt
 
 ORDER = 25
 DEFAULT_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
         job_id: Optional[str] = typer.Option(None, "--job-id", help="Job id to plan for (default: a new one)."),
+        ssh_config: SshConfigOpt = None,
     ) -> None:
         from launcher.core.spec import load_job
         from launcher.core.layout import new_job_id
@@ -41,5 +42,6 @@ def register(app: typer.Typer) -> None:
         spec = load_job(job)
         hosts = used_hosts(spec, resolve_hosts(hostfile, local, slots, include, exclude))
         prepared = prepare(spec, hosts, job_id or new_job_id(spec.name), master_port,
-                           SubmitOptions(tuple(sets), master_port, bin_dir))
+                           SubmitOptions(tuple(sets), master_port, bin_dir,
+                                         ssh_config=str(ssh_config) if ssh_config else None))
         env.stdout.print(prepared.plan.render_shell(), markup=False, highlight=False, soft_wrap=True, end="")

@@ -44,7 +44,8 @@ def register(app: typer.Typer) -> None:
 
         env = environment.current()
         say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
-        opts = SubmitOptions(tuple(sets), master_port, bin_dir, cluster_time_out, check_mindformers)
+        opts = SubmitOptions(tuple(sets), master_port, bin_dir, cluster_time_out, check_mindformers,
+                             ssh_config=str(ssh_config) if ssh_config else None)
         factory = runner_factory(known_hosts, ssh_config, accept_new)
         from launcher.cli import slurm
         if (target := slurm.target_of(hostfile)) is not None:  # -H names a Slurm target
