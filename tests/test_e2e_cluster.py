@@ -98,3 +98,98 @@ def test_sshd_down_at_launch_starts_nothing(cluster_sshd, tmp_path, monkeypatch)
     out = cluster_sshd.exec_on(0, ["sh", "-c", f"ls /root/alaunch/ 2>/dev/null; "
                                              f"grep -l ALAUNCH_JOB_ID={record.id} /proc/[0-9]*/environ 2>/dev/null"])
     assert record.id not in out.stdout
+
+
+# ------------------------------------------------------------ a cluster shaped like a real one
+def _job_with_args(path: Path, args: list[str]) -> Path:
+    import yaml
+    job = yaml.safe_load(path.read_text())
+    job["entry"]["args"] = args
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def test_shared_workdir_unprivileged_user_chatty_shell_cann_stub(real_cluster, tmp_path, monkeypatch):
+    """Two hosts whose workdir is ONE directory (/srv/shared), reached as an unprivileged
+    user whose shell prints banners on every command, with CANN's set_env.sh at its usual
+    path: real msrun, one worker each, identical LoRA weights; each node's own state; the
+    stub's variable reached the job; fetch takes the shared files once."""
+    from tests.cluster.cluster import CANN_STUB_VAR, UID, USER
+    from launcher.ops.collect import fetch_job
+    monkeypatch.chdir(tmp_path)
+    toy = write_toy_data(tmp_path / "toy")
+    job = _job_with_args(write_job(tmp_path, toy, epochs=1, name="shared"), ["--require_env", CANN_STUB_VAR])
+    hosts = real_cluster.hosts_as_launcher_hosts(slots=1, user=USER, workdir="/srv/shared")
+    with Registry(tmp_path / "state" / "r.sqlite3") as registry:
+        service = _service(real_cluster, registry, tmp_path / "state")
+        record = service.submit(job, hosts, SubmitOptions(bin_dir=BIN, cluster_time_out=120))
+        root = f"/srv/shared/alaunch/{record.id}"
+        assert [n.job_dir for n in record.nodes] == [root, root] and record.meta["shared_with"] == {"1": 0}
+        record = service.wait(record.id, poll=2, timeout=300)
+        shared = real_cluster.shared_dir / "alaunch" / record.id
+        if record.state != "succeeded":
+            for log in sorted(shared.rglob("*.log")):
+                print(f"--- {log}\n" + log.read_text(errors="replace")[-3000:])
+        assert record.state == "succeeded", (record.reason, service.refresh(record.id))
+        assert [n.exit_code for n in record.nodes] == [0, 0]
+        for rank in (0, 1):  # each node's own pid, exit code and msrun output
+            state = shared / "state" / f"node-{rank}"
+            assert (state / "exit_code").read_text().strip() == "0" and (state / "pid").is_file()
+            log = shared / "msrun_log" / f"worker_{rank}.log"
+            assert f"run_cpu: {CANN_STUB_VAR}=sourced-on-host{rank}" in log.read_text()
+            values = losses(log)
+            assert len(values) >= 4 and values[-1] < values[0], values
+        assert (shared / "msrun_log" / "worker_0.log").stat().st_uid == UID  # ran as the login user
+        w0, w1 = (_lora(sorted((shared / f"output/checkpoint/rank_{r}").glob("*.ckpt"))[-1]) for r in (0, 1))
+        assert w0 and w0.keys() == w1.keys() and all((w0[k] == w1[k]).all() for k in w0)
+        assert not all((w0[k] == 0).all() for k in w0)
+        report = fetch_job(registry, record.id, "logs", dest=tmp_path / "runs",
+                           options=ConnectOptions(known_hosts=real_cluster.known_hosts))
+        got = sorted(p.relative_to(tmp_path / "runs" / record.id).as_posix()
+                     for p in (tmp_path / "runs" / record.id).rglob("worker_*.log"))
+        assert got == [f"{hosts[0].name}/msrun_log/worker_0.log", f"{hosts[0].name}/msrun_log/worker_1.log"]
+        assert len(report.nodes) == 1  # the shared job dir was read once
+
+
+def test_wrong_node0_address_broken_env_script_and_version_skew_fail_fast(real_cluster, tmp_path, monkeypatch):
+    """Before anything starts: node 1 cannot reach a wrong addr= of node 0 (seconds, node 1
+    named, not msrun's cluster timeout); a failing env script is refused with its stderr; a
+    node with another CANN driver is refused naming both versions."""
+    import dataclasses
+    import time
+    from tests.cluster.cluster import DRIVER_VERSION, USER
+    from launcher.errors import InputError
+    from launcher.ops.launch import Unreachable
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy").mkdir()
+    toy = {"mindrecord": tmp_path / "toy" / "t.mindrecord", "tokenizer": tmp_path / "toy" / "tok.model"}
+    for p in (*toy.values(), Path(str(toy["mindrecord"]) + ".db")):
+        p.write_bytes(b"x")
+    job = write_job(tmp_path, toy, epochs=1, name="fast")
+    hosts = real_cluster.hosts_as_launcher_hosts(slots=1, user=USER)
+    wrong = real_cluster.hosts[0].address.rsplit(".", 1)[0] + ".99"  # nobody there
+    with Registry(tmp_path / "state" / "r.sqlite3") as registry:
+        service = _service(real_cluster, registry, tmp_path / "state")
+        start = time.monotonic()
+        with pytest.raises(Unreachable, match=rf"node 1 \({hosts[1].name}\) cannot reach node 0 at {wrong}:"):
+            service.submit(job, [dataclasses.replace(hosts[0], addr=wrong), hosts[1]], SubmitOptions(bin_dir=BIN))
+        assert time.monotonic() - start < 60
+        assert registry.list()[0].state == "failed"
+        bad = real_cluster.hosts[1].path("/home/alaunch/bad_env.sh")
+        bad.write_text("echo 'nnal: ATB needs CANN >= 8.0' >&2\nreturn 3\n")
+        broken = [hosts[0], dataclasses.replace(hosts[1], env_scripts=("/usr/local/Ascend/ascend-toolkit/set_env.sh",
+                                                                        "~/bad_env.sh"))]
+        with pytest.raises(RemoteError, match=r"env script /home/alaunch/bad_env.sh failed \(exit 3\): "
+                                              r"nnal: ATB needs CANN >= 8.0"):
+            service.submit(job, broken, SubmitOptions(bin_dir=BIN))
+        info = real_cluster.hosts[1].dir / "usr-local/upper/Ascend/driver/version.info"
+        info.write_text("Version=23.0.6\n")
+        try:
+            with pytest.raises(InputError, match=rf"driver differs between nodes: {DRIVER_VERSION} on "
+                                                 rf"{hosts[0].name}; 23.0.6 on {hosts[1].name}"):
+                service.submit(job, hosts, SubmitOptions(bin_dir=BIN))
+        finally:
+            info.write_text(f"Version={DRIVER_VERSION}\n")
+    for i in (0, 1):
+        out = real_cluster.exec_on(i, ["sh", "-c", "grep -l ALAUNCH_JOB_ID= /proc/[0-9]*/environ 2>/dev/null"])
+        assert out.stdout.strip() == ""  # nothing started anywhere

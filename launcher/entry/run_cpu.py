@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch_size", type=int)
     parser.add_argument("--device_target", default=None)
+    parser.add_argument("--require_env", action="append", default=[], metavar="NAME",
+                        help="exit 2 unless NAME is set (e.g. a variable the host's CANN set_env.sh exports)")
     parser.add_argument("--options", nargs="+", default=[],
                         help="key=value overrides merged into the config (dotted keys)")
     return parser.parse_args(argv)
@@ -170,6 +172,13 @@ def _write_predictions(config, inputs, results) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    missing = [name for name in args.require_env if not os.environ.get(name)]
+    if missing:
+        sys.stderr.write(f"run_cpu: required environment not set: {', '.join(missing)} "
+                         "(the host's env scripts did not run?)\n")
+        return 2
+    for name in args.require_env:
+        print(f"run_cpu: {name}={os.environ[name]}", flush=True)
     import cpu_patches  # noqa: F401 - before mindformers builds any network
 
     cpu_patches.apply()

@@ -7,6 +7,14 @@ The python of the project's venv stays usable inside (its base install is bind-m
 read-only when it lives under a private directory), and each host has an ``npu-smi``
 emulator on its PATH (sshd ``SetEnv PATH``) for a configured set of cards.
 
+With ``realistic=True`` the hosts look like a real Ascend cluster's: an unprivileged login
+user (:data:`USER`, own ``/home``, its own ``/etc/passwd`` line bound over the host's copy
+inside the namespace), a chatty shell (its ``.bashrc`` and ``~/.ssh/rc`` print banners to
+stdout on every command), a stub CANN ``set_env.sh`` at the usual path (an overlay on
+``/usr/local`` inside the namespace; it exports :data:`CANN_STUB_VAR`) with toolkit and
+driver version files, and the shared directory ``/srv/shared`` owned by that user, as an
+NFS workdir would be.
+
 Nothing here touches processes or interfaces the cluster did not create: every pid, netns
 and link is recorded in ``state.json`` and torn down by name/pid from that record.
 """
@@ -26,7 +34,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
-PRIVATE_DIRS = ("/root", "/srv", "/tmp")
+PRIVATE_DIRS = ("/root", "/srv", "/tmp", "/home")
+USER, UID = "alaunch", 2001  # the unprivileged login user of a realistic cluster
+CANN_STUB_VAR = "ASCEND_STUB_SET_ENV"  # exported by the stub set_env.sh
+CANN_VERSION, DRIVER_VERSION = "8.0.RC3.stub", "24.1.rc3.stub"
+BANNER = "Welcome to the Ascend cluster {host} (a chatty .bashrc)"
 SUBNET_BASE = "10.213"  # 10.213.N.0/24, N picked free at bring-up (several suites may run)
 STATE_ROOT = Path("/var/tmp/alaunch-cluster")  # not under /tmp: hosts overmount /tmp
 
@@ -110,8 +122,9 @@ class Cluster:
 
     def __init__(self, n: int = 3, *, state_dir: Path | None = None,
                  specs: list[HostSpec] | None = None, shared: bool = True,
-                 python: str | None = None):
+                 python: str | None = None, realistic: bool = False):
         self.n = n
+        self.realistic = realistic
         self.specs = specs or [HostSpec() for _ in range(n)]
         self.shared = shared
         self.python = python or str(REPO / ".venv" / "bin" / "python")
@@ -197,7 +210,7 @@ class Cluster:
                            dir=self.state_dir / f"host{i}")
 
     def _prepare_host(self, h: ClusterHost) -> None:
-        for sub in ("root/.ssh", "srv", "tmp", "bin"):
+        for sub in ("root/.ssh", "srv", "tmp", "bin", "home"):
             (h.dir / sub).mkdir(parents=True, exist_ok=True)
         (h.dir / "tmp").chmod(0o1777)
         pub = Path(str(self.client_key) + ".pub").read_text()
@@ -217,6 +230,8 @@ class Cluster:
             f = h.dir / "bin" / name
             f.write_text(f"#!/bin/sh\n{body}\n")
             f.chmod(0o755)
+        if self.realistic:
+            self._prepare_realistic(h, pub)
         (h.dir / "sshd_config").write_text("\n".join([
             f"ListenAddress {h.address}", "Port 22",
             f"HostKey {h.dir / 'ssh_host_ed25519_key'}",
@@ -234,6 +249,39 @@ class Cluster:
                      ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"],
                      ["ip", "route", "add", "default", "via", self.gateway]):
             _sh("ip", "netns", "exec", h.netns, *argv)
+
+    def _prepare_realistic(self, h: ClusterHost, pub: str) -> None:
+        """The login user, its chatty shell, the CANN stub (see the module docstring)."""
+        etc = h.dir / "etc"
+        etc.mkdir()
+        for name, line in (("passwd", f"{USER}:x:{UID}:{UID}::/home/{USER}:/bin/bash"),
+                           ("group", f"{USER}:x:{UID}:"), ("shadow", f"{USER}:*:19000:0:99999:7:::")):
+            (etc / name).write_text(Path(f"/etc/{name}").read_text().rstrip("\n") + "\n" + line + "\n")
+        (etc / "shadow").chmod(0o640)
+        home = h.dir / "home" / USER
+        (home / ".ssh").mkdir(parents=True)
+        (home / ".ssh/authorized_keys").write_text(pub)
+        banner = BANNER.format(host=h.name)
+        (home / ".bashrc").write_text(f'echo "{banner}"\necho "last login: yesterday"\n')
+        (home / ".ssh/rc").write_text('echo "*** motd: maintenance on Sunday ***"\n')
+        (home / ".profile").write_text('[ -f ~/.bashrc ] && . ~/.bashrc\n')
+        for p in [home, *home.rglob("*")]:
+            os.chown(p, UID, UID)
+        (home / ".ssh").chmod(0o700)
+        os.chown(self.shared_dir, UID, UID)
+        upper = h.dir / "usr-local" / "upper"
+        toolkit = upper / "Ascend" / "ascend-toolkit"
+        (toolkit / "latest" / "x86_64-linux").mkdir(parents=True)
+        (h.dir / "usr-local" / "work").mkdir()
+        (toolkit / "set_env.sh").write_text(
+            "# stub of CANN's set_env.sh: exports what the job checks\n"
+            f"export {CANN_STUB_VAR}=sourced-on-{h.name}\n"
+            "export ASCEND_TOOLKIT_HOME=/usr/local/Ascend/ascend-toolkit/latest\n"
+            "echo 'CANN environment set (stub)'\n")
+        (toolkit / "latest" / "x86_64-linux" / "ascend_toolkit_install.info").write_text(
+            f"package_name=Ascend-cann-toolkit\nversion={CANN_VERSION}\narch=x86_64\nos=linux\n")
+        (upper / "Ascend" / "driver").mkdir()
+        (upper / "Ascend" / "driver" / "version.info").write_text(f"Version={DRIVER_VERSION}\nascendhal_version=7.35.23\n")
 
     def _keep_paths(self) -> list[str]:
         """Paths under a private dir that must stay visible (the venv's base python, the repo)."""
@@ -256,6 +304,12 @@ class Cluster:
             lines.append(f"mount --rbind {q(str(h.dir / d.lstrip('/')))} {d}")
         if self.shared:
             lines += ["mkdir -p /srv/shared", f"mount --bind {q(str(self.shared_dir))} /srv/shared"]
+        if self.realistic:
+            for name in ("passwd", "group", "shadow"):
+                lines.append(f"mount --bind {q(str(h.dir / 'etc' / name))} /etc/{name}")
+            ul = h.dir / "usr-local"
+            lines.append(f"mount -t overlay overlay -o lowerdir=/usr/local,upperdir={q(str(ul / 'upper'))},"
+                         f"workdir={q(str(ul / 'work'))} /usr/local")
         lines += [f"touch {q(str(h.dir / 'ready'))}", "exec sleep infinity"]
         return "\n".join(lines)
 
@@ -362,11 +416,12 @@ class Cluster:
         return subprocess.run(self.nsenter_argv(i) + ["env", path] + list(argv), capture_output=True,
                               text=True, timeout=timeout)
 
-    def hosts_as_launcher_hosts(self, *, slots: int = 8, by_alias: bool = False) -> list:
+    def hosts_as_launcher_hosts(self, *, slots: int = 8, by_alias: bool = False, user: str = "root",
+                                workdir: str | None = None) -> list:
         from launcher.core.hostfile import Host
         if by_alias:
-            return [Host(h.name, slots) for h in self.hosts]
-        return [Host(h.address, slots, user="root", identity=str(self.client_key)) for h in self.hosts]
+            return [Host(h.name, slots, workdir=workdir) for h in self.hosts]
+        return [Host(h.address, slots, user=user, identity=str(self.client_key), workdir=workdir) for h in self.hosts]
 
     def hostfile_text(self, *, slots: int = 8) -> str:
         return "".join(f"{h.address} slots={slots} user=root identity={self.client_key}\n"
@@ -406,6 +461,7 @@ class Cluster:
         if self.state_dir is None or not self.state_dir.exists():
             return
         data = {"n": self.n, "subnet": self.subnet, "python": self.python, "shared": self.shared,
+                "realistic": self.realistic,
                 "hosts": [{"index": h.index, "init_pid": h.init_pid, "sshd_pid": h.sshd_pid}
                           for h in self.hosts]}
         tmp = self.state_dir / "state.json.tmp"
@@ -415,7 +471,8 @@ class Cluster:
     @classmethod
     def load(cls, state_dir: Path) -> "Cluster":
         data = json.loads((state_dir / "state.json").read_text())
-        c = cls(data["n"], state_dir=state_dir, shared=data["shared"], python=data["python"])
+        c = cls(data["n"], state_dir=state_dir, shared=data["shared"], python=data["python"],
+                realistic=data.get("realistic", False))
         c.subnet = data["subnet"]
         for rec in data["hosts"]:
             h = c._make_host(rec["index"])

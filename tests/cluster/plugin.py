@@ -26,6 +26,20 @@ def ssh_cluster():
         cluster.down()
 
 
+@pytest.fixture(scope="session")
+def real_cluster():
+    """Two hosts shaped like a real cluster (tests/cluster/cluster.py, ``realistic``): a login
+    user, a chatty shell, the CANN stub, /srv/shared as a shared workdir."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = Cluster(2, realistic=True).up()
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
 @pytest.fixture
 def cluster_sshd(ssh_cluster):
     """The cluster, with every sshd running again after the test (for tests that stop one)."""
