@@ -83,6 +83,43 @@ def test_stage_inventory_receive_link(tmp_path):
     refused = answer("stage", {"op": "link", "cas": str(base / "cas"), "fsid": "0" * 32, "manifest": link_manifest})
     assert refused == {"ok": False} and not root3.exists()
 
+    # staged files are read-only to the job (hard links of 0444/0555 objects); the config is its own copy
+    assert (root / "code/pkg/m.py").stat().st_mode & 0o777 == 0o444
+    assert (root / "code/run.sh").stat().st_mode & 0o777 == 0o555
+    assert (root / "config/job.yaml").stat().st_nlink == 1
+    # a job (root ignores the mode) writes into a staged file: VERIFY finds it, removes it, and
+    # the next inventory no longer lists it, so the next staging sends it again
+    (root / "code/pkg/m.py").write_text("print('changed by a job')\n")
+    sha = next(s for s, f in local.objects.items() if f.path.endswith("m.py"))
+    assert answer("stage", {"op": "verify", "base": str(base), "remove": False})["bad"] == [sha]
+    fixed = answer("stage", {"op": "verify", "base": str(base), "remove": True})
+    assert fixed["bad"] == [sha] and fixed["objects"] == 2
+    assert answer("stage", {"op": "verify", "base": str(base), "remove": True})["bad"] == []
+    assert sha not in answer("stage", {"op": "inventory", "base": str(base), "objects": sorted(local.objects)})["have"]
+
+
+def test_inventory_versions_and_env_scripts_in_the_same_round_trip(tmp_path):
+    from launcher.core.plan import WRAPPER
+    (tmp_path / "bad.sh").write_text("echo 'no driver here' >&2; false\n")
+    base = str(tmp_path / "b")
+    inv = answer("stage", {"op": "inventory", "base": base, "objects": [], "versions": True, "wrapper": WRAPPER,
+                           "env": {"ALAUNCH_ENV_SCRIPTS": str(tmp_path / "bad.sh")}})
+    assert inv["env_error"] == f"alaunch: env script {tmp_path / 'bad.sh'} failed (exit 1): no driver here"
+    import importlib.metadata as md
+    assert inv["versions"]["mindspore"] == md.version("mindspore")
+    assert inv["versions"]["mindformers"] == md.version("mindformers")
+    ok = answer("stage", {"op": "inventory", "base": base, "objects": [], "wrapper": WRAPPER,
+                          "env": {"ALAUNCH_ENV_SCRIPTS": "/nonexistent.sh", "ALAUNCH_ENV_OPTIONAL": "1"}})
+    assert ok["env_error"] is None and "versions" not in ok
+
+
+def test_version_skew_names_both_sides():
+    from launcher.ops.service import version_skew
+    same = {"mindspore": "2.9.0", "cann": "8.0.RC3", "driver": None}
+    assert version_skew({"a": same, "b": dict(same)}) == []
+    assert version_skew({"a": same, "b": dict(same, mindspore="2.8.0"), "c": same}) == [
+        "mindspore differs between nodes: 2.9.0 on a, c; 2.8.0 on b"]
+
 
 def test_stage_receive_refuses_a_stream_cut_short(tmp_path):
     local = _local_set(tmp_path)
@@ -95,7 +132,7 @@ def test_stage_receive_refuses_a_stream_cut_short(tmp_path):
 
 def test_a_script_names_an_unknown_op_and_a_cut_request(tmp_path):
     res = run_script("stage", {"op": "nope"}, check=False)
-    assert res.returncode != 0 and b"unknown op 'nope' (valid: inventory, link, receive)" in res.stderr
+    assert res.returncode != 0 and b"unknown op 'nope' (valid: inventory, link, receive, verify)" in res.stderr
     cut = subprocess.run([PY, "-S", str(REMOTE / "stage.py")], input=wire.request({"op": "link"})[:-3],
                          capture_output=True)
     assert cut.returncode != 0 and b"request cut short" in cut.stderr
@@ -222,7 +259,7 @@ def test_program_is_prelude_plus_what_the_op_needs_and_runs_like_the_file(tmp_pa
     assert wire.program("stage", "inventory") is text  # built once
     with pytest.raises(ValueError, match="no host script 'nope'"):
         wire.program("nope", "x")
-    with pytest.raises(ValueError, match=r"has no op 'x' \(valid: inventory, link, receive\)"):
+    with pytest.raises(ValueError, match=r"has no op 'x' \(valid: inventory, link, receive, verify\)"):
         wire.program("stage", "x")
     req = {"op": "inventory", "base": str(tmp_path / "b"), "objects": []}
     shipped = subprocess.run([PY, "-S", "-c", text], input=wire.request(req), capture_output=True, check=True)

@@ -48,6 +48,8 @@ class CheckRow:
     python: str | None = None
     mindspore: str | None = None
     mindformers: str | None = None
+    cann: str | None = None  # CANN toolkit version (its install info), None where absent
+    driver: str | None = None  # NPU driver version (driver/version.info)
     msrun: str | None = None
     npus: int | None = None
     npu_summary: str | None = None
@@ -69,7 +71,10 @@ def evaluate(host: Host, facts: dict, rtt_ms: float | None, policy: CheckPolicy)
     row = CheckRow(host=host.name, reachable=True, passed=True, reason="", rtt_ms=rtt_ms,
                    hostname=facts.get("hostname"), os=facts.get("os"), arch=facts.get("arch"),
                    python=facts.get("python"), mindspore=facts.get("mindspore"),
-                   mindformers=facts.get("mindformers"), msrun=facts.get("msrun"))
+                   mindformers=facts.get("mindformers"), msrun=facts.get("msrun"),
+                   cann=facts.get("cann"), driver=facts.get("driver"))
+    if row.cann or row.driver:
+        row.notes.append(f"CANN {row.cann or '-'}, driver {row.driver or '-'}")
     problems: list[str] = []
     try:
         pyver = tuple(int(x) for x in (row.python or "0").split(".")[:2])

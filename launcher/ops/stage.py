@@ -415,6 +415,16 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
                      frozenset(data["have"]), data.get("port"), data.get("versions"), data.get("env_error"))
 
 
+def verify_store(node: CommandRunner, python: str = "python3", remove: bool = True) -> dict:
+    """Re-hash every object of the host's store (``remote/stage.py``'s VERIFY); with
+    ``remove`` delete bad ones and the trees linking them (the next staging resends them).
+    -> ``{"objects", "bytes", "bad", "trees_removed"}``."""
+    request = wire.request({"op": "verify", "base": store_base(node.host), "remove": remove})
+    result = node.check([python, "-S", "-c", wire.program("stage", "verify")], [request], timeout=3600,
+                        what="verify-store")
+    return wire.answer(result.stdout)
+
+
 def resolve_home(path: str, home: str) -> str:
     if path == "~":
         return home

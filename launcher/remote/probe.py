@@ -38,6 +38,21 @@ def probe(req):
             return None
     r["mindspore"], r["mindformers"] = version("mindspore"), version("mindformers")
 
+    def field(path, key):
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    k, _, v = line.strip().partition("=")
+                    if k.strip().lower() == key:
+                        return v.strip().strip('"') or None
+        except OSError:
+            return None
+    home = os.environ.get("ASCEND_TOOLKIT_HOME") or "/usr/local/Ascend/ascend-toolkit/latest"
+    r["cann"] = None
+    for sub in sorted(os.listdir(home)) if os.path.isdir(home) else ():
+        r["cann"] = r["cann"] or field(os.path.join(home, sub, "ascend_toolkit_install.info"), "version")
+    r["driver"] = field("/usr/local/Ascend/driver/version.info", "version")
+
     near = os.path.join(os.path.dirname(sys.executable), "msrun")
     r["msrun"] = shutil.which("msrun") or (near if os.access(near, os.X_OK) else None)
     smi = shutil.which("npu-smi")

@@ -67,7 +67,12 @@ def versions():
     import sysconfig
     out = {"mindspore": None, "mindformers": None, "cann": None, "driver": None}
     paths = sysconfig.get_paths()
-    for d in dict.fromkeys([paths.get("purelib"), paths.get("platlib")] + [p for p in sys.path if p.endswith("-packages")]):
+    # under -S a venv's site-packages is on no path: find it from the interpreter's own prefix
+    lib = "python%d.%d" % sys.version_info[:2]
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    dirs = [paths.get("purelib"), paths.get("platlib")] + [p for p in sys.path if p.endswith("-packages")] + [
+        os.path.join(venv, sub, lib, "site-packages") for sub in ("lib", "lib64")]
+    for d in dict.fromkeys(dirs):
         for name in (os.listdir(d) if d and os.path.isdir(d) else ()):
             if name.endswith(".dist-info") and "-" in name:
                 dist, ver = name[:-len(".dist-info")].split("-", 1)
@@ -154,7 +159,7 @@ def materialise(cas, manifest):
                 os.makedirs(parent, exist_ok=True)
                 made.add(parent)
             if mode & 0o111 and not os.stat(obj).st_mode & 0o111:
-                os.chmod(obj, 0o755)
+                os.chmod(obj, 0o555)
             try:
                 try:
                     os.link(obj, path)
@@ -165,7 +170,7 @@ def materialise(cas, manifest):
             except OSError:
                 import shutil
                 shutil.copyfile(obj, path)
-                os.chmod(path, mode & 0o777)
+                os.chmod(path, mode & 0o555)
                 counts["copied"] += 1
 
     for top, tree in sorted(manifest.get("trees", {}).items()):
@@ -274,7 +279,7 @@ def receive(req):
         if d not in made:
             os.makedirs(d, exist_ok=True)
             made.add(d)
-        os.chmod(part, 0o644)
+        os.chmod(part, 0o444)  # read-only: a job writing into a staged file must not change the store
         os.replace(part, os.path.join(d, sha))
         got += 1
         nbytes += size
@@ -304,5 +309,47 @@ def link(req):
     answer({"ok": True, "objects": 0, "bytes": 0, "linked": linked, "copied": copied, "root": root})
 
 
+def verify(req):
+    """Re-hash every object of the store; a bad one (content != its name) is reported and,
+    with ``remove``, deleted together with every tree holding a link to it (same inode), so
+    the next staging sends it again. -> {"objects", "bytes", "bad": [sha], "trees_removed"}."""
+    import hashlib
+    import shutil
+    cas = os.path.join(os.path.abspath(os.path.expanduser(req["base"])), "cas")
+    count = nbytes = 0
+    bad, inodes = [], set()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    for d in sorted(os.listdir(cas)) if os.path.isdir(cas) else ():
+        if len(d) != 2:
+            continue
+        for sha in sorted(os.listdir(os.path.join(cas, d))):
+            path = os.path.join(cas, d, sha)
+            h = hashlib.sha256()
+            with open(path, "rb", buffering=0) as f:
+                while True:
+                    n = f.readinto(buf)
+                    if not n:
+                        break
+                    h.update(view[:n])
+                    nbytes += n
+            count += 1
+            if h.hexdigest() != sha:
+                bad.append(sha)
+                inodes.add(os.stat(path).st_ino)
+                if req.get("remove"):
+                    os.unlink(path)
+    removed = []
+    trees = os.path.join(cas, "trees")
+    for tid in sorted(os.listdir(trees)) if inodes and os.path.isdir(trees) else ():
+        hit = any(os.lstat(os.path.join(dp, fn)).st_ino in inodes
+                  for dp, _, fns in os.walk(os.path.join(trees, tid)) for fn in fns)
+        if hit:
+            removed.append(tid)
+            if req.get("remove"):
+                shutil.rmtree(os.path.join(trees, tid), ignore_errors=True)
+    answer({"objects": count, "bytes": nbytes, "bad": bad, "trees_removed": removed})
+
+
 if __name__ == "__main__":
-    run({"inventory": inventory, "receive": receive, "link": link})
+    run({"inventory": inventory, "receive": receive, "link": link, "verify": verify})

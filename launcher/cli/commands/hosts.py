@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -72,6 +73,8 @@ def register(app: typer.Typer) -> None:
         ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh config file (default: ~/.ssh/config)."),
         python: Optional[str] = typer.Option(None, "--python",
                                              help="Python to probe with (default: python3 remote, this one local)."),
+        verify_store: bool = typer.Option(False, "--verify-store",
+                                          help="Re-hash each host's staging store; remove bad objects (resent next time)."),
     ) -> None:
         """Reachability, python, mindspore/mindformers, msrun, NPUs and disk of every host."""
         from launcher.ops.fanout import run_parallel
@@ -92,7 +95,18 @@ def register(app: typer.Typer) -> None:
 
         def one(host):
             with make_runner(host, options) as runner:
-                return check_host(runner, policy, timeout)
+                row = check_host(runner, policy, timeout)
+                if verify_store and row.reachable:
+                    from launcher.ops.stage import verify_store as verify
+                    try:
+                        v = verify(runner, policy.python or (sys.executable if host.is_local else "python3"))
+                    except AlaunchError as exc:
+                        row.notes.append(f"store not verified: {exc.message}")
+                    else:
+                        row.notes.append(f"store: {v['objects']} object(s) verified" + (
+                            f", {len(v['bad'])} bad removed ({', '.join(s[:12] for s in v['bad'])})"
+                            if v["bad"] else ", all good"))
+                return row
 
         results = run_parallel(hosts, one)
         rows = [r if not isinstance(r, BaseException) else unreachable_row(h, r)
