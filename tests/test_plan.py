@@ -160,3 +160,24 @@ def test_plan_env_scripts_and_addr_from_the_hostfile():
     assert {v.name: v.value for v in env_script_vars(h0)} == {"ALAUNCH_ENV_SCRIPTS": "/opt/a.sh\n/opt/b.sh"}
     assert {v.name: v.value for v in env_script_vars(h1)} == {"ALAUNCH_ENV_SCRIPTS": "\n".join(DEFAULT_ENV_SCRIPTS),
                                                               "ALAUNCH_ENV_OPTIONAL": "1"}
+
+
+def test_msrun_args_go_before_the_entry_are_shown_and_checked(tmp_path):
+    spec = _spec(tmp_path, msrun_args=["--bind_core=True", "--tail_worker_log=0"])
+    plan = build_plan(spec, "a: 1\n", _hosts(), "tiny-1", 8118, environ={"MY_TOKEN": "t"})
+    n1 = plan.nodes[1]
+    assert list(n1.argv[9:12]) == ["--bind_core=True", "--tail_worker_log=0", "/srv/my jobs/alaunch/tiny-1/code/run_cpu.py"]
+    assert "--bind_core=True" in plan.render_shell()
+    assert [n.ranks for n in plan.nodes] == [(0, 1), (2, 3)]
+    with pytest.raises(InputError, match="--master_port is set by alaunch"):
+        _spec(tmp_path, msrun_args=["--master_port=1"])
+    with pytest.raises(InputError, match="'bind_core' is not an msrun flag"):
+        _spec(tmp_path, msrun_args=["bind_core"])
+
+
+def test_inventory_lists_the_hosts_msrun_flags(tmp_path):
+    from launcher.ops.stage import inventory
+    from launcher.runners.local import LocalRunner as LocalExec
+    import sys
+    inv = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], sys.executable, msrun_flags=True)
+    assert {"--bind_core", "--sim_level", "--tail_worker_log", "--worker_num"} <= set(inv.msrun_flags)

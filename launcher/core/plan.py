@@ -286,7 +286,7 @@ def build_plan(spec: JobSpec, config_text: str, hosts: Sequence[Host], job_id: s
         argv = (msrun, f"--worker_num={worker_num}", f"--local_worker_num={host.workers}",
                 f"--master_addr={master}", f"--master_port={master_port}", f"--node_rank={rank}",
                 f"--log_dir={layout.msrun_log}", "--join=True", f"--cluster_time_out={cluster_time_out}",
-                entry_path(spec, layout), "--config", layout.config, *spec.entry.args)
+                *spec.msrun_args, entry_path(spec, layout), "--config", layout.config, *spec.entry.args)
         nodes.append(NodePlan(host, rank, layout, tuple(env), argv,
                               tuple(range(first_rank, first_rank + host.workers))))
         first_rank += host.workers

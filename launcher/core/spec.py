@@ -157,6 +157,11 @@ class OutputsSpec(_Model):
 ScalarOverride = Union[bool, int, float, str, None, list, dict]
 
 
+# msrun flags alaunch sets itself (plan.build_plan): not allowed in msrun_args.
+MSRUN_OWN_FLAGS = frozenset({"--worker_num", "--local_worker_num", "--master_addr", "--master_port", "--node_rank",
+                             "--log_dir", "--join", "--cluster_time_out"})
+
+
 class JobSpec(_Model):
     """One job file. ``source`` and ``base_dir`` are set by the loader, not written by users."""
 
@@ -174,8 +179,21 @@ class JobSpec(_Model):
     env: dict[str, Union[LiteralStr, int, float, bool, EnvValue]] = Field(default_factory=dict)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     seed: Optional[int] = None
+    msrun_args: list[LiteralStr] = Field(default_factory=list)  # extra msrun flags, e.g. --bind_core=True
     source: Optional[str] = Field(default=None, exclude=True)
     base_dir: Optional[str] = Field(default=None, exclude=True)
+
+    @field_validator("msrun_args")
+    @classmethod
+    def _msrun_args(cls, value: list) -> list:
+        for arg in value:
+            flag = arg.split("=", 1)[0]
+            if not re.fullmatch(r"--[a-z][a-z0-9_]*", flag):
+                raise ValueError(f"{arg!r} is not an msrun flag; write '--name=value' (e.g. '--bind_core=True')")
+            if flag in MSRUN_OWN_FLAGS:
+                raise ValueError(f"{flag} is set by alaunch (from the hostfile, the job and submit's options); "
+                                 "remove it from msrun_args")
+        return value
 
     @field_validator("nodes", "cards_per_node")
     @classmethod

@@ -247,12 +247,18 @@ class JobService:
                        port_range=job.opts.master_port_range) if host.name == node0 else {}
             env = {v.name: v.value for v in env_script_vars(host)}
             return inventory(runners[host.name], job.files.objects, job.pythons[host.name], **ask,
-                             versions=True, wrapper=WRAPPER, env=env)
+                             versions=True, wrapper=WRAPPER, env=env, msrun_flags=bool(job.spec.msrun_args))
 
         inventories = {h.name: inv for h, inv in run_parallel(job.hosts, one).raise_on_failure().items()}
         for h in job.hosts:
             if inventories[h.name].env_error:
                 raise RemoteError(h.name, inventories[h.name].env_error)
+        for h in job.hosts:
+            known = inventories[h.name].msrun_flags
+            for arg in job.spec.msrun_args:
+                if known is not None and arg.split("=", 1)[0] not in known:
+                    raise InputError(f"msrun on {h.name} has no flag {arg.split('=', 1)[0]} "
+                                     f"(its flags: {', '.join(known)})", source=job.spec.source, key="msrun_args")
         if len(job.hosts) > 1:
             skew = version_skew({h.name: inventories[h.name].versions for h in job.hosts})
             if skew:

@@ -331,6 +331,7 @@ class Inventory:
     port: int | None = None  # a free TCP port, when one was asked for (node 0)
     versions: dict | None = None  # mindspore, mindformers, cann, driver (None each where absent)
     env_error: str | None = None  # the launch wrapper's report when an env script failed
+    msrun_flags: list | None = None  # the flags the host's msrun takes (None: not asked or not found)
 
 
 @dataclass
@@ -390,7 +391,8 @@ def store_base(host: Host) -> str:
 
 def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python3",
               port: int | None | bool = False, pinned: bool = False, *, port_range: tuple[int, int] | None = None,
-              versions: bool = False, wrapper: str | None = None, env: Mapping[str, str] | None = None) -> Inventory:
+              versions: bool = False, wrapper: str | None = None, env: Mapping[str, str] | None = None,
+              msrun_flags: bool = False) -> Inventory:
     """One round trip: which objects the host has, its free bytes, filesystem id and $HOME;
     with ``port`` (None: any; an int: that one, or another unless ``pinned``) also a free
     TCP port there (node 0's msrun master port, from ``port_range`` when given), so submit's
@@ -402,6 +404,8 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
         req.update(port=port, pinned=pinned, port_range=list(port_range) if port_range else None)
     if versions:
         req["versions"] = True
+    if msrun_flags:
+        req["msrun_flags"] = True
     if wrapper:
         req.update(wrapper=wrapper, env=dict(env or {}))
     request = wire.request(req)
@@ -412,7 +416,8 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
     except ValueError:
         raise RemoteError(node.host.name, f"inventory gave no JSON: {result.text()[:200]!r}") from None
     return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
-                     frozenset(data["have"]), data.get("port"), data.get("versions"), data.get("env_error"))
+                     frozenset(data["have"]), data.get("port"), data.get("versions"), data.get("env_error"),
+                     data.get("msrun_flags"))
 
 
 def verify_store(node: CommandRunner, python: str = "python3", remove: bool = True) -> dict:

@@ -56,6 +56,8 @@ def inventory(req):
         facts["port"] = free_port(req["port"], req.get("pinned", False), req.get("port_range"))
     if req.get("versions"):
         facts["versions"] = versions()
+    if req.get("msrun_flags"):
+        facts["msrun_flags"] = msrun_flags()
     if req.get("wrapper"):  # source the env scripts as the launch will: a broken one fails now
         facts["env_error"] = env_error(req["wrapper"], req.get("env") or {})
     answer(facts)
@@ -94,6 +96,22 @@ def versions():
     out["cann"] = out["cann"] or field(os.path.join(home, "version.info"), "version")
     out["driver"] = field("/usr/local/Ascend/driver/version.info", "version")
     return out
+
+
+def msrun_flags():
+    """The flags this host's msrun takes, read from its argparse source (what ``msrun --help``
+    lists, without the ~2 s of importing mindspore); None when msrun's source is not found."""
+    import re
+    lib = "python%d.%d" % sys.version_info[:2]
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    for d in [p for p in sys.path if p.endswith("-packages")] + [os.path.join(venv, "lib", lib, "site-packages")]:
+        path = os.path.join(d, "mindspore", "parallel", "cluster", "run.py")
+        try:
+            with open(path, encoding="utf-8") as f:
+                return sorted(set(re.findall(r"add_argument\(\s*[\"'](--[a-z_]+)", f.read())))
+        except OSError:
+            continue
+    return None
 
 
 def env_error(wrapper, env):
