@@ -301,7 +301,9 @@ class Follower:
         for node in self.record.nodes:
             runner = self.runner_for(self.hosts[node.host])
             ranks = (self.record.meta.get("ranks") or {}).get(str(node.node_rank))
-            argv = follow_argv(pythons.get(node.host, "python3"), node.job_dir, self.follow, node.node_rank, ranks)
+            # SSH jobs keep per-node state (state/node-<rank>); a Slurm job's one batch script its state/
+            rank = None if self.record.meta.get("backend") == "slurm" else node.node_rank
+            argv = follow_argv(pythons.get(node.host, "python3"), node.job_dir, self.follow, rank, ranks)
             streams[node.host] = NodeStream(runner, argv, self.queue, self.stop)
         for s in streams.values():
             s.start()
