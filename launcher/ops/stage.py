@@ -329,6 +329,8 @@ class Inventory:
     free: int
     have: frozenset[str]
     port: int | None = None  # a free TCP port, when one was asked for (node 0)
+    claims: tuple = ()  # live card claims of alaunch jobs there ({"job_id", "cards"}), when asked
+    npu_smi: dict | None = None  # `npu-smi info` there ({"code", "out", "err"}; None: no npu-smi)
 
 
 @dataclass
@@ -387,13 +389,15 @@ def store_base(host: Host) -> str:
 
 
 def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python3",
-              port: int | None | bool = False, pinned: bool = False) -> Inventory:
+              port: int | None | bool = False, pinned: bool = False, cards: bool = False) -> Inventory:
     """One round trip: which objects the host has, its free bytes, filesystem id and $HOME;
     with ``port`` (None: any; an int: that one, or another unless ``pinned``) also a free
     TCP port there (node 0's msrun master port), so submit's preflight is one round trip."""
     req = {"op": "inventory", "base": store_base(node.host), "objects": sorted(objects)}
     if port is not False:
         req.update(port=port, pinned=pinned)
+    if cards:  # card allocation: the host's claims and npu-smi, in the same round trip
+        req["cards"] = True
     request = wire.request(req)
     result = node.check([python, "-S", "-c", wire.program("stage", "inventory")], [request], timeout=120,
                         what="inventory")
@@ -402,7 +406,8 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
     except ValueError:
         raise RemoteError(node.host.name, f"inventory gave no JSON: {result.text()[:200]!r}") from None
     return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
-                     frozenset(data["have"]), data.get("port"))
+                     frozenset(data["have"]), data.get("port"), tuple(data.get("claims") or ()),
+                     data.get("npu_smi"))
 
 
 def resolve_home(path: str, home: str) -> str:
