@@ -101,8 +101,7 @@ def choose(host: Host, want: int, held: Mapping[int, Holder]) -> tuple[int, ...]
         return tuple(free[:want])
     busy = [c for c in host.slot_ids if c in held]
     raise CardsBusy(f"{host.name}: needs {want} free card(s) of {','.join(map(str, host.slot_ids))}, "
-                    f"{len(free)} free ({describe_held(held, busy)}); wait for them with --wait, or "
-                    f"pick others with --devices / --include",
+                    f"{len(free)} free ({describe_held(held, busy)})",
                     {host.name: [held[c] for c in busy]})
 
 
@@ -116,7 +115,8 @@ def allocate(hosts: Sequence[Host], want: int, held: Mapping[str, Mapping[int, H
             problems.append(exc.message)
             holders.update(exc.holders)
     if problems:
-        raise CardsBusy("cards busy: " + " | ".join(problems), holders)
+        raise CardsBusy("cards busy: " + " | ".join(problems) + "; wait for them with --wait, or pick "
+                        "others with --devices / --include", holders)
     return out
 
 
