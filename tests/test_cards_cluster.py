@@ -134,7 +134,7 @@ def test_shared_host_cards_queue_and_prune(ssh_cluster, tmp_path, monkeypatch):
         os.utime(p, (time.time() - 2 * DAY,) * 2)
     objects_before = {p for p in cas.glob("??/*")}
     factory = partial(make_exec, options=ConnectOptions(known_hosts=ssh_cluster.known_hosts))
-    dry = prune_hosts(hosts, factory, c.registry, PruneOptions(older_than=7 * DAY, dry_run=True))[hosts[0].name]
+    dry = prune_hosts(hosts, factory, c.registry, PruneOptions(older_than=7 * DAY, checkpoints=True, dry_run=True))[hosts[0].name]
     assert [j["id"] for j in dry.jobs] == [old.id] and dry.objects["count"] == 1 and dry.parts["count"] == 1
     assert h0.path(old.nodes[0].job_dir).exists()
     done = prune_hosts(hosts, factory, c.registry, PruneOptions(older_than=7 * DAY, checkpoints=True))[hosts[0].name]
