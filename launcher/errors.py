@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     ERROR = 1  # a command failed (remote command, I/O, ...)
     USAGE = 2  # bad input: job file, hostfile, override, option
     CHECK_FAILED = 3  # `hosts check` (or another check) found a host that does not pass
+    CARDS_BUSY = 4  # submit: too few free cards on a node (without --wait)
     INTERRUPTED = 130  # Ctrl-C
     # Job status codes, as `sky logs --status` does: scripts branch on these.
     JOB_FAILED = 100

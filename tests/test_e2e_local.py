@@ -171,7 +171,9 @@ def test_two_workers_data_parallel(run_cli, toy, tmp_path, workdir):
 
 def test_cancel_leaves_other_job_running(run_cli, toy, tmp_path, workdir):
     job = write_job(tmp_path, toy, epochs=200, name="long")
-    hf = _hostfile(tmp_path, 1, workdir)
+    spec = yaml.safe_load(job.read_text())
+    job.write_text(yaml.safe_dump({**spec, "cards_per_node": 1}))  # one card each (issue #14: cards per job)
+    hf = _hostfile(tmp_path, 2, workdir)
     ids = []
     for _ in range(2):
         code, out, err = run_cli("submit", str(job), "-H", str(hf))

@@ -46,9 +46,9 @@ def test_probe_is_one_argv_with_workdir_as_argument():
      "unhealthy: NPU 7 Alarm"),
     ({"npu_smi": {"code": 0, "out": table_for({"cards": 4})}}, "hostfile uses NPU 4,5,6,7 but npu-smi shows 4"),
     ({"npu_smi": {"code": 0, "out": table_for({"cards": 8, "hbm_used_mb": [29954] * 4 + [3347] * 4})}},
-     "NPU 0,1,2,3 busy"),
+     "busy: NPU 0 (29954 MB HBM in use (no process listed)), NPU 1"),
     ({"npu_smi": {"code": 0, "out": table_for({"cards": 8, "processes": {"5": [[77, "python3", 1000]]}})}},
-     "NPU 5 busy"),
+     "busy: NPU 5 (pid 77 (python3))"),
     ({"npu_smi": {"code": 9, "out": "", "err": "dcmi module initialize failed"}}, "exited 9: dcmi module"),
     ({"npu_smi": {"code": 0, "out": "hello"}}, "cannot read `npu-smi info`"),
 ])

@@ -56,9 +56,15 @@ class CheckRow:
     disk_path: str | None = None
     disk_free_gb: float | None = None
     notes: list[str] = field(default_factory=list)
+    store_bytes: int | None = None  # <workdir>/alaunch/cas
+    jobs_bytes: int | None = None  # job dirs, not counting files that are links into the store
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def _gib(n: int | None) -> str:
+    return f"{(n or 0) / 2**30:.2f} GiB"
 
 
 def unreachable_row(host: Host, exc: BaseException) -> CheckRow:
@@ -88,6 +94,11 @@ def evaluate(host: Host, facts: dict, rtt_ms: float | None, policy: CheckPolicy)
     if not row.msrun:
         problems.append("msrun not found (comes with the mindspore wheel)")
     problems += _npu_problems(host, facts.get("npu_smi"), row, policy)
+    usage = facts.get("usage")
+    if usage:  # what alaunch keeps on this host: the content store and the job dirs
+        row.store_bytes, row.jobs_bytes = usage.get("store"), usage.get("jobs")
+        row.notes.append(f"alaunch uses {_gib(row.store_bytes)} in its store, {_gib(row.jobs_bytes)} in "
+                         f"{usage.get('job_dirs', 0)} job dir(s); `alaunch prune` frees finished ones")
     disk = facts.get("disk") or {}
     if disk:
         row.disk_path = disk.get("path")
@@ -128,7 +139,9 @@ def _npu_problems(host: Host, smi: dict | None, row: CheckRow, policy: CheckPoli
         problems.append("unhealthy: " + ", ".join(bad))
     busy = [str(i) for i in host.slot_ids if i in ids and i in summary.busy]
     if busy:
-        problems.append(f"NPU {','.join(busy)} busy (another job holds them)")
+        from launcher.core.cards import holders_from_npu_smi
+        who = {h.card: h.describe() for h in holders_from_npu_smi(cards)}
+        problems.append("busy: " + ", ".join(f"NPU {i} ({who.get(int(i), 'another job')})" for i in busy))
     return problems
 
 

@@ -9,6 +9,7 @@ reason, so ``alaunch jobs`` tells the story even when ``submit`` died half way.
 from __future__ import annotations
 
 import os
+import posixpath
 import sys
 import time
 
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
+from launcher.core import cards as core_cards
 from launcher.core import validate
 from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
@@ -52,6 +55,9 @@ class SubmitOptions:
     check_mindformers: bool = False
     ssh_config: str | None = None  # resolves node 0's address (its HostName) as the runners do
     master_port_range: tuple[int, int] = DEFAULT_PORT_RANGE  # where node 0's free port is picked
+    devices: tuple[int, ...] | None = None  # --devices: the candidate cards on every node (pins them)
+    wait: bool = False  # --wait: queue until the cards are free instead of refusing
+    poll: float = 2.0  # seconds between looks while queued
 
 
 def used_hosts(spec: JobSpec, hosts: Sequence[Host]) -> list[Host]:
@@ -112,6 +118,7 @@ class LocalJob:
     spec_text: str
     pythons: dict[str, str]
     files: LocalSet | None = None  # hashed code and data (phase 1b)
+    candidates: tuple[Host, ...] = ()  # the used hosts with every card the job may get there
 
 
 @dataclass(frozen=True)
@@ -197,6 +204,7 @@ class JobService:
             try:
                 job = self.hash(job)
                 pre = self.preflight(job, runners)
+                job, busy = self.allocate(job, pre)
                 prepared = prepare(job.spec, job.hosts, job.job_id, pre.port, job.opts, roots=pre.roots)
                 for warning in prepared.warnings:
                     self.say(f"warning: {warning}")
@@ -207,26 +215,138 @@ class JobService:
             try:
                 self.registry.set_state(job.job_id, reg.STAGING)
                 self.stage(job, pre, prepared, runners)
-                started = self.launch(job, prepared, runners)
+                job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
+                try:
+                    started = self.launch(job, prepared, runners)
+                except AlaunchError:
+                    self._release_cards(job, pre, runners)
+                    raise
             except AlaunchError as exc:
-                self.registry.set_state(job.job_id, reg.FAILED, exc.message)
+                if self.registry.get(job.job_id).state != reg.CANCELLED:
+                    self.registry.set_state(job.job_id, reg.FAILED, exc.message)
                 raise
         finally:
             _close(runners)
         for rank, s in started.items():
             self.registry.set_node(job.job_id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING,
                                    started_at=reg.now_iso())
+        if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancelled while it was starting
+            self._stop_nodes(self.registry.get(job.job_id), 3.0, reg.CANCELLED)
+            return self.registry.get(job.job_id)
         return self.registry.set_state(job.job_id, reg.RUNNING)
+
+    # ------------------------------------------------------------------ cards (issue #14)
+
+    def allocate(self, job: LocalJob, pre: Preflight) -> tuple[LocalJob, core_cards.CardsBusy | None]:
+        """Each node's cards, chosen among its candidates that no live claim and no npu-smi
+        process holds (pure: :func:`launcher.core.cards.allocate`). Too few free cards: refuse
+        (CardsBusy names the holders), or with ``--wait`` go on with the default cards and
+        let :meth:`claim_cards` queue."""
+        held = {h.name: card_ops.held_cards(pre.inventories[h.name].claims, pre.inventories[h.name].npu_smi,
+                                            job.job_id) for h in job.candidates}
+        try:
+            hosts = core_cards.allocate(job.candidates, len(job.hosts[0].slot_ids), held)
+        except core_cards.CardsBusy as exc:
+            if not job.opts.wait:
+                raise
+            return job, exc
+        return replace(job, hosts=tuple(hosts)), None
+
+    def claim_cards(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner],
+                    busy: core_cards.CardsBusy | None) -> tuple[LocalJob, Prepared]:
+        """Take the chosen cards on every node under the host's lock. A card taken meanwhile by
+        another submit: choose again from what the claim answered. Still short: refuse, or with
+        ``--wait`` record the job QUEUED (first come, first served among this registry's queued
+        jobs on the same hosts) and look again every ``poll`` seconds until it can claim."""
+        want = len(job.hosts[0].slot_ids)
+        held = {h.name: {} for h in job.candidates}
+        hosts: Sequence[Host] = job.hosts
+        shown = None
+        for attempt in range(1_000_000_000):
+            try:
+                if busy is not None:
+                    raise busy
+                hosts = core_cards.allocate(job.candidates, want, held) if attempt else list(job.hosts)
+                ahead = self._queued_ahead(job) if job.opts.wait else []
+                if ahead:
+                    raise core_cards.CardsBusy(f"waiting for the earlier queued job(s) {', '.join(ahead)}")
+            except core_cards.CardsBusy as exc:
+                if not job.opts.wait:
+                    raise
+                record = self.registry.get(job.job_id)
+                if record.state == reg.CANCELLED:
+                    raise AlaunchError(f"job {job.job_id} was cancelled while queued", exit_code=ExitCode.JOB_CANCELLED)
+                if record.state != reg.QUEUED:
+                    self.registry.set_state(job.job_id, reg.QUEUED, exc.message)
+                self.registry.update_meta(job.job_id, {"queue_beat": time.time()})
+                line = f"queued (position {len(self._queued_ahead(job)) + 1}): {exc.message}"
+                if line != shown:
+                    self.say(line)
+                    shown = line
+                time.sleep(job.opts.poll)
+                answers = self._claim_all(job, pre, prepared, runners, {h.name: () for h in job.candidates})
+                held = {a.host: a.held for a in answers.values()}
+                busy = None
+                continue
+            if self.registry.get(job.job_id).state == reg.CANCELLED:
+                raise AlaunchError(f"job {job.job_id} was cancelled while queued", exit_code=ExitCode.JOB_CANCELLED)
+            answers = self._claim_all(job, pre, prepared, runners, {h.name: h.slot_ids for h in hosts})
+            if all(a.ok for a in answers.values()):
+                break
+            for name, a in answers.items():  # all or none: let the others go while we choose again
+                if a.ok:
+                    card_ops.release(runners[name], job.pythons[name], pre.inventories[name].base, job.job_id)
+            held = {a.host: a.held for a in answers.values()}
+            if attempt >= 5 and not job.opts.wait:
+                raise core_cards.CardsBusy(f"could not claim cards after {attempt + 1} tries; taken meanwhile: "
+                                           + "; ".join(f"{n}: {core_cards.describe_held(a.held, a.held)}"
+                                                       for n, a in answers.items() if not a.ok))
+        devices = {h.name: list(h.slot_ids) for h in hosts}
+        self.registry.update_meta(job.job_id, {"devices": devices})
+        self.registry.add_event(job.job_id, "cards", "; ".join(f"{n}: {','.join(map(str, d))}"
+                                                               for n, d in devices.items()))
+        if [h.slot_ids for h in hosts] != [h.slot_ids for h in job.hosts]:
+            job = replace(job, hosts=tuple(hosts))
+            prepared = prepare(job.spec, job.hosts, job.job_id, pre.port, job.opts, roots=pre.roots)
+        return job, prepared
+
+    def _claim_all(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner],
+                   cards: Mapping[str, Sequence[int]]) -> dict[str, card_ops.ClaimAnswer]:
+        states = {n.host.name: posixpath.dirname(n.pid_path) for n in prepared.plan.nodes}
+
+        def one(host: Host) -> card_ops.ClaimAnswer:
+            return card_ops.claim(runners[host.name], job.pythons[host.name], pre.inventories[host.name].base,
+                                  job.job_id, cards[host.name], states.get(host.name, ""))
+        return {h.name: a for h, a in run_parallel(job.candidates, one).raise_on_failure().items()}
+
+    def _release_cards(self, job: LocalJob, pre: Preflight, runners: Mapping[str, CommandRunner]) -> None:
+        def one(host: Host) -> bool:
+            return card_ops.release(runners[host.name], job.pythons[host.name], pre.inventories[host.name].base,
+                                    job.job_id)
+        run_parallel(job.candidates, one)  # best effort: a dead claim frees itself anyway
+
+    def _queued_ahead(self, job: LocalJob) -> list[str]:
+        """Queued jobs of this registry on one of our hosts, submitted before us and still waited
+        for (their submit looked within the last 10 polls)."""
+        ours = {h.name for h in job.candidates}
+        me = self.registry.get(job.job_id)
+        fresh = time.time() - max(10 * job.opts.poll, 30.0)
+        return [r.id for r in reversed(self.registry.list(limit=None, states=[reg.QUEUED]))
+                if r.id != job.job_id and (r.created_at, r.id) < (me.created_at, me.id)
+                and ours & {n.host for n in r.nodes} and r.meta.get("queue_beat", 0) > fresh]
 
     def local(self, job_path: str | Path, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
         """Phase 1, no host touched: the job file, its local paths, the hosts it uses, its id."""
         spec = load_job(job_path)
         validate.check_local_paths(spec)
+        if opts.devices is not None:
+            hosts = core_cards.pin_devices(hosts, opts.devices)
+        candidates = tuple(hosts)[:len(used_hosts(spec, hosts))]
         hosts = used_hosts(spec, hosts)
         bin_dir = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts)
         spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
         return LocalJob(spec, tuple(hosts), new_job_id(spec.name), replace(opts, bin_dir=bin_dir), spec_text,
-                        {h.name: python_for(bin_dir, h) for h in hosts})
+                        {h.name: python_for(bin_dir, h) for h in hosts}, candidates=candidates)
 
     def hash(self, job: LocalJob) -> LocalJob:
         """Phase 1b: hash the code and data to stage (render-independent; a local cache)."""
@@ -247,7 +367,8 @@ class JobService:
                        port_range=job.opts.master_port_range) if host.name == node0 else {}
             env = {v.name: v.value for v in env_script_vars(host)}
             return inventory(runners[host.name], job.files.objects, job.pythons[host.name], **ask,
-                             versions=True, wrapper=WRAPPER, env=env, msrun_flags=bool(job.spec.msrun_args))
+                             versions=True, wrapper=WRAPPER, env=env, msrun_flags=bool(job.spec.msrun_args),
+                             cards=True)
 
         inventories = {h.name: inv for h, inv in run_parallel(job.hosts, one).raise_on_failure().items()}
         for h in job.hosts:
@@ -400,6 +521,9 @@ class JobService:
         record = self.registry.get(ref)
         if record.terminal:
             raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
+        if record.state == reg.QUEUED and all(n.pid is None for n in record.nodes):  # nothing runs yet
+            return self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user while queued"), \
+                {n.host: "queued: nothing was running" for n in record.nodes}
         outcome = self._stop_nodes(record, grace, reg.CANCELLED)
         bad = [h for h, m in outcome.items() if m.startswith("not verified")]
         reason = "cancelled by the user" + (f"; could not verify on {', '.join(bad)}" if bad else "")

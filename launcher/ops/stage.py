@@ -332,6 +332,8 @@ class Inventory:
     versions: dict | None = None  # mindspore, mindformers, cann, driver (None each where absent)
     env_error: str | None = None  # the launch wrapper's report when an env script failed
     msrun_flags: list | None = None  # the flags the host's msrun takes (None: not asked or not found)
+    claims: tuple = ()  # live card claims of alaunch jobs there ({"job_id", "cards"}), when asked
+    npu_smi: dict | None = None  # `npu-smi info` there ({"code", "out", "err"}; None: no npu-smi)
 
 
 @dataclass
@@ -392,7 +394,7 @@ def store_base(host: Host) -> str:
 def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python3",
               port: int | None | bool = False, pinned: bool = False, *, port_range: tuple[int, int] | None = None,
               versions: bool = False, wrapper: str | None = None, env: Mapping[str, str] | None = None,
-              msrun_flags: bool = False) -> Inventory:
+              msrun_flags: bool = False, cards: bool = False) -> Inventory:
     """One round trip: which objects the host has, its free bytes, filesystem id and $HOME;
     with ``port`` (None: any; an int: that one, or another unless ``pinned``) also a free
     TCP port there (node 0's msrun master port, from ``port_range`` when given), so submit's
@@ -408,6 +410,8 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
         req["msrun_flags"] = True
     if wrapper:
         req.update(wrapper=wrapper, env=dict(env or {}))
+    if cards:  # card allocation: the host's claims and npu-smi, in the same round trip
+        req["cards"] = True
     request = wire.request(req)
     result = node.check([python, "-S", "-c", wire.program("stage", "inventory")], [request], timeout=120,
                         what="inventory")
@@ -417,7 +421,7 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
         raise RemoteError(node.host.name, f"inventory gave no JSON: {result.text()[:200]!r}") from None
     return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
                      frozenset(data["have"]), data.get("port"), data.get("versions"), data.get("env_error"),
-                     data.get("msrun_flags"))
+                     data.get("msrun_flags"), tuple(data.get("claims") or ()), data.get("npu_smi"))
 
 
 def verify_store(node: CommandRunner, python: str = "python3", remove: bool = True) -> dict:

@@ -63,12 +63,37 @@ def probe(req):
             r["npu_smi"] = {"path": smi, "code": p.returncode, "out": p.stdout, "err": p.stderr[-2000:]}
         except Exception as exc:
             r["npu_smi"] = {"path": smi, "code": -1, "out": "", "err": str(exc)}
+    r["usage"] = usage(os.path.join(wd, "alaunch"))
     p = wd
     while not os.path.exists(p) and os.path.dirname(p) != p:
         p = os.path.dirname(p)
     du = shutil.disk_usage(p)
     r["disk"] = {"path": p, "workdir_exists": p == wd, "free": du.free, "total": du.total}
     answer(r)
+
+
+def usage(base):
+    """Bytes alaunch keeps under ``base``: its store (``cas``), and its job dirs counting only
+    files that are not links into the store (each inode once); None when there is no base."""
+    if not os.path.isdir(base):
+        return None
+    seen = set()
+
+    def du(top):
+        total = 0
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                if st.st_ino not in seen:
+                    seen.add(st.st_ino)
+                    total += st.st_blocks * 512
+        return total
+    store = du(os.path.join(base, "cas"))
+    jobs = [n for n in os.listdir(base) if n not in ("cas", "cards") and os.path.isdir(os.path.join(base, n))]
+    return {"store": store, "jobs": sum(du(os.path.join(base, n)) for n in jobs), "job_dirs": len(jobs)}
 
 
 if __name__ == "__main__":

@@ -6,7 +6,13 @@ first on stdin, never shell text; ``op`` picks the operation. Answers are JSON.
 INVENTORY ``{"op": "inventory", "base": "<workdir>/alaunch", "objects": [sha256...]}`` ->
 ``{"home", "base", "fsid", "free", "have": [...]}``. ``fsid`` is a random id created once
 per filesystem with an atomic link: hosts reporting the same fsid for the same base share
-storage and are staged once.
+storage and are staged once. With ``"cards": true`` (submit's preflight) it also answers
+``"claims"`` (the live card claims of alaunch jobs on this host) and ``"npu_smi"`` (the
+output of ``npu-smi info``, or null on a CPU host): what card allocation needs, in the same
+round trip.
+
+CLAIM / RELEASE: the card claims, one marshal file per job under ``<base>/cards/<hostname>/``,
+taken and dropped under an ``flock`` (see :func:`claim`).
 
 RECEIVE ``{"op": "receive", "cas": "<base>/cas"}``, then on stdin after the request a tar
 stream, parsed here by hand (ustar headers and pax ``path``/``size`` records, not
@@ -29,7 +35,9 @@ travel or be checked again.
 import os
 import sys
 
-from _prelude import answer, run, stdin, widen_pipe
+from _prelude import answer, load_cache, run, save_cache, stdin, widen_pipe
+
+CLAIM_TTL = 300  # seconds a claim whose job has not started yet (no pid file) still holds its cards
 
 
 def inventory(req):
@@ -60,6 +68,9 @@ def inventory(req):
         facts["msrun_flags"] = msrun_flags()
     if req.get("wrapper"):  # source the env scripts as the launch will: a broken one fails now
         facts["env_error"] = env_error(req["wrapper"], req.get("env") or {})
+    if req.get("cards"):  # submit: who holds which card here, in the same round trip
+        facts["claims"] = live_claims(claims_dir(base), job_markers())[0]
+        facts["npu_smi"] = npu_smi()
     answer(facts)
 
 
@@ -369,5 +380,126 @@ def verify(req):
     answer({"objects": count, "bytes": nbytes, "bad": bad, "trees_removed": removed})
 
 
+def claims_dir(base):
+    """``<base>/cards/<hostname>``: one claim file per job holding cards of this host (per host
+    name, so hosts sharing a workdir keep their claims apart)."""
+    return os.path.join(base, "cards", os.uname()[1])
+
+
+def job_markers():
+    """The ALAUNCH_JOB_ID of every live process here (a zombie's environ reads empty)."""
+    want = b"ALAUNCH_JOB_ID="
+    out = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        for var in env.split(b"\0"):
+            if var.startswith(want):
+                out.add(var[len(want):].decode("utf-8", "replace"))
+    return out
+
+
+def live_claims(cdir, markers):
+    """-> ([{"job_id", "cards"}] still holding, [paths of dead claims]). A claim holds while a
+    process of its job lives, or, before its job started (no pid/exit_code file yet), for
+    CLAIM_TTL seconds."""
+    import time
+    live, dead = [], []
+    try:
+        names = sorted(os.listdir(cdir))
+    except OSError:
+        return live, dead
+    for name in names:
+        if "." in name:  # temp files of save_cache
+            continue
+        path = os.path.join(cdir, name)
+        claim = load_cache(path)
+        job, state = claim.get("job_id", name), claim.get("state_dir") or ""
+        if job in markers:
+            alive = True
+        elif state and (os.path.exists(os.path.join(state, "exit_code")) or os.path.exists(os.path.join(state, "pid"))):
+            alive = False
+        else:
+            alive = time.time() - claim.get("time", 0) < CLAIM_TTL
+        if alive:
+            live.append({"job_id": job, "cards": list(claim.get("cards", []))})
+        else:
+            dead.append(path)
+    return live, dead
+
+
+def npu_smi():
+    """``npu-smi info`` here: {"code", "out", "err"}, or None when there is no npu-smi (CPU host)."""
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        exe = os.path.join(d, "npu-smi")
+        if d and os.access(exe, os.X_OK):
+            break
+    else:
+        return None
+    import subprocess
+    try:
+        p = subprocess.run([exe, "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"code": -1, "out": "", "err": str(exc)}
+    return {"code": p.returncode, "out": p.stdout.decode("utf-8", "replace"),
+            "err": p.stderr.decode("utf-8", "replace")[-2000:]}
+
+
+def claim(req):
+    """CLAIM ``{"op": "claim", "base", "job_id", "cards", "state_dir", "smi"}``: under an flock
+    of this host's claims dir, take ``cards`` for the job unless a live claim of another job
+    holds one of them (``cards`` empty: only look). Dead claims are removed on the way.
+    -> ``{"ok", "claims": [other live claims], "npu_smi"}``. Two submits racing for the same
+    cards serialise on the lock: the second sees the first's claim and is refused."""
+    import fcntl
+    import time
+    cdir = claims_dir(os.path.abspath(os.path.expanduser(req["base"])))
+    os.makedirs(cdir, exist_ok=True)
+    fd = os.open(cdir + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # released when this process exits
+    live, dead = live_claims(cdir, job_markers())
+    for path in dead:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    others = [c for c in live if c["job_id"] != req["job_id"]]
+    taken = set(c for o in others for c in o["cards"])
+    want = list(req.get("cards") or [])
+    ok = bool(want) and not taken.intersection(want)
+    if ok:
+        save_cache(os.path.join(cdir, req["job_id"]), {"job_id": req["job_id"], "cards": want,
+                                                        "state_dir": req.get("state_dir") or "",
+                                                        "time": time.time()})
+    out = {"ok": ok, "claims": others}
+    if req.get("smi"):
+        out["npu_smi"] = npu_smi()
+    answer(out)
+
+
+def release(req):
+    """RELEASE ``{"op": "release", "base", "job_id"}``: drop the job's claim on this host."""
+    import fcntl
+    cdir = claims_dir(os.path.abspath(os.path.expanduser(req["base"])))
+    try:
+        fd = os.open(cdir + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        answer({"released": False})
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        os.unlink(os.path.join(cdir, req["job_id"]))
+        gone = True
+    except OSError:
+        gone = False
+    answer({"released": gone})
+
+
 if __name__ == "__main__":
-    run({"inventory": inventory, "receive": receive, "link": link, "verify": verify})
+    run({"inventory": inventory, "receive": receive, "link": link, "verify": verify, "claim": claim,
+         "release": release})

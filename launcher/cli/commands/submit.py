@@ -26,6 +26,11 @@ def register(app: typer.Typer) -> None:
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
         cluster_time_out: int = typer.Option(600, "--cluster-time-out", help="Seconds msrun waits for all nodes."),
         check_mindformers: bool = typer.Option(False, "--validate", help="Also load the config with MindFormers."),
+        devices: Optional[str] = typer.Option(None, "--devices",
+                                              help="Pin the cards on every node, e.g. 4,5,6,7 (default: free ones)."),
+        wait: bool = typer.Option(False, "--wait",
+                                  help="If the cards are busy, queue until they free up (else refuse)."),
+        poll: float = typer.Option(2.0, "--poll", help="Seconds between looks while queued (--wait)."),
         follow: bool = typer.Option(False, "--follow", "-f",
                                     help="Follow the logs live until the end; exit with the job's status code."),
         fetch: bool = typer.Option(False, "--fetch",
@@ -44,8 +49,10 @@ def register(app: typer.Typer) -> None:
 
         env = environment.current()
         say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+        from launcher.core.cards import parse_devices
         opts = SubmitOptions(tuple(sets), master_port, bin_dir, cluster_time_out, check_mindformers,
-                             ssh_config=str(ssh_config) if ssh_config else None)
+                             ssh_config=str(ssh_config) if ssh_config else None,
+                             devices=parse_devices(devices) if devices is not None else None, wait=wait, poll=poll)
         factory = runner_factory(known_hosts, ssh_config, accept_new)
         from launcher.cli import slurm
         if (target := slurm.target_of(hostfile)) is not None:  # -H names a Slurm target
@@ -65,7 +72,9 @@ def register(app: typer.Typer) -> None:
                                      exec_factory=factory)
                 record = service.submit(job, hosts, opts)
             say(f"started {record.name} on {len(record.nodes)} node(s): "
-                + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid})" for n in record.nodes))
+                + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid}, devices "
+                            f"{','.join(map(str, record.meta.get('devices', {}).get(n.host, []))) or '-'})"
+                            for n in record.nodes))
             code = 0
             if follow or fetch:
                 from launcher.cli.live import follow_job

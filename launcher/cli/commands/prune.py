@@ -1,0 +1,56 @@
+"""`alaunch prune -H HOSTFILE [--older-than 7d] [--keep-last N] [--checkpoints] [--dry-run]`."""
+
+from __future__ import annotations
+
+
+import typer
+
+from launcher.cli import environment
+from launcher.cli.options import AcceptNewOpt, ExcludeOpt, HostfileOpt, IncludeOpt, KnownHostsOpt, SshConfigOpt
+
+ORDER = 85
+
+
+def register(app: typer.Typer) -> None:
+
+    @app.command("prune", help="Remove finished job dirs, unreferenced staged trees and store objects, "
+                               "and .part leftovers on every host (never a running or queued job).")
+    def prune_cmd(
+        hostfile: HostfileOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
+        older_than: str = typer.Option("7d", "--older-than", help="Only jobs that ended this long ago (s/m/h/d/w)."),
+        keep_last: int = typer.Option(0, "--keep-last", min=0, help="Keep the N most recently ended jobs per host."),
+        checkpoints: bool = typer.Option(False, "--checkpoints",
+                                         help="Also remove the jobs' checkpoints (kept by default)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would go, and how many bytes."),
+        grace: str = typer.Option("1h", "--grace", help="Keep store objects and leftovers younger than this."),
+        known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
+    ) -> None:
+        from rich.table import Table
+
+        from launcher.cli.connect import runner_factory
+        from launcher.core.prune import human_bytes, parse_age
+        from launcher.errors import InputError
+        from launcher.ops import registry as reg
+        from launcher.ops.prune import PruneOptions, prune_hosts
+        from launcher.ops.service import resolve_hosts
+
+        env = environment.current()
+        if hostfile is None:
+            raise InputError("prune needs the hosts: give -H HOSTFILE", key="-H")
+        hosts = resolve_hosts(hostfile, False, 1, include, exclude)
+        opts = PruneOptions(parse_age(older_than), keep_last, checkpoints, dry_run, parse_age(grace, "--grace"))
+        with reg.Registry.in_state_dir(env.state_dir) as registry:
+            out = prune_hosts(hosts, runner_factory(known_hosts, ssh_config, accept_new), registry, opts)
+        verb = "would remove" if dry_run else "removed"
+        table = Table("host", "job dirs", "trees", "objects", ".part/tmp", "bytes",
+                      title=f"prune ({'dry run' if dry_run else 'done'}): {verb}")
+        for h in hosts:
+            r = out[h.name]
+            if r.skipped:
+                table.add_row(h.name, r.skipped, "", "", "", "")
+                continue
+            jobs = "\n".join(f"{j['id']} ({human_bytes(j['bytes'])}{', ckpt kept' if j['checkpoints_kept'] else ''})"
+                             for j in r.jobs) or "-"
+            table.add_row(h.name, jobs, str(len(r.trees)), str(r.objects.get("count", 0)),
+                          str(r.parts.get("count", 0)), f"{r.bytes} ({human_bytes(r.bytes)})")
+        env.stdout.print(table)

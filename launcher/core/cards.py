@@ -1,0 +1,144 @@
+"""Which cards of each node a job gets: pure, from what the host told us.
+
+A shared 8-card host runs several jobs side by side (an eval on 1 card while a fine-tune
+uses 4). Before this module every job got the first N slots, so two jobs on one host both
+got cards 0..N-1 and the second failed at run time. Now a node's cards are chosen among its
+*candidates* (the hostfile slots left after ``--include``/``--exclude``/``--devices``) that
+nothing holds:
+
+- a running alaunch job on that host (its claim file, see ``launcher/remote/stage.py``), or
+- a foreign process or HBM in use, per ``npu-smi info`` (:mod:`launcher.ops.npusmi`).
+
+The first free candidates win (lowest ids), so two concurrent 2-card jobs on a 4-slot host
+get ``0,1`` and ``2,3``. When a node has too few free candidates, :class:`CardsBusy` names
+who holds the rest, in one line. Pinning is the candidates themselves: ``--devices 4,5``
+with ``cards_per_node: 2`` leaves exactly those two, so the job runs on them or is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterable, Mapping, Sequence
+
+from launcher.core.hostfile import Host
+from launcher.errors import AlaunchError, ExitCode, InputError
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds one card of one host: an alaunch job, or a foreign process / HBM in use."""
+
+    card: int
+    job_id: str | None = None
+    pid: int | None = None
+    process: str | None = None
+    hbm_mb: int | None = None
+
+    def describe(self) -> str:
+        if self.job_id:
+            return f"job {self.job_id}"
+        if self.pid is not None:
+            return f"pid {self.pid} ({self.process or '?'})"
+        if self.hbm_mb is not None:
+            return f"{self.hbm_mb} MB HBM in use (no process listed)"
+        return "busy"
+
+
+class CardsBusy(AlaunchError):
+    """Too few free cards on some node; ``holders`` says who holds the others."""
+
+    exit_code = ExitCode.CARDS_BUSY
+
+    def __init__(self, message: str, holders: Mapping[str, Sequence[Holder]] | None = None):
+        super().__init__(message)
+        self.holders = {h: tuple(v) for h, v in (holders or {}).items()}
+
+
+def holders_from_claims(claims: Iterable[Mapping], own_job: str | None = None) -> list[Holder]:
+    """The host's live claims (``[{"job_id", "cards"}]``) -> one holder per card."""
+    return [Holder(int(c), job_id=claim["job_id"]) for claim in claims if claim["job_id"] != own_job
+            for c in claim["cards"]]
+
+
+def holders_from_npu_smi(cards: Iterable, hbm_threshold_mb: int | None = None) -> list[Holder]:
+    """Busy cards of a parsed ``npu-smi info`` (``NpuCard``s): the first process listed, else the HBM."""
+    out = []
+    for card in cards:
+        busy = card.busy() if hbm_threshold_mb is None else card.busy(hbm_threshold_mb)
+        if not busy:
+            continue
+        if card.processes:
+            p = card.processes[0]
+            out.append(Holder(card.npu_id, pid=p.pid, process=p.name, hbm_mb=p.memory_mb))
+        else:
+            out.append(Holder(card.npu_id, hbm_mb=card.hbm_used_mb))
+    return out
+
+
+def merge_holders(*groups: Iterable[Holder]) -> dict[int, Holder]:
+    """card -> its holder; an alaunch job wins over npu-smi's view of the same card (it names more)."""
+    held: dict[int, Holder] = {}
+    for group in groups:
+        for h in group:
+            if h.card not in held or (h.job_id and not held[h.card].job_id):
+                held[h.card] = h
+    return held
+
+
+def describe_held(held: Mapping[int, Holder], cards: Iterable[int]) -> str:
+    """'0,1 held by job a-…; 2 held by pid 77 (python)': grouped by holder, in card order."""
+    groups: dict[str, list[int]] = {}
+    for c in sorted(cards):
+        if c in held:
+            groups.setdefault(held[c].describe(), []).append(c)
+    return "; ".join(f"{','.join(map(str, cs))} held by {who}" for who, cs in groups.items())
+
+
+def choose(host: Host, want: int, held: Mapping[int, Holder]) -> tuple[int, ...]:
+    """``want`` free cards among ``host.slot_ids`` (the candidates), lowest first; else CardsBusy."""
+    free = [c for c in host.slot_ids if c not in held]
+    if len(free) >= want:
+        return tuple(free[:want])
+    busy = [c for c in host.slot_ids if c in held]
+    raise CardsBusy(f"{host.name}: needs {want} free card(s) of {','.join(map(str, host.slot_ids))}, "
+                    f"{len(free)} free ({describe_held(held, busy)})",
+                    {host.name: [held[c] for c in busy]})
+
+
+def allocate(hosts: Sequence[Host], want: int, held: Mapping[str, Mapping[int, Holder]]) -> list[Host]:
+    """Every node's chosen cards (as ``slot_ids``); one CardsBusy naming every short node."""
+    out, problems, holders = [], [], {}
+    for h in hosts:
+        try:
+            out.append(replace(h, slot_ids=choose(h, want, held.get(h.name, {}))))
+        except CardsBusy as exc:
+            problems.append(exc.message)
+            holders.update(exc.holders)
+    if problems:
+        raise CardsBusy("cards busy: " + " | ".join(problems) + "; wait for them with --wait, or pick "
+                        "others with --devices / --include", holders)
+    return out
+
+
+def parse_devices(text: str, option: str = "--devices") -> tuple[int, ...]:
+    """``4,5,6,7`` -> (4, 5, 6, 7); one-line error otherwise."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or not all(p.isascii() and p.isdigit() for p in parts):
+        raise InputError(f"malformed device list {text!r}; expected comma-separated card ids like 4,5,6,7",
+                         key=option)
+    ids = tuple(int(p) for p in parts)
+    if len(set(ids)) != len(ids):
+        raise InputError(f"device list {text!r} names a card twice", key=option)
+    return ids
+
+
+def pin_devices(hosts: Sequence[Host], devices: Sequence[int], option: str = "--devices") -> list[Host]:
+    """Make ``devices`` the candidates on every host (each must be one of its slots)."""
+    out = []
+    for h in hosts:
+        missing = [d for d in devices if d not in h.slot_ids]
+        if missing:
+            raise InputError(f"card {','.join(map(str, missing))} is not among {h.name}'s slots "
+                             f"({','.join(map(str, h.slot_ids))})", source=h.source, line=h.line, key=option)
+        out.append(replace(h, slot_ids=tuple(devices)))
+    return out

@@ -1,0 +1,65 @@
+"""Card claims on the hosts: who holds what (from the preflight or a look), take, release.
+
+The choice of cards is pure (:mod:`launcher.core.cards`); this is its I/O edge. A claim is a
+small file per job under ``<workdir>/alaunch/cards/<hostname>/``, taken by
+``launcher/remote/stage.py``'s CLAIM under an ``flock``: two ``submit`` s racing for the same
+cards serialise there, and the loser gets the winner's claim back in the same answer, so it
+re-chooses without another round trip. A claim holds while a process of its job lives on
+the host (the ``ALAUNCH_JOB_ID`` marker), so a job that ends, fails or is cancelled frees its
+cards without anyone releasing them; RELEASE is for a submit that claimed and then did not
+start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from launcher.core.cards import Holder, holders_from_claims, holders_from_npu_smi, merge_holders
+from launcher.errors import RemoteError
+from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi
+from launcher.remote import wire
+from launcher.runners import CommandRunner
+
+
+def held_cards(claims: Sequence[Mapping], smi: Mapping | None, own_job: str | None = None) -> dict[int, Holder]:
+    """card -> holder on one host, from its live claims and its ``npu-smi info`` answer.
+
+    An ``npu-smi`` that fails or prints something unreadable adds nothing: the claims still
+    keep alaunch jobs apart, and ``hosts check`` is where a broken npu-smi is reported."""
+    smi_holders: list[Holder] = []
+    if smi and smi.get("code") == 0:
+        try:
+            smi_holders = holders_from_npu_smi(parse_npu_smi(smi.get("out", "")))
+        except NpuSmiParseError:
+            smi_holders = []
+    return merge_holders(holders_from_claims(claims, own_job), smi_holders)
+
+
+@dataclass(frozen=True)
+class ClaimAnswer:
+    host: str
+    ok: bool
+    held: dict[int, Holder]  # what the other live claims (and npu-smi, when asked) hold now
+
+
+def _script(node: CommandRunner, python: str, request: dict, what: str) -> dict:
+    result = node.check([python, "-S", "-c", wire.program("stage", request["op"])], [wire.request(request)],
+                        timeout=60, what=what)
+    try:
+        return wire.answer(result.stdout)
+    except ValueError:
+        raise RemoteError(node.host.name, f"{what} gave no JSON: {result.text()[:200]!r}") from None
+
+
+def claim(node: CommandRunner, python: str, base: str, job_id: str, cards: Sequence[int], state_dir: str,
+          smi: bool = True) -> ClaimAnswer:
+    """Take ``cards`` of this host for ``job_id`` (empty: only look); who else holds what."""
+    data = _script(node, python, {"op": "claim", "base": base, "job_id": job_id, "cards": list(cards),
+                                  "state_dir": state_dir, "smi": smi}, "claim cards")
+    return ClaimAnswer(node.host.name, bool(data["ok"]), held_cards(data["claims"], data.get("npu_smi"), job_id))
+
+
+def release(node: CommandRunner, python: str, base: str, job_id: str) -> bool:
+    """Drop ``job_id``'s claim on this host (a submit that claimed, then did not start)."""
+    return bool(_script(node, python, {"op": "release", "base": base, "job_id": job_id}, "release cards")["released"])

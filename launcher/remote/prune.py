@@ -1,0 +1,218 @@
+"""The host script ``alaunch prune`` runs (stdlib only; ``python3 -S -c PROGRAM``, request on stdin).
+
+Every request is the marshal frame of :func:`launcher.remote.wire.request` (``_prelude.py``)
+on stdin; answers are JSON. Two ops, so the choice in between is pure (``core/prune.py``):
+
+SCAN ``{"op": "scan", "base": "<workdir>/alaunch"}`` -> ``{"now", "fsid", "jobs": [{"id",
+"running", "started", "finished", "ended", "mtime"}]}``: every job directory (a name shaped
+like a job id) with what the host knows: a live process carries its ``ALAUNCH_JOB_ID``
+marker (running), a ``pid`` file (started), an ``exit_code`` for every started node
+(finished; ``ended`` is the newest one's mtime). A job dir on a shared filesystem whose
+node runs on another host has no exit code there, so it is never "finished" here.
+
+PRUNE ``{"op": "prune", "base", "remove": [job ids], "checkpoints", "grace", "dry_run"}`` ->
+what goes (or would go) and the bytes: the listed job dirs (their ``output/checkpoint`` and
+``state`` kept unless ``checkpoints``), staged trees no remaining job dir links to, store
+objects nothing else links to once those go, and ``cas/tmp`` leftovers (``.part`` files,
+half-built trees). Anything younger than ``grace`` seconds is kept: a submit staging right
+now has objects that nothing links to *yet*.
+"""
+
+import os
+import re
+
+from _prelude import answer, run
+
+JOB_DIR = re.compile(r"[a-z0-9-]+-\d{8}-\d{6}-[0-9a-f]{4}\Z")
+
+
+def markers():
+    want = b"ALAUNCH_JOB_ID="
+    out = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/environ" % name, "rb") as f:
+                    env = f.read()
+            except OSError:
+                continue
+            out.update(v[len(want):].decode("utf-8", "replace") for v in env.split(b"\0") if v.startswith(want))
+    return out
+
+
+def state_dirs(root):
+    """``state/`` and any ``state/<node>/`` below it (per-node state dirs)."""
+    top = os.path.join(root, "state")
+    out = [top]
+    try:
+        out += [os.path.join(top, n) for n in os.listdir(top) if os.path.isdir(os.path.join(top, n))]
+    except OSError:
+        pass
+    return out
+
+
+def job_dirs(base):
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    return sorted(n for n in names if JOB_DIR.match(n) and os.path.isdir(os.path.join(base, n))
+                  and not os.path.islink(os.path.join(base, n)))
+
+
+def scan(req):
+    import time
+    base = os.path.abspath(os.path.expanduser(req["base"]))
+    live = markers()
+    jobs = []
+    for name in job_dirs(base):
+        root = os.path.join(base, name)
+        started, ends, unfinished = False, [], False
+        for d in state_dirs(root):
+            pid, code = os.path.join(d, "pid"), os.path.join(d, "exit_code")
+            if os.path.exists(pid):
+                started = True
+                if os.path.exists(code):
+                    ends.append(os.stat(code).st_mtime)
+                else:
+                    unfinished = True
+        jobs.append({"id": name, "running": name in live, "started": started,
+                     "finished": started and bool(ends) and not unfinished,
+                     "ended": int(max(ends)) if ends else None, "mtime": int(os.stat(root).st_mtime)})
+    try:
+        with open(os.path.join(base, "cas", ".fsid")) as f:
+            fsid = f.read().strip()
+    except OSError:
+        fsid = None
+    answer({"now": int(time.time()), "fsid": fsid, "base": base, "jobs": jobs})
+
+
+def walk(top, skip=()):
+    """(path, lstat) of every file under ``top`` (symlinks not followed), dirs in ``skip`` left out."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in skip]
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            try:
+                yield path, os.lstat(path)
+            except OSError:
+                continue
+
+
+def prune(req):
+    import shutil
+    import stat
+    import time
+    base = os.path.abspath(os.path.expanduser(req["base"]))
+    cas = os.path.join(base, "cas")
+    now, grace, dry = time.time(), req.get("grace", 3600), req.get("dry_run", True)
+    remove = [n for n in req["remove"] if JOB_DIR.match(n) and os.path.isdir(os.path.join(base, n))]
+    unlinked = {}  # inode -> links that go with the removed job dirs and trees
+    out = {"jobs": [], "trees": [], "objects": {"count": 0, "bytes": 0}, "parts": {"count": 0, "bytes": 0}}
+    plans = []
+    for name in remove:
+        root = os.path.join(base, name)
+        keep = []
+        if not req.get("checkpoints"):
+            ckpt = os.path.join(root, "output", "checkpoint")
+            if os.path.isdir(ckpt) and any(True for _ in walk(ckpt)):
+                keep = [ckpt, os.path.join(root, "state")]
+        size = 0
+        for path, st in walk(root, skip=keep):
+            if stat.S_ISREG(st.st_mode):
+                if st.st_nlink > 1:
+                    unlinked[st.st_ino] = unlinked.get(st.st_ino, 0) + 1
+                else:
+                    size += st.st_size
+        plans.append((root, keep))
+        out["jobs"].append({"id": name, "bytes": size, "checkpoints_kept": bool(keep)})
+    gone = set(remove)
+    used = set()  # trees a remaining job dir links to
+    for name in job_dirs(base):
+        if name in gone:
+            continue
+        root = os.path.join(base, name)
+        for entry in os.listdir(root):
+            p = os.path.join(root, entry)
+            if os.path.islink(p):
+                used.add(os.path.basename(os.readlink(p).rstrip("/")))
+    trees_dir = os.path.join(cas, "trees")
+    dead_trees = []
+    for tid in sorted(os.listdir(trees_dir)) if os.path.isdir(trees_dir) else []:
+        tdir = os.path.join(trees_dir, tid)
+        if tid in used or now - os.lstat(tdir).st_mtime < grace:
+            continue
+        size = 0
+        for path, st in walk(tdir):
+            if stat.S_ISREG(st.st_mode):
+                unlinked[st.st_ino] = unlinked.get(st.st_ino, 0) + 1
+        dead_trees.append(tdir)
+        out["trees"].append({"id": tid, "bytes": size})
+    dead_objects = []
+    for sub in sorted(os.listdir(cas)) if os.path.isdir(cas) else []:
+        d = os.path.join(cas, sub)
+        if len(sub) != 2 or not os.path.isdir(d):
+            continue
+        for sha in os.listdir(d):
+            p = os.path.join(d, sha)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if st.st_nlink - unlinked.get(st.st_ino, 0) <= 1 and now - st.st_mtime >= grace:
+                dead_objects.append(p)
+                out["objects"]["count"] += 1
+                out["objects"]["bytes"] += st.st_size
+    tmp = os.path.join(cas, "tmp")
+    dead_parts = []
+    for name in sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []:
+        p = os.path.join(tmp, name)
+        st = os.lstat(p)
+        if now - st.st_mtime < grace:
+            continue
+        size = sum(s.st_size for _, s in walk(p)) if stat.S_ISDIR(st.st_mode) else st.st_size
+        dead_parts.append(p)
+        out["parts"]["count"] += 1
+        out["parts"]["bytes"] += size
+    out["bytes"] = (sum(j["bytes"] for j in out["jobs"]) + out["objects"]["bytes"]
+                       + out["parts"]["bytes"])
+    if not dry:
+        for root, keep in plans:
+            if not keep:
+                shutil.rmtree(root, ignore_errors=True)
+                continue
+            for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+                if dirpath in keep or any(dirpath.startswith(k + os.sep) for k in keep):
+                    continue
+                for name in filenames:
+                    os.unlink(os.path.join(dirpath, name))
+                for name in dirnames:
+                    p = os.path.join(dirpath, name)
+                    if p in keep or any(k.startswith(p + os.sep) for k in keep):
+                        continue
+                    if os.path.islink(p):
+                        os.unlink(p)
+                    else:
+                        shutil.rmtree(p, ignore_errors=True)
+        for p in dead_trees:
+            shutil.rmtree(p, ignore_errors=True)
+        for p in dead_objects:
+            try:
+                if os.lstat(p).st_nlink <= 1:  # checked again: linked meanwhile by a submit
+                    os.unlink(p)
+            except OSError:
+                pass
+        for p in dead_parts:
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+    out["dry_run"] = bool(dry)
+    answer(out)
+
+
+if __name__ == "__main__":
+    run({"scan": scan, "prune": prune})
