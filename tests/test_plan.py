@@ -181,3 +181,17 @@ def test_inventory_lists_the_hosts_msrun_flags(tmp_path):
     import sys
     inv = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], sys.executable, msrun_flags=True)
     assert {"--bind_core", "--sim_level", "--tail_worker_log", "--worker_num"} <= set(inv.msrun_flags)
+
+
+def test_master_port_range_is_parsed_or_refused_in_one_line():
+    from launcher.core.plan import DEFAULT_PORT_RANGE, parse_port_range
+    assert parse_port_range("29500-29899") == DEFAULT_PORT_RANGE
+    assert parse_port_range(" 40000-40000 ") == (40000, 40000)
+    for bad in ("29500", "a-b", "30000-29000", "80-90", "60000-70000", ""):
+        with pytest.raises(InputError, match=r"--master-port-range.*LO-HI"):
+            parse_port_range(bad)
+
+
+def test_submit_refuses_a_bad_master_port_range_before_touching_a_host(run_cli, tmp_path):
+    code, out, err = run_cli("submit", "jobs/tiny_lora_cpu.yaml", "--local", "--master-port-range", "9-1")
+    assert code == 2 and "--master-port-range" in err and len(err.strip().splitlines()) == 1

@@ -30,6 +30,10 @@ from launcher.core.spec import SECRET_MASK, JobSpec
 from launcher.resources import package_path
 
 DEFAULT_CLUSTER_TIME_OUT = 600  # seconds msrun waits for every node to join
+# msrun's master port when none is pinned: clear of HCCL's ports (HCCL_IF_BASE_PORT, 60000 up,
+# 16 or more per device) and of the kernel's ephemeral range (32768-60999), where a port free
+# at preflight is likelier to be taken by an outgoing connection before msrun binds it.
+DEFAULT_PORT_RANGE = (29500, 29899)
 ENTRY_DIR = str(package_path("entry"))  # launcher/entry/, shipped with the package
 BUILTIN_ENTRY_FILES = ("run_cpu.py", "cpu_patches.py")
 CANN_SET_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
@@ -85,6 +89,19 @@ class StageItem:
     local: str | None = None  # path on this machine (file or directory)
     text: str | None = None  # generated content (the rendered config)
     ignore: tuple[str, ...] = ()  # gitignore-style patterns for a directory (code trees)
+
+
+def parse_port_range(text: str, key: str = "--master-port-range") -> tuple[int, int]:
+    """``LO-HI`` (inclusive, 1024..65535, LO <= HI) -> (LO, HI); a one-line error otherwise."""
+    lo, sep, hi = text.strip().partition("-")
+    try:
+        pair = (int(lo), int(hi)) if sep else None
+    except ValueError:
+        pair = None
+    if pair is None or not (1024 <= pair[0] <= pair[1] <= 65535):
+        raise InputError(f"{text!r} is not a port range; give LO-HI with 1024 <= LO <= HI <= 65535, "
+                         f"e.g. {DEFAULT_PORT_RANGE[0]}-{DEFAULT_PORT_RANGE[1]}", key=key)
+    return pair
 
 
 def quote_path(path: str) -> str:

@@ -26,7 +26,8 @@ from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
 from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
 from launcher.core.layout import JobLayout
 from launcher.runners import CommandRunner, make_runner
-from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, WRAPPER, Plan, build_plan, env_script_vars, stage_items
+from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan,
+                                env_script_vars, stage_items)
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job, redacted_text
 from launcher.ops.fanout import run_parallel
@@ -34,10 +35,6 @@ from launcher.core.layout import new_job_id
 from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
                                 resolve_home)
 
-# msrun's master port when none is pinned: clear of HCCL's ports (HCCL_IF_BASE_PORT, 60000 up,
-# 16 or more per device) and of the kernel's ephemeral range (32768-60999), where a port free
-# at preflight is likelier to be taken by an outgoing connection before msrun binds it.
-DEFAULT_PORT_RANGE = (29500, 29899)
 # Versions that must agree on every node of one job (a mixed cluster fails late and obscurely).
 SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
 

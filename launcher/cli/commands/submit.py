@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
         master_port: Optional[int] = typer.Option(None, "--master-port", help="Pin msrun's master port."),
+        master_port_range: Optional[str] = typer.Option(
+            None, "--master-port-range", envvar="ALAUNCH_MASTER_PORT_RANGE",
+            help="Where node 0's free master port is picked, LO-HI (default 29500-29899: clear of HCCL's)."),
         bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
         cluster_time_out: int = typer.Option(600, "--cluster-time-out", help="Seconds msrun waits for all nodes."),
@@ -50,8 +53,11 @@ def register(app: typer.Typer) -> None:
         env = environment.current()
         say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
         from launcher.core.cards import parse_devices
+        from launcher.core.plan import DEFAULT_PORT_RANGE, parse_port_range
         opts = SubmitOptions(tuple(sets), master_port, bin_dir, cluster_time_out, check_mindformers,
                              ssh_config=str(ssh_config) if ssh_config else None,
+                             master_port_range=parse_port_range(master_port_range) if master_port_range
+                             else DEFAULT_PORT_RANGE,
                              devices=parse_devices(devices) if devices is not None else None, wait=wait, poll=poll)
         factory = runner_factory(known_hosts, ssh_config, accept_new)
         from launcher.cli import slurm
