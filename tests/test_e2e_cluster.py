@@ -101,10 +101,12 @@ def test_sshd_down_at_launch_starts_nothing(cluster_sshd, tmp_path, monkeypatch)
 
 
 # ------------------------------------------------------------ a cluster shaped like a real one
-def _job_with_args(path: Path, args: list[str]) -> Path:
+def _job_with_args(path: Path, args: list[str], msrun_args: list[str] | None = None) -> Path:
     import yaml
     job = yaml.safe_load(path.read_text())
     job["entry"]["args"] = args
+    if msrun_args:
+        job["msrun_args"] = msrun_args
     path.write_text(yaml.safe_dump(job))
     return path
 
@@ -113,12 +115,15 @@ def test_shared_workdir_unprivileged_user_chatty_shell_cann_stub(real_cluster, t
     """Two hosts whose workdir is ONE directory (/srv/shared), reached as an unprivileged
     user whose shell prints banners on every command, with CANN's set_env.sh at its usual
     path: real msrun, one worker each, identical LoRA weights; each node's own state; the
-    stub's variable reached the job; fetch takes the shared files once."""
+    stub's variable reached the job; fetch takes the shared files once. The job file passes
+    an msrun option (``msrun_args``): checked against the host's msrun at preflight, taken by
+    the real msrun (an unknown one makes msrun exit 2 before any worker starts)."""
     from tests.cluster.cluster import CANN_STUB_VAR, UID, USER
     from launcher.ops.collect import fetch_job
     monkeypatch.chdir(tmp_path)
     toy = write_toy_data(tmp_path / "toy")
-    job = _job_with_args(write_job(tmp_path, toy, epochs=1, name="shared"), ["--require_env", CANN_STUB_VAR])
+    job = _job_with_args(write_job(tmp_path, toy, epochs=1, name="shared"), ["--require_env", CANN_STUB_VAR],
+                         msrun_args=["--tail_worker_log=-1"])
     hosts = real_cluster.hosts_as_launcher_hosts(slots=1, user=USER, workdir="/srv/shared")
     with Registry(tmp_path / "state" / "r.sqlite3") as registry:
         service = _service(real_cluster, registry, tmp_path / "state")
