@@ -27,3 +27,28 @@ def test_input_error_names_file_line_and_key():
     assert err.exit_code == ExitCode.USAGE
     err = InputError("unknown key", source="jobs/a.yaml", key="overrides.model")
     assert str(err) == "jobs/a.yaml: overrides.model: unknown key"
+
+
+def test_status_table_keeps_node_host_state_at_80_columns():
+    """`status` piped (80 columns) used to collapse host/node/state to nothing (┏┳┳┳┳┳━━━ detail)."""
+    import io
+
+    from rich.console import Console
+
+    from launcher.cli.commands.jobs import status_table
+    from launcher.ops.launch import NodeStatus
+    from launcher.ops.registry import JobRecord
+
+    record = JobRecord(id="fail1-20261130-040000-abcd", name="fail1", kind="finetune", state="running",
+                       spec_text="", config_text="", config_sha256="", hostfile_text="",
+                       created_at="", started_at=None, ended_at=None, reason=None)
+    statuses = [NodeStatus(0, "10.213.0.10", "running", None, 3, "rank 0: step 12/400, loss 1.29; " * 4),
+                NodeStatus(1, "10.213.0.11", "unknown", None, 0, "unreachable since 10:02:03 (connect timed out "
+                           "after 10 s: no route to host 10.213.0.11 port 22)")]
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(status_table(record, statuses))
+    text = out.getvalue()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    for value in ("10.213.0.10", "10.213.0.11", "running", "unknown"):
+        assert value in text, text
+    assert "unreachable" in text and "10:02:03" in text  # the detail folds, it is not cut away

@@ -26,6 +26,11 @@ def test_demo_teaches_the_tiny_model_something(tmp_path):
                           timeout=880)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "$ alaunch submit jobs/tiny_lora_cpu.yaml --local --slots 2" in proc.stdout  # commands are shown
+    # a short story, not a dump: 5,619 lines before issue 19's live view, ~370 after (docs/reliability.md)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) < 800, len(lines)
+    assert sum("step:[" in ln for ln in lines) < 20  # progress lines, not every raw loss line
+    assert any("first step done" in ln for ln in lines) and any("training over" in ln for ln in lines)
 
     def accuracy(prefix: str) -> float:
         (run,) = [p for p in runs.iterdir() if p.name.startswith(prefix + "-2")]

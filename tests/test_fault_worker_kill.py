@@ -61,8 +61,8 @@ def test_msrun_line_names_the_rank_by_pid_and_marks_its_stream():
     failure = job.feed_msrun("h1", MSRUN_LINE.format(pid=41, code=-9))
     assert (failure.host, failure.rank, failure.kind, failure.fatal) == ("h1", 3, "worker_exit", True)
     assert failure.message == "worker process 41 (rank 3) was killed by signal 9 (SIGKILL), as msrun reported"
-    assert job.first_failure is failure and job.states[("h1", 3)].failure is failure
-    assert job.states[("h1", 2)].failure is None
+    assert job.first_failure is failure  # a process fact, as msrun saw it
+    assert job.states[("h1", 3)].failure is None and job.states[("h1", 2)].failure is None  # logs: silent
     assert failure.lines == (MSRUN_LINE.format(pid=41, code=-9),)  # the evidence, shown under it
 
 
@@ -77,14 +77,17 @@ def test_msrun_line_without_a_known_pid():
     assert failure.rank is None and failure.message.startswith("worker process 7 was killed by signal 9")
 
 
-def test_a_traceback_before_msrun_stays_the_first_failure():
+def test_a_traceback_before_msrun_explains_the_failure_msrun_reports():
     job = JobLogs()
     for line in ("Traceback (most recent call last):", '  File "train.py", line 3, in <module>',
                  "ValueError: bad batch"):
-        job.feed("h1", 1, line)
+        assert job.feed("h1", 1, line) is None  # the traceback alone is not a failure
+    assert job.first_failure is None
     job.note_worker("h1", 9, 1)
-    assert job.feed_msrun("h1", MSRUN_LINE.format(pid=9, code=1)) is None
-    assert job.first_failure.kind == "traceback" and job.states[("h1", 1)].failure.kind == "traceback"
+    failure = job.feed_msrun("h1", MSRUN_LINE.format(pid=9, code=1))
+    assert failure is not None and failure.kind == "worker_exit" and failure.rank == 1
+    assert "ValueError: bad batch" in failure.cause and failure.lines[-1] == "ValueError: bad batch"
+    assert job.states[("h1", 1)].failure.kind == "traceback"
 
 
 def test_follow_script_maps_worker_pids_and_sends_msrun_after_the_workers(tmp_path):
@@ -93,7 +96,11 @@ def test_follow_script_maps_worker_pids_and_sends_msrun_after_the_workers(tmp_pa
     (root / "msrun_log").mkdir()
     (root / "state" / "pid").write_text(f"1 {os.getpid()}\n")  # supervisor: this test
     launcher_log = root / "state" / "launcher.log"
-    launcher_log.write_text("[WARNING] ME(21) Distributed job is spawned.\n")
+    # msrun's own line, then a worker's line that msrun's `tail -f` copied (--join=True): only
+    # the first is sent from this file (the worker's comes from worker_N.log)
+    launcher_log.write_text("[WARNING] ME(21:1,MainProcess):2026-11-28-16:51:20.000.000 [mindspore/parallel/"
+                            "cluster/process_entity/_api.py:250] Distributed job is spawned.\n"
+                            "copied worker line\n")
     q, stop, t = _stream(root)
     worker = None
     try:
@@ -113,6 +120,7 @@ def test_follow_script_maps_worker_pids_and_sends_msrun_after_the_workers(tmp_pa
         got = _take(q, lambda e: "Worker process" in e.text)
         texts = [e.text for e in got if e.kind == "line"]
         assert "last words" in texts and texts.index("last words") < len(texts) - 1, texts
+        assert "copied worker line" not in texts
         assert got[-1].role == "msrun" and got[-1].rank is None
         worker.kill()
         worker.wait()

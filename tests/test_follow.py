@@ -29,9 +29,11 @@ PY = __import__("sys").executable
 
 
 def test_parse_message_lines_ends_and_noise():
-    ev = parse_message("h1", "L\t3\tworker\tloss: 1.0\tstill text", 7.0)
-    assert ev == Event("h1", "line", 3, "worker", "loss: 1.0\tstill text", 7.0)
-    assert parse_message("h1", "L\t\tscheduler\tup").rank is None
+    ev = parse_message("h1", "L\t3\tworker\t2:1234\tloss: 1.0\tstill text", 7.0)
+    assert ev == Event("h1", "line", 3, "worker", "loss: 1.0\tstill text", 7.0, "2", 1234)
+    assert parse_message("h1", "L\t\tscheduler\t0:3\tup").rank is None
+    ev = parse_message("h1", "F\t2\t99\t/r/msrun_log/worker_3.log")
+    assert (ev.kind, ev.fid, ev.end, ev.text) == ("file", "2", 99, "/r/msrun_log/worker_3.log")
     assert parse_message("h1", "X\t1").exit_code == 1
     assert parse_message("h1", "X\t?").exit_code is None
     assert parse_message("h1", "H").kind == "beat"
@@ -41,7 +43,8 @@ def test_parse_message_lines_ends_and_noise():
 def test_argv_carries_the_request_as_one_element():
     argv = follow_argv("/opt/py 3/python3", "/root/a b/'; rm -rf ~'", follow=True)
     assert argv[0] == "/opt/py 3/python3" and argv[1] == "-c"
-    assert wire.decode(argv[3]) == {"op": "follow", "root": "/root/a b/'; rm -rf ~'", "follow": True}
+    assert wire.decode(argv[3]) == {"op": "follow", "root": "/root/a b/'; rm -rf ~'", "follow": True,
+                                    "offsets": {}}
     assert wire.decode(tail_argv("python3", "/x")[3]) == {"op": "tail", "root": "/x"}
 
 
@@ -89,13 +92,17 @@ def test_failure_shows_under_the_bar_and_fits_100_columns():
     job.feed("10.213.0.11", 1, "{ Epoch:[  1/  5], step:[   98/  234], loss: 1.292, per_step_time: 383209ms")
     job.feed("10.213.0.11", 1, "Traceback (most recent call last):")
     job.feed("10.213.0.11", 1, "ValueError: " + "x" * 200)
+    job.note_worker("10.213.0.11", 77, 1)
+    job.feed_msrun("10.213.0.11", "[ERROR] ME(1:2,MainProcess):2026-11-28-10:39:58.391.000 [mindspore/parallel/"
+                                  "cluster/process_entity/_api.py:364] Worker process 77 exit with exception. "
+                                  "Error code: 1.")
     out = io.StringIO()
     Console(file=out, width=100, force_terminal=True, color_system=None).print(
         progress_renderable(build_view(job)))
     lines = out.getvalue().splitlines()
     assert all(len(line) <= 100 for line in lines), lines
     assert "epoch 1/5 step 98/1170 | loss 1.292 | 383.2 s/step | ETA 114:06:40" in lines[0]  # global steps
-    assert lines[1].startswith("FAILED 10.213.0.11/rank 1: ValueError: xxx")
+    assert lines[1].startswith("FAILED 10.213.0.11/rank 1: Python exception on this rank: ValueError: xxx")
 
 
 def test_parse_since():
@@ -190,3 +197,119 @@ def test_missing_job_dir_is_an_end_with_a_reason(tmp_path):
     ev = _take(q, lambda e: e.kind == "end")[-1]
     t.join(5)
     assert ev.text.startswith("!no job directory") and ev.exit_code is None
+
+
+def test_reconnects_resume_every_file_at_its_offset_nothing_lost_or_doubled(tmp_path):
+    """The real FOLLOW script, cut twice mid-stream (what the follower does when a node's
+    heartbeat stops): the numbered sequence arrives once each, in order."""
+    root = tmp_path / "job"
+    (root / "state").mkdir(parents=True)
+    (root / "msrun_log").mkdir()
+    (root / "state" / "pid").write_text(f"1 {__import__('os').getpid()}\n")
+    log = root / "msrun_log" / "worker_0.log"
+    n = 6000
+
+    def write():
+        with log.open("a") as fh:
+            for i in range(1, n + 1):
+                fh.write(f"line {i:05d}\n")
+                if i % 200 == 0:
+                    fh.flush()
+                    time.sleep(0.05)
+        (root / "state" / "exit_code").write_text("0\n")
+
+    q: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    node = NodeStream(LocalRunner(Host("localhost", 1)), lambda offsets: follow_argv(PY, str(root), True, offsets=offsets),
+                      q, stop, backoff=(0.05,))
+    writer = threading.Thread(target=write)
+    writer.start()
+    node.start()
+    try:
+        got = _take(q, lambda e: e.kind == "line" and e.text == "line 01000", timeout=20)
+        node.give_up()
+        got += _take(q, lambda e: e.kind == "line" and e.text == "line 03000", timeout=20)
+        node.give_up()
+        got += _take(q, lambda e: e.kind == "end", timeout=30)
+    finally:
+        stop.set()
+        writer.join()
+        node.join(5)
+    lines = [e.text for e in got if e.kind == "line"]
+    assert lines == [f"line {i:05d}" for i in range(1, n + 1)]
+    assert [e.kind for e in got].count("lost") == 2 and node.attempts == 3
+    assert node.offsets_copy()[str(log)][1] == log.stat().st_size
+
+
+def test_a_later_follower_reads_only_new_lines(tmp_path):
+    """Offsets kept in the state dir: a reattach after 10,000 lines reads only what is new."""
+    from launcher.ops.follow import load_offsets, save_offsets
+
+    root = tmp_path / "job"
+    (root / "state").mkdir(parents=True)
+    (root / "msrun_log").mkdir()
+    log = root / "msrun_log" / "worker_0.log"
+    log.write_text("".join(f"old {i}\n" for i in range(10_000)))
+    (root / "state" / "exit_code").write_text("0\n")
+
+    def follow(offsets):
+        q: queue.Queue = queue.Queue()
+        node = NodeStream(LocalRunner(Host("localhost", 1)),
+                          lambda o: follow_argv(PY, str(root), True, offsets=o), q, threading.Event(), offsets=offsets)
+        node.start()
+        got = _take(q, lambda e: e.kind == "end", timeout=30)
+        node.join(5)
+        return [e.text for e in got if e.kind == "line"], node.offsets_copy()
+
+    first, offsets = follow(None)
+    assert len(first) == 10_000
+    saved = tmp_path / "state" / "follow" / "job.json"
+    save_offsets(saved, {"localhost": offsets})
+    with log.open("a") as fh:
+        fh.write("new 1\nnew 2\n")
+    again, _ = follow(load_offsets(saved)["localhost"])
+    assert again == ["new 1", "new 2"]
+    # a rotated file (another inode) is read from its start
+    log.rename(log.with_suffix(".old"))
+    log.write_text("fresh\n")
+    fresh, _ = follow(load_offsets(saved)["localhost"])
+    assert fresh == ["fresh"]
+
+
+def test_story_of_the_real_4card_log_is_short_and_says_what_happened(monkeypatch):
+    """The default view fed the real 2,106-line worker_0.log: milestones, each warning once, the
+    progress, in a few dozen lines (the firehose is for --verbose)."""
+    from launcher.cli import environment
+    from launcher.cli.logview import LinePrinter
+    from launcher.cli.live import StorySink
+    from launcher.ops.follow import short_warning, story_kind
+
+    assert story_kind("2024-07-06 22:13:01,972 - mindformers[mindformers/trainer/base_trainer.py:779] - INFO - "
+                      ".........Training Over!.............") == ("milestone", "training over")
+    assert story_kind("[WARNING] HCCL(9,python):2024-01-01-00:00:00.000.000 [x.cc:1] HcclInit failed, use "
+                      "default")[0] == "warning"
+    assert story_kind("EE9999: Inner Error!")[0] == "error"
+    assert short_warning("2026-11-30 04:19:49,511 - mindformers[mindformers/tools/register/template.py:84] - "
+                         "WARNING - The input config moe_config is empty.") == \
+        "(template.py:84) The input config moe_config is empty."
+
+    out = io.StringIO()
+    console = Console(file=out, width=100, color_system=None, no_color=True)
+    env = environment.current()
+    monkeypatch.setattr(env, "stdout", console, raising=False)
+    sink = StorySink(LinePrinter(tagged=True, raw=False), live=False, every=3600)
+    job = JobLogs()
+    lines = (FIX / "train-run-4card" / "worker_0.log").read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        job.feed("h0", 0, line)
+        sink.line("h0", 0, line)
+        sink.progress(build_view(job))
+    sink.finish()
+    story = out.getvalue().splitlines()
+    assert len(lines) > 2000 and len(story) < 80, "\n".join(story)
+    text = "\n".join(story)
+    for what in ("cluster built", "compiling the graph", "first step done", "checkpoint saved at step 536/1170",
+                 "training over", "warnings:"):
+        assert what in text, text
+    assert "epoch 5/5 step 1170/1170 | loss 1.086" in text
+    assert sum("step:[" in ln for ln in story) == 0  # no raw loss lines

@@ -28,7 +28,19 @@ def load_dataset(path):
     if not os.path.exists(path):
         raise FileNotFoundError("dataset not found: " + path)
 
+handled_at = int(os.environ.get("HANDLED_AT", "-1"))
 for step in range(1, steps + 1):
+    if step == handled_at:
+        # a healthy run's scary-looking lines: a handled traceback, HCCL words at INFO / WARNING
+        try:
+            load_dataset("/optional/extra_rank%d.mindrecord" % rank)
+        except FileNotFoundError:
+            import traceback
+            traceback.print_exc()
+            sys.stdout.flush()
+        print("[WARNING] HCCL(%d,python):2026-01-01-00:00:00.000.000 [hccl_init.cc:1] HcclInit failed on "
+              "device %d, use default" % (os.getpid(), rank), flush=True)
+        print(now() + " - mindformers[train.py:30] - INFO - hccl comm init: no error", flush=True)
     if rank == fail_rank and step == fail_at:
         print(now() + " - mindformers[train.py:20] - INFO - failing now", flush=True)
         load_dataset("/no/such/dataset_rank%d.mindrecord" % rank)
@@ -43,14 +55,15 @@ print(now() + " - mindformers[train.py:40] - INFO - done", flush=True)
 
 
 def write_follow_job(dirpath: Path, name: str, *, steps: int, step_s: float = 0.25,
-                     fail_rank: int = -1, fail_at: int = 3) -> Path:
+                     fail_rank: int = -1, fail_at: int = 3, handled_at: int = -1) -> Path:
     code = dirpath / f"{name}-code"
     code.mkdir(parents=True, exist_ok=True)
     (code / "train.py").write_text(WORKER, encoding="utf-8")
     job = {"name": name, "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml", "seed": 42,
            "nodes": "all", "cards_per_node": "all", "code": {"local": str(code)},
            "entry": {"script": "train.py"},
-           "env": {"STEPS": steps, "STEP_S": step_s, "FAIL_RANK": fail_rank, "FAIL_AT": fail_at}}
+           "env": {"STEPS": steps, "STEP_S": step_s, "FAIL_RANK": fail_rank, "FAIL_AT": fail_at,
+                   "HANDLED_AT": handled_at}}
     path = dirpath / f"{name}.yaml"
     path.write_text(yaml.safe_dump(job), encoding="utf-8")
     return path
@@ -99,14 +112,16 @@ def test_failure_on_rank_1_fails_the_job_names_it_and_stops_both_hosts(ssh_clust
     job = write_follow_job(tmp_path, "fail1", steps=400, step_s=0.25, fail_rank=1, fail_at=6)
     t0 = time.monotonic()
     code, out, err = run_cli("submit", str(job), "-H", str(_hostfile(ssh_cluster, tmp_path)), "--bin-dir", BIN,
-                             "--cluster-time-out", "60", "--follow", *_ssh(ssh_cluster))
+                             "--cluster-time-out", "60", "--follow", "--verbose", *_ssh(ssh_cluster))
     took = time.monotonic() - t0
     assert code == ExitCode.JOB_FAILED, err
     job_id = out.strip().splitlines()[-1]
     host1 = ssh_cluster.hosts[1].address
-    # the failing host and rank, and the traceback's last lines
-    assert f"first failure: {host1} rank 1 (traceback): FileNotFoundError: dataset not found: " \
-           f"/no/such/dataset_rank1.mindrecord" in err, err
+    # the failing host and rank (msrun's report of the worker's exit: a process fact), the cause
+    # in words from the rank's log, and the traceback's last lines
+    assert f"first failure: {host1} rank 1 (worker_exit): worker process " in err, err
+    assert "cause: Python exception on this rank: FileNotFoundError: dataset not found: " \
+           "/no/such/dataset_rank1.mindrecord" in err, err
     assert 'raise FileNotFoundError("dataset not found: " + path)' in err
     assert "load_dataset(" in err
     # lines of both hosts, tagged host/rank, arrived while following
@@ -135,7 +150,7 @@ def test_logs_follow_tags_both_hosts_survives_sigkill_and_reattaches(ssh_cluster
     job_id = out.strip().splitlines()[-1]
     # a separate alaunch follows, is SIGKILLed mid-job
     env = {**os.environ, "ALAUNCH_STATE_DIR": os.environ["ALAUNCH_STATE_DIR"]}
-    proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", job_id, "-f", *_ssh(ssh_cluster)],
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", job_id, "-f", "--verbose", *_ssh(ssh_cluster)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     deadline = time.monotonic() + 90
@@ -159,7 +174,7 @@ def test_logs_follow_tags_both_hosts_survives_sigkill_and_reattaches(ssh_cluster
         ps = ssh_cluster.exec_on(i, ["sh", "-c", "grep -l 'WORKER[.]match' /proc/[0-9]*/cmdline 2>/dev/null"])
         assert [p for p in ps.stdout.split() if "/self/" not in p] == [], ps.stdout
     # a new logs -f follows to the end: both hosts' lines, tagged, and the job's code
-    code, out, err = run_cli("logs", job_id, "-f", *_ssh(ssh_cluster))
+    code, out, err = run_cli("logs", job_id, "-f", "--verbose", *_ssh(ssh_cluster))
     assert code == ExitCode.OK, err
     for i in (0, 1):
         tag = f"{ssh_cluster.hosts[i].address}/{i}"

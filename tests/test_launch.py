@@ -140,3 +140,23 @@ def test_reach_check_passes_when_node0_is_reachable_and_names_the_node_that_is_n
     with pytest.raises(Unreachable, match=rf"node 1 \(localhost\) cannot reach node 0 at 192.0.2.1:{port}"):
         reach_check(bad, launchers, timeout=1.5)
     assert time.time() - start < 15
+def test_status_tells_a_reused_pid_from_the_supervisor(tmp_path):
+    """After a reboot the recorded supervisor pid may belong to another process: the start time
+    (/proc/PID/stat field 22) recorded next to it tells them apart."""
+    import os as _os
+
+    from tests.test_remote_scripts import run_script
+
+    with open(f"/proc/{_os.getpid()}/stat") as f:
+        start = f.read().rsplit(")", 1)[1].split()[19]
+
+    def status(pid_text: str) -> dict:
+        (tmp_path / "pid").write_text(pid_text)
+        from launcher.remote import wire
+        res = run_script("launch", {"op": "status", "state_dir": str(tmp_path), "job_id": "no-such-job"})
+        return wire.answer(res.stdout)
+
+    me = _os.getpid()
+    assert status(f"1 {me} 1 {start}\n")["supervisor_alive"] is True
+    assert status(f"1 {me} 1 {int(start) + 12345}\n")["supervisor_alive"] is False  # same pid, not ours
+    assert status(f"1 {me}\n")["supervisor_alive"] is True  # a pid file from before this change

@@ -119,43 +119,16 @@ def test_19_checkpoint_lines_give_paths():
     assert [(c.step, c.path) for c in st.checkpoints] == [(7, "/w/output/checkpoint/iteration_00000007/model-0000001-0000002")]
 
 
-# Failure text in real formats: msrun's messages (mindspore/parallel/cluster/process_entity/_api.py,
-# printed by its mindspore.log logger, copied from a real failing msrun here); MindSpore's cluster
-# messages (libmindspore_cluster.so strings; "Time out nodes are" is the older wording issue 6
-# names); HCCL lines as CANN prints them (from public Ascend issue reports); MindFormers' two formats.
-FAILURES = [
-    ("worker_exit", True, "[ERROR] ME(10534:140159504735104,MainProcess):2026-11-28-10:39:58.391.000 "
-     "[mindspore/parallel/cluster/process_entity/_api.py:364] Worker process 10561 exit with exception. "
-     "Error code: 1."),
-    ("scheduler_exit", True, "[ERROR] ME(10534:1401,MainProcess):2026-11-28-10:39:58.391.000 "
-     "[mindspore/parallel/cluster/process_entity/_api.py:384] Scheduler process 10540 exit with exception."),
-    ("job_exit", True, "RuntimeError: Distributed job exited with exception. Please check logs in directory: /tmp/l."),
-    ("cluster_timeout", True, "[ERROR] DISTRIBUTED(1,ffff,python):2024-07-06-20:58:52.671.968 "
-     "[mindspore/ccsrc/distributed/cluster/topology/meta_server_node.cc:521] Time out nodes are: [1, 3]"),
-    ("cluster_timeout", True, "[ERROR] DISTRIBUTED(1,ffff,python):2026-01-01-00:00:00.000.000 "
-     "[cluster_context.cc:200] BuildCluster] Topology build timed out."),
-    ("cluster_timeout", True, "[WARNING] DISTRIBUTED(1,f,python):2026-01-01-00:00:00.000.000 [meta_server_node.cc:1] "
-     "The total number of timed out node is 1. Timed out node list is: [const vector]{1}, worker 1 is the "
-     "first one timed out, please check its log."),
-    ("hccl", True, "[ERROR] HCCL(2717288,python3):2025-07-23-03:49:57.177.194 [hccl_socket_manager.cc:778] "
-     "[2734049][Wait][LinkEstablish]wait socket establish timeout, role[1] rank[12] timeout[120]"),
-    ("hccl", True, "EI0006: 2024-08-05-18:15:21.270.506 Getting socket times out. Reason: Remote Rank did "
-     "not send the data in time."),
-    ("error", False, "2024-07-06 21:00:00,000 - mindformers[mindformers/trainer/base_trainer.py:1] - ERROR - "
-     "something went wrong"),
-    ("error", False, "[ERROR] 2024-07-25 22:39:13,312 [mindformers/trainer/base_trainer.py:1] run: boom"),
-]
-
-
-@pytest.mark.parametrize("kind,fatal,line", FAILURES, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(FAILURES)])
-def test_failure_recognisers(kind, fatal, line):
-    assert logparse.match_failure(line) == (kind, fatal, line.strip())
+# The failure-signature table has its own tests (tests/test_signatures.py, one per row, on real
+# text); here: how one stream records what it saw.
+def test_fatal_line_is_evidence_and_error_lines_are_counted():
     st = LogState(host="h", rank=1)
-    st.feed(line)
-    if fatal:
-        assert st.failure is not None and st.failure.kind == kind and st.failure.rank == 1
-    else:
-        assert st.failure is None and st.errors[0].kind == "error"
+    st.feed("EI0006: 2024-08-05-18:15:21.270.506 Getting socket times out. Reason: Remote Rank did "
+            "not send the data in time.")
+    assert st.failure is not None and st.failure.kind == "hccl_connect_timeout" and st.failure.rank == 1
+    st = LogState()
+    st.feed("2024-07-06 21:00:00,000 - mindformers[mindformers/trainer/base_trainer.py:1] - ERROR - boom")
+    assert st.failure is None and st.errors[0].kind == "error_line"
 
 
 def test_retry_and_normal_hccl_lines_are_not_failures():
@@ -195,13 +168,17 @@ def test_traceback_block():
     assert st.failure is not None and st.failure.kind == "traceback"
 
 
-def test_job_logs_names_first_failing_stream_in_arrival_order():
+def test_job_failure_comes_from_msrun_reports_not_log_lines():
     job = JobLogs()
     assert job.feed("a", 0, "2024-07-06 21:00:00,000 - mindformers[x] - INFO - fine") is None
-    lines = TRACEBACK.splitlines()
-    revealed = [job.feed("b", 1, line) for line in lines]
-    assert [r is not None for r in revealed].count(True) == 1
-    job.feed("a", 0, FAILURES[0][2])  # msrun on host a reports the worker exit later
-    assert job.first_failure is not None and (job.first_failure.host, job.first_failure.rank) == ("b", 1)
+    for line in TRACEBACK.splitlines():
+        assert job.feed("b", 1, line) is None
+    assert job.first_failure is None and job.log_failure() is not None
+    job.note_worker("b", 4242, 1)
+    fact = job.feed_msrun("b", "[ERROR] ME(1:2,MainProcess):2026-11-28-10:39:58.391.000 [mindspore/parallel/"
+                               "cluster/process_entity/_api.py:364] Worker process 4242 exit with exception. "
+                               "Error code: 1.")
+    assert fact is not None and (fact.host, fact.rank) == ("b", 1)
+    assert "FileNotFoundError: dataset not found" in fact.cause and fact.lines[0].startswith("Traceback")
     tb = job.best_traceback()
     assert tb is not None and tb.message.startswith("FileNotFoundError")

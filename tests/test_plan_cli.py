@@ -35,7 +35,19 @@ def test_jobs_status_cancel_from_the_registry(run_cli):
         registry.set_state(rec.id, "failed", "node 0 exited with code 1")
     code, out, _ = run_cli("status", rec.id)
     assert code == ExitCode.JOB_FAILED and "node 0 exited with code 1" in out
-    code, _, err = run_cli("cancel", rec.id)
-    assert code == ExitCode.USAGE and "already failed" in err
+    # cancel of an ended job still looks for survivors; a node it cannot reach is said, not hidden
+    code, out, err = run_cli("cancel", rec.id)
+    assert code == ExitCode.JOB_UNKNOWN and "h1: not verified" in out and f"{rec.id}: failed" in out, (out, err)
     rows = json.loads(run_cli("jobs", "--json")[1])
     assert [(r["id"], r["state"], r["nodes"][0]["host"]) for r in rows] == [(rec.id, "failed", "h1")]
+
+
+def test_jobs_table_keeps_id_and_state_at_80_columns(run_cli):
+    with Registry.in_state_dir() as registry:
+        rec = registry.create_job("a-job-with-a-long-name", "finetune", nodes=[("10.213.0.10", "/x"), ("10.213.0.11", "/y")],
+                                  state="failed")
+        registry.set_state(rec.id, "failed", "node 1 (10.213.0.11) exited with code 1: " + "a long reason " * 8)
+    code, out, _ = run_cli("jobs")
+    assert code == 0
+    assert rec.id in out and "failed" in out, out  # not collapsed to nothing
+    assert all(len(line) <= 80 for line in out.splitlines()), out

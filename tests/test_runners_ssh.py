@@ -94,3 +94,36 @@ def test_tcp_nodelay_round_trip_is_fast(ssh_cluster):
     best = min(r.run(["true"]).duration for _ in range(5))
     assert best < 0.035  # with Nagle + delayed ACK a round trip waits ~40 ms
     r.close()
+
+
+def test_stream_ends_when_the_transport_dies_no_busy_loop(ssh_cluster):
+    """A dead transport sets the channel `closed`, never `eof_received`, and select() returns at
+    once on it: the stream loop used to spin a core forever. It must return, quickly, idle."""
+    import resource
+    import threading
+    import time
+
+    r = runner(ssh_cluster, 2)
+    got: list[str] = []
+    first = threading.Event()
+
+    def on_line(line: str):
+        got.append(line)
+        first.set()
+
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", r.stream(
+        ["sh", "-c", "echo up; sleep 60"], on_line)), daemon=True)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t.start()
+    assert first.wait(20) and got == ["up"]
+    transport = r.connection.client.get_transport()
+    transport.sock.close()  # the link dies under paramiko
+    t0 = time.monotonic()
+    t.join(15)
+    took = time.monotonic() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    assert not t.is_alive(), "stream() still looping on a dead transport"
+    assert result["r"].exit_code is None and took < 15
+    assert (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime) < 5  # no spinning core
+    r.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -128,3 +129,40 @@ def test_logs_names_failing_rank_of_a_real_msrun_job(run_cli, tmp_path, monkeypa
     st = LogState(host="node0").feed_lines((proc.stdout + proc.stderr).splitlines())
     st.finish()
     assert st.failure is not None
+
+
+def _cut_eval_log(tmp_path: Path, stop_before: str = "Step[1200/2067]") -> Path:
+    """The real fine-tuned eval log as if the run had died before example 1200 of 2067."""
+    text = (FIX / "train-run-1card" / "test_eval_finetune.log").read_text(encoding="utf-8")
+    cut = tmp_path / "test_eval_cut.log"
+    cut.write_text(text[:text.index(stop_before)].rsplit("\n", 1)[0] + "\n", encoding="utf-8")
+    return cut
+
+
+def test_score_squad_says_incomplete_with_the_numbers(run_cli, tmp_path):
+    cut = _cut_eval_log(tmp_path)
+    code, out, err = run_cli("score", "squad", str(cut))
+    assert code == 0, err
+    assert "over 1199 examples" in out and "incomplete: 1199 of 2067 examples" in out
+    code, out, _ = run_cli("score", "squad", str(cut), "--json")
+    data = json.loads(out)
+    assert data["count"] == 1199 and data["complete"] is False and data["expected"] == 2067
+    # the whole log is complete
+    code, out, _ = run_cli("score", "squad", str(FIX / "train-run-1card" / "test_eval_finetune.log"), "--json")
+    data = json.loads(out)
+    assert data["complete"] is True and data["expected"] == 2067 and data["count"] == 2067
+
+
+def test_logs_summary_marks_a_cut_eval_log_and_a_cut_train_log_incomplete(run_cli, tmp_path):
+    cut = _cut_eval_log(tmp_path)
+    code, out, err = run_cli("logs", str(cut), "--json")
+    data = json.loads(out)
+    assert data["status"] == "incomplete" and data["streams"][0]["complete"] is False
+    assert data["streams"][0]["steps_done"] == 1199 and data["streams"][0]["steps_total"] == 2067
+    train = (FIX / "train-run-4card" / "worker_0.log").read_text(encoding="utf-8").splitlines()[:1500]
+    (tmp_path / "worker_0.log").write_text("\n".join(train) + "\n", encoding="utf-8")
+    code, out, err = run_cli("logs", str(tmp_path / "worker_0.log"), "--summary")
+    assert code == 0 and "incomplete: stopped at" in re.sub(r"\s*│\s*", " ", out), out
+    # the real complete run reads ok
+    code, out, _ = run_cli("logs", str(FIX / "train-run-4card" / "worker_0.log"), "--json")
+    assert json.loads(out)["status"] == "ok"

@@ -1,8 +1,16 @@
 """The terminal side of following a job (``logs JOB [-f]`` and ``submit --follow``).
 
-Two sinks for :class:`launcher.ops.follow.Follower`: :class:`LiveSink` (a rich Live bar under
-the scrolling, rank-coloured log on a terminal) and :class:`PlainSink` (plain tagged lines
-for pipes and ``--raw``; notes on stderr). :func:`follow_job` wires a registry record to
+Sinks for :class:`launcher.ops.follow.Follower`:
+
+* :class:`StorySink`, the default: what a person reads. Milestones (cluster built, compiling,
+  checkpoint saved, eval done), each warning once with its repeats counted, errors and
+  tracebacks in full, and the progress — on a terminal one live line for the job plus one per
+  node that is not simply running (``unreachable since 10:02:03``); in a pipe a plain progress
+  line every ``--progress-every`` seconds. Measured reason: ``make demo`` printed 5,500 lines,
+  5,300 of them raw MindFormers output (config dumps, deprecation warnings, progress bars).
+* ``--verbose`` (or ``--raw``, ``--grep``, ``--since``, which filter lines): every line, tagged
+  host/rank — :class:`LiveSink` (a rich Live bar under the scrolling, rank-coloured log) on a
+  terminal, :class:`PlainSink` (plain tagged lines, notes on stderr) in a pipe. :func:`follow_job` wires a registry record to
 a Follower and prints the end report; :func:`parse_since` reads ``--since``.
 """
 
@@ -17,9 +25,15 @@ from rich.live import Live
 from launcher.cli import environment
 
 from launcher.ops import registry as reg
-from launcher.cli.logview import LinePrinter, compile_grep, summary_payload, summary_table
+from launcher.cli.logview import LinePrinter, compile_grep, failure_lines, label, summary_payload, summary_table
 from launcher.errors import ExitCode, InputError
-from launcher.ops.follow import Follower, FollowResult, ProgressView, progress_renderable
+import time
+
+from rich.console import Group
+from rich.text import Text
+
+from launcher.ops.follow import (Follower, FollowResult, NodeView, ProgressView, UNREACHABLE_AFTER,
+                                 build_view, progress_renderable, short_warning, story_kind, view_text)
 from launcher.core.hostfile import Host, parse_hostfile
 from launcher.ops.service import STATE_EXIT, JobService
 
@@ -65,6 +79,134 @@ class PlainSink:
     def note(self, text: str) -> None:
         environment.current().stderr.print(f"alaunch: {text}", markup=False, highlight=False, soft_wrap=True)
 
+    def msrun(self, host: str, text: str) -> None:
+        if story_kind(text)[0] == "error":
+            self.note(f"{host}: msrun: {text.strip()}")
+
+    def nodes(self, views: list[NodeView]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class StorySink:
+    """The default view: a short story of the job, not a dump of its logs (see the module doc)."""
+
+    def __init__(self, printer: LinePrinter, *, live: bool, every: float = 10.0):
+        self.printer = printer
+        self.console = environment.current().stdout
+        self.every = every
+        self.warnings: dict[str, list] = {}  # key -> [count, first text, host/rank]
+        self.milestones: set[tuple[str, int | None]] = set()
+        self.in_traceback: set[tuple[str, int | None]] = set()
+        self.view = ProgressView("unknown")
+        self.node_views: list[NodeView] = []
+        self.last_progress = 0.0
+        self.printed_progress: tuple | None = None
+        self.first_step = False
+        self.live = Live(self._renderable(), console=self.console, refresh_per_second=4, transient=True,
+                         redirect_stdout=False, redirect_stderr=False) if live else None
+
+    def __enter__(self) -> "StorySink":
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    # -- output
+    def _say(self, text: str, style: str = "") -> None:
+        if self.console.no_color or not style:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.console.print(Text(text, style=style), soft_wrap=True, highlight=False)
+        self.printer.printed += 1
+
+    def _renderable(self):
+        parts = [progress_renderable(self.view)]
+        for v in self.node_views:
+            if v.state != "running":
+                parts.append(Text(f"  {v.host} (node {v.node_rank}): {v.label}",
+                                  style="bold yellow" if v.state == "unreachable" else ""))
+        return Group(*parts)
+
+    # -- the sink protocol
+    def line(self, host: str, rank: int | None, text: str) -> None:
+        if not self.printer.wants(host, rank):
+            return
+        who = label(host, rank)
+        key = (host, rank)
+        if key in self.in_traceback:
+            self._say(f"{who:<12} | {text}", "red")
+            if text[:1] and not text[:1].isspace() and not text.startswith(("Traceback", "During handling",
+                                                                            "The above exception")):
+                self.in_traceback.discard(key)
+            return
+        kind, what = story_kind(text)
+        if kind == "milestone":
+            done = self.view.done
+            if (what, done) not in self.milestones:
+                self.milestones.add((what, done))
+                at = f" at {'step' if self.view.kind == 'train' else 'example'} {done}/{self.view.total}" \
+                    if done is not None and what != "cluster built" else ""
+                self._say(f"{time.strftime('%H:%M:%S')} {who}: {what}{at}", "bold")
+        elif kind == "traceback":
+            self.in_traceback.add(key)
+            self._say(f"{who:<12} | {text}", "red")
+        elif kind == "error":
+            self._say(f"{who:<12} | {text}", "red")
+        elif kind == "warning":
+            seen = self.warnings.get(what)
+            if seen is None:
+                short = short_warning(text)
+                self.warnings[what] = [1, short, who]
+                self._say(f"{who:<12} | warning {short[:200]}", "yellow")
+            else:
+                seen[0] += 1
+
+    def progress(self, view: ProgressView) -> None:
+        self.view = view
+        if view.done is not None and not self.first_step:
+            self.first_step = True
+            self._say(f"{time.strftime('%H:%M:%S')} first {'step' if view.kind == 'train' else 'example'} "
+                      f"done (graph compiled): {view_text(view)}", "bold")
+            self.last_progress = time.monotonic()
+        if self.live is not None:
+            self.live.update(self._renderable())
+            return
+        now = time.monotonic()
+        facts = (view.done, view.total)
+        if view.done is not None and now - self.last_progress >= self.every and facts != self.printed_progress:
+            self.last_progress, self.printed_progress = now, facts
+            self._say(f"{time.strftime('%H:%M:%S')} {view_text(view)}")
+
+    def note(self, text: str) -> None:
+        self._say(f"alaunch: {text}", "bold")
+
+    def msrun(self, host: str, text: str) -> None:
+        if story_kind(text)[0] == "error":
+            self._say(f"{host}: msrun: {text.strip()}", "red")
+
+    def nodes(self, views: list[NodeView]) -> None:
+        self.node_views = views
+        if self.live is not None:
+            self.live.update(self._renderable())
+
+    def finish(self) -> None:
+        """The last progress line and the warnings with their counts."""
+        if self.view.done is not None and (self.view.done, self.view.total) != self.printed_progress:
+            self._say(f"{time.strftime('%H:%M:%S')} {view_text(self.view)}")
+        repeated = sorted(((v[0], k, v) for k, v in self.warnings.items() if v[0] > 1), reverse=True)
+        if self.warnings:
+            total = sum(v[0] for v in self.warnings.values())
+            self._say(f"warnings: {len(self.warnings)} distinct, {total} in all"
+                      + (" (--verbose shows every line)" if repeated else ""))
+        for count, _, (n, text, who) in repeated[:5]:
+            self._say(f"  x{count}  {who}: {text[:160]}")
+
 
 class LiveSink(PlainSink):
     """A progress bar kept under the scrolling log (rich Live); lines printed through it."""
@@ -89,6 +231,10 @@ class LiveSink(PlainSink):
     def note(self, text: str) -> None:
         self.console.print(f"alaunch: {text}", style="bold", markup=False, highlight=False, soft_wrap=True)
 
+    def msrun(self, host: str, text: str) -> None:
+        if story_kind(text)[0] == "error":
+            self.note(f"{host}: msrun: {text.strip()}")
+
 
 def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
     """The end of a follow on stderr: summary, the first failure with its traceback, the state."""
@@ -98,11 +244,9 @@ def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
         streams = sorted(result.job.states.values(), key=lambda s: (s.host or "", s.rank is None, s.rank or 0))
         err.print(summary_table([s.summary() for s in streams]))
     first = summary_payload(result.job)["first_failure"]
-    if first is not None:
-        where = f"{first['host']}" + (f" rank {first['rank']}" if first["rank"] is not None else "")
-        say(f"first failure: {where} ({first['kind']}): {first['message']}")
-        for line in first["traceback"]:
-            say(f"  {line}")
+    if first is not None and (follow or result.failure is not None or not raw):
+        for line in failure_lines(first):
+            say(line)
     record = result.record
     if follow:
         say(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
@@ -112,7 +256,9 @@ def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
 
 def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[[Host], object], *,
                follow: bool = True, raw: bool = False, grep: str | None = None, rank: int | None = None,
-               node: str | None = None, since: str | None = None) -> int:
+               node: str | None = None, since: str | None = None, verbose: bool = False,
+               progress_every: float = 10.0, unreachable_after: float = UNREACHABLE_AFTER,
+               resume: bool = True) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
     from launcher.ops.slurm import is_slurm, login_view
@@ -135,11 +281,19 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     printer = LinePrinter(tagged=True, raw=raw, grep=compile_grep(grep), rank=rank, node=node,
                           since=parse_since(since))
     live = follow and not raw and env.stdout.is_terminal
-    sink = LiveSink(printer) if live else PlainSink(printer)
+    every_line = verbose or raw or grep is not None or since is not None or not follow
+    if every_line:
+        sink = LiveSink(printer) if live else PlainSink(printer)
+    else:
+        sink = StorySink(printer, live=live, every=progress_every)
+    offsets = service.state_dir / "follow" / f"{record.id}.json" if follow else None
+    if offsets is not None and not resume and offsets.exists():
+        offsets.unlink()  # --from-start: read every file from byte 0 again
     follower = Follower(record, runner_for, hosts, sink, service if follow else None, follow=follow,
-                        gang_stop=not record.terminal)
+                        gang_stop=not record.terminal, unreachable_after=unreachable_after,
+                        offsets_path=offsets)
     try:
-        if live:
+        if live or isinstance(sink, StorySink):
             with sink:
                 result = follower.run()
         else:
@@ -147,4 +301,6 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     finally:
         if stop_watch is not None:
             stop_watch.set()
+    if isinstance(sink, StorySink):
+        sink.finish()
     return report(result, raw=raw, follow=follow)

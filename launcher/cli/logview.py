@@ -81,13 +81,15 @@ def fmt_duration(seconds: float | None) -> str:
 
 def summary_payload(job: JobLogs) -> dict:
     streams = [s.summary().as_dict() for s in job.states.values()]
-    first = job.first_failure
+    first = job.verdict()
     tb = job.best_traceback()
+    statuses = [s["status"] for s in streams]
     return {
+        "status": "failed" if first is not None else "incomplete" if "incomplete" in statuses else "ok",
         "streams": streams,
         "first_failure": None if first is None else {
             "host": first.host, "rank": first.rank, "kind": first.kind, "line": first.line,
-            "message": first.message,
+            "message": first.message, "cause": first.cause, "hint": first.hint,
             "traceback": list(tb.lines) if tb is not None else list(first.lines),
         },
     }
@@ -119,7 +121,14 @@ def summary_rows(s: Summary) -> dict[str, str]:
         rows["cluster build retries"] = str(s.cluster_retries)
     if s.errors:
         rows["ERROR lines"] = str(s.errors)
-    rows["status"] = "ok" if s.failure is None else f"FAILED ({s.failure['kind']})"
+    if s.handled:
+        rows["handled errors"] = str(s.handled)
+    if s.failure is not None:
+        rows["status"] = f"FAILED: {s.failure['cause'] or s.failure['kind']}"
+    elif s.status == "incomplete":
+        rows["status"] = f"incomplete: stopped at {s.steps_done} of {s.steps_total} with no end marker"
+    else:
+        rows["status"] = "ok"
     return rows
 
 
@@ -149,10 +158,20 @@ def print_summary(job: JobLogs, *, as_json: bool, to_stderr: bool = False) -> No
     console.print(summary_table([s.summary() for s in job.states.values()]))
     first = payload["first_failure"]
     if first is not None:
-        console.print(f"first failure: {label(first['host'], first['rank'])} line {first['line']}: "
-                      f"{first['message']}", markup=False, highlight=False, soft_wrap=True)
-        for line in first["traceback"]:
-            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+        for text in failure_lines(first):
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def failure_lines(first: dict) -> list[str]:
+    """The first failure in words: where, the cause, the hint, the traceback's last lines."""
+    where = first["host"] + (f" rank {first['rank']}" if first["rank"] is not None else "")
+    out = [f"first failure: {where} ({first['kind']}): {first['message']}"]
+    if first.get("cause") and first["cause"] != first["message"]:
+        out.append(f"  cause: {first['cause']}")
+    if first.get("hint"):
+        out.append(f"  hint: {first['hint']}")
+    out += [f"  {line}" for line in first["traceback"]]
+    return out
 
 
 def compile_grep(pattern: str | None) -> re.Pattern[str] | None:

@@ -40,12 +40,12 @@ class LogFile:
     path: Path
     host: str
     rank: int | None  # None: scheduler or a file we cannot place
-    role: str  # "worker", "info", "error", "scheduler", "file"
+    role: str  # "worker", "info", "error", "scheduler", "msrun", "file"
 
     @property
     def priority(self) -> int:
         """Lower is preferred when two files carry the same rank's lines."""
-        return {"worker": 0, "info": 1, "file": 2, "error": 3, "scheduler": 4}[self.role]
+        return {"worker": 0, "info": 1, "file": 2, "error": 3, "scheduler": 4, "msrun": 5}[self.role]
 
 
 def classify_file(path: Path, host: str) -> LogFile:
@@ -54,6 +54,8 @@ def classify_file(path: Path, host: str) -> LogFile:
         return LogFile(path, host, int(m.group(1)), "worker")
     if path.name == "scheduler.log":
         return LogFile(path, host, None, "scheduler")
+    if path.name == "launcher.log" and path.parent.name == "state":
+        return LogFile(path, host, None, "msrun")  # msrun's own output: the worker exits it saw
     if path.name in ("info.log", "error.log"):
         m = _RANK_DIR.match(path.parent.name)
         return LogFile(path, host, int(m.group(1)) if m else None, path.name[:-4])
@@ -116,10 +118,18 @@ def merged_lines(files: list[LogFile]) -> Iterator[tuple[LogFile, str]]:
         yield lf, line
 
 
+def feed_file_line(job: JobLogs, lf: LogFile, line: str) -> None:
+    """msrun's own output goes to :meth:`JobLogs.feed_msrun` (its reports are process facts)."""
+    if lf.role == "msrun":
+        job.feed_msrun(lf.host, line)
+    else:
+        job.feed(lf.host, lf.rank, line)
+
+
 def parse_files(files: Iterable[LogFile]) -> JobLogs:
     job = JobLogs()
     for lf in files:
         for line in _read_lines(lf):
-            job.feed(lf.host, lf.rank, line)
+            feed_file_line(job, lf, line)
     job.finish()
     return job

@@ -17,7 +17,8 @@ Formats recognised (all taken from real logs or the installed sources):
 * ``Network Parameters: 3407872.`` (1.1: a count) and ``Network Parameters: 3 M.`` (1.9).
 * Checkpoints: ``......Saving ckpt......``, ``Finish saving ckpt of epoch E step S``,
   1.9's ``... successfully saved at '<path>'`` and ``saved checkpoint from step 'N' to``.
-* Failures, see :data:`FAILURE_PATTERNS` and the traceback reader in :class:`LogState`.
+* Failures: :mod:`launcher.metrics.signatures` (the table) and the traceback reader in
+  :class:`LogState`; they explain a failure, they never make one (see :class:`JobLogs`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import signal
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable
+
+from launcher.metrics import signatures
+from launcher.metrics.signatures import FATAL, Finding
 
 # ---------------------------------------------------------------- line patterns
 _FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
@@ -65,6 +69,10 @@ END_MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("train", re.compile(r"\.{3,}Training Over!")),
     ("eval", re.compile(r"Evaluate Over!")),
     ("predict", re.compile(r"\.{3,}Predict Over!")),
+    # 1.9's "Training completed. Final checkpoint saved." (a train log whose last step is short of
+    # its total and that has no marker is "incomplete"; with sink_size 2 the last *logged* step of a
+    # finished run is 3124/3125: real-world dian-team_worker_0.log, so the marker decides)
+    ("train", re.compile(r"Training completed\.")),
 )
 
 _PER_STEP = re.compile(r"per_step_time:\s*(\d+)ms")
@@ -83,22 +91,7 @@ _CKPT_PATH = re.compile(r"(?:Model|Optimizer) checkpoint successfully saved at '
                         r"|saved checkpoint from step '(\d+)' to '([^']+)'")
 
 _WORKER_EXIT = re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")
-#: (kind, fatal, pattern) for failures that fit on one line. Fatal ones fail the job;
-#: the others (ERROR lines) are reported but do not by themselves stop anything.
-FAILURE_PATTERNS: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
-    # mindspore/parallel/cluster/process_entity/_api.py (msrun)
-    ("worker_exit", True, _WORKER_EXIT),
-    ("scheduler_exit", True, re.compile(r"Scheduler process (\d+) exit with exception")),
-    ("job_exit", True, re.compile(r"Distributed job exited with exception")),
-    # cluster build: "Topology build timed out., retry(1/200)." is a retry, not a failure
-    ("cluster_timeout", True, re.compile(r"Time out nodes are:?\s*(.*)")),
-    ("cluster_timeout", True, re.compile(r"Timed out node list is:?\s*(.*)|is the first one timed out")),
-    ("cluster_timeout", True, re.compile(r"Topology build timed out\.?(?!,? ?retry)(?!.*retry\()")),
-    # HCCL: its own log lines and the CANN error codes of the collective library
-    ("hccl", True, re.compile(r"^\[ERROR\] HCC[LP]\(|\bE[IJ]\d{4}\b[:)]|(?i:hccl\w*\b.*\b(?:error|failed)\b)")),
-    # MindFormers (stdout and file format) and MindSpore ERROR / CRITICAL lines
-    ("error", False, re.compile(r" - (?:ERROR|CRITICAL) - |^\[(?:ERROR|CRITICAL)\] ")),
-)
+_SCHEDULER_EXIT = re.compile(r"Scheduler process (\d+) exit with exception")
 _TRACEBACK_START = "Traceback (most recent call last):"
 _CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 TRACEBACK_TAIL = 10  # lines of a traceback kept for the report
@@ -139,7 +132,8 @@ class EvalStep:
 
 @dataclass(frozen=True)
 class Failure:
-    """A recognised failure: its kind, the line (1-based) it starts on, its text."""
+    """A recognised failure: its kind, the line (1-based) it starts on, its text, and — from the
+    signature table — its cause in words and a hint."""
 
     kind: str
     fatal: bool
@@ -148,6 +142,8 @@ class Failure:
     lines: tuple[str, ...] = ()  # traceback tail (last TRACEBACK_TAIL lines)
     host: str | None = None
     rank: int | None = None
+    cause: str = ""
+    hint: str = ""
 
 
 @dataclass
@@ -232,11 +228,11 @@ def exit_status_text(code: int, *, shell: bool = False) -> str:
 
 
 def match_failure(line: str) -> tuple[str, bool, str] | None:
-    """(kind, fatal, message) of a one-line failure, or None."""
-    for kind, fatal, rx in FAILURE_PATTERNS:
-        if rx.search(line):
-            return kind, fatal, line.strip()
-    return None
+    """(kind, fatal, message) of a one-line failure signature, or None (benign lines: None)."""
+    found = signatures.match(line)
+    if found is None or found.severity == signatures.BENIGN:
+        return None
+    return found.name, found.severity == FATAL, found.line
 
 
 def _is_exception_line(line: str) -> bool:
@@ -246,7 +242,12 @@ def _is_exception_line(line: str) -> bool:
 # ---------------------------------------------------------------- per-stream state
 @dataclass
 class LogState:
-    """What one log stream (one host, one rank) has said so far. Feed it lines in order."""
+    """What one log stream (one host, one rank) has said so far. Feed it lines in order.
+
+    ``failure`` is evidence, not state: the stream's last words when they explain a death — a
+    fatal signature or a traceback with no progress after it. Progress (a loss line, an eval
+    step, a checkpoint, an end marker) after a traceback or a fatal-looking line means it was
+    handled: it is counted in ``handled`` and explains nothing."""
 
     host: str | None = None
     rank: int | None = None
@@ -258,10 +259,11 @@ class LogState:
     network_params: int | None = None
     network_params_millions: bool = False
     checkpoints: list[Checkpoint] = field(default_factory=list)
-    failure: Failure | None = None  # the first fatal one
     errors: list[Failure] = field(default_factory=list)  # non-fatal ERROR lines (first 20)
     cluster_retries: int = 0
     ended: str | None = None  # the END_MARKERS kind seen ("train", "eval", "predict")
+    handled: int = 0  # tracebacks / fatal-looking lines followed by progress
+    _evidence: list[Failure] = field(default_factory=list)  # since the last progress
     first_time: datetime | None = None
     last_time: datetime | None = None
     _traceback: list[str] | None = None
@@ -291,6 +293,7 @@ class LogState:
             if point is not None:
                 self.losses.append(point)
                 self.eta_s = None
+                self._progressed()
                 return
         if "samples/s/p" in line:
             m = _BAR.search(line)
@@ -303,6 +306,7 @@ class LogState:
             if step is not None:
                 self.eval_step = step
                 self.eta_s = step.remaining_s
+                self._progressed()
                 return
         if "Network Parameters" in line:
             m = _PARAMS.search(line)
@@ -312,19 +316,33 @@ class LogState:
                 return
         if "ckpt" in line or "checkpoint" in line:
             if self._feed_checkpoint(line):
+                self._progressed()
                 return
-        if "Over!" in line:
+        if "Over!" in line or "completed" in line:
             for kind, rx in END_MARKERS:
                 if rx.search(line):
                     self.ended = kind
+                    self._progressed()
                     return
-        if "retry(" in line and "Topology build timed out" in line:
+        self._match(line)
+
+    def _match(self, line: str) -> None:
+        found = signatures.match(line)
+        if found is None:
+            return
+        if found.name == "cluster_retry":
             self.cluster_retries += 1
             return
-        found = match_failure(line)
-        if found:
-            self._record(Failure(found[0], found[1], self.lines, found[2],
-                                 host=self.host, rank=self.rank))
+        if found.severity == signatures.BENIGN:
+            return
+        self._record(Failure(found.name, found.severity == FATAL, self.lines, found.line,
+                             host=self.host, rank=self.rank, cause=found.cause, hint=found.hint))
+
+    def _progressed(self) -> None:
+        """Progress after fatal-looking lines: they were handled (the run went on)."""
+        if self._evidence:
+            self.handled += len(self._evidence)
+            self._evidence.clear()
 
     def finish(self) -> None:
         """End of stream: a traceback still open is complete now."""
@@ -348,15 +366,58 @@ class LogState:
     def _close_traceback(self, message: str) -> None:
         block = self._traceback or []
         self._traceback = None
+        found = signatures.match(message)  # "RuntimeError: ... EE9999 ..." names its cause
+        cause, hint = f"Python exception on this rank: {message}", \
+            "the traceback shows where; fix the error or the input it names"
+        if found is not None and found.severity == FATAL:
+            cause, hint = found.cause, found.hint
         self._record(Failure("traceback", True, self._traceback_line, message,
-                             lines=tuple(block[-TRACEBACK_TAIL:]), host=self.host, rank=self.rank))
+                             lines=tuple(block[-TRACEBACK_TAIL:]), host=self.host, rank=self.rank,
+                             cause=cause, hint=hint))
 
     def _record(self, failure: Failure) -> None:
         if failure.fatal:
-            if self.failure is None:
-                self.failure = failure
+            if len(self._evidence) < 50:
+                self._evidence.append(failure)
         elif len(self.errors) < 20:
             self.errors.append(failure)
+
+    @property
+    def failure(self) -> Failure | None:
+        """What the log says killed this stream, or None: the first fatal signature since the
+        last progress (the earliest line is the cause, later ones its echo), with the last
+        traceback's lines; else that traceback."""
+        if not self._evidence:
+            return None
+        tracebacks = [f for f in self._evidence if f.kind == "traceback"]
+        lines = tracebacks[-1].lines if tracebacks else ()
+        # msrun's "worker/scheduler exit" lines are the effect; a cause line (nodes timed out) wins
+        signs = sorted((f for f in self._evidence if f.kind != "traceback"),
+                       key=lambda f: f.kind in ("worker_exit", "scheduler_exit"))
+        if signs:
+            first = signs[0]
+            return first if first.lines or not lines else Failure(
+                first.kind, True, first.line, first.message, lines, first.host, first.rank,
+                first.cause, first.hint)
+        return tracebacks[-1]
+
+    @property
+    def complete(self) -> bool | None:
+        """True: reached its last step or an end marker; False: stopped short (incomplete);
+        None: no progress to judge by."""
+        if self.ended:
+            return True
+        progress = self.progress()
+        if progress is None:
+            return None
+        return progress[0] >= progress[1]
+
+    @property
+    def status(self) -> str:
+        """``failed`` (the log explains a death), ``incomplete`` or ``ok``."""
+        if self.failure is not None:
+            return "failed"
+        return "incomplete" if self.complete is False else "ok"
 
     def _feed_checkpoint(self, line: str) -> bool:
         last = self.losses[-1] if self.losses else None
@@ -422,6 +483,7 @@ class LogState:
             checkpoints=[asdict(c) for c in self.checkpoints],
             failure=asdict(self.failure) if self.failure else None,
             errors=len(self.errors), cluster_retries=self.cluster_retries, ended=self.ended,
+            status=self.status, complete=self.complete, handled=self.handled,
         )
 
 
@@ -451,6 +513,9 @@ class Summary:
     errors: int
     cluster_retries: int
     ended: str | None = None
+    status: str = "ok"  # ok | incomplete | failed (what the log shows)
+    complete: bool | None = None
+    handled: int = 0  # tracebacks / fatal-looking lines the run went on after
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -460,14 +525,29 @@ class Summary:
 
 
 # ---------------------------------------------------------------- all streams of a job
+_CLUSTER_CAUSES = ("node_lost", "nodes_timed_out", "cluster_build_timeout", "ring_allreduce")
+
+
+def _is_echo(f: Failure) -> bool:
+    """A rank's failure that only echoes a broken cluster: a signal, a failed host all-reduce."""
+    words = f.message + " " + f.cause
+    return f.kind in ("signal", "ring_allreduce") or "SIGTERM" in words or "all-reduce" in words \
+        or "RingAllReduce" in words
+
+
 @dataclass
 class JobLogs:
-    """One :class:`LogState` per (host, rank); the first fatal failure across all of them,
-    in the order lines arrived (which is what gang cancel needs)."""
+    """One :class:`LogState` per (host, rank), and the job's first failure.
+
+    ``first_failure`` comes only from process facts: msrun's report of a dead worker or
+    scheduler (:meth:`feed_msrun`) and a node's msrun exit code (:meth:`note_exit`). Log lines
+    never set it; they explain it (:meth:`explain`): the failing rank's own last words, else
+    the cluster's (a scheduler's ``The node: 1 is timed out``), else the exit status in words."""
 
     states: dict[tuple[str, int | None], LogState] = field(default_factory=dict)
     first_failure: Failure | None = None
     worker_pids: dict[tuple[str, int], int] = field(default_factory=dict)  # (host, pid) -> rank
+    msrun: dict[str, list[Failure]] = field(default_factory=dict)  # host -> msrun's own findings
 
     def note_worker(self, host: str, pid: int, rank: int) -> None:
         """Remember which rank a worker process of ``host`` is (msrun names the dead by pid)."""
@@ -478,9 +558,16 @@ class JobLogs:
         the OOM killer) leaves nothing in its log: msrun's ``Worker process <pid> exit with
         exception. Error code: <code>`` is the only trace, and it names a pid, not a rank. The
         rank comes from :meth:`note_worker`, or is the host's only worker rank. Returns the
-        job's first failure when this line revealed it."""
+        job's first failure when this line revealed it (a process fact, as msrun saw it)."""
         m = _WORKER_EXIT.search(line)
-        if not m:
+        if m is None:
+            found = signatures.match(line)
+            if found is not None and found.severity == FATAL:
+                self.msrun.setdefault(host, []).append(
+                    Failure(found.name, True, 0, found.line, host=host, cause=found.cause, hint=found.hint))
+            if _SCHEDULER_EXIT.search(line):
+                return self._first(Failure("scheduler_exit", True, 0, line.strip(), (line.strip(),), host,
+                                           cause=found.cause if found else "", hint=found.hint if found else ""))
             return None
         pid, code = int(m.group(1)), int(m.group(2))
         rank = self.worker_pids.get((host, pid))
@@ -489,13 +576,22 @@ class JobLogs:
             rank = ranks.pop() if len(ranks) == 1 else None
         who = f"worker process {pid}" + (f" (rank {rank})" if rank is not None else "")
         failure = Failure("worker_exit", True, 0, f"{who} {exit_status_text(code)}, as msrun reported",
-                          lines=(line.strip(),), host=host, rank=rank)
-        if rank is not None:
-            self.state(host, rank)._record(failure)
-        if self.first_failure is None:
-            self.first_failure = failure
-            return failure
-        return None
+                          lines=(line.strip(),), host=host, rank=rank,
+                          cause=f"{who} {exit_status_text(code)}")
+        return self._first(failure)
+
+    def note_exit(self, host: str, node_rank: int | None, code: int | None) -> Failure | None:
+        """A node's msrun ended with ``code`` (the supervisor's record; shell style 128+N)."""
+        if code in (None, 0):
+            return None
+        text = f"msrun on node {node_rank} {exit_status_text(code, shell=True)}"
+        return self._first(Failure("node_exit", True, 0, text, host=host, cause=text))
+
+    def _first(self, failure: Failure) -> Failure | None:
+        if self.first_failure is not None:
+            return None
+        self.first_failure = self.explain(failure)
+        return self.first_failure
 
     def state(self, host: str, rank: int | None) -> LogState:
         key = (host, rank)
@@ -503,29 +599,75 @@ class JobLogs:
             self.states[key] = LogState(host=host, rank=rank)
         return self.states[key]
 
-    def feed(self, host: str, rank: int | None, line: str) -> Failure | None:
-        """Feed one line; returns the job's first failure when this line revealed it."""
-        st = self.state(host, rank)
-        st.feed(line)
-        return self._note(st)
+    def feed(self, host: str, rank: int | None, line: str) -> None:
+        """Feed one line of a rank's (or the scheduler's) log. Never a failure by itself."""
+        self.state(host, rank).feed(line)
 
     def finish(self) -> Failure | None:
         for st in self.states.values():
             st.finish()
-            self._note(st)
+        if self.first_failure is not None:
+            self.first_failure = self.explain(self.first_failure)
         return self.first_failure
 
-    def _note(self, st: LogState) -> Failure | None:
-        if self.first_failure is None and st.failure is not None:
-            self.first_failure = st.failure
-            return st.failure
+    # -- explaining
+    def explain(self, failure: Failure) -> Failure:
+        """``failure`` (a process fact) with the cause and hint the logs give, and the rank's
+        traceback lines: its own stream's evidence first, then the cluster's."""
+        own = None
+        if failure.rank is not None:
+            st = self.states.get((failure.host, failure.rank))
+            own = st.failure if st is not None else None
+        elif failure.host is not None:
+            own = next((s.failure for (h, r), s in sorted(self.states.items(), key=lambda kv: str(kv[0]))
+                        if h == failure.host and r is not None and s.failure is not None), None)
+        cluster = self.cluster_cause()
+        pick = own
+        if pick is None or (cluster is not None and _is_echo(pick)):
+            # a lost node is the root cause; a rank's SIGTERM or a failed all-reduce is its echo
+            # (MindSpore fails the other ranks by itself ~30 s after a node drops off the network).
+            # A rank's own exception (FileNotFoundError, ...) stays its cause.
+            pick = cluster or own
+        if pick is None:
+            pick = next((f for f in self.msrun.get(failure.host or "", [])), None)
+        if pick is None:
+            return failure
+        lines = pick.lines or (own.lines if own is not None else ()) or failure.lines
+        return Failure(failure.kind, True, failure.line, failure.message, lines, failure.host, failure.rank,
+                       cause=pick.cause or failure.cause, hint=pick.hint or failure.hint)
+
+    def cluster_cause(self) -> Failure | None:
+        """A cluster-level cause anywhere (scheduler log, msrun's output): a node lost or missing."""
+        for st in self.states.values():
+            for f in st._evidence:
+                if f.kind in _CLUSTER_CAUSES:
+                    return f
+        for found in self.msrun.values():
+            for f in found:
+                if f.kind in _CLUSTER_CAUSES:
+                    return f
         return None
+
+    def log_failure(self) -> Failure | None:
+        """Without process facts (fetched files read locally): the first stream whose log
+        explains a death, explained like a process fact would be."""
+        for st in self.states.values():
+            if st.failure is not None:
+                return self.explain(st.failure)
+        for host, found in self.msrun.items():
+            if found:
+                return found[0]
+        return None
+
+    def verdict(self) -> Failure | None:
+        """The failure to report: the process fact when there is one, else the logs' word."""
+        return self.first_failure or self.log_failure()
 
     def best_traceback(self) -> Failure | None:
         """The traceback to show: of the failing rank if it has one, else the first one."""
         tracebacks = [s.failure for s in self.states.values()
                       if s.failure is not None and s.failure.kind == "traceback"]
-        first = self.first_failure
+        first = self.verdict()
         for tb in tracebacks:
             if first is not None and tb.host == first.host and tb.rank == first.rank:
                 return tb

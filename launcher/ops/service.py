@@ -4,6 +4,20 @@ launch), status refresh from the hosts, cancel, and a simple wait for ``--follow
 This is the one place that writes the registry for a job's lifecycle; plan, stage and launch
 stay pure or host-facing. Every failure after the job is recorded leaves it FAILED with the
 reason, so ``alaunch jobs`` tells the story even when ``submit`` died half way.
+
+Gang rules (a distributed job lives or dies whole; one dead rank leaves the others hung in a
+collective, holding NPUs):
+
+* Any node failing stops the others, whoever notices it: the follower (``fail``), ``status``
+  (``refresh``), ``fetch`` (which refreshes).
+* ``cancel`` always leaves nothing of the job running, whatever the recorded state: a FAILED
+  (or SUCCEEDED) job with survivors has them stopped, and the answer says so.
+* A cancel during staging wins: the state becomes CANCELLED at once; ``submit`` checks it before
+  launching (nothing starts) and after (what started is stopped).
+* Once cancel is asked no other end state can be recorded: CANCELLED is written *before* the
+  processes are stopped, and the registry refuses to leave a terminal state, so a refresh racing
+  with the cancel finds it terminal (``IllegalTransition``, caught) instead of writing
+  SUCCEEDED/FAILED over it.
 """
 
 from __future__ import annotations
@@ -175,6 +189,12 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
     return Prepared(spec, list(hosts), rendered, plan, warnings)
 
 
+class JobCancelled(AlaunchError):
+    """``submit`` found its job cancelled (during staging or launch)."""
+
+    exit_code = ExitCode.JOB_CANCELLED
+
+
 class JobService:
     """Submit, refresh, cancel and wait, against one registry; hosts reached through ``exec_factory``."""
 
@@ -211,26 +231,41 @@ class JobService:
             self._record(job, pre, prepared)
             try:
                 self.registry.set_state(job.job_id, reg.STAGING)
+            except reg.IllegalTransition:  # cancelled between record and here
+                raise self._cancelled(job.job_id, "nothing was started") from None
+            try:
                 self.stage(job, pre, prepared, runners)
+                if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancel during staging wins
+                    raise self._cancelled(job.job_id, "nothing was started")
                 job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
                 try:
                     started = self.launch(job, prepared, runners)
                 except AlaunchError:
                     self._release_cards(job, pre, runners)
                     raise
+            except JobCancelled:
+                raise
             except AlaunchError as exc:
-                if self.registry.get(job.job_id).state != reg.CANCELLED:
+                try:
                     self.registry.set_state(job.job_id, reg.FAILED, exc.message)
+                except reg.IllegalTransition:
+                    pass  # cancelled meanwhile: the cancel's word stands
                 raise
         finally:
             _close(runners)
         for rank, s in started.items():
             self.registry.set_node(job.job_id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING,
                                    started_at=reg.now_iso())
-        if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancelled while it was starting
-            self._stop_nodes(self.registry.get(job.job_id), 3.0, reg.CANCELLED)
-            return self.registry.get(job.job_id)
-        return self.registry.set_state(job.job_id, reg.RUNNING)
+        try:
+            if self.registry.get(job.job_id).state != reg.CANCELLED:
+                return self.registry.set_state(job.job_id, reg.RUNNING)
+        except reg.IllegalTransition:
+            pass  # the cancel recorded CANCELLED between the check and the write
+        # cancelled while the nodes were starting: stop what started (the cancel may have looked
+        # before the processes existed)
+        outcome = self._stop_nodes(self.registry.get(job.job_id), 3.0, reg.CANCELLED)
+        self.registry.add_event(job.job_id, "cancel-after-launch", "; ".join(f"{h}: {m}" for h, m in outcome.items()))
+        return self.registry.get(job.job_id)
 
     # ------------------------------------------------------------------ cards (issue #14)
 
@@ -414,6 +449,9 @@ class JobService:
         reach_check(prepared.plan, launchers)
         return launch_all(prepared.plan, launchers)
 
+    def _cancelled(self, job_id: str, what: str) -> "JobCancelled":
+        return JobCancelled(f"job {job_id} was cancelled during submit; {what}")
+
     def _ssh_meta(self) -> dict:
         """known_hosts / ssh_config used at submit, so status and cancel reach hosts the same way."""
         options = getattr(self.exec_factory, "keywords", {}).get("options")
@@ -430,7 +468,8 @@ class JobService:
     # ------------------------------------------------------------------ status
 
     def _nodes(self, record: reg.JobRecord) -> tuple[dict[str, Host], dict[str, str]]:
-        hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
+        hosts = ({h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
+                 if record.hostfile_text.strip() else {})
         return hosts, dict(record.meta.get("pythons") or {})
 
     def refresh(self, ref: str) -> tuple[reg.JobRecord, list[NodeStatus]]:
@@ -455,6 +494,7 @@ class JobService:
                 ex.close()
 
         statuses = list(run_parallel(record.nodes, one).raise_on_failure().values())
+        statuses = self._note_reachability(record, statuses)
         for s in statuses:
             fields = {"state": s.state, "exit_code": s.exit_code}
             if s.state in reg.TERMINAL:
@@ -462,13 +502,47 @@ class JobService:
             self.registry.set_node(record.id, s.node_rank, **fields)
         states = {s.state for s in statuses}
         failed = [s for s in statuses if s.state == reg.FAILED]
-        if failed:
-            why = "; ".join(f"node {s.node_rank} ({s.host}) exited with code {s.exit_code}"
-                            + (f": {s.detail}" if s.detail else "") for s in failed)
-            self.registry.set_state(record.id, reg.FAILED, why)
-        elif states == {reg.SUCCEEDED}:
-            self.registry.set_state(record.id, reg.SUCCEEDED)
+        try:
+            if failed:
+                why = "; ".join(f"node {s.node_rank} ({s.host}) exited with code {s.exit_code}"
+                                + (f": {s.detail}" if s.detail else "") for s in failed)
+                survivors = [s for s in statuses if s.state in ("running", "unknown")]
+                if survivors:
+                    # gang rule: the others hang in a collective; status noticed, status stops them
+                    try:
+                        self.fail(record.id, why)
+                    except reg.IllegalTransition:
+                        raise
+                    except AlaunchError as exc:
+                        self.registry.add_event(record.id, "gang-stop", f"incomplete: {exc.message}")
+                    statuses = [replace(s, detail=(s.detail + "; " if s.detail else "") + "stopped (gang rule)")
+                                if s in survivors and not s.detail.startswith("unreachable") else s
+                                for s in statuses]
+                else:
+                    self.registry.set_state(record.id, reg.FAILED, why)
+            elif states == {reg.SUCCEEDED}:
+                self.registry.set_state(record.id, reg.SUCCEEDED)
+        except reg.IllegalTransition:
+            pass  # a cancel (or another refresh) recorded the end first: its word stands
         return self.registry.get(record.id), statuses
+
+    def _note_reachability(self, record: reg.JobRecord, statuses: list[NodeStatus]) -> list[NodeStatus]:
+        """A node we could not reach reads ``unreachable since HH:MM:SS`` (the first failed
+        contact, kept in the job's meta until it answers again): never a reason to fail the job."""
+        since = dict(record.meta.get("unreachable_since") or {})
+        out, changed = [], False
+        for s in statuses:
+            if s.state == "unknown" and s.detail and s.detail != "not started":
+                if s.host not in since:
+                    since[s.host], changed = time.strftime("%H:%M:%S"), True
+                s = replace(s, detail=f"unreachable since {since[s.host]} ({s.detail})")
+            elif s.host in since and s.state != "unknown":
+                since.pop(s.host)
+                changed = True
+            out.append(s)
+        if changed:
+            self.registry.update_meta(record.id, {"unreachable_since": since})
+        return out
 
     def wait(self, ref: str, poll: float = 2.0, timeout: float | None = None,
              on_status: Callable[[reg.JobRecord, list[NodeStatus]], None] | None = None) -> reg.JobRecord:
@@ -492,6 +566,8 @@ class JobService:
         hosts, pythons = self._nodes(record)
 
         def one(node: reg.NodeRecord) -> str:
+            if node.host not in hosts:
+                raise AlaunchError(f"{node.host} is not in the job's recorded hostfile")
             ex = self.exec_factory(hosts[node.host])
             try:
                 out = launcher_for(ex, record.id, pythons.get(node.host, "python3")).cancel(node.pid, grace)
@@ -499,6 +575,8 @@ class JobService:
                 ex.close()
             if out["left"]:
                 raise AlaunchError(f"{node.host}: processes {out['left']} still alive after SIGKILL")
+            if not out["found"]:
+                return "nothing was running"
             return f"stopped {out['found']} process(es)" + (" (SIGKILL after the grace period)" if out["sigkill"] else "")
 
         outcome: dict[str, str] = {}
@@ -510,29 +588,52 @@ class JobService:
                 raise result
             else:
                 outcome[node.host] = result
+                if node.state in reg.TERMINAL:
+                    continue  # a node that had ended keeps its own end (succeeded / failed)
                 self.registry.set_node(record.id, node.node_rank, state=state, ended_at=reg.now_iso())
         return outcome
 
     def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:
-        """Stop every process of the job on every node; verify none is left; record CANCELLED."""
+        """Stop every process of the job on every node and verify none is left, whatever the
+        recorded state. A live job is recorded CANCELLED *first* (so no concurrent refresh can
+        record another end, and a submit still staging starts nothing); an ended one keeps its
+        state, and what survived it is stopped and said so."""
         record = self.registry.get(ref)
-        if record.terminal:
-            raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
         if record.state == reg.QUEUED and all(n.pid is None for n in record.nodes):  # nothing runs yet
             return self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user while queued"), \
                 {n.host: "queued: nothing was running" for n in record.nodes}
+        was = record.state
+        if not record.terminal:
+            when = "during staging" if was in (reg.PENDING, reg.STAGING) else ""
+            try:
+                record = self.registry.set_state(record.id, reg.CANCELLED,
+                                                 "cancelled by the user" + (f" {when}" if when else ""))
+            except reg.IllegalTransition:
+                record = self.registry.get(record.id)  # it ended meanwhile: stop what is left
+        if not record.nodes:
+            return record, {}
         outcome = self._stop_nodes(record, grace, reg.CANCELLED)
         bad = [h for h, m in outcome.items() if m.startswith("not verified")]
-        reason = "cancelled by the user" + (f"; could not verify on {', '.join(bad)}" if bad else "")
-        return self.registry.set_state(record.id, reg.CANCELLED, reason), outcome
+        if bad:
+            self.registry.add_event(record.id, "cancel", f"could not verify on {', '.join(bad)}")
+        if was in reg.TERMINAL:
+            found = {h: m for h, m in outcome.items() if m.startswith("stopped")}
+            if found:
+                self.registry.add_event(record.id, "cancel", f"the job was {was}; stopped what survived: "
+                                        + "; ".join(f"{h}: {m}" for h, m in found.items()))
+            outcome = {h: (f"{m} (survivors of a {was} job)" if h in found else m) for h, m in outcome.items()}
+        return self.registry.get(record.id), outcome
 
     def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
         """Gang semantics: one rank failed, so record the job FAILED first (a follower killed
-        half way still leaves the right state) and stop every node's processes."""
+        half way still leaves the right state) and stop every node's processes. A job already
+        FAILED is stopped again (idempotent: whoever notices stops); a CANCELLED or SUCCEEDED
+        one is left to its own end."""
         record = self.registry.get(ref)
-        if record.terminal:
+        if record.terminal and record.state != reg.FAILED:
             return record
-        record = self.registry.set_state(record.id, reg.FAILED, reason)
+        if record.state != reg.FAILED:
+            record = self.registry.set_state(record.id, reg.FAILED, reason)
         outcome = self._stop_nodes(record, grace, reg.FAILED)
         self.registry.add_event(record.id, "gang-stop", "; ".join(f"{h}: {m}" for h, m in outcome.items()))
         bad = [h for h, m in outcome.items() if m.startswith("not verified")]

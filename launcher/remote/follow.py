@@ -9,10 +9,14 @@ its start (re-opening a file when it is rotated or truncated, as ``tail -F`` doe
 says when the node ended. The request (:func:`launcher.remote.wire.request_arg`: the follower's
 runner call has no stdin) travels as one quoted argv element, never as shell text.
 
-FOLLOW (``{"op": "follow", "root", "follow"?, "interval"?}``) output protocol, one message per line (tab separated, the text is the rest):
+FOLLOW (``{"op": "follow", "root", "follow"?, "interval"?, "offsets"?}``) output protocol, one message per line (tab separated, the text is the rest):
 
-* ``L <rank> <role> <text>`` a log line; ``rank`` empty for the scheduler, ``role`` is
-  ``worker`` / ``scheduler`` / ``info`` / ``error``.
+* ``F <fid> <inode> <path>`` a file is now read (``fid`` a small number the lines refer to).
+* ``L <rank> <role> <fid>:<end> <text>`` a log line; ``rank`` empty for the scheduler, ``role``
+  is ``worker`` / ``scheduler`` / ``info`` / ``error`` / ``msrun``; ``end`` is the byte offset just
+  after this line in file ``fid``: the follower keeps it per file, and a reconnect (or a later
+  ``logs -f``) passes ``{"offsets": {path: [inode, end]}}`` so each file resumes exactly there —
+  nothing lost, nothing doubled.
 * ``P <pid> <rank>`` a worker process of this node and its rank (found by its stdout, which
   msrun points at ``worker_<rank>.log``): msrun names a dead worker only by its pid.
 * ``H`` heartbeat once a second: a write to a closed channel ends the script, so a
@@ -23,7 +27,10 @@ FOLLOW (``{"op": "follow", "root", "follow"?, "interval"?}``) output protocol, o
 
 Which files: every ``worker_N.log`` and ``scheduler.log``; msrun's own output
 (``state/node-<rank>/launcher.log``, role ``msrun``: the only place a worker killed without a word, e.g.
-by SIGKILL, is reported), read before the worker logs of the same pass but sent after them, so
+by SIGKILL, is reported; with ``--join=True`` msrun also copies every worker's output into it
+through ``tail -f``, so only msrun's own lines are sent from it — those logged from
+``mindspore/parallel/cluster/``, its ``Start ... process`` prints, and everything after it
+reported the workers' end, when it has killed its tails), read before the worker logs of the same pass but sent after them, so
 a worker's last words always precede msrun's report of its death; ``rank_N/info.log`` and
 ``error.log`` only for ranks without a ``worker_N.log`` (the same MindFormers lines reach
 both, and one rank must be read from one file or its losses would count twice).
@@ -32,6 +39,7 @@ TAIL: ``{"op": "tail", "root"}`` -> JSON ``{rank: [last lines]}`` of each rank's
 what ``alaunch status`` reads the current step and loss from.
 """
 
+import itertools
 import os
 import re
 import sys
@@ -43,11 +51,15 @@ root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
 ranks = None  # the worker ranks this node runs (None: every log found), scheduler: node 0's
 scheduler = True
 follow, interval = True, 0.05
+resume = {}  # path -> [inode, byte offset]: where a previous follower had got to
 out = sys.stdout.buffer
 WORKER = re.compile(r"^worker_(\d+)\.log$")
 RANK = re.compile(r"^rank_(\d+)$")
 files = {}
+fids = itertools.count()
 mapped = set()  # ranks whose worker process was found
+MSRUN_OWN = (b"parallel/cluster/", b"Start worker process", b"Start scheduler process", b"cannot start ")
+MSRUN_END = (b"exit with exception", b"All workers successfully exit")
 
 def listdir(path):
     try:
@@ -75,8 +87,14 @@ def wanted():
                     want[path] = (m.group(1), role)
     return want
 
-def emit(rank, role, raw, put=None):
-    (put or out.write)(b"L\t" + rank.encode() + b"\t" + role.encode() + b"\t" + raw.rstrip(b"\r") + b"\n")
+def emit(f, raw, put=None):
+    if f["role"] == "msrun" and not f["own"]:
+        if any(m in raw for m in MSRUN_END):
+            f["own"] = True  # msrun killed its `tail -f` copies: what follows is its own
+        elif not any(m in raw for m in MSRUN_OWN):
+            return  # a worker's line copied by msrun's tail: it comes from worker_N.log
+    (put or out.write)(b"L\t" + f["rank"].encode() + b"\t" + f["role"].encode() + b"\t" +
+                       (f["fid"] + ":%d" % f["done"]).encode() + b"\t" + raw.rstrip(b"\r") + b"\n")
 
 def pump(path, f, put=None):
     wrote = False
@@ -86,7 +104,8 @@ def pump(path, f, put=None):
             break
         *complete, f["part"] = (f["part"] + data).split(b"\n")
         for raw in complete:
-            emit(f["rank"], f["role"], raw, put)
+            f["done"] += len(raw) + 1
+            emit(f, raw, put)
             wrote = True
     try:
         st = os.stat(path)
@@ -95,13 +114,19 @@ def pump(path, f, put=None):
     pos = f["fh"].tell()
     if st.st_ino != f["ino"] or st.st_size < pos:  # rotated or truncated: start the new file
         if f["part"]:
-            emit(f["rank"], f["role"], f["part"], put)
+            f["done"] += len(f["part"])
+            emit(f, f["part"], put)
             f["part"] = b""
         f["fh"].close()
         f["fh"] = open(path, "rb")
         f["ino"] = os.fstat(f["fh"].fileno()).st_ino
+        f["done"] = 0
+        declare(path, f)
         wrote = pump(path, f, put) or True
     return wrote
+
+def declare(path, f):
+    out.write(b"F\t" + f["fid"].encode() + b"\t%d\t" % f["ino"] + path.encode() + b"\n")
 
 def rescan():
     for path, (rank, role) in wanted().items():
@@ -110,8 +135,15 @@ def rescan():
                 fh = open(path, "rb")
             except OSError:
                 continue
-            files[path] = {"fh": fh, "rank": rank, "role": role, "part": b"",
-                           "ino": os.fstat(fh.fileno()).st_ino}
+            st = os.fstat(fh.fileno())
+            done = 0
+            seen = resume.get(path)
+            if seen and int(seen[0]) == st.st_ino and 0 <= int(seen[1]) <= st.st_size:
+                done = int(seen[1])  # resume where the follower had got to
+                fh.seek(done)
+            f = files[path] = {"fh": fh, "rank": rank, "role": role, "part": b"", "ino": st.st_ino,
+                               "fid": str(next(fids)), "done": done, "own": False}
+            declare(path, f)
     workers = {f["rank"] for f in files.values() if f["role"] == "worker"}
     for path in [p for p, f in files.items() if f["role"] in ("info", "error") and f["rank"] in workers]:
         files.pop(path)["fh"].close()
@@ -125,7 +157,8 @@ def pump_all(final=False):
         put = later.append if f["role"] == "msrun" else None
         wrote = pump(path, f, put) or wrote
         if final and f["part"]:
-            emit(f["rank"], f["role"], f["part"], put)
+            f["done"] += len(f["part"])
+            emit(f, f["part"], put)
             f["part"] = b""
             wrote = True
     for raw in later:
@@ -159,10 +192,12 @@ def read(name):
     except OSError:
         return None
 
-def alive(pid):
+def alive(pid, start=None):
+    """pid runs and (when its start time, /proc stat field 22, was recorded) is the same process."""
     try:
         with open("/proc/%d/stat" % pid) as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            stat = fh.read().rsplit(")", 1)[1].split()
+        return stat[0] not in ("Z", "X") and (start is None or stat[19] == start)
     except (OSError, IndexError):
         return False
 
@@ -171,7 +206,8 @@ def ended():
     if code is not None:
         return code
     pid = read("pid")
-    if pid and not alive(int(pid.split()[1])):
+    fields = pid.split() if pid else []
+    if len(fields) >= 2 and not alive(int(fields[1]), fields[3] if len(fields) >= 4 else None):
         code = read("exit_code")
         return code if code is not None else "?"
     return None
@@ -212,6 +248,7 @@ def follow_op(req):
     ranks = set(req["ranks"]) if req.get("ranks") is not None else None
     scheduler = req.get("scheduler", True)
     follow = req.get("follow", True)
+    resume.update(req.get("offsets") or {})
     interval = float(req.get("interval", 0.05))
     msrun_dir = os.path.join(root, "msrun_log")
     mf_dir = os.path.join(root, "output", "log")

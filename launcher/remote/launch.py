@@ -13,7 +13,9 @@ DETACH ``{"op": "detach", "argv", "env", "cwd", "state_dir"}``: make ``state_dir
 own, ``state/node-<rank>``; it must not exist: ``mkdir`` is the exclusive claim, so two starts
 of one node, or two nodes given one dir, cannot both run), then fork a supervisor (own
 session, stdio to the log) that starts the argv in a new session, writes ``pid``
-("<child pid> <supervisor pid>") and, when it ends, ``exit_code`` (written to a temp name and
+("<child pid> <supervisor pid> <child start> <supervisor start>", the starts being
+``/proc/PID/stat`` field 22: after a reboot a reused pid is another process, and only the pair
+pid + start time names ours) and, when it ends, ``exit_code`` (written to a temp name and
 renamed). Prints ``{"pid", "supervisor"}`` once started.
 STATUS ``{"op": "status", "state_dir", "job_id"}`` -> pid/exit code files, supervisor alive,
 job processes.
@@ -47,6 +49,15 @@ def job_pids(job_id):
         if want in env and state not in ("Z", "X"):
             out.append(int(name))
     return out
+
+
+def started(pid):
+    """Field 22 of /proc/PID/stat: the process's start time (clock ticks since boot)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "0"
 
 
 def detach(req):
@@ -83,14 +94,14 @@ def detach(req):
             os.write(2, ("cannot start %s: %s\n" % (req["argv"][0], exc)).encode())
             atomic(exit_path, "127\n")
             os._exit(0)
-        atomic(pid_path, "%d %d\n" % (child.pid, os.getpid()))
+        atomic(pid_path, "%d %d %s %s\n" % (child.pid, os.getpid(), started(child.pid), started(os.getpid())))
         code = child.wait()
         atomic(exit_path, "%d\n" % (code if code >= 0 else 128 - code))
         os._exit(0)
     deadline = time.time() + 20
     while time.time() < deadline:
         if os.path.exists(pid_path):
-            child, sup = map(int, open(pid_path).read().split())
+            child, sup = map(int, open(pid_path).read().split()[:2])
             answer({"pid": child, "supervisor": sup})
             sys.exit(0)
         if os.path.exists(exit_path):
@@ -110,11 +121,13 @@ def status(req):
     code = read("exit_code")
     sup_alive = False
     if pid:
-        sup = int(pid.split()[1])
+        fields = pid.split()
         try:
-            with open("/proc/%d/stat" % sup) as f:
-                sup_alive = f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except OSError:
+            with open("/proc/%d/stat" % int(fields[1])) as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+            # alive, and the same process: a pid reused after a reboot has another start time
+            sup_alive = stat[0] not in ("Z", "X") and (len(fields) < 4 or stat[19] == fields[3])
+        except (OSError, IndexError):
             pass
     answer({"pid": pid, "exit_code": None if code is None else int(code),
                  "supervisor_alive": sup_alive, "processes": job_pids(req["job_id"])})

@@ -251,7 +251,7 @@ class SSHRunner(CommandRunner):
                 chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
             chan.shutdown_write()
             out, err = self._drain(chan, timeout, argv)
-            code = chan.recv_exit_status()
+            code = self._exit_status(chan, argv)
         finally:
             chan.close()
         result = CommandResult(self.name, argv, code, out.decode(errors="replace"),
@@ -259,6 +259,13 @@ class SSHRunner(CommandRunner):
         if check and code != 0:
             raise CommandFailed(result)
         return result
+
+    def _exit_status(self, chan, argv, wait: float = 30.0) -> int:
+        """``recv_exit_status`` with a bound: a transport that died after EOF never sends one."""
+        if not chan.status_event.wait(wait):
+            raise CommandTimeout(self.name, f"`{argv[0]}` sent no exit status within {wait:g} s "
+                                            "(the connection was lost)")
+        return chan.recv_exit_status()
 
     def _drain(self, chan, timeout: float | None, argv) -> tuple[bytes, bytes]:
         """Read stdout and stderr until the channel closes (both, so neither pipe fills)."""
@@ -276,6 +283,8 @@ class SSHRunner(CommandRunner):
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     if chan.closed or chan.eof_received:
                         break
+                if chan.closed or not chan.get_transport() or not chan.get_transport().is_active():
+                    break  # a dead transport sets `closed`, never `eof_received`: no busy loop
                 if deadline is not None and time.monotonic() > deadline:
                     raise CommandTimeout(self.name, f"`{argv[0]}` timed out after {timeout:g} s")
                 select.select([chan], [], [], 0.05)
@@ -290,7 +299,7 @@ class SSHRunner(CommandRunner):
         lines: list[str] = []
         err = bytearray()
         buf = b""
-        stopped = False
+        stopped = lost = False
         try:
             chan.exec_command(shell.command_line(argv, env=env, cwd=cwd))
             chan.shutdown_write()
@@ -317,11 +326,17 @@ class SSHRunner(CommandRunner):
                     continue
                 if chan.eof_received and chan.exit_status_ready():
                     break
+                transport = chan.get_transport()
+                if chan.closed or transport is None or not transport.is_active():
+                    # the link died: paramiko sets `closed`, not `eof_received`, and select()
+                    # returns at once on a closed channel, so this loop would spin a core
+                    lost = True
+                    break
                 select.select([chan], [], [], 0.05)
             if not stopped and buf:
                 lines.append(buf.decode(errors="replace"))
                 on_line(lines[-1])
-            code = None if stopped else chan.recv_exit_status()
+            code = None if stopped or lost or not chan.status_event.wait(5.0) else chan.recv_exit_status()
         finally:
             chan.close()
         return CommandResult(self.name, argv, code, "\n".join(lines), err.decode(errors="replace"),
@@ -365,7 +380,7 @@ class SSHRunner(CommandRunner):
                     tar.add(str(root / rel), arcname=rel, recursive=False)
             chan.shutdown_write()
             out, err = self._drain(chan, None, argv)
-            code = chan.recv_exit_status()
+            code = self._exit_status(chan, argv)
         except OSError as exc:
             raise RemoteError(self.name, f"tar stream to {remote_root} failed: {exc}") from None
         finally:

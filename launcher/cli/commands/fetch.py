@@ -26,6 +26,21 @@ def report_json(report: FetchReport) -> str:
                                  for n in report.nodes]}, indent=2)
 
 
+def refresh_first(env, registry: reg.Registry, job: str, options) -> None:
+    """A job not yet ended is refreshed from its hosts before fetching: fetch is one more place
+    that may notice a dead node, and the gang rule (stop the others) holds whoever notices."""
+    record = registry.get(job)
+    if record.terminal or not record.nodes or record.nodes[0].pid is None:
+        return
+    from functools import partial
+
+    from launcher.ops.service import JobService
+    from launcher.runners import make_runner
+    record, _ = JobService(registry, env.state_dir, exec_factory=partial(make_runner, options=options)).refresh(job)
+    env.stderr.print(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""),
+                     markup=False, highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
 
     @app.command("fetch", help="Fetch a job's logs/checkpoints/predictions into runs/<job-id>/<host>/ (verified, resumable).")
@@ -47,6 +62,7 @@ def register(app: typer.Typer) -> None:
             options.known_hosts = known_hosts or options.known_hosts
             options.ssh_config = ssh_config or options.ssh_config
             options.accept_new_host_keys = accept_new
+            refresh_first(env, registry, job, options)
             try:
                 report = fetch_with_progress(env, registry, job, what, dest, options)
             except FetchError as exc:

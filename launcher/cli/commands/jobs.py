@@ -13,6 +13,25 @@ from launcher.errors import ExitCode
 ORDER = 35
 
 
+def status_table(record: "reg.JobRecord", statuses) -> "Table":
+    """The key columns (node, host, state) never shrink below their content, at any width (80
+    columns in a pipe included: rich used to collapse them to nothing to fit a long detail);
+    the detail folds onto more lines instead."""
+    from rich.table import Table
+
+    table = Table(title=f"{record.id} ({record.name}): {record.state}")
+    for name, values in (("node", [str(s.node_rank) for s in statuses]), ("host", [s.host for s in statuses]),
+                         ("state", [s.state for s in statuses])):
+        table.add_column(name, no_wrap=True, min_width=max([len(name)] + [len(v) for v in values]))
+    table.add_column("exit", no_wrap=True)
+    table.add_column("procs", no_wrap=True)
+    table.add_column("detail", overflow="fold", ratio=1)
+    for s in statuses:
+        table.add_row(str(s.node_rank), s.host, s.state, "" if s.exit_code is None else str(s.exit_code),
+                      str(s.processes), s.detail)
+    return table
+
+
 def register(app: typer.Typer) -> None:
     @app.command("jobs", help="List jobs, newest first.")
     def jobs_cmd(
@@ -39,9 +58,17 @@ def register(app: typer.Typer) -> None:
                                 "pid": n.pid, "job_dir": n.job_dir} for n in r.nodes]} for r in records]
             env.stdout.print(json.dumps(rows, indent=2), markup=False, highlight=False, soft_wrap=True)
             return
-        table = Table("id", "name", "kind", "state", "nodes", "created", "reason")
+        table = Table()
+        for name in ("id", "state"):  # key columns keep their content at any width (80 in a pipe)
+            width = max([len(name)] + [len(r.id if name == "id" else r.state) for r in records])
+            table.add_column(name, no_wrap=True, min_width=width)
+        table.add_column("name", overflow="fold")
+        table.add_column("kind", overflow="fold")
+        table.add_column("nodes", overflow="fold")
+        table.add_column("created", overflow="fold")
+        table.add_column("reason", overflow="fold", ratio=1)
         for r in records:
-            table.add_row(r.id, r.name, r.kind, r.state, ", ".join(n.host for n in r.nodes),
+            table.add_row(r.id, r.state, r.name, r.kind, ", ".join(n.host for n in r.nodes),
                           r.created_at[:19].replace("T", " "), r.reason or "")
         env.stdout.print(table)
 
@@ -60,13 +87,7 @@ def register(app: typer.Typer) -> None:
         registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         with registry:
             record, statuses = service.refresh(job)
-        table = Table("node", "host", "state", "exit code", "processes",
-                      title=f"{record.id} ({record.name}): {record.state}")
-        table.add_column("detail", no_wrap=True)
-        for s in statuses:
-            table.add_row(str(s.node_rank), s.host, s.state, "" if s.exit_code is None else str(s.exit_code),
-                          str(s.processes), s.detail)
-        env.stdout.print(table)
+        env.stdout.print(status_table(record, statuses))
         if record.reason:
             env.stdout.print(f"reason: {record.reason}", markup=False, highlight=False, soft_wrap=True)
         code = STATE_EXIT[record.state]
@@ -91,3 +112,5 @@ def register(app: typer.Typer) -> None:
         for host, message in outcome.items():
             env.stdout.print(f"{host}: {message}", markup=False, highlight=False)
         env.stdout.print(f"{record.id}: {record.state}", markup=False, highlight=False)
+        if any(m.startswith("not verified") for m in outcome.values()):
+            raise typer.Exit(int(ExitCode.JOB_UNKNOWN))  # something may still run there

@@ -30,7 +30,7 @@ def show_local(path: Path, *, summary: bool, as_json: bool, grep: str | None, ra
                node: str | None, raw: bool, since: str | None = None) -> int:
     """The local mode; returns the exit code (JOB_FAILED when a failure was recognised)."""
     from launcher.cli.logview import LinePrinter, compile_grep, print_summary
-    from launcher.metrics.logfiles import discover, merged_lines, parse_files
+    from launcher.metrics.logfiles import discover, feed_file_line, merged_lines, parse_files
     from launcher.metrics.logparse import JobLogs
 
     files = discover(path)
@@ -48,16 +48,18 @@ def show_local(path: Path, *, summary: bool, as_json: bool, grep: str | None, ra
         printer = LinePrinter(tagged=len(files) > 1, raw=raw, grep=regex, since=parse_since(since))
         job = JobLogs()
         for lf, line in merged_lines(files):
-            job.feed(lf.host, lf.rank, line)
+            feed_file_line(job, lf, line)
             printer.emit(lf.host, lf.rank, line)
         job.finish()
         if not raw:
             print_summary(job, as_json=False, to_stderr=True)
-    return int(ExitCode.JOB_FAILED) if job.first_failure is not None else int(ExitCode.OK)
+    return int(ExitCode.JOB_FAILED) if job.verdict() is not None else int(ExitCode.OK)
 
 
 def show_job(ref: str, *, follow: bool, grep: str | None, rank: int | None, node: str | None, raw: bool,
-             since: str | None, known_hosts: Optional[Path], ssh_config: Optional[Path], accept_new: bool) -> int:
+             since: str | None, known_hosts: Optional[Path], ssh_config: Optional[Path], accept_new: bool,
+             verbose: bool = False, from_start: bool = False, progress_every: float = 10.0,
+             unreachable_after: float = 10.0) -> int:
     """The job mode: every node's logs over one channel each (see launcher.ops.follow)."""
     from launcher.ops import registry as reg
     from launcher.cli.connect import job_service, runner_factory, saved_ssh
@@ -71,7 +73,8 @@ def show_job(ref: str, *, follow: bool, grep: str | None, rank: int | None, node
         if not record.nodes or (record.state in (reg.PENDING, reg.STAGING)):
             raise InputError(f"job {record.id} is {record.state}: it has no logs on its hosts yet")
         return follow_job(record, service, runner_for, follow=follow, raw=raw, grep=grep, rank=rank,
-                          node=node, since=since)
+                          node=node, since=since, verbose=verbose, resume=not from_start,
+                          progress_every=progress_every, unreachable_after=unreachable_after)
 
 
 def register(app: typer.Typer) -> None:
@@ -87,6 +90,12 @@ def register(app: typer.Typer) -> None:
         node: Optional[str] = typer.Option(None, "--node", help="Only this host."),
         raw: bool = typer.Option(False, "--raw", help="Plain lines, no colour, no summary (pipes)."),
         since: Optional[str] = typer.Option(None, "--since", help="Only lines since: 30s, 10m, 2h or a time."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="-f: every line, not the short story."),
+        from_start: bool = typer.Option(False, "--from-start",
+                                        help="-f: read every log from its start, not from where the last follower left it."),
+        progress_every: float = typer.Option(10.0, "--progress-every", help="-f in a pipe: a progress line every N s."),
+        unreachable_after: float = typer.Option(10.0, "--unreachable-after",
+                                                help="-f: a node silent this many seconds shows as unreachable."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
     ) -> None:
@@ -102,6 +111,8 @@ def register(app: typer.Typer) -> None:
                 raise InputError("--summary/--json read local logs; fetch the job first "
                                  "(alaunch fetch JOB) or drop them", key="--summary")
             code = show_job(target, follow=follow, grep=grep, rank=rank, node=node, raw=raw, since=since,
-                            known_hosts=known_hosts, ssh_config=ssh_config, accept_new=accept_new)
+                            known_hosts=known_hosts, ssh_config=ssh_config, accept_new=accept_new,
+                            verbose=verbose, from_start=from_start, progress_every=progress_every,
+                            unreachable_after=unreachable_after)
         if code:
             raise typer.Exit(code)

@@ -33,25 +33,37 @@ def _emit_json(payload: dict) -> None:
 
 def read_squad_pairs(path: Path) -> list[predictions.EvalPair]:
     """Pairs from an eval log (``pred is:`` / ``label is:``) or JSON lines with references."""
+    return _read_squad(path)[0]
+
+
+def _read_squad(path: Path) -> tuple[list[predictions.EvalPair], int | None]:
+    """The pairs, and for an eval log the number of examples its ``Step[i/N]`` lines promise
+    (None for JSON lines: nothing says how many there should be)."""
     from launcher.metrics import predictions
+    from launcher.metrics.logparse import LogState
 
     text = predictions.read_text(path)
+    expected = None
     if predictions.looks_like_eval_log(text):
         pairs = predictions.parse_eval_log(text, str(path))
+        state = LogState().feed_lines(text.splitlines())
+        if state.eval_step is not None:
+            expected = state.eval_step.total
     else:
         pairs = predictions.parse_prediction_pairs(text, str(path))
     if not pairs:
         raise InputError("no examples found: expected an eval log with `pred is:` / `label is:` "
                          'blocks or JSON lines {"prediction": ..., "reference": ...}', source=str(path))
-    return pairs
+    return pairs, expected
 
 
 def squad_command(input_path: Path, as_json: bool, save: Optional[Path]) -> None:
     from launcher.metrics import scorefile, squad
 
-    pairs = read_squad_pairs(input_path)
+    pairs, expected = _read_squad(input_path)
     result = squad.score((p.prediction, p.reference) for p in pairs)
-    payload = {"input": str(input_path), **result.as_dict()}
+    complete = expected is None or result.count >= expected
+    payload = {"input": str(input_path), **result.as_dict(), "complete": complete, "expected": expected}
     if save is not None:
         scorefile.save(save, "squad", payload)
     if as_json:
@@ -59,6 +71,9 @@ def squad_command(input_path: Path, as_json: bool, save: Optional[Path]) -> None
         return
     out = environment.current().stdout
     out.print(f"F1 {result.f1!r}  EM {result.em!r}  over {result.count} examples", highlight=False)
+    if not complete:
+        out.print(f"incomplete: {result.count} of {expected} examples (the eval log stops before its "
+                  "last Step[i/N]; these scores cover only the examples it reached)", markup=False, highlight=False)
     if save is not None:
         out.print(f"saved to {save / scorefile.SCORES_NAME}", markup=False, highlight=False)
 

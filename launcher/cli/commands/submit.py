@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         fetch: bool = typer.Option(False, "--fetch",
                                    help="When the job ends, fetch its outputs into runs/<job-id>/ (implies --follow)."),
         fetch_dest: Path = typer.Option(Path("runs"), "--fetch-dest", help="Where --fetch puts runs/<job-id>/."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="--follow: every log line, not the short story."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
     ) -> None:
@@ -85,7 +86,7 @@ def register(app: typer.Typer) -> None:
             if follow or fetch:
                 from launcher.cli.live import follow_job
                 code = follow_job(record, service, runner_factory(known_hosts, ssh_config, accept_new),
-                                  raw=env.raw)
+                                  raw=env.raw, verbose=verbose)
                 record = registry.get(record.id)
             if fetch:
                 from launcher.ops.collect import default_options
