@@ -1,0 +1,86 @@
+"""`alaunch ui`: serve the local web dashboard (jobs, live loss curves, logs, cancel, compare).
+
+The first line printed is the URL with its access token (as Jupyter does); the server binds
+loopback unless ``--host`` says otherwise. Needs the ``ui`` extra (starlette, uvicorn).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import webbrowser
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from launcher.cli import environment
+from launcher.errors import AlaunchError, InputError
+
+ORDER = 90
+DEFAULT_PORT = 8642
+
+
+def bind(host: str, port: int, *, fallback: bool) -> socket.socket:
+    """A listening socket; the default port falls back to a free one when taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot resolve {host!r} ({exc.strerror}); e.g. --host 127.0.0.1", key="--host") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE and fallback:
+            sock.bind((address[0], 0) + tuple(address[2:]))
+        else:
+            sock.close()
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port",
+                             key="--port") from None
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ui", help="Serve the local web dashboard; prints its URL (with the access token) first.")
+    def ui_cmd(
+        port: int = typer.Option(DEFAULT_PORT, "--port", help="Port (0: any free one; the default falls back "
+                                                              "to a free one when taken)."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+        no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
+        runs: Path = typer.Option(Path("runs"), "--runs", help="Where fetched runs go (and their scores are read)."),
+        token: Optional[str] = typer.Option(None, "--token", envvar="ALAUNCH_UI_TOKEN",
+                                            help="Use this access token instead of a random one."),
+    ) -> None:
+        try:
+            import uvicorn
+            from launcher.ui.server import allowed_hosts, create_app, new_token
+        except ImportError as exc:
+            raise AlaunchError(f"alaunch ui needs the ui extra ({exc.name} is missing): "
+                               "pip install 'alaunch[ui]'") from None
+        if not 0 <= port <= 65535:
+            raise InputError(f"port {port} is not in 0..65535", key="--port")
+        if token is not None and len(token) < 16:
+            raise InputError("the token must have at least 16 characters", key="--token")
+        env = environment.current()
+        sock = bind(host, port, fallback=port == DEFAULT_PORT)
+        bound = sock.getsockname()[1]
+        token = token or new_token()
+        url = f"http://{url_host(host)}:{bound}/?token={token}"
+        app_ = create_app(env.state_dir, token, allowed_hosts(host, bound), runs_dir=runs)
+        env.stdout.file.write(url + "\n")
+        env.stdout.file.flush()
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            env.stderr.print(f"alaunch ui: listening on {host}, not loopback: anyone who can reach it "
+                             "and has the token can cancel jobs", markup=False)
+        if not no_browser:
+            webbrowser.open(url)
+        config = uvicorn.Config(app_, log_level="warning", timeout_graceful_shutdown=2, lifespan="off")
+        uvicorn.Server(config).run(sockets=[sock])

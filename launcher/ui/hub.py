@@ -1,0 +1,242 @@
+"""One follower per job, shared by every viewer of the dashboard.
+
+:class:`JobWatch` is a :class:`launcher.ops.follow.Sink`: the job's one
+:class:`~launcher.ops.follow.Follower` (the same loop ``logs -f`` runs) feeds it lines and
+progress from a thread; it keeps them as plain data (a bounded line buffer with sequence
+numbers, loss points per rank, the latest progress view, what each node's channel did) and
+pushes each change to the subscribed browsers' queues through their event loops. Viewers
+come and go; the follower does not restart for them. A running job's watch follows it to its
+end and settles the registry (as ``logs -f`` does); a finished job's watch reads its logs once.
+
+Nothing here writes to a host: following only reads the job's log files (``remote/follow.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from launcher.core.hostfile import Host, parse_hostfile
+from launcher.errors import AlaunchError
+from launcher.metrics.logparse import parse_loss
+from launcher.ops import registry as reg
+from launcher.ops.follow import Event, Follower, ProgressView, build_view
+from launcher.ui.data import stream_key
+
+MAX_LINES = 20_000  # lines kept in memory per job for the viewer (the host keeps them all)
+QUEUE_SIZE = 2_000  # per viewer; a viewer that falls this far behind is dropped and resyncs
+START_POLL_S = 1.0  # how often a queued (pending/staging) job is looked at until it runs
+
+
+@dataclass
+class Connection:
+    """How the dashboard reaches a job's hosts: a runner per host and the job service
+    (which settles the registry at the end and stops the gang on a failure, as logs -f)."""
+
+    runner_for: Callable[[Host], Any]
+    service: Any
+
+
+def default_connect(registry: reg.Registry, state_dir: Path, record: reg.JobRecord) -> Connection:
+    """The SSH files the job's submit used, as ``logs`` and ``cancel`` do."""
+    from launcher.ops.collect import default_options
+    from launcher.ops.service import JobService
+    from launcher.runners import make_runner
+    from launcher.runners.nodeexec import make_exec
+
+    options = default_options(record)
+    return Connection(runner_for=lambda h: make_runner(h, options),
+                      service=JobService(registry, state_dir, exec_factory=lambda h: make_exec(h, options)))
+
+
+class _ChannelFollower(Follower):
+    """The Follower, telling its sink what each node's channel did (ended with a code, lost)."""
+
+    def __init__(self, *args, on_event: Callable[[Event], None], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._on_event = on_event
+
+    def _handle(self, event, pending, codes):
+        if event.kind in ("end", "lost"):
+            self._on_event(event)
+        return super()._handle(event, pending, codes)
+
+
+@dataclass
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    dropped: bool = False
+
+
+class JobWatch:
+    """What the job's follower knows, kept for the dashboard (a Sink, thread-safe)."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self.lock = threading.Lock()
+        self.lines: deque[dict] = deque(maxlen=MAX_LINES)
+        self.seq = 0
+        self.curves: dict[str, list[tuple[int, float]]] = {}
+        self.view: ProgressView | None = None
+        self.channels: dict[str, dict] = {}
+        self.notes: list[str] = []
+        self.failure = None
+        self.follower: Follower | None = None  # read for its first failure while it runs
+        self.following = False
+        self.done = threading.Event()
+        self.error: str | None = None
+        self._subs: list[_Subscriber] = []
+        self._last_progress = 0.0
+
+    # -------------------------------------------------------------- Sink
+    def line(self, host: str, rank: int | None, text: str) -> None:
+        point = parse_loss(text) if "loss" in text else None
+        with self.lock:
+            self.seq += 1
+            item = {"seq": self.seq, "host": host, "rank": rank, "text": text, "t": time.time()}
+            self.lines.append(item)
+            key = stream_key(host, rank)
+            if point is not None and rank is not None:  # msrun's scheduler log repeats rank 0's losses
+                self.curves.setdefault(key, []).append((point.global_step, point.loss))
+        self._publish({"type": "line", **item})
+        if point is not None and rank is not None:
+            self._publish({"type": "loss", "stream": key, "step": point.global_step, "loss": point.loss})
+
+    def progress(self, view: ProgressView) -> None:
+        with self.lock:
+            self.view = view
+        now = time.monotonic()
+        if now - self._last_progress >= 0.25:  # the bar is fed per line; the browser needs less
+            self._last_progress = now
+            self._publish({"type": "progress"})
+
+    def note(self, text: str) -> None:
+        with self.lock:
+            self.notes.append(text)
+        self._publish({"type": "note", "text": text})
+
+    def channel(self, event: Event) -> None:
+        with self.lock:
+            if event.kind == "lost":
+                self.channels[event.host] = {"lost": True, "since": time.time(), "detail": event.text}
+            else:
+                self.channels[event.host] = {"ended": True, "exit_code": event.exit_code}
+        self._publish({"type": "node", "host": event.host})
+
+    # -------------------------------------------------------------- viewers
+    def subscribe(self, loop: asyncio.AbstractEventLoop) -> _Subscriber:
+        sub = _Subscriber(loop, asyncio.Queue(QUEUE_SIZE))
+        with self.lock:
+            self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: _Subscriber) -> None:
+        with self.lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def _publish(self, message: dict) -> None:
+        with self.lock:
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(self._put, sub, message)
+            except RuntimeError:  # its loop is closed: the viewer is gone
+                self.unsubscribe(sub)
+
+    @staticmethod
+    def _put(sub: _Subscriber, message: dict) -> None:
+        if sub.dropped:
+            return
+        try:
+            sub.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            sub.dropped = True
+            sub.queue = asyncio.Queue(1)
+            sub.queue.put_nowait({"type": "resync"})
+
+    # -------------------------------------------------------------- reading
+    def snapshot(self) -> dict:
+        """Plain data for :mod:`launcher.ui.data` (copies, so the follower may go on)."""
+        with self.lock:
+            view = self.view
+            last = None
+            for key in sorted(self.curves):
+                if self.curves[key]:
+                    last = self.curves[key][-1][1] if last is None else last
+            if view is not None and view.loss is not None:
+                last = view.loss
+            return {"progress": view, "last_loss": last,
+                    "curves": {k: list(v) for k, v in self.curves.items()},
+                    "channels": {k: dict(v) for k, v in self.channels.items()},
+                    "notes": list(self.notes) + ([f"follower: {self.error}"] if self.error else []),
+                    "failure": self.failure or (self.follower.job.first_failure if self.follower else None),
+                    "streams": sorted({stream_key(ln["host"], ln["rank"]) for ln in self.lines}),
+                    "line_count": self.seq, "following": self.following and not self.done.is_set()}
+
+    def lines_since(self, after: int = -1) -> list[dict]:
+        with self.lock:
+            return [ln for ln in self.lines if ln["seq"] > after]
+
+
+class Hub:
+    """The watches of one dashboard: created on first view, shared, one follower thread each."""
+
+    def __init__(self, state_dir: Path, connect: Callable[[reg.Registry, Path, reg.JobRecord], Connection] = default_connect):
+        self.state_dir = Path(state_dir)
+        self.connect = connect
+        self._watches: dict[str, JobWatch] = {}
+        self._lock = threading.Lock()
+
+    def registry(self) -> reg.Registry:
+        """A registry connection of the caller's own (sqlite connections are not shared across threads)."""
+        return reg.Registry.in_state_dir(self.state_dir)
+
+    def get(self, job_id: str) -> JobWatch | None:
+        with self._lock:
+            return self._watches.get(job_id)
+
+    def watch(self, job_id: str) -> JobWatch:
+        """The job's watch, starting its follower the first time it is asked for."""
+        with self._lock:
+            w = self._watches.get(job_id)
+            if w is not None:
+                return w
+            w = self._watches[job_id] = JobWatch(job_id)
+        threading.Thread(target=self._run, args=(w,), name=f"ui-follow-{job_id}", daemon=True).start()
+        return w
+
+    def _run(self, w: JobWatch) -> None:
+        try:
+            with self.registry() as registry:
+                record = registry.get(w.job_id)
+                while record.state in (reg.PENDING, reg.STAGING):
+                    time.sleep(START_POLL_S)
+                    record = registry.get(w.job_id)
+                if not record.nodes or not any(n.job_dir for n in record.nodes):
+                    return  # failed before it was staged: nothing on the hosts to read
+                conn = self.connect(registry, self.state_dir, record)
+                hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
+                follow = not record.terminal
+                w.following = follow
+                follower = _ChannelFollower(record, conn.runner_for, hosts, w, conn.service if follow else None,
+                                            follow=follow, gang_stop=follow, on_event=w.channel)
+                w.follower = follower
+                result = follower.run()
+                with w.lock:
+                    w.failure = result.failure
+                    if w.view is None or follow:
+                        w.view = build_view(result.job, follower.clock)
+        except AlaunchError as exc:
+            w.error = exc.message
+        except Exception as exc:  # the dashboard stays up; the page shows why this job has no logs
+            w.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            w.done.set()
+            w._publish({"type": "end"})

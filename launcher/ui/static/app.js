@@ -1,0 +1,314 @@
+// alaunch dashboard: jobs list, job page (live curves + logs), compare. No build step.
+"use strict";
+const TOKEN = document.querySelector('meta[name="alaunch-token"]').content;
+const main = document.getElementById("main");
+const liveDot = document.getElementById("live");
+const COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
+// what tests and people can read from the console: arrival times of loss points
+window.__alaunch = { lossArrivals: [], events: 0 };
+
+function esc(s) { return String(s ?? "").replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c])); }
+function fmt(v, d = 4) { return v == null ? "-" : (typeof v === "number" ? Number(v.toPrecision(d)).toString() : String(v)); }
+function dur(s) { if (s == null) return "-"; s = Math.round(s); const h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60);
+  return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(s % 60).padStart(2, "0")}s` : `${s}s`; }
+function badge(state) { return `<span class="state ${esc(state)}">${esc(state)}</span>`; }
+async function api(path, opts = {}) {
+  const r = await fetch(path, opts);
+  const body = r.headers.get("content-type")?.includes("json") ? await r.json() : await r.text();
+  if (!r.ok) throw new Error(body.error || body || r.statusText);
+  return body;
+}
+function post(path) { return api(path, { method: "POST", headers: { "X-Alaunch-Token": TOKEN } }); }
+function progressCell(p) {
+  if (!p || p.done == null) return '<span class="muted">-</span>';
+  const pct = Math.round(100 * p.fraction);
+  return `<span class="bar"><i style="width:${pct}%"></i></span> <span class="muted">${p.done}/${p.total}</span>`;
+}
+function stream(url, onMessage) {
+  const es = new EventSource(url);
+  es.onopen = () => liveDot.classList.add("on");
+  es.onerror = () => liveDot.classList.remove("on");
+  es.onmessage = ev => { window.__alaunch.events++; onMessage(JSON.parse(ev.data)); };
+  return es;
+}
+
+// ------------------------------------------------------------------ jobs list
+function jobsPage() {
+  const params = new URLSearchParams(location.search);
+  main.innerHTML = `<h1>Jobs</h1>
+    <div class="filters">
+      <select id="f-state"><option value="all">all states</option><option value="active">active</option>
+        ${["pending","staging","running","succeeded","failed","cancelled"].map(s => `<option>${s}</option>`).join("")}</select>
+      <input id="f-name" placeholder="filter by name or id" value="${esc(params.get("q") || "")}">
+      <button id="compare-btn" disabled>compare selected</button>
+      <span class="muted" id="count"></span>
+    </div>
+    <div class="card"><table id="jobs"><thead><tr><th></th><th>job</th><th>state</th><th>nodes</th><th>cards</th>
+      <th>age</th><th>last loss</th><th>progress</th><th>reason</th></tr></thead><tbody></tbody></table></div>`;
+  const stateSel = document.getElementById("f-state"), nameIn = document.getElementById("f-name");
+  stateSel.value = params.get("state") || "all";
+  const selected = new Set();
+  let rows = [];
+  const btn = document.getElementById("compare-btn");
+  btn.onclick = () => { location.href = "/compare?ids=" + [...selected].map(encodeURIComponent).join(","); };
+  function render() {
+    const st = stateSel.value, q = nameIn.value.trim().toLowerCase();
+    const shown = rows.filter(r => (st === "all" || (st === "active" ? !["succeeded","failed","cancelled"].includes(r.state) : r.state === st))
+      && (!q || r.name.toLowerCase().includes(q) || r.id.toLowerCase().includes(q)));
+    document.getElementById("count").textContent = `${shown.length} of ${rows.length}`;
+    document.querySelector("#jobs tbody").innerHTML = shown.map(r => `<tr data-id="${esc(r.id)}" data-state="${esc(r.state)}">
+      <td><input type="checkbox" class="pick" value="${esc(r.id)}" ${selected.has(r.id) ? "checked" : ""}></td>
+      <td><a href="/jobs/${encodeURIComponent(r.id)}">${esc(r.name)}</a><br><span class="muted">${esc(r.id)}</span></td>
+      <td>${badge(r.state)}</td><td>${esc(r.nodes.join(", "))}</td><td class="num">${fmt(r.cards)}</td>
+      <td class="num">${dur(r.age_s)}</td><td class="num last-loss">${fmt(r.last_loss)}</td>
+      <td>${progressCell(r.progress)}</td><td class="muted">${esc(r.reason || "")}</td></tr>`).join("")
+      || `<tr><td colspan="9" class="muted">no jobs${rows.length ? " match" : " yet: alaunch submit JOB.yaml"}</td></tr>`;
+    document.querySelectorAll(".pick").forEach(cb => cb.onchange = () => {
+      cb.checked ? selected.add(cb.value) : selected.delete(cb.value);
+      btn.disabled = selected.size < 2; btn.textContent = `compare selected (${selected.size})`;
+    });
+  }
+  stateSel.onchange = nameIn.oninput = () => {
+    const p = new URLSearchParams(); if (stateSel.value !== "all") p.set("state", stateSel.value);
+    if (nameIn.value) p.set("q", nameIn.value); history.replaceState(null, "", "/" + (p.toString() ? "?" + p : "")); render();
+  };
+  stream("/api/jobs/stream", m => { if (m.type === "jobs") { rows = m.jobs; render(); } });
+}
+
+// ------------------------------------------------------------------ charts
+function makeChart(el, title, seriesNames, height = 300) {
+  const series = [{ label: "step" }];
+  seriesNames.forEach((s, i) => {
+    const c = s.colour || COLOURS[i % COLOURS.length];
+    series.push({ label: s.label, stroke: s.raw ? c + "55" : c, width: s.raw ? 1 : 2, spanGaps: true,
+                  points: { show: false }, show: s.show !== false });
+  });
+  return new uPlot({ title, width: Math.max(320, el.clientWidth - 10), height, series,
+                     scales: { x: { time: false } }, axes: [{ label: "step" }, { label: "loss" }],
+                     legend: { live: true } }, [[]].concat(seriesNames.map(() => [])), el);
+}
+function joined(curves, smoothKey) {
+  // uPlot.join aligns curves with different steps on one x axis
+  const tables = [];
+  curves.forEach(c => { tables.push([c.steps, c.loss]); tables.push([c.steps, c[smoothKey]]); });
+  return tables.length ? uPlot.join(tables) : [[]];
+}
+function ema(values, w) {
+  let last = 0, n = 0; return values.map(v => { if (v == null || !isFinite(v)) return v; last = last * w + (1 - w) * v; n++; return last / (1 - Math.pow(w, n)); });
+}
+
+// ------------------------------------------------------------------ job page
+function jobPage(id) {
+  main.innerHTML = `<div id="head"></div>
+    <div class="grid2">
+      <div>
+        <div class="card"><div class="filters"><b>loss per rank</b>
+          <label>smoothing <input id="smooth" type="range" min="0" max="0.99" step="0.01" value="0.6"></label>
+          <span id="smooth-v" class="muted">0.6</span><label><input id="show-raw" type="checkbox" checked> raw</label></div>
+          <div id="chart" class="chart"></div></div>
+        <div class="card"><div class="filters"><b>logs</b>
+          <select id="l-rank"><option value="">all ranks</option></select>
+          <select id="l-node"><option value="">all nodes</option></select>
+          <input id="l-grep" placeholder="grep (regex)">
+          <label><input id="l-follow" type="checkbox" checked> follow</label>
+          <span class="muted" id="l-count"></span></div>
+          <pre class="log" id="log"></pre></div>
+      </div>
+      <div>
+        <div class="card" id="failure" hidden></div>
+        <div class="card"><h2 style="margin-top:0">nodes</h2><table id="nodes"><thead><tr><th>node</th><th>host</th><th>state</th><th>exit</th><th>pid</th></tr></thead><tbody></tbody></table></div>
+        <div class="card"><h2 style="margin-top:0">notes</h2><div id="notes" class="notes"></div></div>
+      </div>
+    </div>`;
+  let detail = null, chart = null, chartKeys = "", curves = {}, lastSeq = -1, refreshTimer = null;
+  const logEl = document.getElementById("log"), rankSel = document.getElementById("l-rank"), nodeSel = document.getElementById("l-node");
+  const grepIn = document.getElementById("l-grep"), followCb = document.getElementById("l-follow");
+  const smoothIn = document.getElementById("smooth"), rawCb = document.getElementById("show-raw");
+  let lineCount = 0;
+
+  function renderHead() {
+    const d = detail, p = d.progress || {};
+    const terminal = ["succeeded", "failed", "cancelled"].includes(d.state);
+    document.getElementById("head").innerHTML = `<h1>${esc(d.name)} ${badge(d.state)}</h1>
+      <div class="muted">${esc(d.id)} · ${esc(d.kind)} · ${d.node_count} node(s), ${fmt(d.cards)} card(s)
+        ${d.following ? " · following live" : ""}</div>
+      <div class="card facts" style="margin-top:10px">
+        <div><b>progress</b>${progressCell(d.progress)}</div>
+        <div><b>epoch</b>${p.epoch != null ? `${p.epoch}/${p.epochs}` : "-"}</div>
+        <div><b>last loss</b><span id="h-loss">${fmt(d.last_loss)}</span> ${esc(p.trend || "")}</div>
+        <div><b>step time</b>${p.step_s != null ? fmt(p.step_s * 1000, 3) + " ms" : "-"}</div>
+        <div><b>throughput</b>${p.samples_s != null ? fmt(p.samples_s, 3) + " samples/s" : "-"}</div>
+        <div><b>ETA</b>${dur(p.eta_s)}</div>
+        <div><b>age</b>${dur(d.age_s)}</div>
+        <div style="margin-left:auto"><button id="fetch">fetch logs</button>
+          <button id="cancel" class="danger" ${terminal ? "disabled" : ""}>cancel</button></div>
+      </div>
+      ${d.reason ? `<div class="msg">${esc(d.reason)}</div>` : ""}<div id="action-msg"></div>`;
+    document.getElementById("cancel").onclick = async ev => {
+      if (!confirm(`Cancel ${d.id} on every node?`)) return;
+      ev.target.disabled = true; say("cancelling…");
+      try { const r = await post(`/api/jobs/${encodeURIComponent(id)}/cancel`);
+            say(`${r.id}: ${r.state} — ` + Object.entries(r.outcome).map(([h, m]) => `${h}: ${m}`).join("; ")); }
+      catch (e) { say("cancel failed: " + e.message); ev.target.disabled = false; }
+      refresh();
+    };
+    document.getElementById("fetch").onclick = async ev => {
+      ev.target.disabled = true; say("fetching logs…");
+      try { const r = await post(`/api/jobs/${encodeURIComponent(id)}/fetch?what=logs`);
+            say(`fetched into ${r.run_dir} (${r.bytes} bytes in ${r.seconds} s)` + (r.ok ? "" : " — some nodes failed")); }
+      catch (e) { say("fetch failed: " + e.message); }
+      ev.target.disabled = false;
+    };
+  }
+  function say(text) { const el = document.getElementById("action-msg"); if (el) el.innerHTML = `<div class="msg" id="action-text">${esc(text)}</div>`; }
+  function renderSide() {
+    const d = detail;
+    document.querySelector("#nodes tbody").innerHTML = d.nodes.map(n => `<tr><td>${n.rank}</td><td>${esc(n.host)}</td>
+      <td>${badge(n.state)}${n.channel && n.channel.lost ? `<br><span class="muted">channel lost ${new Date(n.channel.since * 1000).toLocaleTimeString()}: ${esc(n.channel.detail)}</span>` : ""}</td>
+      <td>${n.exit_code ?? ""}</td><td>${n.pid ?? ""}</td></tr>`).join("");
+    const f = d.failure, box = document.getElementById("failure");
+    box.hidden = !f;
+    if (f) box.className = "card failure", box.innerHTML = `<h2 style="margin-top:0">failure</h2>
+      <div class="cause">${esc(f.cause)}</div><div>${esc(f.where)} ${f.kind ? `(${esc(f.kind)})` : ""}</div>
+      ${f.hint ? `<div><b>hint:</b> ${esc(f.hint)}</div>` : ""}${f.traceback.length ? `<pre>${esc(f.traceback.join("\n"))}</pre>` : ""}`;
+    document.getElementById("notes").innerHTML = d.notes.map(n => `<div>${esc(n)}</div>`).join("") || '<span class="muted">none</span>';
+    const streams = d.streams || [];
+    const ranks = [...new Set(streams.map(s => s.split("/").pop()).filter(r => r !== "sched"))];
+    const hosts = [...new Set(d.nodes.map(n => n.host))];
+    syncOptions(rankSel, ranks, "all ranks"); syncOptions(nodeSel, hosts, "all nodes");
+  }
+  function syncOptions(sel, values, all) {
+    const have = [...sel.options].slice(1).map(o => o.value);
+    if (have.join() === values.join()) return;
+    const v = sel.value; sel.innerHTML = `<option value="">${all}</option>` + values.map(x => `<option>${esc(x)}</option>`).join(""); sel.value = v;
+  }
+  function renderChart() {
+    const keys = Object.keys(curves);
+    const w = Number(smoothIn.value);
+    const list = keys.map(k => ({ steps: curves[k].steps, loss: curves[k].loss, smooth: ema(curves[k].loss, w) }));
+    const sig = keys.join("|") + rawCb.checked;
+    const el = document.getElementById("chart");
+    if (!keys.length) { el.innerHTML = '<div class="muted">no loss lines yet</div>'; chart = null; chartKeys = ""; return; }
+    if (sig !== chartKeys) {
+      el.innerHTML = ""; chartKeys = sig;
+      const names = []; keys.forEach((k, i) => { const colour = COLOURS[i % COLOURS.length];
+        names.push({ label: k + " raw", raw: true, show: rawCb.checked, colour }); names.push({ label: k + " smoothed", colour }); });
+      chart = makeChart(el, "", names);
+    }
+    chart.setData(joined(list, "smooth"));
+  }
+  let chartQueued = false;
+  function queueChart() { if (!chartQueued) { chartQueued = true; requestAnimationFrame(() => { chartQueued = false; renderChart(); }); } }
+  smoothIn.oninput = () => { document.getElementById("smooth-v").textContent = smoothIn.value; renderChart(); };
+  rawCb.onchange = () => { chartKeys = ""; renderChart(); };
+
+  function lineHtml(l) {
+    const tag = `${l.host}/${l.rank == null ? "sched" : l.rank}`;
+    const cls = /ERROR|Traceback|Error:/.test(l.text) ? "err" : "";
+    return `<span class="tag">${esc(tag.padEnd(13))}</span><span class="${cls}">${esc(l.text)}</span>\n`;
+  }
+  function wanted(l) {
+    if (rankSel.value !== "" && String(l.rank) !== rankSel.value) return false;
+    if (nodeSel.value !== "" && l.host !== nodeSel.value) return false;
+    if (grepIn.value) { try { if (!new RegExp(grepIn.value).test(l.text)) return false; } catch (e) { return false; } }
+    return true;
+  }
+  function appendLines(lines) {
+    const atBottom = logEl.scrollTop + logEl.clientHeight >= logEl.scrollHeight - 30;
+    logEl.insertAdjacentHTML("beforeend", lines.map(lineHtml).join(""));
+    lineCount += lines.length;
+    while (logEl.childNodes.length > 12000) logEl.removeChild(logEl.firstChild);
+    document.getElementById("l-count").textContent = `${lineCount} line(s)`;
+    if (followCb.checked && atBottom) logEl.scrollTop = logEl.scrollHeight;
+  }
+  async function loadLogs() {
+    const q = new URLSearchParams({ limit: "5000" });
+    if (rankSel.value) q.set("rank", rankSel.value); if (nodeSel.value) q.set("node", nodeSel.value); if (grepIn.value) q.set("grep", grepIn.value);
+    try { const r = await api(`/api/jobs/${encodeURIComponent(id)}/logs?` + q);
+          logEl.innerHTML = ""; lineCount = 0; appendLines(r.lines); lastSeq = Math.max(lastSeq, r.seq); logEl.scrollTop = logEl.scrollHeight; }
+    catch (e) { logEl.textContent = e.message; }
+  }
+  rankSel.onchange = nodeSel.onchange = loadLogs;
+  let grepTimer = null; grepIn.oninput = () => { clearTimeout(grepTimer); grepTimer = setTimeout(loadLogs, 300); };
+
+  async function refresh() {
+    try { detail = await api(`/api/jobs/${encodeURIComponent(id)}`); }
+    catch (e) { main.innerHTML = `<div class="card failure">${esc(e.message)}</div>`; return; }
+    renderHead(); renderSide();
+  }
+  function queueRefresh() { if (!refreshTimer) refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 300); }
+  function handle(m) {
+    if (m.type === "line") {
+      if (m.seq <= lastSeq) return; lastSeq = m.seq;
+      if (wanted(m)) { pending.push(m); if (pending.length === 1) requestAnimationFrame(() => { appendLines(pending); pending = []; }); }
+    } else if (m.type === "loss") {
+      const c = curves[m.stream] || (curves[m.stream] = { steps: [], loss: [] });
+      if (c.steps.includes(m.step)) return;  // already in the first load
+      c.steps.push(m.step); c.loss.push(m.loss);
+      window.__alaunch.lossArrivals.push({ stream: m.stream, step: m.step, loss: m.loss, t: Date.now() });
+      const hl = document.getElementById("h-loss"); if (hl) hl.textContent = fmt(m.loss);
+      queueChart();
+    } else if (m.type === "resync") { location.reload(); }
+    else if (m.type !== "hello") queueRefresh();
+  }
+  let pending = [], ready = false, early = [], hello;
+  const subscribed = new Promise(res => hello = res);
+  // subscribe first, then load: nothing said between the two is lost, repeats are dropped
+  stream(`/api/jobs/${encodeURIComponent(id)}/events`, m => { if (m.type === "hello") hello(); ready ? handle(m) : early.push(m); });
+  (async () => {
+    await Promise.race([subscribed, new Promise(res => setTimeout(res, 3000))]);
+    await refresh();
+    curves = {}; Object.entries(detail.curves).forEach(([k, c]) => curves[k] = { steps: [...c.steps], loss: [...c.loss] });
+    renderChart(); await loadLogs();
+    ready = true; early.forEach(handle); early = [];
+  })();
+}
+
+// ------------------------------------------------------------------ compare
+async function comparePage() {
+  const ids = new URLSearchParams(location.search).get("ids");
+  if (!ids) { main.innerHTML = `<h1>Compare runs</h1><div class="card muted">Pick two or more jobs in the <a href="/">jobs list</a> and press “compare selected”.</div>`; return; }
+  main.innerHTML = `<h1>Compare runs</h1><div class="card muted">reading the runs' logs…</div>`;
+  let r;
+  try { r = await api("/api/compare?ids=" + encodeURIComponent(ids)); }
+  catch (e) { main.innerHTML = `<h1>Compare runs</h1><div class="card failure">${esc(e.message)}</div>`; return; }
+  const s = j => j.scores || {};
+  const pct = v => v == null ? "-" : (100 * v).toFixed(1) + "%";
+  main.innerHTML = `<h1>Compare runs</h1>
+    <div class="card"><div class="filters"><b>loss (lowest rank of each run)</b>
+      <label><input id="c-raw" type="checkbox" checked> raw</label></div><div id="c-chart" class="chart"></div></div>
+    <div class="card"><h2 style="margin-top:0">runs</h2><table id="c-runs"><thead><tr><th>job</th><th>state</th><th>steps</th><th>final loss</th>
+      <th>EM</th><th>F1</th><th>math accuracy</th><th>LoRA r / α</th><th>duration</th></tr></thead><tbody>
+      ${r.jobs.map((j, i) => `<tr><td><span style="color:${COLOURS[i % COLOURS.length]}">■</span> <a href="/jobs/${encodeURIComponent(j.id)}">${esc(j.name)}</a><br><span class="muted">${esc(j.id)}</span></td>
+        <td>${badge(j.state)}</td><td class="num">${fmt(s(j).steps ?? (j.curve ? j.curve.steps[j.curve.steps.length - 1] : null))}</td>
+        <td class="num">${fmt(s(j).final_loss ?? (j.curve ? j.curve.loss[j.curve.loss.length - 1] : null))}</td>
+        <td class="num">${fmt(s(j).em)}</td><td class="num">${fmt(s(j).f1)}</td>
+        <td class="num">${s(j).math_total ? `${pct(s(j).math_accuracy)} (${s(j).math_correct}/${s(j).math_total})` : "-"}</td>
+        <td class="num">${fmt(s(j).lora_rank)} / ${fmt(s(j).lora_alpha)}</td><td class="num">${dur(s(j).duration_s)}</td></tr>`).join("")}
+      </tbody></table><div class="muted">Scores come from fetched runs (runs/&lt;job-id&gt;/scores.json, written by <code>alaunch score --save</code>); “-” when not fetched or not scored.</div></div>
+    ${r.diffs.map(d => `<div class="card config-diff"><h2 style="margin-top:0">config: ${esc(d.a)} → ${esc(d.b)}</h2>
+      <table class="changes"><thead><tr><th>key</th><th>${esc(d.a)}</th><th>${esc(d.b)}</th></tr></thead><tbody>
+      ${d.changes.map(c => `<tr><td><code>${esc(c.key)}</code></td><td><code>${esc(c.a)}</code></td><td><code>${esc(c.b)}</code></td></tr>`).join("") || '<tr><td colspan="3" class="muted">identical</td></tr>'}
+      </tbody></table><details><summary>unified diff</summary><pre class="diff">${d.diff.split("\n").map(l =>
+        `<span class="${l.startsWith("+") ? "add" : l.startsWith("-") ? "del" : l.startsWith("@@") ? "hunk" : ""}">${esc(l)}</span>`).join("\n")}</pre></details></div>`).join("")}`;
+  const withCurves = r.jobs.filter(j => j.curve);
+  const el = document.getElementById("c-chart");
+  function draw() {
+    el.innerHTML = "";
+    if (!withCurves.length) { el.innerHTML = '<div class="muted">none of these runs has loss lines</div>'; return; }
+    const raw = document.getElementById("c-raw").checked, names = [];
+    withCurves.forEach(j => { const colour = COLOURS[r.jobs.indexOf(j) % COLOURS.length];  // as in the runs table
+      names.push({ label: j.name + " " + j.id.slice(-4) + " raw", raw: true, show: raw, colour });
+      names.push({ label: j.name + " " + j.id.slice(-4), colour }); });
+    makeChart(el, "", names).setData(joined(withCurves.map(j => j.curve), "smooth"));
+  }
+  document.getElementById("c-raw").onchange = draw;
+  draw();
+  window.__alaunch.compare = r;
+}
+
+// ------------------------------------------------------------------ router
+const path = location.pathname;
+if (path.startsWith("/jobs/")) jobPage(decodeURIComponent(path.slice(6)));
+else if (path === "/compare") comparePage();
+else jobsPage();
