@@ -8,17 +8,17 @@ STAMP := $(VENV)/.alaunch-installed
 .PHONY: setup demo test test-fast test-deps bench cluster-up cluster-down slurm-up slurm-down clean
 
 # The venv with the package, the `ms` extra (mindspore 2.9.0 + mindformers 1.9.0, which
-# bring msrun) and the test tools. Re-run when pyproject.toml changes.
+# bring msrun), the `ui` extra (the dashboard's server) and the test tools. Re-run when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[ms,test]' 2>&1 | grep -v '^WARNING: Location' || true
-	@$(PY) -c 'import launcher, mindspore, mindformers' 2>/dev/null >/dev/null
+	$(PY) -m pip install -q -e '.[ms,test,ui]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import launcher, mindspore, mindformers, starlette, uvicorn' 2>/dev/null >/dev/null
 	@touch $(STAMP)
 
 setup: $(STAMP)
 
 # openssh-server, rsync and iproute2 for the real SSH test cluster, slurm-wlm and munge for the
-# real Slurm one, installed when missing.
+# real Slurm one, chromium + chromedriver for the dashboard's browser tests, installed when missing.
 test-deps:
 	@scripts/install-test-deps
 

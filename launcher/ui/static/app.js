@@ -205,7 +205,7 @@ function jobPage(id) {
   function lineHtml(l) {
     const tag = `${l.host}/${l.rank == null ? "sched" : l.rank}`;
     const cls = /ERROR|Traceback|Error:/.test(l.text) ? "err" : "";
-    return `<span class="tag">${esc(tag.padEnd(13))}</span><span class="${cls}">${esc(l.text)}</span>\n`;
+    return `<span class="tag">${esc(tag.padEnd(15)) + " "}</span><span class="${cls}">${esc(l.text)}</span>\n`;
   }
   function wanted(l) {
     if (rankSel.value !== "" && String(l.rank) !== rankSel.value) return false;
