@@ -1,0 +1,295 @@
+"""The dashboard without a browser: its data adapter (pure), the shared watch (the follower's
+sink), and the real server (uvicorn on loopback) — token, Host and cross-site rules, the JSON
+API, and a line pushed over server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from launcher.metrics.logparse import Failure
+from launcher.ops import registry as reg
+from launcher.ops.follow import Event
+from launcher.ui import data
+from launcher.ui.hub import Hub, JobWatch
+from launcher.ui.server import COOKIE, allowed_hosts, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_LOG = ROOT / "tests" / "fixtures" / "real-ascend" / "train-run-4card" / "worker_0.log"
+CONFIG_A = "model:\n  model_config:\n    seq_length: 64\nrunner_config:\n  epochs: 1\n  batch_size: 4\n"
+CONFIG_B = "model:\n  model_config:\n    seq_length: 64\nrunner_config:\n  epochs: 3\n  batch_size: 4\nseed: 7\n"
+
+
+# ---------------------------------------------------------------- data (pure)
+def test_ema_is_debiased_and_passes_non_finite_points():
+    assert data.ema([5.0, 5.0, 5.0]) == pytest.approx([5.0, 5.0, 5.0])  # no pull towards 0
+    assert data.ema([1.0, 3.0], 0.0) == [1.0, 3.0]
+    s = data.ema([4.0, 2.0], 0.5)
+    assert s[0] == 4.0 and s[1] == pytest.approx((0.5 * 4 * 0.5 + 0.5 * 2) / (1 - 0.25))
+    out = data.ema([1.0, float("nan"), 1.0], 0.6)
+    assert math.isnan(out[1]) and out[2] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        data.ema([1.0], 1.0)
+
+
+def test_config_changes_name_the_keys_that_differ():
+    changes = {c["key"]: (c["a"], c["b"]) for c in data.config_changes(CONFIG_A, CONFIG_B)}
+    assert changes == {"runner_config.epochs": ("1", "3"), "seed": ("(absent)", "7")}
+    diff = data.config_diff(CONFIG_A, CONFIG_B, "a", "b")
+    assert "-  epochs: 1" in diff and "+  epochs: 3" in diff and "+seed: 7" in diff
+
+
+def _record(state: str = reg.RUNNING, created: str = "2026-01-01T00:00:00.000000Z", name: str = "job",
+            nodes=(), config: str = CONFIG_A, reason: str | None = None) -> reg.JobRecord:
+    return reg.JobRecord(id=f"{name}-{created[:4]}", name=name, kind="finetune", state=state, spec_text="",
+                         config_text=config, config_sha256="", hostfile_text="a slots=2\nb slots=2\n",
+                         created_at=created, started_at=None, ended_at=None, reason=reason, nodes=tuple(nodes))
+
+
+def test_rows_filter_by_state_and_text_newest_first():
+    rows = [data.job_row(_record(s, c, n)) for s, c, n in [
+        (reg.RUNNING, "2026-01-01T00:00:00.000000Z", "alpha"), (reg.SUCCEEDED, "2026-01-03T00:00:00.000000Z", "beta"),
+        (reg.FAILED, "2026-01-02T00:00:00.000000Z", "alphabet")]]
+    assert [r["name"] for r in data.filter_rows(rows)] == ["beta", "alphabet", "alpha"]
+    assert [r["name"] for r in data.filter_rows(rows, "active")] == ["alpha"]
+    assert [r["name"] for r in data.filter_rows(rows, "failed")] == ["alphabet"]
+    assert [r["name"] for r in data.filter_rows(rows, None, "ALPHA")] == ["alphabet", "alpha"]
+
+
+def test_node_state_shows_unreachable_and_queued():
+    running = reg.NodeRecord(0, "a", "/j", 10, 10, reg.RUNNING)
+    assert data.node_state(running, {"lost": True}, job_terminal=False) == "unreachable"
+    assert data.node_state(running, {"lost": True}, job_terminal=True) == reg.RUNNING
+    assert data.node_state(running, {"ended": True, "exit_code": 0}, job_terminal=False) == reg.RUNNING
+    assert data.node_state(reg.NodeRecord(0, "a"), None, job_terminal=False) == "queued"
+    record = _record(nodes=[running, reg.NodeRecord(1, "b", "/j", 11, 11, reg.RUNNING)])
+    assert data.cards(record) == 4
+
+
+def test_detail_carries_failure_cause_hint_and_curves():
+    f = Failure("worker_exit", True, 0, "worker process 12 (rank 1) was killed by SIGKILL", host="b", rank=1)
+    live = {"curves": {"a/1": [(1, 2.0), (2, 1.0)], "a/0": [(1, 3.0)]}, "failure": f, "notes": ["x"]}
+    d = data.job_detail(_record(nodes=[reg.NodeRecord(0, "a", "/j", 1, 1, reg.RUNNING)]), live)
+    assert list(d["curves"]) == ["a/0", "a/1"]  # by rank
+    assert d["curves"]["a/1"]["loss"] == [2.0, 1.0] and len(d["curves"]["a/1"]["smooth"]) == 2
+    assert d["failure"]["cause"].startswith("worker process 12") and d["failure"]["where"] == "b rank 1"
+    assert "dmesg" in d["failure"]["hint"]
+    failed = data.job_detail(_record(reg.FAILED, reason="node 0 exited with code 1"), {})
+    assert failed["failure"]["cause"] == "node 0 exited with code 1"
+
+
+def test_compare_uses_lowest_rank_curve_and_diffs_against_first():
+    a, b = _record(name="a"), _record(name="b", config=CONFIG_B)
+    out = data.compare([a, b], [{"curves": {"h/1": [(1, 9.0)], "h/0": [(1, 2.0), (2, 1.5)]}}, {}], [None, None])
+    assert out["jobs"][0]["curve"]["stream"] == "h/0" and out["jobs"][0]["curve"]["loss"] == [2.0, 1.5]
+    assert out["jobs"][1]["curve"] is None and out["jobs"][1]["scores"] is None
+    assert [c["key"] for c in out["diffs"][0]["changes"]] == ["runner_config.epochs", "seed"]
+
+
+# ---------------------------------------------------------------- the watch (the follower's sink)
+def test_watch_keeps_curves_per_rank_from_real_lines_and_pushes_them():
+    w = JobWatch("j")
+    loop = asyncio.new_event_loop()
+    sub = w.subscribe(loop)
+    lines = REAL_LOG.read_text(errors="replace").splitlines()[900:1300]  # training lines, within one viewer's queue
+    for line in lines:
+        w.line("node0", 0, line)
+        w.line("node0", None, line)  # msrun's scheduler log repeats rank 0: not a curve of its own
+    loop.run_until_complete(asyncio.sleep(0))
+    snap = w.snapshot()
+    assert list(snap["curves"]) == ["node0/0"]
+    steps = [p[0] for p in snap["curves"]["node0/0"]]
+    assert len(steps) > 10 and steps == sorted(steps)
+    assert snap["line_count"] == 2 * len(lines) and snap["last_loss"] == snap["curves"]["node0/0"][-1][1]
+    kinds = []
+    while not sub.queue.empty():
+        kinds.append(sub.queue.get_nowait()["type"])
+    assert kinds.count("loss") == len(steps) and kinds.count("line") == 2 * len(lines)
+    w.channel(Event("node1", "lost", text="connection reset"))
+    assert w.snapshot()["channels"]["node1"]["lost"] is True
+    loop.close()
+
+
+def test_a_slow_viewer_is_told_to_resync_instead_of_growing_without_bound(monkeypatch):
+    import launcher.ui.hub as hub_mod
+    monkeypatch.setattr(hub_mod, "QUEUE_SIZE", 5)
+    w = JobWatch("j")
+    loop = asyncio.new_event_loop()
+    sub = w.subscribe(loop)
+    for i in range(50):
+        w.line("h", 0, f"line {i}")
+    loop.run_until_complete(asyncio.sleep(0))
+    assert sub.dropped and sub.queue.get_nowait() == {"type": "resync"} and sub.queue.empty()
+    loop.close()
+
+
+# ---------------------------------------------------------------- the real server
+class Served:
+    def __init__(self, state_dir: Path, token: str = "t" * 32):
+        self.token = token
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        self.port = sock.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.hub = Hub(state_dir)
+        app = create_app(state_dir, token, allowed_hosts("127.0.0.1", self.port), hub=self.hub)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        end = time.time() + 10
+        while not self.server.started and time.time() < end:
+            time.sleep(0.02)
+
+    def request(self, path: str, *, method: str = "GET", headers: dict | None = None, token: bool = True):
+        url = self.base + path
+        if token:
+            url += ("&" if "?" in path else "?") + f"token={self.token}"
+        req = urllib.request.Request(url, method=method, headers=headers or {})
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode()
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+
+
+@pytest.fixture
+def served(tmp_path):
+    state = tmp_path / "state"
+    s = Served(state)
+    yield s
+    s.stop()
+
+
+def _job(state_dir: Path, name: str, config: str, state=reg.FAILED) -> str:
+    with reg.Registry.in_state_dir(state_dir) as r:
+        rec = r.create_job(name, "finetune", config_text=config, hostfile_text="localhost slots=1\n",
+                           nodes=["localhost"], state=reg.PENDING)
+        r.set_state(rec.id, state, "stage failed: no space left on device")
+        return rec.id
+
+
+def test_every_request_needs_the_token(served):
+    assert served.request("/api/jobs", token=False)[0] == 401
+    assert served.request("/", token=False)[0] == 401
+    assert served.request("/static/app.js", token=False)[0] == 401
+    assert served.request("/api/jobs?token=wrong", token=False)[0] == 401
+    assert served.request("/api/jobs", token=False, headers={"X-Alaunch-Token": served.token})[0] == 200
+
+
+def test_first_visit_trades_the_token_for_a_strict_cookie(served):
+    code, headers, _ = served.request("/jobs/x")
+    assert code == 303 and headers["location"] == "/jobs/x"
+    cookie = headers["set-cookie"]
+    assert f"{COOKIE}={served.token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    code, _, body = served.request("/", token=False, headers={"Cookie": f"{COOKIE}={served.token}"})
+    assert code == 200 and f'content="{served.token}"' in body
+
+
+def test_foreign_host_and_cross_site_posts_are_refused(served, tmp_path):
+    job = _job(tmp_path / "state", "a", CONFIG_A, state=reg.RUNNING)
+    assert served.request("/api/jobs", headers={"Host": "evil.example:80"})[0] == 403  # DNS rebinding
+    cookie = {"Cookie": f"{COOKIE}={served.token}"}
+    # the cookie alone (what a cross-site form would carry) does not cancel
+    assert served.request(f"/api/jobs/{job}/cancel", method="POST", token=False, headers=cookie)[0] == 403
+    assert served.request(f"/api/jobs/{job}/cancel", method="POST", token=False)[0] == 401
+    evil = {"X-Alaunch-Token": served.token, "Origin": "http://evil.example"}
+    assert served.request(f"/api/jobs/{job}/cancel", method="POST", token=False, headers=evil)[0] == 403
+    assert served.request(f"/api/jobs/{job}/cancel", method="GET")[0] == 405
+    with reg.Registry.in_state_dir(tmp_path / "state") as r:
+        assert r.get(job).state == reg.RUNNING  # none of those touched it
+
+
+def test_api_lists_jobs_shows_one_and_compares_two(served, tmp_path):
+    a = _job(tmp_path / "state", "first", CONFIG_A)
+    b = _job(tmp_path / "state", "second", CONFIG_B)
+    code, _, body = served.request("/api/jobs")
+    assert code == 200 and [r["id"] for r in json.loads(body)] == [b, a]
+    code, _, body = served.request("/api/jobs?state=running")
+    assert json.loads(body) == []
+    code, _, body = served.request(f"/api/jobs/{a}")
+    d = json.loads(body)
+    assert code == 200 and d["state"] == "failed" and d["failure"]["cause"].startswith("stage failed")
+    code, _, body = served.request("/api/jobs/nope")
+    assert code == 404 and "no job 'nope'" in json.loads(body)["error"]
+    code, _, body = served.request(f"/api/compare?ids={a},{b}")
+    assert code == 200
+    assert [c["key"] for c in json.loads(body)["diffs"][0]["changes"]] == ["runner_config.epochs", "seed"]
+    assert served.request(f"/api/compare?ids={a}")[0] == 400
+    assert served.request(f"/api/jobs/{a}/logs?grep=(")[0] == 400
+    code, _, body = served.request(f"/api/jobs/{a}/cancel", method="POST", token=False,
+                                   headers={"X-Alaunch-Token": served.token})
+    assert code == 409 and "already failed" in json.loads(body)["error"]
+
+
+def test_a_line_the_follower_gives_reaches_the_event_stream(served, tmp_path):
+    job = _job(tmp_path / "state", "live", CONFIG_A)
+    watch = served.hub.watch(job)
+    watch.done.wait(5)
+    req = urllib.request.Request(f"{served.base}/api/jobs/{job}/events?token={served.token}")
+    got: list[dict] = []
+
+    def read():
+        with urllib.request.urlopen(req, timeout=10) as r:
+            for raw in r:
+                if raw.startswith(b"data: "):
+                    got.append(json.loads(raw[6:]))
+                    if got[-1]["type"] == "loss":
+                        return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    end = time.time() + 5
+    while not got and time.time() < end:  # the hello: subscribed
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    watch.line("localhost", 0, "{ Epoch:[  1/  1], step:[    3/   16], loss: 2.5, per_step_time: 60ms }")
+    reader.join(5)
+    assert [m["type"] for m in got] == ["hello", "line", "loss"], got
+    assert got[2]["stream"] == "localhost/0" and got[2]["step"] == 3 and got[2]["loss"] == 2.5
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_cli_prints_the_url_with_the_token_first_and_refuses_bad_options(tmp_path):
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "ui", "--no-browser", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = proc.stdout.readline().strip()
+        assert first.startswith("http://127.0.0.1:") and "/?token=" in first, first
+        token = first.split("token=")[1]
+        assert len(token) >= 32
+        base = first.split("/?")[0]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "/api/jobs", timeout=10)
+        assert refused.value.code == 401
+        with urllib.request.urlopen(f"{base}/api/jobs?token={token}", timeout=10) as r:
+            assert json.loads(r.read()) == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    bad = subprocess.run([sys.executable, "-m", "launcher", "ui", "--no-browser", "--port", "70000"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "--port" in bad.stderr and "0..65535" in bad.stderr
