@@ -293,3 +293,17 @@ def test_cli_prints_the_url_with_the_token_first_and_refuses_bad_options(tmp_pat
     bad = subprocess.run([sys.executable, "-m", "launcher", "ui", "--no-browser", "--port", "70000"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "--port" in bad.stderr and "0..65535" in bad.stderr
+
+
+def test_a_follower_seeing_workers_die_under_a_cancel_does_not_fail_the_job(tmp_path):
+    """The race the dashboard's cancel met: its own follower saw the killed workers' exit and
+    would record the job FAILED (gang stop). Cancel records CANCELLED before the first signal
+    (#19), so the follower's fail() finds an end already recorded and leaves it."""
+    from launcher.ops.service import JobService
+    with reg.Registry.in_state_dir(tmp_path / "state") as r:
+        rec = r.create_job("j", "finetune", hostfile_text="localhost slots=1\n", nodes=["localhost"],
+                           state=reg.RUNNING)
+        r.set_state(rec.id, reg.CANCELLED, "cancelled by the user")
+        after = JobService(r, tmp_path / "state").fail(rec.id, "rank 0 on localhost failed (worker_exit)")
+        assert after.state == reg.CANCELLED and r.get(rec.id).state == reg.CANCELLED
+        assert r.get(rec.id).reason == "cancelled by the user"

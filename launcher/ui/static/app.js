@@ -144,6 +144,7 @@ function jobPage(id) {
           <button id="cancel" class="danger" ${terminal ? "disabled" : ""}>cancel</button></div>
       </div>
       ${d.reason ? `<div class="msg">${esc(d.reason)}</div>` : ""}<div id="action-msg"></div>`;
+    if (actionText) say(actionText);
     document.getElementById("cancel").onclick = async ev => {
       if (!confirm(`Cancel ${d.id} on every node?`)) return;
       ev.target.disabled = true; say("cancelling…");
@@ -160,7 +161,8 @@ function jobPage(id) {
       ev.target.disabled = false;
     };
   }
-  function say(text) { const el = document.getElementById("action-msg"); if (el) el.innerHTML = `<div class="msg" id="action-text">${esc(text)}</div>`; }
+  let actionText = "";  // the last action's outcome, kept across re-renders
+  function say(text) { actionText = text; const el = document.getElementById("action-msg"); if (el) el.innerHTML = `<div class="msg" id="action-text">${esc(text)}</div>`; }
   function renderSide() {
     const d = detail;
     document.querySelector("#nodes tbody").innerHTML = d.nodes.map(n => `<tr><td>${n.rank}</td><td>${esc(n.host)}</td>
