@@ -6,7 +6,7 @@ browser sees is made here, from three sources, without I/O of its own (pure func
 * :class:`launcher.ops.registry.JobRecord` — job and node state, config, reason;
 * a :class:`launcher.ui.hub.LiveFacts` — what the job's one follower knows (lines, loss
   points per rank, the progress view, which node channels were lost or ended);
-* :class:`launcher.cli.commands.results.RunFacts` — scores of a fetched run (EM/F1, math).
+* :class:`launcher.metrics.runfacts.RunFacts` — scores of a fetched run (EM/F1, math).
 
 When the follower or the registry grow new facts (per-node ``unreachable since``, failure
 signatures with cause and hint), this module is the place that maps them to JSON.

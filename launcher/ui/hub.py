@@ -17,7 +17,8 @@ import asyncio
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,11 +48,10 @@ def default_connect(registry: reg.Registry, state_dir: Path, record: reg.JobReco
     from launcher.ops.collect import default_options
     from launcher.ops.service import JobService
     from launcher.runners import make_runner
-    from launcher.runners.nodeexec import make_exec
 
     options = default_options(record)
-    return Connection(runner_for=lambda h: make_runner(h, options),
-                      service=JobService(registry, state_dir, exec_factory=lambda h: make_exec(h, options)))
+    runner_for = partial(make_runner, options=options)
+    return Connection(runner_for=runner_for, service=JobService(registry, state_dir, exec_factory=runner_for))
 
 
 class _ChannelFollower(Follower):

@@ -271,7 +271,7 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
             return JSONResponse({"error": f"compare takes 2 to {COMPARE_MAX} jobs (ids=a,b), got {len(ids)}"}, 400)
 
         def run() -> dict:
-            from launcher.cli.commands.results import collect
+            from launcher.metrics.runfacts import collect
             with hub.registry() as registry:
                 records = [registry.get(i) for i in ids]
             watches = [hub.watch(r.id) for r in records]
