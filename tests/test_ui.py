@@ -5,6 +5,7 @@ API, and a line pushed over server-sent events."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import socket
@@ -19,9 +20,10 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from launcher.metrics.logparse import Failure
 from launcher.ops import registry as reg
-from launcher.ops.follow import Event
+from launcher.metrics import signatures
+from launcher.metrics.logparse import JobLogs
+from launcher.ops.follow import NodeView
 from launcher.ui import data
 from launcher.ui.hub import Hub, JobWatch
 from launcher.ui.server import COOKIE, allowed_hosts, create_app
@@ -68,26 +70,55 @@ def test_rows_filter_by_state_and_text_newest_first():
     assert [r["name"] for r in data.filter_rows(rows, None, "ALPHA")] == ["alphabet", "alpha"]
 
 
-def test_node_state_shows_unreachable_and_queued():
+def test_node_state_shows_queued_unreachable_and_what_the_follower_saw():
     running = reg.NodeRecord(0, "a", "/j", 10, 10, reg.RUNNING)
-    assert data.node_state(running, {"lost": True}, job_terminal=False) == "unreachable"
-    assert data.node_state(running, {"lost": True}, job_terminal=True) == reg.RUNNING
-    assert data.node_state(running, {"ended": True, "exit_code": 0}, job_terminal=False) == reg.RUNNING
-    assert data.node_state(reg.NodeRecord(0, "a"), None, job_terminal=False) == "queued"
-    record = _record(nodes=[running, reg.NodeRecord(1, "b", "/j", 11, 11, reg.RUNNING)])
-    assert data.cards(record) == 4
+    job = _record(nodes=[running, reg.NodeRecord(1, "b", "/j", 11, 11, reg.RUNNING)])
+    assert data.cards(job) == 4
+    # the follower's NodeView (plain data): its heartbeat stopped -> unreachable since HH:MM:SS
+    silent = NodeView("a", 0, state="unreachable", unreachable_since=time.mktime((2026, 1, 1, 12, 34, 56, 0, 0, -1)))
+    view = {**dataclasses.asdict(silent), "label": silent.label}
+    assert data.node_state(running, job, view) == ("unreachable", "unreachable since 12:34:56")
+    ended = NodeView("a", 0, state="ended", exit_code=0, reconnects=2)
+    assert data.node_state(running, job, {**dataclasses.asdict(ended), "label": ended.label}) == \
+        (reg.RUNNING, "ended (exit 0) (reconnected 2x)")
+    # a finished job's node is what the registry says, whatever the follower last saw
+    assert data.node_state(running, _record(reg.CANCELLED, nodes=[running]), view) == (reg.RUNNING, "")
+    # what a status refresh noted in the job's meta, with no follower view
+    noted = dataclasses.replace(job, meta={"unreachable_since": {"b": "01:02:03"}})
+    assert data.node_state(noted.nodes[1], noted, None) == ("unreachable", "unreachable since 01:02:03")
+    # queued for cards (#14): nothing runs yet, the queue's reason
+    queued = _record(reg.QUEUED, nodes=[reg.NodeRecord(0, "a")], reason="cards busy on a: 0 (pid 7)")
+    assert data.node_state(queued.nodes[0], queued) == ("queued", "cards busy on a: 0 (pid 7)")
+    row = data.job_detail(queued)
+    assert row["state"] == "queued" and row["nodes"][0]["state"] == "queued" and "cards busy" in row["reason"]
 
 
-def test_detail_carries_failure_cause_hint_and_curves():
-    f = Failure("worker_exit", True, 0, "worker process 12 (rank 1) was killed by SIGKILL", host="b", rank=1)
+def test_detail_carries_the_signature_tables_cause_and_hint_and_curves():
+    """The failure box shows the follower's process fact explained by launcher/metrics/signatures.py
+    (no table of the dashboard's own): a worker killed after a real CANN device-memory line."""
+    logs = JobLogs()
+    logs.feed("b", 1, "2026-01-01 10:00:00,000 - mindformers - INFO - step:[    3/   16], loss: 2.5")
+    logs.feed("b", 1, "[ERROR] DEVICE(1234,ffff,python):2026-01-01-10:00:01 Malloc device memory failed, EL0004")
+    fact = logs.note_exit("b", 1, 137) or logs.feed_msrun("b", "Worker process 12 exit with exception. Error code: -9")
+    f = logs.explain(fact)
     live = {"curves": {"a/1": [(1, 2.0), (2, 1.0)], "a/0": [(1, 3.0)]}, "failure": f, "notes": ["x"]}
     d = data.job_detail(_record(nodes=[reg.NodeRecord(0, "a", "/j", 1, 1, reg.RUNNING)]), live)
     assert list(d["curves"]) == ["a/0", "a/1"]  # by rank
     assert d["curves"]["a/1"]["loss"] == [2.0, 1.0] and len(d["curves"]["a/1"]["smooth"]) == 2
-    assert d["failure"]["cause"].startswith("worker process 12") and d["failure"]["where"] == "b rank 1"
-    assert "dmesg" in d["failure"]["hint"]
+    assert d["failure"]["cause"] == "the NPU ran out of device memory"
+    assert d["failure"]["hint"] == signatures.match("Malloc device memory failed").hint
+    assert d["failure"]["where"].startswith("b")
     failed = data.job_detail(_record(reg.FAILED, reason="node 0 exited with code 1"), {})
     assert failed["failure"]["cause"] == "node 0 exited with code 1"
+
+
+def test_log_status_says_incomplete_when_a_rank_stopped_short():
+    assert data.log_status([]) is None
+    assert data.log_status([{"status": "ok"}, {"status": "incomplete"}]) == "incomplete"
+    assert data.log_status([{"status": "failed"}, {"status": "incomplete"}]) == "failed"
+    row = data.job_row(_record(reg.CANCELLED), {"stream_status": [{"stream": "a/0", "status": "incomplete",
+                                                                  "done": 5, "total": 16}]})
+    assert row["log_status"] == "incomplete"
 
 
 def test_compare_uses_lowest_rank_curve_and_diffs_against_first():
@@ -117,8 +148,12 @@ def test_watch_keeps_curves_per_rank_from_real_lines_and_pushes_them():
     while not sub.queue.empty():
         kinds.append(sub.queue.get_nowait()["type"])
     assert kinds.count("loss") == len(steps) and kinds.count("line") == 2 * len(lines)
-    w.channel(Event("node1", "lost", text="connection reset"))
-    assert w.snapshot()["channels"]["node1"]["lost"] is True
+    w.nodes([NodeView("node1", 1, state="unreachable", unreachable_since=time.time() - 12)])
+    node = w.snapshot()["nodes"]["node1"]
+    assert node["state"] == "unreachable" and node["label"].startswith("unreachable since ")
+    streams = w.snapshot()["streams"]
+    w.msrun("node0", "Worker process 12 exit with exception. Error code: -9")
+    assert w.lines_since(-1)[-1]["role"] == "msrun" and w.snapshot()["streams"] == streams
     loop.close()
 
 
@@ -241,7 +276,8 @@ def test_api_lists_jobs_shows_one_and_compares_two(served, tmp_path):
     assert served.request(f"/api/jobs/{a}/logs?grep=(")[0] == 400
     code, _, body = served.request(f"/api/jobs/{a}/cancel", method="POST", token=False,
                                    headers={"X-Alaunch-Token": served.token})
-    assert code == 409 and "already failed" in json.loads(body)["error"]
+    # cancel in any state (#19): a failed job keeps its state; nothing ran on a host, nothing to stop
+    assert code == 200 and json.loads(body)["state"] == "failed"
 
 
 def test_a_line_the_follower_gives_reaches_the_event_stream(served, tmp_path):

@@ -4,12 +4,14 @@ This is the one thin adapter between the dashboard and the rest of alaunch. Ever
 browser sees is made here, from three sources, without I/O of its own (pure functions):
 
 * :class:`launcher.ops.registry.JobRecord` — job and node state, config, reason;
-* a :class:`launcher.ui.hub.LiveFacts` — what the job's one follower knows (lines, loss
-  points per rank, the progress view, which node channels were lost or ended);
-* :class:`launcher.metrics.runfacts.RunFacts` — scores of a fetched run (EM/F1, math).
+* a :meth:`launcher.ui.hub.JobWatch.snapshot` — what the job's one follower knows (lines, loss
+  points per rank, the progress view, its :class:`launcher.ops.follow.NodeView` per node, the
+  first failure explained with cause and hint by :mod:`launcher.metrics.signatures`, each
+  rank's log status at the end);
+* :class:`launcher.metrics.runfacts.RunFacts` — a fetched run's facts and scores (EM/F1, math),
+  shown as ``alaunch results`` prints them (:func:`launcher.metrics.runfacts.cells`).
 
-When the follower or the registry grow new facts (per-node ``unreachable since``, failure
-signatures with cause and hint), this module is the place that maps them to JSON.
+When the follower or the registry grow new facts, this module is the place that maps them.
 """
 
 from __future__ import annotations
@@ -72,16 +74,29 @@ def cards(record: reg.JobRecord) -> int | None:
     return total or None
 
 
-def node_state(node: reg.NodeRecord, channel: Mapping[str, Any] | None, job_terminal: bool) -> str:
-    """What the page shows for one node: the registry's state, made finer by what the
-    follower saw: a running node whose log channel was lost is 'unreachable'; a node of a
-    job not started yet is 'queued'."""
-    channel = channel or {}
-    if node.state == reg.PENDING or node.state == reg.STAGING:
-        return "queued" if node.state == reg.PENDING else reg.STAGING
-    if not job_terminal and node.state in (reg.RUNNING, "unknown") and channel.get("lost"):
-        return "unreachable"
-    return node.state
+def node_state(node: reg.NodeRecord, record: reg.JobRecord, view: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """What the page shows for one node: (state, detail).
+
+    * a job queued for cards (#14) or by Slurm whose node runs nothing yet: ``queued``, with the
+      queue's reason;
+    * the follower's word on a live job (:class:`launcher.ops.follow.NodeView`): ``unreachable
+      since HH:MM:SS`` when its heartbeat stopped (the job is not touched), else what it saw;
+    * else the registry's node state, with the ``unreachable since`` a status refresh noted
+      (the job's meta ``unreachable_since``, kept until the node answers again).
+    """
+    view = view or {}
+    if record.state == reg.QUEUED and node.pid is None:
+        return "queued", record.reason or ""
+    if not record.terminal:
+        if view.get("state") == "unreachable":
+            return "unreachable", view.get("label") or "unreachable"
+        since = (record.meta.get("unreachable_since") or {}).get(node.host)
+        if since and view.get("state") != "running":
+            return "unreachable", f"unreachable since {since}"
+    detail = view.get("label") if view.get("state") == "ended" else ""
+    if view.get("reconnects"):
+        detail += f" (reconnected {view['reconnects']}x)"
+    return node.state, detail.strip()
 
 
 def progress_dict(view: Any) -> dict | None:
@@ -94,36 +109,30 @@ def progress_dict(view: Any) -> dict | None:
 
 
 def failure_dict(failure: Any, record: reg.JobRecord | None = None) -> dict | None:
-    """The first failure as cause + hint + where + traceback tail; else the registry's reason
-    for a failed job (a failure seen by another process, e.g. ``submit``)."""
+    """The failure as cause + hint + where + traceback tail. The follower's failure is a process
+    fact explained by the logs (``JobLogs.explain``: cause and hint from the signature table,
+    launcher/metrics/signatures.py); without one, a failed job's registry reason (a failure seen
+    by another process, e.g. ``submit`` or ``status``)."""
     if failure is not None:
         where = failure.host or "?"
         if failure.rank is not None:
             where += f" rank {failure.rank}"
-        return {"kind": failure.kind, "cause": failure.message, "hint": hint_for(failure.kind),
-                "where": where, "host": failure.host, "rank": failure.rank, "line": failure.line,
-                "traceback": list(failure.lines)}
+        return {"kind": failure.kind, "cause": failure.cause or failure.message, "message": failure.message,
+                "hint": failure.hint or None, "where": where, "host": failure.host, "rank": failure.rank,
+                "line": failure.line, "traceback": list(failure.lines)}
     if record is not None and record.state == reg.FAILED and record.reason:
-        return {"kind": "job", "cause": record.reason, "hint": None, "where": "", "host": None,
-                "rank": None, "line": None, "traceback": []}
+        return {"kind": "job", "cause": record.reason, "message": record.reason, "hint": None, "where": "",
+                "host": None, "rank": None, "line": None, "traceback": []}
     return None
 
 
-# What to try for a failure kind of launcher.metrics.logparse (until the failure-signature
-# table of the judge/follow issue gives cause and hint per signature).
-_HINTS = {
-    "hccl": "check the network between the nodes (HCCL) and that every node runs the same job",
-    "cluster_timeout": "a node did not join the cluster in time: is it up, the port free, the same code staged?",
-    "traceback": "read the traceback's last line; the rank that raised first is shown",
-    "worker_exit": "a worker died without a word (SIGKILL, the OOM killer?): check dmesg on the host",
-    "scheduler_exit": "msrun's scheduler died: see the node's scheduler.log",
-    "job_exit": "msrun ended the job after a worker failed: see the first failing rank",
-    "node_exit": "msrun exited non-zero: see the node's msrun log",
-}
-
-
-def hint_for(kind: str) -> str | None:
-    return _HINTS.get(kind)
+def log_status(stream_status: Sequence[Mapping[str, Any]]) -> str | None:
+    """What the ranks' logs show at the end, as ``logs`` sums it up: ``failed``, ``incomplete``
+    (a rank stopped short of its last step with no end marker) or ``ok``; None while unknown."""
+    statuses = {s["status"] for s in stream_status}
+    if not statuses:
+        return None
+    return "failed" if "failed" in statuses else "incomplete" if "incomplete" in statuses else "ok"
 
 
 def job_row(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
@@ -138,6 +147,7 @@ def job_row(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
         "last_loss": live.get("last_loss"),
         "progress": progress_dict(view),
         "reason": record.reason,
+        "log_status": log_status(live.get("stream_status") or ()),
     }
 
 
@@ -190,17 +200,21 @@ def job_detail(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
                now: dt.datetime | None = None) -> dict:
     """The job page: the row, per-node state, curves, failure, notes, config."""
     live = live or {}
-    channels = live.get("channels") or {}
+    views = live.get("nodes") or {}
     row = job_row(record, live, now)
-    row["nodes"] = [{"rank": n.node_rank, "host": n.host, "state": node_state(n, channels.get(n.host), record.terminal),
-                     "registry_state": n.state, "exit_code": n.exit_code, "pid": n.pid, "job_dir": n.job_dir,
-                     "channel": channels.get(n.host) or {}} for n in record.nodes]
+    row["nodes"] = []
+    for n in record.nodes:
+        state, detail = node_state(n, record, views.get(n.host))
+        row["nodes"].append({"rank": n.node_rank, "host": n.host, "state": state, "detail": detail,
+                             "registry_state": n.state, "exit_code": n.exit_code, "pid": n.pid,
+                             "job_dir": n.job_dir})
     row.update({
         "reason": record.reason, "started_at": record.started_at, "ended_at": record.ended_at,
         "curves": curves_dict(live.get("curves") or {}),
         "failure": failure_dict(live.get("failure"), record),
         "notes": list(live.get("notes") or []),
         "streams": sorted(live.get("streams") or [], key=_rank_order),
+        "stream_status": list(live.get("stream_status") or []),
         "lines": live.get("line_count", 0),
         "following": bool(live.get("following")),
         "config_sha256": record.config_sha256,
@@ -246,13 +260,15 @@ def config_diff(a_text: str, b_text: str, a_name: str, b_name: str) -> str:
 
 
 def scores_dict(facts: Any) -> dict | None:
-    """EM/F1/math accuracy and the run's facts, as ``results`` prints them (None: not fetched)."""
+    """A fetched run's facts: the cells ``alaunch results`` prints (``cells``: template, LoRA,
+    trainable params, steps, duration, final loss, EM, F1, math accuracy) and the raw numbers
+    (None: not fetched)."""
     if facts is None:
         return None
-    return {"em": facts.em, "f1": facts.f1, "math_correct": facts.math_correct, "math_total": facts.math_total,
-            "math_accuracy": facts.math_accuracy, "final_loss": facts.final_loss, "steps": facts.steps,
-            "duration_s": facts.duration_s, "lora_rank": facts.lora_rank, "lora_alpha": facts.lora_alpha,
-            "trainable_params": facts.trainable_params, "path": facts.path}
+    from launcher.metrics.runfacts import cells
+    return {"cells": cells(facts), "em": facts.em, "f1": facts.f1, "math_correct": facts.math_correct,
+            "math_total": facts.math_total, "math_accuracy": facts.math_accuracy, "final_loss": facts.final_loss,
+            "steps": facts.steps, "duration_s": facts.duration_s, "path": facts.path}
 
 
 def compare(records: Sequence[reg.JobRecord], lives: Sequence[Mapping[str, Any]],

@@ -3,7 +3,8 @@
 :class:`JobWatch` is a :class:`launcher.ops.follow.Sink`: the job's one
 :class:`~launcher.ops.follow.Follower` (the same loop ``logs -f`` runs) feeds it lines and
 progress from a thread; it keeps them as plain data (a bounded line buffer with sequence
-numbers, loss points per rank, the latest progress view, what each node's channel did) and
+numbers, loss points per rank, the latest progress view, the follower's ``NodeView`` of each
+node, the first failure explained by the signature table) and
 pushes each change to the subscribed browsers' queues through their event loops. Viewers
 come and go; the follower does not restart for them. A running job's watch follows it to its
 end and settles the registry (as ``logs -f`` does); a finished job's watch reads its logs once.
@@ -17,21 +18,22 @@ import asyncio
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from launcher.core.hostfile import Host, parse_hostfile
 from launcher.errors import AlaunchError
-from launcher.metrics.logparse import parse_loss
+from launcher.metrics.logparse import Failure, JobLogs, parse_loss
 from launcher.ops import registry as reg
-from launcher.ops.follow import Event, Follower, ProgressView, build_view
+from launcher.ops.follow import Follower, NodeView, ProgressView, build_view
 from launcher.ui.data import stream_key
 
 MAX_LINES = 20_000  # lines kept in memory per job for the viewer (the host keeps them all)
 QUEUE_SIZE = 2_000  # per viewer; a viewer that falls this far behind is dropped and resyncs
-START_POLL_S = 1.0  # how often a queued (pending/staging) job is looked at until it runs
+START_POLL_S = 1.0  # how often a job not running yet (pending/staging/queued) is looked at
+WAITING = (reg.PENDING, reg.STAGING, reg.QUEUED)
 
 
 @dataclass
@@ -54,19 +56,6 @@ def default_connect(registry: reg.Registry, state_dir: Path, record: reg.JobReco
     return Connection(runner_for=runner_for, service=JobService(registry, state_dir, exec_factory=runner_for))
 
 
-class _ChannelFollower(Follower):
-    """The Follower, telling its sink what each node's channel did (ended with a code, lost)."""
-
-    def __init__(self, *args, on_event: Callable[[Event], None], **kwargs):
-        super().__init__(*args, **kwargs)
-        self._on_event = on_event
-
-    def _handle(self, event, pending, codes):
-        if event.kind in ("end", "lost"):
-            self._on_event(event)
-        return super()._handle(event, pending, codes)
-
-
 @dataclass
 class _Subscriber:
     loop: asyncio.AbstractEventLoop
@@ -84,15 +73,17 @@ class JobWatch:
         self.seq = 0
         self.curves: dict[str, list[tuple[int, float]]] = {}
         self.view: ProgressView | None = None
-        self.channels: dict[str, dict] = {}
+        self.node_views: dict[str, dict] = {}  # host -> the follower's NodeView as plain data (+ its label)
         self.notes: list[str] = []
-        self.failure = None
+        self.failure: Failure | None = None  # explained (cause, hint) on the follower's thread
+        self.streams_status: list[dict] = []  # per rank at the end: ok | incomplete | failed (what the log shows)
         self.follower: Follower | None = None  # read for its first failure while it runs
         self.following = False
         self.done = threading.Event()
         self.error: str | None = None
         self._subs: list[_Subscriber] = []
         self._last_progress = 0.0
+        self._explained: Failure | None = None
 
     # -------------------------------------------------------------- Sink
     def line(self, host: str, rank: int | None, text: str) -> None:
@@ -111,6 +102,7 @@ class JobWatch:
     def progress(self, view: ProgressView) -> None:
         with self.lock:
             self.view = view
+        self._explain()  # the follower reports progress right after it sees the first failure
         now = time.monotonic()
         if now - self._last_progress >= 0.25:  # the bar is fed per line; the browser needs less
             self._last_progress = now
@@ -121,13 +113,35 @@ class JobWatch:
             self.notes.append(text)
         self._publish({"type": "note", "text": text})
 
-    def channel(self, event: Event) -> None:
+    def msrun(self, host: str, text: str) -> None:
+        """msrun's own output (its reports of a worker's or the scheduler's death): shown in the
+        log viewer as the node's ``msrun`` stream."""
         with self.lock:
-            if event.kind == "lost":
-                self.channels[event.host] = {"lost": True, "since": time.time(), "detail": event.text}
-            else:
-                self.channels[event.host] = {"ended": True, "exit_code": event.exit_code}
-        self._publish({"type": "node", "host": event.host})
+            self.seq += 1
+            item = {"seq": self.seq, "host": host, "rank": None, "role": "msrun", "text": text, "t": time.time()}
+            self.lines.append(item)
+        self._publish({"type": "line", **item})
+        self._explain()
+
+    def nodes(self, views: list[NodeView]) -> None:
+        """What the follower knows of each node (running | ended | unreachable since ...)."""
+        with self.lock:
+            for v in views:
+                self.node_views[v.host] = {**asdict(v), "label": v.label}
+        self._publish({"type": "node"})
+
+    def _explain(self) -> None:
+        """On the follower's thread: the first failure (a process fact), explained by the logs
+        (``JobLogs.explain``: cause and hint from metrics/signatures.py), once it is known."""
+        follower = self.follower
+        first = follower.job.first_failure if follower is not None else None
+        if first is None or self._explained is first:
+            return
+        self._explained = first
+        failure = follower.job.explain(first)
+        with self.lock:
+            self.failure = failure
+        self._publish({"type": "failure"})
 
     # -------------------------------------------------------------- viewers
     def subscribe(self, loop: asyncio.AbstractEventLoop) -> _Subscriber:
@@ -174,11 +188,28 @@ class JobWatch:
                 last = view.loss
             return {"progress": view, "last_loss": last,
                     "curves": {k: list(v) for k, v in self.curves.items()},
-                    "channels": {k: dict(v) for k, v in self.channels.items()},
+                    "nodes": {k: dict(v) for k, v in self.node_views.items()},
                     "notes": list(self.notes) + ([f"follower: {self.error}"] if self.error else []),
-                    "failure": self.failure or (self.follower.job.first_failure if self.follower else None),
-                    "streams": sorted({stream_key(ln["host"], ln["rank"]) for ln in self.lines}),
+                    "failure": self.failure,
+                    "streams": sorted({stream_key(ln["host"], ln["rank"]) for ln in self.lines
+                                       if ln.get("role") != "msrun"}),
+                    "stream_status": [dict(x) for x in self.streams_status],
                     "line_count": self.seq, "following": self.following and not self.done.is_set()}
+
+    def settle(self, job: JobLogs, follower: Follower) -> None:
+        """The follower ended: the failure to show (the process fact explained, else what the
+        logs say, as ``logs`` reports it) and each rank's log status (``incomplete``: stopped
+        short of its last step with no end marker)."""
+        failure = job.verdict()
+        status = [{"stream": stream_key(st.host, st.rank), "status": st.status,
+                   "done": (st.progress() or (None, None))[0], "total": (st.progress() or (None, None))[1]}
+                  for st in sorted(job.states.values(), key=lambda s: (s.host or "", s.rank is None, s.rank or 0))
+                  if st.rank is not None]
+        with self.lock:
+            self.failure = failure
+            self.streams_status = status
+            if self.view is None or self.following:
+                self.view = build_view(job, follower.clock)
 
     def lines_since(self, after: int = -1) -> list[dict]:
         with self.lock:
@@ -216,23 +247,24 @@ class Hub:
         try:
             with self.registry() as registry:
                 record = registry.get(w.job_id)
-                while record.state in (reg.PENDING, reg.STAGING):
+                while record.state in WAITING:
                     time.sleep(START_POLL_S)
                     record = registry.get(w.job_id)
                 if not record.nodes or not any(n.job_dir for n in record.nodes):
-                    return  # failed before it was staged: nothing on the hosts to read
+                    return  # ended before it was staged (or in a queue): nothing on the hosts to read
                 conn = self.connect(registry, self.state_dir, record)
+                if record.meta.get("backend") == "slurm":  # one shared job dir, read through the login node
+                    from launcher.ops.slurm import login_view
+                    record = login_view(record)
                 hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
                 follow = not record.terminal
                 w.following = follow
-                follower = _ChannelFollower(record, conn.runner_for, hosts, w, conn.service if follow else None,
-                                            follow=follow, gang_stop=follow, on_event=w.channel)
+                # the follower logs -f runs; no offsets file: the viewer wants every line from the start
+                follower = Follower(record, conn.runner_for, hosts, w, conn.service if follow else None,
+                                    follow=follow, gang_stop=follow)
                 w.follower = follower
                 result = follower.run()
-                with w.lock:
-                    w.failure = result.failure
-                    if w.view is None or follow:
-                        w.view = build_view(result.job, follower.clock)
+                w.settle(result.job, follower)
         except AlaunchError as exc:
             w.error = exc.message
         except Exception as exc:  # the dashboard stays up; the page shows why this job has no logs

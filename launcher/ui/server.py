@@ -32,7 +32,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from launcher.errors import AlaunchError, InputError
-from launcher.ops import registry as reg
 from launcher.ui import data
 from launcher.ui.hub import Hub
 

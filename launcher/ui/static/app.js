@@ -12,6 +12,8 @@ function fmt(v, d = 4) { return v == null ? "-" : (typeof v === "number" ? Numbe
 function dur(s) { if (s == null) return "-"; s = Math.round(s); const h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60);
   return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(s % 60).padStart(2, "0")}s` : `${s}s`; }
 function badge(state) { return `<span class="state ${esc(state)}">${esc(state)}</span>`; }
+// a finished job whose ranks' logs stop short of their last step with no end marker
+function logBadge(r) { return r.log_status === "incomplete" ? ` <span class="state incomplete" title="a rank's log stops before its last step with no end marker">incomplete</span>` : ""; }
 async function api(path, opts = {}) {
   const r = await fetch(path, opts);
   const body = r.headers.get("content-type")?.includes("json") ? await r.json() : await r.text();
@@ -38,7 +40,7 @@ function jobsPage() {
   main.innerHTML = `<h1>Jobs</h1>
     <div class="filters">
       <select id="f-state"><option value="all">all states</option><option value="active">active</option>
-        ${["pending","staging","running","succeeded","failed","cancelled"].map(s => `<option>${s}</option>`).join("")}</select>
+        ${["pending","staging","queued","running","succeeded","failed","cancelled"].map(s => `<option>${s}</option>`).join("")}</select>
       <input id="f-name" placeholder="filter by name or id" value="${esc(params.get("q") || "")}">
       <button id="compare-btn" disabled>compare selected</button>
       <span class="muted" id="count"></span>
@@ -59,7 +61,7 @@ function jobsPage() {
     document.querySelector("#jobs tbody").innerHTML = shown.map(r => `<tr data-id="${esc(r.id)}" data-state="${esc(r.state)}">
       <td><input type="checkbox" class="pick" value="${esc(r.id)}" ${selected.has(r.id) ? "checked" : ""}></td>
       <td><a href="/jobs/${encodeURIComponent(r.id)}">${esc(r.name)}</a><br><span class="muted">${esc(r.id)}</span></td>
-      <td>${badge(r.state)}</td><td>${esc(r.nodes.join(", "))}</td><td class="num">${fmt(r.cards)}</td>
+      <td>${badge(r.state)}${logBadge(r)}</td><td>${esc(r.nodes.join(", "))}</td><td class="num">${fmt(r.cards)}</td>
       <td class="num">${dur(r.age_s)}</td><td class="num last-loss">${fmt(r.last_loss)}</td>
       <td>${progressCell(r.progress)}</td><td class="muted">${esc(r.reason || "")}</td></tr>`).join("")
       || `<tr><td colspan="9" class="muted">no jobs${rows.length ? " match" : " yet: alaunch submit JOB.yaml"}</td></tr>`;
@@ -116,7 +118,8 @@ function jobPage(id) {
       </div>
       <div>
         <div class="card" id="failure" hidden></div>
-        <div class="card"><h2 style="margin-top:0">nodes</h2><table id="nodes"><thead><tr><th>node</th><th>host</th><th>state</th><th>exit</th><th>pid</th></tr></thead><tbody></tbody></table></div>
+        <div class="card"><h2 style="margin-top:0">nodes</h2><table id="nodes"><thead><tr><th>node</th><th>host</th><th>state</th><th>exit</th><th>pid</th></tr></thead><tbody></tbody></table>
+          <table id="ranks" hidden><thead><tr><th>rank log</th><th>status</th><th>steps</th></tr></thead><tbody></tbody></table></div>
         <div class="card"><h2 style="margin-top:0">notes</h2><div id="notes" class="notes"></div></div>
       </div>
     </div>`;
@@ -129,7 +132,7 @@ function jobPage(id) {
   function renderHead() {
     const d = detail, p = d.progress || {};
     const terminal = ["succeeded", "failed", "cancelled"].includes(d.state);
-    document.getElementById("head").innerHTML = `<h1>${esc(d.name)} ${badge(d.state)}</h1>
+    document.getElementById("head").innerHTML = `<h1>${esc(d.name)} ${badge(d.state)}${logBadge(d)}</h1>
       <div class="muted">${esc(d.id)} · ${esc(d.kind)} · ${d.node_count} node(s), ${fmt(d.cards)} card(s)
         ${d.following ? " · following live" : ""}</div>
       <div class="card facts" style="margin-top:10px">
@@ -143,7 +146,7 @@ function jobPage(id) {
         <div style="margin-left:auto"><button id="fetch">fetch logs</button>
           <button id="cancel" class="danger" ${terminal ? "disabled" : ""}>cancel</button></div>
       </div>
-      ${d.reason ? `<div class="msg">${esc(d.reason)}</div>` : ""}<div id="action-msg"></div>`;
+      ${d.reason ? `<div class="msg" id="reason">${d.state === "queued" ? "<b>queued:</b> " : ""}${esc(d.reason)}</div>` : ""}<div id="action-msg"></div>`;
     if (actionText) say(actionText);
     document.getElementById("cancel").onclick = async ev => {
       if (!confirm(`Cancel ${d.id} on every node?`)) return;
@@ -165,13 +168,18 @@ function jobPage(id) {
   function say(text) { actionText = text; const el = document.getElementById("action-msg"); if (el) el.innerHTML = `<div class="msg" id="action-text">${esc(text)}</div>`; }
   function renderSide() {
     const d = detail;
-    document.querySelector("#nodes tbody").innerHTML = d.nodes.map(n => `<tr><td>${n.rank}</td><td>${esc(n.host)}</td>
-      <td>${badge(n.state)}${n.channel && n.channel.lost ? `<br><span class="muted">channel lost ${new Date(n.channel.since * 1000).toLocaleTimeString()}: ${esc(n.channel.detail)}</span>` : ""}</td>
+    document.querySelector("#nodes tbody").innerHTML = d.nodes.map(n => `<tr data-host="${esc(n.host)}" data-state="${esc(n.state)}"><td>${n.rank}</td><td>${esc(n.host)}</td>
+      <td>${badge(n.state)}${n.detail ? `<br><span class="muted node-detail">${esc(n.detail)}</span>` : ""}</td>
       <td>${n.exit_code ?? ""}</td><td>${n.pid ?? ""}</td></tr>`).join("");
+    const rk = document.getElementById("ranks"), ss = d.stream_status || [];
+    rk.hidden = !ss.length;
+    rk.querySelector("tbody").innerHTML = ss.map(x => `<tr><td>${esc(x.stream)}</td><td>${badge(x.status)}</td>
+      <td class="num">${x.total != null ? `${x.done}/${x.total}` : "-"}${x.status === "incomplete" ? ' <span class="muted">no end marker</span>' : ""}</td></tr>`).join("");
     const f = d.failure, box = document.getElementById("failure");
     box.hidden = !f;
     if (f) box.className = "card failure", box.innerHTML = `<h2 style="margin-top:0">failure</h2>
       <div class="cause">${esc(f.cause)}</div><div>${esc(f.where)} ${f.kind ? `(${esc(f.kind)})` : ""}</div>
+      ${f.message && f.message !== f.cause ? `<div class="muted">${esc(f.message)}</div>` : ""}
       ${f.hint ? `<div><b>hint:</b> ${esc(f.hint)}</div>` : ""}${f.traceback.length ? `<pre>${esc(f.traceback.join("\n"))}</pre>` : ""}`;
     document.getElementById("notes").innerHTML = d.notes.map(n => `<div>${esc(n)}</div>`).join("") || '<span class="muted">none</span>';
     const streams = d.streams || [];
@@ -205,7 +213,7 @@ function jobPage(id) {
   rawCb.onchange = () => { chartKeys = ""; renderChart(); };
 
   function lineHtml(l) {
-    const tag = `${l.host}/${l.rank == null ? "sched" : l.rank}`;
+    const tag = `${l.host}/${l.role === "msrun" ? "msrun" : l.rank == null ? "sched" : l.rank}`;
     const cls = /ERROR|Traceback|Error:/.test(l.text) ? "err" : "";
     return `<span class="tag">${esc(tag.padEnd(15)) + " "}</span><span class="${cls}">${esc(l.text)}</span>\n`;
   }
@@ -267,6 +275,7 @@ function jobPage(id) {
 }
 
 // ------------------------------------------------------------------ compare
+const RESULT_ROWS = ["template", "LoRA", "trainable params", "steps", "duration", "final loss", "EM", "F1", "math accuracy"];
 async function comparePage() {
   const ids = new URLSearchParams(location.search).get("ids");
   if (!ids) { main.innerHTML = `<h1>Compare runs</h1><div class="card muted">Pick two or more jobs in the <a href="/">jobs list</a> and press “compare selected”.</div>`; return; }
@@ -274,20 +283,17 @@ async function comparePage() {
   let r;
   try { r = await api("/api/compare?ids=" + encodeURIComponent(ids)); }
   catch (e) { main.innerHTML = `<h1>Compare runs</h1><div class="card failure">${esc(e.message)}</div>`; return; }
-  const s = j => j.scores || {};
-  const pct = v => v == null ? "-" : (100 * v).toFixed(1) + "%";
+  // a run not fetched yet: its steps and final loss from the follower's curve, the rest "-"
+  const cell = (j, k) => j.scores ? j.scores.cells[k] : k === "steps" && j.curve ? String(j.curve.steps[j.curve.steps.length - 1])
+    : k === "final loss" && j.curve ? fmt(j.curve.loss[j.curve.loss.length - 1]) : "-";
   main.innerHTML = `<h1>Compare runs</h1>
     <div class="card"><div class="filters"><b>loss (lowest rank of each run)</b>
       <label><input id="c-raw" type="checkbox" checked> raw</label></div><div id="c-chart" class="chart"></div></div>
-    <div class="card"><h2 style="margin-top:0">runs</h2><table id="c-runs"><thead><tr><th>job</th><th>state</th><th>steps</th><th>final loss</th>
-      <th>EM</th><th>F1</th><th>math accuracy</th><th>LoRA r / α</th><th>duration</th></tr></thead><tbody>
-      ${r.jobs.map((j, i) => `<tr><td><span style="color:${COLOURS[i % COLOURS.length]}">■</span> <a href="/jobs/${encodeURIComponent(j.id)}">${esc(j.name)}</a><br><span class="muted">${esc(j.id)}</span></td>
-        <td>${badge(j.state)}</td><td class="num">${fmt(s(j).steps ?? (j.curve ? j.curve.steps[j.curve.steps.length - 1] : null))}</td>
-        <td class="num">${fmt(s(j).final_loss ?? (j.curve ? j.curve.loss[j.curve.loss.length - 1] : null))}</td>
-        <td class="num">${fmt(s(j).em)}</td><td class="num">${fmt(s(j).f1)}</td>
-        <td class="num">${s(j).math_total ? `${pct(s(j).math_accuracy)} (${s(j).math_correct}/${s(j).math_total})` : "-"}</td>
-        <td class="num">${fmt(s(j).lora_rank)} / ${fmt(s(j).lora_alpha)}</td><td class="num">${dur(s(j).duration_s)}</td></tr>`).join("")}
-      </tbody></table><div class="muted">Scores come from fetched runs (runs/&lt;job-id&gt;/scores.json, written by <code>alaunch score --save</code>); “-” when not fetched or not scored.</div></div>
+    <div class="card"><h2 style="margin-top:0">runs</h2><table id="c-runs"><thead><tr><th></th>
+      ${r.jobs.map((j, i) => `<th><span style="color:${COLOURS[i % COLOURS.length]}">■</span> <a href="/jobs/${encodeURIComponent(j.id)}">${esc(j.name)}</a><br><span class="muted">${esc(j.id)}</span></th>`).join("")}</tr></thead><tbody>
+      <tr><td>state</td>${r.jobs.map(j => `<td>${badge(j.state)}</td>`).join("")}</tr>
+      ${RESULT_ROWS.map(k => `<tr data-key="${esc(k)}"><td>${esc(k)}</td>${r.jobs.map(j => `<td class="num">${esc(cell(j, k))}</td>`).join("")}</tr>`).join("")}
+      </tbody></table><div class="muted">As <code>alaunch results</code> prints them, from fetched runs (runs/&lt;job-id&gt;; scores from scores.json, written by <code>alaunch score --save</code>); “-” when not fetched or not scored.</div></div>
     ${r.diffs.map(d => `<div class="card config-diff"><h2 style="margin-top:0">config: ${esc(d.a)} → ${esc(d.b)}</h2>
       <table class="changes"><thead><tr><th>key</th><th>${esc(d.a)}</th><th>${esc(d.b)}</th></tr></thead><tbody>
       ${d.changes.map(c => `<tr><td><code>${esc(c.key)}</code></td><td><code>${esc(c.a)}</code></td><td><code>${esc(c.b)}</code></td></tr>`).join("") || '<tr><td colspan="3" class="muted">identical</td></tr>'}
