@@ -280,6 +280,22 @@ def test_api_lists_jobs_shows_one_and_compares_two(served, tmp_path):
     assert code == 200 and json.loads(body)["state"] == "failed"
 
 
+def test_a_queued_job_shows_queued_with_its_reason_in_the_list_and_its_page(served, tmp_path):
+    with reg.Registry.in_state_dir(tmp_path / "state") as r:
+        rec = r.create_job("waits", "finetune", config_text=CONFIG_A, hostfile_text="localhost slots=1\n",
+                           nodes=["localhost"], state=reg.PENDING)
+        r.set_state(rec.id, reg.QUEUED, "cards busy on localhost: 0 (pid 4242 python)")
+    code, _, body = served.request("/api/jobs?state=queued")
+    assert code == 200 and [(x["id"], x["state"]) for x in json.loads(body)] == [(rec.id, "queued")]
+    assert "cards busy" in json.loads(body)[0]["reason"]
+    d = json.loads(served.request(f"/api/jobs/{rec.id}")[2])
+    assert [(n["state"], n["detail"]) for n in d["nodes"]] == [("queued", "cards busy on localhost: 0 (pid 4242 python)")]
+    code, _, body = served.request(f"/api/jobs/{rec.id}/cancel", method="POST", token=False,
+                                   headers={"X-Alaunch-Token": served.token})
+    assert code == 200 and json.loads(body)["state"] == "cancelled"
+    assert json.loads(body)["outcome"] == {"localhost": "queued: nothing was running"}
+
+
 def test_a_line_the_follower_gives_reaches_the_event_stream(served, tmp_path):
     job = _job(tmp_path / "state", "live", CONFIG_A)
     watch = served.hub.watch(job)

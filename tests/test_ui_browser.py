@@ -5,7 +5,9 @@ the running job appears in the list without a reload; its loss curve gains point
 looks, each within 1 s of the line being written to the worker's log on the host (measured
 against a poller of that file); the log viewer gains lines and greps; cancel from the page stops
 every process of the job on the host; a request without the token is refused; fetch from the
-page brings the logs home; compare of two finished runs shows both curves and the config diff.
+page brings the logs home; compare of two finished runs shows both curves, the config diff and,
+for the fetched run scored with the real scorers (``alaunch score squad|math --save``), its
+EM/F1 and math accuracy as ``alaunch results`` prints them.
 
 Screenshots go to the test's tmp dir, and to docs/ when ALAUNCH_SCREENSHOTS=docs is set.
 """
@@ -33,6 +35,7 @@ from tests.test_e2e_local import job_procs, write_job, write_toy_data
 pytestmark = [pytest.mark.slow, pytest.mark.ms, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures" / "real-ascend"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
@@ -87,11 +90,15 @@ class LogPoller(threading.Thread):
             time.sleep(0.01)
 
 
-def submit(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "launcher", "submit", *args], capture_output=True, text=True,
+def alaunch(*args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True,
                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.strip().splitlines()[-1]
+    return out.stdout
+
+
+def submit(*args: str) -> str:
+    return alaunch("submit", *args).strip().splitlines()[-1]
 
 
 def shot(driver, tmp: Path, name: str) -> None:
@@ -190,6 +197,14 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
         wait_for(lambda: "fetched into" in (js("return document.getElementById('action-text')?.textContent") or ""),
                  60, what="the fetch outcome")
         assert (tmp_path / "runs" / a / "localhost" / "msrun_log" / "worker_0.log").is_file()
+        # score the fetched run with the real scorers: two SQuAD pairs (EM 50, F1 90) and the
+        # real 1-card run's 200 math generations (119 correct)
+        preds = tmp_path / "pairs.jsonl"
+        preds.write_text('{"prediction": "郑州市。", "reference": "郑州市"}\n'
+                         '{"prediction": "郑州", "reference": "郑州市"}\n', encoding="utf-8")
+        alaunch("score", "squad", str(preds), "--save", str(tmp_path / "runs" / a))
+        alaunch("score", "math", str(FIX / "train-run-1card" / "text_generation_result.txt"),
+                "-r", str(ROOT / "tests" / "fixtures" / "math_test_200.jsonl"), "--save", str(tmp_path / "runs" / a))
 
         # compare two finished runs: both curves, the config diff
         driver.get(base + "/")
@@ -206,6 +221,12 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
         assert js("return document.querySelectorAll('#c-chart canvas').length") >= 1
         assert "runner_config.epochs" in js("return document.querySelector('.config-diff table').textContent")
         assert js("return document.querySelector('#c-chart .u-legend').textContent").count("lora-") >= 2
+        # scores side by side, as `alaunch results` prints them: run a scored, run b not fetched
+        cells = js("const o={}; document.querySelectorAll('#c-runs tr[data-key]').forEach(tr => "
+                   "o[tr.dataset.key]=[...tr.cells].slice(1).map(c => c.textContent)); return o")
+        assert cells["EM"] == ["50.00", "-"] and cells["F1"] == ["90.00", "-"], cells
+        assert cells["math accuracy"] == ["59.5% (119/200)", "-"], cells
+        assert cells["steps"] == ["16", "32"], cells
         shot(driver, tmp_path, "ui-compare.png")
     finally:
         if driver is not None:
