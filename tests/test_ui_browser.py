@@ -189,6 +189,10 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
         assert job_procs(c) == []
         assert Registry.in_state_dir().get(c).state == "cancelled"
         poller.stop.set()
+        # its follower ends and the page says what the log shows: stopped short, no end marker
+        wait_for(lambda: js("return document.querySelector('#head .state.incomplete') !== null"
+                            " && document.querySelector('#ranks tbody')?.textContent.includes('incomplete')"),
+                 60, what="the cancelled job's incomplete log status")
 
         # fetch from the page brings the logs home
         driver.get(f"{base}/jobs/{a}")
@@ -209,6 +213,8 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
         # compare two finished runs: both curves, the config diff
         driver.get(base + "/")
         wait_for(lambda: js("return document.querySelectorAll('#jobs tr[data-id]').length") == 3, 30, what="list")
+        assert js(f"return document.querySelector('#jobs tr[data-id=\"{c}\"] .state.incomplete') !== null")
+        driver.set_window_size(1400, 1500)  # compare's screenshot shows the scores under the chart
         for job in (a, b):
             driver.find_element("css selector", f'#jobs tr[data-id="{job}"] input.pick').click()
         driver.find_element("id", "compare-btn").click()
