@@ -21,6 +21,7 @@ import yaml
 from launcher.core.cards import CardsBusy
 from launcher.errors import AlaunchError, ExitCode
 from launcher.ops.prune import PruneOptions, prune_hosts
+from launcher.core.layout import JobLayout
 from launcher.ops.registry import Registry
 from launcher.ops.service import JobService, SubmitOptions
 from launcher.runners import ConnectOptions
@@ -65,6 +66,19 @@ class Submitter:
         return t
 
 
+def _cancel_unfinished(cluster, db, state) -> None:
+    """Stop every job of this test still running or queued (the cluster is shared by the session)."""
+    with Registry(db) as registry:
+        service = JobService(registry, state, exec_factory=partial(make_exec, options=ConnectOptions(
+            known_hosts=cluster.known_hosts)))
+        for record in registry.list(limit=100):
+            if not record.terminal:
+                try:
+                    service.cancel(record.id, grace=3)
+                except AlaunchError:
+                    pass
+
+
 def _until(cond, timeout=120, what=""):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -80,72 +94,75 @@ def test_shared_host_cards_queue_and_prune(ssh_cluster, tmp_path, monkeypatch):
     hosts = ssh_cluster.hosts_as_launcher_hosts(slots=4)[:1]
     db, state = tmp_path / "state" / "r.sqlite3", tmp_path / "state"
     a, b = Submitter(ssh_cluster, db, state), Submitter(ssh_cluster, db, state)
-    ta, tb = a.thread(_job(tmp_path, toy, "ja", 2), hosts), b.thread(_job(tmp_path, toy, "jb", 2), hosts)
-    ta.join(120)
-    tb.join(120)
-    assert not isinstance(a.result, BaseException) and not isinstance(b.result, BaseException), (a.result, b.result)
-    devs = sorted([a.result.meta["devices"][hosts[0].name], b.result.meta["devices"][hosts[0].name]])
-    assert devs == [[0, 1], [2, 3]]  # disjoint, although both chose before either claimed
+    try:
+        ta, tb = a.thread(_job(tmp_path, toy, "ja", 2), hosts), b.thread(_job(tmp_path, toy, "jb", 2), hosts)
+        ta.join(120)
+        tb.join(120)
+        assert not isinstance(a.result, BaseException) and not isinstance(b.result, BaseException), (a.result, b.result)
+        devs = sorted([a.result.meta["devices"][hosts[0].name], b.result.meta["devices"][hosts[0].name]])
+        assert devs == [[0, 1], [2, 3]]  # disjoint, although both chose before either claimed
 
-    # a third job is refused in one line naming both holders
-    c = Submitter(ssh_cluster, db, state)
-    refused = c.submit(_job(tmp_path, toy, "jc", 1), hosts)
-    assert isinstance(refused, CardsBusy) and refused.exit_code == ExitCode.CARDS_BUSY
-    assert a.result.id in refused.message and b.result.id in refused.message and "\n" not in refused.message
+        # a third job is refused in one line naming both holders
+        c = Submitter(ssh_cluster, db, state)
+        refused = c.submit(_job(tmp_path, toy, "jc", 1), hosts)
+        assert isinstance(refused, CardsBusy) and refused.exit_code == ExitCode.CARDS_BUSY
+        assert a.result.id in refused.message and b.result.id in refused.message and "\n" not in refused.message
 
-    # queued with --wait, shown as queued, cancelled while queued
-    d = Submitter(ssh_cluster, db, state)
-    td = d.thread(_job(tmp_path, toy, "jd", 1), hosts, wait=True, poll=1.0)
-    _until(lambda: d.registry.list(states=["queued"]), 60, "jd queued")
-    queued = d.registry.list(states=["queued"])[0]
-    assert queued.name == "jd" and a.result.id in queued.reason
-    c.service.cancel(queued.id)
-    td.join(30)
-    assert isinstance(d.result, AlaunchError) and d.result.exit_code == ExitCode.JOB_CANCELLED
-    assert c.registry.get(queued.id).state == "cancelled"
-    assert any(line.startswith("queued (position 1)") for line in d.lines), d.lines
+        # queued with --wait, shown as queued, cancelled while queued
+        d = Submitter(ssh_cluster, db, state)
+        td = d.thread(_job(tmp_path, toy, "jd", 1), hosts, wait=True, poll=1.0)
+        _until(lambda: d.registry.list(states=["queued"]), 60, "jd queued")
+        queued = d.registry.list(states=["queued"])[0]
+        assert queued.name == "jd" and a.result.id in queued.reason
+        c.service.cancel(queued.id)
+        td.join(30)
+        assert isinstance(d.result, AlaunchError) and d.result.exit_code == ExitCode.JOB_CANCELLED
+        assert c.registry.get(queued.id).state == "cancelled"
+        assert any(line.startswith("queued (position 1)") for line in d.lines), d.lines
 
-    # queued with --wait: starts when a pair frees
-    e = Submitter(ssh_cluster, db, state)
-    te = e.thread(_job(tmp_path, toy, "je", 1), hosts, wait=True, poll=1.0)
-    _until(lambda: any(r.name == "je" for r in e.registry.list(states=["queued"])), 60, "je queued")
-    te.join(600)
-    assert not isinstance(e.result, BaseException), e.result
-    e_devs = e.result.meta["devices"][hosts[0].name]
-    ended = [r for r in (a.result, b.result) if c.service.refresh(r.id)[0].state == "succeeded"]
-    assert ended and e_devs in [r.meta["devices"][hosts[0].name] for r in ended]
+        # queued with --wait: starts when a pair frees
+        e = Submitter(ssh_cluster, db, state)
+        te = e.thread(_job(tmp_path, toy, "je", 1), hosts, wait=True, poll=1.0)
+        _until(lambda: any(r.name == "je" for r in e.registry.list(states=["queued"])), 60, "je queued")
+        te.join(600)
+        assert not isinstance(e.result, BaseException), e.result
+        e_devs = e.result.meta["devices"][hosts[0].name]
+        ended = [r for r in (a.result, b.result) if c.service.refresh(r.id)[0].state == "succeeded"]
+        assert ended and e_devs in [r.meta["devices"][hosts[0].name] for r in ended]
 
-    # prune while je runs: the older finished job goes, the newer stays, orphans go, je lives
-    for r in (a.result, b.result):
-        c.service.wait(r.id, poll=2, timeout=600)
-        assert c.registry.get(r.id).state == "succeeded", c.registry.get(r.id).reason
-    h0 = ssh_cluster.hosts[0]
-    old, new = a.result, b.result
-    code = h0.path(f"{old.nodes[0].job_dir}/state/exit_code")
-    import os
-    os.utime(code, (time.time() - 10 * DAY,) * 2)
-    cas = h0.path("/root/alaunch/cas")
-    orphan = cas / "ee" / ("ee" * 32)
-    orphan.parent.mkdir(exist_ok=True)
-    orphan.write_bytes(b"o" * 4096)
-    part = cas / "tmp" / ("ab" * 32 + ".1.part")
-    part.write_bytes(b"p" * 100)
-    for p in (orphan, part):
-        os.utime(p, (time.time() - 2 * DAY,) * 2)
-    objects_before = {p for p in cas.glob("??/*")}
-    factory = partial(make_exec, options=ConnectOptions(known_hosts=ssh_cluster.known_hosts))
-    dry = prune_hosts(hosts, factory, c.registry, PruneOptions(older_than=7 * DAY, checkpoints=True, dry_run=True))[hosts[0].name]
-    assert [j["id"] for j in dry.jobs] == [old.id] and dry.objects["count"] == 1 and dry.parts["count"] == 1
-    assert h0.path(old.nodes[0].job_dir).exists()
-    done = prune_hosts(hosts, factory, c.registry, PruneOptions(older_than=7 * DAY, checkpoints=True))[hosts[0].name]
-    assert [j["id"] for j in done.jobs] == [old.id] and done.bytes == dry.bytes
-    assert not h0.path(old.nodes[0].job_dir).exists() and not orphan.exists() and not part.exists()
-    assert {p for p in cas.glob("??/*")} == objects_before - {orphan}  # the jobs still link every other one
-    assert h0.path(new.nodes[0].job_dir).exists() and h0.path(e.result.nodes[0].job_dir).exists()
-    assert any(ev.kind == "pruned" for ev in c.registry.events(old.id))
-    final = c.service.wait(e.result.id, poll=2, timeout=600)
-    assert final.state == "succeeded", final.reason
+        # prune while je runs: the older finished job goes, the newer stays, orphans go, je lives
+        for r in (a.result, b.result):
+            c.service.wait(r.id, poll=2, timeout=600)
+            assert c.registry.get(r.id).state == "succeeded", c.registry.get(r.id).reason
+        h0 = ssh_cluster.hosts[0]
+        old, new = a.result, b.result
+        code = h0.path(JobLayout(old.nodes[0].job_dir).node_state(0) + "/exit_code")
+        import os
+        os.utime(code, (time.time() - 10 * DAY,) * 2)
+        cas = h0.path("/root/alaunch/cas")
+        orphan = cas / "ee" / ("ee" * 32)
+        orphan.parent.mkdir(exist_ok=True)
+        orphan.write_bytes(b"o" * 4096)
+        part = cas / "tmp" / ("ab" * 32 + ".1.part")
+        part.write_bytes(b"p" * 100)
+        for p in (orphan, part):
+            os.utime(p, (time.time() - 2 * DAY,) * 2)
+        objects_before = {p for p in cas.glob("??/*")}
+        factory = partial(make_exec, options=ConnectOptions(known_hosts=ssh_cluster.known_hosts))
+        dry = prune_hosts(hosts, factory, c.registry, PruneOptions(older_than=7 * DAY, checkpoints=True, dry_run=True))[hosts[0].name]
+        assert [j["id"] for j in dry.jobs] == [old.id] and dry.objects["count"] == 1 and dry.parts["count"] == 1
+        assert h0.path(old.nodes[0].job_dir).exists()
+        done = prune_hosts(hosts, factory, c.registry, PruneOptions(older_than=7 * DAY, checkpoints=True))[hosts[0].name]
+        assert [j["id"] for j in done.jobs] == [old.id] and done.bytes == dry.bytes
+        assert not h0.path(old.nodes[0].job_dir).exists() and not orphan.exists() and not part.exists()
+        assert {p for p in cas.glob("??/*")} == objects_before - {orphan}  # the jobs still link every other one
+        assert h0.path(new.nodes[0].job_dir).exists() and h0.path(e.result.nodes[0].job_dir).exists()
+        assert any(ev.kind == "pruned" for ev in c.registry.events(old.id))
+        final = c.service.wait(e.result.id, poll=2, timeout=600)
+        assert final.state == "succeeded", final.reason
 
+    finally:  # a failed step must not leave jobs holding the shared cluster's cards for later tests
+        _cancel_unfinished(ssh_cluster, db, state)
 
 def test_a_card_busy_in_npu_smi_is_skipped_and_named(ssh_cluster, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Iterable
 
 from launcher.metrics import signatures
-from launcher.metrics.signatures import FATAL, Finding
+from launcher.metrics.signatures import FATAL
 
 # ---------------------------------------------------------------- line patterns
 _FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
@@ -614,13 +614,13 @@ class JobLogs:
     def explain(self, failure: Failure) -> Failure:
         """``failure`` (a process fact) with the cause and hint the logs give, and the rank's
         traceback lines: its own stream's evidence first, then the cluster's."""
-        own = None
+        own, rank = None, failure.rank
         if failure.rank is not None:
             st = self.states.get((failure.host, failure.rank))
             own = st.failure if st is not None else None
-        elif failure.host is not None:
-            own = next((s.failure for (h, r), s in sorted(self.states.items(), key=lambda kv: str(kv[0]))
-                        if h == failure.host and r is not None and s.failure is not None), None)
+        elif failure.host is not None:  # a node's msrun failed: the rank whose log says why is named
+            rank, own = next(((r, s.failure) for (h, r), s in sorted(self.states.items(), key=lambda kv: str(kv[0]))
+                              if h == failure.host and r is not None and s.failure is not None), (None, None))
         cluster = self.cluster_cause()
         pick = own
         if pick is None or (cluster is not None and _is_echo(pick)):
@@ -633,7 +633,8 @@ class JobLogs:
         if pick is None:
             return failure
         lines = pick.lines or (own.lines if own is not None else ()) or failure.lines
-        return Failure(failure.kind, True, failure.line, failure.message, lines, failure.host, failure.rank,
+        return Failure(failure.kind, True, failure.line, failure.message, lines, failure.host,
+                       failure.rank if failure.rank is not None or pick is not own else rank,
                        cause=pick.cause or failure.cause, hint=pick.hint or failure.hint)
 
     def cluster_cause(self) -> Failure | None:
