@@ -55,8 +55,8 @@ class Ref:
     output: Optional[str] = None
 
     def describe(self) -> str:
-        what = self.output or "output"
-        return f"{self.step}'s {'last ' if self.select == 'last' else 'every '}{what}"
+        what = self.output or "outputs"
+        return f"{self.step}'s {'last' if self.select == 'last' else 'every'} {what.rstrip('s') if self.select == 'last' else what}"
 
     def canonical(self) -> dict:
         return {"from": self.step, "select": self.select, "output": self.output}

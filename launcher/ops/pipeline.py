@@ -130,6 +130,7 @@ class PipelineRunner:
         self.outputs: dict[str, dict] = {}  # step -> outputs (this run's, or reused)
         self.identities: dict[str, str] = {}
         self.base_dir = Path(".")
+        self.pipeline: pl.Pipeline | None = None
 
     def local_path(self, value: Any) -> Path:
         """A path option of a built-in: relative to the pipeline file."""
@@ -230,12 +231,26 @@ class PipelineRunner:
     def job_spec(self, step: pl.Step, *, dry: bool = False) -> JobSpec:
         def resolve(ref: pl.Ref, site: str) -> dict:
             if dry and ref.step not in self.outputs:
-                what = "merged checkpoint" if site == "checkpoint" else (ref.output or "output")
-                return {"remote": f"~/alaunch/<{ref.step} at run time>/{what.replace(' ', '-')}"}
+                return {"remote": self._placeholder(ref, site)}
             return self.resolve(ref, site)
 
         data, source, base_dir = step_job_data(step, resolve)
         return parse_job(data, source, base_dir)
+
+    def _placeholder(self, ref: pl.Ref, site: str) -> str:
+        """Where a ref will point, for the dry run (the producer has not run yet)."""
+        producer = self.pipeline.step(ref.step) if self.pipeline else None
+        root = f"~/alaunch/<{ref.step}'s job id>"
+        if producer is not None and producer.builtin == "merge":
+            inner = producer.options.get("checkpoint")
+            return f"~/alaunch/<{getattr(inner, 'step', '?')}'s job id>/output/merged/<job id>.ckpt"
+        if site == "checkpoint" and producer is not None and producer.builtin is None:
+            spec = self.job_spec(producer, dry=True)
+            world = sum(len(h.slot_ids) for h in used_hosts(spec, self.hosts))
+            if world > 1 and ref.select == "last":
+                return f"{root}/output/merged/<job id>.ckpt (merged from {world} ranks)"
+            return f"{root}/output/checkpoint" if ref.select == "all" else f"{root}/output/checkpoint/rank_0/<last>.ckpt"
+        return f"{root}/<{ref.output or 'output'}>"
 
     def step_identity(self, step: pl.Step, spec: JobSpec | None) -> str:
         content: dict[str, str] = {}
@@ -278,6 +293,7 @@ class PipelineRunner:
         """The dry run: each step in order, what its refs resolve to, its plan. Nothing is sent."""
         selected = pl.select(pipeline, from_step, only)
         self.base_dir = Path(pipeline.base_dir or ".")
+        self.pipeline = pipeline
         views = []
         for step in pipeline.order():
             view = StepView(step.name, step.kind, step.needs)
@@ -286,18 +302,20 @@ class PipelineRunner:
                 view.action = "reuse" if previous else "missing"
                 if previous:
                     self.outputs[step.name] = previous[0].outputs
-            for ref in step.refs():
-                where = self.outputs.get(ref.step)
-                view.resolves.append(f"{ref.describe()}" + (f" (from {ref.step}'s last run)" if where else
-                                                             " (at run time)"))
+            if step.builtin is not None:
+                for ref in step.refs():
+                    view.resolves.append(f"{ref.describe()}" + (f" (from {ref.step}'s last run)"
+                                                                 if ref.step in self.outputs else " (at run time)"))
             if step.builtin is None:
                 spec = self.job_spec(step, dry=True)
                 hosts = used_hosts(spec, self.hosts)
                 prepared = prepare(spec, hosts, f"{slug(spec.name)}-<run>", DRY_PORT, self.opts)
                 if spec.checkpoint is not None:
-                    view.resolves.append(f"checkpoint: {spec.checkpoint.local or spec.checkpoint.remote}")
+                    how = f" <- {step.checkpoint.describe()}" if isinstance(step.checkpoint, pl.Ref) else ""
+                    view.resolves.append(f"checkpoint{how}: {spec.checkpoint.local or spec.checkpoint.remote}")
                 for name, ref in spec.inputs.items():
-                    view.resolves.append(f"inputs.{name}: {ref.local or ref.remote}")
+                    how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
+                    view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
                 view.plan = prepared.plan.render_shell()
             else:
                 view.plan = self.builtin_text(step)
@@ -318,6 +336,7 @@ class PipelineRunner:
     def run(self, pipeline: pl.Pipeline, from_step: str | None = None, only: Sequence[str] = ()) -> reg.PipelineRecord:
         selected = pl.select(pipeline, from_step, only)
         self.base_dir = Path(pipeline.base_dir or ".")
+        self.pipeline = pipeline
         order = pipeline.order()
         record = self.registry.create_pipeline(pipeline.name, pipeline.source, [(s.name, s.kind) for s in order])
         self.say(f"pipeline {pipeline.name}: run {record.id}, {len(order)} steps")
