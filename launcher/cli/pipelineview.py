@@ -24,3 +24,23 @@ def as_data(run: reg.PipelineRecord) -> dict:
             "ended_at": run.ended_at, "reason": run.reason,
             "steps": [{"step": s.step, "kind": s.kind, "state": s.state, "job_id": s.job_id,
                        "attempts": s.attempts, "identity": s.identity, "reason": s.reason} for s in run.steps]}
+
+
+def pipeline_ref(state_dir, ref: str) -> reg.PipelineRecord | None:
+    """The newest run of a pipeline given as its file, name or run id (None: not a pipeline)."""
+    from pathlib import Path
+    with reg.Registry.in_state_dir(state_dir) as registry:
+        name = ref
+        if ref.endswith((".yaml", ".yml")) and Path(ref).is_file():
+            from launcher.core.pipeline import load_pipeline
+            name = load_pipeline(ref).name
+        try:
+            registry.get(name)
+            if name == ref:
+                return None  # a job id or job name wins
+        except Exception:  # noqa: BLE001 - not a job: try the pipelines
+            pass
+        try:
+            return registry.pipeline(name)
+        except Exception:  # noqa: BLE001
+            return None
