@@ -149,7 +149,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_created ON jobs (created_at);
     CREATE INDEX events_by_job ON events (job_id, id);
     """,
-    # 2: pipeline runs and their steps (plain rows: the dashboard reads them as they are).
+    # 3: pipeline runs and their steps (plain rows: the dashboard reads them as they are).
     """
     CREATE TABLE pipelines (
         id         TEXT PRIMARY KEY,

@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         if run is not None:  # `status PIPELINE`: a pipeline file, name or run id
             from launcher.cli.pipelineview import steps_table
             env.stdout.print(steps_table(run))
-            if run.state != reg.SUCCEEDED:
+            if run.state != "succeeded":
                 raise typer.Exit(int(STATE_EXIT.get(run.state, ExitCode.JOB_FAILED)))
             return
         registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)

@@ -15,8 +15,6 @@ import typer
 from launcher.cli import environment
 from launcher.cli.options import (AcceptNewOpt, ExcludeOpt, HostfileOpt, IncludeOpt, KnownHostsOpt, LocalOpt,
                                   SlotsOpt, SshConfigOpt, default_slots)
-from launcher.ops import registry as reg
-
 ORDER = 32
 
 
@@ -64,6 +62,7 @@ def register(app: typer.Typer) -> None:
         from launcher.core.pipeline import load_pipeline
         from launcher.ops.pipeline import PipelineRunner
         from launcher.ops.service import JobService, SubmitOptions, resolve_hosts
+        from launcher.ops import registry as reg
         from launcher.ops.stage import Progress
 
         env = environment.current()
