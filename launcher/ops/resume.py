@@ -12,7 +12,6 @@ previous attempt is lost: each node's ``state/``, ``msrun_log/`` and ``output/lo
 
 from __future__ import annotations
 
-import json
 import posixpath
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def resume_job(service, ref: str, say=lambda s: None) -> reg.JobRecord:
                                [req], timeout=120, what="keep the previous attempt")
         finally:
             runner.close()
-        return json.loads(res.text().strip().splitlines()[-1])
+        return wire.answer(res.stdout)
 
     run_parallel(record.nodes, rotate).raise_on_failure()
     node0 = by_name[record.nodes[0].host]

@@ -4,13 +4,13 @@ ROTATE ``{"op": "rotate", "root", "attempt", "config"}``: the job dir's previous
 kept, not overwritten: ``state/``, ``msrun_log/`` and ``output/log/`` move to
 ``attempts/<attempt>/``; checkpoints stay where they are (the next attempt resumes from
 them); ``config/job.yaml`` is replaced (atomically) by ``config`` with ``resume_training`` on.
-Prints ``{"moved": [...], "checkpoints": [paths relative to root]}``.
+Answers ``{"moved": [...], "checkpoints": [paths relative to root]}``. Idempotent per attempt,
+so the nodes of a job whose job dir is one shared directory may all run it.
 """
 
 import os
-import sys
 
-from _prelude import dumps, run
+from _prelude import answer, run
 
 
 def rotate(req):
@@ -22,9 +22,14 @@ def rotate(req):
         if os.path.exists(src):
             dst = os.path.join(keep, rel)
             if os.path.exists(dst):
-                sys.exit("attempt %s already kept at %s" % (req["attempt"], dst))
+                continue  # a shared job dir: another node of this job kept it already
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.rename(src, dst)
+            try:
+                os.rename(src, dst)
+            except OSError:
+                if os.path.exists(src):
+                    raise
+                continue  # the other node's rename won the race
             moved.append(rel)
     config = os.path.join(root, "config", "job.yaml")
     tmp = config + ".tmp"
@@ -37,7 +42,7 @@ def rotate(req):
         for name in files:
             if name.endswith(".ckpt"):
                 ckpts.append(os.path.relpath(os.path.join(dirpath, name), root))
-    sys.stdout.write(dumps({"moved": moved, "checkpoints": sorted(ckpts)}) + "\n")
+    answer({"moved": moved, "checkpoints": sorted(ckpts)})
 
 
 if __name__ == "__main__":
