@@ -357,3 +357,38 @@ def common_last_step(paths: Sequence[str]) -> tuple[int, int] | None:
 
 def ranks_of(paths: Sequence[str]) -> list[int]:
     return sorted({r for r in (rank_of(p) for p in paths) if r is not None})
+
+
+def levels(pipeline: Pipeline, names: Sequence[str] | None = None) -> list[list[str]]:
+    """The steps by level, in file order within a level: a step's level is one more than its
+    highest need's (0 with none). The steps of a level are ready at the same time; whether
+    they also *run* at the same time is a matter of cards (:func:`pack`)."""
+    level: dict[str, int] = {}
+    for s in pipeline.order():
+        level[s.name] = 1 + max((level[n] for n in s.needs), default=-1)
+    keep = set(level if names is None else names)
+    out: list[list[str]] = [[] for _ in range(1 + max(level.values(), default=-1))]
+    for s in pipeline.steps:
+        if s.name in keep:
+            out[level[s.name]].append(s.name)
+    return [group for group in out if group]
+
+
+def pack(names: Sequence[str], demand: Mapping[str, Mapping[str, int]],
+         capacity: Mapping[str, int]) -> list[list[str]]:
+    """Split steps that are ready together into groups that fit the hosts' cards at once, in
+    order (what the allocation does when they are submitted together: a step that does not
+    fit is queued, and the queue is first come, first served, so the steps after it wait
+    too until cards free up). ``demand``: step -> host -> cards (a built-in: empty);
+    ``capacity``: host -> candidate cards."""
+    groups: list[list[str]] = []
+    used: dict[str, int] = {}
+    for name in names:
+        want = demand.get(name) or {}
+        if not groups or not all(used.get(h, 0) + n <= capacity.get(h, 0) for h, n in want.items()):
+            groups.append([])
+            used = {}
+        groups[-1].append(name)
+        for h, n in want.items():
+            used[h] = used.get(h, 0) + n
+    return groups

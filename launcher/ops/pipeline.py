@@ -12,9 +12,13 @@ step of an earlier run of the same pipeline, and whose outputs still exist, is *
 its outputs reused. ``--from`` / ``--only`` take the steps not selected from the newest
 earlier run.
 
-Concurrency: steps run one at a time, in the pipeline's order. Card allocation (issue #14)
-is what lets two independent steps share a host safely; until then running them together
-would put two jobs on the same devices.
+Concurrency: a step starts as soon as the steps it needs are done, so independent steps
+(eval and predict after one training) are submitted at the same time, each from its own
+thread with its own registry connection (one sqlite connection cannot hold two threads'
+transactions). Where they run is the card allocation's business (issue #14): each submit
+claims free cards on the hosts under their lock, and one that does not fit is queued
+(``SubmitOptions.wait``) until an earlier step frees its cards. ``concurrent=False`` (the
+CLI's ``--logs``, whose live view is one job's) runs the steps one at a time, in order.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ import json
 import os
 import posixpath
 import sys
+import threading
 import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -53,6 +60,9 @@ class StepView:
     resolves: list[str] = field(default_factory=list)  # "checkpoint <- train's last checkpoint: /path"
     plan: str = ""  # a job step's node commands, a built-in's action
     action: str = "run"  # run | skip (identity unchanged) | reuse (not selected)
+    cards: dict = field(default_factory=dict)  # host -> cards a job step takes ({} for a built-in)
+    together: list[str] = field(default_factory=list)  # job steps that run at the same time
+    waits_for: list[str] = field(default_factory=list)  # ready at the same time, but their cards come first
 
 
 @dataclass
@@ -122,8 +132,13 @@ class PipelineRunner:
     def __init__(self, registry: reg.Registry, service: JobService, hosts: Sequence[Host], *,
                  say: Callable[[str], None] = lambda s: None, runs_dir: Path = Path("runs"),
                  opts: SubmitOptions = SubmitOptions(), follow: Callable[[reg.JobRecord], Any] | None = None,
-                 builtins: Mapping[str, Callable[..., dict]] | None = None):
-        self.registry, self.service, self.hosts = registry, service, list(hosts)
+                 builtins: Mapping[str, Callable[..., dict]] | None = None, concurrent: bool = True):
+        self._registry0, self._service0, self.hosts = registry, service, list(hosts)
+        self._owner = threading.current_thread()
+        self._local = threading.local()
+        self._opened: list[reg.Registry] = []
+        self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.concurrent = concurrent
         self.say, self.runs_dir, self.opts = say, Path(runs_dir), opts
         self.follow = follow or self._quiet_follow
         self.builtins = dict(builtins or {})
@@ -131,6 +146,29 @@ class PipelineRunner:
         self.identities: dict[str, str] = {}
         self.base_dir = Path(".")
         self.pipeline: pl.Pipeline | None = None
+
+    @property
+    def registry(self) -> reg.Registry:
+        """The registry, through this thread's own connection (a step thread opens one)."""
+        if threading.current_thread() is self._owner:
+            return self._registry0
+        mine = getattr(self._local, "registry", None)
+        if mine is None:
+            mine = self._local.registry = reg.Registry(self._registry0.path)
+            self._opened.append(mine)
+        return mine
+
+    @property
+    def service(self) -> JobService:
+        """The job service, bound to this thread's registry connection."""
+        if threading.current_thread() is self._owner:
+            return self._service0
+        mine = getattr(self._local, "service", None)
+        if mine is None:
+            s0 = self._service0
+            mine = self._local.service = JobService(self.registry, s0.state_dir, say=s0.say, progress=s0.progress,
+                                                    exec_factory=s0.exec_factory)
+        return mine
 
     def local_path(self, value: Any) -> Path:
         """A path option of a built-in: relative to the pipeline file."""
@@ -186,13 +224,14 @@ class PipelineRunner:
         job_id = out.get("job_id")
         if not job_id:
             raise AlaunchError(f"step {step!r} ran no job; nothing to fetch")
-        key = f"fetched:{group}"
-        if "fetched:all" in out:
-            key = "fetched:all"
-        if key not in out:
-            what = "all" if group == "all" else ("logs", group) if group != "logs" else "logs"
-            report = fetch_job(self.registry, job_id, what, self.runs_dir)
-            out[key] = str(report.run_dir)
+        with self._locks[f"fetch:{step}"]:  # two consumers of one step fetch it once
+            key = f"fetched:{group}"
+            if "fetched:all" in out:
+                key = "fetched:all"
+            if key not in out:
+                what = "all" if group == "all" else ("logs", group) if group != "logs" else "logs"
+                report = fetch_job(self.registry, job_id, what, self.runs_dir)
+                out[key] = str(report.run_dir)
         run_dir = Path(out[key])
         if remote_path is None:
             return run_dir
@@ -204,9 +243,10 @@ class PipelineRunner:
     def auto_merge(self, step: str) -> str:
         """Merge a multi-card step's per-rank checkpoints (once) and return the merged path."""
         out = self.outputs[step]
-        if "merged" not in out:
-            self.say(f"  {step}: {len(pl.ranks_of(out['paths']['checkpoints']))} ranks' checkpoints: merging")
-            out["merged"] = self.merge_on_host(out)["out"]
+        with self._locks[f"merge:{step}"]:  # two consumers of one training merge it once
+            if "merged" not in out:
+                self.say(f"  {step}: {len(pl.ranks_of(out['paths']['checkpoints']))} ranks' checkpoints: merging")
+                out["merged"] = self.merge_on_host(out)["out"]
         return out["merged"]
 
     def merge_on_host(self, producer: dict) -> dict:
@@ -317,10 +357,26 @@ class PipelineRunner:
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
                     view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
                 view.plan = prepared.plan.render_shell()
+                view.cards = {h.name: len(h.slot_ids) for h in hosts}
             else:
                 view.plan = self.builtin_text(step)
             views.append(view)
+        self.timing(pipeline, views, selected)
         return views
+
+    def timing(self, pipeline: pl.Pipeline, views: Sequence[StepView], selected: Sequence[str]) -> None:
+        """Which steps run together and which wait for cards (``concurrent``), in the views."""
+        by_name = {v.name: v for v in views}
+        if not self.concurrent:
+            return
+        capacity = {h.name: len(h.slot_ids) for h in self.hosts}
+        for level in pl.levels(pipeline, selected):
+            groups = pl.pack(level, {n: by_name[n].cards for n in level}, capacity)
+            for i, group in enumerate(groups):
+                jobs = [n for n in group if by_name[n].cards]
+                for n in group:
+                    by_name[n].together = [m for m in jobs if m != n]
+                    by_name[n].waits_for = [m for g in groups[:i] for m in g if by_name[m].cards]
 
     def builtin_text(self, step: pl.Step) -> str:
         texts = {"data": "synthesise, prepare, train the tokenizer, write MindRecord (on this machine)",
@@ -334,44 +390,77 @@ class PipelineRunner:
     # ------------------------------------------------------------------ run
 
     def run(self, pipeline: pl.Pipeline, from_step: str | None = None, only: Sequence[str] = ()) -> reg.PipelineRecord:
+        """Every step once its needs are done: the ready ones at the same time (see the module
+        docstring), in file order among them; a step whose need failed is blocked."""
         selected = pl.select(pipeline, from_step, only)
         self.base_dir = Path(pipeline.base_dir or ".")
         self.pipeline = pipeline
         order = pipeline.order()
         record = self.registry.create_pipeline(pipeline.name, pipeline.source, [(s.name, s.kind) for s in order])
         self.say(f"pipeline {pipeline.name}: run {record.id}, {len(order)} steps")
+        force = bool(from_step or only)
         failed: set[str] = set()
-        for step in order:
-            if any(n in failed for n in step.needs):
-                failed.add(step.name)
-                self.registry.set_step(record.id, step.name, state="blocked",
-                                       reason=f"needs {', '.join(n for n in step.needs if n in failed)}")
-                self.say(f"  {step.name}: blocked (a step it needs failed)")
-                continue
-            if step.name not in selected:
-                previous = self.registry.reusable_steps(pipeline.name, step.name)
-                if not previous:
-                    raise InputError(f"step {step.name!r} is not selected and no earlier run of {pipeline.name!r} "
-                                     f"finished it; run without --from/--only first", key="--from")
-                self.outputs[step.name] = previous[0].outputs
-                self.identities[step.name] = previous[0].identity
-                self.registry.set_step(record.id, step.name, state="skipped", identity=previous[0].identity,
-                                       job_id=previous[0].job_id, outputs=previous[0].outputs,
-                                       reason=f"not selected: reused run {previous[0].pipeline_id}")
-                self.say(f"  {step.name}: reused from {previous[0].pipeline_id}")
-                continue
-            try:
-                result = self.run_step(pipeline, record.id, step, force=bool(from_step or only))
-            except AlaunchError as exc:
-                result = StepResult(reg.FAILED, {}, reason=exc.message)
-            self.outputs[step.name] = result.outputs
-            if result.state == reg.FAILED:
-                failed.add(step.name)
-                self.registry.set_step(record.id, step.name, state="failed", reason=result.reason,
-                                       ended_at=reg.now_iso())
-                self.say(f"  {step.name}: FAILED: {result.reason}")
+        done: set[str] = set()
+        pending = list(order)
+        running: dict[Any, str] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, len(order)) if self.concurrent else 1,
+                                  thread_name_prefix="alaunch-step")
+        try:
+            while pending or running:
+                for step in list(pending):
+                    if any(n in failed for n in step.needs):
+                        pending.remove(step)
+                        failed.add(step.name)
+                        self.registry.set_step(record.id, step.name, state="blocked",
+                                               reason=f"needs {', '.join(n for n in step.needs if n in failed)}")
+                        self.say(f"  {step.name}: blocked (a step it needs failed)")
+                    elif all(n in done for n in step.needs) and (self.concurrent or not running):
+                        pending.remove(step)
+                        if step.name not in selected:
+                            self.reuse(pipeline, record.id, step)
+                            done.add(step.name)
+                            continue
+                        running[pool.submit(self._run_step_safely, pipeline, record.id, step, force)] = step.name
+                if not running:
+                    continue
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    result = future.result()
+                    self.outputs[name] = result.outputs
+                    if result.state == reg.FAILED:
+                        failed.add(name)
+                        self.registry.set_step(record.id, name, state="failed", reason=result.reason,
+                                               ended_at=reg.now_iso())
+                        self.say(f"  {name}: FAILED: {result.reason}")
+                    else:
+                        done.add(name)
+        finally:
+            pool.shutdown(wait=True)
+            for opened in self._opened:
+                opened.close()
+            self._opened.clear()
         state = reg.FAILED if failed else reg.SUCCEEDED
         return self.registry.end_pipeline(record.id, state, f"failed: {', '.join(sorted(failed))}" if failed else None)
+
+    def reuse(self, pipeline: pl.Pipeline, run_id: str, step: pl.Step) -> None:
+        """A step not selected (``--from``/``--only``): its outputs from the newest earlier run."""
+        previous = self.registry.reusable_steps(pipeline.name, step.name)
+        if not previous:
+            raise InputError(f"step {step.name!r} is not selected and no earlier run of {pipeline.name!r} "
+                             f"finished it; run without --from/--only first", key="--from")
+        self.outputs[step.name] = previous[0].outputs
+        self.identities[step.name] = previous[0].identity
+        self.registry.set_step(run_id, step.name, state="skipped", identity=previous[0].identity,
+                               job_id=previous[0].job_id, outputs=previous[0].outputs,
+                               reason=f"not selected: reused run {previous[0].pipeline_id}")
+        self.say(f"  {step.name}: reused from {previous[0].pipeline_id}")
+
+    def _run_step_safely(self, pipeline: pl.Pipeline, run_id: str, step: pl.Step, force: bool) -> StepResult:
+        try:
+            return self.run_step(pipeline, run_id, step, force)
+        except AlaunchError as exc:
+            return StepResult(reg.FAILED, {}, reason=exc.message)
 
     def run_step(self, pipeline: pl.Pipeline, run_id: str, step: pl.Step, force: bool) -> StepResult:
         spec = self.job_spec(step) if step.builtin is None else None
@@ -409,8 +498,14 @@ class PipelineRunner:
             prepared = prepare(spec, hosts, "check-merge", DRY_PORT, self.opts)
             check_mergeable(spec, prepared.rendered[hosts[0].name].config, world)
         self.say(f"  {step.name}: {spec.kind} {spec.name} on {world} card(s)")
-        record = self.service.submit(spec, self.hosts, self.opts,
+        # concurrent steps: one that finds its cards taken by a sibling queues for them
+        opts = replace(self.opts, wait=True) if self.concurrent else self.opts
+        record = self.service.submit(spec, self.hosts, opts,
                                      meta={"pipeline": run_id, "pipeline_step": step.name})
+        devices = record.meta.get("devices") or {}
+        if devices:
+            self.say(f"  {step.name}: {record.id} on " + "; ".join(f"{h} card(s) {','.join(map(str, d))}"
+                                                                 for h, d in devices.items()))
         self.registry.set_step(run_id, step.name, job_id=record.id)
         attempts = 1
         while True:

@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
         from_step: Optional[str] = typer.Option(None, "--from", help="Run this step and everything after it."),
         only: List[str] = typer.Option([], "--only", help="Run only this step (repeatable)."),
         runs: Path = typer.Option(Path("runs"), "--runs", help="Where fetched runs go (runs/<job-id>/)."),
-        logs: bool = typer.Option(False, "--logs", help="Stream each job step's logs."),
+        logs: bool = typer.Option(False, "--logs", help="Stream each job step's logs (the steps then run one at "
+                                                        "a time; without it, independent steps run together)."),
         bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
@@ -78,10 +79,14 @@ def register(app: typer.Typer) -> None:
                 follow = lambda record: follow_job(record, service, factory, raw=env.raw)  # noqa: E731
             runner = PipelineRunner(registry, service, hosts, say=say, runs_dir=runs,
                                     opts=SubmitOptions(bin_dir=bin_dir), follow=follow,
-                                    builtins={"results": _results_step(env)})
+                                    builtins={"results": _results_step(env)}, concurrent=not logs)
             if dry_run:
                 for i, view in enumerate(runner.describe(spec, from_step, only), 1):
                     head = f"# {i}. {view.name} ({view.kind})" + (f", needs {', '.join(view.needs)}" if view.needs else "")
+                    if view.together:
+                        head += f"; runs together with {', '.join(view.together)}"
+                    if view.waits_for:
+                        head += f"; waits for the cards of {', '.join(view.waits_for)}"
                     if view.action != "run":
                         head += f": {'taken from the last run' if view.action == 'reuse' else 'NOT RUN BEFORE'}"
                     env.stdout.print(head, markup=False, highlight=False, soft_wrap=True)
