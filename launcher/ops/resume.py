@@ -8,15 +8,21 @@ newest checkpoint that *every* rank has (its ``resume_ckpt`` rule, from each ran
 already trained on, so the loss lines continue from the checkpoint's step. Nothing of the
 previous attempt is lost: each node's ``state/``, ``msrun_log/`` and ``output/log/`` move to
 ``attempts/<n>/`` first (remote/attempt.py).
+
+Cards: the job's claim died with its processes, so before the launch the job claims the
+cards it had (``meta.devices``) again, under each host's lock, as ``submit`` does; cards
+another job (or a foreign process, per npu-smi) took meanwhile make it refuse, naming them.
 """
 
 from __future__ import annotations
 
 import posixpath
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
+from launcher.core import cards as core_cards
 from launcher.core import pipeline as pl
 from launcher.core import yamlio
 from launcher.core.hostfile import parse_hostfile
@@ -26,7 +32,8 @@ from launcher.errors import AlaunchError, InputError
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.launch import launch_all, launcher_for
-from launcher.ops.stage import inventory
+from launcher.ops import cards as card_ops
+from launcher.ops.stage import inventory, store_base
 from launcher.remote import wire
 
 CHECKPOINT_GLOB = "output/checkpoint/**/*.ckpt"
@@ -41,6 +48,42 @@ def resumed_config(config_text: str, job_dir: str) -> str:
     if isinstance(model_config, dict):
         model_config["checkpoint_name_or_path"] = None  # the base weights come from the checkpoint now
     return yamlio.dumps(config)
+
+
+def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
+    """Take the job's cards again (the ones it had, ``meta.devices``) under each host's lock,
+    as submit does: its old claim died with its processes, and another job may hold the
+    cards now. Taken by someone else (a live claim, or a process per npu-smi): refuse, naming
+    the holder, and let go of what was claimed here."""
+    states = {n.host.name: posixpath.dirname(n.pid_path) for n in plan.nodes}
+
+    def one(host) -> card_ops.ClaimAnswer:
+        runner = service.exec_factory(host)
+        try:
+            return card_ops.claim(runner, pythons.get(host.name, "python3"), store_base(host), record.id,
+                                  host.slot_ids, states.get(host.name, ""))
+        finally:
+            runner.close()
+
+    answers = {h.name: a for h, a in run_parallel(hosts, one).raise_on_failure().items()}
+    short = {}
+    for h in hosts:
+        taken = [answers[h.name].held[c] for c in h.slot_ids if c in answers[h.name].held]
+        if taken or not answers[h.name].ok:
+            short[h.name] = taken
+    if short:
+        for h in hosts:
+            if answers[h.name].ok:
+                runner = service.exec_factory(h)
+                try:
+                    card_ops.release(runner, pythons.get(h.name, "python3"), store_base(h), record.id)
+                finally:
+                    runner.close()
+        raise core_cards.CardsBusy(f"cannot resume {record.id} on its cards: " + "; ".join(
+            f"{name}: " + ", ".join(f"card {x.card} held by {x.describe()}" for x in held)
+            for name, held in short.items()) + "; resume again when they are free", short)
+    service.registry.add_event(record.id, "cards", "; ".join(f"{h.name}: {','.join(map(str, h.slot_ids))}"
+                                                             for h in hosts) + " (claimed again to resume)")
 
 
 def resume_job(service, ref: str, say=lambda s: None) -> reg.JobRecord:
@@ -90,6 +133,9 @@ def resume_job(service, ref: str, say=lambda s: None) -> reg.JobRecord:
         return wire.answer(res.stdout)
 
     run_parallel(record.nodes, rotate).raise_on_failure()
+    devices = meta.get("devices") or {}
+    hosts = [replace(h, slot_ids=tuple(devices.get(h.name, h.slot_ids))) for h in hosts]
+    by_name = {h.name: h for h in hosts}
     node0 = by_name[record.nodes[0].host]
     runner0 = service.exec_factory(node0)
     try:
@@ -100,6 +146,7 @@ def resume_job(service, ref: str, say=lambda s: None) -> reg.JobRecord:
     config_text = resumed_config(record.config_text, record.nodes[0].job_dir)
     plan = build_plan(spec, config_text, hosts, record.id, port, roots=roots,
                       addresses={node0.name: meta.get("master_addr") or node0.name}, bin_dir=meta.get("bin_dir"))
+    claim_again(service, record, [by_name[n.host] for n in record.nodes], plan, pythons)
     registry.update_meta(record.id, {"attempt": attempt + 1, "master_port": port,
                                      "resumed_from_step": list(step)})
     registry.set_state(record.id, reg.STAGING, f"resuming from epoch {step[0]} step {step[1]}: attempt {attempt + 1}",
