@@ -356,6 +356,10 @@ class PipelineRunner:
                 for name, ref in spec.inputs.items():
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
                     view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
+                others = [h.name for h in hosts[1:]]
+                for site, ref, _ in self.remote_refs(step, spec) if others else []:
+                    view.resolves.append(f"{site}: copied from {ref.step}'s host to {', '.join(others)} through this "
+                                         f"machine before the submit (sha256-checked), unless already there")
                 view.plan = prepared.plan.render_shell()
                 view.cards = {h.name: len(h.slot_ids) for h in hosts}
             else:
@@ -498,6 +502,7 @@ class PipelineRunner:
             prepared = prepare(spec, hosts, "check-merge", DRY_PORT, self.opts)
             check_mergeable(spec, prepared.rendered[hosts[0].name].config, world)
         self.say(f"  {step.name}: {spec.kind} {spec.name} on {world} card(s)")
+        self.place(step, spec, hosts)
         # concurrent steps: one that finds its cards taken by a sibling queues for them
         opts = replace(self.opts, wait=True) if self.concurrent else self.opts
         record = self.service.submit(spec, self.hosts, opts,
@@ -523,6 +528,46 @@ class PipelineRunner:
             self.say(f"  {step.name}: {verdict.cause} (transient): resuming, attempt {attempts} of {step.retries + 1}")
             from launcher.ops.resume import resume_job
             record = resume_job(self.service, record.id, self.say)
+
+    def remote_refs(self, step: pl.Step, spec: JobSpec) -> list[tuple[str, pl.Ref, str]]:
+        """(site, ref, path) of each reference the step's job reads at a path on a host."""
+        out = []
+        if isinstance(step.checkpoint, pl.Ref) and spec.checkpoint is not None and spec.checkpoint.remote:
+            out.append(("checkpoint", step.checkpoint, spec.checkpoint.remote))
+        for name, value in step.inputs.items():
+            ref = spec.inputs.get(name)
+            if isinstance(value, pl.Ref) and ref is not None and ref.remote:
+                out.append((f"inputs.{name}", value, ref.remote))
+        return out
+
+    def place(self, step: pl.Step, spec: JobSpec, hosts: Sequence[Host]) -> None:
+        """Each referenced output onto every host of the consumer that is not the producer's
+        (ops.relay: through this machine, sha256-checked; a host with the same bytes there,
+        e.g. on a shared filesystem, is left alone)."""
+        from launcher.ops.relay import relay
+        from launcher.ops.service import default_bin_dir, python_for
+        bin_dir = self.opts.bin_dir or default_bin_dir(self.hosts)
+        for site, ref, path in self.remote_refs(step, spec):
+            producer = self.outputs.get(ref.step) or {}
+            source = producer.get("host")
+            targets = [h for h in hosts if source and h.name != source]
+            if not targets:
+                continue
+            src_host = next((h for h in self.hosts if h.name == source), None) or Host(source, 1)
+            src = self.service.exec_factory(src_host)
+            try:
+                for host in targets:
+                    dst = self.service.exec_factory(host)
+                    try:
+                        done = relay(src, producer.get("python") or python_for(bin_dir, src_host), dst,
+                                     python_for(bin_dir, host), path, what=f"step {step.name}: {site}")
+                    finally:
+                        dst.close()
+                    how = (f"copied through this machine ({done.bytes} bytes, sha256 {done.sha256[:12]} checked)"
+                           if done.bytes else "already there (same sha256)")
+                    self.say(f"  {step.name}: {site} {source} -> {host.name}: {how}")
+            finally:
+                src.close()
 
     def diagnose(self, record: reg.JobRecord, outcome: Any) -> Verdict:
         lines: list[str] = []
