@@ -59,6 +59,21 @@ def test_demo_teaches_the_tiny_model_something(tmp_path):
     assert (merge["mode"], merge["ranks"]) == ("data-parallel", 2)  # what the CPU backend shards
     assert f"checkpoint:\n  remote: {merge['out']}" in after_job.spec_text  # read where it was left
 
+    # TensorBoard: the template turns it on; fetch brought both ranks' event files and the
+    # results read the losses from them, the same losses as the log's
+    from launcher.metrics.runfacts import collect
+    from launcher.metrics.logfiles import discover, parse_files
+    from launcher.metrics.tbevents import losses_by_rank
+    train_job = {s.step: s for s in first.steps}["train"].job_id
+    (train_run,) = [p for p in runs.iterdir() if p.name == train_job]
+    tb = losses_by_rank(train_run)
+    assert sorted(tb) == [0, 1], sorted(tb)
+    facts = collect(train_run)
+    assert facts.loss_source == "tensorboard" and facts.loss_curve == tb[0]
+    logged = min((s for s in parse_files(discover(train_run)).states.values() if s.losses),
+                 key=lambda s: (s.rank is None, s.rank or 0))
+    assert [(p.global_step, round(p.loss, 3)) for p in logged.losses] == [(g, round(v, 3)) for g, v in tb[0]]
+
     # merged == unmerged: predict again from rank 1's own file (not the merged one), same answers
     rank1 = sorted(Path(merge["out"]).parents[1].glob("checkpoint/rank_1/*.ckpt"))[-1]
     shutil.copyfile(rank1, ROOT / "build" / "demo" / "tiny_lora.ckpt")

@@ -20,7 +20,8 @@ ORDER = 32
 
 def _results_step(env):
     """The pipeline's `results` built-in, drawn by the terminal (the runs table and the loss plot)."""
-    from launcher.cli.runfacts import collect, plot_losses, results_table
+    from launcher.cli.runfacts import plot_losses, results_table
+    from launcher.metrics.runfacts import collect
 
     def results(runner, step) -> dict:
         from launcher.core import pipeline as pl
