@@ -132,6 +132,19 @@ def test_seed_recipe_dry_run_shows_every_step_and_sends_nothing(run_cli):
         assert r.pipelines() == [] and r.list() == []  # nothing recorded, nothing sent
 
 
+@pytest.mark.parametrize("hostfile, squad, math", [
+    ("one-card", "# 2. squad (job), needs train\n", "# 3. math (job), needs train; waits for the cards of squad\n"),
+    ("one-node-8", "# 2. squad (job), needs train; runs together with math\n",
+     "# 3. math (job), needs train; runs together with squad\n"),
+])
+def test_dry_run_says_which_steps_run_together(run_cli, hostfile, squad, math):
+    """squad and math both need only train: on one card they take turns, on eight they run together."""
+    code, out, err = run_cli("run", str(ROOT / "jobs/pipelines/llama3_8b_math.yaml"),
+                             "-H", str(ROOT / "hostfiles" / hostfile), "--dry-run")
+    assert code == 0, err
+    assert squad in out and math in out
+
+
 def test_demo_dry_run_merges_the_two_worker_checkpoint(run_cli):
     code, out, err = run_cli("run", str(ROOT / "jobs/pipelines/demo.yaml"), "--local", "--slots", "2", "--dry-run")
     assert code == 0, err
