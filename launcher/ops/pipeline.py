@@ -695,3 +695,9 @@ class _QuietSink:
 
     def note(self, text: str) -> None:
         self.say(f"    {text}")
+
+    def msrun(self, host: str, text: str) -> None:
+        pass
+
+    def nodes(self, views: list) -> None:
+        pass
