@@ -33,7 +33,7 @@ def sha(path: Path) -> str:
 # ----------------------------------------------------------------------------- pure
 
 def test_parse_what():
-    assert parse_what("all") == ("logs", "checkpoints", "predictions")
+    assert parse_what("all") == ("logs", "checkpoints", "predictions", "tensorboard")
     assert parse_what("predictions,logs") == ("logs", "predictions")
     with pytest.raises(InputError, match=r"--what: unknown output group 'ckpt'; valid: logs, checkpoints"):
         parse_what("logs,ckpt")

@@ -144,8 +144,11 @@ class OutputsSpec(_Model):
     logs: tuple[str, ...] = ("msrun_log/*.log", "output/log/**/*.log")
     checkpoints: tuple[str, ...] = ()
     predictions: tuple[str, ...] = ()
+    # MindFormers' per-rank event files, where a config with ``tensorboard.tensorboard_dir:
+    # output/tensorboard`` (relative: the workers run in the job dir) puts them
+    tensorboard: tuple[str, ...] = ("output/tensorboard/**/events.out.tfevents.*",)
 
-    @field_validator("logs", "checkpoints", "predictions")
+    @field_validator("logs", "checkpoints", "predictions", "tensorboard")
     @classmethod
     def _relative(cls, globs: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in globs:

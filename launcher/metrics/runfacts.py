@@ -7,7 +7,8 @@ EM/F1 and math accuracy. Reads files only. Where each fact comes from:
   ``model.model_config.pet_config`` of the first MindFormers YAML in the run;
 * trainable parameters: the run's "Network Parameters" log line (exact in MindFormers 1.1,
   whole millions in 1.9), else counted from the config (launcher.core.lora);
-* steps, duration, final loss, loss curve: the lowest rank's training log;
+* steps, duration: the lowest rank's training log; final loss, loss curve: rank 0's TensorBoard
+  event files when the job wrote them (metrics.tbevents), else the lowest rank's training log;
 * EM, F1, math accuracy: scores.json.
 """
 
@@ -47,6 +48,7 @@ class RunFacts:
     math_correct: int | None = None
     math_total: int | None = None
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    loss_source: str | None = None  # "tensorboard" (rank 0's event files) or "log"
 
     @property
     def math_accuracy(self) -> float | None:
@@ -123,6 +125,13 @@ def collect(run_dir: Path) -> RunFacts:
         if state.losses:
             facts.final_loss = state.losses[-1].loss
             facts.loss_curve = [(p.global_step, p.loss) for p in state.losses]
+            facts.loss_source = "log"
+    from launcher.metrics.tbevents import losses_by_rank
+    tb = losses_by_rank(run_dir)  # the event files, where the job wrote them, win over the log
+    if tb:
+        facts.loss_curve = tb[min(tb)]
+        facts.final_loss = facts.loss_curve[-1][1]
+        facts.loss_source = "tensorboard"
     if (facts.trainable_params is None or facts.trainable_params_approx) and model_config:
         counted = _count_from_config(model_config)
         if counted is not None:

@@ -50,7 +50,7 @@ from launcher.core.spec import OutputsSpec
 from launcher.ops.stage import HashCache
 from launcher.core import yamlio
 
-GROUPS = ("logs", "checkpoints", "predictions")
+GROUPS = ("logs", "checkpoints", "predictions", "tensorboard")
 ALWAYS = {"config": ("config/job.yaml",)}  # every host's rendered config comes along
 REMOTE_HASH_CACHE = "state/fetch-sha256.marshal"
 LOCAL_HASH_CACHE = "fetch-hash-cache.json"

@@ -149,7 +149,41 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_created ON jobs (created_at);
     CREATE INDEX events_by_job ON events (job_id, id);
     """,
+    # 3: pipeline runs and their steps (plain rows: the dashboard reads them as they are).
+    """
+    CREATE TABLE pipelines (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        source     TEXT NOT NULL DEFAULT '',
+        state      TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        ended_at   TEXT,
+        reason     TEXT
+    );
+    CREATE INDEX pipelines_by_name ON pipelines (name, created_at);
+    CREATE TABLE pipeline_steps (
+        pipeline_id TEXT NOT NULL REFERENCES pipelines (id) ON DELETE CASCADE,
+        step        TEXT NOT NULL,
+        position    INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        identity    TEXT NOT NULL DEFAULT '',
+        job_id      TEXT,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        outputs     TEXT NOT NULL DEFAULT '{}',
+        reason      TEXT,
+        started_at  TEXT,
+        ended_at    TEXT,
+        PRIMARY KEY (pipeline_id, step)
+    );
+    CREATE INDEX steps_by_identity ON pipeline_steps (step, identity);
+    """,
 )
+
+# Pipeline step states: waiting to run, running, done, reused from an earlier run (identity
+# unchanged, outputs present), failed, or not reached because a step it needs failed.
+STEP_STATES = ("pending", "running", "succeeded", "skipped", "failed", "blocked", "cancelled")
+_STEP_FIELDS = ("state", "identity", "job_id", "attempts", "outputs", "reason", "started_at", "ended_at")
 
 _NODE_FIELDS = ("host", "job_dir", "pid", "pgid", "state", "exit_code", "started_at", "ended_at")
 
@@ -196,6 +230,36 @@ class JobRecord:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of one pipeline run, as stored (``outputs`` decoded from JSON)."""
+
+    pipeline_id: str
+    step: str
+    position: int
+    kind: str
+    state: str
+    identity: str = ""
+    job_id: str | None = None
+    attempts: int = 0
+    outputs: dict = field(default_factory=dict)
+    reason: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelineRecord:
+    id: str
+    name: str
+    source: str
+    state: str
+    created_at: str
+    ended_at: str | None = None
+    reason: str | None = None
+    steps: tuple[StepRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -454,6 +518,76 @@ class Registry:
         with self._read() as c:
             return [self._load(r[0]) for r in c.execute(sql, args).fetchall()]
 
+    # ------------------------------------------------------------------ pipelines
+
+    def create_pipeline(self, name: str, source: str, steps: Sequence[tuple[str, str]]) -> PipelineRecord:
+        """A new pipeline run with its steps ``(name, kind)`` in order, all pending."""
+        created = now_iso()
+        for _ in range(8):
+            pid = new_job_id(name)
+            try:
+                with self._write() as c:
+                    c.execute("INSERT INTO pipelines (id, name, source, state, created_at) VALUES (?,?,?,?,?)",
+                              (pid, name, source, RUNNING, created))
+                    for position, (step, kind) in enumerate(steps):
+                        c.execute("INSERT INTO pipeline_steps (pipeline_id, step, position, kind, state) "
+                                  "VALUES (?,?,?,?,?)", (pid, step, position, kind, "pending"))
+                return self.pipeline(pid)
+            except sqlite3.IntegrityError:
+                continue
+        raise AlaunchError("could not allocate a unique pipeline id")  # pragma: no cover
+
+    def set_step(self, pipeline_id: str, step: str, **fields: Any) -> StepRecord:
+        unknown = set(fields) - set(_STEP_FIELDS)
+        if unknown:
+            raise InputError(f"unknown step field(s) {sorted(unknown)}; valid: {', '.join(_STEP_FIELDS)}")
+        if "state" in fields and fields["state"] not in STEP_STATES:
+            raise InputError(f"unknown step state {fields['state']!r}; valid: {', '.join(STEP_STATES)}")
+        if "outputs" in fields:
+            fields["outputs"] = json.dumps(fields["outputs"], sort_keys=True)
+        with self._write() as c:
+            cols = ", ".join(f"{k} = ?" for k in fields)  # keys checked against _STEP_FIELDS
+            c.execute(f"UPDATE pipeline_steps SET {cols} WHERE pipeline_id = ? AND step = ?",
+                      (*fields.values(), pipeline_id, step))
+            row = c.execute("SELECT * FROM pipeline_steps WHERE pipeline_id = ? AND step = ?",
+                            (pipeline_id, step)).fetchone()
+        if row is None:
+            raise InputError(f"pipeline {pipeline_id} has no step {step!r}")
+        return _step(row)
+
+    def end_pipeline(self, pipeline_id: str, state: str, reason: str | None = None) -> PipelineRecord:
+        with self._write() as c:
+            c.execute("UPDATE pipelines SET state = ?, reason = ?, ended_at = ? WHERE id = ?",
+                      (state, reason, now_iso(), pipeline_id))
+        return self.pipeline(pipeline_id)
+
+    def pipeline(self, ref: str) -> PipelineRecord:
+        """A pipeline run by id, or the newest run of a pipeline name."""
+        c = self._conn
+        row = c.execute("SELECT * FROM pipelines WHERE id = ?", (ref,)).fetchone() or c.execute(
+            "SELECT * FROM pipelines WHERE name = ? ORDER BY created_at DESC, id DESC LIMIT 1", (ref,)).fetchone()
+        if row is None:
+            raise InputError(f"no pipeline run {ref!r} (not a run id or a pipeline name); see `alaunch jobs`")
+        steps = c.execute("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", (row["id"],))
+        return PipelineRecord(**dict(row), steps=tuple(_step(s) for s in steps))
+
+    def pipelines(self, limit: int = 5) -> list[PipelineRecord]:
+        ids = [r[0] for r in self._conn.execute(
+            "SELECT id FROM pipelines ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))]
+        return [self.pipeline(i) for i in ids]
+
+    def reusable_steps(self, name: str, step: str, identity: str | None = None) -> list[StepRecord]:
+        """Finished steps of earlier runs of pipeline ``name`` (newest first), of this identity
+        if given: the candidates a re-run may reuse instead of running again."""
+        sql = ("SELECT s.* FROM pipeline_steps s JOIN pipelines p ON p.id = s.pipeline_id "
+               "WHERE p.name = ? AND s.step = ? AND s.state IN ('succeeded', 'skipped')")
+        args: list[Any] = [name, step]
+        if identity is not None:
+            sql += " AND s.identity = ?"
+            args.append(identity)
+        sql += " ORDER BY COALESCE(s.ended_at, p.created_at) DESC"
+        return [_step(r) for r in self._conn.execute(sql, args)]
+
     def events(self, job_id: str) -> list[Event]:
         rows = self._conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [Event(**dict(r)) for r in rows]
@@ -471,3 +605,9 @@ def _node(row: sqlite3.Row) -> NodeRecord:
     data = dict(row)
     data.pop("job_id")
     return NodeRecord(**data)
+
+
+def _step(row: sqlite3.Row) -> StepRecord:
+    data = dict(row)
+    data["outputs"] = json.loads(data["outputs"] or "{}")
+    return StepRecord(**data)

@@ -130,6 +130,7 @@ class LocalJob:
     pythons: dict[str, str]
     files: LocalSet | None = None  # hashed code and data (phase 1b)
     candidates: tuple[Host, ...] = ()  # the used hosts with every card the job may get there
+    meta: dict = field(default_factory=dict)  # extra registry meta (a pipeline step's ids)
 
 
 @dataclass(frozen=True)
@@ -209,11 +210,14 @@ class JobService:
 
     # ------------------------------------------------------------------ submit
 
-    def submit(self, job_path: str | Path, hosts: Sequence[Host], opts: SubmitOptions = SubmitOptions()) -> reg.JobRecord:
+    def submit(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions = SubmitOptions(),
+               meta: Mapping | None = None) -> reg.JobRecord:
         """The phases, in order: :meth:`local` (load, check, hash — no host) -> :meth:`preflight`
         (one fan-out: each host's home and store inventory, node 0's free port) -> :func:`prepare`
         (pure: render, plan) -> record -> :meth:`stage` -> :meth:`launch` -> record the pids."""
         job = self.local(job_path, hosts, opts)
+        if meta:
+            job = replace(job, meta=dict(meta))
         runners = {h.name: self.exec_factory(h) for h in job.hosts}
         try:
             for r in runners.values():
@@ -367,16 +371,21 @@ class JobService:
                 if r.id != job.job_id and (r.created_at, r.id) < (me.created_at, me.id)
                 and ours & {n.host for n in r.nodes} and r.meta.get("queue_beat", 0) > fresh]
 
-    def local(self, job_path: str | Path, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
-        """Phase 1, no host touched: the job file, its local paths, the hosts it uses, its id."""
-        spec = load_job(job_path)
+    def local(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
+        """Phase 1, no host touched: the job file, its local paths, the hosts it uses, its id.
+        A JobSpec (a pipeline step's job with its references resolved) is taken as it is."""
+        spec = job_path if isinstance(job_path, JobSpec) else load_job(job_path)
         validate.check_local_paths(spec)
         if opts.devices is not None:
             hosts = core_cards.pin_devices(hosts, opts.devices)
         candidates = tuple(hosts)[:len(used_hosts(spec, hosts))]
         hosts = used_hosts(spec, hosts)
         bin_dir = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts)
-        spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
+        if isinstance(job_path, JobSpec):
+            from launcher.core.yamlio import dumps
+            spec_text = redacted_text(spec, dumps(spec.model_dump(mode="json", exclude_none=True)))
+        else:
+            spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
         return LocalJob(spec, tuple(hosts), new_job_id(spec.name), replace(opts, bin_dir=bin_dir), spec_text,
                         {h.name: python_for(bin_dir, h) for h in hosts}, candidates=candidates)
 
@@ -431,7 +440,8 @@ class JobService:
                                      "ranks": {str(n.node_rank): list(n.ranks) for n in prepared.plan.nodes},
                                      "shared_with": shared_job_dirs(hosts, pre),
                                      "ssh": self._ssh_meta(),
-                                     "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts}})
+                                     "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts},
+                                     **job.meta})
 
     def stage(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> None:
         """Phase 4: send what each filesystem lacks, make every job dir (config text per host)."""

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
     @app.command("fetch", help="Fetch a job's logs/checkpoints/predictions into runs/<job-id>/<host>/ (verified, resumable).")
     def fetch_cmd(
         job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
-        what: str = typer.Option("all", "--what", help="logs,checkpoints,predictions or all."),
+        what: str = typer.Option("all", "--what", help="logs,checkpoints,predictions,tensorboard or all."),
         dest: Path = typer.Option(Path("runs"), "--dest", help="Where runs/<job-id>/ goes."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,

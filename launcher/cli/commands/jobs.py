@@ -71,6 +71,11 @@ def register(app: typer.Typer) -> None:
             table.add_row(r.id, r.state, r.name, r.kind, ", ".join(n.host for n in r.nodes),
                           r.created_at[:19].replace("T", " "), r.reason or "")
         env.stdout.print(table)
+        with reg.Registry.in_state_dir(env.state_dir) as registry:
+            runs = registry.pipelines(limit=1)
+        if runs:  # the newest pipeline run, as its table of steps
+            from launcher.cli.pipelineview import steps_table
+            env.stdout.print(steps_table(runs[0]))
 
     @app.command("status", help="Refresh a job from its hosts; exit 0/100/101/102/103 by state.")
     def status_cmd(
@@ -84,6 +89,14 @@ def register(app: typer.Typer) -> None:
         from launcher.ops.service import STATE_EXIT
 
         env = environment.current()
+        from launcher.cli.pipelineview import pipeline_ref
+        run = pipeline_ref(env.state_dir, job)
+        if run is not None:  # `status PIPELINE`: a pipeline file, name or run id
+            from launcher.cli.pipelineview import steps_table
+            env.stdout.print(steps_table(run))
+            if run.state != "succeeded":
+                raise typer.Exit(int(STATE_EXIT.get(run.state, ExitCode.JOB_FAILED)))
+            return
         registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         with registry:
             record, statuses = service.refresh(job)

@@ -19,17 +19,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
 from launcher.cli import environment
-from launcher.errors import AlaunchError, InputError
-
-if TYPE_CHECKING:  # imported when the verb runs (cli/app.py)
-    from rich.table import Table
-
-    from launcher.metrics.runfacts import RunFacts
+from launcher.cli.runfacts import plot_losses, results_rows, results_table  # noqa: F401 - shared with `run`
+from launcher.errors import InputError
 
 ORDER = 85
 DEFAULT_RUNS = Path("runs")
@@ -45,57 +41,6 @@ def resolve_run_dir(arg: str) -> Path:
         return candidate
     raise InputError(f"no run directory {arg!r} (and no {candidate}); give a fetched run "
                      "directory or a job id fetched into ./runs", source=arg)
-
-
-def results_rows(f: RunFacts) -> dict[str, str]:
-    from launcher.metrics.runfacts import cells
-
-    return cells(f)
-
-
-def results_table(runs: list[RunFacts]) -> Table:
-    """Runs as columns, facts as rows: side by side, readable in 80 columns for a few runs."""
-    from rich.table import Table
-
-    table = Table(title="Runs")
-    table.add_column("job")
-    rows = [results_rows(f) for f in runs]
-    for f in runs:
-        table.add_column(f.job)
-    for key in rows[0]:
-        table.add_row(key, *(r[key] for r in rows))
-    return table
-
-
-def plot_losses(runs: list[RunFacts], out: Path) -> int:
-    """Draw every run's loss curve into ``out`` (PNG, SVG or PDF by suffix); returns curves."""
-    curves = [f for f in runs if f.loss_curve]
-    if not curves:
-        raise AlaunchError("no loss lines in these runs' logs: nothing to plot")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise AlaunchError("--plot needs matplotlib: pip install 'alaunch[plot]'") from exc
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    try:
-        for f in curves:
-            xs, ys = zip(*f.loss_curve)
-            ax.plot(xs, ys, label=f.job, linewidth=1)
-        ax.set_xlabel("global step")
-        ax.set_ylabel("loss")
-        ax.set_title("training loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        try:
-            fig.savefig(out)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot write the plot: {exc}", source=str(out), key="--plot") from exc
-    finally:
-        plt.close(fig)
-    return len(curves)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,128 @@
+"""`alaunch run PIPELINE` and `alaunch resume JOB`: the recipe as one command, and attempt n+1.
+
+``run`` prints one line per step (start, skip, done or failure) and the steps table at the
+end; a job step's logs are not streamed (``alaunch logs JOB`` has them; ``--logs`` streams
+them). ``--dry-run`` prints each step in order, what its references resolve to and its plan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from launcher.cli import environment
+from launcher.cli.options import (AcceptNewOpt, ExcludeOpt, HostfileOpt, IncludeOpt, KnownHostsOpt, LocalOpt,
+                                  SlotsOpt, SshConfigOpt, default_slots)
+ORDER = 32
+
+
+def _results_step(env):
+    """The pipeline's `results` built-in, drawn by the terminal (the runs table and the loss plot)."""
+    from launcher.cli.runfacts import plot_losses, results_table
+    from launcher.metrics.runfacts import collect
+
+    def results(runner, step) -> dict:
+        from launcher.core import pipeline as pl
+        refs = list(pl.iter_refs(step.options.get("runs") or []))
+        dirs = [runner.resolve(ref, "run_dir") for ref in refs]
+        facts = [collect(Path(d)) for d in dirs]
+        env.stdout.print(results_table(facts))
+        out = {"local": {"runs": dirs}, "default": "runs"}
+        if step.options.get("plot"):
+            plot = runner.local_path(step.options["plot"])
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_losses(facts, plot)
+            out["local"]["plot"] = [str(plot)]
+            runner.say(f"  {step.name}: loss curves in {plot}")
+        return out
+
+    return results
+
+
+def register(app: typer.Typer) -> None:
+
+    @app.command("run", help="Run a pipeline of jobs and built-in steps (skips steps that are unchanged).")
+    def run_cmd(
+        pipeline: Path = typer.Argument(..., help="Pipeline file (jobs/pipelines/*.yaml)."),
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+        include: IncludeOpt = None, exclude: ExcludeOpt = None,
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps, their references and plans; "
+                                                              "send nothing."),
+        from_step: Optional[str] = typer.Option(None, "--from", help="Run this step and everything after it."),
+        only: List[str] = typer.Option([], "--only", help="Run only this step (repeatable)."),
+        runs: Path = typer.Option(Path("runs"), "--runs", help="Where fetched runs go (runs/<job-id>/)."),
+        logs: bool = typer.Option(False, "--logs", help="Stream each job step's logs (the steps then run one at "
+                                                        "a time; without it, independent steps run together)."),
+        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+                                              help="Directory with msrun/python on the hosts (first on PATH)."),
+        known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
+    ) -> None:
+        from launcher.cli.connect import runner_factory
+        from launcher.cli.pipelineview import steps_table
+        from launcher.core.pipeline import load_pipeline
+        from launcher.ops.pipeline import PipelineRunner
+        from launcher.ops.service import JobService, SubmitOptions, resolve_hosts
+        from launcher.ops import registry as reg
+        from launcher.ops.stage import Progress
+
+        env = environment.current()
+        say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+        spec = load_pipeline(pipeline)
+        hosts = resolve_hosts(hostfile, local, slots, include, exclude)
+        factory = runner_factory(known_hosts, ssh_config, accept_new)
+        with reg.Registry.in_state_dir(env.state_dir) as registry:
+            service = JobService(registry, env.state_dir, say=say, progress=Progress(), exec_factory=factory)
+            follow = None
+            if logs:
+                from launcher.cli.live import follow_job
+                follow = lambda record: follow_job(record, service, factory, raw=env.raw)  # noqa: E731
+            runner = PipelineRunner(registry, service, hosts, say=say, runs_dir=runs,
+                                    opts=SubmitOptions(bin_dir=bin_dir), follow=follow,
+                                    builtins={"results": _results_step(env)}, concurrent=not logs)
+            if dry_run:
+                for i, view in enumerate(runner.describe(spec, from_step, only), 1):
+                    head = f"# {i}. {view.name} ({view.kind})" + (f", needs {', '.join(view.needs)}" if view.needs else "")
+                    if view.together:
+                        head += f"; runs together with {', '.join(view.together)}"
+                    if view.waits_for:
+                        head += f"; waits for the cards of {', '.join(view.waits_for)}"
+                    if view.action != "run":
+                        head += f": {'taken from the last run' if view.action == 'reuse' else 'NOT RUN BEFORE'}"
+                    env.stdout.print(head, markup=False, highlight=False, soft_wrap=True)
+                    for line in view.resolves:
+                        env.stdout.print(f"#   {line}", markup=False, highlight=False, soft_wrap=True)
+                    env.stdout.print(view.plan.rstrip() + "\n", markup=False, highlight=False, soft_wrap=True)
+                return
+            record = runner.run(spec, from_step, only)
+            env.stderr.print(steps_table(record))
+            env.stdout.print(record.id, markup=False, highlight=False)
+        if record.state != "succeeded":
+            raise typer.Exit(100)
+
+    @app.command("resume", help="Restart a failed or cancelled training job from its last checkpoint.")
+    def resume_cmd(
+        job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
+        follow: bool = typer.Option(False, "--follow", "-f", help="Follow the logs until the end."),
+        known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
+    ) -> None:
+        from launcher.cli.connect import job_service, runner_factory
+        from launcher.ops.resume import resume_job
+        from launcher.ops.service import STATE_EXIT
+
+        env = environment.current()
+        say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+        registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
+        code = 0
+        with registry:
+            record = resume_job(service, job, say)
+            if follow:
+                from launcher.cli.live import follow_job
+                code = follow_job(record, service, runner_factory(known_hosts, ssh_config, accept_new), raw=env.raw)
+                record = registry.get(record.id)
+                code = int(STATE_EXIT[record.state])
+            env.stdout.print(record.id, markup=False, highlight=False)
+        if code:
+            raise typer.Exit(code)
+

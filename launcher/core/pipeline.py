@@ -1,0 +1,394 @@
+"""Pipeline files: named steps (job files or built-ins) with ``needs:``, in one pure module.
+
+A pipeline (``jobs/pipelines/*.yaml``) is the recipe as one command::
+
+    name: demo
+    steps:
+      data:   {builtin: data, with: {rows: 1000, out: ../../build/demo}}
+      train:  {job: ../tiny_lora_cpu.yaml, needs: [data], retries: 1}
+      merge:  {builtin: merge, with: {checkpoint: {from: train}}}
+      after:  {job: ../tiny_predict_cpu.yaml, checkpoint: {from: merge, select: last}}
+      score:  {builtin: score, with: {predictions: {from: after}, reference: ../../build/demo/test.jsonl}}
+
+Any mapping ``{from: STEP[, select: last|all][, output: GROUP]}`` anywhere in a step is a
+reference to another step's outputs; it adds ``STEP`` to the step's needs. What it resolves
+to (a path on the host the producer ran on, or a local path) is decided by ``ops.pipeline``
+once the producer has run; this module only models, orders, selects and hashes.
+
+Public interface::
+
+    load_pipeline(path) -> Pipeline            # InputError naming file:line: steps.X.key
+    parse_pipeline(data, source, base_dir, text) -> Pipeline
+    Pipeline.order() -> list[Step]              # topological, file order among equals
+    select(pipeline, from_step=None, only=None) -> list[str]    # steps to run
+    identity(canonical, upstream, content) -> str   # a step's identity (sha256)
+    substitute(value, resolve) -> value          # refs replaced by what ``resolve(ref)`` gives
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from launcher.core import yamlio
+from launcher.errors import InputError
+
+BUILTINS = ("data", "merge", "fetch", "score", "results")
+SELECTS = ("last", "all")
+STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+STEP_KEYS = ("job", "builtin", "needs", "checkpoint", "inputs", "set", "with", "retries", "description")
+TOP_KEYS = ("name", "description", "steps")
+MAX_RETRIES = 10
+
+
+@dataclass(frozen=True)
+class Ref:
+    """``{from: STEP, select: last|all, output: GROUP}``: another step's outputs."""
+
+    step: str
+    select: str = "last"
+    output: Optional[str] = None
+
+    def describe(self) -> str:
+        what = self.output or "outputs"
+        return f"{self.step}'s {'last' if self.select == 'last' else 'every'} {what.rstrip('s') if self.select == 'last' else what}"
+
+    def canonical(self) -> dict:
+        return {"from": self.step, "select": self.select, "output": self.output}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: a job (``job`` path or inline mapping) or a built-in, and what it needs."""
+
+    name: str
+    position: int
+    job: Optional[str] = None  # absolute path of the job file
+    inline: Optional[dict] = None  # an inline job mapping
+    builtin: Optional[str] = None
+    needs: tuple[str, ...] = ()  # explicit and from references, in order, no duplicates
+    checkpoint: Any = None  # a Ref (or a plain PathRef mapping)
+    inputs: dict = field(default_factory=dict)  # name -> Ref or PathRef mapping
+    sets: dict = field(default_factory=dict)  # dotted override -> value
+    options: dict = field(default_factory=dict)  # a built-in's ``with:``
+    retries: int = 0
+    line: Optional[int] = None
+
+    @property
+    def kind(self) -> str:
+        return self.builtin or "job"
+
+    def refs(self) -> list[Ref]:
+        return list(iter_refs([self.checkpoint, self.inputs, self.options]))
+
+    def canonical(self) -> dict:
+        """The step's definition as plain data (refs as mappings) for hashing and display."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, Ref):
+                return value.canonical()
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in sorted(value.items())}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            return value
+
+        return {"kind": self.kind, "job": Path(self.job).name if self.job else None, "inline": plain(self.inline),
+                "checkpoint": plain(self.checkpoint), "inputs": plain(self.inputs), "set": plain(self.sets),
+                "with": plain(self.options)}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    steps: tuple[Step, ...]
+    source: str = "<pipeline>"
+    base_dir: Optional[str] = None
+    description: str = ""
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise InputError(f"no step {name!r}{_did_you_mean(name, self.names())} (steps: {', '.join(self.names())})",
+                         source=self.source)
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    def order(self) -> list[Step]:
+        """Topological order; among steps ready at the same time, file order (Kahn)."""
+        done: list[str] = []
+        left = list(self.steps)
+        while left:
+            ready = [s for s in left if all(n in done for n in s.needs)]
+            if not ready:
+                cycle = " -> ".join(s.name for s in left)
+                raise InputError(f"steps {cycle} need each other (a cycle); one of them must not need the others",
+                                 source=self.source)
+            done.append(ready[0].name)
+            left.remove(ready[0])
+        return [self.step(n) for n in done]
+
+    def downstream(self, name: str) -> set[str]:
+        """``name`` and every step that needs it, directly or not."""
+        out = {name}
+        for s in self.order():
+            if any(n in out for n in s.needs):
+                out.add(s.name)
+        return out
+
+    def upstream(self, name: str) -> set[str]:
+        """Every step ``name`` needs, directly or not (not ``name`` itself)."""
+        out: set[str] = set()
+        todo = list(self.step(name).needs)
+        while todo:
+            n = todo.pop()
+            if n not in out:
+                out.add(n)
+                todo.extend(self.step(n).needs)
+        return out
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def iter_refs(value: Any) -> Iterator[Ref]:
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from iter_refs(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from iter_refs(v)
+
+
+def substitute(value: Any, resolve: Callable[[Ref], Any]) -> Any:
+    """``value`` with every Ref replaced by ``resolve(ref)`` (pure if ``resolve`` is)."""
+    if isinstance(value, Ref):
+        return resolve(value)
+    if isinstance(value, dict):
+        return {k: substitute(v, resolve) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [substitute(v, resolve) for v in value]
+    return value
+
+
+def _refs_in(value: Any, where: str, fail: Callable[[str, str], None]) -> Any:
+    """Parse ``{from: ...}`` mappings into Refs, recursively."""
+    if isinstance(value, dict):
+        if "from" in value:
+            extra = set(value) - {"from", "select", "output"}
+            if extra:
+                fail(where, f"unknown key {sorted(extra)[0]!r} in a reference (valid: from, select, output)")
+            if not isinstance(value["from"], str):
+                fail(where + ".from", "must be a step name")
+            select = value.get("select", "last")
+            if select not in SELECTS:
+                fail(where + ".select", f"must be one of {', '.join(SELECTS)}, not {select!r}")
+            output = value.get("output")
+            if output is not None and not isinstance(output, str):
+                fail(where + ".output", "must be an output group name like checkpoints or predictions")
+            return Ref(value["from"], select, output)
+        return {k: _refs_in(v, f"{where}.{k}", fail) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_refs_in(v, f"{where}.{i}", fail) for i, v in enumerate(value)]
+    return value
+
+
+def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None = None,
+                   text: str | None = None) -> Pipeline:
+    """Validate a parsed pipeline mapping; the first problem is an InputError (file:line: key: what)."""
+
+    def fail(key: str, message: str) -> None:
+        path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        line = yamlio.line_of(text, path) if text else None
+        raise InputError(message, source=source, line=line, key=key)
+
+    if not isinstance(data, dict):
+        raise InputError("a pipeline file must be a mapping with 'name' and 'steps'", source=source, line=1)
+    for key in data:
+        if key not in TOP_KEYS:
+            fail(str(key), f"unknown key{_did_you_mean(str(key), TOP_KEYS)} (valid: {', '.join(TOP_KEYS)})")
+    name = data.get("name")
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name):
+        fail("name", "is required: 1-64 letters, digits, '.', '_' or '-'")
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, dict) or not raw_steps:
+        fail("steps", "is required: a mapping of step name -> {job: FILE} or {builtin: "
+                      + "|".join(BUILTINS) + "}")
+    base = Path(base_dir) if base_dir else None
+    steps: list[Step] = []
+    for position, (step_name, raw) in enumerate(raw_steps.items()):
+        where = f"steps.{step_name}"
+        if not isinstance(step_name, str) or not STEP_NAME.match(step_name):
+            fail(where, "a step name is 1-32 letters, digits, '_' or '-', starting with a letter")
+        if not isinstance(raw, dict):
+            fail(where, "must be a mapping: {job: FILE} or {builtin: NAME}")
+        for key in raw:
+            if key not in STEP_KEYS:
+                fail(f"{where}.{key}", f"unknown key{_did_you_mean(str(key), STEP_KEYS)} (valid: {', '.join(STEP_KEYS)})")
+        job, builtin = raw.get("job"), raw.get("builtin")
+        if (job is None) == (builtin is None):
+            fail(where, "give exactly one of 'job' (a job file, or an inline job) or 'builtin' ("
+                 + ", ".join(BUILTINS) + ")")
+        job_path, inline = None, None
+        if job is not None:
+            if isinstance(job, str):
+                job_path = str((base / job).resolve()) if base and not Path(job).is_absolute() else job
+            elif isinstance(job, dict):
+                inline = job
+            else:
+                fail(f"{where}.job", "must be a job file path or an inline job mapping")
+        if builtin is not None and builtin not in BUILTINS:
+            fail(f"{where}.builtin", f"unknown built-in {builtin!r}{_did_you_mean(str(builtin), BUILTINS)} "
+                                     f"(valid: {', '.join(BUILTINS)})")
+        for key in ("checkpoint", "inputs", "set", "retries"):
+            if builtin is not None and key in raw:
+                fail(f"{where}.{key}", f"only job steps take {key!r}; a built-in takes its options under 'with'")
+        needs = raw.get("needs") or []
+        if isinstance(needs, str):
+            needs = [needs]
+        if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+            fail(f"{where}.needs", "must be a list of step names")
+        retries = raw.get("retries", 0)
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
+            fail(f"{where}.retries", f"must be an integer from 0 to {MAX_RETRIES}")
+        inputs = raw.get("inputs") or {}
+        sets = raw.get("set") or {}
+        options = raw.get("with") or {}
+        for key, value in (("inputs", inputs), ("set", sets), ("with", options)):
+            if not isinstance(value, dict):
+                fail(f"{where}.{key}", "must be a mapping")
+        step = Step(step_name, position, job=job_path, inline=inline, builtin=builtin,
+                    checkpoint=_refs_in(raw.get("checkpoint"), f"{where}.checkpoint", fail),
+                    inputs=_refs_in(inputs, f"{where}.inputs", fail), sets=dict(sets),
+                    options=_refs_in(options, f"{where}.with", fail), retries=retries,
+                    line=yamlio.line_of(text, ("steps", step_name)) if text else None)
+        all_needs = list(dict.fromkeys([*needs, *(r.step for r in step.refs())]))
+        steps.append(Step(**{**step.__dict__, "needs": tuple(all_needs)}))
+    names = [s.name for s in steps]
+    for s in steps:
+        for n in s.needs:
+            if n not in names:
+                fail(f"steps.{s.name}", f"needs unknown step {n!r}{_did_you_mean(n, names)} (steps: {', '.join(names)})")
+            if n == s.name:
+                fail(f"steps.{s.name}", "a step cannot need itself")
+    pipeline = Pipeline(name, tuple(steps), source, base_dir, str(data.get("description") or ""))
+    pipeline.order()  # refuse cycles now
+    return pipeline
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and parse a pipeline file (duplicate keys and anchors refused, as for job files)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read pipeline file: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text; save the pipeline file as UTF-8", source=str(path)) from None
+    data = yamlio.loads(text, str(path))
+    return parse_pipeline(data, str(path), str(Path(path).resolve().parent), text)
+
+
+def select(pipeline: Pipeline, from_step: str | None = None, only: Sequence[str] = ()) -> list[str]:
+    """The steps to (re)consider, in order: all; ``--from STEP`` (it and everything downstream);
+    ``--only STEP`` (just those). The others are taken from earlier runs."""
+    if from_step and only:
+        raise InputError("give --from or --only, not both", key="--from")
+    names = [s.name for s in pipeline.order()]
+    if from_step:
+        keep = pipeline.downstream(pipeline.step(from_step).name)
+        return [n for n in names if n in keep]
+    if only:
+        wanted = {pipeline.step(n).name for n in only}
+        return [n for n in names if n in wanted]
+    return names
+
+
+def identity(canonical: Mapping[str, Any], upstream: Mapping[str, str], content: Mapping[str, str]) -> str:
+    """A step's identity: sha256 of its definition (job file text, template text, overrides,
+    refs), its upstream steps' identities and the content hashes of its local inputs. Equal
+    identity + outputs present = the step need not run again."""
+    blob = json.dumps({"step": canonical, "upstream": dict(sorted(upstream.items())),
+                       "content": dict(sorted(content.items()))}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def ordinal_step(path: str) -> tuple[int, int]:
+    """(epoch, step) of a MindFormers checkpoint name ``<prefix>-<epoch>_<step>.ckpt`` (0s if none)."""
+    m = re.search(r"-(\d+)_(\d+)\.(?:ckpt|safetensors)$", path)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def rank_of(path: str) -> int | None:
+    """The rank of ``.../rank_N/...`` in a checkpoint path (None if the path has none)."""
+    m = re.search(r"(?:^|/)rank_(\d+)/", path)
+    return int(m.group(1)) if m else None
+
+
+def last_checkpoint(paths: Sequence[str]) -> str | None:
+    """Rank 0's newest checkpoint by (epoch, step) (any rank's when none says rank_0)."""
+    ckpts = [p for p in paths if p.endswith((".ckpt", ".safetensors"))]
+    rank0 = [p for p in ckpts if rank_of(p) in (0, None)] or ckpts
+    return max(rank0, key=lambda p: (ordinal_step(p), p)) if rank0 else None
+
+
+def common_last_step(paths: Sequence[str]) -> tuple[int, int] | None:
+    """The newest (epoch, step) that every rank has a checkpoint of (MindFormers' resume_ckpt
+    rule: a rank killed mid-save must not make the others resume from a step it lacks)."""
+    by_rank: dict[int, set] = {}
+    for p in paths:
+        r = rank_of(p)
+        if r is not None and p.endswith(".ckpt"):
+            by_rank.setdefault(r, set()).add(ordinal_step(p))
+    if not by_rank:
+        return None
+    common = set.intersection(*by_rank.values())
+    return max(common) if common else None
+
+
+def ranks_of(paths: Sequence[str]) -> list[int]:
+    return sorted({r for r in (rank_of(p) for p in paths) if r is not None})
+
+
+def levels(pipeline: Pipeline, names: Sequence[str] | None = None) -> list[list[str]]:
+    """The steps by level, in file order within a level: a step's level is one more than its
+    highest need's (0 with none). The steps of a level are ready at the same time; whether
+    they also *run* at the same time is a matter of cards (:func:`pack`)."""
+    level: dict[str, int] = {}
+    for s in pipeline.order():
+        level[s.name] = 1 + max((level[n] for n in s.needs), default=-1)
+    keep = set(level if names is None else names)
+    out: list[list[str]] = [[] for _ in range(1 + max(level.values(), default=-1))]
+    for s in pipeline.steps:
+        if s.name in keep:
+            out[level[s.name]].append(s.name)
+    return [group for group in out if group]
+
+
+def pack(names: Sequence[str], demand: Mapping[str, Mapping[str, int]],
+         capacity: Mapping[str, int]) -> list[list[str]]:
+    """Split steps that are ready together into groups that fit the hosts' cards at once, in
+    order (what the allocation does when they are submitted together: a step that does not
+    fit is queued, and the queue is first come, first served, so the steps after it wait
+    too until cards free up). ``demand``: step -> host -> cards (a built-in: empty);
+    ``capacity``: host -> candidate cards."""
+    groups: list[list[str]] = []
+    used: dict[str, int] = {}
+    for name in names:
+        want = demand.get(name) or {}
+        if not groups or not all(used.get(h, 0) + n <= capacity.get(h, 0) for h, n in want.items()):
+            groups.append([])
+            used = {}
+        groups[-1].append(name)
+        for h, n in want.items():
+            used[h] = used.get(h, 0) + n
+    return groups

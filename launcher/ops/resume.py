@@ -1,0 +1,170 @@
+"""``alaunch resume JOB``: restart a failed or cancelled training job from its last checkpoint,
+in the same job directory, as attempt 2, 3, ...
+
+How (MindFormers' own resume): the rendered config gets ``resume_training: True`` and
+``load_checkpoint: <job dir>/output/checkpoint``; MindFormers then loads, on every rank, the
+newest checkpoint that *every* rank has (its ``resume_ckpt`` rule, from each rank's
+``meta.json``), restores the optimizer state and the global step, and skips the data it
+already trained on, so the loss lines continue from the checkpoint's step. Nothing of the
+previous attempt is lost: each node's ``state/``, ``msrun_log/`` and ``output/log/`` move to
+``attempts/<n>/`` first (remote/attempt.py).
+
+Cards: the job's claim died with its processes, so before the launch the job claims the
+cards it had (``meta.devices``) again, under each host's lock, as ``submit`` does; cards
+another job (or a foreign process, per npu-smi) took meanwhile make it refuse, naming them.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from launcher.core import cards as core_cards
+from launcher.core import pipeline as pl
+from launcher.core import yamlio
+from launcher.core.hostfile import parse_hostfile
+from launcher.core.plan import build_plan
+from launcher.core.spec import parse_job
+from launcher.errors import AlaunchError, InputError
+from launcher.ops import registry as reg
+from launcher.ops.fanout import run_parallel
+from launcher.ops.launch import launch_all, launcher_for
+from launcher.ops import cards as card_ops
+from launcher.ops.stage import inventory, store_base
+from launcher.remote import wire
+
+CHECKPOINT_GLOB = "output/checkpoint/**/*.ckpt"
+
+
+def resumed_config(config_text: str, job_dir: str) -> str:
+    """The rendered MindFormers YAML with resume on, loading from the job's checkpoint dir (pure)."""
+    config = yaml.safe_load(config_text) or {}
+    config["resume_training"] = True
+    config["load_checkpoint"] = posixpath.join(job_dir, "output", "checkpoint")
+    model_config = (config.get("model") or {}).get("model_config")
+    if isinstance(model_config, dict):
+        model_config["checkpoint_name_or_path"] = None  # the base weights come from the checkpoint now
+    return yamlio.dumps(config)
+
+
+def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
+    """Take the job's cards again (the ones it had, ``meta.devices``) under each host's lock,
+    as submit does: its old claim died with its processes, and another job may hold the
+    cards now. Taken by someone else (a live claim, or a process per npu-smi): refuse, naming
+    the holder, and let go of what was claimed here."""
+    states = {n.host.name: posixpath.dirname(n.pid_path) for n in plan.nodes}
+
+    def one(host) -> card_ops.ClaimAnswer:
+        runner = service.exec_factory(host)
+        try:
+            return card_ops.claim(runner, pythons.get(host.name, "python3"), store_base(host), record.id,
+                                  host.slot_ids, states.get(host.name, ""))
+        finally:
+            runner.close()
+
+    answers = {h.name: a for h, a in run_parallel(hosts, one).raise_on_failure().items()}
+    short = {}
+    for h in hosts:
+        taken = [answers[h.name].held[c] for c in h.slot_ids if c in answers[h.name].held]
+        if taken or not answers[h.name].ok:
+            short[h.name] = taken
+    if short:
+        for h in hosts:
+            if answers[h.name].ok:
+                runner = service.exec_factory(h)
+                try:
+                    card_ops.release(runner, pythons.get(h.name, "python3"), store_base(h), record.id)
+                finally:
+                    runner.close()
+        raise core_cards.CardsBusy(f"cannot resume {record.id} on its cards: " + "; ".join(
+            f"{name}: " + ", ".join(f"card {x.card} held by {x.describe()}" for x in held)
+            for name, held in short.items()) + "; resume again when they are free", short)
+    service.registry.add_event(record.id, "cards", "; ".join(f"{h.name}: {','.join(map(str, h.slot_ids))}"
+                                                             for h in hosts) + " (claimed again to resume)")
+
+
+def resume_job(service, ref: str, say=lambda s: None) -> reg.JobRecord:
+    """Attempt n+1 of a stopped finetune job (see the module docstring). Returns it RUNNING."""
+    from launcher.ops.collect import list_node
+    registry = service.registry
+    record = registry.get(ref)
+    if record.state not in (reg.FAILED, reg.CANCELLED):
+        raise InputError(f"job {record.id} is {record.state}; only a failed or cancelled job can be resumed")
+    if record.kind != "finetune":
+        raise InputError(f"job {record.id} is a {record.kind} job; only training jobs resume from a checkpoint "
+                         f"(submit it again)")
+    meta = record.meta
+    source = meta.get("source") or f"registry:{record.id}"
+    base_dir = str(Path(source).parent) if meta.get("source") else None
+    spec = parse_job(yamlio.loads(record.spec_text, f"registry:{record.id}"), source, base_dir)
+    hosts = parse_hostfile(record.hostfile_text, f"registry:{record.id}")
+    by_name = {h.name: h for h in hosts}
+    pythons = dict(meta.get("pythons") or {})
+    attempt = int(meta.get("attempt", 1))
+
+    def listed(node: reg.NodeRecord) -> list[str]:
+        runner = service.exec_factory(by_name[node.host])
+        try:
+            listing = list_node(runner, pythons.get(node.host, "python3"), node.job_dir,
+                                {"checkpoints": [CHECKPOINT_GLOB]})
+        finally:
+            runner.close()
+        return [f.path for f in listing.files]
+
+    found = run_parallel(record.nodes, listed).raise_on_failure()
+    ckpts = [p for node in record.nodes for p in found[node]]
+    step = pl.common_last_step(ckpts)
+    if step is None:
+        raise AlaunchError(f"job {record.id} has no checkpoint that every rank saved; nothing to resume from "
+                           f"(submit it again)")
+
+    def rotate(node: reg.NodeRecord) -> dict:
+        runner = service.exec_factory(by_name[node.host])
+        try:
+            req = wire.request({"op": "rotate", "root": node.job_dir, "attempt": attempt,
+                                "config": resumed_config(record.config_text, node.job_dir)})
+            res = runner.check([pythons.get(node.host, "python3"), "-S", "-c", wire.program("attempt", "rotate")],
+                               [req], timeout=120, what="keep the previous attempt")
+        finally:
+            runner.close()
+        return wire.answer(res.stdout)
+
+    run_parallel(record.nodes, rotate).raise_on_failure()
+    devices = meta.get("devices") or {}
+    hosts = [replace(h, slot_ids=tuple(devices.get(h.name, h.slot_ids))) for h in hosts]
+    by_name = {h.name: h for h in hosts}
+    node0 = by_name[record.nodes[0].host]
+    runner0 = service.exec_factory(node0)
+    try:
+        port = inventory(runner0, [], pythons.get(node0.name, "python3"), port=None).port
+    finally:
+        runner0.close()
+    roots = {n.host: n.job_dir for n in record.nodes}
+    config_text = resumed_config(record.config_text, record.nodes[0].job_dir)
+    plan = build_plan(spec, config_text, hosts, record.id, port, roots=roots,
+                      addresses={node0.name: meta.get("master_addr") or node0.name}, bin_dir=meta.get("bin_dir"))
+    claim_again(service, record, [by_name[n.host] for n in record.nodes], plan, pythons)
+    registry.update_meta(record.id, {"attempt": attempt + 1, "master_port": port,
+                                     "resumed_from_step": list(step)})
+    registry.set_state(record.id, reg.STAGING, f"resuming from epoch {step[0]} step {step[1]}: attempt {attempt + 1}",
+                       force=True)
+    say(f"{record.id}: attempt {attempt + 1}, resuming from the checkpoint of epoch {step[0]}, step {step[1]}")
+    execs = {n.host: service.exec_factory(by_name[n.host]) for n in record.nodes}
+    try:
+        launchers = {n.node_rank: launcher_for(execs[n.host.name], record.id, pythons.get(n.host.name, "python3"))
+                     for n in plan.nodes}
+        try:
+            started = launch_all(plan, launchers)
+        except AlaunchError as exc:
+            registry.set_state(record.id, reg.FAILED, exc.message)
+            raise
+    finally:
+        for ex in execs.values():
+            ex.close()
+    for rank, s in started.items():
+        registry.set_node(record.id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING, exit_code=None,
+                          started_at=reg.now_iso(), ended_at=None)
+    return registry.set_state(record.id, reg.RUNNING)

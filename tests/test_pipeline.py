@@ -1,0 +1,165 @@
+"""Pipelines without hosts: the file model, refs, order, selection, identity, the registry's
+pipeline tables, retry classification, the resumed config, the dry run of the seed recipe."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.core import pipeline as pl
+from launcher.errors import InputError
+from launcher.metrics.retry import classify
+from launcher.ops.registry import Registry
+from launcher.ops.resume import resumed_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse(steps: dict, name: str = "p") -> pl.Pipeline:
+    text = yaml.safe_dump({"name": name, "steps": steps}, sort_keys=False)
+    return pl.parse_pipeline(yaml.safe_load(text), "p.yaml", str(ROOT / "jobs" / "pipelines"), text)
+
+
+def test_refs_become_needs_and_order_follows_them():
+    p = parse({"after": {"job": "../tiny_predict_cpu.yaml", "checkpoint": {"from": "merge"}},
+               "train": {"job": "../tiny_lora_cpu.yaml"},
+               "merge": {"builtin": "merge", "with": {"checkpoint": {"from": "train", "select": "all"}}}})
+    assert p.step("after").needs == ("merge",) and p.step("merge").needs == ("train",)
+    assert [s.name for s in p.order()] == ["train", "merge", "after"]
+    assert p.step("after").checkpoint == pl.Ref("merge", "last")
+    assert p.step("merge").options["checkpoint"] == pl.Ref("train", "all")
+    assert p.step("after").job == str(ROOT / "jobs" / "tiny_predict_cpu.yaml")
+
+
+@pytest.mark.parametrize("steps, message", [
+    ({"a": {"job": "x.yaml", "needs": ["b"]}, "b": {"job": "x.yaml", "needs": ["a"]}}, "cycle"),
+    ({"a": {"job": "x.yaml", "needs": ["trian"]}, "train": {"job": "x.yaml"}}, "did you mean 'train'"),
+    ({"a": {"job": "x.yaml", "builtin": "merge"}}, "exactly one of"),
+    ({"a": {"builtin": "mrege"}}, "did you mean 'merge'"),
+    ({"a": {"job": "x.yaml", "retries": -1}}, "retries"),
+    ({"a": {"job": "x.yaml", "chekpoint": {}}}, "did you mean 'checkpoint'"),
+    ({"a": {"builtin": "score", "with": {"predictions": {"from": "b", "select": "first"}}},
+      "b": {"job": "x.yaml"}}, "select"),
+    ({"a": {"builtin": "merge", "retries": 1}}, "only job steps"),
+])
+def test_bad_pipelines_are_refused_with_file_line_and_key(steps, message):
+    with pytest.raises(InputError) as err:
+        parse(steps)
+    assert message in str(err.value) and str(err.value).startswith("p.yaml:")
+
+
+def test_select_from_and_only():
+    p = parse({"a": {"job": "x.yaml"}, "b": {"job": "x.yaml", "needs": ["a"]},
+               "c": {"job": "x.yaml"}, "d": {"job": "x.yaml", "needs": ["b", "c"]}})
+    assert pl.select(p) == ["a", "b", "c", "d"]
+    assert pl.select(p, "b") == ["b", "d"]
+    assert pl.select(p, only=["c"]) == ["c"]
+    with pytest.raises(InputError):
+        pl.select(p, "a", ["c"])
+    assert p.upstream("d") == {"a", "b", "c"}
+
+
+def test_identity_changes_with_definition_upstream_and_content_only():
+    base = pl.identity({"job": "t.yaml", "set": {}}, {"data": "1"}, {"/d": "aa"})
+    assert base == pl.identity({"set": {}, "job": "t.yaml"}, {"data": "1"}, {"/d": "aa"})  # key order
+    assert base != pl.identity({"job": "t.yaml", "set": {"x": 1}}, {"data": "1"}, {"/d": "aa"})
+    assert base != pl.identity({"job": "t.yaml", "set": {}}, {"data": "2"}, {"/d": "aa"})
+    assert base != pl.identity({"job": "t.yaml", "set": {}}, {"data": "1"}, {"/d": "ab"})
+
+
+def test_checkpoint_selection_by_step_and_rank():
+    paths = ["/j/output/checkpoint/rank_0/t_rank_0-1_8.ckpt", "/j/output/checkpoint/rank_0/t_rank_0-2_8.ckpt",
+             "/j/output/checkpoint/rank_1/t_rank_1-1_8.ckpt", "/j/output/checkpoint/rank_0/t_rank_0-2_16.ckpt",
+             "/j/output/checkpoint/rank_1/t_rank_1-2_8.ckpt"]
+    assert pl.last_checkpoint(paths).endswith("t_rank_0-2_16.ckpt")
+    assert pl.common_last_step(paths) == (2, 8)  # rank 1 never saved 2_16
+    assert pl.ranks_of(paths) == [0, 1]
+    assert pl.common_last_step(["/j/rank_0/a-1_1.ckpt", "/j/rank_1/a-1_2.ckpt"]) is None
+
+
+def test_registry_keeps_pipeline_runs_and_finds_reusable_steps(tmp_path):
+    with Registry(tmp_path / "r.sqlite3") as r:
+        assert r.schema_version == 3
+        run = r.create_pipeline("demo", "demo.yaml", [("train", "job"), ("merge", "merge")])
+        r.set_step(run.id, "train", state="succeeded", identity="abc", job_id="j1", outputs={"paths": {"c": ["/x"]}})
+        r.set_step(run.id, "merge", state="failed", reason="boom")
+        r.end_pipeline(run.id, "failed", "failed: merge")
+        got = r.pipeline("demo")
+        assert [(s.step, s.state) for s in got.steps] == [("train", "succeeded"), ("merge", "failed")]
+        assert [s.job_id for s in r.reusable_steps("demo", "train", "abc")] == ["j1"]
+        assert r.reusable_steps("demo", "train", "other") == [] and r.reusable_steps("demo", "merge") == []
+        with pytest.raises(InputError):
+            r.set_step(run.id, "train", state="exploded")
+
+
+@pytest.mark.parametrize("codes, lines, transient, cause", [
+    ([-9], [], True, "signal 9"),
+    ([1], ["worker process 41 (rank 1) was killed by signal 9 (SIGKILL), as msrun reported"], True, "signal"),
+    ([1], ["The node: 1 is timed out"], True, "node_lost"),
+    ([1], ["EI0002: The wait execution of the Notify register times out."], True, "hccl_*_timeout"),
+    ([1], ["Worker process 4 exit with exception. Error code: -9"], True, "worker_exit*"),
+    ([1], ["KeyError: 'model_config'", "killed by signal 15"], False, "config_error"),
+    ([1], ["ValueError: bad batch size"], False, "config_error"),
+    ([1], [], False, "exit code 1"),
+])
+def test_classify_retries_only_transient_failures(codes, lines, transient, cause):
+    """The same verdicts with the interim table and with #19's metrics.signatures (row names
+    differ slightly between the two: hccl_notify/exec_timeout, worker_exit[_signal])."""
+    verdict = classify(codes, lines)
+    assert verdict.transient == transient and fnmatch.fnmatch(verdict.cause, cause), verdict
+
+
+def test_resumed_config_loads_the_jobs_own_checkpoints():
+    text = "load_checkpoint: /base.ckpt\nresume_training: False\nmodel:\n  model_config:\n    checkpoint_name_or_path: x\n"
+    config = yaml.safe_load(resumed_config(text, "/home/u/alaunch/j1"))
+    assert config["resume_training"] is True
+    assert config["load_checkpoint"] == "/home/u/alaunch/j1/output/checkpoint"
+    assert config["model"]["model_config"]["checkpoint_name_or_path"] is None
+
+
+def test_seed_recipe_dry_run_shows_every_step_and_sends_nothing(run_cli):
+    code, out, err = run_cli("run", str(ROOT / "jobs/pipelines/llama3_8b_math.yaml"),
+                             "-H", str(ROOT / "hostfiles/one-card"), "--dry-run")
+    assert code == 0, err
+    heads = [line for line in out.splitlines() if line.startswith("# ") and ". " in line[:6]]
+    assert [h.split()[2] for h in heads] == ["train", "squad", "math", "fetch"]
+    assert "checkpoint <- train's last output: ~/alaunch/<train's job id>/output/checkpoint/rank_0/<last>.ckpt" in out
+    assert out.count("msrun \\") == 3 and "ascend-0" in out
+    with Registry.in_state_dir() as r:
+        assert r.pipelines() == [] and r.list() == []  # nothing recorded, nothing sent
+
+
+@pytest.mark.parametrize("hostfile, squad, math", [
+    ("one-card", "# 2. squad (job), needs train\n", "# 3. math (job), needs train; waits for the cards of squad\n"),
+    ("one-node-8", "# 2. squad (job), needs train; runs together with math\n",
+     "# 3. math (job), needs train; runs together with squad\n"),
+])
+def test_dry_run_says_which_steps_run_together(run_cli, hostfile, squad, math):
+    """squad and math both need only train: on one card they take turns, on eight they run together."""
+    code, out, err = run_cli("run", str(ROOT / "jobs/pipelines/llama3_8b_math.yaml"),
+                             "-H", str(ROOT / "hostfiles" / hostfile), "--dry-run")
+    assert code == 0, err
+    assert squad in out and math in out
+
+
+def test_demo_dry_run_merges_the_two_worker_checkpoint(run_cli):
+    code, out, err = run_cli("run", str(ROOT / "jobs/pipelines/demo.yaml"), "--local", "--slots", "2", "--dry-run")
+    assert code == 0, err
+    assert "checkpoint <- merge's last output: ~/alaunch/<train's job id>/output/merged/<job id>.ckpt" in out
+    assert "--worker_num=2" in out
+
+
+def test_multi_card_lora_without_the_full_strategy_is_refused():
+    from launcher.core.spec import load_job
+    from launcher.ops.pipeline import check_mergeable
+    spec = load_job(ROOT / "jobs" / "tiny_lora_cpu.yaml")
+    config = {"model": {"model_config": {"pet_config": {"pet_type": "lora"}}},
+              "parallel": {"strategy_ckpt_config": {"only_trainable_params": True}}}
+    with pytest.raises(InputError, match="only_trainable_params: False"):
+        check_mergeable(spec, config, world=2)
+    check_mergeable(spec, config, world=1)
+    config["parallel"]["strategy_ckpt_config"]["only_trainable_params"] = False
+    check_mergeable(spec, config, world=2)

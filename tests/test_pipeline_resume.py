@@ -1,0 +1,97 @@
+"""Resume and retry for real: a 2-worker tiny LoRA fine-tune under msrun on CPU, one worker
+SIGKILLed after the first checkpoint, ``retries: 1`` in the pipeline. The step must resume by
+itself (same job directory, attempt 2), its loss lines must continue from the checkpoint's
+step (not from step 1), the last step must be the planned total, and attempt 1's logs must
+be kept under ``attempts/1/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_tiny_cpu import toy_data  # noqa: F401 - the module fixture (64 rows, SentencePiece)
+
+pytestmark = [pytest.mark.slow, pytest.mark.ms]
+
+STEP = re.compile(r"Epoch:\[\s*(\d+)/\s*(\d+)\], step:\[\s*(\d+)/\s*(\d+)\]")
+EPOCHS, SAVE_EVERY = 6, 8  # 64 rows / (batch 4 x 2 workers) = 8 steps an epoch, 48 in all
+
+
+def global_steps(log: Path) -> list[int]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = STEP.search(line)
+        if m and "loss" in line:
+            epoch, _, step, per_epoch = map(int, m.groups())
+            out.append((epoch - 1) * per_epoch + step)
+    return out
+
+
+def _kill_rank1_after_first_checkpoint(stop: threading.Event, killed: list) -> None:
+    home = Path.home() / "alaunch"
+    while not stop.is_set():
+        for ckpt in home.glob("tiny-resume-*/output/checkpoint/rank_1/*.ckpt"):
+            job_id = ckpt.parents[3].name
+            want = f"ALAUNCH_JOB_ID={job_id}".encode()
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if want in env and b"RANK_ID=1" in env and b"run_cpu.py" in cmd:
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append((job_id, int(pid), ckpt.name))
+                    return
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(600)
+def test_killed_worker_resumes_from_its_checkpoint(tmp_path, toy_data, run_cli):  # noqa: F811
+    job = {"name": "tiny-resume", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml", "seed": 42,
+           "cards_per_node": "all", "entry": {"script": "alaunch:run_cpu"},
+           "overrides": {"runner_config.epochs": EPOCHS,
+                         "callbacks": [{"type": "MFLossMonitor"},
+                                       {"type": "CheckpointMonitor", "prefix": "tiny", "integrated_save": False,
+                                        "save_checkpoint_steps": SAVE_EVERY, "async_save": False}]},
+           "inputs": {"train": {"remote": str(toy_data["mindrecord"]),
+                                "fills": "train_dataset.data_loader.dataset_dir"}},
+           "tokenizer": {"remote": str(toy_data["tokenizer"])},
+           "outputs": {"checkpoints": ["output/checkpoint/**/*.ckpt"]}}
+    pipeline = tmp_path / "resume.yaml"
+    pipeline.write_text(yaml.safe_dump({"name": "resume-test", "steps": {"train": {"job": job, "retries": 1}}}))
+    stop, killed = threading.Event(), []
+    watcher = threading.Thread(target=_kill_rank1_after_first_checkpoint, args=(stop, killed), daemon=True)
+    watcher.start()
+    try:
+        code, out, err = run_cli("run", str(pipeline), "--local", "--slots", "2", "--runs", str(tmp_path / "runs"))
+    finally:
+        stop.set()
+    assert killed, "the watcher never found rank 1's worker after a checkpoint"
+    assert code == 0, err[-3000:]
+    assert "(transient): resuming, attempt 2 of 2" in err, err
+    from launcher.ops.registry import Registry
+    with Registry.in_state_dir() as registry:
+        run = registry.pipeline("resume-test")
+        (step,) = run.steps
+        assert (step.state, step.attempts) == ("succeeded", 2)
+        record = registry.get(step.job_id)
+    assert record.meta["attempt"] == 2 and record.state == "succeeded"
+    root = Path(record.nodes[0].job_dir)
+    assert root.name == killed[0][0]  # the same job directory
+    first = global_steps(root / "attempts" / "1" / "msrun_log" / "worker_0.log")
+    second = global_steps(root / "msrun_log" / "worker_0.log")
+    resumed_at = record.meta["resumed_from_step"]
+    assert first and first[0] == 1, first[:3]  # attempt 1 started at step 1, and its log is kept
+    assert second[0] > 1, second[:3]  # attempt 2 did not start over
+    epoch, step_in_epoch = resumed_at  # the checkpoint name's <epoch>_<step in epoch>
+    assert second[0] == (epoch - 1) * 8 + step_in_epoch + 1, (second[:3], resumed_at)  # continues after it
+    assert second[-1] == EPOCHS * 8, second[-3:]  # the total steps equal the plan
