@@ -119,7 +119,7 @@ def test_installed_venv_renders_and_plans_the_reference_job(installed, workdir, 
     assert "llama3-8b-lora-math (finetune) <- llama3_8b/finetune_lora.yaml" in summary.stdout
     assert "mindformers is not installed" in summary.stderr  # the ms layer is skipped, not failed
 
-    plan_args = ["plan", REFERENCE_JOB, "-H", HOSTFILE, "--job-id", "ref-1"]
+    plan_args = ["plan", REFERENCE_JOB, "-H", HOSTFILE, "--job-id", "ref-1", "--offline"]
     plan = _run([alaunch, *plan_args], workdir, env)
     assert plan.returncode == 0, plan.stderr
     assert "# node 0: ascend-0" in plan.stdout and "--config" in plan.stdout

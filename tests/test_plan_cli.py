@@ -16,8 +16,11 @@ def test_plan_prints_each_node(run_cli, tmp_path):
     hf = tmp_path / "hosts"
     hf.write_text("10.1.0.1 slots=2\n10.1.0.2 slots=2\n")
     code, out, err = run_cli("plan", str(ROOT / "jobs" / "tiny_lora_cpu.yaml"), "-H", str(hf),
-                             "--master-port", "29500", "--job-id", "tiny-x", "--include", "10.1.0.1:1@10.1.0.2:0")
+                             "--master-port", "29500", "--job-id", "tiny-x", "--include", "10.1.0.1:1@10.1.0.2:0",
+                             "--offline")
     assert code == 0, err
+    assert "#   node 0 (10.1.0.1): 1 - pinned (host not asked: --offline)" in out
+    assert "#   node 1 (10.1.0.2): 0 - pinned (host not asked: --offline)" in out
     assert "# node 0: 10.1.0.1" in out and "# node 1: 10.1.0.2" in out
     blocks = out.split("# node ")[1:]
     assert "ASCEND_RT_VISIBLE_DEVICES=1" in blocks[0] and "ASCEND_RT_VISIBLE_DEVICES=0" in blocks[1]
@@ -51,3 +54,63 @@ def test_jobs_table_keeps_id_and_state_at_80_columns(run_cli):
     assert code == 0
     assert rec.id in out and "failed" in out, out  # not collapsed to nothing
     assert all(len(line) <= 80 for line in out.splitlines()), out
+
+
+def _two_card_job(tmp_path: Path) -> Path:
+    text = (ROOT / "jobs" / "tiny_lora_cpu.yaml").read_text().replace("cards_per_node: all", "cards_per_node: 2")
+    text = text.replace("../build/", str(ROOT / "build") + "/")
+    job = tmp_path / "two.yaml"
+    job.write_text(text)
+    return job
+
+
+def _node_block(out: str, rank: int) -> str:
+    return out.split("\n# node ")[1 + rank]
+
+
+def test_plan_asks_the_host_and_shows_the_cards_submit_would_pick(run_cli, tmp_path):
+    """A real claim (the host script's CLAIM, as a running submit leaves it) holds 0,1 of a
+    4-slot local host: plan asks the host (read-only) and picks 2,3, as submit would."""
+    from launcher.remote import wire
+    from tests.test_remote_scripts import run_script
+    workdir = tmp_path / "work"
+    hf = tmp_path / "hosts"
+    hf.write_text(f"localhost slots=4 workdir={workdir}\n")
+    base = workdir / "alaunch"
+    took = wire.answer(run_script("stage", {"op": "claim", "base": str(base), "job_id": "other-job", "cards": [0, 1],
+                                            "state_dir": "", "smi": False}).stdout)
+    assert took["ok"]
+    job = _two_card_job(tmp_path)
+    code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1")
+    assert code == 0, err
+    assert "#   node 0 (localhost): 2,3 - free; 0,1 held by job other-job" in out, out
+    assert "ASCEND_RT_VISIBLE_DEVICES=2,3" in _node_block(out, 0)
+    # plan took no claim: the host still shows only the other job's
+    look = wire.answer(run_script("stage", {"op": "claim", "base": str(base), "job_id": "x", "cards": []}).stdout)
+    assert look["claims"] == [{"job_id": "other-job", "cards": [0, 1]}]
+    # pinned cards that are held: shown pinned and busy, plan still prints the commands
+    code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1", "--devices", "1,2")
+    assert code == 0, err
+    assert ("#   node 0 (localhost): 1,2 - pinned, busy now, submit would refuse or queue with --wait "
+            "(needs 2 free card(s) of 1,2, 1 free (1 held by job other-job))") in out, out
+    code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1", "--include", "localhost:2,3")
+    assert code == 0, err
+    assert "#   node 0 (localhost): 2,3 - pinned, free; " not in out and \
+        "#   node 0 (localhost): 2,3 - pinned, free\n" in out, out
+    # --offline: the first two, said not asked; a bad --devices is the one-line error naming the key
+    code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1", "--offline")
+    assert code == 0 and "#   node 0 (localhost): 0,1 - first 2 (host not asked: --offline)" in out, (out, err)
+    code, out, err = run_cli("plan", str(job), "-H", str(hf), "--devices", "2,x")
+    assert code == ExitCode.USAGE and "--devices" in err and "malformed device list '2,x'" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_plan_falls_back_to_the_first_cards_for_a_host_it_cannot_reach(run_cli, tmp_path):
+    hf = tmp_path / "hosts"
+    hf.write_text("127.0.0.2 port=1 slots=4\n127.0.0.3 port=1 slots=4\n")  # port 1: refused
+    code, out, err = run_cli("plan", str(_two_card_job(tmp_path)), "-H", str(hf), "--job-id", "p-2",
+                             "--known-hosts", str(tmp_path / "kh"))
+    assert code == 0, err
+    for rank in (0, 1):
+        assert f"#   node {rank} (127.0.0.{rank + 2}): 0,1 - first 2 (host not asked: " in out, out
+    assert "ASCEND_RT_VISIBLE_DEVICES=0,1" in _node_block(out, 1)

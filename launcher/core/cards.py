@@ -142,3 +142,57 @@ def pin_devices(hosts: Sequence[Host], devices: Sequence[int], option: str = "--
                              f"({','.join(map(str, h.slot_ids))})", source=h.source, line=h.line, key=option)
         out.append(replace(h, slot_ids=tuple(devices)))
     return out
+
+
+# ----------------------------------------------------------------------------- what `plan` shows
+
+@dataclass(frozen=True)
+class NodeDevices:
+    """The cards ``plan`` shows for one node, and why (``note`` is one line)."""
+
+    host: str
+    cards: tuple[int, ...]
+    note: str
+
+
+def pinned_hosts(full: Sequence[Host], candidates: Sequence[Host], want: int, devices: bool = False) -> set[str]:
+    """Hosts whose cards the user chose: ``--devices``, or an ``--include``/``--exclude`` that
+    leaves exactly ``want`` of the hostfile's slots (more left is a choice among them)."""
+    slots = {h.name: h.slot_ids for h in full}
+    return {h.name for h in candidates
+            if len(h.slot_ids) == want and (devices or h.slot_ids != slots.get(h.name, h.slot_ids))}
+
+
+def plan_devices(candidates: Sequence[Host], want: int, held: Mapping[str, Mapping[int, Holder] | str],
+                 pinned: Iterable[str] = ()) -> list[NodeDevices]:
+    """Per node, the cards ``submit`` would pick now (:func:`choose` on what the host told us),
+    or, for a host not asked (``held[name]`` is the reason, a str), its first ``want``
+    candidates. Busy cards do not fail the plan: the node shows its first candidates and
+    says that submit would refuse (or queue with ``--wait``)."""
+    pinned = set(pinned)
+    out = []
+    for h in candidates:
+        first = tuple(h.slot_ids[:want])
+        how = "pinned" if h.name in pinned else f"first {want}"
+        look = held.get(h.name, "not asked")
+        if isinstance(look, str):
+            out.append(NodeDevices(h.name, first, f"{how} (host not asked: {look})"))
+            continue
+        try:
+            cards = choose(h, want, look)
+        except CardsBusy as exc:
+            why = exc.message.split(": ", 1)[1]  # without the host name: the line names it
+            out.append(NodeDevices(h.name, first, ("pinned, " if h.name in pinned else "")
+                                   + f"busy now, submit would refuse or queue with --wait ({why})"))
+            continue
+        busy = describe_held(look, [c for c in h.slot_ids if c in look])
+        out.append(NodeDevices(h.name, cards, ("pinned, free" if h.name in pinned else "free")
+                               + (f"; {busy}" if busy else "")))
+    return out
+
+
+def render_devices(nodes: Sequence[NodeDevices]) -> str:
+    """The ``# devices`` lines on top of ``plan``'s output (shell comments, so it still pastes)."""
+    lines = ["# devices per node (what submit would pick now; it claims them on the host at launch):"]
+    lines += [f"#   node {rank} ({n.host}): {','.join(map(str, n.cards))} - {n.note}" for rank, n in enumerate(nodes)]
+    return "\n".join(lines) + "\n"

@@ -13,10 +13,11 @@ start.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from launcher.core.cards import Holder, holders_from_claims, holders_from_npu_smi, merge_holders
-from launcher.errors import RemoteError
+from launcher.core.hostfile import Host
+from launcher.errors import AlaunchError, RemoteError
 from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi
 from launcher.remote import wire
 from launcher.runners import CommandRunner
@@ -63,3 +64,30 @@ def claim(node: CommandRunner, python: str, base: str, job_id: str, cards: Seque
 def release(node: CommandRunner, python: str, base: str, job_id: str) -> bool:
     """Drop ``job_id``'s claim on this host (a submit that claimed, then did not start)."""
     return bool(_script(node, python, {"op": "release", "base": base, "job_id": job_id}, "release cards")["released"])
+
+
+def look(hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
+         pythons: Mapping[str, str]) -> dict[str, dict[int, Holder] | str]:
+    """Ask every host once, in parallel, who holds which card (the preflight's INVENTORY with
+    ``cards``; it takes no claim): host -> card -> holder, or the one-line reason a host
+    could not be asked (``plan`` then shows its first cards, not asked)."""
+    from launcher.ops.fanout import run_parallel
+    from launcher.ops.stage import inventory
+
+    def one(host: Host) -> dict[int, Holder]:
+        node = exec_factory(host)
+        try:
+            inv = inventory(node, (), pythons[host.name], cards=True)
+        finally:
+            node.close()
+        return held_cards(inv.claims, inv.npu_smi)
+
+    out: dict[str, dict[int, Holder] | str] = {}
+    for host, got in run_parallel(hosts, one).items():
+        if isinstance(got, AlaunchError):
+            out[host.name] = got.message.splitlines()[0] if got.message else type(got).__name__
+        elif isinstance(got, BaseException):
+            raise got
+        else:
+            out[host.name] = got
+    return out
