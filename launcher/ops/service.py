@@ -33,6 +33,7 @@ from typing import Callable, Mapping, Sequence
 
 from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
+from launcher.ops import waiter
 from launcher.core import cards as core_cards
 from launcher.core import validate
 from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
@@ -313,6 +314,7 @@ class JobService:
                 if record.state == reg.CANCELLED:
                     raise AlaunchError(f"job {job.job_id} was cancelled while queued", exit_code=ExitCode.JOB_CANCELLED)
                 if record.state != reg.QUEUED:
+                    self.registry.update_meta(job.job_id, {"waiter": waiter.me()})  # jobs/status: gone -> FAILED
                     self.registry.set_state(job.job_id, reg.QUEUED, exc.message)
                 self.registry.update_meta(job.job_id, {"queue_beat": time.time()})
                 line = f"queued (position {len(self._queued_ahead(job)) + 1}): {exc.message}"
@@ -485,6 +487,8 @@ class JobService:
     def refresh(self, ref: str) -> tuple[reg.JobRecord, list[NodeStatus]]:
         """Ask every node of a non-terminal job how it is; update the registry; return both."""
         record = self.registry.get(ref)
+        if record.state == reg.QUEUED:  # its waiting submit may be gone (then nothing else would end it)
+            record = waiter.check(self.registry, record)
         if record.terminal or not record.nodes or record.nodes[0].pid is None:
             return record, [NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0) for n in record.nodes]
         hosts, pythons = self._nodes(record)

@@ -45,6 +45,9 @@ def register(app: typer.Typer) -> None:
         env = environment.current()
         with reg.Registry.in_state_dir(env.state_dir) as registry:
             records = registry.list(limit=limit)
+            if any(r.state == reg.QUEUED and "waiter" in r.meta for r in records):  # `submit --wait` died?
+                from launcher.ops import waiter
+                records = [waiter.check(registry, r) for r in records]
             if any(r.meta.get("backend") == "slurm" and not r.terminal for r in records):
                 from launcher.cli.connect import runner_factory  # only then: `jobs` starts fast
                 from launcher.ops.slurm import SlurmService

@@ -1,0 +1,62 @@
+"""A job queued by ``submit --wait`` lives only while that ``submit`` waits for its cards.
+
+Nothing on the hosts knows a queued job (it holds no claim, started nothing), so when the
+waiting process dies (killed, laptop closed, a crash) the job would read ``queued`` forever.
+The waiter records who it is when it queues (pid, the process's start time, this machine's
+name), and ``jobs`` / ``status`` mark the job FAILED once that process is gone. The start time
+is what tells a reused pid from the waiter: a pid alone is recycled within minutes on a busy
+machine. A waiter on another machine (a registry on a shared home) is never judged from here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+from launcher.ops import registry as reg
+
+
+def process_start(pid: int) -> str | None:
+    """An id of when process ``pid`` started (None: no such process). Linux: the start time in
+    clock ticks since boot (/proc/PID/stat field 22); elsewhere (a macOS laptop): ``ps -o lstart``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:].split()[19].decode()  # fields after "(comm)": 3.. -> 22 is [19]
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None  # a Linux /proc without that pid: gone
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def me() -> dict:
+    """What a queuing submit records in the job's meta (``waiter``)."""
+    pid = os.getpid()
+    return {"pid": pid, "start": process_start(pid), "host": socket.gethostname()}
+
+
+def gone(waiter: dict) -> bool:
+    """True when the recorded waiter is certainly not running (same machine, pid gone or reused)."""
+    if not waiter or waiter.get("host") != socket.gethostname() or not isinstance(waiter.get("pid"), int):
+        return False
+    start = process_start(waiter["pid"])
+    return start is None or (waiter.get("start") is not None and start != waiter["start"])
+
+
+def check(registry: reg.Registry, record: reg.JobRecord) -> reg.JobRecord:
+    """A QUEUED job whose waiting submit is gone -> FAILED, saying which process; else as it was."""
+    waiter = record.meta.get("waiter") or {}
+    if record.state != reg.QUEUED or not gone(waiter):
+        return record
+    try:
+        return registry.set_state(record.id, reg.FAILED, f"the waiting submit (pid {waiter['pid']} on this "
+                                  f"machine) is gone")
+    except reg.IllegalTransition:
+        return registry.get(record.id)  # it started or was cancelled meanwhile
