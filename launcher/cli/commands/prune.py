@@ -44,6 +44,8 @@ def register(app: typer.Typer) -> None:
         verb = "would remove" if dry_run else "removed"
         table = Table("host", "job dirs", "trees", "objects", ".part/tmp", "bytes",
                       title=f"prune ({'dry run' if dry_run else 'done'}): {verb}")
+        # a job id cut to "old-2025…" at 80 columns would not tell which job goes: keep it whole
+        table.columns[1].min_width = max([len(j["id"]) for r in out.values() for j in r.jobs] + [8])
         for h in hosts:
             r = out[h.name]
             if r.skipped:
