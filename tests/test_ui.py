@@ -359,3 +359,137 @@ def test_a_follower_seeing_workers_die_under_a_cancel_does_not_fail_the_job(tmp_
         after = JobService(r, tmp_path / "state").fail(rec.id, "rank 0 on localhost failed (worker_exit)")
         assert after.state == reg.CANCELLED and r.get(rec.id).state == reg.CANCELLED
         assert r.get(rec.id).reason == "cancelled by the user"
+
+
+# ---------------------------------------------------------------- pipelines (#17 on #15)
+PIPELINE = """\
+name: tiny
+steps:
+  prep: {builtin: data}
+  fetch: {builtin: fetch, needs: [prep]}
+  score: {builtin: score, with: {predictions: {from: fetch}}}
+  results: {builtin: results, needs: [score, prep]}
+"""
+
+
+def _run_pipeline(state_dir: Path, path: Path, fail_score: bool) -> reg.PipelineRecord:
+    """A real run through ops/pipeline.py's PipelineRunner (its scheduling, identities, skip of
+    unchanged steps, blocking), the built-ins' actions replaced by small local ones."""
+    from launcher.core.pipeline import load_pipeline
+    from launcher.errors import AlaunchError
+    from launcher.ops.pipeline import PipelineRunner
+    from launcher.ops.service import JobService
+    out = path.parent / "out"
+    out.mkdir(exist_ok=True)
+
+    def make(name):
+        def builtin(runner, step):
+            if name == "score" and fail_score:
+                raise AlaunchError("score: predictions.jsonl has no 'answer' field")
+            (out / name).write_text(name)
+            return {"local": {name: str(out / name)}, **({"accuracy": 0.5} if name == "score" else {})}
+        return builtin
+
+    with reg.Registry.in_state_dir(state_dir) as r:
+        runner = PipelineRunner(r, JobService(r, state_dir), [], builtins={n: make(n) for n in
+                                                                            ("data", "fetch", "score", "results")})
+        return runner.run(load_pipeline(path))
+
+
+def test_pipeline_data_maps_needs_levels_and_skipped_steps(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(PIPELINE)
+    needs = data.pipeline_needs(PIPELINE, str(path), ["prep", "fetch", "score", "results"])
+    assert needs == {"prep": [], "fetch": ["prep"], "score": ["fetch"], "results": ["score", "prep"]}
+    assert data.step_levels(["prep", "fetch", "score", "results"], needs) == {"prep": 0, "fetch": 1, "score": 2, "results": 3}
+    # the file was edited since the run (other steps) or is broken: needs unknown, not guessed
+    assert data.pipeline_needs(PIPELINE, str(path), ["prep", "train"]) is None
+    assert data.pipeline_needs("name: [", str(path), ["prep"]) is None
+    assert data.step_levels(["b", "a"], None) == {"b": 0, "a": 1}
+    first = _run_pipeline(tmp_path / "state", path, fail_score=True)
+    d = data.pipeline_detail(first, needs, {})
+    assert d["state"] == "failed" and d["needs_known"]
+    assert [(s["step"], s["state"], s["level"]) for s in d["steps"]] == [
+        ("prep", "succeeded", 0), ("fetch", "succeeded", 1), ("score", "failed", 2), ("results", "blocked", 3)]
+    assert "no 'answer' field" in d["steps"][2]["reason"] and d["steps"][3]["reason"] == "needs score"
+    second = _run_pipeline(tmp_path / "state", path, fail_score=False)
+    d2 = data.pipeline_detail(second, needs, {})
+    prep = d2["steps"][0]
+    assert prep["state"] == "skipped" and prep["skipped_unchanged"] and not prep["reused"]
+    assert prep["reused_from"] == first.id and prep["identity"] == d["steps"][0]["identity"]
+    assert prep["outputs"] == {"local": {"data": str(tmp_path / "out" / "data")}}
+    assert [s["state"] for s in d2["steps"]] == ["skipped", "skipped", "succeeded", "succeeded"]
+    assert d2["steps"][2]["outputs"]["accuracy"] == 0.5 and d2["steps"][2]["duration_s"] is not None
+    rows = [data.pipeline_row(x) for x in (second, first)]
+    assert rows[0]["counts"] == {"skipped": 2, "succeeded": 2}
+    assert rows[1]["counts"] == {"succeeded": 2, "failed": 1, "blocked": 1}
+
+
+def _sse_messages(served, path: str, until, got: list | None = None, timeout: float = 10) -> list[dict]:
+    """Messages of an event stream until ``until(message)`` (the ages in them change each second,
+    so a message a second is normal while a run is young)."""
+    req = urllib.request.Request(f"{served.base}{path}?token={served.token}")
+    got = [] if got is None else got
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        for raw in r:
+            if raw.startswith(b"data: "):
+                got.append(json.loads(raw[6:]))
+                if until(got[-1]):
+                    break
+    return got
+
+
+def test_api_lists_pipeline_runs_and_shows_steps_with_their_jobs_live(served, tmp_path):
+    state = tmp_path / "state"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(PIPELINE)
+    first = _run_pipeline(state, path, fail_score=True)
+    second = _run_pipeline(state, path, fail_score=False)
+    # a job step as ops/pipeline.py's run_job records it: the step running, its job queued for cards
+    with reg.Registry.in_state_dir(state) as r:
+        run = r.create_pipeline("train-eval", str(tmp_path / "gone.yaml"), [("train", "job"), ("eval", "job")])
+        r.set_step(run.id, "train", state="running", identity="f" * 64, started_at=reg.now_iso())
+        job = r.create_job("lora", "finetune", config_text=CONFIG_A, hostfile_text="localhost slots=1\n",
+                           nodes=["localhost"], meta={"pipeline": run.id, "pipeline_step": "train"})
+        r.set_step(run.id, "train", job_id=job.id, attempts=1)
+        r.set_state(job.id, reg.QUEUED, "cards busy on localhost: 0 (pid 4242 python)")
+    code, _, body = served.request("/api/pipelines")
+    assert code == 200 and [p["id"] for p in json.loads(body)] == [run.id, second.id, first.id]
+    code, _, body = served.request(f"/api/pipelines/{first.id}")
+    d = json.loads(body)
+    assert code == 200 and d["needs_known"] and d["steps"][3]["needs"] == ["score", "prep"]
+    assert [s["state"] for s in d["steps"]] == ["succeeded", "succeeded", "failed", "blocked"]
+    # a pipeline name is its newest run, as `alaunch status PIPELINE` takes it
+    d = json.loads(served.request("/api/pipelines/tiny")[2])
+    assert d["id"] == second.id and d["steps"][0]["skipped_unchanged"] and d["steps"][0]["reused_from"] == first.id
+    code, _, body = served.request("/api/pipelines/nope")
+    assert code == 404 and "no pipeline run 'nope'" in json.loads(body)["error"]
+    d = json.loads(served.request(f"/api/pipelines/{run.id}")[2])
+    assert not d["needs_known"] and d["steps"][0]["needs"] is None  # its file is gone: not guessed
+    train = d["steps"][0]
+    assert train["job_id"] == job.id and train["job"]["state"] == "queued" and "cards busy" in train["job"]["reason"]
+    assert [a["id"] for a in train["attempt_jobs"]] == [job.id]
+    j = json.loads(served.request(f"/api/jobs/{job.id}")[2])
+    assert (j["pipeline"], j["pipeline_step"]) == (run.id, "train")  # the job page links back
+    code, _, body = served.request(f"/pipelines/{run.id}")
+    assert code == 303  # the page (after the token trade)
+    # live: the stream sends the run now and again when a step changes in the registry
+    got: list[dict] = []
+    states = lambda m: [s["state"] for s in m["pipeline"]["steps"]]  # noqa: E731
+    reader = threading.Thread(target=_sse_messages, args=(served, f"/api/pipelines/{run.id}/stream",
+                                                          lambda m: states(m) == ["failed", "blocked"], got),
+                              daemon=True)
+    reader.start()
+    end = time.time() + 5
+    while not got and time.time() < end:
+        time.sleep(0.02)
+    assert got and states(got[0]) == ["running", "pending"]
+    t0 = time.monotonic()
+    with reg.Registry.in_state_dir(state) as r:
+        r.set_step(run.id, "train", state="failed", reason="node 0 exited with code 1", ended_at=reg.now_iso())
+        r.set_step(run.id, "eval", state="blocked", reason="needs train")
+    reader.join(5)
+    assert states(got[-1]) == ["failed", "blocked"] and time.monotonic() - t0 < 3  # pushed within the poll period
+    assert got[-1]["pipeline"]["steps"][0]["reason"] == "node 0 exited with code 1"
+    listed = _sse_messages(served, "/api/pipelines/stream", lambda m: True)[0]
+    assert listed["type"] == "pipelines" and listed["pipelines"][0]["steps"][0]["state"] == "failed"

@@ -9,7 +9,10 @@ browser sees is made here, from three sources, without I/O of its own (pure func
   first failure explained with cause and hint by :mod:`launcher.metrics.signatures`, each
   rank's log status at the end);
 * :class:`launcher.metrics.runfacts.RunFacts` — a fetched run's facts and scores (EM/F1, math),
-  shown as ``alaunch results`` prints them (:func:`launcher.metrics.runfacts.cells`).
+  shown as ``alaunch results`` prints them (:func:`launcher.metrics.runfacts.cells`);
+* :class:`launcher.ops.registry.PipelineRecord` — a pipeline run and its steps (#15), with the
+  steps' needs read from the pipeline file's text (the registry keeps the steps in run order,
+  not their needs).
 
 When the follower or the registry grow new facts, this module is the place that maps them.
 """
@@ -148,6 +151,7 @@ def job_row(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
         "progress": progress_dict(view),
         "reason": record.reason,
         "log_status": log_status(live.get("stream_status") or ()),
+        "pipeline": record.meta.get("pipeline"), "pipeline_step": record.meta.get("pipeline_step"),
     }
 
 
@@ -295,3 +299,99 @@ def log_filter(lines: Iterable[dict], *, rank: int | None = None, node: str | No
            and (rank is None or ln["rank"] == rank) and (node is None or ln["host"] == node)
            and (grep is None or grep.search(ln["text"]))]
     return out[-limit:]
+
+
+# ---------------------------------------------------------------- pipelines
+def pipeline_needs(text: str, source: str, steps: Iterable[str]) -> dict[str, list[str]] | None:
+    """Each step's needs (explicit and from ``{from: STEP}`` references), parsed from the pipeline
+    file's ``text`` as ``alaunch run`` parses it. None when the text does not parse or names other
+    steps than the run recorded (the file was edited since): the page then says the needs are
+    unknown rather than draw edges the run did not have."""
+    from launcher.core import pipeline as pl
+    from launcher.core import yamlio
+    try:
+        parsed = pl.parse_pipeline(yamlio.loads(text, source), source, None, text)
+    except Exception:  # noqa: BLE001 - any unreadable file means: needs unknown
+        return None
+    if sorted(parsed.names()) != sorted(steps):
+        return None
+    return {s.name: list(s.needs) for s in parsed.steps}
+
+
+def step_levels(names: Sequence[str], needs: Mapping[str, Sequence[str]] | None) -> dict[str, int]:
+    """The graph's columns: one more than the step's highest need's (0 with none), as
+    :func:`launcher.core.pipeline.levels`; without the needs, one column per step in run order."""
+    if needs is None:
+        return {n: i for i, n in enumerate(names)}
+    level: dict[str, int] = {}
+    for n in names:  # run order: a step's needs come before it
+        level[n] = 1 + max((level.get(m, 0) for m in needs.get(n, ())), default=-1)
+    return level
+
+
+def _reused_from(step: reg.StepRecord) -> str | None:
+    """The earlier run a skipped step took its outputs from (``unchanged since RUN`` or
+    ``not selected: reused run RUN``, as ops/pipeline.py records it)."""
+    if step.state != "skipped" or not step.reason:
+        return None
+    return step.reason.rsplit(" ", 1)[-1]
+
+
+def _span(start: str | None, end: str | None, now: dt.datetime | None) -> float | None:
+    if not start:
+        return None
+    a = age_seconds(start, now)
+    b = age_seconds(end, now) if end else 0.0
+    return None if a is None or b is None else max(0.0, a - b)
+
+
+def step_dict(step: reg.StepRecord, needs: Sequence[str] | None, level: int,
+              job: Mapping[str, Any] | None = None, attempts: Sequence[reg.JobRecord] = (),
+              now: dt.datetime | None = None) -> dict:
+    """One step of a pipeline run: state, needs, identity, its job (the row of the jobs list, with
+    the follower's progress while it runs), every job an attempt of it submitted, whether it was
+    skipped because unchanged (identity equal to a finished earlier run's, outputs present) or
+    reused because not selected (``--from``/``--only``), and its outputs."""
+    unchanged = step.state == "skipped" and (step.reason or "").startswith("unchanged")
+    return {"step": step.step, "kind": step.kind, "position": step.position, "level": level,
+            "state": step.state, "needs": None if needs is None else list(needs),
+            "identity": step.identity, "job_id": step.job_id, "job": dict(job) if job else None,
+            "attempts": step.attempts,
+            "attempt_jobs": [{"id": r.id, "state": r.state, "created_at": r.created_at, "reason": r.reason}
+                             for r in sorted(attempts, key=lambda r: (r.created_at, r.id))],
+            "skipped_unchanged": unchanged, "reused": step.state == "skipped" and not unchanged,
+            "reused_from": _reused_from(step), "outputs": step.outputs, "reason": step.reason,
+            "started_at": step.started_at, "ended_at": step.ended_at,
+            "duration_s": _span(step.started_at, step.ended_at, now)}
+
+
+def pipeline_row(run: reg.PipelineRecord, now: dt.datetime | None = None) -> dict:
+    """One line of the pipelines list: the run and its steps' states in run order."""
+    counts: dict[str, int] = {}
+    for s in run.steps:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    return {"id": run.id, "name": run.name, "source": run.source, "state": run.state, "reason": run.reason,
+            "created_at": run.created_at, "ended_at": run.ended_at, "age_s": age_seconds(run.created_at, now),
+            "duration_s": _span(run.created_at, run.ended_at, now),
+            "steps": [{"step": s.step, "state": s.state, "job_id": s.job_id} for s in run.steps],
+            "counts": counts}
+
+
+def pipeline_detail(run: reg.PipelineRecord, needs: Mapping[str, Sequence[str]] | None,
+                    jobs: Mapping[str, Mapping[str, Any]], attempts: Iterable[reg.JobRecord] = (),
+                    now: dt.datetime | None = None) -> dict:
+    """The pipeline page: the row, and each step (:func:`step_dict`) in run order with its graph
+    column. ``jobs``: job id -> its :func:`job_row`; ``attempts``: the jobs whose meta names this
+    run (``pipeline``) and a step (``pipeline_step``), as ``run_job`` submits them."""
+    names = [s.step for s in run.steps]
+    levels = step_levels(names, needs)
+    by_step: dict[str, list[reg.JobRecord]] = {}
+    for r in attempts:
+        if r.meta.get("pipeline") == run.id and r.meta.get("pipeline_step"):
+            by_step.setdefault(r.meta["pipeline_step"], []).append(r)
+    row = pipeline_row(run, now)
+    row["needs_known"] = needs is not None
+    row["steps"] = [step_dict(s, None if needs is None else needs.get(s.step, []), levels[s.step],
+                              jobs.get(s.job_id) if s.job_id else None, by_step.get(s.step, ()), now)
+                    for s in run.steps]
+    return row

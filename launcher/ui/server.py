@@ -107,6 +107,30 @@ def _sse(message: dict | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
+def _poll_stream(request: Request, produce: Any) -> StreamingResponse:
+    """Server-sent events of what ``produce()`` returns (read from the registry in a worker
+    thread every LIST_PUSH_S), sent only when it changed, with a heartbeat comment between: the
+    registry is the only source of a pipeline's step states, written by ``alaunch run`` in
+    another process, so it is looked at, as the jobs list's stream does."""
+    async def gen():
+        last = None
+        quiet = 0.0
+        while not await request.is_disconnected():
+            try:
+                text = json.dumps(await run_in_threadpool(produce), default=str)
+            except AlaunchError as exc:
+                text = json.dumps({"type": "error", "error": exc.message})
+            if text != last:
+                last, quiet = text, 0.0
+                yield _sse(text)
+            elif quiet >= HEARTBEAT_S:
+                quiet = 0.0
+                yield b": beat\n\n"
+            await asyncio.sleep(LIST_PUSH_S)
+            quiet += LIST_PUSH_S
+    return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
 def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Path("runs"),
                hub: Hub | None = None) -> Any:
     """The ASGI app: Starlette routes behind :class:`TokenGuard`."""
@@ -263,6 +287,57 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         except AlaunchError as exc:
             return _error(exc)
 
+    # ------------------------------------------------------------------ pipelines
+    def _pipeline_rows() -> list[dict]:
+        with hub.registry() as registry:
+            return [data.pipeline_row(run) for run in registry.pipelines(limit=LIST_LIMIT)]
+
+    def _pipeline_detail(ref: str) -> dict:
+        """A run from the registry, its steps' needs from its pipeline file (I/O here, parsing in
+        data.py), each step's job as the jobs list shows it (a running one's progress from its
+        follower) and the jobs its attempts submitted (among the newest LIST_LIMIT jobs)."""
+        with hub.registry() as registry:
+            run = registry.pipeline(ref)
+            recent = registry.list(limit=LIST_LIMIT)
+            step_jobs = {}
+            for s in run.steps:
+                if s.job_id and s.job_id not in step_jobs:
+                    try:
+                        step_jobs[s.job_id] = registry.get(s.job_id)
+                    except InputError:  # pruned since
+                        pass
+        try:
+            text = Path(run.source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError, ValueError):
+            text = None
+        needs = data.pipeline_needs(text, run.source, [s.step for s in run.steps]) if text is not None else None
+        rows = {}
+        for job_id, r in step_jobs.items():
+            w = hub.watch(r.id) if (r.nodes and not r.terminal) else hub.get(r.id)
+            rows[job_id] = data.job_row(r, w.snapshot() if w else None)
+        return data.pipeline_detail(run, needs, rows, [r for r in recent if r.meta.get("pipeline") == run.id])
+
+    async def pipelines(request: Request) -> Response:
+        try:
+            return JSONResponse(await run_in_threadpool(_pipeline_rows))
+        except AlaunchError as exc:
+            return _error(exc)
+
+    async def pipelines_stream(request: Request) -> Response:
+        return _poll_stream(request, lambda: {"type": "pipelines", "pipelines": _pipeline_rows()})
+
+    async def pipeline(request: Request) -> Response:
+        try:
+            return JSONResponse(await run_in_threadpool(_pipeline_detail, request.path_params["run"]))
+        except InputError as exc:
+            return _error(exc, 404)
+        except AlaunchError as exc:
+            return _error(exc)
+
+    async def pipeline_stream(request: Request) -> Response:
+        ref = request.path_params["run"]
+        return _poll_stream(request, lambda: {"type": "pipeline", "pipeline": _pipeline_detail(ref)})
+
     # ------------------------------------------------------------------ compare
     async def compare(request: Request) -> Response:
         ids = [i for part in request.query_params.getlist("ids") for i in part.split(",") if i.strip()]
@@ -294,6 +369,9 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         Route("/api/jobs/{job}/cancel", cancel, methods=["POST"]),
         Route("/api/jobs/{job}/fetch", fetch, methods=["POST"]),
         Route("/api/compare", compare),
+        Route("/pipelines", page), Route("/pipelines/{run}", page),
+        Route("/api/pipelines", pipelines), Route("/api/pipelines/stream", pipelines_stream),
+        Route("/api/pipelines/{run}", pipeline), Route("/api/pipelines/{run}/stream", pipeline_stream),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)

@@ -1,4 +1,4 @@
-// alaunch dashboard: jobs list, job page (live curves + logs), compare. No build step.
+// alaunch dashboard: jobs list, job page (live curves + logs), compare, pipelines. No build step.
 "use strict";
 const TOKEN = document.querySelector('meta[name="alaunch-token"]').content;
 const main = document.getElementById("main");
@@ -134,7 +134,7 @@ function jobPage(id) {
     const terminal = ["succeeded", "failed", "cancelled"].includes(d.state);
     document.getElementById("head").innerHTML = `<h1>${esc(d.name)} ${badge(d.state)}${logBadge(d)}</h1>
       <div class="muted">${esc(d.id)} · ${esc(d.kind)} · ${d.node_count} node(s), ${fmt(d.cards)} card(s)
-        ${d.following ? " · following live" : ""}</div>
+        ${d.following ? " · following live" : ""}${d.pipeline ? ` · step <b>${esc(d.pipeline_step)}</b> of pipeline <a id="h-pipeline" href="/pipelines/${encodeURIComponent(d.pipeline)}">${esc(d.pipeline)}</a>` : ""}</div>
       <div class="card facts" style="margin-top:10px">
         <div><b>progress</b>${progressCell(d.progress)}</div>
         <div><b>epoch</b>${p.epoch != null ? `${p.epoch}/${p.epochs}` : "-"}</div>
@@ -315,8 +315,98 @@ async function comparePage() {
   window.__alaunch.compare = r;
 }
 
+// ------------------------------------------------------------------ pipelines
+function stepsSummary(steps) {
+  return steps.map(s => `<span class="state ${esc(s.state)}" title="${esc(s.step)}: ${esc(s.state)}">${esc(s.step)}</span>`).join(" ");
+}
+function pipelinesPage() {
+  main.innerHTML = `<h1>Pipelines</h1>
+    <div class="card"><table id="pipelines"><thead><tr><th>pipeline run</th><th>state</th><th>steps</th>
+      <th>age</th><th>took</th><th>reason</th></tr></thead><tbody></tbody></table></div>`;
+  stream("/api/pipelines/stream", m => {
+    if (m.type !== "pipelines") return;
+    window.__alaunch.pipelines = m.pipelines;
+    document.querySelector("#pipelines tbody").innerHTML = m.pipelines.map(r => `<tr data-id="${esc(r.id)}" data-state="${esc(r.state)}">
+      <td><a href="/pipelines/${encodeURIComponent(r.id)}">${esc(r.name)}</a><br><span class="muted">${esc(r.id)}</span></td>
+      <td>${badge(r.state)}</td><td class="steps">${stepsSummary(r.steps)}</td><td class="num">${dur(r.age_s)}</td>
+      <td class="num">${r.ended_at ? dur(r.duration_s) : "-"}</td><td class="muted">${esc(r.reason || "")}</td></tr>`).join("")
+      || `<tr><td colspan="6" class="muted">no pipeline runs yet: alaunch run PIPELINE.yaml -H HOSTFILE</td></tr>`;
+  });
+}
+function stepNote(s) {
+  if (s.skipped_unchanged) return `unchanged since <a href="/pipelines/${encodeURIComponent(s.reused_from)}">${esc(s.reused_from)}</a>: skipped, outputs reused`;
+  if (s.reused) return `not selected: outputs reused from <a href="/pipelines/${encodeURIComponent(s.reused_from)}">${esc(s.reused_from)}</a>`;
+  return esc(s.reason || "");
+}
+function jobCell(s) {
+  if (!s.job_id) return '<span class="muted">-</span>';
+  const j = s.job, live = j && !["succeeded", "failed", "cancelled"].includes(j.state);
+  return `<a class="job-link" href="/jobs/${encodeURIComponent(s.job_id)}">${esc(s.job_id)}</a>`
+    + (j ? ` ${badge(j.state)}` : "") + (live && j.progress ? `<br>${progressCell(j.progress)}` : "")
+    + (j && j.state === "queued" && j.reason ? `<br><span class="muted">${esc(j.reason)}</span>` : "");
+}
+function outputsText(o) {
+  if (!o || !Object.keys(o).length) return "";
+  const paths = o.paths ? Object.entries(o.paths).map(([g, ps]) => `${g}: ${ps.length} file(s)${ps.length ? " — " + ps[ps.length - 1] : ""}`) : [];
+  const local = o.local ? Object.entries(o.local).map(([g, p]) => `${g}: ${Array.isArray(p) ? p.join(", ") : p}`) : [];
+  const rest = Object.entries(o).filter(([k]) => !["paths", "local", "host", "python", "job_id", "root"].includes(k))
+    .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
+  return [o.host ? `on ${o.host}` + (o.root ? ` ${o.root}` : "") : "", ...paths, ...local, ...rest].filter(Boolean).join("\n");
+}
+function drawEdges(box, steps) {
+  // needs as arrows from the needed step's box to the step's, over the columns
+  const svg = box.querySelector("svg"), at = box.getBoundingClientRect();
+  svg.setAttribute("width", box.scrollWidth); svg.setAttribute("height", box.scrollHeight);
+  svg.innerHTML = `<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="#94a3b8"/></marker></defs>`;
+  steps.forEach(s => (s.needs || []).forEach(n => {
+    const a = box.querySelector(`.node[data-step="${CSS.escape(n)}"]`), b = box.querySelector(`.node[data-step="${CSS.escape(s.step)}"]`);
+    if (!a || !b) return;
+    const ra = a.getBoundingClientRect(), rb = b.getBoundingClientRect();
+    const x1 = ra.right - at.left + box.scrollLeft, y1 = ra.top + ra.height / 2 - at.top, x2 = rb.left - at.left + box.scrollLeft, y2 = rb.top + rb.height / 2 - at.top;
+    const mx = (x1 + x2) / 2;
+    svg.insertAdjacentHTML("beforeend", `<path class="edge" d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}" marker-end="url(#arrow)"/>`);
+  }));
+}
+function pipelinePage(id) {
+  main.innerHTML = `<div id="p-head"><h1>${esc(id)}</h1></div><div class="card"><div class="graph" id="p-graph"></div></div>
+    <div class="card"><table id="steps"><thead><tr><th>#</th><th>step</th><th>kind</th><th>state</th><th>needs</th>
+      <th>job</th><th>tries</th><th>took</th><th>identity</th><th>note</th><th>outputs</th></tr></thead><tbody></tbody></table></div>`;
+  function render(p) {
+    window.__alaunch.pipeline = p;
+    document.getElementById("p-head").innerHTML = `<h1>${esc(p.name)} ${badge(p.state)}</h1>
+      <div class="muted">${esc(p.id)} · ${esc(p.source)} · ${p.steps.length} step(s) · started ${dur(p.age_s)} ago${p.ended_at ? ` · took ${dur(p.duration_s)}` : ""}</div>
+      ${p.reason ? `<div class="msg" id="p-reason">${esc(p.reason)}</div>` : ""}
+      ${p.needs_known ? "" : `<div class="msg">needs unknown: the pipeline file ${esc(p.source)} is not readable here or no longer has these steps; steps shown in run order</div>`}`;
+    const cols = [];
+    p.steps.forEach(s => (cols[s.level] = cols[s.level] || []).push(s));
+    const graph = document.getElementById("p-graph");
+    graph.innerHTML = `<svg class="edges"></svg>` + cols.map(col => `<div class="col">${col.map(s => {
+      const target = s.job_id ? `/jobs/${encodeURIComponent(s.job_id)}` : null;
+      const inner = `<b>${esc(s.step)}</b><span class="muted">${esc(s.kind)}</span>${badge(s.state)}${s.skipped_unchanged ? '<span class="muted">unchanged</span>' : ""}`;
+      return target ? `<a class="node ${esc(s.state)}" data-step="${esc(s.step)}" href="${target}">${inner}</a>`
+                    : `<div class="node ${esc(s.state)}" data-step="${esc(s.step)}">${inner}</div>`;
+    }).join("")}</div>`).join("");
+    drawEdges(graph, p.steps);
+    document.querySelector("#steps tbody").innerHTML = p.steps.map(s => `<tr data-step="${esc(s.step)}" data-state="${esc(s.state)}">
+      <td>${s.position + 1}</td><td><b>${esc(s.step)}</b></td><td>${esc(s.kind)}</td><td>${badge(s.state)}</td>
+      <td>${s.needs == null ? '<span class="muted">?</span>' : esc(s.needs.join(", ")) || '<span class="muted">-</span>'}</td>
+      <td>${jobCell(s)}${s.attempt_jobs.length > 1 ? `<br><span class="muted">attempts: ${s.attempt_jobs.map(a => `<a href="/jobs/${encodeURIComponent(a.id)}">${esc(a.id)}</a> ${esc(a.state)}`).join(", ")}</span>` : ""}</td>
+      <td class="num">${s.attempts || ""}</td><td class="num">${s.duration_s != null ? dur(s.duration_s) : "-"}</td>
+      <td><code title="${esc(s.identity)}">${esc((s.identity || "").slice(0, 12))}</code></td>
+      <td class="muted note">${stepNote(s)}</td><td><pre class="outputs">${esc(outputsText(s.outputs))}</pre></td></tr>`).join("");
+  }
+  let last = null;
+  window.addEventListener("resize", () => { if (last) drawEdges(document.getElementById("p-graph"), last.steps); });
+  stream(`/api/pipelines/${encodeURIComponent(id)}/stream`, m => {
+    if (m.type === "pipeline") { last = m.pipeline; render(m.pipeline); }
+    else if (m.type === "error") main.innerHTML = `<h1>${esc(id)}</h1><div class="card failure">${esc(m.error)}</div>`;
+  });
+}
+
 // ------------------------------------------------------------------ router
 const path = location.pathname;
 if (path.startsWith("/jobs/")) jobPage(decodeURIComponent(path.slice(6)));
 else if (path === "/compare") comparePage();
+else if (path === "/pipelines") pipelinesPage();
+else if (path.startsWith("/pipelines/")) pipelinePage(decodeURIComponent(path.slice(11)));
 else jobsPage();
