@@ -363,8 +363,12 @@ function drawEdges(box, steps) {
     if (!a || !b) return;
     const ra = a.getBoundingClientRect(), rb = b.getBoundingClientRect();
     const x1 = ra.right - at.left + box.scrollLeft, y1 = ra.top + ra.height / 2 - at.top, x2 = rb.left - at.left + box.scrollLeft, y2 = rb.top + rb.height / 2 - at.top;
-    const mx = (x1 + x2) / 2;
-    svg.insertAdjacentHTML("beforeend", `<path class="edge" d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}" marker-end="url(#arrow)"/>`);
+    const mx = (x1 + x2) / 2, skips = Number(b.dataset.level) - Number(a.dataset.level) > 1;
+    // an edge over a column leaves the top of its box and arcs above the others (the graph's top padding)
+    const sx = ra.left + ra.width * 0.75 - at.left + box.scrollLeft, sy = ra.top - at.top;
+    const ex = rb.left + rb.width * 0.25 - at.left + box.scrollLeft, ey = rb.top - at.top;
+    const d = skips ? `M${sx},${sy} C${sx},0 ${ex},0 ${ex},${ey}` : `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+    svg.insertAdjacentHTML("beforeend", `<path class="edge" d="${d}" marker-end="url(#arrow)"/>`);
   }));
 }
 function pipelinePage(id) {
@@ -374,7 +378,7 @@ function pipelinePage(id) {
   function render(p) {
     window.__alaunch.pipeline = p;
     document.getElementById("p-head").innerHTML = `<h1>${esc(p.name)} ${badge(p.state)}</h1>
-      <div class="muted">${esc(p.id)} · ${esc(p.source)} · ${p.steps.length} step(s) · started ${dur(p.age_s)} ago${p.ended_at ? ` · took ${dur(p.duration_s)}` : ""}</div>
+      <div class="muted" style="margin-bottom:10px">${esc(p.id)} · ${esc(p.source)} · ${p.steps.length} step(s) · started ${dur(p.age_s)} ago${p.ended_at ? ` · took ${dur(p.duration_s)}` : ""}</div>
       ${p.reason ? `<div class="msg" id="p-reason">${esc(p.reason)}</div>` : ""}
       ${p.needs_known ? "" : `<div class="msg">needs unknown: the pipeline file ${esc(p.source)} is not readable here or no longer has these steps; steps shown in run order</div>`}`;
     const cols = [];
@@ -383,8 +387,8 @@ function pipelinePage(id) {
     graph.innerHTML = `<svg class="edges"></svg>` + cols.map(col => `<div class="col">${col.map(s => {
       const target = s.job_id ? `/jobs/${encodeURIComponent(s.job_id)}` : null;
       const inner = `<b>${esc(s.step)}</b><span class="muted">${esc(s.kind)}</span>${badge(s.state)}${s.skipped_unchanged ? '<span class="muted">unchanged</span>' : ""}`;
-      return target ? `<a class="node ${esc(s.state)}" data-step="${esc(s.step)}" href="${target}">${inner}</a>`
-                    : `<div class="node ${esc(s.state)}" data-step="${esc(s.step)}">${inner}</div>`;
+      return target ? `<a class="node ${esc(s.state)}" data-step="${esc(s.step)}" data-level="${s.level}" href="${target}">${inner}</a>`
+                    : `<div class="node ${esc(s.state)}" data-step="${esc(s.step)}" data-level="${s.level}">${inner}</div>`;
     }).join("")}</div>`).join("");
     drawEdges(graph, p.steps);
     document.querySelector("#steps tbody").innerHTML = p.steps.map(s => `<tr data-step="${esc(s.step)}" data-state="${esc(s.state)}">
