@@ -7,7 +7,8 @@ against a poller of that file); the log viewer gains lines and greps; cancel fro
 every process of the job on the host; a request without the token is refused; fetch from the
 page brings the logs home; compare of two finished runs shows both curves, the config diff and,
 for the fetched run scored with the real scorers (``alaunch score squad|math --save``), its
-EM/F1 and math accuracy as ``alaunch results`` prints them.
+EM/F1 and math accuracy as ``alaunch results`` prints them; a pipeline run recorded over two of
+those jobs is listed, drawn by its needs and leads from a job step to its job's page.
 
 Screenshots go to the test's tmp dir, and to docs/ when ALAUNCH_SCREENSHOTS=docs is set.
 """
@@ -234,6 +235,36 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
         assert cells["math accuracy"] == ["59.5% (119/200)", "-"], cells
         assert cells["steps"] == ["16", "32"], cells
         shot(driver, tmp_path, "ui-compare.png")
+
+        # a pipeline run over these real jobs, recorded as ops/pipeline.py records one: the list
+        # shows it, its page draws the steps by their needs and a job step leads to its job
+        pfile = tmp_path / "ab.yaml"
+        pfile.write_text(f"name: lora-ab\nsteps:\n  train: {{job: {short_a}}}\n"
+                         f"  longer: {{job: {short_b}, needs: [train]}}\n"
+                         "  score: {builtin: score, with: {predictions: {from: train}}}\n"
+                         "  results: {builtin: results, needs: [score, longer]}\n")
+        with Registry.in_state_dir() as r:
+            run = r.create_pipeline("lora-ab", str(pfile), [("train", "job"), ("longer", "job"),
+                                                           ("score", "score"), ("results", "results")])
+            r.set_step(run.id, "train", state="succeeded", identity="1" * 64, job_id=a, attempts=1,
+                       outputs={"host": "localhost", "paths": {"checkpoint": []}})
+            r.set_step(run.id, "longer", state="succeeded", identity="2" * 64, job_id=b, attempts=1)
+            r.set_step(run.id, "score", state="failed", identity="3" * 64, reason="score: no predictions file")
+            r.set_step(run.id, "results", state="blocked", reason="needs score")
+            r.end_pipeline(run.id, "failed", "failed: results, score")
+        driver.set_window_size(1400, 1000)
+        driver.get(base + "/pipelines")
+        wait_for(lambda: js(f"return document.querySelector('#pipelines tr[data-id=\"{run.id}\"]')?.dataset.state")
+                 == "failed", 30, what="the pipeline run in the list")
+        driver.find_element("css selector", f'#pipelines tr[data-id="{run.id}"] a').click()
+        wait_for(lambda: js("return document.querySelectorAll('#p-graph .node').length") == 4, 30, what="the steps")
+        states = js("const o={}; document.querySelectorAll('#steps tr[data-step]').forEach(tr => "
+                    "o[tr.dataset.step]=tr.dataset.state); return o")
+        assert states == {"train": "succeeded", "longer": "succeeded", "score": "failed", "results": "blocked"}
+        assert js("return document.querySelectorAll('#p-graph path.edge').length") == 4  # the needs
+        shot(driver, tmp_path, "ui-pipeline.png")
+        driver.find_element("css selector", '#p-graph a.node[data-step="train"]').click()
+        wait_for(lambda: driver.current_url.endswith(f"/jobs/{a}"), 30, what="the train step's job page")
     finally:
         if driver is not None:
             driver.quit()
