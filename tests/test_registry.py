@@ -151,8 +151,10 @@ def test_list_newest_first_with_states(reg):
 
 
 def test_job_ids_short_sortable_unique():
+    # 4 random hex digits per second: 50 draws in one second collide with ~2 % chance, so
+    # demand randomness (>= 45 distinct), not uniqueness; the registry retries a taken id.
     ids = {new_job_id("LoRA Math / v2!") for _ in range(50)}
-    assert len(ids) == 50
+    assert len(ids) >= 45
     one = next(iter(ids))
     assert one.startswith("lora-math-v2-") and len(one) == len("lora-math-v2-") + 15 + 5
     assert slug("$(rm -rf ~)") == "rm-rf" and slug("---") == "job"

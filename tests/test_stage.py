@@ -215,3 +215,27 @@ def test_link_refuses_when_the_cached_tree_is_gone(tmp_path):
     assert node.calls == ["link", "inventory", "receive"]
     assert result.reports["localhost"].objects_sent == 0  # every object was still there
     assert (tmp_path / "wd/alaunch/j2/code/pkg/m.py").read_text() == "print('m')\n"
+
+
+def test_hash_cache_saves_from_many_threads_at_once(tmp_path):
+    """Two submits in one process (a pipeline's concurrent steps) save the cache together:
+    each writes its own temp file, the last rename wins, none fails."""
+    import threading
+    errors = []
+
+    def save(i):
+        try:
+            for _ in range(50):
+                cache = HashCache(tmp_path / "state" / "cache.json")
+                cache._data[f"/f{i}"] = [1, 2, "x"]
+                cache.save()
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and (tmp_path / "state" / "cache.json").is_file()
+    assert not list((tmp_path / "state").glob("*.tmp"))

@@ -233,7 +233,7 @@ def save_offsets(path: Path | None, offsets: dict[str, dict[str, list[int]]]) ->
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")  # per thread too
     tmp.write_text(json.dumps(offsets, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
 

@@ -173,11 +173,12 @@ def load_state(path: Path | None) -> dict:
 
 
 def save_state(path: Path | None, data: dict) -> None:
-    """Write a cache file atomically (a temp name per process, then rename)."""
+    """Write a cache file atomically (a temp name per process AND thread, then rename: two
+    submits in one process — a pipeline's concurrent steps, the dashboard — save at once)."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
 
