@@ -448,7 +448,8 @@ class JobService:
     def stage(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> None:
         """Phase 4: send what each filesystem lacks, make every job dir (config text per host)."""
         texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in job.hosts}
-        relay_to = {h.name: _resolve_address(h, job.opts.ssh_config) for h in job.hosts if len(job.hosts) > 1 and not h.is_local}
+        relay_to = {h.name: _resolve_address(h, job.opts.ssh_config)  # how the hops reach each other
+                    for h in job.hosts if len(job.hosts) > 1 and not h.is_local}
         result = Stager(runners, python=job.pythons, progress=self.progress, addresses=relay_to).stage(
             replace(job.files, texts=texts[job.hosts[0].name]), pre.roots, pre.inventories, texts_by_host=texts)
         self.last_stage_bytes = result.bytes_sent
