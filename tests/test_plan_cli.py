@@ -22,7 +22,7 @@ def test_plan_prints_each_node(run_cli, tmp_path):
     assert "#   node 0 (10.1.0.1): 1 - pinned (host not asked: --offline)" in out
     assert "#   node 1 (10.1.0.2): 0 - pinned (host not asked: --offline)" in out
     assert "# node 0: 10.1.0.1" in out and "# node 1: 10.1.0.2" in out
-    assert out.startswith("# staging: laptop -> 10.1.0.1 -> 10.1.0.2 (relay when >= 16 MiB is missing;")
+    assert "\n# staging: laptop -> 10.1.0.1 -> 10.1.0.2 (relay when >= 16 MiB is missing;" in out, out
     blocks = out.split("# node ")[1:]
     assert "ASCEND_RT_VISIBLE_DEVICES=1" in blocks[0] and "ASCEND_RT_VISIBLE_DEVICES=0" in blocks[1]
     words = shlex.split(blocks[1].split("\n", 1)[1].replace("\\\n", " "))
