@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alaunch-installed
 
-.PHONY: setup demo test test-fast test-deps bench cluster-up cluster-down slurm-up slurm-down clean
+.PHONY: setup demo test test-fast test-deps bench-deps bench cluster-up cluster-down slurm-up slurm-down clean
 
 # The venv with the package, the `ms` extra (mindspore 2.9.0 + mindformers 1.9.0, which
 # bring msrun), the `ui` extra (the dashboard's server) and the test tools. Re-run when pyproject.toml changes.
@@ -34,7 +34,11 @@ test-fast: $(STAMP) test-deps
 demo: $(STAMP)
 	@scripts/demo
 
-bench: $(STAMP) test-deps
+# pdsh (bench_scale.py's baseline) and tc: only the benchmarks need them.
+bench-deps:
+	@scripts/install-bench-deps
+
+bench: $(STAMP) test-deps bench-deps
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 cluster-up: $(STAMP) test-deps

@@ -22,6 +22,7 @@ def test_plan_prints_each_node(run_cli, tmp_path):
     assert "#   node 0 (10.1.0.1): 1 - pinned (host not asked: --offline)" in out
     assert "#   node 1 (10.1.0.2): 0 - pinned (host not asked: --offline)" in out
     assert "# node 0: 10.1.0.1" in out and "# node 1: 10.1.0.2" in out
+    assert "\n# staging: laptop -> 10.1.0.1 -> 10.1.0.2 (relay when >= 16 MiB is missing;" in out, out
     blocks = out.split("# node ")[1:]
     assert "ASCEND_RT_VISIBLE_DEVICES=1" in blocks[0] and "ASCEND_RT_VISIBLE_DEVICES=0" in blocks[1]
     words = shlex.split(blocks[1].split("\n", 1)[1].replace("\\\n", " "))
@@ -114,3 +115,15 @@ def test_plan_falls_back_to_the_first_cards_for_a_host_it_cannot_reach(run_cli, 
     for rank in (0, 1):
         assert f"#   node {rank} (127.0.0.{rank + 2}): 0,1 - first 2 (host not asked: " in out, out
     assert "ASCEND_RT_VISIBLE_DEVICES=0,1" in _node_block(out, 1)
+
+
+def test_jobs_pages_and_filters_by_state(run_cli):
+    with Registry.in_state_dir() as registry:
+        ids = [registry.create_job(f"j{i}", "finetune").id for i in range(5)]
+        registry.set_state(ids[1], "running")
+    page = json.loads(run_cli("jobs", "--json", "-n", "2", "--offset", "2")[1])
+    assert [r["id"] for r in page] == [ids[2], ids[1]]
+    running = json.loads(run_cli("jobs", "--json", "--state", "running")[1])
+    assert [r["id"] for r in running] == [ids[1]]
+    code, _, err = run_cli("jobs", "--state", "done")
+    assert code == ExitCode.USAGE and "unknown job state(s) ['done']" in err

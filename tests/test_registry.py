@@ -148,6 +148,38 @@ def test_list_newest_first_with_states(reg):
     assert [j.id for j in reg.list(states=["running", "failed"])] == [ids[3], ids[1]]
     with pytest.raises(InputError, match=r"unknown job state\(s\) \['done'\]"):
         reg.list(states=["done"])
+    assert [j.id for j in reg.list(limit=2, offset=2)] == [ids[2], ids[1]]  # page 2
+    assert [j.id for j in reg.list(limit=None, offset=4)] == [ids[0]]
+    assert [j.id for j in reg.list(states=["pending"], limit=1, offset=1)] == [ids[2]]
+
+
+def test_listing_and_lookups_walk_indexes_not_the_table(reg):
+    """What keeps `jobs` and `status` fast at 10,000 jobs (benchmarks/bench_registry.py)."""
+    def plan(sql, args):
+        return " ".join(r[3] for r in reg._conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+    assert "COVERING INDEX jobs_by_created_id" in plan(
+        "SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT 20 OFFSET 40", ())
+    assert "INDEX jobs_by_state" in plan(
+        "SELECT id FROM jobs WHERE state IN (?) ORDER BY created_at DESC, id DESC LIMIT 20", ("running",))
+    by_name = plan("SELECT id FROM jobs WHERE name = ? ORDER BY created_at DESC, id DESC LIMIT 1", ("x",))
+    assert "INDEX jobs_by_name_id" in by_name and "TEMP B-TREE" not in by_name
+    assert "(id>? AND id<?)" in plan("SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT 11", ("a", "b"))
+
+
+def test_an_old_registry_gains_the_indexes(tmp_path):
+    path = tmp_path / DB_NAME
+    con = sqlite3.connect(path)
+    con.executescript("CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);"
+                      + MIGRATIONS[0])
+    con.execute("INSERT INTO jobs (id, name, kind, state, created_at) VALUES ('old-1', 'old', 'finetune', "
+                "'running', '2025-01-01T00:00:00.000000Z')")
+    con.commit()
+    con.close()
+    with Registry(path) as r:
+        assert r.schema_version == len(MIGRATIONS) and r.get("old").id == "old-1"
+        names = {row[0] for row in r._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"jobs_by_created_id", "jobs_by_state", "jobs_by_name_id"} <= names
+        assert not {"jobs_by_created", "jobs_by_name"} & names
 
 
 def test_job_ids_short_sortable_unique():

@@ -13,10 +13,29 @@ from typing import Callable, Optional
 from launcher.ops import registry as reg
 
 
+DEFAULT_CONTROL_PERSIST = 60.0
+
+
+def control_persist() -> float:
+    """Seconds an idle ssh master outlives the command (``$ALAUNCH_CONTROL_PERSIST``, default 60;
+    0: each command closes its own). Why: ``status`` or ``cancel`` right after ``submit`` then
+    costs one round trip per host instead of a handshake (benchmarks/bench_scale.py, warm)."""
+    import os
+    from launcher.errors import InputError
+    raw = os.environ.get("ALAUNCH_CONTROL_PERSIST", "")
+    try:
+        value = float(raw) if raw.strip() else DEFAULT_CONTROL_PERSIST
+    except ValueError:
+        raise InputError(f"ALAUNCH_CONTROL_PERSIST={raw!r} is not a number of seconds (0 turns it off)",
+                         key="ALAUNCH_CONTROL_PERSIST") from None
+    return max(0.0, value)
+
+
 def runner_factory(known_hosts: Optional[Path], ssh_config: Optional[Path], accept_new: bool) -> Callable:
     """Host -> runner, with the transport's ConnectOptions shared by every host."""
     from launcher.runners import ConnectOptions, make_runner
-    options = ConnectOptions(known_hosts=known_hosts, ssh_config=ssh_config, accept_new_host_keys=accept_new)
+    options = ConnectOptions(known_hosts=known_hosts, ssh_config=ssh_config, accept_new_host_keys=accept_new,
+                             control_persist=control_persist())
     return partial(make_runner, options=options)
 
 

@@ -448,11 +448,17 @@ class JobService:
     def stage(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> None:
         """Phase 4: send what each filesystem lacks, make every job dir (config text per host)."""
         texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in job.hosts}
-        result = Stager(runners, python=job.pythons, progress=self.progress).stage(
+        relay_to = {h.name: _resolve_address(h, job.opts.ssh_config)  # how the hops reach each other
+                    for h in job.hosts if len(job.hosts) > 1 and not h.is_local}
+        result = Stager(runners, python=job.pythons, progress=self.progress, addresses=relay_to).stage(
             replace(job.files, texts=texts[job.hosts[0].name]), pre.roots, pre.inventories, texts_by_host=texts)
         self.last_stage_bytes = result.bytes_sent
         self.registry.update_meta(job.job_id, {"staged_bytes": result.bytes_sent})
-        self.registry.add_event(job.job_id, "staged", f"{result.bytes_sent} bytes sent")
+        route = ""
+        if result.relay is not None:
+            route = f" (relay: {result.relay.route.describe()}" + (
+                f"; direct to {', '.join(sorted(result.relay.failed))}" if result.relay.failed else "") + ")"
+        self.registry.add_event(job.job_id, "staged", f"{result.bytes_sent} bytes sent{route}")
 
     def launch(self, job: LocalJob, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> dict:
         """Phase 5: start msrun detached on every node (all or none)."""

@@ -25,14 +25,15 @@ import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from launcher.remote import wire
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.core.hostfile import Host
-from launcher.ops import fanout
+from launcher.core import route as routes
+from launcher.ops import fanout, stage_relay as relays
 from launcher.runners import CommandRunner
 
 CHUNK = 1 << 20  # read/write block for hashing and the tar stream
@@ -285,8 +286,10 @@ def _padding(size: int) -> bytes:
     return b"\0" * (-size % tarfile.BLOCKSIZE)
 
 
-def tar_stream(objects: Sequence[LocalFile], manifest: dict, on_bytes: Callable[[int], None]) -> Iterator[bytes]:
-    """The RECEIVE stream: objects read from disk 1 MiB at a time, then the manifest.
+def tar_stream(objects: Sequence[LocalFile], manifest: dict | None,
+               on_bytes: Callable[[int], None]) -> Iterator[bytes]:
+    """The RECEIVE stream: objects read from disk 1 MiB at a time, then the manifest (none
+    for RELAY, whose stream is only objects).
 
     Written by hand (header, data, padding) so a 16 GB file is never held in memory; the
     host parses it by hand after the request frame (``launcher/remote/stage.py``, not ``tarfile``)
@@ -313,8 +316,9 @@ def tar_stream(objects: Sequence[LocalFile], manifest: dict, on_bytes: Callable[
         if sent != obj.size:
             raise AlaunchError(f"{obj.path} changed size while staging ({obj.size} -> {sent} bytes); retry")
         pending += _padding(obj.size)
-    body = json.dumps(manifest).encode()
-    pending += _member("manifest.json", len(body)) + body + _padding(len(body))
+    if manifest is not None:
+        body = json.dumps(manifest).encode()
+        pending += _member("manifest.json", len(body)) + body + _padding(len(body))
     pending += b"\0" * (2 * tarfile.BLOCKSIZE)
     yield bytes(pending)
 
@@ -346,6 +350,9 @@ class HostReport:
     copied: int = 0
     seconds: float = 0.0
     shared_with: str | None = None  # staged through this host (same filesystem)
+    via: str | None = None  # relay staging: who fed this host ("laptop" for a root)
+    relayed_objects: int = 0  # objects (and bytes) this host stored from the relay stream
+    relayed_bytes: int = 0
 
 
 class InventoryCache:
@@ -491,6 +498,11 @@ class PlainProgress(Progress):
         if report.shared_with:
             self.say(f"{host}: shares its filesystem with {report.shared_with}; staged once")
             return
+        if report.via:
+            self.say(f"{host}: relayed from {report.via}: {report.relayed_objects} file(s), "
+                     f"{report.relayed_bytes / 2**20:.1f} MiB; then {report.bytes_sent / 2**20:.1f} MiB direct; "
+                     f"linked {report.linked + report.copied}")
+            return
         speed = report.bytes_sent / 2**20 / report.seconds if report.seconds else 0.0
         self.say(f"{host}: sent {report.objects_sent} file(s), {report.bytes_sent / 2**20:.1f} MiB in "
                  f"{report.seconds:.1f} s ({speed:.1f} MiB/s); linked {report.linked + report.copied}")
@@ -500,21 +512,29 @@ class PlainProgress(Progress):
 class StageResult:
     reports: dict[str, HostReport] = field(default_factory=dict)
     inventories: dict[str, Inventory] = field(default_factory=dict)
+    relay: relays.RelayOutcome | None = None  # the route taken and who fell back, when relayed
 
     @property
     def bytes_sent(self) -> int:
-        return sum(r.bytes_sent for r in self.reports.values())
+        """Object bytes that left the laptop (direct sends, plus the relay stream per root)."""
+        return sum(r.bytes_sent for r in self.reports.values()) + (self.relay.laptop_bytes if self.relay else 0)
 
 
 class Stager:
     """Stage one LocalSet to many hosts: inventory all, send per filesystem, materialise."""
 
     def __init__(self, nodes: Mapping[str, CommandRunner], python: str | Mapping[str, str] = "python3",
-                 progress: Progress | None = None, known: InventoryCache | None = None):
+                 progress: Progress | None = None, known: InventoryCache | None = None,
+                 relay: str | None = None, degree: int | None = None,
+                 addresses: Mapping[str, str] | None = None):
         self.nodes = nodes
         self.python = python
         self.progress = progress or Progress()
         self.known = known  # cached inventories: the no-op re-stage in one round trip per host
+        # relay staging (launcher/core/route.py): $ALAUNCH_RELAY auto|on|off, $ALAUNCH_RELAY_DEGREE
+        self.relay_mode = routes.parse_mode(os.environ.get("ALAUNCH_RELAY") if relay is None else relay)
+        self.degree = degree or int(os.environ.get("ALAUNCH_RELAY_DEGREE") or routes.DEFAULT_DEGREE)
+        self.addresses = addresses  # how the hosts reach each other, when not by their hostfile names
 
     def _py(self, host: str) -> str:
         """The interpreter for the fixed scripts on ``host`` (stdlib only)."""
@@ -600,11 +620,14 @@ class Stager:
                                           f"{need:,} bytes ({need / 2**30:.2f} GiB) for this job, "
                                           f"{inv[leader].free:,} free")
 
+        outcome, inv = self._relay(local, list(leaders), inv)
+
         def send(node: CommandRunner) -> HostReport:
             name = node.host.name
             i = inv[name]
             missing = [objects[s] for s in sorted(objects) if s not in i.have]
-            self.progress.start(name, sum(o.size for o in missing), len(missing))
+            if missing or not (outcome and name in outcome.route.roots):
+                self.progress.start(name, sum(o.size for o in missing), len(missing))
             start = time.monotonic()
             root = resolve_home(roots[name], i.home)
             manifest = manifest_for(local, root, texts_by_host.get(name) if texts_by_host else None)
@@ -615,6 +638,9 @@ class Stager:
             data = wire.answer(result.stdout)
             report = HostReport(name, data["objects"], data["bytes"], data["linked"], data["copied"],
                                 time.monotonic() - start)
+            if outcome and name in outcome.received:
+                report.via = outcome.via.get(name)
+                report.relayed_objects, report.relayed_bytes = outcome.received[name]
             self.progress.done(name, report)
             return report
 
@@ -623,7 +649,36 @@ class Stager:
             for other in members[1:]:
                 reports[other] = HostReport(other, shared_with=leader)
                 self.progress.done(other, reports[other])
-        return StageResult(reports, inv)
+        return StageResult(reports, inv, outcome)
+
+    def _relay(self, local: LocalSet, leaders: Sequence[str],
+               inv: dict[str, Inventory]) -> tuple[relays.RelayOutcome | None, dict[str, Inventory]]:
+        """Relay staging (when the mode and the sizes call for it): the objects any filesystem
+        lacks go once from the laptop along the route through the hosts. Hosts that got them
+        are marked as holding them; hosts that did not are surveyed again, so the direct send
+        that follows sends only what they still lack (the relay resumes per object)."""
+        objects = local.objects
+        remote = [n for n in leaders if not self.nodes[n].host.is_local]
+        union = sorted({s for n in remote for s in objects if s not in inv[n].have})
+        size = sum(objects[s].size for s in union)
+        if not routes.should_relay(self.relay_mode, len(remote), size):
+            return None, inv
+        route = routes.plan_route(remote, self.degree)
+        send = [objects[s] for s in union]
+        for root in route.roots:
+            self.progress.start(root, size, len(send))
+        outcome = relays.relay(
+            route, {n: self.nodes[n] for n in remote},
+            lambda root: tar_stream(send, None, lambda k: self.progress.advance(root, k)), size,
+            cas={n: posixpath.join(inv[n].base, "cas") for n in remote},
+            python={n: self._py(n) for n in remote}, addresses=self.addresses)
+        inv = dict(inv)
+        for name in outcome.received:
+            inv[name] = replace(inv[name], have=inv[name].have | set(union))
+        if outcome.failed:
+            inv.update(run_parallel({n: self.nodes[n] for n in outcome.failed},
+                                    lambda n: inventory(n, objects, self._py(n.host.name))))
+        return outcome, inv
 
 
 

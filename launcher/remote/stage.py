@@ -24,6 +24,12 @@ filesystems); big top-level directories come as ``"trees": {top: {"id", "links"}
 once under ``cas/trees/<id>`` and symlinked into the job dir.
 -> ``{"objects", "bytes", "linked", "copied", "root"}``.
 
+RELAY ``{"op": "relay", "cas", "name", "program", "children": [{"name", "ssh": [argv], "python",
+"request": {the child's RELAY request}}]}``, then a tar stream of ``objects/<sha256>`` members
+(no manifest): each object is stored and verified as RECEIVE does, while the same bytes go on
+to each child over this host's own ``ssh`` (the route is planned on the laptop,
+``launcher/core/route.py``); the answer nests the children's answers (or their errors).
+
 LINK ``{"op": "link", "cas", "fsid", "manifest"}`` -> materialise only if the store is the
 expected one and holds every object and every tree (the no-op re-stage: one round trip,
 nothing sent), else ``{"ok": false}`` and nothing changed (the client then surveys). Its
@@ -35,7 +41,7 @@ travel or be checked again.
 import os
 import sys
 
-from _prelude import answer, load_cache, run, save_cache, stdin, widen_pipe
+from _prelude import MARK, answer, load_cache, run, save_cache, stdin, widen_pipe
 
 CLAIM_TTL = 300  # seconds a claim whose job has not started yet (no pid file) still holds its cards
 
@@ -234,20 +240,30 @@ def materialise(cas, manifest):
 
 
 def receive(req):
-    import hashlib
-    import json
     cas = os.path.abspath(os.path.expanduser(req["cas"]))
-    tmpdir = os.path.join(cas, "tmp")
-    os.makedirs(tmpdir, exist_ok=True)
     widen_pipe(0)
     inp = stdin()
+    got, nbytes, manifest = unpack(cas, inp.read, inp.readinto)
+    if manifest is None:
+        sys.exit("no manifest in the stream")
+    root, linked, copied = materialise(cas, manifest)
+    answer({"objects": got, "bytes": nbytes, "linked": linked, "copied": copied, "root": root})
+
+
+def unpack(cas, read, readinto):
+    """Store every ``objects/<sha256>`` member of the tar stream (temp name, sha256 checked,
+    renamed into place, read-only); -> (objects, bytes, the manifest member or None)."""
+    import hashlib
+    import json
+    tmpdir = os.path.join(cas, "tmp")
+    os.makedirs(tmpdir, exist_ok=True)
     buf = bytearray(1 << 20)
     view = memoryview(buf)
     ZERO = bytes(512)
     made = set()
 
     def exact(n):
-        data = inp.read(n)
+        data = read(n)
         if len(data) != n:
             sys.exit("stream ended early (connection lost?)")
         return data
@@ -294,7 +310,7 @@ def receive(req):
         left = size
         with open(part, "wb", buffering=0) as out:
             while left:
-                n = inp.readinto(view[:min(left, len(buf))])
+                n = readinto(view[:min(left, len(buf))])
                 if not n:
                     sys.exit("stream ended early (connection lost?)")
                 h.update(view[:n])
@@ -312,10 +328,87 @@ def receive(req):
         os.replace(part, os.path.join(d, sha))
         got += 1
         nbytes += size
-    if manifest is None:
-        sys.exit("no manifest in the stream")
-    root, linked, copied = materialise(cas, manifest)
-    answer({"objects": got, "bytes": nbytes, "linked": linked, "copied": copied, "root": root})
+    return got, nbytes, manifest
+
+
+
+
+def relay(req):
+    """RELAY: store the object stream here (each object sha256-checked, as RECEIVE) while
+    forwarding the same bytes to this host's children on the route, each over this host's own
+    ``ssh`` (BatchMode, the host's own keys and known_hosts: hosts must already trust each
+    other). A child that cannot be reached or fails is dropped and reported; the others go on.
+    -> ``{"host", "objects", "bytes", "children": [child answer | {"host", "error"}]}``."""
+    import marshal
+    import shlex
+    import subprocess
+    cas = os.path.abspath(os.path.expanduser(req["cas"]))
+    program = req["program"]
+    widen_pipe(0)
+    inp = stdin()
+    kids = []
+    for child in req["children"]:
+        creq = dict(child["request"], program=program)
+        body = marshal.dumps(creq, 4)
+        remote = " ".join(shlex.quote(a) for a in (child["python"], "-S", "-c", program))
+        try:
+            proc = subprocess.Popen(list(child["ssh"]) + [remote], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        except OSError as exc:
+            kids.append({"name": child["name"], "proc": None, "error": "cannot start ssh: %s" % exc})
+            continue
+        widen_pipe(proc.stdin.fileno())
+        kid = {"name": child["name"], "proc": proc, "error": None}
+        kids.append(kid)
+        forward(kid, len(body).to_bytes(8, "big") + body)
+
+    def read(n):
+        data = inp.read(n)
+        for kid in kids:
+            forward(kid, data)
+        return data
+
+    def readinto(view):
+        n = inp.readinto(view)
+        if n:
+            for kid in kids:
+                forward(kid, view[:n])
+        return n
+
+    try:
+        got, nbytes, _ = unpack(cas, read, readinto)
+    finally:  # also when this hop fails: its children end (stream cut) before it answers
+        answers = [finish(kid) for kid in kids]
+    answer({"host": req["name"], "objects": got, "bytes": nbytes, "children": answers})
+
+
+def finish(kid):
+    """Close a child's stdin, wait for it: its answer, or ``{"host", "error"}``."""
+    import json
+    proc = kid["proc"]
+    if proc is None:
+        return {"host": kid["name"], "error": kid["error"]}
+    out, err = proc.communicate()
+    text = out.decode("utf-8", "replace")
+    if proc.returncode == 0 and MARK in text:
+        return json.loads(text.rsplit(MARK, 1)[1].split("\n", 1)[0])  # the framed answer (_prelude.answer)
+    lines = err.decode("utf-8", "replace").strip().splitlines()
+    why = lines[-1] if lines else kid["error"] or "exit code %d" % proc.returncode
+    return {"host": kid["name"], "error": why, "code": proc.returncode}
+
+
+def forward(kid, data):
+    """Write ``data`` to a child's stdin; a child that went away is marked and skipped."""
+    proc = kid["proc"]
+    if proc is None or kid["error"] is not None:
+        return
+    try:
+        view = memoryview(data)
+        while view:
+            n = proc.stdin.write(view)
+            view = view[n:]
+    except OSError as exc:
+        kid["error"] = "forwarding stopped: %s" % exc
 
 
 def link(req):
@@ -502,4 +595,4 @@ def release(req):
 
 if __name__ == "__main__":
     run({"inventory": inventory, "receive": receive, "link": link, "verify": verify, "claim": claim,
-         "release": release})
+         "release": release, "relay": relay})

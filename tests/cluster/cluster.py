@@ -146,6 +146,12 @@ class Cluster:
         return self.state_dir / "client_key"
 
     @property
+    def mesh_key(self) -> Path:
+        """The hosts' own client key (each host's ~/.ssh/id_ed25519): hosts trust each other,
+        as relay staging needs (every host's known_hosts lists every host)."""
+        return self.state_dir / "mesh_key"
+
+    @property
     def known_hosts(self) -> Path:
         return self.state_dir / "known_hosts"
 
@@ -174,6 +180,8 @@ class Cluster:
             self.shared_dir.mkdir()
             _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alaunch-test-client",
                 "-f", str(self.client_key))
+            _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alaunch-test-mesh",
+                "-f", str(self.mesh_key))
             self.hosts = [self._make_host(i) for i in range(self.n)]
             self.save()
             for h in self.hosts:
@@ -214,7 +222,10 @@ class Cluster:
             (h.dir / sub).mkdir(parents=True, exist_ok=True)
         (h.dir / "tmp").chmod(0o1777)
         pub = Path(str(self.client_key) + ".pub").read_text()
-        (h.dir / "root/.ssh/authorized_keys").write_text(pub)
+        mesh = Path(str(self.mesh_key) + ".pub").read_text()
+        (h.dir / "root/.ssh/authorized_keys").write_text(pub + mesh)
+        shutil.copyfile(self.mesh_key, h.dir / "root/.ssh/id_ed25519")
+        (h.dir / "root/.ssh/id_ed25519").chmod(0o600)
         _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", h.name,
             "-f", str(h.dir / "ssh_host_ed25519_key"))
         self.write_npu_config(h.index, self.specs[h.index])
@@ -397,6 +408,8 @@ class Cluster:
                        f"    UserKnownHostsFile {self.known_hosts}", "    StrictHostKeyChecking yes",
                        ""]
         self.known_hosts.write_text("\n".join(entries) + "\n")
+        for h in self.hosts:  # the hosts trust each other (relay staging)
+            (h.dir / "root/.ssh/known_hosts").write_text("\n".join(entries) + "\n")
         self.ssh_config.write_text("\n".join(config))
         (self.state_dir / "hostfile").write_text(self.hostfile_text())
 
@@ -410,6 +423,22 @@ class Cluster:
         return f"{h.address} {key[0]} {key[1]}"
 
     # ------------------------------------------------------------------ helpers for tests
+    def cpu_seconds(self) -> float:
+        """CPU time the hosts' sshds and everything under them have used so far (sessions, host
+        scripts, the ssh clients of relay hops): user+sys plus reaped children of every live
+        process under each listening sshd. For benchmarks: the hosts' share of the cores."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total, todo = 0, [h.sshd_pid for h in self.hosts if h.sshd_pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += sum(int(v) for v in f[11:15])
+            todo += _children(pid)
+        return total / tick
+
     def exec_on(self, i: int, argv: list[str], *, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run argv inside host i's namespaces directly (no SSH): to check host-side facts."""
         path = f"PATH={self.hosts[i].dir / 'bin'}:/usr/local/bin:/usr/bin:/bin"  # as sshd's SetEnv

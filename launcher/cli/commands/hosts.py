@@ -89,8 +89,10 @@ def register(app: typer.Typer) -> None:
                 connect_timeout=timeout, known_hosts=known_hosts, accept_new_host_keys=accept_new,
                 ssh_config=ssh_config)), as_json)
         hosts = _load_hosts(hostfile, local, include, exclude)
+        from launcher.cli.connect import control_persist
         options = ConnectOptions(connect_timeout=timeout, known_hosts=known_hosts,
-                                 accept_new_host_keys=accept_new, ssh_config=ssh_config)
+                                 accept_new_host_keys=accept_new, ssh_config=ssh_config,
+                                 control_persist=control_persist())
         policy = CheckPolicy(require_npus=require_npus, min_disk_gb=min_disk_gb, python=python)
 
         def one(host):

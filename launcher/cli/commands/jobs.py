@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import List
 
 import typer
 
@@ -36,7 +37,10 @@ def register(app: typer.Typer) -> None:
     @app.command("jobs", help="List jobs, newest first.")
     def jobs_cmd(
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-        limit: int = typer.Option(20, "--limit", "-n", help="How many jobs to show."),
+        limit: int = typer.Option(20, "--limit", "-n", help="How many jobs to show (a page)."),
+        offset: int = typer.Option(0, "--offset", help="Skip this many of the newest (the next page)."),
+        state: List[str] = typer.Option([], "--state", help="Only jobs in this state (repeatable), e.g. running; "
+                                                           "a wrong one lists the valid states."),
     ) -> None:
         from rich.table import Table
 
@@ -44,7 +48,7 @@ def register(app: typer.Typer) -> None:
 
         env = environment.current()
         with reg.Registry.in_state_dir(env.state_dir) as registry:
-            records = registry.list(limit=limit)
+            records = registry.list(limit=limit, states=state or None, offset=offset)
             if any(r.state == reg.QUEUED and "waiter" in r.meta for r in records):  # `submit --wait` died?
                 from launcher.ops import waiter
                 records = [waiter.check(registry, r) for r in records]
@@ -53,7 +57,7 @@ def register(app: typer.Typer) -> None:
                 from launcher.ops.slurm import SlurmService
                 SlurmService(registry, env.state_dir,  # one squeue per login node for all live jobs
                              exec_factory=runner_factory(None, None, False)).refresh_many(records)
-                records = registry.list(limit=limit)
+                records = registry.list(limit=limit, states=state or None, offset=offset)
         if as_json:
             rows = [{"id": r.id, "name": r.name, "kind": r.kind, "state": r.state, "created_at": r.created_at,
                      "started_at": r.started_at, "ended_at": r.ended_at, "reason": r.reason,

@@ -78,4 +78,14 @@ def register(app: typer.Typer) -> None:
         prepared = prepare(spec, hosts, job_id or new_job_id(spec.name), master_port,
                            SubmitOptions(tuple(sets), master_port, bin_dir,
                                          ssh_config=str(ssh_config) if ssh_config else None))
-        env.stdout.print(prepared.plan.render_shell(), markup=False, highlight=False, soft_wrap=True, end="")
+        env.stdout.print(staging_line(hosts) + prepared.plan.render_shell(), markup=False, highlight=False,
+                         soft_wrap=True, end="")
+
+
+def staging_line(hosts) -> str:
+    """The staging route as a comment line (empty for fewer than 2 remote hosts)."""
+    import os
+    from launcher.core.route import parse_mode, staging_note
+    note = staging_note([h.name for h in hosts if not h.is_local], parse_mode(os.environ.get("ALAUNCH_RELAY")),
+                        int(os.environ.get("ALAUNCH_RELAY_DEGREE") or 2))
+    return f"# staging: {note}\n" if note else ""
