@@ -33,7 +33,7 @@ from rich.console import Group
 from rich.text import Text
 
 from launcher.ops.follow import (Follower, FollowResult, NodeView, ProgressView, UNREACHABLE_AFTER,
-                                 build_view, progress_renderable, short_warning, story_kind, view_text)
+                                 progress_renderable, short_warning, story_kind, view_text)
 from launcher.core.hostfile import Host, parse_hostfile
 from launcher.ops.service import STATE_EXIT, JobService
 

@@ -375,7 +375,7 @@ def parse_scontrol(text: str) -> dict[str, SlurmJobState]:
 
 def _kv(line: str):
     """Split ``A=1 B=x y C=2`` where only a token holding '=' starts a new key."""
-    key = None
+    key, value = None, ""
     for token in line.split():
         if "=" in token and re.match(r"^[A-Za-z][A-Za-z0-9_:/]*=", token):
             if key is not None:

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import posixpath
-import sys
 import threading
 import time
 from collections import defaultdict

@@ -20,7 +20,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 from launcher.errors import AlaunchError
 from launcher.runners import CommandRunner

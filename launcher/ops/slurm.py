@@ -221,9 +221,9 @@ class SlurmService:
             ex.close()
             raise
         meta.update(root=root, config_sha256={login.name: rendered.sha256})
-        record = self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, config_text=rendered.text,
-                                          hostfile_text=format_hostfile([login]),
-                                          nodes=[(n, root) for n in nodes], job_id=job_id, meta=meta)
+        self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, config_text=rendered.text,
+                                 hostfile_text=format_hostfile([login]),
+                                 nodes=[(n, root) for n in nodes], job_id=job_id, meta=meta)
         try:
             self.registry.set_state(job_id, reg.STAGING)
             result = stager.stage(replace(local, texts={"config/job.yaml": rendered.text}), {login.name: root},

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import typer
 
 from launcher.cli import environment
 from launcher.cli.options import KnownHostsOpt, SshConfigOpt, AcceptNewOpt
 from launcher.errors import ExitCode
+
+if TYPE_CHECKING:  # annotations only: verbs import their stacks when they run
+    from rich.table import Table
+
+    from launcher.ops import registry as reg
 
 ORDER = 35
 
@@ -90,7 +95,6 @@ def register(app: typer.Typer) -> None:
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
     ) -> None:
-        from rich.table import Table
 
         from launcher.cli.connect import job_service
         from launcher.ops.service import STATE_EXIT
