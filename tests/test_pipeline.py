@@ -163,3 +163,17 @@ def test_multi_card_lora_without_the_full_strategy_is_refused():
     check_mergeable(spec, config, world=1)
     config["parallel"]["strategy_ckpt_config"]["only_trainable_params"] = False
     check_mergeable(spec, config, world=2)
+
+
+def test_a_run_records_each_steps_needs(tmp_path):
+    """The graph of a run does not depend on its file: the registry keeps each step's needs
+    (older runs, recorded without them, read None and fall back to the file)."""
+    from launcher.ops.registry import Registry
+    from launcher.ui.data import recorded_needs
+    with Registry(tmp_path / "r.sqlite3") as r:
+        run = r.create_pipeline("demo", "gone.yaml", [("data", "data", []), ("train", "job", ["data"]),
+                                                      ("score", "score", ["train", "data"])])
+        assert [s.needs for s in run.steps] == [[], ["data"], ["train", "data"]]
+        assert recorded_needs(r.pipeline(run.id)) == {"data": [], "train": ["data"], "score": ["train", "data"]}
+        old = r.create_pipeline("old", "old.yaml", [("train", "job"), ("merge", "merge")])
+        assert [s.needs for s in old.steps] == [None, None] and recorded_needs(old) is None

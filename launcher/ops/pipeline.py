@@ -399,7 +399,8 @@ class PipelineRunner:
         self.base_dir = Path(pipeline.base_dir or ".")
         self.pipeline = pipeline
         order = pipeline.order()
-        record = self.registry.create_pipeline(pipeline.name, pipeline.source, [(s.name, s.kind) for s in order])
+        record = self.registry.create_pipeline(pipeline.name, pipeline.source,
+                                               [(s.name, s.kind, list(s.needs)) for s in order])
         self.say(f"pipeline {pipeline.name}: run {record.id}, {len(order)} steps")
         force = bool(from_step or only)
         failed: set[str] = set()

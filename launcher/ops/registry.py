@@ -188,6 +188,11 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX jobs_by_created;
     DROP INDEX jobs_by_name;
     """,
+    # 5: each step's needs as recorded by the run (JSON list), so a pipeline's graph does not
+    # depend on its file still existing unchanged; NULL for runs recorded before.
+    """
+    ALTER TABLE pipeline_steps ADD COLUMN needs TEXT;
+    """,
 )
 
 # Pipeline step states: waiting to run, running, done, reused from an earlier run (identity
@@ -258,6 +263,7 @@ class StepRecord:
     reason: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
+    needs: list | None = None  # the steps it waited for, as the run recorded them (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -530,8 +536,9 @@ class Registry:
 
     # ------------------------------------------------------------------ pipelines
 
-    def create_pipeline(self, name: str, source: str, steps: Sequence[tuple[str, str]]) -> PipelineRecord:
-        """A new pipeline run with its steps ``(name, kind)`` in order, all pending."""
+    def create_pipeline(self, name: str, source: str, steps: Sequence[tuple]) -> PipelineRecord:
+        """A new pipeline run with its steps ``(name, kind)`` or ``(name, kind, needs)`` in order,
+        all pending."""
         created = now_iso()
         for _ in range(8):
             pid = new_job_id(name)
@@ -539,9 +546,10 @@ class Registry:
                 with self._write() as c:
                     c.execute("INSERT INTO pipelines (id, name, source, state, created_at) VALUES (?,?,?,?,?)",
                               (pid, name, source, RUNNING, created))
-                    for position, (step, kind) in enumerate(steps):
-                        c.execute("INSERT INTO pipeline_steps (pipeline_id, step, position, kind, state) "
-                                  "VALUES (?,?,?,?,?)", (pid, step, position, kind, "pending"))
+                    for position, (step, kind, *rest) in enumerate(steps):
+                        needs = json.dumps(list(rest[0])) if rest and rest[0] is not None else None
+                        c.execute("INSERT INTO pipeline_steps (pipeline_id, step, position, kind, state, needs) "
+                                  "VALUES (?,?,?,?,?,?)", (pid, step, position, kind, "pending", needs))
                 return self.pipeline(pid)
             except sqlite3.IntegrityError:
                 continue
@@ -620,4 +628,5 @@ def _node(row: sqlite3.Row) -> NodeRecord:
 def _step(row: sqlite3.Row) -> StepRecord:
     data = dict(row)
     data["outputs"] = json.loads(data["outputs"] or "{}")
+    data["needs"] = json.loads(data["needs"]) if data.get("needs") is not None else None
     return StepRecord(**data)

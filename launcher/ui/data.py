@@ -302,6 +302,14 @@ def log_filter(lines: Iterable[dict], *, rank: int | None = None, node: str | No
 
 
 # ---------------------------------------------------------------- pipelines
+def recorded_needs(run: reg.PipelineRecord) -> dict[str, list[str]] | None:
+    """Each step's needs as the run recorded them (registry migration 5), or None when the run
+    predates that record (then :func:`pipeline_needs` reads them from the file)."""
+    if not run.steps or any(s.needs is None for s in run.steps):
+        return None
+    return {s.step: list(s.needs) for s in run.steps}
+
+
 def pipeline_needs(text: str, source: str, steps: Iterable[str]) -> dict[str, list[str]] | None:
     """Each step's needs (explicit and from ``{from: STEP}`` references), parsed from the pipeline
     file's ``text`` as ``alaunch run`` parses it. None when the text does not parse or names other

@@ -306,11 +306,13 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
                         step_jobs[s.job_id] = registry.get(s.job_id)
                     except InputError:  # pruned since
                         pass
-        try:
-            text = Path(run.source).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError, ValueError):
-            text = None
-        needs = data.pipeline_needs(text, run.source, [s.step for s in run.steps]) if text is not None else None
+        needs = data.recorded_needs(run)  # as the run recorded them; older runs: from the file
+        if needs is None:
+            try:
+                text = Path(run.source).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError, ValueError):
+                text = None
+            needs = data.pipeline_needs(text, run.source, [s.step for s in run.steps]) if text is not None else None
         rows = {}
         for job_id, r in step_jobs.items():
             w = hub.watch(r.id) if (r.nodes and not r.terminal) else hub.get(r.id)
