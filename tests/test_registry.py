@@ -346,3 +346,28 @@ def _create_then_hang(path: str, marker: str) -> None:
 
     reg._conn.set_trace_callback(trace)
     reg.add_event(job.id, "tick", "never committed")
+
+
+def test_one_registry_object_serves_many_threads(tmp_path):
+    """A queued submit's wait loop and a viewer share one Registry (one sqlite connection):
+    their transactions must not interleave ("cannot start a transaction within a transaction")."""
+    import threading
+    reg = Registry(tmp_path / DB_NAME)
+    errors = []
+
+    def work(i):
+        try:
+            for k in range(30):
+                job = reg.create_job(f"t{i}", "finetune", spec_text="x", nodes=["h"])
+                reg.set_state(job.id, "staging")
+                reg.list(limit=5)
+        except Exception as exc:  # noqa: BLE001 - any error is the failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reg.close()
+    assert errors == [] and len(Registry(tmp_path / DB_NAME).list(limit=None)) == 120
