@@ -220,3 +220,20 @@ def test_a_rank_own_exception_is_not_replaced_by_the_cluster_echo():
         job.feed("h0", 0, line)
     f = job.note_exit("h0", 0, 1)
     assert "node 1 lost from the cluster network" in f.cause and f.lines[-1].startswith("RuntimeError")
+
+
+def test_the_lost_node_wins_over_the_all_reduce_echo_that_arrived_first():
+    """Seen on the cluster (eth0 down): rank 0's failed all-reduce and msrun's report of its
+    death arrived before the scheduler's word; once that word is read the cause names the lost
+    node, not the echo (the end of a follow explains the first failure again)."""
+    job = JobLogs()
+    for line in ("Traceback (most recent call last):", '  File "x.py", line 1, in <module>',
+                 "RuntimeError: RunRingAllReduce failed.", "[INFO] after the traceback"):
+        job.feed("h0", 0, line)
+    first = job.note_exit("h0", 0, 143)
+    assert "all-reduce" in first.cause  # all that is known yet
+    job.feed("h0", None, "[ERROR] DISTRIBUTED(7,f,python):2026-01-01-00:00:00.000.000 [meta_server_node.cc:1] "
+                         "The node: 1 is timed out. It may exit with exception, please check this node's log.")
+    assert "node 1 lost from the cluster network" in job.verdict().cause  # what every report reads
+    job.finish()
+    assert "node 1 lost from the cluster network" in job.first_failure.cause, job.first_failure.cause

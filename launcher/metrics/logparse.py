@@ -638,16 +638,12 @@ class JobLogs:
                        cause=pick.cause or failure.cause, hint=pick.hint or failure.hint)
 
     def cluster_cause(self) -> Failure | None:
-        """A cluster-level cause anywhere (scheduler log, msrun's output): a node lost or missing."""
-        for st in self.states.values():
-            for f in st._evidence:
-                if f.kind in _CLUSTER_CAUSES:
-                    return f
-        for found in self.msrun.values():
-            for f in found:
-                if f.kind in _CLUSTER_CAUSES:
-                    return f
-        return None
+        """A cluster-level cause anywhere (scheduler log, msrun's output): a node lost or missing.
+        The root cause wins over its echo whatever stream was read first: a lost node (the
+        scheduler's word) before a rank's failed all-reduce (``_CLUSTER_CAUSES`` is in that order)."""
+        found = [f for st in self.states.values() for f in st._evidence if f.kind in _CLUSTER_CAUSES]
+        found += [f for fs in self.msrun.values() for f in fs if f.kind in _CLUSTER_CAUSES]
+        return min(found, key=lambda f: _CLUSTER_CAUSES.index(f.kind), default=None)
 
     def log_failure(self) -> Failure | None:
         """Without process facts (fetched files read locally): the first stream whose log
@@ -661,8 +657,12 @@ class JobLogs:
         return None
 
     def verdict(self) -> Failure | None:
-        """The failure to report: the process fact when there is one, else the logs' word."""
-        return self.first_failure or self.log_failure()
+        """The failure to report: the process fact when there is one (explained again with every
+        line read so far: the scheduler's word on a lost node may arrive after the rank's death),
+        else the logs' word."""
+        if self.first_failure is not None:
+            return self.explain(self.first_failure)
+        return self.log_failure()
 
     def best_traceback(self) -> Failure | None:
         """The traceback to show: of the failing rank if it has one, else the first one."""
