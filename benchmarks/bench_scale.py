@@ -16,10 +16,13 @@ difference is only the launcher's fan-out and connection handling.
 - ``status``: STATUS of that job on every host; pdsh runs STATUS;
 - ``cancel``: CANCEL on every host; pdsh runs CANCEL.
 
-alaunch runs as the CLI does (``control_persist`` 60 s, ``cli/connect.py``). *cold*: no ssh
+alaunch runs as the CLI does (``control_persist`` 60 s, ``cli/connect.py``; status and cancel
+are one round trip per host, so their runners are ``single_use``: they ride a master that is
+up, else connect plainly and open none; hosts check always connects fresh). *cold*: no ssh
 master is up when a step starts (the first command in a while: a handshake per host, as
 pdsh); *warm*: every host's master is up (a command within a minute of another, e.g.
-``status`` after ``submit``). The 2-core bound: every sshd, ssh client and host script
+``status`` after ``submit``; ``submit``'s own launch step is always warm: its preflight
+opened the masters). The 2-core bound: every sshd, ssh client and host script
 runs on this machine's 2 cores, so the busy CPU-seconds of each step (from /proc/stat,
 machine-wide, other users included) / 2 is a floor no tool can beat here; it is printed.
 "own CPU-s" counts this process, what it ran and reaped (ssh, pdsh), the hosts' sshds and all
@@ -89,7 +92,7 @@ class Alaunch:
         """Untimed: cold = no master up (as the first command after a while), warm = every
         host's master up (as a command right after another)."""
         if self.warm:
-            self._with_runners(lambda r: r.check(["true"]))
+            self._with_runners(lambda r: r.check(["true"]), single_use=False)
             return
         control = control_path(self.options)
         run_parallel(self.hosts, lambda h: subprocess.run(
@@ -108,8 +111,13 @@ class Alaunch:
                 pids.add(int(res.stderr.split("pid=", 1)[1].split(")", 1)[0]))
         return pids
 
-    def _with_runners(self, fn):
-        runners = [make_runner(h, self.options) for h in self.hosts]
+    def _with_runners(self, fn, options: ConnectOptions | None = None, single_use: bool = True):
+        """Runners as the tool makes them for one step: status and cancel are one round trip
+        per host (``single_use``: ride a master that is up, else connect plainly); hosts check
+        connects fresh (``control_persist=0``) and makes several."""
+        runners = [make_runner(h, options or self.options) for h in self.hosts]
+        if single_use:
+            runners = [r.single_use() for r in runners]
         try:
             return run_parallel(runners, fn).raise_on_failure()
         finally:
@@ -117,7 +125,8 @@ class Alaunch:
 
     def check(self):
         policy = CheckPolicy(python=PY, min_disk_gb=0)
-        rows = self._with_runners(lambda r: check_host(r, policy, 30))
+        rows = self._with_runners(lambda r: check_host(r, policy, 30), replace(self.options, control_persist=0),
+                                  single_use=False)
         bad = [row for row in rows.values() if not row.reachable]
         if bad:
             raise SystemExit(f"hosts check failed: {bad[0]}")

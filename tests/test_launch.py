@@ -160,3 +160,32 @@ def test_status_tells_a_reused_pid_from_the_supervisor(tmp_path):
     assert status(f"1 {me} 1 {start}\n")["supervisor_alive"] is True
     assert status(f"1 {me} 1 {int(start) + 12345}\n")["supervisor_alive"] is False  # same pid, not ours
     assert status(f"1 {me}\n")["supervisor_alive"] is True  # a pid file from before this change
+
+
+def test_status_of_a_running_node_reads_its_progress_in_the_same_round_trip(tmp_path):
+    """One STATUS answers the state and, while running, the step and loss from the worker log."""
+    node = _node(tmp_path, 0, [PY, "-c", "import time; time.sleep(30)"], job="prog")
+    log = Path(node.layout.root) / "msrun_log" / "worker_0.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("2025-01-01 10:00:00,000 - mindformers[mindformers/core/callback/callback.py:1]"
+                   " - INFO - { Epoch:[  1/  1], step:[    3/   20], loss: 1.500000, per_step_time: 100ms,"
+                   " lr: 1e-05, overflow cond: False, loss_scale: 1.0, global_norm: [1.0], train_throughput_per_npu: 1T\n")
+    (log.parent / "worker_x.log").write_text("not a rank\n")  # only worker_<digits>.log counts
+    calls = []
+
+    class Counting(LocalExec):
+        def exec(self, argv, *a, **k):
+            calls.append(argv)
+            return super().exec(argv, *a, **k)
+
+    la = LocalLauncher(Counting(node.host), "prog1", PY)
+    launch_all(_plan([node]), {0: la})
+    try:
+        calls.clear()
+        st = la.status(node.state_dir, 0, job_root=node.layout.root)
+        assert st.state == "running" and st.detail == "step 3/20, loss 1.5" and len(calls) == 1
+        assert la.status(node.state_dir, 0).detail == ""  # not asked: no log read
+    finally:
+        la.cancel(None, grace=1.0)
+    assert _wait(lambda: la.status(node.state_dir, 0, job_root=node.layout.root).state != "running")
+    assert la.status(node.state_dir, 0, job_root=node.layout.root).detail == ""  # ended: no progress

@@ -176,3 +176,36 @@ def test_shared_master_survives_close_and_serves_the_next_runner(ssh_cluster):
     assert b.exec(["hostname"]).stdout.strip() == b"host2"
     close_master(b.ssh, b.host, b.options, b._control)  # leave no master behind for other tests
     assert not [p for p in Path(a._control).parent.iterdir() if p.name.startswith(prefix)]
+
+
+def test_single_use_asks_ssh_for_no_master_of_its_own():
+    h = Host("h", 1)
+    assert _opt(ssh_options(h, ConnectOptions(), control="/s/%C", master=False), "ControlMaster") == ["no"]
+    assert _opt(ssh_options(h, ConnectOptions(), control="/s/%C", master=False), "ControlPath") == ["/s/%C"]
+    assert _opt(ssh_options(h, ConnectOptions(), control="/s/%C", master=False), "ControlPersist") == []
+
+
+@pytest.mark.cluster
+def test_single_use_rides_a_master_that_is_up_else_connects_plainly(ssh_cluster):
+    """The client's TCP port on the host ($SSH_CONNECTION) tells which connection a command used."""
+    from launcher.runners.openssh import close_master
+    port = ["sh", "-c", 'echo "$SSH_CONNECTION" | cut -d" " -f2']
+    a = runner(ssh_cluster, 1, control_persist=20)
+    try:
+        master_port = a.exec(port).stdout.strip()
+        b = runner(ssh_cluster, 1, control_persist=20).single_use()
+        assert b.exec(port).stdout.strip() == master_port  # rode the shared master
+    finally:
+        close_master(a.ssh, a.host, a.options, a._control)
+    c = runner(ssh_cluster, 1).single_use()  # a private socket path: no master is up for it
+    prefix = Path(c._control).name.split("%")[0]
+
+    def socks():
+        return [p for p in Path(c._control).parent.iterdir() if p.name.startswith(prefix)]
+    first = c.exec(port).stdout.strip()
+    assert not socks() and first != master_port  # a plain connection, no master left behind
+    second = c.exec(port).stdout.strip()  # used again: now it keeps a master
+    assert len(socks()) == 1 and second not in (first, master_port)
+    assert c.exec(port).stdout.strip() == second
+    c.close()
+    assert not socks()

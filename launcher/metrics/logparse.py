@@ -673,3 +673,19 @@ class JobLogs:
             if first is not None and tb.host == first.host and tb.rank == first.rank:
                 return tb
         return tracebacks[0] if tracebacks else None
+
+
+def tails_progress(host: str, tails: dict) -> str:
+    """{rank: last lines of its log} (the host's ``log_tails``) -> 'rank 0: step 12/234, loss
+    1.29; rank 1: ...' ('step' while training, 'example' while predicting; one rank: no prefix)."""
+    parts = []
+    for rank in sorted(tails, key=int):
+        state = LogState(host=host, rank=int(rank)).feed_lines(tails[rank])
+        progress = state.progress()
+        if progress is None:
+            continue
+        text = f"step {progress[0]}/{progress[1]}" if state.losses else f"example {progress[0]}/{progress[1]}"
+        if state.losses:
+            text += f", loss {state.losses[-1].loss:.4g}"
+        parts.append(f"rank {rank}: {text}" if len(tails) > 1 else text)
+    return "; ".join(parts)

@@ -642,18 +642,9 @@ class Follower:
 
 def node_progress(host: str, tail_json: str) -> str:
     """The TAIL script's output -> 'rank 0: epoch 1/5 step 12/234, loss 1.29' per rank (pure)."""
+    from launcher.metrics.logparse import tails_progress
     try:
         tails = wire.answer(tail_json) if tail_json else {}
     except ValueError:
         return ""
-    parts = []
-    for rank in sorted(tails, key=int):
-        state = LogState(host=host, rank=int(rank)).feed_lines(tails[rank])
-        progress = state.progress()
-        if progress is None:
-            continue
-        text = f"step {progress[0]}/{progress[1]}" if state.losses else f"example {progress[0]}/{progress[1]}"
-        if state.losses:
-            text += f", loss {state.losses[-1].loss:.4g}"
-        parts.append(f"rank {rank}: {text}" if len(tails) > 1 else text)
-    return "; ".join(parts)
+    return tails_progress(host, tails)

@@ -67,10 +67,18 @@ class Launcher(ABC):
                                  timeout=timeout, what=what)
         return wire.answer(result.stdout)
 
-    def status(self, plan_state_dir: str, node_rank: int) -> NodeStatus:
-        data = self._script({"op": "status", "state_dir": plan_state_dir, "job_id": self.job_id},
-                            30, "status")
+    def status(self, plan_state_dir: str, node_rank: int, job_root: str | None = None) -> NodeStatus:
+        """The node's state from its processes and the supervisor's record; with ``job_root``,
+        a running node's detail is its progress ('step 12/234, loss 1.29') read from its logs
+        in the same round trip (``log_tails`` on the host)."""
+        request = {"op": "status", "state_dir": plan_state_dir, "job_id": self.job_id}
+        if job_root:
+            request["tail"] = job_root
+        data = self._script(request, 30, "status")
         host, procs = self.node.host.name, len(data["processes"])
+        if data.get("tails"):
+            from launcher.metrics.logparse import tails_progress
+            return NodeStatus(node_rank, host, "running", None, procs, tails_progress(host, data["tails"]))
         if data["exit_code"] is not None:
             code = data["exit_code"]
             return NodeStatus(node_rank, host, "succeeded" if code == 0 else "failed", code, procs)

@@ -500,14 +500,11 @@ class JobService:
         hosts, pythons = self._nodes(record)
 
         def one(node: reg.NodeRecord) -> NodeStatus:
-            ex = self.exec_factory(hosts[node.host])
+            ex = self.exec_factory(hosts[node.host]).single_use()  # one round trip: no master of its own
             try:
                 python = pythons.get(node.host, "python3")
-                status = launcher_for(ex, record.id, python).status(JobLayout(node.job_dir).node_state(node.node_rank),
-                                                                       node.node_rank)
-                if status.state == reg.RUNNING and not status.detail:
-                    status = replace(status, detail=self.log_progress(node, ex, python))
-                return status
+                return launcher_for(ex, record.id, python).status(JobLayout(node.job_dir).node_state(node.node_rank),
+                                                                  node.node_rank, job_root=node.job_dir)
             except AlaunchError as exc:
                 return NodeStatus(node.node_rank, node.host, "unknown", None, 0, exc.message)
             finally:
@@ -588,7 +585,7 @@ class JobService:
         def one(node: reg.NodeRecord) -> str:
             if node.host not in hosts:
                 raise AlaunchError(f"{node.host} is not in the job's recorded hostfile")
-            ex = self.exec_factory(hosts[node.host])
+            ex = self.exec_factory(hosts[node.host]).single_use()
             try:
                 out = launcher_for(ex, record.id, pythons.get(node.host, "python3")).cancel(node.pid, grace)
             finally:
@@ -660,14 +657,6 @@ class JobService:
         if bad:
             raise AlaunchError(f"job {record.id} FAILED, but could not verify it stopped on {', '.join(bad)}")
         return self.registry.get(record.id)
-
-    def log_progress(self, node: reg.NodeRecord, ex: CommandRunner, python: str) -> str:
-        """'step 12/234, loss 1.29' read from the last lines of the node's logs ('' if none yet)."""
-        from launcher.ops.follow import node_progress, tail_argv
-        result = ex.exec(tail_argv(python, node.job_dir), timeout=30)
-        if not result.ok:
-            return ""
-        return node_progress(node.host, result.text())
 
 
 def _close(execs: Mapping[str, CommandRunner]) -> None:

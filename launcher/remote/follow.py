@@ -45,7 +45,7 @@ import re
 import sys
 import time
 
-from _prelude import answer, run
+from _prelude import answer, log_tails, run
 
 root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
 ranks = None  # the worker ranks this node runs (None: every log found), scheduler: node 0's
@@ -260,31 +260,7 @@ def follow_op(req):
 
 
 def tail_op(req):
-    root = req["root"]
-    picked = {}
-
-    def add(rank, path, prio):
-        if os.path.isfile(path) and (rank not in picked or picked[rank][1] > prio):
-            picked[rank] = (path, prio)
-    msrun_log = os.path.join(root, "msrun_log")
-    for name in (os.listdir(msrun_log) if os.path.isdir(msrun_log) else []):
-        m = re.match(r"^worker_(\d+)\.log$", name)
-        if m:
-            add(m.group(1), os.path.join(msrun_log, name), 0)
-    logs = os.path.join(root, "output", "log")
-    for d in (os.listdir(logs) if os.path.isdir(logs) else []):
-        m = re.match(r"^rank_(\d+)$", d)
-        if m:
-            add(m.group(1), os.path.join(logs, d, "info.log"), 1)
-    result = {}
-    for rank, (path, _) in picked.items():
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 65536))
-            lines = fh.read().decode("utf-8", "replace").splitlines()
-        result[rank] = lines[1:] if size > 65536 else lines
-    answer(result)
+    answer(log_tails(req["root"]))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from _prelude import answer, run
+from _prelude import answer, log_tails, run
 
 MARKER = "ALAUNCH_JOB_ID"
 
@@ -129,8 +129,11 @@ def status(req):
             sup_alive = stat[0] not in ("Z", "X") and (len(fields) < 4 or stat[19] == fields[3])
         except (OSError, IndexError):
             pass
-    answer({"pid": pid, "exit_code": None if code is None else int(code),
-                 "supervisor_alive": sup_alive, "processes": job_pids(req["job_id"])})
+    out = {"pid": pid, "exit_code": None if code is None else int(code),
+           "supervisor_alive": sup_alive, "processes": job_pids(req["job_id"])}
+    if req.get("tail") and code is None and (sup_alive or out["processes"]):
+        out["tails"] = log_tails(req["tail"])  # a running node's progress, in the same round trip
+    answer(out)
 
 
 def cancel(req):

@@ -9,16 +9,17 @@ stdin chunks, stdout returned or written to a file), and built on it ``check``,
 ``get``, ``put_tar``, ``ping``. Which SSH does what (decided by measurement on the test
 cluster, 2 shared cores):
 
-- ``exec`` — staging's stream, launch's and fetch's host scripts, bulk bytes — goes through
-  the OpenSSH client (:class:`OpenSSHRunner`): C, AES-NI, one process per host. 256 MiB
-  upload: ~260 MiB/s vs paramiko's 50–100 MB/s, and 8 hosts no longer serialize on our GIL.
+- ``exec``, ``run`` and ``ping`` — staging's stream, launch's, status's and fetch's host
+  scripts, hosts check, bulk bytes — go through the OpenSSH client (:class:`OpenSSHRunner`):
+  C, AES-NI, one process per host, so no Python thread does crypto per host. 256 MiB
+  upload: ~260 MiB/s vs paramiko's 50–100 MB/s, and 64 hosts no longer serialize on our GIL.
   Handshake 0.15 s with curve25519 first (0.26 s with OpenSSH's post-quantum default); a
-  ControlMaster makes each further command ~15 ms.
-- ``run``/``stream``/``ping`` (hosts check, follow, status) stay on paramiko through fabric
-  (:class:`SSHRunner`): a round trip on an open connection is ~2 ms and ``stream`` needs
-  fine control of the channel. :class:`OpenSSHRunner` subclasses it, so every SSH runner has
-  both; the paramiko connection opens only if those are used. Without an ``ssh`` binary,
-  :class:`SSHRunner` does ``exec`` over one paramiko channel (slower, same protocol).
+  ControlMaster makes each further command ~15 ms. A one-round-trip command (``status``,
+  ``cancel``: :meth:`CommandRunner.single_use`) opens no master: it rides on one that is up
+  or connects plainly, as pdsh (benchmarks/bench_scale.py).
+- ``stream`` (the follower) runs the OpenSSH client per node too; paramiko
+  (:class:`SSHRunner`, through fabric) remains the path where there is no ``ssh`` binary:
+  :class:`OpenSSHRunner` subclasses it, and its paramiko connection opens only if used.
 
 Both paths enforce the same host-key policy (unknown refused unless
 ``--accept-new-host-keys``; a changed key always refused), tested through each.

@@ -161,6 +161,12 @@ class CommandRunner(ABC):
             raise RemoteError(self.name, f"{what} failed: {result.error_line()}")
         return result
 
+    def single_use(self) -> "CommandRunner":
+        """Say this runner makes ONE round trip (``status``, ``cancel``): an SSH runner then
+        opens no master connection of its own — it rides on one that is up, else connects
+        plainly, as pdsh does. Returns the runner. Nothing to do where there is no connection."""
+        return self
+
     def warm(self) -> None:
         """Start connecting in the background (so the handshake overlaps local work); the next
         exec waits for it. Nothing to do where there is no connection."""
@@ -229,6 +235,23 @@ def widen_pipe(f) -> None:
         return
 
 
+SMALL_REQUEST = 1 << 20
+
+
+def _run_small(argv, data: bytes, timeout: float | None) -> tuple[int | None, bytes, bytes]:
+    """A request in memory and the answer returned: ``communicate`` moves both through one
+    ``selectors`` loop in this thread — no reader threads, two fewer thread starts per host
+    and command (at 64 hosts, 128 threads less per fan-out)."""
+    proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None, b"", b""
+    return proc.returncode, out, err
+
+
 def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tuple[int | None, bytes, bytes]:
     """Run ``argv`` with ``stdin`` chunks streamed in, through 1 MiB pipes; stdout goes to
     ``stdout`` (a binary file object, written as it arrives) or is returned.
@@ -237,6 +260,8 @@ def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tupl
     process was killed). One implementation for every subprocess that moves bytes (the
     local node, the ssh client, the local fetch), so draining and stdin errors are alike.
     """
+    if stdout is None and isinstance(stdin, (list, tuple)) and sum(map(len, stdin)) <= SMALL_REQUEST:
+        return _run_small(argv, b"".join(stdin), timeout)
     proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     widen_pipe(proc.stdout)
     widen_pipe(proc.stdin)

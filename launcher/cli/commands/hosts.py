@@ -89,10 +89,10 @@ def register(app: typer.Typer) -> None:
                 connect_timeout=timeout, known_hosts=known_hosts, accept_new_host_keys=accept_new,
                 ssh_config=ssh_config)), as_json)
         hosts = _load_hosts(hostfile, local, include, exclude)
-        from launcher.cli.connect import control_persist
+        # control_persist=0: a check proves a NEW connection works, so it never rides on a
+        # master kept from an earlier command (through one, a host whose sshd died reads "yes")
         options = ConnectOptions(connect_timeout=timeout, known_hosts=known_hosts,
-                                 accept_new_host_keys=accept_new, ssh_config=ssh_config,
-                                 control_persist=control_persist())
+                                 accept_new_host_keys=accept_new, ssh_config=ssh_config, control_persist=0)
         policy = CheckPolicy(require_npus=require_npus, min_disk_gb=min_disk_gb, python=python)
 
         def one(host):
