@@ -209,3 +209,19 @@ def test_single_use_rides_a_master_that_is_up_else_connects_plainly(ssh_cluster)
     assert c.exec(port).stdout.strip() == second
     c.close()
     assert not socks()
+
+
+@pytest.mark.cluster
+def test_connect_opens_the_master_without_running_anything(ssh_cluster, tmp_path):
+    r = runner(ssh_cluster, 1)
+    prefix = Path(r._control).name.split("%")[0]
+
+    def socks():
+        return [p for p in Path(r._control).parent.iterdir() if p.name.startswith(prefix)]
+    r.connect()
+    assert len(socks()) == 1
+    assert r.exec(["hostname"]).stdout.strip() == b"host1"
+    r.close()
+    assert not socks()
+    with pytest.raises(HostKeyError):
+        runner(ssh_cluster, 1, known_hosts=tmp_path / "empty_known_hosts").connect()

@@ -150,8 +150,8 @@ def check_host(runner: CommandRunner, policy: CheckPolicy, timeout: float) -> Ch
     host = runner.host
     python = policy.python or (sys.executable if host.is_local else "python3")
     try:
-        runner.ping()  # connects (over ssh: opens the host's master connection)
-        rtt_ms = round(runner.ping() * 1000, 2)  # one more round trip on the open connection
+        runner.connect()  # over ssh: the host's master connection, nothing run on the host yet
+        rtt_ms = round(runner.ping() * 1000, 2)  # one round trip on the open connection
         res = runner.run(probe_argv(host.remote_workdir, python), timeout=timeout * 3,
                          check=False)
     except RemoteError as exc:

@@ -161,6 +161,10 @@ class CommandRunner(ABC):
             raise RemoteError(self.name, f"{what} failed: {result.error_line()}")
         return result
 
+    def connect(self) -> None:
+        """Connect now (``ping`` connects too, and times a round trip)."""
+        self.ping()
+
     def single_use(self) -> "CommandRunner":
         """Say this runner makes ONE round trip (``status``, ``cancel``): an SSH runner then
         opens no master connection of its own — it rides on one that is up, else connects

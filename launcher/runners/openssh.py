@@ -196,8 +196,29 @@ class OpenSSHRunner(SSHRunner):
         waits for it. A failure here is not reported: that exec reconnects and reports it."""
         if self._warming is None:
             self._open_master = True
-            self._warming = subprocess.Popen(self.argv(["true"]), stdin=subprocess.DEVNULL,
+            self._warming = subprocess.Popen(self._connect_argv(), stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _connect_argv(self) -> list[str]:
+        """``ssh -N -f``: authenticate, leave the master in the background, run nothing on the
+        host (no session, no remote process: ``ssh true`` would start a shell there)."""
+        return [self.ssh, *ssh_options(self.host, self.options, control=self._control), "-N", "-f",
+                "--", self.host.name]
+
+    def connect(self) -> None:
+        """Open this host's master connection now (or find it up); ConnectError / HostKeyError
+        as ``exec`` raises them."""
+        self._wait_warm()
+        self._open_master = True
+        try:
+            res = subprocess.run(self._connect_argv(), stdin=subprocess.DEVNULL, capture_output=True,
+                                 timeout=self.options.connect_timeout + 30)
+        except subprocess.TimeoutExpired:
+            raise CommandTimeout(self.name, "connecting timed out") from None
+        if res.returncode != 0:
+            text = res.stderr.decode(errors="replace")
+            raise classify(self.name, text, self.options.known_hosts) or ConnectError(
+                self.name, f"ssh failed (exit {res.returncode})", (text.strip().splitlines() or [""])[-1])
 
     def _wait_warm(self) -> None:
         proc, self._warming = self._warming, None
