@@ -95,6 +95,33 @@ def test_registry_keeps_pipeline_runs_and_finds_reusable_steps(tmp_path):
             r.set_step(run.id, "train", state="exploded")
 
 
+def test_a_run_whose_alaunch_run_process_died_reads_interrupted_not_running(tmp_path):
+    import subprocess
+    import sys
+    from launcher.ops import proc
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # plays `alaunch run`
+    with Registry(tmp_path / "r.sqlite3") as r:
+        mine = r.create_pipeline("alive", "a.yaml", [("train", "job")], runner=proc.me())
+        r.set_step(mine.id, "train", state="running")
+        assert r.pipeline(mine.id).state == "running" and r.pipeline(mine.id).runner["pid"] == proc.me()["pid"]
+        gone = r.create_pipeline("gone", "g.yaml", [("prep", "data"), ("train", "job"), ("eval", "job")],
+                                 runner={**proc.me(), "pid": dead.pid, "start": proc.process_start(dead.pid)})
+        r.set_step(gone.id, "prep", state="succeeded", identity="i1", outputs={})
+        r.set_step(gone.id, "train", state="running")
+        assert r.pipeline("gone").state == "running"
+        dead.kill()
+        dead.wait()
+        got = r.pipeline("gone")
+        assert got.state == "failed" and "interrupted" in got.reason and str(dead.pid) in got.reason
+        assert [(s.step, s.state) for s in got.steps] == [("prep", "succeeded"), ("train", "failed"), ("eval", "pending")]
+        assert "run it again to resume" in got.steps[1].reason
+        assert [s.step for s in r.reusable_steps("gone", "prep", "i1")] == ["prep"]  # the resume reuses it
+        other = r.create_pipeline("elsewhere", "e.yaml", [("train", "job")],
+                                  runner={**proc.me(), "pid": dead.pid, "host": "another-laptop"})
+        assert r.pipeline(other.id).state == "running"  # a process on another machine is not judged here
+        assert r.pipeline(r.create_pipeline("old", "o.yaml", [("t", "job")]).id).state == "running"  # no runner
+
+
 @pytest.mark.parametrize("codes, lines, transient, cause", [
     ([-9], [], True, "signal 9"),
     ([1], ["worker process 41 (rank 1) was killed by signal 9 (SIGKILL), as msrun reported"], True, "signal"),

@@ -42,6 +42,7 @@ from launcher.core.layout import slug
 from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError
 from launcher.metrics.retry import Verdict, classify
+from launcher.ops import proc
 from launcher.ops import registry as reg
 from launcher.ops.service import JobService, SubmitOptions, prepare, used_hosts
 
@@ -400,7 +401,7 @@ class PipelineRunner:
         self.pipeline = pipeline
         order = pipeline.order()
         record = self.registry.create_pipeline(pipeline.name, pipeline.source,
-                                               [(s.name, s.kind, list(s.needs)) for s in order])
+                                               [(s.name, s.kind, list(s.needs)) for s in order], runner=proc.me())
         self.say(f"pipeline {pipeline.name}: run {record.id}, {len(order)} steps")
         force = bool(from_step or only)
         failed: set[str] = set()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from launcher.core.layout import new_job_id
+from launcher.ops import proc
 from launcher.errors import AlaunchError, InputError
 
 DB_NAME = "registry.sqlite3"
@@ -194,6 +195,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE pipeline_steps ADD COLUMN needs TEXT;
     """,
+    # 6: who runs a pipeline (the `alaunch run` process: pid, start time, machine, JSON), so a
+    # run whose process died reads FAILED ("interrupted") instead of running forever.
+    """
+    ALTER TABLE pipelines ADD COLUMN runner TEXT;
+    """,
 )
 
 # Pipeline step states: waiting to run, running, done, reused from an earlier run (identity
@@ -277,6 +283,7 @@ class PipelineRecord:
     ended_at: str | None = None
     reason: str | None = None
     steps: tuple[StepRecord, ...] = ()
+    runner: dict = field(default_factory=dict)  # the `alaunch run` process (ops.proc.me), {} before migration 6
 
 
 @dataclass(frozen=True)
@@ -543,16 +550,18 @@ class Registry:
 
     # ------------------------------------------------------------------ pipelines
 
-    def create_pipeline(self, name: str, source: str, steps: Sequence[tuple]) -> PipelineRecord:
+    def create_pipeline(self, name: str, source: str, steps: Sequence[tuple],
+                        runner: Mapping[str, Any] | None = None) -> PipelineRecord:
         """A new pipeline run with its steps ``(name, kind)`` or ``(name, kind, needs)`` in order,
-        all pending."""
+        all pending; ``runner``: the process that runs it (``ops.proc.me()``)."""
         created = now_iso()
         for _ in range(8):
             pid = new_job_id(name)
             try:
                 with self._write() as c:
-                    c.execute("INSERT INTO pipelines (id, name, source, state, created_at) VALUES (?,?,?,?,?)",
-                              (pid, name, source, RUNNING, created))
+                    c.execute("INSERT INTO pipelines (id, name, source, state, created_at, runner) "
+                              "VALUES (?,?,?,?,?,?)", (pid, name, source, RUNNING, created,
+                                                       json.dumps(dict(runner)) if runner else None))
                     for position, (step, kind, *rest) in enumerate(steps):
                         needs = json.dumps(list(rest[0])) if rest and rest[0] is not None else None
                         c.execute("INSERT INTO pipeline_steps (pipeline_id, step, position, kind, state, needs) "
@@ -593,8 +602,27 @@ class Registry:
             "SELECT * FROM pipelines WHERE name = ? ORDER BY created_at DESC, id DESC LIMIT 1", (ref,)).fetchone()
         if row is None:
             raise InputError(f"no pipeline run {ref!r} (not a run id or a pipeline name); see `alaunch jobs`")
-        steps = c.execute("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", (row["id"],))
-        return PipelineRecord(**dict(row), steps=tuple(_step(s) for s in steps))
+        fields = dict(row)
+        runner = json.loads(fields.pop("runner") or "{}")
+        if fields["state"] == RUNNING and proc.gone(runner) and self._interrupt(fields["id"], runner):
+            return self.pipeline(fields["id"])
+        steps = c.execute("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", (fields["id"],))
+        return PipelineRecord(**fields, steps=tuple(_step(s) for s in steps), runner=runner)
+
+    def _interrupt(self, pipeline_id: str, runner: Mapping[str, Any]) -> bool:
+        """A running pipeline whose ``alaunch run`` process is gone (killed, laptop closed) ends
+        FAILED, and so do its running steps (their jobs, detached on the hosts, keep their own
+        state in the jobs list); ``alaunch run`` again resumes, reusing the finished steps.
+        Conditional on still RUNNING, so two readers write it once. Returns whether it wrote."""
+        why = (f"interrupted: the `alaunch run` process (pid {runner.get('pid')} on this machine) is gone; "
+               "run it again to resume (finished steps are reused)")
+        with self._write() as c:
+            done = c.execute("UPDATE pipelines SET state = ?, reason = ?, ended_at = ? WHERE id = ? AND state = ?",
+                             (FAILED, why, now_iso(), pipeline_id, RUNNING)).rowcount
+            if done:
+                c.execute("UPDATE pipeline_steps SET state = 'failed', reason = ?, ended_at = ? "
+                          "WHERE pipeline_id = ? AND state = 'running'", (why, now_iso(), pipeline_id))
+        return bool(done)
 
     def pipelines(self, limit: int = 5) -> list[PipelineRecord]:
         ids = [r[0] for r in self._conn.execute(
