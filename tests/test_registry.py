@@ -371,3 +371,68 @@ def test_one_registry_object_serves_many_threads(tmp_path):
         t.join()
     reg.close()
     assert errors == [] and len(Registry(tmp_path / DB_NAME).list(limit=None)) == 120
+
+
+# --------------------------------------------------------------------------- set_state_unless_ended
+
+@pytest.mark.parametrize("end", ["cancelled", "failed", "succeeded"])
+def test_unless_ended_writes_nothing_over_an_end(reg, end):
+    job = _job(reg)
+    reg.set_state(job.id, "staging")
+    reg.set_state(job.id, "running")
+    reg.set_state(job.id, end, reason="first word")
+    before, events = reg.get(job.id), reg.events(job.id)
+    for state in ("running", "failed", "succeeded", "cancelled"):
+        assert reg.set_state_unless_ended(job.id, state, "late word") is False
+    assert reg.get(job.id) == before  # state, reason and ended_at as the first end wrote them
+    assert reg.events(job.id) == events
+
+
+def test_unless_ended_moves_a_live_job(reg):
+    job = _job(reg)
+    assert reg.set_state_unless_ended(job.id, "staging") is True
+    assert reg.set_state_unless_ended(job.id, "running") is True
+    assert reg.set_state_unless_ended(job.id, "failed", "rank 1 died") is True
+    after = reg.get(job.id)
+    assert (after.state, after.reason) == ("failed", "rank 1 died") and after.ended_at
+    assert [e.message for e in reg.events(job.id) if e.kind == "state"][-1] == "running -> failed: rank 1 died"
+
+
+def test_unless_ended_still_refuses_a_wrong_move_and_bad_input(reg):
+    job = _job(reg)
+    reg.set_state(job.id, "staging")
+    with pytest.raises(IllegalTransition, match="cannot go from staging to succeeded"):
+        reg.set_state_unless_ended(job.id, "succeeded")  # a bug, not a race: say so
+    with pytest.raises(InputError, match="unknown job state 'done'"):
+        reg.set_state_unless_ended(job.id, "done")
+    with pytest.raises(InputError, match="no job with id 'nope'"):
+        reg.set_state_unless_ended("nope", "failed")
+    assert reg.get(job.id).state == "staging"
+
+
+def test_unless_ended_check_and_write_are_one_transaction(reg):
+    """A cancel from another process cannot land between the look at the state and the write:
+    it waits for the write lock (here: gives up after 100 ms), then finds the job ended."""
+    job = _job(reg)
+    reg.set_state(job.id, "running")
+    other = Registry(reg.path)
+    other._conn.execute("PRAGMA busy_timeout = 100")
+    seen: list[str] = []
+
+    def cancel_in_between(sql: str) -> None:
+        if sql.lstrip().upper().startswith("SELECT") and not seen:
+            try:  # the state is being read, the new one not yet written
+                other.set_state(job.id, "cancelled", "user")
+                seen.append("cancel written")
+            except sqlite3.OperationalError as exc:
+                seen.append(str(exc))
+
+    reg._conn.set_trace_callback(cancel_in_between)
+    try:
+        assert reg.set_state_unless_ended(job.id, "failed", "rank 0 died") is True
+    finally:
+        reg._conn.set_trace_callback(None)
+    assert seen == ["database is locked"]
+    assert other.set_state_unless_ended(job.id, "cancelled", "user") is False  # the end stands
+    assert (reg.get(job.id).state, reg.get(job.id).reason) == ("failed", "rank 0 died")
+    other.close()

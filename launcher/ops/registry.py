@@ -434,25 +434,51 @@ class Registry:
         if state not in JOB_STATES:
             raise InputError(f"unknown job state {state!r}; valid: {', '.join(JOB_STATES)}")
         with self._write() as c:
-            row = c.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise InputError(f"no job with id {job_id!r}")
-            old = row["state"]
-            if old == state and reason is None:
-                return self._load(job_id)
-            if old != state and state not in TRANSITIONS[old] and not force:
-                allowed = ", ".join(sorted(TRANSITIONS[old])) or "none (terminal)"
-                raise IllegalTransition(f"job {job_id}: cannot go from {old} to {state}; "
-                                        f"allowed from {old}: {allowed}")
-            ts = now_iso()
-            c.execute(
-                "UPDATE jobs SET state = ?, reason = COALESCE(?, reason), "
-                "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
-                "ended_at = CASE WHEN ? IN ('succeeded','failed','cancelled') THEN ? "
-                "ELSE (CASE WHEN ? THEN NULL ELSE ended_at END) END WHERE id = ?",
-                (state, reason, state, ts, state, ts, state not in TERMINAL, job_id))
-            self._event(c, job_id, "state", f"{old} -> {state}" + (f": {reason}" if reason else ""))
+            self._move(c, job_id, self._state_of(c, job_id), state, reason, force)
         return self.get(job_id)
+
+    def set_state_unless_ended(self, job_id: str, state: str, reason: str | None = None) -> bool:
+        """Move the job to ``state`` unless it has already ended; return whether it was written.
+
+        Why: ``cancel`` records CANCELLED *before* it stops the processes, while a ``submit``
+        may be about to record FAILED or RUNNING and a ``status`` SUCCEEDED/FAILED for the same
+        job. The first end recorded wins (a concurrent cancel's CANCELLED is never overwritten):
+        the check and the write are one ``BEGIN IMMEDIATE`` transaction, so no other process can
+        end the job between them. A refused move out of a live state still raises
+        :class:`IllegalTransition` (that is a bug, not a race)."""
+        if state not in JOB_STATES:
+            raise InputError(f"unknown job state {state!r}; valid: {', '.join(JOB_STATES)}")
+        with self._write() as c:
+            old = self._state_of(c, job_id)
+            if old in TERMINAL:
+                return False
+            self._move(c, job_id, old, state, reason, False)
+        return True
+
+    @staticmethod
+    def _state_of(c: sqlite3.Connection, job_id: str) -> str:
+        row = c.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise InputError(f"no job with id {job_id!r}")
+        return row["state"]
+
+    def _move(self, c: sqlite3.Connection, job_id: str, old: str, state: str, reason: str | None,
+              force: bool) -> None:
+        """Inside a write transaction: check the lifecycle and write the new state and its event."""
+        if old == state and reason is None:
+            return
+        if old != state and state not in TRANSITIONS[old] and not force:
+            allowed = ", ".join(sorted(TRANSITIONS[old])) or "none (terminal)"
+            raise IllegalTransition(f"job {job_id}: cannot go from {old} to {state}; "
+                                    f"allowed from {old}: {allowed}")
+        ts = now_iso()
+        c.execute(
+            "UPDATE jobs SET state = ?, reason = COALESCE(?, reason), "
+            "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
+            "ended_at = CASE WHEN ? IN ('succeeded','failed','cancelled') THEN ? "
+            "ELSE (CASE WHEN ? THEN NULL ELSE ended_at END) END WHERE id = ?",
+            (state, reason, state, ts, state, ts, state not in TERMINAL, job_id))
+        self._event(c, job_id, "state", f"{old} -> {state}" + (f": {reason}" if reason else ""))
 
     def set_node(self, job_id: str, node_rank: int, **fields: Any) -> NodeRecord:
         """Create or update one node's row (host, job_dir, pid, pgid, state, exit_code, times)."""

@@ -15,9 +15,9 @@ collective, holding NPUs):
 * A cancel during staging wins: the state becomes CANCELLED at once; ``submit`` checks it before
   launching (nothing starts) and after (what started is stopped).
 * Once cancel is asked no other end state can be recorded: CANCELLED is written *before* the
-  processes are stopped, and the registry refuses to leave a terminal state, so a refresh racing
-  with the cancel finds it terminal (``IllegalTransition``, caught) instead of writing
-  SUCCEEDED/FAILED over it.
+  processes are stopped, and every other end is written with
+  ``Registry.set_state_unless_ended`` (check and write in one transaction), so a refresh racing
+  with the cancel finds it ended and writes nothing over it.
 """
 
 from __future__ import annotations
@@ -251,21 +251,15 @@ class JobService:
             except JobCancelled:
                 raise
             except AlaunchError as exc:
-                try:
-                    self.registry.set_state(job.job_id, reg.FAILED, exc.message)
-                except reg.IllegalTransition:
-                    pass  # cancelled meanwhile: the cancel's word stands
+                self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
                 raise
         finally:
             _close(runners)
         for rank, s in started.items():
             self.registry.set_node(job.job_id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING,
                                    started_at=reg.now_iso())
-        try:
-            if self.registry.get(job.job_id).state != reg.CANCELLED:
-                return self.registry.set_state(job.job_id, reg.RUNNING)
-        except reg.IllegalTransition:
-            pass  # the cancel recorded CANCELLED between the check and the write
+        if self.registry.set_state_unless_ended(job.job_id, reg.RUNNING):
+            return self.registry.get(job.job_id)
         # cancelled while the nodes were starting: stop what started (the cancel may have looked
         # before the processes existed)
         outcome = self._stop_nodes(self.registry.get(job.job_id), 3.0, reg.CANCELLED)
@@ -519,28 +513,26 @@ class JobService:
             self.registry.set_node(record.id, s.node_rank, **fields)
         states = {s.state for s in statuses}
         failed = [s for s in statuses if s.state == reg.FAILED]
-        try:
-            if failed:
-                why = "; ".join(f"node {s.node_rank} ({s.host}) exited with code {s.exit_code}"
-                                + (f": {s.detail}" if s.detail else "") for s in failed)
-                survivors = [s for s in statuses if s.state in ("running", "unknown")]
-                if survivors:
-                    # gang rule: the others hang in a collective; status noticed, status stops them
-                    try:
-                        self.fail(record.id, why)
-                    except reg.IllegalTransition:
-                        raise
-                    except AlaunchError as exc:
-                        self.registry.add_event(record.id, "gang-stop", f"incomplete: {exc.message}")
+        # a cancel (or another refresh) may record the end first: its word stands
+        if failed:
+            why = "; ".join(f"node {s.node_rank} ({s.host}) exited with code {s.exit_code}"
+                            + (f": {s.detail}" if s.detail else "") for s in failed)
+            survivors = [s for s in statuses if s.state in ("running", "unknown")]
+            if survivors:
+                # gang rule: the others hang in a collective; status noticed, status stops them
+                try:
+                    stopped = self.fail(record.id, why).state == reg.FAILED  # else a cancel came first
+                except AlaunchError as exc:
+                    stopped = True
+                    self.registry.add_event(record.id, "gang-stop", f"incomplete: {exc.message}")
+                if stopped:
                     statuses = [replace(s, detail=(s.detail + "; " if s.detail else "") + "stopped (gang rule)")
                                 if s in survivors and not s.detail.startswith("unreachable") else s
                                 for s in statuses]
-                else:
-                    self.registry.set_state(record.id, reg.FAILED, why)
-            elif states == {reg.SUCCEEDED}:
-                self.registry.set_state(record.id, reg.SUCCEEDED)
-        except reg.IllegalTransition:
-            pass  # a cancel (or another refresh) recorded the end first: its word stands
+            else:
+                self.registry.set_state_unless_ended(record.id, reg.FAILED, why)
+        elif states == {reg.SUCCEEDED}:
+            self.registry.set_state_unless_ended(record.id, reg.SUCCEEDED)
         return self.registry.get(record.id), statuses
 
     def _note_reachability(self, record: reg.JobRecord, statuses: list[NodeStatus]) -> list[NodeStatus]:
@@ -645,12 +637,13 @@ class JobService:
         """Gang semantics: one rank failed, so record the job FAILED first (a follower killed
         half way still leaves the right state) and stop every node's processes. A job already
         FAILED is stopped again (idempotent: whoever notices stops); a CANCELLED or SUCCEEDED
-        one is left to its own end."""
+        one is left to its own end (also when it ends between the look and the write)."""
         record = self.registry.get(ref)
         if record.terminal and record.state != reg.FAILED:
             return record
-        if record.state != reg.FAILED:
-            record = self.registry.set_state(record.id, reg.FAILED, reason)
+        if record.state != reg.FAILED and not self.registry.set_state_unless_ended(record.id, reg.FAILED, reason):
+            return self.registry.get(record.id)
+        record = self.registry.get(record.id)
         outcome = self._stop_nodes(record, grace, reg.FAILED)
         self.registry.add_event(record.id, "gang-stop", "; ".join(f"{h}: {m}" for h, m in outcome.items()))
         bad = [h for h, m in outcome.items() if m.startswith("not verified")]

@@ -1,0 +1,32 @@
+"""JobService against a cancel landing at the worst moment (real sqlite, a second connection
+standing for the ``alaunch cancel`` process)."""
+
+from __future__ import annotations
+
+from launcher.ops import registry as reg
+from launcher.ops.service import JobService
+
+
+def test_fail_leaves_a_cancel_that_lands_between_its_look_and_its_write(tmp_path):
+    registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
+    job = registry.create_job("race", "finetune", nodes=[("h0", "/w/h0"), ("h1", "/w/h1")])
+    registry.set_state(job.id, reg.RUNNING)
+    other = reg.Registry(registry.path)  # the cancel's process
+    armed = []
+
+    def cancel_before_the_write(sql: str) -> None:
+        if sql.startswith("BEGIN IMMEDIATE") and not armed:  # fail() looked: RUNNING
+            armed.append(sql)
+            other.set_state(job.id, reg.CANCELLED, "cancelled by the user")
+
+    registry._conn.set_trace_callback(cancel_before_the_write)
+    after = JobService(registry, tmp_path / "state").fail(job.id, "rank 0 on h0 failed")
+    registry._conn.set_trace_callback(None)
+    assert armed, "the cancel never ran"
+    assert (after.state, after.reason) == (reg.CANCELLED, "cancelled by the user")  # its word stands
+    kinds = [e.kind for e in registry.events(job.id)]
+    assert "gang-stop" not in kinds  # the cancel stops the nodes, not the gang rule
+    assert [e.message for e in registry.events(job.id) if e.kind == "state"][-1] == \
+        "running -> cancelled: cancelled by the user"
+    other.close()
+    registry.close()
