@@ -251,6 +251,46 @@ def test_probe_reports_this_host(tmp_path):
     assert facts["disk"]["path"] == str(tmp_path) and facts["disk"]["workdir_exists"] is False
 
 
+def _prelude_ns() -> dict:
+    ns: dict = {}
+    exec(wire.source("_prelude"), ns)  # noqa: S102 - our own fixed script text
+    return ns
+
+
+def test_ascend_versions_from_the_install_files(tmp_path, monkeypatch):
+    read = _prelude_ns()["ascend_versions"]
+    home, driver = tmp_path / "toolkit", tmp_path / "driver" / "version.info"
+    monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(home))
+    assert read(str(driver)) == {"cann": None, "driver": None}  # a CPU host: nothing installed
+    home.mkdir()
+    (home / "version.info").write_text("Version=7.0.0\n")
+    assert read(str(driver)) == {"cann": "7.0.0", "driver": None}  # the toolkit root's file, last resort
+    for sub, text in (("aarch64-linux", "package_name=Ascend-cann-toolkit\nversion=8.0.RC3\n"),
+                      ("x86_64-linux", "version=9.9\n"), ("a-empty", "version=\n")):
+        (home / sub).mkdir()
+        (home / sub / "ascend_toolkit_install.info").write_text(text)
+    driver.parent.mkdir()
+    driver.write_text('Version="24.1.rc2"\n')
+    assert read(str(driver)) == {"cann": "8.0.RC3", "driver": "24.1.rc2"}  # first by name with a value
+
+
+def test_hosts_check_and_preflight_read_the_same_versions(tmp_path, monkeypatch):
+    """probe.py (``hosts check``) and stage.py (the preflight's skew check) share one reader:
+    a toolkit with only a root ``version.info`` is the same CANN to both."""
+    home = tmp_path / "toolkit"
+    home.mkdir()
+    (home / "version.info").write_text("version=8.1.RC1\n")
+    monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(home))
+    res = subprocess.run([PY, str(REMOTE / "probe.py"), wire.request_arg({"op": "probe", "workdir": str(tmp_path)})],
+                         capture_output=True, timeout=120)
+    assert res.returncode == 0, res.stderr.decode()
+    probe = wire.answer(res.stdout)
+    inv = answer("stage", {"op": "inventory", "base": str(tmp_path / "b"), "objects": [], "versions": True})
+    assert probe["cann"] == inv["versions"]["cann"] == "8.1.RC1"
+    assert probe["driver"] == inv["versions"]["driver"]
+    assert wire.program("probe", "probe").count("def ascend_versions(") == 1  # shipped once, with the prelude
+
+
 # ---------------------------------------------------------------- what ships, lint, layering
 def test_program_is_prelude_plus_what_the_op_needs_and_runs_like_the_file(tmp_path):
     text = wire.program("stage", "inventory")

@@ -124,6 +124,34 @@ def log_tails(root, keep=65536):
     return result
 
 
+def install_field(path, key):
+    """The value of ``key`` (case-insensitive, quotes stripped) in a ``key=value`` install
+    file such as CANN's ``ascend_toolkit_install.info``; None when absent or unreadable."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                k, _, v = line.strip().partition("=")
+                if k.strip().lower() == key:
+                    return v.strip().strip('"') or None
+    except OSError:
+        return None
+    return None
+
+
+def ascend_versions(driver="/usr/local/Ascend/driver/version.info"):
+    """``{"cann", "driver"}`` read from their install files, None where absent: the toolkit's
+    ``<sub>/ascend_toolkit_install.info`` (the first subdirectory by name that has one), else
+    ``version.info`` at the toolkit root, under ``$ASCEND_TOOLKIT_HOME`` (default
+    ``/usr/local/Ascend/ascend-toolkit/latest``). Shared by ``hosts check`` (probe.py) and the
+    preflight's skew check (stage.py ``versions``), so both read the same answer."""
+    home = os.environ.get("ASCEND_TOOLKIT_HOME") or "/usr/local/Ascend/ascend-toolkit/latest"
+    cann = None
+    for sub in sorted(os.listdir(home)) if os.path.isdir(home) else ():
+        cann = cann or install_field(os.path.join(home, sub, "ascend_toolkit_install.info"), "version")
+    cann = cann or install_field(os.path.join(home, "version.info"), "version")
+    return {"cann": cann, "driver": install_field(driver, "version")}
+
+
 def dumps(o):
     """JSON text of ``o`` (None, bool, int, str, dict, list/tuple/set), ASCII only."""
     if o is None:

@@ -11,7 +11,7 @@ directory, which a check must not do).
 import os
 import sys
 
-from _prelude import answer, run
+from _prelude import answer, ascend_versions, run
 
 
 def probe(req):
@@ -37,21 +37,7 @@ def probe(req):
         except Exception:
             return None
     r["mindspore"], r["mindformers"] = version("mindspore"), version("mindformers")
-
-    def field(path, key):
-        try:
-            with open(path) as fh:
-                for line in fh:
-                    k, _, v = line.strip().partition("=")
-                    if k.strip().lower() == key:
-                        return v.strip().strip('"') or None
-        except OSError:
-            return None
-    home = os.environ.get("ASCEND_TOOLKIT_HOME") or "/usr/local/Ascend/ascend-toolkit/latest"
-    r["cann"] = None
-    for sub in sorted(os.listdir(home)) if os.path.isdir(home) else ():
-        r["cann"] = r["cann"] or field(os.path.join(home, sub, "ascend_toolkit_install.info"), "version")
-    r["driver"] = field("/usr/local/Ascend/driver/version.info", "version")
+    r.update(ascend_versions())
 
     near = os.path.join(os.path.dirname(sys.executable), "msrun")
     r["msrun"] = shutil.which("msrun") or (near if os.access(near, os.X_OK) else None)

@@ -41,7 +41,7 @@ travel or be checked again.
 import os
 import sys
 
-from _prelude import MARK, answer, load_cache, run, save_cache, stdin, widen_pipe
+from _prelude import MARK, answer, ascend_versions, load_cache, run, save_cache, stdin, widen_pipe
 
 CLAIM_TTL = 300  # seconds a claim whose job has not started yet (no pid file) still holds its cards
 
@@ -97,21 +97,7 @@ def versions():
                 dist, ver = name[:-len(".dist-info")].split("-", 1)
                 if dist.lower() in out and out[dist.lower()] is None:
                     out[dist.lower()] = ver
-
-    def field(path, key):
-        try:
-            with open(path) as f:
-                for line in f:
-                    k, _, v = line.strip().partition("=")
-                    if k.strip().lower() == key:
-                        return v.strip().strip('"') or None
-        except OSError:
-            return None
-    home = os.environ.get("ASCEND_TOOLKIT_HOME") or "/usr/local/Ascend/ascend-toolkit/latest"
-    for sub in sorted(os.listdir(home)) if os.path.isdir(home) else ():
-        out["cann"] = out["cann"] or field(os.path.join(home, sub, "ascend_toolkit_install.info"), "version")
-    out["cann"] = out["cann"] or field(os.path.join(home, "version.info"), "version")
-    out["driver"] = field("/usr/local/Ascend/driver/version.info", "version")
+    out.update(ascend_versions())
     return out
 
 
