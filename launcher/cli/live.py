@@ -304,3 +304,25 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     if isinstance(sink, StorySink):
         sink.finish()
     return report(result, raw=raw, follow=follow)
+
+
+def finish_submit(registry: reg.Registry, record: reg.JobRecord, service, runner_for: Callable[[Host], object], *,
+                  follow: bool, fetch: bool, fetch_dest, accept_new: bool, verbose: bool = False) -> int:
+    """The tail of ``submit`` (hostfile and Slurm alike): follow the logs to the end when asked
+    (``--fetch`` implies it), then fetch the outputs into ``fetch_dest/<job-id>/``, then print the
+    job id last on stdout. Returns the exit code (the job's state when followed, else 0); the
+    caller raises it once the registry is closed."""
+    env = environment.current()
+    code = 0
+    if follow or fetch:
+        code = follow_job(record, service, runner_for, raw=env.raw, verbose=verbose)
+        record = registry.get(record.id)
+    if fetch:
+        from launcher.cli.progress import fetch_with_progress
+        from launcher.ops.collect import default_options
+        options = default_options(record)
+        options.accept_new_host_keys = accept_new
+        fetched = fetch_with_progress(env, registry, record.id, "all", fetch_dest, options)
+        env.stderr.print(f"fetched into {fetched.run_dir}", markup=False, highlight=False, soft_wrap=True)
+    env.stdout.print(record.id, markup=False, highlight=False)
+    return code

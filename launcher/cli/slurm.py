@@ -52,7 +52,7 @@ def plan_text(job: Path, target: "core.SlurmTarget", sets, master_port: Optional
 
 
 def submit(job: Path, target: "core.SlurmTarget", opts, factory, *, follow: bool, fetch: bool, fetch_dest: Path,
-           runner_for, accept_new: bool) -> None:
+           runner_for, accept_new: bool, verbose: bool = False) -> None:
     """``submit -H target.yaml``: stage through the login node, sbatch; optionally follow/fetch."""
     import typer
 
@@ -66,19 +66,9 @@ def submit(job: Path, target: "core.SlurmTarget", opts, factory, *, follow: bool
         say(f"submitted {record.name} to Slurm as job {record.meta['slurm_job_id']} "
             f"({len(record.nodes)} node(s) x {record.meta['target']['cards_per_node']} worker(s)); "
             f"{record.state}")
-        code = 0
-        if follow or fetch:
-            from launcher.cli.live import follow_job
-            code = follow_job(record, svc, runner_for, raw=env.raw)
-            record = registry.get(record.id)
-        if fetch:
-            from launcher.cli.progress import fetch_with_progress
-            from launcher.ops.collect import default_options
-            options = default_options(record)
-            options.accept_new_host_keys = accept_new
-            report = fetch_with_progress(env, registry, record.id, "all", fetch_dest, options)
-            say(f"fetched into {report.run_dir}")
-        env.stdout.print(record.id, markup=False, highlight=False)
+        from launcher.cli.live import finish_submit
+        code = finish_submit(registry, record, svc, runner_for, follow=follow, fetch=fetch, fetch_dest=fetch_dest,
+                             accept_new=accept_new, verbose=verbose)
     if code:
         raise typer.Exit(code)
 

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from launcher.cli import slurm
         if (target := slurm.target_of(hostfile)) is not None:  # -H names a Slurm target
             return slurm.submit(job, target, opts, factory, follow=follow, fetch=fetch, fetch_dest=fetch_dest,
-                                runner_for=factory, accept_new=accept_new)
+                                runner_for=factory, accept_new=accept_new, verbose=verbose)
         hosts = resolve_hosts(hostfile, local, slots, include, exclude)
         with reg.Registry.in_state_dir(env.state_dir) as registry:
             if env.stderr.is_terminal and not env.raw:
@@ -82,19 +82,9 @@ def register(app: typer.Typer) -> None:
                 + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid}, devices "
                             f"{','.join(map(str, record.meta.get('devices', {}).get(n.host, []))) or '-'})"
                             for n in record.nodes))
-            code = 0
-            if follow or fetch:
-                from launcher.cli.live import follow_job
-                code = follow_job(record, service, runner_factory(known_hosts, ssh_config, accept_new),
-                                  raw=env.raw, verbose=verbose)
-                record = registry.get(record.id)
-            if fetch:
-                from launcher.ops.collect import default_options
-                from launcher.cli.progress import fetch_with_progress
-                options = default_options(record)
-                options.accept_new_host_keys = accept_new
-                report = fetch_with_progress(env, registry, record.id, "all", fetch_dest, options)
-                say(f"fetched into {report.run_dir}")
-            env.stdout.print(record.id, markup=False, highlight=False)
+            from launcher.cli.live import finish_submit
+            code = finish_submit(registry, record, service, runner_factory(known_hosts, ssh_config, accept_new),
+                                 follow=follow, fetch=fetch, fetch_dest=fetch_dest, accept_new=accept_new,
+                                 verbose=verbose)
         if code:
             raise typer.Exit(code)
