@@ -38,103 +38,138 @@ def status_table(record: "reg.JobRecord", statuses) -> "Table":
     return table
 
 
+def jobs_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    limit: int = typer.Option(20, "--limit", "-n", help="How many jobs to show (a page)."),
+    offset: int = typer.Option(0, "--offset", help="Skip this many of the newest (the next page)."),
+    state: List[str] = typer.Option([], "--state", help="Only jobs in this state (repeatable), e.g. running; "
+                                                       "a wrong one lists the valid states."),
+) -> None:
+    """``alaunch jobs``: a page of the registry, then the newest pipeline run's steps."""
+    env = environment.current()
+    records = load_jobs(env, limit, state or None, offset)
+    if as_json:
+        env.stdout.print(json.dumps(jobs_json(records), indent=2), markup=False, highlight=False, soft_wrap=True)
+        return
+    env.stdout.print(jobs_table(records))
+    from launcher.ops import registry as reg
+    with reg.Registry.in_state_dir(env.state_dir) as registry:
+        runs = registry.pipelines(limit=1)
+    if runs:  # the newest pipeline run, as its table of steps
+        from launcher.cli.pipelineview import steps_table
+        env.stdout.print(steps_table(runs[0]))
+
+
+def load_jobs(env: environment.Environment, limit: int, states: "List[str] | None", offset: int) -> list:
+    """A page of records, brought up to date where that costs no host: a queued job whose
+    waiting ``submit`` died, and live Slurm jobs (one ``squeue`` per login node for all)."""
+    from launcher.ops import registry as reg
+
+    with reg.Registry.in_state_dir(env.state_dir) as registry:
+        records = registry.list(limit=limit, states=states, offset=offset)
+        if any(r.state == reg.QUEUED and "waiter" in r.meta for r in records):  # `submit --wait` died?
+            from launcher.ops import waiter
+            records = [waiter.check(registry, r) for r in records]
+        if any(r.meta.get("backend") == "slurm" and not r.terminal for r in records):
+            from launcher.cli.connect import runner_factory  # only then: `jobs` starts fast
+            from launcher.ops.slurm import SlurmService
+            SlurmService(registry, env.state_dir,  # one squeue per login node for all live jobs
+                         exec_factory=runner_factory(None, None, False)).refresh_many(records)
+            records = registry.list(limit=limit, states=states, offset=offset)
+    return records
+
+
+def jobs_json(records) -> list[dict]:
+    """``jobs --json``: one object per job with its nodes."""
+    return [{"id": r.id, "name": r.name, "kind": r.kind, "state": r.state, "created_at": r.created_at,
+             "started_at": r.started_at, "ended_at": r.ended_at, "reason": r.reason,
+             "nodes": [{"rank": n.node_rank, "host": n.host, "state": n.state, "exit_code": n.exit_code,
+                        "pid": n.pid, "job_dir": n.job_dir} for n in r.nodes]} for r in records]
+
+
+def jobs_table(records) -> "Table":
+    """The jobs table; the key columns keep their content at any width (80 in a pipe)."""
+    from rich.table import Table
+
+    table = Table()
+    for name in ("id", "state"):
+        width = max([len(name)] + [len(r.id if name == "id" else r.state) for r in records])
+        table.add_column(name, no_wrap=True, min_width=width)
+    table.add_column("name", overflow="fold")
+    table.add_column("kind", overflow="fold")
+    table.add_column("nodes", overflow="fold")
+    table.add_column("created", overflow="fold")
+    table.add_column("reason", overflow="fold", ratio=1)
+    for r in records:
+        table.add_row(r.id, r.state, r.name, r.kind, ", ".join(n.host for n in r.nodes),
+                      r.created_at[:19].replace("T", " "), r.reason or "")
+    return table
+
+
+def status_cmd(
+    job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
+    known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
+    accept_new: AcceptNewOpt = False,
+) -> None:
+    """``alaunch status JOB|PIPELINE``: refresh from the hosts; the exit code tells the state."""
+    from launcher.cli.pipelineview import pipeline_ref
+
+    env = environment.current()
+    run = pipeline_ref(env.state_dir, job)
+    code = pipeline_status(env, run) if run is not None else job_status(env, job, known_hosts, ssh_config,
+                                                                          accept_new)
+    if code:
+        raise typer.Exit(code)
+
+
+def pipeline_status(env: environment.Environment, run) -> int:
+    """``status PIPELINE`` (a pipeline file, name or run id): its steps; 0 only when it succeeded."""
+    from launcher.cli.pipelineview import steps_table
+    from launcher.ops.service import STATE_EXIT
+
+    env.stdout.print(steps_table(run))
+    return 0 if run.state == "succeeded" else int(STATE_EXIT.get(run.state, ExitCode.JOB_FAILED))
+
+
+def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, accept_new: bool) -> int:
+    """``status JOB``: the node table and reason; the state's exit code (unknown while a live
+    job has a node we could not reach)."""
+    from launcher.cli.connect import job_service
+    from launcher.ops.service import STATE_EXIT
+
+    registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
+    with registry:
+        record, statuses = service.refresh(job)
+    env.stdout.print(status_table(record, statuses))
+    if record.reason:
+        env.stdout.print(f"reason: {record.reason}", markup=False, highlight=False, soft_wrap=True)
+    code = STATE_EXIT[record.state]
+    if not record.terminal and any(s.state == "unknown" for s in statuses):
+        code = ExitCode.JOB_UNKNOWN
+    return int(code)
+
+
+def cancel_cmd(
+    job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
+    grace: float = typer.Option(10.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+    known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
+    accept_new: AcceptNewOpt = False,
+) -> None:
+    """``alaunch cancel JOB``: one line per host, then the state; unknown if a host could not verify."""
+    from launcher.cli.connect import job_service
+
+    env = environment.current()
+    registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
+    with registry:
+        record, outcome = service.cancel(job, grace)
+    for host, message in outcome.items():
+        env.stdout.print(f"{host}: {message}", markup=False, highlight=False)
+    env.stdout.print(f"{record.id}: {record.state}", markup=False, highlight=False)
+    if any(m.startswith("not verified") for m in outcome.values()):
+        raise typer.Exit(int(ExitCode.JOB_UNKNOWN))  # something may still run there
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("jobs", help="List jobs, newest first.")
-    def jobs_cmd(
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-        limit: int = typer.Option(20, "--limit", "-n", help="How many jobs to show (a page)."),
-        offset: int = typer.Option(0, "--offset", help="Skip this many of the newest (the next page)."),
-        state: List[str] = typer.Option([], "--state", help="Only jobs in this state (repeatable), e.g. running; "
-                                                           "a wrong one lists the valid states."),
-    ) -> None:
-        from rich.table import Table
-
-        from launcher.ops import registry as reg
-
-        env = environment.current()
-        with reg.Registry.in_state_dir(env.state_dir) as registry:
-            records = registry.list(limit=limit, states=state or None, offset=offset)
-            if any(r.state == reg.QUEUED and "waiter" in r.meta for r in records):  # `submit --wait` died?
-                from launcher.ops import waiter
-                records = [waiter.check(registry, r) for r in records]
-            if any(r.meta.get("backend") == "slurm" and not r.terminal for r in records):
-                from launcher.cli.connect import runner_factory  # only then: `jobs` starts fast
-                from launcher.ops.slurm import SlurmService
-                SlurmService(registry, env.state_dir,  # one squeue per login node for all live jobs
-                             exec_factory=runner_factory(None, None, False)).refresh_many(records)
-                records = registry.list(limit=limit, states=state or None, offset=offset)
-        if as_json:
-            rows = [{"id": r.id, "name": r.name, "kind": r.kind, "state": r.state, "created_at": r.created_at,
-                     "started_at": r.started_at, "ended_at": r.ended_at, "reason": r.reason,
-                     "nodes": [{"rank": n.node_rank, "host": n.host, "state": n.state, "exit_code": n.exit_code,
-                                "pid": n.pid, "job_dir": n.job_dir} for n in r.nodes]} for r in records]
-            env.stdout.print(json.dumps(rows, indent=2), markup=False, highlight=False, soft_wrap=True)
-            return
-        table = Table()
-        for name in ("id", "state"):  # key columns keep their content at any width (80 in a pipe)
-            width = max([len(name)] + [len(r.id if name == "id" else r.state) for r in records])
-            table.add_column(name, no_wrap=True, min_width=width)
-        table.add_column("name", overflow="fold")
-        table.add_column("kind", overflow="fold")
-        table.add_column("nodes", overflow="fold")
-        table.add_column("created", overflow="fold")
-        table.add_column("reason", overflow="fold", ratio=1)
-        for r in records:
-            table.add_row(r.id, r.state, r.name, r.kind, ", ".join(n.host for n in r.nodes),
-                          r.created_at[:19].replace("T", " "), r.reason or "")
-        env.stdout.print(table)
-        with reg.Registry.in_state_dir(env.state_dir) as registry:
-            runs = registry.pipelines(limit=1)
-        if runs:  # the newest pipeline run, as its table of steps
-            from launcher.cli.pipelineview import steps_table
-            env.stdout.print(steps_table(runs[0]))
-
-    @app.command("status", help="Refresh a job from its hosts; exit 0/100/101/102/103 by state.")
-    def status_cmd(
-        job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
-        known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
-        accept_new: AcceptNewOpt = False,
-    ) -> None:
-
-        from launcher.cli.connect import job_service
-        from launcher.ops.service import STATE_EXIT
-
-        env = environment.current()
-        from launcher.cli.pipelineview import pipeline_ref
-        run = pipeline_ref(env.state_dir, job)
-        if run is not None:  # `status PIPELINE`: a pipeline file, name or run id
-            from launcher.cli.pipelineview import steps_table
-            env.stdout.print(steps_table(run))
-            if run.state != "succeeded":
-                raise typer.Exit(int(STATE_EXIT.get(run.state, ExitCode.JOB_FAILED)))
-            return
-        registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
-        with registry:
-            record, statuses = service.refresh(job)
-        env.stdout.print(status_table(record, statuses))
-        if record.reason:
-            env.stdout.print(f"reason: {record.reason}", markup=False, highlight=False, soft_wrap=True)
-        code = STATE_EXIT[record.state]
-        if not record.terminal and any(s.state == "unknown" for s in statuses):
-            code = ExitCode.JOB_UNKNOWN
-        if code:
-            raise typer.Exit(int(code))
-
-    @app.command("cancel", help="Stop a job's processes on every node and verify they are gone.")
-    def cancel_cmd(
-        job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
-        grace: float = typer.Option(10.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
-        known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
-        accept_new: AcceptNewOpt = False,
-    ) -> None:
-        from launcher.cli.connect import job_service
-
-        env = environment.current()
-        registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
-        with registry:
-            record, outcome = service.cancel(job, grace)
-        for host, message in outcome.items():
-            env.stdout.print(f"{host}: {message}", markup=False, highlight=False)
-        env.stdout.print(f"{record.id}: {record.state}", markup=False, highlight=False)
-        if any(m.startswith("not verified") for m in outcome.values()):
-            raise typer.Exit(int(ExitCode.JOB_UNKNOWN))  # something may still run there
+    app.command("jobs", help="List jobs, newest first.")(jobs_cmd)
+    app.command("status", help="Refresh a job from its hosts; exit 0/100/101/102/103 by state.")(status_cmd)
+    app.command("cancel", help="Stop a job's processes on every node and verify they are gone.")(cancel_cmd)
