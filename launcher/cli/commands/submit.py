@@ -13,78 +13,105 @@ from launcher.cli.options import HostfileOpt, LocalOpt, SlotsOpt, IncludeOpt, Ex
 ORDER = 30
 
 
-def register(app: typer.Typer) -> None:
+def submit_cmd(
+    job: Path = typer.Argument(..., help="Job file (YAML)."),
+    hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+    include: IncludeOpt = None, exclude: ExcludeOpt = None,
+    sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
+    master_port: Optional[int] = typer.Option(None, "--master-port", help="Pin msrun's master port."),
+    master_port_range: Optional[str] = typer.Option(
+        None, "--master-port-range", envvar="ALAUNCH_MASTER_PORT_RANGE",
+        help="Where node 0's free master port is picked, LO-HI (default 29500-29899: clear of HCCL's)."),
+    bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+                                          help="Directory with msrun/python on the hosts (first on PATH)."),
+    cluster_time_out: int = typer.Option(600, "--cluster-time-out", help="Seconds msrun waits for all nodes."),
+    check_mindformers: bool = typer.Option(False, "--validate", help="Also load the config with MindFormers."),
+    devices: Optional[str] = typer.Option(None, "--devices",
+                                          help="Pin the cards on every node, e.g. 4,5,6,7 (default: free ones)."),
+    wait: bool = typer.Option(False, "--wait",
+                              help="If the cards are busy, queue until they free up (else refuse)."),
+    poll: float = typer.Option(2.0, "--poll", help="Seconds between looks while queued (--wait)."),
+    follow: bool = typer.Option(False, "--follow", "-f",
+                                help="Follow the logs live until the end; exit with the job's status code."),
+    fetch: bool = typer.Option(False, "--fetch",
+                               help="When the job ends, fetch its outputs into runs/<job-id>/ (implies --follow)."),
+    fetch_dest: Path = typer.Option(Path("runs"), "--fetch-dest", help="Where --fetch puts runs/<job-id>/."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="--follow: every log line, not the short story."),
+    known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
+    accept_new: AcceptNewOpt = False,
+) -> None:
+    """``alaunch submit``: the options become :class:`SubmitOptions`; a Slurm target goes to
+    :mod:`launcher.cli.slurm`, a hostfile (or ``--local``) to :func:`submit_to_hosts`."""
+    from launcher.cli.connect import runner_factory
+    from launcher.ops.service import resolve_hosts
 
-    @app.command("submit", help="Stage a job and start it on every node; prints the job id last.")
-    def submit_cmd(
-        job: Path = typer.Argument(..., help="Job file (YAML)."),
-        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
-        include: IncludeOpt = None, exclude: ExcludeOpt = None,
-        sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
-        master_port: Optional[int] = typer.Option(None, "--master-port", help="Pin msrun's master port."),
-        master_port_range: Optional[str] = typer.Option(
-            None, "--master-port-range", envvar="ALAUNCH_MASTER_PORT_RANGE",
-            help="Where node 0's free master port is picked, LO-HI (default 29500-29899: clear of HCCL's)."),
-        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
-                                              help="Directory with msrun/python on the hosts (first on PATH)."),
-        cluster_time_out: int = typer.Option(600, "--cluster-time-out", help="Seconds msrun waits for all nodes."),
-        check_mindformers: bool = typer.Option(False, "--validate", help="Also load the config with MindFormers."),
-        devices: Optional[str] = typer.Option(None, "--devices",
-                                              help="Pin the cards on every node, e.g. 4,5,6,7 (default: free ones)."),
-        wait: bool = typer.Option(False, "--wait",
-                                  help="If the cards are busy, queue until they free up (else refuse)."),
-        poll: float = typer.Option(2.0, "--poll", help="Seconds between looks while queued (--wait)."),
-        follow: bool = typer.Option(False, "--follow", "-f",
-                                    help="Follow the logs live until the end; exit with the job's status code."),
-        fetch: bool = typer.Option(False, "--fetch",
-                                   help="When the job ends, fetch its outputs into runs/<job-id>/ (implies --follow)."),
-        fetch_dest: Path = typer.Option(Path("runs"), "--fetch-dest", help="Where --fetch puts runs/<job-id>/."),
-        verbose: bool = typer.Option(False, "--verbose", "-v", help="--follow: every log line, not the short story."),
-        known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
-        accept_new: AcceptNewOpt = False,
-    ) -> None:
+    opts = submit_options(sets, master_port, master_port_range, bin_dir, cluster_time_out, check_mindformers,
+                          ssh_config, devices, wait, poll)
+    factory = runner_factory(known_hosts, ssh_config, accept_new)
+    from launcher.cli import slurm
+    if (target := slurm.target_of(hostfile)) is not None:  # -H names a Slurm target
+        return slurm.submit(job, target, opts, factory, follow=follow, fetch=fetch, fetch_dest=fetch_dest,
+                            runner_for=factory, accept_new=accept_new, verbose=verbose)
+    hosts = resolve_hosts(hostfile, local, slots, include, exclude)
+    code = submit_to_hosts(job, hosts, opts, factory, runner_factory(known_hosts, ssh_config, accept_new),
+                           follow=follow, fetch=fetch, fetch_dest=fetch_dest, accept_new=accept_new,
+                           verbose=verbose)
+    if code:
+        raise typer.Exit(code)
+
+
+def submit_options(sets, master_port, master_port_range, bin_dir, cluster_time_out, check_mindformers,
+                   ssh_config, devices, wait, poll):
+    """The command line as :class:`launcher.ops.service.SubmitOptions` (a bad port range or
+    device list is refused here, naming the option)."""
+    from launcher.core.cards import parse_devices
+    from launcher.core.plan import DEFAULT_PORT_RANGE, parse_port_range
+    from launcher.ops.service import SubmitOptions
+
+    return SubmitOptions(tuple(sets), master_port, bin_dir, cluster_time_out, check_mindformers,
+                         ssh_config=str(ssh_config) if ssh_config else None,
+                         master_port_range=parse_port_range(master_port_range) if master_port_range
+                         else DEFAULT_PORT_RANGE,
+                         devices=parse_devices(devices) if devices is not None else None, wait=wait, poll=poll)
+
+
+def submit_to_hosts(job: Path, hosts, opts, factory, runner_for, *, follow: bool, fetch: bool, fetch_dest: Path,
+                    accept_new: bool, verbose: bool) -> int:
+    """Stage and start on the hosts (transfer bars on a terminal, plain lines in a pipe), say
+    where each node runs, then submit's tail (:func:`launcher.cli.live.finish_submit`)."""
+    from launcher.cli.live import finish_submit
+    from launcher.ops import registry as reg
+
+    env = environment.current()
+    say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    with reg.Registry.in_state_dir(env.state_dir) as registry:
+        service, record = start_job(env, registry, job, hosts, opts, factory, say)
+        say(f"started {record.name} on {len(record.nodes)} node(s): "
+            + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid}, devices "
+                        f"{','.join(map(str, record.meta.get('devices', {}).get(n.host, []))) or '-'})"
+                        for n in record.nodes))
+        return finish_submit(registry, record, service, runner_for, follow=follow, fetch=fetch,
+                             fetch_dest=fetch_dest, accept_new=accept_new, verbose=verbose)
+
+
+def start_job(env, registry, job: Path, hosts, opts, factory, say):
+    """``JobService.submit`` with its progress shown: rich bars on a terminal, else plain lines."""
+    from launcher.ops.service import JobService
+    from launcher.ops.stage import PlainProgress
+
+    if env.stderr.is_terminal and not env.raw:
         from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
 
-        from launcher.cli.connect import runner_factory
         from launcher.cli.progress import RichProgress
-        from launcher.ops import registry as reg
-        from launcher.ops.service import JobService, SubmitOptions, resolve_hosts
-        from launcher.ops.stage import PlainProgress
+        bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), console=env.stderr, transient=False)
+        with bar:
+            service = JobService(registry, env.state_dir, say=say, progress=RichProgress(bar, say),
+                                 exec_factory=factory)
+            return service, service.submit(job, hosts, opts)
+    service = JobService(registry, env.state_dir, say=say, progress=PlainProgress(say), exec_factory=factory)
+    return service, service.submit(job, hosts, opts)
 
-        env = environment.current()
-        say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
-        from launcher.core.cards import parse_devices
-        from launcher.core.plan import DEFAULT_PORT_RANGE, parse_port_range
-        opts = SubmitOptions(tuple(sets), master_port, bin_dir, cluster_time_out, check_mindformers,
-                             ssh_config=str(ssh_config) if ssh_config else None,
-                             master_port_range=parse_port_range(master_port_range) if master_port_range
-                             else DEFAULT_PORT_RANGE,
-                             devices=parse_devices(devices) if devices is not None else None, wait=wait, poll=poll)
-        factory = runner_factory(known_hosts, ssh_config, accept_new)
-        from launcher.cli import slurm
-        if (target := slurm.target_of(hostfile)) is not None:  # -H names a Slurm target
-            return slurm.submit(job, target, opts, factory, follow=follow, fetch=fetch, fetch_dest=fetch_dest,
-                                runner_for=factory, accept_new=accept_new, verbose=verbose)
-        hosts = resolve_hosts(hostfile, local, slots, include, exclude)
-        with reg.Registry.in_state_dir(env.state_dir) as registry:
-            if env.stderr.is_terminal and not env.raw:
-                bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                              TransferSpeedColumn(), console=env.stderr, transient=False)
-                with bar:
-                    service = JobService(registry, env.state_dir, say=say, progress=RichProgress(bar, say),
-                                         exec_factory=factory)
-                    record = service.submit(job, hosts, opts)
-            else:
-                service = JobService(registry, env.state_dir, say=say, progress=PlainProgress(say),
-                                     exec_factory=factory)
-                record = service.submit(job, hosts, opts)
-            say(f"started {record.name} on {len(record.nodes)} node(s): "
-                + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid}, devices "
-                            f"{','.join(map(str, record.meta.get('devices', {}).get(n.host, []))) or '-'})"
-                            for n in record.nodes))
-            from launcher.cli.live import finish_submit
-            code = finish_submit(registry, record, service, runner_factory(known_hosts, ssh_config, accept_new),
-                                 follow=follow, fetch=fetch, fetch_dest=fetch_dest, accept_new=accept_new,
-                                 verbose=verbose)
-        if code:
-            raise typer.Exit(code)
+
+def register(app: typer.Typer) -> None:
+    app.command("submit", help="Stage a job and start it on every node; prints the job id last.")(submit_cmd)
