@@ -30,3 +30,26 @@ def test_fail_leaves_a_cancel_that_lands_between_its_look_and_its_write(tmp_path
         "running -> cancelled: cancelled by the user"
     other.close()
     registry.close()
+
+
+def test_a_refresh_between_the_pids_and_running_judges_nothing(tmp_path):
+    """submit records the pids, then RUNNING; a status from another process in between sees a
+    node that already ended (a short job) but must not move STAGING to an end (no such move)."""
+    import sys
+    from launcher.core.layout import JobLayout
+    registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
+    root = tmp_path / "w"
+    job = registry.create_job("short", "finetune", hostfile_text="localhost slots=1\n",
+                              nodes=[("localhost", str(root))], meta={"pythons": {"localhost": sys.executable}})
+    registry.set_state(job.id, reg.STAGING)
+    state = root / JobLayout(str(root)).node_state(0).removeprefix(str(root) + "/")
+    state.mkdir(parents=True)
+    (state / "pid").write_text("999999 999999\n")
+    (state / "exit_code").write_text("0\n")
+    registry.set_node(job.id, 0, pid=999999)
+    record, statuses = JobService(registry, tmp_path / "state").refresh(job.id)
+    assert [s.state for s in statuses] == ["succeeded"] and record.state == reg.STAGING
+    registry.set_state(job.id, reg.RUNNING)  # what the submit writes next
+    record, _ = JobService(registry, tmp_path / "state").refresh(job.id)
+    assert record.state == reg.SUCCEEDED
+    registry.close()

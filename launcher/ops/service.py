@@ -511,6 +511,10 @@ class JobService:
             if s.state in reg.TERMINAL:
                 fields["ended_at"] = reg.now_iso()
             self.registry.set_node(record.id, s.node_rank, **fields)
+        if record.state not in (reg.RUNNING, reg.QUEUED):
+            # pids recorded, RUNNING not yet (the submit writes it next): it judges nothing
+            # now (STAGING -> SUCCEEDED is no move); the next refresh does
+            return self.registry.get(record.id), statuses
         states = {s.state for s in statuses}
         failed = [s for s in statuses if s.state == reg.FAILED]
         # a cancel (or another refresh) may record the end first: its word stands
