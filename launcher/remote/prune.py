@@ -20,6 +20,8 @@ now has objects that nothing links to *yet*.
 
 import os
 import re
+import stat
+import time
 
 from _prelude import answer, run
 
@@ -61,7 +63,6 @@ def job_dirs(base):
 
 
 def scan(req):
-    import time
     base = os.path.abspath(os.path.expanduser(req["base"]))
     live = markers()
     jobs = []
@@ -99,35 +100,31 @@ def walk(top, skip=()):
                 continue
 
 
-def prune(req):
-    import shutil
-    import stat
-    import time
-    base = os.path.abspath(os.path.expanduser(req["base"]))
-    cas = os.path.join(base, "cas")
-    now, grace, dry = time.time(), req.get("grace", 3600), req.get("dry_run", True)
-    remove = [n for n in req["remove"] if JOB_DIR.match(n) and os.path.isdir(os.path.join(base, n))]
-    unlinked = {}  # inode -> links that go with the removed job dirs and trees
-    out = {"jobs": [], "trees": [], "objects": {"count": 0, "bytes": 0}, "parts": {"count": 0, "bytes": 0}}
-    plans = []
-    for name in remove:
-        root = os.path.join(base, name)
-        keep = []
-        if not req.get("checkpoints"):
-            ckpt = os.path.join(root, "output", "checkpoint")
-            if os.path.isdir(ckpt) and any(True for _ in walk(ckpt)):
-                keep = [ckpt, os.path.join(root, "state")]
-        size = 0
-        for path, st in walk(root, skip=keep):
-            if stat.S_ISREG(st.st_mode):
-                if st.st_nlink > 1:
-                    unlinked[st.st_ino] = unlinked.get(st.st_ino, 0) + 1
-                else:
-                    size += st.st_size
-        plans.append((root, keep))
-        out["jobs"].append({"id": name, "bytes": size, "checkpoints_kept": bool(keep)})
-    gone = set(remove)
-    used = set()  # trees a remaining job dir links to
+def keep_checkpoints(root):
+    """What stays of a job dir pruned without ``checkpoints``: its ``output/checkpoint`` (when it
+    holds a file) and its ``state`` (the record of how that checkpoint was made)."""
+    ckpt = os.path.join(root, "output", "checkpoint")
+    if os.path.isdir(ckpt) and any(True for _ in walk(ckpt)):
+        return [ckpt, os.path.join(root, "state")]
+    return []
+
+
+def plan_job(root, keep, unlinked):
+    """The bytes removing ``root`` (but ``keep``) frees: its files with one link; a hard link
+    into the store is counted in ``unlinked`` instead (the object may go with it, see below)."""
+    size = 0
+    for _, st in walk(root, skip=keep):
+        if stat.S_ISREG(st.st_mode):
+            if st.st_nlink > 1:
+                unlinked[st.st_ino] = unlinked.get(st.st_ino, 0) + 1
+            else:
+                size += st.st_size
+    return size
+
+
+def used_trees(base, gone):
+    """Staged trees a job dir that stays links to (its symlinks' targets' names)."""
+    used = set()
     for name in job_dirs(base):
         if name in gone:
             continue
@@ -136,19 +133,29 @@ def prune(req):
             p = os.path.join(root, entry)
             if os.path.islink(p):
                 used.add(os.path.basename(os.readlink(p).rstrip("/")))
+    return used
+
+
+def plan_trees(cas, used, now, grace, unlinked):
+    """Staged trees nothing links to and older than ``grace``; their files' links counted in
+    ``unlinked`` (a tree's files are the store's objects: their bytes are counted there)."""
     trees_dir = os.path.join(cas, "trees")
-    dead_trees = []
+    dead = []
     for tid in sorted(os.listdir(trees_dir)) if os.path.isdir(trees_dir) else []:
         tdir = os.path.join(trees_dir, tid)
         if tid in used or now - os.lstat(tdir).st_mtime < grace:
             continue
-        size = 0
-        for path, st in walk(tdir):
+        for _, st in walk(tdir):
             if stat.S_ISREG(st.st_mode):
                 unlinked[st.st_ino] = unlinked.get(st.st_ino, 0) + 1
-        dead_trees.append(tdir)
-        out["trees"].append({"id": tid, "bytes": size})
-    dead_objects = []
+        dead.append(tdir)
+    return dead
+
+
+def plan_objects(cas, unlinked, now, grace):
+    """(path, bytes) of store objects (``cas/xx/<sha>``) no link is left to once the planned job
+    dirs and trees go, older than ``grace``."""
+    dead = []
     for sub in sorted(os.listdir(cas)) if os.path.isdir(cas) else []:
         d = os.path.join(cas, sub)
         if len(sub) != 2 or not os.path.isdir(d):
@@ -160,56 +167,95 @@ def prune(req):
             except OSError:
                 continue
             if st.st_nlink - unlinked.get(st.st_ino, 0) <= 1 and now - st.st_mtime >= grace:
-                dead_objects.append(p)
-                out["objects"]["count"] += 1
-                out["objects"]["bytes"] += st.st_size
+                dead.append((p, st.st_size))
+    return dead
+
+
+def plan_parts(cas, now, grace):
+    """(path, bytes) of ``cas/tmp`` leftovers (``.part`` files, half-built trees) older than ``grace``."""
     tmp = os.path.join(cas, "tmp")
-    dead_parts = []
+    dead = []
     for name in sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []:
         p = os.path.join(tmp, name)
         st = os.lstat(p)
         if now - st.st_mtime < grace:
             continue
-        size = sum(s.st_size for _, s in walk(p)) if stat.S_ISDIR(st.st_mode) else st.st_size
-        dead_parts.append(p)
-        out["parts"]["count"] += 1
-        out["parts"]["bytes"] += size
-    out["bytes"] = (sum(j["bytes"] for j in out["jobs"]) + out["objects"]["bytes"]
-                       + out["parts"]["bytes"])
+        dead.append((p, sum(s.st_size for _, s in walk(p)) if stat.S_ISDIR(st.st_mode) else st.st_size))
+    return dead
+
+
+def remove_job(root, keep):
+    """``root`` gone but the ``keep`` dirs (and the dirs leading to them)."""
+    import shutil
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        if dirpath in keep or any(dirpath.startswith(k + os.sep) for k in keep):
+            continue
+        for name in filenames:
+            os.unlink(os.path.join(dirpath, name))
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            if p in keep or any(k.startswith(p + os.sep) for k in keep):
+                continue
+            if os.path.islink(p):
+                os.unlink(p)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def remove_object(p):
+    try:
+        if os.lstat(p).st_nlink <= 1:  # checked again: linked meanwhile by a submit
+            os.unlink(p)
+    except OSError:
+        pass
+
+
+def remove_part(p):
+    import shutil
+    if os.path.isdir(p) and not os.path.islink(p):
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+
+
+def tally(dead):
+    return {"count": len(dead), "bytes": sum(size for _, size in dead)}
+
+
+def prune(req):
+    """Plan every kind of garbage first (job dirs, then trees, then the objects their going
+    unlinks, then tmp leftovers), answer the plan; remove it unless ``dry_run``."""
+    import shutil
+    base = os.path.abspath(os.path.expanduser(req["base"]))
+    cas = os.path.join(base, "cas")
+    now, grace, dry = time.time(), req.get("grace", 3600), req.get("dry_run", True)
+    remove = [n for n in req["remove"] if JOB_DIR.match(n) and os.path.isdir(os.path.join(base, n))]
+    unlinked = {}  # inode -> links that go with the removed job dirs and trees
+    plans = [(os.path.join(base, n), [] if req.get("checkpoints") else keep_checkpoints(os.path.join(base, n)))
+             for n in remove]
+    jobs = [{"id": n, "bytes": plan_job(root, keep, unlinked), "checkpoints_kept": bool(keep)}
+            for n, (root, keep) in zip(remove, plans)]
+    trees = plan_trees(cas, used_trees(base, set(remove)), now, grace, unlinked)
+    objects = plan_objects(cas, unlinked, now, grace)
+    parts = plan_parts(cas, now, grace)
+    out = {"jobs": jobs, "trees": [{"id": os.path.basename(t), "bytes": 0} for t in trees],
+           "objects": tally(objects), "parts": tally(parts)}
+    out["bytes"] = sum(j["bytes"] for j in jobs) + out["objects"]["bytes"] + out["parts"]["bytes"]
     if not dry:
         for root, keep in plans:
-            if not keep:
-                shutil.rmtree(root, ignore_errors=True)
-                continue
-            for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-                if dirpath in keep or any(dirpath.startswith(k + os.sep) for k in keep):
-                    continue
-                for name in filenames:
-                    os.unlink(os.path.join(dirpath, name))
-                for name in dirnames:
-                    p = os.path.join(dirpath, name)
-                    if p in keep or any(k.startswith(p + os.sep) for k in keep):
-                        continue
-                    if os.path.islink(p):
-                        os.unlink(p)
-                    else:
-                        shutil.rmtree(p, ignore_errors=True)
-        for p in dead_trees:
+            remove_job(root, keep)
+        for p in trees:
             shutil.rmtree(p, ignore_errors=True)
-        for p in dead_objects:
-            try:
-                if os.lstat(p).st_nlink <= 1:  # checked again: linked meanwhile by a submit
-                    os.unlink(p)
-            except OSError:
-                pass
-        for p in dead_parts:
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
+        for p, _ in objects:
+            remove_object(p)
+        for p, _ in parts:
+            remove_part(p)
     out["dry_run"] = bool(dry)
     answer(out)
 

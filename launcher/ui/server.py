@@ -18,6 +18,7 @@ import asyncio
 import json
 import re
 import secrets
+from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
 from importlib import resources
 from pathlib import Path
@@ -32,8 +33,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from launcher.errors import AlaunchError, InputError
+from launcher.ops import registry as reg
 from launcher.ui import data
-from launcher.ui.hub import Hub
+from launcher.ui.hub import Hub, JobWatch
 
 COOKIE = "alaunch_token"
 HEADER = "x-alaunch-token"
@@ -107,105 +109,135 @@ def _sse(message: dict | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-def _poll_stream(request: Request, produce: Any) -> StreamingResponse:
-    """Server-sent events of what ``produce()`` returns (read from the registry in a worker
-    thread every LIST_PUSH_S), sent only when it changed, with a heartbeat comment between: the
-    registry is the only source of a pipeline's step states, written by ``alaunch run`` in
-    another process, so it is looked at, as the jobs list's stream does."""
+Message = dict | str | None  # None: a tick of the source passed with nothing new
+
+
+def event_stream(request: Request, source: AsyncIterator[Message], tick: float) -> StreamingResponse:
+    """The one server-sent-events response: every message ``source`` yields is sent as a
+    ``data:`` event; a ``None`` from it means ``tick`` seconds passed with nothing new — then the
+    client is looked at (gone: stop) and, after HEARTBEAT_S without a message, a comment is sent
+    (a proxy or the browser would drop an idle stream). The source is closed whatever ends the
+    stream, so a subscription it holds is released when the browser goes away."""
     async def gen():
-        last = None
         quiet = 0.0
-        while not await request.is_disconnected():
-            try:
-                text = json.dumps(await run_in_threadpool(produce), default=str)
-            except AlaunchError as exc:
-                text = json.dumps({"type": "error", "error": exc.message})
-            if text != last:
-                last, quiet = text, 0.0
-                yield _sse(text)
-            elif quiet >= HEARTBEAT_S:
-                quiet = 0.0
-                yield b": beat\n\n"
-            await asyncio.sleep(LIST_PUSH_S)
-            quiet += LIST_PUSH_S
+        try:
+            async for message in source:
+                if message is not None:
+                    quiet = 0.0
+                    yield _sse(message)
+                    continue
+                if await request.is_disconnected():
+                    return
+                quiet += tick
+                if quiet >= HEARTBEAT_S:
+                    quiet = 0.0
+                    yield b": beat\n\n"
+        finally:
+            await source.aclose()
     return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Path("runs"),
-               hub: Hub | None = None) -> Any:
-    """The ASGI app: Starlette routes behind :class:`TokenGuard`."""
-    hub = hub or Hub(state_dir)
-    runs_dir = Path(runs_dir)
-    shell = (STATIC / "index.html").read_text(encoding="utf-8")
+async def polled(read: Callable[[], Any]) -> AsyncIterator[Message]:
+    """What to read: ``read()`` (in a worker thread) every LIST_PUSH_S; how to diff: its JSON
+    text against the last one sent — only a change is yielded. The registry is the only source of
+    the jobs list and of a pipeline's step states, written by other processes (`alaunch run`,
+    `submit`), so it is looked at; a registry error is sent as an ``error`` message."""
+    last = None
+    while True:
+        try:
+            text = json.dumps(await run_in_threadpool(read), default=str)
+        except AlaunchError as exc:
+            text = json.dumps({"type": "error", "error": exc.message})
+        if text != last:
+            last = text
+            yield text
+        await asyncio.sleep(LIST_PUSH_S)
+        yield None
 
-    def page(request: Request) -> HTMLResponse:
-        return HTMLResponse(shell.replace("{{TOKEN}}", token),
+
+async def pushed(watch: JobWatch) -> AsyncIterator[Message]:
+    """What to read: a job's follower's messages, pushed to a subscriber queue as lines arrive
+    (no diff: each one is new), after a ``hello`` with the sequence number the browser already
+    has; ends after a ``resync`` (a slow viewer's queue overflowed: the browser reconnects and
+    reloads what it missed). Unsubscribes however it ends."""
+    sub = watch.subscribe(asyncio.get_running_loop())
+    try:
+        yield {"type": "hello", "seq": watch.seq}
+        while True:
+            try:
+                message = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
+            except asyncio.TimeoutError:
+                yield None
+                continue
+            yield message
+            if message.get("type") == "resync":
+                return
+    finally:
+        watch.unsubscribe(sub)
+
+
+class Dashboard:
+    """The route handlers over one hub (its followers and registry) and the runs directory;
+    reading and shaping is in data.py, blocking work in a worker thread."""
+
+    def __init__(self, hub: Hub, runs_dir: Path, token: str):
+        self.hub, self.runs_dir = hub, Path(runs_dir)
+        self.shell = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", token)
+
+    def page(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(self.shell,
                             headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                      "Referrer-Policy": "no-referrer",
                                      "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
                                                                 "img-src 'self' data:; frame-ancestors 'none'"})
 
+    def _record(self, ref: str) -> reg.JobRecord:
+        with self.hub.registry() as registry:
+            return registry.get(ref)
+
     # ------------------------------------------------------------------ jobs
-    def _rows() -> list[dict]:
-        with hub.registry() as registry:
+    def _rows(self) -> list[dict]:
+        with self.hub.registry() as registry:
             records = registry.list(limit=LIST_LIMIT)
         rows = []
         for i, r in enumerate(records):
-            w = hub.watch(r.id) if i < LIST_WATCHED and r.nodes else hub.get(r.id)
+            w = self.hub.watch(r.id) if i < LIST_WATCHED and r.nodes else self.hub.get(r.id)
             rows.append(data.job_row(r, w.snapshot() if w else None))
         return rows
 
-    async def jobs(request: Request) -> Response:
+    async def jobs(self, request: Request) -> Response:
         try:
-            rows = await run_in_threadpool(_rows)
+            rows = await run_in_threadpool(self._rows)
             return JSONResponse(data.filter_rows(rows, request.query_params.get("state"),
                                                  request.query_params.get("q")))
         except AlaunchError as exc:
             return _error(exc)
 
-    async def jobs_stream(request: Request) -> Response:
-        async def gen():
-            last = None
-            quiet = 0.0
-            while not await request.is_disconnected():
-                try:
-                    rows = await run_in_threadpool(_rows)
-                    text = json.dumps({"type": "jobs", "jobs": data.filter_rows(rows)}, default=str)
-                except AlaunchError as exc:
-                    text = json.dumps({"type": "error", "error": exc.message})
-                if text != last:
-                    last, quiet = text, 0.0
-                    yield _sse(text)
-                elif quiet >= HEARTBEAT_S:
-                    quiet = 0.0
-                    yield b": beat\n\n"
-                await asyncio.sleep(LIST_PUSH_S)
-                quiet += LIST_PUSH_S
-        return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    async def jobs_stream(self, request: Request) -> Response:
+        return event_stream(request, polled(lambda: {"type": "jobs", "jobs": data.filter_rows(self._rows())}),
+                            LIST_PUSH_S)
 
-    def _detail(ref: str) -> dict:
-        with hub.registry() as registry:
-            record = registry.get(ref)
-        w = hub.watch(record.id) if record.nodes else None
+    def _detail(self, ref: str) -> dict:
+        record = self._record(ref)
+        w = self.hub.watch(record.id) if record.nodes else None
         return data.job_detail(record, w.snapshot() if w else None)
 
-    async def job(request: Request) -> Response:
+    async def job(self, request: Request) -> Response:
         try:
-            return JSONResponse(await run_in_threadpool(_detail, request.path_params["job"]))
+            return JSONResponse(await run_in_threadpool(self._detail, request.path_params["job"]))
         except InputError as exc:
             return _error(exc, 404)
         except AlaunchError as exc:
             return _error(exc)
 
-    async def job_config(request: Request) -> Response:
+    async def job_config(self, request: Request) -> Response:
         try:
-            with hub.registry() as registry:
-                record = registry.get(request.path_params["job"])
+            record = self._record(request.path_params["job"])
         except InputError as exc:
             return _error(exc, 404)
         return PlainTextResponse(record.config_text)
 
-    async def logs(request: Request) -> Response:
+    async def logs(self, request: Request) -> Response:
         q = request.query_params
         try:
             rank = int(q["rank"]) if q.get("rank") not in (None, "") else None
@@ -218,48 +250,27 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         except re.error as exc:
             return JSONResponse({"error": f"grep: not a valid regular expression ({exc})"}, 400)
         try:
-            with hub.registry() as registry:
-                record = registry.get(request.path_params["job"])
+            record = self._record(request.path_params["job"])
         except InputError as exc:
             return _error(exc, 404)
-        w = hub.watch(record.id)
+        w = self.hub.watch(record.id)
         lines = data.log_filter(w.lines_since(-1), rank=rank, node=q.get("node") or None, grep=grep,
                                 after=after, limit=limit)
         return JSONResponse({"lines": lines, "seq": w.seq})
 
-    async def job_events(request: Request) -> Response:
+    async def job_events(self, request: Request) -> Response:
         try:
-            with hub.registry() as registry:
-                record = registry.get(request.path_params["job"])
+            record = self._record(request.path_params["job"])
         except InputError as exc:
             return _error(exc, 404)
-        w = hub.watch(record.id)
-        sub = w.subscribe(asyncio.get_running_loop())
-
-        async def gen():
-            try:
-                yield _sse({"type": "hello", "seq": w.seq})
-                while True:
-                    try:
-                        message = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
-                    except asyncio.TimeoutError:
-                        if await request.is_disconnected():
-                            return
-                        yield b": beat\n\n"
-                        continue
-                    yield _sse(message)
-                    if message.get("type") == "resync":
-                        return  # the browser reconnects and reloads what it missed
-            finally:
-                w.unsubscribe(sub)
-        return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+        return event_stream(request, pushed(self.hub.watch(record.id)), HEARTBEAT_S)
 
     # ------------------------------------------------------------------ actions
-    async def cancel(request: Request) -> Response:
+    async def cancel(self, request: Request) -> Response:
         def run() -> dict:
-            with hub.registry() as registry:
+            with self.hub.registry() as registry:
                 record = registry.get(request.path_params["job"])
-                service = hub.connect(registry, hub.state_dir, record).service
+                service = self.hub.connect(registry, self.hub.state_dir, record).service
                 record, outcome = service.cancel(record.id, grace=5.0)
                 return {"id": record.id, "state": record.state, "outcome": outcome}
         try:
@@ -267,15 +278,15 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         except AlaunchError as exc:
             return _error(exc, 409 if isinstance(exc, InputError) else 500)
 
-    async def fetch(request: Request) -> Response:
+    async def fetch(self, request: Request) -> Response:
         what = request.query_params.get("what") or "logs"
 
         def run() -> dict:
             from launcher.ops.collect import FetchError, fetch_job
-            with hub.registry() as registry:
+            with self.hub.registry() as registry:
                 record = registry.get(request.path_params["job"])
                 try:
-                    report = fetch_job(registry, record.id, what, runs_dir, hub.state_dir)
+                    report = fetch_job(registry, record.id, what, self.runs_dir, self.hub.state_dir)
                 except FetchError as exc:
                     report = exc.report
                 return {"id": record.id, "run_dir": str(report.run_dir),
@@ -288,15 +299,15 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
             return _error(exc)
 
     # ------------------------------------------------------------------ pipelines
-    def _pipeline_rows() -> list[dict]:
-        with hub.registry() as registry:
+    def _pipeline_rows(self) -> list[dict]:
+        with self.hub.registry() as registry:
             return [data.pipeline_row(run) for run in registry.pipelines(limit=LIST_LIMIT)]
 
-    def _pipeline_detail(ref: str) -> dict:
+    def _pipeline_detail(self, ref: str) -> dict:
         """A run from the registry, its steps' needs from its pipeline file (I/O here, parsing in
         data.py), each step's job as the jobs list shows it (a running one's progress from its
         follower) and the jobs its attempts submitted (among the newest LIST_LIMIT jobs)."""
-        with hub.registry() as registry:
+        with self.hub.registry() as registry:
             run = registry.pipeline(ref)
             recent = registry.list(limit=LIST_LIMIT)
             step_jobs = {}
@@ -315,45 +326,48 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
             needs = data.pipeline_needs(text, run.source, [s.step for s in run.steps]) if text is not None else None
         rows = {}
         for job_id, r in step_jobs.items():
-            w = hub.watch(r.id) if (r.nodes and not r.terminal) else hub.get(r.id)
+            w = self.hub.watch(r.id) if (r.nodes and not r.terminal) else self.hub.get(r.id)
             rows[job_id] = data.job_row(r, w.snapshot() if w else None)
         return data.pipeline_detail(run, needs, rows, [r for r in recent if r.meta.get("pipeline") == run.id])
 
-    async def pipelines(request: Request) -> Response:
+    async def pipelines(self, request: Request) -> Response:
         try:
-            return JSONResponse(await run_in_threadpool(_pipeline_rows))
+            return JSONResponse(await run_in_threadpool(self._pipeline_rows))
         except AlaunchError as exc:
             return _error(exc)
 
-    async def pipelines_stream(request: Request) -> Response:
-        return _poll_stream(request, lambda: {"type": "pipelines", "pipelines": _pipeline_rows()})
+    async def pipelines_stream(self, request: Request) -> Response:
+        return event_stream(request, polled(lambda: {"type": "pipelines", "pipelines": self._pipeline_rows()}),
+                            LIST_PUSH_S)
 
-    async def pipeline(request: Request) -> Response:
+    async def pipeline(self, request: Request) -> Response:
         try:
-            return JSONResponse(await run_in_threadpool(_pipeline_detail, request.path_params["run"]))
+            return JSONResponse(await run_in_threadpool(self._pipeline_detail, request.path_params["run"]))
         except InputError as exc:
             return _error(exc, 404)
         except AlaunchError as exc:
             return _error(exc)
 
-    async def pipeline_stream(request: Request) -> Response:
+    async def pipeline_stream(self, request: Request) -> Response:
         ref = request.path_params["run"]
-        return _poll_stream(request, lambda: {"type": "pipeline", "pipeline": _pipeline_detail(ref)})
+        return event_stream(request, polled(lambda: {"type": "pipeline", "pipeline": self._pipeline_detail(ref)}),
+                            LIST_PUSH_S)
 
     # ------------------------------------------------------------------ compare
-    async def compare(request: Request) -> Response:
+    async def compare(self, request: Request) -> Response:
         ids = [i for part in request.query_params.getlist("ids") for i in part.split(",") if i.strip()]
         if not 2 <= len(ids) <= COMPARE_MAX:
             return JSONResponse({"error": f"compare takes 2 to {COMPARE_MAX} jobs (ids=a,b), got {len(ids)}"}, 400)
 
         def run() -> dict:
             from launcher.metrics.runfacts import collect
-            with hub.registry() as registry:
+            with self.hub.registry() as registry:
                 records = [registry.get(i) for i in ids]
-            watches = [hub.watch(r.id) for r in records]
+            watches = [self.hub.watch(r.id) for r in records]
             for r, w in zip(records, watches):
                 if r.terminal:
                     w.done.wait(30)  # a finished job's logs are read once, in full
+            runs_dir = self.runs_dir
             facts = [collect(runs_dir / r.id) if (runs_dir / r.id).is_dir() else None for r in records]
             return data.compare(records, [w.snapshot() for w in watches], facts)
         try:
@@ -363,17 +377,23 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         except AlaunchError as exc:
             return _error(exc)
 
+
+def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Path("runs"),
+               hub: Hub | None = None) -> Any:
+    """The ASGI app: Starlette routes to :class:`Dashboard`'s handlers, behind :class:`TokenGuard`."""
+    hub = hub or Hub(state_dir)
+    d = Dashboard(hub, runs_dir, token)
     routes = [
-        Route("/", page), Route("/jobs/{job}", page), Route("/compare", page),
-        Route("/api/jobs", jobs), Route("/api/jobs/stream", jobs_stream),
-        Route("/api/jobs/{job}", job), Route("/api/jobs/{job}/config", job_config),
-        Route("/api/jobs/{job}/logs", logs), Route("/api/jobs/{job}/events", job_events),
-        Route("/api/jobs/{job}/cancel", cancel, methods=["POST"]),
-        Route("/api/jobs/{job}/fetch", fetch, methods=["POST"]),
-        Route("/api/compare", compare),
-        Route("/pipelines", page), Route("/pipelines/{run}", page),
-        Route("/api/pipelines", pipelines), Route("/api/pipelines/stream", pipelines_stream),
-        Route("/api/pipelines/{run}", pipeline), Route("/api/pipelines/{run}/stream", pipeline_stream),
+        Route("/", d.page), Route("/jobs/{job}", d.page), Route("/compare", d.page),
+        Route("/api/jobs", d.jobs), Route("/api/jobs/stream", d.jobs_stream),
+        Route("/api/jobs/{job}", d.job), Route("/api/jobs/{job}/config", d.job_config),
+        Route("/api/jobs/{job}/logs", d.logs), Route("/api/jobs/{job}/events", d.job_events),
+        Route("/api/jobs/{job}/cancel", d.cancel, methods=["POST"]),
+        Route("/api/jobs/{job}/fetch", d.fetch, methods=["POST"]),
+        Route("/api/compare", d.compare),
+        Route("/pipelines", d.page), Route("/pipelines/{run}", d.page),
+        Route("/api/pipelines", d.pipelines), Route("/api/pipelines/stream", d.pipelines_stream),
+        Route("/api/pipelines/{run}", d.pipeline), Route("/api/pipelines/{run}/stream", d.pipeline_stream),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)

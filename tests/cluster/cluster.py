@@ -60,8 +60,8 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check)
+def _sh(*argv: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check, env=env)
 
 
 def process_state(pid: int) -> str | None:
@@ -73,8 +73,34 @@ def process_state(pid: int) -> str | None:
     return text.rsplit(")", 1)[1].split()[0]
 
 
-def _alive(pid: int) -> bool:
-    return process_state(pid) not in (None, "Z", "X")
+def _alive(pid: int | None) -> bool:
+    return pid is not None and process_state(pid) not in (None, "Z", "X")
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status when it is our child (no zombie left); nothing otherwise."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def stop_pid(pid: int | None, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
+    """Signal one recorded pid, wait for it, SIGKILL when it outlives ``wait``; reap if ours."""
+    if not _alive(pid):
+        return
+    for s, limit in ((sig, wait), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, s)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + limit
+        while _alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.05)
+        if not _alive(pid):
+            break
+    _reap(pid)
 
 
 def _children(pid: int) -> list[int]:
@@ -82,6 +108,82 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except FileNotFoundError:
         return []
+
+
+class Subnet:
+    """One cluster's network: a bridge with its own ``BASE.N.0/24`` (gateway ``.1``, host k at
+    ``.10+k``), each host a network namespace with a veth on the bridge. Creating the bridge
+    ``<prefix>N`` is the lock on N (``ip link add`` fails when another suite holds it), and with
+    it on the state dir ``<root>/N``: several suites run at once, each on its own N.
+
+    The SSH cluster (``alabr``, 10.213) and the Slurm one (``alasl``, 10.214) both use it."""
+
+    def __init__(self, base: str, prefix: str, unavailable: type[Exception] = RuntimeError):
+        self.base, self.prefix, self.unavailable = base, prefix, unavailable
+        self.index: int | None = None
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.prefix}{self.index}"
+
+    @property
+    def gateway(self) -> str:
+        return f"{self.base}.{self.index}.1"
+
+    def address(self, k: int) -> str:
+        return f"{self.base}.{self.index}.{10 + k}"
+
+    def claim(self) -> int:
+        """Creating the bridge is the lock: the first free index wins."""
+        for n in range(0, 250):
+            if _sh("ip", "link", "add", f"{self.prefix}{n}", "type", "bridge", check=False).returncode == 0:
+                self.index = n
+                _sh("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+                _sh("ip", "link", "set", self.bridge, "up")
+                return n
+        raise self.unavailable(f"no free bridge name {self.prefix}0..{self.prefix}249")
+
+    def state_dir(self, root: Path, given: Path | None = None) -> Path:
+        """``given`` or ``root/N``, empty and ours: what a killed run left there is removed (we
+        hold the bridge, the lock on N)."""
+        state_dir = given if given is not None else root / str(self.index)
+        if state_dir.exists():
+            shutil.rmtree(state_dir, ignore_errors=True)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        state_dir.chmod(0o755)
+        return state_dir
+
+    def add_netns(self, netns: str, veth: str, address: str) -> None:
+        """A veth pair, one end on the bridge, the other as eth0 (``address``) in a new netns."""
+        _sh("ip", "netns", "add", netns)
+        _sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        _sh("ip", "link", "set", veth, "master", self.bridge, "up")
+        for argv in (["ip", "addr", "add", f"{address}/24", "dev", "eth0"],
+                     ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"],
+                     ["ip", "route", "add", "default", "via", self.gateway]):
+            _sh("ip", "netns", "exec", netns, *argv)
+
+    @staticmethod
+    def remove_netns(pairs: list[tuple[str, str]]) -> None:
+        """(veth, netns) pairs gone: veths first, as `ip netns del` removes them asynchronously."""
+        for veth, _ in pairs:
+            _sh("ip", "link", "del", veth, check=False)
+        for _, netns in pairs:
+            _sh("ip", "netns", "del", netns, check=False)
+
+    def release(self) -> None:
+        """The bridge gone: last, it is the lock on this subnet and its state dir."""
+        if self.index is not None:
+            _sh("ip", "link", "del", self.bridge, check=False)
+
+
+def save_state(state_dir: Path | None, data: dict) -> None:
+    """``state.json`` (every pid, netns and link to tear down) replaced atomically."""
+    if state_dir is None or not state_dir.exists():
+        return
+    tmp = state_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(state_dir / "state.json")
 
 
 @dataclass
@@ -129,17 +231,25 @@ class Cluster:
         self.shared = shared
         self.python = python or str(REPO / ".venv" / "bin" / "python")
         self.state_dir = state_dir
-        self.subnet: int | None = None
+        self.net = Subnet(SUBNET_BASE, "alabr", ClusterUnavailable)
         self.hosts: list[ClusterHost] = []
 
     # ------------------------------------------------------------------ paths
     @property
+    def subnet(self) -> int | None:
+        return self.net.index
+
+    @subnet.setter
+    def subnet(self, index: int | None) -> None:
+        self.net.index = index
+
+    @property
     def bridge(self) -> str:
-        return f"alabr{self.subnet}"
+        return self.net.bridge
 
     @property
     def gateway(self) -> str:
-        return f"{SUBNET_BASE}.{self.subnet}.1"
+        return self.net.gateway
 
     @property
     def client_key(self) -> Path:
@@ -170,13 +280,9 @@ class Cluster:
         if reason:
             raise ClusterUnavailable(reason)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self._claim_subnet()
+        self.net.claim()
         try:
-            if self.state_dir is None:
-                self.state_dir = STATE_ROOT / str(self.subnet)
-            if self.state_dir.exists():  # left by a killed run; we hold the bridge (the lock)
-                shutil.rmtree(self.state_dir, ignore_errors=True)
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.state_dir = self.net.state_dir(STATE_ROOT, self.state_dir)
             self.shared_dir.mkdir()
             _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alaunch-test-client",
                 "-f", str(self.client_key))
@@ -201,19 +307,8 @@ class Cluster:
             raise
         return self
 
-    def _claim_subnet(self) -> None:
-        """Creating the bridge is the lock: the first free index wins."""
-        for n in range(0, 250):
-            res = _sh("ip", "link", "add", f"alabr{n}", "type", "bridge", check=False)
-            if res.returncode == 0:
-                self.subnet = n
-                _sh("ip", "addr", "add", f"{SUBNET_BASE}.{n}.1/24", "dev", self.bridge)
-                _sh("ip", "link", "set", self.bridge, "up")
-                return
-        raise ClusterUnavailable("no free bridge name alabr0..alabr249")
-
     def _make_host(self, i: int) -> ClusterHost:
-        return ClusterHost(index=i, name=f"host{i}", address=f"{SUBNET_BASE}.{self.subnet}.{10 + i}",
+        return ClusterHost(index=i, name=f"host{i}", address=self.net.address(i),
                            netns=f"alaunch{self.subnet}-h{i}", veth=f"alv{self.subnet}h{i}",
                            dir=self.state_dir / f"host{i}")
 
@@ -252,14 +347,7 @@ class Cluster:
             "MaxStartups 100:30:200", "MaxSessions 100", "LogLevel ERROR",
             f"SetEnv PATH={h.dir / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         ]) + "\n")
-        # the network: a veth pair, one end on the bridge, the other as eth0 in the netns
-        _sh("ip", "netns", "add", h.netns)
-        _sh("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
-        _sh("ip", "link", "set", h.veth, "master", self.bridge, "up")
-        for argv in (["ip", "addr", "add", f"{h.address}/24", "dev", "eth0"],
-                     ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"],
-                     ["ip", "route", "add", "default", "via", self.gateway]):
-            _sh("ip", "netns", "exec", h.netns, *argv)
+        self.net.add_netns(h.netns, h.veth, h.address)
 
     def _prepare_realistic(self, h: ClusterHost, pub: str) -> None:
         """The login user, its chatty shell, the CANN stub (see the module docstring)."""
@@ -374,10 +462,7 @@ class Cluster:
         deadline = time.monotonic() + 5
         while _alive(h.sshd_pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        try:
-            os.waitpid(h.sshd_pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        _reap(h.sshd_pid)
         h.sshd_pid = None
         self.save()
 
@@ -472,30 +557,18 @@ class Cluster:
                 deadline = time.monotonic() + 5
                 while _alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.01)
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-        for h in self.hosts:  # veths first: `ip netns del` removes them asynchronously
-            _sh("ip", "link", "del", h.veth, check=False)
-        for h in self.hosts:
-            _sh("ip", "netns", "del", h.netns, check=False)
+                _reap(pid)
+        Subnet.remove_netns([(h.veth, h.netns) for h in self.hosts])
         if self.state_dir is not None and self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
-        if self.subnet is not None:  # last: the bridge is the lock on this subnet and dir
-            _sh("ip", "link", "del", self.bridge, check=False)
+        self.net.release()
         self.hosts = []
 
     def save(self) -> None:
-        if self.state_dir is None or not self.state_dir.exists():
-            return
-        data = {"n": self.n, "subnet": self.subnet, "python": self.python, "shared": self.shared,
-                "realistic": self.realistic,
-                "hosts": [{"index": h.index, "init_pid": h.init_pid, "sshd_pid": h.sshd_pid}
-                          for h in self.hosts]}
-        tmp = self.state_dir / "state.json.tmp"
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.state_dir / "state.json")
+        save_state(self.state_dir, {
+            "n": self.n, "subnet": self.subnet, "python": self.python, "shared": self.shared,
+            "realistic": self.realistic,
+            "hosts": [{"index": h.index, "init_pid": h.init_pid, "sshd_pid": h.sshd_pid} for h in self.hosts]})
 
     @classmethod
     def load(cls, state_dir: Path) -> "Cluster":

@@ -8,7 +8,8 @@ two nodes sharing one address would both start one and the second would fail the
 The filesystem is shared (one machine), which is what a Slurm cluster's shared workdir is.
 
 Several suites may run at once: each cluster has its own bridge/subnet (creating the bridge is
-the lock), its own munged socket (``AuthInfo=socket=``), its own slurmctld port and state dir.
+the lock; :class:`tests.cluster.cluster.Subnet`, shared with the SSH cluster, as are the pid
+helpers), its own munged socket (``AuthInfo=socket=``), its own slurmctld port and state dir.
 Nothing here touches a process it did not start: every daemon pid is recorded in
 ``state.json`` and stopped by that pid; job processes left behind are found as the pids inside
 this cluster's own network namespaces (``ip netns pids``).
@@ -26,6 +27,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+# the SSH cluster's pieces: bridge/subnet lock, namespaces, state dir, pids (tests/cluster)
+from tests.cluster.cluster import Subnet, _alive, _sh, save_state
+from tests.cluster.cluster import stop_pid as _stop
 
 SUBNET_BASE = "10.214"  # 10.214.N.0/24; the SSH cluster uses 10.213
 STATE_ROOT = Path("/var/tmp/alaunch-slurm")
@@ -53,44 +58,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _sh(*argv: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check, env=env)
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return text.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _stop(pid: int | None, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
-    """Signal one recorded pid, wait for it, SIGKILL when it outlives ``wait``; reap if ours."""
-    if not _alive(pid):
-        return
-    for s, limit in ((sig, wait), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, s)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + limit
-        while _alive(pid) and time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.05)
-        if not _alive(pid):
-            break
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
@@ -114,7 +81,7 @@ class SlurmCluster:
         self.n = n
         self.cpus = cpus
         self.state_dir = state_dir
-        self.subnet: int | None = None
+        self.net = Subnet(SUBNET_BASE, "alasl", SlurmUnavailable)
         self.ctld_port: int | None = None
         self.nodes: list[SlurmNode] = []
         self.munged_pid: int | None = None
@@ -123,12 +90,20 @@ class SlurmCluster:
 
     # ------------------------------------------------------------------ paths
     @property
+    def subnet(self) -> int | None:
+        return self.net.index
+
+    @subnet.setter
+    def subnet(self, index: int | None) -> None:
+        self.net.index = index
+
+    @property
     def bridge(self) -> str:
-        return f"alasl{self.subnet}"
+        return self.net.bridge
 
     @property
     def gateway(self) -> str:
-        return f"{SUBNET_BASE}.{self.subnet}.1"
+        return self.net.gateway
 
     @property
     def conf(self) -> Path:
@@ -151,21 +126,16 @@ class SlurmCluster:
         reason = unavailable_reason()
         if reason:
             raise SlurmUnavailable(reason)
-        self._claim_subnet()
+        self.net.claim()
         try:
-            if self.state_dir is None:
-                self.state_dir = STATE_ROOT / str(self.subnet)
-            if self.state_dir.exists():  # left by a killed run; we hold the bridge (the lock)
-                shutil.rmtree(self.state_dir, ignore_errors=True)
-            self.state_dir.mkdir(parents=True, mode=0o755)
-            self.state_dir.chmod(0o755)
+            self.state_dir = self.net.state_dir(STATE_ROOT, self.state_dir)
             self.ctld_port = _free_port()
-            self.nodes = [SlurmNode(i, f"n{i + 1}", f"{SUBNET_BASE}.{self.subnet}.{10 + i}",
+            self.nodes = [SlurmNode(i, f"n{i + 1}", self.net.address(i),
                                     f"alaslurm{self.subnet}-n{i + 1}", f"alsv{self.subnet}n{i + 1}")
                           for i in range(self.n)]
             self.save()
             for node in self.nodes:
-                self._make_netns(node)
+                self.net.add_netns(node.netns, node.veth, node.address)
             self._start_munged()
             self._write_conf()
             self._start_slurmctld()
@@ -177,24 +147,6 @@ class SlurmCluster:
             self.down()
             raise
         return self
-
-    def _claim_subnet(self) -> None:
-        for n in range(0, 250):
-            if _sh("ip", "link", "add", f"alasl{n}", "type", "bridge", check=False).returncode == 0:
-                self.subnet = n
-                _sh("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
-                _sh("ip", "link", "set", self.bridge, "up")
-                return
-        raise SlurmUnavailable("no free bridge name alasl0..alasl249")
-
-    def _make_netns(self, node: SlurmNode) -> None:
-        _sh("ip", "netns", "add", node.netns)
-        _sh("ip", "link", "add", node.veth, "type", "veth", "peer", "name", "eth0", "netns", node.netns)
-        _sh("ip", "link", "set", node.veth, "master", self.bridge, "up")
-        for argv in (["ip", "addr", "add", f"{node.address}/24", "dev", "eth0"],
-                     ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"],
-                     ["ip", "route", "add", "default", "via", self.gateway]):
-            _sh("ip", "netns", "exec", node.netns, *argv)
 
     def _start_munged(self) -> None:
         mdir = self.state_dir / "munge"
@@ -334,25 +286,17 @@ class SlurmCluster:
                 _stop(pid, signal.SIGKILL, wait=2.0)
         _stop(self.ctld_pid)
         _stop(self.munged_pid)
-        for node in self.nodes:
-            _sh("ip", "link", "del", node.veth, check=False)
-            _sh("ip", "netns", "del", node.netns, check=False)
+        Subnet.remove_netns([(node.veth, node.netns) for node in self.nodes])
         if self.state_dir is not None and self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
-        if self.subnet is not None:  # last: the bridge is the lock on this subnet and dir
-            _sh("ip", "link", "del", self.bridge, check=False)
+        self.net.release()  # last: the bridge is the lock on this subnet and dir
         self.nodes = []
 
     def save(self) -> None:
-        if self.state_dir is None or not self.state_dir.exists():
-            return
-        data = {"n": self.n, "cpus": self.cpus, "subnet": self.subnet, "ctld_port": self.ctld_port,
+        save_state(self.state_dir, {"n": self.n, "cpus": self.cpus, "subnet": self.subnet, "ctld_port": self.ctld_port,
                 "munged_pid": self.munged_pid, "ctld_pid": self.ctld_pid,
                 "nodes": [{"index": n.index, "name": n.name, "address": n.address, "netns": n.netns,
-                           "veth": n.veth, "pid": n.pid} for n in self.nodes]}
-        tmp = self.state_dir / "state.json.tmp"
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.state_dir / "state.json")
+                           "veth": n.veth, "pid": n.pid} for n in self.nodes]})
 
     @classmethod
     def load(cls, state_dir: Path) -> "SlurmCluster":
