@@ -47,7 +47,7 @@ def test_hosts_have_own_address_hostname_and_filesystem(ssh_cluster):
 @pytest.mark.cluster
 def test_hosts_reach_each_other_over_tcp(ssh_cluster):
     """What msrun's master_port needs: a port opened on one host is reachable from another."""
-    a, b = ssh_cluster.hosts[0], ssh_cluster.hosts[1]
+    a = ssh_cluster.hosts[0]
     res = ssh_cluster.exec_on(1, ["python3", "-c",
                                   "import socket,sys; socket.create_connection((sys.argv[1], 22), 3).close(); print('ok')",
                                   a.address])

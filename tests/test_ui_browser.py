@@ -64,6 +64,19 @@ def wait_for(fn, timeout: float = 60, every: float = 0.1, what: str = "condition
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def click(driver, css: str, tries: int = 20) -> None:
+    """Click what ``css`` finds, again if the page re-rendered it in between (the lists redraw
+    when the registry changes: a found row can be replaced before the click lands)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    for _ in range(tries - 1):
+        try:
+            driver.find_element("css selector", css).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    driver.find_element("css selector", css).click()
+
+
 class LogPoller(threading.Thread):
     """When each loss step first appears in a worker log on the host (polled every 10 ms)."""
 
@@ -217,7 +230,7 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
         assert js(f"return document.querySelector('#jobs tr[data-id=\"{c}\"] .state.incomplete') !== null")
         driver.set_window_size(1400, 1500)  # compare's screenshot shows the scores under the chart
         for job in (a, b):
-            driver.find_element("css selector", f'#jobs tr[data-id="{job}"] input.pick').click()
+            click(driver, f'#jobs tr[data-id="{job}"] input.pick')
         driver.find_element("id", "compare-btn").click()
         wait_for(lambda: js("return window.__alaunch.compare !== undefined"), 60, what="compare")
         compared = js("return window.__alaunch.compare")
@@ -256,14 +269,14 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
         driver.get(base + "/pipelines")
         wait_for(lambda: js(f"return document.querySelector('#pipelines tr[data-id=\"{run.id}\"]')?.dataset.state")
                  == "failed", 30, what="the pipeline run in the list")
-        driver.find_element("css selector", f'#pipelines tr[data-id="{run.id}"] a').click()
+        click(driver, f'#pipelines tr[data-id="{run.id}"] a')
         wait_for(lambda: js("return document.querySelectorAll('#p-graph .node').length") == 4, 30, what="the steps")
         states = js("const o={}; document.querySelectorAll('#steps tr[data-step]').forEach(tr => "
                     "o[tr.dataset.step]=tr.dataset.state); return o")
         assert states == {"train": "succeeded", "longer": "succeeded", "score": "failed", "results": "blocked"}
         assert js("return document.querySelectorAll('#p-graph path.edge').length") == 4  # the needs
         shot(driver, tmp_path, "ui-pipeline.png")
-        driver.find_element("css selector", '#p-graph a.node[data-step="train"]').click()
+        click(driver, '#p-graph a.node[data-step="train"]')
         wait_for(lambda: driver.current_url.endswith(f"/jobs/{a}"), 30, what="the train step's job page")
     finally:
         if driver is not None:
