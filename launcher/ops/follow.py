@@ -29,6 +29,9 @@ import json
 import os
 import queue
 import re
+import selectors
+import signal
+import subprocess
 import threading
 import time
 from collections import deque
@@ -49,7 +52,8 @@ from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
 from launcher.metrics import signatures
 from launcher.metrics.logparse import Failure, JobLogs, LogState
-from launcher.runners import CommandRunner
+from launcher.ops.fanout import run_parallel
+from launcher.runners import CommandRunner, OpenSSHRunner
 
 GANG_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping the other nodes
 DRAIN_AFTER_STOP = 8.0  # seconds to keep reading the nodes' last lines after a gang stop
@@ -122,9 +126,66 @@ def parse_message(host: str, raw: str, at: float = 0.0) -> Event | None:
     return None
 
 
-# ---------------------------------------------------------------- one thread per node
+# ---------------------------------------------------------------- one node's state (no I/O)
+class NodeLog:
+    """What the follower keeps of one node, whatever carries its bytes: each file's byte offset,
+    the files of the current attempt, the last sign of life, the end, and the backoff.
+
+    Shared by both transports (:class:`NodeStream`, a thread per node over paramiko, and
+    :class:`PipeHub`, one thread reading every node's ``ssh`` process), so reconnect, offsets and
+    ``unreachable since`` behave the same on either."""
+
+    def __init__(self, host: str, offsets: dict[str, list[int]] | None = None,
+                 backoff: tuple[float, ...] = RECONNECT_BACKOFF):
+        self.host = host
+        self.offsets: dict[str, list[int]] = dict(offsets or {})  # path -> [inode, offset]
+        self.files: dict[str, tuple[str, int]] = {}  # fid -> (path, inode), this attempt
+        self.backoff = backoff
+        self.ended = False
+        self.last_seen = time.monotonic()
+        self.attempts = 0
+        self.tries = 0  # reconnects in a row without a sign of life in between
+        self._lock = threading.Lock()  # offsets are read by the follower's thread
+
+    def begin(self) -> None:
+        """A new attempt: the script numbers its files afresh."""
+        self.files = {}
+        self.attempts += 1
+
+    def take(self, raw: str, at: float) -> Event | None:
+        """One line of the FOLLOW script -> the event to publish (None: nothing to publish)."""
+        event = parse_message(self.host, raw, at)
+        if event is None:
+            return None
+        self.last_seen = event.at
+        if event.kind == "file":
+            self.files[event.fid] = (event.text, event.end)
+            return None
+        if event.kind == "line" and event.fid in self.files:
+            path, ino = self.files[event.fid]
+            with self._lock:
+                self.offsets[path] = [ino, event.end]
+        if event.kind == "end":
+            self.ended = True
+        return None if event.kind == "beat" else event
+
+    def offsets_copy(self) -> dict[str, list[int]]:
+        with self._lock:
+            return {k: list(v) for k, v in self.offsets.items()}
+
+    def retry_delay(self, now: float) -> float:
+        """Seconds to wait before the next attempt: the backoff grows while attempts bring no
+        message, and starts over once one did."""
+        delay = self.backoff[min(self.tries, len(self.backoff) - 1)]
+        self.tries = 0 if now - self.last_seen < delay + 1 else self.tries + 1
+        return delay
+
+
+# ---------------------------------------------------------------- one thread per node (paramiko)
 class NodeStream(threading.Thread):
-    """Runs the FOLLOW script on one node and puts its events on the shared queue.
+    """Runs the FOLLOW script on one node and puts its events on the shared queue: the fallback
+    for runners without a local process to read (paramiko's :class:`~launcher.runners.SSHRunner`
+    when there is no ``ssh`` binary). :class:`PipeHub` is the path otherwise.
 
     Survives links: every message (a heartbeat too) is a sign of life; when none came for
     ``unreachable_after`` s the follower calls :meth:`give_up`, which ends this attempt (the
@@ -139,48 +200,41 @@ class NodeStream(threading.Thread):
         super().__init__(name=f"follow-{runner.name}", daemon=True)
         self.runner, self.out, self.stop = runner, out, stop
         self.argv_for = argv if callable(argv) else (lambda _offsets: argv)
-        self.offsets: dict[str, list[int]] = dict(offsets or {})  # path -> [inode, offset]
-        self.files: dict[str, tuple[str, int]] = {}  # fid -> (path, inode), this attempt
-        self.reconnect, self.backoff = reconnect, backoff
-        self.ended = False
-        self.last_seen = time.monotonic()
-        self.attempts = 0
+        self.node = NodeLog(runner.name, offsets, backoff)
+        self.reconnect = reconnect
         self._attempt_stop = threading.Event()
-        self._lock = threading.Lock()
+
+    @property
+    def last_seen(self) -> float:
+        return self.node.last_seen
+
+    @property
+    def ended(self) -> bool:
+        return self.node.ended
+
+    @property
+    def attempts(self) -> int:
+        return self.node.attempts
 
     def give_up(self) -> None:
         """End the current attempt (the follower saw no heartbeat); the thread reconnects."""
         self._attempt_stop.set()
 
     def offsets_copy(self) -> dict[str, list[int]]:
-        with self._lock:
-            return {k: list(v) for k, v in self.offsets.items()}
+        return self.node.offsets_copy()
 
     def _on_line(self, raw: str) -> bool | None:
         if self._attempt_stop.is_set():
             return False
-        event = parse_message(self.runner.name, raw, time.monotonic())
-        if event is None:
-            return None
-        self.last_seen = event.at
-        if event.kind == "file":
-            self.files[event.fid] = (event.text, event.end)
-            return None
-        if event.kind == "line" and event.fid in self.files:
-            path, ino = self.files[event.fid]
-            with self._lock:
-                self.offsets[path] = [ino, event.end]
-        if event.kind == "end":
-            self.ended = True
-        if event.kind != "beat":
+        event = self.node.take(raw, time.monotonic())
+        if event is not None:
             self.out.put(event)
         return None
 
     def _once(self) -> str:
         """One connection; returns why it ended ('' when the node ended or we were stopped)."""
         self._attempt_stop.clear()
-        self.files = {}
-        self.attempts += 1
+        self.node.begin()
         detail: list[str] = []
         watcher = threading.Thread(target=self._relay_stop, daemon=True)
         watcher.start()
@@ -193,7 +247,7 @@ class NodeStream(threading.Thread):
         finally:
             self._attempt_stop.set()
             self.runner.close()
-        if self.ended or self.stop.is_set():
+        if self.node.ended or self.stop.is_set():
             return ""
         return "; ".join(detail) or "channel closed"
 
@@ -203,7 +257,6 @@ class NodeStream(threading.Thread):
                 self._attempt_stop.set()
 
     def run(self) -> None:
-        tries = 0
         while True:
             why = self._once()
             if not why:
@@ -211,10 +264,281 @@ class NodeStream(threading.Thread):
             self.out.put(Event(self.runner.name, "lost", text=why, at=time.monotonic()))
             if not self.reconnect:
                 return
-            delay = self.backoff[min(tries, len(self.backoff) - 1)]
-            tries = 0 if time.monotonic() - self.last_seen < delay + 1 else tries + 1
-            if self.stop.wait(delay):
+            if self.stop.wait(self.node.retry_delay(time.monotonic())):
                 return
+
+
+# ---------------------------------------------------------------- one thread for every node's process
+def split_lines(pending: bytes, data: bytes) -> tuple[list[str], bytes]:
+    """Bytes read from a pipe -> (complete lines, the unfinished rest to keep): a message may
+    arrive in several reads and several messages in one (pure)."""
+    *complete, rest = (pending + data).split(b"\n")
+    return [raw.decode("utf-8", "replace") for raw in complete], rest
+
+
+def process_argv(runner: CommandRunner, argv: Sequence[str]) -> list[str] | None:
+    """The argv of a process on this machine that runs ``argv`` on the runner's host (its stdout
+    the command's), or None: no such process (paramiko), follow through :class:`NodeStream`."""
+    made = runner.process_argv(argv)
+    if made is None and isinstance(runner, OpenSSHRunner):
+        made = runner.argv(argv)  # over the runner's ControlMaster
+    return made
+
+
+class PipeNode:
+    """One node as :class:`PipeHub` runs it: the argv of its current process, that process and
+    its pipes, and the node's :class:`NodeLog`. The follower's thread calls :meth:`give_up`;
+    everything else runs on the hub's thread."""
+
+    def __init__(self, hub: "PipeHub", runner: CommandRunner, argv_for: Callable[[dict], list[str]],
+                 offsets: dict[str, list[int]] | None, reconnect: bool, backoff: tuple[float, ...]):
+        self.hub, self.runner, self.argv_for, self.reconnect = hub, runner, argv_for, reconnect
+        self.node = NodeLog(runner.name, offsets, backoff)
+        self.proc: subprocess.Popen | None = None
+        self.pending = b""
+        self.err = bytearray()
+        self.out_open = False
+        self.cut = False  # this attempt was given up: its remaining output is not read
+        self.killed_at: float | None = None
+        self.retry_at: float | None = 0.0  # when to start the next attempt (None: none planned)
+        self.done = False
+        self._give_up = threading.Event()
+
+    @property
+    def host(self) -> str:
+        return self.runner.name
+
+    @property
+    def last_seen(self) -> float:
+        return self.node.last_seen
+
+    @property
+    def ended(self) -> bool:
+        return self.node.ended
+
+    @property
+    def attempts(self) -> int:
+        return self.node.attempts
+
+    def offsets_copy(self) -> dict[str, list[int]]:
+        return self.node.offsets_copy()
+
+    def give_up(self) -> None:
+        """End the current attempt (no heartbeat): the process is killed, the node reconnects."""
+        self._give_up.set()
+        self.hub.wake()
+
+
+class PipeHub(threading.Thread):
+    """One thread that owns the follow processes of every node (an ``ssh`` client each over the
+    runner's ControlMaster, or the script itself for a local node) and reads all their stdouts
+    with :mod:`selectors`, handing each line to that node's :class:`NodeLog`.
+
+    Why: at 64 nodes a paramiko thread per node (plus its stop watcher) cost 3.4 CPU-s per
+    minute with idle logs and 6.9 at 10 lines/s/node, all of it Python under one GIL; OpenSSH
+    clients (crypto in C, each its own process) read by one thread cost 0.2 and 3.5, with the
+    same p95 latency (``benchmarks/bench_follow_scale.py``, docs/performance.md).
+
+    Each attempt is a process; its end (EOF and exit) is the channel's end: a ``lost`` event and
+    a new process after the node's backoff, started with the byte offsets read so far. Stopping
+    (``stop`` set, :meth:`close`) kills every process and waits for it: nothing is left behind
+    here, and the host script ends at its next heartbeat, when its channel is gone."""
+
+    KILL_AFTER = 2.0  # seconds between SIGTERM and SIGKILL of a follow process
+
+    def __init__(self, out: "queue.Queue[Event]", stop: threading.Event):
+        super().__init__(name="follow-pipes", daemon=True)
+        self.out, self.stop = out, stop
+        self.nodes: list[PipeNode] = []
+        self.sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._kill_lock = threading.Lock()
+        self._closed = False
+
+    def add(self, runner: CommandRunner, argv_for: Callable[[dict], list[str]], *,
+            offsets: dict[str, list[int]] | None = None, reconnect: bool = True,
+            backoff: tuple[float, ...] = RECONNECT_BACKOFF) -> PipeNode:
+        node = PipeNode(self, runner, argv_for, offsets, reconnect, backoff)
+        self.nodes.append(node)
+        return node
+
+    def wake(self) -> None:
+        if self._closed:
+            return
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already awake (pipe full) or closed
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop: every process killed and reaped before this returns, then each runner closed
+        (its own ControlMaster ended; a shared one is left to its ControlPersist)."""
+        self.stop.set()
+        self.wake()
+        if self.is_alive():
+            self.join(timeout)
+        self._kill_all()
+        if self._closed:
+            return
+        self._closed = True
+        run_parallel(self.nodes, lambda n: n.runner.close())
+        self.sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # --- the loop (hub thread)
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                for n in self.nodes:
+                    self._tend(n, now)
+                if all(n.done for n in self.nodes):
+                    return
+                waits = [n.retry_at - now for n in self.nodes
+                         if n.proc is None and not n.done and n.retry_at is not None]
+                for key, _ in self.sel.select(max(0.0, min([0.2, *waits]))):
+                    if key.data is None:
+                        self._drain_wake()
+                    else:
+                        self._read(key.data[0], key.data[1], key.fileobj)
+        finally:
+            self._kill_all()
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _tend(self, n: PipeNode, now: float) -> None:
+        """Start a due attempt, kill a given-up one, finish one whose process has ended."""
+        if n.done:
+            return
+        if n.proc is None:
+            if n.retry_at is not None and now >= n.retry_at:
+                self._spawn(n)
+            return
+        if n._give_up.is_set() and not n.cut:
+            n.cut = True
+            self._signal(n, signal.SIGTERM)
+            n.killed_at = now
+        elif n.killed_at is not None and now - n.killed_at > self.KILL_AFTER:
+            self._signal(n, signal.SIGKILL)
+            n.killed_at = float("inf")
+        if not n.out_open and n.proc.poll() is not None:
+            self._finish(n, now)
+
+    def _spawn(self, n: PipeNode) -> None:
+        n._give_up.clear()
+        n.cut, n.killed_at, n.pending, n.err, n.retry_at = False, None, b"", bytearray(), None
+        n.node.begin()
+        try:
+            argv = process_argv(n.runner, n.argv_for(n.offsets_copy()))
+            n.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, start_new_session=True)
+        except (AlaunchError, OSError, TypeError) as exc:
+            n.proc = None
+            self._lost(n, getattr(exc, "message", None) or str(exc), time.monotonic())
+            return
+        for f, kind in ((n.proc.stdout, "out"), (n.proc.stderr, "err")):
+            os.set_blocking(f.fileno(), False)
+            self.sel.register(f, selectors.EVENT_READ, (n, kind))
+        n.out_open = True
+
+    def _read(self, n: PipeNode, kind: str, f) -> None:
+        if f.closed:
+            return  # its attempt was finished earlier in this turn
+        try:
+            data = os.read(f.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(f)
+            f.close()
+            if kind == "out":
+                n.out_open = False
+                self._tend(n, time.monotonic())
+            return
+        if kind == "err":
+            n.err += data
+            del n.err[:-4096]
+            return
+        if n.cut:
+            return  # given up: resumed from the offsets by the next attempt
+        lines, n.pending = split_lines(n.pending, data)
+        at = time.monotonic()
+        for raw in lines:
+            event = n.node.take(raw, at)
+            if event is not None:
+                self.out.put(event)
+
+    def _finish(self, n: PipeNode, now: float) -> None:
+        """The attempt's process has ended: say why (unless the node ended) and plan the next."""
+        proc, n.proc = n.proc, None
+        self._close_err(proc)
+        code = proc.returncode
+        if n.node.ended or self.stop.is_set():
+            n.done = True
+            return
+        detail = n.err.decode("utf-8", "replace").strip().splitlines()[-1:] if code and not n.cut else []
+        self._lost(n, "; ".join(detail) or "channel closed", now)
+
+    def _lost(self, n: PipeNode, why: str, now: float) -> None:
+        self.out.put(Event(n.host, "lost", text=why, at=now))
+        if not n.reconnect:
+            n.done = True
+            return
+        n.retry_at = now + n.node.retry_delay(now)
+
+    def _close_err(self, proc: subprocess.Popen) -> None:
+        for f in (proc.stdout, proc.stderr):
+            if f is not None and not f.closed:
+                try:
+                    self.sel.unregister(f)
+                except (KeyError, ValueError):
+                    pass
+                f.close()
+
+    @staticmethod
+    def _signal(n: PipeNode, sig: int) -> None:
+        """The attempt's process and its session (the local script, or the ssh client; a shared
+        ControlMaster daemonized into a session of its own and is not touched)."""
+        if n.proc is None or n.proc.poll() is not None:
+            return
+        try:
+            os.killpg(n.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _kill_all(self) -> None:
+        with self._kill_lock:
+            self._kill_all_locked()
+
+    def _kill_all_locked(self) -> None:
+        live = [n for n in self.nodes if n.proc is not None]
+        for n in live:
+            self._signal(n, signal.SIGTERM)
+        deadline = time.monotonic() + self.KILL_AFTER
+        for n in live:
+            proc = n.proc
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._signal(n, signal.SIGKILL)
+                proc.wait()
+            self._close_err(proc)
+            n.proc, n.done = None, True
+        for n in self.nodes:
+            n.done = True
 
 
 def load_offsets(path: Path | None) -> dict[str, dict[str, list[int]]]:
@@ -496,25 +820,47 @@ class Follower:
         self.queue: "queue.Queue[Event]" = queue.Queue()
         self.stop = threading.Event()
         self.nodes = {n.host: NodeView(n.host, n.node_rank) for n in record.nodes}
-        self.streams: dict[str, NodeStream] = {}
+        self.streams: dict[str, NodeStream | PipeNode] = {}
+        self.hub: PipeHub | None = None
 
-    def _start(self) -> dict[str, NodeStream]:
+    def _start(self) -> dict[str, NodeStream | PipeNode]:
+        """Every node whose runner has a local process for it (an ``ssh`` client, or the script
+        itself on this machine) goes to one :class:`PipeHub`; the others (paramiko only) get a
+        :class:`NodeStream` thread each."""
         pythons = self.record.meta.get("pythons") or {}
         saved = load_offsets(self.offsets_path) if self.follow else {}
-        streams = {}
+        streams: dict[str, NodeStream | PipeNode] = {}
+        hub = PipeHub(self.queue, self.stop)
         for node in self.record.nodes:
             runner = self.runner_for(self.hosts[node.host])
             ranks = (self.record.meta.get("ranks") or {}).get(str(node.node_rank))
             # SSH jobs keep per-node state (state/node-<rank>); a Slurm job's one batch script its state/
             rank = None if self.record.meta.get("backend") == "slurm" else node.node_rank
             python, root, follow = pythons.get(node.host, "python3"), node.job_dir, self.follow
-            streams[node.host] = NodeStream(
-                runner, lambda offsets, p=python, r=root, n=rank, k=ranks: follow_argv(p, r, follow, n, k, offsets),
-                self.queue, self.stop, offsets=saved.get(node.host), reconnect=self.follow, backoff=self.backoff)
-        for st in streams.values():
-            st.start()
+
+            def argv_for(offsets, p=python, r=root, n=rank, k=ranks):
+                return follow_argv(p, r, follow, n, k, offsets)
+
+            kw = dict(offsets=saved.get(node.host), reconnect=self.follow, backoff=self.backoff)
+            if process_argv(runner, ["true"]) is not None:
+                streams[node.host] = hub.add(runner, argv_for, **kw)
+            else:
+                streams[node.host] = NodeStream(runner, argv_for, self.queue, self.stop, **kw)
         self.streams = streams
+        if hub.nodes:
+            self.hub = hub
+            hub.start()
+        for st in streams.values():
+            if isinstance(st, NodeStream):
+                st.start()
         return streams
+
+    def _stop(self) -> None:
+        """Every node's attempt ends: the hub's processes are killed and reaped here (a Ctrl-C
+        leaves no ssh client behind); the paramiko threads see ``stop`` within 0.2 s."""
+        self.stop.set()
+        if self.hub is not None:
+            self.hub.close()
 
     def _save(self) -> None:
         if self.follow and self.offsets_path is not None:
@@ -565,7 +911,7 @@ class Follower:
                     stopped_at = time.monotonic()
                     drain_until = stopped_at + DRAIN_AFTER_STOP
         finally:
-            self.stop.set()
+            self._stop()
             self._save()
         self.job.finish()
         record = self.record

@@ -152,6 +152,12 @@ class CommandRunner(ABC):
     def close(self) -> None:
         """Release the connection (idempotent)."""
 
+    def process_argv(self, argv: Sequence[str]) -> list[str] | None:
+        """The argv of a process on THIS machine that runs ``argv`` on the host, the command's
+        stdout its stdout (the follower reads every node's such pipe from one thread), or None
+        when this runner has none (paramiko: :meth:`stream` is the way)."""
+        return None
+
     # --- built on exec()
     def check(self, argv: Sequence[str], stdin: Iterable[bytes] = (), timeout: float | None = None,
               what: str = "command") -> ExecResult:

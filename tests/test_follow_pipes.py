@@ -1,0 +1,222 @@
+"""The follower's one-thread transport (``ops.follow.PipeHub``) without SSH: real processes (the
+real FOLLOW script run locally, and small scripts that end or fail), read by one thread.
+
+What is pinned: lines split across reads and several per read, a process that ends is a
+``lost`` event and a new attempt after the backoff (which grows while attempts bring nothing),
+a given-up attempt resumes every file at its byte offset (nothing lost or doubled), and
+stopping — also by Ctrl-C in the follower — kills and reaps every process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.core.hostfile import Host
+from launcher.ops import registry as reg
+from launcher.ops.follow import (Event, Follower, NodeLog, PipeHub, PipeNode, follow_argv, process_argv,
+                                 split_lines)
+from launcher.runners import LocalRunner
+
+PY = sys.executable
+
+
+def test_split_lines_across_reads_and_several_per_read():
+    lines, rest = split_lines(b"", b"H\nL\t0\tworker\t1:5\tfir")
+    assert (lines, rest) == (["H"], b"L\t0\tworker\t1:5\tfir")
+    lines, rest = split_lines(rest, b"st\nX\t0\n")
+    assert (lines, rest) == (["L\t0\tworker\t1:5\tfirst", "X\t0"], b"")
+    lines, rest = split_lines(b"", "é".encode()[:1])  # a character cut between two reads
+    assert (lines, rest) == ([], b"\xc3")
+    assert split_lines(rest, "é".encode()[1:] + b"\n") == (["é"], b"")
+
+
+def test_node_log_keeps_offsets_per_file_and_backs_off_only_without_news():
+    node = NodeLog("h", {"/old.log": [1, 10]}, backoff=(1.0, 2.0, 4.0))
+    node.begin()
+    assert node.take("F\t1\t77\t/r/worker_0.log", 5.0) is None  # a file declared: nothing to publish
+    ev = node.take("L\t0\tworker\t1:42\tloss 1.0", 6.0)
+    assert (ev.kind, ev.text, node.last_seen) == ("line", "loss 1.0", 6.0)
+    assert node.take("H", 7.0) is None and node.last_seen == 7.0
+    assert node.offsets_copy() == {"/old.log": [1, 10], "/r/worker_0.log": [77, 42]}
+    assert node.take("L\t0\tworker\t9:50\tunknown fid", 7.5).end == 50  # published, no offset kept
+    assert "/r/worker_0.log" in node.offsets_copy() and len(node.offsets_copy()) == 2
+    # backoff: attempts that brought nothing grow it, news starts it over
+    assert [node.retry_delay(100.0) for _ in range(5)] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    node.take("H", 200.0)
+    assert node.retry_delay(200.5) == 4.0 and node.retry_delay(201.0) == 1.0
+    assert node.take("X\t3", 8.0).exit_code == 3 and node.ended
+
+
+def test_process_argv_local_is_the_command_itself():
+    runner = LocalRunner(Host("localhost", 1))
+    assert process_argv(runner, ["python3", "-c", "print(1)"]) == ["python3", "-c", "print(1)"]
+
+
+def _take(q: queue.Queue, until, timeout: float = 10.0) -> list[Event]:
+    got, end = [], time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            ev = q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        got.append(ev)
+        if until(ev):
+            return got
+    raise AssertionError(f"timed out; got {got}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_process_that_ends_is_lost_and_restarted_after_the_backoff(tmp_path):
+    """Each attempt prints a line in two writes, then fails with a reason on stderr (as ssh does):
+    every attempt's line arrives whole, each end is a 'lost' naming that reason, and attempts
+    are spaced by the backoff (its first step each time: a line is news, the backoff starts over)."""
+    script = ("import sys, time; sys.stdout.write('L\\t0\\tworker\\t1:3\\tpart'); sys.stdout.flush(); "
+              "time.sleep(0.05); print('ial'); sys.stdout.flush(); "
+              "print('ssh: connect to host h port 22: Connection refused', file=sys.stderr); sys.exit(255)")
+    q: queue.Queue = queue.Queue()
+    hub = PipeHub(q, threading.Event())
+    node = hub.add(LocalRunner(Host("localhost", 1)), lambda offsets: [PY, "-c", script], backoff=(0.2, 5.0))
+    hub.start()
+    got: list[Event] = []
+    try:
+        _take(q, lambda e: got.append(e) or [x.kind for x in got].count("lost") >= 3, timeout=20)
+    finally:
+        hub.close()
+    lines = [e for e in got if e.kind == "line"]
+    lost = [e for e in got if e.kind == "lost"]
+    assert [e.text for e in lines] == ["partial"] * 3
+    assert [e.text for e in lost] == ["ssh: connect to host h port 22: Connection refused"] * 3
+    gaps = [b.at - a.at for a, b in zip(lost, lost[1:])]
+    assert all(0.2 <= g < 2.0 for g in gaps), gaps
+    assert node.attempts == 3 and node.proc is None
+
+
+def test_silent_attempts_back_off_longer_and_longer():
+    """Attempts that end without a word, long after the node's last message, do not reset the
+    backoff (each step is taken in turn, the last repeats)."""
+    q: queue.Queue = queue.Queue()
+    hub = PipeHub(q, threading.Event())
+    node = hub.add(LocalRunner(Host("localhost", 1)), lambda offsets: [PY, "-c", "pass"], backoff=(0.1, 0.5, 1.5))
+    node.node.last_seen = time.monotonic() - 100  # silent for long
+    hub.start()
+    try:
+        seen: list[Event] = []
+        _take(q, lambda e: seen.append(e) or len(seen) >= 4, timeout=20)
+    finally:
+        hub.close()
+    assert [e.kind for e in seen] == ["lost"] * 4 and seen[0].text == "channel closed"
+    gaps = [b.at - a.at for a, b in zip(seen, seen[1:])]
+    assert gaps[0] < gaps[1] < gaps[2], gaps
+    assert 0.5 <= gaps[1] < 1.4 and 1.5 <= gaps[2] < 2.9, gaps
+
+
+def test_given_up_attempts_resume_every_file_at_its_offset_nothing_lost_or_doubled(tmp_path):
+    """The real FOLLOW script through the hub, cut twice mid-stream (what the follower does when
+    a node's heartbeat stops): the numbered sequence arrives once each, in order, and the
+    killed attempts' processes are gone."""
+    root = tmp_path / "job"
+    (root / "state").mkdir(parents=True)
+    (root / "msrun_log").mkdir()
+    (root / "state" / "pid").write_text(f"1 {os.getpid()}\n")
+    log = root / "msrun_log" / "worker_0.log"
+    n = 6000
+
+    def write():
+        with log.open("a") as fh:
+            for i in range(1, n + 1):
+                fh.write(f"line {i:05d}\n")
+                if i % 200 == 0:
+                    fh.flush()
+                    time.sleep(0.05)
+        (root / "state" / "exit_code").write_text("0\n")
+
+    q: queue.Queue = queue.Queue()
+    hub = PipeHub(q, threading.Event())
+    node = hub.add(LocalRunner(Host("localhost", 1)), lambda offsets: follow_argv(PY, str(root), True, offsets=offsets),
+                   backoff=(0.05,))
+    writer = threading.Thread(target=write)
+    writer.start()
+    hub.start()
+    pids = []
+    try:
+        got = _take(q, lambda e: e.kind == "line" and e.text == "line 01000", timeout=20)
+        pids.append(node.proc.pid)
+        node.give_up()
+        got += _take(q, lambda e: e.kind == "line" and e.text == "line 03000", timeout=20)
+        pids.append(node.proc.pid)
+        node.give_up()
+        got += _take(q, lambda e: e.kind == "end", timeout=30)
+    finally:
+        writer.join()
+        hub.join(5)
+        hub.close()
+    lines = [e.text for e in got if e.kind == "line"]
+    assert lines == [f"line {i:05d}" for i in range(1, n + 1)]
+    assert [e.kind for e in got].count("lost") == 2 and node.attempts == 3
+    assert node.offsets_copy()[str(log)][1] == log.stat().st_size
+    assert pids[0] != pids[1] and not any(_alive(p) for p in pids)
+    assert not hub.is_alive()  # every node ended: the thread returned by itself
+
+
+class _Interrupting:
+    """A sink whose first log line is a Ctrl-C (KeyboardInterrupt raised in the follower's loop)."""
+
+    def __init__(self, follower_box):
+        self.box = follower_box
+        self.pids: list[int] = []
+
+    def line(self, host, rank, text):
+        self.pids = [n.proc.pid for n in self.box[0].streams.values() if isinstance(n, PipeNode) and n.proc]
+        raise KeyboardInterrupt
+
+    def progress(self, view):
+        pass
+
+    def note(self, text):
+        pass
+
+    def msrun(self, host, text):
+        pass
+
+    def nodes(self, views):
+        pass
+
+
+def test_ctrl_c_in_the_follower_kills_and_reaps_every_process(tmp_path):
+    """Three local nodes following live jobs; a Ctrl-C in the loop: when ``run`` has raised, no
+    follow process is left (the job is only read: its files are untouched)."""
+    nodes, hosts = [], {}
+    for i in range(3):
+        root = tmp_path / f"job{i}"
+        (root / "state").mkdir(parents=True)
+        (root / "msrun_log").mkdir()
+        (root / "state" / "pid").write_text(f"1 {os.getpid()}\n")
+        (root / "msrun_log" / "worker_0.log").write_text("hello\n")
+        name = f"n{i}"
+        hosts[name] = Host(name, 1)
+        nodes.append(reg.NodeRecord(i, name, str(root)))
+    record = reg.JobRecord("j1", "j", "train", "running", "", "", "", "", "", None, None, None,
+                           meta={"pythons": {h: PY for h in hosts}}, nodes=tuple(nodes))
+    box: list = []
+    sink = _Interrupting(box)
+    follower = Follower(record, lambda h: LocalRunner(h), hosts, sink, offsets_path=tmp_path / "offsets.json")
+    box.append(follower)
+    with pytest.raises(KeyboardInterrupt):
+        follower.run()
+    assert len(sink.pids) >= 1 and follower.hub is not None and not follower.hub.is_alive()
+    assert not any(_alive(p) for p in sink.pids), sink.pids
+    assert all(n.proc is None for n in follower.streams.values())
+    assert (tmp_path / "job0" / "msrun_log" / "worker_0.log").read_text() == "hello\n"
