@@ -1,22 +1,25 @@
 """The follower at 64 nodes: the laptop's CPU per minute (idle logs, and 10 lines/s per node)
-and the p95 latency of a line, for two process/connection strategies (run on demand; root).
+and the p95 latency of a line, for the follower's two transports (run on demand; root).
 
     .venv/bin/python benchmarks/bench_follow_scale.py [--nodes 64] [--seconds 20]
 
 Every node runs the follower's host script (``ops.follow.follow_argv``) on a job directory of
 its own test host; a separate writer process (not measured) appends timestamped lines to each
-host's ``msrun_log/worker_0.log`` directly on disk. Strategies, same script, same sshd:
+host's ``msrun_log/worker_0.log`` directly on disk. Transports, same script, same sshd, both the
+code ``alaunch logs -f`` runs:
 
-- ``paramiko threads``: what ``alaunch logs -f`` / ``submit --follow`` run today:
-  ``ops.follow.NodeStream``, one thread per node calling the runner's ``stream`` (paramiko:
-  the SSH crypto and packet handling run in Python, in this process, under one GIL);
-- ``ssh processes + 1 thread``: one OpenSSH client per node (crypto in C, in its own process)
-  and a single thread reading all their stdouts with ``selectors``.
+- ``paramiko NodeStream threads``: ``ops.follow.NodeStream`` over ``SSHRunner.stream``, one
+  thread per node plus its stop watcher (the SSH crypto and packet handling in Python, in this
+  process, under one GIL): the fallback when there is no ``ssh`` binary;
+- ``PipeHub (ssh + 1 thread)``: ``ops.follow.PipeHub`` over ``OpenSSHRunner``: one OpenSSH
+  client per node through that runner's ControlMaster (crypto in C, in the master, its own
+  process), every client's stdout read by a single thread with ``selectors``.
 
-CPU = user+sys of this process plus its live ssh children (from /proc), over the window;
-reported per minute. The machine's busy CPU-seconds (all processes: sshds, host scripts,
-other users) are printed beside it: with 64 hosts on 2 cores the host side competes for the
-same cores, which bounds the latency here.
+CPU = user+sys of this process plus its live ssh processes (its children, and the daemonized
+ControlMasters, found by their control path) from /proc, over the window; reported per minute.
+The machine's busy CPU-seconds (all processes: sshds, host scripts, other users) are printed
+beside it: with 64 hosts on 2 cores the host side competes for the same cores, which bounds the
+latency here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import selectors
 import subprocess
 import sys
 import threading
@@ -33,9 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launcher.ops.follow import NodeStream, follow_argv, parse_message  # noqa: E402
-from launcher.runners import ConnectOptions, make_runner  # noqa: E402
-from launcher.runners.openssh import ssh_argv  # noqa: E402
+from launcher.ops.follow import NodeStream, PipeHub, follow_argv  # noqa: E402
+from launcher.runners import ConnectOptions, OpenSSHRunner, SSHRunner  # noqa: E402
 from tests.cluster.cluster import Cluster, unavailable_reason  # noqa: E402
 
 PY = str(Path(sys.executable).parent / "python3")
@@ -69,12 +70,12 @@ def busy_cpu_seconds() -> float:
 
 
 class Threads:
-    name = "paramiko threads"
+    name = "paramiko NodeStream threads"
 
     def __init__(self, hosts, options, root):
         self.q: queue.Queue = queue.Queue()
         self.stop = threading.Event()
-        self.streams = [NodeStream(make_runner(h, options), follow_argv(PY, root), self.q, self.stop) for h in hosts]
+        self.streams = [NodeStream(SSHRunner(h, options), follow_argv(PY, root), self.q, self.stop) for h in hosts]
 
     def start(self):
         for s in self.streams:
@@ -95,40 +96,36 @@ class Threads:
             s.join(5)
 
 
-class Processes:
-    name = "ssh processes + 1 thread"
+def masters(prefixes: list[str]) -> list[int]:
+    """The pids of ControlMasters whose socket names start with one of ``prefixes``."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"ssh: ") and any(p.encode() in cmd for p in prefixes):
+                found.append(int(d.name))
+    return found
+
+
+class Hub:
+    name = "PipeHub (ssh + 1 thread)"
 
     def __init__(self, hosts, options, root):
-        self.argvs = [(h.name, ssh_argv(h, options, follow_argv(PY, root))) for h in hosts]
         self.q: queue.Queue = queue.Queue()
-        self.procs = []
+        self.hub = PipeHub(self.q, threading.Event())
+        self.runners = [OpenSSHRunner(h, options) for h in hosts]
+        for r in self.runners:
+            self.hub.add(r, lambda offsets: follow_argv(PY, root, offsets=offsets))
 
     def start(self):
-        sel = selectors.DefaultSelector()
-        for name, argv in self.argvs:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            os.set_blocking(p.stdout.fileno(), False)
-            sel.register(p.stdout, selectors.EVENT_READ, [name, b""])
-            self.procs.append(p)
-
-        def pump():
-            while sel.get_map():
-                for key, _ in sel.select(1.0):
-                    data = os.read(key.fd, 1 << 16)
-                    if not data:
-                        sel.unregister(key.fileobj)
-                        continue
-                    name, buf = key.data
-                    *lines, key.data[1] = (buf + data).split(b"\n")
-                    at = time.monotonic()
-                    for raw in lines:
-                        ev = parse_message(name, raw.decode(errors="replace"), at)
-                        if ev is not None and ev.kind != "beat":
-                            self.q.put(ev)
-        threading.Thread(target=pump, daemon=True).start()
+        self.hub.start()
 
     def pids(self):
-        return [p.pid for p in self.procs]
+        prefixes = [Path(r._control).name.split("%", 1)[0] for r in self.runners]
+        return [n.proc.pid for n in self.hub.nodes if n.proc is not None] + masters(prefixes)
 
     def events(self, timeout):
         try:
@@ -137,10 +134,7 @@ class Processes:
             return []
 
     def close(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            p.wait()
+        self.hub.close()
 
 
 def window(strategy, seconds: float, writer=None) -> tuple[float, float, list[float]]:
@@ -176,7 +170,7 @@ def main() -> None:
     try:
         hosts = cluster.hosts_as_launcher_hosts(slots=1)
         options = ConnectOptions(known_hosts=cluster.known_hosts, control_persist=0)
-        for k, cls in enumerate((Threads, Processes)):
+        for k, cls in enumerate((Threads, Hub)):
             root = f"/root/follow-{k}"
             logs = []
             for h in cluster.hosts:

@@ -107,6 +107,26 @@ def _marked(cluster, job_id: str) -> list[str]:
     return found
 
 
+def _ssh_children(pid: int) -> list[int]:
+    """This machine's ``ssh`` processes whose parent is ``pid`` (the follower's clients)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            if d.name.isdigit() and int(stat[1]) == pid and (d / "comm").read_text().strip() == "ssh":
+                found.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_failure_on_rank_1_fails_the_job_names_it_and_stops_both_hosts(ssh_cluster, run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     job = write_follow_job(tmp_path, "fail1", steps=400, step_s=0.25, fail_rank=1, fail_at=6)
@@ -159,9 +179,11 @@ def test_logs_follow_tags_both_hosts_survives_sigkill_and_reattaches(ssh_cluster
         seen.append(line)
         if "step:[   10/   70]" in line:
             break
+    clients = _ssh_children(proc.pid)  # one OpenSSH client per node, read by one thread
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert any("step:[" in s for s in seen), "".join(seen[-20:]) + proc.stderr.read()
+    assert len(clients) == 2, clients
     # the job runs on; status reattaches and reads the progress from the logs
     code, out, _ = run_cli("status", job_id, *_ssh(ssh_cluster))
     assert code == ExitCode.JOB_RUNNING, out
@@ -173,6 +195,18 @@ def test_logs_follow_tags_both_hosts_survives_sigkill_and_reattaches(ssh_cluster
         # ('[.]': the grep's own command line must not match its pattern)
         ps = ssh_cluster.exec_on(i, ["sh", "-c", "grep -l 'WORKER[.]match' /proc/[0-9]*/cmdline 2>/dev/null"])
         assert [p for p in ps.stdout.split() if "/self/" not in p] == [], ps.stdout
+    # ... and so do its ssh clients here (their next write hits the closed pipe): no orphans
+    assert [p for p in clients if _running(p)] == [], clients
+    # Ctrl-C: the follower kills and reaps its clients before it exits, the job is not touched
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", job_id, "-f", "--verbose", *_ssh(ssh_cluster)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    while "step:[" not in proc.stdout.readline():
+        assert proc.poll() is None
+    clients = _ssh_children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=15)
+    assert len(clients) == 2 and [p for p in clients if _running(p)] == [], clients
+    assert run_cli("status", job_id, *_ssh(ssh_cluster))[0] == ExitCode.JOB_RUNNING
     # a new logs -f follows to the end: both hosts' lines, tagged, and the job's code
     code, out, err = run_cli("logs", job_id, "-f", "--verbose", *_ssh(ssh_cluster))
     assert code == ExitCode.OK, err
