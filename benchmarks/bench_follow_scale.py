@@ -140,6 +140,7 @@ class Hub:
 def window(strategy, seconds: float, writer=None) -> tuple[float, float, list[float]]:
     """(laptop CPU-s, machine busy CPU-s, latencies) over ``seconds``."""
     pids = strategy.pids()
+    print(f"{strategy.name}: window of {seconds:g} s, CPU of this process + {len(pids)} ssh processes", flush=True)
     cpu0 = proc_cpu(os.getpid()) + sum(proc_cpu(p) for p in pids)
     busy0, end = busy_cpu_seconds(), time.monotonic() + seconds
     lat = []

@@ -6,12 +6,16 @@ Pieces, each with one job:
 * :func:`follow_argv` / :func:`parse_message`: what runs on a node (the fixed script of
   ``launcher/remote/follow.py``, its request one quoted argv element) and how one line it
   prints becomes an :class:`Event` (pure).
-* :class:`NodeStream`: a thread per node that runs that script through the node's
-  :class:`~launcher.runners.CommandRunner` ``stream`` and puts events on one queue, so lines
-  from every node come out in the order they arrived. It keeps each file's byte offset, and
-  when the node's heartbeat stops (no message for ``unreachable_after`` s: the host writes one
-  every second) it drops the connection and reconnects with backoff, resuming every file at
-  its offset: a link that drops never stops the job and never loses or doubles a line.
+* :class:`NodeLog` (no I/O): one node's state whatever carries its bytes: each file's byte
+  offset, the last sign of life, the end, the backoff. When the node's heartbeat stops (no
+  message for ``unreachable_after`` s: the host writes one every second) the attempt is dropped
+  and a new one starts with backoff, resuming every file at its offset: a link that drops never
+  stops the job and never loses or doubles a line.
+* :class:`PipeHub`: the transport. ONE thread owns every node's follow process (the runner's
+  ``process_argv``: an ``ssh`` client over the OpenSSH runner's ControlMaster, or the script
+  itself for a local node) and reads all their stdouts with :mod:`selectors`, putting events on
+  one queue, so lines from every node come out in the order they arrived. :class:`NodeStream`
+  (a thread per node over the runner's ``stream``) is the fallback for paramiko-only runners.
 * :class:`ProgressView` (pure) and :func:`progress_renderable`: epoch, step/total, loss and
   its trend, per-step time, samples/s, ETA, from the :class:`~launcher.metrics.logparse.JobLogs`.
 * :class:`Follower`: the loop. Feeds lines to ``JobLogs`` and the printer, keeps the live
@@ -463,7 +467,9 @@ class PipeHub(threading.Thread):
             self.sel.unregister(f)
             f.close()
             if kind == "out":
-                n.out_open = False
+                # an unfinished message at the end (killed mid-write) is dropped: its offset would
+                # claim text that did not arrive; the next attempt resends that line whole
+                n.out_open, n.pending = False, b""
                 self._tend(n, time.monotonic())
             return
         if kind == "err":
