@@ -19,8 +19,8 @@ cluster, 2 shared cores):
   or connects plainly, as pdsh (benchmarks/bench_scale.py).
 - The follower runs the OpenSSH client per node too (``process_argv``: one ``ssh`` client per
   node, all read by one thread; 64 nodes: 0.5 CPU-s/min idle against 3.9 for paramiko threads,
-  docs/performance.md); ``stream`` as well. Paramiko
-  (:class:`SSHRunner`, through fabric) remains the path where there is no ``ssh`` binary:
+  docs/performance.md). Paramiko (:class:`SSHRunner`, through fabric; ``stream`` there)
+  remains the path where there is no ``ssh`` binary:
   :class:`OpenSSHRunner` subclasses it, and its paramiko connection opens only if used.
 
 Both paths enforce the same host-key policy (unknown refused unless
