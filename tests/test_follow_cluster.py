@@ -207,6 +207,10 @@ def test_logs_follow_tags_both_hosts_survives_sigkill_and_reattaches(ssh_cluster
     proc.wait(timeout=15)
     assert len(clients) == 2 and [p for p in clients if _running(p)] == [], clients
     assert run_cli("status", job_id, *_ssh(ssh_cluster))[0] == ExitCode.JOB_RUNNING
+    time.sleep(3)  # the host scripts end at their next heartbeat: nothing left behind there either
+    for i in (0, 1):
+        ps = ssh_cluster.exec_on(i, ["sh", "-c", "grep -l 'WORKER[.]match' /proc/[0-9]*/cmdline 2>/dev/null"])
+        assert [p for p in ps.stdout.split() if "/self/" not in p] == [], ps.stdout
     # a new logs -f follows to the end: both hosts' lines, tagged, and the job's code
     code, out, err = run_cli("logs", job_id, "-f", "--verbose", *_ssh(ssh_cluster))
     assert code == ExitCode.OK, err

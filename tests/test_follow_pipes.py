@@ -220,3 +220,21 @@ def test_ctrl_c_in_the_follower_kills_and_reaps_every_process(tmp_path):
     assert not any(_alive(p) for p in sink.pids), sink.pids
     assert all(n.proc is None for n in follower.streams.values())
     assert (tmp_path / "job0" / "msrun_log" / "worker_0.log").read_text() == "hello\n"
+
+
+def test_an_unfinished_message_at_a_process_end_is_dropped_not_half_read():
+    """A process killed mid-write leaves half a message: it is not published, and the offset
+    stays at the last whole line (the next attempt resends that line whole)."""
+    script = ("import sys; sys.stdout.write('F\\t1\\t7\\t/r/w.log\\nL\\t0\\tworker\\t1:6\\twhole\\n'"
+              "'L\\t0\\tworker\\t1:99\\thalf of a lo'); sys.stdout.flush()")
+    q: queue.Queue = queue.Queue()
+    hub = PipeHub(q, threading.Event())
+    node = hub.add(LocalRunner(Host("localhost", 1)), lambda offsets: [PY, "-c", script], reconnect=False)
+    hub.start()
+    try:
+        got = _take(q, lambda e: e.kind == "lost")
+    finally:
+        hub.close()
+    assert [(e.kind, e.text) for e in got] == [("line", "whole"), ("lost", "channel closed")]
+    assert node.offsets_copy() == {"/r/w.log": [7, 6]}
+

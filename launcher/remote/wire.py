@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import json
 import marshal
+import threading
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -89,8 +90,19 @@ def source(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.py").read_text(encoding="utf-8")
 
 
+_PARSING = threading.Lock()
+
+
 @lru_cache(maxsize=None)
 def program(name: str, op: str) -> str:
+    """:func:`_program`, one thread at a time: two preflight threads building programs at once
+    raised ``SystemError: AST constructor recursion depth mismatch`` from ``ast.parse`` (CPython
+    3.11.7, seen in a cluster test's submit to 2 hosts)."""
+    with _PARSING:
+        return _program(name, op)
+
+
+def _program(name: str, op: str) -> str:
     """What ``python -S -c`` runs on the host for ``op`` of script ``name``: the prelude, then
     the script's top-level statements without its module docstring, its prelude import, imports
     the prelude made already, its ``__main__`` block and every function ``op`` does not reach,
