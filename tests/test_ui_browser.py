@@ -194,16 +194,7 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
 
         # cancel from the page stops the job on the host
         assert job_procs(c)
-        # (the head, button included, is re-rendered on every progress push, ~3 times a second while
-        # the job runs: a button found just before a re-render is stale by the click; find it again)
-        from selenium.common.exceptions import StaleElementReferenceException
-        for attempt in range(5):
-            try:
-                driver.find_element("id", "cancel").click()
-                break
-            except StaleElementReferenceException:
-                if attempt == 4:
-                    raise
+        click(driver, "#cancel")  # the head (button included) is redrawn on every progress push
         driver.switch_to.alert.accept()
         outcome = wait_for(lambda: js("return document.getElementById('action-text')?.textContent")
                            if "cancelling" not in (js("return document.getElementById('action-text')?.textContent") or "cancelling")
