@@ -338,10 +338,11 @@ class PipeHub(threading.Thread):
     runner's ControlMaster, or the script itself for a local node) and reads all their stdouts
     with :mod:`selectors`, handing each line to that node's :class:`NodeLog`.
 
-    Why: at 64 nodes a paramiko thread per node (plus its stop watcher) cost 3.4 CPU-s per
-    minute with idle logs and 6.9 at 10 lines/s/node, all of it Python under one GIL; OpenSSH
-    clients (crypto in C, each its own process) read by one thread cost 0.2 and 3.5, with the
-    same p95 latency (``benchmarks/bench_follow_scale.py``, docs/performance.md).
+    Why (``benchmarks/bench_follow_scale.py``, 64 test hosts, both in one run; docs/performance.md):
+    a paramiko :class:`NodeStream` per node (a thread plus its stop watcher, packet handling in
+    Python under one GIL) cost 3.9 CPU-s per minute with idle logs and 8.2 at 10 lines/s/node;
+    this hub (crypto in C in the ssh processes, one Python thread) 0.5 and 3.3, counting its
+    64 clients and 64 masters, with the same p95 latency (48 vs 49 ms: the host's 50 ms poll).
 
     Each attempt is a process; its end (EOF and exit) is the channel's end: a ``lost`` event and
     a new process after the node's backoff, started with the byte offsets read so far. Stopping
