@@ -238,3 +238,25 @@ def test_an_unfinished_message_at_a_process_end_is_dropped_not_half_read():
     assert [(e.kind, e.text) for e in got] == [("line", "whole"), ("lost", "channel closed")]
     assert node.offsets_copy() == {"/r/w.log": [7, 6]}
 
+
+
+def test_a_bug_in_the_hub_thread_reaches_the_follower_not_silence(tmp_path, monkeypatch):
+    """An unexpected error on the hub's thread would stop every node's stream, and the nodes
+    would only read 'unreachable' later: the follower raises it on its own thread."""
+    root = tmp_path / "job0"
+    (root / "state").mkdir(parents=True)
+    (root / "msrun_log").mkdir()
+    (root / "state" / "pid").write_text(f"1 {os.getpid()}\n")
+    (root / "msrun_log" / "worker_0.log").write_text("hello\n")
+    hosts = {"n0": Host("n0", 1)}
+    record = reg.JobRecord("j1", "j", "train", "running", "", "", "", "", "", None, None, None,
+                           meta={"pythons": {"n0": PY}}, nodes=(reg.NodeRecord(0, "n0", str(root)),))
+
+    def broken(self, n, kind, f):
+        raise RuntimeError("hub bug")
+    monkeypatch.setattr(PipeHub, "_read", broken)
+    follower = Follower(record, lambda h: LocalRunner(h), hosts, _Interrupting([]),
+                        offsets_path=tmp_path / "offsets.json")
+    with pytest.raises(RuntimeError, match="hub bug"):
+        follower.run()
+    assert not any(n.proc is not None and n.proc.poll() is None for n in follower.streams.values())

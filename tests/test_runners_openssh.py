@@ -225,3 +225,12 @@ def test_connect_opens_the_master_without_running_anything(ssh_cluster, tmp_path
     assert not socks()
     with pytest.raises(HostKeyError):
         runner(ssh_cluster, 1, known_hosts=tmp_path / "empty_known_hosts").connect()
+
+
+def test_a_followers_process_opens_no_master_and_a_reconnect_bypasses_any():
+    r = OpenSSHRunner(Host("h", 1), ConnectOptions(control_persist=60), ssh="/usr/bin/ssh")
+    first = r.process_argv(["python3", "-c", "x"])
+    assert _opt(first, "ControlMaster") == ["no"] and _opt(first, "ControlPath") == [r._control]
+    again = r.process_argv(["python3", "-c", "x"], fresh=True)  # a master may hang on a cut link
+    assert _opt(again, "ControlMaster") == [] and _opt(again, "ControlPath") == []
+    assert again[-2:] == ["h", "python3 -c x"] and first[-2:] == again[-2:]

@@ -57,7 +57,7 @@ from launcher.core.layout import JobLayout
 from launcher.metrics import signatures
 from launcher.metrics.logparse import Failure, JobLogs, LogState
 from launcher.ops.fanout import run_parallel
-from launcher.runners import CommandRunner, OpenSSHRunner
+from launcher.runners import CommandRunner
 
 GANG_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping the other nodes
 DRAIN_AFTER_STOP = 8.0  # seconds to keep reading the nodes' last lines after a gang stop
@@ -280,13 +280,11 @@ def split_lines(pending: bytes, data: bytes) -> tuple[list[str], bytes]:
     return [raw.decode("utf-8", "replace") for raw in complete], rest
 
 
-def process_argv(runner: CommandRunner, argv: Sequence[str]) -> list[str] | None:
+def process_argv(runner: CommandRunner, argv: Sequence[str], fresh: bool = False) -> list[str] | None:
     """The argv of a process on this machine that runs ``argv`` on the runner's host (its stdout
-    the command's), or None: no such process (paramiko), follow through :class:`NodeStream`."""
-    made = runner.process_argv(argv)
-    if made is None and isinstance(runner, OpenSSHRunner):
-        made = runner.argv(argv)  # over the runner's ControlMaster
-    return made
+    the command's), or None: no such process (paramiko), follow through :class:`NodeStream`.
+    ``fresh``: a reconnect, over a new connection (see ``OpenSSHRunner.process_argv``)."""
+    return runner.process_argv(argv, fresh=fresh)
 
 
 class PipeNode:
@@ -354,6 +352,7 @@ class PipeHub(threading.Thread):
     def __init__(self, out: "queue.Queue[Event]", stop: threading.Event):
         super().__init__(name="follow-pipes", daemon=True)
         self.out, self.stop = out, stop
+        self.error: BaseException | None = None  # what ended the loop unexpectedly
         self.nodes: list[PipeNode] = []
         self.sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -410,6 +409,8 @@ class PipeHub(threading.Thread):
                         self._drain_wake()
                     else:
                         self._read(key.data[0], key.data[1], key.fileobj)
+        except BaseException as exc:  # a bug here would silently stop every node's stream:
+            self.error = exc           # the follower raises it on its own thread instead
         finally:
             self._kill_all()
 
@@ -443,7 +444,7 @@ class PipeHub(threading.Thread):
         n.cut, n.killed_at, n.pending, n.err, n.retry_at = False, None, b"", bytearray(), None
         n.node.begin()
         try:
-            argv = process_argv(n.runner, n.argv_for(n.offsets_copy()))
+            argv = process_argv(n.runner, n.argv_for(n.offsets_copy()), fresh=n.node.attempts > 1)
             n.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, start_new_session=True)
         except (AlaunchError, OSError, TypeError) as exc:
@@ -910,6 +911,8 @@ class Follower:
                 try:
                     event = self.queue.get(timeout=0.25)
                 except queue.Empty:
+                    if self.hub is not None and self.hub.error is not None:
+                        raise self.hub.error
                     continue
                 failure = self._handle(event, pending, codes)
                 if failure is not None and failed_at is None and self.follow:

@@ -152,10 +152,11 @@ class CommandRunner(ABC):
     def close(self) -> None:
         """Release the connection (idempotent)."""
 
-    def process_argv(self, argv: Sequence[str]) -> list[str] | None:
+    def process_argv(self, argv: Sequence[str], fresh: bool = False) -> list[str] | None:
         """The argv of a process on THIS machine that runs ``argv`` on the host, the command's
         stdout its stdout (the follower reads every node's such pipe from one thread), or None
-        when this runner has none (paramiko: :meth:`stream` is the way)."""
+        when this runner has none (paramiko: :meth:`stream` is the way). ``fresh``: over a new
+        connection of its own (a reconnect after a lost link)."""
         return None
 
     # --- built on exec()

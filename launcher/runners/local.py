@@ -136,6 +136,6 @@ class LocalRunner(CommandRunner):
     def ping(self) -> float:
         return 0.0
 
-    def process_argv(self, argv: Sequence[str]) -> list[str] | None:
+    def process_argv(self, argv: Sequence[str], fresh: bool = False) -> list[str] | None:
         """The command itself: this machine is the host."""
         return [str(a) for a in argv]

@@ -163,8 +163,8 @@ def classify(host: str, stderr: str, known_hosts: Path | str | None) -> ConnectE
 class OpenSSHRunner(SSHRunner):
     """SSHRunner whose :meth:`exec`, :meth:`run` and :meth:`ping` (and so staging, launch,
     status, cancel, fetch, hosts check and put/get/put_tar) go through ``ssh`` processes:
-    no Python thread does crypto per host. ``stream`` stays on paramiko for the follower's
-    fallback path.
+    no Python thread does crypto per host; the follower's streams are ``ssh`` clients too
+    (:meth:`process_argv`). ``stream`` stays on paramiko, the follower's fallback path.
 
     Masters: every exec rides on the host's master connection when one is up. A runner
     opens one itself (``ControlMaster=auto``) unless told :meth:`single_use`: then its first
@@ -185,6 +185,18 @@ class OpenSSHRunner(SSHRunner):
         default: this runner's choice)."""
         return ssh_argv(self.host, self.options, remote_argv, control=self._control, ssh=self.ssh,
                         master=self._open_master if master is None else master)
+
+    def process_argv(self, argv: Sequence[str], fresh: bool = False) -> list[str]:
+        """An ``ssh`` client for a long stream (the follower's, one per node, read by one thread).
+        It opens no master (``ControlMaster=no``): it rides one that is up — right after
+        ``submit`` the stream starts without a handshake — else holds its own plain connection,
+        and 64 idle streams keep no 64 masters besides. ``fresh``: no ControlPath at all: a
+        reconnect after a cut link must not wait on a master still hung on the dead TCP
+        connection (ServerAlive ends that one only after ~30 s)."""
+        if fresh:
+            return [self.ssh, *ssh_options(self.host, self.options), "--", self.host.name,
+                    " ".join(shlex.quote(str(a)) for a in argv)]
+        return self.argv(argv, master=False)
 
     def single_use(self) -> "OpenSSHRunner":
         self._open_master = False
