@@ -12,8 +12,9 @@ code ``alaunch logs -f`` runs:
   thread per node plus its stop watcher (the SSH crypto and packet handling in Python, in this
   process, under one GIL): the fallback when there is no ``ssh`` binary;
 - ``PipeHub (ssh + 1 thread)``: ``ops.follow.PipeHub`` over ``OpenSSHRunner``: one OpenSSH
-  client per node through that runner's ControlMaster (crypto in C, in the master, its own
-  process), every client's stdout read by a single thread with ``selectors``.
+  client per node (``OpenSSHRunner.process_argv``: it rides a master that is up, else its own
+  connection: no master is up here, as for a ``logs -f`` a minute after the submit; crypto in
+  C, in its own process), every client's stdout read by a single thread with ``selectors``.
 
 CPU = user+sys of this process plus its live ssh processes (its children, and the daemonized
 ControlMasters, found by their control path) from /proc, over the window; reported per minute.

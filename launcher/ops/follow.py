@@ -12,8 +12,8 @@ Pieces, each with one job:
   and a new one starts with backoff, resuming every file at its offset: a link that drops never
   stops the job and never loses or doubles a line.
 * :class:`PipeHub`: the transport. ONE thread owns every node's follow process (the runner's
-  ``process_argv``: an ``ssh`` client over the OpenSSH runner's ControlMaster, or the script
-  itself for a local node) and reads all their stdouts with :mod:`selectors`, putting events on
+  ``process_argv``: an ``ssh`` client riding the host's master when one is up, else on its own
+  connection; a reconnect always on a fresh one; or the script itself for a local node) and reads all their stdouts with :mod:`selectors`, putting events on
   one queue, so lines from every node come out in the order they arrived. :class:`NodeStream`
   (a thread per node over the runner's ``stream``) is the fallback for paramiko-only runners.
 * :class:`ProgressView` (pure) and :func:`progress_renderable`: epoch, step/total, loss and
@@ -332,15 +332,15 @@ class PipeNode:
 
 
 class PipeHub(threading.Thread):
-    """One thread that owns the follow processes of every node (an ``ssh`` client each over the
-    runner's ControlMaster, or the script itself for a local node) and reads all their stdouts
-    with :mod:`selectors`, handing each line to that node's :class:`NodeLog`.
+    """One thread that owns the follow processes of every node (an ``ssh`` client each, see
+    ``OpenSSHRunner.process_argv``, or the script itself for a local node) and reads all their
+    stdouts with :mod:`selectors`, handing each line to that node's :class:`NodeLog`.
 
     Why (``benchmarks/bench_follow_scale.py``, 64 test hosts, both in one run; docs/performance.md):
     a paramiko :class:`NodeStream` per node (a thread plus its stop watcher, packet handling in
-    Python under one GIL) cost 3.9 CPU-s per minute with idle logs and 8.2 at 10 lines/s/node;
-    this hub (crypto in C in the ssh processes, one Python thread) 0.5 and 3.3, counting its
-    64 clients and 64 masters, with the same p95 latency (48 vs 49 ms: the host's 50 ms poll).
+    Python under one GIL) cost 3.6 CPU-s per minute with idle logs and 8.0 at 10 lines/s/node;
+    this hub (crypto in C in the ssh processes, one Python thread) 0.4 and 3.6, counting its
+    64 ssh clients, with the same p95 latency (48 ms both: the host's 50 ms poll).
 
     Each attempt is a process; its end (EOF and exit) is the channel's end: a ``lost`` event and
     a new process after the node's backoff, started with the byte offsets read so far. Stopping
