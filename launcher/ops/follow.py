@@ -186,7 +186,34 @@ class NodeLog:
 
 
 # ---------------------------------------------------------------- one thread per node (paramiko)
-class NodeStream(threading.Thread):
+class NodeFacts:
+    """What the follower reads of one node's stream, whichever transport carries it: the
+    facts of its :class:`NodeLog` (``self.node``) and its runner's name."""
+
+    node: NodeLog
+    runner: CommandRunner
+
+    @property
+    def host(self) -> str:
+        return self.runner.name
+
+    @property
+    def last_seen(self) -> float:
+        return self.node.last_seen
+
+    @property
+    def ended(self) -> bool:
+        return self.node.ended
+
+    @property
+    def attempts(self) -> int:
+        return self.node.attempts
+
+    def offsets_copy(self) -> dict[str, list[int]]:
+        return self.node.offsets_copy()
+
+
+class NodeStream(NodeFacts, threading.Thread):
     """Runs the FOLLOW script on one node and puts its events on the shared queue: the fallback
     for runners without a local process to read (paramiko's :class:`~launcher.runners.SSHRunner`
     when there is no ``ssh`` binary). :class:`PipeHub` is the path otherwise.
@@ -208,24 +235,9 @@ class NodeStream(threading.Thread):
         self.reconnect = reconnect
         self._attempt_stop = threading.Event()
 
-    @property
-    def last_seen(self) -> float:
-        return self.node.last_seen
-
-    @property
-    def ended(self) -> bool:
-        return self.node.ended
-
-    @property
-    def attempts(self) -> int:
-        return self.node.attempts
-
     def give_up(self) -> None:
         """End the current attempt (the follower saw no heartbeat); the thread reconnects."""
         self._attempt_stop.set()
-
-    def offsets_copy(self) -> dict[str, list[int]]:
-        return self.node.offsets_copy()
 
     def _on_line(self, raw: str) -> bool | None:
         if self._attempt_stop.is_set():
@@ -287,7 +299,7 @@ def process_argv(runner: CommandRunner, argv: Sequence[str], fresh: bool = False
     return runner.process_argv(argv, fresh=fresh)
 
 
-class PipeNode:
+class PipeNode(NodeFacts):
     """One node as :class:`PipeHub` runs it: the argv of its current process, that process and
     its pipes, and the node's :class:`NodeLog`. The follower's thread calls :meth:`give_up`;
     everything else runs on the hub's thread."""
@@ -305,25 +317,6 @@ class PipeNode:
         self.retry_at: float | None = 0.0  # when to start the next attempt (None: none planned)
         self.done = False
         self._give_up = threading.Event()
-
-    @property
-    def host(self) -> str:
-        return self.runner.name
-
-    @property
-    def last_seen(self) -> float:
-        return self.node.last_seen
-
-    @property
-    def ended(self) -> bool:
-        return self.node.ended
-
-    @property
-    def attempts(self) -> int:
-        return self.node.attempts
-
-    def offsets_copy(self) -> dict[str, list[int]]:
-        return self.node.offsets_copy()
 
     def give_up(self) -> None:
         """End the current attempt (no heartbeat): the process is killed, the node reconnects."""
