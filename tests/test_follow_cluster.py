@@ -197,16 +197,19 @@ def test_logs_follow_tags_both_hosts_survives_sigkill_and_reattaches(ssh_cluster
         assert [p for p in ps.stdout.split() if "/self/" not in p] == [], ps.stdout
     # ... and so do its ssh clients here (their next write hits the closed pipe): no orphans
     assert [p for p in clients if _running(p)] == [], clients
-    # Ctrl-C: the follower kills and reaps its clients before it exits, the job is not touched
-    proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", job_id, "-f", "--verbose", *_ssh(ssh_cluster)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    while "step:[" not in proc.stdout.readline():
-        assert proc.poll() is None
-    clients = _ssh_children(proc.pid)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=15)
-    assert len(clients) == 2 and [p for p in clients if _running(p)] == [], clients
-    assert run_cli("status", job_id, *_ssh(ssh_cluster))[0] == ExitCode.JOB_RUNNING
+    # Ctrl-C, and kill (SIGTERM takes the same path): the follower kills and reaps its clients
+    # before it exits, the job is not touched
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", job_id, "-f", "--verbose",
+                                 *_ssh(ssh_cluster)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        while "step:[" not in proc.stdout.readline():
+            assert proc.poll() is None
+        clients = _ssh_children(proc.pid)
+        proc.send_signal(sig)
+        proc.wait(timeout=15)
+        assert len(clients) == 2 and [p for p in clients if _running(p)] == [], (sig, clients)
+        assert run_cli("status", job_id, *_ssh(ssh_cluster))[0] == ExitCode.JOB_RUNNING
     time.sleep(3)  # the host scripts end at their next heartbeat: nothing left behind there either
     for i in (0, 1):
         ps = ssh_cluster.exec_on(i, ["sh", "-c", "grep -l 'WORKER[.]match' /proc/[0-9]*/cmdline 2>/dev/null"])

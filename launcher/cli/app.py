@@ -95,8 +95,20 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
     return app
 
 
+def _as_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns (and exits with) the exit code."""
+    """Entry point of the console script; returns (and exits with) the exit code.
+
+    SIGTERM and SIGHUP (``kill``, a closed terminal) take Ctrl-C's path, not Python's default
+    of dying on the spot: ``logs -f`` then kills and reaps its ssh clients, and ``submit``
+    cleans up as on Ctrl-C (tests/test_follow_cluster.py sends both)."""
+    if argv is None:
+        import signal
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _as_ctrl_c)
     app = build_app(sys.argv[1:] if argv is None else argv)
     try:
         # standalone mode: click/typer print usage errors and help themselves and exit
