@@ -186,6 +186,28 @@ def save_state(state_dir: Path | None, data: dict) -> None:
     tmp.replace(state_dir / "state.json")
 
 
+class OnSubnet:
+    """A cluster on its own :class:`Subnet` (``self.net``): the index, bridge and gateway it got."""
+
+    net: Subnet
+
+    @property
+    def subnet(self) -> int | None:
+        return self.net.index
+
+    @subnet.setter
+    def subnet(self, index: int | None) -> None:
+        self.net.index = index
+
+    @property
+    def bridge(self) -> str:
+        return self.net.bridge
+
+    @property
+    def gateway(self) -> str:
+        return self.net.gateway
+
+
 @dataclass
 class HostSpec:
     """What a test host looks like: its NPU cards (emulated) and their state."""
@@ -219,7 +241,7 @@ class ClusterHost:
         raise ValueError(f"{inside} is not under a private dir {PRIVATE_DIRS}")
 
 
-class Cluster:
+class Cluster(OnSubnet):
     """Bring up / tear down N hosts. ``Cluster.load(dir)`` reattaches to a running one."""
 
     def __init__(self, n: int = 3, *, state_dir: Path | None = None,
@@ -235,22 +257,6 @@ class Cluster:
         self.hosts: list[ClusterHost] = []
 
     # ------------------------------------------------------------------ paths
-    @property
-    def subnet(self) -> int | None:
-        return self.net.index
-
-    @subnet.setter
-    def subnet(self, index: int | None) -> None:
-        self.net.index = index
-
-    @property
-    def bridge(self) -> str:
-        return self.net.bridge
-
-    @property
-    def gateway(self) -> str:
-        return self.net.gateway
-
     @property
     def client_key(self) -> Path:
         return self.state_dir / "client_key"

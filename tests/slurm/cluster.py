@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # the SSH cluster's pieces: bridge/subnet lock, namespaces, state dir, pids (tests/cluster)
-from tests.cluster.cluster import Subnet, _alive, _sh, save_state
+from tests.cluster.cluster import OnSubnet, Subnet, _alive, _sh, save_state
 from tests.cluster.cluster import stop_pid as _stop
 
 SUBNET_BASE = "10.214"  # 10.214.N.0/24; the SSH cluster uses 10.213
@@ -74,7 +74,7 @@ class SlurmNode:
     pid: int | None = None  # slurmd (nsenter execs it: same pid)
 
 
-class SlurmCluster:
+class SlurmCluster(OnSubnet):
     """``SlurmCluster(2).up()`` ... ``.down()``; ``SlurmCluster.load(dir)`` reattaches."""
 
     def __init__(self, n: int = 2, *, cpus: int = 1, state_dir: Path | None = None):
@@ -89,22 +89,6 @@ class SlurmCluster:
         self.hostname = socket.gethostname().split(".")[0]
 
     # ------------------------------------------------------------------ paths
-    @property
-    def subnet(self) -> int | None:
-        return self.net.index
-
-    @subnet.setter
-    def subnet(self, index: int | None) -> None:
-        self.net.index = index
-
-    @property
-    def bridge(self) -> str:
-        return self.net.bridge
-
-    @property
-    def gateway(self) -> str:
-        return self.net.gateway
-
     @property
     def conf(self) -> Path:
         return self.state_dir / "slurm.conf"
