@@ -132,8 +132,16 @@ def summary_rows(s: Summary) -> dict[str, str]:
     return rows
 
 
+WIDE_STREAMS = 4  # up to this many streams: one column each; more: one row each
+LISTED_STREAMS = 16  # past this many rows, the streams that ended well are counted, not listed
+
+
 def summary_table(summaries: list[Summary]) -> Table:
-    """One column per stream, one row per fact: narrow enough for many streams' facts."""
+    """One column per stream, one row per fact: every fact of a few streams side by side. More
+    streams (a 64-node job has 64 and a scheduler) would be 64 columns of 1 character in 80:
+    then :func:`streams_table`."""
+    if len(summaries) > WIDE_STREAMS:
+        return streams_table(summaries)
     table = Table(title="Log summary", show_header=True)
     table.add_column("")
     rows = [summary_rows(s) for s in summaries]
@@ -144,6 +152,28 @@ def summary_table(summaries: list[Summary]) -> Table:
         keys.extend(k for k in r if k not in keys)
     for key in keys:
         table.add_row(key, *(r.get(key, "-") for r in rows))
+    return table
+
+
+def streams_table(summaries: list[Summary], listed: int = LISTED_STREAMS) -> Table:
+    """One row per stream with the facts that differ between ranks (progress, last loss, step
+    time, duration, status). Past ``listed`` rows, every stream that did not end well is
+    listed and the rest fill what is left, the others counted in a last row (``logs JOB
+    --summary --json`` has them all)."""
+    rows = [(s, summary_rows(s)) for s in summaries]
+    bad = [i for i, r in enumerate(rows) if r[1]["status"] != "ok"]
+    good = [i for i, r in enumerate(rows) if r[1]["status"] == "ok"]
+    keep = set(range(len(rows))) if len(rows) <= listed else set(bad) | set(good[:max(0, listed - len(bad))])
+    shown = [rows[i] for i in sorted(keep)]
+    table = Table(title=f"Log summary: {len(summaries)} streams, {len(good)} ok", show_header=True)
+    for name in ("stream", "progress", "loss last", "step time", "duration", "status"):
+        table.add_column(name, overflow="fold")
+    for s, r in shown:
+        last = f"{s.last_loss:.4g}" if s.last_loss is not None else "-"
+        table.add_row(label(s.host or LOCAL_HOST, s.rank), r.get("progress", "-"), last,
+                      r.get("step time", "-"), r["duration"], r["status"])
+    if len(shown) < len(rows):
+        table.add_row(f"... {len(rows) - len(shown)} more", "", "", "", "", "ok")
     return table
 
 

@@ -86,12 +86,24 @@ def submit_to_hosts(job: Path, hosts, opts, factory, runner_for, *, follow: bool
     say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     with reg.Registry.in_state_dir(env.state_dir) as registry:
         service, record = start_job(env, registry, job, hosts, opts, factory, say)
-        say(f"started {record.name} on {len(record.nodes)} node(s): "
-            + ", ".join(f"{n.host} (node {n.node_rank}, pid {n.pid}, devices "
-                        f"{','.join(map(str, record.meta.get('devices', {}).get(n.host, []))) or '-'})"
-                        for n in record.nodes))
+        say(started_line(record))
         return finish_submit(registry, record, service, runner_for, follow=follow, fetch=fetch,
                              fetch_dest=fetch_dest, accept_new=accept_new, verbose=verbose)
+
+
+LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
+
+
+def started_line(record) -> str:
+    """'started NAME on N node(s): host (node 0, pid P, devices D), ...' — the first
+    :data:`LISTED_NODES` nodes, then how many more."""
+    def node(n) -> str:
+        devices = ",".join(map(str, record.meta.get("devices", {}).get(n.host, []))) or "-"
+        return f"{n.host} (node {n.node_rank}, pid {n.pid}, devices {devices})"
+    shown = [node(n) for n in record.nodes[:LISTED_NODES]]
+    more = len(record.nodes) - len(shown)
+    return (f"started {record.name} on {len(record.nodes)} node(s): " + ", ".join(shown)
+            + (f", and {more} more (alaunch status {record.id})" if more else ""))
 
 
 def start_job(env, registry, job: Path, hosts, opts, factory, say):
