@@ -40,9 +40,9 @@ def test_a_few_streams_keep_one_column_each():
 def test_64_streams_are_rows_the_failed_one_listed_the_ok_ones_counted():
     summaries = [_stream(r, fail=(r == 37)) for r in range(64)]
     text = _text(summary_table(summaries))
-    assert "Log summary: 64 streams, 63 ok" in text
+    assert "Log summary: 64 streams, 1 FAILED, 63 ok" in text
     assert "10.0.0.37/37" in text and "FAILED" in text  # the failed rank is always listed
-    assert "... 48 more" in text  # 16 rows listed: the failed one and the first 15 that ended well
+    assert "... 48 more" in text and "48 ok" in text  # 16 rows: the failed one and the first 15 others
     assert "10.0.0.0/0" in text and "10.0.0.63/63" not in text
     assert max(len(line) for line in text.splitlines()) <= 80
     assert sum("2/2 steps" in line for line in text.splitlines()) == 15
@@ -60,3 +60,11 @@ def test_the_start_line_of_a_64_node_job_names_8_and_counts_the_rest():
     assert "h7 (node 7" in line and "h8 (" not in line and line.endswith(", and 56 more (alaunch status j-1)")
     one = reg.JobRecord("j-2", "one", "finetune", "running", "", "", "", "", "", None, None, None, nodes=nodes[:1])
     assert started_line(one) == "started one on 1 node(s): h0 (node 0, pid 100, devices -)"
+
+
+def test_a_gang_stopped_job_counts_its_incomplete_streams():
+    stopped = LogState(host="10.0.0.9", rank=9).feed_lines([LOSS.format(s=1, step=1, loss=2.0)]).summary()
+    assert stopped.status == "incomplete"
+    text = _text(streams_table([_stream(0, fail=True)] + [stopped] * 40))
+    assert "41 streams, 1 FAILED, 40 incomplete" in text
+    assert "... 25 more" in text and "25 incomplete" in text and "no end marker" not in text

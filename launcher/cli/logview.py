@@ -157,23 +157,35 @@ def summary_table(summaries: list[Summary]) -> Table:
 
 def streams_table(summaries: list[Summary], listed: int = LISTED_STREAMS) -> Table:
     """One row per stream with the facts that differ between ranks (progress, last loss, step
-    time, duration, status). Past ``listed`` rows, every stream that did not end well is
-    listed and the rest fill what is left, the others counted in a last row (``logs JOB
-    --summary --json`` has them all)."""
+    time, duration, status in a word). Past ``listed`` rows, every FAILED stream is listed and
+    the others fill what is left in rank order; the rest are counted by status in a last row
+    (a gang-stopped 64-node job has 63 incomplete streams: their count says it; ``logs JOB
+    --summary --json`` after a fetch has every one)."""
     rows = [(s, summary_rows(s)) for s in summaries]
-    bad = [i for i, r in enumerate(rows) if r[1]["status"] != "ok"]
-    good = [i for i, r in enumerate(rows) if r[1]["status"] == "ok"]
-    keep = set(range(len(rows))) if len(rows) <= listed else set(bad) | set(good[:max(0, listed - len(bad))])
-    shown = [rows[i] for i in sorted(keep)]
-    table = Table(title=f"Log summary: {len(summaries)} streams, {len(good)} ok", show_header=True)
+    word = [r["status"].split(":", 1)[0] for _, r in rows]  # ok | incomplete | FAILED
+    failed = [i for i, w in enumerate(word) if w == "FAILED"]
+    others = [i for i, w in enumerate(word) if w != "FAILED"]
+    keep = set(range(len(rows))) if len(rows) <= listed else set(failed) | set(others[:max(0, listed - len(failed))])
+    counts: dict[str, int] = {}
+    for w in word:
+        counts[w] = counts.get(w, 0) + 1
+    table = Table(title=f"Log summary: {len(summaries)} streams, "
+                        + ", ".join(f"{n} {w}" for w, n in sorted(counts.items())), show_header=True)
     for name in ("stream", "progress", "loss last", "step time", "duration", "status"):
         table.add_column(name, overflow="fold")
-    for s, r in shown:
+    for i in sorted(keep):
+        s, r = rows[i]
         last = f"{s.last_loss:.4g}" if s.last_loss is not None else "-"
+        status = r["status"] if word[i] == "FAILED" else word[i]
         table.add_row(label(s.host or LOCAL_HOST, s.rank), r.get("progress", "-"), last,
-                      r.get("step time", "-"), r["duration"], r["status"])
-    if len(shown) < len(rows):
-        table.add_row(f"... {len(rows) - len(shown)} more", "", "", "", "", "ok")
+                      r.get("step time", "-"), r["duration"], status)
+    hidden: dict[str, int] = {}
+    for i in range(len(rows)):
+        if i not in keep:
+            hidden[word[i]] = hidden.get(word[i], 0) + 1
+    if hidden:
+        table.add_row(f"... {sum(hidden.values())} more", "", "", "", "",
+                      ", ".join(f"{n} {w}" for w, n in sorted(hidden.items())))
     return table
 
 
