@@ -239,3 +239,21 @@ def test_hash_cache_saves_from_many_threads_at_once(tmp_path):
         t.join()
     assert errors == [] and (tmp_path / "state" / "cache.json").is_file()
     assert not list((tmp_path / "state").glob("*.tmp"))
+
+
+def test_many_hosts_report_as_one_group_line_after_the_last(tmp_path):
+    """Past MANY_HOSTS, staging says one line for the group when every host is done (a
+    64-node submit printed a line per host); the shared filesystem is counted, not repeated."""
+    from launcher.cli.progress import GroupProgress
+    _tree(tmp_path)
+    wd = str(tmp_path / "shared")
+    a, b = Host("localhost", 1, workdir=wd), Host("127.0.0.1", 1, workdir=wd)
+    lines: list[str] = []
+    progress = GroupProgress(2, lines.append)
+    stager = Stager({"localhost": LocalExec(a), "127.0.0.1": LocalExec(b)}, python=PY, progress=progress)
+    root = f"{wd}/alaunch/j"
+    result = stager.stage(collect(_items(tmp_path), HashCache(None)), {"localhost": root, "127.0.0.1": root})
+    files = sum(r.objects_sent for r in result.reports.values())
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"staged to 2 hosts: {files} file(s), ")
+    assert "1 on a shared filesystem (staged once)" in lines[0] and "slowest " in lines[0]

@@ -32,6 +32,62 @@ class RichProgress(Progress):
         PlainProgress(self.say).done(host, report)
 
 
+MANY_HOSTS = 8  # past this many hosts, staging reports the group, not a bar or line per host
+
+
+class GroupProgress(Progress):
+    """Staging to many hosts: one bar for the group on a terminal (``bar``), no line per host,
+    and one summary line when every host is done (a 64-node submit printed 64 lines or drew 64
+    bars). Relays and shared filesystems are counted, the slowest host named."""
+
+    def __init__(self, hosts: int, say, bar: RichBar | None = None):
+        self.hosts, self.say, self.bar = hosts, say, bar  # hosts: for the bar's title
+        self.task = None
+        self.reports: dict[str, HostReport] = {}
+        self.lock = threading.Lock()
+
+    def start(self, host: str, total: int, files: int) -> None:
+        if self.bar is None:
+            return
+        with self.lock:
+            if self.task is None:
+                self.task = self.bar.add_task(f"staging to {self.hosts} hosts", total=max(total, 1))
+            else:
+                self.bar.update(self.task, total=self.bar.tasks[self.task].total + total)
+
+    def advance(self, host: str, n: int) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task, n)
+
+    def done(self, host: str, report: HostReport) -> None:
+        with self.lock:
+            self.reports[host] = report
+
+    def finish(self) -> None:
+        if self.reports:
+            self.say(group_line(list(self.reports.values())))
+
+
+def group_line(reports: list[HostReport]) -> str:
+    """'staged to 64 hosts: 3 file(s), 12.0 MiB sent from here; 63 fed by the relay; linked 5
+    on each; slowest 10.0.0.14 (0.6 s)' (pure)."""
+    sent = sum(r.bytes_sent for r in reports)
+    files = sum(r.objects_sent for r in reports)
+    relayed = sum(1 for r in reports if r.via and r.via != "laptop")
+    shared = sum(1 for r in reports if r.shared_with)
+    linked = sorted({r.linked + r.copied for r in reports if not r.shared_with})
+    slowest = max(reports, key=lambda r: r.seconds)
+    parts = [f"staged to {len(reports)} hosts: {files} file(s), {sent / 2**20:.1f} MiB sent from here"]
+    if relayed:
+        parts.append(f"{relayed} fed by the relay")
+    if shared:
+        parts.append(f"{shared} on a shared filesystem (staged once)")
+    if linked:
+        parts.append(f"linked {linked[0]} on each" if len(linked) == 1 else f"linked {linked[0]}-{linked[-1]}")
+    parts.append(f"slowest {slowest.host} ({slowest.seconds:.1f} s)")
+    return "; ".join(parts)
+
+
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 

@@ -489,6 +489,9 @@ class Progress:
     def advance(self, host: str, n: int) -> None: ...
     def done(self, host: str, report: HostReport) -> None: ...
 
+    def finish(self) -> None:
+        """Every host is staged (a group's summary goes here)."""
+
 
 class PlainProgress(Progress):
     def __init__(self, say: Callable[[str], None]):
@@ -552,6 +555,12 @@ class Stager:
         Without ``inventories`` and with a cache (``known``), hosts whose cached store holds
         every object are linked in one round trip; only the others are surveyed.
         """
+        result = self._stage(local, roots, inventories, texts_by_host)
+        self.progress.finish()
+        return result
+
+    def _stage(self, local: LocalSet, roots: Mapping[str, str], inventories: Mapping[str, Inventory] | None,
+               texts_by_host: Mapping[str, Mapping[str, str]] | None) -> StageResult:
         fast: dict[str, HostReport] = {}
         if inventories is None and self.known is not None:
             fast = self._link_known(local, roots, texts_by_host)

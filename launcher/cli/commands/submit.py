@@ -91,6 +91,7 @@ def submit_to_hosts(job: Path, hosts, opts, factory, runner_for, *, follow: bool
                              fetch_dest=fetch_dest, accept_new=accept_new, verbose=verbose)
 
 
+MANY_HOSTS = 8  # past this many hosts staging reports the group (cli/progress.GroupProgress)
 LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
 
 
@@ -111,17 +112,23 @@ def start_job(env, registry, job: Path, hosts, opts, factory, say):
     from launcher.ops.service import JobService
     from launcher.ops.stage import PlainProgress
 
+    many = len(hosts) > MANY_HOSTS
     if env.stderr.is_terminal and not env.raw:
         from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
 
-        from launcher.cli.progress import RichProgress
+        from launcher.cli.progress import GroupProgress, RichProgress
         bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), console=env.stderr, transient=False)
         with bar:
-            service = JobService(registry, env.state_dir, say=say, progress=RichProgress(bar, say),
-                                 exec_factory=factory)
+            progress = GroupProgress(len(hosts), say, bar) if many else RichProgress(bar, say)
+            service = JobService(registry, env.state_dir, say=say, progress=progress, exec_factory=factory)
             return service, service.submit(job, hosts, opts)
-    service = JobService(registry, env.state_dir, say=say, progress=PlainProgress(say), exec_factory=factory)
+    if many:
+        from launcher.cli.progress import GroupProgress
+        progress = GroupProgress(len(hosts), say)
+    else:
+        progress = PlainProgress(say)
+    service = JobService(registry, env.state_dir, say=say, progress=progress, exec_factory=factory)
     return service, service.submit(job, hosts, opts)
 
 
