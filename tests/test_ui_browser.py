@@ -204,9 +204,18 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
         assert Registry.in_state_dir().get(c).state == "cancelled"
         poller.stop.set()
         # its follower ends and the page says what the log shows: stopped short, no end marker
-        wait_for(lambda: js("return document.querySelector('#head .state.incomplete') !== null"
-                            " && document.querySelector('#ranks tbody')?.textContent.includes('incomplete')"),
-                 60, what="the cancelled job's incomplete log status")
+        try:
+            wait_for(lambda: js("return document.querySelector('#head .state.incomplete') !== null"
+                                " && document.querySelector('#ranks tbody')?.textContent.includes('incomplete')"),
+                     60, what="the cancelled job's incomplete log status")
+        except AssertionError as exc:  # say what the page and the server showed instead
+            page = js("return [document.querySelector('#head')?.textContent,"
+                      " document.querySelector('#ranks')?.textContent]")
+            try:
+                served = urllib.request.urlopen(f"{base}/api/jobs/{c}?token={token}", timeout=10).read()[:3000]
+            except OSError as why:
+                served = repr(why)
+            raise AssertionError(f"{exc}; page: {page}; server: {served!r}") from None
 
         # fetch from the page brings the logs home
         driver.get(f"{base}/jobs/{a}")

@@ -231,20 +231,29 @@ function jobPage(id) {
     document.getElementById("l-count").textContent = `${lineCount} line(s)`;
     if (followCb.checked && atBottom) logEl.scrollTop = logEl.scrollHeight;
   }
+  let logsSeq = 0;  // as refresh: only the newest filter's answer is drawn
   async function loadLogs() {
+    const mine = ++logsSeq;
     const q = new URLSearchParams({ limit: "5000" });
     if (rankSel.value) q.set("rank", rankSel.value); if (nodeSel.value) q.set("node", nodeSel.value); if (grepIn.value) q.set("grep", grepIn.value);
     try { const r = await api(`/api/jobs/${encodeURIComponent(id)}/logs?` + q);
+          if (mine !== logsSeq) return;
           logEl.innerHTML = ""; lineCount = 0; appendLines(r.lines); lastSeq = Math.max(lastSeq, r.seq); logEl.scrollTop = logEl.scrollHeight; }
-    catch (e) { logEl.textContent = e.message; }
+    catch (e) { if (mine === logsSeq) logEl.textContent = e.message; }
   }
   rankSel.onchange = nodeSel.onchange = loadLogs;
   let grepTimer = null; grepIn.oninput = () => { clearTimeout(grepTimer); grepTimer = setTimeout(loadLogs, 300); };
 
+  // answers can come back out of order (the server reads in a thread pool): only the newest
+  // refresh asked for is drawn, else a slow early answer overwrites the job's final state
+  let refreshSeq = 0;
   async function refresh() {
-    try { detail = await api(`/api/jobs/${encodeURIComponent(id)}`); }
-    catch (e) { main.innerHTML = `<div class="card failure">${esc(e.message)}</div>`; return; }
-    renderHead(); renderSide();
+    const mine = ++refreshSeq;
+    let d;
+    try { d = await api(`/api/jobs/${encodeURIComponent(id)}`); }
+    catch (e) { if (mine === refreshSeq) main.innerHTML = `<div class="card failure">${esc(e.message)}</div>`; return; }
+    if (mine !== refreshSeq) return;
+    detail = d; renderHead(); renderSide();
   }
   function queueRefresh() { if (!refreshTimer) refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 300); }
   function handle(m) {
