@@ -87,6 +87,9 @@ def test_prune_removes_exactly_the_orphans_and_old_finished_jobs(tmp_path):
     ckpt = _job(base, "c-20250101-000000-cccc", [shared], None, now - 10 * DAY, ckpt=True)
     new = _job(base, "b-20250102-000000-bbbb", [shared, only_new], tree_new, now - 1 * DAY)
     unstarted = _job(base, "q-20250103-000000-dddd", [shared], None, None)
+    for host, job in (("h0", old.name), ("h1", old.name), ("h0", new.name)):  # card claims per host
+        (base / "cards" / host).mkdir(parents=True, exist_ok=True)
+        (base / "cards" / host / job).write_bytes(b"claim")
     scan = wire.answer(run_script("prune", {"op": "scan", "base": str(base)}).stdout)
     by_id = {j["id"]: j for j in scan["jobs"]}
     assert by_id[old.name]["finished"] and not by_id[unstarted.name]["started"]
@@ -102,6 +105,8 @@ def test_prune_removes_exactly_the_orphans_and_old_finished_jobs(tmp_path):
     done = wire.answer(run_script("prune", {**req, "dry_run": False}).stdout)
     assert done["objects"] == dry["objects"] and done["bytes"] == dry["bytes"]
     assert not old.exists() and not tree_old.exists() and not only_old.exists() and not orphan.exists()
+    # the removed job's claims go with it (left, they held its cards 5 min: a new job was refused)
+    assert sorted(str(p.relative_to(base)) for p in (base / "cards").glob("*/*")) == [f"cards/h0/{new.name}"]
     assert not part.exists()
     assert (ckpt / "output" / "checkpoint" / "rank_0" / "a.ckpt").read_bytes() == b"c" * 500
     assert not (ckpt / "output" / "log").exists() and not (ckpt / "f0").exists()

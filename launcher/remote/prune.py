@@ -205,6 +205,18 @@ def remove_job(root, keep):
                 shutil.rmtree(p, ignore_errors=True)
 
 
+def remove_claims(base, job_id):
+    """The job's card claims, under every host's claims dir (hosts may share this workdir).
+    Removed with the job dir: a claim whose state dir is gone can no longer be judged ended
+    and would hold its cards for the pre-start grace (5 min) — a new job there was refused."""
+    cards = os.path.join(base, "cards")
+    for host in (os.listdir(cards) if os.path.isdir(cards) else []):
+        try:
+            os.unlink(os.path.join(cards, host, job_id))
+        except OSError:
+            continue
+
+
 def remove_object(p):
     try:
         if os.lstat(p).st_nlink <= 1:  # checked again: linked meanwhile by a submit
@@ -248,8 +260,9 @@ def prune(req):
            "objects": tally(objects), "parts": tally(parts)}
     out["bytes"] = sum(j["bytes"] for j in jobs) + out["objects"]["bytes"] + out["parts"]["bytes"]
     if not dry:
-        for root, keep in plans:
+        for name, (root, keep) in zip(remove, plans):
             remove_job(root, keep)
+            remove_claims(base, name)
         for p in trees:
             shutil.rmtree(p, ignore_errors=True)
         for p, _ in objects:
