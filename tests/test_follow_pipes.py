@@ -260,3 +260,46 @@ def test_a_bug_in_the_hub_thread_reaches_the_follower_not_silence(tmp_path, monk
     with pytest.raises(RuntimeError, match="hub bug"):
         follower.run()
     assert not any(n.proc is not None and n.proc.poll() is None for n in follower.streams.values())
+
+
+class _Notes:
+    def __init__(self):
+        self.notes: list[str] = []
+
+    def line(self, host, rank, text):
+        pass
+
+    def progress(self, view):
+        pass
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def msrun(self, host, text):
+        pass
+
+    def nodes(self, views):
+        pass
+
+
+def test_offsets_that_cannot_be_kept_are_said_once_and_the_follow_goes_on(tmp_path):
+    from launcher.core.layout import JobLayout
+    root = tmp_path / "job0"
+    state = Path(JobLayout(str(root)).node_state(0))
+    state.mkdir(parents=True)
+    (root / "msrun_log").mkdir()
+    (root / "msrun_log" / "worker_0.log").write_text("hello\n")
+    (state / "pid").write_text(f"1 {os.getpid()}\n")
+    (tmp_path / "blocker").write_text("a file where the offsets' directory should be\n")
+    record = reg.JobRecord("j1", "j", "train", "running", "", "", "", "", "", None, None, None,
+                           meta={"pythons": {"n0": PY}}, nodes=(reg.NodeRecord(0, "n0", str(root)),))
+    sink = _Notes()
+    follower = Follower(record, lambda h: LocalRunner(h), {"n0": Host("n0", 1)}, sink,
+                        offsets_path=tmp_path / "blocker" / "offsets.json")
+    done = threading.Timer(3.5, lambda: (state / "exit_code").write_text("0\n"))
+    done.start()
+    result = follower.run()
+    done.join()
+    said = [n for n in sink.notes if "read offsets" in n]
+    assert len(said) == 1 and "reads every file from the start" in said[0], sink.notes
+    assert result.node_codes == {"n0": 0}  # followed to the end all the same

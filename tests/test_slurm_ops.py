@@ -58,3 +58,18 @@ def test_a_bad_target_is_one_line_naming_file_line_key(run_cli, tmp_path):
     target.write_text(target.read_text().replace("nodes: 2", "nodes: two"))
     code, _, err = run_cli("plan", str(job), "-H", str(target))
     assert code != 0 and f"{target}:4" in err and "slurm.nodes" in err and "positive integer" in err
+
+
+def test_jobs_says_which_login_node_it_could_not_ask(tmp_path):
+    """A login node that cannot be reached leaves its jobs' last recorded states, and says so
+    (before: silently shown as if current)."""
+    from functools import partial
+    from launcher.runners import ConnectOptions, make_runner
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        job = r.create_job("j", "finetune", hostfile_text="127.0.0.1 port=1 slots=8\n", nodes=[("n1", "/s/j")],
+                           meta={"backend": "slurm", "root": "/s/j", "slurm_job_id": "41"}, state=reg.RUNNING)
+        service = slurm.SlurmService(r, tmp_path, exec_factory=partial(
+            make_runner, options=ConnectOptions(known_hosts=tmp_path / "kh", connect_timeout=3)))
+        failed = service.refresh_many([r.get(job.id)])
+        assert list(failed) == ["127.0.0.1"] and "refused" in failed["127.0.0.1"]
+        assert r.get(job.id).state == reg.RUNNING  # as last recorded

@@ -274,7 +274,9 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
         if follow and not record.terminal:  # Slurm may end a job whose script never says so
             import threading
             stop_watch = threading.Event()
-            threading.Thread(target=service.watch, args=(record.id, stop_watch), daemon=True).start()
+            note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
+            threading.Thread(target=service.watch, args=(record.id, stop_watch), kwargs={"note": note},
+                             daemon=True).start()
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:
         raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")

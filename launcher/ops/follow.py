@@ -29,6 +29,7 @@ Pieces, each with one job:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -365,10 +366,8 @@ class PipeHub(threading.Thread):
     def wake(self) -> None:
         if self._closed:
             return
-        try:
+        with contextlib.suppress(OSError):  # a full pipe: it is awake already; closed: it is stopping
             os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # already awake (pipe full) or closed
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop: every process killed and reaped before this returns, then each runner closed
@@ -823,6 +822,7 @@ class Follower:
         self.nodes = {n.host: NodeView(n.host, n.node_rank) for n in record.nodes}
         self.streams: dict[str, NodeStream | PipeNode] = {}
         self.hub: PipeHub | None = None
+        self._offsets_unsaved = False  # said once that the offsets file cannot be written
 
     def _start(self) -> dict[str, NodeStream | PipeNode]:
         """Every node whose runner has a local process for it (an ``ssh`` client, or the script
@@ -867,8 +867,11 @@ class Follower:
         if self.follow and self.offsets_path is not None:
             try:
                 save_offsets(self.offsets_path, {h: st.offsets_copy() for h, st in self.streams.items()})
-            except OSError:
-                pass  # the offsets are a convenience for the next follower, never worth failing for
+            except OSError as exc:  # a convenience for the next follower, never worth failing for: said once
+                if not self._offsets_unsaved:
+                    self._offsets_unsaved = True
+                    self.sink.note(f"cannot keep the read offsets in {self.offsets_path} ({exc.strerror or exc}); "
+                                   "a later logs -f reads every file from the start")
 
     def _watch_links(self, pending: set[str]) -> None:
         """No message from a node for ``unreachable_after`` s: say so once, drop that connection

@@ -298,8 +298,11 @@ class SlurmService:
         record = self.registry.get(record.id)
         return record, self._statuses(record)
 
-    def refresh_many(self, records: Sequence[reg.JobRecord]) -> None:
-        """Every live Slurm job of ``records`` with one squeue per login node (for ``jobs``)."""
+    def refresh_many(self, records: Sequence[reg.JobRecord]) -> dict[str, str]:
+        """Every live Slurm job of ``records`` with one squeue per login node (for ``jobs``).
+        Returns login node -> why it could not be asked: its jobs keep the registry's last
+        states, and ``jobs`` says so rather than show them as current."""
+        failed: dict[str, str] = {}
         by_login: dict[str, list[reg.JobRecord]] = {}
         for r in records:
             if is_slurm(r) and not r.terminal and "slurm_job_id" in r.meta:
@@ -310,10 +313,11 @@ class SlurmService:
                 states = self.query(ex, [r.meta["slurm_job_id"] for r in group])
                 for r in group:
                     self._apply(r, states, ex, python)
-            except AlaunchError:
-                pass  # `jobs` shows the registry as it was
+            except AlaunchError as exc:
+                failed[ex.name] = exc.message
             finally:
                 ex.close()
+        return failed
 
     def _apply(self, record: reg.JobRecord, states: Mapping[str, core.SlurmJobState], ex: CommandRunner,
                python: str) -> None:
@@ -411,10 +415,11 @@ class SlurmService:
             ex.close()
         return True
 
-    def watch(self, ref: str, stop, first: float = 5.0) -> None:
+    def watch(self, ref: str, stop, first: float = 5.0, note: Callable[[str], None] | None = None) -> None:
         """For a follower: poll Slurm with backoff until the job ends or ``stop`` is set, then
-        :meth:`mark_end` after a grace for the batch script's own last line."""
-        delay = first
+        :meth:`mark_end` after a grace for the batch script's own last line. A poll that fails
+        is said through ``note`` (each new reason once) and the polling goes on."""
+        delay, said = first, None
         while not stop.wait(delay):
             try:
                 record, _ = self.refresh(ref)
@@ -422,8 +427,10 @@ class SlurmService:
                     if not stop.wait(SETTLE_TIMEOUT / 3):
                         self.mark_end(ref)
                     return
-            except AlaunchError:
-                pass  # the follower goes on; the next poll may reach the login node
+            except AlaunchError as exc:
+                if note is not None and exc.message != said:
+                    note(f"cannot ask Slurm now ({exc.message}); following on, asking again")
+                said = exc.message
             delay = min(30.0, delay * 1.5)
 
     # ------------------------------------------------------------------ cancel / fail

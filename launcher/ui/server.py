@@ -222,13 +222,19 @@ class Dashboard:
         w = self.hub.watch(record.id) if record.nodes else None
         return data.job_detail(record, w.snapshot() if w else None)
 
-    async def job(self, request: Request) -> Response:
+    @staticmethod
+    async def _json(read: Callable[..., Any], *args: Any) -> Response:
+        """``read(*args)`` in a worker thread as JSON; an unknown job or run is 404, another
+        refusal the error's own answer."""
         try:
-            return JSONResponse(await run_in_threadpool(self._detail, request.path_params["job"]))
+            return JSONResponse(await run_in_threadpool(read, *args))
         except InputError as exc:
             return _error(exc, 404)
         except AlaunchError as exc:
             return _error(exc)
+
+    async def job(self, request: Request) -> Response:
+        return await self._json(self._detail, request.path_params["job"])
 
     async def job_config(self, request: Request) -> Response:
         try:
@@ -341,12 +347,7 @@ class Dashboard:
                             LIST_PUSH_S)
 
     async def pipeline(self, request: Request) -> Response:
-        try:
-            return JSONResponse(await run_in_threadpool(self._pipeline_detail, request.path_params["run"]))
-        except InputError as exc:
-            return _error(exc, 404)
-        except AlaunchError as exc:
-            return _error(exc)
+        return await self._json(self._pipeline_detail, request.path_params["run"])
 
     async def pipeline_stream(self, request: Request) -> Response:
         ref = request.path_params["run"]
@@ -370,12 +371,7 @@ class Dashboard:
             runs_dir = self.runs_dir
             facts = [collect(runs_dir / r.id) if (runs_dir / r.id).is_dir() else None for r in records]
             return data.compare(records, [w.snapshot() for w in watches], facts)
-        try:
-            return JSONResponse(await run_in_threadpool(run))
-        except InputError as exc:
-            return _error(exc, 404)
-        except AlaunchError as exc:
-            return _error(exc)
+        return await self._json(run)
 
 
 def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Path("runs"),

@@ -73,8 +73,11 @@ def load_jobs(env: environment.Environment, limit: int, states: "List[str] | Non
         if any(r.meta.get("backend") == "slurm" and not r.terminal for r in records):
             from launcher.cli.connect import runner_factory  # only then: `jobs` starts fast
             from launcher.ops.slurm import SlurmService
-            SlurmService(registry, env.state_dir,  # one squeue per login node for all live jobs
-                         exec_factory=runner_factory(None, None, False)).refresh_many(records)
+            failed = SlurmService(registry, env.state_dir,  # one squeue per login node for all live jobs
+                                  exec_factory=runner_factory(None, None, False)).refresh_many(records)
+            for login, why in failed.items():
+                env.stderr.print(f"alaunch: could not ask Slurm on {login} ({why}); its jobs show their "
+                                 "last recorded state", markup=False, highlight=False, soft_wrap=True)
             records = registry.list(limit=limit, states=states, offset=offset)
     return records
 
