@@ -72,3 +72,9 @@ class RemoteError(AlaunchError):
         super().__init__(f"{host}: {message}")
         self.host = host
         self.detail = message
+
+
+class RegistryCorrupt(AlaunchError):
+    """The job registry's sqlite file is damaged: the message names it and how to recover."""
+
+    exit_code = ExitCode.ERROR

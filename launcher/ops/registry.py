@@ -14,10 +14,12 @@ Schema changes are new entries in ``MIGRATIONS``; ``schema_version`` records how
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import sqlite3
+import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from launcher.core.layout import new_job_id
 from launcher.ops import proc
-from launcher.errors import AlaunchError, InputError
+from launcher.errors import AlaunchError, InputError, RegistryCorrupt
 
 DB_NAME = "registry.sqlite3"
 BUSY_TIMEOUT_MS = 15_000
@@ -302,10 +304,73 @@ def _private_dir(path: Path) -> None:
 
 
 def _private_file(path: Path) -> None:
-    """Create the db file 0600 before sqlite does (sqlite gives -wal/-shm the same mode)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
+    """Create the db file 0600 before sqlite does (sqlite gives -wal/-shm the same mode).
+
+    Never through a descriptor of the live file: closing ANY descriptor of a file drops every
+    POSIX lock this process holds on it (sqlite's "How To Corrupt An SQLite Database File",
+    2.2), so a Registry opened and closed while another connection of this process held its
+    locks (the dashboard opens one per request, pipeline steps one per thread) corrupted the
+    database within seconds (tests/test_registry_stress.py). A new file is made under another
+    name and hard-linked into place, which also settles two creators racing; an existing file
+    is only chmod-ed (a path operation)."""
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=".new-", dir=path.parent)  # mkstemp: 0600
+        os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is as good
+        except OSError:  # a filesystem without hard links
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    if path.stat().st_mode & 0o777 != 0o600:
+        os.chmod(path, 0o600)
+
+
+_CORRUPT_WORDS = ("malformed", "not a database", "disk i/o error", "corrupt")
+
+
+def _corrupt(path: Path, what: str) -> RegistryCorrupt:
+    return RegistryCorrupt(
+        f"{path}: the job registry is damaged ({what}); keep a copy, then recover what sqlite "
+        f"can: sqlite3 {path} .recover | sqlite3 {path}.recovered && mv {path}.recovered {path}")
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in _CORRUPT_WORDS)
+
+
+def _reports_corruption(cls: type) -> type:
+    """Every public method (and __init__) of ``cls`` turns sqlite's corruption errors into one
+    :class:`RegistryCorrupt` line with what to do, never a traceback."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def guarded(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except sqlite3.DatabaseError as exc:
+                if _is_corruption(exc):
+                    raise _corrupt(self.path, str(exc)) from exc
+                raise
+            except json.JSONDecodeError as exc:  # only stored text is decoded here
+                raise _corrupt(self.path, f"a stored value is not JSON: {exc}") from exc
+        return guarded
+    for name, value in list(vars(cls).items()):
+        if callable(value) and (name == "__init__" or not name.startswith("_")):
+            setattr(cls, name, wrap(value))
+    return cls
+
+
+def _json(text: str | None, path: Path, where: str, default: str = "{}") -> Any:
+    try:
+        return json.loads(text or default)
+    except ValueError as exc:
+        raise _corrupt(path, f"{where} is not JSON: {exc}") from exc
 
 
 def default_state_dir(environ: dict[str, str] | None = None) -> Path:
@@ -317,6 +382,7 @@ def default_state_dir(environ: dict[str, str] | None = None) -> Path:
     return Path(base).expanduser() / "alaunch"
 
 
+@_reports_corruption
 class Registry:
     """The jobs of this user: create, look up, move through states, record nodes and events."""
 
@@ -516,7 +582,7 @@ class Registry:
             row = c.execute("SELECT meta FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise InputError(f"no job with id {job_id!r}")
-            meta = {**json.loads(row[0]), **values}
+            meta = {**_json(row[0], self.path, f"job {job_id}'s meta"), **values}
             c.execute("UPDATE jobs SET meta = ? WHERE id = ?", (json.dumps(meta, sort_keys=True), job_id))
         return meta
 
@@ -676,7 +742,7 @@ class Registry:
         row = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         nodes = c.execute("SELECT * FROM nodes WHERE job_id = ? ORDER BY node_rank", (job_id,))
         data = dict(row)
-        data["meta"] = json.loads(data["meta"])
+        data["meta"] = _json(data["meta"], self.path, f"job {job_id}'s meta")
         return JobRecord(**data, nodes=tuple(_node(n) for n in nodes))
 
 
