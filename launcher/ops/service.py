@@ -615,6 +615,11 @@ class JobService:
         if record.state == reg.QUEUED and all(n.pid is None for n in record.nodes):  # nothing runs yet
             return self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user while queued"), \
                 {n.host: "queued: nothing was running" for n in record.nodes}
+        if record.state == reg.RUNNING:
+            # Ask the nodes before writing CANCELLED: a job whose nodes all exited 0 after the
+            # last look (nobody followed it) has succeeded, and a cancel must not overwrite
+            # that result with `cancelled` (reproduced: both nodes exited 0, status 102).
+            record, _ = self.refresh(record.id)
         was = record.state
         if not record.terminal:
             when = "during staging" if was in (reg.PENDING, reg.STAGING) else ""
