@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import threading
@@ -31,6 +32,7 @@ from launcher.ops import proc
 from launcher.errors import AlaunchError, InputError, RegistryCorrupt
 
 DB_NAME = "registry.sqlite3"
+JOB_ID_IN_TEXT = re.compile(r"[a-z0-9-]+-\d{8}-\d{6}-[0-9a-f]{4}")  # core.layout's job id shape
 BUSY_TIMEOUT_MS = 15_000
 
 PENDING, STAGING, RUNNING = "pending", "staging", "running"
@@ -720,6 +722,22 @@ class Registry:
         ids = [r[0] for r in self._conn.execute(
             "SELECT id FROM pipelines ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))]
         return [self.pipeline(i) for i in ids]
+
+    def jobs_in_use_by_pipelines(self) -> set[str]:
+        """Job ids a live pipeline run still needs: its steps' jobs (run or reused) and every job
+        whose directory its steps' recorded outputs point into (a later step's inputs). A run
+        whose ``alaunch run`` is gone is judged (and ended) first, as :meth:`pipeline` does."""
+        live = [r[0] for r in self._conn.execute("SELECT id FROM pipelines WHERE state = ?", (RUNNING,))]
+        used: set[str] = set()
+        for pid in live:
+            run = self.pipeline(pid)
+            if run.state != RUNNING:
+                continue
+            for s in run.steps:
+                if s.job_id:
+                    used.add(s.job_id)
+                used.update(JOB_ID_IN_TEXT.findall(json.dumps(s.outputs)))
+        return used
 
     def reusable_steps(self, name: str, step: str, identity: str | None = None) -> list[StepRecord]:
         """Finished steps of earlier runs of pipeline ``name`` (newest first), of this identity

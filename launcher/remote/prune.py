@@ -11,8 +11,8 @@ marker (running), a ``pid`` file (started), an ``exit_code`` for every started n
 node runs on another host has no exit code there, so it is never "finished" here.
 
 PRUNE ``{"op": "prune", "base", "remove": [job ids], "checkpoints", "grace", "dry_run"}`` ->
-what goes (or would go) and the bytes: the listed job dirs (their ``output/checkpoint`` and
-``state`` kept unless ``checkpoints``), staged trees no remaining job dir links to, store
+what goes (or would go) and the bytes: the listed job dirs (their model — ``output/checkpoint``,
+``output/merged``, ``output/strategy`` — and ``state`` kept unless ``checkpoints``), staged trees no remaining job dir links to, store
 objects nothing else links to once those go, and ``cas/tmp`` leftovers (``.part`` files,
 half-built trees). Anything younger than ``grace`` seconds is kept: a submit staging right
 now has objects that nothing links to *yet*.
@@ -100,13 +100,18 @@ def walk(top, skip=()):
                 continue
 
 
+MODEL_DIRS = (("output", "checkpoint"), ("output", "merged"), ("output", "strategy"))
+
+
 def keep_checkpoints(root):
-    """What stays of a job dir pruned without ``checkpoints``: its ``output/checkpoint`` (when it
-    holds a file) and its ``state`` (the record of how that checkpoint was made)."""
-    ckpt = os.path.join(root, "output", "checkpoint")
-    if os.path.isdir(ckpt) and any(True for _ in walk(ckpt)):
-        return [ckpt, os.path.join(root, "state")]
-    return []
+    """What stays of a job dir pruned without ``checkpoints``: the model — ``output/checkpoint``
+    (the per-rank shards), ``output/merged`` (the merged weights) and ``output/strategy`` (the
+    sharding strategy, without which the shards can no longer be merged) — each when it holds a
+    file, and ``state`` (the record of how they were made). Keeping only ``output/checkpoint``
+    deleted the merged model and the strategy files."""
+    keep = [os.path.join(root, *parts) for parts in MODEL_DIRS]
+    keep = [d for d in keep if os.path.isdir(d) and any(True for _ in walk(d))]
+    return keep + [os.path.join(root, "state")] if keep else []
 
 
 def plan_job(root, keep, unlinked):
