@@ -51,7 +51,8 @@ def _workers(job_id: str) -> dict[int, tuple[int, list[bytes]]]:
 
 
 def _kill_rank1_after_first_checkpoint(stop: threading.Event, killed: list, attempt2_env: list) -> None:
-    """Kill rank 1 after its first checkpoint; then keep the environ of attempt 2's rank 0."""
+    """Kill rank 1 after its first checkpoint; then keep the environ of attempt 2's rank 0 (a
+    worker seen once the resume has moved attempt 1 aside: attempt 1's processes are gone then)."""
     home = Path.home() / "alaunch"
     while not stop.is_set() and not killed:
         for ckpt in home.glob("tiny-resume-*/output/checkpoint/rank_1/*.ckpt"):
@@ -62,9 +63,10 @@ def _kill_rank1_after_first_checkpoint(stop: threading.Event, killed: list, atte
                 killed.append((job_id, workers[1][0], ckpt.name, workers[0][0]))
                 break
         time.sleep(0.1)
+    rotated = home / killed[0][0] / "attempts" / "1"  # made by the resume, after attempt 1 ended
     while not stop.is_set():
-        workers = _workers(killed[0][0])
-        if 0 in workers and workers[0][0] != killed[0][3]:
+        workers = _workers(killed[0][0]) if rotated.exists() else {}
+        if 0 in workers:
             attempt2_env.extend(workers[0][1])
             return
         time.sleep(0.2)
