@@ -222,6 +222,26 @@ def remove_claims(base, job_id):
             continue
 
 
+def remove_tree(cas, tdir, grace):
+    """Move the tree out of the way (atomic), look at its mtime again, then remove it — or put it
+    back when a submit touched it meanwhile to reuse it (remote/stage.py's ``fresh``): the scan
+    and the removal are far apart, and a reused tree's ``code`` link would dangle."""
+    import shutil
+    dead = os.path.join(cas, "tmp", "dead-tree.%s.%d" % (os.path.basename(tdir), os.getpid()))
+    try:
+        os.makedirs(os.path.dirname(dead), exist_ok=True)
+        os.rename(tdir, dead)
+    except OSError:
+        return
+    if time.time() - os.lstat(dead).st_mtime < grace:
+        try:
+            os.rename(dead, tdir)
+            return
+        except OSError:
+            pass  # rebuilt meanwhile under its name: this copy can go
+    shutil.rmtree(dead, ignore_errors=True)
+
+
 def remove_object(p):
     try:
         if os.lstat(p).st_nlink <= 1:  # checked again: linked meanwhile by a submit
@@ -248,7 +268,6 @@ def tally(dead):
 def prune(req):
     """Plan every kind of garbage first (job dirs, then trees, then the objects their going
     unlinks, then tmp leftovers), answer the plan; remove it unless ``dry_run``."""
-    import shutil
     base = os.path.abspath(os.path.expanduser(req["base"]))
     cas = os.path.join(base, "cas")
     now, grace, dry = time.time(), req.get("grace", 3600), req.get("dry_run", True)
@@ -269,7 +288,7 @@ def prune(req):
             remove_job(root, keep)
             remove_claims(base, name)
         for p in trees:
-            shutil.rmtree(p, ignore_errors=True)
+            remove_tree(cas, p, grace)
         for p, _ in objects:
             remove_object(p)
         for p, _ in parts:
