@@ -303,6 +303,7 @@ class JobService:
         held = {h.name: card_ops.held_cards(pre.inventories[h.name].claims, pre.inventories[h.name].npu_smi,
                                             job.job_id) for h in job.candidates}
         try:
+            self._refuse_jumping_the_queue(job, registered=False)
             hosts = core_cards.allocate(job.candidates, len(job.hosts[0].slot_ids), held)
         except core_cards.CardsBusy as exc:
             if not job.opts.wait:
@@ -325,6 +326,7 @@ class JobService:
                 if busy is not None:
                     raise busy
                 hosts = core_cards.allocate(job.candidates, want, held) if attempt else list(job.hosts)
+                self._refuse_jumping_the_queue(job, registered=True)
                 ahead = self._queued_ahead(job) if job.opts.wait else []
                 if ahead:
                     raise core_cards.CardsBusy(f"waiting for the earlier queued job(s) {', '.join(ahead)}")
@@ -384,14 +386,25 @@ class JobService:
                                     job.job_id)
         run_parallel(job.candidates, one)  # best effort: a dead claim frees itself anyway
 
-    def _queued_ahead(self, job: LocalJob) -> list[str]:
+    def _refuse_jumping_the_queue(self, job: LocalJob, registered: bool) -> None:
+        """First come, first served for every submit, not only ``--wait`` ones: a submit without
+        ``--wait`` whose hosts have an earlier job still queued for cards is refused (CardsBusy,
+        exit 4) instead of taking the cards that job waits for (it jumped the queue)."""
+        if job.opts.wait:
+            return
+        ahead = self._queued_ahead(job, registered)
+        if ahead:
+            raise core_cards.CardsBusy(f"job(s) {', '.join(ahead)} queued earlier for cards on these hosts; "
+                                       "submit with --wait to queue behind them", {})
+
+    def _queued_ahead(self, job: LocalJob, registered: bool = True) -> list[str]:
         """Queued jobs of this registry on one of our hosts, submitted before us and still waited
         for (their submit looked within the last 10 polls)."""
         ours = {h.name for h in job.candidates}
-        me = self.registry.get(job.job_id)
+        me = (self.registry.get(job.job_id).created_at, job.job_id) if registered else ("\uffff", "")
         fresh = time.time() - max(10 * job.opts.poll, 30.0)
         return [r.id for r in reversed(self.registry.list(limit=None, states=[reg.QUEUED]))
-                if r.id != job.job_id and (r.created_at, r.id) < (me.created_at, me.id)
+                if r.id != job.job_id and (r.created_at, r.id) < me
                 and ours & {n.host for n in r.nodes} and r.meta.get("queue_beat", 0) > fresh]
 
     def local(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:

@@ -1,4 +1,4 @@
-"""A submit interrupted after its job was recorded (Ctrl-C, SIGTERM/SIGHUP, SIGKILL) must not
+"""Submit at its edges. A submit interrupted after its job was recorded (Ctrl-C, SIGTERM/SIGHUP, SIGKILL) must not
 leave the job ``staging`` forever (prune then protected its dir, ``logs`` refused, the dashboard
 polled it) nor leave nodes that launched before the interrupt running unwatched. Real local
 host (this machine through the local runner), real registry, real host scripts."""
@@ -89,4 +89,32 @@ def test_ctrl_c_during_staging_records_the_end(tmp_path):
     assert record.state == reg.FAILED and "interrupted" in record.reason, (record.state, record.reason)
     assert all(n.pid is None for n in record.nodes)
     assert not Path(JobLayout(record.nodes[0].job_dir).node_state(0), "pid").exists()
+    registry.close()
+
+
+def test_a_submit_without_wait_does_not_jump_a_queued_job(tmp_path):
+    """An earlier job queued for cards on this host (its waiting submit alive): a submit without
+    --wait is refused (exit 4, naming it) before anything is recorded or staged, instead of
+    taking the cards that job waits for. Only --wait submits looked at the queue before."""
+    import time as _time
+    from launcher.core.cards import CardsBusy
+    from launcher.errors import ExitCode
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("print('hi')\n")
+    job = {"name": "late", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml", "seed": 42,
+           "nodes": "all", "cards_per_node": "all", "code": {"local": str(code)}, "entry": {"script": "train.py"}}
+    path = tmp_path / "late.yaml"
+    path.write_text(yaml.safe_dump(job))
+    host = Host("localhost", 1, workdir=str(tmp_path / "work"), slot_ids=(0,))
+    registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
+    first = registry.create_job("first", "finetune", hostfile_text="localhost slots=1\n", nodes=[("localhost", "/w")],
+                                meta={"waiter": proc.me(), "queue_beat": _time.time()})
+    registry.set_state(first.id, reg.QUEUED, "cards busy")
+    service = JobService(registry, tmp_path / "state", exec_factory=make_runner)
+    with pytest.raises(CardsBusy) as info:
+        service.submit(path, [host])
+    assert first.id in info.value.message and "--wait" in info.value.message
+    assert info.value.exit_code == ExitCode.CARDS_BUSY
+    assert [r.id for r in registry.list(limit=None) if r.state != reg.FAILED] == [first.id]
     registry.close()
