@@ -14,8 +14,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path, monkeypatch):
-    """Every test gets its own registry/state dir; nothing touches the user's."""
+    """Every test gets its own registry/state dir and its own host-wide card claims dir (for
+    jobs on this machine; the cluster hosts keep the default): nothing touches the user's, and
+    suites running at once do not see each other's claims."""
     monkeypatch.setenv("ALAUNCH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("ALAUNCH_CARDS_DIR", str(tmp_path / "cards"))
     yield
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -88,7 +91,8 @@ def test_claims_serialise_and_free_when_the_job_ends(tmp_path):
     a_state.mkdir(parents=True)
     assert _claim(base, "job-a", [0, 1], a_state)["ok"]
     refused = _claim(base, "job-b", [1, 2])
-    assert not refused["ok"] and refused["claims"] == [{"job_id": "job-a", "cards": [0, 1]}]
+    assert not refused["ok"] and [(c["job_id"], c["cards"], c["user"]) for c in refused["claims"]] == [
+        ("job-a", [0, 1], getpass.getuser())]
     assert _claim(base, "job-b", [2, 3])["ok"]
     look = _claim(base, "job-c", [])
     assert not look["ok"] and sorted(c["job_id"] for c in look["claims"]) == ["job-a", "job-b"]
@@ -133,3 +137,126 @@ def test_racing_claims_for_the_same_cards_one_wins(tmp_path):
     for t in threads:
         t.join()
     assert sorted(results.values()) == [False] * 5 + [True]
+
+
+# ----------------------------------------------------------------------------- host-wide claims
+
+def _cards_dir():
+    return os.environ["ALAUNCH_CARDS_DIR"]  # tests/conftest.py: one per test
+
+
+def test_claims_are_host_wide_one_lock_per_card_and_the_old_per_workdir_ones_still_hold(tmp_path):
+    # two users' workdirs, one host: before, each saw only its own <workdir>/alaunch/cards
+    assert _claim(tmp_path / "alice" / "alaunch", "job-a", [0, 1])["ok"]
+    refused = _claim(tmp_path / "bob" / "alaunch", "job-b", [1, 2])
+    assert not refused["ok"] and refused["claims"][0]["job_id"] == "job-a"
+    d = _cards_dir()
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o1777
+    assert sorted(os.listdir(d)) == ["card-0.lock", "card-1.lock", "card-2.lock", "job-a.claim"]
+    # a claim of the old release (per workdir, read for one release) still holds its cards
+    old = tmp_path / "bob" / "alaunch" / "cards" / os.uname()[1]
+    old.mkdir(parents=True)
+    import marshal, time
+    (old / "job-old").write_bytes(marshal.dumps({"job_id": "job-old", "cards": [3], "state_dir": "",
+                                                 "time": time.time()}, 4))
+    refused = _claim(tmp_path / "bob" / "alaunch", "job-b", [2, 3])
+    assert not refused["ok"] and [c["job_id"] for c in refused["claims"]] == ["job-a", "job-old"]
+    assert wire.answer(run_script("stage", {"op": "release", "base": str(tmp_path / "bob" / "alaunch"),
+                                            "job_id": "job-old"}).stdout)["released"]
+    assert _claim(tmp_path / "bob" / "alaunch", "job-b", [2, 3])["ok"]
+
+
+def test_a_claim_is_judged_by_the_pid_detach_noted_so_a_killed_job_frees_its_cards(tmp_path):
+    proc = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _claim(tmp_path / "w", "job-k", [0, 1])["ok"]
+        start = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[19]
+        with open(os.path.join(_cards_dir(), "job-k.claim"), "a") as f:  # what DETACH appends
+            f.write(f"pid={proc.pid}\nstart={start}\n")
+        refused = _claim(tmp_path / "w2", "job-l", [1])
+        assert not refused["ok"] and refused["claims"][0]["pid"] == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+    # killed: reclaimed at once (before, it held for the 5-min pre-start grace or until a marker scan)
+    assert _claim(tmp_path / "w2", "job-l", [1])["ok"]
+    assert "job-k.claim" not in os.listdir(_cards_dir())  # our own dead claim is removed on the way
+
+
+def test_a_reused_pid_does_not_keep_a_claim(tmp_path):
+    assert _claim(tmp_path / "w", "job-r", [0])["ok"]
+    with open(os.path.join(_cards_dir(), "job-r.claim"), "a") as f:
+        f.write(f"pid={os.getpid()}\nstart=1\n")  # a live pid, but another process's start time
+    assert _claim(tmp_path / "w", "job-s", [0])["ok"]
+
+
+@pytest.mark.parametrize("make, phrase", [
+    (lambda d: os.symlink("/etc", d), "not a symlink"),
+    (lambda d: (os.mkdir(d), os.chmod(d, 0o777)), "world-writable without the sticky bit"),
+    (lambda d: (os.mkdir(d), os.chown(d, 65534, 65534), os.chmod(d, 0o755)), "belongs to uid 65534"),
+])
+def test_an_unsafe_claims_dir_is_refused_in_one_line(tmp_path, make, phrase):
+    d = tmp_path / "shared-cards"
+    make(str(d))
+    res = run_script("stage", {"op": "claim", "base": str(tmp_path / "w"), "job_id": "j", "cards": [0],
+                               "state_dir": "", "smi": False, "claims_dir": str(d)}, check=False)
+    err = res.stderr.decode().strip()
+    assert res.returncode != 0 and phrase in err and str(d) in err and len(err.splitlines()) == 1, err
+    assert not os.path.exists("/etc/j.claim") and not os.path.exists("/etc/card-0.lock")
+
+
+def test_links_planted_in_the_shared_dir_are_not_followed(tmp_path):
+    d = tmp_path / "cards"
+    d.mkdir()
+    d.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    os.symlink(victim, d / "card-0.lock")
+    os.symlink(victim, d / "job-x.claim")
+    res = run_script("stage", {"op": "claim", "base": str(tmp_path / "w"), "job_id": "job-x", "cards": [0],
+                               "state_dir": "", "smi": False, "claims_dir": str(d)}, check=False)
+    err = res.stderr.decode().strip()
+    assert res.returncode != 0 and "card 0's lock card-0.lock is not a regular file" in err and len(err.splitlines()) == 1
+    assert victim.read_text() == "keep" and os.path.islink(d / "card-0.lock")
+
+
+NOBODY = 65534
+
+
+def _as_nobody(base, job, cards, d):
+    """CLAIM run by another user (nobody) with the system python (the venv's lives under /root)."""
+    res = subprocess.run(["/usr/bin/python3", "-S", str(wire_path("stage"))],
+                         input=wire.request({"op": "claim", "base": str(base), "job_id": job, "cards": cards,
+                                             "state_dir": "", "smi": False, "claims_dir": str(d)}),
+                         capture_output=True, timeout=60, preexec_fn=lambda: (os.setgid(NOBODY), os.setuid(NOBODY)))
+    assert res.returncode == 0, res.stderr.decode()
+    return wire.answer(res.stdout)
+
+
+def wire_path(name):
+    from pathlib import Path
+    return Path(wire.__file__).parent / f"{name}.py"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"), reason="needs root to be another user")
+def test_two_users_share_the_dir_each_owns_its_claims(tmp_path):
+    import tempfile
+    from pathlib import Path
+    top = Path(tempfile.mkdtemp(prefix="alaunch-cards-users-", dir="/tmp"))  # pytest's tmp is root-only
+    try:
+        top.chmod(0o755)
+        d = top / "cards"
+        assert _claim_in(d, tmp_path / "w", "job-root", [0, 1])["ok"]
+        refused = _as_nobody("/nonexistent/alaunch", "job-nobody", [1, 2], d)
+        assert not refused["ok"] and [(c["job_id"], c["user"]) for c in refused["claims"]] == [("job-root", "root")]
+        assert _as_nobody("/nonexistent/alaunch", "job-nobody", [2, 3], d)["ok"]
+        assert os.stat(d / "job-nobody.claim").st_uid == NOBODY
+        mine = _claim_in(d, tmp_path / "w", "job-look", [])
+        assert {c["job_id"]: c["user"] for c in mine["claims"]} == {"job-root": "root", "job-nobody": "nobody"}
+    finally:
+        shutil.rmtree(top)
+
+
+def _claim_in(d, base, job, cards):
+    return wire.answer(run_script("stage", {"op": "claim", "base": str(base), "job_id": job, "cards": cards,
+                                            "state_dir": "", "smi": False, "claims_dir": str(d)}).stdout)

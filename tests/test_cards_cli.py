@@ -8,6 +8,7 @@ CLAIM op (as another submit leaves them); nothing here starts msrun."""
 from __future__ import annotations
 
 import json
+import getpass
 import os
 import signal
 import subprocess
@@ -48,6 +49,8 @@ def _two_card_job(tmp_path: Path) -> Path:
     path.write_text(yaml.safe_dump(job))
     return path
 
+
+ME = getpass.getuser()  # the user a claim names (its file's owner)
 
 def _hold(base: Path, job_id: str, cards: list[int]) -> None:
     """A claim as a submit that is about to launch leaves it (no pid file yet: it holds for CLAIM_TTL)."""
@@ -137,13 +140,13 @@ def test_submit_refuses_busy_cards_naming_the_holder_exit_4(run_cli, tmp_path):
     assert code == ExitCode.CARDS_BUSY == 4, err
     line = [ln for ln in err.strip().splitlines() if ln.startswith("alaunch: error:")]
     assert line == ["alaunch: error: cards busy: localhost: needs 2 free card(s) of 0,1,2,3, 1 free "
-                    "(0,1,2 held by job other-job); wait for them with --wait, or pick others with "
+                    f"(0,1,2 held by job other-job (user {ME})); wait for them with --wait, or pick others with "
                     "--devices / --include"], err
     [row] = _jobs(run_cli)
     assert row["state"] == "failed" and row["reason"].startswith("cards busy: localhost"), row
     # pinned to the free card and one held: refused as well, naming only what it asked for
     code, _, err = run_cli("submit", str(job), "-H", str(hf), "--devices", "2,3")
-    assert code == 4 and "needs 2 free card(s) of 2,3, 1 free (2 held by job other-job)" in err, err
+    assert code == 4 and f"needs 2 free card(s) of 2,3, 1 free (2 held by job other-job (user {ME}))" in err, err
 
 
 def _submit_wait(job: Path, hf: Path, log: Path) -> subprocess.Popen:
@@ -183,7 +186,7 @@ def test_submit_wait_queues_is_cancelled_or_failed_when_its_waiter_dies(run_cli,
             proc.wait()
     text = log.read_text()
     assert ("queued (position 1): cards busy: localhost: needs 2 free card(s) of 0,1,2,3, 1 free "
-            "(0,1,2 held by job other-job)") in text, text
+            f"(0,1,2 held by job other-job (user {ME}))") in text, text
     assert f"job {row['id']} was cancelled while queued" in text, text
 
     # 2. queued, then its submit killed: `jobs` marks it failed, naming the waiter that is gone

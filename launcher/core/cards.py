@@ -6,7 +6,8 @@ got cards 0..N-1 and the second failed at run time. Now a node's cards are chose
 *candidates* (the hostfile slots left after ``--include``/``--exclude``/``--devices``) that
 nothing holds:
 
-- a running alaunch job on that host (its claim file, see ``launcher/remote/stage.py``), or
+- a running alaunch job on that host, any user's (its claim in the host-wide claims dir, see
+  ``launcher/remote/stage.py``), or
 - a foreign process or HBM in use, per ``npu-smi info`` (:mod:`launcher.ops.npusmi`).
 
 The first free candidates win (lowest ids), so two concurrent 2-card jobs on a 4-slot host
@@ -26,19 +27,21 @@ from launcher.errors import AlaunchError, ExitCode, InputError
 
 @dataclass(frozen=True)
 class Holder:
-    """Who holds one card of one host: an alaunch job, or a foreign process / HBM in use."""
+    """Who holds one card of one host: an alaunch job (its user, and its supervisor's pid once
+    started), or a foreign process / HBM in use."""
 
     card: int
     job_id: str | None = None
     pid: int | None = None
     process: str | None = None
     hbm_mb: int | None = None
+    user: str | None = None
 
     def describe(self) -> str:
         if self.job_id:
-            return f"job {self.job_id}"
+            return f"job {self.job_id}" + (f" (user {self.user})" if self.user else "")
         if self.pid is not None:
-            return f"pid {self.pid} ({self.process or '?'})"
+            return f"pid {self.pid} ({self.process or '?'}" + (f", user {self.user})" if self.user else ")")
         if self.hbm_mb is not None:
             return f"{self.hbm_mb} MB HBM in use (no process listed)"
         return "busy"
@@ -55,9 +58,9 @@ class CardsBusy(AlaunchError):
 
 
 def holders_from_claims(claims: Iterable[Mapping], own_job: str | None = None) -> list[Holder]:
-    """The host's live claims (``[{"job_id", "cards"}]``) -> one holder per card."""
-    return [Holder(int(c), job_id=claim["job_id"]) for claim in claims if claim["job_id"] != own_job
-            for c in claim["cards"]]
+    """The host's live claims (``[{"job_id", "cards", "user", "pid"}]``) -> one holder per card."""
+    return [Holder(int(c), job_id=claim["job_id"], user=claim.get("user"), pid=claim.get("pid"))
+            for claim in claims if claim["job_id"] != own_job for c in claim["cards"]]
 
 
 def holders_from_npu_smi(cards: Iterable, hbm_threshold_mb: int | None = None) -> list[Holder]:

@@ -1,5 +1,5 @@
 """Hostfiles: DeepSpeed's ``hostname slots=N`` format plus ``user= port= identity= workdir=
-addr= env_scripts=``.
+addr= env_scripts= claims=``.
 
 Reading a file (:func:`read_hostfile`) is split from parsing its text (:func:`parse_hostfile`),
 and the ``--include`` / ``--exclude`` resource filter (:func:`apply_filters`) is a pure
@@ -22,6 +22,8 @@ when it is node 0), when that is not the SSH name (NAT, a jump host, a cluster n
 ``env_scripts`` lists scripts sourced in order before msrun starts (default: the usual CANN
 ``set_env.sh`` locations that exist; ``env_scripts=none`` sources nothing); a script that
 fails stops the node with its stderr.
+``claims`` is the host-wide card claims directory every user of that host shares (default
+``/var/tmp/alaunch-cards``, or ``$ALAUNCH_CARDS_DIR`` on the host; see docs/sharing.md).
     "my alias" is not allowed: host names are letters, digits, . - _ : only
 
 Values may be quoted shell-style (``workdir="/srv/my jobs"``); a ``#`` starts a comment
@@ -42,7 +44,7 @@ from launcher.errors import InputError
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 DEFAULT_WORKDIR = "~"  # jobs live in <workdir>/alaunch/<job-id>, so ~/alaunch/<job-id> by default
 
-KEYS = ("slots", "user", "port", "identity", "workdir", "addr", "env_scripts")
+KEYS = ("slots", "user", "port", "identity", "workdir", "addr", "env_scripts", "claims")
 MAX_HOSTFILE_BYTES = 1 << 20
 MAX_SLOTS = 1024  # far above any real node; stops slots=10**12 from allocating slot ids  # a hostfile is a short text file; refuse anything bigger
 
@@ -71,6 +73,7 @@ class Host:
     slot_ids: tuple[int, ...] = field(default=())
     addr: str | None = None  # how the other nodes reach this host (default: its ssh HostName)
     env_scripts: tuple[str, ...] | None = None  # sourced in order before msrun; None: the CANN defaults
+    claims_dir: str | None = None  # host-wide card claims dir (claims=); None: the host's default
 
     def __post_init__(self) -> None:
         if not self.slot_ids:
@@ -174,6 +177,7 @@ class _LineParser:
             workdir=self._workdir(values.get("workdir")),
             addr=self._addr(values.get("addr")),
             env_scripts=self._env_scripts(values.get("env_scripts")),
+            claims_dir=self._claims(values.get("claims")),
             source=self.source,
             line=self.lineno,
         )
@@ -223,6 +227,14 @@ class _LineParser:
                 raise self.error(f"env_scripts entry {s!r} must be an absolute path or start with '~/' "
                                  "(comma-separated, in the order to source; or 'none')")
         return scripts
+
+    def _claims(self, raw: str | None) -> str | None:
+        if raw is not None and not raw.startswith("/"):
+            raise self.error(f"claims must be an absolute directory every user of the host shares, got {raw!r} "
+                             "(default /var/tmp/alaunch-cards)")
+        if raw is not None and ".." in raw.split("/"):
+            raise self.error(f"claims must not contain '..', got {raw!r}")
+        return raw
 
     def _workdir(self, raw: str | None) -> str | None:
         if raw is None:
@@ -300,6 +312,8 @@ def format_hostfile(hosts: Sequence[Host]) -> str:
             value = getattr(h, key)
             if value is not None:
                 parts.append(f"{key}={shlex.quote(str(value))}")
+        if h.claims_dir is not None:
+            parts.append(f"claims={shlex.quote(h.claims_dir)}")
         if h.env_scripts is not None:
             parts.append("env_scripts=" + (shlex.quote(",".join(h.env_scripts)) if h.env_scripts else "none"))
         line = " ".join(parts)

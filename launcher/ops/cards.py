@@ -57,13 +57,15 @@ def claim(node: CommandRunner, python: str, base: str, job_id: str, cards: Seque
           smi: bool = True) -> ClaimAnswer:
     """Take ``cards`` of this host for ``job_id`` (empty: only look); who else holds what."""
     data = _script(node, python, {"op": "claim", "base": base, "job_id": job_id, "cards": list(cards),
-                                  "state_dir": state_dir, "smi": smi}, "claim cards")
+                                  "state_dir": state_dir, "smi": smi, "claims_dir": node.host.claims_dir},
+                   "claim cards")
     return ClaimAnswer(node.host.name, bool(data["ok"]), held_cards(data["claims"], data.get("npu_smi"), job_id))
 
 
 def release(node: CommandRunner, python: str, base: str, job_id: str) -> bool:
     """Drop ``job_id``'s claim on this host (a submit that claimed, then did not start)."""
-    return bool(_script(node, python, {"op": "release", "base": base, "job_id": job_id}, "release cards")["released"])
+    return bool(_script(node, python, {"op": "release", "base": base, "job_id": job_id,
+                                       "claims_dir": node.host.claims_dir}, "release cards")["released"])
 
 
 def look(hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],

@@ -102,7 +102,7 @@ class _DetachedLauncher(Launcher):
         env = {**plan.env_values(), wire.JOB_MARKER: self.job_id,
                "ALAUNCH_NODE_RANK": str(plan.node_rank)}
         request = {"op": "detach", "argv": plan.launch_argv(), "env": env, "cwd": plan.layout.root,
-                   "state_dir": plan.state_dir}
+                   "state_dir": plan.state_dir, "claims_dir": plan.host.claims_dir}
         return [self.python, "-S", "-c", wire.program("launch", "detach")], wire.request(request)
 
 

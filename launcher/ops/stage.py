@@ -419,7 +419,7 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
     if wrapper:
         req.update(wrapper=wrapper, env=dict(env or {}))
     if cards:  # card allocation: the host's claims and npu-smi, in the same round trip
-        req["cards"] = True
+        req.update(cards=True, claims_dir=node.host.claims_dir)
     request = wire.request(req)
     result = node.check([python, "-S", "-c", wire.program("stage", "inventory")], [request], timeout=120,
                         what="inventory")

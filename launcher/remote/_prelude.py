@@ -35,6 +35,7 @@ except ImportError:
 
 _STDIN = []
 MARK = "\x1eALAUNCH-ANSWER\x1e"  # starts the one line a laptop parses (wire.ANSWER_MARK)
+CARDS_DIR = "/var/tmp/alaunch-cards"  # the host-wide card claims of every user (stage.py CLAIM)
 
 
 def stdin():
@@ -86,6 +87,28 @@ def save_cache(path, data):
         os.replace(tmp, path)
     except OSError:
         return
+
+
+def cards_dir(req):
+    """The host-wide claims dir: the hostfile's ``claims=`` (``req["claims_dir"]``), else
+    ``$ALAUNCH_CARDS_DIR`` on the host, else :data:`CARDS_DIR`. In the prelude because CLAIM
+    (stage.py), DETACH (launch.py, which notes the job's pid in its claim) and PRUNE read it."""
+    return os.path.abspath(os.path.expanduser(req.get("claims_dir") or os.environ.get("ALAUNCH_CARDS_DIR")
+                                              or CARDS_DIR))
+
+
+def open_own(dfd, name, flags):
+    """``name`` in the directory ``dfd``, never through a symlink, only a regular file we own
+    (a world-writable dir: another user may have put anything there) -> fd, or None."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_mode & 0o170000) != 0o100000 or st.st_uid != os.getuid():
+        os.close(fd)
+        return None
+    return fd
 
 
 def log_tails(root, keep=65536):

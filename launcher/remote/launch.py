@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from _prelude import answer, log_tails, run
+from _prelude import answer, cards_dir, log_tails, open_own, run
 
 MARKER = "ALAUNCH_JOB_ID"
 
@@ -58,6 +58,24 @@ def started(pid):
             return f.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return "0"
+
+
+def note_claim(req, pid, start):
+    """Append the supervisor's pid and start time to the job's host-wide card claim (ours,
+    ``<claims dir>/<job id>.claim``, stage.py's CLAIM): from now on every user judges the
+    claim by that process (``/proc/PID/stat`` is world-readable, another user's environ is
+    not), so a killed job's cards are free at once. No claim (a CPU host, an old submit):
+    nothing to note."""
+    job = req["env"].get(MARKER, "")
+    try:
+        dfd = os.open(cards_dir(req), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    fd = open_own(dfd, job + ".claim", os.O_WRONLY | os.O_APPEND) if job and "/" not in job else None
+    if fd is not None:
+        os.write(fd, ("pid=%d\nstart=%s\n" % (pid, start)).encode())
+        os.close(fd)
+    os.close(dfd)
 
 
 def detach(req):
@@ -101,7 +119,9 @@ def detach(req):
     deadline = time.time() + 20
     while time.time() < deadline:
         if os.path.exists(pid_path):
-            child, sup = map(int, open(pid_path).read().split()[:2])
+            fields = open(pid_path).read().split()
+            child, sup = int(fields[0]), int(fields[1])
+            note_claim(req, sup, fields[3] if len(fields) > 3 else started(sup))
             answer({"pid": child, "supervisor": sup})
             sys.exit(0)
         if os.path.exists(exit_path):

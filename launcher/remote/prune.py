@@ -23,7 +23,7 @@ import re
 import stat
 import time
 
-from _prelude import answer, run
+from _prelude import answer, cards_dir, open_own, run
 
 JOB_DIR = re.compile(r"[a-z0-9-]+-\d{8}-\d{6}-[0-9a-f]{4}\Z")
 
@@ -210,10 +210,24 @@ def remove_job(root, keep):
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def remove_claims(base, job_id):
-    """The job's card claims, under every host's claims dir (hosts may share this workdir).
-    Removed with the job dir: a claim whose state dir is gone can no longer be judged ended
-    and would hold its cards for the pre-start grace (5 min) — a new job there was refused."""
+def remove_claims(base, job_id, req):
+    """The job's card claims: its host-wide one (ours only, through the dir's fd) and the old
+    per-workdir ones under every host's claims dir (hosts may share this workdir). Removed
+    with the job dir: a claim whose state dir is gone can no longer be judged ended and would
+    hold its cards for the pre-start grace (5 min) — a new job there was refused."""
+    try:
+        dfd = os.open(cards_dir(req), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        dfd = None
+    if dfd is not None:
+        fd = open_own(dfd, job_id + ".claim", os.O_RDONLY)
+        if fd is not None:
+            os.close(fd)
+            try:
+                os.unlink(job_id + ".claim", dir_fd=dfd)
+            except OSError:
+                pass
+        os.close(dfd)
     cards = os.path.join(base, "cards")
     for host in (os.listdir(cards) if os.path.isdir(cards) else []):
         try:
@@ -286,7 +300,7 @@ def prune(req):
     if not dry:
         for name, (root, keep) in zip(remove, plans):
             remove_job(root, keep)
-            remove_claims(base, name)
+            remove_claims(base, name, req)
         for p in trees:
             remove_tree(cas, p, grace)
         for p, _ in objects:

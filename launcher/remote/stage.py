@@ -41,7 +41,7 @@ travel or be checked again.
 import os
 import sys
 
-from _prelude import MARK, answer, ascend_versions, load_cache, run, save_cache, stdin, widen_pipe
+from _prelude import MARK, answer, ascend_versions, cards_dir, load_cache, log_tails, open_own, run, stdin, widen_pipe
 
 CLAIM_TTL = 300  # seconds a claim whose job has not started yet (no pid file) still holds its cards
 
@@ -75,7 +75,11 @@ def inventory(req):
     if req.get("wrapper"):  # source the env scripts as the launch will: a broken one fails now
         facts["env_error"] = env_error(req["wrapper"], req.get("env") or {})
     if req.get("cards"):  # submit: who holds which card here, in the same round trip
-        facts["claims"] = live_claims(claims_dir(base), job_markers())[0]
+        try:
+            dfd = open_cards_dir(cards_dir(req))
+        except ValueError as exc:
+            sys.exit(str(exc))
+        facts["claims"] = live_claims(dfd, base, job_markers())[0]
         facts["npu_smi"] = npu_smi()
     answer(facts)
 
@@ -472,13 +476,15 @@ def verify(req):
 
 
 def claims_dir(base):
-    """``<base>/cards/<hostname>``: one claim file per job holding cards of this host (per host
-    name, so hosts sharing a workdir keep their claims apart)."""
+    """``<base>/cards/<hostname>``: the per-workdir claims of the release before host-wide
+    claims (one file per job, per host name). Still read (a job started by the old release
+    holds its cards until it ends) and released, never written."""
     return os.path.join(base, "cards", os.uname()[1])
 
 
 def job_markers():
-    """The ALAUNCH_JOB_ID of every live process here (a zombie's environ reads empty)."""
+    """The ALAUNCH_JOB_ID of every live process here whose environ we may read (our own
+    user's; every user's as root; a zombie's environ reads empty)."""
     want = b"ALAUNCH_JOB_ID="
     out = set()
     for name in os.listdir("/proc"):
@@ -495,10 +501,147 @@ def job_markers():
     return out
 
 
-def live_claims(cdir, markers):
-    """-> ([{"job_id", "cards"}] still holding, [paths of dead claims]). A claim holds while a
-    process of its job lives, or, before its job started (no pid/exit_code file yet), for
-    CLAIM_TTL seconds."""
+def proc_start(pid):
+    """Field 22 of /proc/PID/stat (start time, clock ticks since boot) of a live process,
+    else None (gone or a zombie). World-readable: how one user judges another's claim."""
+    try:
+        with open("/proc/%d/stat" % int(pid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def host_ids():
+    """(boot id, pid namespace): a claim from another boot is dead; one from another pid
+    namespace (a container sharing the dir) cannot be judged by pid here, so it holds."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    return boot, ns
+
+
+def open_cards_dir(path):
+    """The host-wide claims dir as an fd, made when missing (mode 1777, like /tmp: every user
+    writes claims, the sticky bit stops one from removing another's). Refused in one line:
+    a symlink or not a directory, world-writable without the sticky bit, owned by another user
+    while not shared (not 1777), or not writable by us. Opened with O_NOFOLLOW; every file in
+    it is reached through this fd (``dir_fd``), never a path a symlink could redirect."""
+    import stat
+    made = not os.path.lexists(path)
+    if made:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            made = False
+        except OSError as exc:
+            raise ValueError("cannot create the card claims dir %s: %s" % (path, exc.strerror))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ValueError("card claims dir %s: %s (it must be a real directory, not a symlink)"
+                         % (path, exc.strerror))
+    if made:
+        os.fchmod(fd, 0o1777)
+    st = os.fstat(fd)
+    mode, me = stat.S_IMODE(st.st_mode), os.getuid()
+    why = None
+    if mode & 0o002 and not mode & 0o1000:
+        why = "is world-writable without the sticky bit (anyone could remove other users' claims)"
+    elif st.st_uid not in (0, me) and mode & 0o1777 != 0o1777:
+        why = "belongs to uid %d and is not shared (mode %o, expected 1777)" % (st.st_uid, mode)
+    elif not os.access(path, os.W_OK | os.X_OK):
+        why = "is not writable by uid %d (mode %o)" % (me, mode)
+    if why:
+        os.close(fd)
+        raise ValueError("card claims dir %s %s; make it with `install -d -m 1777 %s` as root, or name "
+                         "another with claims= in the hostfile" % (path, why, path))
+    return fd
+
+
+def parse_claim(text):
+    """A claim file's ``key=value`` lines (a later key wins: DETACH appends the pid)."""
+    out = {}
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if eq:
+            out[key.strip()] = value.strip()
+    try:
+        return {"job_id": out["job_id"], "cards": [int(c) for c in out.get("cards", "").split(",") if c],
+                "pid": int(out["pid"]) if out.get("pid") else None, "start": out.get("start") or None,
+                "time": float(out.get("time") or 0), "state_dir": out.get("state_dir", ""),
+                "boot": out.get("boot", ""), "pidns": out.get("pidns", "")}
+    except (KeyError, ValueError):
+        return None
+
+
+def read_claims(dfd):
+    """Every claim file ``<job id>.claim`` in the host-wide dir, each with its owner (the
+    file's uid, never what the file says) -> [claim dict + "uid", "user", "name"]."""
+    import pwd
+    out = []
+    for name in sorted(os.listdir(dfd)):
+        if not name.endswith(".claim"):
+            continue
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if (st.st_mode & 0o170000) != 0o100000 or st.st_size > 65536:
+                continue
+            claim = parse_claim(os.read(fd, 65536).decode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+        if claim is None:
+            continue
+        try:
+            user = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            user = "uid %d" % st.st_uid
+        claim.update(uid=st.st_uid, user=user, name=name)
+        out.append(claim)
+    return out
+
+
+def claim_alive(claim, markers, ids, now):
+    """A claim holds while its job lives: a process with its marker (ours to read), else the
+    supervisor DETACH noted (pid + start time: a reused pid is another process), else, before
+    the job started (no pid yet), for CLAIM_TTL seconds unless its state dir says it ended."""
+    if claim["job_id"] in markers:
+        return True
+    if claim["boot"] and ids[0] and claim["boot"] != ids[0]:
+        return False
+    if claim["pidns"] and ids[1] and claim["pidns"] != ids[1]:
+        return True
+    pid, start = claim["pid"], claim["start"]
+    state = claim["state_dir"]  # our own jobs' we may read: ended, or started before DETACH noted it
+    if state and os.path.exists(os.path.join(state, "exit_code")):
+        return False
+    if pid is None and state:
+        try:
+            with open(os.path.join(state, "pid")) as f:
+                fields = f.read().split()
+            pid, start = int(fields[1]), fields[3]
+        except (ValueError, IndexError):
+            return False  # started (a pid file) and no process carries its marker: ended
+        except OSError:
+            pass
+    if pid is not None:
+        now_start = proc_start(pid)
+        return now_start is not None and (start is None or now_start == start)
+    return now - claim["time"] < CLAIM_TTL
+
+
+def legacy_claims(cdir, markers):
+    """-> ([live claims], [paths of dead ones]) of the per-workdir dir (see :func:`claims_dir`)."""
     import time
     live, dead = [], []
     try:
@@ -518,10 +661,92 @@ def live_claims(cdir, markers):
         else:
             alive = time.time() - claim.get("time", 0) < CLAIM_TTL
         if alive:
-            live.append({"job_id": job, "cards": list(claim.get("cards", []))})
+            live.append({"job_id": job, "cards": list(claim.get("cards", [])), "user": my_name(), "pid": None,
+                         "state_dir": state})
         else:
             dead.append(path)
     return live, dead
+
+
+def my_name():
+    import pwd
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return "uid %d" % os.getuid()
+
+
+def live_claims(dfd, base, markers):
+    """-> ([{"job_id", "cards", "user", "pid"}] holding cards here, [names of our own dead
+    claim files in the dir]): the host-wide dir (every user's) plus our old per-workdir dir."""
+    import time
+    ids, now = host_ids(), time.time()
+    live, dead = [], []
+    for c in (read_claims(dfd) if dfd is not None else []):
+        if claim_alive(c, markers, ids, now):
+            live.append({"job_id": c["job_id"], "cards": c["cards"], "user": c["user"], "pid": c["pid"],
+                         "state_dir": c["state_dir"]})
+        elif c["uid"] == os.getuid():
+            dead.append(c["name"])
+    old = legacy_claims(claims_dir(base), markers)[0] if base else []
+    seen = set(c["job_id"] for c in live)
+    return live + [c for c in old if c["job_id"] not in seen], dead
+
+
+def lock_cards(dfd, cards, timeout=30.0):
+    """flock ``card-<N>.lock`` of each card, in ascending order (two claimers of overlapping
+    cards cannot deadlock), blocking at most ``timeout`` s each. A lock file is opened, never
+    created over an existing one (O_CREAT on another user's file in a sticky dir is refused
+    by fs.protected_regular); the locks go when this process exits."""
+    import fcntl
+    import time
+    fds = []
+    for card in sorted(set(cards)):
+        name = "card-%d.lock" % card
+        fd = None
+        while fd is None:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+            except FileNotFoundError:
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+                except FileExistsError:
+                    continue
+            except OSError as exc:  # ELOOP: a symlink planted there
+                sys.exit("card %d's lock %s is not a regular file (%s); remove it" % (card, name, exc.strerror))
+        if (os.fstat(fd).st_mode & 0o170000) != 0o100000:
+            sys.exit("card %d's lock %s is not a regular file; remove it" % (card, name))
+        deadline = time.time() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    sys.exit("card %d's lock (%s) was held for %d s by another process" % (card, name, timeout))
+                time.sleep(0.02)
+        fds.append(fd)
+    return fds
+
+
+def write_claim(dfd, job_id, cards, state_dir):
+    """``<job id>.claim``, ours, written to a temp name and renamed over (never through a
+    link: the rename replaces the name, and the temp is created O_EXCL)."""
+    import time
+    boot, ns = host_ids()
+    text = "job_id=%s\ncards=%s\nstate_dir=%s\ntime=%f\nboot=%s\npidns=%s\n" % (
+        job_id, ",".join(str(c) for c in cards), state_dir, time.time(), boot, ns)
+    tmp = "%s.tmp.%d" % (job_id, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, job_id + ".claim", src_dir_fd=dfd, dst_dir_fd=dfd)
+    except OSError as exc:  # another user's file by that name (the sticky bit keeps it theirs)
+        os.unlink(tmp, dir_fd=dfd)
+        sys.exit("cannot write the claim %s.claim: %s" % (job_id, exc.strerror))
 
 
 def npu_smi():
@@ -542,31 +767,33 @@ def npu_smi():
 
 
 def claim(req):
-    """CLAIM ``{"op": "claim", "base", "job_id", "cards", "state_dir", "smi"}``: under an flock
-    of this host's claims dir, take ``cards`` for the job unless a live claim of another job
-    holds one of them (``cards`` empty: only look). Dead claims are removed on the way.
-    -> ``{"ok", "claims": [other live claims], "npu_smi"}``. Two submits racing for the same
-    cards serialise on the lock: the second sees the first's claim and is refused."""
-    import fcntl
-    import time
-    cdir = claims_dir(os.path.abspath(os.path.expanduser(req["base"])))
-    os.makedirs(cdir, exist_ok=True)
-    fd = os.open(cdir + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # released when this process exits
-    live, dead = live_claims(cdir, job_markers())
-    for path in dead:
+    """CLAIM ``{"op": "claim", "base", "job_id", "cards", "state_dir", "smi", "claims_dir"}``:
+    under the locks of the wanted cards (``card-<N>.lock`` in the host-wide dir, one per
+    card), take them for the job unless a live claim of another job — any user's — holds one
+    (``cards`` empty: only look). Our own dead claims are removed on the way; another user's
+    dead claim is only ignored (the sticky dir keeps it theirs).
+    -> ``{"ok", "claims": [other live claims], "npu_smi"}``. Two submits racing for a card
+    serialise on its lock: the second sees the first's claim and is refused."""
+    job = req["job_id"]
+    if "/" in job or job.startswith("."):
+        sys.exit("bad job id %r" % job)
+    try:
+        dfd = open_cards_dir(cards_dir(req))
+    except ValueError as exc:
+        sys.exit(str(exc))
+    want = list(req.get("cards") or [])
+    lock_cards(dfd, want)
+    live, dead = live_claims(dfd, os.path.abspath(os.path.expanduser(req["base"])), job_markers())
+    for name in dead:
         try:
-            os.unlink(path)
+            os.unlink(name, dir_fd=dfd)
         except OSError:
             pass
-    others = [c for c in live if c["job_id"] != req["job_id"]]
+    others = [c for c in live if c["job_id"] != job]
     taken = set(c for o in others for c in o["cards"])
-    want = list(req.get("cards") or [])
     ok = bool(want) and not taken.intersection(want)
     if ok:
-        save_cache(os.path.join(cdir, req["job_id"]), {"job_id": req["job_id"], "cards": want,
-                                                        "state_dir": req.get("state_dir") or "",
-                                                        "time": time.time()})
+        write_claim(dfd, job, want, req.get("state_dir") or "")
     out = {"ok": ok, "claims": others}
     if req.get("smi"):
         out["npu_smi"] = npu_smi()
@@ -574,23 +801,68 @@ def claim(req):
 
 
 def release(req):
-    """RELEASE ``{"op": "release", "base", "job_id"}``: drop the job's claim on this host."""
-    import fcntl
-    cdir = claims_dir(os.path.abspath(os.path.expanduser(req["base"])))
+    """RELEASE ``{"op": "release", "base", "job_id", "claims_dir"}``: drop the job's claim
+    here (ours only: in the sticky dir no one else's can go), and its old per-workdir one."""
+    gone = False
     try:
-        fd = os.open(cdir + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        answer({"released": False})
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX)
+        dfd = open_cards_dir(cards_dir(req))
+    except ValueError:
+        dfd = None
+    if dfd is not None and open_own(dfd, req["job_id"] + ".claim", os.O_RDONLY) is not None:
+        try:
+            os.unlink(req["job_id"] + ".claim", dir_fd=dfd)
+            gone = True
+        except OSError:
+            pass
     try:
-        os.unlink(os.path.join(cdir, req["job_id"]))
+        os.unlink(os.path.join(claims_dir(os.path.abspath(os.path.expanduser(req["base"]))), req["job_id"]))
         gone = True
     except OSError:
-        gone = False
+        pass
     answer({"released": gone})
+
+
+def top(req):
+    """TOP ``{"op": "top", "base", "claims_dir"}`` (``alaunch top``, one round trip per host
+    per refresh): who holds which card (every user's live claims), ``npu-smi info``, and for
+    each process npu-smi lists its owner, name and job marker when we may read it; for our
+    own claimed jobs the tails of their rank logs (their progress)."""
+    import pwd
+    try:
+        dfd = open_cards_dir(cards_dir(req))
+    except ValueError as exc:
+        dfd, problem = None, str(exc)
+    else:
+        problem = None
+    claims = live_claims(dfd, os.path.abspath(os.path.expanduser(req["base"])), job_markers())[0]
+    smi = npu_smi()
+    procs = {}
+    for line in (smi or {}).get("out", "").splitlines():
+        cells = line.split("|")
+        if len(cells) >= 5 and cells[2].strip().isdigit():  # a process row: | npu chip | pid | name | MB |
+            pid = cells[2].strip()
+            info = {"user": None, "name": None, "job": None}
+            try:
+                info["user"] = pwd.getpwuid(os.stat("/proc/" + pid).st_uid).pw_name
+                with open("/proc/%s/comm" % pid) as f:
+                    info["name"] = f.read().strip()
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    for var in f.read().split(b"\0"):
+                        if var.startswith(b"ALAUNCH_JOB_ID="):
+                            info["job"] = var[15:].decode("utf-8", "replace")
+            except (OSError, KeyError):
+                pass
+            procs[pid] = info
+    tails = {}
+    for c in claims:
+        state = c.get("state_dir") or ""
+        root = os.path.dirname(os.path.dirname(state)) if state else ""
+        if root and os.access(root, os.R_OK | os.X_OK):
+            tails[c["job_id"]] = log_tails(root, 16384)
+    answer({"host": os.uname()[1], "claims": claims, "npu_smi": smi, "procs": procs, "tails": tails,
+            "problem": problem})
 
 
 if __name__ == "__main__":
     run({"inventory": inventory, "receive": receive, "link": link, "verify": verify, "claim": claim,
-         "release": release, "relay": relay})
+         "release": release, "relay": relay, "top": top})
