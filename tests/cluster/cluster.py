@@ -2,14 +2,16 @@
 
 Each host is an OpenSSH ``sshd`` in its own network namespace (its own 10.x address on a
 bridge the cluster creates) and its own mount/UTS/PID namespace, so it has its own hostname
-and private ``/root``, ``/srv`` and ``/tmp``: a file one host writes is not on another.
+and private ``/root``, ``/srv``, ``/tmp``, ``/home`` and ``/var/tmp`` (where the host-wide card
+claims live; the cluster's own state dir is bound back into it): a file one host writes is not
+on another.
 The python of the project's venv stays usable inside (its base install is bind-mounted
 read-only when it lives under a private directory), and each host has an ``npu-smi``
 emulator on its PATH (sshd ``SetEnv PATH``) for a configured set of cards.
 
-With ``realistic=True`` the hosts look like a real Ascend cluster's: an unprivileged login
-user (:data:`USER`, own ``/home``, its own ``/etc/passwd`` line bound over the host's copy
-inside the namespace), a chatty shell (its ``.bashrc`` and ``~/.ssh/rc`` print banners to
+With ``realistic=True`` the hosts look like a real Ascend cluster's: unprivileged login
+users (:data:`USER`, and :data:`OTHER_USERS` sharing the hosts with it; each its own
+``/home``, its own ``/etc/passwd`` line bound over the host's copy inside the namespace), a chatty shell (its ``.bashrc`` and ``~/.ssh/rc`` print banners to
 stdout on every command), a stub CANN ``set_env.sh`` at the usual path (an overlay on
 ``/usr/local`` inside the namespace; it exports :data:`CANN_STUB_VAR`) with toolkit and
 driver version files, and the shared directory ``/srv/shared`` owned by that user, as an
@@ -36,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
 PRIVATE_DIRS = ("/root", "/srv", "/tmp", "/home")
 USER, UID = "alaunch", 2001  # the unprivileged login user of a realistic cluster
+OTHER_USERS = (("alaunch2", 2002), ("alaunch3", 2003))  # more people sharing its hosts (card claims)
 CANN_STUB_VAR = "ASCEND_STUB_SET_ENV"  # exported by the stub set_env.sh
 CANN_VERSION, DRIVER_VERSION = "8.0.RC3.stub", "24.1.rc3.stub"
 BANNER = "Welcome to the Ascend cluster {host} (a chatty .bashrc)"
@@ -319,9 +322,10 @@ class Cluster(OnSubnet):
                            dir=self.state_dir / f"host{i}")
 
     def _prepare_host(self, h: ClusterHost) -> None:
-        for sub in ("root/.ssh", "srv", "tmp", "bin", "home"):
+        for sub in ("root/.ssh", "srv", "tmp", "bin", "home", "var-tmp"):
             (h.dir / sub).mkdir(parents=True, exist_ok=True)
         (h.dir / "tmp").chmod(0o1777)
+        (h.dir / "var-tmp").chmod(0o1777)
         pub = Path(str(self.client_key) + ".pub").read_text()
         mesh = Path(str(self.mesh_key) + ".pub").read_text()
         (h.dir / "root/.ssh/authorized_keys").write_text(pub + mesh)
@@ -359,20 +363,23 @@ class Cluster(OnSubnet):
         """The login user, its chatty shell, the CANN stub (see the module docstring)."""
         etc = h.dir / "etc"
         etc.mkdir()
-        for name, line in (("passwd", f"{USER}:x:{UID}:{UID}::/home/{USER}:/bin/bash"),
-                           ("group", f"{USER}:x:{UID}:"), ("shadow", f"{USER}:*:19000:0:99999:7:::")):
-            (etc / name).write_text(Path(f"/etc/{name}").read_text().rstrip("\n") + "\n" + line + "\n")
+        users = ((USER, UID),) + OTHER_USERS
+        for name, fmt in (("passwd", "{u}:x:{i}:{i}::/home/{u}:/bin/bash"), ("group", "{u}:x:{i}:"),
+                          ("shadow", "{u}:*:19000:0:99999:7:::")):
+            lines = "".join(fmt.format(u=u, i=i) + "\n" for u, i in users)
+            (etc / name).write_text(Path(f"/etc/{name}").read_text().rstrip("\n") + "\n" + lines)
         (etc / "shadow").chmod(0o640)
-        home = h.dir / "home" / USER
-        (home / ".ssh").mkdir(parents=True)
-        (home / ".ssh/authorized_keys").write_text(pub)
         banner = BANNER.format(host=h.name)
-        (home / ".bashrc").write_text(f'echo "{banner}"\necho "last login: yesterday"\n')
-        (home / ".ssh/rc").write_text('echo "*** motd: maintenance on Sunday ***"\n')
-        (home / ".profile").write_text('[ -f ~/.bashrc ] && . ~/.bashrc\n')
-        for p in [home, *home.rglob("*")]:
-            os.chown(p, UID, UID)
-        (home / ".ssh").chmod(0o700)
+        for user, uid in users:
+            home = h.dir / "home" / user
+            (home / ".ssh").mkdir(parents=True)
+            (home / ".ssh/authorized_keys").write_text(pub)
+            (home / ".bashrc").write_text(f'echo "{banner}"\necho "last login: yesterday"\n')
+            (home / ".ssh/rc").write_text('echo "*** motd: maintenance on Sunday ***"\n')
+            (home / ".profile").write_text('[ -f ~/.bashrc ] && . ~/.bashrc\n')
+            for p in [home, *home.rglob("*")]:
+                os.chown(p, uid, uid)
+            (home / ".ssh").chmod(0o700)
         os.chown(self.shared_dir, UID, UID)
         upper = h.dir / "usr-local" / "upper"
         toolkit = upper / "Ascend" / "ascend-toolkit"
@@ -407,6 +414,13 @@ class Cluster(OnSubnet):
                       f"mount -o remount,bind,ro {q(str(target))}"]
         for d in PRIVATE_DIRS:
             lines.append(f"mount --rbind {q(str(h.dir / d.lstrip('/')))} {d}")
+        # a private /var/tmp (the default host-wide claims dir is there), with this cluster's
+        # state dir (sshd_config, keys, the npu-smi wrapper and its config) bound back in
+        vt, state = h.dir / "var-tmp", str(self.state_dir)
+        if state.startswith("/var/tmp/"):
+            inner = vt / state[len("/var/tmp/"):]
+            lines += [f"mkdir -p {q(str(inner))}", f"mount --bind {q(state)} {q(str(inner))}"]
+        lines.append(f"mount --rbind {q(str(vt))} /var/tmp")
         if self.shared:
             lines += ["mkdir -p /srv/shared", f"mount --bind {q(str(self.shared_dir))} /srv/shared"]
         if self.realistic:
