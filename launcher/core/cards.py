@@ -199,3 +199,95 @@ def render_devices(nodes: Sequence[NodeDevices]) -> str:
     lines = ["# devices per node (what submit would pick now; it claims them on the host at launch):"]
     lines += [f"#   node {rank} ({n.host}): {','.join(map(str, n.cards))} - {n.note}" for rank, n in enumerate(nodes)]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- what `top` shows
+
+def holder_text(h: Holder | None) -> str:
+    """One cell: 'alice job-x pid 812' for an alaunch job, 'not alaunch: pid 77 python' for a
+    process npu-smi lists that no claim names, '' for a free card."""
+    if h is None:
+        return ""
+    if h.job_id:
+        return " ".join(p for p in (h.user, h.job_id, f"pid {h.pid}" if h.pid else None) if p)
+    if h.pid is not None:
+        return f"not alaunch: pid {h.pid} {h.process or '?'}" + (f" ({h.user})" if h.user else "")
+    return h.describe() if h.hbm_mb is None else f"not alaunch: {h.hbm_mb} MB HBM in use"
+
+
+@dataclass(frozen=True)
+class CardView:
+    """One card in ``alaunch top``: npu-smi's values (None on a host without npu-smi) and who holds it."""
+
+    card: int
+    health: str | None = None
+    aicore_pct: int | None = None
+    hbm_used_mb: int | None = None
+    hbm_total_mb: int | None = None
+    power_w: float | None = None
+    temp_c: int | None = None
+    holder: Holder | None = None
+    progress: str | None = None
+
+    def to_json(self) -> dict:
+        h = self.holder
+        holder = None if h is None else {
+            "kind": "alaunch" if h.job_id else "other", "user": h.user, "job_id": h.job_id, "pid": h.pid,
+            "process": h.process, "hbm_mb": h.hbm_mb, "text": holder_text(h)}
+        return {"card": self.card, "health": self.health, "aicore_pct": self.aicore_pct,
+                "hbm_used_mb": self.hbm_used_mb, "hbm_total_mb": self.hbm_total_mb, "power_w": self.power_w,
+                "temp_c": self.temp_c, "holder": holder, "progress": self.progress}
+
+
+@dataclass(frozen=True)
+class HostView:
+    """One host in ``alaunch top``: its cards, or why it did not answer (``error``); ``note``
+    says what it answered but could not read (npu-smi, the claims dir)."""
+
+    host: str
+    cards: tuple[CardView, ...] = ()
+    error: str | None = None
+    note: str | None = None
+
+    @property
+    def free(self) -> tuple[int, ...]:
+        """Cards no one holds and not unhealthy (an Alarm card takes no job)."""
+        return tuple(c.card for c in self.cards if c.holder is None and c.health in (None, "OK"))
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.host}: unreachable ({self.error})"
+        free = self.free
+        return (f"{self.host}: {len(free)}/{len(self.cards)} free" + (f" ({','.join(map(str, free))})" if free else "")
+                + (f"; {self.note}" if self.note else ""))
+
+    def to_json(self) -> dict:
+        return {"host": self.host, "reachable": self.error is None, "error": self.error, "note": self.note,
+                "free": list(self.free), "cards": [c.to_json() for c in self.cards]}
+
+
+def host_view(host: Host, claims: Iterable[Mapping], smi_cards: Sequence | None, procs: Mapping[str, Mapping],
+              progress: Mapping[str, str], note: str | None = None) -> HostView:
+    """A host's answer (its live claims, every user's; its parsed ``npu-smi`` cards or None;
+    owner/name/job marker of each process npu-smi lists; job -> progress) -> its view. The
+    cards are npu-smi's, else the hostfile's slots. A card's holder: its claim (user, job,
+    supervisor pid); else a listed process, an alaunch job's when its marker was readable
+    ('not alaunch: pid N name' otherwise); else HBM in use."""
+    held: dict[int, Holder] = {h.card: h for h in holders_from_claims(claims)}
+    for card in smi_cards or ():
+        if card.npu_id in held or not card.busy():
+            continue
+        if card.processes:
+            p = card.processes[0]
+            info = procs.get(str(p.pid)) or {}
+            held[card.npu_id] = Holder(card.npu_id, job_id=info.get("job"), pid=p.pid,
+                                       process=info.get("name") or p.name, hbm_mb=p.memory_mb, user=info.get("user"))
+        else:
+            held[card.npu_id] = Holder(card.npu_id, hbm_mb=card.hbm_used_mb)
+    if smi_cards:
+        rows = [CardView(c.npu_id, c.health, c.aicore_pct, c.hbm_used_mb, c.hbm_total_mb, c.power_w, c.temp_c,
+                         held.get(c.npu_id)) for c in smi_cards]
+    else:
+        rows = [CardView(c, holder=held.get(c)) for c in sorted(set(range(host.slots)) | set(held))]
+    rows = [replace(r, progress=progress.get(r.holder.job_id)) if r.holder and r.holder.job_id else r for r in rows]
+    return HostView(host.name, tuple(rows), note=note)

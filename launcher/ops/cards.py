@@ -1,13 +1,17 @@
-"""Card claims on the hosts: who holds what (from the preflight or a look), take, release.
+"""Card claims on the hosts: who holds what (from the preflight or a look), take, release;
+and ``alaunch top``'s survey.
 
 The choice of cards is pure (:mod:`launcher.core.cards`); this is its I/O edge. A claim is a
-small file per job under ``<workdir>/alaunch/cards/<hostname>/``, taken by
-``launcher/remote/stage.py``'s CLAIM under an ``flock``: two ``submit`` s racing for the same
-cards serialise there, and the loser gets the winner's claim back in the same answer, so it
-re-chooses without another round trip. A claim holds while a process of its job lives on
-the host (the ``ALAUNCH_JOB_ID`` marker), so a job that ends, fails or is cancelled frees its
-cards without anyone releasing them; RELEASE is for a submit that claimed and then did not
-start.
+small file per job in the host's one claims dir that every user of the host shares
+(``/var/tmp/alaunch-cards``, sticky and world-writable like /tmp; or the hostfile's
+``claims=``), taken by ``launcher/remote/stage.py``'s CLAIM under one ``flock`` per card: two
+``submit`` s racing for the same cards serialise there — whoever runs them — and the loser
+gets the winner's claim (job, user) back in the same answer, so it re-chooses without
+another round trip. A claim holds while its job lives on the host: the supervisor DETACH
+noted in it (pid + start time, readable by every user), a process with its marker, or before
+the launch a 5-min grace. A job that ends, fails, is cancelled or killed frees its cards
+without anyone releasing them; RELEASE is for a submit that claimed and then did not start.
+The claims of the release before (``<workdir>/alaunch/cards/<hostname>/``) are still read.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from launcher.core.cards import Holder, holders_from_claims, holders_from_npu_smi, merge_holders
+from launcher.core.cards import Holder, HostView, holders_from_claims, holders_from_npu_smi, host_view, merge_holders
 from launcher.core.hostfile import Host
 from launcher.errors import AlaunchError, RemoteError
 from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi
@@ -44,9 +48,9 @@ class ClaimAnswer:
     held: dict[int, Holder]  # what the other live claims (and npu-smi, when asked) hold now
 
 
-def _script(node: CommandRunner, python: str, request: dict, what: str) -> dict:
+def _script(node: CommandRunner, python: str, request: dict, what: str, timeout: float = 60) -> dict:
     result = node.check([python, "-S", "-c", wire.program("stage", request["op"])], [wire.request(request)],
-                        timeout=60, what=what)
+                        timeout=timeout, what=what)
     try:
         return wire.answer(result.stdout)
     except ValueError:
@@ -92,4 +96,49 @@ def look(hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
             raise got
         else:
             out[host.name] = got
+    return out
+
+
+# ----------------------------------------------------------------------------- alaunch top
+
+def top_host(node: CommandRunner, python: str, timeout: float = 15) -> HostView:
+    """One host's cards and holders in ONE round trip (``remote/stage.py``'s TOP: every user's
+    live claims, ``npu-smi info``, the owner of each process it lists, our jobs' log tails)."""
+    from launcher.metrics.logparse import tails_progress
+    from launcher.ops.stage import store_base
+    host = node.host
+    data = _script(node, python, {"op": "top", "base": store_base(host), "claims_dir": host.claims_dir},
+                   "top", timeout)
+    smi, notes, cards = data.get("npu_smi"), [], None
+    if data.get("problem"):
+        notes.append(data["problem"])
+    if smi is not None:
+        try:
+            if smi.get("code") != 0:
+                raise NpuSmiParseError(f"npu-smi info exited {smi.get('code')}: {(smi.get('err') or '').strip()[:120]}")
+            cards = parse_npu_smi(smi.get("out", ""))
+        except NpuSmiParseError as exc:
+            notes.append(exc.message.splitlines()[0])
+    progress = {job: text for job, tails in (data.get("tails") or {}).items()
+                if (text := tails_progress(host.name, tails))}
+    return host_view(host, data.get("claims") or (), cards, data.get("procs") or {}, progress,
+                     "; ".join(notes) or None)
+
+
+def survey(runners: Mapping[str, CommandRunner], hosts: Sequence[Host], pythons: Mapping[str, str],
+           timeout: float = 15) -> list[HostView]:
+    """Every host once, in parallel (the one fan-out, ``ops.fanout.run_parallel``): its view,
+    or, for a host that did not answer, a view that says why (``unreachable``). The runners
+    stay open between refreshes (their ssh masters are reused: one round trip per host)."""
+    from launcher.ops.fanout import error_text, run_parallel
+    got = run_parallel(hosts, lambda h: top_host(runners[h.name], pythons[h.name], timeout))
+    out = []
+    for host, view in got.items():
+        if isinstance(view, BaseException):
+            if not isinstance(view, (AlaunchError, OSError)):
+                raise view
+            text = error_text(host, view).split(": ", 1)[-1].splitlines()[0]
+            out.append(HostView(host.name, error=text))
+        else:
+            out.append(view)
     return out

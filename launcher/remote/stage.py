@@ -828,12 +828,12 @@ def top(req):
     each process npu-smi lists its owner, name and job marker when we may read it; for our
     own claimed jobs the tails of their rank logs (their progress)."""
     import pwd
-    try:
-        dfd = open_cards_dir(cards_dir(req))
-    except ValueError as exc:
-        dfd, problem = None, str(exc)
-    else:
-        problem = None
+    dfd, problem, path = None, None, cards_dir(req)
+    if os.path.lexists(path):  # a look: no dir yet is no claim, not one to make
+        try:
+            dfd = open_cards_dir(path)
+        except ValueError as exc:
+            problem = str(exc)
     claims = live_claims(dfd, os.path.abspath(os.path.expanduser(req["base"])), job_markers())[0]
     smi = npu_smi()
     procs = {}

@@ -1,0 +1,81 @@
+"""`alaunch top`: the pure view of a host's answer, and the verb on this machine (a fake npu-smi on
+PATH: the test cluster's emulator) and against a host that does not answer."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from launcher.core.cards import HostView, host_view
+from launcher.core.hostfile import Host
+from launcher.ops.npusmi import make_910b_cards
+from launcher.remote import wire
+from tests.test_remote_scripts import run_script
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_holders_are_named_by_claim_marker_or_as_not_alaunch():
+    cards = make_910b_cards(4, health=["OK", "OK", "OK", "Alarm"],
+                            processes={1: [(812, "python3.11", 20000)], 2: [(77, "python", 30000)]})
+    claims = [{"job_id": "job-a", "cards": [0], "user": "alice", "pid": 600}]
+    procs = {"812": {"user": "bob", "name": "python3.11", "job": "job-b"}, "77": {"user": "carol", "name": "vllm"}}
+    view = host_view(Host("h0", 4), claims, cards, procs, {"job-a": "step 12/234, loss 1.29"})
+    rows = {c.card: c.to_json() for c in view.cards}
+    assert rows[0]["holder"]["text"] == "alice job-a pid 600" and rows[0]["progress"] == "step 12/234, loss 1.29"
+    assert rows[1]["holder"]["text"] == "bob job-b pid 812"  # no claim seen, but its marker names the job
+    assert rows[2]["holder"]["text"] == "not alaunch: pid 77 vllm (carol)" and rows[2]["holder"]["kind"] == "other"
+    assert rows[3]["holder"] is None and view.free == ()  # an Alarm card is not free
+    assert view.summary() == "h0: 0/4 free"
+    assert HostView("h9", error="connection refused").summary() == "h9: unreachable (connection refused)"
+
+
+def test_a_host_without_npu_smi_shows_its_slots_and_claims():
+    view = host_view(Host("cpu", 4), [{"job_id": "j", "cards": [1, 2], "user": "u", "pid": None}], None, {}, {})
+    assert [(c.card, c.holder and c.holder.job_id) for c in view.cards] == [(0, None), (1, "j"), (2, "j"), (3, None)]
+    assert view.free == (0, 3)
+
+
+def _fake_npu_smi(tmp_path: Path, cfg: dict) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "npu.json").write_text(json.dumps(cfg))
+    script = bin_dir / "npu-smi"
+    script.write_text(f"#!/bin/sh\ncd {ROOT} && exec {sys.executable} -m tests.cluster.npu_smi "
+                      f"--config {tmp_path / 'npu.json'} \"$@\"\n")
+    script.chmod(0o755)
+    return bin_dir
+
+
+def test_top_json_lists_every_cards_holder(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{_fake_npu_smi(tmp_path, {'cards': 4, 'processes': {'3': [[4242, 'python3.9', 12000]]}})}"
+                               f":{os.environ['PATH']}")
+    base = tmp_path / "work" / "alaunch"
+    assert wire.answer(run_script("stage", {"op": "claim", "base": str(base), "job_id": "job-x", "cards": [0, 1],
+                                            "state_dir": "", "smi": False}).stdout)["ok"]
+    hf = tmp_path / "hosts"
+    hf.write_text(f"localhost slots=4 workdir={tmp_path / 'work'}\n")
+    code, out, err = run_cli("top", "-H", str(hf), "--json")
+    assert code == 0, err
+    [host] = json.loads(out)["hosts"]
+    holders = {c["card"]: (c["holder"] or {}).get("text") for c in host["cards"]}
+    assert holders == {0: f"{getpass.getuser()} job-x", 1: f"{getpass.getuser()} job-x", 2: None,
+                       3: "not alaunch: pid 4242 python3.9"}
+    assert host["free"] == [2] and host["cards"][3]["hbm_total_mb"] == 65536 and host["cards"][3]["health"] == "OK"
+    code, out, err = run_cli("top", "-H", str(hf), "--once")
+    assert code == 0 and "localhost: 1/4 free (2)" in out and "not alaunch: pid 4242 python3.9" in out, out
+
+
+def test_a_host_that_does_not_answer_reads_unreachable(run_cli, tmp_path):
+    hf = tmp_path / "hosts"
+    hf.write_text(f"localhost slots=2 workdir={tmp_path / 'w'}\n127.0.0.1 port=1 slots=2\n")
+    code, out, err = run_cli("top", "-H", str(hf), "--json", "--timeout", "5")
+    assert code == 0, err
+    by_host = {h["host"]: h for h in json.loads(out)["hosts"]}
+    assert by_host["localhost"]["reachable"] and by_host["localhost"]["free"] == [0, 1]
+    assert not by_host["127.0.0.1"]["reachable"] and by_host["127.0.0.1"]["error"], by_host
+    code, out, err = run_cli("top", "-H", str(hf), "--once")
+    assert "127.0.0.1: unreachable (" in out and "localhost: 2/2 free (0,1)" in out, out
