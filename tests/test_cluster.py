@@ -101,13 +101,14 @@ def test_the_emulator_finds_msrun_workers_by_their_cards(tmp_path):
     import os
     import subprocess
     import sys
-    env = {**os.environ, "MS_ROLE": "MS_WORKER", "ASCEND_RT_VISIBLE_DEVICES": "2,3", "DEVICE_ID": "1"}
+    # cards no other process on this machine uses (other suites' workers are visible here too)
+    env = {**os.environ, "MS_ROLE": "MS_WORKER", "ASCEND_RT_VISIBLE_DEVICES": "902,903", "DEVICE_ID": "1"}
     proc = subprocess.Popen([sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(30)"],
                             env=env, stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"up\n"
         mine = [w for w in find_workers() if w.pid == proc.pid]
-        assert [w.card for w in mine] == [3]
+        assert [w.card for w in mine] == [903]
     finally:
         proc.kill()
         proc.wait()
