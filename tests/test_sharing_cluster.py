@@ -73,9 +73,11 @@ def test_two_users_get_disjoint_cards_a_third_is_refused_top_names_all_a_killed_
         [view] = json.loads(out)["hosts"]
         held = {c["card"]: (c["holder"] or {}) for c in view["cards"]}
         assert len(held) == 8 and view["free"] == [4, 5, 6, 7], view
-        for card, (job, user) in {0: (a.result.id, USER), 1: (a.result.id, USER),
-                                  2: (b.result.id, second), 3: (b.result.id, second)}.items():
+        want = {card: (r.result.id, user) for r, user in ((a, USER), (b, second))
+                for card in r.result.meta["devices"][name]}  # who won 0,1 is the race's
+        for card, (job, user) in want.items():
             assert (held[card]["job_id"], held[card]["user"]) == (job, user) and held[card]["pid"], held[card]
+        freed = a.result.meta["devices"][name]
 
         # the first user's job is killed outright (no cancel, no exit code): its cards are free now
         res = real_cluster.exec_on(0, ["python3", "-c", KILL, a.result.id])
@@ -83,6 +85,6 @@ def test_two_users_get_disjoint_cards_a_third_is_refused_top_names_all_a_killed_
         d = Submitter(real_cluster, db, state)
         got = d.submit(_job(tmp_path, toy, "ud", 1), hosts[third][1])
         assert not isinstance(got, BaseException), got
-        assert got.meta["devices"][name] == [0, 1]
+        assert got.meta["devices"][name] == freed
     finally:
         _cancel_unfinished(real_cluster, db, state)
