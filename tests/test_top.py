@@ -79,3 +79,21 @@ def test_a_host_that_does_not_answer_reads_unreachable(run_cli, tmp_path):
     assert not by_host["127.0.0.1"]["reachable"] and by_host["127.0.0.1"]["error"], by_host
     code, out, err = run_cli("top", "-H", str(hf), "--once")
     assert "127.0.0.1: unreachable (" in out and "localhost: 2/2 free (0,1)" in out, out
+
+
+def test_our_running_jobs_progress_comes_in_the_same_round_trip(run_cli, tmp_path):
+    root = tmp_path / "work" / "alaunch" / "job-p"
+    state = root / "state" / "node-0"
+    state.mkdir(parents=True)
+    (root / "msrun_log").mkdir()
+    (root / "msrun_log" / "worker_0.log").write_text(
+        "{ Epoch:[  1/  5], step:[   12/  234], loss: 1.292, per_step_time: 383ms, lr: 2.8e-06\n")
+    assert wire.answer(run_script("stage", {"op": "claim", "base": str(tmp_path / "work" / "alaunch"),
+                                            "job_id": "job-p", "cards": [1], "state_dir": str(state),
+                                            "smi": False}).stdout)["ok"]
+    hf = tmp_path / "hosts"
+    hf.write_text(f"localhost slots=2 workdir={tmp_path / 'work'}\n")
+    code, out, err = run_cli("top", "-H", str(hf), "--json")
+    assert code == 0, err
+    [host] = json.loads(out)["hosts"]
+    assert host["cards"][1]["progress"] == "step 12/1170, loss 1.292" and host["cards"][0]["progress"] is None
