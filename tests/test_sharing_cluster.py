@@ -2,7 +2,8 @@
 
 Each user has their own workdir (their home), so the per-workdir claims of the release before
 never met: both 2-card jobs got cards 0,1. With the host-wide claims dir they get disjoint
-cards; a third user is refused in one line naming both holders and their users; `top --json`
+cards; a third user is refused in one line naming both holders and their users, and its
+`plan` shows them; `top --json`
 over the hosts names every card's holder; a job killed with SIGKILL frees its cards at once
 (its supervisor's pid + start time were noted in its claim).
 """
@@ -78,6 +79,13 @@ def test_two_users_get_disjoint_cards_a_third_is_refused_top_names_all_a_killed_
         for card, (job, user) in want.items():
             assert (held[card]["job_id"], held[card]["user"]) == (job, user) and held[card]["pid"], held[card]
         freed = a.result.meta["devices"][name]
+
+        # the third user's plan shows who holds what, any user's
+        code, out, err = run_cli("plan", str(_job(tmp_path, toy, "up", 1)), "-H", str(hosts[third][0]),
+                                 "--known-hosts", str(real_cluster.known_hosts), "--bin-dir", BIN)
+        assert code == 0, err
+        devices = next(line for line in out.splitlines() if line.startswith("#   node 0"))
+        assert "busy now" in devices and f"(user {USER})" in devices and f"(user {second})" in devices, devices
 
         # the first user's job is killed outright (no cancel, no exit code): its cards are free now
         res = real_cluster.exec_on(0, ["python3", "-c", KILL, a.result.id])
