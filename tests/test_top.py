@@ -51,7 +51,9 @@ def _fake_npu_smi(tmp_path: Path, cfg: dict) -> Path:
 
 
 def test_top_json_lists_every_cards_holder(run_cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", f"{_fake_npu_smi(tmp_path, {'cards': 4, 'processes': {'3': [[4242, 'python3.9', 12000]]}})}"
+    # a pid above any pid_max: no process here has it (a real one would be named by its /proc entry)
+    # npu-smi lists a pid above any pid_max: no process here has it (a live one is named by its /proc entry)
+    monkeypatch.setenv("PATH", f"{_fake_npu_smi(tmp_path, {'cards': 4, 'processes': {'3': [[4194999, 'python3.9', 12000]]}})}"
                                f":{os.environ['PATH']}")
     base = tmp_path / "work" / "alaunch"
     assert wire.answer(run_script("stage", {"op": "claim", "base": str(base), "job_id": "job-x", "cards": [0, 1],
@@ -63,10 +65,10 @@ def test_top_json_lists_every_cards_holder(run_cli, tmp_path, monkeypatch):
     [host] = json.loads(out)["hosts"]
     holders = {c["card"]: (c["holder"] or {}).get("text") for c in host["cards"]}
     assert holders == {0: f"{getpass.getuser()} job-x", 1: f"{getpass.getuser()} job-x", 2: None,
-                       3: "not alaunch: pid 4242 python3.9"}
+                       3: "not alaunch: pid 4194999 python3.9"}
     assert host["free"] == [2] and host["cards"][3]["hbm_total_mb"] == 65536 and host["cards"][3]["health"] == "OK"
     code, out, err = run_cli("top", "-H", str(hf), "--once")
-    assert code == 0 and "localhost: 1/4 free (2)" in out and "not alaunch: pid 4242 python3.9" in out, out
+    assert code == 0 and "localhost: 1/4 free (2)" in out and "not alaunch: pid 4194999 python3.9" in out, out
 
 
 def test_a_host_that_does_not_answer_reads_unreachable(run_cli, tmp_path):

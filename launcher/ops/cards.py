@@ -142,3 +142,42 @@ def survey(runners: Mapping[str, CommandRunner], hosts: Sequence[Host], pythons:
         else:
             out.append(view)
     return out
+
+
+class Surveyor:
+    """``alaunch top``'s source, for the terminal and the dashboard: the hosts, their runners
+    (opened once, kept between refreshes: one round trip per host) and the last survey, which
+    :meth:`snapshot` reuses for ``interval`` s — a dashboard with three browsers open asks the
+    hosts once per interval, not three times a second. One survey at a time."""
+
+    def __init__(self, hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
+                 pythons: Mapping[str, str], interval: float = 2.0, timeout: float = 15):
+        import threading
+        self.hosts, self.pythons, self.interval, self.timeout = list(hosts), dict(pythons), interval, timeout
+        self.runners = {h.name: exec_factory(h) for h in self.hosts}
+        self._lock = threading.Lock()
+        self._last: tuple[float, list[HostView]] | None = None
+
+    def survey(self) -> list[HostView]:
+        """Ask every host now."""
+        import time
+        with self._lock:
+            views = survey(self.runners, self.hosts, self.pythons, self.timeout)
+            self._last = (time.monotonic(), views)
+            return views
+
+    def snapshot(self) -> dict:
+        """``{"hosts": [...]}`` (``--json``'s shape), asked again once ``interval`` s have passed."""
+        import time
+        last = self._last
+        if last is None or time.monotonic() - last[0] >= self.interval:
+            with self._lock:  # whoever waited here gets the survey the first one made
+                last = self._last
+                if last is None or time.monotonic() - last[0] >= self.interval:
+                    views = survey(self.runners, self.hosts, self.pythons, self.timeout)
+                    last = self._last = (time.monotonic(), views)
+        return {"hosts": [v.to_json() for v in last[1]]}
+
+    def close(self) -> None:
+        for r in self.runners.values():
+            r.close()

@@ -83,27 +83,25 @@ def register(app: typer.Typer) -> None:
         import time
 
         from launcher.cli.connect import runner_factory
-        from launcher.ops.cards import survey
+        from launcher.ops.cards import Surveyor
         from launcher.ops.service import default_bin_dir, python_for, resolve_hosts
 
         env = environment.current()
         hosts = resolve_hosts(hostfile, local, slots, include, exclude)
         bins = bin_dir if bin_dir is not None else default_bin_dir(hosts)
-        pythons = {h.name: python_for(bins, h) for h in hosts}
-        factory = runner_factory(known_hosts, ssh_config, accept_new)
-        runners = {h.name: factory(h) for h in hosts}
+        source = Surveyor(hosts, runner_factory(known_hosts, ssh_config, accept_new),
+                          {h.name: python_for(bins, h) for h in hosts}, interval, timeout)
         try:
             if as_json:
-                views = survey(runners, hosts, pythons, timeout)
-                env.stdout.print(json.dumps({"hosts": [v.to_json() for v in views]}, indent=1), markup=False,
-                                 highlight=False, soft_wrap=True)
+                env.stdout.print(json.dumps(source.snapshot(), indent=1), markup=False, highlight=False,
+                                 soft_wrap=True)
                 return
             if once or not env.stdout.is_terminal:
                 out = env.stdout
                 if not out.is_terminal:  # a pipe gets the whole table, not an 80-column squeeze
                     from rich.console import Console
                     out = Console(file=env.stdout.file, width=160, no_color=env.stdout.no_color, highlight=False)
-                out.print(render(survey(runners, hosts, pythons, timeout), time.strftime("%H:%M:%S")))
+                out.print(render(source.survey(), time.strftime("%H:%M:%S")))
                 return
             from rich.live import Live
             with Live(render([], "asking the hosts ..."), console=env.stdout, screen=True,
@@ -111,11 +109,9 @@ def register(app: typer.Typer) -> None:
                 try:
                     while True:
                         began = time.monotonic()
-                        live.update(render(survey(runners, hosts, pythons, timeout), time.strftime("%H:%M:%S")),
-                                    refresh=True)
+                        live.update(render(source.survey(), time.strftime("%H:%M:%S")), refresh=True)
                         time.sleep(max(0.0, interval - (time.monotonic() - began)))
                 except KeyboardInterrupt:
                     return
         finally:
-            for r in runners.values():
-                r.close()
+            source.close()
