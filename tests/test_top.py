@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from launcher.core.cards import HostView, host_view
 from launcher.core.hostfile import Host
 from launcher.ops.npusmi import make_910b_cards
@@ -42,7 +44,8 @@ def test_a_host_without_npu_smi_shows_its_slots_and_claims():
 def _fake_npu_smi(tmp_path: Path, cfg: dict) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (tmp_path / "npu.json").write_text(json.dumps(cfg))
+    # not live: other suites' msrun workers on this machine are visible to root and would show up
+    (tmp_path / "npu.json").write_text(json.dumps({"live": False, **cfg}))
     script = bin_dir / "npu-smi"
     script.write_text(f"#!/bin/sh\ncd {ROOT} && exec {sys.executable} -m tests.cluster.npu_smi "
                       f"--config {tmp_path / 'npu.json'} \"$@\"\n")
@@ -99,3 +102,104 @@ def test_our_running_jobs_progress_comes_in_the_same_round_trip(run_cli, tmp_pat
     assert code == 0, err
     [host] = json.loads(out)["hosts"]
     assert host["cards"][1]["progress"] == "step 12/1170, loss 1.292" and host["cards"][0]["progress"] is None
+
+
+# ----------------------------------------------------------------------------- the surveyor, the dashboard
+
+def _local_surveyor(tmp_path, interval=60.0):
+    from launcher.ops.cards import Surveyor
+    from launcher.runners import make_runner
+    calls = []
+
+    def factory(host):
+        runner = make_runner(host)
+        check = runner.check
+        runner.check = lambda *a, **k: (calls.append(host.name), check(*a, **k))[1]
+        return runner
+    hosts = [Host("localhost", 2, workdir=str(tmp_path / "work"))]
+    return Surveyor(hosts, factory, {"localhost": sys.executable}, interval=interval), calls
+
+
+def test_the_surveyor_asks_each_host_once_per_interval_whoever_looks(tmp_path):
+    source, calls = _local_surveyor(tmp_path)
+    try:
+        first = source.snapshot()
+        assert source.snapshot() == first and calls == ["localhost"]  # within the interval: no new round trip
+        source.survey()
+        assert calls == ["localhost", "localhost"]
+    finally:
+        source.close()
+
+
+def _serve(tmp_path, top, token):
+    """The dashboard on a free loopback port -> (uvicorn server, port)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from launcher.ui.server import allowed_hosts, create_app
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    port = sock.getsockname()[1]
+    app = create_app(tmp_path / "state", token, allowed_hosts("127.0.0.1", port), top=top)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    end = time.time() + 10
+    while not server.started and time.time() < end:
+        time.sleep(0.02)
+    return server, port
+
+
+def test_the_dashboard_cards_page_shows_what_top_shows(tmp_path):
+    import urllib.request
+    assert wire.answer(run_script("stage", {"op": "claim", "base": str(tmp_path / "work" / "alaunch"), "job_id": "job-d",
+                                            "cards": [1], "state_dir": "", "smi": False}).stdout)["ok"]
+    source, _ = _local_surveyor(tmp_path)
+    token = "t" * 32
+    servers = []
+    try:
+        for top in (source.snapshot, None):
+            server, port = _serve(tmp_path, top, token)
+            servers.append(server)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/top?token={token}", timeout=30) as r:
+                got = json.loads(r.read())
+            if top is not None:
+                [host] = got["hosts"]
+                assert host["free"] == [0] and host["cards"][1]["holder"]["job_id"] == "job-d", host
+                page = urllib.request.Request(f"http://127.0.0.1:{port}/top", headers={"X-Alaunch-Token": token})
+                with urllib.request.urlopen(page, timeout=30) as r:
+                    assert r.status == 200  # the page (app.js draws /top from /api/top/stream)
+            else:
+                assert got["hosts"] is None and "-H HOSTFILE" in got["error"]
+    finally:
+        for server in servers:
+            server.should_exit = True
+        source.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_cards_page_in_chromium_draws_every_card_and_its_holder(tmp_path, monkeypatch):
+    from tests.test_ui_browser import browser, wait_for
+    monkeypatch.setenv("PATH", f"{_fake_npu_smi(tmp_path, {'cards': 2})}:{os.environ['PATH']}")
+    assert wire.answer(run_script("stage", {"op": "claim", "base": str(tmp_path / "work" / "alaunch"), "job_id": "job-b",
+                                            "cards": [1], "state_dir": "", "smi": False}).stdout)["ok"]
+    source, _ = _local_surveyor(tmp_path, interval=1.0)
+    token = "t" * 32
+    server, port = _serve(tmp_path, source.snapshot, token)
+    driver = browser(tmp_path / "profile")
+    try:
+        driver.get(f"http://127.0.0.1:{port}/top?token={token}")
+        rows = wait_for(lambda: [r.text for r in driver.find_elements("css selector", "#top tbody tr")]
+                        if len(driver.find_elements("css selector", "#top tbody tr[data-card]")) == 2 else None,
+                        30, what="the cards table")
+        assert "free" in rows[0] and "910B2" not in rows[0] and "OK" in rows[0], rows
+        assert f"{getpass.getuser()} job-b" in rows[1], rows
+        assert "localhost: 1/2 free (0)" in driver.find_element("css selector", "#top-hosts").text
+    finally:
+        driver.quit()
+        server.should_exit = True
+        source.close()

@@ -189,8 +189,8 @@ class Dashboard:
     """The route handlers over one hub (its followers and registry) and the runs directory;
     reading and shaping is in data.py, blocking work in a worker thread."""
 
-    def __init__(self, hub: Hub, runs_dir: Path, token: str):
-        self.hub, self.runs_dir = hub, Path(runs_dir)
+    def __init__(self, hub: Hub, runs_dir: Path, token: str, top: Callable[[], dict] | None = None):
+        self.hub, self.runs_dir, self.top_source = hub, Path(runs_dir), top
         self.grep = Grep()
         self.shell = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", token)
 
@@ -204,6 +204,20 @@ class Dashboard:
     def _record(self, ref: str) -> reg.JobRecord:
         with self.hub.registry() as registry:
             return registry.get(ref)
+
+    # ------------------------------------------------------------------ top
+    def _top(self) -> dict:
+        """``alaunch top --json``'s snapshot (the surveyor asks the hosts at most once per its
+        interval, whatever the number of browsers), or why there is none."""
+        if self.top_source is None:
+            return {"hosts": None, "error": "no hosts: start the dashboard with -H HOSTFILE to see their cards"}
+        return self.top_source()
+
+    async def top(self, request: Request) -> Response:
+        return await self._json(self._top)
+
+    async def top_stream(self, request: Request) -> Response:
+        return event_stream(request, polled(lambda: {"type": "top", **self._top()}), LIST_PUSH_S)
 
     # ------------------------------------------------------------------ jobs
     def _rows(self) -> list[dict]:
@@ -386,10 +400,11 @@ class Dashboard:
 
 
 def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Path("runs"),
-               hub: Hub | None = None) -> Any:
-    """The ASGI app: Starlette routes to :class:`Dashboard`'s handlers, behind :class:`TokenGuard`."""
+               hub: Hub | None = None, top: Callable[[], dict] | None = None) -> Any:
+    """The ASGI app: Starlette routes to :class:`Dashboard`'s handlers, behind :class:`TokenGuard`.
+    ``top``: the hosts' cards (``ops.cards.Surveyor.snapshot``, ``alaunch ui -H HOSTFILE``)."""
     hub = hub or Hub(state_dir)
-    d = Dashboard(hub, runs_dir, token)
+    d = Dashboard(hub, runs_dir, token, top)
     routes = [
         Route("/", d.page), Route("/jobs/{job}", d.page), Route("/compare", d.page),
         Route("/api/jobs", d.jobs), Route("/api/jobs/stream", d.jobs_stream),
@@ -399,6 +414,7 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         Route("/api/jobs/{job}/fetch", d.fetch, methods=["POST"]),
         Route("/api/compare", d.compare),
         Route("/pipelines", d.page), Route("/pipelines/{run}", d.page),
+        Route("/top", d.page), Route("/api/top", d.top), Route("/api/top/stream", d.top_stream),
         Route("/api/pipelines", d.pipelines), Route("/api/pipelines/stream", d.pipelines_stream),
         Route("/api/pipelines/{run}", d.pipeline), Route("/api/pipelines/{run}/stream", d.pipeline_stream),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

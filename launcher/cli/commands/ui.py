@@ -1,4 +1,5 @@
-"""`alaunch ui`: serve the local web dashboard (jobs, live loss curves, logs, cancel, compare).
+"""`alaunch ui`: serve the local web dashboard (jobs, live loss curves, logs, cancel, compare;
+with ``-H HOSTFILE`` also every host's cards, as ``alaunch top``, on ``/top``).
 
 The first line printed is the URL with its access token (as Jupyter does); the server binds
 loopback unless ``--host`` says otherwise. Needs the ``ui`` extra (starlette, uvicorn).
@@ -16,6 +17,7 @@ from typing import Optional
 import typer
 
 from launcher.cli import environment
+from launcher.cli.options import AcceptNewOpt, HostfileOpt, KnownHostsOpt, SshConfigOpt
 from launcher.errors import AlaunchError, InputError
 
 ORDER = 90
@@ -77,6 +79,10 @@ def register(app: typer.Typer) -> None:
         runs: Path = typer.Option(Path("runs"), "--runs", help="Where fetched runs go (and their scores are read)."),
         token: Optional[str] = typer.Option(None, "--token", envvar="ALAUNCH_UI_TOKEN",
                                             help="Use this access token instead of a random one."),
+        hostfile: HostfileOpt = None, known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
+        accept_new: AcceptNewOpt = False,
+        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+                                              help="Directory with python on the hosts (for the cards page)."),
     ) -> None:
         try:
             import uvicorn
@@ -93,7 +99,17 @@ def register(app: typer.Typer) -> None:
         bound = sock.getsockname()[1]
         token = token or new_token()
         url = f"http://{url_host(host)}:{bound}/?token={token}"
-        app_ = create_app(env.state_dir, token, allowed_hosts(host, bound), runs_dir=runs)
+        source = None
+        if hostfile is not None:  # the cards page: the hosts asked at most every 2 s, whoever looks
+            from launcher.cli.connect import runner_factory
+            from launcher.ops.cards import Surveyor
+            from launcher.ops.service import default_bin_dir, python_for, resolve_hosts
+            hosts = resolve_hosts(hostfile, False, 1)
+            bins = bin_dir if bin_dir is not None else default_bin_dir(hosts)
+            source = Surveyor(hosts, runner_factory(known_hosts, ssh_config, accept_new),
+                              {h.name: python_for(bins, h) for h in hosts})
+        app_ = create_app(env.state_dir, token, allowed_hosts(host, bound), runs_dir=runs,
+                          top=source.snapshot if source else None)
         env.stdout.file.write(url + "\n")
         env.stdout.file.flush()
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -107,5 +123,7 @@ def register(app: typer.Typer) -> None:
         try:
             uvicorn.Server(config).run(sockets=[sock])
         finally:
+            if source is not None:
+                source.close()
             if opener is not None:
                 opener.unlink(missing_ok=True)

@@ -416,10 +416,35 @@ function pipelinePage(id) {
   });
 }
 
+// ------------------------------------------------------------------ top: every host's cards
+function topPage() {
+  main.innerHTML = `<h1>Cards</h1><div id="top-hosts" class="muted">asking the hosts ...</div>
+    <div class="card"><table id="top"><thead><tr><th>host</th><th>card</th><th>health</th><th>AICore</th><th>HBM</th>
+      <th>power</th><th>temp</th><th>holder</th><th>progress</th></tr></thead><tbody></tbody></table></div>`;
+  const gb = mb => mb == null ? "" : (mb / 1024).toFixed(1);
+  stream("/api/top/stream", m => {
+    if (m.type !== "top") return;
+    const box = document.getElementById("top-hosts");
+    if (!m.hosts) { box.textContent = m.error || "no hosts"; return; }
+    box.innerHTML = m.hosts.map(h => `<div class="top-host" data-host="${esc(h.host)}">${esc(h.host)}: ${h.reachable
+      ? `${h.free.length}/${h.cards.length} free${h.free.length ? " (" + esc(h.free.join(",")) + ")" : ""}${h.note ? "; " + esc(h.note) : ""}`
+      : `<span class="state failed">unreachable</span> ${esc(h.error || "")}`}</div>`).join("");
+    document.querySelector("#top tbody").innerHTML = m.hosts.flatMap(h => h.reachable ? h.cards.map(c => `
+      <tr data-host="${esc(h.host)}" data-card="${c.card}"><td>${esc(h.host)}</td><td class="num">${c.card}</td>
+      <td>${esc(c.health || "")}</td><td class="num">${c.aicore_pct == null ? "" : c.aicore_pct + "%"}</td>
+      <td class="num">${c.hbm_used_mb == null ? "" : gb(c.hbm_used_mb) + "/" + gb(c.hbm_total_mb) + " GB"}</td>
+      <td class="num">${c.power_w == null ? "" : Math.round(c.power_w) + " W"}</td>
+      <td class="num">${c.temp_c == null ? "" : c.temp_c + " C"}</td>
+      <td class="holder">${c.holder ? (c.holder.job_id ? `${esc(c.holder.user || "")} <a href="/jobs/${encodeURIComponent(c.holder.job_id)}">${esc(c.holder.job_id)}</a>${c.holder.pid ? " pid " + c.holder.pid : ""}` : esc(c.holder.text)) : '<span class="state succeeded">free</span>'}</td>
+      <td class="muted">${esc(c.progress || "")}</td></tr>`) : [`<tr data-host="${esc(h.host)}"><td>${esc(h.host)}</td><td colspan="8"><span class="state failed">unreachable</span></td></tr>`]).join("");
+  });
+}
+
 // ------------------------------------------------------------------ router
 const path = location.pathname;
 if (path.startsWith("/jobs/")) jobPage(decodeURIComponent(path.slice(6)));
 else if (path === "/compare") comparePage();
 else if (path === "/pipelines") pipelinesPage();
+else if (path === "/top") topPage();
 else if (path.startsWith("/pipelines/")) pipelinePage(decodeURIComponent(path.slice(11)));
 else jobsPage();
