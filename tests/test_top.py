@@ -39,6 +39,8 @@ def test_a_host_without_npu_smi_shows_its_slots_and_claims():
     view = host_view(Host("cpu", 4), [{"job_id": "j", "cards": [1, 2], "user": "u", "pid": None}], None, {}, {})
     assert [(c.card, c.holder and c.holder.job_id) for c in view.cards] == [(0, None), (1, "j"), (2, "j"), (3, None)]
     assert view.free == (0, 3)
+    unread = host_view(Host("cpu", 2), [], None, {}, {}, "card claims dir /x: Not a directory", claims_read=False)
+    assert unread.free == () and unread.summary() == "cpu: 0/2 free; card claims dir /x: Not a directory"
 
 
 def _fake_npu_smi(tmp_path: Path, cfg: dict) -> Path:

@@ -248,10 +248,14 @@ class HostView:
     cards: tuple[CardView, ...] = ()
     error: str | None = None
     note: str | None = None
+    claims_read: bool = True  # False: the host's claims dir could not be read (``note`` says why)
 
     @property
     def free(self) -> tuple[int, ...]:
-        """Cards no one holds and not unhealthy (an Alarm card takes no job)."""
+        """Cards no one holds and not unhealthy (an Alarm card takes no job); none when the
+        claims could not be read (who holds what is then unknown, not free)."""
+        if not self.claims_read:
+            return ()
         return tuple(c.card for c in self.cards if c.holder is None and c.health in (None, "OK"))
 
     def summary(self) -> str:
@@ -267,7 +271,7 @@ class HostView:
 
 
 def host_view(host: Host, claims: Iterable[Mapping], smi_cards: Sequence | None, procs: Mapping[str, Mapping],
-              progress: Mapping[str, str], note: str | None = None) -> HostView:
+              progress: Mapping[str, str], note: str | None = None, claims_read: bool = True) -> HostView:
     """A host's answer (its live claims, every user's; its parsed ``npu-smi`` cards or None;
     owner/name/job marker of each process npu-smi lists; job -> progress) -> its view. The
     cards are npu-smi's, else the hostfile's slots. A card's holder: its claim (user, job,
@@ -290,4 +294,4 @@ def host_view(host: Host, claims: Iterable[Mapping], smi_cards: Sequence | None,
     else:
         rows = [CardView(c, holder=held.get(c)) for c in sorted(set(range(host.slots)) | set(held))]
     rows = [replace(r, progress=progress.get(r.holder.job_id)) if r.holder and r.holder.job_id else r for r in rows]
-    return HostView(host.name, tuple(rows), note=note)
+    return HostView(host.name, tuple(rows), note=note, claims_read=claims_read)

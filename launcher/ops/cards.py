@@ -122,7 +122,7 @@ def top_host(node: CommandRunner, python: str, timeout: float = 15) -> HostView:
     progress = {job: text for job, tails in (data.get("tails") or {}).items()
                 if (text := tails_progress(host.name, tails))}
     return host_view(host, data.get("claims") or (), cards, data.get("procs") or {}, progress,
-                     "; ".join(notes) or None)
+                     "; ".join(notes) or None, claims_read=not data.get("problem"))
 
 
 def survey(runners: Mapping[str, CommandRunner], hosts: Sequence[Host], pythons: Mapping[str, str],
