@@ -267,7 +267,7 @@ class HostView:
 
     def to_json(self) -> dict:
         return {"host": self.host, "reachable": self.error is None, "error": self.error, "note": self.note,
-                "free": list(self.free), "cards": [c.to_json() for c in self.cards]}
+                "claims_read": self.claims_read, "free": list(self.free), "cards": [c.to_json() for c in self.cards]}
 
 
 def host_view(host: Host, claims: Iterable[Mapping], smi_cards: Sequence | None, procs: Mapping[str, Mapping],
