@@ -223,11 +223,11 @@ def test_links_planted_in_the_shared_dir_are_not_followed(tmp_path):
 NOBODY = 65534
 
 
-def _as_nobody(base, job, cards, d):
+def _as_nobody(base, job, cards, d, state_dir=""):
     """CLAIM run by another user (nobody) with the system python (the venv's lives under /root)."""
     res = subprocess.run(["/usr/bin/python3", "-S", str(wire_path("stage"))],
                          input=wire.request({"op": "claim", "base": str(base), "job_id": job, "cards": cards,
-                                             "state_dir": "", "smi": False, "claims_dir": str(d)}),
+                                             "state_dir": str(state_dir), "smi": False, "claims_dir": str(d)}),
                          capture_output=True, timeout=60, preexec_fn=lambda: (os.setgid(NOBODY), os.setuid(NOBODY)))
     assert res.returncode == 0, res.stderr.decode()
     return wire.answer(res.stdout)
@@ -249,9 +249,13 @@ def test_two_users_share_the_dir_each_owns_its_claims(tmp_path):
         assert _claim_in(d, tmp_path / "w", "job-root", [0, 1])["ok"]
         refused = _as_nobody("/nonexistent/alaunch", "job-nobody", [1, 2], d)
         assert not refused["ok"] and [(c["job_id"], c["user"]) for c in refused["claims"]] == [("job-root", "root")]
-        assert _as_nobody("/nonexistent/alaunch", "job-nobody", [2, 3], d)["ok"]
+        trap = top / "trap"  # another user's claim naming a state dir whose pid file is a FIFO
+        trap.mkdir()
+        os.mkfifo(trap / "pid")
+        assert _as_nobody("/nonexistent/alaunch", "job-nobody", [2, 3], d, trap)["ok"]
         assert os.stat(d / "job-nobody.claim").st_uid == NOBODY
         mine = _claim_in(d, tmp_path / "w", "job-look", [])
+        # judged without opening the other user's paths (a read of that FIFO would hang here)
         assert {c["job_id"]: c["user"] for c in mine["claims"]} == {"job-root": "root", "job-nobody": "nobody"}
     finally:
         shutil.rmtree(top)

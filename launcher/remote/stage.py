@@ -622,7 +622,9 @@ def claim_alive(claim, markers, ids, now):
     if claim["pidns"] and ids[1] and claim["pidns"] != ids[1]:
         return True
     pid, start = claim["pid"], claim["start"]
-    state = claim["state_dir"]  # our own jobs' we may read: ended, or started before DETACH noted it
+    # our own job's state dir says it ended, or started before DETACH noted it; another user's
+    # path is never opened (it could name a FIFO and hang us)
+    state = claim["state_dir"] if claim.get("uid", os.getuid()) == os.getuid() else ""
     if state and os.path.exists(os.path.join(state, "exit_code")):
         return False
     if pid is None and state:
@@ -685,7 +687,7 @@ def live_claims(dfd, base, markers):
     for c in (read_claims(dfd) if dfd is not None else []):
         if claim_alive(c, markers, ids, now):
             live.append({"job_id": c["job_id"], "cards": c["cards"], "user": c["user"], "pid": c["pid"],
-                         "state_dir": c["state_dir"]})
+                         "state_dir": c["state_dir"] if c["uid"] == os.getuid() else ""})
         elif c["uid"] == os.getuid():
             dead.append(c["name"])
     old = legacy_claims(claims_dir(base), markers)[0] if base else []
