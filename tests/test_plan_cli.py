@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import shlex
 from pathlib import Path
@@ -88,12 +89,12 @@ def test_plan_asks_the_host_and_shows_the_cards_submit_would_pick(run_cli, tmp_p
     assert "ASCEND_RT_VISIBLE_DEVICES=2,3" in _node_block(out, 0)
     # plan took no claim: the host still shows only the other job's
     look = wire.answer(run_script("stage", {"op": "claim", "base": str(base), "job_id": "x", "cards": []}).stdout)
-    assert look["claims"] == [{"job_id": "other-job", "cards": [0, 1]}]
+    assert [(c["job_id"], c["cards"]) for c in look["claims"]] == [("other-job", [0, 1])]
     # pinned cards that are held: shown pinned and busy, plan still prints the commands
     code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1", "--devices", "1,2")
     assert code == 0, err
     assert ("#   node 0 (localhost): 1,2 - pinned, busy now, submit would refuse or queue with --wait "
-            "(needs 2 free card(s) of 1,2, 1 free (1 held by job other-job))") in out, out
+            f"(needs 2 free card(s) of 1,2, 1 free (1 held by job other-job (user {getpass.getuser()})))") in out, out
     code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1", "--include", "localhost:2,3")
     assert code == 0, err
     assert "#   node 0 (localhost): 2,3 - pinned, free; " not in out and \
