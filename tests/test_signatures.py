@@ -31,64 +31,87 @@ def _state(lines, host="h", rank=0) -> LogState:
     return st
 
 
-# (signature name, line, words the cause must contain, words the hint must contain)
-CASES = [
-    ("cann_error",
-     "EE9999: Inner Error!", "CANN error EE9999 from the CANN runtime", "CANN error code"),
-    ("cann_error",
-     "EL0003: [PID: 3213] 2024-09-01-10:00:00.000.000 The argument is invalid.", "EL0003 from the driver", ""),
-    ("cann_error",
-     "EZ3002: [PID: 11] 2024-09-01-10:00:00 Optype [Xyz] of Ops kernel [AIcoreEngine] is unsupported.",
-     "EZ3002 from an operator", ""),
-    ("hccl_notify_timeout", _lines(RW / "errors" / "hccl_EI0002_notify_timeout_excerpt.log")[1],
-     "HCCL collective timed out", "HCCL_EXEC_TIMEOUT"),
-    ("hccl_connect_timeout",
-     "EI0006: 2024-08-05-18:15:21.270.506 Getting socket times out. Reason: Remote Rank did not send the data "
-     "in time.", "could not connect", "HCCL_CONNECT_TIMEOUT"),
-    ("hccl_connect_timeout",
-     "[ERROR] HCCL(2717288,python3):2025-07-23-03:49:57.177.194 [hccl_socket_manager.cc:778] [2734049][Wait]"
-     "[LinkEstablish]wait socket establish timeout, role[1] rank[12] timeout[120]", "could not connect",
-     "HCCL_CONNECT_TIMEOUT"),
-    ("stream_sync",
-     "[ERROR] DEVICE(3456,ffff8c2cf010,python):2024-05-20-10:11:12.123.456 [mindspore/ccsrc/plugin/device/"
-     "ascend/hal/device/ascend_stream_manager.cc:300] SyncAllStreams] Call runtime "
-     "aclrtSynchronizeStreamWithTimeout error.", "aclrtSynchronizeStreamWithTimeout", "npu-smi"),
-    ("stream_sync", "RuntimeError: Sync stream failed:Ascend_0", "NPU stream did not finish", ""),
-    ("device_oom",
-     "[EXCEPTION] DEVICE(12,ffff,python):2024-05-20-10:11:12.123.456 [mindspore/ccsrc/runtime/pynative/"
-     "op_runner.cc:1] Device(id:0) memory isn't enough and alloc failed, kernel name: Default/MatMul-op1, "
-     "alloc size: 1073741824B.", "out of device memory", "batch size"),
-    ("nodes_timed_out", _lines(RW / "errors" / "msrun_time_out_nodes_excerpt.log")[3],
-     "node(s) ['3'] never joined", "master_addr:master_port"),
-    ("worker_exit",
-     "[ERROR] ME(10534:140159504735104,MainProcess):2026-11-28-10:39:58.391.000 [mindspore/parallel/cluster/"
-     "process_entity/_api.py:364] Worker process 10561 exit with exception. Error code: -9.",
-     "worker process 10561 exited abnormally (code -9)", ""),
-    ("main_process_gone",
-     "[ERROR] MD(2212,fffe,python):2024-07-06-21:40:01.000.000 [mindspore/ccsrc/minddata/dataset/engine/"
-     "datasetops/data_queue_op.cc:1] main process disappeared!", "msrun) disappeared", "dmesg"),
-    ("scheduler_exit", _lines(RW / "errors" / "msrun_time_out_nodes_excerpt.log")[1],
-     "scheduler (process 162146) exited abnormally", "scheduler.log"),
-    ("node_lost",
-     "[ERROR] DISTRIBUTED(7,f,python):2026-01-01-00:00:00.000.000 [meta_server_node.cc:1] The node: 1 is "
-     "timed out. It may exit with exception, please check this node's log.",
-     "node 1 lost from the cluster network", "link between the nodes"),
-    ("signal", "Fatal Python error: Segmentation fault", "killed by a signal", "OOM killer"),
-]
+ROWS_FILE = FIX / "signatures" / "rows.txt"
 
 
-@pytest.mark.parametrize("name,line,cause,hint", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_signature(name, line, cause, hint):
+def read_rows(path: Path = ROWS_FILE) -> dict[str, dict[str, list[str]]]:
+    """rows.txt: ``## row`` headers, ``+ line`` must match, ``- line`` near misses, ``#`` notes."""
+    rows: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if raw.startswith("## "):
+            current = rows.setdefault(raw[3:].strip(), {"+": [], "-": []})
+        elif raw[:2] in ("+ ", "- "):
+            assert current is not None, f"{path}:{n}: a line before any '## row' header"
+            current[raw[0]].append(raw[2:])
+        else:
+            assert not raw.strip() or raw.startswith("#"), f"{path}:{n}: not '## row', '+ ', '- ' or '#'"
+    return rows
+
+
+ROWS = read_rows()
+MATCHES = [(name, line) for name, r in ROWS.items() for line in r["+"]]
+MISSES = [(name, line) for name, r in ROWS.items() for line in r["-"]]
+
+
+def test_every_row_has_a_line_it_matches_and_a_near_miss():
+    """Coverage by construction: a row added to the table without text fails here."""
+    names = {s.name for s in signatures.SIGNATURES}
+    missing = sorted(n for n in names if not (ROWS.get(n, {}).get("+") and ROWS.get(n, {}).get("-")))
+    assert not missing, f"rows with no '+' or no '-' line in {ROWS_FILE}: {missing}"
+    assert set(ROWS) <= names, f"rows.txt names rows the table does not have: {set(ROWS) - names}"
+
+
+def test_every_known_code_and_result_number_is_carried_by_a_line():
+    found = {signatures.match(line).code for _, line in MATCHES if signatures.match(line) is not None}
+    assert set(signatures.CANN_CODES) - found == set()
+    assert {str(n) for n in signatures.RT_RESULTS} - found == set()
+
+
+@pytest.mark.parametrize("name,line", MATCHES, ids=[f"{n}+{i}" for i, (n, _) in enumerate(MATCHES)])
+def test_row_matches_its_lines(name, line):
     found = signatures.match(line)
     assert found is not None and found.name == name, found
-    assert found.severity == signatures.FATAL
-    assert cause in found.cause and hint in found.hint
+    row = next(s for s in signatures.SIGNATURES if s.name == name)
+    assert found.severity == row.severity
+    assert found.cause and "{" not in found.cause and "?" not in found.cause.split("(")[0], found.cause
 
 
-def test_every_row_is_tested():
-    tested = {c[0] for c in CASES} | {"cluster_retry", "error_line", "hccl_exec_timeout", "hccl_error",
-                                      "cluster_build_timeout", "ring_allreduce"}
-    assert {s.name for s in signatures.SIGNATURES} <= tested
+@pytest.mark.parametrize("name,line", MISSES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(MISSES)])
+def test_row_misses_its_near_misses(name, line):
+    found = signatures.match(line)
+    assert found is None or found.name != name or found.severity != signatures.FATAL, found
+
+
+@pytest.mark.parametrize("line,cause,hint", [
+    ("EE9999: Inner Error!", "CANN error EE9999: an internal error of the CANN runtime", "lines just before"),
+    ("EL0003: [PID: 3213] 2024-09-01-10:00:00.000.000 The argument is invalid.", "EL0003 from the driver", "npu-smi"),
+    ("EZ3002: [PID: 11] 2024-09-01-10:00:00 Optype [Xyz] of Ops kernel [AIcoreEngine] is unsupported.",
+     "EZ3002 from an operator", ""),
+    ("EJ0001: 2024-05-21-11:57:54.167.645 Failed to initialize the HCCP process.", "last training process",
+     "kill the previous job"),
+    ("EH9999: [PID: 1] 2025-03-02-11:40:07.517.201 Inner Error! rtStreamSynchronizeWithTimeout execute failed, "
+     "task timeout, error code is 107020", "task timeout", "HCCL_EXEC_TIMEOUT"),
+    ("EB1234: [PID: 1] 2025-03-02-11:40:07.517.201 a code in no table", "EB1234 from the TBE pass compiler", ""),
+    ("rtLaunchKernel failed, ret = 507099", "507099 (the device failed while executing)", ""),
+    (_lines(RW / "errors" / "hccl_EI0002_notify_timeout_excerpt.log")[1], "HCCL collective timed out",
+     "HCCL_EXEC_TIMEOUT"),
+])
+def test_cause_and_hint_words(line, cause, hint):
+    found = signatures.match(line)
+    assert found is not None and found.severity == signatures.FATAL
+    assert cause in found.cause and hint in found.hint, (found.cause, found.hint)
+
+
+def test_a_timeout_names_its_remote_rank():
+    f = signatures.match(_lines(RW / "errors" / "hccl_EI0002_notify_timeout_excerpt.log")[1])
+    assert f.remote == 24 and f.role == signatures.EFFECT
+
+
+def test_shell_echo_is_never_a_finding():
+    for line in ("export HCCL_EXEC_TIMEOUT=17340", "+ export HCCL_EXEC_TIMEOUT=17340", "HCCL_EXEC_TIMEOUT=17340",
+                 "++ msrun --worker_num=8 run.py  # EI0002 HCCL execute timed out", "declare -x ASCEND_RT_VISIBLE_DEVICES=0"):
+        assert signatures.match(line) is None, line
 
 
 @pytest.mark.parametrize("line", [
@@ -237,3 +260,79 @@ def test_the_lost_node_wins_over_the_all_reduce_echo_that_arrived_first():
     assert "node 1 lost from the cluster network" in job.verdict().cause  # what every report reads
     job.finish()
     assert "node 1 lost from the cluster network" in job.first_failure.cause, job.first_failure.cause
+
+
+# ---------------------------------------------------------------- the classes of issue 26's "Why"
+DIAG = FIX / "diagnosis"
+
+
+def _json(path: Path) -> dict:
+    from launcher.cli.logview import summary_payload
+    from launcher.metrics.logfiles import discover, parse_files
+    return summary_payload(parse_files(discover(path)))
+
+
+@pytest.mark.parametrize("name,family,code,words,where", [
+    ("prefixed_task_timeout.log", "ACL", "EH9999", "task timeout", ("worker-1", None)),
+    ("aicpu_exception.log", "AICPU", "E39999", "AI CPU operator failed", ("local", None)),
+    ("native_crash_hccl.log", "native crash", None, "Segmentation fault", ("local", None)),
+    ("mf_global_norm_stop.log", "MindFormers monitor", None, "global norm [13.9]", ("local", None)),
+    ("echoed_export_stream_timeout.log", "runtime", "EE1002", "stream synchronize timeout", ("local", None)),
+    ("ej0001_hccp.log", "HCCP", "EJ0001", "last training process", ("local", None)),
+    ("data_queue_then_stream.log", "data queue", None, "data channel failed", ("local", None)),
+])
+def test_each_class_is_named_with_its_family_and_cause(name, family, code, words, where):
+    """What `alaunch logs FILE --json` says of each class the held-back logs missed."""
+    d = _json(DIAG / name)
+    first = d["first_failure"]
+    assert d["status"] == "failed" and first is not None, d["status"]
+    assert (first["family"], first["code"]) == (family, code), first
+    assert words in first["cause"], first["cause"]
+    assert (first["host"], first["rank"]) == where
+
+
+def test_native_crash_names_the_library_from_its_backtrace():
+    assert "in libhccl.so" in _json(DIAG / "native_crash_hccl.log")["first_failure"]["cause"]
+
+
+def test_the_monitor_stop_stays_a_failure_when_another_rank_logs_after_it():
+    """mf_global_norm_stop.log ends with a loss line after the ValueError (a combined console):
+    the stop is final, not handled."""
+    d = _json(DIAG / "mf_global_norm_stop.log")
+    assert d["streams"][0]["status"] == "failed"
+
+
+def test_the_first_in_time_across_ranks_is_the_failure_and_the_others_its_consequences():
+    d = _json(DIAG / "first_in_time")
+    first = d["first_failure"]
+    assert first["rank"] == 1 and first["family"] == "memory" and first["at"].startswith("2025-03-02 10:02:11")
+    assert [(c["rank"], c["code"]) for c in first["consequences"]] == [(0, "EI0002")]
+
+
+def test_a_timeout_naming_a_silent_rank_names_that_rank():
+    d = _json(DIAG / "silent_rank")
+    first = d["first_failure"]
+    assert first["rank"] == 1 and first["kind"] == "rank_silent", first
+    assert "rank 1 stopped without a word after 10:00:12" in first["cause"]
+    assert "rank 0" in first["cause"]
+
+
+def test_a_tagged_console_is_split_into_ranks():
+    d = _json(DIAG / "mpi_console.log")
+    assert sorted(s["rank"] for s in d["streams"] if s["rank"] is not None) == [0, 1]
+    first = d["first_failure"]
+    assert first["rank"] == 1 and first["family"] == "native crash" and "libhccl.so" in first["cause"]
+
+
+def test_healthy_log_with_warnings_exports_and_a_handled_traceback_stays_ok():
+    d = _json(DIAG / "healthy_warnings.log")
+    assert d["status"] == "ok" and d["first_failure"] is None, d["first_failure"]
+    assert d["streams"][0]["handled"] == 1
+
+
+def test_teardown_noise_after_the_end_marker_is_not_a_failure():
+    lines = _lines(DIAG / "healthy_warnings.log") + [
+        "[ERROR] HCCL(9,python):2025-03-02-10:00:16.000.000 [hccl_comm.cc:1] destroy comm failed, ret 4",
+        "[ERROR] RUNTIME(9,python):2025-03-02-10:00:16.000.000 [device.cc:1] Device 0 report error."]
+    assert _state(lines).status == "ok"
+    assert _state(lines + ["Fatal Python error: Segmentation fault"]).status == "failed"  # a crash is not noise
