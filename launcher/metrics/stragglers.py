@@ -99,3 +99,41 @@ def find_stragglers(job: JobLogs | Iterable[LogState], threshold: float = THRESH
             found.append(Straggler(key[0], key[1], 100.0 * (typical[key] / others - 1), steps,
                                    typical[key], others))
     return sorted(found, key=lambda s: -s.slower_pct)
+
+
+def from_tails(tails_by_host: dict[str, dict]) -> list[Straggler]:
+    """Stragglers from ``status``'s read of each running host: {host: {rank: last log lines}}
+    (``log_tails``: the last 64 KiB of each rank's log, some 200 loss lines)."""
+    job = JobLogs()
+    for host, tails in tails_by_host.items():
+        for rank, lines in (tails or {}).items():
+            st = job.state(host, int(rank))
+            st.feed_lines(lines)
+    return find_stragglers(job)
+
+
+class StragglerWatch:
+    """For a live follow (``logs -f``'s story, the dashboard): looks at most every ``every``
+    seconds of the caller's clock and says what changed, once: a rank newly slow, a rank that
+    keeps pace again. ``current`` is the last answer (a new list each time: readers on another
+    thread get a whole one). Why 5 s: a check of 64 ranks x 40 samples is ~2 ms; per line at
+    thousands of lines a second it would be the follower's main cost."""
+
+    def __init__(self, every: float = 5.0, **kw):
+        self.every, self.kw = every, kw
+        self.current: list[Straggler] = []
+        self._named: set[tuple[str | None, int | None]] = set()
+        self._last: float | None = None
+
+    def update(self, job: JobLogs, now: float) -> list[str]:
+        if self._last is not None and now - self._last < self.every:
+            return []
+        self._last = now
+        found = find_stragglers(job, **self.kw)
+        self.current = found
+        keys = {(s.host, s.rank): s for s in found}
+        notes = [f"straggler: {s.text()}" for k, s in keys.items() if k not in self._named]
+        notes += [f"rank {r}{f' on {h}' if h and h != 'local' else ''} keeps pace again"
+                  for h, r in sorted(self._named - set(keys), key=str)]
+        self._named = set(keys)
+        return notes

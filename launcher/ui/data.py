@@ -217,6 +217,7 @@ def job_detail(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
         "curves": curves_dict(live.get("curves") or {}),
         "failure": failure_dict(live.get("failure"), record),
         "notes": list(live.get("notes") or []),
+        "stragglers": list(live.get("stragglers") or []),  # {rank, host, slower_pct, steps, text}
         "streams": sorted(live.get("streams") or [], key=_rank_order),
         "stream_status": list(live.get("stream_status") or []),
         "lines": live.get("line_count", 0),
