@@ -336,3 +336,21 @@ def test_teardown_noise_after_the_end_marker_is_not_a_failure():
         "[ERROR] RUNTIME(9,python):2025-03-02-10:00:16.000.000 [device.cc:1] Device 0 report error."]
     assert _state(lines).status == "ok"
     assert _state(lines + ["Fatal Python error: Segmentation fault"]).status == "failed"  # a crash is not noise
+
+
+def test_a_heartbeat_lost_report_points_at_the_server_it_names():
+    """HCCL names the root of a cluster fault by server and device (CANN's HCCL guide, EI0002):
+    the rank on that server whose log says why is the first failure, else that rank went silent."""
+    job = JobLogs()
+    job.feed("10.0.0.11", 0, "2025-03-02 10:00:10,000 - mindformers[x] - INFO - { Epoch:[  1/  1], step:[    1/  200], loss: 2.0")
+    job.feed("10.0.0.12", 1, "2025-03-02 10:00:10,000 - mindformers[x] - INFO - { Epoch:[  1/  1], step:[    1/  200], loss: 2.0")
+    job.feed("10.0.0.11", 0, "EI0002: [PID: 7277] 2025-03-02-10:32:11.645.648 The wait execution of the Notify register "
+                             "times out. Reason: The Notify register has not received the Notify record from remote rank "
+                             "[unknown].")
+    job.feed("10.0.0.11", 0, "[ERROR]HCCL(7277,python):2025-03-02-10:32:11.700.000[task_exception_handler.cc:610][7277]"
+                             "Cluster Exception Location[IP/ID]:[10.0.0.12/1], Arrival Time:[Sun Mar 2 10:02:34 2025], "
+                             "Discoverer:[10.0.0.11/0], ExceptionType:[Heartbeat Lost Occurred], Possible Reason:1. "
+                             "Process has exited, 2. Network Disconnected")
+    job.finish()
+    f = job.log_failure()
+    assert (f.host, f.rank, f.kind) == ("10.0.0.12", 1, "rank_silent"), f

@@ -150,6 +150,7 @@ class Failure:
     remote: int | None = None  # the remote rank a timeout names
     at: datetime | None = None  # the line's own timestamp, else the stream's last one before it
     final: bool = False  # the process stopped right after this line (a crash, a monitor's stop)
+    remote_host: str | None = None  # the server a heartbeat-lost report names
 
     @property
     def where(self) -> str:
@@ -396,7 +397,7 @@ class LogState:
                     lines: tuple[str, ...] = ()) -> Failure:
         return Failure(found.name, found.severity == FATAL, line_no, message, lines, self.host, self.rank,
                        found.cause, found.hint, found.family, found.code, found.role, found.remote,
-                       self._time_of(found.line), found.final)
+                       self._time_of(found.line), found.final, found.remote_host)
 
     def _time_of(self, line: str) -> datetime | None:
         """A failure line's own timestamp (CANN puts it after the code: ``EI0002: [PID: 1] 2025-...``),
@@ -489,6 +490,11 @@ class LogState:
             return tier, int(plain), int(f.code is None), i
 
         first = min(enumerate(evidence), key=rank)[1]
+        if first.role == signatures.EFFECT and first.remote is None and first.remote_host is None:
+            # EI0002 says "remote rank [unknown]"; HCCL's next line names the server that went silent
+            named = next((f for f in evidence if f.remote is not None or f.remote_host is not None), None)
+            if named is not None:
+                first = replace(first, remote=named.remote, remote_host=named.remote_host)
         return first if first.lines or not lines else replace(first, lines=lines)
 
     @property
@@ -763,27 +769,31 @@ class JobLogs:
             return None
         timed = [f for f in found if f.at is not None]
         pool = found
-        if timed:
-            t0 = min(f.at for f in timed)
-            pool = [f for f in timed if (f.at - t0) <= SAME_MOMENT]  # type: ignore[operator]
+        if timed:  # a failure with no time at all cannot be placed: it stays a candidate
+            t0 = min(f.at for f in timed)  # type: ignore[type-var]
+            pool = [f for f in found if f.at is None or (f.at - t0) <= SAME_MOMENT]
         first = min(pool, key=lambda f: (signatures.ROLE_ORDER[f.role], f.at or datetime.max, found.index(f)))
         return self._remote_of(first) or first
 
     def _remote_of(self, failure: Failure) -> Failure | None:
-        """The remote rank a timeout names: its own failure, else a stand-in saying it went silent."""
-        if failure.remote is None or failure.remote == failure.rank:
+        """The remote a timeout names (a rank, or a server a heartbeat-lost report names): its own
+        failure, else a stand-in saying it went silent."""
+        if failure.remote is not None and failure.remote != failure.rank:
+            states = [s for (h, r), s in self.states.items() if r == failure.remote]
+        elif failure.remote_host is not None and failure.remote_host != failure.host:
+            states = [s for (h, r), s in self.states.items() if h == failure.remote_host and r is not None]
+        else:
             return None
-        states = [s for (h, r), s in self.states.items() if r == failure.remote]
         if not states:
             return None
-        st = states[0]
-        own = st.failure
-        if own is not None and own.role != signatures.EFFECT:
-            return own
+        own = [s.failure for s in states if s.failure is not None and s.failure.role != signatures.EFFECT]
+        if own:
+            return min(own, key=lambda f: (f.at is None, f.at or datetime.max))
+        st = min(states, key=lambda s: (s.last_time is None, s.last_time or datetime.max))
         last = f" after {st.last_time:%H:%M:%S}" if st.last_time else ""
-        return Failure("rank_silent", True, st.lines, f"rank {failure.remote} stopped logging{last}",
-                       host=st.host, rank=failure.remote,
-                       cause=f"rank {failure.remote} stopped without a word{last} (killed, or its node lost): "
+        return Failure("rank_silent", True, st.lines, f"rank {st.rank} stopped logging{last}",
+                       host=st.host, rank=st.rank,
+                       cause=f"rank {st.rank} stopped without a word{last} (killed, or its node lost): "
                              f"{failure.where} timed out waiting for it",
                        hint="read dmesg / the OOM killer's log on its host; msrun's log names its exit",
                        family="signal", role=signatures.CAUSE, at=st.last_time)

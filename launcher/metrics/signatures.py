@@ -169,6 +169,7 @@ class Finding:
     code: str | None = None  # a CANN code or a runtime result number
     remote: int | None = None  # the remote rank a timeout names
     final: bool = False
+    remote_host: str | None = None  # the server (IP) a heartbeat-lost report names
 
 
 def _rx(text: str) -> re.Pattern[str]:
@@ -298,10 +299,10 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature("hccl_exec_timeout", _rx(r"(?i)hccl\b.*\bexec\w*\b.*\btime(?:d)? ?out\b"),
               "an HCCL collective timed out waiting for a remote rank", FATAL, _HCCL_EXEC_HINT,
               family="HCCL", role=EFFECT),
-    Signature("hccl_error", _rx(r"^\[(?:ERROR|CRITICAL)\] HCC[LP]\("),
+    Signature("hccl_error", _rx(r"^\[(?:ERROR|CRITICAL)\] ?HCC[LP]\("),
               "HCCL reported an error", FATAL, _HCCL_EXEC_HINT, family="HCCL", role=GENERIC),
     Signature("cann_module",
-              _rx(r"^\[(?:ERROR|CRITICAL)\] (?P<module>RUNTIME|GE|FE|TBE|TEFUSION|ASCENDCL|ACL|DRV|AICPU|TSD|"
+              _rx(r"^\[(?:ERROR|CRITICAL)\] ?(?P<module>RUNTIME|GE|FE|TBE|TEFUSION|ASCENDCL|ACL|DRV|AICPU|TSD|"
                   r"DEVICE|KERNEL|DVPP|HCCL_ALG)\("),
               "CANN's {module} module reported an error", FATAL, _INTERNAL_HINT, family="CANN", role=GENERIC),
     # ---- the rank's own death (text some runtimes print)
@@ -319,6 +320,9 @@ _QUIET_LEVEL = re.compile(r"^\s*\[(?:INFO|WARNING|DEBUG)\]| - (?:INFO|WARNING|DE
 #: A shell's echo of the user's own commands (``set -x``: ``+ cmd``) and environment.
 ECHO = re.compile(r"^\s*(?:\++ |export\s+[A-Za-z_]\w*=|declare -x |setenv |[A-Z_][A-Z0-9_]*=\S*\s*$)")
 _REMOTE = re.compile(r"(?i)remote[ _]?rank(?:[ _]?id)?\s*[:=]?\s*\[?\s*(\d+)")
+#: HCCL's report of the root of a cluster fault: ``Cluster Exception Location[IP/ID]:[10.0.0.2/1]``,
+#: ``serverId[10.0.0.2], deviceId[4], Heartbeat Lost Occurred`` (CANN's HCCL user guide, EI0002).
+_REMOTE_HOST = re.compile(r"Location\[IP/ID\]:\[([^/\]]+)/\d+\]|serverId\[([^\]]+)\]|remote server id\[([^\]]+)\]")
 
 
 class _Words(dict):
@@ -383,11 +387,12 @@ def match(line: str) -> Finding | None:
         if severity == FATAL and not sig.any_level and _QUIET_LEVEL.search(line):
             severity = BENIGN if sig.name.startswith(("hccl", "cann", "rt_")) else ERROR
         remote = _REMOTE.search(line) if role == EFFECT else None
+        where = _REMOTE_HOST.search(line) if role == EFFECT else None
         code = words.get("num") if sig.name == "rt_result" else words.get("code") if sig.name == "cann_error" \
             else (lambda c: c.group("code") if c else None)(_ANY_CODE.search(line))
         return Finding(sig.name, severity, cause, hint, line.strip(), family, role,
                        code if code not in (None, "?") else None, int(remote.group(1)) if remote else None,
-                       sig.final)
+                       sig.final, next(g for g in where.groups() if g) if where else None)
     return None
 
 
