@@ -354,3 +354,28 @@ def test_a_heartbeat_lost_report_points_at_the_server_it_names():
     job.finish()
     f = job.log_failure()
     assert (f.host, f.rank, f.kind) == ("10.0.0.12", 1, "rank_silent"), f
+
+
+def test_a_followed_job_names_the_rank_a_timeout_waited_for_whichever_exit_msrun_reports_first():
+    """The e2e shape without SSH: rank 1 SIGKILLed (no words), rank 0 times out on it and exits;
+    msrun on host 0 happens to report rank 0's exit first. The first failure is rank 1; rank 0
+    is listed as its consequence."""
+    from launcher.cli.logview import summary_payload
+    job = JobLogs()
+    for host, rank in (("h0", 0), ("h1", 1)):
+        job.feed(host, rank, "2025-03-02 10:00:10,000 - mindformers[x] - INFO - { Epoch:[  1/  1], "
+                             "step:[    4/  200], loss: 2.0, per_step_time: 250ms")
+    job.note_worker("h0", 100, 0)
+    job.note_worker("h1", 101, 1)
+    job.feed("h0", 0, "EI0002: [PID: 100] 2025-03-02-10:00:11.100.000 The wait execution of the Notify register "
+                      "times out. Reason: The Notify register has not received the Notify record from remote rank: [1].")
+    first = job.feed_msrun("h0", "[ERROR] ME(9:9,MainProcess):2025-03-02-10:00:12.000.000 [_api.py:364] "
+                                 "Worker process 100 exit with exception. Error code: 1.")
+    assert (first.host, first.rank, first.kind) == ("h1", 1, "rank_silent"), first  # named before msrun says
+    job.feed_msrun("h1", "[ERROR] ME(9:9,MainProcess):2025-03-02-10:00:12.500.000 [_api.py:364] "
+                         "Worker process 101 exit with exception. Error code: -9.")
+    job.finish()
+    d = summary_payload(job)["first_failure"]
+    assert (d["host"], d["rank"]) == ("h1", 1) and "killed by signal 9 (SIGKILL)" in d["cause"], d
+    assert "rank 0 on h0 timed out waiting for it" in d["cause"]
+    assert [(c["host"], c["rank"], c["code"]) for c in d["consequences"]] == [("h0", 0, "EI0002")]

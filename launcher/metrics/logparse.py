@@ -647,6 +647,8 @@ class JobLogs:
     first_failure: Failure | None = None
     worker_pids: dict[tuple[str, int], int] = field(default_factory=dict)  # (host, pid) -> rank
     msrun: dict[str, list[Failure]] = field(default_factory=dict)  # host -> msrun's own findings
+    exits: dict[tuple[str, int], Failure] = field(default_factory=dict)  # every worker exit msrun reported
+    _first_fact: Failure | None = field(default=None, repr=False)  # first_failure before explaining
 
     def note_worker(self, host: str, pid: int, rank: int) -> None:
         """Remember which rank a worker process of ``host`` is (msrun names the dead by pid)."""
@@ -676,7 +678,10 @@ class JobLogs:
         who = f"worker process {pid}" + (f" (rank {rank})" if rank is not None else "")
         failure = Failure("worker_exit", True, 0, f"{who} {exit_status_text(code)}, as msrun reported",
                           lines=(line.strip(),), host=host, rank=rank,
-                          cause=f"{who} {exit_status_text(code)}")
+                          cause=f"{who} {exit_status_text(code)}", family="msrun", role=signatures.EFFECT,
+                          at=parse_timestamp(line))
+        if rank is not None:
+            self.exits.setdefault((host, rank), failure)
         return self._first(failure)
 
     def note_exit(self, host: str, node_rank: int | None, code: int | None) -> Failure | None:
@@ -689,6 +694,7 @@ class JobLogs:
     def _first(self, failure: Failure) -> Failure | None:
         if self.first_failure is not None:
             return None
+        self._first_fact = failure
         self.first_failure = self.explain(failure)
         return self.first_failure
 
@@ -715,17 +721,24 @@ class JobLogs:
         for st in self.states.values():
             st.finish()
         if self.first_failure is not None:
-            self.first_failure = self.explain(self.first_failure)
+            self.first_failure = self.explain(self._first_fact or self.first_failure)
         return self.first_failure
 
     # -- explaining
-    def explain(self, failure: Failure) -> Failure:
+    def explain(self, failure: Failure, _follow: bool = True) -> Failure:
         """``failure`` (a process fact) with the cause and hint the logs give, and the rank's
-        traceback lines: its own stream's evidence first, then the cluster's."""
+        traceback lines: its own stream's evidence first, then the cluster's. When the rank's
+        own words are a timeout naming its remote rank (EI0002 ``remote rank: [1]``), that rank
+        failed first: the answer is its failure (its own words, msrun's report of its death, or
+        that it went silent), whichever process msrun happened to report first."""
         own, rank = None, failure.rank
         if failure.rank is not None:
             st = self.states.get((failure.host, failure.rank))
             own = st.failure if st is not None else None
+            if _follow and own is not None and own.role == signatures.EFFECT:
+                root = self._remote_of(own)
+                if root is not None:
+                    return root if root.kind in ("rank_silent", "worker_exit") else self.explain(root, False)
         elif failure.host is not None:  # a node's msrun failed: the rank whose log says why is named
             rank, own = next(((r, s.failure) for (h, r), s in sorted(self.states.items(), key=lambda kv: str(kv[0]))
                               if h == failure.host and r is not None and s.failure is not None), (None, None))
@@ -790,6 +803,9 @@ class JobLogs:
         if own:
             return min(own, key=lambda f: (f.at is None, f.at or datetime.max))
         st = min(states, key=lambda s: (s.last_time is None, s.last_time or datetime.max))
+        fact = self.exits.get((st.host, st.rank))  # type: ignore[arg-type]
+        if fact is not None:  # msrun saw it die: its words (killed by signal 9) say how
+            return replace(fact, cause=f"{fact.cause}; {failure.where} timed out waiting for it")
         last = f" after {st.last_time:%H:%M:%S}" if st.last_time else ""
         return Failure("rank_silent", True, st.lines, f"rank {st.rank} stopped logging{last}",
                        host=st.host, rank=st.rank,
@@ -822,7 +838,7 @@ class JobLogs:
         line read so far: the scheduler's word on a lost node may arrive after the rank's death),
         else the logs' word."""
         if self.first_failure is not None:
-            return self.explain(self.first_failure)
+            return self.explain(self._first_fact or self.first_failure)
         return self.log_failure()
 
     def best_traceback(self) -> Failure | None:
