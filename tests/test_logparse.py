@@ -233,3 +233,12 @@ def test_the_json_summary_lists_stragglers():
     from launcher.cli.logview import summary_payload
     payload = summary_payload(_job({0: [1000] * 30, 1: [1500] * 30}))
     assert [(s["rank"], round(s["slower_pct"])) for s in payload["stragglers"]] == [(1, 50)]
+
+
+def test_the_text_summary_says_the_straggler(run_cli, tmp_path):
+    run = tmp_path / "run" / "msrun_log"
+    run.mkdir(parents=True)
+    for rank, ms in ((0, 1000), (1, 1500)):
+        (run / f"worker_{rank}.log").write_text("".join(_loss(s, ms) + "\n" for s in range(1, 30)))
+    code, out, err = run_cli("logs", str(tmp_path / "run"), "--summary")
+    assert "straggler: rank 1 is 50 % slower than the median for 28 steps" in out, out

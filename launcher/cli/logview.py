@@ -100,7 +100,7 @@ def summary_payload(job: JobLogs) -> dict:
         },
     }
     stragglers = find_stragglers(job)
-    payload["stragglers"] = [asdict(s) for s in stragglers]
+    payload["stragglers"] = [asdict(s) | {"text": s.text()} for s in stragglers]
     return payload
 
 
@@ -212,9 +212,12 @@ def print_summary(job: JobLogs, *, as_json: bool, to_stderr: bool = False) -> No
         return
     console.print(summary_table([s.summary() for s in job.states.values()]))
     first = payload["first_failure"]
-    if first is not None:
-        for text in failure_lines(first):
-            console.print(text, markup=False, highlight=False, soft_wrap=True)
+    for text in (failure_lines(first) if first is not None else []) + straggler_lines(payload):
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def straggler_lines(payload: dict) -> list[str]:
+    return [f"straggler: {s['text']}" for s in payload.get("stragglers", [])]
 
 
 def failure_lines(first: dict) -> list[str]:
