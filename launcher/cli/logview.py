@@ -223,11 +223,11 @@ def straggler_lines(payload: dict) -> list[str]:
 def failure_lines(first: dict) -> list[str]:
     """The first failure in words: where, the cause, the hint, the traceback's last lines."""
     where = first["host"] + (f" rank {first['rank']}" if first["rank"] is not None else "")
-    at = f" at {first['at'][11:19]}" if first.get("at") else ""
-    family = f"{first['family']}, " if first.get("family") else ""
-    out = [f"first failure: {where}{at} ({family}{first['kind']}): {first['message']}"]
+    out = [f"first failure: {where} ({first['kind']}): {first['message']}"]
     if first.get("cause") and first["cause"] != first["message"]:
         out.append(f"  cause: {first['cause']}")
+    if first.get("family"):
+        out.append(f"  family: {first['family']}" + (f", at {first['at'][11:19]}" if first.get("at") else ""))
     if first.get("hint"):
         out.append(f"  hint: {first['hint']}")
     out += [f"  {line}" for line in first["traceback"]]
