@@ -48,7 +48,7 @@ from launcher.core.spec import JobSpec, load_job, redacted_text
 from launcher.ops.fanout import run_parallel
 from launcher.core.layout import new_job_id
 from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
-                                resolve_home)
+                                resolve_home, store_base)
 
 # Versions that must agree on every node of one job (a mixed cluster fails late and obscurely).
 SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
@@ -273,6 +273,21 @@ class JobService:
             self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
             raise
         return started
+
+    def _release_claims(self, record: reg.JobRecord) -> None:
+        """Drop the job's card claims on its hosts: it ended before it started, so no process or
+        pid file would ever tell the claim it is dead, and the cards stayed held for the claim's
+        pre-start grace (found by the kill drill: a submit SIGKILLed between the claim and the
+        launch). Best effort: a host that does not answer lets the claim expire by itself."""
+        hosts, pythons = self._nodes(record)
+
+        def one(host: Host) -> bool:
+            runner = self.exec_factory(host).single_use()
+            try:
+                return card_ops.release(runner, pythons.get(host.name, "python3"), store_base(host), record.id)
+            finally:
+                runner.close()
+        run_parallel([hosts[n] for n in dict.fromkeys(n.host for n in record.nodes) if n in hosts], one)
 
     def _interrupted(self, job_id: str, why: str) -> None:
         """A submit interrupted after the job was recorded: record the end and stop whatever of
@@ -734,6 +749,8 @@ class JobService:
         record = self.registry.get(record.id)
         outcome = self._stop_nodes(record, grace, reg.FAILED)
         self.registry.add_event(record.id, "gang-stop", "; ".join(f"{h}: {m}" for h, m in outcome.items()))
+        if all(n.pid is None for n in record.nodes):
+            self._release_claims(record)
         bad = [h for h, m in outcome.items() if m.startswith("not verified")]
         if bad:
             raise AlaunchError(f"job {record.id} FAILED, but could not verify it stopped on {', '.join(bad)}")
