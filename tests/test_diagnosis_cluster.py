@@ -39,7 +39,7 @@ def test_the_killed_rank_is_named_first_and_the_timeout_on_it_is_its_consequence
     first = next((ln for ln in lines if ln.startswith("first failure:")), "")
     # (which msrun reports first varies; both orders name rank 1: test_signatures covers the other)
     assert first.startswith(f"first failure: {host1} rank 1"), err
-    assert any(ln.strip().startswith(f"then {host0} rank 0") and "timed out waiting for a remote rank" in ln
+    assert any(ln.strip().startswith(f"then {host0} rank 0") and "timed out waiting for remote rank 1" in ln
                for ln in lines), err
     job_id = out.strip().splitlines()[-1]
     with Registry.in_state_dir() as registry:

@@ -379,3 +379,14 @@ def test_a_followed_job_names_the_rank_a_timeout_waited_for_whichever_exit_msrun
     assert (d["host"], d["rank"]) == ("h1", 1) and "killed by signal 9 (SIGKILL)" in d["cause"], d
     assert "rank 0 on h0 timed out waiting for it" in d["cause"]
     assert [(c["host"], c["rank"], c["code"]) for c in d["consequences"]] == [("h0", 0, "EI0002")]
+
+
+def test_the_cause_names_the_remote_rank_to_read_next():
+    f = signatures.match(_lines(RW / "errors" / "hccl_EI0002_notify_timeout_excerpt.log")[1])
+    assert "waiting for remote rank 24" in f.cause, f.cause
+
+
+def test_msrun_names_the_signal_a_worker_died_of():
+    f = signatures.match("[ERROR] ME(1:2,MainProcess):2026-11-28-10:39:58.391.000 [mindspore/parallel/cluster/"
+                         "process_entity/_api.py:364] Worker process 77 exit with exception. Error code: -11.")
+    assert "killed by signal 11 (SIGSEGV)" in f.cause, f.cause

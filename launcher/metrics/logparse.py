@@ -273,7 +273,7 @@ def split_prefix(line: str) -> tuple[str | None, int | None, str] | None:
     return m.group("host") or m.group("actor"), int(rank) if rank is not None else None, line[m.end():]
 
 
-_SO_FRAME = re.compile(r"(lib[\w+.-]*?\.so)(?:\.[\d.]+)?\b")
+_SO_FRAME = re.compile(r"(lib[\w+.-]*?\.so)(?:\.[\d.]+)?\b|\b((?:hccl|hcom|hccp|ge|acl|rtsp?|mindspore)::)")
 _SYSTEM_LIBS = ("libc.so", "libc-", "libpthread", "libstdc++", "libgcc", "libpython", "libdl", "ld-linux",
                 "libprotobuf", "libglog", "libunwind")
 CRASH_FRAMES = 40  # lines after a crash report read for the library that crashed
@@ -408,10 +408,11 @@ class LogState:
         """A backtrace line after a native crash: the first library not the system's names it."""
         self._crash_lines -= 1
         m = _SO_FRAME.search(line)
-        if m is None or any(m.group(1).startswith(s) for s in _SYSTEM_LIBS) or self._crash >= len(self._evidence):
+        where = m and (m.group(1) or m.group(2))
+        if not where or any(where.startswith(s) for s in _SYSTEM_LIBS) or self._crash >= len(self._evidence):
             return
         f = self._evidence[self._crash]
-        self._evidence[self._crash] = replace(f, cause=f"{f.cause} in {m.group(1)}")
+        self._evidence[self._crash] = replace(f, cause=f"{f.cause} in {where}")
         self._crash_lines = 0
 
     def _progressed(self) -> None:

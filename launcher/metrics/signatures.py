@@ -44,6 +44,7 @@ HCCL_EXEC_TIMEOUT=17340``, ``+ msrun ...``) is never a finding: it names a setti
 from __future__ import annotations
 
 import re
+import signal
 from dataclasses import dataclass
 
 FATAL, ERROR, BENIGN = "fatal", "error", "benign"
@@ -237,16 +238,23 @@ SIGNATURES: tuple[Signature, ...] = (
               "MindFormers found no healthy checkpoint to resume from (checkpoint health monitor)", FATAL,
               "every saved checkpoint was marked unhealthy: resume from an older one or start afresh",
               family="MindFormers monitor", final=True),
+    # other versions' monitors: an exception or ERROR line that says it stops training (an INFO
+    # "stop training" at the last step is a normal end: capped like any INFO line)
+    Signature("mf_stop", _rx(r"(?i)\b(?:stop|terminat|abort)\w* (?:the )?training\b(?! (?:is|was) (?:not|skipped))"),
+              "MindFormers stopped training: {line_words}", FATAL, _MONITOR_HINT,
+              family="MindFormers monitor", final=True),
     # ---- native crashes (no Python traceback): signal handlers, faulthandler, glog, the shell
     Signature("native_crash",
               _rx(r"Fatal Python error: (?P<what>Segmentation fault|Aborted|Bus error|Floating point exception)|"
-                  r"\*\*\* (?P<sig>SIG[A-Z]+) \(@\S+\) received by PID|"
+                  r"\*\*\* (?P<sig>SIG[A-Z]+) (?:\(@\S+\) received by PID|received at time=)|"
+                  r"Signal \d+ \((?P<sig2>SIG(?:SEGV|BUS|ABRT|FPE|ILL))\) received by PID|"
+                  r"[Cc]aught signal \d+ \((?P<what5>Segmentation fault|Bus error|Aborted|Illegal instruction)|"
                   r"Signal: (?P<what2>[A-Za-z ]+?) \((?P<signum>\d+)\)\s*$|"
                   r"Failing at address:? (?P<addr>\S+)|"
                   r"(?:^|\s)(?P<what3>Segmentation fault|Aborted|Bus error)\s+\(core dumped\)|"
                   r"^(?:.*: line \d+: +\d+ )?(?P<what4>Segmentation fault|Bus error)\s*(?:\(core dumped\))?(?:\s|$)|"
                   r"\*\*\* Aborted at \d+ \(unix time\)"),
-              "the process crashed in native code ({what}{what2}{what3}{what4}{sig})", FATAL, _CRASH_HINT,
+              "the process crashed in native code ({what}{what2}{what3}{what4}{what5}{sig}{sig2})", FATAL, _CRASH_HINT,
               family="native crash", final=True),
     # ---- the device
     # the HCCL timeouts refine their codes (EI0002, EI0006); every other code line is named by its code
@@ -325,6 +333,16 @@ _REMOTE = re.compile(r"(?i)remote[ _]?rank(?:[ _]?id)?\s*[:=]?\s*\[?\s*(\d+)")
 _REMOTE_HOST = re.compile(r"Location\[IP/ID\]:\[([^/\]]+)/\d+\]|serverId\[([^\]]+)\]|remote server id\[([^\]]+)\]")
 
 
+_EXC_PREFIX = re.compile(r"^(?:.* - (?:ERROR|CRITICAL) - |\[(?:ERROR|CRITICAL)\] \S+ )?(?:\w+(?:Error|Exception): )?")
+
+
+def _signal_words(number: int) -> str:
+    try:
+        return f"killed by signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"killed by signal {number}"
+
+
 class _Words(dict):
     def __missing__(self, key: str) -> str:
         return "?"
@@ -377,11 +395,15 @@ def match(line: str) -> Finding | None:
             cause, hint, role, family = _code_words(words, sig, line)
         else:
             if sig.name == "native_crash":
-                words.setdefault("what", "")
-                for k in ("what2", "what3", "what4", "sig"):
+                kinds = ("what", "what2", "what3", "what4", "what5", "sig", "sig2")
+                for k in kinds:
                     words.setdefault(k, "")
-                if not any(words[k] for k in ("what", "what2", "what3", "what4", "sig")):
+                if not any(words[k] for k in kinds):
                     words["what"] = "a fatal signal"
+            elif sig.name == "worker_exit" and words.get("code", "").startswith("-"):
+                words["code"] = f"{words['code']}: {_signal_words(int(words['code'][1:]))}"
+            elif sig.name == "mf_stop":
+                words["line_words"] = _EXC_PREFIX.sub("", line.strip())[:200]
             cause, hint = cause.format_map(words), hint.format_map(words)
         severity = sig.severity
         if severity == FATAL and not sig.any_level and _QUIET_LEVEL.search(line):
@@ -390,6 +412,9 @@ def match(line: str) -> Finding | None:
         where = _REMOTE_HOST.search(line) if role == EFFECT else None
         code = words.get("num") if sig.name == "rt_result" else words.get("code") if sig.name == "cann_error" \
             else (lambda c: c.group("code") if c else None)(_ANY_CODE.search(line))
+        if remote is not None:  # "waiting for remote rank 24": the rank to read next
+            named = f"remote rank {remote.group(1)}"
+            cause = cause.replace("a remote rank", named) if "a remote rank" in cause else f"{cause} ({named})"
         return Finding(sig.name, severity, cause, hint, line.strip(), family, role,
                        code if code not in (None, "?") else None, int(remote.group(1)) if remote else None,
                        sig.final, next(g for g in where.groups() if g) if where else None)
