@@ -390,3 +390,13 @@ def test_msrun_names_the_signal_a_worker_died_of():
     f = signatures.match("[ERROR] ME(1:2,MainProcess):2026-11-28-10:39:58.391.000 [mindspore/parallel/cluster/"
                          "process_entity/_api.py:364] Worker process 77 exit with exception. Error code: -11.")
     assert "killed by signal 11 (SIGSEGV)" in f.cause, f.cause
+
+
+def test_an_error_long_before_the_timeout_it_explains_is_named_not_the_timeout():
+    first = _json(DIAG / "earlier_error_then_timeout.log")["first_failure"]
+    assert first["kind"] == "cann_module" and "Run graph failed" in first["message"], first
+    assert "30 min 0 s before the EE9999 failure it explains" in first["cause"], first["cause"]
+    # the same error within seconds of the timeout is part of its report: the timeout is named
+    lines = [ln.replace("10:02:11.482", "10:32:10.482") for ln in _lines(DIAG / "earlier_error_then_timeout.log")]
+    f = _state(lines).failure
+    assert f.kind == "stream_sync" or f.code == "EE9999", f

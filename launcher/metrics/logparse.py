@@ -95,6 +95,9 @@ _SCHEDULER_EXIT = re.compile(r"Scheduler process (\d+) exit with exception")
 _TRACEBACK_START = "Traceback (most recent call last):"
 _CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 TRACEBACK_TAIL = 10  # lines of a traceback kept for the report
+#: An error this long before a timeout, with no progress between, is why the stream hung; closer
+#: than this it is part of the same report (CANN prints a burst of lines within a second or two).
+EXPLAIN_GAP = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,7 @@ class LogState:
     ended: str | None = None  # the END_MARKERS kind seen ("train", "eval", "predict")
     handled: int = 0  # tracebacks / fatal-looking lines followed by progress
     _evidence: list[Failure] = field(default_factory=list)  # since the last progress
+    _errors_since: list[Failure] = field(default_factory=list)  # ERROR lines since the last progress
     first_time: datetime | None = None
     last_time: datetime | None = None
     _traceback: list[str] | None = None
@@ -419,6 +423,7 @@ class LogState:
         """Progress after fatal-looking lines: they were handled (the run went on). A crash or a
         monitor's stop (``final``) stays: the process that wrote it is gone; lines after it in the
         same stream are another process's (a combined console log)."""
+        self._errors_since.clear()
         if self._evidence:
             kept = [f for f in self._evidence if f.final]
             self.handled += len(self._evidence) - len(kept)
@@ -461,8 +466,11 @@ class LogState:
         if failure.fatal:
             if len(self._evidence) < 50:
                 self._evidence.append(failure)
-        elif len(self.errors) < 20:
+            return
+        if len(self.errors) < 20:
             self.errors.append(failure)
+        if len(self._errors_since) < 20:
+            self._errors_since.append(failure)
 
     @property
     def failure(self) -> Failure | None:
@@ -491,12 +499,34 @@ class LogState:
             return tier, int(plain), int(f.code is None), i
 
         first = min(enumerate(evidence), key=rank)[1]
-        if first.role == signatures.EFFECT and first.remote is None and first.remote_host is None:
+        earlier = self._explaining(first, evidence)
+        if earlier is not None:
+            first = earlier
+        elif first.role == signatures.EFFECT and first.remote is None and first.remote_host is None:
             # EI0002 says "remote rank [unknown]"; HCCL's next line names the server that went silent
             named = next((f for f in evidence if f.remote is not None or f.remote_host is not None), None)
             if named is not None:
                 first = replace(first, remote=named.remote, remote_host=named.remote_host)
         return first if first.lines or not lines else replace(first, lines=lines)
+
+    def _explaining(self, first: Failure, evidence: list[Failure]) -> Failure | None:
+        """An error well before a timeout or a generic failure, with no progress between, after
+        the run had made progress: the earliest such line is why the stream hung (a real log: a
+        data-queue ``ParseType`` error ten minutes before the EE9999 / 507011 it caused). Within
+        ``EXPLAIN_GAP`` of it, a line is part of the same report, not its cause."""
+        if first.role == signatures.CAUSE or first.at is None or not (self.losses or self.eval_step):
+            return None
+        found = [f for f in evidence + self._errors_since
+                 if f.at is not None and f.role != signatures.EFFECT and f.at <= first.at - EXPLAIN_GAP]
+        if not found:
+            return None
+        cand = min(found, key=lambda f: f.at)  # type: ignore[arg-type,return-value]
+        ago = int((first.at - cand.at).total_seconds())  # type: ignore[operator]
+        base = cand.cause if cand.kind != "error_line" else f"an error: {cand.message[:200]}"
+        later = f"{first.code} " if first.code else ""
+        return replace(cand, fatal=True, cause=f"{base} ({ago // 60} min {ago % 60} s before the {later}"
+                                                f"failure it explains: {first.cause})",
+                       hint=cand.hint or f"the later failure is its consequence; {first.hint}")
 
     @property
     def complete(self) -> bool | None:

@@ -308,11 +308,11 @@ SIGNATURES: tuple[Signature, ...] = (
               "an HCCL collective timed out waiting for a remote rank", FATAL, _HCCL_EXEC_HINT,
               family="HCCL", role=EFFECT),
     Signature("hccl_error", _rx(r"^\[(?:ERROR|CRITICAL)\] ?HCC[LP]\("),
-              "HCCL reported an error", FATAL, _HCCL_EXEC_HINT, family="HCCL", role=GENERIC),
+              "HCCL reported an error: {msg}", FATAL, _HCCL_EXEC_HINT, family="HCCL", role=GENERIC),
     Signature("cann_module",
               _rx(r"^\[(?:ERROR|CRITICAL)\] ?(?P<module>RUNTIME|GE|FE|TBE|TEFUSION|ASCENDCL|ACL|DRV|AICPU|TSD|"
                   r"DEVICE|KERNEL|DVPP|HCCL_ALG)\("),
-              "CANN's {module} module reported an error", FATAL, _INTERNAL_HINT, family="CANN", role=GENERIC),
+              "CANN's {module} module reported an error: {msg}", FATAL, _INTERNAL_HINT, family="CANN", role=GENERIC),
     # ---- the rank's own death (text some runtimes print)
     Signature("signal", _rx(r"(?:[Kk]illed by|[Rr]eceived|[Cc]aught|exit(?:ed)? (?:with|by|on)|terminated by|"
                             r"died (?:with|of)) signal (?P<sig>\d+|SIG[A-Z]+)"),
@@ -334,6 +334,15 @@ _REMOTE_HOST = re.compile(r"Location\[IP/ID\]:\[([^/\]]+)/\d+\]|serverId\[([^\]]
 
 
 _EXC_PREFIX = re.compile(r"^(?:.* - (?:ERROR|CRITICAL) - |\[(?:ERROR|CRITICAL)\] \S+ )?(?:\w+(?:Error|Exception): )?")
+
+
+_MODULE_MSG = re.compile(r"^\[\w+\] ?\w+\([^)]*\):\S+?(?=\[|\s)\s*(?:\[[^\]]*\]\s*)*(.*)$")
+
+
+def _module_message(line: str) -> str:
+    """What a CANN module line says, without its level, module, pid, time and ``[file:line]`` tags."""
+    m = _MODULE_MSG.match(line.strip())
+    return (m.group(1) if m and m.group(1) else line.strip())[:200]
 
 
 def _signal_words(number: int) -> str:
@@ -402,6 +411,8 @@ def match(line: str) -> Finding | None:
                     words["what"] = "a fatal signal"
             elif sig.name == "worker_exit" and words.get("code", "").startswith("-"):
                 words["code"] = f"{words['code']}: {_signal_words(int(words['code'][1:]))}"
+            elif sig.name in ("hccl_error", "cann_module"):
+                words["msg"] = _module_message(line)
             elif sig.name == "mf_stop":
                 words["line_words"] = _EXC_PREFIX.sub("", line.strip())[:200]
             cause, hint = cause.format_map(words), hint.format_map(words)
