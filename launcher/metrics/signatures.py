@@ -154,6 +154,7 @@ class Signature:
     role: str = CAUSE
     any_level: bool = False
     final: bool = False
+    keys: tuple[str, ...] = ()  # lowercase words one of which every line it matches has (a fast pre-check)
 
 
 @dataclass(frozen=True)
@@ -188,40 +189,42 @@ _MONITOR_HINT = ("MindFormers stopped the run on purpose: look at the loss / glo
 SIGNATURES: tuple[Signature, ...] = (
     # ---- benign look-alikes first: they must never explain a failure
     Signature("cluster_retry", _rx(r"Topology build timed out\.?,? ?retry\((?P<k>\d+)/(?P<n>\d+)\)"),
-              "cluster build retry {k} of {n} (normal while the other nodes start)", BENIGN, family="msrun"),
+              "cluster build retry {k} of {n} (normal while the other nodes start)", BENIGN, family="msrun",
+              keys=("retry(",)),
     # ---- msrun's own reports (mindspore/parallel/cluster/process_entity/_api.py)
     Signature("worker_exit",
               _rx(r"Worker process (?P<pid>\d+) exit with exception(?:\. Error code: (?P<code>-?\d+))?"),
               "worker process {pid} exited abnormally (code {code}), as msrun reported", FATAL,
               "msrun stops the node's other workers after this; the worker's own log says why",
-              family="msrun", role=EFFECT),
+              family="msrun", role=EFFECT, keys=("worker process",)),
     Signature("scheduler_exit", _rx(r"Scheduler process (?P<pid>\d+) exit with exception"),
               "msrun's scheduler (process {pid}) exited abnormally", FATAL,
               "read msrun_log/scheduler.log on node 0: usually a node never joined or one was lost",
-              family="msrun", role=EFFECT),
+              family="msrun", role=EFFECT, keys=("scheduler process",)),
     Signature("nodes_timed_out", _rx(r"Time out nodes are:?\s*(?P<nodes>.*?)\s*$"),
               "node(s) {nodes} never joined the cluster or dropped out of it", FATAL,
               "check that those nodes started, and that they reach master_addr:master_port "
-              "(address, port, firewall)", family="cluster"),
+              "(address, port, firewall)", family="cluster", keys=("time out nodes", "timed out node")),
     Signature("nodes_timed_out", _rx(r"Timed out node list is:?\s*(?P<nodes>.*?)(?:,|$)"),
               "node(s) {nodes} never joined the cluster or dropped out of it", FATAL,
               "check that those nodes started, and that they reach master_addr:master_port "
-              "(address, port, firewall)", family="cluster"),
+              "(address, port, firewall)", family="cluster", keys=("time out nodes", "timed out node")),
     Signature("node_lost", _rx(r"The node: (?P<node>\S+) is timed out"),
               "node {node} lost from the cluster network (its heartbeat to the scheduler stopped)", FATAL,
               "the node died or its network to node 0 broke: check that host and the link between the nodes",
-              family="cluster"),
+              family="cluster", keys=("the node:",)),
     Signature("cluster_build_timeout", _rx(r"Topology build timed out\.?\s*$"),
               "the cluster was not built in time: not every node joined", FATAL,
               "check that every node started and reaches master_addr:master_port; "
-              "raise --cluster-time-out if nodes start far apart", family="cluster"),
+              "raise --cluster-time-out if nodes start far apart", family="cluster", keys=("topology build",)),
     Signature("main_process_gone", _rx(r"(?i)main process disappeared"),
               "the worker's parent (msrun) disappeared, so the worker stopped mid-run", FATAL,
               "msrun was killed (OOM killer, SIGKILL, a lost session): check dmesg and the node's msrun log",
-              family="msrun", role=EFFECT),
+              family="msrun", role=EFFECT, keys=("main process",)),
     Signature("ring_allreduce", _rx(r"RunRingAllReduce.*fail"),
               "a host-side all-reduce between the nodes failed: a node left the cluster network", FATAL,
-              "check the other node and the network between the nodes", family="cluster", role=EFFECT),
+              "check the other node and the network between the nodes", family="cluster", role=EFFECT,
+              keys=("ringallreduce",)),
     # ---- MindFormers stopping the run itself (core/callback/callback.py, trainer/base_trainer.py)
     Signature("mf_global_norm",
               _rx(r"global norm (?P<norm>\S+?)(?: of step (?P<step>\d+))? (?:has been (?P<times>\d+) consecutive "
@@ -229,20 +232,21 @@ SIGNATURES: tuple[Signature, ...] = (
                   r"(?P<thr2>[^,\s]+)), stop training"),
               "MindFormers stopped training: the global norm {norm} went over its threshold "
               "(global-norm monitor)", FATAL, _MONITOR_HINT, family="MindFormers monitor", any_level=True,
-              final=True),
+              final=True, keys=("global norm",)),
     Signature("mf_nan_loss", _rx(r"There is (?:nan|inf) in [\w ]+? with value .*terminate training|"
                                  r"device_accum_local_loss of .* is .*, terminate training"),
               "MindFormers stopped training: the loss or a gradient is NaN / Inf (loss / overflow monitor)", FATAL,
-              _MONITOR_HINT, family="MindFormers monitor", any_level=True, final=True),
+              _MONITOR_HINT, family="MindFormers monitor", any_level=True, final=True,
+              keys=("terminate training",)),
     Signature("mf_checkpoint_health", _rx(r"No healthy checkpoint found"),
               "MindFormers found no healthy checkpoint to resume from (checkpoint health monitor)", FATAL,
               "every saved checkpoint was marked unhealthy: resume from an older one or start afresh",
-              family="MindFormers monitor", final=True),
+              family="MindFormers monitor", final=True, keys=("healthy checkpoint",)),
     # other versions' monitors: an exception or ERROR line that says it stops training (an INFO
     # "stop training" at the last step is a normal end: capped like any INFO line)
     Signature("mf_stop", _rx(r"(?i)\b(?:stop|terminat|abort)\w* (?:the )?training\b(?! (?:is|was) (?:not|skipped))"),
               "MindFormers stopped training: {line_words}", FATAL, _MONITOR_HINT,
-              family="MindFormers monitor", final=True),
+              family="MindFormers monitor", final=True, keys=("training",)),
     # ---- native crashes (no Python traceback): signal handlers, faulthandler, glog, the shell
     Signature("native_crash",
               _rx(r"Fatal Python error: (?P<what>Segmentation fault|Aborted|Bus error|Floating point exception)|"
@@ -254,17 +258,18 @@ SIGNATURES: tuple[Signature, ...] = (
                   r"(?:^|\s)(?P<what3>Segmentation fault|Aborted|Bus error)\s+\(core dumped\)|"
                   r"^(?:.*: line \d+: +\d+ )?(?P<what4>Segmentation fault|Bus error)\s*(?:\(core dumped\))?(?:\s|$)|"
                   r"\*\*\* Aborted at \d+ \(unix time\)"),
-              "the process crashed in native code ({what}{what2}{what3}{what4}{what5}{sig}{sig2})", FATAL, _CRASH_HINT,
-              family="native crash", final=True),
+              "the process crashed in native code ({what}{what2}{what3}{what4}{what5}{sig}{sig2})", FATAL,
+              _CRASH_HINT, family="native crash", final=True,
+              keys=("fatal python", "sig", "failing at", "segmentation", "core dumped", "bus error", "aborted")),
     # ---- the device
     # the HCCL timeouts refine their codes (EI0002, EI0006); every other code line is named by its code
     Signature("hccl_notify_timeout", _rx(r"EI0002|Notify register times out|[Nn]otify wait.*time ?out"),
               "an HCCL collective timed out waiting for a remote rank", FATAL, _HCCL_EXEC_HINT,
-              family="HCCL", role=EFFECT),
+              family="HCCL", role=EFFECT, keys=("ei0002", "notify")),
     Signature("hccl_connect_timeout", _rx(r"EI0006|(?i:socket establish timeout|getting socket times out|"
                                           r"connect.*time(?:d)? ?out.*hccl|hccl.*connect.*time(?:d)? ?out)"),
               "HCCL could not connect to a remote rank in time", FATAL, _HCCL_CONNECT_HINT,
-              family="HCCL", role=EFFECT),
+              family="HCCL", role=EFFECT, keys=("ei0006", "socket", "connect")),
     # every CANN code by its shape; the known ones (CANN_CODES) say what they mean
     Signature("cann_error",
               _rx(r"(?:^|[\s\[=(])" + _CODE + r"(?=:|\s|\]|\)|$)"),
@@ -275,53 +280,57 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature("rt_result",
               _rx(r"(?i)(?:ret(?:urn)?(?: ?code)?|result|error ?code|err(?:or)?(?: code)?|code)"
                   r"(?: is)?\s*[=:]?\s*\[?(?P<num>[125]07\d{3})(?!\d)"),
-              "the CANN runtime returned {num} ({num_words})", FATAL, _STREAM_HINT, family="runtime"),
+              "the CANN runtime returned {num} ({num_words})", FATAL, _STREAM_HINT, family="runtime",
+              keys=("07",)),
     Signature("data_queue",
               _rx(r"unsupported acl datatype|ParseType\]|(?i:tdt\b.*(?:fail|error))|"
                   r"(?i:data ?queue\b.*(?:fail|error|abnormal))|(?i:getnext\b.*(?:fail|time ?out))"),
               "the device data channel failed (the dataset queue / tdt feeding the device)", FATAL,
               "the first such line names the batch or type it could not send; check the dataset's columns "
-              "and dtypes; a later stream timeout is its consequence", family="data queue"),
+              "and dtypes; a later stream timeout is its consequence", family="data queue",
+              keys=("acl datatype", "parsetype", "tdt", "queue", "getnext")),
     Signature("stream_sync", _rx(r"aclrtSynchronizeStream(?:WithTimeout)?\b.*(?:fail|error|time)|"
                                  r"(?:fail|error).*aclrtSynchronizeStream(?:WithTimeout)?|"
                                  r"(?i:sync stream (?:failed|error))"),
               "the NPU stream did not finish (aclrtSynchronizeStreamWithTimeout failed): a kernel or a "
-              "collective on the device failed or hung", FATAL, _STREAM_HINT, family="runtime", role=EFFECT),
+              "collective on the device failed or hung", FATAL, _STREAM_HINT, family="runtime", role=EFFECT,
+              keys=("synchronizestream", "sync stream")),
     Signature("device_oom", _rx(r"(?i)(?:device|npu|hbm).*out of memory|out of memory.*(?:device|npu)|"
                                 r"Malloc device memory failed|memory isn't enough and alloc failed|"
                                 r"Memory isn't enough|Out of Memory!!!|Failed to allocate memory"),
-              "the NPU ran out of device memory", FATAL, _OOM_HINT, family="memory"),
+              "the NPU ran out of device memory", FATAL, _OOM_HINT, family="memory", keys=("memory",)),
     Signature("device_id", _rx(r"(?i)invalid device ?id|device ?id\b.*(?:is invalid|out of range|must be)|"
                                r"(?:set ?device|aclrtSetDevice|rtSetDevice)\b.*fail"),
               "the device id is invalid or the card cannot be opened", FATAL,
               "check DEVICE_ID / ASCEND_RT_VISIBLE_DEVICES against npu-smi info, and that no other job holds "
-              "the card", family="device"),
+              "the card", family="device", keys=("device",)),
     Signature("rank_table", _rx(r"(?i)rank ?table\b.*(?:invalid|fail|error|not exist|no such|mismatch)"),
               "the rank table (RANK_TABLE_FILE) is invalid or does not match the cards in use", FATAL,
               "regenerate it with hccl_tools.py for the hosts and cards of this job; every device_ip and "
-              "rank_id must be present", family="rank table"),
+              "rank_id must be present", family="rank table", keys=("rank",)),
     Signature("heartbeat_lost",
               _rx(r"(?i)heart ?beat\b.*\blost\b|lost heart ?beat|heart ?beat\b.*(?:abnormal|time(?:d)? ?out)"),
               "a remote rank's heartbeat was lost (it died or its link broke)", FATAL,
-              "read the remote rank's own log: it failed first", family="HCCL", role=EFFECT),
+              "read the remote rank's own log: it failed first", family="HCCL", role=EFFECT, keys=("heart",)),
     Signature("hccl_exec_timeout", _rx(r"(?i)hccl\b.*\bexec\w*\b.*\btime(?:d)? ?out\b"),
               "an HCCL collective timed out waiting for a remote rank", FATAL, _HCCL_EXEC_HINT,
-              family="HCCL", role=EFFECT),
+              family="HCCL", role=EFFECT, keys=("hccl",)),
     Signature("hccl_error", _rx(r"^\[(?:ERROR|CRITICAL)\] ?HCC[LP]\("),
-              "HCCL reported an error: {msg}", FATAL, _HCCL_EXEC_HINT, family="HCCL", role=GENERIC),
+              "HCCL reported an error: {msg}", FATAL, _HCCL_EXEC_HINT, family="HCCL", role=GENERIC, keys=("hcc",)),
     Signature("cann_module",
               _rx(r"^\[(?:ERROR|CRITICAL)\] ?(?P<module>RUNTIME|GE|FE|TBE|TEFUSION|ASCENDCL|ACL|DRV|AICPU|TSD|"
                   r"DEVICE|KERNEL|DVPP|HCCL_ALG)\("),
-              "CANN's {module} module reported an error: {msg}", FATAL, _INTERNAL_HINT, family="CANN", role=GENERIC),
+              "CANN's {module} module reported an error: {msg}", FATAL, _INTERNAL_HINT, family="CANN", role=GENERIC,
+              keys=("error]", "critical]")),
     # ---- the rank's own death (text some runtimes print)
     Signature("signal", _rx(r"(?:[Kk]illed by|[Rr]eceived|[Cc]aught|exit(?:ed)? (?:with|by|on)|terminated by|"
                             r"died (?:with|of)) signal (?P<sig>\d+|SIG[A-Z]+)"),
               "the process was killed by a signal ({sig})", FATAL,
               "SIGKILL without a word is usually the OOM killer (dmesg); SIGTERM came from outside",
-              family="signal", role=EFFECT),
+              family="signal", role=EFFECT, keys=("signal",)),
     # ---- plain ERROR lines: reported, rank low
     Signature("error_line", _rx(r" - (?:ERROR|CRITICAL) - |^\[(?:ERROR|CRITICAL)\] "),
-              "an ERROR line", ERROR, role=GENERIC),
+              "an ERROR line", ERROR, role=GENERIC, keys=("error", "critical")),
 )
 
 _QUIET_LEVEL = re.compile(r"^\s*\[(?:INFO|WARNING|DEBUG)\]| - (?:INFO|WARNING|DEBUG) - ")
@@ -385,7 +394,8 @@ def _code_words(words: _Words, sig: Signature, line: str) -> tuple[str, str, str
     rt = _RT_NUM.search(line, line.find(code) + len(code))
     if role == GENERIC and rt is not None:
         meaning, role, _ = _rt_words(int(rt.group(1)))
-        cause, hint = f"CANN error {code} ({CANN_MODULES.get(module, 'CANN')}): {meaning} ({rt.group(1)})", _STREAM_HINT
+        cause = f"CANN error {code} ({CANN_MODULES.get(module, 'CANN')}): {meaning} ({rt.group(1)})"
+        hint = _STREAM_HINT
     return cause, hint, role, family
 
 
@@ -394,7 +404,10 @@ def match(line: str) -> Finding | None:
     None on a shell's echo of a command or variable)."""
     if ECHO.match(line):
         return None
+    low = line.lower()
     for sig in SIGNATURES:
+        if sig.keys and not any(k in low for k in sig.keys):
+            continue
         m = sig.pattern.search(line)
         if m is None:
             continue
