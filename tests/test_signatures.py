@@ -93,6 +93,10 @@ def test_row_misses_its_near_misses(name, line):
     ("EH9999: [PID: 1] 2025-03-02-11:40:07.517.201 Inner Error! rtStreamSynchronizeWithTimeout execute failed, "
      "task timeout, error code is 107020", "task timeout", "HCCL_EXEC_TIMEOUT"),
     ("EB1234: [PID: 1] 2025-03-02-11:40:07.517.201 a code in no table", "EB1234 from the TBE pass compiler", ""),
+    # a code in no table: what it says is the cause
+    ("EE1001: [PID: 40213] 2025-01-01-10:00:00.000.000 The argument is invalid.Reason: Set device failed, invalid "
+     "device id 8", "EE1001 from the CANN runtime (device execution): The argument is invalid.Reason: Set device "
+     "failed, invalid device id 8", "npu-smi"),
     ("rtLaunchKernel failed, ret = 507099", "507099 (the device failed while executing)", ""),
     (_lines(RW / "errors" / "hccl_EI0002_notify_timeout_excerpt.log")[1], "HCCL collective timed out",
      "HCCL_EXEC_TIMEOUT"),

@@ -366,6 +366,8 @@ class _Words(dict):
         return "?"
 
 
+#: After a code: ``: [PID: 3213] 2024-09-01-10:00:00.000.000 The argument is invalid.``
+_CODE_TEXT = re.compile(r"\s*:?\s*(?:\[PID: ?\d+\]\s*)?(?:\d{4}-\d\d-\d\d[- ][\d:.]+\s*)?(.*?)\s*$")
 _ANY_CODE = re.compile(r"(?:^|[\s\[=(])" + _CODE + r"(?=:|\s|\]|\)|$)")
 _RT_NUM = re.compile(r"(?<!\d)([125]07\d{3})(?!\d)")
 
@@ -391,6 +393,9 @@ def _code_words(words: _Words, sig: Signature, line: str) -> tuple[str, str, str
         words["family_words"] = CANN_MODULES.get(module, "CANN")
         role = GENERIC if code.endswith("9999") else CAUSE
         cause, hint = sig.cause.format_map(words), _FAMILY_HINT.get(module, sig.hint)
+        said = _CODE_TEXT.match(line[line.find(code) + len(code):])
+        if said and said.group(1) and role == CAUSE:  # a code in no table: what it says is the cause
+            cause = f"{cause}: {said.group(1)[:200]}"
     rt = _RT_NUM.search(line, line.find(code) + len(code))
     if role == GENERIC and rt is not None:
         meaning, role, _ = _rt_words(int(rt.group(1)))
