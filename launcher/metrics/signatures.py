@@ -244,7 +244,8 @@ SIGNATURES: tuple[Signature, ...] = (
               family="MindFormers monitor", final=True, keys=("healthy checkpoint",)),
     # other versions' monitors: an exception or ERROR line that says it stops training (an INFO
     # "stop training" at the last step is a normal end: capped like any INFO line)
-    Signature("mf_stop", _rx(r"(?i)\b(?:stop|terminat|abort)\w* (?:the )?training\b(?! (?:is|was) (?:not|skipped))"),
+    Signature("mf_stop", _rx(r"(?i)\b(?:stop|terminat|abort)\w* (?:the )?training\b(?! (?:is|was) (?:not|skipped))|"
+                             r"\btraining (?:is |was |has been |will be )?(?:stopped|terminated|aborted)\b"),
               "MindFormers stopped training: {line_words}", FATAL, _MONITOR_HINT,
               family="MindFormers monitor", final=True, keys=("training",)),
     # ---- native crashes (no Python traceback): signal handlers, faulthandler, glog, the shell
