@@ -404,3 +404,22 @@ def test_an_error_long_before_the_timeout_it_explains_is_named_not_the_timeout()
     lines = [ln.replace("10:02:11.482", "10:32:10.482") for ln in _lines(DIAG / "earlier_error_then_timeout.log")]
     f = _state(lines).failure
     assert f.kind == "stream_sync" or f.code == "EE9999", f
+
+
+@pytest.mark.parametrize("line,host,rank,rest", [
+    ("worker-1: EH9999: x", "worker-1", None, "EH9999: x"),
+    ("10.0.0.12: EE1002: x", "10.0.0.12", None, "EE1002: x"),
+    ("[1,3]<stderr>:Fatal Python error: Aborted", None, 3, "Fatal Python error: Aborted"),
+    ("[rank2]: Traceback (most recent call last):", None, 2, "Traceback (most recent call last):"),
+    ("(TaskRunner pid=467613) EJ0001: [PID: 468348] x", "TaskRunner", None, "EJ0001: [PID: 468348] x"),
+])
+def test_tool_prefixes_are_split_off(line, host, rank, rest):
+    from launcher.metrics.logparse import split_prefix
+    assert split_prefix(line) == (host, rank, rest)
+
+
+@pytest.mark.parametrize("line", ["ValueError: x", "Note: x", "EE9999: Inner Error!", "E39999: x",
+                                  "2024-05-20 10:11:12,000 - mindformers - INFO - x", "RuntimeError: a-b: c"])
+def test_lines_that_only_look_prefixed_are_left_alone(line):
+    from launcher.metrics.logparse import split_prefix
+    assert split_prefix(line) is None

@@ -258,12 +258,14 @@ def _is_exception_line(line: str) -> bool:
 
 #: Prefixes users' tools put before every line: OpenMPI ``--tag-output`` (``[1,0]<stderr>:``),
 #: torchrun / MindSpore ``[rank0]:``, Ray ``(Worker pid=12) ``, pdsh / ``mpirun -H``'s
-#: ``host: `` (a name with a letter and a digit or a dot, not a CANN code, not an exception).
+#: ``host: `` (a name with a letter and a digit, a dot or a hyphen: not a CANN code, not an
+#: exception's name, not ``Note:``).
 _PREFIX = re.compile(
     r"^(?:\[(?P<mpijob>\d+),(?P<mpirank>\d+)\]<std(?:out|err)>:\s?"
     r"|\[rank(?P<trank>\d+)\]:\s?"
     r"|\((?P<actor>[\w ]+?) pid=\d+\)\s"
-    r"|(?P<host>(?![EW][0-9A-Z]\d{4}:)(?=[\w.-]*[A-Za-z])(?=[\w.-]*[\d.])[A-Za-z0-9][\w.-]{0,62}): )")
+    r"|(?P<host>(?![EW][0-9A-Z]\d{4}:)(?=[\w.-]*[A-Za-z])(?=[\w.-]*[\d.-])[A-Za-z0-9][\w.-]{0,62}"
+    r"|\d{1,3}(?:\.\d{1,3}){3}): )")
 
 
 def split_prefix(line: str) -> tuple[str | None, int | None, str] | None:
