@@ -71,3 +71,15 @@ def test_the_follower_story_names_the_straggler_and_the_dashboard_shows_it():
     d = data.job_detail(record, watch.snapshot())
     assert [(s["host"], s["rank"], round(s["slower_pct"])) for s in d["stragglers"]] == [("n1", 1, 31)]
     assert d["stragglers"][0]["text"].startswith("rank 1 on n1 is 31 % slower")
+
+
+def test_the_job_page_failure_carries_its_family_and_code():
+    logs = JobLogs()
+    logs.feed("b", 1, "[ERROR] HCCL(1,python):2025-03-02-10:00:01.000.000 [x.cc:1] init hccp failed")
+    logs.feed("b", 1, "EJ0001: 2025-03-02-10:00:01.167.645 Failed to initialize the HCCP process. Reason: Maybe the "
+                      "last training process is running.")
+    fact = logs.feed_msrun("b", "Worker process 12 exit with exception. Error code: 1")
+    record = reg.JobRecord("j1", "j", "train", "failed", "", "", "", "", "", None, None, None,
+                           nodes=(reg.NodeRecord(0, "b", "/j"),))
+    f = data.job_detail(record, {"failure": logs.explain(fact)})["failure"]
+    assert (f["family"], f["code"]) == ("HCCP", "EJ0001") and "last training process" in f["cause"], f

@@ -122,7 +122,8 @@ def failure_dict(failure: Any, record: reg.JobRecord | None = None) -> dict | No
             where += f" rank {failure.rank}"
         return {"kind": failure.kind, "cause": failure.cause or failure.message, "message": failure.message,
                 "hint": failure.hint or None, "where": where, "host": failure.host, "rank": failure.rank,
-                "line": failure.line, "traceback": list(failure.lines)}
+                "line": failure.line, "traceback": list(failure.lines),
+                "family": failure.family or None, "code": failure.code}
     if record is not None and record.state == reg.FAILED and record.reason:
         return {"kind": "job", "cause": record.reason, "message": record.reason, "hint": None, "where": "",
                 "host": None, "rank": None, "line": None, "traceback": []}

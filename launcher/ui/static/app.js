@@ -179,7 +179,7 @@ function jobPage(id) {
     const f = d.failure, box = document.getElementById("failure");
     box.hidden = !f;
     if (f) box.className = "card failure", box.innerHTML = `<h2 style="margin-top:0">failure</h2>
-      <div class="cause">${esc(f.cause)}</div><div>${esc(f.where)} ${f.kind ? `(${esc(f.kind)})` : ""}</div>
+      <div class="cause">${esc(f.cause)}</div><div>${esc(f.where)} ${f.kind ? `(${esc(f.kind)})` : ""}${f.family ? ` · <span class="family">${esc(f.family)}${f.code ? " " + esc(f.code) : ""}</span>` : ""}</div>
       ${f.message && f.message !== f.cause ? `<div class="muted">${esc(f.message)}</div>` : ""}
       ${f.hint ? `<div><b>hint:</b> ${esc(f.hint)}</div>` : ""}${f.traceback.length ? `<pre>${esc(f.traceback.join("\n"))}</pre>` : ""}`;
     const sl = d.stragglers || [], sbox = document.getElementById("stragglers");
