@@ -745,7 +745,7 @@ class JobLogs:
         prefixed = split_prefix(line)
         if prefixed is not None:
             p_host, p_rank, line = prefixed
-            if rank is None and p_host is not None or p_rank is not None:
+            if (rank is None and p_host is not None) or p_rank is not None:
                 host = p_host or host
                 rank = p_rank if p_rank is not None else rank
         self.state(host, rank).feed_stripped(line)
@@ -813,11 +813,11 @@ class JobLogs:
         found = self.stream_failures()
         if not found:
             return None
-        timed = [f for f in found if f.at is not None]
+        times = [f.at for f in found if f.at is not None]
         pool = found
-        if timed:  # a failure with no time at all cannot be placed: it stays a candidate
-            t0 = min(f.at for f in timed)  # type: ignore[type-var]
-            pool = [f for f in found if f.at is None or (f.at - t0) <= SAME_MOMENT]
+        if times:  # a failure with no time at all cannot be placed: it stays a candidate
+            t0 = min(times)
+            pool = [f for f in found if f.at is None or f.at - t0 <= SAME_MOMENT]
         first = min(pool, key=lambda f: (signatures.ROLE_ORDER[f.role], f.at or datetime.max, found.index(f)))
         return self._remote_of(first) or first
 
