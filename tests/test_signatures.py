@@ -1,5 +1,11 @@
-"""The failure-signature table (launcher/metrics/signatures.py), one test per signature on real
-text, and the rule that log text explains failures but never makes one.
+"""The failure-signature table (launcher/metrics/signatures.py) and how the first failure is picked.
+
+Coverage by construction: every row of the table has lines it must match and near misses it
+must not in tests/fixtures/signatures/rows.txt (a row without both fails
+``test_every_row_has_a_line_it_matches_and_a_near_miss``); every known CANN code and runtime
+result number is carried by one of those lines. The classes real logs were misjudged in
+(tests/fixtures/diagnosis/, see its README) are read as ``alaunch logs FILE --json`` reads them.
+Log text explains failures, never makes one.
 
 Sources of the text: tests/fixtures/real-world/ (see its README: other people's Ascend runs),
 tests/fixtures/real-ascend/, msrun's own messages (mindspore/parallel/cluster/process_entity/
