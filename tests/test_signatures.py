@@ -290,6 +290,9 @@ def _json(path: Path) -> dict:
     ("echoed_export_stream_timeout.log", "runtime", "EE1002", "stream synchronize timeout", ("local", None)),
     ("ej0001_hccp.log", "HCCP", "EJ0001", "last training process", ("local", None)),
     ("data_queue_then_stream.log", "data queue", None, "data channel failed", ("local", None)),
+    # classes named right before: they stay right
+    ("rank_table_invalid.log", "HCCL", "EI0004", "rank table file could not be read", ("local", None)),
+    ("device_id_invalid.log", "runtime", "EE1001", "invalid device, set device=8", ("local", None)),
 ])
 def test_each_class_is_named_with_its_family_and_cause(name, family, code, words, where):
     """What `alaunch logs FILE --json` says of each class the held-back logs missed."""
