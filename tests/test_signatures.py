@@ -432,3 +432,11 @@ def test_tool_prefixes_are_split_off(line, host, rank, rest):
 def test_lines_that_only_look_prefixed_are_left_alone(line):
     from launcher.metrics.logparse import split_prefix
     assert split_prefix(line) is None
+
+
+def test_the_json_is_plain_data_with_the_stream_failure_time_as_text():
+    import json
+    d = _json(DIAG / "first_in_time")
+    json.dumps(d)  # no datetime left for a default= to hide
+    assert {s["rank"]: s["failure"]["at"] for s in d["streams"]} == {0: "2025-03-02 10:32:11.713",
+                                                                     1: "2025-03-02 10:02:11.482"}

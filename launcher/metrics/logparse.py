@@ -650,6 +650,8 @@ class Summary:
         d = asdict(self)
         if d["failure"] is not None:
             d["failure"]["lines"] = list(d["failure"]["lines"])
+            at = d["failure"]["at"]
+            d["failure"]["at"] = at.isoformat(sep=" ", timespec="milliseconds") if at is not None else None
         return d
 
 
