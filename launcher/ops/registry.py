@@ -733,6 +733,26 @@ class Registry:
         sql += " ORDER BY COALESCE(s.ended_at, p.created_at) DESC"
         return [_step(r) for r in self._conn.execute(sql, args)]
 
+    def step_jobs(self, name: str, step: str, identity: str) -> list[StepRecord]:
+        """Steps of earlier runs of pipeline ``name`` of this identity that submitted a job, in
+        any state (newest first): a killed ``alaunch run``'s step whose job runs on, or
+        succeeded after it, is found here and re-attached or reused, never submitted twice."""
+        sql = ("SELECT s.* FROM pipeline_steps s JOIN pipelines p ON p.id = s.pipeline_id "
+               "WHERE p.name = ? AND s.step = ? AND s.identity = ? AND s.job_id IS NOT NULL "
+               "ORDER BY COALESCE(s.started_at, p.created_at) DESC, p.id DESC")
+        return [_step(r) for r in self._conn.execute(sql, (name, step, identity))]
+
+    def move_if(self, job_id: str, from_states: Iterable[str], state: str, reason: str | None = None) -> bool:
+        """Move the job to ``state`` only if it is in one of ``from_states`` now, in one write
+        transaction (a compare-and-set: of two ``resume``s at once exactly one wins); returns
+        whether it moved."""
+        with self._write() as c:
+            old = self._state_of(c, job_id)
+            if old not in set(from_states):
+                return False
+            self._move(c, job_id, old, state, reason, True)
+        return True
+
     def events(self, job_id: str) -> list[Event]:
         rows = self._conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [Event(**dict(r)) for r in rows]
