@@ -174,15 +174,22 @@ def test_runs_dir_is_absolute_not_the_cwd():
 @pytest.mark.parametrize("options, message", [
     ({"predictions": {"from": "t"}, "reference": "r.jsonl", "metrc": "squad"}, "did you mean 'metric'"),
     ({"predictions": {"from": "t"}, "reference": "r.jsonl", "metric": "squad"}, "a pipeline scores math"),
-    ({"predictions": {"from": "t"}}, "score needs 'reference'"),
+    ({"predictions": "after"}, "predictions: must be a reference"),
 ])
 def test_with_keys_are_checked_per_builtin(options, message):
     text = yaml.safe_dump({"name": "p", "steps": {"t": {"job": "x.yaml"}, "s": {"builtin": "score", "with": options}}})
     with pytest.raises(InputError, match=message):
         pl.parse_pipeline(yaml.safe_load(text), "p.yaml", str(ROOT), text)
-    text = yaml.safe_dump({"name": "p", "steps": {"d": {"builtin": "data", "with": {"rows": 3}}}})
-    with pytest.raises(InputError, match="data needs 'recipe'"):
-        pl.parse_pipeline(yaml.safe_load(text), "p.yaml", str(ROOT), text)
+
+
+def test_a_data_step_without_a_recipe_is_one_line_before_anything_runs(tmp_path):
+    """It was a bare KeyError mid-run that left the run "interrupted"."""
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nsteps:\n  d: {builtin: data, with: {rows: 3}}\n")
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        with pytest.raises(InputError, match=r"p.yaml:3: steps.d.with: data needs 'recipe' \(options: recipe, out"):
+            PipelineRunner(r, None, []).run(pl.load_pipeline(path))
+        assert r.pipelines() == []  # refused before a run is recorded
 
 
 # ---------------------------------------------------------------- cancel, resume lock

@@ -232,13 +232,24 @@ def _check_options(builtin: str, options: dict, where: str, fail: Callable[[str,
             what = {"int": "an integer", "str": "a string", "path": "a path (relative to the pipeline file)",
                     "ref": "a reference {from: STEP}", "refs": "a list of references [{from: STEP}, ...]"}[kind]
             fail(f"{where}.{key}", f"must be {what}")
-    for key, (_, required) in table.items():
-        if required and key not in options:
-            fail(where, f"{builtin} needs {key!r} (options: {valid})")
     metric = options.get("metric", "math") if builtin == "score" else "math"
     if metric not in SCORE_METRICS:
         fail(f"{where}.metric", f"score metric {metric!r}{_did_you_mean(str(metric), SCORE_METRICS)}: a pipeline "
                                 f"scores {', '.join(SCORE_METRICS)} (score squad with `alaunch score squad`)")
+
+
+def missing_options(pipeline: Pipeline, names: Sequence[str] | None = None) -> None:
+    """Refuse (one InputError naming the file, line and key) a built-in step without an option it
+    needs (a data step without ``recipe`` raised a bare KeyError mid-run). Checked when the
+    pipeline is run (and dry-run), not when parsed: a test's stand-in built-in needs none."""
+    for step in pipeline.steps:
+        if step.builtin is None or (names is not None and step.name not in names):
+            continue
+        table = BUILTIN_OPTIONS[step.builtin]
+        for key, (_, required) in table.items():
+            if required and key not in step.options:
+                raise InputError(f"{step.builtin} needs {key!r} (options: {', '.join(table)})",
+                                 source=pipeline.source, line=step.line, key=f"steps.{step.name}.with")
 
 
 def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None = None,

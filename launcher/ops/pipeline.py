@@ -400,6 +400,7 @@ class PipelineRunner:
         or be skipped ("skip (unchanged since RUN)"), what its refs resolve to, its plan.
         Nothing is submitted (a skip's outputs are checked to exist, a read)."""
         selected = pl.select(pipeline, from_step, only)
+        pl.missing_options(pipeline, [n for n in selected if pipeline.step(n).builtin not in self.builtins])
         self.base_dir = Path(pipeline.base_dir or ".")
         self.pipeline = pipeline
         views = []
@@ -500,6 +501,7 @@ class PipelineRunner:
         re-attaches to them), or, with ``cancel_on_interrupt``, cancels them first. Any error
         ends the run FAILED with one line (never left "running" to read "interrupted" later)."""
         selected = pl.select(pipeline, from_step, only)
+        pl.missing_options(pipeline, [n for n in selected if pipeline.step(n).builtin not in self.builtins])
         self.base_dir = Path(pipeline.base_dir or ".")
         self.pipeline = pipeline
         order = pipeline.order()
