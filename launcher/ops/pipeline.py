@@ -61,6 +61,11 @@ from launcher.ops.service import JobService, SubmitOptions, prepare, used_hosts
 ENTRY_DIR = Path(__file__).resolve().parents[1] / "entry"
 
 
+def merged_path(producer: Mapping[str, Any]) -> str:
+    """Where a training's per-rank checkpoints are merged to (one file per job, in its job dir)."""
+    return posixpath.join(producer["root"], "output", "merged", f"{producer.get('job_id', 'merged')}.ckpt")
+
+
 def digest(what: Any) -> str:
     """The content identity of a step's outputs: a hash of plain data (paths and sha256s)."""
     return pl.text_sha(json.dumps(what, sort_keys=True, default=str))
@@ -286,8 +291,7 @@ class PipelineRunner:
         """Merge the newest global step every rank has (from the latest attempt that has it:
         ``core.pipeline.common_last_step`` on the files' own metadata) with
         ``entry/merge_ckpt.py`` on the producer's node 0, in its job dir."""
-        root = producer["root"]
-        out = posixpath.join(root, "output", "merged", f"{producer.get('job_id', 'merged')}.ckpt")
+        root, out = producer["root"], merged_path(producer)
         picked = pl.common_last_step(checkpoints_of(producer))
         if picked is None:
             raise AlaunchError(f"the ranks of {producer.get('job_id')} have no checkpoint step in common "
@@ -311,6 +315,10 @@ class PipelineRunner:
         def resolve(ref: pl.Ref, site: str) -> dict:
             if dry and ref.step not in self.outputs:
                 return {"remote": self._placeholder(ref, site)}
+            out = self.outputs[ref.step]
+            if dry and site == "checkpoint" and ref.select == "last" and "local" not in out and not ref.output \
+                    and len(pl.ranks_of((out.get("paths") or {}).get("checkpoints") or [])) > 1:
+                return {"remote": out.get("merged") or merged_path(out)}  # where the run merges it, not merged now
             return self.resolve(ref, site)
 
         data, source, base_dir = step_job_data(step, resolve)

@@ -707,7 +707,7 @@ class Registry:
         state in the jobs list); ``alaunch run`` again resumes, reusing the finished steps.
         Conditional on still RUNNING, so two readers write it once. Returns whether it wrote."""
         why = (f"interrupted: the `alaunch run` process (pid {runner.get('pid')} on this machine) is gone; "
-               "run it again to resume (finished steps are reused)")
+               "run it again to resume (finished steps are reused, running jobs re-attached)")
         with self._write() as c:
             done = c.execute("UPDATE pipelines SET state = ?, reason = ?, ended_at = ? WHERE id = ? AND state = ?",
                              (FAILED, why, now_iso(), pipeline_id, RUNNING)).rowcount
