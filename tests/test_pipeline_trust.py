@@ -252,3 +252,91 @@ def test_two_resumes_at_once_one_wins_the_other_is_told_and_changes_nothing(tmp_
     t.join(10)
     with reg.Registry(tmp_path / "r.sqlite3") as r4:
         assert r4.get(job.id).state == "failed"  # the winner could not start: the job is as it was
+
+
+# ---------------------------------------------------------------- Ctrl-C, retries that help
+
+def test_ctrl_c_ends_the_run_at_once_while_a_step_still_runs(tmp_path):
+    """The driver's loop sees Ctrl-C between two short waits; the step's thread is left running
+    (a job step's job runs on, on its host). Before, it waited for the running step to end."""
+    import os
+    import signal
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nsteps:\n  slow: {builtin: fetch, with: {steps: [{from: first}]}}\n"
+                    "  first: {builtin: data, with: {recipe: r.yaml}}\n")
+    started, finished = threading.Event(), threading.Event()
+
+    def slow(runner, step):
+        started.set()
+        threading.Event().wait(20)
+        finished.set()
+        return {"local": {}}
+
+    def interrupt():
+        started.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    said: list[str] = []
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        runner = PipelineRunner(r, None, [], say=said.append, builtins={"data": lambda rn, s: {"local": {}},
+                                                                          "fetch": slow})
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(pl.load_pipeline(path))
+        assert not finished.is_set()  # the step was still running when the driver stopped
+        got = r.pipeline("p")
+    assert got.state == "failed" and got.reason.startswith("interrupted"), got.reason
+    assert {s.step: s.state for s in got.steps}["slow"] == "failed" and "interrupted" in said[-1]
+
+
+def test_cancel_on_interrupt_cancels_the_running_steps_jobs(tmp_path):
+    cancelled: list[str] = []
+
+    class Service:
+        def cancel(self, job_id):
+            cancelled.append(job_id)
+
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        run_rec = r.create_pipeline("p", "p.yaml", [("train", "job"), ("eval", "job")])
+        r.set_step(run_rec.id, "train", state="running", job_id="job-1")
+        r.set_step(run_rec.id, "eval", state="succeeded", job_id="job-0")
+        runner = PipelineRunner(r, Service(), [], cancel_on_interrupt=True)
+        runner.interrupted(run_rec.id, pl.parse_pipeline({"name": "p", "steps": {"t": {"job": "x.yaml"}}}))
+        got = r.pipeline(run_rec.id)
+    assert cancelled == ["job-1"]
+    assert [(s.step, s.state) for s in got.steps] == [("train", "cancelled"), ("eval", "succeeded")]
+    assert got.state == "failed" and got.reason == "interrupted: its jobs were cancelled"
+
+
+@pytest.mark.parametrize("kind, said_what", [("finetune", "no checkpoint that every rank saved: submitting again "
+                                                          "from scratch, attempt 2 of 2"),
+                                             ("predict", "(transient): running it again, attempt 2 of 2")])
+def test_a_retry_without_a_checkpoint_submits_again_and_a_predict_reruns(tmp_path, monkeypatch, kind, said_what):
+    """The demo's `train: retries: 1` could never help (no checkpoint before the end) and a
+    retried predict failed with "only training jobs resume"."""
+    from launcher.errors import NothingToResume
+    from launcher.ops import resume
+
+    def no_checkpoint(service, ref, say):
+        raise NothingToResume(f"job {ref} has no checkpoint that every rank saved")
+
+    monkeypatch.setattr(resume, "resume_job", no_checkpoint)
+    said: list[str] = []
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        first = r.create_job("t", kind, nodes=[("localhost", str(tmp_path))], state="running")
+        run_rec = r.create_pipeline("p", "p.yaml", [("train", "job")])
+
+        def follow(record):
+            if record.id == first.id:
+                r.set_node(record.id, 0, exit_code=-9)
+                r.set_state(record.id, "failed", "node 0 killed by signal 9")
+            else:
+                r.set_state(record.id, "succeeded")
+
+        runner = PipelineRunner(r, None, [], say=said.append, follow=follow)
+        monkeypatch.setattr(runner, "submit", lambda run_id, step, spec: r.create_job(
+            "t", kind, nodes=[("localhost", str(tmp_path))], state="running"))
+        monkeypatch.setattr(runner, "job_outputs", lambda record: {"job_id": record.id})
+        result = runner.watch(run_rec.id, pl.Step("train", 0, inline={}, retries=1), None, first)
+    assert result.state == "succeeded" and result.job_id != first.id and result.attempts == 2, said
+    assert any(said_what in s for s in said), said
