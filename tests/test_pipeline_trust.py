@@ -317,7 +317,7 @@ def test_a_retry_without_a_checkpoint_submits_again_and_a_predict_reruns(tmp_pat
     from launcher.errors import NothingToResume
     from launcher.ops import resume
 
-    def no_checkpoint(service, ref, say):
+    def no_checkpoint(service, ref, say, original=None):
         raise NothingToResume(f"job {ref} has no checkpoint that every rank saved")
 
     monkeypatch.setattr(resume, "resume_job", no_checkpoint)

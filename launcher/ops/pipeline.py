@@ -744,7 +744,7 @@ class PipelineRunner:
             from launcher.ops.resume import resume_job
             self.say(f"  {step.name}: {verdict.cause} (transient): resuming, {of}")
             try:
-                return resume_job(self.service, record.id, self.say)
+                return resume_job(self.service, record.id, self.say, original=spec)
             except NothingToResume as exc:
                 self.say(f"  {step.name}: {verdict.cause} (transient): {exc.message}: submitting again from "
                          f"scratch, {of}")
