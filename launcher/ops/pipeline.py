@@ -45,12 +45,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from launcher import __version__
 from launcher.core import pipeline as pl
 from launcher.core import yamlio
 from launcher.core.hostfile import Host
 from launcher.core.layout import slug
 from launcher.core.spec import JobSpec, parse_job
-from launcher import __version__
 from launcher.errors import AlaunchError, InputError, NothingToResume
 from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
@@ -59,6 +59,7 @@ from launcher.ops import registry as reg
 from launcher.ops.service import JobService, SubmitOptions, prepare, used_hosts
 
 ENTRY_DIR = Path(__file__).resolve().parents[1] / "entry"
+DRY_PORT = 8118
 
 
 def merged_path(producer: Mapping[str, Any]) -> str:
@@ -76,7 +77,6 @@ def local_digest(local: Mapping[str, Any]) -> str:
     files = {p: (file_sha(p) if Path(p).exists() else None)
              for paths in local.values() for p in ([paths] if isinstance(paths, str) else paths)}
     return digest(files)
-DRY_PORT = 8118
 
 
 @dataclass
