@@ -340,3 +340,23 @@ def test_a_retry_without_a_checkpoint_submits_again_and_a_predict_reruns(tmp_pat
         result = runner.watch(run_rec.id, pl.Step("train", 0, inline={}, retries=1), None, first)
     assert result.state == "succeeded" and result.job_id != first.id and result.attempts == 2, said
     assert any(said_what in s for s in said), said
+
+
+def test_a_job_that_succeeded_after_its_driver_died_is_reused_a_running_one_reattached(tmp_path):
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        done = r.create_job("t", "finetune", nodes=[("localhost", str(tmp_path))], state="succeeded")
+        live = r.create_job("t", "finetune", nodes=[("localhost", str(tmp_path))], state="running")
+        old = r.create_pipeline("p", "p.yaml", [("train", "job"), ("eval", "job"), ("other", "job")])
+        r.set_step(old.id, "train", state="failed", identity="i1", job_id=done.id, started_at="2026-01-01T00:00:00",
+                   reason="interrupted: the `alaunch run` process (pid 1 on this machine) is gone")
+        r.set_step(old.id, "eval", state="failed", identity="i2", job_id=live.id, started_at="2026-01-01T00:00:00")
+        r.set_step(old.id, "other", state="succeeded", identity="i3", job_id=done.id)
+        said: list[str] = []
+        runner = PipelineRunner(r, None, [], say=said.append)
+        p = pl.parse_pipeline({"name": "p", "steps": {"t": {"job": "x.yaml"}}})
+        assert runner.earlier_job(p, pl.Step("train", 0), "i1", force=False).id == done.id
+        assert runner.earlier_job(p, pl.Step("train", 0), "i1", force=True) is None  # --from: run it again
+        assert runner.earlier_job(p, pl.Step("train", 0), "other-identity", force=False) is None
+        assert runner.earlier_job(p, pl.Step("eval", 1), "i2", force=True).id == live.id  # never train twice
+        assert runner.earlier_job(p, pl.Step("other", 2), "i3", force=False) is None  # finished: skip or re-run
+    assert f"train: {done.id} of run {old.id} succeeded after its driver stopped: reused" in said[0]

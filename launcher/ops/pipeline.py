@@ -677,6 +677,8 @@ class PipelineRunner:
         ``alaunch run`` was killed or interrupted: re-attach, never train twice) or that
         succeeded after its driver died (reuse it); None: submit."""
         for earlier in self.registry.step_jobs(pipeline.name, step.name, ident)[:1]:
+            if earlier.state in ("succeeded", "skipped"):
+                return None  # its outputs were not current enough to skip: run it again
             try:
                 job = self.registry.get(earlier.job_id)
             except InputError:
@@ -684,7 +686,7 @@ class PipelineRunner:
             if not job.terminal:
                 self.say(f"  {step.name}: re-attached to {job.id} (still {job.state}, from run {earlier.pipeline_id})")
                 return job
-            if job.state == reg.SUCCEEDED and not force and earlier.state != "succeeded":
+            if job.state == reg.SUCCEEDED and not force:
                 self.say(f"  {step.name}: {job.id} of run {earlier.pipeline_id} succeeded after its driver stopped: "
                          f"reused")
                 return job
