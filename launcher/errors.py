@@ -86,5 +86,7 @@ class NothingToResume(AlaunchError):
     exit_code = ExitCode.ERROR
 
 
-class ResumeBusy(InputError):
+class ResumeBusy(AlaunchError):
     """Another ``alaunch resume`` (or a pipeline's retry) of the same job is under way."""
+
+    exit_code = ExitCode.ERROR
