@@ -73,7 +73,7 @@ def test_a_killed_driver_is_reattached_not_retrained(tmp_path, toy_data):  # noq
             break
     assert f"train: re-attached to {job_id}" in out, out
     os.kill(second.pid, signal.SIGINT)
-    rest, err = second.communicate(timeout=60)
+    _, err = second.communicate(timeout=60)
     err = out + err
     assert second.returncode == 130, err
     assert f"job {job_id} keeps running" in err and "again re-attaches" in err, err

@@ -308,8 +308,8 @@ def test_cancel_on_interrupt_cancels_the_running_steps_jobs(tmp_path):
     assert got.state == "failed" and got.reason == "interrupted: its jobs were cancelled"
 
 
-@pytest.mark.parametrize("kind, said_what", [("finetune", "no checkpoint that every rank saved: submitting again "
-                                                          "from scratch, attempt 2 of 2"),
+@pytest.mark.parametrize("kind, said_what", [("finetune", ("no checkpoint that every rank saved: submitting again "
+                                                           "from scratch, attempt 2 of 2")),
                                              ("predict", "(transient): running it again, attempt 2 of 2")])
 def test_a_retry_without_a_checkpoint_submits_again_and_a_predict_reruns(tmp_path, monkeypatch, kind, said_what):
     """The demo's `train: retries: 1` could never help (no checkpoint before the end) and a
