@@ -125,3 +125,4 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, toy_data, run_cli):
     ckpts = checkpoints_of(step.outputs)
     names = sorted((c.step, c.path.rsplit("/", 1)[-1]) for c in ckpts if c.rank == 0)
     assert pl.last_checkpoint(ckpts).step == EPOCHS * 8, names  # the last global step, whatever its name
+    assert pl.last_checkpoint(ckpts).attempt == 2 and {c.attempt for c in ckpts if c.step == resumed_at} == {1}

@@ -36,13 +36,17 @@ def test_last_checkpoint_is_the_highest_global_step_not_the_newest_name():
 
 def test_merge_takes_the_newest_step_every_rank_has_from_the_latest_attempt():
     d = "/j/output/checkpoint/rank_{}/t-{}.ckpt"
-    ckpts = [pl.Checkpoint(d.format(0, "2_50"), 0, 200, 10),  # attempt 1 (same name as attempt 2's)
-             pl.Checkpoint(d.format(1, "2_50"), 1, 200, 11),
-             pl.Checkpoint(d.format(0, "2_50a"), 0, 200, 30),  # attempt 2 rewrote step 200
-             pl.Checkpoint(d.format(1, "2_50a"), 1, 200, 31),
-             pl.Checkpoint(d.format(0, "4_50"), 0, 400, 40)]  # rank 1 died before saving 400
+    ckpts = [pl.Checkpoint(d.format(0, "2_50"), 0, 200, 10, attempt=1),  # same name as attempt 2's
+             pl.Checkpoint(d.format(1, "2_50"), 1, 200, 11, attempt=1),
+             pl.Checkpoint(d.format(0, "2_50a"), 0, 200, 30, attempt=2),  # attempt 2 wrote step 200 again
+             pl.Checkpoint(d.format(1, "2_50a"), 1, 200, 31, attempt=2),
+             pl.Checkpoint(d.format(0, "4_50"), 0, 400, 40, attempt=2)]  # rank 1 died before saving 400
     step, files = pl.common_last_step(ckpts)
-    assert step == 200 and {r: c.mtime_ns for r, c in files.items()} == {0: 30, 1: 31}  # never mixed attempts
+    assert step == 200 and {r: c.attempt for r, c in files.items()} == {0: 2, 1: 2}
+    # step 300: rank 0 has it from attempt 3 only, rank 1 from attempt 2 only: never mixed
+    mixed = ckpts + [pl.Checkpoint(d.format(0, "3_50"), 0, 300, 50, attempt=3),
+                     pl.Checkpoint(d.format(1, "3_50"), 1, 300, 35, attempt=2)]
+    assert pl.common_last_step(mixed)[0] == 200
     assert pl.common_last_step([pl.Checkpoint("/rank_0/a.ckpt", 0, 1), pl.Checkpoint("/rank_1/a.ckpt", 1, 2)]) is None
 
 

@@ -390,7 +390,8 @@ def text_sha(data: bytes | str) -> str:
 class Checkpoint:
     """One checkpoint file as its host described it (``entry/merge_ckpt.py``'s ``inspect``):
     ``step`` is the *global* step from the file's own metadata (MindFormers' ``step_num``;
-    None when it has none), ``mtime_ns`` when it was written (the later attempt wins a tie)."""
+    None when it has none), ``attempt`` the attempt that wrote it (from when the job's
+    resumes began, on its host), ``mtime_ns`` when it was written."""
 
     path: str
     rank: Optional[int]
@@ -398,16 +399,17 @@ class Checkpoint:
     mtime_ns: int = 0
     size: int = 0
     sha256: Optional[str] = None
+    attempt: int = 1
 
     @classmethod
     def of(cls, path: str, info: Mapping[str, Any]) -> "Checkpoint":
         return cls(path, rank_of(path), info.get("step"), int(info.get("mtime_ns") or 0),
-                   int(info.get("size") or 0), info.get("sha256"))
+                   int(info.get("size") or 0), info.get("sha256"), int(info.get("attempt") or 1))
 
     def order(self) -> tuple:
-        """Newest first by global step, then by write time; names never decide (a resumed
-        MindSpore run names step 400 ``_1-4_50`` after step 350's ``_1-4_100``)."""
-        return (-1 if self.step is None else self.step, self.mtime_ns)
+        """Newest first by global step, then attempt, then write time; names never decide (a
+        resumed MindSpore run names step 400 ``_1-4_50`` after step 350's ``_1-4_100``)."""
+        return (-1 if self.step is None else self.step, self.attempt, self.mtime_ns)
 
 
 def rank_of(path: str) -> int | None:
@@ -430,22 +432,21 @@ def last_checkpoint(items: Sequence[Checkpoint]) -> Checkpoint | None:
 
 def common_last_step(items: Sequence[Checkpoint]) -> tuple[int, dict[int, Checkpoint]] | None:
     """The newest global step every rank has a checkpoint of (MindFormers' resume_ckpt rule:
-    a rank killed mid-save must not make the others use a step it lacks), and each rank's
-    file of it from the latest attempt that wrote it. None: no step in common (or no steps)."""
-    by_rank: dict[int, dict[int, Checkpoint]] = {}
-    for c in _ckpts(items):
-        if c.rank is None or c.step is None:
-            continue
-        have = by_rank.setdefault(c.rank, {})
-        if c.step not in have or c.mtime_ns > have[c.step].mtime_ns:
-            have[c.step] = c
-    if not by_rank:
+    a rank killed mid-save must not make the others use a step it lacks), with every rank's
+    file of it from one attempt, the latest that has them all (never rank 0's from attempt 2
+    and rank 1's from attempt 1: "the ranks' checkpoints differ"). None: no such step."""
+    ckpts = [c for c in _ckpts(items) if c.rank is not None and c.step is not None]
+    ranks = {c.rank for c in ckpts}
+    by_key: dict[tuple[int, int], dict[int, Checkpoint]] = {}
+    for c in ckpts:
+        have = by_key.setdefault((c.step, c.attempt), {})
+        if c.rank not in have or c.mtime_ns > have[c.rank].mtime_ns:
+            have[c.rank] = c
+    complete = [key for key, files in by_key.items() if set(files) == ranks]
+    if not complete:
         return None
-    common = set.intersection(*(set(steps) for steps in by_rank.values()))
-    if not common:
-        return None
-    step = max(common)
-    return step, {rank: steps[step] for rank, steps in sorted(by_rank.items())}
+    step, attempt = max(complete)
+    return step, dict(sorted(by_key[(step, attempt)].items()))
 
 
 def ranks_of(paths: Sequence[str]) -> list[int]:

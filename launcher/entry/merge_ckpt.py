@@ -4,7 +4,7 @@ Usage: ``python merge_ckpt.py '<json request>'``, one JSON line back. Imports no
 ``launcher`` (it runs on the host, with the host's python), like ``run_cpu.py``. Two requests:
 
 * ``{"op": "inspect", "paths": [...], "hash": [...]}`` -> ``{path: {"size", "mtime_ns",
-  "step", "epoch", "sha256"}}``: each checkpoint's *global* step read from the file's own
+  "step", "epoch", "attempt", "sha256"}}``: each checkpoint's *global* step read from the file's own
   metadata (MindFormers' ``step_num``, appended to every checkpoint it saves), with no
   mindspore import: the ``.ckpt`` protobuf is walked record by record, seeking over the
   tensors, so a 16 GB file costs a few hundred reads. Names are not used: a resumed
@@ -137,8 +137,21 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _attempt_starts(path: str, cache: dict) -> list:
+    """When each resume of the job that wrote ``path`` began: the mtimes of its job dir's
+    ``attempts/<n>/`` (made by the rotation before attempt n+1 starts; same host, same clock)."""
+    marker = os.sep + os.path.join("output", "checkpoint") + os.sep
+    root = path.split(marker)[0] if marker in path else None
+    if root not in cache:
+        kept = glob.glob(os.path.join(root, "attempts", "*")) if root else []
+        cache[root] = sorted(os.stat(k).st_mtime_ns for k in kept if os.path.basename(k).isdigit())
+    return cache[root]
+
+
 def inspect(paths: list, hash_paths: list) -> dict:
-    out = {}
+    """Each file's size, mtime, global step and epoch (its own metadata), the attempt that
+    wrote it (1 + the resumes begun before it was written) and, for ``hash_paths``, sha256."""
+    out, starts = {}, {}
     for path in paths:
         st = os.stat(path)
         meta = {}
@@ -149,8 +162,10 @@ def inspect(paths: list, hash_paths: list) -> dict:
                 meta = safetensors_meta(path)
         except (OSError, ValueError, IndexError, struct.error):
             meta = {}
+        attempt = 1 + sum(1 for t in _attempt_starts(path, starts) if t <= st.st_mtime_ns)
         out[path] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "step": meta.get("step_num"),
-                     "epoch": meta.get("epoch_num"), "sha256": sha256(path) if path in hash_paths else None}
+                     "epoch": meta.get("epoch_num"), "attempt": attempt,
+                     "sha256": sha256(path) if path in hash_paths else None}
     return out
 
 
