@@ -364,3 +364,39 @@ def test_a_job_that_succeeded_after_its_driver_died_is_reused_a_running_one_reat
         assert runner.earlier_job(p, pl.Step("eval", 1), "i2", force=True).id == live.id  # never train twice
         assert runner.earlier_job(p, pl.Step("other", 2), "i3", force=False) is None  # finished: skip or re-run
     assert f"train: {done.id} of run {old.id} succeeded after its driver stopped: reused" in said[0]
+
+
+def test_a_job_steps_identity_covers_its_code_tree_entry_scripts_and_alaunch(tmp_path, monkeypatch):
+    """Changing any of them re-ran nothing before (issue 32)."""
+    from launcher.core.hostfile import Host
+    from launcher.ops import pipeline as ops_pipeline
+    code = tmp_path / "code"
+    (code / "pkg").mkdir(parents=True)
+    (code / "pkg" / "train.py").write_text("print('v1')\n")
+    (code / "__pycache__").mkdir()
+    job = tmp_path / "j.yaml"
+    job.write_text(yaml.safe_dump({"name": "t", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml",
+                                   "code": {"local": str(code)}, "entry": {"script": "pkg/train.py"}}))
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "steps": {"t": {"job": "j.yaml"},
+                                                           "m": {"builtin": "merge", "with": {"checkpoint": {"from": "t"}}}}}))
+    p = pl.load_pipeline(path)
+    runner = PipelineRunner(None, None, [Host("localhost", 1, slot_ids=(0,))])
+    runner.base_dir = tmp_path
+
+    def parts():
+        return runner.step_parts(p.step("t"), runner.job_spec(p.step("t")))
+
+    before = parts()
+    (code / "__pycache__" / "x.pyc").write_bytes(b"\0")  # excluded, as staging excludes it
+    assert parts() == before
+    (code / "pkg" / "train.py").write_text("print('v2')\n")
+    assert pl.changed(before, parts()) == ["code tree"]
+    monkeypatch.setattr(ops_pipeline, "__version__", "9.9")
+    assert "alaunch" in pl.changed(before, parts())
+    assert "merge script" in runner.step_parts(p.step("m"), None)
+    cpu = tmp_path / "cpu.yaml"
+    cpu.write_text(yaml.safe_dump({"name": "c", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml",
+                                   "entry": {"script": "alaunch:run_cpu"}}))
+    step = pl.Step("c", 0, job=str(cpu))
+    assert "entry scripts" in runner.step_parts(step, runner.job_spec(step))
