@@ -358,11 +358,19 @@ def test_a_job_that_succeeded_after_its_driver_died_is_reused_a_running_one_reat
         said: list[str] = []
         runner = PipelineRunner(r, None, [], say=said.append)
         p = pl.parse_pipeline({"name": "p", "steps": {"t": {"job": "x.yaml"}}})
-        assert runner.earlier_job(p, pl.Step("train", 0), "i1", force=False).id == done.id
-        assert runner.earlier_job(p, pl.Step("train", 0), "i1", force=True) is None  # --from: run it again
-        assert runner.earlier_job(p, pl.Step("train", 0), "other-identity", force=False) is None
-        assert runner.earlier_job(p, pl.Step("eval", 1), "i2", force=True).id == live.id  # never train twice
-        assert runner.earlier_job(p, pl.Step("other", 2), "i3", force=False) is None  # finished: skip or re-run
+        now = r.create_pipeline("p", "p.yaml", [("train", "job"), ("eval", "job"), ("other", "job"), ("late", "job")])
+        assert runner.earlier_job(p, now.id, pl.Step("train", 0), "i1", force=False).id == done.id
+        assert runner.earlier_job(p, now.id, pl.Step("train", 0), "i1", force=True) is None  # --from: run it again
+        assert runner.earlier_job(p, now.id, pl.Step("train", 0), "other-identity", force=False) is None
+        assert runner.earlier_job(p, now.id, pl.Step("eval", 1), "i2", force=True).id == live.id  # never train twice
+        assert runner.earlier_job(p, now.id, pl.Step("other", 2), "i3", force=False) is None  # finished: skip or re-run
+        # the driver died between the submit and recording the job id: the job's own meta finds it
+        lost = r.create_pipeline("p", "p.yaml", [("late", "job")])
+        r.set_step(lost.id, "late", state="failed", identity="i4", started_at="2026-01-02T00:00:00")
+        late = r.create_job("t", "finetune", nodes=[("localhost", str(tmp_path))], state="running",
+                            meta={"pipeline": lost.id, "pipeline_step": "late"})
+        assert runner.earlier_job(p, now.id, pl.Step("late", 0), "i4", force=False).id == late.id
+        assert {s.step: s.job_id for s in r.pipeline(now.id).steps}["late"] == late.id  # recorded before it is said
     assert f"train: {done.id} of run {old.id} succeeded after its driver stopped: reused" in said[0]
 
 

@@ -579,7 +579,8 @@ class PipelineRunner:
     def interrupted(self, run_id: str, pipeline: pl.Pipeline) -> None:
         """Ctrl-C / SIGTERM: the running steps' jobs keep running (said, with how to re-attach),
         or are cancelled with ``cancel_on_interrupt``. The run ends FAILED "interrupted"."""
-        live = [s for s in self.registry.pipeline(run_id).steps if s.state == "running"]
+        live = [replace(s, job_id=s.job_id or self.registry.step_job(run_id, s.step))
+                for s in self.registry.pipeline(run_id).steps if s.state == "running"]
         how = f"`alaunch run {pipeline.source}` again re-attaches to them"
         for s in live:
             if s.job_id and self.cancel_on_interrupt:
@@ -592,7 +593,7 @@ class PipelineRunner:
                     self.say(f"  {s.step}: could not cancel job {s.job_id}: {exc.message}")
                 continue
             what = f"job {s.job_id} keeps running" if s.job_id else "its job may still be starting"
-            self.registry.set_step(run_id, s.step, state="failed", ended_at=reg.now_iso(),
+            self.registry.set_step(run_id, s.step, state="failed", ended_at=reg.now_iso(), job_id=s.job_id,
                                    reason=f"interrupted: {what}; {how}")
             self.say(f"  {s.step}: {what}")
         jobs = [s.job_id for s in live if s.job_id]
@@ -656,7 +657,7 @@ class PipelineRunner:
         self.registry.set_step(run_id, step.name, state="running", identity=ident, started_at=reg.now_iso())
         start = time.monotonic()
         if spec is not None:
-            earlier = self.earlier_job(pipeline, step, ident, force)
+            earlier = self.earlier_job(pipeline, run_id, step, ident, force)
             result = self.watch(run_id, step, spec, earlier) if earlier else self.run_job(run_id, step, spec)
         else:
             result = StepResult(reg.SUCCEEDED, self.run_builtin(step))
@@ -672,24 +673,31 @@ class PipelineRunner:
             self.registry.set_step(run_id, step.name, job_id=result.job_id, attempts=result.attempts)
         return result
 
-    def earlier_job(self, pipeline: pl.Pipeline, step: pl.Step, ident: str, force: bool) -> reg.JobRecord | None:
+    def earlier_job(self, pipeline: pl.Pipeline, run_id: str, step: pl.Step, ident: str,
+                    force: bool) -> reg.JobRecord | None:
         """The job of an earlier run of this step, same identity, that is still running (its
         ``alaunch run`` was killed or interrupted: re-attach, never train twice) or that
-        succeeded after its driver died (reuse it); None: submit."""
-        for earlier in self.registry.step_jobs(pipeline.name, step.name, ident)[:1]:
-            if earlier.state in ("succeeded", "skipped"):
-                return None  # its outputs were not current enough to skip: run it again
+        succeeded after its driver died (reuse it); None: submit. Recorded as this run's
+        step's job before it is said (a Ctrl-C right after must know the job)."""
+        earlier = [s for s in self.registry.step_jobs(pipeline.name, step.name, ident) if s.pipeline_id != run_id]
+        for prev in earlier[:1]:
+            job_id = None if prev.state in ("succeeded", "skipped") else \
+                prev.job_id or self.registry.step_job(prev.pipeline_id, step.name)
+            if job_id is None:
+                return None  # finished (its outputs were not current enough to skip), or nothing submitted
             try:
-                job = self.registry.get(earlier.job_id)
+                job = self.registry.get(job_id)
             except InputError:
                 return None  # pruned
             if not job.terminal:
-                self.say(f"  {step.name}: re-attached to {job.id} (still {job.state}, from run {earlier.pipeline_id})")
-                return job
-            if job.state == reg.SUCCEEDED and not force:
-                self.say(f"  {step.name}: {job.id} of run {earlier.pipeline_id} succeeded after its driver stopped: "
-                         f"reused")
-                return job
+                note = f"re-attached to {job.id} (still {job.state}, from run {prev.pipeline_id})"
+            elif job.state == reg.SUCCEEDED and not force:
+                note = f"{job.id} of run {prev.pipeline_id} succeeded after its driver stopped: reused"
+            else:
+                return None
+            self.registry.set_step(run_id, step.name, job_id=job.id)
+            self.say(f"  {step.name}: {note}")
+            return job
         return None
 
     # ------------------------------------------------------------------ job steps
@@ -709,11 +717,11 @@ class PipelineRunner:
         opts = replace(self.opts, wait=True) if self.concurrent else self.opts
         record = self.service.submit(spec, self.hosts, opts,
                                      meta={"pipeline": run_id, "pipeline_step": step.name})
+        self.registry.set_step(run_id, step.name, job_id=record.id)
         devices = record.meta.get("devices") or {}
         if devices:
             self.say(f"  {step.name}: {record.id} on " + "; ".join(f"{h} card(s) {','.join(map(str, d))}"
                                                                  for h, d in devices.items()))
-        self.registry.set_step(run_id, step.name, job_id=record.id)
         return record
 
     def watch(self, run_id: str, step: pl.Step, spec: JobSpec, record: reg.JobRecord) -> StepResult:
