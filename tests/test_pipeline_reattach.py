@@ -3,7 +3,7 @@
 `alaunch run` re-attaches to that job (no second training); that one gets Ctrl-C (SIGINT):
 it ends at once, says the job keeps running and how to re-attach, and the job's worker is
 still alive; a third `alaunch run` re-attaches again and the step succeeds with the first
-job, which is the only job of the pipeline."""
+job (re-attached, or used as it is if it ended meanwhile), the only job of the pipeline."""
 
 from __future__ import annotations
 
@@ -82,7 +82,9 @@ def test_a_killed_driver_is_reattached_not_retrained(tmp_path, toy_data):  # noq
     third = subprocess.run([sys.executable, "-m", "launcher", *args], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                            capture_output=True, text=True, timeout=500)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert f"train: re-attached to {job_id}" in third.stderr, third.stderr
+    assert (f"train: re-attached to {job_id}" in third.stderr  # or it ended meanwhile: used as it is
+            or f"train: {job_id} of run " in third.stderr and "succeeded after its driver stopped" in third.stderr), \
+        third.stderr
     from launcher.ops.registry import Registry
     with Registry.in_state_dir() as registry:
         run = registry.pipeline("reattach-test")
