@@ -408,3 +408,29 @@ def test_a_job_steps_identity_covers_its_code_tree_entry_scripts_and_alaunch(tmp
                                    "entry": {"script": "alaunch:run_cpu"}}))
     step = pl.Step("c", 0, job=str(cpu))
     assert "entry scripts" in runner.step_parts(step, runner.job_spec(step))
+
+
+def test_merge_of_a_multi_node_job_says_it_saw_part_of_the_ranks_or_refuses_a_sharded_one(tmp_path):
+    """A 2-node training without a shared workdir: node 0's filesystem holds rank 0's files only.
+    Data parallel (no strategy file): rank 0's checkpoint is the model, and the answer says it
+    came from 1 of 2 ranks (it read "single-rank: 1 rank(s)"); sharded: refused, saying why."""
+    import importlib.util
+    import shutil
+    import pytest
+    spec = importlib.util.spec_from_file_location("merge_ckpt", ROOT / "launcher" / "entry" / "merge_ckpt.py")
+    merge_ckpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge_ckpt)
+    job = tmp_path / "job"
+    ckpt = job / "output" / "checkpoint" / "rank_0" / FIXTURE.name
+    ckpt.parent.mkdir(parents=True)
+    shutil.copyfile(FIXTURE, ckpt)
+    out = job / "output" / "merged" / "m.ckpt"
+    result = merge_ckpt.merge(str(job), str(out), {"0": str(ckpt)}, 400, world=2)
+    assert result["mode"].startswith("data-parallel") and "ranks 0 of 2" in result["mode"]
+    assert out.read_bytes() == FIXTURE.read_bytes()
+    assert merge_ckpt.merge(str(job), str(out), {"0": str(ckpt)}, 400, world=1)["mode"] == "single-rank"
+    (job / "output" / "strategy").mkdir(parents=True)
+    (job / "output" / "strategy" / "ckpt_strategy_rank_0.ckpt").write_bytes(b"s")
+    with pytest.raises(SystemExit) as info:
+        merge_ckpt.merge(str(job), str(out), {"0": str(ckpt)}, 400, world=2)
+    assert "only rank(s) 0 of the job's 2 ranks" in str(info.value) and "shared" in str(info.value)

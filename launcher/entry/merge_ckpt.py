@@ -180,12 +180,29 @@ def _done(result: dict) -> dict:
     return {**result, "sha256": sha256(result["out"])}
 
 
-def merge(job_dir: str, out: str, ckpts: dict, step) -> dict:
+def merge(job_dir: str, out: str, ckpts: dict, step, world: int | None = None) -> dict:
+    """``world``: the job's rank count. Fewer ranks' files here than that means the others
+    were written on other nodes' filesystems (a multi-node job without a shared workdir): a
+    sharded job cannot be merged from part of its ranks and is refused saying why; under data
+    parallel (no strategy file) every rank holds the complete model, so the lowest rank's
+    checkpoint is the model and the answer says it came from ``ranks`` of ``world`` (it read
+    "single-rank: 1 rank(s)" for a 2-node training)."""
     ckpts = {int(rank): path for rank, path in ckpts.items()}
     if not ckpts:
         raise SystemExit(f"no checkpoints under {job_dir}/output/checkpoint/rank_*/ that every rank saved")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     strategies = strategy_files(job_dir)
+    if world and len(ckpts) < world:
+        here = ", ".join(map(str, sorted(ckpts)))
+        if strategies:
+            raise SystemExit(f"only rank(s) {here} of the job's {world} ranks have their checkpoints on this node's "
+                             "filesystem, and the job is sharded (strategy files): merging needs every rank's; "
+                             "train with a workdir shared by the nodes")
+        shutil.copyfile(ckpts[min(ckpts)], out + ".part")
+        os.replace(out + ".part", out)
+        return _done({"out": out, "mode": f"data-parallel (rank {min(ckpts)}'s; ranks {here} of {world} on this "
+                      "node, the others on other nodes: equal under data parallel)", "ranks": len(ckpts),
+                      "world": world, "step": step, "params": None})
     if len(ckpts) == 1:
         shutil.copyfile(next(iter(ckpts.values())), out + ".part")
         os.replace(out + ".part", out)
@@ -227,7 +244,8 @@ def main(argv: list) -> int:
     if request.get("op") == "inspect":
         result = inspect(request["paths"], request.get("hash") or [])
     else:
-        result = merge(request["job_dir"], request["out"], request["ckpts"], request.get("step"))
+        result = merge(request["job_dir"], request["out"], request["ckpts"], request.get("step"),
+                       request.get("world"))
     print(json.dumps(result))
     return 0
 

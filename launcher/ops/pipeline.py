@@ -297,7 +297,7 @@ class PipelineRunner:
             raise AlaunchError(f"the ranks of {producer.get('job_id')} have no checkpoint step in common "
                                f"(by the files' global steps); nothing complete to merge")
         step, ckpts = picked
-        return self.on_host(producer, {"job_dir": root, "out": out, "step": step,
+        return self.on_host(producer, {"job_dir": root, "out": out, "step": step, "world": producer.get("world"),
                                        "ckpts": {str(r): c.path for r, c in ckpts.items()}}, "merge")
 
     def on_host(self, producer: Mapping[str, Any], request: dict, what: str) -> Any:
@@ -831,7 +831,8 @@ class PipelineRunner:
                 runner.close()
             for f in listing.files:
                 paths.setdefault(f.group, []).append(posixpath.join(listing.root, f.path))
-        out = {"job_id": record.id, "host": node0.host, "python": python, "root": node0.job_dir,
+        world = sum(len(r) for r in (record.meta.get("ranks") or {}).values()) or None
+        out = {"job_id": record.id, "host": node0.host, "python": python, "root": node0.job_dir, "world": world,
                "paths": paths, "default": "checkpoints" if record.kind == "finetune" else "predictions"}
         every = [p for ps in paths.values() for p in ps]
         if every:
