@@ -24,7 +24,8 @@ def test_login_view_is_one_node_on_the_login_host(tmp_path):
                            nodes=[("n1", "/shared/a/j"), ("n2", "/shared/a/j")],
                            meta={"backend": "slurm", "root": "/shared/a/j"})
         view = slurm.login_view(r.get(job.id))
-    assert slurm.is_slurm(view)
+    from launcher.ops.engines import kind_of
+    assert kind_of(view) == "slurm" and view.meta["state_per_node"] is False
     assert [(n.node_rank, n.host, n.job_dir) for n in view.nodes] == [(0, "login01", "/shared/a/j")]
 
 

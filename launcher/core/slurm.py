@@ -26,7 +26,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from launcher.core import yamlio
 from launcher.core.hostfile import Host, check_host_name
@@ -84,6 +84,7 @@ class SlurmTarget:
     python: str | None = None  # python on the login node (default: python3; ours for localhost)
     bin_dir: str | None = None  # msrun/python on the compute nodes (first on PATH)
     source: str | None = None
+    engine: ClassVar[str] = "slurm"  # the engine that runs this target (launcher.ops.engines)
 
     @property
     def gres_option(self) -> str | None:
@@ -95,6 +96,10 @@ class SlurmTarget:
         """The login node as a host the runners reach (``localhost`` runs here, no SSH)."""
         return Host(self.login, max(1, self.cards_per_node), user=self.user, port=self.port,
                     identity=self.identity, workdir=self.workdir, source=self.source)
+
+    def stage_hosts(self) -> list[Host]:
+        """Staging (and prune) reach the shared workdir through the login node alone."""
+        return [self.login_host()]
 
     def node_hosts(self) -> list[Host]:
         """Stand-ins for the nodes Slurm will allocate (``node0`` ...): what render/plan count."""
@@ -109,19 +114,6 @@ class SlurmTarget:
             if value:
                 opts.append(f"--{key}={value}")
         return opts + list(self.extra_sbatch)
-
-
-def is_slurm_target(path: str | Path) -> bool:
-    """True when the file's first meaningful line is ``slurm:`` (a hostfile never is)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                text = line.strip()
-                if text and not text.startswith("#"):
-                    return text.split("#")[0].strip() == "slurm:"
-    except OSError:
-        return False
-    return False
 
 
 def _bad(msg: str, source: str, key: str, text: str) -> InputError:
@@ -193,14 +185,6 @@ def parse_target(text: str, source: str = "<slurm target>") -> SlurmTarget:
                        identity=None if raw.get("identity") is None else str(raw["identity"]),
                        python=None if raw.get("python") is None else str(raw["python"]),
                        bin_dir=option("bin_dir"), source=source)
-
-
-def read_target(path: str | Path) -> SlurmTarget:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read the Slurm target: {exc.strerror}", source=str(path)) from None
-    return parse_target(text, str(path))
 
 
 # ----------------------------------------------------------------------------- the batch script

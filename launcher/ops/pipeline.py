@@ -44,7 +44,8 @@ from launcher.errors import AlaunchError, InputError
 from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
 from launcher.ops import registry as reg
-from launcher.ops.service import JobService, SubmitOptions, prepare, used_hosts
+from launcher.ops.engine import Engine, HostTarget
+from launcher.ops.service import SubmitOptions, prepare, used_hosts
 
 ENTRY_DIR = Path(__file__).resolve().parents[1] / "entry"
 DRY_PORT = 8118
@@ -127,13 +128,16 @@ def check_mergeable(spec: JobSpec, config: Mapping[str, Any], world: int) -> Non
 
 
 class PipelineRunner:
-    """One pipeline run against one registry and one set of hosts."""
+    """One pipeline run against one registry and one target, through the target's engine
+    (``service``: any :class:`~launcher.ops.engine.Engine`)."""
 
-    def __init__(self, registry: reg.Registry, service: JobService, hosts: Sequence[Host], *,
+    def __init__(self, registry: reg.Registry, service: Engine, target: Any, *,
                  say: Callable[[str], None] = lambda s: None, runs_dir: Path = Path("runs"),
                  opts: SubmitOptions = SubmitOptions(), follow: Callable[[reg.JobRecord], Any] | None = None,
                  builtins: Mapping[str, Callable[..., dict]] | None = None, concurrent: bool = True):
-        self._registry0, self._service0, self.hosts = registry, service, list(hosts)
+        # a plain list of hosts (tests, callers before engines) is a hostfile's target
+        self.target = target if hasattr(target, "node_hosts") else HostTarget(tuple(target))
+        self._registry0, self._service0, self.hosts = registry, service, self.target.node_hosts()
         self._owner = threading.current_thread()
         self._local = threading.local()
         self._opened: list[reg.Registry] = []
@@ -159,15 +163,15 @@ class PipelineRunner:
         return mine
 
     @property
-    def service(self) -> JobService:
-        """The job service, bound to this thread's registry connection."""
+    def service(self) -> Engine:
+        """The engine, bound to this thread's registry connection."""
         if threading.current_thread() is self._owner:
             return self._service0
         mine = getattr(self._local, "service", None)
         if mine is None:
             s0 = self._service0
-            mine = self._local.service = JobService(self.registry, s0.state_dir, say=s0.say, progress=s0.progress,
-                                                    exec_factory=s0.exec_factory)
+            mine = self._local.service = type(s0)(self.registry, s0.state_dir, say=s0.say, progress=s0.progress,
+                                                  exec_factory=s0.exec_factory)
         return mine
 
     def local_path(self, value: Any) -> Path:
@@ -506,7 +510,7 @@ class PipelineRunner:
         self.place(step, spec, hosts)
         # concurrent steps: one that finds its cards taken by a sibling queues for them
         opts = replace(self.opts, wait=True) if self.concurrent else self.opts
-        record = self.service.submit(spec, self.hosts, opts,
+        record = self.service.submit(spec, self.target, opts,
                                      meta={"pipeline": run_id, "pipeline_step": step.name})
         devices = record.meta.get("devices") or {}
         if devices:

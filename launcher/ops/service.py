@@ -45,10 +45,14 @@ from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WR
                                 env_script_vars, stage_items)
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job, redacted_text
+from launcher.ops.engine import CheckReport, Engine, HostTarget
 from launcher.ops.fanout import run_parallel
 from launcher.core.layout import new_job_id
 from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
                                 resolve_home)
+
+DRY_RUN_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
+LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
 
 # Versions that must agree on every node of one job (a mixed cluster fails late and obscurely).
 SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
@@ -197,26 +201,95 @@ class JobCancelled(AlaunchError):
     exit_code = ExitCode.JOB_CANCELLED
 
 
-class JobService:
-    """Submit, refresh, cancel and wait, against one registry; hosts reached through ``exec_factory``."""
+def hosts_of(target: HostTarget | Sequence[Host]) -> list[Host]:
+    """A hostfile target's hosts (a plain list of hosts is taken as it is)."""
+    return target.node_hosts() if isinstance(target, HostTarget) else list(target)
 
-    def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
-                 progress: Progress | None = None, exec_factory: Callable[[Host], CommandRunner] = make_runner):
-        self.registry = registry
-        self.state_dir = Path(state_dir)
-        self.say = say
-        self.progress = progress
-        self.exec_factory = exec_factory
-        self.last_stage_bytes = 0
+
+class JobService(Engine):
+    """The SSH hosts engine (the local machine is an SSH-less host of it): submit, refresh,
+    cancel and wait, against one registry; hosts reached through ``exec_factory``."""
+
+    name = "hosts"
 
     # ------------------------------------------------------------------ submit
 
-    def submit(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions = SubmitOptions(),
-               meta: Mapping | None = None) -> reg.JobRecord:
+    def dry_run(self, job: str | Path | JobSpec, target: HostTarget | Sequence[Host], opts: SubmitOptions,
+                job_id: str, *, offline: bool = True) -> str:
+        """``plan``: the cards each node would get (the hosts asked who holds which, read-only,
+        unless ``offline``), the staging route, and each node's exact commands."""
+        from launcher.core import cards
+        from launcher.core.route import parse_mode, staging_note
+        spec = job if isinstance(job, JobSpec) else load_job(job)
+        filtered = hosts_of(target)
+        full = list(target.full) if isinstance(target, HostTarget) and target.full else filtered
+        if opts.devices is not None:
+            filtered = cards.pin_devices(filtered, opts.devices)
+        used = used_hosts(spec, filtered)
+        candidates, want = filtered[:len(used)], len(used[0].slot_ids)
+        if offline:
+            held = {h.name: "--offline" for h in candidates}
+        else:
+            bins = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(used)
+            held = card_ops.look(candidates, self.exec_factory, {h.name: python_for(bins, h) for h in candidates})
+        chosen = cards.plan_devices(candidates, want, held,
+                                    cards.pinned_hosts(full, candidates, want, opts.devices is not None))
+        hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen)]
+        port = opts.master_port if opts.master_port is not None else DRY_RUN_PORT
+        prepared = prepare(spec, hosts, job_id, port, replace(opts, master_port=port))
+        note = staging_note([h.name for h in hosts if not h.is_local], parse_mode(os.environ.get("ALAUNCH_RELAY")),
+                            int(os.environ.get("ALAUNCH_RELAY_DEGREE") or 2))
+        return cards.render_devices(chosen) + (f"# staging: {note}\n" if note else "") + prepared.plan.render_shell()
+
+    def started_line(self, record: reg.JobRecord) -> str:
+        """'started NAME on N node(s): host (node 0, pid P, devices D), ...' — the first
+        :data:`LISTED_NODES` nodes, then how many more."""
+        def node(n) -> str:
+            devices = ",".join(map(str, record.meta.get("devices", {}).get(n.host, []))) or "-"
+            return f"{n.host} (node {n.node_rank}, pid {n.pid}, devices {devices})"
+        shown = [node(n) for n in record.nodes[:LISTED_NODES]]
+        more = len(record.nodes) - len(shown)
+        return (f"started {record.name} on {len(record.nodes)} node(s): " + ", ".join(shown)
+                + (f", and {more} more (alaunch status {record.id})" if more else ""))
+
+    def check(self, target: HostTarget | Sequence[Host], *, timeout: float = 10.0, require_npus: bool = False,
+              min_disk_gb: float = 5.0, python: str | None = None, verify_store: bool = False) -> CheckReport:
+        """``hosts check``: one probe per host, all at once (``exec_factory`` should connect
+        fresh: a kept master would hide a dead sshd); ``verify_store`` re-hashes each store."""
+        from launcher.ops.probe import CheckPolicy, check_host, table_cells, unreachable_row
+        policy = CheckPolicy(require_npus=require_npus, min_disk_gb=min_disk_gb, python=python)
+        hosts = hosts_of(target)
+
+        def one(host):
+            with self.exec_factory(host) as runner:
+                row = check_host(runner, policy, timeout)
+                if verify_store and row.reachable:
+                    from launcher.ops.stage import verify_store as verify
+                    try:
+                        v = verify(runner, policy.python or python_for(None, host))
+                    except AlaunchError as exc:
+                        row.notes.append(f"store not verified: {exc.message}")
+                    else:
+                        row.notes.append(f"store: {v['objects']} object(s) verified" + (
+                            f", {len(v['bad'])} bad removed ({', '.join(s[:12] for s in v['bad'])})"
+                            if v["bad"] else ", all good"))
+                return row
+
+        rows = [r if not isinstance(r, BaseException) else unreachable_row(h, r)
+                for h, r in run_parallel(hosts, one).items()]
+        columns, cells = table_cells(rows)
+        failed = [r for r in rows if not r.passed]
+        return CheckReport("hosts check", columns, cells, {i for i, r in enumerate(rows) if not r.passed},
+                           json=[r.to_json() for r in rows],
+                           failure=(f"{len(failed)} of {len(rows)} host(s) failed the check: "
+                                    + ", ".join(r.host for r in failed)) if failed else None)
+
+    def submit(self, job_path: str | Path | JobSpec, hosts: HostTarget | Sequence[Host],
+               opts: SubmitOptions = SubmitOptions(), meta: Mapping | None = None) -> reg.JobRecord:
         """The phases, in order: :meth:`local` (load, check, hash — no host) -> :meth:`preflight`
         (one fan-out: each host's home and store inventory, node 0's free port) -> :func:`prepare`
         (pure: render, plan) -> record -> :meth:`stage` -> :meth:`launch` -> record the pids."""
-        job = self.local(job_path, hosts, opts)
+        job = self.local(job_path, hosts_of(hosts), opts)
         if meta:
             job = replace(job, meta=dict(meta))
         runners = {h.name: self.exec_factory(h) for h in job.hosts}
@@ -664,13 +737,3 @@ class JobService:
 def _close(execs: Mapping[str, CommandRunner]) -> None:
     for ex in execs.values():
         ex.close()
-
-
-def resolve_hosts(hostfile: str | Path | None, local: bool, slots: int,
-                  include: str | None = None, exclude: str | None = None) -> list[Host]:
-    """``-H HOSTFILE`` or ``--local`` (the default), then DeepSpeed's --include/--exclude."""
-    from launcher.core.hostfile import apply_filters, local_hosts, read_hostfile
-    if hostfile is not None and local:
-        raise InputError("give either -H HOSTFILE or --local, not both", key="--local")
-    hosts = read_hostfile(hostfile) if hostfile is not None else local_hosts(slots)
-    return apply_filters(hosts, include, exclude)

@@ -34,7 +34,10 @@ from launcher.core.plan import stage_items
 from launcher.core.render import render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job, redacted_text
 from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.core.slurm import parse_target  # noqa: F401  (the chooser's parser of a target file)
 from launcher.ops import registry as reg
+from launcher.ops.engine import CheckReport, Engine
+from launcher.ops.engines import record_meta
 from launcher.ops.launch import NodeStatus
 from launcher.ops.stage import CACHE_NAME, HashCache, Progress, Stager, collect, resolve_home
 from launcher.runners import CommandRunner, make_runner
@@ -90,10 +93,6 @@ print(json.dumps(out))
 '''
 
 
-def is_slurm(record: reg.JobRecord) -> bool:
-    return record.meta.get("backend") == BACKEND
-
-
 def target_of(record: reg.JobRecord) -> core.SlurmTarget:
     data = dict(record.meta["target"])
     data["extra_sbatch"] = tuple(data.get("extra_sbatch") or ())
@@ -105,7 +104,8 @@ def login_view(record: reg.JobRecord) -> reg.JobRecord:
     login = parse_hostfile(record.hostfile_text, f"registry:{record.id}")[0]
     first = record.nodes[0] if record.nodes else reg.NodeRecord(0, login.name)
     return replace(record, nodes=(replace(first, node_rank=0, host=login.name,
-                                          job_dir=record.meta.get("root", first.job_dir)),))
+                                          job_dir=record.meta.get("root", first.job_dir)),),
+                   meta={**record.meta, "state_per_node": False})
 
 
 def srun_failures(text: str) -> list[str]:
@@ -133,19 +133,29 @@ def parse_sinfo(text: str) -> list[SinfoNode]:
     return nodes
 
 
-class SlurmService:
-    """Submit, refresh, cancel and fail Slurm jobs through the login node; one registry."""
+class SlurmService(Engine):
+    """The Slurm engine: submit, refresh, cancel and fail Slurm jobs through the login node;
+    one registry."""
 
-    def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
-                 progress: Progress | None = None, exec_factory: Callable[[Host], CommandRunner] = make_runner,
-                 poll: float = 2.0):
-        self.registry = registry
-        self.state_dir = Path(state_dir)
-        self.say = say
-        self.progress = progress
-        self.exec_factory = exec_factory
-        self.poll = poll
-        self.last_stage_bytes = 0
+    name = BACKEND
+    poll = 2.0
+
+    @staticmethod
+    def log_view(record: reg.JobRecord) -> reg.JobRecord:
+        """One node, the login host, the shared job dir; the batch script keeps one ``state/``."""
+        return login_view(record)
+
+    def started_line(self, record: reg.JobRecord) -> str:
+        return (f"submitted {record.name} to Slurm as job {record.meta['slurm_job_id']} "
+                f"({len(record.nodes)} node(s) x {record.meta['target']['cards_per_node']} worker(s)); "
+                f"{record.state}")
+
+    def dry_run(self, job, target: core.SlurmTarget, opts, job_id: str, *, offline: bool = True) -> str:
+        """The batch script and the sbatch line ``submit`` would run (secrets masked)."""
+        spec = job if isinstance(job, JobSpec) else load_job(job)
+        target = self.effective_target(spec, target, opts.bin_dir)
+        _, batch = self.prepare(spec, target, job_id, opts.sets, master_port=opts.master_port)
+        return batch.render()
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -199,7 +209,7 @@ class SlurmService:
         python = self.python_for(target)
         ex = self.exec_factory(login)
         spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
-        meta = {"backend": BACKEND, "target": {k: v for k, v in asdict(target).items()},
+        meta = {**record_meta(self), "target": {k: v for k, v in asdict(target).items()},
                 "pythons": {login.name: python}, "bin_dir": target.bin_dir, "source": spec.source}
         nodes = [f"slurm-node{i}" for i in range(target.nodes)]
         try:
@@ -305,7 +315,7 @@ class SlurmService:
         failed: dict[str, str] = {}
         by_login: dict[str, list[reg.JobRecord]] = {}
         for r in records:
-            if is_slurm(r) and not r.terminal and "slurm_job_id" in r.meta:
+            if not r.terminal and "slurm_job_id" in r.meta:
                 by_login.setdefault(r.hostfile_text, []).append(r)
         for group in by_login.values():
             ex, python = self._login(group[0])
@@ -479,7 +489,17 @@ class SlurmService:
         return self.registry.get(record.id)
 
     # ------------------------------------------------------------------ hosts check
-    def check(self, target: core.SlurmTarget) -> tuple[list[SinfoNode], list[str]]:
+    def check(self, target: core.SlurmTarget, *, timeout: float = 10.0, **policy) -> CheckReport:
+        """The login node answers and the partition exists: its nodes, states and gres; problems."""
+        nodes, problems = self.sinfo(target)
+        return CheckReport(f"Slurm partition {target.partition or '(default)'} via {target.login}",
+                           ("node", "state", "gres", "cpus"), [(n.name, n.state, n.gres, n.cpus) for n in nodes],
+                           problems=problems,
+                           json={"login": target.login, "partition": target.partition,
+                                 "nodes": [asdict(n) for n in nodes], "problems": problems},
+                           failure=f"Slurm check failed: {problems[0]}" if problems else None)
+
+    def sinfo(self, target: core.SlurmTarget) -> tuple[list[SinfoNode], list[str]]:
         """The login node answers and the partition exists: its nodes, states and gres; problems."""
         ex = self.exec_factory(target.login_host())
         problems: list[str] = []

@@ -1,0 +1,150 @@
+"""The engine interface: what every way of running a job (SSH hosts, Slurm, ...) implements.
+
+An engine is a small class behind a small interface (torchx's ``Scheduler``, DeepSpeed's
+multinode runners): :meth:`Engine.dry_run` returns the exact request, printable, touching
+nothing (``plan``, ``run --dry-run``); :meth:`Engine.submit` sends it, through the phases
+every engine shares (:class:`launcher.ops.service.Phases`: load, hash, survey, render,
+record, stage, start). After that the verbs only call the interface: ``refresh`` (states from
+the engine's own facts), ``cancel``, ``fail`` (gang stop), ``wait_started``, ``watch``,
+``log_view`` (the log sources the follower reads, the files fetch reads), ``check`` (``hosts
+check``) and ``prune``. Which engine a target or a registry record belongs to is decided in
+ONE place, :mod:`launcher.ops.engines`; nothing else in the package looks at the kind
+(``tests/test_engines.py`` fails if a module does).
+
+The two engines: :class:`launcher.ops.service.JobService` (SSH hosts; the local machine is
+an SSH-less host of it) and :class:`launcher.ops.slurm.SlurmService`.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+
+from launcher.core.hostfile import Host
+from launcher.ops import registry as reg
+
+if TYPE_CHECKING:
+    from launcher.core.spec import JobSpec
+    from launcher.ops.launch import NodeStatus
+    from launcher.ops.prune import HostPrune, PruneOptions
+    from launcher.runners import CommandRunner
+
+    SubmitOptions = Any  # launcher.ops.service.SubmitOptions (imported there: service imports this module)
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """A hostfile (or ``--local``): the hosts a job may use, after ``--include``/``--exclude``
+    (``full``: before them, for ``plan``'s pinned cards)."""
+
+    hosts: tuple[Host, ...]
+    full: tuple[Host, ...] = ()
+    source: str = ""
+    engine: ClassVar[str] = "hosts"
+
+    def node_hosts(self) -> list[Host]:
+        """The hosts render and plan count."""
+        return list(self.hosts)
+
+    def stage_hosts(self) -> list[Host]:
+        """The hosts staging sends to (progress and prune go to these)."""
+        return list(self.hosts)
+
+
+@dataclass
+class CheckReport:
+    """``hosts check``'s answer, engine-neutral: a table (one row per host or node), the
+    rows that failed, problems beyond the rows, and the JSON form."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    failed: set[int] = field(default_factory=set)  # indices into rows
+    problems: list[str] = field(default_factory=list)
+    json: Any = None
+    failure: str | None = None  # the one line `hosts check` exits with (None: passed)
+
+
+class Engine(ABC):
+    """One way of running a job. Constructed with the registry it writes, the state dir, how it
+    says things (``say``, ``progress``) and how it reaches a host (``exec_factory``)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
+                 progress=None, exec_factory: Callable[[Host], "CommandRunner"] | None = None):
+        if exec_factory is None:
+            from launcher.runners import make_runner
+            exec_factory = make_runner
+        self.registry = registry
+        self.state_dir = Path(state_dir)
+        self.say = say
+        self.progress = progress
+        self.exec_factory = exec_factory
+        self.last_stage_bytes = 0
+
+    # ------------------------------------------------------------------ submit = dry run + schedule
+    @abstractmethod
+    def dry_run(self, job: "str | Path | JobSpec", target: Any, opts: "SubmitOptions", job_id: str,
+                *, offline: bool = True) -> str:
+        """Exactly what :meth:`submit` would send, as text; starts nothing (``offline``: asks
+        no host either)."""
+
+    @abstractmethod
+    def submit(self, job: "str | Path | JobSpec", target: Any, opts: "SubmitOptions",
+               meta: Mapping | None = None) -> reg.JobRecord:
+        """Record, stage and start (or queue) the job; the record as it stands after."""
+
+    @abstractmethod
+    def started_line(self, record: reg.JobRecord) -> str:
+        """The one line ``submit`` says when the job is started or queued."""
+
+    # ------------------------------------------------------------------ states
+    @abstractmethod
+    def refresh(self, ref: str) -> "tuple[reg.JobRecord, list[NodeStatus]]":
+        """Ask the engine's own facts how the job is; record what changed."""
+
+    def refresh_many(self, records: Sequence[reg.JobRecord]) -> dict[str, str]:
+        """Bring a listed page of records up to date where that is one cheap question for all
+        (``jobs``). Returns where -> why it could not be asked."""
+        return {}
+
+    def wait_started(self, ref: str, note: Callable[[str], None] = lambda s: None,
+                     timeout: float | None = None) -> reg.JobRecord:
+        """Return when the job runs or ended (an engine that queues says each new reason)."""
+        return self.registry.get(ref)
+
+    def watch(self, ref: str, stop: threading.Event, first: float = 5.0,
+              note: Callable[[str], None] | None = None) -> None:
+        """While a follower runs: learn the end of a job whose own processes may never say it
+        (a scheduler that kills the script). Returns when ``stop`` is set or the job ended."""
+        return None
+
+    # ------------------------------------------------------------------ stop
+    @abstractmethod
+    def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:
+        """Stop the job everywhere; the record and, per host, what happened."""
+
+    @abstractmethod
+    def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
+        """A rank failed: record FAILED first, then stop every node (the gang rule)."""
+
+    # ------------------------------------------------------------------ what the follower and fetch read
+    @staticmethod
+    def log_view(record: reg.JobRecord) -> reg.JobRecord:
+        """The record as the follower and fetch see it: which host holds which job dir, and
+        whether each node keeps its own ``state/node-<rank>`` (meta ``state_per_node``)."""
+        return record
+
+    # ------------------------------------------------------------------ the target
+    @abstractmethod
+    def check(self, target: Any, *, timeout: float = 10.0, **policy) -> CheckReport:
+        """``hosts check``: is the target ready for a job."""
+
+    def prune(self, target: Any, opts: "PruneOptions") -> "dict[str, HostPrune]":
+        """``alaunch prune`` on the target's staging hosts (never a queued or running job)."""
+        from launcher.ops.prune import prune_hosts
+        return prune_hosts(target.stage_hosts(), self.exec_factory, self.registry, opts)
