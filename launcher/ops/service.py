@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Sequence
 
 from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
-from launcher.ops import waiter
+from launcher.ops import proc, waiter
 from launcher.core import cards as core_cards
 from launcher.core import validate
 from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
@@ -308,26 +308,53 @@ class JobService(Engine):
                 raise
             self._record(job, pre, prepared)
             try:
-                self.registry.set_state(job.job_id, reg.STAGING)
-            except reg.IllegalTransition:  # cancelled between record and here
-                raise self._cancelled(job.job_id, "nothing was started") from None
-            try:
-                self.stage(job, pre, prepared, runners)
-                if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancel during staging wins
-                    raise self._cancelled(job.job_id, "nothing was started")
-                job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
-                try:
-                    started = self.launch(job, prepared, runners)
-                except AlaunchError:
-                    self._release_cards(job, pre, runners)
-                    raise
-            except JobCancelled:
-                raise
-            except AlaunchError as exc:
-                self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
+                started = self._stage_and_launch(job, pre, prepared, runners, busy)
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM/SIGHUP take its path in the CLI
+                self._interrupted(job.job_id, "interrupted (Ctrl-C or a signal) before the job started")
                 raise
         finally:
             _close(runners)
+        try:
+            return self._started(job, started)
+        except (KeyboardInterrupt, SystemExit):
+            self._interrupted(job.job_id, "interrupted (Ctrl-C or a signal) while recording the started nodes")
+            raise
+
+    def _stage_and_launch(self, job: LocalJob, pre: Preflight, prepared: Prepared,
+                          runners: Mapping[str, CommandRunner], busy) -> dict:
+        """Phases 4-6 of :meth:`submit` on the recorded job: stage, claim the cards, launch."""
+        try:
+            self.registry.set_state(job.job_id, reg.STAGING)
+        except reg.IllegalTransition:  # cancelled between record and here
+            raise self._cancelled(job.job_id, "nothing was started") from None
+        try:
+            self.stage(job, pre, prepared, runners)
+            if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancel during staging wins
+                raise self._cancelled(job.job_id, "nothing was started")
+            job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
+            try:
+                started = self.launch(job, prepared, runners)
+            except AlaunchError:
+                self._release_cards(job, pre, runners)
+                raise
+        except JobCancelled:
+            raise
+        except AlaunchError as exc:
+            self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
+            raise
+        return started
+
+    def _interrupted(self, job_id: str, why: str) -> None:
+        """A submit interrupted after the job was recorded: record the end and stop whatever of
+        it started on the hosts (found by its marker, pids or not). Before, it stayed
+        ``staging`` forever: prune protected its dir, ``logs`` refused, the dashboard polled
+        it, and nodes launched before the interrupt ran on unwatched."""
+        try:
+            self.fail(job_id, why, grace=3.0)
+        except AlaunchError as exc:
+            self.registry.add_event(job_id, "interrupted", f"could not verify the hosts: {exc.message}")
+
+    def _started(self, job: LocalJob, started: dict) -> reg.JobRecord:
         for rank, s in started.items():
             self.registry.set_node(job.job_id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING,
                                    started_at=reg.now_iso())
@@ -509,6 +536,7 @@ class JobService(Engine):
                                      "ranks": {str(n.node_rank): list(n.ranks) for n in prepared.plan.nodes},
                                      "shared_with": shared_job_dirs(hosts, pre),
                                      "ssh": self._ssh_meta(),
+                                     "submitter": proc.me(),  # judged by refresh while no pid is recorded
                                      "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts},
                                      **job.meta})
 
@@ -562,6 +590,15 @@ class JobService(Engine):
         record = self.registry.get(ref)
         if record.state == reg.QUEUED:  # its waiting submit may be gone (then nothing else would end it)
             record = waiter.check(self.registry, record)
+        if record.state in (reg.PENDING, reg.STAGING) and all(n.pid is None for n in record.nodes):
+            submitter = record.meta.get("submitter") or {}
+            if proc.gone(submitter):  # SIGKILLed mid-submit: nobody else would ever end it
+                try:
+                    record = self.fail(record.id, f"interrupted: the `alaunch submit` process (pid "
+                                                  f"{submitter.get('pid')}) is gone before the job started; "
+                                                  "submit it again")
+                except AlaunchError:
+                    record = self.registry.get(record.id)  # FAILED recorded; a host is unverified
         if record.terminal or not record.nodes or record.nodes[0].pid is None:
             return record, [NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0) for n in record.nodes]
         hosts, pythons = self._nodes(record)
