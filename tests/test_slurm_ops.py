@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from launcher.core.hostfile import Host, format_hostfile
 from launcher.ops import registry as reg
 from launcher.ops import slurm
@@ -74,3 +76,89 @@ def test_jobs_says_which_login_node_it_could_not_ask(tmp_path):
         failed = service.refresh_many([r.get(job.id)])
         assert list(failed) == ["127.0.0.1"] and "refused" in failed["127.0.0.1"]
         assert r.get(job.id).state == reg.RUNNING  # as last recorded
+
+
+def _fake_slurm(tmp_path, monkeypatch, **scripts) -> Path:
+    """squeue/scontrol/scancel/sbatch as shell scripts first on PATH (the login node is this
+    machine: a real LocalRunner runs them); every call is logged to calls.log."""
+    import os
+    import stat
+    bin_dir = tmp_path / "slurm-bin"
+    bin_dir.mkdir()
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text(f'#!/bin/sh\necho "{name} $*" >> {tmp_path}/calls.log\n{body}\n')
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / "calls.log"
+
+
+HICCUP = 'echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2; exit 1'
+
+
+def test_a_controller_hiccup_never_ends_a_running_job(tmp_path, monkeypatch):
+    """squeue and scontrol exit non-zero (slurmctld restarting): the job stays running, its
+    nodes read unknown with the reason, nothing is written into its state/ (before: read as
+    'gone from squeue/scontrol without an exit code' and recorded FAILED)."""
+    import sys
+    import threading
+    calls = _fake_slurm(tmp_path, monkeypatch, squeue=HICCUP, scontrol=HICCUP)
+    root = tmp_path / "w" / "alaunch" / "j"
+    (root / "state").mkdir(parents=True)
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        job = r.create_job("j", "finetune", hostfile_text=format_hostfile([Host("localhost", 1)]),
+                           nodes=[("n1", str(root))], state=reg.RUNNING,
+                           meta={"backend": "slurm", "root": str(root), "slurm_job_id": "41",
+                                 "pythons": {"localhost": sys.executable}})
+        service = slurm.SlurmService(r, tmp_path)
+        record, statuses = service.refresh(job.id)
+        assert record.state == reg.RUNNING
+        assert [s.state for s in statuses] == ["unknown"] and "squeue failed" in statuses[0].detail
+        assert service.refresh_many([r.get(job.id)]) == {
+            "localhost": "localhost: squeue failed: slurm_load_jobs error: Unable to contact slurm controller "
+                         "(connect failure)"}
+        stop, said = threading.Event(), []
+        watcher = threading.Thread(target=service.watch, args=(job.id, stop), kwargs={"first": 0.01,
+                                                                                      "note": said.append})
+        watcher.start()
+        while calls.read_text().count("squeue") < 4:  # the follower's watch asked again and again
+            stop.wait(0.05)
+        stop.set()
+        watcher.join()
+        assert r.get(job.id).state == reg.RUNNING
+    assert list((root / "state").iterdir()) == []  # no exit_code written by alaunch
+    assert {line.split()[0] for line in calls.read_text().splitlines()} == {"squeue"}  # asked, wrote nothing
+    assert said == ["cannot ask Slurm now (localhost: squeue failed: slurm_load_jobs error: Unable to contact "
+                    "slurm controller (connect failure)); following on, asking again"]  # once
+
+
+def test_an_orphaned_sbatch_is_found_by_its_name_and_cancelled(tmp_path, monkeypatch):
+    """sbatch ran but its answer was lost (exit 255 as a dropped ssh link): the record keeps
+    the job name alaunch submitted it with, and cancel finds the Slurm job by it and scancels
+    it (before: 'already failed; nothing to cancel', the job ran on unseen)."""
+    import pytest
+
+    from launcher.errors import AlaunchError
+    from launcher.ops.engines import read_target
+    from launcher.ops.service import SubmitOptions
+    gone = tmp_path / "gone"
+    calls = _fake_slurm(
+        tmp_path, monkeypatch, sbatch="exit 255",
+        squeue=f'case "$*" in *--name=*) [ -e {gone} ] || echo 77;; *) '
+               'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;; esac',
+        scontrol='echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1',
+        scancel=f"touch {gone}")
+    job, target = _cli_files(tmp_path)
+    target.write_text(target.read_text().replace("login01", "localhost").replace("/shared/w", str(tmp_path / "w"))
+                      .replace("  bin_dir: /opt/ms/bin\n", ""))
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        service = slurm.SlurmService(r, tmp_path / "state")
+        with pytest.raises(AlaunchError, match="sbatch"):
+            service.submit(job, read_target(target), SubmitOptions())
+        record = r.list(limit=1)[0]
+        assert record.state == reg.FAILED and record.meta["slurm_job_name"] == record.id
+        assert f"sbatch --parsable" in calls.read_text()
+        after, outcome = service.cancel(record.id)
+        assert f"squeue -h --name={record.id} -o %i" in calls.read_text() and "scancel 77" in calls.read_text()
+        assert after.state == reg.FAILED and after.meta["slurm_job_id"] == "77"
+        assert outcome["localhost"].startswith("scancel 77: left the queue")

@@ -45,6 +45,7 @@ from launcher.runners import CommandRunner, make_runner
 BACKEND = "slurm"
 LEAVE_QUEUE_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 30.0  # seconds from the batch script's last line to Slurm's final state  # seconds scancel may take until the job is out of the queue
+FORGOTTEN = "Invalid job id"  # squeue/scontrol about a job Slurm no longer has (MinJobAge passed)
 ALIVE_SLURM = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED",
                "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
 
@@ -209,7 +210,7 @@ class SlurmService(Engine):
         python = self.python_for(target)
         ex = self.exec_factory(login)
         spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
-        meta = {**record_meta(self), "target": {k: v for k, v in asdict(target).items()},
+        meta = {**record_meta(self), "slurm_job_name": job_id, "target": {k: v for k, v in asdict(target).items()},
                 "pythons": {login.name: python}, "bin_dir": target.bin_dir, "source": spec.source}
         nodes = [f"slurm-node{i}" for i in range(target.nodes)]
         try:
@@ -262,14 +263,23 @@ class SlurmService(Engine):
         """One squeue for all ids; one scontrol for those squeue no longer lists."""
         if not slurm_ids:
             return {}
-        res = ex.exec(core.squeue_argv(slurm_ids), timeout=60)
-        found = core.parse_squeue(res.text()) if res.ok else {}
+        found = core.parse_squeue(self._ask(ex, core.squeue_argv(slurm_ids), "squeue"))
         missing = [i for i in slurm_ids if i not in found or found[i].state in reg.TERMINAL]
         for jid in missing:  # scontrol has the exit code and reason of an ended job
-            r = ex.exec(["scontrol", "show", "job", "-o", jid], timeout=60)
-            if r.ok:
-                found.update(core.parse_scontrol(r.text()))
+            found.update(core.parse_scontrol(self._ask(ex, ["scontrol", "show", "job", "-o", jid], "scontrol")))
         return found
+
+    @staticmethod
+    def _ask(ex: CommandRunner, argv: list[str], what: str) -> str:
+        """A Slurm query's output; '' when Slurm no longer knows the job ("Invalid job id").
+        Any other failure (the controller restarting, a socket timeout) raises: a hiccup is not
+        an answer, and reading it as "the job is gone" recorded running jobs FAILED."""
+        res = ex.exec(argv, timeout=60)
+        if res.ok:
+            return res.text()
+        if FORGOTTEN in res.stderr.decode("utf-8", "replace"):
+            return ""
+        raise RemoteError(ex.host.name, f"{what} failed: {res.error_line()}")
 
     def _node_names(self, ex: CommandRunner, nodelist: str) -> list[str]:
         if not nodelist or nodelist in ("(null)", "None"):
@@ -432,7 +442,9 @@ class SlurmService(Engine):
         delay, said = first, None
         while not stop.wait(delay):
             try:
-                record, _ = self.refresh(ref)
+                record, statuses = self.refresh(ref)
+                if statuses and statuses[0].state == "unknown" and statuses[0].detail:
+                    raise AlaunchError(statuses[0].detail)  # Slurm could not be asked: say so, go on
                 if record.terminal:
                     if not stop.wait(SETTLE_TIMEOUT / 3):
                         self.mark_end(ref)
@@ -444,13 +456,27 @@ class SlurmService(Engine):
             delay = min(30.0, delay * 1.5)
 
     # ------------------------------------------------------------------ cancel / fail
+    def _orphan(self, ex: CommandRunner, record: reg.JobRecord) -> str | None:
+        """The Slurm id of a job whose sbatch ran but whose answer was lost (the link dropped,
+        alaunch killed): found by the name the batch script was submitted with
+        (``--job-name=<job id>``, kept in meta ``slurm_job_name`` before sbatch runs)."""
+        name = record.meta.get("slurm_job_name")
+        if not name:
+            return None
+        ids = self._ask(ex, ["squeue", "-h", f"--name={name}", "-o", "%i"], "squeue --name").split()
+        if ids:
+            self.registry.update_meta(record.id, {"slurm_job_id": ids[0]})
+            self.registry.add_event(record.id, "sbatch", f"Slurm job {ids[0]} found by its name {name} "
+                                                         "(its sbatch answer was lost)")
+        return ids[0] if ids else None
+
     def _scancel(self, record: reg.JobRecord, grace: float) -> str:
         """scancel, then wait until the job has left the queue (no RUNNING/COMPLETING step left)."""
-        sid = record.meta.get("slurm_job_id")
-        if sid is None:
-            return "never reached Slurm"
         ex, _ = self._login(record)
         try:
+            sid = record.meta.get("slurm_job_id") or self._orphan(ex, record)
+            if sid is None:
+                return "never reached Slurm"
             self._run(ex, ["scancel", sid], "scancel")
             start = time.monotonic()
             deadline = start + grace + LEAVE_QUEUE_TIMEOUT
@@ -467,10 +493,19 @@ class SlurmService(Engine):
             ex.close()
 
     def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:
+        """scancel the job and wait until it left the queue. An ended record whose sbatch
+        answer was lost (no Slurm id) is still looked for by its job name: a job that Slurm
+        queued after all is cancelled, and the answer says so."""
         record = self.registry.get(ref)
-        if record.terminal:
-            raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
         login = parse_hostfile(record.hostfile_text, f"registry:{record.id}")[0].name
+        if record.terminal:
+            if record.meta.get("slurm_job_id") or not record.meta.get("slurm_job_name"):
+                raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
+            message = self._scancel(record, grace)
+            if message != "never reached Slurm":
+                self.registry.add_event(record.id, "cancel", f"the job was {record.state}; {message}")
+                message += f" (it was queued although its submit failed; the job stays {record.state})"
+            return self.registry.get(record.id), {login: message}
         message = self._scancel(record, grace)
         for n in record.nodes:
             self.registry.set_node(record.id, n.node_rank, state=reg.CANCELLED, ended_at=reg.now_iso())
