@@ -162,3 +162,34 @@ def test_an_orphaned_sbatch_is_found_by_its_name_and_cancelled(tmp_path, monkeyp
         assert f"squeue -h --name={record.id} -o %i" in calls.read_text() and "scancel 77" in calls.read_text()
         assert after.state == reg.FAILED and after.meta["slurm_job_id"] == "77"
         assert outcome["localhost"].startswith("scancel 77: left the queue")
+
+
+def test_a_cancel_during_staging_wins_nothing_reaches_slurm(tmp_path, monkeypatch):
+    """The shared phases: a cancel while the login node is staged is CANCELLED at once and
+    sbatch never runs (before: Slurm's own submit staged, then sbatch'd the cancelled job)."""
+    import pytest
+
+    from launcher.ops.engine import JobCancelled
+    from launcher.ops.engines import read_target
+    from launcher.ops.service import SubmitOptions
+    from launcher.ops.stage import Progress
+    calls = _fake_slurm(tmp_path, monkeypatch, sbatch="echo 5", squeue="exit 0")
+    job, target = _cli_files(tmp_path)
+    target.write_text(target.read_text().replace("login01", "localhost").replace("/shared/w", str(tmp_path / "w"))
+                      .replace("  bin_dir: /opt/ms/bin\n", ""))
+    cancelled = {}
+
+    class CancelWhileStaging(Progress):
+        def done(self, host, report) -> None:  # another terminal runs `alaunch cancel`
+            with reg.Registry(tmp_path / "r.sqlite3") as other:
+                job_id = other.list(limit=1)[0].id
+                assert other.get(job_id).state == reg.STAGING
+                cancelled["record"], _ = slurm.SlurmService(other, tmp_path / "state").cancel(job_id)
+
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        service = slurm.SlurmService(r, tmp_path / "state", progress=CancelWhileStaging())
+        with pytest.raises(JobCancelled, match="nothing was submitted to Slurm"):
+            service.submit(job, read_target(target), SubmitOptions())
+        record = r.list(limit=1)[0]
+    assert cancelled["record"].reason == "cancelled by the user during staging"
+    assert record.state == reg.CANCELLED and "sbatch" not in calls.read_text()

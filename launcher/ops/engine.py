@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 from launcher.core.hostfile import Host
+from launcher.errors import AlaunchError, ExitCode
 from launcher.ops import registry as reg
 
 if TYPE_CHECKING:
     from launcher.core.spec import JobSpec
+    from launcher.ops.stage import LocalSet
     from launcher.ops.launch import NodeStatus
     from launcher.ops.prune import HostPrune, PruneOptions
     from launcher.runners import CommandRunner
@@ -68,6 +70,12 @@ class CheckReport:
     failure: str | None = None  # the one line `hosts check` exits with (None: passed)
 
 
+class JobCancelled(AlaunchError):
+    """``submit`` found its job cancelled (during staging or start)."""
+
+    exit_code = ExitCode.JOB_CANCELLED
+
+
 class Engine(ABC):
     """One way of running a job. Constructed with the registry it writes, the state dir, how it
     says things (``say``, ``progress``) and how it reaches a host (``exec_factory``)."""
@@ -85,6 +93,64 @@ class Engine(ABC):
         self.progress = progress
         self.exec_factory = exec_factory
         self.last_stage_bytes = 0
+
+    # ------------------------------------------------------------------ the phases every engine's submit runs
+    def load(self, job: "str | Path | JobSpec") -> "tuple[JobSpec, str]":
+        """Load: the job file (a JobSpec — a pipeline step's, references resolved — is taken as
+        it is), its local paths checked, and its text for the registry with secrets masked."""
+        from launcher.core import validate
+        from launcher.core.spec import JobSpec, load_job, redacted_text
+        spec = job if isinstance(job, JobSpec) else load_job(job)
+        validate.check_local_paths(spec)
+        if isinstance(job, JobSpec):
+            from launcher.core.yamlio import dumps
+            text = redacted_text(spec, dumps(spec.model_dump(mode="json", exclude_none=True)))
+        else:
+            text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
+        return spec, text
+
+    def hash_files(self, spec: "JobSpec") -> "LocalSet":
+        """Hash: the code and data to stage (render-independent; a local cache)."""
+        from launcher.core.plan import stage_items
+        from launcher.ops.stage import CACHE_NAME, HashCache, collect
+        cache = HashCache(self.state_dir / CACHE_NAME)
+        files = collect([i for i in stage_items(spec, "") if i.text is None], cache)
+        cache.save()
+        for warning in files.warnings:
+            self.say(f"warning: {warning}")
+        return files
+
+    def record_failure(self, spec: "JobSpec", hosts: Sequence[Host], job_id: str, spec_text: str,
+                       exc: AlaunchError, meta: Mapping | None = None) -> None:
+        """Record: a job refused before it was recorded is recorded FAILED with the reason."""
+        from launcher.core.hostfile import format_hostfile
+        self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile(hosts),
+                                 nodes=[h.name for h in hosts], job_id=job_id, state=reg.FAILED,
+                                 meta=dict(meta or {}))
+        self.registry.set_state(job_id, reg.FAILED, exc.message)
+
+    def cancelled(self, job_id: str, what: str) -> JobCancelled:
+        return JobCancelled(f"job {job_id} was cancelled during submit; {what}")
+
+    def stage_then_start(self, job_id: str, stage: Callable[[], None], start: Callable[[], Any],
+                         nothing: str = "nothing was started") -> Any:
+        """Stage, then start, a recorded job: STAGING first (a cancel between record and here:
+        :class:`JobCancelled`), a cancel during staging wins (nothing starts), an error records
+        FAILED unless a cancel recorded the end first (its word stands)."""
+        try:
+            self.registry.set_state(job_id, reg.STAGING)
+        except reg.IllegalTransition:  # cancelled between record and here
+            raise self.cancelled(job_id, nothing) from None
+        try:
+            stage()
+            if self.registry.get(job_id).state == reg.CANCELLED:  # cancel during staging wins
+                raise self.cancelled(job_id, nothing)
+            return start()
+        except JobCancelled:
+            raise
+        except AlaunchError as exc:
+            self.registry.set_state_unless_ended(job_id, reg.FAILED, exc.message)
+            raise
 
     # ------------------------------------------------------------------ submit = dry run + schedule
     @abstractmethod

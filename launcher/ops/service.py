@@ -45,7 +45,7 @@ from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WR
                                 env_script_vars, stage_items)
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job, redacted_text
-from launcher.ops.engine import CheckReport, Engine, HostTarget
+from launcher.ops.engine import CheckReport, Engine, HostTarget, JobCancelled  # noqa: F401 (JobCancelled: callers import it here)
 from launcher.ops.fanout import run_parallel
 from launcher.core.layout import new_job_id
 from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
@@ -195,12 +195,6 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
     return Prepared(spec, list(hosts), rendered, plan, warnings)
 
 
-class JobCancelled(AlaunchError):
-    """``submit`` found its job cancelled (during staging or launch)."""
-
-    exit_code = ExitCode.JOB_CANCELLED
-
-
 def hosts_of(target: HostTarget | Sequence[Host]) -> list[Host]:
     """A hostfile target's hosts (a plain list of hosts is taken as it is)."""
     return target.node_hosts() if isinstance(target, HostTarget) else list(target)
@@ -304,7 +298,7 @@ class JobService(Engine):
                 for warning in prepared.warnings:
                     self.say(f"warning: {warning}")
             except AlaunchError as exc:
-                self._record_failure(job.spec, job.hosts, job.job_id, job.spec_text, exc)
+                self.record_failure(job.spec, job.hosts, job.job_id, job.spec_text, exc)
                 raise
             self._record(job, pre, prepared)
             try:
@@ -323,26 +317,15 @@ class JobService(Engine):
     def _stage_and_launch(self, job: LocalJob, pre: Preflight, prepared: Prepared,
                           runners: Mapping[str, CommandRunner], busy) -> dict:
         """Phases 4-6 of :meth:`submit` on the recorded job: stage, claim the cards, launch."""
-        try:
-            self.registry.set_state(job.job_id, reg.STAGING)
-        except reg.IllegalTransition:  # cancelled between record and here
-            raise self._cancelled(job.job_id, "nothing was started") from None
-        try:
-            self.stage(job, pre, prepared, runners)
-            if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancel during staging wins
-                raise self._cancelled(job.job_id, "nothing was started")
-            job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
+        def start() -> dict:
+            claimed, plan = self.claim_cards(job, pre, prepared, runners, busy)
             try:
-                started = self.launch(job, prepared, runners)
+                return self.launch(claimed, plan, runners)
             except AlaunchError:
-                self._release_cards(job, pre, runners)
+                self._release_cards(claimed, pre, runners)
                 raise
-        except JobCancelled:
-            raise
-        except AlaunchError as exc:
-            self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
-            raise
-        return started
+
+        return self.stage_then_start(job.job_id, lambda: self.stage(job, pre, prepared, runners), start)
 
     def _interrupted(self, job_id: str, why: str) -> None:
         """A submit interrupted after the job was recorded: record the end and stop whatever of
@@ -470,29 +453,18 @@ class JobService(Engine):
     def local(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
         """Phase 1, no host touched: the job file, its local paths, the hosts it uses, its id.
         A JobSpec (a pipeline step's job with its references resolved) is taken as it is."""
-        spec = job_path if isinstance(job_path, JobSpec) else load_job(job_path)
-        validate.check_local_paths(spec)
+        spec, spec_text = self.load(job_path)
         if opts.devices is not None:
             hosts = core_cards.pin_devices(hosts, opts.devices)
         candidates = tuple(hosts)[:len(used_hosts(spec, hosts))]
         hosts = used_hosts(spec, hosts)
         bin_dir = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts)
-        if isinstance(job_path, JobSpec):
-            from launcher.core.yamlio import dumps
-            spec_text = redacted_text(spec, dumps(spec.model_dump(mode="json", exclude_none=True)))
-        else:
-            spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
         return LocalJob(spec, tuple(hosts), new_job_id(spec.name), replace(opts, bin_dir=bin_dir), spec_text,
                         {h.name: python_for(bin_dir, h) for h in hosts}, candidates=candidates)
 
     def hash(self, job: LocalJob) -> LocalJob:
-        """Phase 1b: hash the code and data to stage (render-independent; a local cache)."""
-        cache = HashCache(self.state_dir / CACHE_NAME)
-        files = collect([i for i in stage_items(job.spec, "") if i.text is None], cache)
-        cache.save()
-        for warning in files.warnings:
-            self.say(f"warning: {warning}")
-        return replace(job, files=files)
+        """Phase 1b: hash the code and data to stage (:meth:`Engine.hash_files`)."""
+        return replace(job, files=self.hash_files(job.spec))
 
     def preflight(self, job: LocalJob, runners: Mapping[str, CommandRunner]) -> Preflight:
         """Phase 2, one round trip per host in one fan-out: each host's home and what its store
@@ -562,9 +534,6 @@ class JobService(Engine):
         reach_check(prepared.plan, launchers)
         return launch_all(prepared.plan, launchers)
 
-    def _cancelled(self, job_id: str, what: str) -> "JobCancelled":
-        return JobCancelled(f"job {job_id} was cancelled during submit; {what}")
-
     def _ssh_meta(self) -> dict:
         """known_hosts / ssh_config used at submit, so status and cancel reach hosts the same way."""
         options = getattr(self.exec_factory, "keywords", {}).get("options")
@@ -572,11 +541,6 @@ class JobService(Engine):
             return {}
         return {k: str(getattr(options, k)) for k in ("known_hosts", "ssh_config") if getattr(options, k)}
 
-    def _record_failure(self, spec: JobSpec, hosts: Sequence[Host], job_id: str, spec_text: str,
-                        exc: AlaunchError) -> None:
-        self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile(hosts),
-                                 nodes=[h.name for h in hosts], job_id=job_id, state=reg.FAILED)
-        self.registry.set_state(job_id, reg.FAILED, exc.message)
 
     # ------------------------------------------------------------------ status
 

@@ -201,62 +201,70 @@ class SlurmService(Engine):
                                  cluster_time_out=cluster_time_out)
         return rendered, batch
 
-    def submit(self, job_path: str | Path, target: core.SlurmTarget, opts) -> reg.JobRecord:
-        spec = load_job(job_path)
-        validate.check_local_paths(spec)
+    def submit(self, job_path, target: core.SlurmTarget, opts, meta: Mapping | None = None) -> reg.JobRecord:
+        """The shared phases (:class:`~launcher.ops.engine.Engine`: load, hash, survey, render,
+        record, stage — a cancel during staging wins —, start) with Slurm's start: write the
+        batch script and sbatch it through the login node. The record keeps the job name sbatch
+        gets before sbatch runs, so a lost answer leaves a job ``cancel`` can still find."""
+        spec, spec_text = self.load(job_path)
         target = self.effective_target(spec, target, opts.bin_dir)
         job_id = reg.new_job_id(spec.name)
         login = target.login_host()
         python = self.python_for(target)
         ex = self.exec_factory(login)
-        spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
         meta = {**record_meta(self), "slurm_job_name": job_id, "target": {k: v for k, v in asdict(target).items()},
-                "pythons": {login.name: python}, "bin_dir": target.bin_dir, "source": spec.source}
+                "pythons": {login.name: python}, "bin_dir": target.bin_dir, "source": spec.source,
+                **dict(meta or {})}
         nodes = [f"slurm-node{i}" for i in range(target.nodes)]
         try:
             ex.warm()
-            cache = HashCache(self.state_dir / CACHE_NAME)
-            local = collect([i for i in stage_items(spec, "") if i.text is None], cache)
-            cache.save()
-            for warning in local.warnings:
-                self.say(f"warning: {warning}")
+            local = self.hash_files(spec)
             stager = Stager({login.name: ex}, python={login.name: python}, progress=self.progress)
             inventories = stager.survey(local)
             root = resolve_home(JobLayout.for_job(target.workdir, job_id).root, inventories[login.name].home)
             rendered, batch = self.prepare(spec, target, job_id, opts.sets, root, opts.master_port,
                                            opts.cluster_time_out, opts.check_mindformers)
         except AlaunchError as exc:
-            self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile([login]),
-                                     nodes=nodes, job_id=job_id, meta=meta, state=reg.FAILED)
-            self.registry.set_state(job_id, reg.FAILED, exc.message)
             ex.close()
+            self.record_failure(spec, [login], job_id, spec_text, exc, meta)
             raise
         meta.update(root=root, config_sha256={login.name: rendered.sha256})
         self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, config_text=rendered.text,
                                  hostfile_text=format_hostfile([login]),
                                  nodes=[(n, root) for n in nodes], job_id=job_id, meta=meta)
-        try:
-            self.registry.set_state(job_id, reg.STAGING)
+
+        def stage() -> None:
             result = stager.stage(replace(local, texts={"config/job.yaml": rendered.text}), {login.name: root},
                                   inventories, texts_by_host={login.name: {"config/job.yaml": rendered.text}})
             self.last_stage_bytes = result.bytes_sent
             self.registry.update_meta(job_id, {"staged_bytes": result.bytes_sent})
             self.registry.add_event(job_id, "staged", f"{result.bytes_sent} bytes sent")
+
+        def start() -> str:
             request = {"script_path": batch.script_path, "script": batch.script, "env": batch.env_values(),
                        "argv": ["sbatch", "--parsable", batch.script_path]}
             out = self._run(ex, [python, "-S", "-c", SUBMIT], "sbatch", stdin=json.dumps(request).encode())
             try:
-                slurm_id = core.sbatch_job_id(out)
+                return core.sbatch_job_id(out)
             except ValueError as exc:
                 raise RemoteError(login.name, str(exc)) from None
-        except AlaunchError as exc:
-            self.registry.set_state(job_id, reg.FAILED, exc.message)
+
+        try:
+            slurm_id = self.stage_then_start(job_id, stage, start, "nothing was submitted to Slurm")
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM/SIGHUP take its path in the CLI
+            self.registry.set_state_unless_ended(job_id, reg.FAILED, "interrupted (Ctrl-C or a signal) before "
+                                                 f"Slurm answered; `alaunch cancel {job_id}` finds a job it queued")
             raise
         finally:
             ex.close()
         self.registry.update_meta(job_id, {"slurm_job_id": slurm_id})
         self.registry.add_event(job_id, "sbatch", f"Slurm job {slurm_id}")
-        return self.registry.set_state(job_id, reg.QUEUED, f"Slurm job {slurm_id} submitted")
+        if self.registry.set_state_unless_ended(job_id, reg.QUEUED, f"Slurm job {slurm_id} submitted"):
+            return self.registry.get(job_id)
+        # cancelled while sbatch ran: the cancel could not see the Slurm id yet
+        message = self._scancel(self.registry.get(job_id), 3.0)
+        self.registry.add_event(job_id, "cancel-after-submit", message)
+        return self.registry.get(job_id)
 
     # ------------------------------------------------------------------ states
     def query(self, ex: CommandRunner, slurm_ids: Sequence[str]) -> dict[str, core.SlurmJobState]:
@@ -506,10 +514,17 @@ class SlurmService(Engine):
                 self.registry.add_event(record.id, "cancel", f"the job was {record.state}; {message}")
                 message += f" (it was queued although its submit failed; the job stays {record.state})"
             return self.registry.get(record.id), {login: message}
+        # CANCELLED first (as on hosts): a submit still staging starts nothing, one whose sbatch
+        # is answering finds the job ended and scancels what it queued
+        when = " during staging" if record.state in (reg.PENDING, reg.STAGING) else ""
+        try:
+            record = self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user" + when)
+        except reg.IllegalTransition:
+            record = self.registry.get(record.id)  # it ended meanwhile: scancel what is left
         message = self._scancel(record, grace)
         for n in record.nodes:
             self.registry.set_node(record.id, n.node_rank, state=reg.CANCELLED, ended_at=reg.now_iso())
-        return self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user"), {login: message}
+        return self.registry.get(record.id), {login: message}
 
     def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
         """A rank failed (seen by the follower): record FAILED first, then scancel the job."""
