@@ -193,3 +193,29 @@ def test_a_cancel_during_staging_wins_nothing_reaches_slurm(tmp_path, monkeypatc
         record = r.list(limit=1)[0]
     assert cancelled["record"].reason == "cancelled by the user during staging"
     assert record.state == reg.CANCELLED and "sbatch" not in calls.read_text()
+
+
+def test_the_login_node_script_answers_through_wire(tmp_path):
+    """launcher/remote/slurm.py, run as the engine runs it (``python -S -c PROGRAM``, the
+    request frame on stdin): the secret reaches the command's environment only, the script is
+    written 0700, the answers are framed (a chatty login shell cannot break them)."""
+    import subprocess
+    import sys
+
+    from launcher.remote import wire
+
+    def call(request):
+        res = subprocess.run([sys.executable, "-S", "-c", wire.program("slurm", request["op"])],
+                             input=wire.request(request), capture_output=True, check=True)
+        return wire.answer(b"Welcome to login01\n" + res.stdout)
+
+    script = tmp_path / "state" / "job.sbatch"
+    out = call({"op": "submit", "script_path": str(script), "script": "#!/bin/sh\n", "env": {"TOKEN": "s3cret"},
+                "argv": ["sh", "-c", 'echo "1234;cluster $TOKEN"']})
+    assert out == {"code": 0, "out": "1234;cluster s3cret\n", "err": ""}
+    assert script.stat().st_mode & 0o777 == 0o700 and "s3cret" not in script.read_text()
+    code = tmp_path / "state" / "exit_code"
+    assert call({"op": "mark_end", "path": str(code), "code": "143"}) == {"written": True}
+    assert call({"op": "mark_end", "path": str(code), "code": "0"}) == {"written": False}  # never overwrites
+    assert call({"op": "read", "paths": [str(code), str(tmp_path / "none")]}) == {str(code): "143\n",
+                                                                                 str(tmp_path / "none"): None}

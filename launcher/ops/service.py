@@ -40,16 +40,15 @@ from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
 from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
 from launcher.core.layout import JobLayout
-from launcher.runners import CommandRunner, make_runner
+from launcher.runners import CommandRunner
 from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan,
-                                env_script_vars, stage_items)
+                                env_script_vars)
 from launcher.core.render import Rendered, render_job, resolve_world
-from launcher.core.spec import JobSpec, load_job, redacted_text
+from launcher.core.spec import JobSpec, load_job
 from launcher.ops.engine import CheckReport, Engine, HostTarget, JobCancelled  # noqa: F401 (JobCancelled: callers import it here)
 from launcher.ops.fanout import run_parallel
 from launcher.core.layout import new_job_id
-from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
-                                resolve_home)
+from launcher.ops.stage import Inventory, LocalSet, Stager, inventory, resolve_home
 
 DRY_RUN_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
 LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all

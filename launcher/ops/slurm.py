@@ -17,7 +17,6 @@ Followers and fetch read the shared job dir once, through the login node
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import sys
@@ -28,70 +27,26 @@ from typing import Callable, Mapping, Sequence
 
 from launcher.core import slurm as core
 from launcher.core import validate
-from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
+from launcher.core.hostfile import format_hostfile, parse_hostfile
 from launcher.core.layout import JobLayout
-from launcher.core.plan import stage_items
 from launcher.core.render import render_job, resolve_world
-from launcher.core.spec import JobSpec, load_job, redacted_text
+from launcher.core.spec import JobSpec, load_job
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.core.slurm import parse_target  # noqa: F401  (the chooser's parser of a target file)
 from launcher.ops import registry as reg
 from launcher.ops.engine import CheckReport, Engine
 from launcher.ops.engines import record_meta
 from launcher.ops.launch import NodeStatus
-from launcher.ops.stage import CACHE_NAME, HashCache, Progress, Stager, collect, resolve_home
-from launcher.runners import CommandRunner, make_runner
+from launcher.ops.stage import Stager, resolve_home
+from launcher.remote import wire
+from launcher.runners import CommandRunner
 
 BACKEND = "slurm"
 LEAVE_QUEUE_TIMEOUT = 60.0
-SETTLE_TIMEOUT = 30.0  # seconds from the batch script's last line to Slurm's final state  # seconds scancel may take until the job is out of the queue
+SETTLE_TIMEOUT = 30.0  # seconds from the batch script's last line to Slurm's final state
 FORGOTTEN = "Invalid job id"  # squeue/scontrol about a job Slurm no longer has (MinJobAge passed)
 ALIVE_SLURM = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED",
                "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
-
-# Write the batch script, then exec sbatch with the job's environment (stdin JSON: secrets never
-# reach an argv or the script file).
-SUBMIT = r'''
-import json, os, sys
-r = json.load(sys.stdin)
-os.makedirs(os.path.dirname(r["script_path"]), exist_ok=True)
-with open(r["script_path"] + ".tmp", "w") as fh:
-    fh.write(r["script"])
-os.chmod(r["script_path"] + ".tmp", 0o700)
-os.replace(r["script_path"] + ".tmp", r["script_path"])
-env = dict(os.environ)
-env.update(r["env"])
-sys.stdout.flush()
-os.execvpe(r["argv"][0], r["argv"], env)
-'''
-
-# Write state/exit_code unless the batch script already did (atomic; never overwrites).
-MARK_END = r'''
-import json, os, sys
-r = json.loads(sys.argv[1])
-path = r["path"]
-if not os.path.exists(path):
-    with open(path + ".alaunch", "w") as fh:
-        fh.write(r["code"] + "\n")
-    try:
-        os.link(path + ".alaunch", path)
-    except FileExistsError:
-        pass
-    os.unlink(path + ".alaunch")
-'''
-
-READ = r'''
-import json, sys
-out = {}
-for p in json.loads(sys.argv[1]):
-    try:
-        with open(p, "rb") as fh:
-            fh.seek(0, 2); n = fh.tell(); fh.seek(max(0, n - 8192))
-            out[p] = fh.read().decode("utf-8", "replace")
-    except OSError:
-        out[p] = None
-print(json.dumps(out))
-'''
 
 
 def target_of(record: reg.JobRecord) -> core.SlurmTarget:
@@ -243,7 +198,11 @@ class SlurmService(Engine):
         def start() -> str:
             request = {"script_path": batch.script_path, "script": batch.script, "env": batch.env_values(),
                        "argv": ["sbatch", "--parsable", batch.script_path]}
-            out = self._run(ex, [python, "-S", "-c", SUBMIT], "sbatch", stdin=json.dumps(request).encode())
+            res = self._call(ex, python, {"op": "submit", **request}, "sbatch")
+            if res["code"] != 0:
+                lines = (res["err"] or res["out"]).strip().splitlines()
+                raise RemoteError(login.name, f"sbatch failed: {lines[-1] if lines else 'exit code %d' % res['code']}")
+            out = res["out"]
             try:
                 return core.sbatch_job_id(out)
             except ValueError as exc:
@@ -295,9 +254,21 @@ class SlurmService(Engine):
         res = ex.exec(["scontrol", "show", "hostnames", nodelist], timeout=60)
         return res.text().split() if res.ok else []
 
+    @staticmethod
+    def _call(ex: CommandRunner, python: str, request: dict, what: str, timeout: float = 60) -> dict:
+        """One op of ``launcher/remote/slurm.py`` on the login node; its answer through
+        ``wire.answer``. A failed call raises (never read as "no file there")."""
+        res = ex.exec([python, "-S", "-c", wire.program("slurm", request["op"])], [wire.request(request)],
+                      timeout=timeout)
+        try:
+            if res.ok:
+                return wire.answer(res.stdout)
+        except wire.NoAnswer as exc:
+            raise RemoteError(ex.host.name, f"{what}: {exc}") from None
+        raise RemoteError(ex.host.name, f"{what} failed: {res.error_line()}")
+
     def _read(self, ex: CommandRunner, python: str, paths: Sequence[str]) -> dict[str, str | None]:
-        res = ex.exec([python, "-S", "-c", READ, json.dumps(list(paths))], timeout=60)
-        return json.loads(res.text()) if res.ok else {p: None for p in paths}
+        return self._call(ex, python, {"op": "read", "paths": list(paths)}, "reading the job's state")
 
     def _script_ended(self, ex: CommandRunner, python: str, record: reg.JobRecord) -> bool:
         path = posixpath.join(JobLayout(record.meta["root"]).state, "exit_code")
@@ -438,7 +409,7 @@ class SlurmService(Engine):
         try:
             path = posixpath.join(JobLayout(record.meta["root"]).state, "exit_code")
             code = {reg.SUCCEEDED: "0", reg.CANCELLED: "143"}.get(record.state, "1")
-            ex.exec([python, "-S", "-c", MARK_END, json.dumps({"path": path, "code": code})], timeout=60)
+            self._call(ex, python, {"op": "mark_end", "path": path, "code": code}, "writing state/exit_code")
         finally:
             ex.close()
         return True

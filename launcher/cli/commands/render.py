@@ -16,7 +16,6 @@ import typer
 
 from launcher.cli import environment
 
-from launcher.errors import InputError
 
 ORDER = 20
 PREVIEW_JOB_ID = "<job-id>"
