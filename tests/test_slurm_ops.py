@@ -219,3 +219,19 @@ def test_the_login_node_script_answers_through_wire(tmp_path):
     assert call({"op": "mark_end", "path": str(code), "code": "0"}) == {"written": False}  # never overwrites
     assert call({"op": "read", "paths": [str(code), str(tmp_path / "none")]}) == {str(code): "143\n",
                                                                                  str(tmp_path / "none"): None}
+
+
+def test_a_pipeline_dry_run_on_a_slurm_target_prints_each_steps_sbatch_script(run_cli, tmp_path):
+    """Before: 'slurm.yaml:1: missing slots=N for host 'slurm:'' (pipelines read the target as
+    a hostfile). Each job step is one sbatch job; independent steps are queued together."""
+    root = Path(__file__).resolve().parents[1]
+    target = tmp_path / "slurm.yaml"
+    target.write_text("slurm:\n  login: login01\n  partition: npu\n  nodes: 2\n  cards_per_node: 8\n"
+                      "  workdir: /shared/w\n  bin_dir: /opt/ms/bin\n")
+    code, out, err = run_cli("run", str(root / "jobs/pipelines/llama3_8b_math.yaml"), "-H", str(target), "--dry-run")
+    assert code == 0, err
+    steps = [line for line in out.splitlines() if line.startswith("# ") and line[2:3].isdigit()]
+    assert [s.split()[2] for s in steps] == ["train", "squad", "math", "fetch"]
+    assert out.count("sbatch --parsable '/shared/w/alaunch/") == 3 and out.count("#SBATCH --partition=npu") == 3
+    assert "runs together with math" in steps[1] and "waits for" not in out  # Slurm queues them
+    assert "copied from" not in out  # the workdir is shared: outputs stay where they are

@@ -85,6 +85,8 @@ class SlurmTarget:
     bin_dir: str | None = None  # msrun/python on the compute nodes (first on PATH)
     source: str | None = None
     engine: ClassVar[str] = "slurm"  # the engine that runs this target (launcher.ops.engines)
+    shared_workdir: ClassVar[bool] = True  # every node sees the workdir: outputs stay where they are
+    schedules: ClassVar[bool] = True  # Slurm queues and places the jobs (independent steps go in together)
 
     @property
     def gres_option(self) -> str | None:

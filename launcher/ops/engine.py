@@ -46,6 +46,8 @@ class HostTarget:
     full: tuple[Host, ...] = ()
     source: str = ""
     engine: ClassVar[str] = "hosts"
+    shared_workdir: ClassVar[bool] = False  # each host has its own disk: outputs are copied between them
+    schedules: ClassVar[bool] = False  # alaunch places jobs on cards (a scheduler's target: it queues them)
 
     def node_hosts(self) -> list[Host]:
         """The hosts render and plan count."""
@@ -160,6 +162,11 @@ class Engine(ABC):
         no host either)."""
 
     @abstractmethod
+    def plan_text(self, spec: "JobSpec", target: Any, opts: "SubmitOptions", job_id: str) -> str:
+        """The job's exact request as text, pure (a pipeline step's dry run): the commands each
+        node runs, or the batch script a scheduler gets."""
+
+    @abstractmethod
     def submit(self, job: "str | Path | JobSpec", target: Any, opts: "SubmitOptions",
                meta: Mapping | None = None) -> reg.JobRecord:
         """Record, stage and start (or queue) the job; the record as it stands after."""
@@ -204,6 +211,27 @@ class Engine(ABC):
         """The record as the follower and fetch see it: which host holds which job dir, and
         whether each node keeps its own ``state/node-<rank>`` (meta ``state_per_node``)."""
         return record
+
+    def follow(self, record: reg.JobRecord, runner_for: Callable[[Host], Any], sink: Any,
+               note: Callable[[str], None] = lambda s: None, **kw) -> Any:
+        """Follow a job to its end through the engine: wait while the engine queues it (each new
+        reason said), read the job dirs of :meth:`log_view`, with :meth:`watch` beside the
+        follower. None when the job ended before it started (nothing to read)."""
+        from launcher.core.hostfile import parse_hostfile
+        from launcher.ops.follow import Follower
+        if record.state == reg.QUEUED:
+            record = self.wait_started(record.id, note)
+            if record.terminal and record.started_at is None:
+                return None
+        view = self.log_view(record)
+        hosts = {h.name: h for h in parse_hostfile(view.hostfile_text, f"registry:{view.id}")}
+        stop = threading.Event()
+        if not view.terminal:
+            threading.Thread(target=self.watch, args=(view.id, stop), kwargs={"note": note}, daemon=True).start()
+        try:
+            return Follower(view, runner_for, hosts, sink, self, **kw).run()
+        finally:
+            stop.set()
 
     # ------------------------------------------------------------------ the target
     @abstractmethod

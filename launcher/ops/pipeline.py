@@ -253,12 +253,15 @@ class PipelineRunner:
                 out["merged"] = self.merge_on_host(out)["out"]
         return out["merged"]
 
+    def host(self, name: str) -> Host:
+        """A host of the target by name: a node, or where it stages (a scheduler's login node)."""
+        return next((h for h in self.hosts + self.target.stage_hosts() if h.name == name), None) or Host(name, 1)
+
     def merge_on_host(self, producer: dict) -> dict:
         """Run ``entry/merge_ckpt.py`` on the producer's node 0, in its job dir."""
         root = producer["root"]
         out = posixpath.join(root, "output", "merged", f"{producer.get('job_id', 'merged')}.ckpt")
-        host = next((h for h in self.hosts if h.name == producer["host"]), None) or Host(producer["host"], 1)
-        runner = self.service.exec_factory(host)
+        runner = self.service.exec_factory(self.host(producer["host"]))
         try:
             program = (ENTRY_DIR / "merge_ckpt.py").read_text(encoding="utf-8")
             argv = [producer.get("python") or "python3", "-c", program, json.dumps({"job_dir": root, "out": out})]
@@ -318,10 +321,9 @@ class PipelineRunner:
         paths = [p for ps in outputs.get("paths", {}).values() for p in ps]
         if not paths:
             return True
-        host = next((h for h in self.hosts if h.name == outputs.get("host")), None)
-        if host is None:
+        if not any(h.name == outputs.get("host") for h in self.hosts + self.target.stage_hosts()):
             return False
-        runner = self.service.exec_factory(host)
+        runner = self.service.exec_factory(self.host(outputs["host"]))
         try:
             argv = [outputs.get("python") or "python3", "-c",
                     "import os,sys,json; print(json.dumps(all(os.path.exists(p) for p in json.loads(sys.argv[1]))))",
@@ -353,18 +355,18 @@ class PipelineRunner:
             if step.builtin is None:
                 spec = self.job_spec(step, dry=True)
                 hosts = used_hosts(spec, self.hosts)
-                prepared = prepare(spec, hosts, f"{slug(spec.name)}-<run>", DRY_PORT, self.opts)
                 if spec.checkpoint is not None:
                     how = f" <- {step.checkpoint.describe()}" if isinstance(step.checkpoint, pl.Ref) else ""
                     view.resolves.append(f"checkpoint{how}: {spec.checkpoint.local or spec.checkpoint.remote}")
                 for name, ref in spec.inputs.items():
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
                     view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
-                others = [h.name for h in hosts[1:]]
+                others = [] if self.target.shared_workdir else [h.name for h in hosts[1:]]
                 for site, ref, _ in self.remote_refs(step, spec) if others else []:
                     view.resolves.append(f"{site}: copied from {ref.step}'s host to {', '.join(others)} through this "
                                          f"machine before the submit (sha256-checked), unless already there")
-                view.plan = prepared.plan.render_shell()
+                view.plan = self.service.plan_text(spec, self.target, replace(self.opts, master_port=DRY_PORT),
+                                                   f"{slug(spec.name)}-<run>")
                 view.cards = {h.name: len(h.slot_ids) for h in hosts}
             else:
                 view.plan = self.builtin_text(step)
@@ -377,7 +379,8 @@ class PipelineRunner:
         by_name = {v.name: v for v in views}
         if not self.concurrent:
             return
-        capacity = {h.name: len(h.slot_ids) for h in self.hosts}
+        # a scheduler queues every job of a level at once and places them itself
+        capacity = {h.name: 1 << 30 if self.target.schedules else len(h.slot_ids) for h in self.hosts}
         for level in pl.levels(pipeline, selected):
             groups = pl.pack(level, {n: by_name[n].cards for n in level}, capacity)
             for i, group in enumerate(groups):
@@ -551,6 +554,8 @@ class PipelineRunner:
         e.g. on a shared filesystem, is left alone)."""
         from launcher.ops.relay import relay
         from launcher.ops.service import default_bin_dir, python_for
+        if self.target.shared_workdir:
+            return  # every node of the target sees the producer's job dir
         bin_dir = self.opts.bin_dir or default_bin_dir(self.hosts)
         for site, ref, path in self.remote_refs(step, spec):
             producer = self.outputs.get(ref.step) or {}
@@ -585,14 +590,13 @@ class PipelineRunner:
     def job_outputs(self, record: reg.JobRecord) -> dict:
         """Where a finished job's outputs are: node 0's job dir, listed by the job's output groups."""
         from launcher.ops.collect import job_outputs, list_node, globs_for
-        node0 = record.nodes[0]
-        hosts = {h.name: h for h in self.hosts}
+        node0 = self.service.log_view(record).nodes[0]  # where its files are (a scheduler's: the shared dir)
         python = (record.meta.get("pythons") or {}).get(node0.host, "python3")
         outputs, _ = job_outputs(record)
         groups = [g for g in ("checkpoints", "predictions") if getattr(outputs, g)]
         paths: dict[str, list[str]] = {}
         if groups:
-            runner = self.service.exec_factory(hosts.get(node0.host) or Host(node0.host, 1))
+            runner = self.service.exec_factory(self.host(node0.host))
             try:
                 listing = list_node(runner, python, node0.job_dir, globs_for(outputs, groups))
             finally:
@@ -606,9 +610,8 @@ class PipelineRunner:
                 "paths": paths, "default": default}
 
     def _quiet_follow(self, record: reg.JobRecord) -> Any:
-        from launcher.ops.follow import Follower
-        hosts = {h.name: h for h in self.hosts}
-        return Follower(record, self.service.exec_factory, hosts, _QuietSink(self.say), self.service).run()
+        return self.service.follow(record, self.service.exec_factory, _QuietSink(self.say),
+                                   note=lambda text: self.say(f"  {record.name}: {text}"))
 
     # ------------------------------------------------------------------ built-ins
 

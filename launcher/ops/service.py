@@ -228,11 +228,16 @@ class JobService(Engine):
         chosen = cards.plan_devices(candidates, want, held,
                                     cards.pinned_hosts(full, candidates, want, opts.devices is not None))
         hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen)]
-        port = opts.master_port if opts.master_port is not None else DRY_RUN_PORT
-        prepared = prepare(spec, hosts, job_id, port, replace(opts, master_port=port))
         note = staging_note([h.name for h in hosts if not h.is_local], parse_mode(os.environ.get("ALAUNCH_RELAY")),
                             int(os.environ.get("ALAUNCH_RELAY_DEGREE") or 2))
-        return cards.render_devices(chosen) + (f"# staging: {note}\n" if note else "") + prepared.plan.render_shell()
+        return (cards.render_devices(chosen) + (f"# staging: {note}\n" if note else "")
+                + self.plan_text(spec, hosts, opts, job_id))
+
+    def plan_text(self, spec: JobSpec, target: HostTarget | Sequence[Host], opts: SubmitOptions, job_id: str) -> str:
+        """Each node's exact commands (pure: the template is read, no host asked)."""
+        port = opts.master_port if opts.master_port is not None else DRY_RUN_PORT
+        hosts = used_hosts(spec, hosts_of(target))
+        return prepare(spec, hosts, job_id, port, replace(opts, master_port=port)).plan.render_shell()
 
     def started_line(self, record: reg.JobRecord) -> str:
         """'started NAME on N node(s): host (node 0, pid P, devices D), ...' — the first

@@ -108,7 +108,9 @@ class SlurmService(Engine):
 
     def dry_run(self, job, target: core.SlurmTarget, opts, job_id: str, *, offline: bool = True) -> str:
         """The batch script and the sbatch line ``submit`` would run (secrets masked)."""
-        spec = job if isinstance(job, JobSpec) else load_job(job)
+        return self.plan_text(job if isinstance(job, JobSpec) else load_job(job), target, opts, job_id)
+
+    def plan_text(self, spec: JobSpec, target: core.SlurmTarget, opts, job_id: str) -> str:
         target = self.effective_target(spec, target, opts.bin_dir)
         _, batch = self.prepare(spec, target, job_id, opts.sets, master_port=opts.master_port)
         return batch.render()
