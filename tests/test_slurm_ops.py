@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from launcher.core.hostfile import Host, format_hostfile
 from launcher.ops import registry as reg
 from launcher.ops import slurm
@@ -235,3 +237,60 @@ def test_a_pipeline_dry_run_on_a_slurm_target_prints_each_steps_sbatch_script(ru
     assert out.count("sbatch --parsable '/shared/w/alaunch/") == 3 and out.count("#SBATCH --partition=npu") == 3
     assert "runs together with math" in steps[1] and "waits for" not in out  # Slurm queues them
     assert "copied from" not in out  # the workdir is shared: outputs stay where they are
+
+
+def test_resume_on_slurm_is_attempt_2_sbatched_from_the_shared_checkpoints(tmp_path, monkeypatch):
+    """A stopped Slurm training resumes as attempt 2: the previous attempt's state/ kept under
+    attempts/1/, the config resumed from the job dir's checkpoints (the newest step every rank
+    saved), the batch script sbatch'd again with the job's secret (from the job file, never
+    the registry) in sbatch's environment (before: no Slurm path; resume read the stand-in
+    node rows as hosts)."""
+    from launcher.ops.engines import engine_of, read_target
+    from launcher.ops.service import SubmitOptions
+    calls = _fake_slurm(tmp_path, monkeypatch, sbatch='echo "$TOKEN" >> ' + str(tmp_path / "env.log") + '; echo 5',
+                        squeue="exit 0")
+    job, target = _cli_files(tmp_path)
+    target.write_text(target.read_text().replace("login01", "localhost").replace("/shared/w", str(tmp_path / "w"))
+                      .replace("  bin_dir: /opt/ms/bin\n", ""))
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        record = slurm.SlurmService(r, tmp_path / "state").submit(job, read_target(target), SubmitOptions())
+        root = Path(record.meta["root"])
+        for rank, steps in ((0, (2, 4)), (1, (2,))):  # rank 1 died before saving step 4
+            for s in steps:
+                (root / "output" / "checkpoint" / f"rank_{rank}").mkdir(parents=True, exist_ok=True)
+                (root / "output" / "checkpoint" / f"rank_{rank}" / f"llama_rank_{rank}-1_{s}.ckpt").write_bytes(b"x")
+        (root / "state" / "exit_code").write_text("1\n")
+        r.set_state(record.id, reg.FAILED, "Slurm job 5: FAILED")
+        said = []
+        after = engine_of(r.get(record.id), r, tmp_path / "state").resume(record.id, said.append)
+        assert after.state == reg.QUEUED and after.meta["attempt"] == 2 and after.meta["resumed_from_step"] == [1, 2]
+        assert said == [f"{record.id}: attempt 2, resuming from the checkpoint of epoch 1, step 2"]
+    assert (root / "attempts" / "1" / "state" / "exit_code").read_text() == "1\n"
+    assert not (root / "state" / "exit_code").exists() and (root / "state" / "job.sbatch").exists()
+    config = yaml.safe_load((root / "config" / "job.yaml").read_text())
+    assert config["resume_training"] is True and config["load_checkpoint"] == str(root / "output" / "checkpoint")
+    assert calls.read_text().count("sbatch --parsable") == 2
+    assert (tmp_path / "env.log").read_text() == "s3cret\ns3cret\n"
+
+
+def test_prune_on_slurm_never_removes_a_job_slurm_still_has(run_cli, tmp_path, monkeypatch):
+    """`alaunch prune -H slurm.yaml`: the shared workdir through the login node. A job whose
+    submit failed in the registry but that Slurm queued (its sbatch answer lost) is running on
+    compute nodes the scan cannot see: squeue's job names protect it. Before: prune read the
+    target as a hostfile ('missing slots=N for host slurm:')."""
+    import os
+    monkeypatch.setenv("ALAUNCH_STATE_DIR", str(tmp_path / "state"))
+    _fake_slurm(tmp_path, monkeypatch, squeue="echo tiny-20260101-000000-aaaa")
+    target = tmp_path / "slurm.yaml"
+    target.write_text(f"slurm:\n  login: localhost\n  nodes: 2\n  cards_per_node: 1\n  workdir: {tmp_path / 'w'}\n")
+    with reg.Registry.in_state_dir(tmp_path / "state") as r:
+        for job_id in ("tiny-20260101-000000-aaaa", "tiny-20260101-000000-bbbb"):
+            (tmp_path / "w" / "alaunch" / job_id / "state").mkdir(parents=True)
+            os.utime(tmp_path / "w" / "alaunch" / job_id, (0, 0))
+            r.create_job("tiny", "finetune", nodes=[("slurm-node0", str(tmp_path / "w" / "alaunch" / job_id))],
+                         job_id=job_id, state=reg.FAILED, meta={"backend": "slurm", "slurm_job_name": job_id})
+    code, out, err = run_cli("prune", "-H", str(target), "--older-than", "0s", "--grace", "0s")
+    assert code == 0, err
+    assert (tmp_path / "w" / "alaunch" / "tiny-20260101-000000-aaaa").exists()  # Slurm still has it
+    assert not (tmp_path / "w" / "alaunch" / "tiny-20260101-000000-bbbb").exists()
+    assert "localhost" in out

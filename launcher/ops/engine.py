@@ -205,6 +205,12 @@ class Engine(ABC):
     def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
         """A rank failed: record FAILED first, then stop every node (the gang rule)."""
 
+    @abstractmethod
+    def resume(self, ref: str, say: Callable[[str], None] = lambda s: None,
+               original: "JobSpec | None" = None) -> reg.JobRecord:
+        """Attempt n+1 of a stopped training job, in its own job dir, from the newest
+        checkpoint every rank saved (``alaunch resume``, a pipeline step's ``retries:``)."""
+
     # ------------------------------------------------------------------ what the follower and fetch read
     @staticmethod
     def log_view(record: reg.JobRecord) -> reg.JobRecord:

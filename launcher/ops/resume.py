@@ -86,14 +86,11 @@ def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
                                                              for h in hosts) + " (claimed again to resume)")
 
 
-def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None = None) -> reg.JobRecord:
-    """Attempt n+1 of a stopped finetune job (see the module docstring). Returns it RUNNING.
-
-    ``original``: the job as its submitter built it (a pipeline step's retry has it), whose
-    secret env values the registry does not keep; else the job file is read again for them."""
-    from launcher.ops.collect import list_node
-    registry = service.registry
-    record = registry.get(ref)
+def recorded_spec(record: reg.JobRecord, original: JobSpec | None = None) -> JobSpec:
+    """The job of a stopped training record, as submitted (every engine's resume starts here):
+    refused unless FAILED or CANCELLED and a finetune. ``original``: the job as its submitter
+    built it (a pipeline step's retry has it), whose secret env values the registry does not
+    keep; else the job file is read again for them."""
     if record.state not in (reg.FAILED, reg.CANCELLED):
         raise InputError(f"job {record.id} is {record.state}; only a failed or cancelled job can be resumed")
     if record.kind != "finetune":
@@ -107,6 +104,34 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
         if original is None and meta.get("source") and Path(source).is_file():
             original = load_job(source)
         spec = restore_secrets(spec, original, source)
+    return spec
+
+
+def resume_step(record: reg.JobRecord, checkpoints: list[str]) -> tuple[int, int]:
+    """The newest (epoch, step) every rank saved a checkpoint of, or the one-line refusal."""
+    step = pl.common_last_step(checkpoints)
+    if step is None:
+        raise AlaunchError(f"job {record.id} has no checkpoint that every rank saved; nothing to resume from "
+                           f"(submit it again)")
+    return step
+
+
+def rotate_request(record: reg.JobRecord, root: str, attempt: int) -> bytes:
+    """ROTATE (remote/attempt.py) for one job dir: keep attempt ``attempt``, config resumed."""
+    return wire.request({"op": "rotate", "root": root, "attempt": attempt,
+                         "config": resumed_config(record.config_text, root)})
+
+
+def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None = None) -> reg.JobRecord:
+    """Attempt n+1 of a stopped finetune job (see the module docstring). Returns it RUNNING.
+
+    ``original``: the job as its submitter built it (a pipeline step's retry has it), whose
+    secret env values the registry does not keep; else the job file is read again for them."""
+    from launcher.ops.collect import list_node
+    registry = service.registry
+    record = registry.get(ref)
+    spec = recorded_spec(record, original)
+    meta = record.meta
     hosts = parse_hostfile(record.hostfile_text, f"registry:{record.id}")
     by_name = {h.name: h for h in hosts}
     pythons = dict(meta.get("pythons") or {})
@@ -122,17 +147,12 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
         return [f.path for f in listing.files]
 
     found = run_parallel(record.nodes, listed).raise_on_failure()
-    ckpts = [p for node in record.nodes for p in found[node]]
-    step = pl.common_last_step(ckpts)
-    if step is None:
-        raise AlaunchError(f"job {record.id} has no checkpoint that every rank saved; nothing to resume from "
-                           f"(submit it again)")
+    step = resume_step(record, [p for node in record.nodes for p in found[node]])
 
     def rotate(node: reg.NodeRecord) -> dict:
         runner = service.exec_factory(by_name[node.host])
         try:
-            req = wire.request({"op": "rotate", "root": node.job_dir, "attempt": attempt,
-                                "config": resumed_config(record.config_text, node.job_dir)})
+            req = rotate_request(record, node.job_dir, attempt)
             res = runner.check([pythons.get(node.host, "python3"), "-S", "-c", wire.program("attempt", "rotate")],
                                [req], timeout=120, what="keep the previous attempt")
         finally:

@@ -282,6 +282,12 @@ class JobService(Engine):
                            failure=(f"{len(failed)} of {len(rows)} host(s) failed the check: "
                                     + ", ".join(r.host for r in failed)) if failed else None)
 
+    def resume(self, ref: str, say: Callable[[str], None] = lambda s: None,
+               original: JobSpec | None = None) -> reg.JobRecord:
+        """Attempt n+1 on the same hosts (:func:`launcher.ops.resume.resume_job`)."""
+        from launcher.ops.resume import resume_job
+        return resume_job(self, ref, say, original=original)
+
     def submit(self, job_path: str | Path | JobSpec, hosts: HostTarget | Sequence[Host],
                opts: SubmitOptions = SubmitOptions(), meta: Mapping | None = None) -> reg.JobRecord:
         """The phases, in order: :meth:`local` (load, check, hash — no host) -> :meth:`preflight`

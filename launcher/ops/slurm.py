@@ -197,21 +197,9 @@ class SlurmService(Engine):
             self.registry.update_meta(job_id, {"staged_bytes": result.bytes_sent})
             self.registry.add_event(job_id, "staged", f"{result.bytes_sent} bytes sent")
 
-        def start() -> str:
-            request = {"script_path": batch.script_path, "script": batch.script, "env": batch.env_values(),
-                       "argv": ["sbatch", "--parsable", batch.script_path]}
-            res = self._call(ex, python, {"op": "submit", **request}, "sbatch")
-            if res["code"] != 0:
-                lines = (res["err"] or res["out"]).strip().splitlines()
-                raise RemoteError(login.name, f"sbatch failed: {lines[-1] if lines else 'exit code %d' % res['code']}")
-            out = res["out"]
-            try:
-                return core.sbatch_job_id(out)
-            except ValueError as exc:
-                raise RemoteError(login.name, str(exc)) from None
-
         try:
-            slurm_id = self.stage_then_start(job_id, stage, start, "nothing was submitted to Slurm")
+            slurm_id = self.stage_then_start(job_id, stage, lambda: self._sbatch(ex, python, batch),
+                                             "nothing was submitted to Slurm")
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM/SIGHUP take its path in the CLI
             self.registry.set_state_unless_ended(job_id, reg.FAILED, "interrupted (Ctrl-C or a signal) before "
                                                  f"Slurm answered; `alaunch cancel {job_id}` finds a job it queued")
@@ -226,6 +214,58 @@ class SlurmService(Engine):
         message = self._scancel(self.registry.get(job_id), 3.0)
         self.registry.add_event(job_id, "cancel-after-submit", message)
         return self.registry.get(job_id)
+
+    def _sbatch(self, ex: CommandRunner, python: str, batch: core.BatchPlan) -> str:
+        """Write the batch script and sbatch it on the login node (remote/slurm.py SUBMIT): its id."""
+        res = self._call(ex, python, {"op": "submit", "script_path": batch.script_path, "script": batch.script,
+                                      "env": batch.env_values(), "argv": ["sbatch", "--parsable", batch.script_path]},
+                         "sbatch")
+        if res["code"] != 0:
+            lines = (res["err"] or res["out"]).strip().splitlines()
+            raise RemoteError(ex.host.name, f"sbatch failed: {lines[-1] if lines else 'exit code %d' % res['code']}")
+        try:
+            return core.sbatch_job_id(res["out"])
+        except ValueError as exc:
+            raise RemoteError(ex.host.name, str(exc)) from None
+
+    def resume(self, ref: str, say: Callable[[str], None] = lambda s: None,
+               original: JobSpec | None = None) -> reg.JobRecord:
+        """Attempt n+1 as a new sbatch of the same job dir: the shared dir's checkpoints listed
+        once (every rank's are there), the previous attempt's ``state/`` (batch script, Slurm's
+        output, exit code) kept under ``attempts/<n>/``, the config resumed, the batch script
+        built again (secrets from the job file, as at submit) and sbatch'd. QUEUED when Slurm
+        took it."""
+        from launcher.ops.collect import list_node
+        from launcher.ops.resume import CHECKPOINT_GLOB, recorded_spec, resume_step, rotate_request
+        record = self.registry.get(ref)
+        spec = recorded_spec(record, original)
+        root, attempt = record.meta["root"], int(record.meta.get("attempt", 1))
+        ex, python = self._login(record)
+        try:
+            listing = list_node(ex, python, root, {"checkpoints": [CHECKPOINT_GLOB]})
+            step = resume_step(record, [f.path for f in listing.files])
+            wire.answer(ex.check([python, "-S", "-c", wire.program("attempt", "rotate")],
+                                 [rotate_request(record, root, attempt)], timeout=120,
+                                 what="keep the previous attempt").stdout)
+            batch = core.build_batch(spec, target_of(record), record.id, root=root)
+            self.registry.update_meta(record.id, {"attempt": attempt + 1, "resumed_from_step": list(step)})
+            self.registry.set_state(record.id, reg.STAGING, f"resuming from epoch {step[0]} step {step[1]}: "
+                                    f"attempt {attempt + 1}", force=True)
+            say(f"{record.id}: attempt {attempt + 1}, resuming from the checkpoint of epoch {step[0]}, "
+                f"step {step[1]}")
+            try:
+                sid = self._sbatch(ex, python, batch)
+            except AlaunchError as exc:
+                self.registry.set_state_unless_ended(record.id, reg.FAILED, exc.message)
+                raise
+        finally:
+            ex.close()
+        self.registry.update_meta(record.id, {"slurm_job_id": sid})
+        self.registry.add_event(record.id, "sbatch", f"Slurm job {sid} (attempt {attempt + 1})")
+        for n in record.nodes:
+            self.registry.set_node(record.id, n.node_rank, state=reg.PENDING, exit_code=None, ended_at=None)
+        self.registry.set_state_unless_ended(record.id, reg.QUEUED, f"Slurm job {sid} submitted (attempt {attempt + 1})")
+        return self.registry.get(record.id)
 
     # ------------------------------------------------------------------ states
     def query(self, ex: CommandRunner, slurm_ids: Sequence[str]) -> dict[str, core.SlurmJobState]:
@@ -510,6 +550,23 @@ class SlurmService(Engine):
             self.registry.set_node(record.id, n.node_rank, state=reg.FAILED, ended_at=reg.now_iso())
         self.registry.add_event(record.id, "gang-stop", message)
         return self.registry.get(record.id)
+
+    # ------------------------------------------------------------------ prune
+    def prune(self, target: core.SlurmTarget, opts) -> dict:
+        """``alaunch prune`` of the shared workdir through the login node. Never a job Slurm
+        still has: every job name in the queue is protected, whatever the registry says (an
+        sbatch whose answer was lost is FAILED in the registry and may be running; its
+        processes run on compute nodes, where the scan's process check does not look). A
+        queue that cannot be read prunes nothing."""
+        from launcher.ops.prune import prune_hosts
+        login = target.login_host()
+        ex = self.exec_factory(login)
+        try:
+            queued = set(self._ask(ex, ["squeue", "-h", "-o", "%j"], "squeue").split())
+        finally:
+            ex.close()
+        return prune_hosts([login], self.exec_factory, self.registry, opts,
+                           python={login.name: self.python_for(target)}, alive=queued)
 
     # ------------------------------------------------------------------ hosts check
     def check(self, target: core.SlurmTarget, *, timeout: float = 10.0, **policy) -> CheckReport:

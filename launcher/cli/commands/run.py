@@ -109,7 +109,6 @@ def register(app: typer.Typer) -> None:
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
     ) -> None:
         from launcher.cli.connect import job_service, runner_factory
-        from launcher.ops.resume import resume_job
         from launcher.ops.service import STATE_EXIT
 
         env = environment.current()
@@ -117,7 +116,7 @@ def register(app: typer.Typer) -> None:
         registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         code = 0
         with registry:
-            record = resume_job(service, job, say)
+            record = service.resume(job, say)
             if follow:
                 from launcher.cli.live import follow_job
                 code = follow_job(record, service, runner_factory(known_hosts, ssh_config, accept_new), raw=env.raw)
