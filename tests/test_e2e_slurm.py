@@ -227,3 +227,28 @@ def test_follow_ends_when_slurm_kills_the_script_without_a_word(slurm_env, toy, 
     assert "Slurm job" in record.reason and "FAILED" in record.reason, record.reason  # Slurm's verdict
     assert (Path(record.meta["root"]) / "state" / "exit_code").exists()
     assert _job_procs(sid) == []
+
+
+@pytest.mark.timeout(1500)
+def test_the_demo_pipeline_runs_on_slurm(slurm_env, run_cli, tmp_path, monkeypatch):
+    """`alaunch run jobs/pipelines/demo.yaml -H <slurm target>`: data here, each job step an
+    sbatch job (the training on both nodes), its outputs left in the shared workdir, the merge
+    of the 2 ranks' checkpoints on the login node, the predictions scored, the results table
+    (before: 'missing slots=N for host slurm:')."""
+    root = Path(__file__).resolve().parents[1]
+    target = _target(slurm_env, tmp_path)
+    code, out, err = run_cli("run", str(root / "jobs" / "pipelines" / "demo.yaml"), "-H", str(target),
+                             "--runs", str(tmp_path / "runs"))
+    assert code == 0, (out + err)[-4000:]
+    with Registry.in_state_dir() as registry:
+        run = registry.pipeline("demo")
+        steps = {s.step: s for s in run.steps}
+        assert [(s.step, s.state) for s in run.steps] == [(n, "succeeded") for n in (
+            "data", "before", "train", "merge", "after", "score-before", "score-after", "results")]
+        train = registry.get(steps["train"].job_id)
+        after = registry.get(steps["after"].job_id)
+    assert train.meta["slurm_job_id"] and sorted(n.host for n in train.nodes) == ["n1", "n2"]
+    merge = steps["merge"].outputs["merge"]
+    assert (merge["mode"], merge["ranks"]) == ("data-parallel", 2)
+    assert f"checkpoint:\n  remote: {merge['out']}" in after.spec_text  # read where the merge left it
+    assert merge["out"].startswith(str(tmp_path / "shared"))  # in the shared workdir, never copied

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import yaml
 
 from launcher.core.hostfile import Host, format_hostfile
@@ -294,3 +296,66 @@ def test_prune_on_slurm_never_removes_a_job_slurm_still_has(run_cli, tmp_path, m
     assert (tmp_path / "w" / "alaunch" / "tiny-20260101-000000-aaaa").exists()  # Slurm still has it
     assert not (tmp_path / "w" / "alaunch" / "tiny-20260101-000000-bbbb").exists()
     assert "localhost" in out
+
+
+def test_the_nodes_software_is_compared_before_msrun_as_a_hostfile_preflight_does(tmp_path):
+    """Each node's VERSIONS answer, then SKEW on the batch host: the same lines as the hostfile
+    preflight's version_skew, exit 1 and no msrun when they differ (before: Slurm jobs were
+    never checked; a mixed allocation failed late and obscurely)."""
+    import subprocess
+    import sys
+
+    from launcher.core import slurm as core
+    from launcher.ops.service import version_skew
+    from launcher.remote import wire
+    answers = tmp_path / "state" / "versions"
+    answers.mkdir(parents=True)
+    programs = slurm.check_programs()
+    for rel, text in programs.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    check = slurm.node_check(str(tmp_path))
+    mine = subprocess.run([sys.executable, "-S", *check.versions], capture_output=True, text=True, check=True)
+    here = wire.answer(mine.stdout)
+    assert set(here["versions"]) == {"mindspore", "mindformers", "cann", "driver"}
+    assert here["versions"]["mindspore"]  # this venv has it
+    (answers / "0.out").write_text("banner\n" + mine.stdout)
+    other = dict(here["versions"], mindspore="2.2.0")
+    (answers / "1.out").write_text(wire.ANSWER_MARK + '{"node": "n2", "versions": %s}\n' % json.dumps(other))
+    res = subprocess.run([sys.executable, "-S", *check.skew], capture_output=True, text=True)
+    expected = version_skew({here["node"]: here["versions"], "n2": other})
+    assert res.returncode == 1 and expected == [f"mindspore differs between nodes: {here['versions']['mindspore']} "
+                                                f"on {here['node']}; 2.2.0 on n2"]
+    assert res.stderr == ("alaunch: the nodes run different software; a job needs the same everywhere: "
+                          + " | ".join(expected) + "\n")
+    (answers / "1.out").write_text(mine.stdout.replace(here["node"], "n2"))
+    assert subprocess.run([sys.executable, "-S", *check.skew], capture_output=True).returncode == 0
+    job, target = _cli_files(tmp_path)
+    from launcher.core.spec import load_job
+    spec = load_job(job)
+    two = core.build_batch(spec, core.parse_target(target.read_text()), "j-1", root=str(tmp_path), check=check)
+    assert "srun --ntasks-per-node=1 --output=" in two.script and "alaunch-skew.py" in two.script
+    assert two.script.index("alaunch-skew.py") < two.script.index("--kill-on-bad-exit")  # before msrun
+    one = core.build_batch(spec, core.parse_target(target.read_text().replace("nodes: 2", "nodes: 1")), "j-1",
+                           root=str(tmp_path), check=check)
+    assert "alaunch-skew.py" not in one.script
+
+
+def test_a_skewed_allocation_is_the_jobs_reason(tmp_path, monkeypatch):
+    """The batch script's 'alaunch:' line is read back as the job's reason, as a hostfile
+    submit names the packages and nodes."""
+    import sys
+    line = "alaunch: the nodes run different software; a job needs the same everywhere: cann differs between nodes"
+    _fake_slurm(tmp_path, monkeypatch, squeue='echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1',
+                scontrol='case "$*" in *hostnames*) echo n1; echo n2;; *) '
+                         'echo "JobId=41 JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 NodeList=n[1-2]";; esac')
+    root = tmp_path / "w" / "alaunch" / "j"
+    (root / "state").mkdir(parents=True)
+    (root / "state" / "slurm-41.out").write_text(line + "\n")
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        job = r.create_job("j", "finetune", hostfile_text=format_hostfile([Host("localhost", 1)]),
+                           nodes=[("slurm-node0", str(root)), ("slurm-node1", str(root))], state=reg.RUNNING,
+                           meta={"backend": "slurm", "root": str(root), "slurm_job_id": "41",
+                                 "pythons": {"localhost": sys.executable}})
+        record, _ = slurm.SlurmService(r, tmp_path).refresh(job.id)
+    assert record.state == reg.FAILED and line[len("alaunch: "):] in record.reason

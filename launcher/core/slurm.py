@@ -25,7 +25,6 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 from launcher.core import yamlio
@@ -232,10 +231,23 @@ def msrun_argv(spec: JobSpec, layout: JobLayout, target: SlurmTarget,
             *spec.entry.args)
 
 
+@dataclass(frozen=True)
+class NodeCheck:
+    """The software check before msrun on a job of several nodes (what a hostfile submit's
+    preflight does before it starts anything): ``versions`` (argv after the python) runs once
+    on every node, each answer into ``state/versions/``; ``skew`` runs on the batch host over
+    those answers and exits 1, one line on stderr, when the nodes differ: then no msrun starts."""
+
+    versions: tuple[str, ...]
+    skew: tuple[str, ...]
+    answers: str  # the directory of the nodes' answers (state/versions)
+
+
 def build_batch(spec: JobSpec, target: SlurmTarget, job_id: str, *, root: str | None = None,
                 environ: Mapping[str, str] | None = None, master_port: int | None = None,
-                cluster_time_out: int = DEFAULT_CLUSTER_TIME_OUT) -> BatchPlan:
-    """The batch script for ``spec`` on ``target`` (pure)."""
+                cluster_time_out: int = DEFAULT_CLUSTER_TIME_OUT, check: NodeCheck | None = None) -> BatchPlan:
+    """The batch script for ``spec`` on ``target`` (pure). ``check``: the nodes' software is
+    compared first (jobs of more than one node)."""
     import os
     root = root or JobLayout.for_job(target.workdir, job_id).root
     layout = JobLayout(root)
@@ -264,6 +276,19 @@ def build_batch(spec: JobSpec, target: SlurmTarget, job_id: str, *, root: str | 
         f"# alaunch job {job_id} ({spec.name}): {target.nodes} node(s) x {target.cards_per_node} worker(s)",
         "# Slurm's SIGTERM (scancel, time limit) reaches this trap at once: srun runs under `wait`.",
         f"trap 'echo 143 > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; exit 143' TERM",
+    ]
+    if check is not None and target.nodes > 1:
+        answers = q(check.answers)
+        lines += [
+            "# every node's MindSpore/MindFormers/CANN/driver, compared before msrun starts",
+            'py="${ALAUNCH_BIN_DIR:+$ALAUNCH_BIN_DIR/}python3"',
+            f"mkdir -p {answers}",
+            f'srun --ntasks-per-node=1 --output={q(posixpath.join(check.answers, "%n.out"))} "$py" -S '
+            + " ".join(q(a) for a in check.versions),
+            f'"$py" -S {" ".join(q(a) for a in check.skew)} >/dev/null '
+            f"|| {{ echo 1 > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; exit 1; }}",
+        ]
+    lines += [
         "srun --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
         f"  bash -c {q(NODE_SCRIPT)} {NODE_SCRIPT_NAME} \\",
         "  " + " ".join(q(a) for a in argv) + " &",

@@ -37,6 +37,12 @@ if TYPE_CHECKING:
     SubmitOptions = Any  # launcher.ops.service.SubmitOptions (imported there: service imports this module)
 
 
+# Versions that must agree on every node of one job (a mixed cluster fails late and obscurely):
+# a hostfile's preflight compares them before anything starts, a Slurm job's batch script
+# before msrun starts (remote/slurm.py SKEW).
+SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
+
+
 @dataclass(frozen=True)
 class HostTarget:
     """A hostfile (or ``--local``): the hosts a job may use, after ``--include``/``--exclude``

@@ -108,7 +108,8 @@ def refresh_listed(registry: "reg.Registry", state_dir: Path, records: Sequence[
     to date (``exec_factory()`` is called only then). Returns where -> why it could not ask."""
     failed: dict[str, str] = {}
     for kind, (_, _, _, listed) in ENGINES.items():
-        mine = [r for r in records if listed and not r.terminal and kind_of(r) == kind]
+        # a record of an engine this alaunch lacks keeps its last state (`status` names the engine)
+        mine = [r for r in records if listed and not r.terminal and (r.meta.get(RECORD_KEY) or DEFAULT) == kind]
         if mine:
             failed.update(engine_class(kind)(registry, state_dir, exec_factory=exec_factory()).refresh_many(mine))
     return failed

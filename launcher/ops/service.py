@@ -45,7 +45,7 @@ from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WR
                                 env_script_vars)
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job
-from launcher.ops.engine import CheckReport, Engine, HostTarget, JobCancelled  # noqa: F401 (JobCancelled: callers import it here)
+from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine, HostTarget, JobCancelled  # noqa: F401 (JobCancelled: callers import it here)
 from launcher.ops.fanout import run_parallel
 from launcher.core.layout import new_job_id
 from launcher.ops.stage import Inventory, LocalSet, Stager, inventory, resolve_home
@@ -53,8 +53,6 @@ from launcher.ops.stage import Inventory, LocalSet, Stager, inventory, resolve_h
 DRY_RUN_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
 LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
 
-# Versions that must agree on every node of one job (a mixed cluster fails late and obscurely).
-SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
 
 STATE_EXIT = {reg.SUCCEEDED: ExitCode.OK, reg.FAILED: ExitCode.JOB_FAILED, reg.RUNNING: ExitCode.JOB_RUNNING,
               reg.STAGING: ExitCode.JOB_RUNNING, reg.PENDING: ExitCode.JOB_RUNNING, reg.QUEUED: ExitCode.JOB_RUNNING,

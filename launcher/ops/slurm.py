@@ -34,7 +34,7 @@ from launcher.core.spec import JobSpec, load_job
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.core.slurm import parse_target  # noqa: F401  (the chooser's parser of a target file)
 from launcher.ops import registry as reg
-from launcher.ops.engine import CheckReport, Engine
+from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine
 from launcher.ops.engines import record_meta
 from launcher.ops.launch import NodeStatus
 from launcher.ops.stage import Stager, resolve_home
@@ -47,6 +47,26 @@ SETTLE_TIMEOUT = 30.0  # seconds from the batch script's last line to Slurm's fi
 FORGOTTEN = "Invalid job id"  # squeue/scontrol about a job Slurm no longer has (MinJobAge passed)
 ALIVE_SLURM = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED",
                "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
+
+
+VERSIONS_PROGRAM = "alaunch-versions.py"  # staged into the job's config/: remote/slurm.py VERSIONS
+SKEW_PROGRAM = "alaunch-skew.py"  # remote/slurm.py SKEW
+
+
+def node_check(root: str) -> core.NodeCheck:
+    """The batch script's software check: each node's versions, then the comparison (the
+    programs are staged with the job, see :func:`check_programs`)."""
+    layout = JobLayout(root)
+    answers = posixpath.join(layout.state, "versions")
+    return core.NodeCheck((posixpath.join(layout.config_dir, VERSIONS_PROGRAM), wire.request_arg({"op": "versions"})),
+                          (posixpath.join(layout.config_dir, SKEW_PROGRAM),
+                           wire.request_arg({"op": "skew", "dir": answers, "keys": list(SKEW_KEYS)})), answers)
+
+
+def check_programs() -> dict[str, str]:
+    """The check's programs as the job dir's files (relative path -> text)."""
+    return {f"config/{VERSIONS_PROGRAM}": wire.program("slurm", "versions"),
+            f"config/{SKEW_PROGRAM}": wire.program("slurm", "skew")}
 
 
 def target_of(record: reg.JobRecord) -> core.SlurmTarget:
@@ -155,7 +175,7 @@ class SlurmService(Engine):
             if check.skipped:
                 raise AlaunchError(f"--validate: {check.detail}")
         batch = core.build_batch(spec, target, job_id, root=root, master_port=master_port,
-                                 cluster_time_out=cluster_time_out)
+                                 cluster_time_out=cluster_time_out, check=node_check(root))
         return rendered, batch
 
     def submit(self, job_path, target: core.SlurmTarget, opts, meta: Mapping | None = None) -> reg.JobRecord:
@@ -191,8 +211,9 @@ class SlurmService(Engine):
                                  nodes=[(n, root) for n in nodes], job_id=job_id, meta=meta)
 
         def stage() -> None:
-            result = stager.stage(replace(local, texts={"config/job.yaml": rendered.text}), {login.name: root},
-                                  inventories, texts_by_host={login.name: {"config/job.yaml": rendered.text}})
+            texts = {"config/job.yaml": rendered.text, **check_programs()}
+            result = stager.stage(replace(local, texts=texts), {login.name: root}, inventories,
+                                  texts_by_host={login.name: texts})
             self.last_stage_bytes = result.bytes_sent
             self.registry.update_meta(job_id, {"staged_bytes": result.bytes_sent})
             self.registry.add_event(job_id, "staged", f"{result.bytes_sent} bytes sent")
@@ -247,7 +268,7 @@ class SlurmService(Engine):
             wire.answer(ex.check([python, "-S", "-c", wire.program("attempt", "rotate")],
                                  [rotate_request(record, root, attempt)], timeout=120,
                                  what="keep the previous attempt").stdout)
-            batch = core.build_batch(spec, target_of(record), record.id, root=root)
+            batch = core.build_batch(spec, target_of(record), record.id, root=root, check=node_check(root))
             self.registry.update_meta(record.id, {"attempt": attempt + 1, "resumed_from_step": list(step)})
             self.registry.set_state(record.id, reg.STAGING, f"resuming from epoch {step[0]} step {step[1]}: "
                                     f"attempt {attempt + 1}", force=True)
@@ -394,7 +415,9 @@ class SlurmService(Engine):
         reason = f"Slurm job {sid}: {st.describe()}"
         if state == reg.FAILED:
             out = self._read(ex, python, [posixpath.join(layout.state, core.SLURM_OUT.replace("%j", sid))])
-            failures = srun_failures(next(iter(out.values())) or "")
+            text = next(iter(out.values())) or ""
+            failures = [line[len("alaunch: "):] for line in text.splitlines() if line.startswith("alaunch: ")]
+            failures += srun_failures(text)
             if failures:
                 reason += "; " + "; ".join(failures)
         exit_code = st.exit_code

@@ -12,12 +12,23 @@ unless the batch script did (a hard link from a temp file: atomic, never overwri
 follower of the shared job dir learns the end of a job Slurm killed before its trap ran.
 
 READ ``{"op": "read", "paths": [...]}`` -> ``{path: its last 8 KiB as text, or None}``.
+
+VERSIONS ``{"op": "versions"}`` -> ``{"node", "versions"}``: this node's MindSpore, MindFormers,
+CANN and driver (``_prelude.versions``, what a hostfile submit's preflight reads); the batch
+script runs it on every node (one srun task per node, each answer in ``state/versions/``).
+
+SKEW ``{"op": "skew", "dir", "keys"}`` -> ``{"problems": [...]}``, exit 1 when there are any,
+with the one line ``alaunch: the nodes run different software; ...`` on stderr (the batch
+script's output, which the laptop reads back as the job's reason): the VERSIONS answers in
+``dir`` compared, one problem per key whose versions differ, naming the nodes on each side —
+the same lines as ``launcher.ops.service.version_skew`` (tests/test_slurm_ops.py checks both
+on one input). A job never starts msrun on mixed software.
 """
 
 import os
-import subprocess
+import sys
 
-from _prelude import answer, run
+from _prelude import MARK, answer, run, versions
 
 
 def submit(r):
@@ -29,6 +40,7 @@ def submit(r):
         fh.write(r["script"])
     os.chmod(path + ".tmp", 0o700)
     os.replace(path + ".tmp", path)
+    import subprocess
     env = dict(os.environ)
     env.update(r["env"])
     try:
@@ -70,5 +82,35 @@ def read(r):
     answer(out)
 
 
+def node_versions(r):
+    import socket
+    answer({"node": socket.gethostname(), "versions": versions()})
+
+
+def skew(r):
+    import json
+    found = {}
+    for name in sorted(os.listdir(r["dir"])):
+        with open(os.path.join(r["dir"], name), encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+        at = text.rfind(MARK)
+        if at >= 0:
+            got = json.loads(text[at + len(MARK):].split("\n", 1)[0])
+            found[got["node"]] = got["versions"]
+    problems = []
+    for key in r["keys"]:
+        seen = {}
+        for node, v in found.items():
+            seen.setdefault(str((v or {}).get(key) or "none"), []).append(node)
+        if len(seen) > 1:
+            problems.append("%s differs between nodes: %s" % (key, "; ".join(
+                "%s on %s" % (ver, ", ".join(nodes)) for ver, nodes in seen.items())))
+    answer({"problems": problems, "nodes": sorted(found)})
+    if problems:
+        sys.stderr.write("alaunch: the nodes run different software; a job needs the same everywhere: %s\n"
+                         % " | ".join(problems))
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    run({"submit": submit, "mark_end": mark_end, "read": read})
+    run({"submit": submit, "mark_end": mark_end, "read": read, "versions": node_versions, "skew": skew})
