@@ -239,6 +239,11 @@ def test_the_demo_pipeline_runs_on_slurm(slurm_env, run_cli, tmp_path, monkeypat
     target = _target(slurm_env, tmp_path)
     code, out, err = run_cli("run", str(root / "jobs" / "pipelines" / "demo.yaml"), "-H", str(target),
                              "--runs", str(tmp_path / "runs"))
+    if code != 0:  # what Slurm and msrun said, before pytest's tmp dirs rotate away
+        for f in sorted((tmp_path / "shared" / "alaunch").glob("*/state/*.out")) + sorted(
+                (tmp_path / "shared" / "alaunch").glob("*/state/versions/*")) + sorted(
+                (tmp_path / "shared" / "alaunch").glob("*/msrun_log/*.log")):
+            print(f"--- {f}\n" + f.read_text(errors="replace")[-2000:])
     assert code == 0, (out + err)[-4000:]
     with Registry.in_state_dir() as registry:
         run = registry.pipeline("demo")

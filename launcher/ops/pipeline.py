@@ -239,7 +239,7 @@ class PipelineRunner:
         run_dir = Path(out[key])
         if remote_path is None:
             return run_dir
-        record = self.registry.get(job_id)
+        record = self.service.log_view(self.registry.get(job_id))  # the job dirs fetch read (a scheduler's: one)
         node0 = record.nodes[0]
         rel = posixpath.relpath(remote_path, node0.job_dir)
         return run_dir / host_dirs(record.nodes)[0] / rel
