@@ -297,3 +297,32 @@ def test_a_training_cancelled_past_its_first_checkpoint_resumes_as_attempt_2(slu
     epoch, step = record.meta["resumed_from_step"]
     assert first and first[0] == 1 and second[0] == (epoch - 1) * 8 + step + 1, (first[:3], second[:3])
     assert second[-1] == 6 * 8, second[-3:]
+
+
+def test_a_controller_outage_never_fails_a_running_job(slurm_env, run_cli, toy, tmp_path, monkeypatch):
+    """The engine outage drill: slurmctld stopped for 60 s while a job runs, then started again.
+    Meanwhile every `status` reads the job running (its nodes unknown: Slurm cannot be asked),
+    never failed; afterwards the job ends succeeded. Before, the first squeue/scontrol that
+    exited non-zero recorded it `failed ... gone from squeue/scontrol without an exit code`."""
+    from tests.cluster.cluster import stop_pid
+    monkeypatch.chdir(tmp_path)
+    job = _sleeper(tmp_path, toy, "outage", 80)
+    code, out, err = run_cli("submit", str(job), "-H", str(_target(slurm_env, tmp_path)))
+    assert code == 0, err
+    job_id = out.strip().splitlines()[-1]
+    assert _wait(run_cli, job_id, {"running"}, 120) == "running"
+    seen, outputs = set(), []
+    stop_pid(slurm_env.ctld_pid)  # SIGTERM: slurmctld saves its state and exits
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            code, out, err = run_cli("status", job_id)
+            seen.add(_record(job_id).state)
+            outputs.append(out + err)
+            time.sleep(5)
+    finally:
+        slurm_env._start_slurmctld()
+    assert seen == {"running"}, (seen, outputs[-1])
+    assert any("unknown" in o for o in outputs), outputs[-1]  # said: Slurm could not be asked
+    state = _wait(run_cli, job_id, {"succeeded", "failed", "cancelled"}, 300)
+    assert state == "succeeded", _record(job_id).reason
