@@ -265,22 +265,19 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                resume: bool = True) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
-    from launcher.ops.slurm import is_slurm, login_view
     stop_watch = None
-    if is_slurm(record):  # one shared job dir, read through the login node
-        if follow and record.state == reg.QUEUED:
-            note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-            record = service.wait_started(record.id, note)
-            if record.terminal and record.started_at is None:  # ended in the queue: no logs
-                note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
-                return int(STATE_EXIT[record.state])
-        record = login_view(record)
-        if follow and not record.terminal:  # Slurm may end a job whose script never says so
-            import threading
-            stop_watch = threading.Event()
-            note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-            threading.Thread(target=service.watch, args=(record.id, stop_watch), kwargs={"note": note},
-                             daemon=True).start()
+    note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
+    if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
+        record = service.wait_started(record.id, note)
+        if record.terminal and record.started_at is None:  # ended in the queue: no logs
+            note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
+            return int(STATE_EXIT[record.state])
+    record = service.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
+    if follow and not record.terminal:  # an engine may end a job whose script never says so
+        import threading
+        stop_watch = threading.Event()
+        threading.Thread(target=service.watch, args=(record.id, stop_watch), kwargs={"note": note},
+                         daemon=True).start()
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:
         raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")

@@ -56,7 +56,8 @@ from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
 from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
 from launcher.ops import registry as reg
-from launcher.ops.service import JobService, SubmitOptions, prepare, used_hosts
+from launcher.ops.engine import Engine, HostTarget
+from launcher.ops.service import SubmitOptions, prepare, used_hosts
 
 ENTRY_DIR = Path(__file__).resolve().parents[1] / "entry"
 DRY_PORT = 8118
@@ -161,14 +162,17 @@ def check_mergeable(spec: JobSpec, config: Mapping[str, Any], world: int) -> Non
 
 
 class PipelineRunner:
-    """One pipeline run against one registry and one set of hosts."""
+    """One pipeline run against one registry and one target, through the target's engine
+    (``service``: any :class:`~launcher.ops.engine.Engine`)."""
 
-    def __init__(self, registry: reg.Registry, service: JobService, hosts: Sequence[Host], *,
+    def __init__(self, registry: reg.Registry, service: Engine, target: Any, *,
                  say: Callable[[str], None] = lambda s: None, runs_dir: Path = Path("runs"),
                  opts: SubmitOptions = SubmitOptions(), follow: Callable[[reg.JobRecord], Any] | None = None,
                  builtins: Mapping[str, Callable[..., dict]] | None = None, concurrent: bool = True,
                  cancel_on_interrupt: bool = False, force_reuse: bool = False):
-        self._registry0, self._service0, self.hosts = registry, service, list(hosts)
+        # a plain list of hosts (tests, callers before engines) is a hostfile's target
+        self.target = target if hasattr(target, "node_hosts") else HostTarget(tuple(target))
+        self._registry0, self._service0, self.hosts = registry, service, self.target.node_hosts()
         self._owner = threading.current_thread()
         self._local = threading.local()
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -194,15 +198,15 @@ class PipelineRunner:
         return mine
 
     @property
-    def service(self) -> JobService:
-        """The job service, bound to this thread's registry connection."""
+    def service(self) -> Engine:
+        """The engine, bound to this thread's registry connection."""
         if threading.current_thread() is self._owner:
             return self._service0
         mine = getattr(self._local, "service", None)
         if mine is None:
             s0 = self._service0
-            mine = self._local.service = JobService(self.registry, s0.state_dir, say=s0.say, progress=s0.progress,
-                                                    exec_factory=s0.exec_factory)
+            mine = self._local.service = type(s0)(self.registry, s0.state_dir, say=s0.say, progress=s0.progress,
+                                                  exec_factory=s0.exec_factory)
         return mine
 
     def local_path(self, value: Any) -> Path:
@@ -273,7 +277,7 @@ class PipelineRunner:
         run_dir = Path(out[key])
         if remote_path is None:
             return run_dir
-        record = self.registry.get(job_id)
+        record = self.service.log_view(self.registry.get(job_id))  # the job dirs fetch read (a scheduler's: one)
         node0 = record.nodes[0]
         rel = posixpath.relpath(remote_path, node0.job_dir)
         return run_dir / host_dirs(record.nodes)[0] / rel
@@ -286,6 +290,10 @@ class PipelineRunner:
                 self.say(f"  {step}: {len(pl.ranks_of(out['paths']['checkpoints']))} ranks' checkpoints: merging")
                 out["merged"] = self.merge_on_host(out)["out"]
         return out["merged"]
+
+    def host(self, name: str) -> Host:
+        """A host of the target by name: a node, or where it stages (a scheduler's login node)."""
+        return next((h for h in self.hosts + self.target.stage_hosts() if h.name == name), None) or Host(name, 1)
 
     def merge_on_host(self, producer: dict) -> dict:
         """Merge the newest global step every rank has (from the latest attempt that has it:
@@ -302,8 +310,7 @@ class PipelineRunner:
 
     def on_host(self, producer: Mapping[str, Any], request: dict, what: str) -> Any:
         """``entry/merge_ckpt.py`` with ``request`` on the producer's host (its one JSON line)."""
-        host = next((h for h in self.hosts if h.name == producer["host"]), None) or Host(producer["host"], 1)
-        runner = self.service.exec_factory(host)
+        runner = self.service.exec_factory(self.host(producer["host"]))
         try:
             return on_host(runner, producer.get("python") or "python3", request, what)
         finally:
@@ -388,10 +395,9 @@ class PipelineRunner:
         paths = [p for ps in outputs.get("paths", {}).values() for p in ps]
         if not paths:
             return True
-        host = next((h for h in self.hosts if h.name == outputs.get("host")), None)
-        if host is None:
+        if not any(h.name == outputs.get("host") for h in self.hosts + self.target.stage_hosts()):
             return False
-        runner = self.service.exec_factory(host)
+        runner = self.service.exec_factory(self.host(outputs["host"]))
         try:
             argv = [outputs.get("python") or "python3", "-c",
                     "import os,sys,json; print(json.dumps(all(os.path.exists(p) for p in json.loads(sys.argv[1]))))",
@@ -433,18 +439,18 @@ class PipelineRunner:
                                                                  if ref.step in self.outputs else " (at run time)"))
             if spec is not None:
                 hosts = used_hosts(spec, self.hosts)
-                prepared = prepare(spec, hosts, f"{slug(spec.name)}-<run>", DRY_PORT, self.opts)
                 if spec.checkpoint is not None:
                     how = f" <- {step.checkpoint.describe()}" if isinstance(step.checkpoint, pl.Ref) else ""
                     view.resolves.append(f"checkpoint{how}: {spec.checkpoint.local or spec.checkpoint.remote}")
                 for name, ref in spec.inputs.items():
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
                     view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
-                others = [h.name for h in hosts[1:]]
+                others = [] if self.target.shared_workdir else [h.name for h in hosts[1:]]
                 for site, ref, _ in self.remote_refs(step, spec) if others else []:
                     view.resolves.append(f"{site}: copied from {ref.step}'s host to {', '.join(others)} through this "
                                          f"machine before the submit (sha256-checked), unless already there")
-                view.plan = prepared.plan.render_shell()
+                view.plan = self.service.plan_text(spec, self.target, replace(self.opts, master_port=DRY_PORT),
+                                                   f"{slug(spec.name)}-<run>")
                 view.cards = {h.name: len(h.slot_ids) for h in hosts}
             else:
                 view.plan = self.builtin_text(step)
@@ -480,7 +486,8 @@ class PipelineRunner:
         by_name = {v.name: v for v in views}
         if not self.concurrent:
             return
-        capacity = {h.name: len(h.slot_ids) for h in self.hosts}
+        # a scheduler queues every job of a level at once and places them itself
+        capacity = {h.name: 1 << 30 if self.target.schedules else len(h.slot_ids) for h in self.hosts}
         for level in pl.levels(pipeline, selected):
             groups = pl.pack(level, {n: by_name[n].cards for n in level}, capacity)
             for i, group in enumerate(groups):
@@ -715,7 +722,7 @@ class PipelineRunner:
     def submit(self, run_id: str, step: pl.Step, spec: JobSpec) -> reg.JobRecord:
         # concurrent steps: one that finds its cards taken by a sibling queues for them
         opts = replace(self.opts, wait=True) if self.concurrent else self.opts
-        record = self.service.submit(spec, self.hosts, opts,
+        record = self.service.submit(spec, self.target, opts,
                                      meta={"pipeline": run_id, "pipeline_step": step.name})
         self.registry.set_step(run_id, step.name, job_id=record.id)
         devices = record.meta.get("devices") or {}
@@ -751,10 +758,9 @@ class PipelineRunner:
               attempts: int) -> reg.JobRecord:
         of = f"attempt {attempts} of {step.retries + 1}"
         if record.kind == "finetune":
-            from launcher.ops.resume import resume_job
             self.say(f"  {step.name}: {verdict.cause} (transient): resuming, {of}")
             try:
-                return resume_job(self.service, record.id, self.say, original=spec)
+                return self.service.resume(record.id, self.say, original=spec)
             except NothingToResume as exc:
                 self.say(f"  {step.name}: {verdict.cause} (transient): {exc.message}: submitting again from "
                          f"scratch, {of}")
@@ -779,6 +785,8 @@ class PipelineRunner:
         e.g. on a shared filesystem, is left alone)."""
         from launcher.ops.relay import relay
         from launcher.ops.service import default_bin_dir, python_for
+        if self.target.shared_workdir:
+            return  # every node of the target sees the producer's job dir
         bin_dir = self.opts.bin_dir or default_bin_dir(self.hosts)
         for site, ref, path in self.remote_refs(step, spec):
             producer = self.outputs.get(ref.step) or {}
@@ -817,14 +825,13 @@ class PipelineRunner:
         reads: each rank's last checkpoint and every other output). ``digest``, their content
         identity, is what a consumer's identity covers."""
         from launcher.ops.collect import job_outputs, list_node, globs_for
-        node0 = record.nodes[0]
-        hosts = {h.name: h for h in self.hosts}
+        node0 = self.service.log_view(record).nodes[0]  # where its files are (a scheduler's: the shared dir)
         python = (record.meta.get("pythons") or {}).get(node0.host, "python3")
         outputs, _ = job_outputs(record)
         groups = [g for g in ("checkpoints", "predictions") if getattr(outputs, g)]
         paths: dict[str, list[str]] = {}
         if groups:
-            runner = self.service.exec_factory(hosts.get(node0.host) or Host(node0.host, 1))
+            runner = self.service.exec_factory(self.host(node0.host))
             try:
                 listing = list_node(runner, python, node0.job_dir, globs_for(outputs, groups))
             finally:
@@ -851,9 +858,8 @@ class PipelineRunner:
         return out
 
     def _quiet_follow(self, record: reg.JobRecord) -> Any:
-        from launcher.ops.follow import Follower
-        hosts = {h.name: h for h in self.hosts}
-        return Follower(record, self.service.exec_factory, hosts, _QuietSink(self.say), self.service).run()
+        return self.service.follow(record, self.service.exec_factory, _QuietSink(self.say),
+                                   note=lambda text: self.say(f"  {record.name}: {text}"))
 
     # ------------------------------------------------------------------ built-ins
 

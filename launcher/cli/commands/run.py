@@ -72,22 +72,23 @@ def register(app: typer.Typer) -> None:
         from launcher.cli.pipelineview import dry_head, steps_table
         from launcher.core.pipeline import load_pipeline
         from launcher.ops.pipeline import PipelineRunner
-        from launcher.ops.service import JobService, SubmitOptions, resolve_hosts
+        from launcher.ops.engines import engine_for, read_target
+        from launcher.ops.service import SubmitOptions
         from launcher.ops import registry as reg
         from launcher.ops.stage import Progress
 
         env = environment.current()
         say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
         spec = load_pipeline(pipeline)
-        hosts = resolve_hosts(hostfile, local, slots, include, exclude)
+        target = read_target(hostfile, local=local, slots=slots, include=include, exclude=exclude)
         factory = runner_factory(known_hosts, ssh_config, accept_new)
         with reg.Registry.in_state_dir(env.state_dir) as registry:
-            service = JobService(registry, env.state_dir, say=say, progress=Progress(), exec_factory=factory)
+            service = engine_for(target, registry, env.state_dir, say=say, progress=Progress(), exec_factory=factory)
             follow = None
             if logs:
                 from launcher.cli.live import follow_job
                 follow = lambda record: follow_job(record, service, factory, raw=env.raw)  # noqa: E731
-            runner = PipelineRunner(registry, service, hosts, say=say, runs_dir=runs,
+            runner = PipelineRunner(registry, service, target, say=say, runs_dir=runs,
                                     opts=SubmitOptions(bin_dir=bin_dir), follow=follow,
                                     builtins={"results": _results_step(env)}, concurrent=not logs,
                                     cancel_on_interrupt=cancel_on_interrupt, force_reuse=force_reuse)
@@ -111,7 +112,6 @@ def register(app: typer.Typer) -> None:
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
     ) -> None:
         from launcher.cli.connect import job_service, runner_factory
-        from launcher.ops.resume import resume_job
         from launcher.ops.service import STATE_EXIT
 
         env = environment.current()
@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
         registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         code = 0
         with registry:
-            record = resume_job(service, job, say)
+            record = service.resume(job, say)
             if follow:
                 from launcher.cli.live import follow_job
                 code = follow_job(record, service, runner_factory(known_hosts, ssh_config, accept_new), raw=env.raw)
