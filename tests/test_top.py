@@ -205,3 +205,10 @@ def test_the_cards_page_in_chromium_draws_every_card_and_its_holder(tmp_path, mo
         driver.quit()
         server.should_exit = True
         source.close()
+
+
+def test_a_slurm_target_is_refused_in_one_line(run_cli, tmp_path):
+    t = tmp_path / "slurm.yaml"
+    t.write_text("slurm:\n  login: login01\n  nodes: 2\n  cards_per_node: 4\n  workdir: /shared/w\n")
+    code, out, err = run_cli("top", "-H", str(t), "--json")
+    assert code == 2 and "top shows a hostfile's hosts" in err and len(err.strip().splitlines()) == 1, err

@@ -144,6 +144,19 @@ def survey(runners: Mapping[str, CommandRunner], hosts: Sequence[Host], pythons:
     return out
 
 
+def top_hosts(hostfile, local: bool = False, slots: int = 1, include: str | None = None,
+              exclude: str | None = None) -> list[Host]:
+    """The hosts ``top`` (and the dashboard's cards page) asks: a hostfile's, or ``--local``.
+    A scheduler's target (Slurm) is refused in one line: its nodes are not ours to reach."""
+    from launcher.errors import InputError
+    from launcher.ops.engines import read_target
+    target = read_target(hostfile, local=local, slots=slots, include=include, exclude=exclude)
+    if getattr(target, "schedules", False) or not hasattr(target, "hosts"):
+        raise InputError(f"{hostfile} is a {getattr(target, 'engine', 'scheduler')} target: top shows a hostfile's "
+                         "hosts (the scheduler's own tools show its nodes)", key="-H")
+    return list(target.hosts)
+
+
 class Surveyor:
     """``alaunch top``'s source, for the terminal and the dashboard: the hosts, their runners
     (opened once, kept between refreshes: one round trip per host) and the last survey, which

@@ -83,11 +83,11 @@ def register(app: typer.Typer) -> None:
         import time
 
         from launcher.cli.connect import runner_factory
-        from launcher.ops.cards import Surveyor
-        from launcher.ops.service import default_bin_dir, python_for, resolve_hosts
+        from launcher.ops.cards import Surveyor, top_hosts
+        from launcher.ops.service import default_bin_dir, python_for
 
         env = environment.current()
-        hosts = resolve_hosts(hostfile, local, slots, include, exclude)
+        hosts = top_hosts(hostfile, local, slots, include, exclude)
         bins = bin_dir if bin_dir is not None else default_bin_dir(hosts)
         source = Surveyor(hosts, runner_factory(known_hosts, ssh_config, accept_new),
                           {h.name: python_for(bins, h) for h in hosts}, interval, timeout)

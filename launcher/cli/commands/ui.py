@@ -102,9 +102,9 @@ def register(app: typer.Typer) -> None:
         source = None
         if hostfile is not None:  # the cards page: the hosts asked at most every 2 s, whoever looks
             from launcher.cli.connect import runner_factory
-            from launcher.ops.cards import Surveyor
-            from launcher.ops.service import default_bin_dir, python_for, resolve_hosts
-            hosts = resolve_hosts(hostfile, False, 1)
+            from launcher.ops.cards import Surveyor, top_hosts
+            from launcher.ops.service import default_bin_dir, python_for
+            hosts = top_hosts(hostfile)
             bins = bin_dir if bin_dir is not None else default_bin_dir(hosts)
             source = Surveyor(hosts, runner_factory(known_hosts, ssh_config, accept_new),
                               {h.name: python_for(bins, h) for h in hosts})
