@@ -16,6 +16,7 @@ a Follower and prints the end report; :func:`parse_since` reads ``--since``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import datetime, timedelta
 from typing import Callable
@@ -265,7 +266,6 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                resume: bool = True) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
-    stop_watch = None
     note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
     if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
         record = service.wait_started(record.id, note)
@@ -273,11 +273,6 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
             note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
             return int(STATE_EXIT[record.state])
     record = service.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
-    if follow and not record.terminal:  # an engine may end a job whose script never says so
-        import threading
-        stop_watch = threading.Event()
-        threading.Thread(target=service.watch, args=(record.id, stop_watch), kwargs={"note": note},
-                         daemon=True).start()
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:
         raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
@@ -295,15 +290,13 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     follower = Follower(record, runner_for, hosts, sink, service if follow else None, follow=follow,
                         gang_stop=not record.terminal, unreachable_after=unreachable_after,
                         offsets_path=offsets)
-    try:
+    # an engine may end a job whose script never says so: its watch runs beside the follower
+    with service.watching(record, note) if follow else contextlib.nullcontext():
         if live or isinstance(sink, StorySink):
             with sink:
                 result = follower.run()
         else:
             result = follower.run()
-    finally:
-        if stop_watch is not None:
-            stop_watch.set()
     if isinstance(sink, StorySink):
         sink.finish()
     return report(result, raw=raw, follow=follow)
