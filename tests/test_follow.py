@@ -23,6 +23,7 @@ from launcher.core.hostfile import Host
 from launcher.metrics.logparse import JobLogs
 from launcher.runners import LocalRunner
 from launcher.remote import wire
+from tests.conftest import write_exit_code
 
 FIX = Path(__file__).parent / "fixtures" / "real-ascend"
 PY = __import__("sys").executable
@@ -169,7 +170,7 @@ def test_follow_script_picks_up_late_files_rotation_and_the_end(tmp_path):
         _take(q, lambda e: e.text == "after rotation")
         (root / "msrun_log" / "worker_1.log").write_text("rank 1 worker\n")
         info1.write_text("from info.log of rank 1\nnot followed any more\n")
-        (root / "state" / "exit_code").write_text("3\n")
+        write_exit_code(root / "state", 3)
         got = _take(q, lambda e: e.kind == "end")
         assert got[-1].exit_code == 3
         texts = [e.text for e in got if e.kind == "line"]
@@ -216,7 +217,7 @@ def test_reconnects_resume_every_file_at_its_offset_nothing_lost_or_doubled(tmp_
                 if i % 200 == 0:
                     fh.flush()
                     time.sleep(0.05)
-        (root / "state" / "exit_code").write_text("0\n")
+        write_exit_code(root / "state", 0)
 
     q: queue.Queue = queue.Queue()
     stop = threading.Event()

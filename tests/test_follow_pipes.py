@@ -22,6 +22,7 @@ from launcher.ops import registry as reg
 from launcher.ops.follow import (Event, Follower, NodeLog, PipeHub, PipeNode, follow_argv, process_argv,
                                  split_lines)
 from launcher.runners import LocalRunner
+from tests.conftest import write_exit_code
 
 PY = sys.executable
 
@@ -141,7 +142,7 @@ def test_given_up_attempts_resume_every_file_at_its_offset_nothing_lost_or_doubl
                 if i % 200 == 0:
                     fh.flush()
                     time.sleep(0.05)
-        (root / "state" / "exit_code").write_text("0\n")
+        write_exit_code(root / "state", 0)
 
     q: queue.Queue = queue.Queue()
     hub = PipeHub(q, threading.Event())
@@ -296,7 +297,7 @@ def test_offsets_that_cannot_be_kept_are_said_once_and_the_follow_goes_on(tmp_pa
     sink = _Notes()
     follower = Follower(record, lambda h: LocalRunner(h), {"n0": Host("n0", 1)}, sink,
                         offsets_path=tmp_path / "blocker" / "offsets.json")
-    done = threading.Timer(3.5, lambda: (state / "exit_code").write_text("0\n"))
+    done = threading.Timer(3.5, lambda: write_exit_code(state, 0))
     done.start()
     result = follower.run()
     done.join()
