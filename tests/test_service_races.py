@@ -53,3 +53,60 @@ def test_a_refresh_between_the_pids_and_running_judges_nothing(tmp_path):
     record, _ = JobService(registry, tmp_path / "state").refresh(job.id)
     assert record.state == reg.SUCCEEDED
     registry.close()
+
+
+def test_cancel_of_a_job_that_ended_unseen_keeps_its_result(tmp_path):
+    """Both nodes exited 0 after the last look (nobody followed): the registry still says
+    RUNNING. A cancel then must find the end and keep it, not record `cancelled` (status 102)."""
+    import sys
+    from launcher.core.layout import JobLayout
+    registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
+    root = tmp_path / "w"
+    job = registry.create_job("done", "finetune", hostfile_text="localhost slots=2\n",
+                              nodes=[("localhost", str(root)), ("localhost", str(root))],
+                              meta={"pythons": {"localhost": sys.executable}})
+    for rank in (0, 1):
+        state = root / JobLayout(str(root)).node_state(rank).removeprefix(str(root) + "/")
+        state.mkdir(parents=True)
+        (state / "pid").write_text("999999 999999\n")
+        (state / "exit_code").write_text("0\n")
+        registry.set_node(job.id, rank, pid=999999)
+    registry.set_state(job.id, reg.RUNNING)
+    record, outcome = JobService(registry, tmp_path / "state").cancel(job.id, grace=0.5)
+    assert record.state == reg.SUCCEEDED, (record.state, record.reason)
+    assert all(n.state == reg.SUCCEEDED and n.exit_code == 0 for n in record.nodes)
+    assert set(outcome.values()) == {"nothing was running"}
+    registry.close()
+
+
+class _Unreachable:
+    """A host whose sshd never answers again (every call fails as ssh would)."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def single_use(self):
+        return self
+
+    def close(self):
+        pass
+
+    def check(self, *args, **kwargs):
+        from launcher.errors import RemoteError
+        raise RemoteError(self.host.name, "ssh: connect to host 10.0.0.9 port 22: No route to host")
+
+
+def test_a_node_that_never_comes_back_ends_the_job_lost_not_running_forever(tmp_path, monkeypatch):
+    import time
+    from launcher.ops import service as service_mod
+    registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
+    job = registry.create_job("gone", "finetune", hostfile_text="nodeA slots=1\n", nodes=[("nodeA", "/w/a")])
+    registry.set_node(job.id, 0, pid=4242)
+    registry.set_state(job.id, reg.RUNNING)
+    service = JobService(registry, tmp_path / "state", exec_factory=_Unreachable)
+    record, statuses = service.refresh(job.id)
+    assert record.state == reg.RUNNING and statuses[0].detail.startswith("unreachable since")  # not yet
+    registry.update_meta(job.id, {"unreachable_at": {"nodeA": time.time() - service_mod.LOST_AFTER_S - 60}})
+    record, _ = service.refresh(job.id)
+    assert record.state == reg.FAILED and "node 0 (nodeA) lost: unreachable for 61 min" in record.reason
+    registry.close()

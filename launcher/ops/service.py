@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Sequence
 
 from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
-from launcher.ops import waiter
+from launcher.ops import proc, waiter
 from launcher.core import cards as core_cards
 from launcher.core import validate
 from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
@@ -48,7 +48,7 @@ from launcher.core.spec import JobSpec, load_job, redacted_text
 from launcher.ops.fanout import run_parallel
 from launcher.core.layout import new_job_id
 from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
-                                resolve_home)
+                                resolve_home, store_base)
 
 # Versions that must agree on every node of one job (a mixed cluster fails late and obscurely).
 SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
@@ -197,6 +197,9 @@ class JobCancelled(AlaunchError):
     exit_code = ExitCode.JOB_CANCELLED
 
 
+LOST_AFTER_S = 3600.0  # a node unreachable this long is lost: the job ends FAILED (see JobService._lost)
+
+
 class JobService:
     """Submit, refresh, cancel and wait, against one registry; hosts reached through ``exec_factory``."""
 
@@ -235,26 +238,68 @@ class JobService:
                 raise
             self._record(job, pre, prepared)
             try:
-                self.registry.set_state(job.job_id, reg.STAGING)
-            except reg.IllegalTransition:  # cancelled between record and here
-                raise self._cancelled(job.job_id, "nothing was started") from None
-            try:
-                self.stage(job, pre, prepared, runners)
-                if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancel during staging wins
-                    raise self._cancelled(job.job_id, "nothing was started")
-                job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
-                try:
-                    started = self.launch(job, prepared, runners)
-                except AlaunchError:
-                    self._release_cards(job, pre, runners)
-                    raise
-            except JobCancelled:
-                raise
-            except AlaunchError as exc:
-                self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
+                started = self._stage_and_launch(job, pre, prepared, runners, busy)
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM/SIGHUP take its path in the CLI
+                self._interrupted(job.job_id, "interrupted (Ctrl-C or a signal) before the job started")
                 raise
         finally:
             _close(runners)
+        try:
+            return self._started(job, started)
+        except (KeyboardInterrupt, SystemExit):
+            self._interrupted(job.job_id, "interrupted (Ctrl-C or a signal) while recording the started nodes")
+            raise
+
+    def _stage_and_launch(self, job: LocalJob, pre: Preflight, prepared: Prepared,
+                          runners: Mapping[str, CommandRunner], busy) -> dict:
+        """Phases 4-6 of :meth:`submit` on the recorded job: stage, claim the cards, launch."""
+        try:
+            self.registry.set_state(job.job_id, reg.STAGING)
+        except reg.IllegalTransition:  # cancelled between record and here
+            raise self._cancelled(job.job_id, "nothing was started") from None
+        try:
+            self.stage(job, pre, prepared, runners)
+            if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancel during staging wins
+                raise self._cancelled(job.job_id, "nothing was started")
+            job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
+            try:
+                started = self.launch(job, prepared, runners)
+            except AlaunchError:
+                self._release_cards(job, pre, runners)
+                raise
+        except JobCancelled:
+            raise
+        except AlaunchError as exc:
+            self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
+            raise
+        return started
+
+    def _release_claims(self, record: reg.JobRecord) -> None:
+        """Drop the job's card claims on its hosts: it ended before it started, so no process or
+        pid file would ever tell the claim it is dead, and the cards stayed held for the claim's
+        pre-start grace (found by the kill drill: a submit SIGKILLed between the claim and the
+        launch). Best effort: a host that does not answer lets the claim expire by itself."""
+        hosts, pythons = self._nodes(record)
+
+        def one(host: Host) -> bool:
+            runner = self.exec_factory(host).single_use()
+            try:
+                return card_ops.release(runner, pythons.get(host.name, "python3"), store_base(host), record.id)
+            finally:
+                runner.close()
+        run_parallel([hosts[n] for n in dict.fromkeys(n.host for n in record.nodes) if n in hosts], one)
+
+    def _interrupted(self, job_id: str, why: str) -> None:
+        """A submit interrupted after the job was recorded: record the end and stop whatever of
+        it started on the hosts (found by its marker, pids or not). Before, it stayed
+        ``staging`` forever: prune protected its dir, ``logs`` refused, the dashboard polled
+        it, and nodes launched before the interrupt ran on unwatched."""
+        try:
+            self.fail(job_id, why, grace=3.0)
+        except AlaunchError as exc:
+            self.registry.add_event(job_id, "interrupted", f"could not verify the hosts: {exc.message}")
+
+    def _started(self, job: LocalJob, started: dict) -> reg.JobRecord:
         for rank, s in started.items():
             self.registry.set_node(job.job_id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING,
                                    started_at=reg.now_iso())
@@ -276,6 +321,7 @@ class JobService:
         held = {h.name: card_ops.held_cards(pre.inventories[h.name].claims, pre.inventories[h.name].npu_smi,
                                             job.job_id) for h in job.candidates}
         try:
+            self._refuse_jumping_the_queue(job, registered=False)
             hosts = core_cards.allocate(job.candidates, len(job.hosts[0].slot_ids), held)
         except core_cards.CardsBusy as exc:
             if not job.opts.wait:
@@ -298,6 +344,7 @@ class JobService:
                 if busy is not None:
                     raise busy
                 hosts = core_cards.allocate(job.candidates, want, held) if attempt else list(job.hosts)
+                self._refuse_jumping_the_queue(job, registered=True)
                 ahead = self._queued_ahead(job) if job.opts.wait else []
                 if ahead:
                     raise core_cards.CardsBusy(f"waiting for the earlier queued job(s) {', '.join(ahead)}")
@@ -357,14 +404,25 @@ class JobService:
                                     job.job_id)
         run_parallel(job.candidates, one)  # best effort: a dead claim frees itself anyway
 
-    def _queued_ahead(self, job: LocalJob) -> list[str]:
+    def _refuse_jumping_the_queue(self, job: LocalJob, registered: bool) -> None:
+        """First come, first served for every submit, not only ``--wait`` ones: a submit without
+        ``--wait`` whose hosts have an earlier job still queued for cards is refused (CardsBusy,
+        exit 4) instead of taking the cards that job waits for (it jumped the queue)."""
+        if job.opts.wait:
+            return
+        ahead = self._queued_ahead(job, registered)
+        if ahead:
+            raise core_cards.CardsBusy(f"job(s) {', '.join(ahead)} queued earlier for cards on these hosts; "
+                                       "submit with --wait to queue behind them", {})
+
+    def _queued_ahead(self, job: LocalJob, registered: bool = True) -> list[str]:
         """Queued jobs of this registry on one of our hosts, submitted before us and still waited
         for (their submit looked within the last 10 polls)."""
         ours = {h.name for h in job.candidates}
-        me = self.registry.get(job.job_id)
+        me = (self.registry.get(job.job_id).created_at, job.job_id) if registered else ("\uffff", "")
         fresh = time.time() - max(10 * job.opts.poll, 30.0)
         return [r.id for r in reversed(self.registry.list(limit=None, states=[reg.QUEUED]))
-                if r.id != job.job_id and (r.created_at, r.id) < (me.created_at, me.id)
+                if r.id != job.job_id and (r.created_at, r.id) < me
                 and ours & {n.host for n in r.nodes} and r.meta.get("queue_beat", 0) > fresh]
 
     def local(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
@@ -436,6 +494,7 @@ class JobService:
                                      "ranks": {str(n.node_rank): list(n.ranks) for n in prepared.plan.nodes},
                                      "shared_with": shared_job_dirs(hosts, pre),
                                      "ssh": self._ssh_meta(),
+                                     "submitter": proc.me(),  # judged by refresh while no pid is recorded
                                      "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts},
                                      **job.meta})
 
@@ -489,6 +548,15 @@ class JobService:
         record = self.registry.get(ref)
         if record.state == reg.QUEUED:  # its waiting submit may be gone (then nothing else would end it)
             record = waiter.check(self.registry, record)
+        if record.state in (reg.PENDING, reg.STAGING) and all(n.pid is None for n in record.nodes):
+            submitter = record.meta.get("submitter") or {}
+            if proc.gone(submitter):  # SIGKILLed mid-submit: nobody else would ever end it
+                try:
+                    record = self.fail(record.id, f"interrupted: the `alaunch submit` process (pid "
+                                                  f"{submitter.get('pid')}) is gone before the job started; "
+                                                  "submit it again")
+                except AlaunchError:
+                    record = self.registry.get(record.id)  # FAILED recorded; a host is unverified
         if record.terminal or not record.nodes or record.nodes[0].pid is None:
             return record, [NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0) for n in record.nodes]
         hosts, pythons = self._nodes(record)
@@ -506,6 +574,13 @@ class JobService:
 
         statuses = list(run_parallel(record.nodes, one).raise_on_failure().values())
         statuses = self._note_reachability(record, statuses)
+        lost = self._lost(record, statuses)
+        if lost and record.state == reg.RUNNING:
+            try:
+                self.fail(record.id, lost)
+            except AlaunchError as exc:  # the lost node cannot be verified: said, and recorded
+                self.registry.add_event(record.id, "gang-stop", f"incomplete: {exc.message}")
+            return self.registry.get(record.id), statuses
         for s in statuses:
             fields = {"state": s.state, "exit_code": s.exit_code}
             if s.state in reg.TERMINAL:
@@ -541,21 +616,40 @@ class JobService:
 
     def _note_reachability(self, record: reg.JobRecord, statuses: list[NodeStatus]) -> list[NodeStatus]:
         """A node we could not reach reads ``unreachable since HH:MM:SS`` (the first failed
-        contact, kept in the job's meta until it answers again): never a reason to fail the job."""
+        contact, kept in the job's meta until it answers again, with its epoch time in
+        ``unreachable_at``): no reason to fail the job — until it is lost (:meth:`_lost`)."""
         since = dict(record.meta.get("unreachable_since") or {})
+        at = dict(record.meta.get("unreachable_at") or {})
         out, changed = [], False
         for s in statuses:
             if s.state == "unknown" and s.detail and s.detail != "not started":
                 if s.host not in since:
                     since[s.host], changed = time.strftime("%H:%M:%S"), True
+                if s.host not in at:
+                    at[s.host], changed = time.time(), True
                 s = replace(s, detail=f"unreachable since {since[s.host]} ({s.detail})")
-            elif s.host in since and s.state != "unknown":
-                since.pop(s.host)
+            elif (s.host in since or s.host in at) and s.state != "unknown":
+                since.pop(s.host, None)
+                at.pop(s.host, None)
                 changed = True
             out.append(s)
         if changed:
-            self.registry.update_meta(record.id, {"unreachable_since": since})
+            self.registry.update_meta(record.id, {"unreachable_since": since, "unreachable_at": at})
         return out
+
+    def _lost(self, record: reg.JobRecord, statuses: list[NodeStatus]) -> str | None:
+        """Why the job is lost: a node unreachable for longer than LOST_AFTER_S (no collective
+        waits that long: HCCL's own timeouts end a job whose peer vanished within 30 min), so the
+        job cannot still be training. Before, a node that never came back left the job
+        ``running`` forever."""
+        at = dict(self.registry.get(record.id).meta.get("unreachable_at") or {})
+        now = time.time()
+        gone = [s for s in statuses if s.state == "unknown" and s.host in at and now - at[s.host] > LOST_AFTER_S]
+        if not gone:
+            return None
+        return "; ".join(f"node {s.node_rank} ({s.host}) lost: unreachable for {int((now - at[s.host]) // 60)} min "
+                         f"(over {LOST_AFTER_S // 60:.0f} min); check the host: its processes could not be stopped"
+                         for s in gone)
 
     def wait(self, ref: str, poll: float = 2.0, timeout: float | None = None,
              on_status: Callable[[reg.JobRecord, list[NodeStatus]], None] | None = None) -> reg.JobRecord:
@@ -615,6 +709,11 @@ class JobService:
         if record.state == reg.QUEUED and all(n.pid is None for n in record.nodes):  # nothing runs yet
             return self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user while queued"), \
                 {n.host: "queued: nothing was running" for n in record.nodes}
+        if record.state == reg.RUNNING:
+            # Ask the nodes before writing CANCELLED: a job whose nodes all exited 0 after the
+            # last look (nobody followed it) has succeeded, and a cancel must not overwrite
+            # that result with `cancelled` (reproduced: both nodes exited 0, status 102).
+            record, _ = self.refresh(record.id)
         was = record.state
         if not record.terminal:
             when = "during staging" if was in (reg.PENDING, reg.STAGING) else ""
@@ -650,6 +749,8 @@ class JobService:
         record = self.registry.get(record.id)
         outcome = self._stop_nodes(record, grace, reg.FAILED)
         self.registry.add_event(record.id, "gang-stop", "; ".join(f"{h}: {m}" for h, m in outcome.items()))
+        if all(n.pid is None for n in record.nodes):
+            self._release_claims(record)
         bad = [h for h, m in outcome.items() if m.startswith("not verified")]
         if bad:
             raise AlaunchError(f"job {record.id} FAILED, but could not verify it stopped on {', '.join(bad)}")

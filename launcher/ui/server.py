@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
@@ -35,9 +34,10 @@ from starlette.staticfiles import StaticFiles
 from launcher.errors import AlaunchError, InputError
 from launcher.ops import registry as reg
 from launcher.ui import data
+from launcher.ui.grep import Grep
 from launcher.ui.hub import Hub, JobWatch
 
-COOKIE = "alaunch_token"
+COOKIE = "alaunch_token"  # + "_<port>": see cookie_name
 HEADER = "x-alaunch-token"
 LIST_LIMIT = 200
 LIST_WATCHED = 20  # newest jobs whose logs the list reads (last loss, progress)
@@ -51,11 +51,20 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def cookie_name(hosts: set[str]) -> str:
+    """The token cookie's name, per port: cookies are scoped by host, not port, so two
+    dashboards on one machine (two users, or two state dirs) overwrote each other's cookie
+    and each then answered the other's tabs with 401."""
+    ports = sorted({h.rsplit(":", 1)[-1] for h in hosts if ":" in h})
+    return f"{COOKIE}_{ports[0]}" if len(ports) == 1 and ports[0].isdigit() else COOKIE
+
+
 class TokenGuard:
     """ASGI middleware: the token, the Host check and the POST rules above."""
 
     def __init__(self, app, token: str, hosts: set[str]):
         self.app, self.token, self.hosts = app, token, {h.lower() for h in hosts}
+        self.cookie = cookie_name(self.hosts)
 
     def _ok(self, candidate: str | None) -> bool:
         return bool(candidate) and secrets.compare_digest(candidate.encode(), self.token.encode())
@@ -73,7 +82,7 @@ class TokenGuard:
         except Exception:
             pass
         from_query = (query.get("token") or [None])[0]
-        from_cookie = cookie[COOKIE].value if COOKIE in cookie else None
+        from_cookie = cookie[self.cookie].value if self.cookie in cookie else None
         from_header = headers.get(HEADER)
         if scope["method"] not in ("GET", "HEAD"):
             origin = headers.get("origin")
@@ -90,7 +99,7 @@ class TokenGuard:
             rest = {k: v for k, v in query.items() if k != "token"}
             target = scope["path"] + (("?" + urlencode(rest, doseq=True)) if rest else "")
             response = RedirectResponse(target, 303)
-            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path="/")
+            response.set_cookie(self.cookie, self.token, httponly=True, samesite="strict", path="/")
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
@@ -182,6 +191,7 @@ class Dashboard:
 
     def __init__(self, hub: Hub, runs_dir: Path, token: str):
         self.hub, self.runs_dir = hub, Path(runs_dir)
+        self.grep = Grep()
         self.shell = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", token)
 
     def page(self, request: Request) -> HTMLResponse:
@@ -251,18 +261,19 @@ class Dashboard:
             limit = max(1, min(20_000, int(q.get("limit") or 2000)))
         except ValueError:
             return JSONResponse({"error": "rank, after and limit are integers"}, 400)
+        pattern = q.get("grep") or None
+
+        def read() -> dict:  # sqlite and the user's regex run in a worker thread, never on the loop
+            w = self.hub.watch(self._record(request.path_params["job"]).id)
+            lines = data.log_filter(w.lines_since(-1), rank=rank, node=q.get("node") or None,
+                                    after=after, limit=None if pattern else limit)
+            if pattern:
+                lines = [lines[i] for i in self.grep.matching(pattern, [ln["text"] for ln in lines])][-limit:]
+            return {"lines": lines, "seq": w.seq}
         try:
-            grep = re.compile(q["grep"]) if q.get("grep") else None
-        except re.error as exc:
-            return JSONResponse({"error": f"grep: not a valid regular expression ({exc})"}, 400)
-        try:
-            record = self._record(request.path_params["job"])
+            return JSONResponse(await run_in_threadpool(read))
         except InputError as exc:
-            return _error(exc, 404)
-        w = self.hub.watch(record.id)
-        lines = data.log_filter(w.lines_since(-1), rank=rank, node=q.get("node") or None, grep=grep,
-                                after=after, limit=limit)
-        return JSONResponse({"lines": lines, "seq": w.seq})
+            return _error(exc, 404 if exc.key != "grep" else 400)
 
     async def job_events(self, request: Request) -> Response:
         try:
