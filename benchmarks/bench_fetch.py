@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launcher.ops.collect import REMOTE_HASH_CACHE, fetch_job  # noqa: E402
 from launcher.cli.environment import Environment  # noqa: E402
+from launcher.ops.collect import REMOTE_HASH_CACHE, fetch_job  # noqa: E402
 from launcher.ops.registry import Registry  # noqa: E402
 from launcher.runners import ConnectOptions  # noqa: E402
 from launcher.runners.openssh import control_path, rsync_rsh  # noqa: E402

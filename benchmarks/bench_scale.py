@@ -34,7 +34,6 @@ status).
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import os
 import shlex
 import shutil
@@ -42,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

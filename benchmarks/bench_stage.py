@@ -31,13 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from launcher.core.hostfile import Host  # noqa: E402
-from launcher.ops.launch import launch_all, launcher_for  # noqa: E402
 from launcher.core.layout import JobLayout  # noqa: E402
-from launcher.runners import make_runner as make_exec  # noqa: E402
 from launcher.core.plan import NodePlan, Plan, StageItem  # noqa: E402
-from launcher.runners import ConnectOptions  # noqa: E402
-from launcher.runners.openssh import control_path, rsync_rsh  # noqa: E402
+from launcher.ops.launch import launch_all, launcher_for  # noqa: E402
 from launcher.ops.stage import HashCache, InventoryCache, Stager, collect  # noqa: E402
+from launcher.runners import ConnectOptions  # noqa: E402
+from launcher.runners import make_runner as make_exec  # noqa: E402
+from launcher.runners.openssh import control_path, rsync_rsh  # noqa: E402
 from tests.cluster.cluster import Cluster, unavailable_reason  # noqa: E402
 
 PY = str(Path(sys.executable).parent / "python3")

@@ -52,9 +52,8 @@ def test_tokenizer_is_deterministic_and_covers_any_character(prepared, tmp_path)
 
 def test_model_loads_in_mindformers_llama_tokenizer_with_the_same_ids(prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # importing mindformers writes output/log into the cwd
-    from mindformers import LlamaTokenizer
-
     import sentencepiece as spm
+    from mindformers import LlamaTokenizer
 
     _, model, _ = prepared
     tok = LlamaTokenizer(vocab_file=str(model))

@@ -61,8 +61,8 @@ def test_demo_teaches_the_tiny_model_something(tmp_path):
 
     # TensorBoard: the template turns it on; fetch brought both ranks' event files and the
     # results read the losses from them, the same losses as the log's
-    from launcher.metrics.runfacts import collect
     from launcher.metrics.logfiles import discover, parse_files
+    from launcher.metrics.runfacts import collect
     from launcher.metrics.tbevents import losses_by_rank
     train_job = {s.step: s for s in first.steps}["train"].job_id
     (train_run,) = [p for p in runs.iterdir() if p.name == train_job]

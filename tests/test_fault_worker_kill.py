@@ -21,12 +21,12 @@ import time
 import pytest
 
 from launcher.errors import ExitCode
-from launcher.ops.follow import parse_message
 from launcher.metrics.logparse import JobLogs, exit_status_text
+from launcher.ops.follow import parse_message
 from launcher.ops.registry import Registry
+from tests.conftest import write_exit_code
 from tests.test_follow import _stream, _take
 from tests.test_follow_cluster import BIN, _hostfile, _marked, _ssh, write_follow_job
-from tests.conftest import write_exit_code
 
 #: msrun 2.9's line for a worker that died, as it lands in the node's state/launcher.log
 MSRUN_LINE = ("[ERROR] ME(21:139715028351872,MainProcess):2026-11-28-16:51:26.179.000 "

@@ -16,13 +16,24 @@ import pytest
 from rich.console import Console
 
 from launcher.cli.live import parse_since
-from launcher.errors import InputError
-from launcher.ops.follow import (Event, NodeStream, StepClock, build_view, follow_argv, loss_trend,
-                             node_progress, parse_message, progress_renderable, tail_argv, view_text)
 from launcher.core.hostfile import Host
+from launcher.errors import InputError
 from launcher.metrics.logparse import JobLogs
-from launcher.runners import LocalRunner
+from launcher.ops.follow import (
+    Event,
+    NodeStream,
+    StepClock,
+    build_view,
+    follow_argv,
+    loss_trend,
+    node_progress,
+    parse_message,
+    progress_renderable,
+    tail_argv,
+    view_text,
+)
 from launcher.remote import wire
+from launcher.runners import LocalRunner
 from tests.conftest import write_exit_code
 
 FIX = Path(__file__).parent / "fixtures" / "real-ascend"
@@ -281,8 +292,8 @@ def test_story_of_the_real_4card_log_is_short_and_says_what_happened(monkeypatch
     """The default view fed the real 2,106-line worker_0.log: milestones, each warning once, the
     progress, in a few dozen lines (the firehose is for --verbose)."""
     from launcher.cli import environment
-    from launcher.cli.logview import LinePrinter
     from launcher.cli.live import StorySink
+    from launcher.cli.logview import LinePrinter
     from launcher.ops.follow import short_warning, story_kind
 
     assert story_kind("2024-07-06 22:13:01,972 - mindformers[mindformers/trainer/base_trainer.py:779] - INFO - "

@@ -19,8 +19,7 @@ import pytest
 
 from launcher.core.hostfile import Host
 from launcher.ops import registry as reg
-from launcher.ops.follow import (Event, Follower, NodeLog, PipeHub, PipeNode, follow_argv, process_argv,
-                                 split_lines)
+from launcher.ops.follow import Event, Follower, NodeLog, PipeHub, PipeNode, follow_argv, process_argv, split_lines
 from launcher.runners import LocalRunner
 from tests.conftest import write_exit_code
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from launcher.core.hostfile import Host
+from launcher.core.layout import JobLayout
+from launcher.core.plan import NodePlan, Plan
 from launcher.ops.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch_all, master_port
 from launcher.ops.stage import inventory
-from launcher.core.layout import JobLayout
-from launcher.runners import LocalRunner as LocalExec
-from launcher.core.plan import NodePlan, Plan
 from launcher.remote import wire
+from launcher.runners import LocalRunner as LocalExec
 
 PY = sys.executable
 

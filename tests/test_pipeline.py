@@ -98,6 +98,7 @@ def test_registry_keeps_pipeline_runs_and_finds_reusable_steps(tmp_path):
 def test_a_run_whose_alaunch_run_process_died_reads_interrupted_not_running(tmp_path):
     import subprocess
     import sys
+
     from launcher.ops import proc
     dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # plays `alaunch run`
     with Registry(tmp_path / "r.sqlite3") as r:

@@ -9,13 +9,13 @@ import signal
 import sqlite3
 import stat
 import time
-from pathlib import Path
-
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from launcher.cli.environment import Environment
+from launcher.core.layout import job_id, new_job_id, slug
 from launcher.errors import InputError
 from launcher.ops.registry import (
     DB_NAME,
@@ -23,7 +23,6 @@ from launcher.ops.registry import (
     IllegalTransition,
     Registry,
 )
-from launcher.core.layout import job_id, new_job_id, slug
 
 CONFIG = "model:\n  arch: llama\nlora: {rank: 8}\n"
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import ast
 import glob
+import io
 import json
 import os
 import re
-import io
 import subprocess
 import sys
 import time

@@ -64,6 +64,7 @@ def test_jobs_says_which_login_node_it_could_not_ask(tmp_path):
     """A login node that cannot be reached leaves its jobs' last recorded states, and says so
     (before: silently shown as if current)."""
     from functools import partial
+
     from launcher.runners import ConnectOptions, make_runner
     with reg.Registry(tmp_path / "r.sqlite3") as r:
         job = r.create_job("j", "finetune", hostfile_text="127.0.0.1 port=1 slots=8\n", nodes=[("n1", "/s/j")],

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from launcher.core import yamlio
-from launcher.errors import InputError
 from launcher.core.spec import BUILTIN_ENTRY, load_job
+from launcher.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 

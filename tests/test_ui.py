@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from launcher.ops import registry as reg
 from launcher.metrics import signatures
 from launcher.metrics.logparse import JobLogs
+from launcher.ops import registry as reg
 from launcher.ops.follow import NodeView
 from launcher.ui import data
 from launcher.ui.hub import Hub, JobWatch
@@ -250,8 +250,9 @@ def test_first_visit_trades_the_token_for_a_strict_cookie(served):
 def test_the_browser_is_given_a_private_file_not_the_token_on_a_command_line(tmp_path, monkeypatch, run_cli):
     """webbrowser.open(URL) puts the URL on a command line (xdg-open, the browser's argv) that
     other local users read in /proc: the browser gets a 0600 file that redirects, as Jupyter's."""
-    import uvicorn
     import webbrowser
+
+    import uvicorn
     opened = []
 
     def fake_open(target):

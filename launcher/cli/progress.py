@@ -8,11 +8,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
+from rich.progress import Progress as RichBar
 
 from launcher.ops import registry as reg
 from launcher.ops.collect import FetchReport, NodeFetch, fetch_job
 from launcher.ops.stage import HostReport, PlainProgress, Progress
+
 
 class RichProgress(Progress):
     """Files, bytes and speed per host, on a terminal."""

@@ -6,9 +6,8 @@ Kept out of the verb modules so each verb only gains a two-line dispatch; the wo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
-
 from typing import TYPE_CHECKING
 
 from launcher.cli import environment
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
     from launcher.ops import registry as reg
 
 
-def target_of(hostfile: Optional[Path]) -> "core.SlurmTarget | None":
+def target_of(hostfile: Path | None) -> core.SlurmTarget | None:
     """The Slurm target when ``-H`` names one, else None (a hostfile). The sniff reads one line
     and imports nothing, so hostfile runs pay nothing for the Slurm branch."""
     if hostfile is None:
@@ -34,13 +33,13 @@ def target_of(hostfile: Optional[Path]) -> "core.SlurmTarget | None":
     return core.read_target(hostfile)
 
 
-def service(registry: "reg.Registry", factory, say: Callable[[str], None] = lambda s: None, progress=None):
+def service(registry: reg.Registry, factory, say: Callable[[str], None] = lambda s: None, progress=None):
     from launcher.ops.slurm import SlurmService
     env = environment.current()
     return SlurmService(registry, env.state_dir, say=say, progress=progress, exec_factory=factory)
 
 
-def plan_text(job: Path, target: "core.SlurmTarget", sets, master_port: Optional[int], bin_dir: Optional[str],
+def plan_text(job: Path, target: core.SlurmTarget, sets, master_port: int | None, bin_dir: str | None,
               job_id: str) -> str:
     from launcher.core.spec import load_job
     from launcher.ops.slurm import SlurmService
@@ -51,7 +50,7 @@ def plan_text(job: Path, target: "core.SlurmTarget", sets, master_port: Optional
     return batch.render()
 
 
-def submit(job: Path, target: "core.SlurmTarget", opts, factory, *, follow: bool, fetch: bool, fetch_dest: Path,
+def submit(job: Path, target: core.SlurmTarget, opts, factory, *, follow: bool, fetch: bool, fetch_dest: Path,
            runner_for, accept_new: bool, verbose: bool = False) -> None:
     """``submit -H target.yaml``: stage through the login node, sbatch; optionally follow/fetch."""
     import typer
@@ -73,7 +72,7 @@ def submit(job: Path, target: "core.SlurmTarget", opts, factory, *, follow: bool
         raise typer.Exit(code)
 
 
-def hosts_check(target: "core.SlurmTarget", factory, as_json: bool) -> None:
+def hosts_check(target: core.SlurmTarget, factory, as_json: bool) -> None:
     """``hosts check -H target.yaml``: the login node answers, sinfo shows the partition's nodes."""
     import json
 

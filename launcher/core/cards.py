@@ -17,8 +17,8 @@ with ``cards_per_node: 2`` leaves exactly those two, so the job runs on them or 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Sequence
 
 from launcher.core.hostfile import Host
 from launcher.errors import AlaunchError, ExitCode, InputError

@@ -33,9 +33,9 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from launcher.errors import InputError
 

@@ -31,9 +31,10 @@ import difflib
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any
 
 from launcher.core import yamlio
 from launcher.errors import InputError
@@ -52,7 +53,7 @@ class Ref:
 
     step: str
     select: str = "last"
-    output: Optional[str] = None
+    output: str | None = None
 
     def describe(self) -> str:
         what = self.output or "outputs"
@@ -68,16 +69,16 @@ class Step:
 
     name: str
     position: int
-    job: Optional[str] = None  # absolute path of the job file
-    inline: Optional[dict] = None  # an inline job mapping
-    builtin: Optional[str] = None
+    job: str | None = None  # absolute path of the job file
+    inline: dict | None = None  # an inline job mapping
+    builtin: str | None = None
     needs: tuple[str, ...] = ()  # explicit and from references, in order, no duplicates
     checkpoint: Any = None  # a Ref (or a plain PathRef mapping)
     inputs: dict = field(default_factory=dict)  # name -> Ref or PathRef mapping
     sets: dict = field(default_factory=dict)  # dotted override -> value
     options: dict = field(default_factory=dict)  # a built-in's ``with:``
     retries: int = 0
-    line: Optional[int] = None
+    line: int | None = None
 
     @property
     def kind(self) -> str:
@@ -107,7 +108,7 @@ class Pipeline:
     name: str
     steps: tuple[Step, ...]
     source: str = "<pipeline>"
-    base_dir: Optional[str] = None
+    base_dir: str | None = None
     description: str = ""
 
     def step(self, name: str) -> Step:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
-from launcher.errors import InputError
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
 from launcher.core.spec import SECRET_MASK, JobSpec
+from launcher.errors import InputError
 from launcher.resources import package_path
 
 DEFAULT_CLUSTER_TIME_OUT = 600  # seconds msrun waits for every node to join

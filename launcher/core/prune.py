@@ -9,8 +9,8 @@ orphaned trees, objects and leftovers it computes itself (they need inode counts
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from launcher.errors import InputError
 
@@ -39,7 +39,7 @@ class JobDir:
     mtime: float
 
     @classmethod
-    def from_scan(cls, d: Mapping) -> "JobDir":
+    def from_scan(cls, d: Mapping) -> JobDir:
         return cls(d["id"], bool(d["running"]), bool(d["started"]), bool(d["finished"]), d.get("ended"),
                    float(d["mtime"]))
 

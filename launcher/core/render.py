@@ -20,14 +20,15 @@ import copy
 import difflib
 import hashlib
 import posixpath
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 
 from launcher.core import lora, yamlio
-from launcher.errors import InputError
 from launcher.core.layout import JobLayout
+from launcher.errors import InputError
 
 RUN_MODES = {"finetune": ("finetune", "train"), "eval": ("eval",), "predict": ("predict",)}
 TOKENIZER_KEY = "processor.tokenizer.vocab_file"

@@ -24,9 +24,10 @@ import difflib
 import posixpath
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from launcher.core import yamlio
 from launcher.core.hostfile import Host, check_host_name

@@ -17,8 +17,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
@@ -44,11 +45,11 @@ class _Model(BaseModel):
 class PathRef(_Model):
     """A file or directory: ``local`` (staged from this machine) or ``remote`` (already on every host)."""
 
-    local: Optional[str] = None
-    remote: Optional[str] = None
+    local: str | None = None
+    remote: str | None = None
 
     @model_validator(mode="after")
-    def _one_of(self) -> "PathRef":
+    def _one_of(self) -> PathRef:
         if (self.local is None) == (self.remote is None):
             raise ValueError("give exactly one of 'local' (a path on this machine) or 'remote' (a path on the hosts)")
         if self.remote is not None and not self.remote.startswith(("/", "~")):
@@ -63,11 +64,11 @@ class PathRef(_Model):
 class InputSpec(PathRef):
     """A named input; ``fills`` is the dotted config key that gets its path on the hosts."""
 
-    fills: Optional[str] = None
+    fills: str | None = None
 
     @field_validator("fills")
     @classmethod
-    def _dotted(cls, value: Optional[str]) -> Optional[str]:
+    def _dotted(cls, value: str | None) -> str | None:
         if value is not None and not DOTTED_KEY.match(value):
             raise ValueError(f"{value!r} is not a dotted config key like train_dataset.data_loader.dataset_dir")
         return value
@@ -107,12 +108,12 @@ class CodeSpec(_Model):
 class EnvValue(_Model):
     """An env value: literal, read from this machine's env at launch, and/or secret (printed ``***``)."""
 
-    value: Optional[LiteralStr] = None
-    from_local: Optional[str] = Field(default=None, pattern=ENV_NAME_PATTERN)
+    value: LiteralStr | None = None
+    from_local: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
     secret: bool = False
 
     @model_validator(mode="after")
-    def _one_of(self) -> "EnvValue":
+    def _one_of(self) -> EnvValue:
         if (self.value is None) == (self.from_local is None):
             raise ValueError("give exactly one of 'value' or 'from_local'")
         return self
@@ -172,19 +173,19 @@ class JobSpec(_Model):
     kind: Literal["finetune", "eval", "predict"]
     template: str
     overrides: dict[str, ScalarOverride] = Field(default_factory=dict)
-    nodes: Union[int, Literal["all"]] = 1
-    cards_per_node: Union[int, Literal["all"]] = 1
+    nodes: int | Literal["all"] = 1
+    cards_per_node: int | Literal["all"] = 1
     entry: EntrySpec = Field(default_factory=EntrySpec)
-    code: Union[Literal["installed"], CodeSpec] = "installed"
+    code: Literal["installed"] | CodeSpec = "installed"
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    checkpoint: Optional[PathRef] = None
-    tokenizer: Optional[PathRef] = None
-    env: dict[str, Union[LiteralStr, int, float, bool, EnvValue]] = Field(default_factory=dict)
+    checkpoint: PathRef | None = None
+    tokenizer: PathRef | None = None
+    env: dict[str, LiteralStr | int | float | bool | EnvValue] = Field(default_factory=dict)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
-    seed: Optional[int] = None
+    seed: int | None = None
     msrun_args: list[LiteralStr] = Field(default_factory=list)  # extra msrun flags, e.g. --bind_core=True
-    source: Optional[str] = Field(default=None, exclude=True)
-    base_dir: Optional[str] = Field(default=None, exclude=True)
+    source: str | None = Field(default=None, exclude=True)
+    base_dir: str | None = Field(default=None, exclude=True)
 
     @field_validator("msrun_args")
     @classmethod
@@ -223,7 +224,7 @@ class JobSpec(_Model):
         return value
 
     @model_validator(mode="after")
-    def _entry_needs_code(self) -> "JobSpec":
+    def _entry_needs_code(self) -> JobSpec:
         script = self.entry.script
         if self.code == "installed" and not self.entry.builtin and not script.startswith(("/", "~")):
             raise ValueError(f"entry.script {script!r} is relative but code is 'installed': give an absolute "
@@ -382,7 +383,7 @@ def _absolute_locals(spec: JobSpec, base: Path) -> JobSpec:
     return spec.model_copy(update=update)
 
 
-def redacted_text(spec: "JobSpec", text: str) -> str:
+def redacted_text(spec: JobSpec, text: str) -> str:
     """The job file's text as it may be stored (registry) or shown: literal secret values as ``***``.
 
     Without literal secrets the text is returned unchanged (comments kept); with them, the
@@ -399,13 +400,13 @@ def redacted_text(spec: "JobSpec", text: str) -> str:
     return "# secret values replaced by *** by alaunch\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def masked_secrets(spec: "JobSpec") -> list[str]:
+def masked_secrets(spec: JobSpec) -> list[str]:
     """The env names whose literal secret value was stored as ``***`` (see :func:`redacted_text`)."""
     return [name for name, ev in spec.env.items()
             if getattr(ev, "secret", False) and getattr(ev, "value", None) == SECRET_MASK]
 
 
-def restore_secrets(stored: "JobSpec", original: "JobSpec | None", where: str) -> "JobSpec":
+def restore_secrets(stored: JobSpec, original: JobSpec | None, where: str) -> JobSpec:
     """``stored`` (rebuilt from the registry's redacted text) with its masked secret values taken
     from ``original`` (the job file read again), so a resume or a retry runs with the real
     values, not ``***`` (reproduced: attempt 2 ran with ``API_KEY=***``, silently). A secret

@@ -10,17 +10,16 @@ when mindformers is not installed, so callers can warn visibly instead of stayin
 
 from __future__ import annotations
 
-import math
-
 import contextlib
+import math
 import os
 import sys
 import tempfile
 from dataclasses import dataclass
 
 from launcher.core import lora
-from launcher.errors import InputError
 from launcher.core.render import get_dotted
+from launcher.errors import InputError
 
 # Longest sequence each model family was trained for, when model_config has no
 # max_position_embedding (Llama3-8B in these configs is the 8k variant).

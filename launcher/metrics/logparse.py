@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
 
 from launcher.metrics import signatures
 from launcher.metrics.signatures import FATAL
@@ -270,7 +270,7 @@ class LogState:
     _traceback_line: int = 0
 
     # -- feeding
-    def feed_lines(self, lines: Iterable[str]) -> "LogState":
+    def feed_lines(self, lines: Iterable[str]) -> LogState:
         for line in lines:
             self.feed(line)
         return self
@@ -463,7 +463,7 @@ class LogState:
             return self.eval_step.step, self.eval_step.total
         return None
 
-    def summary(self) -> "Summary":
+    def summary(self) -> Summary:
         losses = [p.loss for p in self.losses]
         progress = self.progress()
         duration = ((self.last_time - self.first_time).total_seconds()

@@ -22,8 +22,8 @@ Pure logic: the CLI reads files and hands over strings.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from launcher.metrics.mathrule import RULE  # noqa: F401  (its own module: `alaunch --help` shows it)
 

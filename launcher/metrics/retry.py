@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 try:  # issue #19's table of failure signatures
     from launcher.metrics import signatures as _signatures

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 SPECIAL_CHARS: tuple[str, ...] = (
     '-', ':', '_', '*', '^', '/', '\\', '~', '`', '+', '=',

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 EVENTS_GLOB = "events.out.tfevents.*"
 

@@ -12,8 +12,8 @@ start.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from launcher.core.cards import Holder, holders_from_claims, holders_from_npu_smi, merge_holders
 from launcher.core.hostfile import Host

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
-from launcher.remote import wire
 from launcher.errors import AlaunchError, RemoteError
+from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 TRAILER = 32

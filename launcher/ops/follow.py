@@ -40,24 +40,25 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from rich.console import Group
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from launcher.remote import wire
-from launcher.ops import registry as reg
-from launcher.errors import AlaunchError
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
+from launcher.errors import AlaunchError
 from launcher.metrics import signatures
 from launcher.metrics.logparse import Failure, JobLogs, LogState
+from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
+from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 GANG_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping the other nodes
@@ -226,7 +227,7 @@ class NodeStream(NodeFacts, threading.Thread):
     byte offset of each file it had read so the new script resumes exactly there."""
 
     def __init__(self, runner: CommandRunner, argv: list[str] | Callable[[dict], list[str]],
-                 out: "queue.Queue[Event]", stop: threading.Event, *,
+                 out: queue.Queue[Event], stop: threading.Event, *,
                  offsets: dict[str, list[int]] | None = None, reconnect: bool = True,
                  backoff: tuple[float, ...] = RECONNECT_BACKOFF):
         super().__init__(name=f"follow-{runner.name}", daemon=True)
@@ -305,7 +306,7 @@ class PipeNode(NodeFacts):
     its pipes, and the node's :class:`NodeLog`. The follower's thread calls :meth:`give_up`;
     everything else runs on the hub's thread."""
 
-    def __init__(self, hub: "PipeHub", runner: CommandRunner, argv_for: Callable[[dict], list[str]],
+    def __init__(self, hub: PipeHub, runner: CommandRunner, argv_for: Callable[[dict], list[str]],
                  offsets: dict[str, list[int]] | None, reconnect: bool, backoff: tuple[float, ...]):
         self.hub, self.runner, self.argv_for, self.reconnect = hub, runner, argv_for, reconnect
         self.node = NodeLog(runner.name, offsets, backoff)
@@ -343,7 +344,7 @@ class PipeHub(threading.Thread):
 
     KILL_AFTER = 2.0  # seconds between SIGTERM and SIGKILL of a follow process
 
-    def __init__(self, out: "queue.Queue[Event]", stop: threading.Event):
+    def __init__(self, out: queue.Queue[Event], stop: threading.Event):
         super().__init__(name="follow-pipes", daemon=True)
         self.out, self.stop = out, stop
         self.error: BaseException | None = None  # what ended the loop unexpectedly
@@ -760,7 +761,7 @@ class Sink(Protocol):
 
     def msrun(self, host: str, text: str) -> None: ...
 
-    def nodes(self, views: list["NodeView"]) -> None: ...
+    def nodes(self, views: list[NodeView]) -> None: ...
 
 
 class Stopper(Protocol):
@@ -817,7 +818,7 @@ class Follower:
         self.unreachable_after, self.offsets_path, self.backoff = unreachable_after, offsets_path, backoff
         self.job = JobLogs()
         self.clock = StepClock()
-        self.queue: "queue.Queue[Event]" = queue.Queue()
+        self.queue: queue.Queue[Event] = queue.Queue()
         self.stop = threading.Event()
         self.nodes = {n.host: NodeView(n.host, n.node_rank) for n in record.nodes}
         self.streams: dict[str, NodeStream | PipeNode] = {}

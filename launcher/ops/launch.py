@@ -10,14 +10,14 @@ runs it. ``SSHLauncher`` and ``LocalLauncher`` start a detached supervisor throu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from launcher.ops.fanout import run_parallel
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from launcher.remote import wire
-from launcher.errors import AlaunchError, RemoteError
-from launcher.runners import CommandRunner
 from launcher.core.plan import NodePlan, Plan
+from launcher.errors import AlaunchError, RemoteError
+from launcher.ops.fanout import run_parallel
+from launcher.remote import wire
+from launcher.runners import CommandRunner
 
 CANCEL_GRACE = 10.0
 

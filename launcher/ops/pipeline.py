@@ -30,10 +30,11 @@ import posixpath
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from launcher.core import pipeline as pl
 from launcher.core import yamlio
@@ -580,7 +581,7 @@ class PipelineRunner:
 
     def job_outputs(self, record: reg.JobRecord) -> dict:
         """Where a finished job's outputs are: node 0's job dir, listed by the job's output groups."""
-        from launcher.ops.collect import job_outputs, list_node, globs_for
+        from launcher.ops.collect import globs_for, job_outputs, list_node
         node0 = record.nodes[0]
         hosts = {h.name: h for h in self.hosts}
         python = (record.meta.get("pythons") or {}).get(node0.host, "python3")
@@ -618,7 +619,8 @@ class PipelineRunner:
 
     def builtin_data(self, step: pl.Step) -> dict:
         """The demo's data recipe here: synth -> prepare -> tokenizer -> prepare with MindRecord."""
-        from launcher.data.prepare import PrepareOptions, prepare as prepare_data
+        from launcher.data.prepare import PrepareOptions
+        from launcher.data.prepare import prepare as prepare_data
         from launcher.data.recipe import load_recipe
         from launcher.data.synth import synthesise
         from launcher.data.tokenizer import texts_of, train_sentencepiece

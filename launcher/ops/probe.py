@@ -14,10 +14,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 from launcher.core.hostfile import Host
-from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi, summarize
-from launcher.runners import CommandRunner
 from launcher.errors import RemoteError
+from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi, summarize
 from launcher.remote import wire
+from launcher.runners import CommandRunner
 
 MIN_PYTHON = (3, 9)
 

@@ -22,14 +22,15 @@ import re
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from launcher.core.layout import new_job_id
-from launcher.ops import proc
 from launcher.errors import AlaunchError, InputError, RegistryCorrupt
+from launcher.ops import proc
 
 DB_NAME = "registry.sqlite3"
 JOB_ID_IN_TEXT = re.compile(r"[a-z0-9-]+-\d{8}-\d{6}-[0-9a-f]{4}")  # core.layout's job id shape
@@ -442,7 +443,7 @@ class Registry:
         self._migrate()
 
     @classmethod
-    def in_state_dir(cls, state_dir: str | Path | None = None) -> "Registry":
+    def in_state_dir(cls, state_dir: str | Path | None = None) -> Registry:
         """The registry in ``state_dir`` (default: ``$ALAUNCH_STATE_DIR`` / XDG, see :func:`default_state_dir`)."""
         if state_dir is None:
             state_dir = default_state_dir()
@@ -453,7 +454,7 @@ class Registry:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Registry":
+    def __enter__(self) -> Registry:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -29,10 +29,10 @@ from launcher.core.hostfile import parse_hostfile
 from launcher.core.plan import build_plan
 from launcher.core.spec import JobSpec, load_job, masked_secrets, parse_job, restore_secrets
 from launcher.errors import AlaunchError, InputError
+from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.launch import launch_all, launcher_for
-from launcher.ops import cards as card_ops
 from launcher.ops.stage import inventory, store_base
 from launcher.remote import wire
 

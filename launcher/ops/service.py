@@ -26,29 +26,44 @@ import os
 import posixpath
 import sys
 import time
-
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-from launcher.ops import cards as card_ops
-from launcher.ops import registry as reg
-from launcher.ops import proc, waiter
 from launcher.core import cards as core_cards
 from launcher.core import validate
-from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
-from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
-from launcher.core.layout import JobLayout
-from launcher.runners import CommandRunner, make_runner
-from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan,
-                                env_script_vars, stage_items)
+from launcher.core.layout import JobLayout, new_job_id
+from launcher.core.plan import (
+    DEFAULT_CLUSTER_TIME_OUT,
+    DEFAULT_PORT_RANGE,
+    WRAPPER,
+    Plan,
+    build_plan,
+    env_script_vars,
+    stage_items,
+)
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job, redacted_text
+from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
+from launcher.ops import cards as card_ops
+from launcher.ops import proc, waiter
+from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
-from launcher.core.layout import new_job_id
-from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
-                                resolve_home, store_base)
+from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
+from launcher.ops.stage import (
+    CACHE_NAME,
+    HashCache,
+    Inventory,
+    LocalSet,
+    Progress,
+    Stager,
+    collect,
+    inventory,
+    resolve_home,
+    store_base,
+)
+from launcher.runners import CommandRunner, make_runner
 
 # Versions that must agree on every node of one job (a mixed cluster fails late and obscurely).
 SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
@@ -143,7 +158,7 @@ class Preflight:
     port: int
 
 
-def shared_job_dirs(hosts: Sequence[Host], pre: "Preflight") -> dict[str, int]:
+def shared_job_dirs(hosts: Sequence[Host], pre: Preflight) -> dict[str, int]:
     """node rank -> the first node rank whose job dir is the same directory (same store id
     on the same filesystem, same path): an NFS/SFS workdir. Fetch reads such a dir once."""
     first: dict[tuple[str, str], int] = {}
@@ -520,7 +535,7 @@ class JobService:
         reach_check(prepared.plan, launchers)
         return launch_all(prepared.plan, launchers)
 
-    def _cancelled(self, job_id: str, what: str) -> "JobCancelled":
+    def _cancelled(self, job_id: str, what: str) -> JobCancelled:
         return JobCancelled(f"job {job_id} was cancelled during submit; {what}")
 
     def _ssh_meta(self) -> dict:

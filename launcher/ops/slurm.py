@@ -22,9 +22,9 @@ import posixpath
 import re
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from launcher.core import slurm as core
 from launcher.core import validate

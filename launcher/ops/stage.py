@@ -24,16 +24,17 @@ import stat
 import tarfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from launcher.remote import wire
-from launcher.errors import AlaunchError, InputError, RemoteError
-from launcher.core.hostfile import Host
 from launcher.core import route as routes
-from launcher.ops import fanout, stage_relay as relays
+from launcher.core.hostfile import Host
+from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.ops import fanout
+from launcher.ops import stage_relay as relays
+from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 CHUNK = 1 << 20  # read/write block for hashing and the tar stream
@@ -73,7 +74,7 @@ class IgnoreRules:
     rules: tuple[tuple[re.Pattern, bool, bool], ...]  # (regex, negated, dirs only)
 
     @classmethod
-    def parse(cls, lines: Iterable[str]) -> "IgnoreRules":
+    def parse(cls, lines: Iterable[str]) -> IgnoreRules:
         rules = []
         for raw in lines:
             line = raw.rstrip("\n").rstrip()

@@ -22,12 +22,13 @@ from __future__ import annotations
 import subprocess
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import BinaryIO
 
-from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
+from launcher.errors import RemoteError
 from launcher.runners import shell
 
 LineCallback = Callable[[str], "bool | None"]  # return False to stop streaming
@@ -172,7 +173,7 @@ class CommandRunner(ABC):
         """Connect now (``ping`` connects too, and times a round trip)."""
         self.ping()
 
-    def single_use(self) -> "CommandRunner":
+    def single_use(self) -> CommandRunner:
         """Say this runner makes ONE round trip (``status``, ``cancel``): an SSH runner then
         opens no master connection of its own — it rides on one that is up, else connects
         plainly, as pdsh does. Returns the runner. Nothing to do where there is no connection."""
@@ -214,7 +215,7 @@ class CommandRunner(ABC):
                                               result.stderr.decode(errors="replace"), result.duration))
         return sent[0]
 
-    def __enter__(self) -> "CommandRunner":
+    def __enter__(self) -> CommandRunner:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,12 +13,20 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, Iterable, Mapping, Sequence
+from typing import BinaryIO
 
 from launcher.errors import RemoteError
-from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
-                                   ExecResult, LineCallback, run_piped)
+from launcher.runners.base import (
+    CommandFailed,
+    CommandResult,
+    CommandRunner,
+    CommandTimeout,
+    ExecResult,
+    LineCallback,
+    run_piped,
+)
 from launcher.runners.shell import env_argv
 
 

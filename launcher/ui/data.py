@@ -22,8 +22,9 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 

@@ -18,10 +18,11 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from launcher.core.hostfile import Host, parse_hostfile
 from launcher.errors import AlaunchError

@@ -281,7 +281,7 @@ class Cluster(OnSubnet):
         return self.state_dir / "shared"
 
     # ------------------------------------------------------------------ bring-up
-    def up(self) -> "Cluster":
+    def up(self) -> Cluster:
         reason = unavailable_reason()
         if reason:
             raise ClusterUnavailable(reason)
@@ -577,7 +577,7 @@ class Cluster(OnSubnet):
             "hosts": [{"index": h.index, "init_pid": h.init_pid, "sshd_pid": h.sshd_pid} for h in self.hosts]})
 
     @classmethod
-    def load(cls, state_dir: Path) -> "Cluster":
+    def load(cls, state_dir: Path) -> Cluster:
         data = json.loads((state_dir / "state.json").read_text())
         c = cls(data["n"], state_dir=state_dir, shared=data["shared"], python=data["python"],
                 realistic=data.get("realistic", False))

@@ -6,7 +6,6 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,7 +15,7 @@ from launcher.errors import AlaunchError, ExitCode, InputError
 ORDER = 20
 
 
-def _load_hosts(hostfile: Optional[Path], local: bool, include: Optional[str], exclude: Optional[str]):
+def _load_hosts(hostfile: Path | None, local: bool, include: str | None, exclude: str | None):
     from launcher.core.hostfile import apply_filters, local_hosts, read_hostfile
 
     if hostfile is not None and local:
@@ -33,7 +32,7 @@ def _short_os(name: str | None) -> str:
     return re.sub(r"\s*\(.*?\)|GNU/Linux\s*", "", name or "?").strip()
 
 
-def _table(rows) -> "object":
+def _table(rows) -> object:
     from rich.table import Table
 
     table = Table(title="hosts check", show_lines=False)
@@ -57,9 +56,9 @@ def register(app: typer.Typer) -> None:
 
     @hosts_app.command("check")
     def check_cmd(
-        hostfile: Optional[Path] = typer.Option(None, "-H", "--hostfile", help="DeepSpeed-style hostfile."),
-        include: Optional[str] = typer.Option(None, "--include", help="Only these hosts/slots, e.g. 'h1:0,1@h2'."),
-        exclude: Optional[str] = typer.Option(None, "--exclude", help="Skip these hosts/slots, e.g. 'h1:0'."),
+        hostfile: Path | None = typer.Option(None, "-H", "--hostfile", help="DeepSpeed-style hostfile."),
+        include: str | None = typer.Option(None, "--include", help="Only these hosts/slots, e.g. 'h1:0,1@h2'."),
+        exclude: str | None = typer.Option(None, "--exclude", help="Skip these hosts/slots, e.g. 'h1:0'."),
         local: bool = typer.Option(False, "--local", help="Check this machine (no SSH) instead of a hostfile."),
         as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
         timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to connect to each host."),
@@ -68,10 +67,10 @@ def register(app: typer.Typer) -> None:
         min_disk_gb: float = typer.Option(5.0, "--min-disk-gb", min=0, help="Free space needed at the workdir."),
         require_npus: bool = typer.Option(False, "--require-npus",
                                           help="Fail hosts without npu-smi (default: CPU-only hosts pass)."),
-        known_hosts: Optional[Path] = typer.Option(None, "--known-hosts",
+        known_hosts: Path | None = typer.Option(None, "--known-hosts",
                                                    help="known_hosts file (default: ~/.ssh/known_hosts)."),
-        ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh config file (default: ~/.ssh/config)."),
-        python: Optional[str] = typer.Option(None, "--python",
+        ssh_config: Path | None = typer.Option(None, "--ssh-config", help="ssh config file (default: ~/.ssh/config)."),
+        python: str | None = typer.Option(None, "--python",
                                              help="Python to probe with (default: python3 remote, this one local)."),
         verify_store: bool = typer.Option(False, "--verify-store",
                                           help="Re-hash each host's staging store; remove bad objects (resent next time)."),
