@@ -178,7 +178,8 @@ def run(cluster: Cluster, tmp: Path, src: Path, total: int, args) -> None:
             rsync_t.append(rsync(h0, options, src, "/root/rsync-dest"))
         a, r = statistics.median(ours_t), statistics.median(rsync_t)
         print(f"no-op re-staging, {mode}: alaunch {a:.3f} s, rsync {r:.3f} s -> time ratio {a / r:.2f}x "
-              f"(goal <= 0.5x); of which the local walk of {args.files} files {statistics.median(WALK_TIMES) * 1000:.0f} ms; "
+              f"(goal <= 0.5x); of which the local walk of {args.files} files "
+              f"{statistics.median(WALK_TIMES) * 1000:.0f} ms; "
               f"rounds alaunch {', '.join(f'{t:.3f}' for t in ours_t)}; "
               f"rsync {', '.join(f'{t:.3f}' for t in rsync_t)}")
 

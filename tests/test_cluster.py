@@ -20,7 +20,7 @@ def test_emulator_table_has_the_real_layout_and_config():
     real = FIXTURE.read_text().splitlines()
     ours = text.splitlines()
     assert ours[:6] == real[:6]  # banner and headers byte for byte
-    assert {len(l) for l in ours} == {len(real[0])}
+    assert {len(line) for line in ours} == {len(real[0])}
 
 
 @pytest.mark.cluster

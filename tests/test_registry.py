@@ -356,7 +356,7 @@ def test_one_registry_object_serves_many_threads(tmp_path):
 
     def work(i):
         try:
-            for k in range(30):
+            for _ in range(30):
                 job = reg.create_job(f"t{i}", "finetune", spec_text="x", nodes=["h"])
                 reg.set_state(job.id, "staging")
                 reg.list(limit=5)

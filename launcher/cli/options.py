@@ -8,7 +8,6 @@ DeepSpeed's ``--include``/``--exclude`` filters. How to reach them: ``--known-ho
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +15,10 @@ import typer
 
 HostfileOpt = Annotated[Path | None, typer.Option("-H", "--hostfile", help="Hostfile (DeepSpeed format).")]
 LocalOpt = Annotated[bool, typer.Option("--local", help="Run on this machine, no SSH (the default without -H).")]
-SlotsOpt = Annotated[int, typer.Option("--slots", help="Slots of this machine with --local.")]
+# $ALAUNCH_LOCAL_SLOTS is read when the command runs (a default computed at import would be read once,
+# whenever the verb's module was first imported)
+SlotsOpt = Annotated[int, typer.Option("--slots", envvar="ALAUNCH_LOCAL_SLOTS",
+                                       help="Slots of this machine with --local.")]
 IncludeOpt = Annotated[str | None, typer.Option("--include", help="Only these hosts/slots: NAME[:0,1][@NAME...].")]
 ExcludeOpt = Annotated[str | None, typer.Option("--exclude", help="Not these hosts/slots: NAME[:0,1][@NAME...].")]
 
@@ -26,7 +28,3 @@ SshConfigOpt = Annotated[Path | None, typer.Option("--ssh-config", help="ssh con
 AcceptNewOpt = Annotated[bool, typer.Option("--accept-new-host-keys",
                                             help="Trust unknown host keys and add them to known_hosts.")]
 
-
-def default_slots() -> int:
-    """``--slots`` default: ``$ALAUNCH_LOCAL_SLOTS`` or 1."""
-    return int(os.environ.get("ALAUNCH_LOCAL_SLOTS", "1"))

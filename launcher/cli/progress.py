@@ -152,5 +152,6 @@ def fetch_with_progress(env, registry: reg.Registry, job: str, what: str, dest: 
         bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), console=env.stderr, transient=False)
         with bar:
-            return fetch_job(registry, job, what, dest, env.state_dir, progress=RichFetchProgress(bar, say), options=options)
+            return fetch_job(registry, job, what, dest, env.state_dir, progress=RichFetchProgress(bar, say),
+                             options=options)
     return fetch_job(registry, job, what, dest, env.state_dir, progress=PlainFetchProgress(say), options=options)

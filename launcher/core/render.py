@@ -71,9 +71,10 @@ class Rendered:
             ("run_mode", str(d["run_mode"])),
         ]
         if d.get("lora_rank") is not None:
+            reached = ", ".join(d["lora_matched"]) or ("nothing" if d.get("trainable_params") is not None
+                                                       else "unknown")
             rows += [("LoRA rank / alpha", f"{d['lora_rank']} / {d['lora_alpha']}"),
-                     ("LoRA targets", f"{d['target_modules']} -> "
-                                      f"{', '.join(d['lora_matched']) or ('nothing' if d.get('trainable_params') is not None else 'unknown')}")]
+                     ("LoRA targets", f"{d['target_modules']} -> {reached}")]
         if d.get("trainable_params") is not None:
             rows.append(("trainable params", f"{d['trainable_params']:,} ({d['trainable_percent']}) of "
                                              f"{d['total_params']:,} ({d['base_params'] / 1e9:.2f}e9 base + LoRA)"))
@@ -244,7 +245,8 @@ def derive(config: dict, world: World, *, dp: int, mp: int, pp: int, source: str
         "lora_rank": pet.get("lora_rank") if pet else None,
         "lora_alpha": pet.get("lora_alpha") if pet else None,
         "target_modules": pet.get("target_modules") if pet else None,
-        "lora_matched": [], "trainable_params": None, "total_params": None, "trainable_percent": None, "base_params": None,
+        "lora_matched": [], "trainable_params": None, "total_params": None, "trainable_percent": None,
+        "base_params": None,
         "family": family.key if family else None, "warnings": [],
     }
     if pet_key == "model.arch.pet":
@@ -303,7 +305,7 @@ def resolve_world(spec, hosts: Sequence) -> World:
                              source=spec.source, key="cards_per_node")
     else:
         cards = spec.cards_per_node
-        short = [h.name for h, n in zip(chosen, slots) if n < cards]
+        short = [h.name for h, n in zip(chosen, slots, strict=False) if n < cards]
         if short:
             raise InputError(f"the job asks for {cards} card(s) per node but {', '.join(short)} "
                              f"has fewer slots", source=spec.source, key="cards_per_node")
@@ -318,7 +320,8 @@ def host_paths(spec, layout: JobLayout) -> dict[str, str]:
             paths[ref.fills] = (layout.data_path(name, posixpath.basename(ref.local.rstrip("/")))
                                 if ref.is_local else ref.remote)
     if spec.checkpoint is not None:
-        paths[CHECKPOINT_KEY] = (posixpath.join(layout.checkpoint_in, posixpath.basename(spec.checkpoint.local.rstrip("/")))
+        paths[CHECKPOINT_KEY] = (posixpath.join(layout.checkpoint_in,
+                                                posixpath.basename(spec.checkpoint.local.rstrip("/")))
                                  if spec.checkpoint.is_local else spec.checkpoint.remote)
     if spec.tokenizer is not None:
         paths[TOKENIZER_KEY] = (posixpath.join(layout.tokenizer, posixpath.basename(spec.tokenizer.local))

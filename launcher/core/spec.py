@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
@@ -158,7 +158,7 @@ class OutputsSpec(_Model):
         return globs
 
 
-ScalarOverride = Union[bool, int, float, str, None, list, dict]
+ScalarOverride = bool | int | float | str | None | list | dict
 
 
 # msrun flags alaunch sets itself (plan.build_plan): not allowed in msrun_args.
@@ -310,7 +310,8 @@ def _friendly(error: dict, loc: tuple) -> str:
     if kind == "missing":
         return "is required"
     if kind == "string_pattern_mismatch" and loc and loc[0] == "name":
-        return "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (no spaces or shell characters)"
+        return ("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                "(no spaces or shell characters)")
     if loc and loc[0] in ("nodes", "cards_per_node") and len(loc) == 1 and kind != "value_error":
         return "must be a positive integer or 'all'"
     if loc == ("code",):

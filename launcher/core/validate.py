@@ -127,7 +127,8 @@ def check_static(config: dict, derived: dict, source: str | None = None) -> list
     hidden = model_config.get("hidden_size")
     if isinstance(heads, int) and heads % mp:
         raise InputError(f"num_heads {heads} is not divisible by model_parallel {mp}; "
-                         f"use a model_parallel that divides {heads}", source=source, key="model.model_config.num_heads")
+                         f"use a model_parallel that divides {heads}", source=source,
+                         key="model.model_config.num_heads")
     if isinstance(kv_heads, int) and kv_heads % mp:
         raise InputError(f"n_kv_heads {kv_heads} is not divisible by model_parallel {mp}; "
                          f"use a model_parallel that divides {kv_heads}", source=source,
@@ -186,7 +187,8 @@ def _check_layout(config: dict) -> list[str]:
     if legacy and loader == "HFDataLoader":
         out.append("train_dataset.data_loader HFDataLoader belongs to the 1.6+ layout; with use_legacy "
                    "unset (legacy models) check the MindFormers version on the hosts supports it")
-    if not legacy and not config.get("pretrained_model_dir") and not get_dotted(config, "model.model_config.num_hidden_layers"):
+    sized = config.get("pretrained_model_dir") or get_dotted(config, "model.model_config.num_hidden_layers")
+    if not legacy and not sized:
         out.append("use_legacy: False without pretrained_model_dir: MindFormers reads the model's sizes "
                    "from pretrained_model_dir/config.json; set it")
     fmt = str(config.get("load_ckpt_format", "") or "")

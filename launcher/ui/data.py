@@ -256,7 +256,9 @@ _MISSING = object()
 
 
 def _show(v: Any) -> str:
-    return "(absent)" if v is _MISSING else yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+    if v is _MISSING:
+        return "(absent)"
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def config_diff(a_text: str, b_text: str, a_name: str, b_name: str) -> str:
@@ -281,7 +283,7 @@ def compare(records: Sequence[reg.JobRecord], lives: Sequence[Mapping[str, Any]]
     """Two or more jobs: one curve each, the config of each against the first, scores."""
     base = records[0]
     jobs = []
-    for record, live, f in zip(records, lives, facts):
+    for record, live, f in zip(records, lives, facts, strict=False):
         lead = lead_curve(live.get("curves") or {})
         jobs.append({"id": record.id, "name": record.name, "state": record.state,
                      "curve": None if lead is None else {"stream": lead[0], "steps": [p[0] for p in lead[1]],

@@ -241,7 +241,8 @@ class JobWatch:
 class Hub:
     """The watches of one dashboard: created on first view, shared, one follower thread each."""
 
-    def __init__(self, state_dir: Path, connect: Callable[[reg.Registry, Path, reg.JobRecord], Connection] = default_connect):
+    def __init__(self, state_dir: Path,
+                 connect: Callable[[reg.Registry, Path, reg.JobRecord], Connection] = default_connect):
         self.state_dir = Path(state_dir)
         self.connect = connect
         self._watches: dict[str, JobWatch] = {}

@@ -383,7 +383,7 @@ class Dashboard:
             with self.hub.registry() as registry:
                 records = [registry.get(i) for i in ids]
             watches = [self.hub.watch(r.id) for r in records]
-            for r, w in zip(records, watches):
+            for r, w in zip(records, watches, strict=True):
                 if r.terminal:
                     w.done.wait(30)  # a finished job's logs are read once, in full
             runs_dir = self.runs_dir

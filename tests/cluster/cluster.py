@@ -480,9 +480,9 @@ class Cluster(OnSubnet):
             try:
                 socket.create_connection((h.address, 22), timeout=1).close()
                 return
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{h.name}: sshd not listening; {(h.dir / 'sshd.log').read_text()}")
+                    raise RuntimeError(f"{h.name}: sshd not listening; {(h.dir / 'sshd.log').read_text()}") from exc
                 time.sleep(0.02)
 
     def _wait_listening(self) -> None:

@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
     @app.command("logs")
     def logs(
         target: str = typer.Argument(..., help="A job (id, prefix or name), a log file or a fetched run directory."),
-        follow: bool = typer.Option(False, "--follow", "-f", help="Follow the job until it ends; exit with its status code."),
+        follow: bool = typer.Option(False, "--follow", "-f",
+                                    help="Follow the job until it ends; exit with its status code."),
         summary: bool = typer.Option(False, "--summary", help="Print only the summary (log files)."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (log files)."),
         grep: str | None = typer.Option(None, "--grep", help="Only lines matching this regex."),
@@ -91,7 +92,8 @@ def register(app: typer.Typer) -> None:
         since: str | None = typer.Option(None, "--since", help="Only lines since: 30s, 10m, 2h or a time."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="-f: every line, not the short story."),
         from_start: bool = typer.Option(False, "--from-start",
-                                        help="-f: read every log from its start, not from where the last follower left it."),
+                                        help="-f: read every log from its start, not from where the last "
+                                             "follower left it."),
         progress_every: float = typer.Option(10.0, "--progress-every", help="-f in a pipe: a progress line every N s."),
         unreachable_after: float = typer.Option(10.0, "--unreachable-after",
                                                 help="-f: a node silent this many seconds shows as unreachable."),

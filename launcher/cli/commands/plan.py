@@ -22,7 +22,6 @@ from launcher.cli.options import (
     LocalOpt,
     SlotsOpt,
     SshConfigOpt,
-    default_slots,
 )
 
 ORDER = 25
@@ -35,7 +34,7 @@ def register(app: typer.Typer) -> None:
                                    "are only asked which cards are free; nothing is sent or started).")
     def plan_cmd(
         job: Path = typer.Argument(..., help="Job file (YAML)."),
-        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         sets: list[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
         master_port: int = typer.Option(DEFAULT_PORT, "--master-port", help="msrun's master port."),
@@ -81,7 +80,7 @@ def register(app: typer.Typer) -> None:
                         {h.name: python_for(bins, h) for h in candidates})
         chosen = cards.plan_devices(candidates, want, held,
                                     cards.pinned_hosts(full, candidates, want, devices is not None))
-        hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen)]
+        hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen, strict=False)]
         env.stdout.print(cards.render_devices(chosen), markup=False, highlight=False, soft_wrap=True, end="")
         prepared = prepare(spec, hosts, job_id or new_job_id(spec.name), master_port,
                            SubmitOptions(tuple(sets), master_port, bin_dir,

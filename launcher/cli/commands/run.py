@@ -21,7 +21,6 @@ from launcher.cli.options import (
     LocalOpt,
     SlotsOpt,
     SshConfigOpt,
-    default_slots,
 )
 
 ORDER = 32
@@ -55,7 +54,7 @@ def register(app: typer.Typer) -> None:
     @app.command("run", help="Run a pipeline of jobs and built-in steps (skips steps that are unchanged).")
     def run_cmd(
         pipeline: Path = typer.Argument(..., help="Pipeline file (jobs/pipelines/*.yaml)."),
-        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps, their references and plans; "
                                                               "send nothing."),
@@ -92,7 +91,8 @@ def register(app: typer.Typer) -> None:
                                     builtins={"results": _results_step(env)}, concurrent=not logs)
             if dry_run:
                 for i, view in enumerate(runner.describe(spec, from_step, only), 1):
-                    head = f"# {i}. {view.name} ({view.kind})" + (f", needs {', '.join(view.needs)}" if view.needs else "")
+                    needs = f", needs {', '.join(view.needs)}" if view.needs else ""
+                    head = f"# {i}. {view.name} ({view.kind}){needs}"
                     if view.together:
                         head += f"; runs together with {', '.join(view.together)}"
                     if view.waits_for:
