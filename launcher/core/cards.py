@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from launcher.core.hostfile import Host
 from launcher.errors import AlaunchError, ExitCode, InputError
@@ -54,13 +55,13 @@ class CardsBusy(AlaunchError):
         self.holders = {h: tuple(v) for h, v in (holders or {}).items()}
 
 
-def holders_from_claims(claims: Iterable[Mapping], own_job: str | None = None) -> list[Holder]:
+def holders_from_claims(claims: Iterable[Mapping[str, Any]], own_job: str | None = None) -> list[Holder]:
     """The host's live claims (``[{"job_id", "cards"}]``) -> one holder per card."""
     return [Holder(int(c), job_id=claim["job_id"]) for claim in claims if claim["job_id"] != own_job
             for c in claim["cards"]]
 
 
-def holders_from_npu_smi(cards: Iterable, hbm_threshold_mb: int | None = None) -> list[Holder]:
+def holders_from_npu_smi(cards: Iterable[Any], hbm_threshold_mb: int | None = None) -> list[Holder]:
     """Busy cards of a parsed ``npu-smi info`` (``NpuCard``s): the first process listed, else the HBM."""
     out = []
     for card in cards:

@@ -17,11 +17,20 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from launcher.core import yamlio
 from launcher.errors import InputError
@@ -158,7 +167,7 @@ class OutputsSpec(_Model):
         return globs
 
 
-ScalarOverride = bool | int | float | str | None | list | dict
+ScalarOverride = bool | int | float | str | None | list[Any] | dict[Any, Any]
 
 
 # msrun flags alaunch sets itself (plan.build_plan): not allowed in msrun_args.
@@ -189,7 +198,7 @@ class JobSpec(_Model):
 
     @field_validator("msrun_args")
     @classmethod
-    def _msrun_args(cls, value: list) -> list:
+    def _msrun_args(cls, value: list[str]) -> list[str]:
         for arg in value:
             flag = arg.split("=", 1)[0]
             if not re.fullmatch(r"--[a-z][a-z0-9_]*", flag):
@@ -201,14 +210,14 @@ class JobSpec(_Model):
 
     @field_validator("nodes", "cards_per_node")
     @classmethod
-    def _positive(cls, value):
+    def _positive(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
             raise ValueError(f"must be a positive integer or 'all', got {value}")
         return value
 
     @field_validator("overrides")
     @classmethod
-    def _dotted_keys(cls, value: dict) -> dict:
+    def _dotted_keys(cls, value: dict[Any, Any]) -> dict[Any, Any]:
         for key in value:
             if not isinstance(key, str) or not DOTTED_KEY.match(key):
                 raise ValueError(f"override key {key!r} is not a dotted config key like runner_config.epochs")
@@ -216,7 +225,7 @@ class JobSpec(_Model):
 
     @field_validator("inputs", "env")
     @classmethod
-    def _names(cls, value: dict, info) -> dict:
+    def _names(cls, value: dict[Any, Any], info: ValidationInfo) -> dict[Any, Any]:
         pattern = ENV_NAME_PATTERN if info.field_name == "env" else r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
         for key in value:
             if not re.match(pattern, str(key)):
@@ -272,7 +281,7 @@ def _field_names(model: type[BaseModel]) -> list[str]:
 _MAPPED = {"inputs": "InputSpec", "env": "EnvValue"}
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The pydantic model whose field names are valid at ``loc`` (for did-you-mean)."""
     model: Any = JobSpec
     parts = list(loc)
@@ -280,11 +289,11 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         part = parts.pop(0)
         fields = getattr(model, "model_fields", {})
         if part not in fields:
-            return model
+            return _unwrap_model(model)
         model = _unwrap_model(fields[part].annotation)
         if part in _MAPPED and parts:
             parts.pop(0)  # the input / env name
-    return model
+    return _unwrap_model(model)
 
 
 def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
@@ -297,9 +306,9 @@ def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _friendly(error: dict, loc: tuple) -> str:
-    kind = error.get("type", "")
-    message = error.get("msg", "invalid")
+def _friendly(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> str:
+    kind = str(error.get("type", ""))
+    message = str(error.get("msg", "invalid"))
     if kind == "extra_forbidden":
         unknown = str(loc[-1])
         parent_model = _model_at(loc[:-1]) if len(loc) > 1 else JobSpec
@@ -321,9 +330,9 @@ def _friendly(error: dict, loc: tuple) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _clean_loc(loc: tuple, data: Any) -> tuple:
+def _clean_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
     """Keep the parts of pydantic's loc that are real keys in ``data`` (drops union-branch tags)."""
-    out: list = []
+    out: list[str | int] = []
     node = data
     for index, part in enumerate(loc):
         if isinstance(node, dict) and part in node:
@@ -341,7 +350,7 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
 _RANK = {"extra_forbidden": 0, "value_error": 1, "missing": 2, "literal_error": 3}
 
 
-def _pick(errors: list[dict]) -> dict:
+def _pick(errors: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The most useful of pydantic's errors: unknown keys first, then our own checks, deepest first."""
     return sorted(errors, key=lambda e: (_RANK.get(e.get("type", ""), 5), -len(e["loc"])))[0]
 
@@ -363,13 +372,16 @@ def parse_job(data: Any, source: str = "<job>", base_dir: str | None = None, tex
     return spec
 
 
+R = TypeVar("R", bound=PathRef)
+
+
 def _absolute_locals(spec: JobSpec, base: Path) -> JobSpec:
     """Local paths become absolute (relative to the job file), so later stages need no base_dir."""
 
     def absolute(path: str) -> str:
         return str((base / os.path.expanduser(path)).resolve()) if not os.path.isabs(path) else path
 
-    def fix(ref):
+    def fix(ref: R | None) -> R | None:
         if ref is not None and ref.local is not None:
             return ref.model_copy(update={"local": absolute(ref.local)})
         return ref
@@ -427,7 +439,7 @@ def restore_secrets(stored: JobSpec, original: JobSpec | None, where: str) -> Jo
     return stored.model_copy(update={"env": env})
 
 
-def load_job(path: str | os.PathLike) -> JobSpec:
+def load_job(path: str | os.PathLike[str]) -> JobSpec:
     """Read, parse and validate a job file (duplicate keys, anchors and non-mappings refused)."""
     source = str(path)
     try:
