@@ -23,6 +23,7 @@ def test_tool_markers_strings_and_single_comments_pass(tmp_path):
     text = ('import os  # the one we need  # noqa: F401\n'
             'x = "a  # b  # c"  # one comment\n'
             'y = 1  # type: ignore\n'
+            'z = f()  # type: ignore[misc]  # why the marker is there\n'
             '# a whole-line comment  # with a hash in it is one comment too\n')
     got = _run(tmp_path, text)
     assert got.returncode == 0, got.stdout

@@ -9,8 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from launcher.ops import registry as reg
+
+if TYPE_CHECKING:
+    from launcher.core.hostfile import Host
+    from launcher.runners import CommandRunner
 
 DEFAULT_CONTROL_PERSIST = 60.0
 
@@ -31,7 +36,8 @@ def control_persist() -> float:
     return max(0.0, value)
 
 
-def runner_factory(known_hosts: Path | None, ssh_config: Path | None, accept_new: bool) -> Callable:
+def runner_factory(known_hosts: Path | None, ssh_config: Path | None,
+                   accept_new: bool) -> Callable[[Host], CommandRunner]:
     """Host -> runner, with the transport's ConnectOptions shared by every host."""
     from launcher.runners import ConnectOptions, make_runner
     options = ConnectOptions(known_hosts=known_hosts, ssh_config=ssh_config, accept_new_host_keys=accept_new,
@@ -39,7 +45,8 @@ def runner_factory(known_hosts: Path | None, ssh_config: Path | None, accept_new
     return partial(make_runner, options=options)
 
 
-def saved_ssh(record: reg.JobRecord, known_hosts: Path | None, ssh_config: Path | None) -> tuple:
+def saved_ssh(record: reg.JobRecord, known_hosts: Path | None,
+              ssh_config: Path | None) -> tuple[Path | None, Path | None]:
     """The SSH files given now, else those the job's submit used."""
     saved = record.meta.get("ssh") or {}
     return (known_hosts or (Path(saved["known_hosts"]) if "known_hosts" in saved else None),

@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, cast
 
 from rich.console import Group
 from rich.live import Live
@@ -43,6 +44,10 @@ from launcher.ops.follow import (
     view_text,
 )
 from launcher.ops.service import STATE_EXIT, JobService
+
+if TYPE_CHECKING:
+    from launcher.ops.slurm import SlurmService
+    from launcher.runners import CommandRunner
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -261,7 +266,8 @@ def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
     return int(ExitCode.JOB_FAILED) if first is not None else int(ExitCode.OK)
 
 
-def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[[Host], object], *,
+def follow_job(record: reg.JobRecord, service: JobService | SlurmService,
+               runner_for: Callable[[Host], CommandRunner], *,
                follow: bool = True, raw: bool = False, grep: str | None = None, rank: int | None = None,
                node: str | None = None, since: str | None = None, verbose: bool = False,
                progress_every: float = 10.0, unreachable_after: float = UNREACHABLE_AFTER,
@@ -273,7 +279,7 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     if is_slurm(record):  # one shared job dir, read through the login node
         if follow and record.state == reg.QUEUED:
             note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-            record = service.wait_started(record.id, note)
+            record = cast("SlurmService", service).wait_started(record.id, note)
             if record.terminal and record.started_at is None:  # ended in the queue: no logs
                 note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
                 return int(STATE_EXIT[record.state])
@@ -282,8 +288,8 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
             import threading
             stop_watch = threading.Event()
             note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-            threading.Thread(target=service.watch, args=(record.id, stop_watch), kwargs={"note": note},
-                             daemon=True).start()
+            threading.Thread(target=cast("SlurmService", service).watch, args=(record.id, stop_watch),
+                             kwargs={"note": note}, daemon=True).start()
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:
         raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
@@ -291,6 +297,7 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                           since=parse_since(since))
     live = follow and not raw and env.stdout.is_terminal
     every_line = verbose or raw or grep is not None or since is not None or not follow
+    sink: PlainSink | StorySink
     if every_line:
         sink = LiveSink(printer) if live else PlainSink(printer)
     else:
@@ -302,7 +309,7 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                         gang_stop=not record.terminal, unreachable_after=unreachable_after,
                         offsets_path=offsets)
     try:
-        if live or isinstance(sink, StorySink):
+        if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)
             with sink:
                 result = follower.run()
         else:
@@ -315,7 +322,8 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     return report(result, raw=raw, follow=follow)
 
 
-def finish_submit(registry: reg.Registry, record: reg.JobRecord, service, runner_for: Callable[[Host], object], *,
+def finish_submit(registry: reg.Registry, record: reg.JobRecord, service: JobService | SlurmService,
+                  runner_for: Callable[[Host], CommandRunner], *,
                   follow: bool, fetch: bool, fetch_dest, accept_new: bool, verbose: bool = False) -> int:
     """The tail of ``submit`` (hostfile and Slurm alike): follow the logs to the end when asked
     (``--fetch`` implies it), then fetch the outputs into ``fetch_dest/<job-id>/``, then print the

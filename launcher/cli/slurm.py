@@ -45,7 +45,9 @@ def plan_text(job: Path, target: core.SlurmTarget, sets, master_port: int | None
     from launcher.ops.slurm import SlurmService
     spec = load_job(job)
     target = SlurmService.effective_target(spec, target, bin_dir)
-    _, batch = SlurmService(None, Path("."), exec_factory=None).prepare(spec, target, job_id, sets,
+    # prepare() reads neither the registry nor the hosts: a service without them renders the script
+    service = SlurmService(None, Path("."), exec_factory=None)  # type: ignore[arg-type]
+    _, batch = service.prepare(spec, target, job_id, sets,
                                                                         master_port=master_port)
     return batch.render()
 

@@ -34,7 +34,7 @@ def _step(path: str) -> tuple:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def rank_checkpoints(job_dir: str) -> dict:
+def rank_checkpoints(job_dir: str) -> tuple:
     """rank -> its checkpoint of the newest (epoch, step) that every rank has."""
     by_rank: dict = {}
     for path in glob.glob(os.path.join(job_dir, "output", "checkpoint", "rank_*", "*.ckpt")):

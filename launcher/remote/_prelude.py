@@ -33,7 +33,7 @@ try:
 except ImportError:
     from json.encoder import py_encode_basestring_ascii as _q
 
-_STDIN = []
+_STDIN = []  # type: list
 MARK = "\x1eALAUNCH-ANSWER\x1e"  # starts the one line a laptop parses (wire.ANSWER_MARK)
 
 

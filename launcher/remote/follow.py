@@ -52,13 +52,13 @@ root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
 ranks = None  # the worker ranks this node runs (None: every log found), scheduler: node 0's
 scheduler = True
 follow, interval = True, 0.05
-resume = {}  # path -> [inode, byte offset]: where a previous follower had got to
+resume = {}  # type: dict  # path -> [inode, byte offset]: where a previous follower had got to
 out = sys.stdout.buffer
 WORKER = re.compile(r"^worker_(\d+)\.log$")
 RANK = re.compile(r"^rank_(\d+)$")
-files = {}
+files = {}  # type: dict
 fids = itertools.count()
-mapped = set()  # ranks whose worker process was found
+mapped = set()  # type: set  # ranks whose worker process was found
 MSRUN_OWN = (b"parallel/cluster/", b"Start worker process", b"Start scheduler process", b"cannot start ")
 MSRUN_END = (b"exit with exception", b"All workers successfully exit")
 

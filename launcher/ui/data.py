@@ -97,7 +97,7 @@ def node_state(node: reg.NodeRecord, record: reg.JobRecord, view: Mapping[str, A
         since = (record.meta.get("unreachable_since") or {}).get(node.host)
         if since and view.get("state") != "running":
             return "unreachable", f"unreachable since {since}"
-    detail = view.get("label") if view.get("state") == "ended" else ""
+    detail = str(view.get("label") or "") if view.get("state") == "ended" else ""
     if view.get("reconnects"):
         detail += f" (reconnected {view['reconnects']}x)"
     return node.state, detail.strip()
@@ -311,7 +311,7 @@ def recorded_needs(run: reg.PipelineRecord) -> dict[str, list[str]] | None:
     predates that record (then :func:`pipeline_needs` reads them from the file)."""
     if not run.steps or any(s.needs is None for s in run.steps):
         return None
-    return {s.step: list(s.needs) for s in run.steps}
+    return {s.step: list(s.needs or ()) for s in run.steps}
 
 
 def pipeline_needs(text: str, source: str, steps: Iterable[str]) -> dict[str, list[str]] | None:

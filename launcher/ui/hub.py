@@ -157,7 +157,7 @@ class JobWatch:
         (``JobLogs.explain``: cause and hint from metrics/signatures.py), once it is known."""
         follower = self.follower
         first = follower.job.first_failure if follower is not None else None
-        if first is None or self._explained is first:
+        if follower is None or first is None or self._explained is first:
             return
         self._explained = first
         failure = follower.job.explain(first)

@@ -74,7 +74,8 @@ class TokenGuard:
         self.cookie = cookie_name(self.hosts)
 
     def _ok(self, candidate: str | None) -> bool:
-        return bool(candidate) and secrets.compare_digest(candidate.encode(), self.token.encode())
+        return candidate is not None and candidate != "" and secrets.compare_digest(candidate.encode(),
+                                                                                    self.token.encode())
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

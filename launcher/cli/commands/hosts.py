@@ -23,7 +23,7 @@ def _load_hosts(hostfile: Path | None, local: bool, include: str | None, exclude
     if hostfile is None and not local:
         raise InputError("no hosts: give -H HOSTFILE (DeepSpeed format: `host slots=N` per line) "
                          "or --local for this machine", key="-H")
-    hosts = local_hosts() if local else read_hostfile(hostfile)
+    hosts = local_hosts() if local or hostfile is None else read_hostfile(hostfile)
     return apply_filters(hosts, include, exclude) if (include or exclude) else hosts
 
 

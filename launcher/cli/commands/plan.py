@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
             filtered = cards.pin_devices(filtered, cards.parse_devices(devices))
         used = used_hosts(spec, filtered)
         candidates, want = filtered[:len(used)], len(used[0].slot_ids)
+        held: dict[str, dict[int, cards.Holder] | str]
         if offline:
             held = {h.name: "--offline" for h in candidates}
         else:

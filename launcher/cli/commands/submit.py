@@ -118,9 +118,10 @@ def started_line(record) -> str:
 def start_job(env, registry, job: Path, hosts, opts, factory, say):
     """``JobService.submit`` with its progress shown: rich bars on a terminal, else plain lines."""
     from launcher.ops.service import JobService
-    from launcher.ops.stage import PlainProgress
+    from launcher.ops.stage import PlainProgress, Progress
 
     many = len(hosts) > MANY_HOSTS
+    progress: Progress
     if env.stderr.is_terminal and not env.raw:
         from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
         from rich.progress import Progress as RichBar
