@@ -134,8 +134,7 @@ def test_a_run_whose_alaunch_run_process_died_reads_interrupted_not_running(tmp_
     ([1], [], False, "exit code 1"),
 ])
 def test_classify_retries_only_transient_failures(codes, lines, transient, cause):
-    """The same verdicts with the interim table and with #19's metrics.signatures (row names
-    differ slightly between the two: hccl_notify/exec_timeout, worker_exit[_signal])."""
+    """Transient (retried) or not, from metrics.signatures' rows and the exit codes."""
     verdict = classify(codes, lines)
     assert verdict.transient == transient and fnmatch.fnmatch(verdict.cause, cause), verdict
 

@@ -112,7 +112,7 @@ def _check_lora(config: Config, source: str | None) -> list[str]:
 
 
 def check_static(config: Config, derived: dict[str, Any], source: str | None = None) -> list[str]:
-    """The checks of issue 3, in the order a user would fix them. Raises the first refusal; returns
+    """The static checks of a rendered config, in the order a user would fix them. Raises the first refusal; returns
     warnings for what MindFormers resolves by itself (each says which value it will use)."""
     warnings: list[str] = list(derived.get("warnings") or [])
     world = derived["world_size"]

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import re
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from launcher.metrics import signatures
 from launcher.metrics.signatures import FATAL
+
+T = TypeVar("T")
 
 # ---------------------------------------------------------------- line patterns
 _FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
@@ -55,7 +58,8 @@ LOSS_FORMATS: tuple[LossFormat, ...] = (
     # drops the ``mindformers[`` logger prefix and the closing ``}``, adds global_norm / throughput
     LossFormat("1.x", re.compile(
         r"\{ Epoch:\[\s*(?P<epoch>\d+)/\s*(?P<epochs>\d+)\], step:\[\s*(?P<step>\d+)/\s*(?P<steps>\d+)\], "
-        r"loss:\s*(?:\[\s*" + _NUM.format("loss_b") + r"/\s*" + _NUM.format("avg") + r"\]|" + _NUM.format("loss") + ")")),
+        r"loss:\s*(?:\[\s*" + _NUM.format("loss_b") + r"/\s*" + _NUM.format("avg") + r"\]|"
+        + _NUM.format("loss") + ")")),
     # 0.x ``print_output_info: Epoch:[  1/  1], step:[  124/  125], loss:[2.346/2.346], time:1949.995 ms, ..``
     LossFormat("0.x", re.compile(
         r"Epoch:\[\s*(?P<epoch>\d+)/\s*(?P<epochs>\d+)\], step:\[\s*(?P<step>\d+)/\s*(?P<steps>\d+)\], "
@@ -185,12 +189,15 @@ def parse_loss(line: str) -> LossPoint | None:
     else:
         return None
     groups = m.groupdict()
-    loss = groups.get("loss") if groups.get("loss") is not None else groups.get("loss_b")
-    opt = (lambda rx, conv: (lambda mm: conv(mm.group(1)) if mm else None)(rx.search(line, m.end())))
+    loss = groups["loss"] if groups.get("loss") is not None else groups["loss_b"]
+    def opt(rx: re.Pattern[str], conv: Callable[[str], T]) -> T | None:
+        found = rx.search(line, m.end())
+        return conv(found.group(1)) if found else None
+
     per_step = opt(_PER_STEP, int)
     if per_step is None and groups.get("ms"):
         per_step = int(float(groups["ms"]))
-    gnorm = opt(_GNORM, lambda v: float(v))
+    gnorm = opt(_GNORM, float)
     return LossPoint(
         epoch=int(groups.get("epoch") or 1), epochs=int(groups.get("epochs") or 1),
         step=int(m.group("step")), steps=int(m.group("steps")), loss=float(loss),
@@ -427,7 +434,7 @@ class LogState:
             return True
         m = _CKPT_FINISH.search(line)
         if m:
-            epoch, step = int(m.group(1)), int(m.group(2))
+            epoch = int(m.group(1))
             if self.checkpoints and not self.checkpoints[-1].done:
                 self.checkpoints[-1].done = True
                 self.checkpoints[-1].epoch = epoch
@@ -437,11 +444,11 @@ class LogState:
         m = _CKPT_PATH.search(line)
         if m:
             path = m.group(1) or m.group(3)
-            step = int(m.group(2)) if m.group(2) else (last.global_step if last else None)
+            at: int | None = int(m.group(2)) if m.group(2) else (last.global_step if last else None)
             if self.checkpoints and self.checkpoints[-1].path is None and not self.checkpoints[-1].done:
                 self.checkpoints[-1].path = path
             else:
-                self.checkpoints.append(Checkpoint(step, last.epoch if last else None, path))
+                self.checkpoints.append(Checkpoint(at, last.epoch if last else None, path))
             return True
         return False
 
@@ -508,8 +515,8 @@ class Summary:
     duration_s: float | None
     network_params: int | None
     network_params_millions: bool
-    checkpoints: list[dict]
-    failure: dict | None
+    checkpoints: list[dict[str, Any]]
+    failure: dict[str, Any] | None
     errors: int
     cluster_retries: int
     ended: str | None = None
@@ -517,7 +524,7 @@ class Summary:
     complete: bool | None = None
     handled: int = 0  # tracebacks / fatal-looking lines the run went on after
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["failure"] is not None:
             d["failure"]["lines"] = list(d["failure"]["lines"])
@@ -615,7 +622,7 @@ class JobLogs:
         """``failure`` (a process fact) with the cause and hint the logs give, and the rank's
         traceback lines: its own stream's evidence first, then the cluster's."""
         own, rank = None, failure.rank
-        if failure.rank is not None:
+        if failure.rank is not None and failure.host is not None:
             st = self.states.get((failure.host, failure.rank))
             own = st.failure if st is not None else None
         elif failure.host is not None:  # a node's msrun failed: the rank whose log says why is named
@@ -651,7 +658,7 @@ class JobLogs:
         for st in self.states.values():
             if st.failure is not None:
                 return self.explain(st.failure)
-        for host, found in self.msrun.items():
+        for found in self.msrun.values():
             if found:
                 return found[0]
         return None
@@ -675,7 +682,7 @@ class JobLogs:
         return tracebacks[0] if tracebacks else None
 
 
-def tails_progress(host: str, tails: dict) -> str:
+def tails_progress(host: str, tails: Mapping[str, list[str]]) -> str:
     """{rank: last lines of its log} (the host's ``log_tails``) -> 'rank 0: step 12/234, loss
     1.29; rank 1: ...' ('step' while training, 'example' while predicting; one rank: no prefix)."""
     parts = []

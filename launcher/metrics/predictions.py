@@ -98,7 +98,7 @@ def parse_eval_log(text: str, source: str = "<log>") -> list[EvalPair]:
         if len(preds) != len(labels):
             raise InputError(f"{len(preds)} predictions but {len(labels)} labels in this batch",
                              source=source, line=start)
-        pairs.extend(EvalPair(p, r, start) for p, r in zip(preds, labels))
+        pairs.extend(EvalPair(p, r, start) for p, r in zip(preds, labels, strict=True))
     return pairs
 
 
@@ -126,7 +126,7 @@ def _first_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return value[0]
+        return str(value[0])
     return None
 
 

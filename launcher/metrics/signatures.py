@@ -145,7 +145,7 @@ SIGNATURES: tuple[Signature, ...] = (
 _QUIET_LEVEL = re.compile(r"^\s*\[(?:INFO|WARNING|DEBUG)\]| - (?:INFO|WARNING|DEBUG) - ")
 
 
-class _Words(dict):
+class _Words(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "?"
 

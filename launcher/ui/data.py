@@ -10,7 +10,7 @@ browser sees is made here, from three sources, without I/O of its own (pure func
   rank's log status at the end);
 * :class:`launcher.metrics.runfacts.RunFacts` — a fetched run's facts and scores (EM/F1, math),
   shown as ``alaunch results`` prints them (:func:`launcher.metrics.runfacts.cells`);
-* :class:`launcher.ops.registry.PipelineRecord` — a pipeline run and its steps (#15), with the
+* :class:`launcher.ops.registry.PipelineRecord` — a pipeline run and its steps, with the
   steps' needs read from the pipeline file's text (the registry keeps the steps in run order,
   not their needs).
 
@@ -81,7 +81,7 @@ def cards(record: reg.JobRecord) -> int | None:
 def node_state(node: reg.NodeRecord, record: reg.JobRecord, view: Mapping[str, Any] | None = None) -> tuple[str, str]:
     """What the page shows for one node: (state, detail).
 
-    * a job queued for cards (#14) or by Slurm whose node runs nothing yet: ``queued``, with the
+    * a job queued for cards or by Slurm whose node runs nothing yet: ``queued``, with the
       queue's reason;
     * the follower's word on a live job (:class:`launcher.ops.follow.NodeView`): ``unreachable
       since HH:MM:SS`` when its heartbeat stopped (the job is not touched), else what it saw;
