@@ -435,7 +435,9 @@ def restore_secrets(stored: JobSpec, original: JobSpec | None, where: str) -> Jo
             why = "is gone" if original is None else f"no longer sets env.{name}.value"
             raise InputError(f"env.{name} is a secret alaunch does not store, and the job file {why}; "
                              f"put the file back (or submit the job again)", source=where, key=f"env.{name}")
-        env[name] = env[name].model_copy(update={"value": value})
+        current = env[name]
+        if isinstance(current, EnvValue):  # masked_secrets names only these
+            env[name] = current.model_copy(update={"value": value})
     return stored.model_copy(update={"env": env})
 
 
