@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from launcher.core.hostfile import Host
 from launcher.errors import RemoteError
@@ -331,7 +331,8 @@ class OpenSSHRunner(SSHRunner):
 
         def produce() -> None:
             try:
-                with tarfile.open(fileobj=counter, mode="w|", bufsize=CHUNK, format=tarfile.PAX_FORMAT) as tar:
+                with tarfile.open(fileobj=cast(BinaryIO, counter), mode="w|", bufsize=CHUNK,
+                                  format=tarfile.PAX_FORMAT) as tar:
                     for rel in files:
                         tar.add(str(root / rel), arcname=rel, recursive=False)
             except BaseException as exc:  # reported below, after ssh ends
