@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from launcher.core import yamlio
 from launcher.errors import InputError
@@ -57,9 +57,11 @@ class Ref:
 
     def describe(self) -> str:
         what = self.output or "outputs"
-        return f"{self.step}'s {'last' if self.select == 'last' else 'every'} {what.rstrip('s') if self.select == 'last' else what}"
+        if self.select == "last":
+            return f"{self.step}'s last {what.rstrip('s')}"
+        return f"{self.step}'s every {what}"
 
-    def canonical(self) -> dict:
+    def canonical(self) -> dict[str, Any]:
         return {"from": self.step, "select": self.select, "output": self.output}
 
 
@@ -70,13 +72,13 @@ class Step:
     name: str
     position: int
     job: str | None = None  # absolute path of the job file
-    inline: dict | None = None  # an inline job mapping
+    inline: dict[str, Any] | None = None  # an inline job mapping
     builtin: str | None = None
     needs: tuple[str, ...] = ()  # explicit and from references, in order, no duplicates
     checkpoint: Any = None  # a Ref (or a plain PathRef mapping)
-    inputs: dict = field(default_factory=dict)  # name -> Ref or PathRef mapping
-    sets: dict = field(default_factory=dict)  # dotted override -> value
-    options: dict = field(default_factory=dict)  # a built-in's ``with:``
+    inputs: dict[str, Any] = field(default_factory=dict)  # name -> Ref or PathRef mapping
+    sets: dict[str, Any] = field(default_factory=dict)  # dotted override -> value
+    options: dict[str, Any] = field(default_factory=dict)  # a built-in's ``with:``
     retries: int = 0
     line: int | None = None
 
@@ -87,7 +89,7 @@ class Step:
     def refs(self) -> list[Ref]:
         return list(iter_refs([self.checkpoint, self.inputs, self.options]))
 
-    def canonical(self) -> dict:
+    def canonical(self) -> dict[str, Any]:
         """The step's definition as plain data (refs as mappings) for hashing and display."""
         def plain(value: Any) -> Any:
             if isinstance(value, Ref):
@@ -208,7 +210,7 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
                    text: str | None = None) -> Pipeline:
     """Validate a parsed pipeline mapping; the first problem is an InputError (file:line: key: what)."""
 
-    def fail(key: str, message: str) -> None:
+    def fail(key: str, message: str) -> NoReturn:
         path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
         line = yamlio.line_of(text, path) if text else None
         raise InputError(message, source=source, line=line, key=key)
@@ -235,7 +237,8 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
             fail(where, "must be a mapping: {job: FILE} or {builtin: NAME}")
         for key in raw:
             if key not in STEP_KEYS:
-                fail(f"{where}.{key}", f"unknown key{_did_you_mean(str(key), STEP_KEYS)} (valid: {', '.join(STEP_KEYS)})")
+                fail(f"{where}.{key}",
+                     f"unknown key{_did_you_mean(str(key), STEP_KEYS)} (valid: {', '.join(STEP_KEYS)})")
         job, builtin = raw.get("job"), raw.get("builtin")
         if (job is None) == (builtin is None):
             fail(where, "give exactly one of 'job' (a job file, or an inline job) or 'builtin' ("
@@ -279,7 +282,8 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
     for s in steps:
         for n in s.needs:
             if n not in names:
-                fail(f"steps.{s.name}", f"needs unknown step {n!r}{_did_you_mean(n, names)} (steps: {', '.join(names)})")
+                fail(f"steps.{s.name}",
+                     f"needs unknown step {n!r}{_did_you_mean(n, names)} (steps: {', '.join(names)})")
             if n == s.name:
                 fail(f"steps.{s.name}", "a step cannot need itself")
     pipeline = Pipeline(name, tuple(steps), source, base_dir, str(data.get("description") or ""))
@@ -345,7 +349,7 @@ def last_checkpoint(paths: Sequence[str]) -> str | None:
 def common_last_step(paths: Sequence[str]) -> tuple[int, int] | None:
     """The newest (epoch, step) that every rank has a checkpoint of (MindFormers' resume_ckpt
     rule: a rank killed mid-save must not make the others resume from a step it lacks)."""
-    by_rank: dict[int, set] = {}
+    by_rank: dict[int, set[tuple[int, int]]] = {}
     for p in paths:
         r = rank_of(p)
         if r is not None and p.endswith(".ckpt"):
