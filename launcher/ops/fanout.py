@@ -53,7 +53,7 @@ class GroupError(AlaunchError):
         self.failures = failures
         codes = {getattr(e, "exit_code", None) for e in failures.values()}
         if len(codes) == 1 and None not in codes:
-            self.exit_code = codes.pop()
+            self.exit_code = codes.pop()  # type: ignore[assignment]  # an ExitCode, or a host's own code
 
 
 class GroupResult(dict, Generic[K, R]):

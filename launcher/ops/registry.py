@@ -13,6 +13,7 @@ Schema changes are new entries in ``MIGRATIONS``; ``schema_version`` records how
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import functools
 import hashlib
@@ -664,7 +665,7 @@ class Registry:
     def list(self, limit: int | None = 20, states: Iterable[str] | None = None,
              offset: int = 0) -> list[JobRecord]:
         """Newest first, optionally only in the given states; ``offset`` skips that many (paging)."""
-        sql, args = "SELECT id FROM jobs", []
+        sql, args = "SELECT id FROM jobs", builtins.list[Any]()
         if states is not None:
             states = list(states)
             bad = [s for s in states if s not in JOB_STATES]
@@ -755,7 +756,7 @@ class Registry:
                           "WHERE pipeline_id = ? AND state = 'running'", (why, now_iso(), pipeline_id))
         return bool(done)
 
-    def pipelines(self, limit: int = 5) -> list[PipelineRecord]:
+    def pipelines(self, limit: int = 5) -> builtins.list[PipelineRecord]:  # (list: the method above)
         ids = [r[0] for r in self._conn.execute(
             "SELECT id FROM pipelines ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))]
         return [self.pipeline(i) for i in ids]
@@ -776,7 +777,7 @@ class Registry:
                 used.update(JOB_ID_IN_TEXT.findall(json.dumps(s.outputs)))
         return used
 
-    def reusable_steps(self, name: str, step: str, identity: str | None = None) -> list[StepRecord]:
+    def reusable_steps(self, name: str, step: str, identity: str | None = None) -> builtins.list[StepRecord]:
         """Finished steps of earlier runs of pipeline ``name`` (newest first), of this identity
         if given: the candidates a re-run may reuse instead of running again."""
         sql = ("SELECT s.* FROM pipeline_steps s JOIN pipelines p ON p.id = s.pipeline_id "
@@ -788,7 +789,7 @@ class Registry:
         sql += " ORDER BY COALESCE(s.ended_at, p.created_at) DESC"
         return [_step(r) for r in self._conn.execute(sql, args)]
 
-    def events(self, job_id: str) -> list[Event]:
+    def events(self, job_id: str) -> builtins.list[Event]:
         rows = self._conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [Event(**dict(r)) for r in rows]
 
