@@ -63,8 +63,8 @@ class Launcher(ABC):
         return Started(plan.node_rank, plan.host.name, int(data["pid"]), int(data["supervisor"]))
 
     def _script(self, request: dict, timeout: float, what: str) -> dict:
-        result = self.node.check([self.python, "-S", "-c", wire.program("launch", request["op"])], [wire.request(request)],
-                                 timeout=timeout, what=what)
+        result = self.node.check([self.python, "-S", "-c", wire.program("launch", request["op"])],
+                                 [wire.request(request)], timeout=timeout, what=what)
         return wire.answer(result.stdout)
 
     def status(self, plan_state_dir: str, node_rank: int, job_root: str | None = None) -> NodeStatus:

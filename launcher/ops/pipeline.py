@@ -75,7 +75,8 @@ class StepResult:
     attempts: int = 1
 
 
-def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict]) -> tuple[dict, str, str]:
+def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict[str, Any]]
+                  ) -> tuple[dict[str, Any], str, str | None]:
     """The step's job mapping with its refs resolved: (data, source, base_dir). ``resolve(ref,
     site)`` gives a PathRef mapping for site 'checkpoint' or 'input'."""
     if step.job is not None:
@@ -290,7 +291,9 @@ class PipelineRunner:
             world = sum(len(h.slot_ids) for h in used_hosts(spec, self.hosts))
             if world > 1 and ref.select == "last":
                 return f"{root}/output/merged/<job id>.ckpt (merged from {world} ranks)"
-            return f"{root}/output/checkpoint" if ref.select == "all" else f"{root}/output/checkpoint/rank_0/<last>.ckpt"
+            if ref.select == "all":
+                return f"{root}/output/checkpoint"
+            return f"{root}/output/checkpoint/rank_0/<last>.ckpt"
         return f"{root}/<{ref.output or 'output'}>"
 
     def step_identity(self, step: pl.Step, spec: JobSpec | None) -> str:
@@ -302,7 +305,7 @@ class PipelineRunner:
             canonical["hosts"] = [(h.name, len(h.slot_ids)) for h in used_hosts(spec, self.hosts)]
             refs = [spec.checkpoint, spec.tokenizer, *spec.inputs.values()]
             for ref in refs:
-                if ref is not None and ref.is_local and Path(ref.local).exists():
+                if ref is not None and ref.local is not None and Path(ref.local).exists():
                     content[ref.local] = file_sha(ref.local)
         upstream = {n: self.identities.get(n, "") for n in step.needs}
         return pl.identity(canonical, upstream, content)
@@ -354,9 +357,9 @@ class PipelineRunner:
                 if spec.checkpoint is not None:
                     how = f" <- {step.checkpoint.describe()}" if isinstance(step.checkpoint, pl.Ref) else ""
                     view.resolves.append(f"checkpoint{how}: {spec.checkpoint.local or spec.checkpoint.remote}")
-                for name, ref in spec.inputs.items():
+                for name, given in spec.inputs.items():
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
-                    view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
+                    view.resolves.append(f"inputs.{name}{how}: {given.local or given.remote}")
                 others = [h.name for h in hosts[1:]]
                 for site, ref, _ in self.remote_refs(step, spec) if others else []:
                     view.resolves.append(f"{site}: copied from {ref.step}'s host to {', '.join(others)} through this "
@@ -390,7 +393,7 @@ class PipelineRunner:
                  "score": "fetch the predictions, score them, save scores.json in the run directory",
                  "results": "fetch the runs' logs, print the results table (and the loss plot)"}
         options = {k: v for k, v in step.options.items() if not isinstance(v, (pl.Ref, list, dict))}
-        return texts[step.builtin] + (f"; with {options}" if options else "")
+        return texts[str(step.builtin)] + (f"; with {options}" if options else "")
 
     # ------------------------------------------------------------------ run
 
@@ -553,7 +556,7 @@ class PipelineRunner:
             producer = self.outputs.get(ref.step) or {}
             source = producer.get("host")
             targets = [h for h in hosts if source and h.name != source]
-            if not targets:
+            if not source or not targets:
                 continue
             src_host = next((h for h in self.hosts if h.name == source), None) or Host(source, 1)
             src = self.service.exec_factory(src_host)
@@ -630,7 +633,8 @@ class PipelineRunner:
         out.mkdir(parents=True, exist_ok=True)
         raw = out / "raw.jsonl"
         synthesise(int(o.get("rows", 100_000)), raw, seed=int(o.get("seed", 1)))
-        opts = dict(raw=raw, recipe=recipe, out_dir=out, seed=None, test_rows=int(o.get("test_rows", 0)))
+        opts: dict[str, Any] = dict(raw=raw, recipe=recipe, out_dir=out, seed=None,
+                                    test_rows=int(o.get("test_rows", 0)))
         prepare_data(PrepareOptions(**opts))
         model = train_sentencepiece(texts_of(out / "train.json"), out / "tokenizer",
                                     vocab_size=int(o.get("vocab_size", 1024)))

@@ -369,7 +369,8 @@ class JobService:
                     raise
                 record = self.registry.get(job.job_id)
                 if record.state == reg.CANCELLED:
-                    raise AlaunchError(f"job {job.job_id} was cancelled while queued", exit_code=ExitCode.JOB_CANCELLED)
+                    raise AlaunchError(f"job {job.job_id} was cancelled while queued",
+                                       exit_code=ExitCode.JOB_CANCELLED) from None
                 if record.state != reg.QUEUED:
                     self.registry.update_meta(job.job_id, {"waiter": waiter.me()})  # jobs/status: gone -> FAILED
                     self.registry.set_state(job.job_id, reg.QUEUED, exc.message)
@@ -703,7 +704,8 @@ class JobService:
                 raise AlaunchError(f"{node.host}: processes {out['left']} still alive after SIGKILL")
             if not out["found"]:
                 return "nothing was running"
-            return f"stopped {out['found']} process(es)" + (" (SIGKILL after the grace period)" if out["sigkill"] else "")
+            killed = " (SIGKILL after the grace period)" if out["sigkill"] else ""
+            return f"stopped {out['found']} process(es){killed}"
 
         outcome: dict[str, str] = {}
         for node, result in run_parallel(record.nodes, one).items():

@@ -40,8 +40,8 @@ from launcher.ops.stage import CACHE_NAME, HashCache, Progress, Stager, collect,
 from launcher.runners import CommandRunner, make_runner
 
 BACKEND = "slurm"
-LEAVE_QUEUE_TIMEOUT = 60.0
-SETTLE_TIMEOUT = 30.0  # seconds from the batch script's last line to Slurm's final state  # seconds scancel may take until the job is out of the queue
+LEAVE_QUEUE_TIMEOUT = 60.0  # seconds scancel may take until the job is out of the queue
+SETTLE_TIMEOUT = 30.0  # seconds from the batch script's last line to Slurm's final state
 ALIVE_SLURM = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED",
                "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
 
