@@ -565,6 +565,8 @@ def test_a_slow_log_grep_does_not_block_other_requests_and_is_cut_off(served, tm
     w.line("h", 0, "step 3 loss 1.25")
     result = {}
     slow_pattern = "/logs?grep=%28a%2B%29%2B%24"  # (a+)+$ : ~1.5 s of backtracking on that line
+    # room for the slow grep to finish on a loaded machine (the default limit cut it off at a load of 10)
+    monkeypatch.setattr(served_dashboard_grep(served), "timeout", 60.0)
 
     def slow():
         result["logs"] = served.request(f"/api/jobs/{job}{slow_pattern}")[0]
