@@ -100,7 +100,7 @@ def test_a_process_that_ends_is_lost_and_restarted_after_the_backoff(tmp_path):
     assert [e.text for e in lines] == ["partial"] * 3
     assert [e.text for e in lost] == ["ssh: connect to host h port 22: Connection refused"] * 3
     gaps = [b.at - a.at for a, b in zip(lost, lost[1:], strict=False)]
-    assert all(0.2 <= g < 2.0 for g in gaps), gaps
+    assert all(0.2 <= g < 4.5 for g in gaps), gaps  # each from the first step again (5.0 were it not reset)
     assert node.attempts == 3 and node.proc is None
 
 
@@ -120,7 +120,7 @@ def test_silent_attempts_back_off_longer_and_longer():
     assert [e.kind for e in seen] == ["lost"] * 4 and seen[0].text == "channel closed"
     gaps = [b.at - a.at for a, b in zip(seen, seen[1:], strict=False)]
     assert gaps[0] < gaps[1] < gaps[2], gaps
-    assert 0.5 <= gaps[1] < 1.4 and 1.5 <= gaps[2] < 2.9, gaps
+    assert 0.5 <= gaps[1] and 1.5 <= gaps[2], gaps  # each step in turn (no upper bound: a loaded machine adds to each)
 
 
 def test_given_up_attempts_resume_every_file_at_its_offset_nothing_lost_or_doubled(tmp_path):
