@@ -20,6 +20,7 @@ which brings up its own cluster and prints the counts written down in docs/relia
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -87,10 +88,10 @@ class Drill:
                "outputs": {"checkpoints": ["output/checkpoint/**/*.ckpt"]}}
         self.job = self.work / "drill.yaml"
         self.job.write_text(yaml.safe_dump(job))
-        second = {**job, "name": "drill-b", "env": {"STEPS": 10, "STEP_S": 0.1}}
-        self.pipeline = self.work / "pipeline.yaml"
+        second = {**copy.deepcopy(job), "name": "drill-b", "env": {"STEPS": 10, "STEP_S": 0.1}}
+        self.pipeline = self.work / "pipeline.yaml"  # (copies: shared objects would dump as anchors)
         self.pipeline.write_text(yaml.safe_dump({"name": "drill-pipeline", "steps": {
-            "a": {"job": job}, "b": {"job": second, "needs": ["a"]}}}))
+            "a": {"job": copy.deepcopy(job)}, "b": {"job": second, "needs": ["a"]}}}))
         self.hostfile = self.work / "hosts"
         self.hostfile.write_text("".join(cluster.hostfile_text(slots=4).splitlines(keepends=True)[:2]))
         self.ssh = ["--known-hosts", str(cluster.known_hosts)]
@@ -131,6 +132,8 @@ class Drill:
         try:
             proc.wait(timeout=delay)
             self.report.exits[f"{action}: ended before the kill ({proc.returncode})"] += 1
+            if proc.returncode == 2:  # usage: the drill's own input is wrong, it tests nothing
+                self.report.violations.append(f"{action}: refused its input (exit 2): {argv}")
             return
         except subprocess.TimeoutExpired:
             pass
