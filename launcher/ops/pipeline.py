@@ -15,7 +15,7 @@ earlier run.
 Concurrency: a step starts as soon as the steps it needs are done, so independent steps
 (eval and predict after one training) are submitted at the same time, each from its own
 thread with its own registry connection (one sqlite connection cannot hold two threads'
-transactions). Where they run is the card allocation's business (issue #14): each submit
+transactions). Where they run is the card allocation's business: each submit
 claims free cards on the hosts under their lock, and one that does not fit is queued
 (``SubmitOptions.wait``) until an earlier step frees its cards. ``concurrent=False`` (the
 CLI's ``--logs``, whose live view is one job's) runs the steps one at a time, in order.

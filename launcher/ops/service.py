@@ -327,7 +327,7 @@ class JobService:
         self.registry.add_event(job.job_id, "cancel-after-launch", "; ".join(f"{h}: {m}" for h, m in outcome.items()))
         return self.registry.get(job.job_id)
 
-    # ------------------------------------------------------------------ cards (issue #14)
+    # ------------------------------------------------------------------ cards
 
     def allocate(self, job: LocalJob, pre: Preflight) -> tuple[LocalJob, core_cards.CardsBusy | None]:
         """Each node's cards, chosen among its candidates that no live claim and no npu-smi
