@@ -28,7 +28,15 @@ from rich.live import Live
 from rich.text import Text
 
 from launcher.cli import environment
-from launcher.cli.logview import LinePrinter, compile_grep, failure_lines, label, summary_payload, summary_table
+from launcher.cli.logview import (
+    LinePrinter,
+    compile_grep,
+    failure_lines,
+    label,
+    straggler_lines,
+    summary_payload,
+    summary_table,
+)
 from launcher.core.hostfile import Host, parse_hostfile
 from launcher.errors import ExitCode, InputError
 from launcher.ops import registry as reg
@@ -255,10 +263,13 @@ def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
     if not raw and result.job.states:
         streams = sorted(result.job.states.values(), key=lambda s: (s.host or "", s.rank is None, s.rank or 0))
         err.print(summary_table([s.summary() for s in streams]))
-    first = summary_payload(result.job)["first_failure"]
+    payload = summary_payload(result.job)
+    first = payload["first_failure"]
     if first is not None and (follow or result.failure is not None or not raw):
         for line in failure_lines(first):
             say(line)
+    for line in straggler_lines(payload) if not raw else []:
+        say(line)
     record = result.record
     if follow:
         say(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))

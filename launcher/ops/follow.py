@@ -57,6 +57,7 @@ from launcher.core.layout import JobLayout
 from launcher.errors import AlaunchError
 from launcher.metrics import signatures
 from launcher.metrics.logparse import Failure, JobLogs, LogState
+from launcher.metrics.stragglers import StragglerWatch
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.remote import wire
@@ -824,6 +825,7 @@ class Follower:
         self.unreachable_after, self.offsets_path, self.backoff = unreachable_after, offsets_path, backoff
         self.job = JobLogs()
         self.clock = StepClock()
+        self.stragglers = StragglerWatch()  # .current: read by the dashboard's hub
         self.queue: queue.Queue[Event] = queue.Queue()
         self.stop = threading.Event()
         self.nodes = {n.host: NodeView(n.host, n.node_rank) for n in record.nodes}
@@ -957,6 +959,8 @@ class Follower:
             if progress is not None:
                 self.clock.note(progress[0], event.at)
             self.sink.progress(build_view(self.job, self.clock))
+            for text in self.stragglers.update(self.job, event.at):
+                self.sink.note(text)
             return None
         if event.kind == "lost":
             if not self.follow:

@@ -123,7 +123,8 @@ def failure_dict(failure: Any, record: reg.JobRecord | None = None) -> dict | No
             where += f" rank {failure.rank}"
         return {"kind": failure.kind, "cause": failure.cause or failure.message, "message": failure.message,
                 "hint": failure.hint or None, "where": where, "host": failure.host, "rank": failure.rank,
-                "line": failure.line, "traceback": list(failure.lines)}
+                "line": failure.line, "traceback": list(failure.lines),
+                "family": failure.family or None, "code": failure.code}
     if record is not None and record.state == reg.FAILED and record.reason:
         return {"kind": "job", "cause": record.reason, "message": record.reason, "hint": None, "where": "",
                 "host": None, "rank": None, "line": None, "traceback": []}
@@ -218,6 +219,7 @@ def job_detail(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
         "curves": curves_dict(live.get("curves") or {}),
         "failure": failure_dict(live.get("failure"), record),
         "notes": list(live.get("notes") or []),
+        "stragglers": list(live.get("stragglers") or []),  # {rank, host, slower_pct, steps, text}
         "streams": sorted(live.get("streams") or [], key=_rank_order),
         "stream_status": list(live.get("stream_status") or []),
         "lines": live.get("line_count", 0),

@@ -213,6 +213,8 @@ class JobWatch:
                     "nodes": {k: dict(v) for k, v in self.node_views.items()},
                     "notes": list(self.notes) + ([f"follower: {self.error}"] if self.error else []),
                     "failure": self.failure,
+                    "stragglers": [asdict(s) | {"text": s.text()}
+                                   for s in (self.follower.stragglers.current if self.follower else [])],
                     "streams": sorted({stream_key(ln["host"], ln["rank"]) for ln in self.lines
                                        if ln.get("role") != "msrun"}),
                     "stream_status": [dict(x) for x in self.streams_status],

@@ -144,6 +144,9 @@ def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, 
     with registry:
         record, statuses = service.refresh(job)
     env.stdout.print(status_table(record, statuses))
+    from launcher.metrics.stragglers import from_tails
+    for slow in from_tails({s.host: s.tails for s in statuses if s.tails}):
+        env.stdout.print(f"straggler: {slow.text()}", markup=False, highlight=False, soft_wrap=True)
     if record.reason:
         env.stdout.print(f"reason: {record.reason}", markup=False, highlight=False, soft_wrap=True)
     code = STATE_EXIT[record.state]
