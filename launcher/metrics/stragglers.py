@@ -23,8 +23,8 @@ straggler named is the rank whose own log shows the longer step; ``docs/diagnosi
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from launcher.metrics.logparse import JobLogs, LogState
 
