@@ -870,7 +870,7 @@ class JobLogs:
         first = self.root()
         if first is not None:
             return self.explain(first) if first.kind != "rank_silent" else first
-        for host, found in self.msrun.items():
+        for found in self.msrun.values():
             if found:
                 return found[0]
         return None
