@@ -9,6 +9,14 @@ already trained on, so the loss lines continue from the checkpoint's step. Nothi
 previous attempt is lost: each node's ``state/``, ``msrun_log/`` and ``output/log/`` move to
 ``attempts/<n>/`` first (remote/attempt.py).
 
+Which checkpoint: the newest *global* step every rank has, read from each file's own
+metadata on its host (``entry/merge_ckpt.py`` ``inspect``), never from its name (a resumed
+run names its files with a shifted in-epoch step, and attempts can repeat a name).
+
+One attempt at a time: the move from failed/cancelled to staging is a compare-and-set in the
+registry (``Registry.move_if``); a second ``resume`` at once is told so and touches nothing.
+A resume that cannot start (no checkpoint) puts the job back as it was.
+
 Cards: the job's claim died with its processes, so before the launch the job claims the
 cards it had (``meta.devices``) again, under each host's lock, as ``submit`` does; cards
 another job (or a foreign process, per npu-smi) took meanwhile make it refuse, naming them.
@@ -28,10 +36,10 @@ from launcher.core import yamlio
 from launcher.core.hostfile import parse_hostfile
 from launcher.core.plan import build_plan
 from launcher.core.spec import JobSpec, load_job, masked_secrets, parse_job, restore_secrets
-from launcher.errors import AlaunchError, InputError
-from launcher.ops import cards as card_ops
+from launcher.errors import AlaunchError, InputError, NothingToResume, ResumeBusy
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
+from launcher.ops import cards as card_ops
 from launcher.ops.launch import launch_all, launcher_for
 from launcher.ops.stage import inventory, store_base
 from launcher.remote import wire
@@ -91,14 +99,32 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
 
     ``original``: the job as its submitter built it (a pipeline step's retry has it), whose
     secret env values the registry does not keep; else the job file is read again for them."""
-    from launcher.ops.collect import list_node
     registry = service.registry
     record = registry.get(ref)
-    if record.state not in (reg.FAILED, reg.CANCELLED):
-        raise InputError(f"job {record.id} is {record.state}; only a failed or cancelled job can be resumed")
     if record.kind != "finetune":
         raise InputError(f"job {record.id} is a {record.kind} job; only training jobs resume from a checkpoint "
                          f"(submit it again)")
+    attempt = int(record.meta.get("attempt", 1))
+    if not registry.move_if(record.id, (reg.FAILED, reg.CANCELLED), reg.STAGING,
+                            f"resuming: attempt {attempt + 1}"):
+        now = registry.get(record.id)
+        if now.state in (reg.STAGING, reg.RUNNING, reg.QUEUED, reg.PENDING):
+            raise ResumeBusy(f"job {record.id} is {now.state} (attempt {now.meta.get('attempt', 1)}): another resume "
+                             f"is under way or it runs; one attempt at a time")
+        raise InputError(f"job {record.id} is {now.state}; only a failed or cancelled job can be resumed")
+    try:
+        return _resume(service, record, attempt, say, original)
+    except BaseException:
+        now = registry.get(record.id)
+        if now.state == reg.STAGING:  # nothing launched: the job is as it was
+            registry.set_state(record.id, record.state, record.reason, force=True)
+        raise
+
+
+def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec | None) -> reg.JobRecord:
+    from launcher.ops.collect import list_node
+    from launcher.ops.ckpt import on_host
+    registry = service.registry
     meta = record.meta
     source = meta.get("source") or f"registry:{record.id}"
     base_dir = str(Path(source).parent) if meta.get("source") else None
@@ -110,23 +136,23 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
     hosts = parse_hostfile(record.hostfile_text, f"registry:{record.id}")
     by_name = {h.name: h for h in hosts}
     pythons = dict(meta.get("pythons") or {})
-    attempt = int(meta.get("attempt", 1))
 
-    def listed(node: reg.NodeRecord) -> list[str]:
+    def listed(node: reg.NodeRecord) -> list[pl.Checkpoint]:
         runner = service.exec_factory(by_name[node.host])
+        python = pythons.get(node.host, "python3")
         try:
-            listing = list_node(runner, pythons.get(node.host, "python3"), node.job_dir,
-                                {"checkpoints": [CHECKPOINT_GLOB]})
+            listing = list_node(runner, python, node.job_dir, {"checkpoints": [CHECKPOINT_GLOB]})
+            paths = [posixpath.join(listing.root, f.path) for f in listing.files]
+            info = on_host(runner, python, {"op": "inspect", "paths": paths}, "inspecting checkpoints") if paths else {}
         finally:
             runner.close()
-        return [f.path for f in listing.files]
+        return [pl.Checkpoint.of(p, info.get(p) or {}) for p in paths]
 
     found = run_parallel(record.nodes, listed).raise_on_failure()
-    ckpts = [p for node in record.nodes for p in found[node]]
-    step = pl.common_last_step(ckpts)
-    if step is None:
-        raise AlaunchError(f"job {record.id} has no checkpoint that every rank saved; nothing to resume from "
-                           f"(submit it again)")
+    picked = pl.common_last_step([c for node in record.nodes for c in found[node]])
+    if picked is None:
+        raise NothingToResume(f"job {record.id} has no checkpoint that every rank saved")
+    step = picked[0]
 
     def rotate(node: reg.NodeRecord) -> dict:
         runner = service.exec_factory(by_name[node.host])
@@ -155,11 +181,10 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
     plan = build_plan(spec, config_text, hosts, record.id, port, roots=roots,
                       addresses={node0.name: meta.get("master_addr") or node0.name}, bin_dir=meta.get("bin_dir"))
     claim_again(service, record, [by_name[n.host] for n in record.nodes], plan, pythons)
-    registry.update_meta(record.id, {"attempt": attempt + 1, "master_port": port,
-                                     "resumed_from_step": list(step)})
-    registry.set_state(record.id, reg.STAGING, f"resuming from epoch {step[0]} step {step[1]}: attempt {attempt + 1}",
+    registry.update_meta(record.id, {"attempt": attempt + 1, "master_port": port, "resumed_from_step": step})
+    registry.set_state(record.id, reg.STAGING, f"resuming from global step {step}: attempt {attempt + 1}",
                        force=True)
-    say(f"{record.id}: attempt {attempt + 1}, resuming from the checkpoint of epoch {step[0]}, step {step[1]}")
+    say(f"{record.id}: attempt {attempt + 1}, resuming from the checkpoint of global step {step}")
     execs = {n.host: service.exec_factory(by_name[n.host]) for n in record.nodes}
     try:
         launchers = {n.node_rank: launcher_for(execs[n.host.name], record.id, pythons.get(n.host.name, "python3"))

@@ -374,7 +374,9 @@ def step_dict(step: reg.StepRecord, needs: Sequence[str] | None, level: int,
             "attempt_jobs": [{"id": r.id, "state": r.state, "created_at": r.created_at, "reason": r.reason}
                              for r in sorted(attempts, key=lambda r: (r.created_at, r.id))],
             "skipped_unchanged": unchanged, "reused": step.state == "skipped" and not unchanged,
-            "reused_from": _reused_from(step), "outputs": step.outputs, "reason": step.reason,
+            "reused_from": _reused_from(step),  # what a step left; how its identity was made stays out
+            "outputs": {k: v for k, v in step.outputs.items() if k not in ("identity_parts", "digest", "files")},
+            "reason": step.reason,
             "started_at": step.started_at, "ended_at": step.ended_at,
             "duration_s": _span(step.started_at, step.ended_at, now)}
 

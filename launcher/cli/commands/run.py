@@ -1,8 +1,11 @@
 """`alaunch run PIPELINE` and `alaunch resume JOB`: the recipe as one command, and attempt n+1.
 
-``run`` prints one line per step (start, skip, done or failure) and the steps table at the
-end; a job step's logs are not streamed (``alaunch logs JOB`` has them; ``--logs`` streams
-them). ``--dry-run`` prints each step in order, what its references resolve to and its plan.
+``run`` prints one line per step (start, skip, re-attach, done or failure) and the steps
+table at the end; a job step's logs are not streamed (``alaunch logs JOB`` has them;
+``--logs`` streams them). ``--dry-run`` prints each step in order, whether it would run (and
+what changed) or be skipped, what its references resolve to and its plan. Ctrl-C stops this
+process at once: the jobs keep running (``alaunch run`` again re-attaches) unless
+``--cancel-on-interrupt``.
 """
 
 from __future__ import annotations
@@ -66,10 +69,16 @@ def register(app: typer.Typer) -> None:
                                                         "a time; without it, independent steps run together)."),
         bin_dir: str | None = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
+        cancel_on_interrupt: bool = typer.Option(False, "--cancel-on-interrupt",
+                                                 help="On Ctrl-C, cancel the running steps' jobs (without it they "
+                                                      "keep running and `alaunch run` again re-attaches)."),
+        force_reuse: bool = typer.Option(False, "--force-reuse",
+                                         help="With --from/--only: use a step's earlier outputs even when it is not "
+                                              "current or they are gone (warns instead of refusing)."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
     ) -> None:
         from launcher.cli.connect import runner_factory
-        from launcher.cli.pipelineview import steps_table
+        from launcher.cli.pipelineview import dry_head, steps_table
         from launcher.core.pipeline import load_pipeline
         from launcher.ops import registry as reg
         from launcher.ops.pipeline import PipelineRunner
@@ -89,18 +98,11 @@ def register(app: typer.Typer) -> None:
                 follow = lambda record: follow_job(record, service, factory, raw=env.raw)  # noqa: E731
             runner = PipelineRunner(registry, service, hosts, say=say, runs_dir=runs,
                                     opts=SubmitOptions(bin_dir=bin_dir), follow=follow,
-                                    builtins={"results": _results_step(env)}, concurrent=not logs)
+                                    builtins={"results": _results_step(env)}, concurrent=not logs,
+                                    cancel_on_interrupt=cancel_on_interrupt, force_reuse=force_reuse)
             if dry_run:
                 for i, view in enumerate(runner.describe(spec, from_step, only), 1):
-                    needs = f", needs {', '.join(view.needs)}" if view.needs else ""
-                    head = f"# {i}. {view.name} ({view.kind}){needs}"
-                    if view.together:
-                        head += f"; runs together with {', '.join(view.together)}"
-                    if view.waits_for:
-                        head += f"; waits for the cards of {', '.join(view.waits_for)}"
-                    if view.action != "run":
-                        head += f": {'taken from the last run' if view.action == 'reuse' else 'NOT RUN BEFORE'}"
-                    env.stdout.print(head, markup=False, highlight=False, soft_wrap=True)
+                    env.stdout.print(dry_head(i, view), markup=False, highlight=False, soft_wrap=True)
                     for line in view.resolves:
                         env.stdout.print(f"#   {line}", markup=False, highlight=False, soft_wrap=True)
                     env.stdout.print(view.plan.rstrip() + "\n", markup=False, highlight=False, soft_wrap=True)
