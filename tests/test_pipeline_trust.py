@@ -416,6 +416,7 @@ def test_merge_of_a_multi_node_job_says_it_saw_part_of_the_ranks_or_refuses_a_sh
     came from 1 of 2 ranks (it read "single-rank: 1 rank(s)"); sharded: refused, saying why."""
     import importlib.util
     import shutil
+
     import pytest
     spec = importlib.util.spec_from_file_location("merge_ckpt", ROOT / "launcher" / "entry" / "merge_ckpt.py")
     merge_ckpt = importlib.util.module_from_spec(spec)

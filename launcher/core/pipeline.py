@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 from launcher.core import yamlio
 from launcher.errors import InputError
@@ -399,15 +399,15 @@ class Checkpoint:
     resumes began, on its host), ``mtime_ns`` when it was written."""
 
     path: str
-    rank: Optional[int]
-    step: Optional[int]
+    rank: int | None
+    step: int | None
     mtime_ns: int = 0
     size: int = 0
-    sha256: Optional[str] = None
+    sha256: str | None = None
     attempt: int = 1
 
     @classmethod
-    def of(cls, path: str, info: Mapping[str, Any]) -> "Checkpoint":
+    def of(cls, path: str, info: Mapping[str, Any]) -> Checkpoint:
         return cls(path, rank_of(path), info.get("step"), int(info.get("mtime_ns") or 0),
                    int(info.get("size") or 0), info.get("sha256"), int(info.get("attempt") or 1))
 
@@ -423,7 +423,7 @@ def rank_of(path: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _ckpts(items: Sequence["Checkpoint"]) -> list["Checkpoint"]:
+def _ckpts(items: Sequence[Checkpoint]) -> list[Checkpoint]:
     return [c for c in items if c.path.endswith((".ckpt", ".safetensors"))]
 
 

@@ -41,8 +41,8 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,8 @@ from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError, NothingToResume
 from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
-from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
 from launcher.ops import registry as reg
+from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
 from launcher.ops.service import JobService, SubmitOptions, prepare, used_hosts
 
 ENTRY_DIR = Path(__file__).resolve().parents[1] / "entry"
@@ -820,7 +820,7 @@ class PipelineRunner:
         checkpoint's global step from its own metadata, its mtime; the sha256 of what a consumer
         reads: each rank's last checkpoint and every other output). ``digest``, their content
         identity, is what a consumer's identity covers."""
-        from launcher.ops.collect import job_outputs, list_node, globs_for
+        from launcher.ops.collect import globs_for, job_outputs, list_node
         node0 = record.nodes[0]
         hosts = {h.name: h for h in self.hosts}
         python = (record.meta.get("pythons") or {}).get(node0.host, "python3")

@@ -37,9 +37,9 @@ from launcher.core.hostfile import parse_hostfile
 from launcher.core.plan import build_plan
 from launcher.core.spec import JobSpec, load_job, masked_secrets, parse_job, restore_secrets
 from launcher.errors import AlaunchError, InputError, NothingToResume, ResumeBusy
+from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
-from launcher.ops import cards as card_ops
 from launcher.ops.launch import launch_all, launcher_for
 from launcher.ops.stage import inventory, store_base
 from launcher.remote import wire
@@ -122,8 +122,8 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
 
 
 def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec | None) -> reg.JobRecord:
-    from launcher.ops.collect import list_node
     from launcher.ops.ckpt import on_host
+    from launcher.ops.collect import list_node
     registry = service.registry
     meta = record.meta
     source = meta.get("source") or f"registry:{record.id}"
