@@ -220,7 +220,7 @@ def _refs_in(value: Any, where: str, fail: Callable[[str, str], None]) -> Any:
     return value
 
 
-def _check_options(builtin: str, options: dict, where: str, fail: Callable[[str, str], None]) -> None:
+def _check_options(builtin: str, options: dict[str, Any], where: str, fail: Callable[[str, str], None]) -> None:
     """A built-in's ``with:`` against :data:`BUILTIN_OPTIONS` (one line: key, what is valid)."""
     table = BUILTIN_OPTIONS[builtin]
     valid = ", ".join(table)
@@ -411,7 +411,7 @@ class Checkpoint:
         return cls(path, rank_of(path), info.get("step"), int(info.get("mtime_ns") or 0),
                    int(info.get("size") or 0), info.get("sha256"), int(info.get("attempt") or 1))
 
-    def order(self) -> tuple:
+    def order(self) -> tuple[int, int, int]:
         """Newest first by global step, then attempt, then write time; names never decide (a
         resumed MindSpore run names step 400 ``_1-4_50`` after step 350's ``_1-4_100``)."""
         return (-1 if self.step is None else self.step, self.attempt, self.mtime_ns)
@@ -444,6 +444,8 @@ def common_last_step(items: Sequence[Checkpoint]) -> tuple[int, dict[int, Checkp
     ranks = {c.rank for c in ckpts}
     by_key: dict[tuple[int, int], dict[int, Checkpoint]] = {}
     for c in ckpts:
+        if c.step is None or c.rank is None:  # none left by the filter above; said for the checker
+            continue
         have = by_key.setdefault((c.step, c.attempt), {})
         if c.rank not in have or c.mtime_ns > have[c.rank].mtime_ns:
             have[c.rank] = c

@@ -357,15 +357,16 @@ class PipelineRunner:
             named = {"checkpoint": spec.checkpoint, "tokenizer": spec.tokenizer,
                      **{f"input {n}": r for n, r in spec.inputs.items()}}
             for name, ref in named.items():
-                if ref is not None and ref.is_local:
+                if ref is not None and ref.local is not None:
                     parts[name] = file_sha(ref.local) if Path(ref.local).exists() else "missing"
             if not isinstance(spec.code, str):
                 parts["code tree"] = file_sha(spec.code.local, spec.code.exclude)
             if spec.entry.builtin:
                 parts["entry scripts"] = digest({q.name: pl.text_sha(q.read_bytes())
-                                                 for q in sorted(ENTRY_DIR.glob("*.py")) if q.name != MERGE_PROGRAM.name})
+                                                 for q in sorted(ENTRY_DIR.glob("*.py"))
+                                                 if q.name != MERGE_PROGRAM.name})
         else:
-            table = pl.BUILTIN_OPTIONS[step.builtin]
+            table = pl.BUILTIN_OPTIONS[step.kind]  # the built-in's name
             for key, (kind, _) in table.items():
                 value = step.options.get(key)
                 if kind == "path" and isinstance(value, str):

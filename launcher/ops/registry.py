@@ -789,7 +789,7 @@ class Registry:
         sql += " ORDER BY COALESCE(s.ended_at, p.created_at) DESC"
         return [_step(r) for r in self._conn.execute(sql, args)]
 
-    def step_jobs(self, name: str, step: str, identity: str) -> list[StepRecord]:
+    def step_jobs(self, name: str, step: str, identity: str) -> builtins.list[StepRecord]:
         """Steps of earlier runs of pipeline ``name`` of this identity, in any state (newest
         first): a killed ``alaunch run``'s step whose job runs on, or succeeded after it, is
         found here and re-attached or reused, never submitted twice (its job id may be missing
@@ -819,7 +819,7 @@ class Registry:
             self._move(c, job_id, old, state, reason, True)
         return True
 
-    def events(self, job_id: str) -> list[Event]:
+    def events(self, job_id: str) -> builtins.list[Event]:
         rows = self._conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [Event(**dict(r)) for r in rows]
 
