@@ -318,13 +318,13 @@ def test_cancel_on_interrupt_cancels_the_running_steps_jobs(tmp_path):
 def test_a_retry_without_a_checkpoint_submits_again_and_a_predict_reruns(tmp_path, monkeypatch, kind, said_what):
     """The demo's `train: retries: 1` could never help (no checkpoint before the end) and a
     retried predict failed with "only training jobs resume"."""
+    from types import SimpleNamespace
     from launcher.errors import NothingToResume
-    from launcher.ops import resume
 
-    def no_checkpoint(service, ref, say, original=None):
+    def no_checkpoint(ref, say, original=None):  # the engine's resume, finding no checkpoint
         raise NothingToResume(f"job {ref} has no checkpoint that every rank saved")
 
-    monkeypatch.setattr(resume, "resume_job", no_checkpoint)
+    engine = SimpleNamespace(resume=no_checkpoint)
     said: list[str] = []
     with reg.Registry(tmp_path / "r.sqlite3") as r:
         first = r.create_job("t", kind, nodes=[("localhost", str(tmp_path))], state="running")
@@ -337,7 +337,7 @@ def test_a_retry_without_a_checkpoint_submits_again_and_a_predict_reruns(tmp_pat
             else:
                 r.set_state(record.id, "succeeded")
 
-        runner = PipelineRunner(r, None, [], say=said.append, follow=follow)
+        runner = PipelineRunner(r, engine, [], say=said.append, follow=follow)
         monkeypatch.setattr(runner, "submit", lambda run_id, step, spec: r.create_job(
             "t", kind, nodes=[("localhost", str(tmp_path))], state="running"))
         monkeypatch.setattr(runner, "job_outputs", lambda record: {"job_id": record.id})

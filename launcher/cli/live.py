@@ -10,52 +10,33 @@ Sinks for :class:`launcher.ops.follow.Follower`:
   5,300 of them raw MindFormers output (config dumps, deprecation warnings, progress bars).
 * ``--verbose`` (or ``--raw``, ``--grep``, ``--since``, which filter lines): every line, tagged
   host/rank — :class:`LiveSink` (a rich Live bar under the scrolling, rank-coloured log) on a
-  terminal, :class:`PlainSink` (plain tagged lines, notes on stderr) in a pipe.
-  :func:`follow_job` wires a registry record to a Follower and prints the end report;
-  :func:`parse_since` reads ``--since``.
+  terminal, :class:`PlainSink` (plain tagged lines, notes on stderr) in a pipe. :func:`follow_job` wires a registry record to
+a Follower and prints the end report; :func:`parse_since` reads ``--since``.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import Callable
 
-from rich.console import Group
 from rich.live import Live
-from rich.text import Text
 
 from launcher.cli import environment
-from launcher.cli.logview import (
-    LinePrinter,
-    compile_grep,
-    failure_lines,
-    label,
-    straggler_lines,
-    summary_payload,
-    summary_table,
-)
-from launcher.core.hostfile import Host, parse_hostfile
-from launcher.errors import ExitCode, InputError
-from launcher.ops import registry as reg
-from launcher.ops.follow import (
-    UNREACHABLE_AFTER,
-    Follower,
-    FollowResult,
-    NodeView,
-    ProgressView,
-    progress_renderable,
-    short_warning,
-    story_kind,
-    view_text,
-)
-from launcher.ops.service import STATE_EXIT, JobService
 
-if TYPE_CHECKING:
-    from launcher.ops.slurm import SlurmService
-    from launcher.runners import CommandRunner
+from launcher.ops import registry as reg
+from launcher.cli.logview import (LinePrinter, compile_grep, failure_lines, label, straggler_lines, summary_payload,
+                                  summary_table)
+from launcher.errors import ExitCode, InputError
+import time
+
+from rich.console import Group
+from rich.text import Text
+
+from launcher.ops.follow import (Follower, FollowResult, NodeView, ProgressView, UNREACHABLE_AFTER,
+                                 progress_renderable, short_warning, story_kind, view_text)
+from launcher.core.hostfile import Host, parse_hostfile
+from launcher.ops.service import STATE_EXIT, JobService
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -128,7 +109,7 @@ class StorySink:
         self.live = Live(self._renderable(), console=self.console, refresh_per_second=4, transient=True,
                          redirect_stdout=False, redirect_stderr=False) if live else None
 
-    def __enter__(self) -> StorySink:
+    def __enter__(self) -> "StorySink":
         if self.live is not None:
             self.live.__enter__()
         return self
@@ -224,7 +205,7 @@ class StorySink:
             total = sum(v[0] for v in self.warnings.values())
             self._say(f"warnings: {len(self.warnings)} distinct, {total} in all"
                       + (" (--verbose shows every line)" if repeated else ""))
-        for count, _, (_n, text, who) in repeated[:5]:
+        for count, _, (n, text, who) in repeated[:5]:
             self._say(f"  x{count}  {who}: {text[:160]}")
 
 
@@ -238,7 +219,7 @@ class LiveSink(PlainSink):
                          refresh_per_second=8, transient=True, redirect_stdout=False, redirect_stderr=False)
         printer.console = self.console
 
-    def __enter__(self) -> LiveSink:
+    def __enter__(self) -> "LiveSink":
         self.live.__enter__()
         return self
 
@@ -277,30 +258,26 @@ def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
     return int(ExitCode.JOB_FAILED) if first is not None else int(ExitCode.OK)
 
 
-def follow_job(record: reg.JobRecord, service: JobService | SlurmService,
-               runner_for: Callable[[Host], CommandRunner], *,
+def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[[Host], object], *,
                follow: bool = True, raw: bool = False, grep: str | None = None, rank: int | None = None,
                node: str | None = None, since: str | None = None, verbose: bool = False,
                progress_every: float = 10.0, unreachable_after: float = UNREACHABLE_AFTER,
                resume: bool = True) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
-    from launcher.ops.slurm import is_slurm, login_view
     stop_watch = None
-    if is_slurm(record):  # one shared job dir, read through the login node
-        if follow and record.state == reg.QUEUED:
-            note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-            record = cast("SlurmService", service).wait_started(record.id, note)
-            if record.terminal and record.started_at is None:  # ended in the queue: no logs
-                note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
-                return int(STATE_EXIT[record.state])
-        record = login_view(record)
-        if follow and not record.terminal:  # Slurm may end a job whose script never says so
-            import threading
-            stop_watch = threading.Event()
-            note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-            threading.Thread(target=cast("SlurmService", service).watch, args=(record.id, stop_watch),
-                             kwargs={"note": note}, daemon=True).start()
+    note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
+    if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
+        record = service.wait_started(record.id, note)
+        if record.terminal and record.started_at is None:  # ended in the queue: no logs
+            note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
+            return int(STATE_EXIT[record.state])
+    record = service.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
+    if follow and not record.terminal:  # an engine may end a job whose script never says so
+        import threading
+        stop_watch = threading.Event()
+        threading.Thread(target=service.watch, args=(record.id, stop_watch), kwargs={"note": note},
+                         daemon=True).start()
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:
         raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
@@ -308,7 +285,6 @@ def follow_job(record: reg.JobRecord, service: JobService | SlurmService,
                           since=parse_since(since))
     live = follow and not raw and env.stdout.is_terminal
     every_line = verbose or raw or grep is not None or since is not None or not follow
-    sink: PlainSink | StorySink
     if every_line:
         sink = LiveSink(printer) if live else PlainSink(printer)
     else:
@@ -320,7 +296,7 @@ def follow_job(record: reg.JobRecord, service: JobService | SlurmService,
                         gang_stop=not record.terminal, unreachable_after=unreachable_after,
                         offsets_path=offsets)
     try:
-        if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)
+        if live or isinstance(sink, StorySink):
             with sink:
                 result = follower.run()
         else:
@@ -333,8 +309,7 @@ def follow_job(record: reg.JobRecord, service: JobService | SlurmService,
     return report(result, raw=raw, follow=follow)
 
 
-def finish_submit(registry: reg.Registry, record: reg.JobRecord, service: JobService | SlurmService,
-                  runner_for: Callable[[Host], CommandRunner], *,
+def finish_submit(registry: reg.Registry, record: reg.JobRecord, service, runner_for: Callable[[Host], object], *,
                   follow: bool, fetch: bool, fetch_dest, accept_new: bool, verbose: bool = False) -> int:
     """The tail of ``submit`` (hostfile and Slurm alike): follow the logs to the end when asked
     (``--fetch`` implies it), then fetch the outputs into ``fetch_dest/<job-id>/``, then print the

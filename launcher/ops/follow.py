@@ -845,7 +845,7 @@ class Follower:
             runner = self.runner_for(self.hosts[node.host])
             ranks = (self.record.meta.get("ranks") or {}).get(str(node.node_rank))
             # SSH jobs keep per-node state (state/node-<rank>); a Slurm job's one batch script its state/
-            rank = None if self.record.meta.get("backend") == "slurm" else node.node_rank
+            rank = node.node_rank if self.record.meta.get("state_per_node", True) else None
             python, root, follow = pythons.get(node.host, "python3"), node.job_dir, self.follow
 
             def argv_for(offsets, p=python, r=root, n=rank, k=ranks, f=follow):

@@ -24,7 +24,7 @@ Checkpoints are chosen by global step, from each file's own metadata (``entry/me
 Concurrency: a step starts as soon as the steps it needs are done, so independent steps
 (eval and predict after one training) are submitted at the same time, each from its own
 thread with its own registry connection (one sqlite connection cannot hold two threads'
-transactions). Where they run is the card allocation's business: each submit
+transactions). Where they run is the card allocation's business (issue #14): each submit
 claims free cards on the hosts under their lock, and one that does not fit is queued
 (``SubmitOptions.wait``) until an earlier step frees its cards. ``concurrent=False`` (the
 CLI's ``--logs``, whose live view is one job's) runs the steps one at a time, in order.
@@ -41,10 +41,9 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 from launcher import __version__
 from launcher.core import pipeline as pl
@@ -55,9 +54,10 @@ from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError, NothingToResume
 from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
-from launcher.ops import registry as reg
 from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
-from launcher.ops.service import JobService, SubmitOptions, prepare, used_hosts
+from launcher.ops import registry as reg
+from launcher.ops.engine import Engine, HostTarget
+from launcher.ops.service import SubmitOptions, prepare, used_hosts
 
 ENTRY_DIR = Path(__file__).resolve().parents[1] / "entry"
 DRY_PORT = 8118
@@ -105,8 +105,7 @@ class StepResult:
     attempts: int = 1
 
 
-def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict[str, Any]]
-                  ) -> tuple[dict[str, Any], str, str | None]:
+def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict]) -> tuple[dict, str, str]:
     """The step's job mapping with its refs resolved: (data, source, base_dir). ``resolve(ref,
     site)`` gives a PathRef mapping for site 'checkpoint' or 'input'."""
     if step.job is not None:
@@ -163,14 +162,17 @@ def check_mergeable(spec: JobSpec, config: Mapping[str, Any], world: int) -> Non
 
 
 class PipelineRunner:
-    """One pipeline run against one registry and one set of hosts."""
+    """One pipeline run against one registry and one target, through the target's engine
+    (``service``: any :class:`~launcher.ops.engine.Engine`)."""
 
-    def __init__(self, registry: reg.Registry, service: JobService, hosts: Sequence[Host], *,
+    def __init__(self, registry: reg.Registry, service: Engine, target: Any, *,
                  say: Callable[[str], None] = lambda s: None, runs_dir: Path = Path("runs"),
                  opts: SubmitOptions = SubmitOptions(), follow: Callable[[reg.JobRecord], Any] | None = None,
                  builtins: Mapping[str, Callable[..., dict]] | None = None, concurrent: bool = True,
                  cancel_on_interrupt: bool = False, force_reuse: bool = False):
-        self._registry0, self._service0, self.hosts = registry, service, list(hosts)
+        # a plain list of hosts (tests, callers before engines) is a hostfile's target
+        self.target = target if hasattr(target, "node_hosts") else HostTarget(tuple(target))
+        self._registry0, self._service0, self.hosts = registry, service, self.target.node_hosts()
         self._owner = threading.current_thread()
         self._local = threading.local()
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -196,15 +198,15 @@ class PipelineRunner:
         return mine
 
     @property
-    def service(self) -> JobService:
-        """The job service, bound to this thread's registry connection."""
+    def service(self) -> Engine:
+        """The engine, bound to this thread's registry connection."""
         if threading.current_thread() is self._owner:
             return self._service0
         mine = getattr(self._local, "service", None)
         if mine is None:
             s0 = self._service0
-            mine = self._local.service = JobService(self.registry, s0.state_dir, say=s0.say, progress=s0.progress,
-                                                    exec_factory=s0.exec_factory)
+            mine = self._local.service = type(s0)(self.registry, s0.state_dir, say=s0.say, progress=s0.progress,
+                                                  exec_factory=s0.exec_factory)
         return mine
 
     def local_path(self, value: Any) -> Path:
@@ -275,7 +277,7 @@ class PipelineRunner:
         run_dir = Path(out[key])
         if remote_path is None:
             return run_dir
-        record = self.registry.get(job_id)
+        record = self.service.log_view(self.registry.get(job_id))  # the job dirs fetch read (a scheduler's: one)
         node0 = record.nodes[0]
         rel = posixpath.relpath(remote_path, node0.job_dir)
         return run_dir / host_dirs(record.nodes)[0] / rel
@@ -288,6 +290,10 @@ class PipelineRunner:
                 self.say(f"  {step}: {len(pl.ranks_of(out['paths']['checkpoints']))} ranks' checkpoints: merging")
                 out["merged"] = self.merge_on_host(out)["out"]
         return out["merged"]
+
+    def host(self, name: str) -> Host:
+        """A host of the target by name: a node, or where it stages (a scheduler's login node)."""
+        return next((h for h in self.hosts + self.target.stage_hosts() if h.name == name), None) or Host(name, 1)
 
     def merge_on_host(self, producer: dict) -> dict:
         """Merge the newest global step every rank has (from the latest attempt that has it:
@@ -304,8 +310,7 @@ class PipelineRunner:
 
     def on_host(self, producer: Mapping[str, Any], request: dict, what: str) -> Any:
         """``entry/merge_ckpt.py`` with ``request`` on the producer's host (its one JSON line)."""
-        host = next((h for h in self.hosts if h.name == producer["host"]), None) or Host(producer["host"], 1)
-        runner = self.service.exec_factory(host)
+        runner = self.service.exec_factory(self.host(producer["host"]))
         try:
             return on_host(runner, producer.get("python") or "python3", request, what)
         finally:
@@ -338,9 +343,7 @@ class PipelineRunner:
             world = sum(len(h.slot_ids) for h in used_hosts(spec, self.hosts))
             if world > 1 and ref.select == "last":
                 return f"{root}/output/merged/<job id>.ckpt (merged from {world} ranks)"
-            if ref.select == "all":
-                return f"{root}/output/checkpoint"
-            return f"{root}/output/checkpoint/rank_0/<last>.ckpt"
+            return f"{root}/output/checkpoint" if ref.select == "all" else f"{root}/output/checkpoint/rank_0/<last>.ckpt"
         return f"{root}/<{ref.output or 'output'}>"
 
     def step_parts(self, step: pl.Step, spec: JobSpec | None) -> dict[str, str]:
@@ -357,16 +360,15 @@ class PipelineRunner:
             named = {"checkpoint": spec.checkpoint, "tokenizer": spec.tokenizer,
                      **{f"input {n}": r for n, r in spec.inputs.items()}}
             for name, ref in named.items():
-                if ref is not None and ref.local is not None:
+                if ref is not None and ref.is_local:
                     parts[name] = file_sha(ref.local) if Path(ref.local).exists() else "missing"
             if not isinstance(spec.code, str):
                 parts["code tree"] = file_sha(spec.code.local, spec.code.exclude)
             if spec.entry.builtin:
                 parts["entry scripts"] = digest({q.name: pl.text_sha(q.read_bytes())
-                                                 for q in sorted(ENTRY_DIR.glob("*.py"))
-                                                 if q.name != MERGE_PROGRAM.name})
+                                                 for q in sorted(ENTRY_DIR.glob("*.py")) if q.name != MERGE_PROGRAM.name})
         else:
-            table = pl.BUILTIN_OPTIONS[step.kind]  # the built-in's name
+            table = pl.BUILTIN_OPTIONS[step.builtin]
             for key, (kind, _) in table.items():
                 value = step.options.get(key)
                 if kind == "path" and isinstance(value, str):
@@ -393,10 +395,9 @@ class PipelineRunner:
         paths = [p for ps in outputs.get("paths", {}).values() for p in ps]
         if not paths:
             return True
-        host = next((h for h in self.hosts if h.name == outputs.get("host")), None)
-        if host is None:
+        if not any(h.name == outputs.get("host") for h in self.hosts + self.target.stage_hosts()):
             return False
-        runner = self.service.exec_factory(host)
+        runner = self.service.exec_factory(self.host(outputs["host"]))
         try:
             argv = [outputs.get("python") or "python3", "-c",
                     "import os,sys,json; print(json.dumps(all(os.path.exists(p) for p in json.loads(sys.argv[1]))))",
@@ -438,18 +439,18 @@ class PipelineRunner:
                                                                  if ref.step in self.outputs else " (at run time)"))
             if spec is not None:
                 hosts = used_hosts(spec, self.hosts)
-                prepared = prepare(spec, hosts, f"{slug(spec.name)}-<run>", DRY_PORT, self.opts)
                 if spec.checkpoint is not None:
                     how = f" <- {step.checkpoint.describe()}" if isinstance(step.checkpoint, pl.Ref) else ""
                     view.resolves.append(f"checkpoint{how}: {spec.checkpoint.local or spec.checkpoint.remote}")
-                for name, given in spec.inputs.items():
+                for name, ref in spec.inputs.items():
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
-                    view.resolves.append(f"inputs.{name}{how}: {given.local or given.remote}")
-                others = [h.name for h in hosts[1:]]
+                    view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
+                others = [] if self.target.shared_workdir else [h.name for h in hosts[1:]]
                 for site, ref, _ in self.remote_refs(step, spec) if others else []:
                     view.resolves.append(f"{site}: copied from {ref.step}'s host to {', '.join(others)} through this "
                                          f"machine before the submit (sha256-checked), unless already there")
-                view.plan = prepared.plan.render_shell()
+                view.plan = self.service.plan_text(spec, self.target, replace(self.opts, master_port=DRY_PORT),
+                                                   f"{slug(spec.name)}-<run>")
                 view.cards = {h.name: len(h.slot_ids) for h in hosts}
             else:
                 view.plan = self.builtin_text(step)
@@ -485,7 +486,8 @@ class PipelineRunner:
         by_name = {v.name: v for v in views}
         if not self.concurrent:
             return
-        capacity = {h.name: len(h.slot_ids) for h in self.hosts}
+        # a scheduler queues every job of a level at once and places them itself
+        capacity = {h.name: 1 << 30 if self.target.schedules else len(h.slot_ids) for h in self.hosts}
         for level in pl.levels(pipeline, selected):
             groups = pl.pack(level, {n: by_name[n].cards for n in level}, capacity)
             for i, group in enumerate(groups):
@@ -501,7 +503,7 @@ class PipelineRunner:
                  "score": "fetch the predictions, score them, save scores.json in the run directory",
                  "results": "fetch the runs' logs, print the results table (and the loss plot)"}
         options = {k: v for k, v in step.options.items() if not isinstance(v, (pl.Ref, list, dict))}
-        return texts[str(step.builtin)] + (f"; with {options}" if options else "")
+        return texts[step.builtin] + (f"; with {options}" if options else "")
 
     # ------------------------------------------------------------------ run
 
@@ -720,7 +722,7 @@ class PipelineRunner:
     def submit(self, run_id: str, step: pl.Step, spec: JobSpec) -> reg.JobRecord:
         # concurrent steps: one that finds its cards taken by a sibling queues for them
         opts = replace(self.opts, wait=True) if self.concurrent else self.opts
-        record = self.service.submit(spec, self.hosts, opts,
+        record = self.service.submit(spec, self.target, opts,
                                      meta={"pipeline": run_id, "pipeline_step": step.name})
         self.registry.set_step(run_id, step.name, job_id=record.id)
         devices = record.meta.get("devices") or {}
@@ -756,10 +758,9 @@ class PipelineRunner:
               attempts: int) -> reg.JobRecord:
         of = f"attempt {attempts} of {step.retries + 1}"
         if record.kind == "finetune":
-            from launcher.ops.resume import resume_job
             self.say(f"  {step.name}: {verdict.cause} (transient): resuming, {of}")
             try:
-                return resume_job(self.service, record.id, self.say, original=spec)
+                return self.service.resume(record.id, self.say, original=spec)
             except NothingToResume as exc:
                 self.say(f"  {step.name}: {verdict.cause} (transient): {exc.message}: submitting again from "
                          f"scratch, {of}")
@@ -784,12 +785,14 @@ class PipelineRunner:
         e.g. on a shared filesystem, is left alone)."""
         from launcher.ops.relay import relay
         from launcher.ops.service import default_bin_dir, python_for
+        if self.target.shared_workdir:
+            return  # every node of the target sees the producer's job dir
         bin_dir = self.opts.bin_dir or default_bin_dir(self.hosts)
         for site, ref, path in self.remote_refs(step, spec):
             producer = self.outputs.get(ref.step) or {}
             source = producer.get("host")
             targets = [h for h in hosts if source and h.name != source]
-            if not source or not targets:
+            if not targets:
                 continue
             src_host = next((h for h in self.hosts if h.name == source), None) or Host(source, 1)
             src = self.service.exec_factory(src_host)
@@ -821,15 +824,14 @@ class PipelineRunner:
         checkpoint's global step from its own metadata, its mtime; the sha256 of what a consumer
         reads: each rank's last checkpoint and every other output). ``digest``, their content
         identity, is what a consumer's identity covers."""
-        from launcher.ops.collect import globs_for, job_outputs, list_node
-        node0 = record.nodes[0]
-        hosts = {h.name: h for h in self.hosts}
+        from launcher.ops.collect import job_outputs, list_node, globs_for
+        node0 = self.service.log_view(record).nodes[0]  # where its files are (a scheduler's: the shared dir)
         python = (record.meta.get("pythons") or {}).get(node0.host, "python3")
         outputs, _ = job_outputs(record)
         groups = [g for g in ("checkpoints", "predictions") if getattr(outputs, g)]
         paths: dict[str, list[str]] = {}
         if groups:
-            runner = self.service.exec_factory(hosts.get(node0.host) or Host(node0.host, 1))
+            runner = self.service.exec_factory(self.host(node0.host))
             try:
                 listing = list_node(runner, python, node0.job_dir, globs_for(outputs, groups))
             finally:
@@ -856,9 +858,8 @@ class PipelineRunner:
         return out
 
     def _quiet_follow(self, record: reg.JobRecord) -> Any:
-        from launcher.ops.follow import Follower
-        hosts = {h.name: h for h in self.hosts}
-        return Follower(record, self.service.exec_factory, hosts, _QuietSink(self.say), self.service).run()
+        return self.service.follow(record, self.service.exec_factory, _QuietSink(self.say),
+                                   note=lambda text: self.say(f"  {record.name}: {text}"))
 
     # ------------------------------------------------------------------ built-ins
 
@@ -872,8 +873,7 @@ class PipelineRunner:
 
     def builtin_data(self, step: pl.Step) -> dict:
         """The demo's data recipe here: synth -> prepare -> tokenizer -> prepare with MindRecord."""
-        from launcher.data.prepare import PrepareOptions
-        from launcher.data.prepare import prepare as prepare_data
+        from launcher.data.prepare import PrepareOptions, prepare as prepare_data
         from launcher.data.recipe import load_recipe
         from launcher.data.synth import synthesise
         from launcher.data.tokenizer import texts_of, train_sentencepiece
@@ -883,8 +883,7 @@ class PipelineRunner:
         out.mkdir(parents=True, exist_ok=True)
         raw = out / "raw.jsonl"
         synthesise(int(o.get("rows", 100_000)), raw, seed=int(o.get("seed", 1)))
-        opts: dict[str, Any] = dict(raw=raw, recipe=recipe, out_dir=out, seed=None,
-                                    test_rows=int(o.get("test_rows", 0)))
+        opts = dict(raw=raw, recipe=recipe, out_dir=out, seed=None, test_rows=int(o.get("test_rows", 0)))
         prepare_data(PrepareOptions(**opts))
         model = train_sentencepiece(texts_of(out / "train.json"), out / "tokenizer",
                                     vocab_size=int(o.get("vocab_size", 1024)))

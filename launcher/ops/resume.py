@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import replace
+from typing import Callable
 from pathlib import Path
 
 import yaml
@@ -37,10 +38,10 @@ from launcher.core.hostfile import parse_hostfile
 from launcher.core.plan import build_plan
 from launcher.core.spec import JobSpec, load_job, masked_secrets, parse_job, restore_secrets
 from launcher.errors import AlaunchError, InputError, NothingToResume, ResumeBusy
-from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.launch import launch_all, launcher_for
+from launcher.ops import cards as card_ops
 from launcher.ops.stage import inventory, store_base
 from launcher.remote import wire
 
@@ -94,12 +95,55 @@ def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
                                                              for h in hosts) + " (claimed again to resume)")
 
 
-def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None = None) -> reg.JobRecord:
-    """Attempt n+1 of a stopped finetune job (see the module docstring). Returns it RUNNING.
+def recorded_spec(record: reg.JobRecord, original: JobSpec | None = None) -> JobSpec:
+    """The job of a training record as it was submitted (every engine's resume starts here),
+    its secret env values back: ``original`` is the job as its submitter built it (a pipeline
+    step's retry has it); else the job file is read again for them (the registry keeps ``***``)."""
+    if record.kind != "finetune":
+        raise InputError(f"job {record.id} is a {record.kind} job; only training jobs resume from a checkpoint "
+                         f"(submit it again)")
+    meta = record.meta
+    source = meta.get("source") or f"registry:{record.id}"
+    base_dir = str(Path(source).parent) if meta.get("source") else None
+    spec = parse_job(yamlio.loads(record.spec_text, f"registry:{record.id}"), source, base_dir)
+    if masked_secrets(spec):
+        if original is None and meta.get("source") and Path(source).is_file():
+            original = load_job(source)
+        spec = restore_secrets(spec, original, source)
+    return spec
 
-    ``original``: the job as its submitter built it (a pipeline step's retry has it), whose
-    secret env values the registry does not keep; else the job file is read again for them."""
-    registry = service.registry
+
+def checkpoints_under(runner, python: str, root: str) -> list[pl.Checkpoint]:
+    """Every checkpoint of the job dir ``root`` with what the file itself says (global step,
+    attempt): one listing and one inspection on the host (entry/merge_ckpt.py ``inspect``)."""
+    from launcher.ops.collect import list_node
+    from launcher.ops.ckpt import on_host
+    listing = list_node(runner, python, root, {"checkpoints": [CHECKPOINT_GLOB]})
+    paths = [posixpath.join(listing.root, f.path) for f in listing.files]
+    info = on_host(runner, python, {"op": "inspect", "paths": paths}, "inspecting checkpoints") if paths else {}
+    return [pl.Checkpoint.of(p, info.get(p) or {}) for p in paths]
+
+
+def resume_step(record: reg.JobRecord, checkpoints: list[pl.Checkpoint]) -> int:
+    """The newest global step every rank saved (from the latest attempt that has it), or the
+    one-line refusal."""
+    picked = pl.common_last_step(checkpoints)
+    if picked is None:
+        raise NothingToResume(f"job {record.id} has no checkpoint that every rank saved")
+    return picked[0]
+
+
+def rotate_request(record: reg.JobRecord, root: str, attempt: int) -> bytes:
+    """ROTATE (remote/attempt.py) for one job dir: keep attempt ``attempt``, config resumed."""
+    return wire.request({"op": "rotate", "root": root, "attempt": attempt,
+                         "config": resumed_config(record.config_text, root)})
+
+
+def locked(registry: reg.Registry, ref: str, run: Callable[[reg.JobRecord, int], reg.JobRecord]) -> reg.JobRecord:
+    """One attempt at a time, whatever the engine: the job is moved FAILED/CANCELLED ->
+    STAGING in one conditional write before anything else (two resumes at once both passed
+    the state check, and the loser marked FAILED a job whose attempt 2 ran on); the loser is
+    told so and changes nothing. A resume that fails before launching puts the job back."""
     record = registry.get(ref)
     if record.kind != "finetune":
         raise InputError(f"job {record.id} is a {record.kind} job; only training jobs resume from a checkpoint "
@@ -113,7 +157,7 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
                              f"is under way or it runs; one attempt at a time")
         raise InputError(f"job {record.id} is {now.state}; only a failed or cancelled job can be resumed")
     try:
-        return _resume(service, record, attempt, say, original)
+        return run(record, attempt)
     except BaseException:
         now = registry.get(record.id)
         if now.state == reg.STAGING:  # nothing launched: the job is as it was
@@ -121,46 +165,36 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
         raise
 
 
+def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None = None) -> reg.JobRecord:
+    """Attempt n+1 of a stopped finetune job on its hosts (see the module docstring). Returns it
+    RUNNING."""
+    return locked(service.registry, ref, lambda record, attempt: _resume(service, record, attempt, say, original))
+
+
 def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec | None) -> reg.JobRecord:
-    from launcher.ops.ckpt import on_host
-    from launcher.ops.collect import list_node
     registry = service.registry
     meta = record.meta
-    source = meta.get("source") or f"registry:{record.id}"
-    base_dir = str(Path(source).parent) if meta.get("source") else None
-    spec = parse_job(yamlio.loads(record.spec_text, f"registry:{record.id}"), source, base_dir)
-    if masked_secrets(spec):  # the registry keeps secrets as ***: the job file gives them again
-        if original is None and meta.get("source") and Path(source).is_file():
-            original = load_job(source)
-        spec = restore_secrets(spec, original, source)
+    spec = recorded_spec(record, original)
     hosts = parse_hostfile(record.hostfile_text, f"registry:{record.id}")
     by_name = {h.name: h for h in hosts}
     pythons = dict(meta.get("pythons") or {})
 
     def listed(node: reg.NodeRecord) -> list[pl.Checkpoint]:
         runner = service.exec_factory(by_name[node.host])
-        python = pythons.get(node.host, "python3")
         try:
-            listing = list_node(runner, python, node.job_dir, {"checkpoints": [CHECKPOINT_GLOB]})
-            paths = [posixpath.join(listing.root, f.path) for f in listing.files]
-            info = on_host(runner, python, {"op": "inspect", "paths": paths}, "inspecting checkpoints") if paths else {}
+            return checkpoints_under(runner, pythons.get(node.host, "python3"), node.job_dir)
         finally:
             runner.close()
-        return [pl.Checkpoint.of(p, info.get(p) or {}) for p in paths]
 
     found = run_parallel(record.nodes, listed).raise_on_failure()
-    picked = pl.common_last_step([c for node in record.nodes for c in found[node]])
-    if picked is None:
-        raise NothingToResume(f"job {record.id} has no checkpoint that every rank saved")
-    step = picked[0]
+    step = resume_step(record, [c for node in record.nodes for c in found[node]])
 
     def rotate(node: reg.NodeRecord) -> dict:
         runner = service.exec_factory(by_name[node.host])
         try:
-            req = wire.request({"op": "rotate", "root": node.job_dir, "attempt": attempt,
-                                "config": resumed_config(record.config_text, node.job_dir)})
             res = runner.check([pythons.get(node.host, "python3"), "-S", "-c", wire.program("attempt", "rotate")],
-                               [req], timeout=120, what="keep the previous attempt")
+                               [rotate_request(record, node.job_dir, attempt)], timeout=120,
+                               what="keep the previous attempt")
         finally:
             runner.close()
         return wire.answer(res.stdout)
@@ -173,7 +207,6 @@ def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec
     runner0 = service.exec_factory(node0)
     try:
         port = inventory(runner0, [], pythons.get(node0.name, "python3"), port=None).port
-        assert port is not None  # asked for (port=None: pick a free one), node 0 answers one
     finally:
         runner0.close()
     roots = {n.host: n.job_dir for n in record.nodes}

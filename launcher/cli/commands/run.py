@@ -11,21 +11,13 @@ process at once: the jobs keep running (``alaunch run`` again re-attaches) unles
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 from launcher.cli import environment
-from launcher.cli.options import (
-    AcceptNewOpt,
-    ExcludeOpt,
-    HostfileOpt,
-    IncludeOpt,
-    KnownHostsOpt,
-    LocalOpt,
-    SlotsOpt,
-    SshConfigOpt,
-)
-
+from launcher.cli.options import (AcceptNewOpt, ExcludeOpt, HostfileOpt, IncludeOpt, KnownHostsOpt, LocalOpt,
+                                  SlotsOpt, SshConfigOpt, default_slots)
 ORDER = 32
 
 
@@ -40,13 +32,12 @@ def _results_step(env):
         dirs = [runner.resolve(ref, "run_dir") for ref in refs]
         facts = [collect(Path(d)) for d in dirs]
         env.stdout.print(results_table(facts))
-        local: dict[str, list[str]] = {"runs": dirs}
-        out = {"local": local, "default": "runs"}
+        out = {"local": {"runs": dirs}, "default": "runs"}
         if step.options.get("plot"):
             plot = runner.local_path(step.options["plot"])
             plot.parent.mkdir(parents=True, exist_ok=True)
             plot_losses(facts, plot)
-            local["plot"] = [str(plot)]
+            out["local"]["plot"] = [str(plot)]
             runner.say(f"  {step.name}: loss curves in {plot}")
         return out
 
@@ -58,16 +49,16 @@ def register(app: typer.Typer) -> None:
     @app.command("run", help="Run a pipeline of jobs and built-in steps (skips steps that are unchanged).")
     def run_cmd(
         pipeline: Path = typer.Argument(..., help="Pipeline file (jobs/pipelines/*.yaml)."),
-        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps, their references and plans; "
                                                               "send nothing."),
-        from_step: str | None = typer.Option(None, "--from", help="Run this step and everything after it."),
-        only: list[str] = typer.Option([], "--only", help="Run only this step (repeatable)."),
+        from_step: Optional[str] = typer.Option(None, "--from", help="Run this step and everything after it."),
+        only: List[str] = typer.Option([], "--only", help="Run only this step (repeatable)."),
         runs: Path = typer.Option(Path("runs"), "--runs", help="Where fetched runs go (runs/<job-id>/)."),
         logs: bool = typer.Option(False, "--logs", help="Stream each job step's logs (the steps then run one at "
                                                         "a time; without it, independent steps run together)."),
-        bin_dir: str | None = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
         cancel_on_interrupt: bool = typer.Option(False, "--cancel-on-interrupt",
                                                  help="On Ctrl-C, cancel the running steps' jobs (without it they "
@@ -80,23 +71,24 @@ def register(app: typer.Typer) -> None:
         from launcher.cli.connect import runner_factory
         from launcher.cli.pipelineview import dry_head, steps_table
         from launcher.core.pipeline import load_pipeline
-        from launcher.ops import registry as reg
         from launcher.ops.pipeline import PipelineRunner
-        from launcher.ops.service import JobService, SubmitOptions, resolve_hosts
+        from launcher.ops.engines import engine_for, read_target
+        from launcher.ops.service import SubmitOptions
+        from launcher.ops import registry as reg
         from launcher.ops.stage import Progress
 
         env = environment.current()
         say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
         spec = load_pipeline(pipeline)
-        hosts = resolve_hosts(hostfile, local, slots, include, exclude)
+        target = read_target(hostfile, local=local, slots=slots, include=include, exclude=exclude)
         factory = runner_factory(known_hosts, ssh_config, accept_new)
         with reg.Registry.in_state_dir(env.state_dir) as registry:
-            service = JobService(registry, env.state_dir, say=say, progress=Progress(), exec_factory=factory)
+            service = engine_for(target, registry, env.state_dir, say=say, progress=Progress(), exec_factory=factory)
             follow = None
             if logs:
                 from launcher.cli.live import follow_job
                 follow = lambda record: follow_job(record, service, factory, raw=env.raw)  # noqa: E731
-            runner = PipelineRunner(registry, service, hosts, say=say, runs_dir=runs,
+            runner = PipelineRunner(registry, service, target, say=say, runs_dir=runs,
                                     opts=SubmitOptions(bin_dir=bin_dir), follow=follow,
                                     builtins={"results": _results_step(env)}, concurrent=not logs,
                                     cancel_on_interrupt=cancel_on_interrupt, force_reuse=force_reuse)
@@ -120,7 +112,6 @@ def register(app: typer.Typer) -> None:
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
     ) -> None:
         from launcher.cli.connect import job_service, runner_factory
-        from launcher.ops.resume import resume_job
         from launcher.ops.service import STATE_EXIT
 
         env = environment.current()
@@ -128,7 +119,7 @@ def register(app: typer.Typer) -> None:
         registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         code = 0
         with registry:
-            record = resume_job(service, job, say)
+            record = service.resume(job, say)
             if follow:
                 from launcher.cli.live import follow_job
                 code = follow_job(record, service, runner_factory(known_hosts, ssh_config, accept_new), raw=env.raw)
