@@ -319,6 +319,7 @@ def test_a_retry_without_a_checkpoint_submits_again_and_a_predict_reruns(tmp_pat
     """The demo's `train: retries: 1` could never help (no checkpoint before the end) and a
     retried predict failed with "only training jobs resume"."""
     from types import SimpleNamespace
+
     from launcher.errors import NothingToResume
 
     def no_checkpoint(ref, say, original=None):  # the engine's resume, finding no checkpoint

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import yaml
 
@@ -162,7 +161,7 @@ def test_an_orphaned_sbatch_is_found_by_its_name_and_cancelled(tmp_path, monkeyp
             service.submit(job, read_target(target), SubmitOptions())
         record = r.list(limit=1)[0]
         assert record.state == reg.FAILED and record.meta["slurm_job_name"] == record.id
-        assert f"sbatch --parsable" in calls.read_text()
+        assert "sbatch --parsable" in calls.read_text()
         after, outcome = service.cancel(record.id)
         assert f"squeue -h --name={record.id} -o %i" in calls.read_text() and "scancel 77" in calls.read_text()
         assert after.state == reg.FAILED and after.meta["slurm_job_id"] == "77"

@@ -17,25 +17,38 @@ a Follower and prints the end report; :func:`parse_since` reads ``--since``.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
-from typing import Callable
-
-from rich.live import Live
-
-from launcher.cli import environment
-
-from launcher.ops import registry as reg
-from launcher.cli.logview import (LinePrinter, compile_grep, failure_lines, label, straggler_lines, summary_payload,
-                                  summary_table)
-from launcher.errors import ExitCode, InputError
 import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from rich.console import Group
+from rich.live import Live
 from rich.text import Text
 
-from launcher.ops.follow import (Follower, FollowResult, NodeView, ProgressView, UNREACHABLE_AFTER,
-                                 progress_renderable, short_warning, story_kind, view_text)
+from launcher.cli import environment
+from launcher.cli.logview import (
+    LinePrinter,
+    compile_grep,
+    failure_lines,
+    label,
+    straggler_lines,
+    summary_payload,
+    summary_table,
+)
 from launcher.core.hostfile import Host, parse_hostfile
+from launcher.errors import ExitCode, InputError
+from launcher.ops import registry as reg
+from launcher.ops.follow import (
+    UNREACHABLE_AFTER,
+    Follower,
+    FollowResult,
+    NodeView,
+    ProgressView,
+    progress_renderable,
+    short_warning,
+    story_kind,
+    view_text,
+)
 from launcher.ops.service import STATE_EXIT, JobService
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -109,7 +122,7 @@ class StorySink:
         self.live = Live(self._renderable(), console=self.console, refresh_per_second=4, transient=True,
                          redirect_stdout=False, redirect_stderr=False) if live else None
 
-    def __enter__(self) -> "StorySink":
+    def __enter__(self) -> StorySink:
         if self.live is not None:
             self.live.__enter__()
         return self
@@ -219,7 +232,7 @@ class LiveSink(PlainSink):
                          refresh_per_second=8, transient=True, redirect_stdout=False, redirect_stderr=False)
         printer.console = self.console
 
-    def __enter__(self) -> "LiveSink":
+    def __enter__(self) -> LiveSink:
         self.live.__enter__()
         return self
 

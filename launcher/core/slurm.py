@@ -24,8 +24,9 @@ import difflib
 import posixpath
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from launcher.core import yamlio
 from launcher.core.hostfile import Host, check_host_name

@@ -41,9 +41,10 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from launcher import __version__
 from launcher.core import pipeline as pl
@@ -54,8 +55,8 @@ from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError, NothingToResume
 from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
-from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
 from launcher.ops import registry as reg
+from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
 from launcher.ops.engine import Engine, HostTarget
 from launcher.ops.service import SubmitOptions, prepare, used_hosts
 
@@ -824,7 +825,7 @@ class PipelineRunner:
         checkpoint's global step from its own metadata, its mtime; the sha256 of what a consumer
         reads: each rank's last checkpoint and every other output). ``digest``, their content
         identity, is what a consumer's identity covers."""
-        from launcher.ops.collect import job_outputs, list_node, globs_for
+        from launcher.ops.collect import globs_for, job_outputs, list_node
         node0 = self.service.log_view(record).nodes[0]  # where its files are (a scheduler's: the shared dir)
         python = (record.meta.get("pythons") or {}).get(node0.host, "python3")
         outputs, _ = job_outputs(record)
@@ -873,7 +874,8 @@ class PipelineRunner:
 
     def builtin_data(self, step: pl.Step) -> dict:
         """The demo's data recipe here: synth -> prepare -> tokenizer -> prepare with MindRecord."""
-        from launcher.data.prepare import PrepareOptions, prepare as prepare_data
+        from launcher.data.prepare import PrepareOptions
+        from launcher.data.prepare import prepare as prepare_data
         from launcher.data.recipe import load_recipe
         from launcher.data.synth import synthesise
         from launcher.data.tokenizer import texts_of, train_sentencepiece

@@ -26,29 +26,26 @@ import os
 import posixpath
 import sys
 import time
-
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-from launcher.ops import cards as card_ops
-from launcher.ops import registry as reg
-from launcher.ops import proc, waiter
 from launcher.core import cards as core_cards
 from launcher.core import validate
-from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
-from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
-from launcher.core.layout import JobLayout
-from launcher.runners import CommandRunner
-from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan,
-                                env_script_vars)
+from launcher.core.layout import JobLayout, new_job_id
+from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan, env_script_vars
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job
+from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
+from launcher.ops import cards as card_ops
+from launcher.ops import proc, waiter
+from launcher.ops import registry as reg
 from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine, HostTarget, JobCancelled  # noqa: F401 (JobCancelled: callers import it here)
 from launcher.ops.fanout import run_parallel
-from launcher.core.layout import new_job_id
+from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
 from launcher.ops.stage import Inventory, LocalSet, Stager, inventory, resolve_home, store_base
+from launcher.runners import CommandRunner
 
 DRY_RUN_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
 LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
@@ -144,7 +141,7 @@ class Preflight:
     port: int
 
 
-def shared_job_dirs(hosts: Sequence[Host], pre: "Preflight") -> dict[str, int]:
+def shared_job_dirs(hosts: Sequence[Host], pre: Preflight) -> dict[str, int]:
     """node rank -> the first node rank whose job dir is the same directory (same store id
     on the same filesystem, same path): an NFS/SFS workdir. Fetch reads such a dir once."""
     first: dict[tuple[str, str], int] = {}

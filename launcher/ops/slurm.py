@@ -21,18 +21,18 @@ import posixpath
 import re
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from launcher.core import slurm as core
 from launcher.core import validate
 from launcher.core.hostfile import format_hostfile, parse_hostfile
 from launcher.core.layout import JobLayout
 from launcher.core.render import render_job, resolve_world
+from launcher.core.slurm import parse_target  # noqa: F401  (the chooser's parser of a target file)
 from launcher.core.spec import JobSpec, load_job
 from launcher.errors import AlaunchError, InputError, RemoteError
-from launcher.core.slurm import parse_target  # noqa: F401  (the chooser's parser of a target file)
 from launcher.ops import registry as reg
 from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine
 from launcher.ops.engines import record_meta
