@@ -22,7 +22,6 @@ from launcher.cli.options import (
     LocalOpt,
     SlotsOpt,
     SshConfigOpt,
-    default_slots,
 )
 
 ORDER = 25
@@ -35,7 +34,7 @@ def register(app: typer.Typer) -> None:
                                    "are only asked which cards are free; nothing is sent or started).")
     def plan_cmd(
         job: Path = typer.Argument(..., help="Job file (YAML)."),
-        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         sets: list[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
         master_port: int = typer.Option(DEFAULT_PORT, "--master-port", help="msrun's master port."),

@@ -8,12 +8,12 @@ layer was skipped) -> only then print or write. A refused job writes nothing.
 from __future__ import annotations
 
 import difflib
-import os
 from pathlib import Path
 
 import typer
 
 from launcher.cli import environment
+from launcher.cli.options import SlotsOpt
 
 ORDER = 20
 PREVIEW_JOB_ID = "<job-id>"
@@ -52,8 +52,7 @@ def register(app: typer.Typer) -> None:
         job: Path = typer.Argument(..., help="Job file (YAML)."),
         hostfile: Path | None = typer.Option(None, "-H", "--hostfile", help="Hostfile (DeepSpeed format)."),
         local: bool = typer.Option(False, "--local", help="Run on this machine (the default without -H)."),
-        local_slots: int = typer.Option(int(os.environ.get("ALAUNCH_LOCAL_SLOTS", "1")), "--slots",
-                                        help="Slots of this machine with --local."),
+        local_slots: SlotsOpt = 1,
         sets: list[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed); +key=value adds one."),
         output: Path | None = typer.Option(None, "-o", "--output", help="Write the rendered YAML here."),
         summary: bool = typer.Option(False, "--summary", help="Print a table of the derived values."),

@@ -24,7 +24,6 @@ from launcher.cli.options import (
     LocalOpt,
     SlotsOpt,
     SshConfigOpt,
-    default_slots,
 )
 
 ORDER = 32
@@ -58,7 +57,7 @@ def register(app: typer.Typer) -> None:
     @app.command("run", help="Run a pipeline of jobs and built-in steps (skips steps that are unchanged).")
     def run_cmd(
         pipeline: Path = typer.Argument(..., help="Pipeline file (jobs/pipelines/*.yaml)."),
-        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps, their references and plans; "
                                                               "send nothing."),

@@ -16,7 +16,6 @@ from launcher.cli.options import (
     LocalOpt,
     SlotsOpt,
     SshConfigOpt,
-    default_slots,
 )
 
 ORDER = 30
@@ -24,7 +23,7 @@ ORDER = 30
 
 def submit_cmd(
     job: Path = typer.Argument(..., help="Job file (YAML)."),
-    hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+    hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
     include: IncludeOpt = None, exclude: ExcludeOpt = None,
     sets: list[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
     master_port: int | None = typer.Option(None, "--master-port", help="Pin msrun's master port."),
