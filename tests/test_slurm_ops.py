@@ -336,7 +336,7 @@ def test_the_nodes_software_is_compared_before_msrun_as_a_hostfile_preflight_doe
     assert here["versions"]["mindspore"]  # this venv has it
     (answers / "0.out").write_text("banner\n" + mine.stdout)
     other = dict(here["versions"], mindspore="2.2.0")
-    (answers / "1.out").write_text(wire.ANSWER_MARK + '{"node": "n2", "versions": %s}\n' % json.dumps(other))
+    (answers / "1.out").write_text(wire.ANSWER_MARK + f'{{"node": "n2", "versions": {json.dumps(other)}}}\n')
     res = subprocess.run([sys.executable, "-S", *check.skew], capture_output=True, text=True)
     expected = version_skew({here["node"]: here["versions"], "n2": other})
     assert res.returncode == 1 and expected == [f"mindspore differs between nodes: {here['versions']['mindspore']} "

@@ -10,8 +10,9 @@ Sinks for :class:`launcher.ops.follow.Follower`:
   5,300 of them raw MindFormers output (config dumps, deprecation warnings, progress bars).
 * ``--verbose`` (or ``--raw``, ``--grep``, ``--since``, which filter lines): every line, tagged
   host/rank — :class:`LiveSink` (a rich Live bar under the scrolling, rank-coloured log) on a
-  terminal, :class:`PlainSink` (plain tagged lines, notes on stderr) in a pipe. :func:`follow_job` wires a registry record to
-a Follower and prints the end report; :func:`parse_since` reads ``--since``.
+  terminal, :class:`PlainSink` (plain tagged lines, notes on stderr) in a pipe.
+  :func:`follow_job` wires a registry record to a Follower and prints the end report;
+  :func:`parse_since` reads ``--since``.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ class StorySink:
             total = sum(v[0] for v in self.warnings.values())
             self._say(f"warnings: {len(self.warnings)} distinct, {total} in all"
                       + (" (--verbose shows every line)" if repeated else ""))
-        for count, _, (n, text, who) in repeated[:5]:
+        for count, _, (_n, text, who) in repeated[:5]:
             self._say(f"  x{count}  {who}: {text[:160]}")
 
 

@@ -344,7 +344,9 @@ class PipelineRunner:
             world = sum(len(h.slot_ids) for h in used_hosts(spec, self.hosts))
             if world > 1 and ref.select == "last":
                 return f"{root}/output/merged/<job id>.ckpt (merged from {world} ranks)"
-            return f"{root}/output/checkpoint" if ref.select == "all" else f"{root}/output/checkpoint/rank_0/<last>.ckpt"
+            if ref.select == "all":
+                return f"{root}/output/checkpoint"
+            return f"{root}/output/checkpoint/rank_0/<last>.ckpt"
         return f"{root}/<{ref.output or 'output'}>"
 
     def step_parts(self, step: pl.Step, spec: JobSpec | None) -> dict[str, str]:
@@ -367,7 +369,8 @@ class PipelineRunner:
                 parts["code tree"] = file_sha(spec.code.local, spec.code.exclude)
             if spec.entry.builtin:
                 parts["entry scripts"] = digest({q.name: pl.text_sha(q.read_bytes())
-                                                 for q in sorted(ENTRY_DIR.glob("*.py")) if q.name != MERGE_PROGRAM.name})
+                                                 for q in sorted(ENTRY_DIR.glob("*.py"))
+                                                 if q.name != MERGE_PROGRAM.name})
         else:
             table = pl.BUILTIN_OPTIONS[step.builtin]
             for key, (kind, _) in table.items():

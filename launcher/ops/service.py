@@ -225,7 +225,7 @@ class JobService(Engine):
             held = card_ops.look(candidates, self.exec_factory, {h.name: python_for(bins, h) for h in candidates})
         chosen = cards.plan_devices(candidates, want, held,
                                     cards.pinned_hosts(full, candidates, want, opts.devices is not None))
-        hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen)]
+        hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen, strict=False)]
         note = staging_note([h.name for h in hosts if not h.is_local], parse_mode(os.environ.get("ALAUNCH_RELAY")),
                             int(os.environ.get("ALAUNCH_RELAY_DEGREE") or 2))
         return (cards.render_devices(chosen) + (f"# staging: {note}\n" if note else "")
@@ -414,7 +414,8 @@ class JobService(Engine):
                     raise
                 record = self.registry.get(job.job_id)
                 if record.state == reg.CANCELLED:
-                    raise AlaunchError(f"job {job.job_id} was cancelled while queued", exit_code=ExitCode.JOB_CANCELLED)
+                    raise AlaunchError(f"job {job.job_id} was cancelled while queued",
+                                       exit_code=ExitCode.JOB_CANCELLED) from None
                 if record.state != reg.QUEUED:
                     self.registry.update_meta(job.job_id, {"waiter": waiter.me()})  # jobs/status: gone -> FAILED
                     self.registry.set_state(job.job_id, reg.QUEUED, exc.message)
@@ -726,7 +727,8 @@ class JobService(Engine):
                 raise AlaunchError(f"{node.host}: processes {out['left']} still alive after SIGKILL")
             if not out["found"]:
                 return "nothing was running"
-            return f"stopped {out['found']} process(es)" + (" (SIGKILL after the grace period)" if out["sigkill"] else "")
+            killed = " (SIGKILL after the grace period)" if out["sigkill"] else ""
+            return f"stopped {out['found']} process(es){killed}"
 
         outcome: dict[str, str] = {}
         for node, result in run_parallel(record.nodes, one).items():

@@ -243,7 +243,8 @@ class SlurmService(Engine):
                          "sbatch")
         if res["code"] != 0:
             lines = (res["err"] or res["out"]).strip().splitlines()
-            raise RemoteError(ex.host.name, f"sbatch failed: {lines[-1] if lines else 'exit code %d' % res['code']}")
+            said = lines[-1] if lines else f"exit code {res['code']}"
+            raise RemoteError(ex.host.name, f"sbatch failed: {said}")
         try:
             return core.sbatch_job_id(res["out"])
         except ValueError as exc:
@@ -286,7 +287,8 @@ class SlurmService(Engine):
         self.registry.add_event(record.id, "sbatch", f"Slurm job {sid} (attempt {attempt + 1})")
         for n in record.nodes:
             self.registry.set_node(record.id, n.node_rank, state=reg.PENDING, exit_code=None, ended_at=None)
-        self.registry.set_state_unless_ended(record.id, reg.QUEUED, f"Slurm job {sid} submitted (attempt {attempt + 1})")
+        self.registry.set_state_unless_ended(record.id, reg.QUEUED,
+                                             f"Slurm job {sid} submitted (attempt {attempt + 1})")
         return self.registry.get(record.id)
 
     # ------------------------------------------------------------------ states

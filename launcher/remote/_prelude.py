@@ -154,8 +154,8 @@ def ascend_versions(driver="/usr/local/Ascend/driver/version.info"):
 
 def versions():
     """MindSpore / MindFormers (their dist-info names in this python's site dirs: no import,
-    ~1 ms), the CANN toolkit and the NPU driver (their install files) — None where absent: what must agree on every node of a job
-    (the preflight, stage.py INVENTORY; a Slurm job's nodes, slurm.py VERSIONS)."""
+    ~1 ms), the CANN toolkit and the NPU driver (their install files) — None where absent: what
+    must agree on every node of a job (the preflight, stage.py INVENTORY; a Slurm job's nodes, slurm.py VERSIONS)."""
     import sysconfig
     out = {"mindspore": None, "mindformers": None, "cann": None, "driver": None}
     paths = sysconfig.get_paths()

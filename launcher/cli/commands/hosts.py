@@ -48,7 +48,8 @@ def register(app: typer.Typer) -> None:
         python: str | None = typer.Option(None, "--python",
                                              help="Python to probe with (default: python3 remote, this one local)."),
         verify_store: bool = typer.Option(False, "--verify-store",
-                                          help="Re-hash each host's staging store; remove bad objects (resent next time)."),
+                                          help="Re-hash each host's staging store; remove bad objects "
+                                               "(resent next time)."),
     ) -> None:
         """Reachability, python, mindspore/mindformers, msrun, NPUs and disk of every host (a
         scheduler target: its login node and partition)."""
