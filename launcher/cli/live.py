@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.live import Live
@@ -50,7 +51,11 @@ from launcher.ops.follow import (
     story_kind,
     view_text,
 )
-from launcher.ops.service import STATE_EXIT, JobService
+from launcher.ops.service import STATE_EXIT
+
+if TYPE_CHECKING:
+    from launcher.ops.engine import Engine
+    from launcher.runners import CommandRunner
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -272,7 +277,7 @@ def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
     return int(ExitCode.JOB_FAILED) if first is not None else int(ExitCode.OK)
 
 
-def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[[Host], object], *,
+def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Host], CommandRunner], *,
                follow: bool = True, raw: bool = False, grep: str | None = None, rank: int | None = None,
                node: str | None = None, since: str | None = None, verbose: bool = False,
                progress_every: float = 10.0, unreachable_after: float = UNREACHABLE_AFTER,
@@ -299,6 +304,7 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                           since=parse_since(since))
     live = follow and not raw and env.stdout.is_terminal
     every_line = verbose or raw or grep is not None or since is not None or not follow
+    sink: PlainSink | StorySink
     if every_line:
         sink = LiveSink(printer) if live else PlainSink(printer)
     else:
@@ -310,7 +316,7 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                         gang_stop=not record.terminal, unreachable_after=unreachable_after,
                         offsets_path=offsets)
     try:
-        if live or isinstance(sink, StorySink):
+        if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)
             with sink:
                 result = follower.run()
         else:
@@ -323,7 +329,8 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     return report(result, raw=raw, follow=follow)
 
 
-def finish_submit(registry: reg.Registry, record: reg.JobRecord, service, runner_for: Callable[[Host], object], *,
+def finish_submit(registry: reg.Registry, record: reg.JobRecord, service: Engine,
+                  runner_for: Callable[[Host], CommandRunner], *,
                   follow: bool, fetch: bool, fetch_dest, accept_new: bool, verbose: bool = False) -> int:
     """The tail of ``submit`` (hostfile and Slurm alike): follow the logs to the end when asked
     (``--fetch`` implies it), then fetch the outputs into ``fetch_dest/<job-id>/``, then print the

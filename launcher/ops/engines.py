@@ -85,12 +85,14 @@ def read_target(hostfile: Path | str | None, *, local: bool = False, slots: int 
             raise InputError(f"{option} filters a hostfile's hosts; {hostfile} is a {kind} target "
                              f"(its nodes are the scheduler's to choose)", key=option)
     module, _, parse, _ = ENGINES[kind]
+    assert parse is not None  # every engine but the hosts' (handled above) parses its target
     return getattr(importlib.import_module(module), parse)(text, str(hostfile))
 
 
 def engine_for(target: Any, registry: reg.Registry | None, state_dir: Path, **kw) -> Engine:
     """The engine that runs ``target`` (``kw``: say, progress, exec_factory)."""
-    return engine_class(target.engine)(registry, state_dir, **kw)
+    # no registry: an engine asked only to render (plan_text), which records nothing
+    return engine_class(target.engine)(registry, state_dir, **kw)  # type: ignore[arg-type]
 
 
 def engine_of(record: reg.JobRecord, registry: reg.Registry, state_dir: Path, **kw) -> Engine:

@@ -106,7 +106,8 @@ class StepResult:
     attempts: int = 1
 
 
-def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict]) -> tuple[dict, str, str]:
+def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict[str, Any]]
+                  ) -> tuple[dict[str, Any], str, str | None]:
     """The step's job mapping with its refs resolved: (data, source, base_dir). ``resolve(ref,
     site)`` gives a PathRef mapping for site 'checkpoint' or 'input'."""
     if step.job is not None:
@@ -363,7 +364,7 @@ class PipelineRunner:
             named = {"checkpoint": spec.checkpoint, "tokenizer": spec.tokenizer,
                      **{f"input {n}": r for n, r in spec.inputs.items()}}
             for name, ref in named.items():
-                if ref is not None and ref.is_local:
+                if ref is not None and ref.local is not None:
                     parts[name] = file_sha(ref.local) if Path(ref.local).exists() else "missing"
             if not isinstance(spec.code, str):
                 parts["code tree"] = file_sha(spec.code.local, spec.code.exclude)
@@ -372,7 +373,7 @@ class PipelineRunner:
                                                  for q in sorted(ENTRY_DIR.glob("*.py"))
                                                  if q.name != MERGE_PROGRAM.name})
         else:
-            table = pl.BUILTIN_OPTIONS[step.builtin]
+            table = pl.BUILTIN_OPTIONS[step.kind]  # the built-in's name
             for key, (kind, _) in table.items():
                 value = step.options.get(key)
                 if kind == "path" and isinstance(value, str):
@@ -446,9 +447,9 @@ class PipelineRunner:
                 if spec.checkpoint is not None:
                     how = f" <- {step.checkpoint.describe()}" if isinstance(step.checkpoint, pl.Ref) else ""
                     view.resolves.append(f"checkpoint{how}: {spec.checkpoint.local or spec.checkpoint.remote}")
-                for name, ref in spec.inputs.items():
+                for name, given in spec.inputs.items():
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
-                    view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
+                    view.resolves.append(f"inputs.{name}{how}: {given.local or given.remote}")
                 others = [] if self.target.shared_workdir else [h.name for h in hosts[1:]]
                 for site, ref, _ in self.remote_refs(step, spec) if others else []:
                     view.resolves.append(f"{site}: copied from {ref.step}'s host to {', '.join(others)} through this "
@@ -507,7 +508,7 @@ class PipelineRunner:
                  "score": "fetch the predictions, score them, save scores.json in the run directory",
                  "results": "fetch the runs' logs, print the results table (and the loss plot)"}
         options = {k: v for k, v in step.options.items() if not isinstance(v, (pl.Ref, list, dict))}
-        return texts[step.builtin] + (f"; with {options}" if options else "")
+        return texts[str(step.builtin)] + (f"; with {options}" if options else "")
 
     # ------------------------------------------------------------------ run
 
@@ -796,7 +797,7 @@ class PipelineRunner:
             producer = self.outputs.get(ref.step) or {}
             source = producer.get("host")
             targets = [h for h in hosts if source and h.name != source]
-            if not targets:
+            if not source or not targets:
                 continue
             src_host = next((h for h in self.hosts if h.name == source), None) or Host(source, 1)
             src = self.service.exec_factory(src_host)
@@ -888,7 +889,8 @@ class PipelineRunner:
         out.mkdir(parents=True, exist_ok=True)
         raw = out / "raw.jsonl"
         synthesise(int(o.get("rows", 100_000)), raw, seed=int(o.get("seed", 1)))
-        opts = dict(raw=raw, recipe=recipe, out_dir=out, seed=None, test_rows=int(o.get("test_rows", 0)))
+        opts: dict[str, Any] = dict(raw=raw, recipe=recipe, out_dir=out, seed=None,
+                                    test_rows=int(o.get("test_rows", 0)))
         prepare_data(PrepareOptions(**opts))
         model = train_sentencepiece(texts_of(out / "train.json"), out / "tokenizer",
                                     vocab_size=int(o.get("vocab_size", 1024)))

@@ -182,7 +182,7 @@ def _short_os(name: str | None) -> str:
 
 def table_cells(rows: list[CheckRow]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """The ``hosts check`` table's columns and one row of cells per host (pure)."""
-    out = []
+    out: list[tuple[str, ...]] = []
     for r in rows:
         reach = "no" if not r.reachable else (f"yes {r.rtt_ms:.1f} ms" if r.rtt_ms is not None else "yes")
         osarch = f"{_short_os(r.os)} {r.arch or ''}".strip() if r.reachable else ""

@@ -207,6 +207,7 @@ def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec
     runner0 = service.exec_factory(node0)
     try:
         port = inventory(runner0, [], pythons.get(node0.name, "python3"), port=None).port
+        assert port is not None  # asked for (port=None: pick a free one), node 0 answers one
     finally:
         runner0.close()
     roots = {n.host: n.job_dir for n in record.nodes}

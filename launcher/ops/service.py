@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from launcher.core import cards as core_cards
 from launcher.core import validate
@@ -218,6 +219,7 @@ class JobService(Engine):
             filtered = cards.pin_devices(filtered, opts.devices)
         used = used_hosts(spec, filtered)
         candidates, want = filtered[:len(used)], len(used[0].slot_ids)
+        held: dict[str, dict[int, cards.Holder] | str]
         if offline:
             held = {h.name: "--offline" for h in candidates}
         else:
@@ -248,7 +250,8 @@ class JobService(Engine):
         return (f"started {record.name} on {len(record.nodes)} node(s): " + ", ".join(shown)
                 + (f", and {more} more (alaunch status {record.id})" if more else ""))
 
-    def check(self, target: HostTarget | Sequence[Host], *, timeout: float = 10.0, require_npus: bool = False,
+    def check(self, target: HostTarget | Sequence[Host], *,  # type: ignore[override]  # the policy, named
+              timeout: float = 10.0, require_npus: bool = False,
               min_disk_gb: float = 5.0, python: str | None = None, verify_store: bool = False) -> CheckReport:
         """``hosts check``: one probe per host, all at once (``exec_factory`` should connect
         fresh: a kept master would hide a dead sshd); ``verify_store`` re-hashes each store."""
@@ -397,7 +400,7 @@ class JobService(Engine):
         ``--wait`` record the job QUEUED (first come, first served among this registry's queued
         jobs on the same hosts) and look again every ``poll`` seconds until it can claim."""
         want = len(job.hosts[0].slot_ids)
-        held = {h.name: {} for h in job.candidates}
+        held: Mapping[str, Mapping[int, core_cards.Holder]] = {h.name: {} for h in job.candidates}
         hosts: Sequence[Host] = job.hosts
         shown = None
         for attempt in range(1_000_000_000):
@@ -508,11 +511,14 @@ class JobService(Engine):
         already holds (so its job root and what to send), and on node 0 a free master port."""
         node0 = job.hosts[0].name
 
+        files = job.files
+        assert files is not None  # hashed in phase 1
+
         def one(host: Host) -> Inventory:
-            ask = dict(port=job.opts.master_port, pinned=job.opts.master_port is not None,
+            ask: dict[str, Any] = dict(port=job.opts.master_port, pinned=job.opts.master_port is not None,
                        port_range=job.opts.master_port_range) if host.name == node0 else {}
             env = {v.name: v.value for v in env_script_vars(host)}
-            return inventory(runners[host.name], job.files.objects, job.pythons[host.name], **ask,
+            return inventory(runners[host.name], files.objects, job.pythons[host.name], **ask,
                              versions=True, wrapper=WRAPPER, env=env, msrun_flags=bool(job.spec.msrun_args),
                              cards=True)
 
@@ -552,6 +558,7 @@ class JobService(Engine):
     def stage(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> None:
         """Phase 4: send what each filesystem lacks, make every job dir (config text per host)."""
         texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in job.hosts}
+        assert job.files is not None  # hashed in phase 1
         relay_to = {h.name: _resolve_address(h, job.opts.ssh_config)  # how the hops reach each other
                     for h in job.hosts if len(job.hosts) > 1 and not h.is_local}
         result = Stager(runners, python=job.pythons, progress=self.progress, addresses=relay_to).stage(

@@ -431,7 +431,7 @@ class SlurmService(Engine):
     @staticmethod
     def _statuses(record: reg.JobRecord) -> list[NodeStatus]:
         return [NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0,
-                           record.reason if n.node_rank == 0 and record.state == reg.QUEUED else "")
+                           (record.reason or "") if n.node_rank == 0 and record.state == reg.QUEUED else "")
                 for n in record.nodes]
 
     def wait(self, ref: str, poll: float | None = None, timeout: float | None = None,

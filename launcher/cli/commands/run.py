@@ -40,12 +40,13 @@ def _results_step(env):
         dirs = [runner.resolve(ref, "run_dir") for ref in refs]
         facts = [collect(Path(d)) for d in dirs]
         env.stdout.print(results_table(facts))
-        out = {"local": {"runs": dirs}, "default": "runs"}
+        local: dict[str, list[str]] = {"runs": dirs}
+        out = {"local": local, "default": "runs"}
         if step.options.get("plot"):
             plot = runner.local_path(step.options["plot"])
             plot.parent.mkdir(parents=True, exist_ok=True)
             plot_losses(facts, plot)
-            out["local"]["plot"] = [str(plot)]
+            local["plot"] = [str(plot)]
             runner.say(f"  {step.name}: loss curves in {plot}")
         return out
 

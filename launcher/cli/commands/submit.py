@@ -101,10 +101,11 @@ MANY_HOSTS = 8  # past this many hosts staging reports the group (cli/progress.G
 def start_job(env, registry, job: Path, target, opts, factory, say):
     """The engine's ``submit`` with its progress shown: rich bars on a terminal, else plain lines."""
     from launcher.ops.engines import engine_for
-    from launcher.ops.stage import PlainProgress
+    from launcher.ops.stage import PlainProgress, Progress
 
     staged_to = len(target.stage_hosts())
     many = staged_to > MANY_HOSTS
+    progress: Progress
     if env.stderr.is_terminal and not env.raw:
         from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
         from rich.progress import Progress as RichBar
