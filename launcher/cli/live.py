@@ -17,6 +17,7 @@ Sinks for :class:`launcher.ops.follow.Follower`:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -284,7 +285,6 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
                resume: bool = True) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
-    stop_watch = None
     note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
     if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
         record = service.wait_started(record.id, note)
@@ -292,11 +292,6 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
             note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
             return int(STATE_EXIT[record.state])
     record = service.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
-    if follow and not record.terminal:  # an engine may end a job whose script never says so
-        import threading
-        stop_watch = threading.Event()
-        threading.Thread(target=service.watch, args=(record.id, stop_watch), kwargs={"note": note},
-                         daemon=True).start()
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:
         raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
@@ -315,15 +310,13 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
     follower = Follower(record, runner_for, hosts, sink, service if follow else None, follow=follow,
                         gang_stop=not record.terminal, unreachable_after=unreachable_after,
                         offsets_path=offsets)
-    try:
+    # an engine may end a job whose script never says so: its watch runs beside the follower
+    with service.watching(record, note) if follow else contextlib.nullcontext():
         if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)
             with sink:
                 result = follower.run()
         else:
             result = follower.run()
-    finally:
-        if stop_watch is not None:
-            stop_watch.set()
     if isinstance(sink, StorySink):
         sink.finish()
     return report(result, raw=raw, follow=follow)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from launcher.core.hostfile import Host
 from launcher.errors import AlaunchError, ExitCode
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 # a hostfile's preflight compares them before anything starts, a Slurm job's batch script
 # before msrun starts (remote/slurm.py SKEW).
 SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
+
+
+WATCH_JOIN_S = 60.0  # how long leaving a follow waits for its engine watch's refresh in flight
 
 
 @dataclass(frozen=True)
@@ -238,13 +241,25 @@ class Engine(ABC):
                 return None
         view = self.log_view(record)
         hosts = {h.name: h for h in parse_hostfile(view.hostfile_text, f"registry:{view.id}")}
-        stop = threading.Event()
-        if not view.terminal:
-            threading.Thread(target=self.watch, args=(view.id, stop), kwargs={"note": note}, daemon=True).start()
-        try:
+        with self.watching(view, note):
             return Follower(view, runner_for, hosts, sink, self, **kw).run()
+
+    @contextmanager
+    def watching(self, record: reg.JobRecord, note: Callable[[str], None] = lambda s: None) -> Iterator[None]:
+        """:meth:`watch` in a thread beside a follower of a running job, stopped AND joined on
+        the way out: a watch still mid-refresh wrote into the caller's registry after the
+        caller had closed it ("Cannot operate on a closed database" in the watch thread)."""
+        if record.terminal:
+            yield
+            return
+        stop = threading.Event()
+        thread = threading.Thread(target=self.watch, args=(record.id, stop), kwargs={"note": note}, daemon=True)
+        thread.start()
+        try:
+            yield
         finally:
             stop.set()
+            thread.join(WATCH_JOIN_S)
 
     # ------------------------------------------------------------------ the target
     @abstractmethod
