@@ -53,7 +53,7 @@ def measure(cases: dict[str, list[str]], env: dict[str, str], n: int) -> dict[st
     """Median wall, median cpu and fastest wall per case; the cases interleave so load spikes hit
     all of them alike."""
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
-    for name, argv in cases.items():  # warm the page cache and the .pyc files
+    for argv in cases.values():  # warm the page cache and the .pyc files
         time_once(argv, env)
     for _ in range(n):
         for name, argv in cases.items():

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launcher.ops.collect import REMOTE_HASH_CACHE, fetch_job  # noqa: E402
 from launcher.cli.environment import Environment  # noqa: E402
+from launcher.ops.collect import REMOTE_HASH_CACHE, fetch_job  # noqa: E402
 from launcher.ops.registry import Registry  # noqa: E402
 from launcher.runners import ConnectOptions  # noqa: E402
 from launcher.runners.openssh import control_path, rsync_rsh  # noqa: E402
@@ -75,7 +75,7 @@ def run(cluster: Cluster, tmp: Path, args) -> None:
         options = ConnectOptions(known_hosts=cluster.known_hosts, control_persist=persist)
         rsh = rsync_rsh(host, options, control=control_path(options) if persist else None)
 
-        def ours() -> float:
+        def ours(options: ConnectOptions = options) -> float:
             shutil.rmtree(tmp / "runs", ignore_errors=True)
             remote_cache.unlink(missing_ok=True)
             start = time.perf_counter()
@@ -84,7 +84,7 @@ def run(cluster: Cluster, tmp: Path, args) -> None:
             assert report.bytes_transferred == ckpt.stat().st_size, report
             return took
 
-        def rsync() -> float:
+        def rsync(rsh: str = rsh) -> float:
             shutil.rmtree(tmp / "rsync", ignore_errors=True)
             (tmp / "rsync").mkdir()
             start = time.perf_counter()

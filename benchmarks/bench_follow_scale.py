@@ -191,8 +191,9 @@ def main() -> None:
             idle = window(strategy, args.seconds)
             proc = []
 
-            def write():
-                proc.append(subprocess.Popen([sys.executable, "-c", WRITER, str(args.rate), str(args.seconds - 1), *logs]))
+            def write(proc: list = proc, logs: list = logs) -> None:
+                proc.append(subprocess.Popen([sys.executable, "-c", WRITER, str(args.rate), str(args.seconds - 1),
+                                              *logs]))
             busy = window(strategy, args.seconds, write)
             proc[0].wait()
             strategy.close()
@@ -205,8 +206,9 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}; laptop CPU-s per minute (machine busy CPU-s per minute)")
     for name, up, n, idle, busy in rows:
         print(f"  {name:<26} all {n} streams up in {up:5.1f} s | idle {idle[0] * per_min:6.1f} "
-              f"({idle[1] * per_min:6.1f}) | at {args.rate:g} lines/s {busy[0] * per_min:6.1f} ({busy[1] * per_min:6.1f})"
-              f" | lines {len(busy[2])}/{expected} p50 {pct(busy[2], 50) * 1e3:6.0f} ms p95 {pct(busy[2], 95) * 1e3:6.0f} ms")
+              f"({idle[1] * per_min:6.1f}) | at {args.rate:g} lines/s {busy[0] * per_min:6.1f} "
+              f"({busy[1] * per_min:6.1f}) | lines {len(busy[2])}/{expected} "
+              f"p50 {pct(busy[2], 50) * 1e3:6.0f} ms p95 {pct(busy[2], 95) * 1e3:6.0f} ms")
     (a, *_, ia, ba), (b, *_, ib, bb) = rows
     print(f"follow {args.nodes} nodes: {a} {ba[0] * per_min:.1f} CPU-s/min p95 {pct(ba[2], 95) * 1e3:.0f} ms; "
           f"{b} {bb[0] * per_min:.1f} CPU-s/min p95 {pct(bb[2], 95) * 1e3:.0f} ms; idle {ia[0] * per_min:.1f} vs "

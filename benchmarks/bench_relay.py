@@ -115,8 +115,8 @@ def main() -> None:
                 check_everywhere(cluster, "/root/alaunch/j", expect)
 
             def rsync_all() -> None:
-                procs = [subprocess.Popen(["rsync", "-a", "--whole-file", "--mkpath", "-e", rsync_rsh(h, opts), f"{src}/",
-                                           f"{h.name}:/root/rsync-dest/data/"]) for h in hosts]
+                procs = [subprocess.Popen(["rsync", "-a", "--whole-file", "--mkpath", "-e", rsync_rsh(h, opts),
+                                           f"{src}/", f"{h.name}:/root/rsync-dest/data/"]) for h in hosts]
                 if any(p.wait() for p in procs):
                     raise SystemExit("rsync failed")
                 check_everywhere(cluster, "/root/rsync-dest", expect)
@@ -141,7 +141,8 @@ def main() -> None:
     print(f"relay {args.hosts} hosts {data / 2**20:.0f} MiB at {args.rate}: laptop sent {relay['tx'] / data:.2f}x "
           f"the data (direct {direct['tx'] / data:.2f}x); wall relay {relay['wall']:.1f} s, direct "
           f"{direct['wall']:.1f} s ({relay['wall'] / direct['wall']:.2f}x), rsync {rsync['wall']:.1f} s "
-          f"({relay['wall'] / rsync['wall']:.2f}x); relay 2-core floor {relay['own'] / 2:.1f} s, link floor {link:.1f} s")
+          f"({relay['wall'] / rsync['wall']:.2f}x); relay 2-core floor {relay['own'] / 2:.1f} s, "
+          f"link floor {link:.1f} s")
 
 
 def parse_rate(rate: str) -> float:

@@ -27,14 +27,13 @@ runs on this machine's 2 cores, so the busy CPU-seconds of each step (from /proc
 machine-wide, other users included) / 2 is a floor no tool can beat here; it is printed.
 "own CPU-s" counts this process, what it ran and reaped (ssh, pdsh), the hosts' sshds and all
 they ran (``Cluster.cpu_seconds``) and the detached ControlMasters of the warm runs; "own / 2"
-is the 2-core floor on an otherwise idle machine. Last line: ``scale 64 hosts: alaunch A s, pdsh P s, ratio A/P`` (goal <= 1.0 for launch and
-status).
+is the 2-core floor on an otherwise idle machine. Last line: ``scale 64 hosts: alaunch A s,
+pdsh P s, ratio A/P`` (goal <= 1.0 for launch and status).
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import os
 import shlex
 import shutil
@@ -42,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -136,7 +136,8 @@ class Alaunch:
         index = {h.name: i for i, h in enumerate(self.hosts)}
 
         def start(r):
-            return launcher_for(r, self.job, PY).start(NodePlan(r.host, index[r.host.name], layout, (), (PY, "-c", "pass")))
+            plan = NodePlan(r.host, index[r.host.name], layout, (), (PY, "-c", "pass"))
+            return launcher_for(r, self.job, PY).start(plan)
         self.started = {r.host.name: s for r, s in self._with_runners(start).items()}
 
     def status(self):

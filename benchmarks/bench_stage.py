@@ -31,13 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from launcher.core.hostfile import Host  # noqa: E402
-from launcher.ops.launch import launch_all, launcher_for  # noqa: E402
 from launcher.core.layout import JobLayout  # noqa: E402
-from launcher.runners import make_runner as make_exec  # noqa: E402
 from launcher.core.plan import NodePlan, Plan, StageItem  # noqa: E402
-from launcher.runners import ConnectOptions  # noqa: E402
-from launcher.runners.openssh import control_path, rsync_rsh  # noqa: E402
+from launcher.ops.launch import launch_all, launcher_for  # noqa: E402
 from launcher.ops.stage import HashCache, InventoryCache, Stager, collect  # noqa: E402
+from launcher.runners import ConnectOptions  # noqa: E402
+from launcher.runners import make_runner as make_exec  # noqa: E402
+from launcher.runners.openssh import control_path, rsync_rsh  # noqa: E402
 from tests.cluster.cluster import Cluster, unavailable_reason  # noqa: E402
 
 PY = str(Path(sys.executable).parent / "python3")
@@ -178,7 +178,8 @@ def run(cluster: Cluster, tmp: Path, src: Path, total: int, args) -> None:
             rsync_t.append(rsync(h0, options, src, "/root/rsync-dest"))
         a, r = statistics.median(ours_t), statistics.median(rsync_t)
         print(f"no-op re-staging, {mode}: alaunch {a:.3f} s, rsync {r:.3f} s -> time ratio {a / r:.2f}x "
-              f"(goal <= 0.5x); of which the local walk of {args.files} files {statistics.median(WALK_TIMES) * 1000:.0f} ms; "
+              f"(goal <= 0.5x); of which the local walk of {args.files} files "
+              f"{statistics.median(WALK_TIMES) * 1000:.0f} ms; "
               f"rounds alaunch {', '.join(f'{t:.3f}' for t in ours_t)}; "
               f"rsync {', '.join(f'{t:.3f}' for t in rsync_t)}")
 

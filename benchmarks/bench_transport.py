@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launcher.ops.fanout import run_parallel  # noqa: E402
 from launcher.core.hostfile import Host  # noqa: E402
+from launcher.ops.fanout import run_parallel  # noqa: E402
 from launcher.runners import ConnectOptions, SSHRunner  # noqa: E402
 from tests.cluster import Cluster, unavailable_reason  # noqa: E402
 

@@ -11,6 +11,27 @@ pytest_plugins = ["tests.cluster.plugin", "tests.slurm.plugin"]
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+# A test that asks for a test cluster carries its marker, whether or not its module says so: the
+# fast layer (`make test-fast`, -m 'not cluster and not slurm ...') then never starts a cluster.
+CLUSTER_FIXTURES = {"ssh_cluster": "cluster", "real_cluster": "cluster", "cluster_sshd": "cluster",
+                    "slurm_cluster": "slurm", "slurm_env": "slurm"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture in CLUSTER_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
+            item.add_marker(CLUSTER_FIXTURES[fixture])
+
+
+def write_exit_code(state_dir: Path, code: int) -> None:
+    """End a node as its supervisor does (remote/launch.py): ``exit_code`` written under a temp
+    name and renamed, so a follower polling the directory never reads it empty. A plain
+    ``write_text`` races it: under load the follower read "" and the node ended with no code."""
+    tmp = Path(state_dir) / "exit_code.tmp"
+    tmp.write_text(f"{code}\n")
+    tmp.replace(Path(state_dir) / "exit_code")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path, monkeypatch):

@@ -156,9 +156,9 @@ class Drill:
     # ----------------------------------------------------------------- the invariants
     def settle(self, timeout: float = 120.0) -> None:
         """Look at every job (``status``) until none runs any more, as a user would."""
+        from launcher.cli.connect import runner_factory
         from launcher.ops.registry import Registry
         from launcher.ops.service import JobService
-        from launcher.cli.connect import runner_factory
         factory = runner_factory(self.cluster.known_hosts, None, False)
         end = time.monotonic() + timeout
         with Registry.in_state_dir(self.state) as registry:
@@ -208,8 +208,8 @@ class Drill:
         """With every job ended, a claim inventory of each host holds no card."""
         if any(not rec.terminal for rec in records):
             return
-        from launcher.core.hostfile import read_hostfile
         from launcher.cli.connect import runner_factory
+        from launcher.core.hostfile import read_hostfile
         from launcher.ops import cards as card_ops
         from launcher.ops.stage import store_base
         factory = runner_factory(self.cluster.known_hosts, None, False)

@@ -12,8 +12,17 @@ import threading
 
 import pytest
 
-from launcher.core.cards import (CardsBusy, Holder, allocate, choose, describe_held, holders_from_npu_smi,
-                                 merge_holders, parse_devices, pin_devices)
+from launcher.core.cards import (
+    CardsBusy,
+    Holder,
+    allocate,
+    choose,
+    describe_held,
+    holders_from_npu_smi,
+    merge_holders,
+    parse_devices,
+    pin_devices,
+)
 from launcher.core.hostfile import Host, apply_filters
 from launcher.errors import ExitCode, InputError
 from launcher.ops.cards import held_cards

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from launcher.core.cards import CardsBusy
+from launcher.core.layout import JobLayout
 from launcher.errors import AlaunchError, ExitCode
 from launcher.ops.prune import PruneOptions, prune_hosts
-from launcher.core.layout import JobLayout
 from launcher.ops.registry import Registry
 from launcher.ops.service import JobService, SubmitOptions
 from launcher.runners import ConnectOptions

@@ -75,6 +75,6 @@ def test_status_names_a_straggler_from_the_running_hosts_tails(run_cli, monkeypa
                     NodeStatus(1, "n1", "running", None, 3, "", {"1": tails(slow_ms)})]
         service = type("S", (), {"refresh": lambda self, ref, st=statuses: (record, st)})()
         monkeypatch.setattr(connect, "job_service",
-                            lambda *a, **k: (contextlib.nullcontext(), service))
+                            lambda *a, service=service, **k: (contextlib.nullcontext(), service))
         code, out, _ = run_cli("status", "slow")
         assert ("straggler: rank 1 on n1 is 50 % slower than the median for 28 steps" in out) is named, out

@@ -5,8 +5,9 @@ import pytest
 
 from launcher.ops.npusmi import parse_npu_smi
 from tests.cluster.npu_smi import table_for
+from tests.conftest import FIXTURES
 
-FIXTURE = "/work/shared/fixtures/npu-smi/910B2-8cards-busy4.txt"
+FIXTURE = FIXTURES / "npu-smi" / "910B2-8cards-busy4.txt"  # the real table, in the repo
 
 
 def test_emulator_table_has_the_real_layout_and_config():
@@ -16,10 +17,10 @@ def test_emulator_table_has_the_real_layout_and_config():
     assert [c.health for c in cards] == ["OK", "Alarm", "OK", "OK"]
     assert [c.hbm_used_mb for c in cards] == [100, 200, 30000, 400]
     assert cards[2].processes[0].pid == 4242
-    real = open(FIXTURE).read().splitlines()
+    real = FIXTURE.read_text().splitlines()
     ours = text.splitlines()
     assert ours[:6] == real[:6]  # banner and headers byte for byte
-    assert {len(l) for l in ours} == {len(real[0])}
+    assert {len(line) for line in ours} == {len(real[0])}
 
 
 @pytest.mark.cluster

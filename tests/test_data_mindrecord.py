@@ -52,9 +52,8 @@ def test_tokenizer_is_deterministic_and_covers_any_character(prepared, tmp_path)
 
 def test_model_loads_in_mindformers_llama_tokenizer_with_the_same_ids(prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # importing mindformers writes output/log into the cwd
-    from mindformers import LlamaTokenizer
-
     import sentencepiece as spm
+    from mindformers import LlamaTokenizer
 
     _, model, _ = prepared
     tok = LlamaTokenizer(vocab_file=str(model))
@@ -76,7 +75,7 @@ def test_mindrecord_rows_decode_back_and_are_identical_per_seed(prepared):
     rows_b = read_mindrecord(base / "b" / "train.mindrecord")
     assert len(rows_a) == len(train) == ra["tokens"]["rows"] and (base / "a" / "train.mindrecord.db").exists()
     truncated = 0
-    for row_a, row_b, item in zip(rows_a, rows_b, train):
+    for row_a, row_b, item in zip(rows_a, rows_b, train, strict=True):
         ids, labels = row_a["input_ids"].tolist(), row_a["labels"].tolist()
         assert ids == row_b["input_ids"].tolist() and labels == row_b["labels"].tolist()
         assert row_a["input_ids"].dtype.name == "int32" and len(ids) == len(labels) == 97

@@ -104,7 +104,7 @@ def test_synth_shape_duplicates_and_the_non_chinese_tail():
     assert 0.25 < dup_share < 0.40
     top_line, top = counts.most_common(1)[0]
     assert "将分数 5/6 进行简化。" in top_line and top == round(480 * (80000 - 987) / 800000)
-    assert all(not re.search(r"[\u4e00-\u9fff]", l) for l in lines[-tail * 80000 // 809993 + 5:])
+    assert all(not re.search(r"[\u4e00-\u9fff]", line) for line in lines[-tail * 80000 // 809993 + 5:])
 
 
 def test_dedup_keeps_first_occurrence_order_and_counts(tmp_path):
@@ -204,7 +204,7 @@ def test_prepare_templates_rounding_prompt_and_unclassified(tmp_path):
     assert report["unclassified"]["count"] > 0 and report["unclassified"]["sample"]
     assert report["rows"]["classified"] + report["rows"]["unclassified"] == report["rows"]["unique"]
     assert sum(report["families"].values()) == report["rows"]["classified"]
-    test = [json.loads(l) for l in (result["dir"] / "test.jsonl").read_text(encoding="utf-8").splitlines()]
+    test = [json.loads(line) for line in (result["dir"] / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     train_q = {F.instruction_of(i["conversations"][0]["value"]) for i in train}
     assert len(test) == 30 and not train_q & {F.instruction_of(t["problem"]) for t in test}
 
@@ -270,7 +270,7 @@ def test_full_size_set_meets_every_quota_without_duplicates(tmp_path):
 def test_bulk_grouping_equals_row_by_row_classification():
     lines = synth.generate_lines(20000, seed=3)
     problems = [p for p, _ in synth.iter_pairs(lines)]
-    problems += [json.loads(l)["problem"] for l in FIXTURE.read_text(encoding="utf-8").splitlines()]
+    problems += [json.loads(line)["problem"] for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
     problems += [" 解方程 1x + 2 = 0", "解方程 1x + 2 = 0 ", "计算 1 + 2 等于多少?", "计算 a + 2 等于多少？",
                  "计算 2 的 02 次方？", "计算 2 的 2 次方？", "", "商品", "计算1+2等于多少？"]
     groups, unclassified = F.group_buckets(problems)

@@ -61,8 +61,8 @@ def test_demo_teaches_the_tiny_model_something(tmp_path):
 
     # TensorBoard: the template turns it on; fetch brought both ranks' event files and the
     # results read the losses from them, the same losses as the log's
-    from launcher.metrics.runfacts import collect
     from launcher.metrics.logfiles import discover, parse_files
+    from launcher.metrics.runfacts import collect
     from launcher.metrics.tbevents import losses_by_rank
     train_job = {s.step: s for s in first.steps}["train"].job_id
     (train_run,) = [p for p in runs.iterdir() if p.name == train_job]
@@ -73,7 +73,7 @@ def test_demo_teaches_the_tiny_model_something(tmp_path):
     logged = min((s for s in parse_files(discover(train_run)).states.values() if s.losses),
                  key=lambda s: (s.rank is None, s.rank or 0))
     assert [p.global_step for p in logged.losses] == [g for g, _ in tb[0]]
-    assert all(abs(p.loss - v) < 1e-3 for p, (_, v) in zip(logged.losses, tb[0]))  # float32 vs printed
+    assert all(abs(p.loss - v) < 1e-3 for p, (_, v) in zip(logged.losses, tb[0], strict=True))  # float32 vs printed
 
     # merged == unmerged: predict again from rank 1's own file (not the merged one), same answers
     rank1 = sorted(Path(merge["out"]).parents[1].glob("checkpoint/rank_1/*.ckpt"))[-1]

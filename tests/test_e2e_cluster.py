@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import RemoteError
-from launcher.ops.service import JobService, SubmitOptions
-from launcher.runners import make_runner as make_exec
 from launcher.ops.registry import Registry
+from launcher.ops.service import JobService, SubmitOptions
 from launcher.runners import ConnectOptions
+from launcher.runners import make_runner as make_exec
 from tests.test_e2e_local import losses, write_job, write_toy_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.ms]
@@ -118,8 +118,8 @@ def test_shared_workdir_unprivileged_user_chatty_shell_cann_stub(real_cluster, t
     stub's variable reached the job; fetch takes the shared files once. The job file passes
     an msrun option (``msrun_args``): checked against the host's msrun at preflight, taken by
     the real msrun (an unknown one makes msrun exit 2 before any worker starts)."""
-    from tests.cluster.cluster import CANN_STUB_VAR, UID, USER
     from launcher.ops.collect import fetch_job
+    from tests.cluster.cluster import CANN_STUB_VAR, UID, USER
     monkeypatch.chdir(tmp_path)
     toy = write_toy_data(tmp_path / "toy")
     job = _job_with_args(write_job(tmp_path, toy, epochs=1, name="shared"), ["--require_env", CANN_STUB_VAR],
@@ -162,9 +162,10 @@ def test_wrong_node0_address_broken_env_script_and_version_skew_fail_fast(real_c
     node with another CANN driver is refused naming both versions."""
     import dataclasses
     import time
-    from tests.cluster.cluster import DRIVER_VERSION, USER
+
     from launcher.errors import InputError
     from launcher.ops.launch import Unreachable
+    from tests.cluster.cluster import DRIVER_VERSION, USER
     monkeypatch.chdir(tmp_path)
     (tmp_path / "toy").mkdir()
     toy = {"mindrecord": tmp_path / "toy" / "t.mindrecord", "tokenizer": tmp_path / "toy" / "tok.model"}

@@ -21,9 +21,10 @@ import time
 import pytest
 
 from launcher.errors import ExitCode
-from launcher.ops.follow import parse_message
 from launcher.metrics.logparse import JobLogs, exit_status_text
+from launcher.ops.follow import parse_message
 from launcher.ops.registry import Registry
+from tests.conftest import write_exit_code
 from tests.test_follow import _stream, _take
 from tests.test_follow_cluster import BIN, _hostfile, _marked, _ssh, write_follow_job
 
@@ -124,7 +125,7 @@ def test_follow_script_maps_worker_pids_and_sends_msrun_after_the_workers(tmp_pa
         assert got[-1].role == "msrun" and got[-1].rank is None
         worker.kill()
         worker.wait()
-        (root / "state" / "exit_code").write_text("1\n")
+        write_exit_code(root / "state", 1)
         got = _take(q, lambda e: e.kind == "end")
         assert not [e for e in got if e.kind == "pid"]  # each worker is reported once
     finally:

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
-from launcher.ops.launch import master_port
-from launcher.ops.stage import inventory
-from launcher.runners import make_runner as make_exec
 from launcher.core.plan import StageItem
+from launcher.errors import RemoteError
+from launcher.ops.launch import master_port
+from launcher.ops.stage import HashCache, Progress, Stager, collect, inventory
 from launcher.runners import ConnectOptions
-from launcher.ops.stage import HashCache, Progress, Stager, collect
+from launcher.runners import make_runner as make_exec
 
 pytestmark = [pytest.mark.cluster]
 
@@ -139,8 +138,8 @@ def small_disk(ssh_cluster):
 def test_disk_full_during_staging_names_host_and_bytes_nothing_launched(ssh_cluster, small_disk, tmp_path, monkeypatch):
     """User sees: `alaunch: error: <host>: not enough disk space under <workdir>/alaunch: need
     N bytes ... , M free`; the job is FAILED in `alaunch jobs` and no process of it runs."""
-    from launcher.ops.service import JobService, SubmitOptions
     from launcher.ops.registry import Registry
+    from launcher.ops.service import JobService, SubmitOptions
     from tests.test_e2e_local import write_job
 
     monkeypatch.chdir(tmp_path)

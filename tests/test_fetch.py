@@ -11,14 +11,27 @@ from pathlib import Path
 
 import pytest
 
-from launcher.ops import collect
-from launcher.ops.collect import (FETCH, RESUME, SKIP, Listing, LocalState, RemoteFile, FetchError, fetch_job,
-                              globs_for, host_dirs, parse_what, plan_node, safe_relpath)
-from launcher.ops.collect_stream import Entry, Receiver
 from launcher.cli.environment import Environment
-from launcher.errors import InputError, RemoteError
-from launcher.ops.registry import NodeRecord, Registry
 from launcher.core.spec import OutputsSpec
+from launcher.errors import InputError, RemoteError
+from launcher.ops import collect
+from launcher.ops.collect import (
+    FETCH,
+    RESUME,
+    SKIP,
+    FetchError,
+    Listing,
+    LocalState,
+    RemoteFile,
+    fetch_job,
+    globs_for,
+    host_dirs,
+    parse_what,
+    plan_node,
+    safe_relpath,
+)
+from launcher.ops.collect_stream import Entry, Receiver
+from launcher.ops.registry import NodeRecord, Registry
 
 CONFIG = ("model:\n  model_config:\n    pet_config: {pet_type: lora, lora_rank: 8, lora_alpha: 16,"
           " target_modules: '.*wq|.*wv'}\n")
@@ -116,7 +129,7 @@ def local_job(tmp_path):
     root = tmp_path / "host" / "alaunch" / "job"
     for rel, data in {"msrun_log/worker_0.log": b"step 1 loss 2.0\n" * 100,
                       "output/checkpoint/rank_0/llama_rank_0-1_2.ckpt": os.urandom(3 << 20),
-                      "output/text_generation_result.txt": "[{'text_generation_text': ['x']}]".encode(),
+                      "output/text_generation_result.txt": b"[{'text_generation_text': ['x']}]",
                       "config/job.yaml": CONFIG.encode()}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
@@ -220,8 +233,8 @@ def test_cli_glob_escape_in_job_file(tmp_path, run_cli):
 def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_copy_min):
     """The real SEND script, run locally: a fresh file (sender-hashed), a resumed one (the
     prefix is hashed, not sent) and one that shrank after the listing (padded, refused)."""
-    from launcher.ops.collect_stream import stream
     from launcher.core.hostfile import Host
+    from launcher.ops.collect_stream import stream
     from launcher.runners import LocalRunner
     src = tmp_path / "host"
     src.mkdir()

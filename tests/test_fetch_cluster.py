@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.ops.collect import FetchError, fetch_job
 from launcher.cli.environment import Environment
+from launcher.ops.collect import FetchError, fetch_job
 from launcher.ops.registry import Registry
 from launcher.runners import ConnectOptions
 

@@ -16,13 +16,25 @@ import pytest
 from rich.console import Console
 
 from launcher.cli.live import parse_since
-from launcher.errors import InputError
-from launcher.ops.follow import (Event, NodeStream, StepClock, build_view, follow_argv, loss_trend,
-                             node_progress, parse_message, progress_renderable, tail_argv, view_text)
 from launcher.core.hostfile import Host
+from launcher.errors import InputError
 from launcher.metrics.logparse import JobLogs
-from launcher.runners import LocalRunner
+from launcher.ops.follow import (
+    Event,
+    NodeStream,
+    StepClock,
+    build_view,
+    follow_argv,
+    loss_trend,
+    node_progress,
+    parse_message,
+    progress_renderable,
+    tail_argv,
+    view_text,
+)
 from launcher.remote import wire
+from launcher.runners import LocalRunner
+from tests.conftest import write_exit_code
 
 FIX = Path(__file__).parent / "fixtures" / "real-ascend"
 PY = __import__("sys").executable
@@ -169,7 +181,7 @@ def test_follow_script_picks_up_late_files_rotation_and_the_end(tmp_path):
         _take(q, lambda e: e.text == "after rotation")
         (root / "msrun_log" / "worker_1.log").write_text("rank 1 worker\n")
         info1.write_text("from info.log of rank 1\nnot followed any more\n")
-        (root / "state" / "exit_code").write_text("3\n")
+        write_exit_code(root / "state", 3)
         got = _take(q, lambda e: e.kind == "end")
         assert got[-1].exit_code == 3
         texts = [e.text for e in got if e.kind == "line"]
@@ -216,7 +228,7 @@ def test_reconnects_resume_every_file_at_its_offset_nothing_lost_or_doubled(tmp_
                 if i % 200 == 0:
                     fh.flush()
                     time.sleep(0.05)
-        (root / "state" / "exit_code").write_text("0\n")
+        write_exit_code(root / "state", 0)
 
     q: queue.Queue = queue.Queue()
     stop = threading.Event()
@@ -280,8 +292,8 @@ def test_story_of_the_real_4card_log_is_short_and_says_what_happened(monkeypatch
     """The default view fed the real 2,106-line worker_0.log: milestones, each warning once, the
     progress, in a few dozen lines (the firehose is for --verbose)."""
     from launcher.cli import environment
-    from launcher.cli.logview import LinePrinter
     from launcher.cli.live import StorySink
+    from launcher.cli.logview import LinePrinter
     from launcher.ops.follow import short_warning, story_kind
 
     assert story_kind("2024-07-06 22:13:01,972 - mindformers[mindformers/trainer/base_trainer.py:779] - INFO - "

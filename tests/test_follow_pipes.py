@@ -19,9 +19,9 @@ import pytest
 
 from launcher.core.hostfile import Host
 from launcher.ops import registry as reg
-from launcher.ops.follow import (Event, Follower, NodeLog, PipeHub, PipeNode, follow_argv, process_argv,
-                                 split_lines)
+from launcher.ops.follow import Event, Follower, NodeLog, PipeHub, PipeNode, follow_argv, process_argv, split_lines
 from launcher.runners import LocalRunner
+from tests.conftest import write_exit_code
 
 PY = sys.executable
 
@@ -99,8 +99,8 @@ def test_a_process_that_ends_is_lost_and_restarted_after_the_backoff(tmp_path):
     lost = [e for e in got if e.kind == "lost"]
     assert [e.text for e in lines] == ["partial"] * 3
     assert [e.text for e in lost] == ["ssh: connect to host h port 22: Connection refused"] * 3
-    gaps = [b.at - a.at for a, b in zip(lost, lost[1:])]
-    assert all(0.2 <= g < 2.0 for g in gaps), gaps
+    gaps = [b.at - a.at for a, b in zip(lost, lost[1:], strict=False)]
+    assert all(0.2 <= g < 4.5 for g in gaps), gaps  # each from the first step again (5.0 were it not reset)
     assert node.attempts == 3 and node.proc is None
 
 
@@ -118,9 +118,9 @@ def test_silent_attempts_back_off_longer_and_longer():
     finally:
         hub.close()
     assert [e.kind for e in seen] == ["lost"] * 4 and seen[0].text == "channel closed"
-    gaps = [b.at - a.at for a, b in zip(seen, seen[1:])]
+    gaps = [b.at - a.at for a, b in zip(seen, seen[1:], strict=False)]
     assert gaps[0] < gaps[1] < gaps[2], gaps
-    assert 0.5 <= gaps[1] < 1.4 and 1.5 <= gaps[2] < 2.9, gaps
+    assert 0.5 <= gaps[1] and 1.5 <= gaps[2], gaps  # each step in turn (no upper bound: a loaded machine adds to each)
 
 
 def test_given_up_attempts_resume_every_file_at_its_offset_nothing_lost_or_doubled(tmp_path):
@@ -141,7 +141,7 @@ def test_given_up_attempts_resume_every_file_at_its_offset_nothing_lost_or_doubl
                 if i % 200 == 0:
                     fh.flush()
                     time.sleep(0.05)
-        (root / "state" / "exit_code").write_text("0\n")
+        write_exit_code(root / "state", 0)
 
     q: queue.Queue = queue.Queue()
     hub = PipeHub(q, threading.Event())
@@ -296,7 +296,7 @@ def test_offsets_that_cannot_be_kept_are_said_once_and_the_follow_goes_on(tmp_pa
     sink = _Notes()
     follower = Follower(record, lambda h: LocalRunner(h), {"n0": Host("n0", 1)}, sink,
                         offsets_path=tmp_path / "blocker" / "offsets.json")
-    done = threading.Timer(3.5, lambda: (state / "exit_code").write_text("0\n"))
+    done = threading.Timer(3.5, lambda: write_exit_code(state, 0))
     done.start()
     result = follower.run()
     done.join()

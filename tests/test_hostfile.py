@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import ExitCode, InputError
 from launcher.core.hostfile import (
     Host,
     apply_filters,
@@ -16,6 +15,7 @@ from launcher.core.hostfile import (
     parse_hostfile,
     read_hostfile,
 )
+from launcher.errors import ExitCode, InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from launcher.core import yamlio
-from launcher.errors import AlaunchError, InputError
 from launcher.core.hostfile import Host, parse_hostfile, read_hostfile
 from launcher.core.plan import StageItem, build_plan
 from launcher.core.spec import load_job
+from launcher.errors import AlaunchError, InputError
 from launcher.ops.stage import HashCache, collect
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
@@ -308,10 +308,10 @@ def test_hostile_values_reach_a_real_host_literally_and_secrets_stay_secret(ssh_
     from dataclasses import replace
     from functools import partial
 
-    from launcher.ops.service import JobService, SubmitOptions, prepare
-    from launcher.runners import make_runner as make_exec
     from launcher.ops.registry import Registry
+    from launcher.ops.service import JobService, SubmitOptions, prepare
     from launcher.runners import ConnectOptions
+    from launcher.runners import make_runner as make_exec
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FROM_LOCAL_TOK", FROM_LOCAL)
@@ -378,9 +378,9 @@ def env_literal(env: dict) -> dict:
 
 def test_hostile_secret_value_never_in_registry_bytes(tmp_path, monkeypatch):
     """A job that fails at the first host contact (name does not resolve) is still recorded; its secret must not be."""
+    from launcher.ops.registry import Registry
     from launcher.ops.service import JobService, SubmitOptions
     from launcher.runners import make_runner as make_exec
-    from launcher.ops.registry import Registry
 
     monkeypatch.chdir(tmp_path)
     job = _job(tmp_path, env={"SECRET_TOK": {"value": SECRET, "secret": True}})

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from launcher.errors import ExitCode
 from launcher.core.hostfile import Host
+from launcher.errors import ExitCode
 from launcher.ops.probe import CheckPolicy, evaluate, probe_argv
 from launcher.remote import wire
 from tests.cluster.npu_smi import table_for

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from launcher.core.hostfile import Host
+from launcher.core.layout import JobLayout
+from launcher.core.plan import NodePlan, Plan
 from launcher.ops.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch_all, master_port
 from launcher.ops.stage import inventory
-from launcher.core.layout import JobLayout
-from launcher.runners import LocalRunner as LocalExec
-from launcher.core.plan import NodePlan, Plan
 from launcher.remote import wire
+from launcher.runners import LocalRunner as LocalExec
 
 PY = sys.executable
 
@@ -71,7 +71,7 @@ def test_two_nodes_in_one_shared_job_dir_each_keep_their_own_state(tmp_path):
     started = launch_all(_plan(nodes), launchers)
     assert set(started) == {0, 1} and started[0].pid != started[1].pid
     for r, n in enumerate(nodes):
-        assert _wait(lambda: launchers[r].status(n.state_dir, r).exit_code == r + 4)
+        assert _wait(lambda r=r, n=n: launchers[r].status(n.state_dir, r).exit_code == r + 4)
         assert Path(n.state_dir) == root / "state" / f"node-{r}"
         assert Path(n.log_path).read_text().strip() == f"node {r} here"
         assert int(Path(n.pid_path).read_text().split()[0]) == started[r].pid

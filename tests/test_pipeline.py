@@ -88,6 +88,7 @@ def test_registry_keeps_pipeline_runs_and_finds_reusable_steps(tmp_path):
 def test_a_run_whose_alaunch_run_process_died_reads_interrupted_not_running(tmp_path):
     import subprocess
     import sys
+
     from launcher.ops import proc
     dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # plays `alaunch run`
     with Registry(tmp_path / "r.sqlite3") as r:
@@ -123,8 +124,7 @@ def test_a_run_whose_alaunch_run_process_died_reads_interrupted_not_running(tmp_
     ([1], [], False, "exit code 1"),
 ])
 def test_classify_retries_only_transient_failures(codes, lines, transient, cause):
-    """The same verdicts with the interim table and with #19's metrics.signatures (row names
-    differ slightly between the two: hccl_notify/exec_timeout, worker_exit[_signal])."""
+    """Transient (retried) or not, from metrics.signatures' rows and the exit codes."""
     verdict = classify(codes, lines)
     assert verdict.transient == transient and fnmatch.fnmatch(verdict.cause, cause), verdict
 

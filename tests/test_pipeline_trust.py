@@ -319,6 +319,7 @@ def test_a_retry_without_a_checkpoint_submits_again_and_a_predict_reruns(tmp_pat
     """The demo's `train: retries: 1` could never help (no checkpoint before the end) and a
     retried predict failed with "only training jobs resume"."""
     from types import SimpleNamespace
+
     from launcher.errors import NothingToResume
 
     def no_checkpoint(ref, say, original=None):  # the engine's resume, finding no checkpoint
@@ -416,6 +417,7 @@ def test_merge_of_a_multi_node_job_says_it_saw_part_of_the_ranks_or_refuses_a_sh
     came from 1 of 2 ranks (it read "single-rank: 1 rank(s)"); sharded: refused, saying why."""
     import importlib.util
     import shutil
+
     import pytest
     spec = importlib.util.spec_from_file_location("merge_ckpt", ROOT / "launcher" / "entry" / "merge_ckpt.py")
     merge_ckpt = importlib.util.module_from_spec(spec)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher.errors import InputError
 from launcher.core.hostfile import Host, apply_filters, parse_hostfile
 from launcher.core.plan import WRAPPER, build_plan, quote_path
 from launcher.core.spec import load_job, parse_job
+from launcher.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,9 +176,10 @@ def test_msrun_args_go_before_the_entry_are_shown_and_checked(tmp_path):
 
 
 def test_inventory_lists_the_hosts_msrun_flags(tmp_path):
+    import sys
+
     from launcher.ops.stage import inventory
     from launcher.runners.local import LocalRunner as LocalExec
-    import sys
     inv = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], sys.executable, msrun_flags=True)
     assert {"--bind_core", "--sim_level", "--tail_worker_log", "--worker_num"} <= set(inv.msrun_flags)
 

@@ -128,3 +128,19 @@ def test_jobs_pages_and_filters_by_state(run_cli):
     assert [r["id"] for r in running] == [ids[1]]
     code, _, err = run_cli("jobs", "--state", "done")
     assert code == ExitCode.USAGE and "unknown job state(s) ['done']" in err
+
+
+def test_local_slots_env_is_read_when_the_command_runs(run_cli, monkeypatch):
+    """$ALAUNCH_LOCAL_SLOTS is --slots' env var: read at each run, not once at the verb's import."""
+    job = str(ROOT / "jobs" / "tiny_lora_cpu.yaml")
+    for slots in ("2", "3", None):
+        if slots is None:
+            monkeypatch.delenv("ALAUNCH_LOCAL_SLOTS", raising=False)
+        else:
+            monkeypatch.setenv("ALAUNCH_LOCAL_SLOTS", slots)
+        code, out, err = run_cli("plan", job, "--local", "--offline", "--job-id", "slots-1")
+        assert code == 0, err
+        assert f"1 node(s), {slots or 1} worker(s)" in out, out
+    monkeypatch.setenv("ALAUNCH_LOCAL_SLOTS", "two")
+    code, _, err = run_cli("plan", job, "--local", "--offline")
+    assert code == ExitCode.USAGE and "ALAUNCH_LOCAL_SLOTS" in err, err

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.remote import wire
 from launcher.core.prune import JobDir, dedupe_stores, parse_age, select
 from launcher.errors import InputError
+from launcher.remote import wire
 from tests.test_remote_scripts import run_script
 
 DAY = 86400.0

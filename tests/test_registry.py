@@ -9,13 +9,13 @@ import signal
 import sqlite3
 import stat
 import time
-from pathlib import Path
-
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from launcher.cli.environment import Environment
+from launcher.core.layout import job_id, new_job_id, slug
 from launcher.errors import InputError
 from launcher.ops.registry import (
     DB_NAME,
@@ -23,7 +23,6 @@ from launcher.ops.registry import (
     IllegalTransition,
     Registry,
 )
-from launcher.core.layout import job_id, new_job_id, slug
 
 CONFIG = "model:\n  arch: llama\nlora: {rank: 8}\n"
 
@@ -357,7 +356,7 @@ def test_one_registry_object_serves_many_threads(tmp_path):
 
     def work(i):
         try:
-            for k in range(30):
+            for _ in range(30):
                 job = reg.create_job(f"t{i}", "finetune", spec_text="x", nodes=["h"])
                 reg.set_state(job.id, "staging")
                 reg.list(limit=5)

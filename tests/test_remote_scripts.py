@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import ast
 import glob
+import io
 import json
 import os
 import re
-import io
 import subprocess
 import sys
 import time
@@ -195,7 +195,7 @@ def _wait(pred, timeout=15.0):
 
 
 def test_launch_detach_status_cancel_port(tmp_path):
-    state, job_id = tmp_path / "state", "t-remote-scripts-%d" % os.getpid()
+    state, job_id = tmp_path / "state", f"t-remote-scripts-{os.getpid()}"
     started = answer("launch", {"op": "detach", "argv": [PY, "-c", "import time; time.sleep(60)"],
                                 "env": {wire.JOB_MARKER: job_id}, "cwd": str(tmp_path / "cwd"),
                                 "state_dir": str(state)})
@@ -219,7 +219,7 @@ def test_launch_detach_status_cancel_port(tmp_path):
 
 
 def test_the_launch_marker_is_the_one_the_laptop_sets():
-    assert re.search(r'^MARKER = "%s"$' % wire.JOB_MARKER, wire.source("launch"), re.M)
+    assert re.search(rf'^MARKER = "{wire.JOB_MARKER}"$', wire.source("launch"), re.M)
 
 
 # ---------------------------------------------------------------- follow: FOLLOW (snapshot), TAIL
@@ -247,7 +247,7 @@ def test_probe_reports_this_host(tmp_path):
                          capture_output=True, timeout=120)
     assert res.returncode == 0, res.stderr.decode()
     facts = wire.answer(res.stdout)
-    assert facts["python"] == "%d.%d.%d" % sys.version_info[:3] and facts["python_path"] == PY
+    assert facts["python"] == "{}.{}.{}".format(*sys.version_info[:3]) and facts["python_path"] == PY
     assert facts["disk"]["path"] == str(tmp_path) and facts["disk"]["workdir_exists"] is False
 
 

@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from launcher.core import lora, render, yamlio
-from launcher.errors import InputError
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
 from launcher.core.spec import load_job
+from launcher.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "fixtures" / "configs"

@@ -9,7 +9,6 @@ from launcher.core.hostfile import Host
 from launcher.errors import RemoteError
 from launcher.runners import CommandFailed, CommandTimeout, LocalRunner, make_runner
 
-
 HOSTILE = "a b'c\"d $(x) `y` ; z"
 
 

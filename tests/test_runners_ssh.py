@@ -88,12 +88,16 @@ def test_changed_host_key_is_always_refused(ssh_cluster, tmp_path):
     assert known.read_text() == f"{ssh_cluster.hosts[1].address} {wrong}\n"
 
 
-def test_tcp_nodelay_round_trip_is_fast(ssh_cluster):
-    r = runner(ssh_cluster, 0)
-    r.run(["true"])
-    best = min(r.run(["true"]).duration for _ in range(5))
-    assert best < 0.035  # with Nagle + delayed ACK a round trip waits ~40 ms
-    r.close()
+def test_tcp_nodelay_is_set_on_the_connection_unless_turned_off(ssh_cluster):
+    """With Nagle + delayed ACK a round trip waits ~40 ms; the figures, with and without
+    TCP_NODELAY, are benchmarks/bench_transport.py's (a timing here would flake under load)."""
+    import socket
+    for nodelay in (True, False):
+        r = runner(ssh_cluster, 0, nodelay=nodelay)
+        assert r.run(["true"]).exit_code == 0
+        sock = r.connection.client.get_transport().sock
+        assert bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)) is nodelay
+        r.close()
 
 
 def test_stream_ends_when_the_transport_dies_no_busy_loop(ssh_cluster):

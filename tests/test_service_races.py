@@ -36,6 +36,7 @@ def test_a_refresh_between_the_pids_and_running_judges_nothing(tmp_path):
     """submit records the pids, then RUNNING; a status from another process in between sees a
     node that already ended (a short job) but must not move STAGING to an end (no such move)."""
     import sys
+
     from launcher.core.layout import JobLayout
     registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
     root = tmp_path / "w"
@@ -59,6 +60,7 @@ def test_cancel_of_a_job_that_ended_unseen_keeps_its_result(tmp_path):
     """Both nodes exited 0 after the last look (nobody followed): the registry still says
     RUNNING. A cancel then must find the end and keep it, not record `cancelled` (status 102)."""
     import sys
+
     from launcher.core.layout import JobLayout
     registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
     root = tmp_path / "w"
@@ -98,6 +100,7 @@ class _Unreachable:
 
 def test_a_node_that_never_comes_back_ends_the_job_lost_not_running_forever(tmp_path, monkeypatch):
     import time
+
     from launcher.ops import service as service_mod
     registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
     job = registry.create_job("gone", "finetune", hostfile_text="nodeA slots=1\n", nodes=[("nodeA", "/w/a")])

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import yaml
 
@@ -71,6 +70,7 @@ def test_jobs_says_which_login_node_it_could_not_ask(tmp_path):
     """A login node that cannot be reached leaves its jobs' last recorded states, and says so
     (before: silently shown as if current)."""
     from functools import partial
+
     from launcher.runners import ConnectOptions, make_runner
     with reg.Registry(tmp_path / "r.sqlite3") as r:
         job = r.create_job("j", "finetune", hostfile_text="127.0.0.1 port=1 slots=8\n", nodes=[("n1", "/s/j")],
@@ -161,7 +161,7 @@ def test_an_orphaned_sbatch_is_found_by_its_name_and_cancelled(tmp_path, monkeyp
             service.submit(job, read_target(target), SubmitOptions())
         record = r.list(limit=1)[0]
         assert record.state == reg.FAILED and record.meta["slurm_job_name"] == record.id
-        assert f"sbatch --parsable" in calls.read_text()
+        assert "sbatch --parsable" in calls.read_text()
         after, outcome = service.cancel(record.id)
         assert f"squeue -h --name={record.id} -o %i" in calls.read_text() and "scancel 77" in calls.read_text()
         assert after.state == reg.FAILED and after.meta["slurm_job_id"] == "77"
@@ -336,7 +336,7 @@ def test_the_nodes_software_is_compared_before_msrun_as_a_hostfile_preflight_doe
     assert here["versions"]["mindspore"]  # this venv has it
     (answers / "0.out").write_text("banner\n" + mine.stdout)
     other = dict(here["versions"], mindspore="2.2.0")
-    (answers / "1.out").write_text(wire.ANSWER_MARK + '{"node": "n2", "versions": %s}\n' % json.dumps(other))
+    (answers / "1.out").write_text(wire.ANSWER_MARK + f'{{"node": "n2", "versions": {json.dumps(other)}}}\n')
     res = subprocess.run([sys.executable, "-S", *check.skew], capture_output=True, text=True)
     expected = version_skew({here["node"]: here["versions"], "n2": other})
     assert res.returncode == 1 and expected == [f"mindspore differs between nodes: {here['versions']['mindspore']} "

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from launcher.core import yamlio
-from launcher.errors import InputError
 from launcher.core.spec import BUILTIN_ENTRY, load_job
+from launcher.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def test_local_paths_are_relative_to_the_job_file(tmp_path):
 
 def test_spec_is_frozen():
     spec = load_job(ROOT / "jobs" / "tiny_lora_cpu.yaml")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="frozen"):
         spec.name = "other"  # type: ignore[misc]
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
-from launcher.runners import LocalRunner as LocalExec
 from launcher.core.plan import StageItem
+from launcher.errors import RemoteError
 from launcher.ops.stage import HashCache, IgnoreRules, Stager, collect, tar_stream
 from launcher.remote import wire
+from launcher.runners import LocalRunner as LocalExec
 
 PY = sys.executable
 
@@ -265,6 +265,7 @@ def test_a_reused_tree_is_touched_and_prune_spares_a_tree_reused_after_its_scan(
     looks at its mtime again and puts it back when it was touched."""
     import importlib
     import time
+
     from launcher.ops.stage import InventoryCache
     node, local, known = _staged_with_cache(tmp_path)
     (tree,) = (tmp_path / "wd/alaunch/cas/trees").iterdir()

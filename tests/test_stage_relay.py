@@ -14,8 +14,8 @@ from launcher.core.hostfile import Host
 from launcher.core.plan import StageItem
 from launcher.core.route import direct_route, parse_mode, plan_route, should_relay
 from launcher.errors import InputError
-from launcher.ops.stage_relay import hop_ssh, read_answer, relay_request, RelayOutcome
 from launcher.ops.stage import HashCache, LocalFile, Stager, collect, tar_stream
+from launcher.ops.stage_relay import RelayOutcome, hop_ssh, read_answer, relay_request
 from launcher.remote import wire
 from launcher.runners import LocalRunner
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +103,7 @@ def test_a_submit_without_wait_does_not_jump_a_queued_job(tmp_path):
     --wait is refused (exit 4, naming it) before anything is recorded or staged, instead of
     taking the cards that job waits for. Only --wait submits looked at the queue before."""
     import time as _time
+
     from launcher.core.cards import CardsBusy
     from launcher.errors import ExitCode
     code = tmp_path / "code"

@@ -167,7 +167,7 @@ def test_predict_batched_jsonl_pairs_every_prompt(trained_2, tmp_path, toy_data)
     assert result.returncode == 0, (tmp_path / "msrun_log" / "worker_0.log").read_text()[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "output" / "predictions.jsonl").read_text().splitlines()]
     assert [r["input"] for r in rows] == [q for q, _ in picked]
-    assert all(a in r["output"] for r, (_, a) in zip(rows, picked)), rows
+    assert all(a in r["output"] for r, (_, a) in zip(rows, picked, strict=True)), rows
 
 
 def test_two_workers_continue_from_checkpoint(trained_2, tmp_path, toy_data):

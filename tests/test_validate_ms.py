@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.core import lora, yamlio
 from launcher.cli.commands.render import build
+from launcher.core import lora, yamlio
 from launcher.core.hostfile import Host
 
 pytestmark = pytest.mark.ms
@@ -60,8 +60,8 @@ def test_llama3_8b_llamaconfig_from_model_config(mf_cwd):
 
 
 def test_mindformers_refuses_a_broken_model_config(mf_cwd):
-    from launcher.errors import InputError
     from launcher.core.validate import check_with_mindformers
+    from launcher.errors import InputError
     config = yamlio.load_file(ROOT / "configs" / "tiny_llama_cpu" / "finetune.yaml", allow_aliases=True)
     config["model"]["model_config"]["compute_dtype"] = "float99"
     with pytest.raises(InputError, match="LlamaConfig refuses model_config"):

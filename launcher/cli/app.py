@@ -18,7 +18,6 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -81,7 +80,7 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
     def _root(
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                      help="Print the version and exit."),
-        state_dir: Optional[Path] = typer.Option(
+        state_dir: Path | None = typer.Option(
             None, "--state-dir", envvar="ALAUNCH_STATE_DIR",
             help="Where the job registry lives (default: $XDG_STATE_HOME/alaunch)."),
     ) -> None:

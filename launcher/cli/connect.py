@@ -6,12 +6,16 @@ The SSH files a job was submitted with are kept in its registry record, so ``sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING
 
 from launcher.ops import registry as reg
 
+if TYPE_CHECKING:
+    from launcher.core.hostfile import Host
+    from launcher.runners import CommandRunner
 
 DEFAULT_CONTROL_PERSIST = 60.0
 
@@ -21,6 +25,7 @@ def control_persist() -> float:
     0: each command closes its own). Why: ``status`` or ``cancel`` right after ``submit`` then
     costs one round trip per host instead of a handshake (benchmarks/bench_scale.py, warm)."""
     import os
+
     from launcher.errors import InputError
     raw = os.environ.get("ALAUNCH_CONTROL_PERSIST", "")
     try:
@@ -31,7 +36,8 @@ def control_persist() -> float:
     return max(0.0, value)
 
 
-def runner_factory(known_hosts: Optional[Path], ssh_config: Optional[Path], accept_new: bool) -> Callable:
+def runner_factory(known_hosts: Path | None, ssh_config: Path | None,
+                   accept_new: bool) -> Callable[[Host], CommandRunner]:
     """Host -> runner, with the transport's ConnectOptions shared by every host."""
     from launcher.runners import ConnectOptions, make_runner
     options = ConnectOptions(known_hosts=known_hosts, ssh_config=ssh_config, accept_new_host_keys=accept_new,
@@ -39,7 +45,8 @@ def runner_factory(known_hosts: Optional[Path], ssh_config: Optional[Path], acce
     return partial(make_runner, options=options)
 
 
-def saved_ssh(record: reg.JobRecord, known_hosts: Optional[Path], ssh_config: Optional[Path]) -> tuple:
+def saved_ssh(record: reg.JobRecord, known_hosts: Path | None,
+              ssh_config: Path | None) -> tuple[Path | None, Path | None]:
     """The SSH files given now, else those the job's submit used."""
     saved = record.meta.get("ssh") or {}
     return (known_hosts or (Path(saved["known_hosts"]) if "known_hosts" in saved else None),

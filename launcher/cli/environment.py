@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # rich and the registry load when a verb runs, not for `alaun
     from rich.console import Console
 
 
-def _console(**kwargs) -> "Console":
+def _console(**kwargs) -> Console:
     from rich.console import Console
 
     return Console(**kwargs)
@@ -41,7 +41,7 @@ class Environment:
         return self.stdout.is_terminal and not self.raw
 
     @classmethod
-    def for_output(cls, *, raw: bool = False, state_dir: Path | None = None) -> "Environment":
+    def for_output(cls, *, raw: bool = False, state_dir: Path | None = None) -> Environment:
         no_colour = raw or bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
         env = cls(
             stdout=_console(highlight=False, no_color=no_colour, soft_wrap=raw),

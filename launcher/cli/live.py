@@ -10,34 +10,53 @@ Sinks for :class:`launcher.ops.follow.Follower`:
   5,300 of them raw MindFormers output (config dumps, deprecation warnings, progress bars).
 * ``--verbose`` (or ``--raw``, ``--grep``, ``--since``, which filter lines): every line, tagged
   host/rank — :class:`LiveSink` (a rich Live bar under the scrolling, rank-coloured log) on a
-  terminal, :class:`PlainSink` (plain tagged lines, notes on stderr) in a pipe. :func:`follow_job` wires a registry record to
-a Follower and prints the end report; :func:`parse_since` reads ``--since``.
+  terminal, :class:`PlainSink` (plain tagged lines, notes on stderr) in a pipe.
+  :func:`follow_job` wires a registry record to a Follower and prints the end report;
+  :func:`parse_since` reads ``--since``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from datetime import datetime, timedelta
-from typing import Callable
-
-from rich.live import Live
-
-from launcher.cli import environment
-
-from launcher.ops import registry as reg
-from launcher.cli.logview import (LinePrinter, compile_grep, failure_lines, label, straggler_lines, summary_payload,
-                                  summary_table)
-from launcher.errors import ExitCode, InputError
 import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from rich.console import Group
+from rich.live import Live
 from rich.text import Text
 
-from launcher.ops.follow import (Follower, FollowResult, NodeView, ProgressView, UNREACHABLE_AFTER,
-                                 progress_renderable, short_warning, story_kind, view_text)
+from launcher.cli import environment
+from launcher.cli.logview import (
+    LinePrinter,
+    compile_grep,
+    failure_lines,
+    label,
+    straggler_lines,
+    summary_payload,
+    summary_table,
+)
 from launcher.core.hostfile import Host, parse_hostfile
-from launcher.ops.service import STATE_EXIT, JobService
+from launcher.errors import ExitCode, InputError
+from launcher.ops import registry as reg
+from launcher.ops.follow import (
+    UNREACHABLE_AFTER,
+    Follower,
+    FollowResult,
+    NodeView,
+    ProgressView,
+    progress_renderable,
+    short_warning,
+    story_kind,
+    view_text,
+)
+from launcher.ops.service import STATE_EXIT
+
+if TYPE_CHECKING:
+    from launcher.ops.engine import Engine
+    from launcher.runners import CommandRunner
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -110,7 +129,7 @@ class StorySink:
         self.live = Live(self._renderable(), console=self.console, refresh_per_second=4, transient=True,
                          redirect_stdout=False, redirect_stderr=False) if live else None
 
-    def __enter__(self) -> "StorySink":
+    def __enter__(self) -> StorySink:
         if self.live is not None:
             self.live.__enter__()
         return self
@@ -206,7 +225,7 @@ class StorySink:
             total = sum(v[0] for v in self.warnings.values())
             self._say(f"warnings: {len(self.warnings)} distinct, {total} in all"
                       + (" (--verbose shows every line)" if repeated else ""))
-        for count, _, (n, text, who) in repeated[:5]:
+        for count, _, (_n, text, who) in repeated[:5]:
             self._say(f"  x{count}  {who}: {text[:160]}")
 
 
@@ -220,7 +239,7 @@ class LiveSink(PlainSink):
                          refresh_per_second=8, transient=True, redirect_stdout=False, redirect_stderr=False)
         printer.console = self.console
 
-    def __enter__(self) -> "LiveSink":
+    def __enter__(self) -> LiveSink:
         self.live.__enter__()
         return self
 
@@ -259,7 +278,7 @@ def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
     return int(ExitCode.JOB_FAILED) if first is not None else int(ExitCode.OK)
 
 
-def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[[Host], object], *,
+def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Host], CommandRunner], *,
                follow: bool = True, raw: bool = False, grep: str | None = None, rank: int | None = None,
                node: str | None = None, since: str | None = None, verbose: bool = False,
                progress_every: float = 10.0, unreachable_after: float = UNREACHABLE_AFTER,
@@ -280,6 +299,7 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                           since=parse_since(since))
     live = follow and not raw and env.stdout.is_terminal
     every_line = verbose or raw or grep is not None or since is not None or not follow
+    sink: PlainSink | StorySink
     if every_line:
         sink = LiveSink(printer) if live else PlainSink(printer)
     else:
@@ -292,7 +312,7 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                         offsets_path=offsets)
     # an engine may end a job whose script never says so: its watch runs beside the follower
     with service.watching(record, note) if follow else contextlib.nullcontext():
-        if live or isinstance(sink, StorySink):
+        if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)
             with sink:
                 result = follower.run()
         else:
@@ -302,7 +322,8 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
     return report(result, raw=raw, follow=follow)
 
 
-def finish_submit(registry: reg.Registry, record: reg.JobRecord, service, runner_for: Callable[[Host], object], *,
+def finish_submit(registry: reg.Registry, record: reg.JobRecord, service: Engine,
+                  runner_for: Callable[[Host], CommandRunner], *,
                   follow: bool, fetch: bool, fetch_dest, accept_new: bool, verbose: bool = False) -> int:
     """The tail of ``submit`` (hostfile and Slurm alike): follow the logs to the end when asked
     (``--fetch`` implies it), then fetch the outputs into ``fetch_dest/<job-id>/``, then print the

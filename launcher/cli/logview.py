@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict
 from datetime import datetime
 
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -39,7 +40,7 @@ class LinePrinter:
         self.rank = rank
         self.node = node
         self.since = since
-        self.console = None  # a live display's console while one is up
+        self.console: Console | None = None  # a live display's console while one is up
         self._recent: dict[tuple[str, int | None], bool] = {}  # per stream: last timestamp >= since
         self.printed = 0
 

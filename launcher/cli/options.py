@@ -8,26 +8,23 @@ DeepSpeed's ``--include``/``--exclude`` filters. How to reach them: ``--known-ho
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-
-HostfileOpt = Annotated[Optional[Path], typer.Option("-H", "--hostfile", help="Hostfile (DeepSpeed format).")]
+HostfileOpt = Annotated[Path | None, typer.Option("-H", "--hostfile", help="Hostfile (DeepSpeed format).")]
 LocalOpt = Annotated[bool, typer.Option("--local", help="Run on this machine, no SSH (the default without -H).")]
-SlotsOpt = Annotated[int, typer.Option("--slots", help="Slots of this machine with --local.")]
-IncludeOpt = Annotated[Optional[str], typer.Option("--include", help="Only these hosts/slots: NAME[:0,1][@NAME...].")]
-ExcludeOpt = Annotated[Optional[str], typer.Option("--exclude", help="Not these hosts/slots: NAME[:0,1][@NAME...].")]
+# $ALAUNCH_LOCAL_SLOTS is read when the command runs (a default computed at import would be read once,
+# whenever the verb's module was first imported)
+SlotsOpt = Annotated[int, typer.Option("--slots", envvar="ALAUNCH_LOCAL_SLOTS",
+                                       help="Slots of this machine with --local.")]
+IncludeOpt = Annotated[str | None, typer.Option("--include", help="Only these hosts/slots: NAME[:0,1][@NAME...].")]
+ExcludeOpt = Annotated[str | None, typer.Option("--exclude", help="Not these hosts/slots: NAME[:0,1][@NAME...].")]
 
-KnownHostsOpt = Annotated[Optional[Path], typer.Option("--known-hosts",
+KnownHostsOpt = Annotated[Path | None, typer.Option("--known-hosts",
                                                        help="known_hosts file (default: ~/.ssh/known_hosts).")]
-SshConfigOpt = Annotated[Optional[Path], typer.Option("--ssh-config", help="ssh config file (default: ~/.ssh/config).")]
+SshConfigOpt = Annotated[Path | None, typer.Option("--ssh-config", help="ssh config file (default: ~/.ssh/config).")]
 AcceptNewOpt = Annotated[bool, typer.Option("--accept-new-host-keys",
                                             help="Trust unknown host keys and add them to known_hosts.")]
 
-
-def default_slots() -> int:
-    """``--slots`` default: ``$ALAUNCH_LOCAL_SLOTS`` or 1."""
-    return int(os.environ.get("ALAUNCH_LOCAL_SLOTS", "1"))

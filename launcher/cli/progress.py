@@ -8,17 +8,20 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TransferSpeedColumn
+from rich.progress import Progress as RichBar
 
 from launcher.ops import registry as reg
 from launcher.ops.collect import FetchReport, NodeFetch, fetch_job
 from launcher.ops.stage import HostReport, PlainProgress, Progress
 
+
 class RichProgress(Progress):
     """Files, bytes and speed per host, on a terminal."""
 
     def __init__(self, bar: RichBar, say):
-        self.bar, self.tasks, self.say = bar, {}, say
+        self.bar, self.say = bar, say
+        self.tasks: dict[str, TaskID] = {}
 
     def start(self, host: str, total: int, files: int) -> None:
         self.tasks[host] = self.bar.add_task(f"{host}: {files} file(s)", total=max(total, 1))
@@ -42,7 +45,7 @@ class GroupProgress(Progress):
 
     def __init__(self, hosts: int, say, bar: RichBar | None = None):
         self.hosts, self.say, self.bar = hosts, say, bar  # hosts: for the bar's title
-        self.task = None
+        self.task: TaskID | None = None
         self.reports: dict[str, HostReport] = {}
         self.lock = threading.Lock()
 
@@ -53,7 +56,7 @@ class GroupProgress(Progress):
             if self.task is None:
                 self.task = self.bar.add_task(f"staging to {self.hosts} hosts", total=max(total, 1))
             else:
-                self.bar.update(self.task, total=self.bar.tasks[self.task].total + total)
+                self.bar.update(self.task, total=(self.bar.tasks[self.task].total or 0) + total)
 
     def advance(self, host: str, n: int) -> None:
         if self.bar is not None and self.task is not None:
@@ -127,7 +130,8 @@ class RichFetchProgress(PlainFetchProgress):
 
     def __init__(self, bar: RichBar, say):
         super().__init__(say)
-        self.bar, self.tasks, self.lock = bar, {}, threading.Lock()
+        self.bar, self.lock = bar, threading.Lock()
+        self.tasks: dict[str, TaskID] = {}
 
     def start(self, host: str, files: int, total_bytes: int) -> None:
         with self.lock:
@@ -150,5 +154,6 @@ def fetch_with_progress(env, registry: reg.Registry, job: str, what: str, dest: 
         bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), console=env.stderr, transient=False)
         with bar:
-            return fetch_job(registry, job, what, dest, env.state_dir, progress=RichFetchProgress(bar, say), options=options)
+            return fetch_job(registry, job, what, dest, env.state_dir, progress=RichFetchProgress(bar, say),
+                             options=options)
     return fetch_job(registry, job, what, dest, env.state_dir, progress=PlainFetchProgress(say), options=options)

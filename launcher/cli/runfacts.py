@@ -49,7 +49,7 @@ def plot_losses(runs: list[RunFacts], out: Path) -> int:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     try:
         for f in curves:
-            xs, ys = zip(*f.loss_curve)
+            xs, ys = zip(*f.loss_curve, strict=True)
             ax.plot(xs, ys, label=f.job, linewidth=1)
         ax.set_xlabel("global step")
         ax.set_ylabel("loss")

@@ -18,8 +18,9 @@ with ``cards_per_node: 2`` leaves exactly those two, so the job runs on them or 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Any
 
 from launcher.core.hostfile import Host
 from launcher.errors import AlaunchError, ExitCode, InputError
@@ -57,13 +58,13 @@ class CardsBusy(AlaunchError):
         self.holders = {h: tuple(v) for h, v in (holders or {}).items()}
 
 
-def holders_from_claims(claims: Iterable[Mapping], own_job: str | None = None) -> list[Holder]:
+def holders_from_claims(claims: Iterable[Mapping[str, Any]], own_job: str | None = None) -> list[Holder]:
     """The host's live claims (``[{"job_id", "cards", "user", "pid"}]``) -> one holder per card."""
     return [Holder(int(c), job_id=claim["job_id"], user=claim.get("user"), pid=claim.get("pid"))
             for claim in claims if claim["job_id"] != own_job for c in claim["cards"]]
 
 
-def holders_from_npu_smi(cards: Iterable, hbm_threshold_mb: int | None = None) -> list[Holder]:
+def holders_from_npu_smi(cards: Iterable[Any], hbm_threshold_mb: int | None = None) -> list[Holder]:
     """Busy cards of a parsed ``npu-smi info`` (``NpuCard``s): the first process listed, else the HBM."""
     out = []
     for card in cards:

@@ -35,9 +35,9 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from launcher.errors import InputError
 
@@ -45,8 +45,8 @@ LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 DEFAULT_WORKDIR = "~"  # jobs live in <workdir>/alaunch/<job-id>, so ~/alaunch/<job-id> by default
 
 KEYS = ("slots", "user", "port", "identity", "workdir", "addr", "env_scripts", "claims")
-MAX_HOSTFILE_BYTES = 1 << 20
-MAX_SLOTS = 1024  # far above any real node; stops slots=10**12 from allocating slot ids  # a hostfile is a short text file; refuse anything bigger
+MAX_HOSTFILE_BYTES = 1 << 20  # a hostfile is a short text file; refuse anything bigger
+MAX_SLOTS = 1024  # far above any real node; stops slots=10**12 from allocating slot ids
 
 # Strict on purpose: a host name ends up in ssh argv, logs and remote paths. No shell
 # metacharacters, no whitespace, no leading '-' (it would read as an ssh option).

@@ -46,11 +46,11 @@ class JobLayout:
     root: str
 
     @classmethod
-    def for_job(cls, workdir: str, job_id: str) -> "JobLayout":
+    def for_job(cls, workdir: str, job_id: str) -> JobLayout:
         """``<workdir>/alaunch/<job-id>``: every job in its own directory under the host's workdir."""
         return cls(posixpath.join(workdir.rstrip("/") or "/", "alaunch", job_id))
 
-    def with_root(self, root: str) -> "JobLayout":
+    def with_root(self, root: str) -> JobLayout:
         return JobLayout(root)
 
     def _join(self, *parts: str) -> str:

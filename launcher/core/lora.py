@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -331,11 +332,16 @@ def is_legacy(config: Mapping[str, Any]) -> bool:
     return config.get("use_legacy") is not False
 
 
+def _section(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``config[key]`` when it is a mapping, else an empty one (a config may lack or mistype it)."""
+    value = config.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
 def family_for(config: Mapping[str, Any]) -> Family | None:
     """The family of a whole MindFormers config (arch type, model_config type, ``use_legacy``)."""
-    model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
-    arch = model.get("arch") if isinstance(model.get("arch"), Mapping) else {}
-    mc = model.get("model_config") if isinstance(model.get("model_config"), Mapping) else {}
+    model = _section(config, "model")
+    arch, mc = _section(model, "arch"), _section(model, "model_config")
     arch_type = str(arch.get("type") or "")
     config_type = str(mc.get("type") or "")
     if not is_legacy(config):
@@ -361,14 +367,14 @@ def family_for_model_config(mc: Mapping[str, Any]) -> Family | None:
     return None
 
 
-def pet_config_of(config: Mapping[str, Any]) -> tuple[dict, str]:
+def pet_config_of(config: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """(pet config, where it was found): ``model.model_config.pet_config`` (1.x/2.x) or the 0.x
     ``model.arch.pet`` (``pet_type`` outside, the rest under ``pet_config``)."""
-    model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
-    mc = model.get("model_config") if isinstance(model.get("model_config"), Mapping) else {}
+    model = _section(config, "model")
+    mc = _section(model, "model_config")
     if isinstance(mc.get("pet_config"), Mapping):
         return dict(mc["pet_config"]), "model.model_config.pet_config"
-    arch = model.get("arch") if isinstance(model.get("arch"), Mapping) else {}
+    arch = _section(model, "arch")
     old = arch.get("pet")
     if isinstance(old, Mapping):
         merged = {"pet_type": old.get("pet_type")}
@@ -390,7 +396,7 @@ def _exclude(pet_config: Mapping[str, Any]) -> list[re.Pattern[str]]:
     return [re.compile(str(p)) for p in (pet_config.get("exclude_layers") or [])]
 
 
-def lora_reaches(linear: Linear, root: str, regex: re.Pattern[str], exclude: list[re.Pattern[str]] = ()) -> bool:
+def lora_reaches(linear: Linear, root: str, regex: re.Pattern[str], exclude: Sequence[re.Pattern[str]] = ()) -> bool:
     """Does MindFormers' recursive walk replace this Linear? Outside the root: never. On the way
     down, a cell whose name matches (and is not a Linear) stops the walk; an excluded one too."""
     if not linear.path.startswith(root):

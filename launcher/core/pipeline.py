@@ -33,9 +33,10 @@ import difflib
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, NoReturn
 
 from launcher.core import yamlio
 from launcher.errors import InputError
@@ -66,13 +67,15 @@ class Ref:
 
     step: str
     select: str = "last"
-    output: Optional[str] = None
+    output: str | None = None
 
     def describe(self) -> str:
         what = self.output or "outputs"
-        return f"{self.step}'s {'last' if self.select == 'last' else 'every'} {what.rstrip('s') if self.select == 'last' else what}"
+        if self.select == "last":
+            return f"{self.step}'s last {what.rstrip('s')}"
+        return f"{self.step}'s every {what}"
 
-    def canonical(self) -> dict:
+    def canonical(self) -> dict[str, Any]:
         return {"from": self.step, "select": self.select, "output": self.output}
 
 
@@ -82,16 +85,16 @@ class Step:
 
     name: str
     position: int
-    job: Optional[str] = None  # absolute path of the job file
-    inline: Optional[dict] = None  # an inline job mapping
-    builtin: Optional[str] = None
+    job: str | None = None  # absolute path of the job file
+    inline: dict[str, Any] | None = None  # an inline job mapping
+    builtin: str | None = None
     needs: tuple[str, ...] = ()  # explicit and from references, in order, no duplicates
     checkpoint: Any = None  # a Ref (or a plain PathRef mapping)
-    inputs: dict = field(default_factory=dict)  # name -> Ref or PathRef mapping
-    sets: dict = field(default_factory=dict)  # dotted override -> value
-    options: dict = field(default_factory=dict)  # a built-in's ``with:``
+    inputs: dict[str, Any] = field(default_factory=dict)  # name -> Ref or PathRef mapping
+    sets: dict[str, Any] = field(default_factory=dict)  # dotted override -> value
+    options: dict[str, Any] = field(default_factory=dict)  # a built-in's ``with:``
     retries: int = 0
-    line: Optional[int] = None
+    line: int | None = None
 
     @property
     def kind(self) -> str:
@@ -100,7 +103,7 @@ class Step:
     def refs(self) -> list[Ref]:
         return list(iter_refs([self.checkpoint, self.inputs, self.options]))
 
-    def canonical(self) -> dict:
+    def canonical(self) -> dict[str, Any]:
         """The step's definition as plain data (refs as mappings) for hashing and display."""
         def plain(value: Any) -> Any:
             if isinstance(value, Ref):
@@ -121,7 +124,7 @@ class Pipeline:
     name: str
     steps: tuple[Step, ...]
     source: str = "<pipeline>"
-    base_dir: Optional[str] = None
+    base_dir: str | None = None
     description: str = ""
 
     def step(self, name: str) -> Step:
@@ -217,7 +220,7 @@ def _refs_in(value: Any, where: str, fail: Callable[[str, str], None]) -> Any:
     return value
 
 
-def _check_options(builtin: str, options: dict, where: str, fail: Callable[[str, str], None]) -> None:
+def _check_options(builtin: str, options: dict[str, Any], where: str, fail: Callable[[str, str], None]) -> None:
     """A built-in's ``with:`` against :data:`BUILTIN_OPTIONS` (one line: key, what is valid)."""
     table = BUILTIN_OPTIONS[builtin]
     valid = ", ".join(table)
@@ -256,7 +259,7 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
                    text: str | None = None) -> Pipeline:
     """Validate a parsed pipeline mapping; the first problem is an InputError (file:line: key: what)."""
 
-    def fail(key: str, message: str) -> None:
+    def fail(key: str, message: str) -> NoReturn:
         path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
         line = yamlio.line_of(text, path) if text else None
         raise InputError(message, source=source, line=line, key=key)
@@ -283,7 +286,8 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
             fail(where, "must be a mapping: {job: FILE} or {builtin: NAME}")
         for key in raw:
             if key not in STEP_KEYS:
-                fail(f"{where}.{key}", f"unknown key{_did_you_mean(str(key), STEP_KEYS)} (valid: {', '.join(STEP_KEYS)})")
+                fail(f"{where}.{key}",
+                     f"unknown key{_did_you_mean(str(key), STEP_KEYS)} (valid: {', '.join(STEP_KEYS)})")
         job, builtin = raw.get("job"), raw.get("builtin")
         if (job is None) == (builtin is None):
             fail(where, "give exactly one of 'job' (a job file, or an inline job) or 'builtin' ("
@@ -330,7 +334,8 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
     for s in steps:
         for n in s.needs:
             if n not in names:
-                fail(f"steps.{s.name}", f"needs unknown step {n!r}{_did_you_mean(n, names)} (steps: {', '.join(names)})")
+                fail(f"steps.{s.name}",
+                     f"needs unknown step {n!r}{_did_you_mean(n, names)} (steps: {', '.join(names)})")
             if n == s.name:
                 fail(f"steps.{s.name}", "a step cannot need itself")
     pipeline = Pipeline(name, tuple(steps), source, base_dir, str(data.get("description") or ""))
@@ -394,19 +399,19 @@ class Checkpoint:
     resumes began, on its host), ``mtime_ns`` when it was written."""
 
     path: str
-    rank: Optional[int]
-    step: Optional[int]
+    rank: int | None
+    step: int | None
     mtime_ns: int = 0
     size: int = 0
-    sha256: Optional[str] = None
+    sha256: str | None = None
     attempt: int = 1
 
     @classmethod
-    def of(cls, path: str, info: Mapping[str, Any]) -> "Checkpoint":
+    def of(cls, path: str, info: Mapping[str, Any]) -> Checkpoint:
         return cls(path, rank_of(path), info.get("step"), int(info.get("mtime_ns") or 0),
                    int(info.get("size") or 0), info.get("sha256"), int(info.get("attempt") or 1))
 
-    def order(self) -> tuple:
+    def order(self) -> tuple[int, int, int]:
         """Newest first by global step, then attempt, then write time; names never decide (a
         resumed MindSpore run names step 400 ``_1-4_50`` after step 350's ``_1-4_100``)."""
         return (-1 if self.step is None else self.step, self.attempt, self.mtime_ns)
@@ -418,7 +423,7 @@ def rank_of(path: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _ckpts(items: Sequence["Checkpoint"]) -> list["Checkpoint"]:
+def _ckpts(items: Sequence[Checkpoint]) -> list[Checkpoint]:
     return [c for c in items if c.path.endswith((".ckpt", ".safetensors"))]
 
 
@@ -439,6 +444,8 @@ def common_last_step(items: Sequence[Checkpoint]) -> tuple[int, dict[int, Checkp
     ranks = {c.rank for c in ckpts}
     by_key: dict[tuple[int, int], dict[int, Checkpoint]] = {}
     for c in ckpts:
+        if c.step is None or c.rank is None:  # none left by the filter above; said for the checker
+            continue
         have = by_key.setdefault((c.step, c.attempt), {})
         if c.rank not in have or c.mtime_ns > have[c.rank].mtime_ns:
             have[c.rank] = c

@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
-from launcher.errors import InputError
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
 from launcher.core.spec import SECRET_MASK, JobSpec
+from launcher.errors import InputError
 from launcher.resources import package_path
 
 DEFAULT_CLUSTER_TIME_OUT = 600  # seconds msrun waits for every node to join
@@ -216,15 +216,15 @@ def stage_items(spec: JobSpec, config_text: str) -> list[StageItem]:
         items += [StageItem(f"code/{name}", local=os.path.join(ENTRY_DIR, name))
                   for name in BUILTIN_ENTRY_FILES]
     for name, ref in spec.inputs.items():
-        if ref.is_local:
+        if ref.local is not None:
             base = os.path.basename(ref.local.rstrip("/"))
             items.append(StageItem(f"data/{name}/{base}", local=ref.local))
             if base.endswith(".mindrecord"):  # a MindRecord file is unusable without its index
                 items.append(StageItem(f"data/{name}/{base}.db", local=ref.local + ".db"))
-    if spec.checkpoint is not None and spec.checkpoint.is_local:
+    if spec.checkpoint is not None and spec.checkpoint.local is not None:
         base = os.path.basename(spec.checkpoint.local.rstrip("/"))
         items.append(StageItem(f"ckpt/{base}", local=spec.checkpoint.local))
-    if spec.tokenizer is not None and spec.tokenizer.is_local:
+    if spec.tokenizer is not None and spec.tokenizer.local is not None:
         items.append(StageItem(f"tokenizer/{os.path.basename(spec.tokenizer.local)}",
                                local=spec.tokenizer.local))
     items.append(StageItem("config/job.yaml", text=config_text))

@@ -9,8 +9,9 @@ orphaned trees, objects and leftovers it computes itself (they need inode counts
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Any
 
 from launcher.errors import InputError
 
@@ -39,7 +40,7 @@ class JobDir:
     mtime: float
 
     @classmethod
-    def from_scan(cls, d: Mapping) -> "JobDir":
+    def from_scan(cls, d: Mapping[str, Any]) -> JobDir:
         return cls(d["id"], bool(d["running"]), bool(d["started"]), bool(d["finished"]), d.get("ended"),
                    float(d["mtime"]))
 
@@ -56,7 +57,7 @@ def select(jobs: Iterable[JobDir], now: float, older_than: float, keep_last: int
     return sorted(j.id for j in done[keep_last:] if now - (j.ended or j.mtime) >= older_than)
 
 
-def human_bytes(n: int) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -64,7 +65,7 @@ def human_bytes(n: int) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def dedupe_stores(scans: Sequence[tuple[str, Mapping]]) -> list[str]:
+def dedupe_stores(scans: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """Hosts sharing one workdir (same store id and path) are pruned once: the first of them."""
     seen, out = set(), []
     for host, scan in scans:

@@ -20,14 +20,21 @@ import copy
 import difflib
 import hashlib
 import posixpath
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from launcher.core import lora, yamlio
-from launcher.errors import InputError
 from launcher.core.layout import JobLayout
+from launcher.errors import InputError
+
+if TYPE_CHECKING:
+    from launcher.core.hostfile import Host
+    from launcher.core.spec import JobSpec, PathRef
+
+Config = dict[str, Any]  # a MindFormers config as parsed YAML
 
 RUN_MODES = {"finetune": ("finetune", "train"), "eval": ("eval",), "predict": ("predict",)}
 TOKENIZER_KEY = "processor.tokenizer.vocab_file"
@@ -49,10 +56,10 @@ class World:
 
 @dataclass(frozen=True)
 class Rendered:
-    config: dict
+    config: Config
     text: str
     sha256: str
-    derived: dict
+    derived: dict[str, Any]
     changes: tuple[tuple[str, Any, Any], ...]  # (dotted key, template value, rendered value)
     source: str = "<template>"
 
@@ -70,9 +77,10 @@ class Rendered:
             ("run_mode", str(d["run_mode"])),
         ]
         if d.get("lora_rank") is not None:
+            reached = ", ".join(d["lora_matched"]) or ("nothing" if d.get("trainable_params") is not None
+                                                       else "unknown")
             rows += [("LoRA rank / alpha", f"{d['lora_rank']} / {d['lora_alpha']}"),
-                     ("LoRA targets", f"{d['target_modules']} -> "
-                                      f"{', '.join(d['lora_matched']) or ('nothing' if d.get('trainable_params') is not None else 'unknown')}")]
+                     ("LoRA targets", f"{d['target_modules']} -> {reached}")]
         if d.get("trainable_params") is not None:
             rows.append(("trainable params", f"{d['trainable_params']:,} ({d['trainable_percent']}) of "
                                              f"{d['total_params']:,} ({d['base_params'] / 1e9:.2f}e9 base + LoRA)"))
@@ -81,7 +89,7 @@ class Rendered:
 
 # ---------------------------------------------------------------- dotted keys
 
-def get_dotted(config: dict, key: str, default: Any = None) -> Any:
+def get_dotted(config: Config, key: str, default: Any = None) -> Any:
     node: Any = config
     for part in key.split("."):
         if isinstance(node, dict) and part in node:
@@ -91,12 +99,12 @@ def get_dotted(config: dict, key: str, default: Any = None) -> Any:
     return node
 
 
-def has_dotted(config: dict, key: str) -> bool:
+def has_dotted(config: Config, key: str) -> bool:
     sentinel = object()
     return get_dotted(config, key, sentinel) is not sentinel
 
 
-def set_dotted(config: dict, key: str, value: Any, *, create: bool, source: str) -> None:
+def set_dotted(config: Config, key: str, value: Any, *, create: bool, source: str) -> None:
     """Set ``key``; unless ``create``, every part must already exist (did-you-mean otherwise)."""
     parts = key.split(".")
     node = config
@@ -141,7 +149,7 @@ def parse_set(item: str) -> tuple[str, Any, bool]:
 
 # ---------------------------------------------------------------- the core
 
-def _int_at(config: dict, key: str, default: int, source: str) -> int:
+def _int_at(config: Config, key: str, default: int, source: str) -> int:
     value = get_dotted(config, key, default)
     if value is None:
         value = default
@@ -150,9 +158,9 @@ def _int_at(config: dict, key: str, default: int, source: str) -> int:
     return value
 
 
-def render_config(template: dict, *, overrides: dict | None = None, sets: Sequence[str] = (),
+def render_config(template: Config, *, overrides: dict[str, Any] | None = None, sets: Sequence[str] = (),
                   world: World | None = None, kind: str | None = None, seed: int | None = None,
-                  paths: dict[str, str] | None = None, source: str = "<template>") -> tuple[dict, dict]:
+                  paths: dict[str, str] | None = None, source: str = "<template>") -> tuple[Config, dict[str, Any]]:
     """Apply overrides, then --set, then derived values; returns (config, derived).
 
     ``paths`` maps dotted keys to host paths (output_dir, dataset dirs...) and is applied
@@ -223,7 +231,7 @@ def render_config(template: dict, *, overrides: dict | None = None, sets: Sequen
     return config, derived
 
 
-def derive(config: dict, world: World, *, dp: int, mp: int, pp: int, source: str) -> dict:
+def derive(config: Config, world: World, *, dp: int, mp: int, pp: int, source: str) -> dict[str, Any]:
     """Numbers a human checks before launching: parallel layout, batch sizes, LoRA size."""
     batch = _int_at(config, "runner_config.batch_size", 1, source)
     micro = _int_at(config, "parallel_config.micro_batch_num", 1, source)
@@ -243,7 +251,8 @@ def derive(config: dict, world: World, *, dp: int, mp: int, pp: int, source: str
         "lora_rank": pet.get("lora_rank") if pet else None,
         "lora_alpha": pet.get("lora_alpha") if pet else None,
         "target_modules": pet.get("target_modules") if pet else None,
-        "lora_matched": [], "trainable_params": None, "total_params": None, "trainable_percent": None, "base_params": None,
+        "lora_matched": [], "trainable_params": None, "total_params": None, "trainable_percent": None,
+        "base_params": None,
         "family": family.key if family else None, "warnings": [],
     }
     if pet_key == "model.arch.pet":
@@ -284,7 +293,7 @@ def diff_changes(before: Any, after: Any, prefix: str = "") -> list[tuple[str, A
 
 # ---------------------------------------------------------------- job level
 
-def resolve_world(spec, hosts: Sequence) -> World:
+def resolve_world(spec: JobSpec, hosts: Sequence[Host]) -> World:
     """nodes / cards_per_node of the job against the hosts (``all`` = every host / every slot)."""
     if not hosts:
         raise InputError("no hosts to run on (give -H HOSTFILE or --local)", source=spec.source, key="nodes")
@@ -302,30 +311,36 @@ def resolve_world(spec, hosts: Sequence) -> World:
                              source=spec.source, key="cards_per_node")
     else:
         cards = spec.cards_per_node
-        short = [h.name for h, n in zip(chosen, slots) if n < cards]
+        short = [h.name for h, n in zip(chosen, slots, strict=False) if n < cards]
         if short:
             raise InputError(f"the job asks for {cards} card(s) per node but {', '.join(short)} "
                              f"has fewer slots", source=spec.source, key="cards_per_node")
     return World(nodes, cards, tuple(h.name for h in chosen))
 
 
-def host_paths(spec, layout: JobLayout) -> dict[str, str]:
+def host_paths(spec: JobSpec, layout: JobLayout) -> dict[str, str]:
     """Dotted config key -> the path on the hosts (staged local files live under the layout)."""
     paths = {"output_dir": layout.output}
     for name, ref in spec.inputs.items():
         if ref.fills:
             paths[ref.fills] = (layout.data_path(name, posixpath.basename(ref.local.rstrip("/")))
-                                if ref.is_local else ref.remote)
-    if spec.checkpoint is not None:
-        paths[CHECKPOINT_KEY] = (posixpath.join(layout.checkpoint_in, posixpath.basename(spec.checkpoint.local.rstrip("/")))
-                                 if spec.checkpoint.is_local else spec.checkpoint.remote)
-    if spec.tokenizer is not None:
-        paths[TOKENIZER_KEY] = (posixpath.join(layout.tokenizer, posixpath.basename(spec.tokenizer.local))
-                                if spec.tokenizer.is_local else spec.tokenizer.remote)
+                                if ref.local is not None else _remote(ref))
+    if (ckpt := spec.checkpoint) is not None:
+        paths[CHECKPOINT_KEY] = (posixpath.join(layout.checkpoint_in, posixpath.basename(ckpt.local.rstrip("/")))
+                                 if ckpt.local is not None else _remote(ckpt))
+    if (tok := spec.tokenizer) is not None:
+        paths[TOKENIZER_KEY] = (posixpath.join(layout.tokenizer, posixpath.basename(tok.local))
+                                if tok.local is not None else _remote(tok))
     return paths
 
 
-def render_job(spec, hosts: Sequence, layout: JobLayout, sets: Iterable[str] = (),
+def _remote(ref: PathRef) -> str:
+    """The path on the hosts of a ref that is not local (PathRef's validator: exactly one is given)."""
+    assert ref.remote is not None, ref
+    return ref.remote
+
+
+def render_job(spec: JobSpec, hosts: Sequence[Host], layout: JobLayout, sets: Iterable[str] = (),
                template_text: str | None = None) -> Rendered:
     """The whole render for one job on these hosts (static checks are in launcher.core.validate)."""
     template_source = str(spec.template_path()) if template_text is None else spec.template

@@ -17,8 +17,8 @@ speed at most while the depth stays ``log2(n)``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from launcher.errors import InputError
 

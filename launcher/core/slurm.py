@@ -24,8 +24,9 @@ import difflib
 import posixpath
 import re
 import shlex
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from launcher.core import yamlio
 from launcher.core.hostfile import Host, check_host_name
@@ -384,9 +385,10 @@ def parse_scontrol(text: str) -> dict[str, SlurmJobState]:
     return jobs
 
 
-def _kv(line: str):
+def _kv(line: str) -> Iterator[tuple[str, str]]:
     """Split ``A=1 B=x y C=2`` where only a token holding '=' starts a new key."""
-    key, value = None, ""
+    key: str | None = None
+    value = ""
     for token in line.split():
         if "=" in token and re.match(r"^[A-Za-z][A-Za-z0-9_:/]*=", token):
             if key is not None:

@@ -17,10 +17,20 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from launcher.core import yamlio
 from launcher.errors import InputError
@@ -44,11 +54,11 @@ class _Model(BaseModel):
 class PathRef(_Model):
     """A file or directory: ``local`` (staged from this machine) or ``remote`` (already on every host)."""
 
-    local: Optional[str] = None
-    remote: Optional[str] = None
+    local: str | None = None
+    remote: str | None = None
 
     @model_validator(mode="after")
-    def _one_of(self) -> "PathRef":
+    def _one_of(self) -> PathRef:
         if (self.local is None) == (self.remote is None):
             raise ValueError("give exactly one of 'local' (a path on this machine) or 'remote' (a path on the hosts)")
         if self.remote is not None and not self.remote.startswith(("/", "~")):
@@ -63,11 +73,11 @@ class PathRef(_Model):
 class InputSpec(PathRef):
     """A named input; ``fills`` is the dotted config key that gets its path on the hosts."""
 
-    fills: Optional[str] = None
+    fills: str | None = None
 
     @field_validator("fills")
     @classmethod
-    def _dotted(cls, value: Optional[str]) -> Optional[str]:
+    def _dotted(cls, value: str | None) -> str | None:
         if value is not None and not DOTTED_KEY.match(value):
             raise ValueError(f"{value!r} is not a dotted config key like train_dataset.data_loader.dataset_dir")
         return value
@@ -107,12 +117,12 @@ class CodeSpec(_Model):
 class EnvValue(_Model):
     """An env value: literal, read from this machine's env at launch, and/or secret (printed ``***``)."""
 
-    value: Optional[LiteralStr] = None
-    from_local: Optional[str] = Field(default=None, pattern=ENV_NAME_PATTERN)
+    value: LiteralStr | None = None
+    from_local: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
     secret: bool = False
 
     @model_validator(mode="after")
-    def _one_of(self) -> "EnvValue":
+    def _one_of(self) -> EnvValue:
         if (self.value is None) == (self.from_local is None):
             raise ValueError("give exactly one of 'value' or 'from_local'")
         return self
@@ -157,7 +167,7 @@ class OutputsSpec(_Model):
         return globs
 
 
-ScalarOverride = Union[bool, int, float, str, None, list, dict]
+ScalarOverride = bool | int | float | str | None | list[Any] | dict[Any, Any]
 
 
 # msrun flags alaunch sets itself (plan.build_plan): not allowed in msrun_args.
@@ -172,23 +182,23 @@ class JobSpec(_Model):
     kind: Literal["finetune", "eval", "predict"]
     template: str
     overrides: dict[str, ScalarOverride] = Field(default_factory=dict)
-    nodes: Union[int, Literal["all"]] = 1
-    cards_per_node: Union[int, Literal["all"]] = 1
+    nodes: int | Literal["all"] = 1
+    cards_per_node: int | Literal["all"] = 1
     entry: EntrySpec = Field(default_factory=EntrySpec)
-    code: Union[Literal["installed"], CodeSpec] = "installed"
+    code: Literal["installed"] | CodeSpec = "installed"
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    checkpoint: Optional[PathRef] = None
-    tokenizer: Optional[PathRef] = None
-    env: dict[str, Union[LiteralStr, int, float, bool, EnvValue]] = Field(default_factory=dict)
+    checkpoint: PathRef | None = None
+    tokenizer: PathRef | None = None
+    env: dict[str, LiteralStr | int | float | bool | EnvValue] = Field(default_factory=dict)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
-    seed: Optional[int] = None
+    seed: int | None = None
     msrun_args: list[LiteralStr] = Field(default_factory=list)  # extra msrun flags, e.g. --bind_core=True
-    source: Optional[str] = Field(default=None, exclude=True)
-    base_dir: Optional[str] = Field(default=None, exclude=True)
+    source: str | None = Field(default=None, exclude=True)
+    base_dir: str | None = Field(default=None, exclude=True)
 
     @field_validator("msrun_args")
     @classmethod
-    def _msrun_args(cls, value: list) -> list:
+    def _msrun_args(cls, value: list[str]) -> list[str]:
         for arg in value:
             flag = arg.split("=", 1)[0]
             if not re.fullmatch(r"--[a-z][a-z0-9_]*", flag):
@@ -200,14 +210,14 @@ class JobSpec(_Model):
 
     @field_validator("nodes", "cards_per_node")
     @classmethod
-    def _positive(cls, value):
+    def _positive(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
             raise ValueError(f"must be a positive integer or 'all', got {value}")
         return value
 
     @field_validator("overrides")
     @classmethod
-    def _dotted_keys(cls, value: dict) -> dict:
+    def _dotted_keys(cls, value: dict[Any, Any]) -> dict[Any, Any]:
         for key in value:
             if not isinstance(key, str) or not DOTTED_KEY.match(key):
                 raise ValueError(f"override key {key!r} is not a dotted config key like runner_config.epochs")
@@ -215,7 +225,7 @@ class JobSpec(_Model):
 
     @field_validator("inputs", "env")
     @classmethod
-    def _names(cls, value: dict, info) -> dict:
+    def _names(cls, value: dict[Any, Any], info: ValidationInfo) -> dict[Any, Any]:
         pattern = ENV_NAME_PATTERN if info.field_name == "env" else r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
         for key in value:
             if not re.match(pattern, str(key)):
@@ -223,7 +233,7 @@ class JobSpec(_Model):
         return value
 
     @model_validator(mode="after")
-    def _entry_needs_code(self) -> "JobSpec":
+    def _entry_needs_code(self) -> JobSpec:
         script = self.entry.script
         if self.code == "installed" and not self.entry.builtin and not script.startswith(("/", "~")):
             raise ValueError(f"entry.script {script!r} is relative but code is 'installed': give an absolute "
@@ -271,7 +281,7 @@ def _field_names(model: type[BaseModel]) -> list[str]:
 _MAPPED = {"inputs": "InputSpec", "env": "EnvValue"}
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The pydantic model whose field names are valid at ``loc`` (for did-you-mean)."""
     model: Any = JobSpec
     parts = list(loc)
@@ -279,11 +289,11 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         part = parts.pop(0)
         fields = getattr(model, "model_fields", {})
         if part not in fields:
-            return model
+            return _unwrap_model(model)
         model = _unwrap_model(fields[part].annotation)
         if part in _MAPPED and parts:
             parts.pop(0)  # the input / env name
-    return model
+    return _unwrap_model(model)
 
 
 def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
@@ -296,9 +306,9 @@ def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _friendly(error: dict, loc: tuple) -> str:
-    kind = error.get("type", "")
-    message = error.get("msg", "invalid")
+def _friendly(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> str:
+    kind = str(error.get("type", ""))
+    message = str(error.get("msg", "invalid"))
     if kind == "extra_forbidden":
         unknown = str(loc[-1])
         parent_model = _model_at(loc[:-1]) if len(loc) > 1 else JobSpec
@@ -309,7 +319,8 @@ def _friendly(error: dict, loc: tuple) -> str:
     if kind == "missing":
         return "is required"
     if kind == "string_pattern_mismatch" and loc and loc[0] == "name":
-        return "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (no spaces or shell characters)"
+        return ("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                "(no spaces or shell characters)")
     if loc and loc[0] in ("nodes", "cards_per_node") and len(loc) == 1 and kind != "value_error":
         return "must be a positive integer or 'all'"
     if loc == ("code",):
@@ -319,9 +330,9 @@ def _friendly(error: dict, loc: tuple) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _clean_loc(loc: tuple, data: Any) -> tuple:
+def _clean_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
     """Keep the parts of pydantic's loc that are real keys in ``data`` (drops union-branch tags)."""
-    out: list = []
+    out: list[str | int] = []
     node = data
     for index, part in enumerate(loc):
         if isinstance(node, dict) and part in node:
@@ -339,7 +350,7 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
 _RANK = {"extra_forbidden": 0, "value_error": 1, "missing": 2, "literal_error": 3}
 
 
-def _pick(errors: list[dict]) -> dict:
+def _pick(errors: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The most useful of pydantic's errors: unknown keys first, then our own checks, deepest first."""
     return sorted(errors, key=lambda e: (_RANK.get(e.get("type", ""), 5), -len(e["loc"])))[0]
 
@@ -361,13 +372,16 @@ def parse_job(data: Any, source: str = "<job>", base_dir: str | None = None, tex
     return spec
 
 
+R = TypeVar("R", bound=PathRef)
+
+
 def _absolute_locals(spec: JobSpec, base: Path) -> JobSpec:
     """Local paths become absolute (relative to the job file), so later stages need no base_dir."""
 
     def absolute(path: str) -> str:
         return str((base / os.path.expanduser(path)).resolve()) if not os.path.isabs(path) else path
 
-    def fix(ref):
+    def fix(ref: R | None) -> R | None:
         if ref is not None and ref.local is not None:
             return ref.model_copy(update={"local": absolute(ref.local)})
         return ref
@@ -382,7 +396,7 @@ def _absolute_locals(spec: JobSpec, base: Path) -> JobSpec:
     return spec.model_copy(update=update)
 
 
-def redacted_text(spec: "JobSpec", text: str) -> str:
+def redacted_text(spec: JobSpec, text: str) -> str:
     """The job file's text as it may be stored (registry) or shown: literal secret values as ``***``.
 
     Without literal secrets the text is returned unchanged (comments kept); with them, the
@@ -399,13 +413,13 @@ def redacted_text(spec: "JobSpec", text: str) -> str:
     return "# secret values replaced by *** by alaunch\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def masked_secrets(spec: "JobSpec") -> list[str]:
+def masked_secrets(spec: JobSpec) -> list[str]:
     """The env names whose literal secret value was stored as ``***`` (see :func:`redacted_text`)."""
     return [name for name, ev in spec.env.items()
             if getattr(ev, "secret", False) and getattr(ev, "value", None) == SECRET_MASK]
 
 
-def restore_secrets(stored: "JobSpec", original: "JobSpec | None", where: str) -> "JobSpec":
+def restore_secrets(stored: JobSpec, original: JobSpec | None, where: str) -> JobSpec:
     """``stored`` (rebuilt from the registry's redacted text) with its masked secret values taken
     from ``original`` (the job file read again), so a resume or a retry runs with the real
     values, not ``***`` (reproduced: attempt 2 ran with ``API_KEY=***``, silently). A secret
@@ -421,11 +435,13 @@ def restore_secrets(stored: "JobSpec", original: "JobSpec | None", where: str) -
             why = "is gone" if original is None else f"no longer sets env.{name}.value"
             raise InputError(f"env.{name} is a secret alaunch does not store, and the job file {why}; "
                              f"put the file back (or submit the job again)", source=where, key=f"env.{name}")
-        env[name] = env[name].model_copy(update={"value": value})
+        current = env[name]
+        if isinstance(current, EnvValue):  # masked_secrets names only these
+            env[name] = current.model_copy(update={"value": value})
     return stored.model_copy(update={"env": env})
 
 
-def load_job(path: str | os.PathLike) -> JobSpec:
+def load_job(path: str | os.PathLike[str]) -> JobSpec:
     """Read, parse and validate a job file (duplicate keys, anchors and non-mappings refused)."""
     source = str(path)
     try:

@@ -10,24 +10,28 @@ when mindformers is not installed, so callers can warn visibly instead of stayin
 
 from __future__ import annotations
 
-import math
-
 import contextlib
+import math
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from launcher.core import lora
+from launcher.core.render import Config, get_dotted
 from launcher.errors import InputError
-from launcher.core.render import get_dotted
+
+if TYPE_CHECKING:
+    from launcher.core.spec import JobSpec
 
 # Longest sequence each model family was trained for, when model_config has no
 # max_position_embedding (Llama3-8B in these configs is the 8k variant).
 MODEL_SEQ_LIMITS = {"llama3_8b": 8192}
 
 
-def _model_limit(config: dict) -> tuple[int | None, str]:
+def _model_limit(config: Config) -> tuple[int | None, str]:
     model_config = get_dotted(config, "model.model_config", {}) or {}
     if model_config.get("max_position_embedding"):
         return int(model_config["max_position_embedding"]), "model.model_config.max_position_embedding"
@@ -38,7 +42,7 @@ def _model_limit(config: dict) -> tuple[int | None, str]:
     return None, ""
 
 
-def _finite_non_negative(value) -> bool:
+def _finite_non_negative(value: Any) -> bool:
     """A number, or text that reads as one (PyYAML keeps ``1e-5`` as a string; MindFormers casts it)."""
     if isinstance(value, bool):
         return False
@@ -49,7 +53,7 @@ def _finite_non_negative(value) -> bool:
     return math.isfinite(number) and number >= 0
 
 
-def _check_numbers(config: dict, source: str | None) -> None:
+def _check_numbers(config: Config, source: str | None) -> None:
     """Run-time numbers MindFormers only reads after staging and launch: a wrong type would fail
     there, minutes later and on the hosts, so refuse it here (epochs "three", a learning rate of inf)."""
     epochs = get_dotted(config, "runner_config.epochs")
@@ -61,7 +65,7 @@ def _check_numbers(config: dict, source: str | None) -> None:
             raise InputError(f"must be a finite number >= 0, got {lr!r}", source=source, key=key)
 
 
-def _check_lora(config: dict, source: str | None) -> list[str]:
+def _check_lora(config: Config, source: str | None) -> list[str]:
     """LoRA settings MindFormers would reject or silently ignore. Returns warnings; raises for refusals."""
     pet, pet_key = lora.pet_config_of(config)
     if not pet or str(pet.get("pet_type", "")).lower() != "lora":
@@ -107,8 +111,8 @@ def _check_lora(config: dict, source: str | None) -> list[str]:
     return warnings
 
 
-def check_static(config: dict, derived: dict, source: str | None = None) -> list[str]:
-    """The checks of issue 3, in the order a user would fix them. Raises the first refusal; returns
+def check_static(config: Config, derived: dict[str, Any], source: str | None = None) -> list[str]:
+    """The static checks of a rendered config, in the order a user would fix them. Raises the first refusal; returns
     warnings for what MindFormers resolves by itself (each says which value it will use)."""
     warnings: list[str] = list(derived.get("warnings") or [])
     world = derived["world_size"]
@@ -128,7 +132,8 @@ def check_static(config: dict, derived: dict, source: str | None = None) -> list
     hidden = model_config.get("hidden_size")
     if isinstance(heads, int) and heads % mp:
         raise InputError(f"num_heads {heads} is not divisible by model_parallel {mp}; "
-                         f"use a model_parallel that divides {heads}", source=source, key="model.model_config.num_heads")
+                         f"use a model_parallel that divides {heads}", source=source,
+                         key="model.model_config.num_heads")
     if isinstance(kv_heads, int) and kv_heads % mp:
         raise InputError(f"n_kv_heads {kv_heads} is not divisible by model_parallel {mp}; "
                          f"use a model_parallel that divides {kv_heads}", source=source,
@@ -178,7 +183,7 @@ def check_static(config: dict, derived: dict, source: str | None = None) -> list
     return warnings
 
 
-def _check_layout(config: dict) -> list[str]:
+def _check_layout(config: Config) -> list[str]:
     """The 1.6+/2.x layout (use_legacy: False, pretrained_model_dir, safetensors, HF data loaders)
     against the legacy one: mixes MindFormers does not resolve the way a user expects."""
     out: list[str] = []
@@ -187,7 +192,8 @@ def _check_layout(config: dict) -> list[str]:
     if legacy and loader == "HFDataLoader":
         out.append("train_dataset.data_loader HFDataLoader belongs to the 1.6+ layout; with use_legacy "
                    "unset (legacy models) check the MindFormers version on the hosts supports it")
-    if not legacy and not config.get("pretrained_model_dir") and not get_dotted(config, "model.model_config.num_hidden_layers"):
+    sized = config.get("pretrained_model_dir") or get_dotted(config, "model.model_config.num_hidden_layers")
+    if not legacy and not sized:
         out.append("use_legacy: False without pretrained_model_dir: MindFormers reads the model's sizes "
                    "from pretrained_model_dir/config.json; set it")
     fmt = str(config.get("load_ckpt_format", "") or "")
@@ -197,13 +203,13 @@ def _check_layout(config: dict) -> list[str]:
     return out
 
 
-def check_local_paths(spec) -> None:
+def check_local_paths(spec: JobSpec) -> None:
     """Every input, checkpoint, tokenizer or code tree the job says is local must exist here."""
     items: list[tuple[str, str]] = [(f"inputs.{name}.local", ref.local) for name, ref in spec.inputs.items()
-                                    if ref.is_local]
+                                    if ref.local is not None]
     for key in ("checkpoint", "tokenizer"):
         ref = getattr(spec, key)
-        if ref is not None and ref.is_local:
+        if ref is not None and ref.local is not None:
             items.append((f"{key}.local", ref.local))
     if not isinstance(spec.code, str):
         items.append(("code.local", spec.code.local))
@@ -225,7 +231,7 @@ def mindformers_available() -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_output(log_path: str):
+def _quiet_output(log_path: str) -> Iterator[None]:
     """Send what MindSpore/MindFormers print on import (C++ and Python loggers, fd 1 and 2) to a file.
 
     Their warnings (deprecations, optional models that cannot import) are not the user's
@@ -249,7 +255,7 @@ def _quiet_output(log_path: str):
                 os.close(fd)
 
 
-def check_with_mindformers(text: str, config: dict, source: str | None = None) -> MindFormersCheck:
+def check_with_mindformers(text: str, config: Config, source: str | None = None) -> MindFormersCheck:
     """Load ``text`` with MindFormerConfig and build LlamaConfig (no weights). Imports are slow (~8 s).
 
     MindFormers creates ``output/log`` in the current directory on import, so this runs with

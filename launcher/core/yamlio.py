@@ -9,6 +9,8 @@ allow aliases, but only a bounded number of them.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Hashable
 from typing import Any
 
 import yaml
@@ -25,9 +27,9 @@ class _StrictLoader(yaml.SafeLoader):
     source = "<yaml>"
     alias_count = 0
 
-    def compose_node(self, parent, index):  # type: ignore[override]
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in PyYAML's stubs
             self.alias_count += 1
             if not self.allow_aliases:
                 raise InputError(f"YAML alias *{event.anchor} is not allowed in this file; write the value out",
@@ -36,14 +38,14 @@ class _StrictLoader(yaml.SafeLoader):
                 raise InputError(f"more than {MAX_ALIASES} YAML aliases: refused (alias bomb?)",
                                  source=self.source, line=event.start_mark.line + 1)
         elif not self.allow_aliases:
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in PyYAML's stubs
             anchor = getattr(event, "anchor", None)
             if anchor is not None:
                 raise InputError(f"YAML anchor &{anchor} is not allowed in this file; write the value out",
                                  source=self.source, line=event.start_mark.line + 1)
         return super().compose_node(parent, index)
 
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
@@ -78,28 +80,29 @@ def loads(text: str, source: str = "<yaml>", *, allow_aliases: bool = False,
     return data
 
 
-def load_file(path, *, allow_aliases: bool = False) -> dict:
+def load_file(path: str | os.PathLike[str], *, allow_aliases: bool = False) -> dict[str, Any]:
     """Read and parse a YAML file (a mapping); unreadable files are an InputError too."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from None
-    return loads(text, str(path), allow_aliases=allow_aliases)
+    data: dict[str, Any] = loads(text, str(path), allow_aliases=allow_aliases)
+    return data
 
 
-def dumps(data: dict) -> str:
+def dumps(data: dict[str, Any]) -> str:
     """Dump a mapping as block YAML in its own key order, unicode kept, no aliases."""
 
     class _NoAliasDumper(yaml.SafeDumper):
-        def ignore_aliases(self, data):  # noqa: D401 - PyYAML hook
+        def ignore_aliases(self, data: Any) -> bool:  # PyYAML's hook
             return True
 
     return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True,
                      default_flow_style=False, width=120)
 
 
-def line_of(text: str, path: tuple) -> int | None:
+def line_of(text: str, path: tuple[str | int, ...]) -> int | None:
     """1-based line of the deepest node along ``path`` (keys/indices) in ``text``; None if unknown."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -146,8 +146,8 @@ def _tagging_pattern() -> re.Pattern[str]:
     one tag per line, in order. Whitespace may not cross a line break.
     """
     alternatives = []
+    keep = {"ar_op", "pw_exp"}
     for family, pattern in _PATTERNS.items():
-        keep = {"ar_op", "pw_exp"}
         body = re.sub(r"\(\?P<(\w+)>", lambda m: "(" if m.group(1) in keep else "(?:", pattern)
         body = body.replace(r"\s", r"[^\S\n]")
         if family not in (ARITHMETIC, POWER):

@@ -75,7 +75,7 @@ def write_mindrecord(examples: list[Example], tokenizer: Path, path: Path, *,
     writer.add_schema(SCHEMA, "math_recipe")
     truncated = longest = total = 0
     batch: list[dict[str, Any]] = []
-    for p, a in zip(prompts, answers):
+    for p, a in zip(prompts, answers, strict=True):
         ids, labels, cut = encode_example(p, a, tok, length)
         n = len(p) + len(a) + 2
         longest = max(longest, n)

@@ -110,7 +110,7 @@ def _run(raw: RawSet, recipe: Recipe, *, seed: int | None, test_rows: int) -> Ou
     groups, unclassified = group_by_bucket(raw.rows)
     if recipe.unclassified == "keep" and unclassified:
         groups[UNCLASSIFIED] = unclassified
-    family_counts = Counter()
+    family_counts: Counter[str] = Counter()
     for bucket, idx in groups.items():
         if bucket != UNCLASSIFIED:
             family_counts[_family_of_bucket(bucket)] += len(idx)

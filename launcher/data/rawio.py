@@ -72,9 +72,9 @@ def read_raw(path: Path, *, skip_bad: bool = False) -> RawSet:
 
     Fast path: count identical lines with a C-level ``Counter``, then split the distinct
     lines of the canonical shape at their quotes (see :func:`_split_canonical`); other
-    well-formed files go through one ``json.loads`` of all distinct lines. Anything unusual (bad UTF-8, bad JSON, a non-object, a missing or
-    non-string field) sends the whole file down the line-by-line path, which names the
-    offending line.
+    well-formed files go through one ``json.loads`` of all distinct lines. Anything unusual (bad
+    UTF-8, bad JSON, a non-object, a missing or non-string field) sends the whole file down the
+    line-by-line path, which names the offending line.
     """
     with gc_paused():
         return _read_raw(path, skip_bad=skip_bad)
@@ -111,7 +111,7 @@ def _read_raw(path: Path, *, skip_bad: bool) -> RawSet:
         out.rows, out.counts = pairs, counts
         return out
     merged: dict[tuple[str, str], int] = {}
-    for pair, c in zip(pairs, counts):
+    for pair, c in zip(pairs, counts, strict=True):
         merged[pair] = merged.get(pair, 0) + c
     out.rows, out.counts = list(merged), list(merged.values())
     return out
@@ -155,7 +155,7 @@ def _split_canonical(lines: list[bytes]) -> list[tuple[str, str]] | None:
             return None
     if n > 1 and set(pieces[8:-1:8]) != {"}\n{"}:
         return None
-    return list(zip(pieces[3::8], pieces[7::8]))
+    return list(zip(pieces[3::8], pieces[7::8], strict=False))
 
 
 def _fast_parse(line_counts: Counter[bytes]) -> tuple[list[tuple[str, str]], int] | None:

@@ -103,7 +103,8 @@ def load_recipe(path: Path) -> Recipe:
         raise InputError(f"cannot read recipe: {exc}", source=source) from None
     try:
         data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text)) if data else {}
+        node = yaml.compose(text) if data else None
+        lines = _key_lines(node) if node is not None else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from launcher.data.pipeline import Outcome
 from launcher.data.rawio import RawSet
 from launcher.data.recipe import Recipe

@@ -237,7 +237,7 @@ def _generate_lines(rows: int, seed: int) -> list[str]:
     fractions = per_family[F.FRACTION]
     heavy = [min(budget, round(HEAVY_FRACTION[1] * scale) - 1)]
     heavy += [round(FRACTION_ROWS_PER_ITEM * scale * (0.6 + 0.8 * r())) - 1 for _ in fractions[1:]]
-    for line, extra in zip(fractions, heavy):
+    for line, extra in zip(fractions, heavy, strict=False):
         extra = max(0, min(extra, budget))
         lines.extend([line] * extra)
         budget -= extra

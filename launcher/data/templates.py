@@ -59,7 +59,7 @@ def two_decimals(value: float) -> str:
 
 def last_number(text: str) -> re.Match[str] | None:
     last = None
-    for last in NUMBER.finditer(text):
+    for last in NUMBER.finditer(text):  # noqa: B007 (the loop keeps the last match)
         pass
     return last
 

@@ -57,7 +57,7 @@ def texts_of(path: Path) -> list[str]:
             items = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"not valid JSON ({exc.msg})", source=source, line=exc.lineno) from None
-        out = []
+        out: list[str] = []
         for n, item in enumerate(items):
             turns = item.get("conversations") if isinstance(item, dict) else None
             if not isinstance(turns, list):

@@ -55,8 +55,8 @@ def apply() -> None:
     nn.TrainOneStepWithLossScaleCell.get_overflow_status = _overflow_status_isfinite
     comm_func.barrier = _barrier_by_allreduce
     # modules that imported the name directly keep their own reference: patch those too
-    import mindformers.utils.parallel_utils as parallel_utils
     import mindformers.trainer.utils as trainer_utils
+    import mindformers.utils.parallel_utils as parallel_utils
     import mindformers.version_control as version_control
     for module in (trainer_utils, version_control):
         if hasattr(module, "barrier"):

@@ -122,7 +122,7 @@ def safetensors_meta(path: str) -> dict:
         found = {}
         for tag in _META:
             entry = header.get(tag)
-            fmt = {"I64": "<q", "I32": "<i", "F32": "<f"}.get((entry or {}).get("dtype"))
+            fmt = {"I64": "<q", "I32": "<i", "F32": "<f"}.get(str((entry or {}).get("dtype")))
             if fmt:
                 fh.seek(8 + size + entry["data_offsets"][0])
                 found[tag] = int(struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0])
@@ -151,7 +151,8 @@ def _attempt_starts(path: str, cache: dict) -> list:
 def inspect(paths: list, hash_paths: list) -> dict:
     """Each file's size, mtime, global step and epoch (its own metadata), the attempt that
     wrote it (1 + the resumes begun before it was written) and, for ``hash_paths``, sha256."""
-    out, starts = {}, {}
+    out = {}  # type: dict
+    starts = {}  # type: dict
     for path in paths:
         st = os.stat(path)
         meta = {}

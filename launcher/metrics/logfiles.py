@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from launcher.errors import InputError
 from launcher.metrics.logparse import JobLogs, parse_timestamp

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import Any, TypeVar
 
 from launcher.metrics import signatures
 from launcher.metrics.signatures import FATAL
+
+T = TypeVar("T")
 
 # ---------------------------------------------------------------- line patterns
 _FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
@@ -55,7 +58,8 @@ LOSS_FORMATS: tuple[LossFormat, ...] = (
     # drops the ``mindformers[`` logger prefix and the closing ``}``, adds global_norm / throughput
     LossFormat("1.x", re.compile(
         r"\{ Epoch:\[\s*(?P<epoch>\d+)/\s*(?P<epochs>\d+)\], step:\[\s*(?P<step>\d+)/\s*(?P<steps>\d+)\], "
-        r"loss:\s*(?:\[\s*" + _NUM.format("loss_b") + r"/\s*" + _NUM.format("avg") + r"\]|" + _NUM.format("loss") + ")")),
+        r"loss:\s*(?:\[\s*" + _NUM.format("loss_b") + r"/\s*" + _NUM.format("avg") + r"\]|"
+        + _NUM.format("loss") + ")")),
     # 0.x ``print_output_info: Epoch:[  1/  1], step:[  124/  125], loss:[2.346/2.346], time:1949.995 ms, ..``
     LossFormat("0.x", re.compile(
         r"Epoch:\[\s*(?P<epoch>\d+)/\s*(?P<epochs>\d+)\], step:\[\s*(?P<step>\d+)/\s*(?P<steps>\d+)\], "
@@ -202,12 +206,15 @@ def parse_loss(line: str) -> LossPoint | None:
     else:
         return None
     groups = m.groupdict()
-    loss = groups.get("loss") if groups.get("loss") is not None else groups.get("loss_b")
-    opt = (lambda rx, conv: (lambda mm: conv(mm.group(1)) if mm else None)(rx.search(line, m.end())))
+    loss = groups["loss"] if groups.get("loss") is not None else groups["loss_b"]
+    def opt(rx: re.Pattern[str], conv: Callable[[str], T]) -> T | None:
+        found = rx.search(line, m.end())
+        return conv(found.group(1)) if found else None
+
     per_step = opt(_PER_STEP, int)
     if per_step is None and groups.get("ms"):
         per_step = int(float(groups["ms"]))
-    gnorm = opt(_GNORM, lambda v: float(v))
+    gnorm = opt(_GNORM, float)
     return LossPoint(
         epoch=int(groups.get("epoch") or 1), epochs=int(groups.get("epochs") or 1),
         step=int(m.group("step")), steps=int(m.group("steps")), loss=float(loss),
@@ -320,7 +327,7 @@ class LogState:
     # (global step, the loss line's time, its per_step_time ms): step times for stragglers
 
     # -- feeding
-    def feed_lines(self, lines: Iterable[str]) -> "LogState":
+    def feed_lines(self, lines: Iterable[str]) -> LogState:
         for line in lines:
             self.feed(line)
         return self
@@ -556,7 +563,7 @@ class LogState:
             return True
         m = _CKPT_FINISH.search(line)
         if m:
-            epoch, step = int(m.group(1)), int(m.group(2))
+            epoch = int(m.group(1))
             if self.checkpoints and not self.checkpoints[-1].done:
                 self.checkpoints[-1].done = True
                 self.checkpoints[-1].epoch = epoch
@@ -566,11 +573,11 @@ class LogState:
         m = _CKPT_PATH.search(line)
         if m:
             path = m.group(1) or m.group(3)
-            step = int(m.group(2)) if m.group(2) else (last.global_step if last else None)
+            at: int | None = int(m.group(2)) if m.group(2) else (last.global_step if last else None)
             if self.checkpoints and self.checkpoints[-1].path is None and not self.checkpoints[-1].done:
                 self.checkpoints[-1].path = path
             else:
-                self.checkpoints.append(Checkpoint(step, last.epoch if last else None, path))
+                self.checkpoints.append(Checkpoint(at, last.epoch if last else None, path))
             return True
         return False
 
@@ -592,7 +599,7 @@ class LogState:
             return self.eval_step.step, self.eval_step.total
         return None
 
-    def summary(self) -> "Summary":
+    def summary(self) -> Summary:
         losses = [p.loss for p in self.losses]
         progress = self.progress()
         duration = ((self.last_time - self.first_time).total_seconds()
@@ -637,8 +644,8 @@ class Summary:
     duration_s: float | None
     network_params: int | None
     network_params_millions: bool
-    checkpoints: list[dict]
-    failure: dict | None
+    checkpoints: list[dict[str, Any]]
+    failure: dict[str, Any] | None
     errors: int
     cluster_retries: int
     ended: str | None = None
@@ -646,7 +653,7 @@ class Summary:
     complete: bool | None = None
     handled: int = 0  # tracebacks / fatal-looking lines the run went on after
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["failure"] is not None:
             d["failure"]["lines"] = list(d["failure"]["lines"])
@@ -767,7 +774,7 @@ class JobLogs:
         failed first: the answer is its failure (its own words, msrun's report of its death, or
         that it went silent), whichever process msrun happened to report first."""
         own, rank = None, failure.rank
-        if failure.rank is not None:
+        if failure.rank is not None and failure.host is not None:
             st = self.states.get((failure.host, failure.rank))
             own = st.failure if st is not None else None
             if _follow and own is not None and own.role == signatures.EFFECT:
@@ -863,7 +870,7 @@ class JobLogs:
         first = self.root()
         if first is not None:
             return self.explain(first) if first.kind != "rank_silent" else first
-        for host, found in self.msrun.items():
+        for found in self.msrun.values():
             if found:
                 return found[0]
         return None
@@ -887,7 +894,7 @@ class JobLogs:
         return tracebacks[0] if tracebacks else None
 
 
-def tails_progress(host: str, tails: dict) -> str:
+def tails_progress(host: str, tails: Mapping[str, list[str]]) -> str:
     """{rank: last lines of its log} (the host's ``log_tails``) -> 'rank 0: step 12/234, loss
     1.29; rank 1: ...' ('step' while training, 'example' while predicting; one rank: no prefix)."""
     parts = []

@@ -22,8 +22,9 @@ Pure logic: the CLI reads files and hands over strings.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 from launcher.metrics.mathrule import RULE  # noqa: F401  (its own module: `alaunch --help` shows it)
 
@@ -86,12 +87,15 @@ def judge(index: int, prediction: str, problem: str, solution: str) -> Verdict:
     if family == FRACTION:
         got, want = last_fraction(response), last_fraction(solution)
         correct = got is not None and want is not None and got == want
-        show = (lambda f: None if f is None else f"{f[0]}/{f[1]}")
-        return Verdict(index, family, response, show(got), show(want), correct)
+        return Verdict(index, family, response, _fraction_text(got), _fraction_text(want), correct)
     got_n, want_n = last_number(response), last_number(solution)
     correct = got_n is not None and want_n is not None and abs(got_n - want_n) <= TOLERANCE + _FLOAT_SLACK
-    fmt = (lambda v: None if v is None else repr(v))
-    return Verdict(index, family, response, fmt(got_n), fmt(want_n), correct)
+    return Verdict(index, family, response, None if got_n is None else repr(got_n),
+                   None if want_n is None else repr(want_n), correct)
+
+
+def _fraction_text(f: tuple[int, int] | None) -> str | None:
+    return None if f is None else f"{f[0]}/{f[1]}"
 
 
 @dataclass
@@ -132,7 +136,7 @@ class MathReport:
         order = [f for f in FAMILIES if f in counts] + sorted(k for k in counts if k not in FAMILIES)
         return {k: counts[k] for k in order}
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "correct": self.correct, "total": self.total, "accuracy": self.accuracy,
             "rule": RULE,
@@ -145,6 +149,6 @@ class MathReport:
 def score(predictions: Sequence[str], problems: Sequence[str], solutions: Sequence[str]) -> MathReport:
     """Score predictions against references, paired by position (MindFormers keeps order)."""
     report = MathReport()
-    for i, (pred, prob, sol) in enumerate(zip(predictions, problems, solutions)):
+    for i, (pred, prob, sol) in enumerate(zip(predictions, problems, solutions, strict=False)):
         report.verdicts.append(judge(i, pred, prob, sol))
     return report

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from launcher.errors import InputError
 
@@ -97,7 +98,7 @@ def parse_eval_log(text: str, source: str = "<log>") -> list[EvalPair]:
         if len(preds) != len(labels):
             raise InputError(f"{len(preds)} predictions but {len(labels)} labels in this batch",
                              source=source, line=start)
-        pairs.extend(EvalPair(p, r, start) for p, r in zip(preds, labels))
+        pairs.extend(EvalPair(p, r, start) for p, r in zip(preds, labels, strict=True))
     return pairs
 
 
@@ -125,7 +126,7 @@ def _first_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return value[0]
+        return str(value[0])
     return None
 
 

@@ -6,27 +6,23 @@ a config error, a Python exception in the user's code, a bad input. Unknown fail
 retried: retrying a deterministic error wastes the cards for as long as it takes to fail again.
 
 The facts come from the job's processes (exit codes; a negative code or 128+N is signal N) and
-from its log lines. The lines are read with the judge's table of Ascend failure signatures
-(``metrics.signatures``, issue #19) where it is present: its *fatal* findings are the
-causes, and TRANSIENT says which of its rows are transient (msrun's ``worker_exit`` is
-transient when its error code is a signal). A Python exception in the user's code is not an
-Ascend signature, so that rule stays here and is checked first. Without #19's module (a
-branch before it landed) a small interim table with the same row names is used.
+from its log lines. The lines are read with the table of Ascend failure signatures
+(``metrics.signatures``): its *fatal* findings are the causes, and TRANSIENT says which of its
+rows are transient (msrun's ``worker_exit`` is transient when its error code is a signal). A
+Python exception in the user's code is not an Ascend signature, so that rule stays here and is
+checked first.
 """
 
 from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
-try:  # issue #19's table of failure signatures
-    from launcher.metrics import signatures as _signatures
-except ImportError:  # pragma: no cover - before #19 is merged
-    _signatures = None
+from launcher.metrics import signatures as _signatures
 
-#: signature name -> transient? (names as in metrics.signatures of issue #19)
+#: signature name -> transient? (the row names of metrics.signatures)
 TRANSIENT = {
     "node_lost": True, "nodes_timed_out": True, "cluster_build_timeout": True, "ring_allreduce": True,
     "hccl_notify_timeout": True, "hccl_exec_timeout": True, "hccl_connect_timeout": True,
@@ -38,19 +34,6 @@ TRANSIENT = {
 _PYTHON_ERROR = re.compile(r"(?:KeyError|ValueError|TypeError|AttributeError|FileNotFoundError|"
                            r"ModuleNotFoundError|ImportError|NameError|SyntaxError|AssertionError)\b.*")
 _EXIT_CODE = re.compile(r"Error code: (-?\d+)")
-
-# The interim table: (name, pattern). First match wins; permanent causes first, because a
-# Python traceback usually ends a run that msrun then reports as a dead worker.
-_PATTERNS: Sequence[tuple[str, re.Pattern[str]]] = (
-    ("config_error", _PYTHON_ERROR),
-    ("device_oom", re.compile(r"(?i)out of memory|Malloc device memory failed")),
-    ("node_lost", re.compile(r"The node: \S+ is timed out|Time out nodes are|Timed out node list")),
-    ("hccl_exec_timeout", re.compile(r"EI0002|(?i:hccl.*time(?:d)? ?out)|EI0006")),
-    ("main_process_gone", re.compile(r"(?i)main process disappeared")),
-    ("worker_exit_signal", re.compile(r"Worker process \d+ exit with exception\. Error code: -(?:9|15|6|11)\b")),
-    ("signal", re.compile(r"(?:[Kk]illed by|[Rr]eceived) signal|^Killed$")),
-)
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -70,20 +53,7 @@ def _signal_of(code: int | None) -> int | None:
 
 def classify(exit_codes: Iterable[int | None] = (), lines: Iterable[str] = ()) -> Verdict:
     """The verdict on one failure: log lines first (the permanent causes win), then exit codes."""
-    exit_codes = list(exit_codes)
-    lines = list(lines)
-    if _signatures is not None:
-        return _classify_with_signatures(exit_codes, lines)
-    found = None
-    for line in lines:
-        for name, pattern in _PATTERNS:
-            if pattern.search(line):
-                if not TRANSIENT[name]:
-                    return Verdict(False, name)  # a Python/config error anywhere: not transient
-                found = found or name
-    if found:
-        return Verdict(True, found)
-    return _by_codes(exit_codes)
+    return _classify_with_signatures(list(exit_codes), list(lines))
 
 
 def _by_codes(exit_codes: Sequence[int | None]) -> Verdict:
@@ -96,7 +66,7 @@ def _by_codes(exit_codes: Sequence[int | None]) -> Verdict:
 
 
 def _classify_with_signatures(exit_codes: Sequence[int | None], lines: Sequence[str]) -> Verdict:
-    """#19's table: a Python exception anywhere wins (not transient); else the first fatal
+    """metrics.signatures' table: a Python exception anywhere wins (not transient); else the first fatal
     finding that names a transient cause; else a fatal non-transient one; else the exit codes."""
     if any(_PYTHON_ERROR.search(line) for line in lines):
         return Verdict(False, "config_error")

@@ -104,7 +104,7 @@ def collect(run_dir: Path) -> RunFacts:
     facts = RunFacts(path=str(run_dir), job=str(meta.get("id") or meta.get("job_id") or
                                                   meta.get("name") or run_dir.name))
     facts.template = meta.get("template")
-    lora_meta = meta.get("lora") if isinstance(meta.get("lora"), dict) else {}
+    lora_meta: dict[str, Any] = meta["lora"] if isinstance(meta.get("lora"), dict) else {}
     model_config = find_model_config(run_dir)
     pet = (model_config or {}).get("pet_config") or {}
     facts.lora_rank = lora_meta.get("rank", pet.get("lora_rank"))

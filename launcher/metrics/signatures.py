@@ -362,7 +362,7 @@ def _signal_words(number: int) -> str:
         return f"killed by signal {number}"
 
 
-class _Words(dict):
+class _Words(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "?"
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 SPECIAL_CHARS: tuple[str, ...] = (
     '-', ':', '_', '*', '^', '/', '\\', '~', '`', '+', '=',
@@ -125,8 +125,8 @@ class SquadScore:
 def score(pairs: Iterable[tuple[str, str]], *, normalise: bool = True) -> SquadScore:
     """Score (prediction, reference) pairs. ``normalise`` applies the update() cut; pairs
     read back from an eval log were printed after that cut, and cutting twice is harmless."""
-    total_f1 = 0
-    total_em = 0
+    total_f1 = 0.0
+    total_em = 0.0
     count = 0
     for prediction, reference in pairs:
         if normalise:

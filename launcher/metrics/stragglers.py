@@ -23,8 +23,9 @@ straggler named is the rank whose own log shows the longer step; ``docs/diagnosi
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any
 
 from launcher.metrics.logparse import JobLogs, LogState
 
@@ -57,7 +58,7 @@ def step_times(state: LogState) -> list[tuple[int, float, int]]:
     """(global step, seconds per step, steps covered) of each loss line after the first."""
     out: list[tuple[int, float, int]] = []
     marks = state.step_marks
-    for (s0, t0, _), (s1, t1, ms) in zip(marks, marks[1:]):
+    for (s0, t0, _), (s1, t1, ms) in zip(marks, marks[1:], strict=False):
         span = s1 - s0
         if span <= 0:
             continue
@@ -101,7 +102,7 @@ def find_stragglers(job: JobLogs | Iterable[LogState], threshold: float = THRESH
     return sorted(found, key=lambda s: -s.slower_pct)
 
 
-def from_tails(tails_by_host: dict[str, dict]) -> list[Straggler]:
+def from_tails(tails_by_host: dict[str, dict[str, list[str]]]) -> list[Straggler]:
     """Stragglers from ``status``'s read of each running host: {host: {rank: last log lines}}
     (``log_tails``: the last 64 KiB of each rank's log, some 200 loss lines)."""
     job = JobLogs()
@@ -119,7 +120,7 @@ class StragglerWatch:
     thread get a whole one). Why 5 s: a check of 64 ranks x 40 samples is ~2 ms; per line at
     thousands of lines a second it would be the follower's main cost."""
 
-    def __init__(self, every: float = 5.0, **kw):
+    def __init__(self, every: float = 5.0, **kw: Any):
         self.every, self.kw = every, kw
         self.current: list[Straggler] = []
         self._named: set[tuple[str | None, int | None]] = set()

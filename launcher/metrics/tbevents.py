@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 EVENTS_GLOB = "events.out.tfevents.*"
 
@@ -34,12 +34,13 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
+def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     """(field number, wire type, value) of one protobuf message; bytes for length-delimited."""
     i = 0
     while i < len(buf):
         key, i = _varint(buf, i)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, i = _varint(buf, i)
         elif wire == 1:
@@ -72,17 +73,19 @@ def scalars(path: str | Path, tag: str = "loss") -> list[tuple[int, float]]:
     for record in records(Path(path).read_bytes()):
         step, summary = 0, None
         for number, _, value in _fields(record):
-            if number == 2:  # Event.step
+            if number == 2 and isinstance(value, int):  # Event.step (a varint)
                 step = value if value < 1 << 63 else value - (1 << 64)
-            elif number == 5:  # Event.summary
+            elif number == 5 and isinstance(value, bytes):  # Event.summary (a message)
                 summary = value
         if summary is None:
             continue
         for number, _, value in _fields(summary):
-            if number != 1:  # Summary.value
+            if number != 1 or not isinstance(value, bytes):  # Summary.value (a message)
                 continue
             name, simple = None, None
             for n, wire, v in _fields(value):
+                if not isinstance(v, bytes):
+                    continue
                 if n == 1:
                     name = v.decode("utf-8", "replace")
                 elif n == 2 and wire == 5:

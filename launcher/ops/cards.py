@@ -16,8 +16,8 @@ The claims of the release before (``<workdir>/alaunch/cards/<hostname>/``) are s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from launcher.core.cards import Holder, HostView, holders_from_claims, holders_from_npu_smi, host_view, merge_holders
 from launcher.core.hostfile import Host

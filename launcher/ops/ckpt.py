@@ -6,8 +6,9 @@ Used by pipelines (the last checkpoint, merge, a step's outputs' digest) and ``r
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from launcher.core import pipeline as pl
 from launcher.errors import AlaunchError

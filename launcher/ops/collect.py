@@ -32,23 +32,24 @@ import json
 import os
 import posixpath
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import yaml
 from pydantic import ValidationError
 
-from launcher.remote import wire
-from launcher.ops.collect_stream import Entry, Receiver, stream
-from launcher.ops import registry as reg
-from launcher.errors import AlaunchError, InputError, RemoteError
-from launcher.ops.fanout import run_parallel
-from launcher.core.hostfile import Host, parse_hostfile
-from launcher.runners import CommandRunner, ConnectOptions, make_runner
-from launcher.core.spec import OutputsSpec
-from launcher.ops.stage import HashCache
 from launcher.core import yamlio
+from launcher.core.hostfile import Host, parse_hostfile
+from launcher.core.spec import OutputsSpec
+from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.ops import registry as reg
+from launcher.ops.collect_stream import Entry, Receiver, stream
+from launcher.ops.fanout import run_parallel
+from launcher.ops.stage import HashCache
+from launcher.remote import wire
+from launcher.runners import CommandRunner, ConnectOptions, make_runner
 
 GROUPS = ("logs", "checkpoints", "predictions", "tensorboard")
 ALWAYS = {"config": ("config/job.yaml",)}  # every host's rendered config comes along

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, BinaryIO, cast
 
-from launcher.remote import wire
 from launcher.errors import AlaunchError, RemoteError
+from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 TRAILER = 32
@@ -68,8 +69,8 @@ class Receiver:
         self.host = host
         self.on_bytes = on_bytes
         self.i = -1
-        self.fh = None
-        self.hasher = None
+        self.fh: BinaryIO | None = None
+        self.hasher: hashlib._Hash | None = None
         self.left = 0  # payload bytes still due for the current entry
         self.trailer = b""
         self.payload = 0  # file bytes received (what "transferred" means)
@@ -114,6 +115,7 @@ class Receiver:
             if self.complete:
                 raise RemoteError(self.host, "sent more bytes than requested; refusing the rest")
             if self.left:
+                assert self.fh is not None and self.hasher is not None  # opened by _next()
                 n = min(self.left, len(view))
                 chunk = view[:n]
                 self.fh.write(chunk)
@@ -136,6 +138,7 @@ class Receiver:
 
     def _finish(self) -> None:
         e = self.entries[self.i]
+        assert self.fh is not None and self.hasher is not None  # opened by _next()
         self.fh.close()
         self.fh = None
         expected = e.sha256 or (self.trailer.hex() if self.trailer != ZERO else None)
@@ -165,14 +168,14 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
     """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish.
     ``cache``: the host's hash cache file (absolute), where SEND records what it hashed;
     ``zero_copy_min``: from how many bytes a range goes by sendfile + mmap (SEND's default)."""
-    req = {"op": "send", "files": [e.request() for e in entries], "cache": cache}
+    req: dict[str, Any] = {"op": "send", "files": [e.request() for e in entries], "cache": cache}
     if zero_copy_min is not None:
         req["zero_copy_min"] = zero_copy_min
     request = wire.request(req)
     argv = send_argv(python)
     code, err = None, b""
     try:
-        res = runner.exec(argv, [request], stdout=wire.AfterMark(receiver))
+        res = runner.exec(argv, [request], stdout=cast(BinaryIO, wire.AfterMark(receiver)))  # a writer
         code, err = res.exit_code, res.stderr
     finally:
         receiver.close()

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from launcher.core.hostfile import Host
 from launcher.errors import AlaunchError, ExitCode
@@ -30,9 +31,9 @@ from launcher.ops import registry as reg
 
 if TYPE_CHECKING:
     from launcher.core.spec import JobSpec
-    from launcher.ops.stage import LocalSet
     from launcher.ops.launch import NodeStatus
     from launcher.ops.prune import HostPrune, PruneOptions
+    from launcher.ops.stage import LocalSet
     from launcher.runners import CommandRunner
 
     SubmitOptions = Any  # launcher.ops.service.SubmitOptions (imported there: service imports this module)
@@ -95,7 +96,7 @@ class Engine(ABC):
     name: ClassVar[str]
 
     def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
-                 progress=None, exec_factory: Callable[[Host], "CommandRunner"] | None = None):
+                 progress=None, exec_factory: Callable[[Host], CommandRunner] | None = None):
         if exec_factory is None:
             from launcher.runners import make_runner
             exec_factory = make_runner
@@ -107,7 +108,7 @@ class Engine(ABC):
         self.last_stage_bytes = 0
 
     # ------------------------------------------------------------------ the phases every engine's submit runs
-    def load(self, job: "str | Path | JobSpec") -> "tuple[JobSpec, str]":
+    def load(self, job: str | Path | JobSpec) -> tuple[JobSpec, str]:
         """Load: the job file (a JobSpec — a pipeline step's, references resolved — is taken as
         it is), its local paths checked, and its text for the registry with secrets masked."""
         from launcher.core import validate
@@ -121,7 +122,7 @@ class Engine(ABC):
             text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
         return spec, text
 
-    def hash_files(self, spec: "JobSpec") -> "LocalSet":
+    def hash_files(self, spec: JobSpec) -> LocalSet:
         """Hash: the code and data to stage (render-independent; a local cache)."""
         from launcher.core.plan import stage_items
         from launcher.ops.stage import CACHE_NAME, HashCache, collect
@@ -132,7 +133,7 @@ class Engine(ABC):
             self.say(f"warning: {warning}")
         return files
 
-    def record_failure(self, spec: "JobSpec", hosts: Sequence[Host], job_id: str, spec_text: str,
+    def record_failure(self, spec: JobSpec, hosts: Sequence[Host], job_id: str, spec_text: str,
                        exc: AlaunchError, meta: Mapping | None = None) -> None:
         """Record: a job refused before it was recorded is recorded FAILED with the reason."""
         from launcher.core.hostfile import format_hostfile
@@ -166,18 +167,18 @@ class Engine(ABC):
 
     # ------------------------------------------------------------------ submit = dry run + schedule
     @abstractmethod
-    def dry_run(self, job: "str | Path | JobSpec", target: Any, opts: "SubmitOptions", job_id: str,
+    def dry_run(self, job: str | Path | JobSpec, target: Any, opts: SubmitOptions, job_id: str,
                 *, offline: bool = True) -> str:
         """Exactly what :meth:`submit` would send, as text; starts nothing (``offline``: asks
         no host either)."""
 
     @abstractmethod
-    def plan_text(self, spec: "JobSpec", target: Any, opts: "SubmitOptions", job_id: str) -> str:
+    def plan_text(self, spec: JobSpec, target: Any, opts: SubmitOptions, job_id: str) -> str:
         """The job's exact request as text, pure (a pipeline step's dry run): the commands each
         node runs, or the batch script a scheduler gets."""
 
     @abstractmethod
-    def submit(self, job: "str | Path | JobSpec", target: Any, opts: "SubmitOptions",
+    def submit(self, job: str | Path | JobSpec, target: Any, opts: SubmitOptions,
                meta: Mapping | None = None) -> reg.JobRecord:
         """Record, stage and start (or queue) the job; the record as it stands after."""
 
@@ -187,7 +188,7 @@ class Engine(ABC):
 
     # ------------------------------------------------------------------ states
     @abstractmethod
-    def refresh(self, ref: str) -> "tuple[reg.JobRecord, list[NodeStatus]]":
+    def refresh(self, ref: str) -> tuple[reg.JobRecord, list[NodeStatus]]:
         """Ask the engine's own facts how the job is; record what changed."""
 
     def refresh_many(self, records: Sequence[reg.JobRecord]) -> dict[str, str]:
@@ -217,7 +218,7 @@ class Engine(ABC):
 
     @abstractmethod
     def resume(self, ref: str, say: Callable[[str], None] = lambda s: None,
-               original: "JobSpec | None" = None) -> reg.JobRecord:
+               original: JobSpec | None = None) -> reg.JobRecord:
         """Attempt n+1 of a stopped training job, in its own job dir, from the newest
         checkpoint every rank saved (``alaunch resume``, a pipeline step's ``retries:``)."""
 
@@ -266,7 +267,7 @@ class Engine(ABC):
     def check(self, target: Any, *, timeout: float = 10.0, **policy) -> CheckReport:
         """``hosts check``: is the target ready for a job."""
 
-    def prune(self, target: Any, opts: "PruneOptions") -> "dict[str, HostPrune]":
+    def prune(self, target: Any, opts: PruneOptions) -> dict[str, HostPrune]:
         """``alaunch prune`` on the target's staging hosts (never a queued or running job)."""
         from launcher.ops.prune import prune_hosts
         return prune_hosts(target.stage_hosts(), self.exec_factory, self.registry, opts)

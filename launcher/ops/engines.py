@@ -11,8 +11,9 @@ asked for: ``jobs`` and ``--help`` import no engine they do not need (tests/test
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from launcher.errors import InputError
 
@@ -44,7 +45,7 @@ def kind_of_text(text: str) -> str:
     return HOSTS
 
 
-def kind_of(record: "reg.JobRecord") -> str:
+def kind_of(record: reg.JobRecord) -> str:
     """The engine a registry record belongs to."""
     kind = record.meta.get(RECORD_KEY) or DEFAULT
     if kind not in ENGINES:
@@ -53,12 +54,12 @@ def kind_of(record: "reg.JobRecord") -> str:
     return kind
 
 
-def record_meta(engine: "Engine") -> dict:
+def record_meta(engine: Engine) -> dict:
     """The meta a new record of ``engine`` carries so :func:`kind_of` finds its engine again."""
     return {} if engine.name == DEFAULT else {RECORD_KEY: engine.name}
 
 
-def engine_class(kind: str) -> "type[Engine]":
+def engine_class(kind: str) -> type[Engine]:
     module, cls, _, _ = ENGINES[kind]
     return getattr(importlib.import_module(module), cls)
 
@@ -84,25 +85,27 @@ def read_target(hostfile: Path | str | None, *, local: bool = False, slots: int 
             raise InputError(f"{option} filters a hostfile's hosts; {hostfile} is a {kind} target "
                              f"(its nodes are the scheduler's to choose)", key=option)
     module, _, parse, _ = ENGINES[kind]
+    assert parse is not None  # every engine but the hosts' (handled above) parses its target
     return getattr(importlib.import_module(module), parse)(text, str(hostfile))
 
 
-def engine_for(target: Any, registry: "reg.Registry | None", state_dir: Path, **kw) -> "Engine":
+def engine_for(target: Any, registry: reg.Registry | None, state_dir: Path, **kw) -> Engine:
     """The engine that runs ``target`` (``kw``: say, progress, exec_factory)."""
-    return engine_class(target.engine)(registry, state_dir, **kw)
+    # no registry: an engine asked only to render (plan_text), which records nothing
+    return engine_class(target.engine)(registry, state_dir, **kw)  # type: ignore[arg-type]
 
 
-def engine_of(record: "reg.JobRecord", registry: "reg.Registry", state_dir: Path, **kw) -> "Engine":
+def engine_of(record: reg.JobRecord, registry: reg.Registry, state_dir: Path, **kw) -> Engine:
     """The engine that ran ``record``."""
     return engine_class(kind_of(record))(registry, state_dir, **kw)
 
 
-def log_view(record: "reg.JobRecord") -> "reg.JobRecord":
+def log_view(record: reg.JobRecord) -> reg.JobRecord:
     """The record as the follower and fetch read it (its engine's :meth:`Engine.log_view`)."""
     return engine_class(kind_of(record)).log_view(record)
 
 
-def refresh_listed(registry: "reg.Registry", state_dir: Path, records: Sequence["reg.JobRecord"],
+def refresh_listed(registry: reg.Registry, state_dir: Path, records: Sequence[reg.JobRecord],
                    exec_factory: Callable[[], Callable]) -> dict[str, str]:
     """``jobs``: each engine that answers for many jobs at once brings its live listed jobs up
     to date (``exec_factory()`` is called only then). Returns where -> why it could not ask."""

@@ -11,8 +11,9 @@ As fabric's ``GroupResult``: a mapping item -> result or exception, with ``.succ
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Generic, Iterable, TypeVar
+from typing import Generic, TypeVar
 
 from launcher.errors import AlaunchError, RemoteError
 
@@ -52,7 +53,7 @@ class GroupError(AlaunchError):
         self.failures = failures
         codes = {getattr(e, "exit_code", None) for e in failures.values()}
         if len(codes) == 1 and None not in codes:
-            self.exit_code = codes.pop()
+            self.exit_code = codes.pop()  # type: ignore[assignment]  # an ExitCode, or a host's own code
 
 
 class GroupResult(dict, Generic[K, R]):
@@ -66,7 +67,7 @@ class GroupResult(dict, Generic[K, R]):
     def failed(self) -> dict:
         return {k: v for k, v in self.items() if isinstance(v, BaseException)}
 
-    def raise_on_failure(self) -> "GroupResult":
+    def raise_on_failure(self) -> GroupResult:
         """One host failed: its own error (type and words kept). Several: a GroupError naming
         each. An exception that is not an AlaunchError/OSError is a bug: re-raised as is."""
         failed = self.failed

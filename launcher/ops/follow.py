@@ -13,9 +13,10 @@ Pieces, each with one job:
   stops the job and never loses or doubles a line.
 * :class:`PipeHub`: the transport. ONE thread owns every node's follow process (the runner's
   ``process_argv``: an ``ssh`` client riding the host's master when one is up, else on its own
-  connection; a reconnect always on a fresh one; or the script itself for a local node) and reads all their stdouts with :mod:`selectors`, putting events on
-  one queue, so lines from every node come out in the order they arrived. :class:`NodeStream`
-  (a thread per node over the runner's ``stream``) is the fallback for paramiko-only runners.
+  connection; a reconnect always on a fresh one; or the script itself for a local node) and
+  reads all their stdouts with :mod:`selectors`, putting events on one queue, so lines from
+  every node come out in the order they arrived. :class:`NodeStream` (a thread per node over
+  the runner's ``stream``) is the fallback for paramiko-only runners.
 * :class:`ProgressView` (pure) and :func:`progress_renderable`: epoch, step/total, loss and
   its trend, per-step time, samples/s, ETA, from the :class:`~launcher.metrics.logparse.JobLogs`.
 * :class:`Follower`: the loop. Feeds lines to ``JobLogs`` and the printer, keeps the live
@@ -40,25 +41,26 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from rich.console import Group
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from launcher.remote import wire
-from launcher.ops import registry as reg
-from launcher.errors import AlaunchError
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
+from launcher.errors import AlaunchError
 from launcher.metrics import signatures
 from launcher.metrics.logparse import Failure, JobLogs, LogState
 from launcher.metrics.stragglers import StragglerWatch
+from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
+from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 GANG_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping the other nodes
@@ -227,7 +229,7 @@ class NodeStream(NodeFacts, threading.Thread):
     byte offset of each file it had read so the new script resumes exactly there."""
 
     def __init__(self, runner: CommandRunner, argv: list[str] | Callable[[dict], list[str]],
-                 out: "queue.Queue[Event]", stop: threading.Event, *,
+                 out: queue.Queue[Event], stop: threading.Event, *,
                  offsets: dict[str, list[int]] | None = None, reconnect: bool = True,
                  backoff: tuple[float, ...] = RECONNECT_BACKOFF):
         super().__init__(name=f"follow-{runner.name}", daemon=True)
@@ -306,7 +308,7 @@ class PipeNode(NodeFacts):
     its pipes, and the node's :class:`NodeLog`. The follower's thread calls :meth:`give_up`;
     everything else runs on the hub's thread."""
 
-    def __init__(self, hub: "PipeHub", runner: CommandRunner, argv_for: Callable[[dict], list[str]],
+    def __init__(self, hub: PipeHub, runner: CommandRunner, argv_for: Callable[[dict], list[str]],
                  offsets: dict[str, list[int]] | None, reconnect: bool, backoff: tuple[float, ...]):
         self.hub, self.runner, self.argv_for, self.reconnect = hub, runner, argv_for, reconnect
         self.node = NodeLog(runner.name, offsets, backoff)
@@ -344,7 +346,7 @@ class PipeHub(threading.Thread):
 
     KILL_AFTER = 2.0  # seconds between SIGTERM and SIGKILL of a follow process
 
-    def __init__(self, out: "queue.Queue[Event]", stop: threading.Event):
+    def __init__(self, out: queue.Queue[Event], stop: threading.Event):
         super().__init__(name="follow-pipes", daemon=True)
         self.out, self.stop = out, stop
         self.error: BaseException | None = None  # what ended the loop unexpectedly
@@ -438,13 +440,17 @@ class PipeHub(threading.Thread):
         n.node.begin()
         try:
             argv = process_argv(n.runner, n.argv_for(n.offsets_copy()), fresh=n.node.attempts > 1)
+            if argv is None:
+                raise TypeError(f"{n.runner.name} has no ssh client process to follow it with")
             n.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, start_new_session=True)
         except (AlaunchError, OSError, TypeError) as exc:
             n.proc = None
             self._lost(n, getattr(exc, "message", None) or str(exc), time.monotonic())
             return
-        for f, kind in ((n.proc.stdout, "out"), (n.proc.stderr, "err")):
+        out, err = n.proc.stdout, n.proc.stderr
+        assert out is not None and err is not None  # both PIPE
+        for f, kind in ((out, "out"), (err, "err")):
             os.set_blocking(f.fileno(), False)
             self.sel.register(f, selectors.EVENT_READ, (n, kind))
         n.out_open = True
@@ -483,6 +489,7 @@ class PipeHub(threading.Thread):
     def _finish(self, n: PipeNode, now: float) -> None:
         """The attempt's process has ended: say why (unless the node ended) and plan the next."""
         proc, n.proc = n.proc, None
+        assert proc is not None  # called for a node whose process has ended
         self._close_err(proc)
         code = proc.returncode
         if n.node.ended or self.stop.is_set():
@@ -606,7 +613,7 @@ def lead_state(job: JobLogs) -> LogState | None:
     streams = [s for s in job.states.values() if s.progress() is not None]
     if not streams:
         return None
-    return max(streams, key=lambda s: (s.progress()[0], -(s.rank if s.rank is not None else 1 << 30)))
+    return max(streams, key=lambda s: ((s.progress() or (0, 0))[0], -(s.rank if s.rank is not None else 1 << 30)))
 
 
 @dataclass
@@ -635,7 +642,7 @@ def build_view(job: JobLogs, clock: StepClock | None = None) -> ProgressView:
         failed = f"{f.host}/rank {f.rank}: {what}" if f.rank is not None else f"{f.host}: {what}"
     if lead is None:
         return ProgressView("unknown", failed=failed)
-    done, total = lead.progress()
+    done, total = lead.progress() or (0, 0)  # lead_state picked a stream with progress
     measured = clock.seconds_per_step() if clock else None
     if lead.losses:
         last = lead.losses[-1]
@@ -761,7 +768,7 @@ class Sink(Protocol):
 
     def msrun(self, host: str, text: str) -> None: ...
 
-    def nodes(self, views: list["NodeView"]) -> None: ...
+    def nodes(self, views: list[NodeView]) -> None: ...
 
 
 class Stopper(Protocol):
@@ -819,7 +826,7 @@ class Follower:
         self.job = JobLogs()
         self.clock = StepClock()
         self.stragglers = StragglerWatch()  # .current: read by the dashboard's hub
-        self.queue: "queue.Queue[Event]" = queue.Queue()
+        self.queue: queue.Queue[Event] = queue.Queue()
         self.stop = threading.Event()
         self.nodes = {n.host: NodeView(n.host, n.node_rank) for n in record.nodes}
         self.streams: dict[str, NodeStream | PipeNode] = {}
@@ -841,10 +848,10 @@ class Follower:
             rank = node.node_rank if self.record.meta.get("state_per_node", True) else None
             python, root, follow = pythons.get(node.host, "python3"), node.job_dir, self.follow
 
-            def argv_for(offsets, p=python, r=root, n=rank, k=ranks):
-                return follow_argv(p, r, follow, n, k, offsets)
+            def argv_for(offsets, p=python, r=root, n=rank, k=ranks, f=follow):
+                return follow_argv(p, r, f, n, k, offsets)
 
-            kw = dict(offsets=saved.get(node.host), reconnect=self.follow, backoff=self.backoff)
+            kw: dict[str, Any] = dict(offsets=saved.get(node.host), reconnect=self.follow, backoff=self.backoff)
             if process_argv(runner, ["true"]) is not None:
                 streams[node.host] = hub.add(runner, argv_for, **kw)
             else:
@@ -910,7 +917,7 @@ class Follower:
                     event = self.queue.get(timeout=0.25)
                 except queue.Empty:
                     if self.hub is not None and self.hub.error is not None:
-                        raise self.hub.error
+                        raise self.hub.error from None  # the hub's bug, not the empty queue
                     continue
                 failure = self._handle(event, pending, codes)
                 if failure is not None and failed_at is None and self.follow:
@@ -935,8 +942,9 @@ class Follower:
             view.reconnects += 1
             self.sink.note(f"{event.host}: reachable again; resuming its logs where they were left")
             self.sink.nodes(list(self.nodes.values()))
-        if event.kind == "pid":
-            self.job.note_worker(event.host, int(event.text), event.rank)
+        if event.kind == "pid":  # "P <pid> <rank>": always a rank
+            if event.rank is not None:
+                self.job.note_worker(event.host, int(event.text), event.rank)
             return None
         if event.kind == "line" and event.role == "msrun":
             # msrun's own output: the worker and scheduler exits it reports are process facts
@@ -947,8 +955,9 @@ class Follower:
             self.job.feed(event.host, event.rank, event.text)
             self.sink.line(event.host, event.rank, event.text)
             lead = lead_state(self.job)
-            if lead is not None:
-                self.clock.note(lead.progress()[0], event.at)
+            progress = lead.progress() if lead is not None else None
+            if progress is not None:
+                self.clock.note(progress[0], event.at)
             self.sink.progress(build_view(self.job, self.clock))
             for text in self.stragglers.update(self.job, event.at):
                 self.sink.note(text)
@@ -988,6 +997,7 @@ class Follower:
 
     def _settle(self, codes: dict[str, int | None]) -> reg.JobRecord:
         """The registry's final word: refresh from the hosts unless the follower already decided."""
+        assert self.service is not None  # run() settles only with a service
         try:
             record, _ = self.service.refresh(self.record.id)
         except AlaunchError as exc:

@@ -10,14 +10,14 @@ runs it. ``SSHLauncher`` and ``LocalLauncher`` start a detached supervisor throu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from launcher.ops.fanout import run_parallel
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
-from launcher.remote import wire
-from launcher.errors import AlaunchError, RemoteError
-from launcher.runners import CommandRunner
 from launcher.core.plan import NodePlan, Plan
+from launcher.errors import AlaunchError, RemoteError
+from launcher.ops.fanout import run_parallel
+from launcher.remote import wire
+from launcher.runners import CommandRunner
 
 CANCEL_GRACE = 10.0
 
@@ -64,8 +64,8 @@ class Launcher(ABC):
         return Started(plan.node_rank, plan.host.name, int(data["pid"]), int(data["supervisor"]))
 
     def _script(self, request: dict, timeout: float, what: str) -> dict:
-        result = self.node.check([self.python, "-S", "-c", wire.program("launch", request["op"])], [wire.request(request)],
-                                 timeout=timeout, what=what)
+        result = self.node.check([self.python, "-S", "-c", wire.program("launch", request["op"])],
+                                 [wire.request(request)], timeout=timeout, what=what)
         return wire.answer(result.stdout)
 
     def status(self, plan_state_dir: str, node_rank: int, job_root: str | None = None) -> NodeStatus:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import overload
 
 from launcher.errors import AlaunchError
 
@@ -84,7 +85,11 @@ _NO_PROCESS_RE = re.compile(r"No running processes found in NPU\s+(\d+)")
 _PROC_CELL_RE = re.compile(r"(\d+)\s+(\d+)")
 
 
-def _num(text: str | None, kind: type = int) -> int | float | None:
+@overload
+def _num(text: str | None) -> int | None: ...
+@overload
+def _num(text: str | None, kind: type[float]) -> float | None: ...
+def _num(text: str | None, kind: type[int] | type[float] = int) -> int | float | None:
     if text is None:
         return None
     try:

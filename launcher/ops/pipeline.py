@@ -41,9 +41,10 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from launcher import __version__
 from launcher.core import pipeline as pl
@@ -54,8 +55,8 @@ from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError, NothingToResume
 from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
-from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
 from launcher.ops import registry as reg
+from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
 from launcher.ops.engine import Engine, HostTarget
 from launcher.ops.service import SubmitOptions, prepare, used_hosts
 
@@ -105,7 +106,8 @@ class StepResult:
     attempts: int = 1
 
 
-def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict]) -> tuple[dict, str, str]:
+def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict[str, Any]]
+                  ) -> tuple[dict[str, Any], str, str | None]:
     """The step's job mapping with its refs resolved: (data, source, base_dir). ``resolve(ref,
     site)`` gives a PathRef mapping for site 'checkpoint' or 'input'."""
     if step.job is not None:
@@ -343,7 +345,9 @@ class PipelineRunner:
             world = sum(len(h.slot_ids) for h in used_hosts(spec, self.hosts))
             if world > 1 and ref.select == "last":
                 return f"{root}/output/merged/<job id>.ckpt (merged from {world} ranks)"
-            return f"{root}/output/checkpoint" if ref.select == "all" else f"{root}/output/checkpoint/rank_0/<last>.ckpt"
+            if ref.select == "all":
+                return f"{root}/output/checkpoint"
+            return f"{root}/output/checkpoint/rank_0/<last>.ckpt"
         return f"{root}/<{ref.output or 'output'}>"
 
     def step_parts(self, step: pl.Step, spec: JobSpec | None) -> dict[str, str]:
@@ -360,15 +364,16 @@ class PipelineRunner:
             named = {"checkpoint": spec.checkpoint, "tokenizer": spec.tokenizer,
                      **{f"input {n}": r for n, r in spec.inputs.items()}}
             for name, ref in named.items():
-                if ref is not None and ref.is_local:
+                if ref is not None and ref.local is not None:
                     parts[name] = file_sha(ref.local) if Path(ref.local).exists() else "missing"
             if not isinstance(spec.code, str):
                 parts["code tree"] = file_sha(spec.code.local, spec.code.exclude)
             if spec.entry.builtin:
                 parts["entry scripts"] = digest({q.name: pl.text_sha(q.read_bytes())
-                                                 for q in sorted(ENTRY_DIR.glob("*.py")) if q.name != MERGE_PROGRAM.name})
+                                                 for q in sorted(ENTRY_DIR.glob("*.py"))
+                                                 if q.name != MERGE_PROGRAM.name})
         else:
-            table = pl.BUILTIN_OPTIONS[step.builtin]
+            table = pl.BUILTIN_OPTIONS[step.kind]  # the built-in's name
             for key, (kind, _) in table.items():
                 value = step.options.get(key)
                 if kind == "path" and isinstance(value, str):
@@ -442,9 +447,9 @@ class PipelineRunner:
                 if spec.checkpoint is not None:
                     how = f" <- {step.checkpoint.describe()}" if isinstance(step.checkpoint, pl.Ref) else ""
                     view.resolves.append(f"checkpoint{how}: {spec.checkpoint.local or spec.checkpoint.remote}")
-                for name, ref in spec.inputs.items():
+                for name, given in spec.inputs.items():
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
-                    view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
+                    view.resolves.append(f"inputs.{name}{how}: {given.local or given.remote}")
                 others = [] if self.target.shared_workdir else [h.name for h in hosts[1:]]
                 for site, ref, _ in self.remote_refs(step, spec) if others else []:
                     view.resolves.append(f"{site}: copied from {ref.step}'s host to {', '.join(others)} through this "
@@ -503,7 +508,7 @@ class PipelineRunner:
                  "score": "fetch the predictions, score them, save scores.json in the run directory",
                  "results": "fetch the runs' logs, print the results table (and the loss plot)"}
         options = {k: v for k, v in step.options.items() if not isinstance(v, (pl.Ref, list, dict))}
-        return texts[step.builtin] + (f"; with {options}" if options else "")
+        return texts[str(step.builtin)] + (f"; with {options}" if options else "")
 
     # ------------------------------------------------------------------ run
 
@@ -792,7 +797,7 @@ class PipelineRunner:
             producer = self.outputs.get(ref.step) or {}
             source = producer.get("host")
             targets = [h for h in hosts if source and h.name != source]
-            if not targets:
+            if not source or not targets:
                 continue
             src_host = next((h for h in self.hosts if h.name == source), None) or Host(source, 1)
             src = self.service.exec_factory(src_host)
@@ -824,7 +829,7 @@ class PipelineRunner:
         checkpoint's global step from its own metadata, its mtime; the sha256 of what a consumer
         reads: each rank's last checkpoint and every other output). ``digest``, their content
         identity, is what a consumer's identity covers."""
-        from launcher.ops.collect import job_outputs, list_node, globs_for
+        from launcher.ops.collect import globs_for, job_outputs, list_node
         node0 = self.service.log_view(record).nodes[0]  # where its files are (a scheduler's: the shared dir)
         python = (record.meta.get("pythons") or {}).get(node0.host, "python3")
         outputs, _ = job_outputs(record)
@@ -873,7 +878,8 @@ class PipelineRunner:
 
     def builtin_data(self, step: pl.Step) -> dict:
         """The demo's data recipe here: synth -> prepare -> tokenizer -> prepare with MindRecord."""
-        from launcher.data.prepare import PrepareOptions, prepare as prepare_data
+        from launcher.data.prepare import PrepareOptions
+        from launcher.data.prepare import prepare as prepare_data
         from launcher.data.recipe import load_recipe
         from launcher.data.synth import synthesise
         from launcher.data.tokenizer import texts_of, train_sentencepiece
@@ -883,7 +889,8 @@ class PipelineRunner:
         out.mkdir(parents=True, exist_ok=True)
         raw = out / "raw.jsonl"
         synthesise(int(o.get("rows", 100_000)), raw, seed=int(o.get("seed", 1)))
-        opts = dict(raw=raw, recipe=recipe, out_dir=out, seed=None, test_rows=int(o.get("test_rows", 0)))
+        opts: dict[str, Any] = dict(raw=raw, recipe=recipe, out_dir=out, seed=None,
+                                    test_rows=int(o.get("test_rows", 0)))
         prepare_data(PrepareOptions(**opts))
         model = train_sentencepiece(texts_of(out / "train.json"), out / "tokenizer",
                                     vocab_size=int(o.get("vocab_size", 1024)))

@@ -14,10 +14,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 from launcher.core.hostfile import Host
-from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi, summarize
-from launcher.runners import CommandRunner
 from launcher.errors import RemoteError
+from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi, summarize
 from launcher.remote import wire
+from launcher.runners import CommandRunner
 
 MIN_PYTHON = (3, 9)
 
@@ -182,7 +182,7 @@ def _short_os(name: str | None) -> str:
 
 def table_cells(rows: list[CheckRow]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """The ``hosts check`` table's columns and one row of cells per host (pure)."""
-    out = []
+    out: list[tuple[str, ...]] = []
     for r in rows:
         reach = "no" if not r.reachable else (f"yes {r.rtt_ms:.1f} ms" if r.rtt_ms is not None else "yes")
         osarch = f"{_short_os(r.os)} {r.arch or ''}".strip() if r.reachable else ""

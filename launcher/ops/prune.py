@@ -7,8 +7,8 @@ as protected. What was pruned is recorded as an event on each job the registry k
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from launcher.core.hostfile import Host
 from launcher.core.prune import JobDir, dedupe_stores, select

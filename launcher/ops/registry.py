@@ -13,6 +13,7 @@ Schema changes are new entries in ``MIGRATIONS``; ``schema_version`` records how
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import functools
 import hashlib
@@ -22,14 +23,15 @@ import re
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from launcher.core.layout import new_job_id
-from launcher.ops import proc
 from launcher.errors import AlaunchError, InputError, RegistryCorrupt
+from launcher.ops import proc
 
 DB_NAME = "registry.sqlite3"
 JOB_ID_IN_TEXT = re.compile(r"[a-z0-9-]+-\d{8}-\d{6}-[0-9a-f]{4}")  # core.layout's job id shape
@@ -442,7 +444,7 @@ class Registry:
         self._migrate()
 
     @classmethod
-    def in_state_dir(cls, state_dir: str | Path | None = None) -> "Registry":
+    def in_state_dir(cls, state_dir: str | Path | None = None) -> Registry:
         """The registry in ``state_dir`` (default: ``$ALAUNCH_STATE_DIR`` / XDG, see :func:`default_state_dir`)."""
         if state_dir is None:
             state_dir = default_state_dir()
@@ -453,7 +455,7 @@ class Registry:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Registry":
+    def __enter__(self) -> Registry:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -663,7 +665,7 @@ class Registry:
     def list(self, limit: int | None = 20, states: Iterable[str] | None = None,
              offset: int = 0) -> list[JobRecord]:
         """Newest first, optionally only in the given states; ``offset`` skips that many (paging)."""
-        sql, args = "SELECT id FROM jobs", []
+        sql, args = "SELECT id FROM jobs", builtins.list[Any]()
         if states is not None:
             states = list(states)
             bad = [s for s in states if s not in JOB_STATES]
@@ -754,7 +756,7 @@ class Registry:
                           "WHERE pipeline_id = ? AND state = 'running'", (why, now_iso(), pipeline_id))
         return bool(done)
 
-    def pipelines(self, limit: int = 5) -> list[PipelineRecord]:
+    def pipelines(self, limit: int = 5) -> builtins.list[PipelineRecord]:  # (list: the method above)
         ids = [r[0] for r in self._conn.execute(
             "SELECT id FROM pipelines ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))]
         return [self.pipeline(i) for i in ids]
@@ -775,7 +777,7 @@ class Registry:
                 used.update(JOB_ID_IN_TEXT.findall(json.dumps(s.outputs)))
         return used
 
-    def reusable_steps(self, name: str, step: str, identity: str | None = None) -> list[StepRecord]:
+    def reusable_steps(self, name: str, step: str, identity: str | None = None) -> builtins.list[StepRecord]:
         """Finished steps of earlier runs of pipeline ``name`` (newest first), of this identity
         if given: the candidates a re-run may reuse instead of running again."""
         sql = ("SELECT s.* FROM pipeline_steps s JOIN pipelines p ON p.id = s.pipeline_id "
@@ -787,7 +789,7 @@ class Registry:
         sql += " ORDER BY COALESCE(s.ended_at, p.created_at) DESC"
         return [_step(r) for r in self._conn.execute(sql, args)]
 
-    def step_jobs(self, name: str, step: str, identity: str) -> list[StepRecord]:
+    def step_jobs(self, name: str, step: str, identity: str) -> builtins.list[StepRecord]:
         """Steps of earlier runs of pipeline ``name`` of this identity, in any state (newest
         first): a killed ``alaunch run``'s step whose job runs on, or succeeded after it, is
         found here and re-attached or reused, never submitted twice (its job id may be missing
@@ -817,7 +819,7 @@ class Registry:
             self._move(c, job_id, old, state, reason, True)
         return True
 
-    def events(self, job_id: str) -> list[Event]:
+    def events(self, job_id: str) -> builtins.list[Event]:
         rows = self._conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [Event(**dict(r)) for r in rows]
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from launcher.errors import AlaunchError
 from launcher.runners import CommandRunner

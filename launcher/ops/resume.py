@@ -25,8 +25,8 @@ another job (or a foreign process, per npu-smi) took meanwhile make it refuse, n
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 from pathlib import Path
 
 import yaml
@@ -38,10 +38,10 @@ from launcher.core.hostfile import parse_hostfile
 from launcher.core.plan import build_plan
 from launcher.core.spec import JobSpec, load_job, masked_secrets, parse_job, restore_secrets
 from launcher.errors import AlaunchError, InputError, NothingToResume, ResumeBusy
+from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.launch import launch_all, launcher_for
-from launcher.ops import cards as card_ops
 from launcher.ops.stage import inventory, store_base
 from launcher.remote import wire
 
@@ -116,8 +116,8 @@ def recorded_spec(record: reg.JobRecord, original: JobSpec | None = None) -> Job
 def checkpoints_under(runner, python: str, root: str) -> list[pl.Checkpoint]:
     """Every checkpoint of the job dir ``root`` with what the file itself says (global step,
     attempt): one listing and one inspection on the host (entry/merge_ckpt.py ``inspect``)."""
-    from launcher.ops.collect import list_node
     from launcher.ops.ckpt import on_host
+    from launcher.ops.collect import list_node
     listing = list_node(runner, python, root, {"checkpoints": [CHECKPOINT_GLOB]})
     paths = [posixpath.join(listing.root, f.path) for f in listing.files]
     info = on_host(runner, python, {"op": "inspect", "paths": paths}, "inspecting checkpoints") if paths else {}
@@ -207,6 +207,7 @@ def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec
     runner0 = service.exec_factory(node0)
     try:
         port = inventory(runner0, [], pythons.get(node0.name, "python3"), port=None).port
+        assert port is not None  # asked for (port=None: pick a free one), node 0 answers one
     finally:
         runner0.close()
     roots = {n.host: n.job_dir for n in record.nodes}

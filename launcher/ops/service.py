@@ -26,29 +26,27 @@ import os
 import posixpath
 import sys
 import time
-
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any
 
-from launcher.ops import cards as card_ops
-from launcher.ops import registry as reg
-from launcher.ops import proc, waiter
 from launcher.core import cards as core_cards
 from launcher.core import validate
-from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
-from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
-from launcher.core.layout import JobLayout
-from launcher.runners import CommandRunner
-from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan,
-                                env_script_vars)
+from launcher.core.layout import JobLayout, new_job_id
+from launcher.core.plan import DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan, env_script_vars
 from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job
+from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
+from launcher.ops import cards as card_ops
+from launcher.ops import proc, waiter
+from launcher.ops import registry as reg
 from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine, HostTarget, JobCancelled  # noqa: F401 (JobCancelled: callers import it here)
 from launcher.ops.fanout import run_parallel
-from launcher.core.layout import new_job_id
+from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
 from launcher.ops.stage import Inventory, LocalSet, Stager, inventory, resolve_home, store_base
+from launcher.runners import CommandRunner
 
 DRY_RUN_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
 LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
@@ -144,7 +142,7 @@ class Preflight:
     port: int
 
 
-def shared_job_dirs(hosts: Sequence[Host], pre: "Preflight") -> dict[str, int]:
+def shared_job_dirs(hosts: Sequence[Host], pre: Preflight) -> dict[str, int]:
     """node rank -> the first node rank whose job dir is the same directory (same store id
     on the same filesystem, same path): an NFS/SFS workdir. Fetch reads such a dir once."""
     first: dict[tuple[str, str], int] = {}
@@ -221,6 +219,7 @@ class JobService(Engine):
             filtered = cards.pin_devices(filtered, opts.devices)
         used = used_hosts(spec, filtered)
         candidates, want = filtered[:len(used)], len(used[0].slot_ids)
+        held: dict[str, dict[int, cards.Holder] | str]
         if offline:
             held = {h.name: "--offline" for h in candidates}
         else:
@@ -228,7 +227,7 @@ class JobService(Engine):
             held = card_ops.look(candidates, self.exec_factory, {h.name: python_for(bins, h) for h in candidates})
         chosen = cards.plan_devices(candidates, want, held,
                                     cards.pinned_hosts(full, candidates, want, opts.devices is not None))
-        hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen)]
+        hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen, strict=False)]
         note = staging_note([h.name for h in hosts if not h.is_local], parse_mode(os.environ.get("ALAUNCH_RELAY")),
                             int(os.environ.get("ALAUNCH_RELAY_DEGREE") or 2))
         return (cards.render_devices(chosen) + (f"# staging: {note}\n" if note else "")
@@ -251,7 +250,8 @@ class JobService(Engine):
         return (f"started {record.name} on {len(record.nodes)} node(s): " + ", ".join(shown)
                 + (f", and {more} more (alaunch status {record.id})" if more else ""))
 
-    def check(self, target: HostTarget | Sequence[Host], *, timeout: float = 10.0, require_npus: bool = False,
+    def check(self, target: HostTarget | Sequence[Host], *,  # type: ignore[override]  # the policy, named
+              timeout: float = 10.0, require_npus: bool = False,
               min_disk_gb: float = 5.0, python: str | None = None, verify_store: bool = False) -> CheckReport:
         """``hosts check``: one probe per host, all at once (``exec_factory`` should connect
         fresh: a kept master would hide a dead sshd); ``verify_store`` re-hashes each store."""
@@ -400,7 +400,7 @@ class JobService(Engine):
         ``--wait`` record the job QUEUED (first come, first served among this registry's queued
         jobs on the same hosts) and look again every ``poll`` seconds until it can claim."""
         want = len(job.hosts[0].slot_ids)
-        held = {h.name: {} for h in job.candidates}
+        held: Mapping[str, Mapping[int, core_cards.Holder]] = {h.name: {} for h in job.candidates}
         hosts: Sequence[Host] = job.hosts
         shown = None
         for attempt in range(1_000_000_000):
@@ -417,7 +417,8 @@ class JobService(Engine):
                     raise
                 record = self.registry.get(job.job_id)
                 if record.state == reg.CANCELLED:
-                    raise AlaunchError(f"job {job.job_id} was cancelled while queued", exit_code=ExitCode.JOB_CANCELLED)
+                    raise AlaunchError(f"job {job.job_id} was cancelled while queued",
+                                       exit_code=ExitCode.JOB_CANCELLED) from None
                 if record.state != reg.QUEUED:
                     self.registry.update_meta(job.job_id, {"waiter": waiter.me()})  # jobs/status: gone -> FAILED
                     self.registry.set_state(job.job_id, reg.QUEUED, exc.message)
@@ -510,11 +511,14 @@ class JobService(Engine):
         already holds (so its job root and what to send), and on node 0 a free master port."""
         node0 = job.hosts[0].name
 
+        files = job.files
+        assert files is not None  # hashed in phase 1
+
         def one(host: Host) -> Inventory:
-            ask = dict(port=job.opts.master_port, pinned=job.opts.master_port is not None,
+            ask: dict[str, Any] = dict(port=job.opts.master_port, pinned=job.opts.master_port is not None,
                        port_range=job.opts.master_port_range) if host.name == node0 else {}
             env = {v.name: v.value for v in env_script_vars(host)}
-            return inventory(runners[host.name], job.files.objects, job.pythons[host.name], **ask,
+            return inventory(runners[host.name], files.objects, job.pythons[host.name], **ask,
                              versions=True, wrapper=WRAPPER, env=env, msrun_flags=bool(job.spec.msrun_args),
                              cards=True)
 
@@ -554,6 +558,7 @@ class JobService(Engine):
     def stage(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> None:
         """Phase 4: send what each filesystem lacks, make every job dir (config text per host)."""
         texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in job.hosts}
+        assert job.files is not None  # hashed in phase 1
         relay_to = {h.name: _resolve_address(h, job.opts.ssh_config)  # how the hops reach each other
                     for h in job.hosts if len(job.hosts) > 1 and not h.is_local}
         result = Stager(runners, python=job.pythons, progress=self.progress, addresses=relay_to).stage(
@@ -729,7 +734,8 @@ class JobService(Engine):
                 raise AlaunchError(f"{node.host}: processes {out['left']} still alive after SIGKILL")
             if not out["found"]:
                 return "nothing was running"
-            return f"stopped {out['found']} process(es)" + (" (SIGKILL after the grace period)" if out["sigkill"] else "")
+            killed = " (SIGKILL after the grace period)" if out["sigkill"] else ""
+            return f"stopped {out['found']} process(es){killed}"
 
         outcome: dict[str, str] = {}
         for node, result in run_parallel(record.nodes, one).items():

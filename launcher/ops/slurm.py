@@ -21,18 +21,18 @@ import posixpath
 import re
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from launcher.core import slurm as core
 from launcher.core import validate
 from launcher.core.hostfile import format_hostfile, parse_hostfile
 from launcher.core.layout import JobLayout
 from launcher.core.render import render_job, resolve_world
+from launcher.core.slurm import parse_target  # noqa: F401  (the chooser's parser of a target file)
 from launcher.core.spec import JobSpec, load_job
 from launcher.errors import AlaunchError, InputError, RemoteError
-from launcher.core.slurm import parse_target  # noqa: F401  (the chooser's parser of a target file)
 from launcher.ops import registry as reg
 from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine
 from launcher.ops.engines import record_meta
@@ -243,7 +243,8 @@ class SlurmService(Engine):
                          "sbatch")
         if res["code"] != 0:
             lines = (res["err"] or res["out"]).strip().splitlines()
-            raise RemoteError(ex.host.name, f"sbatch failed: {lines[-1] if lines else 'exit code %d' % res['code']}")
+            said = lines[-1] if lines else f"exit code {res['code']}"
+            raise RemoteError(ex.host.name, f"sbatch failed: {said}")
         try:
             return core.sbatch_job_id(res["out"])
         except ValueError as exc:
@@ -286,7 +287,8 @@ class SlurmService(Engine):
         self.registry.add_event(record.id, "sbatch", f"Slurm job {sid} (attempt {attempt + 1})")
         for n in record.nodes:
             self.registry.set_node(record.id, n.node_rank, state=reg.PENDING, exit_code=None, ended_at=None)
-        self.registry.set_state_unless_ended(record.id, reg.QUEUED, f"Slurm job {sid} submitted (attempt {attempt + 1})")
+        self.registry.set_state_unless_ended(record.id, reg.QUEUED,
+                                             f"Slurm job {sid} submitted (attempt {attempt + 1})")
         return self.registry.get(record.id)
 
     # ------------------------------------------------------------------ states
@@ -429,7 +431,7 @@ class SlurmService(Engine):
     @staticmethod
     def _statuses(record: reg.JobRecord) -> list[NodeStatus]:
         return [NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0,
-                           record.reason if n.node_rank == 0 and record.state == reg.QUEUED else "")
+                           (record.reason or "") if n.node_rank == 0 and record.state == reg.QUEUED else "")
                 for n in record.nodes]
 
     def wait(self, ref: str, poll: float | None = None, timeout: float | None = None,

@@ -24,20 +24,22 @@ import stat
 import tarfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
-from launcher.remote import wire
-from launcher.errors import AlaunchError, InputError, RemoteError
-from launcher.core.hostfile import Host
 from launcher.core import route as routes
-from launcher.ops import fanout, stage_relay as relays
+from launcher.core.hostfile import Host
+from launcher.core.plan import StageItem
+from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.ops import fanout
+from launcher.ops import stage_relay as relays
+from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 CHUNK = 1 << 20  # read/write block for hashing and the tar stream
-from launcher.core.plan import StageItem
 
 DEFAULT_IGNORES = (".git", ".venv", "__pycache__")
 IGNORE_FILE = ".alaunchignore"
@@ -73,7 +75,7 @@ class IgnoreRules:
     rules: tuple[tuple[re.Pattern, bool, bool], ...]  # (regex, negated, dirs only)
 
     @classmethod
-    def parse(cls, lines: Iterable[str]) -> "IgnoreRules":
+    def parse(cls, lines: Iterable[str]) -> IgnoreRules:
         rules = []
         for raw in lines:
             line = raw.rstrip("\n").rstrip()
@@ -247,6 +249,7 @@ def collect(items: Sequence[StageItem], cache: HashCache, workers: int = 4) -> L
         if item.text is not None:
             texts[item.dest] = item.text
             continue
+        assert item.local is not None  # a StageItem is a text or a local path
         path = Path(item.local)
         if path.is_dir():
             rules = code_rules(path, item.ignore) if item.dest == "code" or item.ignore else IgnoreRules(())
@@ -265,10 +268,11 @@ def collect(items: Sequence[StageItem], cache: HashCache, workers: int = 4) -> L
     misses = [i for i, d in enumerate(digests) if d is None]
     if misses:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, digest in zip(misses, pool.map(lambda i: cache.sha256(found[i][1], found[i][2]), misses)):
+            for i, digest in zip(misses, pool.map(lambda i: cache.sha256(found[i][1], found[i][2]), misses),
+                                 strict=True):
                 digests[i] = digest
     files = tuple(LocalFile(dest, p, st.st_size, d, stat.S_IMODE(st.st_mode))
-                  for (dest, p, st), d in zip(found, digests))
+                  for (dest, p, st), d in zip(found, cast(list[str], digests), strict=True))  # every miss hashed
     return LocalSet(files, texts, tuple(warnings))
 
 
@@ -409,7 +413,7 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
     preflight is one round trip. ``versions``: also MindSpore/MindFormers/CANN/driver versions
     (files only, no import); ``wrapper`` + ``env``: run the launch wrapper with ``true`` there,
     so a failing env script is reported now (``env_error``)."""
-    req = {"op": "inventory", "base": store_base(node.host), "objects": sorted(objects)}
+    req: dict[str, Any] = {"op": "inventory", "base": store_base(node.host), "objects": sorted(objects)}
     if port is not False:
         req.update(port=port, pinned=pinned, port_range=list(port_range) if port_range else None)
     if versions:
@@ -566,7 +570,9 @@ class Stager:
             fast = self._link_known(local, roots, texts_by_host)
         rest = {n: node for n, node in self.nodes.items() if n not in fast}
         if not rest:
-            return StageResult(fast, {n: self.known.get(self.nodes[n].host) for n in fast})
+            known = self.known
+            assert known is not None  # fast came from it
+            return StageResult(fast, {n: i for n in fast if (i := known.get(self.nodes[n].host)) is not None})
         if inventories is None:
             inventories = run_parallel(rest, lambda n: inventory(n, local.objects, self._py(n.host.name)))
         result = self._send(local, roots, {n: inventories[n] for n in rest}, texts_by_host)
@@ -582,7 +588,9 @@ class Stager:
         """LINK on every host the cache says is complete (one per shared filesystem); the
         hosts that really were complete, with their reports."""
         need = set(local.objects)
-        cached = {n: self.known.get(node.host) for n, node in self.nodes.items()}
+        known = self.known
+        assert known is not None  # called only with a cache
+        cached = {n: known.get(node.host) for n, node in self.nodes.items()}
         ready = {n: i for n, i in cached.items() if i is not None and need <= i.have}
         groups: dict[tuple[str, str, str], list[str]] = {}
         for name, i in ready.items():
@@ -600,7 +608,7 @@ class Stager:
                                 timeout=120, what="staging")
             data = wire.answer(result.stdout)
             if not data["ok"]:
-                self.known.forget(node.host)
+                known.forget(node.host)
                 return None
             report = HostReport(name, 0, 0, data["linked"], data["copied"], time.monotonic() - start)
             self.progress.start(name, 0, 0)

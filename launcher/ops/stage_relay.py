@@ -17,8 +17,8 @@ relay cut half way resumes per object).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
 
 from launcher.core.hostfile import Host
 from launcher.core.route import LAPTOP, Route

@@ -33,7 +33,7 @@ try:
 except ImportError:
     from json.encoder import py_encode_basestring_ascii as _q
 
-_STDIN = []
+_STDIN = []  # type: list
 MARK = "\x1eALAUNCH-ANSWER\x1e"  # starts the one line a laptop parses (wire.ANSWER_MARK)
 CARDS_DIR = "/var/tmp/alaunch-cards"  # the host-wide card claims of every user (stage.py CLAIM)
 
@@ -177,8 +177,8 @@ def ascend_versions(driver="/usr/local/Ascend/driver/version.info"):
 
 def versions():
     """MindSpore / MindFormers (their dist-info names in this python's site dirs: no import,
-    ~1 ms), the CANN toolkit and the NPU driver (their install files) — None where absent: what must agree on every node of a job
-    (the preflight, stage.py INVENTORY; a Slurm job's nodes, slurm.py VERSIONS)."""
+    ~1 ms), the CANN toolkit and the NPU driver (their install files) — None where absent: what
+    must agree on every node of a job (the preflight, stage.py INVENTORY; a Slurm job's nodes, slurm.py VERSIONS)."""
     import sysconfig
     out = {"mindspore": None, "mindformers": None, "cann": None, "driver": None}
     paths = sysconfig.get_paths()

@@ -9,7 +9,8 @@ its start (re-opening a file when it is rotated or truncated, as ``tail -F`` doe
 says when the node ended. The request (:func:`launcher.remote.wire.request_arg`: the follower's
 runner call has no stdin) travels as one quoted argv element, never as shell text.
 
-FOLLOW (``{"op": "follow", "root", "follow"?, "interval"?, "offsets"?}``) output protocol, one message per line (tab separated, the text is the rest):
+FOLLOW (``{"op": "follow", "root", "follow"?, "interval"?, "offsets"?}``) output protocol, one
+message per line (tab separated, the text is the rest):
 
 * ``F <fid> <inode> <path>`` a file is now read (``fid`` a small number the lines refer to).
 * ``L <rank> <role> <fid>:<end> <text>`` a log line; ``rank`` empty for the scheduler, ``role``
@@ -30,9 +31,9 @@ Which files: every ``worker_N.log`` and ``scheduler.log``; msrun's own output
 by SIGKILL, is reported; with ``--join=True`` msrun also copies every worker's output into it
 through ``tail -f``, so only msrun's own lines are sent from it — those logged from
 ``mindspore/parallel/cluster/``, its ``Start ... process`` prints, and everything after it
-reported the workers' end, when it has killed its tails), read before the worker logs of the same pass but sent after them, so
-a worker's last words always precede msrun's report of its death; ``rank_N/info.log`` and
-``error.log`` only for ranks without a ``worker_N.log`` (the same MindFormers lines reach
+reported the workers' end, when it has killed its tails), read before the worker logs of the
+same pass but sent after them, so a worker's last words always precede msrun's report of its
+death; ``rank_N/info.log`` and ``error.log`` only for ranks without a ``worker_N.log`` (the same MindFormers lines reach
 both, and one rank must be read from one file or its losses would count twice).
 
 TAIL: ``{"op": "tail", "root"}`` -> JSON ``{rank: [last lines]}`` of each rank's log (its last 64 KiB),
@@ -51,13 +52,13 @@ root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
 ranks = None  # the worker ranks this node runs (None: every log found), scheduler: node 0's
 scheduler = True
 follow, interval = True, 0.05
-resume = {}  # path -> [inode, byte offset]: where a previous follower had got to
+resume = {}  # type: dict  # path -> [inode, byte offset]: where a previous follower had got to
 out = sys.stdout.buffer
 WORKER = re.compile(r"^worker_(\d+)\.log$")
 RANK = re.compile(r"^rank_(\d+)$")
-files = {}
+files = {}  # type: dict
 fids = itertools.count()
-mapped = set()  # ranks whose worker process was found
+mapped = set()  # type: set  # ranks whose worker process was found
 MSRUN_OWN = (b"parallel/cluster/", b"Start worker process", b"Start scheduler process", b"cannot start ")
 MSRUN_END = (b"exit with exception", b"All workers successfully exit")
 

@@ -12,10 +12,10 @@ node runs on another host has no exit code there, so it is never "finished" here
 
 PRUNE ``{"op": "prune", "base", "remove": [job ids], "checkpoints", "grace", "dry_run"}`` ->
 what goes (or would go) and the bytes: the listed job dirs (their model — ``output/checkpoint``,
-``output/merged``, ``output/strategy`` — and ``state`` kept unless ``checkpoints``), staged trees no remaining job dir links to, store
-objects nothing else links to once those go, and ``cas/tmp`` leftovers (``.part`` files,
-half-built trees). Anything younger than ``grace`` seconds is kept: a submit staging right
-now has objects that nothing links to *yet*.
+``output/merged``, ``output/strategy`` — and ``state`` kept unless ``checkpoints``), staged trees
+no remaining job dir links to, store objects nothing else links to once those go, and
+``cas/tmp`` leftovers (``.part`` files, half-built trees). Anything younger than ``grace``
+seconds is kept: a submit staging right now has objects that nothing links to *yet*.
 """
 
 import os

@@ -44,7 +44,7 @@ def submit(r):
     env = dict(os.environ)
     env.update(r["env"])
     try:
-        p = subprocess.run(r["argv"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.run(r["argv"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: UP022 (3.6)
     except OSError as exc:
         answer({"code": 127, "out": "", "err": "%s: %s" % (r["argv"][0], exc.strerror)})
         return

@@ -113,7 +113,7 @@ def env_error(wrapper, env):
         return "sourcing the env scripts: %s" % exc
     if p.returncode == 0:
         return None
-    lines = [l for l in p.stderr.decode("utf-8", "replace").splitlines() if l.startswith("alaunch: ")]
+    lines = [ln for ln in p.stderr.decode("utf-8", "replace").splitlines() if ln.startswith("alaunch: ")]
     return (lines or p.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["exit %d" % p.returncode])[-1]
 
 
@@ -740,7 +740,7 @@ def npu_smi():
         return None
     import subprocess
     try:
-        p = subprocess.run([exe, "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+        p = subprocess.run([exe, "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)  # noqa: UP022 (3.6)
     except (OSError, subprocess.SubprocessError) as exc:
         return {"code": -1, "out": "", "err": str(exc)}
     return {"code": p.returncode, "out": p.stdout.decode("utf-8", "replace"),

@@ -152,7 +152,7 @@ def ops(name: str) -> dict[str, str]:
     if len(imports) != 1 or len(mains) != 1:
         raise ValueError(f"launcher/remote/{name}.py must import the prelude once (from _prelude import ...) "
                          f"and end with one `if __name__ == \"__main__\": run({{...}})` block")
-    call = mains[0].body[0].value
+    call = mains[0].body[0].value  # type: ignore[attr-defined]  # _is_main checked: if ...: run({...})
     return {k.value: v.id for k, v in zip(call.args[0].keys, call.args[0].values)}
 
 

@@ -30,8 +30,15 @@ Both paths enforce the same host-key policy (unknown refused unless
 from __future__ import annotations
 
 from launcher.core.hostfile import Host
-from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
-                                   ConnectError, ExecResult, HostKeyError)
+from launcher.runners.base import (
+    CommandFailed,
+    CommandResult,
+    CommandRunner,
+    CommandTimeout,
+    ConnectError,
+    ExecResult,
+    HostKeyError,
+)
 from launcher.runners.local import LocalRunner
 from launcher.runners.openssh import OpenSSHRunner, ssh_argv, ssh_binary, ssh_options
 from launcher.runners.ssh import ConnectOptions, SSHRunner

@@ -22,12 +22,13 @@ from __future__ import annotations
 import subprocess
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import BinaryIO, cast
 
-from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
+from launcher.errors import RemoteError
 from launcher.runners import shell
 
 LineCallback = Callable[[str], "bool | None"]  # return False to stop streaming
@@ -149,7 +150,7 @@ class CommandRunner(ABC):
     def ping(self) -> float:
         """One round trip on the open connection, in seconds (connects first if needed)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a default on purpose: nothing to release without a connection)
         """Release the connection (idempotent)."""
 
     def process_argv(self, argv: Sequence[str], fresh: bool = False) -> list[str] | None:
@@ -172,13 +173,13 @@ class CommandRunner(ABC):
         """Connect now (``ping`` connects too, and times a round trip)."""
         self.ping()
 
-    def single_use(self) -> "CommandRunner":
+    def single_use(self) -> CommandRunner:
         """Say this runner makes ONE round trip (``status``, ``cancel``): an SSH runner then
         opens no master connection of its own — it rides on one that is up, else connects
         plainly, as pdsh does. Returns the runner. Nothing to do where there is no connection."""
         return self
 
-    def warm(self) -> None:
+    def warm(self) -> None:  # noqa: B027 (a default on purpose: nothing to start without a connection)
         """Start connecting in the background (so the handshake overlaps local work); the next
         exec waits for it. Nothing to do where there is no connection."""
 
@@ -190,7 +191,7 @@ class CommandRunner(ABC):
         """
         counter = _Counting(fileobj)
         remote = ["tail", "-c", f"+{offset + 1}", "--", remote_path] if offset else ["cat", "--", remote_path]
-        result = self.exec(remote, stdout=counter)
+        result = self.exec(remote, stdout=cast(BinaryIO, counter))  # a writer that counts
         if not result.ok:
             raise CommandFailed(CommandResult(self.name, tuple(remote), result.exit_code, "",
                                               result.stderr.decode(errors="replace"), result.duration))
@@ -214,7 +215,7 @@ class CommandRunner(ABC):
                                               result.stderr.decode(errors="replace"), result.duration))
         return sent[0]
 
-    def __enter__(self) -> "CommandRunner":
+    def __enter__(self) -> CommandRunner:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -277,16 +278,18 @@ def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tupl
     widen_pipe(proc.stdout)
     widen_pipe(proc.stdin)
     out, err = bytearray(), bytearray()
+    out_pipe, err_pipe = proc.stdout, proc.stderr
+    assert out_pipe is not None and err_pipe is not None  # both PIPE
 
     def pump_out() -> None:
-        while block := proc.stdout.read1(1 << 20):
+        while block := out_pipe.read1(1 << 20):  # type: ignore[attr-defined]  # a BufferedReader's
             if stdout is not None:
                 stdout.write(block)
             else:
                 out.extend(block)
 
     readers = [threading.Thread(target=pump_out, daemon=True),
-               threading.Thread(target=lambda: err.extend(proc.stderr.read()), daemon=True)]
+               threading.Thread(target=lambda: err.extend(err_pipe.read()), daemon=True)]
     for t in readers:
         t.start()
     feed_stdin(proc, stdin)

@@ -13,15 +13,27 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, Iterable, Mapping, Sequence
+from typing import BinaryIO, overload
 
 from launcher.errors import RemoteError
-from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
-                                   ExecResult, LineCallback, run_piped)
+from launcher.runners.base import (
+    CommandFailed,
+    CommandResult,
+    CommandRunner,
+    CommandTimeout,
+    ExecResult,
+    LineCallback,
+    run_piped,
+)
 from launcher.runners.shell import env_argv
 
 
+@overload
+def _expand(path: str) -> str: ...
+@overload
+def _expand(path: None) -> None: ...
 def _expand(path: str | None) -> str | None:
     return None if path is None else os.path.expanduser(path)
 
@@ -76,11 +88,18 @@ class LocalRunner(CommandRunner):
         proc = subprocess.Popen(argv, env=self._env(env), cwd=_expand(cwd), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
-        lines: queue.Queue = queue.Queue()
+        lines: queue.Queue[bytes | None] = queue.Queue()
         err_chunks: list[bytes] = []
-        readers = [threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout] + [lines.put(None)],
-                                    daemon=True),
-                   threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)]
+        out_pipe, err_pipe = proc.stdout, proc.stderr
+        assert out_pipe is not None and err_pipe is not None  # both PIPE
+
+        def read_lines() -> None:
+            for line in out_pipe:
+                lines.put(line)
+            lines.put(None)
+
+        readers = [threading.Thread(target=read_lines, daemon=True),
+                   threading.Thread(target=lambda: err_chunks.append(err_pipe.read()), daemon=True)]
         for t in readers:
             t.start()
         out: list[str] = []

@@ -32,14 +32,23 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, Iterable, Mapping, Sequence
+from typing import BinaryIO, cast
 
-from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
-from launcher.runners.base import (CommandFailed, CommandResult, CommandTimeout, ConnectError, ExecResult,
-                                   HostKeyError, _Counting, run_piped)
+from launcher.errors import RemoteError
 from launcher.runners import shell
+from launcher.runners.base import (
+    CommandFailed,
+    CommandResult,
+    CommandTimeout,
+    ConnectError,
+    ExecResult,
+    HostKeyError,
+    _Counting,
+    run_piped,
+)
 from launcher.runners.ssh import ConnectOptions, SSHRunner
 
 CHUNK = 1 << 20
@@ -198,7 +207,7 @@ class OpenSSHRunner(SSHRunner):
                     " ".join(shlex.quote(str(a)) for a in argv)]
         return self.argv(argv, master=False)
 
-    def single_use(self) -> "OpenSSHRunner":
+    def single_use(self) -> OpenSSHRunner:
         self._open_master = False
         return self
 
@@ -322,7 +331,8 @@ class OpenSSHRunner(SSHRunner):
 
         def produce() -> None:
             try:
-                with tarfile.open(fileobj=counter, mode="w|", bufsize=CHUNK, format=tarfile.PAX_FORMAT) as tar:
+                with tarfile.open(fileobj=cast(BinaryIO, counter), mode="w|", bufsize=CHUNK,
+                                  format=tarfile.PAX_FORMAT) as tar:
                     for rel in files:
                         tar.add(str(root / rel), arcname=rel, recursive=False)
             except BaseException as exc:  # reported below, after ssh ends

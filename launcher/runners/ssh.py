@@ -10,6 +10,7 @@ ports and identities are honoured through fabric's config.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -18,18 +19,26 @@ import socket
 import tarfile
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-import contextlib
-from typing import BinaryIO, Iterable, Mapping, Sequence
+from typing import BinaryIO
 
 import paramiko
 
-from launcher.errors import RemoteError
 from launcher.core.hostfile import Host
+from launcher.errors import RemoteError
 from launcher.runners import shell
-from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout, ExecResult,
-                                   ConnectError, HostKeyError, LineCallback)
+from launcher.runners.base import (
+    CommandFailed,
+    CommandResult,
+    CommandRunner,
+    CommandTimeout,
+    ConnectError,
+    ExecResult,
+    HostKeyError,
+    LineCallback,
+)
 
 WINDOW = 1 << 27  # a large flow-control window: paramiko's 2 MiB default caps throughput
 TAR_BUFSIZE = 1 << 20
@@ -143,7 +152,7 @@ class SSHRunner(CommandRunner):
         except paramiko.SSHException as exc:
             conn.close()
             raise self._classify(exc, known) from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             conn.close()
             raise ConnectError(self.name, "timed out", f"no SSH answer within "
                                f"{opts.connect_timeout:g} s") from None
@@ -177,7 +186,7 @@ class SSHRunner(CommandRunner):
                                f"nothing listens on {address}:{port}; is sshd running?") from None
         except socket.gaierror as exc:
             raise ConnectError(self.name, "unreachable", f"cannot resolve {address}: {exc.strerror}") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise ConnectError(self.name, "unreachable",
                                f"timed out after {timeout:g} s connecting to {address}:{port}") from None
         except OSError as exc:
@@ -200,7 +209,7 @@ class SSHRunner(CommandRunner):
             return self.connection.client.get_transport().open_session(window_size=WINDOW)
         except RemoteError:
             raise
-        except (OSError, socket.timeout, paramiko.SSHException) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise RemoteError(self.name, f"unreachable: {exc}") from None
 
     def exec(self, argv: Sequence[str], stdin: Iterable[bytes] = (), *, stdout: BinaryIO | None = None,
@@ -235,7 +244,7 @@ class SSHRunner(CommandRunner):
             code = chan.recv_exit_status()
             for r in readers:
                 r.join(timeout)
-        except socket.timeout:
+        except TimeoutError:
             raise CommandTimeout(self.name, f"`{argv[0]}` timed out after {timeout:g} s") from None
         finally:
             chan.close()

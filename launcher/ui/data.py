@@ -10,7 +10,7 @@ browser sees is made here, from three sources, without I/O of its own (pure func
   rank's log status at the end);
 * :class:`launcher.metrics.runfacts.RunFacts` — a fetched run's facts and scores (EM/F1, math),
   shown as ``alaunch results`` prints them (:func:`launcher.metrics.runfacts.cells`);
-* :class:`launcher.ops.registry.PipelineRecord` — a pipeline run and its steps (#15), with the
+* :class:`launcher.ops.registry.PipelineRecord` — a pipeline run and its steps, with the
   steps' needs read from the pipeline file's text (the registry keeps the steps in run order,
   not their needs).
 
@@ -22,8 +22,9 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -80,7 +81,7 @@ def cards(record: reg.JobRecord) -> int | None:
 def node_state(node: reg.NodeRecord, record: reg.JobRecord, view: Mapping[str, Any] | None = None) -> tuple[str, str]:
     """What the page shows for one node: (state, detail).
 
-    * a job queued for cards (#14) or by Slurm whose node runs nothing yet: ``queued``, with the
+    * a job queued for cards or by Slurm whose node runs nothing yet: ``queued``, with the
       queue's reason;
     * the follower's word on a live job (:class:`launcher.ops.follow.NodeView`): ``unreachable
       since HH:MM:SS`` when its heartbeat stopped (the job is not touched), else what it saw;
@@ -96,7 +97,7 @@ def node_state(node: reg.NodeRecord, record: reg.JobRecord, view: Mapping[str, A
         since = (record.meta.get("unreachable_since") or {}).get(node.host)
         if since and view.get("state") != "running":
             return "unreachable", f"unreachable since {since}"
-    detail = view.get("label") if view.get("state") == "ended" else ""
+    detail = str(view.get("label") or "") if view.get("state") == "ended" else ""
     if view.get("reconnects"):
         detail += f" (reconnected {view['reconnects']}x)"
     return node.state, detail.strip()
@@ -257,7 +258,9 @@ _MISSING = object()
 
 
 def _show(v: Any) -> str:
-    return "(absent)" if v is _MISSING else yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+    if v is _MISSING:
+        return "(absent)"
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def config_diff(a_text: str, b_text: str, a_name: str, b_name: str) -> str:
@@ -282,7 +285,7 @@ def compare(records: Sequence[reg.JobRecord], lives: Sequence[Mapping[str, Any]]
     """Two or more jobs: one curve each, the config of each against the first, scores."""
     base = records[0]
     jobs = []
-    for record, live, f in zip(records, lives, facts):
+    for record, live, f in zip(records, lives, facts, strict=False):
         lead = lead_curve(live.get("curves") or {})
         jobs.append({"id": record.id, "name": record.name, "state": record.state,
                      "curve": None if lead is None else {"stream": lead[0], "steps": [p[0] for p in lead[1]],
@@ -310,7 +313,7 @@ def recorded_needs(run: reg.PipelineRecord) -> dict[str, list[str]] | None:
     predates that record (then :func:`pipeline_needs` reads them from the file)."""
     if not run.steps or any(s.needs is None for s in run.steps):
         return None
-    return {s.step: list(s.needs) for s in run.steps}
+    return {s.step: list(s.needs or ()) for s in run.steps}
 
 
 def pipeline_needs(text: str, source: str, steps: Iterable[str]) -> dict[str, list[str]] | None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import multiprocessing
 import re
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Sequence
 
 from launcher.errors import InputError
 

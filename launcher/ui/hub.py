@@ -18,10 +18,11 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from launcher.core.hostfile import Host, parse_hostfile
 from launcher.errors import AlaunchError
@@ -157,7 +158,7 @@ class JobWatch:
         (``JobLogs.explain``: cause and hint from metrics/signatures.py), once it is known."""
         follower = self.follower
         first = follower.job.first_failure if follower is not None else None
-        if first is None or self._explained is first:
+        if follower is None or first is None or self._explained is first:
             return
         self._explained = first
         failure = follower.job.explain(first)
@@ -243,7 +244,8 @@ class JobWatch:
 class Hub:
     """The watches of one dashboard: created on first view, shared, one follower thread each."""
 
-    def __init__(self, state_dir: Path, connect: Callable[[reg.Registry, Path, reg.JobRecord], Connection] = default_connect):
+    def __init__(self, state_dir: Path,
+                 connect: Callable[[reg.Registry, Path, reg.JobRecord], Connection] = default_connect):
         self.state_dir = Path(state_dir)
         self.connect = connect
         self._watches: dict[str, JobWatch] = {}

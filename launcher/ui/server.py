@@ -27,7 +27,14 @@ from urllib.parse import parse_qs, urlencode
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -67,7 +74,8 @@ class TokenGuard:
         self.cookie = cookie_name(self.hosts)
 
     def _ok(self, candidate: str | None) -> bool:
-        return bool(candidate) and secrets.compare_digest(candidate.encode(), self.token.encode())
+        return candidate is not None and candidate != "" and secrets.compare_digest(candidate.encode(),
+                                                                                    self.token.encode())
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -390,7 +398,7 @@ class Dashboard:
             with self.hub.registry() as registry:
                 records = [registry.get(i) for i in ids]
             watches = [self.hub.watch(r.id) for r in records]
-            for r, w in zip(records, watches):
+            for r, w in zip(records, watches, strict=True):
                 if r.terminal:
                     w.done.wait(30)  # a finished job's logs are read once, in full
             runs_dir = self.runs_dir

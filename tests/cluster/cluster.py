@@ -284,7 +284,7 @@ class Cluster(OnSubnet):
         return self.state_dir / "shared"
 
     # ------------------------------------------------------------------ bring-up
-    def up(self) -> "Cluster":
+    def up(self) -> Cluster:
         reason = unavailable_reason()
         if reason:
             raise ClusterUnavailable(reason)
@@ -494,9 +494,9 @@ class Cluster(OnSubnet):
             try:
                 socket.create_connection((h.address, 22), timeout=1).close()
                 return
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{h.name}: sshd not listening; {(h.dir / 'sshd.log').read_text()}")
+                    raise RuntimeError(f"{h.name}: sshd not listening; {(h.dir / 'sshd.log').read_text()}") from exc
                 time.sleep(0.02)
 
     def _wait_listening(self) -> None:
@@ -591,7 +591,7 @@ class Cluster(OnSubnet):
             "hosts": [{"index": h.index, "init_pid": h.init_pid, "sshd_pid": h.sshd_pid} for h in self.hosts]})
 
     @classmethod
-    def load(cls, state_dir: Path) -> "Cluster":
+    def load(cls, state_dir: Path) -> Cluster:
         data = json.loads((state_dir / "state.json").read_text())
         c = cls(data["n"], state_dir=state_dir, shared=data["shared"], python=data["python"],
                 realistic=data.get("realistic", False))

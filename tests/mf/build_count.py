@@ -9,7 +9,6 @@ line ``{"trainable": N, "total": N, "lora_names": [...]}`` as the last line of s
 import json
 import sys
 
-
 # Parameters that are buffers, not weights: ChatGLM2's paged-attention KV cache (built even for
 # training), the MoE router's load counter.
 BUFFERS = ("key_cache", "value_cache", "fi_accu")

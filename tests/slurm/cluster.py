@@ -106,7 +106,7 @@ class SlurmCluster(OnSubnet):
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
     # ------------------------------------------------------------------ bring-up
-    def up(self, timeout: float = 30.0) -> "SlurmCluster":
+    def up(self, timeout: float = 30.0) -> SlurmCluster:
         reason = unavailable_reason()
         if reason:
             raise SlurmUnavailable(reason)
@@ -283,7 +283,7 @@ class SlurmCluster(OnSubnet):
                            "veth": n.veth, "pid": n.pid} for n in self.nodes]})
 
     @classmethod
-    def load(cls, state_dir: Path) -> "SlurmCluster":
+    def load(cls, state_dir: Path) -> SlurmCluster:
         data = json.loads((state_dir / "state.json").read_text())
         c = cls(data["n"], cpus=data["cpus"], state_dir=state_dir)
         c.subnet, c.ctld_port = data["subnet"], data["ctld_port"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -44,10 +43,10 @@ def register(app: typer.Typer) -> None:
         raw: Path = typer.Argument(..., help="Raw JSON lines of {problem, solution}."),
         recipe: Path = typer.Option(DEFAULT_RECIPE, "--recipe", help="Recipe YAML (quotas, templates, prompt)."),
         out_dir: Path = typer.Option(..., "-o", "--output", help="Directory for train.json, report.json, ..."),
-        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer",
+        tokenizer: Path | None = typer.Option(None, "--tokenizer",
                                                  help="SentencePiece model: also write train.mindrecord."),
         seq_length: int = typer.Option(512, "--seq-length", min=2, help="Model sequence length (rows are +1)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: the recipe's)."),
+        seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: the recipe's)."),
         test_rows: int = typer.Option(0, "--test-rows", min=0,
                                       help="Also write test.jsonl with this many held-out items."),
         skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed lines (counted) instead of failing."),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from launcher.cli import environment
-from launcher.cli.options import KnownHostsOpt, SshConfigOpt, AcceptNewOpt
+from launcher.cli.options import AcceptNewOpt, KnownHostsOpt, SshConfigOpt
 
 if TYPE_CHECKING:  # imported when the verb runs (cli/app.py)
     from launcher.ops import registry as reg
@@ -27,7 +27,7 @@ def report_json(report: FetchReport) -> str:
                                  for n in report.nodes]}, indent=2)
 
 
-def refresh_first(env, registry: "reg.Registry", job: str, options) -> None:
+def refresh_first(env, registry: reg.Registry, job: str, options) -> None:
     """A job not yet ended is refreshed from its hosts before fetching: fetch is one more place
     that may notice a dead node, and the gang rule (stop the others) holds whoever notices."""
     record = registry.get(job)
@@ -45,7 +45,8 @@ def refresh_first(env, registry: "reg.Registry", job: str, options) -> None:
 
 def register(app: typer.Typer) -> None:
 
-    @app.command("fetch", help="Fetch a job's logs/checkpoints/predictions into runs/<job-id>/<host>/ (verified, resumable).")
+    @app.command("fetch",
+                 help="Fetch a job's logs/checkpoints/predictions into runs/<job-id>/<host>/ (verified, resumable).")
     def fetch_cmd(
         job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
         what: str = typer.Option("all", "--what", help="logs,checkpoints,predictions,tensorboard or all."),

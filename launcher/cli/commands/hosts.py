@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,7 +14,7 @@ from launcher.errors import AlaunchError, ExitCode, InputError
 ORDER = 20
 
 
-def _table(report) -> "object":
+def _table(report) -> object:
     """The engine's check report as a table (failed rows in red)."""
     from rich.table import Table
 
@@ -32,9 +31,9 @@ def register(app: typer.Typer) -> None:
 
     @hosts_app.command("check")
     def check_cmd(
-        hostfile: Optional[Path] = typer.Option(None, "-H", "--hostfile", help="DeepSpeed-style hostfile."),
-        include: Optional[str] = typer.Option(None, "--include", help="Only these hosts/slots, e.g. 'h1:0,1@h2'."),
-        exclude: Optional[str] = typer.Option(None, "--exclude", help="Skip these hosts/slots, e.g. 'h1:0'."),
+        hostfile: Path | None = typer.Option(None, "-H", "--hostfile", help="DeepSpeed-style hostfile."),
+        include: str | None = typer.Option(None, "--include", help="Only these hosts/slots, e.g. 'h1:0,1@h2'."),
+        exclude: str | None = typer.Option(None, "--exclude", help="Skip these hosts/slots, e.g. 'h1:0'."),
         local: bool = typer.Option(False, "--local", help="Check this machine (no SSH) instead of a hostfile."),
         as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
         timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to connect to each host."),
@@ -43,13 +42,14 @@ def register(app: typer.Typer) -> None:
         min_disk_gb: float = typer.Option(5.0, "--min-disk-gb", min=0, help="Free space needed at the workdir."),
         require_npus: bool = typer.Option(False, "--require-npus",
                                           help="Fail hosts without npu-smi (default: CPU-only hosts pass)."),
-        known_hosts: Optional[Path] = typer.Option(None, "--known-hosts",
+        known_hosts: Path | None = typer.Option(None, "--known-hosts",
                                                    help="known_hosts file (default: ~/.ssh/known_hosts)."),
-        ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh config file (default: ~/.ssh/config)."),
-        python: Optional[str] = typer.Option(None, "--python",
+        ssh_config: Path | None = typer.Option(None, "--ssh-config", help="ssh config file (default: ~/.ssh/config)."),
+        python: str | None = typer.Option(None, "--python",
                                              help="Python to probe with (default: python3 remote, this one local)."),
         verify_store: bool = typer.Option(False, "--verify-store",
-                                          help="Re-hash each host's staging store; remove bad objects (resent next time)."),
+                                          help="Re-hash each host's staging store; remove bad objects "
+                                               "(resent next time)."),
     ) -> None:
         """Reachability, python, mindspore/mindformers, msrun, NPUs and disk of every host (a
         scheduler target: its login node and partition)."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING
 
 import typer
 
 from launcher.cli import environment
-from launcher.cli.options import KnownHostsOpt, SshConfigOpt, AcceptNewOpt
+from launcher.cli.options import AcceptNewOpt, KnownHostsOpt, SshConfigOpt
 from launcher.errors import ExitCode
 
 if TYPE_CHECKING:  # annotations only: verbs import their stacks when they run
@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # annotations only: verbs import their stacks when they run
 ORDER = 35
 
 
-def status_table(record: "reg.JobRecord", statuses) -> "Table":
+def status_table(record: reg.JobRecord, statuses) -> Table:
     """The key columns (node, host, state) never shrink below their content, at any width (80
     columns in a pipe included: rich used to collapse them to nothing to fit a long detail);
     the detail folds onto more lines instead."""
@@ -42,7 +42,7 @@ def jobs_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     limit: int = typer.Option(20, "--limit", "-n", help="How many jobs to show (a page)."),
     offset: int = typer.Option(0, "--offset", help="Skip this many of the newest (the next page)."),
-    state: List[str] = typer.Option([], "--state", help="Only jobs in this state (repeatable), e.g. running; "
+    state: list[str] = typer.Option([], "--state", help="Only jobs in this state (repeatable), e.g. running; "
                                                        "a wrong one lists the valid states."),
 ) -> None:
     """``alaunch jobs``: a page of the registry, then the newest pipeline run's steps."""
@@ -60,7 +60,7 @@ def jobs_cmd(
         env.stdout.print(steps_table(runs[0]))
 
 
-def load_jobs(env: environment.Environment, limit: int, states: "List[str] | None", offset: int) -> list:
+def load_jobs(env: environment.Environment, limit: int, states: list[str] | None, offset: int) -> list:
     """A page of records, brought up to date where that costs no host: a queued job whose
     waiting ``submit`` died, and live Slurm jobs (one ``squeue`` per login node for all)."""
     from launcher.ops import registry as reg
@@ -93,7 +93,7 @@ def jobs_json(records) -> list[dict]:
                         "pid": n.pid, "job_dir": n.job_dir} for n in r.nodes]} for r in records]
 
 
-def jobs_table(records) -> "Table":
+def jobs_table(records) -> Table:
     """The jobs table; the key columns keep their content at any width (80 in a pipe)."""
     from rich.table import Table
 

@@ -15,12 +15,11 @@ MindFormers lines reach both ``worker_N.log`` (stdout) and ``rank_N/info.log``, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from launcher.cli import environment
-from launcher.cli.options import KnownHostsOpt, SshConfigOpt, AcceptNewOpt
+from launcher.cli.options import AcceptNewOpt, KnownHostsOpt, SshConfigOpt
 from launcher.errors import ExitCode, InputError
 
 ORDER = 60
@@ -57,13 +56,13 @@ def show_local(path: Path, *, summary: bool, as_json: bool, grep: str | None, ra
 
 
 def show_job(ref: str, *, follow: bool, grep: str | None, rank: int | None, node: str | None, raw: bool,
-             since: str | None, known_hosts: Optional[Path], ssh_config: Optional[Path], accept_new: bool,
+             since: str | None, known_hosts: Path | None, ssh_config: Path | None, accept_new: bool,
              verbose: bool = False, from_start: bool = False, progress_every: float = 10.0,
              unreachable_after: float = 10.0) -> int:
     """The job mode: every node's logs over one channel each (see launcher.ops.follow)."""
-    from launcher.ops import registry as reg
     from launcher.cli.connect import job_service, runner_factory, saved_ssh
     from launcher.cli.live import follow_job
+    from launcher.ops import registry as reg
 
     env = environment.current()
     registry, service = job_service(env, known_hosts, ssh_config, accept_new, ref)
@@ -82,17 +81,19 @@ def register(app: typer.Typer) -> None:
     @app.command("logs")
     def logs(
         target: str = typer.Argument(..., help="A job (id, prefix or name), a log file or a fetched run directory."),
-        follow: bool = typer.Option(False, "--follow", "-f", help="Follow the job until it ends; exit with its status code."),
+        follow: bool = typer.Option(False, "--follow", "-f",
+                                    help="Follow the job until it ends; exit with its status code."),
         summary: bool = typer.Option(False, "--summary", help="Print only the summary (log files)."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (log files)."),
-        grep: Optional[str] = typer.Option(None, "--grep", help="Only lines matching this regex."),
-        rank: Optional[int] = typer.Option(None, "--rank", help="Only this rank."),
-        node: Optional[str] = typer.Option(None, "--node", help="Only this host."),
+        grep: str | None = typer.Option(None, "--grep", help="Only lines matching this regex."),
+        rank: int | None = typer.Option(None, "--rank", help="Only this rank."),
+        node: str | None = typer.Option(None, "--node", help="Only this host."),
         raw: bool = typer.Option(False, "--raw", help="Plain lines, no colour, no summary (pipes)."),
-        since: Optional[str] = typer.Option(None, "--since", help="Only lines since: 30s, 10m, 2h or a time."),
+        since: str | None = typer.Option(None, "--since", help="Only lines since: 30s, 10m, 2h or a time."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="-f: every line, not the short story."),
         from_start: bool = typer.Option(False, "--from-start",
-                                        help="-f: read every log from its start, not from where the last follower left it."),
+                                        help="-f: read every log from its start, not from where the last "
+                                             "follower left it."),
         progress_every: float = typer.Option(10.0, "--progress-every", help="-f in a pipe: a progress line every N s."),
         unreachable_after: float = typer.Option(10.0, "--unreachable-after",
                                                 help="-f: a node silent this many seconds shows as unreachable."),

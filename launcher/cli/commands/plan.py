@@ -9,13 +9,20 @@ shows the first N candidates and says the host was not asked. Nothing is started
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from launcher.cli import environment
-from launcher.cli.options import (AcceptNewOpt, ExcludeOpt, HostfileOpt, IncludeOpt, KnownHostsOpt, LocalOpt, SlotsOpt,
-                                  SshConfigOpt, default_slots)
+from launcher.cli.options import (
+    AcceptNewOpt,
+    ExcludeOpt,
+    HostfileOpt,
+    IncludeOpt,
+    KnownHostsOpt,
+    LocalOpt,
+    SlotsOpt,
+    SshConfigOpt,
+)
 
 ORDER = 25
 DEFAULT_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
@@ -27,14 +34,14 @@ def register(app: typer.Typer) -> None:
                                    "are only asked which cards are free; nothing is sent or started).")
     def plan_cmd(
         job: Path = typer.Argument(..., help="Job file (YAML)."),
-        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
-        sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
+        sets: list[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
         master_port: int = typer.Option(DEFAULT_PORT, "--master-port", help="msrun's master port."),
-        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+        bin_dir: str | None = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
-        job_id: Optional[str] = typer.Option(None, "--job-id", help="Job id to plan for (default: a new one)."),
-        devices: Optional[str] = typer.Option(None, "--devices",
+        job_id: str | None = typer.Option(None, "--job-id", help="Job id to plan for (default: a new one)."),
+        devices: str | None = typer.Option(None, "--devices",
                                               help="Pin the cards on every node, e.g. 4,5,6,7 (as submit)."),
         offline: bool = typer.Option(False, "--offline",
                                      help="Do not ask the hosts which cards are free: show the first N."),

@@ -8,28 +8,27 @@ layer was skipped) -> only then print or write. A refused job writes nothing.
 from __future__ import annotations
 
 import difflib
-import os
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from launcher.cli import environment
-
+from launcher.cli.options import SlotsOpt
 
 ORDER = 20
 PREVIEW_JOB_ID = "<job-id>"
 
 
-def _hosts(hostfile: Optional[Path], local: bool, local_slots: int):
+def _hosts(hostfile: Path | None, local: bool, local_slots: int):
     """The hosts the target's engine counts (a scheduler target: its nodes and workdir)."""
     from launcher.ops.engines import read_target
     return read_target(hostfile, local=local, slots=local_slots).node_hosts()
 
 
-def build(job: Path, hosts, sets: List[str], job_id: str = PREVIEW_JOB_ID, check_mindformers: bool = True):
+def build(job: Path, hosts, sets: list[str], job_id: str = PREVIEW_JOB_ID, check_mindformers: bool = True):
     """Everything `render` checks, with no output: (spec, rendered, mindformers check). Raises InputError."""
-    from launcher.core import render as render_mod, validate
+    from launcher.core import render as render_mod
+    from launcher.core import validate
     from launcher.core.hostfile import DEFAULT_WORKDIR
     from launcher.core.layout import JobLayout
     from launcher.core.spec import load_job
@@ -51,12 +50,12 @@ def register(app: typer.Typer) -> None:
     @app.command("render", help="Render and check a job's MindFormers YAML (nothing is sent).")
     def render_cmd(
         job: Path = typer.Argument(..., help="Job file (YAML)."),
-        hostfile: Optional[Path] = typer.Option(None, "-H", "--hostfile", help="Hostfile (DeepSpeed format)."),
+        hostfile: Path | None = typer.Option(None, "-H", "--hostfile", help="Hostfile (DeepSpeed format)."),
         local: bool = typer.Option(False, "--local", help="Run on this machine (the default without -H)."),
-        local_slots: int = typer.Option(int(os.environ.get("ALAUNCH_LOCAL_SLOTS", "1")), "--slots",
-                                        help="Slots of this machine with --local."),
-        sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed); +key=value adds one."),
-        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the rendered YAML here."),
+        local_slots: SlotsOpt = 1,
+        sets: list[str] = typer.Option([], "--set",
+                                       help="Override a key: key=value (YAML-typed); +key=value adds one."),
+        output: Path | None = typer.Option(None, "-o", "--output", help="Write the rendered YAML here."),
         summary: bool = typer.Option(False, "--summary", help="Print a table of the derived values."),
         diff: bool = typer.Option(False, "--diff", help="Print a unified diff against the template."),
         no_mindformers: bool = typer.Option(False, "--no-mindformers",

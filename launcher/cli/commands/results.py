@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -48,7 +47,7 @@ def register(app: typer.Typer) -> None:
     def results(
         runs: list[str] = typer.Argument(..., metavar="RUN_DIR|JOB...",
                                          help="Fetched run directories, or job ids under ./runs."),
-        plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE",
+        plot: Path | None = typer.Option(None, "--plot", metavar="FILE",
                                             help="Also draw the loss curves into FILE (png/svg/pdf)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
     ) -> None:

@@ -11,13 +11,21 @@ process at once: the jobs keep running (``alaunch run`` again re-attaches) unles
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from launcher.cli import environment
-from launcher.cli.options import (AcceptNewOpt, ExcludeOpt, HostfileOpt, IncludeOpt, KnownHostsOpt, LocalOpt,
-                                  SlotsOpt, SshConfigOpt, default_slots)
+from launcher.cli.options import (
+    AcceptNewOpt,
+    ExcludeOpt,
+    HostfileOpt,
+    IncludeOpt,
+    KnownHostsOpt,
+    LocalOpt,
+    SlotsOpt,
+    SshConfigOpt,
+)
+
 ORDER = 32
 
 
@@ -32,12 +40,13 @@ def _results_step(env):
         dirs = [runner.resolve(ref, "run_dir") for ref in refs]
         facts = [collect(Path(d)) for d in dirs]
         env.stdout.print(results_table(facts))
-        out = {"local": {"runs": dirs}, "default": "runs"}
+        local: dict[str, list[str]] = {"runs": dirs}
+        out = {"local": local, "default": "runs"}
         if step.options.get("plot"):
             plot = runner.local_path(step.options["plot"])
             plot.parent.mkdir(parents=True, exist_ok=True)
             plot_losses(facts, plot)
-            out["local"]["plot"] = [str(plot)]
+            local["plot"] = [str(plot)]
             runner.say(f"  {step.name}: loss curves in {plot}")
         return out
 
@@ -49,16 +58,16 @@ def register(app: typer.Typer) -> None:
     @app.command("run", help="Run a pipeline of jobs and built-in steps (skips steps that are unchanged).")
     def run_cmd(
         pipeline: Path = typer.Argument(..., help="Pipeline file (jobs/pipelines/*.yaml)."),
-        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps, their references and plans; "
                                                               "send nothing."),
-        from_step: Optional[str] = typer.Option(None, "--from", help="Run this step and everything after it."),
-        only: List[str] = typer.Option([], "--only", help="Run only this step (repeatable)."),
+        from_step: str | None = typer.Option(None, "--from", help="Run this step and everything after it."),
+        only: list[str] = typer.Option([], "--only", help="Run only this step (repeatable)."),
         runs: Path = typer.Option(Path("runs"), "--runs", help="Where fetched runs go (runs/<job-id>/)."),
         logs: bool = typer.Option(False, "--logs", help="Stream each job step's logs (the steps then run one at "
                                                         "a time; without it, independent steps run together)."),
-        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+        bin_dir: str | None = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
         cancel_on_interrupt: bool = typer.Option(False, "--cancel-on-interrupt",
                                                  help="On Ctrl-C, cancel the running steps' jobs (without it they "
@@ -71,10 +80,10 @@ def register(app: typer.Typer) -> None:
         from launcher.cli.connect import runner_factory
         from launcher.cli.pipelineview import dry_head, steps_table
         from launcher.core.pipeline import load_pipeline
-        from launcher.ops.pipeline import PipelineRunner
-        from launcher.ops.engines import engine_for, read_target
-        from launcher.ops.service import SubmitOptions
         from launcher.ops import registry as reg
+        from launcher.ops.engines import engine_for, read_target
+        from launcher.ops.pipeline import PipelineRunner
+        from launcher.ops.service import SubmitOptions
         from launcher.ops.stage import Progress
 
         env = environment.current()

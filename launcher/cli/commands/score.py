@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -57,7 +57,7 @@ def _read_squad(path: Path) -> tuple[list[predictions.EvalPair], int | None]:
     return pairs, expected
 
 
-def squad_command(input_path: Path, as_json: bool, save: Optional[Path]) -> None:
+def squad_command(input_path: Path, as_json: bool, save: Path | None) -> None:
     from launcher.metrics import scorefile, squad
 
     pairs, expected = _read_squad(input_path)
@@ -91,7 +91,7 @@ def math_table(report: mathacc.MathReport) -> Table:
     return table
 
 
-def math_command(preds_path: Path, reference: Path, as_json: bool, save: Optional[Path]) -> None:
+def math_command(preds_path: Path, reference: Path, as_json: bool, save: Path | None) -> None:
     from launcher.metrics import mathacc, predictions, scorefile
 
     preds = predictions.parse_generation_result(predictions.read_text(preds_path), str(preds_path))
@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
         input_path: Path = typer.Argument(..., metavar="INPUT",
                                           help="A MindFormers eval log, or JSON lines of prediction/reference."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-        save: Optional[Path] = typer.Option(None, "--save", metavar="RUN_DIR",
+        save: Path | None = typer.Option(None, "--save", metavar="RUN_DIR",
                                             help="Also record the scores in RUN_DIR/scores.json."),
     ) -> None:
         """EM and F1 exactly as MindFormers' EmF1Metric computes them."""
@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
         reference: Path = typer.Option(..., "--reference", "-r", metavar="REF.jsonl",
                                        help="JSON lines of {problem, solution}, in prediction order."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON, with every item's verdict."),
-        save: Optional[Path] = typer.Option(None, "--save", metavar="RUN_DIR",
+        save: Path | None = typer.Option(None, "--save", metavar="RUN_DIR",
                                             help="Also record the scores in RUN_DIR/scores.json."),
     ) -> None:
         math_command(preds_path, reference, as_json, save)

@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from launcher.cli import environment
-from launcher.cli.options import HostfileOpt, LocalOpt, SlotsOpt, IncludeOpt, ExcludeOpt, KnownHostsOpt, SshConfigOpt, AcceptNewOpt, default_slots
+from launcher.cli.options import (
+    AcceptNewOpt,
+    ExcludeOpt,
+    HostfileOpt,
+    IncludeOpt,
+    KnownHostsOpt,
+    LocalOpt,
+    SlotsOpt,
+    SshConfigOpt,
+)
 
 ORDER = 30
 
 
 def submit_cmd(
     job: Path = typer.Argument(..., help="Job file (YAML)."),
-    hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(),
+    hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
     include: IncludeOpt = None, exclude: ExcludeOpt = None,
-    sets: List[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
-    master_port: Optional[int] = typer.Option(None, "--master-port", help="Pin msrun's master port."),
-    master_port_range: Optional[str] = typer.Option(
+    sets: list[str] = typer.Option([], "--set", help="Override a key: key=value (YAML-typed)."),
+    master_port: int | None = typer.Option(None, "--master-port", help="Pin msrun's master port."),
+    master_port_range: str | None = typer.Option(
         None, "--master-port-range", envvar="ALAUNCH_MASTER_PORT_RANGE",
         help="Where node 0's free master port is picked, LO-HI (default 29500-29899: clear of HCCL's)."),
-    bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+    bin_dir: str | None = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                           help="Directory with msrun/python on the hosts (first on PATH)."),
     cluster_time_out: int = typer.Option(600, "--cluster-time-out", help="Seconds msrun waits for all nodes."),
     check_mindformers: bool = typer.Option(False, "--validate", help="Also load the config with MindFormers."),
-    devices: Optional[str] = typer.Option(None, "--devices",
+    devices: str | None = typer.Option(None, "--devices",
                                           help="Pin the cards on every node, e.g. 4,5,6,7 (default: free ones)."),
     wait: bool = typer.Option(False, "--wait",
                               help="If the cards are busy, queue until they free up (else refuse)."),
@@ -93,12 +101,14 @@ MANY_HOSTS = 8  # past this many hosts staging reports the group (cli/progress.G
 def start_job(env, registry, job: Path, target, opts, factory, say):
     """The engine's ``submit`` with its progress shown: rich bars on a terminal, else plain lines."""
     from launcher.ops.engines import engine_for
-    from launcher.ops.stage import PlainProgress
+    from launcher.ops.stage import PlainProgress, Progress
 
     staged_to = len(target.stage_hosts())
     many = staged_to > MANY_HOSTS
+    progress: Progress
     if env.stderr.is_terminal and not env.raw:
-        from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
+        from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
+        from rich.progress import Progress as RichBar
 
         from launcher.cli.progress import GroupProgress, RichProgress
         bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

@@ -12,7 +12,6 @@ import os
 import socket
 import webbrowser
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -77,7 +76,7 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
         no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
         runs: Path = typer.Option(Path("runs"), "--runs", help="Where fetched runs go (and their scores are read)."),
-        token: Optional[str] = typer.Option(None, "--token", envvar="ALAUNCH_UI_TOKEN",
+        token: str | None = typer.Option(None, "--token", envvar="ALAUNCH_UI_TOKEN",
                                             help="Use this access token instead of a random one."),
         hostfile: HostfileOpt = None, known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
@@ -86,6 +85,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         try:
             import uvicorn
+
             from launcher.ui.server import allowed_hosts, create_app, new_token
         except ImportError as exc:
             raise AlaunchError(f"alaunch ui needs the ui extra ({exc.name} is missing): "
