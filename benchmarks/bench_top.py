@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -93,9 +92,11 @@ def main() -> None:
     try:
         all_hosts = cluster.hosts_as_launcher_hosts(slots=8)
         for i in range(0, len(all_hosts), 3):  # some cards held, so holders are resolved too
-            cluster.exec_on(i, ["python3", "-c", "import os; os.makedirs('/var/tmp/alaunch-cards', exist_ok=True); "
-                                "os.chmod('/var/tmp/alaunch-cards', 0o1777); open('/var/tmp/alaunch-cards/bench-j.claim',"
-                                " 'w').write('job_id=bench-j\\ncards=0,1\\ntime=9e99\\n')"])
+            cluster.exec_on(i, ["python3", "-c",
+                                "import os; os.makedirs('/var/tmp/alaunch-cards', exist_ok=True); "
+                                "os.chmod('/var/tmp/alaunch-cards', 0o1777); "
+                                "open('/var/tmp/alaunch-cards/bench-j.claim', 'w')"
+                                ".write('job_id=bench-j\\ncards=0,1\\ntime=9e99\\n')"])
         last = {}
         for n in sizes:
             hosts = all_hosts[:n]

@@ -165,7 +165,8 @@ def test_claims_are_host_wide_one_lock_per_card_and_the_old_per_workdir_ones_sti
     # a claim of the old release (per workdir, read for one release) still holds its cards
     old = tmp_path / "bob" / "alaunch" / "cards" / os.uname()[1]
     old.mkdir(parents=True)
-    import marshal, time
+    import marshal
+    import time
     (old / "job-old").write_bytes(marshal.dumps({"job_id": "job-old", "cards": [3], "state_dir": "",
                                                  "time": time.time()}, 4))
     refused = _claim(tmp_path / "bob" / "alaunch", "job-b", [2, 3])

@@ -7,8 +7,8 @@ CLAIM op (as another submit leaves them); nothing here starts msrun."""
 
 from __future__ import annotations
 
-import json
 import getpass
+import json
 import os
 import signal
 import subprocess

@@ -230,7 +230,7 @@ class CardView:
     holder: Holder | None = None
     progress: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         h = self.holder
         holder = None if h is None else {
             "kind": "alaunch" if h.job_id else "other", "user": h.user, "job_id": h.job_id, "pid": h.pid,
@@ -266,12 +266,13 @@ class HostView:
         return (f"{self.host}: {len(free)}/{len(self.cards)} free" + (f" ({','.join(map(str, free))})" if free else "")
                 + (f"; {self.note}" if self.note else ""))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "reachable": self.error is None, "error": self.error, "note": self.note,
                 "claims_read": self.claims_read, "free": list(self.free), "cards": [c.to_json() for c in self.cards]}
 
 
-def host_view(host: Host, claims: Iterable[Mapping], smi_cards: Sequence | None, procs: Mapping[str, Mapping],
+def host_view(host: Host, claims: Iterable[Mapping[str, Any]], smi_cards: Sequence[Any] | None,
+              procs: Mapping[str, Mapping[str, Any]],
               progress: Mapping[str, str], note: str | None = None, claims_read: bool = True) -> HostView:
     """A host's answer (its live claims, every user's; its parsed ``npu-smi`` cards or None;
     owner/name/job marker of each process npu-smi lists; job -> progress) -> its view. The

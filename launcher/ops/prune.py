@@ -77,7 +77,8 @@ def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: Pr
             remove = select([JobDir.from_scan(j) for j in scan["jobs"]], scan["now"], opts.older_than,
                             opts.keep_last, protect, terminal)
             data = _call(runners[h.name], python.get(h.name, "python3"),
-                         {"op": "prune", "base": store_base(h), "claims_dir": h.claims_dir, "remove": remove, "checkpoints": opts.checkpoints,
+                         {"op": "prune", "base": store_base(h), "claims_dir": h.claims_dir, "remove": remove,
+                          "checkpoints": opts.checkpoints,
                           "grace": opts.grace, "dry_run": opts.dry_run}, "prune")
             return HostPrune(h.name, data["jobs"], data["trees"], data["objects"], data["parts"], data["bytes"])
 

@@ -520,12 +520,12 @@ def open_cards_dir(path):
         except FileExistsError:
             made = False
         except OSError as exc:
-            raise ValueError("cannot create the card claims dir %s: %s" % (path, exc.strerror))
+            raise ValueError("cannot create the card claims dir %s: %s" % (path, exc.strerror)) from None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
         raise ValueError("card claims dir %s: %s (it must be a real directory, not a symlink)"
-                         % (path, exc.strerror))
+                         % (path, exc.strerror)) from None
     if made:
         os.fchmod(fd, 0o1777)
     st = os.fstat(fd)

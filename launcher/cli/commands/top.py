@@ -13,13 +13,20 @@ snapshot as JSON.
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
 from launcher.cli import environment
-from launcher.cli.options import (AcceptNewOpt, ExcludeOpt, HostfileOpt, IncludeOpt, KnownHostsOpt, LocalOpt, SlotsOpt,
-                                  SshConfigOpt, default_slots)
+from launcher.cli.options import (
+    AcceptNewOpt,
+    ExcludeOpt,
+    HostfileOpt,
+    IncludeOpt,
+    KnownHostsOpt,
+    LocalOpt,
+    SlotsOpt,
+    SshConfigOpt,
+)
 
 ORDER = 22
 
@@ -48,10 +55,9 @@ def render(views, stamp: str = ""):
     for v in views:
         head.append(v.summary() + "\n", style="red" if v.error else ("green" if v.free else None))
     table = Table(show_lines=False, pad_edge=False, box=None)
-    for col, just in (("host", "left"), ("card", "right"), ("health", "left"), ("AICore", "right"),
-                      ("HBM", "right"), ("power", "right"), ("temp", "right"), ("holder", "left"),
-                      ("progress", "left")):
-        table.add_column(col, justify=just, overflow="fold")
+    right = {"card", "AICore", "HBM", "power", "temp"}
+    for col in ("host", "card", "health", "AICore", "HBM", "power", "temp", "holder", "progress"):
+        table.add_column(col, justify="right" if col in right else "left", overflow="fold")
     from launcher.core.cards import holder_text
     for v in views:
         if v.error:
@@ -71,12 +77,13 @@ def register(app: typer.Typer) -> None:
     @app.command("top", help="Every host's cards live: health, AI Core, HBM, power, temperature and who holds "
                              "each (user, job, pid; or the process that is not alaunch's).")
     def top_cmd(
-        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = default_slots(), include: IncludeOpt = None, exclude: ExcludeOpt = None,
+        hostfile: HostfileOpt = None, local: LocalOpt = False, slots: SlotsOpt = 1,
+        include: IncludeOpt = None, exclude: ExcludeOpt = None,
         once: bool = typer.Option(False, "--once", help="Print the table once and exit (for a pipe)."),
         as_json: bool = typer.Option(False, "--json", help="Print one snapshot as JSON."),
         interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between refreshes."),
         timeout: float = typer.Option(15.0, "--timeout", min=1.0, help="Seconds a host has to answer."),
-        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+        bin_dir: str | None = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                               help="Directory with python on the hosts (first on PATH)."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
     ) -> None:

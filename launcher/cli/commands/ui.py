@@ -80,8 +80,8 @@ def register(app: typer.Typer) -> None:
                                             help="Use this access token instead of a random one."),
         hostfile: HostfileOpt = None, known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
-        bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
-                                              help="Directory with python on the hosts (for the cards page)."),
+        bin_dir: str | None = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
+                                           help="Directory with python on the hosts (for the cards page)."),
     ) -> None:
         try:
             import uvicorn
