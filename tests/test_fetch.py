@@ -383,3 +383,17 @@ def test_check_delta_counts_and_sizes():
     assert "a has 2 elements, the config says 4" in check_delta(Delta("l", "x", 1, {"a": [2, "Float32", 8],
                                                                                       "b": [2, "F16", 4]}), names, True)
     assert "holds 10 bytes" in check_delta(Delta("l", "x", 1, {"a": [4, "Float32", 10]}), names, False)
+
+
+def test_pump_reads_past_a_banner_into_the_receiver(tmp_path):
+    """run_piped hands the pipe to the sink's pump: small reads until the answer mark (a login
+    shell's chatter before it is dropped), then the Receiver's own reused-buffer reads."""
+    import io
+    from launcher.ops import collect_stream
+    from launcher.remote import wire
+    data = os.urandom(collect_stream.READ * 2 + 12345)  # blocks cut inside the payload and the trailer
+    e = Entry("f", "/r/f", len(data), None, 0, tmp_path / "f")
+    stream_bytes = b"Welcome!\n" + wire.ANSWER_MARK.encode() + b"\n" + data + hashlib.sha256(data).digest()
+    rx = Receiver([e], lambda n: None)
+    wire.AfterMark(rx).pump(io.BufferedReader(io.BytesIO(stream_bytes), buffer_size=4096))
+    assert rx.complete and [v.path for v, _ in rx.verified] == ["f"] and e.final.read_bytes() == data
