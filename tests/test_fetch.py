@@ -397,3 +397,35 @@ def test_pump_reads_past_a_banner_into_the_receiver(tmp_path):
     rx = Receiver([e], lambda n: None)
     wire.AfterMark(rx).pump(io.BufferedReader(io.BytesIO(stream_bytes), buffer_size=4096))
     assert rx.complete and [v.path for v, _ in rx.verified] == ["f"] and e.final.read_bytes() == data
+
+
+def test_lora_extraction_skips_a_frozen_tensor_without_reading_it(tmp_path):
+    """A 3 GiB frozen tensor (a sparse hole) before the LoRA ones, and the host's python held to
+    400 MB of address space (ulimit -v): the extraction seeks past it, memory stays bounded."""
+    big = 3 << 30
+    tensor_head = b"\x08" + _varint(big // 4) + b"\x12\x07Float32" + b"\x1a" + _varint(big)
+    tag = b"model.tok_embeddings.embedding_weight"
+    value_head = b"\x0a" + _varint(len(tag)) + tag + b"\x12" + _varint(len(tensor_head) + big) + tensor_head
+    record_head = b"\x0a" + _varint(len(value_head) + big) + value_head
+    kept = b"".join(_record(n, [16, 64] if "lora" in n else [64], os.urandom(4 * size))
+                    for n, size in LORA_NAMES.items())
+    registry, record, root = _lora_job(tmp_path, {})
+    ckpt = root / "output/checkpoint/rank_0/m.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    with open(ckpt, "wb") as f:
+        f.write(record_head)
+        f.truncate(len(record_head) + big)  # the frozen tensor's bytes: a hole, never written
+        f.seek(0, 2)
+        f.write(kept)
+    wrapper = tmp_path / "python-400m"
+    wrapper.write_text(f"#!/bin/sh\nulimit -v 400000\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    registry.close()
+    with Registry(tmp_path / "state" / "registry.sqlite3") as registry:
+        record = registry.create_job("t2", "finetune", spec_text="name: t2\nkind: finetune\n",
+                                     config_text=LORA_CONFIG, hostfile_text="localhost slots=1\n",
+                                     nodes=[("localhost", str(root))], meta={"pythons": {"localhost": str(wrapper)}},
+                                     state="succeeded")
+        report = fetch_job(registry, record.id, "lora", tmp_path / "runs", tmp_path / "state")
+    delta = tmp_path / "runs" / record.id / "localhost" / "lora/output/checkpoint/rank_0/m.ckpt"
+    assert delta.read_bytes() == kept and report.groups()["lora"].on_host == len(record_head) + big + len(kept)
