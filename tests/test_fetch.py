@@ -385,20 +385,6 @@ def test_check_delta_counts_and_sizes():
     assert "holds 10 bytes" in check_delta(Delta("l", "x", 1, {"a": [4, "Float32", 10]}), names, False)
 
 
-def test_pump_reads_past_a_banner_into_the_receiver(tmp_path):
-    """run_piped hands the pipe to the sink's pump: small reads until the answer mark (a login
-    shell's chatter before it is dropped), then the Receiver's own reused-buffer reads."""
-    import io
-    from launcher.ops import collect_stream
-    from launcher.remote import wire
-    data = os.urandom(collect_stream.READ * 2 + 12345)  # blocks cut inside the payload and the trailer
-    e = Entry("f", "/r/f", len(data), None, 0, tmp_path / "f")
-    stream_bytes = b"Welcome!\n" + wire.ANSWER_MARK.encode() + b"\n" + data + hashlib.sha256(data).digest()
-    rx = Receiver([e], lambda n: None)
-    wire.AfterMark(rx).pump(io.BufferedReader(io.BytesIO(stream_bytes), buffer_size=4096))
-    assert rx.complete and [v.path for v, _ in rx.verified] == ["f"] and e.final.read_bytes() == data
-
-
 def test_lora_extraction_skips_a_frozen_tensor_without_reading_it(tmp_path):
     """A 3 GiB frozen tensor (a sparse hole) before the LoRA ones, and the host's python held to
     400 MB of address space (ulimit -v): the extraction seeks past it, memory stays bounded."""

@@ -28,7 +28,6 @@ from launcher.runners import CommandRunner
 TRAILER = 32
 ZERO = b"\0" * TRAILER
 CHUNK = 1 << 20
-READ = 256 << 10  # one read from ssh's stdout (a 1 MiB pipe): see Receiver.pump
 
 
 @dataclass(frozen=True)
@@ -93,27 +92,13 @@ class Receiver:
         e.final.parent.mkdir(parents=True, exist_ok=True)
         if e.offset:
             self.hasher = prefix_sha256(e.part, e.offset)
-            self.fh = open(e.part, "r+b", buffering=0)
+            self.fh = open(e.part, "r+b")
             self.fh.seek(e.offset)
             self.fh.truncate()
         else:
             self.hasher = hashlib.sha256()
-            self.fh = open(e.part, "wb", buffering=0)
+            self.fh = open(e.part, "wb")
         self.left, self.trailer = e.size - e.offset, b""
-
-    def pump(self, pipe) -> None:
-        """Read the whole stream from ``pipe`` (ssh's stdout) into ONE reused buffer of
-        :data:`READ` bytes (``readinto`` waits for a full block: no bytes object per ssh write)
-        and write it unbuffered. Measured on the test cluster (512 MiB, 5 rounds, interleaved,
-        under load): 0.43 CPU-s here, against 0.62-0.71 for the ``read1`` loop; hashing in a
-        helper thread beside it cost 0.83 CPU-s and ran slower on these 2 shared cores, so the
-        hash stays in this thread (docs/performance.md)."""
-        view = memoryview(bytearray(READ))
-        while True:
-            n = pipe.readinto(view)
-            if not n:
-                return
-            self.write(view[:n])
 
     def write(self, data) -> int:
         """Never raises: the stream's pump thread must keep draining (a stalled pipe would
@@ -133,9 +118,8 @@ class Receiver:
             if self.left:
                 n = min(self.left, len(view))
                 chunk = view[:n]
-                while chunk:  # unbuffered: write() may take less than all of it
-                    chunk = chunk[self.fh.write(chunk):]
-                self.hasher.update(view[:n])
+                self.fh.write(chunk)
+                self.hasher.update(chunk)
                 self.left -= n
                 self.payload += n
                 self.moved[self.i] += n

@@ -84,20 +84,6 @@ class AfterMark:
         if hasattr(self.sink, "flush"):
             self.sink.flush()
 
-    def pump(self, pipe: Any) -> None:
-        """Read ``pipe`` to its end (``run_piped`` calls this instead of :meth:`write`): small
-        reads until the mark, then the sink's own ``pump`` when it has one."""
-        while not self.open:
-            block = pipe.read1(1 << 16)
-            if not block:
-                return
-            self.write(block)
-        if hasattr(self.sink, "pump"):
-            self.sink.pump(pipe)
-            return
-        while block := pipe.read1(1 << 20):
-            self.sink.write(block)
-
 
 def source(name: str) -> str:
     """The text of ``launcher/remote/<name>.py`` (package data)."""

@@ -279,9 +279,6 @@ def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tupl
     out, err = bytearray(), bytearray()
 
     def pump_out() -> None:
-        if hasattr(stdout, "pump"):  # a sink that reads the pipe itself (fetch: one reused buffer)
-            stdout.pump(proc.stdout)
-            return
         while block := proc.stdout.read1(1 << 20):
             if stdout is not None:
                 stdout.write(block)
