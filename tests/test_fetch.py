@@ -415,3 +415,43 @@ def test_lora_extraction_skips_a_frozen_tensor_without_reading_it(tmp_path):
         report = fetch_job(registry, record.id, "lora", tmp_path / "runs", tmp_path / "state")
     delta = tmp_path / "runs" / record.id / "localhost" / "lora/output/checkpoint/rank_0/m.ckpt"
     assert delta.read_bytes() == kept and report.groups()["lora"].on_host == len(record_head) + big + len(kept)
+
+
+def test_one_sha256_pass_per_byte(tmp_path, monkeypatch):
+    """The host hashes what no listing vouches for and this side takes its trailer; a listed
+    sha256 or a resumed .part is hashed here. Every byte is hashed once, not on both ends."""
+    from launcher.ops import collect_stream
+    from launcher.core.hostfile import Host
+    from launcher.runners import LocalRunner
+    hashed = []
+
+    class Counting:
+        def __init__(self, data=b""):
+            self.h = hashlib.sha256(data)
+            hashed.append(len(data))
+
+        def update(self, data):
+            hashed.append(len(data))
+            self.h.update(data)
+
+        def hexdigest(self):
+            return self.h.hexdigest()
+
+    monkeypatch.setattr(collect_stream, "hashlib", type("H", (), {"sha256": Counting}))  # this module's only
+    src, here = tmp_path / "host", tmp_path / "here"
+    src.mkdir()
+    here.mkdir()
+    fresh, listed, resumed = os.urandom(3 << 20), os.urandom(2 << 20), os.urandom(1 << 20)
+    for name, data in (("fresh", fresh), ("listed", listed), ("resumed", resumed)):
+        (src / name).write_bytes(data)
+    (here / "resumed.part").write_bytes(resumed[:1000])
+    entries = [Entry("fresh", str(src / "fresh"), len(fresh), None, 0, here / "fresh"),
+               Entry("listed", str(src / "listed"), len(listed), hashlib.new("sha256", listed).hexdigest(), 0,
+                     here / "listed"),
+               Entry("resumed", str(src / "resumed"), len(resumed), None, 1000, here / "resumed")]
+    rx = Receiver(entries, lambda n: None, "h")
+    collect_stream.stream(LocalRunner(Host("localhost", 1)), sys.executable, entries, rx, None)
+    assert [e.path for e, _ in rx.verified] == ["fresh", "listed", "resumed"]
+    assert (here / "fresh").read_bytes() == fresh and (here / "resumed").read_bytes() == resumed
+    assert rx.verified[0][1] == hashlib.new("sha256", fresh).hexdigest()  # the host's trailer, recorded
+    assert sum(hashed) == len(listed) + len(resumed)  # nothing of `fresh` hashed a second time here
