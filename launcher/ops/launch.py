@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from launcher.ops.fanout import run_parallel
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from launcher.remote import wire
@@ -38,6 +38,7 @@ class NodeStatus:
     exit_code: int | None
     processes: int
     detail: str = ""
+    tails: dict | None = field(default=None, compare=False, repr=False)  # rank -> last log lines (running)
 
 
 class LaunchFailed(AlaunchError):
@@ -78,7 +79,8 @@ class Launcher(ABC):
         host, procs = self.node.host.name, len(data["processes"])
         if data.get("tails"):
             from launcher.metrics.logparse import tails_progress
-            return NodeStatus(node_rank, host, "running", None, procs, tails_progress(host, data["tails"]))
+            return NodeStatus(node_rank, host, "running", None, procs, tails_progress(host, data["tails"]),
+                              data["tails"])
         if data["exit_code"] is not None:
             code = data["exit_code"]
             return NodeStatus(node_rank, host, "succeeded" if code == 0 else "failed", code, procs)

@@ -8,7 +8,7 @@ as protected. What was pruned is recorded as an event on each job the registry k
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from launcher.core.hostfile import Host
 from launcher.core.prune import JobDir, dedupe_stores, select
@@ -50,11 +50,13 @@ def _call(node: CommandRunner, python: str, request: dict, what: str) -> dict:
 
 
 def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: PruneOptions,
-                python: Mapping[str, str] | None = None) -> dict[str, HostPrune]:
-    """SCAN every host, choose, PRUNE (or only report with ``dry_run``); record what went."""
+                python: Mapping[str, str] | None = None, alive: Iterable[str] = ()) -> dict[str, HostPrune]:
+    """SCAN every host, choose, PRUNE (or only report with ``dry_run``); record what went.
+    ``alive``: job ids an engine knows are queued or running whatever the registry says (a
+    scheduler's queue: their processes run on nodes the scan does not see)."""
     python = dict(python or {})
     jobs = registry.list(limit=None)
-    protect = {j.id for j in jobs if j.state in (reg.RUNNING, reg.QUEUED, reg.PENDING, reg.STAGING)}
+    protect = {j.id for j in jobs if j.state in (reg.RUNNING, reg.QUEUED, reg.PENDING, reg.STAGING)} | set(alive)
     # a running pipeline's finished steps are inputs of its later ones: never prunable while it runs
     protect |= registry.jobs_in_use_by_pipelines()
     terminal = {j.id for j in jobs if j.terminal}
