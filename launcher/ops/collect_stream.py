@@ -2,22 +2,11 @@
 
 The host runs SEND of ``launcher/remote/collect.py`` (one process, one ssh channel) which
 writes each requested range followed by a 32-byte sha256 trailer. :class:`Receiver` knows
-every length, so it cuts the stream into the files' ``.part`` files and, as soon as a file's
-trailer arrives, renames the ``.part`` to its final name if the sha256 matches — so an
-interruption keeps every finished file and the ``.part`` of the current one (resumed next
-time), and a final name never holds a wrong byte.
-
-ONE sha256 pass per byte, on whichever side has nothing to compare with: a file the listing
-gave a sha256 (the host's cache) is sent unhashed and hashed here against that listing; a
-resumed file is hashed here from its ``.part``'s first byte (the host hashes its own
-``[0, end)``: a prefix that is not the host's fails); a file sent whole with no listed sha256
-is hashed by the host while it sends it, and its trailer is taken as the file's sha256 here
-without a second pass. What stands between those bytes and the host's hash: ssh's
-authenticated encryption (aes-gcm: a changed byte ends the connection), exact lengths, and a
-vanished or shrunk file's 0xff trailer. Measured (benchmarks/bench_fetch.py, 512 MiB, the
-same run): the second pass was 0.25-0.29 CPU-s of the ~0.43 this process spends, and on these
-2 shared cores, where sshd, ssh, the host script and this process share the CPU, the two
-passes kept fetch below rsync (docs/performance.md).
+every length, so it cuts the stream into the files' ``.part`` files, hashes what it writes
+(after the ``.part``'s existing prefix, for a resumed file) and, as soon as a file's trailer
+arrives, renames the ``.part`` to its final name if the sha256 matches — so an interruption
+keeps every finished file and the ``.part`` of the current one (resumed next time), and a
+final name never holds a wrong byte.
 
 Why one stream and not a command per file: a job's logs are dozens of small files; one
 stream costs one round trip per node, not one per file. Why the remote hashes while it
@@ -39,7 +28,6 @@ from launcher.runners import CommandRunner
 
 TRAILER = 32
 ZERO = b"\0" * TRAILER
-BAD = b"\xff" * TRAILER  # SEND's trailer for a file that vanished or shrank while sent
 CHUNK = 1 << 20
 
 
@@ -109,7 +97,7 @@ class Receiver:
             self.fh.seek(e.offset)
             self.fh.truncate()
         else:
-            self.hasher = hashlib.sha256() if e.sha256 is not None else None  # None: the host's trailer
+            self.hasher = hashlib.sha256()
             self.fh = open(e.part, "wb")
         self.left, self.trailer = e.size - e.offset, b""
 
@@ -133,8 +121,7 @@ class Receiver:
                 n = min(self.left, len(view))
                 chunk = view[:n]
                 self.fh.write(chunk)
-                if self.hasher is not None:
-                    self.hasher.update(chunk)
+                self.hasher.update(chunk)
                 self.left -= n
                 self.payload += n
                 self.moved[self.i] += n
@@ -157,8 +144,8 @@ class Receiver:
         assert self.fh is not None and self.hasher is not None  # opened by _next()
         self.fh.close()
         self.fh = None
-        expected = e.sha256 or (self.trailer.hex() if self.trailer not in (ZERO, BAD) else None)
-        digest = self.hasher.hexdigest() if self.hasher is not None else expected
+        expected = e.sha256 or (self.trailer.hex() if self.trailer != ZERO else None)
+        digest = self.hasher.hexdigest()
         if expected is not None and digest == expected:
             os.replace(e.part, e.final)
             self.verified.append((e, digest))
