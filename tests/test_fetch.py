@@ -312,6 +312,7 @@ def _lora_job(tmp_path, files: dict[str, bytes], config: str = LORA_CONFIG):
 
 def test_lora_names_sum_to_the_trainable_count():
     import yaml
+
     from launcher.core import lora
     config = yaml.safe_load(LORA_CONFIG)
     mc = config["model"]["model_config"]

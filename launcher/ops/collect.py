@@ -475,7 +475,7 @@ def receive(runner: CommandRunner, python: str, entries: list[Entry], node: Node
             stream(runner, python, entries, rx, remote_cache)
         finally:
             node.bytes_transferred += rx.payload
-            for e, n in zip(entries, rx.moved):
+            for e, n in zip(entries, rx.moved, strict=False):  # moved: only the entries reached
                 node.groups.setdefault(e.group, GroupBytes()).moved += n
             for e, digest in rx.verified:
                 cache.remember(e.final, digest)

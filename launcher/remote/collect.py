@@ -256,7 +256,7 @@ def lora_safetensors(fh, size, names, out, h):
     head = struct.pack("<Q", len(text)) + text
     h.update(head)
     out.write(head)
-    for k, v in kept:
+    for _name, v in kept:
         b, e = v["data_offsets"]
         _copy(fh, base + b, base + e, out, h)
     return found
@@ -306,7 +306,8 @@ def lora_op(spec, root, real_root, inside, refused):
                     os.unlink(tmp)
                 except OSError:
                     pass
-                sys.stderr.write("%s: cannot extract the LoRA tensors: %s\n" % (rel, getattr(exc, "strerror", None) or exc))
+                why = getattr(exc, "strerror", None) or exc
+                sys.stderr.write("%s: cannot extract the LoRA tensors: %s\n" % (rel, why))
                 sys.exit(3)
             files.append({"group": "lora", "path": os.path.join(spec["dir"], rel), "src": dest,
                           "size": os.path.getsize(dest), "sha256": h.hexdigest(), "source": rel,
