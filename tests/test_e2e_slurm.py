@@ -325,4 +325,10 @@ def test_a_controller_outage_never_fails_a_running_job(slurm_env, run_cli, toy, 
     assert seen == {"running"}, (seen, outputs[-1])
     assert any("unknown" in o for o in outputs), outputs[-1]  # said: Slurm could not be asked
     state = _wait(run_cli, job_id, {"succeeded", "failed", "cancelled"}, 300)
-    assert state == "succeeded", _record(job_id).reason
+    record = _record(job_id)
+    if state != "succeeded":
+        with Registry.in_state_dir() as registry:
+            for e in registry.events(job_id):
+                print(e.time, e.kind, e.message)
+        print(record.meta, slurm_env.log_tail(40))
+    assert state == "succeeded", record.reason

@@ -214,6 +214,7 @@ def test_cli_fetch(local_job, tmp_path, run_cli, monkeypatch):
     assert (tmp_path / "runs" / record.id / "localhost" / "msrun_log" / "worker_0.log").is_file()
     assert not (tmp_path / "runs" / record.id / "localhost" / "output").exists()
     assert "localhost: 2 file(s), 2 fetched" in err
+    assert "logs: 1 file(s), 1.6 KiB moved of 1.6 KiB on the host" in err  # per group: moved vs on the host
     code, out, err = run_cli("fetch", record.id, "--what", "all", "--json")
     data = json.loads(out)
     assert code == 0 and data["nodes"][0]["skipped"] == 2 and data["nodes"][0]["fetched"] == 2
@@ -256,3 +257,175 @@ def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_
     assert rx.payload == len(fresh) + len(resumed) - ((1 << 20) + 3) + 9000
     learned = marshal.loads((tmp_path / "cache.marshal").read_bytes())
     assert learned[str(src / "fresh")][3] == hashlib.sha256(fresh).hexdigest()
+
+
+# ----------------------------------------------------------------------------- --what lora
+
+LORA_CONFIG = """\
+model:
+  arch: {type: LlamaForCausalLM}
+  model_config:
+    type: LlamaConfig
+    hidden_size: 64
+    num_layers: 2
+    num_heads: 4
+    vocab_size: 1024
+    intermediate_size: 128
+    pet_config: {pet_type: lora, lora_rank: 16, lora_alpha: 32, target_modules: '.*wq', freeze_exclude: ['*norm_out*']}
+"""
+LORA_NAMES = {f"model.layers.{i}.attention.wq.mindpet_delta_lora_{ab}": 1024 for i in (0, 1) for ab in "ab"}
+LORA_NAMES["model.norm_out.weight"] = 64
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+
+
+def _record(tag: str, dims, content: bytes, packed: bool = False, dtype: bytes = b"Float32") -> bytes:
+    """One top-level Checkpoint.value record, as MindSpore's protobuf writes it."""
+    if packed:
+        raw = b"".join(_varint(d) for d in dims)
+        tensor = b"\x0a" + _varint(len(raw)) + raw
+    else:
+        tensor = b"".join(b"\x08" + _varint(d) for d in dims)
+    tensor += b"\x12" + _varint(len(dtype)) + dtype + b"\x1a" + _varint(len(content)) + content
+    value = b"\x0a" + _varint(len(tag.encode())) + tag.encode() + b"\x12" + _varint(len(tensor)) + tensor
+    return b"\x0a" + _varint(len(value)) + value
+
+
+def _lora_job(tmp_path, files: dict[str, bytes], config: str = LORA_CONFIG):
+    root = tmp_path / "host" / "job"
+    for rel, data in {**files, "config/job.yaml": config.encode()}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    registry = Registry(tmp_path / "state" / "registry.sqlite3")
+    record = registry.create_job("t", "finetune", spec_text="name: t\nkind: finetune\n", config_text=config,
+                                 hostfile_text="localhost slots=1\n", nodes=[("localhost", str(root))],
+                                 meta={"pythons": {"localhost": sys.executable}}, state="succeeded")
+    return registry, record, root
+
+
+def test_lora_names_sum_to_the_trainable_count():
+    import yaml
+
+    from launcher.core import lora
+    config = yaml.safe_load(LORA_CONFIG)
+    mc = config["model"]["model_config"]
+    assert lora.trainable_parameters(mc, mc["pet_config"], lora.family_for(config)) == LORA_NAMES
+    assert sum(LORA_NAMES.values()) == lora.count(mc).trainable
+
+
+def test_fetch_lora_from_a_ckpt_skips_frozen_tensors_and_keeps_the_crc(tmp_path):
+    """A sliced LoRA tensor (two records, one tag), packed and unpacked dims, frozen tensors
+    (one 8 MiB), optimizer state of the same parameters, MindSpore's crc32 trailer."""
+    import binascii
+    a0 = os.urandom(4096)
+    kept = [_record(n, [16, 64] if n.endswith("_a") else [64, 16], os.urandom(4096), packed=n.endswith("_b"))
+            for n in LORA_NAMES if "lora" in n and n != "model.layers.0.attention.wq.mindpet_delta_lora_a"]
+    kept = [_record("model.layers.0.attention.wq.mindpet_delta_lora_a", [16, 64], a0[:2048]),
+            _record("model.layers.0.attention.wq.mindpet_delta_lora_a", [16, 64], a0[2048:])] + kept
+    kept.append(_record("model.norm_out.weight", [64], os.urandom(256)))
+    frozen = [_record("model.tok_embeddings.embedding_weight", [2048, 1024], os.urandom(8 << 20)),
+              _record("adam_m.model.layers.0.attention.wq.mindpet_delta_lora_a", [16, 64], os.urandom(4096)),
+              _record("global_step", [1], b"\1\0\0\0", dtype=b"Int32")]
+    body = frozen[0] + kept[0] + frozen[1] + b"".join(kept[1:]) + frozen[2]
+    ckpt = body + b"crc_num" + binascii.crc32(body).to_bytes(10, "big")
+    registry, record, root = _lora_job(tmp_path, {"output/checkpoint/rank_0/m-1_1.ckpt": ckpt})
+    with registry:
+        report = fetch_job(registry, record.id, "lora", tmp_path / "runs", tmp_path / "state")
+    delta = (tmp_path / "runs" / record.id / "localhost" / "lora/output/checkpoint/rank_0/m-1_1.ckpt").read_bytes()
+    want = b"".join(kept)
+    assert delta == want + b"crc_num" + binascii.crc32(want).to_bytes(10, "big")
+    g = report.groups()
+    assert g["lora"].moved == len(delta) and g["lora"].on_host == len(ckpt) and g["lora"].files == 1
+    assert set(g) == {"lora", "config"}
+    from launcher.cli.commands.fetch import saved_lines
+    saved = saved_lines(report)[-1]
+    assert saved.startswith("lora: 1 file(s), 16.7 KiB moved of 8.0 MiB on the host (the full checkpoints), "
+                            "99.8% not moved"), saved
+
+
+def test_fetch_lora_from_safetensors(tmp_path):
+    import struct
+    tensors = {"model.tok_embeddings.embedding_weight": ([1024, 64], os.urandom(1024 * 64 * 4))}
+    tensors.update({n: ([n_ // 16, 16] if "lora" in n else [64], os.urandom(4 * n_)) for n, n_ in LORA_NAMES.items()})
+    header, blob = {"__metadata__": {"format": "ms"}}, b""
+    for name, (shape, data) in reversed(list(tensors.items())):  # data order differs from the header's
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(blob), len(blob) + len(data)]}
+        blob += data
+    text = json.dumps(header).encode()
+    registry, record, root = _lora_job(tmp_path, {"output/checkpoint/rank_0/m.safetensors":
+                                                  struct.pack("<Q", len(text)) + text + blob})
+    with registry:
+        fetch_job(registry, record.id, "lora", tmp_path / "runs", tmp_path / "state")
+    out = (tmp_path / "runs" / record.id / "localhost" / "lora/output/checkpoint/rank_0/m.safetensors").read_bytes()
+    n = struct.unpack("<Q", out[:8])[0]
+    got = json.loads(out[8:8 + n])
+    assert n % 8 == 0 and got.pop("__metadata__") == {"format": "ms"} and set(got) == set(LORA_NAMES)
+    for name, info in got.items():
+        b, e = info["data_offsets"]
+        assert out[8 + n + b:8 + n + e] == tensors[name][1] and info["shape"] == tensors[name][0]
+
+
+def test_fetch_lora_refuses_a_checkpoint_missing_a_trained_tensor(tmp_path):
+    ckpt = b"".join(_record(n, [16, 64], os.urandom(4096)) for n in LORA_NAMES if "lora" in n)
+    registry, record, root = _lora_job(tmp_path, {"output/checkpoint/rank_0/m.ckpt": ckpt})
+    with registry, pytest.raises(FetchError, match=r"localhost: output/checkpoint/rank_0/m.ckpt holds 4 of the 5 "
+                                                   r"LoRA parameters .*first missing: model.norm_out.weight"):
+        fetch_job(registry, record.id, "lora", tmp_path / "runs", tmp_path / "state")
+    registry, record, root = _lora_job(tmp_path / "b", {"output/checkpoint/rank_0/m.ckpt": b"\x0a\x05ab"})
+    with registry, pytest.raises(FetchError, match=r"m.ckpt: cannot extract the LoRA tensors: the record at byte 0 "
+                                                   r"runs past the end"):
+        fetch_job(registry, record.id, "lora", tmp_path / "b" / "runs", tmp_path / "b" / "state")
+    registry, record, root = _lora_job(tmp_path / "c", {}, config="model: {model_config: {}}\n")
+    with registry, pytest.raises(InputError, match="--what: the job's rendered config has no LoRA"):
+        fetch_job(registry, record.id, "lora", tmp_path / "c" / "runs", tmp_path / "c" / "state")
+
+
+def test_check_delta_counts_and_sizes():
+    from launcher.ops.collect import Delta, check_delta
+    names = {"a": 4, "b": 2}
+    ok = Delta("lora/x", "x", 100, {"a": [4, "Float32", 16], "b": [2, "BFloat16", 4]})
+    assert check_delta(ok, names, whole=True) is None
+    assert "holds 1 of the 2" in check_delta(Delta("l", "x", 1, {"a": [4, "Float32", 16]}), names, True)
+    assert check_delta(Delta("l", "x", 1, {"a": [2, "Float32", 8]}), names, whole=False) is None  # a shard
+    assert "a has 2 elements, the config says 4" in check_delta(Delta("l", "x", 1, {"a": [2, "Float32", 8],
+                                                                                      "b": [2, "F16", 4]}), names, True)
+    assert "holds 10 bytes" in check_delta(Delta("l", "x", 1, {"a": [4, "Float32", 10]}), names, False)
+
+
+def test_lora_extraction_skips_a_frozen_tensor_without_reading_it(tmp_path):
+    """A 3 GiB frozen tensor (a sparse hole) before the LoRA ones, and the host's python held to
+    400 MB of address space (ulimit -v): the extraction seeks past it, memory stays bounded."""
+    big = 3 << 30
+    tensor_head = b"\x08" + _varint(big // 4) + b"\x12\x07Float32" + b"\x1a" + _varint(big)
+    tag = b"model.tok_embeddings.embedding_weight"
+    value_head = b"\x0a" + _varint(len(tag)) + tag + b"\x12" + _varint(len(tensor_head) + big) + tensor_head
+    record_head = b"\x0a" + _varint(len(value_head) + big) + value_head
+    kept = b"".join(_record(n, [16, 64] if "lora" in n else [64], os.urandom(4 * size))
+                    for n, size in LORA_NAMES.items())
+    registry, record, root = _lora_job(tmp_path, {})
+    ckpt = root / "output/checkpoint/rank_0/m.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    with open(ckpt, "wb") as f:
+        f.write(record_head)
+        f.truncate(len(record_head) + big)  # the frozen tensor's bytes: a hole, never written
+        f.seek(0, 2)
+        f.write(kept)
+    wrapper = tmp_path / "python-400m"
+    wrapper.write_text(f"#!/bin/sh\nulimit -v 400000\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    registry.close()
+    with Registry(tmp_path / "state" / "registry.sqlite3") as registry:
+        record = registry.create_job("t2", "finetune", spec_text="name: t2\nkind: finetune\n",
+                                     config_text=LORA_CONFIG, hostfile_text="localhost slots=1\n",
+                                     nodes=[("localhost", str(root))], meta={"pythons": {"localhost": str(wrapper)}},
+                                     state="succeeded")
+        report = fetch_job(registry, record.id, "lora", tmp_path / "runs", tmp_path / "state")
+    delta = tmp_path / "runs" / record.id / "localhost" / "lora/output/checkpoint/rank_0/m.ckpt"
+    assert delta.read_bytes() == kept and report.groups()["lora"].on_host == len(record_head) + big + len(kept)

@@ -76,6 +76,9 @@ def test_reference_count_and_llama3_total():
     base = counted.total - counted.lora
     assert base == 8_030_261_248 and round(base / 1e9, 2) == 8.03
     assert counted.percent_text == "0.17%"
+    names = lora.trainable_parameters(mc)  # what fetch --what lora keeps: one name per LoRA matrix
+    assert len(names) == 32 * 4 * 2 and sum(names.values()) == counted.trainable
+    assert names["model.layers.31.attention.wk.mindpet_delta_lora_b"] == 1024 * 16
 
 
 def test_ffn_width_formula_without_intermediate_size():

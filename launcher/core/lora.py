@@ -517,3 +517,39 @@ def count(model_config: Mapping[str, Any], pet_config: Mapping[str, Any] | None 
                 kept += size
     return ParamCount(trainable=lora + kept, lora=lora, total=total_base + lora, matched=tuple(matched),
                       family=fam.key)
+
+
+#: the two parameters LoRA adds to a Linear at ``<path>``, per family: mindpet's LoRADense for the
+#: legacy models (read in a real tiny-Llama checkpoint: ``model.layers.0.attention.wq.mindpet_delta_lora_a``
+#: [rank, in], ``..._lora_b`` [out, rank]); parallel_core's ``lora_A``/``lora_B`` Linears for mcore
+#: (tensor_parallel/lora_layers.py; not yet seen in a saved checkpoint)
+LORA_PARAMS = {"mcore": ("lora_A.weight", "lora_B.weight")}
+MINDPET_PARAMS = ("mindpet_delta_lora_a", "mindpet_delta_lora_b")
+
+
+def trainable_parameters(model_config: Mapping[str, Any], pet_config: Mapping[str, Any] | None = None,
+                         family: Family | str | None = None) -> dict[str, int]:
+    """Full name -> element count of every parameter a LoRA fine-tune trains (what a checkpoint
+    holds beyond the base it started from): the two LoRA matrices of every Linear LoRA reaches
+    and the base parameters ``freeze_exclude`` keeps trainable. Their sum is :func:`count`'s
+    ``trainable``; {} when the config has no LoRA."""
+    fam = _family(model_config, family)
+    pet = dict(pet_config if pet_config is not None else (model_config.get("pet_config") or {}))
+    if not pet or str(pet.get("pet_type", "")).lower() != "lora":
+        return {}
+    rank = pet.get("lora_rank", 8)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise ModelShapeError("pet_config.lora_rank", f"needs a positive integer, got {rank!r}")
+    regex = target_regex(pet, V0_DEFAULT_TARGETS.get(fam.key, DEFAULT_TARGETS))
+    exclude = _exclude(pet)
+    a, b = LORA_PARAMS.get(fam.key, MINDPET_PARAMS)
+    out: dict[str, int] = {}
+    for linear in fam.linears(model_config):
+        if lora_reaches(linear, fam.root, regex, exclude):
+            out[f"{linear.path}.{a}"] = rank * linear.in_features
+            out[f"{linear.path}.{b}"] = linear.out_features * rank
+    for pattern in pet.get("freeze_exclude") or []:
+        for name, size in base_parameters(model_config, fam).items():
+            if fnmatch.fnmatch(name, str(pattern)):
+                out[name] = size
+    return out

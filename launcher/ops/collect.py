@@ -22,8 +22,17 @@ renamed to its final name only when the sha256 of the whole file matches the lis
 resumed file whose sha256 does not match (the prefix changed) is fetched again from zero. So
 a final name never holds a truncated or corrupt file.
 
-Planning (:func:`plan_node`, :func:`host_dirs`, :func:`globs_for`) is pure; listing,
-hashing and transfers are at the edges.
+``--what lora`` (:func:`lora_request`): the same round trip also extracts, on the host, the
+tensors a LoRA fine-tune trained (named from the rendered config: :func:`launcher.core.lora.trainable_parameters`)
+out of every checkpoint the ``checkpoints`` globs match, into ``<job dir>/lora/<its path>``
+(a valid checkpoint of the same format, its tensors the original bytes), and only those small
+files travel: ``runs/<job-id>/<host>/lora/output/checkpoint/rank_0/x.ckpt``. What each one
+holds is checked against the config's count (:func:`check_delta`) before anything moves.
+Every node's report says, per group, the bytes moved and the bytes on the host
+(:class:`GroupBytes`; for ``lora`` the host's bytes are the full checkpoints').
+
+Planning (:func:`plan_node`, :func:`host_dirs`, :func:`globs_for`, :func:`check_delta`) is
+pure; listing, hashing and transfers are at the edges.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import ValidationError
 
-from launcher.core import yamlio
+from launcher.core import lora, yamlio
 from launcher.core.hostfile import Host, parse_hostfile
 from launcher.core.spec import OutputsSpec
 from launcher.errors import AlaunchError, InputError, RemoteError
@@ -52,6 +61,12 @@ from launcher.remote import wire
 from launcher.runners import CommandRunner, ConnectOptions, make_runner
 
 GROUPS = ("logs", "checkpoints", "predictions", "tensorboard")
+LORA = "lora"  # not part of "all": the LoRA tensors of the checkpoints, extracted on the host
+LORA_DIR = "lora"  # under the job dir, on the host and here
+LORA_DEFAULT_GLOBS = ("output/checkpoint/**/*.ckpt", "output/checkpoint/**/*.safetensors")
+DTYPE_SIZE = {"Float64": 8, "Float32": 4, "Float16": 2, "BFloat16": 2, "Int64": 8, "Int32": 4, "Int16": 2,
+              "Int8": 1, "UInt8": 1, "Bool": 1, "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4,
+              "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 ALWAYS = {"config": ("config/job.yaml",)}  # every host's rendered config comes along
 REMOTE_HASH_CACHE = "state/fetch-sha256.marshal"
 LOCAL_HASH_CACHE = "fetch-hash-cache.json"
@@ -63,12 +78,14 @@ PART = ".part"
 def parse_what(what: str | Sequence[str]) -> tuple[str, ...]:
     """``logs,checkpoints`` / ``all`` -> the output groups, in a fixed order."""
     items = [w.strip() for w in (what.split(",") if isinstance(what, str) else what) if w.strip()]
+    valid = ", ".join(GROUPS + (LORA,))
     if not items:
-        raise InputError(f"nothing to fetch; valid: {', '.join(GROUPS)}, all", key="--what")
-    bad = [w for w in items if w not in GROUPS + ("all",)]
+        raise InputError(f"nothing to fetch; valid: {valid}, all", key="--what")
+    bad = [w for w in items if w not in GROUPS + (LORA, "all")]
     if bad:
-        raise InputError(f"unknown output group {bad[0]!r}; valid: {', '.join(GROUPS)}, all", key="--what")
-    return GROUPS if "all" in items else tuple(g for g in GROUPS if g in items)
+        raise InputError(f"unknown output group {bad[0]!r}; valid: {valid}, all", key="--what")
+    chosen = GROUPS if "all" in items else tuple(g for g in GROUPS if g in items)
+    return chosen + ((LORA,) if LORA in items else ())
 
 
 def check_glob(group: str, pattern: str) -> None:
@@ -80,7 +97,7 @@ def check_glob(group: str, pattern: str) -> None:
 
 def globs_for(outputs: OutputsSpec, groups: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """The globs to list on each host for these groups (checked), plus the config."""
-    chosen = {g: tuple(getattr(outputs, g)) for g in groups}
+    chosen = {g: tuple(getattr(outputs, g)) for g in groups if g != LORA}
     for group, patterns in chosen.items():
         for p in patterns:
             check_glob(group, p)
@@ -117,10 +134,22 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
+class Delta:
+    """One small LoRA checkpoint the host wrote: from which checkpoint, what it holds
+    (name -> [element count, dtype, bytes])."""
+
+    path: str
+    source: str
+    source_size: int
+    found: Mapping[str, Sequence]
+
+
+@dataclass(frozen=True)
 class Listing:
     root: str
     files: tuple[RemoteFile, ...]
     refused: tuple[dict, ...] = ()
+    deltas: tuple[Delta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +192,69 @@ def refusal_message(host: str, refused: Sequence[dict]) -> str:
             f"refusing to fetch from {host}{more}")
 
 
+def lora_request(config_text: str, outputs: OutputsSpec) -> dict[str, Any]:
+    """What LIST needs to extract the LoRA tensors: the checkpoints' globs (the job's
+    ``outputs.checkpoints``, else MindFormers' ``output/checkpoint/**``), the trainable
+    parameters' names and element counts (their sum is what ``render`` shows as trainable:
+    checked here), and whether each rank holds the whole model (no model or pipeline
+    parallelism: every delta must then hold every name)."""
+    try:
+        config = yaml.safe_load(config_text) if config_text else None
+    except yaml.YAMLError:
+        config = None
+    config = config if isinstance(config, dict) else {}
+    pet, _ = lora.pet_config_of(config)
+    family = lora.family_for(config)
+    model_config = ((config.get("model") or {}).get("model_config") or {})
+    if str(pet.get("pet_type", "")).lower() != "lora" or family is None:
+        raise InputError("the job's rendered config has no LoRA (model.model_config.pet_config.pet_type: lora)"
+                         + ("" if family else " or its model family is not one alaunch knows")
+                         + "; fetch --what checkpoints brings the whole checkpoints", key="--what")
+    try:
+        names = lora.trainable_parameters(model_config, pet, family)
+        expected = lora.count(model_config, pet, family).trainable
+    except (lora.UnknownShape, ValueError) as exc:
+        raise InputError(f"cannot name the LoRA parameters of this config: {exc}", key="--what") from None
+    if sum(names.values()) != expected:  # the names must be exactly what render counts
+        raise AlaunchError(f"internal: {len(names)} LoRA parameter names hold {sum(names.values()):,} elements, "
+                           f"render counts {expected:,} trainable")
+    parallel = config.get("parallel_config") or {}
+    whole = not config.get("use_parallel") or (int(parallel.get("model_parallel") or 1) == 1
+                                               and int(parallel.get("pipeline_stage") or 1) == 1)
+    globs = tuple(outputs.checkpoints) or LORA_DEFAULT_GLOBS
+    for p in globs:
+        check_glob("checkpoints", p)
+    return {"globs": list(globs), "names": names, "dir": LORA_DIR, "whole": whole, "trainable": expected}
+
+
+def check_delta(delta: Delta, names: Mapping[str, int], whole: bool) -> str | None:
+    """What is wrong with one delta, or None: a name missing (when each rank holds the whole
+    model), an element count that differs from the config's, bytes that do not fit the dtype."""
+    if whole and len(delta.found) != len(names):
+        missing = [n for n in names if n not in delta.found]
+        return (f"{delta.source} holds {len(delta.found)} of the {len(names)} LoRA parameters the config trains "
+                f"(first missing: {missing[0]}); was it saved by this job's config?")
+    for name, (numel, dtype, size) in delta.found.items():
+        if whole and numel != names[name]:
+            return f"{delta.source}: {name} has {numel:,} elements, the config says {names[name]:,}"
+        if dtype in DTYPE_SIZE and size != numel * DTYPE_SIZE[dtype]:
+            return f"{delta.source}: {name} holds {size:,} bytes, {numel:,} x {dtype} is {numel * DTYPE_SIZE[dtype]:,}"
+    if not delta.found:
+        return f"{delta.source} holds none of the {len(names)} LoRA parameters the config trains"
+    return None
+
+
+def record_base(record: reg.JobRecord) -> str | None:
+    """The checkpoint the job started from (its config's ``load_checkpoint``, a path on the
+    host), which the LoRA delta completes; None when it started from nothing."""
+    try:
+        config = yaml.safe_load(record.config_text) if record.config_text else None
+    except yaml.YAMLError:
+        return None
+    base = config.get("load_checkpoint") if isinstance(config, dict) else None
+    return base if isinstance(base, str) and base else None
+
+
 def lora_meta(config_text: str) -> dict[str, Any]:
     """``{rank, alpha, targets}`` from a rendered config's pet_config ({} when there is none)."""
     try:
@@ -179,6 +271,16 @@ def lora_meta(config_text: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- reports / progress
 
 @dataclass
+class GroupBytes:
+    """One group of one node: files listed, bytes on the host, bytes that came over the wire.
+    For ``lora`` the host's bytes are the full checkpoints the deltas were cut from."""
+
+    files: int = 0
+    on_host: int = 0
+    moved: int = 0
+
+
+@dataclass
 class NodeFetch:
     """What one node's fetch did."""
 
@@ -193,6 +295,7 @@ class NodeFetch:
     bytes_transferred: int = 0  # what actually came over the wire this run
     seconds: float = 0.0
     error: str | None = None
+    groups: dict[str, GroupBytes] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -213,6 +316,15 @@ class FetchReport:
     @property
     def failed(self) -> list[NodeFetch]:
         return [n for n in self.nodes if n.error]
+
+    def groups(self) -> dict[str, GroupBytes]:
+        """Per group, summed over the nodes (in the order first seen)."""
+        out: dict[str, GroupBytes] = {}
+        for n in self.nodes:
+            for name, g in n.groups.items():
+                s = out.setdefault(name, GroupBytes())
+                s.files, s.on_host, s.moved = s.files + g.files, s.on_host + g.on_host, s.moved + g.moved
+        return out
 
 
 class FetchError(AlaunchError):
@@ -245,12 +357,16 @@ class QuietProgress:
 # ----------------------------------------------------------------------------- I/O: listing
 
 def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str, Sequence[str]],
-              here: Mapping[str, int] | None = None) -> Listing:
+              here: Mapping[str, int] | None = None, lora_spec: Mapping[str, Any] | None = None) -> Listing:
     """ONE round trip: the files the globs match on the host, with size and sha256 (hashed
     there when cached or when ``here`` — path -> size of what is already fetched — has a
-    same-size copy that might be skipped)."""
-    request = wire.request({"op": "list", "root": root, "globs": {k: list(v) for k, v in globs.items()},
-                            "cache": REMOTE_HASH_CACHE, "local": dict(here or {})})
+    same-size copy that might be skipped); with ``lora_spec`` (:func:`lora_request`) the LoRA
+    deltas extracted there too."""
+    req: dict[str, Any] = {"op": "list", "root": root, "globs": {k: list(v) for k, v in globs.items()},
+                           "cache": REMOTE_HASH_CACHE, "local": dict(here or {})}
+    if lora_spec:
+        req["lora"] = {k: lora_spec[k] for k in ("globs", "names", "dir")}
+    request = wire.request(req)
     argv = [python, "-S", "-c", wire.program("collect", "list")]
     res = runner.exec(argv, [request], timeout=3600)  # OpenSSH: through the ControlMaster the transfers reuse
     code, out, err = res.exit_code, res.text(), res.stderr.decode(errors="replace")
@@ -263,7 +379,9 @@ def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str,
         raise RemoteError(runner.name, f"listing {root} printed no JSON: {out[-200:]!r}") from None
     files = tuple(RemoteFile(f["group"], safe_relpath(f["path"], runner.name), f["src"], int(f["size"]),
                              f["sha256"]) for f in data["files"])
-    return Listing(data["root"], files, tuple(data.get("refused") or ()))
+    deltas = tuple(Delta(f["path"], f["source"], int(f["source_size"]), f["found"])
+                   for f in data["files"] if f["group"] == LORA)
+    return Listing(data["root"], files, tuple(data.get("refused") or ()), deltas)
 
 
 def fetched_sizes(local_dir: Path) -> dict[str, int]:
@@ -310,22 +428,36 @@ class NodeTarget:
 
 
 def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Sequence[str]],
-               cache: FetchedHashes, progress: FetchProgress) -> tuple[NodeFetch, Listing]:
-    """List, refuse unsafe matches, plan, and transfer one node's files."""
+               cache: FetchedHashes, progress: FetchProgress,
+               lora_spec: Mapping[str, Any] | None = None) -> tuple[NodeFetch, Listing]:
+    """List, refuse unsafe matches, check LoRA deltas, plan, and transfer one node's files."""
     name = target.host.name
     node = NodeFetch(name, str(target.local_dir))
     start = time.monotonic()
-    listing = list_node(runner, target.python, target.job_dir, globs, fetched_sizes(target.local_dir))
+    listing = list_node(runner, target.python, target.job_dir, globs, fetched_sizes(target.local_dir), lora_spec)
     if listing.refused:
         raise RemoteError(name, refusal_message(name, listing.refused))
+    if lora_spec:
+        if not listing.deltas:
+            raise RemoteError(name, f"no checkpoint matches {', '.join(lora_spec['globs'])} in {listing.root}; "
+                                    f"nothing to take the LoRA tensors from")
+        for delta in listing.deltas:
+            wrong = check_delta(delta, lora_spec["names"], lora_spec["whole"])
+            if wrong:
+                raise RemoteError(name, wrong)
     actions = plan_node(listing, local_states(listing, target.local_dir, cache))
     node.files = len(actions)
     node.bytes_total = sum(a.file.size for a in actions)
+    sources = {d.path: d.source_size for d in listing.deltas}
+    for a in actions:
+        g = node.groups.setdefault(a.file.group, GroupBytes())
+        g.files += 1
+        g.on_host += sources.get(a.file.path, a.file.size)
     todo = [a for a in actions if a.kind != SKIP]
     node.skipped = len(actions) - len(todo)
     progress.start(name, len(todo), sum(a.file.size - a.offset for a in todo))
-    entries = [Entry(a.file.path, a.file.src, a.file.size, a.file.sha256, a.offset, target.local_dir / a.file.path)
-               for a in todo]
+    entries = [Entry(a.file.path, a.file.src, a.file.size, a.file.sha256, a.offset, target.local_dir / a.file.path,
+                     a.file.group) for a in todo]
     receive(runner, target.python, entries, node, cache, lambda n: progress.advance(name, n),
             posixpath.join(listing.root, REMOTE_HASH_CACHE))
     node.seconds = time.monotonic() - start
@@ -343,6 +475,8 @@ def receive(runner: CommandRunner, python: str, entries: list[Entry], node: Node
             stream(runner, python, entries, rx, remote_cache)
         finally:
             node.bytes_transferred += rx.payload
+            for e, n in zip(entries, rx.moved, strict=False):  # moved: only the entries reached
+                node.groups.setdefault(e.group, GroupBytes()).moved += n
             for e, digest in rx.verified:
                 cache.remember(e.final, digest)
                 node.resumed += e.offset > 0
@@ -412,6 +546,7 @@ def job_meta(record: reg.JobRecord, template: str | None, groups: Sequence[str],
                   "nodes": [{"host": n.host, "dir": Path(n.local_dir).name, "files": n.files,
                              "skipped": n.skipped, "bytes": n.bytes_total, "error": n.error}
                             for n in report.nodes]},
+        **({"lora_delta": {"dir": LORA_DIR, "base": record_base(record)}} if LORA in groups else {}),
     }
 
 
@@ -443,6 +578,7 @@ def fetch_job(registry: reg.Registry, job_id: str, what: str | Sequence[str] = "
     record = registry.get(job_id)
     outputs, template = job_outputs(record)
     globs = globs_for(outputs, groups)
+    lora_spec = lora_request(record.config_text, outputs) if LORA in groups else None
     run_dir = Path(dest) / record.id
     targets = job_targets(record, run_dir)
     options = options or default_options(record)
@@ -455,7 +591,7 @@ def fetch_job(registry: reg.Registry, job_id: str, what: str | Sequence[str] = "
     def one(t: NodeTarget) -> NodeFetch:
         runner = factory(t.host)
         try:
-            node, _ = fetch_node(t, runner, globs, cache, progress)
+            node, _ = fetch_node(t, runner, globs, cache, progress, lora_spec)
         finally:
             runner.close()
         progress.done(t.host.name, node)

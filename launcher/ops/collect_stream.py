@@ -41,6 +41,7 @@ class Entry:
     sha256: str | None  # from the listing; None: the sender hashes it
     offset: int
     final: Path
+    group: str = ""  # the output group, for the per-group byte counts
 
     @property
     def part(self) -> Path:
@@ -74,6 +75,7 @@ class Receiver:
         self.left = 0  # payload bytes still due for the current entry
         self.trailer = b""
         self.payload = 0  # file bytes received (what "transferred" means)
+        self.moved = [0] * len(self.entries)  # the same, per entry
         self.verified: list[tuple[Entry, str]] = []  # (entry, its sha256), renamed into place
         self.mismatched: list[Entry] = []
         self.error: BaseException | None = None
@@ -122,6 +124,7 @@ class Receiver:
                 self.hasher.update(chunk)
                 self.left -= n
                 self.payload += n
+                self.moved[self.i] += n
                 self.on_bytes(n)
                 view = view[n:]
                 continue

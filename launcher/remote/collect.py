@@ -27,6 +27,23 @@ bytes. All files of a node come back in ONE stream; the receiver knows every len
 framing needs no headers. A file that vanished or shrank is padded with zeros and gets a
 trailer of 32 0xff bytes: the receiver's check fails and nothing wrong is renamed into place.
 Whole files it hashed go into the host's hash cache, so the next listing need not read them.
+
+LORA (part of LIST: ``"lora": {"globs": [...], "names": {name: element count}, "dir": "lora"}``):
+every checkpoint the globs match (MindSpore ``.ckpt`` or ``.safetensors``) is read tensor by
+tensor and only the tensors named are copied, byte for byte, into ``<dir>/<its path>`` (a
+small checkpoint of the same format), which is then listed like any file (group ``lora``,
+sha256 computed while writing it) with ``{"source", "source_size", "found": {name: element
+count}}``; the laptop checks ``found`` against the rendered config's trainable parameters.
+A ``.ckpt`` is the protobuf ``Checkpoint`` of MindSpore's ``checkpoint.proto`` (read from
+mindspore 2.9's ``checkpoint_pb2``): ``repeated Value value = 1``, ``Value {string tag = 1;
+TensorProto tensor = 2 | MapTensorProto maptensor = 3}``, ``TensorProto {repeated int64 dims = 1;
+string tensor_type = 2; bytes tensor_content = 3}``, each Value written as its own top-level
+record (a tensor over 512 MiB as several records with the same tag), an optional 17-byte
+``crc_num`` trailer. Only the record headers are read: a frozen tensor is skipped by a seek,
+never loaded, so memory is one 1 MiB copy buffer whatever the checkpoint's size. A kept record
+is copied whole, so the small file is a valid checkpoint whose tensors are the original bytes.
+A safetensors file: its JSON header is read, the kept tensors are copied after a new header
+with the same metadata and re-based offsets.
 """
 
 import os
@@ -99,7 +116,208 @@ def list_op(req):
         changed = True
     if changed and cache_path:
         save_cache(cache_path, cache)
+    if req.get("lora"):
+        files += lora_op(req["lora"], root, real_root, inside, refused)
     answer({"root": real_root, "files": files, "refused": refused})
+
+
+def _varint(fh):
+    shift = result = 0
+    while True:
+        b = fh.read(1)
+        if not b:
+            raise ValueError("cut short inside a varint")
+        result |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return result
+        shift += 7
+
+
+def ckpt_records(fh, end):
+    """(tag, start, stop, tensor offset, tensor length) of every top-level Value record in
+    ``[0, end)``; only the headers are read, the tensors are skipped by seeking."""
+    pos = 0
+    while pos < end:
+        fh.seek(pos)
+        if _varint(fh) != 0x0A:  # field 1 (value), length-delimited
+            raise ValueError("byte %d is not a Checkpoint.value record" % pos)
+        n = _varint(fh)
+        body = fh.tell()
+        stop = body + n
+        if stop > end:
+            raise ValueError("the record at byte %d runs past the end of the file" % pos)
+        tag, tensor = None, None
+        while fh.tell() < stop:
+            key = _varint(fh)
+            if key & 7 != 2:
+                raise ValueError("unexpected field %d in the record at byte %d" % (key >> 3, pos))
+            ln = _varint(fh)
+            at = fh.tell()
+            if key >> 3 == 1:
+                tag = fh.read(ln).decode("utf-8", "surrogateescape")
+            elif key >> 3 == 2:
+                tensor = (at, ln)
+            fh.seek(at + ln)
+        yield tag, pos, stop, tensor
+        pos = stop
+
+
+def ckpt_tensor_facts(fh, at, ln):
+    """(dims, tensor_type, content length) of the TensorProto at ``at``, the content skipped."""
+    dims, dtype, content, end = [], None, 0, at + ln
+    fh.seek(at)
+    while fh.tell() < end:
+        key = _varint(fh)
+        field, wt = key >> 3, key & 7
+        if field == 1 and wt == 0:
+            dims.append(_varint(fh))
+            continue
+        if wt != 2:
+            raise ValueError("unexpected wire type %d in a tensor at byte %d" % (wt, at))
+        n = _varint(fh)
+        here = fh.tell()
+        if field == 1:  # packed dims
+            while fh.tell() < here + n:
+                dims.append(_varint(fh))
+        elif field == 2:
+            dtype = fh.read(n).decode("ascii", "replace")
+        elif field == 3:
+            content = n
+        fh.seek(here + n)
+    return dims, dtype, content
+
+
+def _numel(dims):
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def _copy(fh, start, stop, out, h):
+    fh.seek(start)
+    left = stop - start
+    while left > 0:
+        n = fh.readinto(view[:min(len(buf), left)])
+        if not n:
+            raise ValueError("cut short at byte %d" % (stop - left))
+        h.update(view[:n])
+        out.write(view[:n])
+        left -= n
+
+
+def lora_ckpt(fh, size, names, out, h):
+    """Copy the records whose tag is in ``names`` (a .ckpt); returns {tag: element count}."""
+    import binascii
+    fh.seek(max(0, size - 17))
+    tail = fh.read(17)
+    end = size - 17 if tail[:7] == b"crc_num" else size
+    found, crc = {}, [0]
+
+    class Crc:
+        def update(self, data):
+            h.update(data)
+            crc[0] = binascii.crc32(data, crc[0])
+    for tag, start, stop, tensor in list(ckpt_records(fh, end)):
+        if tag not in names:
+            continue
+        if tensor is None:
+            raise ValueError("%s is not a plain tensor (a map parameter?)" % tag)
+        dims, dtype, content = ckpt_tensor_facts(fh, tensor[0], tensor[1])
+        found[tag] = [_numel(dims), dtype, found.get(tag, [0, 0, 0])[2] + content]
+        _copy(fh, start, stop, out, Crc())
+    if end != size:  # the source carried MindSpore's crc32 trailer: so does the delta
+        trailer = b"crc_num" + crc[0].to_bytes(10, "big")
+        h.update(trailer)
+        out.write(trailer)
+    return found
+
+
+def lora_safetensors(fh, size, names, out, h):
+    """Copy the named tensors of a safetensors file after a new header; {name: element count}."""
+    import json
+    import struct
+    n = struct.unpack("<Q", fh.read(8))[0]
+    if n > size - 8 or n > 100 << 20:
+        raise ValueError("header length %d does not fit the file" % n)
+    header = json.loads(fh.read(n).decode("utf-8"))
+    base = 8 + n
+    kept = sorted(((k, v) for k, v in header.items() if k in names), key=lambda kv: kv[1]["data_offsets"][0])
+    new, found, at = {}, {}, 0
+    if "__metadata__" in header:
+        new["__metadata__"] = header["__metadata__"]
+    for k, v in kept:
+        b, e = v["data_offsets"]
+        new[k] = {"dtype": v["dtype"], "shape": v["shape"], "data_offsets": [at, at + e - b]}
+        found[k] = [_numel(v["shape"]), v["dtype"], e - b]
+        at += e - b
+    text = json.dumps(new, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    head = struct.pack("<Q", len(text)) + text
+    h.update(head)
+    out.write(head)
+    for _name, v in kept:
+        b, e = v["data_offsets"]
+        _copy(fh, base + b, base + e, out, h)
+    return found
+
+
+def lora_op(spec, root, real_root, inside, refused):
+    """LORA (see the module docstring): extract, write, list the small checkpoints."""
+    import glob
+    import hashlib
+    global buf, view
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    names = spec["names"]
+    dest_root = os.path.join(real_root, spec["dir"])
+    files, seen = [], set()
+    for pattern in spec["globs"]:
+        if pattern.startswith("/") or ".." in pattern.split("/"):
+            refused.append({"group": "lora", "glob": pattern, "path": pattern,
+                            "why": "the glob is absolute or contains '..'"})
+            continue
+        for match in sorted(glob.glob(os.path.join(glob.escape(root), pattern), recursive=True)):
+            rel = os.path.relpath(match, root)
+            real = os.path.realpath(match)
+            if rel in seen or rel.split(os.sep)[0] == spec["dir"] or not os.path.isfile(real):
+                continue
+            if not inside(real):
+                refused.append({"group": "lora", "glob": pattern, "path": rel,
+                                "why": "it resolves to %s, outside the job directory" % real})
+                continue
+            seen.add(rel)
+            extract = lora_safetensors if rel.endswith(".safetensors") else lora_ckpt
+            dest = os.path.join(dest_root, rel)
+            tmp = dest + ".tmp.%d" % os.getpid()
+            h = hashlib.sha256()
+            try:
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with open(real, "rb", buffering=1 << 16) as fh, open(tmp, "wb") as out:
+                    source_size = os.fstat(fh.fileno()).st_size
+                    found = extract(fh, source_size, names, out, h)
+                with open(tmp, "rb") as fh:  # verified: the written file reads back as the same tensors
+                    again = extract(fh, os.fstat(fh.fileno()).st_size, names, _Null(), hashlib.sha256())
+                if again != found:
+                    raise ValueError("the written delta does not read back as the tensors copied")
+                os.replace(tmp, dest)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                why = getattr(exc, "strerror", None) or exc
+                sys.stderr.write("%s: cannot extract the LoRA tensors: %s\n" % (rel, why))
+                sys.exit(3)
+            files.append({"group": "lora", "path": os.path.join(spec["dir"], rel), "src": dest,
+                          "size": os.path.getsize(dest), "sha256": h.hexdigest(), "source": rel,
+                          "source_size": source_size, "found": found})
+    return files
+
+
+class _Null:
+    def write(self, data):
+        return len(data)
 
 
 def send_range(f, pos, left, size, h):

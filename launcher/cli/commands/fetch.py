@@ -18,9 +18,31 @@ if TYPE_CHECKING:  # imported when the verb runs (cli/app.py)
 ORDER = 45
 
 
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} B"
+
+
+def saved_lines(report: FetchReport) -> list[str]:
+    """Per group: bytes moved vs bytes on the host ('lora: 2 file(s), 528.1 KiB moved of 3.0 MiB
+    on the host (the full checkpoints), 82.7% not moved')."""
+    lines = []
+    for name, g in report.groups().items():
+        line = f"{name}: {g.files} file(s), {_size(g.moved)} moved of {_size(g.on_host)} on the host"
+        if name == "lora":
+            line += " (the full checkpoints)"
+        if g.on_host and g.moved < g.on_host:
+            line += f", {100 * (g.on_host - g.moved) / g.on_host:.1f}% not moved"
+        lines.append(line)
+    return lines
+
+
 def report_json(report: FetchReport) -> str:
     return json.dumps({"job": report.job_id, "run_dir": str(report.run_dir), "seconds": round(report.seconds, 3),
                        "bytes_transferred": report.bytes_transferred,
+                       "groups": {k: vars(g) for k, g in report.groups().items()},
                        "nodes": [{k: getattr(n, k) for k in ("host", "local_dir", "files", "fetched", "resumed",
                                                              "skipped", "restarted", "bytes_total",
                                                              "bytes_transferred", "seconds", "error")}
@@ -49,7 +71,9 @@ def register(app: typer.Typer) -> None:
                  help="Fetch a job's logs/checkpoints/predictions into runs/<job-id>/<host>/ (verified, resumable).")
     def fetch_cmd(
         job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
-        what: str = typer.Option("all", "--what", help="logs,checkpoints,predictions,tensorboard or all."),
+        what: str = typer.Option("all", "--what", help="logs,checkpoints,predictions,tensorboard or all; "
+                                 "lora: only the tensors the LoRA fine-tune trained, cut out of each "
+                                 "checkpoint on the host (into <host>/lora/...)."),
         dest: Path = typer.Option(Path("runs"), "--dest", help="Where runs/<job-id>/ goes."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
@@ -75,4 +99,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             env.stdout.print(report_json(report), markup=False, highlight=False, soft_wrap=True)
             return
+        for line in saved_lines(report):
+            env.stderr.print(line, markup=False, highlight=False, soft_wrap=True)
         env.stdout.print(str(report.run_dir), markup=False, highlight=False, soft_wrap=True)
