@@ -21,7 +21,7 @@ import time
 import pytest
 
 from launcher.errors import ExitCode
-from launcher.ops.follow import parse_message
+from launcher.ops.follow_transport import parse_message
 from launcher.metrics.logparse import JobLogs, exit_status_text
 from launcher.ops.registry import Registry
 from tests.test_follow import _stream, _take

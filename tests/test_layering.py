@@ -1,8 +1,8 @@
 """The package's layering (docs/architecture.md), checked on the real import graph.
 
 - import-linter's contracts in pyproject.toml: cli > ops > (runners | metrics | remote) >
-  (core | data) > errors; host-side code imports nothing else of launcher; no verb imports
-  another verb. One test shows the contracts catch a violation planted in a copy.
+  (core | data) > errors; host-side code imports nothing else of launcher; nothing below the
+  views (cli, ui) imports rich; no verb imports another verb. One test shows the contracts catch a violation planted in a copy.
 - No import cycles between modules (grimp's graph, every import statement, lazy ones too).
 - Only ``cli`` prints: no ``print()``, ``console.print``, ``sys.stdout.write`` or ``Console()``
   elsewhere, except the code that runs on the hosts (``remote``, ``entry``), whose output
@@ -40,11 +40,14 @@ def test_contracts_catch_a_core_module_importing_ops(tmp_path):
     plan.write_text(plan.read_text() + "\nfrom launcher.ops import registry  # planted\n")
     verb = tmp_path / "launcher" / "cli" / "commands" / "jobs.py"
     verb.write_text(verb.read_text() + "\nfrom launcher.cli.commands import submit  # planted\n")
+    follow = tmp_path / "launcher" / "ops" / "follow.py"
+    follow.write_text(follow.read_text() + "\nfrom rich.text import Text  # planted\n")
     res = lint(tmp_path)
     assert res.returncode != 0
     assert "launcher.core.plan -> launcher.ops.registry" in res.stdout
     assert "launcher.cli.commands.jobs -> launcher.cli.commands.submit" in res.stdout
-    assert "2 broken" in res.stdout, res.stdout
+    assert "launcher.ops.follow -> rich" in res.stdout
+    assert "3 broken" in res.stdout, res.stdout
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
