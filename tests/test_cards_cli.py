@@ -73,14 +73,21 @@ def test_prune_dry_run_lists_then_prune_removes_and_records(run_cli, tmp_path):
     new = _job(base, "new-20250102-000000-bbbb", [shared], None, now - 1 * DAY)
     # the registry says this one runs (its dir looks finished): prune must never touch it
     kept = _job(base, "run-20250101-000000-cccc", [shared], None, now - 20 * DAY)
+    # a running pipeline's finished step: the input of its later steps, never pruned while it runs
+    step = _job(base, "step-20250101-000000-dddd", [shared], None, now - 20 * DAY)
     with Registry.in_state_dir() as registry:
         registry.create_job("old", "finetune", nodes=[("localhost", str(old))], job_id=old.name, state="failed")
         registry.create_job("run", "finetune", nodes=[("localhost", str(kept))], job_id=kept.name, state="running")
+        registry.create_job("step", "finetune", nodes=[("localhost", str(step))], job_id=step.name,
+                            state="succeeded")
+        from launcher.ops import proc
+        run = registry.create_pipeline("p", "p.yaml", [("train", "job"), ("eval", "job")], runner=proc.me())
+        registry.set_step(run.id, "train", state="succeeded", job_id=step.name)
 
     code, out, err = run_cli("prune", "-H", str(hf), "--dry-run", "--older-than", "7d")
     assert code == 0, err
     assert "prune (dry run): would remove" in out and old.name in out, out
-    assert new.name not in out and kept.name not in out, out
+    assert new.name not in out and kept.name not in out and step.name not in out, out
     row = next(line for line in out.splitlines() if "localhost" in line)
     cells = [c.strip() for c in row.split("│")]
     assert cells[3:5] == ["0", "1"], cells  # no staged tree; one orphan object (the shared one stays)
@@ -92,7 +99,7 @@ def test_prune_dry_run_lists_then_prune_removes_and_records(run_cli, tmp_path):
     assert code == 0, err
     assert "prune (done): removed" in out and old.name in out, out
     assert not old.exists() and not orphan.exists()
-    for still in (new, kept, shared):
+    for still in (new, kept, step, shared):
         assert still.exists(), still
     with Registry.in_state_dir() as registry:
         events = [e for e in registry.events(old.name) if e.kind == "pruned"]

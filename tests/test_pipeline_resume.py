@@ -35,23 +35,41 @@ def global_steps(log: Path) -> list[int]:
     return out
 
 
-def _kill_rank1_after_first_checkpoint(stop: threading.Event, killed: list) -> None:
+def _workers(job_id: str) -> dict[int, tuple[int, list[bytes]]]:
+    """pid and environ of each run_cpu.py worker of the job, by rank."""
+    want, out = f"ALAUNCH_JOB_ID={job_id}".encode(), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if want in env and b"run_cpu.py" in cmd:
+            rank = next((int(e[8:]) for e in env if e.startswith(b"RANK_ID=")), -1)
+            out[rank] = (int(pid), env)
+    return out
+
+
+def _kill_rank1_after_first_checkpoint(stop: threading.Event, killed: list, attempt2_env: list) -> None:
+    """Kill rank 1 after its first checkpoint; then keep the environ of attempt 2's rank 0 (a
+    worker seen once the resume has moved attempt 1 aside: attempt 1's processes are gone then)."""
     home = Path.home() / "alaunch"
-    while not stop.is_set():
+    while not stop.is_set() and not killed:
         for ckpt in home.glob("tiny-resume-*/output/checkpoint/rank_1/*.ckpt"):
             job_id = ckpt.parents[3].name
-            want = f"ALAUNCH_JOB_ID={job_id}".encode()
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if want in env and b"RANK_ID=1" in env and b"run_cpu.py" in cmd:
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append((job_id, int(pid), ckpt.name))
-                    return
+            workers = _workers(job_id)
+            if 1 in workers and 0 in workers:
+                os.kill(workers[1][0], signal.SIGKILL)
+                killed.append((job_id, workers[1][0], ckpt.name, workers[0][0]))
+                break
         time.sleep(0.1)
+    rotated = home / killed[0][0] / "attempts" / "1"  # made by the resume, after attempt 1 ended
+    while not stop.is_set():
+        workers = _workers(killed[0][0]) if rotated.exists() else {}
+        if 0 in workers:
+            attempt2_env.extend(workers[0][1])
+            return
+        time.sleep(0.2)
 
 
 @pytest.mark.timeout(600)
@@ -65,11 +83,13 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, toy_data, run_cli):
            "inputs": {"train": {"remote": str(toy_data["mindrecord"]),
                                 "fills": "train_dataset.data_loader.dataset_dir"}},
            "tokenizer": {"remote": str(toy_data["tokenizer"])},
+           "env": {"API_KEY": {"value": "s3cr3t-token", "secret": True}},
            "outputs": {"checkpoints": ["output/checkpoint/**/*.ckpt"]}}
     pipeline = tmp_path / "resume.yaml"
     pipeline.write_text(yaml.safe_dump({"name": "resume-test", "steps": {"train": {"job": job, "retries": 1}}}))
-    stop, killed = threading.Event(), []
-    watcher = threading.Thread(target=_kill_rank1_after_first_checkpoint, args=(stop, killed), daemon=True)
+    stop, killed, attempt2_env = threading.Event(), [], []
+    watcher = threading.Thread(target=_kill_rank1_after_first_checkpoint, args=(stop, killed, attempt2_env),
+                               daemon=True)
     watcher.start()
     try:
         code, out, err = run_cli("run", str(pipeline), "--local", "--slots", "2", "--runs", str(tmp_path / "runs"))
@@ -78,6 +98,8 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, toy_data, run_cli):
     assert killed, "the watcher never found rank 1's worker after a checkpoint"
     assert code == 0, err[-3000:]
     assert "(transient): resuming, attempt 2 of 2" in err, err
+    # attempt 2 ran with the secret's real value, not the registry's *** (it was, silently)
+    assert b"API_KEY=s3cr3t-token" in attempt2_env, [e for e in attempt2_env if e.startswith(b"API_KEY")]
     from launcher.ops.registry import Registry
     with Registry.in_state_dir() as registry:
         run = registry.pipeline("resume-test")

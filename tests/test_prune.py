@@ -112,3 +112,47 @@ def test_prune_removes_exactly_the_orphans_and_old_finished_jobs(tmp_path):
     assert not (ckpt / "output" / "log").exists() and not (ckpt / "f0").exists()
     for kept in (new, unstarted, tree_new, shared, only_new, fresh_orphan, new / "code" / "m.py"):
         assert kept.exists(), kept
+
+
+def test_prune_keeps_the_model_merged_weights_and_strategy_unless_asked(tmp_path):
+    """Without --checkpoints a pruned job keeps its model: the per-rank shards, the merged file
+    and the strategy files the shards cannot be merged without (only output/checkpoint was
+    kept: prune deleted output/merged/*.ckpt and output/strategy/*.ckpt)."""
+    base = tmp_path / "alaunch"
+    (base / "cas").mkdir(parents=True)
+    now = time.time()
+    root = _job(base, "m-20250101-000000-eeee", [], None, now - 10 * DAY, ckpt=True)
+    for sub, name in (("merged", "tiny.ckpt"), ("strategy", "ckpt_strategy_rank_0.ckpt")):
+        (root / "output" / sub).mkdir(parents=True)
+        (root / "output" / sub / name).write_bytes(b"m" * 100)
+    req = {"op": "prune", "base": str(base), "remove": [root.name], "checkpoints": False, "grace": 3600,
+           "dry_run": False}
+    done = wire.answer(run_script("prune", req).stdout)
+    assert done["jobs"][0]["checkpoints_kept"] and done["jobs"][0]["bytes"] == 1000  # the log went
+    kept = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert kept == ["output/checkpoint/rank_0/a.ckpt", "output/merged/tiny.ckpt",
+                    "output/strategy/ckpt_strategy_rank_0.ckpt", "state/exit_code", "state/pid"]
+    done = wire.answer(run_script("prune", {**req, "checkpoints": True}).stdout)
+    assert not root.exists()
+
+
+def test_a_running_pipelines_steps_and_their_inputs_are_never_pruned(tmp_path):
+    """A running pipeline's finished step (and the job its recorded outputs point into: a
+    reused merge of another run) is the input of its later steps: protected while it runs."""
+    from launcher.ops import proc
+    from launcher.ops.registry import Registry
+    with Registry(tmp_path / "r.sqlite3") as r:
+        train = r.create_job("train", "finetune", nodes=[("h0", "/w/train")])
+        older = r.create_job("merge", "finetune", nodes=[("h0", "/w/merge")])
+        done = r.create_job("other", "finetune", nodes=[("h0", "/w/other")])
+        run = r.create_pipeline("p", "p.yaml", [("train", "job"), ("merge", "merge"), ("eval", "job")],
+                                runner=proc.me())
+        r.set_step(run.id, "train", state="succeeded", job_id=train.id,
+                   outputs={"checkpoints": [f"/root/alaunch/{train.id}/output/checkpoint/rank_0/a.ckpt"]})
+        r.set_step(run.id, "merge", state="skipped", outputs={"merged": f"/root/alaunch/{older.id}/output/m.ckpt"})
+        assert r.jobs_in_use_by_pipelines() == {train.id, older.id}
+        ended = r.create_pipeline("q", "q.yaml", [("t", "job")], runner=proc.me())
+        r.set_step(ended.id, "t", state="succeeded", job_id=done.id)
+        r.end_pipeline(ended.id, "succeeded")
+        r.end_pipeline(run.id, "succeeded")
+        assert r.jobs_in_use_by_pipelines() == set()  # ended runs protect nothing

@@ -53,3 +53,27 @@ def test_a_refresh_between_the_pids_and_running_judges_nothing(tmp_path):
     record, _ = JobService(registry, tmp_path / "state").refresh(job.id)
     assert record.state == reg.SUCCEEDED
     registry.close()
+
+
+def test_cancel_of_a_job_that_ended_unseen_keeps_its_result(tmp_path):
+    """Both nodes exited 0 after the last look (nobody followed): the registry still says
+    RUNNING. A cancel then must find the end and keep it, not record `cancelled` (status 102)."""
+    import sys
+    from launcher.core.layout import JobLayout
+    registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
+    root = tmp_path / "w"
+    job = registry.create_job("done", "finetune", hostfile_text="localhost slots=2\n",
+                              nodes=[("localhost", str(root)), ("localhost", str(root))],
+                              meta={"pythons": {"localhost": sys.executable}})
+    for rank in (0, 1):
+        state = root / JobLayout(str(root)).node_state(rank).removeprefix(str(root) + "/")
+        state.mkdir(parents=True)
+        (state / "pid").write_text("999999 999999\n")
+        (state / "exit_code").write_text("0\n")
+        registry.set_node(job.id, rank, pid=999999)
+    registry.set_state(job.id, reg.RUNNING)
+    record, outcome = JobService(registry, tmp_path / "state").cancel(job.id, grace=0.5)
+    assert record.state == reg.SUCCEEDED, (record.state, record.reason)
+    assert all(n.state == reg.SUCCEEDED and n.exit_code == 0 for n in record.nodes)
+    assert set(outcome.values()) == {"nothing was running"}
+    registry.close()

@@ -67,3 +67,31 @@ def test_templates_may_alias_but_not_bomb():
 def test_duplicate_key_nested_names_line():
     with pytest.raises(InputError, match=r"t.yaml:4: epochs: duplicate key 'epochs' \(first at line 3\)"):
         yamlio.loads("runner_config:\n  batch_size: 1\n  epochs: 1\n  epochs: 2\n", "t.yaml")
+
+
+def _with_secret(tmp_path, value="s3cr3t-token"):
+    """The tiny CPU job with a literal secret in its env, written next to a copy of it."""
+    import yaml
+    data = yaml.safe_load(Path("jobs/tiny_lora_cpu.yaml").read_text())
+    data["env"] = {**(data.get("env") or {}), "API_KEY": {"value": value, "secret": True}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_resume_gets_the_secret_back_from_the_job_file_not_the_mask(tmp_path):
+    """The registry stores ``***`` for a literal secret; attempt 2 (resume, a step's retries)
+    must run with the real value from the job file, and refuse when the file is gone."""
+    from launcher.core.spec import SECRET_MASK, masked_secrets, parse_job, redacted_text, restore_secrets
+    path = _with_secret(tmp_path)
+    original = load_job(path)
+    stored_text = redacted_text(original, path.read_text())
+    assert "s3cr3t-token" not in stored_text
+    stored = parse_job(yamlio.loads(stored_text, "registry:x"), str(path), str(tmp_path))
+    assert masked_secrets(stored) == ["API_KEY"] and stored.env["API_KEY"].value == SECRET_MASK
+    restored = restore_secrets(stored, original, str(path))
+    assert restored.env["API_KEY"].value == "s3cr3t-token" and restored.env["API_KEY"].secret
+    with pytest.raises(InputError) as info:
+        restore_secrets(stored, None, str(path))
+    assert "env.API_KEY" in str(info.value) and str(path) in str(info.value)
+    assert "s3cr3t-token" not in str(info.value)

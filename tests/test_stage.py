@@ -257,3 +257,32 @@ def test_many_hosts_report_as_one_group_line_after_the_last(tmp_path):
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"staged to 2 hosts: {files} file(s), ")
     assert "1 on a shared filesystem (staged once)" in lines[0] and "slowest " in lines[0]
+
+
+def test_a_reused_tree_is_touched_and_prune_spares_a_tree_reused_after_its_scan(tmp_path, monkeypatch):
+    """prune plans (scan) long before it removes; a re-submit reusing a tree older than the grace
+    in between found its `code` link dangling. Reuse touches the tree; prune moves a tree aside,
+    looks at its mtime again and puts it back when it was touched."""
+    import importlib
+    import time
+    from launcher.ops.stage import InventoryCache
+    node, local, known = _staged_with_cache(tmp_path)
+    (tree,) = (tmp_path / "wd/alaunch/cas/trees").iterdir()
+    old = time.time() - 2 * 86400
+    os.utime(tree, (old, old))
+    Stager({"localhost": node}, python=PY, known=InventoryCache(tmp_path / "inv.json")).stage(
+        local, {"localhost": str(tmp_path / "wd/alaunch/j2")})
+    assert time.time() - tree.stat().st_mtime < 600  # reused: touched
+    monkeypatch.syspath_prepend(str(Path(launcher_remote_dir())))
+    prune = importlib.import_module("prune")
+    cas = str(tmp_path / "wd/alaunch/cas")
+    prune.remove_tree(cas, str(tree), grace=3600)  # planned dead before the reuse: kept
+    assert tree.is_dir() and (tmp_path / "wd/alaunch/j2/code/pkg/m.py").read_text() == "print('m')\n"
+    os.utime(tree, (old, old))
+    prune.remove_tree(cas, str(tree), grace=3600)  # nobody touched it: it goes
+    assert not tree.exists() and not list((tmp_path / "wd/alaunch/cas/tmp").glob("dead-tree.*"))
+
+
+def launcher_remote_dir() -> str:
+    import launcher.remote
+    return str(Path(launcher.remote.__file__).parent)

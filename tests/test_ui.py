@@ -238,15 +238,42 @@ def test_first_visit_trades_the_token_for_a_strict_cookie(served):
     code, headers, _ = served.request("/jobs/x")
     assert code == 303 and headers["location"] == "/jobs/x"
     cookie = headers["set-cookie"]
-    assert f"{COOKIE}={served.token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
-    code, _, body = served.request("/", token=False, headers={"Cookie": f"{COOKIE}={served.token}"})
+    name = f"{COOKIE}_{served.port}"  # per port: two dashboards on one machine keep their own
+    assert f"{name}={served.token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    code, _, body = served.request("/", token=False, headers={"Cookie": f"{name}={served.token}"})
     assert code == 200 and f'content="{served.token}"' in body
+    # another dashboard's cookie (same browser, another port) is not this one's
+    other = f"{COOKIE}_{served.port + 1}={served.token}; {COOKIE}={served.token}"
+    assert served.request("/", token=False, headers={"Cookie": other})[0] == 401
+
+
+def test_the_browser_is_given_a_private_file_not_the_token_on_a_command_line(tmp_path, monkeypatch, run_cli):
+    """webbrowser.open(URL) puts the URL on a command line (xdg-open, the browser's argv) that
+    other local users read in /proc: the browser gets a 0600 file that redirects, as Jupyter's."""
+    import uvicorn
+    import webbrowser
+    opened = []
+
+    def fake_open(target):
+        path = Path(target.removeprefix("file://"))
+        opened.append((target, path.read_text(), oct(path.stat().st_mode & 0o777)))
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", fake_open)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
+    code, out, err = run_cli("ui", "--port", "0", "--token", "k" * 20)
+    assert code == 0, err
+    url = out.splitlines()[0]
+    (target, text, mode) = opened[0]
+    assert "k" * 20 not in target and target.startswith("file://") and mode == "0o600"
+    assert url in text  # the file sends the browser to the URL with its token
+    assert not Path(target.removeprefix("file://")).exists()  # removed when the server stops
 
 
 def test_foreign_host_and_cross_site_posts_are_refused(served, tmp_path):
     job = _job(tmp_path / "state", "a", CONFIG_A, state=reg.RUNNING)
     assert served.request("/api/jobs", headers={"Host": "evil.example:80"})[0] == 403  # DNS rebinding
-    cookie = {"Cookie": f"{COOKIE}={served.token}"}
+    cookie = {"Cookie": f"{COOKIE}_{served.port}={served.token}"}
     # the cookie alone (what a cross-site form would carry) does not cancel
     assert served.request(f"/api/jobs/{job}/cancel", method="POST", token=False, headers=cookie)[0] == 403
     assert served.request(f"/api/jobs/{job}/cancel", method="POST", token=False)[0] == 401

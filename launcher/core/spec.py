@@ -399,6 +399,32 @@ def redacted_text(spec: "JobSpec", text: str) -> str:
     return "# secret values replaced by *** by alaunch\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+def masked_secrets(spec: "JobSpec") -> list[str]:
+    """The env names whose literal secret value was stored as ``***`` (see :func:`redacted_text`)."""
+    return [name for name, ev in spec.env.items()
+            if getattr(ev, "secret", False) and getattr(ev, "value", None) == SECRET_MASK]
+
+
+def restore_secrets(stored: "JobSpec", original: "JobSpec | None", where: str) -> "JobSpec":
+    """``stored`` (rebuilt from the registry's redacted text) with its masked secret values taken
+    from ``original`` (the job file read again), so a resume or a retry runs with the real
+    values, not ``***`` (reproduced: attempt 2 ran with ``API_KEY=***``, silently). A secret
+    the job file no longer gives is refused, naming it and the file (``where``)."""
+    names = masked_secrets(stored)
+    if not names:
+        return stored
+    env = dict(stored.env)
+    for name in names:
+        ev = original.env.get(name) if original is not None else None
+        value = getattr(ev, "value", None) if ev is not None else None
+        if value is None or value == SECRET_MASK:
+            why = "is gone" if original is None else f"no longer sets env.{name}.value"
+            raise InputError(f"env.{name} is a secret alaunch does not store, and the job file {why}; "
+                             f"put the file back (or submit the job again)", source=where, key=f"env.{name}")
+        env[name] = env[name].model_copy(update={"value": value})
+    return stored.model_copy(update={"env": env})
+
+
 def load_job(path: str | os.PathLike) -> JobSpec:
     """Read, parse and validate a job file (duplicate keys, anchors and non-mappings refused)."""
     source = str(path)

@@ -528,7 +528,7 @@ class PipelineRunner:
             attempts += 1
             self.say(f"  {step.name}: {verdict.cause} (transient): resuming, attempt {attempts} of {step.retries + 1}")
             from launcher.ops.resume import resume_job
-            record = resume_job(self.service, record.id, self.say)
+            record = resume_job(self.service, record.id, self.say, original=spec)
 
     def remote_refs(self, step: pl.Step, spec: JobSpec) -> list[tuple[str, pl.Ref, str]]:
         """(site, ref, path) of each reference the step's job reads at a path on a host."""

@@ -55,6 +55,8 @@ def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: Pr
     python = dict(python or {})
     jobs = registry.list(limit=None)
     protect = {j.id for j in jobs if j.state in (reg.RUNNING, reg.QUEUED, reg.PENDING, reg.STAGING)}
+    # a running pipeline's finished steps are inputs of its later ones: never prunable while it runs
+    protect |= registry.jobs_in_use_by_pipelines()
     terminal = {j.id for j in jobs if j.terminal}
     runners = {h.name: factory(h) for h in hosts}
     try:

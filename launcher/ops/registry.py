@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import threading
@@ -31,6 +32,7 @@ from launcher.ops import proc
 from launcher.errors import AlaunchError, InputError, RegistryCorrupt
 
 DB_NAME = "registry.sqlite3"
+JOB_ID_IN_TEXT = re.compile(r"[a-z0-9-]+-\d{8}-\d{6}-[0-9a-f]{4}")  # core.layout's job id shape
 BUSY_TIMEOUT_MS = 15_000
 
 PENDING, STAGING, RUNNING = "pending", "staging", "running"
@@ -373,6 +375,40 @@ def _json(text: str | None, path: Path, where: str, default: str = "{}") -> Any:
         raise _corrupt(path, f"{where} is not JSON: {exc}") from exc
 
 
+# Filesystems where sqlite's WAL mode does not work: WAL needs shared memory between every
+# process using the file, which a network filesystem cannot give (sqlite's own documentation,
+# "WAL does not work over a network filesystem"). The rollback journal with POSIX locks does.
+NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "lustre", "gpfs", "beegfs",
+                        "ceph", "fuse.ceph", "glusterfs", "fuse.glusterfs", "9p", "afs", "ocfs2", "panfs"})
+
+
+def filesystem_type(path: str | Path, mounts: str | None = None) -> str | None:
+    """The type of the filesystem ``path`` lives on, from ``/proc/mounts`` (its longest mount
+    point that contains the path); None where that cannot be read (not Linux)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind
+
+
+def journal_mode(fstype: str | None) -> str:
+    """WAL where it works (readers never wait for the writer), the rollback journal on a
+    network filesystem (a registry in a shared home)."""
+    return "DELETE" if fstype in NETWORK_FS else "WAL"
+
+
 def default_state_dir(environ: dict[str, str] | None = None) -> Path:
     """``$ALAUNCH_STATE_DIR``, else ``$XDG_STATE_HOME/alaunch``, else ``~/.local/state/alaunch``."""
     env = os.environ if environ is None else environ
@@ -398,8 +434,10 @@ class Registry:
         self._tx = threading.RLock()
         self._conn.row_factory = sqlite3.Row
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: safe against crashes
+        self.journal = journal_mode(filesystem_type(self.path.parent))
+        self._conn.execute(f"PRAGMA journal_mode = {self.journal}")
+        # WAL + NORMAL: safe against crashes; the rollback journal needs FULL for that
+        self._conn.execute(f"PRAGMA synchronous = {'NORMAL' if self.journal == 'WAL' else 'FULL'}")
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
 
@@ -720,6 +758,22 @@ class Registry:
         ids = [r[0] for r in self._conn.execute(
             "SELECT id FROM pipelines ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))]
         return [self.pipeline(i) for i in ids]
+
+    def jobs_in_use_by_pipelines(self) -> set[str]:
+        """Job ids a live pipeline run still needs: its steps' jobs (run or reused) and every job
+        whose directory its steps' recorded outputs point into (a later step's inputs). A run
+        whose ``alaunch run`` is gone is judged (and ended) first, as :meth:`pipeline` does."""
+        live = [r[0] for r in self._conn.execute("SELECT id FROM pipelines WHERE state = ?", (RUNNING,))]
+        used: set[str] = set()
+        for pid in live:
+            run = self.pipeline(pid)
+            if run.state != RUNNING:
+                continue
+            for s in run.steps:
+                if s.job_id:
+                    used.add(s.job_id)
+                used.update(JOB_ID_IN_TEXT.findall(json.dumps(s.outputs)))
+        return used
 
     def reusable_steps(self, name: str, step: str, identity: str | None = None) -> list[StepRecord]:
         """Finished steps of earlier runs of pipeline ``name`` (newest first), of this identity

@@ -27,7 +27,7 @@ from launcher.core import pipeline as pl
 from launcher.core import yamlio
 from launcher.core.hostfile import parse_hostfile
 from launcher.core.plan import build_plan
-from launcher.core.spec import parse_job
+from launcher.core.spec import JobSpec, load_job, masked_secrets, parse_job, restore_secrets
 from launcher.errors import AlaunchError, InputError
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
@@ -86,8 +86,11 @@ def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
                                                              for h in hosts) + " (claimed again to resume)")
 
 
-def resume_job(service, ref: str, say=lambda s: None) -> reg.JobRecord:
-    """Attempt n+1 of a stopped finetune job (see the module docstring). Returns it RUNNING."""
+def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None = None) -> reg.JobRecord:
+    """Attempt n+1 of a stopped finetune job (see the module docstring). Returns it RUNNING.
+
+    ``original``: the job as its submitter built it (a pipeline step's retry has it), whose
+    secret env values the registry does not keep; else the job file is read again for them."""
     from launcher.ops.collect import list_node
     registry = service.registry
     record = registry.get(ref)
@@ -100,6 +103,10 @@ def resume_job(service, ref: str, say=lambda s: None) -> reg.JobRecord:
     source = meta.get("source") or f"registry:{record.id}"
     base_dir = str(Path(source).parent) if meta.get("source") else None
     spec = parse_job(yamlio.loads(record.spec_text, f"registry:{record.id}"), source, base_dir)
+    if masked_secrets(spec):  # the registry keeps secrets as ***: the job file gives them again
+        if original is None and meta.get("source") and Path(source).is_file():
+            original = load_job(source)
+        spec = restore_secrets(spec, original, source)
     hosts = parse_hostfile(record.hostfile_text, f"registry:{record.id}")
     by_name = {h.name: h for h in hosts}
     pythons = dict(meta.get("pythons") or {})

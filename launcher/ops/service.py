@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Sequence
 
 from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
-from launcher.ops import waiter
+from launcher.ops import proc, waiter
 from launcher.core import cards as core_cards
 from launcher.core import validate
 from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
@@ -235,26 +235,53 @@ class JobService:
                 raise
             self._record(job, pre, prepared)
             try:
-                self.registry.set_state(job.job_id, reg.STAGING)
-            except reg.IllegalTransition:  # cancelled between record and here
-                raise self._cancelled(job.job_id, "nothing was started") from None
-            try:
-                self.stage(job, pre, prepared, runners)
-                if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancel during staging wins
-                    raise self._cancelled(job.job_id, "nothing was started")
-                job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
-                try:
-                    started = self.launch(job, prepared, runners)
-                except AlaunchError:
-                    self._release_cards(job, pre, runners)
-                    raise
-            except JobCancelled:
-                raise
-            except AlaunchError as exc:
-                self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
+                started = self._stage_and_launch(job, pre, prepared, runners, busy)
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM/SIGHUP take its path in the CLI
+                self._interrupted(job.job_id, "interrupted (Ctrl-C or a signal) before the job started")
                 raise
         finally:
             _close(runners)
+        try:
+            return self._started(job, started)
+        except (KeyboardInterrupt, SystemExit):
+            self._interrupted(job.job_id, "interrupted (Ctrl-C or a signal) while recording the started nodes")
+            raise
+
+    def _stage_and_launch(self, job: LocalJob, pre: Preflight, prepared: Prepared,
+                          runners: Mapping[str, CommandRunner], busy) -> dict:
+        """Phases 4-6 of :meth:`submit` on the recorded job: stage, claim the cards, launch."""
+        try:
+            self.registry.set_state(job.job_id, reg.STAGING)
+        except reg.IllegalTransition:  # cancelled between record and here
+            raise self._cancelled(job.job_id, "nothing was started") from None
+        try:
+            self.stage(job, pre, prepared, runners)
+            if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancel during staging wins
+                raise self._cancelled(job.job_id, "nothing was started")
+            job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
+            try:
+                started = self.launch(job, prepared, runners)
+            except AlaunchError:
+                self._release_cards(job, pre, runners)
+                raise
+        except JobCancelled:
+            raise
+        except AlaunchError as exc:
+            self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
+            raise
+        return started
+
+    def _interrupted(self, job_id: str, why: str) -> None:
+        """A submit interrupted after the job was recorded: record the end and stop whatever of
+        it started on the hosts (found by its marker, pids or not). Before, it stayed
+        ``staging`` forever: prune protected its dir, ``logs`` refused, the dashboard polled
+        it, and nodes launched before the interrupt ran on unwatched."""
+        try:
+            self.fail(job_id, why, grace=3.0)
+        except AlaunchError as exc:
+            self.registry.add_event(job_id, "interrupted", f"could not verify the hosts: {exc.message}")
+
+    def _started(self, job: LocalJob, started: dict) -> reg.JobRecord:
         for rank, s in started.items():
             self.registry.set_node(job.job_id, rank, pid=s.pid, pgid=s.pid, state=reg.RUNNING,
                                    started_at=reg.now_iso())
@@ -276,6 +303,7 @@ class JobService:
         held = {h.name: card_ops.held_cards(pre.inventories[h.name].claims, pre.inventories[h.name].npu_smi,
                                             job.job_id) for h in job.candidates}
         try:
+            self._refuse_jumping_the_queue(job, registered=False)
             hosts = core_cards.allocate(job.candidates, len(job.hosts[0].slot_ids), held)
         except core_cards.CardsBusy as exc:
             if not job.opts.wait:
@@ -298,6 +326,7 @@ class JobService:
                 if busy is not None:
                     raise busy
                 hosts = core_cards.allocate(job.candidates, want, held) if attempt else list(job.hosts)
+                self._refuse_jumping_the_queue(job, registered=True)
                 ahead = self._queued_ahead(job) if job.opts.wait else []
                 if ahead:
                     raise core_cards.CardsBusy(f"waiting for the earlier queued job(s) {', '.join(ahead)}")
@@ -357,14 +386,25 @@ class JobService:
                                     job.job_id)
         run_parallel(job.candidates, one)  # best effort: a dead claim frees itself anyway
 
-    def _queued_ahead(self, job: LocalJob) -> list[str]:
+    def _refuse_jumping_the_queue(self, job: LocalJob, registered: bool) -> None:
+        """First come, first served for every submit, not only ``--wait`` ones: a submit without
+        ``--wait`` whose hosts have an earlier job still queued for cards is refused (CardsBusy,
+        exit 4) instead of taking the cards that job waits for (it jumped the queue)."""
+        if job.opts.wait:
+            return
+        ahead = self._queued_ahead(job, registered)
+        if ahead:
+            raise core_cards.CardsBusy(f"job(s) {', '.join(ahead)} queued earlier for cards on these hosts; "
+                                       "submit with --wait to queue behind them", {})
+
+    def _queued_ahead(self, job: LocalJob, registered: bool = True) -> list[str]:
         """Queued jobs of this registry on one of our hosts, submitted before us and still waited
         for (their submit looked within the last 10 polls)."""
         ours = {h.name for h in job.candidates}
-        me = self.registry.get(job.job_id)
+        me = (self.registry.get(job.job_id).created_at, job.job_id) if registered else ("\uffff", "")
         fresh = time.time() - max(10 * job.opts.poll, 30.0)
         return [r.id for r in reversed(self.registry.list(limit=None, states=[reg.QUEUED]))
-                if r.id != job.job_id and (r.created_at, r.id) < (me.created_at, me.id)
+                if r.id != job.job_id and (r.created_at, r.id) < me
                 and ours & {n.host for n in r.nodes} and r.meta.get("queue_beat", 0) > fresh]
 
     def local(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
@@ -436,6 +476,7 @@ class JobService:
                                      "ranks": {str(n.node_rank): list(n.ranks) for n in prepared.plan.nodes},
                                      "shared_with": shared_job_dirs(hosts, pre),
                                      "ssh": self._ssh_meta(),
+                                     "submitter": proc.me(),  # judged by refresh while no pid is recorded
                                      "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts},
                                      **job.meta})
 
@@ -489,6 +530,15 @@ class JobService:
         record = self.registry.get(ref)
         if record.state == reg.QUEUED:  # its waiting submit may be gone (then nothing else would end it)
             record = waiter.check(self.registry, record)
+        if record.state in (reg.PENDING, reg.STAGING) and all(n.pid is None for n in record.nodes):
+            submitter = record.meta.get("submitter") or {}
+            if proc.gone(submitter):  # SIGKILLed mid-submit: nobody else would ever end it
+                try:
+                    record = self.fail(record.id, f"interrupted: the `alaunch submit` process (pid "
+                                                  f"{submitter.get('pid')}) is gone before the job started; "
+                                                  "submit it again")
+                except AlaunchError:
+                    record = self.registry.get(record.id)  # FAILED recorded; a host is unverified
         if record.terminal or not record.nodes or record.nodes[0].pid is None:
             return record, [NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0) for n in record.nodes]
         hosts, pythons = self._nodes(record)
@@ -615,6 +665,11 @@ class JobService:
         if record.state == reg.QUEUED and all(n.pid is None for n in record.nodes):  # nothing runs yet
             return self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user while queued"), \
                 {n.host: "queued: nothing was running" for n in record.nodes}
+        if record.state == reg.RUNNING:
+            # Ask the nodes before writing CANCELLED: a job whose nodes all exited 0 after the
+            # last look (nobody followed it) has succeeded, and a cancel must not overwrite
+            # that result with `cancelled` (reproduced: both nodes exited 0, status 102).
+            record, _ = self.refresh(record.id)
         was = record.state
         if not record.terminal:
             when = "during staging" if was in (reg.PENDING, reg.STAGING) else ""

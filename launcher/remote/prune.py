@@ -11,8 +11,8 @@ marker (running), a ``pid`` file (started), an ``exit_code`` for every started n
 node runs on another host has no exit code there, so it is never "finished" here.
 
 PRUNE ``{"op": "prune", "base", "remove": [job ids], "checkpoints", "grace", "dry_run"}`` ->
-what goes (or would go) and the bytes: the listed job dirs (their ``output/checkpoint`` and
-``state`` kept unless ``checkpoints``), staged trees no remaining job dir links to, store
+what goes (or would go) and the bytes: the listed job dirs (their model — ``output/checkpoint``,
+``output/merged``, ``output/strategy`` — and ``state`` kept unless ``checkpoints``), staged trees no remaining job dir links to, store
 objects nothing else links to once those go, and ``cas/tmp`` leftovers (``.part`` files,
 half-built trees). Anything younger than ``grace`` seconds is kept: a submit staging right
 now has objects that nothing links to *yet*.
@@ -100,13 +100,18 @@ def walk(top, skip=()):
                 continue
 
 
+MODEL_DIRS = (("output", "checkpoint"), ("output", "merged"), ("output", "strategy"))
+
+
 def keep_checkpoints(root):
-    """What stays of a job dir pruned without ``checkpoints``: its ``output/checkpoint`` (when it
-    holds a file) and its ``state`` (the record of how that checkpoint was made)."""
-    ckpt = os.path.join(root, "output", "checkpoint")
-    if os.path.isdir(ckpt) and any(True for _ in walk(ckpt)):
-        return [ckpt, os.path.join(root, "state")]
-    return []
+    """What stays of a job dir pruned without ``checkpoints``: the model — ``output/checkpoint``
+    (the per-rank shards), ``output/merged`` (the merged weights) and ``output/strategy`` (the
+    sharding strategy, without which the shards can no longer be merged) — each when it holds a
+    file, and ``state`` (the record of how they were made). Keeping only ``output/checkpoint``
+    deleted the merged model and the strategy files."""
+    keep = [os.path.join(root, *parts) for parts in MODEL_DIRS]
+    keep = [d for d in keep if os.path.isdir(d) and any(True for _ in walk(d))]
+    return keep + [os.path.join(root, "state")] if keep else []
 
 
 def plan_job(root, keep, unlinked):
@@ -217,6 +222,26 @@ def remove_claims(base, job_id):
             continue
 
 
+def remove_tree(cas, tdir, grace):
+    """Move the tree out of the way (atomic), look at its mtime again, then remove it — or put it
+    back when a submit touched it meanwhile to reuse it (remote/stage.py's ``fresh``): the scan
+    and the removal are far apart, and a reused tree's ``code`` link would dangle."""
+    import shutil
+    dead = os.path.join(cas, "tmp", "dead-tree.%s.%d" % (os.path.basename(tdir), os.getpid()))
+    try:
+        os.makedirs(os.path.dirname(dead), exist_ok=True)
+        os.rename(tdir, dead)
+    except OSError:
+        return
+    if time.time() - os.lstat(dead).st_mtime < grace:
+        try:
+            os.rename(dead, tdir)
+            return
+        except OSError:
+            pass  # rebuilt meanwhile under its name: this copy can go
+    shutil.rmtree(dead, ignore_errors=True)
+
+
 def remove_object(p):
     try:
         if os.lstat(p).st_nlink <= 1:  # checked again: linked meanwhile by a submit
@@ -243,7 +268,6 @@ def tally(dead):
 def prune(req):
     """Plan every kind of garbage first (job dirs, then trees, then the objects their going
     unlinks, then tmp leftovers), answer the plan; remove it unless ``dry_run``."""
-    import shutil
     base = os.path.abspath(os.path.expanduser(req["base"]))
     cas = os.path.join(base, "cas")
     now, grace, dry = time.time(), req.get("grace", 3600), req.get("dry_run", True)
@@ -264,7 +288,7 @@ def prune(req):
             remove_job(root, keep)
             remove_claims(base, name)
         for p in trees:
-            shutil.rmtree(p, ignore_errors=True)
+            remove_tree(cas, p, grace)
         for p, _ in objects:
             remove_object(p)
         for p, _ in parts:

@@ -196,7 +196,7 @@ def materialise(cas, manifest):
 
     for top, tree in sorted(manifest.get("trees", {}).items()):
         tdir = os.path.join(cas, "trees", tree["id"])
-        if not os.path.isdir(tdir):
+        if not fresh(tdir):
             import shutil
             tmp = os.path.join(cas, "tmp", "tree.%s.%d" % (tree["id"], os.getpid()))
             shutil.rmtree(tmp, ignore_errors=True)
@@ -223,6 +223,18 @@ def materialise(cas, manifest):
             f.write(text)
         os.replace(path + ".tmp", path)
     return root, counts["linked"], counts["copied"]
+
+
+def fresh(tdir):
+    """Whether the staged tree ``tdir`` is there to reuse; it is touched first, so that prune
+    (which spares trees younger than its grace and looks again just before removing one) leaves
+    a tree being reused alone. Without it a re-submit reusing a tree older than the grace could
+    find its ``code`` link dangling."""
+    try:
+        os.utime(tdir)
+    except OSError:
+        return False
+    return os.path.isdir(tdir)
 
 
 def receive(req):

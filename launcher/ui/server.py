@@ -37,7 +37,7 @@ from launcher.ops import registry as reg
 from launcher.ui import data
 from launcher.ui.hub import Hub, JobWatch
 
-COOKIE = "alaunch_token"
+COOKIE = "alaunch_token"  # + "_<port>": see cookie_name
 HEADER = "x-alaunch-token"
 LIST_LIMIT = 200
 LIST_WATCHED = 20  # newest jobs whose logs the list reads (last loss, progress)
@@ -51,11 +51,20 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def cookie_name(hosts: set[str]) -> str:
+    """The token cookie's name, per port: cookies are scoped by host, not port, so two
+    dashboards on one machine (two users, or two state dirs) overwrote each other's cookie
+    and each then answered the other's tabs with 401."""
+    ports = sorted({h.rsplit(":", 1)[-1] for h in hosts if ":" in h})
+    return f"{COOKIE}_{ports[0]}" if len(ports) == 1 and ports[0].isdigit() else COOKIE
+
+
 class TokenGuard:
     """ASGI middleware: the token, the Host check and the POST rules above."""
 
     def __init__(self, app, token: str, hosts: set[str]):
         self.app, self.token, self.hosts = app, token, {h.lower() for h in hosts}
+        self.cookie = cookie_name(self.hosts)
 
     def _ok(self, candidate: str | None) -> bool:
         return bool(candidate) and secrets.compare_digest(candidate.encode(), self.token.encode())
@@ -73,7 +82,7 @@ class TokenGuard:
         except Exception:
             pass
         from_query = (query.get("token") or [None])[0]
-        from_cookie = cookie[COOKIE].value if COOKIE in cookie else None
+        from_cookie = cookie[self.cookie].value if self.cookie in cookie else None
         from_header = headers.get(HEADER)
         if scope["method"] not in ("GET", "HEAD"):
             origin = headers.get("origin")
@@ -90,7 +99,7 @@ class TokenGuard:
             rest = {k: v for k, v in query.items() if k != "token"}
             target = scope["path"] + (("?" + urlencode(rest, doseq=True)) if rest else "")
             response = RedirectResponse(target, 303)
-            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path="/")
+            response.set_cookie(self.cookie, self.token, httponly=True, samesite="strict", path="/")
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 

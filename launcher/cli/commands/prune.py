@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         older_than: str = typer.Option("7d", "--older-than", help="Only jobs that ended this long ago (s/m/h/d/w)."),
         keep_last: int = typer.Option(0, "--keep-last", min=0, help="Keep the N most recently ended jobs per host."),
         checkpoints: bool = typer.Option(False, "--checkpoints",
-                                         help="Also remove the jobs' checkpoints (kept by default)."),
+                                         help="Also remove the jobs' models: checkpoints, merged weights, strategy files (kept by default)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would go, and how many bytes."),
         grace: str = typer.Option("1h", "--grace", help="Keep store objects and leftovers younger than this."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,

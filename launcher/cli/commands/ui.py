@@ -7,6 +7,7 @@ loopback unless ``--host`` says otherwise. Needs the ``ui`` extra (starlette, uv
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import webbrowser
 from pathlib import Path
@@ -42,6 +43,24 @@ def bind(host: str, port: int, *, fallback: bool) -> socket.socket:
     sock.listen(64)
     sock.setblocking(False)
     return sock
+
+
+def browser_file(url: str, state_dir: Path, port: int) -> Path:
+    """A private (0600) HTML file that sends the browser to ``url``: what the browser is given
+    instead of the URL, as Jupyter does. A URL given to ``webbrowser.open`` becomes a command
+    line (xdg-open, the browser's own argv) that every local user can read in /proc, token
+    included; a file in the private state dir cannot be read by them."""
+    directory = Path(state_dir) / "ui"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"open-{port}.html"
+    quoted = url.replace("&", "&amp;").replace('"', "&quot;")
+    text = (f'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={quoted}">'
+            f'<title>alaunch ui</title><p><a href="{quoted}">Open the alaunch dashboard</a></p>\n')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+    return path
 
 
 def url_host(host: str) -> str:
@@ -80,7 +99,13 @@ def register(app: typer.Typer) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             env.stderr.print(f"alaunch ui: listening on {host}, not loopback: anyone who can reach it "
                              "and has the token can cancel jobs", markup=False)
+        opener = None
         if not no_browser:
-            webbrowser.open(url)
+            opener = browser_file(url, env.state_dir, bound)
+            webbrowser.open(opener.as_uri())
         config = uvicorn.Config(app_, log_level="warning", timeout_graceful_shutdown=2, lifespan="off")
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            if opener is not None:
+                opener.unlink(missing_ok=True)
