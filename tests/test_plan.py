@@ -179,7 +179,7 @@ def test_inventory_lists_the_hosts_msrun_flags(tmp_path):
     from launcher.ops.stage import inventory
     from launcher.runners.local import LocalRunner as LocalExec
     import sys
-    inv = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], sys.executable, msrun_flags=True)
+    inv = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], msrun_flags=True)
     assert {"--bind_core", "--sim_level", "--tail_worker_log", "--worker_num"} <= set(inv.msrun_flags)
 
 

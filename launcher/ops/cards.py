@@ -17,9 +17,8 @@ from typing import Callable, Mapping, Sequence
 
 from launcher.core.cards import Holder, holders_from_claims, holders_from_npu_smi, merge_holders
 from launcher.core.hostfile import Host
-from launcher.errors import AlaunchError, RemoteError
+from launcher.errors import AlaunchError
 from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi
-from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 
@@ -44,26 +43,18 @@ class ClaimAnswer:
     held: dict[int, Holder]  # what the other live claims (and npu-smi, when asked) hold now
 
 
-def _script(node: CommandRunner, python: str, request: dict, what: str) -> dict:
-    result = node.check([python, "-S", "-c", wire.program("stage", request["op"])], [wire.request(request)],
-                        timeout=60, what=what)
-    try:
-        return wire.answer(result.stdout)
-    except ValueError:
-        raise RemoteError(node.host.name, f"{what} gave no JSON: {result.text()[:200]!r}") from None
-
-
-def claim(node: CommandRunner, python: str, base: str, job_id: str, cards: Sequence[int], state_dir: str,
+def claim(node: CommandRunner, base: str, job_id: str, cards: Sequence[int], state_dir: str,
           smi: bool = True) -> ClaimAnswer:
     """Take ``cards`` of this host for ``job_id`` (empty: only look); who else holds what."""
-    data = _script(node, python, {"op": "claim", "base": base, "job_id": job_id, "cards": list(cards),
-                                  "state_dir": state_dir, "smi": smi}, "claim cards")
+    data = node.call("stage", {"op": "claim", "base": base, "job_id": job_id, "cards": list(cards),
+                                  "state_dir": state_dir, "smi": smi}, timeout=60, what="claim cards")
     return ClaimAnswer(node.host.name, bool(data["ok"]), held_cards(data["claims"], data.get("npu_smi"), job_id))
 
 
-def release(node: CommandRunner, python: str, base: str, job_id: str) -> bool:
+def release(node: CommandRunner, base: str, job_id: str) -> bool:
     """Drop ``job_id``'s claim on this host (a submit that claimed, then did not start)."""
-    return bool(_script(node, python, {"op": "release", "base": base, "job_id": job_id}, "release cards")["released"])
+    return bool(node.call("stage", {"op": "release", "base": base, "job_id": job_id}, timeout=60,
+                          what="release cards")["released"])
 
 
 def look(hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
@@ -75,9 +66,9 @@ def look(hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
     from launcher.ops.stage import inventory
 
     def one(host: Host) -> dict[int, Holder]:
-        node = exec_factory(host)
+        node = exec_factory(host).using(pythons.get(host.name))
         try:
-            inv = inventory(node, (), pythons[host.name], cards=True)
+            inv = inventory(node, (), cards=True)
         finally:
             node.close()
         return held_cards(inv.claims, inv.npu_smi)

@@ -243,23 +243,14 @@ class QuietProgress:
 
 # ----------------------------------------------------------------------------- I/O: listing
 
-def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str, Sequence[str]],
+def list_node(runner: CommandRunner, root: str, globs: Mapping[str, Sequence[str]],
               here: Mapping[str, int] | None = None) -> Listing:
     """ONE round trip: the files the globs match on the host, with size and sha256 (hashed
     there when cached or when ``here`` — path -> size of what is already fetched — has a
     same-size copy that might be skipped)."""
-    request = wire.request({"op": "list", "root": root, "globs": {k: list(v) for k, v in globs.items()},
-                            "cache": REMOTE_HASH_CACHE, "local": dict(here or {})})
-    argv = [python, "-S", "-c", wire.program("collect", "list")]
-    res = runner.exec(argv, [request], timeout=3600)  # OpenSSH: through the ControlMaster the transfers reuse
-    code, out, err = res.exit_code, res.text(), res.stderr.decode(errors="replace")
-    if code != 0:
-        tail = (err.strip().splitlines() or [f"exit code {code}"])[-1]
-        raise RemoteError(runner.name, f"listing {root} failed: {tail}")
-    try:
-        data = wire.answer(out)
-    except ValueError:
-        raise RemoteError(runner.name, f"listing {root} printed no JSON: {out[-200:]!r}") from None
+    data = runner.call("collect", {"op": "list", "root": root, "globs": {k: list(v) for k, v in globs.items()},
+                                   "cache": REMOTE_HASH_CACHE, "local": dict(here or {})},
+                       timeout=3600, what=f"listing {root}")  # OpenSSH: through the master the transfers reuse
     files = tuple(RemoteFile(f["group"], safe_relpath(f["path"], runner.name), f["src"], int(f["size"]),
                              f["sha256"]) for f in data["files"])
     return Listing(data["root"], files, tuple(data.get("refused") or ()))
@@ -304,7 +295,7 @@ class NodeTarget:
     rank: int
     host: Host
     job_dir: str
-    python: str
+    python: str | None  # the interpreter the job recorded for this host (None: the runner's default)
     local_dir: Path
 
 
@@ -314,7 +305,7 @@ def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Se
     name = target.host.name
     node = NodeFetch(name, str(target.local_dir))
     start = time.monotonic()
-    listing = list_node(runner, target.python, target.job_dir, globs, fetched_sizes(target.local_dir))
+    listing = list_node(runner, target.job_dir, globs, fetched_sizes(target.local_dir))
     if listing.refused:
         raise RemoteError(name, refusal_message(name, listing.refused))
     actions = plan_node(listing, local_states(listing, target.local_dir, cache))
@@ -325,13 +316,13 @@ def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Se
     progress.start(name, len(todo), sum(a.file.size - a.offset for a in todo))
     entries = [Entry(a.file.path, a.file.src, a.file.size, a.file.sha256, a.offset, target.local_dir / a.file.path)
                for a in todo]
-    receive(runner, target.python, entries, node, cache, lambda n: progress.advance(name, n),
+    receive(runner, entries, node, cache, lambda n: progress.advance(name, n),
             posixpath.join(listing.root, REMOTE_HASH_CACHE))
     node.seconds = time.monotonic() - start
     return node, listing
 
 
-def receive(runner: CommandRunner, python: str, entries: list[Entry], node: NodeFetch,
+def receive(runner: CommandRunner, entries: list[Entry], node: NodeFetch,
             cache: FetchedHashes, on_bytes: Callable[[int], None], remote_cache: str | None = None) -> None:
     """Stream the entries; a resumed file whose sha256 does not match goes again from zero."""
     for _attempt in range(2):
@@ -339,7 +330,7 @@ def receive(runner: CommandRunner, python: str, entries: list[Entry], node: Node
             return
         rx = Receiver(entries, on_bytes, runner.name)
         try:
-            stream(runner, python, entries, rx, remote_cache)
+            stream(runner, entries, rx, remote_cache)
         finally:
             node.bytes_transferred += rx.payload
             for e, digest in rx.verified:
@@ -376,7 +367,7 @@ def job_targets(record: reg.JobRecord, run_dir: Path) -> list[NodeTarget]:
             raise AlaunchError(f"job {record.id}: node {n.node_rank} ({n.host}) has no job directory "
                                f"recorded (it never started); nothing to fetch")
         host = hosts.get(n.host) or Host(n.host, 1)
-        out.append(NodeTarget(n.node_rank, host, n.job_dir, pythons.get(n.host, "python3"),
+        out.append(NodeTarget(n.node_rank, host, n.job_dir, pythons.get(n.host),
                               run_dir / dirs[n.node_rank]))
     return out
 
@@ -453,7 +444,7 @@ def fetch_job(registry: reg.Registry, job_id: str, what: str | Sequence[str] = "
     start = time.monotonic()
 
     def one(t: NodeTarget) -> NodeFetch:
-        runner = factory(t.host)
+        runner = factory(t.host).using(t.python)
         try:
             node, _ = fetch_node(t, runner, globs, cache, progress)
         finally:

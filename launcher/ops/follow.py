@@ -123,11 +123,11 @@ class Follower:
         streams: dict[str, NodeStream | PipeNode] = {}
         hub = PipeHub(self.queue, self.stop)
         for node in self.record.nodes:
-            runner = self.runner_for(self.hosts[node.host])
+            runner = self.runner_for(self.hosts[node.host]).using(pythons.get(node.host))
             ranks = (self.record.meta.get("ranks") or {}).get(str(node.node_rank))
             # SSH jobs keep per-node state (state/node-<rank>); a Slurm job's one batch script its state/
             rank = None if self.record.meta.get("backend") == "slurm" else node.node_rank
-            python, root, follow = pythons.get(node.host, "python3"), node.job_dir, self.follow
+            python, root, follow = runner.python, node.job_dir, self.follow
 
             def argv_for(offsets, p=python, r=root, n=rank, k=ranks):
                 return follow_argv(p, r, follow, n, k, offsets)

@@ -40,7 +40,8 @@ from launcher.core import yamlio
 from launcher.core.hostfile import Host
 from launcher.core.layout import slug
 from launcher.core.spec import JobSpec, parse_job
-from launcher.errors import AlaunchError, InputError
+from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.runners import CommandTimeout, ConnectError
 from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
 from launcher.ops import registry as reg
@@ -254,10 +255,10 @@ class PipelineRunner:
         root = producer["root"]
         out = posixpath.join(root, "output", "merged", f"{producer.get('job_id', 'merged')}.ckpt")
         host = next((h for h in self.hosts if h.name == producer["host"]), None) or Host(producer["host"], 1)
-        runner = self.service.exec_factory(host)
+        runner = self.service.exec_factory(host).using(producer.get("python"))
         try:
-            program = (ENTRY_DIR / "merge_ckpt.py").read_text(encoding="utf-8")
-            argv = [producer.get("python") or "python3", "-c", program, json.dumps({"job_dir": root, "out": out})]
+            program = (ENTRY_DIR / "merge_ckpt.py").read_text(encoding="utf-8")  # needs mindspore: no -S
+            argv = [runner.python, "-c", program, json.dumps({"job_dir": root, "out": out})]
             res = runner.exec(argv, timeout=3600)
         finally:
             runner.close()
@@ -317,15 +318,16 @@ class PipelineRunner:
         host = next((h for h in self.hosts if h.name == outputs.get("host")), None)
         if host is None:
             return False
-        runner = self.service.exec_factory(host)
+        runner = self.service.exec_factory(host).using(outputs.get("python"))
         try:
-            argv = [outputs.get("python") or "python3", "-c",
-                    "import os,sys,json; print(json.dumps(all(os.path.exists(p) for p in json.loads(sys.argv[1]))))",
-                    json.dumps(paths)]
-            res = runner.exec(argv, timeout=120)
+            return bool(runner.call("files", {"op": "exist", "paths": paths}, timeout=120,
+                                    what="look for a step's outputs")["exist"])
+        except (ConnectError, CommandTimeout):
+            raise
+        except RemoteError:
+            return False  # the host answered, not with a yes: the step runs again
         finally:
             runner.close()
-        return res.ok and res.text().strip().endswith("true")
 
     # ------------------------------------------------------------------ dry run
 
@@ -555,13 +557,12 @@ class PipelineRunner:
             if not targets:
                 continue
             src_host = next((h for h in self.hosts if h.name == source), None) or Host(source, 1)
-            src = self.service.exec_factory(src_host)
+            src = self.service.exec_factory(src_host).using(producer.get("python") or python_for(bin_dir, src_host))
             try:
                 for host in targets:
-                    dst = self.service.exec_factory(host)
+                    dst = self.service.exec_factory(host).using(python_for(bin_dir, host))
                     try:
-                        done = relay(src, producer.get("python") or python_for(bin_dir, src_host), dst,
-                                     python_for(bin_dir, host), path, what=f"step {step.name}: {site}")
+                        done = relay(src, dst, path, what=f"step {step.name}: {site}")
                     finally:
                         dst.close()
                     how = (f"copied through this machine ({done.bytes} bytes, sha256 {done.sha256[:12]} checked)"
@@ -583,14 +584,14 @@ class PipelineRunner:
         from launcher.ops.collect import job_outputs, list_node, globs_for
         node0 = record.nodes[0]
         hosts = {h.name: h for h in self.hosts}
-        python = (record.meta.get("pythons") or {}).get(node0.host, "python3")
+        python = (record.meta.get("pythons") or {}).get(node0.host)  # None: the runner's default
         outputs, _ = job_outputs(record)
         groups = [g for g in ("checkpoints", "predictions") if getattr(outputs, g)]
         paths: dict[str, list[str]] = {}
         if groups:
-            runner = self.service.exec_factory(hosts.get(node0.host) or Host(node0.host, 1))
+            runner = self.service.exec_factory(hosts.get(node0.host) or Host(node0.host, 1)).using(python)
             try:
-                listing = list_node(runner, python, node0.job_dir, globs_for(outputs, groups))
+                listing = list_node(runner, node0.job_dir, globs_for(outputs, groups))
             finally:
                 runner.close()
             for f in listing.files:

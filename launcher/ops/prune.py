@@ -8,15 +8,13 @@ as protected. What was pruned is recorded as an event on each job the registry k
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from launcher.core.hostfile import Host
 from launcher.core.prune import JobDir, dedupe_stores, select
-from launcher.errors import RemoteError
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.stage import store_base
-from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 
@@ -40,19 +38,8 @@ class HostPrune:
     skipped: str = ""  # e.g. "same store as host0"
 
 
-def _call(node: CommandRunner, python: str, request: dict, what: str) -> dict:
-    result = node.check([python, "-S", "-c", wire.program("prune", request["op"])], [wire.request(request)],
-                        timeout=600, what=what)
-    try:
-        return wire.answer(result.stdout)
-    except ValueError:
-        raise RemoteError(node.host.name, f"{what} gave no JSON: {result.text()[:200]!r}") from None
-
-
-def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: PruneOptions,
-                python: Mapping[str, str] | None = None) -> dict[str, HostPrune]:
+def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: PruneOptions) -> dict[str, HostPrune]:
     """SCAN every host, choose, PRUNE (or only report with ``dry_run``); record what went."""
-    python = dict(python or {})
     jobs = registry.list(limit=None)
     protect = {j.id for j in jobs if j.state in (reg.RUNNING, reg.QUEUED, reg.PENDING, reg.STAGING)}
     # a running pipeline's finished steps are inputs of its later ones: never prunable while it runs
@@ -60,8 +47,8 @@ def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: Pr
     terminal = {j.id for j in jobs if j.terminal}
     runners = {h.name: factory(h) for h in hosts}
     try:
-        scans = run_parallel(hosts, lambda h: _call(runners[h.name], python.get(h.name, "python3"),
-                                                    {"op": "scan", "base": store_base(h)}, "prune scan"))
+        scans = run_parallel(hosts, lambda h: runners[h.name].call("prune", {"op": "scan", "base": store_base(h)},
+                                                                   timeout=600, what="prune scan"))
         scans.raise_on_failure()
         by_host = {h.name: s for h, s in scans.items()}
         todo = set(dedupe_stores([(h.name, by_host[h.name]) for h in hosts]))
@@ -74,9 +61,9 @@ def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: Pr
                 return HostPrune(h.name, skipped=f"same store as {first}")
             remove = select([JobDir.from_scan(j) for j in scan["jobs"]], scan["now"], opts.older_than,
                             opts.keep_last, protect, terminal)
-            data = _call(runners[h.name], python.get(h.name, "python3"),
-                         {"op": "prune", "base": store_base(h), "remove": remove, "checkpoints": opts.checkpoints,
-                          "grace": opts.grace, "dry_run": opts.dry_run}, "prune")
+            data = runners[h.name].call("prune", {"op": "prune", "base": store_base(h), "remove": remove,
+                                                  "checkpoints": opts.checkpoints, "grace": opts.grace,
+                                                  "dry_run": opts.dry_run}, timeout=600, what="prune")
             return HostPrune(h.name, data["jobs"], data["trees"], data["objects"], data["parts"], data["bytes"])
 
         results = run_parallel(hosts, one).raise_on_failure()

@@ -31,10 +31,9 @@ from launcher.core.spec import JobSpec, load_job, masked_secrets, parse_job, res
 from launcher.errors import AlaunchError, InputError
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
-from launcher.ops.launch import launch_all, launcher_for
+from launcher.ops.launch import Launcher, launch_all
 from launcher.ops import cards as card_ops
 from launcher.ops.stage import inventory, store_base
-from launcher.remote import wire
 
 CHECKPOINT_GLOB = "output/checkpoint/**/*.ckpt"
 
@@ -58,10 +57,9 @@ def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
     states = {n.host.name: posixpath.dirname(n.pid_path) for n in plan.nodes}
 
     def one(host) -> card_ops.ClaimAnswer:
-        runner = service.exec_factory(host)
+        runner = service.exec_factory(host).using(pythons.get(host.name))
         try:
-            return card_ops.claim(runner, pythons.get(host.name, "python3"), store_base(host), record.id,
-                                  host.slot_ids, states.get(host.name, ""))
+            return card_ops.claim(runner, store_base(host), record.id, host.slot_ids, states.get(host.name, ""))
         finally:
             runner.close()
 
@@ -74,9 +72,9 @@ def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
     if short:
         for h in hosts:
             if answers[h.name].ok:
-                runner = service.exec_factory(h)
+                runner = service.exec_factory(h).using(pythons.get(h.name))
                 try:
-                    card_ops.release(runner, pythons.get(h.name, "python3"), store_base(h), record.id)
+                    card_ops.release(runner, store_base(h), record.id)
                 finally:
                     runner.close()
         raise core_cards.CardsBusy(f"cannot resume {record.id} on its cards: " + "; ".join(
@@ -112,11 +110,13 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
     pythons = dict(meta.get("pythons") or {})
     attempt = int(meta.get("attempt", 1))
 
+    def runner_for(host: str):
+        return service.exec_factory(by_name[host]).using(pythons.get(host))
+
     def listed(node: reg.NodeRecord) -> list[str]:
-        runner = service.exec_factory(by_name[node.host])
+        runner = runner_for(node.host)
         try:
-            listing = list_node(runner, pythons.get(node.host, "python3"), node.job_dir,
-                                {"checkpoints": [CHECKPOINT_GLOB]})
+            listing = list_node(runner, node.job_dir, {"checkpoints": [CHECKPOINT_GLOB]})
         finally:
             runner.close()
         return [f.path for f in listing.files]
@@ -129,24 +129,22 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
                            f"(submit it again)")
 
     def rotate(node: reg.NodeRecord) -> dict:
-        runner = service.exec_factory(by_name[node.host])
+        runner = runner_for(node.host)
         try:
-            req = wire.request({"op": "rotate", "root": node.job_dir, "attempt": attempt,
-                                "config": resumed_config(record.config_text, node.job_dir)})
-            res = runner.check([pythons.get(node.host, "python3"), "-S", "-c", wire.program("attempt", "rotate")],
-                               [req], timeout=120, what="keep the previous attempt")
+            return runner.call("attempt", {"op": "rotate", "root": node.job_dir, "attempt": attempt,
+                                           "config": resumed_config(record.config_text, node.job_dir)},
+                               timeout=120, what="keep the previous attempt")
         finally:
             runner.close()
-        return wire.answer(res.stdout)
 
     run_parallel(record.nodes, rotate).raise_on_failure()
     devices = meta.get("devices") or {}
     hosts = [replace(h, slot_ids=tuple(devices.get(h.name, h.slot_ids))) for h in hosts]
     by_name = {h.name: h for h in hosts}
     node0 = by_name[record.nodes[0].host]
-    runner0 = service.exec_factory(node0)
+    runner0 = runner_for(node0.name)
     try:
-        port = inventory(runner0, [], pythons.get(node0.name, "python3"), port=None).port
+        port = inventory(runner0, [], port=None).port
     finally:
         runner0.close()
     roots = {n.host: n.job_dir for n in record.nodes}
@@ -159,10 +157,9 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
     registry.set_state(record.id, reg.STAGING, f"resuming from epoch {step[0]} step {step[1]}: attempt {attempt + 1}",
                        force=True)
     say(f"{record.id}: attempt {attempt + 1}, resuming from the checkpoint of epoch {step[0]}, step {step[1]}")
-    execs = {n.host: service.exec_factory(by_name[n.host]) for n in record.nodes}
+    execs = {n.host: runner_for(n.host) for n in record.nodes}
     try:
-        launchers = {n.node_rank: launcher_for(execs[n.host.name], record.id, pythons.get(n.host.name, "python3"))
-                     for n in plan.nodes}
+        launchers = {n.node_rank: Launcher(execs[n.host.name], record.id) for n in plan.nodes}
         try:
             started = launch_all(plan, launchers)
         except AlaunchError as exc:

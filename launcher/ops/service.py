@@ -38,9 +38,10 @@ from launcher.core import cards as core_cards
 from launcher.core import validate
 from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
-from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
+from launcher.ops.launch import Launcher, NodeStatus, launch_all, master_port, reach_check
 from launcher.core.layout import JobLayout
-from launcher.runners import CommandRunner, make_runner
+from launcher.runners import CommandRunner, LocalRunner, make_runner
+from launcher.runners.base import REMOTE_PYTHON
 from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan,
                                 env_script_vars, stage_items)
 from launcher.core.render import Rendered, render_job, resolve_world
@@ -86,9 +87,10 @@ def default_bin_dir(hosts: Sequence[Host]) -> str | None:
 
 
 def python_for(bin_dir: str | None, host: Host) -> str:
+    """The interpreter a job records for ``host``: ``--bin-dir``'s, else the runner's default."""
     if host.is_local:
-        return sys.executable
-    return f"{bin_dir}/python3" if bin_dir else "python3"
+        return LocalRunner.default_python
+    return posixpath.join(bin_dir, REMOTE_PYTHON) if bin_dir else REMOTE_PYTHON
 
 
 def _resolve_address(host: Host, ssh_config: str | None = None) -> str:
@@ -219,7 +221,7 @@ class JobService:
         job = self.local(job_path, hosts, opts)
         if meta:
             job = replace(job, meta=dict(meta))
-        runners = {h.name: self.exec_factory(h) for h in job.hosts}
+        runners = {h.name: self.exec_factory(h).using(job.pythons[h.name]) for h in job.hosts}
         try:
             for r in runners.values():
                 r.warm()  # the ssh handshakes run while we hash the code and data
@@ -356,7 +358,7 @@ class JobService:
                 break
             for name, a in answers.items():  # all or none: let the others go while we choose again
                 if a.ok:
-                    card_ops.release(runners[name], job.pythons[name], pre.inventories[name].base, job.job_id)
+                    card_ops.release(runners[name], pre.inventories[name].base, job.job_id)
             held = {a.host: a.held for a in answers.values()}
             if attempt >= 5 and not job.opts.wait:
                 raise core_cards.CardsBusy(f"could not claim cards after {attempt + 1} tries; taken meanwhile: "
@@ -376,14 +378,13 @@ class JobService:
         states = {n.host.name: posixpath.dirname(n.pid_path) for n in prepared.plan.nodes}
 
         def one(host: Host) -> card_ops.ClaimAnswer:
-            return card_ops.claim(runners[host.name], job.pythons[host.name], pre.inventories[host.name].base,
+            return card_ops.claim(runners[host.name], pre.inventories[host.name].base,
                                   job.job_id, cards[host.name], states.get(host.name, ""))
         return {h.name: a for h, a in run_parallel(job.candidates, one).raise_on_failure().items()}
 
     def _release_cards(self, job: LocalJob, pre: Preflight, runners: Mapping[str, CommandRunner]) -> None:
         def one(host: Host) -> bool:
-            return card_ops.release(runners[host.name], job.pythons[host.name], pre.inventories[host.name].base,
-                                    job.job_id)
+            return card_ops.release(runners[host.name], pre.inventories[host.name].base, job.job_id)
         run_parallel(job.candidates, one)  # best effort: a dead claim frees itself anyway
 
     def _refuse_jumping_the_queue(self, job: LocalJob, registered: bool) -> None:
@@ -443,7 +444,7 @@ class JobService:
             ask = dict(port=job.opts.master_port, pinned=job.opts.master_port is not None,
                        port_range=job.opts.master_port_range) if host.name == node0 else {}
             env = {v.name: v.value for v in env_script_vars(host)}
-            return inventory(runners[host.name], job.files.objects, job.pythons[host.name], **ask,
+            return inventory(runners[host.name], job.files.objects, **ask,
                              versions=True, wrapper=WRAPPER, env=env, msrun_flags=bool(job.spec.msrun_args),
                              cards=True)
 
@@ -485,7 +486,7 @@ class JobService:
         texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in job.hosts}
         relay_to = {h.name: _resolve_address(h, job.opts.ssh_config)  # how the hops reach each other
                     for h in job.hosts if len(job.hosts) > 1 and not h.is_local}
-        result = Stager(runners, python=job.pythons, progress=self.progress, addresses=relay_to).stage(
+        result = Stager(runners, progress=self.progress, addresses=relay_to).stage(
             replace(job.files, texts=texts[job.hosts[0].name]), pre.roots, pre.inventories, texts_by_host=texts)
         self.last_stage_bytes = result.bytes_sent
         self.registry.update_meta(job.job_id, {"staged_bytes": result.bytes_sent})
@@ -497,8 +498,7 @@ class JobService:
 
     def launch(self, job: LocalJob, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> dict:
         """Phase 5: start msrun detached on every node (all or none)."""
-        launchers = {n.node_rank: launcher_for(runners[n.host.name], job.job_id, job.pythons[n.host.name])
-                     for n in prepared.plan.nodes}
+        launchers = {n.node_rank: Launcher(runners[n.host.name], job.job_id) for n in prepared.plan.nodes}
         reach_check(prepared.plan, launchers)
         return launch_all(prepared.plan, launchers)
 
@@ -544,11 +544,10 @@ class JobService:
         hosts, pythons = self._nodes(record)
 
         def one(node: reg.NodeRecord) -> NodeStatus:
-            ex = self.exec_factory(hosts[node.host]).single_use()  # one round trip: no master of its own
+            ex = self.exec_factory(hosts[node.host]).single_use().using(pythons.get(node.host))  # no master of its own
             try:
-                python = pythons.get(node.host, "python3")
-                return launcher_for(ex, record.id, python).status(JobLayout(node.job_dir).node_state(node.node_rank),
-                                                                  node.node_rank, job_root=node.job_dir)
+                return Launcher(ex, record.id).status(JobLayout(node.job_dir).node_state(node.node_rank),
+                                                      node.node_rank, job_root=node.job_dir)
             except AlaunchError as exc:
                 return NodeStatus(node.node_rank, node.host, "unknown", None, 0, exc.message)
             finally:
@@ -631,9 +630,9 @@ class JobService:
         def one(node: reg.NodeRecord) -> str:
             if node.host not in hosts:
                 raise AlaunchError(f"{node.host} is not in the job's recorded hostfile")
-            ex = self.exec_factory(hosts[node.host]).single_use()
+            ex = self.exec_factory(hosts[node.host]).single_use().using(pythons.get(node.host))
             try:
-                out = launcher_for(ex, record.id, pythons.get(node.host, "python3")).cancel(node.pid, grace)
+                out = Launcher(ex, record.id).cancel(node.pid, grace)
             finally:
                 ex.close()
             if out["left"]:

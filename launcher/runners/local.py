@@ -11,6 +11,7 @@ import queue
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ def _expand(path: str | None) -> str | None:
 
 
 class LocalRunner(CommandRunner):
+    default_python = sys.executable  # host programs run with this interpreter, as the jobs here
+
     def exec(self, argv: Sequence[str], stdin: Iterable[bytes] = (), *, stdout: BinaryIO | None = None,
              timeout: float | None = None) -> ExecResult:
         start = time.monotonic()

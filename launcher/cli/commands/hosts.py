@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -101,7 +100,7 @@ def register(app: typer.Typer) -> None:
                 if verify_store and row.reachable:
                     from launcher.ops.stage import verify_store as verify
                     try:
-                        v = verify(runner, policy.python or (sys.executable if host.is_local else "python3"))
+                        v = verify(runner)  # with the interpreter check_host set on the runner
                     except AlaunchError as exc:
                         row.notes.append(f"store not verified: {exc.message}")
                     else:
