@@ -14,7 +14,6 @@ from launcher.ops.stage import inventory
 from launcher.core.layout import JobLayout
 from launcher.runners import LocalRunner as LocalExec
 from launcher.core.plan import NodePlan, Plan
-from launcher.remote import wire
 
 PY = sys.executable
 

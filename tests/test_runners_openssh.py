@@ -108,23 +108,6 @@ def test_upload_download_offset_hostile_path(ssh_cluster):
 
 
 @pytest.mark.cluster
-def test_put_get_put_tar_through_ssh(ssh_cluster, tmp_path):
-    for i in range(30):
-        (tmp_path / "t" / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "t" / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i))
-    files = sorted(str(p.relative_to(tmp_path / "t")) for p in (tmp_path / "t").rglob("f*"))
-    with runner(ssh_cluster, 1) as r:
-        sent = r.put_tar(tmp_path / "t", files, "/srv/tar dest")
-        assert sent >= sum((tmp_path / "t" / f).stat().st_size for f in files)
-        r.get("/srv/tar dest/" + files[7], tmp_path / "back")
-        assert (tmp_path / "back").read_bytes() == (tmp_path / "t" / files[7]).read_bytes()
-        (tmp_path / "x.sh").write_text("echo hi\n")
-        (tmp_path / "x.sh").chmod(0o750)
-        r.put(tmp_path / "x.sh", "/srv/x dir/x.sh")
-        assert r.exec(["sh", "-c", "stat -c %a '/srv/x dir/x.sh'; '/srv/x dir/x.sh'"]).stdout.split() == [b"750", b"hi"]
-
-
-@pytest.mark.cluster
 def test_unknown_host_key_refused_then_accepted_through_ssh(ssh_cluster, tmp_path):
     known = tmp_path / "known hosts"
     with pytest.raises(HostKeyError, match="unknown host key.*--accept-new-host-keys"):

@@ -39,7 +39,6 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import yaml
 from pydantic import ValidationError
 
-from launcher.remote import wire
 from launcher.ops.collect_stream import Entry, Receiver, stream
 from launcher.ops import registry as reg
 from launcher.errors import AlaunchError, InputError, RemoteError

@@ -15,7 +15,6 @@ from launcher.core.prune import JobDir, dedupe_stores, select
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.stage import store_base
-from launcher.runners import CommandRunner
 
 
 @dataclass(frozen=True)

@@ -647,7 +647,7 @@ class Stager:
         are marked as holding them; hosts that did not are surveyed again, so the direct send
         that follows sends only what they still lack (the relay resumes per object)."""
         objects = local.objects
-        remote = [n for n in leaders if not self.nodes[n].host.is_local]
+        remote = [n for n in leaders if not self.nodes[n].local]
         union = sorted({s for n in remote for s in objects if s not in inv[n].have})
         size = sum(objects[s].size for s in union)
         if not routes.should_relay(self.relay_mode, len(remote), size):

@@ -3,13 +3,15 @@
 ``make_runner(host, options)`` picks the runner for a hostfile entry: ``localhost`` (no
 user/port) runs here through subprocess, everything else over SSH.
 
-Every runner has the same primitives (see :mod:`launcher.runners.base`): ``exec`` (argv,
-stdin chunks, stdout returned or written to a file), and built on it ``check``,
-``download``, ``upload_stream``; plus ``run``/``stream`` (text and line streams), ``put``,
-``get``, ``put_tar``, ``ping``. Which SSH does what (decided by measurement on the test
-cluster, 2 shared cores):
+Every runner has the same small interface (see :mod:`launcher.runners.base`): ``exec`` (argv,
+stdin chunks, stdout returned or written to a file) and ``ping``; built on exec ``check``,
+``call`` (the one host call: a program of ``launcher/remote/`` with the runner's interpreter,
+``runner.python``, its answer decoded), ``download``, ``upload_stream``; the follower's
+``process_argv``; lifecycle ``connect``/``warm``/``single_use``/``close``. What is local and
+what is remote (the interpreter, the follower's process) is each runner's own answer. Which
+SSH does what (decided by measurement on the test cluster, 2 shared cores):
 
-- ``exec``, ``run`` and ``ping`` — staging's stream, launch's, status's and fetch's host
+- ``exec`` and ``ping`` — staging's stream, launch's, status's and fetch's host
   scripts, hosts check, bulk bytes — go through the OpenSSH client (:class:`OpenSSHRunner`):
   C, AES-NI, one process per host, so no Python thread does crypto per host. 256 MiB
   upload: ~260 MiB/s vs paramiko's 50–100 MB/s, and 64 hosts no longer serialize on our GIL.
@@ -20,8 +22,8 @@ cluster, 2 shared cores):
 - The follower runs the OpenSSH client per node too (``process_argv``: one ``ssh`` client per
   node, all read by one thread; 64 nodes: 0.5 CPU-s/min idle against 3.9 for paramiko threads,
   docs/performance.md). Paramiko (:class:`SSHRunner`, through fabric; ``stream`` there)
-  remains the path where there is no ``ssh`` binary:
-  :class:`OpenSSHRunner` subclasses it, and its paramiko connection opens only if used.
+  remains the path where there is no ``ssh`` binary; the two share only
+  :class:`ConnectOptions`, not a class.
 
 Both paths enforce the same host-key policy (unknown refused unless
 ``--accept-new-host-keys``; a changed key always refused), tested through each.

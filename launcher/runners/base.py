@@ -1,4 +1,4 @@
-"""The one transport interface (SkyPilot's CommandRunner): exec, run, stream, move files.
+"""The one transport interface (SkyPilot's CommandRunner): exec, the host call, the follower's process.
 
 Every way of reaching a node (local subprocess, OpenSSH client, paramiko) is one
 :class:`CommandRunner` subclass with the same primitives, so everything above (hosts check,
@@ -8,10 +8,17 @@ stage, launch, follow, collect) is written once:
   or written to a file object as it arrives; the exit code is data. Staging, launch and
   fetch run their fixed host scripts (launcher/remote/) this way, so user values never
   become shell text.
-- :meth:`~CommandRunner.run` / :meth:`~CommandRunner.stream`: text commands and line streams
-  (hosts check, follow).
-- :meth:`~CommandRunner.download` / :meth:`~CommandRunner.upload_stream` and put/get/put_tar,
-  built on exec unless a runner has a better way.
+- :meth:`CommandRunner.call`: the one host call (a host program of launcher/remote/ with the
+  runner's interpreter, its answer decoded), built on exec.
+- :meth:`~CommandRunner.process_argv`: the follower's process for a node (an ``ssh`` client,
+  or the program itself here); paramiko's runner has none and :meth:`~CommandRunner.stream`s.
+- Lifecycle: :meth:`~CommandRunner.ping` (abstract), ``connect``, ``warm``, ``single_use``,
+  ``close``. :meth:`~CommandRunner.download` / :meth:`~CommandRunner.upload_stream` are built
+  on exec (fetch's fallback, a pipeline's relay).
+
+Abstract: ``exec`` and ``ping`` — what every production path needs. (``put``/``get``/
+``put_tar`` are gone: production never called them; ``run`` is a convenience of the runners
+that have one (each implements its own), for tools and tests.)
 
 Results are typed; failures are :class:`RemoteError` subclasses that name the host and say
 what happened.
@@ -24,7 +31,6 @@ import subprocess
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
 from launcher.errors import RemoteError
@@ -114,6 +120,7 @@ class CommandRunner(ABC):
     once with :meth:`using`."""
 
     default_python = REMOTE_PYTHON
+    local = False  # this machine, no connection (LocalRunner): nothing to relay to, no handshake
 
     def __init__(self, host: Host, python: str | None = None):
         self.host = host
@@ -166,30 +173,13 @@ class CommandRunner(ABC):
         result's ``stdout`` is then empty) or into the result. The exit code is data;
         connection failures raise :class:`ConnectError`, a timeout :class:`CommandTimeout`."""
 
-    @abstractmethod
-    def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-            cwd: str | None = None, timeout: float | None = None, check: bool = True,
-            stdin: str | bytes | None = None) -> CommandResult:
-        """Run argv to completion and capture its output."""
-
-    @abstractmethod
     def stream(self, argv: Sequence[str], on_line: LineCallback, *,
                env: Mapping[str, str] | None = None, cwd: str | None = None,
                stop: threading.Event | None = None, timeout: float | None = None) -> CommandResult:
         """Run argv, calling ``on_line`` per stdout line as it arrives; stops when ``stop`` is
-        set or ``on_line`` returns False (then ``exit_code`` is None)."""
-
-    @abstractmethod
-    def put(self, local_path: str | Path, remote_path: str) -> None:
-        """Copy one file to the host, streamed in chunks."""
-
-    @abstractmethod
-    def get(self, remote_path: str, local_path: str | Path) -> None:
-        """Copy one file from the host, streamed in chunks."""
-
-    @abstractmethod
-    def put_tar(self, local_root: str | Path, files: Sequence[str], remote_root: str) -> int:
-        """Copy many files (paths relative to local_root) as one tar stream; returns bytes sent."""
+        set or ``on_line`` returns False (then ``exit_code`` is None). Only a runner without a
+        :meth:`process_argv` needs it (paramiko's: the follower's fallback)."""
+        raise NotImplementedError(f"{type(self).__name__} has no stream(); follow through process_argv()")
 
     @abstractmethod
     def ping(self) -> float:

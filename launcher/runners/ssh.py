@@ -11,11 +11,9 @@ ports and identities are honoured through fabric's config.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import select
 import socket
-import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +30,6 @@ from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, 
                                    ConnectError, HostKeyError, LineCallback)
 
 WINDOW = 1 << 27  # a large flow-control window: paramiko's 2 MiB default caps throughput
-TAR_BUFSIZE = 1 << 20
 
 
 @dataclass
@@ -352,58 +349,3 @@ class SSHRunner(CommandRunner):
         return time.monotonic() - start
 
     # ------------------------------------------------------------------ files
-    def _sftp(self):
-        return self.connection.sftp()  # fabric caches one SFTP session per connection
-
-    def put(self, local_path: str | Path, remote_path: str) -> None:
-        try:
-            self._sftp().put(str(local_path), shell.sftp_path(remote_path))
-        except OSError as exc:
-            raise RemoteError(self.name, f"put {local_path} -> {remote_path}: {exc.strerror or exc}") from None
-
-    def get(self, remote_path: str, local_path: str | Path) -> None:
-        try:
-            self._sftp().get(shell.sftp_path(remote_path), str(local_path))
-        except OSError as exc:
-            raise RemoteError(self.name, f"get {remote_path} -> {local_path}: {exc.strerror or exc}") from None
-
-    def put_tar(self, local_root: str | Path, files: Sequence[str], remote_root: str) -> int:
-        """Many small files in one channel: no per-file round trip (SFTP pays ~1 per file)."""
-        root = Path(local_root)
-        argv = ("sh", "-c", 'mkdir -p -- "$1" && exec tar -x -f - --no-same-owner -C "$1"',
-                "alaunch-untar", remote_root)
-        cmd = shell.join_argv(argv[:4]) + " " + shell.quote_path(remote_root)
-        start = time.monotonic()
-        chan = self._session()
-        sent = _CountingWriter(chan)
-        try:
-            chan.exec_command(cmd)
-            with tarfile.open(fileobj=sent, mode="w|", bufsize=TAR_BUFSIZE, format=tarfile.PAX_FORMAT) as tar:
-                for rel in files:
-                    tar.add(str(root / rel), arcname=rel, recursive=False)
-            chan.shutdown_write()
-            out, err = self._drain(chan, None, argv)
-            code = self._exit_status(chan, argv)
-        except OSError as exc:
-            raise RemoteError(self.name, f"tar stream to {remote_root} failed: {exc}") from None
-        finally:
-            chan.close()
-        if code != 0:
-            raise CommandFailed(CommandResult(self.name, argv, code, out.decode(errors="replace"),
-                                              err.decode(errors="replace"), time.monotonic() - start))
-        return sent.count
-
-
-class _CountingWriter(io.RawIOBase):
-    """File-like adapter: tarfile writes, the channel sends."""
-
-    def __init__(self, chan):
-        self.chan, self.count = chan, 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.chan.sendall(bytes(data))
-        self.count += len(data)
-        return len(data)
