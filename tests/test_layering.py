@@ -132,3 +132,17 @@ def test_only_cli_prints():
         found += printing_calls(path)
     assert found == []
     assert printing_calls(ROOT / "launcher" / "cli" / "logview.py")  # the check sees a real print
+
+
+PROCESS_STATE = ("os.chdir(", "os.dup2(", "os.putenv(", "os.environ[", "os.environ.setdefault(", "os.environ.update(",
+                 "os.environ.pop(", "os.unsetenv(", "sys.stdout =", "sys.stderr =")
+
+
+def test_core_leaves_the_process_alone():
+    """core/ is pure: nothing there changes the process's cwd, fds or environment (pipeline
+    steps run in threads of one process; MindFormers' validation once did all three)."""
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for path in sorted((ROOT / "launcher" / "core").rglob("*.py"))
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if any(call in line for call in PROCESS_STATE)]
+    assert not found, found

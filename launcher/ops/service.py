@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Sequence
 
 from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
-from launcher.ops import proc, waiter
+from launcher.ops import mfcheck, proc, waiter
 from launcher.core import cards as core_cards
 from launcher.core import validate
 from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
@@ -181,7 +181,7 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
             warnings += [w for w in validate.check_static(r.config, r.derived, source=spec.source)
                          if w not in warnings]
             if opts.check_mindformers:  # the real-MindFormers layer (slow import), on request
-                check = validate.check_with_mindformers(r.text, r.config, source=spec.source)
+                check = mfcheck.check_with_mindformers(r.text, r.config, source=spec.source)
                 if check.skipped:
                     raise AlaunchError(f"--validate: {check.detail}")
             by_root[roots[h.name]] = r

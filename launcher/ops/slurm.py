@@ -28,6 +28,7 @@ from typing import Callable, Mapping, Sequence
 
 from launcher.core import slurm as core
 from launcher.core import validate
+from launcher.ops import mfcheck
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
 from launcher.core.layout import JobLayout
 from launcher.core.plan import stage_items
@@ -183,7 +184,7 @@ class SlurmService:
                               template_text=spec.template_path().read_text(encoding="utf-8"))
         validate.check_static(rendered.config, rendered.derived, source=spec.source)
         if check_mindformers:
-            check = validate.check_with_mindformers(rendered.text, rendered.config, source=spec.source)
+            check = mfcheck.check_with_mindformers(rendered.text, rendered.config, source=spec.source)
             if check.skipped:
                 raise AlaunchError(f"--validate: {check.detail}")
         batch = core.build_batch(spec, target, job_id, root=root, master_port=master_port,

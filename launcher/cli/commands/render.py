@@ -38,6 +38,7 @@ def _hosts(hostfile: Optional[Path], local: bool, local_slots: int):
 def build(job: Path, hosts, sets: List[str], job_id: str = PREVIEW_JOB_ID, check_mindformers: bool = True):
     """Everything `render` checks, with no output: (spec, rendered, mindformers check). Raises InputError."""
     from launcher.core import render as render_mod, validate
+    from launcher.ops import mfcheck
     from launcher.core.hostfile import DEFAULT_WORKDIR
     from launcher.core.layout import JobLayout
     from launcher.core.spec import load_job
@@ -50,8 +51,8 @@ def build(job: Path, hosts, sets: List[str], job_id: str = PREVIEW_JOB_ID, check
     template_text = template_path.read_text(encoding="utf-8")
     rendered = render_mod.render_job(spec, hosts, layout, sets, template_text=template_text)
     warnings = validate.check_static(rendered.config, rendered.derived, source=spec.source)
-    mf = validate.check_with_mindformers(rendered.text, rendered.config, source=spec.source) \
-        if check_mindformers else validate.MindFormersCheck(True, "MindFormers validation not requested")
+    mf = mfcheck.check_with_mindformers(rendered.text, rendered.config, source=spec.source) \
+        if check_mindformers else mfcheck.NOT_REQUESTED
     return spec, rendered, mf, template_text, str(template_path), warnings
 
 
