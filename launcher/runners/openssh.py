@@ -23,11 +23,13 @@ master is the runner's own and :meth:`OpenSSHRunner.close` ends it; with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Mapping, Sequence
 
 from launcher.core.hostfile import Host
+from launcher.errors import UnsafeDirectory
 from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout, ConnectError,
                                    ExecResult, HostKeyError, run_piped)
 from launcher.runners import shell
@@ -57,9 +60,30 @@ def _opt_value(value: str) -> str:
 
 
 def control_dir() -> Path:
-    """Where ControlMaster sockets live: private to this user (0700), short enough for AF_UNIX."""
+    """Where ControlMaster sockets live: private to this user (0700), short enough for AF_UNIX.
+
+    The name is predictable, so another local user can create it first: a directory that is
+    a symlink, not ours, or writable by others is refused (:class:`UnsafeDirectory`, one line
+    saying what to do), never used — whoever can write there can put a socket where ``ssh``
+    looks for our master and read or drive every session through it (before: as root such a
+    directory was taken over, as a user every ssh verb failed with a traceback)."""
     d = Path(tempfile.gettempdir()) / f"alaunch-ssh-{os.getuid()}"
-    d.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        d.mkdir(mode=0o700)
+    st = os.lstat(d)
+    problem = ""
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symlink"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.getuid():
+        problem = f"belongs to uid {st.st_uid}, not to you (uid {os.getuid()})"
+    elif st.st_mode & 0o022:
+        problem = f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    if problem:
+        raise UnsafeDirectory(f"the ssh control directory {d} {problem}: another user could take over alaunch's "
+                              f"ssh connections through it; remove it (its owner or root can), or set TMPDIR to a "
+                              f"directory only you can write, and run again")
     os.chmod(d, 0o700)
     return d
 
