@@ -548,7 +548,7 @@ class PipelineRunner:
         (ops.relay: through this machine, sha256-checked; a host with the same bytes there,
         e.g. on a shared filesystem, is left alone)."""
         from launcher.ops.relay import relay
-        from launcher.ops.service import default_bin_dir, python_for
+        from launcher.runners import default_bin_dir, python_for
         bin_dir = self.opts.bin_dir or default_bin_dir(self.hosts)
         for site, ref, path in self.remote_refs(step, spec):
             producer = self.outputs.get(ref.step) or {}

@@ -22,9 +22,7 @@ collective, holding NPUs):
 
 from __future__ import annotations
 
-import os
 import posixpath
-import sys
 import time
 
 from dataclasses import dataclass, field, replace
@@ -40,8 +38,8 @@ from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
 from launcher.ops.launch import Launcher, NodeStatus, launch_all, master_port, reach_check
 from launcher.core.layout import JobLayout
-from launcher.runners import CommandRunner, LocalRunner, make_runner
-from launcher.runners.base import REMOTE_PYTHON
+from launcher.runners import (CommandRunner, default_bin_dir, make_runner, python_for,
+                              resolve_address)
 from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan,
                                 env_script_vars, stage_items)
 from launcher.core.render import Rendered, render_job, resolve_world
@@ -77,34 +75,6 @@ def used_hosts(spec: JobSpec, hosts: Sequence[Host]) -> list[Host]:
     """The first ``nodes`` hosts, each with ``cards_per_node`` of its (filtered) slots."""
     world = resolve_world(spec, hosts)
     return [replace(h, slot_ids=h.slot_ids[:world.cards_per_node]) for h in list(hosts)[:world.nodes]]
-
-
-def default_bin_dir(hosts: Sequence[Host]) -> str | None:
-    """Local-only jobs use this interpreter's bin dir (msrun starts workers with the `python` on PATH)."""
-    if all(h.is_local for h in hosts):
-        return str(Path(sys.executable).parent)
-    return os.environ.get("ALAUNCH_REMOTE_BIN_DIR") or None
-
-
-def python_for(bin_dir: str | None, host: Host) -> str:
-    """The interpreter a job records for ``host``: ``--bin-dir``'s, else the runner's default."""
-    if host.is_local:
-        return LocalRunner.default_python
-    return posixpath.join(bin_dir, REMOTE_PYTHON) if bin_dir else REMOTE_PYTHON
-
-
-def _resolve_address(host: Host, ssh_config: str | None = None) -> str:
-    """An ssh alias as the other nodes reach it: its ``addr=``, else its ``HostName`` in the ssh
-    config the run uses (``--ssh-config``, else ~/.ssh/config), else the name itself."""
-    if host.addr:
-        return host.addr
-    if host.is_local:
-        return host.name
-    import paramiko
-    path = Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
-    if not path.is_file():
-        return host.name
-    return paramiko.SSHConfig.from_path(str(path)).lookup(host.name).get("hostname", host.name)
 
 
 def version_skew(versions: Mapping[str, Mapping[str, str | None] | None]) -> list[str]:
@@ -187,7 +157,7 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
             by_root[roots[h.name]] = r
     rendered = {h.name: by_root[roots[h.name]] for h in hosts}
     plan = build_plan(spec, rendered[hosts[0].name].text, hosts, job_id, port, roots=roots,
-                      addresses={h.name: _resolve_address(h, opts.ssh_config) for h in hosts[:1]}, environ=environ,
+                      addresses={h.name: resolve_address(h, opts.ssh_config) for h in hosts[:1]}, environ=environ,
                       bin_dir=opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts),
                       cluster_time_out=opts.cluster_time_out)
     return Prepared(spec, list(hosts), rendered, plan, warnings)
@@ -484,8 +454,8 @@ class JobService:
     def stage(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> None:
         """Phase 4: send what each filesystem lacks, make every job dir (config text per host)."""
         texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in job.hosts}
-        relay_to = {h.name: _resolve_address(h, job.opts.ssh_config)  # how the hops reach each other
-                    for h in job.hosts if len(job.hosts) > 1 and not h.is_local}
+        relay_to = {h.name: resolve_address(h, job.opts.ssh_config)  # how the hops reach each other
+                    for h in job.hosts if len(job.hosts) > 1 and not runners[h.name].local}
         result = Stager(runners, progress=self.progress, addresses=relay_to).stage(
             replace(job.files, texts=texts[job.hosts[0].name]), pre.roots, pre.inventories, texts_by_host=texts)
         self.last_stage_bytes = result.bytes_sent

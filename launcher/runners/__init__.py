@@ -31,8 +31,14 @@ Both paths enforce the same host-key policy (unknown refused unless
 
 from __future__ import annotations
 
+import os
+import posixpath
+import sys
+from pathlib import Path
+from typing import Sequence
+
 from launcher.core.hostfile import Host
-from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout,
+from launcher.runners.base import (REMOTE_PYTHON, CommandFailed, CommandResult, CommandRunner, CommandTimeout,
                                    ConnectError, ExecResult, HostKeyError)
 from launcher.runners.local import LocalRunner
 from launcher.runners.openssh import OpenSSHRunner, ssh_argv, ssh_binary, ssh_options
@@ -48,6 +54,40 @@ def make_runner(host: Host, options: ConnectOptions | None = None) -> CommandRun
     return SSHRunner(host, options)
 
 
+# What differs between this machine and a host reached over SSH, decided here, next to the
+# runners (ops asks these, never ``Host.is_local``).
+
+def default_bin_dir(hosts: Sequence[Host]) -> str | None:
+    """Local-only jobs use this interpreter's bin dir (msrun starts workers with the `python` on
+    PATH); remote ones ``$ALAUNCH_REMOTE_BIN_DIR`` or none."""
+    if all(h.is_local for h in hosts):
+        return str(Path(sys.executable).parent)
+    return os.environ.get("ALAUNCH_REMOTE_BIN_DIR") or None
+
+
+def python_for(bin_dir: str | None, host: Host) -> str:
+    """The interpreter a job records for ``host``: this one here, ``--bin-dir``'s on a remote
+    host, else the remote runner's default."""
+    if host.is_local:
+        return LocalRunner.default_python
+    return posixpath.join(bin_dir, REMOTE_PYTHON) if bin_dir else REMOTE_PYTHON
+
+
+def resolve_address(host: Host, ssh_config: str | None = None) -> str:
+    """An ssh alias as the other nodes reach it: its ``addr=``, else its ``HostName`` in the ssh
+    config the run uses (``--ssh-config``, else ~/.ssh/config), else the name itself."""
+    if host.addr:
+        return host.addr
+    if host.is_local:
+        return host.name
+    import paramiko
+    path = Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
+    if not path.is_file():
+        return host.name
+    return paramiko.SSHConfig.from_path(str(path)).lookup(host.name).get("hostname", host.name)
+
+
 __all__ = ["CommandFailed", "CommandResult", "CommandRunner", "CommandTimeout", "ConnectError",
            "ConnectOptions", "ExecResult", "HostKeyError", "LocalRunner", "OpenSSHRunner", "SSHRunner",
-           "make_runner", "ssh_argv", "ssh_binary", "ssh_options"]
+           "default_bin_dir", "make_runner", "python_for", "resolve_address", "ssh_argv", "ssh_binary",
+           "ssh_options"]

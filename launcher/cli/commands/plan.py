@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         else:
             from launcher.cli.connect import runner_factory
             from launcher.ops.cards import look
-            from launcher.ops.service import default_bin_dir, python_for
+            from launcher.runners import default_bin_dir, python_for
             bins = bin_dir if bin_dir is not None else default_bin_dir(used)
             held = look(candidates, runner_factory(known_hosts, ssh_config, accept_new),
                         {h.name: python_for(bins, h) for h in candidates})
