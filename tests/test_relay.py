@@ -55,6 +55,6 @@ def test_relay_between_two_sshd_hosts(ssh_cluster):
     assert not dst_host.path(path).exists()
     options = ConnectOptions(known_hosts=ssh_cluster.known_hosts)
     with make_runner(hosts[0], options) as a, make_runner(hosts[1], options) as b:
-        done = relay(a, b, path, what="step eval: checkpoint")
+        done = relay(a.using(sys.executable), b.using(sys.executable), path, what="step eval: checkpoint")
     assert (done.source, done.target, done.bytes) == (hosts[0].name, hosts[1].name, len(data))
     assert dst_host.path(path).read_bytes() == data
