@@ -77,3 +77,36 @@ def test_cancel_of_a_job_that_ended_unseen_keeps_its_result(tmp_path):
     assert all(n.state == reg.SUCCEEDED and n.exit_code == 0 for n in record.nodes)
     assert set(outcome.values()) == {"nothing was running"}
     registry.close()
+
+
+class _Unreachable:
+    """A host whose sshd never answers again (every call fails as ssh would)."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def single_use(self):
+        return self
+
+    def close(self):
+        pass
+
+    def check(self, *args, **kwargs):
+        from launcher.errors import RemoteError
+        raise RemoteError(self.host.name, "ssh: connect to host 10.0.0.9 port 22: No route to host")
+
+
+def test_a_node_that_never_comes_back_ends_the_job_lost_not_running_forever(tmp_path, monkeypatch):
+    import time
+    from launcher.ops import service as service_mod
+    registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
+    job = registry.create_job("gone", "finetune", hostfile_text="nodeA slots=1\n", nodes=[("nodeA", "/w/a")])
+    registry.set_node(job.id, 0, pid=4242)
+    registry.set_state(job.id, reg.RUNNING)
+    service = JobService(registry, tmp_path / "state", exec_factory=_Unreachable)
+    record, statuses = service.refresh(job.id)
+    assert record.state == reg.RUNNING and statuses[0].detail.startswith("unreachable since")  # not yet
+    registry.update_meta(job.id, {"unreachable_at": {"nodeA": time.time() - service_mod.LOST_AFTER_S - 60}})
+    record, _ = service.refresh(job.id)
+    assert record.state == reg.FAILED and "node 0 (nodeA) lost: unreachable for 61 min" in record.reason
+    registry.close()

@@ -16,10 +16,11 @@ import yaml
 
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
+from launcher.ops import cards as card_ops
 from launcher.ops import proc
 from launcher.ops import registry as reg
 from launcher.ops.service import JobService
-from launcher.ops.stage import Progress
+from launcher.ops.stage import Progress, store_base
 from launcher.runners import make_runner
 
 
@@ -43,11 +44,15 @@ def test_a_submit_killed_before_the_start_is_ended_by_the_next_look_and_its_node
     dead = subprocess.Popen([sys.executable, "-c", "pass"])  # plays the killed `alaunch submit`
     dead.wait()
     root = tmp_path / "w" / "job"
-    job = registry.create_job("killed", "finetune", hostfile_text="localhost slots=1\n",
+    job = registry.create_job("killed", "finetune", hostfile_text=f"localhost slots=1 workdir={tmp_path / 'w'}\n",
                               nodes=[("localhost", str(root))],
                               meta={"pythons": {"localhost": sys.executable},
                                     "submitter": {**proc.me(), "pid": dead.pid, "start": "1"}})
     registry.set_state(job.id, reg.STAGING)
+    host = Host("localhost", 1, workdir=str(tmp_path / "w"))
+    state_dir = JobLayout(str(root)).node_state(0)
+    with make_runner(host) as runner:  # the killed submit had claimed card 0 (no pid file yet)
+        assert card_ops.claim(runner, sys.executable, store_base(host), job.id, [0], state_dir).ok
     # a node that launched just before the kill (its pid never recorded)
     node = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                             env={**os.environ, "ALAUNCH_JOB_ID": job.id})
@@ -56,6 +61,8 @@ def test_a_submit_killed_before_the_start_is_ended_by_the_next_look_and_its_node
         assert record.state == reg.FAILED and "interrupted" in record.reason, (record.state, record.reason)
         assert str(dead.pid) in record.reason
         assert node.wait(timeout=30) is not None and _marked(job.id) == []
+        with make_runner(host) as runner:  # its claim went with it (it held the card for 5 min)
+            assert card_ops.claim(runner, sys.executable, store_base(host), "looker", [], "").held == {}
     finally:
         if node.poll() is None:
             node.kill()

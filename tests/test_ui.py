@@ -520,3 +520,76 @@ def test_api_lists_pipeline_runs_and_shows_steps_with_their_jobs_live(served, tm
     assert got[-1]["pipeline"]["steps"][0]["reason"] == "node 0 exited with code 1"
     listed = _sse_messages(served, "/api/pipelines/stream", lambda m: True)[0]
     assert listed["type"] == "pipelines" and listed["pipelines"][0]["steps"][0]["state"] == "failed"
+
+
+def test_the_line_buffer_is_bounded_in_bytes_and_a_huge_line_is_cut(monkeypatch):
+    """20,000 lines of a 1 MiB dump were 20 GB: the buffer is capped in bytes too, and one
+    line keeps MAX_LINE characters, the rest counted."""
+    import launcher.ui.hub as hub_mod
+    monkeypatch.setattr(hub_mod, "MAX_BYTES", 64 * 1024)
+    w = JobWatch("j")
+    w.line("h", 0, "x" * (5 * 2**20))
+    (first,) = w.lines_since(-1)
+    assert first["text"].startswith("x" * hub_mod.MAX_LINE)
+    assert first["text"].endswith(f"({5 * 2**20 - hub_mod.MAX_LINE:,} more characters)")
+    for i in range(200):
+        w.line("h", 0, f"{i:04d} " + "y" * 1000)
+    kept = w.lines_since(-1)
+    assert sum(len(x["text"]) for x in kept) <= 64 * 1024 == hub_mod.MAX_BYTES
+    assert w.bytes == sum(len(x["text"]) for x in kept) and kept[-1]["text"].startswith("0199 ")
+    assert w.seq == 201  # every line counted, the oldest let go
+
+
+def test_the_hub_lets_go_of_idle_finished_watches_only(tmp_path):
+    hub = Hub(tmp_path / "state")
+    done, watched, running = JobWatch("done"), JobWatch("watched"), JobWatch("running")
+    for w in (done, watched):
+        w.done.set()
+        w.touched -= 10_000
+    running.touched -= 10_000
+    loop = asyncio.new_event_loop()
+    watched.subscribe(loop)  # a page still subscribes to it
+    hub._watches.update({w.job_id: w for w in (done, watched, running)})
+    assert hub.release_idle() == ["done"]
+    assert sorted(hub._watches) == ["running", "watched"]
+    loop.close()
+
+
+def test_a_slow_log_grep_does_not_block_other_requests_and_is_cut_off(served, tmp_path, monkeypatch):
+    """/logs ran sqlite and the user's regex on the event loop; in a worker thread a
+    backtracking pattern still holds the GIL (re does not release it) and froze every page:
+    the grep runs in a child process, killed past its time limit with a one-line answer."""
+    job = _job(tmp_path / "state", "a", CONFIG_A)
+    w = served.hub.watch(job)
+    w.done.wait(10)
+    w.line("h", 0, "a" * 25 + "b")
+    w.line("h", 0, "step 3 loss 1.25")
+    result = {}
+    slow_pattern = "/logs?grep=%28a%2B%29%2B%24"  # (a+)+$ : ~1.5 s of backtracking on that line
+
+    def slow():
+        result["logs"] = served.request(f"/api/jobs/{job}{slow_pattern}")[0]
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)  # the grep is under way
+    assert served.request("/api/jobs")[0] == 200
+    assert t.is_alive(), ("the list answered only after the grep ended: the server was blocked", result)
+    t.join(120)
+    assert result["logs"] == 200
+    code, _, body = served.request(f"/api/jobs/{job}/logs?grep=loss%20%5Cd")
+    assert code == 200 and [ln["text"] for ln in json.loads(body)["lines"]] == ["step 3 loss 1.25"]
+    monkeypatch.setattr(served_dashboard_grep(served), "timeout", 0.2)
+    code, _, body = served.request(f"/api/jobs/{job}{slow_pattern}")
+    assert code == 400 and "backtracks" in json.loads(body)["error"], body
+    code, _, body = served.request(f"/api/jobs/{job}/logs?grep=%28")
+    assert code == 400 and "not a valid regular expression" in json.loads(body)["error"]
+
+
+def served_dashboard_grep(served):
+    """The Grep of the Dashboard behind the served app (its routes' bound methods know it)."""
+    app = served.server.config.app
+    while not hasattr(app, "routes"):
+        app = app.app
+    route = next(r for r in app.routes if getattr(r, "path", "") == "/api/jobs/{job}/logs")
+    return route.endpoint.__self__.grep

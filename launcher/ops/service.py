@@ -47,7 +47,7 @@ from launcher.core.spec import JobSpec, load_job, redacted_text
 from launcher.ops.fanout import run_parallel
 from launcher.core.layout import new_job_id
 from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
-                                resolve_home)
+                                resolve_home, store_base)
 
 # Versions that must agree on every node of one job (a mixed cluster fails late and obscurely).
 SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
@@ -169,6 +169,9 @@ class JobCancelled(AlaunchError):
     exit_code = ExitCode.JOB_CANCELLED
 
 
+LOST_AFTER_S = 3600.0  # a node unreachable this long is lost: the job ends FAILED (see JobService._lost)
+
+
 class JobService:
     """Submit, refresh, cancel and wait, against one registry; hosts reached through ``exec_factory``."""
 
@@ -242,6 +245,21 @@ class JobService:
             self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
             raise
         return started
+
+    def _release_claims(self, record: reg.JobRecord) -> None:
+        """Drop the job's card claims on its hosts: it ended before it started, so no process or
+        pid file would ever tell the claim it is dead, and the cards stayed held for the claim's
+        pre-start grace (found by the kill drill: a submit SIGKILLed between the claim and the
+        launch). Best effort: a host that does not answer lets the claim expire by itself."""
+        hosts, pythons = self._nodes(record)
+
+        def one(host: Host) -> bool:
+            runner = self.exec_factory(host).single_use()
+            try:
+                return card_ops.release(runner, pythons.get(host.name, "python3"), store_base(host), record.id)
+            finally:
+                runner.close()
+        run_parallel([hosts[n] for n in dict.fromkeys(n.host for n in record.nodes) if n in hosts], one)
 
     def _interrupted(self, job_id: str, why: str) -> None:
         """A submit interrupted after the job was recorded: record the end and stop whatever of
@@ -525,6 +543,13 @@ class JobService:
 
         statuses = list(run_parallel(record.nodes, one).raise_on_failure().values())
         statuses = self._note_reachability(record, statuses)
+        lost = self._lost(record, statuses)
+        if lost and record.state == reg.RUNNING:
+            try:
+                self.fail(record.id, lost)
+            except AlaunchError as exc:  # the lost node cannot be verified: said, and recorded
+                self.registry.add_event(record.id, "gang-stop", f"incomplete: {exc.message}")
+            return self.registry.get(record.id), statuses
         for s in statuses:
             fields = {"state": s.state, "exit_code": s.exit_code}
             if s.state in reg.TERMINAL:
@@ -560,21 +585,40 @@ class JobService:
 
     def _note_reachability(self, record: reg.JobRecord, statuses: list[NodeStatus]) -> list[NodeStatus]:
         """A node we could not reach reads ``unreachable since HH:MM:SS`` (the first failed
-        contact, kept in the job's meta until it answers again): never a reason to fail the job."""
+        contact, kept in the job's meta until it answers again, with its epoch time in
+        ``unreachable_at``): no reason to fail the job — until it is lost (:meth:`_lost`)."""
         since = dict(record.meta.get("unreachable_since") or {})
+        at = dict(record.meta.get("unreachable_at") or {})
         out, changed = [], False
         for s in statuses:
             if s.state == "unknown" and s.detail and s.detail != "not started":
                 if s.host not in since:
                     since[s.host], changed = time.strftime("%H:%M:%S"), True
+                if s.host not in at:
+                    at[s.host], changed = time.time(), True
                 s = replace(s, detail=f"unreachable since {since[s.host]} ({s.detail})")
-            elif s.host in since and s.state != "unknown":
-                since.pop(s.host)
+            elif (s.host in since or s.host in at) and s.state != "unknown":
+                since.pop(s.host, None)
+                at.pop(s.host, None)
                 changed = True
             out.append(s)
         if changed:
-            self.registry.update_meta(record.id, {"unreachable_since": since})
+            self.registry.update_meta(record.id, {"unreachable_since": since, "unreachable_at": at})
         return out
+
+    def _lost(self, record: reg.JobRecord, statuses: list[NodeStatus]) -> str | None:
+        """Why the job is lost: a node unreachable for longer than LOST_AFTER_S (no collective
+        waits that long: HCCL's own timeouts end a job whose peer vanished within 30 min), so the
+        job cannot still be training. Before, a node that never came back left the job
+        ``running`` forever."""
+        at = dict(self.registry.get(record.id).meta.get("unreachable_at") or {})
+        now = time.time()
+        gone = [s for s in statuses if s.state == "unknown" and s.host in at and now - at[s.host] > LOST_AFTER_S]
+        if not gone:
+            return None
+        return "; ".join(f"node {s.node_rank} ({s.host}) lost: unreachable for {int((now - at[s.host]) // 60)} min "
+                         f"(over {LOST_AFTER_S // 60:.0f} min); check the host: its processes could not be stopped"
+                         for s in gone)
 
     def wait(self, ref: str, poll: float = 2.0, timeout: float | None = None,
              on_status: Callable[[reg.JobRecord, list[NodeStatus]], None] | None = None) -> reg.JobRecord:
@@ -674,6 +718,8 @@ class JobService:
         record = self.registry.get(record.id)
         outcome = self._stop_nodes(record, grace, reg.FAILED)
         self.registry.add_event(record.id, "gang-stop", "; ".join(f"{h}: {m}" for h, m in outcome.items()))
+        if all(n.pid is None for n in record.nodes):
+            self._release_claims(record)
         bad = [h for h, m in outcome.items() if m.startswith("not verified")]
         if bad:
             raise AlaunchError(f"job {record.id} FAILED, but could not verify it stopped on {', '.join(bad)}")

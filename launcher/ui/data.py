@@ -293,12 +293,13 @@ def compare(records: Sequence[reg.JobRecord], lives: Sequence[Mapping[str, Any]]
 
 
 def log_filter(lines: Iterable[dict], *, rank: int | None = None, node: str | None = None,
-               grep: Any = None, after: int = -1, limit: int = 2000) -> list[dict]:
-    """The log viewer's filters over buffered lines ({seq, host, rank, text}); the last ``limit``."""
+               grep: Any = None, after: int = -1, limit: int | None = 2000) -> list[dict]:
+    """The log viewer's filters over buffered lines ({seq, host, rank, text}); the last ``limit``
+    (all with None)."""
     out = [ln for ln in lines if ln["seq"] > after
            and (rank is None or ln["rank"] == rank) and (node is None or ln["host"] == node)
            and (grep is None or grep.search(ln["text"]))]
-    return out[-limit:]
+    return out[-limit:] if limit else out
 
 
 # ---------------------------------------------------------------- pipelines

@@ -32,6 +32,9 @@ from launcher.ops.follow import Follower, NodeView
 from launcher.ui.data import stream_key
 
 MAX_LINES = 20_000  # lines kept in memory per job for the viewer (the host keeps them all)
+MAX_BYTES = 16 * 2**20  # and at most this much of their text: 20,000 lines of a 1 MiB dump were 20 GB
+MAX_LINE = 16 * 2**10  # one line's text kept for the page; the rest is counted ("... N more bytes")
+IDLE_S = 300.0  # a finished job's watch nobody looked at for this long is let go (read again if asked)
 QUEUE_SIZE = 2_000  # per viewer; a viewer that falls this far behind is dropped and resyncs
 START_POLL_S = 1.0  # how often a job not running yet (pending/staging/queued) is looked at
 WAITING = (reg.PENDING, reg.STAGING, reg.QUEUED)
@@ -83,16 +86,33 @@ class JobWatch:
         self.done = threading.Event()
         self.error: str | None = None
         self._subs: list[_Subscriber] = []
+        self.bytes = 0  # text bytes held in ``lines``
+        self.touched = time.monotonic()  # last asked for by a page
         self._last_progress = 0.0
         self._explained: Failure | None = None
 
     # -------------------------------------------------------------- Sink
+    def _keep(self, item: dict) -> None:
+        """Append under the lock, the oldest lines going first past MAX_LINES or MAX_BYTES."""
+        if len(self.lines) == self.lines.maxlen:
+            self.bytes -= len(self.lines[0]["text"])
+        self.lines.append(item)
+        self.bytes += len(item["text"])
+        while self.bytes > MAX_BYTES and len(self.lines) > 1:
+            self.bytes -= len(self.lines.popleft()["text"])
+
+    @staticmethod
+    def _cut(text: str) -> str:
+        if len(text) <= MAX_LINE:
+            return text
+        return f"{text[:MAX_LINE]} ... ({len(text) - MAX_LINE:,} more characters)"
+
     def line(self, host: str, rank: int | None, text: str) -> None:
         point = parse_loss(text) if "loss" in text else None
         with self.lock:
             self.seq += 1
-            item = {"seq": self.seq, "host": host, "rank": rank, "text": text, "t": time.time()}
-            self.lines.append(item)
+            item = {"seq": self.seq, "host": host, "rank": rank, "text": self._cut(text), "t": time.time()}
+            self._keep(item)
             key = stream_key(host, rank)
             if point is not None and rank is not None:  # msrun's scheduler log repeats rank 0's losses
                 self.curves.setdefault(key, []).append((point.global_step, point.loss))
@@ -119,8 +139,9 @@ class JobWatch:
         log viewer as the node's ``msrun`` stream."""
         with self.lock:
             self.seq += 1
-            item = {"seq": self.seq, "host": host, "rank": None, "role": "msrun", "text": text, "t": time.time()}
-            self.lines.append(item)
+            item = {"seq": self.seq, "host": host, "rank": None, "role": "msrun", "text": self._cut(text),
+                    "t": time.time()}
+            self._keep(item)
         self._publish({"type": "line", **item})
         self._explain()
 
@@ -232,13 +253,30 @@ class Hub:
 
     def get(self, job_id: str) -> JobWatch | None:
         with self._lock:
-            return self._watches.get(job_id)
+            w = self._watches.get(job_id)
+            if w is not None:
+                w.touched = time.monotonic()
+            return w
+
+    def release_idle(self, now: float | None = None) -> list[str]:
+        """Let go of the watches of ended jobs that no page subscribes to and none asked for in
+        IDLE_S seconds (a dashboard left open for days kept every job it ever showed, lines
+        and all). A running job's watch stays: its follower settles the registry."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            idle = [j for j, w in self._watches.items()
+                    if w.done.is_set() and not w._subs and now - w.touched > IDLE_S]
+            for j in idle:
+                del self._watches[j]
+        return idle
 
     def watch(self, job_id: str) -> JobWatch:
         """The job's watch, starting its follower the first time it is asked for."""
+        self.release_idle()
         with self._lock:
             w = self._watches.get(job_id)
             if w is not None:
+                w.touched = time.monotonic()
                 return w
             w = self._watches[job_id] = JobWatch(job_id)
         threading.Thread(target=self._run, args=(w,), name=f"ui-follow-{job_id}", daemon=True).start()

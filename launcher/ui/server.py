@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
@@ -35,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 from launcher.errors import AlaunchError, InputError
 from launcher.ops import registry as reg
 from launcher.ui import data
+from launcher.ui.grep import Grep
 from launcher.ui.hub import Hub, JobWatch
 
 COOKIE = "alaunch_token"  # + "_<port>": see cookie_name
@@ -191,6 +191,7 @@ class Dashboard:
 
     def __init__(self, hub: Hub, runs_dir: Path, token: str):
         self.hub, self.runs_dir = hub, Path(runs_dir)
+        self.grep = Grep()
         self.shell = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", token)
 
     def page(self, request: Request) -> HTMLResponse:
@@ -260,18 +261,19 @@ class Dashboard:
             limit = max(1, min(20_000, int(q.get("limit") or 2000)))
         except ValueError:
             return JSONResponse({"error": "rank, after and limit are integers"}, 400)
+        pattern = q.get("grep") or None
+
+        def read() -> dict:  # sqlite and the user's regex run in a worker thread, never on the loop
+            w = self.hub.watch(self._record(request.path_params["job"]).id)
+            lines = data.log_filter(w.lines_since(-1), rank=rank, node=q.get("node") or None,
+                                    after=after, limit=None if pattern else limit)
+            if pattern:
+                lines = [lines[i] for i in self.grep.matching(pattern, [ln["text"] for ln in lines])][-limit:]
+            return {"lines": lines, "seq": w.seq}
         try:
-            grep = re.compile(q["grep"]) if q.get("grep") else None
-        except re.error as exc:
-            return JSONResponse({"error": f"grep: not a valid regular expression ({exc})"}, 400)
-        try:
-            record = self._record(request.path_params["job"])
+            return JSONResponse(await run_in_threadpool(read))
         except InputError as exc:
-            return _error(exc, 404)
-        w = self.hub.watch(record.id)
-        lines = data.log_filter(w.lines_since(-1), rank=rank, node=q.get("node") or None, grep=grep,
-                                after=after, limit=limit)
-        return JSONResponse({"lines": lines, "seq": w.seq})
+            return _error(exc, 404 if exc.key != "grep" else 400)
 
     async def job_events(self, request: Request) -> Response:
         try:
