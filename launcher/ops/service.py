@@ -254,9 +254,9 @@ class JobService:
         hosts, pythons = self._nodes(record)
 
         def one(host: Host) -> bool:
-            runner = self.exec_factory(host).single_use()
+            runner = self.exec_factory(host).single_use().using(pythons.get(host.name))
             try:
-                return card_ops.release(runner, pythons.get(host.name, "python3"), store_base(host), record.id)
+                return card_ops.release(runner, store_base(host), record.id)
             finally:
                 runner.close()
         run_parallel([hosts[n] for n in dict.fromkeys(n.host for n in record.nodes) if n in hosts], one)

@@ -210,7 +210,7 @@ class SlurmService:
             cache.save()
             for warning in local.warnings:
                 self.say(f"warning: {warning}")
-            stager = Stager({login.name: ex}, python={login.name: python}, progress=self.progress)
+            stager = Stager({login.name: ex.using(python)}, progress=self.progress)
             inventories = stager.survey(local)
             root = resolve_home(JobLayout.for_job(target.workdir, job_id).root, inventories[login.name].home)
             rendered, batch = self.prepare(spec, target, job_id, opts.sets, root, opts.master_port,
