@@ -24,11 +24,13 @@ from typing import BinaryIO, Iterable, Mapping, Sequence
 import paramiko
 
 from launcher.errors import RemoteError
+from launcher.remote._prelude import Lines
 from launcher.core.hostfile import Host
 from launcher.runners import shell
 from launcher.runners.base import (CommandFailed, CommandResult, CommandRunner, CommandTimeout, ExecResult,
                                    ConnectError, HostKeyError, LineCallback)
 
+STREAM_LINE_CAP = 1 << 20  # bytes of one streamed line kept (the follow script sends at most 64 KiB)
 WINDOW = 1 << 27  # a large flow-control window: paramiko's 2 MiB default caps throughput
 
 
@@ -298,7 +300,7 @@ class SSHRunner(CommandRunner):
         chan = self._session()
         lines: list[str] = []
         err = bytearray()
-        buf = b""
+        buf = Lines(STREAM_LINE_CAP)  # linear in a line's size, however it arrives
         stopped = lost = False
         try:
             chan.exec_command(shell.command_line(argv, env=env, cwd=cwd))
@@ -313,9 +315,7 @@ class SSHRunner(CommandRunner):
                     data = chan.recv(1 << 16)
                     if not data:
                         break
-                    buf += data
-                    *complete, buf = buf.split(b"\n")
-                    for raw in complete:
+                    for raw, _ in buf.feed(data):
                         line = raw.decode(errors="replace")
                         lines.append(line)
                         if on_line(line) is False:
@@ -333,8 +333,9 @@ class SSHRunner(CommandRunner):
                     lost = True
                     break
                 select.select([chan], [], [], 0.05)
-            if not stopped and buf:
-                lines.append(buf.decode(errors="replace"))
+            rest, size = buf.rest()
+            if not stopped and size:
+                lines.append(rest.decode(errors="replace"))
                 on_line(lines[-1])
             code = None if stopped or lost or not chan.status_event.wait(5.0) else chan.recv_exit_status()
         finally:
