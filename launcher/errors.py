@@ -83,3 +83,15 @@ class RegistryCorrupt(AlaunchError):
     """The job registry's sqlite file is damaged: the message names it and how to recover."""
 
     exit_code = ExitCode.ERROR
+
+
+class NothingToResume(AlaunchError):
+    """A training job has no checkpoint every rank saved: a retry submits it again from scratch."""
+
+    exit_code = ExitCode.ERROR
+
+
+class ResumeBusy(AlaunchError):
+    """Another ``alaunch resume`` (or a pipeline's retry) of the same job is under way."""
+
+    exit_code = ExitCode.ERROR

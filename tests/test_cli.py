@@ -52,3 +52,29 @@ def test_status_table_keeps_node_host_state_at_80_columns():
     for value in ("10.213.0.10", "10.213.0.11", "running", "unknown"):
         assert value in text, text
     assert "unreachable" in text and "10:02:03" in text  # the detail folds, it is not cut away
+
+
+def test_status_names_a_straggler_from_the_running_hosts_tails(run_cli, monkeypatch):
+    """`status` reads each running host's log tails in its one round trip: a rank 50 % slower than
+    the others is named under the table; an even job names none."""
+    import contextlib
+
+    from launcher.cli import connect
+    from launcher.ops.launch import NodeStatus
+    from launcher.ops.registry import JobRecord
+
+    def tails(ms: int) -> list[str]:
+        return [f"2025-03-02 10:00:00,000 - mindformers[callback.py:1] - INFO - {{ Epoch:[  1/  1], "
+                f"step:[{s:5d}/  200], loss: 2.0, per_step_time: {ms}ms, lr: 1e-05" for s in range(1, 30)]
+
+    record = JobRecord(id="slow-20261130-040000-abcd", name="slow", kind="finetune", state="running",
+                       spec_text="", config_text="", config_sha256="", hostfile_text="",
+                       created_at="", started_at=None, ended_at=None, reason=None)
+    for slow_ms, named in ((1500, True), (1000, False)):
+        statuses = [NodeStatus(0, "n0", "running", None, 3, "", {"0": tails(1000)}),
+                    NodeStatus(1, "n1", "running", None, 3, "", {"1": tails(slow_ms)})]
+        service = type("S", (), {"refresh": lambda self, ref, st=statuses: (record, st)})()
+        monkeypatch.setattr(connect, "job_service",
+                            lambda *a, **k: (contextlib.nullcontext(), service))
+        code, out, _ = run_cli("status", "slow")
+        assert ("straggler: rank 1 on n1 is 50 % slower than the median for 28 steps" in out) is named, out

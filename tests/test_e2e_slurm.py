@@ -227,3 +227,102 @@ def test_follow_ends_when_slurm_kills_the_script_without_a_word(slurm_env, toy, 
     assert "Slurm job" in record.reason and "FAILED" in record.reason, record.reason  # Slurm's verdict
     assert (Path(record.meta["root"]) / "state" / "exit_code").exists()
     assert _job_procs(sid) == []
+
+
+@pytest.mark.timeout(1500)
+def test_the_demo_pipeline_runs_on_slurm(slurm_env, run_cli, tmp_path, monkeypatch):
+    """`alaunch run jobs/pipelines/demo.yaml -H <slurm target>`: data here, each job step an
+    sbatch job (the training on both nodes), its outputs left in the shared workdir, the merge
+    of the 2 ranks' checkpoints on the login node, the predictions scored, the results table
+    (before: 'missing slots=N for host slurm:')."""
+    root = Path(__file__).resolve().parents[1]
+    target = _target(slurm_env, tmp_path)
+    code, out, err = run_cli("run", str(root / "jobs" / "pipelines" / "demo.yaml"), "-H", str(target),
+                             "--runs", str(tmp_path / "runs"))
+    if code != 0:  # what Slurm and msrun said, before pytest's tmp dirs rotate away
+        for f in sorted((tmp_path / "shared" / "alaunch").glob("*/state/*.out")) + sorted(
+                (tmp_path / "shared" / "alaunch").glob("*/state/versions/*")) + sorted(
+                (tmp_path / "shared" / "alaunch").glob("*/msrun_log/*.log")):
+            print(f"--- {f}\n" + f.read_text(errors="replace")[-2000:])
+    assert code == 0, (out + err)[-4000:]
+    with Registry.in_state_dir() as registry:
+        run = registry.pipeline("demo")
+        steps = {s.step: s for s in run.steps}
+        assert [(s.step, s.state) for s in run.steps] == [(n, "succeeded") for n in (
+            "data", "before", "train", "merge", "after", "score-before", "score-after", "results")]
+        train = registry.get(steps["train"].job_id)
+        after = registry.get(steps["after"].job_id)
+    assert train.meta["slurm_job_id"] and sorted(n.host for n in train.nodes) == ["n1", "n2"]
+    merge = steps["merge"].outputs["merge"]
+    assert (merge["mode"], merge["ranks"]) == ("data-parallel", 2)
+    assert f"checkpoint:\n  remote: {merge['out']}" in after.spec_text  # read where the merge left it
+    assert merge["out"].startswith(str(tmp_path / "shared"))  # in the shared workdir, never copied
+
+
+@pytest.mark.timeout(900)
+def test_a_training_cancelled_past_its_first_checkpoint_resumes_as_attempt_2(slurm_env, run_cli, toy, tmp_path,
+                                                                             monkeypatch):
+    """scancel (through `alaunch cancel`) after both ranks saved a checkpoint, then `alaunch
+    resume -f`: the same job dir, sbatch'd again as attempt 2, its loss lines continuing after
+    the checkpoint's step, attempt 1's logs kept (before: resume had no Slurm path)."""
+    from tests.test_pipeline_resume import global_steps
+    monkeypatch.chdir(tmp_path)
+    target = _target(slurm_env, tmp_path)
+    job = yaml.safe_load(write_job(tmp_path, toy, epochs=6, name="slurm-resume").read_text())
+    job["overrides"]["callbacks"] = [{"type": "MFLossMonitor"}, {
+        "type": "CheckpointMonitor", "prefix": "tiny", "integrated_save": False, "save_checkpoint_steps": 8,
+        "async_save": False}]
+    path = tmp_path / "slurm-resume.yaml"
+    path.write_text(yaml.safe_dump(job, allow_unicode=True))
+    code, out, err = run_cli("submit", str(path), "-H", str(target))
+    assert code == 0, err
+    job_id = out.strip().splitlines()[-1]
+    root = Path(_record(job_id).meta["root"])
+    end = time.monotonic() + 400
+    while not all(list((root / "output" / "checkpoint" / f"rank_{r}").glob("*.ckpt")) for r in (0, 1)):
+        assert time.monotonic() < end, f"no checkpoint of both ranks: {_record(job_id).state}"
+        run_cli("status", job_id)
+        time.sleep(1)
+    run_cli("cancel", job_id)
+    assert _record(job_id).state == "cancelled"
+    code, out, err = run_cli("resume", job_id, "--follow")
+    record = _record(job_id)
+    if code != 0:
+        for f in sorted((root / "state").glob("*.out")) + sorted((root / "msrun_log").glob("*.log")):
+            print(f"--- {f}\n" + f.read_text(errors="replace")[-2000:])
+    assert code == 0, err[-3000:]
+    assert record.state == "succeeded" and record.meta["attempt"] == 2, record.reason
+    first = global_steps(root / "attempts" / "1" / "msrun_log" / "worker_0.log")
+    second = global_steps(root / "msrun_log" / "worker_0.log")
+    epoch, step = record.meta["resumed_from_step"]
+    assert first and first[0] == 1 and second[0] == (epoch - 1) * 8 + step + 1, (first[:3], second[:3])
+    assert second[-1] == 6 * 8, second[-3:]
+
+
+def test_a_controller_outage_never_fails_a_running_job(slurm_env, run_cli, toy, tmp_path, monkeypatch):
+    """The engine outage drill: slurmctld stopped for 60 s while a job runs, then started again.
+    Meanwhile every `status` reads the job running (its nodes unknown: Slurm cannot be asked),
+    never failed; afterwards the job ends succeeded. Before, the first squeue/scontrol that
+    exited non-zero recorded it `failed ... gone from squeue/scontrol without an exit code`."""
+    from tests.cluster.cluster import stop_pid
+    monkeypatch.chdir(tmp_path)
+    job = _sleeper(tmp_path, toy, "outage", 80)
+    code, out, err = run_cli("submit", str(job), "-H", str(_target(slurm_env, tmp_path)))
+    assert code == 0, err
+    job_id = out.strip().splitlines()[-1]
+    assert _wait(run_cli, job_id, {"running"}, 120) == "running"
+    seen, outputs = set(), []
+    stop_pid(slurm_env.ctld_pid)  # SIGTERM: slurmctld saves its state and exits
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            code, out, err = run_cli("status", job_id)
+            seen.add(_record(job_id).state)
+            outputs.append(out + err)
+            time.sleep(5)
+    finally:
+        slurm_env._start_slurmctld()
+    assert seen == {"running"}, (seen, outputs[-1])
+    assert any("unknown" in o for o in outputs), outputs[-1]  # said: Slurm could not be asked
+    state = _wait(run_cli, job_id, {"succeeded", "failed", "cancelled"}, 300)
+    assert state == "succeeded", _record(job_id).reason

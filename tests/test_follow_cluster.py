@@ -29,7 +29,39 @@ def load_dataset(path):
         raise FileNotFoundError("dataset not found: " + path)
 
 handled_at = int(os.environ.get("HANDLED_AT", "-1"))
+if rank == int(os.environ.get("SLOW_RANK", "-1")):  # a straggler: its steps take SLOW_FACTOR times longer
+    step_s *= float(os.environ.get("SLOW_FACTOR", "1.5"))
+peer_gone = []
+if os.environ.get("WATCH_PEER") == "1":
+    # rank 0 holds a connection from rank 1 (a collective's link); when rank 1's process dies the
+    # link closes and rank 0 reports what HCCL would after its timeout: EI0002 naming remote rank 1
+    import socket, threading
+    port = int(os.environ["PEER_PORT"])
+    if rank == 0:
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("0.0.0.0", port))
+        srv.listen(1)
+        link, _ = srv.accept()
+
+        def watch():
+            link.recv(1)
+            stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H:%M:%S.%f")
+            print("EI0002: [PID: %d] %s.000 The wait execution of the Notify register times out. Reason: The "
+                  "Notify register has not received the Notify record from remote rank: [1]." % (os.getpid(), stamp[:-3]),
+                  flush=True)
+            peer_gone.append(1)
+        threading.Thread(target=watch, daemon=True).start()
+    else:
+        for _ in range(300):
+            try:
+                link = socket.create_connection((os.environ["MS_SCHED_HOST"], port), timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
 for step in range(1, steps + 1):
+    if peer_gone:
+        raise RuntimeError("Sync stream failed:Ascend_0")
     if step == handled_at:
         # a healthy run's scary-looking lines: a handled traceback, HCCL words at INFO / WARNING
         try:
@@ -55,7 +87,7 @@ print(now() + " - mindformers[train.py:40] - INFO - done", flush=True)
 
 
 def write_follow_job(dirpath: Path, name: str, *, steps: int, step_s: float = 0.25,
-                     fail_rank: int = -1, fail_at: int = 3, handled_at: int = -1) -> Path:
+                     fail_rank: int = -1, fail_at: int = 3, handled_at: int = -1, env: dict | None = None) -> Path:
     code = dirpath / f"{name}-code"
     code.mkdir(parents=True, exist_ok=True)
     (code / "train.py").write_text(WORKER, encoding="utf-8")
@@ -63,7 +95,7 @@ def write_follow_job(dirpath: Path, name: str, *, steps: int, step_s: float = 0.
            "nodes": "all", "cards_per_node": "all", "code": {"local": str(code)},
            "entry": {"script": "train.py"},
            "env": {"STEPS": steps, "STEP_S": step_s, "FAIL_RANK": fail_rank, "FAIL_AT": fail_at,
-                   "HANDLED_AT": handled_at}}
+                   "HANDLED_AT": handled_at, **(env or {})}}
     path = dirpath / f"{name}.yaml"
     path.write_text(yaml.safe_dump(job), encoding="utf-8")
     return path

@@ -182,3 +182,63 @@ def test_job_failure_comes_from_msrun_reports_not_log_lines():
     assert "FileNotFoundError: dataset not found" in fact.cause and fact.lines[0].startswith("Traceback")
     tb = job.best_traceback()
     assert tb is not None and tb.message.startswith("FileNotFoundError")
+
+
+# ---------------------------------------------------------------- stragglers
+def _loss(step: int, ms: int | None = None, at: str = "10:00:00") -> str:
+    per = f", per_step_time: {ms}ms" if ms is not None else ""
+    return (f"2025-03-02 {at},000 - mindformers[callback.py:1] - INFO - {{ Epoch:[  1/  1], "
+            f"step:[{step:5d}/  200], loss: 2.0{per}, lr: 1e-05")
+
+
+def _job(per_rank_ms: dict[int, list[int]]) -> JobLogs:
+    job = JobLogs()
+    for rank, times in per_rank_ms.items():
+        for step, ms in enumerate(times, 1):
+            job.feed("h0" if rank < 2 else "h1", rank, _loss(step, ms))
+    return job
+
+
+def test_a_rank_slower_than_the_median_of_the_others_is_named():
+    from launcher.metrics.stragglers import find_stragglers
+    even = [1000] * 30
+    slow = [90000] + [1310] * 29  # the first step (compile) is left out
+    found = find_stragglers(_job({0: even, 1: even, 2: slow, 3: even}))
+    assert [(s.host, s.rank) for s in found] == [("h1", 2)]
+    assert round(found[0].slower_pct) == 31 and found[0].steps == 29
+    assert found[0].text().startswith("rank 2 on h1 is 31 % slower than the median for 29 steps")
+
+
+def test_an_even_job_and_noise_name_no_straggler():
+    from launcher.metrics.stragglers import find_stragglers
+    assert find_stragglers(_job({0: [1000] * 30, 1: [1050] * 30})) == []  # 5 %: under the threshold
+    spikes = [1000] * 27 + [3000, 1000, 1000]  # one slow step (a checkpoint) is not a slow rank
+    assert find_stragglers(_job({0: [1000] * 30, 1: spikes})) == []
+    assert find_stragglers(_job({0: [1000] * 30})) == []  # one rank: nothing to compare with
+    assert find_stragglers(_job({0: [1000] * 30, 1: [1000] * 26 + [2000] * 4})) == []  # 4 slow of 29: its median is not
+
+
+def test_step_time_from_the_time_between_loss_lines_when_none_is_printed():
+    from launcher.metrics.stragglers import find_stragglers, step_times
+    job = JobLogs()
+    for step in range(1, 12):
+        job.feed("h0", 0, _loss(step, at=f"10:00:{step * 2:02d}"))
+        job.feed("h1", 1, _loss(step, at=f"10:{step * 3 // 60:02d}:{step * 3 % 60:02d}"))
+    assert {t for _, t, _ in step_times(job.states[("h0", 0)])} == {2.0}
+    found = find_stragglers(job)
+    assert [(s.rank, round(s.slower_pct)) for s in found] == [(1, 50)]
+
+
+def test_the_json_summary_lists_stragglers():
+    from launcher.cli.logview import summary_payload
+    payload = summary_payload(_job({0: [1000] * 30, 1: [1500] * 30}))
+    assert [(s["rank"], round(s["slower_pct"])) for s in payload["stragglers"]] == [(1, 50)]
+
+
+def test_the_text_summary_says_the_straggler(run_cli, tmp_path):
+    run = tmp_path / "run" / "msrun_log"
+    run.mkdir(parents=True)
+    for rank, ms in ((0, 1000), (1, 1500)):
+        (run / f"worker_{rank}.log").write_text("".join(_loss(s, ms) + "\n" for s in range(1, 30)))
+    code, out, err = run_cli("logs", str(tmp_path / "run"), "--summary")
+    assert "straggler: rank 1 is 50 % slower than the median for 28 steps" in out, out

@@ -51,7 +51,8 @@ def test_64_streams_are_rows_the_failed_one_listed_the_ok_ones_counted():
 
 
 def test_the_start_line_of_a_64_node_job_names_8_and_counts_the_rest():
-    from launcher.cli.commands.submit import started_line
+    from launcher.ops.service import JobService
+    started_line = JobService(None, ".").started_line
     nodes = tuple(reg.NodeRecord(i, f"h{i}", "/w", pid=100 + i) for i in range(64))
     record = reg.JobRecord("j-1", "big", "finetune", "running", "", "", "", "", "", None, None, None,
                            meta={"devices": {"h0": [0]}}, nodes=nodes)

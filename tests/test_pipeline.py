@@ -62,22 +62,12 @@ def test_select_from_and_only():
     assert p.upstream("d") == {"a", "b", "c"}
 
 
-def test_identity_changes_with_definition_upstream_and_content_only():
-    base = pl.identity({"job": "t.yaml", "set": {}}, {"data": "1"}, {"/d": "aa"})
-    assert base == pl.identity({"set": {}, "job": "t.yaml"}, {"data": "1"}, {"/d": "aa"})  # key order
-    assert base != pl.identity({"job": "t.yaml", "set": {"x": 1}}, {"data": "1"}, {"/d": "aa"})
-    assert base != pl.identity({"job": "t.yaml", "set": {}}, {"data": "2"}, {"/d": "aa"})
-    assert base != pl.identity({"job": "t.yaml", "set": {}}, {"data": "1"}, {"/d": "ab"})
-
-
-def test_checkpoint_selection_by_step_and_rank():
-    paths = ["/j/output/checkpoint/rank_0/t_rank_0-1_8.ckpt", "/j/output/checkpoint/rank_0/t_rank_0-2_8.ckpt",
-             "/j/output/checkpoint/rank_1/t_rank_1-1_8.ckpt", "/j/output/checkpoint/rank_0/t_rank_0-2_16.ckpt",
-             "/j/output/checkpoint/rank_1/t_rank_1-2_8.ckpt"]
-    assert pl.last_checkpoint(paths).endswith("t_rank_0-2_16.ckpt")
-    assert pl.common_last_step(paths) == (2, 8)  # rank 1 never saved 2_16
-    assert pl.ranks_of(paths) == [0, 1]
-    assert pl.common_last_step(["/j/rank_0/a-1_1.ckpt", "/j/rank_1/a-1_2.ckpt"]) is None
+def test_identity_changes_with_any_part_only():
+    base = pl.identity({"job file": "aa", "train's outputs": "d1"})
+    assert base == pl.identity({"train's outputs": "d1", "job file": "aa"})  # key order
+    assert base != pl.identity({"job file": "ab", "train's outputs": "d1"})
+    assert base != pl.identity({"job file": "aa", "train's outputs": "d2"})
+    assert pl.changed({"job file": "aa", "x": "1"}, {"job file": "ab", "y": "1"}) == ["job file", "x (gone)", "y (new)"]
 
 
 def test_registry_keeps_pipeline_runs_and_finds_reusable_steps(tmp_path):
@@ -160,9 +150,10 @@ def test_seed_recipe_dry_run_shows_every_step_and_sends_nothing(run_cli):
 
 
 @pytest.mark.parametrize("hostfile, squad, math", [
-    ("one-card", "# 2. squad (job), needs train\n", "# 3. math (job), needs train; waits for the cards of squad\n"),
-    ("one-node-8", "# 2. squad (job), needs train; runs together with math\n",
-     "# 3. math (job), needs train; runs together with squad\n"),
+    ("one-card", "# 2. squad (job), needs train: run (train runs first (new outputs))\n",
+     "# 3. math (job), needs train; waits for the cards of squad: run (train runs first (new outputs))\n"),
+    ("one-node-8", "# 2. squad (job), needs train; runs together with math: run (train runs first (new outputs))\n",
+     "# 3. math (job), needs train; runs together with squad: run (train runs first (new outputs))\n"),
 ])
 def test_dry_run_says_which_steps_run_together(run_cli, hostfile, squad, math):
     """squad and math both need only train: on one card they take turns, on eight they run together."""

@@ -1,8 +1,11 @@
-"""Resume and retry for real: a 2-worker tiny LoRA fine-tune under msrun on CPU, one worker
+"""Resume and retry for real: a 2-worker tiny LoRA fine-tune under msrun on CPU, checkpoints
+every 6 steps of an 8-step epoch (so the resume is from the *middle* of an epoch), one worker
 SIGKILLed after the first checkpoint, ``retries: 1`` in the pipeline. The step must resume by
 itself (same job directory, attempt 2), its loss lines must continue from the checkpoint's
-step (not from step 1), the last step must be the planned total, and attempt 1's logs must
-be kept under ``attempts/1/``.
+global step (not from step 1), the last step must be the planned total, attempt 1's logs must
+be kept under ``attempts/1/``, and the step's "last checkpoint" must be the one of the last
+global step, read from the files' own metadata (a resumed MindSpore run names its files with
+a shifted in-epoch step: issue 32 saw step 400 named ``_1-4_50`` after step 350's ``_1-4_100``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from tests.test_tiny_cpu import toy_data  # noqa: F401 - the module fixture (64 
 pytestmark = [pytest.mark.slow, pytest.mark.ms]
 
 STEP = re.compile(r"Epoch:\[\s*(\d+)/\s*(\d+)\], step:\[\s*(\d+)/\s*(\d+)\]")
-EPOCHS, SAVE_EVERY = 6, 8  # 64 rows / (batch 4 x 2 workers) = 8 steps an epoch, 48 in all
+EPOCHS, SAVE_EVERY = 6, 6  # 64 rows / (batch 4 x 2 workers) = 8 steps an epoch, 48 in all
 
 
 def global_steps(log: Path) -> list[int]:
@@ -114,6 +117,12 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, toy_data, run_cli):
     resumed_at = record.meta["resumed_from_step"]
     assert first and first[0] == 1, first[:3]  # attempt 1 started at step 1, and its log is kept
     assert second[0] > 1, second[:3]  # attempt 2 did not start over
-    epoch, step_in_epoch = resumed_at  # the checkpoint name's <epoch>_<step in epoch>
-    assert second[0] == (epoch - 1) * 8 + step_in_epoch + 1, (second[:3], resumed_at)  # continues after it
+    assert resumed_at % SAVE_EVERY == 0 and resumed_at % 8, resumed_at  # a global step, mid-epoch
+    assert second[0] == resumed_at + 1, (second[:3], resumed_at)  # continues after it
     assert second[-1] == EPOCHS * 8, second[-3:]  # the total steps equal the plan
+    from launcher.core import pipeline as pl
+    from launcher.ops.ckpt import checkpoints_of
+    ckpts = checkpoints_of(step.outputs)
+    names = sorted((c.step, c.path.rsplit("/", 1)[-1]) for c in ckpts if c.rank == 0)
+    assert pl.last_checkpoint(ckpts).step == EPOCHS * 8, names  # the last global step, whatever its name
+    assert pl.last_checkpoint(ckpts).attempt == 2 and {c.attempt for c in ckpts if c.step == resumed_at} == {1}

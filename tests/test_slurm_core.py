@@ -39,10 +39,11 @@ def test_target_parses_and_gres_defaults_to_cards():
     assert slurm.parse_target(TARGET.replace("  qos: normal", '  gres: ""'), "t").gres_option is None
 
 
-def test_is_slurm_target(tmp_path):
-    (tmp_path / "t").write_text(TARGET)
-    (tmp_path / "h").write_text("# slurm: no\nworker-0 slots=8\n")
-    assert slurm.is_slurm_target(tmp_path / "t") and not slurm.is_slurm_target(tmp_path / "h")
+def test_the_chooser_tells_a_slurm_target_from_a_hostfile():
+    from launcher.ops.engines import kind_of_text
+    assert kind_of_text("# a target\n" + TARGET) == "slurm"
+    assert kind_of_text("# slurm: no\nworker-0 slots=8\n") == "hosts"
+    assert kind_of_text("hosts: 3\n") == "hosts"  # not an engine's name: a (bad) hostfile
 
 
 @pytest.mark.parametrize("line,key,words", [

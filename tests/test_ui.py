@@ -105,7 +105,7 @@ def test_detail_carries_the_signature_tables_cause_and_hint_and_curves():
     d = data.job_detail(_record(nodes=[reg.NodeRecord(0, "a", "/j", 1, 1, reg.RUNNING)]), live)
     assert list(d["curves"]) == ["a/0", "a/1"]  # by rank
     assert d["curves"]["a/1"]["loss"] == [2.0, 1.0] and len(d["curves"]["a/1"]["smooth"]) == 2
-    assert d["failure"]["cause"] == "the NPU ran out of device memory"
+    assert "the NPU ran out of device memory" in d["failure"]["cause"]  # EL0004 names it too
     assert d["failure"]["hint"] == signatures.match("Malloc device memory failed").hint
     assert d["failure"]["where"].startswith("b")
     failed = data.job_detail(_record(reg.FAILED, reason="node 0 exited with code 1"), {})
@@ -188,14 +188,15 @@ class Served:
         while not self.server.started and time.time() < end:
             time.sleep(0.02)
 
-    def request(self, path: str, *, method: str = "GET", headers: dict | None = None, token: bool = True):
+    def request(self, path: str, *, method: str = "GET", headers: dict | None = None, token: bool = True,
+                timeout: float = 10):
         url = self.base + path
         if token:
             url += ("&" if "?" in path else "?") + f"token={self.token}"
         req = urllib.request.Request(url, method=method, headers=headers or {})
         opener = urllib.request.build_opener(_NoRedirect)
         try:
-            with opener.open(req, timeout=10) as r:
+            with opener.open(req, timeout=timeout) as r:
                 return r.status, dict(r.headers), r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read().decode()
@@ -562,24 +563,25 @@ def test_a_slow_log_grep_does_not_block_other_requests_and_is_cut_off(served, tm
     job = _job(tmp_path / "state", "a", CONFIG_A)
     w = served.hub.watch(job)
     w.done.wait(10)
-    w.line("h", 0, "a" * 25 + "b")
+    w.line("h", 0, "a" * 27 + "b")
     w.line("h", 0, "step 3 loss 1.25")
     result = {}
-    slow_pattern = "/logs?grep=%28a%2B%29%2B%24"  # (a+)+$ : ~1.5 s of backtracking on that line
+    slow_pattern = "/logs?grep=%28a%2B%29%2B%24"  # (a+)+$ : ~6 s of backtracking on that line (idle machine)
+    monkeypatch.setattr(served_dashboard_grep(served), "timeout", 600.0)
 
     def slow():
-        result["logs"] = served.request(f"/api/jobs/{job}{slow_pattern}")[0]
+        result["logs"] = served.request(f"/api/jobs/{job}{slow_pattern}", timeout=300)[0]
 
     t = threading.Thread(target=slow)
     t.start()
     time.sleep(0.3)  # the grep is under way
     assert served.request("/api/jobs")[0] == 200
     assert t.is_alive(), ("the list answered only after the grep ended: the server was blocked", result)
-    t.join(120)
-    assert result["logs"] == 200
+    t.join(300)
+    assert result.get("logs") == 200, result
     code, _, body = served.request(f"/api/jobs/{job}/logs?grep=loss%20%5Cd")
     assert code == 200 and [ln["text"] for ln in json.loads(body)["lines"]] == ["step 3 loss 1.25"]
-    monkeypatch.setattr(served_dashboard_grep(served), "timeout", 0.2)
+    monkeypatch.setattr(served_dashboard_grep(served), "timeout", 0.5)
     code, _, body = served.request(f"/api/jobs/{job}{slow_pattern}")
     assert code == 400 and "backtracks" in json.loads(body)["error"], body
     code, _, body = served.request(f"/api/jobs/{job}/logs?grep=%28")

@@ -47,13 +47,10 @@ def saved_ssh(record: reg.JobRecord, known_hosts: Optional[Path], ssh_config: Op
 
 
 def job_service(env, known_hosts, ssh_config, accept_new, job: str):
-    """The registry and the service for one job; SSH files default to those its submit used."""
-    from launcher.ops.service import JobService
+    """The registry and the engine that ran one job; SSH files default to those its submit used."""
+    from launcher.ops.engines import engine_of
     registry = reg.Registry.in_state_dir(env.state_dir)
-    known_hosts, ssh_config = saved_ssh(registry.get(job), known_hosts, ssh_config)
-    from launcher.ops.slurm import SlurmService, is_slurm
-    if is_slurm(registry.get(job)):  # Slurm owns the job: ask the scheduler through the login node
-        return registry, SlurmService(registry, env.state_dir,
-                                      exec_factory=runner_factory(known_hosts, ssh_config, accept_new))
-    return registry, JobService(registry, env.state_dir,
-                                exec_factory=runner_factory(known_hosts, ssh_config, accept_new))
+    record = registry.get(job)
+    known_hosts, ssh_config = saved_ssh(record, known_hosts, ssh_config)
+    return registry, engine_of(record, registry, env.state_dir,
+                               exec_factory=runner_factory(known_hosts, ssh_config, accept_new))

@@ -25,7 +25,8 @@ from rich.live import Live
 from launcher.cli import environment
 
 from launcher.ops import registry as reg
-from launcher.cli.logview import LinePrinter, compile_grep, failure_lines, label, summary_payload, summary_table
+from launcher.cli.logview import (LinePrinter, compile_grep, failure_lines, label, straggler_lines, summary_payload,
+                                  summary_table)
 from launcher.errors import ExitCode, InputError
 import time
 
@@ -259,10 +260,13 @@ def report(result: FollowResult, *, raw: bool, follow: bool) -> int:
     if not raw and result.job.states:
         streams = sorted(result.job.states.values(), key=lambda s: (s.host or "", s.rank is None, s.rank or 0))
         err.print(summary_table([s.summary() for s in streams]))
-    first = summary_payload(result.job)["first_failure"]
+    payload = summary_payload(result.job)
+    first = payload["first_failure"]
     if first is not None and (follow or result.failure is not None or not raw):
         for line in failure_lines(first):
             say(line)
+    for line in straggler_lines(payload) if not raw else []:
+        say(line)
     record = result.record
     if follow:
         say(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
@@ -277,22 +281,19 @@ def follow_job(record: reg.JobRecord, service: JobService, runner_for: Callable[
                resume: bool = True) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
-    from launcher.ops.slurm import is_slurm, login_view
     stop_watch = None
-    if is_slurm(record):  # one shared job dir, read through the login node
-        if follow and record.state == reg.QUEUED:
-            note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-            record = service.wait_started(record.id, note)
-            if record.terminal and record.started_at is None:  # ended in the queue: no logs
-                note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
-                return int(STATE_EXIT[record.state])
-        record = login_view(record)
-        if follow and not record.terminal:  # Slurm may end a job whose script never says so
-            import threading
-            stop_watch = threading.Event()
-            note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-            threading.Thread(target=service.watch, args=(record.id, stop_watch), kwargs={"note": note},
-                             daemon=True).start()
+    note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
+    if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
+        record = service.wait_started(record.id, note)
+        if record.terminal and record.started_at is None:  # ended in the queue: no logs
+            note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
+            return int(STATE_EXIT[record.state])
+    record = service.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
+    if follow and not record.terminal:  # an engine may end a job whose script never says so
+        import threading
+        stop_watch = threading.Event()
+        threading.Thread(target=service.watch, args=(record.id, stop_watch), kwargs={"note": note},
+                         daemon=True).start()
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     if node is not None and node not in hosts:
         raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from datetime import datetime
 
 from rich.table import Table
@@ -17,6 +18,7 @@ from launcher.cli import environment
 from launcher.errors import InputError
 from launcher.metrics.logfiles import LOCAL_HOST
 from launcher.metrics.logparse import JobLogs, Summary, parse_timestamp
+from launcher.metrics.stragglers import find_stragglers
 
 RANK_COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green")
 
@@ -84,15 +86,26 @@ def summary_payload(job: JobLogs) -> dict:
     first = job.verdict()
     tb = job.best_traceback()
     statuses = [s["status"] for s in streams]
-    return {
+    payload = {
         "status": "failed" if first is not None else "incomplete" if "incomplete" in statuses else "ok",
         "streams": streams,
         "first_failure": None if first is None else {
             "host": first.host, "rank": first.rank, "kind": first.kind, "line": first.line,
             "message": first.message, "cause": first.cause, "hint": first.hint,
+            "family": first.family, "code": first.code, "at": _iso(first.at),
             "traceback": list(tb.lines) if tb is not None else list(first.lines),
+            "consequences": [{"host": f.host, "rank": f.rank, "at": _iso(f.at), "kind": f.kind,
+                              "family": f.family, "code": f.code, "cause": f.cause}
+                             for f in job.consequences(first)],
         },
     }
+    stragglers = find_stragglers(job)
+    payload["stragglers"] = [asdict(s) | {"text": s.text()} for s in stragglers]
+    return payload
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat(sep=" ", timespec="milliseconds") if at is not None else None
 
 
 def summary_rows(s: Summary) -> dict[str, str]:
@@ -199,9 +212,12 @@ def print_summary(job: JobLogs, *, as_json: bool, to_stderr: bool = False) -> No
         return
     console.print(summary_table([s.summary() for s in job.states.values()]))
     first = payload["first_failure"]
-    if first is not None:
-        for text in failure_lines(first):
-            console.print(text, markup=False, highlight=False, soft_wrap=True)
+    for text in (failure_lines(first) if first is not None else []) + straggler_lines(payload):
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def straggler_lines(payload: dict) -> list[str]:
+    return [f"straggler: {s['text']}" for s in payload.get("stragglers", [])]
 
 
 def failure_lines(first: dict) -> list[str]:
@@ -210,10 +226,22 @@ def failure_lines(first: dict) -> list[str]:
     out = [f"first failure: {where} ({first['kind']}): {first['message']}"]
     if first.get("cause") and first["cause"] != first["message"]:
         out.append(f"  cause: {first['cause']}")
+    if first.get("family"):
+        out.append(f"  family: {first['family']}" + (f", at {first['at'][11:19]}" if first.get("at") else ""))
     if first.get("hint"):
         out.append(f"  hint: {first['hint']}")
     out += [f"  {line}" for line in first["traceback"]]
+    for c in first.get("consequences", [])[:CONSEQUENCES_SHOWN]:
+        who = c["host"] + (f" rank {c['rank']}" if c["rank"] is not None else "")
+        when = f" at {c['at'][11:19]}" if c.get("at") else ""
+        out.append(f"  then {who}{when}: {c['cause']}")
+    more = len(first.get("consequences", [])) - CONSEQUENCES_SHOWN
+    if more > 0:
+        out.append(f"  ... and {more} more streams failed after it (--json lists them)")
     return out
+
+
+CONSEQUENCES_SHOWN = 8
 
 
 def compile_grep(pattern: str | None) -> re.Pattern[str] | None:

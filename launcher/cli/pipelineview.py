@@ -18,6 +18,18 @@ def steps_table(run: reg.PipelineRecord) -> Table:
     return table
 
 
+def dry_head(i: int, view) -> str:
+    """A dry run's step line: ``# 3. train (job), needs data: skip (unchanged since RUN)`` or
+    ``...: run (template, input train_data changed since RUN)``."""
+    head = f"# {i}. {view.name} ({view.kind})" + (f", needs {', '.join(view.needs)}" if view.needs else "")
+    if view.together:
+        head += f"; runs together with {', '.join(view.together)}"
+    if view.waits_for:
+        head += f"; waits for the cards of {', '.join(view.waits_for)}"
+    what = {"reuse": "reuse", "missing": "missing"}.get(view.action, view.action)
+    return head + f": {what} ({view.why})" if view.why else head
+
+
 def as_data(run: reg.PipelineRecord) -> dict:
     """Plain data (what ``--json`` prints and a dashboard reads)."""
     return {"id": run.id, "name": run.name, "state": run.state, "created_at": run.created_at,

@@ -257,27 +257,35 @@ def parse_hostfile(text: str, source: str = "<hostfile>") -> list[Host]:
 
 def read_hostfile(path: str | Path) -> list[Host]:
     """Read and parse a hostfile; I/O problems become one clear line too."""
+    return parse_hostfile(read_text(path), source=str(path))
+
+
+def read_text(path: str | Path, what: str = "hostfile") -> str:
+    """The text of a ``-H`` file, read ONCE (``-H <(grep ascend hostfiles/all)`` is a pipe: a
+    second read finds it empty); a missing, unreadable, huge or non-UTF-8 file is one line."""
     source = str(path)
     p = Path(path).expanduser()
     try:
-        size = p.stat().st_size
         if p.is_dir():
-            raise InputError("is a directory, not a hostfile", source=source)
-        if size > MAX_HOSTFILE_BYTES:
-            raise InputError(f"hostfile is {size} bytes; expected a short text file "
+            raise InputError(f"is a directory, not a {what}", source=source)
+        if p.is_file() and p.stat().st_size > MAX_HOSTFILE_BYTES:
+            raise InputError(f"{what} is {p.stat().st_size} bytes; expected a short text file "
                              f"(at most {MAX_HOSTFILE_BYTES} bytes)", source=source)
-        data = p.read_bytes()
+        with p.open("rb") as fh:  # a pipe has no size: read one byte past the limit
+            data = fh.read(MAX_HOSTFILE_BYTES + 1)
     except FileNotFoundError:
-        raise InputError("hostfile not found", source=source) from None
+        raise InputError(f"{what} not found", source=source) from None
     except PermissionError:
-        raise InputError("hostfile not readable (permission denied)", source=source) from None
+        raise InputError(f"{what} not readable (permission denied)", source=source) from None
+    if len(data) > MAX_HOSTFILE_BYTES:
+        raise InputError(f"{what} is more than {MAX_HOSTFILE_BYTES} bytes; expected a short text file",
+                         source=source)
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise InputError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the hostfile "
+        raise InputError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the {what} "
                          "as UTF-8", source=source, line=line) from None
-    return parse_hostfile(text, source=source)
 
 
 def local_hosts(slots: int = 1) -> list[Host]:

@@ -21,7 +21,9 @@ Public interface::
     parse_pipeline(data, source, base_dir, text) -> Pipeline
     Pipeline.order() -> list[Step]              # topological, file order among equals
     select(pipeline, from_step=None, only=None) -> list[str]    # steps to run
-    identity(canonical, upstream, content) -> str   # a step's identity (sha256)
+    identity(parts) -> str                      # a step's identity (sha256 of its named parts)
+    changed(old_parts, new_parts) -> list[str]  # what differs, for the dry run's "run (...)"
+    last_checkpoint / common_last_step          # by global step from the files' metadata
     substitute(value, resolve) -> value          # refs replaced by what ``resolve(ref)`` gives
 """
 
@@ -44,6 +46,18 @@ STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 STEP_KEYS = ("job", "builtin", "needs", "checkpoint", "inputs", "set", "with", "retries", "description")
 TOP_KEYS = ("name", "description", "steps")
 MAX_RETRIES = 10
+# Each built-in's ``with:`` keys: kind ("int", "str", "path" (relative to the pipeline file),
+# "ref" (one {from: STEP}), "refs" (a list of them)) and whether it is required. An unknown
+# key is refused with a did-you-mean (``metrc: squad`` was ignored and scored as math).
+BUILTIN_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
+    "data": {"recipe": ("path", True), "out": ("path", False), "rows": ("int", False), "seed": ("int", False),
+             "test_rows": ("int", False), "seq_length": ("int", False), "vocab_size": ("int", False)},
+    "merge": {"checkpoint": ("ref", True)},
+    "fetch": {"steps": ("refs", True), "what": ("str", False)},
+    "score": {"predictions": ("ref", True), "reference": ("path", True), "metric": ("str", False)},
+    "results": {"runs": ("refs", True), "plot": ("path", False)},
+}
+SCORE_METRICS = ("math",)
 
 
 @dataclass(frozen=True)
@@ -203,6 +217,41 @@ def _refs_in(value: Any, where: str, fail: Callable[[str, str], None]) -> Any:
     return value
 
 
+def _check_options(builtin: str, options: dict, where: str, fail: Callable[[str, str], None]) -> None:
+    """A built-in's ``with:`` against :data:`BUILTIN_OPTIONS` (one line: key, what is valid)."""
+    table = BUILTIN_OPTIONS[builtin]
+    valid = ", ".join(table)
+    for key, value in options.items():
+        if key not in table:
+            fail(f"{where}.{key}", f"unknown {builtin} option{_did_you_mean(str(key), list(table))} (valid: {valid})")
+        kind, _ = table[key]
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool), "str": isinstance(value, str),
+              "path": isinstance(value, (str, Ref)), "ref": isinstance(value, Ref),
+              "refs": isinstance(value, list) and bool(value) and all(isinstance(v, Ref) for v in value)}[kind]
+        if not ok:
+            what = {"int": "an integer", "str": "a string", "path": "a path (relative to the pipeline file)",
+                    "ref": "a reference {from: STEP}", "refs": "a list of references [{from: STEP}, ...]"}[kind]
+            fail(f"{where}.{key}", f"must be {what}")
+    metric = options.get("metric", "math") if builtin == "score" else "math"
+    if metric not in SCORE_METRICS:
+        fail(f"{where}.metric", f"score metric {metric!r}{_did_you_mean(str(metric), SCORE_METRICS)}: a pipeline "
+                                f"scores {', '.join(SCORE_METRICS)} (score squad with `alaunch score squad`)")
+
+
+def missing_options(pipeline: Pipeline, names: Sequence[str] | None = None) -> None:
+    """Refuse (one InputError naming the file, line and key) a built-in step without an option it
+    needs (a data step without ``recipe`` raised a bare KeyError mid-run). Checked when the
+    pipeline is run (and dry-run), not when parsed: a test's stand-in built-in needs none."""
+    for step in pipeline.steps:
+        if step.builtin is None or (names is not None and step.name not in names):
+            continue
+        table = BUILTIN_OPTIONS[step.builtin]
+        for key, (_, required) in table.items():
+            if required and key not in step.options:
+                raise InputError(f"{step.builtin} needs {key!r} (options: {', '.join(table)})",
+                                 source=pipeline.source, line=step.line, key=f"steps.{step.name}.with")
+
+
 def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None = None,
                    text: str | None = None) -> Pipeline:
     """Validate a parsed pipeline mapping; the first problem is an InputError (file:line: key: what)."""
@@ -267,10 +316,13 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
         for key, value in (("inputs", inputs), ("set", sets), ("with", options)):
             if not isinstance(value, dict):
                 fail(f"{where}.{key}", "must be a mapping")
+        options = _refs_in(options, f"{where}.with", fail)
+        if builtin is not None:
+            _check_options(builtin, options, f"{where}.with", fail)
         step = Step(step_name, position, job=job_path, inline=inline, builtin=builtin,
                     checkpoint=_refs_in(raw.get("checkpoint"), f"{where}.checkpoint", fail),
                     inputs=_refs_in(inputs, f"{where}.inputs", fail), sets=dict(sets),
-                    options=_refs_in(options, f"{where}.with", fail), retries=retries,
+                    options=options, retries=retries,
                     line=yamlio.line_of(text, ("steps", step_name)) if text else None)
         all_needs = list(dict.fromkeys([*needs, *(r.step for r in step.refs())]))
         steps.append(Step(**{**step.__dict__, "needs": tuple(all_needs)}))
@@ -313,19 +365,51 @@ def select(pipeline: Pipeline, from_step: str | None = None, only: Sequence[str]
     return names
 
 
-def identity(canonical: Mapping[str, Any], upstream: Mapping[str, str], content: Mapping[str, str]) -> str:
-    """A step's identity: sha256 of its definition (job file text, template text, overrides,
-    refs), its upstream steps' identities and the content hashes of its local inputs. Equal
-    identity + outputs present = the step need not run again."""
-    blob = json.dumps({"step": canonical, "upstream": dict(sorted(upstream.items())),
-                       "content": dict(sorted(content.items()))}, sort_keys=True, default=str)
+def identity(parts: Mapping[str, Any]) -> str:
+    """A step's identity: sha256 of its parts (:func:`identity_parts`' names -> content hashes
+    or plain values). Equal identity + outputs present = the step need not run again."""
+    blob = json.dumps(dict(sorted(parts.items())), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def ordinal_step(path: str) -> tuple[int, int]:
-    """(epoch, step) of a MindFormers checkpoint name ``<prefix>-<epoch>_<step>.ckpt`` (0s if none)."""
-    m = re.search(r"-(\d+)_(\d+)\.(?:ckpt|safetensors)$", path)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+def changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
+    """What differs between a step's recorded identity parts and today's, by part name
+    (``job file``, ``input train_data``, ``train's outputs``...), for "run (what changed)"."""
+    if not old:
+        return ["not run before with these parts recorded"]
+    names = sorted(set(old) | set(new))
+    return [n if n in old and n in new else (f"{n} (new)" if n in new else f"{n} (gone)")
+            for n in names if old.get(n) != new.get(n)]
+
+
+def text_sha(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint file as its host described it (``entry/merge_ckpt.py``'s ``inspect``):
+    ``step`` is the *global* step from the file's own metadata (MindFormers' ``step_num``;
+    None when it has none), ``attempt`` the attempt that wrote it (from when the job's
+    resumes began, on its host), ``mtime_ns`` when it was written."""
+
+    path: str
+    rank: Optional[int]
+    step: Optional[int]
+    mtime_ns: int = 0
+    size: int = 0
+    sha256: Optional[str] = None
+    attempt: int = 1
+
+    @classmethod
+    def of(cls, path: str, info: Mapping[str, Any]) -> "Checkpoint":
+        return cls(path, rank_of(path), info.get("step"), int(info.get("mtime_ns") or 0),
+                   int(info.get("size") or 0), info.get("sha256"), int(info.get("attempt") or 1))
+
+    def order(self) -> tuple:
+        """Newest first by global step, then attempt, then write time; names never decide (a
+        resumed MindSpore run names step 400 ``_1-4_50`` after step 350's ``_1-4_100``)."""
+        return (-1 if self.step is None else self.step, self.attempt, self.mtime_ns)
 
 
 def rank_of(path: str) -> int | None:
@@ -334,25 +418,35 @@ def rank_of(path: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def last_checkpoint(paths: Sequence[str]) -> str | None:
-    """Rank 0's newest checkpoint by (epoch, step) (any rank's when none says rank_0)."""
-    ckpts = [p for p in paths if p.endswith((".ckpt", ".safetensors"))]
-    rank0 = [p for p in ckpts if rank_of(p) in (0, None)] or ckpts
-    return max(rank0, key=lambda p: (ordinal_step(p), p)) if rank0 else None
+def _ckpts(items: Sequence["Checkpoint"]) -> list["Checkpoint"]:
+    return [c for c in items if c.path.endswith((".ckpt", ".safetensors"))]
 
 
-def common_last_step(paths: Sequence[str]) -> tuple[int, int] | None:
-    """The newest (epoch, step) that every rank has a checkpoint of (MindFormers' resume_ckpt
-    rule: a rank killed mid-save must not make the others resume from a step it lacks)."""
-    by_rank: dict[int, set] = {}
-    for p in paths:
-        r = rank_of(p)
-        if r is not None and p.endswith(".ckpt"):
-            by_rank.setdefault(r, set()).add(ordinal_step(p))
-    if not by_rank:
+def last_checkpoint(items: Sequence[Checkpoint]) -> Checkpoint | None:
+    """Rank 0's checkpoint of the highest global step, across attempts (any rank's when none
+    says rank_0); a step saved by two attempts: the later write."""
+    ckpts = _ckpts(items)
+    rank0 = [c for c in ckpts if c.rank in (0, None)] or ckpts
+    return max(rank0, key=Checkpoint.order) if rank0 else None
+
+
+def common_last_step(items: Sequence[Checkpoint]) -> tuple[int, dict[int, Checkpoint]] | None:
+    """The newest global step every rank has a checkpoint of (MindFormers' resume_ckpt rule:
+    a rank killed mid-save must not make the others use a step it lacks), with every rank's
+    file of it from one attempt, the latest that has them all (never rank 0's from attempt 2
+    and rank 1's from attempt 1: "the ranks' checkpoints differ"). None: no such step."""
+    ckpts = [c for c in _ckpts(items) if c.rank is not None and c.step is not None]
+    ranks = {c.rank for c in ckpts}
+    by_key: dict[tuple[int, int], dict[int, Checkpoint]] = {}
+    for c in ckpts:
+        have = by_key.setdefault((c.step, c.attempt), {})
+        if c.rank not in have or c.mtime_ns > have[c.rank].mtime_ns:
+            have[c.rank] = c
+    complete = [key for key, files in by_key.items() if set(files) == ranks]
+    if not complete:
         return None
-    common = set.intersection(*by_rank.values())
-    return max(common) if common else None
+    step, attempt = max(complete)
+    return step, dict(sorted(by_key[(step, attempt)].items()))
 
 
 def ranks_of(paths: Sequence[str]) -> list[int]:

@@ -25,8 +25,7 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from launcher.core import yamlio
 from launcher.core.hostfile import Host, check_host_name
@@ -84,6 +83,9 @@ class SlurmTarget:
     python: str | None = None  # python on the login node (default: python3; ours for localhost)
     bin_dir: str | None = None  # msrun/python on the compute nodes (first on PATH)
     source: str | None = None
+    engine: ClassVar[str] = "slurm"  # the engine that runs this target (launcher.ops.engines)
+    shared_workdir: ClassVar[bool] = True  # every node sees the workdir: outputs stay where they are
+    schedules: ClassVar[bool] = True  # Slurm queues and places the jobs (independent steps go in together)
 
     @property
     def gres_option(self) -> str | None:
@@ -95,6 +97,10 @@ class SlurmTarget:
         """The login node as a host the runners reach (``localhost`` runs here, no SSH)."""
         return Host(self.login, max(1, self.cards_per_node), user=self.user, port=self.port,
                     identity=self.identity, workdir=self.workdir, source=self.source)
+
+    def stage_hosts(self) -> list[Host]:
+        """Staging (and prune) reach the shared workdir through the login node alone."""
+        return [self.login_host()]
 
     def node_hosts(self) -> list[Host]:
         """Stand-ins for the nodes Slurm will allocate (``node0`` ...): what render/plan count."""
@@ -109,19 +115,6 @@ class SlurmTarget:
             if value:
                 opts.append(f"--{key}={value}")
         return opts + list(self.extra_sbatch)
-
-
-def is_slurm_target(path: str | Path) -> bool:
-    """True when the file's first meaningful line is ``slurm:`` (a hostfile never is)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                text = line.strip()
-                if text and not text.startswith("#"):
-                    return text.split("#")[0].strip() == "slurm:"
-    except OSError:
-        return False
-    return False
 
 
 def _bad(msg: str, source: str, key: str, text: str) -> InputError:
@@ -195,14 +188,6 @@ def parse_target(text: str, source: str = "<slurm target>") -> SlurmTarget:
                        bin_dir=option("bin_dir"), source=source)
 
 
-def read_target(path: str | Path) -> SlurmTarget:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read the Slurm target: {exc.strerror}", source=str(path)) from None
-    return parse_target(text, str(path))
-
-
 # ----------------------------------------------------------------------------- the batch script
 
 @dataclass(frozen=True)
@@ -246,10 +231,23 @@ def msrun_argv(spec: JobSpec, layout: JobLayout, target: SlurmTarget,
             *spec.entry.args)
 
 
+@dataclass(frozen=True)
+class NodeCheck:
+    """The software check before msrun on a job of several nodes (what a hostfile submit's
+    preflight does before it starts anything): ``versions`` (argv after the python) runs once
+    on every node, each answer into ``state/versions/``; ``skew`` runs on the batch host over
+    those answers and exits 1, one line on stderr, when the nodes differ: then no msrun starts."""
+
+    versions: tuple[str, ...]
+    skew: tuple[str, ...]
+    answers: str  # the directory of the nodes' answers (state/versions)
+
+
 def build_batch(spec: JobSpec, target: SlurmTarget, job_id: str, *, root: str | None = None,
                 environ: Mapping[str, str] | None = None, master_port: int | None = None,
-                cluster_time_out: int = DEFAULT_CLUSTER_TIME_OUT) -> BatchPlan:
-    """The batch script for ``spec`` on ``target`` (pure)."""
+                cluster_time_out: int = DEFAULT_CLUSTER_TIME_OUT, check: NodeCheck | None = None) -> BatchPlan:
+    """The batch script for ``spec`` on ``target`` (pure). ``check``: the nodes' software is
+    compared first (jobs of more than one node)."""
     import os
     root = root or JobLayout.for_job(target.workdir, job_id).root
     layout = JobLayout(root)
@@ -278,6 +276,19 @@ def build_batch(spec: JobSpec, target: SlurmTarget, job_id: str, *, root: str | 
         f"# alaunch job {job_id} ({spec.name}): {target.nodes} node(s) x {target.cards_per_node} worker(s)",
         "# Slurm's SIGTERM (scancel, time limit) reaches this trap at once: srun runs under `wait`.",
         f"trap 'echo 143 > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; exit 143' TERM",
+    ]
+    if check is not None and target.nodes > 1:
+        answers = q(check.answers)
+        lines += [
+            "# every node's MindSpore/MindFormers/CANN/driver, compared before msrun starts",
+            'py="${ALAUNCH_BIN_DIR:+$ALAUNCH_BIN_DIR/}python3"',
+            f"mkdir -p {answers}",
+            f'srun --ntasks-per-node=1 --output={q(posixpath.join(check.answers, "%n.out"))} "$py" -S '
+            + " ".join(q(a) for a in check.versions),
+            f'"$py" -S {" ".join(q(a) for a in check.skew)} >/dev/null '
+            f"|| {{ echo 1 > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; exit 1; }}",
+        ]
+    lines += [
         "srun --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
         f"  bash -c {q(NODE_SCRIPT)} {NODE_SCRIPT_NAME} \\",
         "  " + " ".join(q(a) for a in argv) + " &",

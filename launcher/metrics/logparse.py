@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import signal
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Iterable
 
@@ -95,6 +95,9 @@ _SCHEDULER_EXIT = re.compile(r"Scheduler process (\d+) exit with exception")
 _TRACEBACK_START = "Traceback (most recent call last):"
 _CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 TRACEBACK_TAIL = 10  # lines of a traceback kept for the report
+#: An error this long before a timeout, with no progress between, is why the stream hung; closer
+#: than this it is part of the same report (CANN prints a burst of lines within a second or two).
+EXPLAIN_GAP = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,20 @@ class Failure:
     rank: int | None = None
     cause: str = ""
     hint: str = ""
+    family: str = ""  # the part of the stack (HCCL, runtime, native crash, ...): signatures.py
+    code: str | None = None  # a CANN code (EI0002) or a runtime result number (507046)
+    role: str = signatures.CAUSE  # cause | effect | generic (signatures.py)
+    remote: int | None = None  # the remote rank a timeout names
+    at: datetime | None = None  # the line's own timestamp, else the stream's last one before it
+    final: bool = False  # the process stopped right after this line (a crash, a monitor's stop)
+    remote_host: str | None = None  # the server a heartbeat-lost report names
+
+    @property
+    def where(self) -> str:
+        """``rank 3 on h1`` / ``h1`` / ``rank 3``: the stream in words."""
+        rank = f"rank {self.rank}" if self.rank is not None else ""
+        host = self.host if self.host not in (None, "local") else ""
+        return f"{rank} on {host}" if rank and host else rank or host or "the log"
 
 
 @dataclass
@@ -239,6 +256,34 @@ def _is_exception_line(line: str) -> bool:
     return bool(line) and not line[0].isspace()
 
 
+#: Prefixes users' tools put before every line: OpenMPI ``--tag-output`` (``[1,0]<stderr>:``),
+#: torchrun / MindSpore ``[rank0]:``, Ray ``(Worker pid=12) ``, pdsh / ``mpirun -H``'s
+#: ``host: `` (a name with a letter and a digit, a dot or a hyphen: not a CANN code, not an
+#: exception's name, not ``Note:``).
+_PREFIX = re.compile(
+    r"^(?:\[(?P<mpijob>\d+),(?P<mpirank>\d+)\]<std(?:out|err)>:\s?"
+    r"|\[rank(?P<trank>\d+)\]:\s?"
+    r"|\((?P<actor>[\w ]+?) pid=\d+\)\s"
+    r"|(?P<host>(?![EW][0-9A-Z]\d{4}:)(?=[\w.-]*[A-Za-z])(?=[\w.-]*[\d.-])[A-Za-z0-9][\w.-]{0,62}"
+    r"|\d{1,3}(?:\.\d{1,3}){3}): )")
+
+
+def split_prefix(line: str) -> tuple[str | None, int | None, str] | None:
+    """(host, rank, the line without it) of a line a tool prefixed, or None. The host is the
+    prefix's name (``worker-1``); the rank is only what the tool numbers as one."""
+    m = _PREFIX.match(line)
+    if m is None:
+        return None
+    rank = m.group("mpirank") or m.group("trank")
+    return m.group("host") or m.group("actor"), int(rank) if rank is not None else None, line[m.end():]
+
+
+_SO_FRAME = re.compile(r"(lib[\w+.-]*?\.so)(?:\.[\d.]+)?\b|\b((?:hccl|hcom|hccp|ge|acl|rtsp?|mindspore)::)")
+_SYSTEM_LIBS = ("libc.so", "libc-", "libpthread", "libstdc++", "libgcc", "libpython", "libdl", "ld-linux",
+                "libprotobuf", "libglog", "libunwind")
+CRASH_FRAMES = 40  # lines after a crash report read for the library that crashed
+
+
 # ---------------------------------------------------------------- per-stream state
 @dataclass
 class LogState:
@@ -264,10 +309,15 @@ class LogState:
     ended: str | None = None  # the END_MARKERS kind seen ("train", "eval", "predict")
     handled: int = 0  # tracebacks / fatal-looking lines followed by progress
     _evidence: list[Failure] = field(default_factory=list)  # since the last progress
+    _errors_since: list[Failure] = field(default_factory=list)  # ERROR lines since the last progress
     first_time: datetime | None = None
     last_time: datetime | None = None
     _traceback: list[str] | None = None
     _traceback_line: int = 0
+    _crash: int = -1  # index in _evidence of a native crash still looking for its library
+    _crash_lines: int = 0
+    step_marks: list[tuple[int, datetime | None, int | None]] = field(default_factory=list)
+    # (global step, the loss line's time, its per_step_time ms): step times for stragglers
 
     # -- feeding
     def feed_lines(self, lines: Iterable[str]) -> "LogState":
@@ -277,7 +327,14 @@ class LogState:
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\r\n")
+        prefixed = split_prefix(line)
+        self.feed_stripped(prefixed[2] if prefixed else line)
+
+    def feed_stripped(self, line: str) -> None:
+        """One line whose tool prefix (:func:`split_prefix`) is already gone."""
         self.lines += 1
+        if self._crash_lines > 0:
+            self._crash_frame(line)
         if self._traceback is not None and self._feed_traceback(line):
             return
         if _TRACEBACK_START in line:
@@ -292,6 +349,7 @@ class LogState:
             point = parse_loss(line)
             if point is not None:
                 self.losses.append(point)
+                self.step_marks.append((point.global_step, ts, point.per_step_ms))
                 self.eta_s = None
                 self._progressed()
                 return
@@ -335,14 +393,44 @@ class LogState:
             return
         if found.severity == signatures.BENIGN:
             return
-        self._record(Failure(found.name, found.severity == FATAL, self.lines, found.line,
-                             host=self.host, rank=self.rank, cause=found.cause, hint=found.hint))
+        if found.severity == FATAL and found.family == "native crash":
+            if self._crash_lines > 0:
+                return  # the same crash report, one more of its lines
+            self._crash, self._crash_lines = len(self._evidence), CRASH_FRAMES
+        self._record(self._failure_of(found, self.lines, found.line))
+
+    def _failure_of(self, found: signatures.Finding, line_no: int, message: str,
+                    lines: tuple[str, ...] = ()) -> Failure:
+        return Failure(found.name, found.severity == FATAL, line_no, message, lines, self.host, self.rank,
+                       found.cause, found.hint, found.family, found.code, found.role, found.remote,
+                       self._time_of(found.line), found.final, found.remote_host)
+
+    def _time_of(self, line: str) -> datetime | None:
+        """A failure line's own timestamp (CANN puts it after the code: ``EI0002: [PID: 1] 2025-...``),
+        else the last one the stream printed before it."""
+        return (parse_timestamp(line) if _TIMESTAMP.search(line) else None) or self.last_time
+
+    def _crash_frame(self, line: str) -> None:
+        """A backtrace line after a native crash: the first library not the system's names it."""
+        self._crash_lines -= 1
+        m = _SO_FRAME.search(line)
+        where = m and (m.group(1) or m.group(2))
+        if not where or any(where.startswith(s) for s in _SYSTEM_LIBS) or self._crash >= len(self._evidence):
+            return
+        f = self._evidence[self._crash]
+        self._evidence[self._crash] = replace(f, cause=f"{f.cause} in {where}")
+        self._crash_lines = 0
 
     def _progressed(self) -> None:
-        """Progress after fatal-looking lines: they were handled (the run went on)."""
+        """Progress after fatal-looking lines: they were handled (the run went on). A crash or a
+        monitor's stop (``final``) stays: the process that wrote it is gone; lines after it in the
+        same stream are another process's (a combined console log)."""
+        self._errors_since.clear()
         if self._evidence:
-            self.handled += len(self._evidence)
-            self._evidence.clear()
+            kept = [f for f in self._evidence if f.final]
+            self.handled += len(self._evidence) - len(kept)
+            self._evidence[:] = kept
+            self._crash = -1
 
     def finish(self) -> None:
         """End of stream: a traceback still open is complete now."""
@@ -367,39 +455,80 @@ class LogState:
         block = self._traceback or []
         self._traceback = None
         found = signatures.match(message)  # "RuntimeError: ... EE9999 ..." names its cause
-        cause, hint = f"Python exception on this rank: {message}", \
-            "the traceback shows where; fix the error or the input it names"
+        tail = tuple(block[-TRACEBACK_TAIL:])
         if found is not None and found.severity == FATAL:
-            cause, hint = found.cause, found.hint
-        self._record(Failure("traceback", True, self._traceback_line, message,
-                             lines=tuple(block[-TRACEBACK_TAIL:]), host=self.host, rank=self.rank,
-                             cause=cause, hint=hint))
+            self._record(replace(self._failure_of(found, self._traceback_line, message, tail), kind="traceback"))
+            return
+        self._record(Failure("traceback", True, self._traceback_line, message, tail, self.host, self.rank,
+                             f"Python exception on this rank: {message}",
+                             "the traceback shows where; fix the error or the input it names",
+                             "python", at=self.last_time))
 
     def _record(self, failure: Failure) -> None:
         if failure.fatal:
             if len(self._evidence) < 50:
                 self._evidence.append(failure)
-        elif len(self.errors) < 20:
+            return
+        if len(self.errors) < 20:
             self.errors.append(failure)
+        if len(self._errors_since) < 20:
+            self._errors_since.append(failure)
 
     @property
     def failure(self) -> Failure | None:
-        """What the log says killed this stream, or None: the first fatal signature since the
-        last progress (the earliest line is the cause, later ones its echo), with the last
-        traceback's lines; else that traceback."""
-        if not self._evidence:
+        """What the log says killed this stream, or None. Of the fatal findings since the last
+        progress: the first that says what went wrong (a ``cause`` line before a traceback that
+        names one, a plain Python exception after them), else the first timeout or death
+        (``effect``), else the first generic error line; within each, a line with a CANN code or
+        a runtime result (EE1002, 507046) before one without; with the last traceback's lines.
+        Measured reasons (real logs): EJ0001's line says what to do, the generic ``[ERROR]
+        HCCL`` line before it does not; a data-queue error ten minutes before EE9999 / 507011
+        is why the stream stopped; msrun's "worker exit" is the effect of the rank's own words.
+        After an end marker only a cause counts (teardown lines of a finished run are noise)."""
+        evidence = self._evidence
+        if self.ended:
+            evidence = [f for f in evidence if f.role == signatures.CAUSE and (f.final or f.kind != "traceback")]
+        if not evidence:
             return None
-        tracebacks = [f for f in self._evidence if f.kind == "traceback"]
+        tracebacks = [f for f in evidence if f.kind == "traceback"]
         lines = tracebacks[-1].lines if tracebacks else ()
-        # msrun's "worker/scheduler exit" lines are the effect; a cause line (nodes timed out) wins
-        signs = sorted((f for f in self._evidence if f.kind != "traceback"),
-                       key=lambda f: f.kind in ("worker_exit", "scheduler_exit"))
-        if signs:
-            first = signs[0]
-            return first if first.lines or not lines else Failure(
-                first.kind, True, first.line, first.message, lines, first.host, first.rank,
-                first.cause, first.hint)
-        return tracebacks[-1]
+
+        def rank(i_f: tuple[int, Failure]) -> tuple[int, int, int, int]:
+            i, f = i_f
+            plain = f.kind == "traceback" and f.family == "python"
+            # MindSpore raises a bare RuntimeError and prints the CANN block that explains it after
+            tier = 1 if plain and f.message.startswith("RuntimeError") else signatures.ROLE_ORDER[f.role]
+            return tier, int(plain), int(f.code is None), i
+
+        first = min(enumerate(evidence), key=rank)[1]
+        earlier = self._explaining(first, evidence)
+        if earlier is not None:
+            first = earlier
+        elif first.role == signatures.EFFECT and first.remote is None and first.remote_host is None:
+            # EI0002 says "remote rank [unknown]"; HCCL's next line names the server that went silent
+            named = next((f for f in evidence if f.remote is not None or f.remote_host is not None), None)
+            if named is not None:
+                first = replace(first, remote=named.remote, remote_host=named.remote_host)
+        return first if first.lines or not lines else replace(first, lines=lines)
+
+    def _explaining(self, first: Failure, evidence: list[Failure]) -> Failure | None:
+        """An error well before a timeout or a generic failure, with no progress between, after
+        the run had made progress: the earliest such line is why the stream hung (a real log: a
+        data-queue ``ParseType`` error ten minutes before the EE9999 / 507011 it caused). Within
+        ``EXPLAIN_GAP`` of it, a line is part of the same report, not its cause."""
+        if first.role == signatures.CAUSE or first.at is None or not (self.losses or self.eval_step):
+            return None
+        found = [f for f in evidence + self._errors_since
+                 if f.at is not None and f.role != signatures.EFFECT and f.at <= first.at - EXPLAIN_GAP]
+        if not found:
+            return None
+        cand = min(found, key=lambda f: f.at)  # type: ignore[arg-type,return-value]
+        ago = int((first.at - cand.at).total_seconds())  # type: ignore[operator]
+        base = cand.cause if cand.kind != "error_line" else f"an error: {cand.message[:200]}"
+        later = f"{first.code} " if first.code else ""
+        return replace(cand, fatal=True, cause=f"{base} ({ago // 60} min {ago % 60} s before the {later}"
+                                                f"failure it explains: {first.cause})",
+                       hint=cand.hint or f"the later failure is its consequence; {first.hint}")
 
     @property
     def complete(self) -> bool | None:
@@ -521,11 +650,16 @@ class Summary:
         d = asdict(self)
         if d["failure"] is not None:
             d["failure"]["lines"] = list(d["failure"]["lines"])
+            at = d["failure"]["at"]
+            d["failure"]["at"] = at.isoformat(sep=" ", timespec="milliseconds") if at is not None else None
         return d
 
 
 # ---------------------------------------------------------------- all streams of a job
 _CLUSTER_CAUSES = ("node_lost", "nodes_timed_out", "cluster_build_timeout", "ring_allreduce")
+#: Two failures this close are one moment: hosts' clocks differ by about this much (NTP) and a
+#: burst of lines spans it; within it the one that says what went wrong is the first failure.
+SAME_MOMENT = timedelta(seconds=5)
 
 
 def _is_echo(f: Failure) -> bool:
@@ -548,6 +682,8 @@ class JobLogs:
     first_failure: Failure | None = None
     worker_pids: dict[tuple[str, int], int] = field(default_factory=dict)  # (host, pid) -> rank
     msrun: dict[str, list[Failure]] = field(default_factory=dict)  # host -> msrun's own findings
+    exits: dict[tuple[str, int], Failure] = field(default_factory=dict)  # every worker exit msrun reported
+    _first_fact: Failure | None = field(default=None, repr=False)  # first_failure before explaining
 
     def note_worker(self, host: str, pid: int, rank: int) -> None:
         """Remember which rank a worker process of ``host`` is (msrun names the dead by pid)."""
@@ -577,7 +713,10 @@ class JobLogs:
         who = f"worker process {pid}" + (f" (rank {rank})" if rank is not None else "")
         failure = Failure("worker_exit", True, 0, f"{who} {exit_status_text(code)}, as msrun reported",
                           lines=(line.strip(),), host=host, rank=rank,
-                          cause=f"{who} {exit_status_text(code)}")
+                          cause=f"{who} {exit_status_text(code)}", family="msrun", role=signatures.EFFECT,
+                          at=parse_timestamp(line))
+        if rank is not None:
+            self.exits.setdefault((host, rank), failure)
         return self._first(failure)
 
     def note_exit(self, host: str, node_rank: int | None, code: int | None) -> Failure | None:
@@ -590,6 +729,7 @@ class JobLogs:
     def _first(self, failure: Failure) -> Failure | None:
         if self.first_failure is not None:
             return None
+        self._first_fact = failure
         self.first_failure = self.explain(failure)
         return self.first_failure
 
@@ -600,24 +740,40 @@ class JobLogs:
         return self.states[key]
 
     def feed(self, host: str, rank: int | None, line: str) -> None:
-        """Feed one line of a rank's (or the scheduler's) log. Never a failure by itself."""
-        self.state(host, rank).feed(line)
+        """Feed one line of a rank's (or the scheduler's) log. Never a failure by itself. A line a
+        tool prefixed (``worker-1: ``, ``[1,0]<stderr>:``) loses the prefix; in a file not placed
+        on a rank (a console log of several) the prefix names the stream."""
+        line = line.rstrip("\r\n")
+        prefixed = split_prefix(line)
+        if prefixed is not None:
+            p_host, p_rank, line = prefixed
+            if (rank is None and p_host is not None) or p_rank is not None:
+                host = p_host or host
+                rank = p_rank if p_rank is not None else rank
+        self.state(host, rank).feed_stripped(line)
 
     def finish(self) -> Failure | None:
         for st in self.states.values():
             st.finish()
         if self.first_failure is not None:
-            self.first_failure = self.explain(self.first_failure)
+            self.first_failure = self.explain(self._first_fact or self.first_failure)
         return self.first_failure
 
     # -- explaining
-    def explain(self, failure: Failure) -> Failure:
+    def explain(self, failure: Failure, _follow: bool = True) -> Failure:
         """``failure`` (a process fact) with the cause and hint the logs give, and the rank's
-        traceback lines: its own stream's evidence first, then the cluster's."""
+        traceback lines: its own stream's evidence first, then the cluster's. When the rank's
+        own words are a timeout naming its remote rank (EI0002 ``remote rank: [1]``), that rank
+        failed first: the answer is its failure (its own words, msrun's report of its death, or
+        that it went silent), whichever process msrun happened to report first."""
         own, rank = None, failure.rank
         if failure.rank is not None:
             st = self.states.get((failure.host, failure.rank))
             own = st.failure if st is not None else None
+            if _follow and own is not None and own.role == signatures.EFFECT:
+                root = self._remote_of(own)
+                if root is not None:
+                    return root if root.kind in ("rank_silent", "worker_exit") else self.explain(root, False)
         elif failure.host is not None:  # a node's msrun failed: the rank whose log says why is named
             rank, own = next(((r, s.failure) for (h, r), s in sorted(self.states.items(), key=lambda kv: str(kv[0]))
                               if h == failure.host and r is not None and s.failure is not None), (None, None))
@@ -633,9 +789,11 @@ class JobLogs:
         if pick is None:
             return failure
         lines = pick.lines or (own.lines if own is not None else ()) or failure.lines
-        return Failure(failure.kind, True, failure.line, failure.message, lines, failure.host,
-                       failure.rank if failure.rank is not None or pick is not own else rank,
-                       cause=pick.cause or failure.cause, hint=pick.hint or failure.hint)
+        return replace(failure, fatal=True, lines=lines,
+                       rank=failure.rank if failure.rank is not None or pick is not own else rank,
+                       cause=pick.cause or failure.cause, hint=pick.hint or failure.hint,
+                       family=pick.family or failure.family, code=pick.code or failure.code,
+                       at=failure.at or pick.at)
 
     def cluster_cause(self) -> Failure | None:
         """A cluster-level cause anywhere (scheduler log, msrun's output): a node lost or missing.
@@ -645,12 +803,66 @@ class JobLogs:
         found += [f for fs in self.msrun.values() for f in fs if f.kind in _CLUSTER_CAUSES]
         return min(found, key=lambda f: _CLUSTER_CAUSES.index(f.kind), default=None)
 
+    def stream_failures(self) -> list[Failure]:
+        """Every stream's own failure (its log's word on why it stopped), in stream order."""
+        return [st.failure for st in self.states.values() if st.failure is not None]
+
+    def root(self) -> Failure | None:
+        """The failure that came first across the ranks, by time: the earliest stream failure
+        (within ``SAME_MOMENT`` of it, one that says what went wrong beats a timeout or a generic
+        line: clocks of two hosts differ by that much); a timeout naming its remote rank points at
+        that rank's own failure, or at the rank itself when its log says nothing (SIGKILL)."""
+        found = self.stream_failures()
+        if not found:
+            return None
+        times = [f.at for f in found if f.at is not None]
+        pool = found
+        if times:  # a failure with no time at all cannot be placed: it stays a candidate
+            t0 = min(times)
+            pool = [f for f in found if f.at is None or f.at - t0 <= SAME_MOMENT]
+        first = min(pool, key=lambda f: (signatures.ROLE_ORDER[f.role], f.at or datetime.max, found.index(f)))
+        return self._remote_of(first) or first
+
+    def _remote_of(self, failure: Failure) -> Failure | None:
+        """The remote a timeout names (a rank, or a server a heartbeat-lost report names): its own
+        failure, else a stand-in saying it went silent."""
+        if failure.remote is not None and failure.remote != failure.rank:
+            states = [s for (h, r), s in self.states.items() if r == failure.remote]
+        elif failure.remote_host is not None and failure.remote_host != failure.host:
+            states = [s for (h, r), s in self.states.items() if h == failure.remote_host and r is not None]
+        else:
+            return None
+        if not states:
+            return None
+        own = [s.failure for s in states if s.failure is not None and s.failure.role != signatures.EFFECT]
+        if own:
+            return min(own, key=lambda f: (f.at is None, f.at or datetime.max))
+        st = min(states, key=lambda s: (s.last_time is None, s.last_time or datetime.max))
+        fact = self.exits.get((st.host, st.rank))  # type: ignore[arg-type]
+        if fact is not None:  # msrun saw it die: its words (killed by signal 9) say how
+            return replace(fact, cause=f"{fact.cause}; {failure.where} timed out waiting for it")
+        last = f" after {st.last_time:%H:%M:%S}" if st.last_time else ""
+        return Failure("rank_silent", True, st.lines, f"rank {st.rank} stopped logging{last}",
+                       host=st.host, rank=st.rank,
+                       cause=f"rank {st.rank} stopped without a word{last} (killed, or its node lost): "
+                             f"{failure.where} timed out waiting for it",
+                       hint="read dmesg / the OOM killer's log on its host; msrun's log names its exit",
+                       family="signal", role=signatures.CAUSE, at=st.last_time)
+
+    def consequences(self, root: Failure | None = None) -> list[Failure]:
+        """The other streams' failures, in time order: what followed the root cause."""
+        root = root if root is not None else self.verdict()
+        if root is None:
+            return []
+        others = [f for f in self.stream_failures() if (f.host, f.rank) != (root.host, root.rank)]
+        return sorted(others, key=lambda f: (f.at is None, f.at or datetime.max))
+
     def log_failure(self) -> Failure | None:
-        """Without process facts (fetched files read locally): the first stream whose log
-        explains a death, explained like a process fact would be."""
-        for st in self.states.values():
-            if st.failure is not None:
-                return self.explain(st.failure)
+        """Without process facts (fetched files read locally): the stream whose log explains the
+        first death (:meth:`root`), explained like a process fact would be."""
+        first = self.root()
+        if first is not None:
+            return self.explain(first) if first.kind != "rank_silent" else first
         for host, found in self.msrun.items():
             if found:
                 return found[0]
@@ -661,7 +873,7 @@ class JobLogs:
         line read so far: the scheduler's word on a lost node may arrive after the rank's death),
         else the logs' word."""
         if self.first_failure is not None:
-            return self.explain(self.first_failure)
+            return self.explain(self._first_fact or self.first_failure)
         return self.log_failure()
 
     def best_traceback(self) -> Failure | None:

@@ -351,9 +351,8 @@ def job_targets(record: reg.JobRecord, run_dir: Path) -> list[NodeTarget]:
     """Every node of the job: its Host (from the recorded hostfile), job dir, python, local dir;
     a node whose job dir is an earlier node's (a shared workdir, meta ``shared_with``) is
     left out, so each file is fetched once, into the first node's local dir."""
-    if record.meta.get("backend") == "slurm":  # one shared job dir, read through the login node
-        from launcher.ops.slurm import login_view
-        record = login_view(record)
+    from launcher.ops.engines import log_view
+    record = log_view(record)  # the job dirs as the engine's nodes wrote them (Slurm: one, shared)
     hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
     pythons = dict(record.meta.get("pythons") or {})
     dirs = host_dirs(record.nodes)

@@ -28,6 +28,7 @@ from typing import Callable, Protocol
 from launcher.core.hostfile import Host
 from launcher.errors import AlaunchError
 from launcher.metrics.logparse import Failure, JobLogs
+from launcher.metrics.stragglers import StragglerWatch
 from launcher.metrics.progress import ProgressView, StepClock, build_view, lead_state
 from launcher.ops import registry as reg
 from launcher.ops.follow_offsets import load_offsets, save_offsets
@@ -107,6 +108,7 @@ class Follower:
         self.unreachable_after, self.offsets_path, self.backoff = unreachable_after, offsets_path, backoff
         self.job = JobLogs()
         self.clock = StepClock()
+        self.stragglers = StragglerWatch()  # .current: read by the dashboard's hub
         self.queue: "queue.Queue[Event]" = queue.Queue()
         self.stop = threading.Event()
         self.nodes = {n.host: NodeView(n.host, n.node_rank) for n in record.nodes}
@@ -126,7 +128,7 @@ class Follower:
             runner = self.runner_for(self.hosts[node.host]).using(pythons.get(node.host))
             ranks = (self.record.meta.get("ranks") or {}).get(str(node.node_rank))
             # SSH jobs keep per-node state (state/node-<rank>); a Slurm job's one batch script its state/
-            rank = None if self.record.meta.get("backend") == "slurm" else node.node_rank
+            rank = node.node_rank if self.record.meta.get("state_per_node", True) else None
             python, root, follow = runner.python, node.job_dir, self.follow
 
             def argv_for(offsets, p=python, r=root, n=rank, k=ranks):
@@ -238,6 +240,8 @@ class Follower:
             if lead is not None:
                 self.clock.note(lead.progress()[0], event.at)
             self.sink.progress(build_view(self.job, self.clock))
+            for text in self.stragglers.update(self.job, event.at):
+                self.sink.note(text)
             return None
         if event.kind == "lost":
             if not self.follow:

@@ -9,7 +9,7 @@ only in their runner).
 from __future__ import annotations
 
 from launcher.ops.fanout import run_parallel
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from launcher.remote import wire
@@ -36,6 +36,7 @@ class NodeStatus:
     exit_code: int | None
     processes: int
     detail: str = ""
+    tails: dict | None = field(default=None, compare=False, repr=False)  # rank -> last log lines (running)
 
 
 class LaunchFailed(AlaunchError):
@@ -76,7 +77,8 @@ class Launcher:
         host, procs = self.node.host.name, len(data["processes"])
         if data.get("tails"):
             from launcher.metrics.logparse import tails_progress
-            return NodeStatus(node_rank, host, "running", None, procs, tails_progress(host, data["tails"]))
+            return NodeStatus(node_rank, host, "running", None, procs, tails_progress(host, data["tails"]),
+                              data["tails"])
         if data["exit_code"] is not None:
             code = data["exit_code"]
             return NodeStatus(node_rank, host, "succeeded" if code == 0 else "failed", code, procs)

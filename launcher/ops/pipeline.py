@@ -6,11 +6,20 @@ what stays on a host, ``{"local": {...}}`` for what is on this machine. A refere
 ``{from: STEP}`` resolves to those paths: a job step gets ``{remote: PATH}`` (the checkpoint
 stays on the cluster), a built-in that reads files here (score, results) fetches them first.
 
-Re-runs: a step whose identity (``core.pipeline.identity``: its definition, the job file and
-template text, its local inputs' content, its upstream steps' identities) equals a finished
-step of an earlier run of the same pipeline, and whose outputs still exist, is *skipped* and
-its outputs reused. ``--from`` / ``--only`` take the steps not selected from the newest
-earlier run.
+Re-runs (docs/pipelines.md): a step's identity is the hash of named *parts*
+(:meth:`PipelineRunner.step_parts`): every file it reads by content (job file, template,
+local inputs, the code tree, the entry and merge scripts alaunch ships, a data recipe, a
+score's reference), where its outputs go, the alaunch version, and the *content identity of
+the outputs it needs* (``digest``: paths and sha256 of a training's checkpoints, never the
+producer's identity: a re-trained model re-runs every consumer). A step whose identity
+equals a finished step of an earlier run, and whose outputs still exist, is *skipped*; the
+parts are recorded with the outputs so the dry run can say what changed. A step whose job of
+the same identity is still running (``alaunch run`` was killed) is *re-attached*; one that
+succeeded after its driver died is reused. ``--from`` / ``--only`` take the steps not
+selected from the newest earlier run, checked to be current and present.
+
+Checkpoints are chosen by global step, from each file's own metadata (``entry/merge_ckpt.py``
+``inspect``), across attempts: never by name.
 
 Concurrency: a step starts as soon as the steps it needs are done, so independent steps
 (eval and predict after one training) are submitted at the same time, each from its own
@@ -23,32 +32,53 @@ CLI's ``--logs``, whose live view is one job's) runs the steps one at a time, in
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import posixpath
+import queue
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from launcher import __version__
 from launcher.core import pipeline as pl
 from launcher.core import yamlio
 from launcher.core.hostfile import Host
 from launcher.core.layout import slug
 from launcher.core.spec import JobSpec, parse_job
-from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.errors import AlaunchError, InputError, NothingToResume, RemoteError
 from launcher.runners import CommandTimeout, ConnectError
 from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
+from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
 from launcher.ops import registry as reg
-from launcher.ops.service import JobService, SubmitOptions, prepare, used_hosts
+from launcher.ops.engine import Engine, HostTarget
+from launcher.ops.service import SubmitOptions, prepare, used_hosts
 
 ENTRY_DIR = Path(__file__).resolve().parents[1] / "entry"
 DRY_PORT = 8118
+
+
+def merged_path(producer: Mapping[str, Any]) -> str:
+    """Where a training's per-rank checkpoints are merged to (one file per job, in its job dir)."""
+    return posixpath.join(producer["root"], "output", "merged", f"{producer.get('job_id', 'merged')}.ckpt")
+
+
+def digest(what: Any) -> str:
+    """The content identity of a step's outputs: a hash of plain data (paths and sha256s)."""
+    return pl.text_sha(json.dumps(what, sort_keys=True, default=str))
+
+
+def local_digest(local: Mapping[str, Any]) -> str:
+    """A built-in's local outputs: each file's (absolute) path and content."""
+    files = {p: (file_sha(p) if Path(p).exists() else None)
+             for paths in local.values() for p in ([paths] if isinstance(paths, str) else paths)}
+    return digest(files)
 
 
 @dataclass
@@ -60,7 +90,8 @@ class StepView:
     needs: tuple[str, ...]
     resolves: list[str] = field(default_factory=list)  # "checkpoint <- train's last checkpoint: /path"
     plan: str = ""  # a job step's node commands, a built-in's action
-    action: str = "run"  # run | skip (identity unchanged) | reuse (not selected)
+    action: str = "run"  # run | skip (identity unchanged) | reuse (not selected) | missing
+    why: str = ""  # "unchanged since RUN", what changed, "taken from run RUN"
     cards: dict = field(default_factory=dict)  # host -> cards a job step takes ({} for a built-in)
     together: list[str] = field(default_factory=list)  # job steps that run at the same time
     waits_for: list[str] = field(default_factory=list)  # ready at the same time, but their cards come first
@@ -98,11 +129,15 @@ def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict]) -> tupl
     return data, source, base_dir
 
 
-def file_sha(path: str) -> str:
-    """Content hash of a local file or directory tree (a step's local input)."""
+def file_sha(path: str, exclude: Sequence[str] = ()) -> str:
+    """Content hash of a local file or directory tree (a step's local input, a code tree:
+    ``exclude`` globs match any path component, as staging's do)."""
     h = hashlib.sha256()
     p = Path(path)
     files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    if exclude and p.is_dir():
+        files = [q for q in files if not any(fnmatch.fnmatch(part, g) for part in q.relative_to(p).parts
+                                             for g in exclude)]
     for q in files:
         h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
         with open(q, "rb") as fh:
@@ -128,19 +163,24 @@ def check_mergeable(spec: JobSpec, config: Mapping[str, Any], world: int) -> Non
 
 
 class PipelineRunner:
-    """One pipeline run against one registry and one set of hosts."""
+    """One pipeline run against one registry and one target, through the target's engine
+    (``service``: any :class:`~launcher.ops.engine.Engine`)."""
 
-    def __init__(self, registry: reg.Registry, service: JobService, hosts: Sequence[Host], *,
+    def __init__(self, registry: reg.Registry, service: Engine, target: Any, *,
                  say: Callable[[str], None] = lambda s: None, runs_dir: Path = Path("runs"),
                  opts: SubmitOptions = SubmitOptions(), follow: Callable[[reg.JobRecord], Any] | None = None,
-                 builtins: Mapping[str, Callable[..., dict]] | None = None, concurrent: bool = True):
-        self._registry0, self._service0, self.hosts = registry, service, list(hosts)
+                 builtins: Mapping[str, Callable[..., dict]] | None = None, concurrent: bool = True,
+                 cancel_on_interrupt: bool = False, force_reuse: bool = False):
+        # a plain list of hosts (tests, callers before engines) is a hostfile's target
+        self.target = target if hasattr(target, "node_hosts") else HostTarget(tuple(target))
+        self._registry0, self._service0, self.hosts = registry, service, self.target.node_hosts()
         self._owner = threading.current_thread()
         self._local = threading.local()
-        self._opened: list[reg.Registry] = []
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self.concurrent = concurrent
-        self.say, self.runs_dir, self.opts = say, Path(runs_dir), opts
+        self.say, self.runs_dir, self.opts = say, Path(runs_dir).resolve(), opts  # never the cwd's
+        self.cancel_on_interrupt, self.force_reuse = cancel_on_interrupt, force_reuse
+        self.parts: dict[str, dict] = {}  # step -> its identity parts (this run's)
         self.follow = follow or self._quiet_follow
         self.builtins = dict(builtins or {})
         self.outputs: dict[str, dict] = {}  # step -> outputs (this run's, or reused)
@@ -155,20 +195,19 @@ class PipelineRunner:
             return self._registry0
         mine = getattr(self._local, "registry", None)
         if mine is None:
-            mine = self._local.registry = reg.Registry(self._registry0.path)
-            self._opened.append(mine)
+            mine = self._local.registry = reg.Registry(self._registry0.path)  # closed by step_thread
         return mine
 
     @property
-    def service(self) -> JobService:
-        """The job service, bound to this thread's registry connection."""
+    def service(self) -> Engine:
+        """The engine, bound to this thread's registry connection."""
         if threading.current_thread() is self._owner:
             return self._service0
         mine = getattr(self._local, "service", None)
         if mine is None:
             s0 = self._service0
-            mine = self._local.service = JobService(self.registry, s0.state_dir, say=s0.say, progress=s0.progress,
-                                                    exec_factory=s0.exec_factory)
+            mine = self._local.service = type(s0)(self.registry, s0.state_dir, say=s0.say, progress=s0.progress,
+                                                  exec_factory=s0.exec_factory)
         return mine
 
     def local_path(self, value: Any) -> Path:
@@ -206,7 +245,10 @@ class PipelineRunner:
             if len(pl.ranks_of(paths)) > 1 and site == "checkpoint":
                 merged = self.auto_merge(ref.step)
                 return {"remote": merged}
-            chosen = [pl.last_checkpoint(paths)]
+            last = pl.last_checkpoint(checkpoints_of(out))
+            if last is None:
+                raise AlaunchError(f"step {ref.step!r} left no checkpoint on {out.get('host')}")
+            chosen = [last.path]
         else:
             chosen = paths if ref.select == "all" else paths[-1:]
         if site in ("checkpoint", "input"):
@@ -236,7 +278,7 @@ class PipelineRunner:
         run_dir = Path(out[key])
         if remote_path is None:
             return run_dir
-        record = self.registry.get(job_id)
+        record = self.service.log_view(self.registry.get(job_id))  # the job dirs fetch read (a scheduler's: one)
         node0 = record.nodes[0]
         rel = posixpath.relpath(remote_path, node0.job_dir)
         return run_dir / host_dirs(record.nodes)[0] / rel
@@ -250,22 +292,30 @@ class PipelineRunner:
                 out["merged"] = self.merge_on_host(out)["out"]
         return out["merged"]
 
+    def host(self, name: str) -> Host:
+        """A host of the target by name: a node, or where it stages (a scheduler's login node)."""
+        return next((h for h in self.hosts + self.target.stage_hosts() if h.name == name), None) or Host(name, 1)
+
     def merge_on_host(self, producer: dict) -> dict:
-        """Run ``entry/merge_ckpt.py`` on the producer's node 0, in its job dir."""
-        root = producer["root"]
-        out = posixpath.join(root, "output", "merged", f"{producer.get('job_id', 'merged')}.ckpt")
-        host = next((h for h in self.hosts if h.name == producer["host"]), None) or Host(producer["host"], 1)
-        runner = self.service.exec_factory(host).using(producer.get("python"))
+        """Merge the newest global step every rank has (from the latest attempt that has it:
+        ``core.pipeline.common_last_step`` on the files' own metadata) with
+        ``entry/merge_ckpt.py`` on the producer's node 0, in its job dir."""
+        root, out = producer["root"], merged_path(producer)
+        picked = pl.common_last_step(checkpoints_of(producer))
+        if picked is None:
+            raise AlaunchError(f"the ranks of {producer.get('job_id')} have no checkpoint step in common "
+                               f"(by the files' global steps); nothing complete to merge")
+        step, ckpts = picked
+        return self.on_host(producer, {"job_dir": root, "out": out, "step": step, "world": producer.get("world"),
+                                       "ckpts": {str(r): c.path for r, c in ckpts.items()}}, "merge")
+
+    def on_host(self, producer: Mapping[str, Any], request: dict, what: str) -> Any:
+        """``entry/merge_ckpt.py`` with ``request`` on the producer's host (its one JSON line)."""
+        runner = self.service.exec_factory(self.host(producer["host"])).using(producer.get("python"))
         try:
-            program = (ENTRY_DIR / "merge_ckpt.py").read_text(encoding="utf-8")  # needs mindspore: no -S
-            argv = [runner.python, "-c", program, json.dumps({"job_dir": root, "out": out})]
-            res = runner.exec(argv, timeout=3600)
+            return on_host(runner, request, what)
         finally:
             runner.close()
-        if not res.ok:
-            tail = (res.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {res.exit_code}"])[-1]
-            raise AlaunchError(f"merge on {producer['host']} failed: {tail}")
-        return json.loads(res.text().strip().splitlines()[-1])
 
     # ------------------------------------------------------------------ identity
 
@@ -273,6 +323,10 @@ class PipelineRunner:
         def resolve(ref: pl.Ref, site: str) -> dict:
             if dry and ref.step not in self.outputs:
                 return {"remote": self._placeholder(ref, site)}
+            out = self.outputs[ref.step]
+            if dry and site == "checkpoint" and ref.select == "last" and "local" not in out and not ref.output \
+                    and len(pl.ranks_of((out.get("paths") or {}).get("checkpoints") or [])) > 1:
+                return {"remote": out.get("merged") or merged_path(out)}  # where the run merges it, not merged now
             return self.resolve(ref, site)
 
         data, source, base_dir = step_job_data(step, resolve)
@@ -293,19 +347,46 @@ class PipelineRunner:
             return f"{root}/output/checkpoint" if ref.select == "all" else f"{root}/output/checkpoint/rank_0/<last>.ckpt"
         return f"{root}/<{ref.output or 'output'}>"
 
-    def step_identity(self, step: pl.Step, spec: JobSpec | None) -> str:
-        content: dict[str, str] = {}
-        canonical = step.canonical()
+    def step_parts(self, step: pl.Step, spec: JobSpec | None) -> dict[str, str]:
+        """What a step's identity covers, by name (docs/pipelines.md): every file it reads by
+        content, where its outputs go, the alaunch version, and each needed step's *outputs'*
+        content identity (``digest``), never that step's identity."""
+        parts: dict[str, str] = {"definition": digest(step.canonical()), "alaunch": __version__}
         if spec is not None:
-            canonical["spec"] = spec.model_dump(mode="json")
-            canonical["template"] = hashlib.sha256(spec.template_path().read_bytes()).hexdigest()
-            canonical["hosts"] = [(h.name, len(h.slot_ids)) for h in used_hosts(spec, self.hosts)]
-            refs = [spec.checkpoint, spec.tokenizer, *spec.inputs.values()]
-            for ref in refs:
-                if ref is not None and ref.is_local and Path(ref.local).exists():
-                    content[ref.local] = file_sha(ref.local)
-        upstream = {n: self.identities.get(n, "") for n in step.needs}
-        return pl.identity(canonical, upstream, content)
+            parts["job"] = digest(spec.model_dump(mode="json"))  # resolved refs, absolute local paths
+            if step.job is not None:
+                parts["job file"] = pl.text_sha(Path(step.job).read_bytes())
+            parts["template"] = pl.text_sha(spec.template_path().read_bytes())
+            parts["hosts"] = digest([(h.name, len(h.slot_ids)) for h in used_hosts(spec, self.hosts)])
+            named = {"checkpoint": spec.checkpoint, "tokenizer": spec.tokenizer,
+                     **{f"input {n}": r for n, r in spec.inputs.items()}}
+            for name, ref in named.items():
+                if ref is not None and ref.is_local:
+                    parts[name] = file_sha(ref.local) if Path(ref.local).exists() else "missing"
+            if not isinstance(spec.code, str):
+                parts["code tree"] = file_sha(spec.code.local, spec.code.exclude)
+            if spec.entry.builtin:
+                parts["entry scripts"] = digest({q.name: pl.text_sha(q.read_bytes())
+                                                 for q in sorted(ENTRY_DIR.glob("*.py")) if q.name != MERGE_PROGRAM.name})
+        else:
+            table = pl.BUILTIN_OPTIONS[step.builtin]
+            for key, (kind, _) in table.items():
+                value = step.options.get(key)
+                if kind == "path" and isinstance(value, str):
+                    where = self.local_path(value)  # absolute: a second checkout's outputs are not this one's
+                    parts[f"{key} path"] = str(where)
+                    if key in ("recipe", "reference") and where.is_file():
+                        parts[f"{key} file"] = file_sha(str(where))
+            if step.builtin == "merge":
+                parts["merge script"] = pl.text_sha(MERGE_PROGRAM.read_bytes())
+        for need in step.needs:
+            out = self.outputs.get(need) or {}
+            parts[f"{need}'s outputs"] = out.get("digest") or self.identities.get(need, "")
+        return parts
+
+    def step_identity(self, step: pl.Step, spec: JobSpec | None) -> str:
+        self.parts[step.name] = self.step_parts(step, spec)
+        return pl.identity(self.parts[step.name])
 
     def outputs_exist(self, outputs: dict) -> bool:
         """Are a finished step's outputs still there (local files here, remote ones on their host)?"""
@@ -315,10 +396,9 @@ class PipelineRunner:
         paths = [p for ps in outputs.get("paths", {}).values() for p in ps]
         if not paths:
             return True
-        host = next((h for h in self.hosts if h.name == outputs.get("host")), None)
-        if host is None:
+        if not any(h.name == outputs.get("host") for h in self.hosts + self.target.stage_hosts()):
             return False
-        runner = self.service.exec_factory(host).using(outputs.get("python"))
+        runner = self.service.exec_factory(self.host(outputs["host"])).using(outputs.get("python"))
         try:
             return bool(runner.call("files", {"op": "exist", "paths": paths}, timeout=120,
                                     what="look for a step's outputs")["exist"])
@@ -332,37 +412,47 @@ class PipelineRunner:
     # ------------------------------------------------------------------ dry run
 
     def describe(self, pipeline: pl.Pipeline, from_step: str | None = None, only: Sequence[str] = ()) -> list[StepView]:
-        """The dry run: each step in order, what its refs resolve to, its plan. Nothing is sent."""
+        """The dry run: each step in order, whether it would run and why ("run (what changed)")
+        or be skipped ("skip (unchanged since RUN)"), what its refs resolve to, its plan.
+        Nothing is submitted (a skip's outputs are checked to exist, a read)."""
         selected = pl.select(pipeline, from_step, only)
+        pl.missing_options(pipeline, [n for n in selected if pipeline.step(n).builtin not in self.builtins])
         self.base_dir = Path(pipeline.base_dir or ".")
         self.pipeline = pipeline
         views = []
+        will_run: set[str] = set()
         for step in pipeline.order():
             view = StepView(step.name, step.kind, step.needs)
             previous = self.registry.reusable_steps(pipeline.name, step.name)
             if step.name not in selected:
                 view.action = "reuse" if previous else "missing"
+                view.why = f"taken from run {previous[0].pipeline_id}" if previous else "NOT RUN BEFORE"
                 if previous:
                     self.outputs[step.name] = previous[0].outputs
+            spec = self.job_spec(step, dry=True) if step.builtin is None else None
+            if step.name in selected:
+                view.action, view.why = self.verdict(pipeline, step, spec, previous, will_run,
+                                                     force=bool(from_step or only))
+                if view.action == "run":
+                    will_run.add(step.name)
             if step.builtin is not None:
                 for ref in step.refs():
                     view.resolves.append(f"{ref.describe()}" + (f" (from {ref.step}'s last run)"
                                                                  if ref.step in self.outputs else " (at run time)"))
-            if step.builtin is None:
-                spec = self.job_spec(step, dry=True)
+            if spec is not None:
                 hosts = used_hosts(spec, self.hosts)
-                prepared = prepare(spec, hosts, f"{slug(spec.name)}-<run>", DRY_PORT, self.opts)
                 if spec.checkpoint is not None:
                     how = f" <- {step.checkpoint.describe()}" if isinstance(step.checkpoint, pl.Ref) else ""
                     view.resolves.append(f"checkpoint{how}: {spec.checkpoint.local or spec.checkpoint.remote}")
                 for name, ref in spec.inputs.items():
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
                     view.resolves.append(f"inputs.{name}{how}: {ref.local or ref.remote}")
-                others = [h.name for h in hosts[1:]]
+                others = [] if self.target.shared_workdir else [h.name for h in hosts[1:]]
                 for site, ref, _ in self.remote_refs(step, spec) if others else []:
                     view.resolves.append(f"{site}: copied from {ref.step}'s host to {', '.join(others)} through this "
                                          f"machine before the submit (sha256-checked), unless already there")
-                view.plan = prepared.plan.render_shell()
+                view.plan = self.service.plan_text(spec, self.target, replace(self.opts, master_port=DRY_PORT),
+                                                   f"{slug(spec.name)}-<run>")
                 view.cards = {h.name: len(h.slot_ids) for h in hosts}
             else:
                 view.plan = self.builtin_text(step)
@@ -370,12 +460,36 @@ class PipelineRunner:
         self.timing(pipeline, views, selected)
         return views
 
+    def verdict(self, pipeline: pl.Pipeline, step: pl.Step, spec: JobSpec | None, previous: Sequence[Any],
+                will_run: set[str], force: bool) -> tuple[str, str]:
+        """("skip", "unchanged since RUN") or ("run", what changed) for the dry run."""
+        if force:
+            return "run", "selected by --from/--only"
+        upstream = [n for n in step.needs if n in will_run]
+        if upstream:
+            self.outputs.pop(step.name, None)
+            return "run", f"{', '.join(upstream)} run{'s' if len(upstream) == 1 else ''} first (new outputs)"
+        if spec is not None and any(isinstance(r, pl.Ref) and r.step not in self.outputs for r in step.refs()):
+            return "run", "an input step has no outputs yet"
+        ident = self.step_identity(step, spec)
+        self.identities[step.name] = ident
+        for hit in [p for p in previous if p.identity == ident][:1]:
+            if self.outputs_exist(hit.outputs):
+                self.outputs[step.name] = hit.outputs
+                return "skip", f"unchanged since {hit.pipeline_id}"
+            return "run", f"the outputs of {hit.pipeline_id} are gone"
+        if not previous:
+            return "run", "not run before"
+        return "run", ", ".join(pl.changed(previous[0].outputs.get("identity_parts"), self.parts[step.name])) \
+            + f" changed since {previous[0].pipeline_id}"
+
     def timing(self, pipeline: pl.Pipeline, views: Sequence[StepView], selected: Sequence[str]) -> None:
         """Which steps run together and which wait for cards (``concurrent``), in the views."""
         by_name = {v.name: v for v in views}
         if not self.concurrent:
             return
-        capacity = {h.name: len(h.slot_ids) for h in self.hosts}
+        # a scheduler queues every job of a level at once and places them itself
+        capacity = {h.name: 1 << 30 if self.target.schedules else len(h.slot_ids) for h in self.hosts}
         for level in pl.levels(pipeline, selected):
             groups = pl.pack(level, {n: by_name[n].cards for n in level}, capacity)
             for i, group in enumerate(groups):
@@ -397,8 +511,14 @@ class PipelineRunner:
 
     def run(self, pipeline: pl.Pipeline, from_step: str | None = None, only: Sequence[str] = ()) -> reg.PipelineRecord:
         """Every step once its needs are done: the ready ones at the same time (see the module
-        docstring), in file order among them; a step whose need failed is blocked."""
+        docstring), in file order among them; a step whose need failed is blocked.
+
+        Each step runs on a daemon thread: Ctrl-C (or SIGTERM) reaches this loop at once and
+        ends the run *interrupted* while the steps' jobs run on (``alaunch run`` again
+        re-attaches to them), or, with ``cancel_on_interrupt``, cancels them first. Any error
+        ends the run FAILED with one line (never left "running" to read "interrupted" later)."""
         selected = pl.select(pipeline, from_step, only)
+        pl.missing_options(pipeline, [n for n in selected if pipeline.step(n).builtin not in self.builtins])
         self.base_dir = Path(pipeline.base_dir or ".")
         self.pipeline = pipeline
         order = pipeline.order()
@@ -409,9 +529,17 @@ class PipelineRunner:
         failed: set[str] = set()
         done: set[str] = set()
         pending = list(order)
-        running: dict[Any, str] = {}
-        pool = ThreadPoolExecutor(max_workers=max(1, len(order)) if self.concurrent else 1,
-                                  thread_name_prefix="alaunch-step")
+        running: set[str] = set()
+        results: queue.Queue = queue.Queue()
+
+        def step_thread(step: pl.Step) -> None:
+            try:
+                results.put((step.name, self._run_step_safely(pipeline, record.id, step, force)))
+            finally:
+                mine = getattr(self._local, "registry", None)
+                if mine is not None:  # this thread's own connection, closed by this thread
+                    mine.close()
+
         try:
             while pending or running:
                 for step in list(pending):
@@ -427,52 +555,106 @@ class PipelineRunner:
                             self.reuse(pipeline, record.id, step)
                             done.add(step.name)
                             continue
-                        running[pool.submit(self._run_step_safely, pipeline, record.id, step, force)] = step.name
+                        running.add(step.name)
+                        threading.Thread(target=step_thread, args=(step,), daemon=True,
+                                         name=f"alaunch-step-{step.name}").start()
                 if not running:
                     continue
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in finished:
-                    name = running.pop(future)
-                    result = future.result()
-                    self.outputs[name] = result.outputs
-                    if result.state == reg.FAILED:
-                        failed.add(name)
-                        self.registry.set_step(record.id, name, state="failed", reason=result.reason,
-                                               ended_at=reg.now_iso())
-                        self.say(f"  {name}: FAILED: {result.reason}")
-                    else:
-                        done.add(name)
-        finally:
-            pool.shutdown(wait=True)
-            for opened in self._opened:
-                opened.close()
-            self._opened.clear()
+                try:
+                    name, result = results.get(timeout=0.5)  # a short wait: Ctrl-C is seen between two
+                except queue.Empty:
+                    continue
+                running.discard(name)
+                self.outputs[name] = result.outputs
+                if result.state == reg.FAILED:
+                    failed.add(name)
+                    self.registry.set_step(record.id, name, state="failed", reason=result.reason,
+                                           ended_at=reg.now_iso())
+                    self.say(f"  {name}: FAILED: {result.reason}")
+                else:
+                    done.add(name)
+        except KeyboardInterrupt:
+            self.interrupted(record.id, pipeline)
+            raise
+        except AlaunchError as exc:
+            self.registry.end_pipeline(record.id, reg.FAILED, f"failed: {exc.message}")
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug still ends the run, in one line, then shows
+            self.registry.end_pipeline(record.id, reg.FAILED, f"failed: {type(exc).__name__}: {exc}")
+            raise
         state = reg.FAILED if failed else reg.SUCCEEDED
         return self.registry.end_pipeline(record.id, state, f"failed: {', '.join(sorted(failed))}" if failed else None)
 
+    def interrupted(self, run_id: str, pipeline: pl.Pipeline) -> None:
+        """Ctrl-C / SIGTERM: the running steps' jobs keep running (said, with how to re-attach),
+        or are cancelled with ``cancel_on_interrupt``. The run ends FAILED "interrupted"."""
+        live = [replace(s, job_id=s.job_id or self.registry.step_job(run_id, s.step))
+                for s in self.registry.pipeline(run_id).steps if s.state == "running"]
+        how = f"`alaunch run {pipeline.source}` again re-attaches to them"
+        for s in live:
+            if s.job_id and self.cancel_on_interrupt:
+                try:
+                    self._service0.cancel(s.job_id)
+                    self.registry.set_step(run_id, s.step, state="cancelled", ended_at=reg.now_iso(),
+                                           reason=f"interrupted: job {s.job_id} cancelled (--cancel-on-interrupt)")
+                    self.say(f"  {s.step}: job {s.job_id} cancelled")
+                except AlaunchError as exc:
+                    self.say(f"  {s.step}: could not cancel job {s.job_id}: {exc.message}")
+                continue
+            what = f"job {s.job_id} keeps running" if s.job_id else "its job may still be starting"
+            self.registry.set_step(run_id, s.step, state="failed", ended_at=reg.now_iso(), job_id=s.job_id,
+                                   reason=f"interrupted: {what}; {how}")
+            self.say(f"  {s.step}: {what}")
+        jobs = [s.job_id for s in live if s.job_id]
+        if self.cancel_on_interrupt or not jobs:
+            why = "interrupted" + (": its jobs were cancelled" if jobs else "")
+        else:
+            why = f"interrupted: the jobs keep running ({', '.join(jobs)}); {how}, or `alaunch cancel JOB`"
+        self.registry.end_pipeline(run_id, reg.FAILED, why)
+        self.say(f"pipeline {pipeline.name}: {why}")
+
     def reuse(self, pipeline: pl.Pipeline, run_id: str, step: pl.Step) -> None:
-        """A step not selected (``--from``/``--only``): its outputs from the newest earlier run."""
+        """A step not selected (``--from``/``--only``): its outputs from the newest earlier run,
+        checked: it must still be current (same identity today) and its outputs present, or the
+        run is refused (``force_reuse``: said, and used anyway)."""
         previous = self.registry.reusable_steps(pipeline.name, step.name)
         if not previous:
             raise InputError(f"step {step.name!r} is not selected and no earlier run of {pipeline.name!r} "
                              f"finished it; run without --from/--only first", key="--from")
-        self.outputs[step.name] = previous[0].outputs
-        self.identities[step.name] = previous[0].identity
-        self.registry.set_step(run_id, step.name, state="skipped", identity=previous[0].identity,
-                               job_id=previous[0].job_id, outputs=previous[0].outputs,
-                               reason=f"not selected: reused run {previous[0].pipeline_id}")
-        self.say(f"  {step.name}: reused from {previous[0].pipeline_id}")
+        prev = previous[0]
+        spec = self.job_spec(step) if step.builtin is None else None
+        ident = self.step_identity(step, spec)
+        problem = None
+        if prev.identity != ident:
+            what = ", ".join(pl.changed(prev.outputs.get("identity_parts"), self.parts[step.name]))
+            problem = f"is not current ({what} changed since run {prev.pipeline_id})"
+        elif not self.outputs_exist(prev.outputs):
+            problem = f"has lost its outputs (run {prev.pipeline_id}'s are gone)"
+        if problem and not self.force_reuse:
+            raise InputError(f"step {step.name!r} {problem}; run it too (--from {step.name}) or "
+                             f"--force-reuse to use it anyway", key="--from")
+        self.outputs[step.name] = prev.outputs
+        self.identities[step.name] = prev.identity
+        self.registry.set_step(run_id, step.name, state="skipped", identity=prev.identity,
+                               job_id=prev.job_id, outputs=prev.outputs,
+                               reason=f"not selected: reused run {prev.pipeline_id}"
+                                      + (f" (--force-reuse: it {problem})" if problem else ""))
+        self.say(f"  {step.name}: reused from {prev.pipeline_id}" + (f" (WARNING: it {problem})" if problem else ""))
 
     def _run_step_safely(self, pipeline: pl.Pipeline, run_id: str, step: pl.Step, force: bool) -> StepResult:
+        """Every failure of a step is one line on the step (a bug too: its type and message)."""
         try:
             return self.run_step(pipeline, run_id, step, force)
         except AlaunchError as exc:
             return StepResult(reg.FAILED, {}, reason=exc.message)
+        except Exception as exc:  # noqa: BLE001 - a built-in's bug fails its step, not the run's record
+            return StepResult(reg.FAILED, {}, reason=f"{type(exc).__name__}: {exc}")
 
     def run_step(self, pipeline: pl.Pipeline, run_id: str, step: pl.Step, force: bool) -> StepResult:
         spec = self.job_spec(step) if step.builtin is None else None
         ident = self.step_identity(step, spec)
         self.identities[step.name] = ident
+        parts = self.parts[step.name]
         if not force:
             for previous in self.registry.reusable_steps(pipeline.name, step.name, ident)[:1]:
                 if self.outputs_exist(previous.outputs):
@@ -484,17 +666,48 @@ class PipelineRunner:
         self.registry.set_step(run_id, step.name, state="running", identity=ident, started_at=reg.now_iso())
         start = time.monotonic()
         if spec is not None:
-            result = self.run_job(run_id, step, spec)
+            earlier = self.earlier_job(pipeline, run_id, step, ident, force)
+            result = self.watch(run_id, step, spec, earlier) if earlier else self.run_job(run_id, step, spec)
         else:
             result = StepResult(reg.SUCCEEDED, self.run_builtin(step))
         if result.state == reg.SUCCEEDED:
+            outputs = {**result.outputs, "identity_parts": parts}
+            outputs["digest"] = outputs.get("digest") or digest(result.outputs)
+            result = replace(result, outputs=outputs)
             self.registry.set_step(run_id, step.name, state="succeeded", job_id=result.job_id,
-                                   outputs=result.outputs, attempts=result.attempts, ended_at=reg.now_iso())
+                                   outputs=outputs, attempts=result.attempts, ended_at=reg.now_iso())
             self.say(f"  {step.name}: done in {time.monotonic() - start:.0f} s"
                      + (f" ({result.job_id})" if result.job_id else ""))
         else:
             self.registry.set_step(run_id, step.name, job_id=result.job_id, attempts=result.attempts)
         return result
+
+    def earlier_job(self, pipeline: pl.Pipeline, run_id: str, step: pl.Step, ident: str,
+                    force: bool) -> reg.JobRecord | None:
+        """The job of an earlier run of this step, same identity, that is still running (its
+        ``alaunch run`` was killed or interrupted: re-attach, never train twice) or that
+        succeeded after its driver died (reuse it); None: submit. Recorded as this run's
+        step's job before it is said (a Ctrl-C right after must know the job)."""
+        earlier = [s for s in self.registry.step_jobs(pipeline.name, step.name, ident) if s.pipeline_id != run_id]
+        for prev in earlier[:1]:
+            job_id = None if prev.state in ("succeeded", "skipped") else \
+                prev.job_id or self.registry.step_job(prev.pipeline_id, step.name)
+            if job_id is None:
+                return None  # finished (its outputs were not current enough to skip), or nothing submitted
+            try:
+                job = self.registry.get(job_id)
+            except InputError:
+                return None  # pruned
+            if not job.terminal:
+                note = f"re-attached to {job.id} (still {job.state}, from run {prev.pipeline_id})"
+            elif job.state == reg.SUCCEEDED and not force:
+                note = f"{job.id} of run {prev.pipeline_id} succeeded after its driver stopped: reused"
+            else:
+                return None
+            self.registry.set_step(run_id, step.name, job_id=job.id)
+            self.say(f"  {step.name}: {note}")
+            return job
+        return None
 
     # ------------------------------------------------------------------ job steps
 
@@ -506,21 +719,34 @@ class PipelineRunner:
             check_mergeable(spec, prepared.rendered[hosts[0].name].config, world)
         self.say(f"  {step.name}: {spec.kind} {spec.name} on {world} card(s)")
         self.place(step, spec, hosts)
+        return self.watch(run_id, step, spec, self.submit(run_id, step, spec))
+
+    def submit(self, run_id: str, step: pl.Step, spec: JobSpec) -> reg.JobRecord:
         # concurrent steps: one that finds its cards taken by a sibling queues for them
         opts = replace(self.opts, wait=True) if self.concurrent else self.opts
-        record = self.service.submit(spec, self.hosts, opts,
+        record = self.service.submit(spec, self.target, opts,
                                      meta={"pipeline": run_id, "pipeline_step": step.name})
+        self.registry.set_step(run_id, step.name, job_id=record.id)
         devices = record.meta.get("devices") or {}
         if devices:
             self.say(f"  {step.name}: {record.id} on " + "; ".join(f"{h} card(s) {','.join(map(str, d))}"
                                                                  for h, d in devices.items()))
+        return record
+
+    def watch(self, run_id: str, step: pl.Step, spec: JobSpec, record: reg.JobRecord) -> StepResult:
+        """Follow the step's job to its end; retry a transient failure (``retries:``): a training
+        with a checkpoint every rank saved resumes, anything else is submitted again from
+        scratch (said). A cancelled job is the user's word: never retried."""
         self.registry.set_step(run_id, step.name, job_id=record.id)
-        attempts = 1
+        attempts = int(record.meta.get("attempt", 1))
         while True:
-            outcome = self.follow(record)
+            outcome = self.follow(record) if not record.terminal else None
             record = self.registry.get(record.id)
             if record.state == reg.SUCCEEDED:
                 return StepResult(reg.SUCCEEDED, self.job_outputs(record), record.id, attempts=attempts)
+            if record.state == reg.CANCELLED:
+                return StepResult(reg.FAILED, {}, record.id, f"{record.reason or 'cancelled'} (a cancel is never "
+                                                               f"retried)", attempts)
             verdict = self.diagnose(record, outcome)
             if attempts > step.retries or not verdict.transient:
                 why = record.reason or record.state
@@ -528,9 +754,21 @@ class PipelineRunner:
                          else "")
                 return StepResult(reg.FAILED, {}, record.id, f"{why}{extra}", attempts)
             attempts += 1
-            self.say(f"  {step.name}: {verdict.cause} (transient): resuming, attempt {attempts} of {step.retries + 1}")
-            from launcher.ops.resume import resume_job
-            record = resume_job(self.service, record.id, self.say, original=spec)
+            record = self.retry(run_id, step, spec, record, verdict, attempts)
+
+    def retry(self, run_id: str, step: pl.Step, spec: JobSpec, record: reg.JobRecord, verdict: Verdict,
+              attempts: int) -> reg.JobRecord:
+        of = f"attempt {attempts} of {step.retries + 1}"
+        if record.kind == "finetune":
+            self.say(f"  {step.name}: {verdict.cause} (transient): resuming, {of}")
+            try:
+                return self.service.resume(record.id, self.say, original=spec)
+            except NothingToResume as exc:
+                self.say(f"  {step.name}: {verdict.cause} (transient): {exc.message}: submitting again from "
+                         f"scratch, {of}")
+        else:
+            self.say(f"  {step.name}: {verdict.cause} (transient): running it again, {of}")
+        return self.submit(run_id, step, spec)
 
     def remote_refs(self, step: pl.Step, spec: JobSpec) -> list[tuple[str, pl.Ref, str]]:
         """(site, ref, path) of each reference the step's job reads at a path on a host."""
@@ -549,6 +787,8 @@ class PipelineRunner:
         e.g. on a shared filesystem, is left alone)."""
         from launcher.ops.relay import relay
         from launcher.runners import default_bin_dir, python_for
+        if self.target.shared_workdir:
+            return  # every node of the target sees the producer's job dir
         bin_dir = self.opts.bin_dir or default_bin_dir(self.hosts)
         for site, ref, path in self.remote_refs(step, spec):
             producer = self.outputs.get(ref.step) or {}
@@ -580,32 +820,47 @@ class PipelineRunner:
         return classify(codes, [*lines, record.reason or ""])
 
     def job_outputs(self, record: reg.JobRecord) -> dict:
-        """Where a finished job's outputs are: node 0's job dir, listed by the job's output groups."""
+        """Where a finished job's outputs are: node 0's job dir, listed by the job's output
+        groups, with what the host says of each file (``entry/merge_ckpt.py`` ``inspect``: a
+        checkpoint's global step from its own metadata, its mtime; the sha256 of what a consumer
+        reads: each rank's last checkpoint and every other output). ``digest``, their content
+        identity, is what a consumer's identity covers."""
         from launcher.ops.collect import job_outputs, list_node, globs_for
-        node0 = record.nodes[0]
-        hosts = {h.name: h for h in self.hosts}
+        node0 = self.service.log_view(record).nodes[0]  # where its files are (a scheduler's: the shared dir)
         python = (record.meta.get("pythons") or {}).get(node0.host)  # None: the runner's default
         outputs, _ = job_outputs(record)
         groups = [g for g in ("checkpoints", "predictions") if getattr(outputs, g)]
         paths: dict[str, list[str]] = {}
         if groups:
-            runner = self.service.exec_factory(hosts.get(node0.host) or Host(node0.host, 1)).using(python)
+            runner = self.service.exec_factory(self.host(node0.host)).using(python)
             try:
                 listing = list_node(runner, node0.job_dir, globs_for(outputs, groups))
             finally:
                 runner.close()
             for f in listing.files:
                 paths.setdefault(f.group, []).append(posixpath.join(listing.root, f.path))
+        world = sum(len(r) for r in (record.meta.get("ranks") or {}).values()) or None
+        out = {"job_id": record.id, "host": node0.host, "python": python, "root": node0.job_dir, "world": world,
+               "paths": paths, "default": "checkpoints" if record.kind == "finetune" else "predictions"}
+        every = [p for ps in paths.values() for p in ps]
+        if every:
+            files = self.on_host(out, {"op": "inspect", "paths": every}, "inspecting the outputs")
+            out["files"] = files
+            ckpts = checkpoints_of(out)
+            read = [p for p in every if p not in {c.path for c in ckpts}]
+            for rank in {c.rank for c in ckpts}:
+                read.append(max((c for c in ckpts if c.rank == rank), key=pl.Checkpoint.order).path)
+            hashed = self.on_host(out, {"op": "inspect", "paths": read, "hash": read}, "hashing the outputs")
+            for p, info in hashed.items():
+                files[p] = info
             for g in paths:
-                paths[g].sort(key=lambda p: (pl.ordinal_step(p), p))
-        default = "checkpoints" if record.kind == "finetune" else "predictions"
-        return {"job_id": record.id, "host": node0.host, "python": python, "root": node0.job_dir,
-                "paths": paths, "default": default}
+                paths[g].sort(key=lambda p: (pl.Checkpoint.of(p, files.get(p) or {}).order(), p))
+        out["digest"] = digest({"job_id": record.id, "files": out.get("files") or {}})
+        return out
 
     def _quiet_follow(self, record: reg.JobRecord) -> Any:
-        from launcher.ops.follow import Follower
-        hosts = {h.name: h for h in self.hosts}
-        return Follower(record, self.service.exec_factory, hosts, _QuietSink(self.say), self.service).run()
+        return self.service.follow(record, self.service.exec_factory, _QuietSink(self.say),
+                                   note=lambda text: self.say(f"  {record.name}: {text}"))
 
     # ------------------------------------------------------------------ built-ins
 
@@ -634,22 +889,21 @@ class PipelineRunner:
         model = train_sentencepiece(texts_of(out / "train.json"), out / "tokenizer",
                                     vocab_size=int(o.get("vocab_size", 1024)))
         prepare_data(PrepareOptions(**opts, tokenizer=Path(model), seq_length=int(o.get("seq_length", 512))))
-        local = {"train": [str(out / "train.mindrecord")], "tokenizer": [str(model)], "dir": [str(out)]}
+        local = {"train": [str(out / "train.mindrecord")], "tokenizer": [str(Path(model).resolve())]}
         if (out / "test.jsonl").exists():
             local["test"] = [str(out / "test.jsonl")]
-        return {"local": local, "default": "dir"}
+        return {"local": {**local, "dir": [str(out)]}, "default": "dir", "digest": local_digest(local)}
 
     def builtin_merge(self, step: pl.Step) -> dict:
-        ref = step.options.get("checkpoint")
-        if not isinstance(ref, pl.Ref):
-            raise InputError("merge needs with: {checkpoint: {from: TRAIN_STEP}}", key=f"steps.{step.name}.with")
+        ref = step.options["checkpoint"]
         producer = self._producer(ref)
         result = self.merge_on_host(producer)
-        self.say(f"  {step.name}: {result['mode']}: {result['ranks']} rank(s) at step {result['step'][-1]} "
+        self.say(f"  {step.name}: {result['mode']}: {result['ranks']} rank(s) at global step {result['step']} "
                  f"-> {result['out']}")
         return {"job_id": None, "host": producer["host"], "python": producer.get("python"),
                 "root": producer["root"], "paths": {"checkpoints": [result["out"]]}, "default": "checkpoints",
-                "merge": result}
+                "files": {result["out"]: {"step": result["step"], "sha256": result.get("sha256")}},
+                "merge": result, "digest": digest({"out": result["out"], "sha256": result.get("sha256")})}
 
     def builtin_fetch(self, step: pl.Step) -> dict:
         refs = list(pl.iter_refs(step.options.get("steps") or step.options))
@@ -659,13 +913,7 @@ class PipelineRunner:
 
     def builtin_score(self, step: pl.Step) -> dict:
         from launcher.metrics import mathacc, predictions, scorefile
-        ref = step.options.get("predictions")
-        if not isinstance(ref, pl.Ref):
-            raise InputError("score needs with: {predictions: {from: STEP}}", key=f"steps.{step.name}.with")
-        metric = step.options.get("metric", "math")
-        if metric != "math":
-            raise InputError(f"score metric {metric!r}: the pipeline scores 'math' (score squad with "
-                             f"`alaunch score squad`)", key=f"steps.{step.name}.with.metric")
+        ref = step.options["predictions"]
         preds_path = Path(self.resolve(replace(ref, output=ref.output or "predictions"), "path"))
         reference = self.local_path(self._path(step.options["reference"]))
         preds = predictions.parse_generation_result(predictions.read_text(preds_path), str(preds_path))

@@ -154,3 +154,28 @@ def check_host(runner: CommandRunner, policy: CheckPolicy, timeout: float) -> Ch
     except Exception as exc:  # a broken transport must still be a row, not a traceback
         return unreachable_row(host, RuntimeError(f"{type(exc).__name__}: {exc}"))
     return evaluate(host, facts, rtt_ms, policy)
+
+
+
+COLUMNS = ("host", "reachable", "OS/arch", "python", "mindspore", "mindformers", "msrun", "NPUs", "free disk",
+           "verdict")
+
+
+def _short_os(name: str | None) -> str:
+    """'Debian GNU/Linux 12 (bookworm)' -> 'Debian 12': the table is wide enough already."""
+    import re
+    return re.sub(r"\s*\(.*?\)|GNU/Linux\s*", "", name or "?").strip()
+
+
+def table_cells(rows: list[CheckRow]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The ``hosts check`` table's columns and one row of cells per host (pure)."""
+    out = []
+    for r in rows:
+        reach = "no" if not r.reachable else (f"yes {r.rtt_ms:.1f} ms" if r.rtt_ms is not None else "yes")
+        osarch = f"{_short_os(r.os)} {r.arch or ''}".strip() if r.reachable else ""
+        disk = f"{r.disk_free_gb:g} GB ({r.disk_path})" if r.disk_free_gb is not None else ""
+        verdict = ("PASS" if r.passed else "FAIL") + f": {r.reason}"
+        out.append((r.host, reach, osarch, r.python or "", r.mindspore or ("-" if r.reachable else ""),
+                    r.mindformers or ("-" if r.reachable else ""), ("yes" if r.msrun else "-") if r.reachable else "",
+                    r.npu_summary or "", disk, verdict))
+    return COLUMNS, out

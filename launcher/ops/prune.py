@@ -8,7 +8,7 @@ as protected. What was pruned is recorded as an event on each job the registry k
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from launcher.core.hostfile import Host
 from launcher.core.prune import JobDir, dedupe_stores, select
@@ -37,10 +37,14 @@ class HostPrune:
     skipped: str = ""  # e.g. "same store as host0"
 
 
-def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: PruneOptions) -> dict[str, HostPrune]:
-    """SCAN every host, choose, PRUNE (or only report with ``dry_run``); record what went."""
+def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: PruneOptions,
+                alive: Iterable[str] = ()) -> dict[str, HostPrune]:
+    """SCAN every host, choose, PRUNE (or only report with ``dry_run``); record what went.
+    ``alive``: job ids an engine knows are queued or running whatever the registry says (a
+    scheduler's queue: their processes run on nodes the scan does not see). Each host's
+    programs run with its runner's interpreter (``factory`` sets it)."""
     jobs = registry.list(limit=None)
-    protect = {j.id for j in jobs if j.state in (reg.RUNNING, reg.QUEUED, reg.PENDING, reg.STAGING)}
+    protect = {j.id for j in jobs if j.state in (reg.RUNNING, reg.QUEUED, reg.PENDING, reg.STAGING)} | set(alive)
     # a running pipeline's finished steps are inputs of its later ones: never prunable while it runs
     protect |= registry.jobs_in_use_by_pipelines()
     terminal = {j.id for j in jobs if j.terminal}

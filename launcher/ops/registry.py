@@ -745,7 +745,7 @@ class Registry:
         state in the jobs list); ``alaunch run`` again resumes, reusing the finished steps.
         Conditional on still RUNNING, so two readers write it once. Returns whether it wrote."""
         why = (f"interrupted: the `alaunch run` process (pid {runner.get('pid')} on this machine) is gone; "
-               "run it again to resume (finished steps are reused)")
+               "run it again to resume (finished steps are reused, running jobs re-attached)")
         with self._write() as c:
             done = c.execute("UPDATE pipelines SET state = ?, reason = ?, ended_at = ? WHERE id = ? AND state = ?",
                              (FAILED, why, now_iso(), pipeline_id, RUNNING)).rowcount
@@ -786,6 +786,36 @@ class Registry:
             args.append(identity)
         sql += " ORDER BY COALESCE(s.ended_at, p.created_at) DESC"
         return [_step(r) for r in self._conn.execute(sql, args)]
+
+    def step_jobs(self, name: str, step: str, identity: str) -> list[StepRecord]:
+        """Steps of earlier runs of pipeline ``name`` of this identity, in any state (newest
+        first): a killed ``alaunch run``'s step whose job runs on, or succeeded after it, is
+        found here and re-attached or reused, never submitted twice (its job id may be missing
+        when the driver died between the submit and recording it: :meth:`step_job` finds it)."""
+        sql = ("SELECT s.* FROM pipeline_steps s JOIN pipelines p ON p.id = s.pipeline_id "
+               "WHERE p.name = ? AND s.step = ? AND s.identity = ? "
+               "ORDER BY COALESCE(s.started_at, p.created_at) DESC, p.id DESC")
+        return [_step(r) for r in self._conn.execute(sql, (name, step, identity))]
+
+    def step_job(self, pipeline_id: str, step: str) -> str | None:
+        """The newest job a pipeline run's step submitted, by the job's own meta (``pipeline``,
+        ``pipeline_step``: written with the job, before the step records its id)."""
+        with self._read() as c:
+            row = c.execute("SELECT id FROM jobs WHERE json_extract(meta, '$.pipeline') = ? AND "
+                            "json_extract(meta, '$.pipeline_step') = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+                            (pipeline_id, step)).fetchone()
+        return row[0] if row else None
+
+    def move_if(self, job_id: str, from_states: Iterable[str], state: str, reason: str | None = None) -> bool:
+        """Move the job to ``state`` only if it is in one of ``from_states`` now, in one write
+        transaction (a compare-and-set: of two ``resume``s at once exactly one wins); returns
+        whether it moved."""
+        with self._write() as c:
+            old = self._state_of(c, job_id)
+            if old not in set(from_states):
+                return False
+            self._move(c, job_id, old, state, reason, True)
+        return True
 
     def events(self, job_id: str) -> list[Event]:
         rows = self._conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))

@@ -9,6 +9,14 @@ already trained on, so the loss lines continue from the checkpoint's step. Nothi
 previous attempt is lost: each node's ``state/``, ``msrun_log/`` and ``output/log/`` move to
 ``attempts/<n>/`` first (remote/attempt.py).
 
+Which checkpoint: the newest *global* step every rank has, read from each file's own
+metadata on its host (``entry/merge_ckpt.py`` ``inspect``), never from its name (a resumed
+run names its files with a shifted in-epoch step, and attempts can repeat a name).
+
+One attempt at a time: the move from failed/cancelled to staging is a compare-and-set in the
+registry (``Registry.move_if``); a second ``resume`` at once is told so and touches nothing.
+A resume that cannot start (no checkpoint) puts the job back as it was.
+
 Cards: the job's claim died with its processes, so before the launch the job claims the
 cards it had (``meta.devices``) again, under each host's lock, as ``submit`` does; cards
 another job (or a foreign process, per npu-smi) took meanwhile make it refuse, naming them.
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import replace
+from typing import Callable
 from pathlib import Path
 
 import yaml
@@ -28,7 +37,7 @@ from launcher.core import yamlio
 from launcher.core.hostfile import parse_hostfile
 from launcher.core.plan import build_plan
 from launcher.core.spec import JobSpec, load_job, masked_secrets, parse_job, restore_secrets
-from launcher.errors import AlaunchError, InputError
+from launcher.errors import AlaunchError, InputError, NothingToResume, ResumeBusy
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.launch import Launcher, launch_all
@@ -84,16 +93,10 @@ def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
                                                              for h in hosts) + " (claimed again to resume)")
 
 
-def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None = None) -> reg.JobRecord:
-    """Attempt n+1 of a stopped finetune job (see the module docstring). Returns it RUNNING.
-
-    ``original``: the job as its submitter built it (a pipeline step's retry has it), whose
-    secret env values the registry does not keep; else the job file is read again for them."""
-    from launcher.ops.collect import list_node
-    registry = service.registry
-    record = registry.get(ref)
-    if record.state not in (reg.FAILED, reg.CANCELLED):
-        raise InputError(f"job {record.id} is {record.state}; only a failed or cancelled job can be resumed")
+def recorded_spec(record: reg.JobRecord, original: JobSpec | None = None) -> JobSpec:
+    """The job of a training record as it was submitted (every engine's resume starts here),
+    its secret env values back: ``original`` is the job as its submitter built it (a pipeline
+    step's retry has it); else the job file is read again for them (the registry keeps ``***``)."""
     if record.kind != "finetune":
         raise InputError(f"job {record.id} is a {record.kind} job; only training jobs resume from a checkpoint "
                          f"(submit it again)")
@@ -101,39 +104,96 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
     source = meta.get("source") or f"registry:{record.id}"
     base_dir = str(Path(source).parent) if meta.get("source") else None
     spec = parse_job(yamlio.loads(record.spec_text, f"registry:{record.id}"), source, base_dir)
-    if masked_secrets(spec):  # the registry keeps secrets as ***: the job file gives them again
+    if masked_secrets(spec):
         if original is None and meta.get("source") and Path(source).is_file():
             original = load_job(source)
         spec = restore_secrets(spec, original, source)
+    return spec
+
+
+def checkpoints_under(runner, root: str) -> list[pl.Checkpoint]:
+    """Every checkpoint of the job dir ``root`` with what the file itself says (global step,
+    attempt): one listing and one inspection on the host (entry/merge_ckpt.py ``inspect``)."""
+    from launcher.ops.collect import list_node
+    from launcher.ops.ckpt import on_host
+    listing = list_node(runner, root, {"checkpoints": [CHECKPOINT_GLOB]})
+    paths = [posixpath.join(listing.root, f.path) for f in listing.files]
+    info = on_host(runner, {"op": "inspect", "paths": paths}, "inspecting checkpoints") if paths else {}
+    return [pl.Checkpoint.of(p, info.get(p) or {}) for p in paths]
+
+
+def resume_step(record: reg.JobRecord, checkpoints: list[pl.Checkpoint]) -> int:
+    """The newest global step every rank saved (from the latest attempt that has it), or the
+    one-line refusal."""
+    picked = pl.common_last_step(checkpoints)
+    if picked is None:
+        raise NothingToResume(f"job {record.id} has no checkpoint that every rank saved")
+    return picked[0]
+
+
+def rotate_request(record: reg.JobRecord, root: str, attempt: int) -> dict:
+    """ROTATE (remote/attempt.py) for one job dir: keep attempt ``attempt``, config resumed."""
+    return {"op": "rotate", "root": root, "attempt": attempt, "config": resumed_config(record.config_text, root)}
+
+
+def locked(registry: reg.Registry, ref: str, run: Callable[[reg.JobRecord, int], reg.JobRecord]) -> reg.JobRecord:
+    """One attempt at a time, whatever the engine: the job is moved FAILED/CANCELLED ->
+    STAGING in one conditional write before anything else (two resumes at once both passed
+    the state check, and the loser marked FAILED a job whose attempt 2 ran on); the loser is
+    told so and changes nothing. A resume that fails before launching puts the job back."""
+    record = registry.get(ref)
+    if record.kind != "finetune":
+        raise InputError(f"job {record.id} is a {record.kind} job; only training jobs resume from a checkpoint "
+                         f"(submit it again)")
+    attempt = int(record.meta.get("attempt", 1))
+    if not registry.move_if(record.id, (reg.FAILED, reg.CANCELLED), reg.STAGING,
+                            f"resuming: attempt {attempt + 1}"):
+        now = registry.get(record.id)
+        if now.state in (reg.STAGING, reg.RUNNING, reg.QUEUED, reg.PENDING):
+            raise ResumeBusy(f"job {record.id} is {now.state} (attempt {now.meta.get('attempt', 1)}): another resume "
+                             f"is under way or it runs; one attempt at a time")
+        raise InputError(f"job {record.id} is {now.state}; only a failed or cancelled job can be resumed")
+    try:
+        return run(record, attempt)
+    except BaseException:
+        now = registry.get(record.id)
+        if now.state == reg.STAGING:  # nothing launched: the job is as it was
+            registry.set_state(record.id, record.state, record.reason, force=True)
+        raise
+
+
+def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None = None) -> reg.JobRecord:
+    """Attempt n+1 of a stopped finetune job on its hosts (see the module docstring). Returns it
+    RUNNING."""
+    return locked(service.registry, ref, lambda record, attempt: _resume(service, record, attempt, say, original))
+
+
+def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec | None) -> reg.JobRecord:
+    registry = service.registry
+    meta = record.meta
+    spec = recorded_spec(record, original)
     hosts = parse_hostfile(record.hostfile_text, f"registry:{record.id}")
     by_name = {h.name: h for h in hosts}
     pythons = dict(meta.get("pythons") or {})
-    attempt = int(meta.get("attempt", 1))
 
     def runner_for(host: str):
         return service.exec_factory(by_name[host]).using(pythons.get(host))
 
-    def listed(node: reg.NodeRecord) -> list[str]:
+    def listed(node: reg.NodeRecord) -> list[pl.Checkpoint]:
         runner = runner_for(node.host)
         try:
-            listing = list_node(runner, node.job_dir, {"checkpoints": [CHECKPOINT_GLOB]})
+            return checkpoints_under(runner, node.job_dir)
         finally:
             runner.close()
-        return [f.path for f in listing.files]
 
     found = run_parallel(record.nodes, listed).raise_on_failure()
-    ckpts = [p for node in record.nodes for p in found[node]]
-    step = pl.common_last_step(ckpts)
-    if step is None:
-        raise AlaunchError(f"job {record.id} has no checkpoint that every rank saved; nothing to resume from "
-                           f"(submit it again)")
+    step = resume_step(record, [c for node in record.nodes for c in found[node]])
 
     def rotate(node: reg.NodeRecord) -> dict:
         runner = runner_for(node.host)
         try:
-            return runner.call("attempt", {"op": "rotate", "root": node.job_dir, "attempt": attempt,
-                                           "config": resumed_config(record.config_text, node.job_dir)},
-                               timeout=120, what="keep the previous attempt")
+            return runner.call("attempt", rotate_request(record, node.job_dir, attempt), timeout=120,
+                               what="keep the previous attempt")
         finally:
             runner.close()
 
@@ -152,11 +212,10 @@ def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None =
     plan = build_plan(spec, config_text, hosts, record.id, port, roots=roots,
                       addresses={node0.name: meta.get("master_addr") or node0.name}, bin_dir=meta.get("bin_dir"))
     claim_again(service, record, [by_name[n.host] for n in record.nodes], plan, pythons)
-    registry.update_meta(record.id, {"attempt": attempt + 1, "master_port": port,
-                                     "resumed_from_step": list(step)})
-    registry.set_state(record.id, reg.STAGING, f"resuming from epoch {step[0]} step {step[1]}: attempt {attempt + 1}",
+    registry.update_meta(record.id, {"attempt": attempt + 1, "master_port": port, "resumed_from_step": step})
+    registry.set_state(record.id, reg.STAGING, f"resuming from global step {step}: attempt {attempt + 1}",
                        force=True)
-    say(f"{record.id}: attempt {attempt + 1}, resuming from the checkpoint of epoch {step[0]}, step {step[1]}")
+    say(f"{record.id}: attempt {attempt + 1}, resuming from the checkpoint of global step {step}")
     execs = {n.host: runner_for(n.host) for n in record.nodes}
     try:
         launchers = {n.node_rank: Launcher(execs[n.host.name], record.id) for n in plan.nodes}

@@ -22,6 +22,7 @@ collective, holding NPUs):
 
 from __future__ import annotations
 
+import os
 import posixpath
 import time
 
@@ -38,19 +39,19 @@ from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
 from launcher.ops.launch import Launcher, NodeStatus, launch_all, master_port, reach_check
 from launcher.core.layout import JobLayout
-from launcher.runners import (CommandRunner, default_bin_dir, make_runner, python_for,
-                              resolve_address)
+from launcher.runners import CommandRunner, default_bin_dir, python_for, resolve_address
 from launcher.core.plan import (DEFAULT_CLUSTER_TIME_OUT, DEFAULT_PORT_RANGE, WRAPPER, Plan, build_plan,
-                                env_script_vars, stage_items)
+                                env_script_vars)
 from launcher.core.render import Rendered, render_job, resolve_world
-from launcher.core.spec import JobSpec, load_job, redacted_text
+from launcher.core.spec import JobSpec, load_job
+from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine, HostTarget, JobCancelled  # noqa: F401 (JobCancelled: callers import it here)
 from launcher.ops.fanout import run_parallel
 from launcher.core.layout import new_job_id
-from launcher.ops.stage import (CACHE_NAME, HashCache, Inventory, LocalSet, Progress, Stager, collect, inventory,
-                                resolve_home, store_base)
+from launcher.ops.stage import Inventory, LocalSet, Stager, inventory, resolve_home, store_base
 
-# Versions that must agree on every node of one job (a mixed cluster fails late and obscurely).
-SKEW_KEYS = ("mindspore", "mindformers", "cann", "driver")
+DRY_RUN_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
+LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
+
 
 STATE_EXIT = {reg.SUCCEEDED: ExitCode.OK, reg.FAILED: ExitCode.JOB_FAILED, reg.RUNNING: ExitCode.JOB_RUNNING,
               reg.STAGING: ExitCode.JOB_RUNNING, reg.PENDING: ExitCode.JOB_RUNNING, reg.QUEUED: ExitCode.JOB_RUNNING,
@@ -163,35 +164,109 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
     return Prepared(spec, list(hosts), rendered, plan, warnings)
 
 
-class JobCancelled(AlaunchError):
-    """``submit`` found its job cancelled (during staging or launch)."""
-
-    exit_code = ExitCode.JOB_CANCELLED
+def hosts_of(target: HostTarget | Sequence[Host]) -> list[Host]:
+    """A hostfile target's hosts (a plain list of hosts is taken as it is)."""
+    return target.node_hosts() if isinstance(target, HostTarget) else list(target)
 
 
 LOST_AFTER_S = 3600.0  # a node unreachable this long is lost: the job ends FAILED (see JobService._lost)
 
 
-class JobService:
-    """Submit, refresh, cancel and wait, against one registry; hosts reached through ``exec_factory``."""
+class JobService(Engine):
+    """The SSH hosts engine (the local machine is an SSH-less host of it): submit, refresh,
+    cancel and wait, against one registry; hosts reached through ``exec_factory``."""
 
-    def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
-                 progress: Progress | None = None, exec_factory: Callable[[Host], CommandRunner] = make_runner):
-        self.registry = registry
-        self.state_dir = Path(state_dir)
-        self.say = say
-        self.progress = progress
-        self.exec_factory = exec_factory
-        self.last_stage_bytes = 0
+    name = "hosts"
 
     # ------------------------------------------------------------------ submit
 
-    def submit(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions = SubmitOptions(),
-               meta: Mapping | None = None) -> reg.JobRecord:
+    def dry_run(self, job: str | Path | JobSpec, target: HostTarget | Sequence[Host], opts: SubmitOptions,
+                job_id: str, *, offline: bool = True) -> str:
+        """``plan``: the cards each node would get (the hosts asked who holds which, read-only,
+        unless ``offline``), the staging route, and each node's exact commands."""
+        from launcher.core import cards
+        from launcher.core.route import parse_mode, staging_note
+        spec = job if isinstance(job, JobSpec) else load_job(job)
+        filtered = hosts_of(target)
+        full = list(target.full) if isinstance(target, HostTarget) and target.full else filtered
+        if opts.devices is not None:
+            filtered = cards.pin_devices(filtered, opts.devices)
+        used = used_hosts(spec, filtered)
+        candidates, want = filtered[:len(used)], len(used[0].slot_ids)
+        if offline:
+            held = {h.name: "--offline" for h in candidates}
+        else:
+            bins = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(used)
+            held = card_ops.look(candidates, self.exec_factory, {h.name: python_for(bins, h) for h in candidates})
+        chosen = cards.plan_devices(candidates, want, held,
+                                    cards.pinned_hosts(full, candidates, want, opts.devices is not None))
+        hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen)]
+        note = staging_note([h.name for h in hosts if not h.is_local], parse_mode(os.environ.get("ALAUNCH_RELAY")),
+                            int(os.environ.get("ALAUNCH_RELAY_DEGREE") or 2))
+        return (cards.render_devices(chosen) + (f"# staging: {note}\n" if note else "")
+                + self.plan_text(spec, hosts, opts, job_id))
+
+    def plan_text(self, spec: JobSpec, target: HostTarget | Sequence[Host], opts: SubmitOptions, job_id: str) -> str:
+        """Each node's exact commands (pure: the template is read, no host asked)."""
+        port = opts.master_port if opts.master_port is not None else DRY_RUN_PORT
+        hosts = used_hosts(spec, hosts_of(target))
+        return prepare(spec, hosts, job_id, port, replace(opts, master_port=port)).plan.render_shell()
+
+    def started_line(self, record: reg.JobRecord) -> str:
+        """'started NAME on N node(s): host (node 0, pid P, devices D), ...' — the first
+        :data:`LISTED_NODES` nodes, then how many more."""
+        def node(n) -> str:
+            devices = ",".join(map(str, record.meta.get("devices", {}).get(n.host, []))) or "-"
+            return f"{n.host} (node {n.node_rank}, pid {n.pid}, devices {devices})"
+        shown = [node(n) for n in record.nodes[:LISTED_NODES]]
+        more = len(record.nodes) - len(shown)
+        return (f"started {record.name} on {len(record.nodes)} node(s): " + ", ".join(shown)
+                + (f", and {more} more (alaunch status {record.id})" if more else ""))
+
+    def check(self, target: HostTarget | Sequence[Host], *, timeout: float = 10.0, require_npus: bool = False,
+              min_disk_gb: float = 5.0, python: str | None = None, verify_store: bool = False) -> CheckReport:
+        """``hosts check``: one probe per host, all at once (``exec_factory`` should connect
+        fresh: a kept master would hide a dead sshd); ``verify_store`` re-hashes each store."""
+        from launcher.ops.probe import CheckPolicy, check_host, table_cells, unreachable_row
+        policy = CheckPolicy(require_npus=require_npus, min_disk_gb=min_disk_gb, python=python)
+        hosts = hosts_of(target)
+
+        def one(host):
+            with self.exec_factory(host) as runner:
+                row = check_host(runner, policy, timeout)
+                if verify_store and row.reachable:
+                    from launcher.ops.stage import verify_store as verify
+                    try:
+                        v = verify(runner)  # with the interpreter check_host set on the runner
+                    except AlaunchError as exc:
+                        row.notes.append(f"store not verified: {exc.message}")
+                    else:
+                        row.notes.append(f"store: {v['objects']} object(s) verified" + (
+                            f", {len(v['bad'])} bad removed ({', '.join(s[:12] for s in v['bad'])})"
+                            if v["bad"] else ", all good"))
+                return row
+
+        rows = [r if not isinstance(r, BaseException) else unreachable_row(h, r)
+                for h, r in run_parallel(hosts, one).items()]
+        columns, cells = table_cells(rows)
+        failed = [r for r in rows if not r.passed]
+        return CheckReport("hosts check", columns, cells, {i for i, r in enumerate(rows) if not r.passed},
+                           json=[r.to_json() for r in rows],
+                           failure=(f"{len(failed)} of {len(rows)} host(s) failed the check: "
+                                    + ", ".join(r.host for r in failed)) if failed else None)
+
+    def resume(self, ref: str, say: Callable[[str], None] = lambda s: None,
+               original: JobSpec | None = None) -> reg.JobRecord:
+        """Attempt n+1 on the same hosts (:func:`launcher.ops.resume.resume_job`)."""
+        from launcher.ops.resume import resume_job
+        return resume_job(self, ref, say, original=original)
+
+    def submit(self, job_path: str | Path | JobSpec, hosts: HostTarget | Sequence[Host],
+               opts: SubmitOptions = SubmitOptions(), meta: Mapping | None = None) -> reg.JobRecord:
         """The phases, in order: :meth:`local` (load, check, hash — no host) -> :meth:`preflight`
         (one fan-out: each host's home and store inventory, node 0's free port) -> :func:`prepare`
         (pure: render, plan) -> record -> :meth:`stage` -> :meth:`launch` -> record the pids."""
-        job = self.local(job_path, hosts, opts)
+        job = self.local(job_path, hosts_of(hosts), opts)
         if meta:
             job = replace(job, meta=dict(meta))
         runners = {h.name: self.exec_factory(h).using(job.pythons[h.name]) for h in job.hosts}
@@ -206,7 +281,7 @@ class JobService:
                 for warning in prepared.warnings:
                     self.say(f"warning: {warning}")
             except AlaunchError as exc:
-                self._record_failure(job.spec, job.hosts, job.job_id, job.spec_text, exc)
+                self.record_failure(job.spec, job.hosts, job.job_id, job.spec_text, exc)
                 raise
             self._record(job, pre, prepared)
             try:
@@ -225,26 +300,15 @@ class JobService:
     def _stage_and_launch(self, job: LocalJob, pre: Preflight, prepared: Prepared,
                           runners: Mapping[str, CommandRunner], busy) -> dict:
         """Phases 4-6 of :meth:`submit` on the recorded job: stage, claim the cards, launch."""
-        try:
-            self.registry.set_state(job.job_id, reg.STAGING)
-        except reg.IllegalTransition:  # cancelled between record and here
-            raise self._cancelled(job.job_id, "nothing was started") from None
-        try:
-            self.stage(job, pre, prepared, runners)
-            if self.registry.get(job.job_id).state == reg.CANCELLED:  # cancel during staging wins
-                raise self._cancelled(job.job_id, "nothing was started")
-            job, prepared = self.claim_cards(job, pre, prepared, runners, busy)
+        def start() -> dict:
+            claimed, plan = self.claim_cards(job, pre, prepared, runners, busy)
             try:
-                started = self.launch(job, prepared, runners)
+                return self.launch(claimed, plan, runners)
             except AlaunchError:
-                self._release_cards(job, pre, runners)
+                self._release_cards(claimed, pre, runners)
                 raise
-        except JobCancelled:
-            raise
-        except AlaunchError as exc:
-            self.registry.set_state_unless_ended(job.job_id, reg.FAILED, exc.message)  # a cancel's word stands
-            raise
-        return started
+
+        return self.stage_then_start(job.job_id, lambda: self.stage(job, pre, prepared, runners), start)
 
     def _release_claims(self, record: reg.JobRecord) -> None:
         """Drop the job's card claims on its hosts: it ended before it started, so no process or
@@ -399,29 +463,18 @@ class JobService:
     def local(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
         """Phase 1, no host touched: the job file, its local paths, the hosts it uses, its id.
         A JobSpec (a pipeline step's job with its references resolved) is taken as it is."""
-        spec = job_path if isinstance(job_path, JobSpec) else load_job(job_path)
-        validate.check_local_paths(spec)
+        spec, spec_text = self.load(job_path)
         if opts.devices is not None:
             hosts = core_cards.pin_devices(hosts, opts.devices)
         candidates = tuple(hosts)[:len(used_hosts(spec, hosts))]
         hosts = used_hosts(spec, hosts)
         bin_dir = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts)
-        if isinstance(job_path, JobSpec):
-            from launcher.core.yamlio import dumps
-            spec_text = redacted_text(spec, dumps(spec.model_dump(mode="json", exclude_none=True)))
-        else:
-            spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
         return LocalJob(spec, tuple(hosts), new_job_id(spec.name), replace(opts, bin_dir=bin_dir), spec_text,
                         {h.name: python_for(bin_dir, h) for h in hosts}, candidates=candidates)
 
     def hash(self, job: LocalJob) -> LocalJob:
-        """Phase 1b: hash the code and data to stage (render-independent; a local cache)."""
-        cache = HashCache(self.state_dir / CACHE_NAME)
-        files = collect([i for i in stage_items(job.spec, "") if i.text is None], cache)
-        cache.save()
-        for warning in files.warnings:
-            self.say(f"warning: {warning}")
-        return replace(job, files=files)
+        """Phase 1b: hash the code and data to stage (:meth:`Engine.hash_files`)."""
+        return replace(job, files=self.hash_files(job.spec))
 
     def preflight(self, job: LocalJob, runners: Mapping[str, CommandRunner]) -> Preflight:
         """Phase 2, one round trip per host in one fan-out: each host's home and what its store
@@ -490,9 +543,6 @@ class JobService:
         reach_check(prepared.plan, launchers)
         return launch_all(prepared.plan, launchers)
 
-    def _cancelled(self, job_id: str, what: str) -> "JobCancelled":
-        return JobCancelled(f"job {job_id} was cancelled during submit; {what}")
-
     def _ssh_meta(self) -> dict:
         """known_hosts / ssh_config used at submit, so status and cancel reach hosts the same way."""
         options = getattr(self.exec_factory, "keywords", {}).get("options")
@@ -500,11 +550,6 @@ class JobService:
             return {}
         return {k: str(getattr(options, k)) for k in ("known_hosts", "ssh_config") if getattr(options, k)}
 
-    def _record_failure(self, spec: JobSpec, hosts: Sequence[Host], job_id: str, spec_text: str,
-                        exc: AlaunchError) -> None:
-        self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile(hosts),
-                                 nodes=[h.name for h in hosts], job_id=job_id, state=reg.FAILED)
-        self.registry.set_state(job_id, reg.FAILED, exc.message)
 
     # ------------------------------------------------------------------ status
 
@@ -729,13 +774,3 @@ class JobService:
 def _close(execs: Mapping[str, CommandRunner]) -> None:
     for ex in execs.values():
         ex.close()
-
-
-def resolve_hosts(hostfile: str | Path | None, local: bool, slots: int,
-                  include: str | None = None, exclude: str | None = None) -> list[Host]:
-    """``-H HOSTFILE`` or ``--local`` (the default), then DeepSpeed's --include/--exclude."""
-    from launcher.core.hostfile import apply_filters, local_hosts, read_hostfile
-    if hostfile is not None and local:
-        raise InputError("give either -H HOSTFILE or --local, not both", key="--local")
-    hosts = read_hostfile(hostfile) if hostfile is not None else local_hosts(slots)
-    return apply_filters(hosts, include, exclude)

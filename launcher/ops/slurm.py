@@ -17,7 +17,6 @@ Followers and fetch read the shared job dir once, through the login node
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import sys
@@ -29,70 +28,46 @@ from typing import Callable, Mapping, Sequence
 from launcher.core import slurm as core
 from launcher.core import validate
 from launcher.ops import mfcheck
-from launcher.core.hostfile import Host, format_hostfile, parse_hostfile
+from launcher.core.hostfile import format_hostfile, parse_hostfile
 from launcher.core.layout import JobLayout
-from launcher.core.plan import stage_items
 from launcher.core.render import render_job, resolve_world
-from launcher.core.spec import JobSpec, load_job, redacted_text
+from launcher.core.spec import JobSpec, load_job
 from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.core.slurm import parse_target  # noqa: F401  (the chooser's parser of a target file)
 from launcher.ops import registry as reg
+from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine
+from launcher.ops.engines import record_meta
 from launcher.ops.launch import NodeStatus
-from launcher.ops.stage import CACHE_NAME, HashCache, Progress, Stager, collect, resolve_home
-from launcher.runners import CommandRunner, make_runner
+from launcher.ops.stage import Stager, resolve_home
+from launcher.remote import wire
+from launcher.runners import CommandRunner
 
 BACKEND = "slurm"
 LEAVE_QUEUE_TIMEOUT = 60.0
-SETTLE_TIMEOUT = 30.0  # seconds from the batch script's last line to Slurm's final state  # seconds scancel may take until the job is out of the queue
+SETTLE_TIMEOUT = 30.0  # seconds from the batch script's last line to Slurm's final state
+FORGOTTEN = "Invalid job id"  # squeue/scontrol about a job Slurm no longer has (MinJobAge passed)
 ALIVE_SLURM = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED",
                "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
 
-# Write the batch script, then exec sbatch with the job's environment (stdin JSON: secrets never
-# reach an argv or the script file).
-SUBMIT = r'''
-import json, os, sys
-r = json.load(sys.stdin)
-os.makedirs(os.path.dirname(r["script_path"]), exist_ok=True)
-with open(r["script_path"] + ".tmp", "w") as fh:
-    fh.write(r["script"])
-os.chmod(r["script_path"] + ".tmp", 0o700)
-os.replace(r["script_path"] + ".tmp", r["script_path"])
-env = dict(os.environ)
-env.update(r["env"])
-sys.stdout.flush()
-os.execvpe(r["argv"][0], r["argv"], env)
-'''
 
-# Write state/exit_code unless the batch script already did (atomic; never overwrites).
-MARK_END = r'''
-import json, os, sys
-r = json.loads(sys.argv[1])
-path = r["path"]
-if not os.path.exists(path):
-    with open(path + ".alaunch", "w") as fh:
-        fh.write(r["code"] + "\n")
-    try:
-        os.link(path + ".alaunch", path)
-    except FileExistsError:
-        pass
-    os.unlink(path + ".alaunch")
-'''
-
-READ = r'''
-import json, sys
-out = {}
-for p in json.loads(sys.argv[1]):
-    try:
-        with open(p, "rb") as fh:
-            fh.seek(0, 2); n = fh.tell(); fh.seek(max(0, n - 8192))
-            out[p] = fh.read().decode("utf-8", "replace")
-    except OSError:
-        out[p] = None
-print(json.dumps(out))
-'''
+VERSIONS_PROGRAM = "alaunch-versions.py"  # staged into the job's config/: remote/slurm.py VERSIONS
+SKEW_PROGRAM = "alaunch-skew.py"  # remote/slurm.py SKEW
 
 
-def is_slurm(record: reg.JobRecord) -> bool:
-    return record.meta.get("backend") == BACKEND
+def node_check(root: str) -> core.NodeCheck:
+    """The batch script's software check: each node's versions, then the comparison (the
+    programs are staged with the job, see :func:`check_programs`)."""
+    layout = JobLayout(root)
+    answers = posixpath.join(layout.state, "versions")
+    return core.NodeCheck((posixpath.join(layout.config_dir, VERSIONS_PROGRAM), wire.request_arg({"op": "versions"})),
+                          (posixpath.join(layout.config_dir, SKEW_PROGRAM),
+                           wire.request_arg({"op": "skew", "dir": answers, "keys": list(SKEW_KEYS)})), answers)
+
+
+def check_programs() -> dict[str, str]:
+    """The check's programs as the job dir's files (relative path -> text)."""
+    return {f"config/{VERSIONS_PROGRAM}": wire.program("slurm", "versions"),
+            f"config/{SKEW_PROGRAM}": wire.program("slurm", "skew")}
 
 
 def target_of(record: reg.JobRecord) -> core.SlurmTarget:
@@ -106,7 +81,8 @@ def login_view(record: reg.JobRecord) -> reg.JobRecord:
     login = parse_hostfile(record.hostfile_text, f"registry:{record.id}")[0]
     first = record.nodes[0] if record.nodes else reg.NodeRecord(0, login.name)
     return replace(record, nodes=(replace(first, node_rank=0, host=login.name,
-                                          job_dir=record.meta.get("root", first.job_dir)),))
+                                          job_dir=record.meta.get("root", first.job_dir)),),
+                   meta={**record.meta, "state_per_node": False})
 
 
 def srun_failures(text: str) -> list[str]:
@@ -134,19 +110,31 @@ def parse_sinfo(text: str) -> list[SinfoNode]:
     return nodes
 
 
-class SlurmService:
-    """Submit, refresh, cancel and fail Slurm jobs through the login node; one registry."""
+class SlurmService(Engine):
+    """The Slurm engine: submit, refresh, cancel and fail Slurm jobs through the login node;
+    one registry."""
 
-    def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
-                 progress: Progress | None = None, exec_factory: Callable[[Host], CommandRunner] = make_runner,
-                 poll: float = 2.0):
-        self.registry = registry
-        self.state_dir = Path(state_dir)
-        self.say = say
-        self.progress = progress
-        self.exec_factory = exec_factory
-        self.poll = poll
-        self.last_stage_bytes = 0
+    name = BACKEND
+    poll = 2.0
+
+    @staticmethod
+    def log_view(record: reg.JobRecord) -> reg.JobRecord:
+        """One node, the login host, the shared job dir; the batch script keeps one ``state/``."""
+        return login_view(record)
+
+    def started_line(self, record: reg.JobRecord) -> str:
+        return (f"submitted {record.name} to Slurm as job {record.meta['slurm_job_id']} "
+                f"({len(record.nodes)} node(s) x {record.meta['target']['cards_per_node']} worker(s)); "
+                f"{record.state}")
+
+    def dry_run(self, job, target: core.SlurmTarget, opts, job_id: str, *, offline: bool = True) -> str:
+        """The batch script and the sbatch line ``submit`` would run (secrets masked)."""
+        return self.plan_text(job if isinstance(job, JobSpec) else load_job(job), target, opts, job_id)
+
+    def plan_text(self, spec: JobSpec, target: core.SlurmTarget, opts, job_id: str) -> str:
+        target = self.effective_target(spec, target, opts.bin_dir)
+        _, batch = self.prepare(spec, target, job_id, opts.sets, master_port=opts.master_port)
+        return batch.render()
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -188,79 +176,140 @@ class SlurmService:
             if check.skipped:
                 raise AlaunchError(f"--validate: {check.detail}")
         batch = core.build_batch(spec, target, job_id, root=root, master_port=master_port,
-                                 cluster_time_out=cluster_time_out)
+                                 cluster_time_out=cluster_time_out, check=node_check(root))
         return rendered, batch
 
-    def submit(self, job_path: str | Path, target: core.SlurmTarget, opts) -> reg.JobRecord:
-        spec = load_job(job_path)
-        validate.check_local_paths(spec)
+    def submit(self, job_path, target: core.SlurmTarget, opts, meta: Mapping | None = None) -> reg.JobRecord:
+        """The shared phases (:class:`~launcher.ops.engine.Engine`: load, hash, survey, render,
+        record, stage — a cancel during staging wins —, start) with Slurm's start: write the
+        batch script and sbatch it through the login node. The record keeps the job name sbatch
+        gets before sbatch runs, so a lost answer leaves a job ``cancel`` can still find."""
+        spec, spec_text = self.load(job_path)
         target = self.effective_target(spec, target, opts.bin_dir)
         job_id = reg.new_job_id(spec.name)
         login = target.login_host()
         python = self.python_for(target)
         ex = self.exec_factory(login)
-        spec_text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
-        meta = {"backend": BACKEND, "target": {k: v for k, v in asdict(target).items()},
-                "pythons": {login.name: python}, "bin_dir": target.bin_dir, "source": spec.source}
+        meta = {**record_meta(self), "slurm_job_name": job_id, "target": {k: v for k, v in asdict(target).items()},
+                "pythons": {login.name: python}, "bin_dir": target.bin_dir, "source": spec.source,
+                **dict(meta or {})}
         nodes = [f"slurm-node{i}" for i in range(target.nodes)]
         try:
             ex.warm()
-            cache = HashCache(self.state_dir / CACHE_NAME)
-            local = collect([i for i in stage_items(spec, "") if i.text is None], cache)
-            cache.save()
-            for warning in local.warnings:
-                self.say(f"warning: {warning}")
+            local = self.hash_files(spec)
             stager = Stager({login.name: ex.using(python)}, progress=self.progress)
             inventories = stager.survey(local)
             root = resolve_home(JobLayout.for_job(target.workdir, job_id).root, inventories[login.name].home)
             rendered, batch = self.prepare(spec, target, job_id, opts.sets, root, opts.master_port,
                                            opts.cluster_time_out, opts.check_mindformers)
         except AlaunchError as exc:
-            self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile([login]),
-                                     nodes=nodes, job_id=job_id, meta=meta, state=reg.FAILED)
-            self.registry.set_state(job_id, reg.FAILED, exc.message)
             ex.close()
+            self.record_failure(spec, [login], job_id, spec_text, exc, meta)
             raise
         meta.update(root=root, config_sha256={login.name: rendered.sha256})
         self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, config_text=rendered.text,
                                  hostfile_text=format_hostfile([login]),
                                  nodes=[(n, root) for n in nodes], job_id=job_id, meta=meta)
-        try:
-            self.registry.set_state(job_id, reg.STAGING)
-            result = stager.stage(replace(local, texts={"config/job.yaml": rendered.text}), {login.name: root},
-                                  inventories, texts_by_host={login.name: {"config/job.yaml": rendered.text}})
+
+        def stage() -> None:
+            texts = {"config/job.yaml": rendered.text, **check_programs()}
+            result = stager.stage(replace(local, texts=texts), {login.name: root}, inventories,
+                                  texts_by_host={login.name: texts})
             self.last_stage_bytes = result.bytes_sent
             self.registry.update_meta(job_id, {"staged_bytes": result.bytes_sent})
             self.registry.add_event(job_id, "staged", f"{result.bytes_sent} bytes sent")
-            request = {"script_path": batch.script_path, "script": batch.script, "env": batch.env_values(),
-                       "argv": ["sbatch", "--parsable", batch.script_path]}
-            out = self._run(ex, [python, "-S", "-c", SUBMIT], "sbatch", stdin=json.dumps(request).encode())
-            try:
-                slurm_id = core.sbatch_job_id(out)
-            except ValueError as exc:
-                raise RemoteError(login.name, str(exc)) from None
-        except AlaunchError as exc:
-            self.registry.set_state(job_id, reg.FAILED, exc.message)
+
+        try:
+            slurm_id = self.stage_then_start(job_id, stage, lambda: self._sbatch(ex, python, batch),
+                                             "nothing was submitted to Slurm")
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM/SIGHUP take its path in the CLI
+            self.registry.set_state_unless_ended(job_id, reg.FAILED, "interrupted (Ctrl-C or a signal) before "
+                                                 f"Slurm answered; `alaunch cancel {job_id}` finds a job it queued")
             raise
         finally:
             ex.close()
         self.registry.update_meta(job_id, {"slurm_job_id": slurm_id})
         self.registry.add_event(job_id, "sbatch", f"Slurm job {slurm_id}")
-        return self.registry.set_state(job_id, reg.QUEUED, f"Slurm job {slurm_id} submitted")
+        if self.registry.set_state_unless_ended(job_id, reg.QUEUED, f"Slurm job {slurm_id} submitted"):
+            return self.registry.get(job_id)
+        # cancelled while sbatch ran: the cancel could not see the Slurm id yet
+        message = self._scancel(self.registry.get(job_id), 3.0)
+        self.registry.add_event(job_id, "cancel-after-submit", message)
+        return self.registry.get(job_id)
+
+    def _sbatch(self, ex: CommandRunner, python: str, batch: core.BatchPlan) -> str:
+        """Write the batch script and sbatch it on the login node (remote/slurm.py SUBMIT): its id."""
+        res = self._call(ex, python, {"op": "submit", "script_path": batch.script_path, "script": batch.script,
+                                      "env": batch.env_values(), "argv": ["sbatch", "--parsable", batch.script_path]},
+                         "sbatch")
+        if res["code"] != 0:
+            lines = (res["err"] or res["out"]).strip().splitlines()
+            raise RemoteError(ex.host.name, f"sbatch failed: {lines[-1] if lines else 'exit code %d' % res['code']}")
+        try:
+            return core.sbatch_job_id(res["out"])
+        except ValueError as exc:
+            raise RemoteError(ex.host.name, str(exc)) from None
+
+    def resume(self, ref: str, say: Callable[[str], None] = lambda s: None,
+               original: JobSpec | None = None) -> reg.JobRecord:
+        """Attempt n+1 as a new sbatch of the same job dir: the shared dir's checkpoints listed
+        once (every rank's are there), the previous attempt's ``state/`` (batch script, Slurm's
+        output, exit code) kept under ``attempts/<n>/``, the config resumed, the batch script
+        built again (secrets from the job file, as at submit) and sbatch'd. QUEUED when Slurm
+        took it."""
+        from launcher.ops.resume import locked
+        return locked(self.registry, ref, lambda record, attempt: self._resume(record, attempt, say, original))
+
+    def _resume(self, record: reg.JobRecord, attempt: int, say: Callable[[str], None],
+                original: JobSpec | None) -> reg.JobRecord:
+        from launcher.ops.resume import checkpoints_under, recorded_spec, resume_step, rotate_request
+        spec = recorded_spec(record, original)
+        root = record.meta["root"]
+        ex, python = self._login(record)
+        try:
+            step = resume_step(record, checkpoints_under(ex.using(python), root))
+            ex.call("attempt", rotate_request(record, root, attempt), timeout=120, what="keep the previous attempt")
+            batch = core.build_batch(spec, target_of(record), record.id, root=root, check=node_check(root))
+            self.registry.update_meta(record.id, {"attempt": attempt + 1, "resumed_from_step": step})
+            self.registry.set_state(record.id, reg.STAGING, f"resuming from global step {step}: "
+                                    f"attempt {attempt + 1}", force=True)
+            say(f"{record.id}: attempt {attempt + 1}, resuming from the checkpoint of global step {step}")
+            try:
+                sid = self._sbatch(ex, python, batch)
+            except AlaunchError as exc:
+                self.registry.set_state_unless_ended(record.id, reg.FAILED, exc.message)
+                raise
+        finally:
+            ex.close()
+        self.registry.update_meta(record.id, {"slurm_job_id": sid})
+        self.registry.add_event(record.id, "sbatch", f"Slurm job {sid} (attempt {attempt + 1})")
+        for n in record.nodes:
+            self.registry.set_node(record.id, n.node_rank, state=reg.PENDING, exit_code=None, ended_at=None)
+        self.registry.set_state_unless_ended(record.id, reg.QUEUED, f"Slurm job {sid} submitted (attempt {attempt + 1})")
+        return self.registry.get(record.id)
 
     # ------------------------------------------------------------------ states
     def query(self, ex: CommandRunner, slurm_ids: Sequence[str]) -> dict[str, core.SlurmJobState]:
         """One squeue for all ids; one scontrol for those squeue no longer lists."""
         if not slurm_ids:
             return {}
-        res = ex.exec(core.squeue_argv(slurm_ids), timeout=60)
-        found = core.parse_squeue(res.text()) if res.ok else {}
+        found = core.parse_squeue(self._ask(ex, core.squeue_argv(slurm_ids), "squeue"))
         missing = [i for i in slurm_ids if i not in found or found[i].state in reg.TERMINAL]
         for jid in missing:  # scontrol has the exit code and reason of an ended job
-            r = ex.exec(["scontrol", "show", "job", "-o", jid], timeout=60)
-            if r.ok:
-                found.update(core.parse_scontrol(r.text()))
+            found.update(core.parse_scontrol(self._ask(ex, ["scontrol", "show", "job", "-o", jid], "scontrol")))
         return found
+
+    @staticmethod
+    def _ask(ex: CommandRunner, argv: list[str], what: str) -> str:
+        """A Slurm query's output; '' when Slurm no longer knows the job ("Invalid job id").
+        Any other failure (the controller restarting, a socket timeout) raises: a hiccup is not
+        an answer, and reading it as "the job is gone" recorded running jobs FAILED."""
+        res = ex.exec(argv, timeout=60)
+        if res.ok:
+            return res.text()
+        if FORGOTTEN in res.stderr.decode("utf-8", "replace"):
+            return ""
+        raise RemoteError(ex.host.name, f"{what} failed: {res.error_line()}")
 
     def _node_names(self, ex: CommandRunner, nodelist: str) -> list[str]:
         if not nodelist or nodelist in ("(null)", "None"):
@@ -268,9 +317,21 @@ class SlurmService:
         res = ex.exec(["scontrol", "show", "hostnames", nodelist], timeout=60)
         return res.text().split() if res.ok else []
 
+    @staticmethod
+    def _call(ex: CommandRunner, python: str, request: dict, what: str, timeout: float = 60) -> dict:
+        """One op of ``launcher/remote/slurm.py`` on the login node; its answer through
+        ``wire.answer``. A failed call raises (never read as "no file there")."""
+        res = ex.exec([python, "-S", "-c", wire.program("slurm", request["op"])], [wire.request(request)],
+                      timeout=timeout)
+        try:
+            if res.ok:
+                return wire.answer(res.stdout)
+        except wire.NoAnswer as exc:
+            raise RemoteError(ex.host.name, f"{what}: {exc}") from None
+        raise RemoteError(ex.host.name, f"{what} failed: {res.error_line()}")
+
     def _read(self, ex: CommandRunner, python: str, paths: Sequence[str]) -> dict[str, str | None]:
-        res = ex.exec([python, "-S", "-c", READ, json.dumps(list(paths))], timeout=60)
-        return json.loads(res.text()) if res.ok else {p: None for p in paths}
+        return self._call(ex, python, {"op": "read", "paths": list(paths)}, "reading the job's state")
 
     def _script_ended(self, ex: CommandRunner, python: str, record: reg.JobRecord) -> bool:
         path = posixpath.join(JobLayout(record.meta["root"]).state, "exit_code")
@@ -306,7 +367,7 @@ class SlurmService:
         failed: dict[str, str] = {}
         by_login: dict[str, list[reg.JobRecord]] = {}
         for r in records:
-            if is_slurm(r) and not r.terminal and "slurm_job_id" in r.meta:
+            if not r.terminal and "slurm_job_id" in r.meta:
                 by_login.setdefault(r.hostfile_text, []).append(r)
         for group in by_login.values():
             ex, python = self._login(group[0])
@@ -354,7 +415,9 @@ class SlurmService:
         reason = f"Slurm job {sid}: {st.describe()}"
         if state == reg.FAILED:
             out = self._read(ex, python, [posixpath.join(layout.state, core.SLURM_OUT.replace("%j", sid))])
-            failures = srun_failures(next(iter(out.values())) or "")
+            text = next(iter(out.values())) or ""
+            failures = [line[len("alaunch: "):] for line in text.splitlines() if line.startswith("alaunch: ")]
+            failures += srun_failures(text)
             if failures:
                 reason += "; " + "; ".join(failures)
         exit_code = st.exit_code
@@ -411,7 +474,7 @@ class SlurmService:
         try:
             path = posixpath.join(JobLayout(record.meta["root"]).state, "exit_code")
             code = {reg.SUCCEEDED: "0", reg.CANCELLED: "143"}.get(record.state, "1")
-            ex.exec([python, "-S", "-c", MARK_END, json.dumps({"path": path, "code": code})], timeout=60)
+            self._call(ex, python, {"op": "mark_end", "path": path, "code": code}, "writing state/exit_code")
         finally:
             ex.close()
         return True
@@ -423,7 +486,9 @@ class SlurmService:
         delay, said = first, None
         while not stop.wait(delay):
             try:
-                record, _ = self.refresh(ref)
+                record, statuses = self.refresh(ref)
+                if statuses and statuses[0].state == "unknown" and statuses[0].detail:
+                    raise AlaunchError(statuses[0].detail)  # Slurm could not be asked: say so, go on
                 if record.terminal:
                     if not stop.wait(SETTLE_TIMEOUT / 3):
                         self.mark_end(ref)
@@ -435,13 +500,27 @@ class SlurmService:
             delay = min(30.0, delay * 1.5)
 
     # ------------------------------------------------------------------ cancel / fail
+    def _orphan(self, ex: CommandRunner, record: reg.JobRecord) -> str | None:
+        """The Slurm id of a job whose sbatch ran but whose answer was lost (the link dropped,
+        alaunch killed): found by the name the batch script was submitted with
+        (``--job-name=<job id>``, kept in meta ``slurm_job_name`` before sbatch runs)."""
+        name = record.meta.get("slurm_job_name")
+        if not name:
+            return None
+        ids = self._ask(ex, ["squeue", "-h", f"--name={name}", "-o", "%i"], "squeue --name").split()
+        if ids:
+            self.registry.update_meta(record.id, {"slurm_job_id": ids[0]})
+            self.registry.add_event(record.id, "sbatch", f"Slurm job {ids[0]} found by its name {name} "
+                                                         "(its sbatch answer was lost)")
+        return ids[0] if ids else None
+
     def _scancel(self, record: reg.JobRecord, grace: float) -> str:
         """scancel, then wait until the job has left the queue (no RUNNING/COMPLETING step left)."""
-        sid = record.meta.get("slurm_job_id")
-        if sid is None:
-            return "never reached Slurm"
         ex, _ = self._login(record)
         try:
+            sid = record.meta.get("slurm_job_id") or self._orphan(ex, record)
+            if sid is None:
+                return "never reached Slurm"
             self._run(ex, ["scancel", sid], "scancel")
             start = time.monotonic()
             deadline = start + grace + LEAVE_QUEUE_TIMEOUT
@@ -458,14 +537,30 @@ class SlurmService:
             ex.close()
 
     def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:
+        """scancel the job and wait until it left the queue. An ended record whose sbatch
+        answer was lost (no Slurm id) is still looked for by its job name: a job that Slurm
+        queued after all is cancelled, and the answer says so."""
         record = self.registry.get(ref)
-        if record.terminal:
-            raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
         login = parse_hostfile(record.hostfile_text, f"registry:{record.id}")[0].name
+        if record.terminal:
+            if record.meta.get("slurm_job_id") or not record.meta.get("slurm_job_name"):
+                raise InputError(f"job {record.id} is already {record.state}; nothing to cancel")
+            message = self._scancel(record, grace)
+            if message != "never reached Slurm":
+                self.registry.add_event(record.id, "cancel", f"the job was {record.state}; {message}")
+                message += f" (it was queued although its submit failed; the job stays {record.state})"
+            return self.registry.get(record.id), {login: message}
+        # CANCELLED first (as on hosts): a submit still staging starts nothing, one whose sbatch
+        # is answering finds the job ended and scancels what it queued
+        when = " during staging" if record.state in (reg.PENDING, reg.STAGING) else ""
+        try:
+            record = self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user" + when)
+        except reg.IllegalTransition:
+            record = self.registry.get(record.id)  # it ended meanwhile: scancel what is left
         message = self._scancel(record, grace)
         for n in record.nodes:
             self.registry.set_node(record.id, n.node_rank, state=reg.CANCELLED, ended_at=reg.now_iso())
-        return self.registry.set_state(record.id, reg.CANCELLED, "cancelled by the user"), {login: message}
+        return self.registry.get(record.id), {login: message}
 
     def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
         """A rank failed (seen by the follower): record FAILED first, then scancel the job."""
@@ -479,8 +574,35 @@ class SlurmService:
         self.registry.add_event(record.id, "gang-stop", message)
         return self.registry.get(record.id)
 
+    # ------------------------------------------------------------------ prune
+    def prune(self, target: core.SlurmTarget, opts) -> dict:
+        """``alaunch prune`` of the shared workdir through the login node. Never a job Slurm
+        still has: every job name in the queue is protected, whatever the registry says (an
+        sbatch whose answer was lost is FAILED in the registry and may be running; its
+        processes run on compute nodes, where the scan's process check does not look). A
+        queue that cannot be read prunes nothing."""
+        from launcher.ops.prune import prune_hosts
+        login = target.login_host()
+        ex = self.exec_factory(login)
+        try:
+            queued = set(self._ask(ex, ["squeue", "-h", "-o", "%j"], "squeue").split())
+        finally:
+            ex.close()
+        python = self.python_for(target)
+        return prune_hosts([login], lambda h: self.exec_factory(h).using(python), self.registry, opts, alive=queued)
+
     # ------------------------------------------------------------------ hosts check
-    def check(self, target: core.SlurmTarget) -> tuple[list[SinfoNode], list[str]]:
+    def check(self, target: core.SlurmTarget, *, timeout: float = 10.0, **policy) -> CheckReport:
+        """The login node answers and the partition exists: its nodes, states and gres; problems."""
+        nodes, problems = self.sinfo(target)
+        return CheckReport(f"Slurm partition {target.partition or '(default)'} via {target.login}",
+                           ("node", "state", "gres", "cpus"), [(n.name, n.state, n.gres, n.cpus) for n in nodes],
+                           problems=problems,
+                           json={"login": target.login, "partition": target.partition,
+                                 "nodes": [asdict(n) for n in nodes], "problems": problems},
+                           failure=f"Slurm check failed: {problems[0]}" if problems else None)
+
+    def sinfo(self, target: core.SlurmTarget) -> tuple[list[SinfoNode], list[str]]:
         """The login node answers and the partition exists: its nodes, states and gres; problems."""
         ex = self.exec_factory(target.login_host())
         problems: list[str] = []

@@ -209,6 +209,28 @@ def ascend_versions(driver="/usr/local/Ascend/driver/version.info"):
     return {"cann": cann, "driver": install_field(driver, "version")}
 
 
+def versions():
+    """MindSpore / MindFormers (their dist-info names in this python's site dirs: no import,
+    ~1 ms), the CANN toolkit and the NPU driver (their install files) — None where absent: what must agree on every node of a job
+    (the preflight, stage.py INVENTORY; a Slurm job's nodes, slurm.py VERSIONS)."""
+    import sysconfig
+    out = {"mindspore": None, "mindformers": None, "cann": None, "driver": None}
+    paths = sysconfig.get_paths()
+    # under -S a venv's site-packages is on no path: find it from the interpreter's own prefix
+    lib = "python%d.%d" % sys.version_info[:2]
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    dirs = [paths.get("purelib"), paths.get("platlib")] + [p for p in sys.path if p.endswith("-packages")] + [
+        os.path.join(venv, sub, lib, "site-packages") for sub in ("lib", "lib64")]
+    for d in dict.fromkeys(dirs):
+        for name in (os.listdir(d) if d and os.path.isdir(d) else ()):
+            if name.endswith(".dist-info") and "-" in name:
+                dist, ver = name[:-len(".dist-info")].split("-", 1)
+                if dist.lower() in out and out[dist.lower()] is None:
+                    out[dist.lower()] = ver
+    out.update(ascend_versions())
+    return out
+
+
 def dumps(o):
     """JSON text of ``o`` (None, bool, int, str, dict, list/tuple/set), ASCII only."""
     if o is None:

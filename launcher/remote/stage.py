@@ -41,7 +41,7 @@ travel or be checked again.
 import os
 import sys
 
-from _prelude import MARK, answer, ascend_versions, load_cache, run, save_cache, stdin, widen_pipe
+from _prelude import MARK, answer, load_cache, run, save_cache, stdin, versions, widen_pipe
 
 CLAIM_TTL = 300  # seconds a claim whose job has not started yet (no pid file) still holds its cards
 
@@ -78,27 +78,6 @@ def inventory(req):
         facts["claims"] = live_claims(claims_dir(base), job_markers())[0]
         facts["npu_smi"] = npu_smi()
     answer(facts)
-
-
-def versions():
-    """MindSpore / MindFormers (their dist-info names in this python's site dirs: no import,
-    ~1 ms), the CANN toolkit and the NPU driver (their install files) — None where absent."""
-    import sysconfig
-    out = {"mindspore": None, "mindformers": None, "cann": None, "driver": None}
-    paths = sysconfig.get_paths()
-    # under -S a venv's site-packages is on no path: find it from the interpreter's own prefix
-    lib = "python%d.%d" % sys.version_info[:2]
-    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
-    dirs = [paths.get("purelib"), paths.get("platlib")] + [p for p in sys.path if p.endswith("-packages")] + [
-        os.path.join(venv, sub, lib, "site-packages") for sub in ("lib", "lib64")]
-    for d in dict.fromkeys(dirs):
-        for name in (os.listdir(d) if d and os.path.isdir(d) else ()):
-            if name.endswith(".dist-info") and "-" in name:
-                dist, ver = name[:-len(".dist-info")].split("-", 1)
-                if dist.lower() in out and out[dist.lower()] is None:
-                    out[dist.lower()] = ver
-    out.update(ascend_versions())
-    return out
 
 
 def msrun_flags():

@@ -122,7 +122,8 @@ def failure_dict(failure: Any, record: reg.JobRecord | None = None) -> dict | No
             where += f" rank {failure.rank}"
         return {"kind": failure.kind, "cause": failure.cause or failure.message, "message": failure.message,
                 "hint": failure.hint or None, "where": where, "host": failure.host, "rank": failure.rank,
-                "line": failure.line, "traceback": list(failure.lines)}
+                "line": failure.line, "traceback": list(failure.lines),
+                "family": failure.family or None, "code": failure.code}
     if record is not None and record.state == reg.FAILED and record.reason:
         return {"kind": "job", "cause": record.reason, "message": record.reason, "hint": None, "where": "",
                 "host": None, "rank": None, "line": None, "traceback": []}
@@ -217,6 +218,7 @@ def job_detail(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
         "curves": curves_dict(live.get("curves") or {}),
         "failure": failure_dict(live.get("failure"), record),
         "notes": list(live.get("notes") or []),
+        "stragglers": list(live.get("stragglers") or []),  # {rank, host, slower_pct, steps, text}
         "streams": sorted(live.get("streams") or [], key=_rank_order),
         "stream_status": list(live.get("stream_status") or []),
         "lines": live.get("line_count", 0),
@@ -369,7 +371,9 @@ def step_dict(step: reg.StepRecord, needs: Sequence[str] | None, level: int,
             "attempt_jobs": [{"id": r.id, "state": r.state, "created_at": r.created_at, "reason": r.reason}
                              for r in sorted(attempts, key=lambda r: (r.created_at, r.id))],
             "skipped_unchanged": unchanged, "reused": step.state == "skipped" and not unchanged,
-            "reused_from": _reused_from(step), "outputs": step.outputs, "reason": step.reason,
+            "reused_from": _reused_from(step),  # what a step left; how its identity was made stays out
+            "outputs": {k: v for k, v in step.outputs.items() if k not in ("identity_parts", "digest", "files")},
+            "reason": step.reason,
             "started_at": step.started_at, "ended_at": step.ended_at,
             "duration_s": _span(step.started_at, step.ended_at, now)}
 

@@ -28,6 +28,7 @@ from launcher.errors import AlaunchError
 from launcher.metrics.logparse import Failure, JobLogs, parse_loss
 from launcher.ops import registry as reg
 from launcher.metrics.progress import ProgressView, build_view
+from launcher.ops.engines import log_view
 from launcher.ops.follow import Follower, NodeView
 from launcher.ui.data import stream_key
 
@@ -52,12 +53,12 @@ class Connection:
 def default_connect(registry: reg.Registry, state_dir: Path, record: reg.JobRecord) -> Connection:
     """The SSH files the job's submit used, as ``logs`` and ``cancel`` do."""
     from launcher.ops.collect import default_options
-    from launcher.ops.service import JobService
+    from launcher.ops.engines import engine_of
     from launcher.runners import make_runner
 
     options = default_options(record)
     runner_for = partial(make_runner, options=options)
-    return Connection(runner_for=runner_for, service=JobService(registry, state_dir, exec_factory=runner_for))
+    return Connection(runner_for=runner_for, service=engine_of(record, registry, state_dir, exec_factory=runner_for))
 
 
 @dataclass
@@ -213,6 +214,8 @@ class JobWatch:
                     "nodes": {k: dict(v) for k, v in self.node_views.items()},
                     "notes": list(self.notes) + ([f"follower: {self.error}"] if self.error else []),
                     "failure": self.failure,
+                    "stragglers": [asdict(s) | {"text": s.text()}
+                                   for s in (self.follower.stragglers.current if self.follower else [])],
                     "streams": sorted({stream_key(ln["host"], ln["rank"]) for ln in self.lines
                                        if ln.get("role") != "msrun"}),
                     "stream_status": [dict(x) for x in self.streams_status],
@@ -292,9 +295,7 @@ class Hub:
                 if not record.nodes or not any(n.job_dir for n in record.nodes):
                     return  # ended before it was staged (or in a queue): nothing on the hosts to read
                 conn = self.connect(registry, self.state_dir, record)
-                if record.meta.get("backend") == "slurm":  # one shared job dir, read through the login node
-                    from launcher.ops.slurm import login_view
-                    record = login_view(record)
+                record = log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
                 hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
                 follow = not record.terminal
                 w.following = follow

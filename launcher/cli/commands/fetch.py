@@ -31,13 +31,14 @@ def refresh_first(env, registry: "reg.Registry", job: str, options) -> None:
     """A job not yet ended is refreshed from its hosts before fetching: fetch is one more place
     that may notice a dead node, and the gang rule (stop the others) holds whoever notices."""
     record = registry.get(job)
-    if record.terminal or not record.nodes or record.nodes[0].pid is None:
+    if record.terminal or not record.nodes:
         return
     from functools import partial
 
-    from launcher.ops.service import JobService
+    from launcher.ops.engines import engine_of
     from launcher.runners import make_runner
-    record, _ = JobService(registry, env.state_dir, exec_factory=partial(make_runner, options=options)).refresh(job)
+    record, _ = engine_of(record, registry, env.state_dir,
+                          exec_factory=partial(make_runner, options=options)).refresh(job)
     env.stderr.print(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""),
                      markup=False, highlight=False, soft_wrap=True)
 

@@ -70,15 +70,18 @@ def load_jobs(env: environment.Environment, limit: int, states: "List[str] | Non
         if any(r.state == reg.QUEUED and "waiter" in r.meta for r in records):  # `submit --wait` died?
             from launcher.ops import waiter
             records = [waiter.check(registry, r) for r in records]
-        if any(r.meta.get("backend") == "slurm" and not r.terminal for r in records):
-            from launcher.cli.connect import runner_factory  # only then: `jobs` starts fast
-            from launcher.ops.slurm import SlurmService
-            failed = SlurmService(registry, env.state_dir,  # one squeue per login node for all live jobs
-                                  exec_factory=runner_factory(None, None, False)).refresh_many(records)
-            for login, why in failed.items():
-                env.stderr.print(f"alaunch: could not ask Slurm on {login} ({why}); its jobs show their "
+        if any(not r.terminal for r in records):  # engines that answer for all live jobs at once (Slurm)
+            from launcher.ops.engines import refresh_listed
+
+            def factory():
+                from launcher.cli.connect import runner_factory  # only then: `jobs` starts fast
+                return runner_factory(None, None, False)
+            failed = refresh_listed(registry, env.state_dir, records, factory)
+            for where, why in failed.items():
+                env.stderr.print(f"alaunch: could not ask {where} ({why}); its jobs show their "
                                  "last recorded state", markup=False, highlight=False, soft_wrap=True)
-            records = registry.list(limit=limit, states=states, offset=offset)
+            if failed or any(not r.terminal for r in records):
+                records = registry.list(limit=limit, states=states, offset=offset)
     return records
 
 
@@ -144,6 +147,9 @@ def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, 
     with registry:
         record, statuses = service.refresh(job)
     env.stdout.print(status_table(record, statuses))
+    from launcher.metrics.stragglers import from_tails
+    for slow in from_tails({s.host: s.tails for s in statuses if s.tails}):
+        env.stdout.print(f"straggler: {slow.text()}", markup=False, highlight=False, soft_wrap=True)
     if record.reason:
         env.stdout.print(f"reason: {record.reason}", markup=False, highlight=False, soft_wrap=True)
     code = STATE_EXIT[record.state]

@@ -40,52 +40,20 @@ def register(app: typer.Typer) -> None:
                                      help="Do not ask the hosts which cards are free: show the first N."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
     ) -> None:
-        from launcher.core.spec import load_job
+        from launcher.cli.connect import runner_factory
+        from launcher.core.cards import parse_devices
         from launcher.core.layout import new_job_id
-        from launcher.ops.service import SubmitOptions, prepare, resolve_hosts, used_hosts
+        from launcher.core.spec import load_job
+        from launcher.ops.engines import engine_for, read_target
+        from launcher.ops.service import SubmitOptions
 
         env = environment.current()
-        from launcher.cli import slurm
-        if (target := slurm.target_of(hostfile)) is not None:  # -H names a Slurm target
-            text = slurm.plan_text(job, target, tuple(sets), None if master_port == DEFAULT_PORT else master_port,
-                                   bin_dir, job_id or new_job_id(load_job(job).name))
-            env.stdout.print(text, markup=False, highlight=False, soft_wrap=True, end="")
-            return
-        from dataclasses import replace
-
-        from launcher.core import cards
-
+        target = read_target(hostfile, local=local, slots=slots, include=include, exclude=exclude)
+        opts = SubmitOptions(tuple(sets), None if master_port == DEFAULT_PORT else master_port, bin_dir,
+                             ssh_config=str(ssh_config) if ssh_config else None,
+                             devices=parse_devices(devices) if devices is not None else None)
         spec = load_job(job)
-        full = resolve_hosts(hostfile, local, slots)
-        filtered = resolve_hosts(hostfile, local, slots, include, exclude)
-        if devices is not None:
-            filtered = cards.pin_devices(filtered, cards.parse_devices(devices))
-        used = used_hosts(spec, filtered)
-        candidates, want = filtered[:len(used)], len(used[0].slot_ids)
-        if offline:
-            held = {h.name: "--offline" for h in candidates}
-        else:
-            from launcher.cli.connect import runner_factory
-            from launcher.ops.cards import look
-            from launcher.runners import default_bin_dir, python_for
-            bins = bin_dir if bin_dir is not None else default_bin_dir(used)
-            held = look(candidates, runner_factory(known_hosts, ssh_config, accept_new),
-                        {h.name: python_for(bins, h) for h in candidates})
-        chosen = cards.plan_devices(candidates, want, held,
-                                    cards.pinned_hosts(full, candidates, want, devices is not None))
-        hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen)]
-        env.stdout.print(cards.render_devices(chosen), markup=False, highlight=False, soft_wrap=True, end="")
-        prepared = prepare(spec, hosts, job_id or new_job_id(spec.name), master_port,
-                           SubmitOptions(tuple(sets), master_port, bin_dir,
-                                         ssh_config=str(ssh_config) if ssh_config else None))
-        env.stdout.print(staging_line(hosts) + prepared.plan.render_shell(), markup=False, highlight=False,
-                         soft_wrap=True, end="")
-
-
-def staging_line(hosts) -> str:
-    """The staging route as a comment line (empty for fewer than 2 remote hosts)."""
-    import os
-    from launcher.core.route import parse_mode, staging_note
-    note = staging_note([h.name for h in hosts if not h.is_local], parse_mode(os.environ.get("ALAUNCH_RELAY")),
-                        int(os.environ.get("ALAUNCH_RELAY_DEGREE") or 2))
-    return f"# staging: {note}\n" if note else ""
+        engine = engine_for(target, None, env.state_dir,  # a dry run records nothing
+                            exec_factory=runner_factory(known_hosts, ssh_config, accept_new))
+        env.stdout.print(engine.dry_run(spec, target, opts, job_id or new_job_id(spec.name), offline=offline),
+                         markup=False, highlight=False, soft_wrap=True, end="")

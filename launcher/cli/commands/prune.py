@@ -31,16 +31,18 @@ def register(app: typer.Typer) -> None:
         from launcher.core.prune import human_bytes, parse_age
         from launcher.errors import InputError
         from launcher.ops import registry as reg
-        from launcher.ops.prune import PruneOptions, prune_hosts
-        from launcher.ops.service import resolve_hosts
+        from launcher.ops.engines import engine_for, read_target
+        from launcher.ops.prune import PruneOptions
 
         env = environment.current()
         if hostfile is None:
             raise InputError("prune needs the hosts: give -H HOSTFILE", key="-H")
-        hosts = resolve_hosts(hostfile, False, 1, include, exclude)
+        target = read_target(hostfile, include=include, exclude=exclude)
+        hosts = target.stage_hosts()  # a scheduler target: its shared workdir, through the login node
         opts = PruneOptions(parse_age(older_than), keep_last, checkpoints, dry_run, parse_age(grace, "--grace"))
         with reg.Registry.in_state_dir(env.state_dir) as registry:
-            out = prune_hosts(hosts, runner_factory(known_hosts, ssh_config, accept_new), registry, opts)
+            out = engine_for(target, registry, env.state_dir,
+                             exec_factory=runner_factory(known_hosts, ssh_config, accept_new)).prune(target, opts)
         verb = "would remove" if dry_run else "removed"
         table = Table("host", "job dirs", "trees", "objects", ".part/tmp", "bytes",
                       title=f"prune ({'dry run' if dry_run else 'done'}): {verb}")

@@ -16,23 +16,15 @@ import typer
 
 from launcher.cli import environment
 
-from launcher.errors import InputError
 
 ORDER = 20
 PREVIEW_JOB_ID = "<job-id>"
 
 
 def _hosts(hostfile: Optional[Path], local: bool, local_slots: int):
-    from launcher.core import hostfile as hostfile_mod
-
-    if hostfile is not None and local:
-        raise InputError("give either -H HOSTFILE or --local, not both", key="--local")
-    from launcher.cli import slurm
-    if (target := slurm.target_of(hostfile)) is not None:  # a Slurm target: its nodes, its workdir
-        return target.node_hosts()
-    if hostfile is not None:
-        return hostfile_mod.read_hostfile(hostfile)
-    return hostfile_mod.local_hosts(local_slots)
+    """The hosts the target's engine counts (a scheduler target: its nodes and workdir)."""
+    from launcher.ops.engines import read_target
+    return read_target(hostfile, local=local, slots=local_slots).node_hosts()
 
 
 def build(job: Path, hosts, sets: List[str], job_id: str = PREVIEW_JOB_ID, check_mindformers: bool = True):

@@ -1,8 +1,11 @@
 """`alaunch run PIPELINE` and `alaunch resume JOB`: the recipe as one command, and attempt n+1.
 
-``run`` prints one line per step (start, skip, done or failure) and the steps table at the
-end; a job step's logs are not streamed (``alaunch logs JOB`` has them; ``--logs`` streams
-them). ``--dry-run`` prints each step in order, what its references resolve to and its plan.
+``run`` prints one line per step (start, skip, re-attach, done or failure) and the steps
+table at the end; a job step's logs are not streamed (``alaunch logs JOB`` has them;
+``--logs`` streams them). ``--dry-run`` prints each step in order, whether it would run (and
+what changed) or be skipped, what its references resolve to and its plan. Ctrl-C stops this
+process at once: the jobs keep running (``alaunch run`` again re-attaches) unless
+``--cancel-on-interrupt``.
 """
 
 from __future__ import annotations
@@ -57,40 +60,41 @@ def register(app: typer.Typer) -> None:
                                                         "a time; without it, independent steps run together)."),
         bin_dir: Optional[str] = typer.Option(None, "--bin-dir", envvar="ALAUNCH_REMOTE_BIN_DIR",
                                               help="Directory with msrun/python on the hosts (first on PATH)."),
+        cancel_on_interrupt: bool = typer.Option(False, "--cancel-on-interrupt",
+                                                 help="On Ctrl-C, cancel the running steps' jobs (without it they "
+                                                      "keep running and `alaunch run` again re-attaches)."),
+        force_reuse: bool = typer.Option(False, "--force-reuse",
+                                         help="With --from/--only: use a step's earlier outputs even when it is not "
+                                              "current or they are gone (warns instead of refusing)."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
     ) -> None:
         from launcher.cli.connect import runner_factory
-        from launcher.cli.pipelineview import steps_table
+        from launcher.cli.pipelineview import dry_head, steps_table
         from launcher.core.pipeline import load_pipeline
         from launcher.ops.pipeline import PipelineRunner
-        from launcher.ops.service import JobService, SubmitOptions, resolve_hosts
+        from launcher.ops.engines import engine_for, read_target
+        from launcher.ops.service import SubmitOptions
         from launcher.ops import registry as reg
         from launcher.ops.stage import Progress
 
         env = environment.current()
         say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
         spec = load_pipeline(pipeline)
-        hosts = resolve_hosts(hostfile, local, slots, include, exclude)
+        target = read_target(hostfile, local=local, slots=slots, include=include, exclude=exclude)
         factory = runner_factory(known_hosts, ssh_config, accept_new)
         with reg.Registry.in_state_dir(env.state_dir) as registry:
-            service = JobService(registry, env.state_dir, say=say, progress=Progress(), exec_factory=factory)
+            service = engine_for(target, registry, env.state_dir, say=say, progress=Progress(), exec_factory=factory)
             follow = None
             if logs:
                 from launcher.cli.live import follow_job
                 follow = lambda record: follow_job(record, service, factory, raw=env.raw)  # noqa: E731
-            runner = PipelineRunner(registry, service, hosts, say=say, runs_dir=runs,
+            runner = PipelineRunner(registry, service, target, say=say, runs_dir=runs,
                                     opts=SubmitOptions(bin_dir=bin_dir), follow=follow,
-                                    builtins={"results": _results_step(env)}, concurrent=not logs)
+                                    builtins={"results": _results_step(env)}, concurrent=not logs,
+                                    cancel_on_interrupt=cancel_on_interrupt, force_reuse=force_reuse)
             if dry_run:
                 for i, view in enumerate(runner.describe(spec, from_step, only), 1):
-                    head = f"# {i}. {view.name} ({view.kind})" + (f", needs {', '.join(view.needs)}" if view.needs else "")
-                    if view.together:
-                        head += f"; runs together with {', '.join(view.together)}"
-                    if view.waits_for:
-                        head += f"; waits for the cards of {', '.join(view.waits_for)}"
-                    if view.action != "run":
-                        head += f": {'taken from the last run' if view.action == 'reuse' else 'NOT RUN BEFORE'}"
-                    env.stdout.print(head, markup=False, highlight=False, soft_wrap=True)
+                    env.stdout.print(dry_head(i, view), markup=False, highlight=False, soft_wrap=True)
                     for line in view.resolves:
                         env.stdout.print(f"#   {line}", markup=False, highlight=False, soft_wrap=True)
                     env.stdout.print(view.plan.rstrip() + "\n", markup=False, highlight=False, soft_wrap=True)
@@ -108,7 +112,6 @@ def register(app: typer.Typer) -> None:
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
     ) -> None:
         from launcher.cli.connect import job_service, runner_factory
-        from launcher.ops.resume import resume_job
         from launcher.ops.service import STATE_EXIT
 
         env = environment.current()
@@ -116,7 +119,7 @@ def register(app: typer.Typer) -> None:
         registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
         code = 0
         with registry:
-            record = resume_job(service, job, say)
+            record = service.resume(job, say)
             if follow:
                 from launcher.cli.live import follow_job
                 code = follow_job(record, service, runner_factory(known_hosts, ssh_config, accept_new), raw=env.raw)

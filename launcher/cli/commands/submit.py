@@ -40,22 +40,17 @@ def submit_cmd(
     known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
     accept_new: AcceptNewOpt = False,
 ) -> None:
-    """``alaunch submit``: the options become :class:`SubmitOptions`; a Slurm target goes to
-    :mod:`launcher.cli.slurm`, a hostfile (or ``--local``) to :func:`submit_to_hosts`."""
+    """``alaunch submit``: the options become :class:`SubmitOptions`; the target (a hostfile,
+    ``--local`` or a scheduler's target file) picks its engine (:mod:`launcher.ops.engines`)."""
     from launcher.cli.connect import runner_factory
-    from launcher.ops.service import resolve_hosts
+    from launcher.ops.engines import read_target
 
     opts = submit_options(sets, master_port, master_port_range, bin_dir, cluster_time_out, check_mindformers,
                           ssh_config, devices, wait, poll)
     factory = runner_factory(known_hosts, ssh_config, accept_new)
-    from launcher.cli import slurm
-    if (target := slurm.target_of(hostfile)) is not None:  # -H names a Slurm target
-        return slurm.submit(job, target, opts, factory, follow=follow, fetch=fetch, fetch_dest=fetch_dest,
-                            runner_for=factory, accept_new=accept_new, verbose=verbose)
-    hosts = resolve_hosts(hostfile, local, slots, include, exclude)
-    code = submit_to_hosts(job, hosts, opts, factory, runner_factory(known_hosts, ssh_config, accept_new),
-                           follow=follow, fetch=fetch, fetch_dest=fetch_dest, accept_new=accept_new,
-                           verbose=verbose)
+    target = read_target(hostfile, local=local, slots=slots, include=include, exclude=exclude)
+    code = submit_to_target(job, target, opts, factory, factory, follow=follow, fetch=fetch, fetch_dest=fetch_dest,
+                            accept_new=accept_new, verbose=verbose)
     if code:
         raise typer.Exit(code)
 
@@ -75,44 +70,33 @@ def submit_options(sets, master_port, master_port_range, bin_dir, cluster_time_o
                          devices=parse_devices(devices) if devices is not None else None, wait=wait, poll=poll)
 
 
-def submit_to_hosts(job: Path, hosts, opts, factory, runner_for, *, follow: bool, fetch: bool, fetch_dest: Path,
-                    accept_new: bool, verbose: bool) -> int:
-    """Stage and start on the hosts (transfer bars on a terminal, plain lines in a pipe), say
-    where each node runs, then submit's tail (:func:`launcher.cli.live.finish_submit`)."""
+def submit_to_target(job: Path, target, opts, factory, runner_for, *, follow: bool, fetch: bool, fetch_dest: Path,
+                     accept_new: bool, verbose: bool) -> int:
+    """Stage and start (or queue) through the target's engine (transfer bars on a terminal,
+    plain lines in a pipe), say where the job runs, then submit's tail
+    (:func:`launcher.cli.live.finish_submit`)."""
     from launcher.cli.live import finish_submit
     from launcher.ops import registry as reg
 
     env = environment.current()
     say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     with reg.Registry.in_state_dir(env.state_dir) as registry:
-        service, record = start_job(env, registry, job, hosts, opts, factory, say)
-        say(started_line(record))
+        service, record = start_job(env, registry, job, target, opts, factory, say)
+        say(service.started_line(record))
         return finish_submit(registry, record, service, runner_for, follow=follow, fetch=fetch,
                              fetch_dest=fetch_dest, accept_new=accept_new, verbose=verbose)
 
 
 MANY_HOSTS = 8  # past this many hosts staging reports the group (cli/progress.GroupProgress)
-LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
 
 
-def started_line(record) -> str:
-    """'started NAME on N node(s): host (node 0, pid P, devices D), ...' — the first
-    :data:`LISTED_NODES` nodes, then how many more."""
-    def node(n) -> str:
-        devices = ",".join(map(str, record.meta.get("devices", {}).get(n.host, []))) or "-"
-        return f"{n.host} (node {n.node_rank}, pid {n.pid}, devices {devices})"
-    shown = [node(n) for n in record.nodes[:LISTED_NODES]]
-    more = len(record.nodes) - len(shown)
-    return (f"started {record.name} on {len(record.nodes)} node(s): " + ", ".join(shown)
-            + (f", and {more} more (alaunch status {record.id})" if more else ""))
-
-
-def start_job(env, registry, job: Path, hosts, opts, factory, say):
-    """``JobService.submit`` with its progress shown: rich bars on a terminal, else plain lines."""
-    from launcher.ops.service import JobService
+def start_job(env, registry, job: Path, target, opts, factory, say):
+    """The engine's ``submit`` with its progress shown: rich bars on a terminal, else plain lines."""
+    from launcher.ops.engines import engine_for
     from launcher.ops.stage import PlainProgress
 
-    many = len(hosts) > MANY_HOSTS
+    staged_to = len(target.stage_hosts())
+    many = staged_to > MANY_HOSTS
     if env.stderr.is_terminal and not env.raw:
         from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TransferSpeedColumn
 
@@ -120,16 +104,16 @@ def start_job(env, registry, job: Path, hosts, opts, factory, say):
         bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), console=env.stderr, transient=False)
         with bar:
-            progress = GroupProgress(len(hosts), say, bar) if many else RichProgress(bar, say)
-            service = JobService(registry, env.state_dir, say=say, progress=progress, exec_factory=factory)
-            return service, service.submit(job, hosts, opts)
+            progress = GroupProgress(staged_to, say, bar) if many else RichProgress(bar, say)
+            service = engine_for(target, registry, env.state_dir, say=say, progress=progress, exec_factory=factory)
+            return service, service.submit(job, target, opts)
     if many:
         from launcher.cli.progress import GroupProgress
-        progress = GroupProgress(len(hosts), say)
+        progress = GroupProgress(staged_to, say)
     else:
         progress = PlainProgress(say)
-    service = JobService(registry, env.state_dir, say=say, progress=progress, exec_factory=factory)
-    return service, service.submit(job, hosts, opts)
+    service = engine_for(target, registry, env.state_dir, say=say, progress=progress, exec_factory=factory)
+    return service, service.submit(job, target, opts)
 
 
 def register(app: typer.Typer) -> None:

@@ -118,6 +118,7 @@ function jobPage(id) {
       </div>
       <div>
         <div class="card" id="failure" hidden></div>
+        <div class="card" id="stragglers" hidden></div>
         <div class="card"><h2 style="margin-top:0">nodes</h2><table id="nodes"><thead><tr><th>node</th><th>host</th><th>state</th><th>exit</th><th>pid</th></tr></thead><tbody></tbody></table>
           <table id="ranks" hidden><thead><tr><th>rank log</th><th>status</th><th>steps</th></tr></thead><tbody></tbody></table></div>
         <div class="card"><h2 style="margin-top:0">notes</h2><div id="notes" class="notes"></div></div>
@@ -178,9 +179,13 @@ function jobPage(id) {
     const f = d.failure, box = document.getElementById("failure");
     box.hidden = !f;
     if (f) box.className = "card failure", box.innerHTML = `<h2 style="margin-top:0">failure</h2>
-      <div class="cause">${esc(f.cause)}</div><div>${esc(f.where)} ${f.kind ? `(${esc(f.kind)})` : ""}</div>
+      <div class="cause">${esc(f.cause)}</div><div>${esc(f.where)} ${f.kind ? `(${esc(f.kind)})` : ""}${f.family ? ` · <span class="family">${esc(f.family)}${f.code ? " " + esc(f.code) : ""}</span>` : ""}</div>
       ${f.message && f.message !== f.cause ? `<div class="muted">${esc(f.message)}</div>` : ""}
       ${f.hint ? `<div><b>hint:</b> ${esc(f.hint)}</div>` : ""}${f.traceback.length ? `<pre>${esc(f.traceback.join("\n"))}</pre>` : ""}`;
+    const sl = d.stragglers || [], sbox = document.getElementById("stragglers");
+    sbox.hidden = !sl.length;
+    if (sl.length) sbox.innerHTML = `<h2 style="margin-top:0">straggler${sl.length > 1 ? "s" : ""}</h2>` +
+      sl.map(s => `<div class="straggler" data-rank="${s.rank}">${esc(s.text)}</div>`).join("");
     document.getElementById("notes").innerHTML = d.notes.map(n => `<div>${esc(n)}</div>`).join("") || '<span class="muted">none</span>';
     const streams = d.streams || [];
     const ranks = [...new Set(streams.map(s => s.split("/").pop()).filter(r => r !== "sched"))];
