@@ -320,15 +320,8 @@ class SlurmService(Engine):
     @staticmethod
     def _call(ex: CommandRunner, python: str, request: dict, what: str, timeout: float = 60) -> dict:
         """One op of ``launcher/remote/slurm.py`` on the login node; its answer through
-        ``wire.answer``. A failed call raises (never read as "no file there")."""
-        res = ex.exec([python, "-S", "-c", wire.program("slurm", request["op"])], [wire.request(request)],
-                      timeout=timeout)
-        try:
-            if res.ok:
-                return wire.answer(res.stdout)
-        except wire.NoAnswer as exc:
-            raise RemoteError(ex.host.name, f"{what}: {exc}") from None
-        raise RemoteError(ex.host.name, f"{what} failed: {res.error_line()}")
+        ``wire.answer`` (``CommandRunner.call``). A failed call raises (never read as "no file there")."""
+        return ex.using(python).call("slurm", request, timeout=timeout, what=what)
 
     def _read(self, ex: CommandRunner, python: str, paths: Sequence[str]) -> dict[str, str | None]:
         return self._call(ex, python, {"op": "read", "paths": list(paths)}, "reading the job's state")
