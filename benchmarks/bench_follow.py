@@ -29,7 +29,7 @@ from rich.console import Console  # noqa: E402
 from launcher.cli import environment  # noqa: E402
 from launcher.cli.logview import LinePrinter  # noqa: E402
 from launcher.core.hostfile import Host  # noqa: E402
-from launcher.ops.follow import NodeStream, follow_argv  # noqa: E402
+from launcher.ops.follow_transport import NodeStream, follow_argv  # noqa: E402
 from launcher.runners import ConnectOptions, LocalRunner, SSHRunner  # noqa: E402
 
 LINES = 200

@@ -3,15 +3,15 @@ and the p95 latency of a line, for the follower's two transports (run on demand;
 
     .venv/bin/python benchmarks/bench_follow_scale.py [--nodes 64] [--seconds 20]
 
-Every node runs the follower's host script (``ops.follow.follow_argv``) on a job directory of
+Every node runs the follower's host script (``ops.follow_transport.follow_argv``) on a job directory of
 its own test host; a separate writer process (not measured) appends timestamped lines to each
 host's ``msrun_log/worker_0.log`` directly on disk. Transports, same script, same sshd, both the
 code ``alaunch logs -f`` runs:
 
-- ``paramiko NodeStream threads``: ``ops.follow.NodeStream`` over ``SSHRunner.stream``, one
+- ``paramiko NodeStream threads``: ``ops.follow_transport.NodeStream`` over ``SSHRunner.stream``, one
   thread per node plus its stop watcher (the SSH crypto and packet handling in Python, in this
   process, under one GIL): the fallback when there is no ``ssh`` binary;
-- ``PipeHub (ssh + 1 thread)``: ``ops.follow.PipeHub`` over ``OpenSSHRunner``: one OpenSSH
+- ``PipeHub (ssh + 1 thread)``: ``ops.follow_transport.PipeHub`` over ``OpenSSHRunner``: one OpenSSH
   client per node (``OpenSSHRunner.process_argv``: it rides a master that is up, else its own
   connection: no master is up here, as for a ``logs -f`` a minute after the submit; crypto in
   C, in its own process), every client's stdout read by a single thread with ``selectors``.
@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launcher.ops.follow import NodeStream, PipeHub, follow_argv  # noqa: E402
+from launcher.ops.follow_transport import NodeStream, PipeHub, follow_argv  # noqa: E402
 from launcher.runners import ConnectOptions, OpenSSHRunner, SSHRunner  # noqa: E402
 from tests.cluster.cluster import Cluster, unavailable_reason  # noqa: E402
 

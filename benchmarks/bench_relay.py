@@ -104,9 +104,9 @@ def main() -> None:
             opts = ConnectOptions(known_hosts=cluster.known_hosts, control_persist=0)
 
             def stage(mode: str) -> None:
-                nodes = {h.name: make_runner(h, options=opts) for h in hosts}
+                nodes = {h.name: make_runner(h, options=opts).using(PY) for h in hosts}
                 try:
-                    result = Stager(nodes, python=PY, relay=mode).stage(local, {h.name: "~/alaunch/j" for h in hosts})
+                    result = Stager(nodes, relay=mode).stage(local, {h.name: "~/alaunch/j" for h in hosts})
                 finally:
                     for n in nodes.values():
                         n.close()

@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from launcher.core.layout import JobLayout  # noqa: E402
 from launcher.core.plan import NodePlan  # noqa: E402
 from launcher.ops.fanout import run_parallel  # noqa: E402
-from launcher.ops.launch import launcher_for  # noqa: E402
-from launcher.ops.probe import CheckPolicy, check_host, probe_argv  # noqa: E402
+from launcher.ops.launch import Launcher  # noqa: E402
+from launcher.ops.probe import CheckPolicy, check_host  # noqa: E402
 from launcher.remote import wire  # noqa: E402
 from launcher.runners import ConnectOptions, make_runner  # noqa: E402
 from launcher.runners.openssh import control_path, ssh_options  # noqa: E402
@@ -137,15 +137,15 @@ class Alaunch:
 
         def start(r):
             plan = NodePlan(r.host, index[r.host.name], layout, (), (PY, "-c", "pass"))
-            return launcher_for(r, self.job, PY).start(plan)
+            return Launcher(r.using(PY), self.job).start(plan)
         self.started = {r.host.name: s for r, s in self._with_runners(start).items()}
 
     def status(self):
         layout = JobLayout(f"{ROOT}/{self.job}")
-        self._with_runners(lambda r: launcher_for(r, self.job, PY).status(layout.state, 0))
+        self._with_runners(lambda r: Launcher(r.using(PY), self.job).status(layout.state, 0))
 
     def cancel(self):
-        self._with_runners(lambda r: launcher_for(r, self.job, PY).cancel(self.started[r.host.name].pid, grace=1.0))
+        self._with_runners(lambda r: Launcher(r.using(PY), self.job).cancel(self.started[r.host.name].pid, grace=1.0))
 
 
 class Pdsh:
@@ -177,7 +177,7 @@ class Pdsh:
         return self.run([PY, "-S", "-c", wire.program("launch", op), wire.request_arg(request)])
 
     def check(self):
-        self.run(probe_argv("~", PY))
+        self.run([PY, "-c", wire.program("probe", "probe"), wire.request_arg({"op": "probe", "workdir": "~"})])
 
     def launch(self):
         layout = JobLayout(f"{ROOT}/{self.job}")

@@ -33,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from launcher.core.hostfile import Host  # noqa: E402
 from launcher.core.layout import JobLayout  # noqa: E402
 from launcher.core.plan import NodePlan, Plan, StageItem  # noqa: E402
-from launcher.ops.launch import launch_all, launcher_for  # noqa: E402
+from launcher.ops.launch import (  # noqa: E402
+    Launcher,
+    launch_all,  # noqa: E402
+)
 from launcher.ops.stage import HashCache, InventoryCache, Stager, collect  # noqa: E402
 from launcher.runners import ConnectOptions  # noqa: E402
 from launcher.runners import make_runner as make_exec  # noqa: E402
@@ -77,13 +80,13 @@ def stage(hosts: list[Host], options: ConnectOptions, items, root: str, cache: H
           known: InventoryCache) -> tuple[float, int]:
     """As submit does it: connect in the background while hashing (hash cache), then
     LINK (inventory cache) or survey + send, and materialise. Records the local walk's time."""
-    nodes = {h.name: make_exec(h, options) for h in hosts}
+    nodes = {h.name: make_exec(h, options).using(PY) for h in hosts}
     start = time.perf_counter()
     for n in nodes.values():
         n.warm()
     local = collect(items, cache)
     WALK_TIMES.append(time.perf_counter() - start)
-    result = Stager(nodes, python=PY, known=known).stage(local, {h.name: root for h in hosts})
+    result = Stager(nodes, known=known).stage(local, {h.name: root for h in hosts})
     took = time.perf_counter() - start
     for n in nodes.values():
         n.close()
@@ -92,15 +95,15 @@ def stage(hosts: list[Host], options: ConnectOptions, items, root: str, cache: H
 
 def stage_and_launch(hosts: list[Host], options: ConnectOptions, items, job: str) -> tuple[float, float]:
     """(wall seconds, machine busy CPU-seconds) to stage ``items`` and start a trivial job."""
-    nodes = {h.name: make_exec(h, options) for h in hosts}
+    nodes = {h.name: make_exec(h, options).using(PY) for h in hosts}
     root = f"/root/alaunch/alaunch/{job}"
     cpu0, start = busy_cpu_seconds(), time.perf_counter()
     for n in nodes.values():
         n.warm()
-    Stager(nodes, python=PY).stage(collect(items, HashCache(None)), {h.name: root for h in hosts})
+    Stager(nodes).stage(collect(items, HashCache(None)), {h.name: root for h in hosts})
     plans = tuple(NodePlan(h, i, JobLayout(root), (), (PY, "-c", "pass")) for i, h in enumerate(hosts))
     launch_all(Plan(job, job, hosts[0].name, 1, len(hosts), plans),
-               {i: launcher_for(nodes[h.name], job, PY) for i, h in enumerate(hosts)})
+               {i: Launcher(nodes[h.name], job) for i, h in enumerate(hosts)})
     took, cpu = time.perf_counter() - start, busy_cpu_seconds() - cpu0
     for n in nodes.values():
         n.close()

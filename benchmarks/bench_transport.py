@@ -3,15 +3,14 @@
 Prints, each against a baseline measured in the same run:
   1. 8 hosts connected sequentially vs in parallel (launcher.ops.fanout.run_parallel);
   2. command round trip on an open connection with vs without TCP_NODELAY;
-  3. put_tar of 2,000 small files vs rsync over the same sshd.
+  3. the host scripts' round trips.
+(Staging many small files against rsync is benchmarks/bench_stage.py.)
 """
 
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -86,30 +85,6 @@ def main() -> int:
 
         print(remote_script_round_trips(cluster))
 
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "tree"
-            files = []
-            for i in range(2000):
-                p = src / f"d{i % 40}" / f"f{i}.py"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(bytes([i % 256]) * (25_000 + i % 1000))
-                files.append(str(p.relative_to(src)))
-            r = runners(cluster)[1]
-            r.ping()
-            tar_times, rsync_times = [], []
-            for k in range(3):
-                t0 = time.perf_counter()
-                r.put_tar(src, files, f"/tmp/tar{k}")
-                tar_times.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                subprocess.run(["rsync", "-a", "-e", f"ssh -F {cluster.ssh_config}", f"{src}/",
-                                f"host1:/tmp/rsync{k}/"], check=True)
-                rsync_times.append(time.perf_counter() - t0)
-            r.close()
-            t, rs = statistics.median(tar_times), statistics.median(rsync_times)
-            mb = sum((src / f).stat().st_size for f in files) / 2**20
-            print(f"2,000 files / {mb:.0f} MiB: put_tar {t:.2f} s, rsync {rs:.2f} s -> "
-                  f"put_tar at {rs / t:.2f}x rsync's speed")
     finally:
         cluster.down()
     return 0

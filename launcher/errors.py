@@ -74,6 +74,11 @@ class RemoteError(AlaunchError):
         self.detail = message
 
 
+class UnsafeDirectory(AlaunchError):
+    """A directory alaunch keeps private things in (the ssh control sockets) is not private:
+    a symlink, another user's, or writable by others. The message says what to do."""
+
+
 class RegistryCorrupt(AlaunchError):
     """The job registry's sqlite file is damaged: the message names it and how to recover."""
 

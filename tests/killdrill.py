@@ -216,7 +216,7 @@ class Drill:
         for host in read_hostfile(self.hostfile):
             runner = factory(host)
             try:
-                look = card_ops.claim(runner, sys.executable, store_base(host), "drill-looker", [], "")
+                look = card_ops.claim(runner.using(sys.executable), store_base(host), "drill-looker", [], "")
             finally:
                 runner.close()
             ours = {rec.id for rec in records}

@@ -22,7 +22,7 @@ import pytest
 
 from launcher.errors import ExitCode
 from launcher.metrics.logparse import JobLogs, exit_status_text
-from launcher.ops.follow import parse_message
+from launcher.ops.follow_transport import parse_message
 from launcher.ops.registry import Registry
 from tests.conftest import write_exit_code
 from tests.test_follow import _stream, _take

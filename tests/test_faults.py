@@ -33,7 +33,7 @@ BIG = 48 << 20
 
 
 def _exec(cluster, host: Host):
-    return make_exec(host, options=ConnectOptions(known_hosts=cluster.known_hosts, control_persist=0))
+    return make_exec(host, options=ConnectOptions(known_hosts=cluster.known_hosts, control_persist=0)).using(PY)
 
 
 def _sha(path: Path) -> str:
@@ -91,12 +91,12 @@ def test_sshd_killed_mid_staging_rerun_resumes_nothing_truncated(cluster_sshd, t
     cut = KillSshdAfter(cluster, 1, 40 << 20)
     node = _exec(cluster, host)
     with pytest.raises(RemoteError) as err:
-        Stager({host.name: node}, python=PY, progress=cut).stage(local, {host.name: root})
+        Stager({host.name: node}, progress=cut).stage(local, {host.name: root})
     assert cut.killed and host.name in str(err.value)
     cluster.start_sshd(1)
     cluster.wait_listening(1)
     # after the cut: every object under its final name in the store is whole; the job dir is not made yet
-    base = Stager({host.name: _exec(cluster, host)}, python=PY).survey(local)[host.name].base
+    base = Stager({host.name: _exec(cluster, host)}).survey(local)[host.name].base
     store = cluster.hosts[1].path(f"{base}/cas")
     finals = [p for p in store.glob("??/*") if p.is_file()]
     assert all(_sha(p) == p.name for p in finals), "a truncated object under its final name"
@@ -108,7 +108,7 @@ def test_sshd_killed_mid_staging_rerun_resumes_nothing_truncated(cluster_sshd, t
     missing = {sha for sha in objects if not (store / sha[:2] / sha).exists()}
     assert big_sha in missing  # the cut object is not in the store under its final name
 
-    again = Stager({host.name: _exec(cluster, host)}, python=PY).stage(local, {host.name: root})
+    again = Stager({host.name: _exec(cluster, host)}).stage(local, {host.name: root})
     report = again.reports[host.name]
     # the rerun sends exactly what the cut left missing (whole objects: the cut one restarts from 0)
     assert report.objects_sent == len(missing)
@@ -182,12 +182,12 @@ def test_master_port_taken_on_node0(ssh_cluster):
             threading.Event().wait(0.02)
         assert port
         runner = _exec(ssh_cluster, host)  # submit's preflight: the port rides on node 0's inventory
-        pinned = inventory(runner, [], PY, port=port, pinned=True)
+        pinned = inventory(runner, [], port=port, pinned=True)
         with pytest.raises(RemoteError) as err:
             master_port(host.name, pinned.port, port)
         assert host.name in str(err.value) and f"master port {port} is in use" in str(err.value)
-        chosen = master_port(host.name, inventory(runner, [], PY, port=port).port, port)
+        chosen = master_port(host.name, inventory(runner, [], port=port).port, port)
         assert chosen != port and 0 < chosen < 65536
-        assert master_port(host.name, inventory(runner, [], PY, port=None).port, None) > 0
+        assert master_port(host.name, inventory(runner, [], port=None).port, None) > 0
     finally:
         ssh_cluster.exec_on(0, ["kill", str(pid)])

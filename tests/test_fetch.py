@@ -249,7 +249,7 @@ def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_
                Entry("resumed", str(src / "resumed"), len(resumed), None, (1 << 20) + 3, here / "resumed"),
                Entry("shrunk", str(src / "shrunk"), 9000, None, 0, here / "shrunk")]
     rx = Receiver(entries, lambda n: None, "h")
-    stream(LocalRunner(Host("localhost", 1)), sys.executable, entries, rx, str(tmp_path / "cache.marshal"),
+    stream(LocalRunner(Host("localhost", 1)), entries, rx, str(tmp_path / "cache.marshal"),
            zero_copy_min)
     assert [e.path for e, _ in rx.verified] == ["fresh", "resumed"]
     assert (here / "fresh").read_bytes() == fresh and (here / "resumed").read_bytes() == resumed

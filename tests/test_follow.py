@@ -15,23 +15,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from launcher.cli.live import parse_since
+from launcher.cli.live import parse_since, progress_renderable
 from launcher.core.hostfile import Host
 from launcher.errors import InputError
-from launcher.metrics.logparse import JobLogs
-from launcher.ops.follow import (
-    Event,
-    NodeStream,
-    StepClock,
-    build_view,
-    follow_argv,
-    loss_trend,
-    node_progress,
-    parse_message,
-    progress_renderable,
-    tail_argv,
-    view_text,
-)
+from launcher.metrics.logparse import JobLogs, tails_progress
+from launcher.metrics.progress import StepClock, build_view, loss_trend, view_text
+from launcher.ops.follow_transport import Event, NodeStream, follow_argv, parse_message, tail_argv
 from launcher.remote import wire
 from launcher.runners import LocalRunner
 from tests.conftest import write_exit_code
@@ -131,9 +120,10 @@ def test_node_progress_from_tails():
     tails = {"0": ["{ Epoch:[  1/  2], step:[    3/   10], loss: 1.5", "noise"],
              "1": ["{ Epoch:[  1/  2], step:[    4/   10], loss: 1.25"]}
     framed = "Welcome to node h\n" + wire.ANSWER_MARK + json.dumps(tails) + "\n"  # a chatty shell first
-    assert node_progress("h", framed) == "rank 0: step 3/20, loss 1.5; rank 1: step 4/20, loss 1.25"
-    assert node_progress("h", json.dumps(tails)) == ""  # unframed: not an answer
-    assert node_progress("h", "{}") == "" and node_progress("h", "not json") == ""
+    assert tails_progress("h", wire.answer(framed)) == "rank 0: step 3/20, loss 1.5; rank 1: step 4/20, loss 1.25"
+    with pytest.raises(wire.NoAnswer):  # unframed: not an answer
+        wire.answer(json.dumps(tails))
+    assert tails_progress("h", {}) == ""
 
 
 # ---------------------------------------------------------------- the real remote script, locally
@@ -255,7 +245,7 @@ def test_reconnects_resume_every_file_at_its_offset_nothing_lost_or_doubled(tmp_
 
 def test_a_later_follower_reads_only_new_lines(tmp_path):
     """Offsets kept in the state dir: a reattach after 10,000 lines reads only what is new."""
-    from launcher.ops.follow import load_offsets, save_offsets
+    from launcher.ops.follow_offsets import load_offsets, save_offsets
 
     root = tmp_path / "job"
     (root / "state").mkdir(parents=True)
@@ -294,7 +284,7 @@ def test_story_of_the_real_4card_log_is_short_and_says_what_happened(monkeypatch
     from launcher.cli import environment
     from launcher.cli.live import StorySink
     from launcher.cli.logview import LinePrinter
-    from launcher.ops.follow import short_warning, story_kind
+    from launcher.metrics.story import short_warning, story_kind
 
     assert story_kind("2024-07-06 22:13:01,972 - mindformers[mindformers/trainer/base_trainer.py:779] - INFO - "
                       ".........Training Over!.............") == ("milestone", "training over")

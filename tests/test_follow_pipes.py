@@ -1,4 +1,4 @@
-"""The follower's one-thread transport (``ops.follow.PipeHub``) without SSH: real processes (the
+"""The follower's one-thread transport (``ops.follow_transport.PipeHub``) without SSH: real processes (the
 real FOLLOW script run locally, and small scripts that end or fail), read by one thread.
 
 What is pinned: lines split across reads and several per read, a process that ends is a
@@ -19,21 +19,96 @@ import pytest
 
 from launcher.core.hostfile import Host
 from launcher.ops import registry as reg
-from launcher.ops.follow import Event, Follower, NodeLog, PipeHub, PipeNode, follow_argv, process_argv, split_lines
+from launcher.ops.follow import Follower
+from launcher.ops.follow_transport import MESSAGE_CAP, Event, NodeLog, PipeHub, PipeNode, follow_argv, process_argv
+from launcher.remote._prelude import LINE_CAP, Lines
 from launcher.runners import LocalRunner
 from tests.conftest import write_exit_code
 
 PY = sys.executable
 
 
-def test_split_lines_across_reads_and_several_per_read():
-    lines, rest = split_lines(b"", b"H\nL\t0\tworker\t1:5\tfir")
-    assert (lines, rest) == (["H"], b"L\t0\tworker\t1:5\tfir")
-    lines, rest = split_lines(rest, b"st\nX\t0\n")
-    assert (lines, rest) == (["L\t0\tworker\t1:5\tfirst", "X\t0"], b"")
-    lines, rest = split_lines(b"", "é".encode()[:1])  # a character cut between two reads
-    assert (lines, rest) == ([], b"\xc3")
-    assert split_lines(rest, "é".encode()[1:] + b"\n") == (["é"], b"")
+def test_lines_across_reads_and_several_per_read():
+    lines = Lines()
+    assert lines.feed(b"H\nL\t0\tworker\t1:5\tfir") == [(b"H", 1)]
+    assert lines.feed(b"st\nX\t0\n") == [(b"L\t0\tworker\t1:5\tfirst", 20), (b"X\t0", 3)]
+    assert lines.feed("é".encode()[:1]) == [] and len(lines) == 1  # a character cut between two reads
+    assert lines.feed("é".encode()[1:] + b"\n") == [("é".encode(), 2)]
+    assert lines.rest() == (b"", 0)
+
+
+def test_a_long_line_is_kept_up_to_the_cap_the_rest_counted_and_said_once():
+    """Fed in pieces, a line past the cap keeps its first ``cap`` bytes; the rest is counted in
+    its size and said once at its end; the next line is whole again."""
+    lines = Lines(cap=8)
+    assert lines.feed(b"abcde") == [] and lines.feed(b"fghij") == [] and lines.feed(b"klm") == []
+    assert len(lines) == 13
+    assert lines.feed(b"n\nok\n") == [(b"abcdefgh [line cut: 6 more bytes]", 14), (b"ok", 2)]
+    assert lines.feed(b"0123456789\n") == [(b"01234567 [line cut: 2 more bytes]", 10)]
+    assert lines.feed(b"tail") == [] and lines.rest() == (b"tail", 4) and lines.rest() == (b"", 0)
+
+
+def test_the_host_script_caps_a_long_line_and_its_offset_counts_every_byte(tmp_path):
+    """A worker line of 3 MiB without a newline until its end (a \\r progress bar): the FOLLOW
+    script sends its first 64 KiB and the count of the rest, the lines around it whole, and
+    the offset after it counts every byte (a reconnect resumes after the whole line)."""
+    root = tmp_path / "job"
+    (root / "state").mkdir(parents=True)
+    (root / "msrun_log").mkdir()
+    (root / "state" / "exit_code").write_text("0\n")
+    log = root / "msrun_log" / "worker_0.log"
+    big = 3 << 20
+    log.write_bytes(b"before\n" + b"\rx" * (big // 2) + b"\nafter\n")
+    q: queue.Queue = queue.Queue()
+    hub = PipeHub(q, threading.Event())
+    node = hub.add(LocalRunner(Host("localhost", 1)), lambda offsets: follow_argv(PY, str(root), True, offsets=offsets),
+                   reconnect=False)
+    hub.start()
+    try:
+        got = _take(q, lambda e: e.kind == "end", timeout=30)
+    finally:
+        hub.close()
+    lines = [e for e in got if e.kind == "line"]
+    assert [e.text[:8] for e in lines] == ["before", "\rx\rx\rx\rx", "after"]
+    cut = lines[1].text
+    assert cut == "\rx" * (LINE_CAP // 2) + f" [line cut: {big - LINE_CAP} more bytes]"
+    assert [e.end for e in lines] == [7, 7 + big + 1, 7 + big + 1 + 6]
+    assert node.offsets_copy()[str(log)][1] == log.stat().st_size
+
+
+class _FakeFollow(LocalRunner):
+    """A local node whose follow process is ``script`` (whatever the follower asked for)."""
+
+    def __init__(self, host, script):
+        super().__init__(host)
+        self.script = script
+
+    def process_argv(self, argv, fresh=False):
+        return [PY, "-c", self.script]
+
+
+def test_the_pieces_of_a_long_message_are_life_and_it_is_capped_on_this_side_too(tmp_path):
+    """A node sends one message without a newline for 1.5 s, no heartbeat meanwhile (what a host
+    script does while it sends a huge line): its bytes are life, so with ``unreachable_after``
+    0.5 s the node is never called unreachable; the message is cut at MESSAGE_CAP, the rest
+    counted, and the node's end after it arrives."""
+    script = ("import sys, time\n"
+              "out = sys.stdout.buffer\n"
+              "out.write(b'H\\nL\\t0\\tworker\\t1:5\\t'); out.flush()\n"
+              "for _ in range(15):\n"
+              "    out.write(b'x' * 16384); out.flush(); time.sleep(0.1)\n"
+              "out.write(b'\\nX\\t0\\n'); out.flush()\n")
+    record = reg.JobRecord("j1", "j", "train", "running", "", "", "", "", "", None, None, None,
+                           meta={"pythons": {"n0": PY}}, nodes=(reg.NodeRecord(0, "n0", str(tmp_path)),))
+    sink = _Notes()
+    follower = Follower(record, lambda h: _FakeFollow(h, script), {"n0": Host("n0", 1)}, sink,
+                        unreachable_after=0.5, offsets_path=tmp_path / "offsets.json")
+    result = follower.run()
+    assert not [n for n in sink.notes if "unreachable" in n], sink.notes
+    assert result.node_codes == {"n0": 0}
+    (text,) = sink.lines
+    sent = len("L\t0\tworker\t1:5\t") + 15 * 16384
+    assert text == "x" * (MESSAGE_CAP - len("L\t0\tworker\t1:5\t")) + f" [line cut: {sent - MESSAGE_CAP} more bytes]"
 
 
 def test_node_log_keeps_offsets_per_file_and_backs_off_only_without_news():
@@ -265,9 +340,10 @@ def test_a_bug_in_the_hub_thread_reaches_the_follower_not_silence(tmp_path, monk
 class _Notes:
     def __init__(self):
         self.notes: list[str] = []
+        self.lines: list[str] = []
 
     def line(self, host, rank, text):
-        pass
+        self.lines.append(text)
 
     def progress(self, view):
         pass

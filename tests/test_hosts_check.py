@@ -8,8 +8,9 @@ import pytest
 
 from launcher.core.hostfile import Host
 from launcher.errors import ExitCode
-from launcher.ops.probe import CheckPolicy, evaluate, probe_argv
+from launcher.ops.probe import CheckPolicy, check_host, evaluate
 from launcher.remote import wire
+from launcher.runners import ExecResult, LocalRunner
 from tests.cluster.npu_smi import table_for
 
 
@@ -31,10 +32,22 @@ def test_healthy_host_passes():
     assert row.passed and row.reason == "ok" and row.npus == 8 and row.disk_free_gb == 100.0
 
 
-def test_probe_is_one_argv_with_workdir_as_argument():
-    argv = probe_argv("~/my dir;$(x)", "python3")
-    assert argv[0] == "python3" and argv[1] == "-c" and len(argv) == 4
-    assert wire.decode(argv[3]) == {"op": "probe", "workdir": "~/my dir;$(x)"}
+def test_probe_is_one_call_with_workdir_in_the_request():
+    """The probe runs with the host's site packages (no -S: it looks for MindSpore), the
+    interpreter the policy names, and the workdir travels in the request, never in code."""
+    seen = {}
+
+    class Capture(LocalRunner):
+        def exec(self, argv, stdin=(), **kw):
+            seen["argv"], seen["stdin"] = list(argv), b"".join(stdin)
+            return ExecResult("n1", 0, f"\n{wire.ANSWER_MARK}{{}}\n".encode(), b"", 0.0)
+
+        def ping(self):
+            return 0.0
+
+    check_host(Capture(Host("n1", 1, workdir="~/my dir;$(x)")), CheckPolicy(python="/opt/py 3/python3"), 5)
+    assert seen["argv"][:2] == ["/opt/py 3/python3", "-c"] and len(seen["argv"]) == 3
+    assert wire.decode(seen["stdin"]) == {"op": "probe", "workdir": "~/my dir;$(x)"}
 
 
 @pytest.mark.parametrize("over,needle", [

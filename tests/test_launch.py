@@ -11,7 +11,7 @@ import pytest
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
 from launcher.core.plan import NodePlan, Plan
-from launcher.ops.launch import LaunchFailed, LocalLauncher, SSHLauncher, launch_all, master_port
+from launcher.ops.launch import Launcher, LaunchFailed, launch_all, master_port
 from launcher.ops.stage import inventory
 from launcher.remote import wire
 from launcher.runners import LocalRunner as LocalExec
@@ -40,9 +40,10 @@ def _wait(pred, timeout=15.0):
 
 def test_start_request_is_pure_and_marks_the_job(tmp_path):
     node = _node(tmp_path, 0, ["msrun", "--x"])
-    argv, stdin = SSHLauncher(LocalExec(node.host), "job-1").start_request(node)
-    req = wire.decode(stdin)
-    assert argv[:3] == ["python3", "-S", "-c"] and req["argv"][-2:] == ["msrun", "--x"]
+    runner = LocalExec(node.host).using("/opt/py/python3")
+    req = Launcher(runner, "job-1").start_request(node)
+    assert runner.program_argv("launch", req["op"])[:3] == ["/opt/py/python3", "-S", "-c"]
+    assert req["argv"][-2:] == ["msrun", "--x"]
     assert req["env"]["ALAUNCH_JOB_ID"] == "job-1" and req["state_dir"].endswith("/n0/state/node-0")
     assert not Path(req["state_dir"]).exists()  # building touched nothing
 
@@ -50,7 +51,7 @@ def test_start_request_is_pure_and_marks_the_job(tmp_path):
 def test_detached_run_status_and_exit_code(tmp_path):
     ok = _node(tmp_path, 0, [PY, "-c", "import time; time.sleep(1.5)"])
     bad = _node(tmp_path, 1, [PY, "-c", "import sys; sys.exit(3)"])
-    launchers = {r: LocalLauncher(LocalExec(n.host), "j1", PY) for r, n in ((0, ok), (1, bad))}
+    launchers = {r: Launcher(LocalExec(n.host).using(PY), "j1") for r, n in ((0, ok), (1, bad))}
     started = launch_all(_plan([ok, bad]), launchers)
     assert set(started) == {0, 1} and started[0].pid != started[0].supervisor
     assert launchers[0].status(ok.state_dir, 0).state == "running"
@@ -67,7 +68,7 @@ def test_two_nodes_in_one_shared_job_dir_each_keep_their_own_state(tmp_path):
     root.mkdir(parents=True)
     nodes = [NodePlan(Host("localhost", 1), r, JobLayout(str(root)), (),
                       (PY, "-c", f"import sys; print('node {r} here'); sys.exit({r + 4})")) for r in (0, 1)]
-    launchers = {r: LocalLauncher(LocalExec(n.host), "jshared", PY) for r, n in enumerate(nodes)}
+    launchers = {r: Launcher(LocalExec(n.host).using(PY), "jshared") for r, n in enumerate(nodes)}
     started = launch_all(_plan(nodes), launchers)
     assert set(started) == {0, 1} and started[0].pid != started[1].pid
     for r, n in enumerate(nodes):
@@ -86,7 +87,7 @@ def test_cancel_stops_only_this_job_even_setsid_children(tmp_path):
               " start_new_session=True); time.sleep(60)")
     a = _node(tmp_path, 0, [PY, "-c", script], job="a")
     b = _node(tmp_path, 0, [PY, "-c", script], job="b")
-    la, lb = LocalLauncher(LocalExec(a.host), "job-a", PY), LocalLauncher(LocalExec(b.host), "job-b", PY)
+    la, lb = Launcher(LocalExec(a.host).using(PY), "job-a"), Launcher(LocalExec(b.host).using(PY), "job-b")
     sa = launch_all(_plan([a]), {0: la})[0]
     launch_all(_plan([b]), {0: lb})
     assert _wait(lambda: la.status(a.state_dir, 0).processes == 2)
@@ -101,8 +102,8 @@ def test_cancel_stops_only_this_job_even_setsid_children(tmp_path):
 def test_all_or_nothing(tmp_path):
     good = _node(tmp_path, 0, [PY, "-c", "import time; time.sleep(60)"])
     broken = _node(tmp_path, 1, [PY, "-c", "pass"])
-    launchers = {0: LocalLauncher(LocalExec(good.host), "j2", PY),
-                 1: LocalLauncher(LocalExec(broken.host), "j2", "/nonexistent/python3")}
+    launchers = {0: Launcher(LocalExec(good.host).using(PY), "j2"),
+                 1: Launcher(LocalExec(broken.host).using("/nonexistent/python3"), "j2")}
     with pytest.raises(LaunchFailed, match=r"node 1: .*stopped the started node\(s\): localhost \(node 0\)"):
         launch_all(_plan([good, broken]), launchers)
     assert launchers[0].status(good.state_dir, 0).processes == 0
@@ -115,18 +116,18 @@ def test_port_pick(tmp_path):
         s.bind(("0.0.0.0", 0))
         s.listen()
         busy = s.getsockname()[1]
-        assert master_port("localhost", inventory(node, [], PY, port=None).port, None) != busy
-        assert master_port("localhost", inventory(node, [], PY, port=busy).port, busy) != busy
+        assert master_port("localhost", inventory(node, [], port=None).port, None) != busy
+        assert master_port("localhost", inventory(node, [], port=busy).port, busy) != busy
         with pytest.raises(Exception, match=f"master port {busy} is in use"):
-            master_port("localhost", inventory(node, [], PY, port=busy, pinned=True).port, busy)
+            master_port("localhost", inventory(node, [], port=busy, pinned=True).port, busy)
 
 
 def test_reach_check_passes_when_node0_is_reachable_and_names_the_node_that_is_not(tmp_path):
     from launcher.ops.launch import Unreachable, reach_check
     from launcher.ops.stage import inventory
     node0, node1 = _node(tmp_path, 0, ["x"]), _node(tmp_path, 1, ["x"])
-    launchers = {r: LocalLauncher(LocalExec(n.host), "jreach", PY) for r, n in ((0, node0), (1, node1))}
-    port = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], PY, port=None,
+    launchers = {r: Launcher(LocalExec(n.host).using(PY), "jreach") for r, n in ((0, node0), (1, node1))}
+    port = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], port=None,
                      port_range=(29500, 29899)).port
     assert 29500 <= port <= 29899
     good = Plan("j", "j", "127.0.0.1", port, 2, (node0, node1))
@@ -152,7 +153,6 @@ def test_status_tells_a_reused_pid_from_the_supervisor(tmp_path):
 
     def status(pid_text: str) -> dict:
         (tmp_path / "pid").write_text(pid_text)
-        from launcher.remote import wire
         res = run_script("launch", {"op": "status", "state_dir": str(tmp_path), "job_id": "no-such-job"})
         return wire.answer(res.stdout)
 
@@ -178,7 +178,7 @@ def test_status_of_a_running_node_reads_its_progress_in_the_same_round_trip(tmp_
             calls.append(argv)
             return super().exec(argv, *a, **k)
 
-    la = LocalLauncher(Counting(node.host), "prog1", PY)
+    la = Launcher(Counting(node.host).using(PY), "prog1")
     launch_all(_plan([node]), {0: la})
     try:
         calls.clear()

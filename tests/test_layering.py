@@ -1,8 +1,8 @@
 """The package's layering (docs/architecture.md), checked on the real import graph.
 
 - import-linter's contracts in pyproject.toml: cli > ops > (runners | metrics | remote) >
-  (core | data) > errors; host-side code imports nothing else of launcher; no verb imports
-  another verb. One test shows the contracts catch a violation planted in a copy.
+  (core | data) > errors; host-side code imports nothing else of launcher; nothing below the
+  views (cli, ui) imports rich; no verb imports another verb. One test shows the contracts catch a violation planted in a copy.
 - No import cycles between modules (grimp's graph, every import statement, lazy ones too).
 - Only ``cli`` prints: no ``print()``, ``console.print``, ``sys.stdout.write`` or ``Console()``
   elsewhere, except the code that runs on the hosts (``remote``, ``entry``), whose output
@@ -40,11 +40,14 @@ def test_contracts_catch_a_core_module_importing_ops(tmp_path):
     plan.write_text(plan.read_text() + "\nfrom launcher.ops import registry  # planted\n")
     verb = tmp_path / "launcher" / "cli" / "commands" / "jobs.py"
     verb.write_text(verb.read_text() + "\nfrom launcher.cli.commands import submit  # planted\n")
+    follow = tmp_path / "launcher" / "ops" / "follow.py"
+    follow.write_text(follow.read_text() + "\nfrom rich.text import Text  # planted\n")
     res = lint(tmp_path)
     assert res.returncode != 0
     assert "launcher.core.plan -> launcher.ops.registry" in res.stdout
     assert "launcher.cli.commands.jobs -> launcher.cli.commands.submit" in res.stdout
-    assert "2 broken" in res.stdout, res.stdout
+    assert "launcher.ops.follow -> rich" in res.stdout
+    assert "3 broken" in res.stdout, res.stdout
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -129,3 +132,17 @@ def test_only_cli_prints():
         found += printing_calls(path)
     assert found == []
     assert printing_calls(ROOT / "launcher" / "cli" / "logview.py")  # the check sees a real print
+
+
+PROCESS_STATE = ("os.chdir(", "os.dup2(", "os.putenv(", "os.environ[", "os.environ.setdefault(", "os.environ.update(",
+                 "os.environ.pop(", "os.unsetenv(", "sys.stdout =", "sys.stderr =")
+
+
+def test_core_leaves_the_process_alone():
+    """core/ is pure: nothing there changes the process's cwd, fds or environment (pipeline
+    steps run in threads of one process; MindFormers' validation once did all three)."""
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for path in sorted((ROOT / "launcher" / "core").rglob("*.py"))
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if any(call in line for call in PROCESS_STATE)]
+    assert not found, found

@@ -58,17 +58,17 @@ def test_resume_claims_the_jobs_cards_again_or_names_who_holds_them(tmp_path):
     record = service.registry.get(job_id)
     plan = SimpleNamespace(nodes=[])
     with make_runner(host) as runner:  # another job took card 1 meanwhile (not started yet: held by TTL)
-        assert card_ops.claim(runner, sys.executable, store_base(host), "other-job", [1], "").ok
+        assert card_ops.claim(runner, store_base(host), "other-job", [1], "").ok
     with pytest.raises(CardsBusy) as err:
         claim_again(service, record, [host], plan, {"localhost": sys.executable})
     assert "card 1 held by job other-job" in err.value.message and job_id in err.value.message
     with make_runner(host) as runner:  # and the refused resume left no claim of its own behind
-        look = card_ops.claim(runner, sys.executable, store_base(host), "looker", [], "")
+        look = card_ops.claim(runner, store_base(host), "looker", [], "")
     assert set(look.held) == {1} and look.held[1].job_id == "other-job"
     # card 0 is free: the resume claims it, and the next job is refused it
     claim_again(service, record, [Host("localhost", 2, workdir=str(tmp_path / "work"), slot_ids=(0,))], plan,
                 {"localhost": sys.executable})
     with make_runner(host) as runner:
-        refused = card_ops.claim(runner, sys.executable, store_base(host), "third", [0], "")
+        refused = card_ops.claim(runner, store_base(host), "third", [0], "")
     assert not refused.ok and refused.held[0].job_id == job_id
     assert "claimed again to resume" in " ".join(e.message for e in service.registry.events(job_id))

@@ -176,11 +176,10 @@ def test_msrun_args_go_before_the_entry_are_shown_and_checked(tmp_path):
 
 
 def test_inventory_lists_the_hosts_msrun_flags(tmp_path):
-    import sys
 
     from launcher.ops.stage import inventory
     from launcher.runners.local import LocalRunner as LocalExec
-    inv = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], sys.executable, msrun_flags=True)
+    inv = inventory(LocalExec(Host("localhost", 1, workdir=str(tmp_path))), [], msrun_flags=True)
     assert {"--bind_core", "--sim_level", "--tail_worker_log", "--worker_num"} <= set(inv.msrun_flags)
 
 

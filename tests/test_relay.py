@@ -29,17 +29,17 @@ def test_relay_between_two_local_paths(tmp_path):
     dst_path = tmp_path / "b" / "deep" / "merged.ckpt"
     host = Host("localhost", 1)
     with make_runner(host) as a, make_runner(host) as b:
-        done = relay(a, sys.executable, b, sys.executable, str(src_path), str(dst_path), what="step after: checkpoint")
+        done = relay(a, b, str(src_path), str(dst_path), what="step after: checkpoint")
         assert (done.bytes, done.sha256) == (len(data), _sha(data))
         assert dst_path.read_bytes() == data and not list(dst_path.parent.glob("*.part*"))
-        again = relay(a, sys.executable, b, sys.executable, str(src_path), str(dst_path))
+        again = relay(a, b, str(src_path), str(dst_path))
         assert again.bytes == 0  # same bytes there already: nothing sent
         with pytest.raises(AlaunchError) as err:
-            relay(a, sys.executable, b, sys.executable, str(tmp_path / "a"), str(tmp_path / "c"),
+            relay(a, b, str(tmp_path / "a"), str(tmp_path / "c"),
                   what="step after: checkpoint")
         assert "step after: checkpoint" in err.value.message and "a directory" in err.value.message
         with pytest.raises(AlaunchError) as err:
-            relay(a, sys.executable, b, sys.executable, str(tmp_path / "nope.ckpt"))
+            relay(a, b, str(tmp_path / "nope.ckpt"))
         assert "not found" in err.value.message and "localhost" in err.value.message
 
 
@@ -55,6 +55,6 @@ def test_relay_between_two_sshd_hosts(ssh_cluster):
     assert not dst_host.path(path).exists()
     options = ConnectOptions(known_hosts=ssh_cluster.known_hosts)
     with make_runner(hosts[0], options) as a, make_runner(hosts[1], options) as b:
-        done = relay(a, sys.executable, b, sys.executable, path, what="step eval: checkpoint")
+        done = relay(a.using(sys.executable), b.using(sys.executable), path, what="step eval: checkpoint")
     assert (done.source, done.target, done.bytes) == (hosts[0].name, hosts[1].name, len(data))
     assert dst_host.path(path).read_bytes() == data

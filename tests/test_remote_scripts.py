@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import glob
+import hashlib
 import io
 import json
 import os
@@ -376,3 +377,16 @@ def test_answer_is_the_last_marked_line_whatever_a_shell_prints_around_it():
         wire.answer("Welcome\n{\"pid\": 7}\n")  # bare JSON is not an answer: never guess
     with pytest.raises(wire.NoAnswer):
         wire.answer(wire.ANSWER_MARK + "{cut")
+
+
+def test_files_facts_and_exist(tmp_path):
+    """files.py: what a pipeline's relay compares (sha256, size, kind) and whether a step's
+    outputs are still there (once ops/relay.py's and ops/pipeline.py's string programs)."""
+    (tmp_path / "f.ckpt").write_bytes(b"x" * 3)
+    facts = wire.answer(run_script("files", {"op": "facts", "path": str(tmp_path / "f.ckpt")}).stdout)
+    assert facts == {"kind": "file", "sha256": hashlib.sha256(b"xxx").hexdigest(), "size": 3}
+    assert wire.answer(run_script("files", {"op": "facts", "path": str(tmp_path)}).stdout) == {"kind": "dir"}
+    assert wire.answer(run_script("files", {"op": "facts", "path": str(tmp_path / "no")}).stdout) == {"kind": None}
+    assert wire.answer(run_script("files", {"op": "exist", "paths": [str(tmp_path / "f.ckpt")]}).stdout)["exist"]
+    assert not wire.answer(run_script("files", {"op": "exist", "paths": [str(tmp_path / "f.ckpt"),
+                                                                          str(tmp_path / "no")]}).stdout)["exist"]

@@ -68,12 +68,19 @@ def test_exec_streams_stdin_and_stdout_and_times_out(local, tmp_path):
     assert (tmp_path / "down").read_bytes() == b"x" * 6 + b"y" and (dest.stat().st_mode & 0o777) == 0o600
 
 
-def test_put_get_put_tar(local, tmp_path):
-    src = tmp_path / "src"
-    (src / "a" / "b").mkdir(parents=True)
-    (src / "a" / "b" / "f 1").write_text("one")
-    (src / "g").write_text("two")
-    n = local.put_tar(src, ["a/b/f 1", "g"], str(tmp_path / "dst"))
-    assert n == 6 and (tmp_path / "dst/a/b/f 1").read_text() == "one"
-    local.get(str(tmp_path / "dst/g"), tmp_path / "back")
-    assert (tmp_path / "back").read_text() == "two"
+def test_call_runs_a_host_program_and_maps_every_failure_one_way(local, tmp_path):
+    """``call``: the op's program with the runner's interpreter, the answer decoded by
+    wire.answer; a failing program, a missing interpreter and a program that answers nothing
+    are each one RemoteError naming the host and what was asked."""
+    import sys
+    assert local.python == sys.executable  # this machine: this interpreter, set in one place
+    (tmp_path / "f").write_bytes(b"abc")
+    assert local.call("files", {"op": "facts", "path": str(tmp_path / "f")})["size"] == 3
+    with pytest.raises(RemoteError, match=r"^localhost: listing /x failed: .*KeyError: 'root'"):
+        local.call("collect", {"op": "list"}, what="listing /x")
+    with pytest.raises(RemoteError, match=r"^localhost: files exist failed: .*No such file"):
+        LocalRunner(Host("localhost", 1), python=str(tmp_path / "no-python")).call("files", {"op": "exist", "paths": []})
+    with pytest.raises(RemoteError, match=r"^localhost: files exist gave no answer"):
+        LocalRunner(Host("localhost", 1), python="true").call("files", {"op": "exist", "paths": []})
+    assert make_runner(Host("h1", 1)).python == "python3"  # a remote host, unless the job says
+    assert make_runner(Host("h1", 1)).using("/opt/py/bin/python3").python == "/opt/py/bin/python3"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from launcher.ops import registry as reg
 from launcher.ops.service import JobService
+from launcher.runners import CommandRunner
 
 
 def test_fail_leaves_a_cancel_that_lands_between_its_look_and_its_write(tmp_path):
@@ -81,21 +82,15 @@ def test_cancel_of_a_job_that_ended_unseen_keeps_its_result(tmp_path):
     registry.close()
 
 
-class _Unreachable:
-    """A host whose sshd never answers again (every call fails as ssh would)."""
+class _Unreachable(CommandRunner):
+    """A host whose sshd never answers again (every command fails as ssh would)."""
 
-    def __init__(self, host):
-        self.host = host
-
-    def single_use(self):
-        return self
-
-    def close(self):
-        pass
-
-    def check(self, *args, **kwargs):
+    def exec(self, *args, **kwargs):
         from launcher.errors import RemoteError
         raise RemoteError(self.host.name, "ssh: connect to host 10.0.0.9 port 22: No route to host")
+
+    def ping(self):
+        return self.exec()
 
 
 def test_a_node_that_never_comes_back_ends_the_job_lost_not_running_forever(tmp_path, monkeypatch):

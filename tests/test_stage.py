@@ -60,7 +60,7 @@ def test_stage_then_restage_sends_nothing(tmp_path):
     dests = {f.dest for f in local.files}
     assert dests == {"code/pkg/m.py", "code/run.sh", "code/logs/keep.log", "code/.alaunchignore",
                      "data/x/data.bin"}
-    stager = Stager({"localhost": LocalExec(host)}, python=PY)
+    stager = Stager({"localhost": LocalExec(host)})
     first = stager.stage(local, {"localhost": str(tmp_path / "wd/alaunch/job1")})
     assert first.bytes_sent == sum(f.size for f in local.files) and first.reports["localhost"].objects_sent == 5
     job1 = tmp_path / "wd/alaunch/job1"
@@ -88,7 +88,7 @@ def test_shared_filesystem_staged_once(tmp_path):
     _tree(tmp_path)
     wd = str(tmp_path / "shared")
     a, b = Host("localhost", 1, workdir=wd), Host("127.0.0.1", 1, workdir=wd)
-    stager = Stager({"localhost": LocalExec(a), "127.0.0.1": LocalExec(b)}, python=PY)
+    stager = Stager({"localhost": LocalExec(a), "127.0.0.1": LocalExec(b)})
     root = f"{wd}/alaunch/j"
     result = stager.stage(collect(_items(tmp_path), HashCache(None)), {"localhost": root, "127.0.0.1": root})
     shared = [r for r in result.reports.values() if r.shared_with]
@@ -112,7 +112,7 @@ def test_corrupted_object_is_refused_and_not_stored(tmp_path):
 def test_not_enough_disk_names_host_and_bytes(tmp_path):
     _tree(tmp_path)
     host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
-    stager = Stager({"localhost": LocalExec(host)}, python=PY)
+    stager = Stager({"localhost": LocalExec(host)})
     local = collect(_items(tmp_path), HashCache(None))
     inv = stager.survey(local)
     tight = {"localhost": replace(inv["localhost"], free=10)}
@@ -132,7 +132,7 @@ def test_big_file_streams_without_loading(tmp_path):
     stream = tar_stream(list(local.files), {"root": str(tmp_path / "j"), "links": {}, "texts": {}, "dirs": []},
                         lambda n: None)
     assert max(len(c) for c in stream) < 3 << 20
-    result = Stager({"localhost": LocalExec(host)}, python=PY).stage(local, {"localhost": str(tmp_path / "wd/j")})
+    result = Stager({"localhost": LocalExec(host)}).stage(local, {"localhost": str(tmp_path / "wd/j")})
     assert result.bytes_sent == 24 << 20 and (tmp_path / "wd/j/ckpt/big.bin").read_bytes() == big.read_bytes()
 
 
@@ -157,12 +157,12 @@ def test_noop_restage_is_one_round_trip_with_the_inventory_cache(tmp_path):
     host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
     node = CountingExec(host)
     local = collect(_items(tmp_path), HashCache(None))
-    first = Stager({"localhost": node}, python=PY, known=InventoryCache(tmp_path / "inv.json"))
+    first = Stager({"localhost": node}, known=InventoryCache(tmp_path / "inv.json"))
     first.stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
     assert node.calls == ["inventory", "receive"]
 
     node.calls.clear()  # a new process: the cache comes from the file
-    again = Stager({"localhost": node}, python=PY, known=InventoryCache(tmp_path / "inv.json"))
+    again = Stager({"localhost": node}, known=InventoryCache(tmp_path / "inv.json"))
     result = again.stage(collect(_items(tmp_path, "b: 2\n"), HashCache(None)),
                          {"localhost": str(tmp_path / "wd/alaunch/j2")})
     assert node.calls == ["link"]
@@ -188,7 +188,7 @@ def _staged_with_cache(tmp_path):
     node = CountingExec(Host("localhost", 1, workdir=str(tmp_path / "wd")))
     local = collect(_items(tmp_path), HashCache(None))
     known = InventoryCache(tmp_path / "inv.json")
-    Stager({"localhost": node}, python=PY, known=known).stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
+    Stager({"localhost": node}, known=known).stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
     node.calls.clear()
     return node, local, known
 
@@ -197,7 +197,7 @@ def test_stale_inventory_cache_falls_back_and_resends(tmp_path):
     import shutil
     node, local, known = _staged_with_cache(tmp_path)
     shutil.rmtree(tmp_path / "wd/alaunch/cas")  # the host's store was wiped (new fsid too)
-    result = Stager({"localhost": node}, python=PY, known=known).stage(
+    result = Stager({"localhost": node}, known=known).stage(
         local, {"localhost": str(tmp_path / "wd/alaunch/j2")})
     assert node.calls == ["link", "inventory", "receive"]
     assert result.reports["localhost"].objects_sent == 5
@@ -210,7 +210,7 @@ def test_link_refuses_when_the_cached_tree_is_gone(tmp_path):
     import shutil
     node, local, known = _staged_with_cache(tmp_path)
     shutil.rmtree(tmp_path / "wd/alaunch/cas/trees")
-    result = Stager({"localhost": node}, python=PY, known=known).stage(
+    result = Stager({"localhost": node}, known=known).stage(
         local, {"localhost": str(tmp_path / "wd/alaunch/j2")})
     assert node.calls == ["link", "inventory", "receive"]
     assert result.reports["localhost"].objects_sent == 0  # every object was still there
@@ -250,7 +250,7 @@ def test_many_hosts_report_as_one_group_line_after_the_last(tmp_path):
     a, b = Host("localhost", 1, workdir=wd), Host("127.0.0.1", 1, workdir=wd)
     lines: list[str] = []
     progress = GroupProgress(2, lines.append)
-    stager = Stager({"localhost": LocalExec(a), "127.0.0.1": LocalExec(b)}, python=PY, progress=progress)
+    stager = Stager({"localhost": LocalExec(a), "127.0.0.1": LocalExec(b)}, progress=progress)
     root = f"{wd}/alaunch/j"
     result = stager.stage(collect(_items(tmp_path), HashCache(None)), {"localhost": root, "127.0.0.1": root})
     files = sum(r.objects_sent for r in result.reports.values())
@@ -271,7 +271,7 @@ def test_a_reused_tree_is_touched_and_prune_spares_a_tree_reused_after_its_scan(
     (tree,) = (tmp_path / "wd/alaunch/cas/trees").iterdir()
     old = time.time() - 2 * 86400
     os.utime(tree, (old, old))
-    Stager({"localhost": node}, python=PY, known=InventoryCache(tmp_path / "inv.json")).stage(
+    Stager({"localhost": node}, known=InventoryCache(tmp_path / "inv.json")).stage(
         local, {"localhost": str(tmp_path / "wd/alaunch/j2")})
     assert time.time() - tree.stat().st_mtime < 600  # reused: touched
     monkeypatch.syspath_prepend(str(Path(launcher_remote_dir())))

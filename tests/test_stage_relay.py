@@ -153,9 +153,9 @@ def test_relay_laptop_host0_then_host1_host2_and_a_broken_hop_falls_back(ssh_clu
         (tmp_path / "data" / f"part{i}.bin").write_bytes(os.urandom(2 << 20))
     items = [StageItem("data", local=str(tmp_path / "data")), StageItem("config/job.yaml", text="a: 1\n")]
     local = collect(items, HashCache(None))
-    nodes = {h.name: make_exec(h, options=opts) for h in hosts}
+    nodes = {h.name: make_exec(h, options=opts).using(cluster.python) for h in hosts}
     try:
-        stager = Stager(nodes, python=cluster.python, relay="on")
+        stager = Stager(nodes, relay="on")
         result = stager.stage(local, {h.name: "~/alaunch/relay-j1" for h in hosts})
         outcome = result.relay
         assert outcome.route.describe() == f"laptop -> {hosts[0].name} -> {{{hosts[1].name}, {hosts[2].name}}}"
@@ -174,7 +174,7 @@ def test_relay_laptop_host0_then_host1_host2_and_a_broken_hop_falls_back(ssh_clu
         try:
             (tmp_path / "data" / "part3.bin").write_bytes(os.urandom(1 << 20))
             local2 = collect(items, HashCache(None))
-            second = Stager(nodes, python=cluster.python, relay="on").stage(
+            second = Stager(nodes, relay="on").stage(
                 local2, {h.name: "~/alaunch/relay-j2" for h in hosts})
         finally:
             kh.write_text(saved)

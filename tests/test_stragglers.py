@@ -6,7 +6,8 @@ from __future__ import annotations
 from launcher.metrics.logparse import JobLogs
 from launcher.metrics.stragglers import StragglerWatch
 from launcher.ops import registry as reg
-from launcher.ops.follow import Event, Follower
+from launcher.ops.follow import Follower
+from launcher.ops.follow_transport import Event
 from launcher.runners.base import Host
 from launcher.ui import data
 from launcher.ui.hub import JobWatch

@@ -51,7 +51,7 @@ def test_a_submit_killed_before_the_start_is_ended_by_the_next_look_and_its_node
     host = Host("localhost", 1, workdir=str(tmp_path / "w"))
     state_dir = JobLayout(str(root)).node_state(0)
     with make_runner(host) as runner:  # the killed submit had claimed card 0 (no pid file yet)
-        assert card_ops.claim(runner, sys.executable, store_base(host), job.id, [0], state_dir).ok
+        assert card_ops.claim(runner.using(sys.executable), store_base(host), job.id, [0], state_dir).ok
     # a node that launched just before the kill (its pid never recorded)
     node = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                             env={**os.environ, "ALAUNCH_JOB_ID": job.id})
@@ -61,7 +61,7 @@ def test_a_submit_killed_before_the_start_is_ended_by_the_next_look_and_its_node
         assert str(dead.pid) in record.reason
         assert node.wait(timeout=30) is not None and _marked(job.id) == []
         with make_runner(host) as runner:  # its claim went with it (it held the card for 5 min)
-            assert card_ops.claim(runner, sys.executable, store_base(host), "looker", [], "").held == {}
+            assert card_ops.claim(runner.using(sys.executable), store_base(host), "looker", [], "").held == {}
     finally:
         if node.poll() is None:
             node.kill()

@@ -115,8 +115,8 @@ def _local_surveyor(tmp_path, interval=60.0):
 
     def factory(host):
         runner = make_runner(host)
-        check = runner.check
-        runner.check = lambda *a, **k: (calls.append(host.name), check(*a, **k))[1]
+        exec_ = runner.exec  # every host call is one exec (runner.call)
+        runner.exec = lambda *a, **k: (calls.append(host.name), exec_(*a, **k))[1]
         return runner
     hosts = [Host("localhost", 2, workdir=str(tmp_path / "work"))]
     return Surveyor(hosts, factory, {"localhost": sys.executable}, interval=interval), calls

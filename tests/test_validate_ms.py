@@ -60,8 +60,8 @@ def test_llama3_8b_llamaconfig_from_model_config(mf_cwd):
 
 
 def test_mindformers_refuses_a_broken_model_config(mf_cwd):
-    from launcher.core.validate import check_with_mindformers
     from launcher.errors import InputError
+    from launcher.ops.mfcheck import check_with_mindformers
     config = yamlio.load_file(ROOT / "configs" / "tiny_llama_cpu" / "finetune.yaml", allow_aliases=True)
     config["model"]["model_config"]["compute_dtype"] = "float99"
     with pytest.raises(InputError, match="LlamaConfig refuses model_config"):
@@ -88,3 +88,34 @@ def test_tiny_model_and_lora_build_with_launcher_counts(mf_cwd, freeze_exclude):
     assert total == counted.total
     assert counted.lora == 2 * 16 * (4 * (64 + 64))  # 2 layers x rank 16 x q,k,v,o (64 -> 64)
     assert counted.trainable == counted.lora + (1024 * 64 if freeze_exclude else 0)
+
+
+def test_the_mindformers_check_leaves_this_process_as_it_was(tmp_path, monkeypatch):
+    """It runs in a child: this process's cwd, fds 1 and 2 and environment are untouched
+    (pipeline steps run in threads of it), with the same answers as before."""
+    import os
+    import threading
+
+    from launcher.ops.mfcheck import check_with_mindformers
+    pytest.importorskip("mindformers")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GLOG_v", raising=False)
+    config = yamlio.load_file(ROOT / "configs" / "tiny_llama_cpu" / "finetune.yaml", allow_aliases=True)
+    fds = [os.fstat(1).st_ino, os.fstat(2).st_ino]
+    seen = []
+    stop = threading.Event()
+
+    def watch():  # what another thread of this process sees while the check runs
+        while not stop.is_set():
+            seen.append((os.getcwd(), [os.fstat(1).st_ino, os.fstat(2).st_ino], os.environ.get("GLOG_v")))
+            stop.wait(0.01)
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        check = check_with_mindformers(yamlio.dumps(config), config)
+    finally:
+        stop.set()
+        t.join()
+    assert not check.skipped and "LlamaConfig built (2 layers, hidden 64)" in check.detail
+    assert seen and all(s == (str(tmp_path), fds, None) for s in seen), seen[:3]
+    assert os.getcwd() == str(tmp_path) and "GLOG_v" not in os.environ and not (tmp_path / "output").exists()

@@ -1,6 +1,6 @@
 """The terminal side of following a job (``logs JOB [-f]`` and ``submit --follow``).
 
-Sinks for :class:`launcher.ops.follow.Follower`:
+Sinks for :class:`launcher.ops.follow.Follower` (and the live bar, :func:`progress_renderable`):
 
 * :class:`StorySink`, the default: what a person reads. Milestones (cluster built, compiling,
   checkpoint saved, eval done), each warning once with its repeats counted, errors and
@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
 from rich.text import Text
 
 from launcher.cli import environment
@@ -40,18 +42,11 @@ from launcher.cli.logview import (
 )
 from launcher.core.hostfile import Host, parse_hostfile
 from launcher.errors import ExitCode, InputError
+from launcher.metrics.progress import ProgressView, view_text
+from launcher.metrics.story import short_warning, story_kind
 from launcher.ops import registry as reg
-from launcher.ops.follow import (
-    UNREACHABLE_AFTER,
-    Follower,
-    FollowResult,
-    NodeView,
-    ProgressView,
-    progress_renderable,
-    short_warning,
-    story_kind,
-    view_text,
-)
+from launcher.ops.follow import Follower, FollowResult, NodeView
+from launcher.ops.follow_transport import UNREACHABLE_AFTER
 from launcher.ops.service import STATE_EXIT
 
 if TYPE_CHECKING:
@@ -60,6 +55,17 @@ if TYPE_CHECKING:
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def progress_renderable(v: ProgressView):
+    """A bar with the facts beside it; a red line under it once something failed."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=20, no_wrap=True)
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    grid.add_row(ProgressBar(total=1.0, completed=v.fraction, width=20), Text(view_text(v)))
+    if v.failed:
+        return Group(grid, Text(f"FAILED {v.failed}", style="bold red", no_wrap=True, overflow="ellipsis"))
+    return grid
 
 
 def parse_since(text: str | None, now: datetime | None = None) -> datetime | None:

@@ -2,21 +2,16 @@
 
 ``check_static(config, derived, spec=None)`` returns nothing and raises the first problem
 as an :class:`InputError` naming the key and what would be valid. ``check_local_paths(spec)``
-refuses local inputs that do not exist. ``check_with_mindformers(text, config)`` loads the
-rendered YAML with ``mindformers.MindFormerConfig`` and builds ``LlamaConfig`` from its
-model_config (no weights); it returns a :class:`MindFormersCheck` whose ``skipped`` says
-when mindformers is not installed, so callers can warn visibly instead of staying silent.
+refuses local inputs that do not exist. The real-MindFormers layer (``--validate``) is
+:mod:`launcher.ops.mfcheck`: it runs MindFormers in a child process, since importing it
+changes the cwd's contents and prints on fds 1 and 2 (nothing here touches the process's cwd,
+fds or environment).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import sys
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from launcher.core import lora
@@ -217,78 +212,3 @@ def check_local_paths(spec: JobSpec) -> None:
         if not os.path.exists(path):
             raise InputError(f"local path {path} does not exist (relative paths are relative to the job file)",
                              source=spec.source, key=key)
-
-
-@dataclass(frozen=True)
-class MindFormersCheck:
-    skipped: bool
-    detail: str
-
-
-def mindformers_available() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("mindformers") is not None
-
-
-@contextlib.contextmanager
-def _quiet_output(log_path: str) -> Iterator[None]:
-    """Send what MindSpore/MindFormers print on import (C++ and Python loggers, fd 1 and 2) to a file.
-
-    Their warnings (deprecations, optional models that cannot import) are not the user's
-    business when all we do is load a config; our own errors still surface as exceptions.
-    """
-    os.environ.setdefault("GLOG_v", "3")
-    saved = [os.dup(1), os.dup(2)]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with open(log_path, "wb") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-
-
-def check_with_mindformers(text: str, config: Config, source: str | None = None) -> MindFormersCheck:
-    """Load ``text`` with MindFormerConfig and build LlamaConfig (no weights). Imports are slow (~8 s).
-
-    MindFormers creates ``output/log`` in the current directory on import, so this runs with
-    the current directory set to a temporary one.
-    """
-    if not mindformers_available():
-        return MindFormersCheck(True, "mindformers is not installed: the MindFormers validation layer was skipped "
-                                      "(install the 'ms' extra to enable it)")
-    previous = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="alaunch-mf-") as tmp, _quiet_output(os.path.join(tmp, "import.log")):
-        os.chdir(tmp)
-        try:
-            from mindformers.tools.register import MindFormerConfig
-            path = os.path.join(tmp, "rendered.yaml")
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            try:
-                mf_config = MindFormerConfig(path)
-            except Exception as exc:  # MindFormers raises assorted types for a bad config
-                raise InputError(f"MindFormers refuses the rendered config: {exc}", source=source) from None
-            detail = "MindFormerConfig loaded"
-            model_type = str(get_dotted(config, "model.model_config.type", "") or "")
-            if model_type == "LlamaConfig":
-                from mindformers.models.llama import LlamaConfig
-                model_config = {k: v for k, v in mf_config.model.model_config.items() if k != "type"}
-                try:
-                    built = LlamaConfig(**model_config)
-                except Exception as exc:
-                    raise InputError(f"MindFormers LlamaConfig refuses model_config: {exc}", source=source,
-                                     key="model.model_config") from None
-                detail += f"; LlamaConfig built ({built.num_layers} layers, hidden {built.hidden_size})"
-        finally:
-            os.chdir(previous)
-    return MindFormersCheck(False, detail)
-
-

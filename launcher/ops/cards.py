@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 from launcher.core.cards import Holder, HostView, holders_from_claims, holders_from_npu_smi, host_view, merge_holders
 from launcher.core.hostfile import Host
-from launcher.errors import AlaunchError, RemoteError
+from launcher.errors import AlaunchError
 from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi
-from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 
@@ -48,28 +47,20 @@ class ClaimAnswer:
     held: dict[int, Holder]  # what the other live claims (and npu-smi, when asked) hold now
 
 
-def _script(node: CommandRunner, python: str, request: dict, what: str, timeout: float = 60) -> dict:
-    result = node.check([python, "-S", "-c", wire.program("stage", request["op"])], [wire.request(request)],
-                        timeout=timeout, what=what)
-    try:
-        return wire.answer(result.stdout)
-    except ValueError:
-        raise RemoteError(node.host.name, f"{what} gave no JSON: {result.text()[:200]!r}") from None
-
-
-def claim(node: CommandRunner, python: str, base: str, job_id: str, cards: Sequence[int], state_dir: str,
+def claim(node: CommandRunner, base: str, job_id: str, cards: Sequence[int], state_dir: str,
           smi: bool = True) -> ClaimAnswer:
     """Take ``cards`` of this host for ``job_id`` (empty: only look); who else holds what."""
-    data = _script(node, python, {"op": "claim", "base": base, "job_id": job_id, "cards": list(cards),
-                                  "state_dir": state_dir, "smi": smi, "claims_dir": node.host.claims_dir},
-                   "claim cards")
+    data = node.call("stage", {"op": "claim", "base": base, "job_id": job_id, "cards": list(cards),
+                               "state_dir": state_dir, "smi": smi, "claims_dir": node.host.claims_dir},
+                     timeout=60, what="claim cards")
     return ClaimAnswer(node.host.name, bool(data["ok"]), held_cards(data["claims"], data.get("npu_smi"), job_id))
 
 
-def release(node: CommandRunner, python: str, base: str, job_id: str) -> bool:
+def release(node: CommandRunner, base: str, job_id: str) -> bool:
     """Drop ``job_id``'s claim on this host (a submit that claimed, then did not start)."""
-    return bool(_script(node, python, {"op": "release", "base": base, "job_id": job_id,
-                                       "claims_dir": node.host.claims_dir}, "release cards")["released"])
+    return bool(node.call("stage", {"op": "release", "base": base, "job_id": job_id,
+                                    "claims_dir": node.host.claims_dir}, timeout=60,
+                          what="release cards")["released"])
 
 
 def look(hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
@@ -81,9 +72,9 @@ def look(hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
     from launcher.ops.stage import inventory
 
     def one(host: Host) -> dict[int, Holder]:
-        node = exec_factory(host)
+        node = exec_factory(host).using(pythons.get(host.name))
         try:
-            inv = inventory(node, (), pythons[host.name], cards=True)
+            inv = inventory(node, (), cards=True)
         finally:
             node.close()
         return held_cards(inv.claims, inv.npu_smi)
@@ -107,8 +98,8 @@ def top_host(node: CommandRunner, python: str, timeout: float = 15) -> HostView:
     from launcher.metrics.logparse import tails_progress
     from launcher.ops.stage import store_base
     host = node.host
-    data = _script(node, python, {"op": "top", "base": store_base(host), "claims_dir": host.claims_dir},
-                   "top", timeout)
+    data = node.using(python).call("stage", {"op": "top", "base": store_base(host), "claims_dir": host.claims_dir},
+                                   timeout=timeout, what="top")
     smi, notes, cards = data.get("npu_smi"), [], None
     if data.get("problem"):
         notes.append(data["problem"])

@@ -57,7 +57,6 @@ from launcher.ops import registry as reg
 from launcher.ops.collect_stream import Entry, Receiver, stream
 from launcher.ops.fanout import run_parallel
 from launcher.ops.stage import HashCache
-from launcher.remote import wire
 from launcher.runners import CommandRunner, ConnectOptions, make_runner
 
 GROUPS = ("logs", "checkpoints", "predictions", "tensorboard")
@@ -356,7 +355,7 @@ class QuietProgress:
 
 # ----------------------------------------------------------------------------- I/O: listing
 
-def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str, Sequence[str]],
+def list_node(runner: CommandRunner, root: str, globs: Mapping[str, Sequence[str]],
               here: Mapping[str, int] | None = None, lora_spec: Mapping[str, Any] | None = None) -> Listing:
     """ONE round trip: the files the globs match on the host, with size and sha256 (hashed
     there when cached or when ``here`` — path -> size of what is already fetched — has a
@@ -366,17 +365,7 @@ def list_node(runner: CommandRunner, python: str, root: str, globs: Mapping[str,
                            "cache": REMOTE_HASH_CACHE, "local": dict(here or {})}
     if lora_spec:
         req["lora"] = {k: lora_spec[k] for k in ("globs", "names", "dir")}
-    request = wire.request(req)
-    argv = [python, "-S", "-c", wire.program("collect", "list")]
-    res = runner.exec(argv, [request], timeout=3600)  # OpenSSH: through the ControlMaster the transfers reuse
-    code, out, err = res.exit_code, res.text(), res.stderr.decode(errors="replace")
-    if code != 0:
-        tail = (err.strip().splitlines() or [f"exit code {code}"])[-1]
-        raise RemoteError(runner.name, f"listing {root} failed: {tail}")
-    try:
-        data = wire.answer(out)
-    except ValueError:
-        raise RemoteError(runner.name, f"listing {root} printed no JSON: {out[-200:]!r}") from None
+    data = runner.call("collect", req, timeout=3600, what=f"listing {root}")  # through the master transfers reuse
     files = tuple(RemoteFile(f["group"], safe_relpath(f["path"], runner.name), f["src"], int(f["size"]),
                              f["sha256"]) for f in data["files"])
     deltas = tuple(Delta(f["path"], f["source"], int(f["source_size"]), f["found"])
@@ -423,7 +412,7 @@ class NodeTarget:
     rank: int
     host: Host
     job_dir: str
-    python: str
+    python: str | None  # the interpreter the job recorded for this host (None: the runner's default)
     local_dir: Path
 
 
@@ -434,7 +423,7 @@ def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Se
     name = target.host.name
     node = NodeFetch(name, str(target.local_dir))
     start = time.monotonic()
-    listing = list_node(runner, target.python, target.job_dir, globs, fetched_sizes(target.local_dir), lora_spec)
+    listing = list_node(runner, target.job_dir, globs, fetched_sizes(target.local_dir), lora_spec)
     if listing.refused:
         raise RemoteError(name, refusal_message(name, listing.refused))
     if lora_spec:
@@ -458,13 +447,13 @@ def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Se
     progress.start(name, len(todo), sum(a.file.size - a.offset for a in todo))
     entries = [Entry(a.file.path, a.file.src, a.file.size, a.file.sha256, a.offset, target.local_dir / a.file.path,
                      a.file.group) for a in todo]
-    receive(runner, target.python, entries, node, cache, lambda n: progress.advance(name, n),
+    receive(runner, entries, node, cache, lambda n: progress.advance(name, n),
             posixpath.join(listing.root, REMOTE_HASH_CACHE))
     node.seconds = time.monotonic() - start
     return node, listing
 
 
-def receive(runner: CommandRunner, python: str, entries: list[Entry], node: NodeFetch,
+def receive(runner: CommandRunner, entries: list[Entry], node: NodeFetch,
             cache: FetchedHashes, on_bytes: Callable[[int], None], remote_cache: str | None = None) -> None:
     """Stream the entries; a resumed file whose sha256 does not match goes again from zero."""
     for _attempt in range(2):
@@ -472,7 +461,7 @@ def receive(runner: CommandRunner, python: str, entries: list[Entry], node: Node
             return
         rx = Receiver(entries, on_bytes, runner.name)
         try:
-            stream(runner, python, entries, rx, remote_cache)
+            stream(runner, entries, rx, remote_cache)
         finally:
             node.bytes_transferred += rx.payload
             for e, n in zip(entries, rx.moved, strict=False):  # moved: only the entries reached
@@ -510,7 +499,7 @@ def job_targets(record: reg.JobRecord, run_dir: Path) -> list[NodeTarget]:
             raise AlaunchError(f"job {record.id}: node {n.node_rank} ({n.host}) has no job directory "
                                f"recorded (it never started); nothing to fetch")
         host = hosts.get(n.host) or Host(n.host, 1)
-        out.append(NodeTarget(n.node_rank, host, n.job_dir, pythons.get(n.host, "python3"),
+        out.append(NodeTarget(n.node_rank, host, n.job_dir, pythons.get(n.host),
                               run_dir / dirs[n.node_rank]))
     return out
 
@@ -589,7 +578,7 @@ def fetch_job(registry: reg.Registry, job_id: str, what: str | Sequence[str] = "
     start = time.monotonic()
 
     def one(t: NodeTarget) -> NodeFetch:
-        runner = factory(t.host)
+        runner = factory(t.host).using(t.python)
         try:
             node, _ = fetch_node(t, runner, globs, cache, progress, lora_spec)
         finally:

@@ -162,11 +162,7 @@ class Receiver:
         return None if self.complete else self.entries[self.i]
 
 
-def send_argv(python: str) -> list[str]:
-    return [python, "-S", "-c", wire.program("collect", "send")]
-
-
-def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receiver: Receiver,
+def stream(runner: CommandRunner, entries: Sequence[Entry], receiver: Receiver,
            cache: str | None = None, zero_copy_min: int | None = None) -> None:
     """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish.
     ``cache``: the host's hash cache file (absolute), where SEND records what it hashed;
@@ -175,7 +171,7 @@ def stream(runner: CommandRunner, python: str, entries: Sequence[Entry], receive
     if zero_copy_min is not None:
         req["zero_copy_min"] = zero_copy_min
     request = wire.request(req)
-    argv = send_argv(python)
+    argv = runner.program_argv("collect", "send")
     code, err = None, b""
     try:
         res = runner.exec(argv, [request], stdout=cast(BinaryIO, wire.AfterMark(receiver)))  # a writer

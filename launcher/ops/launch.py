@@ -1,15 +1,13 @@
 """Start a plan on every node at once — all or nothing — and look at or stop what was started.
 
-A backend is a small class (DeepSpeed's multinode runners): :meth:`Launcher.start_request`
-builds what to run with no side effects (so a test is two lines) and :meth:`Launcher.start`
-runs it. ``SSHLauncher`` and ``LocalLauncher`` start a detached supervisor through a
-:class:`~launcher.runners.CommandRunner`; a Slurm backend would be one more class whose
-``start_request`` is an ``sbatch`` argv.
+:meth:`Launcher.start_request` builds what to run with no side effects (so a test is two lines)
+and :meth:`Launcher.start` runs it: a detached supervisor through the node's
+:class:`~launcher.runners.CommandRunner` (one class: a remote host and this machine differ
+only in their runner).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -45,28 +43,28 @@ class LaunchFailed(AlaunchError):
     """Some node did not start; the ones that did were stopped."""
 
 
-class Launcher(ABC):
-    """How nodes of a job are started, inspected and stopped on one kind of backend."""
+class Launcher:
+    """Start, inspect and stop one job's node on its host: a detached supervisor (own session,
+    stdio to a file, so it outlives the SSH connection or ``alaunch``) through the node's
+    runner, with the runner's interpreter — a remote host and this machine alike."""
 
-    def __init__(self, node: CommandRunner, job_id: str, python: str = "python3"):
+    def __init__(self, node: CommandRunner, job_id: str):
         self.node = node
         self.job_id = job_id
-        self.python = python
 
-    @abstractmethod
-    def start_request(self, plan: NodePlan) -> tuple[list[str], bytes]:
-        """(argv, stdin) that starts this node: pure, no side effects."""
+    def start_request(self, plan: NodePlan) -> dict:
+        """The DETACH request that starts this node (``launcher/remote/launch.py``): pure, no side effects."""
+        env = {**plan.env_values(), wire.JOB_MARKER: self.job_id,
+               "ALAUNCH_NODE_RANK": str(plan.node_rank)}
+        return {"op": "detach", "argv": plan.launch_argv(), "env": env, "cwd": plan.layout.root,
+                "state_dir": plan.state_dir, "claims_dir": plan.host.claims_dir}
 
     def start(self, plan: NodePlan) -> Started:
-        argv, stdin = self.start_request(plan)
-        result = self.node.check(argv, [stdin], timeout=60, what="start")
-        data = wire.answer(result.stdout)
+        data = self.call(self.start_request(plan), 60, "start")
         return Started(plan.node_rank, plan.host.name, int(data["pid"]), int(data["supervisor"]))
 
-    def _script(self, request: dict, timeout: float, what: str) -> dict:
-        result = self.node.check([self.python, "-S", "-c", wire.program("launch", request["op"])],
-                                 [wire.request(request)], timeout=timeout, what=what)
-        return wire.answer(result.stdout)
+    def call(self, request: dict, timeout: float, what: str) -> dict:
+        return self.node.call("launch", request, timeout=timeout, what=what)
 
     def status(self, plan_state_dir: str, node_rank: int, job_root: str | None = None) -> NodeStatus:
         """The node's state from its processes and the supervisor's record; with ``job_root``,
@@ -75,7 +73,7 @@ class Launcher(ABC):
         request = {"op": "status", "state_dir": plan_state_dir, "job_id": self.job_id}
         if job_root:
             request["tail"] = job_root
-        data = self._script(request, 30, "status")
+        data = self.call(request, 30, "status")
         host, procs = self.node.host.name, len(data["processes"])
         if data.get("tails"):
             from launcher.metrics.logparse import tails_progress
@@ -92,33 +90,8 @@ class Launcher(ABC):
 
     def cancel(self, msrun_pid: int | None, grace: float = CANCEL_GRACE) -> dict:
         """Stop every process of this job on the host and verify none is left."""
-        return self._script({"op": "cancel", "job_id": self.job_id, "msrun_pid": msrun_pid, "grace": grace},
-                            grace + 60, "cancel")
-
-
-
-class _DetachedLauncher(Launcher):
-    """A supervisor started detached through the node's exec channel (SSH or local)."""
-
-    def start_request(self, plan: NodePlan) -> tuple[list[str], bytes]:
-        env = {**plan.env_values(), wire.JOB_MARKER: self.job_id,
-               "ALAUNCH_NODE_RANK": str(plan.node_rank)}
-        request = {"op": "detach", "argv": plan.launch_argv(), "env": env, "cwd": plan.layout.root,
-                   "state_dir": plan.state_dir, "claims_dir": plan.host.claims_dir}
-        return [self.python, "-S", "-c", wire.program("launch", "detach")], wire.request(request)
-
-
-class SSHLauncher(_DetachedLauncher):
-    """A remote host: the supervisor outlives the SSH connection (own session, stdio to a file)."""
-
-
-class LocalLauncher(_DetachedLauncher):
-    """This machine: the same supervisor through a subprocess, outliving ``alaunch``."""
-
-
-def launcher_for(node: CommandRunner, job_id: str, python: str = "python3") -> Launcher:
-    cls = LocalLauncher if node.host.is_local else SSHLauncher
-    return cls(node, job_id, python)
+        return self.call({"op": "cancel", "job_id": self.job_id, "msrun_pid": msrun_pid, "grace": grace},
+                         grace + 60, "cancel")
 
 
 def launch_all(plan: Plan, launchers: Mapping[int, Launcher]) -> dict[int, Started]:
@@ -164,9 +137,9 @@ def reach_check(plan: Plan, launchers: Mapping[int, Launcher], timeout: float = 
     def one(n: NodePlan) -> dict:
         la = launchers[n.node_rank]
         if n.node_rank == 0:
-            return la._script({"op": "listen", "port": plan.master_port, "expect": len(others),
+            return la.call({"op": "listen", "port": plan.master_port, "expect": len(others),
                                "timeout": timeout + 2}, timeout + 30, "listen")
-        return la._script({"op": "reach", "addr": plan.master_addr, "port": plan.master_port,
+        return la.call({"op": "reach", "addr": plan.master_addr, "port": plan.master_port,
                            "timeout": timeout}, timeout + 30, "reach")
 
     results = run_parallel(plan.nodes, one)

@@ -52,13 +52,14 @@ from launcher.core import yamlio
 from launcher.core.hostfile import Host
 from launcher.core.layout import slug
 from launcher.core.spec import JobSpec, parse_job
-from launcher.errors import AlaunchError, InputError, NothingToResume
+from launcher.errors import AlaunchError, InputError, NothingToResume, RemoteError
 from launcher.metrics.retry import Verdict, classify
 from launcher.ops import proc
 from launcher.ops import registry as reg
 from launcher.ops.ckpt import MERGE_PROGRAM, checkpoints_of, on_host
 from launcher.ops.engine import Engine, HostTarget
 from launcher.ops.service import SubmitOptions, prepare, used_hosts
+from launcher.runners import CommandTimeout, ConnectError
 
 ENTRY_DIR = Path(__file__).resolve().parents[1] / "entry"
 DRY_PORT = 8118
@@ -312,9 +313,9 @@ class PipelineRunner:
 
     def on_host(self, producer: Mapping[str, Any], request: dict, what: str) -> Any:
         """``entry/merge_ckpt.py`` with ``request`` on the producer's host (its one JSON line)."""
-        runner = self.service.exec_factory(self.host(producer["host"]))
+        runner = self.service.exec_factory(self.host(producer["host"])).using(producer.get("python"))
         try:
-            return on_host(runner, producer.get("python") or "python3", request, what)
+            return on_host(runner, request, what)
         finally:
             runner.close()
 
@@ -402,15 +403,16 @@ class PipelineRunner:
             return True
         if not any(h.name == outputs.get("host") for h in self.hosts + self.target.stage_hosts()):
             return False
-        runner = self.service.exec_factory(self.host(outputs["host"]))
+        runner = self.service.exec_factory(self.host(outputs["host"])).using(outputs.get("python"))
         try:
-            argv = [outputs.get("python") or "python3", "-c",
-                    "import os,sys,json; print(json.dumps(all(os.path.exists(p) for p in json.loads(sys.argv[1]))))",
-                    json.dumps(paths)]
-            res = runner.exec(argv, timeout=120)
+            return bool(runner.call("files", {"op": "exist", "paths": paths}, timeout=120,
+                                    what="look for a step's outputs")["exist"])
+        except (ConnectError, CommandTimeout):
+            raise
+        except RemoteError:
+            return False  # the host answered, not with a yes: the step runs again
         finally:
             runner.close()
-        return res.ok and res.text().strip().endswith("true")
 
     # ------------------------------------------------------------------ dry run
 
@@ -789,7 +791,7 @@ class PipelineRunner:
         (ops.relay: through this machine, sha256-checked; a host with the same bytes there,
         e.g. on a shared filesystem, is left alone)."""
         from launcher.ops.relay import relay
-        from launcher.ops.service import default_bin_dir, python_for
+        from launcher.runners import default_bin_dir, python_for
         if self.target.shared_workdir:
             return  # every node of the target sees the producer's job dir
         bin_dir = self.opts.bin_dir or default_bin_dir(self.hosts)
@@ -800,13 +802,12 @@ class PipelineRunner:
             if not source or not targets:
                 continue
             src_host = next((h for h in self.hosts if h.name == source), None) or Host(source, 1)
-            src = self.service.exec_factory(src_host)
+            src = self.service.exec_factory(src_host).using(producer.get("python") or python_for(bin_dir, src_host))
             try:
                 for host in targets:
-                    dst = self.service.exec_factory(host)
+                    dst = self.service.exec_factory(host).using(python_for(bin_dir, host))
                     try:
-                        done = relay(src, producer.get("python") or python_for(bin_dir, src_host), dst,
-                                     python_for(bin_dir, host), path, what=f"step {step.name}: {site}")
+                        done = relay(src, dst, path, what=f"step {step.name}: {site}")
                     finally:
                         dst.close()
                     how = (f"copied through this machine ({done.bytes} bytes, sha256 {done.sha256[:12]} checked)"
@@ -831,14 +832,14 @@ class PipelineRunner:
         identity, is what a consumer's identity covers."""
         from launcher.ops.collect import globs_for, job_outputs, list_node
         node0 = self.service.log_view(record).nodes[0]  # where its files are (a scheduler's: the shared dir)
-        python = (record.meta.get("pythons") or {}).get(node0.host, "python3")
+        python = (record.meta.get("pythons") or {}).get(node0.host)  # None: the runner's default
         outputs, _ = job_outputs(record)
         groups = [g for g in ("checkpoints", "predictions") if getattr(outputs, g)]
         paths: dict[str, list[str]] = {}
         if groups:
-            runner = self.service.exec_factory(self.host(node0.host))
+            runner = self.service.exec_factory(self.host(node0.host)).using(python)
             try:
-                listing = list_node(runner, python, node0.job_dir, globs_for(outputs, groups))
+                listing = list_node(runner, node0.job_dir, globs_for(outputs, groups))
             finally:
                 runner.close()
             for f in listing.files:

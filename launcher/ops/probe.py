@@ -1,8 +1,8 @@
 """`hosts check`: one probe command per host, and a pure verdict on what it found.
 
-The probe is the stdlib-only host script ``launcher/remote/probe.py`` sent as
-``python3 -c PROGRAM REQUEST`` (every word quoted by the runner): it prints one JSON object
-with the host's facts. Versions come
+The probe is the stdlib-only host script ``launcher/remote/probe.py``, one
+``CommandRunner.call`` (``python3 -c PROGRAM``, with the host's site packages, the request on
+stdin): it answers one JSON object with the host's facts. Versions come
 from package metadata plus ``find_spec`` rather than importing: importing mindformers takes
 ~7 s of CPU and writes ``output/log`` into the current directory, which a check must not do.
 The verdict (:func:`evaluate`) is pure, so every rule has a unit test without a host.
@@ -10,27 +10,20 @@ The verdict (:func:`evaluate`) is pure, so every rule has a unit test without a 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 
 from launcher.core.hostfile import Host
 from launcher.errors import RemoteError
 from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi, summarize
-from launcher.remote import wire
-from launcher.runners import CommandRunner
+from launcher.runners import CommandRunner, CommandTimeout, ConnectError
 
 MIN_PYTHON = (3, 9)
-
-def probe_argv(workdir: str, python: str = "python3") -> list[str]:
-    """The one command a host runs; ``workdir`` is an argument, never pasted into code."""
-    return [python, "-c", wire.program("probe", "probe"), wire.request_arg({"op": "probe", "workdir": workdir})]
-
 
 @dataclass(frozen=True)
 class CheckPolicy:
     require_npus: bool = False
     min_disk_gb: float = 5.0
-    python: str | None = None  # None: "python3" on remote hosts, this interpreter locally
+    python: str | None = None  # None: the runner's (python3 on remote hosts, this interpreter locally)
 
 
 @dataclass
@@ -146,26 +139,20 @@ def _npu_problems(host: Host, smi: dict | None, row: CheckRow, policy: CheckPoli
 
 
 def check_host(runner: CommandRunner, policy: CheckPolicy, timeout: float) -> CheckRow:
-    """Connect, time one round trip, run the probe once; any failure becomes the row's reason."""
-    host = runner.host
-    python = policy.python or (sys.executable if host.is_local else "python3")
+    """Connect, time one round trip, run the probe once (with the runner's interpreter, or
+    ``policy.python``); any failure becomes the row's reason."""
+    host = runner.using(policy.python).host
     try:
         runner.connect()  # over ssh: the host's master connection, nothing run on the host yet
         rtt_ms = round(runner.ping() * 1000, 2)  # one round trip on the open connection
-        res = runner.run(probe_argv(host.remote_workdir, python), timeout=timeout * 3,
-                         check=False)
-    except RemoteError as exc:
+        facts = runner.call("probe", {"op": "probe", "workdir": host.remote_workdir}, timeout=timeout * 3,
+                            site=True, what=f"probe with {runner.python}")
+    except (ConnectError, CommandTimeout) as exc:
         return unreachable_row(host, exc)
+    except RemoteError as exc:  # it answered: reachable, the probe itself failed (e.g. no such python)
+        return CheckRow(host.name, True, False, exc.detail, rtt_ms=rtt_ms)
     except Exception as exc:  # a broken transport must still be a row, not a traceback
         return unreachable_row(host, RuntimeError(f"{type(exc).__name__}: {exc}"))
-    if res.exit_code == 127:
-        return CheckRow(host.name, True, False, f"{python} not found on the host", rtt_ms=rtt_ms)
-    try:
-        facts = wire.answer(res.stdout)
-    except ValueError:
-        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        return CheckRow(host.name, True, False, f"probe failed (exit {res.exit_code}): {tail}",
-                        rtt_ms=rtt_ms)
     return evaluate(host, facts, rtt_ms, policy)
 
 

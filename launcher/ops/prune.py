@@ -7,17 +7,14 @@ as protected. What was pruned is recorded as an event on each job the registry k
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from launcher.core.hostfile import Host
 from launcher.core.prune import JobDir, dedupe_stores, select
-from launcher.errors import RemoteError
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.stage import store_base
-from launcher.remote import wire
-from launcher.runners import CommandRunner
 
 
 @dataclass(frozen=True)
@@ -40,21 +37,12 @@ class HostPrune:
     skipped: str = ""  # e.g. "same store as host0"
 
 
-def _call(node: CommandRunner, python: str, request: dict, what: str) -> dict:
-    result = node.check([python, "-S", "-c", wire.program("prune", request["op"])], [wire.request(request)],
-                        timeout=600, what=what)
-    try:
-        return wire.answer(result.stdout)
-    except ValueError:
-        raise RemoteError(node.host.name, f"{what} gave no JSON: {result.text()[:200]!r}") from None
-
-
 def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: PruneOptions,
-                python: Mapping[str, str] | None = None, alive: Iterable[str] = ()) -> dict[str, HostPrune]:
+                alive: Iterable[str] = ()) -> dict[str, HostPrune]:
     """SCAN every host, choose, PRUNE (or only report with ``dry_run``); record what went.
     ``alive``: job ids an engine knows are queued or running whatever the registry says (a
-    scheduler's queue: their processes run on nodes the scan does not see)."""
-    python = dict(python or {})
+    scheduler's queue: their processes run on nodes the scan does not see). Each host's
+    programs run with its runner's interpreter (``factory`` sets it)."""
     jobs = registry.list(limit=None)
     protect = {j.id for j in jobs if j.state in (reg.RUNNING, reg.QUEUED, reg.PENDING, reg.STAGING)} | set(alive)
     # a running pipeline's finished steps are inputs of its later ones: never prunable while it runs
@@ -62,8 +50,8 @@ def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: Pr
     terminal = {j.id for j in jobs if j.terminal}
     runners = {h.name: factory(h) for h in hosts}
     try:
-        scans = run_parallel(hosts, lambda h: _call(runners[h.name], python.get(h.name, "python3"),
-                                                    {"op": "scan", "base": store_base(h)}, "prune scan"))
+        scans = run_parallel(hosts, lambda h: runners[h.name].call("prune", {"op": "scan", "base": store_base(h)},
+                                                                   timeout=600, what="prune scan"))
         scans.raise_on_failure()
         by_host = {h.name: s for h, s in scans.items()}
         todo = set(dedupe_stores([(h.name, by_host[h.name]) for h in hosts]))
@@ -76,10 +64,10 @@ def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: Pr
                 return HostPrune(h.name, skipped=f"same store as {first}")
             remove = select([JobDir.from_scan(j) for j in scan["jobs"]], scan["now"], opts.older_than,
                             opts.keep_last, protect, terminal)
-            data = _call(runners[h.name], python.get(h.name, "python3"),
-                         {"op": "prune", "base": store_base(h), "claims_dir": h.claims_dir, "remove": remove,
-                          "checkpoints": opts.checkpoints,
-                          "grace": opts.grace, "dry_run": opts.dry_run}, "prune")
+            data = runners[h.name].call("prune", {"op": "prune", "base": store_base(h), "claims_dir": h.claims_dir,
+                                                  "remove": remove, "checkpoints": opts.checkpoints,
+                                                  "grace": opts.grace, "dry_run": opts.dry_run},
+                                        timeout=600, what="prune")
             return HostPrune(h.name, data["jobs"], data["trees"], data["objects"], data["parts"], data["bytes"])
 
         results = run_parallel(hosts, one).raise_on_failure()

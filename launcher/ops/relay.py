@@ -16,7 +16,6 @@ every host by construction. The price is the laptop's bandwidth, twice.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator
@@ -27,17 +26,6 @@ from launcher.runners import CommandRunner
 
 CHUNK = 1 << 20
 
-_SHA = ("import hashlib, json, os, sys\n"
-        "p = os.path.expanduser(sys.argv[1])\n"
-        "if not os.path.isfile(p):\n"
-        "    print(json.dumps({'kind': 'dir' if os.path.isdir(p) else None})); sys.exit(0)\n"
-        "h = hashlib.sha256()\n"
-        "with open(p, 'rb') as f:\n"
-        "    for b in iter(lambda: f.read(1 << 20), b''):\n"
-        "        h.update(b)\n"
-        "print(json.dumps({'kind': 'file', 'sha256': h.hexdigest(), 'size': os.path.getsize(p)}))\n")
-
-
 @dataclass(frozen=True)
 class Relayed:
     path: str
@@ -47,24 +35,24 @@ class Relayed:
     bytes: int  # 0: the target had the same bytes already
 
 
-def file_facts(runner: CommandRunner, python: str, path: str) -> dict:
-    """``{"kind": "file", "sha256", "size"}``, ``{"kind": "dir"}`` or ``{"kind": None}`` (absent)."""
-    res = runner.check([python, "-S", "-c", _SHA, path], timeout=3600, what=f"sha256 of {path}")
-    return json.loads(res.text().strip().splitlines()[-1])
+def file_facts(runner: CommandRunner, path: str) -> dict:
+    """``{"kind": "file", "sha256", "size"}``, ``{"kind": "dir"}`` or ``{"kind": None}`` (absent):
+    ``launcher/remote/files.py``'s FACTS."""
+    return runner.call("files", {"op": "facts", "path": path}, timeout=3600, what=f"sha256 of {path}")
 
 
-def relay(src: CommandRunner, src_python: str, dst: CommandRunner, dst_python: str, path: str,
+def relay(src: CommandRunner, dst: CommandRunner, path: str,
           dst_path: str | None = None, what: str = "") -> Relayed:
     """Copy the file ``path`` of ``src``'s host to ``dst_path`` (default: the same path) on
     ``dst``'s host, streamed through here, verified by sha256. A directory, or a missing
     file, is refused with a one-line error naming ``what``, the path and the two hosts."""
     dst_path = dst_path or path
     label = f"{what + ': ' if what else ''}{path} on {src.host.name}"
-    have = file_facts(src, src_python, path)
+    have = file_facts(src, path)
     if have["kind"] != "file":
         raise AlaunchError(f"{label}: {'a directory' if have['kind'] == 'dir' else 'not found'}; only a file "
                            f"can be copied to {dst.host.name} (select: last picks one file)")
-    there = file_facts(dst, dst_python, dst_path)
+    there = file_facts(dst, dst_path)
     if there.get("sha256") == have["sha256"]:
         return Relayed(dst_path, src.host.name, dst.host.name, have["sha256"], 0)
     read_fd, write_fd = os.pipe()
@@ -88,7 +76,7 @@ def relay(src: CommandRunner, src_python: str, dst: CommandRunner, dst_python: s
     reader.join()
     if failure:
         raise AlaunchError(f"{label}: reading it failed: {failure[0]}")
-    got = file_facts(dst, dst_python, dst_path)
+    got = file_facts(dst, dst_path)
     if got.get("sha256") != have["sha256"]:
         raise AlaunchError(f"{label}: the copy on {dst.host.name} has sha256 {str(got.get('sha256'))[:12]}, "
                            f"not {have['sha256'][:12]}; it was not used")

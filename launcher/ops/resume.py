@@ -41,9 +41,8 @@ from launcher.errors import AlaunchError, InputError, NothingToResume, ResumeBus
 from launcher.ops import cards as card_ops
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
-from launcher.ops.launch import launch_all, launcher_for
+from launcher.ops.launch import Launcher, launch_all
 from launcher.ops.stage import inventory, store_base
-from launcher.remote import wire
 
 CHECKPOINT_GLOB = "output/checkpoint/**/*.ckpt"
 
@@ -67,10 +66,9 @@ def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
     states = {n.host.name: posixpath.dirname(n.pid_path) for n in plan.nodes}
 
     def one(host) -> card_ops.ClaimAnswer:
-        runner = service.exec_factory(host)
+        runner = service.exec_factory(host).using(pythons.get(host.name))
         try:
-            return card_ops.claim(runner, pythons.get(host.name, "python3"), store_base(host), record.id,
-                                  host.slot_ids, states.get(host.name, ""))
+            return card_ops.claim(runner, store_base(host), record.id, host.slot_ids, states.get(host.name, ""))
         finally:
             runner.close()
 
@@ -83,9 +81,9 @@ def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
     if short:
         for h in hosts:
             if answers[h.name].ok:
-                runner = service.exec_factory(h)
+                runner = service.exec_factory(h).using(pythons.get(h.name))
                 try:
-                    card_ops.release(runner, pythons.get(h.name, "python3"), store_base(h), record.id)
+                    card_ops.release(runner, store_base(h), record.id)
                 finally:
                     runner.close()
         raise core_cards.CardsBusy(f"cannot resume {record.id} on its cards: " + "; ".join(
@@ -113,14 +111,14 @@ def recorded_spec(record: reg.JobRecord, original: JobSpec | None = None) -> Job
     return spec
 
 
-def checkpoints_under(runner, python: str, root: str) -> list[pl.Checkpoint]:
+def checkpoints_under(runner, root: str) -> list[pl.Checkpoint]:
     """Every checkpoint of the job dir ``root`` with what the file itself says (global step,
     attempt): one listing and one inspection on the host (entry/merge_ckpt.py ``inspect``)."""
     from launcher.ops.ckpt import on_host
     from launcher.ops.collect import list_node
-    listing = list_node(runner, python, root, {"checkpoints": [CHECKPOINT_GLOB]})
+    listing = list_node(runner, root, {"checkpoints": [CHECKPOINT_GLOB]})
     paths = [posixpath.join(listing.root, f.path) for f in listing.files]
-    info = on_host(runner, python, {"op": "inspect", "paths": paths}, "inspecting checkpoints") if paths else {}
+    info = on_host(runner, {"op": "inspect", "paths": paths}, "inspecting checkpoints") if paths else {}
     return [pl.Checkpoint.of(p, info.get(p) or {}) for p in paths]
 
 
@@ -133,10 +131,9 @@ def resume_step(record: reg.JobRecord, checkpoints: list[pl.Checkpoint]) -> int:
     return picked[0]
 
 
-def rotate_request(record: reg.JobRecord, root: str, attempt: int) -> bytes:
+def rotate_request(record: reg.JobRecord, root: str, attempt: int) -> dict:
     """ROTATE (remote/attempt.py) for one job dir: keep attempt ``attempt``, config resumed."""
-    return wire.request({"op": "rotate", "root": root, "attempt": attempt,
-                         "config": resumed_config(record.config_text, root)})
+    return {"op": "rotate", "root": root, "attempt": attempt, "config": resumed_config(record.config_text, root)}
 
 
 def locked(registry: reg.Registry, ref: str, run: Callable[[reg.JobRecord, int], reg.JobRecord]) -> reg.JobRecord:
@@ -179,10 +176,13 @@ def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec
     by_name = {h.name: h for h in hosts}
     pythons = dict(meta.get("pythons") or {})
 
+    def runner_for(host: str):
+        return service.exec_factory(by_name[host]).using(pythons.get(host))
+
     def listed(node: reg.NodeRecord) -> list[pl.Checkpoint]:
-        runner = service.exec_factory(by_name[node.host])
+        runner = runner_for(node.host)
         try:
-            return checkpoints_under(runner, pythons.get(node.host, "python3"), node.job_dir)
+            return checkpoints_under(runner, node.job_dir)
         finally:
             runner.close()
 
@@ -190,23 +190,21 @@ def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec
     step = resume_step(record, [c for node in record.nodes for c in found[node]])
 
     def rotate(node: reg.NodeRecord) -> dict:
-        runner = service.exec_factory(by_name[node.host])
+        runner = runner_for(node.host)
         try:
-            res = runner.check([pythons.get(node.host, "python3"), "-S", "-c", wire.program("attempt", "rotate")],
-                               [rotate_request(record, node.job_dir, attempt)], timeout=120,
+            return runner.call("attempt", rotate_request(record, node.job_dir, attempt), timeout=120,
                                what="keep the previous attempt")
         finally:
             runner.close()
-        return wire.answer(res.stdout)
 
     run_parallel(record.nodes, rotate).raise_on_failure()
     devices = meta.get("devices") or {}
     hosts = [replace(h, slot_ids=tuple(devices.get(h.name, h.slot_ids))) for h in hosts]
     by_name = {h.name: h for h in hosts}
     node0 = by_name[record.nodes[0].host]
-    runner0 = service.exec_factory(node0)
+    runner0 = runner_for(node0.name)
     try:
-        port = inventory(runner0, [], pythons.get(node0.name, "python3"), port=None).port
+        port = inventory(runner0, [], port=None).port
         assert port is not None  # asked for (port=None: pick a free one), node 0 answers one
     finally:
         runner0.close()
@@ -219,10 +217,9 @@ def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec
     registry.set_state(record.id, reg.STAGING, f"resuming from global step {step}: attempt {attempt + 1}",
                        force=True)
     say(f"{record.id}: attempt {attempt + 1}, resuming from the checkpoint of global step {step}")
-    execs = {n.host: service.exec_factory(by_name[n.host]) for n in record.nodes}
+    execs = {n.host: runner_for(n.host) for n in record.nodes}
     try:
-        launchers = {n.node_rank: launcher_for(execs[n.host.name], record.id, pythons.get(n.host.name, "python3"))
-                     for n in plan.nodes}
+        launchers = {n.node_rank: Launcher(execs[n.host.name], record.id) for n in plan.nodes}
         try:
             started = launch_all(plan, launchers)
         except AlaunchError as exc:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,13 +39,13 @@ from launcher.core.render import Rendered, render_job, resolve_world
 from launcher.core.spec import JobSpec, load_job
 from launcher.errors import AlaunchError, ExitCode, InputError, RemoteError
 from launcher.ops import cards as card_ops
-from launcher.ops import proc, waiter
+from launcher.ops import mfcheck, proc, waiter
 from launcher.ops import registry as reg
 from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine, HostTarget, JobCancelled  # noqa: F401 (JobCancelled: callers import it here)
 from launcher.ops.fanout import run_parallel
-from launcher.ops.launch import NodeStatus, launch_all, launcher_for, master_port, reach_check
+from launcher.ops.launch import Launcher, NodeStatus, launch_all, master_port, reach_check
 from launcher.ops.stage import Inventory, LocalSet, Stager, inventory, resolve_home, store_base
-from launcher.runners import CommandRunner
+from launcher.runners import CommandRunner, default_bin_dir, python_for, resolve_address
 
 DRY_RUN_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
 LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
@@ -75,33 +74,6 @@ def used_hosts(spec: JobSpec, hosts: Sequence[Host]) -> list[Host]:
     """The first ``nodes`` hosts, each with ``cards_per_node`` of its (filtered) slots."""
     world = resolve_world(spec, hosts)
     return [replace(h, slot_ids=h.slot_ids[:world.cards_per_node]) for h in list(hosts)[:world.nodes]]
-
-
-def default_bin_dir(hosts: Sequence[Host]) -> str | None:
-    """Local-only jobs use this interpreter's bin dir (msrun starts workers with the `python` on PATH)."""
-    if all(h.is_local for h in hosts):
-        return str(Path(sys.executable).parent)
-    return os.environ.get("ALAUNCH_REMOTE_BIN_DIR") or None
-
-
-def python_for(bin_dir: str | None, host: Host) -> str:
-    if host.is_local:
-        return sys.executable
-    return f"{bin_dir}/python3" if bin_dir else "python3"
-
-
-def _resolve_address(host: Host, ssh_config: str | None = None) -> str:
-    """An ssh alias as the other nodes reach it: its ``addr=``, else its ``HostName`` in the ssh
-    config the run uses (``--ssh-config``, else ~/.ssh/config), else the name itself."""
-    if host.addr:
-        return host.addr
-    if host.is_local:
-        return host.name
-    import paramiko
-    path = Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
-    if not path.is_file():
-        return host.name
-    return paramiko.SSHConfig.from_path(str(path)).lookup(host.name).get("hostname", host.name)
 
 
 def version_skew(versions: Mapping[str, Mapping[str, str | None] | None]) -> list[str]:
@@ -178,13 +150,13 @@ def prepare(spec: JobSpec, hosts: Sequence[Host], job_id: str, port: int, opts: 
             warnings += [w for w in validate.check_static(r.config, r.derived, source=spec.source)
                          if w not in warnings]
             if opts.check_mindformers:  # the real-MindFormers layer (slow import), on request
-                check = validate.check_with_mindformers(r.text, r.config, source=spec.source)
+                check = mfcheck.check_with_mindformers(r.text, r.config, source=spec.source)
                 if check.skipped:
                     raise AlaunchError(f"--validate: {check.detail}")
             by_root[roots[h.name]] = r
     rendered = {h.name: by_root[roots[h.name]] for h in hosts}
     plan = build_plan(spec, rendered[hosts[0].name].text, hosts, job_id, port, roots=roots,
-                      addresses={h.name: _resolve_address(h, opts.ssh_config) for h in hosts[:1]}, environ=environ,
+                      addresses={h.name: resolve_address(h, opts.ssh_config) for h in hosts[:1]}, environ=environ,
                       bin_dir=opts.bin_dir if opts.bin_dir is not None else default_bin_dir(hosts),
                       cluster_time_out=opts.cluster_time_out)
     return Prepared(spec, list(hosts), rendered, plan, warnings)
@@ -265,7 +237,7 @@ class JobService(Engine):
                 if verify_store and row.reachable:
                     from launcher.ops.stage import verify_store as verify
                     try:
-                        v = verify(runner, policy.python or python_for(None, host))
+                        v = verify(runner)  # with the interpreter check_host set on the runner
                     except AlaunchError as exc:
                         row.notes.append(f"store not verified: {exc.message}")
                     else:
@@ -297,7 +269,7 @@ class JobService(Engine):
         job = self.local(job_path, hosts_of(hosts), opts)
         if meta:
             job = replace(job, meta=dict(meta))
-        runners = {h.name: self.exec_factory(h) for h in job.hosts}
+        runners = {h.name: self.exec_factory(h).using(job.pythons[h.name]) for h in job.hosts}
         try:
             for r in runners.values():
                 r.warm()  # the ssh handshakes run while we hash the code and data
@@ -346,9 +318,9 @@ class JobService(Engine):
         hosts, pythons = self._nodes(record)
 
         def one(host: Host) -> bool:
-            runner = self.exec_factory(host).single_use()
+            runner = self.exec_factory(host).single_use().using(pythons.get(host.name))
             try:
-                return card_ops.release(runner, pythons.get(host.name, "python3"), store_base(host), record.id)
+                return card_ops.release(runner, store_base(host), record.id)
             finally:
                 runner.close()
         run_parallel([hosts[n] for n in dict.fromkeys(n.host for n in record.nodes) if n in hosts], one)
@@ -439,7 +411,7 @@ class JobService(Engine):
                 break
             for name, a in answers.items():  # all or none: let the others go while we choose again
                 if a.ok:
-                    card_ops.release(runners[name], job.pythons[name], pre.inventories[name].base, job.job_id)
+                    card_ops.release(runners[name], pre.inventories[name].base, job.job_id)
             held = {a.host: a.held for a in answers.values()}
             if attempt >= 5 and not job.opts.wait:
                 raise core_cards.CardsBusy(f"could not claim cards after {attempt + 1} tries; taken meanwhile: "
@@ -459,14 +431,13 @@ class JobService(Engine):
         states = {n.host.name: posixpath.dirname(n.pid_path) for n in prepared.plan.nodes}
 
         def one(host: Host) -> card_ops.ClaimAnswer:
-            return card_ops.claim(runners[host.name], job.pythons[host.name], pre.inventories[host.name].base,
+            return card_ops.claim(runners[host.name], pre.inventories[host.name].base,
                                   job.job_id, cards[host.name], states.get(host.name, ""))
         return {h.name: a for h, a in run_parallel(job.candidates, one).raise_on_failure().items()}
 
     def _release_cards(self, job: LocalJob, pre: Preflight, runners: Mapping[str, CommandRunner]) -> None:
         def one(host: Host) -> bool:
-            return card_ops.release(runners[host.name], job.pythons[host.name], pre.inventories[host.name].base,
-                                    job.job_id)
+            return card_ops.release(runners[host.name], pre.inventories[host.name].base, job.job_id)
         run_parallel(job.candidates, one)  # best effort: a dead claim frees itself anyway
 
     def _refuse_jumping_the_queue(self, job: LocalJob, registered: bool) -> None:
@@ -518,7 +489,7 @@ class JobService(Engine):
             ask: dict[str, Any] = dict(port=job.opts.master_port, pinned=job.opts.master_port is not None,
                        port_range=job.opts.master_port_range) if host.name == node0 else {}
             env = {v.name: v.value for v in env_script_vars(host)}
-            return inventory(runners[host.name], files.objects, job.pythons[host.name], **ask,
+            return inventory(runners[host.name], files.objects, **ask,
                              versions=True, wrapper=WRAPPER, env=env, msrun_flags=bool(job.spec.msrun_args),
                              cards=True)
 
@@ -559,9 +530,9 @@ class JobService(Engine):
         """Phase 4: send what each filesystem lacks, make every job dir (config text per host)."""
         texts = {h.name: {"config/job.yaml": prepared.rendered[h.name].text} for h in job.hosts}
         assert job.files is not None  # hashed in phase 1
-        relay_to = {h.name: _resolve_address(h, job.opts.ssh_config)  # how the hops reach each other
-                    for h in job.hosts if len(job.hosts) > 1 and not h.is_local}
-        result = Stager(runners, python=job.pythons, progress=self.progress, addresses=relay_to).stage(
+        relay_to = {h.name: resolve_address(h, job.opts.ssh_config)  # how the hops reach each other
+                    for h in job.hosts if len(job.hosts) > 1 and not runners[h.name].local}
+        result = Stager(runners, progress=self.progress, addresses=relay_to).stage(
             replace(job.files, texts=texts[job.hosts[0].name]), pre.roots, pre.inventories, texts_by_host=texts)
         self.last_stage_bytes = result.bytes_sent
         self.registry.update_meta(job.job_id, {"staged_bytes": result.bytes_sent})
@@ -573,8 +544,7 @@ class JobService(Engine):
 
     def launch(self, job: LocalJob, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> dict:
         """Phase 5: start msrun detached on every node (all or none)."""
-        launchers = {n.node_rank: launcher_for(runners[n.host.name], job.job_id, job.pythons[n.host.name])
-                     for n in prepared.plan.nodes}
+        launchers = {n.node_rank: Launcher(runners[n.host.name], job.job_id) for n in prepared.plan.nodes}
         reach_check(prepared.plan, launchers)
         return launch_all(prepared.plan, launchers)
 
@@ -612,11 +582,10 @@ class JobService(Engine):
         hosts, pythons = self._nodes(record)
 
         def one(node: reg.NodeRecord) -> NodeStatus:
-            ex = self.exec_factory(hosts[node.host]).single_use()  # one round trip: no master of its own
+            ex = self.exec_factory(hosts[node.host]).single_use().using(pythons.get(node.host))  # no master of its own
             try:
-                python = pythons.get(node.host, "python3")
-                return launcher_for(ex, record.id, python).status(JobLayout(node.job_dir).node_state(node.node_rank),
-                                                                  node.node_rank, job_root=node.job_dir)
+                return Launcher(ex, record.id).status(JobLayout(node.job_dir).node_state(node.node_rank),
+                                                      node.node_rank, job_root=node.job_dir)
             except AlaunchError as exc:
                 return NodeStatus(node.node_rank, node.host, "unknown", None, 0, exc.message)
             finally:
@@ -725,9 +694,9 @@ class JobService(Engine):
         def one(node: reg.NodeRecord) -> str:
             if node.host not in hosts:
                 raise AlaunchError(f"{node.host} is not in the job's recorded hostfile")
-            ex = self.exec_factory(hosts[node.host]).single_use()
+            ex = self.exec_factory(hosts[node.host]).single_use().using(pythons.get(node.host))
             try:
-                out = launcher_for(ex, record.id, pythons.get(node.host, "python3")).cancel(node.pid, grace)
+                out = Launcher(ex, record.id).cancel(node.pid, grace)
             finally:
                 ex.close()
             if out["left"]:

@@ -33,6 +33,7 @@ from launcher.core.render import render_job, resolve_world
 from launcher.core.slurm import parse_target  # noqa: F401  (the chooser's parser of a target file)
 from launcher.core.spec import JobSpec, load_job
 from launcher.errors import AlaunchError, InputError, RemoteError
+from launcher.ops import mfcheck
 from launcher.ops import registry as reg
 from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine
 from launcher.ops.engines import record_meta
@@ -171,7 +172,7 @@ class SlurmService(Engine):
                               template_text=spec.template_path().read_text(encoding="utf-8"))
         validate.check_static(rendered.config, rendered.derived, source=spec.source)
         if check_mindformers:
-            check = validate.check_with_mindformers(rendered.text, rendered.config, source=spec.source)
+            check = mfcheck.check_with_mindformers(rendered.text, rendered.config, source=spec.source)
             if check.skipped:
                 raise AlaunchError(f"--validate: {check.detail}")
         batch = core.build_batch(spec, target, job_id, root=root, master_port=master_port,
@@ -196,7 +197,7 @@ class SlurmService(Engine):
         try:
             ex.warm()
             local = self.hash_files(spec)
-            stager = Stager({login.name: ex}, python={login.name: python}, progress=self.progress)
+            stager = Stager({login.name: ex.using(python)}, progress=self.progress)
             inventories = stager.survey(local)
             root = resolve_home(JobLayout.for_job(target.workdir, job_id).root, inventories[login.name].home)
             rendered, batch = self.prepare(spec, target, job_id, opts.sets, root, opts.master_port,
@@ -267,10 +268,8 @@ class SlurmService(Engine):
         root = record.meta["root"]
         ex, python = self._login(record)
         try:
-            step = resume_step(record, checkpoints_under(ex, python, root))
-            wire.answer(ex.check([python, "-S", "-c", wire.program("attempt", "rotate")],
-                                 [rotate_request(record, root, attempt)], timeout=120,
-                                 what="keep the previous attempt").stdout)
+            step = resume_step(record, checkpoints_under(ex.using(python), root))
+            ex.call("attempt", rotate_request(record, root, attempt), timeout=120, what="keep the previous attempt")
             batch = core.build_batch(spec, target_of(record), record.id, root=root, check=node_check(root))
             self.registry.update_meta(record.id, {"attempt": attempt + 1, "resumed_from_step": step})
             self.registry.set_state(record.id, reg.STAGING, f"resuming from global step {step}: "
@@ -323,15 +322,8 @@ class SlurmService(Engine):
     @staticmethod
     def _call(ex: CommandRunner, python: str, request: dict, what: str, timeout: float = 60) -> dict:
         """One op of ``launcher/remote/slurm.py`` on the login node; its answer through
-        ``wire.answer``. A failed call raises (never read as "no file there")."""
-        res = ex.exec([python, "-S", "-c", wire.program("slurm", request["op"])], [wire.request(request)],
-                      timeout=timeout)
-        try:
-            if res.ok:
-                return wire.answer(res.stdout)
-        except wire.NoAnswer as exc:
-            raise RemoteError(ex.host.name, f"{what}: {exc}") from None
-        raise RemoteError(ex.host.name, f"{what} failed: {res.error_line()}")
+        ``wire.answer`` (``CommandRunner.call``). A failed call raises (never read as "no file there")."""
+        return ex.using(python).call("slurm", request, timeout=timeout, what=what)
 
     def _read(self, ex: CommandRunner, python: str, paths: Sequence[str]) -> dict[str, str | None]:
         return self._call(ex, python, {"op": "read", "paths": list(paths)}, "reading the job's state")
@@ -591,8 +583,8 @@ class SlurmService(Engine):
             queued = set(self._ask(ex, ["squeue", "-h", "-o", "%j"], "squeue").split())
         finally:
             ex.close()
-        return prune_hosts([login], self.exec_factory, self.registry, opts,
-                           python={login.name: self.python_for(target)}, alive=queued)
+        python = self.python_for(target)
+        return prune_hosts([login], lambda h: self.exec_factory(h).using(python), self.registry, opts, alive=queued)
 
     # ------------------------------------------------------------------ hosts check
     def check(self, target: core.SlurmTarget, *, timeout: float = 10.0, **policy) -> CheckReport:

@@ -15,7 +15,6 @@ sha256 per file) avoids re-hashing unchanged files.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import posixpath
@@ -36,7 +35,6 @@ from launcher.core.plan import StageItem
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.ops import fanout
 from launcher.ops import stage_relay as relays
-from launcher.remote import wire
 from launcher.runners import CommandRunner
 
 CHUNK = 1 << 20  # read/write block for hashing and the tar stream
@@ -403,7 +401,7 @@ def store_base(host: Host) -> str:
     return posixpath.join(host.remote_workdir.rstrip("/") or "/", STORE_DIRNAME)
 
 
-def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python3",
+def inventory(node: CommandRunner, objects: Iterable[str],
               port: int | None | bool = False, pinned: bool = False, *, port_range: tuple[int, int] | None = None,
               versions: bool = False, wrapper: str | None = None, env: Mapping[str, str] | None = None,
               msrun_flags: bool = False, cards: bool = False) -> Inventory:
@@ -424,26 +422,18 @@ def inventory(node: CommandRunner, objects: Iterable[str], python: str = "python
         req.update(wrapper=wrapper, env=dict(env or {}))
     if cards:  # card allocation: the host's claims and npu-smi, in the same round trip
         req.update(cards=True, claims_dir=node.host.claims_dir)
-    request = wire.request(req)
-    result = node.check([python, "-S", "-c", wire.program("stage", "inventory")], [request], timeout=120,
-                        what="inventory")
-    try:
-        data = wire.answer(result.stdout)
-    except ValueError:
-        raise RemoteError(node.host.name, f"inventory gave no JSON: {result.text()[:200]!r}") from None
+    data = node.call("stage", req, timeout=120, what="inventory")
     return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
                      frozenset(data["have"]), data.get("port"), data.get("versions"), data.get("env_error"),
                      data.get("msrun_flags"), tuple(data.get("claims") or ()), data.get("npu_smi"))
 
 
-def verify_store(node: CommandRunner, python: str = "python3", remove: bool = True) -> dict:
+def verify_store(node: CommandRunner, remove: bool = True) -> dict:
     """Re-hash every object of the host's store (``remote/stage.py``'s VERIFY); with
     ``remove`` delete bad ones and the trees linking them (the next staging resends them).
     -> ``{"objects", "bytes", "bad", "trees_removed"}``."""
-    request = wire.request({"op": "verify", "base": store_base(node.host), "remove": remove})
-    result = node.check([python, "-S", "-c", wire.program("stage", "verify")], [request], timeout=3600,
-                        what="verify-store")
-    return wire.answer(result.stdout)
+    return node.call("stage", {"op": "verify", "base": store_base(node.host), "remove": remove}, timeout=3600,
+                     what="verify-store")
 
 
 def resolve_home(path: str, home: str) -> str:
@@ -530,12 +520,11 @@ class StageResult:
 class Stager:
     """Stage one LocalSet to many hosts: inventory all, send per filesystem, materialise."""
 
-    def __init__(self, nodes: Mapping[str, CommandRunner], python: str | Mapping[str, str] = "python3",
-                 progress: Progress | None = None, known: InventoryCache | None = None,
+    def __init__(self, nodes: Mapping[str, CommandRunner], progress: Progress | None = None,
+                 known: InventoryCache | None = None,
                  relay: str | None = None, degree: int | None = None,
                  addresses: Mapping[str, str] | None = None):
-        self.nodes = nodes
-        self.python = python
+        self.nodes = nodes  # each with its host's interpreter (CommandRunner.python)
         self.progress = progress or Progress()
         self.known = known  # cached inventories: the no-op re-stage in one round trip per host
         # relay staging (launcher/core/route.py): $ALAUNCH_RELAY auto|on|off, $ALAUNCH_RELAY_DEGREE
@@ -543,13 +532,9 @@ class Stager:
         self.degree = degree or int(os.environ.get("ALAUNCH_RELAY_DEGREE") or routes.DEFAULT_DEGREE)
         self.addresses = addresses  # how the hosts reach each other, when not by their hostfile names
 
-    def _py(self, host: str) -> str:
-        """The interpreter for the fixed scripts on ``host`` (stdlib only)."""
-        return self.python if isinstance(self.python, str) else self.python[host]
-
     def survey(self, local: LocalSet) -> dict[str, Inventory]:
         """INVENTORY on every host in parallel; any failure names its host (all of them)."""
-        return run_parallel(self.nodes, lambda n: inventory(n, local.objects, self._py(n.host.name)))
+        return run_parallel(self.nodes, lambda n: inventory(n, local.objects))
 
     def stage(self, local: LocalSet, roots: Mapping[str, str],
               inventories: Mapping[str, Inventory] | None = None,
@@ -574,7 +559,7 @@ class Stager:
             assert known is not None  # fast came from it
             return StageResult(fast, {n: i for n in fast if (i := known.get(self.nodes[n].host)) is not None})
         if inventories is None:
-            inventories = run_parallel(rest, lambda n: inventory(n, local.objects, self._py(n.host.name)))
+            inventories = run_parallel(rest, lambda n: inventory(n, local.objects))
         result = self._send(local, roots, {n: inventories[n] for n in rest}, texts_by_host)
         result.reports.update(fast)
         if self.known is not None:
@@ -604,9 +589,7 @@ class Stager:
             texts = texts_by_host.get(name) if texts_by_host else None
             manifest = manifest_for(local, resolve_home(roots[name], i.home), texts, tree_links=False)
             request = {"op": "link", "cas": posixpath.join(i.base, "cas"), "fsid": i.fsid, "manifest": manifest}
-            result = node.check([self._py(name), "-S", "-c", wire.program("stage", "link")], [wire.request(request)],
-                                timeout=120, what="staging")
-            data = wire.answer(result.stdout)
+            data = node.call("stage", request, timeout=120, what="staging")
             if not data["ok"]:
                 known.forget(node.host)
                 return None
@@ -649,10 +632,8 @@ class Stager:
             root = resolve_home(roots[name], i.home)
             manifest = manifest_for(local, root, texts_by_host.get(name) if texts_by_host else None)
             stream = tar_stream(missing, manifest, lambda n: self.progress.advance(name, n))
-            request = wire.request({"op": "receive", "cas": posixpath.join(i.base, "cas")})
-            result = node.check([self._py(name), "-S", "-c", wire.program("stage", "receive")],
-                                itertools.chain([request], stream), what="staging")
-            data = wire.answer(result.stdout)
+            data = node.call("stage", {"op": "receive", "cas": posixpath.join(i.base, "cas")}, stdin=stream,
+                             what="staging")
             report = HostReport(name, data["objects"], data["bytes"], data["linked"], data["copied"],
                                 time.monotonic() - start)
             if outcome and name in outcome.received:
@@ -675,7 +656,7 @@ class Stager:
         are marked as holding them; hosts that did not are surveyed again, so the direct send
         that follows sends only what they still lack (the relay resumes per object)."""
         objects = local.objects
-        remote = [n for n in leaders if not self.nodes[n].host.is_local]
+        remote = [n for n in leaders if not self.nodes[n].local]
         union = sorted({s for n in remote for s in objects if s not in inv[n].have})
         size = sum(objects[s].size for s in union)
         if not routes.should_relay(self.relay_mode, len(remote), size):
@@ -688,13 +669,13 @@ class Stager:
             route, {n: self.nodes[n] for n in remote},
             lambda root: tar_stream(send, None, lambda k: self.progress.advance(root, k)), size,
             cas={n: posixpath.join(inv[n].base, "cas") for n in remote},
-            python={n: self._py(n) for n in remote}, addresses=self.addresses)
+            addresses=self.addresses)
         inv = dict(inv)
         for name in outcome.received:
             inv[name] = replace(inv[name], have=inv[name].have | set(union))
         if outcome.failed:
             inv.update(run_parallel({n: self.nodes[n] for n in outcome.failed},
-                                    lambda n: inventory(n, objects, self._py(n.host.name))))
+                                    lambda n: inventory(n, objects)))
         return outcome, inv
 
 

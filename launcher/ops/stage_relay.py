@@ -16,7 +16,6 @@ relay cut half way resumes per object).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -87,24 +86,20 @@ def parents(route: Route) -> dict[str, str]:
 
 
 def relay(route: Route, nodes: Mapping[str, CommandRunner], stream: Callable[[str], Iterable[bytes]],
-          size: int, *, cas: Mapping[str, str], python: Mapping[str, str],
-          addresses: Mapping[str, str] | None = None) -> RelayOutcome:
+          size: int, *, cas: Mapping[str, str], addresses: Mapping[str, str] | None = None) -> RelayOutcome:
     """Send the objects-only tar stream (``stream(root)``: ops.stage.tar_stream without a
-    manifest, ``size`` object bytes) along ``route``; never raises for a host's failure:
-    every host ends in ``received`` or ``failed``."""
+    manifest, ``size`` object bytes) along ``route``, each hop's children run with their
+    runner's interpreter; never raises for a host's failure: every host ends in ``received``
+    or ``failed``."""
     hosts = {n: node.host for n, node in nodes.items()}
-    program = wire.program("stage", "relay")
+    python = {n: node.python for n, node in nodes.items()}
+    program = wire.program("stage", "relay")  # each hop hands it on to its children
     outcome = RelayOutcome(route, via=parents(route))
 
     def send(root: str) -> dict:
         req = dict(relay_request(route, root, cas=cas, python=python, hosts=hosts, addresses=addresses),
                    program=program)
-        result = nodes[root].check([python[root], "-S", "-c", program],
-                                   itertools.chain([wire.request(req)], stream(root)), what="relay")
-        try:
-            return wire.answer(result.stdout)
-        except wire.NoAnswer as exc:
-            raise RemoteError(root, f"relay gave no answer: {exc.output!r}") from None
+        return nodes[root].call("stage", req, stdin=stream(root), what="relay")
 
     done = fanout.run_parallel(route.roots, send)
     for root, answer in done.items():

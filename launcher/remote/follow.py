@@ -18,6 +18,8 @@ message per line (tab separated, the text is the rest):
   after this line in file ``fid``: the follower keeps it per file, and a reconnect (or a later
   ``logs -f``) passes ``{"offsets": {path: [inode, end]}}`` so each file resumes exactly there —
   nothing lost, nothing doubled.
+  A line longer than ``_prelude.LINE_CAP`` (64 KiB: a ``\r`` progress bar, a dump without a
+  newline) is sent as its first 64 KiB and `` [line cut: N more bytes]``; ``end`` counts every byte.
 * ``P <pid> <rank>`` a worker process of this node and its rank (found by its stdout, which
   msrun points at ``worker_<rank>.log``): msrun names a dead worker only by its pid.
 * ``H`` heartbeat once a second: a write to a closed channel ends the script, so a
@@ -46,7 +48,7 @@ import re
 import sys
 import time
 
-from _prelude import answer, log_tails, run
+from _prelude import Lines, answer, log_tails, run
 
 root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
 ranks = None  # the worker ranks this node runs (None: every log found), scheduler: node 0's
@@ -103,9 +105,8 @@ def pump(path, f, put=None):
         data = f["fh"].read(1 << 20)
         if not data:
             break
-        *complete, f["part"] = (f["part"] + data).split(b"\n")
-        for raw in complete:
-            f["done"] += len(raw) + 1
+        for raw, size in f["lines"].feed(data):
+            f["done"] += size + 1
             emit(f, raw, put)
             wrote = True
     try:
@@ -114,10 +115,7 @@ def pump(path, f, put=None):
         return wrote
     pos = f["fh"].tell()
     if st.st_ino != f["ino"] or st.st_size < pos:  # rotated or truncated: start the new file
-        if f["part"]:
-            f["done"] += len(f["part"])
-            emit(f, f["part"], put)
-            f["part"] = b""
+        flush(f, put)
         f["fh"].close()
         f["fh"] = open(path, "rb")
         f["ino"] = os.fstat(f["fh"].fileno()).st_ino
@@ -125,6 +123,14 @@ def pump(path, f, put=None):
         declare(path, f)
         wrote = pump(path, f, put) or True
     return wrote
+
+def flush(f, put=None):
+    """Send the unfinished last line of a file that will not grow (rotated away, the node ended)."""
+    raw, size = f["lines"].rest()
+    if size:
+        f["done"] += size
+        emit(f, raw, put)
+    return size > 0
 
 def declare(path, f):
     out.write(b"F\t" + f["fid"].encode() + b"\t%d\t" % f["ino"] + path.encode() + b"\n")
@@ -142,7 +148,7 @@ def rescan():
             if seen and int(seen[0]) == st.st_ino and 0 <= int(seen[1]) <= st.st_size:
                 done = int(seen[1])  # resume where the follower had got to
                 fh.seek(done)
-            f = files[path] = {"fh": fh, "rank": rank, "role": role, "part": b"", "ino": st.st_ino,
+            f = files[path] = {"fh": fh, "rank": rank, "role": role, "lines": Lines(), "ino": st.st_ino,
                                "fid": str(next(fids)), "done": done, "own": False}
             declare(path, f)
     workers = {f["rank"] for f in files.values() if f["role"] == "worker"}
@@ -157,11 +163,8 @@ def pump_all(final=False):
     for path, f in sorted(files.items(), key=lambda item: item[1]["role"] != "msrun"):
         put = later.append if f["role"] == "msrun" else None
         wrote = pump(path, f, put) or wrote
-        if final and f["part"]:
-            f["done"] += len(f["part"])
-            emit(f, f["part"], put)
-            f["part"] = b""
-            wrote = True
+        if final:
+            wrote = flush(f, put) or wrote
     for raw in later:
         out.write(raw)
     return wrote

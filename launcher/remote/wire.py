@@ -32,7 +32,7 @@ from importlib import resources
 from typing import Any
 
 MARSHAL_VERSION = 4  # pinned: CPython >= 3.4 reads it; never the interpreter's default
-SCRIPTS = ("stage", "collect", "launch", "follow", "probe", "prune", "attempt", "slurm")
+SCRIPTS = ("stage", "collect", "launch", "follow", "probe", "prune", "attempt", "files", "slurm")
 JOB_MARKER = "ALAUNCH_JOB_ID"  # env var on every process of a job (launch.py's MARKER)
 ANSWER_MARK = "\x1eALAUNCH-ANSWER\x1e"  # _prelude.MARK: starts the answer line
 

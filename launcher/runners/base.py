@@ -1,4 +1,4 @@
-"""The one transport interface (SkyPilot's CommandRunner): exec, run, stream, move files.
+"""The one transport interface (SkyPilot's CommandRunner): exec, the host call, the follower's process.
 
 Every way of reaching a node (local subprocess, OpenSSH client, paramiko) is one
 :class:`CommandRunner` subclass with the same primitives, so everything above (hosts check,
@@ -8,10 +8,17 @@ stage, launch, follow, collect) is written once:
   or written to a file object as it arrives; the exit code is data. Staging, launch and
   fetch run their fixed host scripts (launcher/remote/) this way, so user values never
   become shell text.
-- :meth:`~CommandRunner.run` / :meth:`~CommandRunner.stream`: text commands and line streams
-  (hosts check, follow).
-- :meth:`~CommandRunner.download` / :meth:`~CommandRunner.upload_stream` and put/get/put_tar,
-  built on exec unless a runner has a better way.
+- :meth:`CommandRunner.call`: the one host call (a host program of launcher/remote/ with the
+  runner's interpreter, its answer decoded), built on exec.
+- :meth:`~CommandRunner.process_argv`: the follower's process for a node (an ``ssh`` client,
+  or the program itself here); paramiko's runner has none and :meth:`~CommandRunner.stream`s.
+- Lifecycle: :meth:`~CommandRunner.ping` (abstract), ``connect``, ``warm``, ``single_use``,
+  ``close``. :meth:`~CommandRunner.download` / :meth:`~CommandRunner.upload_stream` are built
+  on exec (fetch's fallback, a pipeline's relay).
+
+Abstract: ``exec`` and ``ping`` — what every production path needs. (``put``/``get``/
+``put_tar`` are gone: production never called them; ``run`` is a convenience of the runners
+that have one (each implements its own), for tools and tests.)
 
 Results are typed; failures are :class:`RemoteError` subclasses that name the host and say
 what happened.
@@ -19,17 +26,20 @@ what happened.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from launcher.core.hostfile import Host
 from launcher.errors import RemoteError
+from launcher.remote import wire
 from launcher.runners import shell
+
+REMOTE_PYTHON = "python3"  # a remote host's interpreter unless the job was given or found another
 
 LineCallback = Callable[[str], "bool | None"]  # return False to stop streaming
 
@@ -103,14 +113,57 @@ class CommandTimeout(RemoteError):
 
 
 class CommandRunner(ABC):
-    """Run commands and move files on one host. Constructing one touches no network."""
+    """Run commands and move files on one host. Constructing one touches no network.
 
-    def __init__(self, host: Host):
+    ``python`` is the interpreter that runs the host programs (``launcher/remote/``) there: the
+    runner's default (this interpreter on this machine, ``python3`` on a remote host) unless
+    the job recorded another for that host (``--bin-dir``, a Slurm target's ``python:``), set
+    once with :meth:`using`."""
+
+    default_python = REMOTE_PYTHON
+    local = False  # this machine, no connection (LocalRunner): nothing to relay to, no handshake
+
+    def __init__(self, host: Host, python: str | None = None):
         self.host = host
+        self.python = python or self.default_python
 
     @property
     def name(self) -> str:
         return self.host.name
+
+    def using(self, python: str | None) -> CommandRunner:
+        """Run host programs with ``python`` (None: keep the runner's default). Returns the runner."""
+        if python:
+            self.python = python
+        return self
+
+    # --- the one host call
+    def program_argv(self, script: str, op: str, *, site: bool = False) -> list[str]:
+        """The argv that runs ``op`` of host script ``script`` (``launcher/remote/<script>.py``)
+        with this host's interpreter: ``python -S -c PROGRAM``, or without ``-S`` when the op
+        needs the host's site packages (``site``: the probe looks for MindSpore)."""
+        return [self.python, *(() if site else ("-S",)), "-c", wire.program(script, op)]
+
+    def call(self, script: str, request: Mapping[str, Any], *, timeout: float | None = None,
+             what: str | None = None, stdin: Iterable[bytes] = (), site: bool = False) -> Any:
+        """Run ``request["op"]`` of host script ``script`` on the host and return its answer.
+
+        The request goes first on stdin as one marshal frame (``wire.request``), then ``stdin``'s
+        chunks (a tar stream); the answer is read by ``wire.answer`` (a login shell's chatter
+        skipped). Every failure is one :class:`RemoteError` naming the host and ``what`` (default
+        ``"<script> <op>"``): the connection's own (:class:`ConnectError`, :class:`CommandTimeout`),
+        ``<what> failed: <its last stderr line>`` for a non-zero exit, ``<what> gave no answer: ...``
+        when it printed none. Why one method: 15 call sites built this by hand through three
+        private wrappers that differed only in timeouts and error wording."""
+        what = what or f"{script} {request['op']}"
+        result = self.exec(self.program_argv(script, request["op"], site=site),
+                           itertools.chain([wire.request(dict(request))], stdin), timeout=timeout)
+        if not result.ok:
+            raise RemoteError(self.name, f"{what} failed: {result.error_line()}")
+        try:
+            return wire.answer(result.stdout)
+        except wire.NoAnswer as exc:
+            raise RemoteError(self.name, f"{what} gave no answer: {exc.output[-200:]!r}") from None
 
     # --- primitives each runner implements
     @abstractmethod
@@ -121,30 +174,13 @@ class CommandRunner(ABC):
         result's ``stdout`` is then empty) or into the result. The exit code is data;
         connection failures raise :class:`ConnectError`, a timeout :class:`CommandTimeout`."""
 
-    @abstractmethod
-    def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-            cwd: str | None = None, timeout: float | None = None, check: bool = True,
-            stdin: str | bytes | None = None) -> CommandResult:
-        """Run argv to completion and capture its output."""
-
-    @abstractmethod
     def stream(self, argv: Sequence[str], on_line: LineCallback, *,
                env: Mapping[str, str] | None = None, cwd: str | None = None,
                stop: threading.Event | None = None, timeout: float | None = None) -> CommandResult:
         """Run argv, calling ``on_line`` per stdout line as it arrives; stops when ``stop`` is
-        set or ``on_line`` returns False (then ``exit_code`` is None)."""
-
-    @abstractmethod
-    def put(self, local_path: str | Path, remote_path: str) -> None:
-        """Copy one file to the host, streamed in chunks."""
-
-    @abstractmethod
-    def get(self, remote_path: str, local_path: str | Path) -> None:
-        """Copy one file from the host, streamed in chunks."""
-
-    @abstractmethod
-    def put_tar(self, local_root: str | Path, files: Sequence[str], remote_root: str) -> int:
-        """Copy many files (paths relative to local_root) as one tar stream; returns bytes sent."""
+        set or ``on_line`` returns False (then ``exit_code`` is None). Only a runner without a
+        :meth:`process_argv` needs it (paramiko's: the follower's fallback)."""
+        raise NotImplementedError(f"{type(self).__name__} has no stream(); follow through process_argv()")
 
     @abstractmethod
     def ping(self) -> float:

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import BinaryIO, overload
 
-from launcher.errors import RemoteError
 from launcher.runners.base import (
     CommandFailed,
     CommandResult,
@@ -39,6 +37,9 @@ def _expand(path: str | None) -> str | None:
 
 
 class LocalRunner(CommandRunner):
+    default_python = sys.executable  # host programs run with this interpreter, as the jobs here
+    local = True
+
     def exec(self, argv: Sequence[str], stdin: Iterable[bytes] = (), *, stdout: BinaryIO | None = None,
              timeout: float | None = None) -> ExecResult:
         start = time.monotonic()
@@ -129,28 +130,6 @@ class LocalRunner(CommandRunner):
             t.join(timeout=2)
         return CommandResult(self.name, argv, None if stopped else code, "\n".join(out),
                              b"".join(err_chunks).decode(errors="replace"), time.monotonic() - start)
-
-    def put(self, local_path: str | Path, remote_path: str) -> None:
-        self._copy(Path(local_path), Path(_expand(remote_path)))
-
-    def get(self, remote_path: str, local_path: str | Path) -> None:
-        self._copy(Path(_expand(remote_path)), Path(local_path))
-
-    def _copy(self, src: Path, dst: Path) -> None:
-        try:
-            shutil.copyfile(src, dst)  # streams in chunks (sendfile where it can)
-        except OSError as exc:
-            raise RemoteError(self.name, f"copy {src} -> {dst}: {exc.strerror or exc}") from None
-
-    def put_tar(self, local_root: str | Path, files: Sequence[str], remote_root: str) -> int:
-        root, dest = Path(local_root), Path(_expand(remote_root))
-        sent = 0
-        for rel in files:
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._copy(root / rel, target)
-            sent += target.stat().st_size
-        return sent
 
     def ping(self) -> float:
         return 0.0

@@ -23,33 +23,34 @@ master is the runner's own and :meth:`OpenSSHRunner.close` ends it; with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 from launcher.core.hostfile import Host
-from launcher.errors import RemoteError
+from launcher.errors import UnsafeDirectory
 from launcher.runners import shell
 from launcher.runners.base import (
     CommandFailed,
     CommandResult,
+    CommandRunner,
     CommandTimeout,
     ConnectError,
     ExecResult,
     HostKeyError,
-    _Counting,
     run_piped,
 )
-from launcher.runners.ssh import ConnectOptions, SSHRunner
+from launcher.runners.ssh import ConnectOptions
 
 CHUNK = 1 << 20
 KEX_FIRST = "curve25519-sha256,curve25519-sha256@libssh.org"
@@ -68,9 +69,30 @@ def _opt_value(value: str) -> str:
 
 
 def control_dir() -> Path:
-    """Where ControlMaster sockets live: private to this user (0700), short enough for AF_UNIX."""
+    """Where ControlMaster sockets live: private to this user (0700), short enough for AF_UNIX.
+
+    The name is predictable, so another local user can create it first: a directory that is
+    a symlink, not ours, or writable by others is refused (:class:`UnsafeDirectory`, one line
+    saying what to do), never used — whoever can write there can put a socket where ``ssh``
+    looks for our master and read or drive every session through it (before: as root such a
+    directory was taken over, as a user every ssh verb failed with a traceback)."""
     d = Path(tempfile.gettempdir()) / f"alaunch-ssh-{os.getuid()}"
-    d.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        d.mkdir(mode=0o700)
+    st = os.lstat(d)
+    problem = ""
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symlink"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.getuid():
+        problem = f"belongs to uid {st.st_uid}, not to you (uid {os.getuid()})"
+    elif st.st_mode & 0o022:
+        problem = f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    if problem:
+        raise UnsafeDirectory(f"the ssh control directory {d} {problem}: another user could take over alaunch's "
+                              f"ssh connections through it; remove it (its owner or root can), or set TMPDIR to a "
+                              f"directory only you can write, and run again")
     os.chmod(d, 0o700)
     return d
 
@@ -169,11 +191,12 @@ def classify(host: str, stderr: str, known_hosts: Path | str | None) -> ConnectE
     return None
 
 
-class OpenSSHRunner(SSHRunner):
-    """SSHRunner whose :meth:`exec`, :meth:`run` and :meth:`ping` (and so staging, launch,
-    status, cancel, fetch, hosts check and put/get/put_tar) go through ``ssh`` processes:
-    no Python thread does crypto per host; the follower's streams are ``ssh`` clients too
-    (:meth:`process_argv`). ``stream`` stays on paramiko, the follower's fallback path.
+class OpenSSHRunner(CommandRunner):
+    """A host through ``ssh`` processes: :meth:`exec`, :meth:`run` and :meth:`ping` (and so
+    staging, launch, status, cancel, fetch and hosts check), and the follower's streams
+    (:meth:`process_argv`, one ``ssh`` client per node): no Python thread does crypto per host.
+    It shares only its :class:`ConnectOptions` with paramiko's :class:`SSHRunner` (the path
+    where there is no ``ssh`` binary), never its connection: nothing here opens paramiko.
 
     Masters: every exec rides on the host's master connection when one is up. A runner
     opens one itself (``ControlMaster=auto``) unless told :meth:`single_use`: then its first
@@ -183,7 +206,8 @@ class OpenSSHRunner(SSHRunner):
     opens the master after all."""
 
     def __init__(self, host: Host, options: ConnectOptions | None = None, ssh: str | None = None):
-        super().__init__(host, options)
+        super().__init__(host)
+        self.options = options or ConnectOptions()
         self.ssh = ssh or ssh_binary() or "ssh"
         self._control = control_path(self.options)
         self._warming: subprocess.Popen | None = None
@@ -250,14 +274,6 @@ class OpenSSHRunner(SSHRunner):
                 proc.kill()
                 proc.wait()
 
-    def _fail(self, argv: Sequence[str], code: int, stderr: bytes, start: float) -> RemoteError:
-        text = stderr.decode(errors="replace")
-        if code == SSH_FAILED:
-            err = classify(self.name, text, self.options.known_hosts)
-            if err is not None:
-                return err
-        return CommandFailed(CommandResult(self.name, tuple(argv), code, "", text, time.monotonic() - start))
-
     def exec(self, remote_argv: Sequence[str], stdin: Iterable[bytes] = (), *,
              stdout: BinaryIO | None = None, timeout: float | None = None) -> ExecResult:
         """One ``ssh`` process over this runner's ControlMaster: ``stdin`` chunks streamed in,
@@ -302,64 +318,8 @@ class OpenSSHRunner(SSHRunner):
         keepalive, which starts no process, measured ~2 ms)."""
         return self._exec(self.argv(["true"]), "true", timeout=self.options.connect_timeout + 30).duration
 
-    # --- CommandRunner file primitives, through ssh processes
-    def put(self, local_path: str | Path, remote_path: str) -> None:
-        mode = os.stat(local_path).st_mode & 0o777
-        with open(local_path, "rb") as f:
-            self.upload_stream(iter(lambda: f.read(CHUNK), b""), remote_path, mode)
-
-    def get(self, remote_path: str, local_path: str | Path) -> None:
-        tmp = Path(f"{local_path}.part")
-        try:
-            with open(tmp, "wb") as f:
-                self.download(remote_path, f)
-            os.replace(tmp, local_path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def put_tar(self, local_root: str | Path, files: Sequence[str], remote_root: str) -> int:
-        import tarfile
-        root = Path(local_root)
-        remote = ["sh", "-c", 'mkdir -p -- "$1" && exec tar -x -f - --no-same-owner -C "$1"',
-                  "alaunch-untar", remote_root]
-        start = time.monotonic()
-        r, w = os.pipe()
-        reader = os.fdopen(r, "rb")
-        writer = os.fdopen(w, "wb")
-        counter = _Counting(writer)
-        failure: list[BaseException] = []
-
-        def produce() -> None:
-            try:
-                with tarfile.open(fileobj=cast(BinaryIO, counter), mode="w|", bufsize=CHUNK,
-                                  format=tarfile.PAX_FORMAT) as tar:
-                    for rel in files:
-                        tar.add(str(root / rel), arcname=rel, recursive=False)
-            except BaseException as exc:  # reported below, after ssh ends
-                failure.append(exc)
-            finally:
-                try:
-                    writer.close()
-                except OSError:
-                    pass
-
-        t = threading.Thread(target=produce, daemon=True)
-        t.start()
-        try:
-            result = self.exec(remote, iter(lambda: reader.read1(CHUNK), b""))
-            code, err = result.exit_code, result.stderr
-        finally:
-            reader.close()
-            t.join()
-        if failure and not isinstance(failure[0], BrokenPipeError):
-            raise RemoteError(self.name, f"tar stream to {remote_root} failed: {failure[0]}")
-        if code != 0:
-            raise self._fail(remote, code, err, start)
-        return counter.count
-
     def close(self) -> None:
-        """Close the paramiko connection and this runner's ControlMaster (if one was started)."""
-        super().close()
+        """End this runner's ControlMaster (if it started one and masters are not shared)."""
         self._wait_warm()
         if self.options.control_persist <= 0:
             close_master(self.ssh, self.host, self.options, self._control)

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import os
 import select
 import socket
-import tarfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +26,7 @@ import paramiko
 
 from launcher.core.hostfile import Host
 from launcher.errors import RemoteError
+from launcher.remote._prelude import Lines
 from launcher.runners import shell
 from launcher.runners.base import (
     CommandFailed,
@@ -40,8 +39,8 @@ from launcher.runners.base import (
     LineCallback,
 )
 
+STREAM_LINE_CAP = 1 << 20  # bytes of one streamed line kept (the follow script sends at most 64 KiB)
 WINDOW = 1 << 27  # a large flow-control window: paramiko's 2 MiB default caps throughput
-TAR_BUFSIZE = 1 << 20
 
 
 @dataclass
@@ -310,7 +309,7 @@ class SSHRunner(CommandRunner):
         chan = self._session()
         lines: list[str] = []
         err = bytearray()
-        buf = b""
+        buf = Lines(STREAM_LINE_CAP)  # linear in a line's size, however it arrives
         stopped = lost = False
         try:
             chan.exec_command(shell.command_line(argv, env=env, cwd=cwd))
@@ -325,9 +324,7 @@ class SSHRunner(CommandRunner):
                     data = chan.recv(1 << 16)
                     if not data:
                         break
-                    buf += data
-                    *complete, buf = buf.split(b"\n")
-                    for raw in complete:
+                    for raw, _ in buf.feed(data):
                         line = raw.decode(errors="replace")
                         lines.append(line)
                         if on_line(line) is False:
@@ -345,8 +342,9 @@ class SSHRunner(CommandRunner):
                     lost = True
                     break
                 select.select([chan], [], [], 0.05)
-            if not stopped and buf:
-                lines.append(buf.decode(errors="replace"))
+            rest, size = buf.rest()
+            if not stopped and size:
+                lines.append(rest.decode(errors="replace"))
                 on_line(lines[-1])
             code = None if stopped or lost or not chan.status_event.wait(5.0) else chan.recv_exit_status()
         finally:
@@ -361,58 +359,3 @@ class SSHRunner(CommandRunner):
         return time.monotonic() - start
 
     # ------------------------------------------------------------------ files
-    def _sftp(self):
-        return self.connection.sftp()  # fabric caches one SFTP session per connection
-
-    def put(self, local_path: str | Path, remote_path: str) -> None:
-        try:
-            self._sftp().put(str(local_path), shell.sftp_path(remote_path))
-        except OSError as exc:
-            raise RemoteError(self.name, f"put {local_path} -> {remote_path}: {exc.strerror or exc}") from None
-
-    def get(self, remote_path: str, local_path: str | Path) -> None:
-        try:
-            self._sftp().get(shell.sftp_path(remote_path), str(local_path))
-        except OSError as exc:
-            raise RemoteError(self.name, f"get {remote_path} -> {local_path}: {exc.strerror or exc}") from None
-
-    def put_tar(self, local_root: str | Path, files: Sequence[str], remote_root: str) -> int:
-        """Many small files in one channel: no per-file round trip (SFTP pays ~1 per file)."""
-        root = Path(local_root)
-        argv = ("sh", "-c", 'mkdir -p -- "$1" && exec tar -x -f - --no-same-owner -C "$1"',
-                "alaunch-untar", remote_root)
-        cmd = shell.join_argv(argv[:4]) + " " + shell.quote_path(remote_root)
-        start = time.monotonic()
-        chan = self._session()
-        sent = _CountingWriter(chan)
-        try:
-            chan.exec_command(cmd)
-            with tarfile.open(fileobj=sent, mode="w|", bufsize=TAR_BUFSIZE, format=tarfile.PAX_FORMAT) as tar:
-                for rel in files:
-                    tar.add(str(root / rel), arcname=rel, recursive=False)
-            chan.shutdown_write()
-            out, err = self._drain(chan, None, argv)
-            code = self._exit_status(chan, argv)
-        except OSError as exc:
-            raise RemoteError(self.name, f"tar stream to {remote_root} failed: {exc}") from None
-        finally:
-            chan.close()
-        if code != 0:
-            raise CommandFailed(CommandResult(self.name, argv, code, out.decode(errors="replace"),
-                                              err.decode(errors="replace"), time.monotonic() - start))
-        return sent.count
-
-
-class _CountingWriter(io.RawIOBase):
-    """File-like adapter: tarfile writes, the channel sends."""
-
-    def __init__(self, chan):
-        self.chan, self.count = chan, 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.chan.sendall(bytes(data))
-        self.count += len(data)
-        return len(data)

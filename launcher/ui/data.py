@@ -104,7 +104,7 @@ def node_state(node: reg.NodeRecord, record: reg.JobRecord, view: Mapping[str, A
 
 
 def progress_dict(view: Any) -> dict | None:
-    """A :class:`launcher.ops.follow.ProgressView` as JSON (None before the first step)."""
+    """A :class:`launcher.metrics.progress.ProgressView` as JSON (None before the first step)."""
     if view is None:
         return None
     d = asdict(view)

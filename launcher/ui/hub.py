@@ -27,9 +27,10 @@ from typing import Any
 from launcher.core.hostfile import Host, parse_hostfile
 from launcher.errors import AlaunchError
 from launcher.metrics.logparse import Failure, JobLogs, parse_loss
+from launcher.metrics.progress import ProgressView, build_view
 from launcher.ops import registry as reg
 from launcher.ops.engines import log_view
-from launcher.ops.follow import Follower, NodeView, ProgressView, build_view
+from launcher.ops.follow import Follower, NodeView
 from launcher.ui.data import stream_key
 
 MAX_LINES = 20_000  # lines kept in memory per job for the viewer (the host keeps them all)

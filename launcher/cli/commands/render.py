@@ -32,6 +32,7 @@ def build(job: Path, hosts, sets: list[str], job_id: str = PREVIEW_JOB_ID, check
     from launcher.core.hostfile import DEFAULT_WORKDIR
     from launcher.core.layout import JobLayout
     from launcher.core.spec import load_job
+    from launcher.ops import mfcheck
 
     spec = load_job(job)
     validate.check_local_paths(spec)
@@ -41,8 +42,8 @@ def build(job: Path, hosts, sets: list[str], job_id: str = PREVIEW_JOB_ID, check
     template_text = template_path.read_text(encoding="utf-8")
     rendered = render_mod.render_job(spec, hosts, layout, sets, template_text=template_text)
     warnings = validate.check_static(rendered.config, rendered.derived, source=spec.source)
-    mf = validate.check_with_mindformers(rendered.text, rendered.config, source=spec.source) \
-        if check_mindformers else validate.MindFormersCheck(True, "MindFormers validation not requested")
+    mf = mfcheck.check_with_mindformers(rendered.text, rendered.config, source=spec.source) \
+        if check_mindformers else mfcheck.NOT_REQUESTED
     return spec, rendered, mf, template_text, str(template_path), warnings
 
 

@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
 
         from launcher.cli.connect import runner_factory
         from launcher.ops.cards import Surveyor, top_hosts
-        from launcher.ops.service import default_bin_dir, python_for
+        from launcher.runners import default_bin_dir, python_for
 
         env = environment.current()
         hosts = top_hosts(hostfile, local, slots, include, exclude)

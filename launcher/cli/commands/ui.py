@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         if hostfile is not None:  # the cards page: the hosts asked at most every 2 s, whoever looks
             from launcher.cli.connect import runner_factory
             from launcher.ops.cards import Surveyor, top_hosts
-            from launcher.ops.service import default_bin_dir, python_for
+            from launcher.runners import default_bin_dir, python_for
             hosts = top_hosts(hostfile)
             bins = bin_dir if bin_dir is not None else default_bin_dir(hosts)
             source = Surveyor(hosts, runner_factory(known_hosts, ssh_config, accept_new),
