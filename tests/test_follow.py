@@ -315,3 +315,36 @@ def test_story_of_the_real_4card_log_is_short_and_says_what_happened(monkeypatch
         assert what in text, text
     assert "epoch 5/5 step 1170/1170 | loss 1.086" in text
     assert sum("step:[" in ln for ln in story) == 0  # no raw loss lines
+
+
+def test_a_killed_supervisor_does_not_end_the_follow_while_msrun_runs(tmp_path):
+    """msrun is its own session leader and outlives a killed supervisor: the follow went on
+    reading nothing from that node ("ended" without an exit code) while it trained on. The
+    node has ended only when neither runs."""
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # the killed supervisor
+    dead.wait()
+    msrun = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    root = tmp_path / "job"
+    (root / "state").mkdir(parents=True)
+    (root / "state" / "pid").write_text(f"{msrun.pid} {dead.pid}\n")
+    (root / "msrun_log").mkdir()
+    q, stop, t = _stream(root)
+    try:
+        (root / "msrun_log" / "worker_0.log").write_text("step 1\n")
+        got = _take(q, lambda e: e.text == "step 1")
+        time.sleep(1.5)  # several of the script's looks at the pid file
+        with (root / "msrun_log" / "worker_0.log").open("a") as fh:
+            fh.write("step 2\n")
+        got += _take(q, lambda e: e.text == "step 2")
+        assert not [e for e in got if e.kind == "end"], got
+        msrun.kill()
+        msrun.wait()
+        end = _take(q, lambda e: e.kind == "end")[-1]
+        assert end.exit_code is None  # no exit code was written: said as unknown
+    finally:
+        stop.set()
+        t.join(5)
+        if msrun.poll() is None:
+            msrun.kill()

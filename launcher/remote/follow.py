@@ -211,7 +211,11 @@ def ended():
         return code
     pid = read("pid")
     fields = pid.split() if pid else []
-    if len(fields) >= 2 and not alive(int(fields[1]), fields[3] if len(fields) >= 4 else None):
+    # "<child pid> <supervisor pid> <child start> <supervisor start>": the node has ended when
+    # neither runs. A supervisor killed while msrun lives (msrun is its own session leader and
+    # outlives it) used to end this follow: the node's logs went unread while it trained on.
+    if len(fields) >= 2 and not alive(int(fields[1]), fields[3] if len(fields) >= 4 else None) \
+            and not alive(int(fields[0]), fields[2] if len(fields) >= 3 else None):
         code = read("exit_code")
         return code if code is not None else "?"
     return None
