@@ -311,6 +311,14 @@ def test_a_controller_outage_never_fails_a_running_job(slurm_env, run_cli, toy, 
     assert code == 0, err
     job_id = out.strip().splitlines()[-1]
     assert _wait(run_cli, job_id, {"running"}, 120) == "running"
+    # the training step itself must be up: a step Slurm has not created yet cannot start while the
+    # controller is down (srun: "Unable to confirm allocation"), which is Slurm's failure, not ours
+    state_dir = Path(_record(job_id).meta["root"]) / "state"
+    end = time.monotonic() + 120
+    while not all(f"entry started rank {r}" in "".join(p.read_text(errors="replace")
+                                                       for p in state_dir.glob("slurm-*.out")) for r in (0, 1)):
+        assert time.monotonic() < end, "the entry never started on both nodes"
+        time.sleep(0.5)
     seen, outputs = set(), []
     stop_pid(slurm_env.ctld_pid)  # SIGTERM: slurmctld saves its state and exits
     try:
