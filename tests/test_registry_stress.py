@@ -169,3 +169,29 @@ def test_a_job_row_with_bad_meta_is_reported_not_a_traceback(tmp_path):
         with pytest.raises(RegistryCorrupt) as info:
             reg.get(job.id)
     assert job.id in info.value.message and "meta" in info.value.message
+
+
+def test_registries_opening_one_brand_new_file_at_once_all_succeed(tmp_path):
+    """Switching a new file to WAL takes a lock that sqlite does not wait for under
+    busy_timeout: a Registry opened at the moment another one was creating the file (a test's
+    helper thread beside the first submit) got "database is locked". Now the mode is set only
+    when it differs, and a locked attempt waits and tries again."""
+    errors: list[str] = []
+    for n in range(60):
+        path = tmp_path / f"s{n}" / DB_NAME
+        start = threading.Barrier(4)
+
+        def opener():
+            start.wait()
+            try:
+                with Registry(path) as reg:
+                    reg.list(limit=1)
+            except Exception as exc:  # noqa: BLE001 - the failure reported below
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=opener) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors[:3]

@@ -23,6 +23,7 @@ import re
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -437,11 +438,27 @@ class Registry:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.journal = journal_mode(filesystem_type(self.path.parent))
-        self._conn.execute(f"PRAGMA journal_mode = {self.journal}")
+        self._set_journal()
         # WAL + NORMAL: safe against crashes; the rollback journal needs FULL for that
         self._conn.execute(f"PRAGMA synchronous = {'NORMAL' if self.journal == 'WAL' else 'FULL'}")
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+
+    def _set_journal(self) -> None:
+        """The journal mode, set only when it differs (WAL stays set in the file). Switching it
+        takes a lock that sqlite does not wait for under ``busy_timeout``: a second connection
+        opening a brand-new registry at the same moment (a test's helper thread beside the
+        first ``submit``) got "database is locked" from the PRAGMA; it waits and tries again."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                if self._conn.execute("PRAGMA journal_mode").fetchone()[0].upper() != self.journal:
+                    self._conn.execute(f"PRAGMA journal_mode = {self.journal}")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @classmethod
     def in_state_dir(cls, state_dir: str | Path | None = None) -> Registry:
