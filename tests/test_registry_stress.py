@@ -181,7 +181,7 @@ def test_registries_opening_one_brand_new_file_at_once_all_succeed(tmp_path):
         path = tmp_path / f"s{n}" / DB_NAME
         start = threading.Barrier(4)
 
-        def opener():
+        def opener(start=start, path=path):
             start.wait()
             try:
                 with Registry(path) as reg:
