@@ -186,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     from mindformers.trainer import Trainer
 
     config = build_config(args)
+    if os.environ.get("MS_ROLE") == "MS_SCHED" and config.get("tensorboard"):
+        # msrun runs this entry as its scheduler too, with rank 0's ids: both made
+        # output/tensorboard/rank_0 at once and the loser's tensorboardX makedirs raised, which
+        # killed the scheduler (seen in a full test run). The scheduler trains nothing: no writer.
+        config.tensorboard.tensorboard_dir = ""
     build_context(config)
     trainer = Trainer(config)
     if config.run_mode in ("train", "finetune"):
