@@ -78,14 +78,20 @@ class _CtrlCWhileStaging(Progress):
         raise KeyboardInterrupt
 
 
-def test_ctrl_c_during_staging_records_the_end(tmp_path):
+def _tiny_job(tmp_path, name: str) -> Path:
+    """A one-card job file whose code tree is one print: what these submits stage."""
     code = tmp_path / "code"
     code.mkdir()
     (code / "train.py").write_text("print('hi')\n")
-    job = {"name": "ctrlc", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml", "seed": 42,
+    job = {"name": name, "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml", "seed": 42,
            "nodes": "all", "cards_per_node": "all", "code": {"local": str(code)}, "entry": {"script": "train.py"}}
-    path = tmp_path / "ctrlc.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def test_ctrl_c_during_staging_records_the_end(tmp_path):
+    path = _tiny_job(tmp_path, "ctrlc")
     host = Host("localhost", 1, workdir=str(tmp_path / "work"), slot_ids=(0,))
     registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
     service = JobService(registry, tmp_path / "state", progress=_CtrlCWhileStaging(), exec_factory=make_runner)
@@ -106,13 +112,7 @@ def test_a_submit_without_wait_does_not_jump_a_queued_job(tmp_path):
 
     from launcher.core.cards import CardsBusy
     from launcher.errors import ExitCode
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "train.py").write_text("print('hi')\n")
-    job = {"name": "late", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml", "seed": 42,
-           "nodes": "all", "cards_per_node": "all", "code": {"local": str(code)}, "entry": {"script": "train.py"}}
-    path = tmp_path / "late.yaml"
-    path.write_text(yaml.safe_dump(job))
+    path = _tiny_job(tmp_path, "late")
     host = Host("localhost", 1, workdir=str(tmp_path / "work"), slot_ids=(0,))
     registry = reg.Registry(tmp_path / "state" / reg.DB_NAME)
     first = registry.create_job("first", "finetune", hostfile_text="localhost slots=1\n", nodes=[("localhost", "/w")],
