@@ -106,6 +106,22 @@ def test_receiver_splits_verifies_and_renames(tmp_path):
     assert isinstance(extra.error, RemoteError) and "h: sent more bytes than requested" in extra.error.message
 
 
+def test_receiver_refuses_one_corrupted_byte(tmp_path):
+    """The sha256 is taken by the receiver's hashing thread, beside the writes: one byte
+    changed in the stream (the host's trailer says otherwise) and the file is not renamed."""
+    good, other = os.urandom(3 << 20), os.urandom(1000)
+    ea = Entry("a", "/r/a", len(good), None, 0, tmp_path / "a")
+    eb = Entry("b", "/r/b", len(other), None, 0, tmp_path / "b")
+    stream = bytearray(good + hashlib.sha256(good).digest() + other + hashlib.sha256(other).digest())
+    stream[(2 << 20) + 5] ^= 0x40
+    rx = Receiver([ea, eb], lambda n: None, "h")
+    for i in range(0, len(stream), 1 << 20):
+        rx.write(bytes(stream[i:i + (1 << 20)]))
+    rx.close()
+    assert [e.path for e in rx.mismatched] == ["a"] and [e.path for e, _ in rx.verified] == ["b"]
+    assert not ea.final.exists() and ea.part.stat().st_size == len(good) and eb.final.read_bytes() == other
+
+
 def test_receiver_cut_mid_file_keeps_the_part(tmp_path):
     data = os.urandom(4096)
     e = Entry("f", "/r/f", len(data), hashlib.sha256(data).hexdigest(), 0, tmp_path / "f")
