@@ -275,6 +275,43 @@ def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_
     assert learned[str(src / "fresh")][3] == hashlib.sha256(fresh).hexdigest()
 
 
+@pytest.mark.parametrize("zero_copy_min", [1, None], ids=["sendfile+hashing-thread", "read-write"])
+def test_a_byte_changed_between_send_and_receive_is_refused(tmp_path, zero_copy_min):
+    """The real SEND (its sha256 taken by a second thread beside sendfile, or inline), one
+    byte of its stream flipped before the receiver: the file is refused, the next one kept."""
+    from launcher.core.hostfile import Host
+    from launcher.ops.collect_stream import stream
+    from launcher.runners import LocalRunner
+    big, small = os.urandom((3 << 20) + 11), os.urandom(777)
+    (tmp_path / "big").write_bytes(big)
+    (tmp_path / "small").write_bytes(small)
+    here = tmp_path / "here"
+    entries = [Entry("big", str(tmp_path / "big"), len(big), None, 0, here / "big"),
+               Entry("small", str(tmp_path / "small"), len(small), None, 0, here / "small")]
+    rx = Receiver(entries, lambda n: None, "h")
+
+    class Flip:
+        """Passes the stream on with its byte number (2 MiB + 5) of the payload flipped."""
+        at = (2 << 20) + 5
+
+        def write(self, data):
+            if 0 <= self.at < len(data):
+                data = bytearray(data)
+                data[self.at] ^= 0x10
+            self.at -= len(data)
+            return rx.write(bytes(data))
+
+        def close(self):
+            rx.close()
+
+        def __getattr__(self, name):
+            return getattr(rx, name)
+
+    stream(LocalRunner(Host("localhost", 1)), entries, Flip(), None, zero_copy_min)
+    assert [e.path for e in rx.mismatched] == ["big"] and [e.path for e, _ in rx.verified] == ["small"]
+    assert not (here / "big").exists() and (here / "small").read_bytes() == small
+
+
 # ----------------------------------------------------------------------------- --what lora
 
 LORA_CONFIG = """\

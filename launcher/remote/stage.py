@@ -247,9 +247,11 @@ def store_hashing_beside(readinto, out, h, size):
         free.put(bytearray(1 << 20))
 
     def hashing():
-        while (item := work.get()) is not None:
+        item = work.get()
+        while item is not None:
             h.update(memoryview(item[0])[:item[1]])
             free.put(item[0])
+            item = work.get()
 
     worker = threading.Thread(target=hashing, daemon=True)
     worker.start()
