@@ -122,6 +122,27 @@ def test_receiver_refuses_one_corrupted_byte(tmp_path):
     assert not ea.final.exists() and ea.part.stat().st_size == len(good) and eb.final.read_bytes() == other
 
 
+def test_receiver_keeps_draining_when_its_hasher_fails(tmp_path):
+    """A hashing thread that fails must not stop the writer (a full queue would block the
+    pump and with it ssh and the host): the failure is kept and the rest of the stream drained."""
+    import threading
+
+    class Broken:
+        def update(self, data):
+            raise RuntimeError("hasher broke")
+
+    e = Entry("f", "/r/f", 24 << 20, None, 0, tmp_path / "f")
+    rx = Receiver([e], lambda n: None, "h")
+    rx.hasher = Broken()
+    chunk = bytes(1 << 20)
+    writer = threading.Thread(target=lambda: [rx.write(chunk) for _ in range(24)], daemon=True)  # > DEPTH
+    writer.start()
+    writer.join(60)
+    assert not writer.is_alive(), "the writer blocked behind a dead hashing thread"
+    rx.close()
+    assert isinstance(rx.error, RuntimeError) and not e.final.exists()
+
+
 def test_receiver_cut_mid_file_keeps_the_part(tmp_path):
     data = os.urandom(4096)
     e = Entry("f", "/r/f", len(data), hashlib.sha256(data).hexdigest(), 0, tmp_path / "f")

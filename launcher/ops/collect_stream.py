@@ -138,7 +138,7 @@ class Receiver:
                     self._finish(*item)
                 else:
                     item[0].update(item[1])
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001  # kept, not raised: a dead hasher would block the writer
                 self.error = exc
 
     def _write(self, data: bytes) -> None:

@@ -242,14 +242,18 @@ def store_hashing_beside(readinto, out, h, size):
     objects are hashed inline: one hand-off per object would cost more than it saves."""
     import queue
     import threading
-    free, work = queue.Queue(), queue.Queue()
+    free, work, failed = queue.Queue(), queue.Queue(), []
     for _ in range(4):
         free.put(bytearray(1 << 20))
 
     def hashing():
         item = work.get()
         while item is not None:
-            h.update(memoryview(item[0])[:item[1]])
+            try:
+                if not failed:
+                    h.update(memoryview(item[0])[:item[1]])
+            except Exception as exc:  # kept: the reader must get its buffers back, never block
+                failed.append(exc)
             free.put(item[0])
             item = work.get()
 
@@ -266,6 +270,8 @@ def store_hashing_beside(readinto, out, h, size):
         left -= n
     work.put(None)
     worker.join()
+    if failed:
+        sys.exit("cannot hash the object being stored: %s" % failed[0])
 
 
 def unpack(cas, read, readinto):
