@@ -48,14 +48,21 @@ def test_jobs_status_cancel_from_the_registry(run_cli):
 
 
 def test_jobs_table_keeps_id_and_state_at_80_columns(run_cli):
+    """One line per job at 80 columns; the id, when cut, is a prefix `status` takes."""
     with Registry.in_state_dir() as registry:
         rec = registry.create_job("a-job-with-a-long-name", "finetune", nodes=[("10.213.0.10", "/x"), ("10.213.0.11", "/y")],
                                   state="failed")
         registry.set_state(rec.id, "failed", "node 1 (10.213.0.11) exited with code 1: " + "a long reason " * 8)
     code, out, _ = run_cli("jobs")
     assert code == 0
-    assert rec.id in out and "failed" in out, out  # not collapsed to nothing
     assert all(len(line) <= 80 for line in out.splitlines()), out
+    row = out.splitlines()[3]
+    shown = row.split("│")[1].strip()
+    assert rec.id.startswith(shown) and "failed" in row and "10.213.0.10 +1" in row, out
+    code, out, _ = run_cli("status", shown)
+    assert code == ExitCode.JOB_FAILED and rec.id in out
+    code, out, _ = run_cli("jobs", "--wide")
+    assert rec.id in out and "a long reason " * 8 in out, out
 
 
 def _two_card_job(tmp_path: Path) -> Path:

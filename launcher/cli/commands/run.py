@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
                     env.stdout.print(view.plan.rstrip() + "\n", markup=False, highlight=False, soft_wrap=True)
                 return
             record = runner.run(spec, from_step, only)
-            env.stderr.print(steps_table(record))
+            env.stderr.print(steps_table(record, env.stderr.width, ids=registry.ids_and_names()))
             env.stdout.print(record.id, markup=False, highlight=False)
         if record.state != "succeeded":
             raise typer.Exit(100)
