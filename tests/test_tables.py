@@ -66,7 +66,7 @@ def test_jobs_one_line_per_job_with_ids_that_resolve(width):
     assert all(len(line) <= width for line in lines), "\n".join(lines)
     rows = _body(lines)
     assert len(rows) == len(RECORDS), "\n".join(lines)  # before: 255 lines for four jobs at 80
-    for record, row in zip(RECORDS, rows):
+    for record, row in zip(RECORDS, rows, strict=False):
         cells = _cells(row)
         shown = cells[0]
         assert [i for i in ids if i.startswith(shown)] == [record.id], (shown, "\n".join(lines))
@@ -112,7 +112,7 @@ def test_hosts_check_never_splits_a_host(width):
     lines = _render(_table(report, width), width)
     body = _body(lines)
     assert len(body) == 3 and all(len(line) <= width for line in lines), "\n".join(lines)
-    for host, row in zip(HOSTS + ("10.213.0.100",), body):
+    for host, row in zip(HOSTS + ("10.213.0.100",), body, strict=False):
         assert _cells(row)[0] == host, "\n".join(lines)
         assert re.search(r"(PASS|FAIL)", row), row  # the verdict is the last column to go
 
@@ -133,7 +133,7 @@ def test_pipeline_steps_one_line_and_copyable_job_ids(width):
     lines = _render(steps_table(run, width, ids=(jobs, [])), width)
     body = _body(lines)
     assert len(body) == 4 and all(len(line) <= width for line in lines), "\n".join(lines)
-    for job, row in zip(jobs, body):
+    for job, row in zip(jobs, body, strict=False):
         shown = _cells(row)[3]
         assert "…" not in shown and [j for j in jobs if j.startswith(shown)] == [job], "\n".join(lines)
 

@@ -154,7 +154,7 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, 
 
     kept, widths, cells = fit(columns, rows, width, wide=wide)
     out = Table(title=title)
-    for col, w in zip(kept, widths):
+    for col, w in zip(kept, widths, strict=False):
         out.add_column(col.header, no_wrap=True, overflow="ellipsis", width=w, min_width=w, style=col.style)
     for n, r in enumerate(cells):
         out.add_row(*r, style=row_styles[n] if row_styles else None)

@@ -697,7 +697,7 @@ class Registry:
         with self._read() as c:
             return [self._load(r[0]) for r in c.execute(sql, args).fetchall()]
 
-    def ids_and_names(self) -> tuple[list[str], list[str]]:
+    def ids_and_names(self) -> tuple[builtins.list[str], builtins.list[str]]:
         """Every job id and name (tables shorten ids to a prefix unique among them)."""
         with self._read() as c:
             rows = c.execute("SELECT id, name FROM jobs").fetchall()

@@ -137,7 +137,7 @@ def jobs_table(records, width: int = 80, *, wide: bool = False, ids: tuple[list[
              r.reason or ""] for r in records]
     if wide:
         columns.insert(6, t.Column("created", t.KEEP))
-        for r, row in zip(records, rows):
+        for r, row in zip(records, rows, strict=False):
             row.insert(6, r.created_at[:19].replace("T", " "))
     return t.table(columns, rows, width, wide=wide)
 
