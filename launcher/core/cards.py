@@ -48,14 +48,19 @@ class Holder:
         return "busy"
 
 
+# said only to a submit that refuses: a queued job (submit --wait, a pipeline's step) waits by itself
+BUSY_ADVICE = "wait for them with --wait, or pick others with --devices / --include"
+
+
 class CardsBusy(AlaunchError):
     """Too few free cards on some node; ``holders`` says who holds the others."""
 
     exit_code = ExitCode.CARDS_BUSY
 
-    def __init__(self, message: str, holders: Mapping[str, Sequence[Holder]] | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, holders: Mapping[str, Sequence[Holder]] | None = None, advice: str = ""):
+        super().__init__(message + (f"; {advice}" if advice else ""))
         self.holders = {h: tuple(v) for h, v in (holders or {}).items()}
+        self.bare = message  # without the advice: the reason of a job that waits already (--wait, pipelines)
 
 
 def holders_from_claims(claims: Iterable[Mapping[str, Any]], own_job: str | None = None) -> list[Holder]:
@@ -119,8 +124,7 @@ def allocate(hosts: Sequence[Host], want: int, held: Mapping[str, Mapping[int, H
             problems.append(exc.message)
             holders.update(exc.holders)
     if problems:
-        raise CardsBusy("cards busy: " + " | ".join(problems) + "; wait for them with --wait, or pick "
-                        "others with --devices / --include", holders)
+        raise CardsBusy("cards busy: " + " | ".join(problems), holders, advice=BUSY_ADVICE)
     return out
 
 

@@ -135,11 +135,15 @@ class Engine(ABC):
 
     def record_failure(self, spec: JobSpec, hosts: Sequence[Host], job_id: str, spec_text: str,
                        exc: AlaunchError, meta: Mapping | None = None) -> None:
-        """Record: a job refused before it was recorded is recorded FAILED with the reason."""
+        """Record: a job refused before it was recorded is recorded FAILED with the reason and
+        ``meta.refused`` (nothing was sent or started): ``jobs`` hides it unless ``--all``, so an
+        unreachable host or a bad key no longer leaves a `failed` job among the real ones, while
+        ``status ID`` and the dashboard still say why (a state of its own would need a registry
+        migration rebuilding three tables, for what this flag says)."""
         from launcher.core.hostfile import format_hostfile
         self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile(hosts),
                                  nodes=[h.name for h in hosts], job_id=job_id, state=reg.FAILED,
-                                 meta=dict(meta or {}))
+                                 meta={**(meta or {}), reg.REFUSED: True})
         self.registry.set_state(job_id, reg.FAILED, exc.message)
 
     def cancelled(self, job_id: str, what: str) -> JobCancelled:

@@ -393,9 +393,9 @@ class JobService(Engine):
                                        exit_code=ExitCode.JOB_CANCELLED) from None
                 if record.state != reg.QUEUED:
                     self.registry.update_meta(job.job_id, {"waiter": waiter.me()})  # jobs/status: gone -> FAILED
-                    self.registry.set_state(job.job_id, reg.QUEUED, exc.message)
+                    self.registry.set_state(job.job_id, reg.QUEUED, exc.bare)
                 self.registry.update_meta(job.job_id, {"queue_beat": time.time()})
-                line = f"queued (position {len(self._queued_ahead(job)) + 1}): {exc.message}"
+                line = f"queued (position {len(self._queued_ahead(job)) + 1}): {exc.bare}"
                 if line != shown:
                     self.say(line)
                     shown = line

@@ -48,10 +48,12 @@ def jobs_cmd(
     state: list[str] = typer.Option([], "--state", help="Only jobs in this state (repeatable), e.g. running; "
                                                        "a wrong one lists the valid states."),
     wide: bool = typer.Option(False, "--wide", "-w", help="Every column whole (full ids, reasons, times)."),
+    show_all: bool = typer.Option(False, "--all", "-a", help="Also submits refused before launch (unreachable "
+                                                              "host, busy cards, bad key)."),
 ) -> None:
     """``alaunch jobs``: a page of the registry, then the newest pipeline run's steps."""
     env = environment.current()
-    records = load_jobs(env, limit, state or None, offset)
+    records = load_jobs(env, limit, state or None, offset, refused=show_all)
     if as_json:
         env.stdout.print(json.dumps(jobs_json(records), indent=2), markup=False, highlight=False, soft_wrap=True)
         return
@@ -66,13 +68,14 @@ def jobs_cmd(
         print_table(env.stdout, steps_table(runs[0], env.stdout.width, wide=wide, ids=ids), wide=wide)
 
 
-def load_jobs(env: environment.Environment, limit: int, states: list[str] | None, offset: int) -> list:
+def load_jobs(env: environment.Environment, limit: int, states: list[str] | None, offset: int,
+              refused: bool = True) -> list:
     """A page of records, brought up to date where that costs no host: a queued job whose
     waiting ``submit`` died, and live Slurm jobs (one ``squeue`` per login node for all)."""
     from launcher.ops import registry as reg
 
     with reg.Registry.in_state_dir(env.state_dir) as registry:
-        records = registry.list(limit=limit, states=states, offset=offset)
+        records = registry.list(limit=limit, states=states, offset=offset, refused=refused)
         if any(r.state == reg.QUEUED and "waiter" in r.meta for r in records):  # `submit --wait` died?
             from launcher.ops import waiter
             records = [waiter.check(registry, r) for r in records]
@@ -87,14 +90,16 @@ def load_jobs(env: environment.Environment, limit: int, states: list[str] | None
                 env.stderr.print(f"alaunch: could not ask {where} ({why}); its jobs show their "
                                  "last recorded state", markup=False, highlight=False, soft_wrap=True)
             if failed or any(not r.terminal for r in records):
-                records = registry.list(limit=limit, states=states, offset=offset)
+                records = registry.list(limit=limit, states=states, offset=offset, refused=refused)
     return records
 
 
 def jobs_json(records) -> list[dict]:
-    """``jobs --json``: one object per job with its nodes."""
+    """``jobs --json``: one object per job with its nodes (``refused``: refused before launch)."""
+    from launcher.ops.registry import REFUSED
     return [{"id": r.id, "name": r.name, "kind": r.kind, "state": r.state, "created_at": r.created_at,
              "started_at": r.started_at, "ended_at": r.ended_at, "reason": r.reason,
+             "refused": bool(r.meta.get(REFUSED)),
              "nodes": [{"rank": n.node_rank, "host": n.host, "state": n.state, "exit_code": n.exit_code,
                         "pid": n.pid, "job_dir": n.job_dir} for n in r.nodes]} for r in records]
 
@@ -133,7 +138,7 @@ def jobs_table(records, width: int = 80, *, wide: bool = False, ids: tuple[list[
                t.Column("state", t.KEEP), t.Column("name", priority=1), t.Column("kind", priority=0, min_width=t.WHOLE),
                t.Column("nodes", t.KEEP, short=nodes_short), t.Column("age", t.KEEP),
                t.Column("reason", priority=2, min_width=20)]
-    rows = [[r.id, r.state, r.name, r.kind, ", ".join(n.host for n in r.nodes), age(r.created_at, now),
+    rows = [[r.id, "refused" if r.meta.get("refused") else r.state, r.name, r.kind, ", ".join(n.host for n in r.nodes), age(r.created_at, now),
              r.reason or ""] for r in records]
     if wide:
         columns.insert(6, t.Column("created", t.KEEP))
@@ -210,12 +215,23 @@ def cancel_cmd(
     env = environment.current()
     registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
     with registry:
+        before = registry.get(job)
         record, outcome = service.cancel(job, grace)
     for host, message in outcome.items():
         env.stdout.print(f"{host}: {message}", markup=False, highlight=False)
-    env.stdout.print(f"{record.id}: {record.state}", markup=False, highlight=False)
+    env.stdout.print(cancel_line(before, record), markup=False, highlight=False, soft_wrap=True)
     if any(m.startswith("not verified") for m in outcome.values()):
         raise typer.Exit(int(ExitCode.JOB_UNKNOWN))  # something may still run there
+
+
+def cancel_line(before: reg.JobRecord, after: reg.JobRecord) -> str:
+    """``ID: cancelled``, or for a job that had ended (before the cancel, or found ended by its
+    last look at the hosts) ``ID: had already ended (succeeded at ...); its state is kept``."""
+    from launcher.ops.registry import CANCELLED
+    if before.terminal or after.state != CANCELLED:
+        when = f" at {after.ended_at[:19].replace('T', ' ')}" if after.ended_at else ""
+        return f"{after.id}: had already ended ({after.state}{when}); its state is kept"
+    return f"{after.id}: {after.state}"
 
 
 def register(app: typer.Typer) -> None:

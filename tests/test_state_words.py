@@ -1,0 +1,50 @@
+"""State-true words (issue #33): a reason describes the current state, advice fits its context,
+a missing key file is named as missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from launcher.core import cards
+from launcher.core.hostfile import Host
+from launcher.errors import InputError
+from launcher.ops import registry as reg
+
+
+def test_the_queue_reason_ends_with_the_queue(tmp_path):
+    """A job queued for busy cards kept "cards busy: ... --wait ..." as its reason once it ran
+    and after it succeeded (a 28-line cell in `jobs`); the event history keeps it."""
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        job = r.create_job("q", "finetune", nodes=["h1"])
+        r.set_state(job.id, reg.QUEUED, "cards busy: h1: needs 1 free card(s)")
+        assert r.set_state(job.id, reg.RUNNING).reason is None
+        done = r.set_state(job.id, reg.SUCCEEDED)
+        assert done.reason is None
+        assert any("cards busy" in e.message for e in r.events(job.id))
+        failed = r.create_job("f", "finetune", nodes=["h1"])
+        r.set_state(failed.id, reg.RUNNING, "resuming from global step 20: attempt 2")
+        assert r.set_state(failed.id, reg.FAILED, "node 0 exited with code 1").reason == "node 0 exited with code 1"
+
+
+def test_busy_cards_advise_only_a_submit_that_refuses():
+    hosts = [Host("h1", 2, slot_ids=(0, 1))]
+    with pytest.raises(cards.CardsBusy) as caught:
+        cards.allocate(hosts, 2, {"h1": {0: cards.Holder(0, job_id="other")}})
+    assert caught.value.message.endswith("; wait for them with --wait, or pick others with --devices / --include")
+    assert caught.value.bare.startswith("cards busy: h1: needs 2 free card(s)") and "--wait" not in caught.value.bare
+
+
+def test_a_missing_identity_file_is_named_missing(tmp_path):
+    """ssh said "authentication failed" for an identity= file that does not exist."""
+    from launcher.ops.engines import read_target
+
+    key = tmp_path / "id_missing"
+    hf = tmp_path / "hosts"
+    hf.write_text(f"h1 slots=1\nh2 slots=1 identity={key}\n")
+    with pytest.raises(InputError) as caught:
+        read_target(hf)
+    assert str(caught.value) == f"no such file: {key} (hostfile {hf} line 2: identity= of h2)"
+    assert [h.name for h in read_target(hf, include="h1").hosts] == ["h1"]  # not a chosen host: not asked
+    assert [h.name for h in read_target(hf, keys=False).hosts] == ["h1", "h2"]  # render connects to nothing
+    key.write_text("k")
+    assert [h.name for h in read_target(hf).hosts] == ["h1", "h2"]
