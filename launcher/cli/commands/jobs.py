@@ -138,8 +138,8 @@ def jobs_table(records, width: int = 80, *, wide: bool = False, ids: tuple[list[
                t.Column("state", t.KEEP), t.Column("name", priority=1), t.Column("kind", priority=0, min_width=t.WHOLE),
                t.Column("nodes", t.KEEP, short=nodes_short), t.Column("age", t.KEEP),
                t.Column("reason", priority=2, min_width=20)]
-    rows = [[r.id, "refused" if r.meta.get("refused") else r.state, r.name, r.kind, ", ".join(n.host for n in r.nodes), age(r.created_at, now),
-             r.reason or ""] for r in records]
+    rows = [[r.id, "refused" if r.meta.get("refused") else r.state, r.name, r.kind,
+             ", ".join(n.host for n in r.nodes), age(r.created_at, now), r.reason or ""] for r in records]
     if wide:
         columns.insert(6, t.Column("created", t.KEEP))
         for r, row in zip(records, rows, strict=False):
