@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -152,3 +153,21 @@ def test_local_slots_env_is_read_when_the_command_runs(run_cli, monkeypatch):
     monkeypatch.setenv("ALAUNCH_LOCAL_SLOTS", "two")
     code, _, err = run_cli("plan", job, "--local", "--offline")
     assert code == ExitCode.USAGE and "ALAUNCH_LOCAL_SLOTS" in err, err
+
+
+def test_plan_picks_the_master_port_as_submit_does(run_cli, tmp_path):
+    """plan printed msrun's --master_port=8118 while submit picked a free one from 29500-29899:
+    node 0 is now asked with submit's own request; --offline says what submit will do."""
+    hf = tmp_path / "hosts"
+    hf.write_text(f"localhost slots=4 workdir={tmp_path / 'work'}\n")
+    job = _two_card_job(tmp_path)
+    code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1")
+    assert code == 0, err
+    port = int(re.search(r"^# master port: (\d+), free on localhost now \(submit picks again there, "
+                         r"from 29500-29899\)$", out, re.M).group(1))
+    assert 29500 <= port <= 29899 and f"--master_port={port}" in out and "8118" not in out, out
+    code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1", "--offline",
+                             "--master-port-range", "30000-30010")
+    assert code == 0, err
+    assert ("# master port: a free one from 30000-30010 is picked on localhost at submit (--offline; shown: 30000)"
+            in out and "--master_port=30000" in out), out
