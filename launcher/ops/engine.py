@@ -108,12 +108,13 @@ class Engine(ABC):
         self.last_stage_bytes = 0
 
     # ------------------------------------------------------------------ the phases every engine's submit runs
-    def load(self, job: str | Path | JobSpec) -> tuple[JobSpec, str]:
+    def load(self, job: str | Path | JobSpec, sets: Sequence[str] = ()) -> tuple[JobSpec, str]:
         """Load: the job file (a JobSpec — a pipeline step's, references resolved — is taken as
         it is), its local paths checked, and its text for the registry with secrets masked."""
         from launcher.core import validate
         from launcher.core.spec import JobSpec, load_job, redacted_text
-        spec = job if isinstance(job, JobSpec) else load_job(job)
+        from launcher.core.render import apply_job_sets
+        spec = apply_job_sets(job if isinstance(job, JobSpec) else load_job(job), sets)  # --set nodes=all
         validate.check_local_paths(spec)
         if isinstance(job, JobSpec):
             from launcher.core.yamlio import dumps

@@ -202,7 +202,8 @@ class JobService(Engine):
         unless ``offline``), the staging route, and each node's exact commands."""
         from launcher.core import cards
         from launcher.core.route import parse_mode, staging_note
-        spec = job if isinstance(job, JobSpec) else load_job(job)
+        from launcher.core.render import apply_job_sets
+        spec = apply_job_sets(job if isinstance(job, JobSpec) else load_job(job), opts.sets)
         filtered = hosts_of(target)
         full = list(target.full) if isinstance(target, HostTarget) and target.full else filtered
         if opts.devices is not None:
@@ -486,7 +487,7 @@ class JobService(Engine):
     def local(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
         """Phase 1, no host touched: the job file, its local paths, the hosts it uses, its id.
         A JobSpec (a pipeline step's job with its references resolved) is taken as it is."""
-        spec, spec_text = self.load(job_path)
+        spec, spec_text = self.load(job_path, opts.sets)
         if opts.devices is not None:
             hosts = core_cards.pin_devices(hosts, opts.devices)
         candidates = tuple(hosts)[:len(used_hosts(spec, hosts))]

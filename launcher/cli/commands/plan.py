@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
                              master_port_range=parse_port_range(master_port_range) if master_port_range
                              else DEFAULT_PORT_RANGE,
                              devices=parse_devices(devices) if devices is not None else None)
-        spec = load_job(job)
+        from launcher.core.render import apply_job_sets
+        spec = apply_job_sets(load_job(job), sets)  # --set name=... names the planned job id too
         engine = engine_for(target, None, env.state_dir,  # a dry run records nothing
                             exec_factory=runner_factory(known_hosts, ssh_config, accept_new))
         env.stdout.print(engine.dry_run(spec, target, opts, job_id or new_job_id(spec.name), offline=offline),
