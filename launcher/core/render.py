@@ -217,7 +217,7 @@ def render_config(template: Config, *, overrides: dict[str, Any] | None = None, 
         key, value, create = parse_set(item)
         try:
             set_dotted(config, key, value, create=create, source="--set")
-        except InputError as exc:
+        except InputError:
             job_key = difflib.get_close_matches(key, JOB_SET_KEYS, n=1, cutoff=0.6)
             if "." in key or not job_key:
                 raise

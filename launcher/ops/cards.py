@@ -16,10 +16,9 @@ The claims of the release before (``<workdir>/alaunch/cards/<hostname>/``) are s
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from launcher.core.cards import Holder, HostView, holders_from_claims, holders_from_npu_smi, host_view, merge_holders
 from launcher.core.hostfile import Host

@@ -112,8 +112,8 @@ class Engine(ABC):
         """Load: the job file (a JobSpec — a pipeline step's, references resolved — is taken as
         it is), its local paths checked, and its text for the registry with secrets masked."""
         from launcher.core import validate
-        from launcher.core.spec import JobSpec, load_job, redacted_text
         from launcher.core.render import apply_job_sets
+        from launcher.core.spec import JobSpec, load_job, redacted_text
         spec = apply_job_sets(job if isinstance(job, JobSpec) else load_job(job), sets)  # --set nodes=all
         validate.check_local_paths(spec)
         if isinstance(job, JobSpec):

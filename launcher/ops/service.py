@@ -201,8 +201,8 @@ class JobService(Engine):
         """``plan``: the cards each node would get (the hosts asked who holds which, read-only,
         unless ``offline``), the staging route, and each node's exact commands."""
         from launcher.core import cards
-        from launcher.core.route import parse_mode, staging_note
         from launcher.core.render import apply_job_sets
+        from launcher.core.route import parse_mode, staging_note
         spec = apply_job_sets(job if isinstance(job, JobSpec) else load_job(job), opts.sets)
         filtered = hosts_of(target)
         full = list(target.full) if isinstance(target, HostTarget) and target.full else filtered
