@@ -48,3 +48,12 @@ def test_a_missing_identity_file_is_named_missing(tmp_path):
     assert [h.name for h in read_target(hf, keys=False).hosts] == ["h1", "h2"]  # render connects to nothing
     key.write_text("k")
     assert [h.name for h in read_target(hf).hosts] == ["h1", "h2"]
+
+
+def test_counts_are_exact_below_a_million():
+    """A LoRA of 81,920 parameters read "trainable params 0 M" and "(0.00e9 base + LoRA)"."""
+    from launcher.core.units import count, millions
+
+    assert [count(n) for n in (81_920, 999_999, 13_631_488, 8_030_261_248)] == \
+        ["81,920", "999,999", "13.6 M", "8.03 B"]
+    assert millions(0) == "< 1 M" and millions(13) == "≈13 M"

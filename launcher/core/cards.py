@@ -44,7 +44,7 @@ class Holder:
         if self.pid is not None:
             return f"pid {self.pid} ({self.process or '?'}" + (f", user {self.user})" if self.user else ")")
         if self.hbm_mb is not None:
-            return f"{self.hbm_mb} MB HBM in use (no process listed)"
+            return f"{self.hbm_mb} MiB HBM in use (no process listed)"
         return "busy"
 
 
@@ -217,7 +217,7 @@ def holder_text(h: Holder | None) -> str:
         return " ".join(p for p in (h.user, h.job_id, f"pid {h.pid}" if h.pid else None) if p)
     if h.pid is not None:
         return f"not alaunch: pid {h.pid} {h.process or '?'}" + (f" ({h.user})" if h.user else "")
-    return h.describe() if h.hbm_mb is None else f"not alaunch: {h.hbm_mb} MB HBM in use"
+    return h.describe() if h.hbm_mb is None else f"not alaunch: {h.hbm_mb} MiB HBM in use"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import yaml
 
 from launcher.core import lora, yamlio
 from launcher.core.layout import JobLayout
+from launcher.core.units import count
 from launcher.errors import InputError
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Rendered:
                      ("LoRA targets", f"{d['target_modules']} -> {reached}")]
         if d.get("trainable_params") is not None:
             rows.append(("trainable params", f"{d['trainable_params']:,} ({d['trainable_percent']}) of "
-                                             f"{d['total_params']:,} ({d['base_params'] / 1e9:.2f}e9 base + LoRA)"))
+                                             f"{count(d['total_params'])} ({count(d['base_params'])} base + LoRA)"))
         return rows
 
 
