@@ -133,7 +133,7 @@ def test_render_writes_output(run_cli, tmp_path):
 def test_skipped_mindformers_layer_is_visible(run_cli, monkeypatch):
     from launcher.ops import mfcheck
     monkeypatch.setattr(mfcheck, "mindformers_available", lambda: False)
-    code, out, err = run_cli("render", str(ROOT / "jobs" / "llama3_8b_lora_math.yaml"), "--summary")
+    code, out, err = run_cli("render", str(ROOT / "jobs" / "llama3_8b_lora_math.yaml"), "--summary", "--validate")
     assert code == 0
     assert "MindFormers validation layer was skipped" in err
 

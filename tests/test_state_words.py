@@ -57,3 +57,28 @@ def test_counts_are_exact_below_a_million():
     assert [count(n) for n in (81_920, 999_999, 13_631_488, 8_030_261_248)] == \
         ["81,920", "999,999", "13.6 M", "8.03 B"]
     assert millions(0) == "< 1 M" and millions(13) == "≈13 M"
+
+
+def test_render_imports_mindformers_only_with_validate(tmp_path):
+    """render imported MindFormers by default (3.1-3.5 s where plan took 0.4 s). A stand-in
+    `mindformers` package first on PYTHONPATH marks a file when anything imports it, in this
+    process or the validation child: a plain render must not; `--validate` does (so this test
+    can fail)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    fake = tmp_path / "fake" / "mindformers"
+    fake.mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('x')\nraise ImportError('stand-in')\n")
+    env = {**os.environ, "PYTHONPATH": f"{fake.parent}{os.pathsep}{root}",
+           "ALAUNCH_STATE_DIR": str(tmp_path / "state")}
+    job = root / "jobs" / "tiny_lora_cpu.yaml"
+    for extra, imported in (((), False), (("--validate",), True)):
+        marker.unlink(missing_ok=True)
+        done = subprocess.run([sys.executable, "-m", "launcher", "render", str(job), "--local", *extra],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert marker.exists() is imported, (extra, done.returncode, done.stderr[-2000:])
