@@ -82,3 +82,16 @@ def test_render_imports_mindformers_only_with_validate(tmp_path):
         done = subprocess.run([sys.executable, "-m", "launcher", "render", str(job), "--local", *extra],
                               env=env, capture_output=True, text=True, timeout=120)
         assert marker.exists() is imported, (extra, done.returncode, done.stderr[-2000:])
+
+
+def test_help_one_liners_are_whole_at_80_columns(run_cli, monkeypatch):
+    """click cut long one-liners with "..." ("Restart a failed or cancelled training job from its...")."""
+    from launcher.cli.app import short_help
+
+    monkeypatch.setenv("COLUMNS", "80")
+    for args in (("--help",), ("hosts", "--help"), ("data", "--help")):
+        code, out, _ = run_cli(*args)
+        listing = out.split("Commands:")[1]
+        assert code == 0 and "..." not in listing, listing
+    assert short_help("Print each node's commands (dry run: the hosts are only asked which cards are free).") == \
+        "Print each node's commands"

@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
         if record.state != "succeeded":
             raise typer.Exit(100)
 
-    @app.command("resume", help="Restart a failed or cancelled training job from its last checkpoint.")
+    @app.command("resume", help="Restart a failed or cancelled training job from its last checkpoint.",
+                 short_help="Restart a failed or cancelled training job from its checkpoint.")
     def resume_cmd(
         job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
         follow: bool = typer.Option(False, "--follow", "-f", help="Follow the logs until the end."),
