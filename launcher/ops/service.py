@@ -714,20 +714,21 @@ class JobService(Engine):
         is 'unknown'. Returns host -> what happened there."""
         hosts, pythons = self._nodes(record)
 
-        def one(node: reg.NodeRecord) -> str:
+        def one(node: reg.NodeRecord) -> tuple[str, int | None]:
             if node.host not in hosts:
                 raise AlaunchError(f"{node.host} is not in the job's recorded hostfile")
             ex = self.exec_factory(hosts[node.host]).single_use().using(pythons.get(node.host))
             try:
-                out = Launcher(ex, record.id).cancel(node.pid, grace)
+                out = Launcher(ex, record.id).cancel(node.pid, grace, JobLayout(node.job_dir).node_state(
+                    node.node_rank) if node.job_dir else None)
             finally:
                 ex.close()
             if out["left"]:
                 raise AlaunchError(f"{node.host}: processes {out['left']} still alive after SIGKILL")
             if not out["found"]:
-                return "nothing was running"
+                return "nothing was running", out.get("exit_code")
             killed = " (SIGKILL after the grace period)" if out["sigkill"] else ""
-            return f"stopped {out['found']} process(es){killed}"
+            return f"stopped {out['found']} process(es){killed}", out.get("exit_code")
 
         outcome: dict[str, str] = {}
         for node, result in run_parallel(record.nodes, one).items():
@@ -737,10 +738,16 @@ class JobService(Engine):
             elif isinstance(result, BaseException):
                 raise result
             else:
-                outcome[node.host] = result
+                outcome[node.host], code = result
+                # msrun's exit code as the host recorded it: `status` showed a blank exit for
+                # the nodes a failure stopped (issue #33)
+                exit_code = {"exit_code": code} if code is not None and node.exit_code is None else {}
                 if node.state in reg.TERMINAL:
+                    if exit_code:
+                        self.registry.set_node(record.id, node.node_rank, **exit_code)
                     continue  # a node that had ended keeps its own end (succeeded / failed)
-                self.registry.set_node(record.id, node.node_rank, state=state, ended_at=reg.now_iso())
+                self.registry.set_node(record.id, node.node_rank, state=state, ended_at=reg.now_iso(),
+                                       **exit_code)
         return outcome
 
     def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:
