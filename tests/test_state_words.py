@@ -95,3 +95,26 @@ def test_help_one_liners_are_whole_at_80_columns(run_cli, monkeypatch):
         assert code == 0 and "..." not in listing, listing
     assert short_help("Print each node's commands (dry run: the hosts are only asked which cards are free).") == \
         "Print each node's commands"
+
+
+def test_nothing_to_send_draws_no_bar_and_says_so():
+    """A no-op re-submit drew "0 file(s) 1/1 bytes ?" and "sent 0 file(s), 0.0 MiB (0.0 MiB/s)"."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress as RichBar
+
+    from launcher.cli.progress import GroupProgress, RichProgress
+    from launcher.ops.stage import HostReport
+
+    said: list[str] = []
+    bar = RichBar(console=Console(file=io.StringIO(), width=80))
+    progress = RichProgress(bar, said.append)
+    progress.start("h1", 0, 0)
+    progress.advance("h1", 0)
+    progress.done("h1", HostReport("h1", linked=6))
+    group = GroupProgress(2, said.append, bar)
+    group.start("h2", 0, 0)
+    assert bar.tasks == [] and said == ["h1: nothing to send (all already there); linked 6"]
+    progress.start("h3", 2048, 2)
+    assert [t.description for t in bar.tasks] == ["h3: 2 file(s)"]
