@@ -29,7 +29,8 @@ ELLIPSIS = "…"
 class Column:
     header: str
     kind: str = TEXT  # KEEP, ID or TEXT (see the module docstring)
-    priority: int = 0  # TEXT: the lowest is dropped first, and cut first
+    priority: int = 0  # TEXT: the lowest is dropped first, and cut first; ID/KEEP with ``short``:
+    # text columns below it are dropped before it takes its shorter form
     min_width: int = 8  # TEXT and ID: not narrower than this (the header is never cut)
     short: Callable[[str], str] | None = None  # KEEP and ID: a shorter form of a cell, used when needed
     style: str | None = None
@@ -108,8 +109,14 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, *,
                        for i in cols) + _overhead(len(cols))
 
         # 1. shorter whole forms (unique id prefixes, "h1 +3"), widest first, while the text
-        #    columns would not fit at their minimum
+        #    columns would not fit at their minimum; text columns of a lower priority than the
+        #    column about to shrink are dropped first (a job's name and kind before its full id)
         for i in sorted((i for i in cols if columns[i].short), key=lambda i: -widths[i]):
+            for j in sorted((j for j in cols if columns[j].kind == TEXT and columns[j].priority < columns[i].priority),
+                            key=lambda j: columns[j].priority):
+                if least() <= width:
+                    break
+                cols.remove(j)
             if least() <= width:
                 break
             short = columns[i].short
@@ -163,10 +170,15 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, 
 
 def print_table(console, tab, *, wide: bool = False) -> None:
     """Print; ``wide`` on a console narrower than the table prints it whole (the terminal wraps
-    its lines) instead of letting rich squeeze it again."""
+    its lines) instead of letting rich squeeze it again. A title wider than the table is a line
+    of its own (rich wrapped ``status``'s "ID (name): state" over the table's width)."""
+    need = sum(c.width or 0 for c in tab.columns) + _overhead(len(tab.columns))
+    if isinstance(tab.title, str) and len(tab.title) > need:
+        console.print(tab.title, markup=False, highlight=False, soft_wrap=True)
+        tab.title = None
     if wide:
         from rich.console import Console
-        need = sum(c.width or 0 for c in tab.columns) + _overhead(len(tab.columns))
+
         if need > console.width:
             console = Console(file=console.file, width=need, no_color=console.no_color, highlight=False,
                               force_terminal=console.is_terminal)

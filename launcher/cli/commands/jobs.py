@@ -134,10 +134,10 @@ def jobs_table(records, width: int = 80, *, wide: bool = False, ids: tuple[list[
     now = now or dt.datetime.now(dt.timezone.utc)
     all_ids, names = ids if ids is not None else ([r.id for r in records], [r.name for r in records])
     prefixes = t.unique_prefixes([r.id for r in records], all_ids, names)
-    columns = [t.Column("id", t.ID, short=lambda v: prefixes.get(v, v), min_width=12),
+    columns = [t.Column("id", t.ID, priority=2, short=lambda v: prefixes.get(v, v), min_width=12),
                t.Column("state", t.KEEP), t.Column("name", priority=1), t.Column("kind", priority=0, min_width=t.WHOLE),
                t.Column("nodes", t.KEEP, short=nodes_short), t.Column("age", t.KEEP),
-               t.Column("reason", priority=2, min_width=20)]
+               t.Column("reason", priority=3, min_width=20)]
     rows = [[r.id, "refused" if r.meta.get("refused") else r.state, r.name, r.kind,
              ", ".join(n.host for n in r.nodes), age(r.created_at, now), r.reason or ""] for r in records]
     if wide:
