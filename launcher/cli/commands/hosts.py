@@ -26,8 +26,8 @@ def _table(report, width: int = 80, wide: bool = False) -> object:
     """The engine's check report as a table, one line per host (failed rows in red)."""
     from launcher.cli import tables as t
 
-    columns = [t.Column(c, t.KEEP) if c in _KEEP else t.Column(c, priority=_PRIORITY.get(c, 0), min_width=_MIN.get(c, 6))
-               for c in report.columns]
+    columns = [t.Column(c, t.KEEP) if c in _KEEP
+               else t.Column(c, priority=_PRIORITY.get(c, 0), min_width=_MIN.get(c, 6)) for c in report.columns]
     return t.table(columns, report.rows, width, wide=wide, title=report.title,
                    row_styles=["red" if i in report.failed else None for i in range(len(report.rows))])
 
