@@ -146,3 +146,21 @@ def test_unique_prefixes_are_unique_and_never_a_job_name():
     assert got["tiny-20261206-010000-aaaa"] == "tiny-20261206-010000-aaaa"
     assert got["tiny-20261206-020000-aaaa"] == "tiny-20261206-02"
     assert t.cut_middle("abcdefghij", 7) == "abc…hij"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_plan_lines_are_never_broken_by_the_width(run_cli, tmp_path, monkeypatch, width):
+    """plan prints the exact lines: rich must not wrap them at the terminal's width (a host or a
+    flag split over two lines could not be pasted)."""
+    from pathlib import Path
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    root = Path(__file__).resolve().parent.parent
+    hf = tmp_path / "hosts"
+    hf.write_text("worker-a.cluster.example.org slots=2\nworker-b.cluster.example.org slots=2\n")
+    code, out, err = run_cli("plan", str(root / "jobs" / "tiny_lora_cpu.yaml"), "-H", str(hf), "--offline",
+                             "--set", "nodes=all", "--job-id", "a-very-long-job-id-20261206-010000-abcd")
+    assert code == 0, err
+    assert "#   node 1 (worker-b.cluster.example.org): 0,1 - first 2 (host not asked: --offline)" in out.splitlines()
+    assert any(line.strip().startswith("--master_addr=worker-a.cluster.example.org") or
+               " --master_addr=worker-a.cluster.example.org " in line for line in out.splitlines()), out
