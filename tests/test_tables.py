@@ -115,6 +115,8 @@ def test_hosts_check_never_splits_a_host(width):
     for host, row in zip(HOSTS + ("10.213.0.100",), body, strict=False):
         assert _cells(row)[0] == host, "\n".join(lines)
         assert re.search(r"(PASS|FAIL)", row), row  # the verdict is the last column to go
+    verdicts = [r[-1] for r in rows]
+    assert t.cut_rows(_table(report, width), "verdict", verdicts) == [1, 2]  # the long FAILs: printed whole below
 
 
 @pytest.mark.parametrize("width", [80, 120])

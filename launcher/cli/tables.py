@@ -168,6 +168,13 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, 
     return out
 
 
+def cut_rows(tab, header: str, values: Sequence[str]) -> list[int]:
+    """The rows whose ``header`` cell the table could not show whole (cut, or the column
+    dropped): the caller prints their full text under the table."""
+    shown = next((list(c.cells) for c in tab.columns if c.header == header), None)
+    return [n for n, v in enumerate(values) if v and (shown is None or shown[n] != one_line(v))]
+
+
 def print_table(console, tab, *, wide: bool = False) -> None:
     """Print; ``wide`` on a console narrower than the table prints it whole (the terminal wraps
     its lines) instead of letting rich squeeze it again. A title wider than the table is a line

@@ -83,8 +83,14 @@ def register(app: typer.Typer) -> None:
                 from rich.console import Console
                 out = Console(file=env.stdout.file, width=180, no_color=env.stdout.no_color,
                               highlight=False)
-            from launcher.cli.tables import print_table
-            print_table(out, _table(report, out.width, wide), wide=wide)
+            from launcher.cli.tables import cut_rows, print_table
+            table = _table(report, out.width, wide)
+            print_table(out, table, wide=wide)
+            if "verdict" in report.columns:  # a failed host's reason whole, under the table
+                verdicts = [row[report.columns.index("verdict")] if i in report.failed else ""
+                            for i, row in enumerate(report.rows)]
+                for i in cut_rows(table, "verdict", verdicts):
+                    out.print(f"{report.rows[i][0]}: {verdicts[i]}", markup=False, highlight=False, soft_wrap=True)
             for p in report.problems:
                 out.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
         if report.failure:

@@ -34,11 +34,10 @@ def status_table(record: reg.JobRecord, statuses, width: int = 80, *, wide: bool
 
 def cut_details(statuses, table: Table) -> list[str]:
     """``node N (HOST): DETAIL`` for each node whose detail the table could not show whole."""
-    from launcher.cli.tables import one_line
+    from launcher.cli.tables import cut_rows, one_line
 
-    shown = {c.header: list(c.cells) for c in table.columns}.get("detail")
-    return [f"node {s.node_rank} ({s.host}): {one_line(s.detail)}" for n, s in enumerate(statuses)
-            if s.detail and (shown is None or shown[n] != one_line(s.detail))]
+    return [f"node {statuses[n].node_rank} ({statuses[n].host}): {one_line(statuses[n].detail)}"
+            for n in cut_rows(table, "detail", [s.detail for s in statuses])]
 
 
 def jobs_cmd(
