@@ -118,3 +118,29 @@ def test_nothing_to_send_draws_no_bar_and_says_so():
     assert bar.tasks == [] and said == ["h1: nothing to send (all already there); linked 6"]
     progress.start("h3", 2048, 2)
     assert [t.description for t in bar.tasks] == ["h3: 2 file(s)"]
+
+
+def test_a_pipeline_steps_submit_lines_are_its_own():
+    """Inside a pipeline a step queued behind a sibling printed "queued (position 1): cards busy
+    ...; wait for them with --wait, or pick others with --devices / --include" unindented: the
+    advice is gone (CardsBusy.bare) and the line is the step's."""
+    from types import SimpleNamespace
+
+    from launcher.ops.pipeline import PipelineRunner
+
+    said: list[str] = []
+
+    class Engine:
+        say = said.append
+
+        def submit(self, spec, target, opts, meta=None):
+            assert opts.wait  # concurrent steps wait for their siblings' cards
+            self.say("queued (position 1): cards busy: h1: needs 1 free card(s) of 0, 0 free")
+            return SimpleNamespace(id="j-1", meta={})
+
+    registry = SimpleNamespace(set_step=lambda *a, **k: None)
+    engine = Engine()
+    runner = PipelineRunner(registry, engine, [Host("h1", 1)], say=said.append)  # type: ignore[arg-type]
+    runner.submit("run-1", SimpleNamespace(name="eval"), SimpleNamespace())  # type: ignore[arg-type]
+    assert said == ["  eval: queued (position 1): cards busy: h1: needs 1 free card(s) of 0, 0 free"]
+    assert engine.say == said.append  # given back
