@@ -7,12 +7,13 @@ split ``10.213.0.10`` into ``10.213.0.1`` / ``0`` (read as another host).
 
 Here every cell is one line and the width is spent by priority, in this order until the
 table fits: KEEP columns (state, nodes, age, host) never lose a character (a column may offer
-a shorter whole form, e.g. ``h1 +3`` for a node list); ID columns shrink to the shortest
-prefix that is unique in the registry (``Registry.get`` takes a unique prefix everywhere a job
-is named), then are ellipsised in the middle; TEXT columns (reason, detail, name) are cut at
-the end with "…", lowest priority first, down to their minimum, and then dropped, lowest
-priority first. ``wide`` prints everything whole. The full text stays in ``status`` and
-``--json``.
+a shorter whole form, e.g. ``h1 +3`` for a node list); TEXT columns of a lower priority than
+an ID column go before the ID shrinks to the shortest prefix that is unique in the registry
+(``Registry.get`` takes a unique prefix everywhere a job is named); TEXT columns (reason,
+detail, verdict) that cannot keep their minimum are dropped, lowest priority first, the
+others cut at the end with "…", lowest priority first; an ID is ellipsised in the middle only
+when nothing else is left to give. ``wide`` prints everything whole. The full text stays in
+``status`` (a cut detail or a failed host's verdict is printed under the table) and ``--json``.
 """
 
 from __future__ import annotations
