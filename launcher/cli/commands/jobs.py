@@ -116,6 +116,7 @@ def status_cmd(
     job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
     known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
     accept_new: AcceptNewOpt = False,
+    as_json: bool = typer.Option(False, "--json", help="A job: print its record, nodes and card telemetry as JSON."),
 ) -> None:
     """``alaunch status JOB|PIPELINE``: refresh from the hosts; the exit code tells the state."""
     from launcher.cli.pipelineview import pipeline_ref
@@ -123,7 +124,7 @@ def status_cmd(
     env = environment.current()
     run = pipeline_ref(env.state_dir, job)
     code = pipeline_status(env, run) if run is not None else job_status(env, job, known_hosts, ssh_config,
-                                                                          accept_new)
+                                                                          accept_new, as_json)
     if code:
         raise typer.Exit(code)
 
@@ -137,7 +138,8 @@ def pipeline_status(env: environment.Environment, run) -> int:
     return 0 if run.state == "succeeded" else int(STATE_EXIT.get(run.state, ExitCode.JOB_FAILED))
 
 
-def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, accept_new: bool) -> int:
+def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, accept_new: bool,
+               as_json: bool = False) -> int:
     """``status JOB``: the node table and reason; the state's exit code (unknown while a live
     job has a node we could not reach)."""
     from launcher.cli.connect import job_service
@@ -146,16 +148,61 @@ def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, 
     registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
     with registry:
         record, statuses = service.refresh(job)
+    code = STATE_EXIT[record.state]
+    if not record.terminal and any(s.state == "unknown" for s in statuses):
+        code = ExitCode.JOB_UNKNOWN
+    telemetry = job_telemetry(service.state_dir, record.id)
+    if as_json:
+        env.stdout.print(json.dumps(status_json(record, statuses, telemetry), indent=2), markup=False,
+                         highlight=False, soft_wrap=True)
+        return int(code)
     env.stdout.print(status_table(record, statuses))
+    if telemetry:
+        env.stdout.print(telemetry_table(telemetry))
     from launcher.metrics.stragglers import from_tails
     for slow in from_tails({s.host: s.tails for s in statuses if s.tails}):
         env.stdout.print(f"straggler: {slow.text()}", markup=False, highlight=False, soft_wrap=True)
     if record.reason:
         env.stdout.print(f"reason: {record.reason}", markup=False, highlight=False, soft_wrap=True)
-    code = STATE_EXIT[record.state]
-    if not record.terminal and any(s.state == "unknown" for s in statuses):
-        code = ExitCode.JOB_UNKNOWN
     return int(code)
+
+
+def job_telemetry(state_dir, job_id: str) -> list[dict]:
+    """Per card (host, card, health, last/min/max of AI Core %, HBM MB, power W, temp C) as the
+    job's follower sampled them; empty when no follower sampled (no npu-smi, not followed)."""
+    from launcher.metrics.telemetry import summary_rows
+    from launcher.ops.telemetry import load_telemetry, telemetry_path
+
+    data = load_telemetry(telemetry_path(state_dir, job_id))
+    return summary_rows(data) if data is not None else []
+
+
+def status_json(record: reg.JobRecord, statuses, telemetry: list[dict]) -> dict:
+    """``status --json``: the job (as ``jobs --json``), each node's refreshed state, the cards."""
+    return {**jobs_json([record])[0],
+            "node_status": [{"rank": s.node_rank, "host": s.host, "state": s.state, "exit_code": s.exit_code,
+                             "processes": s.processes, "detail": s.detail} for s in statuses],
+            "telemetry": telemetry}
+
+
+def telemetry_table(rows: list[dict]) -> Table:
+    """One line per card: health, then each metric's last value and its min-max so far."""
+    from rich.table import Table
+
+    def cell(row: dict, metric: str, unit: str = "") -> str:
+        v = row[metric]
+        if v["last"] is None:
+            return "-"
+        return f"{v['last']:g}{unit} ({v['min']:g}-{v['max']:g})"
+
+    table = Table(title="cards (last, min-max while followed)")
+    for name in ("host", "card", "health", "AI Core %", "HBM MB", "power W", "temp C"):
+        table.add_column(name, no_wrap=True)
+    for r in rows:
+        hbm = cell(r, "hbm_used_mb") + (f" of {r['hbm_total_mb']}" if r["hbm_total_mb"] else "")
+        table.add_row(r["host"], str(r["card"]), r["health"], cell(r, "aicore_pct"), hbm, cell(r, "power_w"),
+                      cell(r, "temp_c"))
+    return table
 
 
 def cancel_cmd(
