@@ -198,3 +198,48 @@ def test_the_host_script_sends_npu_smi_tables_and_nothing_without_npu_smi(tmp_pa
     assert len(tables) >= 2 and all(t == table for t in tables)
     lines = _follow_script(root, "/nonexistent", 0.3, 1.2)  # no npu-smi: the logs go on, no samples
     assert lines and not any(ln.startswith("T\t") for ln in lines) and "H" in lines
+
+
+def test_a_follower_keeps_the_npu_smi_tables_its_node_sends(tmp_path, monkeypatch):
+    """The seam on this machine: the host script (a local node) runs a fake npu-smi, the
+    follower keeps the job's cards (meta ``devices``) in the telemetry file, says a card's
+    health, and the node's end still ends the follow."""
+    from launcher.ops.follow import Follower
+    from launcher.runners.local import LocalRunner
+    from tests.conftest import write_exit_code
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_npu_smi(bin_dir, WARNING)  # 4 cards, every one in Warning
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    root = tmp_path / "job0"
+    state = root / "state" / "node-0"
+    state.mkdir(parents=True)
+    (root / "msrun_log").mkdir()
+    (state / "pid").write_text(f"1 {os.getpid()}\n")
+    (root / "msrun_log" / "worker_0.log").write_text("hello\n")
+    record = reg.JobRecord("j1", "j", "finetune", "running", "", "", "", "", "", None, None, None,
+                           meta={"pythons": {"n0": sys.executable}, "ranks": {"0": [0, 1]},
+                                 "devices": {"n0": [2, 3]}, "telemetry_every": 0.2},
+                           nodes=(reg.NodeRecord(0, "n0", str(root)),))
+
+    class Sink:
+        notes: list[str] = []
+
+        def line(self, *a): pass
+        def progress(self, view): pass
+        def msrun(self, *a): pass
+        def nodes(self, views): pass
+
+        def note(self, text):
+            self.notes.append(text)
+            if len(self.notes) == 2:
+                write_exit_code(state, 0)  # both cards said: the node ends
+
+    path = tmp_path / "telemetry.json"
+    sink = Sink()
+    Follower(record, lambda h: LocalRunner(h), {"n0": Host("n0", 4)}, sink, telemetry_path=path).run()
+    assert sorted(sink.notes) == ["n0 card 2 (rank 0): npu-smi health Warning",
+                                  "n0 card 3 (rank 1): npu-smi health Warning"]
+    kept = load_telemetry(path)
+    assert kept is not None and kept.every == 0.2 and sorted(kept.cards["n0"]) == [2, 3]

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -124,9 +124,12 @@ class NodeTelemetry:
         self.data = (telemetry.load_telemetry(path) if path is not None else None) or JobTelemetry()
         self.data.every = self.every
         self.watch = TelemetryWatch()
-        self.ranks = telemetry.card_ranks(hosts, {n.host: n.node_rank for n in record.nodes},
-                                          record.meta.get("ranks") or {})
-        self.cards = {name: list(h.slot_ids) for name, h in hosts.items()}  # the job's cards per host
+        # the job's cards per host: what the submit claimed (the hostfile text keeps only slots=N)
+        devices = record.meta.get("devices") or {}
+        self.cards = {name: list(devices.get(name) or h.slot_ids) for name, h in hosts.items()}
+        self.ranks = telemetry.card_ranks({name: replace(h, slot_ids=tuple(self.cards[name]))
+                                           for name, h in hosts.items()},
+                                          {n.host: n.node_rank for n in record.nodes}, record.meta.get("ranks") or {})
         self.dirty = False
         self.unsaved = False
 

@@ -186,22 +186,30 @@ def status_json(record: reg.JobRecord, statuses, telemetry: list[dict]) -> dict:
 
 
 def telemetry_table(rows: list[dict]) -> Table:
-    """One line per card: health, then each metric's last value and its min-max so far."""
+    """One line per card: health, then each metric's last value and its (min-max) so far; fits
+    80 columns (no box lines, HBM in GB, power and temperature whole)."""
+    from rich import box
     from rich.table import Table
 
-    def cell(row: dict, metric: str, unit: str = "") -> str:
+    def cell(row: dict, metric: str, scale: float = 1.0, digits: int = 0) -> str:
         v = row[metric]
         if v["last"] is None:
             return "-"
-        return f"{v['last']:g}{unit} ({v['min']:g}-{v['max']:g})"
+        last, lo, hi = (f"{x * scale:.{digits}f}" for x in (v["last"], v["min"], v["max"]))
+        return f"{last} ({lo}-{hi})"
 
-    table = Table(title="cards (last, min-max while followed)")
-    for name in ("host", "card", "health", "AI Core %", "HBM MB", "power W", "temp C"):
+    totals = sorted({r["hbm_total_mb"] for r in rows if r["hbm_total_mb"]})
+    of = f" of {'/'.join(f'{t / 1024:g}' for t in totals)} GB" if totals else ""
+    hosts = sorted({r["host"] for r in rows})
+    where = f" on {hosts[0]}" if len(hosts) == 1 else ""  # else each card is host/card
+    table = Table(title=f"cards{where}: last (min-max) while followed; HBM{of}", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    table.add_column("card", overflow="fold")  # host/card folds onto two lines at 80 columns
+    for name in ("health", "AI Core %", "HBM GB", "power W", "temp C"):
         table.add_column(name, no_wrap=True)
     for r in rows:
-        hbm = cell(r, "hbm_used_mb") + (f" of {r['hbm_total_mb']}" if r["hbm_total_mb"] else "")
-        table.add_row(r["host"], str(r["card"]), r["health"], cell(r, "aicore_pct"), hbm, cell(r, "power_w"),
-                      cell(r, "temp_c"))
+        table.add_row(str(r["card"]) if where else f"{r['host']}/{r['card']}", r["health"], cell(r, "aicore_pct"),
+                      cell(r, "hbm_used_mb", 1 / 1024, 1), cell(r, "power_w"), cell(r, "temp_c"))
     return table
 
 
