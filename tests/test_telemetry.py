@@ -31,6 +31,7 @@ from launcher.ops.follow import NodeTelemetry
 from launcher.ops.follow_transport import Event, follow_argv, parse_message
 from launcher.ops.npusmi import make_910b_cards, parse_npu_smi, render_npu_smi_table
 from launcher.ops.telemetry import card_ranks, load_telemetry, samples, save_telemetry, telemetry_path
+from launcher.remote import wire
 
 FIX = Path(__file__).parent / "fixtures" / "npu-smi"
 BUSY = (FIX / "910B3-8cards-23.0.rc3.3-busy-python-procs.txt").read_text()
@@ -174,9 +175,11 @@ def _fake_npu_smi(bin_dir: Path, table: str) -> None:
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
 
 
-def _follow_script(root: Path, path_env: str, every: float, seconds: float) -> list[str]:
+def _follow_script(root: Path, path_env: str, every: float, seconds: float, **req) -> list[str]:
     """Run the host script locally for ``seconds`` and return its messages."""
     argv = follow_argv(sys.executable, str(root), smi_every=every)
+    if req:  # a request key follow_argv does not set (the hang's timeout)
+        argv[3] = wire.request_arg({**marshal.loads(bytes.fromhex(argv[3])[8:]), **req})
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, "PATH": path_env})
     try:
         time.sleep(seconds)
@@ -243,3 +246,21 @@ def test_a_follower_keeps_the_npu_smi_tables_its_node_sends(tmp_path, monkeypatc
                                   "n0 card 3 (rank 1): npu-smi health Warning"]
     kept = load_telemetry(path)
     assert kept is not None and kept.every == 0.2 and sorted(kept.cards["n0"]) == [2, 3]
+
+
+def test_an_npu_smi_that_hangs_is_killed_and_the_logs_go_on(tmp_path):
+    """A wedged driver: npu-smi never answers. The host script kills it after its timeout (30 s;
+    0.5 s here), sends no table, keeps beating, and starts the next sample."""
+    root = tmp_path / "job"
+    (root / "state").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pids = tmp_path / "pids"
+    exe = bin_dir / "npu-smi"
+    exe.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 100\n")
+    exe.chmod(0o755)
+    lines = _follow_script(root, f"{bin_dir}:/usr/bin:/bin", 0.2, 2.5, smi_timeout=0.5)
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) >= 2, started  # the first was killed, another started
+    assert not os.path.exists(f"/proc/{started[0]}") or open(f"/proc/{started[0]}/stat").read().split()[2] == "Z"
+    assert "H" in lines and not any(ln.startswith("T\t") for ln in lines)

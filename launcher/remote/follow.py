@@ -69,7 +69,7 @@ MSRUN_OWN = (b"parallel/cluster/", b"Start worker process", b"Start scheduler pr
 MSRUN_END = (b"exit with exception", b"All workers successfully exit")
 SMI_TIMEOUT = 30.0  # s: an npu-smi that hangs this long (a wedged driver) is killed, the sample skipped
 SMI_CAP = 1 << 16  # bytes of one table sent: a 16-chip A3 table with processes is ~10 KB
-smi = {"every": 0.0, "exe": None, "proc": None, "buf": b"", "next": 0.0, "started": 0.0}
+smi = {"every": 0.0, "exe": None, "proc": None, "buf": b"", "next": 0.0, "started": 0.0, "timeout": SMI_TIMEOUT}
 
 def listdir(path):
     try:
@@ -264,7 +264,7 @@ def smi_tick(now):
                 break
             smi["buf"] = (smi["buf"] + data)[:SMI_CAP]
     except BlockingIOError:
-        if now - smi["started"] > SMI_TIMEOUT:
+        if now - smi["started"] > smi["timeout"]:
             p.kill()
             smi_end(p)
         return False
@@ -319,6 +319,7 @@ def follow_op(req):
     state_dir = req.get("state") or os.path.join(root, "state")
     smi["every"] = float(req.get("smi_every") or 0) if follow else 0.0
     smi["exe"] = which("npu-smi") if smi["every"] > 0 else None
+    smi["timeout"] = float(req.get("smi_timeout") or SMI_TIMEOUT)
     try:
         main()
     except (BrokenPipeError, KeyboardInterrupt):
