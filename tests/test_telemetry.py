@@ -264,3 +264,22 @@ def test_an_npu_smi_that_hangs_is_killed_and_the_logs_go_on(tmp_path):
     assert len(started) >= 2, started  # the first was killed, another started
     assert not os.path.exists(f"/proc/{started[0]}") or open(f"/proc/{started[0]}/stat").read().split()[2] == "Z"
     assert "H" in lines and not any(ln.startswith("T\t") for ln in lines)
+
+
+def test_a_telemetry_file_that_cannot_be_written_is_said_once(tmp_path):
+    from launcher.ops.follow import Follower
+
+    (tmp_path / "afile").write_text("")
+    notes: list[str] = []
+
+    class Sink:
+        def note(self, text):
+            notes.append(text)
+
+    follower = Follower(_record(), lambda h: None, {"n1": Host("n1", 2), "n2": Host("n2", 2)}, Sink(),
+                        telemetry_path=tmp_path / "afile" / "t.json")  # its parent is a file
+    follower.telemetry.take(Event("n1", "smi", text=BUSY, at=time.monotonic()), JobLogs())
+    follower._save_telemetry()
+    follower._save_telemetry()
+    assert len(notes) == 1 and notes[0].startswith(f"cannot keep the job's telemetry in {tmp_path}"), notes
+    assert follower.telemetry.data.cards["n1"]  # the samples stay in memory
