@@ -283,3 +283,46 @@ def test_a_telemetry_file_that_cannot_be_written_is_said_once(tmp_path):
     follower._save_telemetry()
     assert len(notes) == 1 and notes[0].startswith(f"cannot keep the job's telemetry in {tmp_path}"), notes
     assert follower.telemetry.data.cards["n1"]  # the samples stay in memory
+
+
+def test_status_shows_the_cards_kept_and_status_json_carries_them(run_cli, monkeypatch, tmp_path):
+    """`status` (a job followed with telemetry, its file in the state dir): a table of the cards
+    under the nodes' and ``--json`` with one object per card; a job without one shows neither."""
+    import contextlib
+
+    from launcher.cli import connect
+    from launcher.ops.launch import NodeStatus
+
+    record = _record()
+    statuses = [NodeStatus(0, "n1", "running", None, 3, ""), NodeStatus(1, "n2", "running", None, 3, "")]
+    service = type("S", (), {"refresh": lambda self, ref: (record, statuses)})()
+    monkeypatch.setattr(connect, "job_service", lambda *a, **k: (contextlib.nullcontext(), service))
+    code, out, _ = run_cli("status", "j1")
+    assert code == 101 and "cards" not in out
+    tele = JobTelemetry(5.0)
+    for t in (10.0, 15.0):
+        for card, s in samples(BUSY, [0, 1], t).items():
+            tele.add("n1", card, s)
+    save_telemetry(telemetry_path(tmp_path / "state", "j1"), tele)  # conftest's ALAUNCH_STATE_DIR
+    code, out, _ = run_cli("status", "j1")
+    assert "cards on n1: last (min-max) while followed; HBM of 64 GB" in out, out
+    assert "93 (93-93)" in out and "58.7 (58.7-58.7)" in out, out
+    code, out, _ = run_cli("status", "j1", "--json")
+    got = json.loads(out)
+    assert code == 101 and got["id"] == "j1" and [n["host"] for n in got["node_status"]] == ["n1", "n2"]
+    assert [(c["host"], c["card"], c["aicore_pct"]["last"]) for c in got["telemetry"]] == [("n1", 0, 0.0),
+                                                                                           ("n1", 1, 93.0)]
+
+
+def test_the_dashboards_field_is_the_kept_cards_with_their_points(tmp_path):
+    from launcher.ui.data import telemetry_field
+
+    assert telemetry_field(tmp_path, "j1") is None
+    tele = JobTelemetry(5.0)
+    for card, s in samples(BUSY, [1], 10.0).items():
+        tele.add("n1", card, s)
+    save_telemetry(telemetry_path(tmp_path, "j1"), tele)
+    field = telemetry_field(tmp_path, "j1")
+    assert field is not None and field["every"] == 5.0
+    assert [(c["host"], c["card"], c["points"]) for c in field["cards"]] == [
+        ("n1", 1, [[10.0, 93.0, 60060.0, field["cards"][0]["power_w"]["last"], 41.0]])]

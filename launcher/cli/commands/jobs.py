@@ -151,7 +151,7 @@ def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, 
     code = STATE_EXIT[record.state]
     if not record.terminal and any(s.state == "unknown" for s in statuses):
         code = ExitCode.JOB_UNKNOWN
-    telemetry = job_telemetry(service.state_dir, record.id)
+    telemetry = job_telemetry(env.state_dir, record.id)
     if as_json:
         env.stdout.print(json.dumps(status_json(record, statuses, telemetry), indent=2), markup=False,
                          highlight=False, soft_wrap=True)
