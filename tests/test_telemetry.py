@@ -326,3 +326,23 @@ def test_the_dashboards_field_is_the_kept_cards_with_their_points(tmp_path):
     assert field is not None and field["every"] == 5.0
     assert [(c["host"], c["card"], c["points"]) for c in field["cards"]] == [
         ("n1", 1, [[10.0, 93.0, 60060.0, field["cards"][0]["power_w"]["last"], 41.0]])]
+
+
+def test_an_npu_smi_that_fails_is_said_once_and_given_up(tmp_path):
+    """A non-root user's npu-smi (the real error of shared/design/facts.md, exit 187): the host
+    says it once and stops after three failures; the follower turns it into one note."""
+    root = tmp_path / "job"
+    (root / "state").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    runs = tmp_path / "runs"
+    exe = bin_dir / "npu-smi"
+    exe.write_text(f"#!/bin/sh\necho x >> {runs}\necho 'dcmi module initialize failed, ret is -8005'\nexit 187\n")
+    exe.chmod(0o755)
+    lines = _follow_script(root, f"{bin_dir}:/usr/bin:/bin", 0.1, 2.0)
+    said = [json.loads(ln[2:]) for ln in lines if ln.startswith("T\t")]
+    assert said == ["!exit 187: dcmi module initialize failed, ret is -8005"]
+    assert len(runs.read_text().split()) == 3 and "H" in lines
+    tele = NodeTelemetry(_record(), {"n1": Host("n1", 2)}, None, None)
+    assert tele.take(Event("n1", "smi", text=said[0], at=time.monotonic()), JobLogs()) == [
+        "n1: no NPU telemetry: npu-smi info failed (exit 187: dcmi module initialize failed, ret is -8005)"]

@@ -135,6 +135,8 @@ class NodeTelemetry:
 
     def take(self, event: Event, job: JobLogs) -> list[str]:
         """One table: every job card's sample kept; what the story rules say about them."""
+        if event.text.startswith("!"):  # npu-smi failed there (the host says it once)
+            return [f"{event.host}: no NPU telemetry: npu-smi info failed ({event.text[1:]})"]
         wall = time.time() - (time.monotonic() - event.at)
         said: list[str] = []
         for card, sample in telemetry.samples(event.text, self.cards.get(event.host), wall).items():

@@ -25,7 +25,10 @@ message per line (tab separated, the text is the rest):
 * ``T <json string>`` one ``npu-smi info`` table of this host (only with ``"smi_every": N`` > 0 in
   the request: every N s while the node runs, from one ``npu-smi`` child at a time, read without
   blocking the log loop; no ``npu-smi`` on the host: nothing is sampled). The laptop parses it
-  (``launcher.ops.npusmi``) and keeps the job's cards (``launcher.ops.telemetry``).
+  (``launcher.ops.npusmi``) and keeps the job's cards (``launcher.ops.telemetry``). An
+  ``npu-smi`` that fails sends ``T "!exit <code>: <its last line>"`` once (a non-root user gets
+  ``dcmi module initialize failed, ret is -8005``, exit 187) and, after
+  :data:`SMI_FAILURES` failures in a row, is not run again.
 * ``H`` heartbeat once a second: a write to a closed channel ends the script, so a
   killed ``alaunch`` leaves nothing behind on the hosts.
 * ``X <exit code>`` the node ended (all logs were read first); ``X ?`` ended without an
@@ -68,8 +71,10 @@ mapped = set()  # type: set  # ranks whose worker process was found
 MSRUN_OWN = (b"parallel/cluster/", b"Start worker process", b"Start scheduler process", b"cannot start ")
 MSRUN_END = (b"exit with exception", b"All workers successfully exit")
 SMI_TIMEOUT = 30.0  # s: an npu-smi that hangs this long (a wedged driver) is killed, the sample skipped
+SMI_FAILURES = 3  # failed runs in a row after which npu-smi is not run again (-8005 does not heal)
 SMI_CAP = 1 << 16  # bytes of one table sent: a 16-chip A3 table with processes is ~10 KB
-smi = {"every": 0.0, "exe": None, "proc": None, "buf": b"", "next": 0.0, "started": 0.0, "timeout": SMI_TIMEOUT}
+smi = {"every": 0.0, "exe": None, "proc": None, "buf": b"", "next": 0.0, "started": 0.0, "timeout": SMI_TIMEOUT,
+       "failed": 0}
 
 def listdir(path):
     try:
@@ -250,7 +255,7 @@ def smi_tick(now):
         import subprocess
         try:
             smi["proc"] = subprocess.Popen([smi["exe"], "info"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                           stderr=subprocess.DEVNULL)
+                                           stderr=subprocess.STDOUT)
         except OSError:
             smi["exe"] = None  # cannot run it: no more samples, the logs go on
             return False
@@ -269,9 +274,18 @@ def smi_tick(now):
             smi_end(p)
         return False
     smi_end(p)
-    if p.returncode != 0 or not smi["buf"]:
+    text = smi["buf"].decode("utf-8", "replace")
+    if p.returncode == 0 and text.strip():
+        smi["failed"] = 0
+        out.write(b"T\t" + _q(text).encode() + b"\n")
+        return True
+    smi["failed"] += 1
+    if smi["failed"] >= SMI_FAILURES:
+        smi["exe"] = None
+    if smi["failed"] > 1:
         return False
-    out.write(b"T\t" + _q(smi["buf"].decode("utf-8", "replace")).encode() + b"\n")
+    last = ([ln.strip() for ln in text.splitlines() if ln.strip()] or ["no output"])[-1][:300]
+    out.write(b"T\t" + _q("!exit %d: %s" % (p.returncode, last)).encode() + b"\n")
     return True
 
 def main():
