@@ -307,7 +307,7 @@ function renderTelemetry(box, t) {
     box.dataset.key = key;
     box.innerHTML = `<h2 style="margin-top:0">cards</h2><table class="telemetry-table"><thead><tr><th>card</th><th>health</th>
       <th>AI Core %</th><th>HBM MB</th><th>power W</th><th>temp C</th></tr></thead><tbody></tbody></table>` +
-      TELEMETRY_CHARTS.map((_, i) => `<div class="chart telemetry-chart" id="tchart-${i}"></div>`).join("");
+      TELEMETRY_CHARTS.map((_, i) => `<div class="telemetry-chart" id="tchart-${i}"></div>`).join("");
     box.charts = TELEMETRY_CHARTS.map(([title], i) => {
       const el = document.getElementById(`tchart-${i}`);
       const series = [{}].concat(t.cards.map((c, j) => ({ label: `${c.host}/${c.card}`, stroke: COLOURS[j % COLOURS.length], width: 2, spanGaps: true, points: { show: false } })));
