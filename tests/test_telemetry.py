@@ -118,7 +118,7 @@ def test_hbm_above_95_percent_and_temperature_alarms_with_hysteresis():
 
 
 def test_a_card_idle_for_a_minute_is_said_only_while_its_rank_is_mid_step():
-    # card 0 of the real busy table: 60 GB HBM held, AI Core 0 %, while its neighbours run at 93 %
+    # card 0 of the real busy table: 60 GiB HBM held, AI Core 0 %, while its neighbours run at 93 %
     idle = samples(BUSY, [0], 0.0)[0]
     watch = TelemetryWatch()
     for t in range(0, int(IDLE_AFTER_S) + 10, 5):
@@ -305,7 +305,7 @@ def test_status_shows_the_cards_kept_and_status_json_carries_them(run_cli, monke
             tele.add("n1", card, s)
     save_telemetry(telemetry_path(tmp_path / "state", "j1"), tele)  # conftest's ALAUNCH_STATE_DIR
     code, out, _ = run_cli("status", "j1")
-    assert "cards on n1: last (min-max) while followed; HBM of 64 GB" in out, out
+    assert "cards on n1: last (min-max) while followed; HBM of 64 GiB" in out, out
     assert "93 (93-93)" in out and "58.7 (58.7-58.7)" in out, out
     code, out, _ = run_cli("status", "j1", "--json")
     got = json.loads(out)

@@ -230,7 +230,7 @@ def status_json(record: reg.JobRecord, statuses, telemetry: list[dict]) -> dict:
 
 def telemetry_table(rows: list[dict]) -> Table:
     """One line per card: health, then each metric's last value and its (min-max) so far; fits
-    80 columns (no box lines, HBM in GB, power and temperature whole)."""
+    80 columns (no box lines, HBM in GiB: npu-smi's MB are MiB, power and temperature whole)."""
     from rich import box
     from rich.table import Table
 
@@ -242,13 +242,13 @@ def telemetry_table(rows: list[dict]) -> Table:
         return f"{last} ({lo}-{hi})"
 
     totals = sorted({r["hbm_total_mb"] for r in rows if r["hbm_total_mb"]})
-    of = f" of {'/'.join(f'{t / 1024:g}' for t in totals)} GB" if totals else ""
+    of = f" of {'/'.join(f'{t / 1024:g}' for t in totals)} GiB" if totals else ""
     hosts = sorted({r["host"] for r in rows})
     where = f" on {hosts[0]}" if len(hosts) == 1 else ""  # else each card is host/card
     table = Table(title=f"cards{where}: last (min-max) while followed; HBM{of}", box=box.SIMPLE_HEAD,
                   pad_edge=False)
     table.add_column("card", overflow="fold")  # host/card folds onto two lines at 80 columns
-    for name in ("health", "AI Core %", "HBM GB", "power W", "temp C"):
+    for name in ("health", "AI Core %", "HBM GiB", "power W", "temp C"):
         table.add_column(name, no_wrap=True)
     for r in rows:
         table.add_row(str(r["card"]) if where else f"{r['host']}/{r['card']}", r["health"], cell(r, "aicore_pct"),

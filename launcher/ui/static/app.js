@@ -294,7 +294,7 @@ function jobPage(id) {
 // ------------------------------------------------------------------ job page: NPU telemetry per card
 // detail.telemetry (launcher.metrics.telemetry.chart_json): {every, fields, cards: [{host, card,
 // health, aicore_pct: {last, min, max}, ..., points: [[t, aicore, hbm MB, power W, temp C]]}]}
-const TELEMETRY_CHARTS = [["AI Core %", 1, 1], ["HBM GB", 2, 1 / 1024], ["power W", 3, 1]];
+const TELEMETRY_CHARTS = [["AI Core %", 1, 1], ["HBM GiB", 2, 1 / 1024], ["power W", 3, 1]];
 function pollTelemetry(following, refresh) {
   // the follower writes the samples every few seconds; nothing else announces them
   const timer = setInterval(() => { if (!document.getElementById("telemetry")) clearInterval(timer); else if (following()) refresh(); }, 5000);
