@@ -48,6 +48,7 @@ from launcher.ops import registry as reg
 from launcher.ops.follow import Follower, FollowResult, NodeView
 from launcher.ops.follow_transport import UNREACHABLE_AFTER
 from launcher.ops.service import STATE_EXIT
+from launcher.ops.telemetry import telemetry_path
 
 if TYPE_CHECKING:
     from launcher.ops.engine import Engine
@@ -288,7 +289,7 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
                follow: bool = True, raw: bool = False, grep: str | None = None, rank: int | None = None,
                node: str | None = None, since: str | None = None, verbose: bool = False,
                progress_every: float = 10.0, unreachable_after: float = UNREACHABLE_AFTER,
-               resume: bool = True) -> int:
+               resume: bool = True, telemetry_every: float | None = None) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
     note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
@@ -315,7 +316,8 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
         offsets.unlink()  # --from-start: read every file from byte 0 again
     follower = Follower(record, runner_for, hosts, sink, service if follow else None, follow=follow,
                         gang_stop=not record.terminal, unreachable_after=unreachable_after,
-                        offsets_path=offsets)
+                        offsets_path=offsets, telemetry_every=telemetry_every,
+                        telemetry_path=telemetry_path(service.state_dir, record.id) if follow else None)
     # an engine may end a job whose script never says so: its watch runs beside the follower
     with service.watching(record, note) if follow else contextlib.nullcontext():
         if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)
