@@ -154,10 +154,11 @@ def test_the_leaderboard_puts_the_best_first_then_the_rest_in_trial_order():
     assert [r["t"] for r in sw.order(rows, "min")] == [1, 3, 2, 4]
 
 
-def test_the_next_trial_goes_to_the_host_with_most_free_cards():
-    assert sw.next_host({"a": 1, "b": 2}, 1) == "b"
-    assert sw.next_host({"a": 2, "b": 2}, 1) == "a"
-    assert sw.next_host({"a": 0, "b": 1}, 2) is None
+def test_the_next_trial_goes_to_the_hosts_with_most_free_cards():
+    assert sw.place({"a": 1, "b": 2}, 1, 1) == ("b",)
+    assert sw.place({"a": 2, "b": 2}, 1, 1) == ("a",)
+    assert sw.place({"a": 2, "b": 1, "c": 2}, 2, 2) == ("a", "c")
+    assert sw.place({"a": 0, "b": 1}, 1, 2) is None and sw.place({"a": 2, "b": 1}, 2, 2) is None
 
 
 def test_shipped_sweeps_parse():

@@ -31,7 +31,7 @@ Public interface::
     trials(sweep, keymap, base_identity, base_seed) -> list[Trial]
     prune_reason(curve, others, rules) -> str | None      # NaN/inf and the median-stopping rule
     order(rows, goal) -> rows                             # the leaderboard's order
-    next_host(free, want) -> host | None                  # where the next trial's cards are
+    place(free, nodes, cards) -> hosts | None             # where the next trial's cards are
 """
 
 from __future__ import annotations
@@ -572,15 +572,15 @@ def prune_reason(curve: Curve, others: Sequence[Curve], rules: PruneRules) -> st
 
 # ---------------------------------------------------------------- packing and order
 
-def next_host(free: Mapping[str, int], want: int) -> str | None:
-    """The host the next one-node trial goes to: the one with the most free cards that fits
-    ``want`` (ties: hostfile order), so trials spread over the hosts instead of filling the
-    first host's cards while the others idle. None: no host has room now."""
-    best = None
-    for host, n in free.items():
-        if n >= want and (best is None or n > free[best]):
-            best = host
-    return best
+def place(free: Mapping[str, int], nodes: int, cards: int) -> tuple[str, ...] | None:
+    """The hosts the next trial goes to: the ``nodes`` hosts with the most free cards that have
+    ``cards`` free each (ties: hostfile order), so trials spread over the hosts instead of
+    filling the first host while the others idle. None: no room now."""
+    fits = [h for h, n in free.items() if n >= cards]
+    if len(fits) < nodes:
+        return None
+    ranked = sorted(fits, key=lambda h: -free[h])[:nodes]
+    return tuple(h for h in free if h in ranked)
 
 
 def order(rows: Sequence[Mapping[str, Any]], goal: str, key: str = "objective") -> list[Mapping[str, Any]]:
@@ -595,3 +595,41 @@ def config_diff(base: Mapping[str, Any], trial: Mapping[str, Any]) -> list[tuple
     """(key, base value, trial value) for every override the trial changes (the best trial's
     config against the base's)."""
     return [(k, base.get(k), v) for k, v in trial.items() if base.get(k) != v]
+
+
+# ---------------------------------------------------------------- the leaderboard
+
+def short(key: str) -> str:
+    """A swept key as a column header: its last dotted part."""
+    return key.rsplit(".", 1)[-1]
+
+
+def leaderboard(trials: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The sweep's trials as rows, best first by the recorded objective (``info`` is what the
+    driver recorded with the sweep: objective, keys, trainable counts). Plain values: the
+    terminal, --csv, --json and the dashboard draw them."""
+    goal = (info.get("objective") or {}).get("goal", "min")
+    trainable = info.get("trainable") or {}
+    rows = []
+    for t in trials:
+        result = t.get("result") or {}
+        curve = t.get("curve") or []
+        rows.append({
+            "trial": t["trial"], "state": t["state"], "reason": t.get("reason"),
+            "params": dict(t.get("params") or {}), "seed": t.get("seed"),
+            "trainable": trainable.get(t["trial"]), "steps": result.get("steps") or (curve[-1][0] if curve else None),
+            "duration_s": result.get("duration_s"), "card_hours": result.get("card_hours"),
+            "final_loss": result.get("final_loss") if result else (curve[-1][1] if curve else None),
+            "objective": result.get("objective") if t["state"] == "succeeded" else None,
+            "scores": {k: v for k, v in result.items() if "." in k or k in SCORE_FIELDS},
+            "job_id": t.get("run_id"), "position": t.get("position", 0)})
+    return [dict(r) for r in order(rows, goal)]
+
+
+def best_diff(rows: Sequence[Mapping[str, Any]], trials: Sequence[Mapping[str, Any]],
+              base_overrides: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The best trial's overrides against the base job's (key, base, best); [] without a best."""
+    if not rows or rows[0].get("objective") is None:
+        return []
+    best = next(t for t in trials if t["trial"] == rows[0]["trial"])
+    return config_diff(dict(base_overrides), dict(best.get("overrides") or {}))
