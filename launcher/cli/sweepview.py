@@ -64,15 +64,18 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table:
     from rich.table import Table
     scores = list(dict.fromkeys(k for r in rows for k in (r.get("scores") or {})))
     table = Table(box=None, pad_edge=False, show_edge=False)
-    heads = ["#", "trial", "state", metric if len(metric) <= 12 else "objective", "loss", "steps", "time",
-             "card-h", "params", *scores, "overrides"]
+    loss = metric != "final_loss"  # else the objective column is the final loss already
+    heads = ["#", "trial", "state", metric if len(metric) <= 12 else "objective", *(["loss"] if loss else []),
+             "steps", "time", "card-h", "params", *scores, "overrides"]
     for h in heads:
         table.add_column(h, justify="left" if h in ("trial", "state", "overrides") else "right",
                          no_wrap=h != "overrides")
     for i, r in enumerate(rows, 1):
+        card_hours = r.get("card_hours")
         table.add_row(str(i), r["trial"][:8], r["state"], value_text(r.get("objective")),
-                      value_text(r.get("final_loss")), value_text(r.get("steps")), duration_text(r.get("duration_s")),
-                      value_text(r.get("card_hours")), count_text(r.get("trainable")),
+                      *([value_text(r.get("final_loss"))] if loss else []), value_text(r.get("steps")),
+                      duration_text(r.get("duration_s")), "-" if card_hours is None else f"{card_hours:.2g}",
+                      count_text(r.get("trainable")),
                       *(value_text((r.get("scores") or {}).get(s)) for s in scores), params_text(r["params"]))
     return table
 

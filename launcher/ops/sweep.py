@@ -42,7 +42,7 @@ from typing import Any
 from launcher.core import pipeline as pl
 from launcher.core import sweep as sw
 from launcher.core import yamlio
-from launcher.core.render import render_config, resolve_world
+from launcher.core.render import get_dotted, render_config, resolve_world
 from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError
 from launcher.metrics.logparse import parse_loss
@@ -168,6 +168,14 @@ def plan(sweep: sw.Sweep, base: Base, target: Any) -> list[TrialPlan]:
     return out
 
 
+def base_values(base: Base, plans: Sequence[TrialPlan]) -> dict[str, Any]:
+    """What the base sets each overridden key to (its job's override, else the template's), for
+    the best trial's diff against the base."""
+    own = {k.lstrip("+"): v for k, v in (base.job_data.get("overrides") or {}).items()}
+    keys = dict.fromkeys(k.lstrip("+") for p in plans for k in p.trial.overrides)
+    return {k: own[k] if k in own else get_dotted(base.template, k) for k in keys}
+
+
 def _brief(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items())
 
@@ -260,7 +268,7 @@ class SweepDriver:
         sweep = self.sweep
         info = {"objective": {"metric": sweep.objective.metric, "goal": sweep.objective.goal},
                 "keys": sweep.keys(), "base": self.base.path, "kind": self.base.kind,
-                "base_overrides": dict(self.base.job_data.get("overrides") or {}),
+                "base_overrides": base_values(self.base, plans),
                 "prune": {"nan": sweep.prune.nan, "median": sweep.prune.median, "k": sweep.prune.k,
                           "min_steps": sweep.prune.min_steps},
                 "trainable": {p.trial.id: p.trainable for p in plans}, "cards": {p.trial.id: p.cards for p in plans}}
