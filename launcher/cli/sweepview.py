@@ -51,7 +51,8 @@ def plan_table(plans: Sequence[Any]) -> Table:
     table = Table(box=None, pad_edge=False, show_edge=False)
     for name, justify in (("#", "right"), ("trial", "left"), ("trainable", "right"), ("cards", "right"),
                           ("overrides", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "overrides")  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name != "overrides",  # type: ignore[arg-type]
+                         overflow="fold")
     for i, p in enumerate(plans, 1):
         cards = f"{p.nodes}x{p.cards_per_node}" if p.nodes > 1 else str(p.cards)
         table.add_row(str(i), p.trial.id, count_text(p.trainable), cards, params_text(p.trial.params))
@@ -69,7 +70,7 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table:
              "steps", "time", "card-h", "params", *scores, "overrides"]
     for h in heads:
         table.add_column(h, justify="left" if h in ("trial", "state", "overrides") else "right",
-                         no_wrap=h != "overrides")
+                         no_wrap=h != "overrides", overflow="fold", min_width=12 if h == "overrides" else None)
     for i, r in enumerate(rows, 1):
         card_hours = r.get("card_hours")
         table.add_row(str(i), r["trial"][:8], r["state"], value_text(r.get("objective")),
