@@ -146,3 +146,23 @@ def test_a_rerun_keeps_the_recorded_trials_state(tmp_path):
         registry.add_trial(sid, first["trial"], 0, first["identity"], {}, {}, None)
         assert again.id == sid and registry.sweep(sid).trials[0]["state"] == "succeeded"
         assert yaml.safe_load(json.dumps(registry.sweep(sid).trials[0]["params"])) == first["params"]
+
+
+def test_a_pipeline_trial_sets_its_overrides_on_the_swept_step_only():
+    sweep = sw.load_sweep(SHAPE)
+    base = ops_sweep.load_base(sweep)
+    trial = ops_sweep.trials_of(sweep, base)[-1]
+    pipeline = ops_sweep.trial_pipeline(base, trial)
+    assert pipeline.name == base.pipeline.name and pipeline.step("squad") == base.pipeline.step("squad")
+    assert pipeline.step("train").sets == {"model.model_config.pet_config.lora_rank": 16,
+                                           "model.model_config.pet_config.lora_alpha": 32,
+                                           "model.model_config.pet_config.target_modules": ".*wq|.*wk|.*wv|.*wo",
+                                           "model.model_config.seq_length": 512}
+
+
+def test_a_pipeline_sweep_keeps_the_jobs_seed(run_cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: bad\nbase: {SHAPE.replace('sweeps/llama3_8b_lora_shape', 'pipelines/llama3_8b_math')}\n"
+                   "seed: 7\nspace:\n  grid:\n    lora_rank: [8]\n")
+    code, _, err = run_cli("sweep", str(bad), "-H", str(ROOT / "hostfiles" / "one-card"), "--dry-run")
+    assert code == 2 and f"{bad}:3: seed: a pipeline's trials keep its job's seed (42)" in err

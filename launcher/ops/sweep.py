@@ -135,6 +135,9 @@ def trials_of(sweep: sw.Sweep, base: Base) -> list[sw.Trial]:
         for t in trials:
             if t.job:
                 raise sweep.error("a pipeline's trials take the job's own nodes and cards_per_node", "space")
+            if t.seed != base.seed:
+                raise sweep.error(f"a pipeline's trials keep its job's seed ({base.seed}): set it in "
+                                  f"{Path(base.job_path).name}", "seed" if sweep.seed is not None else "space")
     return trials
 
 
@@ -174,6 +177,15 @@ def base_values(base: Base, plans: Sequence[TrialPlan]) -> dict[str, Any]:
     own = {k.lstrip("+"): v for k, v in (base.job_data.get("overrides") or {}).items()}
     keys = dict.fromkeys(k.lstrip("+") for p in plans for k in p.trial.overrides)
     return {k: own[k] if k in own else get_dotted(base.template, k) for k in keys}
+
+
+def trial_pipeline(base: Base, trial: sw.Trial) -> pl.Pipeline:
+    """The base pipeline with the trial's overrides set on its step (``set:``, as a pipeline
+    file would): the pipeline's own name, so its unchanged steps are reused as by ``alaunch run``."""
+    assert base.pipeline is not None and base.step is not None
+    steps = tuple(replace(s, sets={**s.sets, **trial.overrides}) if s.name == base.step else s
+                  for s in base.pipeline.steps)
+    return replace(base.pipeline, steps=steps)
 
 
 def _brief(params: Mapping[str, Any]) -> str:
@@ -288,6 +300,8 @@ class SweepDriver:
             if row["state"] in sw.DONE_STATES:
                 self.say(f"  {p.trial.id}: {row['state']} earlier, kept")
                 spent += float((row["result"] or {}).get("card_hours") or 0)
+            elif self.base.pipeline is not None:
+                todo.append(p)  # its pipeline run re-attaches a step whose job still runs, reuses a finished one
             elif job_id and not self.registry.get(job_id).terminal or (
                     job_id and self.registry.get(job_id).state == reg.SUCCEEDED):
                 self.say(f"  {p.trial.id}: job {job_id} ({self.registry.get(job_id).state}): re-attached")
@@ -358,11 +372,11 @@ class SweepDriver:
                                    progress=None, exec_factory=self.engine.exec_factory)
         tid = lv.plan.trial.id
         try:
+            if self.base.pipeline is not None:
+                self._pipeline_trial(sid, lv, registry, engine)
+                return
             if lv.job_id is None:
-                target = self.target
-                if lv.hosts:
-                    chosen = [h for h in self.target.node_hosts() if h.name in lv.hosts]
-                    target = replace(self.target, hosts=tuple(chosen))
+                target = self._target_for(lv)
                 registry.set_trial(sid, tid, state="queued", started_at=reg.now_iso(), reason=None)
                 record = engine.submit(lv.plan.spec, target, self.opts, meta={"sweep": sid, "sweep_trial": tid})
                 lv.job_id = record.id
@@ -399,6 +413,51 @@ class SweepDriver:
         finally:
             registry.close()
             lv.done.set()
+
+    def _target_for(self, lv: _Live) -> Any:
+        if not lv.hosts:
+            return self.target
+        return replace(self.target, hosts=tuple(h for h in self.target.node_hosts() if h.name in lv.hosts))
+
+    def _pipeline_trial(self, sid: str, lv: _Live, registry: reg.Registry, engine: Engine) -> None:
+        """A trial of a pipeline base: one pipeline run (``PipelineRunner``: a step whose job
+        still runs from a killed driver is re-attached, a finished one reused); the swept
+        step's job is followed for the curve, and its scores come from the score steps."""
+        from launcher.ops.pipeline import PipelineRunner
+        tid = lv.plan.trial.id
+
+        def follow(record: reg.JobRecord) -> Any:
+            mine = record.meta.get("pipeline_step") == self.base.step
+            if mine:
+                lv.job_id = record.id
+                lv.curve.clear()
+            return engine.follow(record, engine.exec_factory, _CurveSink(lv.curve if mine else []))
+
+        registry.set_trial(sid, tid, state="running", started_at=reg.now_iso(), reason=None)
+        runner = PipelineRunner(registry, engine, self._target_for(lv), opts=self.opts, runs_dir=self.runs_dir,
+                                follow=follow, say=lambda text: None)
+        run = runner.run(trial_pipeline(self.base, lv.plan.trial))
+        registry.set_trial(sid, tid, run_id=run.id)
+        scores: dict[str, Any] = {}
+        for step in run.steps:
+            if step.kind == "score" and isinstance(step.outputs.get("accuracy"), (int, float)):
+                scores[f"{step.step}.accuracy"] = scores[f"{step.step}.math_accuracy"] = step.outputs["accuracy"]
+        job_id = lv.job_id or next((st.job_id for st in run.steps if st.step == self.base.step), None)
+        record = registry.get(job_id) if job_id else None
+        result = result_of(record, lv.curve, lv.plan.cards, scores) if record else dict(scores)
+        result["pipeline_run"] = run.id
+        if lv.pruned:
+            registry.set_trial(sid, tid, state="pruned", reason=lv.pruned, result=result, curve=lv.curve,
+                               ended_at=reg.now_iso())
+        elif run.state == reg.SUCCEEDED:
+            value = objective_of(result, self.sweep.objective)
+            registry.set_trial(sid, tid, state="succeeded", result={**result, "objective": value}, curve=lv.curve,
+                               ended_at=reg.now_iso())
+            self.say(f"  {tid}: pipeline run {run.id} succeeded, {self.sweep.objective.metric} {value}")
+        else:
+            registry.set_trial(sid, tid, state="failed", reason=run.reason, result=result, curve=lv.curve,
+                               ended_at=reg.now_iso())
+            self.say(f"  {tid}: pipeline run {run.id} failed: {run.reason}")
 
     def _wait_end(self, engine: Engine, registry: reg.Registry, job_id: str) -> reg.JobRecord:
         while True:
