@@ -132,8 +132,8 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], curves: Mapping[str, Sequence[
             curve = curves.get(r["trial"]) or []
             finite = [(s, v) for s, v in curve if math.isfinite(v)]
             if finite:
-                xs, ys = zip(*finite, strict=True)
-                ax.plot(xs, ys, label=f"{r['trial'][:8]} ({r['state']})", linewidth=1)
+                ax.plot([s for s, _ in finite], [v for _, v in finite], label=f"{r['trial'][:8]} ({r['state']})",
+                        linewidth=1)
         ax.set_xlabel("global step")
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)

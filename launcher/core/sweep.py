@@ -227,9 +227,10 @@ def parse_sweep(data: Any, source: str = "<sweep>", base_dir: str | None = None,
     if "random" in space:
         rnd = mapping(space["random"], "space", "random")
         known(rnd, RANDOM_KEYS, "space", "random")
-        random_n = rnd.get("n")
-        if not _positive_int(random_n) or random_n > MAX_TRIALS:
+        n = rnd.get("n")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TRIALS:
             fail(f"must be an integer from 1 to {MAX_TRIALS}", "space", "random", "n")
+        random_n = int(n)
         random_seed = rnd.get("seed", 0)
         if not isinstance(random_seed, int) or isinstance(random_seed, bool):
             fail("must be an integer", "space", "random", "seed")
@@ -289,7 +290,7 @@ def parse_sweep(data: Any, source: str = "<sweep>", base_dir: str | None = None,
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         fail("must be an integer (every trial's seed, recorded with it)", "seed")
     sweep = Sweep(name=name, base=base_path, source=source, text=text, description=str(data.get("description") or ""),
-                  step=step, job=dict(job), sets=dict(sets), grid=grid, listed=tuple(listed), random_n=random_n or 0,
+                  step=step, job=dict(job), sets=dict(sets), grid=grid, listed=tuple(listed), random_n=random_n,
                   random_seed=random_seed, params=params, derived=derived,
                   objective=Objective(metric, goal),
                   budget=Budget(budget.get("max_parallel", 1), budget.get("max_trials"), budget.get("card_hours")),
@@ -300,8 +301,8 @@ def parse_sweep(data: Any, source: str = "<sweep>", base_dir: str | None = None,
 
 def _distribution(dist: Any, fail: Callable[..., NoReturn], *path: str) -> tuple[str, Any]:
     if not isinstance(dist, dict) or len(dist) != 1:
-        fail(f"must be one distribution: {{choice: [..]}}, {{uniform: [lo, hi]}}, {{loguniform: [lo, hi]}} "
-             f"or {{int: [lo, hi]}}", *path)
+        fail("must be one distribution: {choice: [..]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]} "
+             "or {int: [lo, hi]}", *path)
     kind, args = next(iter(dist.items()))
     if kind not in DISTRIBUTIONS:
         fail(f"unknown distribution{did_you_mean(str(kind), DISTRIBUTIONS)} (valid: {', '.join(DISTRIBUTIONS)})",
@@ -456,13 +457,14 @@ def template_keys(config: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def resolve_keys(sweep: Sweep, keys: Sequence[str], fixed: Mapping[str, Any] = ()) -> dict[str, str]:
+def resolve_keys(sweep: Sweep, keys: Sequence[str], fixed: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Each swept / derived name -> the dotted template key it sets (or itself for a job field).
 
     ``keys``: the template's dotted keys (:func:`template_keys`). A name is a dotted key of the
     template, or the last part of exactly one; ``+key`` adds a key the template lacks (as in job
     overrides). Unknown or ambiguous: an InputError naming the sweep file's line and the close
     matches ("did you mean"). ``fixed``: the sweep's ``set:`` keys, checked the same way."""
+    fixed = fixed or {}
     valid = set(keys)
     by_last: dict[str, list[str]] = {}
     for key in keys:

@@ -291,7 +291,7 @@ class SweepDriver:
                                     p.trial.overrides, p.trial.seed)
         rows = {t["trial"]: t for t in self.registry.sweep(sid).trials}
         for t in rows.values():
-            self.curves[t["trial"]] = [tuple(x) for x in t["curve"]]  # type: ignore[misc]
+            self.curves[t["trial"]] = [(int(x[0]), float(x[1])) for x in t["curve"]]
         todo: list[TrialPlan] = []
         spent = 0.0
         for p in plans:
@@ -382,7 +382,8 @@ class SweepDriver:
                 lv.job_id = record.id
                 where = ", ".join(f"{h} card(s) {','.join(map(str, d))}"
                                   for h, d in (record.meta.get("devices") or {}).items())
-                self.say(f"  {tid}: {record.id} started{' on ' + where if where else ''} ({_brief(lv.plan.trial.params)})")
+                self.say(f"  {tid}: {record.id} started{' on ' + where if where else ''} "
+                         f"({_brief(lv.plan.trial.params)})")
             registry.set_trial(sid, tid, state="running", run_id=lv.job_id)
             record = registry.get(lv.job_id)
             engine.follow(record, engine.exec_factory, _CurveSink(lv.curve))

@@ -104,8 +104,8 @@ def _sweep_results(ref: str, plot: Path | None, as_json: bool, as_csv: bool) -> 
         if diff:
             env.stdout.print(f"best {rows[0]['trial'][:8]} against the base:", markup=False, highlight=False)
             for key, old, new in diff:
-                env.stdout.print(f"  {key}: {view.value_text(old)} -> {view.value_text(new)}", markup=False, highlight=False,
-                                 soft_wrap=True)
+                env.stdout.print(f"  {key}: {view.value_text(old)} -> {view.value_text(new)}", markup=False,
+                                 highlight=False, soft_wrap=True)
     if plot is not None:
         curves = {t["trial"]: t["curve"] for t in record.trials}
         n = view.plot_sweep(rows, curves, metric, plot)
