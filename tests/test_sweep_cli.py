@@ -166,3 +166,9 @@ def test_a_pipeline_sweep_keeps_the_jobs_seed(run_cli, tmp_path):
                    "seed: 7\nspace:\n  grid:\n    lora_rank: [8]\n")
     code, _, err = run_cli("sweep", str(bad), "-H", str(ROOT / "hostfiles" / "one-card"), "--dry-run")
     assert code == 2 and f"{bad}:3: seed: a pipeline's trials keep its job's seed (42)" in err
+
+
+def test_the_demo_ends_pointing_at_a_sweep_that_plans():
+    last = (ROOT / "scripts" / "demo").read_text().rstrip().splitlines()[-1]
+    command = last[last.index("alaunch sweep"):].rstrip('"').split()
+    assert command[:3] == ["alaunch", "sweep", "jobs/sweeps/tiny_lr.yaml"] and (ROOT / command[2]).is_file()
