@@ -293,13 +293,11 @@ class SweepDriver:
         for t in rows.values():
             self.curves[t["trial"]] = [(int(x[0]), float(x[1])) for x in t["curve"]]
         todo: list[TrialPlan] = []
-        spent = 0.0
         for p in plans:
             row = rows[p.trial.id]
             job_id = row["run_id"] or self.registry.sweep_trial_job(sid, p.trial.id)
             if row["state"] in sw.DONE_STATES:
                 self.say(f"  {p.trial.id}: {row['state']} earlier, kept")
-                spent += float((row["result"] or {}).get("card_hours") or 0)
             elif self.base.pipeline is not None:
                 todo.append(p)  # its pipeline run re-attaches a step whose job still runs, reuses a finished one
             elif job_id and not self.registry.get(job_id).terminal or (
@@ -314,6 +312,7 @@ class SweepDriver:
             while todo or self.live:
                 self._judge(sid)
                 self._reap(sid)
+                spent = self._spent(sid)  # after the reap: a trial that just ended has its result recorded
                 while todo and len(self.live) < sweep.budget.max_parallel:
                     budget = sweep.budget.card_hours
                     if budget is not None and spent + self._running_card_hours() >= budget:
@@ -326,7 +325,6 @@ class SweepDriver:
                     if hosts is None:
                         break
                     self._start(sid, todo.pop(0), hosts=hosts)
-                spent = self._spent(sid)
                 time.sleep(self.poll)
         except KeyboardInterrupt:
             self.registry.end_sweep(sid, reg.FAILED, "interrupted: the trials keep running; run the sweep again "
