@@ -273,6 +273,7 @@ class SweepDriver:
         self.live: dict[str, _Live] = {}
         self.curves: dict[str, list[tuple[int, float]]] = {}
         self.lock = threading.Lock()
+        self.saved: dict[str, int] = {}  # trial -> points of its curve in the registry
 
     # ------------------------------------------------------------------ the loop
     def run(self, plans: Sequence[TrialPlan] | None = None) -> reg.SweepRecord:
@@ -311,6 +312,7 @@ class SweepDriver:
         try:
             while todo or self.live:
                 self._judge(sid)
+                self._save_curves(sid)
                 self._reap(sid)
                 spent = self._spent(sid)  # after the reap: a trial that just ended has its result recorded
                 while todo and len(self.live) < sweep.budget.max_parallel:
@@ -390,24 +392,22 @@ class SweepDriver:
                 record = self._wait_end(engine, registry, lv.job_id)
             result = result_of(record, lv.curve, lv.plan.cards)
             if lv.pruned:
-                registry.set_trial(sid, tid, state="pruned", reason=lv.pruned, result=result, curve=lv.curve,
-                                   ended_at=reg.now_iso())
+                self._end(registry, sid, tid, state="pruned", reason=lv.pruned, result=result, curve=lv.curve)
             elif record.state == reg.SUCCEEDED:
                 value = objective_of(result, self.sweep.objective)
-                registry.set_trial(sid, tid, state="succeeded", result={**result, "objective": value},
-                                   curve=lv.curve, ended_at=reg.now_iso())
+                self._end(registry, sid, tid, state="succeeded", result={**result, "objective": value},
+                          curve=lv.curve)
                 self.say(f"  {tid}: succeeded, {self.sweep.objective.metric} {value}")
             else:
-                registry.set_trial(sid, tid, state="failed" if record.state == reg.FAILED else "cancelled",
-                                   reason=record.reason, result=result, curve=lv.curve, ended_at=reg.now_iso())
+                self._end(registry, sid, tid, state="failed" if record.state == reg.FAILED else "cancelled",
+                          reason=record.reason, result=result, curve=lv.curve)
                 self.say(f"  {tid}: {record.state}: {record.reason}")
         except AlaunchError as exc:
-            registry.set_trial(sid, tid, state="pruned" if lv.pruned else "failed", reason=lv.pruned or exc.message,
-                               curve=lv.curve, ended_at=reg.now_iso())
+            self._end(registry, sid, tid, state="pruned" if lv.pruned else "failed",
+                      reason=lv.pruned or exc.message, curve=lv.curve)
             self.say(f"  {tid}: failed: {exc.message}")
         except Exception as exc:  # noqa: BLE001 - a bug fails one trial, in one line; the sweep goes on
-            registry.set_trial(sid, tid, state="failed", reason=f"{type(exc).__name__}: {exc}",
-                               ended_at=reg.now_iso())
+            self._end(registry, sid, tid, state="failed", reason=f"{type(exc).__name__}: {exc}")
             self.say(f"  {tid}: failed: {type(exc).__name__}: {exc}")
         finally:
             registry.close()
@@ -446,16 +446,13 @@ class SweepDriver:
         result = result_of(record, lv.curve, lv.plan.cards, scores) if record else dict(scores)
         result["pipeline_run"] = run.id
         if lv.pruned:
-            registry.set_trial(sid, tid, state="pruned", reason=lv.pruned, result=result, curve=lv.curve,
-                               ended_at=reg.now_iso())
+            self._end(registry, sid, tid, state="pruned", reason=lv.pruned, result=result, curve=lv.curve)
         elif run.state == reg.SUCCEEDED:
             value = objective_of(result, self.sweep.objective)
-            registry.set_trial(sid, tid, state="succeeded", result={**result, "objective": value}, curve=lv.curve,
-                               ended_at=reg.now_iso())
+            self._end(registry, sid, tid, state="succeeded", result={**result, "objective": value}, curve=lv.curve)
             self.say(f"  {tid}: pipeline run {run.id} succeeded, {self.sweep.objective.metric} {value}")
         else:
-            registry.set_trial(sid, tid, state="failed", reason=run.reason, result=result, curve=lv.curve,
-                               ended_at=reg.now_iso())
+            self._end(registry, sid, tid, state="failed", reason=run.reason, result=result, curve=lv.curve)
             self.say(f"  {tid}: pipeline run {run.id} failed: {run.reason}")
 
     def _wait_end(self, engine: Engine, registry: reg.Registry, job_id: str) -> reg.JobRecord:
@@ -464,6 +461,21 @@ class SweepDriver:
             if record.terminal:
                 return record
             time.sleep(self.poll)
+
+    def _save_curves(self, sid: str) -> None:
+        """The running trials' curves into the registry as they grow (the dashboard's sweep page
+        reads them live; the trial's own thread writes the final one)."""
+        with self.lock:  # held across the writes: a trial's final write (``_end``) is never overwritten
+            grown = [(t, list(lv.curve)) for t, lv in self.live.items()
+                     if not lv.done.is_set() and len(lv.curve) != self.saved.get(t, 0)]
+            for tid, curve in grown:
+                self.saved[tid] = len(curve)
+                self.registry.set_trial(sid, tid, curve=curve)
+
+    def _end(self, registry: reg.Registry, sid: str, tid: str, **fields: Any) -> None:
+        """A trial's last write (its state, result and whole curve), under the driver's lock."""
+        with self.lock:
+            registry.set_trial(sid, tid, ended_at=reg.now_iso(), **fields)
 
     def _reap(self, sid: str) -> None:
         with self.lock:
