@@ -121,3 +121,26 @@ def test_the_card_hour_budget_stops_starting_trials(tmp_path):
     record = _run(tmp_path, sweep, TARGET)
     assert [t["state"] for t in record.trials] == ["succeeded", "skipped", "skipped"]
     assert record.trials[1]["reason"] == "card-hour budget"
+
+
+def test_a_trial_whose_job_died_with_its_driver_mid_submit_runs_again(tmp_path):
+    StandIn.gate.set()
+    sweep = _sweep(tmp_path, [0.1])
+    first = _run(tmp_path, sweep, TARGET)
+    with reg.Registry(tmp_path / "r.sqlite3") as registry:
+        t = first.trials[0]
+        registry.set_trial(first.id, t["trial"], state="queued", run_id=None)
+        stuck = registry.create_job("drv-x", "finetune", meta={"sweep": first.id, "sweep_trial": t["trial"],
+                                                               "lr": 0.1}, nodes=["a"], state=reg.STAGING)
+
+    class Refreshing(StandIn):
+        def refresh(self, ref):  # as JobService.refresh ends a job whose submitter is gone
+            return self.registry.set_state(ref, reg.FAILED, "interrupted: the submit is gone"), []
+
+    StandIn.submits = []
+    base = ops_sweep.load_base(sweep)
+    with reg.Registry(tmp_path / "r.sqlite3") as registry:
+        again = ops_sweep.SweepDriver(registry, Refreshing(registry, tmp_path), TARGET, sweep, base, poll=0.02).run()
+        assert registry.get(stuck.id).state == reg.FAILED
+    assert len(StandIn.submits) == 1 and again.trials[0]["state"] == "succeeded"
+    assert again.trials[0]["run_id"] == StandIn.submits[0][0]

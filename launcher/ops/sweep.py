@@ -301,8 +301,7 @@ class SweepDriver:
                 self.say(f"  {p.trial.id}: {row['state']} earlier, kept")
             elif self.base.pipeline is not None:
                 todo.append(p)  # its pipeline run re-attaches a step whose job still runs, reuses a finished one
-            elif job_id and not self.registry.get(job_id).terminal or (
-                    job_id and self.registry.get(job_id).state == reg.SUCCEEDED):
+            elif job_id and self._alive_or_done(job_id):
                 self.say(f"  {p.trial.id}: job {job_id} ({self.registry.get(job_id).state}): re-attached")
                 self._start(sid, p, job_id=job_id)
             else:
@@ -337,6 +336,20 @@ class SweepDriver:
         self.registry.end_sweep(sid, reg.FAILED if failed == len(states) else reg.SUCCEEDED,
                                 f"{failed} trial(s) failed" if failed else None)
         return self.registry.sweep(sid)
+
+    def _alive_or_done(self, job_id: str) -> bool:
+        """Whether a trial's job (from a killed driver) runs or succeeded: the engine is asked
+        first (a job whose submit died mid-staging is ended there, and the trial runs again)."""
+        try:
+            record = self.registry.get(job_id)
+            if not record.terminal:
+                record, _ = self.engine.refresh(job_id)
+        except InputError:
+            return False  # pruned from the registry since
+        except AlaunchError as exc:
+            self.say(f"  job {job_id}: could not ask its engine ({exc.message}); re-attached as recorded")
+            return not self.registry.get(job_id).terminal
+        return not record.terminal or record.state == reg.SUCCEEDED
 
     def _spent(self, sid: str) -> float:
         return sum(float((t["result"] or {}).get("card_hours") or 0) for t in self.registry.sweep(sid).trials)
