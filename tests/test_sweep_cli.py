@@ -172,3 +172,13 @@ def test_the_demo_ends_pointing_at_a_sweep_that_plans():
     last = (ROOT / "scripts" / "demo").read_text().rstrip().splitlines()[-1]
     command = last[last.index("alaunch sweep"):].rstrip('"').split()
     assert command[:3] == ["alaunch", "sweep", "jobs/sweeps/tiny_lr.yaml"] and (ROOT / command[2]).is_file()
+
+
+def test_a_score_steps_accuracy_is_the_objective_under_either_name():
+    result = ops_sweep.result_of(type("R", (), {"started_at": None, "created_at": "2026-01-01T00:00:00.000000Z",
+                                                "ended_at": "2026-01-01T01:00:00.000000Z", "id": "j"})(),
+                                 [(1, 5.0), (8, 2.0)], 2, {"score-after.accuracy": 0.4})
+    assert (result["final_loss"], result["steps"], result["card_hours"]) == (2.0, 8, 2.0)
+    for metric in ("score-after.math_accuracy", "score-after.accuracy"):
+        assert ops_sweep.objective_of(result, sw.Objective(metric, "max")) == 0.4
+    assert ops_sweep.objective_of(result, sw.Objective("final_loss")) == 2.0
