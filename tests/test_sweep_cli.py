@@ -182,3 +182,15 @@ def test_a_score_steps_accuracy_is_the_objective_under_either_name():
     for metric in ("score-after.math_accuracy", "score-after.accuracy"):
         assert ops_sweep.objective_of(result, sw.Objective(metric, "max")) == 0.4
     assert ops_sweep.objective_of(result, sw.Objective("final_loss")) == 2.0
+
+
+def test_a_sweep_whose_driver_is_gone_reads_interrupted_not_running(run_cli):
+    from launcher.ops import proc
+    dead = {**proc.me(), "pid": 2 ** 22 + 1}  # no such process
+    with Registry.in_state_dir() as registry:
+        registry.open_sweep("gone", "s.yaml", {"objective": {"metric": "final_loss", "goal": "min"}}, runner=dead)
+        assert registry.open_sweep("alive", "s.yaml", {}, runner=proc.me()).state == "running"
+    code, out, _ = run_cli("results", "gone")
+    assert code == 0 and "sweep gone (failed)" in out
+    with Registry.in_state_dir() as registry:
+        assert "the `alaunch sweep` process" in registry.sweep("gone").reason and registry.sweep("alive").state == "running"

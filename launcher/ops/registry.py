@@ -949,6 +949,14 @@ class Registry:
                 t[key] = json.loads(t[key] or ("[]" if key == "curve" else "{}"))
         data["info"] = json.loads(data["info"] or "{}")
         data["runner"] = json.loads(data["runner"] or "{}")
+        if data["state"] == RUNNING and proc.gone(data["runner"]):
+            # its `alaunch sweep` died (the trials run on, detached): said, as for a pipeline run
+            why = (f"interrupted: the `alaunch sweep` process (pid {data['runner'].get('pid')}) is gone; "
+                   "run the sweep again to re-attach (finished trials are kept)")
+            with self._write() as c:
+                c.execute("UPDATE sweeps SET state = ?, reason = ?, ended_at = ? WHERE id = ? AND state = ?",
+                          (FAILED, why, now_iso(), data["id"], RUNNING))
+            data.update(state=FAILED, reason=why)
         return SweepRecord(**data, trials=tuple(trials))
 
     def sweep_trial_job(self, sweep_id: str, trial: str) -> str | None:

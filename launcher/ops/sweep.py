@@ -302,8 +302,11 @@ class SweepDriver:
             elif self.base.pipeline is not None:
                 todo.append(p)  # its pipeline run re-attaches a step whose job still runs, reuses a finished one
             elif job_id and self._alive_or_done(job_id):
-                self.say(f"  {p.trial.id}: job {job_id} ({self.registry.get(job_id).state}): re-attached")
-                self._start(sid, p, job_id=job_id)
+                job = self.registry.get(job_id)
+                self.say(f"  {p.trial.id}: job {job_id} ({job.state}): re-attached")
+                # its cards count against its hosts' free ones (the scheduler's target: it places)
+                on = () if self.target.schedules else tuple(n.host for n in job.nodes)
+                self._start(sid, p, hosts=on, job_id=job_id)
             else:
                 todo.append(p)
         self.say(f"sweep {sweep.name}: {sid}, {len(plans)} trials ({len(plans) - len(todo) - len(self.live)} "
