@@ -164,3 +164,10 @@ def test_the_next_trial_goes_to_the_hosts_with_most_free_cards():
 def test_shipped_sweeps_parse():
     for path in sorted((ROOT / "jobs" / "sweeps").glob("*.yaml")):
         assert sw.settings(sw.load_sweep(path))
+
+
+def test_the_dry_run_schedule_fills_the_cards_then_starts_a_new_wave():
+    assert sw.waves({"a": 2, "b": 2}, [(1, 1)] * 5, 4) == [(1, ("a",)), (1, ("b",)), (1, ("a",)), (1, ("b",)),
+                                                           (2, ("a",))]
+    assert [w for w, _ in sw.waves({"a": 8}, [(1, 1)] * 5, 2)] == [1, 1, 2, 2, 3]
+    assert sw.waves({"a": 8, "b": 8}, [(2, 8), (1, 4), (1, 4)], 4) == [(1, ("a", "b")), (2, ("a",)), (2, ("b",))]

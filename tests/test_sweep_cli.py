@@ -56,6 +56,11 @@ def test_the_tiny_sweep_dry_run_on_a_hostfile_and_a_slurm_target(run_cli, tmp_pa
         assert "4 trial(s) of tiny_lora_cpu.yaml" in out and "at most 4 at once" in out
         assert "pruning: nan/inf, median x2 from step 5" in out and "learning_rate=1000" in out
         assert out.count("81.9K") == 4
+        # a hostfile: the driver's placement, all four at once over both hosts; Slurm places them itself
+        assert ("wave" in out) == (t == hostfile)
+    code, out, _ = run_cli("sweep", TINY, "-H", str(hostfile), "--dry-run")
+    assert [line.split()[4:6] for line in out.splitlines() if line[:1].isdigit()] == [
+        ["1", "a"], ["1", "b"], ["1", "a"], ["1", "b"]]
 
 
 def test_a_swept_key_the_template_lacks_is_refused_before_anything_runs(run_cli, tmp_path):

@@ -45,17 +45,21 @@ def duration_text(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def plan_table(plans: Sequence[Any]) -> Table:
-    """The dry run: every trial, its overrides, LoRA trainable count and cards."""
+def plan_table(plans: Sequence[Any], schedule: Sequence[tuple[int, tuple[str, ...]]] | None = None) -> Table:
+    """The dry run: every trial, its overrides, LoRA trainable count and cards, and (on a
+    hostfile) its wave and hosts as the driver would place them."""
     from rich.table import Table
     table = Table(box=None, pad_edge=False, show_edge=False)
-    for name, justify in (("#", "right"), ("trial", "left"), ("trainable", "right"), ("cards", "right"),
-                          ("overrides", "left")):
+    heads = [("#", "right"), ("trial", "left"), ("trainable", "right"), ("cards", "right")]
+    if schedule is not None:
+        heads += [("wave", "right"), ("on", "left")]
+    for name, justify in (*heads, ("overrides", "left")):
         table.add_column(name, justify=justify, no_wrap=name != "overrides",  # type: ignore[arg-type]
                          overflow="fold")
     for i, p in enumerate(plans, 1):
         cards = f"{p.nodes}x{p.cards_per_node}" if p.nodes > 1 else str(p.cards)
-        table.add_row(str(i), p.trial.id, count_text(p.trainable), cards, params_text(p.trial.params))
+        where = [str(schedule[i - 1][0]), ",".join(schedule[i - 1][1])] if schedule is not None else []
+        table.add_row(str(i), p.trial.id, count_text(p.trainable), cards, *where, params_text(p.trial.params))
     return table
 
 

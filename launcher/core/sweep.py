@@ -32,6 +32,7 @@ Public interface::
     prune_reason(curve, others, rules) -> str | None      # NaN/inf and the median-stopping rule
     order(rows, goal) -> rows                             # the leaderboard's order
     place(free, nodes, cards) -> hosts | None             # where the next trial's cards are
+    waves(capacity, shapes, max_parallel)                 # the dry run's schedule
 """
 
 from __future__ import annotations
@@ -583,6 +584,25 @@ def place(free: Mapping[str, int], nodes: int, cards: int) -> tuple[str, ...] | 
         return None
     ranked = sorted(fits, key=lambda h: -free[h])[:nodes]
     return tuple(h for h in free if h in ranked)
+
+
+def waves(capacity: Mapping[str, int], shapes: Sequence[tuple[int, int]], max_parallel: int
+          ) -> list[tuple[int, tuple[str, ...]]]:
+    """The dry run's schedule, as if every trial took as long: trial i's (wave, hosts) when
+    the driver places ``shapes[i]`` = (nodes, cards per node) with :func:`place` on empty hosts
+    of ``capacity``, at most ``max_parallel`` at once; a wave starts when the one before ends."""
+    out: list[tuple[int, tuple[str, ...]]] = []
+    wave, free, running = 1, dict(capacity), 0
+    for nodes, cards in shapes:
+        hosts = place(free, nodes, cards) if running < max_parallel else None
+        if hosts is None:
+            wave, free, running = wave + 1, dict(capacity), 0
+            hosts = place(free, nodes, cards) or ()
+        for h in hosts:
+            free[h] -= cards
+        running += 1
+        out.append((wave, hosts))
+    return out
 
 
 def order(rows: Sequence[Mapping[str, Any]], goal: str, key: str = "objective") -> list[Mapping[str, Any]]:

@@ -69,7 +69,12 @@ def register(app: typer.Typer) -> None:
                          f"at once" + (f"; budget {b.card_hours:g} card-hours" if b.card_hours else "")
                          + f"; pruning: {', '.join(rules) or 'off'}"):
                 env.stdout.print(line, markup=False, highlight=False, soft_wrap=True)
-            env.stdout.print(plan_table(plans))
+            schedule = None
+            if not target.schedules:  # a hostfile: the driver places them (a scheduler's target: it does)
+                from launcher.core.sweep import waves
+                capacity = {h.name: len(h.slot_ids) for h in target.node_hosts()}
+                schedule = waves(capacity, [(p.nodes, p.cards_per_node) for p in plans], b.max_parallel)
+            env.stdout.print(plan_table(plans, schedule))
             return
         factory = runner_factory(known_hosts, ssh_config, accept_new)
         with reg.Registry.in_state_dir(env.state_dir) as registry:
