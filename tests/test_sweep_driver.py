@@ -24,7 +24,7 @@ class StandIn:
     (NaN from step 3 for lr 1000) and waits until released or cancelled."""
 
     name = "hosts"
-    submits: list[tuple[str, tuple[str, ...]]] = []
+    submits: list[tuple[str, tuple[str, ...], str]] = []
     running: set[str] = set()
     most = 0
     gate = threading.Event()
@@ -38,7 +38,7 @@ class StandIn:
         record = self.registry.create_job(spec.name, spec.kind, meta={**(meta or {}), "lr": spec.overrides[
             "lr_schedule.learning_rate"]}, nodes=[hosts[0]], state=reg.RUNNING)
         with StandIn.lock:
-            StandIn.submits.append((record.id, hosts))
+            StandIn.submits.append((record.id, hosts, (meta or {}).get("sweep_trial")))
             StandIn.running.add(record.id)
             StandIn.most = max(StandIn.most, len(StandIn.running))
         return record
@@ -91,8 +91,10 @@ def test_trials_spread_over_the_hosts_at_most_max_parallel_and_the_nan_one_is_pr
     assert states == {0.1: "succeeded", 1000: "pruned", 0.2: "succeeded", 0.3: "succeeded", 0.4: "succeeded"}
     pruned = next(t for t in record.trials if t["state"] == "pruned")
     assert pruned["reason"] == "loss nan at step 3"
-    # the first three placed at once: a, then b (more free), then a (a tie: hostfile order)
-    assert StandIn.most <= 3 and sorted(h for _, h in StandIn.submits[:3]) == [("a",), ("a",), ("b",)]
+    # the first three placed at once: a, then b (more free), then a (a tie: hostfile order); by
+    # trial, not by submit order (a slow thread submits after a later trial's under load)
+    on = {trial: hosts for _, hosts, trial in StandIn.submits}
+    assert StandIn.most <= 3 and [on[t["trial"]] for t in record.trials[:3]] == [("a",), ("b",), ("a",)]
     rows = sw.leaderboard(record.trials, record.info)
     assert [r["params"]["learning_rate"] for r in rows] == [0.1, 0.2, 0.3, 0.4, 1000]
 
