@@ -146,3 +146,18 @@ def test_a_trial_whose_job_died_with_its_driver_mid_submit_runs_again(tmp_path):
         assert registry.get(stuck.id).state == reg.FAILED
     assert len(StandIn.submits) == 1 and again.trials[0]["state"] == "succeeded"
     assert again.trials[0]["run_id"] == StandIn.submits[0][0]
+
+
+def test_a_pruned_trials_job_left_running_by_a_killed_driver_is_cancelled_on_the_rerun(tmp_path):
+    StandIn.gate.set()
+    sweep = _sweep(tmp_path, [0.1])
+    first = _run(tmp_path, sweep, TARGET)
+    with reg.Registry(tmp_path / "r.sqlite3") as registry:
+        t = first.trials[0]
+        job = registry.create_job("drv-x", "finetune", meta={"sweep": first.id, "sweep_trial": t["trial"]},
+                                  nodes=["a"], state=reg.RUNNING)
+        registry.set_trial(first.id, t["trial"], state="pruned", run_id=job.id, reason="loss nan at step 3")
+    again = _run(tmp_path, sweep, TARGET)
+    with reg.Registry(tmp_path / "r.sqlite3") as registry:
+        assert registry.get(job.id).state == reg.CANCELLED
+    assert StandIn.submits == [] and again.trials[0]["state"] == "pruned"

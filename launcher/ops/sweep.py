@@ -299,6 +299,8 @@ class SweepDriver:
             job_id = row["run_id"] or self.registry.sweep_trial_job(sid, p.trial.id)
             if row["state"] in sw.DONE_STATES:
                 self.say(f"  {p.trial.id}: {row['state']} earlier, kept")
+                if row["state"] == "pruned" and job_id:
+                    self._finish_prune(p.trial.id, job_id)
             elif self.base.pipeline is not None:
                 todo.append(p)  # its pipeline run re-attaches a step whose job still runs, reuses a finished one
             elif job_id and self._alive_or_done(job_id):
@@ -339,6 +341,16 @@ class SweepDriver:
         self.registry.end_sweep(sid, reg.FAILED if failed == len(states) else reg.SUCCEEDED,
                                 f"{failed} trial(s) failed" if failed else None)
         return self.registry.sweep(sid)
+
+    def _finish_prune(self, tid: str, job_id: str) -> None:
+        """A pruned trial's job still running: its driver was killed between recording the prune
+        and the cancel. Cancelled now (its cards were promised to the next trial)."""
+        try:
+            if not self.registry.get(job_id).terminal:
+                self.say(f"  {tid}: pruned, its job {job_id} still running: cancelled")
+                self.engine.cancel(job_id, grace=3.0)
+        except AlaunchError as exc:
+            self.say(f"  {tid}: could not cancel job {job_id}: {exc.message}")
 
     def _alive_or_done(self, job_id: str) -> bool:
         """Whether a trial's job (from a killed driver) runs or succeeded: the engine is asked
