@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from pathlib import Path
 
 import yaml
@@ -116,14 +115,20 @@ def test_results_of_a_sweep_ranks_the_trials_in_80_columns(run_cli, monkeypatch)
     _recorded_sweep()
     code, out, err = run_cli("results", "tiny-lr")
     assert code == 0, err
-    lines = out.splitlines()
-    ranked = [line.split()[0:3] for line in lines if line[:1].isdigit()]
-    assert [r[2] for r in ranked] == ["succeeded"] * 3 + ["pruned"]
-    assert [float(line.split()[3]) for line in lines if line[:1].isdigit() and "succeeded" in line] == [2.7, 5.4, 6.5]
-    assert re.search(r"learning_rate=\s*0\.01\s", out) and _width(out) <= 80
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert [c[2] for c in cells] == ["succeeded"] * 3 + ["pruned"]
+    assert [float(c[3]) for c in cells[:3]] == [2.7, 5.4, 6.5]
+    assert [c[-1] for c in cells] == ["learning_rate=0.01", "learning_rate=0.003", "learning_rate=0.001",
+                                      "learning_rate=1000"]
+    assert _width(out) <= 80 and len(cells) == 4  # one line per trial
     assert "pruned: loss 4.68e+04 at step 9" in out
     # the best's lr (1e-2) is the template's own: only the sweep's fixed epochs differ
     assert "best 5d52c2fe against the base:\n  runner_config.epochs: 4 -> 1\n" in out
+    code, out, _ = run_cli("results", "tiny-lr", "--wide")
+    assert "card-h" in out and "81.9K" in out  # dropped first at 80 columns, whole with --wide
+    monkeypatch.setenv("COLUMNS", "50")
+    code, out, _ = run_cli("results", "tiny-lr")
+    assert "overrides" not in out.splitlines()[2] and "5d52c2fe: learning_rate=0.01" in out  # printed below
 
 
 def test_results_of_a_sweep_as_csv_and_json(run_cli):

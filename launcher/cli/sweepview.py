@@ -1,8 +1,9 @@
 """The sweep views shared by ``alaunch sweep`` (the dry run's trials) and ``alaunch results
 SWEEP`` (the leaderboard, CSV, JSON, the plot). The rows are ``core.sweep.leaderboard``'s plain
-values; only the drawing is here. Both tables fit 80 columns: the overrides are one folded
-column (``rank=8 alpha=16 ...``) rather than a column per key, whose headers and values (a
-target regex is 20 characters) made the 16-trial shape sweep 130 columns wide."""
+values; only the drawing is here. The overrides are one column (``rank=8 alpha=16 ...``)
+rather than a column per key, whose headers and values (a target regex is 20 characters) made
+the 16-trial shape sweep 130 columns wide; the dry run folds that column, the leaderboard keeps
+one line per trial (``cli/tables.py``) and prints a cut one under the table."""
 
 from __future__ import annotations
 
@@ -63,26 +64,34 @@ def plan_table(plans: Sequence[Any], schedule: Sequence[tuple[int, tuple[str, ..
     return table
 
 
-def leaderboard_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table:
+def leaderboard_table(rows: Sequence[Mapping[str, Any]], metric: str, width: int = 80, wide: bool = False) -> Table:
     """Best first: objective, final loss, steps, time, card-hours, trainable, every score, the
-    overrides (folded), the state (a pruned or failed trial's reason below the table)."""
-    from rich.table import Table
+    overrides; one line per trial at any ``width`` (``cli/tables.py``: the rank, trial, state
+    and numbers whole; trainable, then card-hours dropped first, the overrides cut last, a cut
+    one printed whole under the table by the caller: :func:`cut_overrides`)."""
+    from launcher.cli.tables import ID, KEEP, TEXT, Column, table
     scores = list(dict.fromkeys(k for r in rows for k in (r.get("scores") or {})))
-    table = Table(box=None, pad_edge=False, show_edge=False)
     loss = metric != "final_loss"  # else the objective column is the final loss already
-    heads = ["#", "trial", "state", metric if len(metric) <= 12 else "objective", *(["loss"] if loss else []),
-             "steps", "time", "card-h", "params", *scores, "overrides"]
-    for h in heads:
-        table.add_column(h, justify="left" if h in ("trial", "state", "overrides") else "right",
-                         no_wrap=h != "overrides", overflow="fold", min_width=12 if h == "overrides" else None)
+    columns = [Column("#", KEEP), Column("trial", ID), Column("state", KEEP),
+               Column(metric if len(metric) <= 12 else "objective", KEEP), *([Column("loss", KEEP)] if loss else []),
+               Column("steps", KEEP), Column("time", KEEP), Column("card-h", TEXT, 2, 6),
+               Column("params", TEXT, 1, 6), *(Column(s, KEEP) for s in scores), Column("overrides", TEXT, 9, 12)]
+    cells = []
     for i, r in enumerate(rows, 1):
         card_hours = r.get("card_hours")
-        table.add_row(str(i), r["trial"][:8], r["state"], value_text(r.get("objective")),
+        cells.append([str(i), r["trial"][:8], r["state"], value_text(r.get("objective")),
                       *([value_text(r.get("final_loss"))] if loss else []), value_text(r.get("steps")),
                       duration_text(r.get("duration_s")), "-" if card_hours is None else f"{card_hours:.2g}",
-                      count_text(r.get("trainable")),
-                      *(value_text((r.get("scores") or {}).get(s)) for s in scores), params_text(r["params"]))
-    return table
+                      count_text(r.get("trainable")), *(value_text((r.get("scores") or {}).get(s)) for s in scores),
+                      params_text(r["params"])])
+    return table(columns, cells, width, wide=wide)
+
+
+def cut_overrides(tab: Table, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The trials whose overrides the table could not show whole, with them in full."""
+    from launcher.cli.tables import cut_rows
+    full = [params_text(r["params"]) for r in rows]
+    return [f"{rows[n]['trial'][:8]}: {full[n]}" for n in cut_rows(tab, "overrides", full)]
 
 
 def reasons(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -68,12 +68,13 @@ def register(app: typer.Typer) -> None:
                                             help="Also draw the loss curves into FILE (png/svg/pdf)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
         as_csv: bool = typer.Option(False, "--csv", help="A sweep's leaderboard as CSV."),
+        wide: bool = typer.Option(False, "--wide", help="A sweep's leaderboard with every column whole."),
     ) -> None:
         """Compare runs side by side: LoRA, params, loss, EM/F1, math; or a sweep's leaderboard."""
         from launcher.metrics.runfacts import collect
 
         if len(runs) == 1 and not Path(runs[0]).is_dir() and not (DEFAULT_RUNS / runs[0]).is_dir():
-            if _sweep_results(runs[0], plot, as_json, as_csv):
+            if _sweep_results(runs[0], plot, as_json, as_csv, wide):
                 return
         facts = [collect(resolve_run_dir(r)) for r in runs]
         env = environment.current()
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
             env.stderr.print(f"plotted {n} loss curve(s) to {plot}", markup=False, highlight=False)
 
 
-def _sweep_results(ref: str, plot: Path | None, as_json: bool, as_csv: bool) -> bool:
+def _sweep_results(ref: str, plot: Path | None, as_json: bool, as_csv: bool, wide: bool = False) -> bool:
     """``alaunch results SWEEP``: the trials best first (cli/sweepview.py), the best trial's
     overrides against the base, CSV/JSON, the plot. False: ``ref`` names no sweep."""
     from launcher.cli import sweepview as view
@@ -112,7 +113,11 @@ def _sweep_results(ref: str, plot: Path | None, as_json: bool, as_csv: bool) -> 
         goal = (record.info.get("objective") or {}).get("goal", "min")
         env.stdout.print(f"sweep {record.name} ({record.state}): {len(rows)} trial(s), by {metric} ({goal})",
                          markup=False, highlight=False, soft_wrap=True)
-        env.stdout.print(view.leaderboard_table(rows, metric))
+        from launcher.cli.tables import print_table
+        tab = view.leaderboard_table(rows, metric, env.stdout.width, wide)
+        print_table(env.stdout, tab, wide=wide)
+        for line in view.cut_overrides(tab, rows):
+            env.stdout.print(line, markup=False, highlight=False, soft_wrap=True)
         for line in view.reasons(rows):
             env.stdout.print(line, markup=False, highlight=False, soft_wrap=True)
         diff = sw.best_diff(rows, record.trials, record.info.get("base_overrides") or {})
