@@ -422,3 +422,31 @@ def pipeline_detail(run: reg.PipelineRecord, needs: Mapping[str, Sequence[str]] 
                               jobs.get(s.job_id) if s.job_id else None, by_step.get(s.step, ()), now)
                     for s in run.steps]
     return row
+
+
+# ------------------------------------------------------------------ sweeps
+
+def _json_finite(value: Any) -> Any:
+    """JSON has no NaN or inf (a diverged trial's loss): they become None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_finite(v) for v in value]
+    return value
+
+
+def sweep_detail(record: reg.SweepRecord, now: dt.datetime | None = None) -> dict:
+    """The sweep page: the leaderboard's rows as ``alaunch results SWEEP`` ranks them
+    (``core.sweep.leaderboard``), each with its loss curve, and the swept keys for the scatter."""
+    from launcher.core import sweep as sw
+    rows = sw.leaderboard(record.trials, record.info)
+    curves = {t["trial"]: t.get("curve") or [] for t in record.trials}
+    for r in rows:
+        r["curve"] = curves.get(r["trial"], [])
+    keys = list(dict.fromkeys(k for r in rows for k in r["params"]))
+    return _json_finite({"id": record.id, "name": record.name, "state": record.state, "reason": record.reason,
+                    "source": record.source, "created_at": record.created_at, "ended_at": record.ended_at,
+                    "age_s": age_seconds(record.created_at, now), "objective": record.info.get("objective") or {},
+                    "keys": keys, "trials": rows})

@@ -388,6 +388,18 @@ class Dashboard:
         return event_stream(request, polled(lambda: {"type": "pipeline", "pipeline": self._pipeline_detail(ref)}),
                             LIST_PUSH_S)
 
+    # ------------------------------------------------------------------ sweeps
+    def _sweep_detail(self, ref: str) -> dict:
+        with self.hub.registry() as registry:
+            return data.sweep_detail(registry.sweep(ref))
+
+    async def sweep(self, request: Request) -> Response:
+        return await self._json(self._sweep_detail, request.path_params["sweep"])
+
+    async def sweep_stream(self, request: Request) -> Response:
+        ref = request.path_params["sweep"]
+        return event_stream(request, polled(lambda: {"type": "sweep", "sweep": self._sweep_detail(ref)}), LIST_PUSH_S)
+
     # ------------------------------------------------------------------ compare
     async def compare(self, request: Request) -> Response:
         ids = [i for part in request.query_params.getlist("ids") for i in part.split(",") if i.strip()]
@@ -426,6 +438,8 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         Route("/top", d.page), Route("/api/top", d.top), Route("/api/top/stream", d.top_stream),
         Route("/api/pipelines", d.pipelines), Route("/api/pipelines/stream", d.pipelines_stream),
         Route("/api/pipelines/{run}", d.pipeline), Route("/api/pipelines/{run}/stream", d.pipeline_stream),
+        Route("/sweeps/{sweep}", d.page), Route("/api/sweeps/{sweep}", d.sweep),
+        Route("/api/sweeps/{sweep}/stream", d.sweep_stream),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)

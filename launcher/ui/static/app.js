@@ -482,6 +482,62 @@ function topPage() {
   });
 }
 
+// ------------------------------------------------------------------ sweeps: the leaderboard, live
+// (`alaunch results SWEEP`'s rows from /api/sweeps/ID; a trial's row links to its job's page)
+function sweepScale(vals, lo, hi) {
+  const nums = vals.filter(v => typeof v === "number" && isFinite(v));
+  if (!nums.length) return () => (lo + hi) / 2;
+  let a = Math.min(...nums), b = Math.max(...nums);
+  const log = a > 0 && b > 50 * a;
+  if (log) { a = Math.log10(a); b = Math.log10(b); }
+  const span = b - a || 1;
+  return v => lo + (hi - lo) * (((log ? Math.log10(v) : v) - a) / span);
+}
+function sweepScatter(rows, key, metric) {
+  // objective against one swept key; a key of strings gets one column per value
+  const W = 260, H = 170, pts = rows.filter(r => r.objective != null);
+  const xs = pts.map(r => r.params[key]), cat = xs.some(x => typeof x !== "number");
+  const cats = cat ? [...new Set(xs.map(String))] : [];
+  const fx = cat ? (x => 30 + (W - 40) * (cats.indexOf(String(x)) + 0.5) / cats.length) : sweepScale(xs, 30, W - 10);
+  const fy = sweepScale(pts.map(r => r.objective), H - 25, 10);
+  const dots = pts.map(r => `<a href="${r.job_id ? "/jobs/" + encodeURIComponent(r.job_id) : "#"}"><circle class="sweep-dot" data-trial="${esc(r.trial)}" cx="${fx(r.params[key]).toFixed(1)}" cy="${fy(r.objective).toFixed(1)}" r="4" fill="${COLOURS[0]}"><title>${esc(r.trial.slice(0, 8))}: ${esc(key)}=${esc(fmt(r.params[key]))} ${esc(metric)}=${esc(fmt(r.objective))}</title></circle></a>`).join("");
+  return `<figure class="sweep-plot" style="display:inline-block;margin:0 12px"><svg width="${W}" height="${H}"><line x1="28" y1="${H - 22}" x2="${W - 5}" y2="${H - 22}" stroke="#cbd5e1"/>${dots}</svg>
+    <figcaption class="muted">${esc(metric)} vs ${esc(key.split(".").pop())}</figcaption></figure>`;
+}
+function sweepCurves(rows) {
+  const W = 520, H = 170, all = rows.flatMap(r => (r.curve || []).filter(p => p[1] != null));
+  if (!all.length) return "";
+  const fx = sweepScale(all.map(p => p[0]), 30, W - 10), fy = sweepScale(all.map(p => p[1]), H - 20, 10);
+  const lines = rows.map((r, i) => {
+    const pts = (r.curve || []).filter(p => p[1] != null).map(p => `${fx(p[0]).toFixed(1)},${fy(p[1]).toFixed(1)}`);
+    return pts.length ? `<polyline class="sweep-curve" data-trial="${esc(r.trial)}" fill="none" stroke-width="1.5" stroke="${COLOURS[i % COLOURS.length]}" points="${pts.join(" ")}"><title>${esc(r.trial.slice(0, 8))} (${esc(r.state)})</title></polyline>` : "";
+  }).join("");
+  return `<figure class="sweep-plot" style="display:inline-block;margin:0 12px"><svg width="${W}" height="${H}">${lines}</svg><figcaption class="muted">loss curves</figcaption></figure>`;
+}
+function sweepPage(id) {
+  main.innerHTML = `<div id="s-head"><h1>${esc(id)}</h1></div><div class="card" id="s-plots"></div>
+    <div class="card"><table id="trials"><thead></thead><tbody></tbody></table></div>`;
+  stream(`/api/sweeps/${encodeURIComponent(id)}/stream`, m => {
+    if (m.type === "error") { main.innerHTML = `<h1>${esc(id)}</h1><div class="card failure">${esc(m.error)}</div>`; return; }
+    if (m.type !== "sweep") return;
+    const s = m.sweep, metric = s.objective.metric || "objective";
+    window.__alaunch.sweep = s;
+    const counts = {};
+    s.trials.forEach(t => counts[t.state] = (counts[t.state] || 0) + 1);
+    document.getElementById("s-head").innerHTML = `<h1>${esc(s.name)} ${badge(s.state)}</h1>
+      <div class="muted" style="margin-bottom:10px">${esc(s.id)} · ${esc(s.source)} · by ${esc(metric)} (${esc(s.objective.goal || "min")}) · ${Object.entries(counts).map(([k, n]) => `${n} ${esc(k)}`).join(", ")}</div>`;
+    document.getElementById("s-plots").innerHTML = s.keys.map(k => sweepScatter(s.trials, k, metric)).join("") + sweepCurves(s.trials);
+    const scores = [...new Set(s.trials.flatMap(t => Object.keys(t.scores || {})))];
+    document.querySelector("#trials thead").innerHTML = `<tr><th>#</th><th>trial</th><th>state</th><th>${esc(metric)}</th><th>loss</th><th>steps</th><th>took</th><th>card-h</th><th>params</th>${scores.map(k => `<th>${esc(k)}</th>`).join("")}${s.keys.map(k => `<th>${esc(k.split(".").pop())}</th>`).join("")}<th>note</th></tr>`;
+    document.querySelector("#trials tbody").innerHTML = s.trials.map((t, i) => `<tr data-trial="${esc(t.trial)}" data-state="${esc(t.state)}">
+      <td>${i + 1}</td><td>${t.job_id ? `<a class="job-link" href="/jobs/${encodeURIComponent(t.job_id)}">${esc(t.trial.slice(0, 8))}</a>` : esc(t.trial.slice(0, 8))}</td>
+      <td>${badge(t.state)}</td><td class="num">${fmt(t.objective)}</td><td class="num">${fmt(t.final_loss)}</td>
+      <td class="num">${fmt(t.steps)}</td><td class="num">${dur(t.duration_s)}</td><td class="num">${fmt(t.card_hours, 2)}</td>
+      <td class="num">${fmt(t.trainable)}</td>${scores.map(k => `<td class="num">${fmt((t.scores || {})[k])}</td>`).join("")}
+      ${s.keys.map(k => `<td>${esc(fmt(t.params[k]))}</td>`).join("")}<td class="muted">${esc(t.reason || "")}</td></tr>`).join("");
+  });
+}
+
 // ------------------------------------------------------------------ router
 const path = location.pathname;
 if (path.startsWith("/jobs/")) jobPage(decodeURIComponent(path.slice(6)));
@@ -489,4 +545,5 @@ else if (path === "/compare") comparePage();
 else if (path === "/pipelines") pipelinesPage();
 else if (path === "/top") topPage();
 else if (path.startsWith("/pipelines/")) pipelinePage(decodeURIComponent(path.slice(11)));
+else if (path.startsWith("/sweeps/")) sweepPage(decodeURIComponent(path.slice(8)));
 else jobsPage();
