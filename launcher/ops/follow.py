@@ -34,6 +34,7 @@ from launcher.metrics.stragglers import StragglerWatch
 from launcher.ops import registry as reg
 from launcher.ops.follow_offsets import load_offsets, save_offsets
 from launcher.ops.follow_transport import (
+    READ_AHEAD,
     RECONNECT_BACKOFF,
     UNREACHABLE_AFTER,
     Event,
@@ -118,7 +119,7 @@ class Follower:
         self.job = JobLogs()
         self.clock = StepClock()
         self.stragglers = StragglerWatch()  # .current: read by the dashboard's hub
-        self.queue: queue.Queue[Event] = queue.Queue()
+        self.queue: queue.Queue[Event] = queue.Queue(READ_AHEAD)  # bounded: see put_bounded
         self.stop = threading.Event()
         self.nodes = {n.host: NodeView(n.host, n.node_rank) for n in record.nodes}
         self.streams: dict[str, NodeStream | PipeNode] = {}
