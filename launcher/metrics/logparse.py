@@ -23,6 +23,7 @@ Formats recognised (all taken from real logs or the installed sources):
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 from collections.abc import Callable, Iterable, Mapping
@@ -191,9 +192,15 @@ def parse_timestamp(line: str) -> datetime | None:
     if not m:
         return None
     frac = (m.group(3) or "0")[:3].ljust(3, "0")
+    second = _second(m.group(1), m.group(2))
+    return None if second is None else second + timedelta(milliseconds=int(frac))
+
+
+@functools.lru_cache(maxsize=256)
+def _second(day: str, clock: str) -> datetime | None:
+    """One second's ``datetime``: the lines of a log share few (strptime was 15 % of the follower)."""
     try:
-        return datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H:%M:%S") + \
-            timedelta(milliseconds=int(frac))
+        return datetime.strptime(f"{day} {clock}", "%Y-%m-%d %H:%M:%S")
     except ValueError:
         return None
 
