@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from launcher.errors import InputError
 from launcher.ops import registry as reg
 
 DEFAULT_SMOOTHING = 0.6  # TensorBoard's default EMA weight
@@ -171,6 +172,27 @@ def filter_rows(rows: Iterable[dict], state: str | None = None, text: str | None
             continue
         out.append(r)
     return sorted(out, key=lambda r: (r["created_at"], r["id"]), reverse=True)
+
+
+def list_query(params: Mapping[str, str], page: int, most: int = 200) -> tuple[list[str] | None, str, int, int]:
+    """The jobs list's query string -> (states or None for all, text, offset, limit): ``state``
+    is a job state, ``active`` (not finished) or ``all``; ``q`` a substring of name or id;
+    ``offset`` and ``limit`` (at most ``most``) page it."""
+    state = (params.get("state") or "all").strip()
+    if state == "all":
+        states = None
+    elif state == "active":
+        states = [s for s in reg.JOB_STATES if s not in reg.TERMINAL]
+    elif state in reg.JOB_STATES:
+        states = [state]
+    else:
+        raise InputError(f"state={state!r} is not a job state; valid: all, active, {', '.join(reg.JOB_STATES)}",
+                         key="state")
+    try:
+        offset, limit = int(params.get("offset") or 0), int(params.get("limit") or page)
+    except ValueError:
+        raise InputError("offset and limit are whole numbers", key="offset") from None
+    return states, (params.get("q") or "").strip(), max(0, offset), max(1, min(most, limit))
 
 
 def curves_dict(points: Mapping[str, Sequence[tuple[int, float]]], weight: float = DEFAULT_SMOOTHING) -> dict:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from http.cookies import SimpleCookie
 from importlib import resources
 from pathlib import Path
@@ -47,7 +48,8 @@ from launcher.ui.hub import Hub, JobWatch
 COOKIE = "alaunch_token"  # + "_<port>": see cookie_name
 HEADER = "x-alaunch-token"
 LIST_LIMIT = 200
-LIST_WATCHED = 20  # newest jobs whose logs the list reads (last loss, progress)
+LIST_PAGE = 100  # jobs per page of the list (at most LIST_LIMIT)
+LIST_WATCHED = 20  # newest running jobs of a page whose logs the list reads (last loss, progress)
 LIST_PUSH_S = 1.0
 HEARTBEAT_S = 15.0
 COMPARE_MAX = 8
@@ -154,20 +156,36 @@ def event_stream(request: Request, source: AsyncIterator[Message], tick: float) 
     return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-async def polled(read: Callable[[], Any]) -> AsyncIterator[Message]:
-    """What to read: ``read()`` (in a worker thread) every LIST_PUSH_S; how to diff: its JSON
-    text against the last one sent — only a change is yielded. The registry is the only source of
-    the jobs list and of a pipeline's step states, written by other processes (`alaunch run`,
-    `submit`), so it is looked at; a registry error is sent as an ``error`` message."""
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _now() -> dict:
+    """The server's clock, beside a pushed list: the browser counts ages from it."""
+    return {"now": time.time()}
+
+
+async def polled(read: Callable[[], Any], stamp: Callable[[], dict] | None = None) -> AsyncIterator[Message]:
+    """What to read: ``read()`` (in a worker thread, encoded there too: a big answer encoded on
+    the event loop held every page up) every LIST_PUSH_S; how to diff: its JSON text against the
+    last one sent — only a change is yielded, with ``stamp()``'s keys added (not diffed). The
+    registry is the only source of the jobs list and of a pipeline's step states, written by
+    other processes (`alaunch run`, `submit`), so it is looked at; a registry error is sent as
+    an ``error`` message."""
     last = None
+
+    def encoded() -> tuple[str, str]:
+        value = read()
+        text = json.dumps(value, default=str)
+        return text, (json.dumps({**value, **stamp()}, default=str) if stamp is not None else text)
     while True:
         try:
-            text = json.dumps(await run_in_threadpool(read), default=str)
+            text, sent = await run_in_threadpool(encoded)
         except AlaunchError as exc:
-            text = json.dumps({"type": "error", "error": exc.message})
+            text = sent = json.dumps({"type": "error", "error": exc.message})
         if text != last:
             last = text
-            yield text
+            yield sent
         await asyncio.sleep(LIST_PUSH_S)
         yield None
 
@@ -228,26 +246,40 @@ class Dashboard:
         return event_stream(request, polled(lambda: {"type": "top", **self._top()}), LIST_PUSH_S)
 
     # ------------------------------------------------------------------ jobs
-    def _rows(self) -> list[dict]:
+    def _page(self, params: Mapping[str, str]) -> dict:
+        """One page of the jobs list, filtered and counted in SQL (``Registry.page``: every job
+        findable among 10,000; the page used to filter the newest 200 itself). Only a running job
+        among the newest LIST_WATCHED on the page is followed for its progress; a finished job
+        shows what a watch already holds and is never followed just to be listed (one big recent
+        job pinned a core for a list). No ``age_s``: the browser counts ages from ``created_at``,
+        so a pushed list changes when a job does, not every second."""
+        states, text, offset, limit = data.list_query(params, LIST_PAGE)
         with self.hub.registry() as registry:
-            records = registry.list(limit=LIST_LIMIT)
+            records, total = registry.page(limit, offset, states, text)
         rows = []
         for i, r in enumerate(records):
-            w = self.hub.watch(r.id) if i < LIST_WATCHED and r.nodes else self.hub.get(r.id)
-            rows.append(data.job_row(r, w.snapshot() if w else None))
-        return rows
+            w = self.hub.watch(r.id) if i < LIST_WATCHED and r.nodes and not r.terminal else self.hub.get(r.id)
+            row = data.job_row(r, w.snapshot() if w else None)
+            row.pop("age_s")
+            rows.append(row)
+        return {"jobs": rows, "total": total, "offset": offset, "limit": limit}
 
     async def jobs(self, request: Request) -> Response:
+        """The page's rows as a JSON list; how many match in all in ``X-Total-Count``."""
+        params = dict(request.query_params)
+
+        def read() -> tuple[bytes, int]:
+            page = self._page(params)
+            return _encode(page["jobs"]), page["total"]
         try:
-            rows = await run_in_threadpool(self._rows)
-            return JSONResponse(data.filter_rows(rows, request.query_params.get("state"),
-                                                 request.query_params.get("q")))
+            body, total = await run_in_threadpool(read)
         except AlaunchError as exc:
             return _error(exc)
+        return Response(body, media_type="application/json", headers={"X-Total-Count": str(total)})
 
     async def jobs_stream(self, request: Request) -> Response:
-        return event_stream(request, polled(lambda: {"type": "jobs", "jobs": data.filter_rows(self._rows())}),
-                            LIST_PUSH_S)
+        params = dict(request.query_params)
+        return event_stream(request, polled(lambda: {"type": "jobs", **self._page(params)}, stamp=_now), LIST_PUSH_S)
 
     def _detail(self, ref: str) -> dict:
         record = self._record(ref)
@@ -259,7 +291,8 @@ class Dashboard:
         """``read(*args)`` in a worker thread as JSON; an unknown job or run is 404, another
         refusal the error's own answer."""
         try:
-            return JSONResponse(await run_in_threadpool(read, *args))
+            body = await run_in_threadpool(lambda: _encode(read(*args)))  # encoded off the event loop
+            return Response(body, media_type="application/json")
         except InputError as exc:
             return _error(exc, 404)
         except AlaunchError as exc:

@@ -35,6 +35,13 @@ function stream(url, onMessage) {
 }
 
 // ------------------------------------------------------------------ jobs list
+// The server filters, counts and pages in SQL (/api/jobs/stream?state=&q=&offset=); a pushed page
+// carries no ages: they are counted here from created_at and the server's clock ("now"), so the
+// list is re-sent when a job changes, not every second.
+const JOBS_PAGE = 100;
+let clockSkewMs = 0;  // server time - browser time, from the last pushed page
+function isoMs(iso) { return iso ? Date.parse(String(iso).replace(/(\.\d{3})\d+/, "$1")) : NaN; }
+function ageOf(iso) { const t = isoMs(iso); return isNaN(t) ? null : Math.max(0, (Date.now() + clockSkewMs - t) / 1000); }
 function jobsPage() {
   const params = new URLSearchParams(location.search);
   main.innerHTML = `<h1>Jobs</h1>
@@ -43,38 +50,58 @@ function jobsPage() {
         ${["pending","staging","queued","running","succeeded","failed","cancelled"].map(s => `<option>${s}</option>`).join("")}</select>
       <input id="f-name" placeholder="filter by name or id" value="${esc(params.get("q") || "")}">
       <button id="compare-btn" disabled>compare selected</button>
+      <button id="page-prev" disabled>&larr; newer</button><button id="page-next" disabled>older &rarr;</button>
       <span class="muted" id="count"></span>
     </div>
     <div class="card"><table id="jobs"><thead><tr><th></th><th>job</th><th>state</th><th>nodes</th><th>cards</th>
       <th>age</th><th>last loss</th><th>progress</th><th>reason</th></tr></thead><tbody></tbody></table></div>`;
   const stateSel = document.getElementById("f-state"), nameIn = document.getElementById("f-name");
   stateSel.value = params.get("state") || "all";
+  let offset = Math.max(0, Number(params.get("offset")) || 0);
   const selected = new Set();
-  let rows = [];
-  const btn = document.getElementById("compare-btn");
+  let rows = [], total = 0, es = null, loaded = false;
+  const btn = document.getElementById("compare-btn"), prev = document.getElementById("page-prev"), next = document.getElementById("page-next");
   btn.onclick = () => { location.href = "/compare?ids=" + [...selected].map(encodeURIComponent).join(","); };
   function render() {
-    const st = stateSel.value, q = nameIn.value.trim().toLowerCase();
-    const shown = rows.filter(r => (st === "all" || (st === "active" ? !["succeeded","failed","cancelled"].includes(r.state) : r.state === st))
-      && (!q || r.name.toLowerCase().includes(q) || r.id.toLowerCase().includes(q)));
-    document.getElementById("count").textContent = `${shown.length} of ${rows.length}`;
-    document.querySelector("#jobs tbody").innerHTML = shown.map(r => `<tr data-id="${esc(r.id)}" data-state="${esc(r.state)}">
+    const first = rows.length ? offset + 1 : 0;
+    document.getElementById("count").textContent = `${first}–${offset + rows.length} of ${total}`;
+    prev.disabled = offset === 0; next.disabled = offset + rows.length >= total;
+    document.querySelector("#jobs tbody").innerHTML = rows.map(r => `<tr data-id="${esc(r.id)}" data-state="${esc(r.state)}">
       <td><input type="checkbox" class="pick" value="${esc(r.id)}" ${selected.has(r.id) ? "checked" : ""}></td>
       <td><a href="/jobs/${encodeURIComponent(r.id)}">${esc(r.name)}</a><br><span class="muted">${esc(r.id)}</span></td>
       <td>${badge(r.state)}${logBadge(r)}</td><td>${esc(r.nodes.join(", "))}</td><td class="num">${fmt(r.cards)}</td>
-      <td class="num">${dur(r.age_s)}</td><td class="num last-loss">${fmt(r.last_loss)}</td>
+      <td class="num age" data-created="${esc(r.created_at)}">${dur(ageOf(r.created_at))}</td><td class="num last-loss">${fmt(r.last_loss)}</td>
       <td>${progressCell(r.progress)}</td><td class="muted">${esc(r.reason || "")}</td></tr>`).join("")
-      || `<tr><td colspan="9" class="muted">no jobs${rows.length ? " match" : " yet: alaunch submit JOB.yaml"}</td></tr>`;
+      || `<tr><td colspan="9" class="muted">${loaded ? `no jobs${total || stateSel.value !== "all" || nameIn.value ? " match" : " yet: alaunch submit JOB.yaml"}` : "loading…"}</td></tr>`;
     document.querySelectorAll(".pick").forEach(cb => cb.onchange = () => {
       cb.checked ? selected.add(cb.value) : selected.delete(cb.value);
       btn.disabled = selected.size < 2; btn.textContent = `compare selected (${selected.size})`;
     });
   }
-  stateSel.onchange = nameIn.oninput = () => {
+  function query() {
     const p = new URLSearchParams(); if (stateSel.value !== "all") p.set("state", stateSel.value);
-    if (nameIn.value) p.set("q", nameIn.value); history.replaceState(null, "", "/" + (p.toString() ? "?" + p : "")); render();
-  };
-  stream("/api/jobs/stream", m => { if (m.type === "jobs") { rows = m.jobs; render(); } });
+    if (nameIn.value.trim()) p.set("q", nameIn.value.trim()); if (offset) p.set("offset", String(offset));
+    return p;
+  }
+  function connect() {
+    const p = query();
+    history.replaceState(null, "", "/" + (p.toString() ? "?" + p : ""));
+    if (es) es.close();
+    p.set("limit", String(JOBS_PAGE));
+    es = stream("/api/jobs/stream?" + p, m => {
+      if (m.type === "error") { document.getElementById("count").textContent = m.error; return; }
+      if (m.type !== "jobs") return;
+      if (m.now) clockSkewMs = m.now * 1000 - Date.now();
+      rows = m.jobs; total = m.total; loaded = true; window.__alaunch.jobs = m; render();
+    });
+  }
+  let typing = null;
+  stateSel.onchange = () => { offset = 0; connect(); };
+  nameIn.oninput = () => { clearTimeout(typing); typing = setTimeout(() => { offset = 0; connect(); }, 250); };
+  prev.onclick = () => { offset = Math.max(0, offset - JOBS_PAGE); connect(); };
+  next.onclick = () => { offset += JOBS_PAGE; connect(); };
+  setInterval(() => document.querySelectorAll("#jobs td.age").forEach(td => td.textContent = dur(ageOf(td.dataset.created))), 1000);
+  render(); connect();
 }
 
 // ------------------------------------------------------------------ charts
