@@ -5,10 +5,12 @@ progress pushed in it; curves downsampled on the server, full resolution in a zo
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from launcher.ops import registry as reg
 from launcher.ui import data
+from launcher.ui.hub import JobWatch
 from tests.test_ui import CONFIG_A, Served, served  # noqa: F401 - the fixture server
 
 N_JOBS = 260  # more than the 200 the list used to read
@@ -72,3 +74,50 @@ def test_list_query_refuses_bad_input_in_one_line():
             assert "\n" not in str(exc)
         else:
             raise AssertionError(bad)
+
+
+def test_curves_are_downsampled_keeping_spikes_dips_and_nans_and_a_range_is_full_resolution():
+    pts = [(i, 2.0 - i / 100_000) for i in range(100_000)]
+    pts[31_337] = (31_337, 9.5)   # a spike
+    pts[77_000] = (77_000, -1.0)  # a dip
+    pts[50_001] = (50_001, float("nan"))
+    out = data.downsample(pts, 500)
+    assert len(out) <= 2 * 500 + 3 and out == sorted(out)
+    assert {(31_337, 9.5), (77_000, -1.0), pts[0], pts[-1]} <= set(out)
+    assert any(s == 50_001 for s, _ in out)
+    assert data.downsample(pts, 500, 1000, 1500) == pts[1000:1501]  # zoomed in: every point
+    curves = data.curves_dict({"h/0": pts}, buckets=500)["h/0"]
+    assert len(curves["steps"]) == len(out) and None in curves["loss"]
+
+
+def test_the_job_page_gets_its_curves_downsampled_and_a_zoomed_range(served, tmp_path):  # noqa: F811
+    with reg.Registry.in_state_dir(tmp_path / "state") as r:
+        rec = r.create_job("big", "finetune", config_text=CONFIG_A, hostfile_text="localhost slots=1\n",
+                           nodes=["localhost"], state=reg.PENDING)
+        r.set_state(rec.id, reg.FAILED, "stage failed")
+    w = served.hub.watch(rec.id)
+    w.done.wait(10)
+    with w.lock:
+        w.curves["localhost/0"] = [(i, 1.0 + (i % 7) / 10) for i in range(1, 50_001)]
+    code, _, body = served.request(f"/api/jobs/{rec.id}?points=300")
+    c = json.loads(body)["curves"]["localhost/0"]
+    assert code == 200 and len(c["steps"]) <= 602 and c["steps"][0] == 1 and c["steps"][-1] == 50_000
+    code, _, body = served.request(f"/api/jobs/{rec.id}/curves?from=100&to=399&points=300")
+    assert json.loads(body)["curves"]["localhost/0"]["steps"] == list(range(100, 400))
+    assert served.request(f"/api/jobs/{rec.id}/curves?from=x")[0] == 400
+
+
+def test_a_message_is_encoded_once_for_every_viewer_and_progress_carries_the_view():
+    from launcher.metrics.progress import ProgressView
+    w = JobWatch("j")
+    loop = asyncio.new_event_loop()
+    a, b = w.subscribe(loop), w.subscribe(loop)
+    w.line("h", 0, "plain line")
+    w.progress(ProgressView("train", 3, 10, loss=2.5))
+    loop.run_until_complete(asyncio.sleep(0))
+    got_a = [a.queue.get_nowait() for _ in range(a.queue.qsize())]
+    got_b = [b.queue.get_nowait() for _ in range(b.queue.qsize())]
+    assert [m["type"] for m in got_a] == ["line", "progress"] and all(x is y for x, y in zip(got_a, got_b, strict=True))
+    assert got_a[0].sse.startswith(b"data: {") and json.loads(got_a[0].sse[6:])["text"] == "plain line"
+    assert got_a[1]["progress"]["done"] == 3 and got_a[1]["last_loss"] == 2.5
+    loop.close()

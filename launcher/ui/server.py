@@ -43,7 +43,7 @@ from launcher.errors import AlaunchError, InputError
 from launcher.ops import registry as reg
 from launcher.ui import data
 from launcher.ui.grep import Grep
-from launcher.ui.hub import Hub, JobWatch
+from launcher.ui.hub import Frame, Hub, JobWatch
 
 COOKIE = "alaunch_token"  # + "_<port>": see cookie_name
 HEADER = "x-alaunch-token"
@@ -124,6 +124,8 @@ def _error(exc: AlaunchError, status: int = 400) -> JSONResponse:
 
 
 def _sse(message: dict | str) -> bytes:
+    if isinstance(message, Frame):
+        return message.sse  # encoded once for every viewer, on the follower's thread
     text = message if isinstance(message, str) else json.dumps(message, default=str)
     return f"data: {text}\n\n".encode()
 
@@ -259,7 +261,7 @@ class Dashboard:
         rows = []
         for i, r in enumerate(records):
             w = self.hub.watch(r.id) if i < LIST_WATCHED and r.nodes and not r.terminal else self.hub.get(r.id)
-            row = data.job_row(r, w.snapshot() if w else None)
+            row = data.job_row(r, w.snapshot(curves=False) if w else None)
             row.pop("age_s")
             rows.append(row)
         return {"jobs": rows, "total": total, "offset": offset, "limit": limit}
@@ -281,10 +283,26 @@ class Dashboard:
         params = dict(request.query_params)
         return event_stream(request, polled(lambda: {"type": "jobs", **self._page(params)}, stamp=_now), LIST_PUSH_S)
 
-    def _detail(self, ref: str) -> dict:
+    def _detail(self, ref: str, points: int = data.CURVE_POINTS) -> dict:
         record = self._record(ref)
         w = self.hub.watch(record.id) if record.nodes else None
-        return data.job_detail(record, w.snapshot() if w else None)
+        return data.job_detail(record, w.snapshot() if w else None, points=points)
+
+    def _curves(self, ref: str, points: int, lo: float | None, hi: float | None) -> dict:
+        """The loss curves between two steps (a zoomed chart), ``points`` buckets each: at full
+        resolution once the range holds fewer than ``2 * points`` points."""
+        w = self.hub.watch(self._record(ref).id)
+        with w.lock:
+            curves = {k: list(v) for k, v in w.curves.items()}
+        return {"curves": data.curves_dict(curves, buckets=points, lo=lo, hi=hi)}
+
+    @staticmethod
+    def _points(request: Request) -> int:
+        try:
+            return max(10, min(20_000, int(request.query_params.get("points") or data.CURVE_POINTS)))
+        except ValueError:
+            raise InputError("points is a whole number (buckets of the chart, about its width in pixels)",
+                             key="points") from None
 
     @staticmethod
     async def _json(read: Callable[..., Any], *args: Any) -> Response:
@@ -299,7 +317,23 @@ class Dashboard:
             return _error(exc)
 
     async def job(self, request: Request) -> Response:
-        return await self._json(self._detail, request.path_params["job"])
+        try:
+            points = self._points(request)
+        except InputError as exc:
+            return _error(exc)
+        return await self._json(self._detail, request.path_params["job"], points)
+
+    async def curves(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            points = self._points(request)
+            lo = float(q["from"]) if q.get("from") not in (None, "") else None
+            hi = float(q["to"]) if q.get("to") not in (None, "") else None
+        except InputError as exc:
+            return _error(exc)
+        except ValueError:
+            return JSONResponse({"error": "from and to are steps (numbers)"}, 400)
+        return await self._json(self._curves, request.path_params["job"], points, lo, hi)
 
     async def job_config(self, request: Request) -> Response:
         try:
@@ -399,7 +433,7 @@ class Dashboard:
         rows = {}
         for job_id, r in step_jobs.items():
             w = self.hub.watch(r.id) if (r.nodes and not r.terminal) else self.hub.get(r.id)
-            rows[job_id] = data.job_row(r, w.snapshot() if w else None)
+            rows[job_id] = data.job_row(r, w.snapshot(curves=False) if w else None)
         return data.pipeline_detail(run, needs, rows, [r for r in recent if r.meta.get("pipeline") == run.id])
 
     async def pipelines(self, request: Request) -> Response:
@@ -450,7 +484,8 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         Route("/", d.page), Route("/jobs/{job}", d.page), Route("/compare", d.page),
         Route("/api/jobs", d.jobs), Route("/api/jobs/stream", d.jobs_stream),
         Route("/api/jobs/{job}", d.job), Route("/api/jobs/{job}/config", d.job_config),
-        Route("/api/jobs/{job}/logs", d.logs), Route("/api/jobs/{job}/events", d.job_events),
+        Route("/api/jobs/{job}/logs", d.logs), Route("/api/jobs/{job}/curves", d.curves),
+        Route("/api/jobs/{job}/events", d.job_events),
         Route("/api/jobs/{job}/cancel", d.cancel, methods=["POST"]),
         Route("/api/jobs/{job}/fetch", d.fetch, methods=["POST"]),
         Route("/api/compare", d.compare),

@@ -105,7 +105,7 @@ function jobsPage() {
 }
 
 // ------------------------------------------------------------------ charts
-function makeChart(el, title, seriesNames, height = 300) {
+function makeChart(el, title, seriesNames, height = 300, onZoomX = null) {
   const series = [{ label: "step" }];
   seriesNames.forEach((s, i) => {
     const c = s.colour || COLOURS[i % COLOURS.length];
@@ -114,6 +114,7 @@ function makeChart(el, title, seriesNames, height = 300) {
   });
   return new uPlot({ title, width: Math.max(320, el.clientWidth - 10), height, series,
                      scales: { x: { time: false } }, axes: [{ label: "step" }, { label: "loss" }],
+                     hooks: onZoomX ? { setScale: [(u, key) => { if (key === "x") onZoomX(u); }] } : {},
                      legend: { live: true } }, [[]].concat(seriesNames.map(() => [])), el);
 }
 function joined(curves, smoothKey) {
@@ -226,8 +227,8 @@ function jobPage(id) {
   }
   function renderChart() {
     const keys = Object.keys(curves);
-    const w = Number(smoothIn.value);
-    const list = keys.map(k => ({ steps: curves[k].steps, loss: curves[k].loss, smooth: ema(curves[k].loss, w) }));
+    const w = Number(smoothIn.value), shown = zoom ? zoom.curves : curves;
+    const list = keys.map(k => { const c = shown[k] || { steps: [], loss: [] }; return { steps: c.steps, loss: c.loss, smooth: ema(c.loss, w) }; });
     const sig = keys.join("|") + rawCb.checked;
     const el = document.getElementById("chart");
     if (!keys.length) { el.innerHTML = '<div class="muted">no loss lines yet</div>'; chart = null; chartKeys = ""; return; }
@@ -235,9 +236,26 @@ function jobPage(id) {
       el.innerHTML = ""; chartKeys = sig;
       const names = []; keys.forEach((k, i) => { const colour = COLOURS[i % COLOURS.length];
         names.push({ label: k + " raw", raw: true, show: rawCb.checked, colour }); names.push({ label: k + " smoothed", colour }); });
-      chart = makeChart(el, "", names);
+      chart = makeChart(el, "", names, 300, zoomed);
+      chart.over.addEventListener("dblclick", () => setTimeout(() => { zoom = null; zoomSeq++; renderChart(); }, 0));
     }
-    chart.setData(joined(list, "smooth"));
+    settingData = true;
+    try { chart.setData(joined(list, "smooth"), !zoom); } finally { settingData = false; }
+  }
+  // zoom: the server sends each curve downsampled to the chart's width (min/max per pixel); a
+  // dragged range is asked for again (/curves?from=&to=), at full resolution once it is narrow
+  let zoom = null, zoomSeq = 0, settingData = false;
+  function chartPoints() { return Math.max(200, Math.round(document.getElementById("chart").clientWidth || 1000)); }
+  function zoomed(u) {
+    if (settingData) return;
+    const min = u.scales.x.min, max = u.scales.x.max, all = Object.values(curves).filter(c => c.steps.length);
+    if (min == null || max == null || !all.length) return;
+    const lo = Math.min(...all.map(c => c.steps[0])), hi = Math.max(...all.map(c => c.steps[c.steps.length - 1]));
+    if (min <= lo && max >= hi) return;
+    const mine = ++zoomSeq;
+    api(`/api/jobs/${encodeURIComponent(id)}/curves?` + new URLSearchParams({ from: String(Math.floor(min)), to: String(Math.ceil(max)), points: String(chartPoints()) }))
+      .then(r => { if (mine !== zoomSeq) return; zoom = { min, max, curves: r.curves }; window.__alaunch.zoom = zoom; renderChart(); })
+      .catch(() => {});
   }
   let chartQueued = false;
   function queueChart() { if (!chartQueued) { chartQueued = true; requestAnimationFrame(() => { chartQueued = false; renderChart(); }); } }
@@ -282,7 +300,7 @@ function jobPage(id) {
   async function refresh() {
     const mine = ++refreshSeq;
     let d;
-    try { d = await api(`/api/jobs/${encodeURIComponent(id)}`); }
+    try { d = await api(`/api/jobs/${encodeURIComponent(id)}?points=${chartPoints()}`); }
     catch (e) { if (mine === refreshSeq) main.innerHTML = `<div class="card failure">${esc(e.message)}</div>`; return; }
     if (mine !== refreshSeq) return;
     detail = d; renderHead(); renderSide();
@@ -294,11 +312,17 @@ function jobPage(id) {
       if (wanted(m)) { pending.push(m); if (pending.length === 1) requestAnimationFrame(() => { appendLines(pending); pending = []; }); }
     } else if (m.type === "loss") {
       const c = curves[m.stream] || (curves[m.stream] = { steps: [], loss: [] });
-      if (c.steps.includes(m.step)) return;  // already in the first load
+      // already in the first load (downsampled: not every step of it is there; steps only grow)
+      if (c.steps.length && m.step <= c.steps[c.steps.length - 1]) return;
       c.steps.push(m.step); c.loss.push(m.loss);
       window.__alaunch.lossArrivals.push({ stream: m.stream, step: m.step, loss: m.loss, t: Date.now() });
       const hl = document.getElementById("h-loss"); if (hl) hl.textContent = fmt(m.loss);
       queueChart();
+    } else if (m.type === "progress" && detail) {
+      // pushed with the view: no re-fetch of the whole job for a moving bar
+      detail.progress = m.progress; if (m.last_loss != null) detail.last_loss = m.last_loss; renderHead();
+    } else if (m.type === "note" && detail) {
+      detail.notes.push(m.text); renderSide();
     } else if (m.type === "resync") { location.reload(); }
     else if (m.type !== "hello") queueRefresh();
   }
