@@ -698,7 +698,7 @@ class Registry:
             return [self._load(r[0]) for r in c.execute(sql, args).fetchall()]
 
     def page(self, limit: int = 50, offset: int = 0, states: Iterable[str] | None = None,
-             text: str | None = None) -> tuple[list[JobRecord], int]:
+             text: str | None = None) -> tuple[builtins.list[JobRecord], int]:
         """One page of jobs, newest first, and how many match in all: in ``states`` (if given)
         and whose name or id contains ``text`` (case-insensitive). Why: the dashboard read the
         newest 200 and filtered them itself, so among 10,000 jobs the older ones could not be
