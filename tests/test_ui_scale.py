@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from launcher.ops import registry as reg
 from launcher.ui import data
@@ -121,3 +122,22 @@ def test_a_message_is_encoded_once_for_every_viewer_and_progress_carries_the_vie
     assert got_a[0].sse.startswith(b"data: {") and json.loads(got_a[0].sse[6:])["text"] == "plain line"
     assert got_a[1]["progress"]["done"] == 3 and got_a[1]["last_loss"] == 2.5
     loop.close()
+
+
+def test_a_finished_watch_nobody_needs_is_let_go_without_another_page_asking(tmp_path, monkeypatch):
+    import launcher.ui.hub as hub_mod
+    from launcher.ui.hub import Hub
+    monkeypatch.setattr(hub_mod, "IDLE_S", 0.2)
+    with reg.Registry.in_state_dir(tmp_path) as r:
+        rec = r.create_job("gone", "finetune", config_text=CONFIG_A, hostfile_text="localhost slots=1\n",
+                           nodes=["localhost"], state=reg.PENDING)
+        r.set_state(rec.id, reg.FAILED, "stage failed")
+    hub = Hub(tmp_path)
+    w = hub.watch(rec.id)
+    assert w.done.wait(10)
+    deadline = time.monotonic() + 10  # a bound for a hang: the reaper looks every IDLE_S / 4
+    while hub.get(rec.id) is not None and time.monotonic() < deadline:
+        with hub._lock:
+            w.touched = 0.0
+        time.sleep(0.05)
+    assert hub.get(rec.id) is None

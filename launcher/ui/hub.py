@@ -37,7 +37,7 @@ from launcher.ui.data import progress_dict, stream_key
 MAX_LINES = 20_000  # lines kept in memory per job for the viewer (the host keeps them all)
 MAX_BYTES = 16 * 2**20  # and at most this much of their text: 20,000 lines of a 1 MiB dump were 20 GB
 MAX_LINE = 16 * 2**10  # one line's text kept for the page; the rest is counted ("... N more bytes")
-IDLE_S = 300.0  # a finished job's watch nobody looked at for this long is let go (read again if asked)
+IDLE_S = 60.0  # a finished job's watch no page subscribes to nor asked for this long is let go (read again if asked)
 QUEUE_SIZE = 2_000  # per viewer; a viewer that falls this far behind is dropped and resyncs
 START_POLL_S = 1.0  # how often a job not running yet (pending/staging/queued) is looked at
 WAITING = (reg.PENDING, reg.STAGING, reg.QUEUED)
@@ -96,7 +96,8 @@ class JobWatch:
         self.notes: list[str] = []
         self.failure: Failure | None = None  # explained (cause, hint) on the follower's thread
         self.streams_status: list[dict] = []  # per rank at the end: ok | incomplete | failed (what the log shows)
-        self.follower: Follower | None = None  # read for its first failure while it runs
+        self.follower: Follower | None = None  # read for its first failure while it runs; dropped at its end
+        self.stragglers: list = []  # the follower's last word on stragglers, kept when it is dropped
         self.following = False
         self.done = threading.Event()
         self.error: str | None = None
@@ -245,7 +246,7 @@ class JobWatch:
                     "notes": list(self.notes) + ([f"follower: {self.error}"] if self.error else []),
                     "failure": self.failure,
                     "stragglers": [asdict(s) | {"text": s.text()}
-                                   for s in (self.follower.stragglers.current if self.follower else [])],
+                                   for s in (self.follower.stragglers.current if self.follower else self.stragglers)],
                     "streams": sorted({stream_key(ln["host"], ln["rank"]) for ln in self.lines
                                        if ln.get("role") != "msrun"}),
                     "stream_status": [dict(x) for x in self.streams_status],
@@ -280,6 +281,7 @@ class Hub:
         self.connect = connect
         self._watches: dict[str, JobWatch] = {}
         self._lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
 
     def registry(self) -> reg.Registry:
         """A registry connection of the caller's own (sqlite connections are not shared across threads)."""
@@ -304,10 +306,19 @@ class Hub:
                 del self._watches[j]
         return idle
 
+    def _reap(self) -> None:
+        """Let idle watches go even when no page asks for another (two 1M-line jobs held 1.35 GB)."""
+        while True:
+            time.sleep(IDLE_S / 4)
+            self.release_idle()
+
     def watch(self, job_id: str) -> JobWatch:
         """The job's watch, starting its follower the first time it is asked for."""
         self.release_idle()
         with self._lock:
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="ui-reaper", daemon=True)
+                self._reaper.start()
             w = self._watches.get(job_id)
             if w is not None:
                 w.touched = time.monotonic()
@@ -341,5 +352,8 @@ class Hub:
         except Exception as exc:  # the dashboard stays up; the page shows why this job has no logs
             w.error = f"{type(exc).__name__}: {exc}"
         finally:
+            follower, w.follower = w.follower, None  # its parsed logs (every loss point) are not needed now
+            if follower is not None:
+                w.stragglers = follower.stragglers.current
             w.done.set()
             w._publish({"type": "end"})
