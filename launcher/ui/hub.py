@@ -352,8 +352,8 @@ class Hub:
         except Exception as exc:  # the dashboard stays up; the page shows why this job has no logs
             w.error = f"{type(exc).__name__}: {exc}"
         finally:
-            follower, w.follower = w.follower, None  # its parsed logs (every loss point) are not needed now
-            if follower is not None:
-                w.stragglers = follower.stragglers.current
+            ended, w.follower = w.follower, None  # its parsed logs (every loss point) are not needed now
+            if ended is not None:
+                w.stragglers = ended.stragglers.current
             w.done.set()
             w._publish({"type": "end"})
