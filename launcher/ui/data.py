@@ -64,7 +64,16 @@ def age_seconds(iso: str | None, now: dt.datetime | None = None) -> float | None
 
 
 def cards(record: reg.JobRecord) -> int | None:
-    """Cards (processes) of the job: the sum of the hostfile's slots of its nodes."""
+    """Cards the job was given: its ranks (one process per card, the plan's ``ranks`` per node
+    as submit recorded them), else the cards claimed per host (``devices``), else, for a
+    record with neither, the hostfile's slots of its nodes. Why: the hostfile's slots said 16
+    for a 2-node x 1-card job."""
+    ranks = record.meta.get("ranks")
+    if isinstance(ranks, Mapping) and ranks:
+        return sum(len(v) for v in ranks.values() if isinstance(v, list)) or None
+    devices = record.meta.get("devices")
+    if isinstance(devices, Mapping) and devices:
+        return sum(len(v) for v in devices.values() if isinstance(v, list)) or None
     from launcher.core.hostfile import parse_hostfile
     try:
         hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
@@ -92,6 +101,9 @@ def node_state(node: reg.NodeRecord, record: reg.JobRecord, view: Mapping[str, A
     view = view or {}
     if record.state == reg.QUEUED and node.pid is None:
         return "queued", record.reason or ""
+    if record.terminal and node.state in (reg.PENDING, reg.STAGING, reg.QUEUED) and node.pid is None:
+        # a job refused or cancelled before it started here: nothing is pending on this node
+        return "not started", f"the job ended {record.state} before this node started"
     if not record.terminal:
         if view.get("state") == "unreachable":
             return "unreachable", view.get("label") or "unreachable"
@@ -296,9 +308,23 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: tree}
 
 
+JOB_DIR = "<job dir>"
+JOB_ID = "<job id>"
+
+
+def normalised_config(record: reg.JobRecord) -> str:
+    """The job's config with its own job dirs and id replaced by placeholders, so two jobs'
+    configs differ only where their settings do (output_dir, load paths and the like hold the
+    job's own dir: the diff listed only those)."""
+    text = record.config_text
+    for d in sorted({n.job_dir for n in record.nodes if n.job_dir}, key=len, reverse=True):
+        text = text.replace(d.rstrip("/"), JOB_DIR)
+    return text.replace(record.id, JOB_ID) if record.id else text
+
+
 def config_changes(a_text: str, b_text: str) -> list[dict]:
-    """Keys whose values differ between two rendered configs (paths that only hold the job id,
-    e.g. output_dir, differ too: they are shown, as they are real differences)."""
+    """Keys whose values differ between two rendered configs (compare passes them through
+    :func:`normalised_config`)."""
     try:
         a, b = flatten(yaml.safe_load(a_text) or {}), flatten(yaml.safe_load(b_text) or {})
     except yaml.YAMLError:
@@ -350,9 +376,25 @@ def compare(records: Sequence[reg.JobRecord], lives: Sequence[Mapping[str, Any]]
                                                          "loss": [_finite(p[1]) for p in lead[1]],
                                                          "smooth": [_finite(v) for v in ema([p[1] for p in lead[1]])]},
                      "scores": scores_dict(f)})
-    diffs = [{"a": base.id, "b": r.id, "changes": config_changes(base.config_text, r.config_text),
-              "diff": config_diff(base.config_text, r.config_text, base.id, r.id)} for r in records[1:]]
+    texts = {r.id: normalised_config(r) for r in records}
+    diffs = [{"a": base.id, "b": r.id, "changes": config_changes(texts[base.id], texts[r.id]),
+              "diff": config_diff(texts[base.id], texts[r.id], base.id, r.id),
+              "placeholders": {JOB_DIR: "each job's own directory", JOB_ID: "each job's own id"}}
+             for r in records[1:]]
     return {"jobs": jobs, "diffs": diffs}
+
+
+PREDICTIONS_SHOWN = 50
+
+
+def predictions_page(items: Sequence[Mapping[str, Any]], q: str | None = None,
+                     limit: int = PREDICTIONS_SHOWN) -> dict:
+    """A predict or eval job's predictions ({i, prediction, reference?}) whose text contains
+    ``q`` (case-insensitive), the first ``limit`` of them, and how many there are and match."""
+    needle = (q or "").strip().lower()
+    hits = [it for it in items if not needle or needle in str(it.get("prediction", "")).lower()
+            or needle in str(it.get("reference") or "").lower()]
+    return {"total": len(items), "matches": len(hits), "items": [dict(it) for it in hits[:max(1, limit)]]}
 
 
 def log_filter(lines: Iterable[dict], *, rank: int | None = None, node: str | None = None,

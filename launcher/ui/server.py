@@ -371,6 +371,85 @@ class Dashboard:
             return _error(exc, 404)
         return event_stream(request, pushed(self.hub.watch(record.id)), HEARTBEAT_S)
 
+    # ------------------------------------------------------------------ predictions
+    def _eval_pairs_from_watch(self, record: reg.JobRecord) -> tuple[list, str | None]:
+        """An eval job not fetched: the ``pred is:`` / ``label is:`` pairs of its lowest rank's
+        lines the follower holds (the last MAX_LINES of them); a batch cut at the buffer's start
+        or still being written is left out."""
+        from launcher.metrics import predictions as pr
+        w = self.hub.watch(record.id)
+        if record.terminal:
+            w.done.wait(10)
+        lines = [ln for ln in w.lines_since(-1) if ln.get("rank") is not None and ln.get("role") != "msrun"]
+        if not lines:
+            return [], None
+        lowest = min(ln["rank"] for ln in lines)
+        text = "\n".join(ln["text"] for ln in lines if ln["rank"] == lowest)
+        if not pr.looks_like_eval_log(text):
+            return [], None
+        source = f"rank {lowest}'s log as followed here"
+        try:
+            return pr.parse_eval_log(text, source), source
+        except InputError:  # the first or last batch is cut: the whole ones before it
+            head = text[:text.rfind(pr.PRED_MARK)]
+            try:
+                return pr.parse_eval_log(head, source), source
+            except InputError:
+                return [], source
+
+    def _predictions(self, ref: str, q: str | None, limit: int) -> dict:
+        """A predict or eval job's predictions, first ``limit`` matching ``q``, and its score:
+        from the fetched run (``text_generation_result.txt``, else an eval log's pairs;
+        ``scores.json`` as ``score --save`` wrote it), else an eval job's pairs from its log as
+        followed here (EM/F1 computed from them as ``score squad`` does)."""
+        from launcher.metrics import predictions as pr
+        from launcher.metrics import squad
+        from launcher.metrics.runfacts import collect
+        record = self._record(ref)
+        run_dir = self.runs_dir / record.id
+        texts: list[str] = []
+        pairs: list = []
+        source = error = None
+        try:
+            if run_dir.is_dir():
+                generated = sorted(run_dir.rglob("text_generation_result*.txt"))
+                if generated:
+                    source = str(generated[0])
+                    texts = pr.parse_generation_result(pr.read_text(generated[0]), source)
+                else:
+                    for path in sorted(run_dir.rglob("*.log")):
+                        text = pr.read_text(path)
+                        if pr.looks_like_eval_log(text):
+                            source = str(path)
+                            pairs = pr.parse_eval_log(text, source)
+                            break
+            if not texts and not pairs and record.nodes and record.kind == "eval":
+                pairs, source = self._eval_pairs_from_watch(record)
+        except InputError as exc:
+            error = exc.message
+        items = ([{"i": i + 1, "prediction": t} for i, t in enumerate(texts)] if texts else
+                 [{"i": i + 1, "prediction": p.prediction, "reference": p.reference, "line": p.line}
+                  for i, p in enumerate(pairs)])
+        score = None
+        if pairs:
+            sq = squad.score((p.prediction, p.reference) for p in pairs)
+            score = {"em": sq.em, "f1": sq.f1, "count": sq.count}
+        hint = None
+        if not items and error is None:
+            hint = ("fetch the job (fetch logs) to read its predictions" if not run_dir.is_dir() else
+                    f"no text_generation_result.txt or eval log with `{pr.PRED_MARK}` lines in {run_dir}")
+        saved = data.scores_dict(collect(run_dir)) if run_dir.is_dir() else None
+        return {"kind": record.kind, "source": source, **data.predictions_page(items, q, limit),
+                "score": score, "scores": saved, "hint": hint, "error": error}
+
+    async def predictions(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            limit = max(1, min(1000, int(q.get("limit") or data.PREDICTIONS_SHOWN)))
+        except ValueError:
+            return JSONResponse({"error": "limit is a whole number"}, 400)
+        return await self._json(self._predictions, request.path_params["job"], q.get("q"), limit)
+
     # ------------------------------------------------------------------ actions
     async def cancel(self, request: Request) -> Response:
         def run() -> dict:
@@ -485,7 +564,7 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         Route("/api/jobs", d.jobs), Route("/api/jobs/stream", d.jobs_stream),
         Route("/api/jobs/{job}", d.job), Route("/api/jobs/{job}/config", d.job_config),
         Route("/api/jobs/{job}/logs", d.logs), Route("/api/jobs/{job}/curves", d.curves),
-        Route("/api/jobs/{job}/events", d.job_events),
+        Route("/api/jobs/{job}/events", d.job_events), Route("/api/jobs/{job}/predictions", d.predictions),
         Route("/api/jobs/{job}/cancel", d.cancel, methods=["POST"]),
         Route("/api/jobs/{job}/fetch", d.fetch, methods=["POST"]),
         Route("/api/compare", d.compare),

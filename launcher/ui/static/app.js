@@ -132,7 +132,8 @@ function jobPage(id) {
   main.innerHTML = `<div id="head"></div>
     <div class="grid2">
       <div>
-        <div class="card"><div class="filters"><b>loss per rank</b>
+        <div class="card" id="preds-card" hidden></div>
+        <div class="card" id="loss-card"><div class="filters"><b>loss per rank</b>
           <label>smoothing <input id="smooth" type="range" min="0" max="0.99" step="0.01" value="0.6"></label>
           <span id="smooth-v" class="muted">0.6</span><label><input id="show-raw" type="checkbox" checked> raw</label></div>
           <div id="chart" class="chart"></div></div>
@@ -334,9 +335,46 @@ function jobPage(id) {
     await Promise.race([subscribed, new Promise(res => setTimeout(res, 3000))]);
     await refresh();
     curves = {}; Object.entries(detail.curves).forEach(([k, c]) => curves[k] = { steps: [...c.steps], loss: [...c.loss] });
-    renderChart(); await loadLogs();
+    renderChart();
+    if (["predict", "eval"].includes(detail.kind)) predictionsCard(id, () => Object.keys(curves).length > 0);
+    await loadLogs();
     ready = true; early.forEach(handle); early = [];
   })();
+}
+
+// ------------------------------------------------------------------ predictions (a predict or eval job's page)
+// Its predictions (the first 50 matching the search, /api/jobs/ID/predictions?q=) and its score
+// take the place of the loss chart, which such a job never draws.
+function predictionsCard(id, hasCurves) {
+  const card = document.getElementById("preds-card");
+  if (!hasCurves()) document.getElementById("loss-card").hidden = true;
+  card.hidden = false;
+  card.innerHTML = `<div class="filters"><b>predictions</b><input id="p-q" placeholder="search predictions">
+    <span class="muted" id="p-count"></span></div><div id="p-score"></div><div id="p-list" class="preds"></div>`;
+  const qIn = document.getElementById("p-q");
+  let seq = 0, timer = null;
+  async function load() {
+    const mine = ++seq;
+    let r;
+    try { r = await api(`/api/jobs/${encodeURIComponent(id)}/predictions?` + new URLSearchParams({ q: qIn.value })); }
+    catch (e) { if (mine === seq) document.getElementById("p-list").textContent = e.message; return; }
+    if (mine !== seq) return;
+    window.__alaunch.predictions = r;
+    const saved = r.scores || {}, sc = r.score;
+    const parts = [];
+    if (sc) parts.push(`EM <b>${fmt(sc.em)}</b> F1 <b>${fmt(sc.f1)}</b> over ${sc.count} example(s) <span class="muted">(from the log's pairs)</span>`);
+    if (saved.em != null) parts.push(`saved: EM <b>${fmt(saved.em)}</b> F1 <b>${fmt(saved.f1)}</b>`);
+    if (saved.math_accuracy != null) parts.push(`math accuracy <b>${fmt(100 * saved.math_accuracy, 3)}%</b> (${saved.math_correct}/${saved.math_total})`);
+    document.getElementById("p-score").innerHTML = parts.length ? `<div class="facts" id="p-scores">${parts.map(x => `<div>${x}</div>`).join("")}</div>` : "";
+    document.getElementById("p-count").textContent = r.total ? `${r.items.length} shown of ${r.matches} matching, ${r.total} in all` : "";
+    document.getElementById("p-list").innerHTML = r.error ? `<div class="failure">${esc(r.error)}</div>`
+      : r.items.length ? `<table id="p-table"><thead><tr><th>#</th><th>prediction</th>${r.items.some(x => x.reference != null) ? "<th>reference</th>" : ""}</tr></thead><tbody>`
+        + r.items.map(x => `<tr><td class="num">${x.i}</td><td><pre class="pred">${esc(x.prediction)}</pre></td>${x.reference != null ? `<td><pre class="pred">${esc(x.reference)}</pre></td>` : ""}</tr>`).join("")
+        + `</tbody></table>${r.source ? `<div class="muted">from ${esc(r.source)}</div>` : ""}`
+      : `<div class="muted">${esc(r.hint || "no predictions" + (qIn.value ? " match" : ""))}</div>`;
+  }
+  qIn.oninput = () => { clearTimeout(timer); timer = setTimeout(load, 250); };
+  load();
 }
 
 // ------------------------------------------------------------------ compare
