@@ -242,6 +242,7 @@ function jobPage(id) {
     }
     settingData = true;
     try { chart.setData(joined(list, "smooth"), !zoom); } finally { settingData = false; }
+    window.__alaunch.chart = chart;
   }
   // zoom: the server sends each curve downsampled to the chart's width (min/max per pixel); a
   // dragged range is asked for again (/curves?from=&to=), at full resolution once it is narrow
