@@ -141,3 +141,26 @@ def test_a_finished_watch_nobody_needs_is_let_go_without_another_page_asking(tmp
             w.touched = 0.0
         time.sleep(0.05)
     assert hub.get(rec.id) is None
+
+
+def test_log_grep_searches_the_whole_log_on_the_host_not_the_lines_held_here(served, tmp_path):  # noqa: F811
+    """30,000 lines, more than the 20,000 the watch holds: the first line is still found."""
+    root = tmp_path / "wd" / "job"
+    (root / "msrun_log").mkdir(parents=True)
+    (root / "state").mkdir()
+    (root / "state" / "exit_code").write_text("0\n")
+    lines = ["needle-at-the-start"] + [f"filler {i}" for i in range(30_000)] + ["needle-at-the-end"]
+    (root / "msrun_log" / "worker_0.log").write_text("\n".join(lines) + "\n")
+    with reg.Registry.in_state_dir(tmp_path / "state") as r:
+        rec = r.create_job("big", "finetune", config_text=CONFIG_A, hostfile_text="localhost slots=1\n",
+                           nodes=[("localhost", str(root))], state=reg.PENDING)
+        r.set_state(rec.id, reg.FAILED, "stopped")
+    w = served.hub.watch(rec.id)
+    assert w.done.wait(60)
+    assert not any("needle-at-the-start" in ln["text"] for ln in w.lines_since(-1))  # gone from the buffer
+    code, _, body = served.request(f"/api/jobs/{rec.id}/logs?grep=needle")
+    got = json.loads(body)
+    assert code == 200 and got["whole_log"] is True
+    assert [(ln["text"], ln["line"], ln["rank"]) for ln in got["lines"]] == [
+        ("needle-at-the-start", 1, 0), ("needle-at-the-end", 30_002, 0)]
+    assert served.request(f"/api/jobs/{rec.id}/logs?grep=(")[0] == 400

@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from launcher.core.hostfile import Host
+from launcher.core.layout import JobLayout
 from launcher.errors import AlaunchError
 from launcher.metrics.logparse import Failure, JobLogs
 from launcher.metrics.progress import ProgressView, StepClock, build_view, lead_state
 from launcher.metrics.stragglers import StragglerWatch
 from launcher.ops import registry as reg
+from launcher.ops.fanout import run_parallel
 from launcher.ops.follow_offsets import load_offsets, save_offsets
 from launcher.ops.follow_transport import (
     READ_AHEAD,
@@ -48,6 +50,46 @@ from launcher.runners import CommandRunner
 
 GANG_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping the other nodes
 DRAIN_AFTER_STOP = 8.0  # seconds to keep reading the nodes' last lines after a gang stop
+
+
+GREP_TIMEOUT = 20.0  # seconds a host may grep its logs (its script ends itself then too)
+
+
+def grep_job(record: reg.JobRecord, runner_for: Callable[[Host], CommandRunner], hosts: dict[str, Host],
+             pattern: str, *, limit: int = 2000, rank: int | None = None,
+             timeout: float = GREP_TIMEOUT) -> list[dict]:
+    """Every node greps the whole of the logs the follower reads (``remote/follow.py``'s GREP,
+    each node its own ranks, as :class:`Follower` splits them): the lines matching ``pattern``,
+    as {host, rank, role, line, text}, by host, rank and line number, the last ``limit`` of
+    each file. Why: the dashboard grepped the 20,000 lines it holds, not the log. A node that
+    fails raises its :class:`~launcher.errors.RemoteError` (the caller falls back)."""
+    pythons = record.meta.get("pythons") or {}
+    nodes = [n for n in record.nodes if n.job_dir]
+
+    def one(node: reg.NodeRecord) -> list[dict]:
+        runner = runner_for(hosts[node.host]).using(pythons.get(node.host))
+        req: dict[str, Any] = {"op": "grep", "root": node.job_dir, "pattern": pattern, "limit": limit,
+                               "timeout": int(timeout)}
+        state_rank = node.node_rank if record.meta.get("state_per_node", True) else None
+        if state_rank is not None:
+            req.update(state=JobLayout(node.job_dir).node_state(state_rank), scheduler=state_rank == 0)
+        ranks = (record.meta.get("ranks") or {}).get(str(node.node_rank))
+        if ranks is not None:
+            req["ranks"] = [str(r) for r in ranks]
+        if rank is not None:
+            req["rank"] = str(rank)
+        got = runner.call("follow", req, timeout=timeout + 5, what="grep of the job's logs")
+        return [{"host": node.host, "rank": int(f["rank"]) if f["rank"] else None, "role": f["role"],
+                 "line": n, "text": text} for f in got["files"] for n, text in f["lines"]]
+
+    results = run_parallel(nodes, one)
+    out: list[dict] = []
+    for node in nodes:
+        got = results[node]
+        if isinstance(got, BaseException):
+            raise got
+        out.extend(got)
+    return sorted(out, key=lambda x: (x["host"], x["rank"] is None, x["rank"] or 0, x["role"], x["line"]))
 
 
 class Sink(Protocol):

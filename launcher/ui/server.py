@@ -352,17 +352,40 @@ class Dashboard:
             return JSONResponse({"error": "rank, after and limit are integers"}, 400)
         pattern = q.get("grep") or None
 
-        def read() -> dict:  # sqlite and the user's regex run in a worker thread, never on the loop
-            w = self.hub.watch(self._record(request.path_params["job"]).id)
+        def read() -> bytes:  # sqlite and the user's regex run in a worker thread, never on the loop
+            record = self._record(request.path_params["job"])
+            w = self.hub.watch(record.id)
+            note = None
+            if pattern and any(n.job_dir for n in record.nodes):
+                Grep.check(pattern)
+                try:
+                    found = self._grep_hosts(record, pattern, rank, limit)
+                    return _encode({"lines": data.log_filter(found, node=q.get("node") or None, limit=limit),
+                                    "seq": w.seq, "whole_log": True})
+                except AlaunchError as exc:
+                    note = (f"grep on the hosts failed ({exc.message}); the matching lines among the last "
+                            "lines held here instead")
             lines = data.log_filter(w.lines_since(-1), rank=rank, node=q.get("node") or None,
                                     after=after, limit=None if pattern else limit)
             if pattern:
                 lines = [lines[i] for i in self.grep.matching(pattern, [ln["text"] for ln in lines])][-limit:]
-            return {"lines": lines, "seq": w.seq}
+            return _encode({"lines": lines, "seq": w.seq, "whole_log": False, "note": note})
         try:
-            return JSONResponse(await run_in_threadpool(read))
+            return Response(await run_in_threadpool(read), media_type="application/json")
         except InputError as exc:
             return _error(exc, 404 if exc.key != "grep" else 400)
+
+    def _grep_hosts(self, record: reg.JobRecord, pattern: str, rank: int | None, limit: int) -> list[dict]:
+        """``pattern`` over the whole of the job's logs, on its hosts (``ops.follow.grep_job``)."""
+        from launcher.core.hostfile import parse_hostfile
+        from launcher.ops.engines import log_view
+        from launcher.ops.follow import grep_job
+        with self.hub.registry() as registry:
+            conn = self.hub.connect(registry, self.hub.state_dir, record)
+        view = log_view(record)
+        hosts = {h.name: h for h in parse_hostfile(view.hostfile_text, f"registry:{record.id}")}
+        found = grep_job(view, conn.runner_for, hosts, pattern, limit=limit, rank=rank)
+        return [{"seq": 0, **ln} for ln in found]
 
     async def job_events(self, request: Request) -> Response:
         try:

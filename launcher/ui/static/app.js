@@ -290,7 +290,9 @@ function jobPage(id) {
     if (rankSel.value) q.set("rank", rankSel.value); if (nodeSel.value) q.set("node", nodeSel.value); if (grepIn.value) q.set("grep", grepIn.value);
     try { const r = await api(`/api/jobs/${encodeURIComponent(id)}/logs?` + q);
           if (mine !== logsSeq) return;
-          logEl.innerHTML = ""; lineCount = 0; appendLines(r.lines); lastSeq = Math.max(lastSeq, r.seq); logEl.scrollTop = logEl.scrollHeight; }
+          logEl.innerHTML = ""; lineCount = 0; appendLines(r.lines); lastSeq = Math.max(lastSeq, r.seq); logEl.scrollTop = logEl.scrollHeight;
+          // a grep runs over the whole log on the hosts (the page holds only the last lines)
+          if (r.whole_log || r.note) document.getElementById("l-count").textContent = r.note || `${r.lines.length} matching line(s) in the whole log`; }
     catch (e) { if (mine === logsSeq) logEl.textContent = e.message; }
   }
   rankSel.onchange = nodeSel.onchange = loadLogs;
