@@ -286,15 +286,13 @@ class Dashboard:
     def _detail(self, ref: str, points: int = data.CURVE_POINTS) -> dict:
         record = self._record(ref)
         w = self.hub.watch(record.id) if record.nodes else None
-        return data.job_detail(record, w.snapshot() if w else None, points=points)
+        return data.job_detail(record, w.snapshot(curves=points) if w else None, points=points)
 
     def _curves(self, ref: str, points: int, lo: float | None, hi: float | None) -> dict:
         """The loss curves between two steps (a zoomed chart), ``points`` buckets each: at full
         resolution once the range holds fewer than ``2 * points`` points."""
         w = self.hub.watch(self._record(ref).id)
-        with w.lock:
-            curves = {k: list(v) for k, v in w.curves.items()}
-        return {"curves": data.curves_dict(curves, buckets=points, lo=lo, hi=hi)}
+        return {"curves": data.curves_dict(w.downsampled(points, lo, hi), buckets=None)}
 
     @staticmethod
     def _points(request: Request) -> int:
