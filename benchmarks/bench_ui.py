@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import socket
 import statistics
@@ -37,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from launcher.core.layout import JobLayout  # noqa: E402
 from launcher.ops import registry as reg  # noqa: E402
 from launcher.ui import data  # noqa: E402
 from launcher.ui.hub import Hub  # noqa: E402
@@ -52,6 +54,15 @@ def cpu(children: bool = True) -> float:
         b = resource.getrusage(resource.RUSAGE_CHILDREN)
         total += b.ru_utime + b.ru_stime
     return total
+
+
+def proc_cpu(pid: int) -> float:
+    """user+sys seconds of a live process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(fn, rounds: int = 5) -> tuple[float, object]:
@@ -175,7 +186,8 @@ def bench_draw(tmp: Path, points: int) -> None:
 WRITER = r"""
 import sys, time
 path, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-gap, n, end = 1.0 / rate, 0, time.time() + seconds
+gap, n, start = 1.0 / rate, 0, time.time()
+end = start + seconds
 with open(path, "a", buffering=1) as f:
     while time.time() < end:
         n += 1
@@ -185,7 +197,7 @@ with open(path, "a", buffering=1) as f:
             s = n // 4
             f.write("%.6f { Epoch:[  1/  1], step:[%d/100000], loss: %.4f, per_step_time: 100ms }\n"
                     % (time.time(), s, 2.0 / (1 + s / 100)))
-        time.sleep(max(0.0, gap - (time.time() % gap) * 0))
+        time.sleep(max(0.0, start + n * gap - time.time()))
 open(sys.argv[4], "w").write("0\n")
 """
 
@@ -244,14 +256,16 @@ def bench_tabs(tmp: Path, tabs: int, rate: float, seconds: float) -> None:
                                 str(seconds + 3)], stdout=subprocess.PIPE, text=True)
     time.sleep(2)  # every tab subscribed (the first starts the follower)
     w = hub.get(rec.id)
-    c0, t0 = cpu(), time.monotonic()
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(rate), str(seconds),
-                               str(root / "state" / "exit_code")])
+    assert w is not None and w.follower is not None and w.follower.hub is not None
+    scripts = [n.proc.pid for n in w.follower.hub.nodes if n.proc is not None]  # the host script
+    c0, t0 = cpu(False) + sum(proc_cpu(p) for p in scripts), time.monotonic()
+    exit_file = Path(JobLayout(str(root)).node_state(0)) / "exit_code"
+    exit_file.parent.mkdir(parents=True, exist_ok=True)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(rate), str(seconds), str(exit_file)])
     writer.wait()
+    c1, t1 = cpu(False) + sum(proc_cpu(p) for p in scripts), time.monotonic()
     out, _ = clients.communicate(timeout=seconds + 60)
-    assert w is not None
     w.done.wait(30)
-    c1, t1 = cpu(), time.monotonic()
     server.stop()
     lat = sorted(json.loads(out))
     if not lat:
@@ -262,7 +276,7 @@ def bench_tabs(tmp: Path, tabs: int, rate: float, seconds: float) -> None:
           f"{len(lat):,} line deliveries, line-to-client p50 {1000 * q(50):.0f} ms, p99 {1000 * q(99):.0f} ms, "
           f"max {1000 * lat[-1]:.0f} ms")
     print(f"  CPU (follower + host script + watch + server): {c1 - c0:.1f} s over {t1 - t0:.0f} s = "
-          f"{60 * (c1 - c0) / (t1 - t0):.1f} CPU-s per minute")
+          f"{60 * (c1 - c0) / (t1 - t0):.1f} CPU-s per minute (the clients' process not counted)")
 
 
 def main() -> int:
