@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.metrics.progress import ProgressView
 from launcher.ops import registry as reg
 from tests.test_ui import CONFIG_A, Served
 from tests.test_ui_browser import browser, wait_for
@@ -66,6 +67,14 @@ def test_list_paging_search_ages_big_curve_zoom_predictions_and_compare_ids(tmp_
         js("window.__alaunch.chart.setScale('x', {min: 1000, max: 1100})")  # as a drag does
         wait_for(lambda: js("return window.__alaunch.zoom && window.__alaunch.zoom.curves['localhost/0'].steps.length")
                  == 101, 30, what="the zoomed range at full resolution")
+        # progress arrives in the stream and is drawn without fetching the job again
+        wait_for(lambda: js("return window.__alaunch.events") >= 1, 30, what="the event stream")
+        w.progress(ProgressView("train", 12_345, 50_000, loss=1.25))
+        wait_for(lambda: "12345/50000" in js("return document.getElementById('head').textContent"), 30,
+                 what="the pushed progress")
+        fetched = js(f"return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/jobs/{big}?'))"
+                     ".length")
+        assert fetched == 1, fetched
 
         driver.get(f"{served.base}/jobs/{predict}")
         wait_for(lambda: js("return window.__alaunch.predictions !== undefined"), 30, what="the predictions")
