@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import resource
 import sys
 import tempfile
@@ -112,11 +113,29 @@ def old_trend():
         follow.Follower._view = new  # type: ignore[method-assign]
 
 
+def make_sink(kind: str):
+    if kind == "watch":
+        from launcher.ui.hub import JobWatch
+        return JobWatch("bench")
+    if kind == "story":
+        from rich.console import Console
+
+        from launcher.cli import environment
+        from launcher.cli.live import StorySink
+        from launcher.cli.logview import LinePrinter
+        quiet = Console(file=open(os.devnull, "w"), no_color=True)  # noqa: SIM115 - lives as long as the run
+        environment.set_current(environment.Environment(stdout=quiet, stderr=quiet))
+        return StorySink(LinePrinter(tagged=False, raw=False), live=False)
+    return NullSink()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--old-lines", type=int, default=20_000)
-    ap.add_argument("--watch", action="store_true", help="into the dashboard's JobWatch, not a null sink")
+    ap.add_argument("--sink", choices=("null", "watch", "story"), default="null",
+                    help="null: keeps nothing; watch: the dashboard's JobWatch; story: logs -f's StorySink "
+                         "printing to /dev/null (not a terminal: no live bar)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sizes = [n for n in (args.old_lines, args.lines) if n]
@@ -126,10 +145,7 @@ def main() -> int:
         runs = [("old trend (per line: all)", args.old_lines, True)] if args.old_lines else []
         runs += [("now", n, False) for n in sizes]
         for name, n, old in runs:
-            sink = NullSink()
-            if args.watch:
-                from launcher.ui.hub import JobWatch
-                sink = JobWatch("bench")
+            sink = make_sink(args.sink)
             with old_trend() if old else contextlib.nullcontext():
                 c, w, peak, seen = read(Path(tmp) / f"j{n}", sink)
             print(f"{name:<28} {seen:>9,} {c:>7.1f} {w:>7.1f} {1e6 * c / max(1, seen):>11.1f} {peak:>10,}")
