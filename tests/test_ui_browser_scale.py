@@ -72,6 +72,9 @@ def test_list_paging_search_ages_big_curve_zoom_predictions_and_compare_ids(tmp_
         w.progress(ProgressView("train", 12_345, 50_000, loss=1.25))
         wait_for(lambda: "12345/50000" in js("return document.getElementById('head').textContent"), 30,
                  what="the pushed progress")
+        age = js("return document.getElementById('h-age').textContent")
+        wait_for(lambda: js("return document.getElementById('h-age').textContent") != age, 10,
+                 what="the age counted by the page")
         fetched = js(f"return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/jobs/{big}?'))"
                      ".length")
         assert fetched == 1, fetched

@@ -172,7 +172,7 @@ function jobPage(id) {
         <div><b>step time</b>${p.step_s != null ? fmt(p.step_s * 1000, 3) + " ms" : "-"}</div>
         <div><b>throughput</b>${p.samples_s != null ? fmt(p.samples_s, 3) + " samples/s" : "-"}</div>
         <div><b>ETA</b>${dur(p.eta_s)}</div>
-        <div><b>age</b>${dur(d.age_s)}</div>
+        <div><b>age</b><span id="h-age" data-created="${esc(d.created_at)}">${dur(ageOf(d.created_at))}</span></div>
         <div style="margin-left:auto"><button id="fetch">fetch logs</button>
           <button id="cancel" class="danger" ${terminal ? "disabled" : ""}>cancel</button></div>
       </div>
@@ -307,6 +307,8 @@ function jobPage(id) {
     try { d = await api(`/api/jobs/${encodeURIComponent(id)}?points=${chartPoints()}`); }
     catch (e) { if (mine === refreshSeq) main.innerHTML = `<div class="card failure">${esc(e.message)}</div>`; return; }
     if (mine !== refreshSeq) return;
+    // the server's clock from its age_s, so the age counted here (pushes do not re-fetch) agrees
+    if (d.age_s != null && !isNaN(isoMs(d.created_at))) clockSkewMs = isoMs(d.created_at) + d.age_s * 1000 - Date.now();
     detail = d; renderHead(); renderSide();
   }
   function queueRefresh() { if (!refreshTimer) refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 300); }
@@ -330,6 +332,7 @@ function jobPage(id) {
     } else if (m.type === "resync") { location.reload(); }
     else if (m.type !== "hello") queueRefresh();
   }
+  setInterval(() => { const a = document.getElementById("h-age"); if (a) a.textContent = dur(ageOf(a.dataset.created)); }, 1000);
   let pending = [], ready = false, early = [], hello;
   const subscribed = new Promise(res => hello = res);
   // subscribe first, then load: nothing said between the two is lost, repeats are dropped
