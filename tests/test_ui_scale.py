@@ -164,3 +164,17 @@ def test_log_grep_searches_the_whole_log_on_the_host_not_the_lines_held_here(ser
     assert [(ln["text"], ln["line"], ln["rank"]) for ln in got["lines"]] == [
         ("needle-at-the-start", 1, 0), ("needle-at-the-end", 30_002, 0)]
     assert served.request(f"/api/jobs/{rec.id}/logs?grep=(")[0] == 400
+
+
+def test_open_lists_with_the_same_query_share_one_read_of_the_registry(tmp_path):
+    from launcher.ui.hub import Hub
+    from launcher.ui.server import Dashboard
+    _many(tmp_path, 3)
+    d = Dashboard(Hub(tmp_path), tmp_path / "runs", "t" * 32)
+    reads = []
+    real = d._page
+    d._page = lambda params: reads.append(dict(params)) or real(params)  # type: ignore[method-assign]
+    first = d._shared_page({"q": "job"})
+    assert [d._shared_page({"q": "job"}) for _ in range(19)] == [first] * 19
+    d._shared_page({"q": "job0001"})
+    assert reads == [{"q": "job"}, {"q": "job0001"}]
