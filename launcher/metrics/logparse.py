@@ -198,10 +198,11 @@ def parse_timestamp(line: str) -> datetime | None:
 
 @functools.lru_cache(maxsize=256)
 def _second(day: str, clock: str) -> datetime | None:
-    """One second's ``datetime``: the lines of a log share few (strptime was 15 % of the follower)."""
+    """One second's ``datetime`` from ``YYYY-MM-DD`` and ``HH:MM:SS`` (the pattern fixed their
+    digits), by slicing, and cached: strptime was 15 % of the follower's CPU."""
     try:
-        return datetime.strptime(f"{day} {clock}", "%Y-%m-%d %H:%M:%S")
-    except ValueError:
+        return datetime(int(day[:4]), int(day[5:7]), int(day[8:10]), int(clock[:2]), int(clock[3:5]), int(clock[6:8]))
+    except ValueError:  # a 13th month, a 61st second: not a time
         return None
 
 
