@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from launcher.ops import registry as reg
 
+if TYPE_CHECKING:
+    from rich.table import Table
 
-def steps_table(run: reg.PipelineRecord) -> Table:
-    table = Table("step", "kind", "state", "job", "tries", "note",
-                  title=f"pipeline {run.name} ({run.id}): {run.state}")
+
+def steps_table(run: reg.PipelineRecord, width: int = 80, *, wide: bool = False,
+                ids: tuple[list[str], list[str]] | None = None) -> Table:
+    """One line per step at any width (:mod:`launcher.cli.tables`); a job id too long for the
+    width shows its shortest unique prefix (``ids``: the registry's ids and names), which every
+    command takes, never an id cut with "…" that cannot be copied."""
+    from launcher.cli import tables as t
+
+    jobs = [s.job_id for s in run.steps if s.job_id]
+    all_ids, names = ids if ids is not None else (jobs, [])
+    prefixes = t.unique_prefixes(jobs, all_ids, names)
+    columns = [t.Column("step", t.KEEP), t.Column("kind", t.KEEP), t.Column("state", t.KEEP),
+               t.Column("job", t.ID, short=lambda v: prefixes.get(v, v), min_width=12),
+               t.Column("tries", t.KEEP), t.Column("note", priority=1, min_width=12)]
+    rows = []
     for s in run.steps:
         note = s.reason or ""
         if s.state == "succeeded" and s.outputs.get("accuracy") is not None:
             note = f"math accuracy {100 * s.outputs['accuracy']:.1f}%"
-        table.add_row(s.step, s.kind, s.state, s.job_id or "", str(s.attempts or ""), note)
-    return table
+        rows.append([s.step, s.kind, s.state, s.job_id or "", str(s.attempts or ""), note])
+    return t.table(columns, rows, width, wide=wide, title=f"pipeline {run.name} ({run.id}): {run.state}")
 
 
 def dry_head(i: int, view) -> str:
