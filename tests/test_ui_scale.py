@@ -178,3 +178,17 @@ def test_open_lists_with_the_same_query_share_one_read_of_the_registry(tmp_path)
     assert [d._shared_page({"q": "job"}) for _ in range(19)] == [first] * 19
     d._shared_page({"q": "job0001"})
     assert reads == [{"q": "job"}, {"q": "job0001"}]
+
+
+def test_a_grep_the_hosts_cannot_answer_falls_back_to_the_lines_held_here_and_says_so(served, tmp_path):  # noqa: F811
+    with reg.Registry.in_state_dir(tmp_path / "state") as r:
+        rec = r.create_job("far", "finetune", config_text=CONFIG_A, hostfile_text="nohost.invalid slots=1\n",
+                           nodes=[("nohost.invalid", "/w/job")], state=reg.PENDING)
+        r.set_state(rec.id, reg.FAILED, "stopped")
+    w = served.hub.watch(rec.id)
+    w.done.wait(30)
+    w.line("nohost.invalid", 0, "held here: loss 1.0")
+    code, _, body = served.request(f"/api/jobs/{rec.id}/logs?grep=held", timeout=60)
+    got = json.loads(body)
+    assert code == 200 and got["whole_log"] is False and "grep on the hosts failed" in got["note"]
+    assert [ln["text"] for ln in got["lines"]] == ["held here: loss 1.0"]
