@@ -23,6 +23,7 @@ Formats recognised (all taken from real logs or the installed sources):
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 from collections.abc import Callable, Iterable, Mapping
@@ -191,10 +192,17 @@ def parse_timestamp(line: str) -> datetime | None:
     if not m:
         return None
     frac = (m.group(3) or "0")[:3].ljust(3, "0")
+    second = _second(m.group(1), m.group(2))
+    return None if second is None else second + timedelta(milliseconds=int(frac))
+
+
+@functools.lru_cache(maxsize=256)
+def _second(day: str, clock: str) -> datetime | None:
+    """One second's ``datetime`` from ``YYYY-MM-DD`` and ``HH:MM:SS`` (the pattern fixed their
+    digits), by slicing, and cached: strptime was 15 % of the follower's CPU."""
     try:
-        return datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H:%M:%S") + \
-            timedelta(milliseconds=int(frac))
-    except ValueError:
+        return datetime(int(day[:4]), int(day[5:7]), int(day[8:10]), int(clock[:2]), int(clock[3:5]), int(clock[6:8]))
+    except ValueError:  # a 13th month, a 61st second: not a time
         return None
 
 
