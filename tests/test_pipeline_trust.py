@@ -177,7 +177,8 @@ def test_runs_dir_is_absolute_not_the_cwd():
 
 @pytest.mark.parametrize("options, message", [
     ({"predictions": {"from": "t"}, "reference": "r.jsonl", "metrc": "squad"}, "did you mean 'metric'"),
-    ({"predictions": {"from": "t"}, "reference": "r.jsonl", "metric": "squad"}, "a pipeline scores math"),
+    ({"predictions": {"from": "t"}, "reference": "r.jsonl", "metric": "bleu"}, "a pipeline scores math, squad"),
+    ({"predictions": {"from": "t"}}, "a math score needs 'reference'"),
     ({"predictions": "after"}, "predictions: must be a reference"),
 ])
 def test_with_keys_are_checked_per_builtin(options, message):

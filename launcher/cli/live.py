@@ -38,6 +38,7 @@ from launcher.cli.logview import (
     compile_grep,
     failure_lines,
     label,
+    print_summary,
     straggler_lines,
     summary_payload,
     summary_table,
@@ -128,6 +129,13 @@ def resumed_text(view: ProgressView, skipped: int) -> str:
     unit = "step" if view.kind == "train" else "example"
     at = f"at {unit} {view.done}/{view.total}, " if view.done is not None else ""
     return f"resuming {at}{skipped:,} lines skipped (shown before); --from-start for all"
+
+
+class SummarySink(PlainSink):
+    """``logs JOB --summary``: every line goes to the summary, none to the terminal."""
+
+    def line(self, host: str, rank: int | None, text: str) -> None:
+        pass
 
 
 class StorySink:
@@ -328,17 +336,18 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
                follow: bool = True, raw: bool = False, grep: str | None = None, rank: int | None = None,
                node: str | None = None, since: str | None = None, verbose: bool = False,
                progress_every: float = 10.0, unreachable_after: float = UNREACHABLE_AFTER,
-               resume: bool = True) -> int:
+               resume: bool = True, summary: str | None = None) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code.
 
     Ctrl-C while following stops the follower, not the job: it says so, with the command that
     reattaches (Ctrl-C printed nothing, and ``submit --follow`` had not yet said the id)."""
     env = environment.current()
-    note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
+    note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False,  # noqa: E731
+                                         soft_wrap=True)
     try:
         return _follow_job(record, service, runner_for, note, follow=follow, raw=raw, grep=grep, rank=rank,
                            node=node, since=since, verbose=verbose, progress_every=progress_every,
-                           unreachable_after=unreachable_after, resume=resume)
+                           unreachable_after=unreachable_after, resume=resume, summary=summary)
     except KeyboardInterrupt:
         if follow:
             note(detached_text(record.id))
@@ -354,7 +363,7 @@ def detached_text(job_id: str) -> str:
 def _follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Host], CommandRunner],
                 note: Callable[[str], None], *, follow: bool, raw: bool, grep: str | None, rank: int | None,
                 node: str | None, since: str | None, verbose: bool, progress_every: float,
-                unreachable_after: float, resume: bool) -> int:
+                unreachable_after: float, resume: bool, summary: str | None) -> int:
     env = environment.current()
     if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
         record = service.wait_started(record.id, note)
@@ -370,7 +379,9 @@ def _follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Ho
     live = follow and not raw and env.stdout.is_terminal
     every_line = verbose or raw or grep is not None or since is not None or not follow
     sink: PlainSink | StorySink
-    if every_line:
+    if summary is not None:  # ``logs JOB --summary|--json``: the hosts read every line, none printed
+        sink = SummarySink(printer)
+    elif every_line:
         sink = LiveSink(printer) if live else PlainSink(printer)
     else:
         sink = StorySink(printer, live=live, every=progress_every)
@@ -394,6 +405,9 @@ def _follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Ho
             result = follower.run()
     if isinstance(sink, StorySink):
         sink.finish()
+    if summary is not None:
+        print_summary(result.job, as_json=summary == "json")
+        return int(ExitCode.JOB_FAILED) if result.job.verdict() is not None else int(ExitCode.OK)
     return report(result, raw=raw, follow=follow)
 
 

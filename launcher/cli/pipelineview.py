@@ -8,14 +8,27 @@ from launcher.ops import registry as reg
 
 
 def steps_table(run: reg.PipelineRecord) -> Table:
-    table = Table("step", "kind", "state", "job", "tries", "note",
-                  title=f"pipeline {run.name} ({run.id}): {run.state}")
+    """The steps of a run: step, state (with the tries past the first), job, note. Job ids are
+    whole (never "…": they are copied into ``logs``/``status``), and so are step names and
+    states; the note wraps. At 80 columns the six columns it had cut a job id to "llama3-8b-…"."""
+    from rich import box
+    table = Table(title=f"pipeline {run.name} ({run.id}): {run.state}", box=box.SIMPLE_HEAD)
+    for name, cells in (("step", [s.step for s in run.steps]), ("state", [_state(s) for s in run.steps]),
+                        ("job", [s.job_id or "" for s in run.steps])):
+        table.add_column(name, no_wrap=True, min_width=max(map(len, cells), default=len(name)))
+    table.add_column("note")
     for s in run.steps:
         note = s.reason or ""
         if s.state == "succeeded" and s.outputs.get("accuracy") is not None:
             note = f"math accuracy {100 * s.outputs['accuracy']:.1f}%"
-        table.add_row(s.step, s.kind, s.state, s.job_id or "", str(s.attempts or ""), note)
+        if s.state == "succeeded" and s.outputs.get("f1") is not None:
+            note = f"SQuAD EM {s.outputs['em']:.2f}, F1 {s.outputs['f1']:.2f}"
+        table.add_row(s.step, _state(s), s.job_id or ("" if s.kind == "job" else f"({s.kind})"), note)
     return table
+
+
+def _state(s) -> str:
+    return s.state + (f" ({s.attempts} tries)" if (s.attempts or 0) > 1 else "")
 
 
 def dry_head(i: int, view) -> str:
@@ -28,6 +41,21 @@ def dry_head(i: int, view) -> str:
         head += f"; waits for the cards of {', '.join(view.waits_for)}"
     what = {"reuse": "reuse", "missing": "missing"}.get(view.action, view.action)
     return head + f": {what} ({view.why})" if view.why else head
+
+
+def dry_facts(view) -> list[str]:
+    """What matters of a job step in a dry run, before where its inputs come from: the job,
+    its hosts and cards, its LoRA trainable count. The exact commands (a 600-character
+    env-script wrapper per node per step) are ``--verbose``'s."""
+    if not view.job:
+        return []
+    out = [f"job: {view.job}"]
+    if view.cards:
+        cards = sum(view.cards.values())
+        out.append(f"hosts: {', '.join(view.cards)} ({cards} card{'s' if cards != 1 else ''})")
+    if view.trainable is not None:
+        out.append(f"LoRA: {view.trainable:,} trainable parameters")
+    return out
 
 
 def as_data(run: reg.PipelineRecord) -> dict:
