@@ -166,3 +166,20 @@ def test_a_later_follower_replays_what_was_shown_for_the_summary_and_prints_only
     result = Follower(record, lambda h: LocalRunner(h), hosts, third, offsets_path=offsets).run()
     assert third.lines == [] and third.resumes == [(64, len(TINY))]
     assert result.job.states[("n0", 0)].summary().loss_lines == 64
+
+
+def test_logs_summary_of_a_fetched_job_reads_its_copy(run_cli, tmp_path, monkeypatch):
+    """It said "fetch the job first (alaunch fetch JOB)", and still said it after the fetch."""
+    from launcher.ops.registry import Registry
+    monkeypatch.chdir(tmp_path)
+    with Registry.in_state_dir() as registry:
+        job = registry.create_job("tiny", "finetune", hostfile_text="gone-host slots=1\n",
+                                  nodes=[("gone-host", "/w/tiny")], state="succeeded")
+    copy = tmp_path / "runs" / job.id / "gone-host" / "msrun_log"
+    copy.mkdir(parents=True)
+    (copy / "worker_0.log").write_text("\n".join(TINY) + "\n", encoding="utf-8")
+    code, out, err = run_cli("logs", job.id, "--summary")
+    assert code == 0, err
+    assert "64/64 steps" in out and "cluster build retries" not in out and "fetch the job first" not in err, out
+    code, out, err = run_cli("logs", job.id, "--json")
+    assert code == 0 and '"steps_done": 64' in out, err
