@@ -183,3 +183,10 @@ def test_logs_summary_of_a_fetched_job_reads_its_copy(run_cli, tmp_path, monkeyp
     assert "64/64 steps" in out and "cluster build retries" not in out and "fetch the job first" not in err, out
     code, out, err = run_cli("logs", job.id, "--json")
     assert code == 0 and '"steps_done": 64' in out, err
+
+
+def test_repeats_from_one_place_with_other_words_are_not_one_message_said_11_times(monkeypatch):
+    story, _ = _story(monkeypatch, TINY)
+    line = next(ln for ln in story if ln.startswith("  x11 "))
+    assert line.endswith("The config load_checkpoint is deprecated. Please use config load_path in "
+                         "`checkpoint_config` instead. (and 10 other message(s) from there)"), story

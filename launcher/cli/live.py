@@ -145,7 +145,7 @@ class StorySink:
         self.printer = printer
         self.console = environment.current().stdout
         self.every = every
-        self.warnings: dict[str, list] = {}  # key -> [count, first text, host/rank]
+        self.warnings: dict[str, list] = {}  # key -> [count, first text, host/rank, distinct texts (capped)]
         self.milestones: set[tuple[str, int | None]] = set()
         self.in_traceback: set[tuple[str, int | None]] = set()
         self.view = ProgressView("unknown")
@@ -222,12 +222,14 @@ class StorySink:
             self._say(f"{who:<12} | {text}", "red")
         elif kind == "warning":
             seen = self.warnings.get(what)
+            short = short_warning(text)
             if seen is None:
-                short = short_warning(text)
-                self.warnings[what] = [1, short, who]
+                self.warnings[what] = [1, short, who, {short}]
                 self._say(f"{who:<12} | warning {short}", "yellow", indent=15)
             else:
                 seen[0] += 1
+                if len(seen[3]) < 100:
+                    seen[3].add(short)
 
     def progress(self, view: ProgressView) -> None:
         self.view = view
@@ -279,8 +281,11 @@ class StorySink:
             total = sum(v[0] for v in self.warnings.values())
             self._say(f"warnings: {len(self.warnings)} distinct, {total} in all"
                       + (" (--verbose shows every line)" if repeated else ""))
-        for count, _, (_n, text, who) in repeated[:5]:
-            self._say(f"  x{count}  {who}: {text}", indent=8)
+        for count, _, (_n, text, who, texts) in repeated[:5]:
+            # one place, different words: MindFormers' 11 "The config X is deprecated" read as
+            # "x22 ... load_checkpoint is deprecated" (2 ranks), as if one key were at fault
+            others = f" (and {len(texts) - 1} other message(s) from there)" if len(texts) > 1 else ""
+            self._say(f"  x{count}  {who}: {text}{others}", indent=8)
 
 
 class LiveSink(PlainSink):
