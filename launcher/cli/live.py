@@ -355,13 +355,14 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
                            unreachable_after=unreachable_after, resume=resume, summary=summary)
     except KeyboardInterrupt:
         if follow:
-            note(detached_text(record.id))
+            note(detached_text(record.id, queued=record.state == reg.QUEUED))
         raise
 
 
-def detached_text(job_id: str) -> str:
+def detached_text(job_id: str, *, queued: bool = False) -> str:
     """What Ctrl-C while following says (the job is not touched)."""
-    return (f"stopped following; {job_id} keeps running on its hosts. Reattach: alaunch logs {job_id} -f "
+    where = "stays in its queue" if queued else "keeps running on its hosts"
+    return (f"stopped following; {job_id} {where}. Reattach: alaunch logs {job_id} -f "
             f"(stop it: alaunch cancel {job_id})")
 
 

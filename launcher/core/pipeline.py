@@ -239,9 +239,6 @@ def _check_options(builtin: str, options: dict[str, Any], where: str, fail: Call
     if metric not in SCORE_METRICS:
         fail(f"{where}.metric", f"score metric {metric!r}{_did_you_mean(str(metric), SCORE_METRICS)}: a pipeline "
                                 f"scores {', '.join(SCORE_METRICS)}")
-    if builtin == "score" and metric == "math" and "reference" not in options:
-        fail(where, "a math score needs 'reference' (the JSON lines of problems and solutions); "
-                    "metric: squad reads the eval log's own labels")
 
 
 def missing_options(pipeline: Pipeline, names: Sequence[str] | None = None) -> None:
@@ -256,6 +253,10 @@ def missing_options(pipeline: Pipeline, names: Sequence[str] | None = None) -> N
             if required and key not in step.options:
                 raise InputError(f"{step.builtin} needs {key!r} (options: {', '.join(table)})",
                                  source=pipeline.source, line=step.line, key=f"steps.{step.name}.with")
+        if step.builtin == "score" and step.options.get("metric", "math") == "math" and "reference" not in step.options:
+            raise InputError("a math score needs 'reference' (the JSON lines of problems and solutions); "
+                             "metric: squad reads the eval log's own labels",
+                             source=pipeline.source, line=step.line, key=f"steps.{step.name}.with")
 
 
 def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None = None,
