@@ -7,24 +7,65 @@ from rich.table import Table
 from launcher.ops import registry as reg
 
 
-def steps_table(run: reg.PipelineRecord) -> Table:
+def steps_table(run: reg.PipelineRecord) -> StepsTable:
     """The steps of a run: step, state (with the tries past the first), job, note. Job ids are
     whole (never "…": they are copied into ``logs``/``status``), and so are step names and
-    states; the note wraps. At 80 columns the six columns it had cut a job id to "llama3-8b-…"."""
-    from rich import box
-    table = Table(title=f"pipeline {run.name} ({run.id}): {run.state}", box=box.SIMPLE_HEAD)
-    for name, cells in (("step", [s.step for s in run.steps]), ("state", [_state(s) for s in run.steps]),
-                        ("job", [s.job_id or "" for s in run.steps])):
-        table.add_column(name, no_wrap=True, min_width=max(map(len, cells), default=len(name)))
-    table.add_column("note")
-    for s in run.steps:
-        note = s.reason or ""
-        if s.state == "succeeded" and s.outputs.get("accuracy") is not None:
-            note = f"math accuracy {100 * s.outputs['accuracy']:.1f}%"
-        if s.state == "succeeded" and s.outputs.get("f1") is not None:
-            note = f"SQuAD EM {s.outputs['em']:.2f}, F1 {s.outputs['f1']:.2f}"
-        table.add_row(s.step, _state(s), s.job_id or ("" if s.kind == "job" else f"({s.kind})"), note)
-    return table
+    states; the note wraps, and below the table when it would get fewer than
+    :data:`NOTE_MIN` columns. At 80 columns the six columns it had cut a job id to
+    "llama3-8b-…"."""
+    return StepsTable(run)
+
+
+NOTE_MIN = 24  # narrower than this, a note ("SQuAD EM 54.67, F1 70.46") goes below the table
+
+
+class StepsTable:
+    """The steps table, laid out when the width is known (a rich renderable)."""
+
+    def __init__(self, run: reg.PipelineRecord):
+        self.run = run
+
+    def notes(self) -> list[str]:
+        out = []
+        for s in self.run.steps:
+            note = s.reason or ""
+            if s.state == "succeeded" and s.outputs.get("accuracy") is not None:
+                note = f"math accuracy {100 * s.outputs['accuracy']:.1f}%"
+            if s.state == "succeeded" and s.outputs.get("f1") is not None:
+                note = f"SQuAD EM {s.outputs['em']:.2f}, F1 {s.outputs['f1']:.2f}"
+            out.append(note)
+        return out
+
+    def table(self, with_notes: bool) -> Table:
+        from rich import box
+        run = self.run
+        table = Table(title=f"pipeline {run.name} ({run.id}): {run.state}", box=box.SIMPLE_HEAD)
+        columns = {"step": [s.step for s in run.steps], "state": [_state(s) for s in run.steps],
+                   "job": [s.job_id or ("" if s.kind == "job" else f"({s.kind})") for s in run.steps]}
+        for name, cells in columns.items():
+            table.add_column(name, no_wrap=True, min_width=max(map(len, cells), default=len(name)))
+        if with_notes:
+            table.add_column("note")
+        for i, note in enumerate(self.notes()):
+            table.add_row(*(cells[i] for cells in columns.values()), *([note] if with_notes else []))
+        return table
+
+    def fixed_width(self) -> int:
+        """The width of every column but the note's, with the padding (2 a column) and edges."""
+        run = self.run
+        cells = ([s.step for s in run.steps], [_state(s) for s in run.steps],
+                 [s.job_id or f"({s.kind})" for s in run.steps])
+        return sum(max(map(len, c), default=5) + 2 for c in cells) + 2 + 2
+
+    def __rich_console__(self, console, options):
+        notes = self.notes()
+        fits = options.max_width - self.fixed_width() >= NOTE_MIN or not any(notes)
+        yield self.table(with_notes=fits)
+        if not fits:
+            from rich.text import Text
+            for s, note in zip(self.run.steps, notes, strict=True):
+                if note:
+                    yield Text(f"  {s.step}: {note}")
 
 
 def _state(s) -> str:
