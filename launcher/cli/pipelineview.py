@@ -2,74 +2,36 @@
 
 from __future__ import annotations
 
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from launcher.ops import registry as reg
 
-
-def steps_table(run: reg.PipelineRecord) -> StepsTable:
-    """The steps of a run: step, state (with the tries past the first), job, note. Job ids are
-    whole (never "…": they are copied into ``logs``/``status``), and so are step names and
-    states; the note wraps, and below the table when it would get fewer than
-    :data:`NOTE_MIN` columns. At 80 columns the six columns it had cut a job id to
-    "llama3-8b-…"."""
-    return StepsTable(run)
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
-NOTE_MIN = 24  # narrower than this, a note ("SQuAD EM 54.67, F1 70.46") goes below the table
+def steps_table(run: reg.PipelineRecord, width: int = 80, *, wide: bool = False,
+                ids: tuple[list[str], list[str]] | None = None) -> Table:
+    """One line per step at any width (:mod:`launcher.cli.tables`); a job id too long for the
+    width shows its shortest unique prefix (``ids``: the registry's ids and names), which every
+    command takes, never an id cut with "…" that cannot be copied."""
+    from launcher.cli import tables as t
 
-
-class StepsTable:
-    """The steps table, laid out when the width is known (a rich renderable)."""
-
-    def __init__(self, run: reg.PipelineRecord):
-        self.run = run
-
-    def notes(self) -> list[str]:
-        out = []
-        for s in self.run.steps:
-            note = s.reason or ""
-            if s.state == "succeeded" and s.outputs.get("accuracy") is not None:
-                note = f"math accuracy {100 * s.outputs['accuracy']:.1f}%"
-            if s.state == "succeeded" and s.outputs.get("f1") is not None:
-                note = f"SQuAD EM {s.outputs['em']:.2f}, F1 {s.outputs['f1']:.2f}"
-            out.append(note)
-        return out
-
-    def table(self, with_notes: bool) -> Table:
-        from rich import box
-        run = self.run
-        table = Table(title=f"pipeline {run.name} ({run.id}): {run.state}", box=box.SIMPLE_HEAD)
-        columns = {"step": [s.step for s in run.steps], "state": [_state(s) for s in run.steps],
-                   "job": [s.job_id or ("" if s.kind == "job" else f"({s.kind})") for s in run.steps]}
-        for name, cells in columns.items():
-            table.add_column(name, no_wrap=True, min_width=max(map(len, cells), default=len(name)))
-        if with_notes:
-            table.add_column("note")
-        for i, note in enumerate(self.notes()):
-            table.add_row(*(cells[i] for cells in columns.values()), *([note] if with_notes else []))
-        return table
-
-    def fixed_width(self) -> int:
-        """The width of every column but the note's, with the padding (2 a column) and edges."""
-        run = self.run
-        cells = ([s.step for s in run.steps], [_state(s) for s in run.steps],
-                 [s.job_id or f"({s.kind})" for s in run.steps])
-        return sum(max(map(len, c), default=5) + 2 for c in cells) + 2 + 2
-
-    def __rich_console__(self, console, options):
-        notes = self.notes()
-        fits = options.max_width - self.fixed_width() >= NOTE_MIN or not any(notes)
-        yield self.table(with_notes=fits)
-        if not fits:
-            from rich.text import Text
-            for s, note in zip(self.run.steps, notes, strict=True):
-                if note:
-                    yield Text(f"  {s.step}: {note}")
-
-
-def _state(s) -> str:
-    return s.state + (f" ({s.attempts} tries)" if (s.attempts or 0) > 1 else "")
+    jobs = [s.job_id for s in run.steps if s.job_id]
+    all_ids, names = ids if ids is not None else (jobs, [])
+    prefixes = t.unique_prefixes(jobs, all_ids, names)
+    columns = [t.Column("step", t.KEEP), t.Column("kind", t.KEEP), t.Column("state", t.KEEP),
+               t.Column("job", t.ID, short=lambda v: prefixes.get(v, v), min_width=12),
+               t.Column("tries", t.KEEP), t.Column("note", priority=1, min_width=12)]
+    rows = []
+    for s in run.steps:
+        note = s.reason or ""
+        if s.state == "succeeded" and s.outputs.get("accuracy") is not None:
+            note = f"math accuracy {100 * s.outputs['accuracy']:.1f}%"
+        if s.state == "succeeded" and s.outputs.get("f1") is not None:
+            note = f"SQuAD EM {s.outputs['em']:.2f}, F1 {s.outputs['f1']:.2f}"
+        rows.append([s.step, s.kind, s.state, s.job_id or "", str(s.attempts or ""), note])
+    return t.table(columns, rows, width, wide=wide, title=f"pipeline {run.name} ({run.id}): {run.state}")
 
 
 def dry_head(i: int, view) -> str:

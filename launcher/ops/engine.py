@@ -108,12 +108,13 @@ class Engine(ABC):
         self.last_stage_bytes = 0
 
     # ------------------------------------------------------------------ the phases every engine's submit runs
-    def load(self, job: str | Path | JobSpec) -> tuple[JobSpec, str]:
+    def load(self, job: str | Path | JobSpec, sets: Sequence[str] = ()) -> tuple[JobSpec, str]:
         """Load: the job file (a JobSpec — a pipeline step's, references resolved — is taken as
         it is), its local paths checked, and its text for the registry with secrets masked."""
         from launcher.core import validate
+        from launcher.core.render import apply_job_sets
         from launcher.core.spec import JobSpec, load_job, redacted_text
-        spec = job if isinstance(job, JobSpec) else load_job(job)
+        spec = apply_job_sets(job if isinstance(job, JobSpec) else load_job(job), sets)  # --set nodes=all
         validate.check_local_paths(spec)
         if isinstance(job, JobSpec):
             from launcher.core.yamlio import dumps
@@ -135,11 +136,15 @@ class Engine(ABC):
 
     def record_failure(self, spec: JobSpec, hosts: Sequence[Host], job_id: str, spec_text: str,
                        exc: AlaunchError, meta: Mapping | None = None) -> None:
-        """Record: a job refused before it was recorded is recorded FAILED with the reason."""
+        """Record: a job refused before it was recorded is recorded FAILED with the reason and
+        ``meta.refused`` (nothing was sent or started): ``jobs`` hides it unless ``--all``, so an
+        unreachable host or a bad key no longer leaves a `failed` job among the real ones, while
+        ``status ID`` and the dashboard still say why (a state of its own would need a registry
+        migration rebuilding three tables, for what this flag says)."""
         from launcher.core.hostfile import format_hostfile
         self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile(hosts),
                                  nodes=[h.name for h in hosts], job_id=job_id, state=reg.FAILED,
-                                 meta=dict(meta or {}))
+                                 meta={**(meta or {}), reg.REFUSED: True})
         self.registry.set_state(job_id, reg.FAILED, exc.message)
 
     def cancelled(self, job_id: str, what: str) -> JobCancelled:

@@ -749,8 +749,12 @@ class PipelineRunner:
     def submit(self, run_id: str, step: pl.Step, spec: JobSpec) -> reg.JobRecord:
         # concurrent steps: one that finds its cards taken by a sibling queues for them
         opts = replace(self.opts, wait=True) if self.concurrent else self.opts
-        record = self.service.submit(spec, self.target, opts,
-                                     meta={"pipeline": run_id, "pipeline_step": step.name})
+        service, say = self.service, self.service.say  # this thread's own engine (see `service`)
+        service.say = lambda text: say(f"  {step.name}: {text}")  # a queued step's lines are its own
+        try:
+            record = service.submit(spec, self.target, opts, meta={"pipeline": run_id, "pipeline_step": step.name})
+        finally:
+            service.say = say
         self.registry.set_step(run_id, step.name, job_id=record.id)
         devices = record.meta.get("devices") or {}
         if devices:

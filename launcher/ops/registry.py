@@ -40,6 +40,7 @@ BUSY_TIMEOUT_MS = 15_000
 
 PENDING, STAGING, RUNNING = "pending", "staging", "running"
 QUEUED = "queued"  # submitted to a scheduler (Slurm), waiting for its allocation
+REFUSED = "refused"  # meta key: a FAILED job refused before launch (nothing sent or started)
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 JOB_STATES = (PENDING, STAGING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
@@ -587,7 +588,12 @@ class Registry:
 
     def _move(self, c: sqlite3.Connection, job_id: str, old: str, state: str, reason: str | None,
               force: bool) -> None:
-        """Inside a write transaction: check the lifecycle and write the new state and its event."""
+        """Inside a write transaction: check the lifecycle and write the new state and its event.
+
+        The reason describes the current state: a move to another state replaces it (with
+        nothing when none is given), so a job queued for busy cards does not keep "cards busy:
+        ... wait for them with --wait" once it runs or has succeeded (issue #33: a 28-line cell
+        in `jobs`). The event history keeps every reason."""
         if old == state and reason is None:
             return
         if old != state and state not in TRANSITIONS[old] and not force:
@@ -596,11 +602,11 @@ class Registry:
                                     f"allowed from {old}: {allowed}")
         ts = now_iso()
         c.execute(
-            "UPDATE jobs SET state = ?, reason = COALESCE(?, reason), "
+            "UPDATE jobs SET state = ?, reason = CASE WHEN ? THEN ? ELSE COALESCE(?, reason) END, "
             "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
             "ended_at = CASE WHEN ? IN ('succeeded','failed','cancelled') THEN ? "
             "ELSE (CASE WHEN ? THEN NULL ELSE ended_at END) END WHERE id = ?",
-            (state, reason, state, ts, state, ts, state not in TERMINAL, job_id))
+            (state, old != state, reason, reason, state, ts, state, ts, state not in TERMINAL, job_id))
         self._event(c, job_id, "state", f"{old} -> {state}" + (f": {reason}" if reason else ""))
 
     def set_node(self, job_id: str, node_rank: int, **fields: Any) -> NodeRecord:
@@ -680,22 +686,32 @@ class Registry:
                          "see `alaunch jobs`")
 
     def list(self, limit: int | None = 20, states: Iterable[str] | None = None,
-             offset: int = 0) -> list[JobRecord]:
-        """Newest first, optionally only in the given states; ``offset`` skips that many (paging)."""
+             offset: int = 0, refused: bool = True) -> list[JobRecord]:
+        """Newest first, optionally only in the given states; ``offset`` skips that many (paging);
+        ``refused=False`` leaves out jobs refused before launch (``meta.refused``)."""
         sql, args = "SELECT id FROM jobs", builtins.list[Any]()
+        where = [] if refused else [f"json_extract(meta, '$.{REFUSED}') IS NULL"]
         if states is not None:
             states = list(states)
             bad = [s for s in states if s not in JOB_STATES]
             if bad:
                 raise InputError(f"unknown job state(s) {bad}; valid: {', '.join(JOB_STATES)}")
-            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            where.append(f"state IN ({','.join('?' * len(states))})")
             args += states
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC"
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
             args += [-1 if limit is None else limit, max(0, offset)]
         with self._read() as c:
             return [self._load(r[0]) for r in c.execute(sql, args).fetchall()]
+
+    def ids_and_names(self) -> tuple[builtins.list[str], builtins.list[str]]:
+        """Every job id and name (tables shorten ids to a prefix unique among them)."""
+        with self._read() as c:
+            rows = c.execute("SELECT id, name FROM jobs").fetchall()
+        return [r[0] for r in rows], [r[1] for r in rows]
 
     # ------------------------------------------------------------------ pipelines
 

@@ -31,13 +31,30 @@ DEFAULT_RUNS = Path("runs")
 
 
 def resolve_run_dir(arg: str) -> Path:
-    """A run directory given as a path, or as a job id under ./runs."""
+    """A run directory given as a path, or as a job under ./runs: its id, a unique id prefix or
+    its name as ``jobs`` and ``status`` take them (tables show ids as their shortest unique
+    prefix), or the one run directory there that starts with ``arg``."""
     path = Path(arg)
     if path.is_dir():
         return path
     candidate = DEFAULT_RUNS / arg
     if candidate.is_dir():
         return candidate
+    from launcher.ops import registry as reg
+    try:
+        with reg.Registry.in_state_dir(environment.current().state_dir) as registry:
+            known = DEFAULT_RUNS / registry.get(arg).id
+        if known.is_dir():
+            return known
+    except InputError:
+        pass
+    if DEFAULT_RUNS.is_dir() and "/" not in arg:
+        matches = sorted(p for p in DEFAULT_RUNS.iterdir() if p.is_dir() and p.name.startswith(arg))
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise InputError(f"{arg!r} matches {len(matches)} runs in {DEFAULT_RUNS}: "
+                             + ", ".join(p.name for p in matches[:10]) + "; give more of the id", source=arg)
     raise InputError(f"no run directory {arg!r} (and no {candidate}); give a fetched run "
                      "directory or a job id fetched into ./runs", source=arg)
 

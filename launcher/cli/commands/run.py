@@ -116,12 +116,13 @@ def register(app: typer.Typer) -> None:
                                      markup=False, highlight=False, soft_wrap=True)
                 return
             record = runner.run(spec, from_step, only)
-            env.stderr.print(steps_table(record))
+            env.stderr.print(steps_table(record, env.stderr.width, ids=registry.ids_and_names()))
             env.stdout.print(record.id, markup=False, highlight=False)
         if record.state != "succeeded":
             raise typer.Exit(100)
 
-    @app.command("resume", help="Restart a failed or cancelled training job from its last checkpoint.")
+    @app.command("resume", help="Restart a failed or cancelled training job from its last checkpoint.",
+                 short_help="Restart a failed or cancelled training job from its checkpoint.")
     def resume_cmd(
         job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
         follow: bool = typer.Option(False, "--follow", "-f", help="Follow the logs until the end."),
