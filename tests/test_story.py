@@ -190,3 +190,14 @@ def test_repeats_from_one_place_with_other_words_are_not_one_message_said_11_tim
     line = next(ln for ln in story if ln.startswith("  x11 "))
     assert line.endswith("The config load_checkpoint is deprecated. Please use config load_path in "
                          "`checkpoint_config` instead. (and 10 other message(s) from there)"), story
+
+
+def test_the_schedulers_routine_is_quiet_and_its_retries_one_milestone(monkeypatch):
+    """msrun's scheduler log of the same run: 14 retries, 2 registrations, 5 'Cluster currently
+    has 2 alive nodes.' while the workers ran, 2 unregistrations: one line of story."""
+    lines = (FIX / "real-cpu" / "tiny-2workers" / "scheduler.log").read_text(encoding="utf-8").splitlines()
+    story, _ = _story(monkeypatch, lines)
+    text = "\n".join(story)
+    for routine in ("alive nodes", "has unregistered", "registered successfully", "Topology build"):
+        assert routine not in text, text
+    assert sum("cluster formed after 14 retries" in ln for ln in story) == 1, text
