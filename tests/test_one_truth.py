@@ -27,12 +27,12 @@ def test_job_file_keys_from_the_command_line():
     assert str(caught.value) == "--set: cards_per_node: must be a positive integer or 'all', got 0"
 
 
-def test_render_counts_the_hosts_submit_would_use(run_cli, tmp_path):
+def test_render_counts_the_hosts_submit_would_use(run_cli, tmp_path, tiny_job):
     """render had no --include: its world size (16) differed from what `submit --include` ran (2);
     and `--set nodes=all` was refused as "no such key in the template"."""
     hf = tmp_path / "hosts"
     hf.write_text("h1 slots=8\nh2 slots=8\n")
-    base = ("render", str(JOB), "-H", str(hf), "--no-mindformers", "--summary", "--set", "nodes=all")
+    base = ("render", str(tiny_job), "-H", str(hf), "--no-mindformers", "--summary", "--set", "nodes=all")
     code, out, err = run_cli(*base)
     assert code == 0 and "16 (2 node(s) x 8 card(s))" in out, (out, err)
     code, out, err = run_cli(*base, "--include", "h1:0,1@h2:0,1")
@@ -41,7 +41,7 @@ def test_render_counts_the_hosts_submit_would_use(run_cli, tmp_path):
     assert code == 0 and "1 (1 node(s) x 1 card(s))" in out, (out, err)
     code, out, err = run_cli(*base, "--devices", "0,1,2")
     assert code == 0 and "6 (2 node(s) x 3 card(s))" in out, (out, err)
-    code, _, err = run_cli("render", str(JOB), "-H", str(hf), "--no-mindformers", "--set", "node=all")
+    code, _, err = run_cli("render", str(tiny_job), "-H", str(hf), "--no-mindformers", "--set", "node=all")
     assert code == 2 and "did you mean 'nodes' (a job-file key)?" in err, err
 
 

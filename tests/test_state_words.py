@@ -59,7 +59,7 @@ def test_counts_are_exact_below_a_million():
     assert millions(0) == "< 1 M" and millions(13) == "≈13 M"
 
 
-def test_render_imports_mindformers_only_with_validate(tmp_path):
+def test_render_imports_mindformers_only_with_validate(tmp_path, tiny_job):
     """render imported MindFormers by default (3.1-3.5 s where plan took 0.4 s). A stand-in
     `mindformers` package first on PYTHONPATH marks a file when anything imports it, in this
     process or the validation child: a plain render must not; `--validate` does (so this test
@@ -76,7 +76,7 @@ def test_render_imports_mindformers_only_with_validate(tmp_path):
     (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('x')\nraise ImportError('stand-in')\n")
     env = {**os.environ, "PYTHONPATH": f"{fake.parent}{os.pathsep}{root}",
            "ALAUNCH_STATE_DIR": str(tmp_path / "state")}
-    job = root / "jobs" / "tiny_lora_cpu.yaml"
+    job = tiny_job
     for extra, imported in (((), False), (("--validate",), True)):
         marker.unlink(missing_ok=True)
         done = subprocess.run([sys.executable, "-m", "launcher", "render", str(job), "--local", *extra],

@@ -51,6 +51,7 @@ from launcher.ops import registry as reg
 from launcher.ops.follow import Follower, FollowResult, NodeView
 from launcher.ops.follow_transport import UNREACHABLE_AFTER
 from launcher.ops.service import STATE_EXIT
+from launcher.ops.telemetry import telemetry_path
 
 if TYPE_CHECKING:
     from launcher.ops.engine import Engine
@@ -341,7 +342,7 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
                follow: bool = True, raw: bool = False, grep: str | None = None, rank: int | None = None,
                node: str | None = None, since: str | None = None, verbose: bool = False,
                progress_every: float = 10.0, unreachable_after: float = UNREACHABLE_AFTER,
-               resume: bool = True, summary: str | None = None) -> int:
+               resume: bool = True, summary: str | None = None, telemetry_every: float | None = None) -> int:
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code.
 
     Ctrl-C while following stops the follower, not the job: it says so, with the command that
@@ -352,7 +353,8 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
     try:
         return _follow_job(record, service, runner_for, note, follow=follow, raw=raw, grep=grep, rank=rank,
                            node=node, since=since, verbose=verbose, progress_every=progress_every,
-                           unreachable_after=unreachable_after, resume=resume, summary=summary)
+                           unreachable_after=unreachable_after, resume=resume, summary=summary,
+                           telemetry_every=telemetry_every)
     except KeyboardInterrupt:
         if follow:
             note(detached_text(record.id, queued=record.state == reg.QUEUED))
@@ -369,7 +371,8 @@ def detached_text(job_id: str, *, queued: bool = False) -> str:
 def _follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Host], CommandRunner],
                 note: Callable[[str], None], *, follow: bool, raw: bool, grep: str | None, rank: int | None,
                 node: str | None, since: str | None, verbose: bool, progress_every: float,
-                unreachable_after: float, resume: bool, summary: str | None) -> int:
+                unreachable_after: float, resume: bool, summary: str | None,
+                telemetry_every: float | None) -> int:
     env = environment.current()
     if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
         record = service.wait_started(record.id, note)
@@ -401,7 +404,8 @@ def _follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Ho
                 "--from-start)" if shown else "; its logs from the start"))
     follower = Follower(record, runner_for, hosts, sink, service if follow else None, follow=follow,
                         gang_stop=not record.terminal, unreachable_after=unreachable_after,
-                        offsets_path=offsets)
+                        offsets_path=offsets, telemetry_every=telemetry_every,
+                        telemetry_path=telemetry_path(service.state_dir, record.id) if follow else None)
     # an engine may end a job whose script never says so: its watch runs beside the follower
     with service.watching(record, note) if follow else contextlib.nullcontext():
         if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)

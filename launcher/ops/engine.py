@@ -247,6 +247,8 @@ class Engine(ABC):
                 return None
         view = self.log_view(record)
         hosts = {h.name: h for h in parse_hostfile(view.hostfile_text, f"registry:{view.id}")}
+        from launcher.ops.telemetry import telemetry_path
+        kw.setdefault("telemetry_path", telemetry_path(self.state_dir, record.id))
         with self.watching(view, note):
             return Follower(view, runner_for, hosts, sink, self, **kw).run()
 

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +31,9 @@ from launcher.errors import AlaunchError
 from launcher.metrics.logparse import Failure, JobLogs
 from launcher.metrics.progress import ProgressView, StepClock, build_view, lead_state
 from launcher.metrics.stragglers import StragglerWatch
+from launcher.metrics.telemetry import JobTelemetry, TelemetryWatch
 from launcher.ops import registry as reg
+from launcher.ops import telemetry
 from launcher.ops.follow_offsets import load_offsets, save_offsets
 from launcher.ops.follow_transport import (
     RECONNECT_BACKOFF,
@@ -102,6 +104,57 @@ class FollowResult:
     nodes: dict[str, NodeView] = field(default_factory=dict)
 
 
+class NodeTelemetry:
+    """What the follower does with the nodes' ``npu-smi`` tables (``smi`` events): the job's
+    cards parsed and kept (:mod:`launcher.ops.telemetry`, continuing what an earlier follower
+    of the job kept), the story rules (:class:`~launcher.metrics.telemetry.TelemetryWatch`) told.
+
+    ``every``: seconds between samples: the caller's (``logs -f --telemetry-every``), else the
+    job file's ``telemetry_every`` (record meta), else 5; 0 turns sampling off. Off for a job
+    followed through one login host (Slurm's view, ``state_per_node`` false): its follower runs
+    on the login host, whose cards are not the job's."""
+
+    def __init__(self, record: reg.JobRecord, hosts: dict[str, Host], every: float | None,
+                 path: Path | None):
+        meta = record.meta.get("telemetry_every")
+        self.every = float(every if every is not None else meta if meta is not None else telemetry.DEFAULT_EVERY)
+        if not record.meta.get("state_per_node", True):
+            self.every = 0.0
+        self.path = path
+        self.data = (telemetry.load_telemetry(path) if path is not None else None) or JobTelemetry()
+        self.data.every = self.every
+        self.watch = TelemetryWatch()
+        # the job's cards per host: what the submit claimed (the hostfile text keeps only slots=N)
+        devices = record.meta.get("devices") or {}
+        self.cards = {name: list(devices.get(name) or h.slot_ids) for name, h in hosts.items()}
+        self.ranks = telemetry.card_ranks({name: replace(h, slot_ids=tuple(self.cards[name]))
+                                           for name, h in hosts.items()},
+                                          {n.host: n.node_rank for n in record.nodes}, record.meta.get("ranks") or {})
+        self.dirty = False
+        self.unsaved = False
+
+    def take(self, event: Event, job: JobLogs) -> list[str]:
+        """One table: every job card's sample kept; what the story rules say about them."""
+        if event.text.startswith("!"):  # npu-smi failed there (the host says it once)
+            return [f"{event.host}: no NPU telemetry: npu-smi info failed ({event.text[1:]})"]
+        wall = time.time() - (time.monotonic() - event.at)
+        said: list[str] = []
+        for card, sample in telemetry.samples(event.text, self.cards.get(event.host), wall).items():
+            self.data.add(event.host, card, sample)
+            rank = self.ranks.get((event.host, card))
+            state = job.states.get((event.host, rank)) if rank is not None else None
+            done = state.progress() if state is not None else None
+            mid_step = done is not None and 0 < done[0] < done[1]
+            said += self.watch.update(event.host, card, sample, rank, mid_step)
+            self.dirty = True
+        return said
+
+    def save(self) -> None:
+        if self.dirty and self.path is not None:
+            telemetry.save_telemetry(self.path, self.data)
+            self.dirty = False
+
+
 class Follower:
     """Follow every node of one job until each has ended (or, without ``follow``, one snapshot).
 
@@ -115,7 +168,8 @@ class Follower:
     def __init__(self, record: reg.JobRecord, runner_for: Callable[[Host], CommandRunner],
                  hosts: dict[str, Host], sink: Sink, service: Stopper | None = None, *,
                  follow: bool = True, gang_stop: bool = True, unreachable_after: float = UNREACHABLE_AFTER,
-                 offsets_path: Path | None = None, backoff: tuple[float, ...] = RECONNECT_BACKOFF):
+                 offsets_path: Path | None = None, backoff: tuple[float, ...] = RECONNECT_BACKOFF,
+                 telemetry_every: float | None = None, telemetry_path: Path | None = None):
         self.record, self.runner_for, self.hosts, self.sink = record, runner_for, hosts, sink
         self.service, self.follow, self.gang_stop = service, follow, gang_stop
         self.unreachable_after, self.offsets_path, self.backoff = unreachable_after, offsets_path, backoff
@@ -131,6 +185,7 @@ class Follower:
         self.resume_at: dict[str, dict[str, list[int]]] = {}  # host -> {path: [inode, end]} already shown
         self.skipped = 0  # replayed lines: read for the summary, not shown again
         self._resumed = False
+        self.telemetry = NodeTelemetry(record, hosts, telemetry_every if follow else 0.0, telemetry_path)
 
     def _start(self) -> dict[str, NodeStream | PipeNode]:
         """Every node whose runner has a local process for it (an ``ssh`` client, or the script
@@ -147,8 +202,8 @@ class Follower:
             rank = node.node_rank if self.record.meta.get("state_per_node", True) else None
             python, root, follow = runner.python, node.job_dir, self.follow
 
-            def argv_for(offsets, p=python, r=root, n=rank, k=ranks, f=follow):
-                return follow_argv(p, r, f, n, k, offsets)
+            def argv_for(offsets, p=python, r=root, n=rank, k=ranks, f=follow, e=self.telemetry.every):
+                return follow_argv(p, r, f, n, k, offsets, e)
 
             if saved.get(node.host):
                 self.resume_at[node.host] = saved[node.host]
@@ -192,6 +247,14 @@ class Follower:
             if path not in merged or merged[path][0] != ino or merged[path][1] < end:
                 merged[path] = [ino, end]
         return merged
+
+    def _save_telemetry(self) -> None:
+        try:
+            self.telemetry.save()
+        except OSError as exc:  # the job is not touched: said once, the samples stay in memory
+            if not self.telemetry.unsaved:
+                self.telemetry.unsaved = True
+                self.sink.note(f"cannot keep the job's telemetry in {self.telemetry.path} ({exc.strerror or exc})")
 
     def _watch_links(self, pending: set[str]) -> None:
         """No message from a node for ``unreachable_after`` s: say so once, drop that connection
@@ -240,6 +303,7 @@ class Follower:
                     self._watch_links(pending)
                     if time.monotonic() - last_save > 2.0:
                         self._save()
+                        self._save_telemetry()
                         last_save = time.monotonic()
                 try:
                     event = self.queue.get(timeout=0.25)
@@ -256,6 +320,7 @@ class Follower:
         finally:
             self._stop()
             self._save()
+            self._save_telemetry()
         self._say_resumed()
         self.job.finish()
         record = self.record
@@ -271,6 +336,10 @@ class Follower:
             view.reconnects += 1
             self.sink.note(f"{event.host}: reachable again; resuming its logs where they were left")
             self.sink.nodes(list(self.nodes.values()))
+        if event.kind == "smi":
+            for text in self.telemetry.take(event, self.job):
+                self.sink.note(text)
+            return None
         if event.kind == "pid":  # "P <pid> <rank>": always a rank
             if event.rank is not None:
                 self.job.note_worker(event.host, int(event.text), event.rank)

@@ -23,6 +23,7 @@ The loop that reads the queue is :class:`launcher.ops.follow.Follower`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import selectors
@@ -32,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from launcher.core.layout import JobLayout
 from launcher.errors import AlaunchError
@@ -51,7 +53,7 @@ class Event:
     """One message from a node: a log line, a worker's pid, its end, or the channel lost."""
 
     host: str
-    kind: str  # "line" | "pid" | "end" | "lost" | "beat" | "file" | "unreachable" | "back"
+    kind: str  # "line" | "pid" | "end" | "lost" | "beat" | "file" | "unreachable" | "back" | "smi"
     rank: int | None = None
     role: str = ""
     text: str = ""
@@ -65,14 +67,18 @@ class Event:
 
 
 def follow_argv(python: str, root: str, follow: bool = True, node_rank: int | None = None,
-                ranks: Sequence[int] | None = None, offsets: dict[str, list[int]] | None = None) -> list[str]:
+                ranks: Sequence[int] | None = None, offsets: dict[str, list[int]] | None = None,
+                smi_every: float = 0.0) -> list[str]:
     """The argv that follows one node's job directory (every element is quoted by the runner).
 
     ``node_rank``: read that node's state (``JobLayout.node_state``); ``ranks``: follow only
     these workers' logs (and the scheduler's only on node 0), so nodes that share one job dir
     (NFS) do not each report every node's logs. ``offsets`` {path: [inode, byte offset]}
-    resumes each file where it was left."""
-    req = {"op": "follow", "root": root, "follow": follow, "offsets": offsets or {}}
+    resumes each file where it was left. ``smi_every`` > 0: the node also sends its ``npu-smi
+    info`` table every that many seconds (a ``smi`` event, see :func:`parse_smi`)."""
+    req: dict[str, Any] = {"op": "follow", "root": root, "follow": follow, "offsets": offsets or {}}
+    if smi_every > 0:
+        req["smi_every"] = float(smi_every)
     if node_rank is not None:
         req.update(state=JobLayout(root).node_state(node_rank), scheduler=node_rank == 0)
     if ranks is not None:
@@ -103,11 +109,23 @@ def parse_message(host: str, raw: str, at: float = 0.0) -> Event | None:
         return Event(host, "end", text=rest, at=at)
     if kind == "H":
         return Event(host, "beat", at=at)
+    if kind == "T":
+        return parse_smi(host, rest, at)
     if kind == "P":
         pid, _, rank = rest.partition("\t")
         if pid.isdigit() and rank.isdigit():
             return Event(host, "pid", int(rank), text=pid, at=at)
     return None
+
+
+def parse_smi(host: str, rest: str, at: float) -> Event | None:
+    """``T <json string>``: one ``npu-smi info`` table of the node, as text (an Event ``smi``);
+    a message cut by the line cap is not JSON and is dropped (one sample less, nothing else)."""
+    try:
+        text = json.loads(rest)
+    except ValueError:
+        return None
+    return Event(host, "smi", text=text, at=at) if isinstance(text, str) else None
 
 
 # ---------------------------------------------------------------- one node's state (no I/O)

@@ -548,6 +548,7 @@ class JobService(Engine):
                                      "ssh": self._ssh_meta(),
                                      "submitter": proc.me(),  # judged by refresh while no pid is recorded
                                      "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts},
+                                     "telemetry_every": job.spec.telemetry_every,
                                      **job.meta})
 
     def stage(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> None:

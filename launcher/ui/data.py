@@ -24,6 +24,7 @@ import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -227,6 +228,16 @@ def job_detail(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
         "config_sha256": record.config_sha256,
     })
     return row
+
+
+def telemetry_field(state_dir: Path, job_id: str) -> dict | None:
+    """The job page's ``telemetry``: each card's last/min/max and chart points, as the job's
+    follower keeps them (:mod:`launcher.ops.telemetry`); None when none was sampled."""
+    from launcher.metrics.telemetry import chart_json
+    from launcher.ops.telemetry import load_telemetry, telemetry_path
+
+    kept = load_telemetry(telemetry_path(state_dir, job_id))
+    return chart_json(kept) if kept is not None and kept.cards else None
 
 
 # ---------------------------------------------------------------- compare

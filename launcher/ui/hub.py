@@ -31,6 +31,7 @@ from launcher.metrics.progress import ProgressView, build_view
 from launcher.ops import registry as reg
 from launcher.ops.engines import log_view
 from launcher.ops.follow import Follower, NodeView
+from launcher.ops.telemetry import telemetry_path
 from launcher.ui.data import stream_key
 
 MAX_LINES = 20_000  # lines kept in memory per job for the viewer (the host keeps them all)
@@ -303,7 +304,8 @@ class Hub:
                 w.following = follow
                 # the follower logs -f runs; no offsets file: the viewer wants every line from the start
                 follower = Follower(record, conn.runner_for, hosts, w, conn.service if follow else None,
-                                    follow=follow, gang_stop=follow)
+                                    follow=follow, gang_stop=follow,
+                                    telemetry_path=telemetry_path(self.state_dir, record.id) if follow else None)
                 w.follower = follower
                 result = follower.run()
                 w.settle(result.job, follower)

@@ -252,7 +252,8 @@ class Dashboard:
     def _detail(self, ref: str) -> dict:
         record = self._record(ref)
         w = self.hub.watch(record.id) if record.nodes else None
-        return data.job_detail(record, w.snapshot() if w else None)
+        return data.job_detail(record, w.snapshot() if w else None) | {
+            "telemetry": data.telemetry_field(self.hub.state_dir, record.id)}
 
     @staticmethod
     async def _json(read: Callable[..., Any], *args: Any) -> Response:

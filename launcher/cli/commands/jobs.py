@@ -151,6 +151,7 @@ def status_cmd(
     known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
     accept_new: AcceptNewOpt = False,
     wide: bool = typer.Option(False, "--wide", "-w", help="Every column whole (full ids and details)."),
+    as_json: bool = typer.Option(False, "--json", help="A job: print its record, nodes and card telemetry as JSON."),
 ) -> None:
     """``alaunch status JOB|PIPELINE``: refresh from the hosts; the exit code tells the state."""
     from launcher.cli.pipelineview import pipeline_ref
@@ -158,7 +159,7 @@ def status_cmd(
     env = environment.current()
     run = pipeline_ref(env.state_dir, job)
     code = pipeline_status(env, run, wide) if run is not None else job_status(env, job, known_hosts, ssh_config,
-                                                                                accept_new, wide)
+                                                                                accept_new, wide, as_json)
     if code:
         raise typer.Exit(code)
 
@@ -177,7 +178,7 @@ def pipeline_status(env: environment.Environment, run, wide: bool = False) -> in
 
 
 def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, accept_new: bool,
-               wide: bool = False) -> int:
+               wide: bool = False, as_json: bool = False) -> int:
     """``status JOB``: the node table and reason; the state's exit code (unknown while a live
     job has a node we could not reach)."""
     from launcher.cli.connect import job_service
@@ -186,20 +187,73 @@ def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, 
     registry, service = job_service(env, known_hosts, ssh_config, accept_new, job)
     with registry:
         record, statuses = service.refresh(job)
+    code = STATE_EXIT[record.state]
+    if not record.terminal and any(s.state == "unknown" for s in statuses):
+        code = ExitCode.JOB_UNKNOWN
+    telemetry = job_telemetry(env.state_dir, record.id)
+    if as_json:
+        env.stdout.print(json.dumps(status_json(record, statuses, telemetry), indent=2), markup=False,
+                         highlight=False, soft_wrap=True)
+        return int(code)
     from launcher.cli.tables import print_table
     table = status_table(record, statuses, env.stdout.width, wide=wide)
     print_table(env.stdout, table, wide=wide)
     for line in cut_details(statuses, table):
         env.stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+    if telemetry:
+        env.stdout.print(telemetry_table(telemetry))
     from launcher.metrics.stragglers import from_tails
     for slow in from_tails({s.host: s.tails for s in statuses if s.tails}):
         env.stdout.print(f"straggler: {slow.text()}", markup=False, highlight=False, soft_wrap=True)
     if record.reason:
         env.stdout.print(f"reason: {record.reason}", markup=False, highlight=False, soft_wrap=True)
-    code = STATE_EXIT[record.state]
-    if not record.terminal and any(s.state == "unknown" for s in statuses):
-        code = ExitCode.JOB_UNKNOWN
     return int(code)
+
+
+def job_telemetry(state_dir, job_id: str) -> list[dict]:
+    """Per card (host, card, health, last/min/max of AI Core %, HBM MB, power W, temp C) as the
+    job's follower sampled them; empty when no follower sampled (no npu-smi, not followed)."""
+    from launcher.metrics.telemetry import summary_rows
+    from launcher.ops.telemetry import load_telemetry, telemetry_path
+
+    data = load_telemetry(telemetry_path(state_dir, job_id))
+    return summary_rows(data) if data is not None else []
+
+
+def status_json(record: reg.JobRecord, statuses, telemetry: list[dict]) -> dict:
+    """``status --json``: the job (as ``jobs --json``), each node's refreshed state, the cards."""
+    return {**jobs_json([record])[0],
+            "node_status": [{"rank": s.node_rank, "host": s.host, "state": s.state, "exit_code": s.exit_code,
+                             "processes": s.processes, "detail": s.detail} for s in statuses],
+            "telemetry": telemetry}
+
+
+def telemetry_table(rows: list[dict]) -> Table:
+    """One line per card: health, then each metric's last value and its (min-max) so far; fits
+    80 columns (no box lines, HBM in GiB: npu-smi's MB are MiB, power and temperature whole)."""
+    from rich import box
+    from rich.table import Table
+
+    def cell(row: dict, metric: str, scale: float = 1.0, digits: int = 0) -> str:
+        v = row[metric]
+        if v["last"] is None:
+            return "-"
+        last, lo, hi = (f"{x * scale:.{digits}f}" for x in (v["last"], v["min"], v["max"]))
+        return f"{last} ({lo}-{hi})"
+
+    totals = sorted({r["hbm_total_mb"] for r in rows if r["hbm_total_mb"]})
+    of = f" of {'/'.join(f'{t / 1024:g}' for t in totals)} GiB" if totals else ""
+    hosts = sorted({r["host"] for r in rows})
+    where = f" on {hosts[0]}" if len(hosts) == 1 else ""  # else each card is host/card
+    table = Table(title=f"cards{where}: last (min-max) while followed; HBM{of}", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    table.add_column("card", overflow="fold")  # host/card folds onto two lines at 80 columns
+    for name in ("health", "AI Core %", "HBM GiB", "power W", "temp C"):
+        table.add_column(name, no_wrap=True)
+    for r in rows:
+        table.add_row(str(r["card"]) if where else f"{r['host']}/{r['card']}", r["health"], cell(r, "aicore_pct"),
+                      cell(r, "hbm_used_mb", 1 / 1024, 1), cell(r, "power_w"), cell(r, "temp_c"))
+    return table
 
 
 def cancel_cmd(

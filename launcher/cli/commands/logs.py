@@ -58,7 +58,8 @@ def show_local(path: Path, *, summary: bool, as_json: bool, grep: str | None, ra
 def show_job(ref: str, *, follow: bool, grep: str | None, rank: int | None, node: str | None, raw: bool,
              since: str | None, known_hosts: Path | None, ssh_config: Path | None, accept_new: bool,
              verbose: bool = False, from_start: bool = False, progress_every: float = 10.0,
-             unreachable_after: float = 10.0, summary: str | None = None, fetched_in: Path = Path("runs")) -> int:
+             unreachable_after: float = 10.0, telemetry_every: float | None = None,
+             summary: str | None = None, fetched_in: Path = Path("runs")) -> int:
     """The job mode: every node's logs over one channel each (see launcher.ops.follow).
 
     ``summary`` ("table" or "json"): only the summary — of the fetched copy when there is one
@@ -80,7 +81,8 @@ def show_job(ref: str, *, follow: bool, grep: str | None, rank: int | None, node
             raise InputError(f"job {record.id} is {record.state}: it has no logs on its hosts yet")
         return follow_job(record, service, runner_for, follow=follow, raw=raw, grep=grep, rank=rank,
                           node=node, since=since, verbose=verbose, resume=not from_start,
-                          progress_every=progress_every, unreachable_after=unreachable_after, summary=summary)
+                          progress_every=progress_every, unreachable_after=unreachable_after,
+                          telemetry_every=telemetry_every, summary=summary)
 
 
 def register(app: typer.Typer) -> None:
@@ -105,6 +107,9 @@ def register(app: typer.Typer) -> None:
         progress_every: float = typer.Option(10.0, "--progress-every", help="-f in a pipe: a progress line every N s."),
         unreachable_after: float = typer.Option(10.0, "--unreachable-after",
                                                 help="-f: a node silent this many seconds shows as unreachable."),
+        telemetry_every: float | None = typer.Option(None, "--telemetry-every", min=0,
+                                                     help="-f: seconds between npu-smi samples of each node "
+                                                          "(default: the job file's telemetry_every, 5; 0: off)."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
     ) -> None:
@@ -121,7 +126,7 @@ def register(app: typer.Typer) -> None:
             code = show_job(target, follow=follow, grep=grep, rank=rank, node=node, raw=raw, since=since,
                             known_hosts=known_hosts, ssh_config=ssh_config, accept_new=accept_new,
                             verbose=verbose, from_start=from_start, progress_every=progress_every,
-                            unreachable_after=unreachable_after,
+                            unreachable_after=unreachable_after, telemetry_every=telemetry_every,
                             summary="json" if as_json else "table" if summary else None)
         if code:
             raise typer.Exit(code)

@@ -119,6 +119,7 @@ function jobPage(id) {
       <div>
         <div class="card" id="failure" hidden></div>
         <div class="card" id="stragglers" hidden></div>
+        <div class="card" id="telemetry" hidden></div>
         <div class="card"><h2 style="margin-top:0">nodes</h2><table id="nodes"><thead><tr><th>node</th><th>host</th><th>state</th><th>exit</th><th>pid</th></tr></thead><tbody></tbody></table>
           <table id="ranks" hidden><thead><tr><th>rank log</th><th>status</th><th>steps</th></tr></thead><tbody></tbody></table></div>
         <div class="card"><h2 style="margin-top:0">notes</h2><div id="notes" class="notes"></div></div>
@@ -191,6 +192,7 @@ function jobPage(id) {
     const ranks = [...new Set(streams.map(s => s.split("/").pop()).filter(r => r !== "sched"))];
     const hosts = [...new Set(d.nodes.map(n => n.host))];
     syncOptions(rankSel, ranks, "all ranks"); syncOptions(nodeSel, hosts, "all nodes");
+    renderTelemetry(document.getElementById("telemetry"), d.telemetry);
   }
   function syncOptions(sel, values, all) {
     const have = [...sel.options].slice(1).map(o => o.value);
@@ -285,7 +287,42 @@ function jobPage(id) {
     curves = {}; Object.entries(detail.curves).forEach(([k, c]) => curves[k] = { steps: [...c.steps], loss: [...c.loss] });
     renderChart(); await loadLogs();
     ready = true; early.forEach(handle); early = [];
+    pollTelemetry(() => detail && detail.following, queueRefresh);
   })();
+}
+
+// ------------------------------------------------------------------ job page: NPU telemetry per card
+// detail.telemetry (launcher.metrics.telemetry.chart_json): {every, fields, cards: [{host, card,
+// health, aicore_pct: {last, min, max}, ..., points: [[t, aicore, hbm MB, power W, temp C]]}]}
+const TELEMETRY_CHARTS = [["AI Core %", 1, 1], ["HBM GiB", 2, 1 / 1024], ["power W", 3, 1]];
+function pollTelemetry(following, refresh) {
+  // the follower writes the samples every few seconds; nothing else announces them
+  const timer = setInterval(() => { if (!document.getElementById("telemetry")) clearInterval(timer); else if (following()) refresh(); }, 5000);
+}
+function renderTelemetry(box, t) {
+  box.hidden = !(t && t.cards.length);
+  if (box.hidden) return;
+  const key = t.cards.map(c => `${c.host}/${c.card}`).join("|");
+  if (box.dataset.key !== key) {
+    box.dataset.key = key;
+    box.innerHTML = `<h2 style="margin-top:0">cards</h2><table class="telemetry-table"><thead><tr><th>card</th><th>health</th>
+      <th>AI Core %</th><th>HBM MB</th><th>power W</th><th>temp C</th></tr></thead><tbody></tbody></table>` +
+      TELEMETRY_CHARTS.map((_, i) => `<div class="telemetry-chart" id="tchart-${i}"></div>`).join("");
+    box.charts = TELEMETRY_CHARTS.map(([title], i) => {
+      const el = document.getElementById(`tchart-${i}`);
+      const series = [{}].concat(t.cards.map((c, j) => ({ label: `${c.host}/${c.card}`, stroke: COLOURS[j % COLOURS.length], width: 2, spanGaps: true, points: { show: false } })));
+      return new uPlot({ title, width: Math.max(280, el.clientWidth - 10), height: 160, series, legend: { live: false } },
+                       [[]].concat(t.cards.map(() => [])), el);
+    });
+  }
+  const cell = v => v.last == null ? "-" : `${fmt(v.last)} <span class="muted">(${fmt(v.min)}-${fmt(v.max)})</span>`;
+  box.querySelector("tbody").innerHTML = t.cards.map(c => `<tr data-card="${esc(c.host)}/${c.card}"><td>${esc(c.host)}/${c.card}</td>
+    <td>${c.health === "OK" ? esc(c.health) : `<b class="err">${esc(c.health)}</b>`}</td><td class="num">${cell(c.aicore_pct)}</td>
+    <td class="num">${cell(c.hbm_used_mb)}</td><td class="num">${cell(c.power_w)}</td><td class="num">${cell(c.temp_c)}</td></tr>`).join("");
+  TELEMETRY_CHARTS.forEach(([, idx, scale], i) => {
+    const tables = t.cards.map(c => [c.points.map(p => p[0]), c.points.map(p => p[idx] == null ? null : p[idx] * scale)]);
+    box.charts[i].setData(uPlot.join(tables));
+  });
 }
 
 // ------------------------------------------------------------------ compare
