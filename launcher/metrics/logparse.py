@@ -321,6 +321,7 @@ class LogState:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     errors: list[Failure] = field(default_factory=list)  # non-fatal ERROR lines (first 20)
     cluster_retries: int = 0
+    cluster_formed: bool = False  # "Cluster is successfully initialized": the retries were the normal forming
     ended: str | None = None  # the END_MARKERS kind seen ("train", "eval", "predict")
     handled: int = 0  # tracebacks / fatal-looking lines followed by progress
     _evidence: list[Failure] = field(default_factory=list)  # since the last progress
@@ -400,6 +401,9 @@ class LogState:
         self._match(line)
 
     def _match(self, line: str) -> None:
+        if "Cluster is successfully initialized" in line:
+            self.cluster_formed = True
+            return
         found = signatures.match(line)
         if found is None:
             return
@@ -627,7 +631,7 @@ class LogState:
             checkpoints=[asdict(c) for c in self.checkpoints],
             failure=asdict(self.failure) if self.failure else None,
             errors=len(self.errors), cluster_retries=self.cluster_retries, ended=self.ended,
-            status=self.status, complete=self.complete, handled=self.handled,
+            status=self.status, complete=self.complete, handled=self.handled, cluster_formed=self.cluster_formed,
         )
 
 
@@ -660,6 +664,7 @@ class Summary:
     status: str = "ok"  # ok | incomplete | failed (what the log shows)
     complete: bool | None = None
     handled: int = 0  # tracebacks / fatal-looking lines the run went on after
+    cluster_formed: bool = False  # retries that ended in a formed cluster are no alarm
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

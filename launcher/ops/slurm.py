@@ -123,7 +123,7 @@ class SlurmService(Engine):
         return login_view(record)
 
     def started_line(self, record: reg.JobRecord) -> str:
-        return (f"submitted {record.name} to Slurm as job {record.meta['slurm_job_id']} "
+        return (f"submitted {record.id} to Slurm as job {record.meta['slurm_job_id']} "
                 f"({len(record.nodes)} node(s) x {record.meta['target']['cards_per_node']} worker(s)); "
                 f"{record.state}")
 
