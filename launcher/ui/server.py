@@ -19,7 +19,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from http.cookies import SimpleCookie
 from importlib import resources
 from pathlib import Path
@@ -134,7 +134,7 @@ def _sse(message: dict | str) -> bytes:
 Message = dict | str | None  # None: a tick of the source passed with nothing new
 
 
-def event_stream(request: Request, source: AsyncIterator[Message], tick: float) -> StreamingResponse:
+def event_stream(request: Request, source: AsyncGenerator[Message, None], tick: float) -> StreamingResponse:
     """The one server-sent-events response: every message ``source`` yields is sent as a
     ``data:`` event; a ``None`` from it means ``tick`` seconds passed with nothing new — then the
     client is looked at (gone: stop) and, after HEARTBEAT_S without a message, a comment is sent
@@ -168,7 +168,7 @@ def _now() -> dict:
     return {"now": time.time()}
 
 
-async def polled(read: Callable[[], Any], stamp: Callable[[], dict] | None = None) -> AsyncIterator[Message]:
+async def polled(read: Callable[[], Any], stamp: Callable[[], dict] | None = None) -> AsyncGenerator[Message, None]:
     """What to read: ``read()`` (in a worker thread, encoded there too: a big answer encoded on
     the event loop held every page up) every LIST_PUSH_S; how to diff: its JSON text against the
     last one sent — only a change is yielded, with ``stamp()``'s keys added (not diffed). The
@@ -193,7 +193,7 @@ async def polled(read: Callable[[], Any], stamp: Callable[[], dict] | None = Non
         yield None
 
 
-async def pushed(watch: JobWatch) -> AsyncIterator[Message]:
+async def pushed(watch: JobWatch) -> AsyncGenerator[Message, None]:
     """What to read: a job's follower's messages, pushed to a subscriber queue as lines arrive
     (no diff: each one is new), after a ``hello`` with the sequence number the browser already
     has; ends after a ``resync`` (a slow viewer's queue overflowed: the browser reconnects and
