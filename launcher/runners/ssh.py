@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import paramiko
 
@@ -56,7 +56,7 @@ class ConnectOptions:
     # and closes it; N > 0 = masters shared by runs with the same options and kept N idle
     # seconds, so the next alaunch command skips the ~150 ms handshake (see runners.openssh).
     control_persist: float = 0.0
-    _fabric_config: object = field(default=None, repr=False)
+    _fabric_config: Any = field(default=None, repr=False)  # a fabric.Config (fabric has no type information)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fabric_config(self):
