@@ -118,7 +118,7 @@ def log_tails(root, keep=65536):
     In the prelude because two ops read it: the follower's TAIL and launch's STATUS of a
     running node (``status`` shows each node's step and loss from one round trip per host
     instead of two). No ``re``: importing it costs a ``python -S`` on the host ~5 ms."""
-    picked = {}
+    picked = {}  # type: dict[str, tuple[str, int]]  # rank -> (log path, priority: 0 is msrun's)
 
     def add(rank, path, prio):
         if os.path.isfile(path) and (rank not in picked or picked[rank][1] > prio):
@@ -237,7 +237,7 @@ def versions():
     ~1 ms), the CANN toolkit and the NPU driver (their install files) — None where absent: what
     must agree on every node of a job (the preflight, stage.py INVENTORY; a Slurm job's nodes, slurm.py VERSIONS)."""
     import sysconfig
-    out = {"mindspore": None, "mindformers": None, "cann": None, "driver": None}
+    out = {"mindspore": None, "mindformers": None, "cann": None, "driver": None}  # type: dict[str, str | None]
     paths = sysconfig.get_paths()
     # under -S a venv's site-packages is on no path: find it from the interpreter's own prefix
     lib = "python%d.%d" % sys.version_info[:2]
