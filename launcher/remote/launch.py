@@ -120,9 +120,9 @@ def detach(req):
     while time.time() < deadline:
         if os.path.exists(pid_path):
             fields = open(pid_path).read().split()
-            child, sup = int(fields[0]), int(fields[1])
+            pid, sup = int(fields[0]), int(fields[1])
             note_claim(req, sup, fields[3] if len(fields) > 3 else started(sup))
-            answer({"pid": child, "supervisor": sup})
+            answer({"pid": pid, "supervisor": sup})
             sys.exit(0)
         if os.path.exists(exit_path):
             sys.exit("did not start: " + open(log_path).read().strip().splitlines()[-1])
@@ -211,7 +211,8 @@ def listen(req):
         answer({"bound": False, "error": str(exc), "peers": []})
         return
     s.listen(64)
-    peers, deadline = [], time.time() + req["timeout"]
+    peers = []  # type: list[str]  # the peers' addresses
+    deadline = time.time() + req["timeout"]
     while len(peers) < req["expect"] and time.time() < deadline:
         s.settimeout(max(0.05, deadline - time.time()))
         try:
