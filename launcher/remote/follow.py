@@ -84,7 +84,7 @@ SMI_TIMEOUT = 30.0  # s: an npu-smi that hangs this long (a wedged driver) is ki
 SMI_FAILURES = 3  # failed runs in a row after which npu-smi is not run again (-8005 does not heal)
 SMI_CAP = 1 << 16  # bytes of one table sent: a 16-chip A3 table with processes is ~10 KB
 smi = {"every": 0.0, "exe": None, "proc": None, "buf": b"", "next": 0.0, "started": 0.0, "timeout": SMI_TIMEOUT,
-       "failed": 0}
+       "failed": 0}  # type: dict  # values of several types: the npu-smi sampler's state
 
 def listdir(path):
     try:
@@ -180,7 +180,7 @@ def rescan():
 def pump_all(final=False):
     # msrun's lines first into a buffer, out after every other file's: msrun reports a worker's
     # death only after the worker ended, so its last lines are in its log when that is read
-    later = []
+    later = []  # type: list[bytes]
     wrote = False
     for path, f in sorted(files.items(), key=lambda item: item[1]["role"] != "msrun"):
         put = later.append if f["role"] == "msrun" else None
@@ -373,7 +373,8 @@ def grep_op(req):
     for path, (rank, role) in sorted(wanted().items()):
         if role == "msrun" or (only is not None and rank != str(only)):
             continue
-        last, matched, n = collections.deque(maxlen=limit), 0, 0
+        last = collections.deque(maxlen=limit)  # type: collections.deque[list]  # [line number, text]
+        matched = n = 0
         try:
             with open(path, "rb") as fh:
                 for n, raw in enumerate(fh, 1):
