@@ -30,7 +30,7 @@ JOB_DIR = re.compile(r"[a-z0-9-]+-\d{8}-\d{6}-[0-9a-f]{4}\Z")
 
 def markers():
     want = b"ALAUNCH_JOB_ID="
-    out = set()
+    out = set()  # type: set[str]
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
@@ -286,7 +286,7 @@ def prune(req):
     cas = os.path.join(base, "cas")
     now, grace, dry = time.time(), req.get("grace", 3600), req.get("dry_run", True)
     remove = [n for n in req["remove"] if JOB_DIR.match(n) and os.path.isdir(os.path.join(base, n))]
-    unlinked = {}  # inode -> links that go with the removed job dirs and trees
+    unlinked = {}  # type: dict[int, int]  # inode -> links that go with the removed job dirs and trees
     plans = [(os.path.join(base, n), [] if req.get("checkpoints") else keep_checkpoints(os.path.join(base, n)))
              for n in remove]
     jobs = [{"id": n, "bytes": plan_job(root, keep, unlinked), "checkpoints_kept": bool(keep)}
