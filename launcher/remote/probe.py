@@ -23,7 +23,7 @@ def probe(req):
     import subprocess
     wd = os.path.expanduser(req["workdir"])
     r = {"hostname": socket.gethostname(), "arch": platform.machine(), "python": platform.python_version(),
-         "python_path": sys.executable, "os": platform.system()}
+         "python_path": sys.executable, "os": platform.system()}  # type: dict  # the answer: JSON values
     try:
         with open("/etc/os-release") as fh:
             kv = dict(line.rstrip("\n").split("=", 1) for line in fh if "=" in line)
