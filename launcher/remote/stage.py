@@ -242,7 +242,9 @@ def store_hashing_beside(readinto, out, h, size):
     objects are hashed inline: one hand-off per object would cost more than it saves."""
     import queue
     import threading
-    free, work, failed = queue.Queue(), queue.Queue(), []
+    free = queue.Queue()  # type: queue.Queue[bytearray]
+    work = queue.Queue()  # type: queue.Queue[tuple[bytearray, int] | None]  # None: no more
+    failed = []  # type: list[Exception]
     for _ in range(4):
         free.put(bytearray(1 << 20))
 
@@ -308,7 +310,7 @@ def unpack(cas, read, readinto):
 
     got = nbytes = 0
     manifest = None
-    override = {}
+    override = {}  # type: dict[str, str]  # the pax header's keys for the next member
     while True:
         hdr = exact(512)
         if hdr == ZERO:
@@ -384,6 +386,7 @@ def relay(req):
         except OSError as exc:
             kids.append({"name": child["name"], "proc": None, "error": "cannot start ssh: %s" % exc})
             continue
+        assert proc.stdin is not None  # stdin=PIPE
         widen_pipe(proc.stdin.fileno())
         kid = {"name": child["name"], "proc": proc, "error": None}
         kids.append(kid)
@@ -670,7 +673,8 @@ def claim_alive(claim, markers, ids, now):
 def legacy_claims(cdir, markers):
     """-> ([live claims], [paths of dead ones]) of the per-workdir dir (see :func:`claims_dir`)."""
     import time
-    live, dead = [], []
+    live = []  # type: list[dict]
+    dead = []  # type: list[str]
     try:
         names = sorted(os.listdir(cdir))
     except OSError:
@@ -868,7 +872,7 @@ def top(req):
         cells = line.split("|")
         if len(cells) >= 5 and cells[2].strip().isdigit():  # a process row: | npu chip | pid | name | MB |
             pid = cells[2].strip()
-            info = {"user": None, "name": None, "job": None}
+            info = {"user": None, "name": None, "job": None}  # type: dict[str, str | None]
             try:
                 info["user"] = pwd.getpwuid(os.stat("/proc/" + pid).st_uid).pw_name
                 with open("/proc/%s/comm" % pid) as f:
