@@ -212,7 +212,8 @@ def lora_ckpt(fh, size, names, out, h):
     fh.seek(max(0, size - 17))
     tail = fh.read(17)
     end = size - 17 if tail[:7] == b"crc_num" else size
-    found, crc = {}, [0]
+    found = {}  # type: dict[str, list]  # tag -> [element count, dtype, content bytes]
+    crc = [0]
 
     class Crc:
         def update(self, data):
@@ -328,7 +329,8 @@ class _Hashing:
     def __init__(self, h, mv):
         import queue
         import threading
-        self.h, self.mv, self.work = h, mv, queue.Queue()
+        self.h, self.mv = h, mv
+        self.work = queue.Queue()  # type: queue.Queue[tuple[int, int] | None]  # (offset, length); None: no more
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
