@@ -69,7 +69,7 @@ def mark_end(r):
 
 
 def read(r):
-    out = {}
+    out = {}  # type: dict[str, str | None]  # path -> its last 8 KiB (None: unreadable)
     for p in r["paths"]:
         try:
             with open(p, "rb") as fh:
@@ -99,7 +99,7 @@ def skew(r):
             found[got["node"]] = got["versions"]
     problems = []
     for key in r["keys"]:
-        seen = {}
+        seen = {}  # type: dict[str, list[str]]  # version -> the nodes that have it
         for node, v in found.items():
             seen.setdefault(str((v or {}).get(key) or "none"), []).append(node)
         if len(seen) > 1:
