@@ -32,7 +32,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, cast
 
 from launcher.core.hostfile import Host
 from launcher.errors import RemoteError
@@ -254,12 +254,12 @@ class CommandRunner(ABC):
     def __enter__(self) -> CommandRunner:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def feed_stdin(proc, chunks) -> None:
-    """Write ``chunks`` to a subprocess's stdin and close it.
+def feed_stdin(pipe: IO[bytes], chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to a subprocess's stdin ``pipe`` and close it.
 
     A remote side that ends early closes the pipe; that is not an error here: its exit code
     and stderr, read by the caller, say why.
@@ -268,12 +268,12 @@ def feed_stdin(proc, chunks) -> None:
 
     with contextlib.suppress(BrokenPipeError):
         for chunk in chunks:
-            proc.stdin.write(chunk)
+            pipe.write(chunk)
     with contextlib.suppress(BrokenPipeError):
-        proc.stdin.close()
+        pipe.close()
 
 
-def widen_pipe(f) -> None:
+def widen_pipe(f: IO[bytes]) -> None:
     """Grow a pipe to 1 MiB (Linux ``F_SETPIPE_SZ``): a bulk stream then moves in 1 MiB reads
     instead of 64 KiB ones, 16x fewer wake-ups and Python loop turns per MiB. Best effort."""
     try:
@@ -286,7 +286,7 @@ def widen_pipe(f) -> None:
 SMALL_REQUEST = 1 << 20
 
 
-def _run_small(argv, data: bytes, timeout: float | None) -> tuple[int | None, bytes, bytes]:
+def _run_small(argv: Sequence[str], data: bytes, timeout: float | None) -> tuple[int | None, bytes, bytes]:
     """A request in memory and the answer returned: ``communicate`` moves both through one
     ``selectors`` loop in this thread — no reader threads, two fewer thread starts per host
     and command (at 64 hosts, 128 threads less per fan-out)."""
@@ -300,7 +300,8 @@ def _run_small(argv, data: bytes, timeout: float | None) -> tuple[int | None, by
     return proc.returncode, out, err
 
 
-def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tuple[int | None, bytes, bytes]:
+def run_piped(argv: Sequence[str], stdin: Iterable[bytes] = (), stdout: BinaryIO | None = None,
+              timeout: float | None = None) -> tuple[int | None, bytes, bytes]:
     """Run ``argv`` with ``stdin`` chunks streamed in, through 1 MiB pipes; stdout goes to
     ``stdout`` (a binary file object, written as it arrives) or is returned.
 
@@ -311,11 +312,11 @@ def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tupl
     if stdout is None and isinstance(stdin, (list, tuple)) and sum(map(len, stdin)) <= SMALL_REQUEST:
         return _run_small(argv, b"".join(stdin), timeout)
     proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    widen_pipe(proc.stdout)
-    widen_pipe(proc.stdin)
+    out_pipe, err_pipe, in_pipe = proc.stdout, proc.stderr, proc.stdin
+    assert out_pipe is not None and err_pipe is not None and in_pipe is not None  # all PIPE
+    widen_pipe(out_pipe)
+    widen_pipe(in_pipe)
     out, err = bytearray(), bytearray()
-    out_pipe, err_pipe = proc.stdout, proc.stderr
-    assert out_pipe is not None and err_pipe is not None  # both PIPE
 
     def pump_out() -> None:
         while block := out_pipe.read1(1 << 20):  # type: ignore[attr-defined]  # a BufferedReader's
@@ -328,7 +329,7 @@ def run_piped(argv, stdin=(), stdout=None, timeout: float | None = None) -> tupl
                threading.Thread(target=lambda: err.extend(err_pipe.read()), daemon=True)]
     for t in readers:
         t.start()
-    feed_stdin(proc, stdin)
+    feed_stdin(in_pipe, stdin)
     try:
         code: int | None = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -346,7 +347,7 @@ class _Counting:
     def __init__(self, f: BinaryIO):
         self.f, self.count = f, 0
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         n = self.f.write(data)
         self.count += len(data)
         return n if n is not None else len(data)
