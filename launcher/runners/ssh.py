@@ -17,7 +17,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -59,7 +59,7 @@ class ConnectOptions:
     _fabric_config: Any = field(default=None, repr=False)  # a fabric.Config (fabric has no type information)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def fabric_config(self):
+    def fabric_config(self) -> Any:
         """A fabric Config for one connection (the ssh_config files are read once per options)."""
         from fabric import Config
         with self._lock:
@@ -78,7 +78,7 @@ class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
     def __init__(self, path: Path, lock: threading.Lock):
         self.path, self.lock = path, lock
 
-    def missing_host_key(self, client, hostname, key):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         client.get_host_keys().add(hostname, key.get_name(), key)
         with self.lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ class SSHRunner(CommandRunner):
 
     # ------------------------------------------------------------------ connection
     @property
-    def connection(self):
+    def connection(self) -> Any:
         """The open fabric Connection (connects on first use, with this runner's key policy)."""
         with self._lock:
             if self._conn is None or not self._conn.is_connected:
@@ -117,7 +117,7 @@ class SSHRunner(CommandRunner):
             return Path(str(files).split()[0]).expanduser()
         return Path("~/.ssh/known_hosts").expanduser()
 
-    def _open(self):
+    def _open(self) -> Any:
         from fabric import Connection
         h, opts = self.host, self.options
         kwargs: dict = {"banner_timeout": opts.connect_timeout, "auth_timeout": opts.connect_timeout,
@@ -203,7 +203,7 @@ class SSHRunner(CommandRunner):
                 self._conn = None
 
     # ------------------------------------------------------------------ commands
-    def _session(self):
+    def _session(self) -> paramiko.Channel:
         try:
             return self.connection.client.get_transport().open_session(window_size=WINDOW)
         except RemoteError:
@@ -221,7 +221,7 @@ class SSHRunner(CommandRunner):
         chan = self._session()
         out, err = bytearray(), bytearray()
 
-        def drain(recv, sink) -> None:
+        def drain(recv: Callable[[int], bytes], sink: Callable[[bytes], object]) -> None:
             with contextlib.suppress(OSError, socket.timeout):
                 while data := recv(1 << 20):
                     sink(data)
@@ -271,14 +271,14 @@ class SSHRunner(CommandRunner):
             raise CommandFailed(result)
         return result
 
-    def _exit_status(self, chan, argv, wait: float = 30.0) -> int:
+    def _exit_status(self, chan: paramiko.Channel, argv: Sequence[str], wait: float = 30.0) -> int:
         """``recv_exit_status`` with a bound: a transport that died after EOF never sends one."""
         if not chan.status_event.wait(wait):
             raise CommandTimeout(self.name, f"`{argv[0]}` sent no exit status within {wait:g} s "
                                             "(the connection was lost)")
         return chan.recv_exit_status()
 
-    def _drain(self, chan, timeout: float | None, argv) -> tuple[bytes, bytes]:
+    def _drain(self, chan: paramiko.Channel, timeout: float | None, argv: Sequence[str]) -> tuple[bytes, bytes]:
         """Read stdout and stderr until the channel closes (both, so neither pipe fills)."""
         out, err = bytearray(), bytearray()
         deadline = None if timeout is None else time.monotonic() + timeout
