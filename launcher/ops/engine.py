@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from launcher.core.spec import JobSpec
     from launcher.ops.launch import NodeStatus
     from launcher.ops.prune import HostPrune, PruneOptions
-    from launcher.ops.stage import LocalSet
+    from launcher.ops.stage import LocalSet, Progress
     from launcher.runners import CommandRunner
 
     SubmitOptions = Any  # launcher.ops.service.SubmitOptions (imported there: service imports this module)
@@ -96,7 +96,7 @@ class Engine(ABC):
     name: ClassVar[str]
 
     def __init__(self, registry: reg.Registry, state_dir: Path, *, say: Callable[[str], None] = lambda s: None,
-                 progress=None, exec_factory: Callable[[Host], CommandRunner] | None = None):
+                 progress: Progress | None = None, exec_factory: Callable[[Host], CommandRunner] | None = None):
         if exec_factory is None:
             from launcher.runners import make_runner
             exec_factory = make_runner
@@ -235,7 +235,7 @@ class Engine(ABC):
         return record
 
     def follow(self, record: reg.JobRecord, runner_for: Callable[[Host], Any], sink: Any,
-               note: Callable[[str], None] = lambda s: None, **kw) -> Any:
+               note: Callable[[str], None] = lambda s: None, **kw: Any) -> Any:
         """Follow a job to its end through the engine: wait while the engine queues it (each new
         reason said), read the job dirs of :meth:`log_view`, with :meth:`watch` beside the
         follower. None when the job ended before it started (nothing to read)."""
@@ -271,7 +271,7 @@ class Engine(ABC):
 
     # ------------------------------------------------------------------ the target
     @abstractmethod
-    def check(self, target: Any, *, timeout: float = 10.0, **policy) -> CheckReport:
+    def check(self, target: Any, *, timeout: float = 10.0, **policy: Any) -> CheckReport:
         """``hosts check``: is the target ready for a job."""
 
     def prune(self, target: Any, opts: PruneOptions) -> dict[str, HostPrune]:

@@ -11,13 +11,14 @@ asked for: ``jobs`` and ``--help`` import no engine they do not need (tests/test
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launcher.errors import InputError
 
 if TYPE_CHECKING:
+    from launcher.core.hostfile import Host
     from launcher.ops import registry as reg
     from launcher.ops.engine import Engine
 
@@ -94,7 +95,7 @@ def read_target(hostfile: Path | str | None, *, local: bool = False, slots: int 
     return getattr(importlib.import_module(module), parse)(text, str(hostfile))
 
 
-def check_identities(hosts) -> None:
+def check_identities(hosts: Iterable[Host]) -> None:
     """Each host's ``identity=`` key file exists: "no such file: PATH (hostfile X line N)"."""
     import os
     for h in hosts:
@@ -103,13 +104,13 @@ def check_identities(hosts) -> None:
             raise InputError(f"no such file: {h.identity} ({where}: identity= of {h.name})")
 
 
-def engine_for(target: Any, registry: reg.Registry | None, state_dir: Path, **kw) -> Engine:
+def engine_for(target: Any, registry: reg.Registry | None, state_dir: Path, **kw: Any) -> Engine:
     """The engine that runs ``target`` (``kw``: say, progress, exec_factory)."""
     # no registry: an engine asked only to render (plan_text), which records nothing
     return engine_class(target.engine)(registry, state_dir, **kw)  # type: ignore[arg-type]
 
 
-def engine_of(record: reg.JobRecord, registry: reg.Registry, state_dir: Path, **kw) -> Engine:
+def engine_of(record: reg.JobRecord, registry: reg.Registry, state_dir: Path, **kw: Any) -> Engine:
     """The engine that ran ``record``."""
     return engine_class(kind_of(record))(registry, state_dir, **kw)
 
