@@ -97,7 +97,7 @@ class SSHRunner(CommandRunner):
     def __init__(self, host: Host, options: ConnectOptions | None = None):
         super().__init__(host)
         self.options = options or ConnectOptions()
-        self._conn = None
+        self._conn: Any = None  # the fabric Connection, opened on first use
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ connection
