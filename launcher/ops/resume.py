@@ -25,17 +25,18 @@ another job (or a foreign process, per npu-smi) took meanwhile make it refuse, n
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from launcher.core import cards as core_cards
 from launcher.core import pipeline as pl
 from launcher.core import yamlio
-from launcher.core.hostfile import parse_hostfile
-from launcher.core.plan import build_plan
+from launcher.core.hostfile import Host, parse_hostfile
+from launcher.core.plan import Plan, build_plan
 from launcher.core.spec import JobSpec, load_job, masked_secrets, parse_job, restore_secrets
 from launcher.errors import AlaunchError, InputError, NothingToResume, ResumeBusy
 from launcher.ops import cards as card_ops
@@ -43,6 +44,10 @@ from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.launch import Launcher, launch_all
 from launcher.ops.stage import inventory, store_base
+
+if TYPE_CHECKING:
+    from launcher.ops.engine import Engine
+    from launcher.runners import CommandRunner
 
 CHECKPOINT_GLOB = "output/checkpoint/**/*.ckpt"
 
@@ -58,14 +63,15 @@ def resumed_config(config_text: str, job_dir: str) -> str:
     return yamlio.dumps(config)
 
 
-def claim_again(service, record: reg.JobRecord, hosts, plan, pythons) -> None:
+def claim_again(service: Engine, record: reg.JobRecord, hosts: Sequence[Host], plan: Plan,
+                pythons: Mapping[str, str]) -> None:
     """Take the job's cards again (the ones it had, ``meta.devices``) under each host's lock,
     as submit does: its old claim died with its processes, and another job may hold the
     cards now. Taken by someone else (a live claim, or a process per npu-smi): refuse, naming
     the holder, and let go of what was claimed here."""
     states = {n.host.name: posixpath.dirname(n.pid_path) for n in plan.nodes}
 
-    def one(host) -> card_ops.ClaimAnswer:
+    def one(host: Host) -> card_ops.ClaimAnswer:
         runner = service.exec_factory(host).using(pythons.get(host.name))
         try:
             return card_ops.claim(runner, store_base(host), record.id, host.slot_ids, states.get(host.name, ""))
@@ -111,7 +117,7 @@ def recorded_spec(record: reg.JobRecord, original: JobSpec | None = None) -> Job
     return spec
 
 
-def checkpoints_under(runner, root: str) -> list[pl.Checkpoint]:
+def checkpoints_under(runner: CommandRunner, root: str) -> list[pl.Checkpoint]:
     """Every checkpoint of the job dir ``root`` with what the file itself says (global step,
     attempt): one listing and one inspection on the host (entry/merge_ckpt.py ``inspect``)."""
     from launcher.ops.ckpt import on_host
@@ -162,13 +168,15 @@ def locked(registry: reg.Registry, ref: str, run: Callable[[reg.JobRecord, int],
         raise
 
 
-def resume_job(service, ref: str, say=lambda s: None, original: JobSpec | None = None) -> reg.JobRecord:
+def resume_job(service: Engine, ref: str, say: Callable[[str], None] = lambda s: None,
+               original: JobSpec | None = None) -> reg.JobRecord:
     """Attempt n+1 of a stopped finetune job on its hosts (see the module docstring). Returns it
     RUNNING."""
     return locked(service.registry, ref, lambda record, attempt: _resume(service, record, attempt, say, original))
 
 
-def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec | None) -> reg.JobRecord:
+def _resume(service: Engine, record: reg.JobRecord, attempt: int, say: Callable[[str], None],
+            original: JobSpec | None) -> reg.JobRecord:
     registry = service.registry
     meta = record.meta
     spec = recorded_spec(record, original)
@@ -176,7 +184,7 @@ def _resume(service, record: reg.JobRecord, attempt: int, say, original: JobSpec
     by_name = {h.name: h for h in hosts}
     pythons = dict(meta.get("pythons") or {})
 
-    def runner_for(host: str):
+    def runner_for(host: str) -> CommandRunner:
         return service.exec_factory(by_name[host]).using(pythons.get(host))
 
     def listed(node: reg.NodeRecord) -> list[pl.Checkpoint]:
