@@ -238,7 +238,7 @@ class JobService(Engine):
         """'started ID on N node(s): host (node 0, pid P, devices D), ...' — the first
         :data:`LISTED_NODES` nodes, then how many more. The id (it holds the name) comes first:
         ``submit --follow`` said it only at the end, so a Ctrl-C left no way back to the job."""
-        def node(n) -> str:
+        def node(n: reg.NodeRecord) -> str:
             devices = ",".join(map(str, record.meta.get("devices", {}).get(n.host, []))) or "-"
             return f"{n.host} (node {n.node_rank}, pid {n.pid}, devices {devices})"
         shown = [node(n) for n in record.nodes[:LISTED_NODES]]
@@ -251,11 +251,11 @@ class JobService(Engine):
               min_disk_gb: float = 5.0, python: str | None = None, verify_store: bool = False) -> CheckReport:
         """``hosts check``: one probe per host, all at once (``exec_factory`` should connect
         fresh: a kept master would hide a dead sshd); ``verify_store`` re-hashes each store."""
-        from launcher.ops.probe import CheckPolicy, check_host, table_cells, unreachable_row
+        from launcher.ops.probe import CheckPolicy, CheckRow, check_host, table_cells, unreachable_row
         policy = CheckPolicy(require_npus=require_npus, min_disk_gb=min_disk_gb, python=python)
         hosts = hosts_of(target)
 
-        def one(host):
+        def one(host: Host) -> CheckRow:
             with self.exec_factory(host) as runner:
                 row = check_host(runner, policy, timeout)
                 if verify_store and row.reachable:
@@ -322,7 +322,7 @@ class JobService(Engine):
             raise
 
     def _stage_and_launch(self, job: LocalJob, pre: Preflight, prepared: Prepared,
-                          runners: Mapping[str, CommandRunner], busy) -> dict:
+                          runners: Mapping[str, CommandRunner], busy: core_cards.CardsBusy | None) -> dict:
         """Phases 4-6 of :meth:`submit` on the recorded job: stage, claim the cards, launch."""
         def start() -> dict:
             claimed, plan = self.claim_cards(job, pre, prepared, runners, busy)
