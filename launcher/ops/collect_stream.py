@@ -54,7 +54,7 @@ class Entry:
                 "hash": self.sha256 is None}
 
 
-def prefix_sha256(path: Path, length: int):
+def prefix_sha256(path: Path, length: int) -> hashlib._Hash:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         left = length
@@ -117,7 +117,7 @@ class Receiver:
             self.fh = open(e.part, "wb")
         self.left, self.trailer = e.size - e.offset, b""
 
-    def write(self, data) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         """Never raises: the stream's pump thread must keep draining (a stalled pipe would
         hang the sender); the first failure is kept in ``error`` and the rest discarded."""
         if self.error is None:
@@ -172,7 +172,7 @@ class Receiver:
         if self.fh is not None:
             self.fh.flush()
 
-    def _finish(self, i: int, hasher, trailer: bytes) -> None:
+    def _finish(self, i: int, hasher: hashlib._Hash, trailer: bytes) -> None:
         e = self.entries[i]
         expected = e.sha256 or (trailer.hex() if trailer != ZERO else None)
         digest = hasher.hexdigest()
