@@ -20,11 +20,11 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout
@@ -49,6 +49,9 @@ from launcher.ops.follow_transport import (
     process_argv,
 )
 from launcher.runners import CommandRunner
+
+if TYPE_CHECKING:
+    from launcher.ops.launch import NodeStatus
 
 GANG_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping the other nodes
 DRAIN_AFTER_STOP = 8.0  # seconds to keep reading the nodes' last lines after a gang stop
@@ -113,7 +116,7 @@ class Stopper(Protocol):
 
     def fail(self, ref: str, reason: str, grace: float = GANG_GRACE) -> reg.JobRecord: ...
 
-    def refresh(self, ref: str): ...
+    def refresh(self, ref: str) -> tuple[reg.JobRecord, list[NodeStatus]]: ...
 
 
 @dataclass
@@ -246,7 +249,9 @@ class Follower:
             rank = node.node_rank if self.record.meta.get("state_per_node", True) else None
             python, root, follow = runner.python, node.job_dir, self.follow
 
-            def argv_for(offsets, p=python, r=root, n=rank, k=ranks, f=follow, e=self.telemetry.every):
+            def argv_for(offsets: dict[str, list[int]] | None, p: str = python, r: str = root,
+                         n: int | None = rank, k: Sequence[int] | None = ranks, f: bool = follow,
+                         e: float = self.telemetry.every) -> list[str]:
                 return follow_argv(p, r, f, n, k, offsets, e)
 
             if saved.get(node.host):
