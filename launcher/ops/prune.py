@@ -7,7 +7,7 @@ as protected. What was pruned is recorded as an event on each job the registry k
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from launcher.core.hostfile import Host
@@ -15,6 +15,7 @@ from launcher.core.prune import JobDir, dedupe_stores, select
 from launcher.ops import registry as reg
 from launcher.ops.fanout import run_parallel
 from launcher.ops.stage import store_base
+from launcher.runners import CommandRunner
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class HostPrune:
     skipped: str = ""  # e.g. "same store as host0"
 
 
-def prune_hosts(hosts: Sequence[Host], factory, registry: reg.Registry, opts: PruneOptions,
-                alive: Iterable[str] = ()) -> dict[str, HostPrune]:
+def prune_hosts(hosts: Sequence[Host], factory: Callable[[Host], CommandRunner], registry: reg.Registry,
+                opts: PruneOptions, alive: Iterable[str] = ()) -> dict[str, HostPrune]:
     """SCAN every host, choose, PRUNE (or only report with ``dry_run``); record what went.
     ``alive``: job ids an engine knows are queued or running whatever the registry says (a
     scheduler's queue: their processes run on nodes the scan does not see). Each host's
