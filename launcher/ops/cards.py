@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from launcher.core.cards import Holder, HostView, holders_from_claims, holders_from_npu_smi, host_view, merge_holders
@@ -142,7 +143,7 @@ def survey(runners: Mapping[str, CommandRunner], hosts: Sequence[Host], pythons:
     return out
 
 
-def top_hosts(hostfile, local: bool = False, slots: int = 1, include: str | None = None,
+def top_hosts(hostfile: Path | str | None, local: bool = False, slots: int = 1, include: str | None = None,
               exclude: str | None = None) -> list[Host]:
     """The hosts ``top`` (and the dashboard's cards page) asks: a hostfile's, or ``--local``.
     A scheduler's target (Slurm) is refused in one line: its nodes are not ours to reach."""

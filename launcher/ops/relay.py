@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from launcher.errors import AlaunchError
 from launcher.runners import CommandRunner
@@ -65,7 +66,7 @@ def relay(src: CommandRunner, dst: CommandRunner, path: str,
             except BaseException as exc:  # noqa: BLE001 - reported after the upload ends
                 failure.append(exc)
 
-    def chunks(source) -> Iterator[bytes]:
+    def chunks(source: BinaryIO) -> Iterator[bytes]:
         while block := source.read(CHUNK):
             yield block
 
