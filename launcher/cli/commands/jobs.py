@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -15,12 +17,16 @@ from launcher.errors import ExitCode
 if TYPE_CHECKING:  # annotations only: verbs import their stacks when they run
     from rich.table import Table
 
+    from launcher.core.hostfile import Host
     from launcher.ops import registry as reg
+    from launcher.ops.launch import NodeStatus
+    from launcher.runners import CommandRunner
 
 ORDER = 35
 
 
-def status_table(record: reg.JobRecord, statuses, width: int = 80, *, wide: bool = False) -> Table:
+def status_table(record: reg.JobRecord, statuses: Sequence[NodeStatus], width: int = 80, *,
+                 wide: bool = False) -> Table:
     """One line per node at any width (:mod:`launcher.cli.tables`): node, host, state, exit and
     procs whole, the detail cut to one line (``status`` prints a cut detail in full below)."""
     from launcher.cli import tables as t
@@ -32,7 +38,7 @@ def status_table(record: reg.JobRecord, statuses, width: int = 80, *, wide: bool
     return t.table(columns, rows, width, wide=wide, title=f"{record.id} ({record.name}): {record.state}")
 
 
-def cut_details(statuses, table: Table) -> list[str]:
+def cut_details(statuses: Sequence[NodeStatus], table: Table) -> list[str]:
     """``node N (HOST): DETAIL`` for each node whose detail the table could not show whole."""
     from launcher.cli.tables import cut_rows, one_line
 
@@ -81,7 +87,7 @@ def load_jobs(env: environment.Environment, limit: int, states: list[str] | None
         if any(not r.terminal for r in records):  # engines that answer for all live jobs at once (Slurm)
             from launcher.ops.engines import refresh_listed
 
-            def factory():
+            def factory() -> Callable[[Host], CommandRunner]:
                 from launcher.cli.connect import runner_factory  # only then: `jobs` starts fast
                 return runner_factory(None, None, False)
             failed = refresh_listed(registry, env.state_dir, records, factory)
@@ -93,7 +99,7 @@ def load_jobs(env: environment.Environment, limit: int, states: list[str] | None
     return records
 
 
-def jobs_json(records) -> list[dict]:
+def jobs_json(records: Sequence[reg.JobRecord]) -> list[dict]:
     """``jobs --json``: one object per job with its nodes (``refused``: refused before launch)."""
     from launcher.ops.registry import REFUSED
     return [{"id": r.id, "name": r.name, "kind": r.kind, "state": r.state, "created_at": r.created_at,
@@ -123,7 +129,8 @@ def nodes_short(text: str) -> str:
     return text if len(hosts) < 2 else f"{hosts[0]} +{len(hosts) - 1}"
 
 
-def jobs_table(records, width: int = 80, *, wide: bool = False, ids: tuple[list[str], list[str]] | None = None,
+def jobs_table(records: Sequence[reg.JobRecord], width: int = 80, *, wide: bool = False,
+               ids: tuple[list[str], list[str]] | None = None,
                now: dt.datetime | None = None) -> Table:
     """The jobs table, one line per job at any width (:mod:`launcher.cli.tables`): id, state,
     nodes and age whole, the id as its shortest unique prefix when space is short (``ids``: every
@@ -164,7 +171,7 @@ def status_cmd(
         raise typer.Exit(code)
 
 
-def pipeline_status(env: environment.Environment, run, wide: bool = False) -> int:
+def pipeline_status(env: environment.Environment, run: reg.PipelineRecord, wide: bool = False) -> int:
     """``status PIPELINE`` (a pipeline file, name or run id): its steps; 0 only when it succeeded."""
     from launcher.cli.pipelineview import steps_table
     from launcher.cli.tables import print_table
@@ -177,7 +184,8 @@ def pipeline_status(env: environment.Environment, run, wide: bool = False) -> in
     return 0 if run.state == "succeeded" else int(STATE_EXIT.get(run.state, ExitCode.JOB_FAILED))
 
 
-def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, accept_new: bool,
+def job_status(env: environment.Environment, job: str, known_hosts: Path | None, ssh_config: Path | None,
+               accept_new: bool,
                wide: bool = False, as_json: bool = False) -> int:
     """``status JOB``: the node table and reason; the state's exit code (unknown while a live
     job has a node we could not reach)."""
@@ -210,7 +218,7 @@ def job_status(env: environment.Environment, job: str, known_hosts, ssh_config, 
     return int(code)
 
 
-def job_telemetry(state_dir, job_id: str) -> list[dict]:
+def job_telemetry(state_dir: Path, job_id: str) -> list[dict]:
     """Per card (host, card, health, last/min/max of AI Core %, HBM MB, power W, temp C) as the
     job's follower sampled them; empty when no follower sampled (no npu-smi, not followed)."""
     from launcher.metrics.telemetry import summary_rows
@@ -220,7 +228,7 @@ def job_telemetry(state_dir, job_id: str) -> list[dict]:
     return summary_rows(data) if data is not None else []
 
 
-def status_json(record: reg.JobRecord, statuses, telemetry: list[dict]) -> dict:
+def status_json(record: reg.JobRecord, statuses: Sequence[NodeStatus], telemetry: list[dict]) -> dict:
     """``status --json``: the job (as ``jobs --json``), each node's refreshed state, the cards."""
     return {**jobs_json([record])[0],
             "node_status": [{"rank": s.node_rank, "host": s.host, "state": s.state, "exit_code": s.exit_code,
