@@ -20,6 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: rich is imported when a table is made
+    from rich.console import Console
+    from rich.table import Table
 
 KEEP, ID, TEXT = "keep", "id", "text"
 WHOLE = 10**6  # a TEXT column's min_width for "whole or dropped" (a job kind cut to "finetu…" says nothing)
@@ -156,7 +161,7 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, *,
 
 
 def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, *, wide: bool = False,
-          title: str | None = None, row_styles: Sequence[str | None] | None = None):
+          title: str | None = None, row_styles: Sequence[str | None] | None = None) -> Table:
     """A rich Table of ``rows`` fitted to ``width`` (every row one line; see :func:`fit`)."""
     from rich.table import Table
 
@@ -169,14 +174,14 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, 
     return out
 
 
-def cut_rows(tab, header: str, values: Sequence[str]) -> list[int]:
+def cut_rows(tab: Table, header: str, values: Sequence[str]) -> list[int]:
     """The rows whose ``header`` cell the table could not show whole (cut, or the column
     dropped): the caller prints their full text under the table."""
     shown = next((list(c.cells) for c in tab.columns if c.header == header), None)
     return [n for n, v in enumerate(values) if v and (shown is None or shown[n] != one_line(v))]
 
 
-def print_table(console, tab, *, wide: bool = False) -> None:
+def print_table(console: Console, tab: Table, *, wide: bool = False) -> None:
     """Print; ``wide`` on a console narrower than the table prints it whole (the terminal wraps
     its lines) instead of letting rich squeeze it again. A title wider than the table is a line
     of its own (rich wrapped ``status``'s "ID (name): state" over the table's width)."""

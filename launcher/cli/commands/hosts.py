@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from launcher.cli import environment
 from launcher.errors import AlaunchError, ExitCode, InputError
+
+if TYPE_CHECKING:  # annotations only: verbs import their stacks when they run
+    from rich.table import Table
+
+    from launcher.ops.engine import CheckReport
 
 ORDER = 20
 
@@ -22,7 +28,7 @@ _PRIORITY = {"verdict": 9, "NPUs": 6, "free disk": 5, "mindformers": 4, "mindspo
 _MIN = {"verdict": 36}  # the verdict keeps room for its reason: lower columns go first
 
 
-def _table(report, width: int = 80, wide: bool = False) -> object:
+def _table(report: CheckReport, width: int = 80, wide: bool = False) -> Table:
     """The engine's check report as a table, one line per host (failed rows in red)."""
     from launcher.cli import tables as t
 
