@@ -13,6 +13,8 @@ snapshot as JSON.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -28,21 +30,26 @@ from launcher.cli.options import (
     SshConfigOpt,
 )
 
+if TYPE_CHECKING:  # annotations only: verbs import their stacks when they run
+    from rich.console import Group
+
+    from launcher.core.cards import CardView, HostView
+
 ORDER = 22
 
 
-def _pct(value) -> str:
+def _pct(value: float | None) -> str:
     return "" if value is None else f"{value}%"
 
 
-def _hbm(card) -> str:
+def _hbm(card: CardView) -> str:
     if card.hbm_used_mb is None:
         return ""
     used = f"{card.hbm_used_mb / 1024:.1f}"
     return f"{used}/{card.hbm_total_mb / 1024:.0f} GiB" if card.hbm_total_mb else f"{used} GiB"
 
 
-def render(views, stamp: str = ""):
+def render(views: Sequence[HostView], stamp: str = "") -> Group:
     """The screen: one line per host (free cards first), then one row per card."""
     from rich.console import Group
     from rich.table import Table
