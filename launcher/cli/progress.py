@@ -6,7 +6,9 @@ Staging (``submit``) and fetching (``fetch``, ``submit --fetch``) report through
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TransferSpeedColumn
 from rich.progress import Progress as RichBar
@@ -15,11 +17,15 @@ from launcher.ops import registry as reg
 from launcher.ops.collect import FetchReport, NodeFetch, fetch_job
 from launcher.ops.stage import HostReport, PlainProgress, Progress
 
+if TYPE_CHECKING:
+    from launcher.cli.environment import Environment
+    from launcher.runners.ssh import ConnectOptions
+
 
 class RichProgress(Progress):
     """Files, bytes and speed per host, on a terminal."""
 
-    def __init__(self, bar: RichBar, say):
+    def __init__(self, bar: RichBar, say: Callable[[str], None]):
         self.bar, self.say = bar, say
         self.tasks: dict[str, TaskID] = {}
 
@@ -47,7 +53,7 @@ class GroupProgress(Progress):
     and one summary line when every host is done (a 64-node submit printed 64 lines or drew 64
     bars). Relays and shared filesystems are counted, the slowest host named."""
 
-    def __init__(self, hosts: int, say, bar: RichBar | None = None):
+    def __init__(self, hosts: int, say: Callable[[str], None], bar: RichBar | None = None):
         self.hosts, self.say, self.bar = hosts, say, bar  # hosts: for the bar's title
         self.task: TaskID | None = None
         self.reports: dict[str, HostReport] = {}
@@ -116,7 +122,7 @@ def node_line(node: NodeFetch) -> str:
 class PlainFetchProgress:
     """Not a terminal: one line per node when it starts and when it ends."""
 
-    def __init__(self, say):
+    def __init__(self, say: Callable[[str], None]):
         self.say = say
 
     def start(self, host: str, files: int, total_bytes: int) -> None:
@@ -132,7 +138,7 @@ class PlainFetchProgress:
 class RichFetchProgress(PlainFetchProgress):
     """A terminal: one bar per node with bytes and bytes/s."""
 
-    def __init__(self, bar: RichBar, say):
+    def __init__(self, bar: RichBar, say: Callable[[str], None]):
         super().__init__(say)
         self.bar, self.lock = bar, threading.Lock()
         self.tasks: dict[str, TaskID] = {}
@@ -150,8 +156,8 @@ class RichFetchProgress(PlainFetchProgress):
         super().done(host, node)
 
 
-def fetch_with_progress(env, registry: reg.Registry, job: str, what: str, dest: Path,
-                        options) -> FetchReport:
+def fetch_with_progress(env: Environment, registry: reg.Registry, job: str, what: str, dest: Path,
+                        options: ConnectOptions | None) -> FetchReport:
     """Fetch with a bar per node on a terminal, plain lines otherwise (used by fetch and submit --fetch)."""
     say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     if env.stderr.is_terminal and not env.raw:
