@@ -24,9 +24,11 @@ import textwrap
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -61,7 +63,7 @@ _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def progress_renderable(v: ProgressView):
+def progress_renderable(v: ProgressView) -> Table | Group:
     """A bar with the facts beside it; a red line under it once something failed."""
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=20, no_wrap=True)
@@ -163,9 +165,10 @@ class StorySink:
             self.live.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self.live is not None:
-            self.live.__exit__(*exc)
+            self.live.__exit__(exc_type, exc, tb)
 
     # -- output
     def _say(self, text: str, style: str = "", indent: int = 0) -> None:
@@ -181,8 +184,8 @@ class StorySink:
             self.console.print(Text(text, style=style), soft_wrap=True, highlight=False)
         self.printer.printed += 1
 
-    def _renderable(self):
-        parts = [progress_renderable(self.view)]
+    def _renderable(self) -> Group:
+        parts: list[RenderableType] = [progress_renderable(self.view)]
         for v in self.node_views:
             if v.state != "running":
                 parts.append(Text(f"  {v.host} (node {v.node_rank}): {v.label}",
@@ -303,8 +306,9 @@ class LiveSink(PlainSink):
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.live.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.live.__exit__(exc_type, exc, tb)
 
     def progress(self, view: ProgressView) -> None:
         self.live.update(progress_renderable(view))
@@ -423,7 +427,7 @@ def _follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Ho
 
 def finish_submit(registry: reg.Registry, record: reg.JobRecord, service: Engine,
                   runner_for: Callable[[Host], CommandRunner], *,
-                  follow: bool, fetch: bool, fetch_dest, accept_new: bool, verbose: bool = False) -> int:
+                  follow: bool, fetch: bool, fetch_dest: Path, accept_new: bool, verbose: bool = False) -> int:
     """The tail of ``submit`` (hostfile and Slurm alike): follow the logs to the end when asked
     (``--fetch`` implies it), then fetch the outputs into ``fetch_dest/<job-id>/``, then print the
     job id last on stdout. Returns the exit code (the job's state when followed, else 0); the
