@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -17,6 +19,13 @@ from launcher.cli.options import (
     SlotsOpt,
     SshConfigOpt,
 )
+
+if TYPE_CHECKING:  # annotations only: verbs import their stacks when they run
+    from launcher.core.hostfile import Host
+    from launcher.ops import registry as reg
+    from launcher.ops.engine import Engine
+    from launcher.ops.service import SubmitOptions
+    from launcher.runners import CommandRunner
 
 ORDER = 30
 
@@ -63,8 +72,9 @@ def submit_cmd(
         raise typer.Exit(code)
 
 
-def submit_options(sets, master_port, master_port_range, bin_dir, cluster_time_out, check_mindformers,
-                   ssh_config, devices, wait, poll):
+def submit_options(sets: Sequence[str], master_port: int | None, master_port_range: str | None, bin_dir: str | None,
+                   cluster_time_out: int, check_mindformers: bool, ssh_config: Path | None, devices: str | None,
+                   wait: bool, poll: float) -> SubmitOptions:
     """The command line as :class:`launcher.ops.service.SubmitOptions` (a bad port range or
     device list is refused here, naming the option)."""
     from launcher.core.cards import parse_devices
@@ -78,7 +88,8 @@ def submit_options(sets, master_port, master_port_range, bin_dir, cluster_time_o
                          devices=parse_devices(devices) if devices is not None else None, wait=wait, poll=poll)
 
 
-def submit_to_target(job: Path, target, opts, factory, runner_for, *, follow: bool, fetch: bool, fetch_dest: Path,
+def submit_to_target(job: Path, target: Any, opts: SubmitOptions, factory: Callable[[Host], CommandRunner],
+                     runner_for: Callable[[Host], CommandRunner], *, follow: bool, fetch: bool, fetch_dest: Path,
                      accept_new: bool, verbose: bool) -> int:
     """Stage and start (or queue) through the target's engine (transfer bars on a terminal,
     plain lines in a pipe), say where the job runs, then submit's tail
@@ -98,7 +109,8 @@ def submit_to_target(job: Path, target, opts, factory, runner_for, *, follow: bo
 MANY_HOSTS = 8  # past this many hosts staging reports the group (cli/progress.GroupProgress)
 
 
-def start_job(env, registry, job: Path, target, opts, factory, say):
+def start_job(env: environment.Environment, registry: reg.Registry, job: Path, target: Any, opts: SubmitOptions,
+              factory: Callable[[Host], CommandRunner], say: Callable[[str], None]) -> tuple[Engine, reg.JobRecord]:
     """The engine's ``submit`` with its progress shown: rich bars on a terminal, else plain lines."""
     from launcher.ops.engines import engine_for
     from launcher.ops.stage import PlainProgress, Progress
