@@ -10,19 +10,27 @@ plan took 0.4 s (issue #33); tests/test_state_words.py fails if a plain render i
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from launcher.cli import environment
 from launcher.cli.options import ExcludeOpt, IncludeOpt, SlotsOpt
 
+if TYPE_CHECKING:  # annotations only: MindFormers and the render stack load when the verb runs
+    from launcher.core.hostfile import Host
+    from launcher.core.render import Rendered
+    from launcher.core.spec import JobSpec
+    from launcher.ops.mfcheck import MindFormersCheck
+
 ORDER = 20
 PREVIEW_JOB_ID = "<job-id>"
 
 
 def _hosts(hostfile: Path | None, local: bool, local_slots: int, include: str | None = None,
-           exclude: str | None = None, devices: str | None = None):
+           exclude: str | None = None, devices: str | None = None) -> list[Host]:
     """The hosts the target's engine counts (a scheduler target: its nodes and workdir), with
     submit's filters: ``render --include h1`` renders the world ``submit --include h1`` runs
     (render counted the whole hostfile: 16 where submit ran 2, issue #33). No key file is
@@ -36,7 +44,8 @@ def _hosts(hostfile: Path | None, local: bool, local_slots: int, include: str | 
     return hosts
 
 
-def build(job: Path, hosts, sets: list[str], job_id: str = PREVIEW_JOB_ID, check_mindformers: bool = True):
+def build(job: Path, hosts: Sequence[Host], sets: list[str], job_id: str = PREVIEW_JOB_ID,
+          check_mindformers: bool = True) -> tuple[JobSpec, Rendered, MindFormersCheck, str, str, list[str]]:
     """Everything `render` checks, with no output: (spec, rendered, mindformers check). Raises InputError."""
     from launcher.core import render as render_mod
     from launcher.core import validate
