@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 from launcher.ops import registry as reg
 
 if TYPE_CHECKING:
+    from launcher.cli.environment import Environment
     from launcher.core.hostfile import Host
+    from launcher.ops.engine import Engine
     from launcher.runners import CommandRunner
 
 DEFAULT_CONTROL_PERSIST = 60.0
@@ -53,7 +55,8 @@ def saved_ssh(record: reg.JobRecord, known_hosts: Path | None,
             ssh_config or (Path(saved["ssh_config"]) if "ssh_config" in saved else None))
 
 
-def job_service(env, known_hosts, ssh_config, accept_new, job: str):
+def job_service(env: Environment, known_hosts: Path | None, ssh_config: Path | None, accept_new: bool,
+                job: str) -> tuple[reg.Registry, Engine]:
     """The registry and the engine that ran one job; SSH files default to those its submit used."""
     from launcher.ops.engines import engine_of
     registry = reg.Registry.in_state_dir(env.state_dir)

@@ -14,6 +14,7 @@ from launcher.cli.options import AcceptNewOpt, KnownHostsOpt, SshConfigOpt
 if TYPE_CHECKING:  # imported when the verb runs (cli/app.py)
     from launcher.ops import registry as reg
     from launcher.ops.collect import FetchReport
+    from launcher.runners.ssh import ConnectOptions
 
 ORDER = 45
 
@@ -49,7 +50,8 @@ def report_json(report: FetchReport) -> str:
                                  for n in report.nodes]}, indent=2)
 
 
-def refresh_first(env, registry: reg.Registry, job: str, options) -> None:
+def refresh_first(env: environment.Environment, registry: reg.Registry, job: str,
+                  options: ConnectOptions | None) -> None:
     """A job not yet ended is refreshed from its hosts before fetching: fetch is one more place
     that may notice a dead node, and the gang rule (stop the others) holds whoever notices."""
     record = registry.get(job)
