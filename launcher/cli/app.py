@@ -18,6 +18,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from types import FrameType
 
 import typer
 
@@ -129,7 +130,7 @@ def _short_helps(app: typer.Typer) -> None:
             _short_helps(sub)
 
 
-def _as_ctrl_c(signum, frame) -> None:
+def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 

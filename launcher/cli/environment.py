@@ -10,13 +10,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # rich and the registry load when a verb runs, not for `alaunch --help`
     from rich.console import Console
 
 
-def _console(**kwargs) -> Console:
+def _console(**kwargs: Any) -> Console:
     from rich.console import Console
 
     return Console(**kwargs)
