@@ -39,6 +39,7 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from launcher.errors import AlaunchError, InputError
 from launcher.ops import registry as reg
@@ -72,7 +73,7 @@ def cookie_name(hosts: set[str]) -> str:
 class TokenGuard:
     """ASGI middleware: the token, the Host check and the POST rules above."""
 
-    def __init__(self, app, token: str, hosts: set[str]):
+    def __init__(self, app: ASGIApp, token: str, hosts: set[str]):
         self.app, self.token, self.hosts = app, token, {h.lower() for h in hosts}
         self.cookie = cookie_name(self.hosts)
 
@@ -80,7 +81,7 @@ class TokenGuard:
         return candidate is not None and candidate != "" and secrets.compare_digest(candidate.encode(),
                                                                                     self.token.encode())
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -140,7 +141,7 @@ def event_stream(request: Request, source: AsyncGenerator[Message, None], tick: 
     client is looked at (gone: stop) and, after HEARTBEAT_S without a message, a comment is sent
     (a proxy or the browser would drop an idle stream). The source is closed whatever ends the
     stream, so a subscription it holds is released when the browser goes away."""
-    async def gen():
+    async def gen() -> AsyncGenerator[bytes, None]:
         quiet = 0.0
         try:
             async for message in source:
