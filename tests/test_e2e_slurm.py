@@ -233,8 +233,8 @@ def test_follow_ends_when_slurm_kills_the_script_without_a_word(slurm_env, toy, 
 def test_the_demo_pipeline_runs_on_slurm(slurm_env, run_cli, tmp_path, monkeypatch):
     """`alaunch run jobs/pipelines/demo.yaml -H <slurm target>`: data here, each job step an
     sbatch job (the training on both nodes), its outputs left in the shared workdir, the merge
-    of the 2 ranks' checkpoints on the login node, the predictions scored, the results table
-    (before: 'missing slots=N for host slurm:')."""
+    of the 2 ranks' checkpoints a one-node sbatch job of its own (before: on the login node),
+    the predictions scored, the results table (before: 'missing slots=N for host slurm:')."""
     root = Path(__file__).resolve().parents[1]
     target = _target(slurm_env, tmp_path)
     code, out, err = run_cli("run", str(root / "jobs" / "pipelines" / "demo.yaml"), "-H", str(target),
@@ -257,6 +257,9 @@ def test_the_demo_pipeline_runs_on_slurm(slurm_env, run_cli, tmp_path, monkeypat
     assert (merge["mode"], merge["ranks"]) == ("data-parallel", 2)
     assert f"checkpoint:\n  remote: {merge['out']}" in after.spec_text  # read where the merge left it
     assert merge["out"].startswith(str(tmp_path / "shared"))  # in the shared workdir, never copied
+    merged_dir = Path(merge["out"]).parent  # the merge's own Slurm job: its script and output beside it
+    assert merge["slurm_job_id"] and list(merged_dir.glob(f"merge-*-{merge['slurm_job_id']}.out"))
+    assert "#SBATCH --nodes=1" in next(merged_dir.glob("merge-*.sbatch")).read_text()
 
 
 @pytest.mark.timeout(900)

@@ -60,6 +60,11 @@ class HostTarget:
     shared_workdir: ClassVar[bool] = False  # each host has its own disk: outputs are copied between them
     schedules: ClassVar[bool] = False  # alaunch places jobs on cards (a scheduler's target: it queues them)
 
+    @property
+    def workdir(self) -> str:
+        """Where jobs live on the first host (the dry run's stand-in for a step's job dir)."""
+        return self.hosts[0].remote_workdir if self.hosts else "~"
+
     def node_hosts(self) -> list[Host]:
         """The hosts render and plan count."""
         return list(self.hosts)
@@ -221,6 +226,25 @@ class Engine(ABC):
                original: JobSpec | None = None) -> reg.JobRecord:
         """Attempt n+1 of a stopped training job, in its own job dir, from the newest
         checkpoint every rank saved (``alaunch resume``, a pipeline step's ``retries:``)."""
+
+    # ------------------------------------------------------------------ alaunch's own programs (a merge)
+    def run_task(self, target: Any, host: Host, python: str | None, program: Path, request: Mapping[str, Any],
+                 where: str, label: str) -> Any:
+        """Run one of alaunch's own programs (``entry/merge_ckpt.py``) with ``request`` where the
+        target runs work, and return its one JSON line. Hosts: on ``host`` (the producer's node
+        0), through its runner. A scheduler's engine queues it as a job of its own, its files
+        in ``where`` (on a Slurm login node it would compete with every user's shell)."""
+        from launcher.ops.ckpt import on_host
+        runner = self.exec_factory(host).using(python)
+        try:
+            return on_host(runner, dict(request), label, program)
+        finally:
+            runner.close()
+
+    def task_text(self, target: Any, host: str, program: Path, request: Mapping[str, Any], where: str,
+                  label: str) -> str:
+        """What :meth:`run_task` would do, for a dry run (pure)."""
+        return f"on {host}, in {where} ({program.parent.name}/{program.name})"
 
     # ------------------------------------------------------------------ what the follower and fetch read
     @staticmethod
