@@ -17,7 +17,6 @@ Sinks for :class:`launcher.ops.follow.Follower` (and the live bar, :func:`progre
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -40,12 +39,12 @@ from launcher.cli.logview import (
     summary_payload,
     summary_table,
 )
-from launcher.core.hostfile import Host, parse_hostfile
+from launcher.core.hostfile import Host
 from launcher.errors import ExitCode, InputError
 from launcher.metrics.progress import ProgressView, view_text
 from launcher.metrics.story import short_warning, story_kind
 from launcher.ops import registry as reg
-from launcher.ops.follow import Follower, FollowResult, NodeView
+from launcher.ops.follow import FollowResult, NodeView
 from launcher.ops.follow_transport import UNREACHABLE_AFTER
 from launcher.ops.service import STATE_EXIT
 
@@ -292,15 +291,6 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
     """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
     env = environment.current()
     note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-    if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
-        record = service.wait_started(record.id, note)
-        if record.terminal and record.started_at is None:  # ended in the queue: no logs
-            note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
-            return int(STATE_EXIT[record.state])
-    record = service.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
-    hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
-    if node is not None and node not in hosts:
-        raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
     printer = LinePrinter(tagged=True, raw=raw, grep=compile_grep(grep), rank=rank, node=node,
                           since=parse_since(since))
     live = follow and not raw and env.stdout.is_terminal
@@ -310,19 +300,14 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
         sink = LiveSink(printer) if live else PlainSink(printer)
     else:
         sink = StorySink(printer, live=live, every=progress_every)
-    offsets = service.state_dir / "follow" / f"{record.id}.json" if follow else None
-    if offsets is not None and not resume and offsets.exists():
-        offsets.unlink()  # --from-start: read every file from byte 0 again
-    follower = Follower(record, runner_for, hosts, sink, service if follow else None, follow=follow,
-                        gang_stop=not record.terminal, unreachable_after=unreachable_after,
-                        offsets_path=offsets)
-    # an engine may end a job whose script never says so: its watch runs beside the follower
-    with service.watching(record, note) if follow else contextlib.nullcontext():
-        if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)
-            with sink:
-                result = follower.run()
-        else:
-            result = follower.run()
+    # the engine waits while it queues the job, then reads its job dirs (ops.engine.Engine.follow)
+    result = service.follow(record, runner_for, sink, note, follow=follow, node=node, resume=resume,
+                            unreachable_after=unreachable_after,
+                            display=sink if isinstance(sink, (LiveSink, StorySink)) else None)
+    if result is None:  # ended in the queue: no logs
+        record = service.registry.get(record.id)
+        note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
+        return int(STATE_EXIT[record.state])
     if isinstance(sink, StorySink):
         sink.finish()
     return report(result, raw=raw, follow=follow)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -254,20 +254,33 @@ class Engine(ABC):
         return record
 
     def follow(self, record: reg.JobRecord, runner_for: Callable[[Host], Any], sink: Any,
-               note: Callable[[str], None] = lambda s: None, **kw) -> Any:
-        """Follow a job to its end through the engine: wait while the engine queues it (each new
-        reason said), read the job dirs of :meth:`log_view`, with :meth:`watch` beside the
-        follower. None when the job ended before it started (nothing to read)."""
+               note: Callable[[str], None] = lambda s: None, *, follow: bool = True, node: str | None = None,
+               offsets: bool = True, resume: bool = True, display: Any = None, **kw) -> Any:
+        """The one way to read a job's logs (``logs [-f]``, ``submit --follow``, a pipeline's
+        steps): wait while the engine queues it (each new reason said), read the job dirs of
+        :meth:`log_view` with :meth:`watch` beside the follower. ``follow`` false: one read of
+        what is there, nothing stopped. ``offsets``: each file's offset kept in the state dir
+        (a later follow resumes there; ``resume`` false reads from byte 0 again). ``display``:
+        a context the follower runs inside (a live terminal view). ``node``: a node of the
+        job, checked. The follower's result, or None when the job ended in the queue."""
         from launcher.core.hostfile import parse_hostfile
+        from launcher.errors import InputError
         from launcher.ops.follow import Follower
-        if record.state == reg.QUEUED:
+        if follow and record.state == reg.QUEUED:
             record = self.wait_started(record.id, note)
             if record.terminal and record.started_at is None:
                 return None
-        view = self.log_view(record)
+        view = self.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
         hosts = {h.name: h for h in parse_hostfile(view.hostfile_text, f"registry:{view.id}")}
-        with self.watching(view, note):
-            return Follower(view, runner_for, hosts, sink, self, **kw).run()
+        if node is not None and node not in hosts:
+            raise InputError(f"job {view.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
+        path = self.state_dir / "follow" / f"{view.id}.json" if follow and offsets else None
+        if path is not None and not resume and path.exists():
+            path.unlink()  # --from-start: read every file from byte 0 again
+        follower = Follower(view, runner_for, hosts, sink, self if follow else None, follow=follow,
+                            gang_stop=not view.terminal, offsets_path=path, **kw)
+        with self.watching(view, note) if follow else nullcontext(), display or nullcontext():
+            return follower.run()
 
     @contextmanager
     def watching(self, record: reg.JobRecord, note: Callable[[str], None] = lambda s: None) -> Iterator[None]:

@@ -890,7 +890,7 @@ class PipelineRunner:
 
     def _quiet_follow(self, record: reg.JobRecord) -> Any:
         return self.service.follow(record, self.service.exec_factory, _QuietSink(self.say),
-                                   note=lambda text: self.say(f"  {record.name}: {text}"))
+                                   note=lambda text: self.say(f"  {record.name}: {text}"), offsets=False)
 
     # ------------------------------------------------------------------ built-ins
 
