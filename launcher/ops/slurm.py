@@ -335,7 +335,7 @@ class SlurmService(Engine):
     def run_task(self, target: core.SlurmTarget, host, python, program: Path, request: Mapping, where: str,
                  label: str):
         """The task as a one-node sbatch job (its program, script, output and answer in
-        ``where`` on the shared workdir), waited for with backoff (1 s to 10 s: a merge takes
+        ``where`` on the shared workdir), waited for with backoff (1 s to 5 s: a merge takes
         seconds to minutes, a queue may hold it longer); its answer, or an error naming the
         Slurm job and its program's last words. Ctrl-C scancels it."""
         target = self.task_target(target)
@@ -359,7 +359,7 @@ class SlurmService(Engine):
                         raise RemoteError(ex.host.name, f"{label}: Slurm job {sid} "
                                                         f"{st.describe() if st else 'is gone'} without an exit code")
                 time.sleep(delay)
-                delay = min(10.0, delay * 1.5)
+                delay = min(5.0, delay * 1.5)
         except KeyboardInterrupt:
             if sid is not None:
                 self._run(ex, ["scancel", sid], "scancel")
