@@ -8,6 +8,8 @@ filesystem would be. Every test drives the CLI (``-H target.yaml``) as a user wo
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -87,6 +89,18 @@ def _job_procs(slurm_id: str) -> list[int]:
     return found
 
 
+def _worker_pid(slurm_id: str, rank: int) -> int:
+    """The msrun worker process of ``rank`` in one Slurm job (its env: MS_ROLE and RANK_ID)."""
+    for pid in _job_procs(slurm_id):
+        try:
+            env = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if b"MS_ROLE=MS_WORKER" in env and f"RANK_ID={rank}".encode() in env:
+            return pid
+    raise AssertionError(f"no worker of rank {rank} in Slurm job {slurm_id}")
+
+
 def test_queued_with_reason_then_runs_cancel_and_timeout(slurm_env, run_cli, toy, tmp_path, monkeypatch):
     """A holds both nodes; B (time limit 1 min) waits `queued` (Resources); cancelling A leaves
     none of its processes and B starts; B then outlives its limit -> failed (TIMEOUT)."""
@@ -147,7 +161,6 @@ def test_follow_ends_when_slurm_kills_the_script_without_a_word(slurm_env, toy, 
     """SIGKILL to the batch script (no trap runs, no exit code written; Slurm ends the job and
     kills its steps): the follower still ends, because the watcher writes the end from Slurm's
     verdict."""
-    import os
     import subprocess
     import sys
     job = _sleeper(tmp_path, toy, "killed", 600)
@@ -221,10 +234,12 @@ def test_the_demo_pipeline_runs_on_slurm(slurm_env, run_cli, tmp_path, monkeypat
 @pytest.mark.timeout(900)
 def test_two_nodes_train_through_sbatch_srun_msrun_and_resume_past_a_checkpoint_as_attempt_2(
         slurm_env, run_cli, toy, tmp_path, monkeypatch):
-    """One 2-node training checks both: scancel (through `alaunch cancel`) after both ranks
-    saved a checkpoint, then `alaunch resume -f`: the same job dir, sbatch'd again as attempt
-    2, its loss lines continuing after the checkpoint's step, attempt 1's logs kept (before:
-    resume had no Slurm path); and what a 2-node training through sbatch + srun + msrun must
+    """One 2-node training checks both: rank 1's worker SIGKILLed (as the OOM killer does)
+    after both ranks saved a checkpoint: the job fails naming the worker's signal from msrun's
+    report in slurm-<id>.out (before: 'exit code 1', which `retries:` read as permanent); then
+    `alaunch resume -f`: the same job dir, sbatch'd again as attempt 2, its loss lines
+    continuing after the checkpoint's step, attempt 1's logs kept (before: resume had no Slurm
+    path); and what a 2-node training through sbatch + srun + msrun must
     show (one job for both: the suite's Slurm file was among its slowest): hosts check and plan,
     Slurm's nodes in the record, both ranks' lines through the follower, falling losses, equal
     LoRA weights on both ranks, status / logs / jobs / fetch through the login node."""
@@ -252,8 +267,13 @@ def test_two_nodes_train_through_sbatch_srun_msrun_and_resume_past_a_checkpoint_
         assert time.monotonic() < end, f"no checkpoint of both ranks: {_record(job_id).state}"
         run_cli("status", job_id)
         time.sleep(1)
-    run_cli("cancel", job_id)
-    assert _record(job_id).state == "cancelled"
+    worker = _worker_pid(_record(job_id).meta["slurm_job_id"], 1)
+    os.kill(worker, signal.SIGKILL)
+    assert _wait(run_cli, job_id, {"failed", "succeeded", "cancelled"}, 120) == "failed"
+    reason = _record(job_id).reason
+    assert f"worker process {worker} was killed by signal 9 (SIGKILL), as msrun reported" in reason, reason
+    from launcher.metrics.retry import classify
+    assert classify([1], [reason]).transient  # a pipeline step's `retries:` resumes it
     code, out, err = run_cli("resume", job_id, "--follow")
     record = _record(job_id)
     if code != 0:

@@ -410,14 +410,17 @@ class SlurmService(Engine):
         ``wire.answer`` (``CommandRunner.call``). A failed call raises (never read as "no file there")."""
         return ex.using(python).call("slurm", request, timeout=timeout, what=what)
 
-    def _read(self, ex: CommandRunner, python: str, paths: Sequence[str]) -> dict[str, str | None]:
-        return self._call(ex, python, {"op": "read", "paths": list(paths)}, "reading the job's state")
+    def _read(self, ex: CommandRunner, python: str, paths: Sequence[str],
+              size: int = 8192) -> dict[str, str | None]:
+        return self._call(ex, python, {"op": "read", "paths": list(paths), "bytes": size}, "reading the job's state")
 
     def _batch_output(self, ex: CommandRunner, python: str, record: reg.JobRecord) -> str:
-        """The last 8 KiB of the job's current ``state/slurm-<id>.out`` ('' if none)."""
+        """The last 64 KiB of the job's current ``state/slurm-<id>.out`` ('' if none): msrun
+        with ``--join`` copies every worker's output there, and after its report of a dead
+        worker come its own traceback and the other node's last lines (some KiB)."""
         path = posixpath.join(JobLayout(record.meta["root"]).state,
                               core.SLURM_OUT.replace("%j", record.meta["slurm_job_id"]))
-        return next(iter(self._read(ex, python, [path]).values())) or ""
+        return next(iter(self._read(ex, python, [path], 1 << 16).values())) or ""
 
 
     def _script_ended(self, ex: CommandRunner, python: str, record: reg.JobRecord) -> bool:

@@ -12,7 +12,8 @@ MARK_END ``{"op": "mark_end", "path", "code"}`` -> ``{"written": bool}``: write 
 unless the batch script did (a hard link from a temp file: atomic, never overwrites), so a
 follower of the shared job dir learns the end of a job Slurm killed before its trap ran.
 
-READ ``{"op": "read", "paths": [...]}`` -> ``{path: its last 8 KiB as text, or None}``.
+READ ``{"op": "read", "paths": [...], "bytes"?}`` -> ``{path: its last ``bytes`` (8 KiB) as text, or
+None}``.
 
 TAILS ``{"op": "tails", "root"}`` -> ``{rank: its log's last lines}`` (``_prelude.log_tails``, what a
 hostfile node's STATUS reads): a running job's progress and stragglers for ``status``, every
@@ -85,7 +86,7 @@ def read(r):
             with open(p, "rb") as fh:
                 fh.seek(0, 2)
                 n = fh.tell()
-                fh.seek(max(0, n - 8192))
+                fh.seek(max(0, n - r.get("bytes", 8192)))
                 out[p] = fh.read().decode("utf-8", "replace")
         except OSError:
             out[p] = None
