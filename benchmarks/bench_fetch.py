@@ -11,7 +11,9 @@ throughput. Two modes, like with like: *cold* (each run opens its own ssh connec
 fresh command does) and *warm* (both through one ssh master kept between runs). Also
 printed: a no-op refetch (everything already here) vs rsync's no-op, and the limits of this
 machine in the same run: the ssh cipher alone (``ssh host cat file > /dev/null`` through the
-same warm master) and the cipher plus the local disk (``> file``).
+same warm master) and the cipher plus the local disk (``> file``). Beside every time, the
+CPU-seconds of everything the tool ran, both ends (``cgroup_cpu.py``): on this shared machine
+those hold still when the wall times swing with the other sessions' load.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cgroup_cpu import CgroupCPU  # noqa: E402
 
 from launcher.cli.environment import Environment  # noqa: E402
 from launcher.ops.collect import REMOTE_HASH_CACHE, fetch_job  # noqa: E402
@@ -46,15 +50,31 @@ def main() -> None:
     reason = unavailable_reason()
     if reason:
         sys.exit(f"cannot run: {reason}")
+    cpu = CgroupCPU()  # before the cluster starts: its sshds are counted too
     cluster = Cluster(1).up()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            run(cluster, Path(tmp), args)
+            run(cluster, Path(tmp), args, cpu)
     finally:
         cluster.down()
+        cpu.close()
 
 
-def run(cluster: Cluster, tmp: Path, args) -> None:
+def timed(cpu: CgroupCPU, fn, spent: list[float]) -> float:
+    """``fn()``'s wall time; its CPU-seconds (every process it ran) appended to ``spent``."""
+    before = cpu.seconds()
+    took = fn()
+    after = cpu.seconds()
+    if before is not None and after is not None:
+        spent.append(after - before)
+    return took
+
+
+def cpu_line(spent: list[float]) -> str:
+    return ", ".join(f"{c:.2f}" for c in spent) if spent else "n/a (no cgroup)"
+
+
+def run(cluster: Cluster, tmp: Path, args, cpu: CgroupCPU) -> None:
     h = cluster.hosts[0]
     host = cluster.hosts_as_launcher_hosts(slots=1)[0]
     job_dir = "/root/alaunch/alaunch/bench"
@@ -96,15 +116,16 @@ def run(cluster: Cluster, tmp: Path, args) -> None:
 
         ours()  # warm-up: page cache, imports (and, warm mode, the ssh master)
         rsync()
-        t_ours, t_rsync = [], []
+        t_ours, t_rsync, c_ours, c_rsync = [], [], [], []
         for _ in range(args.rounds):
-            t_ours.append(ours())
-            t_rsync.append(rsync())
+            t_ours.append(timed(cpu, ours, c_ours))
+            t_rsync.append(timed(cpu, rsync, c_rsync))
         a, r = statistics.median(t_ours), statistics.median(t_rsync)
         print(f"[{mode}] fetch of a {args.mib} MiB checkpoint: alaunch {a:.2f} s ({args.mib / a:.0f} MiB/s), "
               f"rsync {r:.2f} s ({args.mib / r:.0f} MiB/s) -> throughput ratio {r / a:.2f}x (goal >= 1.0x)")
         print(f"  rounds: alaunch {', '.join(f'{t:.2f}' for t in t_ours)}; "
               f"rsync {', '.join(f'{t:.2f}' for t in t_rsync)}")
+        print(f"  CPU-s, both ends: alaunch {cpu_line(c_ours)}; rsync {cpu_line(c_rsync)}")
 
     start = time.perf_counter()
     again = fetch_job(registry, job, "checkpoints", tmp / "runs", env.state_dir, options=options)
@@ -113,11 +134,11 @@ def run(cluster: Cluster, tmp: Path, args) -> None:
     t_rsync_noop = rsync_noop(rsh, host.name, job_dir, tmp)
     print(f"[warm] no-op refetch: alaunch {t_noop:.3f} s, rsync {t_rsync_noop:.3f} s -> time ratio "
           f"{t_noop / t_rsync_noop:.2f}x")
-    limits(host, options, job_dir, tmp, args)
+    limits(host, options, job_dir, tmp, args, cpu)
     registry.close()
 
 
-def limits(host, options: ConnectOptions, job_dir: str, tmp: Path, args) -> None:
+def limits(host, options: ConnectOptions, job_dir: str, tmp: Path, args, cpu: CgroupCPU) -> None:
     """The same file through the same warm ssh master with nothing but ``cat`` on either end."""
     argv = ssh_argv(host, options, ["cat", f"{job_dir}/{REL}"], control=control_path(options))
 
@@ -129,9 +150,11 @@ def limits(host, options: ConnectOptions, job_dir: str, tmp: Path, args) -> None
 
     for label, to in (("ssh cipher alone (cat > /dev/null)", os.devnull), ("ssh + local disk (cat > file)",
                                                                          tmp / "cat.bin")):
-        times = [cat(to) for _ in range(args.rounds)]
+        spent: list[float] = []
+        times = [timed(cpu, lambda to=to: cat(to), spent) for _ in range(args.rounds)]
         t = statistics.median(times)
-        print(f"[limit] {label}: {t:.2f} s ({args.mib / t:.0f} MiB/s); rounds {', '.join(f'{x:.2f}' for x in times)}")
+        print(f"[limit] {label}: {t:.2f} s ({args.mib / t:.0f} MiB/s); rounds {', '.join(f'{x:.2f}' for x in times)}; "
+              f"CPU-s {cpu_line(spent)}")
 
 
 def rsync_noop(rsh: str, name: str, job_dir: str, tmp: Path) -> float:

@@ -14,7 +14,8 @@ inventory cache), with the connection started in the background during the walk.
 Fan-out stages a tree no host has yet (fresh content for each measurement), then launches.
 All test hosts share this machine's cores, so it also prints the machine's busy CPU-seconds
 (from /proc/stat) for each: on 2 cores, 8 hosts' worth of sshd/untar/hash work cannot take
-less wall time than CPU-seconds / 2.
+less wall time than CPU-seconds / 2. First staging also prints the CPU-seconds of everything
+each tool ran, both ends (``cgroup_cpu.py``), which the other sessions' load does not move.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cgroup_cpu import CgroupCPU  # noqa: E402
 
 from launcher.core.hostfile import Host  # noqa: E402
 from launcher.core.layout import JobLayout  # noqa: E402
@@ -133,14 +136,22 @@ def main() -> None:
         src = tmp / "src"
         make_tree(src, args.files, args.tree_mib, args.big_mib)
         total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+        cpu = CgroupCPU()  # before the cluster starts: its sshds are counted too
         cluster = Cluster(args.hosts).up()
         try:
-            run(cluster, tmp, src, total, args)
+            run(cluster, tmp, src, total, args, cpu)
         finally:
             cluster.down()
+            cpu.close()
 
 
-def run(cluster: Cluster, tmp: Path, src: Path, total: int, args) -> None:
+def spent(cpu: CgroupCPU, before: float | None, into: list[float]) -> None:
+    after = cpu.seconds()
+    if before is not None and after is not None:
+        into.append(after - before)
+
+
+def run(cluster: Cluster, tmp: Path, src: Path, total: int, args, cpu: CgroupCPU) -> None:
     hosts = cluster.hosts_as_launcher_hosts(slots=1)
     h0 = hosts[0]
     items = [StageItem("code", local=str(src / "code"))]
@@ -153,13 +164,17 @@ def run(cluster: Cluster, tmp: Path, src: Path, total: int, args) -> None:
     # first staging: rounds on hosts that have nothing yet (host k for round k), both tools
     # into empty directories of the same host, alternating; medians compared
     rounds = max(1, min(args.first_rounds, len(hosts) - 1))
-    ours_t, rsync_t = [], []
+    ours_t, rsync_t, ours_c, rsync_c = [], [], [], []
     WALK_TIMES.clear()
     for k in range(rounds):
         host = hosts[len(hosts) - 1 - k]
+        before = cpu.seconds()
         rsync_t.append(rsync(host, cold, src, f"/root/rsync-first{k}"))
+        spent(cpu, before, rsync_c)
+        before = cpu.seconds()
         took, sent = stage([host], cold, items, f"/root/alaunch/alaunch/first{k}", HashCache(tmp / f"hc{k}.json"),
                            InventoryCache(None))
+        spent(cpu, before, ours_c)
         assert sent == total, (sent, total)
         ours_t.append(took)
     t_ours, t_rsync = statistics.median(ours_t), statistics.median(rsync_t)
@@ -168,7 +183,9 @@ def run(cluster: Cluster, tmp: Path, src: Path, total: int, args) -> None:
           f"alaunch {t_ours:.2f} s ({mib / t_ours:.0f} MiB/s), rsync {t_rsync:.2f} s "
           f"({mib / t_rsync:.0f} MiB/s) -> throughput ratio {t_rsync / t_ours:.2f}x (goal >= 1.0x); of which the "
           f"local walk + sha256 {statistics.median(WALK_TIMES):.2f} s; rounds "
-          f"alaunch {', '.join(f'{t:.2f}' for t in ours_t)}; rsync {', '.join(f'{t:.2f}' for t in rsync_t)}")
+          f"alaunch {', '.join(f'{t:.2f}' for t in ours_t)}; rsync {', '.join(f'{t:.2f}' for t in rsync_t)}; "
+          f"CPU-s, both ends: alaunch {', '.join(f'{c:.2f}' for c in ours_c) or 'n/a'}; "
+          f"rsync {', '.join(f'{c:.2f}' for c in rsync_c) or 'n/a'}")
     if args.first_only:
         return
     stage([h0], cold, items, "/root/alaunch/alaunch/j0", cache, known)  # host 0 has it all now

@@ -44,6 +44,20 @@ def _isolated_state(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def tiny_job(tmp_path) -> Path:
+    """jobs/tiny_lora_cpu.yaml with its local inputs made in tmp_path (stand-in bytes): render and
+    plan hash the inputs, and build/demo/ exists only after `make demo`, so a test that read the
+    shipped file passed or failed by the order the suite ran in."""
+    data = tmp_path / "demo-data"
+    data.mkdir()
+    (data / "train.mindrecord").write_bytes(b"stand-in mindrecord")
+    (data / "tokenizer.model").write_bytes(b"stand-in tokenizer")
+    job = tmp_path / "tiny_lora_cpu.yaml"
+    job.write_text((ROOT / "jobs" / "tiny_lora_cpu.yaml").read_text().replace("../build/demo/", f"{data}/"))
+    return job
+
+
+@pytest.fixture
 def run_cli(capsys):
     """Run `alaunch ARGS...` in-process; returns (exit_code, stdout, stderr)."""
     from launcher.cli.app import main

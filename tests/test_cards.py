@@ -55,7 +55,7 @@ def test_allocate_reports_every_short_node():
     hosts = [Host("h0", 2), Host("h1", 2)]
     held = {"h0": {0: Holder(0, job_id="x")}, "h1": {1: Holder(1, hbm_mb=30000)}}
     assert [h.slot_ids for h in allocate(hosts, 1, held)] == [(1,), (0,)]
-    with pytest.raises(CardsBusy, match=r"h0: .*0 held by job x\) \| h1: .*1 held by 30000 MB HBM in use.*--wait"):
+    with pytest.raises(CardsBusy, match=r"h0: .*0 held by job x\) \| h1: .*1 held by 30000 MiB HBM in use.*--wait"):
         allocate(hosts, 2, held)
 
 
@@ -77,12 +77,12 @@ def test_npu_smi_busy_cards_name_the_process_and_a_job_claim_wins():
     procs = {2: [(4242, "python3.9", 12000)]}
     text = render_npu_smi_table(make_910b_cards(4, hbm_used_mb=[3347, 20000, 3347, 3347], processes=procs))
     holders = holders_from_npu_smi(parse_npu_smi(text))
-    assert {h.card: h.describe() for h in holders} == {1: "20000 MB HBM in use (no process listed)",
+    assert {h.card: h.describe() for h in holders} == {1: "20000 MiB HBM in use (no process listed)",
                                                        2: "pid 4242 (python3.9)"}
     held = held_cards([{"job_id": "mine", "cards": [0]}, {"job_id": "other", "cards": [2]}],
                       {"code": 0, "out": text}, own_job="mine")
     assert sorted(held) == [1, 2] and held[2].job_id == "other"
-    assert describe_held(held, [1, 2]).startswith("1 held by 20000 MB")
+    assert describe_held(held, [1, 2]).startswith("1 held by 20000 MiB")
     assert held_cards([], {"code": 1, "out": "", "err": "dcmi error"}) == {}  # hosts check reports that
 
 

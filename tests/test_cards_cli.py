@@ -58,8 +58,8 @@ def _hold(base: Path, job_id: str, cards: list[int]) -> None:
                                             "state_dir": "", "smi": False}).stdout)["ok"]
 
 
-def _jobs(run_cli) -> list[dict]:
-    code, out, err = run_cli("jobs", "--json")
+def _jobs(run_cli, *args: str) -> list[dict]:
+    code, out, err = run_cli("jobs", "--json", *args)
     assert code == 0, err
     return json.loads(out)
 
@@ -142,8 +142,9 @@ def test_submit_refuses_busy_cards_naming_the_holder_exit_4(run_cli, tmp_path):
     assert line == ["alaunch: error: cards busy: localhost: needs 2 free card(s) of 0,1,2,3, 1 free "
                     f"(0,1,2 held by job other-job (user {ME})); wait for them with --wait, or pick others with "
                     "--devices / --include"], err
-    [row] = _jobs(run_cli)
-    assert row["state"] == "failed" and row["reason"].startswith("cards busy: localhost"), row
+    assert _jobs(run_cli) == []  # refused before launch: not among the jobs (issue #33)
+    [row] = _jobs(run_cli, "--all")
+    assert row["state"] == "failed" and row["refused"] and row["reason"].startswith("cards busy: localhost"), row
     # pinned to the free card and one held: refused as well, naming only what it asked for
     code, _, err = run_cli("submit", str(job), "-H", str(hf), "--devices", "2,3")
     assert code == 4 and f"needs 2 free card(s) of 2,3, 1 free (2 held by job other-job (user {ME}))" in err, err
@@ -177,6 +178,7 @@ def test_submit_wait_queues_is_cancelled_or_failed_when_its_waiter_dies(run_cli,
     proc = _submit_wait(job, hf, log)
     try:
         row = _until_queued(run_cli, proc, log)
+        assert row["reason"].startswith("cards busy") and "--wait" not in row["reason"], row  # it waits already
         code, out, err = run_cli("cancel", row["id"])
         assert code == 0 and "queued: nothing was running" in out, (out, err)
         assert proc.wait(timeout=60) == ExitCode.JOB_CANCELLED

@@ -30,7 +30,8 @@ def test_input_error_names_file_line_and_key():
 
 
 def test_status_table_keeps_node_host_state_at_80_columns():
-    """`status` piped (80 columns) used to collapse host/node/state to nothing (┏┳┳┳┳┳━━━ detail)."""
+    """`status` piped (80 columns) used to collapse host/node/state to nothing (┏┳┳┳┳┳━━━ detail);
+    now each node is one line and a cut detail is printed whole below the table."""
     import io
 
     from rich.console import Console
@@ -51,7 +52,10 @@ def test_status_table_keeps_node_host_state_at_80_columns():
     assert all(len(line) <= 80 for line in text.splitlines()), text
     for value in ("10.213.0.10", "10.213.0.11", "running", "unknown"):
         assert value in text, text
-    assert "unreachable" in text and "10:02:03" in text  # the detail folds, it is not cut away
+    assert "unreachable" in text and "10:02:03" in text  # the detail's start
+    assert len(text.splitlines()) == 7, text  # title, top rule, header, rule, 2 rows, bottom: one line each
+    from launcher.cli.commands.jobs import cut_details
+    assert cut_details(statuses, status_table(record, statuses))[1] == "node 1 (10.213.0.11): " + statuses[1].detail
 
 
 def test_status_names_a_straggler_from_the_running_hosts_tails(run_cli, monkeypatch):

@@ -32,6 +32,7 @@ def test_demo_teaches_the_tiny_model_something(tmp_path):
                           timeout=880)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "$ alaunch run jobs/pipelines/demo.yaml --local --slots 2" in proc.stdout  # the one command
+    assert "alaunch sweep jobs/sweeps/tiny_lr.yaml" in proc.stdout.splitlines()[-1]  # what to try next
     # a short story, not a dump: 5,619 lines before issue 19's live view; the pipeline prints a
     # line per step (the jobs' logs stay on the host and in runs/)
     lines = (proc.stdout + proc.stderr).splitlines()

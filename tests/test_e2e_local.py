@@ -139,7 +139,7 @@ def test_one_worker_then_unchanged_resubmit_stages_nothing(run_cli, toy, tmp_pat
     second = out.strip().splitlines()[-1]
     with Registry.in_state_dir() as registry:
         assert registry.get(second).meta["staged_bytes"] == 0
-    assert "sent 0 file(s), 0.0 MiB" in err
+    assert "localhost: nothing to send (all already there); linked" in err, err
     run_cli("cancel", second, "--grace", "2")
     code, out, _ = run_cli("jobs", "--json")
     states = {row["id"]: row["state"] for row in yaml.safe_load(out)}

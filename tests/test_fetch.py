@@ -106,6 +106,43 @@ def test_receiver_splits_verifies_and_renames(tmp_path):
     assert isinstance(extra.error, RemoteError) and "h: sent more bytes than requested" in extra.error.message
 
 
+def test_receiver_refuses_one_corrupted_byte(tmp_path):
+    """The sha256 is taken by the receiver's hashing thread, beside the writes: one byte
+    changed in the stream (the host's trailer says otherwise) and the file is not renamed."""
+    good, other = os.urandom(3 << 20), os.urandom(1000)
+    ea = Entry("a", "/r/a", len(good), None, 0, tmp_path / "a")
+    eb = Entry("b", "/r/b", len(other), None, 0, tmp_path / "b")
+    stream = bytearray(good + hashlib.sha256(good).digest() + other + hashlib.sha256(other).digest())
+    stream[(2 << 20) + 5] ^= 0x40
+    rx = Receiver([ea, eb], lambda n: None, "h")
+    for i in range(0, len(stream), 1 << 20):
+        rx.write(bytes(stream[i:i + (1 << 20)]))
+    rx.close()
+    assert [e.path for e in rx.mismatched] == ["a"] and [e.path for e, _ in rx.verified] == ["b"]
+    assert not ea.final.exists() and ea.part.stat().st_size == len(good) and eb.final.read_bytes() == other
+
+
+def test_receiver_keeps_draining_when_its_hasher_fails(tmp_path):
+    """A hashing thread that fails must not stop the writer (a full queue would block the
+    pump and with it ssh and the host): the failure is kept and the rest of the stream drained."""
+    import threading
+
+    class Broken:
+        def update(self, data):
+            raise RuntimeError("hasher broke")
+
+    e = Entry("f", "/r/f", 24 << 20, None, 0, tmp_path / "f")
+    rx = Receiver([e], lambda n: None, "h")
+    rx.hasher = Broken()
+    chunk = bytes(1 << 20)
+    writer = threading.Thread(target=lambda: [rx.write(chunk) for _ in range(24)], daemon=True)  # > DEPTH
+    writer.start()
+    writer.join(60)
+    assert not writer.is_alive(), "the writer blocked behind a dead hashing thread"
+    rx.close()
+    assert isinstance(rx.error, RuntimeError) and not e.final.exists()
+
+
 def test_receiver_cut_mid_file_keeps_the_part(tmp_path):
     data = os.urandom(4096)
     e = Entry("f", "/r/f", len(data), hashlib.sha256(data).hexdigest(), 0, tmp_path / "f")
@@ -257,6 +294,43 @@ def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_
     assert rx.payload == len(fresh) + len(resumed) - ((1 << 20) + 3) + 9000
     learned = marshal.loads((tmp_path / "cache.marshal").read_bytes())
     assert learned[str(src / "fresh")][3] == hashlib.sha256(fresh).hexdigest()
+
+
+@pytest.mark.parametrize("zero_copy_min", [1, None], ids=["sendfile+hashing-thread", "read-write"])
+def test_a_byte_changed_between_send_and_receive_is_refused(tmp_path, zero_copy_min):
+    """The real SEND (its sha256 taken by a second thread beside sendfile, or inline), one
+    byte of its stream flipped before the receiver: the file is refused, the next one kept."""
+    from launcher.core.hostfile import Host
+    from launcher.ops.collect_stream import stream
+    from launcher.runners import LocalRunner
+    big, small = os.urandom((3 << 20) + 11), os.urandom(777)
+    (tmp_path / "big").write_bytes(big)
+    (tmp_path / "small").write_bytes(small)
+    here = tmp_path / "here"
+    entries = [Entry("big", str(tmp_path / "big"), len(big), None, 0, here / "big"),
+               Entry("small", str(tmp_path / "small"), len(small), None, 0, here / "small")]
+    rx = Receiver(entries, lambda n: None, "h")
+
+    class Flip:
+        """Passes the stream on with its byte number (2 MiB + 5) of the payload flipped."""
+        at = (2 << 20) + 5
+
+        def write(self, data):
+            if 0 <= self.at < len(data):
+                data = bytearray(data)
+                data[self.at] ^= 0x10
+            self.at -= len(data)
+            return rx.write(bytes(data))
+
+        def close(self):
+            rx.close()
+
+        def __getattr__(self, name):
+            return getattr(rx, name)
+
+    stream(LocalRunner(Host("localhost", 1)), entries, Flip(), None, zero_copy_min)
+    assert [e.path for e in rx.mismatched] == ["big"] and [e.path for e, _ in rx.verified] == ["small"]
+    assert not (here / "big").exists() and (here / "small").read_bytes() == small
 
 
 # ----------------------------------------------------------------------------- --what lora

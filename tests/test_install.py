@@ -114,7 +114,7 @@ def test_installed_venv_renders_and_plans_the_reference_job(installed, workdir, 
     assert (ms, mf) == ("None", "None")
     assert Path(location).is_relative_to(venv_dir), location
 
-    summary = _run([alaunch, "render", REFERENCE_JOB, "-H", HOSTFILE, "--summary"], workdir, env)
+    summary = _run([alaunch, "render", REFERENCE_JOB, "-H", HOSTFILE, "--summary", "--validate"], workdir, env)
     assert summary.returncode == 0, summary.stderr
     assert "llama3-8b-lora-math (finetune) <- llama3_8b/finetune_lora.yaml" in summary.stdout
     assert "mindformers is not installed" in summary.stderr  # the ms layer is skipped, not failed

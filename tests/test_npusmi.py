@@ -41,7 +41,7 @@ def test_real_table_cards():
 def test_real_table_summary():
     s = summarize(parse_npu_smi(REAL))
     assert (s.count, s.all_healthy, s.busy, s.unhealthy) == (8, True, (0, 1, 2, 3), ())
-    assert s.description == "8x 910B2, all OK, 4 busy (HBM 29.3/64 GB)"
+    assert s.description == "8x 910B2, all OK, 4 busy (HBM 29.3/64 GiB)"
     # A higher threshold makes the same cards idle.
     assert summarize(parse_npu_smi(REAL), busy_hbm_mb=40000).description == "8x 910B2, all OK, idle"
 
@@ -54,7 +54,7 @@ def test_process_row_variant():
     assert cards[5].health == "Warning" and {c.name for c in cards} == {"910B2C"}
     s = summarize(cards)
     assert not s.all_healthy and s.unhealthy == ((5, "Warning"),)
-    assert s.description == "8x 910B2C, Warning on NPU 5, 4 busy (HBM 29.3/64 GB, 1 process)"
+    assert s.description == "8x 910B2C, Warning on NPU 5, 4 busy (HBM 29.3/64 GiB, 1 process)"
 
 
 def test_310b_variant_without_hbm():
@@ -100,7 +100,7 @@ def test_emulator_cards_match_real_layout():
     # What the test cluster prints for "8 cards, 4 busy" parses to what a real host shows.
     cards = make_910b_cards(8, hbm_used_mb=[29954] * 4 + [3347] * 4)
     assert summarize(parse_npu_smi(render_npu_smi_table(cards))).description == \
-        "8x 910B2, all OK, 4 busy (HBM 29.3/64 GB)"
+        "8x 910B2, all OK, 4 busy (HBM 29.3/64 GiB)"
 
 
 def test_unknown_rows_are_tolerated():

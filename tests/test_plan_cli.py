@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -42,20 +43,28 @@ def test_jobs_status_cancel_from_the_registry(run_cli):
     assert code == ExitCode.JOB_FAILED and "node 0 exited with code 1" in out
     # cancel of an ended job still looks for survivors; a node it cannot reach is said, not hidden
     code, out, err = run_cli("cancel", rec.id)
-    assert code == ExitCode.JOB_UNKNOWN and "h1: not verified" in out and f"{rec.id}: failed" in out, (out, err)
+    assert code == ExitCode.JOB_UNKNOWN and "h1: not verified" in out, (out, err)
+    assert f"{rec.id}: had already ended (failed at " in out and "its state is kept" in out, out
     rows = json.loads(run_cli("jobs", "--json")[1])
     assert [(r["id"], r["state"], r["nodes"][0]["host"]) for r in rows] == [(rec.id, "failed", "h1")]
 
 
 def test_jobs_table_keeps_id_and_state_at_80_columns(run_cli):
+    """One line per job at 80 columns; the id, when cut, is a prefix `status` takes."""
     with Registry.in_state_dir() as registry:
         rec = registry.create_job("a-job-with-a-long-name", "finetune", nodes=[("10.213.0.10", "/x"), ("10.213.0.11", "/y")],
                                   state="failed")
         registry.set_state(rec.id, "failed", "node 1 (10.213.0.11) exited with code 1: " + "a long reason " * 8)
     code, out, _ = run_cli("jobs")
     assert code == 0
-    assert rec.id in out and "failed" in out, out  # not collapsed to nothing
     assert all(len(line) <= 80 for line in out.splitlines()), out
+    row = out.splitlines()[3]
+    shown = row.split("│")[1].strip()
+    assert rec.id.startswith(shown) and "failed" in row and "10.213.0.10" in row, out
+    code, out, _ = run_cli("status", shown)
+    assert code == ExitCode.JOB_FAILED and rec.id in out
+    code, out, _ = run_cli("jobs", "--wide")
+    assert rec.id in out and "a long reason " * 8 in out, out
 
 
 def _two_card_job(tmp_path: Path) -> Path:
@@ -144,3 +153,21 @@ def test_local_slots_env_is_read_when_the_command_runs(run_cli, monkeypatch):
     monkeypatch.setenv("ALAUNCH_LOCAL_SLOTS", "two")
     code, _, err = run_cli("plan", job, "--local", "--offline")
     assert code == ExitCode.USAGE and "ALAUNCH_LOCAL_SLOTS" in err, err
+
+
+def test_plan_picks_the_master_port_as_submit_does(run_cli, tmp_path):
+    """plan printed msrun's --master_port=8118 while submit picked a free one from 29500-29899:
+    node 0 is now asked with submit's own request; --offline says what submit will do."""
+    hf = tmp_path / "hosts"
+    hf.write_text(f"localhost slots=4 workdir={tmp_path / 'work'}\n")
+    job = _two_card_job(tmp_path)
+    code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1")
+    assert code == 0, err
+    port = int(re.search(r"^# master port: (\d+), free on localhost now \(submit picks again there, "
+                         r"from 29500-29899\)$", out, re.M).group(1))
+    assert 29500 <= port <= 29899 and f"--master_port={port}" in out and "8118" not in out, out
+    code, out, err = run_cli("plan", str(job), "-H", str(hf), "--job-id", "p-1", "--offline",
+                             "--master-port-range", "30000-30010")
+    assert code == 0, err
+    assert ("# master port: a free one from 30000-30010 is picked on localhost at submit (--offline; shown: 30000)"
+            in out and "--master_port=30000" in out), out

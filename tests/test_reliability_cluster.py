@@ -196,7 +196,7 @@ def test_cancel_a_failed_job_stops_its_survivor_and_says_so(ssh_cluster, run_cli
     assert code == 0, out + err
     host0 = ssh_cluster.hosts[0].address
     assert re.search(rf"^{re.escape(host0)}: stopped \d+ process\(es\).*survivors of a failed job", out, re.M), out
-    assert f"{job_id}: failed" in out
+    assert f"{job_id}: had already ended (failed" in out
     assert _marked(ssh_cluster, job_id) == []
     with Registry.in_state_dir() as registry:
         assert any("stopped what survived" in e.message for e in registry.events(job_id))

@@ -114,7 +114,7 @@ def test_diff_and_summary_cli(run_cli, tmp_path):
     code, out, err = run_cli("render", str(ROOT / "jobs" / "llama3_8b_lora_math.yaml"), "--summary", "--diff",
                              "--no-mindformers")
     assert code == 0, err
-    assert "13,631,488 (0.17%)" in out and "8.03e9" in out
+    assert "13,631,488 (0.17%) of 8.04 B (8.03 B base +" in out  # was "8.03e9"; a LoRA of 81,920 read "0.00e9"
     assert "-  epochs: 5" in out and "+  epochs: 1" in out and "+seed: 42" in out
     assert "1 x 1 x 1" in out and "4 / 4" in out
 
@@ -133,7 +133,7 @@ def test_render_writes_output(run_cli, tmp_path):
 def test_skipped_mindformers_layer_is_visible(run_cli, monkeypatch):
     from launcher.ops import mfcheck
     monkeypatch.setattr(mfcheck, "mindformers_available", lambda: False)
-    code, out, err = run_cli("render", str(ROOT / "jobs" / "llama3_8b_lora_math.yaml"), "--summary")
+    code, out, err = run_cli("render", str(ROOT / "jobs" / "llama3_8b_lora_math.yaml"), "--summary", "--validate")
     assert code == 0
     assert "MindFormers validation layer was skipped" in err
 

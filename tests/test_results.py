@@ -35,7 +35,7 @@ def test_results_table_json_and_plot(run_cli, tmp_path, monkeypatch):
                            "-r", str(FIX / "math_test_200.jsonl"), "--save", str(train))
     assert code == 0, err
 
-    code, out, err = run_cli("results", "job-train", str(ev), "--json")  # a job id under ./runs, and a path
+    code, out, err = run_cli("results", "job-tr", str(ev), "--json")  # a job id (prefix) under ./runs, and a path
     assert code == 0, err
     a, b = json.loads(out)
     assert a["job"] == "job-train" and a["template"] == "llama3_8b_lora"
@@ -60,6 +60,14 @@ def test_results_unknown_run_is_a_usage_error(run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli("results", "no-such-job")
     assert code == ExitCode.USAGE and "no-such-job" in err
+    _make_runs(tmp_path)
+    code, _, err = run_cli("results", "job-")
+    assert code == ExitCode.USAGE and "'job-' matches 2 runs in runs: job-eval, job-train" in err, err
+    from launcher.ops.registry import Registry
+    with Registry.in_state_dir() as registry:
+        registry.create_job("trainer", "finetune", nodes=["h1"], job_id="job-train")
+    code, out, err = run_cli("results", "trainer", "--json")  # a job name, as `status` takes it
+    assert code == 0 and json.loads(out)[0]["job"] == "job-train", err
 
 
 def test_plot_without_losses_says_so(run_cli, tmp_path, monkeypatch):

@@ -232,10 +232,11 @@ def test_a_pipeline_dry_run_on_a_slurm_target_prints_each_steps_sbatch_script(ru
     target = tmp_path / "slurm.yaml"
     target.write_text("slurm:\n  login: login01\n  partition: npu\n  nodes: 2\n  cards_per_node: 8\n"
                       "  workdir: /shared/w\n  bin_dir: /opt/ms/bin\n")
-    code, out, err = run_cli("run", str(root / "jobs/pipelines/llama3_8b_math.yaml"), "-H", str(target), "--dry-run")
+    code, out, err = run_cli("run", str(root / "jobs/pipelines/llama3_8b_math.yaml"), "-H", str(target), "--dry-run",
+                             "--verbose")
     assert code == 0, err
     steps = [line for line in out.splitlines() if line.startswith("# ") and line[2:3].isdigit()]
-    assert [s.split()[2] for s in steps] == ["train", "squad", "math", "fetch"]
+    assert [s.split()[2] for s in steps] == ["train", "squad", "math", "fetch", "score-squad", "score-math"]
     assert out.count("sbatch --parsable '/shared/w/alaunch/") == 3 and out.count("#SBATCH --partition=npu") == 3
     assert "runs together with math" in steps[1] and "waits for" not in out  # Slurm queues them
     assert "copied from" not in out  # the workdir is shared: outputs stay where they are

@@ -109,6 +109,25 @@ def test_corrupted_object_is_refused_and_not_stored(tmp_path):
     assert not (cas / "00" / ("0" * 64)).exists() and list((cas / "tmp").iterdir()) == []
 
 
+def test_one_corrupted_byte_in_a_big_object_is_refused(tmp_path):
+    """An object big enough to be hashed by RECEIVE's second thread (>= 8 MiB): one byte
+    changed in the stream, in a later 1 MiB buffer of the ring, and nothing is stored."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom((9 << 20) + 7))
+    local = collect([StageItem("data/big.bin", local=str(big))], HashCache(None))
+    wire_bytes = bytearray(b"".join(tar_stream(list(local.files), {"root": str(tmp_path / "j"), "links": {},
+                                                                    "texts": {}, "dirs": []}, lambda n: None)))
+    at = wire_bytes.find(big.read_bytes()[:64]) + (6 << 20) + 3
+    wire_bytes[at] ^= 0x01
+    cas = tmp_path / "cas"
+    request = wire.request({"op": "receive", "cas": str(cas)})
+    result = LocalExec(Host("localhost", 1)).exec([PY, "-c", wire.program("stage", "receive")],
+                                                  [request, bytes(wire_bytes)])
+    sha = local.files[0].sha256
+    assert result.exit_code != 0 and f"sha256 mismatch for {sha}".encode() in result.stderr
+    assert not (cas / sha[:2] / sha).exists() and list((cas / "tmp").iterdir()) == []
+
+
 def test_not_enough_disk_names_host_and_bytes(tmp_path):
     _tree(tmp_path)
     host = Host("localhost", 1, workdir=str(tmp_path / "wd"))

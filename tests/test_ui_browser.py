@@ -115,6 +115,18 @@ def submit(*args: str) -> str:
     return alaunch("submit", *args).strip().splitlines()[-1]
 
 
+def fake_npu_smi(bin_dir: Path) -> str:
+    """A PATH with the test cluster's npu-smi emulator (one 910B2 card whose values follow an
+    msrun worker on it) for the dashboard, whose follower of a local job samples it; not for
+    ``submit``, whose card check would see other suites' workers on this machine as holders."""
+    bin_dir.mkdir()
+    (bin_dir / "npu.json").write_text('{"cards": 1}')
+    exe = bin_dir / "npu-smi"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m tests.cluster.npu_smi --config {bin_dir / 'npu.json'} \"$@\"\n")
+    exe.chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
 def shot(driver, tmp: Path, name: str) -> None:
     driver.save_screenshot(str(tmp / name))
     if os.environ.get("ALAUNCH_SCREENSHOTS") == "docs":
@@ -131,10 +143,11 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
     long_job = write_job(tmp_path, toy, epochs=200, name="long")
     a = submit(str(short_a), "-H", str(hosts), "--follow")
     b = submit(str(short_b), "-H", str(hosts), "--follow")
+    smi_path = fake_npu_smi(tmp_path / "bin")  # the dashboard's follower samples the long job's card
 
     ui = subprocess.Popen([sys.executable, "-m", "launcher", "ui", "--no-browser", "--port", "0",
                            "--runs", str(tmp_path / "runs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": smi_path})
     driver = None
     try:
         url = ui.stdout.readline().strip()
@@ -180,6 +193,11 @@ def test_dashboard_in_chromium_follows_cancels_and_compares_real_jobs(tmp_path, 
               f"max={max(latencies):.3f} s")
         assert max(latencies) < 1.0, sorted(latencies)[-5:]
         assert js("return document.querySelectorAll('#chart canvas').length") >= 1
+        # its card's telemetry (the npu-smi emulator follows its worker): a row and three charts
+        wait_for(lambda: js("return document.querySelector('#telemetry tr[data-card=\"localhost/0\"]') !== null"
+                            " && document.querySelectorAll('#telemetry canvas').length === 3"), 30,
+                 what="the card's telemetry on the job page")
+        assert js("return document.querySelector('#telemetry').hidden") is False
 
         # the log viewer follows and filters
         count = "return document.querySelectorAll('#log .tag').length"

@@ -91,7 +91,42 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
     modules = [importlib.import_module(f"launcher.cli.commands.{name}") for name in names]
     for module in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
         module.register(app)
+    _short_helps(app)
     return app
+
+
+SHORT_HELP = 65  # click cuts a one-liner longer than this with "..." in an 80-column --help
+
+
+def short_help(text: str, limit: int = SHORT_HELP) -> str:
+    """A command's ``--help`` one-liner that fits whole: the first sentence, else cut at the
+    last clause boundary that fits ("...", click's own cut, read as if words were missing)."""
+    first = " ".join(text.split("\n\n")[0].split())
+    first = first.split(". ")[0].rstrip(".") if len(first) > limit else first
+    if len(first) <= limit:
+        return first
+    for mark in (" (", "; ", ", ", ": ", " "):
+        at = first.rfind(mark, 0, limit + 1)
+        if at > 10:
+            return first[:at].rstrip(",;:")
+    return first[:limit]
+
+
+def _short_helps(app: typer.Typer) -> None:
+    """Every registered command (and sub-command) gets a one-liner that fits (:func:`short_help`)."""
+    for info in app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and text:
+            info.short_help = short_help(text)
+    for group in app.registered_groups:
+        sub = group.typer_instance
+        text = group.help if isinstance(group.help, str) else getattr(sub.info, "help", None) if sub else None
+        if isinstance(text, str):
+            group.short_help = short_help(text)
+            if sub is not None:
+                sub.info.short_help = group.short_help
+        if sub is not None:
+            _short_helps(sub)
 
 
 def _as_ctrl_c(signum, frame) -> None:

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from launcher.cli import environment
+from launcher.core.units import count, millions
 from launcher.errors import InputError
 from launcher.metrics.logfiles import LOCAL_HOST
 from launcher.metrics.logparse import JobLogs, Summary, parse_timestamp
@@ -126,13 +127,13 @@ def summary_rows(s: Summary) -> dict[str, str]:
         rows["samples/s per process"] = _fmt(s.samples_per_s)
     rows["duration"] = fmt_duration(s.duration_s)
     if s.network_params is not None:
-        rows["trainable params"] = (f"{s.network_params} M" if s.network_params_millions
-                                    else f"{s.network_params:,}")
+        rows["trainable params"] = (millions(s.network_params) if s.network_params_millions
+                                    else count(s.network_params))
     if s.checkpoints:
         rows["checkpoints"] = ", ".join(f"step {c['step']}" if c["path"] is None else c["path"]
                                         for c in s.checkpoints)
-    if s.cluster_retries:
-        rows["cluster build retries"] = str(s.cluster_retries)
+    if s.cluster_retries and not s.cluster_formed:  # formed: MindSpore's normal forming, no alarm
+        rows["cluster build retries"] = f"{s.cluster_retries}, never formed"
     if s.errors:
         rows["ERROR lines"] = str(s.errors)
     if s.handled:

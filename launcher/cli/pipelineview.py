@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from launcher.ops import registry as reg
 
+if TYPE_CHECKING:
+    from rich.table import Table
 
-def steps_table(run: reg.PipelineRecord) -> Table:
-    table = Table("step", "kind", "state", "job", "tries", "note",
-                  title=f"pipeline {run.name} ({run.id}): {run.state}")
+
+def steps_table(run: reg.PipelineRecord, width: int = 80, *, wide: bool = False,
+                ids: tuple[list[str], list[str]] | None = None) -> Table:
+    """One line per step at any width (:mod:`launcher.cli.tables`); a job id too long for the
+    width shows its shortest unique prefix (``ids``: the registry's ids and names), which every
+    command takes, never an id cut with "…" that cannot be copied."""
+    from launcher.cli import tables as t
+
+    jobs = [s.job_id for s in run.steps if s.job_id]
+    all_ids, names = ids if ids is not None else (jobs, [])
+    prefixes = t.unique_prefixes(jobs, all_ids, names)
+    columns = [t.Column("step", t.KEEP), t.Column("kind", t.KEEP), t.Column("state", t.KEEP),
+               t.Column("job", t.ID, short=lambda v: prefixes.get(v, v), min_width=12),
+               t.Column("tries", t.KEEP), t.Column("note", priority=1, min_width=12)]
+    rows = []
     for s in run.steps:
         note = s.reason or ""
         if s.state == "succeeded" and s.outputs.get("accuracy") is not None:
             note = f"math accuracy {100 * s.outputs['accuracy']:.1f}%"
-        table.add_row(s.step, s.kind, s.state, s.job_id or "", str(s.attempts or ""), note)
-    return table
+        if s.state == "succeeded" and s.outputs.get("f1") is not None:
+            note = f"SQuAD EM {s.outputs['em']:.2f}, F1 {s.outputs['f1']:.2f}"
+        rows.append([s.step, s.kind, s.state, s.job_id or "", str(s.attempts or ""), note])
+    return t.table(columns, rows, width, wide=wide, title=f"pipeline {run.name} ({run.id}): {run.state}")
 
 
 def dry_head(i: int, view) -> str:
@@ -28,6 +44,21 @@ def dry_head(i: int, view) -> str:
         head += f"; waits for the cards of {', '.join(view.waits_for)}"
     what = {"reuse": "reuse", "missing": "missing"}.get(view.action, view.action)
     return head + f": {what} ({view.why})" if view.why else head
+
+
+def dry_facts(view) -> list[str]:
+    """What matters of a job step in a dry run, before where its inputs come from: the job,
+    its hosts and cards, its LoRA trainable count. The exact commands (a 600-character
+    env-script wrapper per node per step) are ``--verbose``'s."""
+    if not view.job:
+        return []
+    out = [f"job: {view.job}"]
+    if view.cards:
+        cards = sum(view.cards.values())
+        out.append(f"hosts: {', '.join(view.cards)} ({cards} card{'s' if cards != 1 else ''})")
+    if view.trainable is not None:
+        out.append(f"LoRA: {view.trainable:,} trainable parameters")
+    return out
 
 
 def as_data(run: reg.PipelineRecord) -> dict:

@@ -24,10 +24,14 @@ class RichProgress(Progress):
         self.tasks: dict[str, TaskID] = {}
 
     def start(self, host: str, total: int, files: int) -> None:
-        self.tasks[host] = self.bar.add_task(f"{host}: {files} file(s)", total=max(total, 1))
+        """A bar per host with something to send; none for nothing (a no-op re-submit drew
+        "0 file(s) 1/1 bytes ?")."""
+        if files or total:
+            self.tasks[host] = self.bar.add_task(f"{host}: {files} file(s)", total=max(total, 1))
 
     def advance(self, host: str, n: int) -> None:
-        self.bar.advance(self.tasks[host], n)
+        if host in self.tasks:
+            self.bar.advance(self.tasks[host], n)
 
     def done(self, host: str, report: HostReport) -> None:
         if host in self.tasks:
@@ -50,7 +54,7 @@ class GroupProgress(Progress):
         self.lock = threading.Lock()
 
     def start(self, host: str, total: int, files: int) -> None:
-        if self.bar is None:
+        if self.bar is None or not (files or total):
             return
         with self.lock:
             if self.task is None:

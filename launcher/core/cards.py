@@ -44,8 +44,12 @@ class Holder:
         if self.pid is not None:
             return f"pid {self.pid} ({self.process or '?'}" + (f", user {self.user})" if self.user else ")")
         if self.hbm_mb is not None:
-            return f"{self.hbm_mb} MB HBM in use (no process listed)"
+            return f"{self.hbm_mb} MiB HBM in use (no process listed)"
         return "busy"
+
+
+# said only to a submit that refuses: a queued job (submit --wait, a pipeline's step) waits by itself
+BUSY_ADVICE = "wait for them with --wait, or pick others with --devices / --include"
 
 
 class CardsBusy(AlaunchError):
@@ -53,9 +57,10 @@ class CardsBusy(AlaunchError):
 
     exit_code = ExitCode.CARDS_BUSY
 
-    def __init__(self, message: str, holders: Mapping[str, Sequence[Holder]] | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, holders: Mapping[str, Sequence[Holder]] | None = None, advice: str = ""):
+        super().__init__(message + (f"; {advice}" if advice else ""))
         self.holders = {h: tuple(v) for h, v in (holders or {}).items()}
+        self.bare = message  # without the advice: the reason of a job that waits already (--wait, pipelines)
 
 
 def holders_from_claims(claims: Iterable[Mapping[str, Any]], own_job: str | None = None) -> list[Holder]:
@@ -119,8 +124,7 @@ def allocate(hosts: Sequence[Host], want: int, held: Mapping[str, Mapping[int, H
             problems.append(exc.message)
             holders.update(exc.holders)
     if problems:
-        raise CardsBusy("cards busy: " + " | ".join(problems) + "; wait for them with --wait, or pick "
-                        "others with --devices / --include", holders)
+        raise CardsBusy("cards busy: " + " | ".join(problems), holders, advice=BUSY_ADVICE)
     return out
 
 
@@ -213,7 +217,7 @@ def holder_text(h: Holder | None) -> str:
         return " ".join(p for p in (h.user, h.job_id, f"pid {h.pid}" if h.pid else None) if p)
     if h.pid is not None:
         return f"not alaunch: pid {h.pid} {h.process or '?'}" + (f" ({h.user})" if h.user else "")
-    return h.describe() if h.hbm_mb is None else f"not alaunch: {h.hbm_mb} MB HBM in use"
+    return h.describe() if h.hbm_mb is None else f"not alaunch: {h.hbm_mb} MiB HBM in use"
 
 
 @dataclass(frozen=True)

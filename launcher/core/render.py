@@ -28,6 +28,7 @@ import yaml
 
 from launcher.core import lora, yamlio
 from launcher.core.layout import JobLayout
+from launcher.core.units import count
 from launcher.errors import InputError
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Rendered:
                      ("LoRA targets", f"{d['target_modules']} -> {reached}")]
         if d.get("trainable_params") is not None:
             rows.append(("trainable params", f"{d['trainable_params']:,} ({d['trainable_percent']}) of "
-                                             f"{d['total_params']:,} ({d['base_params'] / 1e9:.2f}e9 base + LoRA)"))
+                                             f"{count(d['total_params'])} ({count(d['base_params'])} base + LoRA)"))
         return rows
 
 
@@ -147,6 +148,45 @@ def parse_set(item: str) -> tuple[str, Any, bool]:
     return key, value, create
 
 
+# --set keys that belong to the job file, not the template (issue #33: `--set nodes=all` was
+# refused as "no such key in the template"); they go through the job file's own validation
+JOB_SET_KEYS = ("name", "nodes", "cards_per_node", "env", "seed")
+
+
+def is_job_set(item: str) -> bool:
+    return item.partition("=")[0].strip().lstrip("+").split(".")[0] in JOB_SET_KEYS
+
+
+def template_sets(sets: Iterable[str]) -> list[str]:
+    """The ``--set`` items for the template (the job-file ones are applied by :func:`apply_job_sets`)."""
+    return [s for s in sets if not is_job_set(s)]
+
+
+def apply_job_sets(spec: JobSpec, sets: Iterable[str]) -> JobSpec:
+    """``--set nodes=all``, ``cards_per_node=1``, ``name=x``, ``env.HCCL_BUFFSIZE=120``,
+    ``seed=7`` applied to the job, validated as the job file is (one line naming ``--set KEY``
+    and what is valid)."""
+    from launcher.core.spec import JobSpec, parse_job
+
+    items = [parse_set(s) for s in sets if is_job_set(s)]
+    if not items:
+        return spec
+    data = spec.model_dump(mode="python", exclude={"source", "base_dir"}, exclude_none=True)
+    for key, value, _ in items:
+        parts = key.split(".")
+        if parts[0] != "env" and len(parts) > 1:
+            raise InputError(f"--set {key}: {parts[0]} is a job-file key with no sub-keys", key=key)
+        if parts[0] == "env" and len(parts) != 2:
+            raise InputError(f"--set {key}: give one variable, e.g. env.HCCL_BUFFSIZE=120", key=key)
+        if len(parts) == 2:
+            data.setdefault("env", {})[parts[1]] = value
+        else:
+            data[key] = value
+    out = parse_job(data, source="--set")  # "--set: nodes: ..." with what is valid
+    assert isinstance(out, JobSpec)
+    return out.model_copy(update={"source": spec.source, "base_dir": spec.base_dir})
+
+
 # ---------------------------------------------------------------- the core
 
 def _int_at(config: Config, key: str, default: int, source: str) -> int:
@@ -176,7 +216,15 @@ def render_config(template: Config, *, overrides: dict[str, Any] | None = None, 
         explicit[key] = value
     for item in sets:
         key, value, create = parse_set(item)
-        set_dotted(config, key, value, create=create, source="--set")
+        try:
+            set_dotted(config, key, value, create=create, source="--set")
+        except InputError:
+            job_key = difflib.get_close_matches(key, JOB_SET_KEYS, n=1, cutoff=0.6)
+            if "." in key or not job_key:
+                raise
+            raise InputError(f"no such key in the template or the job file; did you mean {job_key[0]!r} "
+                             f"(a job-file key)? write +{key}=VALUE to add it to the template",
+                             source="--set", key=key) from None
         explicit[key] = value
 
     if seed is not None:
@@ -349,7 +397,7 @@ def render_job(spec: JobSpec, hosts: Sequence[Host], layout: JobLayout, sets: It
             template_text = handle.read()
     template = yamlio.loads(template_text, template_source, allow_aliases=True)
     world = resolve_world(spec, hosts)
-    config, derived = render_config(template, overrides=spec.overrides, sets=list(sets), world=world,
+    config, derived = render_config(template, overrides=spec.overrides, sets=template_sets(sets), world=world,
                                     kind=spec.kind, seed=spec.seed, paths=host_paths(spec, layout),
                                     source=spec.source or template_source)
     text = yamlio.dumps(config)

@@ -193,6 +193,7 @@ class JobSpec(_Model):
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     seed: int | None = None
     msrun_args: list[LiteralStr] = Field(default_factory=list)  # extra msrun flags, e.g. --bind_core=True
+    telemetry_every: float = Field(default=5.0, ge=0)  # s between npu-smi samples while followed; 0: off
     source: str | None = Field(default=None, exclude=True)
     base_dir: str | None = Field(default=None, exclude=True)
 

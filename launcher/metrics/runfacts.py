@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from launcher.core.units import millions
 from launcher.errors import InputError
 from launcher.metrics import scorefile
 from launcher.metrics.logfiles import discover, parse_files
@@ -163,7 +164,7 @@ def cells(f: RunFacts) -> dict[str, str]:
         f"r={_cell(f.lora_rank)} α={_cell(f.lora_alpha, 'g')} {f.lora_targets or ''}".strip()
     params = _cell(f.trainable_params, ",")
     if f.trainable_params_approx and f.trainable_params is not None:
-        params = f"≈{f.trainable_params // 10**6} M"
+        params = millions(f.trainable_params // 10**6)
     math = "-" if f.math_accuracy is None else \
         f"{100 * f.math_accuracy:.1f}% ({f.math_correct}/{f.math_total})"
     return {

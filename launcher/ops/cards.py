@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from launcher.core.cards import Holder, HostView, holders_from_claims, holders_from_npu_smi, host_view, merge_holders
 from launcher.core.hostfile import Host
@@ -64,19 +65,25 @@ def release(node: CommandRunner, base: str, job_id: str) -> bool:
 
 
 def look(hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
-         pythons: Mapping[str, str]) -> dict[str, dict[int, Holder] | str]:
+         pythons: Mapping[str, str], port_ask: Mapping[str, Any] | None = None,
+         ports: dict[str, int | None] | None = None) -> dict[str, dict[int, Holder] | str]:
     """Ask every host once, in parallel, who holds which card (the preflight's INVENTORY with
     ``cards``; it takes no claim): host -> card -> holder, or the one-line reason a host
-    could not be asked (``plan`` then shows its first cards, not asked)."""
+    could not be asked (``plan`` then shows its first cards, not asked). ``port_ask``: node 0
+    is also asked for a master port as submit's preflight asks it (same request, same host
+    code), the answer put in ``ports``."""
     from launcher.ops.fanout import run_parallel
     from launcher.ops.stage import inventory
 
     def one(host: Host) -> dict[int, Holder]:
         node = exec_factory(host).using(pythons.get(host.name))
+        ask = dict(port_ask) if port_ask is not None and host.name == hosts[0].name else {}
         try:
-            inv = inventory(node, (), cards=True)
+            inv = inventory(node, (), cards=True, **ask)
         finally:
             node.close()
+        if ask and ports is not None:
+            ports[host.name] = inv.port
         return held_cards(inv.claims, inv.npu_smi)
 
     out: dict[str, dict[int, Holder] | str] = {}

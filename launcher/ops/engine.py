@@ -113,12 +113,13 @@ class Engine(ABC):
         self.last_stage_bytes = 0
 
     # ------------------------------------------------------------------ the phases every engine's submit runs
-    def load(self, job: str | Path | JobSpec) -> tuple[JobSpec, str]:
+    def load(self, job: str | Path | JobSpec, sets: Sequence[str] = ()) -> tuple[JobSpec, str]:
         """Load: the job file (a JobSpec — a pipeline step's, references resolved — is taken as
         it is), its local paths checked, and its text for the registry with secrets masked."""
         from launcher.core import validate
+        from launcher.core.render import apply_job_sets
         from launcher.core.spec import JobSpec, load_job, redacted_text
-        spec = job if isinstance(job, JobSpec) else load_job(job)
+        spec = apply_job_sets(job if isinstance(job, JobSpec) else load_job(job), sets)  # --set nodes=all
         validate.check_local_paths(spec)
         if isinstance(job, JobSpec):
             from launcher.core.yamlio import dumps
@@ -140,11 +141,15 @@ class Engine(ABC):
 
     def record_failure(self, spec: JobSpec, hosts: Sequence[Host], job_id: str, spec_text: str,
                        exc: AlaunchError, meta: Mapping | None = None) -> None:
-        """Record: a job refused before it was recorded is recorded FAILED with the reason."""
+        """Record: a job refused before it was recorded is recorded FAILED with the reason and
+        ``meta.refused`` (nothing was sent or started): ``jobs`` hides it unless ``--all``, so an
+        unreachable host or a bad key no longer leaves a `failed` job among the real ones, while
+        ``status ID`` and the dashboard still say why (a state of its own would need a registry
+        migration rebuilding three tables, for what this flag says)."""
         from launcher.core.hostfile import format_hostfile
         self.registry.create_job(spec.name, spec.kind, spec_text=spec_text, hostfile_text=format_hostfile(hosts),
                                  nodes=[h.name for h in hosts], job_id=job_id, state=reg.FAILED,
-                                 meta=dict(meta or {}))
+                                 meta={**(meta or {}), reg.REFUSED: True})
         self.registry.set_state(job_id, reg.FAILED, exc.message)
 
     def cancelled(self, job_id: str, what: str) -> JobCancelled:
@@ -274,13 +279,20 @@ class Engine(ABC):
         hosts = {h.name: h for h in parse_hostfile(view.hostfile_text, f"registry:{view.id}")}
         if node is not None and node not in hosts:
             raise InputError(f"job {view.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
-        path = self.state_dir / "follow" / f"{view.id}.json" if follow and offsets else None
+        path = self.offsets_path(view.id) if follow and offsets else None
         if path is not None and not resume and path.exists():
             path.unlink()  # --from-start: read every file from byte 0 again
+        if follow:
+            from launcher.ops.telemetry import telemetry_path
+            kw.setdefault("telemetry_path", telemetry_path(self.state_dir, view.id))
         follower = Follower(view, runner_for, hosts, sink, self if follow else None, follow=follow,
                             gang_stop=not view.terminal, offsets_path=path, **kw)
         with self.watching(view, note) if follow else nullcontext(), display or nullcontext():
             return follower.run()
+
+    def offsets_path(self, job_id: str) -> Path:
+        """Where a follower of the job keeps each file's offset (a later follow resumes there)."""
+        return self.state_dir / "follow" / f"{job_id}.json"
 
     @contextmanager
     def watching(self, record: reg.JobRecord, note: Callable[[str], None] = lambda s: None) -> Iterator[None]:

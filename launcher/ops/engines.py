@@ -65,9 +65,11 @@ def engine_class(kind: str) -> type[Engine]:
 
 
 def read_target(hostfile: Path | str | None, *, local: bool = False, slots: int = 1,
-                include: str | None = None, exclude: str | None = None) -> Any:
+                include: str | None = None, exclude: str | None = None, keys: bool = True) -> Any:
     """``-H FILE`` or ``--local`` (the default without -H) -> the target. The file is read
-    ONCE: ``-H <(grep ascend hostfiles/all)`` is a pipe."""
+    ONCE: ``-H <(grep ascend hostfiles/all)`` is a pipe. ``keys``: refuse a chosen host whose
+    ``identity=`` file does not exist (ssh then said "authentication failed", issue #33);
+    ``render`` connects to nothing and passes False."""
     from launcher.core.hostfile import apply_filters, local_hosts, parse_hostfile, read_text
     from launcher.ops.engine import HostTarget
     if hostfile is not None and local:
@@ -79,7 +81,10 @@ def read_target(hostfile: Path | str | None, *, local: bool = False, slots: int 
     kind = kind_of_text(text)
     if kind == HOSTS:
         hosts = parse_hostfile(text, str(hostfile))
-        return HostTarget(tuple(apply_filters(hosts, include, exclude)), tuple(hosts), str(hostfile))
+        chosen = tuple(apply_filters(hosts, include, exclude))
+        if keys:
+            check_identities(chosen)
+        return HostTarget(chosen, tuple(hosts), str(hostfile))
     for value, option in ((include, "--include"), (exclude, "--exclude")):
         if value:
             raise InputError(f"{option} filters a hostfile's hosts; {hostfile} is a {kind} target "
@@ -87,6 +92,15 @@ def read_target(hostfile: Path | str | None, *, local: bool = False, slots: int 
     module, _, parse, _ = ENGINES[kind]
     assert parse is not None  # every engine but the hosts' (handled above) parses its target
     return getattr(importlib.import_module(module), parse)(text, str(hostfile))
+
+
+def check_identities(hosts) -> None:
+    """Each host's ``identity=`` key file exists: "no such file: PATH (hostfile X line N)"."""
+    import os
+    for h in hosts:
+        if h.identity and not os.path.exists(os.path.expanduser(h.identity)):
+            where = f"hostfile {h.source} line {h.line}" if h.source else f"host {h.name}"
+            raise InputError(f"no such file: {h.identity} ({where}: identity= of {h.name})")
 
 
 def engine_for(target: Any, registry: reg.Registry | None, state_dir: Path, **kw) -> Engine:

@@ -23,6 +23,7 @@ The loop that reads the queue is :class:`launcher.ops.follow.Follower`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import selectors
@@ -32,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from launcher.core.layout import JobLayout
 from launcher.errors import AlaunchError
@@ -43,6 +45,25 @@ from launcher.runners import CommandRunner
 UNREACHABLE_AFTER = 10.0  # seconds without a byte (the host beats every 1 s) -> unreachable
 RECONNECT_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds between reconnects, the last repeats
 MESSAGE_CAP = LINE_CAP + 4096  # one message of the host script: a capped line, its prefix and cut note
+READ_AHEAD = 10_000  # events queued ahead of the follower's loop; then the readers wait (see put_bounded)
+
+
+def put_bounded(out: queue.Queue[Event], event: Event, stop: threading.Event,
+                alive: Callable[[float], None] | None = None) -> bool:
+    """Put ``event`` on the follower's bounded queue, waiting while it is full (False: stopped
+    first, the event dropped). Why: the readers ran ahead of the loop and queued a whole file
+    (605 MB after 30 s of a 1M-line log); a full queue now stops the reading, the pipe fills
+    and the host script waits on its write. While waiting the node counts as alive (``alive``):
+    its bytes are here, the loop is what is behind."""
+    while True:
+        try:
+            out.put(event, timeout=0.2)
+            return True
+        except queue.Full:
+            if stop.is_set():
+                return False
+            if alive is not None:
+                alive(time.monotonic())
 
 
 # ---------------------------------------------------------------- the wire protocol
@@ -51,7 +72,7 @@ class Event:
     """One message from a node: a log line, a worker's pid, its end, or the channel lost."""
 
     host: str
-    kind: str  # "line" | "pid" | "end" | "lost" | "beat" | "file" | "unreachable" | "back"
+    kind: str  # "line" | "pid" | "end" | "lost" | "beat" | "file" | "unreachable" | "back" | "smi"
     rank: int | None = None
     role: str = ""
     text: str = ""
@@ -65,14 +86,18 @@ class Event:
 
 
 def follow_argv(python: str, root: str, follow: bool = True, node_rank: int | None = None,
-                ranks: Sequence[int] | None = None, offsets: dict[str, list[int]] | None = None) -> list[str]:
+                ranks: Sequence[int] | None = None, offsets: dict[str, list[int]] | None = None,
+                smi_every: float = 0.0) -> list[str]:
     """The argv that follows one node's job directory (every element is quoted by the runner).
 
     ``node_rank``: read that node's state (``JobLayout.node_state``); ``ranks``: follow only
     these workers' logs (and the scheduler's only on node 0), so nodes that share one job dir
     (NFS) do not each report every node's logs. ``offsets`` {path: [inode, byte offset]}
-    resumes each file where it was left."""
-    req = {"op": "follow", "root": root, "follow": follow, "offsets": offsets or {}}
+    resumes each file where it was left. ``smi_every`` > 0: the node also sends its ``npu-smi
+    info`` table every that many seconds (a ``smi`` event, see :func:`parse_smi`)."""
+    req: dict[str, Any] = {"op": "follow", "root": root, "follow": follow, "offsets": offsets or {}}
+    if smi_every > 0:
+        req["smi_every"] = float(smi_every)
     if node_rank is not None:
         req.update(state=JobLayout(root).node_state(node_rank), scheduler=node_rank == 0)
     if ranks is not None:
@@ -103,11 +128,23 @@ def parse_message(host: str, raw: str, at: float = 0.0) -> Event | None:
         return Event(host, "end", text=rest, at=at)
     if kind == "H":
         return Event(host, "beat", at=at)
+    if kind == "T":
+        return parse_smi(host, rest, at)
     if kind == "P":
         pid, _, rank = rest.partition("\t")
         if pid.isdigit() and rank.isdigit():
             return Event(host, "pid", int(rank), text=pid, at=at)
     return None
+
+
+def parse_smi(host: str, rest: str, at: float) -> Event | None:
+    """``T <json string>``: one ``npu-smi info`` table of the node, as text (an Event ``smi``);
+    a message cut by the line cap is not JSON and is dropped (one sample less, nothing else)."""
+    try:
+        text = json.loads(rest)
+    except ValueError:
+        return None
+    return Event(host, "smi", text=text, at=at) if isinstance(text, str) else None
 
 
 # ---------------------------------------------------------------- one node's state (no I/O)
@@ -227,8 +264,8 @@ class NodeStream(NodeFacts, threading.Thread):
         if self._attempt_stop.is_set():
             return False
         event = self.node.take(raw, time.monotonic())
-        if event is not None:
-            self.out.put(event)
+        if event is not None and not put_bounded(self.out, event, self.stop, self.node.alive):
+            return False
         return None
 
     def _once(self) -> str:
@@ -261,7 +298,7 @@ class NodeStream(NodeFacts, threading.Thread):
             why = self._once()
             if not why:
                 return
-            self.out.put(Event(self.runner.name, "lost", text=why, at=time.monotonic()))
+            put_bounded(self.out, Event(self.runner.name, "lost", text=why, at=time.monotonic()), self.stop)
             if not self.reconnect:
                 return
             if self.stop.wait(self.node.retry_delay(time.monotonic())):
@@ -463,8 +500,8 @@ class PipeHub(threading.Thread):
         n.node.alive(at)  # any bytes are life: a long line's pieces too, not only whole messages
         for raw, _ in n.lines.feed(data):
             event = n.node.take(raw.decode("utf-8", "replace"), at)
-            if event is not None:
-                self.out.put(event)
+            if event is not None and not put_bounded(self.out, event, self.stop, n.node.alive):
+                return  # stopped while the loop was behind
 
     def _finish(self, n: PipeNode, now: float) -> None:
         """The attempt's process has ended: say why (unless the node ended) and plan the next."""
@@ -479,7 +516,7 @@ class PipeHub(threading.Thread):
         self._lost(n, "; ".join(detail) or "channel closed", now)
 
     def _lost(self, n: PipeNode, why: str, now: float) -> None:
-        self.out.put(Event(n.host, "lost", text=why, at=now))
+        put_bounded(self.out, Event(n.host, "lost", text=why, at=now), self.stop)
         if not n.reconnect:
             n.done = True
             return

@@ -88,10 +88,11 @@ class Launcher:
             return NodeStatus(node_rank, host, "running", None, procs)
         return NodeStatus(node_rank, host, "failed", None, 0, "supervisor gone without an exit code")
 
-    def cancel(self, msrun_pid: int | None, grace: float = CANCEL_GRACE) -> dict:
-        """Stop every process of this job on the host and verify none is left."""
-        return self.call({"op": "cancel", "job_id": self.job_id, "msrun_pid": msrun_pid, "grace": grace},
-                         grace + 60, "cancel")
+    def cancel(self, msrun_pid: int | None, grace: float = CANCEL_GRACE, state_dir: str | None = None) -> dict:
+        """Stop every process of this job on the host and verify none is left; with the node's
+        ``state_dir``, also msrun's exit code as its supervisor recorded it (``exit_code``)."""
+        return self.call({"op": "cancel", "job_id": self.job_id, "msrun_pid": msrun_pid, "grace": grace,
+                          "state_dir": state_dir}, grace + 60, "cancel")
 
 
 def launch_all(plan: Plan, launchers: Mapping[int, Launcher]) -> dict[int, Started]:

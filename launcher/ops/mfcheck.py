@@ -40,7 +40,7 @@ class MindFormersCheck:
     detail: str
 
 
-NOT_REQUESTED = MindFormersCheck(True, "MindFormers validation not requested")
+NOT_REQUESTED = MindFormersCheck(True, "MindFormers validation not requested (--validate adds it)")
 
 
 def mindformers_available() -> bool:

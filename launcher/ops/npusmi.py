@@ -230,8 +230,8 @@ def _gb(mb: int) -> str:
 def summarize(cards: Sequence[NpuCard], busy_hbm_mb: int = DEFAULT_BUSY_HBM_MB) -> NpuSummary:
     """Count, health and busy cards, plus one line for a table cell.
 
-    e.g. ``8x 910B2, all OK, 4 busy (HBM 29.3/64 GB)`` -- GB here are 1024 MB, as npu-smi's
-    65536 MB card is sold as 64 GB; the figure is the busiest card's use.
+    e.g. ``8x 910B2, all OK, 4 busy (HBM 29.3/64 GiB)`` -- npu-smi's MB are MiB (its 65536 MB
+    card is 64 GiB); the figure is the busiest card's use.
     """
     if not cards:
         return NpuSummary(0, False, (), (), "no NPUs")
@@ -251,7 +251,7 @@ def summarize(cards: Sequence[NpuCard], busy_hbm_mb: int = DEFAULT_BUSY_HBM_MB) 
         detail = []
         if with_hbm:
             top = max(with_hbm, key=lambda c: c.hbm_used_mb or 0)
-            detail.append(f"HBM {_gb(top.hbm_used_mb or 0)}/{_gb(top.hbm_total_mb or 0)} GB")
+            detail.append(f"HBM {_gb(top.hbm_used_mb or 0)}/{_gb(top.hbm_total_mb or 0)} GiB")
         nproc = sum(len(c.processes) for c in busy_cards)
         if nproc:
             detail.append(f"{nproc} process{'es' if nproc > 1 else ''}")

@@ -96,6 +96,8 @@ class StepView:
     cards: dict = field(default_factory=dict)  # host -> cards a job step takes ({} for a built-in)
     together: list[str] = field(default_factory=list)  # job steps that run at the same time
     waits_for: list[str] = field(default_factory=list)  # ready at the same time, but their cards come first
+    job: str = ""  # a job step's job name and file, "llama3-8b-lora-math (jobs/llama3_8b_lora_math.yaml), finetune"
+    trainable: int | None = None  # the LoRA trainable parameter count its rendered config gives
 
 
 @dataclass
@@ -105,6 +107,20 @@ class StepResult:
     job_id: str | None = None
     reason: str | None = None
     attempts: int = 1
+
+
+def trainable_of(spec: JobSpec, hosts: Sequence[Host]) -> int | None:
+    """The LoRA trainable parameter count of the job's rendered config (None: not a LoRA model,
+    or a family the counter does not know); the dry run shows it per step (13,631,488 for the
+    recipe's training: rank 16 on wq/wk/wv/wo of Llama3-8B)."""
+    from launcher.core.layout import JobLayout
+    from launcher.core.render import render_job
+    try:
+        rendered = render_job(spec, list(hosts), JobLayout("/dry-run"))
+    except (AlaunchError, OSError, ValueError, KeyError):
+        return None
+    value = rendered.derived.get("trainable_params")
+    return value if isinstance(value, int) else None
 
 
 def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict[str, Any]]
@@ -482,6 +498,8 @@ class PipelineRunner:
                 view.plan = self.service.plan_text(spec, self.target, replace(self.opts, master_port=DRY_PORT),
                                                    f"{slug(spec.name)}-<run>")
                 view.cards = {h.name: len(h.slot_ids) for h in hosts}
+                view.job = f"{spec.name} ({os.path.relpath(step.job) if step.job else 'inline'}), {spec.kind}"
+                view.trainable = trainable_of(spec, hosts) if spec.kind == "finetune" else None
             else:
                 view.plan = self.builtin_text(step)
                 if step.builtin == "merge":
@@ -534,6 +552,8 @@ class PipelineRunner:
                  "fetch": "fetch the steps' outputs into the runs directory",
                  "score": "fetch the predictions, score them, save scores.json in the run directory",
                  "results": "fetch the runs' logs, print the results table (and the loss plot)"}
+        if step.builtin == "score" and step.options.get("metric") == "squad":
+            texts["score"] = "fetch the eval's logs, score SQuAD EM/F1 from its pred/label blocks, save scores.json"
         options = {k: v for k, v in step.options.items() if not isinstance(v, (pl.Ref, list, dict))}
         return texts[str(step.builtin)] + (f"; with {options}" if options else "")
 
@@ -754,8 +774,12 @@ class PipelineRunner:
     def submit(self, run_id: str, step: pl.Step, spec: JobSpec) -> reg.JobRecord:
         # concurrent steps: one that finds its cards taken by a sibling queues for them
         opts = replace(self.opts, wait=True) if self.concurrent else self.opts
-        record = self.service.submit(spec, self.target, opts,
-                                     meta={"pipeline": run_id, "pipeline_step": step.name})
+        service, say = self.service, self.service.say  # this thread's own engine (see `service`)
+        service.say = lambda text: say(f"  {step.name}: {text}")  # a queued step's lines are its own
+        try:
+            record = service.submit(spec, self.target, opts, meta={"pipeline": run_id, "pipeline_step": step.name})
+        finally:
+            service.say = say
         self.registry.set_step(run_id, step.name, job_id=record.id)
         devices = record.meta.get("devices") or {}
         if devices:
@@ -946,6 +970,8 @@ class PipelineRunner:
     def builtin_score(self, step: pl.Step) -> dict:
         from launcher.metrics import mathacc, predictions, scorefile
         ref = step.options["predictions"]
+        if step.options.get("metric") == "squad":
+            return self.score_squad(step, ref)
         preds_path = Path(self.resolve(replace(ref, output=ref.output or "predictions"), "path"))
         reference = self.local_path(self._path(step.options["reference"]))
         preds = predictions.parse_generation_result(predictions.read_text(preds_path), str(preds_path))
@@ -961,6 +987,30 @@ class PipelineRunner:
                  f"({100 * report.accuracy:.1f}%)")
         return {"local": {"scores": [str(run_dir / scorefile.SCORES_NAME)], "run_dir": [str(run_dir)]},
                 "default": "scores", "accuracy": report.accuracy}
+
+
+    def score_squad(self, step: pl.Step, ref: pl.Ref) -> dict:
+        """SQuAD EM/F1 of an eval step: its logs fetched, the one with ``pred is:`` / ``label
+        is:`` blocks scored (rank 0's worker log first), scores.json saved beside them."""
+        from launcher.metrics import predictions, scorefile, squad
+        run_dir = self.fetched(ref.step, "logs")
+        logs = sorted(run_dir.rglob("*.log"), key=lambda p: (p.name != "worker_0.log", str(p)))
+        for log in logs:
+            text = predictions.read_text(log)
+            if predictions.looks_like_eval_log(text):
+                break
+        else:
+            raise AlaunchError(f"no eval log with `pred is:` / `label is:` blocks among {len(logs)} log(s) of step "
+                               f"{ref.step!r} in {run_dir}")
+        pairs, expected = predictions.eval_log_pairs(text, str(log))
+        result = squad.score((p.prediction, p.reference) for p in pairs)
+        complete = expected is None or result.count >= expected
+        scorefile.save(run_dir, "squad", {"input": str(log), **result.as_dict(), "complete": complete,
+                                          "expected": expected})
+        self.say(f"  {step.name}: {ref.step}: SQuAD EM {result.em:.2f}, F1 {result.f1:.2f} over {result.count} "
+                 "examples" + ("" if complete else f" (of {expected}: the log stops early)"))
+        return {"local": {"scores": [str(run_dir / scorefile.SCORES_NAME)], "run_dir": [str(run_dir)]},
+                "default": "scores", "em": result.em, "f1": result.f1}
 
 
 class _QuietSink:

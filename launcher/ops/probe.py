@@ -97,7 +97,7 @@ def evaluate(host: Host, facts: dict, rtt_ms: float | None, policy: CheckPolicy)
         row.disk_path = disk.get("path")
         row.disk_free_gb = round(disk.get("free", 0) / 2**30, 1)
         if row.disk_free_gb < policy.min_disk_gb:
-            problems.append(f"{row.disk_free_gb} GB free at {row.disk_path} < {policy.min_disk_gb:g} GB")
+            problems.append(f"{row.disk_free_gb} GiB free at {row.disk_path} < {policy.min_disk_gb:g} GiB")
     row.passed = not problems
     row.reason = "; ".join(problems) if problems else "ok" + (f" ({'; '.join(row.notes)})" if row.notes else "")
     return row
@@ -173,7 +173,7 @@ def table_cells(rows: list[CheckRow]) -> tuple[tuple[str, ...], list[tuple[str, 
     for r in rows:
         reach = "no" if not r.reachable else (f"yes {r.rtt_ms:.1f} ms" if r.rtt_ms is not None else "yes")
         osarch = f"{_short_os(r.os)} {r.arch or ''}".strip() if r.reachable else ""
-        disk = f"{r.disk_free_gb:g} GB ({r.disk_path})" if r.disk_free_gb is not None else ""
+        disk = f"{r.disk_free_gb:g} GiB ({r.disk_path})" if r.disk_free_gb is not None else ""
         verdict = ("PASS" if r.passed else "FAIL") + f": {r.reason}"
         out.append((r.host, reach, osarch, r.python or "", r.mindspore or ("-" if r.reachable else ""),
                     r.mindformers or ("-" if r.reachable else ""), ("yes" if r.msrun else "-") if r.reachable else "",

@@ -40,6 +40,7 @@ BUSY_TIMEOUT_MS = 15_000
 
 PENDING, STAGING, RUNNING = "pending", "staging", "running"
 QUEUED = "queued"  # submitted to a scheduler (Slurm), waiting for its allocation
+REFUSED = "refused"  # meta key: a FAILED job refused before launch (nothing sent or started)
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 JOB_STATES = (PENDING, STAGING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
@@ -207,6 +208,38 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE pipelines ADD COLUMN runner TEXT;
     """,
+    # 7: sweeps and their trials (`alaunch sweep`): one row per sweep name, one per trial
+    # identity; a trial's run is a job or a pipeline run (run_id), its curve and result JSON.
+    """
+    CREATE TABLE sweeps (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        source     TEXT NOT NULL DEFAULT '',
+        state      TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        ended_at   TEXT,
+        reason     TEXT,
+        info       TEXT NOT NULL DEFAULT '{}',
+        runner     TEXT
+    );
+    CREATE TABLE sweep_trials (
+        sweep_id   TEXT NOT NULL REFERENCES sweeps (id) ON DELETE CASCADE,
+        trial      TEXT NOT NULL,
+        position   INTEGER NOT NULL,
+        identity   TEXT NOT NULL,
+        params     TEXT NOT NULL DEFAULT '{}',
+        overrides  TEXT NOT NULL DEFAULT '{}',
+        seed       INTEGER,
+        state      TEXT NOT NULL,
+        run_id     TEXT,
+        reason     TEXT,
+        result     TEXT NOT NULL DEFAULT '{}',
+        curve      TEXT NOT NULL DEFAULT '[]',
+        started_at TEXT,
+        ended_at   TEXT,
+        PRIMARY KEY (sweep_id, trial)
+    );
+    """,
 )
 
 # Pipeline step states: waiting to run, running, done, reused from an earlier run (identity
@@ -214,6 +247,7 @@ MIGRATIONS: tuple[str, ...] = (
 STEP_STATES = ("pending", "running", "succeeded", "skipped", "failed", "blocked", "cancelled")
 _STEP_FIELDS = ("state", "identity", "job_id", "attempts", "outputs", "reason", "started_at", "ended_at")
 
+_TRIAL_FIELDS = ("state", "run_id", "reason", "result", "curve", "started_at", "ended_at")
 _NODE_FIELDS = ("host", "job_dir", "pid", "pgid", "state", "exit_code", "started_at", "ended_at")
 
 
@@ -291,6 +325,22 @@ class PipelineRecord:
     reason: str | None = None
     steps: tuple[StepRecord, ...] = ()
     runner: dict = field(default_factory=dict)  # the `alaunch run` process (ops.proc.me), {} before migration 6
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep and its trials (each a plain dict of its row, JSON columns decoded)."""
+
+    id: str
+    name: str
+    source: str
+    state: str
+    created_at: str
+    ended_at: str | None = None
+    reason: str | None = None
+    info: dict = field(default_factory=dict)
+    runner: dict = field(default_factory=dict)
+    trials: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -587,7 +637,12 @@ class Registry:
 
     def _move(self, c: sqlite3.Connection, job_id: str, old: str, state: str, reason: str | None,
               force: bool) -> None:
-        """Inside a write transaction: check the lifecycle and write the new state and its event."""
+        """Inside a write transaction: check the lifecycle and write the new state and its event.
+
+        The reason describes the current state: a move to another state replaces it (with
+        nothing when none is given), so a job queued for busy cards does not keep "cards busy:
+        ... wait for them with --wait" once it runs or has succeeded (issue #33: a 28-line cell
+        in `jobs`). The event history keeps every reason."""
         if old == state and reason is None:
             return
         if old != state and state not in TRANSITIONS[old] and not force:
@@ -596,11 +651,11 @@ class Registry:
                                     f"allowed from {old}: {allowed}")
         ts = now_iso()
         c.execute(
-            "UPDATE jobs SET state = ?, reason = COALESCE(?, reason), "
+            "UPDATE jobs SET state = ?, reason = CASE WHEN ? THEN ? ELSE COALESCE(?, reason) END, "
             "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
             "ended_at = CASE WHEN ? IN ('succeeded','failed','cancelled') THEN ? "
             "ELSE (CASE WHEN ? THEN NULL ELSE ended_at END) END WHERE id = ?",
-            (state, reason, state, ts, state, ts, state not in TERMINAL, job_id))
+            (state, old != state, reason, reason, state, ts, state, ts, state not in TERMINAL, job_id))
         self._event(c, job_id, "state", f"{old} -> {state}" + (f": {reason}" if reason else ""))
 
     def set_node(self, job_id: str, node_rank: int, **fields: Any) -> NodeRecord:
@@ -680,22 +735,57 @@ class Registry:
                          "see `alaunch jobs`")
 
     def list(self, limit: int | None = 20, states: Iterable[str] | None = None,
-             offset: int = 0) -> list[JobRecord]:
-        """Newest first, optionally only in the given states; ``offset`` skips that many (paging)."""
+             offset: int = 0, refused: bool = True) -> list[JobRecord]:
+        """Newest first, optionally only in the given states; ``offset`` skips that many (paging);
+        ``refused=False`` leaves out jobs refused before launch (``meta.refused``)."""
         sql, args = "SELECT id FROM jobs", builtins.list[Any]()
+        where = [] if refused else [f"json_extract(meta, '$.{REFUSED}') IS NULL"]
         if states is not None:
             states = list(states)
             bad = [s for s in states if s not in JOB_STATES]
             if bad:
                 raise InputError(f"unknown job state(s) {bad}; valid: {', '.join(JOB_STATES)}")
-            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            where.append(f"state IN ({','.join('?' * len(states))})")
             args += states
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC"
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
             args += [-1 if limit is None else limit, max(0, offset)]
         with self._read() as c:
             return [self._load(r[0]) for r in c.execute(sql, args).fetchall()]
+
+    def page(self, limit: int = 50, offset: int = 0, states: Iterable[str] | None = None,
+             text: str | None = None) -> tuple[builtins.list[JobRecord], int]:
+        """One page of jobs, newest first, and how many match in all: in ``states`` (if given)
+        and whose name or id contains ``text`` (case-insensitive). Why: the dashboard read the
+        newest 200 and filtered them itself, so among 10,000 jobs the older ones could not be
+        found; here the filter and the count are SQL (the indexes of migration 4 order them)."""
+        where, args = [], builtins.list[Any]()
+        if states is not None:
+            states = list(states)
+            bad = [s for s in states if s not in JOB_STATES]
+            if bad:
+                raise InputError(f"unknown job state(s) {bad}; valid: {', '.join(JOB_STATES)}")
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        needle = (text or "").strip().lower()
+        if needle:
+            where.append("(instr(lower(name), ?) > 0 OR instr(lower(id), ?) > 0)")
+            args += [needle, needle]
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        with self._read() as c:
+            total = c.execute("SELECT COUNT(*) FROM jobs" + clause, args).fetchone()[0]
+            rows = c.execute("SELECT id FROM jobs" + clause + " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                             [*args, max(0, limit), max(0, offset)]).fetchall()
+            return [self._load(r[0]) for r in rows], total
+
+    def ids_and_names(self) -> tuple[builtins.list[str], builtins.list[str]]:
+        """Every job id and name (tables shorten ids to a prefix unique among them)."""
+        with self._read() as c:
+            rows = c.execute("SELECT id, name FROM jobs").fetchall()
+        return [r[0] for r in rows], [r[1] for r in rows]
 
     # ------------------------------------------------------------------ pipelines
 
@@ -835,6 +925,89 @@ class Registry:
                 return False
             self._move(c, job_id, old, state, reason, True)
         return True
+
+    # ------------------------------------------------------------------ sweeps
+
+    def open_sweep(self, name: str, source: str, info: Mapping[str, Any],
+                   runner: Mapping[str, Any] | None = None) -> SweepRecord:
+        """The sweep of this name (one per name: a re-run of the file carries on with its
+        trials), running again under ``runner``; created if new."""
+        for _ in range(8):
+            try:
+                with self._write() as c:
+                    row = c.execute("SELECT id FROM sweeps WHERE name = ?", (name,)).fetchone()
+                    sid = row[0] if row else new_job_id(name)
+                    values = (source, RUNNING, json.dumps(dict(info), sort_keys=True),
+                              json.dumps(dict(runner)) if runner else None)
+                    if row:
+                        c.execute("UPDATE sweeps SET source = ?, state = ?, info = ?, runner = ?, ended_at = NULL, "
+                                  "reason = NULL WHERE id = ?", (*values, sid))
+                    else:
+                        c.execute("INSERT INTO sweeps (id, name, source, state, info, runner, created_at) "
+                                  "VALUES (?,?,?,?,?,?,?)", (sid, name, *values, now_iso()))
+                return self.sweep(sid)
+            except sqlite3.IntegrityError:
+                continue
+        raise AlaunchError("could not allocate a unique sweep id")  # pragma: no cover
+
+    def add_trial(self, sweep_id: str, trial: str, position: int, identity: str, params: Mapping[str, Any],
+                  overrides: Mapping[str, Any], seed: int | None) -> None:
+        """Record a trial (pending) unless this sweep has it already (a re-run keeps its state)."""
+        with self._write() as c:
+            c.execute("INSERT OR IGNORE INTO sweep_trials (sweep_id, trial, position, identity, params, overrides, "
+                      "seed, state) VALUES (?,?,?,?,?,?,?,?)",
+                      (sweep_id, trial, position, identity, json.dumps(dict(params), sort_keys=True, default=str),
+                       json.dumps(dict(overrides), sort_keys=True, default=str), seed, "pending"))
+
+    def set_trial(self, sweep_id: str, trial: str, **fields: Any) -> None:
+        unknown = set(fields) - set(_TRIAL_FIELDS)
+        if unknown:
+            raise InputError(f"unknown trial field(s) {sorted(unknown)}; valid: {', '.join(_TRIAL_FIELDS)}")
+        for key in ("result", "curve"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key], sort_keys=True)
+        with self._write() as c:
+            cols = ", ".join(f"{k} = ?" for k in fields)  # keys checked against _TRIAL_FIELDS
+            c.execute(f"UPDATE sweep_trials SET {cols} WHERE sweep_id = ? AND trial = ?",
+                      (*fields.values(), sweep_id, trial))
+
+    def end_sweep(self, sweep_id: str, state: str, reason: str | None = None) -> None:
+        with self._write() as c:
+            c.execute("UPDATE sweeps SET state = ?, reason = ?, ended_at = ? WHERE id = ?",
+                      (state, reason, now_iso(), sweep_id))
+
+    def sweep(self, ref: str) -> SweepRecord:
+        """A sweep by id or name, with its trials in order."""
+        with self._read() as c:
+            row = c.execute("SELECT * FROM sweeps WHERE id = ? OR name = ?", (ref, ref)).fetchone()
+            if row is None:
+                raise InputError(f"no sweep {ref!r} (not a sweep id or name); `alaunch sweep FILE` starts one")
+            data = dict(row)
+            trials = [dict(t) for t in c.execute("SELECT * FROM sweep_trials WHERE sweep_id = ? ORDER BY position",
+                                                 (data["id"],))]
+        for t in trials:
+            for key in ("params", "overrides", "result", "curve"):
+                t[key] = json.loads(t[key] or ("[]" if key == "curve" else "{}"))
+        data["info"] = json.loads(data["info"] or "{}")
+        data["runner"] = json.loads(data["runner"] or "{}")
+        if data["state"] == RUNNING and proc.gone(data["runner"]):
+            # its `alaunch sweep` died (the trials run on, detached): said, as for a pipeline run
+            why = (f"interrupted: the `alaunch sweep` process (pid {data['runner'].get('pid')}) is gone; "
+                   "run the sweep again to re-attach (finished trials are kept)")
+            with self._write() as c:
+                c.execute("UPDATE sweeps SET state = ?, reason = ?, ended_at = ? WHERE id = ? AND state = ?",
+                          (FAILED, why, now_iso(), data["id"], RUNNING))
+            data.update(state=FAILED, reason=why)
+        return SweepRecord(**data, trials=tuple(trials))
+
+    def sweep_trial_job(self, sweep_id: str, trial: str) -> str | None:
+        """The newest job a sweep's trial submitted, by the job's own meta (written with the job,
+        before the driver records its id: a driver killed in between loses nothing)."""
+        with self._read() as c:
+            row = c.execute("SELECT id FROM jobs WHERE json_extract(meta, '$.sweep') = ? AND "
+                            "json_extract(meta, '$.sweep_trial') = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+                            (sweep_id, trial)).fetchone()
+        return row[0] if row else None
 
     def events(self, job_id: str) -> builtins.list[Event]:
         rows = self._conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))

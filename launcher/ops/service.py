@@ -47,7 +47,6 @@ from launcher.ops.launch import Launcher, NodeStatus, launch_all, master_port, r
 from launcher.ops.stage import Inventory, LocalSet, Stager, inventory, resolve_home, store_base
 from launcher.runners import CommandRunner, default_bin_dir, python_for, resolve_address
 
-DRY_RUN_PORT = 8118  # msrun's default; `submit` checks it (or picks another) on node 0
 LISTED_NODES = 8  # a 64-node job's line would be 64 entries long: `alaunch status` has them all
 
 
@@ -170,6 +169,25 @@ def hosts_of(target: HostTarget | Sequence[Host]) -> list[Host]:
 LOST_AFTER_S = 3600.0  # a node unreachable this long is lost: the job ends FAILED (see JobService._lost)
 
 
+def dry_run_port(opts: SubmitOptions, node0: str, ports: Mapping[str, int | None],
+                 asked: object) -> tuple[int, str]:
+    """``plan``'s master port and its comment line: the port node 0 answered to the same
+    request submit's preflight sends (plan printed msrun's 8118 while submit picked from
+    29500-29899, issue #33), or, when node 0 was not asked, what submit will do."""
+    lo, hi = opts.master_port_range
+    got = ports.get(node0)
+    if opts.master_port is not None:
+        if node0 in ports and got is None:
+            return opts.master_port, (f"# master port: {opts.master_port} (pinned) is in use on {node0} now; "
+                                      "submit would refuse it\n")
+        return opts.master_port, f"# master port: {opts.master_port} (pinned)\n"
+    if got is not None:
+        return got, (f"# master port: {got}, free on {node0} now (submit picks again there, from {lo}-{hi})\n")
+    why = "--offline" if asked == "--offline" else f"{node0} not asked"
+    return lo, (f"# master port: a free one from {lo}-{hi} is picked on {node0} at submit ({why}; "
+                f"shown: {lo})\n")
+
+
 class JobService(Engine):
     """The SSH hosts engine (the local machine is an SSH-less host of it): submit, refresh,
     cancel and wait, against one registry; hosts reached through ``exec_factory``."""
@@ -183,8 +201,9 @@ class JobService(Engine):
         """``plan``: the cards each node would get (the hosts asked who holds which, read-only,
         unless ``offline``), the staging route, and each node's exact commands."""
         from launcher.core import cards
+        from launcher.core.render import apply_job_sets
         from launcher.core.route import parse_mode, staging_note
-        spec = job if isinstance(job, JobSpec) else load_job(job)
+        spec = apply_job_sets(job if isinstance(job, JobSpec) else load_job(job), opts.sets)
         filtered = hosts_of(target)
         full = list(target.full) if isinstance(target, HostTarget) and target.full else filtered
         if opts.devices is not None:
@@ -192,34 +211,39 @@ class JobService(Engine):
         used = used_hosts(spec, filtered)
         candidates, want = filtered[:len(used)], len(used[0].slot_ids)
         held: dict[str, dict[int, cards.Holder] | str]
+        ports: dict[str, int | None] = {}
         if offline:
             held = {h.name: "--offline" for h in candidates}
         else:
             bins = opts.bin_dir if opts.bin_dir is not None else default_bin_dir(used)
-            held = card_ops.look(candidates, self.exec_factory, {h.name: python_for(bins, h) for h in candidates})
+            held = card_ops.look(candidates, self.exec_factory, {h.name: python_for(bins, h) for h in candidates},
+                                 port_ask=dict(port=opts.master_port, pinned=opts.master_port is not None,
+                                               port_range=opts.master_port_range), ports=ports)
         chosen = cards.plan_devices(candidates, want, held,
                                     cards.pinned_hosts(full, candidates, want, opts.devices is not None))
         hosts = [replace(h, slot_ids=n.cards) for h, n in zip(candidates, chosen, strict=False)]
         note = staging_note([h.name for h in hosts if not h.is_local], parse_mode(os.environ.get("ALAUNCH_RELAY")),
                             int(os.environ.get("ALAUNCH_RELAY_DEGREE") or 2))
-        return (cards.render_devices(chosen) + (f"# staging: {note}\n" if note else "")
-                + self.plan_text(spec, hosts, opts, job_id))
+        port, port_note = dry_run_port(opts, candidates[0].name, ports, held.get(candidates[0].name))
+        return (cards.render_devices(chosen) + port_note + (f"# staging: {note}\n" if note else "")
+                + self.plan_text(spec, hosts, replace(opts, master_port=port), job_id))
 
     def plan_text(self, spec: JobSpec, target: HostTarget | Sequence[Host], opts: SubmitOptions, job_id: str) -> str:
         """Each node's exact commands (pure: the template is read, no host asked)."""
-        port = opts.master_port if opts.master_port is not None else DRY_RUN_PORT
+        port = opts.master_port if opts.master_port is not None else opts.master_port_range[0]
         hosts = used_hosts(spec, hosts_of(target))
         return prepare(spec, hosts, job_id, port, replace(opts, master_port=port)).plan.render_shell()
 
     def started_line(self, record: reg.JobRecord) -> str:
-        """'started NAME on N node(s): host (node 0, pid P, devices D), ...' — the first
-        :data:`LISTED_NODES` nodes, then how many more."""
+        """'started ID on N node(s): host (node 0, pid P, devices D), ...' — the first
+        :data:`LISTED_NODES` nodes, then how many more. The id (it holds the name) comes first:
+        ``submit --follow`` said it only at the end, so a Ctrl-C left no way back to the job."""
         def node(n) -> str:
             devices = ",".join(map(str, record.meta.get("devices", {}).get(n.host, []))) or "-"
             return f"{n.host} (node {n.node_rank}, pid {n.pid}, devices {devices})"
         shown = [node(n) for n in record.nodes[:LISTED_NODES]]
         more = len(record.nodes) - len(shown)
-        return (f"started {record.name} on {len(record.nodes)} node(s): " + ", ".join(shown)
+        return (f"started {record.id} on {len(record.nodes)} node(s): " + ", ".join(shown)
                 + (f", and {more} more (alaunch status {record.id})" if more else ""))
 
     def check(self, target: HostTarget | Sequence[Host], *,  # type: ignore[override]  # the policy, named
@@ -393,9 +417,9 @@ class JobService(Engine):
                                        exit_code=ExitCode.JOB_CANCELLED) from None
                 if record.state != reg.QUEUED:
                     self.registry.update_meta(job.job_id, {"waiter": waiter.me()})  # jobs/status: gone -> FAILED
-                    self.registry.set_state(job.job_id, reg.QUEUED, exc.message)
+                    self.registry.set_state(job.job_id, reg.QUEUED, exc.bare)
                 self.registry.update_meta(job.job_id, {"queue_beat": time.time()})
-                line = f"queued (position {len(self._queued_ahead(job)) + 1}): {exc.message}"
+                line = f"queued (position {len(self._queued_ahead(job)) + 1}): {exc.bare}"
                 if line != shown:
                     self.say(line)
                     shown = line
@@ -464,7 +488,7 @@ class JobService(Engine):
     def local(self, job_path: str | Path | JobSpec, hosts: Sequence[Host], opts: SubmitOptions) -> LocalJob:
         """Phase 1, no host touched: the job file, its local paths, the hosts it uses, its id.
         A JobSpec (a pipeline step's job with its references resolved) is taken as it is."""
-        spec, spec_text = self.load(job_path)
+        spec, spec_text = self.load(job_path, opts.sets)
         if opts.devices is not None:
             hosts = core_cards.pin_devices(hosts, opts.devices)
         candidates = tuple(hosts)[:len(used_hosts(spec, hosts))]
@@ -524,6 +548,7 @@ class JobService(Engine):
                                      "ssh": self._ssh_meta(),
                                      "submitter": proc.me(),  # judged by refresh while no pid is recorded
                                      "config_sha256": {h.name: prepared.rendered[h.name].sha256 for h in hosts},
+                                     "telemetry_every": job.spec.telemetry_every,
                                      **job.meta})
 
     def stage(self, job: LocalJob, pre: Preflight, prepared: Prepared, runners: Mapping[str, CommandRunner]) -> None:
@@ -691,20 +716,21 @@ class JobService(Engine):
         is 'unknown'. Returns host -> what happened there."""
         hosts, pythons = self._nodes(record)
 
-        def one(node: reg.NodeRecord) -> str:
+        def one(node: reg.NodeRecord) -> tuple[str, int | None]:
             if node.host not in hosts:
                 raise AlaunchError(f"{node.host} is not in the job's recorded hostfile")
             ex = self.exec_factory(hosts[node.host]).single_use().using(pythons.get(node.host))
             try:
-                out = Launcher(ex, record.id).cancel(node.pid, grace)
+                out = Launcher(ex, record.id).cancel(node.pid, grace, JobLayout(node.job_dir).node_state(
+                    node.node_rank) if node.job_dir else None)
             finally:
                 ex.close()
             if out["left"]:
                 raise AlaunchError(f"{node.host}: processes {out['left']} still alive after SIGKILL")
             if not out["found"]:
-                return "nothing was running"
+                return "nothing was running", out.get("exit_code")
             killed = " (SIGKILL after the grace period)" if out["sigkill"] else ""
-            return f"stopped {out['found']} process(es){killed}"
+            return f"stopped {out['found']} process(es){killed}", out.get("exit_code")
 
         outcome: dict[str, str] = {}
         for node, result in run_parallel(record.nodes, one).items():
@@ -714,10 +740,16 @@ class JobService(Engine):
             elif isinstance(result, BaseException):
                 raise result
             else:
-                outcome[node.host] = result
+                outcome[node.host], code = result
+                # msrun's exit code as the host recorded it: `status` showed a blank exit for
+                # the nodes a failure stopped (issue #33)
+                exit_code = {"exit_code": code} if code is not None and node.exit_code is None else {}
                 if node.state in reg.TERMINAL:
+                    if exit_code:
+                        self.registry.set_node(record.id, node.node_rank, **exit_code)
                     continue  # a node that had ended keeps its own end (succeeded / failed)
-                self.registry.set_node(record.id, node.node_rank, state=state, ended_at=reg.now_iso())
+                self.registry.set_node(record.id, node.node_rank, state=state, ended_at=reg.now_iso(),
+                                       **exit_code)
         return outcome
 
     def cancel(self, ref: str, grace: float = 10.0) -> tuple[reg.JobRecord, dict[str, str]]:

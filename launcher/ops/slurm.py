@@ -147,13 +147,15 @@ class SlurmService(Engine):
         return login_view(record)
 
     def started_line(self, record: reg.JobRecord) -> str:
-        return (f"submitted {record.name} to Slurm as job {record.meta['slurm_job_id']} "
+        return (f"submitted {record.id} to Slurm as job {record.meta['slurm_job_id']} "
                 f"({len(record.nodes)} node(s) x {record.meta['target']['cards_per_node']} worker(s)); "
                 f"{record.state}")
 
     def dry_run(self, job, target: core.SlurmTarget, opts, job_id: str, *, offline: bool = True) -> str:
         """The batch script and the sbatch line ``submit`` would run (secrets masked)."""
-        return self.plan_text(job if isinstance(job, JobSpec) else load_job(job), target, opts, job_id)
+        from launcher.core.render import apply_job_sets
+        return self.plan_text(apply_job_sets(job if isinstance(job, JobSpec) else load_job(job), opts.sets),
+                              target, opts, job_id)
 
     def plan_text(self, spec: JobSpec, target: core.SlurmTarget, opts, job_id: str) -> str:
         target = self.effective_target(spec, target, opts.bin_dir)
@@ -208,7 +210,7 @@ class SlurmService(Engine):
         record, stage — a cancel during staging wins —, start) with Slurm's start: write the
         batch script and sbatch it through the login node. The record keeps the job name sbatch
         gets before sbatch runs, so a lost answer leaves a job ``cancel`` can still find."""
-        spec, spec_text = self.load(job_path)
+        spec, spec_text = self.load(job_path, opts.sets)
         target = self.effective_target(spec, target, opts.bin_dir)
         job_id = reg.new_job_id(spec.name)
         login = target.login_host()

@@ -500,6 +500,9 @@ class PlainProgress(Progress):
                      f"{report.relayed_bytes / 2**20:.1f} MiB; then {report.bytes_sent / 2**20:.1f} MiB direct; "
                      f"linked {report.linked + report.copied}")
             return
+        if not report.objects_sent:  # a re-submit: said as such, not "sent 0 file(s), 0.0 MiB (0.0 MiB/s)"
+            self.say(f"{host}: nothing to send (all already there); linked {report.linked + report.copied}")
+            return
         speed = report.bytes_sent / 2**20 / report.seconds if report.seconds else 0.0
         self.say(f"{host}: sent {report.objects_sent} file(s), {report.bytes_sent / 2**20:.1f} MiB in "
                  f"{report.seconds:.1f} s ({speed:.1f} MiB/s); linked {report.linked + report.copied}")

@@ -320,11 +320,38 @@ class _Null:
         return len(data)
 
 
+class _Hashing:
+    """A thread hashing, in order, the ranges of the mapped file that ``sendfile`` has sent:
+    the sha256 and the sends overlap (hashlib releases the GIL on big buffers); ``join``
+    returns when every sent byte is in the hash, so the trailer covers exactly what left."""
+
+    def __init__(self, h, mv):
+        import queue
+        import threading
+        self.h, self.mv, self.work = h, mv, queue.Queue()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        item = self.work.get()
+        while item is not None:
+            self.h.update(self.mv[item[0]:item[0] + item[1]])
+            item = self.work.get()
+
+    def put(self, item):
+        self.work.put(item)
+
+    def join(self):
+        self.work.put(None)
+        self.thread.join()
+
+
 def send_range(f, pos, left, size, h):
     """Big ranges: kernel copies (sendfile: page cache -> pipe) and a hash over the mapped
-    file, so the bytes never pass through a Python buffer. Only for ranges of at least
-    ZERO_COPY_MIN bytes (checkpoints): a mapped file truncated under us raises SIGBUS, which
-    a log rotated by truncation could do; small files and the rest use read/write."""
+    file (by a second thread, :class:`_Hashing`), so the bytes never pass through a Python
+    buffer. Only for ranges of at least ZERO_COPY_MIN bytes (checkpoints): a mapped file
+    truncated under us raises SIGBUS, which a log rotated by truncation could do; small files
+    and the rest use read/write."""
     end = min(pos + left, size)
     if end - pos >= ZERO_COPY_MIN and hasattr(os, "sendfile"):
         try:
@@ -337,6 +364,7 @@ def send_range(f, pos, left, size, h):
                 mm.madvise(mmap.MADV_SEQUENTIAL)  # read-ahead for the hash
             mv = memoryview(mm)
             out.flush()
+            sent = _Hashing(h, mv) if h is not None else None
             try:
                 while pos < end:
                     try:
@@ -345,11 +373,13 @@ def send_range(f, pos, left, size, h):
                         break
                     if not n:
                         break
-                    if h is not None:
-                        h.update(mv[pos:pos + n])
+                    if sent is not None:
+                        sent.put((pos, n))
                     pos += n
                     left -= n
             finally:
+                if sent is not None:
+                    sent.join()
                 mv.release()
                 mm.close()
     f.seek(pos)

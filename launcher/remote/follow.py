@@ -22,6 +22,13 @@ message per line (tab separated, the text is the rest):
   newline) is sent as its first 64 KiB and `` [line cut: N more bytes]``; ``end`` counts every byte.
 * ``P <pid> <rank>`` a worker process of this node and its rank (found by its stdout, which
   msrun points at ``worker_<rank>.log``): msrun names a dead worker only by its pid.
+* ``T <json string>`` one ``npu-smi info`` table of this host (only with ``"smi_every": N`` > 0 in
+  the request: every N s while the node runs, from one ``npu-smi`` child at a time, read without
+  blocking the log loop; no ``npu-smi`` on the host: nothing is sampled). The laptop parses it
+  (``launcher.ops.npusmi``) and keeps the job's cards (``launcher.ops.telemetry``). An
+  ``npu-smi`` that fails sends ``T "!exit <code>: <its last line>"`` once (a non-root user gets
+  ``dcmi module initialize failed, ret is -8005``, exit 187) and, after
+  :data:`SMI_FAILURES` failures in a row, is not run again.
 * ``H`` heartbeat once a second: a write to a closed channel ends the script, so a
   killed ``alaunch`` leaves nothing behind on the hosts.
 * ``X <exit code>`` the node ended (all logs were read first); ``X ?`` ended without an
@@ -40,15 +47,25 @@ both, and one rank must be read from one file or its losses would count twice).
 
 TAIL: ``{"op": "tail", "root"}`` -> JSON ``{rank: [last lines]}`` of each rank's log (its last 64 KiB),
 what ``alaunch status`` reads the current step and loss from.
+
+GREP: ``{"op": "grep", "root", "pattern", "limit"?, "rank"?, "state"?, "scheduler"?, "ranks"?,
+"timeout"?}`` -> JSON ``{"files": [{"rank", "role", "path", "matched", "lines": [[line number,
+text], ...]}], "scanned"}``: the lines of the files FOLLOW reads (msrun's own log left out: it
+copies the workers' lines) that the regular expression matches, the last ``limit`` of each file,
+each cut at 16 KiB, at most 4 MiB in all. Why on the host: the dashboard holds the last 20,000
+lines of a job, and grepped only those. ``timeout`` (s, default 20): SIGALRM ends the script,
+whatever the pattern does (a backtracking one included).
 """
 
+import collections
 import itertools
 import os
 import re
+import signal
 import sys
 import time
 
-from _prelude import Lines, answer, log_tails, run
+from _prelude import Lines, _q, answer, log_tails, run
 
 root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
 ranks = None  # the worker ranks this node runs (None: every log found), scheduler: node 0's
@@ -63,6 +80,11 @@ fids = itertools.count()
 mapped = set()  # type: set  # ranks whose worker process was found
 MSRUN_OWN = (b"parallel/cluster/", b"Start worker process", b"Start scheduler process", b"cannot start ")
 MSRUN_END = (b"exit with exception", b"All workers successfully exit")
+SMI_TIMEOUT = 30.0  # s: an npu-smi that hangs this long (a wedged driver) is killed, the sample skipped
+SMI_FAILURES = 3  # failed runs in a row after which npu-smi is not run again (-8005 does not heal)
+SMI_CAP = 1 << 16  # bytes of one table sent: a 16-chip A3 table with processes is ~10 KB
+smi = {"every": 0.0, "exe": None, "proc": None, "buf": b"", "next": 0.0, "started": 0.0, "timeout": SMI_TIMEOUT,
+       "failed": 0}
 
 def listdir(path):
     try:
@@ -220,6 +242,62 @@ def ended():
         return code if code is not None else "?"
     return None
 
+def which(name):
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        exe = os.path.join(d, name)
+        if d and os.access(exe, os.X_OK):
+            return exe
+    return None
+
+def smi_end(p):
+    smi["proc"] = None
+    p.stdout.close()
+    p.wait()
+
+def smi_tick(now):
+    """Telemetry: start ``npu-smi info`` when a sample is due, read its table without blocking,
+    send it (``T``) when it has ended. One child at a time, never a shell. Returns True if it wrote."""
+    p = smi["proc"]
+    if p is None:
+        if smi["exe"] is None or now < smi["next"]:
+            return False
+        smi["next"] = now + smi["every"]
+        import subprocess
+        try:
+            smi["proc"] = subprocess.Popen([smi["exe"], "info"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT)
+        except OSError:
+            smi["exe"] = None  # cannot run it: no more samples, the logs go on
+            return False
+        os.set_blocking(smi["proc"].stdout.fileno(), False)
+        smi["buf"], smi["started"] = b"", now
+        return False
+    try:
+        while True:
+            data = os.read(p.stdout.fileno(), 1 << 16)
+            if not data:
+                break
+            smi["buf"] = (smi["buf"] + data)[:SMI_CAP]
+    except BlockingIOError:
+        if now - smi["started"] > smi["timeout"]:
+            p.kill()
+            smi_end(p)
+        return False
+    smi_end(p)
+    text = smi["buf"].decode("utf-8", "replace")
+    if p.returncode == 0 and text.strip():
+        smi["failed"] = 0
+        out.write(b"T\t" + _q(text).encode() + b"\n")
+        return True
+    smi["failed"] += 1
+    if smi["failed"] >= SMI_FAILURES:
+        smi["exe"] = None
+    if smi["failed"] > 1:
+        return False
+    last = ([ln.strip() for ln in text.splitlines() if ln.strip()] or ["no output"])[-1][:300]
+    out.write(b"T\t" + _q("!exit %d: %s" % (p.returncode, last)).encode() + b"\n")
+    return True
+
 def main():
     if not os.path.isdir(root):
         out.write(b"X\t!no job directory " + root.encode() + b"\n")
@@ -235,6 +313,8 @@ def main():
             found = code is None and follow and find_workers()
             last_scan = now
         wrote = pump_all(final=code is not None) or found
+        if code is None and smi["every"] > 0:
+            wrote = smi_tick(now) or wrote
         if code is not None:
             out.write(b"X\t" + code.encode() + b"\n")
             out.flush()
@@ -261,6 +341,9 @@ def follow_op(req):
     msrun_dir = os.path.join(root, "msrun_log")
     mf_dir = os.path.join(root, "output", "log")
     state_dir = req.get("state") or os.path.join(root, "state")
+    smi["every"] = float(req.get("smi_every") or 0) if follow else 0.0
+    smi["exe"] = which("npu-smi") if smi["every"] > 0 else None
+    smi["timeout"] = float(req.get("smi_timeout") or SMI_TIMEOUT)
     try:
         main()
     except (BrokenPipeError, KeyboardInterrupt):
@@ -271,5 +354,45 @@ def tail_op(req):
     answer(log_tails(req["root"]))
 
 
+GREP_CUT, GREP_BUDGET = 16 << 10, 4 << 20
+
+
+def grep_op(req):
+    global root, msrun_dir, mf_dir, state_dir, ranks, scheduler
+    signal.alarm(max(1, int(req.get("timeout", 20))))  # the default action ends the script
+    root = req["root"]
+    ranks = set(req["ranks"]) if req.get("ranks") is not None else None
+    scheduler = req.get("scheduler", True)
+    msrun_dir = os.path.join(root, "msrun_log")
+    mf_dir = os.path.join(root, "output", "log")
+    state_dir = req.get("state") or os.path.join(root, "state")
+    rx = re.compile(req["pattern"])
+    limit = max(1, int(req.get("limit", 2000)))
+    only = req.get("rank")
+    found, scanned, budget = [], 0, GREP_BUDGET
+    for path, (rank, role) in sorted(wanted().items()):
+        if role == "msrun" or (only is not None and rank != str(only)):
+            continue
+        last, matched, n = collections.deque(maxlen=limit), 0, 0
+        try:
+            with open(path, "rb") as fh:
+                for n, raw in enumerate(fh, 1):
+                    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if rx.search(text):
+                        matched += 1
+                        last.append([n, text[:GREP_CUT]])
+        except OSError:
+            pass
+        scanned += n
+        keep = []
+        for item in reversed(last):
+            budget -= len(item[1]) + 16
+            if budget < 0:
+                break
+            keep.append(item)
+        found.append({"rank": rank, "role": role, "path": path, "matched": matched, "lines": keep[::-1]})
+    answer({"files": found, "scanned": scanned})
+
+
 if __name__ == "__main__":
-    run({"follow": follow_op, "tail": tail_op})
+    run({"follow": follow_op, "tail": tail_op, "grep": grep_op})

@@ -180,7 +180,23 @@ def cancel(req):
     deadline = time.time() + 10
     while time.time() < deadline and job_pids(req["job_id"]):
         time.sleep(0.1)
-    answer({"found": found, "sigkill": killed, "left": job_pids(req["job_id"])})
+    answer({"found": found, "sigkill": killed, "left": job_pids(req["job_id"]),
+            "exit_code": exit_code_of(req.get("state_dir"), 2.0 if found else 0.0)})
+
+
+def exit_code_of(state, wait):
+    """The supervisor's record of msrun's exit code, waiting up to ``wait`` s for it (the
+    supervisor writes it right after msrun ends); None without a state dir or a record."""
+    if not state:
+        return None
+    path, deadline = os.path.join(state, "exit_code"), time.time() + wait
+    while True:
+        try:
+            return int(open(path).read().strip())
+        except (OSError, ValueError):
+            if time.time() >= deadline:
+                return None
+            time.sleep(0.05)
 
 
 def listen(req):

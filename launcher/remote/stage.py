@@ -231,6 +231,49 @@ def receive(req):
     answer({"objects": got, "bytes": nbytes, "linked": linked, "copied": copied, "root": root})
 
 
+HASH_THREAD_MIN = 8 << 20  # objects from this size are hashed by a second thread
+
+
+def store_hashing_beside(readinto, out, h, size):
+    """Read ``size`` bytes into ``out`` while a second thread hashes them into ``h`` (done when
+    this returns). The receiving script is the longest stage of staging's pipeline (tar
+    stream -> ssh -> sshd -> here: read, sha256, write); hashlib releases the GIL for big
+    buffers, so with a ring of 1 MiB buffers the sha256 overlaps the reads and writes. Small
+    objects are hashed inline: one hand-off per object would cost more than it saves."""
+    import queue
+    import threading
+    free, work, failed = queue.Queue(), queue.Queue(), []
+    for _ in range(4):
+        free.put(bytearray(1 << 20))
+
+    def hashing():
+        item = work.get()
+        while item is not None:
+            try:
+                if not failed:
+                    h.update(memoryview(item[0])[:item[1]])
+            except Exception as exc:  # kept: the reader must get its buffers back, never block
+                failed.append(exc)
+            free.put(item[0])
+            item = work.get()
+
+    worker = threading.Thread(target=hashing, daemon=True)
+    worker.start()
+    left = size
+    while left:
+        b = free.get()
+        n = readinto(memoryview(b)[:min(left, len(b))])
+        if not n:
+            sys.exit("stream ended early (connection lost?)")
+        out.write(memoryview(b)[:n])
+        work.put((b, n))
+        left -= n
+    work.put(None)
+    worker.join()
+    if failed:
+        sys.exit("cannot hash the object being stored: %s" % failed[0])
+
+
 def unpack(cas, read, readinto):
     """Store every ``objects/<sha256>`` member of the tar stream (temp name, sha256 checked,
     renamed into place, read-only); -> (objects, bytes, the manifest member or None)."""
@@ -288,15 +331,18 @@ def unpack(cas, read, readinto):
             sys.exit("unexpected member %r" % name)
         part = os.path.join(tmpdir, "%s.%d.part" % (sha, os.getpid()))
         h = hashlib.sha256()
-        left = size
         with open(part, "wb", buffering=0) as out:
-            while left:
-                n = readinto(view[:min(left, len(buf))])
-                if not n:
-                    sys.exit("stream ended early (connection lost?)")
-                h.update(view[:n])
-                out.write(view[:n])
-                left -= n
+            if size >= HASH_THREAD_MIN:
+                store_hashing_beside(readinto, out, h, size)
+            else:
+                left = size
+                while left:
+                    n = readinto(view[:min(left, len(buf))])
+                    if not n:
+                        sys.exit("stream ended early (connection lost?)")
+                    h.update(view[:n])
+                    out.write(view[:n])
+                    left -= n
         exact(pad)
         if h.hexdigest() != sha:
             os.unlink(part)

@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "-o", "--output", help="Raw JSON-lines file to write."),
     ) -> None:
         """Generate a raw math set of the real one's shape (families, duplicates, answers)."""
+        from launcher.core.prune import human_bytes
         from launcher.data.synth import synthesise
 
         start = time.perf_counter()
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"cannot create the output directory: {exc.strerror}", source=str(out.parent)) from None
         size = synthesise(rows, out, seed=seed)
         environment.current().stdout.print(
-            f"wrote {rows:,} rows ({size / 1e6:.1f} MB) to {out} in {time.perf_counter() - start:.1f} s",
+            f"wrote {rows:,} rows ({human_bytes(size)}) to {out} in {time.perf_counter() - start:.1f} s",
             markup=False)
 
     @data.command("prepare")

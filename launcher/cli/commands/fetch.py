@@ -68,7 +68,8 @@ def refresh_first(env, registry: reg.Registry, job: str, options) -> None:
 def register(app: typer.Typer) -> None:
 
     @app.command("fetch",
-                 help="Fetch a job's logs/checkpoints/predictions into runs/<job-id>/<host>/ (verified, resumable).")
+                 help="Fetch a job's logs/checkpoints/predictions into runs/<job-id>/<host>/ (verified, resumable).",
+                 short_help="Fetch a job's logs, checkpoints and predictions into runs/.")
     def fetch_cmd(
         job: str = typer.Argument(..., help="Job id, unique id prefix, or name (newest)."),
         what: str = typer.Option("all", "--what", help="logs,checkpoints,predictions,tensorboard or all; "

@@ -14,16 +14,22 @@ from launcher.errors import AlaunchError, ExitCode, InputError
 ORDER = 20
 
 
-def _table(report) -> object:
-    """The engine's check report as a table (failed rows in red)."""
-    from rich.table import Table
+# hosts check's columns by what they are worth at 80 columns: the host and the verdict first
+# (a host name is never cut or split: ``10.213.0.1`` / ``0`` read as another host)
+_KEEP = ("host", "node", "reachable", "state")
+_PRIORITY = {"verdict": 9, "NPUs": 6, "free disk": 5, "mindformers": 4, "mindspore": 4, "python": 3,
+             "msrun": 2, "gres": 2, "cpus": 1, "OS/arch": 1}
+_MIN = {"verdict": 36}  # the verdict keeps room for its reason: lower columns go first
 
-    table = Table(title=report.title, show_lines=False)
-    for col in report.columns:
-        table.add_column(col, overflow="fold")
-    for i, row in enumerate(report.rows):
-        table.add_row(*row, style="red" if i in report.failed else None)
-    return table
+
+def _table(report, width: int = 80, wide: bool = False) -> object:
+    """The engine's check report as a table, one line per host (failed rows in red)."""
+    from launcher.cli import tables as t
+
+    columns = [t.Column(c, t.KEEP) if c in _KEEP
+               else t.Column(c, priority=_PRIORITY.get(c, 0), min_width=_MIN.get(c, 6)) for c in report.columns]
+    return t.table(columns, report.rows, width, wide=wide, title=report.title,
+                   row_styles=["red" if i in report.failed else None for i in range(len(report.rows))])
 
 
 def register(app: typer.Typer) -> None:
@@ -50,6 +56,7 @@ def register(app: typer.Typer) -> None:
         verify_store: bool = typer.Option(False, "--verify-store",
                                           help="Re-hash each host's staging store; remove bad objects "
                                                "(resent next time)."),
+        wide: bool = typer.Option(False, "--wide", "-w", help="Every column whole."),
     ) -> None:
         """Reachability, python, mindspore/mindformers, msrun, NPUs and disk of every host (a
         scheduler target: its login node and partition)."""
@@ -76,7 +83,14 @@ def register(app: typer.Typer) -> None:
                 from rich.console import Console
                 out = Console(file=env.stdout.file, width=180, no_color=env.stdout.no_color,
                               highlight=False)
-            out.print(_table(report))
+            from launcher.cli.tables import cut_rows, print_table
+            table = _table(report, out.width, wide)
+            print_table(out, table, wide=wide)
+            if "verdict" in report.columns:  # a failed host's reason whole, under the table
+                verdicts = [row[report.columns.index("verdict")] if i in report.failed else ""
+                            for i, row in enumerate(report.rows)]
+                for i in cut_rows(table, "verdict", verdicts):
+                    out.print(f"{report.rows[i][0]}: {verdicts[i]}", markup=False, highlight=False, soft_wrap=True)
             for p in report.problems:
                 out.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
         if report.failure:

@@ -13,7 +13,8 @@ ORDER = 85
 def register(app: typer.Typer) -> None:
 
     @app.command("prune", help="Remove finished job dirs, unreferenced staged trees and store objects, "
-                               "and .part leftovers on every host (never a running or queued job).")
+                               "and .part leftovers on every host (never a running or queued job).",
+                 short_help="Remove finished job dirs, staged trees and unused store objects.")
     def prune_cmd(
         hostfile: HostfileOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
         older_than: str = typer.Option("7d", "--older-than", help="Only jobs that ended this long ago (s/m/h/d/w)."),

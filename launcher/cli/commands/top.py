@@ -39,7 +39,7 @@ def _hbm(card) -> str:
     if card.hbm_used_mb is None:
         return ""
     used = f"{card.hbm_used_mb / 1024:.1f}"
-    return f"{used}/{card.hbm_total_mb / 1024:.0f} GB" if card.hbm_total_mb else f"{used} GB"
+    return f"{used}/{card.hbm_total_mb / 1024:.0f} GiB" if card.hbm_total_mb else f"{used} GiB"
 
 
 def render(views, stamp: str = ""):

@@ -1,0 +1,102 @@
+"""A sweep for real on the SSH test cluster (2 hosts x 2 slots): five one-card trials of the
+tiny CPU LoRA job under msrun, at most four at once, packed over both hosts' cards; the
+diverging learning rate is pruned (NaN/inf or the median-stopping rule); the driver is
+SIGKILLed once a trial has finished and run again: it keeps the finished trials, re-attaches
+the running ones and runs the rest, and no trial ever had two jobs; `results` ranks the
+succeeded trials by their final loss."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_tiny_cpu import toy_data  # noqa: F401 - the module fixture (64 rows, SentencePiece)
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.ms]
+ROOT = Path(__file__).resolve().parent.parent
+BIN = str(Path(sys.executable).parent)
+RATES = [1e-2, 3e-3, 1e3, 1e-3, 5e-3]  # the third diverges
+
+
+def _alaunch(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1", COLUMNS="80")
+    return subprocess.Popen([sys.executable, "-m", "launcher", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _trials() -> list[dict]:
+    from launcher.ops.registry import Registry
+    with Registry.in_state_dir() as registry:
+        try:
+            return list(registry.sweep("tiny-lr-e2e").trials)
+        except Exception:  # noqa: BLE001 - not created yet
+            return []
+
+
+@pytest.mark.timeout(900)
+def test_a_tiny_sweep_packs_prunes_survives_its_driver_and_ranks(ssh_cluster, tmp_path, toy_data):  # noqa: F811
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("".join(ssh_cluster.hostfile_text(slots=2).splitlines(keepends=True)[:2]))
+    job = {"name": "tiny-sweep", "kind": "finetune", "template": "tiny_llama_cpu/finetune.yaml", "seed": 42,
+           "nodes": "all", "cards_per_node": "all", "entry": {"script": "alaunch:run_cpu"},
+           "inputs": {"train": {"local": str(toy_data["mindrecord"]),
+                                "fills": "train_dataset.data_loader.dataset_dir"}},
+           "tokenizer": {"local": str(toy_data["tokenizer"])},
+           "outputs": {"logs": ["msrun_log/*.log"]}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(job))
+    sweep = {"name": "tiny-lr-e2e", "base": "tiny.yaml", "job": {"nodes": 1, "cards_per_node": 1},
+             "set": {"runner_config.epochs": 1},
+             "space": {"list": [{"learning_rate": r} for r in RATES]},
+             "objective": {"metric": "final_loss", "goal": "min"}, "budget": {"max_parallel": 4},
+             "prune": {"nan": True, "median": {"k": 2, "min_steps": 3}}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    args = ("sweep", str(tmp_path / "sweep.yaml"), "-H", str(hostfile), "--known-hosts",
+            str(ssh_cluster.known_hosts), "--bin-dir", BIN, "--poll", "0.5")
+
+    first = _alaunch(*args)
+    deadline = time.monotonic() + 500
+    while time.monotonic() < deadline:
+        trials = _trials()
+        if any(t["state"] in ("succeeded", "pruned") for t in trials):
+            break
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"no trial finished: {_trials()}")
+    os.kill(first.pid, signal.SIGKILL)
+    _, err1 = first.communicate()
+    finished = {t["trial"] for t in _trials() if t["state"] in ("succeeded", "pruned")}
+
+    second = subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1"))
+    assert second.returncode == 0, err1 + second.stderr[-4000:]
+    for trial in finished:
+        assert f"{trial}: " in second.stderr and "earlier, kept" in second.stderr, second.stderr
+
+    from launcher.ops.registry import Registry
+    with Registry.in_state_dir() as registry:
+        record = registry.sweep("tiny-lr-e2e")
+        jobs = [j for j in registry.list(limit=None) if j.meta.get("sweep") == record.id]
+    by_rate = {t["params"]["learning_rate"]: t for t in record.trials}
+    assert by_rate[1e3]["state"] == "pruned" and by_rate[1e3]["reason"], by_rate[1e3]
+    assert all(by_rate[r]["state"] == "succeeded" for r in RATES if r != 1e3), record.trials
+    # one job per trial: the finished ones were not run again, the running ones re-attached
+    assert sorted(j.meta["sweep_trial"] for j in jobs) == sorted(t["trial"] for t in record.trials)
+    # packed: the first four trials took four different cards over both hosts
+    first_four = sorted(jobs, key=lambda j: j.created_at)[:4]
+    cards = {(host, card) for j in first_four for host, cs in j.meta["devices"].items() for card in cs}
+    assert len(cards) == 4 and len({h for h, _ in cards}) == 2, [j.meta.get("devices") for j in first_four]
+
+    results = subprocess.run([sys.executable, "-m", "launcher", "results", "tiny-lr-e2e", "--csv"],
+                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    rows = [line.split(",") for line in results.stdout.splitlines()[1:]]
+    losses = [float(r[4]) for r in rows if r[2] == "succeeded"]
+    assert len(losses) == 4 and losses == sorted(losses), results.stdout
+    assert rows[-1][2] == "pruned"
