@@ -46,6 +46,7 @@ def stdin():
 
 
 def read_request():
+    # type: () -> dict
     """The request (see the module docstring): hex frame in argv[1], else the frame on stdin."""
     if len(sys.argv) > 1:
         frame = bytes.fromhex(sys.argv[1])
@@ -59,6 +60,7 @@ def read_request():
 
 
 def widen_pipe(fd):
+    # type: (int) -> None
     """1 MiB pipe (F_SETPIPE_SZ, Linux): bulk bytes in 1 MiB reads/writes. Best effort."""
     try:
         import fcntl
@@ -68,6 +70,7 @@ def widen_pipe(fd):
 
 
 def load_cache(path):
+    # type: (str) -> dict
     """A host-side cache file (marshal); missing or damaged is empty: it is only a hint."""
     try:
         with open(path, "rb") as fh:
@@ -78,6 +81,7 @@ def load_cache(path):
 
 
 def save_cache(path, data):
+    # type: (str, dict) -> None
     """Write a host-side cache atomically; a read-only job dir just keeps no cache."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -90,6 +94,7 @@ def save_cache(path, data):
 
 
 def cards_dir(req):
+    # type: (dict) -> str
     """The host-wide claims dir: the hostfile's ``claims=`` (``req["claims_dir"]``), else
     ``$ALAUNCH_CARDS_DIR`` on the host, else :data:`CARDS_DIR`. In the prelude because CLAIM
     (stage.py), DETACH (launch.py, which notes the job's pid in its claim) and PRUNE read it."""
@@ -98,6 +103,7 @@ def cards_dir(req):
 
 
 def open_own(dfd, name, flags):
+    # type: (int, str, int) -> int | None
     """``name`` in the directory ``dfd``, never through a symlink, only a regular file we own
     (a world-writable dir: another user may have put anything there) -> fd, or None."""
     try:
@@ -112,6 +118,7 @@ def open_own(dfd, name, flags):
 
 
 def log_tails(root, keep=65536):
+    # type: (str, int) -> dict[str, list[str]]
     """rank -> the last lines (at most ``keep`` bytes) of its worker log under ``root``
     (msrun's ``msrun_log/worker_N.log``, else MindFormers' ``output/log/rank_N/info.log``).
 
@@ -121,6 +128,7 @@ def log_tails(root, keep=65536):
     picked = {}  # type: dict[str, tuple[str, int]]  # rank -> (log path, priority: 0 is msrun's)
 
     def add(rank, path, prio):
+        # type: (str, str, int) -> None
         if os.path.isfile(path) and (rank not in picked or picked[rank][1] > prio):
             picked[rank] = (path, prio)
     msrun_log = os.path.join(root, "msrun_log")
@@ -163,15 +171,18 @@ class Lines:
     laptop (which imports this file)."""
 
     def __init__(self, cap=LINE_CAP):
+        # type: (int) -> None
         self.cap, self.part, self.cut = cap, bytearray(), 0
 
     def _add(self, data, start, stop):
+        # type: (bytes, int, int) -> None
         room = self.cap - len(self.part)
         if room > 0:
             self.part += data[start:min(stop, start + room)]
         self.cut += max(0, stop - start - max(room, 0))
 
     def _take(self):
+        # type: () -> tuple[bytes, int]
         text, size = bytes(self.part), len(self.part) + self.cut
         if self.cut:
             text += (" [line cut: %d more bytes]" % self.cut).encode()
@@ -179,6 +190,7 @@ class Lines:
         return text, size
 
     def feed(self, data):
+        # type: (bytes) -> list[tuple[bytes, int]]
         """The lines ``data`` completes: [(text, size in bytes without the newline)]."""
         out, start, find = [], 0, data.find
         while True:
@@ -196,15 +208,18 @@ class Lines:
         return out
 
     def rest(self):
+        # type: () -> tuple[bytes, int]
         """The unfinished line as (text, size), and forget it; size 0: there is none."""
         return self._take()
 
     def __len__(self):
+        # type: () -> int
         """Bytes of the unfinished line, kept and counted."""
         return len(self.part) + self.cut
 
 
 def install_field(path, key):
+    # type: (str, str) -> str | None
     """The value of ``key`` (case-insensitive, quotes stripped) in a ``key=value`` install
     file such as CANN's ``ascend_toolkit_install.info``; None when absent or unreadable."""
     try:
@@ -219,6 +234,7 @@ def install_field(path, key):
 
 
 def ascend_versions(driver="/usr/local/Ascend/driver/version.info"):
+    # type: (str) -> dict[str, str | None]
     """``{"cann", "driver"}`` read from their install files, None where absent: the toolkit's
     ``<sub>/ascend_toolkit_install.info`` (the first subdirectory by name that has one), else
     ``version.info`` at the toolkit root, under ``$ASCEND_TOOLKIT_HOME`` (default
@@ -233,6 +249,7 @@ def ascend_versions(driver="/usr/local/Ascend/driver/version.info"):
 
 
 def versions():
+    # type: () -> dict[str, str | None]
     """MindSpore / MindFormers (their dist-info names in this python's site dirs: no import,
     ~1 ms), the CANN toolkit and the NPU driver (their install files) — None where absent: what
     must agree on every node of a job (the preflight, stage.py INVENTORY; a Slurm job's nodes, slurm.py VERSIONS)."""
@@ -255,6 +272,7 @@ def versions():
 
 
 def dumps(o):
+    # type: (object) -> str
     """JSON text of ``o`` (None, bool, int, str, dict, list/tuple/set), ASCII only."""
     if o is None:
         return "null"
@@ -272,18 +290,21 @@ def dumps(o):
 
 
 def answer(o):
+    # type: (object) -> None
     """Print the answer ``o`` framed: a newline (a banner may not end in one), the mark, JSON."""
     sys.stdout.write("\n" + MARK + dumps(o) + "\n")
     sys.stdout.flush()
 
 
 def begin_stream():
+    # type: () -> None
     """Mark where a binary answer starts on stdout (anything before it is a shell's chatter)."""
     sys.stdout.write("\n" + MARK + "\n")
     sys.stdout.flush()
 
 
 def run(ops):
+    # type: (dict) -> None  # op name -> the function given the request
     """Read the request and run ``ops[request["op"]](request)``."""
     req = read_request()
     op = ops.get(req.get("op"))
