@@ -33,6 +33,7 @@ MARKER = "ALAUNCH_JOB_ID"
 
 
 def job_pids(job_id):
+    # type: (str) -> list[int]
     want = (MARKER + "=" + job_id).encode()
     me = os.getpid()
     out = []
@@ -52,6 +53,7 @@ def job_pids(job_id):
 
 
 def started(pid):
+    # type: (int) -> str
     """Field 22 of /proc/PID/stat: the process's start time (clock ticks since boot)."""
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -61,6 +63,7 @@ def started(pid):
 
 
 def note_claim(req, pid, start):
+    # type: (dict, int, str) -> None
     """Append the supervisor's pid and start time to the job's host-wide card claim (ours,
     ``<claims dir>/<job id>.claim``, stage.py's CLAIM): from now on every user judges the
     claim by that process (``/proc/PID/stat`` is world-readable, another user's environ is
@@ -79,6 +82,7 @@ def note_claim(req, pid, start):
 
 
 def detach(req):
+    # type: (dict) -> None
     import subprocess
     state = req["state_dir"]
     os.makedirs(os.path.dirname(state), exist_ok=True)
@@ -90,6 +94,7 @@ def detach(req):
     pid_path, exit_path, log_path = (os.path.join(state, n) for n in ("pid", "exit_code", "launcher.log"))
 
     def atomic(path, text):
+        # type: (str, str) -> None
         with open(path + ".tmp", "w") as f:
             f.write(text)
         os.replace(path + ".tmp", path)
@@ -131,7 +136,9 @@ def detach(req):
 
 
 def status(req):
+    # type: (dict) -> None
     def read(name):
+        # type: (str) -> str | None
         try:
             with open(os.path.join(req["state_dir"], name)) as f:
                 return f.read().strip()
@@ -157,11 +164,13 @@ def status(req):
 
 
 def cancel(req):
+    # type: (dict) -> None
     import signal
     pids = job_pids(req["job_id"])
     found = len(pids)
 
     def send(sig, pids):
+        # type: (int, list[int]) -> None
         for p in pids:
             try:
                 os.kill(p, sig)
@@ -185,6 +194,7 @@ def cancel(req):
 
 
 def exit_code_of(state, wait):
+    # type: (str | None, float) -> int | None
     """The supervisor's record of msrun's exit code, waiting up to ``wait`` s for it (the
     supervisor writes it right after msrun ends); None without a state dir or a record."""
     if not state:
@@ -200,6 +210,7 @@ def exit_code_of(state, wait):
 
 
 def listen(req):
+    # type: (dict) -> None
     """Node 0 before launch: listen on msrun's master port until ``expect`` peers connected
     (each read to EOF, so the peer closes first and the TIME_WAIT is on its side: msrun can
     bind the port right after) or ``timeout`` s passed. -> {"bound", "peers": [addresses]}."""
@@ -232,6 +243,7 @@ def listen(req):
 
 
 def reach(req):
+    # type: (dict) -> None
     """Another node before launch: open a TCP connection to node 0's ``addr``:``port`` (retried
     while refused: node 0's listener may not be up yet) within ``timeout`` s; close it first.
     -> {"ok", "error", "ms"}."""
