@@ -504,6 +504,7 @@ def verify(req):
 
 
 def claims_dir(base):
+    # type: (str) -> str
     """``<base>/cards/<hostname>``: the per-workdir claims of the release before host-wide
     claims (one file per job, per host name). Still read (a job started by the old release
     holds its cards until it ends) and released, never written."""
@@ -511,6 +512,7 @@ def claims_dir(base):
 
 
 def job_markers():
+    # type: () -> set[str]
     """The ALAUNCH_JOB_ID of every live process here whose environ we may read (our own
     user's; every user's as root; a zombie's environ reads empty)."""
     want = b"ALAUNCH_JOB_ID="
@@ -530,6 +532,7 @@ def job_markers():
 
 
 def proc_start(pid):
+    # type: (int | str) -> str | None
     """Field 22 of /proc/PID/stat (start time, clock ticks since boot) of a live process,
     else None (gone or a zombie). World-readable: how one user judges another's claim."""
     try:
@@ -541,6 +544,7 @@ def proc_start(pid):
 
 
 def host_ids():
+    # type: () -> tuple[str, str]
     """(boot id, pid namespace): a claim from another boot is dead; one from another pid
     namespace (a container sharing the dir) cannot be judged by pid here, so it holds."""
     try:
@@ -556,6 +560,7 @@ def host_ids():
 
 
 def open_cards_dir(path):
+    # type: (str) -> int
     """The host-wide claims dir as an fd, made when missing (mode 1777, like /tmp: every user
     writes claims, the sticky bit stops one from removing another's). Refused in one line:
     a symlink or not a directory, world-writable without the sticky bit, owned by another user
@@ -594,6 +599,7 @@ def open_cards_dir(path):
 
 
 def parse_claim(text):
+    # type: (str) -> dict | None
     """A claim file's ``key=value`` lines (a later key wins: DETACH appends the pid)."""
     out = {}
     for line in text.splitlines():
@@ -610,6 +616,7 @@ def parse_claim(text):
 
 
 def read_claims(dfd):
+    # type: (int) -> list[dict]
     """Every claim file ``<job id>.claim`` in the host-wide dir, each with its owner (the
     file's uid, never what the file says) -> [claim dict + "uid", "user", "name"]."""
     import pwd
@@ -640,6 +647,7 @@ def read_claims(dfd):
 
 
 def claim_alive(claim, markers, ids, now):
+    # type: (dict, set[str], tuple[str, str], float) -> bool
     """A claim holds while its job lives: a process with its marker (ours to read), else the
     supervisor DETACH noted (pid + start time: a reused pid is another process), else, before
     the job started (no pid yet), for CLAIM_TTL seconds unless its state dir says it ended."""
@@ -671,6 +679,7 @@ def claim_alive(claim, markers, ids, now):
 
 
 def legacy_claims(cdir, markers):
+    # type: (str, set[str]) -> tuple[list[dict], list[str]]
     """-> ([live claims], [paths of dead ones]) of the per-workdir dir (see :func:`claims_dir`)."""
     import time
     live = []  # type: list[dict]
@@ -700,6 +709,7 @@ def legacy_claims(cdir, markers):
 
 
 def my_name():
+    # type: () -> str
     import pwd
     try:
         return pwd.getpwuid(os.getuid()).pw_name
@@ -708,6 +718,7 @@ def my_name():
 
 
 def live_claims(dfd, base, markers):
+    # type: (int | None, str, set[str]) -> tuple[list[dict], list[str]]
     """-> ([{"job_id", "cards", "user", "pid"}] holding cards here, [names of our own dead
     claim files in the dir]): the host-wide dir (every user's) plus our old per-workdir dir."""
     import time
@@ -725,6 +736,7 @@ def live_claims(dfd, base, markers):
 
 
 def lock_cards(dfd, cards, timeout=30.0):
+    # type: (int, list[int], float) -> list[int]
     """flock ``card-<N>.lock`` of each card, in ascending order (two claimers of overlapping
     cards cannot deadlock), blocking at most ``timeout`` s each. A lock file is opened, never
     created over an existing one (O_CREAT on another user's file in a sticky dir is refused
@@ -761,6 +773,7 @@ def lock_cards(dfd, cards, timeout=30.0):
 
 
 def write_claim(dfd, job_id, cards, state_dir):
+    # type: (int, str, list[int], str) -> None
     """``<job id>.claim``, ours, written to a temp name and renamed over (never through a
     link: the rename replaces the name, and the temp is created O_EXCL)."""
     import time
@@ -781,6 +794,7 @@ def write_claim(dfd, job_id, cards, state_dir):
 
 
 def npu_smi():
+    # type: () -> dict | None
     """``npu-smi info`` here: {"code", "out", "err"}, or None when there is no npu-smi (CPU host)."""
     for d in os.environ.get("PATH", "").split(os.pathsep):
         exe = os.path.join(d, "npu-smi")
@@ -798,6 +812,7 @@ def npu_smi():
 
 
 def claim(req):
+    # type: (dict) -> None
     """CLAIM ``{"op": "claim", "base", "job_id", "cards", "state_dir", "smi", "claims_dir"}``:
     under the locks of the wanted cards (``card-<N>.lock`` in the host-wide dir, one per
     card), take them for the job unless a live claim of another job — any user's — holds one
@@ -832,6 +847,7 @@ def claim(req):
 
 
 def release(req):
+    # type: (dict) -> None
     """RELEASE ``{"op": "release", "base", "job_id", "claims_dir"}``: drop the job's claim
     here (ours only: in the sticky dir no one else's can go), and its old per-workdir one."""
     gone = False
@@ -854,6 +870,7 @@ def release(req):
 
 
 def top(req):
+    # type: (dict) -> None
     """TOP ``{"op": "top", "base", "claims_dir"}`` (``alaunch top``, one round trip per host
     per refresh): who holds which card (every user's live claims), ``npu-smi info``, and for
     each process npu-smi lists its owner, name and job marker when we may read it; for our
