@@ -368,6 +368,29 @@ def test_a_request_reads_back_equal_on_every_python_here(python):
     assert json.loads(res.stdout) == expected
 
 
+@pytest.mark.parametrize("python", _interpreters() or ["none"])
+def test_the_probe_answers_on_every_python_here(python, tmp_path):
+    """``hosts check``'s PROBE under each interpreter on the machine (a host's python3 may be
+    3.6): it imported ``importlib.metadata`` (3.8+) and ran npu-smi with ``capture_output``/
+    ``text`` (3.7+), so on 3.6 and 3.7 it died before answering."""
+    if python == "none":
+        pytest.skip("no other python3 on this machine")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "npu-smi"
+    smi.write_text("#!/bin/sh\necho '| npu-smi 23.0.6 | Version: 23.0.6 |'\n")
+    smi.chmod(0o755)
+    res = subprocess.run([python, "-S", "-c", wire.program("probe", "probe")],
+                         input=wire.request({"op": "probe", "workdir": str(tmp_path / "work")}),
+                         capture_output=True, timeout=60, env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert res.returncode == 0, f"{python}: {res.stderr.decode()}"
+    got = wire.answer(res.stdout)
+    version = subprocess.run([python, "-S", "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert got["python"] == version and "mindspore" in got and "mindformers" in got
+    assert got["npu_smi"] == {"path": str(smi), "code": 0, "out": "| npu-smi 23.0.6 | Version: 23.0.6 |\n", "err": ""}
+
+
 def test_answer_is_the_last_marked_line_whatever_a_shell_prints_around_it():
     framed = ("Welcome to Ubuntu 22.04 LTS\n{\"not\": \"this\"}\nlast login: today"
               + "\n" + wire.ANSWER_MARK + json.dumps({"pid": 7}) + "\nbye from .bash_logout\n")

@@ -11,11 +11,10 @@ directory, which a check must not do).
 import os
 import sys
 
-from _prelude import answer, ascend_versions, run
+from _prelude import answer, ascend_versions, run, versions
 
 
 def probe(req):
-    import importlib.metadata as md
     import importlib.util as iu
     import platform
     import shutil
@@ -33,6 +32,11 @@ def probe(req):
 
     def version(name):
         try:
+            import importlib.metadata as md
+        except ImportError:  # Python < 3.8 (a host's python3 may be 3.6): the dist-info names, as the preflight
+            # reads them
+            return versions().get(name)
+        try:
             return md.version(name) if iu.find_spec(name) else None
         except Exception:
             return None
@@ -45,7 +49,8 @@ def probe(req):
     r["npu_smi"] = None
     if smi:
         try:
-            p = subprocess.run([smi, "info"], capture_output=True, text=True, timeout=20)
+            p = subprocess.run([smi, "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               universal_newlines=True, timeout=20)
             r["npu_smi"] = {"path": smi, "code": p.returncode, "out": p.stdout, "err": p.stderr[-2000:]}
         except Exception as exc:
             r["npu_smi"] = {"path": smi, "code": -1, "out": "", "err": str(exc)}
