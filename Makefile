@@ -22,9 +22,14 @@ setup: $(STAMP)
 test-deps:
 	@scripts/install-test-deps
 
-# Lint, then the whole suite, slow end-to-end tests included (this is what CI runs).
+# Lint, then the whole suite, slow end-to-end tests included (this is what CI runs). Two workers,
+# a test file each at a time (--dist loadfile: a module's shared job or cluster stays in one
+# worker; each worker brings up its own SSH and Slurm test clusters, on their own subnets). Most of
+# an end-to-end test's wall time is waiting (sshd, slurmctld, msrun's cluster forming), so two
+# overlap: 1,095 tests in 23 min where one worker took 40 min, both at a load of 10-18 from other
+# sessions (one worker took 21 min on a quiet CI machine).
 test: $(STAMP) test-deps lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The layer a developer runs on every save: pure and local tests only, no cluster, no msrun, no
 # browser (the markers are in pyproject.toml; tests/conftest.py marks every test that asks for a

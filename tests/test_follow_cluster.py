@@ -230,27 +230,39 @@ def test_logs_follow_tags_both_hosts_survives_sigkill_and_reattaches(ssh_cluster
     # ... and so do its ssh clients here (their next write hits the closed pipe): no orphans
     assert [p for p in clients if _running(p)] == [], clients
     # Ctrl-C, and kill (SIGTERM takes the same path): the follower kills and reaps its clients
-    # before it exits, the job is not touched
+    # before it exits, the job is not touched, and it says how to reattach
     for sig in (signal.SIGINT, signal.SIGTERM):
         proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", job_id, "-f", "--verbose",
                                  *_ssh(ssh_cluster)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+                                stderr=subprocess.PIPE, text=True)
         while "step:[" not in proc.stdout.readline():
             assert proc.poll() is None
         clients = _ssh_children(proc.pid)
         proc.send_signal(sig)
         proc.wait(timeout=15)
         assert len(clients) == 2 and [p for p in clients if _running(p)] == [], (sig, clients)
+        said = proc.stderr.read()
+        assert f"{job_id} keeps running on its hosts. Reattach: alaunch logs {job_id} -f" in said, said
         assert run_cli("status", job_id, *_ssh(ssh_cluster))[0] == ExitCode.JOB_RUNNING
     time.sleep(3)  # the host scripts end at their next heartbeat: nothing left behind there either
     for i in (0, 1):
         ps = ssh_cluster.exec_on(i, ["sh", "-c", "grep -l 'WORKER[.]match' /proc/[0-9]*/cmdline 2>/dev/null"])
         assert [p for p in ps.stdout.split() if "/self/" not in p] == [], ps.stdout
-    # a new logs -f follows to the end: both hosts' lines, tagged, and the job's code
+    # a new logs -f follows to the end: both hosts' lines, tagged, and the job's code; it says
+    # where it resumes (the earlier followers' lines are read for the summary, not shown again)
     code, out, err = run_cli("logs", job_id, "-f", "--verbose", *_ssh(ssh_cluster))
     assert code == ExitCode.OK, err
+    assert re.search(r"alaunch: resuming at step \d+/70, [\d,]+ lines skipped \(shown before\); --from-start "
+                     r"for all", err), err
+    assert re.search(r"loss lines\s+│\s+70\s", err), err  # every loss of the run, not those read last
     for i in (0, 1):
         tag = f"{ssh_cluster.hosts[i].address}/{i}"
         assert re.search(rf"^{re.escape(tag)}\s+\| .*step:\[   70/   70\]", out, re.M), out[-2000:]
     assert f"{job_id}: succeeded" in err
     assert run_cli("status", job_id, *_ssh(ssh_cluster))[0] == ExitCode.OK
+    # after the end: -f says it ended and how to see every line; --summary reads the hosts
+    code, out, err = run_cli("logs", job_id, "-f", *_ssh(ssh_cluster))
+    assert code == ExitCode.OK and f"{job_id} has ended (succeeded): nothing to follow" in err, err
+    assert f"alaunch logs {job_id} -f --from-start" in err, err
+    code, out, err = run_cli("logs", job_id, "--summary", *_ssh(ssh_cluster))
+    assert code == ExitCode.OK and re.search(r"progress\s+│\s+70/70 steps", out) and "step:[" not in out, out

@@ -57,10 +57,10 @@ def test_the_start_line_of_a_64_node_job_names_8_and_counts_the_rest():
     record = reg.JobRecord("j-1", "big", "finetune", "running", "", "", "", "", "", None, None, None,
                            meta={"devices": {"h0": [0]}}, nodes=nodes)
     line = started_line(record)
-    assert line.startswith("started big on 64 node(s): h0 (node 0, pid 100, devices 0), h1 (node 1, pid 101, devices -)")
+    assert line.startswith("started j-1 on 64 node(s): h0 (node 0, pid 100, devices 0), h1 (node 1, pid 101, devices -)")
     assert "h7 (node 7" in line and "h8 (" not in line and line.endswith(", and 56 more (alaunch status j-1)")
     one = reg.JobRecord("j-2", "one", "finetune", "running", "", "", "", "", "", None, None, None, nodes=nodes[:1])
-    assert started_line(one) == "started one on 1 node(s): h0 (node 0, pid 100, devices -)"
+    assert started_line(one) == "started j-2 on 1 node(s): h0 (node 0, pid 100, devices -)"
 
 
 def test_a_gang_stopped_job_counts_its_incomplete_streams():

@@ -155,12 +155,23 @@ def test_resumed_config_loads_the_jobs_own_checkpoints():
 
 
 def test_seed_recipe_dry_run_shows_every_step_and_sends_nothing(run_cli):
+    """Per step what matters (job, hosts, cards, the training's LoRA count, where inputs come
+    from) and the scores at the end; the commands (a 600-character env-script wrapper per node
+    per step) only with --verbose."""
     code, out, err = run_cli("run", str(ROOT / "jobs/pipelines/llama3_8b_math.yaml"),
                              "-H", str(ROOT / "hostfiles/one-card"), "--dry-run")
     assert code == 0, err
     heads = [line for line in out.splitlines() if line.startswith("# ") and ". " in line[:6]]
-    assert [h.split()[2] for h in heads] == ["train", "squad", "math", "fetch"]
+    assert [h.split()[2] for h in heads] == ["train", "squad", "math", "fetch", "score-squad", "score-math"]
     assert "checkpoint <- train's last output: ~/alaunch/<train's job id>/output/checkpoint/rank_0/<last>.ckpt" in out
+    train = out.split("# 2. ")[0]
+    assert "#   job: llama3-8b-lora-math (jobs/llama3_8b_lora_math.yaml), finetune\n" in train, train
+    assert "#   hosts: ascend-0 (1 card)\n#   LoRA: 13,631,488 trainable parameters\n" in train, train
+    assert "score SQuAD EM/F1" in out and "'reference': '../data/math_test_200.jsonl'" in out
+    assert "msrun" not in out and "ALAUNCH_ENV_SCRIPTS" not in out and "--dry-run --verbose" in out
+    code, out, err = run_cli("run", str(ROOT / "jobs/pipelines/llama3_8b_math.yaml"),
+                             "-H", str(ROOT / "hostfiles/one-card"), "--dry-run", "--verbose")
+    assert code == 0, err
     assert out.count("msrun \\") == 3 and "ascend-0" in out
     with Registry.in_state_dir() as r:
         assert r.pipelines() == [] and r.list() == []  # nothing recorded, nothing sent
@@ -181,7 +192,8 @@ def test_dry_run_says_which_steps_run_together(run_cli, hostfile, squad, math):
 
 
 def test_demo_dry_run_merges_the_two_worker_checkpoint(run_cli):
-    code, out, err = run_cli("run", str(ROOT / "jobs/pipelines/demo.yaml"), "--local", "--slots", "2", "--dry-run")
+    code, out, err = run_cli("run", str(ROOT / "jobs/pipelines/demo.yaml"), "--local", "--slots", "2", "--dry-run",
+                             "--verbose")
     assert code == 0, err
     assert "checkpoint <- merge's last output: ~/alaunch/<train's job id>/output/merged/<job id>.ckpt" in out
     assert "--worker_num=2" in out
@@ -212,3 +224,40 @@ def test_a_run_records_each_steps_needs(tmp_path):
         assert recorded_needs(r.pipeline(run.id)) == {"data": [], "train": ["data"], "score": ["train", "data"]}
         old = r.create_pipeline("old", "old.yaml", [("train", "job"), ("merge", "merge")])
         assert [s.needs for s in old.steps] == [None, None] and recorded_needs(old) is None
+
+
+def test_a_squad_score_step_scores_the_eval_log_it_fetched(tmp_path):
+    """The recipe pipeline ended at fetch: its score-squad step reads the eval's own log (the
+    real SQuAD eval after fine-tuning: 2,067 examples) and saves EM/F1 beside it."""
+    import json
+    import os
+    import shutil
+
+    from launcher.cli.pipelineview import steps_table
+    from launcher.ops.pipeline import PipelineRunner
+    from launcher.ops.registry import PipelineRecord, StepRecord
+
+    run_dir = tmp_path / "runs" / "squad-job"
+    (run_dir / "ascend-0" / "msrun_log").mkdir(parents=True)
+    (run_dir / "ascend-0" / "msrun_log" / "scheduler.log").write_text("no examples here\n")
+    shutil.copy(ROOT / "tests/fixtures/real-ascend/train-run-1card/test_eval_finetune.log",
+                run_dir / "ascend-0" / "msrun_log" / "worker_0.log")
+    said: list[str] = []
+    runner = PipelineRunner(None, None, [], say=said.append)
+    runner.fetched = lambda step, group, remote_path=None: run_dir  # type: ignore[method-assign]
+    step = pl.Step("score-squad", 5, builtin="score", options={"predictions": pl.Ref("squad"), "metric": "squad"})
+    out = runner.builtin_score(step)
+    scores = json.loads((run_dir / "scores.json").read_text())["squad"]
+    assert scores["count"] == 2067 and scores["complete"] is True
+    assert round(out["em"], 2) == round(scores["Em"], 2) and round(out["f1"], 2) == round(scores["F1"], 2)
+    assert said == [f"  score-squad: squad: SQuAD EM {scores['Em']:.2f}, F1 {scores['F1']:.2f} over 2067 examples"]
+    # the steps table says the scores
+    from rich.console import Console
+    run = PipelineRecord("p-1", "llama3-8b-math", "p.yaml", "succeeded", "", steps=(
+        StepRecord("p-1", "squad", 2, "job", "succeeded", job_id="llama3-8b-squad-eval-20261206-013013-599d",
+                   attempts=1),
+        StepRecord("p-1", "score-squad", 5, "score", "succeeded", attempts=1, outputs=out)))
+    console = Console(width=120, record=True, color_system=None, file=open(os.devnull, "w"))
+    console.print(steps_table(run, 120))
+    text = console.export_text()
+    assert f"SQuAD EM {scores['Em']:.2f}, F1 {scores['F1']:.2f}" in text, text

@@ -177,13 +177,21 @@ def test_runs_dir_is_absolute_not_the_cwd():
 
 @pytest.mark.parametrize("options, message", [
     ({"predictions": {"from": "t"}, "reference": "r.jsonl", "metrc": "squad"}, "did you mean 'metric'"),
-    ({"predictions": {"from": "t"}, "reference": "r.jsonl", "metric": "squad"}, "a pipeline scores math"),
+    ({"predictions": {"from": "t"}, "reference": "r.jsonl", "metric": "bleu"}, "a pipeline scores math, squad"),
     ({"predictions": "after"}, "predictions: must be a reference"),
 ])
 def test_with_keys_are_checked_per_builtin(options, message):
     text = yaml.safe_dump({"name": "p", "steps": {"t": {"job": "x.yaml"}, "s": {"builtin": "score", "with": options}}})
     with pytest.raises(InputError, match=message):
         pl.parse_pipeline(yaml.safe_load(text), "p.yaml", str(ROOT), text)
+
+
+def test_a_math_score_without_a_reference_is_refused_before_it_runs():
+    text = yaml.safe_dump({"name": "p", "steps": {"t": {"job": "x.yaml"},
+                                                  "s": {"builtin": "score", "with": {"predictions": {"from": "t"}}}}})
+    pipeline = pl.parse_pipeline(yaml.safe_load(text), "p.yaml", str(ROOT), text)
+    with pytest.raises(InputError, match="a math score needs 'reference'"):
+        pl.missing_options(pipeline)
 
 
 def test_a_data_step_without_a_recipe_is_one_line_before_anything_runs(tmp_path):

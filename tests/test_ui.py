@@ -172,7 +172,7 @@ def test_a_slow_viewer_is_told_to_resync_instead_of_growing_without_bound(monkey
 
 # ---------------------------------------------------------------- the real server
 class Served:
-    def __init__(self, state_dir: Path, token: str = "t" * 32):
+    def __init__(self, state_dir: Path, token: str = "t" * 32, runs_dir: Path = Path("runs")):
         self.token = token
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -180,7 +180,7 @@ class Served:
         self.port = sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.hub = Hub(state_dir)
-        app = create_app(state_dir, token, allowed_hosts("127.0.0.1", self.port), hub=self.hub)
+        app = create_app(state_dir, token, allowed_hosts("127.0.0.1", self.port), runs_dir=runs_dir, hub=self.hub)
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()

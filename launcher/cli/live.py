@@ -2,8 +2,9 @@
 
 Sinks for :class:`launcher.ops.follow.Follower` (and the live bar, :func:`progress_renderable`):
 
-* :class:`StorySink`, the default: what a person reads. Milestones (cluster built, compiling,
-  checkpoint saved, eval done), each warning once with its repeats counted, errors and
+* :class:`StorySink`, the default: what a person reads. Milestones (cluster formed — its
+  retries counted into it, not shown as warnings —, compiling, checkpoint saved, eval done),
+  each warning once, whole and wrapped at word boundaries, with its repeats counted, errors and
   tracebacks in full, and the progress — on a terminal one live line for the job plus one per
   node that is not simply running (``unreachable since 10:02:03``); in a pipe a plain progress
   line every ``--progress-every`` seconds. Measured reason: ``make demo`` printed 5,500 lines,
@@ -17,8 +18,8 @@ Sinks for :class:`launcher.ops.follow.Follower` (and the live bar, :func:`progre
 
 from __future__ import annotations
 
-import contextlib
 import re
+import textwrap
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -36,19 +37,19 @@ from launcher.cli.logview import (
     compile_grep,
     failure_lines,
     label,
+    print_summary,
     straggler_lines,
     summary_payload,
     summary_table,
 )
-from launcher.core.hostfile import Host, parse_hostfile
+from launcher.core.hostfile import Host
 from launcher.errors import ExitCode, InputError
 from launcher.metrics.progress import ProgressView, view_text
-from launcher.metrics.story import short_warning, story_kind
+from launcher.metrics.story import ClusterForming, short_warning, story_kind
 from launcher.ops import registry as reg
-from launcher.ops.follow import Follower, FollowResult, NodeView
+from launcher.ops.follow import FollowResult, NodeView
 from launcher.ops.follow_transport import UNREACHABLE_AFTER
 from launcher.ops.service import STATE_EXIT
-from launcher.ops.telemetry import telemetry_path
 
 if TYPE_CHECKING:
     from launcher.ops.engine import Engine
@@ -114,7 +115,25 @@ class PlainSink:
     def nodes(self, views: list[NodeView]) -> None:
         pass
 
+    def resumed(self, view: ProgressView, skipped: int) -> None:
+        self.note(resumed_text(view, skipped))
+
     def finish(self) -> None:
+        pass
+
+
+def resumed_text(view: ProgressView, skipped: int) -> str:
+    """Where a reattached follower starts: 'resuming at step 32/400, 1,234 lines skipped
+    (shown before); --from-start for all'."""
+    unit = "step" if view.kind == "train" else "example"
+    at = f"at {unit} {view.done}/{view.total}, " if view.done is not None else ""
+    return f"resuming {at}{skipped:,} lines skipped (shown before); --from-start for all"
+
+
+class SummarySink(PlainSink):
+    """``logs JOB --summary``: every line goes to the summary, none to the terminal."""
+
+    def line(self, host: str, rank: int | None, text: str) -> None:
         pass
 
 
@@ -125,7 +144,7 @@ class StorySink:
         self.printer = printer
         self.console = environment.current().stdout
         self.every = every
-        self.warnings: dict[str, list] = {}  # key -> [count, first text, host/rank]
+        self.warnings: dict[str, list] = {}  # key -> [count, first text, host/rank, distinct texts (capped)]
         self.milestones: set[tuple[str, int | None]] = set()
         self.in_traceback: set[tuple[str, int | None]] = set()
         self.view = ProgressView("unknown")
@@ -133,6 +152,7 @@ class StorySink:
         self.last_progress = 0.0
         self.printed_progress: tuple | None = None
         self.first_step = False
+        self.forming: dict[tuple[str, int | None], ClusterForming] = {}
         self.live = Live(self._renderable(), console=self.console, refresh_per_second=4, transient=True,
                          redirect_stdout=False, redirect_stderr=False) if live else None
 
@@ -146,7 +166,13 @@ class StorySink:
             self.live.__exit__(*exc)
 
     # -- output
-    def _say(self, text: str, style: str = "") -> None:
+    def _say(self, text: str, style: str = "", indent: int = 0) -> None:
+        """One story line; on a terminal wrapped at word boundaries (a word is split only when it
+        is wider than the line), continuation lines indented by ``indent``: rich's soft wrap
+        left the terminal to cut words in half. In a pipe the line stays whole."""
+        if self.console.is_terminal and len(text) > self.console.width:
+            text = textwrap.fill(text, width=max(20, self.console.width), subsequent_indent=" " * indent,
+                                 break_on_hyphens=False)
         if self.console.no_color or not style:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
@@ -174,12 +200,19 @@ class StorySink:
                 self.in_traceback.discard(key)
             return
         kind, what = story_kind(text)
-        if kind == "milestone":
+        if kind == "forming" or (kind == "milestone" and what == "cluster formed"):
+            forming = self.forming.setdefault(key, ClusterForming())
+            forming.feed(text)
+            if kind == "forming" or ("cluster formed", None) in self.milestones:
+                return
+            self.milestones.add(("cluster formed", None))  # once for the job: the first stream says it
+            self._say(f"{time.strftime('%H:%M:%S')} {who}: {forming.milestone()}", "bold")
+        elif kind == "milestone":
             done = self.view.done
             if (what, done) not in self.milestones:
                 self.milestones.add((what, done))
                 at = f" at {'step' if self.view.kind == 'train' else 'example'} {done}/{self.view.total}" \
-                    if done is not None and what != "cluster built" else ""
+                    if done is not None else ""
                 self._say(f"{time.strftime('%H:%M:%S')} {who}: {what}{at}", "bold")
         elif kind == "traceback":
             self.in_traceback.add(key)
@@ -188,12 +221,14 @@ class StorySink:
             self._say(f"{who:<12} | {text}", "red")
         elif kind == "warning":
             seen = self.warnings.get(what)
+            short = short_warning(text)
             if seen is None:
-                short = short_warning(text)
-                self.warnings[what] = [1, short, who]
-                self._say(f"{who:<12} | warning {short[:200]}", "yellow")
+                self.warnings[what] = [1, short, who, {short}]
+                self._say(f"{who:<12} | warning {short}", "yellow", indent=15)
             else:
                 seen[0] += 1
+                if len(seen[3]) < 100:
+                    seen[3].add(short)
 
     def progress(self, view: ProgressView) -> None:
         self.view = view
@@ -223,17 +258,33 @@ class StorySink:
         if self.live is not None:
             self.live.update(self._renderable())
 
+    def resumed(self, view: ProgressView, skipped: int) -> None:
+        """A reattach: where the new lines start. The first step (and what came before) was shown
+        by an earlier follower: never announced again as if it just happened."""
+        self.view = view
+        self.first_step = self.first_step or view.done is not None
+        self.printed_progress = (view.done, view.total)
+        self.last_progress = time.monotonic()
+        self._say(f"alaunch: {resumed_text(view, skipped)}", "bold")
+
     def finish(self) -> None:
-        """The last progress line and the warnings with their counts."""
+        """The last progress line, a cluster that never formed, and the warnings with their counts."""
         if self.view.done is not None and (self.view.done, self.view.total) != self.printed_progress:
             self._say(f"{time.strftime('%H:%M:%S')} {view_text(self.view)}")
+        for key, forming in sorted(self.forming.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
+            failed = forming.failed_text()
+            if failed is not None:
+                self._say(f"{label(*key):<12} | {failed}", "red", indent=15)
         repeated = sorted(((v[0], k, v) for k, v in self.warnings.items() if v[0] > 1), reverse=True)
         if self.warnings:
             total = sum(v[0] for v in self.warnings.values())
             self._say(f"warnings: {len(self.warnings)} distinct, {total} in all"
                       + (" (--verbose shows every line)" if repeated else ""))
-        for count, _, (_n, text, who) in repeated[:5]:
-            self._say(f"  x{count}  {who}: {text[:160]}")
+        for count, _, (_n, text, who, texts) in repeated[:5]:
+            # one place, different words: MindFormers' 11 "The config X is deprecated" read as
+            # "x22 ... load_checkpoint is deprecated" (2 ranks), as if one key were at fault
+            others = f" (and {len(texts) - 1} other message(s) from there)" if len(texts) > 1 else ""
+            self._say(f"  x{count}  {who}: {text}{others}", indent=8)
 
 
 class LiveSink(PlainSink):
@@ -289,44 +340,67 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
                follow: bool = True, raw: bool = False, grep: str | None = None, rank: int | None = None,
                node: str | None = None, since: str | None = None, verbose: bool = False,
                progress_every: float = 10.0, unreachable_after: float = UNREACHABLE_AFTER,
-               resume: bool = True, telemetry_every: float | None = None) -> int:
-    """Follow (or, without ``follow``, print once) every node's logs; returns the exit code."""
+               resume: bool = True, summary: str | None = None, telemetry_every: float | None = None) -> int:
+    """Follow (or, without ``follow``, print once) every node's logs; returns the exit code.
+
+    Ctrl-C while following stops the follower, not the job: it says so, with the command that
+    reattaches (Ctrl-C printed nothing, and ``submit --follow`` had not yet said the id)."""
     env = environment.current()
-    note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False)  # noqa: E731
-    if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
-        record = service.wait_started(record.id, note)
-        if record.terminal and record.started_at is None:  # ended in the queue: no logs
-            note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
-            return int(STATE_EXIT[record.state])
-    record = service.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
-    hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
-    if node is not None and node not in hosts:
-        raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
+    note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False,  # noqa: E731
+                                         soft_wrap=True)
+    try:
+        return _follow_job(record, service, runner_for, note, follow=follow, raw=raw, grep=grep, rank=rank,
+                           node=node, since=since, verbose=verbose, progress_every=progress_every,
+                           unreachable_after=unreachable_after, resume=resume, summary=summary,
+                           telemetry_every=telemetry_every)
+    except KeyboardInterrupt:
+        if follow:
+            note(detached_text(record.id, queued=record.state == reg.QUEUED))
+        raise
+
+
+def detached_text(job_id: str, *, queued: bool = False) -> str:
+    """What Ctrl-C while following says (the job is not touched)."""
+    where = "stays in its queue" if queued else "keeps running on its hosts"
+    return (f"stopped following; {job_id} {where}. Reattach: alaunch logs {job_id} -f "
+            f"(stop it: alaunch cancel {job_id})")
+
+
+def _follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Host], CommandRunner],
+                note: Callable[[str], None], *, follow: bool, raw: bool, grep: str | None, rank: int | None,
+                node: str | None, since: str | None, verbose: bool, progress_every: float,
+                unreachable_after: float, resume: bool, summary: str | None,
+                telemetry_every: float | None) -> int:
+    env = environment.current()
     printer = LinePrinter(tagged=True, raw=raw, grep=compile_grep(grep), rank=rank, node=node,
                           since=parse_since(since))
     live = follow and not raw and env.stdout.is_terminal
     every_line = verbose or raw or grep is not None or since is not None or not follow
     sink: PlainSink | StorySink
-    if every_line:
+    if summary is not None:  # ``logs JOB --summary|--json``: the hosts read every line, none printed
+        sink = SummarySink(printer)
+    elif every_line:
         sink = LiveSink(printer) if live else PlainSink(printer)
     else:
         sink = StorySink(printer, live=live, every=progress_every)
-    offsets = service.state_dir / "follow" / f"{record.id}.json" if follow else None
-    if offsets is not None and not resume and offsets.exists():
-        offsets.unlink()  # --from-start: read every file from byte 0 again
-    follower = Follower(record, runner_for, hosts, sink, service if follow else None, follow=follow,
-                        gang_stop=not record.terminal, unreachable_after=unreachable_after,
-                        offsets_path=offsets, telemetry_every=telemetry_every,
-                        telemetry_path=telemetry_path(service.state_dir, record.id) if follow else None)
-    # an engine may end a job whose script never says so: its watch runs beside the follower
-    with service.watching(record, note) if follow else contextlib.nullcontext():
-        if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)
-            with sink:
-                result = follower.run()
-        else:
-            result = follower.run()
+    if follow and record.terminal:
+        shown = resume and service.offsets_path(record.id).exists()
+        note(f"{record.id} has ended ({record.state}): nothing to follow"
+             + (f"; showing what an earlier follower had not shown (every line: alaunch logs {record.id} -f "
+                "--from-start)" if shown else "; its logs from the start"))
+    # the engine waits while it queues the job, then reads its job dirs (ops.engine.Engine.follow)
+    result = service.follow(record, runner_for, sink, note, follow=follow, node=node, resume=resume,
+                            unreachable_after=unreachable_after, telemetry_every=telemetry_every,
+                            display=sink if isinstance(sink, (LiveSink, StorySink)) else None)
+    if result is None:  # ended in the queue: no logs
+        record = service.registry.get(record.id)
+        note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
+        return int(STATE_EXIT[record.state])
     if isinstance(sink, StorySink):
         sink.finish()
+    if summary is not None:
+        print_summary(result.job, as_json=summary == "json")
+        return int(ExitCode.JOB_FAILED) if result.job.verdict() is not None else int(ExitCode.OK)
     return report(result, raw=raw, follow=follow)
 
 

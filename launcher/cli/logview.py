@@ -132,8 +132,8 @@ def summary_rows(s: Summary) -> dict[str, str]:
     if s.checkpoints:
         rows["checkpoints"] = ", ".join(f"step {c['step']}" if c["path"] is None else c["path"]
                                         for c in s.checkpoints)
-    if s.cluster_retries:
-        rows["cluster build retries"] = str(s.cluster_retries)
+    if s.cluster_retries and not s.cluster_formed:  # formed: MindSpore's normal forming, no alarm
+        rows["cluster build retries"] = f"{s.cluster_retries}, never formed"
     if s.errors:
         rows["ERROR lines"] = str(s.errors)
     if s.handled:

@@ -28,6 +28,8 @@ def steps_table(run: reg.PipelineRecord, width: int = 80, *, wide: bool = False,
         note = s.reason or ""
         if s.state == "succeeded" and s.outputs.get("accuracy") is not None:
             note = f"math accuracy {100 * s.outputs['accuracy']:.1f}%"
+        if s.state == "succeeded" and s.outputs.get("f1") is not None:
+            note = f"SQuAD EM {s.outputs['em']:.2f}, F1 {s.outputs['f1']:.2f}"
         rows.append([s.step, s.kind, s.state, s.job_id or "", str(s.attempts or ""), note])
     return t.table(columns, rows, width, wide=wide, title=f"pipeline {run.name} ({run.id}): {run.state}")
 
@@ -42,6 +44,21 @@ def dry_head(i: int, view) -> str:
         head += f"; waits for the cards of {', '.join(view.waits_for)}"
     what = {"reuse": "reuse", "missing": "missing"}.get(view.action, view.action)
     return head + f": {what} ({view.why})" if view.why else head
+
+
+def dry_facts(view) -> list[str]:
+    """What matters of a job step in a dry run, before where its inputs come from: the job,
+    its hosts and cards, its LoRA trainable count. The exact commands (a 600-character
+    env-script wrapper per node per step) are ``--verbose``'s."""
+    if not view.job:
+        return []
+    out = [f"job: {view.job}"]
+    if view.cards:
+        cards = sum(view.cards.values())
+        out.append(f"hosts: {', '.join(view.cards)} ({cards} card{'s' if cards != 1 else ''})")
+    if view.trainable is not None:
+        out.append(f"LoRA: {view.trainable:,} trainable parameters")
+    return out
 
 
 def as_data(run: reg.PipelineRecord) -> dict:

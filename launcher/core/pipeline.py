@@ -55,10 +55,10 @@ BUILTIN_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
              "test_rows": ("int", False), "seq_length": ("int", False), "vocab_size": ("int", False)},
     "merge": {"checkpoint": ("ref", True)},
     "fetch": {"steps": ("refs", True), "what": ("str", False)},
-    "score": {"predictions": ("ref", True), "reference": ("path", True), "metric": ("str", False)},
+    "score": {"predictions": ("ref", True), "reference": ("path", False), "metric": ("str", False)},
     "results": {"runs": ("refs", True), "plot": ("path", False)},
 }
-SCORE_METRICS = ("math",)
+SCORE_METRICS = ("math", "squad")  # math: predictions against ``reference``; squad: an eval log's pairs
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def _check_options(builtin: str, options: dict[str, Any], where: str, fail: Call
     metric = options.get("metric", "math") if builtin == "score" else "math"
     if metric not in SCORE_METRICS:
         fail(f"{where}.metric", f"score metric {metric!r}{_did_you_mean(str(metric), SCORE_METRICS)}: a pipeline "
-                                f"scores {', '.join(SCORE_METRICS)} (score squad with `alaunch score squad`)")
+                                f"scores {', '.join(SCORE_METRICS)}")
 
 
 def missing_options(pipeline: Pipeline, names: Sequence[str] | None = None) -> None:
@@ -253,6 +253,10 @@ def missing_options(pipeline: Pipeline, names: Sequence[str] | None = None) -> N
             if required and key not in step.options:
                 raise InputError(f"{step.builtin} needs {key!r} (options: {', '.join(table)})",
                                  source=pipeline.source, line=step.line, key=f"steps.{step.name}.with")
+        if step.builtin == "score" and step.options.get("metric", "math") == "math" and "reference" not in step.options:
+            raise InputError("a math score needs 'reference' (the JSON lines of problems and solutions); "
+                             "metric: squad reads the eval log's own labels",
+                             source=pipeline.source, line=step.line, key=f"steps.{step.name}.with")
 
 
 def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None = None,

@@ -106,6 +106,14 @@ def looks_like_eval_log(text: str) -> bool:
     return any(line.lstrip().startswith(PRED_MARK) for line in text.splitlines())
 
 
+def eval_log_pairs(text: str, source: str = "<log>") -> tuple[list[EvalPair], int | None]:
+    """An eval log's pairs and how many examples its last ``Step[i/N]`` promises (None: it says
+    not): ``alaunch score squad`` and a pipeline's ``score`` step with ``metric: squad``."""
+    from launcher.metrics.logparse import LogState
+    state = LogState().feed_lines(text.splitlines())
+    return parse_eval_log(text, source), state.eval_step.total if state.eval_step is not None else None
+
+
 def iter_json_lines(text: str, source: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-empty line; a bad line names itself."""
     for n, line in enumerate(text.splitlines(), 1):

@@ -405,13 +405,19 @@ def _code_words(words: _Words, sig: Signature, line: str) -> tuple[str, str, str
     return cause, hint, role, family
 
 
+_ANY_KEY = re.compile("|".join(sorted({re.escape(k) for sig in SIGNATURES for k in sig.keys}, key=len, reverse=True)))
+_KEYLESS = tuple(sig for sig in SIGNATURES if not sig.keys)
+
+
 def match(line: str) -> Finding | None:
     """The first signature that matches ``line`` (capped at ``error`` on an INFO/WARNING line,
-    None on a shell's echo of a command or variable)."""
+    None on a shell's echo of a command or variable). A line with none of the signatures' keys
+    is tried against the keyless ones only: one search instead of a key test per signature,
+    the follower's largest cost per line (2.2 of 8.5 s on a 100k-line log)."""
     if ECHO.match(line):
         return None
     low = line.lower()
-    for sig in SIGNATURES:
+    for sig in SIGNATURES if _ANY_KEY.search(low) else _KEYLESS:
         if sig.keys and not any(k in low for k in sig.keys):
             continue
         m = sig.pattern.search(line)

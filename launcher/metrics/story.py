@@ -1,6 +1,6 @@
 """The story of a job's log (pure): which lines a person reads in the default view.
 
-:func:`story_kind` sorts one log line: a milestone (cluster built, compiling, checkpoint saved,
+:func:`story_kind` sorts one log line: a milestone (cluster formed, compiling, checkpoint saved,
 eval done), progress, a warning (keyed by where it comes from, so repeats are counted, not
 repeated), an error or a traceback, or quiet. Measured reason: ``make demo`` printed 5,500
 lines, 5,300 of them raw MindFormers output (config dumps, deprecation warnings, progress
@@ -12,13 +12,17 @@ story (a diagnosis line) read it from here; a fatal signature of
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
 
 from launcher.metrics import signatures
+from launcher.metrics.logparse import parse_timestamp
 
-#: Lines worth a line of their own in the default view: (pattern, what happened).
+#: Lines worth a line of their own in the default view: (pattern, what happened). Not msrun's
+#: "This log means the cluster is successfully created": its scheduler says it at *finalize*,
+#: when the job ends (real-world msrun_time_out_nodes_excerpt.log).
 MILESTONES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"Cluster is successfully initialized|This log means the cluster is successfully created"),
-     "cluster built"),
+    (re.compile(r"Cluster is successfully initialized"), "cluster formed"),
     (re.compile(r"Model Compiling, Please Wait|Start compiling|compile the network"), "compiling the graph"),
     (re.compile(r"\.{3,}Saving ckpt\.{3,}|checkpoint successfully saved at|saved checkpoint from step"),
      "checkpoint saved"),
@@ -53,11 +57,83 @@ def short_warning(text: str) -> str:
     return text.strip()
 
 
+#: MindSpore's normal sound of a cluster forming: every process asks the scheduler (the meta
+#: server) again every 0.5-3 s until each node has registered. Measured on the tiny CPU job
+#: (2 workers, MindSpore 2.9): 6 "Topology build timed out., retry(k/1200)", 11 "Failed to
+#: connect to the meta server", 11 "Failed to register and try to reconnect", 26 TCP
+#: "Connect] Connection N source: ..." warnings in worker_0.log before "Cluster is successfully
+#: initialized" 6.4 s later — all WARNING lines that read as a failure; real Ascend runs print
+#: the same (real-ascend worker_0.log: 2 retries).
+_FORMING = re.compile(r"Topology build timed out\.?,? ?retry\(\d+/\d+\)|Failed to connect to the meta server|"
+                      r"Failed to register and try to reconnect to the meta server|"
+                      r"tcp_comm\.cc:\d+\] Connect\] Connection \d+ source: ")
+_RETRY = re.compile(r"Topology build timed out\.?,? ?retry\((\d+)/(\d+)\)")
+#: msrun's scheduler (the meta server) on a healthy run: each node registering, then, while the
+#: workers run, "Cluster currently has 2 alive nodes." every few seconds (x41 in a 3-minute tiny
+#: job), each node unregistering at the end. Quiet in the story (--verbose shows them).
+_ROUTINE = re.compile(r"Cluster currently has \d+ alive nodes|Node \d+ has unregistered|"
+                      r"is registered successfully\. Currently registered node number")
+
+
+@dataclass
+class ClusterForming:
+    """One stream's cluster forming, from its lines: retries, when it began, whether it formed.
+    The story says it once as a milestone ("cluster formed after 6 retries, 6 s"); retries that
+    never end in a formed cluster are the explanation of a failure (:meth:`failed_text`)."""
+
+    retries: int = 0
+    of: int | None = None  # the retry budget MindSpore prints (retry(k/N))
+    lines: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    formed_at: datetime | None = None
+    formed: bool = False
+
+    def feed(self, text: str) -> None:
+        """A line that :func:`story_kind` called "forming" or the "cluster formed" milestone."""
+        at = parse_timestamp(text)
+        if _FORMING.search(text):
+            self.lines += 1
+            m = _RETRY.search(text)
+            if m:
+                self.retries, self.of = max(self.retries, int(m.group(1))), int(m.group(2))
+            self.first = self.first or at
+            self.last = at or self.last
+        elif MILESTONES[0][0].search(text):
+            self.formed, self.formed_at = True, at
+
+    def _took(self, end: datetime | None) -> str:
+        if self.first is None or end is None:
+            return ""
+        return f", {max(0.0, (end - self.first).total_seconds()):.0f} s"
+
+    def milestone(self) -> str:
+        """'cluster formed', or with what it took: 'cluster formed after 6 retries, 6 s'."""
+        if not self.lines:
+            return "cluster formed"
+        tries = f"{self.retries} retries" if self.retries else f"{self.lines} reconnects"
+        return f"cluster formed after {tries}{self._took(self.formed_at)}"
+
+    def failed_text(self) -> str | None:
+        """Said when the stream ended without a formed cluster (None: formed, or never tried)."""
+        if self.formed or not self.lines:
+            return None
+        budget = f" of {self.of}" if self.of else ""
+        tries = f"{self.retries}{budget} retries" if self.retries else f"{self.lines} reconnects"
+        return (f"cluster not formed: {tries}{self._took(self.last)} without every node joining "
+                "(a node did not start or cannot reach master_addr:master_port; docs/troubleshooting.md)")
+
+
 def story_kind(text: str) -> tuple[str, str]:
     """How the default view treats one log line: ("milestone", what) | ("progress", "") |
+    ("forming", "") (a cluster-forming retry: counted, not shown, see :class:`ClusterForming`) |
     ("warning", key) | ("error", "") | ("traceback", "") | ("quiet", "")."""
     if "Epoch:[" in text or "Step[" in text or "samples/s/p" in text:
         return "progress", ""
+    if _FORMING.search(text):
+        return "forming", ""
+    if _ROUTINE.search(text):
+        return "quiet", ""
     for rx, what in MILESTONES:
         if rx.search(text):
             return "milestone", what

@@ -54,10 +54,12 @@ class Straggler:
                 f"({self.step_s:.3g} s/step vs {self.median_s:.3g})")
 
 
-def step_times(state: LogState) -> list[tuple[int, float, int]]:
-    """(global step, seconds per step, steps covered) of each loss line after the first."""
+def step_times(state: LogState, last: int | None = None) -> list[tuple[int, float, int]]:
+    """(global step, seconds per step, steps covered) of each loss line after the first; with
+    ``last``, of the last ``last`` loss lines only (the live watch reads its window, not the
+    whole run: a check over every mark grew with the log)."""
     out: list[tuple[int, float, int]] = []
-    marks = state.step_marks
+    marks = state.step_marks if last is None else state.step_marks[-(last + 1):]
     for (s0, t0, _), (s1, t1, ms) in zip(marks, marks[1:], strict=False):
         span = s1 - s0
         if span <= 0:
@@ -77,7 +79,7 @@ def find_stragglers(job: JobLogs | Iterable[LogState], threshold: float = THRESH
     for st in states:
         if st.rank is None:
             continue
-        times = step_times(st)[-window:]
+        times = step_times(st, window)[-window:]
         if len(times) >= min_steps:
             series[(st.host, st.rank)] = times
     if len(series) < 2:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from launcher.core.hostfile import Host
+from launcher.core.layout import JobLayout
 from launcher.errors import AlaunchError
 from launcher.metrics.logparse import Failure, JobLogs
 from launcher.metrics.progress import ProgressView, StepClock, build_view, lead_state
@@ -34,8 +35,10 @@ from launcher.metrics.stragglers import StragglerWatch
 from launcher.metrics.telemetry import JobTelemetry, TelemetryWatch
 from launcher.ops import registry as reg
 from launcher.ops import telemetry
+from launcher.ops.fanout import run_parallel
 from launcher.ops.follow_offsets import load_offsets, save_offsets
 from launcher.ops.follow_transport import (
+    READ_AHEAD,
     RECONNECT_BACKOFF,
     UNREACHABLE_AFTER,
     Event,
@@ -49,6 +52,46 @@ from launcher.runners import CommandRunner
 
 GANG_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping the other nodes
 DRAIN_AFTER_STOP = 8.0  # seconds to keep reading the nodes' last lines after a gang stop
+
+
+GREP_TIMEOUT = 20.0  # seconds a host may grep its logs (its script ends itself then too)
+
+
+def grep_job(record: reg.JobRecord, runner_for: Callable[[Host], CommandRunner], hosts: dict[str, Host],
+             pattern: str, *, limit: int = 2000, rank: int | None = None,
+             timeout: float = GREP_TIMEOUT) -> list[dict]:
+    """Every node greps the whole of the logs the follower reads (``remote/follow.py``'s GREP,
+    each node its own ranks, as :class:`Follower` splits them): the lines matching ``pattern``,
+    as {host, rank, role, line, text}, by host, rank and line number, the last ``limit`` of
+    each file. Why: the dashboard grepped the 20,000 lines it holds, not the log. A node that
+    fails raises its :class:`~launcher.errors.RemoteError` (the caller falls back)."""
+    pythons = record.meta.get("pythons") or {}
+    nodes = [n for n in record.nodes if n.job_dir]
+
+    def one(node: reg.NodeRecord) -> list[dict]:
+        runner = runner_for(hosts[node.host]).using(pythons.get(node.host))
+        req: dict[str, Any] = {"op": "grep", "root": node.job_dir, "pattern": pattern, "limit": limit,
+                               "timeout": int(timeout)}
+        state_rank = node.node_rank if record.meta.get("state_per_node", True) else None
+        if state_rank is not None:
+            req.update(state=JobLayout(node.job_dir).node_state(state_rank), scheduler=state_rank == 0)
+        ranks = (record.meta.get("ranks") or {}).get(str(node.node_rank))
+        if ranks is not None:
+            req["ranks"] = [str(r) for r in ranks]
+        if rank is not None:
+            req["rank"] = str(rank)
+        got = runner.call("follow", req, timeout=timeout + 5, what="grep of the job's logs")
+        return [{"host": node.host, "rank": int(f["rank"]) if f["rank"] else None, "role": f["role"],
+                 "line": n, "text": text} for f in got["files"] for n, text in f["lines"]]
+
+    results = run_parallel(nodes, one)
+    out: list[dict] = []
+    for node in nodes:
+        got = results[node]
+        if isinstance(got, BaseException):
+            raise got
+        out.extend(got)
+    return sorted(out, key=lambda x: (x["host"], x["rank"] is None, x["rank"] or 0, x["role"], x["line"]))
 
 
 class Sink(Protocol):
@@ -159,7 +202,11 @@ class Follower:
     """Follow every node of one job until each has ended (or, without ``follow``, one snapshot).
 
     ``offsets_path``: where each file's byte offset is kept (the state dir), so a later follower
-    of the same job reads only what is new."""
+    of the same job prints only what is new. It still reads every file from its start: the lines
+    an earlier follower printed are *replayed* — fed to ``JobLogs`` (the summary covers the whole
+    run: a reattach summarised only what it read, first loss 1.962 and 0:00:23 where the run's
+    were 6.933 and 0:00:47), not to the sink — and the sink's ``resumed(view, skipped)`` (when it
+    has one) hears once where the new lines start."""
 
     def __init__(self, record: reg.JobRecord, runner_for: Callable[[Host], CommandRunner],
                  hosts: dict[str, Host], sink: Sink, service: Stopper | None = None, *,
@@ -172,13 +219,17 @@ class Follower:
         self.job = JobLogs()
         self.clock = StepClock()
         self.stragglers = StragglerWatch()  # .current: read by the dashboard's hub
-        self.queue: queue.Queue[Event] = queue.Queue()
+        self.queue: queue.Queue[Event] = queue.Queue(READ_AHEAD)  # bounded: see put_bounded
         self.stop = threading.Event()
         self.nodes = {n.host: NodeView(n.host, n.node_rank) for n in record.nodes}
         self.streams: dict[str, NodeStream | PipeNode] = {}
         self.hub: PipeHub | None = None
         self._offsets_unsaved = False  # said once that the offsets file cannot be written
+        self.resume_at: dict[str, dict[str, list[int]]] = {}  # host -> {path: [inode, end]} already shown
+        self.skipped = 0  # replayed lines: read for the summary, not shown again
+        self._resumed = False
         self.telemetry = NodeTelemetry(record, hosts, telemetry_every if follow else 0.0, telemetry_path)
+        self._last_view: tuple[Any, ProgressView] | None = None  # (what it depends on, the view)
 
     def _start(self) -> dict[str, NodeStream | PipeNode]:
         """Every node whose runner has a local process for it (an ``ssh`` client, or the script
@@ -198,7 +249,9 @@ class Follower:
             def argv_for(offsets, p=python, r=root, n=rank, k=ranks, f=follow, e=self.telemetry.every):
                 return follow_argv(p, r, f, n, k, offsets, e)
 
-            kw: dict[str, Any] = dict(offsets=saved.get(node.host), reconnect=self.follow, backoff=self.backoff)
+            if saved.get(node.host):
+                self.resume_at[node.host] = saved[node.host]
+            kw: dict[str, Any] = dict(offsets=None, reconnect=self.follow, backoff=self.backoff)
             if process_argv(runner, ["true"]) is not None:
                 streams[node.host] = hub.add(runner, argv_for, **kw)
             else:
@@ -222,12 +275,22 @@ class Follower:
     def _save(self) -> None:
         if self.follow and self.offsets_path is not None:
             try:
-                save_offsets(self.offsets_path, {h: st.offsets_copy() for h, st in self.streams.items()})
+                save_offsets(self.offsets_path, {h: self._shown(h, st.offsets_copy())
+                                                 for h, st in self.streams.items()})
             except OSError as exc:  # a convenience for the next follower, never worth failing for: said once
                 if not self._offsets_unsaved:
                     self._offsets_unsaved = True
                     self.sink.note(f"cannot keep the read offsets in {self.offsets_path} ({exc.strerror or exc}); "
                                    "a later logs -f reads every file from the start")
+
+    def _shown(self, host: str, read: dict[str, list[int]]) -> dict[str, list[int]]:
+        """What has been shown of each file: what this follower read, never less than what an
+        earlier one had shown (a follower stopped mid-replay must not hand its replay on)."""
+        merged = {k: list(v) for k, v in self.resume_at.get(host, {}).items()}
+        for path, (ino, end) in read.items():
+            if path not in merged or merged[path][0] != ino or merged[path][1] < end:
+                merged[path] = [ino, end]
+        return merged
 
     def _save_telemetry(self) -> None:
         try:
@@ -251,6 +314,23 @@ class Follower:
                            "the job is not touched, reconnecting")
             self.sink.nodes(list(self.nodes.values()))
             st.give_up()
+
+    def _replayed(self, event: Event) -> bool:
+        """Was this line shown by an earlier follower (at or before its saved offset, same inode)?"""
+        marks = self.resume_at.get(event.host)
+        stream = self.streams.get(event.host) if marks else None
+        where = stream.node.files.get(event.fid) if stream is not None else None
+        mark = marks.get(where[0]) if marks and where is not None else None
+        return mark is not None and where is not None and mark[0] == where[1] and event.end <= mark[1]
+
+    def _say_resumed(self) -> None:
+        """Once, before the first new line (or at the end): where the new lines start."""
+        if self._resumed or not self.resume_at:
+            return
+        self._resumed = True
+        resumed = getattr(self.sink, "resumed", None)
+        if resumed is not None:
+            resumed(build_view(self.job, self.clock), self.skipped)
 
     def run(self) -> FollowResult:
         streams = self._start()
@@ -285,12 +365,27 @@ class Follower:
             self._stop()
             self._save()
             self._save_telemetry()
+        self._say_resumed()
         self.job.finish()
         record = self.record
         if self.service is not None and self.follow:
             record = self._settle(codes)
         return FollowResult(record, self.job, self.job.first_failure, codes, failed_at, stopped_at,
                             dict(self.nodes))
+
+    def _view(self, at: float) -> ProgressView:
+        """The bar's view after a line: rebuilt only when what it shows can have changed (the
+        lead stream's progress, loss count, rates, the first failure), else the last one — most
+        lines are not progress, and rebuilding it for each was a fifth of the follower's CPU."""
+        lead = lead_state(self.job)
+        progress = lead.progress() if lead is not None else None
+        if progress is not None:
+            self.clock.note(progress[0], at)
+        key = None if lead is None else (id(lead), progress, len(lead.losses), lead.eval_step, lead.eta_s,
+                                         lead.samples_per_s, id(self.job.first_failure))
+        if self._last_view is None or key is None or key != self._last_view[0]:
+            self._last_view = (key, build_view(self.job, self.clock))
+        return self._last_view[1]
 
     def _handle(self, event: Event, pending: set[str], codes: dict[str, int | None]) -> Failure | None:
         view = self.nodes.get(event.host)
@@ -307,6 +402,14 @@ class Follower:
             if event.rank is not None:
                 self.job.note_worker(event.host, int(event.text), event.rank)
             return None
+        if event.kind == "line" and self.resume_at and self._replayed(event):
+            self.skipped += 1  # shown before: the summary reads it, the sink does not
+            if event.role == "msrun":
+                return self.job.feed_msrun(event.host, event.text)
+            self.job.feed(event.host, event.rank, event.text)
+            return None
+        if event.kind == "line":
+            self._say_resumed()
         if event.kind == "line" and event.role == "msrun":
             # msrun's own output: the worker and scheduler exits it reports are process facts
             failure = self.job.feed_msrun(event.host, event.text)
@@ -315,11 +418,7 @@ class Follower:
         if event.kind == "line":
             self.job.feed(event.host, event.rank, event.text)
             self.sink.line(event.host, event.rank, event.text)
-            lead = lead_state(self.job)
-            progress = lead.progress() if lead is not None else None
-            if progress is not None:
-                self.clock.note(progress[0], event.at)
-            self.sink.progress(build_view(self.job, self.clock))
+            self.sink.progress(self._view(event.at))
             for text in self.stragglers.update(self.job, event.at):
                 self.sink.note(text)
             return None

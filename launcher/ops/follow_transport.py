@@ -45,6 +45,25 @@ from launcher.runners import CommandRunner
 UNREACHABLE_AFTER = 10.0  # seconds without a byte (the host beats every 1 s) -> unreachable
 RECONNECT_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds between reconnects, the last repeats
 MESSAGE_CAP = LINE_CAP + 4096  # one message of the host script: a capped line, its prefix and cut note
+READ_AHEAD = 10_000  # events queued ahead of the follower's loop; then the readers wait (see put_bounded)
+
+
+def put_bounded(out: queue.Queue[Event], event: Event, stop: threading.Event,
+                alive: Callable[[float], None] | None = None) -> bool:
+    """Put ``event`` on the follower's bounded queue, waiting while it is full (False: stopped
+    first, the event dropped). Why: the readers ran ahead of the loop and queued a whole file
+    (605 MB after 30 s of a 1M-line log); a full queue now stops the reading, the pipe fills
+    and the host script waits on its write. While waiting the node counts as alive (``alive``):
+    its bytes are here, the loop is what is behind."""
+    while True:
+        try:
+            out.put(event, timeout=0.2)
+            return True
+        except queue.Full:
+            if stop.is_set():
+                return False
+            if alive is not None:
+                alive(time.monotonic())
 
 
 # ---------------------------------------------------------------- the wire protocol
@@ -245,8 +264,8 @@ class NodeStream(NodeFacts, threading.Thread):
         if self._attempt_stop.is_set():
             return False
         event = self.node.take(raw, time.monotonic())
-        if event is not None:
-            self.out.put(event)
+        if event is not None and not put_bounded(self.out, event, self.stop, self.node.alive):
+            return False
         return None
 
     def _once(self) -> str:
@@ -279,7 +298,7 @@ class NodeStream(NodeFacts, threading.Thread):
             why = self._once()
             if not why:
                 return
-            self.out.put(Event(self.runner.name, "lost", text=why, at=time.monotonic()))
+            put_bounded(self.out, Event(self.runner.name, "lost", text=why, at=time.monotonic()), self.stop)
             if not self.reconnect:
                 return
             if self.stop.wait(self.node.retry_delay(time.monotonic())):
@@ -481,8 +500,8 @@ class PipeHub(threading.Thread):
         n.node.alive(at)  # any bytes are life: a long line's pieces too, not only whole messages
         for raw, _ in n.lines.feed(data):
             event = n.node.take(raw.decode("utf-8", "replace"), at)
-            if event is not None:
-                self.out.put(event)
+            if event is not None and not put_bounded(self.out, event, self.stop, n.node.alive):
+                return  # stopped while the loop was behind
 
     def _finish(self, n: PipeNode, now: float) -> None:
         """The attempt's process has ended: say why (unless the node ended) and plan the next."""
@@ -497,7 +516,7 @@ class PipeHub(threading.Thread):
         self._lost(n, "; ".join(detail) or "channel closed", now)
 
     def _lost(self, n: PipeNode, why: str, now: float) -> None:
-        self.out.put(Event(n.host, "lost", text=why, at=now))
+        put_bounded(self.out, Event(n.host, "lost", text=why, at=now), self.stop)
         if not n.reconnect:
             n.done = True
             return

@@ -50,7 +50,7 @@ from launcher import __version__
 from launcher.core import pipeline as pl
 from launcher.core import yamlio
 from launcher.core.hostfile import Host
-from launcher.core.layout import slug
+from launcher.core.layout import JobLayout, slug
 from launcher.core.render import with_sets
 from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError, NothingToResume, RemoteError
@@ -97,6 +97,8 @@ class StepView:
     cards: dict = field(default_factory=dict)  # host -> cards a job step takes ({} for a built-in)
     together: list[str] = field(default_factory=list)  # job steps that run at the same time
     waits_for: list[str] = field(default_factory=list)  # ready at the same time, but their cards come first
+    job: str = ""  # a job step's job name and file, "llama3-8b-lora-math (jobs/llama3_8b_lora_math.yaml), finetune"
+    trainable: int | None = None  # the LoRA trainable parameter count its rendered config gives
 
 
 @dataclass
@@ -106,6 +108,20 @@ class StepResult:
     job_id: str | None = None
     reason: str | None = None
     attempts: int = 1
+
+
+def trainable_of(spec: JobSpec, hosts: Sequence[Host]) -> int | None:
+    """The LoRA trainable parameter count of the job's rendered config (None: not a LoRA model,
+    or a family the counter does not know); the dry run shows it per step (13,631,488 for the
+    recipe's training: rank 16 on wq/wk/wv/wo of Llama3-8B)."""
+    from launcher.core.layout import JobLayout
+    from launcher.core.render import render_job
+    try:
+        rendered = render_job(spec, list(hosts), JobLayout("/dry-run"))
+    except (AlaunchError, OSError, ValueError, KeyError):
+        return None
+    value = rendered.derived.get("trainable_params")
+    return value if isinstance(value, int) else None
 
 
 def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict[str, Any]]
@@ -301,15 +317,37 @@ class PipelineRunner:
     def merge_on_host(self, producer: dict) -> dict:
         """Merge the newest global step every rank has (from the latest attempt that has it:
         ``core.pipeline.common_last_step`` on the files' own metadata) with
-        ``entry/merge_ckpt.py`` on the producer's node 0, in its job dir."""
+        ``entry/merge_ckpt.py``, into the producer's job dir, where the engine runs work
+        (:meth:`Engine.run_task`: on hosts, the producer's node 0; on Slurm, a job of its own)."""
         root, out = producer["root"], merged_path(producer)
         picked = pl.common_last_step(checkpoints_of(producer))
         if picked is None:
             raise AlaunchError(f"the ranks of {producer.get('job_id')} have no checkpoint step in common "
                                f"(by the files' global steps); nothing complete to merge")
         step, ckpts = picked
-        return self.on_host(producer, {"job_dir": root, "out": out, "step": step, "world": producer.get("world"),
-                                       "ckpts": {str(r): c.path for r, c in ckpts.items()}}, "merge")
+        request = {"job_dir": root, "out": out, "step": step, "world": producer.get("world"),
+                   "ckpts": {str(r): c.path for r, c in ckpts.items()}}
+        return self.service.run_task(self.target, self.host(producer["host"]), producer.get("python"),
+                                     MERGE_PROGRAM, request, posixpath.dirname(out), "merge")
+
+    def merge_text(self, step: pl.Step) -> str:
+        """The dry run's merge: where and how the engine would run it."""
+        ref = step.options.get("checkpoint")
+        out = self.outputs.get(getattr(ref, "step", "")) if isinstance(ref, pl.Ref) else None
+        if out and "root" in out:
+            root, merged = out["root"], merged_path(out)
+        else:
+            root = self.job_root(f"<{getattr(ref, 'step', '?')}'s job id>")
+            merged = posixpath.join(root, "output", "merged", "<job id>.ckpt")
+        request = {"job_dir": root, "out": merged, "step": "<the newest global step every rank saved>",
+                   "ckpts": "<each rank's checkpoint of that step>"}
+        host = (out or {}).get("host") or "the training's node 0"
+        return self.service.task_text(self.target, host, MERGE_PROGRAM, request, posixpath.dirname(merged), "merge")
+
+    def job_root(self, job_id: str) -> str:
+        """A job's directory on the target (the dry run's stand-in for a step not run yet):
+        ``~/alaunch/<id>`` on hosts, the shared workdir's on Slurm."""
+        return JobLayout.for_job(self.target.workdir, job_id).root
 
     def on_host(self, producer: Mapping[str, Any], request: dict, what: str) -> Any:
         """``entry/merge_ckpt.py`` with ``request`` on the producer's host (its one JSON line)."""
@@ -337,10 +375,11 @@ class PipelineRunner:
     def _placeholder(self, ref: pl.Ref, site: str) -> str:
         """Where a ref will point, for the dry run (the producer has not run yet)."""
         producer = self.pipeline.step(ref.step) if self.pipeline else None
-        root = f"~/alaunch/<{ref.step}'s job id>"
+        root = self.job_root(f"<{ref.step}'s job id>")
         if producer is not None and producer.builtin == "merge":
             inner = producer.options.get("checkpoint")
-            return f"~/alaunch/<{getattr(inner, 'step', '?')}'s job id>/output/merged/<job id>.ckpt"
+            inner_root = self.job_root(f"<{getattr(inner, 'step', '?')}'s job id>")
+            return f"{inner_root}/output/merged/<job id>.ckpt"
         if site == "checkpoint" and producer is not None and producer.builtin is None:
             spec = self.job_spec(producer, dry=True)
             world = sum(len(h.slot_ids) for h in used_hosts(spec, self.hosts))
@@ -459,8 +498,12 @@ class PipelineRunner:
                 view.plan = self.service.plan_text(spec, self.target, replace(self.opts, master_port=DRY_PORT),
                                                    f"{slug(spec.name)}-<run>")
                 view.cards = {h.name: len(h.slot_ids) for h in hosts}
+                view.job = f"{spec.name} ({os.path.relpath(step.job) if step.job else 'inline'}), {spec.kind}"
+                view.trainable = trainable_of(spec, hosts) if spec.kind == "finetune" else None
             else:
                 view.plan = self.builtin_text(step)
+                if step.builtin == "merge":
+                    view.plan += " " + self.merge_text(step)
             views.append(view)
         self.timing(pipeline, views, selected)
         return views
@@ -505,10 +548,12 @@ class PipelineRunner:
 
     def builtin_text(self, step: pl.Step) -> str:
         texts = {"data": "synthesise, prepare, train the tokenizer, write MindRecord (on this machine)",
-                 "merge": "merge the per-rank checkpoints on the training job's node 0 (entry/merge_ckpt.py)",
+                 "merge": "merge the per-rank checkpoints into the training's job dir,",
                  "fetch": "fetch the steps' outputs into the runs directory",
                  "score": "fetch the predictions, score them, save scores.json in the run directory",
                  "results": "fetch the runs' logs, print the results table (and the loss plot)"}
+        if step.builtin == "score" and step.options.get("metric") == "squad":
+            texts["score"] = "fetch the eval's logs, score SQuAD EM/F1 from its pred/label blocks, save scores.json"
         options = {k: v for k, v in step.options.items() if not isinstance(v, (pl.Ref, list, dict))}
         return texts[str(step.builtin)] + (f"; with {options}" if options else "")
 
@@ -869,7 +914,7 @@ class PipelineRunner:
 
     def _quiet_follow(self, record: reg.JobRecord) -> Any:
         return self.service.follow(record, self.service.exec_factory, _QuietSink(self.say),
-                                   note=lambda text: self.say(f"  {record.name}: {text}"))
+                                   note=lambda text: self.say(f"  {record.name}: {text}"), offsets=False)
 
     # ------------------------------------------------------------------ built-ins
 
@@ -925,6 +970,8 @@ class PipelineRunner:
     def builtin_score(self, step: pl.Step) -> dict:
         from launcher.metrics import mathacc, predictions, scorefile
         ref = step.options["predictions"]
+        if step.options.get("metric") == "squad":
+            return self.score_squad(step, ref)
         preds_path = Path(self.resolve(replace(ref, output=ref.output or "predictions"), "path"))
         reference = self.local_path(self._path(step.options["reference"]))
         preds = predictions.parse_generation_result(predictions.read_text(preds_path), str(preds_path))
@@ -940,6 +987,30 @@ class PipelineRunner:
                  f"({100 * report.accuracy:.1f}%)")
         return {"local": {"scores": [str(run_dir / scorefile.SCORES_NAME)], "run_dir": [str(run_dir)]},
                 "default": "scores", "accuracy": report.accuracy}
+
+
+    def score_squad(self, step: pl.Step, ref: pl.Ref) -> dict:
+        """SQuAD EM/F1 of an eval step: its logs fetched, the one with ``pred is:`` / ``label
+        is:`` blocks scored (rank 0's worker log first), scores.json saved beside them."""
+        from launcher.metrics import predictions, scorefile, squad
+        run_dir = self.fetched(ref.step, "logs")
+        logs = sorted(run_dir.rglob("*.log"), key=lambda p: (p.name != "worker_0.log", str(p)))
+        for log in logs:
+            text = predictions.read_text(log)
+            if predictions.looks_like_eval_log(text):
+                break
+        else:
+            raise AlaunchError(f"no eval log with `pred is:` / `label is:` blocks among {len(logs)} log(s) of step "
+                               f"{ref.step!r} in {run_dir}")
+        pairs, expected = predictions.eval_log_pairs(text, str(log))
+        result = squad.score((p.prediction, p.reference) for p in pairs)
+        complete = expected is None or result.count >= expected
+        scorefile.save(run_dir, "squad", {"input": str(log), **result.as_dict(), "complete": complete,
+                                          "expected": expected})
+        self.say(f"  {step.name}: {ref.step}: SQuAD EM {result.em:.2f}, F1 {result.f1:.2f} over {result.count} "
+                 "examples" + ("" if complete else f" (of {expected}: the log stops early)"))
+        return {"local": {"scores": [str(run_dir / scorefile.SCORES_NAME)], "run_dir": [str(run_dir)]},
+                "default": "scores", "em": result.em, "f1": result.f1}
 
 
 class _QuietSink:

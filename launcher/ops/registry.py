@@ -756,6 +756,31 @@ class Registry:
         with self._read() as c:
             return [self._load(r[0]) for r in c.execute(sql, args).fetchall()]
 
+    def page(self, limit: int = 50, offset: int = 0, states: Iterable[str] | None = None,
+             text: str | None = None) -> tuple[builtins.list[JobRecord], int]:
+        """One page of jobs, newest first, and how many match in all: in ``states`` (if given)
+        and whose name or id contains ``text`` (case-insensitive). Why: the dashboard read the
+        newest 200 and filtered them itself, so among 10,000 jobs the older ones could not be
+        found; here the filter and the count are SQL (the indexes of migration 4 order them)."""
+        where, args = [], builtins.list[Any]()
+        if states is not None:
+            states = list(states)
+            bad = [s for s in states if s not in JOB_STATES]
+            if bad:
+                raise InputError(f"unknown job state(s) {bad}; valid: {', '.join(JOB_STATES)}")
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        needle = (text or "").strip().lower()
+        if needle:
+            where.append("(instr(lower(name), ?) > 0 OR instr(lower(id), ?) > 0)")
+            args += [needle, needle]
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        with self._read() as c:
+            total = c.execute("SELECT COUNT(*) FROM jobs" + clause, args).fetchone()[0]
+            rows = c.execute("SELECT id FROM jobs" + clause + " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                             [*args, max(0, limit), max(0, offset)]).fetchall()
+            return [self._load(r[0]) for r in rows], total
+
     def ids_and_names(self) -> tuple[builtins.list[str], builtins.list[str]]:
         """Every job id and name (tables shorten ids to a prefix unique among them)."""
         with self._read() as c:

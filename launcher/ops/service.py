@@ -235,14 +235,15 @@ class JobService(Engine):
         return prepare(spec, hosts, job_id, port, replace(opts, master_port=port)).plan.render_shell()
 
     def started_line(self, record: reg.JobRecord) -> str:
-        """'started NAME on N node(s): host (node 0, pid P, devices D), ...' — the first
-        :data:`LISTED_NODES` nodes, then how many more."""
+        """'started ID on N node(s): host (node 0, pid P, devices D), ...' — the first
+        :data:`LISTED_NODES` nodes, then how many more. The id (it holds the name) comes first:
+        ``submit --follow`` said it only at the end, so a Ctrl-C left no way back to the job."""
         def node(n) -> str:
             devices = ",".join(map(str, record.meta.get("devices", {}).get(n.host, []))) or "-"
             return f"{n.host} (node {n.node_rank}, pid {n.pid}, devices {devices})"
         shown = [node(n) for n in record.nodes[:LISTED_NODES]]
         more = len(record.nodes) - len(shown)
-        return (f"started {record.name} on {len(record.nodes)} node(s): " + ", ".join(shown)
+        return (f"started {record.id} on {len(record.nodes)} node(s): " + ", ".join(shown)
                 + (f", and {more} more (alaunch status {record.id})" if more else ""))
 
     def check(self, target: HostTarget | Sequence[Host], *,  # type: ignore[override]  # the policy, named

@@ -47,11 +47,21 @@ both, and one rank must be read from one file or its losses would count twice).
 
 TAIL: ``{"op": "tail", "root"}`` -> JSON ``{rank: [last lines]}`` of each rank's log (its last 64 KiB),
 what ``alaunch status`` reads the current step and loss from.
+
+GREP: ``{"op": "grep", "root", "pattern", "limit"?, "rank"?, "state"?, "scheduler"?, "ranks"?,
+"timeout"?}`` -> JSON ``{"files": [{"rank", "role", "path", "matched", "lines": [[line number,
+text], ...]}], "scanned"}``: the lines of the files FOLLOW reads (msrun's own log left out: it
+copies the workers' lines) that the regular expression matches, the last ``limit`` of each file,
+each cut at 16 KiB, at most 4 MiB in all. Why on the host: the dashboard holds the last 20,000
+lines of a job, and grepped only those. ``timeout`` (s, default 20): SIGALRM ends the script,
+whatever the pattern does (a backtracking one included).
 """
 
+import collections
 import itertools
 import os
 import re
+import signal
 import sys
 import time
 
@@ -344,5 +354,45 @@ def tail_op(req):
     answer(log_tails(req["root"]))
 
 
+GREP_CUT, GREP_BUDGET = 16 << 10, 4 << 20
+
+
+def grep_op(req):
+    global root, msrun_dir, mf_dir, state_dir, ranks, scheduler
+    signal.alarm(max(1, int(req.get("timeout", 20))))  # the default action ends the script
+    root = req["root"]
+    ranks = set(req["ranks"]) if req.get("ranks") is not None else None
+    scheduler = req.get("scheduler", True)
+    msrun_dir = os.path.join(root, "msrun_log")
+    mf_dir = os.path.join(root, "output", "log")
+    state_dir = req.get("state") or os.path.join(root, "state")
+    rx = re.compile(req["pattern"])
+    limit = max(1, int(req.get("limit", 2000)))
+    only = req.get("rank")
+    found, scanned, budget = [], 0, GREP_BUDGET
+    for path, (rank, role) in sorted(wanted().items()):
+        if role == "msrun" or (only is not None and rank != str(only)):
+            continue
+        last, matched, n = collections.deque(maxlen=limit), 0, 0
+        try:
+            with open(path, "rb") as fh:
+                for n, raw in enumerate(fh, 1):
+                    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if rx.search(text):
+                        matched += 1
+                        last.append([n, text[:GREP_CUT]])
+        except OSError:
+            pass
+        scanned += n
+        keep = []
+        for item in reversed(last):
+            budget -= len(item[1]) + 16
+            if budget < 0:
+                break
+            keep.append(item)
+        found.append({"rank": rank, "role": role, "path": path, "matched": matched, "lines": keep[::-1]})
+    answer({"files": found, "scanned": scanned})
+
+
 if __name__ == "__main__":
-    run({"follow": follow_op, "tail": tail_op})
+    run({"follow": follow_op, "tail": tail_op, "grep": grep_op})

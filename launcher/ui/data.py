@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from launcher.errors import InputError
 from launcher.ops import registry as reg
 
 DEFAULT_SMOOTHING = 0.6  # TensorBoard's default EMA weight
@@ -64,7 +65,16 @@ def age_seconds(iso: str | None, now: dt.datetime | None = None) -> float | None
 
 
 def cards(record: reg.JobRecord) -> int | None:
-    """Cards (processes) of the job: the sum of the hostfile's slots of its nodes."""
+    """Cards the job was given: its ranks (one process per card, the plan's ``ranks`` per node
+    as submit recorded them), else the cards claimed per host (``devices``), else, for a
+    record with neither, the hostfile's slots of its nodes. Why: the hostfile's slots said 16
+    for a 2-node x 1-card job."""
+    ranks = record.meta.get("ranks")
+    if isinstance(ranks, Mapping) and ranks:
+        return sum(len(v) for v in ranks.values() if isinstance(v, list)) or None
+    devices = record.meta.get("devices")
+    if isinstance(devices, Mapping) and devices:
+        return sum(len(v) for v in devices.values() if isinstance(v, list)) or None
     from launcher.core.hostfile import parse_hostfile
     try:
         hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
@@ -92,6 +102,9 @@ def node_state(node: reg.NodeRecord, record: reg.JobRecord, view: Mapping[str, A
     view = view or {}
     if record.state == reg.QUEUED and node.pid is None:
         return "queued", record.reason or ""
+    if record.terminal and node.state in (reg.PENDING, reg.STAGING, reg.QUEUED) and node.pid is None:
+        # a job refused or cancelled before it started here: nothing is pending on this node
+        return "not started", f"the job ended {record.state} before this node started"
     if not record.terminal:
         if view.get("state") == "unreachable":
             return "unreachable", view.get("label") or "unreachable"
@@ -174,11 +187,66 @@ def filter_rows(rows: Iterable[dict], state: str | None = None, text: str | None
     return sorted(out, key=lambda r: (r["created_at"], r["id"]), reverse=True)
 
 
-def curves_dict(points: Mapping[str, Sequence[tuple[int, float]]], weight: float = DEFAULT_SMOOTHING) -> dict:
-    """Per stream: steps, raw losses and their smoothed line."""
+def list_query(params: Mapping[str, str], page: int, most: int = 200) -> tuple[list[str] | None, str, int, int]:
+    """The jobs list's query string -> (states or None for all, text, offset, limit): ``state``
+    is a job state, ``active`` (not finished) or ``all``; ``q`` a substring of name or id;
+    ``offset`` and ``limit`` (at most ``most``) page it."""
+    state = (params.get("state") or "all").strip()
+    if state == "all":
+        states = None
+    elif state == "active":
+        states = [s for s in reg.JOB_STATES if s not in reg.TERMINAL]
+    elif state in reg.JOB_STATES:
+        states = [state]
+    else:
+        raise InputError(f"state={state!r} is not a job state; valid: all, active, {', '.join(reg.JOB_STATES)}",
+                         key="state")
+    try:
+        offset, limit = int(params.get("offset") or 0), int(params.get("limit") or page)
+    except ValueError:
+        raise InputError("offset and limit are whole numbers", key="offset") from None
+    return states, (params.get("q") or "").strip(), max(0, offset), max(1, min(most, limit))
+
+
+CURVE_POINTS = 1000  # buckets per curve when the page does not say (a chart ~1000 px wide)
+
+
+def downsample(points: Sequence[tuple[int, float]], buckets: int = CURVE_POINTS,
+               lo: float | None = None, hi: float | None = None) -> list[tuple[int, float]]:
+    """The points a chart ``buckets`` pixels wide needs: those with ``lo <= step <= hi`` (a
+    zoomed range; all without), and past ``2 * buckets`` of them, per bucket of consecutive
+    points its lowest and highest loss in their order (min/max decimation: every spike and dip
+    stays visible), its non-finite ones (a NaN loss is news), and the first and last point.
+    Why: a 1M-point job's detail was 31 MB of JSON and its chart drew after 2.2-2.7 s."""
+    if lo is not None or hi is not None:
+        a = -math.inf if lo is None else lo
+        b = math.inf if hi is None else hi
+        points = [p for p in points if a <= p[0] <= b]
+    n = len(points)
+    if n <= 2 * max(1, buckets):
+        return list(points)
+    losses = [p[1] for p in points]
+    odd = set() if math.isfinite(sum(losses)) else {i for i, v in enumerate(losses) if not math.isfinite(v)}
+    low = losses if not odd else [v if i not in odd else math.inf for i, v in enumerate(losses)]
+    high = losses if not odd else [v if i not in odd else -math.inf for i, v in enumerate(losses)]
+    keep = {0, n - 1} | odd
+    for b in range(buckets):
+        i0, i1 = b * n // buckets, (b + 1) * n // buckets
+        if i1 > i0:
+            span = range(i0, i1)
+            keep.add(min(span, key=low.__getitem__))
+            keep.add(max(span, key=high.__getitem__))
+    return [points[i] for i in sorted(keep)]
+
+
+def curves_dict(points: Mapping[str, Sequence[tuple[int, float]]], weight: float = DEFAULT_SMOOTHING,
+                buckets: int | None = CURVE_POINTS, lo: float | None = None, hi: float | None = None) -> dict:
+    """Per stream: steps, raw losses and their smoothed line, downsampled (:func:`downsample`;
+    ``buckets`` None: every point). The smoothed line is over the points sent, as the page
+    smooths them with its own slider."""
     out = {}
     for key in sorted(points, key=_rank_order):
-        pts = list(points[key])
+        pts = list(points[key]) if buckets is None else downsample(points[key], buckets, lo, hi)
         losses = [p[1] for p in pts]
         out[key] = {"steps": [p[0] for p in pts], "loss": [_finite(v) for v in losses],
                     "smooth": [_finite(v) for v in ema(losses, weight)]}
@@ -204,8 +272,8 @@ def lead_curve(points: Mapping[str, Sequence[tuple[int, float]]]) -> tuple[str, 
 
 
 def job_detail(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
-               now: dt.datetime | None = None) -> dict:
-    """The job page: the row, per-node state, curves, failure, notes, config."""
+               now: dt.datetime | None = None, points: int = CURVE_POINTS) -> dict:
+    """The job page: the row, per-node state, curves (``points`` buckets each), failure, notes, config."""
     live = live or {}
     views = live.get("nodes") or {}
     row = job_row(record, live, now)
@@ -217,7 +285,7 @@ def job_detail(record: reg.JobRecord, live: Mapping[str, Any] | None = None,
                              "job_dir": n.job_dir})
     row.update({
         "reason": record.reason, "started_at": record.started_at, "ended_at": record.ended_at,
-        "curves": curves_dict(live.get("curves") or {}),
+        "curves": curves_dict(live.get("curves") or {}, buckets=points),
         "failure": failure_dict(live.get("failure"), record),
         "notes": list(live.get("notes") or []),
         "stragglers": list(live.get("stragglers") or []),  # {rank, host, slower_pct, steps, text}
@@ -251,9 +319,23 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: tree}
 
 
+JOB_DIR = "<job dir>"
+JOB_ID = "<job id>"
+
+
+def normalised_config(record: reg.JobRecord) -> str:
+    """The job's config with its own job dirs and id replaced by placeholders, so two jobs'
+    configs differ only where their settings do (output_dir, load paths and the like hold the
+    job's own dir: the diff listed only those)."""
+    text = record.config_text
+    for d in sorted({n.job_dir for n in record.nodes if n.job_dir}, key=len, reverse=True):
+        text = text.replace(d.rstrip("/"), JOB_DIR)
+    return text.replace(record.id, JOB_ID) if record.id else text
+
+
 def config_changes(a_text: str, b_text: str) -> list[dict]:
-    """Keys whose values differ between two rendered configs (paths that only hold the job id,
-    e.g. output_dir, differ too: they are shown, as they are real differences)."""
+    """Keys whose values differ between two rendered configs (compare passes them through
+    :func:`normalised_config`)."""
     try:
         a, b = flatten(yaml.safe_load(a_text) or {}), flatten(yaml.safe_load(b_text) or {})
     except yaml.YAMLError:
@@ -298,14 +380,32 @@ def compare(records: Sequence[reg.JobRecord], lives: Sequence[Mapping[str, Any]]
     jobs = []
     for record, live, f in zip(records, lives, facts, strict=False):
         lead = lead_curve(live.get("curves") or {})
+        if lead is not None:
+            lead = lead[0], downsample(lead[1])
         jobs.append({"id": record.id, "name": record.name, "state": record.state,
                      "curve": None if lead is None else {"stream": lead[0], "steps": [p[0] for p in lead[1]],
                                                          "loss": [_finite(p[1]) for p in lead[1]],
                                                          "smooth": [_finite(v) for v in ema([p[1] for p in lead[1]])]},
                      "scores": scores_dict(f)})
-    diffs = [{"a": base.id, "b": r.id, "changes": config_changes(base.config_text, r.config_text),
-              "diff": config_diff(base.config_text, r.config_text, base.id, r.id)} for r in records[1:]]
+    texts = {r.id: normalised_config(r) for r in records}
+    diffs = [{"a": base.id, "b": r.id, "changes": config_changes(texts[base.id], texts[r.id]),
+              "diff": config_diff(texts[base.id], texts[r.id], base.id, r.id),
+              "placeholders": {JOB_DIR: "each job's own directory", JOB_ID: "each job's own id"}}
+             for r in records[1:]]
     return {"jobs": jobs, "diffs": diffs}
+
+
+PREDICTIONS_SHOWN = 50
+
+
+def predictions_page(items: Sequence[Mapping[str, Any]], q: str | None = None,
+                     limit: int = PREDICTIONS_SHOWN) -> dict:
+    """A predict or eval job's predictions ({i, prediction, reference?}) whose text contains
+    ``q`` (case-insensitive), the first ``limit`` of them, and how many there are and match."""
+    needle = (q or "").strip().lower()
+    hits = [it for it in items if not needle or needle in str(it.get("prediction", "")).lower()
+            or needle in str(it.get("reference") or "").lower()]
+    return {"total": len(items), "matches": len(hits), "items": [dict(it) for it in hits[:max(1, limit)]]}
 
 
 def log_filter(lines: Iterable[dict], *, rank: int | None = None, node: str | None = None,

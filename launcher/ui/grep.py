@@ -39,12 +39,17 @@ class Grep:
                 self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             return self._pool
 
-    def matching(self, pattern: str, texts: Sequence[str]) -> list[int]:
-        """Indices of ``texts`` that ``pattern`` matches (``re.search``)."""
+    @staticmethod
+    def check(pattern: str) -> None:
+        """A pattern that does not compile is the user's error, said in one line."""
         try:
             re.compile(pattern)
         except re.error as exc:
             raise InputError(f"not a valid regular expression ({exc})", key="grep") from None
+
+    def matching(self, pattern: str, texts: Sequence[str]) -> list[int]:
+        """Indices of ``texts`` that ``pattern`` matches (``re.search``)."""
+        self.check(pattern)
         pool = self._executor()
         future = pool.submit(_matching, pattern, list(texts))
         try:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from http.cookies import SimpleCookie
 from importlib import resources
 from pathlib import Path
@@ -42,12 +44,13 @@ from launcher.errors import AlaunchError, InputError
 from launcher.ops import registry as reg
 from launcher.ui import data
 from launcher.ui.grep import Grep
-from launcher.ui.hub import Hub, JobWatch
+from launcher.ui.hub import Frame, Hub, JobWatch
 
 COOKIE = "alaunch_token"  # + "_<port>": see cookie_name
 HEADER = "x-alaunch-token"
 LIST_LIMIT = 200
-LIST_WATCHED = 20  # newest jobs whose logs the list reads (last loss, progress)
+LIST_PAGE = 100  # jobs per page of the list (at most LIST_LIMIT)
+LIST_WATCHED = 20  # newest running jobs of a page whose logs the list reads (last loss, progress)
 LIST_PUSH_S = 1.0
 HEARTBEAT_S = 15.0
 COMPARE_MAX = 8
@@ -122,6 +125,8 @@ def _error(exc: AlaunchError, status: int = 400) -> JSONResponse:
 
 
 def _sse(message: dict | str) -> bytes:
+    if isinstance(message, Frame):
+        return message.sse  # encoded once for every viewer, on the follower's thread
     text = message if isinstance(message, str) else json.dumps(message, default=str)
     return f"data: {text}\n\n".encode()
 
@@ -154,20 +159,36 @@ def event_stream(request: Request, source: AsyncIterator[Message], tick: float) 
     return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-async def polled(read: Callable[[], Any]) -> AsyncIterator[Message]:
-    """What to read: ``read()`` (in a worker thread) every LIST_PUSH_S; how to diff: its JSON
-    text against the last one sent — only a change is yielded. The registry is the only source of
-    the jobs list and of a pipeline's step states, written by other processes (`alaunch run`,
-    `submit`), so it is looked at; a registry error is sent as an ``error`` message."""
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _now() -> dict:
+    """The server's clock, beside a pushed list: the browser counts ages from it."""
+    return {"now": time.time()}
+
+
+async def polled(read: Callable[[], Any], stamp: Callable[[], dict] | None = None) -> AsyncIterator[Message]:
+    """What to read: ``read()`` (in a worker thread, encoded there too: a big answer encoded on
+    the event loop held every page up) every LIST_PUSH_S; how to diff: its JSON text against the
+    last one sent — only a change is yielded, with ``stamp()``'s keys added (not diffed). The
+    registry is the only source of the jobs list and of a pipeline's step states, written by
+    other processes (`alaunch run`, `submit`), so it is looked at; a registry error is sent as
+    an ``error`` message."""
     last = None
+
+    def encoded() -> tuple[str, str]:
+        value = read()
+        text = json.dumps(value, default=str)
+        return text, (json.dumps({**value, **stamp()}, default=str) if stamp is not None else text)
     while True:
         try:
-            text = json.dumps(await run_in_threadpool(read), default=str)
+            text, sent = await run_in_threadpool(encoded)
         except AlaunchError as exc:
-            text = json.dumps({"type": "error", "error": exc.message})
+            text = sent = json.dumps({"type": "error", "error": exc.message})
         if text != last:
             last = text
-            yield text
+            yield sent
         await asyncio.sleep(LIST_PUSH_S)
         yield None
 
@@ -200,6 +221,8 @@ class Dashboard:
     def __init__(self, hub: Hub, runs_dir: Path, token: str, top: Callable[[], dict] | None = None):
         self.hub, self.runs_dir, self.top_source = hub, Path(runs_dir), top
         self.grep = Grep()
+        self._pages: dict[tuple, tuple[float, dict]] = {}
+        self._pages_lock = threading.Lock()
         self.shell = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", token)
 
     def page(self, request: Request) -> HTMLResponse:
@@ -228,46 +251,107 @@ class Dashboard:
         return event_stream(request, polled(lambda: {"type": "top", **self._top()}), LIST_PUSH_S)
 
     # ------------------------------------------------------------------ jobs
-    def _rows(self) -> list[dict]:
+    def _page(self, params: Mapping[str, str]) -> dict:
+        """One page of the jobs list, filtered and counted in SQL (``Registry.page``: every job
+        findable among 10,000; the page used to filter the newest 200 itself). Only a running job
+        among the newest LIST_WATCHED on the page is followed for its progress; a finished job
+        shows what a watch already holds and is never followed just to be listed (one big recent
+        job pinned a core for a list). No ``age_s``: the browser counts ages from ``created_at``,
+        so a pushed list changes when a job does, not every second."""
+        states, text, offset, limit = data.list_query(params, LIST_PAGE)
         with self.hub.registry() as registry:
-            records = registry.list(limit=LIST_LIMIT)
+            records, total = registry.page(limit, offset, states, text)
         rows = []
         for i, r in enumerate(records):
-            w = self.hub.watch(r.id) if i < LIST_WATCHED and r.nodes else self.hub.get(r.id)
-            rows.append(data.job_row(r, w.snapshot() if w else None))
-        return rows
+            w = self.hub.watch(r.id) if i < LIST_WATCHED and r.nodes and not r.terminal else self.hub.get(r.id)
+            row = data.job_row(r, w.snapshot(curves=False) if w else None)
+            row.pop("age_s")
+            rows.append(row)
+        return {"jobs": rows, "total": total, "offset": offset, "limit": limit}
 
     async def jobs(self, request: Request) -> Response:
+        """The page's rows as a JSON list; how many match in all in ``X-Total-Count``."""
+        params = dict(request.query_params)
+
+        def read() -> tuple[bytes, int]:
+            page = self._page(params)
+            return _encode(page["jobs"]), page["total"]
         try:
-            rows = await run_in_threadpool(self._rows)
-            return JSONResponse(data.filter_rows(rows, request.query_params.get("state"),
-                                                 request.query_params.get("q")))
+            body, total = await run_in_threadpool(read)
         except AlaunchError as exc:
             return _error(exc)
+        return Response(body, media_type="application/json", headers={"X-Total-Count": str(total)})
+
+    def _shared_page(self, params: Mapping[str, str]) -> dict:
+        """:meth:`_page`, read at most once per LIST_PUSH_S for every stream with the same query
+        (20 open lists at 10,000 jobs each ran the page's SQL every second)."""
+        key = tuple(sorted(params.items()))
+        now = time.monotonic()
+        with self._pages_lock:
+            hit = self._pages.get(key)
+            if hit is not None and now - hit[0] < LIST_PUSH_S * 0.9:
+                return hit[1]
+        page = self._page(params)
+        with self._pages_lock:
+            self._pages = {k: v for k, v in self._pages.items() if now - v[0] < LIST_PUSH_S}
+            self._pages[key] = (now, page)
+        return page
 
     async def jobs_stream(self, request: Request) -> Response:
-        return event_stream(request, polled(lambda: {"type": "jobs", "jobs": data.filter_rows(self._rows())}),
+        params = dict(request.query_params)
+        return event_stream(request, polled(lambda: {"type": "jobs", **self._shared_page(params)}, stamp=_now),
                             LIST_PUSH_S)
 
-    def _detail(self, ref: str) -> dict:
+    def _detail(self, ref: str, points: int = data.CURVE_POINTS) -> dict:
         record = self._record(ref)
         w = self.hub.watch(record.id) if record.nodes else None
-        return data.job_detail(record, w.snapshot() if w else None) | {
+        return data.job_detail(record, w.snapshot(curves=points) if w else None, points=points) | {
             "telemetry": data.telemetry_field(self.hub.state_dir, record.id)}
+
+    def _curves(self, ref: str, points: int, lo: float | None, hi: float | None) -> dict:
+        """The loss curves between two steps (a zoomed chart), ``points`` buckets each: at full
+        resolution once the range holds fewer than ``2 * points`` points."""
+        w = self.hub.watch(self._record(ref).id)
+        return {"curves": data.curves_dict(w.downsampled(points, lo, hi), buckets=None)}
+
+    @staticmethod
+    def _points(request: Request) -> int:
+        try:
+            return max(10, min(20_000, int(request.query_params.get("points") or data.CURVE_POINTS)))
+        except ValueError:
+            raise InputError("points is a whole number (buckets of the chart, about its width in pixels)",
+                             key="points") from None
 
     @staticmethod
     async def _json(read: Callable[..., Any], *args: Any) -> Response:
         """``read(*args)`` in a worker thread as JSON; an unknown job or run is 404, another
         refusal the error's own answer."""
         try:
-            return JSONResponse(await run_in_threadpool(read, *args))
+            body = await run_in_threadpool(lambda: _encode(read(*args)))  # encoded off the event loop
+            return Response(body, media_type="application/json")
         except InputError as exc:
             return _error(exc, 404)
         except AlaunchError as exc:
             return _error(exc)
 
     async def job(self, request: Request) -> Response:
-        return await self._json(self._detail, request.path_params["job"])
+        try:
+            points = self._points(request)
+        except InputError as exc:
+            return _error(exc)
+        return await self._json(self._detail, request.path_params["job"], points)
+
+    async def curves(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            points = self._points(request)
+            lo = float(q["from"]) if q.get("from") not in (None, "") else None
+            hi = float(q["to"]) if q.get("to") not in (None, "") else None
+        except InputError as exc:
+            return _error(exc)
+        except ValueError:
+            return JSONResponse({"error": "from and to are steps (numbers)"}, 400)
+        return await self._json(self._curves, request.path_params["job"], points, lo, hi)
 
     async def job_config(self, request: Request) -> Response:
         try:
@@ -286,17 +370,40 @@ class Dashboard:
             return JSONResponse({"error": "rank, after and limit are integers"}, 400)
         pattern = q.get("grep") or None
 
-        def read() -> dict:  # sqlite and the user's regex run in a worker thread, never on the loop
-            w = self.hub.watch(self._record(request.path_params["job"]).id)
+        def read() -> bytes:  # sqlite and the user's regex run in a worker thread, never on the loop
+            record = self._record(request.path_params["job"])
+            w = self.hub.watch(record.id)
+            note = None
+            if pattern and any(n.job_dir for n in record.nodes):
+                Grep.check(pattern)
+                try:
+                    found = self._grep_hosts(record, pattern, rank, limit)
+                    return _encode({"lines": data.log_filter(found, node=q.get("node") or None, limit=limit),
+                                    "seq": w.seq, "whole_log": True})
+                except AlaunchError as exc:
+                    note = (f"grep on the hosts failed ({exc.message}); the matching lines among the last "
+                            "lines held here instead")
             lines = data.log_filter(w.lines_since(-1), rank=rank, node=q.get("node") or None,
                                     after=after, limit=None if pattern else limit)
             if pattern:
                 lines = [lines[i] for i in self.grep.matching(pattern, [ln["text"] for ln in lines])][-limit:]
-            return {"lines": lines, "seq": w.seq}
+            return _encode({"lines": lines, "seq": w.seq, "whole_log": False, "note": note})
         try:
-            return JSONResponse(await run_in_threadpool(read))
+            return Response(await run_in_threadpool(read), media_type="application/json")
         except InputError as exc:
             return _error(exc, 404 if exc.key != "grep" else 400)
+
+    def _grep_hosts(self, record: reg.JobRecord, pattern: str, rank: int | None, limit: int) -> list[dict]:
+        """``pattern`` over the whole of the job's logs, on its hosts (``ops.follow.grep_job``)."""
+        from launcher.core.hostfile import parse_hostfile
+        from launcher.ops.engines import log_view
+        from launcher.ops.follow import grep_job
+        with self.hub.registry() as registry:
+            conn = self.hub.connect(registry, self.hub.state_dir, record)
+        view = log_view(record)
+        hosts = {h.name: h for h in parse_hostfile(view.hostfile_text, f"registry:{record.id}")}
+        found = grep_job(view, conn.runner_for, hosts, pattern, limit=limit, rank=rank)
+        return [{"seq": 0, **ln} for ln in found]
 
     async def job_events(self, request: Request) -> Response:
         try:
@@ -304,6 +411,85 @@ class Dashboard:
         except InputError as exc:
             return _error(exc, 404)
         return event_stream(request, pushed(self.hub.watch(record.id)), HEARTBEAT_S)
+
+    # ------------------------------------------------------------------ predictions
+    def _eval_pairs_from_watch(self, record: reg.JobRecord) -> tuple[list, str | None]:
+        """An eval job not fetched: the ``pred is:`` / ``label is:`` pairs of its lowest rank's
+        lines the follower holds (the last MAX_LINES of them); a batch cut at the buffer's start
+        or still being written is left out."""
+        from launcher.metrics import predictions as pr
+        w = self.hub.watch(record.id)
+        if record.terminal:
+            w.done.wait(10)
+        lines = [ln for ln in w.lines_since(-1) if ln.get("rank") is not None and ln.get("role") != "msrun"]
+        if not lines:
+            return [], None
+        lowest = min(ln["rank"] for ln in lines)
+        text = "\n".join(ln["text"] for ln in lines if ln["rank"] == lowest)
+        if not pr.looks_like_eval_log(text):
+            return [], None
+        source = f"rank {lowest}'s log as followed here"
+        try:
+            return pr.parse_eval_log(text, source), source
+        except InputError:  # the first or last batch is cut: the whole ones before it
+            head = text[:text.rfind(pr.PRED_MARK)]
+            try:
+                return pr.parse_eval_log(head, source), source
+            except InputError:
+                return [], source
+
+    def _predictions(self, ref: str, q: str | None, limit: int) -> dict:
+        """A predict or eval job's predictions, first ``limit`` matching ``q``, and its score:
+        from the fetched run (``text_generation_result.txt``, else an eval log's pairs;
+        ``scores.json`` as ``score --save`` wrote it), else an eval job's pairs from its log as
+        followed here (EM/F1 computed from them as ``score squad`` does)."""
+        from launcher.metrics import predictions as pr
+        from launcher.metrics import squad
+        from launcher.metrics.runfacts import collect
+        record = self._record(ref)
+        run_dir = self.runs_dir / record.id
+        texts: list[str] = []
+        pairs: list = []
+        source = error = None
+        try:
+            if run_dir.is_dir():
+                generated = sorted(run_dir.rglob("text_generation_result*.txt"))
+                if generated:
+                    source = str(generated[0])
+                    texts = pr.parse_generation_result(pr.read_text(generated[0]), source)
+                else:
+                    for path in sorted(run_dir.rglob("*.log")):
+                        text = pr.read_text(path)
+                        if pr.looks_like_eval_log(text):
+                            source = str(path)
+                            pairs = pr.parse_eval_log(text, source)
+                            break
+            if not texts and not pairs and record.nodes and record.kind == "eval":
+                pairs, source = self._eval_pairs_from_watch(record)
+        except InputError as exc:
+            error = exc.message
+        items = ([{"i": i + 1, "prediction": t} for i, t in enumerate(texts)] if texts else
+                 [{"i": i + 1, "prediction": p.prediction, "reference": p.reference, "line": p.line}
+                  for i, p in enumerate(pairs)])
+        score = None
+        if pairs:
+            sq = squad.score((p.prediction, p.reference) for p in pairs)
+            score = {"em": sq.em, "f1": sq.f1, "count": sq.count}
+        hint = None
+        if not items and error is None:
+            hint = ("fetch the job (fetch logs) to read its predictions" if not run_dir.is_dir() else
+                    f"no text_generation_result.txt or eval log with `{pr.PRED_MARK}` lines in {run_dir}")
+        saved = data.scores_dict(collect(run_dir)) if run_dir.is_dir() else None
+        return {"kind": record.kind, "source": source, **data.predictions_page(items, q, limit),
+                "score": score, "scores": saved, "hint": hint, "error": error}
+
+    async def predictions(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            limit = max(1, min(1000, int(q.get("limit") or data.PREDICTIONS_SHOWN)))
+        except ValueError:
+            return JSONResponse({"error": "limit is a whole number"}, 400)
+        return await self._json(self._predictions, request.path_params["job"], q.get("q"), limit)
 
     # ------------------------------------------------------------------ actions
     async def cancel(self, request: Request) -> Response:
@@ -367,7 +553,7 @@ class Dashboard:
         rows = {}
         for job_id, r in step_jobs.items():
             w = self.hub.watch(r.id) if (r.nodes and not r.terminal) else self.hub.get(r.id)
-            rows[job_id] = data.job_row(r, w.snapshot() if w else None)
+            rows[job_id] = data.job_row(r, w.snapshot(curves=False) if w else None)
         return data.pipeline_detail(run, needs, rows, [r for r in recent if r.meta.get("pipeline") == run.id])
 
     async def pipelines(self, request: Request) -> Response:
@@ -441,7 +627,8 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         Route("/", d.page), Route("/jobs/{job}", d.page), Route("/compare", d.page),
         Route("/api/jobs", d.jobs), Route("/api/jobs/stream", d.jobs_stream),
         Route("/api/jobs/{job}", d.job), Route("/api/jobs/{job}/config", d.job_config),
-        Route("/api/jobs/{job}/logs", d.logs), Route("/api/jobs/{job}/events", d.job_events),
+        Route("/api/jobs/{job}/logs", d.logs), Route("/api/jobs/{job}/curves", d.curves),
+        Route("/api/jobs/{job}/events", d.job_events), Route("/api/jobs/{job}/predictions", d.predictions),
         Route("/api/jobs/{job}/cancel", d.cancel, methods=["POST"]),
         Route("/api/jobs/{job}/fetch", d.fetch, methods=["POST"]),
         Route("/api/compare", d.compare),

@@ -58,8 +58,13 @@ def show_local(path: Path, *, summary: bool, as_json: bool, grep: str | None, ra
 def show_job(ref: str, *, follow: bool, grep: str | None, rank: int | None, node: str | None, raw: bool,
              since: str | None, known_hosts: Path | None, ssh_config: Path | None, accept_new: bool,
              verbose: bool = False, from_start: bool = False, progress_every: float = 10.0,
-             unreachable_after: float = 10.0, telemetry_every: float | None = None) -> int:
-    """The job mode: every node's logs over one channel each (see launcher.ops.follow)."""
+             unreachable_after: float = 10.0, telemetry_every: float | None = None,
+             summary: str | None = None, fetched_in: Path = Path("runs")) -> int:
+    """The job mode: every node's logs over one channel each (see launcher.ops.follow).
+
+    ``summary`` ("table" or "json"): only the summary — of the fetched copy when there is one
+    (``fetched_in/<job-id>``, where ``fetch`` puts it), else read from the hosts (every line, none
+    printed). It said "fetch the job first", and still said it after ``fetch``."""
     from launcher.cli.connect import job_service, runner_factory, saved_ssh
     from launcher.cli.live import follow_job
     from launcher.ops import registry as reg
@@ -69,12 +74,15 @@ def show_job(ref: str, *, follow: bool, grep: str | None, rank: int | None, node
     with registry:
         record = registry.get(ref)
         runner_for = runner_factory(*saved_ssh(record, known_hosts, ssh_config), accept_new)
+        if summary is not None and (fetched_in / record.id).is_dir():
+            return show_local(fetched_in / record.id, summary=True, as_json=summary == "json", grep=None,
+                              rank=rank, node=node, raw=raw)
         if not record.nodes or (record.state in (reg.PENDING, reg.STAGING)):
             raise InputError(f"job {record.id} is {record.state}: it has no logs on its hosts yet")
         return follow_job(record, service, runner_for, follow=follow, raw=raw, grep=grep, rank=rank,
                           node=node, since=since, verbose=verbose, resume=not from_start,
                           progress_every=progress_every, unreachable_after=unreachable_after,
-                          telemetry_every=telemetry_every)
+                          telemetry_every=telemetry_every, summary=summary)
 
 
 def register(app: typer.Typer) -> None:
@@ -84,8 +92,9 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Argument(..., help="A job (id, prefix or name), a log file or a fetched run directory."),
         follow: bool = typer.Option(False, "--follow", "-f",
                                     help="Follow the job until it ends; exit with its status code."),
-        summary: bool = typer.Option(False, "--summary", help="Print only the summary (log files)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (log files)."),
+        summary: bool = typer.Option(False, "--summary",
+                                     help="Print only the summary (a job: its fetched copy, else from the hosts)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
         grep: str | None = typer.Option(None, "--grep", help="Only lines matching this regex."),
         rank: int | None = typer.Option(None, "--rank", help="Only this rank."),
         node: str | None = typer.Option(None, "--node", help="Only this host."),
@@ -112,12 +121,12 @@ def register(app: typer.Typer) -> None:
             code = show_local(path, summary=summary, as_json=as_json, grep=grep, rank=rank,
                               node=node, raw=raw, since=since)
         else:
-            if summary or as_json:
-                raise InputError("--summary/--json read local logs; fetch the job first "
-                                 "(alaunch fetch JOB) or drop them", key="--summary")
+            if (summary or as_json) and follow:
+                raise InputError("--summary/--json print a job's summary once; drop -f (or them)", key="--summary")
             code = show_job(target, follow=follow, grep=grep, rank=rank, node=node, raw=raw, since=since,
                             known_hosts=known_hosts, ssh_config=ssh_config, accept_new=accept_new,
                             verbose=verbose, from_start=from_start, progress_every=progress_every,
-                            unreachable_after=unreachable_after, telemetry_every=telemetry_every)
+                            unreachable_after=unreachable_after, telemetry_every=telemetry_every,
+                            summary="json" if as_json else "table" if summary else None)
         if code:
             raise typer.Exit(code)

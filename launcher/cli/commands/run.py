@@ -75,10 +75,12 @@ def register(app: typer.Typer) -> None:
         force_reuse: bool = typer.Option(False, "--force-reuse",
                                          help="With --from/--only: use a step's earlier outputs even when it is not "
                                               "current or they are gone (warns instead of refusing)."),
+        verbose: bool = typer.Option(False, "--verbose", "-v",
+                                     help="--dry-run: also each job step's exact commands, per node."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None, accept_new: AcceptNewOpt = False,
     ) -> None:
         from launcher.cli.connect import runner_factory
-        from launcher.cli.pipelineview import dry_head, steps_table
+        from launcher.cli.pipelineview import dry_facts, dry_head, steps_table
         from launcher.core.pipeline import load_pipeline
         from launcher.ops import registry as reg
         from launcher.ops.engines import engine_for, read_target
@@ -104,9 +106,14 @@ def register(app: typer.Typer) -> None:
             if dry_run:
                 for i, view in enumerate(runner.describe(spec, from_step, only), 1):
                     env.stdout.print(dry_head(i, view), markup=False, highlight=False, soft_wrap=True)
-                    for line in view.resolves:
+                    for line in dry_facts(view) + view.resolves:
                         env.stdout.print(f"#   {line}", markup=False, highlight=False, soft_wrap=True)
-                    env.stdout.print(view.plan.rstrip() + "\n", markup=False, highlight=False, soft_wrap=True)
+                    if verbose or not view.job:  # a built-in's plan is one line; a job's, its commands
+                        env.stdout.print(view.plan.rstrip(), markup=False, highlight=False, soft_wrap=True)
+                    env.stdout.print("", markup=False, highlight=False)
+                if not verbose:
+                    env.stdout.print("# each job step's exact commands, per node: --dry-run --verbose",
+                                     markup=False, highlight=False, soft_wrap=True)
                 return
             record = runner.run(spec, from_step, only)
             env.stderr.print(steps_table(record, env.stderr.width, ids=registry.ids_and_names()))

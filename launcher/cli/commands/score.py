@@ -40,15 +40,11 @@ def _read_squad(path: Path) -> tuple[list[predictions.EvalPair], int | None]:
     """The pairs, and for an eval log the number of examples its ``Step[i/N]`` lines promise
     (None for JSON lines: nothing says how many there should be)."""
     from launcher.metrics import predictions
-    from launcher.metrics.logparse import LogState
 
     text = predictions.read_text(path)
     expected = None
     if predictions.looks_like_eval_log(text):
-        pairs = predictions.parse_eval_log(text, str(path))
-        state = LogState().feed_lines(text.splitlines())
-        if state.eval_step is not None:
-            expected = state.eval_step.total
+        pairs, expected = predictions.eval_log_pairs(text, str(path))
     else:
         pairs = predictions.parse_prediction_pairs(text, str(path))
     if not pairs:

@@ -35,6 +35,13 @@ function stream(url, onMessage) {
 }
 
 // ------------------------------------------------------------------ jobs list
+// The server filters, counts and pages in SQL (/api/jobs/stream?state=&q=&offset=); a pushed page
+// carries no ages: they are counted here from created_at and the server's clock ("now"), so the
+// list is re-sent when a job changes, not every second.
+const JOBS_PAGE = 100;
+let clockSkewMs = 0;  // server time - browser time, from the last pushed page
+function isoMs(iso) { return iso ? Date.parse(String(iso).replace(/(\.\d{3})\d+/, "$1")) : NaN; }
+function ageOf(iso) { const t = isoMs(iso); return isNaN(t) ? null : Math.max(0, (Date.now() + clockSkewMs - t) / 1000); }
 function jobsPage() {
   const params = new URLSearchParams(location.search);
   main.innerHTML = `<h1>Jobs</h1>
@@ -43,42 +50,62 @@ function jobsPage() {
         ${["pending","staging","queued","running","succeeded","failed","cancelled"].map(s => `<option>${s}</option>`).join("")}</select>
       <input id="f-name" placeholder="filter by name or id" value="${esc(params.get("q") || "")}">
       <button id="compare-btn" disabled>compare selected</button>
+      <button id="page-prev" disabled>&larr; newer</button><button id="page-next" disabled>older &rarr;</button>
       <span class="muted" id="count"></span>
     </div>
     <div class="card"><table id="jobs"><thead><tr><th></th><th>job</th><th>state</th><th>nodes</th><th>cards</th>
       <th>age</th><th>last loss</th><th>progress</th><th>reason</th></tr></thead><tbody></tbody></table></div>`;
   const stateSel = document.getElementById("f-state"), nameIn = document.getElementById("f-name");
   stateSel.value = params.get("state") || "all";
+  let offset = Math.max(0, Number(params.get("offset")) || 0);
   const selected = new Set();
-  let rows = [];
-  const btn = document.getElementById("compare-btn");
+  let rows = [], total = 0, es = null, loaded = false;
+  const btn = document.getElementById("compare-btn"), prev = document.getElementById("page-prev"), next = document.getElementById("page-next");
   btn.onclick = () => { location.href = "/compare?ids=" + [...selected].map(encodeURIComponent).join(","); };
   function render() {
-    const st = stateSel.value, q = nameIn.value.trim().toLowerCase();
-    const shown = rows.filter(r => (st === "all" || (st === "active" ? !["succeeded","failed","cancelled"].includes(r.state) : r.state === st))
-      && (!q || r.name.toLowerCase().includes(q) || r.id.toLowerCase().includes(q)));
-    document.getElementById("count").textContent = `${shown.length} of ${rows.length}`;
-    document.querySelector("#jobs tbody").innerHTML = shown.map(r => `<tr data-id="${esc(r.id)}" data-state="${esc(r.state)}">
+    const first = rows.length ? offset + 1 : 0;
+    document.getElementById("count").textContent = `${first}–${offset + rows.length} of ${total}`;
+    prev.disabled = offset === 0; next.disabled = offset + rows.length >= total;
+    document.querySelector("#jobs tbody").innerHTML = rows.map(r => `<tr data-id="${esc(r.id)}" data-state="${esc(r.state)}">
       <td><input type="checkbox" class="pick" value="${esc(r.id)}" ${selected.has(r.id) ? "checked" : ""}></td>
       <td><a href="/jobs/${encodeURIComponent(r.id)}">${esc(r.name)}</a><br><span class="muted">${esc(r.id)}</span></td>
       <td>${badge(r.state)}${logBadge(r)}</td><td>${esc(r.nodes.join(", "))}</td><td class="num">${fmt(r.cards)}</td>
-      <td class="num">${dur(r.age_s)}</td><td class="num last-loss">${fmt(r.last_loss)}</td>
+      <td class="num age" data-created="${esc(r.created_at)}">${dur(ageOf(r.created_at))}</td><td class="num last-loss">${fmt(r.last_loss)}</td>
       <td>${progressCell(r.progress)}</td><td class="muted">${esc(r.reason || "")}</td></tr>`).join("")
-      || `<tr><td colspan="9" class="muted">no jobs${rows.length ? " match" : " yet: alaunch submit JOB.yaml"}</td></tr>`;
+      || `<tr><td colspan="9" class="muted">${loaded ? `no jobs${total || stateSel.value !== "all" || nameIn.value ? " match" : " yet: alaunch submit JOB.yaml"}` : "loading…"}</td></tr>`;
     document.querySelectorAll(".pick").forEach(cb => cb.onchange = () => {
       cb.checked ? selected.add(cb.value) : selected.delete(cb.value);
       btn.disabled = selected.size < 2; btn.textContent = `compare selected (${selected.size})`;
     });
   }
-  stateSel.onchange = nameIn.oninput = () => {
+  function query() {
     const p = new URLSearchParams(); if (stateSel.value !== "all") p.set("state", stateSel.value);
-    if (nameIn.value) p.set("q", nameIn.value); history.replaceState(null, "", "/" + (p.toString() ? "?" + p : "")); render();
-  };
-  stream("/api/jobs/stream", m => { if (m.type === "jobs") { rows = m.jobs; render(); } });
+    if (nameIn.value.trim()) p.set("q", nameIn.value.trim()); if (offset) p.set("offset", String(offset));
+    return p;
+  }
+  function connect() {
+    const p = query();
+    history.replaceState(null, "", "/" + (p.toString() ? "?" + p : ""));
+    if (es) es.close();
+    p.set("limit", String(JOBS_PAGE));
+    es = stream("/api/jobs/stream?" + p, m => {
+      if (m.type === "error") { document.getElementById("count").textContent = m.error; return; }
+      if (m.type !== "jobs") return;
+      if (m.now) clockSkewMs = m.now * 1000 - Date.now();
+      rows = m.jobs; total = m.total; loaded = true; window.__alaunch.jobs = m; render();
+    });
+  }
+  let typing = null;
+  stateSel.onchange = () => { offset = 0; connect(); };
+  nameIn.oninput = () => { clearTimeout(typing); typing = setTimeout(() => { offset = 0; connect(); }, 250); };
+  prev.onclick = () => { offset = Math.max(0, offset - JOBS_PAGE); connect(); };
+  next.onclick = () => { offset += JOBS_PAGE; connect(); };
+  setInterval(() => document.querySelectorAll("#jobs td.age").forEach(td => td.textContent = dur(ageOf(td.dataset.created))), 1000);
+  render(); connect();
 }
 
 // ------------------------------------------------------------------ charts
-function makeChart(el, title, seriesNames, height = 300) {
+function makeChart(el, title, seriesNames, height = 300, onZoomX = null) {
   const series = [{ label: "step" }];
   seriesNames.forEach((s, i) => {
     const c = s.colour || COLOURS[i % COLOURS.length];
@@ -87,6 +114,7 @@ function makeChart(el, title, seriesNames, height = 300) {
   });
   return new uPlot({ title, width: Math.max(320, el.clientWidth - 10), height, series,
                      scales: { x: { time: false } }, axes: [{ label: "step" }, { label: "loss" }],
+                     hooks: onZoomX ? { setScale: [(u, key) => { if (key === "x") onZoomX(u); }] } : {},
                      legend: { live: true } }, [[]].concat(seriesNames.map(() => [])), el);
 }
 function joined(curves, smoothKey) {
@@ -104,7 +132,8 @@ function jobPage(id) {
   main.innerHTML = `<div id="head"></div>
     <div class="grid2">
       <div>
-        <div class="card"><div class="filters"><b>loss per rank</b>
+        <div class="card" id="preds-card" hidden></div>
+        <div class="card" id="loss-card"><div class="filters"><b>loss per rank</b>
           <label>smoothing <input id="smooth" type="range" min="0" max="0.99" step="0.01" value="0.6"></label>
           <span id="smooth-v" class="muted">0.6</span><label><input id="show-raw" type="checkbox" checked> raw</label></div>
           <div id="chart" class="chart"></div></div>
@@ -144,7 +173,7 @@ function jobPage(id) {
         <div><b>step time</b>${p.step_s != null ? fmt(p.step_s * 1000, 3) + " ms" : "-"}</div>
         <div><b>throughput</b>${p.samples_s != null ? fmt(p.samples_s, 3) + " samples/s" : "-"}</div>
         <div><b>ETA</b>${dur(p.eta_s)}</div>
-        <div><b>age</b>${dur(d.age_s)}</div>
+        <div><b>age</b><span id="h-age" data-created="${esc(d.created_at)}">${dur(ageOf(d.created_at))}</span></div>
         <div style="margin-left:auto"><button id="fetch">fetch logs</button>
           <button id="cancel" class="danger" ${terminal ? "disabled" : ""}>cancel</button></div>
       </div>
@@ -201,8 +230,8 @@ function jobPage(id) {
   }
   function renderChart() {
     const keys = Object.keys(curves);
-    const w = Number(smoothIn.value);
-    const list = keys.map(k => ({ steps: curves[k].steps, loss: curves[k].loss, smooth: ema(curves[k].loss, w) }));
+    const w = Number(smoothIn.value), shown = zoom ? zoom.curves : curves;
+    const list = keys.map(k => { const c = shown[k] || { steps: [], loss: [] }; return { steps: c.steps, loss: c.loss, smooth: ema(c.loss, w) }; });
     const sig = keys.join("|") + rawCb.checked;
     const el = document.getElementById("chart");
     if (!keys.length) { el.innerHTML = '<div class="muted">no loss lines yet</div>'; chart = null; chartKeys = ""; return; }
@@ -210,9 +239,27 @@ function jobPage(id) {
       el.innerHTML = ""; chartKeys = sig;
       const names = []; keys.forEach((k, i) => { const colour = COLOURS[i % COLOURS.length];
         names.push({ label: k + " raw", raw: true, show: rawCb.checked, colour }); names.push({ label: k + " smoothed", colour }); });
-      chart = makeChart(el, "", names);
+      chart = makeChart(el, "", names, 300, zoomed);
+      chart.over.addEventListener("dblclick", () => setTimeout(() => { zoom = null; zoomSeq++; renderChart(); }, 0));
     }
-    chart.setData(joined(list, "smooth"));
+    settingData = true;
+    try { chart.setData(joined(list, "smooth"), !zoom); } finally { settingData = false; }
+    window.__alaunch.chart = chart;
+  }
+  // zoom: the server sends each curve downsampled to the chart's width (min/max per pixel); a
+  // dragged range is asked for again (/curves?from=&to=), at full resolution once it is narrow
+  let zoom = null, zoomSeq = 0, settingData = false;
+  function chartPoints() { return Math.max(200, Math.round(document.getElementById("chart").clientWidth || 1000)); }
+  function zoomed(u) {
+    if (settingData) return;
+    const min = u.scales.x.min, max = u.scales.x.max, all = Object.values(curves).filter(c => c.steps.length);
+    if (min == null || max == null || !all.length) return;
+    const lo = Math.min(...all.map(c => c.steps[0])), hi = Math.max(...all.map(c => c.steps[c.steps.length - 1]));
+    if (min <= lo && max >= hi) return;
+    const mine = ++zoomSeq;
+    api(`/api/jobs/${encodeURIComponent(id)}/curves?` + new URLSearchParams({ from: String(Math.floor(min)), to: String(Math.ceil(max)), points: String(chartPoints()) }))
+      .then(r => { if (mine !== zoomSeq) return; zoom = { min, max, curves: r.curves }; window.__alaunch.zoom = zoom; renderChart(); })
+      .catch(() => {});
   }
   let chartQueued = false;
   function queueChart() { if (!chartQueued) { chartQueued = true; requestAnimationFrame(() => { chartQueued = false; renderChart(); }); } }
@@ -245,7 +292,9 @@ function jobPage(id) {
     if (rankSel.value) q.set("rank", rankSel.value); if (nodeSel.value) q.set("node", nodeSel.value); if (grepIn.value) q.set("grep", grepIn.value);
     try { const r = await api(`/api/jobs/${encodeURIComponent(id)}/logs?` + q);
           if (mine !== logsSeq) return;
-          logEl.innerHTML = ""; lineCount = 0; appendLines(r.lines); lastSeq = Math.max(lastSeq, r.seq); logEl.scrollTop = logEl.scrollHeight; }
+          logEl.innerHTML = ""; lineCount = 0; appendLines(r.lines); lastSeq = Math.max(lastSeq, r.seq); logEl.scrollTop = logEl.scrollHeight;
+          // a grep runs over the whole log on the hosts (the page holds only the last lines)
+          if (r.whole_log || r.note) document.getElementById("l-count").textContent = r.note || `${r.lines.length} matching line(s) in the whole log`; }
     catch (e) { if (mine === logsSeq) logEl.textContent = e.message; }
   }
   rankSel.onchange = nodeSel.onchange = loadLogs;
@@ -257,9 +306,11 @@ function jobPage(id) {
   async function refresh() {
     const mine = ++refreshSeq;
     let d;
-    try { d = await api(`/api/jobs/${encodeURIComponent(id)}`); }
+    try { d = await api(`/api/jobs/${encodeURIComponent(id)}?points=${chartPoints()}`); }
     catch (e) { if (mine === refreshSeq) main.innerHTML = `<div class="card failure">${esc(e.message)}</div>`; return; }
     if (mine !== refreshSeq) return;
+    // the server's clock from its age_s, so the age counted here (pushes do not re-fetch) agrees
+    if (d.age_s != null && !isNaN(isoMs(d.created_at))) clockSkewMs = isoMs(d.created_at) + d.age_s * 1000 - Date.now();
     detail = d; renderHead(); renderSide();
   }
   function queueRefresh() { if (!refreshTimer) refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 300); }
@@ -269,14 +320,21 @@ function jobPage(id) {
       if (wanted(m)) { pending.push(m); if (pending.length === 1) requestAnimationFrame(() => { appendLines(pending); pending = []; }); }
     } else if (m.type === "loss") {
       const c = curves[m.stream] || (curves[m.stream] = { steps: [], loss: [] });
-      if (c.steps.includes(m.step)) return;  // already in the first load
+      // already in the first load (downsampled: not every step of it is there; steps only grow)
+      if (c.steps.length && m.step <= c.steps[c.steps.length - 1]) return;
       c.steps.push(m.step); c.loss.push(m.loss);
       window.__alaunch.lossArrivals.push({ stream: m.stream, step: m.step, loss: m.loss, t: Date.now() });
       const hl = document.getElementById("h-loss"); if (hl) hl.textContent = fmt(m.loss);
       queueChart();
+    } else if (m.type === "progress" && detail) {
+      // pushed with the view: no re-fetch of the whole job for a moving bar
+      detail.progress = m.progress; if (m.last_loss != null) detail.last_loss = m.last_loss; renderHead();
+    } else if (m.type === "note" && detail) {
+      detail.notes.push(m.text); renderSide();
     } else if (m.type === "resync") { location.reload(); }
     else if (m.type !== "hello") queueRefresh();
   }
+  setInterval(() => { const a = document.getElementById("h-age"); if (a) a.textContent = dur(ageOf(a.dataset.created)); }, 1000);
   let pending = [], ready = false, early = [], hello;
   const subscribed = new Promise(res => hello = res);
   // subscribe first, then load: nothing said between the two is lost, repeats are dropped
@@ -285,7 +343,9 @@ function jobPage(id) {
     await Promise.race([subscribed, new Promise(res => setTimeout(res, 3000))]);
     await refresh();
     curves = {}; Object.entries(detail.curves).forEach(([k, c]) => curves[k] = { steps: [...c.steps], loss: [...c.loss] });
-    renderChart(); await loadLogs();
+    renderChart();
+    if (["predict", "eval"].includes(detail.kind)) predictionsCard(id, () => Object.keys(curves).length > 0);
+    await loadLogs();
     ready = true; early.forEach(handle); early = [];
     pollTelemetry(() => detail && detail.following, queueRefresh);
   })();
@@ -323,6 +383,41 @@ function renderTelemetry(box, t) {
     const tables = t.cards.map(c => [c.points.map(p => p[0]), c.points.map(p => p[idx] == null ? null : p[idx] * scale)]);
     box.charts[i].setData(uPlot.join(tables));
   });
+}
+
+// ------------------------------------------------------------------ predictions (a predict or eval job's page)
+// Its predictions (the first 50 matching the search, /api/jobs/ID/predictions?q=) and its score
+// take the place of the loss chart, which such a job never draws.
+function predictionsCard(id, hasCurves) {
+  const card = document.getElementById("preds-card");
+  if (!hasCurves()) document.getElementById("loss-card").hidden = true;
+  card.hidden = false;
+  card.innerHTML = `<div class="filters"><b>predictions</b><input id="p-q" placeholder="search predictions">
+    <span class="muted" id="p-count"></span></div><div id="p-score"></div><div id="p-list" class="preds"></div>`;
+  const qIn = document.getElementById("p-q");
+  let seq = 0, timer = null;
+  async function load() {
+    const mine = ++seq;
+    let r;
+    try { r = await api(`/api/jobs/${encodeURIComponent(id)}/predictions?` + new URLSearchParams({ q: qIn.value })); }
+    catch (e) { if (mine === seq) document.getElementById("p-list").textContent = e.message; return; }
+    if (mine !== seq) return;
+    window.__alaunch.predictions = r;
+    const saved = r.scores || {}, sc = r.score;
+    const parts = [];
+    if (sc) parts.push(`EM <b>${fmt(sc.em)}</b> F1 <b>${fmt(sc.f1)}</b> over ${sc.count} example(s) <span class="muted">(from the log's pairs)</span>`);
+    if (saved.em != null) parts.push(`saved: EM <b>${fmt(saved.em)}</b> F1 <b>${fmt(saved.f1)}</b>`);
+    if (saved.math_accuracy != null) parts.push(`math accuracy <b>${fmt(100 * saved.math_accuracy, 3)}%</b> (${saved.math_correct}/${saved.math_total})`);
+    document.getElementById("p-score").innerHTML = parts.length ? `<div class="facts" id="p-scores">${parts.map(x => `<div>${x}</div>`).join("")}</div>` : "";
+    document.getElementById("p-count").textContent = r.total ? `${r.items.length} shown of ${r.matches} matching, ${r.total} in all` : "";
+    document.getElementById("p-list").innerHTML = r.error ? `<div class="failure">${esc(r.error)}</div>`
+      : r.items.length ? `<table id="p-table"><thead><tr><th>#</th><th>prediction</th>${r.items.some(x => x.reference != null) ? "<th>reference</th>" : ""}</tr></thead><tbody>`
+        + r.items.map(x => `<tr><td class="num">${x.i}</td><td><pre class="pred">${esc(x.prediction)}</pre></td>${x.reference != null ? `<td><pre class="pred">${esc(x.reference)}</pre></td>` : ""}</tr>`).join("")
+        + `</tbody></table>${r.source ? `<div class="muted">from ${esc(r.source)}</div>` : ""}`
+      : `<div class="muted">${esc(r.hint || "no predictions" + (qIn.value ? " match" : ""))}</div>`;
+  }
+  qIn.oninput = () => { clearTimeout(timer); timer = setTimeout(load, 250); };
+  load();
 }
 
 // ------------------------------------------------------------------ compare
