@@ -18,7 +18,10 @@ the engine). :class:`SweepDriver` runs it:
   driver killed between the submit and recording the job id still finds it
   (``Registry.sweep_trial_job``). Re-running the sweep file: finished trials (succeeded or
   pruned) are kept, running ones re-attached (followed again from their logs' start), the
-  rest (pending, failed, cancelled) run.
+  rest (pending, failed, cancelled) run. A pipeline trial's job is its swept step's (recorded
+  as the driver first follows it); re-run, the trial starts on that job's hosts, where its
+  pipeline run re-attaches it (a step's identity covers its hosts: placed elsewhere, it would
+  train again; tests/test_sweep_driver.py).
 - **Pruning**: each followed trial's rank-0 loss points (``metrics.logparse.parse_loss``, the
   parser ``logs -f`` uses) are its curve; every ``poll`` s each running trial is judged
   against the others' curves (``core.sweep.prune_reason``); a pruned trial is recorded
