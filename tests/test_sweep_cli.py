@@ -214,3 +214,24 @@ def test_a_sweep_whose_driver_is_gone_reads_interrupted_not_running(run_cli):
     assert code == 0 and "sweep gone (failed)" in out
     with Registry.in_state_dir() as registry:
         assert "the `alaunch sweep` process" in registry.sweep("gone").reason and registry.sweep("alive").state == "running"
+
+
+def test_sweeps_lists_each_sweep_newest_first_with_its_best_trial(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run_cli("sweeps")
+    assert code == 0 and "no sweeps yet" in out
+    sid = _recorded_sweep()
+    with Registry.in_state_dir() as registry:
+        registry.open_sweep("later", "s.yaml", {"objective": {"metric": "score.math_accuracy", "goal": "max"}})
+    code, out, err = run_cli("sweeps")
+    assert code == 0, err
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert [c[:2] for c in cells] == [["later", "running"], ["tiny-lr", "succeeded"]]
+    assert cells[1][3:5] == ["2d2c93ae", "2.7"] and cells[0][3:5] == ["-", "-"]
+    assert _width(out) <= 80 and len(cells) == 2  # one line per sweep
+    code, out, _ = run_cli("sweeps", "--json")
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["later", "tiny-lr"] and rows[1]["id"] == sid
+    assert rows[1]["counts"] == {"succeeded": 3, "pruned": 1} and rows[1]["best"]["params"] == {"learning_rate": 0.01}
+    code, out, _ = run_cli("sweeps", "--wide")
+    assert "learning_rate=0.01" in out and "3 succeeded, 1 pruned" in out

@@ -539,18 +539,11 @@ def _json_finite(value: Any) -> Any:
 
 def sweep_row(record: reg.SweepRecord, now: dt.datetime | None = None) -> dict:
     """One line of the sweeps list: the sweep, its trials' states, and its best trial as
-    ``alaunch results SWEEP`` ranks them (``core.sweep.leaderboard``; None until one succeeded)."""
+    ``alaunch results SWEEP`` ranks them (``core.sweep.summary``; None until one succeeded)."""
     from launcher.core import sweep as sw
-    rows = sw.leaderboard(record.trials, record.info)
-    counts: dict[str, int] = {}
-    for t in record.trials:
-        counts[t["state"]] = counts.get(t["state"], 0) + 1
-    best = rows[0] if rows and rows[0].get("objective") is not None else None
     return _json_finite({"id": record.id, "name": record.name, "state": record.state, "reason": record.reason,
                          "source": record.source, "created_at": record.created_at, "ended_at": record.ended_at,
-                         "age_s": age_seconds(record.created_at, now), "objective": record.info.get("objective") or {},
-                         "trials": len(record.trials), "counts": counts,
-                         "best": {k: best[k] for k in ("trial", "objective", "params", "job_id")} if best else None})
+                         "age_s": age_seconds(record.created_at, now), **sw.summary(record.trials, record.info)})
 
 
 def sweep_detail(record: reg.SweepRecord, now: dt.datetime | None = None) -> dict:
