@@ -20,6 +20,9 @@ from launcher.metrics.story import ClusterForming, story_kind
 FIX = Path(__file__).parent / "fixtures"
 TINY = (FIX / "real-cpu" / "tiny-2workers" / "worker_0.log").read_text(encoding="utf-8").splitlines()
 FORMED_AT = next(i for i, line in enumerate(TINY) if "Cluster is successfully initialized" in line)
+SCHEDULER = (FIX / "real-cpu" / "tiny-2workers" / "scheduler.log").read_text(encoding="utf-8").splitlines()
+#: a long warning no routine rule knows (the scheduler's socket event), so the story shows it
+UNLISTED = next(ln for ln in SCHEDULER if "connection.cc:79" in ln)
 
 
 def _story(monkeypatch, lines, *, width=100, terminal=False, resumed=None) -> tuple[list[str], JobLogs]:
@@ -79,20 +82,18 @@ def test_the_4card_ascend_run_forms_after_2_retries():
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_a_long_warning_is_whole_and_wrapped_at_word_boundaries(monkeypatch, width):
-    warning = next(ln for ln in TINY if "Some configs in yaml are useless for train" in ln)
-    story, _ = _story(monkeypatch, [warning], width=width, terminal=True)
+    story, _ = _story(monkeypatch, [UNLISTED], width=width, terminal=True)
     block = [ln for ln in story if not ln.startswith("warnings:")]
     assert len(block) > 1 and max(map(len, block)) <= width, story
     assert all(ln.startswith(" " * 15) for ln in block[1:]), story
     said = " ".join(ln.strip() for ln in block)
-    words = warning.split(" - WARNING - ", 1)[1].split()
+    words = UNLISTED.split("SocketEventHandler] ", 1)[1].split()
     assert said.endswith(" ".join(words)), said  # every word, none cut in two
 
 
 def test_a_warning_in_a_pipe_stays_one_whole_line(monkeypatch):
-    warning = next(ln for ln in TINY if "Some configs in yaml are useless for train" in ln)
-    story, _ = _story(monkeypatch, [warning], width=80)
-    assert story[0].endswith(warning.split(" - WARNING - ", 1)[1].strip()), story
+    story, _ = _story(monkeypatch, [UNLISTED], width=80)
+    assert story[0].endswith(UNLISTED.split("SocketEventHandler] ", 1)[1].strip()), story
 
 
 def test_a_reattach_says_where_it_resumes_and_not_first_step_done(monkeypatch):
@@ -186,9 +187,12 @@ def test_logs_summary_of_a_fetched_job_reads_its_copy(run_cli, tmp_path, monkeyp
 
 
 def test_repeats_from_one_place_with_other_words_are_not_one_message_said_11_times(monkeypatch):
-    story, _ = _story(monkeypatch, TINY)
+    # MindFormers' 11 deprecation lines are routine now (folded): the same lines in other words
+    # (not a routine rule's) are what a warning repeated from one place with other words looks like
+    lines = [ln.replace("is deprecated. Please use", "was renamed; see") for ln in TINY]
+    story, _ = _story(monkeypatch, lines)
     line = next(ln for ln in story if ln.startswith("  x11 "))
-    assert line.endswith("The config load_checkpoint is deprecated. Please use config load_path in "
+    assert line.endswith("The config load_checkpoint was renamed; see config load_path in "
                          "`checkpoint_config` instead. (and 10 other message(s) from there)"), story
 
 
@@ -201,3 +205,33 @@ def test_the_schedulers_routine_is_quiet_and_its_retries_one_milestone(monkeypat
     for routine in ("alive nodes", "has unregistered", "registered successfully", "Topology build"):
         assert routine not in text, text
     assert sum("cluster formed after 14 retries" in ln for ln in story) == 1, text
+
+
+def test_a_healthy_runs_routine_warnings_are_one_line_unknown_ones_stay(monkeypatch):
+    """The tiny CPU job's story printed 25 distinct routine warnings (41 lines in worker_0.log,
+    11 in the scheduler's), 11 of them MindFormers' "The config X is deprecated" for keys the
+    yaml does not set: now one line says how many; the one warning no rule knows stays."""
+    story, _ = _story(monkeypatch, TINY + SCHEDULER)
+    text = "\n".join(story)
+    warned = [ln for ln in story if "| warning " in ln]
+    assert len(warned) == 1 and "connection.cc:79" in warned[0], text
+    assert "51 routine MindSpore warnings (28 kinds; --verbose shows them)" in story, text
+    for noise in ("is deprecated", "hyper_parallel", "moe_config", "full_batch", "Skip to bind"):
+        assert noise not in text, text
+    assert sum(1 for ln in story if "warning" in ln.lower()) <= 3, text
+
+
+def test_a_failure_signature_is_never_folded_into_the_routine_count():
+    """A routine warning's words with a failure signature in them stay a warning (or an error):
+    the fold hides only what the rules name, never what names a failure."""
+    from launcher.metrics import signatures
+    from launcher.metrics.story import routine_warning, warning_key
+    routine = next(ln for ln in TINY if "The config load_checkpoint is deprecated" in ln)
+    assert story_kind(routine)[0] == "routine"
+    # a WARNING line that names a failure (capped at "error" on a WARNING line: not an error line)
+    poisoned = routine + " socket establish timeout (EI0006)"
+    assert signatures.match(poisoned) is not None, "the test needs a line a signature names"
+    assert not routine_warning(poisoned, warning_key(poisoned)) and story_kind(poisoned)[0] == "warning"
+    # an unknown warning from a routine file stays visible
+    other = routine.replace("The config load_checkpoint is deprecated", "The config lr is invalid")
+    assert story_kind(other)[0] == "warning"

@@ -147,6 +147,7 @@ class StorySink:
         self.console = environment.current().stdout
         self.every = every
         self.warnings: dict[str, list] = {}  # key -> [count, first text, host/rank, distinct texts (capped)]
+        self.routine: dict[str, int] = {}  # key -> count: MindSpore's routine warnings, one line at the end
         self.milestones: set[tuple[str, int | None]] = set()
         self.in_traceback: set[tuple[str, int | None]] = set()
         self.view = ProgressView("unknown")
@@ -231,6 +232,8 @@ class StorySink:
                 seen[0] += 1
                 if len(seen[3]) < 100:
                     seen[3].add(short)
+        elif kind == "routine":
+            self.routine[what] = self.routine.get(what, 0) + 1
 
     def progress(self, view: ProgressView) -> None:
         self.view = view
@@ -277,6 +280,8 @@ class StorySink:
             failed = forming.failed_text()
             if failed is not None:
                 self._say(f"{label(*key):<12} | {failed}", "red", indent=15)
+        if self.routine:
+            self._say(routine_text(self.routine))
         repeated = sorted(((v[0], k, v) for k, v in self.warnings.items() if v[0] > 1), reverse=True)
         if self.warnings:
             total = sum(v[0] for v in self.warnings.values())
@@ -287,6 +292,14 @@ class StorySink:
             # "x22 ... load_checkpoint is deprecated" (2 ranks), as if one key were at fault
             others = f" (and {len(texts) - 1} other message(s) from there)" if len(texts) > 1 else ""
             self._say(f"  x{count}  {who}: {text}{others}", indent=8)
+
+
+def routine_text(counts: dict[str, int]) -> str:
+    """The one line a healthy run's routine warnings get (:data:`launcher.metrics.story.ROUTINE_WARNINGS`):
+    the tiny CPU job printed 25 of them, each a ``warning`` line of the story."""
+    n = sum(counts.values())
+    kinds = f"{len(counts)} kinds; " if len(counts) > 1 else ""
+    return f"{n:,} routine MindSpore warning{'s' if n != 1 else ''} ({kinds}--verbose shows them)"
 
 
 class LiveSink(PlainSink):
