@@ -375,3 +375,122 @@ def test_a_skewed_allocation_is_the_jobs_reason(tmp_path, monkeypatch):
                                  "pythons": {"localhost": sys.executable}})
         record, _ = slurm.SlurmService(r, tmp_path).refresh(job.id)
     assert record.state == reg.FAILED and line[len("alaunch: "):] in record.reason
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "slurm"
+
+
+def test_a_sigkilled_worker_is_explained_from_the_batch_output_and_is_transient():
+    """msrun 2.9's real output when a worker is SIGKILLed (captured here: msrun, 2 workers, rank 1
+    kills itself), with srun's line after it, as the batch script's slurm-<id>.out holds it. The
+    reason names the worker's signal as on hosts, so a step's `retries:` fires (before: the
+    reason said only 'exit code 1' and `classify` called it permanent)."""
+    from launcher.metrics.retry import classify
+    text = (FIXTURES / "msrun-worker-sigkill.out").read_text() + "srun: error: n2: task 1: Exited with exit code 1\n"
+    assert slurm.msrun_failure(text) == "worker process 9029 was killed by signal 9 (SIGKILL), as msrun reported"
+    found = slurm.batch_failures(text)
+    assert found == ["worker process 9029 was killed by signal 9 (SIGKILL), as msrun reported",
+                     "node 1 (n2): exited with exit code 1"]
+    reason = "Slurm job 7: FAILED (NonZeroExitCode), exit code 1; " + "; ".join(found)
+    assert classify([1], [reason]).transient
+    assert not classify([1], ["Slurm job 7: FAILED (NonZeroExitCode), exit code 1; node 1 (n2): exited with "
+                              "exit code 1"]).transient  # what the reason was without msrun's report
+    assert slurm.msrun_failure("srun: error: n2: task 1: Exited with exit code 1\n") is None
+
+
+def test_the_follower_s_failure_gets_msrun_s_report_from_the_batch_output(tmp_path):
+    """`fail` (the follower saw node 0's exit code) reads state/slurm-<id>.out first: the
+    recorded reason says which worker died of what, as a hostfile job's does."""
+    import sys
+    root = tmp_path / "w" / "alaunch" / "j"
+    (root / "state").mkdir(parents=True)
+    (root / "state" / "slurm-41.out").write_text((FIXTURES / "msrun-worker-sigkill.out").read_text())
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        job = r.create_job("j", "finetune", hostfile_text=format_hostfile([Host("localhost", 1)]),
+                           nodes=[("n1", str(root))], state=reg.RUNNING,
+                           meta={"backend": "slurm", "root": str(root), "slurm_job_id": "41",
+                                 "pythons": {"localhost": sys.executable}})
+        service = slurm.SlurmService(r, tmp_path)
+        service._scancel = lambda record, grace: "scancel 41: left the queue"  # no Slurm here
+        record = service.fail(job.id, "msrun on node 0 exited with code 1")
+    assert record.state == reg.FAILED
+    assert record.reason == ("msrun on node 0 exited with code 1; worker process 9029 was killed by signal 9 "
+                             "(SIGKILL), as msrun reported")
+
+
+def _demo_dry_run(run_cli, tmp_path) -> str:
+    root = Path(__file__).resolve().parents[1]
+    target = tmp_path / "slurm.yaml"
+    target.write_text("slurm:\n  login: login01\n  partition: npu\n  nodes: 2\n  cards_per_node: 1\n"
+                      "  workdir: /shared/w\n  bin_dir: /opt/ms/bin\n")
+    code, out, err = run_cli("run", str(root / "jobs/pipelines/demo.yaml"), "-H", str(target), "--dry-run")
+    assert code == 0, err
+    return out
+
+
+def test_a_pipeline_dry_run_on_slurm_prints_the_merge_s_sbatch_script_in_the_shared_workdir(run_cli, tmp_path):
+    """The merge is a one-node Slurm job of its own (before: merge_ckpt.py ran on the login node),
+    its files beside the training's checkpoints in the shared workdir; every step's outputs
+    are shown there (before: `~/alaunch/...`, the SSH hosts' workdir)."""
+    out = _demo_dry_run(run_cli, tmp_path)
+    merge = out.split("# 4. merge")[1].split("\n# 5.")[0]
+    assert "as its own Slurm job" in merge and "#SBATCH --nodes=1\n" in merge
+    assert "#SBATCH --partition=npu\n" in merge and "--gres" not in merge  # the merge takes no NPU
+    assert "#SBATCH --output=/shared/w/alaunch/<train's job id>/output/merged/merge-<id>-%j.out" in merge
+    assert "/opt/ms/bin/python3 '/shared/w/alaunch/<train'\"'\"'s job id>/output/merged/merge-<id>.py'" in merge
+    assert "checkpoint <- merge's last output: /shared/w/alaunch/<train's job id>/output/merged/<job id>.ckpt" in out
+    assert "~/alaunch" not in out
+
+
+def test_a_task_is_an_sbatch_job_whose_answer_is_read_back(tmp_path, monkeypatch):
+    """`run_task` on Slurm: the program and batch script written in the shared dir, sbatch'd,
+    the answer read from the file the script wrote; a failing program is one error naming the
+    Slurm job and its last words. (A fake sbatch runs the script at once.)"""
+    import sys
+
+    from launcher.core.slurm import SlurmTarget
+    from launcher.errors import AlaunchError
+    calls = _fake_slurm(tmp_path, monkeypatch, squeue="exit 0",
+                        sbatch='bash "$2" > "${2%.sbatch}-77.out" 2>&1; echo 77')
+    program = tmp_path / "prog.py"
+    program.write_text("import json, sys\nr = json.loads(sys.argv[1])\n"
+                       "if r.get('fail'):\n    sys.exit('boom: ' + r['fail'])\nprint(json.dumps({'got': r}))\n")
+    target = SlurmTarget("localhost", str(tmp_path / "w"), 2, 1, partition="cpu", python=sys.executable,
+                         bin_dir=str(Path(sys.executable).parent))
+    where = str(tmp_path / "w" / "alaunch" / "train-1" / "output" / "merged")
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        service = slurm.SlurmService(r, tmp_path / "state")
+        assert service.run_task(target, None, None, program, {"x": 1}, where, "merge") == {
+            "got": {"x": 1}, "slurm_job_id": "77"}
+        try:
+            service.run_task(target, None, None, program, {"fail": "no ckpt"}, where, "merge")
+            raise AssertionError("a failing task must raise")
+        except AlaunchError as exc:
+            assert "merge (Slurm job 77) failed with exit code 1: boom: no ckpt" in exc.message
+    assert calls.read_text().count("sbatch --parsable") == 2
+    scripts = sorted(Path(where).glob("merge-*.sbatch"))
+    assert len(scripts) == 2 and "#SBATCH --nodes=1" in scripts[0].read_text()
+
+
+def test_status_of_a_running_slurm_job_names_the_straggler(run_cli, tmp_path, monkeypatch):
+    """`status` of a Slurm job reads every rank's log tail from the shared job dir (one read on
+    the login node) as a hostfile job's status does: the progress per node and a rank 50 %
+    slower than the others named, on the Slurm node that runs it (before: no tails, nothing
+    named)."""
+    import sys
+    monkeypatch.setenv("ALAUNCH_STATE_DIR", str(tmp_path / "state"))
+    _fake_slurm(tmp_path, monkeypatch, squeue='echo "41|RUNNING|None|n[1-2]"', scontrol='printf "n1\\nn2\\n"')
+    root = tmp_path / "w" / "alaunch" / "slow"
+    (root / "msrun_log").mkdir(parents=True)
+    for rank, ms in ((0, 1000), (1, 1500)):
+        (root / "msrun_log" / f"worker_{rank}.log").write_text("".join(
+            f"2025-03-02 10:00:00,000 - mindformers[callback.py:1] - INFO - {{ Epoch:[  1/  1], step:[{s:5d}/  200], "
+            f"loss: 2.0, per_step_time: {ms}ms, lr: 1e-05\n" for s in range(1, 30)))
+    with reg.Registry(tmp_path / "state" / "registry.sqlite3") as r:
+        job = r.create_job("slow", "finetune", hostfile_text=format_hostfile([Host("localhost", 1)]),
+                           nodes=[("n1", str(root)), ("n2", str(root))], state=reg.RUNNING,
+                           meta={"backend": "slurm", "root": str(root), "slurm_job_id": "41",
+                                 "pythons": {"localhost": sys.executable}, "target": {"cards_per_node": 1}})
+    code, out, err = run_cli("status", job.id)
+    assert "straggler: rank 1 on n2 is 50 % slower than the median for 28 steps" in out, out + err
+    assert "step 29/200, loss 2" in out

@@ -18,7 +18,6 @@ Sinks for :class:`launcher.ops.follow.Follower` (and the live bar, :func:`progre
 
 from __future__ import annotations
 
-import contextlib
 import re
 import textwrap
 import time
@@ -43,15 +42,14 @@ from launcher.cli.logview import (
     summary_payload,
     summary_table,
 )
-from launcher.core.hostfile import Host, parse_hostfile
+from launcher.core.hostfile import Host
 from launcher.errors import ExitCode, InputError
 from launcher.metrics.progress import ProgressView, view_text
 from launcher.metrics.story import ClusterForming, short_warning, story_kind
 from launcher.ops import registry as reg
-from launcher.ops.follow import Follower, FollowResult, NodeView
+from launcher.ops.follow import FollowResult, NodeView
 from launcher.ops.follow_transport import UNREACHABLE_AFTER
 from launcher.ops.service import STATE_EXIT
-from launcher.ops.telemetry import telemetry_path
 
 if TYPE_CHECKING:
     from launcher.ops.engine import Engine
@@ -387,15 +385,6 @@ def _follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Ho
                 unreachable_after: float, resume: bool, summary: str | None,
                 telemetry_every: float | None) -> int:
     env = environment.current()
-    if follow and record.state == reg.QUEUED:  # a scheduler's queue: each new reason said
-        record = service.wait_started(record.id, note)
-        if record.terminal and record.started_at is None:  # ended in the queue: no logs
-            note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
-            return int(STATE_EXIT[record.state])
-    record = service.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
-    hosts = {h.name: h for h in parse_hostfile(record.hostfile_text, f"registry:{record.id}")}
-    if node is not None and node not in hosts:
-        raise InputError(f"job {record.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
     printer = LinePrinter(tagged=True, raw=raw, grep=compile_grep(grep), rank=rank, node=node,
                           since=parse_since(since))
     live = follow and not raw and env.stdout.is_terminal
@@ -407,25 +396,19 @@ def _follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Ho
         sink = LiveSink(printer) if live else PlainSink(printer)
     else:
         sink = StorySink(printer, live=live, every=progress_every)
-    offsets = service.state_dir / "follow" / f"{record.id}.json" if follow else None
-    if offsets is not None and not resume and offsets.exists():
-        offsets.unlink()  # --from-start: read every file from byte 0 again
     if follow and record.terminal:
-        shown = offsets is not None and offsets.exists()
+        shown = resume and service.offsets_path(record.id).exists()
         note(f"{record.id} has ended ({record.state}): nothing to follow"
              + (f"; showing what an earlier follower had not shown (every line: alaunch logs {record.id} -f "
                 "--from-start)" if shown else "; its logs from the start"))
-    follower = Follower(record, runner_for, hosts, sink, service if follow else None, follow=follow,
-                        gang_stop=not record.terminal, unreachable_after=unreachable_after,
-                        offsets_path=offsets, telemetry_every=telemetry_every,
-                        telemetry_path=telemetry_path(service.state_dir, record.id) if follow else None)
-    # an engine may end a job whose script never says so: its watch runs beside the follower
-    with service.watching(record, note) if follow else contextlib.nullcontext():
-        if isinstance(sink, (LiveSink, StorySink)):  # the live displays (LiveSink only when live)
-            with sink:
-                result = follower.run()
-        else:
-            result = follower.run()
+    # the engine waits while it queues the job, then reads its job dirs (ops.engine.Engine.follow)
+    result = service.follow(record, runner_for, sink, note, follow=follow, node=node, resume=resume,
+                            unreachable_after=unreachable_after, telemetry_every=telemetry_every,
+                            display=sink if isinstance(sink, (LiveSink, StorySink)) else None)
+    if result is None:  # ended in the queue: no logs
+        record = service.registry.get(record.id)
+        note(f"{record.id}: {record.state}" + (f" ({record.reason})" if record.reason else ""))
+        return int(STATE_EXIT[record.state])
     if isinstance(sink, StorySink):
         sink.finish()
     if summary is not None:

@@ -25,7 +25,7 @@ import posixpath
 import re
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from launcher.core import yamlio
@@ -107,11 +107,15 @@ class SlurmTarget:
         """Stand-ins for the nodes Slurm will allocate (``node0`` ...): what render/plan count."""
         return [Host(f"node{i}", self.cards_per_node, workdir=self.workdir) for i in range(self.nodes)]
 
-    def sbatch_options(self, job_id: str, root: str) -> list[str]:
+    def sbatch_options(self, job_id: str, root: str, *, output: str | None = None,
+                       task: bool = False) -> list[str]:
+        """The job's ``#SBATCH`` options; ``task``: one of alaunch's own programs (a merge) on
+        one node, without the NPU gres (it reads and writes checkpoint files, on the CPU)."""
         layout = JobLayout(root)
-        opts = [f"--job-name={job_id}", f"--nodes={self.nodes}", "--ntasks-per-node=1",
-                f"--output={posixpath.join(layout.state, SLURM_OUT)}", f"--chdir={root}"]
-        for key, value in (("partition", self.partition), ("gres", self.gres_option),
+        output = output or posixpath.join(layout.state, SLURM_OUT)
+        opts = [f"--job-name={job_id}", f"--nodes={1 if task else self.nodes}", "--ntasks-per-node=1",
+                f"--output={output}", f"--chdir={root}"]
+        for key, value in (("partition", self.partition), ("gres", None if task else self.gres_option),
                            ("account", self.account), ("qos", self.qos), ("time", self.time)):
             if value:
                 opts.append(f"--{key}={value}")
@@ -300,6 +304,62 @@ def build_batch(spec: JobSpec, target: SlurmTarget, job_id: str, *, root: str | 
     ]
     return BatchPlan(job_id, root, "\n".join(lines) + "\n", tuple(env), argv, target.nodes,
                      target.cards_per_node)
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """One of alaunch's own programs (``entry/merge_ckpt.py``) as a one-node Slurm job: its
+    files sit in ``where`` (a directory of the shared workdir, e.g. the training's
+    ``output/merged``): the program, the batch script, Slurm's output, the program's one JSON
+    line (``.answer``, written only when it exited 0) and its exit code (``.exit``)."""
+
+    name: str  # the Slurm job name (prune protects every name squeue still lists)
+    where: str
+    script: str
+
+    def path(self, suffix: str) -> str:
+        return posixpath.join(self.where, f"{self.name}{suffix}")
+
+    @property
+    def script_path(self) -> str:
+        return self.path(".sbatch")
+
+    @property
+    def program_path(self) -> str:
+        return self.path(".py")
+
+    def output_path(self, slurm_id: str) -> str:
+        return self.path(f"-{slurm_id}.out")
+
+    def render(self) -> str:
+        return (f"# on the login node: sbatch --parsable {shlex.quote(self.script_path)}\n"
+                f"# ---- {self.script_path}\n{self.script}")
+
+
+def build_task(target: SlurmTarget, name: str, where: str, program: str, request: Mapping[str, Any]) -> TaskPlan:
+    """The batch script of a task (pure): ``program`` (its file name in ``where``) with the
+    JSON ``request`` as its one argument, run by the compute node's python (``bin_dir``'s,
+    else the first on PATH, as the node check's), in the background under ``wait`` like a
+    job's so a scancel reaches the trap at once."""
+    import json
+    q = shlex.quote
+    plan = TaskPlan(name, where, "")
+    py = posixpath.join(target.bin_dir, "python3") if target.bin_dir else "python3"
+    answer, exit_file = q(plan.path(".answer")), q(plan.path(".exit"))
+    lines = ["#!/bin/bash"]
+    lines += [f"#SBATCH {opt}" for opt in target.sbatch_options(name, where, output=plan.path("-%j.out"), task=True)]
+    lines += [
+        f"# alaunch task {name}: {program} on one node; its answer in {plan.path('.answer')}",
+        f"trap 'echo 143 > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; exit 143' TERM",
+        f"{q(py)} {q(plan.program_path)} {q(json.dumps(request, sort_keys=True))} "
+        f"> {answer}.tmp &",
+        "wait $!",
+        "code=$?",
+        f'if [ "$code" = 0 ]; then mv {answer}.tmp {answer}; fi',
+        f'echo "$code" > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}',
+        'exit "$code"',
+    ]
+    return replace(plan, script="\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- states

@@ -16,11 +16,11 @@ from launcher.errors import AlaunchError
 MERGE_PROGRAM = Path(__file__).resolve().parents[1] / "entry" / "merge_ckpt.py"
 
 
-def on_host(runner: Any, request: dict, what: str) -> Any:
+def on_host(runner: Any, request: dict, what: str, program_file: Path = MERGE_PROGRAM) -> Any:
     """``entry/merge_ckpt.py`` with ``request`` through ``runner`` (with its interpreter: it
     needs the host's mindspore, so no ``-S``): its one JSON line, or an AlaunchError naming the
     host and the script's last words."""
-    program = MERGE_PROGRAM.read_text(encoding="utf-8")
+    program = program_file.read_text(encoding="utf-8")
     res = runner.exec([runner.python, "-c", program, json.dumps(request)], timeout=3600)
     if not res.ok:
         tail = (res.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {res.exit_code}"])[-1]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -59,6 +59,11 @@ class HostTarget:
     engine: ClassVar[str] = "hosts"
     shared_workdir: ClassVar[bool] = False  # each host has its own disk: outputs are copied between them
     schedules: ClassVar[bool] = False  # alaunch places jobs on cards (a scheduler's target: it queues them)
+
+    @property
+    def workdir(self) -> str:
+        """Where jobs live on the first host (the dry run's stand-in for a step's job dir)."""
+        return self.hosts[0].remote_workdir if self.hosts else "~"
 
     def node_hosts(self) -> list[Host]:
         """The hosts render and plan count."""
@@ -227,6 +232,25 @@ class Engine(ABC):
         """Attempt n+1 of a stopped training job, in its own job dir, from the newest
         checkpoint every rank saved (``alaunch resume``, a pipeline step's ``retries:``)."""
 
+    # ------------------------------------------------------------------ alaunch's own programs (a merge)
+    def run_task(self, target: Any, host: Host, python: str | None, program: Path, request: Mapping[str, Any],
+                 where: str, label: str) -> Any:
+        """Run one of alaunch's own programs (``entry/merge_ckpt.py``) with ``request`` where the
+        target runs work, and return its one JSON line. Hosts: on ``host`` (the producer's node
+        0), through its runner. A scheduler's engine queues it as a job of its own, its files
+        in ``where`` (on a Slurm login node it would compete with every user's shell)."""
+        from launcher.ops.ckpt import on_host
+        runner = self.exec_factory(host).using(python)
+        try:
+            return on_host(runner, dict(request), label, program)
+        finally:
+            runner.close()
+
+    def task_text(self, target: Any, host: str, program: Path, request: Mapping[str, Any], where: str,
+                  label: str) -> str:
+        """What :meth:`run_task` would do, for a dry run (pure)."""
+        return f"on {host}, in {where} ({program.parent.name}/{program.name})"
+
     # ------------------------------------------------------------------ what the follower and fetch read
     @staticmethod
     def log_view(record: reg.JobRecord) -> reg.JobRecord:
@@ -235,22 +259,40 @@ class Engine(ABC):
         return record
 
     def follow(self, record: reg.JobRecord, runner_for: Callable[[Host], Any], sink: Any,
-               note: Callable[[str], None] = lambda s: None, **kw) -> Any:
-        """Follow a job to its end through the engine: wait while the engine queues it (each new
-        reason said), read the job dirs of :meth:`log_view`, with :meth:`watch` beside the
-        follower. None when the job ended before it started (nothing to read)."""
+               note: Callable[[str], None] = lambda s: None, *, follow: bool = True, node: str | None = None,
+               offsets: bool = True, resume: bool = True, display: Any = None, **kw) -> Any:
+        """The one way to read a job's logs (``logs [-f]``, ``submit --follow``, a pipeline's
+        steps): wait while the engine queues it (each new reason said), read the job dirs of
+        :meth:`log_view` with :meth:`watch` beside the follower. ``follow`` false: one read of
+        what is there, nothing stopped. ``offsets``: each file's offset kept in the state dir
+        (a later follow resumes there; ``resume`` false reads from byte 0 again). ``display``:
+        a context the follower runs inside (a live terminal view). ``node``: a node of the
+        job, checked. The follower's result, or None when the job ended in the queue."""
         from launcher.core.hostfile import parse_hostfile
+        from launcher.errors import InputError
         from launcher.ops.follow import Follower
-        if record.state == reg.QUEUED:
+        if follow and record.state == reg.QUEUED:
             record = self.wait_started(record.id, note)
             if record.terminal and record.started_at is None:
                 return None
-        view = self.log_view(record)
+        view = self.log_view(record)  # the job dirs the engine's nodes write (Slurm: one, shared)
         hosts = {h.name: h for h in parse_hostfile(view.hostfile_text, f"registry:{view.id}")}
-        from launcher.ops.telemetry import telemetry_path
-        kw.setdefault("telemetry_path", telemetry_path(self.state_dir, record.id))
-        with self.watching(view, note):
-            return Follower(view, runner_for, hosts, sink, self, **kw).run()
+        if node is not None and node not in hosts:
+            raise InputError(f"job {view.id} has no node {node!r}; its nodes: {', '.join(hosts)}", key="--node")
+        path = self.offsets_path(view.id) if follow and offsets else None
+        if path is not None and not resume and path.exists():
+            path.unlink()  # --from-start: read every file from byte 0 again
+        if follow:
+            from launcher.ops.telemetry import telemetry_path
+            kw.setdefault("telemetry_path", telemetry_path(self.state_dir, view.id))
+        follower = Follower(view, runner_for, hosts, sink, self if follow else None, follow=follow,
+                            gang_stop=not view.terminal, offsets_path=path, **kw)
+        with self.watching(view, note) if follow else nullcontext(), display or nullcontext():
+            return follower.run()
+
+    def offsets_path(self, job_id: str) -> Path:
+        """Where a follower of the job keeps each file's offset (a later follow resumes there)."""
+        return self.state_dir / "follow" / f"{job_id}.json"
 
     @contextmanager
     def watching(self, record: reg.JobRecord, note: Callable[[str], None] = lambda s: None) -> Iterator[None]:

@@ -50,7 +50,7 @@ from launcher import __version__
 from launcher.core import pipeline as pl
 from launcher.core import yamlio
 from launcher.core.hostfile import Host
-from launcher.core.layout import slug
+from launcher.core.layout import JobLayout, slug
 from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError, NothingToResume, RemoteError
 from launcher.metrics.retry import Verdict, classify
@@ -317,15 +317,37 @@ class PipelineRunner:
     def merge_on_host(self, producer: dict) -> dict:
         """Merge the newest global step every rank has (from the latest attempt that has it:
         ``core.pipeline.common_last_step`` on the files' own metadata) with
-        ``entry/merge_ckpt.py`` on the producer's node 0, in its job dir."""
+        ``entry/merge_ckpt.py``, into the producer's job dir, where the engine runs work
+        (:meth:`Engine.run_task`: on hosts, the producer's node 0; on Slurm, a job of its own)."""
         root, out = producer["root"], merged_path(producer)
         picked = pl.common_last_step(checkpoints_of(producer))
         if picked is None:
             raise AlaunchError(f"the ranks of {producer.get('job_id')} have no checkpoint step in common "
                                f"(by the files' global steps); nothing complete to merge")
         step, ckpts = picked
-        return self.on_host(producer, {"job_dir": root, "out": out, "step": step, "world": producer.get("world"),
-                                       "ckpts": {str(r): c.path for r, c in ckpts.items()}}, "merge")
+        request = {"job_dir": root, "out": out, "step": step, "world": producer.get("world"),
+                   "ckpts": {str(r): c.path for r, c in ckpts.items()}}
+        return self.service.run_task(self.target, self.host(producer["host"]), producer.get("python"),
+                                     MERGE_PROGRAM, request, posixpath.dirname(out), "merge")
+
+    def merge_text(self, step: pl.Step) -> str:
+        """The dry run's merge: where and how the engine would run it."""
+        ref = step.options.get("checkpoint")
+        out = self.outputs.get(getattr(ref, "step", "")) if isinstance(ref, pl.Ref) else None
+        if out and "root" in out:
+            root, merged = out["root"], merged_path(out)
+        else:
+            root = self.job_root(f"<{getattr(ref, 'step', '?')}'s job id>")
+            merged = posixpath.join(root, "output", "merged", "<job id>.ckpt")
+        request = {"job_dir": root, "out": merged, "step": "<the newest global step every rank saved>",
+                   "ckpts": "<each rank's checkpoint of that step>"}
+        host = (out or {}).get("host") or "the training's node 0"
+        return self.service.task_text(self.target, host, MERGE_PROGRAM, request, posixpath.dirname(merged), "merge")
+
+    def job_root(self, job_id: str) -> str:
+        """A job's directory on the target (the dry run's stand-in for a step not run yet):
+        ``~/alaunch/<id>`` on hosts, the shared workdir's on Slurm."""
+        return JobLayout.for_job(self.target.workdir, job_id).root
 
     def on_host(self, producer: Mapping[str, Any], request: dict, what: str) -> Any:
         """``entry/merge_ckpt.py`` with ``request`` on the producer's host (its one JSON line)."""
@@ -353,10 +375,11 @@ class PipelineRunner:
     def _placeholder(self, ref: pl.Ref, site: str) -> str:
         """Where a ref will point, for the dry run (the producer has not run yet)."""
         producer = self.pipeline.step(ref.step) if self.pipeline else None
-        root = f"~/alaunch/<{ref.step}'s job id>"
+        root = self.job_root(f"<{ref.step}'s job id>")
         if producer is not None and producer.builtin == "merge":
             inner = producer.options.get("checkpoint")
-            return f"~/alaunch/<{getattr(inner, 'step', '?')}'s job id>/output/merged/<job id>.ckpt"
+            inner_root = self.job_root(f"<{getattr(inner, 'step', '?')}'s job id>")
+            return f"{inner_root}/output/merged/<job id>.ckpt"
         if site == "checkpoint" and producer is not None and producer.builtin is None:
             spec = self.job_spec(producer, dry=True)
             world = sum(len(h.slot_ids) for h in used_hosts(spec, self.hosts))
@@ -479,6 +502,8 @@ class PipelineRunner:
                 view.trainable = trainable_of(spec, hosts) if spec.kind == "finetune" else None
             else:
                 view.plan = self.builtin_text(step)
+                if step.builtin == "merge":
+                    view.plan += " " + self.merge_text(step)
             views.append(view)
         self.timing(pipeline, views, selected)
         return views
@@ -523,7 +548,7 @@ class PipelineRunner:
 
     def builtin_text(self, step: pl.Step) -> str:
         texts = {"data": "synthesise, prepare, train the tokenizer, write MindRecord (on this machine)",
-                 "merge": "merge the per-rank checkpoints on the training job's node 0 (entry/merge_ckpt.py)",
+                 "merge": "merge the per-rank checkpoints into the training's job dir,",
                  "fetch": "fetch the steps' outputs into the runs directory",
                  "score": "fetch the predictions, score them, save scores.json in the run directory",
                  "results": "fetch the runs' logs, print the results table (and the loss plot)"}
@@ -889,7 +914,7 @@ class PipelineRunner:
 
     def _quiet_follow(self, record: reg.JobRecord) -> Any:
         return self.service.follow(record, self.service.exec_factory, _QuietSink(self.say),
-                                   note=lambda text: self.say(f"  {record.name}: {text}"))
+                                   note=lambda text: self.say(f"  {record.name}: {text}"), offsets=False)
 
     # ------------------------------------------------------------------ built-ins
 

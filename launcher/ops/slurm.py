@@ -17,6 +17,7 @@ Followers and fetch read the shared job dir once, through the login node
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import sys
@@ -91,6 +92,29 @@ def srun_failures(text: str) -> list[str]:
     for m in re.finditer(r"srun: error: (\S+): tasks? ([\d,-]+): (.+)", text):
         found.append(f"node {m.group(2)} ({m.group(1)}): {m.group(3).strip()[:1].lower()}{m.group(3).strip()[1:]}")
     return found
+
+
+def msrun_failure(text: str) -> str | None:
+    """msrun's report of a worker that died without a word (SIGKILL, the OOM killer: ``Worker
+    process <pid> exit with exception. Error code: -9``) in the batch script's output, in the
+    words a hostfile job's follower gives it (:meth:`JobLogs.feed_msrun`). On Slurm msrun's
+    stdout lands in ``state/slurm-<id>.out``, which the follower does not read: without this a
+    SIGKILLed worker read as 'exit code 1' and a step's ``retries:`` never fired."""
+    from launcher.metrics.logparse import JobLogs
+    job = JobLogs()
+    for line in text.splitlines():
+        failure = job.feed_msrun("", line)
+        if failure is not None:
+            return failure.message
+    return None
+
+
+def batch_failures(text: str) -> list[str]:
+    """What the batch script's output says of a failure: its own ``alaunch:`` lines, msrun's
+    report of a dead worker, srun's task lines."""
+    failures = [line[len("alaunch: "):] for line in text.splitlines() if line.startswith("alaunch: ")]
+    msrun = msrun_failure(text)
+    return failures + ([msrun] if msrun else []) + srun_failures(text)
 
 
 @dataclass(frozen=True)
@@ -239,11 +263,14 @@ class SlurmService(Engine):
         self.registry.add_event(job_id, "cancel-after-submit", message)
         return self.registry.get(job_id)
 
-    def _sbatch(self, ex: CommandRunner, python: str, batch: core.BatchPlan) -> str:
-        """Write the batch script and sbatch it on the login node (remote/slurm.py SUBMIT): its id."""
+    def _sbatch(self, ex: CommandRunner, python: str, batch: core.BatchPlan | core.TaskPlan,
+                files: Mapping[str, str] | None = None) -> str:
+        """Write the batch script (and ``files``) and sbatch it on the login node
+        (remote/slurm.py SUBMIT): its id."""
+        env = batch.env_values() if isinstance(batch, core.BatchPlan) else {}
         res = self._call(ex, python, {"op": "submit", "script_path": batch.script_path, "script": batch.script,
-                                      "env": batch.env_values(), "argv": ["sbatch", "--parsable", batch.script_path]},
-                         "sbatch")
+                                      "env": env, "argv": ["sbatch", "--parsable", batch.script_path],
+                                      "files": dict(files or {})}, "sbatch")
         if res["code"] != 0:
             lines = (res["err"] or res["out"]).strip().splitlines()
             said = lines[-1] if lines else f"exit code {res['code']}"
@@ -292,6 +319,64 @@ class SlurmService(Engine):
                                              f"Slurm job {sid} submitted (attempt {attempt + 1})")
         return self.registry.get(record.id)
 
+    # ------------------------------------------------------------------ tasks (a pipeline's merge)
+    @staticmethod
+    def task_target(target: core.SlurmTarget) -> core.SlurmTarget:
+        """The target a task runs under: its bin dir resolved as a job's (a local cluster: this
+        venv's python, which has MindSpore)."""
+        if target.bin_dir is None and target.login_host().is_local:
+            return replace(target, bin_dir=str(Path(sys.executable).parent))
+        return target
+
+    def task_text(self, target: core.SlurmTarget, host: str, program: Path, request: Mapping, where: str,
+                  label: str) -> str:
+        """The task's batch script, as :meth:`run_task` sbatches it."""
+        plan = core.build_task(self.task_target(target), f"{label}-<id>", where, program.name, request)
+        return f"as its own Slurm job (one node, {program.name} written beside it)\n{plan.render()}"
+
+    def run_task(self, target: core.SlurmTarget, host, python, program: Path, request: Mapping, where: str,
+                 label: str):
+        """The task as a one-node sbatch job (its program, script, output and answer in
+        ``where`` on the shared workdir), waited for with backoff (1 s to 5 s: a merge takes
+        seconds to minutes, a queue may hold it longer); its answer, or an error naming the
+        Slurm job and its program's last words. Ctrl-C scancels it."""
+        target = self.task_target(target)
+        plan = core.build_task(target, reg.new_job_id(label), where, program.name, request)
+        ex, login_python = self.exec_factory(target.login_host()), self.python_for(target)
+        sid = None
+        try:
+            sid = self._sbatch(ex, login_python, plan, {plan.program_path: program.read_text(encoding="utf-8")})
+            self.say(f"  {label}: Slurm job {sid} ({plan.name}) in {where}")
+            delay, settle = 1.0, None
+            while True:
+                files = self._read(ex, login_python, [plan.path(".exit"), plan.path(".answer"),
+                                                      plan.output_path(sid)])
+                code, answer, out = files.values()
+                if code is not None and code.strip():
+                    break
+                st = self.query(ex, [sid]).get(sid)
+                if st is None or st.state in reg.TERMINAL:  # ended without its exit file: a grace for it
+                    settle = settle or time.monotonic()
+                    if time.monotonic() - settle > SETTLE_TIMEOUT:
+                        raise RemoteError(ex.host.name, f"{label}: Slurm job {sid} "
+                                                        f"{st.describe() if st else 'is gone'} without an exit code")
+                time.sleep(delay)
+                delay = min(5.0, delay * 1.5)
+        except KeyboardInterrupt:
+            if sid is not None:
+                self._run(ex, ["scancel", sid], "scancel")
+            raise
+        finally:
+            ex.close()
+        if code.strip() != "0" or not answer:
+            tail = [line for line in (out or "").splitlines() if line.strip()]
+            raise AlaunchError(f"{label} (Slurm job {sid}) failed with exit code {code.strip()}: "
+                               f"{tail[-1] if tail else 'no output'}")
+        result = json.loads(answer.strip().splitlines()[-1])
+        if isinstance(result, dict):
+            result["slurm_job_id"] = sid  # the pipeline's record of where its merge ran
+        return result
+
     # ------------------------------------------------------------------ states
     def query(self, ex: CommandRunner, slurm_ids: Sequence[str]) -> dict[str, core.SlurmJobState]:
         """One squeue for all ids; one scontrol for those squeue no longer lists."""
@@ -327,8 +412,18 @@ class SlurmService(Engine):
         ``wire.answer`` (``CommandRunner.call``). A failed call raises (never read as "no file there")."""
         return ex.using(python).call("slurm", request, timeout=timeout, what=what)
 
-    def _read(self, ex: CommandRunner, python: str, paths: Sequence[str]) -> dict[str, str | None]:
-        return self._call(ex, python, {"op": "read", "paths": list(paths)}, "reading the job's state")
+    def _read(self, ex: CommandRunner, python: str, paths: Sequence[str],
+              size: int = 8192) -> dict[str, str | None]:
+        return self._call(ex, python, {"op": "read", "paths": list(paths), "bytes": size}, "reading the job's state")
+
+    def _batch_output(self, ex: CommandRunner, python: str, record: reg.JobRecord) -> str:
+        """The last 64 KiB of the job's current ``state/slurm-<id>.out`` ('' if none): msrun
+        with ``--join`` copies every worker's output there, and after its report of a dead
+        worker come its own traceback and the other node's last lines (some KiB)."""
+        path = posixpath.join(JobLayout(record.meta["root"]).state,
+                              core.SLURM_OUT.replace("%j", record.meta["slurm_job_id"]))
+        return next(iter(self._read(ex, python, [path], 1 << 16).values())) or ""
+
 
     def _script_ended(self, ex: CommandRunner, python: str, record: reg.JobRecord) -> bool:
         path = posixpath.join(JobLayout(record.meta["root"]).state, "exit_code")
@@ -349,13 +444,23 @@ class SlurmService(Engine):
                     time.sleep(0.5)
                     states = self.query(ex, [sid])
             self._apply(record, states, ex, python)
+            record = self.registry.get(record.id)
+            tails = self._tails(ex, python, record) if record.state == reg.RUNNING else {}
         except AlaunchError as exc:
             record = self.registry.get(record.id)
             return record, [replace(s, state="unknown", detail=exc.message) for s in self._statuses(record)]
         finally:
             ex.close()
-        record = self.registry.get(record.id)
-        return record, self._statuses(record)
+        return record, self._statuses(record, tails)
+
+    def _tails(self, ex: CommandRunner, python: str, record: reg.JobRecord) -> dict[str, list[str]]:
+        """Every rank's last log lines from the shared job dir (one read on the login node), as a
+        hostfile node's status has them: the running job's progress and its stragglers. Logs
+        that cannot be read leave the status without them (the state came from Slurm)."""
+        try:
+            return self._call(ex, python, {"op": "tails", "root": record.meta["root"]}, "reading the logs' tails")
+        except AlaunchError:
+            return {}
 
     def refresh_many(self, records: Sequence[reg.JobRecord]) -> dict[str, str]:
         """Every live Slurm job of ``records`` with one squeue per login node (for ``jobs``).
@@ -411,10 +516,7 @@ class SlurmService(Engine):
             return
         reason = f"Slurm job {sid}: {st.describe()}"
         if state == reg.FAILED:
-            out = self._read(ex, python, [posixpath.join(layout.state, core.SLURM_OUT.replace("%j", sid))])
-            text = next(iter(out.values())) or ""
-            failures = [line[len("alaunch: "):] for line in text.splitlines() if line.startswith("alaunch: ")]
-            failures += srun_failures(text)
+            failures = batch_failures(self._batch_output(ex, python, record))
             if failures:
                 reason += "; " + "; ".join(failures)
         exit_code = st.exit_code
@@ -423,10 +525,18 @@ class SlurmService(Engine):
         self.registry.set_state(record.id, state, reason)
 
     @staticmethod
-    def _statuses(record: reg.JobRecord) -> list[NodeStatus]:
-        return [NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0,
-                           (record.reason or "") if n.node_rank == 0 and record.state == reg.QUEUED else "")
-                for n in record.nodes]
+    def _statuses(record: reg.JobRecord, tails: Mapping[str, list[str]] | None = None) -> list[NodeStatus]:
+        """One row per Slurm node; ``tails`` (rank -> last lines) go to the node that runs the
+        rank (rank // workers per node), with its progress as the detail."""
+        from launcher.metrics.logparse import tails_progress
+        per_node = int((record.meta.get("target") or {}).get("cards_per_node") or 1)
+        rows = []
+        for n in record.nodes:
+            mine = {r: lines for r, lines in (tails or {}).items() if int(r) // per_node == n.node_rank}
+            detail = (record.reason or "") if n.node_rank == 0 and record.state == reg.QUEUED else \
+                tails_progress(n.host, mine) if mine else ""
+            rows.append(NodeStatus(n.node_rank, n.host, n.state, n.exit_code, 0, detail, mine or None))
+        return rows
 
     def wait(self, ref: str, poll: float | None = None, timeout: float | None = None,
              on_status=None) -> reg.JobRecord:
@@ -559,12 +669,27 @@ class SlurmService(Engine):
             self.registry.set_node(record.id, n.node_rank, state=reg.CANCELLED, ended_at=reg.now_iso())
         return self.registry.get(record.id), {login: message}
 
+    def _explained(self, record: reg.JobRecord, reason: str) -> str:
+        """The follower's reason with msrun's report of a dead worker, which on Slurm only the
+        batch script's output holds (a reason the follower already explained is kept). Asking
+        costs one read on the login node; one that fails leaves the reason as it is."""
+        if "slurm_job_id" not in record.meta or "as msrun reported" in reason:
+            return reason
+        ex, python = self._login(record)
+        try:
+            found = msrun_failure(self._batch_output(ex, python, record))
+        except AlaunchError:
+            found = None
+        finally:
+            ex.close()
+        return f"{reason}; {found}" if found else reason
+
     def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
         """A rank failed (seen by the follower): record FAILED first, then scancel the job."""
         record = self.registry.get(ref)
         if record.terminal:
             return record
-        record = self.registry.set_state(record.id, reg.FAILED, reason)
+        record = self.registry.set_state(record.id, reg.FAILED, self._explained(record, reason))
         message = self._scancel(record, grace)
         for n in record.nodes:
             self.registry.set_node(record.id, n.node_rank, state=reg.FAILED, ended_at=reg.now_iso())

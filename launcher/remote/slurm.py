@@ -2,16 +2,22 @@
 the request frame of :func:`launcher.remote.wire.request` on stdin, the answer framed by
 ``_prelude.answer``, read on the laptop by ``wire.answer``).
 
-SUBMIT ``{"op": "submit", "script_path", "script", "env", "argv"}`` -> ``{"code", "out", "err"}``:
-write the batch script (atomically, mode 0700), then run ``argv`` (``sbatch --parsable
-SCRIPT``) with the job's environment added to the login shell's: a secret reaches neither an
-argv nor the script file, only sbatch's environment (``--export`` defaults to ALL).
+SUBMIT ``{"op": "submit", "script_path", "script", "env", "argv", "files"?}`` -> ``{"code", "out",
+"err"}``: write ``files`` (path -> text: a task's program, e.g. the merge) and the batch script
+(atomically, mode 0700), then run ``argv`` (``sbatch --parsable SCRIPT``) with the job's
+environment added to the login shell's: a secret reaches neither an argv nor the script file,
+only sbatch's environment (``--export`` defaults to ALL).
 
 MARK_END ``{"op": "mark_end", "path", "code"}`` -> ``{"written": bool}``: write ``state/exit_code``
 unless the batch script did (a hard link from a temp file: atomic, never overwrites), so a
 follower of the shared job dir learns the end of a job Slurm killed before its trap ran.
 
-READ ``{"op": "read", "paths": [...]}`` -> ``{path: its last 8 KiB as text, or None}``.
+READ ``{"op": "read", "paths": [...], "bytes"?}`` -> ``{path: its last ``bytes`` (8 KiB) as text, or
+None}``.
+
+TAILS ``{"op": "tails", "root"}`` -> ``{rank: its log's last lines}`` (``_prelude.log_tails``, what a
+hostfile node's STATUS reads): a running job's progress and stragglers for ``status``, every
+rank's log being in the one shared job dir.
 
 VERSIONS ``{"op": "versions"}`` -> ``{"node", "versions"}``: this node's MindSpore, MindFormers,
 CANN and driver (``_prelude.versions``, what a hostfile submit's preflight reads); the batch
@@ -28,18 +34,23 @@ on one input). A job never starts msrun on mixed software.
 import os
 import sys
 
-from _prelude import MARK, answer, run, versions
+from _prelude import MARK, answer, log_tails, run, versions
 
 
-def submit(r):
-    path = r["script_path"]
+def _write(path, text, mode):
     d = os.path.dirname(path)
     if not os.path.isdir(d):
         os.makedirs(d)
     with open(path + ".tmp", "w") as fh:
-        fh.write(r["script"])
-    os.chmod(path + ".tmp", 0o700)
+        fh.write(text)
+    os.chmod(path + ".tmp", mode)
     os.replace(path + ".tmp", path)
+
+
+def submit(r):
+    for path, text in sorted((r.get("files") or {}).items()):
+        _write(path, text, 0o600)
+    _write(r["script_path"], r["script"], 0o700)
     import subprocess
     env = dict(os.environ)
     env.update(r["env"])
@@ -75,11 +86,15 @@ def read(r):
             with open(p, "rb") as fh:
                 fh.seek(0, 2)
                 n = fh.tell()
-                fh.seek(max(0, n - 8192))
+                fh.seek(max(0, n - r.get("bytes", 8192)))
                 out[p] = fh.read().decode("utf-8", "replace")
         except OSError:
             out[p] = None
     answer(out)
+
+
+def tails(r):
+    answer(log_tails(r["root"]))
 
 
 def node_versions(r):
@@ -113,4 +128,4 @@ def skew(r):
 
 
 if __name__ == "__main__":
-    run({"submit": submit, "mark_end": mark_end, "read": read, "versions": node_versions, "skew": skew})
+    run({"submit": submit, "mark_end": mark_end, "read": read, "tails": tails, "versions": node_versions, "skew": skew})
