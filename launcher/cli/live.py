@@ -200,7 +200,8 @@ class StorySink:
                                                                             "The above exception")):
                 self.in_traceback.discard(key)
             return
-        kind, what = story_kind(text)
+        formed = self.forming.get(key)
+        kind, what = story_kind(text, forming=formed is None or not formed.formed)
         if kind == "forming" or (kind == "milestone" and what == "cluster formed"):
             forming = self.forming.setdefault(key, ClusterForming())
             forming.feed(text)

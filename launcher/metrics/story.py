@@ -67,6 +67,12 @@ def short_warning(text: str) -> str:
 _FORMING = re.compile(r"Topology build timed out\.?,? ?retry\(\d+/\d+\)|Failed to connect to the meta server|"
                       r"Failed to register and try to reconnect to the meta server|"
                       r"tcp_comm\.cc:\d+\] Connect\] Connection \d+ source: ")
+#: The scheduler's side of a worker's retry while the cluster forms: the socket the worker gave
+#: up on closes, and it says "please check remote peer address ... which worker disconnected"
+#: (tiny CPU job, scheduler.log: between its retry 1 and 2; the story's only warning left after
+#: the routine ones were folded). Forming while the stream's cluster has not formed; after
+#: that a worker did disconnect, and it stays a warning.
+_PEER_CLOSED = re.compile(r"SocketEventHandler\] Event value fd: \d+, .*please check remote peer address")
 _RETRY = re.compile(r"Topology build timed out\.?,? ?retry\((\d+)/(\d+)\)")
 #: msrun's scheduler (the meta server) on a healthy run: each node registering, then, while the
 #: workers run, "Cluster currently has 2 alive nodes." every few seconds (x41 in a 3-minute tiny
@@ -147,7 +153,7 @@ class ClusterForming:
     def feed(self, text: str) -> None:
         """A line that :func:`story_kind` called "forming" or the "cluster formed" milestone."""
         at = parse_timestamp(text)
-        if _FORMING.search(text):
+        if _FORMING.search(text) or _PEER_CLOSED.search(text):
             self.lines += 1
             m = _RETRY.search(text)
             if m:
@@ -179,14 +185,15 @@ class ClusterForming:
                 "(a node did not start or cannot reach master_addr:master_port; docs/troubleshooting.md)")
 
 
-def story_kind(text: str) -> tuple[str, str]:
+def story_kind(text: str, forming: bool = False) -> tuple[str, str]:
     """How the default view treats one log line: ("milestone", what) | ("progress", "") |
     ("forming", "") (a cluster-forming retry: counted, not shown, see :class:`ClusterForming`) |
     ("warning", key) | ("routine", key) (a warning of :data:`ROUTINE_WARNINGS`: counted, not shown) |
-    ("error", "") | ("traceback", "") | ("quiet", "")."""
+    ("error", "") | ("traceback", "") | ("quiet", ""). ``forming``: this stream's cluster has not
+    formed yet (a peer's closed socket is then part of the forming)."""
     if "Epoch:[" in text or "Step[" in text or "samples/s/p" in text:
         return "progress", ""
-    if _FORMING.search(text):
+    if _FORMING.search(text) or (forming and _PEER_CLOSED.search(text)):
         return "forming", ""
     if _ROUTINE.search(text):
         return "quiet", ""
