@@ -248,3 +248,12 @@ def test_a_failure_signature_is_never_folded_into_the_routine_count():
     # an unknown warning from a routine file stays visible
     other = routine.replace("The config load_checkpoint is deprecated", "The config lr is invalid")
     assert story_kind(other)[0] == "warning"
+
+
+def test_the_first_step_line_gives_no_rate_or_eta_measured_on_the_compile():
+    """The tiny CPU job's first step took 7.1 s with the compile and read "7131 ms/step | ETA
+    0:47:25" for a run that took 3 minutes: the compile's time is said as that."""
+    from launcher.cli.live import first_step_text
+    view = ProgressView("train", 1, 400, 1, 4, 6.933, "", 7.131, 1.1, 2845.0)
+    assert first_step_text(view) == "first step done (graph compiled): epoch 1/4 step 1/400 | loss 6.933 | " \
+                                    "7.1 s with the compile"

@@ -22,6 +22,7 @@ import re
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -238,8 +239,7 @@ class StorySink:
         self.view = view
         if view.done is not None and not self.first_step:
             self.first_step = True
-            self._say(f"{time.strftime('%H:%M:%S')} first {'step' if view.kind == 'train' else 'example'} "
-                      f"done (graph compiled): {view_text(view)}", "bold")
+            self._say(f"{time.strftime('%H:%M:%S')} {first_step_text(view)}", "bold")
             self.last_progress = time.monotonic()
         if self.live is not None:
             self.live.update(self._renderable())
@@ -291,6 +291,15 @@ class StorySink:
             # "x22 ... load_checkpoint is deprecated" (2 ranks), as if one key were at fault
             others = f" (and {len(texts) - 1} other message(s) from there)" if len(texts) > 1 else ""
             self._say(f"  x{count}  {who}: {text}{others}", indent=8)
+
+
+def first_step_text(view: ProgressView) -> str:
+    """The first step's line: its time is the compile's, so no step time, rate or ETA from it (the
+    tiny CPU job's read "7131 ms/step | ETA 0:47:25" for a run that took 3 minutes)."""
+    unit = "step" if view.kind == "train" else "example"
+    facts = view_text(replace(view, step_s=None, samples_s=None, eta_s=None)).rsplit(" | ETA ", 1)[0]
+    took = f" | {view.step_s:.1f} s with the compile" if view.step_s is not None else ""
+    return f"first {unit} done (graph compiled): {facts}{took}"
 
 
 def routine_text(counts: dict[str, int]) -> str:
