@@ -227,9 +227,10 @@ def test_a_peer_socket_closing_while_the_cluster_forms_is_part_of_the_forming(mo
     """The scheduler's "please check remote peer address ... which worker disconnected" between
     its retries 1 and 2 (the story's first line on the tiny CPU job, at 80 columns six lines):
     forming, counted into the milestone; after the cluster formed, a worker did disconnect."""
-    story, _ = _story(monkeypatch, SCHEDULER)
+    story, job = _story(monkeypatch, SCHEDULER)
     text = "\n".join(story)
     assert "remote peer" not in text and "cluster formed after 14 retries" in text, text
+    assert summary_rows(job.states[("h0", 0)].summary())["kind"] == "-"  # it read "unknown"
     story, _ = _story(monkeypatch, SCHEDULER + [PEER_CLOSED])
     assert sum("remote peer" in ln for ln in story) == 1, story
 
