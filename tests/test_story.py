@@ -258,3 +258,23 @@ def test_the_first_step_line_gives_no_rate_or_eta_measured_on_the_compile():
     view = ProgressView("train", 1, 400, 1, 4, 6.933, "", 7.131, 1.1, 2845.0)
     assert first_step_text(view) == "first step done (graph compiled): epoch 1/4 step 1/400 | loss 6.933 | " \
                                     "7.1 s with the compile"
+
+
+def test_a_log_read_file_by_file_compiles_once_and_ends_without_an_eta(monkeypatch):
+    """An ended job read from the start goes file by file: rank 0's "compiling the graph" came
+    after rank 1's whole file and read "at step 64/64"; the last line ended "ETA 0:00:00"."""
+    out = io.StringIO()
+    monkeypatch.setattr(environment.current(), "stdout", Console(file=out, width=200, color_system=None,
+                                                                 no_color=True), raising=False)
+    sink = StorySink(LinePrinter(tagged=True, raw=False), live=False, every=3600)
+    job = JobLogs()
+    for rank in (1, 0):
+        for line in TINY:
+            job.feed("h0", rank, line)
+            sink.line("h0", rank, line)
+            sink.progress(build_view(job))
+    sink.finish()
+    story = out.getvalue().splitlines()
+    compiling = [ln for ln in story if "compiling the graph" in ln]
+    assert len(compiling) == 1 and compiling[0].endswith("h0/1: compiling the graph"), story
+    assert "step 64/64" in story[-2] and "ETA" not in story[-2], story

@@ -210,6 +210,10 @@ class StorySink:
                 return
             self.milestones.add(("cluster formed", None))  # once for the job: the first stream says it
             self._say(f"{time.strftime('%H:%M:%S')} {who}: {forming.milestone()}", "bold")
+        elif kind == "milestone" and what in ONCE_PER_JOB:
+            if (what, None) not in self.milestones:
+                self.milestones.add((what, None))
+                self._say(f"{time.strftime('%H:%M:%S')} {who}: {what}", "bold")
         elif kind == "milestone":
             done = self.view.done
             if (what, done) not in self.milestones:
@@ -248,7 +252,7 @@ class StorySink:
         facts = (view.done, view.total)
         if view.done is not None and now - self.last_progress >= self.every and facts != self.printed_progress:
             self.last_progress, self.printed_progress = now, facts
-            self._say(f"{time.strftime('%H:%M:%S')} {view_text(view)}")
+            self._say(f"{time.strftime('%H:%M:%S')} {progress_text(view)}")
 
     def note(self, text: str) -> None:
         self._say(f"alaunch: {text}", "bold")
@@ -274,7 +278,7 @@ class StorySink:
     def finish(self) -> None:
         """The last progress line, a cluster that never formed, and the warnings with their counts."""
         if self.view.done is not None and (self.view.done, self.view.total) != self.printed_progress:
-            self._say(f"{time.strftime('%H:%M:%S')} {view_text(self.view)}")
+            self._say(f"{time.strftime('%H:%M:%S')} {progress_text(self.view)}")
         for key, forming in sorted(self.forming.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
             failed = forming.failed_text()
             if failed is not None:
@@ -291,6 +295,21 @@ class StorySink:
             # "x22 ... load_checkpoint is deprecated" (2 ranks), as if one key were at fault
             others = f" (and {len(texts) - 1} other message(s) from there)" if len(texts) > 1 else ""
             self._say(f"  x{count}  {who}: {text}{others}", indent=8)
+
+
+#: Milestones said once for the job, with no step: every rank compiles before its first step,
+#: and a log read file by file (an ended job, ``--from-start``) had rank 0's compile say "at
+#: step 400/400", the step rank 1's file had reached.
+ONCE_PER_JOB = frozenset({"compiling the graph"})
+
+
+def progress_text(view: ProgressView) -> str:
+    """A plain progress line; at the last step without its "ETA 0:00:00" (at 80 columns the
+    last line of a run wrapped for it)."""
+    text = view_text(view)
+    if view.done is not None and view.total and view.done >= view.total:
+        text = text.rsplit(" | ETA ", 1)[0]
+    return text
 
 
 def first_step_text(view: ProgressView) -> str:
