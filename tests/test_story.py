@@ -278,3 +278,13 @@ def test_a_log_read_file_by_file_compiles_once_and_ends_without_an_eta(monkeypat
     compiling = [ln for ln in story if "compiling the graph" in ln]
     assert len(compiling) == 1 and compiling[0].endswith("h0/1: compiling the graph"), story
     assert "step 64/64" in story[-2] and "ETA" not in story[-2], story
+
+
+def test_a_note_on_a_terminal_wraps_between_words():
+    """The Ctrl-C note at 80 columns read "(stop it" / ": alaunch cancel ...": cut by the terminal."""
+    from launcher.cli.live import detached_text, fit
+    text = "alaunch: " + detached_text("tiny-lora-cpu-20261206-021321-493d")
+    lines = fit(Console(file=io.StringIO(), width=80, force_terminal=True), text).splitlines()
+    assert len(lines) == 3 and all(len(ln) <= 80 for ln in lines), lines
+    assert " ".join(lines) == text  # whole words only
+    assert fit(Console(file=io.StringIO(), width=80), text) == text  # a pipe: one line

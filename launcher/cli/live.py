@@ -60,6 +60,16 @@ _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def fit(console, text: str, indent: int = 0) -> str:
+    """On a terminal narrower than ``text``, wrapped at word boundaries (a word is split only
+    when it is wider than the line), continuation lines indented by ``indent``: the terminal
+    cut words in half ("(stop it" / ": alaunch cancel ..."). In a pipe the line stays whole."""
+    if console.is_terminal and len(text) > console.width:
+        return textwrap.fill(text, width=max(20, console.width), subsequent_indent=" " * indent,
+                             break_on_hyphens=False)
+    return text
+
+
 def progress_renderable(v: ProgressView):
     """A bar with the facts beside it; a red line under it once something failed."""
     grid = Table.grid(padding=(0, 1))
@@ -172,9 +182,7 @@ class StorySink:
         """One story line; on a terminal wrapped at word boundaries (a word is split only when it
         is wider than the line), continuation lines indented by ``indent``: rich's soft wrap
         left the terminal to cut words in half. In a pipe the line stays whole."""
-        if self.console.is_terminal and len(text) > self.console.width:
-            text = textwrap.fill(text, width=max(20, self.console.width), subsequent_indent=" " * indent,
-                                 break_on_hyphens=False)
+        text = fit(self.console, text, indent)
         if self.console.no_color or not style:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
@@ -388,8 +396,8 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
     Ctrl-C while following stops the follower, not the job: it says so, with the command that
     reattaches (Ctrl-C printed nothing, and ``submit --follow`` had not yet said the id)."""
     env = environment.current()
-    note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False,  # noqa: E731
-                                         soft_wrap=True)
+    note = lambda text: env.stderr.print(fit(env.stderr, f"alaunch: {text}"), markup=False,  # noqa: E731
+                                         highlight=False, soft_wrap=True)
     try:
         return _follow_job(record, service, runner_for, note, follow=follow, raw=raw, grep=grep, rank=rank,
                            node=node, since=since, verbose=verbose, progress_every=progress_every,
