@@ -282,7 +282,8 @@ def test_a_log_read_file_by_file_compiles_once_and_ends_without_an_eta(monkeypat
 
 def test_a_note_on_a_terminal_wraps_between_words():
     """The Ctrl-C note at 80 columns read "(stop it" / ": alaunch cancel ...": cut by the terminal."""
-    from launcher.cli.live import detached_text, fit
+    from launcher.cli.live import detached_text
+    from launcher.cli.tables import wrap_words as fit
     text = "alaunch: " + detached_text("tiny-lora-cpu-20261206-021321-493d")
     lines = fit(Console(file=io.StringIO(), width=80, force_terminal=True), text).splitlines()
     assert len(lines) == 3 and all(len(ln) <= 80 for ln in lines), lines

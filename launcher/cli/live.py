@@ -19,7 +19,6 @@ Sinks for :class:`launcher.ops.follow.Follower` (and the live bar, :func:`progre
 from __future__ import annotations
 
 import re
-import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -43,6 +42,7 @@ from launcher.cli.logview import (
     summary_payload,
     summary_table,
 )
+from launcher.cli.tables import wrap_words
 from launcher.core.hostfile import Host
 from launcher.errors import ExitCode, InputError
 from launcher.metrics.progress import ProgressView, view_text
@@ -58,16 +58,6 @@ if TYPE_CHECKING:
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def fit(console, text: str, indent: int = 0) -> str:
-    """On a terminal narrower than ``text``, wrapped at word boundaries (a word is split only
-    when it is wider than the line), continuation lines indented by ``indent``: the terminal
-    cut words in half ("(stop it" / ": alaunch cancel ..."). In a pipe the line stays whole."""
-    if console.is_terminal and len(text) > console.width:
-        return textwrap.fill(text, width=max(20, console.width), subsequent_indent=" " * indent,
-                             break_on_hyphens=False)
-    return text
 
 
 def progress_renderable(v: ProgressView):
@@ -182,7 +172,7 @@ class StorySink:
         """One story line; on a terminal wrapped at word boundaries (a word is split only when it
         is wider than the line), continuation lines indented by ``indent``: rich's soft wrap
         left the terminal to cut words in half. In a pipe the line stays whole."""
-        text = fit(self.console, text, indent)
+        text = wrap_words(self.console, text, indent)
         if self.console.no_color or not style:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
@@ -396,7 +386,7 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
     Ctrl-C while following stops the follower, not the job: it says so, with the command that
     reattaches (Ctrl-C printed nothing, and ``submit --follow`` had not yet said the id)."""
     env = environment.current()
-    note = lambda text: env.stderr.print(fit(env.stderr, f"alaunch: {text}"), markup=False,  # noqa: E731
+    note = lambda text: env.stderr.print(wrap_words(env.stderr, f"alaunch: {text}"), markup=False,  # noqa: E731
                                          highlight=False, soft_wrap=True)
     try:
         return _follow_job(record, service, runner_for, note, follow=follow, raw=raw, grep=grep, rank=rank,

@@ -100,11 +100,11 @@ def register(app: typer.Typer) -> None:
                 from rich.console import Console
                 out = Console(file=env.stdout.file, width=180, no_color=env.stdout.no_color,
                               highlight=False)
-            from launcher.cli.tables import print_table
+            from launcher.cli.tables import print_table, wrap_words
             table = _table(report, out.width, wide)
             print_table(out, table, wide=wide)
             for line in verdicts_below(report, table):
-                out.print(line, markup=False, highlight=False, soft_wrap=True)
+                out.print(wrap_words(out, line, 2), markup=False, highlight=False, soft_wrap=True)
             for p in report.problems:
                 out.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
         if report.failure:
