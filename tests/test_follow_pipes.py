@@ -379,3 +379,50 @@ def test_offsets_that_cannot_be_kept_are_said_once_and_the_follow_goes_on(tmp_pa
     said = [n for n in sink.notes if "read offsets" in n]
     assert len(said) == 1 and "reads every file from the start" in said[0], sink.notes
     assert result.node_codes == {"n0": 0}  # followed to the end all the same
+
+
+class _SlowThenStopped(_Notes):
+    """A slow view: it takes ``keep`` lines, then a Ctrl-C arrives while the readers have
+    queued lines it never took (the follower's queue not empty)."""
+
+    def __init__(self, follower_box, keep: int):
+        super().__init__()
+        self.box, self.keep = follower_box, keep
+
+    def line(self, host, rank, text):
+        if len(self.lines) == self.keep:
+            queued = self.box[0].queue
+            end = time.monotonic() + 20
+            while queued.qsize() < 100 and time.monotonic() < end:
+                time.sleep(0.01)
+            assert queued.qsize() >= 100  # the condition under test: lines read, not yet handled
+            raise KeyboardInterrupt
+        super().line(host, rank, text)
+
+
+def test_a_follower_stopped_with_lines_queued_hands_none_of_them_on_as_shown(tmp_path):
+    """The saved offsets were those READ from the host, up to READ_AHEAD lines ahead of what the
+    view had shown: a follower stopped (Ctrl-C, kill) with lines queued made the next ``logs -f``
+    skip them. Stopped after 50 of 3000 lines, the reattach shows the other 2950: none lost
+    or doubled."""
+    from launcher.core.layout import JobLayout
+    root = tmp_path / "job0"
+    state = Path(JobLayout(str(root)).node_state(0))
+    state.mkdir(parents=True)
+    (root / "msrun_log").mkdir()
+    every = [f"line {i:05d}" for i in range(3000)]
+    (root / "msrun_log" / "worker_0.log").write_text("".join(f"{t}\n" for t in every))
+    (state / "pid").write_text(f"1 {os.getpid()}\n")
+    record = reg.JobRecord("j1", "j", "train", "running", "", "", "", "", "", None, None, None,
+                           meta={"pythons": {"n0": PY}}, nodes=(reg.NodeRecord(0, "n0", str(root)),))
+    hosts, offsets = {"n0": Host("n0", 1)}, tmp_path / "offsets.json"
+    box: list = []
+    first = _SlowThenStopped(box, keep=50)
+    box.append(Follower(record, lambda h: LocalRunner(h), hosts, first, offsets_path=offsets))
+    with pytest.raises(KeyboardInterrupt):
+        box[0].run()
+    assert first.lines == every[:50]
+    write_exit_code(state, 0)  # the job ends; the reattach reads what is left and stops
+    again = _Notes()
+    Follower(record, lambda h: LocalRunner(h), hosts, again, offsets_path=offsets).run()
+    assert first.lines + again.lines == every

@@ -120,6 +120,26 @@ def test_nothing_to_send_draws_no_bar_and_says_so():
     assert [t.description for t in bar.tasks] == ["h3: 2 file(s)"]
 
 
+def test_the_transfer_bar_speaks_mib_and_leaves_only_the_hosts_lines():
+    """A fetch at 80 columns left "4.4 MiB in 0.2 s (21.9 MiB/s)" and under it the finished bar
+    "4.7/4.7 MB 236.0 MB/s": the same bytes in other units. The bar is MiB and transient."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from launcher.cli.progress import transfer_bar
+
+    bar = transfer_bar(Console(file=io.StringIO(), width=80, force_terminal=True))
+    task = bar.add_task("h1: 2 file(s)", total=5 << 20)
+    bar.update(task, completed=1 << 20)
+    time.sleep(0.01)  # a second sample, so the speed column has a rate to show
+    bar.update(task, completed=5 << 20)
+    cells = " ".join(str(column.render(bar.tasks[0])) for column in bar.columns[2:])
+    assert "5.0/5.0 MiB" in cells and "MiB/s" in cells and " MB" not in cells, cells
+    assert bar.live.transient
+
+
 def test_a_pipeline_steps_submit_lines_are_its_own():
     """Inside a pipeline a step queued behind a sibling printed "queued (position 1): cards busy
     ...; wait for them with --wait, or pick others with --devices / --include" unindented: the

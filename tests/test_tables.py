@@ -119,6 +119,23 @@ def test_hosts_check_never_splits_a_host(width):
     assert t.cut_rows(_table(report, width), "verdict", verdicts) == [1, 2]  # the long FAILs: printed whole below
 
 
+def test_a_few_hosts_cut_verdicts_are_printed_whole_under_the_table():
+    """``hosts check --local`` at 80 columns read "PASS: ok (CPU only: no npu-smi; alaunch u…":
+    with few hosts a passed host's cut verdict is printed whole below too; with many, only the
+    failed ones' (the table is the overview)."""
+    from launcher.cli.commands.hosts import FEW_HOSTS, _table, verdicts_below
+
+    note = ("PASS: ok (CPU only: no npu-smi; alaunch uses 0.14 GiB in its store, 0.59 GiB in 123 job "
+            "dir(s); `alaunch prune` frees finished ones)")
+    row = ("localhost", "yes 0.0 ms", "Debian 12 x86_64", "3.11.7", "2.9.0", "1.9.0", "yes", "no NPUs (CPU only)",
+           "47.6 GiB (/root)", note)
+    one = CheckReport("hosts check", COLUMNS, [row], set())
+    assert verdicts_below(one, _table(one, 80)) == [f"localhost: {note}"]
+    assert verdicts_below(one, _table(one, 400)) == []  # whole in the table: not twice
+    many = CheckReport("hosts check", COLUMNS, [(f"h{i}", *row[1:]) for i in range(FEW_HOSTS + 1)], {2})
+    assert verdicts_below(many, _table(many, 80)) == [f"h2: {note}"]
+
+
 @pytest.mark.parametrize("width", [80, 120])
 def test_pipeline_steps_one_line_and_copyable_job_ids(width):
     from launcher.cli.pipelineview import steps_table

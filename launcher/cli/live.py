@@ -19,9 +19,9 @@ Sinks for :class:`launcher.ops.follow.Follower` (and the live bar, :func:`progre
 from __future__ import annotations
 
 import re
-import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +44,7 @@ from launcher.cli.logview import (
     summary_payload,
     summary_table,
 )
+from launcher.cli.tables import wrap_words
 from launcher.core.hostfile import Host
 from launcher.errors import ExitCode, InputError
 from launcher.metrics.progress import ProgressView, view_text
@@ -147,6 +148,7 @@ class StorySink:
         self.console = environment.current().stdout
         self.every = every
         self.warnings: dict[str, list] = {}  # key -> [count, first text, host/rank, distinct texts (capped)]
+        self.routine: dict[str, int] = {}  # key -> count: MindSpore's routine warnings, one line at the end
         self.milestones: set[tuple[str, int | None]] = set()
         self.in_traceback: set[tuple[str, int | None]] = set()
         self.view = ProgressView("unknown")
@@ -173,9 +175,7 @@ class StorySink:
         """One story line; on a terminal wrapped at word boundaries (a word is split only when it
         is wider than the line), continuation lines indented by ``indent``: rich's soft wrap
         left the terminal to cut words in half. In a pipe the line stays whole."""
-        if self.console.is_terminal and len(text) > self.console.width:
-            text = textwrap.fill(text, width=max(20, self.console.width), subsequent_indent=" " * indent,
-                                 break_on_hyphens=False)
+        text = wrap_words(self.console, text, indent)
         if self.console.no_color or not style:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
@@ -202,7 +202,8 @@ class StorySink:
                                                                             "The above exception")):
                 self.in_traceback.discard(key)
             return
-        kind, what = story_kind(text)
+        formed = self.forming.get(key)
+        kind, what = story_kind(text, forming=formed is None or not formed.formed)
         if kind == "forming" or (kind == "milestone" and what == "cluster formed"):
             forming = self.forming.setdefault(key, ClusterForming())
             forming.feed(text)
@@ -210,6 +211,10 @@ class StorySink:
                 return
             self.milestones.add(("cluster formed", None))  # once for the job: the first stream says it
             self._say(f"{time.strftime('%H:%M:%S')} {who}: {forming.milestone()}", "bold")
+        elif kind == "milestone" and what in ONCE_PER_JOB:
+            if (what, None) not in self.milestones:
+                self.milestones.add((what, None))
+                self._say(f"{time.strftime('%H:%M:%S')} {who}: {what}", "bold")
         elif kind == "milestone":
             done = self.view.done
             if (what, done) not in self.milestones:
@@ -232,13 +237,14 @@ class StorySink:
                 seen[0] += 1
                 if len(seen[3]) < 100:
                     seen[3].add(short)
+        elif kind == "routine":
+            self.routine[what] = self.routine.get(what, 0) + 1
 
     def progress(self, view: ProgressView) -> None:
         self.view = view
         if view.done is not None and not self.first_step:
             self.first_step = True
-            self._say(f"{time.strftime('%H:%M:%S')} first {'step' if view.kind == 'train' else 'example'} "
-                      f"done (graph compiled): {view_text(view)}", "bold")
+            self._say(f"{time.strftime('%H:%M:%S')} {first_step_text(view)}", "bold")
             self.last_progress = time.monotonic()
         if self.live is not None:
             self.live.update(self._renderable())
@@ -247,7 +253,7 @@ class StorySink:
         facts = (view.done, view.total)
         if view.done is not None and now - self.last_progress >= self.every and facts != self.printed_progress:
             self.last_progress, self.printed_progress = now, facts
-            self._say(f"{time.strftime('%H:%M:%S')} {view_text(view)}")
+            self._say(f"{time.strftime('%H:%M:%S')} {progress_text(view)}")
 
     def note(self, text: str) -> None:
         self._say(f"alaunch: {text}", "bold")
@@ -273,11 +279,13 @@ class StorySink:
     def finish(self) -> None:
         """The last progress line, a cluster that never formed, and the warnings with their counts."""
         if self.view.done is not None and (self.view.done, self.view.total) != self.printed_progress:
-            self._say(f"{time.strftime('%H:%M:%S')} {view_text(self.view)}")
+            self._say(f"{time.strftime('%H:%M:%S')} {progress_text(self.view)}")
         for key, forming in sorted(self.forming.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
             failed = forming.failed_text()
             if failed is not None:
                 self._say(f"{label(*key):<12} | {failed}", "red", indent=15)
+        if self.routine:
+            self._say(routine_text(self.routine))
         repeated = sorted(((v[0], k, v) for k, v in self.warnings.items() if v[0] > 1), reverse=True)
         if self.warnings:
             total = sum(v[0] for v in self.warnings.values())
@@ -288,6 +296,38 @@ class StorySink:
             # "x22 ... load_checkpoint is deprecated" (2 ranks), as if one key were at fault
             others = f" (and {len(texts) - 1} other message(s) from there)" if len(texts) > 1 else ""
             self._say(f"  x{count}  {who}: {text}{others}", indent=8)
+
+
+#: Milestones said once for the job, with no step: every rank compiles before its first step,
+#: and a log read file by file (an ended job, ``--from-start``) had rank 0's compile say "at
+#: step 400/400", the step rank 1's file had reached.
+ONCE_PER_JOB = frozenset({"compiling the graph"})
+
+
+def progress_text(view: ProgressView) -> str:
+    """A plain progress line; at the last step without its "ETA 0:00:00" (at 80 columns the
+    last line of a run wrapped for it)."""
+    text = view_text(view)
+    if view.done is not None and view.total and view.done >= view.total:
+        text = text.rsplit(" | ETA ", 1)[0]
+    return text
+
+
+def first_step_text(view: ProgressView) -> str:
+    """The first step's line: its time is the compile's, so no step time, rate or ETA from it (the
+    tiny CPU job's read "7131 ms/step | ETA 0:47:25" for a run that took 3 minutes)."""
+    unit = "step" if view.kind == "train" else "example"
+    facts = view_text(replace(view, step_s=None, samples_s=None, eta_s=None)).rsplit(" | ETA ", 1)[0]
+    took = f" | {view.step_s:.1f} s with the compile" if view.step_s is not None else ""
+    return f"first {unit} done (graph compiled): {facts}{took}"
+
+
+def routine_text(counts: dict[str, int]) -> str:
+    """The one line a healthy run's routine warnings get (:data:`launcher.metrics.story.ROUTINE_WARNINGS`):
+    the tiny CPU job printed 25 of them, each a ``warning`` line of the story."""
+    n = sum(counts.values())
+    kinds = f"{len(counts)} kinds; " if len(counts) > 1 else ""
+    return f"{n:,} routine MindSpore warning{'s' if n != 1 else ''} ({kinds}--verbose shows them)"
 
 
 class LiveSink(PlainSink):
@@ -350,8 +390,8 @@ def follow_job(record: reg.JobRecord, service: Engine, runner_for: Callable[[Hos
     Ctrl-C while following stops the follower, not the job: it says so, with the command that
     reattaches (Ctrl-C printed nothing, and ``submit --follow`` had not yet said the id)."""
     env = environment.current()
-    note = lambda text: env.stderr.print(f"alaunch: {text}", markup=False, highlight=False,  # noqa: E731
-                                         soft_wrap=True)
+    note = lambda text: env.stderr.print(wrap_words(env.stderr, f"alaunch: {text}"), markup=False,  # noqa: E731
+                                         highlight=False, soft_wrap=True)
     try:
         return _follow_job(record, service, runner_for, note, follow=follow, raw=raw, grep=grep, rank=rank,
                            node=node, since=since, verbose=verbose, progress_every=progress_every,

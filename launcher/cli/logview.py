@@ -112,7 +112,7 @@ def _iso(at: datetime | None) -> str | None:
 
 def summary_rows(s: Summary) -> dict[str, str]:
     """The summary of one stream as (field, text) pairs, in reading order."""
-    rows = {"kind": s.kind}
+    rows = {"kind": "-" if s.kind == "unknown" else s.kind}  # a scheduler's stream read "unknown"
     if s.steps_done is not None:
         unit = "steps" if s.kind == "train" else "examples"
         rows["progress"] = f"{s.steps_done}/{s.steps_total} {unit}"

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, ProgressColumn, Task, TaskID, TextColumn
 from rich.progress import Progress as RichBar
+from rich.text import Text
 
 from launcher.ops import registry as reg
 from launcher.ops.collect import FetchReport, NodeFetch, fetch_job
@@ -105,6 +106,22 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+class MiBSpeedColumn(ProgressColumn):
+    """Bytes per second in MiB/s, as every other line says it (rich's column is decimal MB/s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{_mib(int(speed))}/s", style="progress.data.speed")
+
+
+def transfer_bar(console) -> RichBar:
+    """The bar of a send or a fetch: binary units, and gone when done (transient), leaving each
+    host's line. A fetch at 80 columns left its finished bar under that line, the same bytes in
+    other units: "4.4 MiB in 0.2 s (21.9 MiB/s)" then "4.7/4.7 MB 236.0 MB/s"."""
+    return RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                   MiBSpeedColumn(), console=console, transient=True)
+
+
 def node_line(node: NodeFetch) -> str:
     """One plain line per node: what came, what was skipped, how fast."""
     if node.error:
@@ -161,8 +178,7 @@ def fetch_with_progress(env: Environment, registry: reg.Registry, job: str, what
     """Fetch with a bar per node on a terminal, plain lines otherwise (used by fetch and submit --fetch)."""
     say = lambda text: env.stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     if env.stderr.is_terminal and not env.raw:
-        bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), console=env.stderr, transient=False)
+        bar = transfer_bar(env.stderr)
         with bar:
             return fetch_job(registry, job, what, dest, env.state_dir, progress=RichFetchProgress(bar, say),
                              options=options)

@@ -18,6 +18,7 @@ when nothing else is left to give. ``wide`` prints everything whole. The full te
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -196,3 +197,13 @@ def print_table(console: Console, tab: Table, *, wide: bool = False) -> None:
             console = Console(file=console.file, width=need, no_color=console.no_color, highlight=False,
                               force_terminal=console.is_terminal)
     console.print(tab)
+
+
+def wrap_words(console, text: str, indent: int = 0) -> str:
+    """On a terminal narrower than ``text``, wrapped at word boundaries (a word is split only
+    when it is wider than the line), continuation lines indented by ``indent``: the terminal
+    cut words in half ("(stop it" / ": alaunch cancel ..."). In a pipe the line stays whole."""
+    if console.is_terminal and len(text) > console.width:
+        return textwrap.fill(text, width=max(20, console.width), subsequent_indent=" " * indent,
+                             break_on_hyphens=False)
+    return text

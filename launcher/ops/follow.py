@@ -229,6 +229,7 @@ class Follower:
         self.hub: PipeHub | None = None
         self._offsets_unsaved = False  # said once that the offsets file cannot be written
         self.resume_at: dict[str, dict[str, list[int]]] = {}  # host -> {path: [inode, end]} already shown
+        self.handled: dict[str, dict[str, list[int]]] = {}  # host -> {path: [inode, end]} handled here
         self.skipped = 0  # replayed lines: read for the summary, not shown again
         self._resumed = False
         self.telemetry = NodeTelemetry(record, hosts, telemetry_every if follow else 0.0, telemetry_path)
@@ -280,19 +281,23 @@ class Follower:
     def _save(self) -> None:
         if self.follow and self.offsets_path is not None:
             try:
-                save_offsets(self.offsets_path, {h: self._shown(h, st.offsets_copy())
-                                                 for h, st in self.streams.items()})
+                save_offsets(self.offsets_path, {h: self._shown(h, self.handled.get(h, {}))
+                                                 for h in self.streams})
             except OSError as exc:  # a convenience for the next follower, never worth failing for: said once
                 if not self._offsets_unsaved:
                     self._offsets_unsaved = True
                     self.sink.note(f"cannot keep the read offsets in {self.offsets_path} ({exc.strerror or exc}); "
                                    "a later logs -f reads every file from the start")
 
-    def _shown(self, host: str, read: dict[str, list[int]]) -> dict[str, list[int]]:
-        """What has been shown of each file: what this follower read, never less than what an
-        earlier one had shown (a follower stopped mid-replay must not hand its replay on)."""
+    def _shown(self, host: str, handled: dict[str, list[int]]) -> dict[str, list[int]]:
+        """What has been shown of each file: what this follower handled, never less than what an
+        earlier one had shown (a follower stopped mid-replay must not hand its replay on).
+
+        Handled, not read: the readers run up to READ_AHEAD events ahead of this loop, and
+        offsets saved as lines were read let a follower stopped with lines queued (Ctrl-C, a
+        kill) hand them on as shown: the next ``logs -f`` skipped them (up to 10,000 lines)."""
         merged = {k: list(v) for k, v in self.resume_at.get(host, {}).items()}
-        for path, (ino, end) in read.items():
+        for path, (ino, end) in handled.items():
             if path not in merged or merged[path][0] != ino or merged[path][1] < end:
                 merged[path] = [ino, end]
         return merged
@@ -323,10 +328,13 @@ class Follower:
     def _replayed(self, event: Event) -> bool:
         """Was this line shown by an earlier follower (at or before its saved offset, same inode)?"""
         marks = self.resume_at.get(event.host)
-        stream = self.streams.get(event.host) if marks else None
-        where = stream.node.files.get(event.fid) if stream is not None else None
-        mark = marks.get(where[0]) if marks and where is not None else None
-        return mark is not None and where is not None and mark[0] == where[1] and event.end <= mark[1]
+        mark = marks.get(event.path) if marks and event.path else None
+        return mark is not None and mark[0] == event.ino and event.end <= mark[1]
+
+    def _handled(self, event: Event) -> None:
+        """The line is in the sink's hands (or the summary's, replayed): the offset to save."""
+        if event.path:
+            self.handled.setdefault(event.host, {})[event.path] = [event.ino, event.end]
 
     def _say_resumed(self) -> None:
         """Once, before the first new line (or at the end): where the new lines start."""
@@ -409,6 +417,7 @@ class Follower:
             return None
         if event.kind == "line" and self.resume_at and self._replayed(event):
             self.skipped += 1  # shown before: the summary reads it, the sink does not
+            self._handled(event)
             if event.role == "msrun":
                 return self.job.feed_msrun(event.host, event.text)
             self.job.feed(event.host, event.rank, event.text)
@@ -419,10 +428,12 @@ class Follower:
             # msrun's own output: the worker and scheduler exits it reports are process facts
             failure = self.job.feed_msrun(event.host, event.text)
             self.sink.msrun(event.host, event.text)
+            self._handled(event)
             return failure
         if event.kind == "line":
             self.job.feed(event.host, event.rank, event.text)
             self.sink.line(event.host, event.rank, event.text)
+            self._handled(event)  # after the sink: a Ctrl-C inside it shows the line again, never loses it
             self.sink.progress(self._view(event.at))
             for text in self.stragglers.update(self.job, event.at):
                 self.sink.note(text)

@@ -79,6 +79,8 @@ class Event:
     at: float = 0.0  # time.monotonic() on arrival
     fid: str = ""  # line: which file (declared by a "file" event) ...
     end: int = 0  # ... and the byte offset just after this line in it
+    path: str = ""  # line: that file's path and inode, as its attempt declared them ("": undeclared),
+    ino: int = 0  # so the loop that handles it keeps the offset of what it handled (Follower._save)
 
     @property
     def exit_code(self) -> int | None:
@@ -110,16 +112,19 @@ def tail_argv(python: str, root: str) -> list[str]:
     return [python, "-c", wire.program("follow", "tail"), wire.request_arg({"op": "tail", "root": root})]
 
 
-def parse_message(host: str, raw: str, at: float = 0.0) -> Event | None:
-    """One line printed by the FOLLOW script -> an Event (None for anything else)."""
+def parse_message(host: str, raw: str, at: float = 0.0,
+                  files: dict[str, tuple[str, int]] | None = None) -> Event | None:
+    """One line printed by the FOLLOW script -> an Event (None for anything else). ``files``:
+    the attempt's declared files (fid -> (path, inode)), named in each line event."""
     kind, _, rest = raw.partition("\t")
     if kind == "L":
         rank, _, rest = rest.partition("\t")
         role, _, rest = rest.partition("\t")
         where, _, text = rest.partition("\t")
         fid, _, end = where.partition(":")
+        src = (files or {}).get(fid, ("", 0))
         return Event(host, "line", int(rank) if rank.isdigit() else None, role, text, at, fid,
-                     int(end) if end.isdigit() else 0)
+                     int(end) if end.isdigit() else 0, src[0], src[1])
     if kind == "F":
         fid, _, rest = rest.partition("\t")
         ino, _, path = rest.partition("\t")
@@ -179,17 +184,16 @@ class NodeLog:
 
     def take(self, raw: str, at: float) -> Event | None:
         """One line of the FOLLOW script -> the event to publish (None: nothing to publish)."""
-        event = parse_message(self.host, raw, at)
+        event = parse_message(self.host, raw, at, self.files)
         if event is None:
             return None
         self.last_seen = event.at
         if event.kind == "file":
             self.files[event.fid] = (event.text, event.end)
             return None
-        if event.kind == "line" and event.fid in self.files:
-            path, ino = self.files[event.fid]
-            with self._lock:
-                self.offsets[path] = [ino, event.end]
+        if event.kind == "line" and event.path:
+            with self._lock:  # what was READ: where a reconnect resumes (the queue still holds the rest)
+                self.offsets[event.path] = [event.ino, event.end]
         if event.kind == "end":
             self.ended = True
         return None if event.kind == "beat" else event

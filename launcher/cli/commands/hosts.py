@@ -38,6 +38,23 @@ def _table(report: CheckReport, width: int = 80, wide: bool = False) -> Table:
                    row_styles=["red" if i in report.failed else None for i in range(len(report.rows))])
 
 
+FEW_HOSTS = 4  # up to this many hosts, a passed host's cut verdict is printed whole too
+
+
+def verdicts_below(report, table) -> list[str]:
+    """The verdicts the table cut, whole, for under it: every failed host's; a passed host's too
+    when there are few hosts. Why: ``hosts check --local`` at 80 columns read "PASS: ok (CPU
+    only: no npu-smi; alaunch u…", the disk use and the ``alaunch prune`` hint cut away."""
+    from launcher.cli.tables import cut_rows
+
+    if "verdict" not in report.columns:
+        return []
+    few = len(report.rows) <= FEW_HOSTS
+    verdicts = [row[report.columns.index("verdict")] if few or i in report.failed else ""
+                for i, row in enumerate(report.rows)]
+    return [f"{report.rows[i][0]}: {verdicts[i]}" for i in cut_rows(table, "verdict", verdicts)]
+
+
 def register(app: typer.Typer) -> None:
     hosts_app = typer.Typer(help="Check the hosts of a hostfile.", no_args_is_help=True)
 
@@ -89,14 +106,11 @@ def register(app: typer.Typer) -> None:
                 from rich.console import Console
                 out = Console(file=env.stdout.file, width=180, no_color=env.stdout.no_color,
                               highlight=False)
-            from launcher.cli.tables import cut_rows, print_table
+            from launcher.cli.tables import print_table, wrap_words
             table = _table(report, out.width, wide)
             print_table(out, table, wide=wide)
-            if "verdict" in report.columns:  # a failed host's reason whole, under the table
-                verdicts = [row[report.columns.index("verdict")] if i in report.failed else ""
-                            for i, row in enumerate(report.rows)]
-                for i in cut_rows(table, "verdict", verdicts):
-                    out.print(f"{report.rows[i][0]}: {verdicts[i]}", markup=False, highlight=False, soft_wrap=True)
+            for line in verdicts_below(report, table):
+                out.print(wrap_words(out, line, 2), markup=False, highlight=False, soft_wrap=True)
             for p in report.problems:
                 out.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
         if report.failure:

@@ -119,12 +119,8 @@ def start_job(env: environment.Environment, registry: reg.Registry, job: Path, t
     many = staged_to > MANY_HOSTS
     progress: Progress
     if env.stderr.is_terminal and not env.raw:
-        from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
-        from rich.progress import Progress as RichBar
-
-        from launcher.cli.progress import GroupProgress, RichProgress
-        bar = RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), console=env.stderr, transient=False)
+        from launcher.cli.progress import GroupProgress, RichProgress, transfer_bar
+        bar = transfer_bar(env.stderr)
         with bar:
             progress = GroupProgress(staged_to, say, bar) if many else RichProgress(bar, say)
             service = engine_for(target, registry, env.state_dir, say=say, progress=progress, exec_factory=factory)
