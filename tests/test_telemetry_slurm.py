@@ -212,3 +212,29 @@ def test_the_slurm_follower_keeps_the_nodes_samples_once_across_followers(tmp_pa
     with (tele / "n2.smi").open("a") as fh:
         fh.write(_line("n2", TABLE, 3.0, "1", "0,1") + "\n")
     assert follow() == {("n1", 0): 2, ("n1", 1): 2, ("n2", 0): 2, ("n2", 1): 2}  # only the new line counted
+
+
+def test_the_sampler_ends_when_the_batch_script_wrote_its_exit_code(tmp_path):
+    """Its parent may outlive msrun (started by a wrapper that did not exec): the batch
+    script's ``state/exit_code`` ends it too, its running ``npu-smi`` child with it."""
+    bin_dir = tmp_path / "bin"
+    _fake_npu_smi(bin_dir, f"cat <<'EOF'\n{TABLE}EOF")
+    root = tmp_path / "job"
+    (root / "state").mkdir(parents=True)
+    program = tmp_path / "sample.py"
+    program.write_text(wire.program("follow", "sample"))
+    req = {**wire.decode(ops.node_sampler(str(root), 0.1).request), "node": "n1"}  # type: ignore[union-attr]
+    proc = subprocess.Popen([sys.executable, "-S", str(program), wire.request_arg(req)],
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    path = root / "state" / "telemetry" / "n1.smi"
+    try:
+        deadline = time.monotonic() + 30
+        while not (path.exists() and path.read_text().count("\n") >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        (root / "state" / "exit_code").write_text("0\n")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
