@@ -97,13 +97,15 @@ def test_each_node_samples_its_cards_beside_msrun_and_stops_with_it(tmp_path):
     proc = _node_wrapper(tmp_path, f"{bin_dir}:{_python_bin(tmp_path)}:/usr/bin:/bin", 2.0)
     assert proc.wait(30) == 0
     path = tmp_path / "job" / "state" / "telemetry" / "n7.smi"
+    mine = str(tmp_path / "job" / "config" / "alaunch-sample.py").encode()  # this test's sampler only
     deadline = time.monotonic() + 10
-    sampler_alive = True
-    while sampler_alive and time.monotonic() < deadline:  # the sampler sees its parent gone
-        sampler_alive = any(b"alaunch-sample.py" in Path(f"/proc/{p}/cmdline").read_bytes()
-                            for p in os.listdir("/proc") if p.isdigit() and _readable(p))
+    left = [0]
+    while left and time.monotonic() < deadline:  # the sampler sees its parent gone
+        left = [int(p) for p in os.listdir("/proc") if p.isdigit() and mine in _cmdline(p)]
         time.sleep(0.1)
-    assert not sampler_alive
+    for pid in left:  # a sampler that did not end is a failure; it must not outlive the test
+        os.kill(pid, 9)
+    assert not left
     lines = path.read_text().splitlines()
     assert len(lines) >= 3, lines
     got = [node_sample(ln, 2) for ln in lines]
@@ -113,12 +115,11 @@ def test_each_node_samples_its_cards_beside_msrun_and_stops_with_it(tmp_path):
     assert path.stat().st_size == size  # nothing written after the end
 
 
-def _readable(pid: str) -> bool:
+def _cmdline(pid: str) -> bytes:
     try:
-        Path(f"/proc/{pid}/cmdline").read_bytes()
-        return True
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return False
+        return b""
 
 
 def test_no_npu_smi_no_sampler_and_a_failing_one_is_said_once_then_left(tmp_path):
