@@ -96,7 +96,7 @@ SMI_TIMEOUT = 30.0  # s: an npu-smi that hangs this long (a wedged driver) is ki
 SMI_FAILURES = 3  # failed runs in a row after which npu-smi is not run again (-8005 does not heal)
 SMI_CAP = 1 << 16  # bytes of one table sent: a 16-chip A3 table with processes is ~10 KB
 SAMPLES = "telemetry"  # SAMPLE's directory under the job's state/
-SAMPLE_CAP = 1 << 20  # bytes of a node's sample file before it moves to <file>.1 (~300 8-card tables)
+SAMPLE_CAP = 1 << 20  # bytes of a node's sample file before it moves to <file>.1 (~210 8-card tables of ~5 KB)
 smi = {"every": 0.0, "exe": None, "proc": None, "buf": b"", "next": 0.0, "started": 0.0, "timeout": SMI_TIMEOUT,
        "failed": 0}
 
