@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from launcher.core import slurm as core
@@ -239,3 +240,19 @@ def test_the_sampler_ends_when_the_batch_script_wrote_its_exit_code(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_slurm_card_idle_while_its_rank_is_mid_step_is_said():
+    """The idle rule needs the rank's progress, whose lines come through the login host: the
+    node's card 0 (node rank 1, one card a node) is rank 1 of the login host's lines."""
+    busy = (FIX / "910B3-8cards-23.0.rc3.3-busy-python-procs.txt").read_text()  # card 0: AI Core 0 %
+    record = _slurm_record(Path("/r"))
+    record = replace(record, meta={**record.meta, "target": {"cards_per_node": 1}})
+    tele = NodeTelemetry(record, {"login": Host("login", 1)}, None, None)
+    job = JobLogs()
+    job.feed("login", 1, "{ Epoch:[  1/  1], step:[    5/  200], loss: 2.0, per_step_time: 100ms }")
+    said = []
+    for t in range(100, 175, 5):
+        said += tele.take(Event("login", "smi", role="smi", text=_line("n2", busy, float(t), "1", "0")), job)
+    assert said == ["n2 card 0 (rank 1): AI Core at 0 % for 60 s while its rank is mid-step "
+                    "(waiting on a collective, the host, or the data?)"]
