@@ -123,7 +123,8 @@ def test_queued_with_reason_then_runs_cancel_and_timeout(slurm_env, run_cli, toy
     import subprocess
     import sys
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PATH", f"{slurm_env.npu_smi_bin()}:{os.environ['PATH']}")  # A's nodes have npu-smi
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", f"{slurm_env.npu_smi_bin()}:{path}")  # A's nodes have npu-smi (sbatch exports it)
     first = _sleeper(tmp_path, toy, "holder", 600)
     job = yaml.safe_load(first.read_text())
     first.write_text(yaml.safe_dump({**job, "telemetry_every": 2}, allow_unicode=True))
@@ -131,6 +132,7 @@ def test_queued_with_reason_then_runs_cancel_and_timeout(slurm_env, run_cli, toy
     code, out, err = run_cli("submit", str(first), "-H", str(_target(slurm_env, tmp_path)))
     assert code == 0, err
     a = out.strip().splitlines()[-1]
+    monkeypatch.setenv("PATH", path)  # B's do not: no sampler runs for it
     assert _wait(run_cli, a, {"running"}, 120) == "running"
     follower = subprocess.Popen([sys.executable, "-m", "launcher", "logs", a, "-f", "--raw"], env=dict(os.environ),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
