@@ -101,16 +101,48 @@ def _worker_pid(slurm_id: str, rank: int) -> int:
     raise AssertionError(f"no worker of rank {rank} in Slurm job {slurm_id}")
 
 
+def _cards_of(run_cli, job_id: str, want: set, timeout: float = 120) -> dict:
+    """``status --json``'s telemetry rows {(host, card): row} once they cover ``want``."""
+    import json
+    rows, end = {}, time.monotonic() + timeout
+    while time.monotonic() < end:
+        code, out, err = run_cli("status", job_id, "--json")
+        rows = {(r["host"], r["card"]): r for r in json.loads(out)["telemetry"]}
+        if want <= set(rows) and all(r["samples"] >= 2 for r in rows.values()):
+            return rows
+        time.sleep(2)
+    raise AssertionError(f"no telemetry of {sorted(want)} after {timeout} s: {rows}")
+
+
 def test_queued_with_reason_then_runs_cancel_and_timeout(slurm_env, run_cli, toy, tmp_path, monkeypatch):
     """A holds both nodes; B (time limit 1 min) waits `queued` (Resources); cancelling A leaves
-    none of its processes and B starts; B then outlives its limit -> failed (TIMEOUT)."""
+    none of its processes and B starts; B then outlives its limit -> failed (TIMEOUT).
+    A, followed (`logs -f`) on nodes with an npu-smi: its `status --json` has each node's card
+    (the one Slurm gave it, sampled on that node, not the login host's), and its cancel leaves no
+    sampler behind either."""
+    import subprocess
+    import sys
     monkeypatch.chdir(tmp_path)
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", f"{slurm_env.npu_smi_bin()}:{path}")  # A's nodes have npu-smi (sbatch exports it)
     first = _sleeper(tmp_path, toy, "holder", 600)
+    job = yaml.safe_load(first.read_text())
+    first.write_text(yaml.safe_dump({**job, "telemetry_every": 2}, allow_unicode=True))
     second = _sleeper(tmp_path, toy, "limited", 600)
     code, out, err = run_cli("submit", str(first), "-H", str(_target(slurm_env, tmp_path)))
     assert code == 0, err
     a = out.strip().splitlines()[-1]
+    monkeypatch.setenv("PATH", path)  # B's do not: no sampler runs for it
     assert _wait(run_cli, a, {"running"}, 120) == "running"
+    follower = subprocess.Popen([sys.executable, "-m", "launcher", "logs", a, "-f", "--raw"], env=dict(os.environ),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rows = _cards_of(run_cli, a, {("n1", 0), ("n2", 0)})
+    finally:
+        follower.terminate()
+        follower.wait(30)
+    assert set(rows) == {("n1", 0), ("n2", 0)}, rows  # the job's card on each node, no other
+    assert all(r["health"] == "OK" and r["hbm_total_mb"] == 65536 for r in rows.values()), rows
     code, out, err = run_cli("submit", str(second), "-H", str(_target(slurm_env, tmp_path, time="1")))
     assert code == 0, err
     b = out.strip().splitlines()[-1]

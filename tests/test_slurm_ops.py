@@ -264,7 +264,8 @@ def test_resume_on_slurm_is_attempt_2_sbatched_from_the_shared_checkpoints(tmp_p
     node rows as hosts)."""
     from launcher.ops.engines import engine_of, read_target
     from launcher.ops.service import SubmitOptions
-    calls = _fake_slurm(tmp_path, monkeypatch, sbatch='echo "$TOKEN" >> ' + str(tmp_path / "env.log") + '; echo 5',
+    calls = _fake_slurm(tmp_path, monkeypatch, sbatch='echo "$TOKEN" >> ' + str(tmp_path / "env.log")
+                        + '; echo "$ALAUNCH_SAMPLER" >> ' + str(tmp_path / "sampler.log") + '; echo 5',
                         squeue="exit 0")
     job, target = _cli_files(tmp_path)
     target.write_text(target.read_text().replace("login01", "localhost").replace("/shared/w", str(tmp_path / "w"))
@@ -289,6 +290,8 @@ def test_resume_on_slurm_is_attempt_2_sbatched_from_the_shared_checkpoints(tmp_p
     assert config["resume_training"] is True and config["load_checkpoint"] == str(root / "output" / "checkpoint")
     assert calls.read_text().count("sbatch --parsable") == 2
     assert (tmp_path / "env.log").read_text() == "s3cret\ns3cret\n"
+    sampler = root / "config" / "alaunch-sample.py"  # each node's npu-smi sampler, staged, in both attempts
+    assert (tmp_path / "sampler.log").read_text() == f"{sampler}\n{sampler}\n" and sampler.exists()
 
 
 def test_prune_on_slurm_never_removes_a_job_slurm_still_has(run_cli, tmp_path, monkeypatch):

@@ -166,7 +166,9 @@ def test_the_follower_keeps_the_jobs_cards_with_their_ranks(tmp_path):
     assert said == ["n1 card 4 (rank 0): npu-smi health Warning"]
     assert NodeTelemetry(_record(), hosts, None, None).every == 5.0
     assert NodeTelemetry(_record({"telemetry_every": 2}), hosts, 0.0, None).every == 0.0
-    assert NodeTelemetry(_record({"state_per_node": False}), hosts, None, None).every == 0.0  # Slurm's login view
+    slurm = NodeTelemetry(_record({"state_per_node": False}), hosts, None, None)  # Slurm's login view:
+    assert (slurm.sample_every, slurm.read_files) == (0.0, True)  # the nodes' files, never the login host's cards
+    assert NodeTelemetry(_record({"state_per_node": False}), hosts, 0.0, None).read_files is False
 
 
 def _fake_npu_smi(bin_dir: Path, table: str) -> None:

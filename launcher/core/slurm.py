@@ -56,6 +56,8 @@ NODE_SCRIPT = (
     '[ -f "$f" ] && . "$f" >/dev/null 2>&1; done; '
     'export PYTHONPATH="$ALAUNCH_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}"; '
     'if [ -n "$ALAUNCH_BIN_DIR" ]; then export PATH="$ALAUNCH_BIN_DIR:$PATH"; fi; '
+    'if [ -n "${ALAUNCH_SAMPLER:-}" ] && command -v npu-smi >/dev/null 2>&1; then '
+    'python3 -S "$ALAUNCH_SAMPLER" "$ALAUNCH_SAMPLER_REQUEST" </dev/null >/dev/null 2>&1 & fi; '
     'msrun=$1; shift; '
     'exec "$msrun" --master_addr="${addr:-$first}" '
     '--master_port="${ALAUNCH_MASTER_PORT:-$((20000 + SLURM_JOB_ID % 40000))}" '
@@ -248,11 +250,23 @@ class NodeCheck:
     answers: str  # the directory of the nodes' answers (state/versions)
 
 
+@dataclass(frozen=True)
+class NodeSampler:
+    """The NPU telemetry of a Slurm job: the per-node wrapper starts ``program`` (the follower
+    script's SAMPLE, staged in the job dir) with ``request`` beside msrun on every node, after
+    ``ASCEND_RT_VISIBLE_DEVICES`` is set, when the node has ``npu-smi``. Why on the node: the
+    follower reads the shared job dir through the login host, whose cards are not the job's."""
+
+    program: str
+    request: str  # the SAMPLE request, one argv element (wire.request_arg)
+
+
 def build_batch(spec: JobSpec, target: SlurmTarget, job_id: str, *, root: str | None = None,
                 environ: Mapping[str, str] | None = None, master_port: int | None = None,
-                cluster_time_out: int = DEFAULT_CLUSTER_TIME_OUT, check: NodeCheck | None = None) -> BatchPlan:
+                cluster_time_out: int = DEFAULT_CLUSTER_TIME_OUT, check: NodeCheck | None = None,
+                sampler: NodeSampler | None = None) -> BatchPlan:
     """The batch script for ``spec`` on ``target`` (pure). ``check``: the nodes' software is
-    compared first (jobs of more than one node)."""
+    compared first (jobs of more than one node); ``sampler``: each node samples its cards."""
     import os
     root = root or JobLayout.for_job(target.workdir, job_id).root
     layout = JobLayout(root)
@@ -271,6 +285,8 @@ def build_batch(spec: JobSpec, target: SlurmTarget, job_id: str, *, root: str | 
         if not 0 < master_port < 65536:
             raise InputError(f"master port {master_port} is out of range; valid: 1-65535", key="--master-port")
         env.append(EnvVar("ALAUNCH_MASTER_PORT", str(master_port)))
+    if sampler is not None:
+        env += [EnvVar("ALAUNCH_SAMPLER", sampler.program), EnvVar("ALAUNCH_SAMPLER_REQUEST", sampler.request)]
     env += user_env
     argv = msrun_argv(spec, layout, target, cluster_time_out)
     q = shlex.quote

@@ -20,7 +20,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -156,16 +156,20 @@ class NodeTelemetry:
     of the job kept), the story rules (:class:`~launcher.metrics.telemetry.TelemetryWatch`) told.
 
     ``every``: seconds between samples: the caller's (``logs -f --telemetry-every``), else the
-    job file's ``telemetry_every`` (record meta), else 5; 0 turns sampling off. Off for a job
-    followed through one login host (Slurm's view, ``state_per_node`` false): its follower runs
-    on the login host, whose cards are not the job's."""
+    job file's ``telemetry_every`` (record meta), else 5; 0 turns sampling off. A job followed
+    through one login host (Slurm's view, ``state_per_node`` false) is not sampled there (the
+    login host's cards are not the job's): its nodes sample themselves into the shared job dir
+    (``remote/follow.py`` SAMPLE, at the job file's period) and the follower reads those files
+    (``read_files``; ``every`` 0 still turns it off)."""
 
     def __init__(self, record: reg.JobRecord, hosts: dict[str, Host], every: float | None,
                  path: Path | None):
         meta = record.meta.get("telemetry_every")
         self.every = float(every if every is not None else meta if meta is not None else telemetry.DEFAULT_EVERY)
-        if not record.meta.get("state_per_node", True):
-            self.every = 0.0
+        per_node = record.meta.get("state_per_node", True)
+        self.sample_every = self.every if per_node else 0.0  # the follow script runs npu-smi itself
+        self.read_files = not per_node and self.every > 0  # ... or reads the Slurm nodes' sample files
+        self.cards_per_node = int((record.meta.get("target") or {}).get("cards_per_node") or 1)
         self.path = path
         self.data = (telemetry.load_telemetry(path) if path is not None else None) or JobTelemetry()
         self.data.every = self.every
@@ -181,17 +185,29 @@ class NodeTelemetry:
 
     def take(self, event: Event, job: JobLogs) -> list[str]:
         """One table: every job card's sample kept; what the story rules say about them."""
-        if event.text.startswith("!"):  # npu-smi failed there (the host says it once)
-            return [f"{event.host}: no NPU telemetry: npu-smi info failed ({event.text[1:]})"]
+        if event.role == "smi":  # a Slurm node's sample line, read from the shared job dir
+            got = telemetry.node_sample(event.text, self.cards_per_node)
+            if got is None:
+                return []
+            return self._keep(got.node, got.table, got.t, list(got.ranks) or None, got.ranks, event.host, job)
         wall = time.time() - (time.monotonic() - event.at)
+        ranks = {card: rank for (host, card), rank in self.ranks.items() if host == event.host}
+        return self._keep(event.host, event.text, wall, self.cards.get(event.host), ranks, event.host, job)
+
+    def _keep(self, host: str, table: str, wall: float, cards: list[int] | None,
+              ranks: Mapping[int, int | None], log_host: str, job: JobLogs) -> list[str]:
+        """``host``'s table kept; ``log_host``: where its ranks' lines come from (the node
+        itself, or the login host a Slurm job is followed through)."""
+        if table.startswith("!"):  # npu-smi failed there (the host says it once)
+            return [f"{host}: no NPU telemetry: npu-smi info failed ({table[1:]})"]
         said: list[str] = []
-        for card, sample in telemetry.samples(event.text, self.cards.get(event.host), wall).items():
-            self.data.add(event.host, card, sample)
-            rank = self.ranks.get((event.host, card))
-            state = job.states.get((event.host, rank)) if rank is not None else None
+        for card, sample in telemetry.samples(table, cards, wall).items():
+            self.data.add(host, card, sample)
+            rank = ranks.get(card)
+            state = job.states.get((log_host, rank)) if rank is not None else None
             done = state.progress() if state is not None else None
             mid_step = done is not None and 0 < done[0] < done[1]
-            said += self.watch.update(event.host, card, sample, rank, mid_step)
+            said += self.watch.update(host, card, sample, rank, mid_step)
             self.dirty = True
         return said
 
@@ -252,8 +268,9 @@ class Follower:
 
             def argv_for(offsets: dict[str, list[int]] | None, p: str = python, r: str = root,
                          n: int | None = rank, k: Sequence[int] | None = ranks, f: bool = follow,
-                         e: float = self.telemetry.every) -> list[str]:
-                return follow_argv(p, r, f, n, k, offsets, e)
+                         e: float = self.telemetry.sample_every,
+                         sf: bool = self.telemetry.read_files and follow) -> list[str]:
+                return follow_argv(p, r, f, n, k, offsets, e, sf)
 
             if saved.get(node.host):
                 self.resume_at[node.host] = saved[node.host]
@@ -408,8 +425,10 @@ class Follower:
             self.sink.note(f"{event.host}: reachable again; resuming its logs where they were left")
             self.sink.nodes(list(self.nodes.values()))
         if event.kind == "smi":
-            for text in self.telemetry.take(event, self.job):
-                self.sink.note(text)
+            if not (event.fid and self.resume_at and self._replayed(event)):  # else an earlier follower kept it
+                for text in self.telemetry.take(event, self.job):
+                    self.sink.note(text)
+            self._handled(event)
             return None
         if event.kind == "pid":  # "P <pid> <rank>": always a rank
             if event.rank is not None:

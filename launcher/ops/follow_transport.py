@@ -89,17 +89,21 @@ class Event:
 
 def follow_argv(python: str, root: str, follow: bool = True, node_rank: int | None = None,
                 ranks: Sequence[int] | None = None, offsets: dict[str, list[int]] | None = None,
-                smi_every: float = 0.0) -> list[str]:
+                smi_every: float = 0.0, smi_files: bool = False) -> list[str]:
     """The argv that follows one node's job directory (every element is quoted by the runner).
 
     ``node_rank``: read that node's state (``JobLayout.node_state``); ``ranks``: follow only
     these workers' logs (and the scheduler's only on node 0), so nodes that share one job dir
     (NFS) do not each report every node's logs. ``offsets`` {path: [inode, byte offset]}
     resumes each file where it was left. ``smi_every`` > 0: the node also sends its ``npu-smi
-    info`` table every that many seconds (a ``smi`` event, see :func:`parse_smi`)."""
+    info`` table every that many seconds (a ``smi`` event, see :func:`parse_smi`); ``smi_files``:
+    the node follows the samples a Slurm job's nodes write into ``state/telemetry/`` instead
+    (``smi`` events with role ``smi``, their text the sample's JSON line)."""
     req: dict[str, Any] = {"op": "follow", "root": root, "follow": follow, "offsets": offsets or {}}
     if smi_every > 0:
         req["smi_every"] = float(smi_every)
+    if smi_files:
+        req["smi_files"] = True
     if node_rank is not None:
         req.update(state=JobLayout(root).node_state(node_rank), scheduler=node_rank == 0)
     if ranks is not None:
@@ -123,8 +127,9 @@ def parse_message(host: str, raw: str, at: float = 0.0,
         where, _, text = rest.partition("\t")
         fid, _, end = where.partition(":")
         src = (files or {}).get(fid, ("", 0))
-        return Event(host, "line", int(rank) if rank.isdigit() else None, role, text, at, fid,
-                     int(end) if end.isdigit() else 0, src[0], src[1])
+        # role smi: a Slurm node's npu-smi sample, a line of the shared job dir's state/telemetry/
+        return Event(host, "smi" if role == "smi" else "line", int(rank) if rank.isdigit() else None, role,
+                     text, at, fid, int(end) if end.isdigit() else 0, src[0], src[1])
     if kind == "F":
         fid, _, rest = rest.partition("\t")
         ino, _, path = rest.partition("\t")
@@ -191,7 +196,7 @@ class NodeLog:
         if event.kind == "file":
             self.files[event.fid] = (event.text, event.end)
             return None
-        if event.kind == "line" and event.path:
+        if event.kind in ("line", "smi") and event.path:
             with self._lock:  # what was READ: where a reconnect resumes (the queue still holds the rest)
                 self.offsets[event.path] = [event.ino, event.end]
         if event.kind == "end":

@@ -53,6 +53,7 @@ ALIVE_SLURM = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "
 
 VERSIONS_PROGRAM = "alaunch-versions.py"  # staged into the job's config/: remote/slurm.py VERSIONS
 SKEW_PROGRAM = "alaunch-skew.py"  # remote/slurm.py SKEW
+SAMPLE_PROGRAM = "alaunch-sample.py"  # remote/follow.py SAMPLE: each node's npu-smi, see node_sampler
 
 
 def node_check(root: str) -> core.NodeCheck:
@@ -65,10 +66,23 @@ def node_check(root: str) -> core.NodeCheck:
                            wire.request_arg({"op": "skew", "dir": answers, "keys": list(SKEW_KEYS)})), answers)
 
 
+def node_sampler(root: str, every: float | None) -> core.NodeSampler | None:
+    """Each node's NPU sampler (remote/follow.py SAMPLE, staged with the job by
+    :func:`check_programs`): every ``every`` s (the job file's ``telemetry_every``; 0 or None:
+    none) into ``state/telemetry/<node>.smi``, until the batch script wrote its exit code."""
+    if not every:
+        return None
+    layout = JobLayout(root)
+    return core.NodeSampler(posixpath.join(layout.config_dir, SAMPLE_PROGRAM), wire.request_arg(
+        {"op": "sample", "dir": posixpath.join(layout.state, "telemetry"), "every": float(every),
+         "stop": posixpath.join(layout.state, "exit_code")}))
+
+
 def check_programs() -> dict[str, str]:
-    """The check's programs as the job dir's files (relative path -> text)."""
+    """The check's programs and the nodes' sampler as the job dir's files (relative path -> text)."""
     return {f"config/{VERSIONS_PROGRAM}": wire.program("slurm", "versions"),
-            f"config/{SKEW_PROGRAM}": wire.program("slurm", "skew")}
+            f"config/{SKEW_PROGRAM}": wire.program("slurm", "skew"),
+            f"config/{SAMPLE_PROGRAM}": wire.program("follow", "sample")}
 
 
 def target_of(record: reg.JobRecord) -> core.SlurmTarget:
@@ -202,7 +216,8 @@ class SlurmService(Engine):
             if check.skipped:
                 raise AlaunchError(f"--validate: {check.detail}")
         batch = core.build_batch(spec, target, job_id, root=root, master_port=master_port,
-                                 cluster_time_out=cluster_time_out, check=node_check(root))
+                                 cluster_time_out=cluster_time_out, check=node_check(root),
+                                 sampler=node_sampler(root, spec.telemetry_every))
         return rendered, batch
 
     def submit(self, job_path, target: core.SlurmTarget, opts, meta: Mapping | None = None) -> reg.JobRecord:
@@ -218,6 +233,7 @@ class SlurmService(Engine):
         ex = self.exec_factory(login)
         meta = {**record_meta(self), "slurm_job_name": job_id, "target": {k: v for k, v in asdict(target).items()},
                 "pythons": {login.name: python}, "bin_dir": target.bin_dir, "source": spec.source,
+                "telemetry_every": spec.telemetry_every,
                 **dict(meta or {})}
         nodes = [f"slurm-node{i}" for i in range(target.nodes)]
         try:
@@ -299,7 +315,8 @@ class SlurmService(Engine):
         try:
             step = resume_step(record, checkpoints_under(ex.using(python), root))
             ex.call("attempt", rotate_request(record, root, attempt), timeout=120, what="keep the previous attempt")
-            batch = core.build_batch(spec, target_of(record), record.id, root=root, check=node_check(root))
+            batch = core.build_batch(spec, target_of(record), record.id, root=root, check=node_check(root),
+                                     sampler=node_sampler(root, spec.telemetry_every))
             self.registry.update_meta(record.id, {"attempt": attempt + 1, "resumed_from_step": step})
             self.registry.set_state(record.id, reg.STAGING, f"resuming from global step {step}: "
                                     f"attempt {attempt + 1}", force=True)

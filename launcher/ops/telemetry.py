@@ -17,6 +17,7 @@ import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.core.hostfile import Host
@@ -52,6 +53,34 @@ def card_ranks(hosts: Mapping[str, Host], node_ranks: Mapping[str, int | None],
         for card, rank in zip(host.slot_ids, ranks.get(str(node), ()), strict=False):
             out[(name, card)] = int(rank)
     return out
+
+
+@dataclass(frozen=True)
+class NodeSample:
+    """One line of a Slurm node's sample file (``remote/follow.py`` SAMPLE): the node, its
+    ``npu-smi info`` table (or ``!exit ...``), when it was taken (the node's clock) and the
+    job's cards there with their global ranks."""
+
+    node: str
+    table: str
+    t: float
+    ranks: dict[int, int | None]  # card -> global rank (node rank x cards per node + its index)
+
+
+def node_sample(line: str, cards_per_node: int) -> NodeSample | None:
+    """The sample line -> :class:`NodeSample`; a line that is not one (cut by the line cap,
+    damaged) is None: one sample less. The job's cards are the ones Slurm gave it
+    (``ASCEND_RT_VISIBLE_DEVICES`` on the node); none known: every card of the table."""
+    try:
+        got = json.loads(line)
+        node, table, t = str(got["node"]), str(got["table"]), float(got["t"])
+        devices = str(got.get("devices") or "")
+        node_rank = str(got.get("node_rank") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    cards = [int(c) for c in devices.split(",") if c.strip().isdigit()]
+    base = int(node_rank) * cards_per_node if node_rank.isdigit() else None
+    return NodeSample(node, table, t, {c: None if base is None else base + i for i, c in enumerate(cards)})
 
 
 def telemetry_path(state_dir: Path, job_id: str) -> Path:

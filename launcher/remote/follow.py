@@ -29,6 +29,10 @@ message per line (tab separated, the text is the rest):
   ``npu-smi`` that fails sends ``T "!exit <code>: <its last line>"`` once (a non-root user gets
   ``dcmi module initialize failed, ret is -8005``, exit 187) and, after
   :data:`SMI_FAILURES` failures in a row, is not run again.
+* With ``"smi_files": true`` (a Slurm job, followed through the login host, whose cards are not
+  the job's): no sampling here; each node's SAMPLE file ``state/telemetry/<node>.smi`` is followed
+  like a log, its lines sent as ``L`` with role ``smi`` (a JSON object: ``node``, ``node_rank``,
+  ``devices``, ``t``, ``table``), so offsets and a reconnect treat them as any line.
 * ``H`` heartbeat once a second: a write to a closed channel ends the script, so a
   killed ``alaunch`` leaves nothing behind on the hosts.
 * ``X <exit code>`` the node ended (all logs were read first); ``X ?`` ended without an
@@ -44,6 +48,13 @@ reported the workers' end, when it has killed its tails), read before the worker
 same pass but sent after them, so a worker's last words always precede msrun's report of its
 death; ``rank_N/info.log`` and ``error.log`` only for ranks without a ``worker_N.log`` (the same MindFormers lines reach
 both, and one rank must be read from one file or its losses would count twice).
+
+SAMPLE: ``{"op": "sample", "dir", "every", "stop"?, "node"?}`` (run by a Slurm job's per-node
+wrapper beside msrun, ``python3 -S <program> <hex request>``): the ``T`` sampler above, each table
+appended to ``<dir>/<node>.smi`` as one JSON line, the node's name (``SLURMD_NODENAME``), its
+``SLURM_NODEID`` and the cards Slurm gave the job (``ASCEND_RT_VISIBLE_DEVICES``) with it; the
+file moves to ``.1`` past :data:`SAMPLE_CAP`. Why through a file: the Slurm follower reads the
+shared job dir through the login host, one channel for every node (see :func:`sample_op`).
 
 TAIL: ``{"op": "tail", "root"}`` -> JSON ``{rank: [last lines]}`` of each rank's log (its last 64 KiB),
 what ``alaunch status`` reads the current step and loss from.
@@ -70,6 +81,7 @@ from _prelude import Lines, _q, answer, log_tails, run
 root = msrun_dir = mf_dir = state_dir = ""  # set by follow_op from the request
 ranks = None  # the worker ranks this node runs (None: every log found), scheduler: node 0's
 scheduler = True
+smi_files = False  # also follow the Slurm nodes' samples (state/telemetry/<node>.smi, see SAMPLE)
 follow, interval = True, 0.05
 resume = {}  # type: dict  # path -> [inode, byte offset]: where a previous follower had got to
 out = sys.stdout.buffer
@@ -83,6 +95,8 @@ MSRUN_END = (b"exit with exception", b"All workers successfully exit")
 SMI_TIMEOUT = 30.0  # s: an npu-smi that hangs this long (a wedged driver) is killed, the sample skipped
 SMI_FAILURES = 3  # failed runs in a row after which npu-smi is not run again (-8005 does not heal)
 SMI_CAP = 1 << 16  # bytes of one table sent: a 16-chip A3 table with processes is ~10 KB
+SAMPLES = "telemetry"  # SAMPLE's directory under the job's state/
+SAMPLE_CAP = 1 << 20  # bytes of a node's sample file before it moves to <file>.1 (~210 8-card tables of ~5 KB)
 smi = {"every": 0.0, "exe": None, "proc": None, "buf": b"", "next": 0.0, "started": 0.0, "timeout": SMI_TIMEOUT,
        "failed": 0}  # type: dict  # values of several types: the npu-smi sampler's state
 
@@ -103,6 +117,10 @@ def wanted():
             want[os.path.join(msrun_dir, name)] = ("", "scheduler")
     if os.path.isfile(os.path.join(state_dir, "launcher.log")):
         want[os.path.join(state_dir, "launcher.log")] = ("", "msrun")
+    if smi_files:
+        for name in listdir(os.path.join(state_dir, SAMPLES)):
+            if name.endswith(".smi"):
+                want[os.path.join(state_dir, SAMPLES, name)] = ("", "smi")
     for d in listdir(mf_dir):
         m = RANK.match(d)
         if m and m.group(1) not in workers and (ranks is None or m.group(1) in ranks):
@@ -255,12 +273,13 @@ def smi_end(p):
     p.wait()
 
 def smi_tick(now):
-    """Telemetry: start ``npu-smi info`` when a sample is due, read its table without blocking,
-    send it (``T``) when it has ended. One child at a time, never a shell. Returns True if it wrote."""
+    """Telemetry: start ``npu-smi info`` when a sample is due, read its table without blocking;
+    when it has ended, its table (or, once, ``!exit <code>: <last line>``), else None. One child
+    at a time, never a shell. FOLLOW sends what it returns (``T``), SAMPLE appends it to a file."""
     p = smi["proc"]
     if p is None:
         if smi["exe"] is None or now < smi["next"]:
-            return False
+            return None
         smi["next"] = now + smi["every"]
         import subprocess
         try:
@@ -268,10 +287,10 @@ def smi_tick(now):
                                            stderr=subprocess.STDOUT)
         except OSError:
             smi["exe"] = None  # cannot run it: no more samples, the logs go on
-            return False
+            return None
         os.set_blocking(smi["proc"].stdout.fileno(), False)
         smi["buf"], smi["started"] = b"", now
-        return False
+        return None
     try:
         while True:
             data = os.read(p.stdout.fileno(), 1 << 16)
@@ -282,21 +301,19 @@ def smi_tick(now):
         if now - smi["started"] > smi["timeout"]:
             p.kill()
             smi_end(p)
-        return False
+        return None
     smi_end(p)
     text = smi["buf"].decode("utf-8", "replace")
     if p.returncode == 0 and text.strip():
         smi["failed"] = 0
-        out.write(b"T\t" + _q(text).encode() + b"\n")
-        return True
+        return text
     smi["failed"] += 1
     if smi["failed"] >= SMI_FAILURES:
         smi["exe"] = None
     if smi["failed"] > 1:
-        return False
+        return None
     last = ([ln.strip() for ln in text.splitlines() if ln.strip()] or ["no output"])[-1][:300]
-    out.write(b"T\t" + _q("!exit %d: %s" % (p.returncode, last)).encode() + b"\n")
-    return True
+    return "!exit %d: %s" % (p.returncode, last)
 
 def main():
     if not os.path.isdir(root):
@@ -314,7 +331,10 @@ def main():
             last_scan = now
         wrote = pump_all(final=code is not None) or found
         if code is None and smi["every"] > 0:
-            wrote = smi_tick(now) or wrote
+            table = smi_tick(now)
+            if table is not None:
+                out.write(b"T\t" + _q(table).encode() + b"\n")
+                wrote = True
         if code is not None:
             out.write(b"X\t" + code.encode() + b"\n")
             out.flush()
@@ -331,7 +351,7 @@ def main():
 
 
 def follow_op(req):
-    global root, follow, interval, msrun_dir, mf_dir, state_dir, ranks, scheduler
+    global root, follow, interval, msrun_dir, mf_dir, state_dir, ranks, scheduler, smi_files
     root = req["root"]
     ranks = set(req["ranks"]) if req.get("ranks") is not None else None
     scheduler = req.get("scheduler", True)
@@ -344,10 +364,59 @@ def follow_op(req):
     smi["every"] = float(req.get("smi_every") or 0) if follow else 0.0
     smi["exe"] = which("npu-smi") if smi["every"] > 0 else None
     smi["timeout"] = float(req.get("smi_timeout") or SMI_TIMEOUT)
+    smi_files = bool(req.get("smi_files"))
     try:
         main()
     except (BrokenPipeError, KeyboardInterrupt):
         os._exit(0)
+
+
+def sample_append(path, line):
+    """One sample line; a file past SAMPLE_CAP moves to ``<path>.1`` first (the follower reads
+    the old file to its end before it sees the new inode, as with a rotated log)."""
+    try:
+        if os.path.getsize(path) + len(line) > SAMPLE_CAP:
+            os.replace(path, path + ".1")
+    except OSError:
+        pass
+    with open(path, "a") as fh:
+        fh.write(line)
+
+
+def sample_op(req):
+    """SAMPLE: this node's ``npu-smi info`` every ``every`` s (:func:`smi_tick`: one child, a
+    hung one killed, failures said once then no more runs; no ``npu-smi``: nothing at all),
+    each table one JSON line appended to ``<dir>/<node>.smi``. Runs beside msrun on a Slurm
+    node (the batch script's per-node wrapper) until its parent (msrun) or the batch script
+    (``stop``, its ``state/exit_code``) has ended, or SIGTERM."""
+    smi["every"] = float(req.get("every") or 0)
+    smi["exe"] = which("npu-smi") if smi["every"] > 0 else None
+    smi["timeout"] = float(req.get("smi_timeout") or SMI_TIMEOUT)
+    if smi["exe"] is None:
+        return
+    env = os.environ
+    node = req.get("node") or env.get("SLURMD_NODENAME") or os.uname()[1].split(".")[0]
+    head = '{"node":%s,"node_rank":%s,"devices":%s' % (
+        _q(node), _q(env.get("SLURM_NODEID", "")), _q(env.get("ASCEND_RT_VISIBLE_DEVICES", "")))
+    path = os.path.join(req["dir"], node + ".smi")
+    parent, stop = os.getppid(), req.get("stop")
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    try:
+        if not os.path.isdir(req["dir"]):
+            os.makedirs(req["dir"])
+        while smi["exe"] is not None or smi["proc"] is not None:
+            if os.getppid() != parent or (stop and os.path.exists(stop)):
+                break
+            table = smi_tick(time.monotonic())
+            if table is not None:
+                sample_append(path, head + ',"t":%.3f,"table":%s}\n' % (time.time(), _q(table)))
+            time.sleep(0.1)
+    except OSError:
+        pass  # the shared dir cannot be written: no telemetry, the job is not touched
+    finally:
+        if smi["proc"] is not None:
+            smi["proc"].kill()
+            smi_end(smi["proc"])
 
 
 def tail_op(req):
@@ -396,4 +465,4 @@ def grep_op(req):
 
 
 if __name__ == "__main__":
-    run({"follow": follow_op, "tail": tail_op, "grep": grep_op})
+    run({"follow": follow_op, "tail": tail_op, "grep": grep_op, "sample": sample_op})

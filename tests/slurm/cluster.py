@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +254,20 @@ class SlurmCluster(OnSubnet):
         keep = {n.pid for n in self.nodes}
         return {name: [p for p in pids if p not in keep and _alive(p)]
                 for name, pids in self.netns_pids().items()}
+
+    def npu_smi_bin(self) -> Path:
+        """A directory holding the test hosts' ``npu-smi`` (tests/cluster/npu_smi.py: 8 cards
+        whose values follow the msrun workers on them), for a job's PATH (sbatch exports the
+        submitter's environment to the job). One serves every node: they are this machine."""
+        d = self.state_dir / "npu-bin"
+        d.mkdir(exist_ok=True)
+        (d / "npu.json").write_text(json.dumps({"cards": 8}))
+        repo = Path(__file__).resolve().parents[2]
+        exe = d / "npu-smi"
+        exe.write_text(f"#!/bin/sh\ncd {shlex.quote(str(repo))} && exec {shlex.quote(sys.executable)} -m "
+                       f"tests.cluster.npu_smi --config {shlex.quote(str(d / 'npu.json'))} \"$@\"\n")
+        exe.chmod(0o755)
+        return d
 
     def target_text(self, workdir: Path, **extra) -> str:
         """A Slurm target file (``-H``) for this cluster; ``extra`` adds/overrides keys."""

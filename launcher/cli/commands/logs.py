@@ -109,7 +109,9 @@ def register(app: typer.Typer) -> None:
                                                 help="-f: a node silent this many seconds shows as unreachable."),
         telemetry_every: float | None = typer.Option(None, "--telemetry-every", min=0,
                                                      help="-f: seconds between npu-smi samples of each node "
-                                                          "(default: the job file's telemetry_every, 5; 0: off)."),
+                                                          "(default: the job file's telemetry_every, 5; 0: off; "
+                                                          "a Slurm job's nodes sample at the job file's period, "
+                                                          "0 stops reading them)."),
         known_hosts: KnownHostsOpt = None, ssh_config: SshConfigOpt = None,
         accept_new: AcceptNewOpt = False,
     ) -> None:
