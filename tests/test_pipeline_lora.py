@@ -70,3 +70,35 @@ def test_dry_run_says_where_base_and_delta_meet(run_cli, tmp_path):
     assert f"checkpoint <- train's LoRA delta on base /models/base.ckpt: {applied}" in out, out
     assert "checkpoint: train's LoRA delta cut on its node, written with /models/base.ckpt into one checkpoint" \
         in out, out
+
+
+def test_apply_writes_base_then_delta_records_streaming_and_keeps_the_crc(tmp_path):
+    """remote/collect.py APPLY on hand-made .ckpt records: the base's records the delta does not
+    have, in order, then the delta's (one replaced, one added), copied byte for byte, with a
+    fresh crc32 trailer because the base had one; a missing base is one line naming it."""
+    import binascii
+    import os
+
+    from launcher.core.hostfile import Host
+    from launcher.errors import RemoteError
+    from launcher.runners import make_runner
+    from tests.test_fetch import _record
+
+    frozen = _record("model.tok_embeddings.embedding_weight", [256, 64], os.urandom(256 * 64 * 4))
+    state = _record("global_step", [1], b"\1\0\0\0", dtype=b"Int32")
+    old_a = _record("wq.lora_a", [4, 64], bytes(4 * 64 * 4))
+    new_a, new_b = _record("wq.lora_a", [4, 64], os.urandom(1024)), _record("wq.lora_b", [64, 4], os.urandom(1024))
+    body = frozen + old_a + state
+    (tmp_path / "base.ckpt").write_bytes(body + b"crc_num" + binascii.crc32(body).to_bytes(10, "big"))
+    (tmp_path / "delta.ckpt").write_bytes(new_a + new_b)
+    out = tmp_path / "out" / "applied.ckpt"
+    request = {"op": "apply", "base": str(tmp_path / "base.ckpt"), "delta": str(tmp_path / "delta.ckpt"),
+               "out": str(out)}
+    with make_runner(Host("localhost", 1)) as runner:
+        made = runner.call("collect", request)
+        want = frozen + state + new_a + new_b
+        assert out.read_bytes() == want + b"crc_num" + binascii.crc32(want).to_bytes(10, "big")
+        assert (made["kept"], made["replaced"], made["added"], made["size"]) == (2, 1, 1, out.stat().st_size)
+        with pytest.raises(RemoteError) as err:
+            runner.call("collect", {**request, "base": str(tmp_path / "nope.ckpt")})
+    assert "nope.ckpt: No such file or directory" in str(err.value) and not list(out.parent.glob("*.tmp.*"))
