@@ -262,10 +262,10 @@ def test_fetch_lora_delta_is_the_trained_tensors_and_predicts_the_same(trained_2
 @pytest.mark.cluster
 def test_pipeline_step_takes_the_lora_delta_plus_a_base_on_another_host(trained_2, tmp_path, toy_data,
                                                                         full_predictions, ssh_cluster):
-    """``checkpoint: {from: train, output: lora, base: PATH}`` with the training on host0 and the
-    consumer on host1, which has only the base (the frozen tensors): the delta is cut on host0,
-    only its bytes cross to host1, base + delta are written there, and the model read from that
-    file predicts byte for byte what the full checkpoint predicts."""
+    """``checkpoint: {from: train, output: lora, base: PATH}`` with the training on host0 and a
+    consumer on host0 and host1, each with the base (the frozen tensors): the delta is cut on
+    host0, only its bytes cross to host1, base + delta are written on both, and the model read
+    from host1's file predicts byte for byte what the full checkpoint predicts."""
     import shutil
 
     from launcher.core import pipeline as pl
@@ -280,9 +280,10 @@ def test_pipeline_step_takes_the_lora_delta_plus_a_base_on_another_host(trained_
     config_text = (trained_2 / "config" / "job.yaml").read_text()
     full0 = sorted((trained_2 / "output" / "checkpoint" / "rank_0").glob("*.ckpt"))[-1]
     names = _base_without_lora(full0, tmp_path / "base.ckpt", yaml.safe_load(config_text))
-    base = "/root/models/tiny-base.ckpt"  # on host1 only
-    host1.path(base).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tmp_path / "base.ckpt", host1.path(base))
+    base = "/root/models/tiny-base.ckpt"  # on the consumer's hosts
+    for host in (host0, host1):
+        host.path(base).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "base.ckpt", host.path(base))
 
     options = ConnectOptions(known_hosts=ssh_cluster.known_hosts, control_persist=0)
     service = JobService(Registry(tmp_path / "state" / "jobs.db"), tmp_path / "state",
@@ -306,7 +307,7 @@ def test_pipeline_step_takes_the_lora_delta_plus_a_base_on_another_host(trained_
     spec = runner.job_spec(step)
     applied = lora_applied_path(producer, base)
     assert spec.checkpoint is not None and spec.checkpoint.remote == applied
-    runner.place(step, spec, [hosts[1]])
+    runner.place(step, spec, hosts)  # a 2-host consumer: host0 (the training's) and host1
 
     delta = runner.outputs["train"]["lora_delta"]
     moved = [line for line in said if "LoRA delta" in line and " bytes " in line]
@@ -316,5 +317,6 @@ def test_pipeline_step_takes_the_lora_delta_plus_a_base_on_another_host(trained_
     assert delta["size"] <= 1.1 * trainable * 4 < full0.stat().st_size / 4  # fp32; the tiny model is mostly LoRA
     assert not host1.path(trained).exists()  # the checkpoint the delta was cut from stayed on host0
     assert host1.path(delta["path"]).stat().st_size == delta["size"]
-    assert f"(0 replaced, {len(names)} added) -> {applied}" in " ".join(said), said  # the base had none
+    assert " ".join(said).count(f"(0 replaced, {len(names)} added) -> {applied}") == 2, said  # the base had none
+    assert host0.path(applied).read_bytes() == host1.path(applied).read_bytes()  # host0's: no copy, same bytes
     assert _predict_bytes(host1.path(applied), tmp_path / "predict", toy_data) == full_predictions
