@@ -51,6 +51,23 @@ def test_bad_pipelines_are_refused_with_file_line_and_key(steps, message):
     assert message in str(err.value) and str(err.value).startswith("p.yaml:")
 
 
+def test_a_steps_set_takes_the_job_files_keys_onto_the_job_and_the_rest_as_overrides():
+    """`set: {cards_per_node: 1}` on a step of a `cards_per_node: all` job went to the template
+    (refused there): a pipeline, and so a sweep of one, could not make the tiny job take one card."""
+    from launcher.core.render import with_sets
+    from launcher.core.spec import parse_job
+    job = yaml.safe_load((ROOT / "jobs" / "tiny_lora_cpu.yaml").read_text())
+    data = with_sets(job, {"cards_per_node": 1, "nodes": 1, "seed": 7, "env.GLOG_v": 3,
+                           "runner_config.epochs": 1, "+model.extra": 2})
+    spec = parse_job(data, "tiny_lora_cpu.yaml", str(ROOT / "jobs"))
+    assert (spec.nodes, spec.cards_per_node, spec.seed, spec.env) == (1, 1, 7, {"GLOG_v": 3})
+    assert spec.overrides == {"runner_config.epochs": 1, "+model.extra": 2}
+    assert with_sets(job, {}) == job and "overrides" not in with_sets(job, {"nodes": 1})
+    for bad in ("nodes.x", "env", "env.A.B"):
+        with pytest.raises(InputError, match="a job-file key"):
+            with_sets(job, {bad: 1})
+
+
 def test_select_from_and_only():
     p = parse({"a": {"job": "x.yaml"}, "b": {"job": "x.yaml", "needs": ["a"]},
                "c": {"job": "x.yaml"}, "d": {"job": "x.yaml", "needs": ["b", "c"]}})

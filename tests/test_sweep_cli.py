@@ -52,14 +52,16 @@ def test_the_tiny_sweep_dry_run_on_a_hostfile_and_a_slurm_target(run_cli, tmp_pa
     for t in (hostfile, target):
         code, out, err = run_cli("sweep", TINY, "-H", str(t), "--dry-run")
         assert code == 0, err
-        assert "4 trial(s) of tiny_lora_cpu.yaml" in out and "at most 4 at once" in out
+        assert "4 trial(s) of pipeline tiny_sweep.yaml (step train)" in out and "at most 4 at once" in out
+        assert "objective: score.math_accuracy (max)" in out
         assert "pruning: nan/inf, median x2 from step 5" in out and "learning_rate=1000" in out
         assert out.count("81.9K") == 4
         # a hostfile: the driver's placement, all four at once over both hosts; Slurm places them itself
         assert ("wave" in out) == (t == hostfile)
     code, out, _ = run_cli("sweep", TINY, "-H", str(hostfile), "--dry-run")
-    assert [line.split()[4:6] for line in out.splitlines() if line[:1].isdigit()] == [
-        ["1", "a"], ["1", "b"], ["1", "a"], ["1", "b"]]
+    # the sweep's `job: {cards_per_node: 1}` reaches the pipeline's train step (its job file says all)
+    assert [line.split()[3:6] for line in out.splitlines() if line[:1].isdigit()] == [
+        ["1", "1", "a"], ["1", "1", "b"], ["1", "1", "a"], ["1", "1", "b"]]
 
 
 def test_a_swept_key_the_template_lacks_is_refused_before_anything_runs(run_cli, tmp_path):
@@ -123,12 +125,12 @@ def test_results_of_a_sweep_ranks_the_trials_in_80_columns(run_cli, monkeypatch)
     assert _width(out) <= 80 and len(cells) == 4  # one line per trial
     assert "pruned: loss 4.68e+04 at step 9" in out
     # the best's lr (1e-2) is the template's own: only the sweep's fixed epochs differ
-    assert "best 5d52c2fe against the base:\n  runner_config.epochs: 4 -> 1\n" in out
+    assert "best 2d2c93ae against the base:\n  runner_config.epochs: 4 -> 1\n" in out
     code, out, _ = run_cli("results", "tiny-lr", "--wide")
     assert "card-h" in out and "81.9K" in out  # dropped first at 80 columns, whole with --wide
     monkeypatch.setenv("COLUMNS", "50")
     code, out, _ = run_cli("results", "tiny-lr")
-    assert "overrides" not in out.splitlines()[2] and "5d52c2fe: learning_rate=0.01" in out  # printed below
+    assert "overrides" not in out.splitlines()[2] and "2d2c93ae: learning_rate=0.01" in out  # printed below
 
 
 def test_results_of_a_sweep_as_csv_and_json(run_cli):
@@ -170,12 +172,20 @@ def test_a_pipeline_trial_sets_its_overrides_on_the_swept_step_only():
                                            "model.model_config.seq_length": 512}
 
 
-def test_a_pipeline_sweep_keeps_the_jobs_seed(run_cli, tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(f"name: bad\nbase: {SHAPE.replace('sweeps/llama3_8b_lora_shape', 'pipelines/llama3_8b_math')}\n"
-                   "seed: 7\nspace:\n  grid:\n    lora_rank: [8]\n")
-    code, _, err = run_cli("sweep", str(bad), "-H", str(ROOT / "hostfiles" / "one-card"), "--dry-run")
-    assert code == 2 and f"{bad}:3: seed: a pipeline's trials keep its job's seed (42)" in err
+def test_a_pipeline_trials_job_fields_and_seed_go_on_its_step_and_reach_its_job():
+    """A pipeline could not take the job fields (its step's `set:` sent cards_per_node to the
+    template): the tiny sweep's trials took every card of a host, and a sweep's seed was refused."""
+    from launcher.ops.pipeline import step_job_data
+    sweep = sw.load_sweep(TINY)
+    sweep = sw.Sweep(**{**sweep.__dict__, "seed": 7})
+    base = ops_sweep.load_base(sweep)
+    trial = ops_sweep.trials_of(sweep, base)[0]
+    step = ops_sweep.trial_pipeline(base, trial).step("train")
+    assert step.sets == {"runner_config.epochs": 1, "lr_schedule.learning_rate": 0.001, "nodes": 1,
+                         "cards_per_node": 1, "seed": 7}
+    data, _, _ = step_job_data(step, lambda ref, site: {})
+    assert (data["nodes"], data["cards_per_node"], data["seed"]) == (1, 1, 7)
+    assert "cards_per_node" not in data["overrides"] and data["overrides"]["runner_config.epochs"] == 1
 
 
 def test_the_demo_ends_pointing_at_a_sweep_that_plans():
@@ -204,3 +214,24 @@ def test_a_sweep_whose_driver_is_gone_reads_interrupted_not_running(run_cli):
     assert code == 0 and "sweep gone (failed)" in out
     with Registry.in_state_dir() as registry:
         assert "the `alaunch sweep` process" in registry.sweep("gone").reason and registry.sweep("alive").state == "running"
+
+
+def test_sweeps_lists_each_sweep_newest_first_with_its_best_trial(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run_cli("sweeps")
+    assert code == 0 and "no sweeps yet" in out
+    sid = _recorded_sweep()
+    with Registry.in_state_dir() as registry:
+        registry.open_sweep("later", "s.yaml", {"objective": {"metric": "score.math_accuracy", "goal": "max"}})
+    code, out, err = run_cli("sweeps")
+    assert code == 0, err
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert [c[:2] for c in cells] == [["later", "running"], ["tiny-lr", "succeeded"]]
+    assert cells[1][3:5] == ["2d2c93ae", "2.7"] and cells[0][3:5] == ["-", "-"]
+    assert _width(out) <= 80 and len(cells) == 2  # one line per sweep
+    code, out, _ = run_cli("sweeps", "--json")
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["later", "tiny-lr"] and rows[1]["id"] == sid
+    assert rows[1]["counts"] == {"succeeded": 3, "pruned": 1} and rows[1]["best"]["params"] == {"learning_rate": 0.01}
+    code, out, _ = run_cli("sweeps", "--wide")
+    assert "learning_rate=0.01" in out and "3 succeeded, 1 pruned" in out

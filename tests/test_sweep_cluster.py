@@ -1,12 +1,16 @@
-"""A sweep for real on the SSH test cluster (2 hosts x 2 slots): five one-card trials of the
-tiny CPU LoRA job under msrun, at most four at once, packed over both hosts' cards; the
-diverging learning rate is pruned (NaN/inf or the median-stopping rule); the driver is
-SIGKILLed once a trial has finished and run again: it keeps the finished trials, re-attaches
-the running ones and runs the rest, and no trial ever had two jobs; `results` ranks the
-succeeded trials by their final loss."""
+"""A sweep for real on the SSH test cluster (2 hosts x 2 slots): five one-card trials of a
+tiny pipeline (the tiny CPU LoRA job, a greedy predict of four of its problems, their math
+accuracy) under msrun, at most four at once, packed over both hosts' cards; the diverging
+learning rate is pruned (NaN/inf or the median-stopping rule); the driver is SIGKILLed once a
+trial has finished and run again: it keeps the finished trials, re-attaches the running ones
+and runs the rest, and no trial ever trained twice; `results` ranks the succeeded trials by
+the math accuracy their score steps measured."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_tiny_cpu import toy_data  # noqa: F401 - the module fixture (64 rows, SentencePiece)
+from tests.test_tiny_cpu import QA, toy_data  # noqa: F401 - the module fixture (64 rows, SentencePiece)
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.ms]
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +53,27 @@ def test_a_tiny_sweep_packs_prunes_survives_its_driver_and_ranks(ssh_cluster, tm
            "inputs": {"train": {"local": str(toy_data["mindrecord"]),
                                 "fills": "train_dataset.data_loader.dataset_dir"}},
            "tokenizer": {"local": str(toy_data["tokenizer"])},
-           "outputs": {"logs": ["msrun_log/*.log"]}}
+           "outputs": {"logs": ["msrun_log/*.log"], "checkpoints": ["output/checkpoint/**/*.ckpt"]}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(job))
-    sweep = {"name": "tiny-lr-e2e", "base": "tiny.yaml", "job": {"nodes": 1, "cards_per_node": 1},
-             "set": {"runner_config.epochs": 1},
+    prompts = tmp_path / "math.jsonl"  # four of the problems it trains on, with their answers
+    prompts.write_text("".join(json.dumps({"problem": q, "solution": a}, ensure_ascii=False) + "\n"
+                               for q, a in QA[:4]), encoding="utf-8")
+    predict = {"name": "tiny-sweep-predict", "kind": "predict", "template": "tiny_llama_cpu/predict.yaml",
+               "seed": 42, "nodes": 1, "cards_per_node": 1,
+               "entry": {"script": "alaunch:run_cpu",
+                         "args": ["--predict_data", "data/prompts/math.jsonl", "--predict_batch_size", "4"]},
+               "inputs": {"prompts": {"local": str(prompts)}}, "tokenizer": {"local": str(toy_data["tokenizer"])},
+               "outputs": {"logs": ["msrun_log/*.log"], "predictions": ["output/predictions.jsonl"]}}
+    (tmp_path / "predict.yaml").write_text(yaml.safe_dump(predict))
+    pipeline = {"name": "tiny-sweep-e2e", "steps": {
+        "train": {"job": "tiny.yaml"},
+        "predict": {"job": "predict.yaml", "checkpoint": {"from": "train", "select": "last"}},
+        "score": {"builtin": "score", "with": {"predictions": {"from": "predict"}, "reference": str(prompts)}}}}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    sweep = {"name": "tiny-lr-e2e", "base": "pipeline.yaml", "step": "train",
+             "job": {"nodes": 1, "cards_per_node": 1}, "set": {"runner_config.epochs": 1},
              "space": {"list": [{"learning_rate": r} for r in RATES]},
-             "objective": {"metric": "final_loss", "goal": "min"}, "budget": {"max_parallel": 4},
+             "objective": {"metric": "score.math_accuracy", "goal": "max"}, "budget": {"max_parallel": 4},
              "prune": {"nan": True, "median": {"k": 2, "min_steps": 3}}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     args = ("sweep", str(tmp_path / "sweep.yaml"), "-H", str(hostfile), "--known-hosts",
@@ -83,12 +102,18 @@ def test_a_tiny_sweep_packs_prunes_survives_its_driver_and_ranks(ssh_cluster, tm
     from launcher.ops.registry import Registry
     with Registry.in_state_dir() as registry:
         record = registry.sweep("tiny-lr-e2e")
-        jobs = [j for j in registry.list(limit=None) if j.meta.get("sweep") == record.id]
+        jobs = [j for j in registry.list(limit=None) if j.meta.get("pipeline_step") == "train"]
+        measured = {}  # each succeeded trial's accuracy as its pipeline run's score step recorded it
+        for t in record.trials:
+            if t["state"] == "succeeded":
+                run = registry.pipeline(t["result"]["pipeline_run"])
+                measured[t["trial"]] = next(st.outputs["accuracy"] for st in run.steps if st.step == "score")
     by_rate = {t["params"]["learning_rate"]: t for t in record.trials}
     assert by_rate[1e3]["state"] == "pruned" and by_rate[1e3]["reason"], by_rate[1e3]
     assert all(by_rate[r]["state"] == "succeeded" for r in RATES if r != 1e3), record.trials
-    # one job per trial: the finished ones were not run again, the running ones re-attached
-    assert sorted(j.meta["sweep_trial"] for j in jobs) == sorted(t["trial"] for t in record.trials)
+    # one training job per trial: the finished ones were not run again, the running ones re-attached
+    assert sorted(j.id for j in jobs) == sorted(t["run_id"] for t in record.trials), \
+        ([(j.id, j.meta) for j in jobs], record.trials)
     # packed: the first four trials took four different cards over both hosts
     first_four = sorted(jobs, key=lambda j: j.created_at)[:4]
     cards = {(host, card) for j in first_four for host, cs in j.meta["devices"].items() for card in cs}
@@ -96,7 +121,11 @@ def test_a_tiny_sweep_packs_prunes_survives_its_driver_and_ranks(ssh_cluster, tm
 
     results = subprocess.run([sys.executable, "-m", "launcher", "results", "tiny-lr-e2e", "--csv"],
                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    rows = [line.split(",") for line in results.stdout.splitlines()[1:]]
-    losses = [float(r[4]) for r in rows if r[2] == "succeeded"]
-    assert len(losses) == 4 and losses == sorted(losses), results.stdout
-    assert rows[-1][2] == "pruned"
+    rows = list(csv.DictReader(io.StringIO(results.stdout)))
+    done = [r for r in rows if r["state"] == "succeeded"]
+    accuracy = [float(r["score.math_accuracy"]) for r in done]
+    assert [float(r["objective"]) for r in done] == accuracy, results.stdout
+    assert accuracy == [measured[r["trial"]] for r in done] and len(accuracy) == 4, (results.stdout, measured)
+    assert accuracy == sorted(accuracy, reverse=True), results.stdout  # best first, by math accuracy
+    assert rows[-1]["state"] == "pruned"
+    print(f"math accuracy by learning rate: {[(r['learning_rate'], r['score.math_accuracy']) for r in rows]}")

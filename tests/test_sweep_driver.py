@@ -161,3 +161,31 @@ def test_a_pruned_trials_job_left_running_by_a_killed_driver_is_cancelled_on_the
     with reg.Registry(tmp_path / "r.sqlite3") as registry:
         assert registry.get(job.id).state == reg.CANCELLED
     assert StandIn.submits == [] and again.trials[0]["state"] == "pruned"
+
+
+def test_a_rerun_starts_a_pipeline_trial_on_the_hosts_its_job_runs_on(tmp_path, monkeypatch):
+    """A pipeline trial's step identity covers its hosts: re-run on other hosts than its
+    running job's, its pipeline run would train it again (the re-run placed it as a new trial)."""
+    placed: list[tuple[str, tuple[str, ...]]] = []
+
+    def pipeline_trial(self, sid, lv, registry, engine):
+        placed.append((lv.plan.trial.id, lv.hosts))
+        self._end(registry, sid, lv.plan.trial.id, state="succeeded", result={"objective": 0.5}, curve=[])
+
+    monkeypatch.setattr(ops_sweep.SweepDriver, "_pipeline_trial", pipeline_trial)
+    path = tmp_path / "s.yaml"
+    path.write_text((ROOT / "jobs" / "sweeps" / "tiny_lr.yaml").read_text().replace(
+        "base: ../pipelines/", f"base: {ROOT / 'jobs' / 'pipelines'}/"))
+    sweep = sw.load_sweep(path)
+    first = _run(tmp_path, sweep, TARGET)
+    on = dict(placed)  # by trial: the trials' threads record in any order
+    assert [on[t["trial"]] for t in first.trials] == [("a",), ("b",), ("a",), ("b",)]
+    with reg.Registry(tmp_path / "r.sqlite3") as registry:
+        # the first trial as a killed driver leaves it: its training job still runs, on b
+        t = first.trials[0]
+        job = registry.create_job("tiny-sweep-train", "finetune", meta={"pipeline_step": "train", "lr": 0.001},
+                                  nodes=["b"], state=reg.RUNNING)
+        registry.set_trial(first.id, t["trial"], state="running", run_id=job.id)
+    placed.clear()
+    _run(tmp_path, sweep, TARGET)
+    assert placed == [(t["trial"], ("b",))]

@@ -39,3 +39,24 @@ def test_the_sweep_api_ranks_the_trials_with_curves_and_streams_changes(served):
         r.end_sweep(sid, "failed", "interrupted")
     reader.join(5)
     assert got[-1]["sweep"]["state"] == "failed"
+
+
+def test_the_sweeps_list_shows_each_sweep_with_its_best_trial_newest_first(served):  # noqa: F811
+    sid = _recorded_sweep()
+    with reg.Registry.in_state_dir() as r:
+        r.open_sweep("later", "s.yaml", {"objective": {"metric": "score.math_accuracy", "goal": "max"}})
+    code, _, body = served.request("/api/sweeps")
+    rows = json.loads(body)
+    assert code == 200 and [s["name"] for s in rows] == ["later", "tiny-lr"]
+    assert rows[0]["best"] is None and rows[0]["trials"] == 0 and rows[0]["objective"]["goal"] == "max"
+    tiny = rows[1]
+    assert tiny["id"] == sid and tiny["counts"] == {"succeeded": 3, "pruned": 1} and tiny["trials"] == 4
+    assert tiny["best"] == {"trial": tiny["best"]["trial"], "objective": 2.7, "params": {"learning_rate": 0.01},
+                            "job_id": "job-2.7"}
+    assert served.request("/sweeps")[0] == 303  # the page (after the token trade)
+    got: list[dict] = []
+    reader = threading.Thread(target=_sse_messages, args=(served, "/api/sweeps/stream", lambda m: True, got),
+                              daemon=True)
+    reader.start()
+    reader.join(5)
+    assert got and got[0]["type"] == "sweeps" and [s["name"] for s in got[0]["sweeps"]] == ["later", "tiny-lr"]

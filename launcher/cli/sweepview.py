@@ -87,6 +87,26 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], metric: str, width: int
     return table(columns, cells, width, wide=wide)
 
 
+def sweeps_table(rows: Sequence[Mapping[str, Any]], ages: Sequence[str], width: int = 80, wide: bool = False) -> Table:
+    """``alaunch sweeps``: one line per sweep (``core.sweep.summary``'s rows with name, state),
+    newest first; its name, state, best trial and objective whole; the trials' states, then the
+    best's overrides cut or dropped first (``cli/tables.py``)."""
+    from launcher.cli.tables import KEEP, TEXT, Column, table
+    columns = [Column("sweep", KEEP), Column("state", KEEP), Column("objective", TEXT, 1, 10),
+               Column("best", KEEP), Column("value", KEEP), Column("trials", TEXT, 2, 8),
+               Column("age", KEEP), Column("best's overrides", TEXT, 0, 10)]
+    cells = []
+    for r, age in zip(rows, ages, strict=True):
+        best, objective = r.get("best"), r.get("objective") or {}
+        states = ", ".join(f"{n} {s}" for s, n in (r.get("counts") or {}).items())
+        metric = f"{objective.get('metric', 'final_loss')} ({objective.get('goal', 'min')})"
+        cells.append([r["name"], r["state"], metric,
+                      best["trial"][:8] if best else "-", value_text(best["objective"]) if best else "-",
+                      f"{r.get('trials', 0)}" + (f": {states}" if states else ""), age,
+                      params_text(best["params"]) if best else ""])
+    return table(columns, cells, width, wide=wide)
+
+
 def cut_overrides(tab: Table, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The trials whose overrides the table could not show whole, with them in full."""
     from launcher.cli.tables import cut_rows

@@ -20,7 +20,7 @@ import copy
 import difflib
 import hashlib
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +160,31 @@ def is_job_set(item: str) -> bool:
 def template_sets(sets: Iterable[str]) -> list[str]:
     """The ``--set`` items for the template (the job-file ones are applied by :func:`apply_job_sets`)."""
     return [s for s in sets if not is_job_set(s)]
+
+
+def with_sets(data: Mapping[str, Any], sets: Mapping[str, Any]) -> dict[str, Any]:
+    """A job file's mapping with a pipeline step's ``set:`` (or a sweep trial's) applied: the
+    job-file keys (``nodes``, ``cards_per_node``, ``seed``, ``name``, ``env.X``) on the job itself,
+    the rest as template overrides. A step could not make a job of ``cards_per_node: all`` take
+    one card (``set: {cards_per_node: 1}`` went to the template and was refused there), so a
+    sweep of the tiny job's pipeline took every card of a host per trial. The job is validated
+    afterwards, as its file is (``parse_job``)."""
+    out = dict(data)
+    overrides = dict(out.get("overrides") or {})
+    for key, value in sets.items():
+        parts = key.lstrip("+").split(".")
+        if parts[0] not in JOB_SET_KEYS:
+            overrides[key] = value
+        elif parts[0] == "env" and len(parts) == 2:
+            out["env"] = {**(out.get("env") or {}), parts[1]: value}
+        elif len(parts) == 1 and parts[0] != "env":
+            out[parts[0]] = value
+        else:
+            raise InputError("a job-file key: give nodes, cards_per_node, seed, name or env.VARIABLE "
+                             "(one variable)", key=key)
+    if overrides:
+        out["overrides"] = overrides
+    return out
 
 
 def apply_job_sets(spec: JobSpec, sets: Iterable[str]) -> JobSpec:

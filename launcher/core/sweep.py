@@ -31,6 +31,7 @@ Public interface::
     trials(sweep, keymap, base_identity, base_seed) -> list[Trial]
     prune_reason(curve, others, rules) -> str | None      # NaN/inf and the median-stopping rule
     order(rows, goal) -> rows                             # the leaderboard's order
+    summary(trials, info) -> {counts, best}               # a sweep in one line
     place(free, nodes, cards) -> hosts | None             # where the next trial's cards are
     waves(capacity, shapes, max_parallel)                 # the dry run's schedule
 """
@@ -646,6 +647,18 @@ def leaderboard(trials: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) ->
             "scores": {k: v for k, v in result.items() if "." in k or k in SCORE_FIELDS},
             "job_id": t.get("run_id"), "position": t.get("position", 0)})
     return [dict(r) for r in order(rows, goal)]
+
+
+def summary(trials: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep in one line (``alaunch sweeps``, the dashboard's list): its trials' count by
+    state, and its best trial as :func:`leaderboard` ranks them (None until one succeeded)."""
+    rows = leaderboard(trials, info)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    best = rows[0] if rows and rows[0].get("objective") is not None else None
+    return {"objective": dict(info.get("objective") or {}), "trials": len(trials), "counts": counts,
+            "best": {k: best[k] for k in ("trial", "objective", "params", "job_id")} if best else None}
 
 
 def best_diff(rows: Sequence[Mapping[str, Any]], trials: Sequence[Mapping[str, Any]],

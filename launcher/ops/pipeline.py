@@ -51,6 +51,7 @@ from launcher.core import pipeline as pl
 from launcher.core import yamlio
 from launcher.core.hostfile import Host
 from launcher.core.layout import JobLayout, slug
+from launcher.core.render import with_sets
 from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError, NothingToResume, RemoteError
 from launcher.metrics.retry import Verdict, classify
@@ -150,8 +151,7 @@ def step_job_data(step: pl.Step, resolve: Callable[[pl.Ref, str], dict[str, Any]
             fills = (inputs.get(name) or {}).get("fills") if isinstance(inputs.get(name), dict) else None
             inputs[name] = {**ref, **({"fills": fills} if fills and "fills" not in ref else {})}
         data["inputs"] = inputs
-    if step.sets:
-        data["overrides"] = {**(data.get("overrides") or {}), **step.sets}
+    data = with_sets(data, step.sets)  # nodes, cards_per_node, seed, env.X on the job; the rest overrides
     return data, source, base_dir
 
 

@@ -1000,6 +1000,13 @@ class Registry:
             data.update(state=FAILED, reason=why)
         return SweepRecord(**data, trials=tuple(trials))
 
+    def sweeps(self, limit: int = 50) -> builtins.list[SweepRecord]:
+        """The newest sweeps first, each as :meth:`sweep` reads it (its trials; a running one whose
+        driver is gone reads failed, interrupted)."""
+        ids = [r[0] for r in self._conn.execute(
+            "SELECT id FROM sweeps ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))]
+        return [self.sweep(i) for i in ids]
+
     def sweep_trial_job(self, sweep_id: str, trial: str) -> str | None:
         """The newest job a sweep's trial submitted, by the job's own meta (written with the job,
         before the driver records its id: a driver killed in between loses nothing)."""

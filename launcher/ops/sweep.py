@@ -18,7 +18,10 @@ the engine). :class:`SweepDriver` runs it:
   driver killed between the submit and recording the job id still finds it
   (``Registry.sweep_trial_job``). Re-running the sweep file: finished trials (succeeded or
   pruned) are kept, running ones re-attached (followed again from their logs' start), the
-  rest (pending, failed, cancelled) run.
+  rest (pending, failed, cancelled) run. A pipeline trial's job is its swept step's (recorded
+  as the driver first follows it); re-run, the trial starts on that job's hosts, where its
+  pipeline run re-attaches it (a step's identity covers its hosts: placed elsewhere, it would
+  train again; tests/test_sweep_driver.py).
 - **Pruning**: each followed trial's rank-0 loss points (``metrics.logparse.parse_loss``, the
   parser ``logs -f`` uses) are its curve; every ``poll`` s each running trial is judged
   against the others' curves (``core.sweep.prune_reason``); a pruned trial is recorded
@@ -42,7 +45,7 @@ from typing import Any
 from launcher.core import pipeline as pl
 from launcher.core import sweep as sw
 from launcher.core import yamlio
-from launcher.core.render import get_dotted, render_config, resolve_world
+from launcher.core.render import get_dotted, render_config, resolve_world, with_sets
 from launcher.core.spec import JobSpec, parse_job
 from launcher.errors import AlaunchError, InputError
 from launcher.metrics.logparse import parse_loss
@@ -109,11 +112,8 @@ def load_base(sweep: sw.Sweep) -> Base:
             step = jobs[0]
         else:
             raise sweep.error("the pipeline has no job step from a file for the overrides", "base")
-        if sweep.job:
-            raise sweep.error("a pipeline's trials take the job's own nodes and cards_per_node: set them in "
-                              f"{Path(step.job or '').name}", "job")
         step_name, job_path = step.name, str(step.job)
-        data = yamlio.load_file(job_path)
+        data = with_sets(yamlio.load_file(job_path), step.sets)  # the step's own set: (cards_per_node too)
     elif sweep.step is not None:
         raise sweep.error("'step' names a pipeline step; the base is a job file", "step")
     spec = parse_job(data, job_path, str(Path(job_path).parent), _text(job_path))
@@ -130,15 +130,7 @@ def trials_of(sweep: sw.Sweep, base: Base) -> list[sw.Trial]:
     keys = sw.template_keys(base.template)
     keys += [k.lstrip("+") for k in (base.job_data.get("overrides") or {})]
     keymap = sw.resolve_keys(sweep, list(dict.fromkeys(keys)), sweep.sets)
-    trials = sw.trials(sweep, keymap, base.identity, base.seed)
-    if base.pipeline is not None:
-        for t in trials:
-            if t.job:
-                raise sweep.error("a pipeline's trials take the job's own nodes and cards_per_node", "space")
-            if t.seed != base.seed:
-                raise sweep.error(f"a pipeline's trials keep its job's seed ({base.seed}): set it in "
-                                  f"{Path(base.job_path).name}", "seed" if sweep.seed is not None else "space")
-    return trials
+    return sw.trials(sweep, keymap, base.identity, base.seed)
 
 
 def trial_job_data(sweep: sw.Sweep, base: Base, trial: sw.Trial) -> dict[str, Any]:
@@ -181,10 +173,12 @@ def base_values(base: Base, plans: Sequence[TrialPlan]) -> dict[str, Any]:
 
 def trial_pipeline(base: Base, trial: sw.Trial) -> pl.Pipeline:
     """The base pipeline with the trial's overrides set on its step (``set:``, as a pipeline
-    file would): the pipeline's own name, so its unchanged steps are reused as by ``alaunch run``."""
+    file would): the pipeline's own name, so its unchanged steps are reused as by ``alaunch run``.
+    The trial's job fields (``job: {cards_per_node: 1}``) and seed go there too: a step's ``set:``
+    takes the job-file keys (``render.with_sets``)."""
     assert base.pipeline is not None and base.step is not None
-    steps = tuple(replace(s, sets={**s.sets, **trial.overrides}) if s.name == base.step else s
-                  for s in base.pipeline.steps)
+    sets = {**trial.overrides, **trial.job, **({"seed": trial.seed} if trial.seed != base.seed else {})}
+    steps = tuple(replace(s, sets={**s.sets, **sets}) if s.name == base.step else s for s in base.pipeline.steps)
     return replace(base.pipeline, steps=steps)
 
 
@@ -301,8 +295,14 @@ class SweepDriver:
                 self.say(f"  {p.trial.id}: {row['state']} earlier, kept")
                 if row["state"] == "pruned" and job_id:
                     self._finish_prune(p.trial.id, job_id)
+            elif self.base.pipeline is not None and job_id and self._alive_or_done(job_id):
+                # its pipeline run re-attaches the swept step's job (or reuses it): on the hosts it
+                # runs on, as a step's identity covers its hosts (placed elsewhere, it would train again)
+                on = () if self.target.schedules else tuple(n.host for n in self.registry.get(job_id).nodes)
+                self.say(f"  {p.trial.id}: pipeline trial, its job {job_id}: re-attached")
+                self._start(sid, p, hosts=on)
             elif self.base.pipeline is not None:
-                todo.append(p)  # its pipeline run re-attaches a step whose job still runs, reuses a finished one
+                todo.append(p)  # its pipeline run reuses or re-attaches what it can of an earlier run
             elif job_id and self._alive_or_done(job_id):
                 job = self.registry.get(job_id)
                 self.say(f"  {p.trial.id}: job {job_id} ({job.state}): re-attached")
@@ -458,18 +458,20 @@ class SweepDriver:
             if mine:
                 lv.job_id = record.id
                 lv.curve.clear()
+                registry.set_trial(sid, tid, run_id=record.id)  # a re-run finds its hosts; the page its job
             return engine.follow(record, engine.exec_factory, _CurveSink(lv.curve if mine else []))
 
         registry.set_trial(sid, tid, state="running", started_at=reg.now_iso(), reason=None)
         runner = PipelineRunner(registry, engine, self._target_for(lv), opts=self.opts, runs_dir=self.runs_dir,
                                 follow=follow, say=lambda text: None)
         run = runner.run(trial_pipeline(self.base, lv.plan.trial))
-        registry.set_trial(sid, tid, run_id=run.id)
         scores: dict[str, Any] = {}
         for step in run.steps:
             if step.kind == "score" and isinstance(step.outputs.get("accuracy"), (int, float)):
                 scores[f"{step.step}.accuracy"] = scores[f"{step.step}.math_accuracy"] = step.outputs["accuracy"]
         job_id = lv.job_id or next((st.job_id for st in run.steps if st.step == self.base.step), None)
+        if job_id and job_id != lv.job_id:
+            registry.set_trial(sid, tid, run_id=job_id)  # reused from an earlier run: never followed
         record = registry.get(job_id) if job_id else None
         result = result_of(record, lv.curve, lv.plan.cards, scores) if record else dict(scores)
         result["pipeline_run"] = run.id

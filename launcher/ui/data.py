@@ -537,6 +537,15 @@ def _json_finite(value: Any) -> Any:
     return value
 
 
+def sweep_row(record: reg.SweepRecord, now: dt.datetime | None = None) -> dict:
+    """One line of the sweeps list: the sweep, its trials' states, and its best trial as
+    ``alaunch results SWEEP`` ranks them (``core.sweep.summary``; None until one succeeded)."""
+    from launcher.core import sweep as sw
+    return _json_finite({"id": record.id, "name": record.name, "state": record.state, "reason": record.reason,
+                         "source": record.source, "created_at": record.created_at, "ended_at": record.ended_at,
+                         "age_s": age_seconds(record.created_at, now), **sw.summary(record.trials, record.info)})
+
+
 def sweep_detail(record: reg.SweepRecord, now: dt.datetime | None = None) -> dict:
     """The sweep page: the leaderboard's rows as ``alaunch results SWEEP`` ranks them
     (``core.sweep.leaderboard``), each with its loss curve, and the swept keys for the scatter."""

@@ -574,6 +574,17 @@ class Dashboard:
         return event_stream(request, polled(lambda: {"type": "pipeline", "pipeline": self._pipeline_detail(ref)}),
                             LIST_PUSH_S)
 
+    # ------------------------------------------------------------------ the sweeps list
+    def _sweep_rows(self) -> list[dict]:
+        with self.hub.registry() as registry:
+            return [data.sweep_row(record) for record in registry.sweeps(limit=LIST_LIMIT)]
+
+    async def sweeps(self, request: Request) -> Response:
+        return await self._json(self._sweep_rows)
+
+    async def sweeps_stream(self, request: Request) -> Response:
+        return event_stream(request, polled(lambda: {"type": "sweeps", "sweeps": self._sweep_rows()}), LIST_PUSH_S)
+
     # ------------------------------------------------------------------ sweeps
     def _sweep_detail(self, ref: str) -> dict:
         with self.hub.registry() as registry:
@@ -625,6 +636,8 @@ def create_app(state_dir: Path, token: str, hosts: set[str], runs_dir: Path = Pa
         Route("/top", d.page), Route("/api/top", d.top), Route("/api/top/stream", d.top_stream),
         Route("/api/pipelines", d.pipelines), Route("/api/pipelines/stream", d.pipelines_stream),
         Route("/api/pipelines/{run}", d.pipeline), Route("/api/pipelines/{run}/stream", d.pipeline_stream),
+        Route("/sweeps", d.page), Route("/api/sweeps", d.sweeps),  # before /api/sweeps/{sweep}: "stream" is no sweep
+        Route("/api/sweeps/stream", d.sweeps_stream),
         Route("/sweeps/{sweep}", d.page), Route("/api/sweeps/{sweep}", d.sweep),
         Route("/api/sweeps/{sweep}/stream", d.sweep_stream),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -88,3 +88,33 @@ def register(app: typer.Typer) -> None:
             env.stdout.print(record.id, markup=False, highlight=False)
         if record.state != reg.SUCCEEDED:
             raise typer.Exit(100)
+
+    @app.command("sweeps", help="List the sweeps, newest first, each with its best trial.")
+    def sweeps_cmd(
+        limit: int = typer.Option(20, "--limit", "-n", help="How many sweeps to show."),
+        as_json: bool = typer.Option(False, "--json", help="The rows as JSON (the dashboard's /api/sweeps)."),
+        wide: bool = typer.Option(False, "--wide", help="Every column whole (the terminal wraps)."),
+    ) -> None:
+        import datetime as dt
+        import json
+
+        from launcher.cli.sweepview import duration_text, sweeps_table
+        from launcher.cli.tables import print_table
+        from launcher.core.sweep import summary
+        from launcher.ops import registry as reg
+
+        env = environment.current()
+        with reg.Registry.in_state_dir(env.state_dir) as registry:
+            records = registry.sweeps(limit=limit)
+        rows = [{"id": r.id, "name": r.name, "state": r.state, "reason": r.reason, "source": r.source,
+                 "created_at": r.created_at, "ended_at": r.ended_at, **summary(r.trials, r.info)} for r in records]
+        if as_json:
+            env.stdout.file.write(json.dumps(rows, indent=1, default=str) + "\n")
+            return
+        if not rows:
+            env.stdout.print("no sweeps yet: alaunch sweep jobs/sweeps/FILE.yaml -H HOSTFILE", markup=False)
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        ages = [duration_text((now - dt.datetime.fromisoformat(r["created_at"].replace("Z", "+00:00"))
+                               .replace(tzinfo=dt.timezone.utc)).total_seconds()) for r in rows]
+        print_table(env.stdout, sweeps_table(rows, ages, env.stdout.width, wide), wide=wide)

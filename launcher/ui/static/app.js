@@ -633,6 +633,31 @@ function sweepPage(id) {
   });
 }
 
+// ------------------------------------------------------------------ sweeps: the list
+// (/api/sweeps: every sweep, newest first, with its best trial as `alaunch results SWEEP` ranks them)
+function sweepBest(r) {
+  if (!r.best) return '<span class="muted">none yet</span>';
+  const params = Object.entries(r.best.params || {}).map(([k, v]) => `${esc(k.split(".").pop())}=${esc(fmt(v))}`).join(" ");
+  const trial = r.best.job_id ? `<a class="job-link" href="/jobs/${encodeURIComponent(r.best.job_id)}">${esc(r.best.trial.slice(0, 8))}</a>` : esc(r.best.trial.slice(0, 8));
+  return `${trial} <span class="num">${esc(fmt(r.best.objective))}</span><br><span class="muted">${params}</span>`;
+}
+function sweepsPage() {
+  main.innerHTML = `<h1>Sweeps</h1>
+    <div class="card"><table id="sweeps"><thead><tr><th>sweep</th><th>state</th><th>objective</th><th>best trial</th>
+      <th>trials</th><th>age</th><th>reason</th></tr></thead><tbody></tbody></table></div>`;
+  stream("/api/sweeps/stream", m => {
+    if (m.type !== "sweeps") return;
+    window.__alaunch.sweeps = m.sweeps;
+    document.querySelector("#sweeps tbody").innerHTML = m.sweeps.map(r => `<tr data-id="${esc(r.id)}" data-state="${esc(r.state)}">
+      <td><a href="/sweeps/${encodeURIComponent(r.name)}">${esc(r.name)}</a><br><span class="muted">${esc(r.id)}</span></td>
+      <td>${badge(r.state)}</td><td>${esc(r.objective.metric || "final_loss")} (${esc(r.objective.goal || "min")})</td>
+      <td class="best">${sweepBest(r)}</td>
+      <td>${r.trials}${r.trials ? ": " + Object.entries(r.counts).map(([k, n]) => `${n} ${esc(k)}`).join(", ") : ""}</td>
+      <td class="num">${dur(r.age_s)}</td><td class="muted">${esc(r.reason || "")}</td></tr>`).join("")
+      || `<tr><td colspan="7" class="muted">no sweeps yet: alaunch sweep jobs/sweeps/FILE.yaml -H HOSTFILE</td></tr>`;
+  });
+}
+
 // ------------------------------------------------------------------ router
 const path = location.pathname;
 if (path.startsWith("/jobs/")) jobPage(decodeURIComponent(path.slice(6)));
@@ -641,4 +666,5 @@ else if (path === "/pipelines") pipelinesPage();
 else if (path === "/top") topPage();
 else if (path.startsWith("/pipelines/")) pipelinePage(decodeURIComponent(path.slice(11)));
 else if (path.startsWith("/sweeps/")) sweepPage(decodeURIComponent(path.slice(8)));
+else if (path === "/sweeps") sweepsPage();
 else jobsPage();
