@@ -183,7 +183,36 @@ def test_two_workers_continue_from_checkpoint(trained_2, tmp_path, toy_data):
     assert len(losses) == 8 and losses[0] < 1.0, losses  # a fresh model starts at ~ln(1024) = 6.9
 
 
-def test_fetch_lora_delta_is_the_trained_tensors_and_predicts_the_same(trained_2, tmp_path, toy_data):
+def _predict_bytes(ckpt: Path, root: Path, toy_data) -> bytes:
+    """predictions.jsonl of the tiny predict job from ``ckpt`` (two prompts), run in ``root``."""
+    job = {"name": "tiny-predict", "kind": "predict", "template": "tiny_llama_cpu/predict.yaml",
+           "entry": {"script": "alaunch:run_cpu"}, "checkpoint": {"remote": str(ckpt)},
+           "tokenizer": {"remote": str(toy_data["tokenizer"])}}
+    result = _msrun(root, 1, _render(job, root, 1), "--predict_data", QA[0][0], QA[3][0])
+    assert result.returncode == 0, (root / "msrun_log" / "worker_0.log").read_text()[-3000:]
+    return (root / "output" / "predictions.jsonl").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def full_predictions(trained_2, tmp_path_factory, toy_data) -> bytes:
+    """What the full checkpoint (rank 0's last) predicts: what every delta route must match."""
+    full = sorted((trained_2 / "output" / "checkpoint" / "rank_0").glob("*.ckpt"))[-1]
+    return _predict_bytes(full, tmp_path_factory.mktemp("predict_full"), toy_data)
+
+
+def _base_without_lora(full: Path, out: Path, config: dict) -> set[str]:
+    """``out``: ``full`` without its LoRA tensors (the frozen rest: what a base model holds); their names."""
+    import mindspore as ms
+
+    from launcher.core import lora
+    mc = config["model"]["model_config"]
+    names = set(lora.trainable_parameters(mc, mc["pet_config"], lora.family_for(config)))
+    ms.save_checkpoint(ms.load_checkpoint(str(full), choice_func=lambda n: n not in names), str(out))
+    return names
+
+
+def test_fetch_lora_delta_is_the_trained_tensors_and_predicts_the_same(trained_2, tmp_path, toy_data,
+                                                                        full_predictions):
     """`fetch --what lora` on the real 2-rank checkpoints, the host side run by the machine's own
     python3 (no mindspore there): the delta holds exactly the tensors render counts as
     trainable, byte for byte; the bytes moved are <= 1.1x theirs; base + delta predicts exactly
@@ -221,17 +250,73 @@ def test_fetch_lora_delta_is_the_trained_tensors_and_predicts_the_same(trained_2
             assert param.asnumpy().tobytes() == full[name].asnumpy().tobytes(), name
 
     base_path, merged_path = tmp_path / "base.ckpt", tmp_path / "merged.ckpt"  # base: the frozen rest
-    ms.save_checkpoint(ms.load_checkpoint(str(fulls[0]), choice_func=lambda n: n not in names), str(base_path))
+    full0 = sorted((trained_2 / "output" / "checkpoint" / "rank_0").glob("*.ckpt"))[-1]  # what full_predictions read
+    _base_without_lora(full0, base_path, config)
     merged = ms.load_checkpoint(str(base_path))
-    merged.update(ms.load_checkpoint(str(here / "lora" / fulls[0].relative_to(trained_2))))
+    merged.update(ms.load_checkpoint(str(here / "lora" / full0.relative_to(trained_2))))
     ms.save_checkpoint(merged, str(merged_path))
-    outputs = []
-    for i, ckpt in enumerate((fulls[0], merged_path)):
-        job = {"name": "tiny-predict", "kind": "predict", "template": "tiny_llama_cpu/predict.yaml",
-               "entry": {"script": "alaunch:run_cpu"}, "checkpoint": {"remote": str(ckpt)},
-               "tokenizer": {"remote": str(toy_data["tokenizer"])}}
-        root = tmp_path / f"predict{i}"
-        result = _msrun(root, 1, _render(job, root, 1), "--predict_data", QA[0][0], QA[3][0])
-        assert result.returncode == 0, (root / "msrun_log" / "worker_0.log").read_text()[-3000:]
-        outputs.append((root / "output" / "predictions.jsonl").read_bytes())
-    assert outputs[0] == outputs[1] and QA[0][1].encode() in outputs[0]
+    assert _predict_bytes(merged_path, tmp_path / "predict", toy_data) == full_predictions
+    assert QA[0][1].encode() in full_predictions
+
+
+@pytest.mark.cluster
+def test_pipeline_step_takes_the_lora_delta_plus_a_base_on_another_host(trained_2, tmp_path, toy_data,
+                                                                        full_predictions, ssh_cluster):
+    """``checkpoint: {from: train, output: lora, base: PATH}`` with the training on host0 and a
+    consumer on host0 and host1, each with the base (the frozen tensors): the delta is cut on
+    host0, only its bytes cross to host1, base + delta are written on both, and the model read
+    from host1's file predicts byte for byte what the full checkpoint predicts."""
+    import shutil
+
+    from launcher.core import pipeline as pl
+    from launcher.ops.pipeline import PipelineRunner, lora_applied_path
+    from launcher.ops.registry import Registry
+    from launcher.ops.service import JobService
+    from launcher.runners import make_runner
+    from launcher.runners.ssh import ConnectOptions
+
+    hosts = ssh_cluster.hosts_as_launcher_hosts(slots=1)[:2]
+    host0, host1 = ssh_cluster.hosts[0], ssh_cluster.hosts[1]
+    config_text = (trained_2 / "config" / "job.yaml").read_text()
+    full0 = sorted((trained_2 / "output" / "checkpoint" / "rank_0").glob("*.ckpt"))[-1]
+    names = _base_without_lora(full0, tmp_path / "base.ckpt", yaml.safe_load(config_text))
+    base = "/root/models/tiny-base.ckpt"  # on the consumer's hosts
+    for host in (host0, host1):
+        host.path(base).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "base.ckpt", host.path(base))
+
+    options = ConnectOptions(known_hosts=ssh_cluster.known_hosts, control_persist=0)
+    service = JobService(Registry(tmp_path / "state" / "jobs.db"), tmp_path / "state",
+                         exec_factory=lambda h: make_runner(h, options=options))
+    record = service.registry.create_job("tiny-test", "finetune", spec_text="name: tiny-test\nkind: finetune\n",
+                                         config_text=config_text, hostfile_text="", state="succeeded",
+                                         nodes=[(hosts[0].name, "/root/alaunch/tinytrain")])
+    trained = f"/root/alaunch/tinytrain/output/checkpoint/rank_0/{full0.name}"  # the training's file, on host0
+    host0.path(trained).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(full0, host0.path(trained))
+    text = yaml.safe_dump({"name": "p", "steps": {
+        "train": {"job": str(ROOT / "jobs" / "tiny_lora_cpu.yaml")},
+        "after": {"job": str(ROOT / "jobs" / "tiny_predict_cpu.yaml"),
+                  "checkpoint": {"from": "train", "output": "lora", "base": base}}}})
+    step = pl.parse_pipeline(yaml.safe_load(text), "p.yaml", None, text).step("after")
+    said: list[str] = []
+    runner = PipelineRunner(service.registry, service, hosts, say=said.append)
+    producer = {"job_id": record.id, "host": hosts[0].name, "python": ssh_cluster.python,
+                "root": "/root/alaunch/tinytrain", "paths": {"checkpoints": [trained]}, "files": {}}
+    runner.outputs["train"] = producer
+    spec = runner.job_spec(step)
+    applied = lora_applied_path(producer, base)
+    assert spec.checkpoint is not None and spec.checkpoint.remote == applied
+    runner.place(step, spec, hosts)  # a 2-host consumer: host0 (the training's) and host1
+
+    delta = runner.outputs["train"]["lora_delta"]
+    moved = [line for line in said if "LoRA delta" in line and " bytes " in line]
+    assert moved == [f"  after: checkpoint: train's LoRA delta {hosts[0].name} -> {hosts[1].name}: "
+                     f"{delta['size']:,} bytes (the checkpoint it was cut from: {full0.stat().st_size:,})"], said
+    trainable = 2 * 4 * 16 * (64 + 64) + 1024 * 64
+    assert delta["size"] <= 1.1 * trainable * 4 < full0.stat().st_size / 4  # fp32; the tiny model is mostly LoRA
+    assert not host1.path(trained).exists()  # the checkpoint the delta was cut from stayed on host0
+    assert host1.path(delta["path"]).stat().st_size == delta["size"]
+    assert " ".join(said).count(f"(0 replaced, {len(names)} added) -> {applied}") == 2, said  # the base had none
+    assert host0.path(applied).read_bytes() == host1.path(applied).read_bytes()  # host0's: no copy, same bytes
+    assert _predict_bytes(host1.path(applied), tmp_path / "predict", toy_data) == full_predictions

@@ -11,7 +11,11 @@ A pipeline (``jobs/pipelines/*.yaml``) is the recipe as one command::
       score:  {builtin: score, with: {predictions: {from: after}, reference: ../../build/demo/test.jsonl}}
 
 Any mapping ``{from: STEP[, select: last|all][, output: GROUP]}`` anywhere in a step is a
-reference to another step's outputs; it adds ``STEP`` to the step's needs. What it resolves
+reference to another step's outputs; it adds ``STEP`` to the step's needs. A job step's
+``checkpoint`` or input may take a training's LoRA delta instead of its whole model:
+``{from: train, output: lora, base: PATH}`` (PATH: the base checkpoint on the consuming
+step's hosts; the delta is cut on the training's node, only it travels, and base + delta
+become one checkpoint beside it, see docs/pipelines.md). What it resolves
 to (a path on the host the producer ran on, or a local path) is decided by ``ops.pipeline``
 once the producer has run; this module only models, orders, selects and hashes.
 
@@ -43,6 +47,8 @@ from launcher.errors import InputError
 
 BUILTINS = ("data", "merge", "fetch", "score", "results")
 SELECTS = ("last", "all")
+LORA = "lora"  # ``output: lora``: a training's LoRA delta, applied to the ref's ``base``
+REF_KEYS = ("from", "select", "output", "base")
 STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 STEP_KEYS = ("job", "builtin", "needs", "checkpoint", "inputs", "set", "with", "retries", "description")
 TOP_KEYS = ("name", "description", "steps")
@@ -63,20 +69,26 @@ SCORE_METRICS = ("math", "squad")  # math: predictions against ``reference``; sq
 
 @dataclass(frozen=True)
 class Ref:
-    """``{from: STEP, select: last|all, output: GROUP}``: another step's outputs."""
+    """``{from: STEP, select: last|all, output: GROUP}``: another step's outputs; with
+    ``output: lora``, ``base`` is the checkpoint (a path on the consumer's hosts) that the
+    producer's LoRA delta is applied to."""
 
     step: str
     select: str = "last"
     output: str | None = None
+    base: str | None = None
 
     def describe(self) -> str:
+        if self.output == LORA:
+            return f"{self.step}'s LoRA delta on base {self.base}"
         what = self.output or "outputs"
         if self.select == "last":
             return f"{self.step}'s last {what.rstrip('s')}"
         return f"{self.step}'s every {what}"
 
     def canonical(self) -> dict[str, Any]:
-        return {"from": self.step, "select": self.select, "output": self.output}
+        plain = {"from": self.step, "select": self.select, "output": self.output}
+        return {**plain, "base": self.base} if self.base is not None else plain  # older refs hash as before
 
 
 @dataclass(frozen=True)
@@ -202,9 +214,9 @@ def _refs_in(value: Any, where: str, fail: Callable[[str, str], None]) -> Any:
     """Parse ``{from: ...}`` mappings into Refs, recursively."""
     if isinstance(value, dict):
         if "from" in value:
-            extra = set(value) - {"from", "select", "output"}
+            extra = set(value) - set(REF_KEYS)
             if extra:
-                fail(where, f"unknown key {sorted(extra)[0]!r} in a reference (valid: from, select, output)")
+                fail(where, f"unknown key {sorted(extra)[0]!r} in a reference (valid: {', '.join(REF_KEYS)})")
             if not isinstance(value["from"], str):
                 fail(where + ".from", "must be a step name")
             select = value.get("select", "last")
@@ -213,7 +225,18 @@ def _refs_in(value: Any, where: str, fail: Callable[[str, str], None]) -> Any:
             output = value.get("output")
             if output is not None and not isinstance(output, str):
                 fail(where + ".output", "must be an output group name like checkpoints or predictions")
-            return Ref(value["from"], select, output)
+            base = value.get("base")
+            if output == LORA:
+                if not isinstance(base, str) or not base.strip():
+                    fail(where, "output: lora needs base: the path of the base checkpoint on the consuming "
+                                "step's hosts (the training's LoRA delta is applied to it)")
+                if select != "last":
+                    fail(where + ".select", "output: lora takes the training's last checkpoint's delta "
+                                            "(select: last)")
+            elif "base" in value:
+                fail(where + ".base", "goes with output: lora (a training's LoRA delta applied to this base); "
+                                      "without it the reference is the whole checkpoint")
+            return Ref(value["from"], select, output, base)
         return {k: _refs_in(v, f"{where}.{k}", fail) for k, v in value.items()}
     if isinstance(value, list):
         return [_refs_in(v, f"{where}.{i}", fail) for i, v in enumerate(value)]
@@ -325,6 +348,9 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
             if not isinstance(value, dict):
                 fail(f"{where}.{key}", "must be a mapping")
         options = _refs_in(options, f"{where}.with", fail)
+        if any(r.output == LORA for r in iter_refs(options)):
+            fail(f"{where}.with", "a LoRA delta (output: lora) is taken by a job step's checkpoint or inputs, "
+                                  "not by a built-in (fetch takes what: lora)")
         if builtin is not None:
             _check_options(builtin, options, f"{where}.with", fail)
         step = Step(step_name, position, job=job_path, inline=inline, builtin=builtin,
@@ -342,6 +368,11 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
                      f"needs unknown step {n!r}{_did_you_mean(n, names)} (steps: {', '.join(names)})")
             if n == s.name:
                 fail(f"steps.{s.name}", "a step cannot need itself")
+        for ref in s.refs():
+            producer = steps[names.index(ref.step)]
+            if ref.output == LORA and producer.builtin is not None:
+                fail(f"steps.{s.name}", f"output: lora takes a training job step's LoRA delta; {ref.step!r} is "
+                                        f"the built-in {producer.builtin}")
     pipeline = Pipeline(name, tuple(steps), source, base_dir, str(data.get("description") or ""))
     pipeline.order()  # refuse cycles now
     return pipeline

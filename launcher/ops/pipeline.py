@@ -71,6 +71,14 @@ def merged_path(producer: Mapping[str, Any]) -> str:
     return posixpath.join(producer["root"], "output", "merged", f"{producer.get('job_id', 'merged')}.ckpt")
 
 
+def lora_applied_path(producer: Mapping[str, Any], base: str) -> str:
+    """Where a consumer's base + a training's LoRA delta are written, on each of its hosts: in the
+    training's job dir (like the merged file), named by its job id and the base's path (a
+    second base is a second file)."""
+    return posixpath.join(producer["root"], "output", "lora", f"{producer.get('job_id', 'lora')}-base-"
+                          f"{pl.text_sha(base)[:12]}.ckpt")
+
+
 def digest(what: Any) -> str:
     """The content identity of a step's outputs: a hash of plain data (paths and sha256s)."""
     return pl.text_sha(json.dumps(what, sort_keys=True, default=str))
@@ -243,6 +251,10 @@ class PipelineRunner:
         """A ref at a consumer site: 'checkpoint' / 'input' (PathRef mappings for a job),
         'path' (a local path), 'paths' (local paths), 'run_dir' (a fetched run directory)."""
         out = self._producer(ref)
+        if ref.output == pl.LORA:  # written on the consumer's hosts before the submit (place)
+            if site not in ("checkpoint", "input") or "local" in out:
+                raise AlaunchError(f"cannot use {ref.describe()} as {site}")
+            return {"remote": lora_applied_path(out, str(ref.base))}
         if site == "run_dir":
             return str(self.fetched(ref.step, "all"))
         if "local" in out:
@@ -376,6 +388,8 @@ class PipelineRunner:
         """Where a ref will point, for the dry run (the producer has not run yet)."""
         producer = self.pipeline.step(ref.step) if self.pipeline else None
         root = self.job_root(f"<{ref.step}'s job id>")
+        if ref.output == pl.LORA:
+            return lora_applied_path({"root": root, "job_id": "<job id>"}, str(ref.base))
         if producer is not None and producer.builtin == "merge":
             inner = producer.options.get("checkpoint")
             inner_root = self.job_root(f"<{getattr(inner, 'step', '?')}'s job id>")
@@ -492,7 +506,14 @@ class PipelineRunner:
                     how = f" <- {step.inputs[name].describe()}" if isinstance(step.inputs.get(name), pl.Ref) else ""
                     view.resolves.append(f"inputs.{name}{how}: {given.local or given.remote}")
                 others = [] if self.target.shared_workdir else [h.name for h in hosts[1:]]
-                for site, ref, _ in self.remote_refs(step, spec) if others else []:
+                for site, ref, _ in self.remote_refs(step, spec):
+                    if ref.output == pl.LORA:
+                        view.resolves.append(f"{site}: {ref.step}'s LoRA delta cut on its node"
+                                             + (f", copied to {', '.join(others)} (the delta's bytes only)" if others
+                                                else "") + f", written with {ref.base} into one checkpoint there")
+                        continue
+                    if not others:
+                        continue
                     view.resolves.append(f"{site}: copied from {ref.step}'s host to {', '.join(others)} through this "
                                          f"machine before the submit (sha256-checked), unless already there")
                 view.plan = self.service.plan_text(spec, self.target, replace(self.opts, master_port=DRY_PORT),
@@ -841,10 +862,15 @@ class PipelineRunner:
         e.g. on a shared filesystem, is left alone)."""
         from launcher.ops.relay import relay
         from launcher.runners import default_bin_dir, python_for
+        for site, ref, path in self.remote_refs(step, spec):
+            if ref.output == pl.LORA:
+                self.place_lora(step, site, ref, path, hosts)
         if self.target.shared_workdir:
             return  # every node of the target sees the producer's job dir
         bin_dir = self.opts.bin_dir or default_bin_dir(self.hosts)
         for site, ref, path in self.remote_refs(step, spec):
+            if ref.output == pl.LORA:
+                continue  # placed above: only the delta travelled
             producer = self.outputs.get(ref.step) or {}
             source = producer.get("host")
             targets = [h for h in hosts if source and h.name != source]
@@ -864,6 +890,76 @@ class PipelineRunner:
                     self.say(f"  {step.name}: {site} {source} -> {host.name}: {how}")
             finally:
                 src.close()
+
+    def lora_delta(self, step: str) -> dict:
+        """The LoRA delta of a training step's last checkpoint, cut on its node once (``fetch
+        --what lora``'s extractor: ``remote/collect.py``, streaming, frozen tensors skipped by
+        seeks) into ``<its dir>/lora/<its name>``, checked against the names and counts render
+        gives. Refused when the ranks split the model (model/pipeline parallel): rank 0's
+        file holds only a piece of each tensor; the merge step's checkpoint is whole."""
+        from launcher.ops.collect import check_delta, job_outputs, list_node, lora_request
+        out = self.outputs[step]
+        with self._locks[f"lora:{step}"]:  # two consumers of one training cut it once
+            if "lora_delta" not in out:
+                if not out.get("job_id") or "local" in out:
+                    raise AlaunchError(f"output: lora takes a training job's LoRA delta; step {step!r} ran no job")
+                record = self.registry.get(out["job_id"])
+                spec = lora_request(record.config_text, job_outputs(record)[0])
+                if not spec["whole"]:
+                    raise AlaunchError(f"step {step!r} splits its model across ranks (model or pipeline parallel): "
+                                       f"a rank's checkpoint holds pieces of the LoRA tensors; take a merge step's "
+                                       f"checkpoint instead of output: lora")
+                last = pl.last_checkpoint(checkpoints_of(out))
+                if last is None:
+                    raise AlaunchError(f"step {step!r} left no checkpoint on {out.get('host')}")
+                if not last.path.endswith(".ckpt"):
+                    raise AlaunchError(f"{last.path}: base + LoRA delta is written for MindSpore .ckpt files only")
+                runner = self.service.exec_factory(self.host(out["host"])).using(out.get("python"))
+                try:
+                    listing = list_node(runner, posixpath.dirname(last.path), {}, None,
+                                        {**spec, "globs": [posixpath.basename(last.path)]})
+                finally:
+                    runner.close()
+                cut = next((f for f in listing.files if f.group == "lora"), None)
+                wrong = check_delta(listing.deltas[0], spec["names"], True) if listing.deltas else "no delta written"
+                if cut is None or wrong:
+                    raise AlaunchError(f"step {step!r}: the LoRA delta of {last.path}: {wrong}")
+                out["lora_delta"] = {"path": cut.src, "size": cut.size, "sha256": cut.sha256, "source": last.path,
+                                     "source_size": listing.deltas[0].source_size}
+        return dict(out["lora_delta"])
+
+    def place_lora(self, step: pl.Step, site: str, ref: pl.Ref, applied: str, hosts: Sequence[Host]) -> None:
+        """``{from: train, output: lora, base: PATH}``: the training's delta (:meth:`lora_delta`)
+        copied to each of the consumer's hosts that is not the training's (``ops.relay``: the
+        delta's bytes only, sha256-checked), then base + delta written there as ``applied``
+        (``remote/collect.py`` APPLY, streaming), the checkpoint the consumer's job loads. A
+        target with a shared workdir writes it once, on the training's node."""
+        from launcher.ops.relay import relay
+        from launcher.runners import default_bin_dir, python_for
+        producer = self.outputs[ref.step]
+        delta = self.lora_delta(ref.step)
+        source = producer["host"]
+        bin_dir = self.opts.bin_dir or default_bin_dir(self.hosts)
+        where = [self.host(source)] if self.target.shared_workdir else list({h.name: h for h in hosts}.values())
+        src = self.service.exec_factory(self.host(source)).using(producer.get("python"))
+        try:
+            for host in where:
+                python = producer.get("python") if host.name == source else python_for(bin_dir, host)
+                dst = self.service.exec_factory(host).using(python)
+                try:
+                    if host.name != source:
+                        done = relay(src, dst, delta["path"], what=f"step {step.name}: {site}")
+                        self.say(f"  {step.name}: {site}: {ref.step}'s LoRA delta {source} -> {host.name}: "
+                                 f"{done.bytes:,} bytes (the checkpoint it was cut from: {delta['source_size']:,})")
+                    made = dst.call("collect", {"op": "apply", "base": ref.base, "delta": delta["path"],
+                                                "out": applied}, timeout=3600,
+                                    what=f"step {step.name}: writing {ref.base} + {ref.step}'s LoRA delta")
+                    self.say(f"  {step.name}: {site} on {host.name}: {ref.base} + {ref.step}'s LoRA delta "
+                             f"({made['replaced']} replaced, {made['added']} added) -> {made['out']}")
+                finally:
+                    dst.close()
+        finally:
+            src.close()
 
     def diagnose(self, record: reg.JobRecord, outcome: Any) -> Verdict:
         lines: list[str] = []

@@ -44,6 +44,14 @@ never loaded, so memory is one 1 MiB copy buffer whatever the checkpoint's size.
 is copied whole, so the small file is a valid checkpoint whose tensors are the original bytes.
 A safetensors file: its JSON header is read, the kept tensors are copied after a new header
 with the same metadata and re-based offsets.
+
+APPLY: ``{"op": "apply", "base": "<.ckpt>", "delta": "<.ckpt>", "out": "<.ckpt>"}`` ->
+``{"out", "size", "sha256", "kept", "replaced", "added"}``: one checkpoint holding every
+record of ``base`` whose tag the delta does not have, then every record of the delta, copied
+whole (a pipeline step that takes a training's LoRA delta plus a base checkpoint on its own
+host: only the delta travelled). Streaming, like LORA: one 1 MiB buffer, records skipped by
+seeks; written to a temporary name and renamed; a crc32 trailer when the base had one. The
+written file is read back: its tags must be the base's and the delta's.
 """
 
 import os
@@ -206,19 +214,35 @@ def _copy(fh, start, stop, out, h):
         left -= n
 
 
-def lora_ckpt(fh, size, names, out, h):
-    """Copy the records whose tag is in ``names`` (a .ckpt); returns {tag: element count}."""
-    import binascii
+def ckpt_end(fh, size):
+    """Where a .ckpt's records end: before MindSpore's 17-byte ``crc_num`` trailer, if any."""
     fh.seek(max(0, size - 17))
     tail = fh.read(17)
-    end = size - 17 if tail[:7] == b"crc_num" else size
-    found = {}  # type: dict[str, list]  # tag -> [element count, dtype, content bytes]
-    crc = [0]
+    return size - 17 if tail[:7] == b"crc_num" else size
 
-    class Crc:
-        def update(self, data):
-            h.update(data)
-            crc[0] = binascii.crc32(data, crc[0])
+
+class _Crc:
+    """Feeds ``h`` and keeps the crc32 of what it was fed (MindSpore's trailer)."""
+
+    def __init__(self, h):
+        self.h, self.crc = h, 0
+
+    def update(self, data):
+        import binascii
+        self.h.update(data)
+        self.crc = binascii.crc32(data, self.crc)
+
+    def trailer(self, out):
+        trailer = b"crc_num" + self.crc.to_bytes(10, "big")
+        self.h.update(trailer)
+        out.write(trailer)
+
+
+def lora_ckpt(fh, size, names, out, h):
+    """Copy the records whose tag is in ``names`` (a .ckpt); returns {tag: element count}."""
+    end = ckpt_end(fh, size)
+    found = {}  # type: dict[str, list]  # tag -> [element count, dtype, content bytes]
+    crc = _Crc(h)
     for tag, start, stop, tensor in list(ckpt_records(fh, end)):
         if tag not in names:
             continue
@@ -226,11 +250,9 @@ def lora_ckpt(fh, size, names, out, h):
             raise ValueError("%s is not a plain tensor (a map parameter?)" % tag)
         dims, dtype, content = ckpt_tensor_facts(fh, tensor[0], tensor[1])
         found[tag] = [_numel(dims), dtype, found.get(tag, [0, 0, 0])[2] + content]
-        _copy(fh, start, stop, out, Crc())
+        _copy(fh, start, stop, out, crc)
     if end != size:  # the source carried MindSpore's crc32 trailer: so does the delta
-        trailer = b"crc_num" + crc[0].to_bytes(10, "big")
-        h.update(trailer)
-        out.write(trailer)
+        crc.trailer(out)
     return found
 
 
@@ -314,6 +336,51 @@ def lora_op(spec, root, real_root, inside, refused):
                           "size": os.path.getsize(dest), "sha256": h.hexdigest(), "source": rel,
                           "source_size": source_size, "found": found})
     return files
+
+
+def apply_op(req):
+    """APPLY (see the module docstring): base + delta -> one checkpoint, streamed."""
+    import hashlib
+    global buf, view
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    base, delta, dest = (os.path.expanduser(req[k]) for k in ("base", "delta", "out"))
+    tmp = dest + ".tmp.%d" % os.getpid()
+    h = hashlib.sha256()
+    try:
+        for path in (base, delta):
+            if not path.endswith(".ckpt"):
+                raise ValueError("%s: base + delta is written for MindSpore .ckpt files only" % path)
+        with open(base, "rb", buffering=1 << 16) as bf, open(delta, "rb", buffering=1 << 16) as df:
+            bsize, dsize = os.fstat(bf.fileno()).st_size, os.fstat(df.fileno()).st_size
+            bend, dend = ckpt_end(bf, bsize), ckpt_end(df, dsize)
+            drecs = list(ckpt_records(df, dend))
+            dtags = {r[0] for r in drecs}
+            brecs = list(ckpt_records(bf, bend))
+            btags = {r[0] for r in brecs}
+            os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+            crc = _Crc(h)
+            with open(tmp, "wb") as out:
+                for fh, recs in ((bf, [r for r in brecs if r[0] not in dtags]), (df, drecs)):
+                    for _tag, start, stop, _tensor in recs:
+                        _copy(fh, start, stop, out, crc)
+                if bend != bsize:
+                    crc.trailer(out)
+        with open(tmp, "rb") as fh:
+            wrote = {r[0] for r in ckpt_records(fh, ckpt_end(fh, os.fstat(fh.fileno()).st_size))}
+        if wrote != btags | dtags:
+            raise ValueError("the written checkpoint does not read back as the base's and the delta's tensors")
+        os.replace(tmp, dest)
+    except (OSError, ValueError) as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        why = "%s: %s" % (exc.filename, exc.strerror) if isinstance(exc, OSError) and exc.filename else exc
+        sys.stderr.write("cannot write base + LoRA delta to %s: %s\n" % (dest, why))
+        sys.exit(3)
+    answer({"out": dest, "size": os.path.getsize(dest), "sha256": h.hexdigest(), "kept": len(btags - dtags),
+            "replaced": len(btags & dtags), "added": len(dtags - btags)})
 
 
 class _Null:
@@ -448,4 +515,4 @@ def send_op(req):
 
 
 if __name__ == "__main__":
-    run({"list": list_op, "send": send_op})
+    run({"list": list_op, "send": send_op, "apply": apply_op})
