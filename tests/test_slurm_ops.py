@@ -421,6 +421,28 @@ def test_the_follower_s_failure_gets_msrun_s_report_from_the_batch_output(tmp_pa
                              "(SIGKILL), as msrun reported")
 
 
+def test_a_failure_seen_after_slurm_s_verdict_still_names_the_rank_and_cause(tmp_path):
+    """The watcher recorded Slurm's verdict first (the failing rank ended msrun, Slurm ended the
+    job): the follower's first failure then leads the reason instead of being dropped, as a
+    full suite run saw ('rank 1' missing from the reason)."""
+    import sys
+    root = tmp_path / "w" / "alaunch" / "j"
+    (root / "state").mkdir(parents=True)
+    with reg.Registry(tmp_path / "r.sqlite3") as r:
+        job = r.create_job("j", "finetune", hostfile_text=format_hostfile([Host("localhost", 1)]),
+                           nodes=[("n1", str(root))], state=reg.RUNNING,
+                           meta={"backend": "slurm", "root": str(root), "slurm_job_id": "41",
+                                 "pythons": {"localhost": sys.executable}})
+        verdict = "Slurm job 41: FAILED (NonZeroExitCode), exit code 143; node 1 (n2): exited with exit code 1"
+        r.set_state(job.id, reg.FAILED, verdict)
+        service = slurm.SlurmService(r, tmp_path)
+        service._scancel = lambda record, grace: "scancel 41: not in the queue"  # no Slurm here
+        record = service.fail(job.id, "rank 1: injected failure on rank 1")
+        again = service.fail(job.id, "rank 1: injected failure on rank 1")  # a second look adds nothing
+    assert record.state == again.state == reg.FAILED
+    assert record.reason == again.reason == f"rank 1: injected failure on rank 1; {verdict}"
+
+
 def _demo_dry_run(run_cli, tmp_path) -> str:
     root = Path(__file__).resolve().parents[1]
     target = tmp_path / "slurm.yaml"

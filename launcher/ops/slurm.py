@@ -704,9 +704,21 @@ class SlurmService(Engine):
     def fail(self, ref: str, reason: str, grace: float = 3.0) -> reg.JobRecord:
         """A rank failed (seen by the follower): record FAILED first, then scancel the job."""
         record = self.registry.get(ref)
-        if record.terminal:
+        if record.terminal and record.state != reg.FAILED:
             return record
-        record = self.registry.set_state(record.id, reg.FAILED, self._explained(record, reason))
+        if record.state != reg.FAILED and self.registry.set_state_unless_ended(record.id, reg.FAILED, reason):
+            explained = self._explained(record, reason)  # recorded first: the read comes after
+            if explained != reason:
+                self.registry.set_state(record.id, reg.FAILED, explained)
+        record = self.registry.get(record.id)
+        if record.state != reg.FAILED:
+            return record  # cancelled or succeeded meanwhile
+        if reason not in (record.reason or ""):
+            # Slurm's verdict was recorded first ("FAILED (NonZeroExitCode), exit code 1; ..."):
+            # the follower's first failure (which rank, why) leads it. Reading the batch output
+            # before recording FAILED let the watcher win that race in a full suite run.
+            record = self.registry.set_state(record.id, reg.FAILED, f"{reason}; {record.reason}" if record.reason
+                                             else reason)
         message = self._scancel(record, grace)
         for n in record.nodes:
             self.registry.set_node(record.id, n.node_rank, state=reg.FAILED, ended_at=reg.now_iso())
