@@ -127,5 +127,8 @@ def test_a_tiny_sweep_packs_prunes_survives_its_driver_and_ranks(ssh_cluster, tm
     assert [float(r["objective"]) for r in done] == accuracy, results.stdout
     assert accuracy == [measured[r["trial"]] for r in done] and len(accuracy) == 4, (results.stdout, measured)
     assert accuracy == sorted(accuracy, reverse=True), results.stdout  # best first, by math accuracy
+    # each trial's curve whole, also one that ended while no driver ran (it was read again from
+    # the start, not from the killed driver's offsets: an empty final loss before)
+    assert all(r["final_loss"] and r["steps"] == done[0]["steps"] for r in done), results.stdout
     assert rows[-1]["state"] == "pruned"
     print(f"math accuracy by learning rate: {[(r['learning_rate'], r['score.math_accuracy']) for r in rows]}")

@@ -414,7 +414,10 @@ class SweepDriver:
                          f"({_brief(lv.plan.trial.params)})")
             registry.set_trial(sid, tid, state="running", run_id=lv.job_id)
             record = registry.get(lv.job_id)
-            engine.follow(record, engine.exec_factory, _CurveSink(lv.curve))
+            # offsets=False: every follow reads the logs from their start (the curve was
+            # cleared); resuming at a killed driver's offsets left a trial that ended meanwhile
+            # with no curve, so no final loss in the leaderboard
+            engine.follow(record, engine.exec_factory, _CurveSink(lv.curve), offsets=False)
             record = registry.get(lv.job_id)
             if record.state == reg.QUEUED or not record.terminal:
                 record = self._wait_end(engine, registry, lv.job_id)
@@ -459,7 +462,7 @@ class SweepDriver:
                 lv.job_id = record.id
                 lv.curve.clear()
                 registry.set_trial(sid, tid, run_id=record.id)  # a re-run finds its hosts; the page its job
-            return engine.follow(record, engine.exec_factory, _CurveSink(lv.curve if mine else []))
+            return engine.follow(record, engine.exec_factory, _CurveSink(lv.curve if mine else []), offsets=False)
 
         registry.set_trial(sid, tid, state="running", started_at=reg.now_iso(), reason=None)
         runner = PipelineRunner(registry, engine, self._target_for(lv), opts=self.opts, runs_dir=self.runs_dir,
