@@ -4,8 +4,10 @@ The facts themselves are gathered by :mod:`launcher.metrics.runfacts`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from launcher.errors import AlaunchError, InputError
 
@@ -35,19 +37,35 @@ def results_table(runs: list[RunFacts]) -> Table:
     return table
 
 
-def plot_losses(runs: list[RunFacts], out: Path) -> int:
-    """Draw every run's loss curve into ``out`` (PNG, SVG or PDF by suffix); returns curves."""
-    curves = [f for f in runs if f.loss_curve]
-    if not curves:
-        raise AlaunchError("no loss lines in these runs' logs: nothing to plot")
+@contextmanager
+def figure(out: Path, **subplots: Any) -> Iterator[tuple[Any, Any]]:
+    """``(fig, axes)`` of a matplotlib figure written to ``out`` (PNG, SVG or PDF by suffix) when
+    the block ends, closed in any case: the one place `--plot` imports matplotlib and maps a
+    missing matplotlib or an unwritable ``out`` to one line."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise AlaunchError("--plot needs matplotlib: pip install 'alaunch[plot]'") from exc
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, axes = plt.subplots(**subplots)
     try:
+        yield fig, axes
+        fig.tight_layout()
+        try:
+            fig.savefig(out)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot write the plot: {exc}", source=str(out), key="--plot") from exc
+    finally:
+        plt.close(fig)
+
+
+def plot_losses(runs: list[RunFacts], out: Path) -> int:
+    """Draw every run's loss curve into ``out`` (PNG, SVG or PDF by suffix); returns curves."""
+    curves = [f for f in runs if f.loss_curve]
+    if not curves:
+        raise AlaunchError("no loss lines in these runs' logs: nothing to plot")
+    with figure(out, figsize=(8, 4.5)) as (_, ax):
         for f in curves:
             xs, ys = zip(*f.loss_curve, strict=True)
             ax.plot(xs, ys, label=f.job, linewidth=1)
@@ -56,11 +74,4 @@ def plot_losses(runs: list[RunFacts], out: Path) -> int:
         ax.set_title("training loss")
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        try:
-            fig.savefig(out)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot write the plot: {exc}", source=str(out), key="--plot") from exc
-    finally:
-        plt.close(fig)
     return len(curves)

@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import AlaunchError, InputError
-
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -141,15 +139,9 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], curves: Mapping[str, Sequence[
     overlaid, into ``out`` (PNG, SVG or PDF by suffix). Returns the panels drawn."""
     from launcher.core.sweep import short
     keys = list(dict.fromkeys(k for r in rows for k in r["params"]))
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise AlaunchError("--plot needs matplotlib: pip install 'alaunch[plot]'") from exc
+    from launcher.cli.runfacts import figure
     panels = len(keys) + 1
-    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.5), squeeze=False)
-    try:
+    with figure(out, nrows=1, ncols=panels, figsize=(4 * panels, 3.5), squeeze=False) as (_, axes):
         for ax, key in zip(axes[0], keys, strict=False):
             pts = [(r["params"].get(key), r["objective"]) for r in rows if r.get("objective") is not None]
             numeric = all(isinstance(x, (int, float)) for x, _ in pts)
@@ -171,11 +163,4 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], curves: Mapping[str, Sequence[
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        try:
-            fig.savefig(out)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot write the plot: {exc}", source=str(out), key="--plot") from exc
-    finally:
-        plt.close(fig)
     return panels

@@ -380,12 +380,7 @@ def parse_pipeline(data: Any, source: str = "<pipeline>", base_dir: str | None =
 
 def load_pipeline(path: str | Path) -> Pipeline:
     """Read and parse a pipeline file (duplicate keys and anchors refused, as for job files)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read pipeline file: {exc.strerror}", source=str(path)) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text; save the pipeline file as UTF-8", source=str(path)) from None
+    text = yamlio.read_text(path, "pipeline file")
     data = yamlio.loads(text, str(path))
     return parse_pipeline(data, str(path), str(Path(path).resolve().parent), text)
 

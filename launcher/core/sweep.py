@@ -324,12 +324,7 @@ def _distribution(dist: Any, fail: Callable[..., NoReturn], *path: str) -> tuple
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and parse a sweep file (duplicate keys and anchors refused, as for job files)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read sweep file: {exc.strerror}", source=str(path)) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text; save the sweep file as UTF-8", source=str(path)) from None
+    text = yamlio.read_text(path, "sweep file")
     return parse_sweep(yamlio.loads(text, str(path)), str(path), str(Path(path).resolve().parent), text)
 
 

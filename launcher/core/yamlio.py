@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -80,14 +81,20 @@ def loads(text: str, source: str = "<yaml>", *, allow_aliases: bool = False,
     return data
 
 
+def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """A YAML file's text; unreadable or not UTF-8 is one InputError naming the file and ``what``
+    it is ("pipeline file", "sweep file")."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {what}: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError(f"not UTF-8 text; save the {what} as UTF-8", source=str(path)) from None
+
+
 def load_file(path: str | os.PathLike[str], *, allow_aliases: bool = False) -> dict[str, Any]:
     """Read and parse a YAML file (a mapping); unreadable files are an InputError too."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from None
-    data: dict[str, Any] = loads(text, str(path), allow_aliases=allow_aliases)
+    data: dict[str, Any] = loads(read_text(path), str(path), allow_aliases=allow_aliases)
     return data
 
 
