@@ -97,6 +97,15 @@ def _fake_slurm(tmp_path, monkeypatch, **scripts) -> Path:
     return tmp_path / "calls.log"
 
 
+def _running_job(r: reg.Registry, root: Path) -> reg.JobRecord:
+    """A running one-node Slurm job (Slurm id 41) whose shared job dir is ``root``."""
+    import sys
+    return r.create_job("j", "finetune", hostfile_text=format_hostfile([Host("localhost", 1)]),
+                        nodes=[("n1", str(root))], state=reg.RUNNING,
+                        meta={"backend": "slurm", "root": str(root), "slurm_job_id": "41",
+                              "pythons": {"localhost": sys.executable}})
+
+
 HICCUP = 'echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2; exit 1'
 
 
@@ -104,16 +113,12 @@ def test_a_controller_hiccup_never_ends_a_running_job(tmp_path, monkeypatch):
     """squeue and scontrol exit non-zero (slurmctld restarting): the job stays running, its
     nodes read unknown with the reason, nothing is written into its state/ (before: read as
     'gone from squeue/scontrol without an exit code' and recorded FAILED)."""
-    import sys
     import threading
     calls = _fake_slurm(tmp_path, monkeypatch, squeue=HICCUP, scontrol=HICCUP)
     root = tmp_path / "w" / "alaunch" / "j"
     (root / "state").mkdir(parents=True)
     with reg.Registry(tmp_path / "r.sqlite3") as r:
-        job = r.create_job("j", "finetune", hostfile_text=format_hostfile([Host("localhost", 1)]),
-                           nodes=[("n1", str(root))], state=reg.RUNNING,
-                           meta={"backend": "slurm", "root": str(root), "slurm_job_id": "41",
-                                 "pythons": {"localhost": sys.executable}})
+        job = _running_job(r, root)
         service = slurm.SlurmService(r, tmp_path)
         record, statuses = service.refresh(job.id)
         assert record.state == reg.RUNNING
@@ -404,15 +409,11 @@ def test_a_sigkilled_worker_is_explained_from_the_batch_output_and_is_transient(
 def test_the_follower_s_failure_gets_msrun_s_report_from_the_batch_output(tmp_path):
     """`fail` (the follower saw node 0's exit code) reads state/slurm-<id>.out first: the
     recorded reason says which worker died of what, as a hostfile job's does."""
-    import sys
     root = tmp_path / "w" / "alaunch" / "j"
     (root / "state").mkdir(parents=True)
     (root / "state" / "slurm-41.out").write_text((FIXTURES / "msrun-worker-sigkill.out").read_text())
     with reg.Registry(tmp_path / "r.sqlite3") as r:
-        job = r.create_job("j", "finetune", hostfile_text=format_hostfile([Host("localhost", 1)]),
-                           nodes=[("n1", str(root))], state=reg.RUNNING,
-                           meta={"backend": "slurm", "root": str(root), "slurm_job_id": "41",
-                                 "pythons": {"localhost": sys.executable}})
+        job = _running_job(r, root)
         service = slurm.SlurmService(r, tmp_path)
         service._scancel = lambda record, grace: "scancel 41: left the queue"  # no Slurm here
         record = service.fail(job.id, "msrun on node 0 exited with code 1")
@@ -425,14 +426,10 @@ def test_a_failure_seen_after_slurm_s_verdict_still_names_the_rank_and_cause(tmp
     """The watcher recorded Slurm's verdict first (the failing rank ended msrun, Slurm ended the
     job): the follower's first failure then leads the reason instead of being dropped, as a
     full suite run saw ('rank 1' missing from the reason)."""
-    import sys
     root = tmp_path / "w" / "alaunch" / "j"
     (root / "state").mkdir(parents=True)
     with reg.Registry(tmp_path / "r.sqlite3") as r:
-        job = r.create_job("j", "finetune", hostfile_text=format_hostfile([Host("localhost", 1)]),
-                           nodes=[("n1", str(root))], state=reg.RUNNING,
-                           meta={"backend": "slurm", "root": str(root), "slurm_job_id": "41",
-                                 "pythons": {"localhost": sys.executable}})
+        job = _running_job(r, root)
         verdict = "Slurm job 41: FAILED (NonZeroExitCode), exit code 143; node 1 (n2): exited with exit code 1"
         r.set_state(job.id, reg.FAILED, verdict)
         service = slurm.SlurmService(r, tmp_path)
