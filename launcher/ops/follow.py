@@ -48,7 +48,7 @@ from launcher.ops.follow_transport import (
     follow_argv,
     process_argv,
 )
-from launcher.runners import CommandRunner
+from launcher.runners import CommandRunner, LineStreamer
 
 if TYPE_CHECKING:
     from launcher.ops.launch import NodeStatus
@@ -277,8 +277,11 @@ class Follower:
             kw: dict[str, Any] = dict(offsets=None, reconnect=self.follow, backoff=self.backoff)
             if process_argv(runner, ["true"]) is not None:
                 streams[node.host] = hub.add(runner, argv_for, **kw)
-            else:
+            elif isinstance(runner, LineStreamer):
                 streams[node.host] = NodeStream(runner, argv_for, self.queue, self.stop, **kw)
+            else:
+                raise AlaunchError(f"{node.host}: {type(runner).__name__} can neither give a local process "
+                                   "to read nor stream lines: it cannot be followed")
         self.streams = streams
         if hub.nodes:
             self.hub = hub

@@ -40,7 +40,7 @@ from launcher.errors import AlaunchError
 from launcher.ops.fanout import run_parallel
 from launcher.remote import wire
 from launcher.remote._prelude import LINE_CAP, Lines
-from launcher.runners import CommandRunner
+from launcher.runners import CommandRunner, LineStreamer
 
 UNREACHABLE_AFTER = 10.0  # seconds without a byte (the host beats every 1 s) -> unreachable
 RECONNECT_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds between reconnects, the last repeats
@@ -218,14 +218,13 @@ class NodeLog:
 # ---------------------------------------------------------------- one thread per node (paramiko)
 class NodeFacts:
     """What the follower reads of one node's stream, whichever transport carries it: the
-    facts of its :class:`NodeLog` (``self.node``) and its runner's name."""
+    facts of its :class:`NodeLog` (``self.node``, which holds the host's name too)."""
 
     node: NodeLog
-    runner: CommandRunner
 
     @property
     def host(self) -> str:
-        return self.runner.name
+        return self.node.host
 
     @property
     def last_seen(self) -> float:
@@ -254,7 +253,7 @@ class NodeStream(NodeFacts, threading.Thread):
     until TCP gives up, minutes later), and the thread reconnects with backoff, passing the
     byte offset of each file it had read so the new script resumes exactly there."""
 
-    def __init__(self, runner: CommandRunner, argv: list[str] | Callable[[dict], list[str]],
+    def __init__(self, runner: LineStreamer, argv: list[str] | Callable[[dict], list[str]],
                  out: queue.Queue[Event], stop: threading.Event, *,
                  offsets: dict[str, list[int]] | None = None, reconnect: bool = True,
                  backoff: tuple[float, ...] = RECONNECT_BACKOFF):

@@ -47,6 +47,7 @@ from launcher.runners.base import (
     ConnectError,
     ExecResult,
     HostKeyError,
+    LineStreamer,
 )
 from launcher.runners.local import LocalRunner
 from launcher.runners.openssh import OpenSSHRunner, ssh_argv, ssh_binary, ssh_options
@@ -96,6 +97,6 @@ def resolve_address(host: Host, ssh_config: str | None = None) -> str:
 
 
 __all__ = ["CommandFailed", "CommandResult", "CommandRunner", "CommandTimeout", "ConnectError",
-           "ConnectOptions", "ExecResult", "HostKeyError", "LocalRunner", "OpenSSHRunner", "SSHRunner",
+           "ConnectOptions", "ExecResult", "HostKeyError", "LineStreamer", "LocalRunner", "OpenSSHRunner", "SSHRunner",
            "default_bin_dir", "make_runner", "python_for", "resolve_address", "ssh_argv", "ssh_binary",
            "ssh_options"]

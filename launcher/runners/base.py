@@ -32,7 +32,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, Protocol, cast, runtime_checkable
 
 from launcher.core.hostfile import Host
 from launcher.errors import RemoteError
@@ -112,6 +112,25 @@ class CommandTimeout(RemoteError):
     pass
 
 
+@runtime_checkable
+class LineStreamer(Protocol):
+    """A runner that reads a command's stdout line by line itself: what the follower needs of a
+    runner with no local process to read (paramiko's :class:`~launcher.runners.SSHRunner`; the
+    others give :meth:`CommandRunner.process_argv`). A capability, not part of the interface."""
+
+    name: str
+
+    def close(self) -> None:
+        """Release the connection (idempotent)."""
+
+    def stream(self, argv: Sequence[str], on_line: LineCallback, *,
+               env: Mapping[str, str] | None = None, cwd: str | None = None,
+               stop: threading.Event | None = None, timeout: float | None = None) -> CommandResult:
+        """Run argv, calling ``on_line`` per stdout line as it arrives; stops when ``stop`` is
+        set or ``on_line`` returns False (then ``exit_code`` is None)."""
+        ...
+
+
 class CommandRunner(ABC):
     """Run commands and move files on one host. Constructing one touches no network.
 
@@ -173,14 +192,6 @@ class CommandRunner(ABC):
         chunks in; stdout goes to ``stdout`` (a binary file object, written as it arrives; the
         result's ``stdout`` is then empty) or into the result. The exit code is data;
         connection failures raise :class:`ConnectError`, a timeout :class:`CommandTimeout`."""
-
-    def stream(self, argv: Sequence[str], on_line: LineCallback, *,
-               env: Mapping[str, str] | None = None, cwd: str | None = None,
-               stop: threading.Event | None = None, timeout: float | None = None) -> CommandResult:
-        """Run argv, calling ``on_line`` per stdout line as it arrives; stops when ``stop`` is
-        set or ``on_line`` returns False (then ``exit_code`` is None). Only a runner without a
-        :meth:`process_argv` needs it (paramiko's: the follower's fallback)."""
-        raise NotImplementedError(f"{type(self).__name__} has no stream(); follow through process_argv()")
 
     @abstractmethod
     def ping(self) -> float:
