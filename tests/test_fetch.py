@@ -224,6 +224,31 @@ def test_fetch_local_then_skip(local_job, tmp_path):
     assert sha(here / "msrun_log/worker_0.log") == sha(root / "msrun_log/worker_0.log")
 
 
+def test_a_first_fetch_is_one_host_process_and_a_refetch_sends_nothing(local_job, tmp_path):
+    """Nothing here yet: LISTSEND lists and sends in one round trip; everything here: one
+    LIST and no SEND. A job dir gone from the host is said as a LIST says it."""
+    from launcher.runners import LocalRunner
+    registry, record, root = local_job
+    ops: list[str] = []
+
+    class Counting(LocalRunner):
+        def program_argv(self, script, op, site=False):
+            ops.append(op)
+            return super().program_argv(script, op, site=site)
+
+    factory = lambda h: Counting(h)  # noqa: E731
+    first = fetch_job(registry, record.id, "all", tmp_path / "runs", tmp_path / "state", runner_factory=factory)
+    assert ops == ["listsend"] and first.nodes[0].fetched == 4 and first.bytes_transferred > 3 << 20
+    ops.clear()
+    again = fetch_job(registry, record.id, "all", tmp_path / "runs", tmp_path / "state", runner_factory=factory)
+    assert ops == ["list"] and again.nodes[0].skipped == 4 and again.bytes_transferred == 0
+    import shutil
+    shutil.rmtree(root)
+    with pytest.raises(FetchError, match=r"localhost: listing .*job failed: job directory .*job does not exist "
+                                         r"on this host"):
+        fetch_job(registry, record.id, "all", tmp_path / "other-runs", tmp_path / "state", runner_factory=factory)
+
+
 def test_resume_from_part_and_restart_on_bad_prefix(local_job, tmp_path):
     registry, record, root = local_job
     env = Environment(state_dir=tmp_path / "state")

@@ -56,7 +56,7 @@ from launcher.core.hostfile import Host, parse_hostfile
 from launcher.core.spec import OutputsSpec
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.ops import registry as reg
-from launcher.ops.collect_stream import Entry, Receiver, file_check, stream
+from launcher.ops.collect_stream import Entry, Receiver, file_check, list_and_stream, stream
 from launcher.ops.fanout import run_parallel
 from launcher.ops.stage import HashCache
 from launcher.remote._prelude import check_hex, fetch_checks
@@ -360,22 +360,34 @@ class QuietProgress:
 
 # ----------------------------------------------------------------------------- I/O: listing
 
+def list_request(root: str, globs: Mapping[str, Sequence[str]], here: Mapping[str, int] | None = None,
+                 lora_spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """LIST's request (see ``launcher/remote/collect.py``)."""
+    req: dict[str, Any] = {"op": "list", "root": root, "globs": {k: list(v) for k, v in globs.items()},
+                           "cache": REMOTE_HASH_CACHE, "local": dict(here or {}), "checks": fetch_checks()}
+    if lora_spec:
+        req["lora"] = {k: lora_spec[k] for k in ("globs", "names", "dir")}
+    return req
+
+
+def listing_of(data: Mapping[str, Any], host: str) -> Listing:
+    """A LIST answer, every path checked (:func:`safe_relpath`)."""
+    files = tuple(RemoteFile(f["group"], safe_relpath(f["path"], host), f["src"], int(f["size"]),
+                             f["digest"], f.get("sha256")) for f in data["files"])
+    deltas = tuple(Delta(f["path"], f["source"], int(f["source_size"]), f["found"])
+                   for f in data["files"] if f["group"] == LORA)
+    return Listing(data["root"], files, tuple(data.get("refused") or ()), deltas, data.get("check") or "crc32x1m")
+
+
 def list_node(runner: CommandRunner, root: str, globs: Mapping[str, Sequence[str]],
               here: Mapping[str, int] | None = None, lora_spec: Mapping[str, Any] | None = None) -> Listing:
     """ONE round trip: the files the globs match on the host, with size and digest (known
     there when cached or read when ``here`` — path -> size of what is already fetched — has a
     same-size copy that might be skipped); with ``lora_spec`` (:func:`lora_request`) the LoRA
     deltas extracted there too."""
-    req: dict[str, Any] = {"op": "list", "root": root, "globs": {k: list(v) for k, v in globs.items()},
-                           "cache": REMOTE_HASH_CACHE, "local": dict(here or {}), "checks": fetch_checks()}
-    if lora_spec:
-        req["lora"] = {k: lora_spec[k] for k in ("globs", "names", "dir")}
+    req = list_request(root, globs, here, lora_spec)
     data = runner.call("collect", req, timeout=3600, what=f"listing {root}")  # through the master transfers reuse
-    files = tuple(RemoteFile(f["group"], safe_relpath(f["path"], runner.name), f["src"], int(f["size"]),
-                             f["digest"], f.get("sha256")) for f in data["files"])
-    deltas = tuple(Delta(f["path"], f["source"], int(f["source_size"]), f["found"])
-                   for f in data["files"] if f["group"] == LORA)
-    return Listing(data["root"], files, tuple(data.get("refused") or ()), deltas, data.get("check") or "crc32x1m")
+    return listing_of(data, runner.name)
 
 
 def fetched_sizes(local_dir: Path) -> dict[str, int]:
@@ -435,10 +447,16 @@ class NodeTarget:
 def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Sequence[str]],
                cache: FetchedHashes, progress: FetchProgress,
                lora_spec: Mapping[str, Any] | None = None) -> tuple[NodeFetch, Listing]:
-    """List, refuse unsafe matches, check LoRA deltas, plan, and transfer one node's files."""
+    """List, refuse unsafe matches, check LoRA deltas, plan, and transfer one node's files.
+    A node with nothing here yet (no file, no ``.part``) and no LoRA cut to check first is
+    listed and sent in ONE round trip (:func:`fetch_fresh`)."""
     name = target.host.name
     node = NodeFetch(name, str(target.local_dir))
     start = time.monotonic()
+    if not lora_spec and not _anything_in(target.local_dir):
+        listing = fetch_fresh(target, runner, globs, cache, progress, node)
+        node.seconds = time.monotonic() - start
+        return node, listing
     listing = list_node(runner, target.job_dir, globs, fetched_sizes(target.local_dir), lora_spec)
     if listing.refused:
         raise RemoteError(name, refusal_message(name, listing.refused))
@@ -451,6 +469,21 @@ def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Se
             if wrong:
                 raise RemoteError(name, wrong)
     actions = plan_node(listing, local_states(listing, target.local_dir, cache))
+    entries = _entries(node, listing, actions, target, progress)
+    receive(runner, entries, node, cache, lambda n: progress.advance(name, n),
+            posixpath.join(listing.root, REMOTE_HASH_CACHE), listing.check)
+    node.seconds = time.monotonic() - start
+    return node, listing
+
+
+def _anything_in(local_dir: Path) -> bool:
+    return local_dir.is_dir() and any(p.is_file() for p in local_dir.rglob("*"))
+
+
+def _entries(node: NodeFetch, listing: Listing, actions: Sequence[Action], target: NodeTarget,
+             progress: FetchProgress) -> list[Entry]:
+    """Count the node's plan (files, bytes per group, skips), start its progress, and return
+    what is to be received."""
     node.files = len(actions)
     node.bytes_total = sum(a.file.size for a in actions)
     sources = {d.path: d.source_size for d in listing.deltas}
@@ -460,13 +493,60 @@ def fetch_node(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Se
         g.on_host += sources.get(a.file.path, a.file.size)
     todo = [a for a in actions if a.kind != SKIP]
     node.skipped = len(actions) - len(todo)
-    progress.start(name, len(todo), sum(a.file.size - a.offset for a in todo))
-    entries = [Entry(a.file.path, a.file.src, a.file.size, a.file.digest, a.offset, target.local_dir / a.file.path,
-                     a.file.group) for a in todo]
-    receive(runner, entries, node, cache, lambda n: progress.advance(name, n),
-            posixpath.join(listing.root, REMOTE_HASH_CACHE), listing.check)
-    node.seconds = time.monotonic() - start
-    return node, listing
+    progress.start(node.host, len(todo), sum(a.file.size - a.offset for a in todo))
+    return [Entry(a.file.path, a.file.src, a.file.size, a.file.digest, a.offset, target.local_dir / a.file.path,
+                  a.file.group) for a in todo]
+
+
+def fetch_fresh(target: NodeTarget, runner: CommandRunner, globs: Mapping[str, Sequence[str]],
+                cache: FetchedHashes, progress: FetchProgress, node: NodeFetch) -> Listing:
+    """A node's first fetch: LISTSEND lists and sends every file in one round trip and one
+    host process (measured: the LIST round trip alone is ~32 ms and 0.025 CPU-s through a warm
+    ssh master, 5 % of a 512 MiB fetch here). The listing is checked (refusals, paths) before
+    a byte is written; a refused glob means the host sends nothing."""
+    name = target.host.name
+    got: dict[str, Any] = {}
+
+    def on_listing(data: Any) -> Receiver | None:
+        listing = got["listing"] = listing_of(data, runner.name)
+        if listing.refused:
+            return None
+        entries = got["entries"] = _entries(node, listing, plan_node(listing, {}), target, progress)
+        got["rx"] = Receiver(entries, lambda n: progress.advance(name, n), runner.name, listing.check)
+        return got["rx"]
+
+    try:
+        list_and_stream(runner, list_request(target.job_dir, globs), on_listing, f"listing {target.job_dir}")
+    finally:
+        if "rx" in got:
+            _settle(got["rx"], got["entries"], node, cache)
+    listing = got["listing"]
+    if listing.refused:
+        raise RemoteError(name, refusal_message(name, listing.refused))
+    _refuse_mismatched(runner.name, got["rx"], listing.check)
+    return listing
+
+
+def _settle(rx: Receiver, entries: Sequence[Entry], node: NodeFetch, cache: FetchedHashes) -> None:
+    """Count what ``rx`` received and remember the digests of the files it verified."""
+    node.bytes_transferred += rx.payload
+    for e, n in zip(entries, rx.moved, strict=False):  # moved: only the entries reached
+        node.groups.setdefault(e.group, GroupBytes()).moved += n
+    for e, digest in rx.verified:
+        cache.remember(e.final, digest)
+        node.resumed += e.offset > 0
+        node.fetched += e.offset == 0
+
+
+def _refuse_mismatched(host: str, rx: Receiver, check: str) -> None:
+    """Files sent whole whose check did not match: their ``.part`` goes, and fetch stops."""
+    wrong = [e for e in rx.mismatched if e.offset == 0]
+    for e in wrong:
+        e.part.unlink(missing_ok=True)
+    if wrong:
+        raise RemoteError(host, f"{wrong[0].path}: the {check} check of the bytes received "
+                          f"does not match the host's (did it change during the fetch?); rerun fetch"
+                          + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
 
 
 def receive(runner: CommandRunner, entries: list[Entry], node: NodeFetch,
@@ -480,20 +560,8 @@ def receive(runner: CommandRunner, entries: list[Entry], node: NodeFetch,
         try:
             stream(runner, entries, rx, remote_cache)
         finally:
-            node.bytes_transferred += rx.payload
-            for e, n in zip(entries, rx.moved, strict=False):  # moved: only the entries reached
-                node.groups.setdefault(e.group, GroupBytes()).moved += n
-            for e, digest in rx.verified:
-                cache.remember(e.final, digest)
-                node.resumed += e.offset > 0
-                node.fetched += e.offset == 0
-        wrong = [e for e in rx.mismatched if e.offset == 0]
-        for e in wrong:
-            e.part.unlink(missing_ok=True)
-        if wrong:
-            raise RemoteError(runner.name, f"{wrong[0].path}: the {check} check of the bytes received "
-                              f"does not match the host's (did it change during the fetch?); rerun fetch"
-                              + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+            _settle(rx, entries, node, cache)
+        _refuse_mismatched(runner.name, rx, check)
         node.restarted += len(rx.mismatched)  # the .part's prefix was not this file's
         entries = [replace(e, offset=0) for e in rx.mismatched]
 

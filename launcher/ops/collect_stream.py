@@ -17,7 +17,7 @@ sends: reading a 16 GB checkpoint before sending it would serialise two full rea
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -175,23 +175,87 @@ class Receiver:
         return None if self.complete else self.entries[self.i]
 
 
+class ListingFirst:
+    """A write-only file object for LISTSEND's output: the listing's answer line first (after a
+    login shell's chatter), handed to ``on_listing``, which returns the :class:`Receiver` for
+    the stream that follows (None: nothing follows, e.g. a glob was refused). Never raises (the
+    pump must drain); ``on_listing``'s exception is kept in ``error``."""
+
+    def __init__(self, on_listing: Callable[[Any], Receiver | None]):
+        self.on_listing = on_listing
+        self.head = b""
+        self.listed = False
+        self.receiver: Receiver | None = None
+        self.then: wire.AfterMark | None = None
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.listed:
+            if self.then is not None:
+                self.then.write(data)  # type: ignore[arg-type]  # the receiver takes any bytes-like
+            return len(data)
+        self.head += bytes(data)
+        mark = wire.ANSWER_MARK.encode()
+        at = self.head.find(mark)
+        end = self.head.find(b"\n", at) if at >= 0 else -1
+        if end < 0:
+            if at < 0:
+                self.head = self.head[-(1 << 20):]  # no mark yet: keep only a bounded tail
+            return len(data)
+        line, rest = self.head[:end + 1], self.head[end + 1:]
+        self.head, self.listed = b"", True
+        try:
+            self.receiver = self.on_listing(wire.answer(line))
+        except Exception as exc:  # noqa: BLE001  # kept, not raised: the pump must drain
+            self.error = exc
+        if self.receiver is not None:
+            self.then = wire.AfterMark(self.receiver)
+            if rest:
+                self.then.write(rest)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 def stream(runner: CommandRunner, entries: Sequence[Entry], receiver: Receiver,
            cache: str | None = None, zero_copy_min: int | None = None) -> None:
     """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish.
-    ``cache``: the host's hash cache file (absolute), where SEND records what it hashed;
+    ``cache``: the host's digest cache file (absolute), where SEND records what it checked;
     ``zero_copy_min``: from how many bytes a range goes by sendfile + mmap (SEND's default)."""
     req: dict[str, Any] = {"op": "send", "files": [e.request() for e in entries], "cache": cache,
                            "check": receiver.check_name}
     if zero_copy_min is not None:
         req["zero_copy_min"] = zero_copy_min
-    request = wire.request(req)
-    argv = runner.program_argv("collect", "send")
-    code, err = None, b""
+    _run(runner, req, wire.AfterMark(receiver), lambda: receiver)
+
+
+def list_and_stream(runner: CommandRunner, request: Mapping[str, Any], on_listing: Callable[[Any], Receiver | None],
+                    what: str) -> None:
+    """Run LISTSEND (LIST's ``request``): ``on_listing`` gets the listing and returns the
+    :class:`Receiver` of what follows; raise if the host gave no listing (``<what> failed: ...``,
+    as a LIST call says it) or the stream did not finish."""
+    sink = ListingFirst(on_listing)
+    res = _run(runner, {**request, "op": "listsend"}, sink, lambda: sink.receiver)
+    if sink.error is not None:
+        raise sink.error
+    if not sink.listed:
+        raise RemoteError(runner.name, f"{what} failed: {res.error_line() if res else 'no answer'}")
+
+
+def _run(runner: CommandRunner, req: dict[str, Any], sink: Any, receiver_of: Callable[[], Receiver | None]) -> Any:
+    """Run collect's ``req["op"]`` with stdout into ``sink``; check the receiver it fed."""
+    argv = runner.program_argv("collect", req["op"])
+    code, err, res = None, b"", None
     try:
-        res = runner.exec(argv, [request], stdout=cast(BinaryIO, wire.AfterMark(receiver)))  # a writer
+        res = runner.exec(argv, [wire.request(req)], stdout=cast(BinaryIO, sink))  # a writer
         code, err = res.exit_code, res.stderr
     finally:
-        receiver.close()
+        if (rx := receiver_of()) is not None:
+            rx.close()
+    receiver = receiver_of()
+    if receiver is None:
+        return res
     if isinstance(receiver.error, RemoteError):
         raise receiver.error
     if receiver.error is not None:
@@ -204,4 +268,4 @@ def stream(runner: CommandRunner, entries: Sequence[Entry], receiver: Receiver,
         tail = err.decode(errors="replace").strip()[-200:]
         raise RemoteError(runner.name, f"{what} stopped (exit {code})" + (f": {tail}" if tail else "")
                           + "; rerun fetch to continue where it stopped")
-
+    return res
