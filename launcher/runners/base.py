@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -347,8 +348,13 @@ def run_piped(argv: Sequence[str], stdin: Iterable[bytes] = (), stdout: BinaryIO
     for t in readers:
         t.start()
     feed_stdin(in_pipe, stdin)
+    # Wait for the end of stdout first (a thread join: woken at once), then for the exit.
+    # ``Popen.wait(timeout)`` polls with sleeps doubling from 0.5 ms: a host call that ended
+    # at 20 ms was seen at 31.5 ms (measured: a no-op fetch's LIST 31 ms of waiting per call).
+    deadline = None if timeout is None else time.monotonic() + timeout
+    readers[0].join(None if deadline is None else max(0.0, deadline - time.monotonic()))
     try:
-        code: int | None = proc.wait(timeout=timeout)
+        code: int | None = proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
