@@ -108,7 +108,7 @@ def stage(hosts: list[Host], options: ConnectOptions, items, root: str, cache: H
     start = time.perf_counter()
     for n in nodes.values():
         n.warm()
-    local = collect(items, cache)
+    local = collect(items, cache, hash_new=False)  # as submit: what the cache does not name waits for the Stager
     WALK_TIMES.append(time.perf_counter() - start)
     result = Stager(nodes, known=known).stage(local, {h.name: root for h in hosts})
     took = time.perf_counter() - start

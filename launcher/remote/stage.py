@@ -65,7 +65,7 @@ def inventory(req):
     vfs = os.statvfs(cas)
     have = [s for s in req["objects"] if os.path.isfile(os.path.join(cas, s[:2], s))]
     facts = {"home": os.path.expanduser("~"), "base": base, "fsid": fsid,
-              "free": vfs.f_bavail * vfs.f_frsize, "have": have}
+              "free": vfs.f_bavail * vfs.f_frsize, "have": have, "empty": store_empty(cas)}
     if "port" in req:  # node 0 of a submit: msrun's master port, in the same round trip
         facts["port"] = free_port(req["port"], req.get("pinned", False), req.get("port_range"))
     if req.get("versions"):
@@ -82,6 +82,15 @@ def inventory(req):
         facts["claims"] = live_claims(dfd, base, job_markers())[0]
         facts["npu_smi"] = npu_smi()
     answer(facts)
+
+
+def store_empty(cas):
+    """Whether the store holds no object at all (a first staging: the laptop then need not
+    name its files before sending them, RECEIVE's ``new/<i>`` members)."""
+    for name in os.listdir(cas):
+        if len(name) == 2 and os.path.isdir(os.path.join(cas, name)) and os.listdir(os.path.join(cas, name)):
+            return False
+    return True
 
 
 def msrun_flags():
@@ -224,11 +233,11 @@ def receive(req):
     cas = os.path.abspath(os.path.expanduser(req["cas"]))
     widen_pipe(0)
     inp = stdin()
-    got, nbytes, manifest = unpack(cas, inp.read, inp.readinto)
+    got, nbytes, manifest, names = unpack(cas, inp.read, inp.readinto)
     if manifest is None:
         sys.exit("no manifest in the stream")
     root, linked, copied = materialise(cas, manifest)
-    answer({"objects": got, "bytes": nbytes, "linked": linked, "copied": copied, "root": root})
+    answer({"objects": got, "bytes": nbytes, "linked": linked, "copied": copied, "root": root, "names": names})
 
 
 HASH_THREAD_MIN = 8 << 20  # objects from this size are hashed by a second thread
@@ -276,9 +285,42 @@ def store_hashing_beside(readinto, out, h, size):
         sys.exit("cannot hash the object being stored: %s" % failed[0])
 
 
+class Sums:
+    """sha256 and zlib.crc32 of the same bytes: a ``new/<i>`` member is named by the first
+    and checked against the laptop's crc32 (taken on the read it sent) by the second."""
+
+    def __init__(self):
+        import hashlib
+        import zlib
+        self.sha, self.crc, self._crc32 = hashlib.sha256(), 0, zlib.crc32
+
+    def update(self, data):
+        self.sha.update(data)
+        self.crc = self._crc32(data, self.crc)
+
+
+def create_part(path):
+    """A new temp file, read-only from birth (a job writing into a staged file must not change
+    the store): no chmod per object afterwards. A stale one of a dead run is replaced."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(path, flags, 0o444)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, flags, 0o444)
+    return os.fdopen(fd, "wb", buffering=0)
+
+
 def unpack(cas, read, readinto):
-    """Store every ``objects/<sha256>`` member of the tar stream (temp name, sha256 checked,
-    renamed into place, read-only); -> (objects, bytes, the manifest member or None)."""
+    """Store every object of the tar stream (temp name, sha256 checked, renamed into place,
+    read-only); -> (objects, bytes, the manifest member or None, names of the new members).
+
+    ``objects/<sha256>``: the laptop named it; stored only when the sha256 of what arrived is
+    that name. ``new/<i>`` (a first staging into an empty store: the laptop did not hash its
+    file before sending it): named here by the sha256 of what arrived, and stored only when
+    the size and zlib.crc32 the laptop took on the read it sent (the manifest's ``"new"``,
+    ``[[size, crc32], ...]`` by ``i``) match; the manifest's ``"#<i>"`` references become those
+    names. Either way no object enters the store under a name that is not its sha256."""
     import hashlib
     import json
     tmpdir = os.path.join(cas, "tmp")
@@ -287,6 +329,7 @@ def unpack(cas, read, readinto):
     view = memoryview(buf)
     ZERO = bytes(512)
     made = set()
+    fresh = {}  # type: dict[int, tuple[str, str, int, int]]  # i -> (part, sha256, crc32, size)
 
     def exact(n):
         data = read(n)
@@ -307,6 +350,13 @@ def unpack(cas, read, readinto):
             out[key.decode()] = value.decode()
             data = data[length:]
         return out
+
+    def store(part, sha):
+        d = os.path.join(cas, sha[:2])
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(d)
+        os.replace(part, os.path.join(d, sha))
 
     got = nbytes = 0
     manifest = None
@@ -329,11 +379,16 @@ def unpack(cas, read, readinto):
             exact(pad)
             continue
         sha = name.rsplit("/", 1)[-1]
-        if not name.startswith("objects/") or len(sha) != 64:
+        h = None  # type: Sums | hashlib._Hash | None
+        if name.startswith("new/") and sha.isdigit():
+            h = Sums()
+            part = os.path.join(tmpdir, "new.%s.%d.part" % (sha, os.getpid()))
+        elif name.startswith("objects/") and len(sha) == 64:
+            h = hashlib.sha256()
+            part = os.path.join(tmpdir, "%s.%d.part" % (sha, os.getpid()))
+        else:
             sys.exit("unexpected member %r" % name)
-        part = os.path.join(tmpdir, "%s.%d.part" % (sha, os.getpid()))
-        h = hashlib.sha256()
-        with open(part, "wb", buffering=0) as out:
+        with create_part(part) as out:
             if size >= HASH_THREAD_MIN:
                 store_hashing_beside(readinto, out, h, size)
             else:
@@ -346,20 +401,58 @@ def unpack(cas, read, readinto):
                     out.write(view[:n])
                     left -= n
         exact(pad)
+        got += 1
+        nbytes += size
+        if isinstance(h, Sums):
+            fresh[int(sha)] = (part, h.sha.hexdigest(), h.crc, size)
+            continue
         if h.hexdigest() != sha:
             os.unlink(part)
             sys.exit("sha256 mismatch for %s (got %s): transfer corrupted" % (sha, h.hexdigest()))
-        d = os.path.join(cas, sha[:2])
-        if d not in made:
-            os.makedirs(d, exist_ok=True)
-            made.add(d)
-        os.chmod(part, 0o444)  # read-only: a job writing into a staged file must not change the store
-        os.replace(part, os.path.join(d, sha))
-        got += 1
-        nbytes += size
-    return got, nbytes, manifest
+        store(part, sha)
+    names = []  # type: list[str]
+    if fresh or (manifest and manifest.get("new")):
+        names = name_new(fresh, manifest, store)
+    return got, nbytes, manifest, names
 
 
+def name_new(fresh, manifest, store):
+    """Check every ``new/<i>`` member against the laptop's size and crc32, then store them
+    under their sha256 and put those names in the manifest (links and trees, whose ids are
+    computed here as the laptop's ``manifest_for`` does). -> the names, by ``i``.
+    Nothing is stored unless every member matches."""
+    import hashlib
+    import json
+    sent = (manifest or {}).get("new") or []
+    bad = None
+    if manifest is None:
+        bad = "files without names and no manifest"
+    elif sorted(fresh) != list(range(len(sent))):
+        bad = "%d new file(s) announced, %d received" % (len(sent), len(fresh))
+    else:
+        for i, (size, crc) in enumerate(sent):
+            if fresh[i][3] != size or fresh[i][2] != crc:
+                bad = "crc32 mismatch for new file #%d (%d bytes): transfer corrupted" % (i, size)
+                break
+    if bad:
+        for part, _, _, _ in fresh.values():
+            os.unlink(part)
+        sys.exit(bad)
+    names = [fresh[i][1] for i in range(len(sent))]
+    for i in range(len(sent)):
+        store(fresh[i][0], names[i])
+
+    def named(links):
+        for dest, entry in links.items():
+            if entry[0].startswith("#"):
+                links[dest] = [names[int(entry[0][1:])], entry[1]]
+        return links
+    named(manifest["links"])
+    for tree in manifest.get("trees", {}).values():
+        named(tree["links"])
+        if not tree.get("id"):
+            tree["id"] = hashlib.sha256(json.dumps(sorted(tree["links"].items())).encode()).hexdigest()
+    return names
 
 
 def relay(req):
@@ -406,7 +499,7 @@ def relay(req):
         return n
 
     try:
-        got, nbytes, _ = unpack(cas, read, readinto)
+        got, nbytes, _, _ = unpack(cas, read, readinto)
     finally:  # also when this hop fails: its children end (stream cut) before it answers
         answers = [finish(kid) for kid in kids]
     answer({"host": req["name"], "objects": got, "bytes": nbytes, "children": answers})
