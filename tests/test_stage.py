@@ -164,11 +164,12 @@ def test_first_staging_sends_unnamed_files_and_the_host_names_them(tmp_path):
     from launcher.ops.stage import manifest_for
     code = _tree(tmp_path)
     (code / "pkg" / "big.bin").write_bytes(os.urandom((9 << 20) + 5))  # hashed by RECEIVE's second thread
+    (code / "pkg" / "twin.py").write_text("print('m')\n")  # m.py's content: two new members, one object
     host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
     node = CountingExec(host)
     cache = HashCache(tmp_path / "cache.json")
     local = collect(_items(tmp_path), cache, hash_new=False)
-    assert cache.hashed == 0 and len(local.unnamed) == len(local.files) == 6 and local.objects == {}
+    assert cache.hashed == 0 and len(local.unnamed) == len(local.files) == 7 and local.objects == {}
     result = Stager({"localhost": node}).stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
     assert node.calls == ["inventory", "receive"] and cache.hashed == 0
     named = result.files
@@ -179,6 +180,7 @@ def test_first_staging_sends_unnamed_files_and_the_host_names_them(tmp_path):
     j1 = tmp_path / "wd/alaunch/j1"
     assert (j1 / "code/pkg/big.bin").read_bytes() == (code / "pkg/big.bin").read_bytes()
     assert (j1 / "data/x/data.bin").read_bytes() == b"d" * 1000 and os.access(j1 / "code/run.sh", os.X_OK)
+    assert (j1 / "code/pkg/twin.py").stat().st_ino == (j1 / "code/pkg/m.py").stat().st_ino
     # the host computed the tree's id as the laptop does from the names: a later LINK finds it
     tree_id = manifest_for(named, str(j1))["trees"]["code"]["id"]
     assert os.readlink(j1 / "code") == str(tmp_path / "wd/alaunch/cas/trees" / tree_id)
