@@ -21,12 +21,12 @@ Before each first-staging transfer (either tool) the benchmark writes and delete
 file a little larger than the transfer (``warm_page_cache``, outside the measured window).
 This machine is a VM that hands free memory beyond ~1 GiB back to its hypervisor; the first
 write into such memory costs 2-5 ms per MiB in ``copy_folio_from_iter_atomic`` (measured:
-562 MiB into the page cache 0.09 s right after a delete, 1.0-3.3 s otherwise). Without the
-scratch file, whichever tool happened to write while the guest's free pages were used up
-paid 1-3 CPU-s more for the same bytes, and as the rounds went on that was mostly the second
-tool of each round (alaunch's CPU-s "grew" round over round by ~1.1 CPU-s; rsync's did not).
-With it, both tools write into memory the guest holds, as on a real host. ``--no-warm``
-measures without it.
+562 MiB into the page cache 0.09 s within 1 s of a delete, 0.6-3.3 s otherwise: freed pages
+go back within ~2 s). Without the scratch file, whichever tool wrote while the guest's free
+pages were used up paid 1-3 CPU-s more for the same bytes; in the runs before it was mostly
+alaunch, second in each round (its CPU-s "grew" ~1.1 per round, rsync's did not), in others
+both. With it, both tools start writing into memory the guest holds, as on a real host; a
+write that lasts past ~1-2 s can still meet handed-back pages. ``--no-warm`` measures without it.
 """
 
 from __future__ import annotations

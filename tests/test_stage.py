@@ -229,6 +229,23 @@ def test_one_corrupted_byte_of_an_unnamed_file_is_refused(tmp_path, size):
     assert list((cas / "tmp").iterdir()) == [] and not (tmp_path / "j").exists()
 
 
+def test_a_stream_cut_among_unnamed_files_leaves_no_part(tmp_path):
+    """Unnamed files wait in the store's tmp for the manifest's crc32s: a stream that ends
+    early (connection lost) takes them, and the part being written, with it."""
+    from launcher.ops.stage import manifest_for
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / name).write_bytes(os.urandom(300_000))
+    items = [StageItem(f"data/{n}", local=str(tmp_path / n)) for n in ("a.bin", "b.bin")]
+    local = collect(items, HashCache(None), hash_new=False)
+    stream = b"".join(tar_stream([], manifest_for(local, str(tmp_path / "j")), lambda n: None, local.unnamed))
+    cut = stream[:stream.find((tmp_path / "b.bin").read_bytes()[:64]) + 1000]  # inside new/1
+    cas = tmp_path / "cas"
+    request = wire.request({"op": "receive", "cas": str(cas)})
+    result = LocalExec(Host("localhost", 1)).exec([PY, "-c", wire.program("stage", "receive")], [request, cut])
+    assert result.exit_code != 0 and b"stream ended early" in result.stderr
+    assert list((cas / "tmp").iterdir()) == [] and [p.name for p in cas.iterdir()] == ["tmp"]
+
+
 def test_a_file_changed_while_it_was_read_is_not_cached(tmp_path):
     """The host's name is cached for a file only when its size and mtime after the read are
     the walked ones: here the file is touched while its blocks go out, so the job gets what

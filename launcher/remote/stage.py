@@ -4,7 +4,8 @@ Every request is the marshal frame of :func:`launcher.remote.wire.request` (``_p
 first on stdin, never shell text; ``op`` picks the operation. Answers are JSON.
 
 INVENTORY ``{"op": "inventory", "base": "<workdir>/alaunch", "objects": [sha256...]}`` ->
-``{"home", "base", "fsid", "free", "have": [...]}``. ``fsid`` is a random id created once
+``{"home", "base", "fsid", "free", "have": [...], "empty"}`` (``empty``: the store holds no
+object, so a first staging may send files unnamed). ``fsid`` is a random id created once
 per filesystem with an atomic link: hosts reporting the same fsid for the same base share
 storage and are staged once. With ``"cards": true`` (submit's preflight) it also answers
 ``"claims"`` (the live card claims of alaunch jobs on this host) and ``"npu_smi"`` (the
@@ -17,12 +18,16 @@ taken and dropped under an ``flock`` (see :func:`claim`).
 RECEIVE ``{"op": "receive", "cas": "<base>/cas"}``, then on stdin after the request a tar
 stream, parsed here by hand (ustar headers and pax ``path``/``size`` records, not
 ``tarfile``: no per-member Python objects, 1 MiB reads): ``objects/<sha256>`` members (each
-written to a temp name, its sha256 checked, then renamed into the store) and a final
+written to a temp name, its sha256 checked, then renamed into the store), ``new/<i>`` members
+(into an empty store: files the laptop did not hash; each is named here by the sha256 of what
+arrived and stored only when the size and zlib.crc32 the laptop took on the read it sent,
+the manifest's ``"new"``, match; the manifest refers to it as ``"#<i>"``) and a final
 ``manifest.json`` member ``{"root", "links": {dest: [sha, mode]}, "texts": {dest: text},
 "dirs": [...]}`` that materialises the job directory with hard links (a copy across
 filesystems); big top-level directories come as ``"trees": {top: {"id", "links"}}``, built
-once under ``cas/trees/<id>`` and symlinked into the job dir.
--> ``{"objects", "bytes", "linked", "copied", "root"}``.
+once under ``cas/trees/<id>`` and symlinked into the job dir (a tree holding a ``new/<i>``
+file comes without an id: computed here from the names, as the laptop does).
+-> ``{"objects", "bytes", "linked", "copied", "root", "names": [sha256 of new/<i>, by i]}``.
 
 RELAY ``{"op": "relay", "cas", "name", "program", "children": [{"name", "ssh": [argv], "python",
 "request": {the child's RELAY request}}]}``, then a tar stream of ``objects/<sha256>`` members
@@ -361,55 +366,64 @@ def unpack(cas, read, readinto):
     got = nbytes = 0
     manifest = None
     override = {}  # type: dict[str, str]  # the pax header's keys for the next member
-    while True:
-        hdr = exact(512)
-        if hdr == ZERO:
-            break
-        name = override.get("path") or hdr[:100].split(b"\0", 1)[0].decode()
-        size = int(override["size"]) if "size" in override else number(hdr[124:136])
-        kind = hdr[156:157]
-        override = {}
-        pad = -size % 512
-        if kind in (b"x", b"g"):
-            override = pax(exact(size)) if kind == b"x" else {}
-            exact(pad)
-            continue
-        if name == "manifest.json":
-            manifest = json.loads(exact(size).decode())
-            exact(pad)
-            continue
-        sha = name.rsplit("/", 1)[-1]
-        h = None  # type: Sums | hashlib._Hash | None
-        if name.startswith("new/") and sha.isdigit():
-            h = Sums()
-            part = os.path.join(tmpdir, "new.%s.%d.part" % (sha, os.getpid()))
-        elif name.startswith("objects/") and len(sha) == 64:
-            h = hashlib.sha256()
-            part = os.path.join(tmpdir, "%s.%d.part" % (sha, os.getpid()))
-        else:
-            sys.exit("unexpected member %r" % name)
-        with create_part(part) as out:
-            if size >= HASH_THREAD_MIN:
-                store_hashing_beside(readinto, out, h, size)
+    part = None  # type: str | None
+    try:
+        while True:
+            hdr = exact(512)
+            if hdr == ZERO:
+                break
+            name = override.get("path") or hdr[:100].split(b"\0", 1)[0].decode()
+            size = int(override["size"]) if "size" in override else number(hdr[124:136])
+            kind = hdr[156:157]
+            override = {}
+            pad = -size % 512
+            if kind in (b"x", b"g"):
+                override = pax(exact(size)) if kind == b"x" else {}
+                exact(pad)
+                continue
+            if name == "manifest.json":
+                manifest = json.loads(exact(size).decode())
+                exact(pad)
+                continue
+            sha = name.rsplit("/", 1)[-1]
+            h = None  # type: Sums | hashlib._Hash | None
+            if name.startswith("new/") and sha.isdigit():
+                h = Sums()
+                part = os.path.join(tmpdir, "new.%s.%d.part" % (sha, os.getpid()))
+            elif name.startswith("objects/") and len(sha) == 64:
+                h = hashlib.sha256()
+                part = os.path.join(tmpdir, "%s.%d.part" % (sha, os.getpid()))
             else:
-                left = size
-                while left:
-                    n = readinto(view[:min(left, len(buf))])
-                    if not n:
-                        sys.exit("stream ended early (connection lost?)")
-                    h.update(view[:n])
-                    out.write(view[:n])
-                    left -= n
-        exact(pad)
-        got += 1
-        nbytes += size
-        if isinstance(h, Sums):
-            fresh[int(sha)] = (part, h.sha.hexdigest(), h.crc, size)
-            continue
-        if h.hexdigest() != sha:
-            os.unlink(part)
-            sys.exit("sha256 mismatch for %s (got %s): transfer corrupted" % (sha, h.hexdigest()))
-        store(part, sha)
+                sys.exit("unexpected member %r" % name)
+            with create_part(part) as out:
+                if size >= HASH_THREAD_MIN:
+                    store_hashing_beside(readinto, out, h, size)
+                else:
+                    left = size
+                    while left:
+                        n = readinto(view[:min(left, len(buf))])
+                        if not n:
+                            sys.exit("stream ended early (connection lost?)")
+                        h.update(view[:n])
+                        out.write(view[:n])
+                        left -= n
+            exact(pad)
+            got += 1
+            nbytes += size
+            if isinstance(h, Sums):
+                fresh[int(sha)] = (part, h.sha.hexdigest(), h.crc, size)
+                continue
+            if h.hexdigest() != sha:
+                os.unlink(part)
+                sys.exit("sha256 mismatch for %s (got %s): transfer corrupted" % (sha, h.hexdigest()))
+            store(part, sha)
+    except SystemExit:  # the stream broke: the part being written and those waiting for the manifest go
+        for left in ([part] if part else []) + [f[0] for f in fresh.values()]:
+            try:
+                os.unlink(left)
+            except OSError:
+                pass
+        raise
     names = []  # type: list[str]
     if fresh or (manifest and manifest.get("new")):
         names = name_new(fresh, manifest, store)
