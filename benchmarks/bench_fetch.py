@@ -1,12 +1,13 @@
 """Fetching a checkpoint home vs rsync over the same sshd (run on demand; root).
 
-    .venv/bin/python benchmarks/bench_fetch.py [--mib 512] [--rounds 3]
+    .venv/bin/python benchmarks/bench_fetch.py [--mib 512] [--rounds 3] [--check crc32x1m]
 
 Both pull one ``--mib`` MiB checkpoint from a real cluster host into an empty local dir,
 rsync with exactly the ssh options alaunch uses (``rsync -e`` from the same pure function).
-alaunch's time includes everything ``fetch_job`` does: the listing with the remote sha256
-(cold: the host's hash cache is removed each round), the transfer, the local sha256 check,
-the rename and job.json. Rounds alternate; medians are compared. Goal: >= 1.0x rsync's
+alaunch's time includes everything ``fetch_job`` does: the listing (cold: the host's digest
+cache is removed each round), the transfer with its check on both ends (xxh3-128 where both
+Pythons import xxhash, as here; ``--check crc32x1m``: the stdlib CRC-32 per MiB a host without
+xxhash gets), the rename and job.json. Rounds alternate; medians are compared. Goal: >= 1.0x rsync's
 throughput. Two modes, like with like: *cold* (each run opens its own ssh connection, as a
 fresh command does) and *warm* (both through one ssh master kept between runs). Also
 printed: a no-op refetch (everything already here) vs rsync's no-op, and the limits of this
@@ -46,7 +47,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--check", choices=["best", "crc32x1m"], default="best",
+                    help="the fetch check the laptop offers (crc32x1m: as with a host Python without xxhash)")
     args = ap.parse_args()
+    if args.check != "best":
+        from launcher.ops import collect
+        collect.fetch_checks = lambda: [args.check]  # type: ignore[assignment]  # what LIST is offered
     reason = unavailable_reason()
     if reason:
         sys.exit(f"cannot run: {reason}")

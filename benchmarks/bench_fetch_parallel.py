@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/bench_fetch_parallel.py [--hosts 8] [--mib 256] [--rounds 3]
 
 Every host holds one node of the job: a ``--mib`` MiB checkpoint and a few logs. alaunch runs
-``fetch_job(... "all")`` (one listing round trip and one stream per host, all hosts at
-once: ops/fanout.py); the reference is one ``rsync -a`` per host, all started together and
+``fetch_job(... "all")`` (a first fetch: one LISTSEND round trip and stream per host, all
+hosts at once: ops/fanout.py); the reference is one ``rsync -a`` per host, all started together and
 waited for, with exactly alaunch's ssh options (``rsync -e`` from the same pure function).
-Cold: each run opens its own ssh connections (the host's hash cache is removed each round, so
-alaunch hashes every byte on both ends, as on a first fetch). Rounds alternate; medians are
+Cold: each run opens its own ssh connections (the host's digest cache is removed each round,
+so alaunch checks every byte on both ends, as on a first fetch). Rounds alternate; medians are
 compared. Every "host" is a network namespace of this machine: the 8 sshds, 8 ssh clients and
 both tools share its cores, so this measures how well each keeps N streams going on the same
 CPUs, not a real link's width (docs/performance.md).

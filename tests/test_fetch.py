@@ -32,6 +32,7 @@ from launcher.ops.collect import (
 )
 from launcher.ops.collect_stream import Entry, Receiver
 from launcher.ops.registry import NodeRecord, Registry
+from launcher.remote._prelude import check_hex, check_trailer, fetch_checks, new_check
 
 CONFIG = ("model:\n  model_config:\n    pet_config: {pet_type: lora, lora_rank: 8, lora_alpha: 16,"
           " target_modules: '.*wq|.*wv'}\n")
@@ -39,8 +40,25 @@ SPEC = ("name: t\nkind: finetune\ntemplate: llama2_7b/finetune_lora.yaml\n"
         "outputs:\n  checkpoints: ['output/checkpoint/**/*.ckpt']\n  predictions: ['output/*.txt']\n")
 
 
+CHECKS = ["xxh3_128", "crc32x1m"]  # the fetch checks: with xxhash (a MindFormers Python has it), stdlib
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def checked(check: str, data: bytes):
+    h = new_check(check)
+    h.update(data)
+    return h
+
+
+def trailer(check: str, data: bytes) -> bytes:
+    return check_trailer(checked(check, data))
+
+
+def digest(check: str, data: bytes) -> str:
+    return check_hex(check, checked(check, data))
 
 
 # ----------------------------------------------------------------------------- pure
@@ -86,14 +104,15 @@ def test_plan_skip_resume_fetch():
                     "bigpart": (FETCH, 0)}
 
 
-def test_receiver_splits_verifies_and_renames(tmp_path):
+@pytest.mark.parametrize("check", CHECKS)
+def test_receiver_splits_verifies_and_renames(tmp_path, check):
     a, b = os.urandom(3000), os.urandom(5000)
-    ea = Entry("a", "/r/a", len(a), None, 0, tmp_path / "x" / "a")  # sender-hashed: trailer = sha256
-    eb = Entry("b", "/r/b", len(b), hashlib.sha256(b).hexdigest(), 0, tmp_path / "b")  # listed sha256
+    ea = Entry("a", "/r/a", len(a), None, 0, tmp_path / "x" / "a")  # sender-checked: the trailer
+    eb = Entry("b", "/r/b", len(b), digest(check, b), 0, tmp_path / "b")  # listed digest
     ec = Entry("c", "/r/c", 10, None, 0, tmp_path / "c")  # vanished on the host: padded, 0xff trailer
-    wire = a + hashlib.sha256(a).digest() + b + b"\0" * 32 + b"\0" * 10 + b"\xff" * 32
+    wire = a + trailer(check, a) + b + b"\0" * 32 + b"\0" * 10 + b"\xff" * 32
     seen = []
-    rx = Receiver([ea, eb, ec], seen.append, "h")
+    rx = Receiver([ea, eb, ec], seen.append, "h", check)
     for i in range(0, len(wire), 777):  # chunk borders fall inside payloads and trailers
         rx.write(wire[i:i + 777])
     rx.close()
@@ -106,15 +125,17 @@ def test_receiver_splits_verifies_and_renames(tmp_path):
     assert isinstance(extra.error, RemoteError) and "h: sent more bytes than requested" in extra.error.message
 
 
-def test_receiver_refuses_one_corrupted_byte(tmp_path):
-    """The sha256 is taken by the receiver's hashing thread, beside the writes: one byte
-    changed in the stream (the host's trailer says otherwise) and the file is not renamed."""
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("at", [5, (2 << 20) + 5, (3 << 20) - 1], ids=["first-block", "mid", "last-byte"])
+def test_receiver_refuses_one_corrupted_byte(tmp_path, check, at):
+    """One byte changed in the stream (the host's trailer says otherwise) and the file is not
+    renamed, wherever the byte is; the next file is kept."""
     good, other = os.urandom(3 << 20), os.urandom(1000)
     ea = Entry("a", "/r/a", len(good), None, 0, tmp_path / "a")
     eb = Entry("b", "/r/b", len(other), None, 0, tmp_path / "b")
-    stream = bytearray(good + hashlib.sha256(good).digest() + other + hashlib.sha256(other).digest())
-    stream[(2 << 20) + 5] ^= 0x40
-    rx = Receiver([ea, eb], lambda n: None, "h")
+    stream = bytearray(good + trailer(check, good) + other + trailer(check, other))
+    stream[at] ^= 0x40
+    rx = Receiver([ea, eb], lambda n: None, "h", check)
     for i in range(0, len(stream), 1 << 20):
         rx.write(bytes(stream[i:i + (1 << 20)]))
     rx.close()
@@ -122,30 +143,26 @@ def test_receiver_refuses_one_corrupted_byte(tmp_path):
     assert not ea.final.exists() and ea.part.stat().st_size == len(good) and eb.final.read_bytes() == other
 
 
-def test_receiver_keeps_draining_when_its_hasher_fails(tmp_path):
-    """A hashing thread that fails must not stop the writer (a full queue would block the
-    pump and with it ssh and the host): the failure is kept and the rest of the stream drained."""
-    import threading
+def test_receiver_keeps_draining_when_its_check_fails(tmp_path):
+    """A check that fails must not stop the writer (the pump would die, and with it ssh and
+    the host would block on a full pipe): the failure is kept, every later chunk taken."""
 
     class Broken:
         def update(self, data):
-            raise RuntimeError("hasher broke")
+            raise RuntimeError("check broke")
 
     e = Entry("f", "/r/f", 24 << 20, None, 0, tmp_path / "f")
     rx = Receiver([e], lambda n: None, "h")
-    rx.hasher = Broken()
+    rx.check = Broken()
     chunk = bytes(1 << 20)
-    writer = threading.Thread(target=lambda: [rx.write(chunk) for _ in range(24)], daemon=True)  # > DEPTH
-    writer.start()
-    writer.join(60)
-    assert not writer.is_alive(), "the writer blocked behind a dead hashing thread"
+    assert [rx.write(chunk) for _ in range(24)] == [1 << 20] * 24
     rx.close()
     assert isinstance(rx.error, RuntimeError) and not e.final.exists()
 
 
 def test_receiver_cut_mid_file_keeps_the_part(tmp_path):
     data = os.urandom(4096)
-    e = Entry("f", "/r/f", len(data), hashlib.sha256(data).hexdigest(), 0, tmp_path / "f")
+    e = Entry("f", "/r/f", len(data), digest("crc32x1m", data), 0, tmp_path / "f")
     rx = Receiver([e], lambda n: None)
     rx.write(data[:1000])
     rx.close()
@@ -195,9 +212,9 @@ def test_fetch_local_then_skip(local_job, tmp_path):
     assert (tmp_path / "runs" / record.id / "job.yaml").read_text() == CONFIG
     assert not list(here.rglob("*.part"))
 
-    learned = marshal.loads((root / "state" / "fetch-sha256.marshal").read_bytes())  # hashed while sent
+    learned = marshal.loads((root / "state" / "fetch-digest.marshal").read_bytes())  # checked while sent
     ckpt = root / "output/checkpoint/rank_0/llama_rank_0-1_2.ckpt"
-    assert learned[str(ckpt.resolve())][3] == sha(ckpt)
+    assert learned[str(ckpt.resolve())][3] == digest(fetch_checks()[0], ckpt.read_bytes())
     again = fetch_job(registry, record.id, "all", tmp_path / "runs", env.state_dir)
     assert again.bytes_transferred == 0 and again.nodes[0].skipped == 4
 
@@ -205,6 +222,31 @@ def test_fetch_local_then_skip(local_job, tmp_path):
     third = fetch_job(registry, record.id, "logs", tmp_path / "runs", env.state_dir)
     assert third.nodes[0].fetched == 1 and third.bytes_transferred == 1600
     assert sha(here / "msrun_log/worker_0.log") == sha(root / "msrun_log/worker_0.log")
+
+
+def test_a_first_fetch_is_one_host_process_and_a_refetch_sends_nothing(local_job, tmp_path):
+    """Nothing here yet: LISTSEND lists and sends in one round trip; everything here: one
+    LIST and no SEND. A job dir gone from the host is said as a LIST says it."""
+    from launcher.runners import LocalRunner
+    registry, record, root = local_job
+    ops: list[str] = []
+
+    class Counting(LocalRunner):
+        def program_argv(self, script, op, site=False):
+            ops.append(op)
+            return super().program_argv(script, op, site=site)
+
+    factory = lambda h: Counting(h)  # noqa: E731
+    first = fetch_job(registry, record.id, "all", tmp_path / "runs", tmp_path / "state", runner_factory=factory)
+    assert ops == ["listsend"] and first.nodes[0].fetched == 4 and first.bytes_transferred > 3 << 20
+    ops.clear()
+    again = fetch_job(registry, record.id, "all", tmp_path / "runs", tmp_path / "state", runner_factory=factory)
+    assert ops == ["list"] and again.nodes[0].skipped == 4 and again.bytes_transferred == 0
+    import shutil
+    shutil.rmtree(root)
+    with pytest.raises(FetchError, match=r"localhost: listing .*job failed: job directory .*job does not exist "
+                                         r"on this host"):
+        fetch_job(registry, record.id, "all", tmp_path / "other-runs", tmp_path / "state", runner_factory=factory)
 
 
 def test_resume_from_part_and_restart_on_bad_prefix(local_job, tmp_path):
@@ -267,10 +309,12 @@ def test_cli_glob_escape_in_job_file(tmp_path, run_cli):
     assert code == 2 and "outputs.logs" in err and "'..'" in err
 
 
+@pytest.mark.parametrize("check", CHECKS)
 @pytest.mark.parametrize("zero_copy_min", [1, None], ids=["sendfile+mmap", "read-write"])
-def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_copy_min):
-    """The real SEND script, run locally: a fresh file (sender-hashed), a resumed one (the
-    prefix is hashed, not sent) and one that shrank after the listing (padded, refused)."""
+def test_send_streams_checks_and_resumes_through_both_byte_paths(tmp_path, zero_copy_min, check):
+    """The real SEND script, run locally: a fresh file (sender-checked), a resumed one (the
+    prefix is checked, not sent; it ends mid-block) and one that shrank after the listing
+    (padded, refused)."""
     from launcher.core.hostfile import Host
     from launcher.ops.collect_stream import stream
     from launcher.runners import LocalRunner
@@ -285,7 +329,7 @@ def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_
     entries = [Entry("fresh", str(src / "fresh"), len(fresh), None, 0, here / "fresh"),
                Entry("resumed", str(src / "resumed"), len(resumed), None, (1 << 20) + 3, here / "resumed"),
                Entry("shrunk", str(src / "shrunk"), 9000, None, 0, here / "shrunk")]
-    rx = Receiver(entries, lambda n: None, "h")
+    rx = Receiver(entries, lambda n: None, "h", check)
     stream(LocalRunner(Host("localhost", 1)), entries, rx, str(tmp_path / "cache.marshal"),
            zero_copy_min)
     assert [e.path for e, _ in rx.verified] == ["fresh", "resumed"]
@@ -293,12 +337,14 @@ def test_send_streams_hashes_and_resumes_through_both_byte_paths(tmp_path, zero_
     assert [e.path for e in rx.mismatched] == ["shrunk"] and not (here / "shrunk").exists()
     assert rx.payload == len(fresh) + len(resumed) - ((1 << 20) + 3) + 9000
     learned = marshal.loads((tmp_path / "cache.marshal").read_bytes())
-    assert learned[str(src / "fresh")][3] == hashlib.sha256(fresh).hexdigest()
+    assert learned[str(src / "fresh")][3] == digest(check, fresh)
+    assert learned[str(src / "resumed")][3] == digest(check, resumed)
 
 
-@pytest.mark.parametrize("zero_copy_min", [1, None], ids=["sendfile+hashing-thread", "read-write"])
-def test_a_byte_changed_between_send_and_receive_is_refused(tmp_path, zero_copy_min):
-    """The real SEND (its sha256 taken by a second thread beside sendfile, or inline), one
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("zero_copy_min", [1, None], ids=["sendfile+checking-thread", "read-write"])
+def test_a_byte_changed_between_send_and_receive_is_refused(tmp_path, zero_copy_min, check):
+    """The real SEND (its check taken by a second thread beside sendfile, or inline), one
     byte of its stream flipped before the receiver: the file is refused, the next one kept."""
     from launcher.core.hostfile import Host
     from launcher.ops.collect_stream import stream
@@ -309,7 +355,7 @@ def test_a_byte_changed_between_send_and_receive_is_refused(tmp_path, zero_copy_
     here = tmp_path / "here"
     entries = [Entry("big", str(tmp_path / "big"), len(big), None, 0, here / "big"),
                Entry("small", str(tmp_path / "small"), len(small), None, 0, here / "small")]
-    rx = Receiver(entries, lambda n: None, "h")
+    rx = Receiver(entries, lambda n: None, "h", check)
 
     class Flip:
         """Passes the stream on with its byte number (2 MiB + 5) of the payload flipped."""

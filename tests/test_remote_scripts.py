@@ -141,7 +141,15 @@ def test_a_script_names_an_unknown_op_and_a_cut_request(tmp_path):
 
 
 # ---------------------------------------------------------------- fetch: LIST, SEND
-def test_collect_list_and_send(tmp_path):
+@pytest.mark.parametrize("check", ["xxh3_128", "crc32x1m"])
+def test_collect_list_and_send(tmp_path, check):
+    from launcher.remote._prelude import check_hex, check_trailer, new_check
+
+    def checked(data):
+        h = new_check(check)
+        h.update(data)
+        return h
+
     job = tmp_path / "job"
     (job / "output").mkdir(parents=True)
     (job / "state").mkdir()
@@ -151,20 +159,21 @@ def test_collect_list_and_send(tmp_path):
     (tmp_path / "secret").write_text("x")
     os.symlink(tmp_path / "secret", job / "output" / "leak")
     listing = answer("collect", {"op": "list", "root": str(job), "globs": {"out": ["output/*", "../x"]},
-                                 "cache": "state/fetch-sha256.marshal", "local": {"output/b.log": len(b)}})
+                                 "cache": "state/fetch-digest.marshal", "local": {"output/b.log": len(b)},
+                                 "checks": ["no-such-check", check]})
     files = {f["path"]: f for f in listing["files"]}
+    assert listing["check"] == check  # the first of the laptop's the host can do
     assert set(files) == {"output/a.bin", "output/b.log"}
-    assert files["output/a.bin"]["sha256"] is None  # nothing here to compare: SEND hashes it
-    assert files["output/b.log"]["sha256"] == __import__("hashlib").sha256(b).hexdigest()
+    assert files["output/a.bin"]["digest"] is None  # nothing here to compare: SEND checks it
+    assert files["output/b.log"]["digest"] == check_hex(check, checked(b))
     assert {r["path"] for r in listing["refused"]} == {"../x", "output/leak"}
 
-    cache = str(job / "state" / "fetch-sha256.marshal")
-    req = {"op": "send", "cache": cache, "files": [
+    cache = str(job / "state" / "fetch-digest.marshal")
+    req = {"op": "send", "cache": cache, "check": check, "files": [
         {"src": files["output/a.bin"]["src"], "offset": 0, "length": len(a), "hash": True},
         {"src": files["output/b.log"]["src"], "offset": 100, "length": len(b) - 100, "hash": False},
         {"src": str(job / "gone"), "offset": 0, "length": 5, "hash": True}]}
     out = run_script("collect", req).stdout
-    import hashlib
     mark = (wire.ANSWER_MARK + "\n").encode()
     assert out.startswith(b"\n" + mark)  # the stream starts after the mark's line
     kept = io.BytesIO()
@@ -173,11 +182,27 @@ def test_collect_list_and_send(tmp_path):
         sink.write(b"Welcome!\n" + out[:7] if i == 0 else out[i:i + 7])
     out = out[len(mark) + 1:]
     assert kept.getvalue() == out
-    assert out == (a + hashlib.sha256(a).digest() + b[100:] + b"\0" * 32 + b"\0" * 5 + b"\xff" * 32)
-    # what SEND hashed is in the host's cache: the next listing has it without reading
+    assert out == (a + check_trailer(checked(a)) + b[100:] + b"\0" * 32 + b"\0" * 5 + b"\xff" * 32)
+    # what SEND checked is in the host's cache: the next listing has it without reading;
+    # a laptop asking for the other check gets none from the cache (it is not that check's)
     again = answer("collect", {"op": "list", "root": str(job), "globs": {"out": ["output/a.bin"]},
-                               "cache": "state/fetch-sha256.marshal", "local": {}})
-    assert again["files"][0]["sha256"] == hashlib.sha256(a).hexdigest()
+                               "cache": "state/fetch-digest.marshal", "local": {}, "checks": [check]})
+    assert again["files"][0]["digest"] == check_hex(check, checked(a))
+    other = answer("collect", {"op": "list", "root": str(job), "globs": {"out": ["output/a.bin"]},
+                               "cache": "state/fetch-digest.marshal", "local": {}, "checks": ["crc32x1m"]})
+    assert other["check"] == "crc32x1m"
+    assert (other["files"][0]["digest"] is None) == (check != "crc32x1m")
+
+
+def test_a_host_python_without_xxhash_checks_with_crc32(tmp_path):
+    """A host whose Python cannot import xxhash (not in sys.path, nor in its own site-packages
+    under ``-S``) answers LIST with the stdlib check, whatever the laptop prefers."""
+    script = wire.source("_prelude") + "\nimport sys\nsys.modules['xxhash'] = None\nprint(fetch_checks())\n"
+    out = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['crc32x1m']"
+    script = wire.source("_prelude") + "\nprint(fetch_checks())\n"  # the venv's, found by hand under -S
+    out = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['xxh3_128', 'crc32x1m']"
 
 
 def test_collect_list_of_a_missing_job_dir_exits_3(tmp_path):

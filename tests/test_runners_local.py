@@ -59,6 +59,10 @@ def test_exec_streams_stdin_and_stdout_and_times_out(local, tmp_path):
     assert res.ok and res.stdout == b"" and (tmp_path / "out").read_text() == HOSTILE
     with pytest.raises(CommandTimeout):
         local.exec(["sleep", "5"], timeout=0.2)
+    with pytest.raises(CommandTimeout):  # its stdout closed early, the process still running
+        local.exec(["sh", "-c", "exec >&-; exec sleep 5"], [b"x" * 70000], timeout=0.3)
+    with pytest.raises(CommandTimeout):  # stdout open, nothing written, the stream's path
+        local.exec(["sleep", "5"], [b"x" * 70000], stdout=open(tmp_path / "never", "wb"), timeout=0.3)
     with pytest.raises(RemoteError, match="sh failed: boom"):
         local.check(["sh", "-c", "echo boom >&2; exit 1"], what="sh")
     dest = tmp_path / "up" / "file"

@@ -177,18 +177,31 @@ def _fake_npu_smi(bin_dir: Path, table: str) -> None:
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
 
 
-def _follow_script(root: Path, path_env: str, every: float, seconds: float, **req) -> list[str]:
-    """Run the host script locally for ``seconds`` and return its messages."""
+def _follow_script(root: Path, path_env: str, every: float, until, settle: float = 0.0, limit: float = 90.0,
+                   **req) -> list[str]:
+    """Run the host script locally until ``until(lines)`` holds (polled; at most ``limit`` s,
+    for a loaded machine, where its start alone took over a second), then ``settle`` s more,
+    and return its messages. No fixed sleep: a fixed 1.5 s saw one table at load 17."""
+    import threading
     argv = follow_argv(sys.executable, str(root), smi_every=every)
     if req:  # a request key follow_argv does not set (the hang's timeout)
         argv[3] = wire.request_arg({**marshal.loads(bytes.fromhex(argv[3])[8:]), **req})
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, "PATH": path_env})
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(raw.decode().rstrip("\n") for raw in proc.stdout),
+                              daemon=True)
+    reader.start()
     try:
-        time.sleep(seconds)
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and not until(lines):
+            time.sleep(0.05)
+        time.sleep(settle)
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-    return out.decode().splitlines()
+        proc.wait(timeout=10)
+        reader.join(10)
+    return list(lines)
 
 
 def test_the_host_script_sends_npu_smi_tables_and_nothing_without_npu_smi(tmp_path):
@@ -198,10 +211,12 @@ def test_the_host_script_sends_npu_smi_tables_and_nothing_without_npu_smi(tmp_pa
     bin_dir.mkdir()
     table = render_npu_smi_table(make_910b_cards(2))
     _fake_npu_smi(bin_dir, table)
-    lines = _follow_script(root, f"{bin_dir}:/usr/bin:/bin", 0.3, 1.5)
+    lines = _follow_script(root, f"{bin_dir}:/usr/bin:/bin", 0.3,
+                           lambda ls: sum(ln.startswith("T\t") for ln in ls) >= 2)
     tables = [json.loads(ln[2:]) for ln in lines if ln.startswith("T\t")]
     assert len(tables) >= 2 and all(t == table for t in tables)
-    lines = _follow_script(root, "/nonexistent", 0.3, 1.2)  # no npu-smi: the logs go on, no samples
+    # no npu-smi: the logs go on, no samples (two heartbeats: a second of sampling every 0.3 s)
+    lines = _follow_script(root, "/nonexistent", 0.3, lambda ls: ls.count("H") >= 2)
     assert lines and not any(ln.startswith("T\t") for ln in lines) and "H" in lines
 
 
@@ -261,7 +276,9 @@ def test_an_npu_smi_that_hangs_is_killed_and_the_logs_go_on(tmp_path):
     exe = bin_dir / "npu-smi"
     exe.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 100\n")
     exe.chmod(0o755)
-    lines = _follow_script(root, f"{bin_dir}:/usr/bin:/bin", 0.2, 2.5, smi_timeout=0.5)
+    lines = _follow_script(root, f"{bin_dir}:/usr/bin:/bin", 0.2,
+                           lambda ls: "H" in ls and pids.exists() and len(pids.read_text().split()) >= 2,
+                           settle=0.3, smi_timeout=0.5)
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) >= 2, started  # the first was killed, another started
     assert not os.path.exists(f"/proc/{started[0]}") or open(f"/proc/{started[0]}/stat").read().split()[2] == "Z"
@@ -341,7 +358,9 @@ def test_an_npu_smi_that_fails_is_said_once_and_given_up(tmp_path):
     exe = bin_dir / "npu-smi"
     exe.write_text(f"#!/bin/sh\necho x >> {runs}\necho 'dcmi module initialize failed, ret is -8005'\nexit 187\n")
     exe.chmod(0o755)
-    lines = _follow_script(root, f"{bin_dir}:/usr/bin:/bin", 0.1, 2.0)
+    lines = _follow_script(root, f"{bin_dir}:/usr/bin:/bin", 0.1,
+                           lambda ls: "H" in ls and runs.exists() and len(runs.read_text().split()) >= 3,
+                           settle=0.6)  # six more sampling periods: no fourth run
     said = [json.loads(ln[2:]) for ln in lines if ln.startswith("T\t")]
     assert said == ["!exit 187: dcmi module initialize failed, ret is -8005"]
     assert len(runs.read_text().split()) == 3 and "H" in lines

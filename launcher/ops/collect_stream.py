@@ -1,31 +1,30 @@
 """The byte path of ``fetch``: all of a node's files in ONE stream, split, verified, renamed.
 
 The host runs SEND of ``launcher/remote/collect.py`` (one process, one ssh channel) which
-writes each requested range followed by a 32-byte sha256 trailer. :class:`Receiver` knows
-every length, so it cuts the stream into the files' ``.part`` files, hashes what it writes
-(after the ``.part``'s existing prefix, for a resumed file) and, as soon as a file's trailer
-arrives, renames the ``.part`` to its final name if the sha256 matches — so an interruption
-keeps every finished file and the ``.part`` of the current one (resumed next time), and a
-final name never holds a wrong byte.
+writes each requested range followed by a 32-byte trailer, the file's digest in the fetch
+check both ends agreed on (:func:`~launcher.remote._prelude.new_check`: xxh3_128, else a CRC-32
+per 1 MiB block). :class:`Receiver` knows every length, so it cuts the stream into the files'
+``.part`` files, computes the same check over what it writes (after the ``.part``'s existing
+prefix, for a resumed file) and, as soon as a file's trailer arrives, renames the ``.part`` to
+its final name if the two agree — so an interruption keeps every finished file and the
+``.part`` of the current one (resumed next time), and a final name never holds a wrong byte.
 
 Why one stream and not a command per file: a job's logs are dozens of small files; one
-stream costs one round trip per node, not one per file. Why the remote hashes while it
-sends: hashing a 16 GB checkpoint before sending it would serialise two full reads.
+stream costs one round trip per node, not one per file. Why the remote checks while it
+sends: reading a 16 GB checkpoint before sending it would serialise two full reads.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import queue
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from launcher.errors import AlaunchError, RemoteError
 from launcher.remote import wire
+from launcher.remote._prelude import check_hex, check_trailer, new_check
 from launcher.runners import CommandRunner
 
 TRAILER = 32
@@ -40,7 +39,7 @@ class Entry:
     path: str  # relative, for messages
     src: str
     size: int
-    sha256: str | None  # from the listing; None: the sender hashes it
+    digest: str | None  # from the listing ("<check>:<hex>"); None: the sender computes it
     offset: int
     final: Path
     group: str = ""  # the output group, for the per-group byte counts
@@ -51,13 +50,14 @@ class Entry:
 
     def request(self) -> dict:
         return {"src": self.src, "offset": self.offset, "length": self.size - self.offset,
-                "hash": self.sha256 is None}
+                "hash": self.digest is None}
 
 
-def prefix_sha256(path: Path, length: int) -> hashlib._Hash:
-    h = hashlib.sha256()
+def file_check(path: Path, check: str, length: int | None = None) -> Any:
+    """The fetch check ``check`` fed the first ``length`` bytes of ``path`` (all of it: None)."""
+    h: Any = new_check(check)
     with open(path, "rb") as fh:
-        left = length
+        left = os.fstat(fh.fileno()).st_size if length is None else length
         while left > 0 and (block := fh.read(min(CHUNK, left))):
             h.update(block)
             left -= len(block)
@@ -67,34 +67,29 @@ def prefix_sha256(path: Path, length: int) -> hashlib._Hash:
 class Receiver:
     """A write-only file object: splits the SEND stream into verified files.
 
-    Two threads: the caller's (the pump of ssh's stdout) writes each chunk to its ``.part``
-    and hands the same immutable chunk to a hashing thread, which also does the check and the
-    rename when a file's trailer has come. The receiver was the longest stage of the pipeline
-    (host script -> sshd -> ssh -> receiver: 0.45 CPU-s per 512 MiB, two thirds of it the
-    sha256); split in two, writing and hashing overlap and no stage is longer than ssh's.
-    hashlib releases the GIL for buffers over 2 KiB, so the two threads run at once. The queue
-    holds at most ``DEPTH`` chunks (<= 1 MiB each), so memory stays bounded.
+    The caller's thread (the pump of ssh's stdout) writes each chunk to its ``.part`` and feeds
+    the same bytes to the file's check (``check``, from the listing); when a file's trailer has
+    come it compares and renames. One thread: a 1 MiB chunk's xxh3 takes ~0.01 ms, its CRC-32
+    ~0.14 ms, less than handing the chunk to a second thread did (a sha256 thread beside the
+    writes paid off while the check was sha256, 0.24 CPU-s per 512 MiB on each end).
     """
 
-    DEPTH = 16
-
-    def __init__(self, entries: Sequence[Entry], on_bytes: Callable[[int], None], host: str = "host"):
+    def __init__(self, entries: Sequence[Entry], on_bytes: Callable[[int], None], host: str = "host",
+                 check: str = "crc32x1m"):
         self.entries = list(entries)
+        self.check_name = check
         self.host = host
         self.on_bytes = on_bytes
         self.i = -1
         self.fh: BinaryIO | None = None
-        self.hasher: hashlib._Hash | None = None
+        self.check: Any = None  # the current file's hasher
         self.left = 0  # payload bytes still due for the current entry
         self.trailer = b""
         self.payload = 0  # file bytes received (what "transferred" means)
         self.moved = [0] * len(self.entries)  # the same, per entry
-        self.verified: list[tuple[Entry, str]] = []  # (entry, its sha256), renamed into place
+        self.verified: list[tuple[Entry, str]] = []  # (entry, its digest), renamed into place
         self.mismatched: list[Entry] = []
         self.error: BaseException | None = None
-        self._work: queue.Queue = queue.Queue(self.DEPTH)
-        self._hashing = threading.Thread(target=self._hash_loop, name=f"sha256-{host}", daemon=True)
-        self._hashing.start()
         self._next()
 
     @property
@@ -108,12 +103,12 @@ class Receiver:
         e = self.entries[self.i]
         e.final.parent.mkdir(parents=True, exist_ok=True)
         if e.offset:
-            self.hasher = prefix_sha256(e.part, e.offset)
+            self.check = file_check(e.part, self.check_name, e.offset)
             self.fh = open(e.part, "r+b")
             self.fh.seek(e.offset)
             self.fh.truncate()
         else:
-            self.hasher = hashlib.sha256()
+            self.check = new_check(self.check_name)
             self.fh = open(e.part, "wb")
         self.left, self.trailer = e.size - e.offset, b""
 
@@ -122,36 +117,21 @@ class Receiver:
         hang the sender); the first failure is kept in ``error`` and the rest discarded."""
         if self.error is None:
             try:
-                self._write(data if isinstance(data, bytes) else bytes(data))  # the hasher keeps it
-            except (OSError, RemoteError) as exc:
+                self._write(memoryview(data))
+            except Exception as exc:  # noqa: BLE001  # kept, not raised: the pump must drain (see above)
                 self.error = exc
         return len(data)
 
-    def _hash_loop(self) -> None:
-        """The hashing thread: ``(hasher, chunk)`` to hash, ``(entry index, trailer)`` to check
-        and rename, ``None`` to stop. After a failure it only drains, so the writer never blocks."""
-        while (item := self._work.get()) is not None:
-            if self.error is not None:
-                continue
-            try:
-                if isinstance(item[0], int):
-                    self._finish(*item)
-                else:
-                    item[0].update(item[1])
-            except Exception as exc:  # noqa: BLE001  # kept, not raised: a dead hasher would block the writer
-                self.error = exc
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
+    def _write(self, view: memoryview) -> None:
         while len(view):
             if self.complete:
                 raise RemoteError(self.host, "sent more bytes than requested; refusing the rest")
             if self.left:
-                assert self.fh is not None and self.hasher is not None  # opened by _next()
+                assert self.fh is not None and self.check is not None  # opened by _next()
                 n = min(self.left, len(view))
                 chunk = view[:n]
                 self.fh.write(chunk)
-                self._work.put((self.hasher, chunk))
+                self.check.update(chunk)
                 self.left -= n
                 self.payload += n
                 self.moved[self.i] += n
@@ -162,21 +142,23 @@ class Receiver:
             self.trailer += bytes(view[:n])
             view = view[n:]
             if len(self.trailer) == TRAILER:
-                assert self.fh is not None  # opened by _next()
+                assert self.fh is not None and self.check is not None  # opened by _next()
                 self.fh.close()
                 self.fh = None
-                self._work.put((self.i, self.hasher, self.trailer))
+                self._finish(self.entries[self.i], self.check, self.trailer)
                 self._next()
 
     def flush(self) -> None:
         if self.fh is not None:
             self.fh.flush()
 
-    def _finish(self, i: int, hasher: hashlib._Hash, trailer: bytes) -> None:
-        e = self.entries[i]
-        expected = e.sha256 or (trailer.hex() if trailer != ZERO else None)
-        digest = hasher.hexdigest()
-        if expected is not None and digest == expected:
+    def _finish(self, e: Entry, check: Any, trailer: bytes) -> None:
+        digest = check_hex(self.check_name, check)
+        if e.digest is not None:
+            ok = digest == e.digest
+        else:
+            ok = trailer != ZERO and check_trailer(check) == trailer
+        if ok:
             os.replace(e.part, e.final)
             self.verified.append((e, digest))
         else:
@@ -184,34 +166,96 @@ class Receiver:
 
     def close(self) -> None:
         """Stream over (finished or not): the current .part keeps what arrived; every file
-        whose trailer came is checked (and renamed) before this returns."""
+        whose trailer came has been checked (and renamed)."""
         if self.fh is not None:
             self.fh.close()
             self.fh = None
-        if self._hashing.is_alive():
-            self._work.put(None)
-            self._hashing.join()
 
     def current(self) -> Entry | None:
         return None if self.complete else self.entries[self.i]
 
 
+class ListingFirst:
+    """A write-only file object for LISTSEND's output: the listing's answer line first (after a
+    login shell's chatter), handed to ``on_listing``, which returns the :class:`Receiver` for
+    the stream that follows (None: nothing follows, e.g. a glob was refused). Never raises (the
+    pump must drain); ``on_listing``'s exception is kept in ``error``."""
+
+    def __init__(self, on_listing: Callable[[Any], Receiver | None]):
+        self.on_listing = on_listing
+        self.head = b""
+        self.listed = False
+        self.receiver: Receiver | None = None
+        self.then: wire.AfterMark | None = None
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.listed:
+            if self.then is not None:
+                self.then.write(data)  # type: ignore[arg-type]  # the receiver takes any bytes-like
+            return len(data)
+        self.head += bytes(data)
+        mark = wire.ANSWER_MARK.encode()
+        at = self.head.find(mark)
+        end = self.head.find(b"\n", at) if at >= 0 else -1
+        if end < 0:
+            if at < 0:
+                self.head = self.head[-(1 << 20):]  # no mark yet: keep only a bounded tail
+            return len(data)
+        line, rest = self.head[:end + 1], self.head[end + 1:]
+        self.head, self.listed = b"", True
+        try:
+            self.receiver = self.on_listing(wire.answer(line))
+        except Exception as exc:  # noqa: BLE001  # kept, not raised: the pump must drain
+            self.error = exc
+        if self.receiver is not None:
+            self.then = wire.AfterMark(self.receiver)
+            if rest:
+                self.then.write(rest)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 def stream(runner: CommandRunner, entries: Sequence[Entry], receiver: Receiver,
            cache: str | None = None, zero_copy_min: int | None = None) -> None:
     """Run SEND on the host for ``entries``, feeding ``receiver``; raise if it did not finish.
-    ``cache``: the host's hash cache file (absolute), where SEND records what it hashed;
+    ``cache``: the host's digest cache file (absolute), where SEND records what it checked;
     ``zero_copy_min``: from how many bytes a range goes by sendfile + mmap (SEND's default)."""
-    req: dict[str, Any] = {"op": "send", "files": [e.request() for e in entries], "cache": cache}
+    req: dict[str, Any] = {"op": "send", "files": [e.request() for e in entries], "cache": cache,
+                           "check": receiver.check_name}
     if zero_copy_min is not None:
         req["zero_copy_min"] = zero_copy_min
-    request = wire.request(req)
-    argv = runner.program_argv("collect", "send")
-    code, err = None, b""
+    _run(runner, req, wire.AfterMark(receiver), lambda: receiver)
+
+
+def list_and_stream(runner: CommandRunner, request: Mapping[str, Any], on_listing: Callable[[Any], Receiver | None],
+                    what: str) -> None:
+    """Run LISTSEND (LIST's ``request``): ``on_listing`` gets the listing and returns the
+    :class:`Receiver` of what follows; raise if the host gave no listing (``<what> failed: ...``,
+    as a LIST call says it) or the stream did not finish."""
+    sink = ListingFirst(on_listing)
+    res = _run(runner, {**request, "op": "listsend"}, sink, lambda: sink.receiver)
+    if sink.error is not None:
+        raise sink.error
+    if not sink.listed:
+        raise RemoteError(runner.name, f"{what} failed: {res.error_line() if res else 'no answer'}")
+
+
+def _run(runner: CommandRunner, req: dict[str, Any], sink: Any, receiver_of: Callable[[], Receiver | None]) -> Any:
+    """Run collect's ``req["op"]`` with stdout into ``sink``; check the receiver it fed."""
+    argv = runner.program_argv("collect", req["op"])
+    code, err, res = None, b"", None
     try:
-        res = runner.exec(argv, [request], stdout=cast(BinaryIO, wire.AfterMark(receiver)))  # a writer
+        res = runner.exec(argv, [wire.request(req)], stdout=cast(BinaryIO, sink))  # a writer
         code, err = res.exit_code, res.stderr
     finally:
-        receiver.close()
+        if (rx := receiver_of()) is not None:
+            rx.close()
+    receiver = receiver_of()
+    if receiver is None:
+        return res
     if isinstance(receiver.error, RemoteError):
         raise receiver.error
     if receiver.error is not None:
@@ -224,4 +268,4 @@ def stream(runner: CommandRunner, entries: Sequence[Entry], receiver: Receiver,
         tail = err.decode(errors="replace").strip()[-200:]
         raise RemoteError(runner.name, f"{what} stopped (exit {code})" + (f": {tail}" if tail else "")
                           + "; rerun fetch to continue where it stopped")
-
+    return res

@@ -3,36 +3,43 @@
 Its request is the marshal frame of :func:`launcher.remote.wire.request` (``_prelude.py``) on
 stdin, never shell text, so no glob or path becomes part of a command line; ``op`` picks the
 operation. Answers are JSON (LIST) or the raw stream (SEND); the host's hash cache is a marshal
-file (``state/fetch-sha256.marshal``), read and written only by this script.
+file (``state/fetch-digest.marshal``), read and written only by this script.
 
-LIST: ``{"op": "list", "root": "<job dir>", "globs": {"logs": [...], ...}, "cache": "state/fetch-sha256.marshal",
-"local": {path: size of the file already fetched}}``
--> ``{"root": "<real job dir>", "files": [{"group", "path", "src", "size", "mtime_ns", "sha256"}],
-"refused": [{"group", "glob", "path", "why"}]}``. ``path`` is relative to the job dir; ``src`` is
-the real absolute file to read. A glob that is absolute or has ``..``, or a match whose real
-path (symlinks resolved) is outside the job dir, is *refused*, not listed: the caller stops.
+LIST: ``{"op": "list", "root": "<job dir>", "globs": {"logs": [...], ...}, "cache": "state/fetch-digest.marshal",
+"local": {path: size of the file already fetched}, "checks": [the laptop's fetch checks, best first]}``
+-> ``{"root": "<real job dir>", "check": "<the one both can do>", "files": [{"group", "path", "src", "size",
+"mtime_ns", "digest"}], "refused": [{"group", "glob", "path", "why"}]}``. ``path`` is relative to
+the job dir; ``src`` is the real absolute file to read. A glob that is absolute or has ``..``,
+or a match whose real path (symlinks resolved) is outside the job dir, is *refused*, not
+listed: the caller stops.
 
-Each sha256 covers exactly ``size`` bytes (a log still being appended to hashes the prefix
-that will be sent). Hashes are cached in the job dir by (size, mtime_ns, inode), so listing a
-16 GB checkpoint a second time does not read it again; a read-only job dir just skips the cache.
-A file is hashed at listing time only when the cache has no hash and a same-size copy is
-already here (so it may be skipped); otherwise ``sha256`` is null and SEND hashes it while
-sending it, in parallel with the transfer instead of a whole read before it.
+A file's ``digest`` is ``<check>:<hex>``, its fetch check (``new_check`` of the prelude:
+``xxh3_128`` where this Python can import xxhash, else ``crc32x1m``) over exactly ``size``
+bytes (a log still being appended to covers the prefix that will be sent). Digests are cached
+in the job dir by (size, mtime_ns, inode), so listing a 16 GB checkpoint a second time does
+not read it again (an entry of another check counts as none); a read-only job dir just skips
+the cache. A file is read at listing time only when the cache has no digest and a same-size
+copy is already here (so it may be skipped); otherwise ``digest`` is null and SEND computes it
+while sending, beside the transfer instead of a whole read before it.
 
-SEND: ``{"op": "send", "files": [{"src", "offset", "length", "hash"}], "cache": "<abs path>",
-"zero_copy_min"?}`` -> for each entry, in order, exactly
-``length`` bytes of ``src`` from ``offset``, then a 32-byte trailer: the sha256 of the whole
-``[0, offset+length)`` when ``hash`` (the prefix is read and hashed, not sent), else 32 zero
-bytes. All files of a node come back in ONE stream; the receiver knows every length, so the
-framing needs no headers. A file that vanished or shrank is padded with zeros and gets a
+SEND: ``{"op": "send", "check": "<from LIST>", "files": [{"src", "offset", "length", "hash"}],
+"cache": "<abs path>", "zero_copy_min"?}`` -> for each entry, in order, exactly ``length``
+bytes of ``src`` from ``offset``, then a 32-byte trailer: the digest (zero-padded) of the
+whole ``[0, offset+length)`` when ``hash`` (the prefix is read and checked, not sent), else 32
+zero bytes. All files of a node come back in ONE stream; the receiver knows every length, so
+the framing needs no headers. A file that vanished or shrank is padded with zeros and gets a
 trailer of 32 0xff bytes: the receiver's check fails and nothing wrong is renamed into place.
-Whole files it hashed go into the host's hash cache, so the next listing need not read them.
+Whole files it checked go into the host's digest cache, so the next listing need not read them.
+
+LISTSEND: LIST's request (no ``lora``) -> LIST's answer line, then (unless something was
+refused) SEND's stream of every file listed, whole and checked: a first fetch, with nothing
+here yet to skip or resume, in one round trip and one host process instead of two.
 
 LORA (part of LIST: ``"lora": {"globs": [...], "names": {name: element count}, "dir": "lora"}``):
 every checkpoint the globs match (MindSpore ``.ckpt`` or ``.safetensors``) is read tensor by
 tensor and only the tensors named are copied, byte for byte, into ``<dir>/<its path>`` (a
 small checkpoint of the same format), which is then listed like any file (group ``lora``,
-sha256 computed while writing it) with ``{"source", "source_size", "found": {name: element
+its sha256 and digest computed while writing it) with ``{"source", "source_size", "found": {name: element
 count}}``; the laptop checks ``found`` against the rendered config's trainable parameters.
 A ``.ckpt`` is the protobuf ``Checkpoint`` of MindSpore's ``checkpoint.proto`` (read from
 mindspore 2.9's ``checkpoint_pb2``): ``repeated Value value = 1``, ``Value {string tag = 1;
@@ -57,7 +64,18 @@ written file is read back: its tags must be the base's and the delta's.
 import os
 import sys
 
-from _prelude import answer, begin_stream, load_cache, run, save_cache, widen_pipe
+from _prelude import (
+    answer,
+    begin_stream,
+    check_hex,
+    check_trailer,
+    fetch_checks,
+    load_cache,
+    new_check,
+    run,
+    save_cache,
+    widen_pipe,
+)
 
 BAD = b"\xff" * 32
 ZERO_COPY_MIN = 64 << 20  # the request's "zero_copy_min" overrides it
@@ -67,8 +85,12 @@ view = memoryview(buf)
 
 
 def list_op(req):
+    answer(listing(req))
+
+
+def listing(req):
+    """LIST's answer (see the module docstring)."""
     import glob
-    import hashlib
     root = os.path.abspath(os.path.expanduser(req["root"]))
     if not os.path.isdir(root):
         sys.stderr.write("job directory %s does not exist on this host\n" % root)
@@ -102,16 +124,27 @@ def list_op(req):
                               "mtime_ns": st.st_mtime_ns, "ino": st.st_ino})
     changed = False
     here = req.get("local") or {}
+    prefs = req.get("checks") or ["crc32x1m"]
+
+    def cached(f):
+        hit = cache.get(f["src"])
+        return hit and hit[:3] == [f["size"], f["mtime_ns"], f["ino"]] and str(hit[3]).startswith(prefs[0] + ":")
+
+    if files and not req.get("lora") and all(cached(f) and here.get(f["path"]) == f["size"] for f in files):
+        check = prefs[0]  # all known and all there: a refetch of nothing needs no import of xxhash
+    else:
+        can = fetch_checks()
+        check = next((c for c in prefs if c in can), can[-1])
     for f in files:
         key = [f["size"], f["mtime_ns"], f.pop("ino")]
         hit = cache.get(f["src"])
-        if hit and hit[:3] == key:
-            f["sha256"] = hit[3]
+        if hit and hit[:3] == key and str(hit[3]).startswith(check + ":"):
+            f["digest"] = hit[3]
             continue
         if here.get(f["path"]) != f["size"]:
-            f["sha256"] = None  # nothing here to compare with: SEND hashes it while sending
+            f["digest"] = None  # nothing here to compare with: SEND checks it while sending
             continue
-        h, left = hashlib.sha256(), f["size"]
+        h, left = new_check(check), f["size"]
         with open(f["src"], "rb") as fh:
             while left > 0:
                 block = fh.read(min(1 << 20, left))
@@ -119,14 +152,25 @@ def list_op(req):
                     break
                 h.update(block)
                 left -= len(block)
-        f["sha256"] = h.hexdigest()
-        cache[f["src"]] = key + [f["sha256"]]
+        f["digest"] = check_hex(check, h)
+        cache[f["src"]] = key + [f["digest"]]
         changed = True
     if changed and cache_path:
         save_cache(cache_path, cache)
     if req.get("lora"):
-        files += lora_op(req["lora"], root, real_root, inside, refused)
-    answer({"root": real_root, "files": files, "refused": refused})
+        files += lora_op(req["lora"], root, real_root, inside, refused, check)
+    return {"root": real_root, "files": files, "refused": refused, "check": check}
+
+
+def listsend_op(req):
+    """LISTSEND (see the module docstring): LIST's answer line, then SEND of every file listed."""
+    found = listing(req)
+    answer(found)
+    if found["refused"]:
+        return
+    send_op({"check": found["check"], "cache": os.path.join(found["root"], req["cache"]) if req.get("cache") else None,
+             "zero_copy_min": req.get("zero_copy_min", ZERO_COPY_MIN),
+             "files": [{"src": f["src"], "offset": 0, "length": f["size"], "hash": True} for f in found["files"]]})
 
 
 def _varint(fh):
@@ -285,7 +329,7 @@ def lora_safetensors(fh, size, names, out, h):
     return found
 
 
-def lora_op(spec, root, real_root, inside, refused):
+def lora_op(spec, root, real_root, inside, refused, check):
     """LORA (see the module docstring): extract, write, list the small checkpoints."""
     import glob
     import hashlib
@@ -313,7 +357,7 @@ def lora_op(spec, root, real_root, inside, refused):
             extract = lora_safetensors if rel.endswith(".safetensors") else lora_ckpt
             dest = os.path.join(dest_root, rel)
             tmp = dest + ".tmp.%d" % os.getpid()
-            h = hashlib.sha256()
+            h = _Both(hashlib.sha256(), new_check(check))
             try:
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 with open(real, "rb", buffering=1 << 16) as fh, open(tmp, "wb") as out:
@@ -333,7 +377,8 @@ def lora_op(spec, root, real_root, inside, refused):
                 sys.stderr.write("%s: cannot extract the LoRA tensors: %s\n" % (rel, why))
                 sys.exit(3)
             files.append({"group": "lora", "path": os.path.join(spec["dir"], rel), "src": dest,
-                          "size": os.path.getsize(dest), "sha256": h.hexdigest(), "source": rel,
+                          "size": os.path.getsize(dest), "sha256": h.a.hexdigest(),
+                          "digest": check_hex(check, h.b), "source": rel,
                           "source_size": source_size, "found": found})
     return files
 
@@ -383,15 +428,27 @@ def apply_op(req):
             "replaced": len(btags & dtags), "added": len(dtags - btags)})
 
 
+class _Both:
+    """Feeds two hashers: a LoRA delta's sha256 (the pipeline relays it by that) and its
+    fetch check."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def update(self, data):
+        self.a.update(data)
+        self.b.update(data)
+
+
 class _Null:
     def write(self, data):
         return len(data)
 
 
 class _Hashing:
-    """A thread hashing, in order, the ranges of the mapped file that ``sendfile`` has sent:
-    the sha256 and the sends overlap (hashlib releases the GIL on big buffers); ``join``
-    returns when every sent byte is in the hash, so the trailer covers exactly what left."""
+    """A thread checking, in order, the ranges of the mapped file that ``sendfile`` has sent:
+    the CRCs and the sends overlap (zlib releases the GIL on big buffers); ``join`` returns
+    when every sent byte is in the digest, so the trailer covers exactly what left."""
 
     def __init__(self, h, mv):
         import queue
@@ -464,16 +521,16 @@ def send_range(f, pos, left, size, h):
 
 
 def send_op(req):
-    import hashlib
     global ZERO_COPY_MIN, buf, view
     widen_pipe(1)
     buf = bytearray(1 << 20)  # one buffer, reused: no 1 MiB allocation per read
     view = memoryview(buf)
     learned = {}
+    check = req["check"]
     ZERO_COPY_MIN = req.get("zero_copy_min", ZERO_COPY_MIN)
     begin_stream()
     for e in req["files"]:
-        h = hashlib.sha256() if e["hash"] else None
+        h = new_check(check) if e["hash"] else None
         left, bad = e["length"], False
         try:
             f = open(e["src"], "rb")
@@ -502,9 +559,9 @@ def send_op(req):
         if bad:
             out.write(BAD)
         elif h is not None:
-            out.write(h.digest())
+            out.write(check_trailer(h))
             if e["offset"] + e["length"] == st.st_size:
-                learned[e["src"]] = [st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest()]
+                learned[e["src"]] = [st.st_size, st.st_mtime_ns, st.st_ino, check_hex(check, h)]
         else:
             out.write(b"\0" * 32)
     out.flush()
@@ -515,4 +572,4 @@ def send_op(req):
 
 
 if __name__ == "__main__":
-    run({"list": list_op, "send": send_op, "apply": apply_op})
+    run({"list": list_op, "send": send_op, "listsend": listsend_op, "apply": apply_op})
