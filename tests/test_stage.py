@@ -202,29 +202,30 @@ def test_first_staging_sends_unnamed_files_and_the_host_names_them(tmp_path):
     assert (tmp_path / "wd/alaunch/j3/code/pkg/m.py").read_text() == "print('v2')\n"
 
 
-def _new_stream(tmp_path: Path, size: int) -> tuple[Path, bytearray]:
-    """One unnamed file's RECEIVE stream (``new/0``, its crc32 in the manifest)."""
+def _new_stream(tmp_path: Path, size: int, check: str = "crc32x1m") -> tuple[Path, bytearray]:
+    """One unnamed file's RECEIVE stream (``new/0``, its transfer check in the manifest)."""
     from launcher.ops.stage import manifest_for
     data = tmp_path / "new.bin"
     data.write_bytes(os.urandom(size))
     local = collect([StageItem("data/new.bin", local=str(data))], HashCache(None), hash_new=False)
     manifest = manifest_for(local, str(tmp_path / "j"))
-    return data, bytearray(b"".join(tar_stream([], manifest, lambda n: None, local.unnamed)))
+    return data, bytearray(b"".join(tar_stream([], manifest, lambda n: None, local.unnamed, check=check)))
 
 
+@pytest.mark.parametrize("check", ["crc32x1m", "xxh3_128"])
 @pytest.mark.parametrize("size", [100_000, (9 << 20) + 7], ids=["inline", "hash thread"])
-def test_one_corrupted_byte_of_an_unnamed_file_is_refused(tmp_path, size):
+def test_one_corrupted_byte_of_an_unnamed_file_is_refused(tmp_path, size, check):
     """The host names an unnamed file by its own sha256, so a byte changed on the way would be
-    stored under a true name for the wrong content: the laptop's crc32 refuses it, and
-    nothing enters the store or the job dir."""
-    data, wire_bytes = _new_stream(tmp_path, size)
+    stored under a true name for the wrong content: the laptop's transfer check refuses it
+    (either fetch check), and nothing enters the store or the job dir."""
+    data, wire_bytes = _new_stream(tmp_path, size, check)
     at = wire_bytes.find(data.read_bytes()[:64]) + size // 2
     wire_bytes[at] ^= 0x01
     cas = tmp_path / "cas"
-    request = wire.request({"op": "receive", "cas": str(cas)})
+    request = wire.request({"op": "receive", "cas": str(cas), "check": check})
     result = LocalExec(Host("localhost", 1)).exec([PY, "-c", wire.program("stage", "receive")],
                                                   [request, bytes(wire_bytes)])
-    assert result.exit_code != 0 and b"crc32 mismatch for new file #0" in result.stderr
+    assert result.exit_code != 0 and b"transfer check mismatch for new file #0" in result.stderr
     assert [p.name for p in cas.iterdir()] == ["tmp"]  # no object dir
     assert list((cas / "tmp").iterdir()) == [] and not (tmp_path / "j").exists()
 

@@ -23,7 +23,6 @@ import stat
 import tarfile
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -36,6 +35,7 @@ from launcher.core.plan import StageItem
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.ops import fanout
 from launcher.ops import stage_relay as relays
+from launcher.remote._prelude import check_hex, fetch_checks, new_check
 from launcher.runners import CommandRunner
 
 CHUNK = 1 << 20  # read/write block for hashing and the tar stream
@@ -332,38 +332,40 @@ def _padding(size: int) -> bytes:
 
 @dataclass
 class FreshReads:
-    """What :func:`tar_stream` saw of the unnamed files it sent, by index: the zlib.crc32 of
-    the bytes it read and sent, and whether the file's size and mtime were still the walked
-    ones after the read (only then may the host's name for it be cached)."""
+    """What :func:`tar_stream` saw of the unnamed files it sent, by index: the transfer check
+    (``<name>:<hex>``) of the bytes it read and sent, and whether the file's size and mtime
+    were still the walked ones after the read (only then may the host's name for it be cached)."""
 
-    crcs: list[int] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
     unchanged: list[bool] = field(default_factory=list)
 
 
 def tar_stream(objects: Sequence[LocalFile], manifest: dict | None,
                on_bytes: Callable[[int], None], fresh: Sequence[LocalFile] = (),
-               seen: FreshReads | None = None) -> Iterator[bytes]:
+               seen: FreshReads | None = None, check: str = "crc32x1m") -> Iterator[bytes]:
     """The RECEIVE stream: objects read from disk 1 MiB at a time, then the manifest (none
     for RELAY, whose stream is only objects).
 
     Written by hand (header, data, padding) so a 16 GB file is never held in memory; the
     host parses it by hand after the request frame (``launcher/remote/stage.py``, not ``tarfile``)
     with 1 MiB reads. ``fresh``: unnamed files, sent as ``new/<i>`` after the named objects,
-    each read once: its crc32 taken on the blocks sent (7 GB/s, sha256 2 GB/s here) goes in
-    the manifest's ``"new"`` for the host to check before it names and stores it (``seen``
-    gets the crcs and whether each file held still).
+    each read once: its transfer check ``check`` taken on the blocks sent (a fetch check,
+    :func:`launcher.remote._prelude.new_check`: xxh3-128 ~20 GB/s, a CRC-32 per MiB 7 GB/s,
+    sha256 2 GB/s here) goes in the manifest's ``"new"`` for the host to check before it
+    names and stores it (``seen`` gets the digests and whether each file held still).
     """
     seen = seen if seen is not None else FreshReads()
     pending = bytearray()  # headers and small files gathered into ~1 MiB writes
     for i, obj in enumerate([*objects, *fresh]):
         unnamed = i >= len(objects)
         pending += _member(f"new/{i - len(objects)}" if unnamed else f"objects/{obj.sha256}", obj.size)
-        sent = crc = 0
+        sent = 0
+        h: Any = new_check(check) if unnamed else None
         with open(obj.path, "rb", buffering=0) as f:
             while block := f.read(CHUNK):
                 sent += len(block)
-                if unnamed:
-                    crc = zlib.crc32(block, crc)
+                if h is not None:
+                    h.update(block)
                 if len(block) >= CHUNK:  # big files: pass the block on, no copy
                     if pending:
                         yield bytes(pending)
@@ -380,11 +382,11 @@ def tar_stream(objects: Sequence[LocalFile], manifest: dict | None,
             raise AlaunchError(f"{obj.path} changed size while staging ({obj.size} -> {sent} bytes); retry")
         pending += _padding(obj.size)
         if after is not None:
-            seen.crcs.append(crc)
+            seen.digests.append(check_hex(check, h))
             seen.unchanged.append(after.st_size == obj.size and after.st_mtime_ns == obj.mtime_ns)
     if manifest is not None:
         if fresh:
-            manifest = {**manifest, "new": [[f.size, c] for f, c in zip(fresh, seen.crcs, strict=True)]}
+            manifest = {**manifest, "new": [[f.size, d] for f, d in zip(fresh, seen.digests, strict=True)]}
         body = json.dumps(manifest).encode()
         pending += _member("manifest.json", len(body)) + body + _padding(len(body))
     pending += b"\0" * (2 * tarfile.BLOCKSIZE)
@@ -408,6 +410,7 @@ class Inventory:
     claims: tuple = ()  # live card claims of alaunch jobs there ({"job_id", "cards"}), when asked
     npu_smi: dict | None = None  # `npu-smi info` there ({"code", "out", "err"}; None: no npu-smi)
     empty: bool = False  # the store holds no object (unnamed files may be sent, the host names them)
+    checks: tuple[str, ...] = ()  # the transfer checks its Python computes, best first (when empty)
 
 
 @dataclass
@@ -493,7 +496,7 @@ def inventory(node: CommandRunner, objects: Iterable[str],
     return Inventory(node.host.name, data["home"], data["base"], data["fsid"], int(data["free"]),
                      frozenset(data["have"]), data.get("port"), data.get("versions"), data.get("env_error"),
                      data.get("msrun_flags"), tuple(data.get("claims") or ()), data.get("npu_smi"),
-                     bool(data.get("empty")))
+                     bool(data.get("empty")), tuple(data.get("checks") or ()))
 
 
 def verify_store(node: CommandRunner, remove: bool = True) -> dict:
@@ -702,6 +705,7 @@ class Stager:
                                           f"{inv[leader].free:,} free")
 
         outcome, inv = self._relay(local, list(leaders), inv)
+        check = next((c for c in fetch_checks() if all(c in inv[n].checks for n in leaders)), "crc32x1m")
         named: dict[str, tuple[list[str], FreshReads]] = {}  # leader -> the names its host gave, what was read
 
         def send(node: CommandRunner) -> HostReport:
@@ -715,9 +719,9 @@ class Stager:
             root = resolve_home(roots[name], i.home)
             manifest = manifest_for(local, root, texts_by_host.get(name) if texts_by_host else None)
             seen = FreshReads()
-            stream = tar_stream(missing, manifest, lambda n: self.progress.advance(name, n), fresh, seen)
-            data = node.call("stage", {"op": "receive", "cas": posixpath.join(i.base, "cas")}, stdin=stream,
-                             what="staging")
+            stream = tar_stream(missing, manifest, lambda n: self.progress.advance(name, n), fresh, seen, check)
+            request = {"op": "receive", "cas": posixpath.join(i.base, "cas")} | ({"check": check} if fresh else {})
+            data = node.call("stage", request, stdin=stream, what="staging")
             if fresh:
                 if len(data.get("names") or ()) != len(fresh):
                     raise RemoteError(name, f"named {len(data.get('names') or ())} of the {len(fresh)} new files")
