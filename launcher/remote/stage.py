@@ -265,6 +265,22 @@ def receive(req):
 
 
 HASH_THREAD_MIN = 8 << 20  # objects from this size are hashed by a second thread
+WRITE_CHUNK = 128 << 10  # an object's bytes go to its file in writes of at most this
+
+
+def write_out(out, view):
+    """Write ``view`` to the file ``out`` in pieces of :data:`WRITE_CHUNK`. Measured on the
+    test machine (a VM whose free memory goes back to the hypervisor): a 1 MiB write makes
+    the page cache take a 1 MiB folio, carved from the high-order blocks handed back, and
+    the first touch of those costs 2-5 ms per MiB; alternating writers of 256 MiB, the one
+    writing 1 MiB at a time paid 0.57-1.53 s of system time, the one writing 128 KiB
+    0.05-0.07 s. rsync writes in small pieces. On a host with its own memory both cost the same."""
+    n = len(view)
+    if n <= WRITE_CHUNK:
+        out.write(view)
+        return
+    for at in range(0, n, WRITE_CHUNK):
+        out.write(view[at:at + WRITE_CHUNK])
 
 
 def store_hashing_beside(readinto, out, h, size):
@@ -300,7 +316,7 @@ def store_hashing_beside(readinto, out, h, size):
         n = readinto(memoryview(b)[:min(left, len(b))])
         if not n:
             sys.exit("stream ended early (connection lost?)")
-        out.write(memoryview(b)[:n])
+        write_out(out, memoryview(b)[:n])
         work.put((b, n))
         left -= n
     work.put(None)
@@ -427,7 +443,7 @@ def unpack(cas, read, readinto, check="crc32x1m"):
                         if not n:
                             sys.exit("stream ended early (connection lost?)")
                         h.update(view[:n])
-                        out.write(view[:n])
+                        write_out(out, view[:n])
                         left -= n
             exact(pad)
             got += 1
