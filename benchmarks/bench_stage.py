@@ -16,6 +16,17 @@ All test hosts share this machine's cores, so it also prints the machine's busy 
 (from /proc/stat) for each: on 2 cores, 8 hosts' worth of sshd/untar/hash work cannot take
 less wall time than CPU-seconds / 2. First staging also prints the CPU-seconds of everything
 each tool ran, both ends (``cgroup_cpu.py``), which the other sessions' load does not move.
+
+Before each first-staging transfer (either tool) the benchmark writes and deletes a scratch
+file a little larger than the transfer (``warm_page_cache``, outside the measured window).
+This machine is a VM that hands free memory beyond ~1 GiB back to its hypervisor; the first
+write into such memory costs 2-5 ms per MiB in ``copy_folio_from_iter_atomic`` (measured:
+562 MiB into the page cache 0.09 s within 1 s of a delete, 0.6-3.3 s otherwise: freed pages
+go back within ~2 s). Without the scratch file, whichever tool wrote while the guest's free
+pages were used up paid 1-3 CPU-s more for the same bytes; in the runs before it was mostly
+alaunch, second in each round (its CPU-s "grew" ~1.1 per round, rsync's did not), in others
+both. With it, both tools start writing into memory the guest holds, as on a real host; a
+write that lasts past ~1-2 s can still meet handed-back pages. ``--no-warm`` measures without it.
 """
 
 from __future__ import annotations
@@ -62,6 +73,16 @@ def make_tree(root: Path, files: int, tree_mib: int, big_mib: int) -> None:
                 f.write(os.urandom(1 << 20))
 
 
+def warm_page_cache(scratch: Path, mib: int) -> None:
+    """Write ``mib`` MiB to ``scratch`` and delete it: the next ``mib`` MiB written to the page
+    cache reuse the pages it freed, which this VM has not handed back to its hypervisor."""
+    block = b"\1" * (1 << 20)
+    with open(scratch, "wb", buffering=0) as f:
+        for _ in range(mib):
+            f.write(block)
+    scratch.unlink()
+
+
 def busy_cpu_seconds() -> float:
     """Machine-wide non-idle CPU time so far (every host of the cluster runs on this machine)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -87,7 +108,7 @@ def stage(hosts: list[Host], options: ConnectOptions, items, root: str, cache: H
     start = time.perf_counter()
     for n in nodes.values():
         n.warm()
-    local = collect(items, cache)
+    local = collect(items, cache, hash_new=False)  # as submit: what the cache does not name waits for the Stager
     WALK_TIMES.append(time.perf_counter() - start)
     result = Stager(nodes, known=known).stage(local, {h.name: root for h in hosts})
     took = time.perf_counter() - start
@@ -127,6 +148,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--first-only", action="store_true", help="only the first-staging comparison")
     ap.add_argument("--first-rounds", type=int, default=3, help="first-staging rounds (one fresh host each)")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="no scratch file before each first-staging transfer (see warm_page_cache)")
     args = ap.parse_args()
     reason = unavailable_reason()
     if reason:
@@ -166,11 +189,16 @@ def run(cluster: Cluster, tmp: Path, src: Path, total: int, args, cpu: CgroupCPU
     rounds = max(1, min(args.first_rounds, len(hosts) - 1))
     ours_t, rsync_t, ours_c, rsync_c = [], [], [], []
     WALK_TIMES.clear()
+    warm_mib = 0 if args.no_warm else (total >> 20) + 128
     for k in range(rounds):
         host = hosts[len(hosts) - 1 - k]
+        if warm_mib:
+            warm_page_cache(tmp / "scratch", warm_mib)
         before = cpu.seconds()
         rsync_t.append(rsync(host, cold, src, f"/root/rsync-first{k}"))
         spent(cpu, before, rsync_c)
+        if warm_mib:
+            warm_page_cache(tmp / "scratch", warm_mib)
         before = cpu.seconds()
         took, sent = stage([host], cold, items, f"/root/alaunch/alaunch/first{k}", HashCache(tmp / f"hc{k}.json"),
                            InventoryCache(None))
@@ -185,7 +213,8 @@ def run(cluster: Cluster, tmp: Path, src: Path, total: int, args, cpu: CgroupCPU
           f"local walk + sha256 {statistics.median(WALK_TIMES):.2f} s; rounds "
           f"alaunch {', '.join(f'{t:.2f}' for t in ours_t)}; rsync {', '.join(f'{t:.2f}' for t in rsync_t)}; "
           f"CPU-s, both ends: alaunch {', '.join(f'{c:.2f}' for c in ours_c) or 'n/a'}; "
-          f"rsync {', '.join(f'{c:.2f}' for c in rsync_c) or 'n/a'}")
+          f"rsync {', '.join(f'{c:.2f}' for c in rsync_c) or 'n/a'}"
+          f"{'' if warm_mib else ' (no page-cache warm-up: --no-warm)'}")
     if args.first_only:
         return
     stage([h0], cold, items, "/root/alaunch/alaunch/j0", cache, known)  # host 0 has it all now

@@ -155,6 +155,120 @@ def test_big_file_streams_without_loading(tmp_path):
     assert result.bytes_sent == 24 << 20 and (tmp_path / "wd/j/ckpt/big.bin").read_bytes() == big.read_bytes()
 
 
+def test_first_staging_sends_unnamed_files_and_the_host_names_them(tmp_path):
+    """Into an empty store the laptop sends what its cache does not name without hashing it
+    first; the host names each object by the sha256 of what arrived, the laptop gets the names
+    back (the real sha256s, cached) and the next staging of the same tree sends nothing."""
+    import hashlib
+
+    from launcher.ops.stage import manifest_for
+    code = _tree(tmp_path)
+    (code / "pkg" / "big.bin").write_bytes(os.urandom((9 << 20) + 5))  # hashed by RECEIVE's second thread
+    (code / "pkg" / "twin.py").write_text("print('m')\n")  # m.py's content: two new members, one object
+    host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
+    node = CountingExec(host)
+    cache = HashCache(tmp_path / "cache.json")
+    local = collect(_items(tmp_path), cache, hash_new=False)
+    assert cache.hashed == 0 and len(local.unnamed) == len(local.files) == 7 and local.objects == {}
+    result = Stager({"localhost": node}).stage(local, {"localhost": str(tmp_path / "wd/alaunch/j1")})
+    assert node.calls == ["inventory", "receive"] and cache.hashed == 0
+    named = result.files
+    assert named is not None and named.unnamed == ()
+    for f in named.files:
+        assert f.sha256 == hashlib.sha256(Path(f.path).read_bytes()).hexdigest()
+        assert (tmp_path / "wd/alaunch/cas" / f.sha256[:2] / f.sha256).is_file()
+    j1 = tmp_path / "wd/alaunch/j1"
+    assert (j1 / "code/pkg/big.bin").read_bytes() == (code / "pkg/big.bin").read_bytes()
+    assert (j1 / "data/x/data.bin").read_bytes() == b"d" * 1000 and os.access(j1 / "code/run.sh", os.X_OK)
+    assert (j1 / "code/pkg/twin.py").stat().st_ino == (j1 / "code/pkg/m.py").stat().st_ino
+    # the host computed the tree's id as the laptop does from the names: a later LINK finds it
+    tree_id = manifest_for(named, str(j1))["trees"]["code"]["id"]
+    assert os.readlink(j1 / "code") == str(tmp_path / "wd/alaunch/cas/trees" / tree_id)
+    assert list((tmp_path / "wd/alaunch/cas/tmp").iterdir()) == []
+
+    again = collect(_items(tmp_path), HashCache(tmp_path / "cache.json"), hash_new=False)
+    assert again.unnamed == ()  # every name came back from the host and was cached
+    node.calls.clear()
+    second = Stager({"localhost": node}).stage(again, {"localhost": str(tmp_path / "wd/alaunch/j2")})
+    assert second.bytes_sent == 0 and node.calls == ["inventory", "receive"]
+
+    # a changed file and a store that is no longer empty: hashed here first, sent named
+    (code / "pkg" / "m.py").write_text("print('v2')\n")
+    cache3 = HashCache(tmp_path / "cache.json")
+    third = collect(_items(tmp_path), cache3, hash_new=False)
+    assert len(third.unnamed) == 1
+    done = Stager({"localhost": node}).stage(third, {"localhost": str(tmp_path / "wd/alaunch/j3")})
+    assert cache3.hashed == 1 and done.reports["localhost"].objects_sent == 1
+    assert (tmp_path / "wd/alaunch/j3/code/pkg/m.py").read_text() == "print('v2')\n"
+
+
+def _new_stream(tmp_path: Path, size: int, check: str = "crc32x1m") -> tuple[Path, bytearray]:
+    """One unnamed file's RECEIVE stream (``new/0``, its transfer check in the manifest)."""
+    from launcher.ops.stage import manifest_for
+    data = tmp_path / "new.bin"
+    data.write_bytes(os.urandom(size))
+    local = collect([StageItem("data/new.bin", local=str(data))], HashCache(None), hash_new=False)
+    manifest = manifest_for(local, str(tmp_path / "j"))
+    return data, bytearray(b"".join(tar_stream([], manifest, lambda n: None, local.unnamed, check=check)))
+
+
+@pytest.mark.parametrize("check", ["crc32x1m", "xxh3_128"])
+@pytest.mark.parametrize("size", [100_000, (9 << 20) + 7], ids=["inline", "hash thread"])
+def test_one_corrupted_byte_of_an_unnamed_file_is_refused(tmp_path, size, check):
+    """The host names an unnamed file by its own sha256, so a byte changed on the way would be
+    stored under a true name for the wrong content: the laptop's transfer check refuses it
+    (either fetch check), and nothing enters the store or the job dir."""
+    data, wire_bytes = _new_stream(tmp_path, size, check)
+    at = wire_bytes.find(data.read_bytes()[:64]) + size // 2
+    wire_bytes[at] ^= 0x01
+    cas = tmp_path / "cas"
+    request = wire.request({"op": "receive", "cas": str(cas), "check": check})
+    result = LocalExec(Host("localhost", 1)).exec([PY, "-c", wire.program("stage", "receive")],
+                                                  [request, bytes(wire_bytes)])
+    assert result.exit_code != 0 and b"transfer check mismatch for new file #0" in result.stderr
+    assert [p.name for p in cas.iterdir()] == ["tmp"]  # no object dir
+    assert list((cas / "tmp").iterdir()) == [] and not (tmp_path / "j").exists()
+
+
+def test_a_stream_cut_among_unnamed_files_leaves_no_part(tmp_path):
+    """Unnamed files wait in the store's tmp for the manifest's crc32s: a stream that ends
+    early (connection lost) takes them, and the part being written, with it."""
+    from launcher.ops.stage import manifest_for
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / name).write_bytes(os.urandom(300_000))
+    items = [StageItem(f"data/{n}", local=str(tmp_path / n)) for n in ("a.bin", "b.bin")]
+    local = collect(items, HashCache(None), hash_new=False)
+    stream = b"".join(tar_stream([], manifest_for(local, str(tmp_path / "j")), lambda n: None, local.unnamed))
+    cut = stream[:stream.find((tmp_path / "b.bin").read_bytes()[:64]) + 1000]  # inside new/1
+    cas = tmp_path / "cas"
+    request = wire.request({"op": "receive", "cas": str(cas)})
+    result = LocalExec(Host("localhost", 1)).exec([PY, "-c", wire.program("stage", "receive")], [request, cut])
+    assert result.exit_code != 0 and b"stream ended early" in result.stderr
+    assert list((cas / "tmp").iterdir()) == [] and [p.name for p in cas.iterdir()] == ["tmp"]
+
+
+def test_a_file_changed_while_it_was_read_is_not_cached(tmp_path):
+    """The host's name is cached for a file only when its size and mtime after the read are
+    the walked ones: here the file is touched while its blocks go out, so the job gets what
+    was read (named by the host), and the cache does not claim the file is that object."""
+    from launcher.ops.stage import Progress
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 << 20))
+
+    class Toucher(Progress):
+        def advance(self, host: str, n: int) -> None:
+            os.utime(big, ns=(1, 1))  # a writer at work: the mtime moves under the read
+
+    cache = HashCache(tmp_path / "cache.json")
+    local = collect([StageItem("data/big.bin", local=str(big))], cache, hash_new=False)
+    host = Host("localhost", 1, workdir=str(tmp_path / "wd"))
+    result = Stager({"localhost": LocalExec(host)}, progress=Toucher()).stage(
+        local, {"localhost": str(tmp_path / "wd/alaunch/j")})
+    assert (tmp_path / "wd/alaunch/j/data/big.bin").read_bytes() == big.read_bytes()
+    assert result.files is not None and result.files.unnamed == ()  # the host's name is used for this job
+    assert str(big) not in HashCache(tmp_path / "cache.json")._data and cache.hashed == 0
+
+
 class CountingExec(LocalExec):
     """The real local exec, counting round trips (what the no-op fast path must keep at one)."""
 

@@ -128,12 +128,14 @@ class Engine(ABC):
             text = redacted_text(spec, Path(spec.source).read_text(encoding="utf-8")) if spec.source else ""
         return spec, text
 
-    def hash_files(self, spec: JobSpec) -> LocalSet:
-        """Hash: the code and data to stage (render-independent; a local cache)."""
+    def hash_files(self, spec: JobSpec, *, hash_new: bool = True) -> LocalSet:
+        """Hash: the code and data to stage (render-independent; a local cache). ``hash_new=False``:
+        files the cache does not name are left for the Stager (a first staging into an empty
+        store sends them unhashed and the host names them; see ``ops.stage.collect``)."""
         from launcher.core.plan import stage_items
         from launcher.ops.stage import CACHE_NAME, HashCache, collect
         cache = HashCache(self.state_dir / CACHE_NAME)
-        files = collect([i for i in stage_items(spec, "") if i.text is None], cache)
+        files = collect([i for i in stage_items(spec, "") if i.text is None], cache, hash_new=hash_new)
         cache.save()
         for warning in files.warnings:
             self.say(f"warning: {warning}")

@@ -498,8 +498,10 @@ class JobService(Engine):
                         {h.name: python_for(bin_dir, h) for h in hosts}, candidates=candidates)
 
     def hash(self, job: LocalJob) -> LocalJob:
-        """Phase 1b: hash the code and data to stage (:meth:`Engine.hash_files`)."""
-        return replace(job, files=self.hash_files(job.spec))
+        """Phase 1b: the code and data to stage, named from the hash cache (:meth:`Engine.hash_files`);
+        files it does not name are hashed by :meth:`stage` only when no host's store is empty
+        (a first staging sends them unhashed: the hosts name them)."""
+        return replace(job, files=self.hash_files(job.spec, hash_new=False))
 
     def preflight(self, job: LocalJob, runners: Mapping[str, CommandRunner]) -> Preflight:
         """Phase 2, one round trip per host in one fan-out: each host's home and what its store
