@@ -194,10 +194,14 @@ def test_status_of_a_running_node_reads_its_progress_in_the_same_round_trip(tmp_
 def test_cancel_answers_the_exit_code_the_supervisor_recorded(tmp_path):
     """`status` showed a blank exit for the nodes a failure or a cancel stopped: the cancel now
     brings back msrun's exit code as the node's supervisor wrote it (the registry records it)."""
-    node = _node(tmp_path, 0, [PY, "-c", "import time; time.sleep(60)"], job="x")
+    up = tmp_path / "up"  # written once the child runs its code: its SIGINT handler is in place
+    node = _node(tmp_path, 0, [PY, "-c", f"import pathlib, time; pathlib.Path({str(up)!r}).touch(); time.sleep(60)"],
+                 job="x")
     launcher = Launcher(LocalExec(node.host).using(PY), "job-x")
     started = launch_all(_plan([node]), {0: launcher})[0]
-    assert _wait(lambda: launcher.status(node.state_dir, 0).processes == 1)
+    # A SIGINT while the interpreter still starts ends it with exit 1, not 130 (seen once in a
+    # full run): wait for the child to be in its sleep, not only for its process to exist.
+    assert _wait(lambda: launcher.status(node.state_dir, 0).processes == 1 and up.exists())
     result = launcher.cancel(started.pid, grace=3, state_dir=node.state_dir)
     assert result["left"] == [] and result["exit_code"] == 130, result  # SIGINT: 128 + 2
     assert (Path(node.state_dir) / "exit_code").read_text().strip() == "130"
