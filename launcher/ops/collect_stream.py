@@ -30,6 +30,11 @@ from launcher.runners import CommandRunner
 TRAILER = 32
 ZERO = b"\0" * TRAILER
 CHUNK = 1 << 20
+# What one write() to a fetched file carries. A 1 MiB write takes a 1 MiB page-cache folio;
+# on a VM that hands free memory back to its hypervisor, the first touch of such high-order
+# memory cost 2-5 ms/MiB (alternating writers of 256 MiB: 0.57-1.53 s of system time with
+# 1 MiB writes, 0.05-0.07 s with 128 KiB; rsync writes small pieces). 4,096 writes per 512 MiB.
+WRITE = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,8 @@ class Receiver:
                 assert self.fh is not None and self.check is not None  # opened by _next()
                 n = min(self.left, len(view))
                 chunk = view[:n]
-                self.fh.write(chunk)
+                for i in range(0, n, WRITE):
+                    self.fh.write(chunk[i:i + WRITE])
                 self.check.update(chunk)
                 self.left -= n
                 self.payload += n
