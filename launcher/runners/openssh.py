@@ -331,6 +331,15 @@ def close_master(ssh: str, host: Host, options: ConnectOptions, control: str) ->
     prefix = Path(control).name.split("%", 1)[0]
     if not any(p.name.startswith(prefix) for p in sock_dir.iterdir()):
         return
+    def ours() -> set[str]:
+        return {p.name for p in sock_dir.iterdir() if p.name.startswith(prefix)}
+
+    before = ours()
     argv = [ssh, *ssh_options(host, options, control=control), "-O", "exit", "--", host.name]
-    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=10, check=False)
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=10, check=False)
+    # The master answers "exit", then removes its socket on its way out: wait (at most 2 s)
+    # for it to go, so a closed runner has left nothing behind (a test saw it just after).
+    deadline = time.monotonic() + 2.0
+    while done.returncode == 0 and time.monotonic() < deadline and ours() >= before:
+        time.sleep(0.01)
