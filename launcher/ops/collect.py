@@ -59,7 +59,7 @@ from launcher.ops import registry as reg
 from launcher.ops.collect_stream import Entry, Receiver, file_check, list_and_stream, stream
 from launcher.ops.fanout import run_parallel
 from launcher.ops.stage import HashCache
-from launcher.remote._prelude import check_hex, fetch_checks
+from launcher.remote._prelude import STDLIB_CHECK, check_hex, fetch_checks
 from launcher.runners import CommandRunner, ConnectOptions, make_runner
 
 GROUPS = ("logs", "checkpoints", "predictions", "tensorboard")
@@ -153,7 +153,7 @@ class Listing:
     files: tuple[RemoteFile, ...]
     refused: tuple[dict, ...] = ()
     deltas: tuple[Delta, ...] = ()
-    check: str = "crc32x1m"  # the fetch check the host and this machine agreed on
+    check: str = STDLIB_CHECK  # the fetch check the host and this machine agreed on
 
 
 @dataclass(frozen=True)
@@ -376,7 +376,7 @@ def listing_of(data: Mapping[str, Any], host: str) -> Listing:
                              f["digest"], f.get("sha256")) for f in data["files"])
     deltas = tuple(Delta(f["path"], f["source"], int(f["source_size"]), f["found"])
                    for f in data["files"] if f["group"] == LORA)
-    return Listing(data["root"], files, tuple(data.get("refused") or ()), deltas, data.get("check") or "crc32x1m")
+    return Listing(data["root"], files, tuple(data.get("refused") or ()), deltas, data.get("check") or STDLIB_CHECK)
 
 
 def list_node(runner: CommandRunner, root: str, globs: Mapping[str, Sequence[str]],
@@ -551,7 +551,7 @@ def _refuse_mismatched(host: str, rx: Receiver, check: str) -> None:
 
 def receive(runner: CommandRunner, entries: list[Entry], node: NodeFetch,
             cache: FetchedHashes, on_bytes: Callable[[int], None], remote_cache: str | None = None,
-            check: str = "crc32x1m") -> None:
+            check: str = STDLIB_CHECK) -> None:
     """Stream the entries; a resumed file whose digest does not match goes again from zero."""
     for _attempt in range(2):
         if not entries:

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, cast
 
 from launcher.errors import AlaunchError, RemoteError
 from launcher.remote import wire
-from launcher.remote._prelude import check_hex, check_trailer, new_check
+from launcher.remote._prelude import STDLIB_CHECK, check_hex, check_trailer, new_check
 from launcher.runners import CommandRunner
 
 TRAILER = 32
@@ -80,7 +80,7 @@ class Receiver:
     """
 
     def __init__(self, entries: Sequence[Entry], on_bytes: Callable[[int], None], host: str = "host",
-                 check: str = "crc32x1m"):
+                 check: str = STDLIB_CHECK):
         self.entries = list(entries)
         self.check_name = check
         self.host = host

@@ -35,7 +35,7 @@ from launcher.core.plan import StageItem
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.ops import fanout
 from launcher.ops import stage_relay as relays
-from launcher.remote._prelude import check_hex, fetch_checks, new_check
+from launcher.remote._prelude import STDLIB_CHECK, check_hex, fetch_checks, new_check
 from launcher.runners import CommandRunner
 
 CHUNK = 1 << 20  # read/write block for hashing and the tar stream
@@ -342,7 +342,7 @@ class FreshReads:
 
 def tar_stream(objects: Sequence[LocalFile], manifest: dict | None,
                on_bytes: Callable[[int], None], fresh: Sequence[LocalFile] = (),
-               seen: FreshReads | None = None, check: str = "crc32x1m") -> Iterator[bytes]:
+               seen: FreshReads | None = None, check: str = STDLIB_CHECK) -> Iterator[bytes]:
     """The RECEIVE stream: objects read from disk 1 MiB at a time, then the manifest (none
     for RELAY, whose stream is only objects).
 
@@ -705,7 +705,7 @@ class Stager:
                                           f"{inv[leader].free:,} free")
 
         outcome, inv = self._relay(local, list(leaders), inv)
-        check = next((c for c in fetch_checks() if all(c in inv[n].checks for n in leaders)), "crc32x1m")
+        check = next((c for c in fetch_checks() if all(c in inv[n].checks for n in leaders)), STDLIB_CHECK)
         named: dict[str, tuple[list[str], FreshReads]] = {}  # leader -> the names its host gave, what was read
 
         def send(node: CommandRunner) -> HostReport:

@@ -333,11 +333,14 @@ def _xxhash():
     return None
 
 
+STDLIB_CHECK = "crc32x1m"  # the check every Python can do (zlib); see BlockCRC
+
+
 def fetch_checks():
     # type: () -> list
     """The fetch checks this Python can compute, best first: ``xxh3_128`` (xxhash, what rsync
     checks with: ~20x zlib's CRC-32 here) when it can import xxhash, then ``crc32x1m``."""
-    return (["xxh3_128"] if _xxhash() is not None else []) + ["crc32x1m"]
+    return (["xxh3_128"] if _xxhash() is not None else []) + [STDLIB_CHECK]
 
 
 def new_check(name):
@@ -356,7 +359,7 @@ def new_check(name):
         if mod is None:
             raise ValueError("this Python cannot import xxhash")
         return mod.xxh3_128()  # type: ignore[attr-defined]
-    if name == "crc32x1m":
+    if name == STDLIB_CHECK:
         return BlockCRC()
     raise ValueError("unknown fetch check %r" % name)
 

@@ -65,6 +65,7 @@ import os
 import sys
 
 from _prelude import (
+    STDLIB_CHECK,
     answer,
     begin_stream,
     check_hex,
@@ -124,7 +125,7 @@ def listing(req):
                               "mtime_ns": st.st_mtime_ns, "ino": st.st_ino})
     changed = False
     here = req.get("local") or {}
-    prefs = req.get("checks") or ["crc32x1m"]
+    prefs = req.get("checks") or [STDLIB_CHECK]
 
     def cached(f):
         hit = cache.get(f["src"])

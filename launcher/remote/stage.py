@@ -51,6 +51,7 @@ import sys
 
 from _prelude import (
     MARK,
+    STDLIB_CHECK,
     answer,
     cards_dir,
     check_hex,
@@ -257,7 +258,7 @@ def receive(req):
     cas = os.path.abspath(os.path.expanduser(req["cas"]))
     widen_pipe(0)
     inp = stdin()
-    got, nbytes, manifest, names = unpack(cas, inp.read, inp.readinto, req.get("check") or "crc32x1m")
+    got, nbytes, manifest, names = unpack(cas, inp.read, inp.readinto, req.get("check") or STDLIB_CHECK)
     if manifest is None:
         sys.exit("no manifest in the stream")
     root, linked, copied = materialise(cas, manifest)
@@ -354,7 +355,7 @@ def create_part(path):
     return os.fdopen(fd, "wb", buffering=0)
 
 
-def unpack(cas, read, readinto, check="crc32x1m"):
+def unpack(cas, read, readinto, check=STDLIB_CHECK):
     """Store every object of the tar stream (temp name, sha256 checked, renamed into place,
     read-only); -> (objects, bytes, the manifest member or None, names of the new members).
 
