@@ -189,3 +189,49 @@ def test_a_rerun_starts_a_pipeline_trial_on_the_hosts_its_job_runs_on(tmp_path, 
     placed.clear()
     _run(tmp_path, sweep, TARGET)
     assert placed == [(t["trial"], ("b",))]
+
+
+def test_a_pipeline_trial_whose_job_ended_while_no_driver_ran_gets_its_whole_curve(tmp_path, monkeypatch):
+    """Its pipeline run finds the training job terminal (it ended between the kill and the
+    re-run) and never follows it: the driver reads its logs once, from their start, so the
+    leaderboard has its final loss (a full run once showed an empty one)."""
+    from types import SimpleNamespace
+
+    import launcher.ops.pipeline as ops_pipeline
+    ended: dict[str, str] = {}
+    reads: list[dict] = []
+
+    class Reused:  # the pipeline run of a trial whose train step's job already succeeded
+        def __init__(self, registry, engine, target, **kw):
+            self.registry = registry
+
+        def run(self, pipe):
+            train = next(s for s in pipe.steps if s.name == "train")
+            lr = next(v for k, v in train.sets.items() if k.endswith("learning_rate"))
+            job = self.registry.create_job("tiny-sweep-train", "finetune", nodes=["a"], state=reg.SUCCEEDED,
+                                           meta={"pipeline_step": "train", "lr": lr})
+            ended[job.id] = "succeeded"
+            steps = (SimpleNamespace(step="train", kind="job", job_id=job.id, outputs={}),
+                     SimpleNamespace(step="score", kind="score", job_id=None, outputs={"accuracy": 0.25}))
+            return SimpleNamespace(id="run-1", state=reg.SUCCEEDED, reason=None, steps=steps)
+
+    class Reading(StandIn):
+        def follow(self, record, runner_for, sink, note=None, **kw):
+            reads.append(kw)
+            return super().follow(record, runner_for, sink, note, **kw)
+
+    monkeypatch.setattr(ops_pipeline, "PipelineRunner", Reused)
+    path = tmp_path / "s.yaml"
+    path.write_text((ROOT / "jobs" / "sweeps" / "tiny_lr.yaml").read_text().replace(
+        "base: ../pipelines/", f"base: {ROOT / 'jobs' / 'pipelines'}/").replace(
+        "    - {learning_rate: 1.e+3}   # diverges\n", ""))  # no pruning here: each trial's curve whole
+    sweep = sw.load_sweep(path)
+    StandIn.submits, StandIn.running, StandIn.most = [], set(), 0
+    base = ops_sweep.load_base(sweep)
+    with reg.Registry(tmp_path / "r.sqlite3") as registry:
+        record = ops_sweep.SweepDriver(registry, Reading(registry, tmp_path), TARGET, sweep, base, poll=0.02).run()
+    assert len(ended) == len(record.trials) and all(r == {"follow": False} for r in reads), reads
+    assert [len(t["curve"]) for t in record.trials] == [8, 8, 8], record.trials
+    rows = sw.leaderboard(record.trials, record.info)
+    assert [(r["state"], r["steps"], r["final_loss"]) for r in rows] == [
+        ("succeeded", 8, 5.0 / 8 + lr) for lr in (1e-3, 3e-3, 1e-2)], rows

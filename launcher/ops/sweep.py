@@ -252,6 +252,8 @@ class _Live:
     started: float = field(default_factory=time.time)
     pruned: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    followed: str | None = None  # the swept step's job this driver followed (its curve is whole)
+    saved: list[tuple[int, float]] = field(default_factory=list)  # the registry's curve at the start
 
 
 class SweepDriver:
@@ -387,6 +389,7 @@ class SweepDriver:
 
     def _start(self, sid: str, p: TrialPlan, *, hosts: tuple[str, ...] = (), job_id: str | None = None) -> None:
         lv = _Live(p, hosts, self.curves.setdefault(p.trial.id, []), job_id)
+        lv.saved = list(lv.curve)
         lv.curve.clear()  # followed again from the logs' start
         with self.lock:
             self.live[p.trial.id] = lv
@@ -459,7 +462,7 @@ class SweepDriver:
         def follow(record: reg.JobRecord) -> Any:
             mine = record.meta.get("pipeline_step") == self.base.step
             if mine:
-                lv.job_id = record.id
+                lv.job_id = lv.followed = record.id
                 lv.curve.clear()
                 registry.set_trial(sid, tid, run_id=record.id)  # a re-run finds its hosts; the page its job
             return engine.follow(record, engine.exec_factory, _CurveSink(lv.curve if mine else []), offsets=False)
@@ -476,6 +479,8 @@ class SweepDriver:
         if job_id and job_id != lv.job_id:
             registry.set_trial(sid, tid, run_id=job_id)  # reused from an earlier run: never followed
         record = registry.get(job_id) if job_id else None
+        if record is not None and lv.followed != record.id:
+            self._read_curve(engine, record, lv)
         result = result_of(record, lv.curve, lv.plan.cards, scores) if record else dict(scores)
         result["pipeline_run"] = run.id
         if lv.pruned:
@@ -487,6 +492,21 @@ class SweepDriver:
         else:
             self._end(registry, sid, tid, state="failed", reason=run.reason, result=result, curve=lv.curve)
             self.say(f"  {tid}: pipeline run {run.id} failed: {run.reason}")
+
+    def _read_curve(self, engine: Engine, record: reg.JobRecord, lv: _Live) -> None:
+        """The curve of a swept step's job this driver never followed: it ended while no driver
+        ran (the pipeline run found it terminal, or reused it from an earlier run), so it is read
+        once from its logs' start. Logs that cannot be read leave the curve an earlier driver
+        saved: a result is never failed for its curve (a full run once ranked a succeeded trial
+        with no final loss, its job ended between the kill and the re-run)."""
+        lv.curve.clear()
+        try:
+            engine.follow(record, engine.exec_factory, _CurveSink(lv.curve), follow=False)
+        except AlaunchError as exc:
+            self.say(f"  {lv.plan.trial.id}: its job's logs could not be read ({exc.message}): "
+                     f"the curve saved earlier is kept")
+        if not lv.curve:
+            lv.curve.extend(lv.saved)
 
     def _wait_end(self, engine: Engine, registry: reg.Registry, job_id: str) -> reg.JobRecord:
         while True:
