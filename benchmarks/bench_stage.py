@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -147,7 +148,8 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--first-only", action="store_true", help="only the first-staging comparison")
-    ap.add_argument("--first-rounds", type=int, default=3, help="first-staging rounds (one fresh host each)")
+    ap.add_argument("--first-rounds", type=int, default=5,
+                    help="first-staging rounds (an empty store each, the tool that goes first alternating)")
     ap.add_argument("--no-warm", action="store_true",
                     help="no scratch file before each first-staging transfer (see warm_page_cache)")
     args = ap.parse_args()
@@ -184,27 +186,36 @@ def run(cluster: Cluster, tmp: Path, src: Path, total: int, args, cpu: CgroupCPU
     known = InventoryCache(tmp / "inventory-cache.json")
     cold = options_for(cluster, "cold")
 
-    # first staging: rounds on hosts that have nothing yet (host k for round k), both tools
-    # into empty directories of the same host, alternating; medians compared
-    rounds = max(1, min(args.first_rounds, len(hosts) - 1))
+    # first staging: each round into an empty store (a workdir of its own) on the next host,
+    # both tools, the one that goes first alternating (the second one meets the first one's
+    # dirty pages and freed inodes: always the same one second was a bias); medians compared
+    rounds = max(1, args.first_rounds)
     ours_t, rsync_t, ours_c, rsync_c = [], [], [], []
     WALK_TIMES.clear()
     warm_mib = 0 if args.no_warm else (total >> 20) + 128
-    for k in range(rounds):
-        host = hosts[len(hosts) - 1 - k]
+
+    def rsync_round(host: Host, k: int) -> None:
         if warm_mib:
             warm_page_cache(tmp / "scratch", warm_mib)
         before = cpu.seconds()
         rsync_t.append(rsync(host, cold, src, f"/root/rsync-first{k}"))
         spent(cpu, before, rsync_c)
+
+    def ours_round(host: Host, k: int) -> None:
         if warm_mib:
             warm_page_cache(tmp / "scratch", warm_mib)
         before = cpu.seconds()
-        took, sent = stage([host], cold, items, f"/root/alaunch/alaunch/first{k}", HashCache(tmp / f"hc{k}.json"),
+        fresh = replace(host, workdir=f"/root/first{k}")  # its own store: empty
+        took, sent = stage([fresh], cold, items, f"/root/first{k}/alaunch/job", HashCache(tmp / f"hc{k}.json"),
                            InventoryCache(None))
         spent(cpu, before, ours_c)
         assert sent == total, (sent, total)
         ours_t.append(took)
+
+    for k in range(rounds):
+        host = hosts[len(hosts) - 1 - k % max(1, len(hosts) - 1)]
+        for one in ((rsync_round, ours_round) if k % 2 == 0 else (ours_round, rsync_round)):
+            one(host, k)
     t_ours, t_rsync = statistics.median(ours_t), statistics.median(rsync_t)
     mib = total / 2**20
     print(f"first staging of {args.files} files + {args.big_mib} MiB ({mib:.0f} MiB), cold, incl. hashing: "
@@ -214,7 +225,7 @@ def run(cluster: Cluster, tmp: Path, src: Path, total: int, args, cpu: CgroupCPU
           f"alaunch {', '.join(f'{t:.2f}' for t in ours_t)}; rsync {', '.join(f'{t:.2f}' for t in rsync_t)}; "
           f"CPU-s, both ends: alaunch {', '.join(f'{c:.2f}' for c in ours_c) or 'n/a'}; "
           f"rsync {', '.join(f'{c:.2f}' for c in rsync_c) or 'n/a'}"
-          f"{'' if warm_mib else ' (no page-cache warm-up: --no-warm)'}")
+          f"{'' if warm_mib else ' (no page-cache warm-up: --no-warm)'}; rsync first in even rounds")
     if args.first_only:
         return
     stage([h0], cold, items, "/root/alaunch/alaunch/j0", cache, known)  # host 0 has it all now

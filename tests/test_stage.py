@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import sys
@@ -230,21 +231,73 @@ def test_one_corrupted_byte_of_an_unnamed_file_is_refused(tmp_path, size, check)
     assert list((cas / "tmp").iterdir()) == [] and not (tmp_path / "j").exists()
 
 
-def test_a_stream_cut_among_unnamed_files_leaves_no_part(tmp_path):
-    """Unnamed files wait in the store's tmp for the manifest's crc32s: a stream that ends
-    early (connection lost) takes them, and the part being written, with it."""
+def _two_new(tmp_path: Path) -> tuple[list[bytes], bytes]:
+    """Two unnamed files' RECEIVE stream: new/0, sum/0, new/1, sum/1, the manifest."""
     from launcher.ops.stage import manifest_for
     for name in ("a.bin", "b.bin"):
         (tmp_path / name).write_bytes(os.urandom(300_000))
     items = [StageItem(f"data/{n}", local=str(tmp_path / n)) for n in ("a.bin", "b.bin")]
     local = collect(items, HashCache(None), hash_new=False)
     stream = b"".join(tar_stream([], manifest_for(local, str(tmp_path / "j")), lambda n: None, local.unnamed))
-    cut = stream[:stream.find((tmp_path / "b.bin").read_bytes()[:64]) + 1000]  # inside new/1
-    cas = tmp_path / "cas"
+    return [(tmp_path / n).read_bytes() for n in ("a.bin", "b.bin")], stream
+
+
+def _receive(cas: Path, stream: bytes):
     request = wire.request({"op": "receive", "cas": str(cas)})
-    result = LocalExec(Host("localhost", 1)).exec([PY, "-c", wire.program("stage", "receive")], [request, cut])
+    return LocalExec(Host("localhost", 1)).exec([PY, "-c", wire.program("stage", "receive")], [request, stream])
+
+
+def _stored(cas: Path) -> list[str]:
+    return sorted(p.name for d in cas.iterdir() if d.name not in ("tmp", "trees") for p in d.iterdir())
+
+
+def test_a_stream_cut_among_unnamed_files_keeps_the_checked_ones_and_no_part(tmp_path):
+    """Each unnamed file is stored once its transfer check (``sum/<i>``, right after it)
+    matched: a stream that ends early (connection lost) inside the second file keeps the
+    first under its sha256 (a retry does not send it again) and takes the part being
+    written with it; no job dir."""
+    (a, b), stream = _two_new(tmp_path)
+    cut = stream[:stream.find(b[:64]) + 1000]  # inside new/1
+    cas = tmp_path / "cas"
+    result = _receive(cas, cut)
     assert result.exit_code != 0 and b"stream ended early" in result.stderr
-    assert list((cas / "tmp").iterdir()) == [] and [p.name for p in cas.iterdir()] == ["tmp"]
+    assert list((cas / "tmp").iterdir()) == [] and _stored(cas) == [hashlib.sha256(a).hexdigest()]
+    assert (cas / hashlib.sha256(a).hexdigest()[:2] / hashlib.sha256(a).hexdigest()).read_bytes() == a
+    assert not (tmp_path / "j").exists()
+
+
+def test_a_corrupted_second_unnamed_file_is_refused_and_the_first_kept(tmp_path):
+    """A byte flipped in the second file: its ``sum/1`` refuses it (nothing stored for it, no
+    job dir); the first, checked before it, is in the store under its true name."""
+    (a, b), stream = _two_new(tmp_path)
+    wire_bytes = bytearray(stream)
+    wire_bytes[wire_bytes.find(b[:64]) + 150_000] ^= 0x01
+    cas = tmp_path / "cas"
+    result = _receive(cas, bytes(wire_bytes))
+    assert result.exit_code != 0 and b"transfer check mismatch for new file #1" in result.stderr
+    assert list((cas / "tmp").iterdir()) == [] and _stored(cas) == [hashlib.sha256(a).hexdigest()]
+    assert not (tmp_path / "j").exists()
+
+
+def test_an_unnamed_file_without_its_check_is_not_stored(tmp_path):
+    """A stream whose ``sum/<i>`` members were dropped (the manifest still lists the sums):
+    the host stores nothing it did not check as the file came, and says which one."""
+    (a, b), stream = _two_new(tmp_path)
+    cut = bytearray()
+    at = 0
+    while at < len(stream):  # the members, without sum/<i>
+        name = stream[at:at + 100].split(b"\0", 1)[0]
+        size = int(stream[at + 124:at + 136].strip(b"\0 ") or b"0", 8)
+        end = at + 512 + size + (-size % 512)
+        if not name.startswith(b"sum/"):
+            cut += stream[at:end] if name else stream[at:]
+        if not name:
+            break
+        at = end
+    cas = tmp_path / "cas"
+    result = _receive(cas, bytes(cut))
+    assert result.exit_code != 0 and b"new file #0 came without its transfer check" in result.stderr
+    assert list((cas / "tmp").iterdir()) == [] and _stored(cas) == [] and not (tmp_path / "j").exists()
 
 
 def test_a_file_changed_while_it_was_read_is_not_cached(tmp_path):

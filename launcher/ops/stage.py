@@ -351,8 +351,9 @@ def tar_stream(objects: Sequence[LocalFile], manifest: dict | None,
     with 1 MiB reads. ``fresh``: unnamed files, sent as ``new/<i>`` after the named objects,
     each read once: its transfer check ``check`` taken on the blocks sent (a fetch check,
     :func:`launcher.remote._prelude.new_check`: xxh3-128 ~20 GB/s, a CRC-32 per MiB 7 GB/s,
-    sha256 2 GB/s here) goes in the manifest's ``"new"`` for the host to check before it
-    names and stores it (``seen`` gets the digests and whether each file held still).
+    sha256 2 GB/s here) follows it as ``sum/<i>`` (``[size, digest]``), on which the host
+    names and stores it, and goes in the manifest's ``"new"`` too (every file was checked;
+    ``seen`` gets the digests and whether each file held still).
     """
     seen = seen if seen is not None else FreshReads()
     pending = bytearray()  # headers and small files gathered into ~1 MiB writes
@@ -384,6 +385,8 @@ def tar_stream(objects: Sequence[LocalFile], manifest: dict | None,
         if after is not None:
             seen.digests.append(check_hex(check, h))
             seen.unchanged.append(after.st_size == obj.size and after.st_mtime_ns == obj.mtime_ns)
+            body = json.dumps([obj.size, seen.digests[-1]]).encode()  # the host stores it on this
+            pending += _member(f"sum/{i - len(objects)}", len(body)) + body + _padding(len(body))
     if manifest is not None:
         if fresh:
             manifest = {**manifest, "new": [[f.size, d] for f, d in zip(fresh, seen.digests, strict=True)]}

@@ -21,9 +21,10 @@ stream, parsed here by hand (ustar headers and pax ``path``/``size`` records, no
 ``tarfile``: no per-member Python objects, 1 MiB reads): ``objects/<sha256>`` members (each
 written to a temp name, its sha256 checked, then renamed into the store), ``new/<i>`` members
 (into an empty store: files the laptop did not hash; each is named here by the sha256 of what
-arrived and stored only when the size and the transfer check the laptop took on the read it
-sent, the manifest's ``"new"``, match; the check is the request's ``"check"``, one of the
-fetch checks, xxh3-128 or a CRC-32 per MiB; the manifest refers to the file as ``"#<i>"``)
+arrived and stored when the ``sum/<i>`` member after it, the size and the transfer check the
+laptop took on the read it sent, matches; the manifest's ``"new"`` repeats the sums; the
+check is the request's ``"check"``, one of the fetch checks, xxh3-128 or a CRC-32 per MiB;
+the manifest refers to the file as ``"#<i>"``)
 and a final
 ``manifest.json`` member ``{"root", "links": {dest: [sha, mode]}, "texts": {dest: text},
 "dirs": [...]}`` that materialises the job directory with hard links (a copy across
@@ -361,10 +362,13 @@ def unpack(cas, read, readinto, check=STDLIB_CHECK):
 
     ``objects/<sha256>``: the laptop named it; stored only when the sha256 of what arrived is
     that name. ``new/<i>`` (a first staging into an empty store: the laptop did not hash its
-    file before sending it): named here by the sha256 of what arrived, and stored only when
-    the size and transfer check (``check``) the laptop took on the read it sent (the manifest's
-    ``"new"``, ``[[size, "<check>:<hex>"], ...]`` by ``i``) match; the manifest's ``"#<i>"`` references become those
-    names. Either way no object enters the store under a name that is not its sha256."""
+    file before sending it): named here by the sha256 of what arrived, and stored when the
+    ``sum/<i>`` member right after it, ``[size, "<check>:<hex>"]`` (the size and transfer check
+    ``check`` the laptop took on the read it sent), matches: as the stream goes, so a stream
+    cut later keeps it, and the stream's end is not followed by 2,000 renames (0.04-0.18 s of
+    a 1.2 s first staging here). The manifest's ``"new"`` lists the same sums: every file must
+    have been checked; its ``"#<i>"`` references become the names. Either way no object
+    enters the store under a name that is not its sha256."""
     import hashlib
     import json
     tmpdir = os.path.join(cas, "tmp")
@@ -373,7 +377,7 @@ def unpack(cas, read, readinto, check=STDLIB_CHECK):
     view = memoryview(buf)
     ZERO = bytes(512)
     made = set()
-    fresh = {}  # type: dict[int, tuple[str, str, str, int]]  # i -> (part, sha256, check, size)
+    fresh = {}  # type: dict[int, tuple[str | None, str, str, int]]  # i -> (part or None once stored, sha256, check, size)
 
     def exact(n):
         data = read(n)
@@ -424,6 +428,20 @@ def unpack(cas, read, readinto, check=STDLIB_CHECK):
                 manifest = json.loads(exact(size).decode())
                 exact(pad)
                 continue
+            if name.startswith("sum/"):
+                i = int(name[4:])
+                sent = json.loads(exact(size).decode())
+                exact(pad)
+                entry = fresh.get(i)
+                if entry is None or entry[0] is None:
+                    sys.exit("a transfer check for new file #%d, which %s" % (
+                        i, "was not received" if entry is None else "was checked already"))
+                mismatch = bad_new(i, entry, sent)
+                if mismatch:
+                    sys.exit(mismatch)
+                store(entry[0], entry[1])
+                fresh[i] = (None, entry[1], entry[2], entry[3])  # stored: nothing left to remove
+                continue
             sha = name.rsplit("/", 1)[-1]
             h = None  # type: Sums | hashlib._Hash | None
             if name.startswith("new/") and sha.isdigit():
@@ -451,13 +469,15 @@ def unpack(cas, read, readinto, check=STDLIB_CHECK):
             nbytes += size
             if isinstance(h, Sums):
                 fresh[int(sha)] = (part, h.sha.hexdigest(), h.check_hex(), size)
+                part = None  # kept until its sum/<i> (or removed with the others)
                 continue
             if h.hexdigest() != sha:
                 os.unlink(part)
                 sys.exit("sha256 mismatch for %s (got %s): transfer corrupted" % (sha, h.hexdigest()))
             store(part, sha)
-    except SystemExit:  # the stream broke: the part being written and those waiting for the manifest go
-        for left in ([part] if part else []) + [f[0] for f in fresh.values()]:
+            part = None
+    except SystemExit:  # the stream broke: the part being written and those not checked yet go
+        for left in ([part] if part else []) + [f[0] for f in fresh.values() if f[0]]:
             try:
                 os.unlink(left)
             except OSError:
@@ -465,15 +485,25 @@ def unpack(cas, read, readinto, check=STDLIB_CHECK):
         raise
     names = []  # type: list[str]
     if fresh or (manifest and manifest.get("new")):
-        names = name_new(fresh, manifest, store)
+        names = name_new(fresh, manifest)
     return got, nbytes, manifest, names
 
 
-def name_new(fresh, manifest, store):
-    """Check every ``new/<i>`` member against the laptop's size and transfer check, then store them
-    under their sha256 and put those names in the manifest (links and trees, whose ids are
-    computed here as the laptop's ``manifest_for`` does). -> the names, by ``i``.
-    Nothing is stored unless every member matches."""
+def bad_new(i, entry, sent):
+    """Why the new file ``i`` as it arrived (``entry``: part, sha256, check, size) is not the
+    one the laptop read (``sent``: its size and transfer check), or None."""
+    size, digest = sent
+    if entry[3] != size or entry[2] != digest:
+        return "transfer check mismatch for new file #%d (%d bytes, %s): transfer corrupted" % (
+            i, size, digest.split(":", 1)[0])
+    return None
+
+
+def name_new(fresh, manifest):
+    """Check that every ``new/<i>`` member arrived and was checked (stored as its ``sum/<i>``
+    came) against the manifest's ``"new"``, then put their names in the manifest (links and
+    trees, whose ids are computed here as the laptop's ``manifest_for`` does). -> the names,
+    by ``i``. Nothing unchecked is stored: a part still waiting is removed with the error."""
     import hashlib
     import json
     sent = (manifest or {}).get("new") or []
@@ -483,18 +513,17 @@ def name_new(fresh, manifest, store):
     elif sorted(fresh) != list(range(len(sent))):
         bad = "%d new file(s) announced, %d received" % (len(sent), len(fresh))
     else:
-        for i, (size, digest) in enumerate(sent):
-            if fresh[i][3] != size or fresh[i][2] != digest:
-                bad = "transfer check mismatch for new file #%d (%d bytes, %s): transfer corrupted" % (
-                    i, size, digest.split(":", 1)[0])
+        for i in range(len(sent)):
+            bad = bad_new(i, fresh[i], sent[i]) or (
+                "new file #%d came without its transfer check" % i if fresh[i][0] is not None else None)
+            if bad:
                 break
     if bad:
         for part, _, _, _ in fresh.values():
-            os.unlink(part)
+            if part:
+                os.unlink(part)
         sys.exit(bad)
     names = [fresh[i][1] for i in range(len(sent))]
-    for i in range(len(sent)):
-        store(fresh[i][0], names[i])
 
     def named(links):
         for dest, entry in links.items():
