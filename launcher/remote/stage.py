@@ -428,7 +428,7 @@ def unpack(cas, read, readinto, check=STDLIB_CHECK):
                 manifest = json.loads(exact(size).decode())
                 exact(pad)
                 continue
-            if name.startswith("sum/"):
+            if name.startswith("sum/") and name[4:].isdigit():
                 i = int(name[4:])
                 sent = json.loads(exact(size).decode())
                 exact(pad)
