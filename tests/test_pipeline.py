@@ -260,4 +260,7 @@ def test_a_squad_score_step_scores_the_eval_log_it_fetched(tmp_path):
     console = Console(width=120, record=True, color_system=None, file=open(os.devnull, "w"))
     console.print(steps_table(run, 120))
     text = console.export_text()
-    assert f"SQuAD EM {scores['Em']:.2f}, F1 {scores['F1']:.2f}" in text, text
+    assert f"F1 {scores['F1']:.2f}, EM {scores['Em']:.2f} (SQuAD)" in text, text
+    console = Console(width=80, record=True, color_system=None, file=open(os.devnull, "w"))
+    console.print(steps_table(run, 80))
+    assert f"F1 {scores['F1']:.2f}" in console.export_text()  # the value survives 80 columns

@@ -26,10 +26,12 @@ def steps_table(run: reg.PipelineRecord, width: int = 80, *, wide: bool = False,
     rows = []
     for s in run.steps:
         note = s.reason or ""
+        # a score's value first: at 80 columns the note is cut to ~14 characters, and
+        # "math accuracy…" (the demo's, before) said everything but the number
         if s.state == "succeeded" and s.outputs.get("accuracy") is not None:
-            note = f"math accuracy {100 * s.outputs['accuracy']:.1f}%"
+            note = f"{100 * s.outputs['accuracy']:.1f}% math accuracy"
         if s.state == "succeeded" and s.outputs.get("f1") is not None:
-            note = f"SQuAD EM {s.outputs['em']:.2f}, F1 {s.outputs['f1']:.2f}"
+            note = f"F1 {s.outputs['f1']:.2f}, EM {s.outputs['em']:.2f} (SQuAD)"
         rows.append([s.step, s.kind, s.state, s.job_id or "", str(s.attempts or ""), note])
     return t.table(columns, rows, width, wide=wide, title=f"pipeline {run.name} ({run.id}): {run.state}")
 
