@@ -266,6 +266,21 @@ def test_a_stream_cut_among_unnamed_files_keeps_the_checked_ones_and_no_part(tmp
     assert not (tmp_path / "j").exists()
 
 
+def test_a_rerun_after_a_cut_first_staging_sends_only_what_the_store_lacks(tmp_path):
+    """The rerun of a first staging cut inside its second file: the store is no longer empty,
+    so the laptop names its files first and sends only the one the cut lost."""
+    (a, b), stream = _two_new(tmp_path)
+    wd = tmp_path / "wd"
+    assert _receive(wd / "alaunch" / "cas", stream[:stream.find(b[:64]) + 1000]).exit_code != 0
+    items = [StageItem(f"data/{n}", local=str(tmp_path / n)) for n in ("a.bin", "b.bin")]
+    host = Host("localhost", 1, workdir=str(wd))
+    result = Stager({"localhost": LocalExec(host)}).stage(collect(items, HashCache(None), hash_new=False),
+                                                         {"localhost": str(wd / "alaunch" / "j")})
+    report = result.reports["localhost"]
+    assert (report.objects_sent, report.bytes_sent) == (1, len(b)), report
+    assert [(wd / "alaunch" / "j" / "data" / n).read_bytes() for n in ("a.bin", "b.bin")] == [a, b]
+
+
 def test_a_corrupted_second_unnamed_file_is_refused_and_the_first_kept(tmp_path):
     """A byte flipped in the second file: its ``sum/1`` refuses it (nothing stored for it, no
     job dir); the first, checked before it, is in the store under its true name."""

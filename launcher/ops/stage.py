@@ -697,8 +697,11 @@ class Stager:
         for name, i in inv.items():
             groups.setdefault((i.fsid, i.base, resolve_home(roots[name], i.home)), []).append(name)
         leaders = {members[0]: members for members in groups.values()}
+        surveyed = local.objects
         local = self._name_unless_first(local, leaders, inv)
         objects, fresh = local.objects, local.unnamed
+        if len(objects) > len(surveyed):
+            inv = self._survey_named(leaders, inv, [s for s in objects if s not in surveyed])
         for leader in leaders:
             missing = [objects[s] for s in sorted(objects) if s not in inv[leader].have]
             need = sum(o.size for o in missing) + sum(f.size for f in fresh)
@@ -755,6 +758,15 @@ class Stager:
         if all(inv[n].empty for n in leaders) and not routes.should_relay(self.relay_mode, len(remote), size):
             return local
         return local.named()
+
+    def _survey_named(self, leaders: Mapping[str, list[str]], inv: dict[str, Inventory],
+                      named: list[str]) -> dict[str, Inventory]:
+        """``inv`` with what each leader's store holds of the objects named after it was surveyed
+        (files the hash cache did not know, hashed because a store was not empty): one more
+        INVENTORY round trip, so the store's copy is not sent again. Measured: the rerun of a
+        first staging cut by a lost link sent every file again, the ones stored before the cut too."""
+        again = run_parallel({n: self.nodes[n] for n in leaders}, lambda n: inventory(n, named))
+        return {n: replace(i, have=i.have | again[n].have) if n in again else i for n, i in inv.items()}
 
     def _relay(self, local: LocalSet, leaders: Sequence[str],
                inv: dict[str, Inventory]) -> tuple[relays.RelayOutcome | None, dict[str, Inventory]]:
