@@ -388,3 +388,42 @@ def test_a_controller_outage_never_fails_a_running_job(slurm_env, run_cli, toy, 
                 print(e.time, e.kind, e.message)
         print(record.meta, slurm_env.log_tail(40))
     assert state == "succeeded", record.reason
+
+
+@pytest.mark.timeout(600)
+def test_a_sweep_runs_its_trials_as_sbatch_jobs_ranks_them_and_a_rerun_keeps_them(
+        slurm_env, run_cli, toy, tmp_path, monkeypatch):
+    """`alaunch sweep -H <slurm target>`: each trial its own sbatch job (Slurm places it; at
+    most 2 at once), its curve read from the shared workdir's logs (the last loss of the
+    leaderboard is the worker log's), ranked by final loss; run again, every trial is kept and
+    no job is submitted again (the sweep on Slurm had only a dry-run test)."""
+    monkeypatch.chdir(tmp_path)
+    target = _target(slurm_env, tmp_path)
+    job = write_job(tmp_path, toy, epochs=1, name="slurm-sweep")
+    rates = (1e-3, 1e3, 3e-3)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "name": "slurm-lr", "base": str(job), "job": {"nodes": 1, "cards_per_node": 1},
+        "space": {"list": [{"learning_rate": r} for r in rates]},
+        "objective": {"metric": "final_loss", "goal": "min"}, "budget": {"max_parallel": 2}}))
+    code, out, err = run_cli("sweep", str(tmp_path / "sweep.yaml"), "-H", str(target), "--poll", "0.5")
+    assert code == 0, err[-4000:]
+    with Registry.in_state_dir() as registry:
+        trials = registry.sweep("slurm-lr").trials
+        jobs = {t["trial"]: registry.get(t["run_id"]) for t in trials}
+    assert sorted(t["params"]["learning_rate"] for t in trials) == sorted(rates)
+    for t in trials:
+        record = jobs[t["trial"]]
+        assert t["state"] == "succeeded" and record.state == "succeeded" and record.meta["slurm_job_id"], t
+        logged = losses(Path(record.meta["root"]) / "msrun_log" / "worker_0.log")
+        assert t["result"]["steps"] == len(t["curve"]) == len(logged) > 0, t
+        assert abs(t["result"]["final_loss"] - logged[-1]) < 1e-3 * max(1.0, abs(logged[-1])), (t, logged[-1])
+    code, out, err = run_cli("results", "slurm-lr", "--csv")
+    ranked = [float(line.split(",")[out.splitlines()[0].split(",").index("final_loss")])
+              for line in out.splitlines()[1:]]
+    assert code == 0 and ranked == sorted(t["result"]["final_loss"] for t in trials), out
+
+    code, out, err = run_cli("sweep", str(tmp_path / "sweep.yaml"), "-H", str(target), "--poll", "0.5")
+    assert code == 0 and err.count("earlier, kept") == len(rates), err[-3000:]
+    with Registry.in_state_dir() as registry:
+        assert sorted(j.id for j in registry.list(limit=None) if j.name.startswith("slurm-lr")) == sorted(
+            j.id for j in jobs.values())
