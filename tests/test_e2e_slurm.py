@@ -144,6 +144,16 @@ def test_queued_with_reason_then_runs_cancel_and_timeout(slurm_env, run_cli, toy
         follower.wait(30)
     assert set(rows) == {("n1", 0), ("n2", 0)}, rows  # the job's card on each node, no other
     assert all(r["health"] == "OK" and r["hbm_total_mb"] == 65536 for r in rows.values()), rows
+    # `top` on the Slurm target: each node's state and the job on it (sinfo, squeue through the
+    # login node), its cards from the job's newest sample there: the job's card held by it
+    code, out, err = run_cli("top", "-H", str(_target(slurm_env, tmp_path)), "--json")
+    top = {h["host"]: h for h in json.loads(out)["hosts"]}
+    assert code == 0 and sorted(top) == ["n1", "n2"], out + err
+    sid = _record(a).meta["slurm_job_id"]
+    for host in top.values():
+        assert f"{a} (Slurm {sid})" in host["scheduler"] and len(host["cards"]) == 8, host
+        held = {c["card"]: (c["holder"] or {}).get("job_id") for c in host["cards"]}
+        assert held[0] == a and 0 not in host["free"], host
     code, out, err = run_cli("submit", str(second), "-H", str(_target(slurm_env, tmp_path, time="1")))
     assert code == 0, err
     b = out.strip().splitlines()[-1]

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from launcher.core.cards import HostView, host_view
+from launcher.core.cards import HostView, holder_text, host_view
 from launcher.core.hostfile import Host
 from launcher.ops.npusmi import make_910b_cards
 from launcher.remote import wire
 from tests.test_remote_scripts import run_script
+
+FIX = Path(__file__).parent / "fixtures" / "npu-smi"
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,8 +209,50 @@ def test_the_cards_page_in_chromium_draws_every_card_and_its_holder(tmp_path, mo
         source.close()
 
 
-def test_a_slurm_target_is_refused_in_one_line(run_cli, tmp_path):
+def test_a_slurm_target_whose_login_node_does_not_answer_is_one_unreachable_row(run_cli, tmp_path):
+    """top on a Slurm target asks the login node (sinfo, squeue); one that does not answer
+    is one row that says so, not a traceback (before: such a target was refused)."""
     t = tmp_path / "slurm.yaml"
-    t.write_text("slurm:\n  login: login01\n  nodes: 2\n  cards_per_node: 4\n  workdir: /shared/w\n")
-    code, out, err = run_cli("top", "-H", str(t), "--json")
-    assert code == 2 and "top shows a hostfile's hosts" in err and len(err.strip().splitlines()) == 1, err
+    t.write_text("slurm:\n  login: login01.invalid\n  nodes: 2\n  cards_per_node: 4\n  workdir: /shared/w\n")
+    code, out, err = run_cli("top", "-H", str(t), "--json", "--timeout", "5")
+    hosts = json.loads(out)["hosts"]
+    assert code == 0 and [(h["host"], h["reachable"]) for h in hosts] == [("login01.invalid", False)], out + err
+    assert hosts[0]["error"], hosts
+
+
+def test_slurm_top_views_say_the_schedulers_word_and_the_cards_of_alaunch_samples():
+    """One refresh on Slurm: an idle node's gres cards are free; a node running an alaunch job
+    shows the cards of its newest NPU sample (the job's cards held by it, a busy card with no
+    process as HBM in use, the rest free), and who runs there; a down node its reason; a node
+    running another user's job says so and shows no cards (no sample: not ours to guess)."""
+    from launcher.core import slurm as core
+    from launcher.ops.slurm import top_views
+    table = (FIX / "910B2-8cards-busy4.txt").read_text()
+    nodes = core.parse_top_sinfo("n1|idle|npu:4|48|none\nn2|mix|npu:8|48|none\nn3|down*|npu:8|48|Not responding\n"
+                                 "n4|alloc|npu:8|48|none\nn1|idle|npu:4|48|none\n")  # n1 in two partitions
+    jobs = core.parse_top_squeue("41|tiny-lora-20261206-1|alice|n2|/shared/w/alaunch/tiny-lora-20261206-1\n"
+                                 "42|bench|bob|n4|/home/bob\n")
+    old = json.dumps({"node": "n2", "table": "cut", "t": 1.0, "devices": "0"})
+    new = json.dumps({"node": "n2", "node_rank": "0", "table": table, "t": 990.0, "devices": "0,1"})
+    views = {v.host: v for v in top_views(nodes, jobs, {("41", "n2"): old[5:] + "\n" + old + "\n" + new + "\n"},
+                                          now=1000.0)}
+    assert list(views) == ["n1", "n2", "n3", "n4"]
+    assert views["n1"].free == (0, 1, 2, 3) and views["n1"].summary() == "n1: 4/4 free (0,1,2,3); idle"
+    n2 = views["n2"]
+    assert [holder_text(c.holder) for c in n2.cards[:4]] == [
+        "alice tiny-lora-20261206-1", "alice tiny-lora-20261206-1", *["not alaunch: " + str(c.hbm_used_mb)
+                                                                      + " MiB HBM in use" for c in n2.cards[2:4]]]
+    assert n2.free == (4, 5, 6, 7) and n2.note is None
+    assert n2.summary().endswith("; mix: alice tiny-lora-20261206-1 (Slurm 41)"), n2.summary()
+    assert views["n3"].cards == () and views["n3"].summary() == "n3: down* (Not responding)"
+    assert views["n4"].cards == () and views["n4"].summary() == "n4: alloc: bob bench (Slurm 42)"
+    stale = top_views(nodes[1:2], jobs[:1], {("41", "n2"): new}, now=1100.0)[0]
+    assert stale.note == "NPU sample 110 s old" and stale.cards
+
+
+def test_slurm_node_lists_and_gres_as_squeue_and_sinfo_print_them():
+    from launcher.core.slurm import expand_hostlist, gres_cards
+    assert expand_hostlist("n[1-3,7],login01,a[08-10]-ib") == ["n1", "n2", "n3", "n7", "login01", "a08-ib", "a09-ib",
+                                                             "a10-ib"]
+    assert expand_hostlist("(null)") == [] and expand_hostlist("x[a-b]") == ["x[a-b]"]
+    assert [gres_cards(g) for g in ("npu:8", "npu:910b:8(S:0-1)", "gpu:2,npu:4", "", "npu")] == [8, 8, 4, 0, 0]

@@ -254,6 +254,7 @@ class HostView:
     error: str | None = None
     note: str | None = None
     claims_read: bool = True  # False: the host's claims dir could not be read (``note`` says why)
+    scheduler: str | None = None  # a scheduler's node: its word on it (Slurm: state, jobs)
 
     @property
     def free(self) -> tuple[int, ...]:
@@ -266,13 +267,16 @@ class HostView:
     def summary(self) -> str:
         if self.error:
             return f"{self.host}: unreachable ({self.error})"
+        if self.scheduler is not None and not self.cards:
+            return f"{self.host}: {self.scheduler}" + (f"; {self.note}" if self.note else "")
         free = self.free
         return (f"{self.host}: {len(free)}/{len(self.cards)} free" + (f" ({','.join(map(str, free))})" if free else "")
-                + (f"; {self.note}" if self.note else ""))
+                + (f"; {self.scheduler}" if self.scheduler else "") + (f"; {self.note}" if self.note else ""))
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "reachable": self.error is None, "error": self.error, "note": self.note,
-                "claims_read": self.claims_read, "free": list(self.free), "cards": [c.to_json() for c in self.cards]}
+                "claims_read": self.claims_read, "free": list(self.free), "cards": [c.to_json() for c in self.cards],
+                "scheduler": self.scheduler}
 
 
 def host_view(host: Host, claims: Iterable[Mapping[str, Any]], smi_cards: Sequence[Any] | None,

@@ -483,3 +483,92 @@ def sbatch_job_id(stdout: str) -> str:
     if not jid.isdigit():
         raise ValueError(f"sbatch did not print a job id: {stdout.strip()[:200]!r}")
     return jid
+
+
+# ----------------------------------------------------------------------------- `alaunch top` on Slurm
+
+TOP_SINFO_FORMAT = "%N|%t|%G|%c|%E"  # node, state (short), gres, CPUs, reason
+TOP_SQUEUE_FORMAT = "%i|%j|%u|%N|%Z"  # id, name, user, node list, working dir (an alaunch job's root)
+
+
+def top_argvs(partition: str | None) -> tuple[list[str], list[str]]:
+    """What one refresh of ``top`` asks the login node: every node of the partition, and every
+    running job on it (any user's)."""
+    part = ["-p", partition] if partition else []
+    return (["sinfo", "-h", "-N", "-o", TOP_SINFO_FORMAT, *part],
+            ["squeue", "-h", "-t", "RUNNING", "-o", TOP_SQUEUE_FORMAT, *part])
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node as ``sinfo -N`` says it (a node in two partitions is listed once per partition)."""
+
+    name: str
+    state: str  # idle, mix, alloc, down*, drain, ...
+    gres: str = ""
+    cpus: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """One running job as ``squeue`` says it: an alaunch job's name is its id, its dir its root."""
+
+    slurm_id: str
+    name: str
+    user: str
+    nodes: tuple[str, ...]
+    workdir: str = ""
+
+
+def parse_top_sinfo(text: str) -> list[NodeInfo]:
+    nodes: dict[str, NodeInfo] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 5 and parts[0]:
+            name, state, gres, cpus, reason = parts
+            nodes.setdefault(name, NodeInfo(name, state, "" if gres == "(null)" else gres, cpus,
+                                            "" if reason in ("none", "(null)") else reason))
+    return list(nodes.values())
+
+
+def parse_top_squeue(text: str) -> list[RunningJob]:
+    jobs = []
+    for line in text.splitlines():
+        parts = line.strip().split("|", 4)
+        if len(parts) == 5 and parts[0]:
+            jid, name, user, nodelist, workdir = parts
+            jobs.append(RunningJob(jid, name, user, tuple(expand_hostlist(nodelist)), workdir))
+    return jobs
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """Slurm's compressed node list -> names: ``n[1-3,7],login01`` -> n1 n2 n3 n7 login01, zero
+    padding kept (``a[01-02]`` -> a01 a02); one bracket group per name (what a partition's
+    node names use); a name it cannot read is kept as written."""
+    if not text or text in ("(null)", "None"):
+        return []
+    names: list[str] = []
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", text):
+        m = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part)
+        if m is None or "[" in m.group(3):
+            names.append(part)
+            continue
+        prefix, ranges, suffix = m.groups()
+        for r in ranges.split(","):
+            lo, _, hi = r.partition("-")
+            if not lo.isdigit() or (hi and not hi.isdigit()):
+                names.append(part)
+                break
+            width = len(lo)
+            names += [f"{prefix}{i:0{width}d}{suffix}" for i in range(int(lo), int(hi or lo) + 1)]
+    return names
+
+
+def gres_cards(gres: str) -> int:
+    """The NPU count of a node's gres (``npu:8``, ``npu:910b:8(S:0-1)``; 0 without npu)."""
+    for entry in gres.split(","):
+        fields = entry.split("(")[0].split(":")
+        if fields[0] == "npu" and len(fields) > 1 and fields[-1].isdigit():
+            return int(fields[-1])
+    return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from launcher.core.cards import Holder, HostView, holders_from_claims, holders_from_npu_smi, host_view, merge_holders
@@ -143,38 +142,26 @@ def survey(runners: Mapping[str, CommandRunner], hosts: Sequence[Host], pythons:
     return out
 
 
-def top_hosts(hostfile: Path | str | None, local: bool = False, slots: int = 1, include: str | None = None,
-              exclude: str | None = None) -> list[Host]:
-    """The hosts ``top`` (and the dashboard's cards page) asks: a hostfile's, or ``--local``.
-    A scheduler's target (Slurm) is refused in one line: its nodes are not ours to reach."""
-    from launcher.errors import InputError
-    from launcher.ops.engines import read_target
-    target = read_target(hostfile, local=local, slots=slots, include=include, exclude=exclude)
-    if getattr(target, "schedules", False) or not hasattr(target, "hosts"):
-        raise InputError(f"{hostfile} is a {getattr(target, 'engine', 'scheduler')} target: top shows a hostfile's "
-                         "hosts (the scheduler's own tools show its nodes)", key="-H")
-    return list(target.hosts)
+class TopSource:
+    """``alaunch top``'s source, for the terminal and the dashboard, whatever the engine: the
+    last survey, which :meth:`snapshot` reuses for ``interval`` s — a dashboard with three
+    browsers open asks the cluster once per interval, not three times a second. One survey
+    at a time. An engine's source says how one survey asks (:meth:`ask`)."""
 
-
-class Surveyor:
-    """``alaunch top``'s source, for the terminal and the dashboard: the hosts, their runners
-    (opened once, kept between refreshes: one round trip per host) and the last survey, which
-    :meth:`snapshot` reuses for ``interval`` s — a dashboard with three browsers open asks the
-    hosts once per interval, not three times a second. One survey at a time."""
-
-    def __init__(self, hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
-                 pythons: Mapping[str, str], interval: float = 2.0, timeout: float = 15):
+    def __init__(self, interval: float = 2.0, timeout: float = 15):
         import threading
-        self.hosts, self.pythons, self.interval, self.timeout = list(hosts), dict(pythons), interval, timeout
-        self.runners = {h.name: exec_factory(h) for h in self.hosts}
+        self.interval, self.timeout = interval, timeout
         self._lock = threading.Lock()
         self._last: tuple[float, list[HostView]] | None = None
 
+    def ask(self) -> list[HostView]:
+        raise NotImplementedError
+
     def survey(self) -> list[HostView]:
-        """Ask every host now."""
+        """Ask now."""
         import time
         with self._lock:
-            views = survey(self.runners, self.hosts, self.pythons, self.timeout)
+            views = self.ask()
             self._last = (time.monotonic(), views)
             return views
 
@@ -186,9 +173,26 @@ class Surveyor:
             with self._lock:  # whoever waited here gets the survey the first one made
                 last = self._last
                 if last is None or time.monotonic() - last[0] >= self.interval:
-                    views = survey(self.runners, self.hosts, self.pythons, self.timeout)
+                    views = self.ask()
                     last = self._last = (time.monotonic(), views)
         return {"hosts": [v.to_json() for v in last[1]]}
+
+    def close(self) -> None:
+        pass
+
+
+class Surveyor(TopSource):
+    """A hostfile's hosts: their runners opened once and kept between refreshes (one round
+    trip per host)."""
+
+    def __init__(self, hosts: Sequence[Host], exec_factory: Callable[[Host], CommandRunner],
+                 pythons: Mapping[str, str], interval: float = 2.0, timeout: float = 15):
+        super().__init__(interval, timeout)
+        self.hosts, self.pythons = list(hosts), dict(pythons)
+        self.runners = {h.name: exec_factory(h) for h in self.hosts}
+
+    def ask(self) -> list[HostView]:
+        return survey(self.runners, self.hosts, self.pythons, self.timeout)
 
     def close(self) -> None:
         for r in self.runners.values():

@@ -31,6 +31,7 @@ from launcher.ops import registry as reg
 
 if TYPE_CHECKING:
     from launcher.core.spec import JobSpec
+    from launcher.ops.cards import TopSource
     from launcher.ops.launch import NodeStatus
     from launcher.ops.prune import HostPrune, PruneOptions
     from launcher.ops.stage import LocalSet, Progress
@@ -317,6 +318,16 @@ class Engine(ABC):
     @abstractmethod
     def check(self, target: Any, *, timeout: float = 10.0, **policy: Any) -> CheckReport:
         """``hosts check``: is the target ready for a job."""
+
+    def top_source(self, target: Any, *, bin_dir: str | None = None, interval: float = 2.0,
+                   timeout: float = 15.0) -> TopSource:
+        """``alaunch top`` and the dashboard's cards page: the target's hosts, each asked once per
+        refresh (``remote/stage.py``'s TOP) over a connection kept between refreshes."""
+        from launcher.ops.cards import Surveyor
+        from launcher.runners import default_bin_dir, python_for
+        hosts = target.node_hosts()
+        bins = bin_dir if bin_dir is not None else default_bin_dir(hosts)
+        return Surveyor(hosts, self.exec_factory, {h.name: python_for(bins, h) for h in hosts}, interval, timeout)
 
     def prune(self, target: Any, opts: PruneOptions) -> dict[str, HostPrune]:
         """``alaunch prune`` on the target's staging hosts (never a queued or running job)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from launcher.core import slurm as core
 from launcher.core import validate
+from launcher.core.cards import HostView
 from launcher.core.hostfile import format_hostfile, parse_hostfile
 from launcher.core.layout import JobLayout
 from launcher.core.render import render_job, resolve_world
@@ -36,6 +37,7 @@ from launcher.core.spec import JobSpec, load_job
 from launcher.errors import AlaunchError, InputError, RemoteError
 from launcher.ops import mfcheck
 from launcher.ops import registry as reg
+from launcher.ops.cards import TopSource
 from launcher.ops.engine import SKEW_KEYS, CheckReport, Engine
 from launcher.ops.engines import record_meta
 from launcher.ops.launch import NodeStatus
@@ -742,6 +744,12 @@ class SlurmService(Engine):
         python = self.python_for(target)
         return prune_hosts([login], lambda h: self.exec_factory(h).using(python), self.registry, opts, alive=queued)
 
+    # ------------------------------------------------------------------ top
+    def top_source(self, target: core.SlurmTarget, *, bin_dir: str | None = None, interval: float = 2.0,
+                   timeout: float = 15.0) -> TopSource:
+        """``alaunch top -H <slurm target>``: the partition's nodes through the login node."""
+        return SlurmTop(self, target, interval, timeout)
+
     # ------------------------------------------------------------------ hosts check
     def check(self, target: core.SlurmTarget, *, timeout: float = 10.0, **policy) -> CheckReport:
         """The login node answers and the partition exists: its nodes, states and gres; problems."""
@@ -783,3 +791,94 @@ class SlurmService(Engine):
                                 f"{', '.join(sorted({n.gres for n in nodes})) or 'none'}); set gres: \"\" "
                                 "in the target for a cluster without gres")
         return nodes, problems
+
+
+# ----------------------------------------------------------------------------- top
+
+SAMPLE_AGE = 30.0  # s: a node's NPU sample older than this is said with its age
+
+
+def top_views(nodes: Sequence[core.NodeInfo], jobs: Sequence[core.RunningJob],
+              samples: Mapping[tuple[str, str], str], now: float) -> list[HostView]:
+    """One refresh of ``top`` on Slurm -> a view per node. The scheduler's word on each node
+    (its state and reason, every running job on it: user, name, Slurm id); its cards from the
+    newest NPU sample an alaunch job on it wrote (``samples``: (Slurm id, node) -> the tail of
+    ``<job root>/state/telemetry/<node>.smi``), the job's cards held by it, a card another
+    process uses held by that process; an idle node without a sample: its gres' cards, free.
+    A node with neither shows no cards: what runs there is the scheduler's to say, not ours."""
+    from launcher.core.cards import CardView, Holder
+    from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi
+    from launcher.ops.telemetry import node_sample
+    on: dict[str, list[core.RunningJob]] = {}
+    for job in jobs:
+        for name in job.nodes:
+            on.setdefault(name, []).append(job)
+    views = []
+    for node in nodes:
+        here = on.get(node.name, [])
+        words = node.state + (f" ({node.reason})" if node.reason else "")
+        if here:
+            words += ": " + ", ".join(f"{j.user} {j.name} (Slurm {j.slurm_id})" for j in here)
+        cards: tuple[CardView, ...] = ()
+        notes = []
+        for job in here:
+            tail = samples.get((job.slurm_id, node.name)) or ""  # its first line may be cut: tried last
+            sample = next((s for line in reversed(tail.splitlines()) if (s := node_sample(line, 1))), None)
+            if sample is None:
+                continue
+            if sample.table.startswith("!exit"):
+                notes.append(f"npu-smi: {sample.table[1:]}")
+                continue
+            try:
+                found = parse_npu_smi(sample.table)
+            except NpuSmiParseError as exc:
+                notes.append(exc.message.splitlines()[0])
+                continue
+            if now - sample.t > SAMPLE_AGE:
+                notes.append(f"NPU sample {now - sample.t:.0f} s old")
+            rows = []
+            for c in found:
+                holder = None
+                if c.npu_id in sample.ranks:
+                    holder = Holder(c.npu_id, job_id=job.name, user=job.user)
+                elif c.busy():
+                    p = c.processes[0] if c.processes else None
+                    holder = Holder(c.npu_id, pid=p.pid if p else None, process=p.name if p else None,
+                                    hbm_mb=p.memory_mb if p else c.hbm_used_mb)
+                rows.append(CardView(c.npu_id, c.health, c.aicore_pct, c.hbm_used_mb, c.hbm_total_mb, c.power_w,
+                                     c.temp_c, holder))
+            cards = tuple(rows)
+            break
+        if not cards and not here and node.state.rstrip("*~#!%$@^-") == "idle":
+            cards = tuple(CardView(c) for c in range(core.gres_cards(node.gres)))
+        views.append(HostView(node.name, cards, note="; ".join(notes) or None, scheduler=words))
+    return views
+
+
+class SlurmTop(TopSource):
+    """Each refresh: ``sinfo`` and ``squeue`` on the login node, then one read of the newest NPU
+    sample of every running job's nodes (the files alaunch's jobs write in the shared
+    workdir, ``remote/follow.py`` SAMPLE): three round trips over one kept connection, nothing
+    run on a compute node. A login node that does not answer is one unreachable row."""
+
+    def __init__(self, engine: SlurmService, target: core.SlurmTarget, interval: float = 2.0, timeout: float = 15):
+        super().__init__(interval, timeout)
+        self.engine, self.target = engine, target
+        self.ex = engine.exec_factory(target.login_host())
+        self.python = engine.python_for(target)
+
+    def ask(self) -> list[HostView]:
+        sinfo, squeue = core.top_argvs(self.target.partition)
+        try:
+            nodes = core.parse_top_sinfo(SlurmService._ask(self.ex, sinfo, "sinfo"))
+            jobs = core.parse_top_squeue(SlurmService._ask(self.ex, squeue, "squeue"))
+            paths = {(j.slurm_id, n): posixpath.join(JobLayout(j.workdir).state, "telemetry", f"{n}.smi")
+                     for j in jobs if j.workdir.startswith("/") for n in j.nodes}
+            texts = self.engine._read(self.ex, self.python, sorted(set(paths.values())), 1 << 15) if paths else {}
+        except AlaunchError as exc:
+            return [HostView(self.target.login, error=exc.message.splitlines()[0])]
+        samples = {key: text for key, path in paths.items() if (text := texts.get(path))}
+        return top_views(nodes, jobs, samples, time.time())
+
+    def close(self) -> None:
+        self.ex.close()

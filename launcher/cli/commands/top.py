@@ -1,4 +1,5 @@
 """`alaunch top -H HOSTFILE`: every host's cards, who holds each (any user), and their load.
+On a Slurm target (`-H slurm.yaml`), the partition's nodes: the engine's ``top_source``.
 
 Before this, seeing a shared cluster meant ``watch npu-smi info`` in one ssh window per node,
 and npu-smi does not say whose job a process is. Each refresh asks every host ONCE, in
@@ -97,14 +98,13 @@ def register(app: typer.Typer) -> None:
         import time
 
         from launcher.cli.connect import runner_factory
-        from launcher.ops.cards import Surveyor, top_hosts
-        from launcher.runners import default_bin_dir, python_for
+        from launcher.ops.engines import engine_for, read_target
 
         env = environment.current()
-        hosts = top_hosts(hostfile, local, slots, include, exclude)
-        bins = bin_dir if bin_dir is not None else default_bin_dir(hosts)
-        source = Surveyor(hosts, runner_factory(known_hosts, ssh_config, accept_new),
-                          {h.name: python_for(bins, h) for h in hosts}, interval, timeout)
+        target = read_target(hostfile, local=local, slots=slots, include=include, exclude=exclude)
+        engine = engine_for(target, None, env.state_dir, exec_factory=runner_factory(known_hosts, ssh_config,
+                                                                                      accept_new))
+        source = engine.top_source(target, bin_dir=bin_dir, interval=interval, timeout=timeout)
         try:
             if as_json:
                 env.stdout.print(json.dumps(source.snapshot(), indent=1), markup=False, highlight=False,

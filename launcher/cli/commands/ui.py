@@ -102,12 +102,10 @@ def register(app: typer.Typer) -> None:
         source = None
         if hostfile is not None:  # the cards page: the hosts asked at most every 2 s, whoever looks
             from launcher.cli.connect import runner_factory
-            from launcher.ops.cards import Surveyor, top_hosts
-            from launcher.runners import default_bin_dir, python_for
-            hosts = top_hosts(hostfile)
-            bins = bin_dir if bin_dir is not None else default_bin_dir(hosts)
-            source = Surveyor(hosts, runner_factory(known_hosts, ssh_config, accept_new),
-                              {h.name: python_for(bins, h) for h in hosts})
+            from launcher.ops.engines import engine_for, read_target
+            target = read_target(hostfile)
+            source = engine_for(target, None, env.state_dir, exec_factory=runner_factory(
+                known_hosts, ssh_config, accept_new)).top_source(target, bin_dir=bin_dir)
         app_ = create_app(env.state_dir, token, allowed_hosts(host, bound), runs_dir=runs,
                           top=source.snapshot if source else None)
         env.stdout.file.write(url + "\n")

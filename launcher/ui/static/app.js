@@ -564,7 +564,7 @@ function topPage() {
     const box = document.getElementById("top-hosts");
     if (!m.hosts) { box.textContent = m.error || "no hosts"; return; }
     box.innerHTML = m.hosts.map(h => `<div class="top-host" data-host="${esc(h.host)}">${esc(h.host)}: ${h.reachable
-      ? `${h.free.length}/${h.cards.length} free${h.free.length ? " (" + esc(h.free.join(",")) + ")" : ""}${h.note ? "; " + esc(h.note) : ""}`
+      ? `${h.scheduler && !h.cards.length ? esc(h.scheduler) : `${h.free.length}/${h.cards.length} free${h.free.length ? " (" + esc(h.free.join(",")) + ")" : ""}${h.scheduler ? "; " + esc(h.scheduler) : ""}`}${h.note ? "; " + esc(h.note) : ""}`
       : `<span class="state failed">unreachable</span> ${esc(h.error || "")}`}</div>`).join("");
     document.querySelector("#top tbody").innerHTML = m.hosts.flatMap(h => h.reachable ? h.cards.map(c => `
       <tr data-host="${esc(h.host)}" data-card="${c.card}"><td>${esc(h.host)}</td><td class="num">${c.card}</td>
