@@ -355,6 +355,21 @@ def test_two_nodes_train_through_sbatch_srun_msrun_and_resume_past_a_checkpoint_
     code, out, err = run_cli("fetch", job_id, "--dest", str(tmp_path / "runs"))
     assert code == 0, err
     assert list((tmp_path / "runs" / job_id).rglob("worker_1.log"))
+    # the LoRA delta through the login node: each rank's newest checkpoint cut to its LoRA
+    # tensors there (no MindSpore on the login side), byte for byte the trained ones
+    code, out, err = run_cli("fetch", job_id, "--what", "lora", "--dest", str(tmp_path / "lora"))
+    assert code == 0 and "lora: " in err + out, err
+    import mindspore as ms
+
+    from launcher.core import lora
+    config = yaml.safe_load((root / "config" / "job.yaml").read_text())
+    mc = config["model"]["model_config"]
+    names = lora.trainable_parameters(mc, mc["pet_config"], lora.family_for(config))  # LoRA + lm_head here
+    for ckpt in ckpts:
+        (delta,) = (tmp_path / "lora" / job_id).rglob(f"lora/{ckpt.relative_to(root)}")
+        cut, full = ms.load_checkpoint(str(delta)), ms.load_checkpoint(str(ckpt))
+        assert set(cut) == set(names), sorted(cut)
+        assert all(cut[k].asnumpy().tobytes() == full[k].asnumpy().tobytes() for k in cut)
 
 
 def test_a_controller_outage_never_fails_a_running_job(slurm_env, run_cli, toy, tmp_path, monkeypatch):
