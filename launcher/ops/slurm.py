@@ -870,15 +870,28 @@ class SlurmTop(TopSource):
     def ask(self) -> list[HostView]:
         sinfo, squeue = core.top_argvs(self.target.partition)
         try:
-            nodes = core.parse_top_sinfo(SlurmService._ask(self.ex, sinfo, "sinfo"))
-            jobs = core.parse_top_squeue(SlurmService._ask(self.ex, squeue, "squeue"))
+            nodes = core.parse_top_sinfo(self._query(sinfo, "sinfo"))
+            jobs = core.parse_top_squeue(self._query(squeue, "squeue"))
+            # an alaunch job's dir is <workdir>/alaunch/<its id>, its Slurm name that id: only
+            # those are read (not a path in another user's home that merely ran there)
             paths = {(j.slurm_id, n): posixpath.join(JobLayout(j.workdir).state, "telemetry", f"{n}.smi")
-                     for j in jobs if j.workdir.startswith("/") for n in j.nodes}
-            texts = self.engine._read(self.ex, self.python, sorted(set(paths.values())), 1 << 15) if paths else {}
+                     for j in jobs if j.workdir.startswith("/") and posixpath.basename(j.workdir.rstrip("/")) == j.name
+                     for n in j.nodes}
+            texts = self.engine._call(self.ex, self.python, {"op": "read", "paths": sorted(set(paths.values())),
+                                                             "bytes": 1 << 15},
+                                      "reading the NPU samples", timeout=self.timeout) if paths else {}
         except AlaunchError as exc:
             return [HostView(self.target.login, error=exc.message.splitlines()[0])]
         samples = {key: text for key, path in paths.items() if (text := texts.get(path))}
         return top_views(nodes, jobs, samples, time.time())
+
+    def _query(self, argv: list[str], what: str) -> str:
+        """sinfo/squeue on the login node within ``--timeout`` (a hung controller is one
+        unreachable row, not a frozen screen)."""
+        res = self.ex.exec(argv, timeout=self.timeout)
+        if not res.ok:
+            raise RemoteError(self.ex.host.name, f"{what} failed: {res.error_line()}")
+        return res.text()
 
     def close(self) -> None:
         self.ex.close()
