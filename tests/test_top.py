@@ -224,7 +224,8 @@ def test_slurm_top_views_say_the_schedulers_word_and_the_cards_of_alaunch_sample
     """One refresh on Slurm: an idle node's gres cards are free; a node running an alaunch job
     shows the cards of its newest NPU sample (the job's cards held by it, a busy card with no
     process as HBM in use, the rest free), and who runs there; a down node its reason; a node
-    running another user's job says so and shows no cards (no sample: not ours to guess)."""
+    running another user's job says so and shows no cards (no sample: not ours to guess); the
+    job's cards show its progress (from its logs' tails)."""
     from launcher.core import slurm as core
     from launcher.ops.slurm import top_views
     table = (FIX / "910B2-8cards-busy4.txt").read_text()
@@ -235,7 +236,7 @@ def test_slurm_top_views_say_the_schedulers_word_and_the_cards_of_alaunch_sample
     old = json.dumps({"node": "n2", "table": "cut", "t": 1.0, "devices": "0"})
     new = json.dumps({"node": "n2", "node_rank": "0", "table": table, "t": 990.0, "devices": "0,1"})
     views = {v.host: v for v in top_views(nodes, jobs, {("41", "n2"): old[5:] + "\n" + old + "\n" + new + "\n"},
-                                          now=1000.0)}
+                                          now=1000.0, progress={"tiny-lora-20261206-1": "step 3/16, loss 1.2"})}
     assert list(views) == ["n1", "n2", "n3", "n4"]
     assert views["n1"].free == (0, 1, 2, 3) and views["n1"].summary() == "n1: 4/4 free (0,1,2,3); idle"
     n2 = views["n2"]
@@ -243,6 +244,7 @@ def test_slurm_top_views_say_the_schedulers_word_and_the_cards_of_alaunch_sample
         "alice tiny-lora-20261206-1", "alice tiny-lora-20261206-1", *["not alaunch: " + str(c.hbm_used_mb)
                                                                       + " MiB HBM in use" for c in n2.cards[2:4]]]
     assert n2.free == (4, 5, 6, 7) and n2.note is None
+    assert [c.progress for c in n2.cards[:3]] == ["step 3/16, loss 1.2", "step 3/16, loss 1.2", None]
     assert n2.summary().endswith("; mix: alice tiny-lora-20261206-1 (Slurm 41)"), n2.summary()
     assert views["n3"].cards == () and views["n3"].summary() == "n3: down* (Not responding)"
     assert views["n4"].cards == () and views["n4"].summary() == "n4: alloc: bob bench (Slurm 42)"
@@ -256,3 +258,20 @@ def test_slurm_node_lists_and_gres_as_squeue_and_sinfo_print_them():
                                                              "a10-ib"]
     assert expand_hostlist("(null)") == [] and expand_hostlist("x[a-b]") == ["x[a-b]"]
     assert [gres_cards(g) for g in ("npu:8", "npu:910b:8(S:0-1)", "gpu:2,npu:4", "", "npu")] == [8, 8, 4, 0, 0]
+
+
+def test_the_login_nodes_top_op_reads_the_samples_and_the_jobs_progress(tmp_path):
+    """remote/slurm.py TOP (what SlurmTop asks the login node, one round trip): the tail of each
+    sample file (a missing one: None) and each job root's log tails, which give its progress."""
+    from launcher.metrics.logparse import tails_progress
+    root = tmp_path / "alaunch" / "j1"
+    (root / "state" / "telemetry").mkdir(parents=True)
+    (root / "state" / "telemetry" / "n1.smi").write_text("x" * 50_000 + "\n{\"last\": 1}\n")
+    (root / "msrun_log").mkdir()
+    (root / "msrun_log" / "worker_0.log").write_text(
+        "{ step:[ 3/16], loss: 1.25, per_step_time: 10ms, lr: 1e-3, overflow cond: False }\n")
+    paths = [str(root / "state" / "telemetry" / "n1.smi"), str(root / "state" / "telemetry" / "n2.smi")]
+    got = wire.answer(run_script("slurm", {"op": "top", "paths": paths, "roots": [str(root)], "bytes": 1000}).stdout)
+    assert got["samples"][paths[1]] is None and got["samples"][paths[0]].endswith('\n{"last": 1}\n')
+    assert len(got["samples"][paths[0]]) == 1000
+    assert tails_progress("", got["tails"][str(root)]) == "step 3/16, loss 1.25"

@@ -799,13 +799,15 @@ SAMPLE_AGE = 30.0  # s: a node's NPU sample older than this is said with its age
 
 
 def top_views(nodes: Sequence[core.NodeInfo], jobs: Sequence[core.RunningJob],
-              samples: Mapping[tuple[str, str], str], now: float) -> list[HostView]:
+              samples: Mapping[tuple[str, str], str], now: float,
+              progress: Mapping[str, str] | None = None) -> list[HostView]:
     """One refresh of ``top`` on Slurm -> a view per node. The scheduler's word on each node
     (its state and reason, every running job on it: user, name, Slurm id); its cards from the
     newest NPU sample an alaunch job on it wrote (``samples``: (Slurm id, node) -> the tail of
     ``<job root>/state/telemetry/<node>.smi``), the job's cards held by it, a card another
     process uses held by that process; an idle node without a sample: its gres' cards, free.
-    A node with neither shows no cards: what runs there is the scheduler's to say, not ours."""
+    A node with neither shows no cards: what runs there is the scheduler's to say, not ours.
+    ``progress``: alaunch job id -> its logs' progress (the job's cards show it)."""
     from launcher.core.cards import CardView, Holder
     from launcher.ops.npusmi import NpuSmiParseError, parse_npu_smi
     from launcher.ops.telemetry import node_sample
@@ -846,7 +848,8 @@ def top_views(nodes: Sequence[core.NodeInfo], jobs: Sequence[core.RunningJob],
                     holder = Holder(c.npu_id, pid=p.pid if p else None, process=p.name if p else None,
                                     hbm_mb=p.memory_mb if p else c.hbm_used_mb)
                 rows.append(CardView(c.npu_id, c.health, c.aicore_pct, c.hbm_used_mb, c.hbm_total_mb, c.power_w,
-                                     c.temp_c, holder))
+                                     c.temp_c, holder, (progress or {}).get(job.name) if holder and holder.job_id
+                                     else None))
             cards = tuple(rows)
             break
         if not cards and not here and node.state.rstrip("*~#!%$@^-") == "idle":
@@ -856,10 +859,11 @@ def top_views(nodes: Sequence[core.NodeInfo], jobs: Sequence[core.RunningJob],
 
 
 class SlurmTop(TopSource):
-    """Each refresh: ``sinfo`` and ``squeue`` on the login node, then one read of the newest NPU
-    sample of every running job's nodes (the files alaunch's jobs write in the shared
-    workdir, ``remote/follow.py`` SAMPLE): three round trips over one kept connection, nothing
-    run on a compute node. A login node that does not answer is one unreachable row."""
+    """Each refresh: ``sinfo`` and ``squeue`` on the login node, then one TOP of
+    ``remote/slurm.py`` there: the newest NPU sample of every running alaunch job's nodes (the
+    files its sampler writes in the shared workdir, ``remote/follow.py`` SAMPLE) and its logs'
+    tails (its progress). Three round trips over one kept connection, nothing run on a compute
+    node. A login node that does not answer is one unreachable row."""
 
     def __init__(self, engine: SlurmService, target: core.SlurmTarget, interval: float = 2.0, timeout: float = 15):
         super().__init__(interval, timeout)
@@ -874,16 +878,21 @@ class SlurmTop(TopSource):
             jobs = core.parse_top_squeue(self._query(squeue, "squeue"))
             # an alaunch job's dir is <workdir>/alaunch/<its id>, its Slurm name that id: only
             # those are read (not a path in another user's home that merely ran there)
+            ours = [j for j in jobs
+                    if j.workdir.startswith("/") and posixpath.basename(j.workdir.rstrip("/")) == j.name]
             paths = {(j.slurm_id, n): posixpath.join(JobLayout(j.workdir).state, "telemetry", f"{n}.smi")
-                     for j in jobs if j.workdir.startswith("/") and posixpath.basename(j.workdir.rstrip("/")) == j.name
-                     for n in j.nodes}
-            texts = self.engine._call(self.ex, self.python, {"op": "read", "paths": sorted(set(paths.values())),
-                                                             "bytes": 1 << 15},
-                                      "reading the NPU samples", timeout=self.timeout) if paths else {}
+                     for j in ours for n in j.nodes}
+            request = {"op": "top", "paths": sorted(set(paths.values())), "roots": sorted({j.workdir for j in ours}),
+                       "bytes": 1 << 15}
+            got = self.engine._call(self.ex, self.python, request, "reading the NPU samples",
+                                    timeout=self.timeout) if ours else {}
         except AlaunchError as exc:
             return [HostView(self.target.login, error=exc.message.splitlines()[0])]
+        from launcher.metrics.logparse import tails_progress
+        texts, logs = got.get("samples") or {}, got.get("tails") or {}
         samples = {key: text for key, path in paths.items() if (text := texts.get(path))}
-        return top_views(nodes, jobs, samples, time.time())
+        progress = {j.name: text for j in ours if (text := tails_progress("", logs.get(j.workdir) or {}))}
+        return top_views(nodes, jobs, samples, time.time(), progress)
 
     def _query(self, argv: list[str], what: str) -> str:
         """sinfo/squeue on the login node within ``--timeout`` (a hung controller is one

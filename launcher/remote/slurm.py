@@ -15,6 +15,10 @@ follower of the shared job dir learns the end of a job Slurm killed before its t
 READ ``{"op": "read", "paths": [...], "bytes"?}`` -> ``{path: its last ``bytes`` (8 KiB) as text, or
 None}``.
 
+TOP ``{"op": "top", "paths", "roots", "bytes"?}`` -> ``{"samples": {path: its last ``bytes`` or None},
+"tails": {root: {rank: last lines}}}``: one refresh of ``alaunch top`` on Slurm (the running
+alaunch jobs' newest NPU samples and their progress), one round trip.
+
 TAILS ``{"op": "tails", "root"}`` -> ``{rank: its log's last lines}`` (``_prelude.log_tails``, what a
 hostfile node's STATUS reads): a running job's progress and stragglers for ``status``, every
 rank's log being in the one shared job dir.
@@ -97,6 +101,26 @@ def tails(r):
     answer(log_tails(r["root"]))
 
 
+def top(r):
+    """One refresh of ``top`` on Slurm: the tails of each sample file and each job's logs."""
+    samples = {}  # type: dict[str, str | None]
+    for p in r["paths"]:
+        try:
+            with open(p, "rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - r.get("bytes", 32768)))
+                samples[p] = fh.read().decode("utf-8", "replace")
+        except OSError:
+            samples[p] = None
+    logs = {}
+    for root in r["roots"]:
+        try:
+            logs[root] = log_tails(root)
+        except OSError:
+            logs[root] = {}
+    answer({"samples": samples, "tails": logs})
+
+
 def node_versions(r):
     import socket
     answer({"node": socket.gethostname(), "versions": versions()})
@@ -128,4 +152,5 @@ def skew(r):
 
 
 if __name__ == "__main__":
-    run({"submit": submit, "mark_end": mark_end, "read": read, "tails": tails, "versions": node_versions, "skew": skew})
+    run({"submit": submit, "mark_end": mark_end, "read": read, "tails": tails, "top": top, "versions": node_versions,
+         "skew": skew})
