@@ -19,8 +19,10 @@ def test_srun_failures_name_node_and_task():
 
 
 def test_parse_sinfo():
-    nodes = slurm.parse_sinfo("n1|idle|npu:8|192\nn2|alloc|(null)|192\nbad line\n")
-    assert [(n.name, n.state, n.gres) for n in nodes] == [("n1", "idle", "npu:8"), ("n2", "alloc", "(null)")]
+    from launcher.core.slurm import parse_top_sinfo
+    nodes = parse_top_sinfo("n1|idle|npu:8|192|none\nn2|drain|(null)|192|disk full\nbad line\n")
+    assert [(n.name, n.state, n.gres, n.reason) for n in nodes] == [("n1", "idle", "npu:8", ""),
+                                                                   ("n2", "drain", "", "disk full")]
 
 
 def test_login_view_is_one_node_on_the_login_host(tmp_path):

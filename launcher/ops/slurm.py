@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from launcher.core import slurm as core
@@ -131,23 +131,6 @@ def batch_failures(text: str) -> list[str]:
     failures = [line[len("alaunch: "):] for line in text.splitlines() if line.startswith("alaunch: ")]
     msrun = msrun_failure(text)
     return failures + ([msrun] if msrun else []) + srun_failures(text)
-
-
-@dataclass(frozen=True)
-class SinfoNode:
-    name: str
-    state: str
-    gres: str
-    cpus: str
-
-
-def parse_sinfo(text: str) -> list[SinfoNode]:
-    nodes = []
-    for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 4:
-            nodes.append(SinfoNode(*parts))
-    return nodes
 
 
 class SlurmService(Engine):
@@ -755,28 +738,27 @@ class SlurmService(Engine):
         """The login node answers and the partition exists: its nodes, states and gres; problems."""
         nodes, problems = self.sinfo(target)
         return CheckReport(f"Slurm partition {target.partition or '(default)'} via {target.login}",
-                           ("node", "state", "gres", "cpus"), [(n.name, n.state, n.gres, n.cpus) for n in nodes],
+                           ("node", "state", "gres", "cpus", "reason"),
+                           [(n.name, n.state, n.gres, n.cpus, n.reason) for n in nodes],
                            problems=problems,
                            json={"login": target.login, "partition": target.partition,
                                  "nodes": [asdict(n) for n in nodes], "problems": problems},
                            failure=f"Slurm check failed: {problems[0]}" if problems else None)
 
-    def sinfo(self, target: core.SlurmTarget) -> tuple[list[SinfoNode], list[str]]:
-        """The login node answers and the partition exists: its nodes, states and gres; problems."""
+    def sinfo(self, target: core.SlurmTarget) -> tuple[list[core.NodeInfo], list[str]]:
+        """The login node answers and the partition exists: its nodes, states, gres and the
+        reason of a node that is down or drained; problems."""
         ex = self.exec_factory(target.login_host())
         problems: list[str] = []
         try:
-            argv = ["sinfo", "-h", "-N", "-o", "%N|%t|%G|%c"]
-            if target.partition:
-                argv += ["-p", target.partition]
-            res = ex.exec(argv, timeout=60)
+            res = ex.exec(core.top_argvs(target.partition)[0], timeout=60)
         except AlaunchError as exc:
             return [], [exc.message]
         finally:
             ex.close()
         if not res.ok:
             return [], [f"{target.login}: sinfo failed: {res.error_line()}"]
-        nodes = parse_sinfo(res.text())
+        nodes = core.parse_top_sinfo(res.text())
         if not nodes:
             problems.append(f"partition {target.partition or '(default)'} has no nodes (sinfo printed none)")
         elif len(nodes) < target.nodes:
