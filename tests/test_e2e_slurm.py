@@ -425,7 +425,7 @@ def test_a_sweep_runs_its_trials_as_sbatch_jobs_ranks_them_and_a_rerun_keeps_the
     monkeypatch.chdir(tmp_path)
     target = _target(slurm_env, tmp_path)
     job = write_job(tmp_path, toy, epochs=1, name="slurm-sweep")
-    rates = (1e-3, 1e3, 3e-3)
+    rates = (1e-3, 1e-2, 3e-3)  # none diverges: a NaN final loss would have no rank
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
         "name": "slurm-lr", "base": str(job), "job": {"nodes": 1, "cards_per_node": 1},
         "space": {"list": [{"learning_rate": r} for r in rates]},
