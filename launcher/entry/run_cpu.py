@@ -191,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         # output/tensorboard/rank_0 at once and the loser's tensorboardX makedirs raised, which
         # killed the scheduler (seen in a full test run). The scheduler trains nothing: no writer.
         config.tensorboard.tensorboard_dir = ""
+    if os.environ.get("MS_ROLE") == "MS_SCHED" and config.get("callbacks"):
+        # the same race on output/checkpoint/rank_0: rank 0's CheckpointMonitor removes the
+        # empty dir it just made ("created too early") while the scheduler's lists it, and the
+        # scheduler died of FileNotFoundError after the job trained (two full runs, SSH and
+        # Slurm: "Scheduler process N exit with exception"). No checkpoints from the scheduler.
+        config.callbacks = [c for c in config.callbacks if (c or {}).get("type") != "CheckpointMonitor"]
     build_context(config)
     trainer = Trainer(config)
     if config.run_mode in ("train", "finetune"):
