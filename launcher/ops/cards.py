@@ -16,6 +16,7 @@ The claims of the release before (``<workdir>/alaunch/cards/<hostname>/``) are s
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -142,7 +143,7 @@ def survey(runners: Mapping[str, CommandRunner], hosts: Sequence[Host], pythons:
     return out
 
 
-class TopSource:
+class TopSource(ABC):
     """``alaunch top``'s source, for the terminal and the dashboard, whatever the engine: the
     last survey, which :meth:`snapshot` reuses for ``interval`` s — a dashboard with three
     browsers open asks the cluster once per interval, not three times a second. One survey
@@ -154,8 +155,9 @@ class TopSource:
         self._lock = threading.Lock()
         self._last: tuple[float, list[HostView]] | None = None
 
+    @abstractmethod
     def ask(self) -> list[HostView]:
-        raise NotImplementedError
+        """One survey of the cluster, now."""
 
     def survey(self) -> list[HostView]:
         """Ask now."""
@@ -177,8 +179,8 @@ class TopSource:
                     last = self._last = (time.monotonic(), views)
         return {"hosts": [v.to_json() for v in last[1]]}
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - a source without connections has nothing to close
+        """Release what the source keeps open between surveys (its connections)."""
 
 
 class Surveyor(TopSource):

@@ -83,18 +83,19 @@ def mark_end(r):
     answer({"written": written})
 
 
+def tail_of(path, size):
+    """The last ``size`` bytes of ``path`` as text, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - size))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
 def read(r):
-    out = {}  # type: dict[str, str | None]  # path -> its last 8 KiB (None: unreadable)
-    for p in r["paths"]:
-        try:
-            with open(p, "rb") as fh:
-                fh.seek(0, 2)
-                n = fh.tell()
-                fh.seek(max(0, n - r.get("bytes", 8192)))
-                out[p] = fh.read().decode("utf-8", "replace")
-        except OSError:
-            out[p] = None
-    answer(out)
+    answer({p: tail_of(p, r.get("bytes", 8192)) for p in r["paths"]})  # path -> its last 8 KiB, or None
 
 
 def tails(r):
@@ -103,15 +104,7 @@ def tails(r):
 
 def top(r):
     """One refresh of ``top`` on Slurm: the tails of each sample file and each job's logs."""
-    samples = {}  # type: dict[str, str | None]
-    for p in r["paths"]:
-        try:
-            with open(p, "rb") as fh:
-                fh.seek(0, 2)
-                fh.seek(max(0, fh.tell() - r.get("bytes", 32768)))
-                samples[p] = fh.read().decode("utf-8", "replace")
-        except OSError:
-            samples[p] = None
+    samples = {p: tail_of(p, r.get("bytes", 32768)) for p in r["paths"]}
     logs = {}
     for root in r["roots"]:
         try:
